@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
-    Identity, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Identity, KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use super::{
@@ -19,6 +19,9 @@ use super::{
 
 /// Upstream's key recording the last compaction (outside the prefix, as upstream's compactor writes it).
 pub const COMPACT_REV_KEY: &str = "compact_rev_key";
+
+/// Largest gRPC response accepted from etcd.
+const MAX_MESSAGE: usize = i32::MAX as usize;
 
 /// How to reach etcd: upstream's `--etcd-servers`, `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`,
 /// `--etcd-prefix`.
@@ -102,11 +105,18 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// A KV client that accepts large responses (a list of thousands of objects), as upstream's (MaxInt32).
+    fn kv(&self) -> KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
-    fn kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
+    fn to_kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
         let key = String::from_utf8_lossy(kv.key());
         KeyValue {
             key: key
@@ -149,7 +159,7 @@ impl EtcdStore {
     /// The current value, for a compare that failed: NotFound when the key is gone, Conflict otherwise.
     fn refused(&self, key: &str, responses: Vec<TxnOpResponse>) -> StorageError {
         let current = responses.into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| self.kv(kv)),
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| self.to_kv(kv)),
             _ => None,
         });
         match current {
@@ -182,7 +192,7 @@ impl Storage for EtcdStore {
         };
         resp.kvs()
             .first()
-            .map(|kv| self.kv(kv))
+            .map(|kv| self.to_kv(kv))
             .ok_or_else(|| StorageError::NotFound {
                 key: key.to_string(),
             })
@@ -199,11 +209,11 @@ impl Storage for EtcdStore {
             .with_range(self.full(&prefix_end(prefix)))
             .with_revision(at)
             .with_limit(opts.limit as i64);
-        let resp = match self.client.kv_client().get(start, Some(get)).await {
+        let resp = match self.kv().get(start, Some(get)).await {
             Ok(r) => r,
             Err(e) => return Err(self.map_err(e, at).await),
         };
-        let items: Vec<KeyValue> = resp.kvs().iter().map(|kv| self.kv(kv)).collect();
+        let items: Vec<KeyValue> = resp.kvs().iter().map(|kv| self.to_kv(kv)).collect();
         let remaining = if resp.more() {
             resp.count() - items.len() as i64
         } else {
@@ -281,7 +291,7 @@ impl Storage for EtcdStore {
         }
         let rev = header_revision(resp.header());
         let prev = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Put(put) => put.prev_key().map(|kv| self.kv(kv)),
+            TxnOpResponse::Put(put) => put.prev_key().map(|kv| self.to_kv(kv)),
             _ => None,
         });
         let prev =
@@ -328,7 +338,7 @@ impl Storage for EtcdStore {
         }
         let rev = header_revision(resp.header());
         let prev = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Delete(del) => del.prev_kvs().first().map(|kv| self.kv(kv)),
+            TxnOpResponse::Delete(del) => del.prev_kvs().first().map(|kv| self.to_kv(kv)),
             _ => None,
         });
         prev.map(|p| (rev, p))
@@ -408,14 +418,14 @@ impl Storage for EtcdStore {
                 ticker.reset();
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
-                    let prev = ev.prev_kv().map(|p| store.kv(p));
+                    let prev = ev.prev_kv().map(|p| store.to_kv(p));
                     let event = match ev.event_type() {
                         EventType::Put => Event::Put {
-                            kv: store.kv(kv),
+                            kv: store.to_kv(kv),
                             prev,
                         },
                         EventType::Delete => Event::Delete {
-                            key: store.kv(kv).key,
+                            key: store.to_kv(kv).key,
                             revision: kv.mod_revision(),
                             prev,
                         },
@@ -449,7 +459,7 @@ impl Storage for EtcdStore {
                 current_revision,
             });
         }
-        if let Err(e) = self.client.kv_client().compact(revision, None).await {
+        if let Err(e) = self.kv().compact(revision, None).await {
             return Err(self.map_err(e, revision).await);
         }
         self.client

@@ -155,7 +155,12 @@ impl SqliteStore {
             )
             .map_err(unavailable)?;
 
-        let hub = Arc::new(Hub::new(current, compacted, config.ring_capacity));
+        let hub = Arc::new(Hub::new(
+            current,
+            compacted,
+            compact_done,
+            config.ring_capacity,
+        ));
         let pool = Arc::new(ReadPool {
             path: config.path.clone(),
             idle: Mutex::new(Vec::new()),
@@ -185,6 +190,12 @@ impl SqliteStore {
                 progress_interval: config.progress_interval,
             }),
         })
+    }
+
+    /// Whether a compaction pass is still removing history in the background.
+    pub fn compaction_pending(&self) -> bool {
+        let hub = &self.inner.hub;
+        hub.compact_done.load(Ordering::Acquire) < hub.compacted.load(Ordering::Acquire)
     }
 
     async fn write(&self, op: Op) -> Result<Reply> {
@@ -454,7 +465,7 @@ impl ReadPool {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(unavailable)?;
-                c.execute_batch("PRAGMA busy_timeout=10000; PRAGMA cache_size=-8000;")
+                c.execute_batch("PRAGMA busy_timeout=10000; PRAGMA cache_size=-8000; PRAGMA mmap_size=268435456;")
                     .map_err(unavailable)?;
                 c
             }
@@ -481,6 +492,8 @@ struct Hub {
     ring: RwLock<Ring>,
     state: watch::Sender<HubState>,
     compacted: AtomicI64,
+    /// History up to here has been physically removed.
+    compact_done: AtomicI64,
 }
 
 struct Ring {
@@ -491,7 +504,12 @@ struct Ring {
 }
 
 impl Hub {
-    fn new(current: Revision, compacted: Revision, capacity: usize) -> Self {
+    fn new(
+        current: Revision,
+        compacted: Revision,
+        compact_done: Revision,
+        capacity: usize,
+    ) -> Self {
         Hub {
             ring: RwLock::new(Ring {
                 start: current + 1,
@@ -503,6 +521,7 @@ impl Hub {
                 closed: false,
             }),
             compacted: AtomicI64::new(compacted),
+            compact_done: AtomicI64::new(compact_done),
         }
     }
 
@@ -871,7 +890,10 @@ impl Writer {
             tx.commit()
         })();
         match result {
-            Ok(()) => self.compact_done = hi,
+            Ok(()) => {
+                self.compact_done = hi;
+                self.hub.compact_done.store(hi, Ordering::Release);
+            }
             Err(e) => tracing::warn!(error = %e, "compaction step failed; will retry"),
         }
     }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what building and testing need from Debian's packages (idempotent; run as root):
+# etcd-server (the HA backend, and the etcd side of the storage tests), etcd-client (etcdctl, to inspect keys),
+# protobuf-compiler (protoc, for the etcd and CRI gRPC bindings).
+set -euo pipefail
+pkgs=()
+command -v etcd >/dev/null || pkgs+=(etcd-server)
+command -v etcdctl >/dev/null || pkgs+=(etcd-client)
+command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  echo "==> installing ${pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)" >&2; exit 1; }
