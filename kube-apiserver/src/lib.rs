@@ -1,4 +1,26 @@
-//! kube-apiserver: the Kubernetes API server. For now this crate holds the storage layer only the apiserver
-//! touches ([`storage`]); the HTTP API comes next (issue 3).
+//! kube-apiserver: the Kubernetes API server. The storage layer ([`storage`]) is only touched from here; the
+//! request path is listener -> authentication -> limits -> request info -> registry (strategy, validation)
+//! -> storage -> encoding (JSON, Table, watch stream).
 
+pub mod admission;
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod defaults;
+pub mod discovery;
+pub mod ipalloc;
+pub mod metrics;
+pub mod options;
+pub mod pki;
+pub mod registry;
+pub mod request;
+pub mod reviews;
+pub mod server;
 pub mod storage;
+pub mod strategy;
+pub mod subresources;
+pub mod table;
+pub mod validation;
+
+pub use options::Options;
+pub use server::run;

@@ -1,0 +1,11 @@
+//! Kubernetes API objects and the pure logic over them, shared by the apiserver, the client and every component:
+//! the static resource table, label and field selectors, patches (JSON, merge, strategic merge), `Status` errors.
+//! No I/O.
+
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod status;
+
+pub use resources::{RESOURCES, Resource, Subresource};
+pub use status::{ApiError, Cause};

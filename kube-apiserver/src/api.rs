@@ -1,0 +1,449 @@
+//! The resource API: each verb of each resource in the table (and the subresources kubectl uses), decoding
+//! requests, calling the registry and encoding objects, lists, Tables and watch streams.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api_types::ApiError;
+use api_types::patch::PatchType;
+use api_types::resources::{self, Resource};
+use api_types::selector::{FieldSelector, LabelSelector};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+
+use crate::registry::{DeleteParams, Deleted, ListParams, WatchEvent, meta_str};
+use crate::server::{Apiserver, Resp, User, json_response, read_body};
+use crate::table;
+
+/// Decodes a request body as JSON (also when no Content-Type is given, as `kubectl scale` sends it).
+fn decode_json(headers: &http::HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or_default().trim();
+    match media {
+        "application/json" | "" | "*/*" => {}
+        "application/vnd.kubernetes.protobuf" => {
+            return Err(ApiError::unsupported_media_type(ct));
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+    })
+}
+
+fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid dryRun value {other:?}: supported values: \"All\""
+        ))),
+    }
+}
+
+fn list_params(res: &Resource, q: &HashMap<String, String>) -> Result<ListParams, ApiError> {
+    let label_selector = match q.get("labelSelector").filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            LabelSelector::parse(s)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        ),
+        None => None,
+    };
+    let field_selector = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
+        Some(s) => {
+            let fs = FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            crate::registry::Registry::check_field_selector(res, &fs)?;
+            Some(fs)
+        }
+        None => None,
+    };
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?
+            .max(0) as usize,
+        None => 0,
+    };
+    Ok(ListParams {
+        label_selector,
+        field_selector,
+        limit,
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+        resource_version: q.get("resourceVersion").cloned(),
+        resource_version_match: q.get("resourceVersionMatch").cloned(),
+    })
+}
+
+fn accept(req_headers: &http::HeaderMap) -> String {
+    req_headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn object_response(
+    code: StatusCode,
+    res: &Resource,
+    obj: &Value,
+    accept: &str,
+    q: &HashMap<String, String>,
+) -> Resp {
+    if table::wants_table(accept) {
+        let include = q
+            .get("includeObject")
+            .map(String::as_str)
+            .unwrap_or("Metadata");
+        let meta = json!({"resourceVersion": meta_str(obj, "resourceVersion").unwrap_or_default()});
+        return json_response(
+            code,
+            &table::table(res, std::slice::from_ref(obj), meta, include, true),
+        );
+    }
+    json_response(code, obj)
+}
+
+/// Finds the resource of a request, or the 404 upstream answers.
+fn resource_of(group: &str, version: &str, plural: &str) -> Result<&'static Resource, ApiError> {
+    resources::find(group, version, plural).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    })
+}
+
+/// Serves one resource request.
+pub async fn serve(
+    server: &Arc<Apiserver>,
+    req: Request<Incoming>,
+    info: crate::request::RequestInfo,
+    q: HashMap<String, String>,
+    user: User,
+) -> Result<Resp, ApiError> {
+    let res = resource_of(&info.group, &info.version, &info.resource)?;
+    if res.namespaced
+        && info.namespace.is_none()
+        && info.verb != "list"
+        && info.verb != "watch"
+        && info.verb != "deletecollection"
+    {
+        if info.verb == "create" && !res.stored() {
+            // Namespaced reviews are created under a namespace.
+        }
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
+    }
+    let ns = info.namespace.as_deref().filter(|_| res.namespaced);
+    let (parts, body) = req.into_parts();
+    let accept = accept(&parts.headers);
+    let verb = info.verb.as_str();
+    let allowed = |v: &str| -> Result<(), ApiError> {
+        if res.has_verb(v) {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource"
+            )))
+        }
+    };
+    if let Some(sub) = info.subresource.as_deref() {
+        let name = info.name.as_deref().unwrap_or_default();
+        return crate::subresources::serve(
+            server, res, ns, name, sub, &info, &parts, body, &q, &accept,
+        )
+        .await;
+    }
+    if !res.stored() {
+        allowed(verb)?;
+        let body = read_body(body).await?;
+        let obj = decode_json(&parts.headers, &body)?;
+        return crate::reviews::create(server, res, ns, obj, &user)
+            .map(|v| json_response(StatusCode::CREATED, &v));
+    }
+    let reg = &server.registry;
+    match verb {
+        "get" => {
+            allowed("get")?;
+            let name = info.name.as_deref().unwrap_or_default();
+            let obj = reg.get(res, ns, name).await?;
+            Ok(object_response(StatusCode::OK, res, &obj, &accept, &q))
+        }
+        "list" => {
+            allowed("list")?;
+            let p = list_params(res, &q)?;
+            let page = reg.list(res, ns, &p).await?;
+            let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
+            if let Some(c) = &page.continue_token {
+                meta["continue"] = json!(c);
+            }
+            if let Some(r) = page.remaining.filter(|r| *r > 0) {
+                meta["remainingItemCount"] = json!(r);
+            }
+            if table::wants_table(&accept) {
+                let include = q
+                    .get("includeObject")
+                    .map(String::as_str)
+                    .unwrap_or("Metadata");
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(res, &page.items, meta, include, true),
+                ));
+            }
+            let list = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": meta, "items": page.items});
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        "watch" => {
+            allowed("watch")?;
+            let mut p = list_params(res, &q)?;
+            if let Some(name) = &info.name {
+                // A watch on one object is a watch on its collection filtered by name.
+                p.field_selector = Some(
+                    FieldSelector::parse(&format!("metadata.name={name}"))
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                );
+            }
+            watch(server, res, ns, p, &q, &accept).await
+        }
+        "create" => {
+            allowed("create")?;
+            let body = read_body(body).await?;
+            let obj = decode_json(&parts.headers, &body)?;
+            let created = crate::admission::create(server, res, ns, obj, dry_run(&q)?).await?;
+            Ok(object_response(
+                StatusCode::CREATED,
+                res,
+                &created,
+                &accept,
+                &q,
+            ))
+        }
+        "update" => {
+            allowed("update")?;
+            let name = info.name.as_deref().unwrap_or_default();
+            let body = read_body(body).await?;
+            let obj = decode_json(&parts.headers, &body)?;
+            let updated = reg.update(res, ns, name, None, obj, dry_run(&q)?).await?;
+            Ok(object_response(StatusCode::OK, res, &updated, &accept, &q))
+        }
+        "patch" => {
+            allowed("patch")?;
+            let name = info.name.as_deref().unwrap_or_default();
+            let (pt, body) = patch_body(&parts.headers, body).await?;
+            if pt == PatchType::Apply {
+                return crate::subresources::server_side_apply(
+                    server, res, ns, name, &body, &q, &accept,
+                )
+                .await;
+            }
+            let patched = reg
+                .patch(res, ns, name, None, pt, &body, dry_run(&q)?)
+                .await?;
+            Ok(object_response(StatusCode::OK, res, &patched, &accept, &q))
+        }
+        "delete" => {
+            allowed("delete")?;
+            let name = info.name.as_deref().unwrap_or_default();
+            let body = read_body(body).await?;
+            let p = delete_params(&body, &q)?;
+            let out = crate::admission::delete(server, res, ns, name, &p).await?;
+            Ok(match out {
+                Deleted::Pending(obj) => object_response(StatusCode::OK, res, &obj, &accept, &q),
+                Deleted::Gone(obj) => object_response(StatusCode::OK, res, &obj, &accept, &q),
+            })
+        }
+        "deletecollection" => {
+            allowed("deletecollection")?;
+            let body = read_body(body).await?;
+            let dp = delete_params(&body, &q)?;
+            let lp = list_params(res, &q)?;
+            let page = reg
+                .list(
+                    res,
+                    ns,
+                    &ListParams {
+                        limit: 0,
+                        continue_token: None,
+                        ..lp
+                    },
+                )
+                .await?;
+            let mut items = Vec::new();
+            for obj in page.items {
+                let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+                let ons = meta_str(&obj, "namespace").map(str::to_string);
+                match crate::admission::delete(server, res, ons.as_deref(), &name, &dp).await {
+                    Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => items.push(o),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let list = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {"resourceVersion": ""}, "items": items});
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        other => Err(ApiError::method_not_allowed(format!(
+            "{other} is not supported"
+        ))),
+    }
+}
+
+/// Reads a patch body and its type from the Content-Type.
+pub async fn patch_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<(PatchType, Bytes), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let pt =
+        PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+    Ok((pt, read_body(body).await?))
+}
+
+/// DeleteOptions from the body (JSON, with or without kind) and the query.
+pub fn delete_params(body: &Bytes, q: &HashMap<String, String>) -> Result<DeleteParams, ApiError> {
+    let opts: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|_| ApiError::unsupported_media_type("DeleteOptions must be JSON"))?
+    };
+    let grace = opts
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    let policy = opts
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| q.get("propagationPolicy").cloned());
+    let orphan = opts.get("orphanDependents").and_then(Value::as_bool);
+    let policy = policy.or_else(|| {
+        orphan.map(|o| {
+            if o {
+                "Orphan".to_string()
+            } else {
+                "Background".to_string()
+            }
+        })
+    });
+    let body_dry = opts
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|d| d.iter().any(|x| x == "All"));
+    Ok(DeleteParams {
+        grace_period_seconds: grace,
+        propagation_policy: policy,
+        precondition_uid: opts
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        precondition_rv: opts
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        dry_run: body_dry || dry_run(q)?,
+    })
+}
+
+fn event_json(res: &Resource, ev: &WatchEvent, as_table: bool, first: &mut bool) -> Value {
+    let (ty, obj) = match ev {
+        WatchEvent::Added(o) => ("ADDED", o.clone()),
+        WatchEvent::Modified(o) => ("MODIFIED", o.clone()),
+        WatchEvent::Deleted(o) => ("DELETED", o.clone()),
+        WatchEvent::Bookmark(rev) => {
+            let kind = if as_table {
+                "Table".to_string()
+            } else {
+                res.kind.to_string()
+            };
+            let api_version = if as_table {
+                "meta.k8s.io/v1".to_string()
+            } else {
+                res.api_version()
+            };
+            return json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rev.to_string()}}});
+        }
+        WatchEvent::Error(e) => return json!({"type": "ERROR", "object": e.to_status()}),
+    };
+    if as_table {
+        let meta =
+            json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
+        let t = table::table(res, std::slice::from_ref(&obj), meta, "Metadata", *first);
+        *first = false;
+        return json!({"type": ty, "object": t});
+    }
+    json!({"type": ty, "object": obj})
+}
+
+/// A watch: chunked newline-delimited JSON events until the client leaves, `timeoutSeconds` passes (default:
+/// a random time between --min-request-timeout and twice it) or the server shuts down.
+async fn watch(
+    server: &Arc<Apiserver>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    p: ListParams,
+    q: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Resp, ApiError> {
+    let bookmarks = crate::request::flag(q, "allowWatchBookmarks");
+    let timeout = match q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
+        Some(t) => Duration::from_secs(t),
+        None => {
+            let min = server.opts.min_request_timeout.max(1);
+            Duration::from_secs(min + (uuid::Uuid::new_v4().as_u128() % min as u128) as u64)
+        }
+    };
+    let mut events = server.registry.watch(res, ns, p, bookmarks).await?;
+    let as_table = table::wants_table(accept);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let mut stop = server.stop_signal();
+    let gauge = server.watch_gauge();
+    tokio::spawn(async move {
+        let _gauge = gauge;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut first = true;
+        loop {
+            let ev = tokio::select! {
+                ev = events.recv() => match ev { Some(ev) => ev, None => return },
+                _ = &mut deadline => return,
+                _ = stop.changed() => return,
+                _ = tx.closed() => return,
+            };
+            let mut line =
+                serde_json::to_vec(&event_json(res, &ev, as_table, &mut first)).unwrap_or_default();
+            line.push(b'\n');
+            if tx.send(Bytes::from(line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,120 @@
+//! What the apiserver sets up at start, as upstream's bootstrap controller: the system namespaces and the
+//! `kubernetes` Service in `default` with its Endpoints and EndpointSlice pointing at `--advertise-address`.
+
+use std::sync::Arc;
+
+use api_types::resources::find;
+use api_types::{ApiError, Resource};
+use serde_json::{Value, json};
+
+use crate::server::Apiserver;
+
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+fn resource(group: &str, plural: &str) -> Result<&'static Resource, ApiError> {
+    find(group, "v1", plural).ok_or_else(|| ApiError::internal(format!("no resource {plural}")))
+}
+
+/// Creates `obj` unless it exists; if it exists and `reconcile` is set, makes the listed top-level fields match.
+async fn ensure(
+    server: &Arc<Apiserver>,
+    res: &Resource,
+    ns: Option<&str>,
+    obj: Value,
+    reconcile: &[&str],
+) -> Result<(), ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    match server.registry.get(res, ns, &name).await {
+        Ok(cur) => {
+            if reconcile.iter().all(|f| cur.get(*f) == obj.get(*f)) {
+                return Ok(());
+            }
+            let mut new = cur.clone();
+            for f in reconcile {
+                new[*f] = obj[*f].clone();
+            }
+            server
+                .registry
+                .update(res, ns, &name, None, new, false)
+                .await
+                .map(|_| ())
+        }
+        Err(e) if e.code == 404 => {
+            match crate::admission::create(server, res, ns, obj, false).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == 409 => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
+    let namespaces = resource("", "namespaces")?;
+    for ns in SYSTEM_NAMESPACES {
+        ensure(
+            server,
+            namespaces,
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            &[],
+        )
+        .await?;
+    }
+    let ip = crate::ipalloc::first_service_ip(&server.opts.service_cluster_ip_range)
+        .map_err(ApiError::internal)?;
+    let port = server.opts.secure_port;
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
+        "spec": {"type": "ClusterIP", "clusterIP": ip.to_string(), "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    ensure(
+        server,
+        resource("", "services")?,
+        Some("default"),
+        service,
+        &[],
+    )
+    .await?;
+    let addr = server.advertise.to_string();
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": addr}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    ensure(
+        server,
+        resource("", "endpoints")?,
+        Some("default"),
+        endpoints,
+        &["subsets"],
+    )
+    .await?;
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    ensure(
+        server,
+        resource("discovery.k8s.io", "endpointslices")?,
+        Some("default"),
+        slice,
+        &["endpoints", "ports"],
+    )
+    .await?;
+    tracing::info!("bootstrap: system namespaces and the kubernetes service are in place");
+    Ok(())
+}

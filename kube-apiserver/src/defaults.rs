@@ -1,0 +1,391 @@
+//! Defaulting of built-in kinds, as upstream's `SetDefaults_*` functions (pkg/apis/*/v1/defaults.go): what
+//! a field reads as when the client leaves it out. Applied on create and update; never overrides a given value.
+
+use api_types::Resource;
+use serde_json::{Map, Value, json};
+
+fn obj_at<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let o = v.as_object_mut()?;
+    let e = o.entry(key).or_insert_with(|| json!({}));
+    if e.is_null() {
+        *e = json!({});
+    }
+    e.as_object_mut()
+}
+
+fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.into(), value);
+    }
+}
+
+/// Applies the kind's defaults to a whole object.
+pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
+    match (res.group, res.kind) {
+        ("", "Pod") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                pod_spec(spec);
+            }
+            if creating {
+                let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
+                obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+            }
+        }
+        ("", "Namespace") => {
+            if creating {
+                if let Some(spec) = obj_at(obj, "spec") {
+                    default(spec, "finalizers", json!(["kubernetes"]));
+                }
+                obj["status"] = json!({"phase": "Active"});
+            }
+            // The name label upstream adds to every namespace.
+            let name = obj
+                .pointer("/metadata/name")
+                .cloned()
+                .unwrap_or(Value::Null);
+            if let Some(meta) = obj_at(obj, "metadata")
+                && let Some(labels) = obj_at_map(meta, "labels")
+            {
+                labels.insert("kubernetes.io/metadata.name".into(), name);
+            }
+        }
+        ("", "Service") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                service_spec(spec);
+            }
+            if creating {
+                obj["status"] = json!({"loadBalancer": {}});
+            }
+        }
+        ("", "Secret") => {
+            if let Some(o) = obj.as_object_mut() {
+                default(o, "type", json!("Opaque"));
+            }
+        }
+        ("", "ReplicationController") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "replicas", json!(1));
+                default(spec, "minReadySeconds", json!(0));
+            }
+            template(obj, "/spec/template");
+        }
+        ("", "PodTemplate") => template(obj, "/template"),
+        ("", "PersistentVolumeClaim") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "volumeMode", json!("Filesystem"));
+            }
+            if creating {
+                obj["status"] = json!({"phase": "Pending"});
+            }
+        }
+        ("", "PersistentVolume") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+                default(spec, "volumeMode", json!("Filesystem"));
+            }
+            if creating {
+                obj["status"] = json!({"phase": "Pending"});
+            }
+        }
+        ("apps", "Deployment") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "replicas", json!(1));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(spec, "progressDeadlineSeconds", json!(600));
+                if let Some(strategy) = obj_at_map(spec, "strategy") {
+                    default(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type") == Some(&json!("RollingUpdate"))
+                        && let Some(ru) = obj_at_map(strategy, "rollingUpdate")
+                    {
+                        default(ru, "maxUnavailable", json!("25%"));
+                        default(ru, "maxSurge", json!("25%"));
+                    }
+                }
+            }
+            template(obj, "/spec/template");
+        }
+        ("apps", "ReplicaSet") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "replicas", json!(1));
+            }
+            template(obj, "/spec/template");
+        }
+        ("apps", "StatefulSet") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "replicas", json!(1));
+                default(spec, "podManagementPolicy", json!("OrderedReady"));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
+                if let Some(strategy) = obj_at_map(spec, "updateStrategy") {
+                    default(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type") == Some(&json!("RollingUpdate"))
+                        && let Some(ru) = obj_at_map(strategy, "rollingUpdate")
+                    {
+                        default(ru, "partition", json!(0));
+                    }
+                }
+            }
+            template(obj, "/spec/template");
+        }
+        ("apps", "DaemonSet") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "revisionHistoryLimit", json!(10));
+                if let Some(strategy) = obj_at_map(spec, "updateStrategy") {
+                    default(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type") == Some(&json!("RollingUpdate"))
+                        && let Some(ru) = obj_at_map(strategy, "rollingUpdate")
+                    {
+                        default(ru, "maxUnavailable", json!(1));
+                        default(ru, "maxSurge", json!(0));
+                    }
+                }
+            }
+            template(obj, "/spec/template");
+        }
+        ("batch", "Job") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                job_spec(spec);
+            }
+            template(obj, "/spec/template");
+        }
+        ("batch", "CronJob") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "concurrencyPolicy", json!("Allow"));
+                default(spec, "suspend", json!(false));
+                default(spec, "successfulJobsHistoryLimit", json!(3));
+                default(spec, "failedJobsHistoryLimit", json!(1));
+            }
+            if let Some(spec) = obj
+                .pointer_mut("/spec/jobTemplate/spec")
+                .and_then(Value::as_object_mut)
+            {
+                job_spec(spec);
+            }
+            template(obj, "/spec/jobTemplate/spec/template");
+        }
+        _ => {}
+    }
+}
+
+fn obj_at_map<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let e = m.entry(key).or_insert_with(|| json!({}));
+    if e.is_null() {
+        *e = json!({});
+    }
+    e.as_object_mut()
+}
+
+fn job_spec(spec: &mut Map<String, Value>) {
+    default(spec, "completions", json!(1));
+    default(spec, "parallelism", json!(1));
+    default(spec, "backoffLimit", json!(6));
+    default(spec, "completionMode", json!("NonIndexed"));
+    default(spec, "suspend", json!(false));
+    default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+}
+
+fn template(obj: &mut Value, pointer: &str) {
+    if let Some(spec) = obj.pointer_mut(&format!("{pointer}/spec")) {
+        pod_spec(spec);
+    }
+    if let Some(t) = obj.pointer_mut(pointer).and_then(Value::as_object_mut) {
+        let meta = t.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.entry("creationTimestamp").or_insert(Value::Null);
+        }
+    }
+}
+
+/// upstream's SetDefaults_PodSpec, SetDefaults_Container and friends.
+pub fn pod_spec(spec: &mut Value) {
+    let Some(s) = spec.as_object_mut() else {
+        return;
+    };
+    default(s, "restartPolicy", json!("Always"));
+    default(s, "terminationGracePeriodSeconds", json!(30));
+    default(s, "dnsPolicy", json!("ClusterFirst"));
+    default(s, "securityContext", json!({}));
+    default(s, "schedulerName", json!("default-scheduler"));
+    default(s, "enableServiceLinks", json!(true));
+    if let Some(sa) = s
+        .get("serviceAccountName")
+        .cloned()
+        .filter(|v| !v.is_null())
+    {
+        default(s, "serviceAccount", sa);
+    }
+    for list in ["initContainers", "containers"] {
+        if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                container(c);
+            }
+        }
+    }
+    if let Some(vols) = s.get_mut("volumes").and_then(Value::as_array_mut) {
+        for v in vols.iter_mut().filter_map(Value::as_object_mut) {
+            for (kind, mode) in [
+                ("configMap", 420),
+                ("secret", 420),
+                ("downwardAPI", 420),
+                ("projected", 420),
+            ] {
+                if let Some(src) = v.get_mut(kind).and_then(Value::as_object_mut) {
+                    default(src, "defaultMode", json!(mode));
+                }
+            }
+            if let Some(hp) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
+                default(hp, "type", json!(""));
+            }
+        }
+    }
+}
+
+fn container(c: &mut Map<String, Value>) {
+    default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default(c, "terminationMessagePolicy", json!("File"));
+    default(c, "resources", json!({}));
+    let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+    // `:latest` or no tag (and no digest) pulls always; anything else only when absent.
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let policy = if image.contains('@') {
+        "IfNotPresent"
+    } else {
+        match last.split_once(':') {
+            None => "Always",
+            Some((_, "latest")) => "Always",
+            Some(_) => "IfNotPresent",
+        }
+    };
+    default(c, "imagePullPolicy", json!(policy));
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default(p, "protocol", json!("TCP"));
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
+            default(p, "timeoutSeconds", json!(1));
+            default(p, "periodSeconds", json!(10));
+            default(p, "successThreshold", json!(1));
+            default(p, "failureThreshold", json!(3));
+            if let Some(h) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
+                default(h, "path", json!("/"));
+                default(h, "scheme", json!("HTTP"));
+            }
+        }
+    }
+}
+
+fn service_spec(spec: &mut Map<String, Value>) {
+    default(spec, "type", json!("ClusterIP"));
+    default(spec, "sessionAffinity", json!("None"));
+    let headless_or_external = spec.get("type") == Some(&json!("ExternalName"));
+    if !headless_or_external {
+        default(spec, "internalTrafficPolicy", json!("Cluster"));
+        default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        default(spec, "ipFamilies", json!(["IPv4"]));
+    }
+    if matches!(
+        spec.get("type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    ) {
+        default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                default(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+/// upstream's GetPodQOS: Guaranteed when every container has equal CPU and memory requests and limits,
+/// BestEffort when none has any, Burstable otherwise.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|l| spec.get(*l).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        let relevant = |m: Option<&Map<String, Value>>| {
+            m.map(|m| m.keys().filter(|k| *k == "cpu" || *k == "memory").count())
+                .unwrap_or(0)
+        };
+        if relevant(req) > 0 || relevant(lim) > 0 {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = lim.and_then(|m| m.get(r));
+            // A request defaults to its limit.
+            let q = req.and_then(|m| m.get(r)).or(l);
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_defaults_match_upstream() {
+        let mut spec = json!({"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "nginx:1.25", "ports": [{"containerPort": 80}]}]});
+        pod_spec(&mut spec);
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["schedulerName"], "default-scheduler");
+        assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(spec["containers"][1]["ports"][0]["protocol"], "TCP");
+        assert_eq!(
+            spec["containers"][0]["terminationMessagePath"],
+            "/dev/termination-log"
+        );
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(
+            qos_class(&json!({"containers": [{"name": "a"}]})),
+            "BestEffort"
+        );
+        let g = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
+        assert_eq!(qos_class(&g), "Guaranteed");
+        let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
+        assert_eq!(qos_class(&b), "Burstable");
+    }
+
+    #[test]
+    fn deployment_defaults() {
+        let res = api_types::resources::find("apps", "v1", "deployments").unwrap();
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        apply(res, &mut d, true);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(
+            d["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    }
+}

@@ -1,0 +1,423 @@
+//! Discovery documents built from the resource table: `/version`, aggregated (`apidiscovery.k8s.io/v2`) and legacy
+//! `/api` and `/apis`, per group-version `APIResourceList`s, and the OpenAPI v3 index and group-version documents
+//! kubectl reads to decide on server-side field validation.
+
+use api_types::resources::{self, RESOURCES, Resource};
+use serde_json::{Value, json};
+
+/// The Kubernetes version we implement; kubectl's dispatcher picks its client from `minor`.
+pub const MAJOR: &str = "1";
+pub const MINOR: &str = "33";
+pub const GIT_VERSION: &str = "v1.33.0";
+
+/// The content type kubectl needs on an aggregated discovery reply.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+pub fn version() -> Value {
+    json!({
+        "major": MAJOR,
+        "minor": MINOR,
+        "emulationMajor": MAJOR,
+        "emulationMinor": MINOR,
+        "minCompatibilityMajor": MAJOR,
+        "minCompatibilityMinor": "32",
+        "gitVersion": GIT_VERSION,
+        "gitCommit": env!("CARGO_PKG_VERSION"),
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+/// Whether an Accept header asks for aggregated discovery.
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2")
+}
+
+fn scope(r: &Resource) -> &'static str {
+    if r.namespaced {
+        "Namespaced"
+    } else {
+        "Cluster"
+    }
+}
+
+fn aggregated_resource(r: &Resource) -> Value {
+    let mut v = json!({
+        "resource": r.plural,
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "scope": scope(r),
+        "singularResource": r.singular,
+        "verbs": r.verbs,
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
+    }
+    if !r.subresources.is_empty() {
+        v["subresources"] = Value::Array(
+            r.subresources
+                .iter()
+                .map(|s| {
+                    let (g, ver) = if s.version.is_empty() { (r.group, r.version) } else { (s.group, s.version) };
+                    json!({"subresource": s.name, "responseKind": {"group": g, "version": ver, "kind": s.kind}, "verbs": s.verbs})
+                })
+                .collect(),
+        );
+    }
+    v
+}
+
+fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            let resources: Vec<Value> = resources::in_group_version(group, v)
+                .map(aggregated_resource)
+                .collect();
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
+    let metadata = if group.is_empty() {
+        json!({"creationTimestamp": null})
+    } else {
+        json!({"name": group, "creationTimestamp": null})
+    };
+    json!({"metadata": metadata, "versions": versions})
+}
+
+/// `/api` (core) or `/apis` (named groups) as an `APIGroupDiscoveryList`.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = resources::groups()
+        .iter()
+        .filter(|(g, _)| g.is_empty() == core)
+        .map(|(g, vs)| aggregated_group(g, vs))
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+/// Legacy `/api`.
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+fn api_group(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
+}
+
+/// Legacy `/apis`.
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| api_group(g, vs))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/<group>`.
+pub fn group(group: &str) -> Option<Value> {
+    let groups = resources::groups();
+    let (g, vs) = groups.iter().find(|(g, _)| *g == group)?;
+    let mut v = api_group(g, vs);
+    v["kind"] = json!("APIGroup");
+    v["apiVersion"] = json!("v1");
+    Some(v)
+}
+
+/// `/api/v1` or `/apis/<group>/<version>` as an `APIResourceList`, subresources included (`pods/eviction`).
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut out = Vec::new();
+    for r in resources::in_group_version(group, version) {
+        let mut v = json!({
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": r.verbs,
+        });
+        if !r.short_names.is_empty() {
+            v["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            v["categories"] = json!(r.categories);
+        }
+        out.push(v);
+        for s in r.subresources {
+            let mut sv = json!({
+                "name": format!("{}/{}", r.plural, s.name),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": s.kind,
+                "verbs": s.verbs,
+            });
+            if !s.version.is_empty() {
+                sv["group"] = json!(s.group);
+                sv["version"] = json!(s.version);
+            }
+            out.push(sv);
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
+    )
+}
+
+/// The OpenAPI path key of a group-version: `api/v1` or `apis/apps/v1`.
+fn openapi_gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// A stable hash of a document (FNV-1a), so clients may cache group-version documents forever.
+fn doc_hash(doc: &Value) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in doc.to_string().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016X}")
+}
+
+/// `/openapi/v3`: every served group-version with its document URL.
+pub fn openapi_index() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, vs) in resources::groups() {
+        for v in vs {
+            let doc = openapi_gv(g, v).unwrap_or(Value::Null);
+            let path = openapi_gv_path(g, v);
+            paths.insert(
+                path.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc_hash(&doc))}),
+            );
+        }
+    }
+    json!({"paths": paths})
+}
+
+/// The OpenAPI v3 document of one group-version: a path per resource whose operations carry
+/// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (what kubectl checks before it leaves
+/// validation to the server), and an open schema per kind.
+pub fn openapi_gv(group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    let params = json!([
+        {"name": "dryRun", "in": "query", "schema": {"type": "string"}, "description": "When present, indicates that modifications should not be persisted."},
+        {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+        {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}, "description": "Ignore, Warn or Strict: how the server treats unknown or duplicate fields."},
+    ]);
+    for r in resources::in_group_version(group, version) {
+        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let schema_name = schema_name(r);
+        let base = format!("/{}", openapi_gv_path(group, version));
+        let path = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{base}/{}/{{name}}", r.plural)
+        };
+        let op = |verb: &str| {
+            json!({
+                "operationId": format!("{verb}{}", r.kind),
+                "parameters": params,
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk,
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_name}")}}}},
+                "responses": {"200": {"description": "OK"}},
+            })
+        };
+        let mut item = serde_json::Map::new();
+        if r.has_verb("get") {
+            item.insert("get".into(), op("get"));
+        }
+        if r.has_verb("update") {
+            item.insert("put".into(), op("put"));
+        }
+        if r.has_verb("patch") {
+            item.insert("patch".into(), op("patch"));
+        }
+        if r.has_verb("delete") {
+            item.insert("delete".into(), op("delete"));
+        }
+        paths.insert(path, Value::Object(item));
+        let collection = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{base}/{}", r.plural)
+        };
+        if r.has_verb("create") {
+            paths.insert(collection, json!({"post": op("post")}));
+        }
+        schemas.insert(
+            schema_name,
+            json!({
+                "type": "object",
+                "description": format!("{} is a {} object of {}.", r.kind, r.kind, r.api_version()),
+                "properties": {
+                    "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."},
+                    "kind": {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."},
+                    "metadata": {"type": "object", "description": "Standard object's metadata."},
+                },
+                "x-kubernetes-preserve-unknown-fields": true,
+                "x-kubernetes-group-version-kind": [gvk],
+            }),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": GIT_VERSION},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
+
+/// Upstream's schema names: `io.k8s.api.apps.v1.Deployment`, `io.k8s.api.core.v1.Pod`.
+fn schema_name(r: &Resource) -> String {
+    let group = match r.group {
+        "" => "core",
+        g => g
+            .strip_suffix(".k8s.io")
+            .unwrap_or(g)
+            .split('.')
+            .next()
+            .unwrap_or(g),
+    };
+    let prefix = if r.group == "apiextensions.k8s.io" {
+        "io.k8s.apiextensions-apiserver.pkg.apis"
+    } else {
+        "io.k8s.api"
+    };
+    format!("{prefix}.{group}.{}.{}", r.version, r.kind)
+}
+
+/// Every resource whose categories include `cat`, at its group's preferred version.
+pub fn in_category(cat: &str) -> Vec<&'static Resource> {
+    let groups = resources::groups();
+    RESOURCES
+        .iter()
+        .filter(|r| r.categories.contains(&cat))
+        .filter(|r| {
+            groups
+                .iter()
+                .any(|(g, vs)| *g == r.group && vs.first() == Some(&r.version))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_core_has_no_group_name_and_pods() {
+        let core = aggregated(true);
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        assert!(core["items"][0]["metadata"].get("name").is_none());
+        let pods = core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .unwrap()
+            .clone();
+        assert_eq!(pods["shortNames"], json!(["po"]));
+        assert_eq!(pods["categories"], json!(["all"]));
+        let apis = aggregated(false);
+        let autoscaling = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "autoscaling")
+            .unwrap();
+        assert_eq!(autoscaling["versions"][0]["version"], "v2");
+    }
+
+    #[test]
+    fn legacy_v1_lists_eviction_for_drain() {
+        let list = resource_list("", "v1").unwrap();
+        let ev = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods/eviction")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (
+                ev["group"].clone(),
+                ev["version"].clone(),
+                ev["kind"].clone()
+            ),
+            (json!("policy"), json!("v1"), json!("Eviction"))
+        );
+        assert_eq!(ev["verbs"], json!(["create"]));
+    }
+
+    #[test]
+    fn openapi_patch_operations_carry_gvk_and_field_validation() {
+        let doc = openapi_gv("apps", "v1").unwrap();
+        let item = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"];
+        assert_eq!(
+            item["patch"]["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(
+            item["patch"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
+        let index = openapi_index();
+        assert!(
+            index["paths"]["apis/batch/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/apis/batch/v1?hash=")
+        );
+        assert_eq!(
+            in_category("all")
+                .iter()
+                .map(|r| r.plural)
+                .collect::<Vec<_>>(),
+            [
+                "pods",
+                "replicationcontrollers",
+                "services",
+                "daemonsets",
+                "deployments",
+                "replicasets",
+                "statefulsets",
+                "horizontalpodautoscalers",
+                "cronjobs",
+                "jobs"
+            ]
+        );
+    }
+}

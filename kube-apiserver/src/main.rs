@@ -1,0 +1,18 @@
+//! kube-apiserver binary: flags, logging, run.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let opts = kube_apiserver::Options::parse();
+    if let Err(e) = kube_apiserver::run(opts).await {
+        tracing::error!("kube-apiserver: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,165 @@
+//! kube-apiserver's command-line flags, with upstream's names and defaults.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Parses a Go duration (`1m0s`, `300ms`, `5m`, `1h0m0s`), as upstream's flags take them.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        if (c == 'm' || c == 'u' || c == 'n' || c == 'µ') && chars.peek() == Some(&'s') {
+            unit.push('s');
+            chars.next();
+        }
+        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        num.clear();
+        total += n * match unit.as_str() {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+        };
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(format!("invalid duration {s:?}: missing unit"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s)
+}
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "kube-apiserver", version, about = "The Kubernetes API server")]
+pub struct Options {
+    /// The port on which to serve HTTPS with authentication and authorization.
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// The IP address on which to listen for the --secure-port port.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// The IP address on which to advertise the apiserver to members of the cluster (the `kubernetes` Service).
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// File containing the default x509 certificate for HTTPS.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// File containing the default x509 private key matching --tls-cert-file.
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// The directory where a self-signed pair is written when --tls-cert-file is not given.
+    #[arg(long, default_value = "/var/run/kubernetes")]
+    pub cert_dir: PathBuf,
+    /// A CA bundle; client certificates signed by it authenticate with their CommonName (user) and Organizations (groups).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// A CSV file of static bearer tokens: token,user,uid,"group1,group2".
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Requests without credentials are served as system:anonymous.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
+    /// Accepted for compatibility; authorization is AlwaysAllow until RBAC lands.
+    #[arg(long, default_value = "AlwaysAllow")]
+    pub authorization_mode: String,
+    /// Most non-mutating requests in flight at once; past it, 429.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Most mutating requests in flight at once; past it, 429.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// How long a non-long-running request may take.
+    #[arg(long, default_value = "1m0s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Watches last a random time between this and twice this, unless the client says otherwise.
+    #[arg(long, default_value_t = 1800)]
+    pub min_request_timeout: u64,
+    /// etcd servers to use (scheme://ip:port, comma separated); without them the embedded store is used.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// The prefix of every key in etcd.
+    #[arg(long, default_value = "/registry")]
+    pub etcd_prefix: String,
+    /// How often storage history is compacted (0 disables).
+    #[arg(long, default_value = "5m0s", value_parser = duration)]
+    pub etcd_compaction_interval: Duration,
+    /// Where the embedded store keeps its database (ours; upstream always needs etcd).
+    #[arg(long, default_value = "/var/lib/kube-apiserver")]
+    pub data_dir: PathBuf,
+    /// CIDR range from which to assign service cluster IPs.
+    #[arg(long, default_value = "10.0.0.0/24")]
+    pub service_cluster_ip_range: String,
+    /// Port range for NodePort services.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// How long events are kept.
+    #[arg(long, default_value = "1h0m0s", value_parser = duration)]
+    pub event_ttl: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1m0s").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            parse_go_duration("1h0m0s").unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            parse_go_duration("300ms").unwrap(),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            parse_go_duration("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5x").is_err());
+    }
+
+    #[test]
+    fn upstream_flag_forms() {
+        let o = Options::try_parse_from([
+            "kube-apiserver",
+            "--secure-port=6444",
+            "--anonymous-auth=false",
+            "--etcd-servers=https://127.0.0.1:2379,https://127.0.0.2:2379",
+            "--request-timeout=30s",
+        ])
+        .unwrap();
+        assert_eq!(o.secure_port, 6444);
+        assert!(!o.anonymous_auth);
+        assert_eq!(o.etcd_servers.len(), 2);
+        assert_eq!(o.request_timeout, Duration::from_secs(30));
+        let o = Options::try_parse_from(["kube-apiserver"]).unwrap();
+        assert!(o.anonymous_auth);
+        assert_eq!(o.data_dir, PathBuf::from("/var/lib/kube-apiserver"));
+    }
+}

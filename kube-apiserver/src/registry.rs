@@ -1,0 +1,797 @@
+//! The generic registry: create, get, list, update, patch, delete and watch for every resource in the table,
+//! over the storage layer. Objects are JSON; `metadata.resourceVersion` is the storage revision, injected on read
+//! and never stored. Per-kind behaviour (defaulting, validation, status/spec split) lives in [`crate::strategy`].
+
+use std::sync::Arc;
+
+use api_types::patch::{PatchType, apply_patch};
+use api_types::selector::{FieldSelector, LabelSelector};
+use api_types::{ApiError, Resource};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::storage::{Backend, Event, KeyValue, ListOptions, Revision, Storage, StorageError};
+use crate::strategy;
+
+/// What a list or watch selects.
+#[derive(Debug, Default, Clone)]
+pub struct ListParams {
+    pub label_selector: Option<LabelSelector>,
+    pub field_selector: Option<FieldSelector>,
+    pub limit: usize,
+    pub continue_token: Option<String>,
+    /// `resourceVersion` as sent (None = most recent, consistent read).
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`: `Exact` or `NotOlderThan`.
+    pub resource_version_match: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    pub items: Vec<Value>,
+    pub resource_version: Revision,
+    pub continue_token: Option<String>,
+    pub remaining: Option<i64>,
+}
+
+/// Delete options from the body or the query.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteParams {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+/// What a delete did: the object is gone, or it stays with a deletionTimestamp (finalizers, graceful pods).
+#[derive(Debug)]
+pub enum Deleted {
+    Gone(Value),
+    Pending(Value),
+}
+
+/// One event of an API watch, ready to encode.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    Added(Value),
+    Modified(Value),
+    Deleted(Value),
+    Bookmark(Revision),
+    Error(ApiError),
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    pub store: Arc<Backend>,
+}
+
+/// The storage key of an object.
+pub fn key(res: &Resource, namespace: Option<&str>, name: &str) -> String {
+    match (res.namespaced, namespace) {
+        (true, Some(ns)) => format!("/{}/{ns}/{name}", res.storage),
+        _ => format!("/{}/{name}", res.storage),
+    }
+}
+
+/// The storage prefix of a collection, in one namespace or across all.
+pub fn prefix(res: &Resource, namespace: Option<&str>) -> String {
+    match (res.namespaced, namespace) {
+        (true, Some(ns)) => format!("/{}/{ns}/", res.storage),
+        _ => format!("/{}/", res.storage),
+    }
+}
+
+pub fn storage_error(res: &Resource, name: &str, e: StorageError) -> ApiError {
+    match e {
+        StorageError::NotFound { .. } => ApiError::not_found(res.group, res.plural, name),
+        StorageError::AlreadyExists { .. } => ApiError::already_exists(res.group, res.plural, name),
+        StorageError::Conflict { .. } => ApiError::stale(res.group, res.plural, name),
+        StorageError::Compacted {
+            compact_revision, ..
+        } => ApiError::gone(format!(
+            "The resourceVersion for the provided list is too old (compacted to {compact_revision})"
+        )),
+        StorageError::FutureRevision { requested, current } => ApiError::timeout(format!(
+            "Too large resource version: {requested}, current: {current}"
+        )),
+        StorageError::InvalidKey { key, reason } => {
+            ApiError::bad_request(format!("invalid name {key:?}: {reason}"))
+        }
+        StorageError::Unavailable(m) => ApiError::unavailable(m),
+    }
+}
+
+/// Decodes a stored value and sets its resourceVersion.
+pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    set_rv(&mut obj, kv.mod_revision);
+    Ok(obj)
+}
+
+pub fn set_rv(obj: &mut Value, rev: Revision) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+fn encode(obj: &Value) -> Result<Bytes, ApiError> {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        meta.remove("selfLink");
+    }
+    serde_json::to_vec(&obj)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
+    rv.parse::<Revision>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+}
+
+/// Upstream's continue token: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key after the prefix>"}`.
+fn encode_continue(rev: Revision, start_after: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": format!("{start_after}\u{0}")});
+    base64::engine::general_purpose::STANDARD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: the continue token could not be decoded")
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rev = v
+        .get("rv")
+        .and_then(Value::as_i64)
+        .filter(|r| *r > 0)
+        .ok_or_else(bad)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    let start = start.strip_suffix('\u{0}').unwrap_or(start);
+    if start.contains("..") || start.starts_with('/') {
+        return Err(bad());
+    }
+    Ok((rev, start.to_string()))
+}
+
+impl Registry {
+    pub fn new(store: Arc<Backend>) -> Self {
+        Registry { store }
+    }
+
+    pub async fn get(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let kv = self
+            .store
+            .get(&key(res, ns, name), None)
+            .await
+            .map_err(|e| storage_error(res, name, e))?;
+        decode(&kv)
+    }
+
+    async fn get_kv(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<(KeyValue, Value), ApiError> {
+        let kv = self
+            .store
+            .get(&key(res, ns, name), None)
+            .await
+            .map_err(|e| storage_error(res, name, e))?;
+        let obj = decode(&kv)?;
+        Ok((kv, obj))
+    }
+
+    /// A page of objects matching the selectors, following upstream's resourceVersion and continue rules.
+    pub async fn list(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        p: &ListParams,
+    ) -> Result<ListPage, ApiError> {
+        let pfx = prefix(res, ns);
+        let (mut at, mut start_after) = (None, None);
+        if let Some(token) = &p.continue_token {
+            let (rev, start) = decode_continue(token)?;
+            at = Some(rev);
+            start_after = Some(format!("{pfx}{start}"));
+        } else if let Some(rv) = p.resource_version.as_deref().filter(|rv| !rv.is_empty()) {
+            let rev = parse_rv(rv)?;
+            // "0" means any version (served as the current state); an exact match pins the read.
+            if rev > 0 && p.resource_version_match.as_deref() == Some("Exact") {
+                at = Some(rev);
+            } else if rev > 0 {
+                let current = self
+                    .store
+                    .current_revision()
+                    .await
+                    .map_err(|e| storage_error(res, "", e))?;
+                if rev > current {
+                    return Err(ApiError::timeout(format!(
+                        "Too large resource version: {rev}, current: {current}"
+                    )));
+                }
+            }
+        }
+        let filtering =
+            p.label_selector.as_ref().is_some_and(|s| !s.is_empty()) || p.field_selector.is_some();
+        let mut items = Vec::new();
+        let mut revision;
+        loop {
+            let want = if p.limit == 0 {
+                0
+            } else if filtering {
+                p.limit.max(500)
+            } else {
+                p.limit - items.len()
+            };
+            let page = self
+                .store
+                .list(&pfx, ListOptions { start_after: start_after.clone(), at_revision: at, limit: want })
+                .await
+                .map_err(|e| match e {
+                    StorageError::Compacted { .. } if p.continue_token.is_some() => ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ),
+                    e => storage_error(res, "", e),
+                })?;
+            revision = page.revision;
+            at = Some(page.revision);
+            let mut last_key = None;
+            for kv in &page.items {
+                last_key = Some(kv.key.clone());
+                let obj = decode(kv)?;
+                if self.matches(res, &obj, p)? {
+                    items.push(obj);
+                    if p.limit > 0 && items.len() >= p.limit {
+                        break;
+                    }
+                }
+            }
+            let exhausted_page = last_key.as_ref() == page.items.last().map(|kv| &kv.key);
+            let more = page.more || !exhausted_page;
+            if p.limit > 0 && items.len() >= p.limit && more {
+                let last = last_key.unwrap_or_default();
+                let token = encode_continue(revision, last.strip_prefix(&pfx).unwrap_or(&last));
+                let remaining = (!filtering && exhausted_page).then_some(page.remaining);
+                return Ok(ListPage {
+                    items,
+                    resource_version: revision,
+                    continue_token: Some(token),
+                    remaining,
+                });
+            }
+            if !page.more {
+                break;
+            }
+            start_after = last_key;
+        }
+        Ok(ListPage {
+            items,
+            resource_version: revision,
+            continue_token: None,
+            remaining: None,
+        })
+    }
+
+    fn matches(&self, res: &Resource, obj: &Value, p: &ListParams) -> Result<bool, ApiError> {
+        if let Some(sel) = &p.label_selector
+            && !sel.matches_value(obj.get("metadata").and_then(|m| m.get("labels")))
+        {
+            return Ok(false);
+        }
+        if let Some(fs) = &p.field_selector {
+            for req in fs.requirements() {
+                if strategy::field_value(res, obj, &req.field).is_none()
+                    && !strategy::field_supported(res, &req.field)
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "field label not supported: {}",
+                        req.field
+                    )));
+                }
+            }
+            return Ok(fs.matches(|f| strategy::field_value(res, obj, f)));
+        }
+        Ok(true)
+    }
+
+    /// Checks a field selector against the resource before any work (unknown fields are a 400).
+    pub fn check_field_selector(res: &Resource, fs: &FieldSelector) -> Result<(), ApiError> {
+        for req in fs.requirements() {
+            if !strategy::field_supported(res, &req.field) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {}",
+                    req.field
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Namespaced objects may only be created in a namespace that exists and is not terminating.
+    async fn check_namespace(&self, res: &Resource, ns: &str, name: &str) -> Result<(), ApiError> {
+        let ns_res = api_types::resources::find("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("no namespaces"))?;
+        let namespace = self.get(ns_res, None, ns).await?;
+        let terminating = namespace.pointer("/metadata/deletionTimestamp").is_some()
+            || namespace.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+        if terminating {
+            return Err(ApiError::forbidden(format!(
+                "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                res.qualified()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates an object (201): defaulting, validation, uid, creationTimestamp, generateName, generation.
+    pub async fn create(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        strategy::prepare_create(res, ns, &mut obj)?;
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        strategy::validate(res, &obj, None)?;
+        if let Some(ns) = ns.filter(|_| res.namespaced && res.plural != "namespaces") {
+            self.check_namespace(res, ns, &name).await?;
+        }
+        let ttl = strategy::ttl(res);
+        if dry_run {
+            if self.store.get(&key(res, ns, &name), None).await.is_ok() {
+                return Err(ApiError::already_exists(res.group, res.plural, &name));
+            }
+            return Ok(obj);
+        }
+        let kv = self
+            .store
+            .create(&key(res, ns, &name), encode(&obj)?, ttl)
+            .await
+            .map_err(|e| storage_error(res, &name, e))?;
+        set_rv(&mut obj, kv.mod_revision);
+        Ok(obj)
+    }
+
+    /// Replaces an object (PUT) or its status; 409 on a stale resourceVersion.
+    pub async fn update(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        body: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if meta_str(&body, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta_str(&body, "name").unwrap_or_default()
+            )));
+        }
+        let pinned = meta_str(&body, "resourceVersion")
+            .filter(|rv| !rv.is_empty())
+            .map(parse_rv)
+            .transpose()?;
+        self.write_loop(
+            res,
+            ns,
+            name,
+            dry_run,
+            |cur_rev, _cur| {
+                if pinned.is_some_and(|p| p != cur_rev) {
+                    return Err(ApiError::stale(res.group, res.plural, name));
+                }
+                Ok(body.clone())
+            },
+            subresource,
+        )
+        .await
+    }
+
+    /// Applies a patch to the stored object and writes the result, retrying on concurrent changes unless the
+    /// patch pins a resourceVersion.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        patch_type: PatchType,
+        patch: &[u8],
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let kind = res.kind;
+        self.write_loop(
+            res,
+            ns,
+            name,
+            dry_run,
+            |cur_rev, cur| {
+                let patched =
+                    apply_patch(cur, patch_type, patch, Some(kind)).map_err(patch_error)?;
+                if let Some(rv) = meta_str(&patched, "resourceVersion").filter(|rv| !rv.is_empty())
+                    && parse_rv(rv)? != cur_rev
+                {
+                    return Err(ApiError::stale(res.group, res.plural, name));
+                }
+                Ok(patched)
+            },
+            subresource,
+        )
+        .await
+    }
+
+    /// Read, compute the new object, CAS-write; retries when someone else wrote in between.
+    async fn write_loop(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        dry_run: bool,
+        compute: impl Fn(Revision, &Value) -> Result<Value, ApiError>,
+        subresource: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        for _ in 0..16 {
+            let (kv, cur) = self.get_kv(res, ns, name).await?;
+            let mut new = compute(kv.mod_revision, &cur)?;
+            strategy::prepare_update(res, subresource, &cur, &mut new)?;
+            strategy::validate(res, &new, Some(&cur))?;
+            let mut cur_cmp = cur.clone();
+            set_rv(&mut new, kv.mod_revision);
+            set_rv(&mut cur_cmp, kv.mod_revision);
+            if new == cur_cmp {
+                return Ok(cur); // a no-op write changes nothing, not even the resourceVersion
+            }
+            // The last finalizer removed from an object being deleted: it goes away now.
+            let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+            let finalizers_empty = new
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty());
+            if dry_run {
+                return Ok(new);
+            }
+            if deleting && finalizers_empty && !strategy::graceful_pending(res, &new) {
+                return match self
+                    .store
+                    .delete(&key(res, ns, name), Some(kv.mod_revision))
+                    .await
+                {
+                    Ok((rev, _)) => {
+                        set_rv(&mut new, rev);
+                        Ok(new)
+                    }
+                    Err(StorageError::Conflict { .. }) => continue,
+                    Err(e) => Err(storage_error(res, name, e)),
+                };
+            }
+            match self
+                .store
+                .update(
+                    &key(res, ns, name),
+                    encode(&new)?,
+                    kv.mod_revision,
+                    strategy::ttl(res),
+                )
+                .await
+            {
+                Ok(written) => {
+                    set_rv(&mut new, written.mod_revision);
+                    return Ok(new);
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(storage_error(res, name, e)),
+            }
+        }
+        Err(ApiError::stale(res.group, res.plural, name))
+    }
+
+    /// Writes an object exactly as given (no strategy), if it is still at the revision it was read at: for
+    /// pods/binding, which sets spec.nodeName and a status condition together.
+    pub async fn bind(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        mut new: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let rv = meta_str(&new, "resourceVersion")
+            .map(parse_rv)
+            .transpose()?
+            .unwrap_or(0);
+        if dry_run {
+            return Ok(new);
+        }
+        let written = self
+            .store
+            .update(&key(res, ns, name), encode(&new)?, rv, None)
+            .await
+            .map_err(|e| storage_error(res, name, e))?;
+        set_rv(&mut new, written.mod_revision);
+        Ok(new)
+    }
+
+    /// `namespaces/<name>/finalize`: sets spec.finalizers; a terminating namespace left with no finalizers of
+    /// either kind is deleted.
+    pub async fn finalize(
+        &self,
+        res: &Resource,
+        name: &str,
+        finalizers: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        for _ in 0..16 {
+            let (kv, cur) = self.get_kv(res, None, name).await?;
+            let mut new = cur.clone();
+            new["spec"]["finalizers"] = finalizers.clone();
+            let empty =
+                |v: Option<&Value>| v.and_then(Value::as_array).is_none_or(|a| a.is_empty());
+            let gone = new.pointer("/metadata/deletionTimestamp").is_some()
+                && empty(new.pointer("/spec/finalizers"))
+                && empty(new.pointer("/metadata/finalizers"));
+            if dry_run {
+                return Ok(new);
+            }
+            let result = if gone {
+                self.store
+                    .delete(&key(res, None, name), Some(kv.mod_revision))
+                    .await
+                    .map(|(rev, _)| rev)
+            } else {
+                self.store
+                    .update(&key(res, None, name), encode(&new)?, kv.mod_revision, None)
+                    .await
+                    .map(|w| w.mod_revision)
+            };
+            match result {
+                Ok(rev) => {
+                    set_rv(&mut new, rev);
+                    return Ok(new);
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(storage_error(res, name, e)),
+            }
+        }
+        Err(ApiError::stale(res.group, res.plural, name))
+    }
+
+    /// Deletes an object, honouring preconditions, finalizers, propagation and pods' graceful deletion.
+    pub async fn delete(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        p: &DeleteParams,
+    ) -> Result<Deleted, ApiError> {
+        for _ in 0..16 {
+            let (kv, cur) = self.get_kv(res, ns, name).await?;
+            if let Some(uid) = &p.precondition_uid
+                && meta_str(&cur, "uid") != Some(uid.as_str())
+            {
+                return Err(ApiError::conflict(
+                    res.group,
+                    res.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&cur, "uid").unwrap_or_default()
+                    ),
+                ));
+            }
+            if let Some(rv) = &p.precondition_rv
+                && parse_rv(rv)? != kv.mod_revision
+            {
+                return Err(ApiError::conflict(
+                    res.group,
+                    res.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
+            }
+            let mut new = cur.clone();
+            let keep = strategy::prepare_delete(res, &mut new, p)?;
+            if keep {
+                if new == cur {
+                    return Ok(Deleted::Pending(cur));
+                }
+                if p.dry_run {
+                    return Ok(Deleted::Pending(new));
+                }
+                match self
+                    .store
+                    .update(
+                        &key(res, ns, name),
+                        encode(&new)?,
+                        kv.mod_revision,
+                        strategy::ttl(res),
+                    )
+                    .await
+                {
+                    Ok(w) => {
+                        set_rv(&mut new, w.mod_revision);
+                        return Ok(Deleted::Pending(new));
+                    }
+                    Err(StorageError::Conflict { .. }) => continue,
+                    Err(e) => return Err(storage_error(res, name, e)),
+                }
+            }
+            if p.dry_run {
+                return Ok(Deleted::Gone(cur));
+            }
+            match self
+                .store
+                .delete(&key(res, ns, name), Some(kv.mod_revision))
+                .await
+            {
+                Ok((_, _)) => return Ok(Deleted::Gone(cur)),
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(storage_error(res, name, e)),
+            }
+        }
+        Err(ApiError::stale(res.group, res.plural, name))
+    }
+
+    /// Starts an API watch: the events after `resourceVersion`, or (unset or "0") the current objects as ADDED
+    /// followed by what happens next. Objects leaving or entering the selection become DELETED / ADDED.
+    pub async fn watch(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        p: ListParams,
+        bookmarks: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<WatchEvent>, ApiError> {
+        let pfx = prefix(res, ns);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let rv = p
+            .resource_version
+            .as_deref()
+            .filter(|rv| !rv.is_empty() && *rv != "0")
+            .map(parse_rv)
+            .transpose()?;
+        let (initial, from) = match rv {
+            Some(rev) => (Vec::new(), rev),
+            None => {
+                let all = ListParams {
+                    limit: 0,
+                    continue_token: None,
+                    resource_version: None,
+                    ..p.clone()
+                };
+                let page = self.list(res, ns, &all).await?;
+                (page.items, page.resource_version)
+            }
+        };
+        let mut stream = self
+            .store
+            .watch(&pfx, from)
+            .await
+            .map_err(|e| storage_error(res, "", e))?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            for obj in initial {
+                if tx.send(WatchEvent::Added(obj)).await.is_err() {
+                    return;
+                }
+            }
+            while let Some(item) = stream.next().await {
+                let out = match item {
+                    Err(StorageError::Compacted {
+                        compact_revision, ..
+                    }) => Some(WatchEvent::Error(ApiError::gone(format!(
+                        "too old resource version: {from} ({compact_revision})"
+                    )))),
+                    Err(e) => Some(WatchEvent::Error(storage_error(res, "", e))),
+                    Ok(Event::Progress { revision }) => {
+                        bookmarks.then_some(WatchEvent::Bookmark(revision))
+                    }
+                    Ok(ev) => this.translate(res, &p, ev),
+                };
+                if let Some(out) = out {
+                    let last = matches!(out, WatchEvent::Error(_));
+                    if tx.send(out).await.is_err() || last {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn translate(&self, res: &Resource, p: &ListParams, ev: Event) -> Option<WatchEvent> {
+        let sel = |obj: &Value| self.matches(res, obj, p).unwrap_or(false);
+        match ev {
+            Event::Put { kv, prev } => {
+                let obj = decode(&kv).ok()?;
+                let old = prev.as_ref().and_then(|p| decode(p).ok());
+                let (now_in, was_in) = (sel(&obj), old.as_ref().is_some_and(sel));
+                match (was_in, now_in) {
+                    (_, true) if old.is_none() => Some(WatchEvent::Added(obj)),
+                    (true, true) => Some(WatchEvent::Modified(obj)),
+                    (false, true) => Some(WatchEvent::Added(obj)),
+                    (true, false) => {
+                        // Left the selection: the client sees it deleted, at this revision.
+                        let mut gone = old?;
+                        set_rv(&mut gone, kv.mod_revision);
+                        Some(WatchEvent::Deleted(gone))
+                    }
+                    (false, false) => None,
+                }
+            }
+            Event::Delete { revision, prev, .. } => {
+                let mut obj = decode(prev.as_ref()?).ok()?;
+                if !sel(&obj) {
+                    return None;
+                }
+                set_rv(&mut obj, revision);
+                Some(WatchEvent::Deleted(obj))
+            }
+            Event::Progress { revision } => Some(WatchEvent::Bookmark(revision)),
+        }
+    }
+}
+
+/// Patch failures with upstream's codes: 400 for a malformed patch, 422 when it cannot apply, 413 for too many
+/// operations, 500 for the strategic-merge failures upstream reports as internal.
+fn patch_error(e: api_types::patch::PatchError) -> ApiError {
+    match e.status_code() {
+        400 => ApiError::bad_request(e.to_string()),
+        413 => ApiError::new(413, "RequestEntityTooLarge", e.to_string()),
+        422 => ApiError::new(422, "Invalid", e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(42, "default/web-1");
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            (42, "default/web-1".to_string())
+        );
+        assert_eq!(decode_continue("not base64!").unwrap_err().code, 400);
+        let evil = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"../x"}"#);
+        assert_eq!(decode_continue(&evil).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn keys_follow_upstream_layout() {
+        let svc = api_types::resources::find("", "v1", "services").unwrap();
+        assert_eq!(
+            key(svc, Some("default"), "kubernetes"),
+            "/services/specs/default/kubernetes"
+        );
+        let node = api_types::resources::find("", "v1", "nodes").unwrap();
+        assert_eq!(key(node, None, "n1"), "/minions/n1");
+        assert_eq!(prefix(svc, None), "/services/specs/");
+    }
+}

@@ -1,0 +1,612 @@
+//! The HTTPS server: listener (rustls, HTTP/1.1 and HTTP/2), authentication, max-in-flight limits, request
+//! timeout and body limit, health, metrics, discovery and OpenAPI, then the resource API ([`crate::api`]).
+//! Stops accepting on SIGTERM and gives open requests a moment to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use api_types::ApiError;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::auth::{Authenticator, UserInfo};
+use crate::discovery;
+use crate::metrics::Metrics;
+use crate::options::Options;
+use crate::registry::Registry;
+use crate::request;
+use crate::storage::etcd::{EtcdConfig, EtcdStore};
+use crate::storage::sqlite::{SqliteConfig, SqliteStore};
+use crate::storage::{Backend, Storage, compactor};
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type Resp = Response<Body>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Bodies over this are refused with 413 (upstream's 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+pub fn json_response(code: StatusCode, v: &Value) -> Resp {
+    json_with_type(code, v, "application/json")
+}
+
+pub fn json_with_type(code: StatusCode, v: &Value, content_type: &str) -> Resp {
+    let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
+    *r.status_mut() = code;
+    if let Ok(ct) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    r
+}
+
+pub fn error_response(e: &ApiError) -> Resp {
+    let mut r = json_response(
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.to_status(),
+    );
+    if let Some(secs) = e.retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+fn text(code: StatusCode, body: String) -> Resp {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// The shared state of a running apiserver.
+pub struct Apiserver {
+    pub registry: Registry,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub opts: Options,
+    pub advertise: IpAddr,
+    pub started: Instant,
+    readonly: Semaphore,
+    mutating: Semaphore,
+    bootstrapped: AtomicBool,
+    shutting_down: AtomicBool,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Counts an open watch in the metrics while it lives.
+pub struct WatchGauge(Arc<Apiserver>);
+
+impl Drop for WatchGauge {
+    fn drop(&mut self) {
+        self.0.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What we know about the connection a request came on.
+#[derive(Clone, Debug, Default)]
+pub struct ConnInfo {
+    pub cert_identity: Option<(String, Vec<String>)>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// The storage backend the flags choose: etcd with `--etcd-servers`, otherwise the embedded store.
+pub async fn open_storage(opts: &Options) -> Result<Backend, BoxError> {
+    if opts.etcd_servers.is_empty() {
+        let config = SqliteConfig::in_dir(&opts.data_dir);
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(config)).await??;
+        Ok(Backend::Sqlite(store))
+    } else {
+        let mut config = EtcdConfig::new(opts.etcd_servers.clone());
+        config.prefix = opts.etcd_prefix.clone();
+        config.ca_file = opts.etcd_cafile.clone();
+        config.cert_file = opts.etcd_certfile.clone();
+        config.key_file = opts.etcd_keyfile.clone();
+        Ok(Backend::Etcd(Box::new(EtcdStore::connect(config).await?)))
+    }
+}
+
+/// The first non-loopback IPv4 address of this host, as upstream picks a default advertise address.
+fn default_advertise(bind: IpAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    // A UDP "connection" to a documentation address picks the outgoing interface without sending anything.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+impl Apiserver {
+    pub async fn new(opts: Options) -> Result<Arc<Self>, BoxError> {
+        let store = Arc::new(open_storage(&opts).await?);
+        let mut auth = Authenticator::new(opts.anonymous_auth);
+        if let Some(path) = &opts.token_auth_file {
+            auth.load_token_file(path)?;
+        }
+        let advertise = opts
+            .advertise_address
+            .unwrap_or_else(|| default_advertise(opts.bind_address));
+        if !opts.etcd_compaction_interval.is_zero() {
+            compactor::spawn(
+                store.clone(),
+                opts.etcd_compaction_interval,
+                compactor::DEFAULT_MIN_RETAIN,
+            );
+        }
+        Ok(Arc::new(Apiserver {
+            registry: Registry::new(store),
+            auth,
+            metrics: Metrics::default(),
+            readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
+            mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),
+            advertise,
+            opts,
+            started: Instant::now(),
+            bootstrapped: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            stop: tokio::sync::watch::Sender::new(false),
+        }))
+    }
+
+    /// Creates the default namespaces and the `kubernetes` Service; readiness waits for it.
+    pub async fn bootstrap(self: &Arc<Self>) -> Result<(), ApiError> {
+        crate::bootstrap::run(self).await?;
+        self.bootstrapped.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn storage_ok(&self) -> bool {
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            self.registry.store.current_revision(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    }
+
+    /// `/healthz`, `/livez`, `/readyz` with upstream's per-check detail (`?verbose`, `/readyz/<check>`).
+    async fn health(&self, path: &str, verbose: bool) -> Resp {
+        let kind = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("healthz");
+        let storage = if self.opts.etcd_servers.is_empty() {
+            "etcd"
+        } else {
+            "etcd"
+        };
+        let mut checks: Vec<(&str, bool)> = vec![
+            ("ping", true),
+            ("log", true),
+            (storage, self.storage_ok().await),
+        ];
+        checks.push((
+            "poststarthook/bootstrap-controller",
+            self.bootstrapped.load(Ordering::Acquire),
+        ));
+        if kind == "readyz" {
+            checks.push(("shutdown", !self.shutting_down.load(Ordering::Acquire)));
+        }
+        let wanted = path.trim_start_matches('/').split_once('/').map(|(_, c)| c);
+        if let Some(check) = wanted {
+            return match checks.iter().find(|(n, _)| *n == check) {
+                Some((_, true)) => text(StatusCode::OK, "ok".into()),
+                Some((n, false)) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal server error: {n} check failed"),
+                ),
+                None => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+            };
+        }
+        let ok = checks.iter().all(|(_, ok)| *ok);
+        if !verbose && ok {
+            return text(StatusCode::OK, "ok".into());
+        }
+        let mut body = String::new();
+        for (name, ok) in &checks {
+            body.push_str(&if *ok {
+                format!("[+]{name} ok\n")
+            } else {
+                format!("[-]{name} failed: reason withheld\n")
+            });
+        }
+        body.push_str(&if ok {
+            format!("{kind} check passed\n")
+        } else {
+            format!("{kind} check failed\n")
+        });
+        text(
+            if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            },
+            body,
+        )
+    }
+
+    /// Everything that is not a resource: health, metrics, version, discovery, OpenAPI.
+    async fn non_resource(&self, req: &Request<Incoming>) -> Option<Resp> {
+        let path = req.uri().path();
+        let query = request::query(req.uri().query());
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or_default();
+        Some(match path {
+            p if p.starts_with("/healthz")
+                || p.starts_with("/livez")
+                || p.starts_with("/readyz") =>
+            {
+                self.health(p, query.contains_key("verbose")).await
+            }
+            "/metrics" => {
+                let mut r = text(StatusCode::OK, self.metrics.render());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+            "/version" | "/version/" => json_response(StatusCode::OK, &discovery::version()),
+            "/api" | "/api/" if discovery::wants_aggregated(accept) => json_with_type(
+                StatusCode::OK,
+                &discovery::aggregated(true),
+                discovery::AGGREGATED_CONTENT_TYPE,
+            ),
+            "/apis" | "/apis/" if discovery::wants_aggregated(accept) => json_with_type(
+                StatusCode::OK,
+                &discovery::aggregated(false),
+                discovery::AGGREGATED_CONTENT_TYPE,
+            ),
+            "/api" | "/api/" => json_response(
+                StatusCode::OK,
+                &discovery::api_versions(&format!("{}:{}", self.advertise, self.opts.secure_port)),
+            ),
+            "/apis" | "/apis/" => json_response(StatusCode::OK, &discovery::api_group_list()),
+            "/openapi/v3" | "/openapi/v3/" => {
+                json_response(StatusCode::OK, &discovery::openapi_index())
+            }
+            p if p.starts_with("/openapi/v3/") => {
+                let gv = p.trim_start_matches("/openapi/v3/");
+                let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
+                    ["api", v] => ("", *v),
+                    ["apis", g, v] => (*g, *v),
+                    _ => {
+                        return Some(error_response(&ApiError::new(
+                            404,
+                            "NotFound",
+                            "the server could not find the requested resource",
+                        )));
+                    }
+                };
+                match discovery::openapi_gv(group, version) {
+                    Some(doc) => {
+                        let mut r = json_response(StatusCode::OK, &doc);
+                        if query.contains_key("hash") {
+                            r.headers_mut().insert(
+                                header::CACHE_CONTROL,
+                                HeaderValue::from_static("public, immutable"),
+                            );
+                            r.headers_mut().insert(
+                                header::EXPIRES,
+                                HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"),
+                            );
+                        }
+                        r
+                    }
+                    None => error_response(&ApiError::new(
+                        404,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    )),
+                }
+            }
+            p => {
+                let parts: Vec<&str> = p.trim_matches('/').split('/').collect();
+                match parts.as_slice() {
+                    ["api", v] => discovery::resource_list("", v)
+                        .map(|d| json_response(StatusCode::OK, &d))?,
+                    ["apis", g] => {
+                        discovery::group(g).map(|d| json_response(StatusCode::OK, &d))?
+                    }
+                    ["apis", g, v] => {
+                        discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d))?
+                    }
+                    _ => return None,
+                }
+            }
+        })
+    }
+
+    /// Serves one request: authentication, limits, routing, metrics.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Resp, Infallible> {
+        let started = Instant::now();
+        let authz = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let user = match self.auth.authenticate(conn.cert_identity.as_ref(), authz) {
+            Ok(u) => u,
+            Err(e) => return Ok(error_response(&e)),
+        };
+        let method = req.method().clone();
+        let q = request::query(req.uri().query());
+        let info = request::parse(
+            method.as_str(),
+            req.uri().path(),
+            request::flag(&q, "watch"),
+        );
+        let Some(info) = info else {
+            let resp = match self.non_resource(&req).await {
+                Some(r) => r,
+                None => error_response(&ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )),
+            };
+            return Ok(resp);
+        };
+        let long_running = info.verb == "watch"
+            || matches!(
+                info.subresource.as_deref(),
+                Some("log" | "exec" | "attach" | "portforward" | "proxy")
+            );
+        let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let _permit = if long_running {
+            None
+        } else {
+            let (sem, gauge) = if mutating {
+                (&self.mutating, &self.metrics.inflight_mutating)
+            } else {
+                (&self.readonly, &self.metrics.inflight_readonly)
+            };
+            match sem.try_acquire() {
+                Ok(p) => Some(InFlight::new(p, gauge)),
+                Err(_) => {
+                    let e = ApiError::too_many_requests(
+                        "Too many requests, please try again later.",
+                        1,
+                    );
+                    return Ok(error_response(&e));
+                }
+            }
+        };
+        let labels = (
+            method.as_str().to_string(),
+            info.group.clone(),
+            info.version.clone(),
+            info.resource.clone(),
+            info.subresource.clone().unwrap_or_default(),
+            if info.name.is_some() {
+                "resource"
+            } else if info.namespace.is_some() {
+                "namespace"
+            } else {
+                "cluster"
+            }
+            .to_string(),
+        );
+        let this = self.clone();
+        let work = async move { crate::api::serve(&this, req, info, q, user).await };
+        let resp = if long_running {
+            work.await
+        } else {
+            match tokio::time::timeout(self.opts.request_timeout, work).await {
+                Ok(r) => r,
+                Err(_) => Err(ApiError::timeout(
+                    "Timeout: request did not complete within the allotted timeout",
+                )),
+            }
+        };
+        let resp = resp.unwrap_or_else(|e| error_response(&e));
+        self.metrics
+            .observe(labels, resp.status().as_u16(), started.elapsed());
+        Ok(resp)
+    }
+
+    pub fn watch_gauge(self: &Arc<Self>) -> WatchGauge {
+        self.metrics.watchers.fetch_add(1, Ordering::Relaxed);
+        WatchGauge(self.clone())
+    }
+
+    /// Changes when the server shuts down; long-running requests end then.
+    pub fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// A held in-flight slot, counted in the gauge.
+struct InFlight<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    gauge: &'a std::sync::atomic::AtomicI64,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(
+        permit: tokio::sync::SemaphorePermit<'a>,
+        gauge: &'a std::sync::atomic::AtomicI64,
+    ) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads a request body, refusing more than 3 MiB with 413.
+pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::too_large())
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}
+
+/// The user a request was authenticated as (for the review endpoints).
+pub type User = UserInfo;
+
+/// Runs the apiserver until SIGTERM or SIGINT.
+pub async fn run(opts: Options) -> Result<(), BoxError> {
+    let listener = TcpListener::bind((opts.bind_address, opts.secure_port)).await?;
+    serve(opts, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+        _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+    }
+}
+
+/// Serves on `listener` until `shutdown` completes.
+pub async fn serve(
+    opts: Options,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
+    let server = Apiserver::new(opts.clone()).await?;
+    let service_ip = crate::ipalloc::first_service_ip(&opts.service_cluster_ip_range).ok();
+    let sans = crate::pki::apiserver_sans(Some(server.advertise), service_ip);
+    let (cert, key) = crate::pki::serving_pair(
+        opts.tls_cert_file.as_deref(),
+        opts.tls_private_key_file.as_deref(),
+        &opts.cert_dir,
+        &sans,
+    )?;
+    let tls = tokio_rustls::TlsAcceptor::from(crate::pki::server_config(
+        &cert,
+        &key,
+        opts.client_ca_file.as_deref(),
+    )?);
+    {
+        let s = server.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            while let Err(e) = s.bootstrap().await {
+                tracing::warn!(error = %e, "bootstrap failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+    tracing::info!(address = %listener.local_addr()?, advertise = %server.advertise, "serving securely");
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (tls, server, watcher) = (tls.clone(), server.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cert_identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|c| crate::pki::cert_identity(c.as_ref()));
+            let conn = ConnInfo {
+                cert_identity,
+                remote: Some(remote),
+            };
+            let svc =
+                hyper::service::service_fn(move |req| server.clone().handle(req, conn.clone()));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(fut.into_owned()).await {
+                tracing::debug!(%remote, error = %e, "connection ended");
+            }
+        });
+    }
+    server.shutting_down.store(true, Ordering::Release);
+    server.stop.send_replace(true);
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!("open connections did not finish in 5s; closing them");
+    }
+    tracing::info!("apiserver stopped");
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Subresources: `status` (spec and status writes kept apart), `scale` (autoscaling/v1 Scale for deployments,
+//! replicasets, statefulsets and replication controllers), `pods/binding`, `pods/eviction`, `namespaces/finalize`,
+//! CSR `approval`; the streaming ones (`log`, `exec`, `attach`, `portforward`, `proxy`) answer 503 until a kubelet
+//! serves them. Also server-side apply's simple form.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use api_types::patch::PatchType;
+use api_types::{ApiError, Resource, status};
+use bytes::Bytes;
+use http::StatusCode;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::api::{delete_params, patch_body};
+use crate::registry::meta_str;
+use crate::request::RequestInfo;
+use crate::server::{Apiserver, Resp, json_response, read_body};
+
+fn dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|d| d == "All")
+}
+
+fn not_allowed(res: &Resource, sub: &str, verb: &str) -> ApiError {
+    ApiError::method_not_allowed(format!("{verb} is not supported on {}/{sub}", res.plural))
+}
+
+/// The Scale view of a workload.
+fn to_scale(res: &Resource, obj: &Value) -> Value {
+    let selector = obj.pointer("/spec/selector").map(|s| {
+        let map = s
+            .get("matchLabels")
+            .or(if s.get("matchExpressions").is_none() {
+                Some(s)
+            } else {
+                None
+            });
+        map.and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    });
+    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let mut scale_meta = json!({});
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = meta.get(k) {
+            scale_meta[k] = v.clone();
+        }
+    }
+    let _ = res;
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector.unwrap_or_default()},
+    })
+}
+
+fn replicas_of(scale: &Value, name: &str) -> Result<i64, ApiError> {
+    let r = scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if r < 0 {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            vec![api_types::Cause::invalid(
+                "spec.replicas",
+                &json!(r),
+                "must be greater than or equal to 0",
+            )],
+        ));
+    }
+    Ok(r)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    server: &Arc<Apiserver>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    sub: &str,
+    info: &RequestInfo,
+    parts: &http::request::Parts,
+    body: Incoming,
+    q: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Resp, ApiError> {
+    let Some(subresource) = res.subresource(sub) else {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
+    };
+    let verb = info.verb.as_str();
+    if !subresource.verbs.contains(&verb) {
+        return Err(not_allowed(res, sub, verb));
+    }
+    let reg = &server.registry;
+    match sub {
+        "status" | "approval" => match verb {
+            "get" => Ok(json_response(
+                StatusCode::OK,
+                &reg.get(res, ns, name).await?,
+            )),
+            "update" => {
+                let bytes = read_body(body).await?;
+                let obj: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let out = reg
+                    .update(res, ns, name, Some("status"), obj, dry_run(q))
+                    .await?;
+                Ok(json_response(StatusCode::OK, &out))
+            }
+            "patch" => {
+                let (pt, bytes) = patch_body(&parts.headers, body).await?;
+                let out = reg
+                    .patch(res, ns, name, Some("status"), pt, &bytes, dry_run(q))
+                    .await?;
+                Ok(json_response(StatusCode::OK, &out))
+            }
+            _ => Err(not_allowed(res, sub, verb)),
+        },
+        "scale" => {
+            let obj = reg.get(res, ns, name).await?;
+            let current = to_scale(res, &obj);
+            let wanted = match verb {
+                "get" => return Ok(json_response(StatusCode::OK, &current)),
+                "update" => {
+                    let bytes = read_body(body).await?;
+                    serde_json::from_slice::<Value>(&bytes)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?
+                }
+                "patch" => {
+                    let (pt, bytes) = patch_body(&parts.headers, body).await?;
+                    api_types::patch::apply_patch(&current, pt, &bytes, Some("Scale"))
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?
+                }
+                _ => return Err(not_allowed(res, sub, verb)),
+            };
+            let replicas = replicas_of(&wanted, name)?;
+            // The Scale's resourceVersion, when given, is a precondition on the workload.
+            let rv = meta_str(&wanted, "resourceVersion").filter(|rv| !rv.is_empty());
+            let mut p = json!({"spec": {"replicas": replicas}});
+            if let Some(rv) = rv {
+                p["metadata"] = json!({"resourceVersion": rv});
+            }
+            let out = reg
+                .patch(
+                    res,
+                    ns,
+                    name,
+                    None,
+                    PatchType::Merge,
+                    p.to_string().as_bytes(),
+                    dry_run(q),
+                )
+                .await?;
+            Ok(json_response(StatusCode::OK, &to_scale(res, &out)))
+        }
+        "binding" => {
+            let bytes = read_body(body).await?;
+            let binding: Value =
+                serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            bind(server, res, ns, name, &binding, dry_run(q)).await
+        }
+        "eviction" => {
+            let bytes = read_body(body).await?;
+            let ev: Value = if bytes.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
+            };
+            let opts = ev
+                .get("deleteOptions")
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            let mut dp = delete_params(&Bytes::from(opts), q)?;
+            dp.dry_run |= dry_run(q);
+            crate::admission::delete(server, res, ns, name, &dp).await?;
+            Ok(json_response(StatusCode::CREATED, &status::success(None)))
+        }
+        "finalize" => {
+            let bytes = read_body(body).await?;
+            let obj: Value =
+                serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            finalize_namespace(server, res, name, &obj, dry_run(q)).await
+        }
+        "log" | "exec" | "attach" | "portforward" | "proxy" => {
+            let node = if res.plural == "nodes" {
+                name.to_string()
+            } else if res.plural == "pods" {
+                let pod = reg.get(res, ns, name).await?;
+                pod.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            } else {
+                String::new()
+            };
+            let _ = accept;
+            Err(ApiError::unavailable(if node.is_empty() {
+                format!(
+                    "{}/{sub} is not available: the object is not on a node",
+                    res.plural
+                )
+            } else {
+                format!(
+                    "{}/{sub} is not available yet: no kubelet serves node {node:?} (the kubelet API comes with the kubelet)",
+                    res.plural
+                )
+            }))
+        }
+        _ => Err(ApiError::unavailable(format!(
+            "{}/{sub} is not implemented yet",
+            res.plural
+        ))),
+    }
+}
+
+/// `pods/binding`: sets spec.nodeName once; a pod already bound is a 409.
+async fn bind(
+    server: &Arc<Apiserver>,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    binding: &Value,
+    dry_run: bool,
+) -> Result<Resp, ApiError> {
+    let target = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty());
+    let Some(node) = target else {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            name,
+            vec![api_types::Cause::required("target.name")],
+        ));
+    };
+    let pod = server.registry.get(res, ns, name).await?;
+    if pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty())
+    {
+        return Err(ApiError::conflict(
+            res.group,
+            res.plural,
+            name,
+            &format!(
+                "pod {name} is already assigned to node {:?}",
+                pod.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(ApiError::conflict(
+            res.group,
+            res.plural,
+            name,
+            "pod is being deleted, cannot be assigned to a host",
+        ));
+    }
+    let mut new = pod.clone();
+    new["spec"]["nodeName"] = json!(node);
+    let conds = new["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut conds: Vec<Value> = conds
+        .into_iter()
+        .filter(|c| c["type"] != "PodScheduled")
+        .collect();
+    conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::strategy::now_rfc3339()}));
+    new["status"]["conditions"] = json!(conds);
+    // Binding writes both spec.nodeName and the PodScheduled condition, as upstream's BindingREST does.
+    server.registry.bind(res, ns, name, new, dry_run).await?;
+    Ok(json_response(StatusCode::CREATED, &status::success(None)))
+}
+
+/// `namespaces/<name>/finalize`: replaces spec.finalizers; a terminating namespace with none left goes away.
+async fn finalize_namespace(
+    server: &Arc<Apiserver>,
+    res: &Resource,
+    name: &str,
+    obj: &Value,
+    dry_run: bool,
+) -> Result<Resp, ApiError> {
+    let finalizers = obj
+        .pointer("/spec/finalizers")
+        .cloned()
+        .unwrap_or(json!([]));
+    let out = server
+        .registry
+        .finalize(res, name, finalizers, dry_run)
+        .await?;
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+/// Server-side apply, simply: creates the object when it does not exist (201), otherwise merges the applied
+/// configuration into it with strategic-merge semantics (200). Field ownership (managedFields) is not tracked.
+pub async fn server_side_apply(
+    server: &Arc<Apiserver>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Resp, ApiError> {
+    let applied: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding apply patch: {e}")))?;
+    let _ = accept;
+    match server.registry.get(res, ns, name).await {
+        Err(e) if e.code == 404 => {
+            let mut obj = applied;
+            if obj.pointer("/metadata/name").is_none() {
+                obj["metadata"]["name"] = json!(name);
+            }
+            let created = crate::admission::create(server, res, ns, obj, dry_run(q)).await?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let out = server
+                .registry
+                .patch(
+                    res,
+                    ns,
+                    name,
+                    None,
+                    PatchType::StrategicMerge,
+                    body,
+                    dry_run(q),
+                )
+                .await?;
+            Ok(json_response(StatusCode::OK, &out))
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Validation of built-in kinds, after upstream's pkg/apis/*/validation: names, labels, annotations, pods and pod
+//! templates, workload selectors against template labels, services, and immutable fields on update. Each problem is
+//! a field cause; the registry answers them together as one 422 Invalid.
+
+use api_types::{Cause, Resource};
+use serde_json::{Value, json};
+
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+pub fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// `[prefix/]name`: a DNS subdomain prefix and a name of at most 63 alphanumerics, '-', '_', '.'.
+pub fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if prefix.is_some_and(|p| p.is_empty() || !is_dns1123_subdomain(p)) {
+        return false;
+    }
+    is_label_value(name) && !name.is_empty()
+}
+
+/// Empty, or at most 63 alphanumerics, '-', '_', '.', starting and ending alphanumeric.
+pub fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
+}
+
+fn name_rule(res: &Resource) -> fn(&str) -> Option<&'static str> {
+    fn label(s: &str) -> Option<&'static str> {
+        (!is_dns1123_label(s)).then_some(DNS1123_LABEL_MSG)
+    }
+    fn subdomain(s: &str) -> Option<&'static str> {
+        (!is_dns1123_subdomain(s)).then_some(DNS1123_SUBDOMAIN_MSG)
+    }
+    fn dns1035(s: &str) -> Option<&'static str> {
+        (!is_dns1035_label(s)).then_some(DNS1035_LABEL_MSG)
+    }
+    fn path_segment(s: &str) -> Option<&'static str> {
+        if s == "." || s == ".." {
+            return Some("may not be '.' or '..'");
+        }
+        (s.contains('/') || s.contains('%')).then_some("may not contain '/' or '%'")
+    }
+    match (res.group, res.plural) {
+        ("", "namespaces") => label,
+        ("", "services") => dns1035,
+        ("", "events") | ("events.k8s.io", "events") => subdomain_or_path,
+        ("rbac.authorization.k8s.io", _) => path_segment,
+        _ => subdomain,
+    }
+}
+
+fn subdomain_or_path(s: &str) -> Option<&'static str> {
+    (s.contains('/') || s.contains('%') || s == "." || s == "..")
+        .then_some("may not contain '/' or '%'")
+}
+
+fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
+    let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+    if name.is_empty() {
+        causes.push(Cause::required("metadata.name"));
+    } else if let Some(msg) = name_rule(res)(name) {
+        causes.push(Cause::invalid("metadata.name", &json!(name), msg));
+    }
+    if let Some(labels) = meta.get("labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if !is_qualified_name(k) {
+                causes.push(Cause::invalid("metadata.labels", &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+            }
+            match v.as_str() {
+                Some(s) if is_label_value(s) => {}
+                _ => causes.push(Cause::invalid(format!("metadata.labels"), v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")),
+            }
+        }
+    } else if meta.get("labels").is_some_and(|l| !l.is_null()) {
+        causes.push(Cause::invalid(
+            "metadata.labels",
+            &meta["labels"],
+            "must be a map of strings",
+        ));
+    }
+    if let Some(ann) = meta.get("annotations").and_then(Value::as_object) {
+        let mut total = 0;
+        for (k, v) in ann {
+            if !is_qualified_name(k) {
+                causes.push(Cause::invalid("metadata.annotations", &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+            }
+            if !v.is_string() {
+                causes.push(Cause::invalid(
+                    format!("metadata.annotations.{k}"),
+                    v,
+                    "must be a string",
+                ));
+            }
+            total += k.len() + v.as_str().map(str::len).unwrap_or(0);
+        }
+        if total > 256 * 1024 {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                field: "metadata.annotations".into(),
+                message: "Too long: must have at most 262144 bytes".into(),
+            });
+        }
+    }
+}
+
+fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let containers = spec.get("containers").and_then(Value::as_array);
+    match containers {
+        None => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(cs) if cs.is_empty() => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(_) => {}
+    }
+    let mut names = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("{path}.{list}[{i}]");
+            let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+            if name.is_empty() {
+                causes.push(Cause::required(format!("{at}.name")));
+            } else if !is_dns1123_label(name) {
+                causes.push(Cause::invalid(
+                    format!("{at}.name"),
+                    &json!(name),
+                    DNS1123_LABEL_MSG,
+                ));
+            } else if names.contains(&name) {
+                causes.push(Cause::duplicate(format!("{at}.name"), &json!(name)));
+            }
+            names.push(name);
+            if c.get("image")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.trim().is_empty())
+            {
+                causes.push(Cause::required(format!("{at}.image")));
+            }
+            for (j, p) in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    causes.push(Cause::invalid(
+                        format!("{at}.ports[{j}].containerPort"),
+                        &json!(port),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                if let Some(proto) = p.get("protocol").and_then(Value::as_str)
+                    && !matches!(proto, "TCP" | "UDP" | "SCTP")
+                {
+                    causes.push(Cause::not_supported(
+                        format!("{at}.ports[{j}].protocol"),
+                        &json!(proto),
+                        &["SCTP", "TCP", "UDP"],
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str)
+        && !matches!(rp, "Always" | "OnFailure" | "Never")
+    {
+        causes.push(Cause::not_supported(
+            format!("{path}.restartPolicy"),
+            &json!(rp),
+            &["Always", "Never", "OnFailure"],
+        ));
+    }
+}
+
+/// The pod fields upstream lets an update change.
+fn pod_spec_mutable_masked(spec: &Value) -> Value {
+    let mut s = spec.clone();
+    for list in ["initContainers", "containers"] {
+        if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                c.remove("image");
+            }
+        }
+    }
+    if let Some(o) = s.as_object_mut() {
+        for k in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+            "schedulingGates",
+        ] {
+            o.remove(k);
+        }
+    }
+    s
+}
+
+fn selector_matches_template(obj: &Value, causes: &mut Vec<Cause>) {
+    let selector = obj.pointer("/spec/selector");
+    let Some(selector) = selector.filter(|s| !s.is_null()) else {
+        causes.push(Cause::required("spec.selector"));
+        return;
+    };
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    let match_labels = selector.get("matchLabels").and_then(Value::as_object);
+    let exprs = selector.get("matchExpressions").and_then(Value::as_array);
+    if match_labels.is_none_or(|m| m.is_empty()) && exprs.is_none_or(|e| e.is_empty()) {
+        causes.push(Cause::invalid(
+            "spec.selector",
+            selector,
+            "empty selector is invalid for deployment",
+        ));
+        return;
+    }
+    let ok = match api_types::selector::LabelSelector::from_json(selector) {
+        Ok(sel) => sel.matches_value(Some(&labels)),
+        Err(e) => {
+            causes.push(Cause::invalid("spec.selector", selector, e.to_string()));
+            return;
+        }
+    };
+    if !ok {
+        causes.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            &labels,
+            "`selector` does not match template `labels`",
+        ));
+    }
+}
+
+pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    metadata(res, obj, &mut causes);
+    match (res.group, res.kind) {
+        ("", "Pod") => {
+            pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &mut causes);
+            if let Some(old) = old {
+                let (a, b) = (
+                    obj.get("spec").unwrap_or(&Value::Null),
+                    old.get("spec").unwrap_or(&Value::Null),
+                );
+                if pod_spec_mutable_masked(a) != pod_spec_mutable_masked(b) {
+                    causes.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
+                }
+            }
+        }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+        | ("", "ReplicationController") => {
+            if res.kind == "ReplicationController" {
+                // v1 RCs use a plain map selector, defaulted from the template labels.
+            } else {
+                selector_matches_template(obj, &mut causes);
+            }
+            pod_spec(
+                obj.pointer("/spec/template/spec").unwrap_or(&Value::Null),
+                "spec.template.spec",
+                &mut causes,
+            );
+            if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+                && r < 0
+            {
+                causes.push(Cause::invalid(
+                    "spec.replicas",
+                    &json!(r),
+                    "must be greater than or equal to 0",
+                ));
+            }
+            if let Some(old) = old
+                && res.group == "apps"
+                && old.pointer("/spec/selector") != obj.pointer("/spec/selector")
+            {
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    obj.pointer("/spec/selector").unwrap_or(&Value::Null),
+                    "field is immutable",
+                ));
+            }
+        }
+        ("batch", "Job") => {
+            pod_spec(
+                obj.pointer("/spec/template/spec").unwrap_or(&Value::Null),
+                "spec.template.spec",
+                &mut causes,
+            );
+            if let Some(rp) = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+                && rp == "Always"
+            {
+                causes.push(Cause::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    &json!(rp),
+                    &["OnFailure", "Never"],
+                ));
+            }
+        }
+        ("batch", "CronJob") => {
+            if obj
+                .pointer("/spec/schedule")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                causes.push(Cause::required("spec.schedule"));
+            }
+            pod_spec(
+                obj.pointer("/spec/jobTemplate/spec/template/spec")
+                    .unwrap_or(&Value::Null),
+                "spec.jobTemplate.spec.template.spec",
+                &mut causes,
+            );
+        }
+        ("", "Service") => service(obj, old, &mut causes),
+        ("", "ConfigMap") | ("", "Secret") => {
+            for field in ["data", "binaryData", "stringData"] {
+                for k in obj
+                    .get(field)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                {
+                    let ok = !k.is_empty()
+                        && k.len() <= 253
+                        && k.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+                    if !ok {
+                        causes.push(Cause::invalid(format!("{field}[{k}]"), &json!(k), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+fn service(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let ty = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    if !matches!(
+        ty,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        causes.push(Cause::not_supported(
+            "spec.type",
+            &json!(ty),
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
+    }
+    let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+    let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+    if ty != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
+        causes.push(Cause::required("spec.ports"));
+    }
+    let multiple = ports.is_some_and(|p| p.len() > 1);
+    for (i, p) in ports.into_iter().flatten().enumerate() {
+        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&port) {
+            causes.push(Cause::invalid(
+                format!("spec.ports[{i}].port"),
+                &json!(port),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        if multiple
+            && p.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            causes.push(Cause::required(format!("spec.ports[{i}].name")));
+        }
+    }
+    if let Some(old) = old {
+        let (was, now) = (
+            old.pointer("/spec/clusterIP"),
+            obj.pointer("/spec/clusterIP"),
+        );
+        if was.is_some() && now.is_some() && was != now {
+            causes.push(Cause::invalid(
+                "spec.clusterIPs[0]",
+                now.unwrap_or(&Value::Null),
+                "may not change once set",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_rules() {
+        assert!(is_dns1123_label("web-1"));
+        assert!(!is_dns1123_label("Web"));
+        assert!(!is_dns1123_label("-a"));
+        assert!(is_dns1123_subdomain("a.b-c.d"));
+        assert!(!is_dns1035_label("1abc"));
+        assert!(is_qualified_name("app.kubernetes.io/name"));
+        assert!(!is_qualified_name("/name"));
+        assert!(is_label_value(""));
+        assert!(!is_label_value("-x"));
+    }
+
+    #[test]
+    fn pods_need_named_containers_with_images() {
+        let res = api_types::resources::find("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "a", "image": "x"}]}});
+        let fields: Vec<_> = validate(res, &pod, None)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["spec.containers[0].image", "spec.containers[1].name"]
+        );
+        let bad_name = json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
+        assert_eq!(validate(res, &bad_name, None)[0].field, "metadata.name");
+    }
+
+    #[test]
+    fn deployment_selector_must_match_template_and_stay() {
+        let res = api_types::resources::find("apps", "v1", "deployments").unwrap();
+        let d = |sel: &str, lbl: &str| json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": sel}}, "template": {"metadata": {"labels": {"app": lbl}}, "spec": {"containers": [{"name": "a", "image": "x"}]}}}});
+        assert!(validate(res, &d("web", "web"), None).is_empty());
+        let causes = validate(res, &d("web", "other"), None);
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: {\"app\":\"other\"}: `selector` does not match template `labels`"
+        );
+        let causes = validate(res, &d("x", "x"), Some(&d("web", "web")));
+        assert_eq!(causes[0].field, "spec.selector");
+    }
+}
