@@ -3,7 +3,10 @@
 //! No I/O.
 
 pub mod patch;
+pub mod protobuf;
+mod protobuf_schema;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod status;
 

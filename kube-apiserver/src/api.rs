@@ -15,9 +15,40 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
-use crate::registry::{DeleteParams, Deleted, ListParams, WatchEvent, meta_str};
+use crate::registry::{
+    DeleteParams, Deleted, FieldValidation, ListParams, WatchEvent, check_fields, meta_str,
+};
 use crate::server::{Apiserver, Resp, User, json_response, read_body};
 use crate::table;
+
+/// Adds a `Warning: 299 - "<message>"` header per warning, as upstream reports fieldValidation=Warn.
+fn with_warnings(mut resp: Resp, warnings: &[String]) -> Resp {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// Decodes a request body: JSON, or the Kubernetes protobuf envelope kubectl's generators send.
+pub fn decode_body(headers: &http::HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct.split(';').next().unwrap_or_default().trim() == "application/vnd.kubernetes.protobuf" {
+        return decode_protobuf(body);
+    }
+    decode_json(headers, body)
+}
+
+fn decode_protobuf(_body: &Bytes) -> Result<Value, ApiError> {
+    Err(ApiError::unsupported_media_type(
+        "application/vnd.kubernetes.protobuf",
+    ))
+}
 
 /// Decodes a request body as JSON (also when no Content-Type is given, as `kubectl scale` sends it).
 fn decode_json(headers: &http::HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
@@ -36,6 +67,10 @@ fn decode_json(headers: &http::HeaderMap, body: &Bytes) -> Result<Value, ApiErro
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
     })
+}
+
+fn field_validation(q: &HashMap<String, String>) -> Result<FieldValidation, ApiError> {
+    FieldValidation::parse(q.get("fieldValidation").map(String::as_str))
 }
 
 fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {
@@ -168,7 +203,7 @@ pub async fn serve(
     if !res.stored() {
         allowed(verb)?;
         let body = read_body(body).await?;
-        let obj = decode_json(&parts.headers, &body)?;
+        let obj = decode_body(&parts.headers, &body)?;
         return crate::reviews::create(server, res, ns, obj, &user)
             .map(|v| json_response(StatusCode::CREATED, &v));
     }
@@ -219,23 +254,21 @@ pub async fn serve(
         "create" => {
             allowed("create")?;
             let body = read_body(body).await?;
-            let obj = decode_json(&parts.headers, &body)?;
+            let mut obj = decode_body(&parts.headers, &body)?;
+            let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
             let created = crate::admission::create(server, res, ns, obj, dry_run(&q)?).await?;
-            Ok(object_response(
-                StatusCode::CREATED,
-                res,
-                &created,
-                &accept,
-                &q,
-            ))
+            let resp = object_response(StatusCode::CREATED, res, &created, &accept, &q);
+            Ok(with_warnings(resp, &warnings))
         }
         "update" => {
             allowed("update")?;
             let name = info.name.as_deref().unwrap_or_default();
             let body = read_body(body).await?;
-            let obj = decode_json(&parts.headers, &body)?;
+            let mut obj = decode_body(&parts.headers, &body)?;
+            let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
             let updated = reg.update(res, ns, name, None, obj, dry_run(&q)?).await?;
-            Ok(object_response(StatusCode::OK, res, &updated, &accept, &q))
+            let resp = object_response(StatusCode::OK, res, &updated, &accept, &q);
+            Ok(with_warnings(resp, &warnings))
         }
         "patch" => {
             allowed("patch")?;
@@ -247,10 +280,12 @@ pub async fn serve(
                 )
                 .await;
             }
-            let patched = reg
-                .patch(res, ns, name, None, pt, &body, dry_run(&q)?)
+            let mode = field_validation(&q)?;
+            let (patched, warnings) = reg
+                .patch_checked(res, ns, name, None, pt, &body, dry_run(&q)?, mode)
                 .await?;
-            Ok(object_response(StatusCode::OK, res, &patched, &accept, &q))
+            let resp = object_response(StatusCode::OK, res, &patched, &accept, &q);
+            Ok(with_warnings(resp, &warnings))
         }
         "delete" => {
             allowed("delete")?;

@@ -115,6 +115,22 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
         &["endpoints", "ports"],
     )
     .await?;
+    // Start the watch caches every node and controller will watch.
+    for (group, plural) in [
+        ("", "pods"),
+        ("", "nodes"),
+        ("", "namespaces"),
+        ("", "services"),
+        ("", "endpoints"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("coordination.k8s.io", "leases"),
+    ] {
+        server
+            .registry
+            .cacher
+            .cache(resource(group, plural)?)
+            .await?;
+    }
     tracing::info!("bootstrap: system namespaces and the kubernetes service are in place");
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod cacher;
 pub mod defaults;
 pub mod discovery;
 pub mod ipalloc;

@@ -27,6 +27,55 @@ pub struct ListParams {
     pub resource_version_match: Option<String>,
 }
 
+/// `fieldValidation`: what to do with fields the kind does not have (upstream's default is Warn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other:?}: valid values are \"Ignore\", \"Warn\" and \"Strict\""
+            ))),
+        }
+    }
+}
+
+/// Drops the fields the kind does not have; under Strict they are a 400 instead. Returns the Warn warnings.
+pub fn check_fields(
+    res: &Resource,
+    obj: &mut Value,
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let unknown = api_types::schema::unknown_fields(res.group, res.version, res.kind, obj);
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    if mode == FieldValidation::Strict {
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            messages.join(", ")
+        )));
+    }
+    api_types::schema::drop_fields(obj, &unknown);
+    Ok(if mode == FieldValidation::Warn {
+        messages
+    } else {
+        Vec::new()
+    })
+}
+
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {
@@ -66,6 +115,7 @@ pub enum WatchEvent {
 #[derive(Clone)]
 pub struct Registry {
     pub store: Arc<Backend>,
+    pub cacher: Arc<crate::cacher::Cacher>,
 }
 
 /// The storage key of an object.
@@ -165,9 +215,33 @@ fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
     Ok((rev, start.to_string()))
 }
 
+/// Whether an object matches a list's label and field selectors.
+pub fn matches(res: &Resource, obj: &Value, p: &ListParams) -> Result<bool, ApiError> {
+    if let Some(sel) = &p.label_selector
+        && !sel.matches_value(obj.get("metadata").and_then(|m| m.get("labels")))
+    {
+        return Ok(false);
+    }
+    if let Some(fs) = &p.field_selector {
+        for req in fs.requirements() {
+            if strategy::field_value(res, obj, &req.field).is_none()
+                && !strategy::field_supported(res, &req.field)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {}",
+                    req.field
+                )));
+            }
+        }
+        return Ok(fs.matches(|f| strategy::field_value(res, obj, f)));
+    }
+    Ok(true)
+}
+
 impl Registry {
     pub fn new(store: Arc<Backend>) -> Self {
-        Registry { store }
+        let cacher = Arc::new(crate::cacher::Cacher::new(store.clone()));
+        Registry { store, cacher }
     }
 
     pub async fn get(
@@ -258,7 +332,7 @@ impl Registry {
             for kv in &page.items {
                 last_key = Some(kv.key.clone());
                 let obj = decode(kv)?;
-                if self.matches(res, &obj, p)? {
+                if matches(res, &obj, p)? {
                     items.push(obj);
                     if p.limit > 0 && items.len() >= p.limit {
                         break;
@@ -289,28 +363,6 @@ impl Registry {
             continue_token: None,
             remaining: None,
         })
-    }
-
-    fn matches(&self, res: &Resource, obj: &Value, p: &ListParams) -> Result<bool, ApiError> {
-        if let Some(sel) = &p.label_selector
-            && !sel.matches_value(obj.get("metadata").and_then(|m| m.get("labels")))
-        {
-            return Ok(false);
-        }
-        if let Some(fs) = &p.field_selector {
-            for req in fs.requirements() {
-                if strategy::field_value(res, obj, &req.field).is_none()
-                    && !strategy::field_supported(res, &req.field)
-                {
-                    return Err(ApiError::bad_request(format!(
-                        "field label not supported: {}",
-                        req.field
-                    )));
-                }
-            }
-            return Ok(fs.matches(|f| strategy::field_value(res, obj, f)));
-        }
-        Ok(true)
     }
 
     /// Checks a field selector against the resource before any work (unknown fields are a 400).
@@ -421,25 +473,60 @@ impl Registry {
         patch: &[u8],
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let kind = res.kind;
-        self.write_loop(
+        self.patch_checked(
             res,
             ns,
             name,
-            dry_run,
-            |cur_rev, cur| {
-                let patched =
-                    apply_patch(cur, patch_type, patch, Some(kind)).map_err(patch_error)?;
-                if let Some(rv) = meta_str(&patched, "resourceVersion").filter(|rv| !rv.is_empty())
-                    && parse_rv(rv)? != cur_rev
-                {
-                    return Err(ApiError::stale(res.group, res.plural, name));
-                }
-                Ok(patched)
-            },
             subresource,
+            patch_type,
+            patch,
+            dry_run,
+            FieldValidation::Ignore,
         )
         .await
+        .map(|(v, _)| v)
+    }
+
+    /// Patch with field validation of the patched object; returns the warnings for `Warn`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_checked(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        patch_type: PatchType,
+        patch: &[u8],
+        dry_run: bool,
+        mode: FieldValidation,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let kind = res.kind;
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let out = self
+            .write_loop(
+                res,
+                ns,
+                name,
+                dry_run,
+                |cur_rev, cur| {
+                    let mut patched =
+                        apply_patch(cur, patch_type, patch, Some(kind)).map_err(patch_error)?;
+                    if let Some(rv) =
+                        meta_str(&patched, "resourceVersion").filter(|rv| !rv.is_empty())
+                        && parse_rv(rv)? != cur_rev
+                    {
+                        return Err(ApiError::stale(res.group, res.plural, name));
+                    }
+                    let w = check_fields(res, &mut patched, mode)?;
+                    if let Ok(mut all) = warnings.lock() {
+                        *all = w;
+                    }
+                    Ok(patched)
+                },
+                subresource,
+            )
+            .await?;
+        Ok((out, warnings.into_inner().unwrap_or_default()))
     }
 
     /// Read, compute the new object, CAS-write; retries when someone else wrote in between.
@@ -656,8 +743,8 @@ impl Registry {
         Err(ApiError::stale(res.group, res.plural, name))
     }
 
-    /// Starts an API watch: the events after `resourceVersion`, or (unset or "0") the current objects as ADDED
-    /// followed by what happens next. Objects leaving or entering the selection become DELETED / ADDED.
+    /// Starts an API watch, served by the watch cache: the events after `resourceVersion`, or (unset or "0")
+    /// the current objects as ADDED followed by what happens next.
     pub async fn watch(
         &self,
         res: &'static Resource,
@@ -665,39 +752,36 @@ impl Registry {
         p: ListParams,
         bookmarks: bool,
     ) -> Result<tokio::sync::mpsc::Receiver<WatchEvent>, ApiError> {
-        let pfx = prefix(res, ns);
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let rv = p
+        let from = p
             .resource_version
             .as_deref()
             .filter(|rv| !rv.is_empty() && *rv != "0")
             .map(parse_rv)
             .transpose()?;
-        let (initial, from) = match rv {
-            Some(rev) => (Vec::new(), rev),
-            None => {
-                let all = ListParams {
-                    limit: 0,
-                    continue_token: None,
-                    resource_version: None,
-                    ..p.clone()
-                };
-                let page = self.list(res, ns, &all).await?;
-                (page.items, page.resource_version)
-            }
-        };
+        let cache = self.cacher.cache(res).await?;
+        match from {
+            // Older than the cache's history (e.g. the cache started after the client listed): storage has it.
+            Some(rev) if rev < cache.floor() => self.direct_watch(res, ns, rev, p, bookmarks).await,
+            _ => cache.watch(ns, from, p, bookmarks),
+        }
+    }
+
+    /// A watch straight from storage history, for resourceVersions the cache no longer (or never) held.
+    async fn direct_watch(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        from: Revision,
+        p: ListParams,
+        bookmarks: bool,
+    ) -> Result<tokio::sync::mpsc::Receiver<WatchEvent>, ApiError> {
         let mut stream = self
             .store
-            .watch(&pfx, from)
+            .watch(&prefix(res, ns), from)
             .await
             .map_err(|e| storage_error(res, "", e))?;
-        let this = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
-            for obj in initial {
-                if tx.send(WatchEvent::Added(obj)).await.is_err() {
-                    return;
-                }
-            }
             while let Some(item) = stream.next().await {
                 let out = match item {
                     Err(StorageError::Compacted {
@@ -709,7 +793,27 @@ impl Registry {
                     Ok(Event::Progress { revision }) => {
                         bookmarks.then_some(WatchEvent::Bookmark(revision))
                     }
-                    Ok(ev) => this.translate(res, &p, ev),
+                    Ok(Event::Put { kv, prev }) => {
+                        let (Ok(new), old) = (
+                            decode(&kv),
+                            prev.as_ref().map(decode).transpose().ok().flatten(),
+                        ) else {
+                            continue;
+                        };
+                        crate::cacher::selection_change(
+                            res,
+                            &p,
+                            Some(&new),
+                            old.as_ref(),
+                            kv.mod_revision,
+                        )
+                    }
+                    Ok(Event::Delete { revision, prev, .. }) => {
+                        let Some(Ok(old)) = prev.as_ref().map(decode) else {
+                            continue;
+                        };
+                        crate::cacher::selection_change(res, &p, None, Some(&old), revision)
+                    }
                 };
                 if let Some(out) = out {
                     let last = matches!(out, WatchEvent::Error(_));
@@ -720,38 +824,6 @@ impl Registry {
             }
         });
         Ok(rx)
-    }
-
-    fn translate(&self, res: &Resource, p: &ListParams, ev: Event) -> Option<WatchEvent> {
-        let sel = |obj: &Value| self.matches(res, obj, p).unwrap_or(false);
-        match ev {
-            Event::Put { kv, prev } => {
-                let obj = decode(&kv).ok()?;
-                let old = prev.as_ref().and_then(|p| decode(p).ok());
-                let (now_in, was_in) = (sel(&obj), old.as_ref().is_some_and(sel));
-                match (was_in, now_in) {
-                    (_, true) if old.is_none() => Some(WatchEvent::Added(obj)),
-                    (true, true) => Some(WatchEvent::Modified(obj)),
-                    (false, true) => Some(WatchEvent::Added(obj)),
-                    (true, false) => {
-                        // Left the selection: the client sees it deleted, at this revision.
-                        let mut gone = old?;
-                        set_rv(&mut gone, kv.mod_revision);
-                        Some(WatchEvent::Deleted(gone))
-                    }
-                    (false, false) => None,
-                }
-            }
-            Event::Delete { revision, prev, .. } => {
-                let mut obj = decode(prev.as_ref()?).ok()?;
-                if !sel(&obj) {
-                    return None;
-                }
-                set_rv(&mut obj, revision);
-                Some(WatchEvent::Deleted(obj))
-            }
-            Event::Progress { revision } => Some(WatchEvent::Bookmark(revision)),
-        }
     }
 }
 

@@ -1,0 +1,203 @@
+//! Field validation against the built-in kinds' schemas (k8s-openapi's typed structs for v1.33): which fields of
+//! an object the kind does not have, for `fieldValidation=Strict` (400) and `Warn` (a warning per field), and
+//! dropping them otherwise, as upstream's decoder does.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use k8s_openapi::api;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+
+/// Decodes into the typed struct and encodes again: what the kind keeps of the object. None when the object
+/// does not decode (a type mismatch somewhere); callers then leave it as it is.
+fn roundtrip<T: DeserializeOwned + Serialize>(obj: &Value) -> Option<Value> {
+    let typed: T = serde_json::from_value(obj.clone()).ok()?;
+    serde_json::to_value(typed).ok()
+}
+
+macro_rules! kinds {
+    ($group:expr, $version:expr, $kind:expr, $obj:expr, { $( ($g:literal, $v:literal, $k:literal) => $t:ty, )* }) => {
+        match ($group, $version, $kind) {
+            $( ($g, $v, $k) => roundtrip::<$t>($obj), )*
+            _ => None,
+        }
+    };
+}
+
+/// The object as the kind's schema keeps it (None for kinds without a schema here, or undecodable objects).
+fn known(group: &str, version: &str, kind: &str, obj: &Value) -> Option<Value> {
+    kinds!(group, version, kind, obj, {
+        ("", "v1", "Binding") => api::core::v1::Binding,
+        ("", "v1", "ConfigMap") => api::core::v1::ConfigMap,
+        ("", "v1", "Endpoints") => api::core::v1::Endpoints,
+        ("", "v1", "Event") => api::core::v1::Event,
+        ("", "v1", "LimitRange") => api::core::v1::LimitRange,
+        ("", "v1", "Namespace") => api::core::v1::Namespace,
+        ("", "v1", "Node") => api::core::v1::Node,
+        ("", "v1", "PersistentVolumeClaim") => api::core::v1::PersistentVolumeClaim,
+        ("", "v1", "PersistentVolume") => api::core::v1::PersistentVolume,
+        ("", "v1", "Pod") => api::core::v1::Pod,
+        ("", "v1", "PodTemplate") => api::core::v1::PodTemplate,
+        ("", "v1", "ReplicationController") => api::core::v1::ReplicationController,
+        ("", "v1", "ResourceQuota") => api::core::v1::ResourceQuota,
+        ("", "v1", "Secret") => api::core::v1::Secret,
+        ("", "v1", "ServiceAccount") => api::core::v1::ServiceAccount,
+        ("", "v1", "Service") => api::core::v1::Service,
+        ("apps", "v1", "ControllerRevision") => api::apps::v1::ControllerRevision,
+        ("apps", "v1", "DaemonSet") => api::apps::v1::DaemonSet,
+        ("apps", "v1", "Deployment") => api::apps::v1::Deployment,
+        ("apps", "v1", "ReplicaSet") => api::apps::v1::ReplicaSet,
+        ("apps", "v1", "StatefulSet") => api::apps::v1::StatefulSet,
+        ("events.k8s.io", "v1", "Event") => api::events::v1::Event,
+        ("autoscaling", "v2", "HorizontalPodAutoscaler") => api::autoscaling::v2::HorizontalPodAutoscaler,
+        ("autoscaling", "v1", "HorizontalPodAutoscaler") => api::autoscaling::v1::HorizontalPodAutoscaler,
+        ("batch", "v1", "CronJob") => api::batch::v1::CronJob,
+        ("batch", "v1", "Job") => api::batch::v1::Job,
+        ("certificates.k8s.io", "v1", "CertificateSigningRequest") => api::certificates::v1::CertificateSigningRequest,
+        ("networking.k8s.io", "v1", "IngressClass") => api::networking::v1::IngressClass,
+        ("networking.k8s.io", "v1", "Ingress") => api::networking::v1::Ingress,
+        ("networking.k8s.io", "v1", "NetworkPolicy") => api::networking::v1::NetworkPolicy,
+        ("policy", "v1", "PodDisruptionBudget") => api::policy::v1::PodDisruptionBudget,
+        ("policy", "v1", "Eviction") => api::policy::v1::Eviction,
+        ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => api::rbac::v1::ClusterRoleBinding,
+        ("rbac.authorization.k8s.io", "v1", "ClusterRole") => api::rbac::v1::ClusterRole,
+        ("rbac.authorization.k8s.io", "v1", "RoleBinding") => api::rbac::v1::RoleBinding,
+        ("rbac.authorization.k8s.io", "v1", "Role") => api::rbac::v1::Role,
+        ("storage.k8s.io", "v1", "CSIDriver") => api::storage::v1::CSIDriver,
+        ("storage.k8s.io", "v1", "CSINode") => api::storage::v1::CSINode,
+        ("storage.k8s.io", "v1", "CSIStorageCapacity") => api::storage::v1::CSIStorageCapacity,
+        ("storage.k8s.io", "v1", "StorageClass") => api::storage::v1::StorageClass,
+        ("storage.k8s.io", "v1", "VolumeAttachment") => api::storage::v1::VolumeAttachment,
+        ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration") => api::admissionregistration::v1::MutatingWebhookConfiguration,
+        ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration") => api::admissionregistration::v1::ValidatingWebhookConfiguration,
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy") => api::admissionregistration::v1::ValidatingAdmissionPolicy,
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding") => api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+        ("apiextensions.k8s.io", "v1", "CustomResourceDefinition") => apiextensions::CustomResourceDefinition,
+        ("coordination.k8s.io", "v1", "Lease") => api::coordination::v1::Lease,
+        ("discovery.k8s.io", "v1", "EndpointSlice") => api::discovery::v1::EndpointSlice,
+        ("node.k8s.io", "v1", "RuntimeClass") => api::node::v1::RuntimeClass,
+        ("scheduling.k8s.io", "v1", "PriorityClass") => api::scheduling::v1::PriorityClass,
+        ("authentication.k8s.io", "v1", "SelfSubjectReview") => api::authentication::v1::SelfSubjectReview,
+        ("authentication.k8s.io", "v1", "TokenReview") => api::authentication::v1::TokenReview,
+        ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => api::authorization::v1::SelfSubjectAccessReview,
+        ("authorization.k8s.io", "v1", "SelfSubjectRulesReview") => api::authorization::v1::SelfSubjectRulesReview,
+        ("authorization.k8s.io", "v1", "SubjectAccessReview") => api::authorization::v1::SubjectAccessReview,
+        ("authorization.k8s.io", "v1", "LocalSubjectAccessReview") => api::authorization::v1::LocalSubjectAccessReview,
+    })
+}
+
+/// Collects the paths (`spec.containers[0].notAField`) present in `input` but not in `kept`.
+fn diff(input: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, kept) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(kv) => diff(v, kv, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff(x, y, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The fields of `obj` its kind does not have, in document order. Empty when all are known, or when the kind
+/// has no schema here (custom resources) or the object does not decode.
+pub fn unknown_fields(group: &str, version: &str, kind: &str, obj: &Value) -> Vec<String> {
+    let Some(kept) = known(group, version, kind, obj) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    diff(obj, &kept, "", &mut out);
+    out
+}
+
+/// Removes the given paths (as `unknown_fields` reports them) from the object.
+pub fn drop_fields(obj: &mut Value, paths: &[String]) {
+    for p in paths {
+        let mut segments = Vec::new();
+        for part in p.split('.') {
+            let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+            segments.push(Seg::Key(name.to_string()));
+            for idx in rest.split('[').filter(|s| !s.is_empty()) {
+                if let Ok(i) = idx.trim_end_matches(']').parse() {
+                    segments.push(Seg::Index(i));
+                }
+            }
+        }
+        remove_at(obj, &segments);
+    }
+}
+
+fn remove_at(v: &mut Value, segs: &[Seg]) {
+    match segs {
+        [Seg::Key(k)] => {
+            if let Some(m) = v.as_object_mut() {
+                m.remove(k);
+            }
+        }
+        [first, rest @ ..] => {
+            let next = match first {
+                Seg::Key(k) => v.get_mut(k.as_str()),
+                Seg::Index(i) => v.get_mut(*i),
+            };
+            if let Some(n) = next {
+                remove_at(n, rest);
+            }
+        }
+        [] => {}
+    }
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_unknown_fields_at_any_depth() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "bogus": 1},
+                         "spec": {"containers": [{"name": "a", "image": "x", "notAField": true, "resources": {"limits": {"cpu": 1}}}], "nodeName": null}});
+        assert_eq!(
+            unknown_fields("", "v1", "Pod", &pod),
+            ["metadata.bogus", "spec.containers[0].notAField"]
+        );
+        let good = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}},
+                          "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 80}], "resources": {}}]}}, "strategy": {}}});
+        assert!(unknown_fields("apps", "v1", "Deployment", &good).is_empty());
+        assert!(unknown_fields("example.com", "v1", "Widget", &json!({"x": 1})).is_empty());
+    }
+
+    #[test]
+    fn drops_reported_fields() {
+        let mut pod = json!({"metadata": {"name": "p", "bogus": 1}, "spec": {"containers": [{"name": "a", "notAField": true}]}});
+        drop_fields(
+            &mut pod,
+            &[
+                "metadata.bogus".into(),
+                "spec.containers[0].notAField".into(),
+            ],
+        );
+        assert_eq!(
+            pod,
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}})
+        );
+    }
+}
