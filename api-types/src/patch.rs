@@ -35,14 +35,9 @@ impl PatchType {
     /// `; charset=utf-8` and letter case; `None` for any other media type (upstream answers 415).
     pub fn from_content_type(content_type: &str) -> Option<PatchType> {
         let media = content_type.split(';').next().unwrap_or("").trim();
-        [
-            PatchType::Json,
-            PatchType::Merge,
-            PatchType::StrategicMerge,
-            PatchType::Apply,
-        ]
-        .into_iter()
-        .find(|t| media.eq_ignore_ascii_case(t.content_type()))
+        [PatchType::Json, PatchType::Merge, PatchType::StrategicMerge, PatchType::Apply]
+            .into_iter()
+            .find(|t| media.eq_ignore_ascii_case(t.content_type()))
     }
 
     /// The media type of this patch type.
@@ -131,9 +126,7 @@ pub fn apply_patch(
                 ))
             })?;
             let Value::Object(patch) = patch else {
-                return Err(PatchError::BadRequest(
-                    "apply configuration must be an object".to_string(),
-                ));
+                return Err(PatchError::BadRequest("apply configuration must be an object".to_string()));
             };
             strategic_merge(original, patch, kind)
         }
@@ -147,13 +140,9 @@ pub fn supports_strategic_merge(kind: &str) -> bool {
 }
 
 fn apply_json_patch(original: &Value, body: &[u8]) -> Result<Value, PatchError> {
-    let ops: json_patch::Patch =
-        serde_json::from_slice(body).map_err(|e| PatchError::BadRequest(e.to_string()))?;
+    let ops: json_patch::Patch = serde_json::from_slice(body).map_err(|e| PatchError::BadRequest(e.to_string()))?;
     if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {
-        return Err(PatchError::TooManyOperations {
-            max: MAX_JSON_PATCH_OPERATIONS,
-            got: ops.0.len(),
-        });
+        return Err(PatchError::TooManyOperations { max: MAX_JSON_PATCH_OPERATIONS, got: ops.0.len() });
     }
     let mut doc = original.clone();
     json_patch::patch(&mut doc, &ops).map_err(|e| PatchError::Unprocessable(e.to_string()))?;
@@ -205,19 +194,12 @@ const ERR_PRIMITIVE_LIST: &str = "invalid patch format of primitive list";
 const ERR_SET_ELEMENT_ORDER: &str = "invalid patch format of setElementOrder list";
 const ERR_LIST_OF_LISTS: &str = "lists of lists are not supported";
 
-fn strategic_merge(
-    original: &Value,
-    patch: Object,
-    kind: Option<&str>,
-) -> Result<Value, PatchError> {
+fn strategic_merge(original: &Value, patch: Object, kind: Option<&str>) -> Result<Value, PatchError> {
     let original = match original {
         Value::Object(o) => o.clone(),
         Value::Null => Object::new(),
         other => {
-            return Err(PatchError::Internal(format!(
-                "expected a map, but received a {}",
-                kind_name(other)
-            )));
+            return Err(PatchError::Internal(format!("expected a map, but received a {}", kind_name(other))));
         }
     };
     let schema = kind.and_then(root_schema);
@@ -263,35 +245,19 @@ impl Field {
 }
 
 const fn nested(name: &'static str, schema: &'static Schema) -> Field {
-    Field {
-        name,
-        strategy: Strategy::Replace,
-        schema: Some(schema),
-    }
+    Field { name, strategy: Strategy::Replace, schema: Some(schema) }
 }
 
 const fn by_key(name: &'static str, key: &'static str) -> Field {
-    Field {
-        name,
-        strategy: Strategy::MergeByKey(key),
-        schema: None,
-    }
+    Field { name, strategy: Strategy::MergeByKey(key), schema: None }
 }
 
 const fn by_key_of(name: &'static str, key: &'static str, elem: &'static Schema) -> Field {
-    Field {
-        name,
-        strategy: Strategy::MergeByKey(key),
-        schema: Some(elem),
-    }
+    Field { name, strategy: Strategy::MergeByKey(key), schema: Some(elem) }
 }
 
 const fn set(name: &'static str) -> Field {
-    Field {
-        name,
-        strategy: Strategy::MergeSet,
-        schema: None,
-    }
+    Field { name, strategy: Strategy::MergeSet, schema: None }
 }
 
 // The tables below transcribe the `patchStrategy` / `patchMergeKey` struct tags of k8s.io/api
@@ -300,9 +266,7 @@ const fn set(name: &'static str) -> Field {
 // the server applies any `$retainKeys` directive it is sent, so they need no entry.
 
 /// metav1.ObjectMeta
-static OBJECT_META: Schema = Schema {
-    fields: &[set("finalizers"), by_key("ownerReferences", "uid")],
-};
+static OBJECT_META: Schema = Schema { fields: &[set("finalizers"), by_key("ownerReferences", "uid")] };
 
 /// core/v1 Container and EphemeralContainer
 static CONTAINER: Schema = Schema {
@@ -340,124 +304,61 @@ static POD_STATUS: Schema = Schema {
 };
 
 /// core/v1 PodTemplateSpec
-static POD_TEMPLATE_SPEC: Schema = Schema {
-    fields: &[nested("metadata", &OBJECT_META), nested("spec", &POD_SPEC)],
-};
+static POD_TEMPLATE_SPEC: Schema = Schema { fields: &[nested("metadata", &OBJECT_META), nested("spec", &POD_SPEC)] };
 
 /// A status whose only tagged field is `conditions` merged by `type`.
-static CONDITIONS: Schema = Schema {
-    fields: &[by_key("conditions", "type")],
-};
+static CONDITIONS: Schema = Schema { fields: &[by_key("conditions", "type")] };
 
 /// The spec of a workload with a pod template at `spec.template`.
-static WORKLOAD_SPEC: Schema = Schema {
-    fields: &[nested("template", &POD_TEMPLATE_SPEC)],
-};
+static WORKLOAD_SPEC: Schema = Schema { fields: &[nested("template", &POD_TEMPLATE_SPEC)] };
 
 /// batch/v1 JobTemplateSpec
-static JOB_TEMPLATE_SPEC: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        nested("spec", &WORKLOAD_SPEC),
-    ],
-};
+static JOB_TEMPLATE_SPEC: Schema =
+    Schema { fields: &[nested("metadata", &OBJECT_META), nested("spec", &WORKLOAD_SPEC)] };
 
-static CRON_JOB_SPEC: Schema = Schema {
-    fields: &[nested("jobTemplate", &JOB_TEMPLATE_SPEC)],
-};
+static CRON_JOB_SPEC: Schema = Schema { fields: &[nested("jobTemplate", &JOB_TEMPLATE_SPEC)] };
 
-static NODE_SPEC: Schema = Schema {
-    fields: &[set("podCIDRs")],
-};
+static NODE_SPEC: Schema = Schema { fields: &[set("podCIDRs")] };
 
-static NODE_STATUS: Schema = Schema {
-    fields: &[by_key("conditions", "type"), by_key("addresses", "type")],
-};
+static NODE_STATUS: Schema = Schema { fields: &[by_key("conditions", "type"), by_key("addresses", "type")] };
 
-static SERVICE_SPEC: Schema = Schema {
-    fields: &[by_key("ports", "port")],
-};
+static SERVICE_SPEC: Schema = Schema { fields: &[by_key("ports", "port")] };
 
 // ----- roots, one per shape of kind -----
 
-static POD: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        nested("spec", &POD_SPEC),
-        nested("status", &POD_STATUS),
-    ],
-};
+static POD: Schema =
+    Schema { fields: &[nested("metadata", &OBJECT_META), nested("spec", &POD_SPEC), nested("status", &POD_STATUS)] };
 
-static POD_TEMPLATE: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        nested("template", &POD_TEMPLATE_SPEC),
-    ],
-};
+static POD_TEMPLATE: Schema =
+    Schema { fields: &[nested("metadata", &OBJECT_META), nested("template", &POD_TEMPLATE_SPEC)] };
 
 static WORKLOAD: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        nested("spec", &WORKLOAD_SPEC),
-        nested("status", &CONDITIONS),
-    ],
+    fields: &[nested("metadata", &OBJECT_META), nested("spec", &WORKLOAD_SPEC), nested("status", &CONDITIONS)],
 };
 
-static CRON_JOB: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        nested("spec", &CRON_JOB_SPEC),
-    ],
-};
+static CRON_JOB: Schema = Schema { fields: &[nested("metadata", &OBJECT_META), nested("spec", &CRON_JOB_SPEC)] };
 
-static NODE: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        nested("spec", &NODE_SPEC),
-        nested("status", &NODE_STATUS),
-    ],
-};
+static NODE: Schema =
+    Schema { fields: &[nested("metadata", &OBJECT_META), nested("spec", &NODE_SPEC), nested("status", &NODE_STATUS)] };
 
 static SERVICE: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        nested("spec", &SERVICE_SPEC),
-        nested("status", &CONDITIONS),
-    ],
+    fields: &[nested("metadata", &OBJECT_META), nested("spec", &SERVICE_SPEC), nested("status", &CONDITIONS)],
 };
 
-static SERVICE_ACCOUNT: Schema = Schema {
-    fields: &[nested("metadata", &OBJECT_META), by_key("secrets", "name")],
-};
+static SERVICE_ACCOUNT: Schema = Schema { fields: &[nested("metadata", &OBJECT_META), by_key("secrets", "name")] };
 
-static COMPONENT_STATUS: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        by_key("conditions", "type"),
-    ],
-};
+static COMPONENT_STATUS: Schema = Schema { fields: &[nested("metadata", &OBJECT_META), by_key("conditions", "type")] };
 
-static STATUS_CONDITIONS: Schema = Schema {
-    fields: &[
-        nested("metadata", &OBJECT_META),
-        nested("status", &CONDITIONS),
-    ],
-};
+static STATUS_CONDITIONS: Schema =
+    Schema { fields: &[nested("metadata", &OBJECT_META), nested("status", &CONDITIONS)] };
 
-static META_ONLY: Schema = Schema {
-    fields: &[nested("metadata", &OBJECT_META)],
-};
+static META_ONLY: Schema = Schema { fields: &[nested("metadata", &OBJECT_META)] };
 
 fn root_schema(kind: &str) -> Option<&'static Schema> {
     Some(match kind {
         "Pod" => &POD,
         "PodTemplate" => &POD_TEMPLATE,
-        "Deployment"
-        | "ReplicaSet"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "Job"
-        | "ReplicationController" => &WORKLOAD,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => &WORKLOAD,
         "CronJob" => &CRON_JOB,
         "Node" => &NODE,
         "Service" => &SERVICE,
@@ -547,18 +448,12 @@ fn directive_text(v: &Value) -> String {
 }
 
 fn no_merge_key(item: &Value, key: &str) -> PatchError {
-    PatchError::Internal(format!(
-        "map: {item} does not contain declared merge key: {key}"
-    ))
+    PatchError::Internal(format!("map: {item} does not contain declared merge key: {key}"))
 }
 
 /// Upstream's `mergeMap`: merges `patch` into `original` (server side: parallel lists are merged,
 /// unmatched nulls dropped).
-fn merge_map(
-    mut original: Object,
-    mut patch: Object,
-    schema: Option<&'static Schema>,
-) -> Result<Object, PatchError> {
+fn merge_map(mut original: Object, mut patch: Object, schema: Option<&'static Schema>) -> Result<Object, PatchError> {
     if let Some(directive) = patch.get(DIRECTIVE) {
         return match directive.as_str() {
             Some("replace") => {
@@ -611,9 +506,7 @@ fn merge_map(
         }
 
         let merged = match (std::mem::take(current), patch_value) {
-            (Value::Object(cur), Value::Object(p)) => {
-                Value::Object(merge_map(cur, p, field.and_then(|f| f.schema))?)
-            }
+            (Value::Object(cur), Value::Object(p)) => Value::Object(merge_map(cur, p, field.and_then(|f| f.schema))?),
             (Value::Array(cur), Value::Array(p)) => match field {
                 Some(f) if f.merges() => Value::Array(merge_list(cur, p, f)?),
                 _ => normalize(Value::Array(p), field)?,
@@ -638,9 +531,7 @@ fn normalize(value: Value, field: Option<&'static Field>) -> Result<Value, Patch
             for item in items {
                 match item {
                     Value::Object(obj) if obj.contains_key(DIRECTIVE) => {}
-                    Value::Object(obj) => {
-                        out.push(Value::Object(merge_map(Object::new(), obj, schema)?))
-                    }
+                    Value::Object(obj) => out.push(Value::Object(merge_map(Object::new(), obj, schema)?)),
                     other => out.push(other),
                 }
             }
@@ -661,10 +552,7 @@ fn apply_retain_keys(original: &mut Object, patch: &mut Object) -> Result<(), Pa
     };
     let listed = |k: &str| retain.iter().any(|v| v.as_str() == Some(k));
     for (k, v) in patch.iter() {
-        if v.is_null()
-            || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
-            || k.starts_with(SET_ELEMENT_ORDER)
-        {
+        if v.is_null() || k.starts_with(DELETE_FROM_PRIMITIVE_LIST) || k.starts_with(SET_ELEMENT_ORDER) {
             continue;
         }
         if !listed(k) {
@@ -683,19 +571,12 @@ fn merge_element_orders(
     patch: &mut Object,
     schema: Option<&'static Schema>,
 ) -> Result<(), PatchError> {
-    let order_keys: Vec<String> = patch
-        .keys()
-        .filter(|k| k.starts_with(SET_ELEMENT_ORDER))
-        .cloned()
-        .collect();
+    let order_keys: Vec<String> = patch.keys().filter(|k| k.starts_with(SET_ELEMENT_ORDER)).cloned().collect();
     for order_key in order_keys {
         let order = match patch.shift_remove(&order_key) {
             Some(Value::Array(order)) => order,
             Some(other) => {
-                return Err(PatchError::Internal(format!(
-                    "expected a slice, but received a {}",
-                    kind_name(&other)
-                )));
+                return Err(PatchError::Internal(format!("expected a slice, but received a {}", kind_name(&other))));
             }
             None => continue,
         };
@@ -709,10 +590,7 @@ fn merge_element_orders(
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => Some(items.clone()),
             Some(other) => {
-                return Err(PatchError::Internal(format!(
-                    "expected a slice, but received a {}",
-                    kind_name(other)
-                )));
+                return Err(PatchError::Internal(format!("expected a slice, but received a {}", kind_name(other))));
             }
         };
         let patch_list = match patch.get(name) {
@@ -720,10 +598,7 @@ fn merge_element_orders(
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => Some(items.clone()),
             Some(other) => {
-                return Err(PatchError::Internal(format!(
-                    "expected a slice, but received a {}",
-                    kind_name(other)
-                )));
+                return Err(PatchError::Internal(format!("expected a slice, but received a {}", kind_name(other))));
             }
         };
         validate_against_order(patch_list.as_deref().unwrap_or(&[]), &order, merge_key)?;
@@ -754,11 +629,7 @@ fn merge_element_orders(
 
 /// Upstream's `validatePatchWithSetOrderList`: the patch list (deletions and directive items
 /// aside) must be a subsequence of the order list.
-fn validate_against_order(
-    patch_list: &[Value],
-    order: &[Value],
-    merge_key: Option<&str>,
-) -> Result<(), PatchError> {
+fn validate_against_order(patch_list: &[Value], order: &[Value], merge_key: Option<&str>) -> Result<(), PatchError> {
     if patch_list.is_empty() || order.is_empty() {
         return Ok(());
     }
@@ -776,17 +647,11 @@ fn validate_against_order(
     }
     let (mut pi, mut oi) = (0, 0);
     while pi < kept.len() && oi < order.len() {
-        if kept[pi]
-            .as_object()
-            .is_some_and(|o| o.contains_key(DIRECTIVE))
-        {
+        if kept[pi].as_object().is_some_and(|o| o.contains_key(DIRECTIVE)) {
             pi += 1;
             continue;
         }
-        if json_eq(
-            identity(kept[pi], merge_key)?,
-            identity(&order[oi], merge_key)?,
-        ) {
+        if json_eq(identity(kept[pi], merge_key)?, identity(&order[oi], merge_key)?) {
             pi += 1;
         }
         oi += 1;
@@ -802,10 +667,7 @@ fn validate_against_order(
 }
 
 fn expected_map(item: &Value) -> PatchError {
-    PatchError::Internal(format!(
-        "expected a map, but received a {}",
-        kind_name(item)
-    ))
+    PatchError::Internal(format!("expected a map, but received a {}", kind_name(item)))
 }
 
 /// What identifies a list item: its merge key value for keyed lists, else the item itself.
@@ -821,16 +683,11 @@ fn identity<'a>(item: &'a Value, merge_key: Option<&str>) -> Result<&'a Value, P
 
 fn position(list: &[Value], item: &Value, merge_key: Option<&str>) -> Option<usize> {
     let wanted = identity(item, merge_key).ok()?;
-    list.iter()
-        .position(|v| identity(v, merge_key).is_ok_and(|id| json_eq(id, wanted)))
+    list.iter().position(|v| identity(v, merge_key).is_ok_and(|id| json_eq(id, wanted)))
 }
 
 /// Splits `items` into those present in `by` and the others, keeping relative order.
-fn partition(
-    items: Vec<Value>,
-    by: &[Value],
-    merge_key: Option<&str>,
-) -> Result<(Vec<Value>, Vec<Value>), PatchError> {
+fn partition(items: Vec<Value>, by: &[Value], merge_key: Option<&str>) -> Result<(Vec<Value>, Vec<Value>), PatchError> {
     let mut present = Vec::new();
     let mut absent = Vec::new();
     for item in items {
@@ -905,11 +762,7 @@ fn element_kind(original: &[Value], patch: &[Value]) -> Result<Option<&'static s
 }
 
 /// Upstream's `mergeSlice` for a list with `patchStrategy: merge`.
-fn merge_list(
-    original: Vec<Value>,
-    patch: Vec<Value>,
-    field: &'static Field,
-) -> Result<Vec<Value>, PatchError> {
+fn merge_list(original: Vec<Value>, patch: Vec<Value>, field: &'static Field) -> Result<Vec<Value>, PatchError> {
     if original.is_empty() && patch.is_empty() {
         return Ok(original);
     }
@@ -925,9 +778,7 @@ fn merge_list(
         return order_items(in_patch, server_only, &patch, &original, None);
     }
     let Some(key) = field.merge_key() else {
-        return Err(PatchError::Internal(
-            "cannot merge lists without merge key for type map".to_string(),
-        ));
+        return Err(PatchError::Internal("cannot merge lists without merge key for type map".to_string()));
     };
 
     // Directive items: `$patch: delete` removes items, `$patch: replace` replaces the list.
@@ -947,9 +798,7 @@ fn merge_list(
                 }
                 Some("replace") => replace = true,
                 Some("merge") => {
-                    return Err(PatchError::Internal(
-                        "merging lists cannot yet be specified in the patch".to_string(),
-                    ));
+                    return Err(PatchError::Internal("merging lists cannot yet be specified in the patch".to_string()));
                 }
                 _ => {
                     return Err(PatchError::Internal(format!(
@@ -976,9 +825,7 @@ fn merge_list(
         let Value::Object(patch_obj) = item.clone() else {
             continue; // element_kind guarantees maps
         };
-        let found = merged
-            .iter()
-            .position(|o| o.get(key).is_some_and(|v| json_eq(v, value)));
+        let found = merged.iter().position(|o| o.get(key).is_some_and(|v| json_eq(v, value)));
         match found {
             Some(i) => {
                 let current = match std::mem::take(&mut merged[i]) {
@@ -987,11 +834,7 @@ fn merge_list(
                 };
                 merged[i] = Value::Object(merge_map(current, patch_obj, field.schema)?);
             }
-            None => merged.push(Value::Object(merge_map(
-                Object::new(),
-                patch_obj,
-                field.schema,
-            )?)),
+            None => merged.push(Value::Object(merge_map(Object::new(), patch_obj, field.schema)?)),
         }
     }
     let (in_patch, server_only) = partition(merged, &items, Some(key))?;
@@ -1104,14 +947,8 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(
-            PatchType::from_content_type("application/json-patch+json"),
-            Some(PatchType::Json)
-        );
-        assert_eq!(
-            PatchType::from_content_type("application/merge-patch+json; charset=utf-8"),
-            Some(PatchType::Merge)
-        );
+        assert_eq!(PatchType::from_content_type("application/json-patch+json"), Some(PatchType::Json));
+        assert_eq!(PatchType::from_content_type("application/merge-patch+json; charset=utf-8"), Some(PatchType::Merge));
         assert_eq!(
             PatchType::from_content_type("Application/Strategic-Merge-Patch+JSON"),
             Some(PatchType::StrategicMerge)
@@ -1122,12 +959,7 @@ mod tests {
         );
         assert_eq!(PatchType::from_content_type("application/json"), None);
         assert_eq!(PatchType::from_content_type(""), None);
-        for t in [
-            PatchType::Json,
-            PatchType::Merge,
-            PatchType::StrategicMerge,
-            PatchType::Apply,
-        ] {
+        for t in [PatchType::Json, PatchType::Merge, PatchType::StrategicMerge, PatchType::Apply] {
             assert_eq!(PatchType::from_content_type(t.content_type()), Some(t));
         }
     }
@@ -1137,10 +969,7 @@ mod tests {
         assert_eq!(PatchError::BadRequest(String::new()).status_code(), 400);
         assert_eq!(PatchError::Unprocessable(String::new()).status_code(), 422);
         assert_eq!(PatchError::Internal(String::new()).status_code(), 500);
-        assert_eq!(
-            PatchError::TooManyOperations { max: 1, got: 2 }.status_code(),
-            413
-        );
+        assert_eq!(PatchError::TooManyOperations { max: 1, got: 2 }.status_code(), 413);
     }
 
     // ----- JSON patch -----
@@ -1162,10 +991,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out["spec"]["template"], template);
-        assert_eq!(
-            out["metadata"]["annotations"],
-            json!({"deployment.kubernetes.io/revision": "3"})
-        );
+        assert_eq!(out["metadata"]["annotations"], json!({"deployment.kubernetes.io/revision": "3"}));
         assert_eq!(out["spec"]["replicas"], 1);
     }
 
@@ -1201,10 +1027,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, PatchError::Unprocessable(_)), "{err:?}");
         assert_eq!(err.status_code(), 422);
-        assert!(
-            err.to_string().contains("/metadata/resourceVersion"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("/metadata/resourceVersion"), "{err}");
     }
 
     #[test]
@@ -1236,21 +1059,11 @@ mod tests {
 
     #[test]
     fn json_patch_operation_limit() {
-        let ops: Vec<Value> = (0..=MAX_JSON_PATCH_OPERATIONS)
-            .map(|_| json!({"op": "test", "path": "", "value": {}}))
-            .collect();
+        let ops: Vec<Value> =
+            (0..=MAX_JSON_PATCH_OPERATIONS).map(|_| json!({"op": "test", "path": "", "value": {}})).collect();
         let err = json_patch(&json!({}), Value::Array(ops)).unwrap_err();
-        assert_eq!(
-            err,
-            PatchError::TooManyOperations {
-                max: 10_000,
-                got: 10_001
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "The allowed maximum operations in a JSON patch is 10000, got 10001"
-        );
+        assert_eq!(err, PatchError::TooManyOperations { max: 10_000, got: 10_001 });
+        assert_eq!(err.to_string(), "The allowed maximum operations in a JSON patch is 10000, got 10001");
     }
 
     // ----- JSON merge patch -----
@@ -1259,19 +1072,10 @@ mod tests {
     fn merge_patch_labels() {
         // kubectl label: set one label, remove another
         let doc = json!({"metadata": {"name": "p", "labels": {"app": "web", "tier": "fe"}}});
-        let out = merge(
-            &doc,
-            json!({"metadata": {"labels": {"env": "prod", "app": null}}}),
-        );
-        assert_eq!(
-            out,
-            json!({"metadata": {"name": "p", "labels": {"tier": "fe", "env": "prod"}}})
-        );
+        let out = merge(&doc, json!({"metadata": {"labels": {"env": "prod", "app": null}}}));
+        assert_eq!(out, json!({"metadata": {"name": "p", "labels": {"tier": "fe", "env": "prod"}}}));
         // key order of the untouched keys is kept
-        let keys: Vec<&String> = out["metadata"]["labels"]
-            .as_object()
-            .map(|m| m.keys().collect())
-            .unwrap_or_default();
+        let keys: Vec<&String> = out["metadata"]["labels"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
         assert_eq!(keys, ["tier", "env"]);
     }
 
@@ -1284,10 +1088,7 @@ mod tests {
                    "metadata": {"annotations": null},
                    "status": {"new": {"a": {"b": 1, "gone": null}}}}),
         );
-        assert_eq!(
-            out["spec"]["template"]["spec"]["containers"],
-            json!([{"name": "only", "image": "x"}])
-        );
+        assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([{"name": "only", "image": "x"}]));
         assert!(out["metadata"].get("annotations").is_none());
         assert_eq!(out["status"]["new"], json!({"a": {"b": 1}}));
         assert_eq!(out["spec"]["replicas"], 1);
@@ -1327,22 +1128,12 @@ mod tests {
         let containers = &out["spec"]["template"]["spec"]["containers"];
         assert_eq!(names(containers), ["nginx", "sidecar"]);
         assert_eq!(containers[0]["image"], "nginx:1.26");
-        assert_eq!(
-            containers[0]["ports"],
-            json!([{"containerPort": 80, "protocol": "TCP"}])
-        );
+        assert_eq!(containers[0]["ports"], json!([{"containerPort": 80, "protocol": "TCP"}]));
         assert_eq!(containers[0]["env"][1]["value"], "2");
         assert_eq!(containers[1]["image"], "busybox:1.36");
         assert_eq!(out["spec"]["replicas"], 3);
-        assert_eq!(
-            out["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
-            "1"
-        );
-        assert!(
-            out["metadata"]["annotations"]
-                .get("kubectl.kubernetes.io/last-applied-configuration")
-                .is_some()
-        );
+        assert_eq!(out["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+        assert!(out["metadata"]["annotations"].get("kubectl.kubernetes.io/last-applied-configuration").is_some());
         assert!(!out.to_string().contains("$setElementOrder"));
     }
 
@@ -1411,10 +1202,7 @@ mod tests {
             json!({"labels": {"app": "web"},
                    "annotations": {"kubectl.kubernetes.io/restartedAt": "2024-05-01T10:00:00Z"}})
         );
-        assert_eq!(
-            out["spec"]["template"]["spec"],
-            deployment()["spec"]["template"]["spec"]
-        );
+        assert_eq!(out["spec"]["template"]["spec"], deployment()["spec"]["template"]["spec"]);
     }
 
     #[test]
@@ -1434,10 +1222,7 @@ mod tests {
             json!({"spec": {"taints": [{"effect": "NoSchedule", "key": "dedicated", "value": "gpu"}]}}),
             "Node",
         );
-        assert_eq!(
-            tainted["spec"]["taints"],
-            json!([{"effect": "NoSchedule", "key": "dedicated", "value": "gpu"}])
-        );
+        assert_eq!(tainted["spec"]["taints"], json!([{"effect": "NoSchedule", "key": "dedicated", "value": "gpu"}]));
         // taints have no patch strategy: a second taint request sends the whole list
         let two = smp(
             &tainted,
@@ -1448,15 +1233,8 @@ mod tests {
             "Node",
         );
         assert_eq!(two["spec"]["taints"].as_array().map(Vec::len), Some(2));
-        let one = smp(
-            &two,
-            json!({"spec": {"taints": [{"effect": "NoExecute", "key": "maintenance"}]}}),
-            "Node",
-        );
-        assert_eq!(
-            one["spec"]["taints"],
-            json!([{"effect": "NoExecute", "key": "maintenance"}])
-        );
+        let one = smp(&two, json!({"spec": {"taints": [{"effect": "NoExecute", "key": "maintenance"}]}}), "Node");
+        assert_eq!(one["spec"]["taints"], json!([{"effect": "NoExecute", "key": "maintenance"}]));
         // removing the last taint
         let none = smp(&one, json!({"spec": {"taints": null}}), "Node");
         assert!(none["spec"].get("taints").is_none());
@@ -1475,10 +1253,7 @@ mod tests {
         let conditions = &out["status"]["conditions"];
         // without $setElementOrder, patch items come first, then server-only items in their
         // live order unless the live list puts them before a patch item
-        assert_eq!(
-            names(conditions),
-            ["MemoryPressure", "Ready", "DiskPressure"]
-        );
+        assert_eq!(names(conditions), ["MemoryPressure", "Ready", "DiskPressure"]);
         assert_eq!(conditions[1]["status"], "False");
         assert_eq!(conditions[1]["reason"], "KubeletNotReady");
         assert_eq!(out["status"]["addresses"], node()["status"]["addresses"]);
@@ -1514,10 +1289,7 @@ mod tests {
             }),
             "Pod",
         );
-        assert_eq!(
-            names(&out["status"]["conditions"]),
-            ["PodScheduled", "Initialized", "Ready"]
-        );
+        assert_eq!(names(&out["status"]["conditions"]), ["PodScheduled", "Initialized", "Ready"]);
         assert_eq!(out["status"]["phase"], "Running");
         assert_eq!(out["status"]["podIPs"], json!([{"ip": "10.244.0.7"}]));
     }
@@ -1551,11 +1323,7 @@ mod tests {
         // upstream's mergeSlice: with no $setElementOrder, an item new to the list is placed
         // before server-only items
         let pod = json!({"spec": {"containers": [{"name": "a", "image": "x"}]}});
-        let out = smp(
-            &pod,
-            json!({"spec": {"containers": [{"name": "b", "image": "y"}]}}),
-            "Pod",
-        );
+        let out = smp(&pod, json!({"spec": {"containers": [{"name": "b", "image": "y"}]}}), "Pod");
         assert_eq!(names(&out["spec"]["containers"]), ["b", "a"]);
     }
 
@@ -1568,10 +1336,7 @@ mod tests {
             ]}}}}),
             "Deployment",
         );
-        assert_eq!(
-            names(&out["spec"]["template"]["spec"]["containers"]),
-            ["nginx"]
-        );
+        assert_eq!(names(&out["spec"]["template"]["spec"]["containers"]), ["nginx"]);
     }
 
     #[test]
@@ -1579,11 +1344,7 @@ mod tests {
         let pod = json!({"spec": {"volumes": [
             {"name": "a"}, {"name": "b"}, {"name": "a", "emptyDir": {}}
         ]}});
-        let out = smp(
-            &pod,
-            json!({"spec": {"volumes": [{"name": "a", "$patch": "delete"}]}}),
-            "Pod",
-        );
+        let out = smp(&pod, json!({"spec": {"volumes": [{"name": "a", "$patch": "delete"}]}}), "Pod");
         assert_eq!(out["spec"]["volumes"], json!([{"name": "b"}]));
     }
 
@@ -1595,11 +1356,7 @@ mod tests {
             "Deployment",
         );
         assert_eq!(err.status_code(), 500);
-        assert!(
-            err.to_string()
-                .contains("does not contain declared merge key: name"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("does not contain declared merge key: name"), "{err}");
     }
 
     #[test]
@@ -1622,10 +1379,7 @@ mod tests {
             ]}}}}),
             "Deployment",
         );
-        assert_eq!(
-            out["spec"]["template"]["spec"]["containers"],
-            json!([{"name": "only", "image": "x"}])
-        );
+        assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([{"name": "only", "image": "x"}]));
         // `[{"$patch": "replace"}]` alone empties the list
         let out = smp(
             &deployment(),
@@ -1637,15 +1391,10 @@ mod tests {
 
     #[test]
     fn smp_patch_replace_in_map_replaces_the_map() {
-        let out = smp(
-            &deployment(),
-            json!({"metadata": {"labels": {"$patch": "replace", "new": "1"}}}),
-            "Deployment",
-        );
+        let out = smp(&deployment(), json!({"metadata": {"labels": {"$patch": "replace", "new": "1"}}}), "Deployment");
         assert_eq!(out["metadata"]["labels"], json!({"new": "1"}));
         let mut d = deployment();
-        d["spec"]["template"]["spec"]["securityContext"] =
-            json!({"runAsUser": 1000, "fsGroup": 2000});
+        d["spec"]["template"]["spec"]["securityContext"] = json!({"runAsUser": 1000, "fsGroup": 2000});
         let out = smp(
             &d,
             json!({"spec": {"template": {"spec": {"securityContext": {
@@ -1653,10 +1402,7 @@ mod tests {
             }}}}}),
             "Deployment",
         );
-        assert_eq!(
-            out["spec"]["template"]["spec"]["securityContext"],
-            json!({"runAsNonRoot": true})
-        );
+        assert_eq!(out["spec"]["template"]["spec"]["securityContext"], json!({"runAsNonRoot": true}));
         // inside a merge list, an item carrying `$patch: replace` is a list-level marker (as
         // upstream's mergeSliceWithSpecialElements): the list becomes the other patch items
         let out = smp(
@@ -1667,43 +1413,25 @@ mod tests {
             ]}}}}),
             "Deployment",
         );
-        assert_eq!(
-            out["spec"]["template"]["spec"]["containers"],
-            json!([{"name": "other", "image": "o"}])
-        );
+        assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([{"name": "other", "image": "o"}]));
     }
 
     #[test]
     fn smp_patch_delete_in_map_empties_it() {
-        let out = smp(
-            &deployment(),
-            json!({"metadata": {"annotations": {"$patch": "delete"}}}),
-            "Deployment",
-        );
+        let out = smp(&deployment(), json!({"metadata": {"annotations": {"$patch": "delete"}}}), "Deployment");
         assert_eq!(out["metadata"]["annotations"], json!({}));
     }
 
     #[test]
     fn smp_unknown_patch_directive_fails() {
-        let err = smp_err(
-            &deployment(),
-            json!({"metadata": {"$patch": "frob"}}),
-            "Deployment",
-        );
-        assert!(
-            err.to_string()
-                .starts_with("unknown patch type: frob in map: "),
-            "{err}"
-        );
+        let err = smp_err(&deployment(), json!({"metadata": {"$patch": "frob"}}), "Deployment");
+        assert!(err.to_string().starts_with("unknown patch type: frob in map: "), "{err}");
         let err = smp_err(
             &deployment(),
             json!({"spec": {"template": {"spec": {"containers": [{"name": "nginx", "$patch": "merge"}]}}}}),
             "Deployment",
         );
-        assert_eq!(
-            err.to_string(),
-            "merging lists cannot yet be specified in the patch"
-        );
+        assert_eq!(err.to_string(), "merging lists cannot yet be specified in the patch");
     }
 
     #[test]
@@ -1711,11 +1439,7 @@ mod tests {
         // kubectl apply switching a Deployment strategy from RollingUpdate to Recreate
         let mut d = deployment();
         d["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}});
-        let out = smp(
-            &d,
-            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
-            "Deployment",
-        );
+        let out = smp(&d, json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}), "Deployment");
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
 
         // volumes: switching the volume source
@@ -1727,10 +1451,7 @@ mod tests {
             }}}}),
             "Deployment",
         );
-        assert_eq!(
-            out["spec"]["template"]["spec"]["volumes"],
-            json!([{"name": "data", "configMap": {"name": "cm"}}])
-        );
+        assert_eq!(out["spec"]["template"]["spec"]["volumes"], json!([{"name": "data", "configMap": {"name": "cm"}}]));
     }
 
     #[test]
@@ -1740,15 +1461,8 @@ mod tests {
             json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {}}}}),
             "Deployment",
         );
-        assert_eq!(
-            err,
-            PatchError::BadRequest("invalid patch format of retainKeys".into())
-        );
-        let err = smp_err(
-            &deployment(),
-            json!({"spec": {"strategy": {"$retainKeys": "type"}}}),
-            "Deployment",
-        );
+        assert_eq!(err, PatchError::BadRequest("invalid patch format of retainKeys".into()));
+        let err = smp_err(&deployment(), json!({"spec": {"strategy": {"$retainKeys": "type"}}}), "Deployment");
         assert_eq!(err.status_code(), 400);
         // nulls are allowed for keys outside the list
         let out = smp(
@@ -1762,11 +1476,7 @@ mod tests {
     #[test]
     fn smp_finalizers_merge_as_a_set() {
         let obj = json!({"metadata": {"name": "x", "finalizers": ["a", "b"]}});
-        let out = smp(
-            &obj,
-            json!({"metadata": {"finalizers": ["c", "a"]}}),
-            "ConfigMap",
-        );
+        let out = smp(&obj, json!({"metadata": {"finalizers": ["c", "a"]}}), "ConfigMap");
         // patch items first in patch order; b is server-only and after a in the live list
         assert_eq!(out["metadata"]["finalizers"], json!(["c", "a", "b"]));
         let out = smp(
@@ -1780,11 +1490,7 @@ mod tests {
     #[test]
     fn smp_delete_from_primitive_list() {
         let obj = json!({"metadata": {"finalizers": ["a", "b", "c", "b"]}});
-        let out = smp(
-            &obj,
-            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"]}}),
-            "Secret",
-        );
+        let out = smp(&obj, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"]}}), "Secret");
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "c"]));
         // with $setElementOrder, as kubectl apply sends it (upstream's test case)
         let obj = json!({"metadata": {"finalizers": ["1", "2", "3", "4"]}});
@@ -1804,15 +1510,8 @@ mod tests {
             "Secret",
         );
         assert_eq!(out, json!({"metadata": {"name": "x"}}));
-        let err = smp_err(
-            &obj,
-            json!({"metadata": {"$deleteFromPrimitiveListfinalizers": ["3"]}}),
-            "Secret",
-        );
-        assert_eq!(
-            err,
-            PatchError::BadRequest("invalid patch format of primitive list".into())
-        );
+        let err = smp_err(&obj, json!({"metadata": {"$deleteFromPrimitiveListfinalizers": ["3"]}}), "Secret");
+        assert_eq!(err, PatchError::BadRequest("invalid patch format of primitive list".into()));
     }
 
     #[test]
@@ -1866,20 +1565,13 @@ mod tests {
             }}),
             "Pod",
         );
-        assert_eq!(
-            out["spec"]["containers"],
-            json!([{"name": "3", "value": "3"}, {"name": "1", "value": "1"}])
-        );
+        assert_eq!(out["spec"]["containers"], json!([{"name": "3", "value": "3"}, {"name": "1", "value": "1"}]));
     }
 
     #[test]
     fn smp_set_element_order_for_primitive_lists() {
         let node = json!({"spec": {"podCIDRs": ["1", "3"]}});
-        let out = smp(
-            &node,
-            json!({"spec": {"$setElementOrder/podCIDRs": ["3", "2", "1"]}}),
-            "Node",
-        );
+        let out = smp(&node, json!({"spec": {"$setElementOrder/podCIDRs": ["3", "2", "1"]}}), "Node");
         assert_eq!(out["spec"]["podCIDRs"], json!(["3", "1"]));
     }
 
@@ -1896,11 +1588,7 @@ mod tests {
         );
         assert!(err.to_string().contains("doesn't match"), "{err}");
         assert_eq!(err.status_code(), 500);
-        let err = smp_err(
-            &pod,
-            json!({"spec": {"$setElementOrdercontainers": []}}),
-            "Pod",
-        );
+        let err = smp_err(&pod, json!({"spec": {"$setElementOrdercontainers": []}}), "Pod");
         assert_eq!(err.status_code(), 400);
     }
 
@@ -1942,17 +1630,10 @@ mod tests {
                 {"containerPort": 443}
             ])
         );
-        let svc =
-            json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}], "type": "ClusterIP"}});
-        let out = smp(
-            &svc,
-            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}}),
-            "Service",
-        );
-        assert_eq!(
-            out["spec"]["ports"],
-            json!([{"port": 80, "targetPort": 8080, "nodePort": 30080}])
-        );
+        let svc = json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}], "type": "ClusterIP"}});
+        let out =
+            smp(&svc, json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}}), "Service");
+        assert_eq!(out["spec"]["ports"], json!([{"port": 80, "targetPort": 8080, "nodePort": 30080}]));
     }
 
     #[test]
@@ -1997,24 +1678,11 @@ mod tests {
         let obj = json!({"metadata": {"ownerReferences": [
             {"uid": "1", "kind": "ReplicaSet", "name": "rs"}
         ]}});
-        let out = smp(
-            &obj,
-            json!({"metadata": {"ownerReferences": [{"uid": "2", "kind": "Job", "name": "j"}]}}),
-            "Pod",
-        );
-        assert_eq!(
-            out["metadata"]["ownerReferences"].as_array().map(Vec::len),
-            Some(2)
-        );
-        let out = smp(
-            &out,
-            json!({"metadata": {"ownerReferences": [{"uid": "1", "$patch": "delete"}]}}),
-            "Pod",
-        );
-        assert_eq!(
-            out["metadata"]["ownerReferences"],
-            json!([{"uid": "2", "kind": "Job", "name": "j"}])
-        );
+        let out =
+            smp(&obj, json!({"metadata": {"ownerReferences": [{"uid": "2", "kind": "Job", "name": "j"}]}}), "Pod");
+        assert_eq!(out["metadata"]["ownerReferences"].as_array().map(Vec::len), Some(2));
+        let out = smp(&out, json!({"metadata": {"ownerReferences": [{"uid": "1", "$patch": "delete"}]}}), "Pod");
+        assert_eq!(out["metadata"]["ownerReferences"], json!([{"uid": "2", "kind": "Job", "name": "j"}]));
     }
 
     #[test]
@@ -2032,10 +1700,7 @@ mod tests {
             }}),
             "Pod",
         );
-        assert_eq!(
-            out["spec"]["tolerations"],
-            json!([{"key": "b", "operator": "Exists"}])
-        );
+        assert_eq!(out["spec"]["tolerations"], json!([{"key": "b", "operator": "Exists"}]));
         assert_eq!(out["spec"]["containers"][0]["command"], json!(["x"]));
     }
 
@@ -2045,18 +1710,10 @@ mod tests {
         assert!(supports_strategic_merge("Deployment"));
         assert!(supports_strategic_merge("ConfigMap"));
         let cr = json!({"spec": {"items": [{"name": "a", "v": 1}], "m": {"a": 1, "b": 2}}});
-        let out = smp(
-            &cr,
-            json!({"spec": {"items": [{"name": "a", "v": 2}], "m": {"b": null, "c": 3}}}),
-            "Widget",
-        );
-        assert_eq!(
-            out,
-            json!({"spec": {"items": [{"name": "a", "v": 2}], "m": {"a": 1, "c": 3}}})
-        );
+        let out = smp(&cr, json!({"spec": {"items": [{"name": "a", "v": 2}], "m": {"b": null, "c": 3}}}), "Widget");
+        assert_eq!(out, json!({"spec": {"items": [{"name": "a", "v": 2}], "m": {"a": 1, "c": 3}}}));
         let body = serde_json::to_vec(&json!({"spec": {"m": {"d": 4}}})).unwrap_or_default();
-        let out = apply_patch(&cr, PatchType::StrategicMerge, &body, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = apply_patch(&cr, PatchType::StrategicMerge, &body, None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out["spec"]["m"], json!({"a": 1, "b": 2, "d": 4}));
     }
 
@@ -2071,47 +1728,29 @@ mod tests {
             "Pod",
         );
         assert_eq!(out["metadata"]["labels"], json!({"a": "1"}));
-        assert_eq!(
-            out["spec"]["containers"],
-            json!([{"name": "c", "image": "i", "env": []}])
-        );
+        assert_eq!(out["spec"]["containers"], json!([{"name": "c", "image": "i", "env": []}]));
     }
 
     #[test]
     fn smp_type_changes_replace() {
         let obj = json!({"data": {"a": "1"}, "x": [1], "y": "s", "n": null});
-        let out = smp(
-            &obj,
-            json!({"data": "flat", "x": {"k": 1, "z": null}, "y": 2, "n": {"a": 1}}),
-            "ConfigMap",
-        );
-        assert_eq!(
-            out,
-            json!({"data": "flat", "x": {"k": 1}, "y": 2, "n": {"a": 1}})
-        );
+        let out = smp(&obj, json!({"data": "flat", "x": {"k": 1, "z": null}, "y": 2, "n": {"a": 1}}), "ConfigMap");
+        assert_eq!(out, json!({"data": "flat", "x": {"k": 1}, "y": 2, "n": {"a": 1}}));
     }
 
     #[test]
     fn smp_list_errors() {
         let obj = json!({"metadata": {"finalizers": ["a"]}});
         let err = smp_err(&obj, json!({"metadata": {"finalizers": [["b"]]}}), "Pod");
-        assert_eq!(
-            err,
-            PatchError::Unprocessable("lists of lists are not supported".into())
-        );
+        assert_eq!(err, PatchError::Unprocessable("lists of lists are not supported".into()));
         let err = smp_err(&obj, json!({"metadata": {"finalizers": [1]}}), "Pod");
-        assert!(
-            err.to_string()
-                .starts_with("list element types are not identical"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("list element types are not identical"), "{err}");
     }
 
     #[test]
     fn smp_bad_bodies() {
         for body in [&b"[]"[..], b"null", b"{", b"3"] {
-            let err =
-                apply_patch(&json!({}), PatchType::StrategicMerge, body, Some("Pod")).unwrap_err();
+            let err = apply_patch(&json!({}), PatchType::StrategicMerge, body, Some("Pod")).unwrap_err();
             assert_eq!(err.status_code(), 400, "{body:?}: {err}");
         }
     }
@@ -2133,10 +1772,7 @@ mod tests {
         );
         assert!(!out.to_string().contains('$'), "{out}");
         assert_eq!(out["metadata"]["finalizers"], json!(["f"]));
-        assert_eq!(
-            names(&out["spec"]["template"]["spec"]["containers"][0]["env"]),
-            ["B", "A"]
-        );
+        assert_eq!(names(&out["spec"]["template"]["spec"]["containers"][0]["env"]), ["B", "A"]);
     }
 
     // ----- server-side apply (simplified) -----
@@ -2152,28 +1788,23 @@ mod tests {
             ]}}}
         }))
         .unwrap_or_default();
-        let out = apply_patch(&deployment(), PatchType::Apply, &body, Some("Deployment"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out =
+            apply_patch(&deployment(), PatchType::Apply, &body, Some("Deployment")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out["spec"]["replicas"], 2);
         let containers = &out["spec"]["template"]["spec"]["containers"];
         assert_eq!(containers[0]["image"], "nginx:1.27");
         assert_eq!(containers[0]["ports"][0]["containerPort"], 80);
         assert_eq!(names(containers), ["nginx", "sidecar"]);
         // creating through apply: an empty live object
-        let out = apply_patch(&Value::Null, PatchType::Apply, &body, Some("Deployment"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out =
+            apply_patch(&Value::Null, PatchType::Apply, &body, Some("Deployment")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out["metadata"]["name"], "web");
     }
 
     #[test]
     fn apply_rejects_non_json_bodies() {
-        let err = apply_patch(
-            &json!({}),
-            PatchType::Apply,
-            b"apiVersion: v1\nkind: ConfigMap\n",
-            Some("ConfigMap"),
-        )
-        .unwrap_err();
+        let err = apply_patch(&json!({}), PatchType::Apply, b"apiVersion: v1\nkind: ConfigMap\n", Some("ConfigMap"))
+            .unwrap_err();
         assert_eq!(err.status_code(), 400);
         let err = apply_patch(&json!({}), PatchType::Apply, b"[]", None).unwrap_err();
         assert_eq!(err.status_code(), 400);

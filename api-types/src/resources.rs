@@ -33,20 +33,12 @@ pub struct Resource {
 impl Resource {
     /// `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// `pods` or `deployments.apps`, as upstream names resources in messages (`deployments.apps "web" not found`).
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     /// Whether objects of this resource are stored (the review resources are create-only and never stored).
@@ -64,16 +56,7 @@ impl Resource {
 }
 
 /// The standard verbs of a stored resource.
-pub const CRUD: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+pub const CRUD: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 /// Create-only resources (reviews).
 pub const CREATE_ONLY: &[&str] = &["create"];
 const GPU: &[&str] = &["get", "patch", "update"];
@@ -82,22 +65,10 @@ const GET: &[&str] = &["get"];
 const PROXY: &[&str] = &["create", "delete", "get", "patch", "update"];
 
 const fn status(kind: &'static str) -> Subresource {
-    Subresource {
-        name: "status",
-        kind,
-        group: "",
-        version: "",
-        verbs: GPU,
-    }
+    Subresource { name: "status", kind, group: "", version: "", verbs: GPU }
 }
 const fn scale() -> Subresource {
-    Subresource {
-        name: "scale",
-        kind: "Scale",
-        group: "autoscaling",
-        version: "v1",
-        verbs: GPU,
-    }
+    Subresource { name: "scale", kind: "Scale", group: "autoscaling", version: "v1", verbs: GPU }
 }
 
 macro_rules! res {
@@ -218,17 +189,13 @@ pub static RESOURCES: &[Resource] = &[
 
 /// The resource served at `group`/`version` under `plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The resource of a kind at an apiVersion (`apps/v1`, `Deployment`).
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
     let (group, version) = split_api_version(api_version);
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.kind == kind)
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.kind == kind)
 }
 
 /// `apps/v1` -> (`apps`, `v1`); `v1` -> (``, `v1`).
@@ -253,13 +220,8 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
 }
 
 /// The resources of one group-version, in table order.
-pub fn in_group_version<'a>(
-    group: &'a str,
-    version: &'a str,
-) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+pub fn in_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
 }
 
 #[cfg(test)]
@@ -274,11 +236,7 @@ mod tests {
         assert_eq!(deploy.subresource("scale").unwrap().kind, "Scale");
         assert_eq!(by_kind("v1", "Node").unwrap().storage, "minions");
         assert!(find("", "v1", "nosuch").is_none());
-        assert!(
-            !find("authorization.k8s.io", "v1", "selfsubjectaccessreviews")
-                .unwrap()
-                .stored()
-        );
+        assert!(!find("authorization.k8s.io", "v1", "selfsubjectaccessreviews").unwrap().stored());
     }
 
     #[test]

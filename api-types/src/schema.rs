@@ -92,11 +92,7 @@ fn diff(input: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
     match (input, kept) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 match b.get(k) {
                     Some(kv) => diff(v, kv, &p, out),
                     None if v.is_null() => {}
@@ -175,10 +171,7 @@ mod tests {
     fn finds_unknown_fields_at_any_depth() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "bogus": 1},
                          "spec": {"containers": [{"name": "a", "image": "x", "notAField": true, "resources": {"limits": {"cpu": 1}}}], "nodeName": null}});
-        assert_eq!(
-            unknown_fields("", "v1", "Pod", &pod),
-            ["metadata.bogus", "spec.containers[0].notAField"]
-        );
+        assert_eq!(unknown_fields("", "v1", "Pod", &pod), ["metadata.bogus", "spec.containers[0].notAField"]);
         let good = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}},
                           "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 80}], "resources": {}}]}}, "strategy": {}}});
         assert!(unknown_fields("apps", "v1", "Deployment", &good).is_empty());
@@ -187,17 +180,9 @@ mod tests {
 
     #[test]
     fn drops_reported_fields() {
-        let mut pod = json!({"metadata": {"name": "p", "bogus": 1}, "spec": {"containers": [{"name": "a", "notAField": true}]}});
-        drop_fields(
-            &mut pod,
-            &[
-                "metadata.bogus".into(),
-                "spec.containers[0].notAField".into(),
-            ],
-        );
-        assert_eq!(
-            pod,
-            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}})
-        );
+        let mut pod =
+            json!({"metadata": {"name": "p", "bogus": 1}, "spec": {"containers": [{"name": "a", "notAField": true}]}});
+        drop_fields(&mut pod, &["metadata.bogus".into(), "spec.containers[0].notAField".into()]);
+        assert_eq!(pod, json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}}));
     }
 }

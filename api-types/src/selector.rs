@@ -78,11 +78,7 @@ impl Requirement {
     /// qualified name, every value a label value, `In`/`NotIn` have values, `Exists`/`DoesNotExist`
     /// none, equality operators exactly one, `Gt`/`Lt` exactly one integer.
     /// The error is [`SelectorError::InvalidLabelSelector`] with upstream's field error list.
-    pub fn new(
-        key: &str,
-        operator: Operator,
-        values: Vec<String>,
-    ) -> Result<Requirement, SelectorError> {
+    pub fn new(key: &str, operator: Operator, values: Vec<String>) -> Result<Requirement, SelectorError> {
         new_requirement(key, operator, values).map_err(SelectorError::InvalidLabelSelector)
     }
 
@@ -120,22 +116,14 @@ impl Requirement {
                 let Ok(wanted) = wanted.parse::<i64>() else {
                     return false;
                 };
-                if self.operator == Operator::GreaterThan {
-                    actual > wanted
-                } else {
-                    actual < wanted
-                }
+                if self.operator == Operator::GreaterThan { actual > wanted } else { actual < wanted }
             }
         }
     }
 }
 
 /// Upstream's `labels.NewRequirement` validation; the error is the field error list text.
-fn new_requirement(
-    key: &str,
-    operator: Operator,
-    values: Vec<String>,
-) -> Result<Requirement, String> {
+fn new_requirement(key: &str, operator: Operator, values: Vec<String>) -> Result<Requirement, String> {
     let mut errs = Vec::new();
     if let Some(e) = validate_label_key(key, "key") {
         errs.push(e);
@@ -184,21 +172,10 @@ fn new_requirement(
     for (i, v) in values.iter().enumerate() {
         let msgs = label_value_errors(v);
         if !msgs.is_empty() {
-            errs.push(format!(
-                "values[{i}][{key}]: Invalid value: {v:?}: {}",
-                msgs.join("; ")
-            ));
+            errs.push(format!("values[{i}][{key}]: Invalid value: {v:?}: {}", msgs.join("; ")));
         }
     }
-    if errs.is_empty() {
-        Ok(Requirement {
-            key: key.to_string(),
-            operator,
-            values,
-        })
-    } else {
-        Err(aggregate(errs))
-    }
+    if errs.is_empty() { Ok(Requirement { key: key.to_string(), operator, values }) } else { Err(aggregate(errs)) }
 }
 
 impl fmt::Display for Requirement {
@@ -246,10 +223,7 @@ impl LabelSelector {
 
     /// The selector that matches no object.
     pub fn nothing() -> LabelSelector {
-        LabelSelector {
-            requirements: Vec::new(),
-            nothing: true,
-        }
+        LabelSelector { requirements: Vec::new(), nothing: true }
     }
 
     /// Parses the string form used by `?labelSelector=` (already URL-decoded), e.g.
@@ -260,10 +234,7 @@ impl LabelSelector {
         let mut parser = Parser { tokens, pos: 0 };
         let mut requirements = parser.parse()?;
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(LabelSelector {
-            requirements,
-            nothing: false,
-        })
+        Ok(LabelSelector { requirements, nothing: false })
     }
 
     /// Converts a `metav1.LabelSelector` JSON object (`{"matchLabels": {..}, "matchExpressions":
@@ -276,9 +247,7 @@ impl LabelSelector {
             Value::Null => return Ok(LabelSelector::nothing()),
             Value::Object(obj) => obj,
             other => {
-                return Err(invalid(format!(
-                    "label selector must be an object, got {other}"
-                )));
+                return Err(invalid(format!("label selector must be an object, got {other}")));
             }
         };
         let mut requirements = Vec::new();
@@ -287,19 +256,13 @@ impl LabelSelector {
             Some(Value::Object(labels)) => {
                 for (k, v) in labels {
                     let Value::String(v) = v else {
-                        return Err(invalid(format!(
-                            "matchLabels[{k}]: value must be a string, got {v}"
-                        )));
+                        return Err(invalid(format!("matchLabels[{k}]: value must be a string, got {v}")));
                     };
-                    requirements.push(
-                        new_requirement(k, Operator::Equals, vec![v.clone()]).map_err(invalid)?,
-                    );
+                    requirements.push(new_requirement(k, Operator::Equals, vec![v.clone()]).map_err(invalid)?);
                 }
             }
             Some(other) => {
-                return Err(invalid(format!(
-                    "matchLabels must be an object, got {other}"
-                )));
+                return Err(invalid(format!("matchLabels must be an object, got {other}")));
             }
         }
         match obj.get("matchExpressions") {
@@ -310,16 +273,11 @@ impl LabelSelector {
                 }
             }
             Some(other) => {
-                return Err(invalid(format!(
-                    "matchExpressions must be a list, got {other}"
-                )));
+                return Err(invalid(format!("matchExpressions must be a list, got {other}")));
             }
         }
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(LabelSelector {
-            requirements,
-            nothing: false,
-        })
+        Ok(LabelSelector { requirements, nothing: false })
     }
 
     /// True when the selector places no restriction (matches everything). The "nothing" selector
@@ -386,26 +344,20 @@ impl fmt::Display for LabelSelector {
 
 fn expression_requirement(expr: &Value) -> Result<Requirement, String> {
     let Value::Object(expr) = expr else {
-        return Err(format!(
-            "matchExpressions: each expression must be an object, got {expr}"
-        ));
+        return Err(format!("matchExpressions: each expression must be an object, got {expr}"));
     };
     let key = match expr.get("key") {
         Some(Value::String(k)) => k.as_str(),
         None | Some(Value::Null) => "",
         Some(other) => {
-            return Err(format!(
-                "matchExpressions: key must be a string, got {other}"
-            ));
+            return Err(format!("matchExpressions: key must be a string, got {other}"));
         }
     };
     let op_name = match expr.get("operator") {
         Some(Value::String(o)) => o.as_str(),
         None | Some(Value::Null) => "",
         Some(other) => {
-            return Err(format!(
-                "matchExpressions: operator must be a string, got {other}"
-            ));
+            return Err(format!("matchExpressions: operator must be a string, got {other}"));
         }
     };
     let operator = match op_name {
@@ -421,15 +373,11 @@ fn expression_requirement(expr: &Value) -> Result<Requirement, String> {
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(format!(
-                    "matchExpressions: values must be strings, got {other}"
-                )),
+                other => Err(format!("matchExpressions: values must be strings, got {other}")),
             })
             .collect::<Result<Vec<_>, _>>()?,
         Some(other) => {
-            return Err(format!(
-                "matchExpressions: values must be a list, got {other}"
-            ));
+            return Err(format!("matchExpressions: values must be a list, got {other}"));
         }
     };
     new_requirement(key, operator, values)
@@ -565,11 +513,7 @@ type ReqResult<T> = Result<T, String>;
 
 impl Parser {
     fn peek(&self, values: bool) -> Token {
-        let t = self
-            .tokens
-            .get(self.pos)
-            .cloned()
-            .unwrap_or(Token::EndOfString);
+        let t = self.tokens.get(self.pos).cloned().unwrap_or(Token::EndOfString);
         if values { t.in_values_context() } else { t }
     }
 
@@ -665,10 +609,7 @@ impl Parser {
             Token::GreaterThan => Operator::GreaterThan,
             Token::LessThan => Operator::LessThan,
             t => {
-                return Err(format!(
-                    "found '{}', expected: in, notin, =, ==, !=, gt, lt",
-                    t.literal()
-                ));
+                return Err(format!("found '{}', expected: in, notin, =, ==, !=, gt, lt", t.literal()));
             }
         })
     }
@@ -693,10 +634,7 @@ impl Parser {
                 vec![String::new()]
             }
             t => {
-                return Err(format!(
-                    "found '{}', expected: ',', ')' or identifier",
-                    t.literal()
-                ));
+                return Err(format!("found '{}', expected: ',', ')' or identifier", t.literal()));
             }
         };
         values.sort();
@@ -736,10 +674,7 @@ impl Parser {
                     }
                 }
                 t => {
-                    return Err(format!(
-                        "found '{}', expected: ',', or identifier",
-                        t.literal()
-                    ));
+                    return Err(format!("found '{}', expected: ',', or identifier", t.literal()));
                 }
             }
         }
@@ -759,11 +694,11 @@ impl Parser {
 // ----- validation (k8s.io/apimachinery/pkg/util/validation) -----
 
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_ERR: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str =
-    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 const NAME_MAX_LEN: usize = 63;
 const SUBDOMAIN_MAX_LEN: usize = 253;
@@ -791,8 +726,7 @@ fn is_qualified_name_part(s: &str) -> bool {
         (Some(f), Some(l)) => {
             f.is_ascii_alphanumeric()
                 && l.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -813,11 +747,7 @@ fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
         errs.push(max_len_error(SUBDOMAIN_MAX_LEN));
     }
     if !s.split('.').all(is_dns1123_label_like) {
-        errs.push(regex_error(
-            DNS1123_SUBDOMAIN_ERR,
-            DNS1123_SUBDOMAIN_FMT,
-            &["example.com"],
-        ));
+        errs.push(regex_error(DNS1123_SUBDOMAIN_ERR, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
     }
     errs
 }
@@ -832,22 +762,14 @@ fn qualified_name_errors(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
-                errs.extend(
-                    dns1123_subdomain_errors(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
+                errs.extend(dns1123_subdomain_errors(prefix).into_iter().map(|m| format!("prefix part {m}")));
             }
             *name
         }
         _ => {
             errs.push(format!(
                 "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
-                regex_error(
-                    QUALIFIED_NAME_ERR,
-                    QUALIFIED_NAME_FMT,
-                    &["MyName", "my.name", "123-abc"]
-                )
+                regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
             ));
             return errs;
         }
@@ -860,11 +782,7 @@ fn qualified_name_errors(value: &str) -> Vec<String> {
     if !is_qualified_name_part(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(
-                QUALIFIED_NAME_ERR,
-                QUALIFIED_NAME_FMT,
-                &["MyName", "my.name", "123-abc"]
-            )
+            regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
         ));
     }
     errs
@@ -877,11 +795,7 @@ fn label_value_errors(value: &str) -> Vec<String> {
         errs.push(max_len_error(NAME_MAX_LEN));
     }
     if !value.is_empty() && !is_qualified_name_part(value) {
-        errs.push(regex_error(
-            LABEL_VALUE_ERR,
-            LABEL_VALUE_FMT,
-            &["MyValue", "my_value", "12345"],
-        ));
+        errs.push(regex_error(LABEL_VALUE_ERR, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
     }
     errs
 }
@@ -890,14 +804,7 @@ fn label_value_errors(value: &str) -> Vec<String> {
 /// path of a key met while parsing a selector string).
 fn validate_label_key(key: &str, path: &str) -> Option<String> {
     let errs = qualified_name_errors(key);
-    if errs.is_empty() {
-        None
-    } else {
-        Some(format!(
-            "{path}: Invalid value: {key:?}: {}",
-            errs.join("; ")
-        ))
-    }
+    if errs.is_empty() { None } else { Some(format!("{path}: Invalid value: {key:?}: {}", errs.join("; "))) }
 }
 
 /// Go's `%#v` of a `[]string`, as upstream's field errors print it.
@@ -908,11 +815,7 @@ fn go_string_slice(values: &[String]) -> String {
 
 /// Upstream's aggregate error text: one message alone, several in brackets.
 fn aggregate(errs: Vec<String>) -> String {
-    if errs.len() == 1 {
-        errs.into_iter().next().unwrap_or_default()
-    } else {
-        format!("[{}]", errs.join(", "))
-    }
+    if errs.len() == 1 { errs.into_iter().next().unwrap_or_default() } else { format!("[{}]", errs.join(", ")) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -975,16 +878,9 @@ impl FieldSelector {
                 continue;
             }
             let Some((field, op, raw)) = split_field_term(term) else {
-                return Err(SelectorError::FieldTerm {
-                    selector: s.to_string(),
-                    term: term.to_string(),
-                });
+                return Err(SelectorError::FieldTerm { selector: s.to_string(), term: term.to_string() });
             };
-            requirements.push(FieldRequirement {
-                field: field.to_string(),
-                op,
-                value: unescape_field_value(raw)?,
-            });
+            requirements.push(FieldRequirement { field: field.to_string(), op, value: unescape_field_value(raw)? });
         }
         Ok(FieldSelector { requirements })
     }
@@ -1014,10 +910,7 @@ impl FieldSelector {
     /// The value of the first `=` requirement on `field`, as upstream's `RequiresExactMatch`
     /// (e.g. `spec.nodeName` for a kubelet's pod watch).
     pub fn exact_match(&self, field: &str) -> Option<&str> {
-        self.requirements
-            .iter()
-            .find(|r| r.field == field && r.op == FieldOp::Equals)
-            .map(|r| r.value.as_str())
+        self.requirements.iter().find(|r| r.field == field && r.op == FieldOp::Equals).map(|r| r.value.as_str())
     }
 }
 
@@ -1073,11 +966,7 @@ fn split_field_terms(s: &str) -> Vec<&str> {
 fn split_field_term(term: &str) -> Option<(&str, FieldOp, &str)> {
     for (i, _) in term.char_indices() {
         let rest = &term[i..];
-        for (op_text, op) in [
-            ("!=", FieldOp::NotEquals),
-            ("==", FieldOp::Equals),
-            ("=", FieldOp::Equals),
-        ] {
+        for (op_text, op) in [("!=", FieldOp::NotEquals), ("==", FieldOp::Equals), ("=", FieldOp::Equals)] {
             if let Some(value) = rest.strip_prefix(op_text) {
                 return Some((&term[..i], op, value));
             }
@@ -1116,12 +1005,7 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> Value {
-        Value::Object(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                .collect(),
-        )
+        Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect())
     }
 
     fn sel(s: &str) -> LabelSelector {
@@ -1144,24 +1028,14 @@ mod tests {
         assert_eq!(s.requirements()[0].key(), "a");
         assert_eq!(s.requirements()[0].operator(), Operator::Equals);
         assert_eq!(s.requirements()[0].values(), ["b".to_string()]);
-        assert_eq!(
-            sel("a==b").requirements()[0].operator(),
-            Operator::DoubleEquals
-        );
-        assert_eq!(
-            sel("a!=b").requirements()[0].operator(),
-            Operator::NotEquals
-        );
+        assert_eq!(sel("a==b").requirements()[0].operator(), Operator::DoubleEquals);
+        assert_eq!(sel("a!=b").requirements()[0].operator(), Operator::NotEquals);
     }
 
     #[test]
     fn parses_set_based_forms() {
         let s = sel("env in (prod, qa),tier notin (x),partition,!canary");
-        let ops: Vec<(&str, Operator)> = s
-            .requirements()
-            .iter()
-            .map(|r| (r.key(), r.operator()))
-            .collect();
+        let ops: Vec<(&str, Operator)> = s.requirements().iter().map(|r| (r.key(), r.operator())).collect();
         // sorted by key
         assert_eq!(
             ops,
@@ -1219,10 +1093,7 @@ mod tests {
 
     #[test]
     fn keywords_are_values_and_keys_in_value_context() {
-        assert_eq!(
-            sel("x in (in,notin)").requirements()[0].values(),
-            ["in", "notin"]
-        );
+        assert_eq!(sel("x in (in,notin)").requirements()[0].values(), ["in", "notin"]);
         assert_eq!(sel("x=in").requirements()[0].values(), ["in"]);
         let s = sel("in=notin");
         assert_eq!(s.requirements()[0].key(), "in");
@@ -1237,46 +1108,16 @@ mod tests {
 
     #[test]
     fn syntax_errors() {
-        assert_eq!(
-            parse_err("x=a,"),
-            "found '', expected: identifier after ','"
-        );
-        assert_eq!(
-            parse_err(",x"),
-            "found ',', expected: !, identifier, or 'end of string'"
-        );
-        assert_eq!(
-            parse_err("x=a y"),
-            "found 'y', expected: ',' or 'end of string'"
-        );
-        assert_eq!(
-            parse_err("x in a"),
-            "unable to parse requirement: found 'a' expected: '('"
-        );
-        assert_eq!(
-            parse_err("x in (a"),
-            "unable to parse requirement: found '', expected: ',' or ')'"
-        );
-        assert_eq!(
-            parse_err("x in (a b)"),
-            "unable to parse requirement: found 'b', expected: ',' or ')'"
-        );
-        assert_eq!(
-            parse_err("x y"),
-            "unable to parse requirement: found 'y', expected: in, notin, =, ==, !=, gt, lt"
-        );
-        assert_eq!(
-            parse_err("!"),
-            "unable to parse requirement: found '', expected: identifier"
-        );
-        assert_eq!(
-            parse_err("x=(a)"),
-            "unable to parse requirement: found '(', expected: identifier"
-        );
-        assert_eq!(
-            parse_err("!x=a"),
-            "found '=', expected: ',' or 'end of string'"
-        );
+        assert_eq!(parse_err("x=a,"), "found '', expected: identifier after ','");
+        assert_eq!(parse_err(",x"), "found ',', expected: !, identifier, or 'end of string'");
+        assert_eq!(parse_err("x=a y"), "found 'y', expected: ',' or 'end of string'");
+        assert_eq!(parse_err("x in a"), "unable to parse requirement: found 'a' expected: '('");
+        assert_eq!(parse_err("x in (a"), "unable to parse requirement: found '', expected: ',' or ')'");
+        assert_eq!(parse_err("x in (a b)"), "unable to parse requirement: found 'b', expected: ',' or ')'");
+        assert_eq!(parse_err("x y"), "unable to parse requirement: found 'y', expected: in, notin, =, ==, !=, gt, lt");
+        assert_eq!(parse_err("!"), "unable to parse requirement: found '', expected: identifier");
+        assert_eq!(parse_err("x=(a)"), "unable to parse requirement: found '(', expected: identifier");
+        assert_eq!(parse_err("!x=a"), "found '=', expected: ',' or 'end of string'");
     }
 
     #[test]
@@ -1294,21 +1135,12 @@ mod tests {
             e.starts_with("unable to parse requirement: <nil>: Invalid value: \"-a\": name part must consist of alphanumeric characters"),
             "{e}"
         );
-        assert!(
-            e.contains("regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]'"),
-            "{e}"
-        );
+        assert!(e.contains("regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]'"), "{e}");
         let long = "a".repeat(64);
         let e = parse_err(&format!("{long}=b"));
-        assert!(
-            e.contains("name part must be no more than 63 characters"),
-            "{e}"
-        );
+        assert!(e.contains("name part must be no more than 63 characters"), "{e}");
         let e = parse_err("Example.com/a=b");
-        assert!(
-            e.contains("prefix part a lowercase RFC 1123 subdomain"),
-            "{e}"
-        );
+        assert!(e.contains("prefix part a lowercase RFC 1123 subdomain"), "{e}");
         let e = parse_err("/a=b");
         assert!(e.contains("prefix part must be non-empty"), "{e}");
         let e = parse_err("a/b/c=d");
@@ -1347,25 +1179,17 @@ mod tests {
 
     #[test]
     fn requirement_new_builds_and_validates() {
-        let r = Requirement::new("tier", Operator::NotIn, vec!["cache".into()])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let r = Requirement::new("tier", Operator::NotIn, vec!["cache".into()]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.to_string(), "tier notin (cache)");
         assert!(r.matches(|_| None));
         assert!(!r.matches(|_| Some("cache")));
-        assert!(matches!(
-            Requirement::new("a", Operator::Equals, vec![]),
-            Err(SelectorError::InvalidLabelSelector(_))
-        ));
-        assert!(
-            Requirement::new("a", Operator::GreaterThan, vec!["1".into(), "2".into()]).is_err()
-        );
+        assert!(matches!(Requirement::new("a", Operator::Equals, vec![]), Err(SelectorError::InvalidLabelSelector(_))));
+        assert!(Requirement::new("a", Operator::GreaterThan, vec!["1".into(), "2".into()]).is_err());
     }
 
     #[test]
     fn several_errors_are_aggregated() {
-        let e = Requirement::new("-k", Operator::In, vec![])
-            .unwrap_err()
-            .to_string();
+        let e = Requirement::new("-k", Operator::In, vec![]).unwrap_err().to_string();
         assert!(e.starts_with("[key: Invalid value: \"-k\""), "{e}");
         assert!(
             e.ends_with("values: Invalid value: []string{}: for 'in', 'notin' operators, values set can't be empty]"),
@@ -1485,25 +1309,12 @@ mod tests {
             ]
         }))
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            s.to_string(),
-            "app=web,!canary,env in (prod,qa),partition,tier notin (cache)"
-        );
+        assert_eq!(s.to_string(), "app=web,!canary,env in (prod,qa),partition,tier notin (cache)");
         let ok = labels(&[("app", "web"), ("env", "qa"), ("partition", "1")]);
         assert!(s.matches_value(Some(&ok)));
-        let canary = labels(&[
-            ("app", "web"),
-            ("env", "qa"),
-            ("partition", "1"),
-            ("canary", "y"),
-        ]);
+        let canary = labels(&[("app", "web"), ("env", "qa"), ("partition", "1"), ("canary", "y")]);
         assert!(!s.matches_value(Some(&canary)));
-        let cache = labels(&[
-            ("app", "web"),
-            ("env", "qa"),
-            ("partition", "1"),
-            ("tier", "cache"),
-        ]);
+        let cache = labels(&[("app", "web"), ("env", "qa"), ("partition", "1"), ("tier", "cache")]);
         assert!(!s.matches_value(Some(&cache)));
     }
 
@@ -1549,10 +1360,7 @@ mod tests {
             "\"Equals\" is not a valid label selector operator"
         );
         assert!(err(json!({"matchLabels": {"-a": "b"}})).starts_with("key: Invalid value: \"-a\""));
-        assert!(
-            err(json!({"matchLabels": {"a": "b c"}}))
-                .starts_with("values[0][a]: Invalid value: \"b c\"")
-        );
+        assert!(err(json!({"matchLabels": {"a": "b c"}})).starts_with("values[0][a]: Invalid value: \"b c\""));
         assert!(err(json!({"matchLabels": {"a": 1}})).contains("must be a string"));
         assert!(err(json!("app=web")).contains("must be an object"));
         assert!(err(json!({"matchExpressions": {}})).contains("must be a list"));
@@ -1565,12 +1373,7 @@ mod tests {
     }
 
     fn getter<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |f| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == f)
-                .map(|(_, v)| v.to_string())
-        }
+        move |f| pairs.iter().find(|(k, _)| *k == f).map(|(_, v)| v.to_string())
     }
 
     #[test]
@@ -1580,11 +1383,7 @@ mod tests {
         assert_eq!(reqs.len(), 3);
         assert_eq!(
             reqs[0],
-            FieldRequirement {
-                field: "metadata.name".into(),
-                op: FieldOp::Equals,
-                value: "foo".into()
-            }
+            FieldRequirement { field: "metadata.name".into(), op: FieldOp::Equals, value: "foo".into() }
         );
         assert_eq!(reqs[1].field, "spec.nodeName");
         assert_eq!(reqs[1].op, FieldOp::Equals);
@@ -1625,19 +1424,14 @@ mod tests {
     #[test]
     fn field_selector_errors() {
         assert_eq!(
-            FieldSelector::parse("metadata.name")
-                .unwrap_err()
-                .to_string(),
+            FieldSelector::parse("metadata.name").unwrap_err().to_string(),
             "invalid selector: 'metadata.name'; can't understand 'metadata.name'"
         );
         assert_eq!(
             FieldSelector::parse("a=b,c").unwrap_err().to_string(),
             "invalid selector: 'a=b,c'; can't understand 'c'"
         );
-        assert_eq!(
-            FieldSelector::parse(r"a=b\x").unwrap_err(),
-            SelectorError::InvalidEscape(r"\x".into())
-        );
+        assert_eq!(FieldSelector::parse(r"a=b\x").unwrap_err(), SelectorError::InvalidEscape(r"\x".into()));
         assert_eq!(
             FieldSelector::parse(r"a=b\").unwrap_err().to_string(),
             r"invalid field selector: invalid escape sequence: \"
@@ -1647,10 +1441,7 @@ mod tests {
             FieldSelector::parse("a=b=c").unwrap_err().to_string(),
             "invalid field selector: unescaped character in value: 61"
         );
-        assert_eq!(
-            FieldSelector::parse("a==b=c").unwrap_err(),
-            SelectorError::UnescapedCharacter('=')
-        );
+        assert_eq!(FieldSelector::parse("a==b=c").unwrap_err(), SelectorError::UnescapedCharacter('='));
     }
 
     #[test]
@@ -1687,10 +1478,7 @@ mod tests {
         assert_eq!(s.exact_match("spec.nodeName"), Some("node-1"));
         assert_eq!(s.exact_match("metadata.name"), None);
         assert_eq!(s.exact_match("status.phase"), None);
-        assert_eq!(
-            fsel("spec.nodeName==").exact_match("spec.nodeName"),
-            Some("")
-        );
+        assert_eq!(fsel("spec.nodeName==").exact_match("spec.nodeName"), Some(""));
     }
 
     #[test]

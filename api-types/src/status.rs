@@ -14,11 +14,7 @@ pub struct Cause {
 impl Cause {
     /// `spec.containers[0].name: Required value`
     pub fn required(field: impl Into<String>) -> Self {
-        Cause {
-            reason: "FieldValueRequired",
-            field: field.into(),
-            message: "Required value".into(),
-        }
+        Cause { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
     }
 
     /// `metadata.name: Invalid value: "A": <detail>`
@@ -36,11 +32,7 @@ impl Cause {
 
     /// `spec.restartPolicy: Unsupported value: "x": supported values: "Always", "Never"`
     pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Self {
-        let list = supported
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
         Cause {
             reason: "FieldValueNotSupported",
             field: field.into(),
@@ -50,20 +42,12 @@ impl Cause {
 
     /// `spec.containers[1].name: Duplicate value: "a"`
     pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
-        Cause {
-            reason: "FieldValueDuplicate",
-            field: field.into(),
-            message: format!("Duplicate value: {value}"),
-        }
+        Cause { reason: "FieldValueDuplicate", field: field.into(), message: format!("Duplicate value: {value}") }
     }
 
     /// `spec.selector: Forbidden: <detail>` (also used for immutable fields, as upstream).
     pub fn forbidden(field: impl Into<String>, detail: impl AsRef<str>) -> Self {
-        Cause {
-            reason: "FieldValueForbidden",
-            field: field.into(),
-            message: format!("Forbidden: {}", detail.as_ref()),
-        }
+        Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {}", detail.as_ref()) }
     }
 
     fn text(&self) -> String {
@@ -100,33 +84,19 @@ fn details(name: &str, group: &str, kind: &str) -> Value {
 
 /// `pods` or `deployments.apps`.
 fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() {
-        plural.to_string()
-    } else {
-        format!("{plural}.{group}")
-    }
+    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
 }
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-            retry_after: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
     }
 
     /// 404 `pods "x" not found`.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         ApiError {
             details: Some(details(name, group, plural)),
-            ..Self::new(
-                404,
-                "NotFound",
-                format!("{} {name:?} not found", qualified(group, plural)),
-            )
+            ..Self::new(404, "NotFound", format!("{} {name:?} not found", qualified(group, plural)))
         }
     }
 
@@ -134,11 +104,7 @@ impl ApiError {
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
         ApiError {
             details: Some(details(name, group, plural)),
-            ..Self::new(
-                409,
-                "AlreadyExists",
-                format!("{} {name:?} already exists", qualified(group, plural)),
-            )
+            ..Self::new(409, "AlreadyExists", format!("{} {name:?} already exists", qualified(group, plural)))
         }
     }
 
@@ -149,10 +115,7 @@ impl ApiError {
             ..Self::new(
                 409,
                 "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} {name:?}: {why}",
-                    qualified(group, plural)
-                ),
+                format!("Operation cannot be fulfilled on {} {name:?}: {why}", qualified(group, plural)),
             )
         }
     }
@@ -170,26 +133,12 @@ impl ApiError {
     /// 422 `Pod "x" is invalid: [a: Required value, b: ...]`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let text: Vec<String> = causes.iter().map(Cause::text).collect();
-        let summary = if text.len() == 1 {
-            text[0].clone()
-        } else {
-            format!("[{}]", text.join(", "))
-        };
+        let summary = if text.len() == 1 { text[0].clone() } else { format!("[{}]", text.join(", ")) };
         let mut d = details(name, group, kind);
         d["causes"] = Value::Array(
-            causes
-                .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-                .collect(),
+            causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect(),
         );
-        ApiError {
-            details: Some(d),
-            ..Self::new(
-                422,
-                "Invalid",
-                format!("{kind} {name:?} is invalid: {summary}"),
-            )
-        }
+        ApiError { details: Some(d), ..Self::new(422, "Invalid", format!("{kind} {name:?} is invalid: {summary}")) }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -228,19 +177,12 @@ impl ApiError {
     }
 
     pub fn too_large() -> Self {
-        Self::new(
-            413,
-            "RequestEntityTooLarge",
-            "Request entity too large: limit is 3145728",
-        )
+        Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
     }
 
     /// 429 with Retry-After, as the max-in-flight filter answers.
     pub fn too_many_requests(message: impl Into<String>, retry_after: u64) -> Self {
-        ApiError {
-            retry_after: Some(retry_after),
-            ..Self::new(429, "TooManyRequests", message)
-        }
+        ApiError { retry_after: Some(retry_after), ..Self::new(429, "TooManyRequests", message) }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -248,11 +190,7 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {}", message.into()),
-        )
+        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -301,37 +239,17 @@ mod tests {
     fn messages_match_upstream() {
         let e = ApiError::not_found("", "pods", "nosuch");
         assert_eq!(e.message, "pods \"nosuch\" not found");
-        assert_eq!(
-            e.to_status()["details"],
-            json!({"name": "nosuch", "kind": "pods"})
-        );
+        assert_eq!(e.to_status()["details"], json!({"name": "nosuch", "kind": "pods"}));
         assert_eq!(
             ApiError::already_exists("apps", "deployments", "web").message,
             "deployments.apps \"web\" already exists"
         );
         let e = ApiError::invalid("", "Pod", "p", vec![Cause::required("spec.containers")]);
-        assert_eq!(
-            e.message,
-            "Pod \"p\" is invalid: spec.containers: Required value"
-        );
-        assert_eq!(
-            e.to_status()["details"]["causes"][0]["field"],
-            "spec.containers"
-        );
-        let e = ApiError::invalid(
-            "",
-            "Pod",
-            "p",
-            vec![Cause::required("a"), Cause::required("b")],
-        );
-        assert_eq!(
-            e.message,
-            "Pod \"p\" is invalid: [a: Required value, b: Required value]"
-        );
+        assert_eq!(e.message, "Pod \"p\" is invalid: spec.containers: Required value");
+        assert_eq!(e.to_status()["details"]["causes"][0]["field"], "spec.containers");
+        let e = ApiError::invalid("", "Pod", "p", vec![Cause::required("a"), Cause::required("b")]);
+        assert_eq!(e.message, "Pod \"p\" is invalid: [a: Required value, b: Required value]");
         let s = ApiError::too_many_requests("slow down", 1).to_status();
-        assert_eq!(
-            (s["code"].clone(), s["details"]["retryAfterSeconds"].clone()),
-            (json!(429), json!(1))
-        );
+        assert_eq!((s["code"].clone(), s["details"]["retryAfterSeconds"].clone()), (json!(429), json!(1)));
     }
 }

@@ -87,11 +87,7 @@ fn b64(s: &str) -> Result<Vec<u8>, Error> {
 
 /// Reads a file named in a kubeconfig, relative to the kubeconfig's directory.
 fn read_rel(base: &Path, p: &Path) -> Result<Vec<u8>, Error> {
-    let path = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    };
+    let path = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
     std::fs::read(&path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))
 }
 
@@ -101,15 +97,12 @@ impl Config {
         Self::from_kubeconfig_context(path, None)
     }
 
-    pub fn from_kubeconfig_context(
-        path: impl AsRef<Path>,
-        context: Option<&str>,
-    ) -> Result<Self, Error> {
+    pub fn from_kubeconfig_context(path: impl AsRef<Path>, context: Option<&str>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
-        let kc: Kubeconfig = serde_yaml_ng::from_str(&text)
-            .map_err(|e| Error::Config(format!("parsing {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+        let kc: Kubeconfig =
+            serde_yaml_ng::from_str(&text).map_err(|e| Error::Config(format!("parsing {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let ctx_name = context
             .map(str::to_string)
@@ -125,23 +118,12 @@ impl Config {
             .iter()
             .find(|c| c.name == ctx.context.cluster)
             .ok_or_else(|| Error::Config(format!("cluster {:?} not found", ctx.context.cluster)))?;
-        let user = ctx
-            .context
-            .user
-            .as_ref()
-            .and_then(|u| kc.users.iter().find(|x| &x.name == u));
+        let user = ctx.context.user.as_ref().and_then(|u| kc.users.iter().find(|x| &x.name == u));
         let c = &cluster.cluster;
         let mut cfg = Config {
-            server: c
-                .server
-                .clone()
-                .ok_or_else(|| Error::Config("cluster has no server".into()))?,
+            server: c.server.clone().ok_or_else(|| Error::Config("cluster has no server".into()))?,
             insecure_skip_tls_verify: c.insecure_skip_tls_verify.unwrap_or(false),
-            namespace: ctx
-                .context
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
+            namespace: ctx.context.namespace.clone().unwrap_or_else(|| "default".into()),
             ..Default::default()
         };
         cfg.ca_pem = match (&c.certificate_authority_data, &c.certificate_authority) {
@@ -162,11 +144,7 @@ impl Config {
             };
             cfg.token = match (&u.token, &u.token_file) {
                 (Some(t), _) => Some(t.clone()),
-                (None, Some(p)) => Some(
-                    String::from_utf8_lossy(&read_rel(base, p)?)
-                        .trim()
-                        .to_string(),
-                ),
+                (None, Some(p)) => Some(String::from_utf8_lossy(&read_rel(base, p)?).trim().to_string()),
                 _ => None,
             };
         }
@@ -176,17 +154,11 @@ impl Config {
     /// The service account a pod runs as (`KUBERNETES_SERVICE_HOST`/`_PORT` and the mounted token and CA).
     pub fn in_cluster() -> Result<Self, Error> {
         const DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-        let host = std::env::var("KUBERNETES_SERVICE_HOST")
-            .map_err(|_| Error::Config("not in a cluster".into()))?;
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| Error::Config("not in a cluster".into()))?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
         let read = |f: &str| {
-            std::fs::read(Path::new(DIR).join(f))
-                .map_err(|e| Error::Config(format!("reading {DIR}/{f}: {e}")))
+            std::fs::read(Path::new(DIR).join(f)).map_err(|e| Error::Config(format!("reading {DIR}/{f}: {e}")))
         };
         Ok(Config {
             server: format!("https://{host}:{port}"),
@@ -238,10 +210,7 @@ mod tests {
         assert_eq!(c.client_key_pem.as_deref(), Some(&b"KEY"[..]));
         assert_eq!(c.namespace, "team");
         let t = Config::from_kubeconfig_context(&kc, Some("y")).unwrap();
-        assert_eq!(
-            (t.token.as_deref(), t.namespace.as_str()),
-            (Some("abc"), "default")
-        );
+        assert_eq!((t.token.as_deref(), t.namespace.as_str()), (Some("abc"), "default"));
         assert!(Config::from_kubeconfig_context(&kc, Some("nope")).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -108,15 +108,10 @@ fn tls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?;
     let builder = if cfg.insecure_skip_tls_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        let ca = cfg
-            .ca_pem
-            .as_ref()
-            .ok_or_else(|| Error::Tls("no certificate authority configured".into()))?;
+        let ca = cfg.ca_pem.as_ref().ok_or_else(|| Error::Tls("no certificate authority configured".into()))?;
         for c in pem_certs(ca)? {
             roots.add(c).map_err(|e| Error::Tls(e.to_string()))?;
         }
@@ -127,9 +122,7 @@ fn tls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
             let key = rustls_pemfile::private_key(&mut &key[..])
                 .map_err(|e| Error::Tls(e.to_string()))?
                 .ok_or_else(|| Error::Tls("no private key in client-key".into()))?;
-            builder
-                .with_client_auth_cert(pem_certs(cert)?, key)
-                .map_err(|e| Error::Tls(e.to_string()))?
+            builder.with_client_auth_cert(pem_certs(cert)?, key).map_err(|e| Error::Tls(e.to_string()))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -211,9 +204,8 @@ impl Client {
             .https_only()
             .enable_all_versions()
             .wrap_connector(http);
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let http =
+            HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
         Ok(Client {
             http,
             base: cfg.server.trim_end_matches('/').to_string(),
@@ -247,30 +239,15 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| Error::Transport(e.to_string()))?;
-        self.http
-            .request(req)
-            .await
-            .map_err(|e| Error::Transport(format!("{e:?}")))
+        let req = req.body(Full::new(body)).map_err(|e| Error::Transport(e.to_string()))?;
+        self.http.request(req).await.map_err(|e| Error::Transport(format!("{e:?}")))
     }
 
     /// Sends a request and decodes the JSON answer; a non-2xx answer becomes `Error::Api` with the Status.
-    pub async fn request(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<(Bytes, &str)>,
-    ) -> Result<Value> {
+    pub async fn request(&self, method: Method, path_and_query: &str, body: Option<(Bytes, &str)>) -> Result<Value> {
         let resp = self.send(method, path_and_query, body).await?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.map_err(|e| Error::Transport(e.to_string()))?.to_bytes();
         if !status.is_success() {
             return Err(Error::Api(status_error(status, &bytes)));
         }
@@ -281,12 +258,7 @@ impl Client {
     pub async fn get_raw(&self, path_and_query: &str) -> Result<Bytes> {
         let resp = self.send(Method::GET, path_and_query, None).await?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.map_err(|e| Error::Transport(e.to_string()))?.to_bytes();
         if !status.is_success() {
             return Err(Error::Api(status_error(status, &bytes)));
         }
@@ -297,11 +269,7 @@ impl Client {
     pub fn api(&self, group: &str, version: &str, plural: &str) -> Result<Api> {
         let res = resources::find(group, version, plural)
             .ok_or_else(|| Error::UnknownResource(format!("{plural}.{group}/{version}")))?;
-        Ok(Api {
-            client: self.clone(),
-            res,
-            namespace: None,
-        })
+        Ok(Api { client: self.clone(), res, namespace: None })
     }
 }
 
@@ -313,15 +281,9 @@ fn status_error(status: StatusCode, body: &[u8]) -> ApiError {
             reason: reason_static(s["reason"].as_str().unwrap_or_default()),
             message: s["message"].as_str().unwrap_or_default().to_string(),
             details: s.get("details").cloned(),
-            retry_after: s
-                .pointer("/details/retryAfterSeconds")
-                .and_then(Value::as_u64),
+            retry_after: s.pointer("/details/retryAfterSeconds").and_then(Value::as_u64),
         },
-        None => ApiError::new(
-            status.as_u16(),
-            "Unknown",
-            String::from_utf8_lossy(body).into_owned(),
-        ),
+        None => ApiError::new(status.as_u16(), "Unknown", String::from_utf8_lossy(body).into_owned()),
     }
 }
 
@@ -346,11 +308,7 @@ fn reason_static(r: &str) -> &'static str {
         "InternalError",
         "Timeout",
     ];
-    REASONS
-        .iter()
-        .find(|x| **x == r)
-        .copied()
-        .unwrap_or("Unknown")
+    REASONS.iter().find(|x| **x == r).copied().unwrap_or("Unknown")
 }
 
 /// One resource, in one namespace or across all.
@@ -385,103 +343,55 @@ impl Api {
     }
 
     pub async fn get(&self, name: &str) -> Result<Value> {
-        self.client
-            .request(Method::GET, &self.item(name), None)
-            .await
+        self.client.request(Method::GET, &self.item(name), None).await
     }
 
     /// One page (or everything, without a limit). Returns the List object.
     pub async fn list(&self, p: &ListParams) -> Result<Value> {
-        self.client
-            .request(
-                Method::GET,
-                &format!("{}?{}", self.collection(), p.query(false)),
-                None,
-            )
-            .await
+        self.client.request(Method::GET, &format!("{}?{}", self.collection(), p.query(false)), None).await
     }
 
     pub async fn create(&self, obj: &Value) -> Result<Value> {
         let body = Bytes::from(serde_json::to_vec(obj).map_err(|e| Error::Decode(e.to_string()))?);
-        self.client
-            .request(
-                Method::POST,
-                &self.collection(),
-                Some((body, "application/json")),
-            )
-            .await
+        self.client.request(Method::POST, &self.collection(), Some((body, "application/json"))).await
     }
 
     pub async fn replace(&self, name: &str, obj: &Value) -> Result<Value> {
         let body = Bytes::from(serde_json::to_vec(obj).map_err(|e| Error::Decode(e.to_string()))?);
-        self.client
-            .request(
-                Method::PUT,
-                &self.item(name),
-                Some((body, "application/json")),
-            )
-            .await
+        self.client.request(Method::PUT, &self.item(name), Some((body, "application/json"))).await
     }
 
     /// Replaces the status subresource.
     pub async fn replace_status(&self, name: &str, obj: &Value) -> Result<Value> {
         let body = Bytes::from(serde_json::to_vec(obj).map_err(|e| Error::Decode(e.to_string()))?);
-        self.client
-            .request(
-                Method::PUT,
-                &format!("{}/status", self.item(name)),
-                Some((body, "application/json")),
-            )
-            .await
+        self.client.request(Method::PUT, &format!("{}/status", self.item(name)), Some((body, "application/json"))).await
     }
 
     pub async fn patch(&self, name: &str, pt: PatchType, patch: &Value) -> Result<Value> {
-        let body =
-            Bytes::from(serde_json::to_vec(patch).map_err(|e| Error::Decode(e.to_string()))?);
-        self.client
-            .request(
-                Method::PATCH,
-                &self.item(name),
-                Some((body, pt.content_type())),
-            )
-            .await
+        let body = Bytes::from(serde_json::to_vec(patch).map_err(|e| Error::Decode(e.to_string()))?);
+        self.client.request(Method::PATCH, &self.item(name), Some((body, pt.content_type()))).await
     }
 
     pub async fn patch_status(&self, name: &str, pt: PatchType, patch: &Value) -> Result<Value> {
-        let body =
-            Bytes::from(serde_json::to_vec(patch).map_err(|e| Error::Decode(e.to_string()))?);
+        let body = Bytes::from(serde_json::to_vec(patch).map_err(|e| Error::Decode(e.to_string()))?);
         self.client
-            .request(
-                Method::PATCH,
-                &format!("{}/status", self.item(name)),
-                Some((body, pt.content_type())),
-            )
+            .request(Method::PATCH, &format!("{}/status", self.item(name)), Some((body, pt.content_type())))
             .await
     }
 
     /// Deletes with DeleteOptions (`{"propagationPolicy":"Foreground"}`, `{"gracePeriodSeconds":0}`).
     pub async fn delete(&self, name: &str, options: Option<&Value>) -> Result<Value> {
         let body = options.map(|o| (Bytes::from(o.to_string()), "application/json"));
-        self.client
-            .request(Method::DELETE, &self.item(name), body)
-            .await
+        self.client.request(Method::DELETE, &self.item(name), body).await
     }
 
     /// Watches the collection; events arrive on the returned channel until the server ends the stream.
-    pub async fn watch(
-        &self,
-        p: &ListParams,
-    ) -> Result<tokio::sync::mpsc::Receiver<Result<WatchEvent>>> {
+    pub async fn watch(&self, p: &ListParams) -> Result<tokio::sync::mpsc::Receiver<Result<WatchEvent>>> {
         let path = format!("{}?{}", self.collection(), p.query(true));
         let resp = self.client.send(Method::GET, &path, None).await?;
         let status = resp.status();
         if !status.is_success() {
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| Error::Transport(e.to_string()))?
-                .to_bytes();
+            let bytes = resp.into_body().collect().await.map_err(|e| Error::Transport(e.to_string()))?.to_bytes();
             return Err(Error::Api(status_error(status, &bytes)));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -521,10 +431,7 @@ pub fn decode_event(line: &[u8]) -> Result<WatchEvent> {
         Some("MODIFIED") => WatchEvent::Modified(obj),
         Some("DELETED") => WatchEvent::Deleted(obj),
         Some("BOOKMARK") => WatchEvent::Bookmark(
-            obj.pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
         ),
         Some("ERROR") => WatchEvent::Error(status_error(
             StatusCode::from_u16(obj["code"].as_u64().unwrap_or(500) as u16)
@@ -541,16 +448,15 @@ mod tests {
 
     #[test]
     fn decodes_watch_lines() {
-        let e =
-            decode_event(br#"{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a"}}}"#)
-                .unwrap();
+        let e = decode_event(br#"{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a"}}}"#).unwrap();
         assert!(matches!(e, WatchEvent::Added(o) if o["metadata"]["name"] == "a"));
+        let e = decode_event(br#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"12"}}}"#)
+            .unwrap();
+        assert_eq!(e, WatchEvent::Bookmark("12".into()));
         let e = decode_event(
-            br#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"12"}}}"#,
+            br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old"}}"#,
         )
         .unwrap();
-        assert_eq!(e, WatchEvent::Bookmark("12".into()));
-        let e = decode_event(br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old"}}"#).unwrap();
         assert!(matches!(e, WatchEvent::Error(s) if s.code == 410 && s.reason == "Expired"));
         assert!(decode_event(b"{}").is_err());
     }
@@ -564,13 +470,7 @@ mod tests {
             bookmarks: true,
             ..Default::default()
         };
-        assert_eq!(
-            p.query(false),
-            "labelSelector=app%3Dweb&limit=5&resourceVersion=0"
-        );
-        assert_eq!(
-            p.query(true),
-            "labelSelector=app%3Dweb&resourceVersion=0&watch=true&allowWatchBookmarks=true"
-        );
+        assert_eq!(p.query(false), "labelSelector=app%3Dweb&limit=5&resourceVersion=0");
+        assert_eq!(p.query(true), "labelSelector=app%3Dweb&resourceVersion=0&watch=true&allowWatchBookmarks=true");
     }
 }

@@ -14,10 +14,7 @@ use kube_apiserver::storage::testing::EtcdServer;
 use serde_json::json;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn pct(samples: &mut [Duration], p: f64) -> Duration {
@@ -48,11 +45,7 @@ impl Drop for Server {
 fn binary() -> std::path::PathBuf {
     // The bench is built in release mode next to the binary.
     let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("kube-apiserver")
+    exe.parent().unwrap().parent().unwrap().join("kube-apiserver")
 }
 
 async fn start(extra: &[String]) -> Server {
@@ -60,16 +53,9 @@ async fn start(extra: &[String]) -> Server {
     let d = dir.path();
     let ca = Ca::new("kubernetes").unwrap();
     std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
-    ca.issue("kube-apiserver", &[], &["127.0.0.1"])
-        .unwrap()
-        .write(&d.join("s.crt"), &d.join("s.key"))
-        .unwrap();
+    ca.issue("kube-apiserver", &[], &["127.0.0.1"]).unwrap().write(&d.join("s.crt"), &d.join("s.key")).unwrap();
     let admin = ca.issue("admin", &["system:masters"], &[]).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(binary())
         .args([
             format!("--secure-port={port}"),
@@ -102,11 +88,7 @@ async fn start(extra: &[String]) -> Server {
         assert!(Instant::now() < deadline, "apiserver did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Server {
-        child,
-        client,
-        _dir: dir,
-    }
+    Server { child, client, _dir: dir }
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -144,9 +126,7 @@ async fn bench(name: &str, server: &Server) -> Figures {
     f.idle_rss = rss_mb(server.child.id());
     let c = &server.client;
     let ns = c.api("", "v1", "namespaces").unwrap();
-    ns.create(&json!({"metadata": {"name": "bench"}}))
-        .await
-        .unwrap();
+    ns.create(&json!({"metadata": {"name": "bench"}})).await.unwrap();
     let pods = Arc::new(c.api("", "v1", "pods").unwrap().namespaced("bench"));
 
     // 1. Pod creates with 32 clients.
@@ -160,9 +140,7 @@ async fn bench(name: &str, server: &Server) -> Figures {
             let mut lat = Vec::new();
             for i in (w..total).step_by(clients) {
                 let t = Instant::now();
-                pods.create(&pod(&format!("p{i:05}")))
-                    .await
-                    .expect("create");
+                pods.create(&pod(&format!("p{i:05}"))).await.expect("create");
                 lat.push(t.elapsed());
             }
             lat
@@ -187,9 +165,7 @@ async fn bench(name: &str, server: &Server) -> Figures {
         let pods = pods.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            pods.get(&format!("p{:05}", (i * 7) % 5000))
-                .await
-                .expect("get");
+            pods.get(&format!("p{:05}", (i * 7) % 5000)).await.expect("get");
             t.elapsed()
         }));
     }
@@ -201,9 +177,7 @@ async fn bench(name: &str, server: &Server) -> Figures {
     f.get_p99 = pct(&mut gets, 0.99);
 
     // 3. LIST of 5,000 pods (a namespace holding exactly that many).
-    ns.create(&json!({"metadata": {"name": "list5k"}}))
-        .await
-        .unwrap();
+    ns.create(&json!({"metadata": {"name": "list5k"}})).await.unwrap();
     let list_pods = Arc::new(c.api("", "v1", "pods").unwrap().namespaced("list5k"));
     let mut tasks = Vec::new();
     for w in 0..clients {
@@ -232,34 +206,21 @@ async fn bench(name: &str, server: &Server) -> Figures {
 
     // 4. 1,000 watchers, one event each round.
     let watchers = env_usize("BENCH_WATCHERS", 1000);
-    ns.create(&json!({"metadata": {"name": "watch"}}))
-        .await
-        .unwrap();
+    ns.create(&json!({"metadata": {"name": "watch"}})).await.unwrap();
     let cms = c.api("", "v1", "configmaps").unwrap().namespaced("watch");
-    let rv = cms.list(&ListParams::default()).await.unwrap()["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rv =
+        cms.list(&ListParams::default()).await.unwrap()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut handles = Vec::new();
     for _ in 0..watchers {
-        let p = ListParams {
-            resource_version: Some(rv.clone()),
-            ..Default::default()
-        };
+        let p = ListParams { resource_version: Some(rv.clone()), ..Default::default() };
         let mut events = cms.watch(&p).await.unwrap();
         let tx = tx.clone();
         handles.push(tokio::spawn(async move {
             while let Some(Ok(ev)) = events.recv().await {
                 if let WatchEvent::Added(o) = ev
                     && tx
-                        .send((
-                            o["metadata"]["name"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string(),
-                            Instant::now(),
-                        ))
+                        .send((o["metadata"]["name"].as_str().unwrap_or_default().to_string(), Instant::now()))
                         .is_err()
                 {
                     return;
@@ -273,15 +234,11 @@ async fn bench(name: &str, server: &Server) -> Figures {
     for round in 0..10 {
         let name = format!("r{round}");
         let t = Instant::now();
-        cms.create(&json!({"metadata": {"name": name}}))
-            .await
-            .unwrap();
+        cms.create(&json!({"metadata": {"name": name}})).await.unwrap();
         let mut got = 0;
         while got < watchers {
-            let (n, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-                .await
-                .expect("watch timed out")
-                .unwrap();
+            let (n, at) =
+                tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("watch timed out").unwrap();
             assert_eq!(n, name);
             deliveries.push(at - t);
             got += 1;
@@ -292,11 +249,7 @@ async fn bench(name: &str, server: &Server) -> Figures {
     }
     f.watch_p99 = pct(&mut deliveries, 0.99);
     f.rss_after = rss_mb(server.child.id());
-    eprintln!(
-        "[{name}] watch p99 {:.1} ms, rss {:.0} MB",
-        ms(f.watch_p99),
-        f.rss_after
-    );
+    eprintln!("[{name}] watch p99 {:.1} ms, rss {:.0} MB", ms(f.watch_p99), f.rss_after);
     f
 }
 
@@ -304,11 +257,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let s = {
             let server = start(&[]).await;
@@ -322,12 +271,46 @@ fn main() {
         println!("| figure | goal (embedded) | embedded (SQLite) | etcd 3.4 | embedded vs etcd |");
         println!("|---|---|---|---|---|");
         let lower = |a: Duration, b: Duration| ms(b) / ms(a).max(0.001);
-        println!("| idle RSS | < 40 MB | {:.1} MB | {:.1} MB | {:.1}x |", s.idle_rss, e.idle_rss, e.idle_rss / s.idle_rss.max(0.1));
-        println!("| pod creates/s, 32 clients over HTTPS | >= 2,000 | {:.0} | {:.0} | {:.1}x |", s.creates_per_sec, e.creates_per_sec, s.creates_per_sec / e.creates_per_sec.max(1.0));
-        println!("| create latency p99 | - | {:.1} ms | {:.1} ms | {:.1}x |", ms(s.create_p99), ms(e.create_p99), lower(s.create_p99, e.create_p99));
-        println!("| single GET p99 at 1,000/s (achieved rate) | < 5 ms | {:.1} ms ({:.0}/s) | {:.1} ms ({:.0}/s) | {:.1}x |", ms(s.get_p99), s.get_rate, ms(e.get_p99), e.get_rate, lower(s.get_p99, e.get_p99));
-        println!("| LIST 5,000 pods (p50 / p99) | < 100 ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1}x |", ms(s.list_p50), ms(s.list_p99), ms(e.list_p50), ms(e.list_p99), lower(s.list_p99, e.list_p99));
-        println!("| event to 1,000 watchers p99 | < 100 ms | {:.1} ms | {:.1} ms | {:.1}x |", ms(s.watch_p99), ms(e.watch_p99), lower(s.watch_p99, e.watch_p99));
+        println!(
+            "| idle RSS | < 40 MB | {:.1} MB | {:.1} MB | {:.1}x |",
+            s.idle_rss,
+            e.idle_rss,
+            e.idle_rss / s.idle_rss.max(0.1)
+        );
+        println!(
+            "| pod creates/s, 32 clients over HTTPS | >= 2,000 | {:.0} | {:.0} | {:.1}x |",
+            s.creates_per_sec,
+            e.creates_per_sec,
+            s.creates_per_sec / e.creates_per_sec.max(1.0)
+        );
+        println!(
+            "| create latency p99 | - | {:.1} ms | {:.1} ms | {:.1}x |",
+            ms(s.create_p99),
+            ms(e.create_p99),
+            lower(s.create_p99, e.create_p99)
+        );
+        println!(
+            "| single GET p99 at 1,000/s (achieved rate) | < 5 ms | {:.1} ms ({:.0}/s) | {:.1} ms ({:.0}/s) | {:.1}x |",
+            ms(s.get_p99),
+            s.get_rate,
+            ms(e.get_p99),
+            e.get_rate,
+            lower(s.get_p99, e.get_p99)
+        );
+        println!(
+            "| LIST 5,000 pods (p50 / p99) | < 100 ms | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1}x |",
+            ms(s.list_p50),
+            ms(s.list_p99),
+            ms(e.list_p50),
+            ms(e.list_p99),
+            lower(s.list_p99, e.list_p99)
+        );
+        println!(
+            "| event to 1,000 watchers p99 | < 100 ms | {:.1} ms | {:.1} ms | {:.1}x |",
+            ms(s.watch_p99),
+            ms(e.watch_p99),
+            lower(s.watch_p99, e.watch_p99)
+        );
         println!("| RSS after the run (15,000 pods) | - | {:.0} MB | {:.0} MB | - |", s.rss_after, e.rss_after);
     });
 }

@@ -15,10 +15,7 @@ use kube_apiserver::storage::testing::EtcdServer;
 use kube_apiserver::storage::{Event, ListOptions, Storage};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -36,8 +33,7 @@ fn ms(d: Duration) -> f64 {
 
 /// A Kubernetes-object-sized value (about 1.5 KiB).
 fn value(i: usize) -> Bytes {
-    let mut v =
-        format!("{{\"kind\":\"Pod\",\"metadata\":{{\"name\":\"p{i}\"}},\"spec\":\"").into_bytes();
+    let mut v = format!("{{\"kind\":\"Pod\",\"metadata\":{{\"name\":\"p{i}\"}},\"spec\":\"").into_bytes();
     v.resize(1500, b'x');
     v.extend_from_slice(b"\"}");
     Bytes::from(v)
@@ -71,10 +67,7 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
             let mut lat = Vec::with_capacity(total / writers);
             for i in 0..total / writers {
                 let t = Instant::now();
-                store
-                    .create(&format!("/bench/writes/w{w}-{i}"), value(i), None)
-                    .await
-                    .expect("write");
+                store.create(&format!("/bench/writes/w{w}-{i}"), value(i), None).await.expect("write");
                 lat.push(t.elapsed());
             }
             lat
@@ -87,11 +80,7 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
     let elapsed = started.elapsed();
     f.writes_per_sec = lat.len() as f64 / elapsed.as_secs_f64();
     f.write_p99 = percentile(&mut lat, 0.99);
-    eprintln!(
-        "[{name}] {} writes in {:.2}s",
-        lat.len(),
-        elapsed.as_secs_f64()
-    );
+    eprintln!("[{name}] {} writes in {:.2}s", lat.len(), elapsed.as_secs_f64());
 
     // 2. A list of 5,000 keys.
     let mut tasks = Vec::new();
@@ -99,10 +88,7 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for i in (w..5000).step_by(writers) {
-                store
-                    .create(&format!("/bench/list/ns/p{i:05}"), value(i), None)
-                    .await
-                    .expect("write");
+                store.create(&format!("/bench/list/ns/p{i:05}"), value(i), None).await.expect("write");
             }
         }));
     }
@@ -112,10 +98,7 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
     let mut lists = Vec::new();
     for i in 0..51 {
         let t = Instant::now();
-        let l = store
-            .list("/bench/list/", ListOptions::default())
-            .await
-            .expect("list");
+        let l = store.list("/bench/list/", ListOptions::default()).await.expect("list");
         if i > 0 {
             lists.push(t.elapsed()); // the first list only warms caches
         }
@@ -123,11 +106,7 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
     }
     f.list_p50 = percentile(&mut lists, 0.5);
     f.list_p99 = percentile(&mut lists, 0.99);
-    eprintln!(
-        "[{name}] list of 5000: p50 {:.1} ms, p99 {:.1} ms",
-        ms(f.list_p50),
-        ms(f.list_p99)
-    );
+    eprintln!("[{name}] list of 5000: p50 {:.1} ms, p99 {:.1} ms", ms(f.list_p50), ms(f.list_p99));
 
     // 3. One write reaching 1,000 watchers.
     let watchers = env_usize("BENCH_WATCHERS", 1000);
@@ -154,14 +133,7 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
     let mut deliveries = Vec::new();
     for round in 0..rounds {
         let t = Instant::now();
-        store
-            .create(
-                &format!("/bench/watch/r{round}"),
-                Bytes::from(round.to_string()),
-                None,
-            )
-            .await
-            .unwrap();
+        store.create(&format!("/bench/watch/r{round}"), Bytes::from(round.to_string()), None).await.unwrap();
         let mut got = 0;
         while got < watchers {
             let (r, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
@@ -189,17 +161,9 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let key = format!("/bench/churn/k{w}");
-            let mut rev = store
-                .create(&key, value(w), None)
-                .await
-                .expect("write")
-                .mod_revision;
+            let mut rev = store.create(&key, value(w), None).await.expect("write").mod_revision;
             for i in 0..churn / writers {
-                rev = store
-                    .update(&key, value(i), rev, None)
-                    .await
-                    .expect("write")
-                    .mod_revision;
+                rev = store.update(&key, value(i), rev, None).await.expect("write").mod_revision;
             }
         }));
     }
@@ -208,26 +172,14 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
     }
     let probe = |store: Arc<S>, stop: Arc<std::sync::atomic::AtomicBool>| async move {
         let mut worst = Duration::ZERO;
-        let kv = store
-            .create(
-                &format!("/bench/probe/{}", rand_suffix()),
-                Bytes::from_static(b"0"),
-                None,
-            )
-            .await;
+        let kv = store.create(&format!("/bench/probe/{}", rand_suffix()), Bytes::from_static(b"0"), None).await;
         let mut rev = kv.unwrap().mod_revision;
         let key = format!("/bench/probe/{}", rand_suffix());
-        store
-            .create(&key, Bytes::from_static(b"0"), None)
-            .await
-            .unwrap();
+        store.create(&key, Bytes::from_static(b"0"), None).await.unwrap();
         let mut kv = store.get(&key, None).await.unwrap();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let t = Instant::now();
-            kv = store
-                .update(&key, Bytes::from(rev.to_string()), kv.mod_revision, None)
-                .await
-                .unwrap();
+            kv = store.update(&key, Bytes::from(rev.to_string()), kv.mod_revision, None).await.unwrap();
             worst = worst.max(t.elapsed());
             rev += 1;
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -253,19 +205,12 @@ async fn bench<S: Storage>(name: &str, store: Arc<S>, compacting: impl Fn() -> b
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     f.compaction_stall = h.await.unwrap();
-    eprintln!(
-        "[{name}] compaction pass {:.0} ms, worst write {:.1} ms",
-        ms(f.compaction_pass),
-        ms(f.compaction_stall)
-    );
+    eprintln!("[{name}] compaction pass {:.0} ms, worst write {:.1} ms", ms(f.compaction_pass), ms(f.compaction_stall));
     f
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
 fn row(label: &str, target: &str, s: String, e: String, ratio: f64) {
@@ -276,11 +221,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` probes for test names; this bench has none.
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = Arc::new(SqliteStore::open(SqliteConfig::in_dir(dir.path())).unwrap());
@@ -288,11 +229,7 @@ fn main() {
         let s = bench("sqlite", sqlite, move || probe.compaction_pending()).await;
 
         let server = EtcdServer::start().expect("etcd (apt-get install etcd-server)");
-        let etcd = Arc::new(
-            EtcdStore::connect(EtcdConfig::new(vec![server.endpoint.clone()]))
-                .await
-                .unwrap(),
-        );
+        let etcd = Arc::new(EtcdStore::connect(EtcdConfig::new(vec![server.endpoint.clone()])).await.unwrap());
         let e = bench("etcd", etcd, || false).await;
 
         println!("| figure | goal (embedded) | embedded (SQLite) | etcd 3.4 | embedded vs etcd |");
@@ -329,16 +266,8 @@ fn main() {
         row(
             "longest write during a compaction pass (no compaction)",
             "< 50 ms",
-            format!(
-                "{:.1} ms ({:.1} ms)",
-                ms(s.compaction_stall),
-                ms(s.baseline_stall)
-            ),
-            format!(
-                "{:.1} ms ({:.1} ms)",
-                ms(e.compaction_stall),
-                ms(e.baseline_stall)
-            ),
+            format!("{:.1} ms ({:.1} ms)", ms(s.compaction_stall), ms(s.baseline_stall)),
+            format!("{:.1} ms ({:.1} ms)", ms(e.compaction_stall), ms(e.baseline_stall)),
             lower(s.compaction_stall, e.compaction_stall),
         );
         row(

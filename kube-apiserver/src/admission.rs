@@ -48,30 +48,16 @@ async fn release(server: &Apiserver, svc: &Value) {
 /// Allocates a Service's ClusterIP and node ports; what it took is released if anything fails.
 async fn allocate_service(server: &Apiserver, ns: &str, svc: &mut Value) -> Result<(), ApiError> {
     let name = meta_str(svc, "name").unwrap_or_default().to_string();
-    let ty = svc
-        .pointer("/spec/type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP")
-        .to_string();
+    let ty = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
     if ty == "ExternalName" {
         return Ok(());
     }
     let store = &server.registry.store;
-    let wanted = svc
-        .pointer("/spec/clusterIP")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let wanted = svc.pointer("/spec/clusterIP").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     let mut taken = json!({"spec": {"ports": []}});
     if wanted.as_deref() != Some("None") {
-        let ip = ipalloc::allocate_ip(
-            store,
-            &server.opts.service_cluster_ip_range,
-            wanted.as_deref(),
-            ns,
-            &name,
-        )
-        .await?;
+        let ip =
+            ipalloc::allocate_ip(store, &server.opts.service_cluster_ip_range, wanted.as_deref(), ns, &name).await?;
         svc["spec"]["clusterIP"] = json!(ip);
         svc["spec"]["clusterIPs"] = json!([ip]);
         taken["spec"]["clusterIP"] = json!(ip);
@@ -79,27 +65,11 @@ async fn allocate_service(server: &Apiserver, ns: &str, svc: &mut Value) -> Resu
         svc["spec"]["clusterIPs"] = json!(["None"]);
     }
     if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
-        let count = svc
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .map(Vec::len)
-            .unwrap_or(0);
+        let count = svc.pointer("/spec/ports").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
         for i in 0..count {
-            let want = svc["spec"]["ports"][i]
-                .get("nodePort")
-                .and_then(Value::as_u64)
-                .map(|p| p as u16);
+            let want = svc["spec"]["ports"][i].get("nodePort").and_then(Value::as_u64).map(|p| p as u16);
             let field = format!("spec.ports[{i}].nodePort");
-            match ipalloc::allocate_port(
-                store,
-                &server.opts.service_node_port_range,
-                want,
-                &field,
-                ns,
-                &name,
-            )
-            .await
-            {
+            match ipalloc::allocate_port(store, &server.opts.service_node_port_range, want, &field, ns, &name).await {
                 Ok(port) => {
                     svc["spec"]["ports"][i]["nodePort"] = json!(port);
                     if let Some(a) = taken["spec"]["ports"].as_array_mut() {
@@ -126,10 +96,7 @@ pub async fn create(
     if is(res, "", "pods")
         && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
     {
-        let sa = spec
-            .get("serviceAccountName")
-            .cloned()
-            .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+        let sa = spec.get("serviceAccountName").cloned().filter(|v| v.as_str().is_some_and(|s| !s.is_empty()));
         let sa = sa.unwrap_or_else(|| json!("default"));
         spec.insert("serviceAccountName".into(), sa.clone());
         spec.insert("serviceAccount".into(), sa);

@@ -15,9 +15,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
-use crate::registry::{
-    DeleteParams, Deleted, FieldValidation, ListParams, WatchEvent, check_fields, meta_str,
-};
+use crate::registry::{DeleteParams, Deleted, FieldValidation, ListParams, WatchEvent, check_fields, meta_str};
 use crate::server::{Apiserver, Resp, User, json_response, read_body};
 use crate::table;
 
@@ -34,28 +32,33 @@ fn with_warnings(mut resp: Resp, warnings: &[String]) -> Resp {
 
 /// Decodes a request body: JSON, or the Kubernetes protobuf envelope kubectl's generators send.
 pub fn decode_body(headers: &http::HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if ct.split(';').next().unwrap_or_default().trim() == "application/vnd.kubernetes.protobuf" {
         return decode_protobuf(body);
     }
     decode_json(headers, body)
 }
 
-fn decode_protobuf(_body: &Bytes) -> Result<Value, ApiError> {
-    Err(ApiError::unsupported_media_type(
-        "application/vnd.kubernetes.protobuf",
-    ))
+fn decode_protobuf(body: &Bytes) -> Result<Value, ApiError> {
+    use api_types::protobuf::{ProtobufError, decode_k8s_protobuf};
+    decode_k8s_protobuf(body).map_err(|e| match e {
+        ProtobufError::UnsupportedKind { .. } => ApiError::unsupported_media_type(&e.to_string()),
+        e => ApiError::bad_request(format!("the body of the request could not be decoded: {e}")),
+    })
+}
+
+/// A DeleteOptions body as JSON bytes (drain sends it as protobuf).
+fn as_json(headers: &http::HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if ct.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
+        return Ok(Bytes::from(decode_protobuf(&body)?.to_string()));
+    }
+    Ok(body)
 }
 
 /// Decodes a request body as JSON (also when no Content-Type is given, as `kubectl scale` sends it).
 fn decode_json(headers: &http::HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or_default().trim();
     match media {
         "application/json" | "" | "*/*" => {}
@@ -64,9 +67,8 @@ fn decode_json(headers: &http::HeaderMap, body: &Bytes) -> Result<Value, ApiErro
         }
         other => return Err(ApiError::unsupported_media_type(other)),
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
 }
 
 fn field_validation(q: &HashMap<String, String>) -> Result<FieldValidation, ApiError> {
@@ -77,17 +79,14 @@ fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {
     match q.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Invalid dryRun value {other:?}: supported values: \"All\""
-        ))),
+        Some(other) => Err(ApiError::bad_request(format!("Invalid dryRun value {other:?}: supported values: \"All\""))),
     }
 }
 
 fn list_params(res: &Resource, q: &HashMap<String, String>) -> Result<ListParams, ApiError> {
     let label_selector = match q.get("labelSelector").filter(|s| !s.is_empty()) {
         Some(s) => Some(
-            LabelSelector::parse(s)
-                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+            LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
         ),
         None => None,
     };
@@ -100,10 +99,7 @@ fn list_params(res: &Resource, q: &HashMap<String, String>) -> Result<ListParams
         None => None,
     };
     let limit = match q.get("limit") {
-        Some(l) => l
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?
-            .max(0) as usize,
+        Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?.max(0) as usize,
         None => 0,
     };
     Ok(ListParams {
@@ -117,43 +113,22 @@ fn list_params(res: &Resource, q: &HashMap<String, String>) -> Result<ListParams
 }
 
 fn accept(req_headers: &http::HeaderMap) -> String {
-    req_headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    req_headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
-fn object_response(
-    code: StatusCode,
-    res: &Resource,
-    obj: &Value,
-    accept: &str,
-    q: &HashMap<String, String>,
-) -> Resp {
+fn object_response(code: StatusCode, res: &Resource, obj: &Value, accept: &str, q: &HashMap<String, String>) -> Resp {
     if table::wants_table(accept) {
-        let include = q
-            .get("includeObject")
-            .map(String::as_str)
-            .unwrap_or("Metadata");
+        let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
         let meta = json!({"resourceVersion": meta_str(obj, "resourceVersion").unwrap_or_default()});
-        return json_response(
-            code,
-            &table::table(res, std::slice::from_ref(obj), meta, include, true),
-        );
+        return json_response(code, &table::table(res, std::slice::from_ref(obj), meta, include, true));
     }
     json_response(code, obj)
 }
 
 /// Finds the resource of a request, or the 404 upstream answers.
 fn resource_of(group: &str, version: &str, plural: &str) -> Result<&'static Resource, ApiError> {
-    resources::find(group, version, plural).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    })
+    resources::find(group, version, plural)
+        .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"))
 }
 
 /// Serves one resource request.
@@ -174,11 +149,7 @@ pub async fn serve(
         if info.verb == "create" && !res.stored() {
             // Namespaced reviews are created under a namespace.
         }
-        return Err(ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
     let ns = info.namespace.as_deref().filter(|_| res.namespaced);
     let (parts, body) = req.into_parts();
@@ -195,17 +166,13 @@ pub async fn serve(
     };
     if let Some(sub) = info.subresource.as_deref() {
         let name = info.name.as_deref().unwrap_or_default();
-        return crate::subresources::serve(
-            server, res, ns, name, sub, &info, &parts, body, &q, &accept,
-        )
-        .await;
+        return crate::subresources::serve(server, res, ns, name, sub, &info, &parts, body, &q, &accept).await;
     }
     if !res.stored() {
         allowed(verb)?;
         let body = read_body(body).await?;
         let obj = decode_body(&parts.headers, &body)?;
-        return crate::reviews::create(server, res, ns, obj, &user)
-            .map(|v| json_response(StatusCode::CREATED, &v));
+        return crate::reviews::create(server, res, ns, obj, &user).map(|v| json_response(StatusCode::CREATED, &v));
     }
     let reg = &server.registry;
     match verb {
@@ -227,14 +194,8 @@ pub async fn serve(
                 meta["remainingItemCount"] = json!(r);
             }
             if table::wants_table(&accept) {
-                let include = q
-                    .get("includeObject")
-                    .map(String::as_str)
-                    .unwrap_or("Metadata");
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::table(res, &page.items, meta, include, true),
-                ));
+                let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+                return Ok(json_response(StatusCode::OK, &table::table(res, &page.items, meta, include, true)));
             }
             let list = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": meta, "items": page.items});
             Ok(json_response(StatusCode::OK, &list))
@@ -275,15 +236,10 @@ pub async fn serve(
             let name = info.name.as_deref().unwrap_or_default();
             let (pt, body) = patch_body(&parts.headers, body).await?;
             if pt == PatchType::Apply {
-                return crate::subresources::server_side_apply(
-                    server, res, ns, name, &body, &q, &accept,
-                )
-                .await;
+                return crate::subresources::server_side_apply(server, res, ns, name, &body, &q, &accept).await;
             }
             let mode = field_validation(&q)?;
-            let (patched, warnings) = reg
-                .patch_checked(res, ns, name, None, pt, &body, dry_run(&q)?, mode)
-                .await?;
+            let (patched, warnings) = reg.patch_checked(res, ns, name, None, pt, &body, dry_run(&q)?, mode).await?;
             let resp = object_response(StatusCode::OK, res, &patched, &accept, &q);
             Ok(with_warnings(resp, &warnings))
         }
@@ -291,7 +247,7 @@ pub async fn serve(
             allowed("delete")?;
             let name = info.name.as_deref().unwrap_or_default();
             let body = read_body(body).await?;
-            let p = delete_params(&body, &q)?;
+            let p = delete_params(&as_json(&parts.headers, body)?, &q)?;
             let out = crate::admission::delete(server, res, ns, name, &p).await?;
             Ok(match out {
                 Deleted::Pending(obj) => object_response(StatusCode::OK, res, &obj, &accept, &q),
@@ -301,19 +257,9 @@ pub async fn serve(
         "deletecollection" => {
             allowed("deletecollection")?;
             let body = read_body(body).await?;
-            let dp = delete_params(&body, &q)?;
+            let dp = delete_params(&as_json(&parts.headers, body)?, &q)?;
             let lp = list_params(res, &q)?;
-            let page = reg
-                .list(
-                    res,
-                    ns,
-                    &ListParams {
-                        limit: 0,
-                        continue_token: None,
-                        ..lp
-                    },
-                )
-                .await?;
+            let page = reg.list(res, ns, &ListParams { limit: 0, continue_token: None, ..lp }).await?;
             let mut items = Vec::new();
             for obj in page.items {
                 let name = meta_str(&obj, "name").unwrap_or_default().to_string();
@@ -327,23 +273,14 @@ pub async fn serve(
             let list = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {"resourceVersion": ""}, "items": items});
             Ok(json_response(StatusCode::OK, &list))
         }
-        other => Err(ApiError::method_not_allowed(format!(
-            "{other} is not supported"
-        ))),
+        other => Err(ApiError::method_not_allowed(format!("{other} is not supported"))),
     }
 }
 
 /// Reads a patch body and its type from the Content-Type.
-pub async fn patch_body(
-    headers: &http::HeaderMap,
-    body: Incoming,
-) -> Result<(PatchType, Bytes), ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let pt =
-        PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+pub async fn patch_body(headers: &http::HeaderMap, body: Incoming) -> Result<(PatchType, Bytes), ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let pt = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
     Ok((pt, read_body(body).await?))
 }
 
@@ -352,8 +289,7 @@ pub fn delete_params(body: &Bytes, q: &HashMap<String, String>) -> Result<Delete
     let opts: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        serde_json::from_slice(body)
-            .map_err(|_| ApiError::unsupported_media_type("DeleteOptions must be JSON"))?
+        serde_json::from_slice(body).map_err(|_| ApiError::unsupported_media_type("DeleteOptions must be JSON"))?
     };
     let grace = opts
         .get("gracePeriodSeconds")
@@ -365,30 +301,13 @@ pub fn delete_params(body: &Bytes, q: &HashMap<String, String>) -> Result<Delete
         .map(str::to_string)
         .or_else(|| q.get("propagationPolicy").cloned());
     let orphan = opts.get("orphanDependents").and_then(Value::as_bool);
-    let policy = policy.or_else(|| {
-        orphan.map(|o| {
-            if o {
-                "Orphan".to_string()
-            } else {
-                "Background".to_string()
-            }
-        })
-    });
-    let body_dry = opts
-        .get("dryRun")
-        .and_then(Value::as_array)
-        .is_some_and(|d| d.iter().any(|x| x == "All"));
+    let policy = policy.or_else(|| orphan.map(|o| if o { "Orphan".to_string() } else { "Background".to_string() }));
+    let body_dry = opts.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|x| x == "All"));
     Ok(DeleteParams {
         grace_period_seconds: grace,
         propagation_policy: policy,
-        precondition_uid: opts
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        precondition_rv: opts
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        precondition_uid: opts.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+        precondition_rv: opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string),
         dry_run: body_dry || dry_run(q)?,
     })
 }
@@ -399,23 +318,14 @@ fn event_json(res: &Resource, ev: &WatchEvent, as_table: bool, first: &mut bool)
         WatchEvent::Modified(o) => ("MODIFIED", o.clone()),
         WatchEvent::Deleted(o) => ("DELETED", o.clone()),
         WatchEvent::Bookmark(rev) => {
-            let kind = if as_table {
-                "Table".to_string()
-            } else {
-                res.kind.to_string()
-            };
-            let api_version = if as_table {
-                "meta.k8s.io/v1".to_string()
-            } else {
-                res.api_version()
-            };
+            let kind = if as_table { "Table".to_string() } else { res.kind.to_string() };
+            let api_version = if as_table { "meta.k8s.io/v1".to_string() } else { res.api_version() };
             return json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rev.to_string()}}});
         }
         WatchEvent::Error(e) => return json!({"type": "ERROR", "object": e.to_status()}),
     };
     if as_table {
-        let meta =
-            json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
+        let meta = json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
         let t = table::table(res, std::slice::from_ref(&obj), meta, "Metadata", *first);
         *first = false;
         return json!({"type": ty, "object": t});
@@ -458,8 +368,7 @@ async fn watch(
                 _ = stop.changed() => return,
                 _ = tx.closed() => return,
             };
-            let mut line =
-                serde_json::to_vec(&event_json(res, &ev, as_table, &mut first)).unwrap_or_default();
+            let mut line = serde_json::to_vec(&event_json(res, &ev, as_table, &mut first)).unwrap_or_default();
             line.push(b'\n');
             if tx.send(Bytes::from(line)).await.is_err() {
                 return;
@@ -467,18 +376,10 @@ async fn watch(
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
     });
     let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     Ok(resp)
 }

@@ -28,11 +28,7 @@ impl UserInfo {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());
         }
-        UserInfo {
-            username,
-            uid,
-            groups,
-        }
+        UserInfo { username, uid, groups }
     }
 }
 
@@ -45,16 +41,9 @@ pub struct Authenticator {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}:{line}: {reason}")]
-    Format {
-        path: String,
-        line: usize,
-        reason: &'static str,
-    },
+    Format { path: String, line: usize, reason: &'static str },
 }
 
 /// Splits one CSV record, honouring double quotes (`"a,b"`) and doubled quotes inside them.
@@ -80,19 +69,13 @@ fn csv_fields(line: &str) -> Vec<String> {
 
 impl Authenticator {
     pub fn new(anonymous: bool) -> Self {
-        Authenticator {
-            tokens: HashMap::new(),
-            anonymous,
-        }
+        Authenticator { tokens: HashMap::new(), anonymous }
     }
 
     /// Loads upstream's token file: `token,user,uid[,"group1,group2"]` per line.
     pub fn load_token_file(&mut self, path: &Path) -> Result<(), TokenFileError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Io { path: p.clone(), source })?;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -113,17 +96,10 @@ impl Authenticator {
                     reason: "token and user must not be empty",
                 });
             }
-            let groups = f.get(3).map(|g| {
-                g.split(',')
-                    .map(str::trim)
-                    .filter(|g| !g.is_empty())
-                    .map(String::from)
-                    .collect()
-            });
-            self.tokens.insert(
-                f[0].clone(),
-                UserInfo::authenticated(f[1].clone(), f[2].clone(), groups.unwrap_or_default()),
-            );
+            let groups =
+                f.get(3).map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect());
+            self.tokens
+                .insert(f[0].clone(), UserInfo::authenticated(f[1].clone(), f[2].clone(), groups.unwrap_or_default()));
         }
         Ok(())
     }
@@ -135,28 +111,17 @@ impl Authenticator {
         authorization: Option<&str>,
     ) -> Result<UserInfo, ApiError> {
         if let Some((cn, orgs)) = cert {
-            return Ok(UserInfo::authenticated(
-                cn.clone(),
-                String::new(),
-                orgs.clone(),
-            ));
+            return Ok(UserInfo::authenticated(cn.clone(), String::new(), orgs.clone()));
         }
         if let Some(header) = authorization {
-            let token = header
-                .strip_prefix("Bearer ")
-                .map(str::trim)
-                .filter(|t| !t.is_empty());
+            let token = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty());
             return match token.and_then(|t| self.tokens.get(t)) {
                 Some(user) => Ok(user.clone()),
                 // A token nobody issued is refused, even when anonymous requests are allowed (as upstream).
                 None => Err(ApiError::unauthorized()),
             };
         }
-        if self.anonymous {
-            Ok(UserInfo::anonymous())
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        if self.anonymous { Ok(UserInfo::anonymous()) } else { Err(ApiError::unauthorized()) }
     }
 }
 
@@ -174,32 +139,12 @@ mod tests {
         let alice = a.authenticate(None, Some("Bearer secret1")).unwrap();
         assert_eq!(alice.username, "alice");
         assert_eq!(alice.groups, ["dev", "ops", "system:authenticated"]);
-        assert_eq!(
-            a.authenticate(None, Some("Bearer secret2")).unwrap().groups,
-            ["system:authenticated"]
-        );
-        assert_eq!(
-            a.authenticate(None, Some("Bearer nope")).unwrap_err().code,
-            401
-        );
-        assert_eq!(
-            a.authenticate(None, None).unwrap().username,
-            "system:anonymous"
-        );
+        assert_eq!(a.authenticate(None, Some("Bearer secret2")).unwrap().groups, ["system:authenticated"]);
+        assert_eq!(a.authenticate(None, Some("Bearer nope")).unwrap_err().code, 401);
+        assert_eq!(a.authenticate(None, None).unwrap().username, "system:anonymous");
         let cert = ("admin".to_string(), vec!["system:masters".to_string()]);
-        assert_eq!(
-            a.authenticate(Some(&cert), Some("Bearer secret1"))
-                .unwrap()
-                .username,
-            "admin"
-        );
-        assert_eq!(
-            Authenticator::new(false)
-                .authenticate(None, None)
-                .unwrap_err()
-                .code,
-            401
-        );
+        assert_eq!(a.authenticate(Some(&cert), Some("Bearer secret1")).unwrap().username, "admin");
+        assert_eq!(Authenticator::new(false).authenticate(None, None).unwrap_err().code, 401);
     }
 
     #[test]

@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 
 use crate::server::Apiserver;
 
-pub const SYSTEM_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn resource(group: &str, plural: &str) -> Result<&'static Resource, ApiError> {
     find(group, "v1", plural).ok_or_else(|| ApiError::internal(format!("no resource {plural}")))
@@ -24,11 +23,7 @@ async fn ensure(
     obj: Value,
     reconcile: &[&str],
 ) -> Result<(), ApiError> {
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
     match server.registry.get(res, ns, &name).await {
         Ok(cur) => {
             if reconcile.iter().all(|f| cur.get(*f) == obj.get(*f)) {
@@ -38,19 +33,13 @@ async fn ensure(
             for f in reconcile {
                 new[*f] = obj[*f].clone();
             }
-            server
-                .registry
-                .update(res, ns, &name, None, new, false)
-                .await
-                .map(|_| ())
+            server.registry.update(res, ns, &name, None, new, false).await.map(|_| ())
         }
-        Err(e) if e.code == 404 => {
-            match crate::admission::create(server, res, ns, obj, false).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.code == 409 => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
+        Err(e) if e.code == 404 => match crate::admission::create(server, res, ns, obj, false).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
 }
@@ -67,8 +56,7 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
         )
         .await?;
     }
-    let ip = crate::ipalloc::first_service_ip(&server.opts.service_cluster_ip_range)
-        .map_err(ApiError::internal)?;
+    let ip = crate::ipalloc::first_service_ip(&server.opts.service_cluster_ip_range).map_err(ApiError::internal)?;
     let port = server.opts.secure_port;
     let labels = json!({"component": "apiserver", "provider": "kubernetes"});
     let service = json!({
@@ -77,28 +65,14 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
         "spec": {"type": "ClusterIP", "clusterIP": ip.to_string(), "sessionAffinity": "None",
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     });
-    ensure(
-        server,
-        resource("", "services")?,
-        Some("default"),
-        service,
-        &[],
-    )
-    .await?;
+    ensure(server, resource("", "services")?, Some("default"), service, &[]).await?;
     let addr = server.advertise.to_string();
     let endpoints = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": addr}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     });
-    ensure(
-        server,
-        resource("", "endpoints")?,
-        Some("default"),
-        endpoints,
-        &["subsets"],
-    )
-    .await?;
+    ensure(server, resource("", "endpoints")?, Some("default"), endpoints, &["subsets"]).await?;
     let slice = json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "kubernetes", "namespace": "default",
@@ -107,14 +81,8 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
         "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
-    ensure(
-        server,
-        resource("discovery.k8s.io", "endpointslices")?,
-        Some("default"),
-        slice,
-        &["endpoints", "ports"],
-    )
-    .await?;
+    ensure(server, resource("discovery.k8s.io", "endpointslices")?, Some("default"), slice, &["endpoints", "ports"])
+        .await?;
     // Start the watch caches every node and controller will watch.
     for (group, plural) in [
         ("", "pods"),
@@ -125,11 +93,7 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
         ("discovery.k8s.io", "endpointslices"),
         ("coordination.k8s.io", "leases"),
     ] {
-        server
-            .registry
-            .cacher
-            .cache(resource(group, plural)?)
-            .await?;
+        server.registry.cacher.cache(resource(group, plural)?).await?;
     }
     tracing::info!("bootstrap: system namespaces and the kubernetes service are in place");
     Ok(())

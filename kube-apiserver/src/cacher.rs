@@ -40,9 +40,7 @@ struct State {
 }
 
 fn node_of(obj: &Value) -> Option<&str> {
-    obj.pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
+    obj.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())
 }
 
 impl State {
@@ -59,10 +57,7 @@ impl State {
             }
         }
         if let Some(n) = new.and_then(node_of) {
-            self.by_node
-                .entry(n.to_string())
-                .or_default()
-                .insert(key.to_string());
+            self.by_node.entry(n.to_string()).or_default().insert(key.to_string());
         }
     }
 }
@@ -86,11 +81,8 @@ impl ResourceCache {
 
     /// Loads every object and starts following storage; restarts from a fresh list if the watch fails.
     async fn start(res: &'static Resource, store: Arc<Backend>) -> Result<Arc<Self>, ApiError> {
-        let cache = Arc::new(ResourceCache {
-            res,
-            state: RwLock::new(State::default()),
-            notify: watch::Sender::new((0, 0)),
-        });
+        let cache =
+            Arc::new(ResourceCache { res, state: RwLock::new(State::default()), notify: watch::Sender::new((0, 0)) });
         let rev = cache.load(&store).await?;
         let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
@@ -133,11 +125,7 @@ impl ResourceCache {
             .list(&prefix(self.res, None), ListOptions::default())
             .await
             .map_err(|e| storage_error(self.res, "", e))?;
-        let mut st = State {
-            floor: page.revision,
-            rev: page.revision,
-            ..Default::default()
-        };
+        let mut st = State { floor: page.revision, rev: page.revision, ..Default::default() };
         for kv in &page.items {
             let obj = decode(kv)?;
             st.index(&kv.key, None, Some(&obj), self.pods());
@@ -168,12 +156,7 @@ impl ResourceCache {
                 let obj = Arc::new(obj);
                 let prev = st.objects.insert(kv.key.clone(), obj.clone());
                 st.index(&kv.key, prev.as_deref(), Some(&obj), pods);
-                CacheEvent {
-                    rev: kv.mod_revision,
-                    key: kv.key,
-                    obj: Some(obj),
-                    prev,
-                }
+                CacheEvent { rev: kv.mod_revision, key: kv.key, obj: Some(obj), prev }
             }
             Event::Delete { key, revision, .. } => {
                 let Some(prev) = st.objects.remove(&key) else {
@@ -181,12 +164,7 @@ impl ResourceCache {
                     return;
                 };
                 st.index(&key, Some(&prev), None, pods);
-                CacheEvent {
-                    rev: revision,
-                    key,
-                    obj: None,
-                    prev: Some(prev),
-                }
+                CacheEvent { rev: revision, key, obj: None, prev: Some(prev) }
             }
         };
         let rev = event.rev;
@@ -203,25 +181,14 @@ impl ResourceCache {
 
     /// Events after this revision are all in the ring.
     pub fn floor(&self) -> Revision {
-        self.state
-            .read()
-            .map(|st| st.floor)
-            .unwrap_or(Revision::MAX)
+        self.state.read().map(|st| st.floor).unwrap_or(Revision::MAX)
     }
 
     /// The matching objects now (a `resourceVersion=0` list), with the cache's revision.
-    pub fn list(
-        &self,
-        ns: Option<&str>,
-        p: &ListParams,
-    ) -> Result<(Vec<Value>, Revision), ApiError> {
+    pub fn list(&self, ns: Option<&str>, p: &ListParams) -> Result<(Vec<Value>, Revision), ApiError> {
         let st = self.state.read().map_err(|_| poisoned())?;
         let pfx = prefix(self.res, ns);
-        let node = p
-            .field_selector
-            .as_ref()
-            .and_then(|f| f.exact_match("spec.nodeName"))
-            .filter(|_| self.pods());
+        let node = p.field_selector.as_ref().and_then(|f| f.exact_match("spec.nodeName")).filter(|_| self.pods());
         let mut out = Vec::new();
         let mut consider = |obj: &Arc<Value>| -> Result<(), ApiError> {
             if matches(self.res, obj, p)? {
@@ -231,24 +198,14 @@ impl ResourceCache {
         };
         match node {
             Some(n) => {
-                for key in st
-                    .by_node
-                    .get(n)
-                    .into_iter()
-                    .flatten()
-                    .filter(|k| k.starts_with(&pfx))
-                {
+                for key in st.by_node.get(n).into_iter().flatten().filter(|k| k.starts_with(&pfx)) {
                     if let Some(obj) = st.objects.get(key) {
                         consider(obj)?;
                     }
                 }
             }
             None => {
-                for (_, obj) in st
-                    .objects
-                    .range(pfx.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&pfx))
-                {
+                for (_, obj) in st.objects.range(pfx.clone()..).take_while(|(k, _)| k.starts_with(&pfx)) {
                     consider(obj)?;
                 }
             }
@@ -273,10 +230,7 @@ impl ResourceCache {
             Some(rev) => {
                 let st = self.state.read().map_err(|_| poisoned())?;
                 if rev < st.floor {
-                    return Err(ApiError::gone(format!(
-                        "too old resource version: {rev} ({})",
-                        st.floor
-                    )));
+                    return Err(ApiError::gone(format!("too old resource version: {rev} ({})", st.floor)));
                 }
                 (Vec::new(), rev)
             }
@@ -309,8 +263,7 @@ impl ResourceCache {
                 let batch = match read {
                     Ok(b) => b,
                     Err(floor) => {
-                        let e =
-                            ApiError::gone(format!("too old resource version: {pos} ({floor})"));
+                        let e = ApiError::gone(format!("too old resource version: {pos} ({floor})"));
                         let _ = tx.send(WatchEvent::Error(e)).await;
                         return;
                     }
@@ -333,8 +286,7 @@ impl ResourceCache {
                 if progressed {
                     pos = rev;
                 }
-                if bookmarks && last_bookmark.elapsed() >= crate::storage::DEFAULT_PROGRESS_INTERVAL
-                {
+                if bookmarks && last_bookmark.elapsed() >= crate::storage::DEFAULT_PROGRESS_INTERVAL {
                     last_bookmark = tokio::time::Instant::now();
                     if tx.send(WatchEvent::Bookmark(pos)).await.is_err() {
                         return;
@@ -391,10 +343,7 @@ pub struct Cacher {
 
 impl Cacher {
     pub fn new(store: Arc<Backend>) -> Self {
-        Cacher {
-            store,
-            caches: Mutex::new(HashMap::new()),
-        }
+        Cacher { store, caches: Mutex::new(HashMap::new()) }
     }
 
     pub async fn cache(&self, res: &'static Resource) -> Result<Arc<ResourceCache>, ApiError> {
@@ -403,8 +352,6 @@ impl Cacher {
             caches.entry(res.storage).or_default().clone()
         };
         let store = self.store.clone();
-        cell.get_or_try_init(|| ResourceCache::start(res, store))
-            .await
-            .cloned()
+        cell.get_or_try_init(|| ResourceCache::start(res, store)).await.cloned()
     }
 }

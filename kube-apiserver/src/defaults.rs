@@ -39,10 +39,7 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
                 obj["status"] = json!({"phase": "Active"});
             }
             // The name label upstream adds to every namespace.
-            let name = obj
-                .pointer("/metadata/name")
-                .cloned()
-                .unwrap_or(Value::Null);
+            let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
             if let Some(meta) = obj_at(obj, "metadata")
                 && let Some(labels) = obj_at_map(meta, "labels")
             {
@@ -159,10 +156,7 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
                 default(spec, "successfulJobsHistoryLimit", json!(3));
                 default(spec, "failedJobsHistoryLimit", json!(1));
             }
-            if let Some(spec) = obj
-                .pointer_mut("/spec/jobTemplate/spec")
-                .and_then(Value::as_object_mut)
-            {
+            if let Some(spec) = obj.pointer_mut("/spec/jobTemplate/spec").and_then(Value::as_object_mut) {
                 job_spec(spec);
             }
             template(obj, "/spec/jobTemplate/spec/template");
@@ -211,11 +205,7 @@ pub fn pod_spec(spec: &mut Value) {
     default(s, "securityContext", json!({}));
     default(s, "schedulerName", json!("default-scheduler"));
     default(s, "enableServiceLinks", json!(true));
-    if let Some(sa) = s
-        .get("serviceAccountName")
-        .cloned()
-        .filter(|v| !v.is_null())
-    {
+    if let Some(sa) = s.get("serviceAccountName").cloned().filter(|v| !v.is_null()) {
         default(s, "serviceAccount", sa);
     }
     for list in ["initContainers", "containers"] {
@@ -227,12 +217,7 @@ pub fn pod_spec(spec: &mut Value) {
     }
     if let Some(vols) = s.get_mut("volumes").and_then(Value::as_array_mut) {
         for v in vols.iter_mut().filter_map(Value::as_object_mut) {
-            for (kind, mode) in [
-                ("configMap", 420),
-                ("secret", 420),
-                ("downwardAPI", 420),
-                ("projected", 420),
-            ] {
+            for (kind, mode) in [("configMap", 420), ("secret", 420), ("downwardAPI", 420), ("projected", 420)] {
                 if let Some(src) = v.get_mut(kind).and_then(Value::as_object_mut) {
                     default(src, "defaultMode", json!(mode));
                 }
@@ -289,10 +274,7 @@ fn service_spec(spec: &mut Map<String, Value>) {
         default(spec, "ipFamilyPolicy", json!("SingleStack"));
         default(spec, "ipFamilies", json!(["IPv4"]));
     }
-    if matches!(
-        spec.get("type").and_then(Value::as_str),
-        Some("NodePort" | "LoadBalancer")
-    ) {
+    if matches!(spec.get("type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer")) {
         default(spec, "externalTrafficPolicy", json!("Cluster"));
     }
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
@@ -319,8 +301,7 @@ pub fn qos_class(spec: &Value) -> &'static str {
         let req = c.pointer("/resources/requests").and_then(Value::as_object);
         let lim = c.pointer("/resources/limits").and_then(Value::as_object);
         let relevant = |m: Option<&Map<String, Value>>| {
-            m.map(|m| m.keys().filter(|k| *k == "cpu" || *k == "memory").count())
-                .unwrap_or(0)
+            m.map(|m| m.keys().filter(|k| *k == "cpu" || *k == "memory").count()).unwrap_or(0)
         };
         if relevant(req) > 0 || relevant(lim) > 0 {
             any = true;
@@ -358,18 +339,12 @@ mod tests {
         assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(spec["containers"][1]["ports"][0]["protocol"], "TCP");
-        assert_eq!(
-            spec["containers"][0]["terminationMessagePath"],
-            "/dev/termination-log"
-        );
+        assert_eq!(spec["containers"][0]["terminationMessagePath"], "/dev/termination-log");
     }
 
     #[test]
     fn qos_classes() {
-        assert_eq!(
-            qos_class(&json!({"containers": [{"name": "a"}]})),
-            "BestEffort"
-        );
+        assert_eq!(qos_class(&json!({"containers": [{"name": "a"}]})), "BestEffort");
         let g = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
         assert_eq!(qos_class(&g), "Guaranteed");
         let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});

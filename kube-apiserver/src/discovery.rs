@@ -11,8 +11,7 @@ pub const MINOR: &str = "33";
 pub const GIT_VERSION: &str = "v1.33.0";
 
 /// The content type kubectl needs on an aggregated discovery reply.
-pub const AGGREGATED_CONTENT_TYPE: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 pub fn version() -> Value {
     json!({
@@ -38,11 +37,7 @@ pub fn wants_aggregated(accept: &str) -> bool {
 }
 
 fn scope(r: &Resource) -> &'static str {
-    if r.namespaced {
-        "Namespaced"
-    } else {
-        "Cluster"
-    }
+    if r.namespaced { "Namespaced" } else { "Cluster" }
 }
 
 fn aggregated_resource(r: &Resource) -> Value {
@@ -77,9 +72,7 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = resources::in_group_version(group, v)
-                .map(aggregated_resource)
-                .collect();
+            let resources: Vec<Value> = resources::in_group_version(group, v).map(aggregated_resource).collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -111,20 +104,15 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 fn api_group(group: &str, versions: &[&str]) -> Value {
-    let gvs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
+    let gvs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
     json!({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
 }
 
 /// Legacy `/apis`.
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
-        .iter()
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(g, vs)| api_group(g, vs))
-        .collect();
+    let groups: Vec<Value> =
+        resources::groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| api_group(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -174,23 +162,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if out.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
-    )
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}))
 }
 
 /// The OpenAPI path key of a group-version: `api/v1` or `apis/apps/v1`.
 fn openapi_gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
 /// A stable hash of a document (FNV-1a), so clients may cache group-version documents forever.
@@ -301,18 +279,10 @@ pub fn openapi_gv(group: &str, version: &str) -> Option<Value> {
 fn schema_name(r: &Resource) -> String {
     let group = match r.group {
         "" => "core",
-        g => g
-            .strip_suffix(".k8s.io")
-            .unwrap_or(g)
-            .split('.')
-            .next()
-            .unwrap_or(g),
+        g => g.strip_suffix(".k8s.io").unwrap_or(g).split('.').next().unwrap_or(g),
     };
-    let prefix = if r.group == "apiextensions.k8s.io" {
-        "io.k8s.apiextensions-apiserver.pkg.apis"
-    } else {
-        "io.k8s.api"
-    };
+    let prefix =
+        if r.group == "apiextensions.k8s.io" { "io.k8s.apiextensions-apiserver.pkg.apis" } else { "io.k8s.api" };
     format!("{prefix}.{group}.{}.{}", r.version, r.kind)
 }
 
@@ -322,11 +292,7 @@ pub fn in_category(cat: &str) -> Vec<&'static Resource> {
     RESOURCES
         .iter()
         .filter(|r| r.categories.contains(&cat))
-        .filter(|r| {
-            groups
-                .iter()
-                .any(|(g, vs)| *g == r.group && vs.first() == Some(&r.version))
-        })
+        .filter(|r| groups.iter().any(|(g, vs)| *g == r.group && vs.first() == Some(&r.version)))
         .collect()
 }
 
@@ -349,31 +315,17 @@ mod tests {
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["categories"], json!(["all"]));
         let apis = aggregated(false);
-        let autoscaling = apis["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["metadata"]["name"] == "autoscaling")
-            .unwrap();
+        let autoscaling =
+            apis["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "autoscaling").unwrap();
         assert_eq!(autoscaling["versions"][0]["version"], "v2");
     }
 
     #[test]
     fn legacy_v1_lists_eviction_for_drain() {
         let list = resource_list("", "v1").unwrap();
-        let ev = list["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == "pods/eviction")
-            .unwrap()
-            .clone();
+        let ev = list["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods/eviction").unwrap().clone();
         assert_eq!(
-            (
-                ev["group"].clone(),
-                ev["version"].clone(),
-                ev["kind"].clone()
-            ),
+            (ev["group"].clone(), ev["version"].clone(), ev["kind"].clone()),
             (json!("policy"), json!("v1"), json!("Eviction"))
         );
         assert_eq!(ev["verbs"], json!(["create"]));
@@ -383,17 +335,8 @@ mod tests {
     fn openapi_patch_operations_carry_gvk_and_field_validation() {
         let doc = openapi_gv("apps", "v1").unwrap();
         let item = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"];
-        assert_eq!(
-            item["patch"]["x-kubernetes-group-version-kind"]["kind"],
-            "Deployment"
-        );
-        assert!(
-            item["patch"]["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["name"] == "fieldValidation")
-        );
+        assert_eq!(item["patch"]["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+        assert!(item["patch"]["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
         let index = openapi_index();
         assert!(
             index["paths"]["apis/batch/v1"]["serverRelativeURL"]
@@ -402,10 +345,7 @@ mod tests {
                 .starts_with("/openapi/v3/apis/batch/v1?hash=")
         );
         assert_eq!(
-            in_category("all")
-                .iter()
-                .map(|r| r.plural)
-                .collect::<Vec<_>>(),
+            in_category("all").iter().map(|r| r.plural).collect::<Vec<_>>(),
             [
                 "pods",
                 "replicationcontrollers",

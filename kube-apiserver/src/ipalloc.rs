@@ -12,8 +12,7 @@ use serde_json::json;
 use crate::storage::{Backend, Storage, StorageError};
 
 pub fn parse_range(cidr: &str) -> Result<Ipv4Network, String> {
-    cidr.parse::<Ipv4Network>()
-        .map_err(|e| format!("invalid --service-cluster-ip-range {cidr:?}: {e}"))
+    cidr.parse::<Ipv4Network>().map_err(|e| format!("invalid --service-cluster-ip-range {cidr:?}: {e}"))
 }
 
 /// The first usable IP of the range: the `kubernetes` Service's.
@@ -23,13 +22,9 @@ pub fn first_service_ip(cidr: &str) -> Result<IpAddr, String> {
 }
 
 pub fn parse_port_range(r: &str) -> Result<(u16, u16), String> {
-    let (a, b) = r
-        .split_once('-')
-        .ok_or_else(|| format!("invalid port range {r:?}"))?;
-    let (a, b) = (
-        a.trim().parse::<u16>().map_err(|e| e.to_string())?,
-        b.trim().parse::<u16>().map_err(|e| e.to_string())?,
-    );
+    let (a, b) = r.split_once('-').ok_or_else(|| format!("invalid port range {r:?}"))?;
+    let (a, b) =
+        (a.trim().parse::<u16>().map_err(|e| e.to_string())?, b.trim().parse::<u16>().map_err(|e| e.to_string())?);
     if a > b {
         return Err(format!("invalid port range {r:?}"));
     }
@@ -65,16 +60,9 @@ pub async fn allocate_ip(
     let size = net.size().saturating_sub(2).max(1);
     if let Some(w) = wanted {
         let invalid = |msg: &str| {
-            ApiError::invalid(
-                "",
-                "Service",
-                name,
-                vec![Cause::invalid("spec.clusterIPs", &json!([w]), msg)],
-            )
+            ApiError::invalid("", "Service", name, vec![Cause::invalid("spec.clusterIPs", &json!([w]), msg)])
         };
-        let ip: Ipv4Addr = w
-            .parse()
-            .map_err(|_| invalid("must be a valid IP address"))?;
+        let ip: Ipv4Addr = w.parse().map_err(|_| invalid("must be a valid IP address"))?;
         let n = u32::from(ip);
         if n < first || n >= first + size {
             return Err(invalid(&format!(
@@ -83,9 +71,9 @@ pub async fn allocate_ip(
         }
         return match store.create(&ip_key(ip), owner(ns, name), None).await {
             Ok(_) => Ok(w.to_string()),
-            Err(StorageError::AlreadyExists { .. }) => Err(invalid(&format!(
-                "failed to allocate IP {w}: provided IP is already allocated"
-            ))),
+            Err(StorageError::AlreadyExists { .. }) => {
+                Err(invalid(&format!("failed to allocate IP {w}: provided IP is already allocated")))
+            }
             Err(e) => Err(ApiError::unavailable(e.to_string())),
         };
     }
@@ -103,9 +91,7 @@ pub async fn allocate_ip(
             Err(e) => return Err(ApiError::unavailable(e.to_string())),
         }
     }
-    Err(ApiError::internal(
-        "failed to allocate a serviceIP: range is full",
-    ))
+    Err(ApiError::internal("failed to allocate a serviceIP: range is full"))
 }
 
 /// Takes a specific node port, or (None) a free one at random.
@@ -119,14 +105,7 @@ pub async fn allocate_port(
 ) -> Result<u16, ApiError> {
     let (lo, hi) = parse_port_range(range).map_err(ApiError::internal)?;
     if let Some(p) = wanted {
-        let invalid = |msg: String| {
-            ApiError::invalid(
-                "",
-                "Service",
-                name,
-                vec![Cause::invalid(field, &json!(p), msg)],
-            )
-        };
+        let invalid = |msg: String| ApiError::invalid("", "Service", name, vec![Cause::invalid(field, &json!(p), msg)]);
         if p < lo || p > hi {
             return Err(invalid(format!(
                 "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
@@ -134,9 +113,7 @@ pub async fn allocate_port(
         }
         return match store.create(&port_key(p), owner(ns, name), None).await {
             Ok(_) => Ok(p),
-            Err(StorageError::AlreadyExists { .. }) => {
-                Err(invalid("provided port is already allocated".into()))
-            }
+            Err(StorageError::AlreadyExists { .. }) => Err(invalid("provided port is already allocated".into())),
             Err(e) => Err(ApiError::unavailable(e.to_string())),
         };
     }
@@ -150,9 +127,7 @@ pub async fn allocate_port(
             Err(e) => return Err(ApiError::unavailable(e.to_string())),
         }
     }
-    Err(ApiError::internal(
-        "failed to allocate a nodePort: range is full",
-    ))
+    Err(ApiError::internal("failed to allocate a nodePort: range is full"))
 }
 
 pub async fn release_ip(store: &Backend, ip: &str) {
@@ -171,10 +146,7 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(
-            first_service_ip("10.96.0.0/12").unwrap().to_string(),
-            "10.96.0.1"
-        );
+        assert_eq!(first_service_ip("10.96.0.0/12").unwrap().to_string(), "10.96.0.1");
         assert_eq!(parse_port_range("30000-32767").unwrap(), (30000, 32767));
         assert!(parse_port_range("5-1").is_err());
         assert!(parse_range("nope").is_err());
@@ -184,18 +156,16 @@ mod tests {
     async fn concurrent_allocations_never_collide() {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(Backend::Sqlite(
-            crate::storage::sqlite::SqliteStore::open(
-                crate::storage::sqlite::SqliteConfig::in_dir(dir.path()),
-            )
-            .unwrap(),
+            crate::storage::sqlite::SqliteStore::open(crate::storage::sqlite::SqliteConfig::in_dir(dir.path()))
+                .unwrap(),
         ));
         // A /28 has 14 usable IPs, one kept for the kubernetes Service: 13 to hand out.
         let mut tasks = Vec::new();
         for i in 0..20 {
             let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                allocate_ip(&store, "10.0.0.0/28", None, "ns", &format!("s{i}")).await
-            }));
+            tasks.push(tokio::spawn(
+                async move { allocate_ip(&store, "10.0.0.0/28", None, "ns", &format!("s{i}")).await },
+            ));
         }
         let mut got = Vec::new();
         let mut full = 0;
@@ -213,57 +183,15 @@ mod tests {
         got.dedup();
         assert_eq!(got.len(), 13);
         assert!(!got.contains(&"10.0.0.1".to_string()));
-        let err = allocate_ip(&store, "10.0.0.0/28", Some(&got[0]), "ns", "x")
-            .await
-            .unwrap_err();
-        assert!(
-            err.message.contains("provided IP is already allocated"),
-            "{}",
-            err.message
-        );
+        let err = allocate_ip(&store, "10.0.0.0/28", Some(&got[0]), "ns", "x").await.unwrap_err();
+        assert!(err.message.contains("provided IP is already allocated"), "{}", err.message);
         release_ip(&store, &got[0]).await;
-        assert_eq!(
-            allocate_ip(&store, "10.0.0.0/28", Some(&got[0]), "ns", "x")
-                .await
-                .unwrap(),
-            got[0]
-        );
-        let err = allocate_ip(&store, "10.0.0.0/28", Some("10.9.9.9"), "ns", "x")
-            .await
-            .unwrap_err();
+        assert_eq!(allocate_ip(&store, "10.0.0.0/28", Some(&got[0]), "ns", "x").await.unwrap(), got[0]);
+        let err = allocate_ip(&store, "10.0.0.0/28", Some("10.9.9.9"), "ns", "x").await.unwrap_err();
         assert_eq!(err.code, 422);
-        let p = allocate_port(
-            &store,
-            "30000-30001",
-            None,
-            "spec.ports[0].nodePort",
-            "ns",
-            "a",
-        )
-        .await
-        .unwrap();
-        let q = allocate_port(
-            &store,
-            "30000-30001",
-            None,
-            "spec.ports[0].nodePort",
-            "ns",
-            "b",
-        )
-        .await
-        .unwrap();
+        let p = allocate_port(&store, "30000-30001", None, "spec.ports[0].nodePort", "ns", "a").await.unwrap();
+        let q = allocate_port(&store, "30000-30001", None, "spec.ports[0].nodePort", "ns", "b").await.unwrap();
         assert_ne!(p, q);
-        assert!(
-            allocate_port(
-                &store,
-                "30000-30001",
-                None,
-                "spec.ports[0].nodePort",
-                "ns",
-                "c"
-            )
-            .await
-            .is_err()
-        );
+        assert!(allocate_port(&store, "30000-30001", None, "spec.ports[0].nodePort", "ns", "c").await.is_err());
     }
 }

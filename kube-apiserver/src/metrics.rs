@@ -9,8 +9,8 @@ use std::time::Duration;
 
 /// upstream's apiserver_request_duration_seconds buckets.
 const BUCKETS: &[f64] = &[
-    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
-    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0,
+    45.0, 60.0,
 ];
 
 #[derive(Default)]
@@ -65,11 +65,7 @@ impl Metrics {
         out.push_str("# HELP apiserver_request_total Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.\n# TYPE apiserver_request_total counter\n");
         if let Ok(m) = self.requests.lock() {
             for ((l, code), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "apiserver_request_total{{{},code=\"{code}\"}} {n}",
-                    labels(l)
-                );
+                let _ = writeln!(out, "apiserver_request_total{{{},code=\"{code}\"}} {n}", labels(l));
             }
         }
         out.push_str("# HELP apiserver_request_duration_seconds Response latency distribution in seconds for each verb, group, version, resource, subresource, scope and component.\n# TYPE apiserver_request_duration_seconds histogram\n");
@@ -77,27 +73,12 @@ impl Metrics {
             for (l, h) in m.iter() {
                 let ls = labels(l);
                 for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "apiserver_request_duration_seconds_bucket{{{ls},le=\"{b}\"}} {}",
-                        h.counts[i]
-                    );
+                    let _ =
+                        writeln!(out, "apiserver_request_duration_seconds_bucket{{{ls},le=\"{b}\"}} {}", h.counts[i]);
                 }
-                let _ = writeln!(
-                    out,
-                    "apiserver_request_duration_seconds_bucket{{{ls},le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    out,
-                    "apiserver_request_duration_seconds_sum{{{ls}}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "apiserver_request_duration_seconds_count{{{ls}}} {}",
-                    h.count
-                );
+                let _ = writeln!(out, "apiserver_request_duration_seconds_bucket{{{ls},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "apiserver_request_duration_seconds_sum{{{ls}}} {}", h.sum);
+                let _ = writeln!(out, "apiserver_request_duration_seconds_count{{{ls}}} {}", h.count);
             }
         }
         let _ = writeln!(
@@ -118,11 +99,8 @@ impl Metrics {
             out,
             "# HELP apiserver_longrunning_requests Gauge of all active long-running apiserver requests.\n# TYPE apiserver_longrunning_requests gauge"
         );
-        let _ = writeln!(
-            out,
-            "apiserver_longrunning_requests{{verb=\"WATCH\"}} {}",
-            self.watchers.load(Ordering::Relaxed)
-        );
+        let _ =
+            writeln!(out, "apiserver_longrunning_requests{{verb=\"WATCH\"}} {}", self.watchers.load(Ordering::Relaxed));
         out
     }
 }
@@ -134,14 +112,7 @@ mod tests {
     #[test]
     fn renders_counts_and_histograms() {
         let m = Metrics::default();
-        let l: RequestLabels = (
-            "GET".into(),
-            "".into(),
-            "v1".into(),
-            "pods".into(),
-            "".into(),
-            "resource".into(),
-        );
+        let l: RequestLabels = ("GET".into(), "".into(), "v1".into(), "pods".into(), "".into(), "resource".into());
         m.observe(l.clone(), 200, Duration::from_millis(3));
         m.observe(l, 404, Duration::from_millis(30));
         let text = m.render();

@@ -128,18 +128,9 @@ mod tests {
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("1m0s").unwrap(), Duration::from_secs(60));
-        assert_eq!(
-            parse_go_duration("1h0m0s").unwrap(),
-            Duration::from_secs(3600)
-        );
-        assert_eq!(
-            parse_go_duration("300ms").unwrap(),
-            Duration::from_millis(300)
-        );
-        assert_eq!(
-            parse_go_duration("1.5s").unwrap(),
-            Duration::from_millis(1500)
-        );
+        assert_eq!(parse_go_duration("1h0m0s").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_go_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_go_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_go_duration("5").is_err());
         assert!(parse_go_duration("5x").is_err());
     }

@@ -8,18 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{0}: no certificate found")]
     NoCertificate(PathBuf),
     #[error("{0}: no private key found")]
@@ -33,20 +30,14 @@ pub enum PkiError {
 pub type Result<T, E = PkiError> = std::result::Result<T, E>;
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let pem = read(path)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(&pem[..]))
         .collect::<std::result::Result<_, _>>()
-        .map_err(|source| PkiError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| PkiError::Io { path: path.to_path_buf(), source })?;
     if certs.is_empty() {
         return Err(PkiError::NoCertificate(path.to_path_buf()));
     }
@@ -56,10 +47,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let pem = read(path)?;
     rustls_pemfile::private_key(&mut BufReader::new(&pem[..]))
-        .map_err(|source| PkiError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(|source| PkiError::Io { path: path.to_path_buf(), source })?
         .ok_or_else(|| PkiError::NoKey(path.to_path_buf()))
 }
 
@@ -67,10 +55,7 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_path_buf(), source })?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -78,15 +63,8 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|source| PkiError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    f.write_all(contents.as_bytes())
-        .map_err(|source| PkiError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| PkiError::Io { path: path.to_path_buf(), source })?;
+    f.write_all(contents.as_bytes()).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
 }
 
 /// A certificate and key in PEM.
@@ -123,23 +101,14 @@ impl Ca {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(2099, 1, 1);
         let cert = params.self_signed(&key)?;
-        Ok(Ca {
-            cert_pem: cert.pem(),
-            key,
-            params,
-        })
+        Ok(Ca { cert_pem: cert.pem(), key, params })
     }
 
     pub fn key_pem(&self) -> String {
@@ -159,36 +128,23 @@ impl Ca {
             params.distinguished_name.push(DnType::OrganizationName, *o);
         }
         if let Some(o) = orgs.get(1) {
-            params
-                .distinguished_name
-                .push(DnType::CustomDnType(vec![2, 5, 4, 10]), *o);
+            params.distinguished_name.push(DnType::CustomDnType(vec![2, 5, 4, 10]), *o);
         }
         if orgs.len() > 2 {
-            return Err(PkiError::Tls(
-                "at most two groups (Organizations) per certificate".into(),
-            ));
+            return Err(PkiError::Tls("at most two groups (Organizations) per certificate".into()));
         }
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = if sans.is_empty() {
             vec![ExtendedKeyUsagePurpose::ClientAuth]
         } else {
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ]
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
         };
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(2099, 1, 1);
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;
-        Ok(Pair {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(Pair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -225,20 +181,14 @@ pub fn serving_pair(
     if let (Some(c), Some(k)) = (cert, key) {
         return Ok((c.to_path_buf(), k.to_path_buf()));
     }
-    let (c, k) = (
-        cert_dir.join("apiserver.crt"),
-        cert_dir.join("apiserver.key"),
-    );
+    let (c, k) = (cert_dir.join("apiserver.crt"), cert_dir.join("apiserver.key"));
     if c.exists() && k.exists() {
         return Ok((c, k));
     }
     let ca = Ca::new(&format!("localhost-ca@{}", std::process::id()))?;
     let names: Vec<&str> = sans.iter().map(String::as_str).collect();
     let pair = ca.issue("localhost", &[], &names)?;
-    let chain = Pair {
-        cert_pem: format!("{}{}", pair.cert_pem, ca.cert_pem),
-        key_pem: pair.key_pem,
-    };
+    let chain = Pair { cert_pem: format!("{}{}", pair.cert_pem, ca.cert_pem), key_pem: pair.key_pem };
     chain.write(&c, &k)?;
     tracing::info!(cert = %c.display(), "generated a self-signed serving certificate");
     Ok((c, k))
@@ -247,11 +197,7 @@ pub fn serving_pair(
 /// The rustls server configuration: the serving pair, optional client certificate verification against
 /// `client_ca` (a client without a certificate is still accepted, then authenticated otherwise), ALPN h2 and
 /// http/1.1.
-pub fn server_config(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -262,20 +208,16 @@ pub fn server_config(
             for c in load_certs(ca)? {
                 roots.add(c).map_err(|e| PkiError::Tls(e.to_string()))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| PkiError::Tls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    let mut config =
+        builder.with_single_cert(load_certs(cert)?, load_key(key)?).map_err(|e| PkiError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -284,16 +226,8 @@ pub fn server_config(
 pub fn cert_identity(der: &[u8]) -> Option<(String, Vec<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let cn = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let orgs = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
+    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let orgs = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
     Some((cn, orgs))
 }
 
@@ -304,13 +238,8 @@ mod tests {
     #[test]
     fn issued_client_certs_carry_user_and_groups() {
         let ca = Ca::new("kubernetes").unwrap();
-        let pair = ca
-            .issue("kubernetes-admin", &["system:masters", "dev"], &[])
-            .unwrap();
-        let der = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
+        let pair = ca.issue("kubernetes-admin", &["system:masters", "dev"], &[]).unwrap();
+        let der = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes()).next().unwrap().unwrap();
         let (cn, orgs) = cert_identity(&der).unwrap();
         assert_eq!(cn, "kubernetes-admin");
         assert_eq!(orgs, ["system:masters", "dev"]);

@@ -49,31 +49,17 @@ impl FieldValidation {
 }
 
 /// Drops the fields the kind does not have; under Strict they are a 400 instead. Returns the Warn warnings.
-pub fn check_fields(
-    res: &Resource,
-    obj: &mut Value,
-    mode: FieldValidation,
-) -> Result<Vec<String>, ApiError> {
+pub fn check_fields(res: &Resource, obj: &mut Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
     let unknown = api_types::schema::unknown_fields(res.group, res.version, res.kind, obj);
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
-    let messages: Vec<String> = unknown
-        .iter()
-        .map(|f| format!("unknown field {f:?}"))
-        .collect();
+    let messages: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
     if mode == FieldValidation::Strict {
-        return Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            messages.join(", ")
-        )));
+        return Err(ApiError::bad_request(format!("strict decoding error: {}", messages.join(", "))));
     }
     api_types::schema::drop_fields(obj, &unknown);
-    Ok(if mode == FieldValidation::Warn {
-        messages
-    } else {
-        Vec::new()
-    })
+    Ok(if mode == FieldValidation::Warn { messages } else { Vec::new() })
 }
 
 /// One page of a list.
@@ -139,17 +125,13 @@ pub fn storage_error(res: &Resource, name: &str, e: StorageError) -> ApiError {
         StorageError::NotFound { .. } => ApiError::not_found(res.group, res.plural, name),
         StorageError::AlreadyExists { .. } => ApiError::already_exists(res.group, res.plural, name),
         StorageError::Conflict { .. } => ApiError::stale(res.group, res.plural, name),
-        StorageError::Compacted {
-            compact_revision, ..
-        } => ApiError::gone(format!(
+        StorageError::Compacted { compact_revision, .. } => ApiError::gone(format!(
             "The resourceVersion for the provided list is too old (compacted to {compact_revision})"
         )),
-        StorageError::FutureRevision { requested, current } => ApiError::timeout(format!(
-            "Too large resource version: {requested}, current: {current}"
-        )),
-        StorageError::InvalidKey { key, reason } => {
-            ApiError::bad_request(format!("invalid name {key:?}: {reason}"))
+        StorageError::FutureRevision { requested, current } => {
+            ApiError::timeout(format!("Too large resource version: {requested}, current: {current}"))
         }
+        StorageError::InvalidKey { key, reason } => ApiError::bad_request(format!("invalid name {key:?}: {reason}")),
         StorageError::Unavailable(m) => ApiError::unavailable(m),
     }
 }
@@ -174,9 +156,7 @@ fn encode(obj: &Value) -> Result<Bytes, ApiError> {
         meta.remove("resourceVersion");
         meta.remove("selfLink");
     }
-    serde_json::to_vec(&obj)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::internal(e.to_string()))
+    serde_json::to_vec(&obj).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -184,8 +164,7 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
-    rv.parse::<Revision>()
-        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+    rv.parse::<Revision>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
 }
 
 /// Upstream's continue token: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key after the prefix>"}`.
@@ -195,18 +174,10 @@ fn encode_continue(rev: Revision, start_after: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
-    let bad = || {
-        ApiError::bad_request("continue key is not valid: the continue token could not be decoded")
-    };
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .map_err(|_| bad())?;
+    let bad = || ApiError::bad_request("continue key is not valid: the continue token could not be decoded");
+    let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let rev = v
-        .get("rv")
-        .and_then(Value::as_i64)
-        .filter(|r| *r > 0)
-        .ok_or_else(bad)?;
+    let rev = v.get("rv").and_then(Value::as_i64).filter(|r| *r > 0).ok_or_else(bad)?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     let start = start.strip_suffix('\u{0}').unwrap_or(start);
     if start.contains("..") || start.starts_with('/') {
@@ -224,13 +195,8 @@ pub fn matches(res: &Resource, obj: &Value, p: &ListParams) -> Result<bool, ApiE
     }
     if let Some(fs) = &p.field_selector {
         for req in fs.requirements() {
-            if strategy::field_value(res, obj, &req.field).is_none()
-                && !strategy::field_supported(res, &req.field)
-            {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {}",
-                    req.field
-                )));
+            if strategy::field_value(res, obj, &req.field).is_none() && !strategy::field_supported(res, &req.field) {
+                return Err(ApiError::bad_request(format!("field label not supported: {}", req.field)));
             }
         }
         return Ok(fs.matches(|f| strategy::field_value(res, obj, f)));
@@ -244,42 +210,19 @@ impl Registry {
         Registry { store, cacher }
     }
 
-    pub async fn get(
-        &self,
-        res: &Resource,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Result<Value, ApiError> {
-        let kv = self
-            .store
-            .get(&key(res, ns, name), None)
-            .await
-            .map_err(|e| storage_error(res, name, e))?;
+    pub async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let kv = self.store.get(&key(res, ns, name), None).await.map_err(|e| storage_error(res, name, e))?;
         decode(&kv)
     }
 
-    async fn get_kv(
-        &self,
-        res: &Resource,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Result<(KeyValue, Value), ApiError> {
-        let kv = self
-            .store
-            .get(&key(res, ns, name), None)
-            .await
-            .map_err(|e| storage_error(res, name, e))?;
+    async fn get_kv(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<(KeyValue, Value), ApiError> {
+        let kv = self.store.get(&key(res, ns, name), None).await.map_err(|e| storage_error(res, name, e))?;
         let obj = decode(&kv)?;
         Ok((kv, obj))
     }
 
     /// A page of objects matching the selectors, following upstream's resourceVersion and continue rules.
-    pub async fn list(
-        &self,
-        res: &Resource,
-        ns: Option<&str>,
-        p: &ListParams,
-    ) -> Result<ListPage, ApiError> {
+    pub async fn list(&self, res: &Resource, ns: Option<&str>, p: &ListParams) -> Result<ListPage, ApiError> {
         let pfx = prefix(res, ns);
         let (mut at, mut start_after) = (None, None);
         if let Some(token) = &p.continue_token {
@@ -292,20 +235,13 @@ impl Registry {
             if rev > 0 && p.resource_version_match.as_deref() == Some("Exact") {
                 at = Some(rev);
             } else if rev > 0 {
-                let current = self
-                    .store
-                    .current_revision()
-                    .await
-                    .map_err(|e| storage_error(res, "", e))?;
+                let current = self.store.current_revision().await.map_err(|e| storage_error(res, "", e))?;
                 if rev > current {
-                    return Err(ApiError::timeout(format!(
-                        "Too large resource version: {rev}, current: {current}"
-                    )));
+                    return Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {current}")));
                 }
             }
         }
-        let filtering =
-            p.label_selector.as_ref().is_some_and(|s| !s.is_empty()) || p.field_selector.is_some();
+        let filtering = p.label_selector.as_ref().is_some_and(|s| !s.is_empty()) || p.field_selector.is_some();
         let mut items = Vec::new();
         let mut revision;
         loop {
@@ -345,34 +281,21 @@ impl Registry {
                 let last = last_key.unwrap_or_default();
                 let token = encode_continue(revision, last.strip_prefix(&pfx).unwrap_or(&last));
                 let remaining = (!filtering && exhausted_page).then_some(page.remaining);
-                return Ok(ListPage {
-                    items,
-                    resource_version: revision,
-                    continue_token: Some(token),
-                    remaining,
-                });
+                return Ok(ListPage { items, resource_version: revision, continue_token: Some(token), remaining });
             }
             if !page.more {
                 break;
             }
             start_after = last_key;
         }
-        Ok(ListPage {
-            items,
-            resource_version: revision,
-            continue_token: None,
-            remaining: None,
-        })
+        Ok(ListPage { items, resource_version: revision, continue_token: None, remaining: None })
     }
 
     /// Checks a field selector against the resource before any work (unknown fields are a 400).
     pub fn check_field_selector(res: &Resource, fs: &FieldSelector) -> Result<(), ApiError> {
         for req in fs.requirements() {
             if !strategy::field_supported(res, &req.field) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {}",
-                    req.field
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {}", req.field)));
             }
         }
         Ok(())
@@ -380,8 +303,8 @@ impl Registry {
 
     /// Namespaced objects may only be created in a namespace that exists and is not terminating.
     async fn check_namespace(&self, res: &Resource, ns: &str, name: &str) -> Result<(), ApiError> {
-        let ns_res = api_types::resources::find("", "v1", "namespaces")
-            .ok_or_else(|| ApiError::internal("no namespaces"))?;
+        let ns_res =
+            api_types::resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
         let namespace = self.get(ns_res, None, ns).await?;
         let terminating = namespace.pointer("/metadata/deletionTimestamp").is_some()
             || namespace.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
@@ -440,10 +363,7 @@ impl Registry {
                 meta_str(&body, "name").unwrap_or_default()
             )));
         }
-        let pinned = meta_str(&body, "resourceVersion")
-            .filter(|rv| !rv.is_empty())
-            .map(parse_rv)
-            .transpose()?;
+        let pinned = meta_str(&body, "resourceVersion").filter(|rv| !rv.is_empty()).map(parse_rv).transpose()?;
         self.write_loop(
             res,
             ns,
@@ -473,18 +393,9 @@ impl Registry {
         patch: &[u8],
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        self.patch_checked(
-            res,
-            ns,
-            name,
-            subresource,
-            patch_type,
-            patch,
-            dry_run,
-            FieldValidation::Ignore,
-        )
-        .await
-        .map(|(v, _)| v)
+        self.patch_checked(res, ns, name, subresource, patch_type, patch, dry_run, FieldValidation::Ignore)
+            .await
+            .map(|(v, _)| v)
     }
 
     /// Patch with field validation of the patched object; returns the warnings for `Warn`.
@@ -509,10 +420,8 @@ impl Registry {
                 name,
                 dry_run,
                 |cur_rev, cur| {
-                    let mut patched =
-                        apply_patch(cur, patch_type, patch, Some(kind)).map_err(patch_error)?;
-                    if let Some(rv) =
-                        meta_str(&patched, "resourceVersion").filter(|rv| !rv.is_empty())
+                    let mut patched = apply_patch(cur, patch_type, patch, Some(kind)).map_err(patch_error)?;
+                    if let Some(rv) = meta_str(&patched, "resourceVersion").filter(|rv| !rv.is_empty())
                         && parse_rv(rv)? != cur_rev
                     {
                         return Err(ApiError::stale(res.group, res.plural, name));
@@ -552,19 +461,13 @@ impl Registry {
             }
             // The last finalizer removed from an object being deleted: it goes away now.
             let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
-            let finalizers_empty = new
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_none_or(|f| f.is_empty());
+            let finalizers_empty =
+                new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
             if dry_run {
                 return Ok(new);
             }
             if deleting && finalizers_empty && !strategy::graceful_pending(res, &new) {
-                return match self
-                    .store
-                    .delete(&key(res, ns, name), Some(kv.mod_revision))
-                    .await
-                {
+                return match self.store.delete(&key(res, ns, name), Some(kv.mod_revision)).await {
                     Ok((rev, _)) => {
                         set_rv(&mut new, rev);
                         Ok(new)
@@ -573,16 +476,7 @@ impl Registry {
                     Err(e) => Err(storage_error(res, name, e)),
                 };
             }
-            match self
-                .store
-                .update(
-                    &key(res, ns, name),
-                    encode(&new)?,
-                    kv.mod_revision,
-                    strategy::ttl(res),
-                )
-                .await
-            {
+            match self.store.update(&key(res, ns, name), encode(&new)?, kv.mod_revision, strategy::ttl(res)).await {
                 Ok(written) => {
                     set_rv(&mut new, written.mod_revision);
                     return Ok(new);
@@ -604,10 +498,7 @@ impl Registry {
         mut new: Value,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let rv = meta_str(&new, "resourceVersion")
-            .map(parse_rv)
-            .transpose()?
-            .unwrap_or(0);
+        let rv = meta_str(&new, "resourceVersion").map(parse_rv).transpose()?.unwrap_or(0);
         if dry_run {
             return Ok(new);
         }
@@ -633,8 +524,7 @@ impl Registry {
             let (kv, cur) = self.get_kv(res, None, name).await?;
             let mut new = cur.clone();
             new["spec"]["finalizers"] = finalizers.clone();
-            let empty =
-                |v: Option<&Value>| v.and_then(Value::as_array).is_none_or(|a| a.is_empty());
+            let empty = |v: Option<&Value>| v.and_then(Value::as_array).is_none_or(|a| a.is_empty());
             let gone = new.pointer("/metadata/deletionTimestamp").is_some()
                 && empty(new.pointer("/spec/finalizers"))
                 && empty(new.pointer("/metadata/finalizers"));
@@ -642,10 +532,7 @@ impl Registry {
                 return Ok(new);
             }
             let result = if gone {
-                self.store
-                    .delete(&key(res, None, name), Some(kv.mod_revision))
-                    .await
-                    .map(|(rev, _)| rev)
+                self.store.delete(&key(res, None, name), Some(kv.mod_revision)).await.map(|(rev, _)| rev)
             } else {
                 self.store
                     .update(&key(res, None, name), encode(&new)?, kv.mod_revision, None)
@@ -709,16 +596,7 @@ impl Registry {
                 if p.dry_run {
                     return Ok(Deleted::Pending(new));
                 }
-                match self
-                    .store
-                    .update(
-                        &key(res, ns, name),
-                        encode(&new)?,
-                        kv.mod_revision,
-                        strategy::ttl(res),
-                    )
-                    .await
-                {
+                match self.store.update(&key(res, ns, name), encode(&new)?, kv.mod_revision, strategy::ttl(res)).await {
                     Ok(w) => {
                         set_rv(&mut new, w.mod_revision);
                         return Ok(Deleted::Pending(new));
@@ -730,11 +608,7 @@ impl Registry {
             if p.dry_run {
                 return Ok(Deleted::Gone(cur));
             }
-            match self
-                .store
-                .delete(&key(res, ns, name), Some(kv.mod_revision))
-                .await
-            {
+            match self.store.delete(&key(res, ns, name), Some(kv.mod_revision)).await {
                 Ok((_, _)) => return Ok(Deleted::Gone(cur)),
                 Err(StorageError::Conflict { .. }) => continue,
                 Err(e) => return Err(storage_error(res, name, e)),
@@ -752,13 +626,22 @@ impl Registry {
         p: ListParams,
         bookmarks: bool,
     ) -> Result<tokio::sync::mpsc::Receiver<WatchEvent>, ApiError> {
-        let from = p
-            .resource_version
-            .as_deref()
-            .filter(|rv| !rv.is_empty() && *rv != "0")
-            .map(parse_rv)
-            .transpose()?;
+        let from = p.resource_version.as_deref().filter(|rv| !rv.is_empty() && *rv != "0").map(parse_rv).transpose()?;
         let cache = self.cacher.cache(res).await?;
+        if let Some(rev) = from {
+            // A revision the store has not reached yet: wait a little for it, then refuse (as upstream, 3 s).
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+            loop {
+                let current = self.store.current_revision().await.map_err(|e| storage_error(res, "", e))?;
+                if rev <= current {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {current}")));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         match from {
             // Older than the cache's history (e.g. the cache started after the client listed): storage has it.
             Some(rev) if rev < cache.floor() => self.direct_watch(res, ns, rev, p, bookmarks).await,
@@ -775,38 +658,21 @@ impl Registry {
         p: ListParams,
         bookmarks: bool,
     ) -> Result<tokio::sync::mpsc::Receiver<WatchEvent>, ApiError> {
-        let mut stream = self
-            .store
-            .watch(&prefix(res, ns), from)
-            .await
-            .map_err(|e| storage_error(res, "", e))?;
+        let mut stream = self.store.watch(&prefix(res, ns), from).await.map_err(|e| storage_error(res, "", e))?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             while let Some(item) = stream.next().await {
                 let out = match item {
-                    Err(StorageError::Compacted {
-                        compact_revision, ..
-                    }) => Some(WatchEvent::Error(ApiError::gone(format!(
-                        "too old resource version: {from} ({compact_revision})"
-                    )))),
+                    Err(StorageError::Compacted { compact_revision, .. }) => Some(WatchEvent::Error(ApiError::gone(
+                        format!("too old resource version: {from} ({compact_revision})"),
+                    ))),
                     Err(e) => Some(WatchEvent::Error(storage_error(res, "", e))),
-                    Ok(Event::Progress { revision }) => {
-                        bookmarks.then_some(WatchEvent::Bookmark(revision))
-                    }
+                    Ok(Event::Progress { revision }) => bookmarks.then_some(WatchEvent::Bookmark(revision)),
                     Ok(Event::Put { kv, prev }) => {
-                        let (Ok(new), old) = (
-                            decode(&kv),
-                            prev.as_ref().map(decode).transpose().ok().flatten(),
-                        ) else {
+                        let (Ok(new), old) = (decode(&kv), prev.as_ref().map(decode).transpose().ok().flatten()) else {
                             continue;
                         };
-                        crate::cacher::selection_change(
-                            res,
-                            &p,
-                            Some(&new),
-                            old.as_ref(),
-                            kv.mod_revision,
-                        )
+                        crate::cacher::selection_change(res, &p, Some(&new), old.as_ref(), kv.mod_revision)
                     }
                     Ok(Event::Delete { revision, prev, .. }) => {
                         let Some(Ok(old)) = prev.as_ref().map(decode) else {
@@ -845,23 +711,16 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {
         let t = encode_continue(42, "default/web-1");
-        assert_eq!(
-            decode_continue(&t).unwrap(),
-            (42, "default/web-1".to_string())
-        );
+        assert_eq!(decode_continue(&t).unwrap(), (42, "default/web-1".to_string()));
         assert_eq!(decode_continue("not base64!").unwrap_err().code, 400);
-        let evil = base64::engine::general_purpose::STANDARD
-            .encode(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"../x"}"#);
+        let evil = base64::engine::general_purpose::STANDARD.encode(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"../x"}"#);
         assert_eq!(decode_continue(&evil).unwrap_err().code, 400);
     }
 
     #[test]
     fn keys_follow_upstream_layout() {
         let svc = api_types::resources::find("", "v1", "services").unwrap();
-        assert_eq!(
-            key(svc, Some("default"), "kubernetes"),
-            "/services/specs/default/kubernetes"
-        );
+        assert_eq!(key(svc, Some("default"), "kubernetes"), "/services/specs/default/kubernetes");
         let node = api_types::resources::find("", "v1", "nodes").unwrap();
         assert_eq!(key(node, None, "n1"), "/minions/n1");
         assert_eq!(prefix(svc, None), "/services/specs/");

@@ -31,22 +31,15 @@ pub fn create(
         obj["metadata"] = json!({});
     }
     obj["metadata"]["creationTimestamp"] = Value::Null;
-    let allowed =
-        json!({"allowed": true, "reason": "the AlwaysAllow authorizer allows every request"});
+    let allowed = json!({"allowed": true, "reason": "the AlwaysAllow authorizer allows every request"});
     match res.kind {
         "SelfSubjectReview" => obj["status"] = json!({"userInfo": user_info(user)}),
         "SelfSubjectAccessReview" => obj["status"] = allowed,
         "SubjectAccessReview" => obj["status"] = allowed,
         "LocalSubjectAccessReview" => {
             let ns = ns.unwrap_or_default();
-            if obj
-                .pointer("/spec/resourceAttributes/namespace")
-                .and_then(Value::as_str)
-                .is_some_and(|n| n != ns)
-            {
-                return Err(ApiError::bad_request(
-                    "spec.resourceAttributes.namespace must match metadata.namespace",
-                ));
+            if obj.pointer("/spec/resourceAttributes/namespace").and_then(Value::as_str).is_some_and(|n| n != ns) {
+                return Err(ApiError::bad_request("spec.resourceAttributes.namespace must match metadata.namespace"));
             }
             obj["status"] = allowed;
         }
@@ -58,14 +51,8 @@ pub fn create(
             })
         }
         "TokenReview" => {
-            let token = obj
-                .pointer("/spec/token")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            obj["status"] = match server
-                .auth
-                .authenticate(None, Some(&format!("Bearer {token}")))
-            {
+            let token = obj.pointer("/spec/token").and_then(Value::as_str).unwrap_or_default();
+            obj["status"] = match server.auth.authenticate(None, Some(&format!("Bearer {token}"))) {
                 Ok(u) if !token.is_empty() => {
                     json!({"authenticated": true, "user": user_info(&u), "audiences": obj.pointer("/spec/audiences").cloned().unwrap_or(json!([]))})
                 }
@@ -73,9 +60,7 @@ pub fn create(
             };
         }
         other => {
-            return Err(ApiError::method_not_allowed(format!(
-                "{other} cannot be created here"
-            )));
+            return Err(ApiError::method_not_allowed(format!("{other} cannot be created here")));
         }
     }
     Ok(obj)

@@ -51,21 +51,15 @@ pub fn json_with_type(code: StatusCode, v: &Value, content_type: &str) -> Resp {
     if let Ok(ct) = HeaderValue::from_str(content_type) {
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     r
 }
 
 pub fn error_response(e: &ApiError) -> Resp {
-    let mut r = json_response(
-        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &e.to_status(),
-    );
+    let mut r =
+        json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_status());
     if let Some(secs) = e.retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     r
 }
@@ -73,14 +67,8 @@ pub fn error_response(e: &ApiError) -> Resp {
 fn text(code: StatusCode, body: String) -> Resp {
     let mut r = Response::new(full(body));
     *r.status_mut() = code;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r.headers_mut().insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
 }
 
@@ -153,15 +141,9 @@ impl Apiserver {
         if let Some(path) = &opts.token_auth_file {
             auth.load_token_file(path)?;
         }
-        let advertise = opts
-            .advertise_address
-            .unwrap_or_else(|| default_advertise(opts.bind_address));
+        let advertise = opts.advertise_address.unwrap_or_else(|| default_advertise(opts.bind_address));
         if !opts.etcd_compaction_interval.is_zero() {
-            compactor::spawn(
-                store.clone(),
-                opts.etcd_compaction_interval,
-                compactor::DEFAULT_MIN_RETAIN,
-            );
+            compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
         }
         Ok(Arc::new(Apiserver {
             registry: Registry::new(store),
@@ -186,35 +168,17 @@ impl Apiserver {
     }
 
     async fn storage_ok(&self) -> bool {
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            self.registry.store.current_revision(),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(Duration::from_secs(2), self.registry.store.current_revision())
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// `/healthz`, `/livez`, `/readyz` with upstream's per-check detail (`?verbose`, `/readyz/<check>`).
     async fn health(&self, path: &str, verbose: bool) -> Resp {
-        let kind = path
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or("healthz");
-        let storage = if self.opts.etcd_servers.is_empty() {
-            "etcd"
-        } else {
-            "etcd"
-        };
-        let mut checks: Vec<(&str, bool)> = vec![
-            ("ping", true),
-            ("log", true),
-            (storage, self.storage_ok().await),
-        ];
-        checks.push((
-            "poststarthook/bootstrap-controller",
-            self.bootstrapped.load(Ordering::Acquire),
-        ));
+        let kind = path.trim_start_matches('/').split('/').next().unwrap_or("healthz");
+        let storage = if self.opts.etcd_servers.is_empty() { "etcd" } else { "etcd" };
+        let mut checks: Vec<(&str, bool)> = vec![("ping", true), ("log", true), (storage, self.storage_ok().await)];
+        checks.push(("poststarthook/bootstrap-controller", self.bootstrapped.load(Ordering::Acquire)));
         if kind == "readyz" {
             checks.push(("shutdown", !self.shutting_down.load(Ordering::Acquire)));
         }
@@ -222,10 +186,9 @@ impl Apiserver {
         if let Some(check) = wanted {
             return match checks.iter().find(|(n, _)| *n == check) {
                 Some((_, true)) => text(StatusCode::OK, "ok".into()),
-                Some((n, false)) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("internal server error: {n} check failed"),
-                ),
+                Some((n, false)) => {
+                    text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal server error: {n} check failed"))
+                }
                 None => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
             };
         }
@@ -241,64 +204,38 @@ impl Apiserver {
                 format!("[-]{name} failed: reason withheld\n")
             });
         }
-        body.push_str(&if ok {
-            format!("{kind} check passed\n")
-        } else {
-            format!("{kind} check failed\n")
-        });
-        text(
-            if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            },
-            body,
-        )
+        body.push_str(&if ok { format!("{kind} check passed\n") } else { format!("{kind} check failed\n") });
+        text(if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR }, body)
     }
 
     /// Everything that is not a resource: health, metrics, version, discovery, OpenAPI.
     async fn non_resource(&self, req: &Request<Incoming>) -> Option<Resp> {
         let path = req.uri().path();
         let query = request::query(req.uri().query());
-        let accept = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .unwrap_or_default();
+        let accept = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or_default();
         Some(match path {
-            p if p.starts_with("/healthz")
-                || p.starts_with("/livez")
-                || p.starts_with("/readyz") =>
-            {
+            p if p.starts_with("/healthz") || p.starts_with("/livez") || p.starts_with("/readyz") => {
                 self.health(p, query.contains_key("verbose")).await
             }
             "/metrics" => {
                 let mut r = text(StatusCode::OK, self.metrics.render());
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
                 r
             }
             "/version" | "/version/" => json_response(StatusCode::OK, &discovery::version()),
-            "/api" | "/api/" if discovery::wants_aggregated(accept) => json_with_type(
-                StatusCode::OK,
-                &discovery::aggregated(true),
-                discovery::AGGREGATED_CONTENT_TYPE,
-            ),
-            "/apis" | "/apis/" if discovery::wants_aggregated(accept) => json_with_type(
-                StatusCode::OK,
-                &discovery::aggregated(false),
-                discovery::AGGREGATED_CONTENT_TYPE,
-            ),
+            "/api" | "/api/" if discovery::wants_aggregated(accept) => {
+                json_with_type(StatusCode::OK, &discovery::aggregated(true), discovery::AGGREGATED_CONTENT_TYPE)
+            }
+            "/apis" | "/apis/" if discovery::wants_aggregated(accept) => {
+                json_with_type(StatusCode::OK, &discovery::aggregated(false), discovery::AGGREGATED_CONTENT_TYPE)
+            }
             "/api" | "/api/" => json_response(
                 StatusCode::OK,
                 &discovery::api_versions(&format!("{}:{}", self.advertise, self.opts.secure_port)),
             ),
             "/apis" | "/apis/" => json_response(StatusCode::OK, &discovery::api_group_list()),
-            "/openapi/v3" | "/openapi/v3/" => {
-                json_response(StatusCode::OK, &discovery::openapi_index())
-            }
+            "/openapi/v3" | "/openapi/v3/" => json_response(StatusCode::OK, &discovery::openapi_index()),
             p if p.starts_with("/openapi/v3/") => {
                 let gv = p.trim_start_matches("/openapi/v3/");
                 let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
@@ -316,14 +253,10 @@ impl Apiserver {
                     Some(doc) => {
                         let mut r = json_response(StatusCode::OK, &doc);
                         if query.contains_key("hash") {
-                            r.headers_mut().insert(
-                                header::CACHE_CONTROL,
-                                HeaderValue::from_static("public, immutable"),
-                            );
-                            r.headers_mut().insert(
-                                header::EXPIRES,
-                                HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"),
-                            );
+                            r.headers_mut()
+                                .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+                            r.headers_mut()
+                                .insert(header::EXPIRES, HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"));
                         }
                         r
                     }
@@ -337,14 +270,9 @@ impl Apiserver {
             p => {
                 let parts: Vec<&str> = p.trim_matches('/').split('/').collect();
                 match parts.as_slice() {
-                    ["api", v] => discovery::resource_list("", v)
-                        .map(|d| json_response(StatusCode::OK, &d))?,
-                    ["apis", g] => {
-                        discovery::group(g).map(|d| json_response(StatusCode::OK, &d))?
-                    }
-                    ["apis", g, v] => {
-                        discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d))?
-                    }
+                    ["api", v] => discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d))?,
+                    ["apis", g] => discovery::group(g).map(|d| json_response(StatusCode::OK, &d))?,
+                    ["apis", g, v] => discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d))?,
                     _ => return None,
                 }
             }
@@ -352,43 +280,27 @@ impl Apiserver {
     }
 
     /// Serves one request: authentication, limits, routing, metrics.
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        conn: ConnInfo,
-    ) -> Result<Resp, Infallible> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Result<Resp, Infallible> {
         let started = Instant::now();
-        let authz = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let authz = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let user = match self.auth.authenticate(conn.cert_identity.as_ref(), authz) {
             Ok(u) => u,
             Err(e) => return Ok(error_response(&e)),
         };
         let method = req.method().clone();
         let q = request::query(req.uri().query());
-        let info = request::parse(
-            method.as_str(),
-            req.uri().path(),
-            request::flag(&q, "watch"),
-        );
+        let info = request::parse(method.as_str(), req.uri().path(), request::flag(&q, "watch"));
         let Some(info) = info else {
             let resp = match self.non_resource(&req).await {
                 Some(r) => r,
-                None => error_response(&ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                )),
+                None => {
+                    error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))
+                }
             };
             return Ok(resp);
         };
         let long_running = info.verb == "watch"
-            || matches!(
-                info.subresource.as_deref(),
-                Some("log" | "exec" | "attach" | "portforward" | "proxy")
-            );
+            || matches!(info.subresource.as_deref(), Some("log" | "exec" | "attach" | "portforward" | "proxy"));
         let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
         let _permit = if long_running {
             None
@@ -401,10 +313,7 @@ impl Apiserver {
             match sem.try_acquire() {
                 Ok(p) => Some(InFlight::new(p, gauge)),
                 Err(_) => {
-                    let e = ApiError::too_many_requests(
-                        "Too many requests, please try again later.",
-                        1,
-                    );
+                    let e = ApiError::too_many_requests("Too many requests, please try again later.", 1);
                     return Ok(error_response(&e));
                 }
             }
@@ -431,14 +340,11 @@ impl Apiserver {
         } else {
             match tokio::time::timeout(self.opts.request_timeout, work).await {
                 Ok(r) => r,
-                Err(_) => Err(ApiError::timeout(
-                    "Timeout: request did not complete within the allotted timeout",
-                )),
+                Err(_) => Err(ApiError::timeout("Timeout: request did not complete within the allotted timeout")),
             }
         };
         let resp = resp.unwrap_or_else(|e| error_response(&e));
-        self.metrics
-            .observe(labels, resp.status().as_u16(), started.elapsed());
+        self.metrics.observe(labels, resp.status().as_u16(), started.elapsed());
         Ok(resp)
     }
 
@@ -464,15 +370,9 @@ struct InFlight<'a> {
 }
 
 impl<'a> InFlight<'a> {
-    fn new(
-        permit: tokio::sync::SemaphorePermit<'a>,
-        gauge: &'a std::sync::atomic::AtomicI64,
-    ) -> Self {
+    fn new(permit: tokio::sync::SemaphorePermit<'a>, gauge: &'a std::sync::atomic::AtomicI64) -> Self {
         gauge.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            _permit: permit,
-            gauge,
-        }
+        InFlight { _permit: permit, gauge }
     }
 }
 
@@ -486,15 +386,8 @@ impl Drop for InFlight<'_> {
 pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::too_large())
-        }
-        Err(e) => Err(ApiError::bad_request(format!(
-            "reading the request body: {e}"
-        ))),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
     }
 }
 
@@ -509,10 +402,7 @@ pub async fn run(opts: Options) -> Result<(), BoxError> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         std::future::pending::<()>().await;
         return;
     };
@@ -523,11 +413,7 @@ async fn shutdown_signal() {
 }
 
 /// Serves on `listener` until `shutdown` completes.
-pub async fn serve(
-    opts: Options,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), BoxError> {
+pub async fn serve(opts: Options, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
     let server = Apiserver::new(opts.clone()).await?;
     let service_ip = crate::ipalloc::first_service_ip(&opts.service_cluster_ip_range).ok();
     let sans = crate::pki::apiserver_sans(Some(server.advertise), service_ip);
@@ -537,11 +423,7 @@ pub async fn serve(
         &opts.cert_dir,
         &sans,
     )?;
-    let tls = tokio_rustls::TlsAcceptor::from(crate::pki::server_config(
-        &cert,
-        &key,
-        opts.client_ca_file.as_deref(),
-    )?);
+    let tls = tokio_rustls::TlsAcceptor::from(crate::pki::server_config(&cert, &key, opts.client_ca_file.as_deref())?);
     {
         let s = server.clone();
         tokio::spawn(async move {
@@ -570,8 +452,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (tls, server, watcher) = (tls.clone(), server.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
-            {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "TLS handshake failed");
@@ -585,12 +466,8 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|c| crate::pki::cert_identity(c.as_ref()));
-            let conn = ConnInfo {
-                cert_identity,
-                remote: Some(remote),
-            };
-            let svc =
-                hyper::service::service_fn(move |req| server.clone().handle(req, conn.clone()));
+            let conn = ConnInfo { cert_identity, remote: Some(remote) };
+            let svc = hyper::service::service_fn(move |req| server.clone().handle(req, conn.clone()));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(fut.into_owned()).await {
@@ -601,10 +478,7 @@ pub async fn serve(
     server.shutting_down.store(true, Ordering::Release);
     server.stop.send_replace(true);
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
         tracing::info!("open connections did not finish in 5s; closing them");
     }
     tracing::info!("apiserver stopped");

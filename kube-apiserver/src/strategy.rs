@@ -12,9 +12,7 @@ use crate::registry::{DeleteParams, meta_str};
 use crate::validation;
 
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn rfc3339_in(secs: i64) -> String {
@@ -30,24 +28,18 @@ pub fn ttl(res: &Resource) -> Option<Duration> {
 }
 
 fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
-    let o = obj
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("the object must be a JSON object"))?;
+    let o = obj.as_object_mut().ok_or_else(|| ApiError::bad_request("the object must be a JSON object"))?;
     let meta = o.entry("metadata").or_insert_with(|| json!({}));
     if meta.is_null() {
         *meta = json!({});
     }
-    meta.as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
+    meta.as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))
 }
 
 /// Five characters from upstream's generateName alphabet (no vowels, no confusable digits).
 fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    uuid::Uuid::new_v4().as_bytes()[..5]
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
+    uuid::Uuid::new_v4().as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
 fn has_status_subresource(res: &Resource) -> bool {
@@ -56,13 +48,8 @@ fn has_status_subresource(res: &Resource) -> bool {
 
 /// apiVersion and kind must be the resource's (or absent: then they are filled in).
 fn set_type_meta(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-    let o = obj
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("the object must be a JSON object"))?;
-    if let Some(kind) = o
-        .get("kind")
-        .and_then(Value::as_str)
-        .filter(|k| !k.is_empty())
+    let o = obj.as_object_mut().ok_or_else(|| ApiError::bad_request("the object must be a JSON object"))?;
+    if let Some(kind) = o.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty())
         && kind != res.kind
     {
         return Err(ApiError::bad_request(format!(
@@ -70,11 +57,7 @@ fn set_type_meta(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
             res.kind
         )));
     }
-    if let Some(av) = o
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .filter(|k| !k.is_empty())
-    {
+    if let Some(av) = o.get("apiVersion").and_then(Value::as_str).filter(|k| !k.is_empty()) {
         let (group, _) = api_types::resources::split_api_version(av);
         if group != res.group {
             return Err(ApiError::bad_request(format!(
@@ -110,17 +93,9 @@ pub fn prepare_create(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Resu
     set_type_meta(res, obj)?;
     set_namespace(res, ns, obj)?;
     let meta = meta_mut(obj)?;
-    let name = meta
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
     if name.is_empty() {
-        match meta
-            .get("generateName")
-            .and_then(Value::as_str)
-            .filter(|g| !g.is_empty())
-        {
+        match meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
             Some(prefix) => {
                 let generated = format!("{prefix}{}", name_suffix());
                 meta.insert("name".into(), json!(generated));
@@ -137,13 +112,7 @@ pub fn prepare_create(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Resu
     }
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-    for k in [
-        "resourceVersion",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "selfLink",
-        "managedFields",
-    ] {
+    for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
         meta.remove(k);
     }
     let tracks_generation = obj.get("spec").is_some() || has_status_subresource(res);
@@ -168,12 +137,7 @@ fn spec_part(obj: &Value) -> Value {
     Value::Object(o)
 }
 
-pub fn prepare_update(
-    res: &Resource,
-    sub: Option<&str>,
-    old: &Value,
-    new: &mut Value,
-) -> Result<(), ApiError> {
+pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut Value) -> Result<(), ApiError> {
     set_type_meta(res, new)?;
     let ns = meta_str(old, "namespace").map(str::to_string);
     set_namespace(res, ns.as_deref(), new)?;
@@ -185,11 +149,7 @@ pub fn prepare_update(
             res.group,
             res.kind,
             name,
-            vec![Cause::invalid(
-                "metadata.uid",
-                &json!(uid),
-                "field is immutable",
-            )],
+            vec![Cause::invalid("metadata.uid", &json!(uid), "field is immutable")],
         ));
     }
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
@@ -208,13 +168,7 @@ pub fn prepare_update(
         return Ok(());
     }
     let meta = meta_mut(new)?;
-    for k in [
-        "uid",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "name",
-    ] {
+    for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "name"] {
         match old_meta.get(k) {
             Some(v) => meta.insert(k.into(), v.clone()),
             None => meta.remove(k),
@@ -233,11 +187,7 @@ pub fn prepare_update(
     }
     defaults::apply(res, new, false);
     if let Some(generation) = old_meta.get("generation").and_then(Value::as_i64) {
-        let bumped = if spec_part(old) != spec_part(new) {
-            generation + 1
-        } else {
-            generation
-        };
+        let bumped = if spec_part(old) != spec_part(new) { generation + 1 } else { generation };
         meta_mut(new)?.insert("generation".into(), json!(bumped));
     }
     Ok(())
@@ -247,10 +197,7 @@ pub fn prepare_update(
 pub fn graceful_pending(res: &Resource, obj: &Value) -> bool {
     res.plural == "pods"
         && res.group.is_empty()
-        && obj
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .is_some_and(|g| g > 0)
+        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| g > 0)
 }
 
 fn add_finalizer(obj: &mut Value, name: &str) -> Result<(), ApiError> {
@@ -275,52 +222,27 @@ pub fn prepare_delete(res: &Resource, obj: &mut Value, p: &DeleteParams) -> Resu
                 res.group,
                 res.kind,
                 meta_str(obj, "name").unwrap_or_default(),
-                vec![Cause::not_supported(
-                    "propagationPolicy",
-                    &json!(other),
-                    &["Foreground", "Background", "Orphan"],
-                )],
+                vec![Cause::not_supported("propagationPolicy", &json!(other), &["Foreground", "Background", "Orphan"])],
             ));
         }
     }
     let already = obj.pointer("/metadata/deletionTimestamp").is_some();
     let mut grace = 0;
     if res.plural == "pods" && res.group.is_empty() {
-        let scheduled = obj
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty());
-        let finished = matches!(
-            obj.pointer("/status/phase").and_then(Value::as_str),
-            Some("Succeeded" | "Failed")
-        );
-        let spec_grace = obj
-            .pointer("/spec/terminationGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(30);
-        grace = if scheduled && !finished {
-            p.grace_period_seconds.unwrap_or(spec_grace).max(0)
-        } else {
-            0
-        };
-        let current = obj
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64);
+        let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let finished = matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+        let spec_grace = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+        grace = if scheduled && !finished { p.grace_period_seconds.unwrap_or(spec_grace).max(0) } else { 0 };
+        let current = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
         // A second delete may only shorten the grace period.
         if let Some(cur) = current {
             grace = grace.min(cur);
         }
     }
     if res.plural == "namespaces" && res.group.is_empty() {
-        let spec_finalizers = obj
-            .pointer("/spec/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
+        let spec_finalizers = obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         let has_finalizers = spec_finalizers
-            || obj
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
+            || obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         if has_finalizers {
             let meta = meta_mut(obj)?;
             if !already {
@@ -332,16 +254,10 @@ pub fn prepare_delete(res: &Resource, obj: &mut Value, p: &DeleteParams) -> Resu
         }
         return Ok(false);
     }
-    let has_finalizers = obj
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
+    let has_finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
     if grace > 0 || has_finalizers {
         let meta = meta_mut(obj)?;
-        let shorten = meta
-            .get("deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .is_some_and(|g| grace < g);
+        let shorten = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| grace < g);
         if !already || shorten {
             meta.insert("deletionTimestamp".into(), json!(rfc3339_in(grace)));
             meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
@@ -362,12 +278,7 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Result<(), 
     if causes.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::invalid(
-            res.group,
-            res.kind,
-            meta_str(obj, "name").unwrap_or_default(),
-            causes,
-        ))
+        Err(ApiError::invalid(res.group, res.kind, meta_str(obj, "name").unwrap_or_default(), causes))
     }
 }
 
@@ -437,18 +348,10 @@ pub fn field_value(res: &Resource, obj: &Value, field: &str) -> Option<String> {
         return None;
     }
     if field == "source" && res.plural == "events" {
-        return Some(
-            obj.pointer("/source/component")
-                .and_then(scalar)
-                .unwrap_or_default(),
-        );
+        return Some(obj.pointer("/source/component").and_then(scalar).unwrap_or_default());
     }
     if field == "status.podIPs" {
-        return Some(
-            obj.pointer("/status/podIPs/0/ip")
-                .and_then(scalar)
-                .unwrap_or_default(),
-        );
+        return Some(obj.pointer("/status/podIPs/0/ip").and_then(scalar).unwrap_or_default());
     }
     let pointer = format!("/{}", field.replace('.', "/"));
     let zero = match field {
@@ -456,9 +359,5 @@ pub fn field_value(res: &Resource, obj: &Value, field: &str) -> Option<String> {
         "status.replicas" | "status.successful" => "0",
         _ => "",
     };
-    Some(
-        obj.pointer(&pointer)
-            .and_then(scalar)
-            .unwrap_or_else(|| zero.to_string()),
-    )
+    Some(obj.pointer(&pointer).and_then(scalar).unwrap_or_else(|| zero.to_string()))
 }

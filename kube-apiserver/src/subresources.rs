@@ -29,31 +29,16 @@ fn not_allowed(res: &Resource, sub: &str, verb: &str) -> ApiError {
 /// The Scale view of a workload.
 fn to_scale(res: &Resource, obj: &Value) -> Value {
     let selector = obj.pointer("/spec/selector").map(|s| {
-        let map = s
-            .get("matchLabels")
-            .or(if s.get("matchExpressions").is_none() {
-                Some(s)
-            } else {
-                None
-            });
+        let map = s.get("matchLabels").or(if s.get("matchExpressions").is_none() { Some(s) } else { None });
         map.and_then(Value::as_object)
             .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
             })
             .unwrap_or_default()
     });
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut scale_meta = json!({});
-    for k in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-    ] {
+    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
         if let Some(v) = meta.get(k) {
             scale_meta[k] = v.clone();
         }
@@ -69,20 +54,13 @@ fn to_scale(res: &Resource, obj: &Value) -> Value {
 }
 
 fn replicas_of(scale: &Value, name: &str) -> Result<i64, ApiError> {
-    let r = scale
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let r = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
     if r < 0 {
         return Err(ApiError::invalid(
             "autoscaling",
             "Scale",
             name,
-            vec![api_types::Cause::invalid(
-                "spec.replicas",
-                &json!(r),
-                "must be greater than or equal to 0",
-            )],
+            vec![api_types::Cause::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0")],
         ));
     }
     Ok(r)
@@ -102,11 +80,7 @@ pub async fn serve(
     accept: &str,
 ) -> Result<Resp, ApiError> {
     let Some(subresource) = res.subresource(sub) else {
-        return Err(ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     };
     let verb = info.verb.as_str();
     if !subresource.verbs.contains(&verb) {
@@ -115,24 +89,16 @@ pub async fn serve(
     let reg = &server.registry;
     match sub {
         "status" | "approval" => match verb {
-            "get" => Ok(json_response(
-                StatusCode::OK,
-                &reg.get(res, ns, name).await?,
-            )),
+            "get" => Ok(json_response(StatusCode::OK, &reg.get(res, ns, name).await?)),
             "update" => {
                 let bytes = read_body(body).await?;
-                let obj: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                let out = reg
-                    .update(res, ns, name, Some("status"), obj, dry_run(q))
-                    .await?;
+                let obj: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let out = reg.update(res, ns, name, Some("status"), obj, dry_run(q)).await?;
                 Ok(json_response(StatusCode::OK, &out))
             }
             "patch" => {
                 let (pt, bytes) = patch_body(&parts.headers, body).await?;
-                let out = reg
-                    .patch(res, ns, name, Some("status"), pt, &bytes, dry_run(q))
-                    .await?;
+                let out = reg.patch(res, ns, name, Some("status"), pt, &bytes, dry_run(q)).await?;
                 Ok(json_response(StatusCode::OK, &out))
             }
             _ => Err(not_allowed(res, sub, verb)),
@@ -144,8 +110,7 @@ pub async fn serve(
                 "get" => return Ok(json_response(StatusCode::OK, &current)),
                 "update" => {
                     let bytes = read_body(body).await?;
-                    serde_json::from_slice::<Value>(&bytes)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?
+                    serde_json::from_slice::<Value>(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
                 }
                 "patch" => {
                     let (pt, bytes) = patch_body(&parts.headers, body).await?;
@@ -161,23 +126,12 @@ pub async fn serve(
             if let Some(rv) = rv {
                 p["metadata"] = json!({"resourceVersion": rv});
             }
-            let out = reg
-                .patch(
-                    res,
-                    ns,
-                    name,
-                    None,
-                    PatchType::Merge,
-                    p.to_string().as_bytes(),
-                    dry_run(q),
-                )
-                .await?;
+            let out = reg.patch(res, ns, name, None, PatchType::Merge, p.to_string().as_bytes(), dry_run(q)).await?;
             Ok(json_response(StatusCode::OK, &to_scale(res, &out)))
         }
         "binding" => {
             let bytes = read_body(body).await?;
-            let binding: Value =
-                serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let binding: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
             bind(server, res, ns, name, &binding, dry_run(q)).await
         }
         "eviction" => {
@@ -187,10 +141,7 @@ pub async fn serve(
             } else {
                 serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
             };
-            let opts = ev
-                .get("deleteOptions")
-                .map(|d| d.to_string())
-                .unwrap_or_default();
+            let opts = ev.get("deleteOptions").map(|d| d.to_string()).unwrap_or_default();
             let mut dp = delete_params(&Bytes::from(opts), q)?;
             dp.dry_run |= dry_run(q);
             crate::admission::delete(server, res, ns, name, &dp).await?;
@@ -198,8 +149,7 @@ pub async fn serve(
         }
         "finalize" => {
             let bytes = read_body(body).await?;
-            let obj: Value =
-                serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let obj: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
             finalize_namespace(server, res, name, &obj, dry_run(q)).await
         }
         "log" | "exec" | "attach" | "portforward" | "proxy" => {
@@ -207,19 +157,13 @@ pub async fn serve(
                 name.to_string()
             } else if res.plural == "pods" {
                 let pod = reg.get(res, ns, name).await?;
-                pod.pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
+                pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string()
             } else {
                 String::new()
             };
             let _ = accept;
             Err(ApiError::unavailable(if node.is_empty() {
-                format!(
-                    "{}/{sub} is not available: the object is not on a node",
-                    res.plural
-                )
+                format!("{}/{sub} is not available: the object is not on a node", res.plural)
             } else {
                 format!(
                     "{}/{sub} is not available yet: no kubelet serves node {node:?} (the kubelet API comes with the kubelet)",
@@ -227,10 +171,7 @@ pub async fn serve(
                 )
             }))
         }
-        _ => Err(ApiError::unavailable(format!(
-            "{}/{sub} is not implemented yet",
-            res.plural
-        ))),
+        _ => Err(ApiError::unavailable(format!("{}/{sub} is not implemented yet", res.plural))),
     }
 }
 
@@ -243,33 +184,19 @@ async fn bind(
     binding: &Value,
     dry_run: bool,
 ) -> Result<Resp, ApiError> {
-    let target = binding
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty());
+    let target = binding.pointer("/target/name").and_then(Value::as_str).filter(|t| !t.is_empty());
     let Some(node) = target else {
-        return Err(ApiError::invalid(
-            "",
-            "Binding",
-            name,
-            vec![api_types::Cause::required("target.name")],
-        ));
+        return Err(ApiError::invalid("", "Binding", name, vec![api_types::Cause::required("target.name")]));
     };
     let pod = server.registry.get(res, ns, name).await?;
-    if pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty())
-    {
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
         return Err(ApiError::conflict(
             res.group,
             res.plural,
             name,
             &format!(
                 "pod {name} is already assigned to node {:?}",
-                pod.pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
+                pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default()
             ),
         ));
     }
@@ -283,14 +210,8 @@ async fn bind(
     }
     let mut new = pod.clone();
     new["spec"]["nodeName"] = json!(node);
-    let conds = new["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut conds: Vec<Value> = conds
-        .into_iter()
-        .filter(|c| c["type"] != "PodScheduled")
-        .collect();
+    let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
     conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::strategy::now_rfc3339()}));
     new["status"]["conditions"] = json!(conds);
     // Binding writes both spec.nodeName and the PodScheduled condition, as upstream's BindingREST does.
@@ -306,14 +227,8 @@ async fn finalize_namespace(
     obj: &Value,
     dry_run: bool,
 ) -> Result<Resp, ApiError> {
-    let finalizers = obj
-        .pointer("/spec/finalizers")
-        .cloned()
-        .unwrap_or(json!([]));
-    let out = server
-        .registry
-        .finalize(res, name, finalizers, dry_run)
-        .await?;
+    let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+    let out = server.registry.finalize(res, name, finalizers, dry_run).await?;
     Ok(json_response(StatusCode::OK, &out))
 }
 
@@ -328,8 +243,8 @@ pub async fn server_side_apply(
     q: &HashMap<String, String>,
     accept: &str,
 ) -> Result<Resp, ApiError> {
-    let applied: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding apply patch: {e}")))?;
+    let applied: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding apply patch: {e}")))?;
     let _ = accept;
     match server.registry.get(res, ns, name).await {
         Err(e) if e.code == 404 => {
@@ -342,18 +257,7 @@ pub async fn server_side_apply(
         }
         Err(e) => Err(e),
         Ok(_) => {
-            let out = server
-                .registry
-                .patch(
-                    res,
-                    ns,
-                    name,
-                    None,
-                    PatchType::StrategicMerge,
-                    body,
-                    dry_run(q),
-                )
-                .await?;
+            let out = server.registry.patch(res, ns, name, None, PatchType::StrategicMerge, body, dry_run(q)).await?;
             Ok(json_response(StatusCode::OK, &out))
         }
     }

@@ -11,18 +11,10 @@ struct Col {
 }
 
 const fn c(name: &'static str, ty: &'static str) -> Col {
-    Col {
-        name,
-        ty,
-        priority: 0,
-    }
+    Col { name, ty, priority: 0 }
 }
 const fn w(name: &'static str, ty: &'static str) -> Col {
-    Col {
-        name,
-        ty,
-        priority: 1,
-    }
+    Col { name, ty, priority: 1 }
 }
 
 /// upstream's duration.HumanDuration, as kubectl prints ages.
@@ -35,36 +27,20 @@ pub fn human_duration(secs: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{}s", s % 60)
-        }
+        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 {
-            format!("{h}h")
-        } else {
-            format!("{h}h{}m", m % 60)
-        }
+        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 {
-            format!("{}d", h / 24)
-        } else {
-            format!("{}d{}h", h / 24, h % 24)
-        }
+        if h % 24 == 0 { format!("{}d", h / 24) } else { format!("{}d{}h", h / 24, h % 24) }
     } else if h < 24 * 365 * 2 {
         format!("{}d", h / 24)
     } else if h < 24 * 365 * 8 {
         let days = h / 24 - 365 * (h / 24 / 365);
-        if days == 0 {
-            format!("{}y", h / 24 / 365)
-        } else {
-            format!("{}y{}d", h / 24 / 365, days)
-        }
+        if days == 0 { format!("{}y", h / 24 / 365) } else { format!("{}y{}d", h / 24 / 365, days) }
     } else {
         format!("{}y", h / 24 / 365)
     }
@@ -114,27 +90,12 @@ fn selector_string(sel: Option<&Value>) -> String {
     let Some(sel) = sel else {
         return "<none>".into();
     };
-    let map = sel
-        .get("matchLabels")
-        .or(if sel.get("matchExpressions").is_none() {
-            Some(sel)
-        } else {
-            None
-        });
+    let map = sel.get("matchLabels").or(if sel.get("matchExpressions").is_none() { Some(sel) } else { None });
     let mut parts: Vec<String> = map
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
         .unwrap_or_default();
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
         let key = s(e, "/key");
         let vals: Vec<String> = e
             .get("values")
@@ -151,19 +112,11 @@ fn selector_string(sel: Option<&Value>) -> String {
             _ => key,
         });
     }
-    if parts.is_empty() {
-        "<none>".into()
-    } else {
-        parts.join(",")
-    }
+    if parts.is_empty() { "<none>".into() } else { parts.join(",") }
 }
 
 fn containers_images(obj: &Value, p: &str) -> (String, String) {
-    let cs = obj
-        .pointer(p)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let cs = obj.pointer(p).and_then(Value::as_array).cloned().unwrap_or_default();
     let names: Vec<String> = cs.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<String> = cs.iter().map(|c| s(c, "/image")).collect();
     (names.join(","), images.join(","))
@@ -177,11 +130,7 @@ fn pod_status(pod: &Value) -> (String, usize, usize, i64) {
     let total = len(pod, "/spec/containers");
     let mut ready = 0;
     let mut restarts = 0;
-    let inits = pod
-        .pointer("/status/initContainerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let inits = pod.pointer("/status/initContainerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
     let init_total = len(pod, "/spec/initContainers");
     let mut initializing = false;
     for (idx, c) in inits.iter().enumerate() {
@@ -190,15 +139,10 @@ fn pod_status(pod: &Value) -> (String, usize, usize, i64) {
             continue;
         }
         initializing = true;
-        reason = if let Some(r) = c
-            .pointer("/state/terminated/reason")
-            .and_then(Value::as_str)
-        {
+        reason = if let Some(r) = c.pointer("/state/terminated/reason").and_then(Value::as_str) {
             format!("Init:{r}")
-        } else if let Some(r) = c
-            .pointer("/state/waiting/reason")
-            .and_then(Value::as_str)
-            .filter(|r| *r != "PodInitializing")
+        } else if let Some(r) =
+            c.pointer("/state/waiting/reason").and_then(Value::as_str).filter(|r| *r != "PodInitializing")
         {
             format!("Init:{r}")
         } else {
@@ -208,19 +152,9 @@ fn pod_status(pod: &Value) -> (String, usize, usize, i64) {
     }
     if !initializing {
         let mut has_running = false;
-        for c in pod
-            .pointer("/status/containerStatuses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .rev()
-        {
+        for c in pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten().rev() {
             restarts += i(c, "/restartCount");
-            if let Some(r) = c
-                .pointer("/state/waiting/reason")
-                .and_then(Value::as_str)
-                .filter(|r| !r.is_empty())
-            {
+            if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
                 reason = r.to_string();
             } else if let Some(t) = c.pointer("/state/terminated") {
                 reason = match t.get("reason").and_then(Value::as_str) {
@@ -230,9 +164,7 @@ fn pod_status(pod: &Value) -> (String, usize, usize, i64) {
                     }
                     _ => format!("ExitCode:{}", i(t, "/exitCode")),
                 };
-            } else if c.get("ready").and_then(Value::as_bool) == Some(true)
-                && c.pointer("/state/running").is_some()
-            {
+            } else if c.get("ready").and_then(Value::as_bool) == Some(true) && c.pointer("/state/running").is_some() {
                 has_running = true;
                 ready += 1;
             }
@@ -277,21 +209,14 @@ fn node_roles(node: &Value) -> String {
                 .filter_map(|(k, v)| {
                     k.strip_prefix("node-role.kubernetes.io/")
                         .map(String::from)
-                        .or_else(|| {
-                            (k == "kubernetes.io/role")
-                                .then(|| v.as_str().unwrap_or_default().to_string())
-                        })
+                        .or_else(|| (k == "kubernetes.io/role").then(|| v.as_str().unwrap_or_default().to_string()))
                 })
                 .filter(|r| !r.is_empty())
                 .collect()
         })
         .unwrap_or_default();
     roles.sort();
-    if roles.is_empty() {
-        "<none>".into()
-    } else {
-        roles.join(",")
-    }
+    if roles.is_empty() { "<none>".into() } else { roles.join(",") }
 }
 
 fn address(node: &Value, ty: &str) -> String {
@@ -309,19 +234,11 @@ fn service_ports(svc: &Value) -> String {
         .into_iter()
         .flatten()
         .map(|p| {
-            let node = p
-                .get("nodePort")
-                .and_then(Value::as_i64)
-                .map(|n| format!(":{n}"))
-                .unwrap_or_default();
+            let node = p.get("nodePort").and_then(Value::as_i64).map(|n| format!(":{n}")).unwrap_or_default();
             format!("{}{node}/{}", i(p, "/port"), s(p, "/protocol"))
         })
         .collect();
-    if ports.is_empty() {
-        "<none>".into()
-    } else {
-        ports.join(",")
-    }
+    if ports.is_empty() { "<none>".into() } else { ports.join(",") }
 }
 
 fn external_ip(svc: &Value) -> String {
@@ -336,23 +253,10 @@ fn external_ip(svc: &Value) -> String {
     match ty.as_str() {
         "ExternalName" => s(svc, "/spec/externalName"),
         "LoadBalancer" => {
-            for ing in svc
-                .pointer("/status/loadBalancer/ingress")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                ips.push(if ing.get("ip").is_some() {
-                    s(ing, "/ip")
-                } else {
-                    s(ing, "/hostname")
-                });
+            for ing in svc.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).into_iter().flatten() {
+                ips.push(if ing.get("ip").is_some() { s(ing, "/ip") } else { s(ing, "/hostname") });
             }
-            if ips.is_empty() {
-                "<pending>".into()
-            } else {
-                ips.join(",")
-            }
+            if ips.is_empty() { "<pending>".into() } else { ips.join(",") }
         }
         _ => {
             if ips.is_empty() {
@@ -366,25 +270,10 @@ fn external_ip(svc: &Value) -> String {
 
 fn endpoints_summary(ep: &Value) -> String {
     let mut out = Vec::new();
-    for subset in ep
-        .get("subsets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let ports: Vec<i64> = subset
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|p| i(p, "/port"))
-            .collect();
-        for a in subset
-            .get("addresses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+    for subset in ep.get("subsets").and_then(Value::as_array).into_iter().flatten() {
+        let ports: Vec<i64> =
+            subset.get("ports").and_then(Value::as_array).into_iter().flatten().map(|p| i(p, "/port")).collect();
+        for a in subset.get("addresses").and_then(Value::as_array).into_iter().flatten() {
             if ports.is_empty() {
                 out.push(s(a, "/ip"));
             }
@@ -397,11 +286,7 @@ fn endpoints_summary(ep: &Value) -> String {
     if total == 0 {
         return "<none>".into();
     }
-    if total > 3 {
-        format!("{} + {} more...", out[..3].join(","), total - 3)
-    } else {
-        out.join(",")
-    }
+    if total > 3 { format!("{} + {} more...", out[..3].join(","), total - 3) } else { out.join(",") }
 }
 
 fn columns(res: &Resource) -> Vec<Col> {
@@ -488,11 +373,7 @@ fn columns(res: &Resource) -> Vec<Col> {
             c("Age", "string"),
             w("Selector", "string"),
         ],
-        ("", "endpoints") => vec![
-            c("Name", "string"),
-            c("Endpoints", "string"),
-            c("Age", "string"),
-        ],
+        ("", "endpoints") => vec![c("Name", "string"), c("Endpoints", "string"), c("Age", "string")],
         ("discovery.k8s.io", "endpointslices") => vec![
             c("Name", "string"),
             c("AddressType", "string"),
@@ -512,27 +393,10 @@ fn columns(res: &Resource) -> Vec<Col> {
             w("Kernel-Version", "string"),
             w("Container-Runtime", "string"),
         ],
-        ("", "namespaces") => vec![
-            c("Name", "string"),
-            c("Status", "string"),
-            c("Age", "string"),
-        ],
-        ("", "configmaps") => vec![
-            c("Name", "string"),
-            c("Data", "integer"),
-            c("Age", "string"),
-        ],
-        ("", "secrets") => vec![
-            c("Name", "string"),
-            c("Type", "string"),
-            c("Data", "integer"),
-            c("Age", "string"),
-        ],
-        ("", "serviceaccounts") => vec![
-            c("Name", "string"),
-            c("Secrets", "integer"),
-            c("Age", "string"),
-        ],
+        ("", "namespaces") => vec![c("Name", "string"), c("Status", "string"), c("Age", "string")],
+        ("", "configmaps") => vec![c("Name", "string"), c("Data", "integer"), c("Age", "string")],
+        ("", "secrets") => vec![c("Name", "string"), c("Type", "string"), c("Data", "integer"), c("Age", "string")],
+        ("", "serviceaccounts") => vec![c("Name", "string"), c("Secrets", "integer"), c("Age", "string")],
         ("", "events") => vec![
             c("Last Seen", "string"),
             c("Type", "string"),
@@ -545,11 +409,7 @@ fn columns(res: &Resource) -> Vec<Col> {
             w("Count", "string"),
             w("Name", "string"),
         ],
-        ("coordination.k8s.io", "leases") => vec![
-            c("Name", "string"),
-            c("Holder", "string"),
-            c("Age", "string"),
-        ],
+        ("coordination.k8s.io", "leases") => vec![c("Name", "string"), c("Holder", "string"), c("Age", "string")],
         ("", "persistentvolumes") => vec![
             c("Name", "string"),
             c("Capacity", "string"),
@@ -608,11 +468,7 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
     match (res.group, res.plural) {
         ("", "pods") => {
             let (status, ready, total, restarts) = pod_status(o);
-            let gates = o
-                .pointer("/spec/readinessGates")
-                .and_then(Value::as_array)
-                .map(|g| g.len())
-                .unwrap_or(0);
+            let gates = o.pointer("/spec/readinessGates").and_then(Value::as_array).map(|g| g.len()).unwrap_or(0);
             vec![
                 json!(name),
                 json!(format!("{ready}/{total}")),
@@ -622,22 +478,14 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
                 json!(or_none(s(o, "/status/podIP"))),
                 json!(or_none(s(o, "/spec/nodeName"))),
                 json!(or_none(s(o, "/status/nominatedNodeName"))),
-                json!(if gates == 0 {
-                    "<none>".to_string()
-                } else {
-                    format!("0/{gates}")
-                }),
+                json!(if gates == 0 { "<none>".to_string() } else { format!("0/{gates}") }),
             ]
         }
         ("apps", "deployments") => {
             let (cs, is) = containers_images(o, "/spec/template/spec/containers");
             vec![
                 json!(name),
-                json!(format!(
-                    "{}/{}",
-                    i(o, "/status/readyReplicas"),
-                    i(o, "/spec/replicas")
-                )),
+                json!(format!("{}/{}", i(o, "/status/readyReplicas"), i(o, "/spec/replicas"))),
                 json!(i(o, "/status/updatedReplicas")),
                 json!(i(o, "/status/availableReplicas")),
                 json!(age(o)),
@@ -663,11 +511,7 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
             let (cs, is) = containers_images(o, "/spec/template/spec/containers");
             vec![
                 json!(name),
-                json!(format!(
-                    "{}/{}",
-                    i(o, "/status/readyReplicas"),
-                    i(o, "/spec/replicas")
-                )),
+                json!(format!("{}/{}", i(o, "/status/readyReplicas"), i(o, "/spec/replicas"))),
                 json!(age(o)),
                 json!(cs),
                 json!(is),
@@ -695,16 +539,8 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
         }
         ("batch", "jobs") => {
             let (cs, is) = containers_images(o, "/spec/template/spec/containers");
-            let conds = o
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let has = |t: &str| {
-                conds
-                    .iter()
-                    .any(|c| c["type"] == t && c["status"] == "True")
-            };
+            let conds = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            let has = |t: &str| conds.iter().any(|c| c["type"] == t && c["status"] == "True");
             let status = if has("Complete") {
                 "Complete"
             } else if has("Failed") {
@@ -718,22 +554,16 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
             };
             let completions = match o.pointer("/spec/completions").and_then(Value::as_i64) {
                 Some(n) => format!("{}/{n}", i(o, "/status/succeeded")),
-                None => format!(
-                    "{}/1 of {}",
-                    i(o, "/status/succeeded"),
-                    i(o, "/spec/parallelism").max(1)
-                ),
+                None => format!("{}/1 of {}", i(o, "/status/succeeded"), i(o, "/spec/parallelism").max(1)),
             };
             let duration = match (
                 o.pointer("/status/startTime").and_then(Value::as_str),
                 o.pointer("/status/completionTime").and_then(Value::as_str),
             ) {
-                (Some(a), Some(b)) => {
-                    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
-                        (Ok(a), Ok(b)) => human_duration(b.as_second() - a.as_second()),
-                        _ => String::new(),
-                    }
-                }
+                (Some(a), Some(b)) => match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+                    (Ok(a), Ok(b)) => human_duration(b.as_second() - a.as_second()),
+                    _ => String::new(),
+                },
                 (Some(_), None) => since(o.pointer("/status/startTime")),
                 _ => String::new(),
             };
@@ -759,19 +589,13 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
                 json!(name),
                 json!(s(o, "/spec/schedule")),
                 json!(or_none(s(o, "/spec/timeZone"))),
-                json!(
-                    o.pointer("/spec/suspend")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false)
-                ),
+                json!(o.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false)),
                 json!(len(o, "/status/active")),
                 json!(last),
                 json!(age(o)),
                 json!(cs),
                 json!(is),
-                json!(selector_string(
-                    o.pointer("/spec/jobTemplate/spec/selector")
-                )),
+                json!(selector_string(o.pointer("/spec/jobTemplate/spec/selector"))),
             ]
         }
         ("", "services") => vec![
@@ -797,12 +621,7 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .flat_map(|e| {
-                    e.get("addresses")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default()
-                })
+                .flat_map(|e| e.get("addresses").and_then(Value::as_array).cloned().unwrap_or_default())
                 .filter_map(|a| a.as_str().map(String::from))
                 .collect();
             let shown = if addrs.len() > 3 {
@@ -813,11 +632,7 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
             vec![
                 json!(name),
                 json!(s(o, "/addressType")),
-                json!(if ports.is_empty() {
-                    "<unset>".to_string()
-                } else {
-                    ports.join(",")
-                }),
+                json!(if ports.is_empty() { "<unset>".to_string() } else { ports.join(",") }),
                 json!(shown),
                 json!(age(o)),
             ]
@@ -835,17 +650,8 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
             json!(or_none(s(o, "/status/nodeInfo/containerRuntimeVersion"))),
         ],
         ("", "namespaces") => vec![json!(name), json!(s(o, "/status/phase")), json!(age(o))],
-        ("", "configmaps") => vec![
-            json!(name),
-            json!(len(o, "/data") + len(o, "/binaryData")),
-            json!(age(o)),
-        ],
-        ("", "secrets") => vec![
-            json!(name),
-            json!(s(o, "/type")),
-            json!(len(o, "/data")),
-            json!(age(o)),
-        ],
+        ("", "configmaps") => vec![json!(name), json!(len(o, "/data") + len(o, "/binaryData")), json!(age(o))],
+        ("", "secrets") => vec![json!(name), json!(s(o, "/type")), json!(len(o, "/data")), json!(age(o))],
         ("", "serviceaccounts") => vec![json!(name), json!(len(o, "/secrets")), json!(age(o))],
         ("", "events") => {
             let last = o
@@ -853,15 +659,8 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
                 .filter(|v| !v.is_null())
                 .or(o.pointer("/eventTime"))
                 .or(o.pointer("/metadata/creationTimestamp"));
-            let first = o
-                .pointer("/firstTimestamp")
-                .filter(|v| !v.is_null())
-                .or(o.pointer("/eventTime"));
-            let object = format!(
-                "{}/{}",
-                s(o, "/involvedObject/kind").to_lowercase(),
-                s(o, "/involvedObject/name")
-            );
+            let first = o.pointer("/firstTimestamp").filter(|v| !v.is_null()).or(o.pointer("/eventTime"));
+            let object = format!("{}/{}", s(o, "/involvedObject/kind").to_lowercase(), s(o, "/involvedObject/name"));
             let source = [s(o, "/source/component"), s(o, "/source/host")]
                 .into_iter()
                 .filter(|x| !x.is_empty())
@@ -880,18 +679,10 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
                 json!(name),
             ]
         }
-        ("coordination.k8s.io", "leases") => vec![
-            json!(name),
-            json!(s(o, "/spec/holderIdentity")),
-            json!(age(o)),
-        ],
+        ("coordination.k8s.io", "leases") => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age(o))],
         ("", "persistentvolumes") => {
             let claim = if o.pointer("/spec/claimRef").is_some() {
-                format!(
-                    "{}/{}",
-                    s(o, "/spec/claimRef/namespace"),
-                    s(o, "/spec/claimRef/name")
-                )
+                format!("{}/{}", s(o, "/spec/claimRef/namespace"), s(o, "/spec/claimRef/name"))
             } else {
                 String::new()
             };
@@ -934,38 +725,19 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .map(|x| {
-                    if x.get("ip").is_some() {
-                        s(x, "/ip")
-                    } else {
-                        s(x, "/hostname")
-                    }
-                })
+                .map(|x| if x.get("ip").is_some() { s(x, "/ip") } else { s(x, "/hostname") })
                 .collect();
-            let ports = if o.pointer("/spec/tls").is_some() {
-                "80, 443"
-            } else {
-                "80"
-            };
+            let ports = if o.pointer("/spec/tls").is_some() { "80, 443" } else { "80" };
             vec![
                 json!(name),
                 json!(or_none(s(o, "/spec/ingressClassName"))),
-                json!(if hosts.is_empty() {
-                    "*".to_string()
-                } else {
-                    hosts.join(",")
-                }),
+                json!(if hosts.is_empty() { "*".to_string() } else { hosts.join(",") }),
                 json!(addrs.join(",")),
                 json!(ports),
                 json!(age(o)),
             ]
         }
-        _ => vec![
-            json!(name),
-            o.pointer("/metadata/creationTimestamp")
-                .cloned()
-                .unwrap_or(Value::Null),
-        ],
+        _ => vec![json!(name), o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)],
     }
 }
 
@@ -981,13 +753,7 @@ pub fn row_object(obj: &Value, include: &str) -> Option<Value> {
 }
 
 /// A Table of objects; `list_meta` is the list's metadata (resourceVersion, continue).
-pub fn table(
-    res: &Resource,
-    objs: &[Value],
-    list_meta: Value,
-    include: &str,
-    with_columns: bool,
-) -> Value {
+pub fn table(res: &Resource, objs: &[Value], list_meta: Value, include: &str, with_columns: bool) -> Value {
     let defs: Vec<Value> = if with_columns {
         columns(res)
             .iter()
@@ -1014,10 +780,7 @@ pub fn table(
 
 /// Whether an Accept header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"))
+    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
 }
 
 #[cfg(test)]
@@ -1041,21 +804,10 @@ mod tests {
         let res = api_types::resources::find("", "v1", "pods").unwrap();
         let pod = json!({"metadata": {"name": "nginx", "creationTimestamp": "2020-01-01T00:00:00Z"}, "spec": {"containers": [{"name": "a"}], "nodeName": "n1"},
                          "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}}}]}});
-        let t = table(
-            res,
-            &[pod],
-            json!({"resourceVersion": "7"}),
-            "Metadata",
-            true,
-        );
+        let t = table(res, &[pod], json!({"resourceVersion": "7"}), "Metadata", true);
         let cells = &t["rows"][0]["cells"];
         assert_eq!(
-            (
-                cells[0].clone(),
-                cells[1].clone(),
-                cells[2].clone(),
-                cells[3].clone()
-            ),
+            (cells[0].clone(), cells[1].clone(), cells[2].clone(), cells[3].clone()),
             (json!("nginx"), json!("1/1"), json!("Running"), json!("2"))
         );
         assert_eq!(cells[6], "n1");

@@ -13,8 +13,7 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -44,8 +43,7 @@ pub fn is_label_value(s: &str) -> bool {
     let b = s.as_bytes();
     b.is_empty()
         || (b.len() <= 63
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric())
 }
@@ -76,8 +74,7 @@ fn name_rule(res: &Resource) -> fn(&str) -> Option<&'static str> {
 }
 
 fn subdomain_or_path(s: &str) -> Option<&'static str> {
-    (s.contains('/') || s.contains('%') || s == "." || s == "..")
-        .then_some("may not contain '/' or '%'")
+    (s.contains('/') || s.contains('%') || s == "." || s == "..").then_some("may not contain '/' or '%'")
 }
 
 fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
@@ -99,11 +96,7 @@ fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
             }
         }
     } else if meta.get("labels").is_some_and(|l| !l.is_null()) {
-        causes.push(Cause::invalid(
-            "metadata.labels",
-            &meta["labels"],
-            "must be a map of strings",
-        ));
+        causes.push(Cause::invalid("metadata.labels", &meta["labels"], "must be a map of strings"));
     }
     if let Some(ann) = meta.get("annotations").and_then(Value::as_object) {
         let mut total = 0;
@@ -112,11 +105,7 @@ fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
                 causes.push(Cause::invalid("metadata.annotations", &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
             }
             if !v.is_string() {
-                causes.push(Cause::invalid(
-                    format!("metadata.annotations.{k}"),
-                    v,
-                    "must be a string",
-                ));
+                causes.push(Cause::invalid(format!("metadata.annotations.{k}"), v, "must be a string"));
             }
             total += k.len() + v.as_str().map(str::len).unwrap_or(0);
         }
@@ -139,40 +128,21 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
     let mut names = Vec::new();
     for list in ["initContainers", "containers"] {
-        for (i, c) in spec
-            .get(list)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
             let at = format!("{path}.{list}[{i}]");
             let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
             if name.is_empty() {
                 causes.push(Cause::required(format!("{at}.name")));
             } else if !is_dns1123_label(name) {
-                causes.push(Cause::invalid(
-                    format!("{at}.name"),
-                    &json!(name),
-                    DNS1123_LABEL_MSG,
-                ));
+                causes.push(Cause::invalid(format!("{at}.name"), &json!(name), DNS1123_LABEL_MSG));
             } else if names.contains(&name) {
                 causes.push(Cause::duplicate(format!("{at}.name"), &json!(name)));
             }
             names.push(name);
-            if c.get("image")
-                .and_then(Value::as_str)
-                .is_none_or(|s| s.trim().is_empty())
-            {
+            if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
                 causes.push(Cause::required(format!("{at}.image")));
             }
-            for (j, p) in c
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
+            for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
                 let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=65535).contains(&port) {
                     causes.push(Cause::invalid(
@@ -215,12 +185,7 @@ fn pod_spec_mutable_masked(spec: &Value) -> Value {
         }
     }
     if let Some(o) = s.as_object_mut() {
-        for k in [
-            "activeDeadlineSeconds",
-            "tolerations",
-            "terminationGracePeriodSeconds",
-            "schedulingGates",
-        ] {
+        for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
             o.remove(k);
         }
     }
@@ -233,18 +198,11 @@ fn selector_matches_template(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::required("spec.selector"));
         return;
     };
-    let labels = obj
-        .pointer("/spec/template/metadata/labels")
-        .cloned()
-        .unwrap_or(json!({}));
+    let labels = obj.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}));
     let match_labels = selector.get("matchLabels").and_then(Value::as_object);
     let exprs = selector.get("matchExpressions").and_then(Value::as_array);
     if match_labels.is_none_or(|m| m.is_empty()) && exprs.is_none_or(|e| e.is_empty()) {
-        causes.push(Cause::invalid(
-            "spec.selector",
-            selector,
-            "empty selector is invalid for deployment",
-        ));
+        causes.push(Cause::invalid("spec.selector", selector, "empty selector is invalid for deployment"));
         return;
     }
     let ok = match api_types::selector::LabelSelector::from_json(selector) {
@@ -270,35 +228,23 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
         ("", "Pod") => {
             pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &mut causes);
             if let Some(old) = old {
-                let (a, b) = (
-                    obj.get("spec").unwrap_or(&Value::Null),
-                    old.get("spec").unwrap_or(&Value::Null),
-                );
+                let (a, b) = (obj.get("spec").unwrap_or(&Value::Null), old.get("spec").unwrap_or(&Value::Null));
                 if pod_spec_mutable_masked(a) != pod_spec_mutable_masked(b) {
                     causes.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
                 }
             }
         }
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
-        | ("", "ReplicationController") => {
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("", "ReplicationController") => {
             if res.kind == "ReplicationController" {
                 // v1 RCs use a plain map selector, defaulted from the template labels.
             } else {
                 selector_matches_template(obj, &mut causes);
             }
-            pod_spec(
-                obj.pointer("/spec/template/spec").unwrap_or(&Value::Null),
-                "spec.template.spec",
-                &mut causes,
-            );
+            pod_spec(obj.pointer("/spec/template/spec").unwrap_or(&Value::Null), "spec.template.spec", &mut causes);
             if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
                 && r < 0
             {
-                causes.push(Cause::invalid(
-                    "spec.replicas",
-                    &json!(r),
-                    "must be greater than or equal to 0",
-                ));
+                causes.push(Cause::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0"));
             }
             if let Some(old) = old
                 && res.group == "apps"
@@ -312,14 +258,8 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
             }
         }
         ("batch", "Job") => {
-            pod_spec(
-                obj.pointer("/spec/template/spec").unwrap_or(&Value::Null),
-                "spec.template.spec",
-                &mut causes,
-            );
-            if let Some(rp) = obj
-                .pointer("/spec/template/spec/restartPolicy")
-                .and_then(Value::as_str)
+            pod_spec(obj.pointer("/spec/template/spec").unwrap_or(&Value::Null), "spec.template.spec", &mut causes);
+            if let Some(rp) = obj.pointer("/spec/template/spec/restartPolicy").and_then(Value::as_str)
                 && rp == "Always"
             {
                 causes.push(Cause::not_supported(
@@ -330,16 +270,11 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
             }
         }
         ("batch", "CronJob") => {
-            if obj
-                .pointer("/spec/schedule")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
+            if obj.pointer("/spec/schedule").and_then(Value::as_str).is_none_or(str::is_empty) {
                 causes.push(Cause::required("spec.schedule"));
             }
             pod_spec(
-                obj.pointer("/spec/jobTemplate/spec/template/spec")
-                    .unwrap_or(&Value::Null),
+                obj.pointer("/spec/jobTemplate/spec/template/spec").unwrap_or(&Value::Null),
                 "spec.jobTemplate.spec.template.spec",
                 &mut causes,
             );
@@ -347,16 +282,10 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
         ("", "Service") => service(obj, old, &mut causes),
         ("", "ConfigMap") | ("", "Secret") => {
             for field in ["data", "binaryData", "stringData"] {
-                for k in obj
-                    .get(field)
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flat_map(|m| m.keys())
-                {
+                for k in obj.get(field).and_then(Value::as_object).into_iter().flat_map(|m| m.keys()) {
                     let ok = !k.is_empty()
                         && k.len() <= 253
-                        && k.bytes()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+                        && k.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
                     if !ok {
                         causes.push(Cause::invalid(format!("{field}[{k}]"), &json!(k), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
                     }
@@ -369,14 +298,8 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
 }
 
 fn service(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
-    let ty = obj
-        .pointer("/spec/type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP");
-    if !matches!(
-        ty,
-        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
-    ) {
+    let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
         causes.push(Cause::not_supported(
             "spec.type",
             &json!(ty),
@@ -398,25 +321,14 @@ fn service(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
                 "must be between 1 and 65535, inclusive",
             ));
         }
-        if multiple
-            && p.get("name")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        {
+        if multiple && p.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
             causes.push(Cause::required(format!("spec.ports[{i}].name")));
         }
     }
     if let Some(old) = old {
-        let (was, now) = (
-            old.pointer("/spec/clusterIP"),
-            obj.pointer("/spec/clusterIP"),
-        );
+        let (was, now) = (old.pointer("/spec/clusterIP"), obj.pointer("/spec/clusterIP"));
         if was.is_some() && now.is_some() && was != now {
-            causes.push(Cause::invalid(
-                "spec.clusterIPs[0]",
-                now.unwrap_or(&Value::Null),
-                "may not change once set",
-            ));
+            causes.push(Cause::invalid("spec.clusterIPs[0]", now.unwrap_or(&Value::Null), "may not change once set"));
         }
     }
 }
@@ -441,15 +353,10 @@ mod tests {
     #[test]
     fn pods_need_named_containers_with_images() {
         let res = api_types::resources::find("", "v1", "pods").unwrap();
-        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "a", "image": "x"}]}});
-        let fields: Vec<_> = validate(res, &pod, None)
-            .into_iter()
-            .map(|c| c.field)
-            .collect();
-        assert_eq!(
-            fields,
-            ["spec.containers[0].image", "spec.containers[1].name"]
-        );
+        let pod =
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "a", "image": "x"}]}});
+        let fields: Vec<_> = validate(res, &pod, None).into_iter().map(|c| c.field).collect();
+        assert_eq!(fields, ["spec.containers[0].image", "spec.containers[1].name"]);
         let bad_name = json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
         assert_eq!(validate(res, &bad_name, None)[0].field, "metadata.name");
     }

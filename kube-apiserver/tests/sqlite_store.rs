@@ -17,17 +17,9 @@ async fn reopening_continues_revisions_and_keeps_history() {
     let dir = tempfile::tempdir().unwrap();
     let (last, compacted) = {
         let s = SqliteStore::open(sqlite_config(&dir)).unwrap();
-        let mut rev = s
-            .create("/a/ns/x", Bytes::from_static(b"1"), None)
-            .await
-            .unwrap()
-            .mod_revision;
+        let mut rev = s.create("/a/ns/x", Bytes::from_static(b"1"), None).await.unwrap().mod_revision;
         for i in 2..=20 {
-            rev = s
-                .update("/a/ns/x", Bytes::from(i.to_string()), rev, None)
-                .await
-                .unwrap()
-                .mod_revision;
+            rev = s.update("/a/ns/x", Bytes::from(i.to_string()), rev, None).await.unwrap().mod_revision;
         }
         s.compact(5).await.unwrap();
         (rev, s.compacted_revision().await.unwrap())
@@ -36,18 +28,9 @@ async fn reopening_continues_revisions_and_keeps_history() {
     let s = SqliteStore::open(sqlite_config(&dir)).unwrap();
     assert_eq!(s.current_revision().await.unwrap(), 20);
     assert_eq!(s.compacted_revision().await.unwrap(), 5);
-    assert!(matches!(
-        s.get("/a/ns/x", Some(4)).await,
-        Err(StorageError::Compacted { .. })
-    ));
-    assert_eq!(
-        s.get("/a/ns/x", Some(10)).await.unwrap().value,
-        Bytes::from("10")
-    );
-    let next = s
-        .create("/a/ns/y", Bytes::from_static(b"y"), None)
-        .await
-        .unwrap();
+    assert!(matches!(s.get("/a/ns/x", Some(4)).await, Err(StorageError::Compacted { .. })));
+    assert_eq!(s.get("/a/ns/x", Some(10)).await.unwrap().value, Bytes::from("10"));
+    let next = s.create("/a/ns/y", Bytes::from_static(b"y"), None).await.unwrap();
     assert_eq!(next.mod_revision, 21);
     // History from before the restart is still watchable.
     let mut w = s.watch("/a/", 18).await.unwrap();
@@ -66,27 +49,16 @@ async fn reopening_continues_revisions_and_keeps_history() {
 async fn compaction_removes_superseded_history_in_steps() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(sqlite_config(&dir)).unwrap();
-    let mut rev = s
-        .create("/h/ns/k", Bytes::from_static(b"0"), None)
-        .await
-        .unwrap()
-        .mod_revision;
+    let mut rev = s.create("/h/ns/k", Bytes::from_static(b"0"), None).await.unwrap().mod_revision;
     for i in 1..200 {
-        rev = s
-            .update("/h/ns/k", Bytes::from(i.to_string()), rev, None)
-            .await
-            .unwrap()
-            .mod_revision;
+        rev = s.update("/h/ns/k", Bytes::from(i.to_string()), rev, None).await.unwrap().mod_revision;
     }
-    s.create("/h/ns/dead", Bytes::from_static(b"d"), None)
-        .await
-        .unwrap();
+    s.create("/h/ns/dead", Bytes::from_static(b"d"), None).await.unwrap();
     s.delete("/h/ns/dead", None).await.unwrap();
     let at = s.current_revision().await.unwrap();
     let rows = |path: std::path::PathBuf| {
         let conn = rusqlite::Connection::open(path).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0))
-            .unwrap()
+        conn.query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0)).unwrap()
     };
     let db = dir.path().join("state.db");
     assert_eq!(rows(db.clone()), 202);
@@ -98,22 +70,9 @@ async fn compaction_removes_superseded_history_in_steps() {
         }
     })
     .await;
+    assert_eq!(s.get("/h/ns/k", None).await.unwrap().value, Bytes::from("199"));
     assert_eq!(
-        s.get("/h/ns/k", None).await.unwrap().value,
-        Bytes::from("199")
-    );
-    assert_eq!(
-        s.list(
-            "/h/",
-            ListOptions {
-                at_revision: Some(at),
-                ..Default::default()
-            }
-        )
-        .await
-        .unwrap()
-        .items
-        .len(),
+        s.list("/h/", ListOptions { at_revision: Some(at), ..Default::default() }).await.unwrap().items.len(),
         1
     );
 }
@@ -125,9 +84,7 @@ async fn crash_child() {
     let Ok(dir) = std::env::var("KUBE_CRASH_DIR") else {
         return;
     };
-    let store = Arc::new(
-        SqliteStore::open(kube_apiserver::storage::sqlite::SqliteConfig::in_dir(dir)).unwrap(),
-    );
+    let store = Arc::new(SqliteStore::open(kube_apiserver::storage::sqlite::SqliteConfig::in_dir(dir)).unwrap());
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let mut tasks = Vec::new();
     for w in 0..16 {
@@ -135,10 +92,7 @@ async fn crash_child() {
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
                 let key = format!("/crash/w{w}/k{i}");
-                let kv = store
-                    .create(&key, Bytes::from(vec![b'x'; 200]), None)
-                    .await
-                    .unwrap();
+                let kv = store.create(&key, Bytes::from(vec![b'x'; 200]), None).await.unwrap();
                 let mut out = out.lock().unwrap();
                 writeln!(out, "ACK {key} {}", kv.mod_revision).unwrap();
                 out.flush().unwrap();
@@ -154,14 +108,7 @@ async fn crash_child() {
 async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
         .env("KUBE_CRASH_DIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -187,43 +134,20 @@ async fn acknowledged_writes_survive_sigkill() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let acks = reader.join().unwrap();
-    assert!(
-        acks.len() > 100,
-        "the child acknowledged only {} writes",
-        acks.len()
-    );
+    assert!(acks.len() > 100, "the child acknowledged only {} writes", acks.len());
 
-    let store = SqliteStore::open(kube_apiserver::storage::sqlite::SqliteConfig::in_dir(
-        dir.path(),
-    ))
-    .unwrap();
+    let store = SqliteStore::open(kube_apiserver::storage::sqlite::SqliteConfig::in_dir(dir.path())).unwrap();
     for (key, rev) in &acks {
-        let kv = store
-            .get(key, None)
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged {key}@{rev} lost: {e}"));
+        let kv = store.get(key, None).await.unwrap_or_else(|e| panic!("acknowledged {key}@{rev} lost: {e}"));
         assert_eq!(kv.mod_revision, *rev);
     }
     // Every revision up to the current one is one of the stored creates: no gaps, no duplicates.
     let current = store.current_revision().await.unwrap();
     assert!(current >= acks.iter().map(|a| a.1).max().unwrap());
-    let mut revs: Vec<_> = store
-        .list("/crash/", ListOptions::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|kv| kv.mod_revision)
-        .collect();
+    let mut revs: Vec<_> =
+        store.list("/crash/", ListOptions::default()).await.unwrap().items.iter().map(|kv| kv.mod_revision).collect();
     revs.sort();
     assert_eq!(revs, (1..=current).collect::<Vec<_>>());
     // And it keeps counting from there.
-    assert_eq!(
-        store
-            .create("/crash/after/x", Bytes::new(), None)
-            .await
-            .unwrap()
-            .mod_revision,
-        current + 1
-    );
+    assert_eq!(store.create("/crash/after/x", Bytes::new(), None).await.unwrap().mod_revision, current + 1);
 }

@@ -24,21 +24,15 @@ pub fn target(
 }
 
 /// Runs until the store is dropped by everyone else (the task holds an `Arc`) or the task is aborted.
-pub fn spawn<S: Storage>(
-    store: Arc<S>,
-    interval: Duration,
-    min_retain: Revision,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn<S: Storage>(store: Arc<S>, interval: Duration, min_retain: Revision) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut previous: Revision = 0;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let (Ok(current), Ok(compacted)) = (
-                store.current_revision().await,
-                store.compacted_revision().await,
-            ) else {
+            let (Ok(current), Ok(compacted)) = (store.current_revision().await, store.compacted_revision().await)
+            else {
                 continue;
             };
             if let Some(rev) = target(previous, current, compacted, min_retain) {

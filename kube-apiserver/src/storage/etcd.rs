@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
-    Identity, KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity, KvClient,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use super::{
-    DEFAULT_PROGRESS_INTERVAL, Event, KeyValue, ListOptions, ListResult, Result, Revision, Storage,
-    StorageError, WatchStream, prefix_end, validate_key, validate_prefix,
+    DEFAULT_PROGRESS_INTERVAL, Event, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError,
+    WatchStream, prefix_end, validate_key, validate_prefix,
 };
 
 /// Upstream's key recording the last compaction (outside the prefix, as upstream's compactor writes it).
@@ -64,16 +64,13 @@ fn unavailable(e: impl std::fmt::Display) -> StorageError {
 
 impl EtcdStore {
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(30));
+        let mut options =
+            ConnectOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(30));
         let uses_tls = config.endpoints.iter().any(|e| e.starts_with("https://"));
         if uses_tls || config.ca_file.is_some() || config.cert_file.is_some() {
             let mut tls = TlsOptions::new();
             if let Some(ca) = &config.ca_file {
-                tls = tls.ca_certificate(Certificate::from_pem(
-                    std::fs::read(ca).map_err(unavailable)?,
-                ));
+                tls = tls.ca_certificate(Certificate::from_pem(std::fs::read(ca).map_err(unavailable)?));
             }
             match (&config.cert_file, &config.key_file) {
                 (Some(cert), Some(key)) => {
@@ -83,23 +80,15 @@ impl EtcdStore {
                 }
                 (None, None) => {}
                 _ => {
-                    return Err(unavailable(
-                        "--etcd-certfile and --etcd-keyfile go together",
-                    ));
+                    return Err(unavailable("--etcd-certfile and --etcd-keyfile go together"));
                 }
             }
             options = options.with_tls(tls);
         }
-        let client = Client::connect(&config.endpoints, Some(options))
-            .await
-            .map_err(unavailable)?;
+        let client = Client::connect(&config.endpoints, Some(options)).await.map_err(unavailable)?;
         let prefix = config.prefix.trim_end_matches('/').to_string();
-        let store = EtcdStore {
-            client,
-            prefix,
-            progress_interval: config.progress_interval,
-            leases: Default::default(),
-        };
+        let store =
+            EtcdStore { client, prefix, progress_interval: config.progress_interval, leases: Default::default() };
         store.current_revision().await?;
         tracing::info!(endpoints = ?config.endpoints, prefix = %store.prefix, "connected to etcd");
         Ok(store)
@@ -107,9 +96,7 @@ impl EtcdStore {
 
     /// A KV client that accepts large responses (a list of thousands of objects), as upstream's (MaxInt32).
     fn kv(&self) -> KvClient {
-        self.client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
+        self.client.kv_client().max_decoding_message_size(MAX_MESSAGE)
     }
 
     fn full(&self, key: &str) -> String {
@@ -119,10 +106,7 @@ impl EtcdStore {
     fn to_kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
         let key = String::from_utf8_lossy(kv.key());
         KeyValue {
-            key: key
-                .strip_prefix(self.prefix.as_str())
-                .unwrap_or(&key)
-                .to_string(),
+            key: key.strip_prefix(self.prefix.as_str()).unwrap_or(&key).to_string(),
             value: Bytes::copy_from_slice(kv.value()),
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
@@ -136,10 +120,7 @@ impl EtcdStore {
         if message.contains("required revision has been compacted") {
             let compact_revision = self.compacted_revision().await.unwrap_or(0);
             let current_revision = self.current_revision().await.unwrap_or(0);
-            return StorageError::Compacted {
-                compact_revision,
-                current_revision,
-            };
+            return StorageError::Compacted { compact_revision, current_revision };
         }
         if message.contains("required revision is a future revision") {
             let current = self.current_revision().await.unwrap_or(0);
@@ -163,12 +144,8 @@ impl EtcdStore {
             _ => None,
         });
         match current {
-            Some(current) => StorageError::Conflict {
-                current: Box::new(current),
-            },
-            None => StorageError::NotFound {
-                key: key.to_string(),
-            },
+            Some(current) => StorageError::Conflict { current: Box::new(current) },
+            None => StorageError::NotFound { key: key.to_string() },
         }
     }
 }
@@ -181,21 +158,11 @@ impl Storage for EtcdStore {
     async fn get(&self, key: &str, at_revision: Option<Revision>) -> Result<KeyValue> {
         validate_key(key)?;
         let at = at_revision.unwrap_or(0).max(0);
-        let resp = match self
-            .client
-            .kv_client()
-            .get(self.full(key), Some(GetOptions::new().with_revision(at)))
-            .await
-        {
+        let resp = match self.client.kv_client().get(self.full(key), Some(GetOptions::new().with_revision(at))).await {
             Ok(r) => r,
             Err(e) => return Err(self.map_err(e, at).await),
         };
-        resp.kvs()
-            .first()
-            .map(|kv| self.to_kv(kv))
-            .ok_or_else(|| StorageError::NotFound {
-                key: key.to_string(),
-            })
+        resp.kvs().first().map(|kv| self.to_kv(kv)).ok_or_else(|| StorageError::NotFound { key: key.to_string() })
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult> {
@@ -214,22 +181,9 @@ impl Storage for EtcdStore {
             Err(e) => return Err(self.map_err(e, at).await),
         };
         let items: Vec<KeyValue> = resp.kvs().iter().map(|kv| self.to_kv(kv)).collect();
-        let remaining = if resp.more() {
-            resp.count() - items.len() as i64
-        } else {
-            0
-        };
-        let revision = if at > 0 {
-            at
-        } else {
-            header_revision(resp.header())
-        };
-        Ok(ListResult {
-            revision,
-            items,
-            more: resp.more(),
-            remaining,
-        })
+        let remaining = if resp.more() { resp.count() - items.len() as i64 } else { 0 };
+        let revision = if at > 0 { at } else { header_revision(resp.header()) };
+        Ok(ListResult { revision, items, more: resp.more(), remaining })
     }
 
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue> {
@@ -239,53 +193,25 @@ impl Storage for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full, value.to_vec(), Some(put))]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+        let resp = self.client.kv_client().txn(txn).await.map_err(unavailable)?;
         if !resp.succeeded() {
-            return Err(StorageError::AlreadyExists {
-                key: key.to_string(),
-            });
+            return Err(StorageError::AlreadyExists { key: key.to_string() });
         }
         let rev = header_revision(resp.header());
-        Ok(KeyValue {
-            key: key.to_string(),
-            value,
-            create_revision: rev,
-            mod_revision: rev,
-            version: 1,
-        })
+        Ok(KeyValue { key: key.to_string(), value, create_revision: rev, mod_revision: rev, version: 1 })
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<KeyValue> {
+    async fn update(&self, key: &str, value: Bytes, expected: Revision, ttl: Option<Duration>) -> Result<KeyValue> {
         validate_key(key)?;
         let full = self.full(key);
         let put = self.lease_for(ttl).await?.with_prev_key();
         // Revision 0 would match a missing key; no stored key is at revision 0, so only refuse.
         let compare = if expected > 0 { expected } else { -1 };
         let txn = Txn::new()
-            .when([Compare::mod_revision(
-                full.clone(),
-                CompareOp::Equal,
-                compare,
-            )])
+            .when([Compare::mod_revision(full.clone(), CompareOp::Equal, compare)])
             .and_then([TxnOp::put(full.clone(), value.to_vec(), Some(put))])
             .or_else([TxnOp::get(full, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+        let resp = self.client.kv_client().txn(txn).await.map_err(unavailable)?;
         if !resp.succeeded() {
             return Err(self.refused(key, resp.op_responses()));
         }
@@ -294,8 +220,7 @@ impl Storage for EtcdStore {
             TxnOpResponse::Put(put) => put.prev_key().map(|kv| self.to_kv(kv)),
             _ => None,
         });
-        let prev =
-            prev.ok_or_else(|| unavailable("etcd returned no previous value for an update"))?;
+        let prev = prev.ok_or_else(|| unavailable("etcd returned no previous value for an update"))?;
         Ok(KeyValue {
             key: key.to_string(),
             value,
@@ -309,30 +234,14 @@ impl Storage for EtcdStore {
         validate_key(key)?;
         let full = self.full(key);
         let compares = match expected {
-            Some(e) => vec![Compare::mod_revision(
-                full.clone(),
-                CompareOp::Equal,
-                if e > 0 { e } else { -1 },
-            )],
-            None => vec![Compare::create_revision(
-                full.clone(),
-                CompareOp::NotEqual,
-                0,
-            )],
+            Some(e) => vec![Compare::mod_revision(full.clone(), CompareOp::Equal, if e > 0 { e } else { -1 })],
+            None => vec![Compare::create_revision(full.clone(), CompareOp::NotEqual, 0)],
         };
         let txn = Txn::new()
             .when(compares)
-            .and_then([TxnOp::delete(
-                full.clone(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
+            .and_then([TxnOp::delete(full.clone(), Some(DeleteOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(full, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+        let resp = self.client.kv_client().txn(txn).await.map_err(unavailable)?;
         if !resp.succeeded() {
             return Err(self.refused(key, resp.op_responses()));
         }
@@ -341,10 +250,7 @@ impl Storage for EtcdStore {
             TxnOpResponse::Delete(del) => del.prev_kvs().first().map(|kv| self.to_kv(kv)),
             _ => None,
         });
-        prev.map(|p| (rev, p))
-            .ok_or_else(|| StorageError::NotFound {
-                key: key.to_string(),
-            })
+        prev.map(|p| (rev, p)).ok_or_else(|| StorageError::NotFound { key: key.to_string() })
     }
 
     async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<WatchStream> {
@@ -354,19 +260,14 @@ impl Storage for EtcdStore {
             .with_start_revision(after_revision.max(0) + 1)
             .with_prev_key()
             .with_progress_notify();
-        let mut stream = self
-            .client
-            .watch_client()
-            .watch(self.full(prefix), Some(options))
-            .await
-            .map_err(unavailable)?;
+        let mut stream =
+            self.client.watch_client().watch(self.full(prefix), Some(options)).await.map_err(unavailable)?;
         let (tx, out) = WatchStream::channel(256);
         let store = self.clone();
         let interval = self.progress_interval;
         tokio::spawn(async move {
             let mut pos = after_revision.max(0);
-            let mut ticker =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             loop {
                 let msg = tokio::select! {
                     msg = stream.message() => msg,
@@ -394,10 +295,7 @@ impl Storage for EtcdStore {
                             current_revision: store.current_revision().await.unwrap_or(0),
                         }
                     } else {
-                        unavailable(format!(
-                            "etcd cancelled the watch: {}",
-                            resp.cancel_reason()
-                        ))
+                        unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason()))
                     };
                     let _ = tx.send(Err(err)).await;
                     return;
@@ -420,15 +318,10 @@ impl Storage for EtcdStore {
                     let Some(kv) = ev.kv() else { continue };
                     let prev = ev.prev_kv().map(|p| store.to_kv(p));
                     let event = match ev.event_type() {
-                        EventType::Put => Event::Put {
-                            kv: store.to_kv(kv),
-                            prev,
-                        },
-                        EventType::Delete => Event::Delete {
-                            key: store.to_kv(kv).key,
-                            revision: kv.mod_revision(),
-                            prev,
-                        },
+                        EventType::Put => Event::Put { kv: store.to_kv(kv), prev },
+                        EventType::Delete => {
+                            Event::Delete { key: store.to_kv(kv).key, revision: kv.mod_revision(), prev }
+                        }
                     };
                     pos = event.revision();
                     if tx.send(Ok(event)).await.is_err() {
@@ -454,34 +347,18 @@ impl Storage for EtcdStore {
         let compacted = self.compacted_revision().await?;
         if revision <= compacted {
             let current_revision = self.current_revision().await?;
-            return Err(StorageError::Compacted {
-                compact_revision: compacted,
-                current_revision,
-            });
+            return Err(StorageError::Compacted { compact_revision: compacted, current_revision });
         }
         if let Err(e) = self.kv().compact(revision, None).await {
             return Err(self.map_err(e, revision).await);
         }
-        self.client
-            .kv_client()
-            .put(COMPACT_REV_KEY, revision.to_string(), None)
-            .await
-            .map_err(unavailable)?;
+        self.client.kv_client().put(COMPACT_REV_KEY, revision.to_string(), None).await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn compacted_revision(&self) -> Result<Revision> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(COMPACT_REV_KEY, None)
-            .await
-            .map_err(unavailable)?;
-        Ok(resp
-            .kvs()
-            .first()
-            .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok())
-            .unwrap_or(0))
+        let resp = self.client.kv_client().get(COMPACT_REV_KEY, None).await.map_err(unavailable)?;
+        Ok(resp.kvs().first().and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok()).unwrap_or(0))
     }
 }
 
@@ -506,16 +383,9 @@ impl LeaseManager {
         {
             return Ok(id);
         }
-        let granted = client
-            .lease_client()
-            .grant(ttl_secs + reuse_secs, None)
-            .await
-            .map_err(unavailable)?;
+        let granted = client.lease_client().grant(ttl_secs + reuse_secs, None).await.map_err(unavailable)?;
         if let Ok(mut current) = self.current.lock() {
-            *current = Some((
-                granted.id(),
-                now + Duration::from_secs((ttl_secs + reuse_secs) as u64),
-            ));
+            *current = Some((granted.id(), now + Duration::from_secs((ttl_secs + reuse_secs) as u64)));
         }
         Ok(granted.id())
     }

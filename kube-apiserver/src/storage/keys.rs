@@ -21,10 +21,7 @@ pub fn resource_prefix(resource: &str, namespace: Option<&str>) -> String {
 }
 
 fn invalid(key: &str, reason: &'static str) -> StorageError {
-    StorageError::InvalidKey {
-        key: key.to_string(),
-        reason,
-    }
+    StorageError::InvalidKey { key: key.to_string(), reason }
 }
 
 fn check_segments(key: &str, segments: &str) -> Result<()> {
@@ -43,9 +40,7 @@ fn check_segments(key: &str, segments: &str) -> Result<()> {
 
 /// A key: starts with `/`, non-empty segments, none of them `.` or `..`, printable ASCII.
 pub fn validate_key(key: &str) -> Result<()> {
-    let rest = key
-        .strip_prefix('/')
-        .ok_or_else(|| invalid(key, "must start with '/'"))?;
+    let rest = key.strip_prefix('/').ok_or_else(|| invalid(key, "must start with '/'"))?;
     if rest.ends_with('/') {
         return Err(invalid(key, "must not end with '/'"));
     }
@@ -57,12 +52,8 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix == "/" {
         return Ok(());
     }
-    let rest = prefix
-        .strip_prefix('/')
-        .ok_or_else(|| invalid(prefix, "must start with '/'"))?;
-    let rest = rest
-        .strip_suffix('/')
-        .ok_or_else(|| invalid(prefix, "a prefix must end with '/'"))?;
+    let rest = prefix.strip_prefix('/').ok_or_else(|| invalid(prefix, "must start with '/'"))?;
+    let rest = rest.strip_suffix('/').ok_or_else(|| invalid(prefix, "a prefix must end with '/'"))?;
     check_segments(prefix, rest)
 }
 
@@ -72,10 +63,7 @@ mod tests {
 
     #[test]
     fn layout_matches_upstream() {
-        assert_eq!(
-            object_key("pods", Some("default"), "nginx"),
-            "/pods/default/nginx"
-        );
+        assert_eq!(object_key("pods", Some("default"), "nginx"), "/pods/default/nginx");
         assert_eq!(object_key("nodes", None, "n1"), "/nodes/n1");
         assert_eq!(resource_prefix("pods", Some("a")), "/pods/a/");
         assert_eq!(resource_prefix("pods", None), "/pods/");
@@ -83,16 +71,7 @@ mod tests {
 
     #[test]
     fn rejects_dot_segments_and_bad_shapes() {
-        for bad in [
-            "pods/a",
-            "/pods/../x",
-            "/pods/./x",
-            "/pods//x",
-            "/pods/x/",
-            "/",
-            "/pods/a b",
-            "",
-        ] {
+        for bad in ["pods/a", "/pods/../x", "/pods/./x", "/pods//x", "/pods/x/", "/", "/pods/a b", ""] {
             assert!(validate_key(bad).is_err(), "{bad} should be rejected");
         }
         assert!(validate_key("/pods/default/nginx").is_ok());

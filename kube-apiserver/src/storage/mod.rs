@@ -64,16 +64,9 @@ pub struct ListOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The key was created or updated; `prev` is the value before (None on create).
-    Put {
-        kv: KeyValue,
-        prev: Option<KeyValue>,
-    },
+    Put { kv: KeyValue, prev: Option<KeyValue> },
     /// The key was deleted at `revision`; `prev` is its last value.
-    Delete {
-        key: String,
-        revision: Revision,
-        prev: Option<KeyValue>,
-    },
+    Delete { key: String, revision: Revision, prev: Option<KeyValue> },
     /// Every event up to and including `revision` has been delivered (a bookmark).
     Progress { revision: Revision },
 }
@@ -110,15 +103,9 @@ pub enum StorageError {
     #[error(
         "revision has been compacted: the oldest readable revision is {compact_revision}, current is {current_revision}"
     )]
-    Compacted {
-        compact_revision: Revision,
-        current_revision: Revision,
-    },
+    Compacted { compact_revision: Revision, current_revision: Revision },
     #[error("revision {requested} is in the future: current is {current}")]
-    FutureRevision {
-        requested: Revision,
-        current: Revision,
-    },
+    FutureRevision { requested: Revision, current: Revision },
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey { key: String, reason: &'static str },
     #[error("storage unavailable: {0}")]
@@ -156,27 +143,14 @@ impl futures_util::Stream for WatchStream {
 /// The storage interface: etcd's key-value model with revisions, compare-and-swap writes and watches.
 pub trait Storage: Send + Sync + 'static {
     /// The key's value now, or as of `at_revision`.
-    fn get(
-        &self,
-        key: &str,
-        at_revision: Option<Revision>,
-    ) -> impl Future<Output = Result<KeyValue>> + Send;
+    fn get(&self, key: &str, at_revision: Option<Revision>) -> impl Future<Output = Result<KeyValue>> + Send;
 
     /// Keys under `prefix` (which ends in `/`) in key order, one page at one revision.
-    fn list(
-        &self,
-        prefix: &str,
-        opts: ListOptions,
-    ) -> impl Future<Output = Result<ListResult>> + Send;
+    fn list(&self, prefix: &str, opts: ListOptions) -> impl Future<Output = Result<ListResult>> + Send;
 
     /// Creates the key; `AlreadyExists` if it is there. With a TTL the key is deleted (an ordinary DELETE)
     /// once it expires.
-    fn create(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<KeyValue>> + Send;
+    fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> impl Future<Output = Result<KeyValue>> + Send;
 
     /// Replaces the value if the key is at `expected_revision`; otherwise `Conflict` with the current value.
     fn update(
@@ -196,11 +170,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Every change under `prefix` after `after_revision`, in revision order, then live ones, with progress
     /// events while idle. `Compacted` (as the stream's first item) when history before it is gone.
-    fn watch(
-        &self,
-        prefix: &str,
-        after_revision: Revision,
-    ) -> impl Future<Output = Result<WatchStream>> + Send;
+    fn watch(&self, prefix: &str, after_revision: Revision) -> impl Future<Output = Result<WatchStream>> + Send;
 
     /// The revision of the last write.
     fn current_revision(&self) -> impl Future<Output = Result<Revision>> + Send;
@@ -237,13 +207,7 @@ impl Storage for Backend {
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue> {
         dispatch!(self, s => s.create(key, value, ttl).await)
     }
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<KeyValue> {
+    async fn update(&self, key: &str, value: Bytes, expected: Revision, ttl: Option<Duration>) -> Result<KeyValue> {
         dispatch!(self, s => s.update(key, value, expected, ttl).await)
     }
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {

@@ -21,8 +21,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    DEFAULT_PROGRESS_INTERVAL, Event, KeyValue, ListOptions, ListResult, Result, Revision, Storage,
-    StorageError, WatchStream, prefix_end, validate_key, validate_prefix,
+    DEFAULT_PROGRESS_INTERVAL, Event, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError,
+    WatchStream, prefix_end, validate_key, validate_prefix,
 };
 
 /// How the embedded store is set up.
@@ -112,16 +112,11 @@ fn unavailable(e: impl std::fmt::Display) -> StorageError {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn read_meta(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-        r.get(0)
-    })
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
 }
 
 impl SqliteStore {
@@ -132,9 +127,7 @@ impl SqliteStore {
         }
         let conn = Connection::open_with_flags(
             &config.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(unavailable)?;
         let sync = if config.fsync { "FULL" } else { "NORMAL" };
@@ -148,23 +141,11 @@ impl SqliteStore {
         let compacted = read_meta(&conn, "compacted").map_err(unavailable)?;
         let compact_done = read_meta(&conn, "compact_done").map_err(unavailable)?;
         let next_expiry: Option<i64> = conn
-            .query_row(
-                "SELECT MIN(expires_at) FROM live WHERE expires_at IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT MIN(expires_at) FROM live WHERE expires_at IS NOT NULL", [], |r| r.get(0))
             .map_err(unavailable)?;
 
-        let hub = Arc::new(Hub::new(
-            current,
-            compacted,
-            compact_done,
-            config.ring_capacity,
-        ));
-        let pool = Arc::new(ReadPool {
-            path: config.path.clone(),
-            idle: Mutex::new(Vec::new()),
-        });
+        let hub = Arc::new(Hub::new(current, compacted, compact_done, config.ring_capacity));
+        let pool = Arc::new(ReadPool { path: config.path.clone(), idle: Mutex::new(Vec::new()) });
         let (tx, rx) = std_mpsc::channel();
         let writer = Writer {
             conn,
@@ -202,15 +183,8 @@ impl SqliteStore {
         let (reply, rx) = oneshot::channel();
         {
             let writer = self.inner.writer.lock().map_err(unavailable)?;
-            let writer = writer
-                .as_ref()
-                .ok_or_else(|| unavailable("store is closed"))?;
-            writer
-                .send(WriteRequest {
-                    op,
-                    reply: Some(reply),
-                })
-                .map_err(|_| unavailable("store writer stopped"))?;
+            let writer = writer.as_ref().ok_or_else(|| unavailable("store is closed"))?;
+            writer.send(WriteRequest { op, reply: Some(reply) }).map_err(|_| unavailable("store writer stopped"))?;
         }
         rx.await.map_err(|_| unavailable("store writer stopped"))?
     }
@@ -220,20 +194,12 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let pool = self.inner.pool.clone();
-        tokio::task::spawn_blocking(move || pool.with(f))
-            .await
-            .map_err(unavailable)?
+        tokio::task::spawn_blocking(move || pool.with(f)).await.map_err(unavailable)?
     }
 }
 
 fn kv_from(key: String, create_rev: i64, rev: i64, version: i64, value: Vec<u8>) -> KeyValue {
-    KeyValue {
-        key,
-        value: Bytes::from(value),
-        create_revision: create_rev,
-        mod_revision: rev,
-        version,
-    }
+    KeyValue { key, value: Bytes::from(value), create_revision: create_rev, mod_revision: rev, version }
 }
 
 /// Checks a read revision against the snapshot's current and compacted revisions.
@@ -242,10 +208,7 @@ fn check_revision(requested: Revision, current: Revision, compacted: Revision) -
         return Err(StorageError::FutureRevision { requested, current });
     }
     if requested < compacted {
-        return Err(StorageError::Compacted {
-            compact_revision: compacted,
-            current_revision: current,
-        });
+        return Err(StorageError::Compacted { compact_revision: compacted, current_revision: current });
     }
     Ok(())
 }
@@ -255,15 +218,7 @@ const LIVE_GET: &str = "SELECT l.create_rev, l.rev, l.version, l.value FROM live
 
 fn get_live(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
     conn.prepare_cached(LIVE_GET)?
-        .query_row([key], |r| {
-            Ok(kv_from(
-                key.to_string(),
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-            ))
-        })
+        .query_row([key], |r| Ok(kv_from(key.to_string(), r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()
 }
 
@@ -274,9 +229,7 @@ impl Storage for SqliteStore {
         self.read(move |conn| {
             let not_found = || StorageError::NotFound { key: key.clone() };
             match at_revision.filter(|r| *r > 0) {
-                None => get_live(conn, &key)
-                    .map_err(unavailable)?
-                    .ok_or_else(not_found),
+                None => get_live(conn, &key).map_err(unavailable)?.ok_or_else(not_found),
                 Some(at) => {
                     let tx = conn.transaction().map_err(unavailable)?;
                     let current = read_meta(&tx, "current").map_err(unavailable)?;
@@ -289,10 +242,7 @@ impl Storage for SqliteStore {
                         )
                         .map_err(unavailable)?
                         .query_row(params![key, at], |r| {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                kv_from(key.clone(), r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
-                            ))
+                            Ok((r.get::<_, i64>(0)?, kv_from(key.clone(), r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
                         })
                         .optional()
                         .map_err(unavailable)?;
@@ -366,36 +316,15 @@ impl Storage for SqliteStore {
 
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue> {
         validate_key(key)?;
-        match self
-            .write(Op::Create {
-                key: key.to_string(),
-                value,
-                ttl,
-            })
-            .await?
-        {
+        match self.write(Op::Create { key: key.to_string(), value, ttl }).await? {
             Reply::Kv(kv) => Ok(kv),
             other => Err(unavailable(format!("unexpected writer reply {other:?}"))),
         }
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<KeyValue> {
+    async fn update(&self, key: &str, value: Bytes, expected: Revision, ttl: Option<Duration>) -> Result<KeyValue> {
         validate_key(key)?;
-        match self
-            .write(Op::Update {
-                key: key.to_string(),
-                value,
-                expected,
-                ttl,
-            })
-            .await?
-        {
+        match self.write(Op::Update { key: key.to_string(), value, expected, ttl }).await? {
             Reply::Kv(kv) => Ok(kv),
             other => Err(unavailable(format!("unexpected writer reply {other:?}"))),
         }
@@ -403,13 +332,7 @@ impl Storage for SqliteStore {
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
         validate_key(key)?;
-        match self
-            .write(Op::Delete {
-                key: key.to_string(),
-                expected,
-            })
-            .await?
-        {
+        match self.write(Op::Delete { key: key.to_string(), expected }).await? {
             Reply::Deleted(rev, prev) => Ok((rev, prev)),
             other => Err(unavailable(format!("unexpected writer reply {other:?}"))),
         }
@@ -504,22 +427,10 @@ struct Ring {
 }
 
 impl Hub {
-    fn new(
-        current: Revision,
-        compacted: Revision,
-        compact_done: Revision,
-        capacity: usize,
-    ) -> Self {
+    fn new(current: Revision, compacted: Revision, compact_done: Revision, capacity: usize) -> Self {
         Hub {
-            ring: RwLock::new(Ring {
-                start: current + 1,
-                events: VecDeque::new(),
-                capacity: capacity.max(1),
-            }),
-            state: watch::Sender::new(HubState {
-                current,
-                closed: false,
-            }),
+            ring: RwLock::new(Ring { start: current + 1, events: VecDeque::new(), capacity: capacity.max(1) }),
+            state: watch::Sender::new(HubState { current, closed: false }),
             compacted: AtomicI64::new(compacted),
             compact_done: AtomicI64::new(compact_done),
         }
@@ -577,10 +488,7 @@ impl Watcher {
             let current = state.borrow().current;
             let _ = self
                 .tx
-                .send(Err(StorageError::Compacted {
-                    compact_revision: compacted,
-                    current_revision: current,
-                }))
+                .send(Err(StorageError::Compacted { compact_revision: compacted, current_revision: current }))
                 .await;
             return;
         }
@@ -629,12 +537,7 @@ impl Watcher {
     /// Events after `pos` read back from the log, for a watcher behind the ring. Advances `pos` over the
     /// revisions scanned even when none of them is under the prefix.
     async fn history(&mut self, current: Revision) -> Result<Vec<Arc<Event>>> {
-        let (pool, prefix, end, pos) = (
-            self.pool.clone(),
-            self.prefix.clone(),
-            self.end.clone(),
-            self.pos,
-        );
+        let (pool, prefix, end, pos) = (self.pool.clone(), self.prefix.clone(), self.end.clone(), self.pos);
         let hi = current.min(pos + 4 * WATCH_CHUNK as i64);
         let events = tokio::task::spawn_blocking(move || {
             pool.with(|conn| {
@@ -657,9 +560,7 @@ impl Watcher {
                         let rev: i64 = r.get(0)?;
                         let key: String = r.get(1)?;
                         let prev = match r.get::<_, Option<i64>>(7)? {
-                            Some(prev_rev) => {
-                                Some(kv_from(key.clone(), r.get(6)?, prev_rev, r.get(8)?, r.get(9)?))
-                            }
+                            Some(prev_rev) => Some(kv_from(key.clone(), r.get(6)?, prev_rev, r.get(8)?, r.get(9)?)),
                             None => None,
                         };
                         Ok(if r.get::<_, i64>(2)? == DELETE {
@@ -684,24 +585,10 @@ impl Watcher {
 
 #[derive(Debug)]
 enum Op {
-    Create {
-        key: String,
-        value: Bytes,
-        ttl: Option<Duration>,
-    },
-    Update {
-        key: String,
-        value: Bytes,
-        expected: Revision,
-        ttl: Option<Duration>,
-    },
-    Delete {
-        key: String,
-        expected: Option<Revision>,
-    },
-    Compact {
-        revision: Revision,
-    },
+    Create { key: String, value: Bytes, ttl: Option<Duration> },
+    Update { key: String, value: Bytes, expected: Revision, ttl: Option<Duration> },
+    Delete { key: String, expected: Option<Revision> },
+    Compact { revision: Revision },
 }
 
 #[derive(Debug)]
@@ -777,22 +664,13 @@ impl Writer {
                 "SELECT key, mod_rev FROM live WHERE expires_at IS NOT NULL AND expires_at <= ?1 \
                  ORDER BY expires_at LIMIT 1000",
             )
-            .and_then(|mut s| {
-                s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
-            });
+            .and_then(|mut s| s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect());
         match expired {
             Ok(keys) if keys.is_empty() => self.next_expiry = self.earliest_expiry(),
             Ok(keys) => {
                 // The writer's own deletes; the next expiry is looked up again after they commit.
                 for (key, rev) in keys {
-                    batch.push(WriteRequest {
-                        op: Op::Delete {
-                            key,
-                            expected: Some(rev),
-                        },
-                        reply: None,
-                    });
+                    batch.push(WriteRequest { op: Op::Delete { key, expected: Some(rev) }, reply: None });
                 }
             }
             Err(e) => {
@@ -804,11 +682,7 @@ impl Writer {
 
     fn earliest_expiry(&self) -> Option<i64> {
         self.conn
-            .query_row(
-                "SELECT MIN(expires_at) FROM live WHERE expires_at IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT MIN(expires_at) FROM live WHERE expires_at IS NOT NULL", [], |r| r.get(0))
             .unwrap_or(Some(now_ms() + 1000))
     }
 
@@ -826,20 +700,12 @@ impl Writer {
                 if let Ok((_, Some(ev))) = &outcome {
                     events.push(ev.clone());
                 }
-                expiry_changed |= matches!(
-                    req.op,
-                    Op::Create { ttl: Some(_), .. } | Op::Update { ttl: Some(_), .. }
-                ) || req.reply.is_none();
+                expiry_changed |= matches!(req.op, Op::Create { ttl: Some(_), .. } | Op::Update { ttl: Some(_), .. })
+                    || req.reply.is_none();
                 outcomes.push(outcome);
             }
-            tx.execute(
-                "UPDATE meta SET value = ?1 WHERE name = 'current'",
-                [self.rev],
-            )?;
-            tx.execute(
-                "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
-                [self.compacted],
-            )?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'current'", [self.rev])?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [self.compacted])?;
             tx.commit()
         })();
         if let Err(e) = result {
@@ -879,14 +745,8 @@ impl Writer {
                  (SELECT prev_rev FROM log WHERE rev > ?1 AND rev <= ?2 AND prev_rev > 0)",
                 [lo, hi],
             )?;
-            tx.execute(
-                "DELETE FROM log WHERE rev > ?1 AND rev <= ?2 AND deleted = 1",
-                [lo, hi],
-            )?;
-            tx.execute(
-                "UPDATE meta SET value = ?1 WHERE name = 'compact_done'",
-                [hi],
-            )?;
+            tx.execute("DELETE FROM log WHERE rev > ?1 AND rev <= ?2 AND deleted = 1", [lo, hi])?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compact_done'", [hi])?;
             tx.commit()
         })();
         match result {
@@ -912,13 +772,7 @@ fn apply(
     op: &Op,
     now: i64,
 ) -> rusqlite::Result<Applied> {
-    let insert_log = |rev: i64,
-                      key: &str,
-                      deleted: i64,
-                      create_rev: i64,
-                      prev_rev: i64,
-                      version: i64,
-                      value: &[u8]| {
+    let insert_log = |rev: i64, key: &str, deleted: i64, create_rev: i64, prev_rev: i64, version: i64, value: &[u8]| {
         tx.prepare_cached(
             "INSERT INTO log(rev, key, deleted, create_rev, prev_rev, version, value) VALUES (?1,?2,?3,?4,?5,?6,?7)",
         )?
@@ -926,16 +780,16 @@ fn apply(
     };
     match op {
         Op::Create { key, value, ttl } => {
-            if tx
-                .prepare_cached("SELECT 1 FROM live WHERE key = ?1")?
-                .exists([key])?
-            {
+            if tx.prepare_cached("SELECT 1 FROM live WHERE key = ?1")?.exists([key])? {
                 return Ok(Err(StorageError::AlreadyExists { key: key.clone() }));
             }
             let new = *rev + 1;
             insert_log(new, key, PUT, new, 0, 1, value)?;
-            tx.prepare_cached("INSERT INTO live(key, mod_rev, expires_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![key, new, expiry(now, *ttl)])?;
+            tx.prepare_cached("INSERT INTO live(key, mod_rev, expires_at) VALUES (?1, ?2, ?3)")?.execute(params![
+                key,
+                new,
+                expiry(now, *ttl)
+            ])?;
             *rev = new;
             let kv = KeyValue {
                 key: key.clone(),
@@ -944,37 +798,22 @@ fn apply(
                 mod_revision: new,
                 version: 1,
             };
-            Ok(Ok((
-                Reply::Kv(kv.clone()),
-                Some(Event::Put { kv, prev: None }),
-            )))
+            Ok(Ok((Reply::Kv(kv.clone()), Some(Event::Put { kv, prev: None }))))
         }
-        Op::Update {
-            key,
-            value,
-            expected,
-            ttl,
-        } => {
+        Op::Update { key, value, expected, ttl } => {
             let Some(cur) = get_live(tx, key)? else {
                 return Ok(Err(StorageError::NotFound { key: key.clone() }));
             };
             if cur.mod_revision != *expected {
-                return Ok(Err(StorageError::Conflict {
-                    current: Box::new(cur),
-                }));
+                return Ok(Err(StorageError::Conflict { current: Box::new(cur) }));
             }
             let new = *rev + 1;
-            insert_log(
-                new,
+            insert_log(new, key, PUT, cur.create_revision, cur.mod_revision, cur.version + 1, value)?;
+            tx.prepare_cached("UPDATE live SET mod_rev = ?2, expires_at = ?3 WHERE key = ?1")?.execute(params![
                 key,
-                PUT,
-                cur.create_revision,
-                cur.mod_revision,
-                cur.version + 1,
-                value,
-            )?;
-            tx.prepare_cached("UPDATE live SET mod_rev = ?2, expires_at = ?3 WHERE key = ?1")?
-                .execute(params![key, new, expiry(now, *ttl)])?;
+                new,
+                expiry(now, *ttl)
+            ])?;
             *rev = new;
             let kv = KeyValue {
                 key: key.clone(),
@@ -983,57 +822,30 @@ fn apply(
                 mod_revision: new,
                 version: cur.version + 1,
             };
-            Ok(Ok((
-                Reply::Kv(kv.clone()),
-                Some(Event::Put {
-                    kv,
-                    prev: Some(cur),
-                }),
-            )))
+            Ok(Ok((Reply::Kv(kv.clone()), Some(Event::Put { kv, prev: Some(cur) }))))
         }
         Op::Delete { key, expected } => {
             let Some(cur) = get_live(tx, key)? else {
                 return Ok(Err(StorageError::NotFound { key: key.clone() }));
             };
             if expected.is_some_and(|e| e != cur.mod_revision) {
-                return Ok(Err(StorageError::Conflict {
-                    current: Box::new(cur),
-                }));
+                return Ok(Err(StorageError::Conflict { current: Box::new(cur) }));
             }
             let new = *rev + 1;
-            insert_log(
-                new,
-                key,
-                DELETE,
-                cur.create_revision,
-                cur.mod_revision,
-                0,
-                &[],
-            )?;
-            tx.prepare_cached("DELETE FROM live WHERE key = ?1")?
-                .execute([key])?;
+            insert_log(new, key, DELETE, cur.create_revision, cur.mod_revision, 0, &[])?;
+            tx.prepare_cached("DELETE FROM live WHERE key = ?1")?.execute([key])?;
             *rev = new;
             Ok(Ok((
                 Reply::Deleted(new, cur.clone()),
-                Some(Event::Delete {
-                    key: key.clone(),
-                    revision: new,
-                    prev: Some(cur),
-                }),
+                Some(Event::Delete { key: key.clone(), revision: new, prev: Some(cur) }),
             )))
         }
         Op::Compact { revision } => {
             if *revision <= *compacted {
-                return Ok(Err(StorageError::Compacted {
-                    compact_revision: *compacted,
-                    current_revision: *rev,
-                }));
+                return Ok(Err(StorageError::Compacted { compact_revision: *compacted, current_revision: *rev }));
             }
             if *revision > *rev {
-                return Ok(Err(StorageError::FutureRevision {
-                    requested: *revision,
-                    current: *rev,
-                }));
+                return Ok(Err(StorageError::FutureRevision { requested: *revision, current: *rev }));
             }
             *compacted = *revision;
             Ok(Ok((Reply::Done, None)))
@@ -1050,31 +862,23 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Self> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(unavailable)?;
-        conn.execute_batch("PRAGMA busy_timeout=10000;")
-            .map_err(unavailable)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(unavailable)?;
+        conn.execute_batch("PRAGMA busy_timeout=10000;").map_err(unavailable)?;
         let (tx, rx) = std_mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
                 }
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             })
             .map_err(unavailable)?;
-        Ok(Checkpointer {
-            tx: Some(tx),
-            thread: Some(thread),
-            last: Instant::now(),
-        })
+        Ok(Checkpointer { tx: Some(tx), thread: Some(thread), last: Instant::now() })
     }
 
     /// Asks for a checkpoint at most every 500 ms; never blocks.

@@ -40,9 +40,7 @@ pub async fn etcd() -> (EtcdStore, EtcdServer) {
 
 /// Fails the test instead of hanging.
 pub async fn within<T>(secs: u64, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .expect("timed out")
+    tokio::time::timeout(Duration::from_secs(secs), f).await.expect("timed out")
 }
 
 /// The next watch item that is not a progress event.

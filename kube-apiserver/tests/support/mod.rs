@@ -20,11 +20,7 @@ pub struct Apiserver {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Apiserver {
@@ -38,21 +34,11 @@ impl Apiserver {
         let d = dir.path();
         let ca = Ca::new("kubernetes").unwrap();
         std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
-        let serving = ca
-            .issue("kube-apiserver", &[], &["127.0.0.1", "localhost"])
-            .unwrap();
-        serving
-            .write(&d.join("apiserver.crt"), &d.join("apiserver.key"))
-            .unwrap();
-        let admin = ca
-            .issue("kubernetes-admin", &["system:masters"], &[])
-            .unwrap();
+        let serving = ca.issue("kube-apiserver", &[], &["127.0.0.1", "localhost"]).unwrap();
+        serving.write(&d.join("apiserver.crt"), &d.join("apiserver.key")).unwrap();
+        let admin = ca.issue("kubernetes-admin", &["system:masters"], &[]).unwrap();
         let token = "test-token-0123456789".to_string();
-        std::fs::write(
-            d.join("tokens.csv"),
-            format!("{token},token-user,1000,\"dev,ops\"\n"),
-        )
-        .unwrap();
+        std::fs::write(d.join("tokens.csv"), format!("{token},token-user,1000,\"dev,ops\"\n")).unwrap();
         let port = free_port();
         let b64 = |s: &str| {
             use base64::Engine;
@@ -75,38 +61,19 @@ impl Apiserver {
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--data-dir={}", d.join("data").display()))
             .arg(format!("--cert-dir={}", d.join("certs").display()))
-            .arg(format!(
-                "--tls-cert-file={}",
-                d.join("apiserver.crt").display()
-            ))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                d.join("apiserver.key").display()
-            ))
+            .arg(format!("--tls-cert-file={}", d.join("apiserver.crt").display()))
+            .arg(format!("--tls-private-key-file={}", d.join("apiserver.key").display()))
             .arg(format!("--client-ca-file={}", d.join("ca.crt").display()))
-            .arg(format!(
-                "--token-auth-file={}",
-                d.join("tokens.csv").display()
-            ))
+            .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(d.join("apiserver.log")).unwrap(),
-            ));
+            .stderr(Stdio::from(std::fs::File::create(d.join("apiserver.log")).unwrap()));
         if let Ok(etcd) = std::env::var("KUBE_TEST_ETCD") {
-            cmd.arg(format!("--etcd-servers={etcd}"))
-                .arg(format!("--etcd-prefix=/test-{port}"));
+            cmd.arg(format!("--etcd-servers={etcd}")).arg(format!("--etcd-prefix=/test-{port}"));
         }
         let child = cmd.spawn().expect("start kube-apiserver");
-        let server = Apiserver {
-            child: Some(child),
-            ca_file: d.join("ca.crt"),
-            dir,
-            port,
-            kubeconfig,
-            token,
-        };
+        let server = Apiserver { child: Some(child), ca_file: d.join("ca.crt"), dir, port, kubeconfig, token };
         server.wait_ready();
         server
     }
@@ -119,11 +86,7 @@ impl Apiserver {
                 return;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "apiserver not ready: {}\n{}",
-                    String::from_utf8_lossy(&out.stderr),
-                    self.log()
-                );
+                panic!("apiserver not ready: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -150,19 +113,9 @@ impl Apiserver {
     /// Runs kubectl with stdin.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
-        let mut child = self
-            .kubectl_cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        let mut child =
+            self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -181,21 +134,13 @@ impl Apiserver {
     /// Runs kubectl and expects failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} should fail: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(!out.status.success(), "kubectl {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     pub fn apply(&self, yaml: &str) -> String {
         let out = self.kubectl_stdin(&["apply", "-f", "-"], yaml);
-        assert!(
-            out.status.success(),
-            "apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -210,10 +155,7 @@ impl Apiserver {
         let Some(mut child) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
