@@ -61,7 +61,7 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Seconds a client should wait before retrying (429, 503).
     pub retry_after: Option<u64>,
 }
@@ -95,7 +95,7 @@ impl ApiError {
     /// 404 `pods "x" not found`.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         ApiError {
-            details: Some(details(name, group, plural)),
+            details: Some(Box::new(details(name, group, plural))),
             ..Self::new(404, "NotFound", format!("{} {name:?} not found", qualified(group, plural)))
         }
     }
@@ -103,7 +103,7 @@ impl ApiError {
     /// 409 `pods "x" already exists`.
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
         ApiError {
-            details: Some(details(name, group, plural)),
+            details: Some(Box::new(details(name, group, plural))),
             ..Self::new(409, "AlreadyExists", format!("{} {name:?} already exists", qualified(group, plural)))
         }
     }
@@ -111,7 +111,7 @@ impl ApiError {
     /// 409 Conflict, upstream's wording for a stale resourceVersion.
     pub fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
         ApiError {
-            details: Some(details(name, group, plural)),
+            details: Some(Box::new(details(name, group, plural))),
             ..Self::new(
                 409,
                 "Conflict",
@@ -138,7 +138,10 @@ impl ApiError {
         d["causes"] = Value::Array(
             causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect(),
         );
-        ApiError { details: Some(d), ..Self::new(422, "Invalid", format!("{kind} {name:?} is invalid: {summary}")) }
+        ApiError {
+            details: Some(Box::new(d)),
+            ..Self::new(422, "Invalid", format!("{kind} {name:?} is invalid: {summary}"))
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -209,7 +212,7 @@ impl ApiError {
             "code": self.code,
         });
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         if let Some(secs) = self.retry_after {
             let d = s.as_object_mut().and_then(|o| o.get_mut("details"));

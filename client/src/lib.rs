@@ -280,7 +280,7 @@ fn status_error(status: StatusCode, body: &[u8]) -> ApiError {
             code: status.as_u16(),
             reason: reason_static(s["reason"].as_str().unwrap_or_default()),
             message: s["message"].as_str().unwrap_or_default().to_string(),
-            details: s.get("details").cloned(),
+            details: s.get("details").cloned().map(Box::new),
             retry_after: s.pointer("/details/retryAfterSeconds").and_then(Value::as_u64),
         },
         None => ApiError::new(status.as_u16(), "Unknown", String::from_utf8_lossy(body).into_owned()),

@@ -159,9 +159,7 @@ pub async fn serve(
         if res.has_verb(v) {
             Ok(())
         } else {
-            Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            )))
+            Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))
         }
     };
     if let Some(sub) = info.subresource.as_deref() {

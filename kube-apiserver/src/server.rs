@@ -176,7 +176,8 @@ impl Apiserver {
     /// `/healthz`, `/livez`, `/readyz` with upstream's per-check detail (`?verbose`, `/readyz/<check>`).
     async fn health(&self, path: &str, verbose: bool) -> Resp {
         let kind = path.trim_start_matches('/').split('/').next().unwrap_or("healthz");
-        let storage = if self.opts.etcd_servers.is_empty() { "etcd" } else { "etcd" };
+        // Upstream names the storage check "etcd" whichever backend serves it.
+        let storage = "etcd";
         let mut checks: Vec<(&str, bool)> = vec![("ping", true), ("log", true), (storage, self.storage_ok().await)];
         checks.push(("poststarthook/bootstrap-controller", self.bootstrapped.load(Ordering::Acquire)));
         if kind == "readyz" {

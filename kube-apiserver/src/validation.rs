@@ -92,7 +92,7 @@ fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
             }
             match v.as_str() {
                 Some(s) if is_label_value(s) => {}
-                _ => causes.push(Cause::invalid(format!("metadata.labels"), v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")),
+                _ => causes.push(Cause::invalid("metadata.labels", v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")),
             }
         }
     } else if meta.get("labels").is_some_and(|l| !l.is_null()) {

@@ -362,11 +362,7 @@ fn watch_streams_changes() {
         serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/w/configmaps"])).unwrap();
     let rv: i64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
     assert!(rv > 0);
-    let raw = s.ok(&[
-        "get",
-        "--raw",
-        &format!("/api/v1/namespaces/w/configmaps?watch=true&resourceVersion=1&timeoutSeconds=1"),
-    ]);
+    let raw = s.ok(&["get", "--raw", "/api/v1/namespaces/w/configmaps?watch=true&resourceVersion=1&timeoutSeconds=1"]);
     let types: Vec<String> = raw
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].as_str().unwrap().to_string())
