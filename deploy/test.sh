@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
-# The project's test command (README): installs what the tests need, then runs every test in the workspace,
-# including the storage conformance suite against the embedded store and a real etcd.
+# The project's test command (README): installs what the tests need, runs every test in the workspace (the storage
+# conformance suite runs against the embedded store and a real etcd), then runs the kubectl end-to-end suite again
+# with kube-apiserver on etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 echo "==> cargo test --workspace"
 cargo test --workspace --locked
+
+echo "==> kubectl end-to-end suite against kube-apiserver on etcd"
+dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+peer=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+etcd --name e2e --data-dir "$dir/data" --listen-client-urls "http://127.0.0.1:$port" \
+  --advertise-client-urls "http://127.0.0.1:$port" --listen-peer-urls "http://127.0.0.1:$peer" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$peer" --initial-cluster "e2e=http://127.0.0.1:$peer" \
+  --logger zap --log-level error >"$dir/etcd.log" 2>&1 &
+etcd_pid=$!
+trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+KUBE_TEST_ETCD="http://127.0.0.1:$port" cargo test --locked -p kube-apiserver --test kubectl

@@ -16,18 +16,10 @@ fn roundtrip<T: DeserializeOwned + Serialize>(obj: &Value) -> Option<Value> {
     serde_json::to_value(typed).ok()
 }
 
-macro_rules! kinds {
-    ($group:expr, $version:expr, $kind:expr, $obj:expr, { $( ($g:literal, $v:literal, $k:literal) => $t:ty, )* }) => {
-        match ($group, $version, $kind) {
-            $( ($g, $v, $k) => roundtrip::<$t>($obj), )*
-            _ => None,
-        }
-    };
-}
-
-/// The object as the kind's schema keeps it (None for kinds without a schema here, or undecodable objects).
-fn known(group: &str, version: &str, kind: &str, obj: &Value) -> Option<Value> {
-    kinds!(group, version, kind, obj, {
+/// Every built-in kind with a schema here: (group, version, kind) => k8s-openapi type. Expands `$m!` over the table.
+macro_rules! kind_table {
+    ($m:ident, $($arg:expr),*) => {
+        $m!($($arg),* ; {
         ("", "v1", "Binding") => api::core::v1::Binding,
         ("", "v1", "ConfigMap") => api::core::v1::ConfigMap,
         ("", "v1", "Endpoints") => api::core::v1::Endpoints,
@@ -84,7 +76,76 @@ fn known(group: &str, version: &str, kind: &str, obj: &Value) -> Option<Value> {
         ("authorization.k8s.io", "v1", "SelfSubjectRulesReview") => api::authorization::v1::SelfSubjectRulesReview,
         ("authorization.k8s.io", "v1", "SubjectAccessReview") => api::authorization::v1::SubjectAccessReview,
         ("authorization.k8s.io", "v1", "LocalSubjectAccessReview") => api::authorization::v1::LocalSubjectAccessReview,
-    })
+        })
+    };
+}
+
+macro_rules! roundtrip_kind {
+    ($group:expr, $version:expr, $kind:expr, $obj:expr ; { $( ($g:literal, $v:literal, $k:literal) => $t:ty, )* }) => {
+        match ($group, $version, $kind) {
+            $( ($g, $v, $k) => roundtrip::<$t>($obj), )*
+            _ => None,
+        }
+    };
+}
+
+macro_rules! schemas_of {
+    ($group:expr, $version:expr, $generator:expr, $roots:expr ; { $( ($g:literal, $v:literal, $k:literal) => $t:ty, )* }) => {
+        $(
+            if ($g, $v) == ($group, $version) {
+                $generator.subschema_for::<$t>();
+                $roots.push((<$t as schemars::JsonSchema>::schema_name().to_string(), $k));
+            }
+        )*
+    };
+}
+
+/// The object as the kind's schema keeps it (None for kinds without a schema here, or undecodable objects).
+fn known(group: &str, version: &str, kind: &str, obj: &Value) -> Option<Value> {
+    kind_table!(roundtrip_kind, group, version, kind, obj)
+}
+
+/// OpenAPI v3 `components.schemas` for the kinds of one group-version, with upstream's schema names
+/// (`io.k8s.api.core.v1.Pod`), field descriptions and `x-kubernetes-group-version-kind` on each kind: what
+/// `kubectl explain` reads. Returns the map and the schema name of each kind.
+pub fn openapi_definitions(
+    group: &str,
+    version: &str,
+) -> (serde_json::Map<String, Value>, Vec<(String, &'static str)>) {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut roots: Vec<(String, &'static str)> = Vec::new();
+    kind_table!(schemas_of, group, version, generator, roots);
+    let mut defs = generator.take_definitions(true);
+    for (name, kind) in &roots {
+        if let Some(obj) = defs.get_mut(name).and_then(Value::as_object_mut) {
+            obj.insert(
+                "x-kubernetes-group-version-kind".into(),
+                serde_json::json!([{"group": group, "version": version, "kind": kind}]),
+            );
+        }
+    }
+    // Upstream wraps a described reference as allOf: [{$ref}] (siblings of $ref are ignored in OpenAPI 3.0).
+    for v in defs.values_mut() {
+        wrap_refs(v);
+    }
+    (defs, roots)
+}
+
+fn wrap_refs(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.len() > 1
+                && let Some(r) = m.remove("$ref")
+            {
+                m.insert("allOf".into(), serde_json::json!([{"$ref": r}]));
+            }
+            for x in m.values_mut() {
+                wrap_refs(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(wrap_refs),
+        _ => {}
+    }
 }
 
 /// Collects the paths (`spec.containers[0].notAField`) present in `input` but not in `kept`.

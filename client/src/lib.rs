@@ -117,7 +117,8 @@ fn tls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
         }
         builder.with_root_certificates(roots)
     };
-    let mut tls = match (&cfg.client_cert_pem, &cfg.client_key_pem) {
+    // ALPN (h2, http/1.1) is set by the connector.
+    let tls = match (&cfg.client_cert_pem, &cfg.client_key_pem) {
         (Some(cert), Some(key)) => {
             let key = rustls_pemfile::private_key(&mut &key[..])
                 .map_err(|e| Error::Tls(e.to_string()))?
@@ -126,7 +127,6 @@ fn tls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
         }
         _ => builder.with_no_client_auth(),
     };
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }
 

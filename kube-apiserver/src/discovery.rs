@@ -201,8 +201,23 @@ pub fn openapi_index() -> Value {
 /// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (what kubectl checks before it leaves
 /// validation to the server), and an open schema per kind.
 pub fn openapi_gv(group: &str, version: &str) -> Option<Value> {
+    type Docs = std::sync::Mutex<std::collections::HashMap<String, Option<Value>>>;
+    static DOCS: std::sync::OnceLock<Docs> = std::sync::OnceLock::new();
+    let docs = DOCS.get_or_init(Default::default);
+    let key = format!("{group}/{version}");
+    if let Some(doc) = docs.lock().ok().and_then(|d| d.get(&key).cloned()) {
+        return doc;
+    }
+    let doc = build_openapi_gv(group, version);
+    if let Ok(mut d) = docs.lock() {
+        d.insert(key, doc.clone());
+    }
+    doc
+}
+
+fn build_openapi_gv(group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
-    let mut schemas = serde_json::Map::new();
+    let (mut schemas, roots) = api_types::schema::openapi_definitions(group, version);
     let params = json!([
         {"name": "dryRun", "in": "query", "schema": {"type": "string"}, "description": "When present, indicates that modifications should not be persisted."},
         {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
@@ -210,7 +225,8 @@ pub fn openapi_gv(group: &str, version: &str) -> Option<Value> {
     ]);
     for r in resources::in_group_version(group, version) {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let schema_name = schema_name(r);
+        let typed = roots.iter().find(|(_, k)| *k == r.kind).map(|(n, _)| n.clone());
+        let schema_name = typed.clone().unwrap_or_else(|| schema_name(r));
         let base = format!("/{}", openapi_gv_path(group, version));
         let path = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
@@ -248,6 +264,9 @@ pub fn openapi_gv(group: &str, version: &str) -> Option<Value> {
         };
         if r.has_verb("create") {
             paths.insert(collection, json!({"post": op("post")}));
+        }
+        if typed.is_some() {
+            continue;
         }
         schemas.insert(
             schema_name,

@@ -235,10 +235,7 @@ impl Registry {
             if rev > 0 && p.resource_version_match.as_deref() == Some("Exact") {
                 at = Some(rev);
             } else if rev > 0 {
-                let current = self.store.current_revision().await.map_err(|e| storage_error(res, "", e))?;
-                if rev > current {
-                    return Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {current}")));
-                }
+                self.wait_for_revision(res, rev).await?;
             }
         }
         let filtering = p.label_selector.as_ref().is_some_and(|s| !s.is_empty()) || p.field_selector.is_some();
@@ -617,6 +614,22 @@ impl Registry {
         Err(ApiError::stale(res.group, res.plural, name))
     }
 
+    /// Waits (up to 3 s, as upstream) for the store to reach a revision a client asked for; then 504
+    /// "Too large resource version".
+    async fn wait_for_revision(&self, res: &Resource, rev: Revision) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let current = self.store.current_revision().await.map_err(|e| storage_error(res, "", e))?;
+            if rev <= current {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {current}")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts an API watch, served by the watch cache: the events after `resourceVersion`, or (unset or "0")
     /// the current objects as ADDED followed by what happens next.
     pub async fn watch(
@@ -629,18 +642,7 @@ impl Registry {
         let from = p.resource_version.as_deref().filter(|rv| !rv.is_empty() && *rv != "0").map(parse_rv).transpose()?;
         let cache = self.cacher.cache(res).await?;
         if let Some(rev) = from {
-            // A revision the store has not reached yet: wait a little for it, then refuse (as upstream, 3 s).
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-            loop {
-                let current = self.store.current_revision().await.map_err(|e| storage_error(res, "", e))?;
-                if rev <= current {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(ApiError::timeout(format!("Too large resource version: {rev}, current: {current}")));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            self.wait_for_revision(res, rev).await?;
         }
         match from {
             // Older than the cache's history (e.g. the cache started after the client listed): storage has it.

@@ -369,3 +369,215 @@ fn watch_streams_changes() {
         .collect();
     assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"], "{raw}");
 }
+
+const NODE_AND_PODS: &str = "apiVersion: v1
+kind: Node
+metadata:
+  name: node1
+  labels: {kubernetes.io/hostname: node1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: evict-me, labels: {app: d}}
+spec:
+  nodeName: node1
+  terminationGracePeriodSeconds: 0
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: graceful}
+spec:
+  nodeName: node1
+  containers: [{name: c, image: busybox}]
+";
+
+#[test]
+fn graceful_deletion_and_drain() {
+    let s = Apiserver::start();
+    s.apply(NODE_AND_PODS);
+    // A scheduled pod is deleted gracefully: it stays with a deletionTimestamp until its kubelet confirms.
+    s.ok(&["delete", "pod", "graceful", "--wait=false"]);
+    let p = s.json(&["get", "pod", "graceful"]);
+    assert!(p["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 30);
+    let table = s.ok(&["get", "pod", "graceful"]);
+    assert!(table.contains("Terminating"), "{table}");
+    // A zero grace period (what the kubelet sends when the containers are gone) removes it.
+    s.ok(&["delete", "pod", "graceful", "--grace-period=0", "--force"]);
+    s.fails(&["get", "pod", "graceful"]);
+    // drain: cordon, then evict the node's pods through pods/eviction.
+    let out =
+        s.kubectl(&["drain", "node1", "--ignore-daemonsets", "--force", "--delete-emptydir-data", "--timeout=30s"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("evicting pod default/evict-me") && text.contains("node/node1 drained"), "{text}");
+    s.fails(&["get", "pod", "evict-me"]);
+    assert_eq!(s.json(&["get", "node", "node1"])["spec"]["unschedulable"], true);
+    assert!(s.ok(&["get", "nodes"]).contains("SchedulingDisabled"));
+    s.ok(&["uncordon", "node1"]);
+    assert!(s.json(&["get", "node", "node1"])["spec"].get("unschedulable").is_none());
+    // taint and remove it again.
+    s.ok(&["taint", "nodes", "node1", "key=value:NoSchedule"]);
+    assert_eq!(s.json(&["get", "node", "node1"])["spec"]["taints"][0]["effect"], "NoSchedule");
+    s.ok(&["taint", "nodes", "node1", "key=value:NoSchedule-"]);
+    assert!(s.json(&["get", "node", "node1"])["spec"].get("taints").is_none());
+}
+
+#[test]
+fn binding_status_split_and_generation() {
+    let s = Apiserver::start();
+    s.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox}]\n");
+    let p = s.json(&["get", "pod", "p"]);
+    assert_eq!(p["status"]["phase"], "Pending");
+    assert_eq!(p["status"]["qosClass"], "BestEffort");
+    assert_eq!(p["spec"]["serviceAccountName"], "default");
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"apiVersion":"v1","kind":"Node","name":"n1"}}"#;
+    let out = s.kubectl_stdin(&["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", "-"], binding);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.json(&["get", "pod", "p"])["spec"]["nodeName"], "n1");
+    let out = s.kubectl_stdin(&["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", "-"], binding);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already assigned"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The main resource ignores status; the status subresource changes only status.
+    s.ok(&["patch", "pod", "p", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    assert_eq!(s.json(&["get", "pod", "p"])["status"]["phase"], "Pending");
+    s.ok(&[
+        "patch",
+        "pod",
+        "p",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"},"metadata":{"labels":{"x":"y"}}}"#,
+    ]);
+    let p = s.json(&["get", "pod", "p"]);
+    assert_eq!(p["status"]["phase"], "Running");
+    assert!(p["metadata"].get("labels").is_none(), "status writes keep metadata");
+    // Pod specs are immutable but for images.
+    let err = s.fails(&["patch", "pod", "p", "--type=merge", "-p", r#"{"spec":{"restartPolicy":"Never"}}"#]);
+    assert!(err.contains("pod updates may not change fields other than"), "{err}");
+    s.ok(&["set", "image", "pod/p", "c=busybox:2"]);
+    // Generation moves with spec changes only.
+    s.apply(DEPLOYMENT);
+    s.ok(&["label", "deploy", "web", "a=b"]);
+    assert_eq!(s.json(&["get", "deploy", "web"])["metadata"]["generation"], 1);
+    s.ok(&["scale", "deploy", "web", "--replicas=7"]);
+    assert_eq!(s.json(&["get", "deploy", "web"])["metadata"]["generation"], 2);
+}
+
+#[test]
+fn services_get_cluster_ips_and_node_ports() {
+    let s = Apiserver::start();
+    s.apply(DEPLOYMENT);
+    s.ok(&["expose", "deployment", "web", "--port=80", "--target-port=8080"]);
+    let svc = s.json(&["get", "svc", "web"]);
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.0.0.") && ip != "10.0.0.1", "{ip}");
+    assert_eq!(svc["spec"]["selector"]["app"], "web");
+    s.ok(&["create", "service", "nodeport", "np", "--tcp=80:80"]);
+    let np = s.json(&["get", "svc", "np"]);
+    let port = np["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&port));
+    let table = s.ok(&["get", "svc"]);
+    assert!(table.contains(&format!("80:{port}/TCP")) && table.contains("NodePort"), "{table}");
+    // The same IP cannot be taken twice; deleting frees it.
+    let dup = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: dup}}\nspec:\n  clusterIP: {ip}\n  ports: [{{port: 80}}]\n"
+    );
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &dup);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("provided IP is already allocated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.ok(&["delete", "svc", "web"]);
+    s.ok_stdin(&["create", "-f", "-"], &dup);
+    assert_eq!(s.json(&["get", "svc", "dup"])["spec"]["clusterIP"], ip.as_str());
+}
+
+#[test]
+fn explain_cluster_info_and_can_i_list() {
+    let s = Apiserver::start();
+    let out = s.ok(&["explain", "pods.spec.containers"]);
+    assert!(out.contains("KIND:") && out.contains("Pod") && out.contains("FIELD: containers"), "{out}");
+    assert!(out.contains("image"), "{out}");
+    let out = s.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(out.contains("replicas") && out.contains("integer"), "{out}");
+    let out = s.ok(&["auth", "can-i", "--list"]);
+    assert!(out.contains("*.*") || out.contains("[*]"), "{out}");
+    let out = s.ok(&["cluster-info"]);
+    assert!(out.contains("Kubernetes control plane is running at"), "{out}");
+}
+
+#[test]
+fn oversized_bodies_are_refused() {
+    let s = Apiserver::start();
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata:\n  k: \"{}\"\n",
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &big);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && (err.contains("too large") || err.contains("Too large")), "{err}");
+    s.fails(&["get", "cm", "big"]);
+}
+
+/// A client from the test kubeconfig (the `client` crate does not retry 429s, unlike kubectl).
+fn client_for(s: &Apiserver) -> client::Client {
+    client::Client::new(&client::Config::from_kubeconfig(&s.kubeconfig).unwrap()).unwrap()
+}
+
+#[test]
+fn max_in_flight_answers_429_with_retry_after() {
+    let s = Apiserver::start_with(&["--max-requests-inflight=1"]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let c = client_for(&s);
+        let pods = c.api("", "v1", "pods").unwrap().namespaced("default");
+        // A list at a revision the store has not reached holds its slot for 3 s, then 504.
+        let slow = {
+            let pods = pods.clone();
+            tokio::spawn(async move {
+                let p = client::ListParams { resource_version: Some("999999999".into()), ..Default::default() };
+                pods.list(&p).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let err = pods.list(&client::ListParams::default()).await.unwrap_err();
+        match err {
+            client::Error::Api(e) => {
+                assert_eq!((e.code, e.reason), (429, "TooManyRequests"));
+                assert_eq!(e.retry_after, Some(1));
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        let slow = slow.await.unwrap().unwrap_err();
+        assert_eq!(slow.code(), Some(504), "{slow}");
+        // Mutating requests have their own budget.
+        let cms = c.api("", "v1", "configmaps").unwrap().namespaced("default");
+        cms.create(&serde_json::json!({"metadata": {"name": "ok"}})).await.unwrap();
+    });
+}
+
+#[test]
+fn client_crate_watch_and_errors() {
+    let s = Apiserver::start_with(&["--etcd-compaction-interval=0"]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let c = client_for(&s);
+        let cms = c.api("", "v1", "configmaps").unwrap().namespaced("default");
+        let list = cms.list(&client::ListParams::default()).await.unwrap();
+        let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let p = client::ListParams { resource_version: Some(rv), bookmarks: true, ..Default::default() };
+        let mut events = cms.watch(&p).await.unwrap();
+        cms.create(&serde_json::json!({"metadata": {"name": "a"}})).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap().unwrap();
+        assert!(matches!(first, client::WatchEvent::Added(ref o) if o["metadata"]["name"] == "a"), "{first:?}");
+        let err = cms.create(&serde_json::json!({"metadata": {"name": "a"}})).await.unwrap_err();
+        assert_eq!(err.code(), Some(409));
+    });
+}

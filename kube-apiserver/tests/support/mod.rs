@@ -138,6 +138,13 @@ impl Apiserver {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Runs kubectl with stdin and expects success.
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_stdin(args, stdin);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn apply(&self, yaml: &str) -> String {
         let out = self.kubectl_stdin(&["apply", "-f", "-"], yaml);
         assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
