@@ -55,6 +55,21 @@ ROOTS = [
     ("authorization.k8s.io/v1", "LocalSubjectAccessReview", "api::authorization::v1::LocalSubjectAccessReview"),
     ("meta.k8s.io/v1", "DeleteOptions", "apimachinery::pkg::apis::meta::v1::DeleteOptions"),
     ("policy/v1", "Eviction", "api::policy::v1::Eviction"),
+    # What more of kubectl's `create` generators and `autoscale` send.
+    ("autoscaling/v1", "HorizontalPodAutoscaler", "api::autoscaling::v1::HorizontalPodAutoscaler"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", "api::autoscaling::v2::HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget", "api::policy::v1::PodDisruptionBudget"),
+    ("rbac.authorization.k8s.io/v1", "Role", "api::rbac::v1::Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", "api::rbac::v1::RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", "api::rbac::v1::ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "api::rbac::v1::ClusterRoleBinding"),
+    ("scheduling.k8s.io/v1", "PriorityClass", "api::scheduling::v1::PriorityClass"),
+    ("v1", "ResourceQuota", "api::core::v1::ResourceQuota"),
+    ("v1", "Endpoints", "api::core::v1::Endpoints"),
+    ("v1", "Event", "api::core::v1::Event"),
+    ("v1", "Node", "api::core::v1::Node"),
+    ("networking.k8s.io/v1", "Ingress", "api::networking::v1::Ingress"),
+    ("coordination.k8s.io/v1", "Lease", "api::coordination::v1::Lease"),
 ]
 
 # Messages with a JSON form of their own (custom MarshalJSON upstream): the decoder handles them by hand.
@@ -73,6 +88,8 @@ SPECIAL = {
 
 # snake_case prost name -> upstream JSON name, wherever plain camelCase is wrong (upper-case acronyms and the like).
 JSON_NAME_OVERRIDES = {
+    "current_cpu_utilization_percentage": "currentCPUUtilizationPercentage",
+    "pod_cid_rs": "podCIDRs",
     "boot_id": "bootID",
     "client_ip": "clientIP",
     "cluster_ip": "clusterIP",
@@ -111,6 +128,7 @@ JSON_NAME_OVERRIDES = {
 
 # (Rust path of the message, snake_case field) of the Go fields embedded with `json:",inline"`.
 INLINE_FIELDS = {
+    ("api::networking::v1::IngressRule", "ingress_rule_value"),
     ("api::core::v1::Volume", "volume_source"),
     ("api::core::v1::PersistentVolumeSpec", "persistent_volume_source"),
     ("api::core::v1::Probe", "handler"),
@@ -323,6 +341,12 @@ def camel(snake):
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
+# Per-message JSON names that break the general rule (Go field without a lower-case json tag).
+MESSAGE_JSON_NAMES = {
+    ("api::core::v1::DaemonEndpoint", "port"): "Port",
+}
+
+
 def json_name(snake):
     return JSON_NAME_OVERRIDES.get(snake, camel(snake))
 
@@ -391,7 +415,7 @@ def build(messages):
                 kind, repeated, is_message = field_kind(attr)
                 target = resolve(module, ty) if is_message else None
                 inline = (path, snake) in INLINE_FIELDS
-                json = json_name(snake)
+                json = MESSAGE_JSON_NAMES.get((path, snake)) or json_name(snake)
                 omit = json in omit_zero.get(path, ())
                 if omit and (repeated or target is not None or kind.startswith("Map")):
                     raise SystemExit(f"OMIT_ZERO names {path}.{json}, which is not a singular scalar")

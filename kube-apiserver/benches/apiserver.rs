@@ -32,6 +32,8 @@ fn ms(d: Duration) -> f64 {
 struct Server {
     child: Child,
     client: Client,
+    /// Separate connections for the watchers (HTTP/2 allows 1,000 streams per connection, as upstream).
+    watch_clients: Vec<Client>,
     _dir: tempfile::TempDir,
 }
 
@@ -83,12 +85,13 @@ async fn start(extra: &[String]) -> Server {
         ..Default::default()
     };
     let client = Client::new(&cfg).unwrap();
+    let watch_clients = (0..4).map(|_| Client::new(&cfg).unwrap()).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get_raw("/readyz").await.is_err() {
         assert!(Instant::now() < deadline, "apiserver did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Server { child, client, _dir: dir }
+    Server { child, client, watch_clients, _dir: dir }
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -212,9 +215,10 @@ async fn bench(name: &str, server: &Server) -> Figures {
         cms.list(&ListParams::default()).await.unwrap()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut handles = Vec::new();
-    for _ in 0..watchers {
+    for i in 0..watchers {
         let p = ListParams { resource_version: Some(rv.clone()), ..Default::default() };
-        let mut events = cms.watch(&p).await.unwrap();
+        let wc = &server.watch_clients[i % server.watch_clients.len()];
+        let mut events = wc.api("", "v1", "configmaps").unwrap().namespaced("watch").watch(&p).await.unwrap();
         let tx = tx.clone();
         handles.push(tokio::spawn(async move {
             while let Some(Ok(ev)) = events.recv().await {

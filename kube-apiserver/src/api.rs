@@ -117,6 +117,13 @@ fn accept(req_headers: &http::HeaderMap) -> String {
 }
 
 fn object_response(code: StatusCode, res: &Resource, obj: &Value, accept: &str, q: &HashMap<String, String>) -> Resp {
+    let converted;
+    let obj = if crate::convert::converts(res) {
+        converted = crate::convert::to_external(res, obj.clone());
+        &converted
+    } else {
+        obj
+    };
     if table::wants_table(accept) {
         let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
         let meta = json!({"resourceVersion": meta_str(obj, "resourceVersion").unwrap_or_default()});
@@ -173,17 +180,19 @@ pub async fn serve(
         return crate::reviews::create(server, res, ns, obj, &user).map(|v| json_response(StatusCode::CREATED, &v));
     }
     let reg = &server.registry;
+    // The registry works on the stored shape; conversion happens at the edges (events.k8s.io, autoscaling/v1).
+    let sres = crate::convert::storage_resource(res);
     match verb {
         "get" => {
             allowed("get")?;
             let name = info.name.as_deref().unwrap_or_default();
-            let obj = reg.get(res, ns, name).await?;
+            let obj = reg.get(sres, ns, name).await?;
             Ok(object_response(StatusCode::OK, res, &obj, &accept, &q))
         }
         "list" => {
             allowed("list")?;
             let p = list_params(res, &q)?;
-            let page = reg.list(res, ns, &p).await?;
+            let page = reg.list(sres, ns, &p).await?;
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
             if let Some(c) = &page.continue_token {
                 meta["continue"] = json!(c);
@@ -193,10 +202,30 @@ pub async fn serve(
             }
             if table::wants_table(&accept) {
                 let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
-                return Ok(json_response(StatusCode::OK, &table::table(res, &page.items, meta, include, true)));
+                let objs = page.items.iter().map(|i| i.value()).collect::<Result<Vec<_>, _>>()?;
+                let objs: Vec<Value> = objs.into_iter().map(|o| crate::convert::to_external(res, o)).collect();
+                return Ok(json_response(StatusCode::OK, &table::table(res, &objs, meta, include, true)));
             }
-            let list = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": meta, "items": page.items});
-            Ok(json_response(StatusCode::OK, &list))
+            // Written by hand so stored objects go out as they are, never decoded and encoded again.
+            let mut body = Vec::with_capacity(page.items.len() * 1024 + 256);
+            body.extend_from_slice(
+                format!("{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":", res.kind, res.api_version())
+                    .as_bytes(),
+            );
+            let _ = serde_json::to_writer(&mut body, &meta);
+            body.extend_from_slice(b",\"items\":[");
+            for (i, item) in page.items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                if crate::convert::converts(res) {
+                    let _ = serde_json::to_writer(&mut body, &crate::convert::to_external(res, item.value()?));
+                } else {
+                    item.write_json(&mut body);
+                }
+            }
+            body.extend_from_slice(b"]}");
+            Ok(crate::server::bytes_response(StatusCode::OK, body, "application/json"))
         }
         "watch" => {
             allowed("watch")?;
@@ -215,7 +244,8 @@ pub async fn serve(
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
             let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
-            let created = crate::admission::create(server, res, ns, obj, dry_run(&q)?).await?;
+            let obj = crate::convert::to_internal(res, obj);
+            let created = crate::admission::create(server, sres, ns, obj, dry_run(&q)?).await?;
             let resp = object_response(StatusCode::CREATED, res, &created, &accept, &q);
             Ok(with_warnings(resp, &warnings))
         }
@@ -225,7 +255,8 @@ pub async fn serve(
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
             let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
-            let updated = reg.update(res, ns, name, None, obj, dry_run(&q)?).await?;
+            let obj = crate::convert::to_internal(res, obj);
+            let updated = reg.update(sres, ns, name, None, obj, dry_run(&q)?).await?;
             let resp = object_response(StatusCode::OK, res, &updated, &accept, &q);
             Ok(with_warnings(resp, &warnings))
         }
@@ -237,7 +268,8 @@ pub async fn serve(
                 return crate::subresources::server_side_apply(server, res, ns, name, &body, &q, &accept).await;
             }
             let mode = field_validation(&q)?;
-            let (patched, warnings) = reg.patch_checked(res, ns, name, None, pt, &body, dry_run(&q)?, mode).await?;
+            let (patched, warnings) =
+                reg.patch_checked(sres, ns, name, None, pt, &body, dry_run(&q)?, mode, res).await?;
             let resp = object_response(StatusCode::OK, res, &patched, &accept, &q);
             Ok(with_warnings(resp, &warnings))
         }
@@ -246,7 +278,7 @@ pub async fn serve(
             let name = info.name.as_deref().unwrap_or_default();
             let body = read_body(body).await?;
             let p = delete_params(&as_json(&parts.headers, body)?, &q)?;
-            let out = crate::admission::delete(server, res, ns, name, &p).await?;
+            let out = crate::admission::delete(server, sres, ns, name, &p).await?;
             Ok(match out {
                 Deleted::Pending(obj) => object_response(StatusCode::OK, res, &obj, &accept, &q),
                 Deleted::Gone(obj) => object_response(StatusCode::OK, res, &obj, &accept, &q),
@@ -257,13 +289,14 @@ pub async fn serve(
             let body = read_body(body).await?;
             let dp = delete_params(&as_json(&parts.headers, body)?, &q)?;
             let lp = list_params(res, &q)?;
-            let page = reg.list(res, ns, &ListParams { limit: 0, continue_token: None, ..lp }).await?;
+            let page = reg.list(sres, ns, &ListParams { limit: 0, continue_token: None, ..lp }).await?;
             let mut items = Vec::new();
-            for obj in page.items {
+            for item in page.items {
+                let obj = item.value()?;
                 let name = meta_str(&obj, "name").unwrap_or_default().to_string();
                 let ons = meta_str(&obj, "namespace").map(str::to_string);
-                match crate::admission::delete(server, res, ons.as_deref(), &name, &dp).await {
-                    Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => items.push(o),
+                match crate::admission::delete(server, sres, ons.as_deref(), &name, &dp).await {
+                    Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => items.push(crate::convert::to_external(res, o)),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
@@ -322,6 +355,7 @@ fn event_json(res: &Resource, ev: &WatchEvent, as_table: bool, first: &mut bool)
         }
         WatchEvent::Error(e) => return json!({"type": "ERROR", "object": e.to_status()}),
     };
+    let obj = crate::convert::to_external(res, obj);
     if as_table {
         let meta = json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
         let t = table::table(res, std::slice::from_ref(&obj), meta, "Metadata", *first);
@@ -349,7 +383,7 @@ async fn watch(
             Duration::from_secs(min + (uuid::Uuid::new_v4().as_u128() % min as u128) as u64)
         }
     };
-    let mut events = server.registry.watch(res, ns, p, bookmarks).await?;
+    let mut events = server.registry.watch(crate::convert::storage_resource(res), ns, p, bookmarks).await?;
     let as_table = table::wants_table(accept);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let mut stop = server.stop_signal();

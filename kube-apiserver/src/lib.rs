@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod cacher;
+pub mod convert;
 pub mod defaults;
 pub mod discovery;
 pub mod ipalloc;

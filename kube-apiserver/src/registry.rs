@@ -65,7 +65,7 @@ pub fn check_fields(res: &Resource, obj: &mut Value, mode: FieldValidation) -> R
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {
-    pub items: Vec<Value>,
+    pub items: Vec<Item>,
     pub resource_version: Revision,
     pub continue_token: Option<String>,
     pub remaining: Option<i64>,
@@ -150,13 +150,74 @@ pub fn set_rv(obj: &mut Value, rev: Revision) {
     }
 }
 
+/// The stored form: without resourceVersion, and with apiVersion, kind and metadata first, so that
+/// [`inject_rv`] finds the top-level metadata as the first `"metadata":{` in the bytes.
 fn encode(obj: &Value) -> Result<Bytes, ApiError> {
-    let mut obj = obj.clone();
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+    let Some(src) = obj.as_object() else { return Err(ApiError::bad_request("the object must be a JSON object")) };
+    let mut out = serde_json::Map::with_capacity(src.len());
+    for k in ["apiVersion", "kind", "metadata"] {
+        if let Some(v) = src.get(k) {
+            out.insert(k.to_string(), v.clone());
+        }
+    }
+    for (k, v) in src {
+        if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
         meta.remove("selfLink");
     }
-    serde_json::to_vec(&obj).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+    serde_json::to_vec(&out).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A stored object's bytes with `metadata.resourceVersion` spliced in, without parsing it: the list fast path.
+/// Inside JSON strings quotes are escaped, so the first unescaped `"metadata":{` is a key, and [`encode`] puts the
+/// top-level one before any nested one.
+pub fn inject_rv(stored: &[u8], rev: Revision) -> Result<Bytes, ApiError> {
+    const KEY: &[u8] = b"\"metadata\":{";
+    let Some(at) = stored.windows(KEY.len()).position(|w| w == KEY) else {
+        let mut obj: Value = serde_json::from_slice(stored).map_err(|e| ApiError::internal(e.to_string()))?;
+        set_rv(&mut obj, rev);
+        return serde_json::to_vec(&obj).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()));
+    };
+    let split = at + KEY.len();
+    let field = if stored.get(split) == Some(&b'}') {
+        format!("\"resourceVersion\":\"{rev}\"")
+    } else {
+        format!("\"resourceVersion\":\"{rev}\",")
+    };
+    let mut out = Vec::with_capacity(stored.len() + field.len());
+    out.extend_from_slice(&stored[..split]);
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(&stored[split..]);
+    Ok(Bytes::from(out))
+}
+
+/// One object of a list: stored bytes with the resourceVersion spliced in (never re-encoded), or a parsed object.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Raw(Bytes),
+    Parsed(Value),
+}
+
+impl Item {
+    pub fn value(&self) -> Result<Value, ApiError> {
+        match self {
+            Item::Raw(b) => serde_json::from_slice(b).map_err(|e| ApiError::internal(e.to_string())),
+            Item::Parsed(v) => Ok(v.clone()),
+        }
+    }
+
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Item::Raw(b) => out.extend_from_slice(b),
+            Item::Parsed(v) => {
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+        }
+    }
 }
 
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -222,7 +283,14 @@ impl Registry {
     }
 
     /// A page of objects matching the selectors, following upstream's resourceVersion and continue rules.
-    pub async fn list(&self, res: &Resource, ns: Option<&str>, p: &ListParams) -> Result<ListPage, ApiError> {
+    pub async fn list(&self, res: &'static Resource, ns: Option<&str>, p: &ListParams) -> Result<ListPage, ApiError> {
+        if p.resource_version.as_deref() == Some("0") && p.continue_token.is_none() {
+            // "Any" resourceVersion: served from the watch cache, limit ignored (as upstream's cacher).
+            let cache = self.cacher.cache(res).await?;
+            let (items, rev) = cache.list(ns, p)?;
+            let items = items.into_iter().map(Item::Parsed).collect();
+            return Ok(ListPage { items, resource_version: rev, continue_token: None, remaining: None });
+        }
         let pfx = prefix(res, ns);
         let (mut at, mut start_after) = (None, None);
         if let Some(token) = &p.continue_token {
@@ -264,9 +332,9 @@ impl Registry {
             let mut last_key = None;
             for kv in &page.items {
                 last_key = Some(kv.key.clone());
-                let obj = decode(kv)?;
-                if matches(res, &obj, p)? {
-                    items.push(obj);
+                let keep = !filtering || matches(res, &decode(kv)?, p)?;
+                if keep {
+                    items.push(Item::Raw(inject_rv(&kv.value, kv.mod_revision)?));
                     if p.limit > 0 && items.len() >= p.limit {
                         break;
                     }
@@ -390,7 +458,7 @@ impl Registry {
         patch: &[u8],
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        self.patch_checked(res, ns, name, subresource, patch_type, patch, dry_run, FieldValidation::Ignore)
+        self.patch_checked(res, ns, name, subresource, patch_type, patch, dry_run, FieldValidation::Ignore, res)
             .await
             .map(|(v, _)| v)
     }
@@ -407,8 +475,8 @@ impl Registry {
         patch: &[u8],
         dry_run: bool,
         mode: FieldValidation,
+        served: &Resource,
     ) -> Result<(Value, Vec<String>), ApiError> {
-        let kind = res.kind;
         let warnings = std::sync::Mutex::new(Vec::new());
         let out = self
             .write_loop(
@@ -417,17 +485,20 @@ impl Registry {
                 name,
                 dry_run,
                 |cur_rev, cur| {
-                    let mut patched = apply_patch(cur, patch_type, patch, Some(kind)).map_err(patch_error)?;
+                    // The patch applies to the object as the client's version shows it.
+                    let external = crate::convert::to_external(served, cur.clone());
+                    let mut patched =
+                        apply_patch(&external, patch_type, patch, Some(served.kind)).map_err(patch_error)?;
                     if let Some(rv) = meta_str(&patched, "resourceVersion").filter(|rv| !rv.is_empty())
                         && parse_rv(rv)? != cur_rev
                     {
                         return Err(ApiError::stale(res.group, res.plural, name));
                     }
-                    let w = check_fields(res, &mut patched, mode)?;
+                    let w = check_fields(served, &mut patched, mode)?;
                     if let Ok(mut all) = warnings.lock() {
                         *all = w;
                     }
-                    Ok(patched)
+                    Ok(crate::convert::to_internal(served, patched))
                 },
                 subresource,
             )
@@ -717,6 +788,56 @@ mod tests {
         assert_eq!(decode_continue("not base64!").unwrap_err().code, 400);
         let evil = base64::engine::general_purpose::STANDARD.encode(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"../x"}"#);
         assert_eq!(decode_continue(&evil).unwrap_err().code, 400);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paging_pins_a_revision_and_expires_with_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::sqlite::SqliteStore::open(crate::storage::sqlite::SqliteConfig::in_dir(dir.path()))
+            .unwrap();
+        let reg = Registry::new(Arc::new(Backend::Sqlite(store)));
+        let ns = api_types::resources::find("", "v1", "namespaces").unwrap();
+        reg.create(ns, None, json!({"metadata": {"name": "default"}}), false).await.unwrap();
+        let cms = api_types::resources::find("", "v1", "configmaps").unwrap();
+        for n in ["a", "b", "c"] {
+            reg.create(cms, Some("default"), json!({"metadata": {"name": n}}), false).await.unwrap();
+        }
+        let first = reg.list(cms, Some("default"), &ListParams { limit: 2, ..Default::default() }).await.unwrap();
+        assert_eq!(first.items.len(), 2);
+        assert_eq!(first.remaining, Some(1));
+        let token = first.continue_token.clone().unwrap();
+        // A write after the first page does not show up in the next one.
+        reg.create(cms, Some("default"), json!({"metadata": {"name": "d"}}), false).await.unwrap();
+        let p = ListParams { limit: 2, continue_token: Some(token.clone()), ..Default::default() };
+        let second = reg.list(cms, Some("default"), &p).await.unwrap();
+        let names: Vec<_> =
+            second.items.iter().map(|o| meta_str(&o.value().unwrap(), "name").unwrap().to_string()).collect();
+        assert_eq!(names, ["c"]);
+        assert!(second.continue_token.is_none());
+        // Once history is compacted past the token's revision, the token is 410 Expired.
+        let now = reg.store.current_revision().await.unwrap();
+        reg.store.compact(now).await.unwrap();
+        let err = reg.list(cms, Some("default"), &p).await.unwrap_err();
+        assert_eq!((err.code, err.reason), (410, "Expired"));
+        // Label selectors page through until the page is full.
+        let sel =
+            ListParams { label_selector: Some(LabelSelector::parse("x=y").unwrap()), limit: 1, ..Default::default() };
+        assert!(reg.list(cms, Some("default"), &sel).await.unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn resource_version_is_spliced_into_stored_bytes() {
+        let obj = json!({"spec": {"template": {"metadata": {"labels": {"a": "b"}}}}, "metadata": {"name": "x", "resourceVersion": "9"}, "kind": "Deployment", "apiVersion": "apps/v1"});
+        let stored = encode(&obj).unwrap();
+        let out: Value = serde_json::from_slice(&inject_rv(&stored, 42).unwrap()).unwrap();
+        assert_eq!(out["metadata"]["resourceVersion"], "42");
+        assert!(out["spec"]["template"]["metadata"].get("resourceVersion").is_none());
+        let empty = encode(&json!({"kind": "X", "metadata": {}})).unwrap();
+        let out: Value = serde_json::from_slice(&inject_rv(&empty, 1).unwrap()).unwrap();
+        assert_eq!(out["metadata"], json!({"resourceVersion": "1"}));
+        let tricky = encode(&json!({"metadata": {"annotations": {"a": "\"metadata\":{"}}})).unwrap();
+        let out: Value = serde_json::from_slice(&inject_rv(&tricky, 3).unwrap()).unwrap();
+        assert_eq!(out["metadata"]["resourceVersion"], "3");
     }
 
     #[test]

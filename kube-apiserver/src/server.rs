@@ -34,6 +34,9 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 pub type Resp = Response<Body>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Concurrent HTTP/2 streams per connection (upstream's --http2-max-streams-per-connection default).
+pub const HTTP2_MAX_STREAMS: u32 = 1000;
+
 /// Bodies over this are refused with 413 (upstream's 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -51,6 +54,15 @@ pub fn json_with_type(code: StatusCode, v: &Value, content_type: &str) -> Resp {
     if let Ok(ct) = HeaderValue::from_str(content_type) {
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r
+}
+
+/// A response with a body already encoded.
+pub fn bytes_response(code: StatusCode, body: Vec<u8>, content_type: &'static str) -> Resp {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     r
 }
@@ -469,7 +481,9 @@ pub async fn serve(opts: Options, listener: TcpListener, shutdown: impl Future<O
                 .and_then(|c| crate::pki::cert_identity(c.as_ref()));
             let conn = ConnInfo { cert_identity, remote: Some(remote) };
             let svc = hyper::service::service_fn(move |req| server.clone().handle(req, conn.clone()));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // upstream's --http2-max-streams-per-connection default: informers multiplex many watches.
+            builder.http2().max_concurrent_streams(HTTP2_MAX_STREAMS);
             let fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(fut.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "connection ended");

@@ -581,3 +581,29 @@ fn client_crate_watch_and_errors() {
         assert_eq!(err.code(), Some(409));
     });
 }
+
+#[test]
+fn events_and_hpas_are_served_in_both_versions() {
+    let s = Apiserver::start();
+    let ev = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: e1}\neventTime: \"2024-01-01T00:00:00.000000Z\"\nreportingController: test\nreportingInstance: test-1\naction: Started\nreason: Started\nnote: hello\ntype: Normal\nregarding: {kind: Pod, name: p, namespace: default}\n";
+    s.ok_stdin(&["create", "-f", "-"], ev);
+    let core = s.json(&["get", "events.v1.", "e1"]);
+    assert_eq!((core["message"].as_str(), core["involvedObject"]["name"].as_str()), (Some("hello"), Some("p")));
+    let new = s.json(&["get", "events.v1.events.k8s.io", "e1"]);
+    assert_eq!((new["note"].as_str(), new["regarding"]["name"].as_str()), (Some("hello"), Some("p")));
+    s.ok(&["patch", "events.v1.events.k8s.io", "e1", "--type=merge", "-p", r#"{"note":"patched"}"#]);
+    assert_eq!(s.json(&["get", "events.v1.", "e1"])["message"], "patched");
+    let table = s.ok(&["get", "events"]);
+    assert!(table.contains("Started") && table.contains("pod/p") && table.contains("patched"), "{table}");
+    s.apply(DEPLOYMENT);
+    s.ok(&["autoscale", "deployment", "web", "--min=1", "--max=5", "--cpu-percent=70"]);
+    let v2 = s.json(&["get", "hpa.v2.autoscaling", "web"]);
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70, "{v2}");
+    let v1: serde_json::Value = serde_json::from_str(&s.ok(&[
+        "get",
+        "--raw",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/web",
+    ]))
+    .unwrap();
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 70, "{v1}");
+}
