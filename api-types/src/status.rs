@@ -64,6 +64,8 @@ pub struct ApiError {
     pub details: Option<Box<Value>>,
     /// Seconds a client should wait before retrying (429, 503).
     pub retry_after: Option<u64>,
+    /// A fresh continue token (`metadata.continue` of the Status), for an expired one.
+    pub continue_token: Option<String>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -89,7 +91,7 @@ fn qualified(group: &str, plural: &str) -> String {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError { code, reason, message: message.into(), details: None, retry_after: None, continue_token: None }
     }
 
     /// 404 `pods "x" not found`.
@@ -213,6 +215,9 @@ impl ApiError {
         });
         if let Some(d) = &self.details {
             s["details"] = (**d).clone();
+        }
+        if let Some(token) = &self.continue_token {
+            s["metadata"] = json!({"continue": token});
         }
         if let Some(secs) = self.retry_after {
             let d = s.as_object_mut().and_then(|o| o.get_mut("details"));

@@ -282,6 +282,7 @@ fn status_error(status: StatusCode, body: &[u8]) -> ApiError {
             message: s["message"].as_str().unwrap_or_default().to_string(),
             details: s.get("details").cloned().map(Box::new),
             retry_after: s.pointer("/details/retryAfterSeconds").and_then(Value::as_u64),
+            continue_token: s.pointer("/metadata/continue").and_then(Value::as_str).map(str::to_string),
         },
         None => ApiError::new(status.as_u16(), "Unknown", String::from_utf8_lossy(body).into_owned()),
     }

@@ -238,7 +238,8 @@ fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
     let bad = || ApiError::bad_request("continue key is not valid: the continue token could not be decoded");
     let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let rev = v.get("rv").and_then(Value::as_i64).filter(|r| *r > 0).ok_or_else(bad)?;
+    // rv -1: continue at the current revision (the token handed out with an expired one, as upstream).
+    let rev = v.get("rv").and_then(Value::as_i64).filter(|r| *r > 0 || *r == -1).ok_or_else(bad)?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     let start = start.strip_suffix('\u{0}').unwrap_or(start);
     if start.contains("..") || start.starts_with('/') {
@@ -295,7 +296,7 @@ impl Registry {
         let (mut at, mut start_after) = (None, None);
         if let Some(token) = &p.continue_token {
             let (rev, start) = decode_continue(token)?;
-            at = Some(rev);
+            at = (rev > 0).then_some(rev);
             start_after = Some(format!("{pfx}{start}"));
         } else if let Some(rv) = p.resource_version.as_deref().filter(|rv| !rv.is_empty()) {
             let rev = parse_rv(rv)?;
@@ -322,9 +323,13 @@ impl Registry {
                 .list(&pfx, ListOptions { start_after: start_after.clone(), at_revision: at, limit: want })
                 .await
                 .map_err(|e| match e {
-                    StorageError::Compacted { .. } if p.continue_token.is_some() => ApiError::gone(
-                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                    ),
+                    StorageError::Compacted { .. } if p.continue_token.is_some() => {
+                        let start = start_after.as_deref().and_then(|k| k.strip_prefix(&pfx)).unwrap_or_default();
+                        ApiError {
+                            continue_token: Some(encode_continue(-1, start)),
+                            ..ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+                        }
+                    }
                     e => storage_error(res, "", e),
                 })?;
             revision = page.revision;
@@ -819,6 +824,12 @@ mod tests {
         reg.store.compact(now).await.unwrap();
         let err = reg.list(cms, Some("default"), &p).await.unwrap_err();
         assert_eq!((err.code, err.reason), (410, "Expired"));
+        // The Status carries a fresh token that continues at the current revision, after the same key.
+        let fresh = ListParams { limit: 2, continue_token: err.continue_token.clone(), ..Default::default() };
+        let rest = reg.list(cms, Some("default"), &fresh).await.unwrap();
+        let names: Vec<_> =
+            rest.items.iter().map(|o| meta_str(&o.value().unwrap(), "name").unwrap().to_string()).collect();
+        assert_eq!(names, ["c", "d"]);
         // Label selectors page through until the page is full.
         let sel =
             ListParams { label_selector: Some(LabelSelector::parse("x=y").unwrap()), limit: 1, ..Default::default() };
