@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs what building and testing need from Debian's packages (idempotent; run as root):
 # etcd-server (the HA backend, and the etcd side of the storage tests), etcd-client (etcdctl, to inspect keys),
-# protobuf-compiler (protoc, for the etcd and CRI gRPC bindings).
+# protobuf-compiler (protoc, for the etcd and CRI gRPC bindings), containerd + runc + containernetworking-plugins (the
+# node's runtime), busybox-static and gcc (to build the busybox and pause images), iptables.
 set -euo pipefail
 pkgs=()
 command -v etcd >/dev/null || pkgs+=(etcd-server)
 command -v etcdctl >/dev/null || pkgs+=(etcd-client)
 command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
+command -v containerd >/dev/null || pkgs+=(containerd)
+command -v runc >/dev/null || pkgs+=(runc)
+[ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
+command -v busybox >/dev/null || pkgs+=(busybox-static)
+command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
+command -v iptables >/dev/null || pkgs+=(iptables)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "==> installing ${pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
