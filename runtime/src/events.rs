@@ -1,0 +1,249 @@
+//! An event recorder: core/v1 Events about an object (its ObjectReference as `involvedObject`), as client-go's
+//! `record.EventRecorder` writes them, with the de-duplication of its `EventCorrelator`: the same event (same
+//! object, type, reason, message and source) seen again within the window increments `count` and moves
+//! `lastTimestamp` on the existing Event (a PATCH) instead of creating another. Events are named
+//! `<object name>.<hex unix nanos>` and live in the object's namespace (`default` for cluster-scoped objects).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use api_types::patch::PatchType;
+use client::{Api, Client};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+/// An event's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// A core/v1 ObjectReference.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ObjectReference {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub api_version: String,
+    pub resource_version: String,
+    pub field_path: String,
+}
+
+impl ObjectReference {
+    /// The reference to an object as the API returned it (kind and apiVersion must be set, as the watcher does).
+    pub fn from_object(obj: &Value) -> Self {
+        let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+        ObjectReference {
+            kind: s("/kind"),
+            namespace: s("/metadata/namespace"),
+            name: s("/metadata/name"),
+            uid: s("/metadata/uid"),
+            api_version: s("/apiVersion"),
+            resource_version: s("/metadata/resourceVersion"),
+            field_path: String::new(),
+        }
+    }
+
+    /// As JSON, without empty fields.
+    pub fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in [
+            ("kind", &self.kind),
+            ("namespace", &self.namespace),
+            ("name", &self.name),
+            ("uid", &self.uid),
+            ("apiVersion", &self.api_version),
+            ("resourceVersion", &self.resource_version),
+            ("fieldPath", &self.field_path),
+        ] {
+            if !v.is_empty() {
+                m.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+/// How the recorder de-duplicates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A repeat within this long of the previous occurrence updates the existing Event.
+    pub window: Duration,
+    /// Most distinct events remembered (the least recently seen are forgotten first); upstream's LRU holds 4096.
+    pub max_entries: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { window: Duration::from_secs(600), max_entries: 4096 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EventKey {
+    reference: (String, String, String, String, String, String),
+    type_: EventType,
+    reason: String,
+    message: String,
+}
+
+#[derive(Debug)]
+struct Seen {
+    namespace: String,
+    name: String,
+    count: i64,
+    last: Instant,
+}
+
+/// Records Events for one component. Writes are serialized (as upstream's single event-sink goroutine), so
+/// repeats from concurrent callers aggregate too.
+pub struct Recorder {
+    api: Api,
+    component: String,
+    host: String,
+    config: Config,
+    seen: tokio::sync::Mutex<HashMap<EventKey, Seen>>,
+}
+
+/// `2006-01-02T15:04:05Z`, metav1.Time's format.
+fn rfc3339_seconds(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Recorder {
+    /// A recorder for `component` (`source.component`, `reportingComponent`) on `host` (`source.host`,
+    /// `reportingInstance`; may be empty).
+    pub fn new(client: &Client, component: &str, host: &str) -> Result<Self, client::Error> {
+        Self::with_config(client, component, host, Config::default())
+    }
+
+    pub fn with_config(client: &Client, component: &str, host: &str, config: Config) -> Result<Self, client::Error> {
+        Ok(Recorder {
+            api: client.api("", "v1", "events")?,
+            component: component.to_string(),
+            host: host.to_string(),
+            config,
+            seen: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// Records an event about `obj` (see [`ObjectReference::from_object`]). Returns the Event as written.
+    pub async fn event(
+        &self,
+        obj: &Value,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<Value, client::Error> {
+        self.event_for(&ObjectReference::from_object(obj), type_, reason, message).await
+    }
+
+    /// Records an event about the object `reference` names.
+    pub async fn event_for(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<Value, client::Error> {
+        let key = EventKey {
+            reference: (
+                reference.kind.clone(),
+                reference.namespace.clone(),
+                reference.name.clone(),
+                reference.uid.clone(),
+                reference.api_version.clone(),
+                reference.field_path.clone(),
+            ),
+            type_,
+            reason: reason.to_string(),
+            message: message.to_string(),
+        };
+        let mut seen = self.seen.lock().await;
+        let now = Timestamp::now();
+        let repeat = seen.get(&key).filter(|s| s.last.elapsed() < self.config.window);
+        if let Some(s) = repeat {
+            let patch = json!({"count": s.count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
+            let api = self.api.clone().namespaced(&s.namespace);
+            match api.patch(&s.name, PatchType::Merge, &patch).await {
+                Ok(ev) => {
+                    if let Some(s) = seen.get_mut(&key) {
+                        s.count = ev.get("count").and_then(Value::as_i64).unwrap_or(s.count + 1);
+                        s.last = Instant::now();
+                    }
+                    return Ok(ev);
+                }
+                // The Event expired (TTL) or was deleted: start a new one.
+                Err(e) if e.code() == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let namespace = if reference.namespace.is_empty() { "default" } else { reference.namespace.as_str() };
+        let name = format!("{}.{:x}", reference.name, now.as_nanosecond());
+        let stamp = rfc3339_seconds(now);
+        let mut event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": reference.to_json(),
+            "reason": reason,
+            "message": message,
+            "type": type_.as_str(),
+            "source": {"component": self.component},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "reportingComponent": self.component,
+            "reportingInstance": self.host,
+        });
+        if !self.host.is_empty() {
+            event["source"]["host"] = json!(self.host);
+        }
+        let created = self.api.clone().namespaced(namespace).create(&event).await?;
+        if seen.len() >= self.config.max_entries && !seen.contains_key(&key) {
+            let window = self.config.window;
+            seen.retain(|_, s| s.last.elapsed() < window);
+            if seen.len() >= self.config.max_entries
+                && let Some(oldest) = seen.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| k.clone())
+            {
+                seen.remove(&oldest);
+            }
+        }
+        seen.insert(key, Seen { namespace: namespace.to_string(), name, count: 1, last: Instant::now() });
+        Ok(created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_from_objects() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "ns", "name": "p", "uid": "u1", "resourceVersion": "5"}});
+        let r = ObjectReference::from_object(&pod);
+        assert_eq!(
+            r.to_json(),
+            json!({"kind": "Pod", "namespace": "ns", "name": "p", "uid": "u1", "apiVersion": "v1", "resourceVersion": "5"})
+        );
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}});
+        assert_eq!(
+            ObjectReference::from_object(&node).to_json(),
+            json!({"kind": "Node", "name": "n", "apiVersion": "v1"})
+        );
+        let t: Timestamp = "2024-05-01T10:00:00.5Z".parse().unwrap();
+        assert_eq!(rfc3339_seconds(t), "2024-05-01T10:00:00Z");
+    }
+}
