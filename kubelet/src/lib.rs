@@ -1,0 +1,78 @@
+//! kubelet: the node agent. It registers its Node, keeps its status and Lease fresh, and runs the pods bound to it
+//! through the container runtime (CRI): one worker per pod ([`pods`]), woken by the pod informer and the PLEG.
+
+pub mod node;
+pub mod options;
+pub mod pods;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::Cri;
+use proto::cri::VersionRequest;
+use runtime::informer::{InformerParams, Notification, SharedInformerFactory};
+
+pub use options::{Config, Flags};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connects to the runtime, retrying while it starts.
+async fn connect_runtime(endpoint: &str) -> Result<(Cri, String), BoxError> {
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..40 {
+        if let Ok(cri) = Cri::connect(endpoint).await
+            && let Ok(v) = cri.runtime.clone().version(VersionRequest::default()).await
+        {
+            let v = v.into_inner();
+            return Ok((cri, format!("{}://{}", v.runtime_name, v.runtime_version)));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    Err(format!("container runtime at {endpoint} is not answering").into())
+}
+
+/// Runs the kubelet with an API client until `stop` turns true.
+pub async fn run_with_client(
+    client: client::Client,
+    cfg: Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), BoxError> {
+    let (cri, runtime_version) = connect_runtime(&cfg.runtime_endpoint).await?;
+    tracing::info!(node = %cfg.node_name, runtime = %runtime_version, "kubelet starting");
+    node::register(&client, &cfg, &runtime_version).await?;
+    tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), stop.clone()));
+    let manager = pods::PodManager::new(cri, client.clone(), cfg.clone())?;
+    let factory = SharedInformerFactory::new(client.clone());
+    let pods_res = api_types::resources::find("", "v1", "pods").ok_or("no pods resource")?;
+    let informer =
+        factory.informer(pods_res, InformerParams::all().fields(&format!("spec.nodeName={}", cfg.node_name)))?;
+    let mut events = informer.subscribe();
+    tokio::spawn(manager.clone().pleg(stop.clone()));
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            n = events.recv() => {
+                let Some(n) = n else { break };
+                let uid = n.object().pointer("/metadata/uid").and_then(|u| u.as_str()).unwrap_or_default().to_string();
+                match n {
+                    Notification::Deleted(_) => manager.update(&uid, None),
+                    other => manager.update(&uid, Some(Arc::clone(other.object()))),
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    factory.shutdown();
+    tracing::info!("kubelet stopped");
+    Ok(())
+}
+
+/// Runs the kubelet from its resolved configuration (kubeconfig from `--kubeconfig`, or inferred).
+pub async fn run(cfg: Config, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BoxError> {
+    let client_cfg = match &cfg.kubeconfig {
+        Some(p) => client::Config::from_kubeconfig(p)?,
+        None => client::Config::infer()?,
+    };
+    run_with_client(client::Client::new(&client_cfg)?, cfg, stop).await
+}

@@ -1,0 +1,254 @@
+//! The Node object: registration (capacity from the machine, allocatable after reservations, labels, addresses,
+//! node info), the status loop (conditions every `nodeStatusUpdateFrequency`) and the Lease heartbeat in
+//! `kube-node-lease` (40 s lease renewed every 10 s, as upstream).
+
+use std::time::Duration;
+
+use api_types::patch::PatchType;
+use client::Client;
+use serde_json::{Value, json};
+
+use crate::options::Config;
+
+pub const KUBELET_VERSION: &str = "v1.33.0";
+/// upstream's nodeLeaseDurationSeconds.
+pub const LEASE_DURATION_SECONDS: i64 = 40;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn now_micro() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+}
+
+/// A CPU quantity in millicores (`2`, `500m`).
+pub fn cpu_millis(q: &str) -> Option<i64> {
+    match q.strip_suffix('m') {
+        Some(m) => m.parse().ok(),
+        None => q.parse::<f64>().ok().map(|c| (c * 1000.0) as i64),
+    }
+}
+
+/// A memory quantity in bytes (`128Mi`, `1G`, `1024`).
+pub fn bytes(q: &str) -> Option<i64> {
+    const UNITS: &[(&str, i64)] = &[
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, mult) in UNITS {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| (n * *mult as f64) as i64);
+        }
+    }
+    q.parse().ok()
+}
+
+fn machine_memory() -> i64 {
+    read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<i64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn os_image() -> String {
+    read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+pub fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Capacity and allocatable (capacity less kube-reserved, system-reserved and the hard eviction threshold).
+pub fn resources(cfg: &Config) -> (Value, Value) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    let memory = machine_memory();
+    let reserved = |name: &str, parse: fn(&str) -> Option<i64>| -> i64 {
+        [&cfg.kube_reserved, &cfg.system_reserved].iter().filter_map(|m| m.get(name)).filter_map(|q| parse(q)).sum()
+    };
+    let eviction_memory = cfg.eviction_hard.get("memory.available").and_then(|q| bytes(q)).unwrap_or(100 << 20);
+    let alloc_cpu = (cpus * 1000 - reserved("cpu", cpu_millis)).max(0);
+    let alloc_mem = (memory - reserved("memory", bytes) - eviction_memory).max(0);
+    let capacity =
+        json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", memory / 1024), "pods": cfg.max_pods.to_string()});
+    let allocatable = json!({"cpu": format!("{alloc_cpu}m"), "memory": format!("{}Ki", alloc_mem / 1024), "pods": cfg.max_pods.to_string()});
+    (capacity, allocatable)
+}
+
+pub fn conditions(ready: bool) -> Value {
+    let now = now_rfc3339();
+    let c = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
+    json!([
+        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        if ready {
+            c("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+        } else {
+            c("Ready", "False", "KubeletNotReady", "container runtime is not ready")
+        },
+    ])
+}
+
+/// The Node this kubelet registers.
+pub fn node_object(cfg: &Config, runtime_version: &str) -> Value {
+    let mut labels = json!({
+        "kubernetes.io/hostname": cfg.node_name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch(),
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": arch(),
+    });
+    for (k, v) in &cfg.node_labels {
+        labels[k] = json!(v);
+    }
+    let (capacity, allocatable) = resources(cfg);
+    let mut spec = json!({});
+    if !cfg.taints.is_empty() {
+        spec["taints"] = json!(cfg.taints);
+    }
+    if let Some(cidr) = &cfg.pod_cidr {
+        spec["podCIDR"] = json!(cidr);
+        spec["podCIDRs"] = json!([cidr]);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": cfg.node_name, "labels": labels, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+        "spec": spec,
+        "status": {
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "conditions": conditions(true),
+            "addresses": [{"type": "InternalIP", "address": cfg.node_ip}, {"type": "Hostname", "address": cfg.node_name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.port}},
+            "nodeInfo": {
+                "machineID": read("/etc/machine-id"),
+                "systemUUID": read("/sys/class/dmi/id/product_uuid"),
+                "bootID": read("/proc/sys/kernel/random/boot_id"),
+                "kernelVersion": read("/proc/sys/kernel/osrelease"),
+                "osImage": os_image(),
+                "containerRuntimeVersion": runtime_version,
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": KUBELET_VERSION,
+                "operatingSystem": "linux",
+                "architecture": arch(),
+            },
+        },
+    })
+}
+
+/// Registers the node (an existing one keeps its spec; labels and status are brought up to date).
+pub async fn register(client: &Client, cfg: &Config, runtime_version: &str) -> Result<(), client::Error> {
+    let nodes = client.api("", "v1", "nodes")?;
+    let node = node_object(cfg, runtime_version);
+    match nodes.create(&node).await {
+        Ok(_) => tracing::info!(node = %cfg.node_name, "registered node"),
+        Err(e) if e.code() == Some(409) => {
+            nodes
+                .patch(&cfg.node_name, PatchType::Merge, &json!({"metadata": {"labels": node["metadata"]["labels"]}}))
+                .await?;
+            nodes.patch_status(&cfg.node_name, PatchType::StrategicMerge, &json!({"status": node["status"]})).await?;
+            tracing::info!(node = %cfg.node_name, "node already registered; status updated");
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Posts node conditions every `nodeStatusUpdateFrequency` and renews the Lease every 10 s until `stop`.
+pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Ok(nodes) = client.api("", "v1", "nodes") else { return };
+    let Ok(leases) = client.api("coordination.k8s.io", "v1", "leases").map(|l| l.namespaced("kube-node-lease")) else {
+        return;
+    };
+    let renew = Duration::from_secs((LEASE_DURATION_SECONDS / 4) as u64);
+    let mut status_tick = tokio::time::interval(cfg.node_status_update_frequency);
+    let mut lease_tick = tokio::time::interval(renew);
+    loop {
+        tokio::select! {
+            _ = status_tick.tick() => {
+                let patch = json!({"status": {"conditions": conditions(true)}});
+                if let Err(e) = nodes.patch_status(&cfg.node_name, PatchType::StrategicMerge, &patch).await {
+                    tracing::warn!(error = %e, "updating node status");
+                }
+            }
+            _ = lease_tick.tick() => {
+                if let Err(e) = renew_lease(&leases, &cfg.node_name).await {
+                    tracing::warn!(error = %e, "renewing the node lease");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn renew_lease(leases: &client::Api, node: &str) -> Result<(), client::Error> {
+    let spec =
+        json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now_micro()});
+    match leases.get(node).await {
+        Ok(mut lease) => {
+            lease["spec"]["renewTime"] = spec["renewTime"].clone();
+            lease["spec"]["holderIdentity"] = spec["holderIdentity"].clone();
+            leases.replace(node, &lease).await.map(|_| ())
+        }
+        Err(e) if e.code() == Some(404) => {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": node, "namespace": "kube-node-lease"}, "spec": spec});
+            leases.create(&lease).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(cpu_millis("500m"), Some(500));
+        assert_eq!(cpu_millis("2"), Some(2000));
+        assert_eq!(bytes("128Mi"), Some(128 << 20));
+        assert_eq!(bytes("1G"), Some(1_000_000_000));
+        assert_eq!(bytes("1024"), Some(1024));
+    }
+
+    #[test]
+    fn allocatable_subtracts_reservations() {
+        let flags = crate::options::Flags { hostname_override: Some("n".into()), ..Default::default() };
+        let mut cfg = Config::resolve(flags).unwrap();
+        cfg.kube_reserved.insert("cpu".into(), "500m".into());
+        cfg.system_reserved.insert("memory".into(), "1Gi".into());
+        let (cap, alloc) = resources(&cfg);
+        let cap_cpu = cpu_millis(cap["cpu"].as_str().unwrap()).unwrap();
+        assert_eq!(cpu_millis(alloc["cpu"].as_str().unwrap()).unwrap(), cap_cpu - 500);
+        let cap_mem = bytes(cap["memory"].as_str().unwrap()).unwrap();
+        let alloc_mem = bytes(alloc["memory"].as_str().unwrap()).unwrap();
+        assert!(cap_mem - alloc_mem >= (1 << 30) + (100 << 20) - 2048);
+        assert_eq!(alloc["pods"], "110");
+        let node = node_object(&cfg, "containerd://1.6");
+        assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "n");
+        assert_eq!(node["status"]["conditions"][3]["type"], "Ready");
+    }
+}

@@ -1,0 +1,241 @@
+//! The kubelet's flags (upstream names) and its `--config` KubeletConfiguration file
+//! (kubelet.config.k8s.io/v1beta1); flags given on the command line win over the file, as upstream.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(clap::Parser, Debug, Clone, Default)]
+#[command(name = "kubelet", version, about = "The Kubernetes node agent")]
+pub struct Flags {
+    /// Path to a kubeconfig with the apiserver's address and this node's credentials.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A KubeletConfiguration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The CRI endpoint.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<String>,
+    /// The node's IP address (InternalIP).
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    /// The node name to use instead of the hostname.
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// Directory of static pod manifests.
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// Labels to add when registering the node (`key=value,...`).
+    #[arg(long, value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// Taints to register the node with (`key=value:Effect,...`).
+    #[arg(long, value_delimiter = ',')]
+    pub register_with_taints: Vec<String>,
+    /// The kubelet's state directory.
+    #[arg(long)]
+    pub root_dir: Option<PathBuf>,
+    /// The port of the kubelet API.
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+/// The fields of KubeletConfiguration this kubelet reads (camelCase, as upstream's file).
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeletConfiguration {
+    pub container_runtime_endpoint: Option<String>,
+    pub static_pod_path: Option<PathBuf>,
+    pub cgroup_driver: Option<String>,
+    pub max_pods: Option<i64>,
+    pub kube_reserved: BTreeMap<String, String>,
+    pub system_reserved: BTreeMap<String, String>,
+    pub eviction_hard: BTreeMap<String, String>,
+    pub file_check_frequency: Option<String>,
+    pub node_status_update_frequency: Option<String>,
+    pub pod_cidr: Option<String>,
+    pub port: Option<u16>,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: Option<String>,
+    pub pod_logs_dir: Option<PathBuf>,
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kubeconfig: Option<PathBuf>,
+    pub runtime_endpoint: String,
+    pub node_name: String,
+    pub node_ip: String,
+    pub pod_manifest_path: Option<PathBuf>,
+    pub node_labels: BTreeMap<String, String>,
+    pub taints: Vec<serde_json::Value>,
+    pub root_dir: PathBuf,
+    pub cgroup_driver: String,
+    pub max_pods: i64,
+    pub kube_reserved: BTreeMap<String, String>,
+    pub system_reserved: BTreeMap<String, String>,
+    pub eviction_hard: BTreeMap<String, String>,
+    pub file_check_frequency: Duration,
+    pub node_status_update_frequency: Duration,
+    pub pod_cidr: Option<String>,
+    pub port: u16,
+    /// How often the PLEG relists the runtime (upstream: 1 s).
+    pub pleg_period: Duration,
+    /// Where container logs go (`podLogsDir`, /var/log/pods).
+    pub pod_logs_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("parsing {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn duration(s: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    match s {
+        None => Ok(default),
+        Some(s) => parse_duration(s).ok_or_else(|| ConfigError::Invalid(format!("invalid duration {s:?}"))),
+    }
+}
+
+/// `10s`, `1m0s`, `500ms`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            0.001
+        } else {
+            match c {
+                'h' => 3600.0,
+                'm' => 60.0,
+                's' => 1.0,
+                _ => return None,
+            }
+        };
+        total += num.parse::<f64>().ok()? * unit;
+        num.clear();
+    }
+    num.is_empty().then(|| Duration::from_secs_f64(total))
+}
+
+/// `key=value:Effect` (or `key:Effect`) as a Node taint.
+pub fn parse_taint(s: &str) -> Result<serde_json::Value, ConfigError> {
+    let (kv, effect) = s.rsplit_once(':').ok_or_else(|| ConfigError::Invalid(format!("invalid taint {s:?}")))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(ConfigError::Invalid(format!("invalid taint effect {effect:?} in {s:?}")));
+    }
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    let mut t = serde_json::json!({"key": key, "effect": effect});
+    if !value.is_empty() {
+        t["value"] = serde_json::json!(value);
+    }
+    Ok(t)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl Config {
+    pub fn resolve(flags: Flags) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
+                serde_yaml_ng::from_str::<KubeletConfiguration>(&text)
+                    .map_err(|e| ConfigError::Parse(p.clone(), e.to_string()))?
+            }
+            None => KubeletConfiguration::default(),
+        };
+        let mut node_labels = BTreeMap::new();
+        for l in flags.node_labels.iter().filter(|l| !l.is_empty()) {
+            let (k, v) = l.split_once('=').ok_or_else(|| ConfigError::Invalid(format!("invalid node label {l:?}")))?;
+            node_labels.insert(k.to_string(), v.to_string());
+        }
+        let taints = flags
+            .register_with_taints
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| parse_taint(t))
+            .collect::<Result<_, _>>()?;
+        Ok(Config {
+            kubeconfig: flags.kubeconfig,
+            runtime_endpoint: flags
+                .container_runtime_endpoint
+                .or(file.container_runtime_endpoint)
+                .unwrap_or_else(|| proto::DEFAULT_ENDPOINT.to_string()),
+            node_name: flags.hostname_override.unwrap_or_else(hostname),
+            node_ip: flags.node_ip.unwrap_or_else(|| "127.0.0.1".into()),
+            pod_manifest_path: flags.pod_manifest_path.or(file.static_pod_path),
+            node_labels,
+            taints,
+            root_dir: flags.root_dir.unwrap_or_else(|| PathBuf::from("/var/lib/kubelet")),
+            cgroup_driver: file.cgroup_driver.unwrap_or_else(|| "cgroupfs".into()),
+            max_pods: file.max_pods.unwrap_or(110),
+            kube_reserved: file.kube_reserved,
+            system_reserved: file.system_reserved,
+            eviction_hard: file.eviction_hard,
+            file_check_frequency: duration(file.file_check_frequency.as_deref(), Duration::from_secs(20))?,
+            node_status_update_frequency: duration(
+                file.node_status_update_frequency.as_deref(),
+                Duration::from_secs(10),
+            )?,
+            pod_cidr: file.pod_cidr,
+            port: flags.port.or(file.port).unwrap_or(10250),
+            pleg_period: Duration::from_secs(1),
+            pod_logs_dir: file.pod_logs_dir.unwrap_or_else(|| PathBuf::from("/var/log/pods")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(
+            &cfg,
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///file.sock\nmaxPods: 50\nnodeStatusUpdateFrequency: 4s\nkubeReserved: {cpu: 100m}\nstaticPodPath: /etc/kubernetes/manifests\n",
+        )
+        .unwrap();
+        let flags = Flags::try_parse_from([
+            "kubelet",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--container-runtime-endpoint=unix:///flag.sock",
+            "--hostname-override=n1",
+            "--node-labels=a=b,c=d",
+            "--register-with-taints=k=v:NoSchedule",
+        ])
+        .unwrap();
+        let c = Config::resolve(flags).unwrap();
+        assert_eq!(c.runtime_endpoint, "unix:///flag.sock");
+        assert_eq!(c.max_pods, 50);
+        assert_eq!(c.node_status_update_frequency, Duration::from_secs(4));
+        assert_eq!(c.node_name, "n1");
+        assert_eq!(c.node_labels.get("c").map(String::as_str), Some("d"));
+        assert_eq!(c.taints[0], serde_json::json!({"key": "k", "value": "v", "effect": "NoSchedule"}));
+        assert_eq!(c.pod_manifest_path, Some(PathBuf::from("/etc/kubernetes/manifests")));
+        assert_eq!(c.kube_reserved.get("cpu").map(String::as_str), Some("100m"));
+        assert!(parse_taint("bad").is_err());
+    }
+}

@@ -1,0 +1,678 @@
+//! Pod workers: one serialised worker per pod UID running a level-triggered `sync_pod(desired, observed)`, woken by
+//! spec changes (the pod informer), runtime changes (the PLEG relist) and a periodic resync. Pod phase and container
+//! statuses are derived from what the runtime reports, never kept as control flow.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api_types::patch::PatchType;
+use client::Client;
+use proto::Cri;
+use proto::cri::*;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::node::now_rfc3339;
+use crate::options::Config;
+
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+
+/// CrashLoopBackOff: 10 s doubling to 5 min (upstream).
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A periodic resync of every pod, as a safety net.
+const RESYNC: Duration = Duration::from_secs(10);
+
+fn nanos_rfc3339(n: i64) -> Value {
+    if n <= 0 {
+        return Value::Null;
+    }
+    match jiff::Timestamp::from_nanosecond(n as i128) {
+        Ok(t) => json!(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        Err(_) => Value::Null,
+    }
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// What the runtime has for one pod.
+#[derive(Default, Debug, Clone)]
+struct Observed {
+    sandboxes: Vec<PodSandbox>,
+    /// Container statuses by container name, newest attempt first.
+    containers: BTreeMap<String, Vec<ContainerStatus>>,
+}
+
+impl Observed {
+    fn ready_sandbox(&self) -> Option<&PodSandbox> {
+        self.sandboxes.iter().filter(|s| s.state == PodSandboxState::SandboxReady as i32).max_by_key(|s| s.created_at)
+    }
+    fn latest(&self, name: &str) -> Option<&ContainerStatus> {
+        self.containers.get(name).and_then(|v| v.first())
+    }
+}
+
+/// Why a container is waiting, for its status.
+#[derive(Default)]
+struct Waiting {
+    reasons: HashMap<String, (String, String)>,
+}
+
+/// Runs and reports the pods bound to this node.
+pub struct PodManager {
+    pub cri: Cri,
+    pub client: Client,
+    pub cfg: Config,
+    pods: client::Api,
+    workers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Per (pod uid, container): restart back-off (next allowed start, current delay).
+    backoff: Mutex<HashMap<(String, String), (Instant, Duration)>>,
+    /// Desired pods by UID, from the informer.
+    desired: Mutex<HashMap<String, Arc<Value>>>,
+    /// The last status written per pod UID.
+    written: Mutex<HashMap<String, Value>>,
+}
+
+impl PodManager {
+    pub fn new(cri: Cri, client: Client, cfg: Config) -> Result<Arc<Self>, client::Error> {
+        let pods = client.api("", "v1", "pods")?;
+        Ok(Arc::new(PodManager {
+            cri,
+            client,
+            cfg,
+            pods,
+            workers: Mutex::new(HashMap::new()),
+            backoff: Mutex::new(HashMap::new()),
+            desired: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// A pod as the API has it now (added or updated), or gone (None).
+    pub fn update(self: &Arc<Self>, uid: &str, pod: Option<Arc<Value>>) {
+        if let Ok(mut d) = self.desired.lock() {
+            match pod {
+                Some(p) => d.insert(uid.to_string(), p),
+                None => d.remove(uid),
+            };
+        }
+        self.wake(uid);
+    }
+
+    /// Wakes (or starts) the worker of a pod.
+    pub fn wake(self: &Arc<Self>, uid: &str) {
+        let Ok(mut workers) = self.workers.lock() else { return };
+        if let Some(n) = workers.get(uid) {
+            n.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        workers.insert(uid.to_string(), notify.clone());
+        let this = self.clone();
+        let uid = uid.to_string();
+        tokio::spawn(async move { this.worker(uid, notify).await });
+    }
+
+    async fn worker(self: Arc<Self>, uid: String, notify: Arc<Notify>) {
+        loop {
+            let pod = self.desired.lock().ok().and_then(|d| d.get(&uid).cloned());
+            let finished = match self.sync_pod(&uid, pod.as_deref()).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(pod = %uid, error = %e, "sync failed; will retry");
+                    false
+                }
+            };
+            if finished {
+                if let Ok(mut w) = self.workers.lock() {
+                    w.remove(&uid);
+                }
+                if let Ok(mut w) = self.written.lock() {
+                    w.remove(&uid);
+                }
+                return;
+            }
+            let _ = tokio::time::timeout(RESYNC, notify.notified()).await;
+        }
+    }
+
+    async fn observe(&self, uid: &str) -> Result<Observed, tonic::Status> {
+        let mut rt = self.cri.runtime.clone();
+        let labels = HashMap::from([(LABEL_POD_UID.to_string(), uid.to_string())]);
+        let sandboxes = rt
+            .list_pod_sandbox(ListPodSandboxRequest {
+                filter: Some(PodSandboxFilter { label_selector: labels.clone(), ..Default::default() }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        let containers = rt
+            .list_containers(ListContainersRequest {
+                filter: Some(ContainerFilter { label_selector: labels, ..Default::default() }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        let mut obs = Observed { sandboxes, ..Default::default() };
+        for c in containers {
+            let status = rt
+                .container_status(ContainerStatusRequest { container_id: c.id.clone(), verbose: false })
+                .await?
+                .into_inner()
+                .status;
+            if let Some(st) = status {
+                let name = c.labels.get(LABEL_CONTAINER_NAME).cloned().unwrap_or_default();
+                obs.containers.entry(name).or_default().push(st);
+            }
+        }
+        for list in obs.containers.values_mut() {
+            list.sort_by_key(|c| std::cmp::Reverse(c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0)));
+        }
+        Ok(obs)
+    }
+
+    /// Kills everything of a pod in the runtime.
+    async fn teardown(&self, obs: &Observed, grace: i64) -> Result<(), tonic::Status> {
+        let mut rt = self.cri.runtime.clone();
+        for c in obs.containers.values().flatten().filter(|c| c.state == ContainerState::ContainerRunning as i32) {
+            rt.stop_container(StopContainerRequest { container_id: c.id.clone(), timeout: grace }).await?;
+        }
+        for sb in &obs.sandboxes {
+            rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
+            rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    fn log_dir(&self, pod: &Value) -> std::path::PathBuf {
+        self.cfg.pod_logs_dir.join(format!(
+            "{}_{}_{}",
+            s(pod, "/metadata/namespace"),
+            s(pod, "/metadata/name"),
+            s(pod, "/metadata/uid")
+        ))
+    }
+
+    fn sandbox_config(&self, pod: &Value, attempt: u32) -> PodSandboxConfig {
+        let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+        let labels = HashMap::from([
+            (LABEL_POD_UID.to_string(), s(pod, "/metadata/uid").to_string()),
+            (LABEL_POD_NAME.to_string(), s(pod, "/metadata/name").to_string()),
+            (LABEL_POD_NAMESPACE.to_string(), s(pod, "/metadata/namespace").to_string()),
+        ]);
+        let mode = if host_network { NamespaceMode::Node } else { NamespaceMode::Pod };
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: s(pod, "/metadata/name").into(),
+                uid: s(pod, "/metadata/uid").into(),
+                namespace: s(pod, "/metadata/namespace").into(),
+                attempt,
+            }),
+            // A host-network pod shares the node's UTS namespace: no hostname of its own.
+            hostname: if host_network { String::new() } else { s(pod, "/metadata/name").into() },
+            log_directory: self.log_dir(pod).display().to_string(),
+            labels,
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: String::new(),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: mode as i32,
+                        pid: NamespaceMode::Container as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn container_config(&self, pod: &Value, c: &Value, attempt: u32) -> ContainerConfig {
+        let name = s(c, "/name").to_string();
+        let strs = |p: &str| -> Vec<String> {
+            c.pointer(p)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        let envs = c
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.get("valueFrom").is_none())
+            .map(|e| KeyValue { key: s(e, "/name").into(), value: s(e, "/value").into() })
+            .collect();
+        let labels = HashMap::from([
+            (LABEL_POD_UID.to_string(), s(pod, "/metadata/uid").to_string()),
+            (LABEL_POD_NAME.to_string(), s(pod, "/metadata/name").to_string()),
+            (LABEL_POD_NAMESPACE.to_string(), s(pod, "/metadata/namespace").to_string()),
+            (LABEL_CONTAINER_NAME.to_string(), name.clone()),
+        ]);
+        ContainerConfig {
+            metadata: Some(ContainerMetadata { name: name.clone(), attempt }),
+            image: Some(ImageSpec { image: s(c, "/image").into(), ..Default::default() }),
+            command: strs("/command"),
+            args: strs("/args"),
+            working_dir: s(c, "/workingDir").into(),
+            envs,
+            labels,
+            annotations: HashMap::from([("io.kubernetes.container.restartCount".to_string(), attempt.to_string())]),
+            log_path: format!("{name}/{attempt}.log"),
+            stdin: c.get("stdin").and_then(Value::as_bool).unwrap_or(false),
+            tty: c.get("tty").and_then(Value::as_bool).unwrap_or(false),
+            ..Default::default()
+        }
+    }
+
+    /// Makes sure the image is present as the pull policy asks. Err is the waiting reason and message.
+    async fn ensure_image(&self, c: &Value) -> Result<(), (String, String)> {
+        let image = s(c, "/image").to_string();
+        let policy = s(c, "/imagePullPolicy");
+        let spec = Some(ImageSpec { image: image.clone(), ..Default::default() });
+        let mut img = self.cri.image.clone();
+        let present = img
+            .image_status(ImageStatusRequest { image: spec.clone(), verbose: false })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().image)
+            .is_some();
+        if present && policy != "Always" {
+            return Ok(());
+        }
+        if policy == "Never" {
+            return Err((
+                "ErrImageNeverPull".into(),
+                format!("Container image \"{image}\" is not present with pull policy of Never"),
+            ));
+        }
+        match img.pull_image(PullImageRequest { image: spec, auth: None, sandbox_config: None }).await {
+            Ok(_) => Ok(()),
+            Err(e) if present => {
+                tracing::warn!(image, error = %e.message(), "pull failed; using the image present");
+                Ok(())
+            }
+            Err(e) => Err(("ErrImagePull".into(), format!("failed to pull image \"{image}\": {}", e.message()))),
+        }
+    }
+
+    /// Whether a container may be (re)started now; records the next back-off when it is.
+    fn backoff_allows(&self, uid: &str, name: &str, restarting: bool) -> bool {
+        let Ok(mut b) = self.backoff.lock() else { return true };
+        let key = (uid.to_string(), name.to_string());
+        let now = Instant::now();
+        match b.get(&key).copied() {
+            Some((next, _)) if restarting && now < next => false,
+            Some((_, delay)) if restarting => {
+                b.insert(key, (now + delay, (delay * 2).min(BACKOFF_MAX)));
+                true
+            }
+            _ => {
+                if restarting {
+                    b.insert(key, (now + BACKOFF_START, BACKOFF_START * 2));
+                }
+                true
+            }
+        }
+    }
+
+    async fn start_container(
+        &self,
+        pod: &Value,
+        sandbox: &str,
+        sandbox_cfg: &PodSandboxConfig,
+        c: &Value,
+        attempt: u32,
+    ) -> Result<(), (String, String)> {
+        self.ensure_image(c).await?;
+        let mut rt = self.cri.runtime.clone();
+        let created = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.into(),
+                config: Some(self.container_config(pod, c, attempt)),
+                sandbox_config: Some(sandbox_cfg.clone()),
+            })
+            .await
+            .map_err(|e| ("CreateContainerError".to_string(), e.message().to_string()))?
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest { container_id: created })
+            .await
+            .map_err(|e| ("RunContainerError".to_string(), e.message().to_string()))?;
+        Ok(())
+    }
+
+    /// One level-triggered pass. Ok(true) when the pod is gone and nothing is left to do.
+    async fn sync_pod(&self, uid: &str, pod: Option<&Value>) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        let obs = self.observe(uid).await?;
+        let Some(pod) = pod else {
+            // Deleted from the API (or never ours): nothing of it may keep running.
+            self.teardown(&obs, 2).await?;
+            return Ok(true);
+        };
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            let grace = pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+            self.teardown(&obs, grace).await?;
+            let api = self.pods.clone().namespaced(s(pod, "/metadata/namespace"));
+            let opts = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}});
+            match api.delete(s(pod, "/metadata/name"), Some(&opts)).await {
+                Ok(_) => {}
+                Err(e) if matches!(e.code(), Some(404 | 409)) => {}
+                Err(e) => return Err(Box::new(e)),
+            }
+            return Ok(false);
+        }
+        let phase = s(pod, "/status/phase");
+        if matches!(phase, "Succeeded" | "Failed") {
+            // Terminal: keep the record, stop what runs.
+            if obs.containers.values().flatten().any(|c| c.state == ContainerState::ContainerRunning as i32) {
+                self.teardown(&obs, 2).await?;
+            }
+            return Ok(false);
+        }
+        let mut waiting = Waiting::default();
+        let mut rt = self.cri.runtime.clone();
+        // The sandbox.
+        let attempt = obs.sandboxes.len() as u32;
+        let sandbox_cfg = self.sandbox_config(pod, attempt);
+        let sandbox_id = match obs.ready_sandbox() {
+            Some(sb) => sb.id.clone(),
+            None => {
+                if !obs.sandboxes.is_empty() {
+                    self.teardown(&obs, 2).await?;
+                }
+                std::fs::create_dir_all(self.log_dir(pod)).ok();
+                match rt
+                    .run_pod_sandbox(RunPodSandboxRequest {
+                        config: Some(sandbox_cfg.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                {
+                    Ok(r) => r.into_inner().pod_sandbox_id,
+                    Err(e) => {
+                        tracing::warn!(pod = %uid, error = %e.message(), "creating the pod sandbox");
+                        self.write_status(pod, &Observed::default(), &waiting, None).await?;
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        let restart_policy = match s(pod, "/spec/restartPolicy") {
+            "" => "Always",
+            p => p,
+        };
+        let obs = self.observe(uid).await?;
+        // Init containers, in order: each must succeed before the next starts.
+        let mut initialized = true;
+        for c in pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten() {
+            let name = s(c, "/name");
+            match obs.latest(name) {
+                Some(st) if st.state == ContainerState::ContainerExited as i32 && st.exit_code == 0 => continue,
+                Some(st)
+                    if st.state == ContainerState::ContainerRunning as i32
+                        || st.state == ContainerState::ContainerCreated as i32 =>
+                {
+                    initialized = false;
+                    break;
+                }
+                Some(st) => {
+                    initialized = false;
+                    if restart_policy == "Never" {
+                        break;
+                    }
+                    let attempt = st.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1);
+                    if self.backoff_allows(uid, name, true) {
+                        if let Err(w) = self.start_container(pod, &sandbox_id, &sandbox_cfg, c, attempt).await {
+                            waiting.reasons.insert(name.into(), w);
+                        }
+                    } else {
+                        waiting.reasons.insert(
+                            name.into(),
+                            ("CrashLoopBackOff".into(), format!("back-off restarting failed container {name}")),
+                        );
+                    }
+                    break;
+                }
+                None => {
+                    initialized = false;
+                    if let Err(w) = self.start_container(pod, &sandbox_id, &sandbox_cfg, c, 0).await {
+                        waiting.reasons.insert(name.into(), w);
+                    }
+                    break;
+                }
+            }
+        }
+        if initialized {
+            for c in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+                let name = s(c, "/name");
+                let (start, attempt) = match obs.latest(name) {
+                    None => (true, 0),
+                    Some(st) if st.state == ContainerState::ContainerExited as i32 => {
+                        let again = restart_policy == "Always" || (restart_policy == "OnFailure" && st.exit_code != 0);
+                        (again, st.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1))
+                    }
+                    Some(_) => (false, 0),
+                };
+                if !start {
+                    continue;
+                }
+                if attempt > 0 && !self.backoff_allows(uid, name, true) {
+                    waiting.reasons.insert(
+                        name.into(),
+                        (
+                            "CrashLoopBackOff".into(),
+                            format!("back-off restarting failed container {name} in pod {}", s(pod, "/metadata/name")),
+                        ),
+                    );
+                    continue;
+                }
+                if let Err(w) = self.start_container(pod, &sandbox_id, &sandbox_cfg, c, attempt).await {
+                    waiting.reasons.insert(name.into(), w);
+                }
+            }
+        }
+        let obs = self.observe(uid).await?;
+        let sandbox_status = rt
+            .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id, verbose: false })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().status);
+        self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
+        Ok(false)
+    }
+
+    fn container_status(&self, spec: &Value, list: Option<&Vec<ContainerStatus>>, waiting: &Waiting) -> Value {
+        let name = s(spec, "/name");
+        let latest = list.and_then(|l| l.first());
+        let previous = list.and_then(|l| l.get(1));
+        let state_of = |st: &ContainerStatus| -> Value {
+            match st.state {
+                x if x == ContainerState::ContainerRunning as i32 => {
+                    json!({"running": {"startedAt": nanos_rfc3339(st.started_at)}})
+                }
+                x if x == ContainerState::ContainerExited as i32 => json!({"terminated": {
+                    "exitCode": st.exit_code,
+                    "reason": if st.reason.is_empty() { if st.exit_code == 0 { "Completed" } else { "Error" } } else { st.reason.as_str() },
+                    "startedAt": nanos_rfc3339(st.started_at),
+                    "finishedAt": nanos_rfc3339(st.finished_at),
+                    "containerID": format!("containerd://{}", st.id),
+                }}),
+                _ => json!({"waiting": {"reason": "ContainerCreating"}}),
+            }
+        };
+        let mut state = match latest {
+            Some(st) => state_of(st),
+            None => json!({"waiting": {"reason": "ContainerCreating"}}),
+        };
+        if let Some((reason, message)) = waiting.reasons.get(name) {
+            state = json!({"waiting": {"reason": reason, "message": message}});
+        }
+        let running = latest.is_some_and(|st| st.state == ContainerState::ContainerRunning as i32)
+            && state.get("running").is_some();
+        let mut out = json!({
+            "name": name,
+            "state": state,
+            "lastState": previous.map(state_of).unwrap_or(json!({})),
+            "ready": running,
+            "started": running,
+            "restartCount": latest.and_then(|st| st.metadata.as_ref()).map(|m| m.attempt).unwrap_or(0),
+            "image": s(spec, "/image"),
+            "imageID": latest.map(|st| st.image_ref.clone()).unwrap_or_default(),
+        });
+        if let Some(st) = latest {
+            out["containerID"] = json!(format!("containerd://{}", st.id));
+        }
+        out
+    }
+
+    async fn write_status(
+        &self,
+        pod: &Value,
+        obs: &Observed,
+        waiting: &Waiting,
+        sandbox: Option<&PodSandboxStatus>,
+    ) -> Result<(), client::Error> {
+        let uid = s(pod, "/metadata/uid").to_string();
+        let specs = |p: &str| pod.pointer(p).and_then(Value::as_array).cloned().unwrap_or_default();
+        let (inits, apps) = (specs("/spec/initContainers"), specs("/spec/containers"));
+        let init_statuses: Vec<Value> =
+            inits.iter().map(|c| self.container_status(c, obs.containers.get(s(c, "/name")), waiting)).collect();
+        let statuses: Vec<Value> =
+            apps.iter().map(|c| self.container_status(c, obs.containers.get(s(c, "/name")), waiting)).collect();
+        let initialized =
+            init_statuses.iter().all(|c| c.pointer("/state/terminated/exitCode").and_then(Value::as_i64) == Some(0));
+        let all_ready = !statuses.is_empty() && statuses.iter().all(|c| c["ready"] == true);
+        let restart = s(pod, "/spec/restartPolicy");
+        let terminated: Vec<i64> =
+            statuses.iter().filter_map(|c| c.pointer("/state/terminated/exitCode").and_then(Value::as_i64)).collect();
+        let running = statuses.iter().filter(|c| c.pointer("/state/running").is_some()).count();
+        let init_failed_never = restart == "Never"
+            && init_statuses
+                .iter()
+                .any(|c| c.pointer("/state/terminated/exitCode").and_then(Value::as_i64).is_some_and(|e| e != 0));
+        let phase = if init_failed_never {
+            "Failed"
+        } else if !initialized {
+            "Pending"
+        } else if terminated.len() == statuses.len() && !statuses.is_empty() && restart != "Always" {
+            if terminated.iter().all(|e| *e == 0) {
+                "Succeeded"
+            } else if restart == "Never" {
+                "Failed"
+            } else {
+                "Running"
+            }
+        } else if running > 0 || !terminated.is_empty() {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let old = pod.get("status").cloned().unwrap_or(json!({}));
+        let transition = |t: &str, status: bool| {
+            let st = if status { "True" } else { "False" };
+            let prev = old
+                .get("conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+                .cloned();
+            let since = match prev {
+                Some(p) if p["status"] == st => p["lastTransitionTime"].clone(),
+                _ => json!(now_rfc3339()),
+            };
+            json!({"type": t, "status": st, "lastProbeTime": null, "lastTransitionTime": since})
+        };
+        let pod_ip = sandbox.and_then(|sb| sb.network.as_ref()).map(|n| n.ip.clone()).filter(|ip| !ip.is_empty());
+        let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+        let pod_ip = if host_network { Some(self.cfg.node_ip.clone()) } else { pod_ip };
+        let mut status = json!({
+            "phase": phase,
+            "conditions": [
+                transition("PodReadyToStartContainers", sandbox.is_some()),
+                transition("Initialized", initialized),
+                transition("Ready", all_ready),
+                transition("ContainersReady", all_ready),
+                transition("PodScheduled", true),
+            ],
+            "hostIP": self.cfg.node_ip,
+            "hostIPs": [{"ip": self.cfg.node_ip}],
+            "startTime": old.get("startTime").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| json!(now_rfc3339())),
+            "containerStatuses": statuses,
+            "qosClass": old.get("qosClass").cloned().unwrap_or(json!("BestEffort")),
+        });
+        if !init_statuses.is_empty() {
+            status["initContainerStatuses"] = json!(init_statuses);
+        }
+        if let Some(ip) = pod_ip {
+            status["podIP"] = json!(ip);
+            status["podIPs"] = json!([{"ip": ip}]);
+        }
+        let unchanged = self.written.lock().ok().is_some_and(|w| w.get(&uid) == Some(&status));
+        if unchanged {
+            return Ok(());
+        }
+        let api = self.pods.clone().namespaced(s(pod, "/metadata/namespace"));
+        match api.patch_status(s(pod, "/metadata/name"), PatchType::Merge, &json!({"status": status})).await {
+            Ok(_) => {
+                if let Ok(mut w) = self.written.lock() {
+                    w.insert(uid, status);
+                }
+                Ok(())
+            }
+            Err(e) if e.code() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The PLEG: relists the runtime every period and wakes the workers of pods whose containers changed; pods
+    /// found in the runtime that the API does not have get a worker too, which removes them.
+    pub async fn pleg(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut last: HashMap<String, i32> = HashMap::new();
+        let mut tick = tokio::time::interval(self.cfg.pleg_period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let mut rt = self.cri.runtime.clone();
+            let Ok(containers) = rt.list_containers(ListContainersRequest::default()).await else { continue };
+            let Ok(sandboxes) = rt.list_pod_sandbox(ListPodSandboxRequest::default()).await else { continue };
+            let mut now: HashMap<String, i32> = HashMap::new();
+            let mut changed: Vec<String> = Vec::new();
+            for c in containers.into_inner().containers {
+                let uid = c.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+                if last.get(&c.id) != Some(&c.state) {
+                    changed.push(uid.clone());
+                }
+                now.insert(c.id, c.state);
+            }
+            for sb in sandboxes.into_inner().items {
+                let uid = sb.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+                let known = self.desired.lock().ok().is_some_and(|d| d.contains_key(&uid));
+                if !known {
+                    changed.push(uid.clone());
+                }
+                if last.get(&sb.id) != Some(&sb.state) {
+                    changed.push(uid);
+                }
+                now.insert(sb.id, sb.state);
+            }
+            changed.sort();
+            changed.dedup();
+            for uid in changed.into_iter().filter(|u| !u.is_empty()) {
+                self.wake(&uid);
+            }
+            last = now;
+        }
+    }
+}

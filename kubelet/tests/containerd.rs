@@ -1,0 +1,201 @@
+//! End to end on this machine: kube-apiserver (in-process, TLS), a private containerd (Debian's package) and the
+//! kubelet; pods created with kubectl run as real containers. Host-network pods only here (no CNI traffic).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use client::{Client, Config, ListParams};
+use kube_apiserver::pki::Ca;
+use serde_json::Value;
+
+async fn start_apiserver(dir: &Path) -> (Client, std::path::PathBuf, tokio::sync::oneshot::Sender<()>) {
+    let ca = Ca::new("kubernetes").unwrap();
+    std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
+    ca.issue("kube-apiserver", &[], &["127.0.0.1"]).unwrap().write(&dir.join("s.crt"), &dir.join("s.key")).unwrap();
+    let admin = ca.issue("admin", &["system:masters"], &[]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let opts = <kube_apiserver::Options as clap::Parser>::try_parse_from([
+        "kube-apiserver".to_string(),
+        format!("--secure-port={port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        format!("--data-dir={}", dir.join("data").display()),
+        format!("--cert-dir={}", dir.join("certs").display()),
+        format!("--tls-cert-file={}", dir.join("s.crt").display()),
+        format!("--tls-private-key-file={}", dir.join("s.key").display()),
+        format!("--client-ca-file={}", dir.join("ca.crt").display()),
+    ])
+    .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(kube_apiserver::server::serve(opts, listener, async move {
+        let _ = rx.await;
+    }));
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let kubeconfig = dir.join("admin.conf");
+    std::fs::write(&kubeconfig, format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        b64(&ca.cert_pem), b64(&admin.cert_pem), b64(&admin.key_pem))).unwrap();
+    let client = Client::new(&Config::from_kubeconfig(&kubeconfig).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get_raw("/readyz").await.is_err() {
+        assert!(Instant::now() < deadline, "apiserver not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (client, kubeconfig, tx)
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", kubeconfig.parent().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls until `f` returns Some, or fails after `secs`.
+async fn eventually<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn pod(name: &str, restart: &str, script: &str, init: Option<&str>) -> String {
+    let init = init
+        .map(|i| format!("  initContainers:\n  - name: init\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sh, -c, '{i}']\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: e2e-node\n  hostNetwork: true\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 2\n{init}  containers:\n  - name: main\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sh, -c, '{script}']\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_on_containerd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
+    let ctd = tokio::task::spawn_blocking({
+        let base = dir.path().to_path_buf();
+        move || proto::testing::Containerd::start(&base)
+    })
+    .await
+    .unwrap()
+    .expect("containerd must be installed (apt-get install containerd runc)");
+    let flags = kubelet::Flags {
+        container_runtime_endpoint: Some(ctd.endpoint()),
+        hostname_override: Some("e2e-node".into()),
+        node_ip: Some("127.0.0.1".into()),
+        root_dir: Some(dir.path().join("kubelet")),
+        ..Default::default()
+    };
+    let mut cfg = kubelet::Config::resolve(flags).unwrap();
+    cfg.pod_logs_dir = dir.path().join("pods-logs");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg, stop_rx));
+
+    // The node registers Ready with its capacity, and heartbeats through its Lease.
+    let nodes = client.api("", "v1", "nodes").unwrap();
+    let node = eventually(20, "node registration", async || nodes.get("e2e-node").await.ok()).await;
+    let ready = node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "True");
+    assert!(node["status"]["capacity"]["pods"] == "110");
+    assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("containerd://"));
+    let leases = client.api("coordination.k8s.io", "v1", "leases").unwrap().namespaced("kube-node-lease");
+    eventually(20, "node lease", async || leases.get("e2e-node").await.ok()).await;
+
+    let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
+    let phase = |p: &Value| p["status"]["phase"].as_str().unwrap_or_default().to_string();
+
+    // A long-running pod becomes Running with its container status.
+    kubectl(
+        &kubeconfig,
+        &["create", "-f", "-"],
+        Some(&pod("runner", "Always", "echo started; sleep 3600", Some("echo init done"))),
+    );
+    let p = eventually(60, "runner Running", async || {
+        pods.get("runner")
+            .await
+            .ok()
+            .filter(|p| phase(p) == "Running" && p["status"]["containerStatuses"][0]["ready"] == true)
+    })
+    .await;
+    assert_eq!(p["status"]["podIP"], "127.0.0.1");
+    assert_eq!(p["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 0);
+    assert!(p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap().starts_with("containerd://"));
+    let conds = p["status"]["conditions"].as_array().unwrap();
+    assert!(conds.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    let table = kubectl(&kubeconfig, &["get", "pods", "-o", "wide"], None);
+    assert!(table.contains("runner") && table.contains("Running") && table.contains("e2e-node"), "{table}");
+
+    // Run to completion.
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&pod("done", "Never", "exit 0", None)));
+    eventually(60, "done Succeeded", async || pods.get("done").await.ok().filter(|p| phase(p) == "Succeeded")).await;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&pod("fails", "Never", "exit 3", None)));
+    let f =
+        eventually(60, "fails Failed", async || pods.get("fails").await.ok().filter(|p| phase(p) == "Failed")).await;
+    assert_eq!(f["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3);
+
+    // A crashing container is restarted, then held in CrashLoopBackOff.
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&pod("crash", "Always", "exit 1", None)));
+    let c = eventually(60, "CrashLoopBackOff", async || {
+        pods.get("crash")
+            .await
+            .ok()
+            .filter(|p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+    })
+    .await;
+    assert!(c["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap() >= 1);
+    assert_eq!(c["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1);
+
+    // A missing image with pullPolicy Never waits with ErrImageNeverPull.
+    let missing =
+        pod("noimage", "Always", "true", None).replace("docker.io/library/busybox:1.36", "example.com/nothing:1");
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&missing));
+    eventually(30, "ErrImageNeverPull", async || {
+        pods.get("noimage")
+            .await
+            .ok()
+            .filter(|p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull")
+    })
+    .await;
+
+    // Graceful deletion: the kubelet stops the containers and removes the pod from the API.
+    kubectl(
+        &kubeconfig,
+        &["delete", "pod", "runner", "crash", "noimage", "done", "fails", "--wait=true", "--timeout=60s"],
+        None,
+    );
+    let left = pods.list(&ListParams::default()).await.unwrap();
+    assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
+    let mut cri = proto::Cri::connect(&ctd.endpoint()).await.unwrap();
+    eventually(30, "runtime cleanup", async || {
+        let running =
+            cri.runtime.list_pod_sandbox(proto::cri::ListPodSandboxRequest::default()).await.ok()?.into_inner().items;
+        running.is_empty().then_some(())
+    })
+    .await;
+
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), kubelet).await.expect("kubelet stops").unwrap().unwrap();
+    drop(cri);
+    tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
+    let _ = api_stop.send(());
+}
