@@ -57,6 +57,17 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
         ("", "Secret") => {
             if let Some(o) = obj.as_object_mut() {
                 default(o, "type", json!("Opaque"));
+                // stringData is write-only: merged into data (base64), as upstream's conversion does.
+                if let Some(Value::Object(sd)) = o.remove("stringData") {
+                    use base64::Engine;
+                    let data = o.entry("data").or_insert_with(|| json!({}));
+                    if let Some(d) = data.as_object_mut() {
+                        for (k, v) in sd {
+                            let text = v.as_str().unwrap_or_default();
+                            d.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+                        }
+                    }
+                }
             }
         }
         ("", "ReplicationController") => {
@@ -340,6 +351,16 @@ mod tests {
         assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(spec["containers"][1]["ports"][0]["protocol"], "TCP");
         assert_eq!(spec["containers"][0]["terminationMessagePath"], "/dev/termination-log");
+    }
+
+    #[test]
+    fn secret_string_data_becomes_data() {
+        let res = api_types::resources::find("", "v1", "secrets").unwrap();
+        let mut sec = json!({"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"b": "hello"}});
+        apply(res, &mut sec, true);
+        assert_eq!(sec["data"], json!({"a": "eA==", "b": "aGVsbG8="}));
+        assert!(sec.get("stringData").is_none());
+        assert_eq!(sec["type"], "Opaque");
     }
 
     #[test]

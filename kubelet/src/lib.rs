@@ -1,9 +1,11 @@
 //! kubelet: the node agent. It registers its Node, keeps its status and Lease fresh, and runs the pods bound to it
 //! through the container runtime (CRI): one worker per pod ([`pods`]), woken by the pod informer and the PLEG.
 
+pub mod cni;
 pub mod node;
 pub mod options;
 pub mod pods;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,20 @@ pub async fn run_with_client(
     let (cri, runtime_version) = connect_runtime(&cfg.runtime_endpoint).await?;
     tracing::info!(node = %cfg.node_name, runtime = %runtime_version, "kubelet starting");
     node::register(&client, &cfg, &runtime_version).await?;
+    // The pod CIDR: from the configuration, or the one the node IPAM controller assigned.
+    let pod_cidr = match &cfg.pod_cidr {
+        Some(c) => Some(c.clone()),
+        None => client
+            .api("", "v1", "nodes")?
+            .get(&cfg.node_name)
+            .await?
+            .pointer("/spec/podCIDR")
+            .and_then(|c| c.as_str())
+            .map(String::from),
+    };
+    if let (Some(dir), Some(cidr)) = (&cfg.cni_conf_dir, &pod_cidr) {
+        cni::write(dir, &cfg.cni_bridge, cidr, &cfg.root_dir.join("cni-ipam"))?;
+    }
     tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), stop.clone()));
     let manager = pods::PodManager::new(cri, client.clone(), cfg.clone())?;
     let factory = SharedInformerFactory::new(client.clone());

@@ -60,6 +60,10 @@ pub struct KubeletConfiguration {
     pub cluster_dns: Vec<String>,
     pub cluster_domain: Option<String>,
     pub pod_logs_dir: Option<PathBuf>,
+    /// Ours: where the kubelet writes the bridge network config for its pod CIDR (empty: it does not).
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Ours: the bridge's name.
+    pub cni_bridge: Option<String>,
 }
 
 /// Everything resolved.
@@ -86,6 +90,9 @@ pub struct Config {
     pub pleg_period: Duration,
     /// Where container logs go (`podLogsDir`, /var/log/pods).
     pub pod_logs_dir: PathBuf,
+    /// Where the bridge CNI config for the pod CIDR is written (None: left to a network add-on).
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_bridge: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +206,8 @@ impl Config {
             port: flags.port.or(file.port).unwrap_or(10250),
             pleg_period: Duration::from_secs(1),
             pod_logs_dir: file.pod_logs_dir.unwrap_or_else(|| PathBuf::from("/var/log/pods")),
+            cni_conf_dir: Some(file.cni_conf_dir.unwrap_or_else(|| PathBuf::from("/etc/cni/net.d"))),
+            cni_bridge: file.cni_bridge.unwrap_or_else(|| "cni0".into()),
         })
     }
 }

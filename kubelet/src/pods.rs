@@ -64,6 +64,16 @@ struct Waiting {
     reasons: HashMap<String, (String, String)>,
 }
 
+/// What starting a container of a pod needs.
+struct StartContext<'a> {
+    pod: &'a Value,
+    sandbox: &'a str,
+    sandbox_cfg: &'a PodSandboxConfig,
+    pod_ip: &'a str,
+    volumes: &'a BTreeMap<String, std::path::PathBuf>,
+    allocatable: Value,
+}
+
 /// Runs and reports the pods bound to this node.
 pub struct PodManager {
     pub cri: Cri,
@@ -235,7 +245,14 @@ impl PodManager {
         }
     }
 
-    fn container_config(&self, pod: &Value, c: &Value, attempt: u32) -> ContainerConfig {
+    fn container_config(
+        &self,
+        pod: &Value,
+        c: &Value,
+        attempt: u32,
+        envs: Vec<KeyValue>,
+        mounts: Vec<Mount>,
+    ) -> ContainerConfig {
         let name = s(c, "/name").to_string();
         let strs = |p: &str| -> Vec<String> {
             c.pointer(p)
@@ -245,14 +262,6 @@ impl PodManager {
                 .filter_map(|v| v.as_str().map(String::from))
                 .collect()
         };
-        let envs = c
-            .get("env")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.get("valueFrom").is_none())
-            .map(|e| KeyValue { key: s(e, "/name").into(), value: s(e, "/value").into() })
-            .collect();
         let labels = HashMap::from([
             (LABEL_POD_UID.to_string(), s(pod, "/metadata/uid").to_string()),
             (LABEL_POD_NAME.to_string(), s(pod, "/metadata/name").to_string()),
@@ -266,6 +275,7 @@ impl PodManager {
             args: strs("/args"),
             working_dir: s(c, "/workingDir").into(),
             envs,
+            mounts,
             labels,
             annotations: HashMap::from([("io.kubernetes.container.restartCount".to_string(), attempt.to_string())]),
             log_path: format!("{name}/{attempt}.log"),
@@ -326,20 +336,17 @@ impl PodManager {
         }
     }
 
-    async fn start_container(
-        &self,
-        pod: &Value,
-        sandbox: &str,
-        sandbox_cfg: &PodSandboxConfig,
-        c: &Value,
-        attempt: u32,
-    ) -> Result<(), (String, String)> {
+    async fn start_container(&self, ctx: &StartContext<'_>, c: &Value, attempt: u32) -> Result<(), (String, String)> {
+        let (pod, sandbox, sandbox_cfg) = (ctx.pod, ctx.sandbox, ctx.sandbox_cfg);
+        let envs =
+            crate::volumes::environment(&self.client, pod, c, ctx.pod_ip, &self.cfg.node_ip, &ctx.allocatable).await?;
+        let mounts = crate::volumes::mounts(c, ctx.volumes)?;
         self.ensure_image(c).await?;
         let mut rt = self.cri.runtime.clone();
         let created = rt
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: sandbox.into(),
-                config: Some(self.container_config(pod, c, attempt)),
+                config: Some(self.container_config(pod, c, attempt, envs, mounts)),
                 sandbox_config: Some(sandbox_cfg.clone()),
             })
             .await
@@ -358,6 +365,7 @@ impl PodManager {
         let Some(pod) = pod else {
             // Deleted from the API (or never ours): nothing of it may keep running.
             self.teardown(&obs, 2).await?;
+            crate::volumes::teardown(&self.cfg.root_dir, uid);
             return Ok(true);
         };
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
@@ -413,6 +421,45 @@ impl PodManager {
             p => p,
         };
         let obs = self.observe(uid).await?;
+        let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+        let pod_ip = if host_network {
+            self.cfg.node_ip.clone()
+        } else {
+            rt.pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.clone(), verbose: false })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().status)
+                .and_then(|st| st.network)
+                .map(|n| n.ip)
+                .unwrap_or_default()
+        };
+        let volumes =
+            match crate::volumes::setup(&self.client, &self.cfg.root_dir, pod, &pod_ip, &self.cfg.node_ip).await {
+                Ok(v) => v,
+                Err(w) => {
+                    for c in ["/spec/initContainers", "/spec/containers"]
+                        .iter()
+                        .flat_map(|p| pod.pointer(p).and_then(Value::as_array).cloned().unwrap_or_default())
+                    {
+                        waiting.reasons.insert(s(&c, "/name").to_string(), w.clone());
+                    }
+                    let sandbox_status = rt
+                        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id, verbose: false })
+                        .await
+                        .ok()
+                        .and_then(|r| r.into_inner().status);
+                    self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
+                    return Ok(false);
+                }
+            };
+        let ctx = StartContext {
+            pod,
+            sandbox: &sandbox_id,
+            sandbox_cfg: &sandbox_cfg,
+            pod_ip: &pod_ip,
+            volumes: &volumes,
+            allocatable: crate::node::resources(&self.cfg).1,
+        };
         // Init containers, in order: each must succeed before the next starts.
         let mut initialized = true;
         for c in pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten() {
@@ -433,7 +480,7 @@ impl PodManager {
                     }
                     let attempt = st.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1);
                     if self.backoff_allows(uid, name, true) {
-                        if let Err(w) = self.start_container(pod, &sandbox_id, &sandbox_cfg, c, attempt).await {
+                        if let Err(w) = self.start_container(&ctx, c, attempt).await {
                             waiting.reasons.insert(name.into(), w);
                         }
                     } else {
@@ -446,7 +493,7 @@ impl PodManager {
                 }
                 None => {
                     initialized = false;
-                    if let Err(w) = self.start_container(pod, &sandbox_id, &sandbox_cfg, c, 0).await {
+                    if let Err(w) = self.start_container(&ctx, c, 0).await {
                         waiting.reasons.insert(name.into(), w);
                     }
                     break;
@@ -477,7 +524,7 @@ impl PodManager {
                     );
                     continue;
                 }
-                if let Err(w) = self.start_container(pod, &sandbox_id, &sandbox_cfg, c, attempt).await {
+                if let Err(w) = self.start_container(&ctx, c, attempt).await {
                     waiting.reasons.insert(name.into(), w);
                 }
             }

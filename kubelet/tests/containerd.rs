@@ -79,6 +79,22 @@ async fn eventually<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option
     }
 }
 
+/// Polls a pod until `pred` holds; on timeout the failure shows the pod as it was last seen.
+async fn pod_until(pods: &client::Api, name: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = Value::Null;
+    loop {
+        if let Ok(p) = pods.get(name).await {
+            if pred(&p) {
+                return p;
+            }
+            last = p;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for pod {name}: {:#}", last["status"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn pod(name: &str, restart: &str, script: &str, init: Option<&str>) -> String {
     let init = init
         .map(|i| format!("  initContainers:\n  - name: init\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sh, -c, '{i}']\n"))
@@ -177,10 +193,75 @@ async fn pods_run_on_containerd() {
     })
     .await;
 
+    // Environment from values, fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef and envFrom; configMap,
+    // secret, downwardAPI and emptyDir volumes (with subPath and items).
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {key: from-configmap, other: x}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: sec}\nstringData: {password: s3cret}\n";
+    kubectl(&kubeconfig, &["apply", "-f", "-"], Some(config));
+    let volumes_pod = r#"apiVersion: v1
+kind: Pod
+metadata: {name: volumes, labels: {app: vol}}
+spec:
+  nodeName: e2e-node
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/busybox:1.36
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo "A=$A POD=$POD_NAME MEM=$MEM_MI CM=$CM PW=$PW OTHER=$other"; cat /cfg/renamed; echo; cat /info/labels; echo; cat /sec/password; echo; echo x > /scratch/f && cat /scratch/sub/../f; sleep 3600']
+    resources: {limits: {memory: 64Mi}}
+    env:
+    - {name: A, value: plain}
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - name: MEM_MI
+      valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}
+    - name: CM
+      valueFrom: {configMapKeyRef: {name: cfg, key: key}}
+    - name: PW
+      valueFrom: {secretKeyRef: {name: sec, key: password}}
+    envFrom:
+    - configMapRef: {name: cfg}
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+    - {name: sec, mountPath: /sec, readOnly: true}
+    - {name: info, mountPath: /info}
+    - {name: scratch, mountPath: /scratch}
+  volumes:
+  - name: cfg
+    configMap: {name: cfg, items: [{key: key, path: renamed}]}
+  - name: sec
+    secret: {secretName: sec}
+  - name: info
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+  - name: scratch
+    emptyDir: {}
+"#;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(volumes_pod));
+    let v = pod_until(&pods, "volumes", 60, |p| phase(p) == "Running").await;
+    let uid = v["metadata"]["uid"].as_str().unwrap().to_string();
+    let log_path = dir.path().join("pods-logs").join(format!("default_volumes_{uid}")).join("main/0.log");
+    let log = eventually(30, "the volumes pod's log", async || {
+        std::fs::read_to_string(&log_path).ok().filter(|l| l.lines().count() >= 5)
+    })
+    .await;
+    for want in
+        ["A=plain POD=volumes MEM=64 CM=from-configmap PW=s3cret OTHER=x", "from-configmap", "app=\"vol\"", "s3cret"]
+    {
+        assert!(log.contains(want), "missing {want:?} in {log}");
+    }
+    // configMap updates reach the mounted files (on the next resync).
+    kubectl(&kubeconfig, &["patch", "configmap", "cfg", "--type=merge", "-p", r#"{"data":{"key":"updated"}}"#], None);
+    let file = dir.path().join("kubelet/pods").join(&uid).join("volumes/kubernetes.io~configmap/cfg/renamed");
+    eventually(30, "configMap update in the volume", async || {
+        std::fs::read_to_string(&file).ok().filter(|c| c == "updated")
+    })
+    .await;
+
     // Graceful deletion: the kubelet stops the containers and removes the pod from the API.
     kubectl(
         &kubeconfig,
-        &["delete", "pod", "runner", "crash", "noimage", "done", "fails", "--wait=true", "--timeout=60s"],
+        &["delete", "pod", "runner", "crash", "noimage", "done", "fails", "volumes", "--wait=true", "--timeout=60s"],
         None,
     );
     let left = pods.list(&ListParams::default()).await.unwrap();

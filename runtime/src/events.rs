@@ -5,6 +5,7 @@
 //! `<object name>.<hex unix nanos>` and live in the object's namespace (`default` for cluster-scoped objects).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api_types::patch::PatchType;
@@ -107,9 +108,14 @@ struct Seen {
     last: Instant,
 }
 
-/// Records Events for one component. Writes are serialized (as upstream's single event-sink goroutine), so
-/// repeats from concurrent callers aggregate too.
+/// Records Events for one component. Cheap to clone (clones share the de-duplication cache). Writes are
+/// serialized (as upstream's single event-sink goroutine), so repeats from concurrent callers aggregate too.
+#[derive(Clone)]
 pub struct Recorder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     api: Api,
     component: String,
     host: String,
@@ -131,12 +137,26 @@ impl Recorder {
 
     pub fn with_config(client: &Client, component: &str, host: &str, config: Config) -> Result<Self, client::Error> {
         Ok(Recorder {
-            api: client.api("", "v1", "events")?,
-            component: component.to_string(),
-            host: host.to_string(),
-            config,
-            seen: tokio::sync::Mutex::default(),
+            inner: Arc::new(Inner {
+                api: client.api("", "v1", "events")?,
+                component: component.to_string(),
+                host: host.to_string(),
+                config,
+                seen: tokio::sync::Mutex::default(),
+            }),
         })
+    }
+
+    /// Records an event in the background (as client-go's recorder does): failures are logged, not returned.
+    /// Must be called inside a Tokio runtime.
+    pub fn record(&self, obj: &Value, type_: EventType, reason: &str, message: &str) {
+        let (this, reference) = (self.clone(), ObjectReference::from_object(obj));
+        let (reason, message) = (reason.to_string(), message.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = this.event_for(&reference, type_, &reason, &message).await {
+                tracing::warn!(object = %reference.name, %reason, error = %e, "could not record event");
+            }
+        });
     }
 
     /// Records an event about `obj` (see [`ObjectReference::from_object`]). Returns the Event as written.
@@ -171,12 +191,12 @@ impl Recorder {
             reason: reason.to_string(),
             message: message.to_string(),
         };
-        let mut seen = self.seen.lock().await;
+        let mut seen = self.inner.seen.lock().await;
         let now = Timestamp::now();
-        let repeat = seen.get(&key).filter(|s| s.last.elapsed() < self.config.window);
+        let repeat = seen.get(&key).filter(|s| s.last.elapsed() < self.inner.config.window);
         if let Some(s) = repeat {
             let patch = json!({"count": s.count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
-            let api = self.api.clone().namespaced(&s.namespace);
+            let api = self.inner.api.clone().namespaced(&s.namespace);
             match api.patch(&s.name, PatchType::Merge, &patch).await {
                 Ok(ev) => {
                     if let Some(s) = seen.get_mut(&key) {
@@ -201,21 +221,21 @@ impl Recorder {
             "reason": reason,
             "message": message,
             "type": type_.as_str(),
-            "source": {"component": self.component},
+            "source": {"component": self.inner.component},
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
             "count": 1,
-            "reportingComponent": self.component,
-            "reportingInstance": self.host,
+            "reportingComponent": self.inner.component,
+            "reportingInstance": self.inner.host,
         });
-        if !self.host.is_empty() {
-            event["source"]["host"] = json!(self.host);
+        if !self.inner.host.is_empty() {
+            event["source"]["host"] = json!(self.inner.host);
         }
-        let created = self.api.clone().namespaced(namespace).create(&event).await?;
-        if seen.len() >= self.config.max_entries && !seen.contains_key(&key) {
-            let window = self.config.window;
+        let created = self.inner.api.clone().namespaced(namespace).create(&event).await?;
+        if seen.len() >= self.inner.config.max_entries && !seen.contains_key(&key) {
+            let window = self.inner.config.window;
             seen.retain(|_, s| s.last.elapsed() < window);
-            if seen.len() >= self.config.max_entries
+            if seen.len() >= self.inner.config.max_entries
                 && let Some(oldest) = seen.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| k.clone())
             {
                 seen.remove(&oldest);

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use api_types::Resource;
 use client::{Client, ListParams};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -167,7 +168,10 @@ impl Informer {
         for obj in self.shared.store.list() {
             let _ = tx.send(Notification::Added(obj));
         }
-        subs.push(Subscriber { tx, resync: resync.map(|p| (p, Instant::now() + p)) });
+        // A stopped informer sends nothing more: the channel closes after the snapshot.
+        if lock(&self.shared.task).is_some() {
+            subs.push(Subscriber { tx, resync: resync.map(|p| (p, Instant::now() + p)) });
+        }
         drop(subs);
         if resync.is_some() {
             self.shared.resync_changed.notify_one();
@@ -208,7 +212,9 @@ fn dispatch(subs: &mut Vec<Subscriber>, n: Notification) {
     subs.retain(|s| s.tx.send(n.clone()).is_ok());
 }
 
-async fn run(shared: Arc<Shared>, mut watcher: Watcher, mut writer: Writer) {
+async fn run(shared: Arc<Shared>, watcher: Watcher, mut writer: Writer) {
+    // Polled through a stream so that a resync tick does not interrupt a list in progress.
+    let mut events = std::pin::pin!(watcher.into_stream());
     loop {
         let next_resync = if shared.store.is_synced() {
             lock(&shared.subscribers).iter().filter_map(|s| s.resync.map(|(_, at)| at)).min()
@@ -216,13 +222,14 @@ async fn run(shared: Arc<Shared>, mut watcher: Watcher, mut writer: Writer) {
             None
         };
         tokio::select! {
-            ev = watcher.next() => {
+            next = events.next() => {
+                let Some((ev, rv)) = next else { return };
                 let mut subs = lock(&shared.subscribers);
                 for change in writer.apply(ev) {
                     dispatch(&mut subs, change.into());
                 }
                 drop(subs);
-                *lock(&shared.resource_version) = watcher.resource_version().map(str::to_string);
+                *lock(&shared.resource_version) = rv;
             }
             _ = tokio::time::sleep_until(next_resync.unwrap_or_else(Instant::now)), if next_resync.is_some() => {
                 let now = Instant::now();

@@ -32,9 +32,10 @@ pub enum Event {
 pub struct Config {
     /// Objects per list page (`limit`).
     pub page_size: u32,
-    /// Watches ask the server to end after a random time in `[watch_timeout, 2 * watch_timeout)` (whole seconds,
-    /// at least 1), as client-go's reflector (5 minutes).
+    /// Watches ask the server to end after `watch_timeout` plus up to `watch_timeout_jitter` times it at random
+    /// (whole seconds, at least 1): client-go's reflector uses 5 minutes and 1.0, so `[5m, 10m)`.
     pub watch_timeout: Duration,
+    pub watch_timeout_jitter: f64,
     /// The first list is served from the apiserver's watch cache (`resourceVersion=0`), as client-go does.
     pub initial_list_from_cache: bool,
     /// First retry delay after an error.
@@ -48,6 +49,7 @@ impl Default for Config {
         Config {
             page_size: 500,
             watch_timeout: Duration::from_secs(300),
+            watch_timeout_jitter: 1.0,
             initial_list_from_cache: true,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
@@ -55,17 +57,20 @@ impl Default for Config {
     }
 }
 
+/// A watch that ends sooner than this without delivering anything is treated as a failure.
+const SHORT_WATCH: Duration = Duration::from_secs(1);
+
 enum State {
     /// Needs a (re)list.
     List,
     /// Listed (or was watching): needs a watch from `resource_version`.
     Watch,
-    /// A watch is open.
-    Watching(mpsc::Receiver<client::Result<WatchEvent>>),
+    /// A watch is open (since, and whether it delivered anything).
+    Watching { rx: mpsc::Receiver<client::Result<WatchEvent>>, since: Instant, delivered: bool },
 }
 
-/// A list-then-watch loop over one resource. Drive it with [`Watcher::next`] (cancel-safe) or turn it into a
-/// stream with [`Watcher::into_stream`].
+/// A list-then-watch loop over one resource. Drive it with [`Watcher::next`] or turn it into a stream with
+/// [`Watcher::into_stream`].
 pub struct Watcher {
     api: Api,
     label_selector: Option<String>,
@@ -165,7 +170,7 @@ impl Watcher {
         let mut p = self.selectors();
         p.resource_version = self.resource_version.clone();
         p.bookmarks = true;
-        let timeout = jitter(self.config.watch_timeout, 1.0).as_secs().max(1);
+        let timeout = jitter(self.config.watch_timeout, self.config.watch_timeout_jitter).as_secs().max(1);
         p.timeout_seconds = Some(u32::try_from(timeout).unwrap_or(u32::MAX));
         p
     }
@@ -177,7 +182,8 @@ impl Watcher {
         }
     }
 
-    /// The next event. Retries forever; errors are logged. Cancel-safe: dropping the future loses nothing.
+    /// The next event. Retries forever; errors are logged. Dropping the future loses no event, but a list in
+    /// progress starts over: in a `select!` loop that often cancels it, poll [`Watcher::into_stream`] instead.
     pub async fn next(&mut self) -> Event {
         loop {
             if let Some(at) = self.retry_at {
@@ -204,7 +210,7 @@ impl Watcher {
                 State::Watch => {
                     let p = self.watch_params();
                     match self.api.watch(&p).await {
-                        Ok(rx) => self.state = State::Watching(rx),
+                        Ok(rx) => self.state = State::Watching { rx, since: Instant::now(), delivered: false },
                         Err(e) if e.code() == Some(410) => {
                             tracing::info!(resource = %self.api.res.qualified(), "watcher: resourceVersion expired; relisting");
                             self.consistent_list = true;
@@ -213,20 +219,30 @@ impl Watcher {
                         Err(e) => self.fail("watch", &e),
                     }
                 }
-                State::Watching(rx) => match rx.recv().await {
-                    // The server ended the watch (timeout): resume from the last resourceVersion.
-                    None => self.state = State::Watch,
+                State::Watching { rx, since, delivered } => match rx.recv().await {
+                    // The server ended the watch (timeout): resume from the last resourceVersion. One that ends
+                    // at once with nothing in it points at a problem: back off (client-go's "very short watch").
+                    None => {
+                        let short = !*delivered && since.elapsed() < (self.config.watch_timeout / 2).min(SHORT_WATCH);
+                        self.state = State::Watch;
+                        if short {
+                            self.fail("watch", &"very short watch");
+                        }
+                    }
                     Some(Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj))) => {
+                        *delivered = true;
                         self.note_rv(&obj);
                         self.backoff.reset();
                         return Event::Applied(self.typed(obj));
                     }
                     Some(Ok(WatchEvent::Deleted(obj))) => {
+                        *delivered = true;
                         self.note_rv(&obj);
                         self.backoff.reset();
                         return Event::Deleted(self.typed(obj));
                     }
                     Some(Ok(WatchEvent::Bookmark(rv))) => {
+                        *delivered = true;
                         if !rv.is_empty() {
                             self.resource_version = Some(rv);
                         }
@@ -250,11 +266,13 @@ impl Watcher {
         }
     }
 
-    /// The events as an endless stream.
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Event> + Send {
+    /// The events as an endless stream, each with the resourceVersion the watcher reached with it.
+    /// `StreamExt::next` on it is cancel-safe: an interrupted list resumes where it was.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = (Event, Option<String>)> + Send {
         futures_util::stream::unfold(self, |mut w| async move {
             let ev = w.next().await;
-            Some((ev, w))
+            let rv = w.resource_version.clone();
+            Some(((ev, rv), w))
         })
     }
 }

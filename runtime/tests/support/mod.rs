@@ -37,13 +37,18 @@ pub struct TestApiserver {
     pub dir: tempfile::TempDir,
 }
 
-impl TestApiserver {
-    pub async fn start() -> Self {
-        Self::start_with(&[]).await
-    }
+/// Certificates, a port and a client configuration for an apiserver that is not running yet.
+pub struct Prepared {
+    pub config: Config,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// Held until the server starts (None: the port is free, so connections to it are refused meanwhile).
+    listener: Option<tokio::net::TcpListener>,
+}
 
-    /// Starts with extra kube-apiserver flags.
-    pub async fn start_with(extra: &[&str]) -> Self {
+impl Prepared {
+    /// Certificates in a temp dir and a listener on 127.0.0.1:0.
+    pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
         let ca = Ca::new("kubernetes").expect("CA");
@@ -53,6 +58,31 @@ impl TestApiserver {
         let admin = ca.issue("kubernetes-admin", &["system:masters"], &[]).expect("admin cert");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("local addr").port();
+        let config = Config {
+            server: format!("https://127.0.0.1:{port}"),
+            ca_pem: Some(ca.cert_pem.clone().into_bytes()),
+            client_cert_pem: Some(admin.cert_pem.clone().into_bytes()),
+            client_key_pem: Some(admin.key_pem.clone().into_bytes()),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        Prepared { config, dir, port, listener: Some(listener) }
+    }
+
+    /// Frees the port until [`Prepared::start`]: clients get "connection refused".
+    pub fn refuse_connections(mut self) -> Self {
+        self.listener = None;
+        self
+    }
+
+    /// Starts the apiserver with extra kube-apiserver flags and waits until it is ready.
+    pub async fn start(self, extra: &[&str]) -> TestApiserver {
+        let Prepared { config, dir, port, listener } = self;
+        let listener = match listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind again"),
+        };
+        let d = dir.path();
         let path = |f: &str| d.join(f).display().to_string();
         let mut args = vec![
             "kube-apiserver".to_string(),
@@ -76,18 +106,21 @@ impl TestApiserver {
                 panic!("apiserver failed: {e}");
             }
         });
-        let config = Config {
-            server: format!("https://127.0.0.1:{port}"),
-            ca_pem: Some(ca.cert_pem.clone().into_bytes()),
-            client_cert_pem: Some(admin.cert_pem.clone().into_bytes()),
-            client_key_pem: Some(admin.key_pem.clone().into_bytes()),
-            namespace: "default".into(),
-            ..Default::default()
-        };
         let client = Client::new(&config).expect("client");
         let server = TestApiserver { config, client, stop: Some(stop), task: Some(task), dir };
         server.wait_ready().await;
         server
+    }
+}
+
+impl TestApiserver {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra kube-apiserver flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        Prepared::new().await.start(extra).await
     }
 
     async fn wait_ready(&self) {
@@ -118,10 +151,26 @@ impl TestApiserver {
             .sum()
     }
 
-    /// How many requests with this verb the apiserver served for a core resource (all codes).
-    pub async fn requests(&self, verb: &str, resource: &str) -> f64 {
-        self.metric(&format!("apiserver_request_total{{verb=\"{verb}\",group=\"\",version=\"v1\",resource=\"{resource}\","))
-            .await
+    /// How many requests the apiserver served for a core resource with this HTTP method and scope (`cluster`,
+    /// `namespace` or `resource`), all codes. Lists and watches are both GETs on the collection.
+    pub async fn requests(&self, method: &str, resource: &str, scope: &str) -> f64 {
+        let text = self.client.get_raw("/metrics").await.expect("metrics");
+        let want = [
+            format!("verb=\"{method}\""),
+            "group=\"\"".to_string(),
+            format!("resource=\"{resource}\""),
+            format!("scope=\"{scope}\""),
+        ];
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{") && want.iter().all(|w| l.contains(w.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Open watches (`apiserver_longrunning_requests{verb="WATCH"}`).
+    pub async fn open_watches(&self) -> f64 {
+        self.metric("apiserver_longrunning_requests{verb=\"WATCH\"}").await
     }
 
     /// Creates a namespace.

@@ -1,0 +1,520 @@
+//! Volumes and environment: emptyDir (also medium Memory), hostPath, configMap, secret, downwardAPI and projected
+//! volumes set up under `<root-dir>/pods/<uid>/volumes/`, written atomically (a `..data` symlink swapped over a
+//! fresh timestamped directory, as upstream's AtomicWriter) so updates of configMaps and secrets reach mounted
+//! files; and container environment from values, fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef, envFrom.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use client::Client;
+use proto::cri::{KeyValue, Mount};
+use serde_json::Value;
+
+/// Why a container cannot be configured (upstream's CreateContainerConfigError).
+pub type ConfigError = (String, String);
+
+fn config_error(msg: String) -> ConfigError {
+    ("CreateContainerConfigError".into(), msg)
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The value of a downward API field path (`metadata.labels['app']`, `status.podIP`, ...).
+pub fn field_path(pod: &Value, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix("metadata.labels['").or_else(|| path.strip_prefix("metadata.annotations['")) {
+        let key = rest.strip_suffix("']")?;
+        let map = if path.starts_with("metadata.labels") { "labels" } else { "annotations" };
+        return Some(
+            pod.pointer(&format!("/metadata/{map}"))
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    let render_map = |m: Option<&Value>| {
+        let mut lines: Vec<String> = m
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| format!("{k}=\"{}\"", v.as_str().unwrap_or_default())).collect())
+            .unwrap_or_default();
+        lines.sort();
+        lines.join("\n")
+    };
+    Some(match path {
+        "metadata.name" => s(pod, "/metadata/name").into(),
+        "metadata.namespace" => s(pod, "/metadata/namespace").into(),
+        "metadata.uid" => s(pod, "/metadata/uid").into(),
+        "metadata.labels" => render_map(pod.pointer("/metadata/labels")),
+        "metadata.annotations" => render_map(pod.pointer("/metadata/annotations")),
+        "spec.nodeName" => s(pod, "/spec/nodeName").into(),
+        "spec.serviceAccountName" => s(pod, "/spec/serviceAccountName").into(),
+        "status.podIP" | "status.podIPs" => pod_ip.into(),
+        "status.hostIP" | "status.hostIPs" => host_ip.into(),
+        _ => return None,
+    })
+}
+
+/// A resourceFieldRef (`limits.cpu`, `requests.memory`, ...) with its divisor; limits default to the node's
+/// allocatable, as upstream.
+fn resource_field(c: &Value, r: &Value, allocatable: &Value) -> Option<String> {
+    let resource = s(r, "/resource");
+    let (kind, name) = resource.split_once('.')?;
+    let q = c
+        .pointer(&format!("/resources/{kind}/{name}"))
+        .and_then(Value::as_str)
+        .or_else(|| (kind == "limits").then(|| allocatable.get(name).and_then(Value::as_str)).flatten());
+    let divisor = r.get("divisor").and_then(Value::as_str).unwrap_or("1");
+    match name {
+        "cpu" => {
+            let millis = q.and_then(crate::node::cpu_millis).unwrap_or(0);
+            let div = crate::node::cpu_millis(divisor).unwrap_or(1000).max(1);
+            Some(((millis + div - 1) / div).to_string())
+        }
+        "memory" | "ephemeral-storage" => {
+            let bytes = q.and_then(crate::node::bytes).unwrap_or(0);
+            let div = crate::node::bytes(divisor).unwrap_or(1).max(1);
+            Some(((bytes + div - 1) / div).to_string())
+        }
+        _ => None,
+    }
+}
+
+async fn get_obj(client: &Client, plural: &str, ns: &str, name: &str) -> Result<Option<Value>, ConfigError> {
+    let api = client.api("", "v1", plural).map_err(|e| config_error(e.to_string()))?.namespaced(ns);
+    match api.get(name).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.code() == Some(404) => Ok(None),
+        Err(e) => Err(config_error(e.to_string())),
+    }
+}
+
+/// The string data of a ConfigMap or Secret (secret values base64-decoded).
+fn data_of(obj: &Value, secret: bool) -> BTreeMap<String, Vec<u8>> {
+    use base64::Engine;
+    let mut out = BTreeMap::new();
+    for (k, v) in obj.get("data").and_then(Value::as_object).into_iter().flatten() {
+        let s = v.as_str().unwrap_or_default();
+        let bytes = if secret {
+            base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default()
+        } else {
+            s.as_bytes().to_vec()
+        };
+        out.insert(k.clone(), bytes);
+    }
+    if !secret {
+        for (k, v) in obj.get("binaryData").and_then(Value::as_object).into_iter().flatten() {
+            out.insert(
+                k.clone(),
+                base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap_or_default(),
+            );
+        }
+    }
+    out
+}
+
+/// The container's environment, in upstream's order: envFrom sources, then env (later entries win).
+pub async fn environment(
+    client: &Client,
+    pod: &Value,
+    c: &Value,
+    pod_ip: &str,
+    host_ip: &str,
+    allocatable: &Value,
+) -> Result<Vec<KeyValue>, ConfigError> {
+    let ns = s(pod, "/metadata/namespace");
+    let mut env: Vec<(String, String)> = Vec::new();
+    for from in c.get("envFrom").and_then(Value::as_array).into_iter().flatten() {
+        let prefix = s(from, "/prefix");
+        let (plural, key, secret) = if from.get("configMapRef").is_some() {
+            ("configmaps", "configMapRef", false)
+        } else {
+            ("secrets", "secretRef", true)
+        };
+        let name = s(from, &format!("/{key}/name"));
+        let optional = from.pointer(&format!("/{key}/optional")).and_then(Value::as_bool).unwrap_or(false);
+        match get_obj(client, plural, ns, name).await? {
+            Some(obj) => {
+                for (k, v) in data_of(&obj, secret) {
+                    env.push((format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned()));
+                }
+            }
+            None if optional => {}
+            None => {
+                return Err(config_error(format!(
+                    "{} \"{name}\" not found",
+                    if secret { "secret" } else { "configmap" }
+                )));
+            }
+        }
+    }
+    for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+        let name = s(e, "/name").to_string();
+        let value = match e.get("valueFrom") {
+            None => s(e, "/value").to_string(),
+            Some(from) => {
+                if let Some(f) = from.get("fieldRef") {
+                    field_path(pod, s(f, "/fieldPath"), pod_ip, host_ip).unwrap_or_default()
+                } else if let Some(r) = from.get("resourceFieldRef") {
+                    resource_field(c, r, allocatable).unwrap_or_default()
+                } else {
+                    let (plural, key, secret) = if from.get("configMapKeyRef").is_some() {
+                        ("configmaps", "configMapKeyRef", false)
+                    } else {
+                        ("secrets", "secretKeyRef", true)
+                    };
+                    let r = &from[key];
+                    let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
+                    let obj_name = s(r, "/name");
+                    let wanted = s(r, "/key");
+                    match get_obj(client, plural, ns, obj_name).await?.map(|o| data_of(&o, secret)) {
+                        Some(data) => match data.get(wanted) {
+                            Some(v) => String::from_utf8_lossy(v).into_owned(),
+                            None if optional => continue,
+                            None => {
+                                return Err(config_error(format!(
+                                    "couldn't find key {wanted} in {} {ns}/{obj_name}",
+                                    if secret { "Secret" } else { "ConfigMap" }
+                                )));
+                            }
+                        },
+                        None if optional => continue,
+                        None => {
+                            return Err(config_error(format!(
+                                "{} \"{obj_name}\" not found",
+                                if secret { "secret" } else { "configmap" }
+                            )));
+                        }
+                    }
+                }
+            }
+        };
+        env.retain(|(k, _)| *k != name);
+        env.push((name, value));
+    }
+    Ok(env.into_iter().map(|(key, value)| KeyValue { key, value }).collect())
+}
+
+/// Writes `files` into `dir` atomically: a new timestamped directory, then the `..data` symlink swapped to it,
+/// with each file a symlink through `..data`. Readers never see a half-written set.
+pub fn atomic_write(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let data_link = dir.join("..data");
+    let current = std::fs::read_link(&data_link).ok();
+    if let Some(cur) = &current {
+        let same =
+            files.iter().all(|(k, (v, _))| std::fs::read(dir.join(cur).join(k)).ok().as_deref() == Some(v.as_slice()));
+        let count = walk(&dir.join(cur)).len();
+        if same && count == files.len() {
+            return Ok(());
+        }
+    }
+    let stamp = format!("..{}", jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S.%f"));
+    let target = dir.join(&stamp);
+    for (name, (bytes, mode)) in files {
+        let p = target.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, bytes)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+    }
+    std::fs::create_dir_all(&target)?;
+    let tmp_link = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&stamp, &tmp_link)?;
+    std::fs::rename(&tmp_link, &data_link)?;
+    for name in files.keys() {
+        let top = name.split('/').next().unwrap_or(name);
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(top), &link)?;
+        }
+    }
+    // Drop entries that left the set, and the old data directory.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if !n.starts_with("..") && !files.keys().any(|k| k.split('/').next() == Some(n.as_str())) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Some(cur) = current {
+        let _ = std::fs::remove_dir_all(dir.join(cur));
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Files of a configMap/secret source with `items` and modes applied.
+fn project(
+    data: &BTreeMap<String, Vec<u8>>,
+    src: &Value,
+    default_mode: u32,
+) -> Result<BTreeMap<String, (Vec<u8>, u32)>, String> {
+    let mode = src.get("defaultMode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(default_mode);
+    let mut out = BTreeMap::new();
+    match src.get("items").and_then(Value::as_array) {
+        Some(items) => {
+            for it in items {
+                let key = s(it, "/key");
+                let v = data.get(key).ok_or_else(|| format!("configmap references non-existent config key: {key}"))?;
+                let m = it.get("mode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(mode);
+                out.insert(s(it, "/path").to_string(), (v.clone(), m));
+            }
+        }
+        None => {
+            for (k, v) in data {
+                out.insert(k.clone(), (v.clone(), mode));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sets up every volume of the pod and returns the host directory of each by name.
+pub async fn setup(
+    client: &Client,
+    root: &Path,
+    pod: &Value,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
+    let uid = s(pod, "/metadata/uid");
+    let ns = s(pod, "/metadata/namespace");
+    let base = root.join("pods").join(uid).join("volumes");
+    let mut out = BTreeMap::new();
+    for v in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
+        let name = s(v, "/name").to_string();
+        let dir = |plugin: &str| base.join(format!("kubernetes.io~{plugin}")).join(&name);
+        let io = |e: std::io::Error| config_error(format!("volume {name}: {e}"));
+        let path = if let Some(ed) = v.get("emptyDir") {
+            let d = dir("empty-dir");
+            std::fs::create_dir_all(&d).map_err(io)?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+            if s(ed, "/medium") == "Memory" && !is_mounted(&d) {
+                let size = ed.get("sizeLimit").and_then(Value::as_str).and_then(crate::node::bytes);
+                let mut cmd = std::process::Command::new("mount");
+                cmd.args(["-t", "tmpfs", "tmpfs"]);
+                if let Some(b) = size {
+                    cmd.args(["-o", &format!("size={b}")]);
+                }
+                let ok = cmd.arg(&d).status().map(|s| s.success()).unwrap_or(false);
+                if !ok {
+                    return Err(config_error(format!("volume {name}: mounting tmpfs failed")));
+                }
+            }
+            d
+        } else if let Some(hp) = v.get("hostPath") {
+            let p = PathBuf::from(s(hp, "/path"));
+            match s(hp, "/type") {
+                "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(io)?,
+                "FileOrCreate" if !p.exists() => std::fs::write(&p, b"").map_err(io)?,
+                "Directory" if !p.is_dir() => {
+                    return Err(config_error(format!(
+                        "hostPath type check failed: {} is not a directory",
+                        p.display()
+                    )));
+                }
+                "File" if !p.is_file() => {
+                    return Err(config_error(format!("hostPath type check failed: {} is not a file", p.display())));
+                }
+                _ => {}
+            }
+            p
+        } else if let Some(src) = v.get("configMap").or_else(|| v.get("secret")) {
+            let secret = v.get("secret").is_some();
+            let obj_name = if secret { s(src, "/secretName") } else { s(src, "/name") };
+            let optional = src.get("optional").and_then(Value::as_bool).unwrap_or(false);
+            let obj = get_obj(client, if secret { "secrets" } else { "configmaps" }, ns, obj_name).await?;
+            let data = match obj {
+                Some(o) => data_of(&o, secret),
+                None if optional => BTreeMap::new(),
+                None => {
+                    return Err(config_error(format!(
+                        "{} \"{obj_name}\" not found",
+                        if secret { "secret" } else { "configmap" }
+                    )));
+                }
+            };
+            let files = project(&data, src, 0o644).map_err(config_error)?;
+            let d = dir(if secret { "secret" } else { "configmap" });
+            atomic_write(&d, &files).map_err(io)?;
+            d
+        } else if let Some(src) = v.get("downwardAPI") {
+            let files = downward_files(pod, src, pod_ip, host_ip);
+            let d = dir("downward-api");
+            atomic_write(&d, &files).map_err(io)?;
+            d
+        } else if let Some(src) = v.get("projected") {
+            let mut files = BTreeMap::new();
+            let mode = src.get("defaultMode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(0o644);
+            for source in src.get("sources").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(cm) = source.get("configMap").or_else(|| source.get("secret")) {
+                    let secret = source.get("secret").is_some();
+                    let optional = cm.get("optional").and_then(Value::as_bool).unwrap_or(false);
+                    match get_obj(client, if secret { "secrets" } else { "configmaps" }, ns, s(cm, "/name")).await? {
+                        Some(o) => files.extend(project(&data_of(&o, secret), cm, mode).map_err(config_error)?),
+                        None if optional => {}
+                        None => {
+                            return Err(config_error(format!(
+                                "{} \"{}\" not found",
+                                if secret { "secret" } else { "configmap" },
+                                s(cm, "/name")
+                            )));
+                        }
+                    }
+                } else if let Some(d) = source.get("downwardAPI") {
+                    files.extend(downward_files(pod, d, pod_ip, host_ip));
+                }
+                // serviceAccountToken sources come with service-account tokens (not yet).
+            }
+            let d = dir("projected");
+            atomic_write(&d, &files).map_err(io)?;
+            d
+        } else {
+            // Other volume types (persistent volumes, CSI) come with storage support.
+            continue;
+        };
+        out.insert(name, path);
+    }
+    Ok(out)
+}
+
+fn downward_files(pod: &Value, src: &Value, pod_ip: &str, host_ip: &str) -> BTreeMap<String, (Vec<u8>, u32)> {
+    let mode = src.get("defaultMode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(0o644);
+    let mut files = BTreeMap::new();
+    for it in src.get("items").and_then(Value::as_array).into_iter().flatten() {
+        let value = match it.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
+            Some(fp) => field_path(pod, fp, pod_ip, host_ip).unwrap_or_default(),
+            None => String::new(),
+        };
+        let m = it.get("mode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(mode);
+        files.insert(s(it, "/path").to_string(), (value.into_bytes(), m));
+    }
+    files
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let want = p.display().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+}
+
+/// The CRI mounts of a container from its volumeMounts.
+pub fn mounts(c: &Value, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<Mount>, ConfigError> {
+    let mut out = Vec::new();
+    for m in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten() {
+        let name = s(m, "/name");
+        let Some(host) = volumes.get(name) else {
+            return Err(config_error(format!(
+                "cannot find volume \"{name}\" to mount into container \"{}\"",
+                s(c, "/name")
+            )));
+        };
+        let sub = s(m, "/subPath");
+        if sub.split('/').any(|seg| seg == "..") {
+            return Err(config_error(format!("subPath {sub:?} must not contain '..'")));
+        }
+        let host_path = if sub.is_empty() { host.clone() } else { host.join(sub) };
+        out.push(Mount {
+            container_path: s(m, "/mountPath").into(),
+            host_path: host_path.display().to_string(),
+            readonly: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+/// Removes a pod's volume directories (unmounting memory-backed ones first).
+pub fn teardown(root: &Path, uid: &str) {
+    let dir = root.join("pods").join(uid);
+    let prefix = dir.display().to_string();
+    let mounted: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    for m in mounted {
+        let _ = std::process::Command::new("umount").arg(&m).status();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn atomic_writes_swap_data_and_drop_removed_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files =
+            BTreeMap::from([("a".to_string(), (b"1".to_vec(), 0o644)), ("b".to_string(), (b"2".to_vec(), 0o600))]);
+        atomic_write(dir.path(), &files).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "1");
+        let mode = std::fs::metadata(dir.path().join("b")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        files.remove("b");
+        files.insert("a".into(), (b"changed".to_vec(), 0o644));
+        atomic_write(dir.path(), &files).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "changed");
+        assert!(!dir.path().join("b").exists());
+        let data_dirs = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("..2"))
+            .count();
+        assert_eq!(data_dirs, 1, "the old data directory is gone");
+    }
+
+    #[test]
+    fn downward_fields_and_resources() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "x", "b": "y"}}, "spec": {"nodeName": "n1"}});
+        assert_eq!(field_path(&pod, "metadata.labels['app']", "", "").unwrap(), "x");
+        assert_eq!(field_path(&pod, "metadata.labels", "", "").unwrap(), "app=\"x\"\nb=\"y\"");
+        assert_eq!(field_path(&pod, "status.podIP", "10.1.1.1", "").unwrap(), "10.1.1.1");
+        assert!(field_path(&pod, "spec.nope", "", "").is_none());
+        let c = json!({"resources": {"limits": {"memory": "64Mi"}, "requests": {"cpu": "250m"}}});
+        let alloc = json!({"cpu": "2", "memory": "1Gi"});
+        assert_eq!(resource_field(&c, &json!({"resource": "limits.memory", "divisor": "1Mi"}), &alloc).unwrap(), "64");
+        assert_eq!(resource_field(&c, &json!({"resource": "requests.cpu"}), &alloc).unwrap(), "1");
+        assert_eq!(resource_field(&c, &json!({"resource": "requests.cpu", "divisor": "1m"}), &alloc).unwrap(), "250");
+        assert_eq!(resource_field(&c, &json!({"resource": "limits.cpu"}), &alloc).unwrap(), "2");
+    }
+
+    #[test]
+    fn mounts_with_sub_paths() {
+        let vols = BTreeMap::from([(
+            "v".to_string(),
+            PathBuf::from("/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/v"),
+        )]);
+        let c = json!({"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/data", "subPath": "x", "readOnly": true}]});
+        let m = mounts(&c, &vols).unwrap();
+        assert_eq!(m[0].host_path, "/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/v/x");
+        assert!(m[0].readonly);
+        let bad = json!({"name": "c", "volumeMounts": [{"name": "missing", "mountPath": "/d"}]});
+        assert!(mounts(&bad, &vols).is_err());
+        let escape = json!({"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/d", "subPath": "../../etc"}]});
+        assert!(mounts(&escape, &vols).is_err());
+    }
+}
