@@ -280,3 +280,79 @@ spec:
     tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
     let _ = api_stop.send(());
 }
+
+/// Removes what the bridged-network test adds to the host, even when the test fails.
+struct NetworkGuard {
+    blackhole: &'static str,
+    bridge: &'static str,
+}
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["route", "del", "blackhole", self.blackhole]).status();
+        let _ = std::process::Command::new("ip").args(["link", "del", self.bridge]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridged_pods_get_addresses_from_the_pod_cidr() {
+    // Network rule: nothing addressed to the cluster may leave this machine. The pod CIDR's own route (to the
+    // bridge) is more specific than the blackhole, so only addresses outside the bridge are dropped.
+    const CLUSTER_CIDR: &str = "10.250.0.0/16";
+    const POD_CIDR: &str = "10.250.7.0/24";
+    let status =
+        std::process::Command::new("ip").args(["route", "replace", "blackhole", CLUSTER_CIDR]).status().unwrap();
+    assert!(status.success(), "adding the blackhole route needs root");
+    let _guard = NetworkGuard { blackhole: CLUSTER_CIDR, bridge: "kbt0" };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
+    let ctd = tokio::task::spawn_blocking({
+        let base = dir.path().to_path_buf();
+        move || proto::testing::Containerd::start(&base)
+    })
+    .await
+    .unwrap()
+    .expect("containerd must be installed (apt-get install containerd runc containernetworking-plugins)");
+    let flags = kubelet::Flags {
+        container_runtime_endpoint: Some(ctd.endpoint()),
+        hostname_override: Some("e2e-node".into()),
+        node_ip: Some("127.0.0.1".into()),
+        root_dir: Some(dir.path().join("kubelet")),
+        ..Default::default()
+    };
+    let mut cfg = kubelet::Config::resolve(flags).unwrap();
+    cfg.pod_logs_dir = dir.path().join("pods-logs");
+    cfg.pod_cidr = Some(POD_CIDR.into());
+    cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
+    cfg.cni_bridge = "kbt0".into();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg, stop_rx));
+
+    let web = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  nodeName: e2e-node\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: httpd\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sh, -c, 'mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www']\n    ports: [{containerPort: 8080}]\n";
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(web));
+    let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
+    let p = pod_until(&pods, "web", 90, |p| {
+        p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
+    })
+    .await;
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.250.7."), "pod IP {ip} comes from the pod CIDR");
+    // The node reaches the pod through the bridge.
+    let body = eventually(30, "HTTP from the pod", async || {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await.ok()?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        out.contains("hello-from-pod").then_some(out)
+    })
+    .await;
+    assert!(body.starts_with("HTTP/1.") && body.contains("200"), "{body}");
+
+    kubectl(&kubeconfig, &["delete", "pod", "web", "--wait=true", "--timeout=60s"], None);
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), kubelet).await.expect("kubelet stops").unwrap().unwrap();
+    tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
+    let _ = api_stop.send(());
+}
