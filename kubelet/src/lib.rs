@@ -5,6 +5,7 @@ pub mod cni;
 pub mod node;
 pub mod options;
 pub mod pods;
+pub mod prober;
 pub mod volumes;
 
 use std::sync::Arc;

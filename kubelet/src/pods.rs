@@ -87,6 +87,8 @@ pub struct PodManager {
     desired: Mutex<HashMap<String, Arc<Value>>>,
     /// The last status written per pod UID.
     written: Mutex<HashMap<String, Value>>,
+    /// Probe results per running container ID, and the switch that ends its prober.
+    probes: Arc<Mutex<HashMap<String, (crate::prober::Health, tokio::sync::watch::Sender<bool>)>>>,
 }
 
 impl PodManager {
@@ -101,6 +103,7 @@ impl PodManager {
             backoff: Mutex::new(HashMap::new()),
             desired: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            probes: Arc::new(Mutex::new(HashMap::new())),
         }))
     }
 
@@ -530,6 +533,7 @@ impl PodManager {
             }
         }
         let obs = self.observe(uid).await?;
+        self.manage_probers(uid, pod, &obs, &pod_ip);
         let sandbox_status = rt
             .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id, verbose: false })
             .await
@@ -537,6 +541,71 @@ impl PodManager {
             .and_then(|r| r.into_inner().status);
         self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
         Ok(false)
+    }
+
+    /// Starts a prober for every running container that has none, and ends those of containers that stopped.
+    fn manage_probers(&self, uid: &str, pod: &Value, obs: &Observed, pod_ip: &str) {
+        let grace = pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+        let running: Vec<(&ContainerStatus, Value)> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                obs.latest(s(c, "/name"))
+                    .filter(|st| st.state == ContainerState::ContainerRunning as i32)
+                    .map(|st| (st, c.clone()))
+            })
+            .collect();
+        let Ok(mut probes) = self.probes.lock() else { return };
+        let ours: Vec<String> = obs.containers.values().flatten().map(|c| c.id.clone()).collect();
+        probes.retain(|id, (_, stop)| {
+            let keep = !ours.contains(id) || running.iter().any(|(st, _)| &st.id == id);
+            if !keep {
+                let _ = stop.send(false);
+            }
+            keep
+        });
+        let notify = self.workers.lock().ok().and_then(|w| w.get(uid).cloned());
+        for (st, spec) in running {
+            if probes.contains_key(&st.id) {
+                continue;
+            }
+            let (tx, rx) = tokio::sync::watch::channel(true);
+            let initial = crate::prober::Health {
+                started: spec.get("startupProbe").is_none(),
+                ready: spec.get("readinessProbe").is_none(),
+            };
+            probes.insert(st.id.clone(), (initial, tx));
+            let (map, id, notify) = (self.probes.clone(), st.id.clone(), notify.clone());
+            let report = move |h: crate::prober::Health| {
+                let changed = map
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.get_mut(&id).map(|e| std::mem::replace(&mut e.0, h) != h))
+                    .unwrap_or(false);
+                if changed && let Some(n) = &notify {
+                    n.notify_one();
+                }
+            };
+            tokio::spawn(crate::prober::run(
+                self.cri.clone(),
+                st.id.clone(),
+                spec,
+                pod_ip.to_string(),
+                grace,
+                report,
+                rx,
+            ));
+        }
+    }
+
+    fn health(&self, container_id: &str) -> crate::prober::Health {
+        self.probes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(container_id).map(|e| e.0))
+            .unwrap_or(crate::prober::Health { started: true, ready: true })
     }
 
     fn container_status(&self, spec: &Value, list: Option<&Vec<ContainerStatus>>, waiting: &Waiting) -> Value {
@@ -567,12 +636,14 @@ impl PodManager {
         }
         let running = latest.is_some_and(|st| st.state == ContainerState::ContainerRunning as i32)
             && state.get("running").is_some();
+        let health =
+            latest.map(|st| self.health(&st.id)).unwrap_or(crate::prober::Health { started: false, ready: false });
         let mut out = json!({
             "name": name,
             "state": state,
             "lastState": previous.map(state_of).unwrap_or(json!({})),
-            "ready": running,
-            "started": running,
+            "ready": running && health.ready && health.started,
+            "started": running && health.started,
             "restartCount": latest.and_then(|st| st.metadata.as_ref()).map(|m| m.attempt).unwrap_or(0),
             "image": s(spec, "/image"),
             "imageID": latest.map(|st| st.image_ref.clone()).unwrap_or_default(),

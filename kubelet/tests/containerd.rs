@@ -258,10 +258,49 @@ spec:
     })
     .await;
 
+    // Probes: readiness gates Ready; a failing liveness probe restarts the container.
+    let probed = r#"apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  nodeName: e2e-node
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/busybox:1.36
+    imagePullPolicy: Never
+    command: [sh, -c, 'touch /tmp/alive; sleep 2; touch /tmp/ready; sleep 4; rm /tmp/alive; sleep 3600']
+    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}
+    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}
+"#;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(probed));
+    let p =
+        pod_until(&pods, "probed", 30, |p| p["status"]["containerStatuses"][0]["state"]["running"].is_object()).await;
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], false, "not ready before the readiness probe passes");
+    pod_until(&pods, "probed", 30, |p| p["status"]["containerStatuses"][0]["ready"] == true).await;
+    let restarted = pod_until(&pods, "probed", 60, |p| {
+        p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert!(restarted["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object());
+
     // Graceful deletion: the kubelet stops the containers and removes the pod from the API.
     kubectl(
         &kubeconfig,
-        &["delete", "pod", "runner", "crash", "noimage", "done", "fails", "volumes", "--wait=true", "--timeout=60s"],
+        &[
+            "delete",
+            "pod",
+            "runner",
+            "crash",
+            "noimage",
+            "done",
+            "fails",
+            "volumes",
+            "probed",
+            "--wait=true",
+            "--timeout=60s",
+        ],
         None,
     );
     let left = pods.list(&ListParams::default()).await.unwrap();
@@ -329,7 +368,7 @@ async fn bridged_pods_get_addresses_from_the_pod_cidr() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg, stop_rx));
 
-    let web = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  nodeName: e2e-node\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: httpd\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sh, -c, 'mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www']\n    ports: [{containerPort: 8080}]\n";
+    let web = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  nodeName: e2e-node\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: httpd\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sh, -c, 'mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www']\n    ports: [{name: http, containerPort: 8080}]\n    readinessProbe: {httpGet: {path: /index.html, port: http}, periodSeconds: 1}\n    livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}\n";
     kubectl(&kubeconfig, &["create", "-f", "-"], Some(web));
     let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
     let p = pod_until(&pods, "web", 90, |p| {
