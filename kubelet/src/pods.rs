@@ -64,6 +64,9 @@ struct Waiting {
     reasons: HashMap<String, (String, String)>,
 }
 
+/// Probe results per running container ID, with the switch that ends each prober.
+type Probers = Arc<Mutex<HashMap<String, (crate::prober::Health, tokio::sync::watch::Sender<bool>)>>>;
+
 /// What starting a container of a pod needs.
 struct StartContext<'a> {
     pod: &'a Value,
@@ -88,7 +91,7 @@ pub struct PodManager {
     /// The last status written per pod UID.
     written: Mutex<HashMap<String, Value>>,
     /// Probe results per running container ID, and the switch that ends its prober.
-    probes: Arc<Mutex<HashMap<String, (crate::prober::Health, tokio::sync::watch::Sender<bool>)>>>,
+    probes: Probers,
 }
 
 impl PodManager {
