@@ -6,6 +6,7 @@ pub mod node;
 pub mod options;
 pub mod pods;
 pub mod prober;
+pub mod static_pods;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -66,11 +67,16 @@ pub async fn run_with_client(
         factory.informer(pods_res, InformerParams::all().fields(&format!("spec.nodeName={}", cfg.node_name)))?;
     let mut events = informer.subscribe();
     tokio::spawn(manager.clone().pleg(stop.clone()));
+    tokio::spawn(static_pods::run(manager.clone(), client.clone(), cfg.clone(), stop.clone()));
     let mut stop = stop;
     loop {
         tokio::select! {
             n = events.recv() => {
                 let Some(n) = n else { break };
+                // Mirror pods only report static pods, which run from their files.
+                if static_pods::is_mirror(n.object()) {
+                    continue;
+                }
                 let uid = n.object().pointer("/metadata/uid").and_then(|u| u.as_str()).unwrap_or_default().to_string();
                 match n {
                     Notification::Deleted(_) => manager.update(&uid, None),

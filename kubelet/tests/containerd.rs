@@ -124,6 +124,10 @@ async fn pods_run_on_containerd() {
     };
     let mut cfg = kubelet::Config::resolve(flags).unwrap();
     cfg.pod_logs_dir = dir.path().join("pods-logs");
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    cfg.pod_manifest_path = Some(manifests.clone());
+    cfg.file_check_frequency = Duration::from_secs(2);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg, stop_rx));
 
@@ -284,6 +288,25 @@ spec:
     })
     .await;
     assert!(restarted["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object());
+
+    // Static pods run from the manifest directory, with a mirror pod in the API that comes back when deleted.
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: static-web, namespace: kube-system}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n";
+    std::fs::write(manifests.join("static-web.yaml"), manifest).unwrap();
+    let system = client.api("", "v1", "pods").unwrap().namespaced("kube-system");
+    let m = pod_until(&system, "static-web-e2e-node", 60, |p| p["status"]["phase"] == "Running").await;
+    assert!(m["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string());
+    assert_eq!(m["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let first_uid = m["metadata"]["uid"].as_str().unwrap().to_string();
+    kubectl(&kubeconfig, &["delete", "pod", "-n", "kube-system", "static-web-e2e-node", "--wait=false"], None);
+    pod_until(&system, "static-web-e2e-node", 30, |p| {
+        p["metadata"]["uid"] != first_uid.as_str() && p["status"]["phase"] == "Running"
+    })
+    .await;
+    std::fs::remove_file(manifests.join("static-web.yaml")).unwrap();
+    eventually(30, "mirror pod removal", async || {
+        system.get("static-web-e2e-node").await.err().filter(|e| e.code() == Some(404))
+    })
+    .await;
 
     // Graceful deletion: the kubelet stops the containers and removes the pod from the API.
     kubectl(
