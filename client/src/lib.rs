@@ -254,6 +254,11 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
     }
 
+    /// A GET whose response is handed back as it is, body streaming (logs with follow, proxies).
+    pub async fn get_stream(&self, path_and_query: &str) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.send(Method::GET, path_and_query, None).await
+    }
+
     /// The raw body of a GET (`/healthz`, `/metrics`, logs).
     pub async fn get_raw(&self, path_and_query: &str) -> Result<Bytes> {
         let resp = self.send(Method::GET, path_and_query, None).await?;

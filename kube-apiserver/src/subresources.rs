@@ -152,7 +152,11 @@ pub async fn serve(
             let obj: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
             finalize_namespace(server, res, name, &obj, dry_run(q)).await
         }
-        "log" | "exec" | "attach" | "portforward" | "proxy" => {
+        "log" => {
+            let pod = reg.get(res, ns, name).await?;
+            pod_log(server, &pod, q).await
+        }
+        "exec" | "attach" | "portforward" | "proxy" => {
             let node = if res.plural == "nodes" {
                 name.to_string()
             } else if res.plural == "pods" {
@@ -173,6 +177,87 @@ pub async fn serve(
         }
         _ => Err(ApiError::unavailable(format!("{}/{sub} is not implemented yet", res.plural))),
     }
+}
+
+/// `pods/log`: proxied to the kubelet of the pod's node (`/containerLogs/...`), streamed back as it comes.
+async fn pod_log(server: &Arc<Apiserver>, pod: &Value, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+    let name = meta_str(pod, "name").unwrap_or_default();
+    let ns = meta_str(pod, "namespace").unwrap_or_default();
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty());
+    let Some(node) = node else {
+        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+    };
+    let containers: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let container = match q.get("container").filter(|c| !c.is_empty()) {
+        Some(c) => c.clone(),
+        None if containers.len() == 1 => containers[0].to_string(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    let (ip, port) = kubelet_address(server, node).await?;
+    let query = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for k in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "limitBytes"] {
+            if let Some(v) = q.get(k) {
+                query.append_pair(k, v);
+            }
+        }
+        query.finish()
+    };
+    let cfg =
+        client::Config { server: format!("https://{ip}:{port}"), insecure_skip_tls_verify: true, ..Default::default() };
+    let kubelet = client::Client::new(&cfg).map_err(|e| ApiError::internal(e.to_string()))?;
+    let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
+    let upstream = kubelet
+        .get_stream(&path)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the kubelet on node {node:?} did not answer: {e}")))?;
+    let status = upstream.status();
+    if !status.is_success() {
+        let body =
+            http_body_util::BodyExt::collect(upstream.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Err(ApiError::bad_request(String::from_utf8_lossy(&body).trim().to_string()));
+    }
+    // The stream ends quietly if the kubelet connection drops.
+    use futures_util::StreamExt;
+    let stream = http_body_util::BodyDataStream::new(upstream.into_body())
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .filter_map(|r| std::future::ready(r.ok()))
+        .map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
+    let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream));
+    let mut resp = http::Response::new(body);
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    Ok(resp)
+}
+
+/// Where a node's kubelet API is: its InternalIP and `daemonEndpoints.kubeletEndpoint.Port`.
+async fn kubelet_address(server: &Arc<Apiserver>, node: &str) -> Result<(String, u64), ApiError> {
+    let nodes = api_types::resources::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes resource"))?;
+    let n = match server.registry.get(nodes, None, node).await {
+        Ok(n) => n,
+        Err(e) if e.code == 404 => {
+            return Err(ApiError::unavailable(format!("node {node:?} is not registered: no kubelet serves it")));
+        }
+        Err(e) => return Err(e),
+    };
+    let ip = n
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .ok_or_else(|| ApiError::unavailable(format!("node {node:?} has no InternalIP")))?;
+    let port = n.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(10250);
+    Ok((ip.to_string(), port))
 }
 
 /// `pods/binding`: sets spec.nodeName once; a pod already bound is a 409.

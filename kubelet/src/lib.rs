@@ -6,6 +6,7 @@ pub mod node;
 pub mod options;
 pub mod pods;
 pub mod prober;
+pub mod server;
 pub mod static_pods;
 pub mod volumes;
 
@@ -68,6 +69,8 @@ pub async fn run_with_client(
     let mut events = informer.subscribe();
     tokio::spawn(manager.clone().pleg(stop.clone()));
     tokio::spawn(static_pods::run(manager.clone(), client.clone(), cfg.clone(), stop.clone()));
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port)).await?;
+    tokio::spawn(server::serve(cfg.clone(), manager.clone(), listener, stop.clone()));
     let mut stop = stop;
     loop {
         tokio::select! {

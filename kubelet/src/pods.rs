@@ -110,6 +110,19 @@ impl PodManager {
         }))
     }
 
+    /// The pods this kubelet runs (from the API and from files).
+    pub fn desired_pods(&self) -> Vec<Arc<Value>> {
+        self.desired.lock().map(|d| d.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Whether the latest instance of a pod's container is running.
+    pub async fn container_running(&self, uid: &str, container: &str) -> bool {
+        match self.observe(uid).await {
+            Ok(obs) => obs.latest(container).is_some_and(|c| c.state == ContainerState::ContainerRunning as i32),
+            Err(_) => false,
+        }
+    }
+
     /// A pod as the API has it now (added or updated), or gone (None).
     pub fn update(self: &Arc<Self>, uid: &str, pod: Option<Arc<Value>>) {
         if let Ok(mut d) = self.desired.lock() {

@@ -128,6 +128,7 @@ async fn pods_run_on_containerd() {
     std::fs::create_dir_all(&manifests).unwrap();
     cfg.pod_manifest_path = Some(manifests.clone());
     cfg.file_check_frequency = Duration::from_secs(2);
+    cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg, stop_rx));
 
@@ -165,6 +166,25 @@ async fn pods_run_on_containerd() {
     let table = kubectl(&kubeconfig, &["get", "pods", "-o", "wide"], None);
     assert!(table.contains("runner") && table.contains("Running") && table.contains("e2e-node"), "{table}");
 
+    // Logs through the apiserver's pods/log proxy to the kubelet API.
+    let logs = kubectl(&kubeconfig, &["logs", "runner"], None);
+    assert_eq!(logs, "started\n");
+    let logs = kubectl(&kubeconfig, &["logs", "runner", "-c", "init", "--timestamps"], None);
+    assert!(logs.ends_with(" init done\n") && logs.starts_with("20"), "{logs}");
+    kubectl(
+        &kubeconfig,
+        &["create", "-f", "-"],
+        Some(&pod("ticker", "Never", "for i in 1 2 3; do echo tick $i; sleep 1; done", None)),
+    );
+    pod_until(&pods, "ticker", 30, |p| p["status"]["containerStatuses"][0]["state"]["running"].is_object()).await;
+    let followed = tokio::task::spawn_blocking({
+        let kc = kubeconfig.clone();
+        move || kubectl(&kc, &["logs", "-f", "ticker"], None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(followed, "tick 1\ntick 2\ntick 3\n", "logs -f streams until the container exits");
+
     // Run to completion.
     kubectl(&kubeconfig, &["create", "-f", "-"], Some(&pod("done", "Never", "exit 0", None)));
     eventually(60, "done Succeeded", async || pods.get("done").await.ok().filter(|p| phase(p) == "Succeeded")).await;
@@ -184,6 +204,7 @@ async fn pods_run_on_containerd() {
     .await;
     assert!(c["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap() >= 1);
     assert_eq!(c["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1);
+    kubectl(&kubeconfig, &["logs", "crash", "--previous"], None);
 
     // A missing image with pullPolicy Never waits with ErrImageNeverPull.
     let missing =
@@ -321,6 +342,7 @@ spec:
             "fails",
             "volumes",
             "probed",
+            "ticker",
             "--wait=true",
             "--timeout=60s",
         ],
