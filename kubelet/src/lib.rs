@@ -2,6 +2,7 @@
 //! through the container runtime (CRI): one worker per pod ([`pods`]), woken by the pod informer and the PLEG.
 
 pub mod cni;
+pub mod hollow;
 pub mod node;
 pub mod options;
 pub mod pods;
@@ -69,8 +70,10 @@ pub async fn run_with_client(
     let mut events = informer.subscribe();
     tokio::spawn(manager.clone().pleg(stop.clone()));
     tokio::spawn(static_pods::run(manager.clone(), client.clone(), cfg.clone(), stop.clone()));
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port)).await?;
-    tokio::spawn(server::serve(cfg.clone(), manager.clone(), listener, stop.clone()));
+    if cfg.serve_api {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port)).await?;
+        tokio::spawn(server::serve(cfg.clone(), manager.clone(), listener, stop.clone()));
+    }
     let mut stop = stop;
     loop {
         tokio::select! {

@@ -8,7 +8,9 @@ async fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match kubelet::Config::resolve(kubelet::Flags::parse()) {
+    let flags = kubelet::Flags::parse();
+    let hollow = (flags.hollow_nodes, flags.hollow_prefix.clone(), flags.kubeconfig.clone(), flags.root_dir.clone());
+    let cfg = match kubelet::Config::resolve(flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kubelet: {e}");
@@ -23,6 +25,32 @@ async fn main() {
             let _ = tx.send(true);
         }
     });
+    if hollow.0 > 0 {
+        let client_cfg = match &hollow.2 {
+            Some(p) => client::Config::from_kubeconfig(p),
+            None => client::Config::infer(),
+        };
+        let client = match client_cfg.and_then(|c| client::Client::new(&c)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("kubelet: {e}");
+                std::process::exit(1);
+            }
+        };
+        let dir = hollow.3.unwrap_or_else(|| std::path::PathBuf::from("/var/lib/kubelet-hollow"));
+        match kubelet::hollow::start(client, hollow.0, &hollow.1, &dir, rx.clone()).await {
+            Ok(handles) => {
+                for h in handles {
+                    let _ = h.await;
+                }
+            }
+            Err(e) => {
+                tracing::error!("kubelet: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if let Err(e) = kubelet::run(cfg, rx).await {
         tracing::error!("kubelet: {e}");
         std::process::exit(1);

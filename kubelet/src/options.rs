@@ -40,6 +40,12 @@ pub struct Flags {
     /// The port of the kubelet API.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Ours: run this many hollow nodes (kubelets on fake runtimes) in this process instead of one real kubelet.
+    #[arg(long, default_value_t = 0)]
+    pub hollow_nodes: usize,
+    /// Ours: the name prefix of hollow nodes.
+    #[arg(long, default_value = "hollow")]
+    pub hollow_prefix: String,
 }
 
 /// The fields of KubeletConfiguration this kubelet reads (camelCase, as upstream's file).
@@ -93,6 +99,8 @@ pub struct Config {
     /// Where the bridge CNI config for the pod CIDR is written (None: left to a network add-on).
     pub cni_conf_dir: Option<PathBuf>,
     pub cni_bridge: String,
+    /// Whether to serve the kubelet API (hollow nodes do not).
+    pub serve_api: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +216,7 @@ impl Config {
             pod_logs_dir: file.pod_logs_dir.unwrap_or_else(|| PathBuf::from("/var/log/pods")),
             cni_conf_dir: Some(file.cni_conf_dir.unwrap_or_else(|| PathBuf::from("/etc/cni/net.d"))),
             cni_bridge: file.cni_bridge.unwrap_or_else(|| "cni0".into()),
+            serve_api: true,
         })
     }
 }

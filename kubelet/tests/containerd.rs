@@ -440,3 +440,41 @@ async fn bridged_pods_get_addresses_from_the_pod_cidr() {
     tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
     let _ = api_stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hollow_nodes_register_and_run_pods_on_fake_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handles =
+        kubelet::hollow::start(client.clone(), 5, "hollow", &dir.path().join("hollow"), stop_rx).await.unwrap();
+    let nodes = client.api("", "v1", "nodes").unwrap();
+    eventually(30, "5 Ready hollow nodes", async || {
+        let list = nodes.list(&ListParams::default()).await.ok()?;
+        let ready = list["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .count();
+        (ready == 5).then_some(())
+    })
+    .await;
+    let table = kubectl(&kubeconfig, &["get", "nodes"], None);
+    assert_eq!(table.lines().filter(|l| l.starts_with("hollow-") && l.contains(" Ready ")).count(), 5, "{table}");
+    // A pod bound to one hollow node runs there, on its fake runtime.
+    let p = "apiVersion: v1\nkind: Pod\nmetadata: {name: hp}\nspec:\n  nodeName: hollow-3\n  containers: [{name: c, image: docker.io/library/busybox:1.36}]\n";
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(p));
+    let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
+    let running = pod_until(&pods, "hp", 30, |p| p["status"]["phase"] == "Running").await;
+    assert!(running["status"]["podIP"].as_str().unwrap().starts_with("10."));
+    kubectl(&kubeconfig, &["delete", "pod", "hp", "--wait=true", "--timeout=30s"], None);
+    let _ = stop.send(true);
+    for h in handles {
+        let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+    }
+    let _ = api_stop.send(());
+}

@@ -1,0 +1,54 @@
+//! Hollow nodes (upstream's kubemark): many kubelets in one process, each the real kubelet code path (registration,
+//! heartbeats, its own pod informer, pod workers, PLEG, static pods off) with its own node name, against its own fake
+//! CRI runtime served on a unix socket. For scale tests and benchmarks of the scheduler and controllers.
+
+use std::path::Path;
+use std::time::Duration;
+
+use proto::fake::FakeCri;
+
+use crate::options::{Config, Flags};
+
+/// The images every hollow node starts with.
+pub const PRELOADED: &[&str] = &["registry.k8s.io/pause:3.10", "docker.io/library/busybox:1.36"];
+
+/// Starts `count` hollow nodes named `<prefix>-<i>` under `dir`; they run until `stop` turns true.
+pub async fn start(
+    client: client::Client,
+    count: usize,
+    prefix: &str,
+    dir: &Path,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("{prefix}-{i}");
+        let socket = dir.join(format!("{name}.sock"));
+        let fake = FakeCri::with_images(PRELOADED);
+        let mut fake_stop = stop.clone();
+        tokio::spawn(fake.serve_unix(socket.clone(), async move {
+            let _ = fake_stop.changed().await;
+        }));
+        let flags = Flags {
+            container_runtime_endpoint: Some(format!("unix://{}", socket.display())),
+            hostname_override: Some(name.clone()),
+            node_ip: Some(format!("10.{}.{}.{}", 64 + (i >> 16) % 64, (i >> 8) & 255, i & 255)),
+            root_dir: Some(dir.join(&name)),
+            ..Default::default()
+        };
+        let mut cfg = Config::resolve(flags)?;
+        cfg.pod_logs_dir = dir.join(&name).join("logs");
+        cfg.cni_conf_dir = None;
+        cfg.serve_api = false;
+        let (client, stop) = (client.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            // Spread the starts a little, as real nodes would.
+            tokio::time::sleep(Duration::from_millis((i % 50) as u64 * 10)).await;
+            if let Err(e) = crate::run_with_client(client, cfg, stop).await {
+                tracing::warn!(node = %name, error = %e, "hollow node stopped");
+            }
+        }));
+    }
+    Ok(handles)
+}
