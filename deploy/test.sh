@@ -17,6 +17,6 @@ etcd --name e2e --data-dir "$dir/data" --listen-client-urls "http://127.0.0.1:$p
   --initial-advertise-peer-urls "http://127.0.0.1:$peer" --initial-cluster "e2e=http://127.0.0.1:$peer" \
   --logger zap --log-level error >"$dir/etcd.log" 2>&1 &
 etcd_pid=$!
-trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $etcd_pid 2>/dev/null || true; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 KUBE_TEST_ETCD="http://127.0.0.1:$port" cargo test --locked -p kube-apiserver --test kubectl

@@ -58,6 +58,8 @@ pub struct Client {
     base: String,
     token: Option<Arc<str>>,
     pub namespace: String,
+    /// Retry 429 Too Many Requests after Retry-After (on by default).
+    pub retry_429: bool,
 }
 
 /// Accepts any server certificate (`insecure-skip-tls-verify: true`).
@@ -211,6 +213,7 @@ impl Client {
             base: cfg.server.trim_end_matches('/').to_string(),
             token: cfg.token.as_deref().map(Arc::from),
             namespace: cfg.namespace.clone(),
+            retry_429: true,
         })
     }
 
@@ -219,7 +222,31 @@ impl Client {
         Self::new(&Config::infer()?)
     }
 
+    /// Sends a request; a 429 is retried (up to 5 times) after the server's Retry-After, as client-go does.
     async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let mut attempt = 0;
+        loop {
+            let resp = self.send_once(method.clone(), path_and_query, body.clone()).await?;
+            if resp.status() != StatusCode::TOO_MANY_REQUESTS || attempt >= 5 || !self.retry_429 {
+                return Ok(resp);
+            }
+            let secs = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(secs.clamp(1, 10))).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path_and_query: &str,

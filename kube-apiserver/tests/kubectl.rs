@@ -528,7 +528,9 @@ fn oversized_bodies_are_refused() {
 
 /// A client from the test kubeconfig (the `client` crate does not retry 429s, unlike kubectl).
 fn client_for(s: &Apiserver) -> client::Client {
-    client::Client::new(&client::Config::from_kubeconfig(&s.kubeconfig).unwrap()).unwrap()
+    let mut c = client::Client::new(&client::Config::from_kubeconfig(&s.kubeconfig).unwrap()).unwrap();
+    c.retry_429 = false;
+    c
 }
 
 #[test]

@@ -46,7 +46,13 @@ pub async fn run_with_client(
 ) -> Result<(), BoxError> {
     let (cri, runtime_version) = connect_runtime(&cfg.runtime_endpoint).await?;
     tracing::info!(node = %cfg.node_name, runtime = %runtime_version, "kubelet starting");
-    node::register(&client, &cfg, &runtime_version).await?;
+    // Registration is retried until it succeeds, as upstream's kubelet does.
+    let mut delay = Duration::from_millis(200);
+    while let Err(e) = node::register(&client, &cfg, &runtime_version).await {
+        tracing::warn!(error = %e, "registering the node; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(7));
+    }
     // The pod CIDR: from the configuration, or the one the node IPAM controller assigned.
     let pod_cidr = match &cfg.pod_cidr {
         Some(c) => Some(c.clone()),

@@ -1,0 +1,238 @@
+//! Kubelet benchmark: the release kube-apiserver and kubelet binaries with a private containerd (root), and the
+//! kubelet's hollow-node mode. Run through `bench/kubelet.sh`; prints a Markdown table for the README.
+//!
+//! Figures: 30 pods created at once until all are Running (seen through a watch), p99 startup; kubelet RSS idle and
+//! with 110 pods; idle CPU; 1,000 hollow nodes in one process (RSS once all are Ready).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client::{Client, Config, ListParams, WatchEvent};
+use kube_apiserver::pki::Ca;
+use serde_json::json;
+
+fn release(bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(bin)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_apiserver(dir: &Path) -> (Proc, Client, PathBuf) {
+    let ca = Ca::new("kubernetes").unwrap();
+    std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
+    ca.issue("kube-apiserver", &[], &["127.0.0.1"]).unwrap().write(&dir.join("s.crt"), &dir.join("s.key")).unwrap();
+    let admin = ca.issue("admin", &["system:masters"], &[]).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(release("kube-apiserver"))
+        .args([
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--tls-cert-file={}", dir.join("s.crt").display()),
+            format!("--tls-private-key-file={}", dir.join("s.key").display()),
+            format!("--client-ca-file={}", dir.join("ca.crt").display()),
+            "--max-requests-inflight=4000".into(),
+            "--max-mutating-requests-inflight=2000".into(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("release kube-apiserver");
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let kubeconfig = dir.join("admin.conf");
+    std::fs::write(&kubeconfig, format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        b64(&ca.cert_pem), b64(&admin.cert_pem), b64(&admin.key_pem))).unwrap();
+    let client = Client::new(&Config::from_kubeconfig(&kubeconfig).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get_raw("/readyz").await.is_err() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (Proc(child), client, kubeconfig)
+}
+
+async fn ready_nodes(client: &Client) -> usize {
+    let Ok(list) = client.api("", "v1", "nodes").unwrap().list(&ListParams::default()).await else { return 0 };
+    list["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|n| {
+                    n["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn pod(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"nodeName": "bench-node", "hostNetwork": true, "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36", "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}})
+}
+
+/// Creates pods `names` at once and returns each one's time from create to Running (seen through a watch).
+async fn start_pods(client: &Client, names: &[String]) -> Vec<Duration> {
+    let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
+    let rv =
+        pods.list(&ListParams::default()).await.unwrap()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut events = pods.watch(&ListParams { resource_version: Some(rv), ..Default::default() }).await.unwrap();
+    let started = Instant::now();
+    let mut created = std::collections::HashMap::new();
+    let mut tasks = Vec::new();
+    for n in names {
+        let (pods, n) = (pods.clone(), n.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            pods.create(&pod(&n)).await.expect("create pod");
+            (n, t)
+        }));
+    }
+    for t in tasks {
+        let (n, at) = t.await.unwrap();
+        created.insert(n, at);
+    }
+    let mut out = Vec::new();
+    let deadline = started + Duration::from_secs(120);
+    while out.len() < names.len() {
+        let ev = tokio::time::timeout_at(deadline.into(), events.recv())
+            .await
+            .expect("pods did not all start")
+            .unwrap()
+            .unwrap();
+        if let WatchEvent::Modified(p) = ev
+            && p["status"]["phase"] == "Running"
+            && let Some(at) = created.remove(p["metadata"]["name"].as_str().unwrap_or_default())
+        {
+            out.push(at.elapsed());
+        }
+    }
+    out
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (_api, client, kubeconfig) = start_apiserver(dir.path()).await;
+        let ctd = tokio::task::spawn_blocking({
+            let base = dir.path().to_path_buf();
+            move || proto::testing::Containerd::start(&base)
+        })
+        .await
+        .unwrap()
+        .expect("containerd (apt-get install containerd runc)");
+        let kport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let kubelet = Proc(
+            Command::new(release("kubelet"))
+                .args([
+                    format!("--kubeconfig={}", kubeconfig.display()),
+                    format!("--container-runtime-endpoint={}", ctd.endpoint()),
+                    "--hostname-override=bench-node".into(),
+                    "--node-ip=127.0.0.1".into(),
+                    format!("--root-dir={}", dir.path().join("kubelet").display()),
+                    format!("--port={kport}"),
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("release kubelet"),
+        );
+        let pid = kubelet.0.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ready_nodes(&client).await < 1 {
+            assert!(Instant::now() < deadline, "the kubelet did not register");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle_rss = rss_mb(pid);
+        let cpu0 = cpu_secs(pid);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let idle_cpu = (cpu_secs(pid) - cpu0) / 10.0 * 100.0;
+
+        let names: Vec<String> = (0..30).map(|i| format!("burst-{i}")).collect();
+        let mut startup = start_pods(&client, &names).await;
+        startup.sort();
+        let p50 = startup[startup.len() / 2];
+        let p99 = startup[((startup.len() as f64 * 0.99).ceil() as usize).clamp(1, startup.len()) - 1];
+        let more: Vec<String> = (0..80).map(|i| format!("fill-{i}")).collect();
+        start_pods(&client, &more).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss_110 = rss_mb(pid);
+        drop(kubelet);
+        drop(ctd);
+
+        // Hollow nodes in their own process.
+        let hollow_count: usize = std::env::var("BENCH_HOLLOW").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let hollow = Proc(
+            Command::new(release("kubelet"))
+                .args([
+                    format!("--kubeconfig={}", kubeconfig.display()),
+                    format!("--hollow-nodes={hollow_count}"),
+                    format!("--root-dir={}", dir.path().join("hollow").display()),
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("release kubelet (hollow)"),
+        );
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(300);
+        while ready_nodes(&client).await < hollow_count + 1 {
+            assert!(Instant::now() < deadline, "hollow nodes did not all become Ready");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let all_ready = started.elapsed();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let hollow_rss = rss_mb(hollow.0.id());
+        let still_ready = ready_nodes(&client).await;
+        drop(hollow);
+
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("| figure | goal | measured | measured / goal |");
+        println!("|---|---|---|---|");
+        println!("| 30 pods at once: startup p50 / p99 (create to Running, real containerd) | p99 < 1 s | {:.0} / {:.0} ms | {:.2} |", ms(p50), ms(p99), ms(p99) / 1000.0);
+        println!("| kubelet RSS idle | < 30 MB | {idle_rss:.1} MB | {:.2} |", idle_rss / 30.0);
+        println!("| kubelet RSS with 110 pods | < 80 MB | {rss_110:.1} MB | {:.2} |", rss_110 / 80.0);
+        println!("| kubelet idle CPU | < 1% of a core | {idle_cpu:.2}% | {:.2} |", idle_cpu / 1.0);
+        println!("| {hollow_count} hollow nodes: RSS once Ready (time to all Ready) | < 1 GB | {hollow_rss:.0} MB ({:.1} s) | {:.2} |", all_ready.as_secs_f64(), hollow_rss / 1024.0);
+        println!("| hollow nodes still Ready 15 s later (heartbeating) | all | {} of {hollow_count} | - |", still_ready.saturating_sub(1));
+    });
+}
