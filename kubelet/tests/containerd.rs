@@ -104,31 +104,38 @@ fn pod(name: &str, restart: &str, script: &str, init: Option<&str>) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_run_on_containerd() {
-    let dir = tempfile::tempdir().unwrap();
-    let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
+/// A private containerd and the configuration of a kubelet named `e2e-node` that uses it.
+async fn node_on_containerd(dir: &Path) -> (proto::testing::Containerd, kubelet::Config) {
     let ctd = tokio::task::spawn_blocking({
-        let base = dir.path().to_path_buf();
+        let base = dir.to_path_buf();
         move || proto::testing::Containerd::start(&base)
     })
     .await
     .unwrap()
-    .expect("containerd must be installed (apt-get install containerd runc)");
+    .expect("containerd must be installed (apt-get install containerd runc containernetworking-plugins)");
     let flags = kubelet::Flags {
         container_runtime_endpoint: Some(ctd.endpoint()),
         hostname_override: Some("e2e-node".into()),
         node_ip: Some("127.0.0.1".into()),
-        root_dir: Some(dir.path().join("kubelet")),
+        root_dir: Some(dir.join("kubelet")),
         ..Default::default()
     };
     let mut cfg = kubelet::Config::resolve(flags).unwrap();
-    cfg.pod_logs_dir = dir.path().join("pods-logs");
+    cfg.pod_logs_dir = dir.join("pods-logs");
+    cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
+    cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    (ctd, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_on_containerd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
+    let (ctd, mut cfg) = node_on_containerd(dir.path()).await;
     let manifests = dir.path().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     cfg.pod_manifest_path = Some(manifests.clone());
     cfg.file_check_frequency = Duration::from_secs(2);
-    cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg, stop_rx));
 
@@ -391,24 +398,8 @@ async fn bridged_pods_get_addresses_from_the_pod_cidr() {
 
     let dir = tempfile::tempdir().unwrap();
     let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
-    let ctd = tokio::task::spawn_blocking({
-        let base = dir.path().to_path_buf();
-        move || proto::testing::Containerd::start(&base)
-    })
-    .await
-    .unwrap()
-    .expect("containerd must be installed (apt-get install containerd runc containernetworking-plugins)");
-    let flags = kubelet::Flags {
-        container_runtime_endpoint: Some(ctd.endpoint()),
-        hostname_override: Some("e2e-node".into()),
-        node_ip: Some("127.0.0.1".into()),
-        root_dir: Some(dir.path().join("kubelet")),
-        ..Default::default()
-    };
-    let mut cfg = kubelet::Config::resolve(flags).unwrap();
-    cfg.pod_logs_dir = dir.path().join("pods-logs");
+    let (ctd, mut cfg) = node_on_containerd(dir.path()).await;
     cfg.pod_cidr = Some(POD_CIDR.into());
-    cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
     cfg.cni_bridge = "kbt0".into();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg, stop_rx));
