@@ -19,4 +19,5 @@ etcd --name e2e --data-dir "$dir/data" --listen-client-urls "http://127.0.0.1:$p
 etcd_pid=$!
 trap 'kill $etcd_pid 2>/dev/null || true; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-KUBE_TEST_ETCD="http://127.0.0.1:$port" cargo test --locked -p kube-apiserver --test kubectl
+# --workspace keeps the features of the first run, so nothing is rebuilt.
+KUBE_TEST_ETCD="http://127.0.0.1:$port" cargo test --workspace --locked --test kubectl
