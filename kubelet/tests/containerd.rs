@@ -137,7 +137,7 @@ async fn pods_run_on_containerd() {
     cfg.pod_manifest_path = Some(manifests.clone());
     cfg.file_check_frequency = Duration::from_secs(2);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg, stop_rx));
+    let mut kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg.clone(), stop_rx));
 
     // The node registers Ready with its capacity, and heartbeats through its Lease.
     let nodes = client.api("", "v1", "nodes").unwrap();
@@ -172,6 +172,17 @@ async fn pods_run_on_containerd() {
     assert!(conds.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
     let table = kubectl(&kubeconfig, &["get", "pods", "-o", "wide"], None);
     assert!(table.contains("runner") && table.contains("Running") && table.contains("e2e-node"), "{table}");
+
+    // Restarting the kubelet does not restart healthy containers.
+    let before = p["status"]["containerStatuses"][0]["containerID"].clone();
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), kubelet).await.expect("kubelet stops").unwrap().unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg.clone(), stop_rx));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = pod_until(&pods, "runner", 30, |p| p["status"]["phase"] == "Running").await;
+    assert_eq!(after["status"]["containerStatuses"][0]["containerID"], before, "the container was not restarted");
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
 
     // Logs through the apiserver's pods/log proxy to the kubelet API.
     let logs = kubectl(&kubeconfig, &["logs", "runner"], None);
