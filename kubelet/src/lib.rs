@@ -7,6 +7,7 @@ pub mod node;
 pub mod options;
 pub mod pods;
 pub mod prober;
+pub mod security;
 pub mod server;
 pub mod static_pods;
 pub mod volumes;

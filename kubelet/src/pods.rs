@@ -92,11 +92,15 @@ pub struct PodManager {
     written: Mutex<HashMap<String, Value>>,
     /// Probe results per running container ID, and the switch that ends its prober.
     probes: Probers,
+    /// The machine's memory, for OOM scores.
+    memory_capacity: i64,
 }
 
 impl PodManager {
     pub fn new(cri: Cri, client: Client, cfg: Config) -> Result<Arc<Self>, client::Error> {
         let pods = client.api("", "v1", "pods")?;
+        let memory_capacity =
+            crate::node::resources(&cfg).0["memory"].as_str().and_then(crate::node::bytes).unwrap_or(1 << 30);
         Ok(Arc::new(PodManager {
             cri,
             client,
@@ -107,6 +111,7 @@ impl PodManager {
             desired: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             probes: Arc::new(Mutex::new(HashMap::new())),
+            memory_capacity,
         }))
     }
 
@@ -250,6 +255,7 @@ impl PodManager {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: String::new(),
                 security_context: Some(LinuxSandboxSecurityContext {
+                    privileged: crate::security::any_privileged(pod),
                     namespace_options: Some(NamespaceOption {
                         network: mode as i32,
                         pid: NamespaceMode::Container as i32,
@@ -298,6 +304,10 @@ impl PodManager {
             labels,
             annotations: HashMap::from([("io.kubernetes.container.restartCount".to_string(), attempt.to_string())]),
             log_path: format!("{name}/{attempt}.log"),
+            linux: Some(LinuxContainerConfig {
+                resources: Some(crate::security::resources(pod, c, self.memory_capacity)),
+                security_context: Some(crate::security::security_context(pod, c)),
+            }),
             stdin: c.get("stdin").and_then(Value::as_bool).unwrap_or(false),
             tty: c.get("tty").and_then(Value::as_bool).unwrap_or(false),
             ..Default::default()

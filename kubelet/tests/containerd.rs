@@ -203,6 +203,33 @@ async fn pods_run_on_containerd() {
     .unwrap();
     assert_eq!(followed, "tick 1\ntick 2\ntick 3\n", "logs -f streams until the container exits");
 
+    // securityContext and resources reach the container: user, group, read-only root, cgroup limits.
+    let secured = r#"apiVersion: v1
+kind: Pod
+metadata: {name: secured}
+spec:
+  nodeName: e2e-node
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsGroup: 2345}
+  containers:
+  - name: main
+    image: docker.io/library/busybox:1.36
+    imagePullPolicy: Never
+    command: [sh, -c, 'id -u; id -g; (touch /rootfs-test 2>/dev/null && echo writable) || echo read-only; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; sleep 3600']
+    securityContext: {runAsUser: 1234, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    resources: {limits: {cpu: 500m, memory: 64Mi}}
+"#;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(secured));
+    pod_until(&pods, "secured", 60, |p| p["status"]["phase"] == "Running").await;
+    let out = eventually(20, "the secured pod's output", async || {
+        let l = kubectl(&kubeconfig, &["logs", "secured"], None);
+        (l.lines().count() >= 5).then_some(l)
+    })
+    .await;
+    assert_eq!(out, "1234\n2345\nread-only\n67108864\n50000\n", "securityContext and limits inside the container");
+    assert_eq!(pods.get("secured").await.unwrap()["status"]["qosClass"], "Guaranteed");
+
     // Run to completion.
     kubectl(&kubeconfig, &["create", "-f", "-"], Some(&pod("done", "Never", "exit 0", None)));
     eventually(60, "done Succeeded", async || pods.get("done").await.ok().filter(|p| phase(p) == "Succeeded")).await;
@@ -361,6 +388,7 @@ spec:
             "volumes",
             "probed",
             "ticker",
+            "secured",
             "--wait=true",
             "--timeout=60s",
         ],
