@@ -213,9 +213,42 @@ impl PodManager {
 
     /// Kills everything of a pod in the runtime.
     async fn teardown(&self, obs: &Observed, grace: i64) -> Result<(), tonic::Status> {
+        self.teardown_pod(None, obs, grace).await
+    }
+
+    /// Stops a pod: preStop hooks first (within the grace period), then TERM and, after the rest of the grace
+    /// period, KILL (CRI StopContainer's timeout), then the sandbox.
+    async fn teardown_pod(&self, pod: Option<&Value>, obs: &Observed, grace: i64) -> Result<(), tonic::Status> {
         let mut rt = self.cri.runtime.clone();
-        for c in obs.containers.values().flatten().filter(|c| c.state == ContainerState::ContainerRunning as i32) {
-            rt.stop_container(StopContainerRequest { container_id: c.id.clone(), timeout: grace }).await?;
+        let started = std::time::Instant::now();
+        let running: Vec<&ContainerStatus> =
+            obs.containers.values().flatten().filter(|c| c.state == ContainerState::ContainerRunning as i32).collect();
+        if let Some(pod) = pod {
+            let ip = pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default().to_string();
+            let hooks = running.iter().filter_map(|st| {
+                let name = st.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+                let spec = pod
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)?
+                    .iter()
+                    .find(|c| s(c, "/name") == name)?
+                    .clone();
+                let hook = spec.pointer("/lifecycle/preStop")?.clone();
+                Some((st.id.clone(), spec, hook))
+            });
+            let runs: Vec<_> = hooks
+                .map(|(id, spec, hook)| {
+                    let (cri, ip) = (self.cri.clone(), ip.clone());
+                    async move { crate::prober::run_handler(&cri, &id, &hook, &spec, &ip, grace.max(1) as u64).await }
+                })
+                .collect();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(grace.max(0) as u64), futures_util::future::join_all(runs))
+                    .await;
+        }
+        let left = (grace - started.elapsed().as_secs() as i64).max(0);
+        for c in running {
+            rt.stop_container(StopContainerRequest { container_id: c.id.clone(), timeout: left }).await?;
         }
         for sb in &obs.sandboxes {
             rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
@@ -382,9 +415,19 @@ impl PodManager {
             .map_err(|e| ("CreateContainerError".to_string(), e.message().to_string()))?
             .into_inner()
             .container_id;
-        rt.start_container(StartContainerRequest { container_id: created })
+        rt.start_container(StartContainerRequest { container_id: created.clone() })
             .await
             .map_err(|e| ("RunContainerError".to_string(), e.message().to_string()))?;
+        if let Some(hook) = c.pointer("/lifecycle/postStart") {
+            // A failed postStart hook kills the container; its restart policy decides what happens next.
+            if !crate::prober::run_handler(&self.cri, &created, hook, c, ctx.pod_ip, 30).await {
+                let _ = rt.stop_container(StopContainerRequest { container_id: created, timeout: 0 }).await;
+                return Err((
+                    "PostStartHookError".into(),
+                    format!("postStart hook of container {} failed", s(c, "/name")),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -399,7 +442,7 @@ impl PodManager {
         };
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
             let grace = pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
-            self.teardown(&obs, grace).await?;
+            self.teardown_pod(Some(pod), &obs, grace).await?;
             let api = self.pods.clone().namespaced(s(pod, "/metadata/namespace"));
             let opts = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}});
             match api.delete(s(pod, "/metadata/name"), Some(&opts)).await {

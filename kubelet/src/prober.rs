@@ -81,6 +81,26 @@ pub async fn run_once(cri: &Cri, container_id: &str, probe: &Value, container: &
     if ok { Outcome::Success } else { Outcome::Failure }
 }
 
+/// Runs a lifecycle handler (postStart/preStop): exec, httpGet, tcpSocket or sleep, within `timeout_secs`.
+pub async fn run_handler(
+    cri: &Cri,
+    container_id: &str,
+    handler: &Value,
+    container: &Value,
+    pod_ip: &str,
+    timeout_secs: u64,
+) -> bool {
+    if let Some(secs) = handler.pointer("/sleep/seconds").and_then(Value::as_u64) {
+        tokio::time::sleep(Duration::from_secs(secs.min(timeout_secs))).await;
+        return true;
+    }
+    let mut probe = handler.clone();
+    if let Some(o) = probe.as_object_mut() {
+        o.insert("timeoutSeconds".into(), serde_json::json!(timeout_secs.max(1)));
+    }
+    run_once(cri, container_id, &probe, container, pod_ip).await == Outcome::Success
+}
+
 /// An HTTP GET with upstream's rule: 200 <= status < 400 is success.
 async fn http_get(host: &str, port: u16, path: &str) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect((host, port)).await else { return false };

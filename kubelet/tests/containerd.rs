@@ -230,6 +230,41 @@ spec:
     assert_eq!(out, "1234\n2345\nread-only\n67108864\n50000\n", "securityContext and limits inside the container");
     assert_eq!(pods.get("secured").await.unwrap()["status"]["qosClass"], "Guaranteed");
 
+    // postStart runs after the container starts; preStop runs before it is stopped.
+    let hooks_dir = dir.path().join("hooks");
+    let hooked = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  nodeName: e2e-node
+  hostNetwork: true
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: docker.io/library/busybox:1.36
+    imagePullPolicy: Never
+    command: [sh, -c, 'while [ ! -f /hooks/poststart ]; do sleep 0.1; done; cat /hooks/poststart; trap "exit 0" TERM; sleep 3600 & wait']
+    volumeMounts: [{{name: hooks, mountPath: /hooks}}]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, 'echo from-poststart > /hooks/poststart']}}}}
+      preStop: {{exec: {{command: [sh, -c, 'echo from-prestop > /hooks/prestop']}}}}
+  volumes:
+  - name: hooks
+    hostPath: {{path: {}, type: DirectoryOrCreate}}
+"#,
+        hooks_dir.display()
+    );
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&hooked));
+    pod_until(&pods, "hooked", 60, |p| p["status"]["phase"] == "Running").await;
+    eventually(20, "postStart output", async || {
+        kubectl(&kubeconfig, &["logs", "hooked"], None).contains("from-poststart").then_some(())
+    })
+    .await;
+    kubectl(&kubeconfig, &["delete", "pod", "hooked", "--wait=true", "--timeout=30s"], None);
+    let pre = std::fs::read_to_string(hooks_dir.join("prestop")).unwrap_or_default();
+    assert_eq!(pre, "from-prestop\n", "preStop ran before the stop");
+
     // Run to completion.
     kubectl(&kubeconfig, &["create", "-f", "-"], Some(&pod("done", "Never", "exit 0", None)));
     eventually(60, "done Succeeded", async || pods.get("done").await.ok().filter(|p| phase(p) == "Succeeded")).await;
