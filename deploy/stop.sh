@@ -1,7 +1,42 @@
 #!/usr/bin/env bash
-# Stops what deploy/quickstart.sh started. With --wipe, also removes its state: the embedded store
-# (/var/lib/kube-apiserver), certificates and kubeconfigs (/etc/kubernetes), and the log.
+# Stops what deploy/quickstart.sh started: the kubelet, the pods it ran, containerd (when the quickstart started it)
+# and kube-apiserver. With --wipe, also removes their state: the embedded store (/var/lib/kube-apiserver), the
+# kubelet's directories, certificates and kubeconfigs (/etc/kubernetes), the images, the pod network's bridge and
+# config, the quickstart's containerd config, and the logs.
 set -euo pipefail
+stop_pid() {
+  local f=$1
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+systemd=false; [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemd=true
+if [ "${1:-}" = "--wipe" ] && [ -f /etc/kubernetes/admin.conf ]; then
+  # Let the kubelet tear the pods down through CRI (sandboxes, mounts, network) before it stops.
+  kubectl --kubeconfig /etc/kubernetes/admin.conf delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do
+    [ -z "$(ctr -n k8s.io tasks ls -q 2>/dev/null)" ] && break
+    sleep 0.25
+  done
+fi
+if $systemd && systemctl list-unit-files kubelet.service >/dev/null 2>&1; then
+  systemctl disable --now kubelet || true
+else
+  stop_pid /run/kubelet.pid
+fi
+# The pods' containers.
+if [ -S /run/containerd/containerd.sock ]; then
+  for t in $(ctr -n k8s.io tasks ls -q 2>/dev/null); do ctr -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
+  sleep 0.5
+  for c in $(ctr -n k8s.io containers ls -q 2>/dev/null); do
+    ctr -n k8s.io tasks rm -f "$c" >/dev/null 2>&1 || true
+    ctr -n k8s.io containers rm "$c" >/dev/null 2>&1 || true
+  done
+fi
+stop_pid /run/kube-containerd.pid
 if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemctl list-unit-files kube-apiserver.service >/dev/null 2>&1; then
   systemctl disable --now kube-apiserver || true
 elif [ -f /run/kube-apiserver.pid ]; then
@@ -12,6 +47,17 @@ elif [ -f /run/kube-apiserver.pid ]; then
 fi
 if [ "${1:-}" = "--wipe" ]; then
   rm -rf /var/lib/kube-apiserver /etc/kubernetes /var/log/kube-apiserver.log /etc/systemd/system/kube-apiserver.service /etc/default/kube-apiserver
+  rm -rf /var/lib/kubelet /var/log/pods /var/log/kubelet.log /etc/systemd/system/kubelet.service /etc/default/kubelet
+  rm -rf /var/lib/kube-images /etc/cni/net.d/10-kubelet-bridge.conflist /var/log/containerd.log
+  ip link del cni0 2>/dev/null || true
+  for m in $(awk '$2 ~ "^/run/containerd/io.containerd.grpc.v1.cri/" {print $2}' /proc/mounts); do umount -l "$m" || true; done
+  if grep -q 'kube-rust quickstart' /etc/containerd/config.toml 2>/dev/null; then
+    if [ -f /etc/containerd/config.toml.before-quickstart ]; then
+      mv /etc/containerd/config.toml.before-quickstart /etc/containerd/config.toml
+    else
+      rm -f /etc/containerd/config.toml
+    fi
+  fi
   echo "stopped and wiped"
 else
   echo "stopped (state kept; --wipe removes it)"
