@@ -539,26 +539,48 @@ impl Registry {
             if dry_run {
                 return Ok(new);
             }
-            if deleting && finalizers_empty && !strategy::graceful_pending(res, &new) {
-                return match self.store.delete(&key(res, ns, name), Some(kv.mod_revision)).await {
-                    Ok((rev, _)) => {
-                        set_rv(&mut new, rev);
-                        Ok(new)
-                    }
-                    Err(StorageError::Conflict { .. }) => continue,
-                    Err(e) => Err(storage_error(res, name, e)),
-                };
-            }
-            match self.store.update(&key(res, ns, name), encode(&new)?, kv.mod_revision, strategy::ttl(res)).await {
-                Ok(written) => {
-                    set_rv(&mut new, written.mod_revision);
-                    return Ok(new);
-                }
-                Err(StorageError::Conflict { .. }) => continue,
-                Err(e) => return Err(storage_error(res, name, e)),
-            }
+            let written = if deleting && finalizers_empty && !strategy::graceful_pending(res, &new) {
+                self.cas_delete(res, ns, name, kv.mod_revision).await?
+            } else {
+                self.cas_put(res, ns, name, &new, kv.mod_revision).await?
+            };
+            let Some(rev) = written else { continue };
+            set_rv(&mut new, rev);
+            return Ok(new);
         }
         Err(ApiError::stale(res.group, res.plural, name))
+    }
+
+    /// One compare-and-swap write over the revision the object was read at: Some(new revision) when written, None
+    /// when someone else wrote first (the caller reads again and retries).
+    async fn cas_put(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+        rev: Revision,
+    ) -> Result<Option<Revision>, ApiError> {
+        match self.store.update(&key(res, ns, name), encode(obj)?, rev, strategy::ttl(res)).await {
+            Ok(w) => Ok(Some(w.mod_revision)),
+            Err(StorageError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(storage_error(res, name, e)),
+        }
+    }
+
+    /// Deletes an object if it is still at the revision it was read at; as [`Self::cas_put`].
+    async fn cas_delete(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        rev: Revision,
+    ) -> Result<Option<Revision>, ApiError> {
+        match self.store.delete(&key(res, ns, name), Some(rev)).await {
+            Ok((deleted_at, _)) => Ok(Some(deleted_at)),
+            Err(StorageError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(storage_error(res, name, e)),
+        }
     }
 
     /// Writes an object exactly as given (no strategy), if it is still at the revision it was read at: for
@@ -604,22 +626,14 @@ impl Registry {
             if dry_run {
                 return Ok(new);
             }
-            let result = if gone {
-                self.store.delete(&key(res, None, name), Some(kv.mod_revision)).await.map(|(rev, _)| rev)
+            let written = if gone {
+                self.cas_delete(res, None, name, kv.mod_revision).await?
             } else {
-                self.store
-                    .update(&key(res, None, name), encode(&new)?, kv.mod_revision, None)
-                    .await
-                    .map(|w| w.mod_revision)
+                self.cas_put(res, None, name, &new, kv.mod_revision).await?
             };
-            match result {
-                Ok(rev) => {
-                    set_rv(&mut new, rev);
-                    return Ok(new);
-                }
-                Err(StorageError::Conflict { .. }) => continue,
-                Err(e) => return Err(storage_error(res, name, e)),
-            }
+            let Some(rev) = written else { continue };
+            set_rv(&mut new, rev);
+            return Ok(new);
         }
         Err(ApiError::stale(res.group, res.plural, name))
     }
@@ -669,22 +683,15 @@ impl Registry {
                 if p.dry_run {
                     return Ok(Deleted::Pending(new));
                 }
-                match self.store.update(&key(res, ns, name), encode(&new)?, kv.mod_revision, strategy::ttl(res)).await {
-                    Ok(w) => {
-                        set_rv(&mut new, w.mod_revision);
-                        return Ok(Deleted::Pending(new));
-                    }
-                    Err(StorageError::Conflict { .. }) => continue,
-                    Err(e) => return Err(storage_error(res, name, e)),
-                }
+                let Some(rev) = self.cas_put(res, ns, name, &new, kv.mod_revision).await? else { continue };
+                set_rv(&mut new, rev);
+                return Ok(Deleted::Pending(new));
             }
             if p.dry_run {
                 return Ok(Deleted::Gone(cur));
             }
-            match self.store.delete(&key(res, ns, name), Some(kv.mod_revision)).await {
-                Ok((_, _)) => return Ok(Deleted::Gone(cur)),
-                Err(StorageError::Conflict { .. }) => continue,
-                Err(e) => return Err(storage_error(res, name, e)),
+            if self.cas_delete(res, ns, name, kv.mod_revision).await?.is_some() {
+                return Ok(Deleted::Gone(cur));
             }
         }
         Err(ApiError::stale(res.group, res.plural, name))
