@@ -76,7 +76,7 @@ async fn one_leads_and_another_takes_over_after_expiry() {
     wait_leader(&b, 10).await;
     let took = died.elapsed();
     assert!(took >= Duration::from_millis(1500), "took over before the lease expired: {took:?}");
-    assert!(took < Duration::from_secs(4), "took over too late: {took:?}");
+    assert!(took < Duration::from_secs(8), "took over too late: {took:?}");
     let l = lease(&server, "ctl").await;
     assert_eq!(l["spec"]["holderIdentity"], "b");
     assert_eq!(l["spec"]["leaseTransitions"], 1);
@@ -104,7 +104,8 @@ async fn releasing_hands_over_quickly() {
     assert_eq!(within(10, "a to stop", task_a).await.unwrap(), Outcome::Shutdown);
     assert!(!a.is_leader());
     wait_leader(&b, 10).await;
-    assert!(released.elapsed() < Duration::from_secs(2), "handover took {:?}", released.elapsed());
+    // Well under the 10 s lease (the test tolerates a loaded machine; an idle one hands over in about 1 s).
+    assert!(released.elapsed() < Duration::from_secs(6), "handover took {:?}", released.elapsed());
     let l = lease(&server, "sched").await;
     assert_eq!(l["spec"]["holderIdentity"], "b");
     assert_eq!(l["spec"]["leaseTransitions"], 1);
@@ -156,7 +157,7 @@ async fn loses_leadership_when_it_cannot_renew() {
     let (outcome, stolen_at) = within(15, "a to lose leadership", async { tokio::join!(run, thief) }).await;
     assert_eq!(outcome, Outcome::LostLeadership);
     let took = stolen_at.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "gave up after {took:?}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(8), "gave up after {took:?}");
     assert!(!a.is_leader());
     within(1, "the lead future to be dropped", lost_rx).await.unwrap();
     // Lost leadership is not a release: the intruder keeps the lease.
