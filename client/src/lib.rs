@@ -104,7 +104,8 @@ fn pem_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static
         .map_err(|e| Error::Tls(e.to_string()))
 }
 
-fn tls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
+/// The rustls client configuration a [`Config`] describes (CA or insecure, client certificate), without ALPN.
+pub fn rustls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -197,7 +198,7 @@ impl ListParams {
 
 impl Client {
     pub fn new(cfg: &Config) -> Result<Self> {
-        let tls = tls_config(cfg)?;
+        let tls = rustls_config(cfg)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

@@ -159,7 +159,7 @@ pub async fn serve(
         return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
     let ns = info.namespace.as_deref().filter(|_| res.namespaced);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let accept = accept(&parts.headers);
     let verb = info.verb.as_str();
     let allowed = |v: &str| -> Result<(), ApiError> {
@@ -171,7 +171,7 @@ pub async fn serve(
     };
     if let Some(sub) = info.subresource.as_deref() {
         let name = info.name.as_deref().unwrap_or_default();
-        return crate::subresources::serve(server, res, ns, name, sub, &info, &parts, body, &q, &accept).await;
+        return crate::subresources::serve(server, res, ns, name, sub, &info, &mut parts, body, &q, &accept).await;
     }
     if !res.stored() {
         allowed(verb)?;

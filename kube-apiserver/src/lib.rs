@@ -14,6 +14,7 @@ pub mod ipalloc;
 pub mod metrics;
 pub mod options;
 pub mod pki;
+pub mod proxy;
 pub mod registry;
 pub mod request;
 pub mod reviews;

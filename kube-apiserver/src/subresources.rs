@@ -1,7 +1,7 @@
 //! Subresources: `status` (spec and status writes kept apart), `scale` (autoscaling/v1 Scale for deployments,
 //! replicasets, statefulsets and replication controllers), `pods/binding`, `pods/eviction`, `namespaces/finalize`,
-//! CSR `approval`; the streaming ones (`log`, `exec`, `attach`, `portforward`, `proxy`) answer 503 until a kubelet
-//! serves them. Also server-side apply's simple form.
+//! CSR `approval`; `log` is streamed from the kubelet, and `exec`, `attach`, `portforward` and `nodes/proxy` are
+//! proxied to it ([`crate::proxy`]). Also server-side apply's simple form.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub async fn serve(
     name: &str,
     sub: &str,
     info: &RequestInfo,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     body: Incoming,
     q: &HashMap<String, String>,
     accept: &str,
@@ -157,23 +157,8 @@ pub async fn serve(
             pod_log(server, &pod, q).await
         }
         "exec" | "attach" | "portforward" | "proxy" => {
-            let node = if res.plural == "nodes" {
-                name.to_string()
-            } else if res.plural == "pods" {
-                let pod = reg.get(res, ns, name).await?;
-                pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string()
-            } else {
-                String::new()
-            };
             let _ = accept;
-            Err(ApiError::unavailable(if node.is_empty() {
-                format!("{}/{sub} is not available: the object is not on a node", res.plural)
-            } else {
-                format!(
-                    "{}/{sub} is not available yet: no kubelet serves node {node:?} (the kubelet API comes with the kubelet)",
-                    res.plural
-                )
-            }))
+            crate::proxy::serve(server, res, ns, name, sub, info, parts, body).await
         }
         _ => Err(ApiError::unavailable(format!("{}/{sub} is not implemented yet", res.plural))),
     }
@@ -183,28 +168,9 @@ pub async fn serve(
 async fn pod_log(server: &Arc<Apiserver>, pod: &Value, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
     let name = meta_str(pod, "name").unwrap_or_default();
     let ns = meta_str(pod, "namespace").unwrap_or_default();
-    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty());
-    let Some(node) = node else {
-        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
-    };
-    let containers: Vec<&str> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .collect();
-    let container = match q.get("container").filter(|c| !c.is_empty()) {
-        Some(c) => c.clone(),
-        None if containers.len() == 1 => containers[0].to_string(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
-        }
-    };
-    let (ip, port) = kubelet_address(server, node).await?;
+    let container = crate::proxy::container_of(pod, q.get("container").map(String::as_str))?;
+    let node = crate::proxy::node_of(pod)?;
+    let (ip, port) = crate::proxy::kubelet_address(server, &node).await?;
     let query = {
         let mut query = form_urlencoded::Serializer::new(String::new());
         for k in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "limitBytes"] {
@@ -240,27 +206,6 @@ async fn pod_log(server: &Arc<Apiserver>, pod: &Value, q: &HashMap<String, Strin
     Ok(resp)
 }
 
-/// Where a node's kubelet API is: its InternalIP and `daemonEndpoints.kubeletEndpoint.Port`.
-async fn kubelet_address(server: &Arc<Apiserver>, node: &str) -> Result<(String, u64), ApiError> {
-    let nodes = api_types::resources::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes resource"))?;
-    let n = match server.registry.get(nodes, None, node).await {
-        Ok(n) => n,
-        Err(e) if e.code == 404 => {
-            return Err(ApiError::unavailable(format!("node {node:?} is not registered: no kubelet serves it")));
-        }
-        Err(e) => return Err(e),
-    };
-    let ip = n
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
-        .and_then(|x| x["address"].as_str())
-        .ok_or_else(|| ApiError::unavailable(format!("node {node:?} has no InternalIP")))?;
-    let port = n.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(10250);
-    Ok((ip.to_string(), port))
-}
-
-/// `pods/binding`: sets spec.nodeName once; a pod already bound is a 409.
 async fn bind(
     server: &Arc<Apiserver>,
     res: &Resource,

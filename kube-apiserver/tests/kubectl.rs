@@ -211,6 +211,33 @@ fn error_paths_have_upstream_status() {
 }
 
 #[test]
+fn streaming_requests_need_a_node_with_a_kubelet() {
+    let s = Apiserver::start();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: lonely}\nspec:\n  containers:\n  - {name: a, image: busybox}\n  - {name: b, image: busybox}\n";
+    s.ok_stdin(&["create", "-f", "-"], pod);
+    // Both the WebSocket attempt and kubectl's SPDY fallback get upstream's 400.
+    let err = s.fails(&["exec", "lonely", "-c", "a", "--", "true"]);
+    assert!(err.contains("(BadRequest)") && err.contains("pod lonely does not have a host assigned"), "{err}");
+    let err = s.fails(&["get", "--raw", "/api/v1/namespaces/default/pods/lonely/log"]);
+    assert!(err.contains("a container name must be specified for pod lonely, choose one of: [a b]"), "{err}");
+    s.ok(&[
+        "patch",
+        "pod",
+        "lonely",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    let bound = "apiVersion: v1\nkind: Pod\nmetadata: {name: placed}\nspec:\n  nodeName: ghost\n  containers:\n  - {name: a, image: busybox}\n";
+    s.ok_stdin(&["create", "-f", "-"], bound);
+    let err = s.fails(&["exec", "placed", "--", "true"]);
+    assert!(err.contains("node \"ghost\" is not registered"), "{err}");
+    let err = s.fails(&["get", "--raw", "/api/v1/nodes/ghost/proxy/healthz"]);
+    assert!(err.contains("ServiceUnavailable") || err.contains("not registered"), "{err}");
+}
+
+#[test]
 fn patch_label_annotate_scale_and_delete() {
     let s = Apiserver::start();
     s.apply(DEPLOYMENT);

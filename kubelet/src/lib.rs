@@ -10,6 +10,8 @@ pub mod prober;
 pub mod security;
 pub mod server;
 pub mod static_pods;
+pub mod stats;
+pub mod streaming;
 pub mod volumes;
 
 use std::sync::Arc;

@@ -96,19 +96,60 @@ pub fn resources(cfg: &Config) -> (Value, Value) {
     (capacity, allocatable)
 }
 
-pub fn conditions(ready: bool) -> Value {
+/// The node's conditions; a condition keeps its lastTransitionTime from `previous` while its status stays.
+pub fn conditions(ready: bool, p: crate::stats::Pressure, previous: &Value) -> Value {
     let now = now_rfc3339();
-    let c = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
+    let c = |t: &str, (status, reason, msg): (&str, &str, &str)| {
+        let since = previous
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == t && c["status"] == status))
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .unwrap_or(&now)
+            .to_string();
+        json!({"type": t, "status": status, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": since})
+    };
     json!([
-        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        if ready {
-            c("Ready", "True", "KubeletReady", "kubelet is posting ready status")
-        } else {
-            c("Ready", "False", "KubeletNotReady", "container runtime is not ready")
-        },
+        c(
+            "MemoryPressure",
+            if p.memory {
+                ("True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+            } else {
+                ("False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+            }
+        ),
+        c(
+            "DiskPressure",
+            if p.disk {
+                ("True", "KubeletHasDiskPressure", "kubelet has disk pressure")
+            } else {
+                ("False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+            }
+        ),
+        c(
+            "PIDPressure",
+            if p.pid {
+                ("True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available")
+            } else {
+                ("False", "KubeletHasSufficientPID", "kubelet has sufficient PID available")
+            }
+        ),
+        c(
+            "Ready",
+            if ready {
+                ("True", "KubeletReady", "kubelet is posting ready status")
+            } else {
+                ("False", "KubeletNotReady", "container runtime is not ready")
+            }
+        ),
     ])
+}
+
+/// The pressures measured now (hollow nodes, which serve no API, measure nothing: they share one machine).
+fn current_pressure(cfg: &Config, thresholds: &crate::stats::Thresholds) -> crate::stats::Pressure {
+    if !cfg.serve_api {
+        return crate::stats::Pressure::default();
+    }
+    crate::stats::pressure(&crate::stats::measure(&cfg.root_dir), thresholds)
 }
 
 /// The Node this kubelet registers.
@@ -140,7 +181,7 @@ pub fn node_object(cfg: &Config, runtime_version: &str) -> Value {
         "status": {
             "capacity": capacity,
             "allocatable": allocatable,
-            "conditions": conditions(true),
+            "conditions": conditions(true, current_pressure(cfg, &crate::stats::Thresholds::new(&cfg.eviction_hard)), &Value::Null),
             "addresses": [{"type": "InternalIP", "address": cfg.node_ip}, {"type": "Hostname", "address": cfg.node_name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.port}},
             "nodeInfo": {
@@ -186,10 +227,20 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
     let renew = Duration::from_secs((LEASE_DURATION_SECONDS / 4) as u64);
     let mut status_tick = tokio::time::interval(cfg.node_status_update_frequency);
     let mut lease_tick = tokio::time::interval(renew);
+    let thresholds = crate::stats::Thresholds::new(&cfg.eviction_hard);
+    let mut last = Value::Null;
     loop {
         tokio::select! {
             _ = status_tick.tick() => {
-                let patch = json!({"status": {"conditions": conditions(true)}});
+                let now = conditions(true, current_pressure(&cfg, &thresholds), &last);
+                for c in now.as_array().into_iter().flatten() {
+                    let before = last.as_array().and_then(|a| a.iter().find(|p| p["type"] == c["type"]));
+                    if c["type"] != "Ready" && before.is_none_or(|b| b["status"] != c["status"]) && c["status"] == "True" {
+                        tracing::warn!(condition = %c["type"], message = %c["message"], "node under pressure");
+                    }
+                }
+                let patch = json!({"status": {"conditions": now.clone()}});
+                last = now;
                 if let Err(e) = nodes.patch_status(&cfg.node_name, PatchType::StrategicMerge, &patch).await {
                     tracing::warn!(error = %e, "updating node status");
                 }

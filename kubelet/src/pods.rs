@@ -128,6 +128,17 @@ impl PodManager {
         }
     }
 
+    /// The runtime ID of the running latest instance of a pod's container (exec and attach go to it).
+    pub async fn running_container_id(&self, uid: &str, container: &str) -> Option<String> {
+        let obs = self.observe(uid).await.ok()?;
+        obs.latest(container).filter(|c| c.state == ContainerState::ContainerRunning as i32).map(|c| c.id.clone())
+    }
+
+    /// The runtime ID of a pod's ready sandbox (port forwarding goes into its network namespace).
+    pub async fn sandbox_id(&self, uid: &str) -> Option<String> {
+        self.observe(uid).await.ok()?.ready_sandbox().map(|s| s.id.clone())
+    }
+
     /// A pod as the API has it now (added or updated), or gone (None).
     pub fn update(self: &Arc<Self>, uid: &str, pod: Option<Arc<Value>>) {
         if let Ok(mut d) = self.desired.lock() {
@@ -342,6 +353,7 @@ impl PodManager {
                 security_context: Some(crate::security::security_context(pod, c)),
             }),
             stdin: c.get("stdin").and_then(Value::as_bool).unwrap_or(false),
+            stdin_once: c.get("stdinOnce").and_then(Value::as_bool).unwrap_or(false),
             tty: c.get("tty").and_then(Value::as_bool).unwrap_or(false),
             ..Default::default()
         }

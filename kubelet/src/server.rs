@@ -1,7 +1,7 @@
 //! The kubelet API on `--port` (10250) over TLS (a self-signed pair in `<root-dir>/pki` unless files are given):
-//! `/healthz`, `/livez`, `/readyz`, Prometheus `/metrics`, `/pods`, and `/containerLogs/<ns>/<pod>/<container>`
+//! `/healthz`, `/livez`, `/readyz`, Prometheus `/metrics`, `/pods`, `/stats/summary` ([`crate::stats`]), and `/containerLogs/<ns>/<pod>/<container>`
 //! (follow, tailLines, timestamps, previous, sinceSeconds, limitBytes) which the apiserver proxies `pods/log` to.
-//! exec, attach and port-forward are not served yet.
+//! `/exec`, `/attach` and `/portForward` are upgraded to streams ([`crate::streaming`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -36,6 +36,7 @@ fn text(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 pub struct Metrics {
     pub requests: AtomicU64,
     pub log_requests: AtomicU64,
+    pub stream_requests: AtomicU64,
 }
 
 /// One line of a CRI log file: `<RFC3339Nano> <stream> <P|F> <content>`.
@@ -93,12 +94,21 @@ struct Server {
     cfg: Config,
     manager: Arc<PodManager>,
     metrics: Metrics,
+    cpu: crate::stats::CpuSampler,
 }
 
 impl Server {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
+        if path.starts_with("/exec/") || path.starts_with("/attach/") {
+            self.metrics.stream_requests.fetch_add(1, Ordering::Relaxed);
+            return Ok(crate::streaming::exec(&self.manager, req, path.starts_with("/attach/")).await);
+        }
+        if path.starts_with("/portForward/") {
+            self.metrics.stream_requests.fetch_add(1, Ordering::Relaxed);
+            return Ok(crate::streaming::port_forward(&self.manager, req).await);
+        }
         let q: HashMap<String, String> =
             form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()).into_owned().collect();
         let resp = match path.as_str() {
@@ -106,9 +116,10 @@ impl Server {
             "/metrics" => text(
                 StatusCode::OK,
                 format!(
-                    "# TYPE kubelet_http_requests_total counter\nkubelet_http_requests_total {}\n# TYPE kubelet_container_log_requests_total counter\nkubelet_container_log_requests_total {}\n# TYPE kubelet_running_pods gauge\nkubelet_running_pods {}\n",
+                    "# TYPE kubelet_http_requests_total counter\nkubelet_http_requests_total {}\n# TYPE kubelet_container_log_requests_total counter\nkubelet_container_log_requests_total {}\n# TYPE kubelet_stream_requests_total counter\nkubelet_stream_requests_total {}\n# TYPE kubelet_running_pods gauge\nkubelet_running_pods {}\n",
                     self.metrics.requests.load(Ordering::Relaxed),
                     self.metrics.log_requests.load(Ordering::Relaxed),
+                    self.metrics.stream_requests.load(Ordering::Relaxed),
                     self.manager.desired_pods().len()
                 ),
             ),
@@ -120,6 +131,12 @@ impl Server {
                     ))
                     .boxed_unsync(),
                 );
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r
+            }
+            "/stats/summary" | "/stats/summary/" => {
+                let summary = crate::stats::summary(&self.cfg, &self.manager, &self.cpu).await;
+                let mut r = Response::new(Full::new(Bytes::from(summary.to_string())).boxed_unsync());
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 r
             }
@@ -264,7 +281,7 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (crt, key) = serving_pair(&cfg)?;
     let tls = tokio_rustls::TlsAcceptor::from(tls_config(&crt, &key)?);
-    let server = Arc::new(Server { cfg, manager, metrics: Metrics::default() });
+    let server = Arc::new(Server { cfg, manager, metrics: Metrics::default(), cpu: Default::default() });
     loop {
         let (tcp, _) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
@@ -275,7 +292,7 @@ pub async fn serve(
             let Ok(stream) = tls.accept(tcp).await else { return };
             let svc = hyper::service::service_fn(move |req| server.clone().handle(req));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .await;
         });
     }

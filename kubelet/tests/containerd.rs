@@ -49,6 +49,13 @@ async fn start_apiserver(dir: &Path) -> (Client, std::path::PathBuf, tokio::sync
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_output(kubeconfig, args, stdin);
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs kubectl and returns whatever it did (exit status, stdout, stderr).
+fn kubectl_output(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
     let mut child = std::process::Command::new("kubectl")
         .args(args)
@@ -62,9 +69,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
     if let Some(input) = stdin {
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    child.wait_with_output().unwrap()
 }
 
 /// Polls until `f` returns Some, or fails after `secs`.
@@ -498,12 +503,109 @@ async fn bridged_pods_get_addresses_from_the_pod_cidr() {
     })
     .await;
     assert!(body.starts_with("HTTP/1.") && body.contains("200"), "{body}");
+    streams_reach_the_pod(&kubeconfig).await;
 
     kubectl(&kubeconfig, &["delete", "pod", "web", "--wait=true", "--timeout=60s"], None);
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(10), kubelet).await.expect("kubelet stops").unwrap().unwrap();
     tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
     let _ = api_stop.send(());
+}
+
+/// exec (exit codes, stdin, a TTY), cp both ways, attach and port-forward, through the apiserver and the kubelet to
+/// containerd's streaming server, on the running pod `web` (busybox httpd on 8080).
+async fn streams_reach_the_pod(kubeconfig: &Path) {
+    let out = kubectl_output(kubeconfig, &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
+    assert_eq!(out.status.code(), Some(3), "the command's exit code: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("err\n"), "{out:?}");
+    // stdin reaches the command and its end closes the command's stdin.
+    let echoed =
+        kubectl(kubeconfig, &["exec", "-i", "web", "-c", "httpd", "--", "sh", "-c", "tr a-z A-Z"], Some("piped in\n"));
+    assert_eq!(echoed, "PIPED IN\n");
+    // A TTY (script gives kubectl a terminal): the command sees one, and the terminal size is sent.
+    let tty = std::process::Command::new("script")
+        .args(["-qec", "kubectl exec -it web -- sh -c 'tty; stty size'", "/dev/null"])
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", kubeconfig.parent().unwrap())
+        .env("COLUMNS", "100")
+        .env("LINES", "30")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success() && shown.contains("/dev/pts/"), "exec -it: {tty:?}");
+
+    // cp: a file in (tar through stdin) and back out (tar on stdout).
+    let dir = kubeconfig.parent().unwrap();
+    let local = dir.join("to-pod.txt");
+    let content: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(&local, &content).unwrap();
+    kubectl(kubeconfig, &["cp", local.to_str().unwrap(), "web:/tmp/copied.txt"], None);
+    assert_eq!(kubectl(kubeconfig, &["exec", "web", "--", "cat", "/tmp/copied.txt"], None), content);
+    let back = dir.join("from-pod.txt");
+    kubectl(kubeconfig, &["cp", "web:/tmp/copied.txt", back.to_str().unwrap()], None);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), content);
+
+    // nodes/proxy reaches the kubelet API: health, and the Summary API with the pod's containers measured.
+    assert_eq!(kubectl(kubeconfig, &["get", "--raw", "/api/v1/nodes/e2e-node/proxy/healthz"], None), "ok");
+    let summary: Value = serde_json::from_str(&kubectl(
+        kubeconfig,
+        &["get", "--raw", "/api/v1/nodes/e2e-node/proxy/stats/summary"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(summary["node"]["nodeName"], "e2e-node");
+    assert!(summary["node"]["memory"]["workingSetBytes"].as_u64().unwrap() > 0, "{summary:#}");
+    assert!(summary["node"]["fs"]["capacityBytes"].as_u64().unwrap() > 0, "{summary:#}");
+    let web =
+        summary["pods"].as_array().unwrap().iter().find(|p| p["podRef"]["name"] == "web").expect("web in summary");
+    assert_eq!(web["containers"][0]["name"], "httpd");
+    assert!(web["containers"][0]["memory"]["workingSetBytes"].as_u64().unwrap() > 0, "{web:#}");
+    assert!(web["memory"]["workingSetBytes"].as_u64().unwrap() > 0, "{web:#}");
+
+    // attach: stdin goes to the container's own process, its output comes back.
+    let attached = "apiVersion: v1\nkind: Pod\nmetadata: {name: attached}\nspec:\n  nodeName: e2e-node\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    stdin: true\n    stdinOnce: true\n    command: [sh, -c, 'read line; echo got-$line']\n";
+    kubectl(kubeconfig, &["create", "-f", "-"], Some(attached));
+    eventually(60, "pod attached running", async || {
+        (kubectl(kubeconfig, &["get", "pod", "attached", "-o", "jsonpath={.status.phase}"], None) == "Running")
+            .then_some(())
+    })
+    .await;
+    let said = kubectl(kubeconfig, &["attach", "-i", "attached", "-c", "main"], Some("hello\n"));
+    assert!(said.contains("got-hello"), "attach: {said:?}");
+    kubectl(kubeconfig, &["delete", "pod", "attached", "--wait=false"], None);
+
+    // port-forward: a local port on loopback reaches httpd inside the pod's network namespace.
+    let mut pf = tokio::process::Command::new("kubectl")
+        .args(["port-forward", "pod/web", ":8080", "--address=127.0.0.1"])
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(pf.stdout.take().unwrap());
+    let mut first = String::new();
+    use tokio::io::AsyncBufReadExt;
+    tokio::time::timeout(Duration::from_secs(30), lines.read_line(&mut first)).await.unwrap().unwrap();
+    // "Forwarding from 127.0.0.1:41234 -> 8080"
+    let port: u16 = first
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port-forward said {first:?}"));
+    for _ in 0..3 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut out)).await.unwrap().unwrap();
+        assert!(out.contains("200") && out.contains("hello-from-pod"), "through port-forward: {out}");
+    }
+    pf.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 //! [`fake::FakeCri`], an in-memory runtime and image service for tests and simulated (hollow) nodes.
 
 pub mod fake;
+pub mod spdy;
+pub mod streaming;
 pub mod testing;
 
 use std::path::{Path, PathBuf};

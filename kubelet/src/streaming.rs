@@ -1,0 +1,359 @@
+//! The kubelet API's streaming endpoints: `/exec/<ns>/<pod>/<container>`, `/attach/<ns>/<pod>/<container>` and
+//! `/portForward/<ns>/<pod>`, which the apiserver proxies `pods/exec`, `pods/attach` and `pods/portforward` to.
+//!
+//! The runtime does the work: CRI `Exec`, `Attach` and `PortForward` return a URL of containerd's streaming server,
+//! which the kubelet dials with SPDY ([`proto::streaming`]). Towards the client the kubelet speaks what kubectl
+//! offers:
+//! - exec and attach over a WebSocket with `v5.channel.k8s.io` (or `v4.channel.k8s.io`): binary messages whose first
+//!   byte is the channel (0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize, 255 close), translated to and from the
+//!   runtime's SPDY streams;
+//! - exec and attach over SPDY (kubectl's fallback) and port-forward over SPDY, directly or tunnelled in WebSocket
+//!   binary messages (`SPDY/3.1+portforward.k8s.io`): each stream the client opens is opened with the same headers
+//!   on the runtime's session and the two are spliced.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use proto::cri::{AttachRequest, ExecRequest, PortForwardRequest};
+use proto::spdy::{Session, Stream};
+use proto::streaming::{self, ExecStreams};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
+
+use crate::pods::PodManager;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// WebSocket subprotocols for exec and attach, most preferred first.
+const WS_EXEC: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+const WS_PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";
+
+fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(msg.into())).boxed_unsync());
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
+/// How the client asked to upgrade.
+enum Upgrade {
+    /// A WebSocket with this subprotocol; the response carries this accept key.
+    WebSocket { protocol: String, accept: String },
+    /// SPDY/3.1 with this stream protocol.
+    Spdy { protocol: String },
+}
+
+fn negotiate(req: &Request<Incoming>, ws: &[&str], spdy: &[&str]) -> Result<Upgrade, String> {
+    let h = req.headers();
+    let upgrade = h.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    if upgrade == "websocket" {
+        let key = h.get("sec-websocket-key").ok_or("missing Sec-WebSocket-Key")?;
+        let offered: Vec<&str> = values(h, "sec-websocket-protocol").collect();
+        let protocol = offered
+            .iter()
+            .find(|p| ws.contains(p))
+            .ok_or_else(|| format!("none of the offered WebSocket protocols {offered:?} is supported (want {ws:?})"))?;
+        return Ok(Upgrade::WebSocket { protocol: protocol.to_string(), accept: derive_accept_key(key.as_bytes()) });
+    }
+    if upgrade.starts_with("spdy/3.1") {
+        let offered: Vec<&str> = values(h, "x-stream-protocol-version").collect();
+        let protocol = offered
+            .iter()
+            .find(|p| spdy.contains(p))
+            .ok_or_else(|| format!("none of the offered stream protocols {offered:?} is supported (want {spdy:?})"))?;
+        return Ok(Upgrade::Spdy { protocol: protocol.to_string() });
+    }
+    Err("the request must upgrade the connection to websocket or SPDY/3.1".into())
+}
+
+fn switching(upgrade: &Upgrade) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    match upgrade {
+        Upgrade::WebSocket { protocol, accept } => {
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert("sec-websocket-accept", HeaderValue::from_str(accept).expect("base64 is a valid header"));
+            h.insert("sec-websocket-protocol", HeaderValue::from_str(protocol).expect("negotiated from a header"));
+        }
+        Upgrade::Spdy { protocol } => {
+            h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+            h.insert("x-stream-protocol-version", HeaderValue::from_str(protocol).expect("negotiated from a header"));
+        }
+    }
+    r
+}
+
+fn find_pod(manager: &PodManager, ns: &str, name: &str) -> Option<std::sync::Arc<Value>> {
+    manager.desired_pods().into_iter().find(|p| {
+        p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+            && p.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+    })
+}
+
+fn flag(q: &HashMap<String, Vec<String>>, k: &str) -> bool {
+    q.get(k).and_then(|v| v.first()).is_some_and(|v| v == "true" || v == "1")
+}
+
+/// `/exec/...` and `/attach/...`.
+pub async fn exec(manager: &PodManager, mut req: Request<Incoming>, attach: bool) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
+    let [_, ns, pod, container] = parts.as_slice() else {
+        return text(StatusCode::BAD_REQUEST, "expected /exec|attach/<namespace>/<pod>/<container>");
+    };
+    let mut q: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
+        q.entry(k.into_owned()).or_default().push(v.into_owned());
+    }
+    let (stdin, stdout, stderr, tty) = (flag(&q, "stdin"), flag(&q, "stdout"), flag(&q, "stderr"), flag(&q, "tty"));
+    let cmd = q.get("command").cloned().unwrap_or_default();
+    if !attach && cmd.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "you must specify at least one command for the container");
+    }
+    if !(stdin || stdout || stderr) {
+        return text(StatusCode::BAD_REQUEST, "you must specify at least one of stdin, stdout, stderr");
+    }
+    let upgrade = match negotiate(&req, &WS_EXEC, &[streaming::EXEC_PROTOCOL]) {
+        Ok(u) => u,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(p) = find_pod(manager, ns, pod) else {
+        return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} is not on this node"));
+    };
+    let uid = p.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let Some(id) = manager.running_container_id(uid, container).await else {
+        return text(StatusCode::BAD_REQUEST, format!("container {container:?} in pod {pod:?} is not running"));
+    };
+    let mut rt = manager.cri.runtime.clone();
+    let stderr = stderr && !tty;
+    let url = if attach {
+        rt.attach(AttachRequest { container_id: id, stdin, tty, stdout, stderr }).await.map(|r| r.into_inner().url)
+    } else {
+        rt.exec(ExecRequest { container_id: id, cmd, tty, stdin, stdout, stderr }).await.map(|r| r.into_inner().url)
+    };
+    let url = match url {
+        Ok(u) => u,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("the runtime refused: {}", e.message())),
+    };
+    // Dial the runtime before answering, so that a failure is still an HTTP error the client can show.
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let resp = switching(&upgrade);
+    match upgrade {
+        Upgrade::WebSocket { protocol, .. } => {
+            let streams = match streaming::open_exec(&url, stdin, stdout, stderr, tty).await {
+                Ok(s) => s,
+                Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+            tokio::spawn(async move {
+                let Ok(io) = on_upgrade.await else { return };
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
+                websocket_exec(ws, streams, protocol == WS_EXEC[0]).await;
+            });
+        }
+        Upgrade::Spdy { .. } => {
+            let (upstream, _) = match streaming::connect(&url, streaming::EXEC_PROTOCOL).await {
+                Ok(s) => s,
+                Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+            tokio::spawn(async move {
+                let Ok(io) = on_upgrade.await else { return };
+                let (_client, incoming) = Session::new(TokioIo::new(io), false);
+                relay(incoming, upstream).await;
+            });
+        }
+    }
+    resp
+}
+
+/// `/portForward/<ns>/<pod>`.
+pub async fn port_forward(manager: &PodManager, mut req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    let [_, ns, pod] = parts.as_slice() else {
+        return text(StatusCode::BAD_REQUEST, "expected /portForward/<namespace>/<pod>");
+    };
+    let upgrade = match negotiate(&req, &[WS_PORT_FORWARD], &[streaming::PORT_FORWARD_PROTOCOL]) {
+        Ok(u) => u,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(p) = find_pod(manager, ns, pod) else {
+        return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} is not on this node"));
+    };
+    let uid = p.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let Some(sandbox) = manager.sandbox_id(uid).await else {
+        return text(StatusCode::BAD_REQUEST, format!("pod {pod:?} has no running sandbox"));
+    };
+    let mut rt = manager.cri.runtime.clone();
+    let url = match rt.port_forward(PortForwardRequest { pod_sandbox_id: sandbox, port: vec![] }).await {
+        Ok(r) => r.into_inner().url,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("the runtime refused: {}", e.message())),
+    };
+    let (upstream, _) = match streaming::connect(&url, streaming::PORT_FORWARD_PROTOCOL).await {
+        Ok(s) => s,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let resp = switching(&upgrade);
+    let websocket = matches!(upgrade, Upgrade::WebSocket { .. });
+    tokio::spawn(async move {
+        let Ok(io) = on_upgrade.await else { return };
+        let incoming = if websocket {
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
+            let (near, far) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(tunnel(ws, far));
+            Session::new(near, false).1
+        } else {
+            Session::new(TokioIo::new(io), false).1
+        };
+        relay(incoming, upstream).await;
+    });
+    resp
+}
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Carries a byte stream in WebSocket binary messages (SPDY tunnelled by kubectl's port-forward).
+async fn tunnel(mut ws: Ws, mut io: tokio::io::DuplexStream) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    if io.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_) | Message::Frame(_))) => {}
+                _ => break,
+            },
+            n = io.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if ws.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
+/// Opens each stream the client opens on the runtime's session too, with the same headers, and splices the two.
+pub async fn relay(mut incoming: mpsc::Receiver<Stream>, upstream: Session) {
+    while let Some(down) = incoming.recv().await {
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            match upstream.open(down.headers.clone()).await {
+                Ok(up) => splice(down, up).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the runtime refused a stream");
+                    down.writer().reset().await;
+                }
+            }
+        });
+    }
+    upstream.close().await;
+}
+
+async fn splice(a: Stream, b: Stream) {
+    async fn copy(mut from: mpsc::Receiver<Bytes>, to: proto::spdy::StreamWriter) {
+        while let Some(d) = from.recv().await {
+            if to.send(&d).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.close().await;
+    }
+    let ((ar, aw), (br, bw)) = (a.split(), b.split());
+    tokio::join!(copy(ar, bw), copy(br, aw));
+}
+
+async fn send_channel(ws: &mut Ws, channel: u8, data: &[u8]) -> bool {
+    let mut m = Vec::with_capacity(data.len() + 1);
+    m.push(channel);
+    m.extend_from_slice(data);
+    ws.send(Message::Binary(m.into())).await.is_ok()
+}
+
+/// Translates the channel protocol on a WebSocket to the runtime's SPDY streams, until the command ends (its status
+/// goes on channel 3, then the socket is closed) or the client leaves.
+async fn websocket_exec(mut ws: Ws, s: ExecStreams, v5: bool) {
+    let ExecStreams { session, mut error, stdin, mut stdout, mut stderr, resize } = s;
+    let stdin = stdin.map(|s| s.writer());
+    let resize = resize.map(|s| s.writer());
+    let mut status = Vec::new();
+    async fn next(s: &mut Option<Stream>) -> Option<Bytes> {
+        match s {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => match (b[0], &stdin, &resize) {
+                    (0, Some(w), _) => { let _ = w.send(&b[1..]).await; }
+                    (4, _, Some(w)) => { let _ = w.send(&b[1..]).await; }
+                    (255, Some(w), _) if v5 && b.get(1) == Some(&0) => { let _ = w.close().await; }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    session.close().await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+            b = next(&mut stdout) => match b {
+                Some(b) => if !send_channel(&mut ws, 1, &b).await { break },
+                None => stdout = None,
+            },
+            b = next(&mut stderr) => match b {
+                Some(b) => if !send_channel(&mut ws, 2, &b).await { break },
+                None => stderr = None,
+            },
+            b = error.recv() => match b {
+                Some(b) => status.extend_from_slice(&b),
+                None => {
+                    // The command is over: what it wrote came before its status on the connection.
+                    for (channel, s) in [(1u8, &mut stdout), (2, &mut stderr)] {
+                        while let Some(b) = s.as_mut().and_then(Stream::try_recv) {
+                            send_channel(&mut ws, channel, &b).await;
+                        }
+                    }
+                    if status.is_empty() {
+                        status = br#"{"metadata":{},"status":"Success"}"#.to_vec();
+                    }
+                    send_channel(&mut ws, 3, &status).await;
+                    let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                    let _ = ws.close(Some(close)).await;
+                    // Let the client's close reply arrive before dropping the connection.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    })
+                    .await;
+                    break;
+                }
+            },
+        }
+    }
+    session.close().await;
+}
