@@ -23,6 +23,7 @@ pub mod storage;
 pub mod strategy;
 pub mod subresources;
 pub mod table;
+pub mod testing;
 pub mod validation;
 
 pub use options::Options;

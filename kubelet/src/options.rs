@@ -120,31 +120,9 @@ fn duration(s: Option<&str>, default: Duration) -> Result<Duration, ConfigError>
     }
 }
 
-/// `10s`, `1m0s`, `500ms`.
+/// `10s`, `1m0s`, `500ms` (Go's duration syntax).
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let unit = if c == 'm' && chars.peek() == Some(&'s') {
-            chars.next();
-            0.001
-        } else {
-            match c {
-                'h' => 3600.0,
-                'm' => 60.0,
-                's' => 1.0,
-                _ => return None,
-            }
-        };
-        total += num.parse::<f64>().ok()? * unit;
-        num.clear();
-    }
-    num.is_empty().then(|| Duration::from_secs_f64(total))
+    api_types::duration::parse(s)
 }
 
 /// `key=value:Effect` (or `key:Effect`) as a Node taint.

@@ -7,12 +7,14 @@
 //! - [`workqueue`]: the deduplicating, per-key exclusive, rate-limited queue of keys;
 //! - [`controller`]: informers, a queue and N workers around a level-triggered reconcile function;
 //! - [`leader_election`]: leader election on a `coordination.k8s.io/v1` Lease;
-//! - [`events`]: a recorder of core/v1 Events with upstream's de-duplication.
+//! - [`events`]: a recorder of core/v1 Events with upstream's de-duplication;
+//! - [`daemon`]: logging, signals and the health/metrics port every daemon serves.
 //!
 //! Objects are `serde_json::Value`s as the [`client`] returns them.
 
 pub mod backoff;
 pub mod controller;
+pub mod daemon;
 pub mod events;
 pub mod informer;
 pub mod leader_election;

@@ -1,0 +1,205 @@
+//! For tests of the components built on the apiserver (runtime, controllers, scheduler, kubelet): starts a real
+//! kube-apiserver in-process (its `serve` on a listener on 127.0.0.1:0) with TLS, a client CA and an admin client
+//! certificate in a temp dir, and hands out clients for it. Stopped when dropped.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::Options;
+use crate::pki::Ca;
+use client::{Client, Config};
+use serde_json::{Value, json};
+
+/// Waits for `f` to finish, failing the test after `secs` seconds instead of hanging.
+pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs}s waiting for {what}"),
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, failing after `secs` seconds.
+pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    within(secs, what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+pub struct TestApiserver {
+    pub config: Config,
+    pub client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Certificates, a port and a client configuration for an apiserver that is not running yet.
+pub struct Prepared {
+    pub config: Config,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// Held until the server starts (None: the port is free, so connections to it are refused meanwhile).
+    listener: Option<tokio::net::TcpListener>,
+}
+
+impl Prepared {
+    /// Certificates in a temp dir and a listener on 127.0.0.1:0.
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let ca = Ca::new("kubernetes").expect("CA");
+        std::fs::write(d.join("ca.crt"), &ca.cert_pem).expect("write CA");
+        let serving = ca.issue("kube-apiserver", &[], &["127.0.0.1", "localhost"]).expect("serving cert");
+        serving.write(&d.join("apiserver.crt"), &d.join("apiserver.key")).expect("write serving cert");
+        let admin = ca.issue("kubernetes-admin", &["system:masters"], &[]).expect("admin cert");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("local addr").port();
+        let config = Config {
+            server: format!("https://127.0.0.1:{port}"),
+            ca_pem: Some(ca.cert_pem.clone().into_bytes()),
+            client_cert_pem: Some(admin.cert_pem.clone().into_bytes()),
+            client_key_pem: Some(admin.key_pem.clone().into_bytes()),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        Prepared { config, dir, port, listener: Some(listener) }
+    }
+
+    /// Frees the port until [`Prepared::start`]: clients get "connection refused".
+    pub fn refuse_connections(mut self) -> Self {
+        self.listener = None;
+        self
+    }
+
+    /// Starts the apiserver with extra kube-apiserver flags and waits until it is ready.
+    pub async fn start(self, extra: &[&str]) -> TestApiserver {
+        let Prepared { config, dir, port, listener } = self;
+        let listener = match listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind again"),
+        };
+        let d = dir.path();
+        let path = |f: &str| d.join(f).display().to_string();
+        let mut args = vec![
+            "kube-apiserver".to_string(),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--data-dir={}", path("data")),
+            format!("--cert-dir={}", path("certs")),
+            format!("--tls-cert-file={}", path("apiserver.crt")),
+            format!("--tls-private-key-file={}", path("apiserver.key")),
+            format!("--client-ca-file={}", path("ca.crt")),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let opts = <Options as clap::Parser>::try_parse_from(args).expect("apiserver flags");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = crate::server::serve(opts, listener, shutdown).await {
+                panic!("apiserver failed: {e}");
+            }
+        });
+        let client = Client::new(&config).expect("client");
+        let server = TestApiserver { config, client, stop: Some(stop), task: Some(task), dir };
+        server.wait_ready().await;
+        server
+    }
+}
+
+impl TestApiserver {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra kube-apiserver flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        Prepared::new().await.start(extra).await
+    }
+
+    async fn wait_ready(&self) {
+        within(30, "apiserver /readyz", async {
+            loop {
+                if self.client.get_raw("/readyz").await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+
+    /// A new client (its own connection pool).
+    pub fn new_client(&self) -> Client {
+        Client::new(&self.config).expect("client")
+    }
+
+    /// The value of a metric line starting with `prefix` (e.g. `apiserver_longrunning_requests{verb="WATCH"}`),
+    /// summed over matching lines.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self.client.get_raw("/metrics").await.expect("metrics");
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// How many requests the apiserver served for a core resource with this HTTP method and scope (`cluster`,
+    /// `namespace` or `resource`), all codes. Lists and watches are both GETs on the collection.
+    pub async fn requests(&self, method: &str, resource: &str, scope: &str) -> f64 {
+        let text = self.client.get_raw("/metrics").await.expect("metrics");
+        let want = [
+            format!("verb=\"{method}\""),
+            "group=\"\"".to_string(),
+            format!("resource=\"{resource}\""),
+            format!("scope=\"{scope}\""),
+        ];
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{") && want.iter().all(|w| l.contains(w.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Open watches (`apiserver_longrunning_requests{verb="WATCH"}`).
+    pub async fn open_watches(&self) -> f64 {
+        self.metric("apiserver_longrunning_requests{verb=\"WATCH\"}").await
+    }
+
+    /// Creates a namespace.
+    pub async fn namespace(&self, name: &str) {
+        let api = self.client.api("", "v1", "namespaces").expect("namespaces");
+        api.create(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+            .await
+            .expect("create namespace");
+    }
+
+    /// Stops the apiserver and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = within(15, "apiserver shutdown", t).await;
+        }
+    }
+}
+
+impl Drop for TestApiserver {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A ConfigMap body.
+pub fn configmap(ns: &str, name: &str, labels: Value, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels}, "data": data})
+}

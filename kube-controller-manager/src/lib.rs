@@ -1,0 +1,178 @@
+//! kube-controller-manager: the controllers that drive the cluster toward what its objects declare. Each controller
+//! is level-triggered on shared informers ([`runtime`]); they run once this process leads the
+//! `kube-system/kube-controller-manager` Lease (`--leader-elect`), chosen by `--controllers` with upstream's names.
+
+pub mod controllers;
+pub mod options;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::Client;
+use runtime::daemon::Metrics;
+use runtime::events::Recorder;
+use runtime::{Informer, InformerParams, SharedInformerFactory};
+use tokio::sync::watch;
+
+pub use options::Options;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What every controller gets: the client, the shared informers, the options and the metrics.
+pub struct Context {
+    pub client: Client,
+    pub factory: SharedInformerFactory,
+    pub options: Options,
+    pub metrics: Metrics,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt`: `--root-ca-file`, else the kubeconfig's CA.
+    pub root_ca: Option<String>,
+}
+
+impl Context {
+    pub fn new(client: Client, options: Options, root_ca: Option<String>) -> Arc<Self> {
+        let factory = SharedInformerFactory::new(client.clone());
+        Arc::new(Context { client, factory, options, metrics: Metrics::default(), root_ca })
+    }
+
+    /// The shared informer of every object of a resource (`"apps", "v1", "deployments"`).
+    pub fn informer(&self, group: &str, version: &str, plural: &str) -> Informer {
+        self.factory
+            .informer_for(group, version, plural, InformerParams::all())
+            .unwrap_or_else(|e| panic!("informer for {plural}.{group}/{version}: {e}"))
+    }
+
+    /// The typed-by-path client of a resource.
+    pub fn api(&self, group: &str, version: &str, plural: &str) -> client::Api {
+        self.client.api(group, version, plural).unwrap_or_else(|e| panic!("api {plural}.{group}/{version}: {e}"))
+    }
+
+    /// An event recorder reporting as `component` (e.g. `deployment-controller`).
+    pub fn recorder(&self, component: &str) -> Recorder {
+        Recorder::new(&self.client, component, "").expect("events API")
+    }
+}
+
+/// Completes when `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether `--controllers` enables `name` (`*` is every default controller; `-name` wins over `*`).
+pub fn enabled(flag: &[String], name: &str, on_by_default: bool) -> bool {
+    let matches = |f: &str| f == name || f.strip_suffix("-controller") == Some(name);
+    if flag.iter().any(|f| f.strip_prefix('-').is_some_and(matches)) {
+        return false;
+    }
+    if flag.iter().any(|f| matches(f)) {
+        return true;
+    }
+    on_by_default && flag.iter().any(|f| f == "*")
+}
+
+/// Starts every enabled controller; returns when `stop` turns true and they have finished.
+pub async fn run_controllers(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in controllers::ALL {
+        if !enabled(&ctx.options.controllers, c.name, c.on_by_default) {
+            tracing::info!(controller = c.name, "disabled");
+            continue;
+        }
+        tracing::info!(controller = c.name, "starting");
+        tasks.spawn((c.run)(ctx.clone(), stop.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+    ctx.factory.shutdown();
+}
+
+/// Runs the controller manager until `stop`: the health port, then (after winning the election when
+/// `--leader-elect`) the controllers.
+pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), BoxError> {
+    let cfg = match &opts.kubeconfig {
+        Some(p) => client::Config::from_kubeconfig(p)?,
+        None => client::Config::infer()?,
+    };
+    let client = Client::new(&cfg)?;
+    let root_ca = match &opts.root_ca_file {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("--root-ca-file {}: {e}", p.display()))?),
+        None => cfg.ca_pem.as_ref().map(|c| String::from_utf8_lossy(c).into_owned()),
+    };
+    let ctx = Context::new(client.clone(), opts.clone(), root_ca);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    if opts.secure_port != 0 {
+        let addr = std::net::SocketAddr::new(opts.bind_address, opts.secure_port);
+        let (metrics, stop) = (ctx.metrics.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                runtime::daemon::serve_health(addr, "kube-controller-manager", metrics, ready_rx, stop).await
+            {
+                tracing::error!(error = %e, "health port");
+            }
+        });
+    }
+    if !opts.leader_elect {
+        ready_tx.send_replace(true);
+        run_controllers(ctx, stop).await;
+        return Ok(());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("{}_{}", host.trim(), uuid::Uuid::new_v4());
+    let config = runtime::leader_election::Config {
+        lease_duration: opts.leader_elect_lease_duration,
+        renew_deadline: opts.leader_elect_renew_deadline,
+        retry_period: opts.leader_elect_retry_period,
+        release_on_cancel: true,
+    };
+    let elector = runtime::leader_election::LeaderElector::new(
+        &client,
+        &opts.leader_elect_resource_namespace,
+        &opts.leader_elect_resource_name,
+        &identity,
+        config,
+    )?;
+    ready_tx.send_replace(true);
+    let (inner_tx, inner_rx) = watch::channel(false);
+    let lead = async {
+        tracing::info!(%identity, "became leader");
+        run_controllers(ctx.clone(), inner_rx).await;
+    };
+    let outcome = elector
+        .run(
+            async {
+                tokio::select! {
+                    _ = lead => {}
+                    _ = stopped(stop.clone()) => {
+                        inner_tx.send_replace(true);
+                    }
+                }
+            },
+            stopped(stop.clone()),
+        )
+        .await;
+    inner_tx.send_replace(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if outcome == runtime::leader_election::Outcome::LostLeadership {
+        return Err("leader election lost".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_flag_as_upstream() {
+        let f = |s: &str| s.split(',').map(str::to_string).collect::<Vec<_>>();
+        assert!(enabled(&f("*"), "deployment", true));
+        assert!(!enabled(&f("*"), "nodeipam-extra", false));
+        assert!(!enabled(&f("*,-deployment"), "deployment", true));
+        assert!(!enabled(&f("*,-deployment-controller"), "deployment", true));
+        assert!(enabled(&f("job"), "job", true));
+        assert!(!enabled(&f("job"), "deployment", true));
+        assert!(enabled(&f("*,bootstrapsigner"), "bootstrapsigner", false));
+    }
+}

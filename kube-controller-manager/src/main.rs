@@ -1,0 +1,14 @@
+//! kube-controller-manager binary: flags, logging, leader election, the controllers, until SIGTERM.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    runtime::daemon::init_logging();
+    let opts = kube_controller_manager::Options::parse();
+    let stop = runtime::daemon::shutdown_signal();
+    if let Err(e) = kube_controller_manager::run(opts, stop).await {
+        tracing::error!("kube-controller-manager: {e}");
+        std::process::exit(1);
+    }
+}

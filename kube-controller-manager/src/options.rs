@@ -1,0 +1,110 @@
+//! Upstream's kube-controller-manager flags (the ones that mean something here; others are accepted and ignored
+//! where kubeadm passes them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    api_types::duration::parse(s).ok_or_else(|| format!("invalid duration {s:?} (e.g. 40s, 5m, 1h30m)"))
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "kube-controller-manager", about = "Runs the controllers of a Kubernetes cluster")]
+pub struct Options {
+    /// Path to a kubeconfig with the apiserver and credentials (in-cluster config when absent).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Also read by upstream; the kubeconfig's credentials are used for every controller.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub use_service_account_credentials: bool,
+    /// Controllers to enable: `*` for the default set, `name` to add one, `-name` to remove one.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+    /// Elect a leader on the `kube-system/kube-controller-manager` Lease before running the controllers.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub leader_elect: bool,
+    #[arg(long, value_parser = duration, default_value = "15s")]
+    pub leader_elect_lease_duration: Duration,
+    #[arg(long, value_parser = duration, default_value = "10s")]
+    pub leader_elect_renew_deadline: Duration,
+    #[arg(long, value_parser = duration, default_value = "2s")]
+    pub leader_elect_retry_period: Duration,
+    #[arg(long, default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
+    #[arg(long, default_value = "kube-controller-manager")]
+    pub leader_elect_resource_name: String,
+    /// Address of the health and metrics port.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
+    /// HTTPS port for /healthz, /livez, /readyz and /metrics (0 turns it off).
+    #[arg(long, default_value_t = 10257)]
+    pub secure_port: u16,
+    /// The CIDR of pods in the cluster (node IPAM hands out node CIDRs from it).
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
+    /// Allocate `spec.podCIDR` to nodes from `--cluster-cidr`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub allocate_node_cidrs: bool,
+    /// Size of each node's CIDR (IPv4).
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    #[arg(long)]
+    pub service_cluster_ip_range: Option<String>,
+    /// How long a node may go without heartbeats before it is marked unhealthy.
+    #[arg(long, value_parser = duration, default_value = "40s")]
+    pub node_monitor_grace_period: Duration,
+    /// How often node health is checked.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub node_monitor_period: Duration,
+    /// Terminated pods kept before the pod GC deletes the oldest (0: no limit).
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: usize,
+    /// The cluster CA certificate published as the `kube-root-ca.crt` ConfigMap in every namespace.
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
+    #[arg(long)]
+    pub service_account_private_key_file: Option<PathBuf>,
+    #[arg(long)]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    #[arg(long)]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    #[arg(long)]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    #[arg(long)]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_deployment_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_replicaset_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_statefulset_syncs: usize,
+    #[arg(long, default_value_t = 2)]
+    pub concurrent_daemonset_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_job_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_endpoint_syncs: usize,
+    #[arg(long, default_value_t = 20)]
+    pub concurrent_gc_syncs: usize,
+    #[arg(long, default_value_t = 10)]
+    pub concurrent_namespace_syncs: usize,
+    #[arg(long, default_value_t = 20.0)]
+    pub kube_api_qps: f64,
+    #[arg(long, default_value_t = 30)]
+    pub kube_api_burst: u32,
+    /// klog verbosity, accepted for compatibility (use RUST_LOG).
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        <Options as clap::Parser>::parse_from(["kube-controller-manager"])
+    }
+}
