@@ -86,6 +86,50 @@ async fn allocate_service(server: &Apiserver, ns: &str, svc: &mut Value) -> Resu
     Ok(())
 }
 
+/// The Priority admission plugin: `spec.priority` (and `preemptionPolicy`) from the pod's PriorityClass, or from
+/// the global default class, else 0. An unknown class is refused with 403 as upstream.
+async fn priority(server: &Arc<Apiserver>, pod: &mut Value) -> Result<(), ApiError> {
+    let Some(classes) = api_types::resources::find("scheduling.k8s.io", "v1", "priorityclasses") else {
+        return Ok(());
+    };
+    let name = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or_default().to_string();
+    let class = if name.is_empty() {
+        let all = server.registry.list(classes, None, &Default::default()).await?;
+        all.items
+            .iter()
+            .filter_map(|i| i.value().ok())
+            .find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+    } else {
+        match server.registry.get(classes, None, &name).await {
+            Ok(c) => Some(c),
+            Err(e) if e.code == 404 => {
+                let pod_name = meta_str(pod, "name").unwrap_or_default();
+                return Err(ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!("pods \"{pod_name}\" is forbidden: no PriorityClass with name {name} was found"),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let value = class.as_ref().and_then(|c| c.get("value")).and_then(Value::as_i64).unwrap_or(0);
+    let policy = class
+        .as_ref()
+        .and_then(|c| c.get("preemptionPolicy"))
+        .and_then(Value::as_str)
+        .unwrap_or("PreemptLowerPriority")
+        .to_string();
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        if let Some(c) = &class {
+            spec.insert("priorityClassName".into(), json!(meta_str(c, "name").unwrap_or_default()));
+        }
+        spec.insert("priority".into(), json!(value));
+        spec.insert("preemptionPolicy".into(), json!(policy));
+    }
+    Ok(())
+}
+
 pub async fn create(
     server: &Arc<Apiserver>,
     res: &Resource,
@@ -100,6 +144,9 @@ pub async fn create(
         let sa = sa.unwrap_or_else(|| json!("default"));
         spec.insert("serviceAccountName".into(), sa.clone());
         spec.insert("serviceAccount".into(), sa);
+    }
+    if is(res, "", "pods") {
+        priority(server, &mut obj).await?;
     }
     if is(res, "", "services") && !dry_run {
         // Defaults first, so the type and ports are known, then the allocation.

@@ -1,5 +1,6 @@
 //! What the apiserver sets up at start, as upstream's bootstrap controller: the system namespaces and the
-//! `kubernetes` Service in `default` with its Endpoints and EndpointSlice pointing at `--advertise-address`.
+//! `kubernetes` Service in `default` with its Endpoints and EndpointSlice pointing at `--advertise-address`, and the
+//! built-in PriorityClasses `system-node-critical` and `system-cluster-critical`.
 
 use std::sync::Arc;
 
@@ -55,6 +56,26 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
             &[],
         )
         .await?;
+    }
+    // The built-in priority classes.
+    if let Some(classes) = find("scheduling.k8s.io", "v1", "priorityclasses") {
+        for (name, value, what) in [
+            (
+                "system-node-critical",
+                2_000_001_000,
+                "Used for system critical pods that must not be moved from their current node.",
+            ),
+            (
+                "system-cluster-critical",
+                2_000_000_000,
+                "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+            ),
+        ] {
+            let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value, "globalDefault": false,
+                "description": what, "preemptionPolicy": "PreemptLowerPriority"});
+            ensure(server, classes, None, class, &[]).await?;
+        }
     }
     let ip = crate::ipalloc::first_service_ip(&server.opts.service_cluster_ip_range).map_err(ApiError::internal)?;
     let port = server.opts.secure_port;

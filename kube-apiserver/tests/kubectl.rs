@@ -636,3 +636,21 @@ fn events_and_hpas_are_served_in_both_versions() {
     .unwrap();
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 70, "{v1}");
 }
+
+#[test]
+fn priority_classes_set_pod_priority() {
+    let s = Apiserver::start();
+    let classes = s.ok(&["get", "priorityclasses", "-o", "name"]);
+    assert!(classes.contains("system-node-critical") && classes.contains("system-cluster-critical"), "{classes}");
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: crit}\nspec:\n  priorityClassName: system-node-critical\n  containers:\n  - {name: a, image: busybox}\n";
+    s.ok_stdin(&["create", "-f", "-"], pod);
+    let p = s.json(&["get", "pod", "crit"]);
+    assert_eq!(p["spec"]["priority"], 2000001000);
+    assert_eq!(p["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+    let plain = s.json(&["run", "plain", "--image=busybox", "-o", "json", "--dry-run=server"]);
+    assert_eq!(plain["spec"]["priority"], 0);
+    let bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  priorityClassName: nope\n  containers:\n  - {name: a, image: busybox}\n";
+    let out = s.kubectl_stdin(&["create", "-f", "-"], bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Forbidden") && err.contains("no PriorityClass with name nope was found"), "{err}");
+}
