@@ -6,6 +6,7 @@ pub mod duration;
 pub mod patch;
 pub mod protobuf;
 mod protobuf_schema;
+pub mod quantity;
 pub mod resources;
 pub mod schema;
 pub mod selector;

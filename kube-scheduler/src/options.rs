@@ -1,0 +1,33 @@
+//! Upstream's kube-scheduler flags; `--config` takes a KubeSchedulerConfiguration.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "kube-scheduler", about = "Assigns pods to nodes")]
+pub struct Options {
+    /// Path to a kubeconfig (in-cluster config when absent; `clientConnection.kubeconfig` of --config wins).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Elect a leader on the `kube-system/kube-scheduler` Lease before scheduling.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: Option<bool>,
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
+    /// HTTPS port for /healthz, /livez, /readyz and /metrics (0 turns it off).
+    #[arg(long, default_value_t = 10259)]
+    pub secure_port: u16,
+    #[arg(long)]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    #[arg(long)]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    #[arg(long, default_value_t = 50.0)]
+    pub kube_api_qps: f64,
+    #[arg(long, default_value_t = 100)]
+    pub kube_api_burst: u32,
+    /// klog verbosity, accepted for compatibility (use RUST_LOG).
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+}
