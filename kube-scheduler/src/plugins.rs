@@ -339,10 +339,8 @@ pub fn filter(profile: &Profile, st: &CycleState, node: &NodeInfo) -> Result<(),
                     }
                 }
             }
-            "NodeAffinity" => {
-                if !st.node_affinity_ok(node) {
-                    return Err(Failure::hard("node(s) didn't match Pod's node affinity/selector"));
-                }
+            "NodeAffinity" if !st.node_affinity_ok(node) => {
+                return Err(Failure::hard("node(s) didn't match Pod's node affinity/selector"));
             }
             "NodePorts" => {
                 for (proto, ip, port) in &st.pod.host_ports {
