@@ -19,6 +19,8 @@ pub struct Cache {
     assumed: HashMap<String, String>,
     /// Pods bound to nodes the cache does not know (yet), by node.
     orphans: HashMap<String, Vec<PodInfo>>,
+    /// Placed pods with required anti-affinity (others' filters must look at them).
+    anti_affinity_pods: usize,
 }
 
 /// The nodes as they were at the start of a scheduling cycle.
@@ -62,6 +64,7 @@ impl Cache {
 
     fn place(&mut self, p: PodInfo, node: &str) {
         self.pod_node.insert(p.uid.clone(), node.to_string());
+        self.anti_affinity_pods += p.has_required_anti_affinity as usize;
         match self.index.get(node) {
             Some(&i) => Arc::make_mut(&mut self.nodes[i]).add_pod(p),
             None => self.orphans.entry(node.to_string()).or_default().push(p),
@@ -70,16 +73,23 @@ impl Cache {
 
     fn unplace(&mut self, uid: &str) {
         let Some(node) = self.pod_node.remove(uid) else { return };
-        match self.index.get(&node) {
+        let anti = match self.index.get(&node) {
             Some(&i) => {
-                Arc::make_mut(&mut self.nodes[i]).remove_pod(uid);
+                let n = Arc::make_mut(&mut self.nodes[i]);
+                let anti = n.pods.iter().any(|p| p.uid == uid && p.has_required_anti_affinity);
+                n.remove_pod(uid);
+                anti
             }
             None => {
+                let mut anti = false;
                 if let Some(v) = self.orphans.get_mut(&node) {
+                    anti = v.iter().any(|p| p.uid == uid && p.has_required_anti_affinity);
                     v.retain(|p| p.uid != uid);
                 }
+                anti
             }
-        }
+        };
+        self.anti_affinity_pods -= anti as usize;
     }
 
     /// A pod bound to a node (added or updated); confirms an assumed pod. Terminal pods free their node.
@@ -122,10 +132,7 @@ impl Cache {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            have_anti_affinity: self.nodes.iter().any(|n| n.pods.iter().any(|p| p.has_required_anti_affinity)),
-            nodes: self.nodes.clone(),
-        }
+        Snapshot { have_anti_affinity: self.anti_affinity_pods > 0, nodes: self.nodes.clone() }
     }
 }
 

@@ -208,7 +208,8 @@ impl Scheduler {
             }
             (feasible, failures, processed)
         };
-        let parts: Vec<_> = if self.threads > 1 && all > 2 * CHUNK {
+        // Threads only pay off on large clusters (starting them costs tens of microseconds per cycle).
+        let parts: Vec<_> = if self.threads > 1 && all >= 2000 {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..self.threads).map(|_| s.spawn(work)).collect();
                 handles.into_iter().filter_map(|h| h.join().ok()).collect()
@@ -273,6 +274,8 @@ impl Scheduler {
         self.metrics.add("scheduler_scheduling_attempt_duration_seconds_sum", started.elapsed().as_secs_f64());
         match chosen {
             Some(node) => {
+                // Release the snapshot first: the cache then updates the node in place instead of copying it.
+                drop((st, snap));
                 lock(&self.cache).assume(&pod, &node);
                 self.queue.delete(&uid);
                 self.metrics.add("scheduler_schedule_attempts_total{result=\"scheduled\"}", 1.0);

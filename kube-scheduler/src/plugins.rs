@@ -125,7 +125,8 @@ pub struct CycleState {
     /// Preferred (anti-)affinity score per (topologyKey, value).
     affinity_scores: HashMap<(String, String), i64>,
     spread: Vec<Spread>,
-    /// Nodes with each image, for ImageLocality.
+    /// The pod's images (normalized) and how many nodes have each, for ImageLocality.
+    images: Vec<String>,
     image_spread: HashMap<String, usize>,
     total_nodes: usize,
 }
@@ -185,6 +186,7 @@ impl CycleState {
             existing_anti: HashSet::new(),
             affinity_scores: HashMap::new(),
             spread: Vec::new(),
+            images: Vec::new(),
             image_spread: HashMap::new(),
             total_nodes: snap.nodes.len(),
             pod,
@@ -198,7 +200,8 @@ impl CycleState {
             st.topology_spread(snap, &ns);
         }
         if uses("ImageLocality") {
-            let wanted: HashSet<String> = images(&p).into_iter().collect();
+            st.images = images(&p);
+            let wanted: HashSet<String> = st.images.iter().cloned().collect();
             for n in &snap.nodes {
                 for img in &wanted {
                     if n.images.contains_key(img) {
@@ -468,9 +471,9 @@ const MIN_IMAGE_THRESHOLD: i64 = 23 * 1024 * 1024;
 const MAX_CONTAINER_THRESHOLD: i64 = 1000 * 1024 * 1024;
 
 fn image_score(st: &CycleState, node: &NodeInfo) -> i64 {
-    let wanted = images(&st.pod.pod);
+    let wanted = &st.images;
     let mut sum = 0i64;
-    for img in &wanted {
+    for img in wanted {
         if let Some(size) = node.images.get(img) {
             let spread = st.image_spread.get(img).copied().unwrap_or(0) as f64 / st.total_nodes.max(1) as f64;
             sum += (*size as f64 * spread) as i64;

@@ -4,84 +4,12 @@
 //! Figures: 30 pods created at once until all are Running (seen through a watch), p99 startup; kubelet RSS idle and
 //! with 110 pods; idle CPU; 1,000 hollow nodes in one process (RSS once all are Ready).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use client::{Client, Config, ListParams, WatchEvent};
-use kube_apiserver::pki::Ca;
+use client::{Client, ListParams, WatchEvent};
+use kube_apiserver::testing::release::{Proc, cpu_secs, release, rss_mb, start_apiserver};
 use serde_json::json;
-
-fn release(bin: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join(bin)
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_apiserver(dir: &Path) -> (Proc, Client, PathBuf) {
-    let ca = Ca::new("kubernetes").unwrap();
-    std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
-    ca.issue("kube-apiserver", &[], &["127.0.0.1"]).unwrap().write(&dir.join("s.crt"), &dir.join("s.key")).unwrap();
-    let admin = ca.issue("admin", &["system:masters"], &[]).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(release("kube-apiserver"))
-        .args([
-            format!("--secure-port={port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            format!("--data-dir={}", dir.join("data").display()),
-            format!("--tls-cert-file={}", dir.join("s.crt").display()),
-            format!("--tls-private-key-file={}", dir.join("s.key").display()),
-            format!("--client-ca-file={}", dir.join("ca.crt").display()),
-            "--max-requests-inflight=4000".into(),
-            "--max-mutating-requests-inflight=2000".into(),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("release kube-apiserver");
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let kubeconfig = dir.join("admin.conf");
-    std::fs::write(&kubeconfig, format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-        b64(&ca.cert_pem), b64(&admin.cert_pem), b64(&admin.key_pem))).unwrap();
-    let client = Client::new(&Config::from_kubeconfig(&kubeconfig).unwrap()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get_raw("/readyz").await.is_err() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (Proc(child), client, kubeconfig)
-}
 
 async fn ready_nodes(client: &Client) -> usize {
     let Ok(list) = client.api("", "v1", "nodes").unwrap().list(&ListParams::default()).await else { return 0 };

@@ -1,12 +1,24 @@
-//! Exponential backoff and jitter (randomness comes from v4 UUIDs; the workspace has no `rand`).
+//! Exponential backoff and jitter, and a cheap random source (the workspace has no `rand`).
 
+use std::cell::Cell;
 use std::time::Duration;
 
-/// A random number in `[0, 1)`.
+thread_local! {
+    /// xorshift64* state, seeded once per thread from a v4 UUID (the OS's randomness).
+    static STATE: Cell<u64> = Cell::new((uuid::Uuid::new_v4().as_u128() as u64) | 1);
+}
+
+/// A random number in `[0, 1)`; not for cryptography.
 pub fn random_fraction() -> f64 {
-    // 53 random bits of a v4 UUID (122 of its 128 bits are random; the low 64 all are).
-    let bits = (uuid::Uuid::new_v4().as_u128() as u64) >> 11;
-    bits as f64 / (1u64 << 53) as f64
+    let x = STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    });
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `d` plus a random fraction of `d * max_factor`, as apimachinery's `wait.Jitter`.

@@ -191,16 +191,21 @@ impl Recorder {
             reason: reason.to_string(),
             message: message.to_string(),
         };
-        let mut seen = self.inner.seen.lock().await;
         let now = Timestamp::now();
-        let repeat = seen.get(&key).filter(|s| s.last.elapsed() < self.inner.config.window);
-        if let Some(s) = repeat {
-            let patch = json!({"count": s.count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
-            let api = self.inner.api.clone().namespaced(&s.namespace);
-            match api.patch(&s.name, PatchType::Merge, &patch).await {
+        // The lock is never held across a request: recording must not serialise on the API.
+        let repeat = {
+            let seen = self.inner.seen.lock().await;
+            seen.get(&key)
+                .filter(|s| s.last.elapsed() < self.inner.config.window)
+                .map(|s| (s.namespace.clone(), s.name.clone(), s.count))
+        };
+        if let Some((ns, name, count)) = repeat {
+            let patch = json!({"count": count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
+            let api = self.inner.api.clone().namespaced(&ns);
+            match api.patch(&name, PatchType::Merge, &patch).await {
                 Ok(ev) => {
-                    if let Some(s) = seen.get_mut(&key) {
-                        s.count = ev.get("count").and_then(Value::as_i64).unwrap_or(s.count + 1);
+                    if let Some(s) = self.inner.seen.lock().await.get_mut(&key) {
+                        s.count = ev.get("count").and_then(Value::as_i64).unwrap_or(count + 1);
                         s.last = Instant::now();
                     }
                     return Ok(ev);
@@ -232,13 +237,17 @@ impl Recorder {
             event["source"]["host"] = json!(self.inner.host);
         }
         let created = self.inner.api.clone().namespaced(namespace).create(&event).await?;
+        let mut seen = self.inner.seen.lock().await;
         if seen.len() >= self.inner.config.max_entries && !seen.contains_key(&key) {
             let window = self.inner.config.window;
             seen.retain(|_, s| s.last.elapsed() < window);
-            if seen.len() >= self.inner.config.max_entries
-                && let Some(oldest) = seen.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| k.clone())
-            {
-                seen.remove(&oldest);
+            if seen.len() >= self.inner.config.max_entries {
+                // Drop the oldest tenth at once, so a full map costs one sort per many events.
+                let mut by_age: Vec<(Instant, EventKey)> = seen.iter().map(|(k, s)| (s.last, k.clone())).collect();
+                by_age.sort_by_key(|(t, _)| *t);
+                for (_, k) in by_age.into_iter().take((self.inner.config.max_entries / 10).max(1)) {
+                    seen.remove(&k);
+                }
             }
         }
         seen.insert(key, Seen { namespace: namespace.to_string(), name, count: 1, last: Instant::now() });
