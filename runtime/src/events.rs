@@ -108,8 +108,8 @@ struct Seen {
     last: Instant,
 }
 
-/// Records Events for one component. Cheap to clone (clones share the de-duplication cache). Writes are
-/// serialized (as upstream's single event-sink goroutine), so repeats from concurrent callers aggregate too.
+/// Records Events for one component. Cheap to clone (clones share the de-duplication cache). Writes of the same
+/// event are serialized, so repeats from concurrent callers aggregate; different events are written concurrently.
 #[derive(Clone)]
 pub struct Recorder {
     inner: Arc<Inner>,
@@ -120,8 +120,10 @@ struct Inner {
     component: String,
     host: String,
     config: Config,
-    seen: tokio::sync::Mutex<HashMap<EventKey, Seen>>,
+    seen: std::sync::Mutex<HashMap<EventKey, PerKey>>,
 }
+
+type PerKey = Arc<tokio::sync::Mutex<Option<Seen>>>;
 
 /// `2006-01-02T15:04:05Z`, metav1.Time's format.
 fn rfc3339_seconds(t: Timestamp) -> String {
@@ -142,7 +144,7 @@ impl Recorder {
                 component: component.to_string(),
                 host: host.to_string(),
                 config,
-                seen: tokio::sync::Mutex::default(),
+                seen: std::sync::Mutex::default(),
             }),
         })
     }
@@ -192,22 +194,33 @@ impl Recorder {
             message: message.to_string(),
         };
         let now = Timestamp::now();
-        // The lock is never held across a request: recording must not serialise on the API.
-        let repeat = {
-            let seen = self.inner.seen.lock().await;
-            seen.get(&key)
-                .filter(|s| s.last.elapsed() < self.inner.config.window)
-                .map(|s| (s.namespace.clone(), s.name.clone(), s.count))
-        };
-        if let Some((ns, name, count)) = repeat {
-            let patch = json!({"count": count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
-            let api = self.inner.api.clone().namespaced(&ns);
-            match api.patch(&name, PatchType::Merge, &patch).await {
-                Ok(ev) => {
-                    if let Some(s) = self.inner.seen.lock().await.get_mut(&key) {
-                        s.count = ev.get("count").and_then(Value::as_i64).unwrap_or(count + 1);
-                        s.last = Instant::now();
+        // One lock per distinct event, held across its request; the map's lock only to find it.
+        let slot: PerKey = {
+            let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() >= self.inner.config.max_entries && !seen.contains_key(&key) {
+                let window = self.inner.config.window;
+                let stale = |e: &PerKey| e.try_lock().map(|s| s.as_ref().is_none_or(|s| s.last.elapsed() >= window));
+                seen.retain(|_, e| !stale(e).unwrap_or(false));
+                if seen.len() >= self.inner.config.max_entries {
+                    // Drop the oldest tenth at once, so a full map costs one sort per many events.
+                    let mut by_age: Vec<(Instant, EventKey)> =
+                        seen.iter().filter_map(|(k, e)| Some((e.try_lock().ok()?.as_ref()?.last, k.clone()))).collect();
+                    by_age.sort_by_key(|(t, _)| *t);
+                    for (_, k) in by_age.into_iter().take((self.inner.config.max_entries / 10).max(1)) {
+                        seen.remove(&k);
                     }
+                }
+            }
+            seen.entry(key).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(s) = slot.as_mut().filter(|s| s.last.elapsed() < self.inner.config.window) {
+            let patch = json!({"count": s.count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
+            let api = self.inner.api.clone().namespaced(&s.namespace);
+            match api.patch(&s.name, PatchType::Merge, &patch).await {
+                Ok(ev) => {
+                    s.count = ev.get("count").and_then(Value::as_i64).unwrap_or(s.count + 1);
+                    s.last = Instant::now();
                     return Ok(ev);
                 }
                 // The Event expired (TTL) or was deleted: start a new one.
@@ -237,20 +250,7 @@ impl Recorder {
             event["source"]["host"] = json!(self.inner.host);
         }
         let created = self.inner.api.clone().namespaced(namespace).create(&event).await?;
-        let mut seen = self.inner.seen.lock().await;
-        if seen.len() >= self.inner.config.max_entries && !seen.contains_key(&key) {
-            let window = self.inner.config.window;
-            seen.retain(|_, s| s.last.elapsed() < window);
-            if seen.len() >= self.inner.config.max_entries {
-                // Drop the oldest tenth at once, so a full map costs one sort per many events.
-                let mut by_age: Vec<(Instant, EventKey)> = seen.iter().map(|(k, s)| (s.last, k.clone())).collect();
-                by_age.sort_by_key(|(t, _)| *t);
-                for (_, k) in by_age.into_iter().take((self.inner.config.max_entries / 10).max(1)) {
-                    seen.remove(&k);
-                }
-            }
-        }
-        seen.insert(key, Seen { namespace: namespace.to_string(), name, count: 1, last: Instant::now() });
+        *slot = Some(Seen { namespace: namespace.to_string(), name, count: 1, last: Instant::now() });
         Ok(created)
     }
 }
