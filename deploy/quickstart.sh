@@ -3,9 +3,9 @@
 # /etc/kubernetes/pki, writes the admin kubeconfig (/etc/kubernetes/admin.conf, copied to ~/.kube/config) and starts
 # kube-apiserver on the embedded store: under systemd when it is PID 1, otherwise as a background process.
 # Then it configures and starts containerd, builds and imports the pause and busybox images, and starts the kubelet,
-# which registers this machine as a Ready node (pod CIDR 10.244.0.0/24, bridge networking).
+# which registers this machine as a Ready node (pod CIDR 10.244.0.0/24, bridge networking), then
+# kube-controller-manager and kube-scheduler with their own certificates and kubeconfigs.
 # Stop it with deploy/stop.sh; wipe everything with deploy/stop.sh --wipe.
-# The scheduler and controller-manager come next: until then, pods must name their node (spec.nodeName).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { echo "==> $*"; }
@@ -16,7 +16,60 @@ command -v openssl >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get instal
 
 step "building (release)"
 cargo build --release --workspace --locked
-install -m 0755 target/release/kube-apiserver /usr/local/bin/kube-apiserver
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet; do install -m 0755 "target/release/$b" /usr/local/bin/; done
+systemd=false; [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemd=true
+
+# daemon <name> <args...>: (re)starts /usr/local/bin/<name> under systemd (its unit in deploy/, arguments in
+# /etc/default/<name>) or, without systemd, in the background with its pid in /run/<name>.pid.
+daemon() {
+  local name=$1; shift
+  if $systemd; then
+    step "starting $name under systemd"
+    local var; var=$(echo "$name" | tr 'a-z-' 'A-Z_')_ARGS
+    install -m 0644 "deploy/$name.service" "/etc/systemd/system/$name.service"
+    mkdir -p /etc/default && echo "$var=\"$*\"" > "/etc/default/$name"
+    systemctl daemon-reload && systemctl enable "$name" && systemctl restart "$name"
+  else
+    step "starting $name in the background (no systemd here)"
+    if [ -f "/run/$name.pid" ] && kill -0 "$(cat "/run/$name.pid")" 2>/dev/null; then
+      kill "$(cat "/run/$name.pid")"; sleep 1
+    fi
+    nohup "/usr/local/bin/$name" "$@" >>"/var/log/$name.log" 2>&1 &
+    echo $! > "/run/$name.pid"
+  fi
+}
+
+# kubeconfig <file> <user> <cert> <key>: a kubeconfig for the local apiserver with a client certificate.
+kubeconfig() {
+  cat > "$1" <<CONF
+apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster:
+    server: https://127.0.0.1:$PORT
+    certificate-authority-data: $(base64 -w0 < "$PKI/ca.crt")
+users:
+- name: $2
+  user:
+    client-certificate-data: $(base64 -w0 < "$3")
+    client-key-data: $(base64 -w0 < "$4")
+contexts:
+- name: $2@kubernetes
+  context: {cluster: kubernetes, user: $2}
+current-context: $2@kubernetes
+CONF
+  chmod 600 "$1"
+}
+
+# client_cert <name> <subject>: a client certificate signed by the cluster CA.
+client_cert() {
+  [ -f "$PKI/$1.crt" ] && return 0
+  openssl req -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -out "$PKI/$1.csr" -subj "$2" 2>/dev/null
+  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -out "$PKI/$1.crt" -days 365 -extfile "$PKI/client.ext" 2>/dev/null
+  rm -f "$PKI/$1.csr"; chmod 600 "$PKI/$1.key"
+}
 
 PKI=/etc/kubernetes/pki
 mkdir -p "$PKI" /var/lib/kube-apiserver
@@ -36,55 +89,25 @@ EXT
   openssl req -newkey rsa:2048 -nodes -keyout "$PKI/apiserver.key" -out "$PKI/apiserver.csr" -subj "/CN=kube-apiserver" 2>/dev/null
   openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
     -out "$PKI/apiserver.crt" -days 365 -extfile "$PKI/apiserver.ext" 2>/dev/null
-  printf 'extendedKeyUsage=clientAuth\n' > "$PKI/client.ext"
-  openssl req -newkey rsa:2048 -nodes -keyout "$PKI/admin.key" -out "$PKI/admin.csr" \
-    -subj "/O=system:masters/CN=kubernetes-admin" 2>/dev/null
-  openssl x509 -req -in "$PKI/admin.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
-    -out "$PKI/admin.crt" -days 365 -extfile "$PKI/client.ext" 2>/dev/null
   rm -f "$PKI"/*.csr
   chmod 600 "$PKI"/*.key
 fi
+printf 'extendedKeyUsage=clientAuth\n' > "$PKI/client.ext"
+client_cert admin "/O=system:masters/CN=kubernetes-admin"
+client_cert controller-manager "/CN=system:kube-controller-manager"
+client_cert scheduler "/CN=system:kube-scheduler"
 
-step "writing /etc/kubernetes/admin.conf"
-b64() { base64 -w0 < "$1"; }
-cat > /etc/kubernetes/admin.conf <<CONF
-apiVersion: v1
-kind: Config
-clusters:
-- name: kubernetes
-  cluster:
-    server: https://127.0.0.1:$PORT
-    certificate-authority-data: $(b64 "$PKI/ca.crt")
-users:
-- name: kubernetes-admin
-  user:
-    client-certificate-data: $(b64 "$PKI/admin.crt")
-    client-key-data: $(b64 "$PKI/admin.key")
-contexts:
-- name: kubernetes-admin@kubernetes
-  context: {cluster: kubernetes, user: kubernetes-admin}
-current-context: kubernetes-admin@kubernetes
-CONF
-chmod 600 /etc/kubernetes/admin.conf
+step "writing the kubeconfigs in /etc/kubernetes (admin.conf, controller-manager.conf, scheduler.conf)"
+kubeconfig /etc/kubernetes/admin.conf kubernetes-admin "$PKI/admin.crt" "$PKI/admin.key"
+kubeconfig /etc/kubernetes/controller-manager.conf system:kube-controller-manager "$PKI/controller-manager.crt" "$PKI/controller-manager.key"
+kubeconfig /etc/kubernetes/scheduler.conf system:kube-scheduler "$PKI/scheduler.crt" "$PKI/scheduler.key"
 mkdir -p "$HOME/.kube" && cp /etc/kubernetes/admin.conf "$HOME/.kube/config"
 
 ARGS=(--secure-port="$PORT" --advertise-address="$HOST_IP" --service-cluster-ip-range="$SERVICE_CIDR"
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt"
   --data-dir=/var/lib/kube-apiserver)
 
-if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
-  step "starting kube-apiserver under systemd"
-  install -m 0644 deploy/kube-apiserver.service /etc/systemd/system/kube-apiserver.service
-  mkdir -p /etc/default && echo "KUBE_APISERVER_ARGS=\"${ARGS[*]}\"" > /etc/default/kube-apiserver
-  systemctl daemon-reload && systemctl enable --now kube-apiserver
-else
-  step "starting kube-apiserver in the background (no systemd here)"
-  if [ -f /run/kube-apiserver.pid ] && kill -0 "$(cat /run/kube-apiserver.pid)" 2>/dev/null; then
-    kill "$(cat /run/kube-apiserver.pid)"; sleep 1
-  fi
-  nohup /usr/local/bin/kube-apiserver "${ARGS[@]}" >>/var/log/kube-apiserver.log 2>&1 &
-  echo $! > /run/kube-apiserver.pid
-fi
+daemon kube-apiserver "${ARGS[@]}"
 
 step "waiting for /readyz"
 for _ in $(seq 1 60); do
@@ -95,7 +118,6 @@ kubectl get --raw '/readyz?verbose' | tail -1
 kubectl get namespaces
 
 NODE=$(hostname | tr '[:upper:]' '[:lower:]')
-systemd=false; [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemd=true
 
 step "configuring containerd (/etc/containerd/config.toml)"
 mkdir -p /etc/containerd /etc/cni/net.d
@@ -131,17 +153,8 @@ step "building and importing the pause and busybox images"
 bash deploy/images/build.sh /var/lib/kube-images --import --address /run/containerd/containerd.sock
 
 step "creating the kubelet's certificate, kubeconfig and configuration"
-if [ ! -f "$PKI/kubelet-client.crt" ]; then
-  openssl req -newkey rsa:2048 -nodes -keyout "$PKI/kubelet-client.key" -out "$PKI/kubelet-client.csr" \
-    -subj "/O=system:nodes/CN=system:node:$NODE" 2>/dev/null
-  openssl x509 -req -in "$PKI/kubelet-client.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
-    -out "$PKI/kubelet-client.crt" -days 365 -extfile "$PKI/client.ext" 2>/dev/null
-  rm -f "$PKI/kubelet-client.csr"; chmod 600 "$PKI/kubelet-client.key"
-fi
-sed -e "s|client-certificate-data: .*|client-certificate-data: $(b64 "$PKI/kubelet-client.crt")|" \
-    -e "s|client-key-data: .*|client-key-data: $(b64 "$PKI/kubelet-client.key")|" \
-    -e "s|kubernetes-admin|system:node:$NODE|g" /etc/kubernetes/admin.conf > /etc/kubernetes/kubelet.conf
-chmod 600 /etc/kubernetes/kubelet.conf
+client_cert kubelet-client "/O=system:nodes/CN=system:node:$NODE"
+kubeconfig /etc/kubernetes/kubelet.conf "system:node:$NODE" "$PKI/kubelet-client.crt" "$PKI/kubelet-client.key"
 mkdir -p /var/lib/kubelet /etc/kubernetes/manifests
 cat > /var/lib/kubelet/config.yaml <<KCFG
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -151,22 +164,13 @@ cgroupDriver: cgroupfs
 staticPodPath: /etc/kubernetes/manifests
 podCIDR: 10.244.0.0/24
 KCFG
-install -m 0755 target/release/kubelet /usr/local/bin/kubelet
-KUBELET_ARGS=(--hostname-override="$NODE" --node-ip="$HOST_IP")
-if $systemd; then
-  step "starting the kubelet under systemd"
-  install -m 0644 deploy/kubelet.service /etc/systemd/system/kubelet.service
-  echo "KUBELET_ARGS=\"${KUBELET_ARGS[*]}\"" > /etc/default/kubelet
-  systemctl daemon-reload && systemctl enable --now kubelet
-else
-  step "starting the kubelet in the background"
-  if [ -f /run/kubelet.pid ] && kill -0 "$(cat /run/kubelet.pid)" 2>/dev/null; then
-    kill "$(cat /run/kubelet.pid)"; sleep 1
-  fi
-  nohup /usr/local/bin/kubelet --kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml \
-    "${KUBELET_ARGS[@]}" >>/var/log/kubelet.log 2>&1 &
-  echo $! > /run/kubelet.pid
-fi
+daemon kubelet --kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml \
+  --hostname-override="$NODE" --node-ip="$HOST_IP"
+
+daemon kube-controller-manager --kubeconfig=/etc/kubernetes/controller-manager.conf \
+  --root-ca-file="$PKI/ca.crt" --cluster-cidr=10.244.0.0/16 --service-cluster-ip-range="$SERVICE_CIDR" \
+  --bind-address=127.0.0.1 --leader-elect=true
+daemon kube-scheduler --kubeconfig=/etc/kubernetes/scheduler.conf --bind-address=127.0.0.1 --leader-elect=true
 
 step "waiting for node $NODE to be Ready"
 for _ in $(seq 1 120); do
@@ -175,5 +179,11 @@ for _ in $(seq 1 120); do
 done
 kubectl wait --for=condition=Ready "node/$NODE" --timeout=60s
 kubectl get nodes -o wide
-echo "The cluster is up: kubectl uses ~/.kube/config. Pods need spec.nodeName: $NODE until the scheduler lands."
+step "waiting for the scheduler and controller-manager to lead"
+for _ in $(seq 1 60); do
+  kubectl -n kube-system get lease kube-scheduler kube-controller-manager >/dev/null 2>&1 && break
+  sleep 0.5
+done
+kubectl -n kube-system get leases
+echo "The cluster is up: kubectl uses ~/.kube/config (try: kubectl create deployment web --image=busybox:1.36 -- httpd -f -p 8080)."
 echo "Stop: bash deploy/stop.sh (add --wipe to remove all state)."
