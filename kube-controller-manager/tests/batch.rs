@@ -184,3 +184,82 @@ async fn job_past_its_active_deadline_fails_and_its_pods_go() {
     assert!(pods.iter().all(|p| p["metadata"].get("deletionTimestamp").is_some()), "{pods:#?}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjob_starts_the_missed_schedule_and_keeps_its_history() {
+    let c = Cluster::start(&["cronjob"], &[]).await;
+    c.create(
+        "batch",
+        "v1",
+        "cronjobs",
+        "metadata: {name: hello}
+spec:
+  schedule: '*/1 * * * *'
+  suspend: true
+  successfulJobsHistoryLimit: 0
+  jobTemplate:
+    metadata: {labels: {app: hello}}
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: c, image: busybox}]",
+    )
+    .await;
+    let cjs = c.api("batch", "v1", "cronjobs", "default");
+    let jobs = c.api("batch", "v1", "jobs", "default");
+    // Suspended: nothing runs even with schedules missed since five minutes ago.
+    let past = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(5);
+    let past = past.strftime("%Y-%m-%dT%H:%M:00Z").to_string();
+    cjs.patch_status("hello", PatchType::Merge, &json!({"status": {"lastScheduleTime": past}})).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(jobs.list(&ListParams::default()).await.unwrap()["items"].as_array().unwrap().is_empty());
+    cjs.patch("hello", PatchType::Merge, &json!({"spec": {"suspend": false}})).await.unwrap();
+    let cj = c
+        .until(
+            20,
+            "a job started",
+            || async { cjs.get("hello").await.ok() },
+            |cj| cj["status"]["active"].as_array().is_some_and(|a| a.len() == 1),
+        )
+        .await;
+    let name = cj["status"]["active"][0]["name"].as_str().unwrap().to_string();
+    let last: jiff::Timestamp = cj["status"]["lastScheduleTime"].as_str().unwrap().parse().unwrap();
+    assert_eq!(name, format!("hello-{}", last.as_second() / 60), "named by the most recent schedule time");
+    assert!(last > past.parse().unwrap() && last <= jiff::Timestamp::now());
+    let job = jobs.get(&name).await.unwrap();
+    assert_eq!(
+        job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"],
+        json!(last.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+    );
+    assert_eq!(job["metadata"]["labels"]["app"], "hello");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    // Only one job for the missed schedules.
+    assert_eq!(jobs.list(&ListParams::default()).await.unwrap()["items"].as_array().unwrap().len(), 1);
+    // The job completes: it leaves the active list, lastSuccessfulTime follows, and a history limit of 0 removes it.
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    jobs.patch_status(
+        &name,
+        PatchType::Merge,
+        &json!({"status": {"completionTime": now, "conditions": [{"type": "Complete", "status": "True"}]}}),
+    )
+    .await
+    .unwrap();
+    let cj = c
+        .until(
+            20,
+            "lastSuccessfulTime",
+            || async { cjs.get("hello").await.ok() },
+            |cj| cj["status"]["lastSuccessfulTime"] == json!(now),
+        )
+        .await;
+    assert!(cj["status"].get("active").is_none_or(|a| a.as_array().is_some_and(Vec::is_empty)));
+    c.until(
+        20,
+        "the finished job deleted",
+        || async { Some(json!(jobs.get(&name).await.is_err())) },
+        |gone| *gone == json!(true),
+    )
+    .await;
+    c.stop().await;
+}

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::Context;
 
+pub mod cronjob;
 pub mod job;
 pub mod serviceaccount;
 
@@ -33,4 +34,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("serviceaccount", serviceaccount::run, true),
     controller!("root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
     controller!("job", job::run, true),
+    controller!("cronjob", cronjob::run, true),
 ];
