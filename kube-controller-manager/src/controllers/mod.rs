@@ -11,6 +11,7 @@ use crate::Context;
 
 pub mod cronjob;
 pub mod job;
+pub mod nodelifecycle;
 pub mod serviceaccount;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -35,4 +36,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
     controller!("job", job::run, true),
     controller!("cronjob", cronjob::run, true),
+    controller!("nodelifecycle", nodelifecycle::run, true),
 ];
