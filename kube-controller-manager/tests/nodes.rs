@@ -161,3 +161,114 @@ async fn unschedulable_and_no_execute_taints_on_a_healthy_node() {
     assert!(has_taint(&n, "dedicated", "NoExecute"), "other taints are left alone");
     c.stop().await;
 }
+
+/// POST pods/<name>/eviction (a 429 is returned, not retried).
+async fn evict(c: &Cluster, name: &str) -> Result<Value, client::Error> {
+    let body =
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}});
+    let mut client = c.client().clone();
+    client.retry_429 = false;
+    client
+        .request(
+            http::Method::POST,
+            &format!("/api/v1/namespaces/default/pods/{name}/eviction"),
+            Some((bytes::Bytes::from(body.to_string()), "application/json")),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disruption_budget_status_and_eviction_429() {
+    let c = Cluster::start(&["disruption"], &[]).await;
+    for p in ["web-a", "web-b", "web-c"] {
+        c.create("", "v1", "pods", &format!("metadata: {{name: {p}, labels: {{app: web}}}}\nspec:\n  nodeName: n\n  containers: [{{name: c, image: nginx}}]")).await;
+        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        c.api("", "v1", "pods", "default").patch_status(p, PatchType::Merge, &status).await.unwrap();
+    }
+    // Not ready, so not healthy.
+    c.create(
+        "",
+        "v1",
+        "pods",
+        "metadata: {name: web-d, labels: {app: web}}\nspec:\n  nodeName: n\n  containers: [{name: c, image: nginx}]",
+    )
+    .await;
+    c.create(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "metadata: {name: web}\nspec:\n  minAvailable: 2\n  selector: {matchLabels: {app: web}}",
+    )
+    .await;
+    let pdbs = c.api("policy", "v1", "poddisruptionbudgets", "default");
+    let pdb = c
+        .until(15, "pdb status", || async { pdbs.get("web").await.ok() }, |p| p["status"]["disruptionsAllowed"] == 1)
+        .await;
+    let s = &pdb["status"];
+    assert_eq!(
+        (s["currentHealthy"].as_i64(), s["desiredHealthy"].as_i64(), s["expectedPods"].as_i64()),
+        (Some(3), Some(2), Some(4))
+    );
+    assert_eq!(s["observedGeneration"], 1);
+    let allowed = cond(&pdb, "DisruptionAllowed").unwrap();
+    assert_eq!((allowed["status"].as_str(), allowed["reason"].as_str()), (Some("True"), Some("SufficientPods")));
+    // One eviction is allowed: the budget is spent and the pod recorded as disrupted.
+    evict(&c, "web-a").await.unwrap();
+    let pods = c.api("", "v1", "pods", "default");
+    assert!(deleting(&pods.get("web-a").await.unwrap()));
+    let pdb = c
+        .until(
+            15,
+            "no more disruptions",
+            || async { pdbs.get("web").await.ok() },
+            |p| p["status"]["disruptionsAllowed"] == 0 && p["status"]["currentHealthy"] == 2,
+        )
+        .await;
+    let allowed = cond(&pdb, "DisruptionAllowed").unwrap();
+    assert_eq!((allowed["status"].as_str(), allowed["reason"].as_str()), (Some("False"), Some("InsufficientPods")));
+    // The next one would violate the budget: 429 with upstream's message and cause.
+    let err = evict(&c, "web-b").await.unwrap_err();
+    let client::Error::Api(e) = err else { panic!("{err}") };
+    assert_eq!(e.code, 429);
+    assert_eq!(e.message, "Cannot evict pod as it would violate the pod's disruption budget.");
+    let details = e.details.expect("details");
+    assert_eq!(details["causes"][0]["reason"], "DisruptionBudget");
+    assert_eq!(details["causes"][0]["message"], "The disruption budget web needs 2 healthy pods and has 2 currently");
+    assert!(!deleting(&pods.get("web-b").await.unwrap()));
+    // A pod that is not ready may go while the budget is met (IfHealthyBudget).
+    evict(&c, "web-d").await.unwrap();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_spends_the_budget_in_the_apiserver() {
+    // No controller: the budget's status is what the test writes.
+    let c = Cluster::start(&[], &[]).await;
+    for p in ["db-a", "db-b"] {
+        c.create("", "v1", "pods", &format!("metadata: {{name: {p}, labels: {{app: db}}}}\nspec:\n  nodeName: n\n  containers: [{{name: c, image: pg}}]")).await;
+        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        c.api("", "v1", "pods", "default").patch_status(p, PatchType::Merge, &status).await.unwrap();
+    }
+    c.create(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "metadata: {name: db}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: db}}",
+    )
+    .await;
+    let pdbs = c.api("policy", "v1", "poddisruptionbudgets", "default");
+    // Not yet observed by the controller: 429, still being processed.
+    let err = evict(&c, "db-a").await.unwrap_err();
+    assert_eq!(err.code(), Some(429));
+    assert!(err.to_string().contains("is still being processed by the server"), "{err}");
+    let status = json!({"status": {"observedGeneration": 1, "disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2,
+        "conditions": [{"type": "DisruptionAllowed", "status": "True", "reason": "SufficientPods", "message": "", "lastTransitionTime": now()}]}});
+    pdbs.patch_status("db", PatchType::Merge, &status).await.unwrap();
+    evict(&c, "db-a").await.unwrap();
+    let pdb = pdbs.get("db").await.unwrap();
+    assert_eq!(pdb["status"]["disruptionsAllowed"], 0);
+    assert!(pdb["status"]["disruptedPods"]["db-a"].is_string(), "{pdb:#}");
+    assert_eq!(cond(&pdb, "DisruptionAllowed").unwrap()["reason"], "InsufficientPods");
+    assert_eq!(evict(&c, "db-b").await.unwrap_err().code(), Some(429));
+    c.stop().await;
+}

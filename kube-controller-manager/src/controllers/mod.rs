@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::Context;
 
 pub mod cronjob;
+pub mod disruption;
 pub mod job;
 pub mod nodelifecycle;
 pub mod serviceaccount;
@@ -37,4 +38,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("job", job::run, true),
     controller!("cronjob", cronjob::run, true),
     controller!("nodelifecycle", nodelifecycle::run, true),
+    controller!("disruption", disruption::run, true),
 ];
