@@ -272,3 +272,44 @@ async fn eviction_spends_the_budget_in_the_apiserver() {
     assert_eq!(evict(&c, "db-b").await.unwrap_err().code(), Some(429));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodeipam_hands_out_node_cidrs_and_reuses_freed_ones() {
+    let c = Cluster::start(
+        &["nodeipam"],
+        &["--allocate-node-cidrs", "--cluster-cidr=10.244.0.0/23", "--node-cidr-mask-size=24"],
+    )
+    .await;
+    let nodes = c.api("", "v1", "nodes", "");
+    let cidr_of = |name: &'static str| {
+        let nodes = nodes.clone();
+        async move { nodes.get(name).await.ok().and_then(|n| n["spec"]["podCIDR"].as_str().map(str::to_string)) }
+    };
+    c.create("", "v1", "nodes", "metadata: {name: a}").await;
+    let a = c.until(10, "a's CIDR", || async { nodes.get("a").await.ok() }, |n| n["spec"]["podCIDR"].is_string()).await;
+    assert_eq!(a["spec"]["podCIDR"], "10.244.0.0/24");
+    assert_eq!(a["spec"]["podCIDRs"], json!(["10.244.0.0/24"]));
+    c.create("", "v1", "nodes", "metadata: {name: b}").await;
+    let b = c.until(10, "b's CIDR", || async { nodes.get("b").await.ok() }, |n| n["spec"]["podCIDR"].is_string()).await;
+    assert_eq!(b["spec"]["podCIDR"], "10.244.1.0/24");
+    // Exhausted: the third node waits, with a CIDRNotAvailable event.
+    c.create("", "v1", "nodes", "metadata: {name: c}").await;
+    let events = c.api("", "v1", "events", "default");
+    c.until(
+        10,
+        "CIDRNotAvailable event",
+        || async { events.list(&Default::default()).await.ok() },
+        |l| {
+            l["items"].as_array().is_some_and(|es| {
+                es.iter().any(|e| e["reason"] == "CIDRNotAvailable" && e["involvedObject"]["name"] == "c")
+            })
+        },
+    )
+    .await;
+    assert_eq!(cidr_of("c").await, None);
+    // a goes away: its CIDR goes to c.
+    nodes.delete("a", None).await.unwrap();
+    let n = c.until(10, "c's CIDR", || async { nodes.get("c").await.ok() }, |n| n["spec"]["podCIDR"].is_string()).await;
+    assert_eq!(n["spec"]["podCIDR"], "10.244.0.0/24");
+    c.stop().await;
+}

@@ -12,6 +12,7 @@ use crate::Context;
 pub mod cronjob;
 pub mod disruption;
 pub mod job;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod serviceaccount;
 
@@ -39,4 +40,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("cronjob", cronjob::run, true),
     controller!("nodelifecycle", nodelifecycle::run, true),
     controller!("disruption", disruption::run, true),
+    controller!("nodeipam", nodeipam::run, true),
 ];
