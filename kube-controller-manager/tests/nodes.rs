@@ -313,3 +313,57 @@ async fn nodeipam_hands_out_node_cidrs_and_reuses_freed_ones() {
     assert_eq!(n["spec"]["podCIDR"], "10.244.0.0/24");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_quota_usage_follows_the_namespace() {
+    let c = Cluster::start(&["resourcequota"], &[]).await;
+    c.create(
+        "",
+        "v1",
+        "resourcequotas",
+        "metadata: {name: q}\nspec:\n  hard: {pods: '10', requests.cpu: '2', requests.memory: 1Gi, limits.memory: 2Gi, configmaps: '5', services: '2', count/deployments.apps: '3'}",
+    )
+    .await;
+    for (name, cpu) in [("p1", "250m"), ("p2", "1")] {
+        c.create(
+            "",
+            "v1",
+            "pods",
+            &format!("metadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: busybox, resources: {{requests: {{cpu: '{cpu}', memory: 256Mi}}, limits: {{memory: 512Mi}}}}}}]"),
+        )
+        .await;
+    }
+    c.create("", "v1", "configmaps", "metadata: {name: cm}\ndata: {a: b}").await;
+    let quotas = c.api("", "v1", "resourcequotas", "default");
+    let q = c
+        .until(
+            15,
+            "usage",
+            || async { quotas.get("q").await.ok() },
+            |q| q["status"]["used"]["pods"] == "2" && q["status"]["used"]["configmaps"] == "1",
+        )
+        .await;
+    assert_eq!(q["status"]["hard"], q["spec"]["hard"]);
+    assert_eq!(
+        q["status"]["used"],
+        json!({"pods": "2", "requests.cpu": "1250m", "requests.memory": "512Mi", "limits.memory": "1Gi", "configmaps": "1",
+            // The apiserver's own `kubernetes` service is in default.
+            "services": "1", "count/deployments.apps": "0"})
+    );
+    // A finished pod no longer counts.
+    c.api("", "v1", "pods", "default")
+        .patch_status("p2", PatchType::Merge, &json!({"status": {"phase": "Succeeded"}}))
+        .await
+        .unwrap();
+    let q = c
+        .until(
+            15,
+            "usage after p2 finished",
+            || async { quotas.get("q").await.ok() },
+            |q| q["status"]["used"]["pods"] == "1",
+        )
+        .await;
+    assert_eq!(q["status"]["used"]["requests.cpu"], "250m");
+    assert_eq!(q["status"]["used"]["requests.memory"], "256Mi");
+    c.stop().await;
+}

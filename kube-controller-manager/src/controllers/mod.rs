@@ -14,6 +14,7 @@ pub mod disruption;
 pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod resourcequota;
 pub mod serviceaccount;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -41,4 +42,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("nodelifecycle", nodelifecycle::run, true),
     controller!("disruption", disruption::run, true),
     controller!("nodeipam", nodeipam::run, true),
+    controller!("resourcequota", resourcequota::run, true),
 ];
