@@ -263,3 +263,39 @@ spec:
     .await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_failure_policy_fails_the_job_on_a_matching_exit_code() {
+    let c = Cluster::start(&["job"], &[]).await;
+    c.create(
+        "batch",
+        "v1",
+        "jobs",
+        &format!(
+            "metadata: {{name: pfp}}\nspec:\n  backoffLimit: 6\n  podFailurePolicy:\n    rules: [{{action: FailJob, onExitCodes: {{operator: In, values: [42]}}}}]\n  {}",
+            TEMPLATE.trim_start()
+        ),
+    )
+    .await;
+    let pods = c
+        .until(
+            20,
+            "a pod",
+            || async { Some(json!(live(&job_pods(&c, "pfp").await))) },
+            |p| p.as_array().is_some_and(|a| a.len() == 1),
+        )
+        .await;
+    let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let status = json!({"status": {"phase": "Failed",
+        "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 42}}}]}});
+    c.api("", "v1", "pods", "default").patch_status(&name, PatchType::Merge, &status).await.unwrap();
+    let jobs = c.api("batch", "v1", "jobs", "default");
+    let j = c.until(20, "Failed", || async { jobs.get("pfp").await.ok() }, |j| cond(j, "Failed").is_some()).await;
+    let failed = cond(&j, "Failed").unwrap();
+    assert_eq!(failed["reason"], "PodFailurePolicy");
+    assert_eq!(
+        failed["message"],
+        json!(format!("Container c for pod default/{name} failed with exit code 42 matching FailJob rule at index 0"))
+    );
+    c.stop().await;
+}
