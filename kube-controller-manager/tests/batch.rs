@@ -299,3 +299,32 @@ async fn pod_failure_policy_fails_the_job_on_a_matching_exit_code() {
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_job_runs_no_pods_until_resumed() {
+    let c = Cluster::start(&["job"], &[]).await;
+    c.create(
+        "batch",
+        "v1",
+        "jobs",
+        &format!("metadata: {{name: later}}\nspec:\n  suspend: true\n  {}", TEMPLATE.trim_start()),
+    )
+    .await;
+    let jobs = c.api("batch", "v1", "jobs", "default");
+    let j =
+        c.until(20, "Suspended", || async { jobs.get("later").await.ok() }, |j| cond(j, "Suspended").is_some()).await;
+    assert_eq!(cond(&j, "Suspended").unwrap()["reason"], "JobSuspended");
+    assert!(job_pods(&c, "later").await.is_empty());
+    jobs.patch("later", PatchType::Merge, &json!({"spec": {"suspend": false}})).await.unwrap();
+    c.until(
+        20,
+        "a pod after resume",
+        || async { Some(json!(live(&job_pods(&c, "later").await))) },
+        |p| p.as_array().is_some_and(|a| a.len() == 1),
+    )
+    .await;
+    let j = jobs.get("later").await.unwrap();
+    let s = j["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Suspended").cloned().unwrap();
+    assert_eq!((s["status"].as_str(), s["reason"].as_str()), (Some("False"), Some("JobResumed")));
+    c.stop().await;
+}

@@ -6,7 +6,8 @@
 //!   process's clock from when the change was seen, as upstream's probe timestamps), `Ready`, `MemoryPressure`,
 //!   `DiskPressure` and `PIDPressure` become `Unknown` with reason `NodeStatusUnknown` ("Kubelet stopped posting
 //!   node status."), or `NodeStatusNeverUpdated` ("Kubelet never posted node status.") when there was none; the
-//!   node gets a `NodeNotReady` event and its pods' `Ready` condition turns False (upstream's `MarkPodsNotReady`).
+//!   node gets a `NodeNotReady` event. The pods of a node whose Ready is not True get their `Ready` condition set
+//!   False (upstream's `MarkPodsNotReady`, with a `NodeNotReady` event on the pod).
 //! - Taints follow the conditions: `node.kubernetes.io/unreachable` (`NoExecute`, `NoSchedule`) for Ready
 //!   Unknown, `node.kubernetes.io/not-ready` (`NoExecute`, `NoSchedule`) for Ready False, `memory-pressure`,
 //!   `disk-pressure`, `pid-pressure`, `network-unavailable` (`NoSchedule`) for those conditions, and
@@ -324,6 +325,9 @@ impl NodeLifecycle {
             };
             let msg = format!("Node {name} status is now: NodeNotReady");
             self.recorder.record(&node, EventType::Normal, "NodeNotReady", &msg);
+        }
+        // A node that is not Ready (Unknown here, or False from its kubelet) has its pods marked not ready.
+        if cond_status(&node, "Ready") != "True" {
             self.mark_pods_not_ready(name).await?;
         }
         let taints = reconcile_taints(&node, &now);
