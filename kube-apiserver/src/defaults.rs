@@ -27,6 +27,9 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
                 pod_spec(spec);
             }
             if creating {
+                if let Some(spec) = obj.get_mut("spec") {
+                    default_toleration_seconds(spec);
+                }
                 let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
                 obj["status"] = json!({"phase": "Pending", "qosClass": qos});
             }
@@ -205,6 +208,36 @@ fn template(obj: &mut Value, pointer: &str) {
     }
 }
 
+/// Upstream's DefaultTolerationSeconds admission plugin (on pod create): a pod that tolerates neither
+/// `node.kubernetes.io/not-ready` nor `node.kubernetes.io/unreachable` with `NoExecute` (or an empty key or
+/// effect) gets an `Exists` toleration of each for 300 s, so taint-based eviction waits five minutes.
+pub fn default_toleration_seconds(spec: &mut Value) {
+    let Some(s) = spec.as_object_mut() else {
+        return;
+    };
+    let list = s.entry("tolerations").or_insert_with(|| json!([]));
+    if list.is_null() {
+        *list = json!([]);
+    }
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
+    let tolerates = |key: &str| {
+        list.iter().any(|t| {
+            let k = t.get("key").and_then(Value::as_str).unwrap_or_default();
+            let e = t.get("effect").and_then(Value::as_str).unwrap_or_default();
+            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+        })
+    };
+    let missing: Vec<&str> = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+        .into_iter()
+        .filter(|k| !tolerates(k))
+        .collect();
+    for key in missing {
+        list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+    }
+}
+
 /// upstream's SetDefaults_PodSpec, SetDefaults_Container and friends.
 pub fn pod_spec(spec: &mut Value) {
     let Some(s) = spec.as_object_mut() else {
@@ -361,6 +394,29 @@ mod tests {
         assert_eq!(sec["data"], json!({"a": "eA==", "b": "aGVsbG8="}));
         assert!(sec.get("stringData").is_none());
         assert_eq!(sec["type"], "Opaque");
+    }
+
+    #[test]
+    fn pods_tolerate_not_ready_and_unreachable_for_five_minutes_unless_they_say_otherwise() {
+        let mut spec = json!({"containers": []});
+        default_toleration_seconds(&mut spec);
+        assert_eq!(
+            spec["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+            ])
+        );
+        let own = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
+        let mut spec = json!({"tolerations": [own.clone()]});
+        default_toleration_seconds(&mut spec);
+        assert_eq!(spec["tolerations"].as_array().unwrap().len(), 2);
+        assert_eq!(spec["tolerations"][0], own);
+        assert_eq!(spec["tolerations"][1]["key"], "node.kubernetes.io/not-ready");
+        // Tolerating everything needs nothing added.
+        let mut spec = json!({"tolerations": [{"operator": "Exists"}]});
+        default_toleration_seconds(&mut spec);
+        assert_eq!(spec["tolerations"].as_array().unwrap().len(), 1);
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub async fn serve(
             let opts = ev.get("deleteOptions").map(|d| d.to_string()).unwrap_or_default();
             let mut dp = delete_params(&Bytes::from(opts), q)?;
             dp.dry_run |= dry_run(q);
+            let pod = reg.get(res, ns, name).await?;
+            check_disruption_budget(server, &pod, dp.dry_run).await?;
             crate::admission::delete(server, res, ns, name, &dp).await?;
             Ok(json_response(StatusCode::CREATED, &status::success(None)))
         }
@@ -247,6 +249,113 @@ async fn bind(
     // Binding writes both spec.nodeName and the PodScheduled condition, as upstream's BindingREST does.
     server.registry.bind(res, ns, name, new, dry_run).await?;
     Ok(json_response(StatusCode::CREATED, &status::success(None)))
+}
+
+/// Whether a pod counts as healthy for a disruption budget (Ready True).
+fn pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// The 429 upstream answers when an eviction would violate a budget.
+fn budget_violated(pdb: &Value) -> ApiError {
+    let name = meta_str(pdb, "name").unwrap_or_default();
+    let status = |k: &str| pdb.pointer(&format!("/status/{k}")).and_then(Value::as_i64).unwrap_or(0);
+    let mut e =
+        ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.");
+    e.details = Some(Box::new(json!({"causes": [{"reason": "DisruptionBudget", "message": format!(
+        "The disruption budget {name} needs {} healthy pods and has {} currently",
+        status("desiredHealthy"), status("currentHealthy"))}]})));
+    e
+}
+
+/// Upstream's eviction check (pkg/registry/core/pod/storage/eviction.go): a pod that is not terminal, pending or
+/// already deleting and that one PodDisruptionBudget covers may go only while the budget's
+/// `status.disruptionsAllowed` is above 0; the budget is then decremented and the pod recorded in
+/// `status.disruptedPods` (compare-and-swap, retried on conflict). Not-ready pods skip the budget when it is
+/// already met (`unhealthyPodEvictionPolicy: IfHealthyBudget`) or always (`AlwaysAllow`).
+async fn check_disruption_budget(server: &Arc<Apiserver>, pod: &Value, dry_run: bool) -> Result<(), ApiError> {
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+    if matches!(phase, "Succeeded" | "Failed" | "Pending") || pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(());
+    }
+    let ns = meta_str(pod, "namespace").unwrap_or_default().to_string();
+    let pod_name = meta_str(pod, "name").unwrap_or_default().to_string();
+    let labels = pod.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    let pdbs_res = api_types::resources::find("policy", "v1", "poddisruptionbudgets")
+        .ok_or_else(|| ApiError::internal("no poddisruptionbudgets resource"))?;
+    for _attempt in 0..5 {
+        let page = server.registry.list(pdbs_res, Some(&ns), &crate::registry::ListParams::default()).await?;
+        let mut matching = Vec::new();
+        for item in &page.items {
+            let pdb = item.value()?;
+            // A null selector matches nothing; an empty one everything (policy/v1).
+            let Some(sel) = pdb.pointer("/spec/selector").filter(|s| !s.is_null()) else { continue };
+            let Ok(sel) = api_types::selector::LabelSelector::from_json(sel) else { continue };
+            if sel.matches_value(Some(&labels)) {
+                matching.push(pdb);
+            }
+        }
+        let mut pdb = match matching.len() {
+            0 => return Ok(()),
+            1 => matching.remove(0),
+            _ => {
+                return Err(ApiError::internal(
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                ));
+            }
+        };
+        let status = |k: &str| pdb.pointer(&format!("/status/{k}")).and_then(Value::as_i64).unwrap_or(0);
+        let policy =
+            pdb.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str).unwrap_or("IfHealthyBudget");
+        if !pod_ready(pod) && (policy == "AlwaysAllow" || status("currentHealthy") >= status("desiredHealthy")) {
+            return Ok(());
+        }
+        let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        if status("observedGeneration") < generation {
+            let name = meta_str(&pdb, "name").unwrap_or_default();
+            return Err(ApiError::too_many_requests(
+                format!(
+                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} is still being processed by the server."
+                ),
+                10,
+            ));
+        }
+        let allowed = status("disruptionsAllowed");
+        if allowed < 0 {
+            return Err(ApiError::forbidden("pdb disruptions allowed is negative"));
+        }
+        if allowed == 0 {
+            return Err(budget_violated(&pdb));
+        }
+        if dry_run {
+            return Ok(());
+        }
+        pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
+        if allowed - 1 == 0
+            && let Some(conds) = pdb["status"]["conditions"].as_array_mut()
+        {
+            for c in conds.iter_mut().filter(|c| c["type"] == "DisruptionAllowed") {
+                if c["status"] != "False" {
+                    c["lastTransitionTime"] = json!(crate::strategy::now_rfc3339());
+                }
+                c["status"] = json!("False");
+                c["reason"] = json!("InsufficientPods");
+            }
+        }
+        if !pdb["status"]["disruptedPods"].is_object() {
+            pdb["status"]["disruptedPods"] = json!({});
+        }
+        pdb["status"]["disruptedPods"][pod_name.as_str()] = json!(crate::strategy::now_rfc3339());
+        let pdb_name = meta_str(&pdb, "name").unwrap_or_default().to_string();
+        match server.registry.update(pdbs_res, Some(&ns), &pdb_name, Some("status"), pdb, false).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::too_many_requests("Cannot evict pod as it would violate the pod's disruption budget.", 1))
 }
 
 /// `namespaces/<name>/finalize`: replaces spec.finalizers; a terminating namespace with none left goes away.

@@ -9,6 +9,12 @@ use tokio::sync::watch;
 
 use crate::Context;
 
+pub mod cronjob;
+pub mod disruption;
+pub mod job;
+pub mod nodeipam;
+pub mod nodelifecycle;
+pub mod resourcequota;
 pub mod serviceaccount;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -31,4 +37,10 @@ macro_rules! controller {
 pub const ALL: &[Descriptor] = &[
     controller!("serviceaccount", serviceaccount::run, true),
     controller!("root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
+    controller!("job", job::run, true),
+    controller!("cronjob", cronjob::run, true),
+    controller!("nodelifecycle", nodelifecycle::run, true),
+    controller!("disruption", disruption::run, true),
+    controller!("nodeipam", nodeipam::run, true),
+    controller!("resourcequota", resourcequota::run, true),
 ];

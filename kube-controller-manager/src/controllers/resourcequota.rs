@@ -1,0 +1,427 @@
+//! `resourcequota`: the usage of ResourceQuotas, as upstream's pkg/controller/resourcequota with the evaluators
+//! of pkg/quota/v1/evaluator/core.
+//!
+//! `status.hard` mirrors `spec.hard` and `status.used` holds, for each resource of `spec.hard`, what the
+//! namespace uses:
+//! - pods (not `Succeeded`/`Failed`, and not past their deletion grace period): `pods`, `count/pods`,
+//!   `requests.cpu`/`cpu`, `requests.memory`/`memory`, `requests.ephemeral-storage`/`ephemeral-storage`,
+//!   `limits.cpu`, `limits.memory`, `limits.ephemeral-storage` and other `requests.*`/`limits.*` resources, from
+//!   each pod's effective requests (the larger of the containers' sum and each init container, plus overhead);
+//! - `services`, `services.loadbalancers`, `services.nodeports`; `configmaps`, `secrets`, `replicationcontrollers`,
+//!   `resourcequotas`, `persistentvolumeclaims` and `requests.storage` (and per storage class
+//!   `<class>.storageclass.storage.k8s.io/requests.storage` and `.../persistentvolumeclaims`);
+//! - `count/<resource>` and `count/<resource>.<group>` for any resource of the table.
+//!
+//! Quantities are summed exactly and written in canonical form (`1500m`, `1536Mi`, `2k`).
+//!
+//! Deliberate gaps: admission-time enforcement (refusing objects that would exceed the quota) is not done by the
+//! apiserver; quota `scopes` and `scopeSelector` are ignored; counts of resources other than those above are
+//! listed from the apiserver and refreshed every 30 s rather than watched.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use runtime::{Action, Controller, Informer, Notification};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::controllers::job::parse_time;
+use crate::{BoxError, Context, stopped};
+
+/// A quantity in milli-units, remembering whether it was written with a binary suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Quantity {
+    pub milli: i128,
+    pub binary: bool,
+}
+
+impl Quantity {
+    pub fn parse(s: &str) -> Option<Quantity> {
+        let s = s.trim();
+        let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+        let (num, suffix) = s.split_at(end);
+        let (mul_num, mul_den, binary): (i128, i128, bool) = match suffix {
+            "" => (1, 1, false),
+            "n" => (1, 1_000_000_000, false),
+            "u" => (1, 1_000_000, false),
+            "m" => (1, 1000, false),
+            "k" => (1000, 1, false),
+            "M" => (1_000_000, 1, false),
+            "G" => (1_000_000_000, 1, false),
+            "T" => (1_000_000_000_000, 1, false),
+            "P" => (1_000_000_000_000_000, 1, false),
+            "E" => (1_000_000_000_000_000_000, 1, false),
+            "Ki" => (1 << 10, 1, true),
+            "Mi" => (1 << 20, 1, true),
+            "Gi" => (1 << 30, 1, true),
+            "Ti" => (1 << 40, 1, true),
+            "Pi" => (1 << 50, 1, true),
+            "Ei" => (1 << 60, 1, true),
+            e if e.starts_with(['e', 'E']) => {
+                let exp: u32 = e[1..].parse().ok()?;
+                (10i128.checked_pow(exp)?, 1, false)
+            }
+            _ => return None,
+        };
+        let neg = num.starts_with('-');
+        let num = num.trim_start_matches(['+', '-']);
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        let digits = format!("{int}{frac}");
+        let value: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+        let scale = 10i128.checked_pow(frac.len() as u32)?;
+        // milli = value / scale * mul * 1000, rounded up as upstream rounds up to milli precision.
+        let numer = value.checked_mul(mul_num)?.checked_mul(1000)?;
+        let denom = scale.checked_mul(mul_den)?;
+        let milli = (numer + denom - 1) / denom;
+        Some(Quantity { milli: if neg { -milli } else { milli }, binary })
+    }
+
+    pub fn plus(self, o: Quantity) -> Quantity {
+        Quantity { milli: self.milli + o.milli, binary: self.binary }
+    }
+
+    /// Upstream's canonical form.
+    pub fn format(&self) -> String {
+        let m = self.milli;
+        if m == 0 {
+            return "0".into();
+        }
+        if m % 1000 != 0 {
+            return format!("{m}m");
+        }
+        let v = m / 1000;
+        if self.binary {
+            for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+                if v % (1i128 << shift) == 0 {
+                    return format!("{}{suffix}", v >> shift);
+                }
+            }
+            if v.abs() < 1024 {
+                return v.to_string();
+            }
+        }
+        let mut v = v;
+        for suffix in ["", "k", "M", "G", "T", "P", "E"] {
+            if v % 1000 != 0 || suffix == "E" {
+                return format!("{v}{suffix}");
+            }
+            v /= 1000;
+        }
+        v.to_string()
+    }
+}
+
+fn sum_into(used: &mut BTreeMap<String, Quantity>, key: &str, q: Quantity) {
+    let e = used.entry(key.to_string()).or_insert(Quantity { milli: 0, binary: q.binary });
+    if e.milli == 0 && !e.binary {
+        e.binary = q.binary;
+    }
+    *e = e.plus(q);
+}
+
+fn resources_of(c: &Value, kind: &str) -> Vec<(String, Quantity)> {
+    c.pointer(&format!("/resources/{kind}"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter().filter_map(|(k, v)| Some((k.clone(), Quantity::parse(v.as_str().unwrap_or_default())?))).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A pod's effective requests or limits: max(sum of containers, each init container) plus overhead.
+pub fn pod_resources(pod: &Value, kind: &str) -> BTreeMap<String, Quantity> {
+    let mut sum = BTreeMap::new();
+    for c in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+        for (k, q) in resources_of(c, kind) {
+            sum_into(&mut sum, &k, q);
+        }
+    }
+    for c in pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten() {
+        for (k, q) in resources_of(c, kind) {
+            let e = sum.entry(k).or_insert(Quantity { milli: 0, binary: q.binary });
+            if q.milli > e.milli {
+                *e = q;
+            }
+        }
+    }
+    if let Some(o) = pod.pointer("/spec/overhead").and_then(Value::as_object) {
+        for (k, v) in o {
+            if let Some(q) = Quantity::parse(v.as_str().unwrap_or_default()) {
+                sum_into(&mut sum, k, q);
+            }
+        }
+    }
+    sum
+}
+
+/// Whether a pod counts against quota (upstream's `QuotaV1Pod`).
+pub fn pod_counts(pod: &Value, now: Timestamp) -> bool {
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+    if matches!(phase, "Succeeded" | "Failed") {
+        return false;
+    }
+    if let (Some(at), Some(grace)) = (
+        parse_time(pod.pointer("/metadata/deletionTimestamp")),
+        pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64),
+    ) && now > at + jiff::SignedDuration::from_secs(grace)
+    {
+        return false;
+    }
+    true
+}
+
+/// The usage of the namespace's objects (everything the evaluators compute; masked to `hard` by the caller).
+pub fn usage(
+    pods: &[Arc<Value>],
+    services: &[Arc<Value>],
+    pvcs: &[Arc<Value>],
+    counts: &[(&str, usize)],
+    now: Timestamp,
+) -> BTreeMap<String, Quantity> {
+    let count = |n: usize| Quantity { milli: n as i128 * 1000, binary: false };
+    let mut used = BTreeMap::new();
+    let live: Vec<&Arc<Value>> = pods.iter().filter(|p| pod_counts(p, now)).collect();
+    used.insert("pods".to_string(), count(live.len()));
+    used.insert("count/pods".to_string(), count(live.len()));
+    for p in &live {
+        for (k, q) in pod_resources(p, "requests") {
+            sum_into(&mut used, &format!("requests.{k}"), q);
+            if matches!(k.as_str(), "cpu" | "memory" | "ephemeral-storage") {
+                sum_into(&mut used, &k, q);
+            }
+        }
+        for (k, q) in pod_resources(p, "limits") {
+            sum_into(&mut used, &format!("limits.{k}"), q);
+        }
+    }
+    used.insert("services".into(), count(services.len()));
+    used.insert("count/services".into(), count(services.len()));
+    let lbs = services.iter().filter(|s| s.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer"));
+    used.insert("services.loadbalancers".into(), count(lbs.count()));
+    let node_ports: usize = services
+        .iter()
+        .filter(|s| matches!(s.pointer("/spec/type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer")))
+        .map(|s| {
+            s.pointer("/spec/ports").and_then(Value::as_array).map_or(0, |ps| {
+                ps.iter().filter(|p| p.get("nodePort").and_then(Value::as_i64).is_some_and(|n| n > 0)).count()
+            })
+        })
+        .sum();
+    used.insert("services.nodeports".into(), count(node_ports));
+    used.insert("persistentvolumeclaims".into(), count(pvcs.len()));
+    used.insert("count/persistentvolumeclaims".into(), count(pvcs.len()));
+    used.insert("requests.storage".into(), Quantity { milli: 0, binary: false });
+    for pvc in pvcs {
+        let storage = pvc.pointer("/spec/resources/requests/storage").and_then(Value::as_str).and_then(Quantity::parse);
+        if let Some(q) = storage {
+            sum_into(&mut used, "requests.storage", q);
+        }
+        if let Some(class) = pvc.pointer("/spec/storageClassName").and_then(Value::as_str) {
+            let prefix = format!("{class}.storageclass.storage.k8s.io");
+            sum_into(&mut used, &format!("{prefix}/persistentvolumeclaims"), count(1));
+            if let Some(q) = storage {
+                sum_into(&mut used, &format!("{prefix}/requests.storage"), q);
+            }
+        }
+    }
+    for (name, n) in counts {
+        used.insert(name.to_string(), count(*n));
+    }
+    used
+}
+
+/// What `count/<resource>[.<group>]` names: (group, plural).
+fn count_target(key: &str) -> Option<(String, String)> {
+    let r = key.strip_prefix("count/")?;
+    Some(match r.split_once('.') {
+        Some((plural, group)) => (group.to_string(), plural.to_string()),
+        None => (String::new(), r.to_string()),
+    })
+}
+
+struct ResourceQuota {
+    ctx: Arc<Context>,
+    quotas: Informer,
+    pods: Informer,
+    services: Informer,
+    pvcs: Informer,
+    /// Counted from their informers: (quota name, informer).
+    counted: Vec<(&'static str, Informer)>,
+}
+
+pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+    let quotas = ctx.informer("", "v1", "resourcequotas");
+    let counted: Vec<(&'static str, Informer)> = vec![
+        ("configmaps", ctx.informer("", "v1", "configmaps")),
+        ("secrets", ctx.informer("", "v1", "secrets")),
+        ("replicationcontrollers", ctx.informer("", "v1", "replicationcontrollers")),
+        ("resourcequotas", quotas.clone()),
+    ];
+    let this = Arc::new(ResourceQuota {
+        pods: ctx.informer("", "v1", "pods"),
+        services: ctx.informer("", "v1", "services"),
+        pvcs: ctx.informer("", "v1", "persistentvolumeclaims"),
+        quotas: quotas.clone(),
+        counted,
+        ctx,
+    });
+    let in_namespace = {
+        let quotas = quotas.clone();
+        move |n: &Notification| -> Vec<String> {
+            let ns = runtime::namespace(n.object()).to_string();
+            quotas.store().list_by(|q| runtime::namespace(q) == ns).iter().map(|q| runtime::object_key(q)).collect()
+        }
+    };
+    let mut c = Controller::new(runtime::controller::Config {
+        workers: 2,
+        resync: Some(Duration::from_secs(300)),
+        ..Default::default()
+    })
+    .watches(&quotas, |n| vec![n.key()]);
+    let mut sources: Vec<Informer> = vec![this.pods.clone(), this.services.clone(), this.pvcs.clone()];
+    sources.extend(this.counted.iter().filter(|(n, _)| *n != "resourcequotas").map(|(_, i)| i.clone()));
+    for inf in &sources {
+        c = c.watches(inf, in_namespace.clone());
+    }
+    c.run(
+        move |key: String| {
+            let this = this.clone();
+            async move { this.reconcile(&key).await }
+        },
+        stopped(stop),
+    )
+    .await;
+}
+
+impl ResourceQuota {
+    async fn reconcile(&self, key: &str) -> Result<Action, BoxError> {
+        let Some(quota) = self.quotas.store().get_by_key(key) else { return Ok(Action::Done) };
+        let ns = runtime::namespace(&quota).to_string();
+        let hard: Map<String, Value> =
+            quota.pointer("/spec/hard").and_then(Value::as_object).cloned().unwrap_or_default();
+        let in_ns = |i: &Informer| i.store().list_by(|o| runtime::namespace(o) == ns);
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        let mut extra: Vec<(String, usize)> = Vec::new();
+        let mut listed = false;
+        for (name, inf) in &self.counted {
+            let n = in_ns(inf).len();
+            counts.push((name, n));
+            extra.push((format!("count/{name}"), n));
+        }
+        // Other `count/...` resources: listed.
+        for k in hard.keys() {
+            let known = [
+                "pods",
+                "services",
+                "persistentvolumeclaims",
+                "configmaps",
+                "secrets",
+                "replicationcontrollers",
+                "resourcequotas",
+            ];
+            let Some((group, plural)) = count_target(k) else { continue };
+            if group.is_empty() && known.contains(&plural.as_str()) {
+                continue;
+            }
+            let Some(res) =
+                api_types::resources::RESOURCES.iter().find(|r| r.group == group && r.plural == plural && r.namespaced)
+            else {
+                continue;
+            };
+            let api = self.ctx.api(res.group, res.version, res.plural).namespaced(&ns);
+            let list = api.list(&Default::default()).await?;
+            extra.push((k.clone(), list["items"].as_array().map_or(0, Vec::len)));
+            listed = true;
+        }
+        let extra_refs: Vec<(&str, usize)> = extra.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        counts.extend(extra_refs);
+        let all = usage(&in_ns(&self.pods), &in_ns(&self.services), &in_ns(&self.pvcs), &counts, Timestamp::now());
+        let mut used = Map::new();
+        for k in hard.keys() {
+            let q = all.get(k).copied().unwrap_or_default();
+            used.insert(k.clone(), json!(q.format()));
+        }
+        let old = quota.get("status").cloned().unwrap_or(json!({}));
+        let status = json!({"hard": hard, "used": used});
+        let same = old.get("hard") == status.get("hard") && old.get("used") == status.get("used");
+        if !same {
+            let mut updated = (*quota).clone();
+            updated["status"] = status;
+            let api = self.ctx.api("", "v1", "resourcequotas").namespaced(&ns);
+            match api.replace_status(runtime::name(&quota), &updated).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(404) => return Ok(Action::Done),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(if listed { Action::RequeueAfter(Duration::from_secs(30)) } else { Action::Done })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Quantity {
+        Quantity::parse(s).unwrap()
+    }
+
+    #[test]
+    fn quantities_parse_add_and_format_canonically() {
+        assert_eq!(q("500m").plus(q("1")).format(), "1500m");
+        assert_eq!(q("1").plus(q("1")).format(), "2");
+        assert_eq!(q("1Gi").plus(q("512Mi")).format(), "1536Mi");
+        assert_eq!(q("128Mi").plus(q("128Mi")).format(), "256Mi");
+        assert_eq!(q("1000").format(), "1k");
+        assert_eq!(q("1.5").format(), "1500m");
+        assert_eq!(q("0.1").format(), "100m");
+        assert_eq!(q("1e3").format(), "1k");
+        assert_eq!(q("2G").format(), "2G");
+        assert_eq!(Quantity::default().format(), "0");
+        assert!(Quantity::parse("abc").is_none());
+        assert!(Quantity::parse("1Xi").is_none());
+    }
+
+    #[test]
+    fn pod_usage_takes_init_containers_and_skips_terminal_pods() {
+        let pod = json!({"spec": {
+            "containers": [
+                {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "200m"}}},
+                {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}],
+            "initContainers": [{"resources": {"requests": {"cpu": "500m"}}}]},
+            "status": {"phase": "Running"}});
+        let done = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}, "status": {"phase": "Succeeded"}});
+        let pods = vec![Arc::new(pod), Arc::new(done)];
+        let used = usage(&pods, &[], &[], &[], Timestamp::now());
+        assert_eq!(used["pods"].format(), "1");
+        assert_eq!(used["requests.cpu"].format(), "500m");
+        assert_eq!(used["cpu"].format(), "500m");
+        assert_eq!(used["requests.memory"].format(), "128Mi");
+        assert_eq!(used["limits.cpu"].format(), "200m");
+    }
+
+    #[test]
+    fn services_and_claims() {
+        let svcs: Vec<Arc<Value>> = vec![
+            Arc::new(json!({"spec": {"type": "ClusterIP"}})),
+            Arc::new(json!({"spec": {"type": "NodePort", "ports": [{"nodePort": 30001}, {"nodePort": 30002}]}})),
+            Arc::new(json!({"spec": {"type": "LoadBalancer", "ports": [{"nodePort": 30003}]}})),
+        ];
+        let pvcs = vec![Arc::new(
+            json!({"spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "1Gi"}}}}),
+        )];
+        let used = usage(&[], &svcs, &pvcs, &[("count/deployments.apps", 2)], Timestamp::now());
+        assert_eq!(used["services"].format(), "3");
+        assert_eq!(used["services.loadbalancers"].format(), "1");
+        assert_eq!(used["services.nodeports"].format(), "3");
+        assert_eq!(used["requests.storage"].format(), "1Gi");
+        assert_eq!(used["fast.storageclass.storage.k8s.io/requests.storage"].format(), "1Gi");
+        assert_eq!(used["count/deployments.apps"].format(), "2");
+        assert_eq!(count_target("count/deployments.apps"), Some(("apps".into(), "deployments".into())));
+    }
+}

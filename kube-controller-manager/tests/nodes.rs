@@ -1,0 +1,369 @@
+mod support;
+
+use api_types::patch::PatchType;
+use serde_json::{Value, json};
+use support::Cluster;
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn cond<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+fn has_taint(node: &Value, key: &str, effect: &str) -> bool {
+    node["spec"]["taints"].as_array().is_some_and(|ts| ts.iter().any(|t| t["key"] == key && t["effect"] == effect))
+}
+
+fn deleting(pod: &Value) -> bool {
+    pod["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null())
+}
+
+/// A node as a kubelet registers it, Ready now, with a Lease renewed now.
+async fn node(c: &Cluster, name: &str) {
+    c.create("", "v1", "nodes", &format!("metadata: {{name: {name}}}")).await;
+    let nodes = c.api("", "v1", "nodes", "");
+    let status = json!({"status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now(), "lastTransitionTime": now()},
+        {"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}});
+    nodes.patch_status(name, PatchType::Merge, &status).await.unwrap();
+    c.create(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        &format!(
+            "metadata: {{name: {name}, namespace: kube-node-lease}}\nspec: {{holderIdentity: {name}, leaseDurationSeconds: 40, renewTime: '{}'}}",
+            jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        ),
+    )
+    .await;
+}
+
+/// A running, ready pod on a node (the test plays the scheduler and the kubelet).
+async fn pod(c: &Cluster, name: &str, node: &str, tolerations: &str) {
+    c.create(
+        "",
+        "v1",
+        "pods",
+        &format!(
+            "metadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  tolerations: {tolerations}\n  containers: [{{name: c, image: busybox}}]"
+        ),
+    )
+    .await;
+    let pods = c.api("", "v1", "pods", "default");
+    let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(name, PatchType::Merge, &status).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_turns_unknown_is_tainted_and_its_pods_evicted_by_their_tolerations() {
+    let c = Cluster::start(&["nodelifecycle"], &["--node-monitor-grace-period=3s", "--node-monitor-period=1s"]).await;
+    node(&c, "n1").await;
+    pod(&c, "plain", "n1", "[]").await;
+    pod(
+        &c,
+        "short",
+        "n1",
+        "[{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 4}]",
+    )
+    .await;
+    let pods = c.api("", "v1", "pods", "default");
+    // The apiserver defaulted the 300 s tolerations on the plain pod.
+    let plain = pods.get("plain").await.unwrap();
+    assert!(
+        plain["spec"]["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["tolerationSeconds"] == 300)
+    );
+    let nodes = c.api("", "v1", "nodes", "");
+    // Healthy while the heartbeat is fresh.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(cond(&nodes.get("n1").await.unwrap(), "Ready").unwrap()["status"], "True");
+    // No heartbeat for the grace period: Unknown, tainted.
+    let n = c
+        .until(
+            15,
+            "n1 Unknown and tainted",
+            || async { nodes.get("n1").await.ok() },
+            |n| has_taint(n, "node.kubernetes.io/unreachable", "NoExecute"),
+        )
+        .await;
+    let ready = cond(&n, "Ready").unwrap();
+    assert_eq!(ready["status"], "Unknown");
+    assert_eq!(ready["reason"], "NodeStatusUnknown");
+    assert_eq!(ready["message"], "Kubelet stopped posting node status.");
+    assert_eq!(cond(&n, "MemoryPressure").unwrap()["status"], "Unknown");
+    assert!(has_taint(&n, "node.kubernetes.io/unreachable", "NoSchedule"));
+    // Pods on it are marked not ready; the short-tolerating one waits out its 4 s, then is evicted.
+    c.until(
+        10,
+        "plain not ready",
+        || async { pods.get("plain").await.ok() },
+        |p| cond(p, "Ready").is_some_and(|r| r["status"] == "False"),
+    )
+    .await;
+    assert!(!deleting(&pods.get("short").await.unwrap()), "evicted before its tolerationSeconds");
+    let short = c.until(15, "short evicted", || async { pods.get("short").await.ok() }, deleting).await;
+    assert_eq!(cond(&short, "DisruptionTarget").unwrap()["reason"], "DeletionByTaintManager");
+    assert!(!deleting(&pods.get("plain").await.unwrap()), "the 300 s toleration still holds");
+    // The kubelet comes back: the taints go.
+    let status = json!({"status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}});
+    nodes.patch_status("n1", PatchType::Merge, &status).await.unwrap();
+    c.until(
+        10,
+        "taints removed",
+        || async { nodes.get("n1").await.ok() },
+        |n| {
+            !has_taint(n, "node.kubernetes.io/unreachable", "NoExecute")
+                && !has_taint(n, "node.kubernetes.io/unreachable", "NoSchedule")
+        },
+    )
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unschedulable_and_no_execute_taints_on_a_healthy_node() {
+    let c = Cluster::start(&["nodelifecycle"], &[]).await;
+    node(&c, "n2").await;
+    pod(&c, "intolerant", "n2", "[]").await;
+    pod(&c, "tolerant", "n2", "[{key: dedicated, operator: Exists, effect: NoExecute}]").await;
+    let nodes = c.api("", "v1", "nodes", "");
+    nodes.patch("n2", PatchType::Merge, &json!({"spec": {"unschedulable": true}})).await.unwrap();
+    c.until(
+        10,
+        "unschedulable taint",
+        || async { nodes.get("n2").await.ok() },
+        |n| has_taint(n, "node.kubernetes.io/unschedulable", "NoSchedule"),
+    )
+    .await;
+    let n = nodes.get("n2").await.unwrap();
+    let mut taints = n["spec"]["taints"].as_array().cloned().unwrap();
+    taints.push(json!({"key": "dedicated", "value": "x", "effect": "NoExecute"}));
+    nodes.patch("n2", PatchType::Merge, &json!({"spec": {"taints": taints}})).await.unwrap();
+    let pods = c.api("", "v1", "pods", "default");
+    c.until(10, "intolerant evicted", || async { pods.get("intolerant").await.ok() }, deleting).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!deleting(&pods.get("tolerant").await.unwrap()));
+    nodes.patch("n2", PatchType::Merge, &json!({"spec": {"unschedulable": false}})).await.unwrap();
+    let n = c
+        .until(
+            10,
+            "unschedulable taint removed",
+            || async { nodes.get("n2").await.ok() },
+            |n| !has_taint(n, "node.kubernetes.io/unschedulable", "NoSchedule"),
+        )
+        .await;
+    assert!(has_taint(&n, "dedicated", "NoExecute"), "other taints are left alone");
+    c.stop().await;
+}
+
+/// POST pods/<name>/eviction (a 429 is returned, not retried).
+async fn evict(c: &Cluster, name: &str) -> Result<Value, client::Error> {
+    let body =
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}});
+    let mut client = c.client().clone();
+    client.retry_429 = false;
+    client
+        .request(
+            http::Method::POST,
+            &format!("/api/v1/namespaces/default/pods/{name}/eviction"),
+            Some((bytes::Bytes::from(body.to_string()), "application/json")),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disruption_budget_status_and_eviction_429() {
+    let c = Cluster::start(&["disruption"], &[]).await;
+    for p in ["web-a", "web-b", "web-c"] {
+        c.create("", "v1", "pods", &format!("metadata: {{name: {p}, labels: {{app: web}}}}\nspec:\n  nodeName: n\n  containers: [{{name: c, image: nginx}}]")).await;
+        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        c.api("", "v1", "pods", "default").patch_status(p, PatchType::Merge, &status).await.unwrap();
+    }
+    // Not ready, so not healthy.
+    c.create(
+        "",
+        "v1",
+        "pods",
+        "metadata: {name: web-d, labels: {app: web}}\nspec:\n  nodeName: n\n  containers: [{name: c, image: nginx}]",
+    )
+    .await;
+    c.create(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "metadata: {name: web}\nspec:\n  minAvailable: 2\n  selector: {matchLabels: {app: web}}",
+    )
+    .await;
+    let pdbs = c.api("policy", "v1", "poddisruptionbudgets", "default");
+    let pdb = c
+        .until(15, "pdb status", || async { pdbs.get("web").await.ok() }, |p| p["status"]["disruptionsAllowed"] == 1)
+        .await;
+    let s = &pdb["status"];
+    assert_eq!(
+        (s["currentHealthy"].as_i64(), s["desiredHealthy"].as_i64(), s["expectedPods"].as_i64()),
+        (Some(3), Some(2), Some(4))
+    );
+    assert_eq!(s["observedGeneration"], 1);
+    let allowed = cond(&pdb, "DisruptionAllowed").unwrap();
+    assert_eq!((allowed["status"].as_str(), allowed["reason"].as_str()), (Some("True"), Some("SufficientPods")));
+    // One eviction is allowed: the budget is spent and the pod recorded as disrupted.
+    evict(&c, "web-a").await.unwrap();
+    let pods = c.api("", "v1", "pods", "default");
+    assert!(deleting(&pods.get("web-a").await.unwrap()));
+    let pdb = c
+        .until(
+            15,
+            "no more disruptions",
+            || async { pdbs.get("web").await.ok() },
+            |p| p["status"]["disruptionsAllowed"] == 0 && p["status"]["currentHealthy"] == 2,
+        )
+        .await;
+    let allowed = cond(&pdb, "DisruptionAllowed").unwrap();
+    assert_eq!((allowed["status"].as_str(), allowed["reason"].as_str()), (Some("False"), Some("InsufficientPods")));
+    // The next one would violate the budget: 429 with upstream's message and cause.
+    let err = evict(&c, "web-b").await.unwrap_err();
+    let client::Error::Api(e) = err else { panic!("{err}") };
+    assert_eq!(e.code, 429);
+    assert_eq!(e.message, "Cannot evict pod as it would violate the pod's disruption budget.");
+    let details = e.details.expect("details");
+    assert_eq!(details["causes"][0]["reason"], "DisruptionBudget");
+    assert_eq!(details["causes"][0]["message"], "The disruption budget web needs 2 healthy pods and has 2 currently");
+    assert!(!deleting(&pods.get("web-b").await.unwrap()));
+    // A pod that is not ready may go while the budget is met (IfHealthyBudget).
+    evict(&c, "web-d").await.unwrap();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_spends_the_budget_in_the_apiserver() {
+    // No controller: the budget's status is what the test writes.
+    let c = Cluster::start(&[], &[]).await;
+    for p in ["db-a", "db-b"] {
+        c.create("", "v1", "pods", &format!("metadata: {{name: {p}, labels: {{app: db}}}}\nspec:\n  nodeName: n\n  containers: [{{name: c, image: pg}}]")).await;
+        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        c.api("", "v1", "pods", "default").patch_status(p, PatchType::Merge, &status).await.unwrap();
+    }
+    c.create(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "metadata: {name: db}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: db}}",
+    )
+    .await;
+    let pdbs = c.api("policy", "v1", "poddisruptionbudgets", "default");
+    // Not yet observed by the controller: 429, still being processed.
+    let err = evict(&c, "db-a").await.unwrap_err();
+    assert_eq!(err.code(), Some(429));
+    assert!(err.to_string().contains("is still being processed by the server"), "{err}");
+    let status = json!({"status": {"observedGeneration": 1, "disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2,
+        "conditions": [{"type": "DisruptionAllowed", "status": "True", "reason": "SufficientPods", "message": "", "lastTransitionTime": now()}]}});
+    pdbs.patch_status("db", PatchType::Merge, &status).await.unwrap();
+    evict(&c, "db-a").await.unwrap();
+    let pdb = pdbs.get("db").await.unwrap();
+    assert_eq!(pdb["status"]["disruptionsAllowed"], 0);
+    assert!(pdb["status"]["disruptedPods"]["db-a"].is_string(), "{pdb:#}");
+    assert_eq!(cond(&pdb, "DisruptionAllowed").unwrap()["reason"], "InsufficientPods");
+    assert_eq!(evict(&c, "db-b").await.unwrap_err().code(), Some(429));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodeipam_hands_out_node_cidrs_and_reuses_freed_ones() {
+    let c = Cluster::start(
+        &["nodeipam"],
+        &["--allocate-node-cidrs", "--cluster-cidr=10.244.0.0/23", "--node-cidr-mask-size=24"],
+    )
+    .await;
+    let nodes = c.api("", "v1", "nodes", "");
+    let cidr_of = |name: &'static str| {
+        let nodes = nodes.clone();
+        async move { nodes.get(name).await.ok().and_then(|n| n["spec"]["podCIDR"].as_str().map(str::to_string)) }
+    };
+    c.create("", "v1", "nodes", "metadata: {name: a}").await;
+    let a = c.until(10, "a's CIDR", || async { nodes.get("a").await.ok() }, |n| n["spec"]["podCIDR"].is_string()).await;
+    assert_eq!(a["spec"]["podCIDR"], "10.244.0.0/24");
+    assert_eq!(a["spec"]["podCIDRs"], json!(["10.244.0.0/24"]));
+    c.create("", "v1", "nodes", "metadata: {name: b}").await;
+    let b = c.until(10, "b's CIDR", || async { nodes.get("b").await.ok() }, |n| n["spec"]["podCIDR"].is_string()).await;
+    assert_eq!(b["spec"]["podCIDR"], "10.244.1.0/24");
+    // Exhausted: the third node waits, with a CIDRNotAvailable event.
+    c.create("", "v1", "nodes", "metadata: {name: c}").await;
+    let events = c.api("", "v1", "events", "default");
+    c.until(
+        10,
+        "CIDRNotAvailable event",
+        || async { events.list(&Default::default()).await.ok() },
+        |l| {
+            l["items"].as_array().is_some_and(|es| {
+                es.iter().any(|e| e["reason"] == "CIDRNotAvailable" && e["involvedObject"]["name"] == "c")
+            })
+        },
+    )
+    .await;
+    assert_eq!(cidr_of("c").await, None);
+    // a goes away: its CIDR goes to c.
+    nodes.delete("a", None).await.unwrap();
+    let n = c.until(10, "c's CIDR", || async { nodes.get("c").await.ok() }, |n| n["spec"]["podCIDR"].is_string()).await;
+    assert_eq!(n["spec"]["podCIDR"], "10.244.0.0/24");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_quota_usage_follows_the_namespace() {
+    let c = Cluster::start(&["resourcequota"], &[]).await;
+    c.create(
+        "",
+        "v1",
+        "resourcequotas",
+        "metadata: {name: q}\nspec:\n  hard: {pods: '10', requests.cpu: '2', requests.memory: 1Gi, limits.memory: 2Gi, configmaps: '5', services: '2', count/deployments.apps: '3'}",
+    )
+    .await;
+    for (name, cpu) in [("p1", "250m"), ("p2", "1")] {
+        c.create(
+            "",
+            "v1",
+            "pods",
+            &format!("metadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: busybox, resources: {{requests: {{cpu: '{cpu}', memory: 256Mi}}, limits: {{memory: 512Mi}}}}}}]"),
+        )
+        .await;
+    }
+    c.create("", "v1", "configmaps", "metadata: {name: cm}\ndata: {a: b}").await;
+    let quotas = c.api("", "v1", "resourcequotas", "default");
+    let q = c
+        .until(
+            15,
+            "usage",
+            || async { quotas.get("q").await.ok() },
+            |q| q["status"]["used"]["pods"] == "2" && q["status"]["used"]["configmaps"] == "1",
+        )
+        .await;
+    assert_eq!(q["status"]["hard"], q["spec"]["hard"]);
+    assert_eq!(
+        q["status"]["used"],
+        json!({"pods": "2", "requests.cpu": "1250m", "requests.memory": "512Mi", "limits.memory": "1Gi", "configmaps": "1",
+            // The apiserver's own `kubernetes` service is in default.
+            "services": "1", "count/deployments.apps": "0"})
+    );
+    // A finished pod no longer counts.
+    c.api("", "v1", "pods", "default")
+        .patch_status("p2", PatchType::Merge, &json!({"status": {"phase": "Succeeded"}}))
+        .await
+        .unwrap();
+    let q = c
+        .until(
+            15,
+            "usage after p2 finished",
+            || async { quotas.get("q").await.ok() },
+            |q| q["status"]["used"]["pods"] == "1",
+        )
+        .await;
+    assert_eq!(q["status"]["used"]["requests.cpu"], "250m");
+    assert_eq!(q["status"]["used"]["requests.memory"], "256Mi");
+    c.stop().await;
+}
