@@ -21,7 +21,7 @@ async fn pods_with(c: &Cluster, selector: &str) -> Vec<Value> {
     active(list.map(|l| items(&l)).unwrap_or_default())
 }
 
-/// Plays the kubelet: the pod runs on `node` and is Ready.
+/// Plays the kubelet: the pod is Running and Ready.
 async fn make_ready(c: &Cluster, pod: &Value) {
     let api = c.api("", "v1", "pods", "default");
     let now = jiff::Timestamp::now().to_string();
@@ -191,5 +191,233 @@ spec:
     .await;
     let rcs = c.api("", "v1", "replicationcontrollers", "default");
     c.until(30, "rc status", || async { rcs.get("rc").await.ok() }, |rc| rc["status"]["replicas"] == 2).await;
+    c.stop().await;
+}
+
+const DEPLOYMENT: &str = r#"
+metadata: {name: web, annotations: {kubernetes.io/change-cause: first}}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, image: "nginx:1"}]}
+"#;
+
+/// (fewest ready pods seen, most pods seen, recording).
+type Seen = std::sync::Arc<std::sync::Mutex<(usize, usize, bool)>>;
+
+/// Plays the kubelet for pods matching `selector` until the returned sender is dropped: every pending pod becomes
+/// Ready (one per tick). Records the fewest ready pods and the most pods seen at once (from `watch_from` on).
+fn kubelet(c: &Cluster, selector: &'static str) -> (tokio::sync::oneshot::Sender<()>, Seen) {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((usize::MAX, 0usize, false)));
+    let (api, s) = (c.api("", "v1", "pods", "default"), seen.clone());
+    tokio::spawn(async move {
+        loop {
+            if rx.try_recv().is_ok() {
+                return;
+            }
+            let lp = client::ListParams { label_selector: Some(selector.into()), ..Default::default() };
+            let pods = active(api.list(&lp).await.map(|l| items(&l)).unwrap_or_default());
+            let ready = |p: &Value| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            };
+            {
+                let mut g = s.lock().unwrap();
+                if g.2 {
+                    g.0 = g.0.min(pods.iter().filter(|p| ready(p)).count());
+                    g.1 = g.1.max(pods.len());
+                }
+            }
+            if let Some(p) = pods.iter().find(|p| !ready(p)) {
+                let now = jiff::Timestamp::now().to_string();
+                let status = json!({"status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
+                let _ = api.patch_status(p["metadata"]["name"].as_str().unwrap(), PatchType::Merge, &status).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+    });
+    (tx, seen)
+}
+
+fn condition(d: &Value, type_: &str) -> Value {
+    d["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+fn rolled_out(d: &Value) -> bool {
+    let s = &d["status"];
+    s["observedGeneration"] == d["metadata"]["generation"]
+        && s["updatedReplicas"] == 3
+        && s["replicas"] == 3
+        && s["availableReplicas"] == 3
+        && condition(d, "Progressing")["reason"] == "NewReplicaSetAvailable"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_rolls_out_within_max_unavailable_and_rolls_back_to_the_old_replica_set() {
+    let c = Cluster::start(&["deployment", "replicaset"], &[]).await;
+    let (_stop_kubelet, seen) = kubelet(&c, "app=web");
+    c.create("apps", "v1", "deployments", DEPLOYMENT).await;
+    let deps = c.api("apps", "v1", "deployments", "default");
+    let rss = c.api("apps", "v1", "replicasets", "default");
+    let d = c.until(60, "first rollout", || async { deps.get("web").await.ok() }, rolled_out).await;
+    assert_eq!(condition(&d, "Available")["reason"], "MinimumReplicasAvailable");
+    assert_eq!(condition(&d, "Available")["status"], "True");
+    assert_eq!(d["status"]["unavailableReplicas"], 0);
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    let list = items(&rss.list(&Default::default()).await.unwrap());
+    assert_eq!(list.len(), 1);
+    let first = list[0].clone();
+    let hash = first["metadata"]["labels"]["pod-template-hash"].as_str().unwrap().to_string();
+    assert_eq!(first["metadata"]["name"], format!("web-{hash}"));
+    assert_eq!(first["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash);
+    assert_eq!(first["spec"]["template"]["metadata"]["labels"]["pod-template-hash"], hash);
+    let ann = &first["metadata"]["annotations"];
+    assert_eq!(ann["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(ann["deployment.kubernetes.io/desired-replicas"], "3");
+    assert_eq!(ann["deployment.kubernetes.io/max-replicas"], "4");
+    assert_eq!(ann["kubernetes.io/change-cause"], "first");
+    assert_eq!(first["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+
+    // A template change rolls out: never fewer than 3 - 1 ready pods, never more than 3 + 1 pods.
+    seen.lock().unwrap().2 = true;
+    deps.patch(
+        "web",
+        PatchType::Merge,
+        &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}}),
+    )
+    .await
+    .unwrap();
+    let d = c
+        .until(
+            90,
+            "second rollout",
+            || async { deps.get("web").await.ok() },
+            |d| rolled_out(d) && d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2",
+        )
+        .await;
+    let (min_ready, max_pods, _) = *seen.lock().unwrap();
+    assert!(min_ready >= 2, "ready pods fell to {min_ready}");
+    assert!(max_pods <= 4, "pods rose to {max_pods}");
+    seen.lock().unwrap().2 = false;
+    let old = rss.get(first["metadata"]["name"].as_str().unwrap()).await.unwrap();
+    assert_eq!(old["spec"]["replicas"], 0);
+    let pods = pods_with(&c, "app=web").await;
+    assert_eq!(pods.len(), 3);
+    assert!(pods.iter().all(|p| p["metadata"]["labels"]["pod-template-hash"] != hash));
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+
+    // kubectl rollout undo: the template of revision 1 comes back; its ReplicaSet is reused as revision 3.
+    let mut template = first["spec"]["template"].clone();
+    template["metadata"]["labels"].as_object_mut().unwrap().remove("pod-template-hash");
+    deps.patch("web", PatchType::Merge, &json!({"spec": {"template": template}})).await.unwrap();
+    c.until(
+        90,
+        "rollback",
+        || async { deps.get("web").await.ok() },
+        |d| rolled_out(d) && d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3",
+    )
+    .await;
+    let list = items(&rss.list(&Default::default()).await.unwrap());
+    assert_eq!(list.len(), 2, "no third replica set");
+    let reused = rss.get(first["metadata"]["name"].as_str().unwrap()).await.unwrap();
+    assert_eq!(reused["spec"]["replicas"], 3);
+    assert_eq!(reused["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(reused["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"], "1");
+    let events = c.api("", "v1", "events", "default");
+    let ev = items(&events.list(&Default::default()).await.unwrap());
+    assert!(ev.iter().any(|e| e["reason"] == "ScalingReplicaSet"
+        && e["message"].as_str().unwrap().starts_with("Scaled down replica set web-")));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_without_ready_pods_exceeds_its_progress_deadline_and_recreate_waits_for_old_pods() {
+    let c = Cluster::start(&["deployment", "replicaset"], &[]).await;
+    c.create(
+        "apps",
+        "v1",
+        "deployments",
+        r#"
+metadata: {name: stuck}
+spec:
+  replicas: 2
+  progressDeadlineSeconds: 2
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck}}
+    spec: {containers: [{name: c, image: nginx}]}
+"#,
+    )
+    .await;
+    let deps = c.api("apps", "v1", "deployments", "default");
+    let d = c
+        .until(
+            30,
+            "ProgressDeadlineExceeded",
+            || async { deps.get("stuck").await.ok() },
+            |d| condition(d, "Progressing")["reason"] == "ProgressDeadlineExceeded",
+        )
+        .await;
+    assert_eq!(condition(&d, "Progressing")["status"], "False");
+    assert_eq!(condition(&d, "Available")["reason"], "MinimumReplicasUnavailable");
+    assert_eq!(d["status"]["unavailableReplicas"], 2);
+
+    // Recreate: the new ReplicaSet only appears once the old one is scaled to zero and its pods are gone.
+    c.create(
+        "apps",
+        "v1",
+        "deployments",
+        r#"
+metadata: {name: rec}
+spec:
+  replicas: 2
+  strategy: {type: Recreate}
+  selector: {matchLabels: {app: rec}}
+  template:
+    metadata: {labels: {app: rec}}
+    spec: {containers: [{name: c, image: "nginx:1"}]}
+"#,
+    )
+    .await;
+    c.until(
+        30,
+        "two pods",
+        || async { Some(json!(pods_with(&c, "app=rec").await)) },
+        |p| p.as_array().unwrap().len() == 2,
+    )
+    .await;
+    let first_hash = pods_with(&c, "app=rec").await[0]["metadata"]["labels"]["pod-template-hash"].clone();
+    deps.patch(
+        "rec",
+        PatchType::Merge,
+        &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}}),
+    )
+    .await
+    .unwrap();
+    c.until(
+        30,
+        "new pods only",
+        || async { Some(json!(pods_with(&c, "app=rec").await)) },
+        |p| {
+            let p = p.as_array().unwrap();
+            // Old and new pods never coexist.
+            assert!(
+                !(p.iter().any(|x| x["metadata"]["labels"]["pod-template-hash"] == first_hash)
+                    && p.iter().any(|x| x["metadata"]["labels"]["pod-template-hash"] != first_hash)),
+                "old and new pods at once: {p:#?}"
+            );
+            p.len() == 2 && p.iter().all(|x| x["metadata"]["labels"]["pod-template-hash"] != first_hash)
+        },
+    )
+    .await;
     c.stop().await;
 }

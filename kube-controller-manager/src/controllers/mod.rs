@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::Context;
 
+pub mod deployment;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -34,4 +35,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
     controller!("replicaset", replicaset::run, true),
     controller!("replicationcontroller", replicaset::run_replication_controller, true),
+    controller!("deployment", deployment::run, true),
 ];

@@ -509,7 +509,7 @@ async fn run_kind(ctx: Arc<Context>, stop: watch::Receiver<bool>, kind: &'static
             move |key: String| {
                 let (c, owners, pods, exp, recorder) =
                     (c.clone(), owners.clone(), pods.clone(), exp.clone(), recorder.clone());
-                async move { sync(&c, kind, &key, &owners.store(), &pods.store(), &exp, &recorder).await }
+                async move { sync(&c, kind, &key, owners.store(), pods.store(), &exp, &recorder).await }
             },
             stopped(stop),
         )
