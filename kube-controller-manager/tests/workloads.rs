@@ -421,3 +421,99 @@ spec:
     .await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_creates_pods_in_order_with_claims_and_rolls_from_the_highest_ordinal() {
+    let c = Cluster::start(&["statefulset"], &[]).await;
+    c.create(
+        "apps",
+        "v1",
+        "statefulsets",
+        r#"
+metadata: {name: db}
+spec:
+  replicas: 3
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: c, image: "db:1"}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"#,
+    )
+    .await;
+    let pods = c.api("", "v1", "pods", "default");
+    // Ordered: db-0 alone until it is Running and Ready, then db-1, then db-2.
+    for i in 0..3 {
+        let name = format!("db-{i}");
+        let p = c.until(30, &name, || async { pods.get(&name).await.ok() }, |_| true).await;
+        assert_eq!(p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"], name);
+        assert_eq!(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"], i.to_string());
+        assert!(p["metadata"]["labels"]["controller-revision-hash"].as_str().unwrap().starts_with("db-"));
+        assert_eq!(p["spec"]["hostname"], name);
+        assert_eq!(p["spec"]["subdomain"], "db");
+        let claim = format!("data-db-{i}");
+        assert!(
+            p["spec"]["volumes"].as_array().unwrap().iter().any(|v| v["persistentVolumeClaim"]["claimName"] == claim)
+        );
+        c.api("", "v1", "persistentvolumeclaims", "default").get(&claim).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(pods_with(&c, "app=db").await.len(), i + 1, "db-{} created before db-{i} was ready", i + 1);
+        make_ready(&c, &p).await;
+    }
+    let sets = c.api("apps", "v1", "statefulsets", "default");
+    let s = c
+        .until(
+            30,
+            "status",
+            || async { sets.get("db").await.ok() },
+            |s| {
+                s["status"]["readyReplicas"] == 3 && s["status"]["replicas"] == 3 && s["status"]["currentReplicas"] == 3
+            },
+        )
+        .await;
+    let rev1 = s["status"]["currentRevision"].as_str().unwrap().to_string();
+    assert_eq!(s["status"]["updateRevision"], rev1);
+    assert_eq!(s["status"]["updatedReplicas"], 3);
+    assert_eq!(s["status"]["observedGeneration"], s["metadata"]["generation"]);
+    c.api("apps", "v1", "controllerrevisions", "default").get(&rev1).await.unwrap();
+
+    // A new template with partition 1: db-2 then db-1 are replaced, db-0 stays at the old revision.
+    let (_k, _) = kubelet(&c, "app=db");
+    sets.patch(
+        "db",
+        PatchType::Merge,
+        &json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
+            "template": {"spec": {"containers": [{"name": "c", "image": "db:2"}]}}}}),
+    )
+    .await
+    .unwrap();
+    let s = c
+        .until(
+            60,
+            "partitioned rollout",
+            || async { sets.get("db").await.ok() },
+            |s| {
+                s["status"]["updatedReplicas"] == 2
+                    && s["status"]["readyReplicas"] == 3
+                    && s["status"]["currentReplicas"] == 1
+            },
+        )
+        .await;
+    let rev2 = s["status"]["updateRevision"].as_str().unwrap().to_string();
+    assert_ne!(rev1, rev2);
+    assert_eq!(s["status"]["currentRevision"], rev1);
+    let rev = |p: Value| p["metadata"]["labels"]["controller-revision-hash"].as_str().unwrap().to_string();
+    assert_eq!(rev(pods.get("db-0").await.unwrap()), rev1);
+    assert_eq!(rev(pods.get("db-1").await.unwrap()), rev2);
+    assert_eq!(rev(pods.get("db-2").await.unwrap()), rev2);
+
+    // Scale down: the highest ordinal goes; its claim stays.
+    sets.patch("db", PatchType::Merge, &json!({"spec": {"replicas": 2}})).await.unwrap();
+    c.until(30, "db-2 gone", || async { Some(json!(pods.get("db-2").await.is_err())) }, |g| g == &json!(true)).await;
+    c.api("", "v1", "persistentvolumeclaims", "default").get("data-db-2").await.unwrap();
+    assert!(pods.get("db-1").await.is_ok());
+    c.stop().await;
+}

@@ -12,6 +12,7 @@ use crate::Context;
 pub mod deployment;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -36,4 +37,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("replicaset", replicaset::run, true),
     controller!("replicationcontroller", replicaset::run_replication_controller, true),
     controller!("deployment", deployment::run, true),
+    controller!("statefulset", statefulset::run, true),
 ];
