@@ -247,7 +247,7 @@ async fn sync(
             condemned.push((o, p.clone()));
         }
     }
-    condemned.sort_by(|a, b| b.0.cmp(&a.0));
+    condemned.sort_by_key(|c| std::cmp::Reverse(c.0));
 
     let status = compute_status(&set, &pods, &current_rev, &update_rev, min_ready, now, strategy);
     let result = manage(
