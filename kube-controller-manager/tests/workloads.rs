@@ -517,3 +517,146 @@ spec:
     assert!(pods.get("db-1").await.is_ok());
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_runs_one_pod_per_eligible_node_and_rolls_within_max_unavailable() {
+    let c = Cluster::start(&["daemonset"], &[]).await;
+    for n in ["n1", "n2"] {
+        c.create("", "v1", "nodes", &format!("metadata: {{name: {n}, labels: {{role: worker}}}}")).await;
+    }
+    c.create(
+        "",
+        "v1",
+        "nodes",
+        "metadata: {name: tainted, labels: {role: worker}}\nspec: {taints: [{key: dedicated, value: db, effect: NoSchedule}]}",
+    )
+    .await;
+    c.create("", "v1", "nodes", "metadata: {name: other, labels: {role: db}}").await;
+    c.create(
+        "apps",
+        "v1",
+        "daemonsets",
+        r#"
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 1}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      nodeSelector: {role: worker}
+      containers: [{name: c, image: "agent:1"}]
+"#,
+    )
+    .await;
+    let target = |p: &Value| {
+        p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+            ["matchFields"][0]["values"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let pods = c
+        .until(
+            30,
+            "two daemon pods",
+            || async { Some(json!(pods_with(&c, "app=agent").await)) },
+            |p| p.as_array().unwrap().len() == 2,
+        )
+        .await;
+    let mut on: Vec<String> = pods.as_array().unwrap().iter().map(target).collect();
+    on.sort();
+    assert_eq!(on, ["n1", "n2"], "one pod on each untainted worker");
+    let tols = pods[0]["spec"]["tolerations"].as_array().unwrap();
+    for (key, effect) in [
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+    ] {
+        assert!(tols.iter().any(|t| t["key"] == key && t["effect"] == effect && t["operator"] == "Exists"), "{key}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(pods_with(&c, "app=agent").await.len(), 2, "no extra pods");
+    let (_k, seen) = kubelet(&c, "app=agent");
+    let dss = c.api("apps", "v1", "daemonsets", "default");
+    c.until(
+        30,
+        "status",
+        || async { dss.get("agent").await.ok() },
+        |d| {
+            let s = &d["status"];
+            s["desiredNumberScheduled"] == 2
+                && s["currentNumberScheduled"] == 2
+                && s["numberReady"] == 2
+                && s["numberAvailable"] == 2
+                && s["updatedNumberScheduled"] == 2
+                && s["numberMisscheduled"] == 0
+                && s["observedGeneration"] == d["metadata"]["generation"]
+        },
+    )
+    .await;
+    // A new eligible node gets a pod.
+    c.create("", "v1", "nodes", "metadata: {name: n3, labels: {role: worker}}").await;
+    c.until(
+        30,
+        "a pod on n3",
+        || async { Some(json!(pods_with(&c, "app=agent").await)) },
+        |p| p.as_array().unwrap().iter().any(|p| target(p) == "n3"),
+    )
+    .await;
+    c.until(30, "three ready", || async { dss.get("agent").await.ok() }, |d| d["status"]["numberReady"] == 3).await;
+
+    // A template change replaces pods with at most one unavailable at a time.
+    seen.lock().unwrap().2 = true;
+    let old_hash = pods[0]["metadata"]["labels"]["controller-revision-hash"].clone();
+    dss.patch(
+        "agent",
+        PatchType::Merge,
+        &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}}),
+    )
+    .await
+    .unwrap();
+    c.until(
+        60,
+        "updated",
+        || async { dss.get("agent").await.ok() },
+        |d| {
+            d["status"]["observedGeneration"] == d["metadata"]["generation"]
+                && d["status"]["updatedNumberScheduled"] == 3
+                && d["status"]["numberAvailable"] == 3
+        },
+    )
+    .await;
+    let (min_ready, max_pods, _) = *seen.lock().unwrap();
+    assert!(min_ready >= 2, "ready daemon pods fell to {min_ready}");
+    assert!(max_pods <= 3, "pods rose to {max_pods}");
+    let now = pods_with(&c, "app=agent").await;
+    assert_eq!(now.len(), 3);
+    assert!(
+        now.iter().all(|p| p["metadata"]["labels"]["controller-revision-hash"] != old_hash),
+        "old hash {old_hash}: {now:#?}"
+    );
+    // A NoExecute taint the pod does not tolerate evicts it; desiredNumberScheduled drops.
+    seen.lock().unwrap().2 = false;
+    let nodes = c.api("", "v1", "nodes", "");
+    nodes
+        .patch("n3", PatchType::Merge, &json!({"spec": {"taints": [{"key": "maintenance", "effect": "NoExecute"}]}}))
+        .await
+        .unwrap();
+    c.until(
+        30,
+        "the n3 pod gone",
+        || async { Some(json!(pods_with(&c, "app=agent").await)) },
+        |p| {
+            let p = p.as_array().unwrap();
+            p.len() == 2 && p.iter().all(|p| target(p) != "n3")
+        },
+    )
+    .await;
+    c.until(30, "desired 2", || async { dss.get("agent").await.ok() }, |d| d["status"]["desiredNumberScheduled"] == 2)
+        .await;
+    c.stop().await;
+}

@@ -769,7 +769,9 @@ impl Sync<'_> {
             cleaned += n;
         }
         // Then available ones, as far as availability allows.
-        let available: i64 = sets.all().iter().map(|r| status_int(r, "availableReplicas")).sum();
+        // A ReplicaSet just scaled down may still report the pods it is deleting as available: never count more
+        // than it is asked to keep.
+        let available: i64 = sets.all().iter().map(|r| status_int(r, "availableReplicas").min(spec_replicas(r))).sum();
         let mut scaled = 0;
         if available > min_available {
             let total = available - min_available;

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::Context;
 
+pub mod daemonset;
 pub mod deployment;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -38,4 +39,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("replicationcontroller", replicaset::run_replication_controller, true),
     controller!("deployment", deployment::run, true),
     controller!("statefulset", statefulset::run, true),
+    controller!("daemonset", daemonset::run, true),
 ];

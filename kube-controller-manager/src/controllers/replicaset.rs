@@ -225,6 +225,12 @@ impl Expectations {
             .insert(key.to_string(), Expected { adds: 0, dels: pod_keys.into_iter().collect(), at: Instant::now() });
     }
 
+    /// Expects both creations and deletions (a DaemonSet sync does both).
+    pub fn expect(&self, key: &str, adds: usize, pod_keys: Vec<String>) {
+        let e = Expected { adds: adds as i64, dels: pod_keys.into_iter().collect(), at: Instant::now() };
+        self.lock().insert(key.to_string(), e);
+    }
+
     pub fn creation_observed(&self, key: &str) {
         if let Some(e) = self.lock().get_mut(key) {
             e.adds -= 1;
