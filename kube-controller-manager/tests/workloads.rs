@@ -372,6 +372,7 @@ spec:
     assert_eq!(d["status"]["unavailableReplicas"], 2);
 
     // Recreate: the new ReplicaSet only appears once the old one is scaled to zero and its pods are gone.
+    let (_kubelet, _) = kubelet(&c, "app=rec");
     c.create(
         "apps",
         "v1",
@@ -380,6 +381,7 @@ spec:
 metadata: {name: rec}
 spec:
   replicas: 2
+  revisionHistoryLimit: 0
   strategy: {type: Recreate}
   selector: {matchLabels: {app: rec}}
   template:
@@ -416,6 +418,56 @@ spec:
                 "old and new pods at once: {p:#?}"
             );
             p.len() == 2 && p.iter().all(|x| x["metadata"]["labels"]["pod-template-hash"] != first_hash)
+        },
+    )
+    .await;
+    // revisionHistoryLimit 0: the old ReplicaSet is deleted once the rollout is complete.
+    let rss = c.api("apps", "v1", "replicasets", "default");
+    let rs_of = |app: &'static str| {
+        let rss = rss.clone();
+        async move {
+            let lp = client::ListParams { label_selector: Some(format!("app={app}")), ..Default::default() };
+            rss.list(&lp).await.ok().map(|l| json!(items(&l)))
+        }
+    };
+    c.until(30, "one replica set left", || rs_of("rec"), |l| l.as_array().unwrap().len() == 1).await;
+
+    // Paused at creation: no ReplicaSet until resumed.
+    c.create(
+        "apps",
+        "v1",
+        "deployments",
+        r#"
+metadata: {name: held}
+spec:
+  paused: true
+  selector: {matchLabels: {app: held}}
+  template:
+    metadata: {labels: {app: held}}
+    spec: {containers: [{name: c, image: nginx}]}
+"#,
+    )
+    .await;
+    let d = c
+        .until(
+            30,
+            "DeploymentPaused",
+            || async { deps.get("held").await.ok() },
+            |d| condition(d, "Progressing")["reason"] == "DeploymentPaused",
+        )
+        .await;
+    assert_eq!(condition(&d, "Progressing")["status"], "Unknown");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(rs_of("held").await.unwrap().as_array().unwrap().is_empty());
+    deps.patch("held", PatchType::Merge, &json!({"spec": {"paused": false}})).await.unwrap();
+    c.until(30, "a replica set after resume", || rs_of("held"), |l| l.as_array().unwrap().len() == 1).await;
+    c.until(
+        30,
+        "NewReplicaSetCreated",
+        || async { deps.get("held").await.ok() },
+        |d| {
+            condition(d, "Progressing")["reason"] == "NewReplicaSetCreated"
+                || condition(d, "Progressing")["reason"] == "ReplicaSetUpdated"
         },
     )
     .await;

@@ -20,9 +20,11 @@
 //!   ProgressDeadlineExceeded, DeploymentPaused, DeploymentResumed) with upstream's messages, so `kubectl rollout
 //!   status/history/undo/restart` behave as upstream; `ScalingReplicaSet` events.
 //!
-//! Deliberate gaps: scaling a Deployment in the middle of a rollout adds replicas to the newest ReplicaSet and removes
-//! them from the oldest first instead of upstream's proportional scaling; the deprecated `rollbackTo` spec is ignored;
-//! ReplicaFailure conditions of ReplicaSets are not copied onto the Deployment.
+//! - scaling in the middle of a rollout is proportional (each active ReplicaSet by its `max-replicas` annotation, the
+//!   rounding leftover to the largest).
+//!
+//! Deliberate gaps: the deprecated `rollbackTo` spec is ignored; ReplicaFailure conditions of ReplicaSets are not
+//! copied onto the Deployment; adoption does not re-read the Deployment before adopting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,6 +188,48 @@ pub fn new_rs_new_replicas(d: &Value, all: &[&Value], new_rs: &Value) -> i64 {
     }
     let up = (max_total - current).min(replicas(d) - spec_replicas(new_rs));
     spec_replicas(new_rs) + up
+}
+
+/// The sizes of the active ReplicaSets (`(replicas, (creationTimestamp, name))`, in that order) after a scaling
+/// event, as upstream's proportional scaling: each gets its fraction of the change by its `max-replicas`
+/// annotation, the rounding leftover goes to the largest (newest when growing, oldest when shrinking).
+pub fn proportional_sizes(d: &Value, sets: &[(i64, (String, String), Option<i64>)]) -> Vec<i64> {
+    let want = replicas(d);
+    let total: i64 = sets.iter().map(|s| s.0).sum();
+    let allowed = if want > 0 { want + max_surge(d) } else { 0 };
+    let to_add = allowed - total;
+    let mut order: Vec<usize> = (0..sets.len()).collect();
+    if to_add > 0 {
+        // Larger first, newer first on ties.
+        order.sort_by(|&a, &b| sets[b].0.cmp(&sets[a].0).then_with(|| sets[b].1.cmp(&sets[a].1)));
+    } else {
+        order.sort_by(|&a, &b| sets[b].0.cmp(&sets[a].0).then_with(|| sets[a].1.cmp(&sets[b].1)));
+    }
+    let mut sizes: Vec<i64> = sets.iter().map(|s| s.0).collect();
+    if to_add == 0 || sets.is_empty() {
+        return sizes;
+    }
+    let mut added = 0;
+    for &i in &order {
+        let have = sets[i].0;
+        if have == 0 || to_add == added {
+            continue;
+        }
+        let fraction = if want == 0 {
+            -have
+        } else {
+            let annotated = sets[i].2.filter(|a| *a > 0).unwrap_or_else(|| status_int(d, "replicas").max(1));
+            let target = (have * (want + max_surge(d))) as f64 / annotated as f64;
+            target.round() as i64 - have
+        };
+        let allowed = to_add - added;
+        let p = if to_add > 0 { fraction.min(allowed) } else { fraction.max(allowed) };
+        sizes[i] += p;
+        added += p;
+    }
+    let first = order[0];
+    sizes[first] = (sizes[first] + to_add - added).max(0);
+    sizes
 }
 
 fn set_condition(conds: &mut Vec<Value>, type_: &str, status: &str, reason: &str, message: &str) {
@@ -655,7 +699,7 @@ impl Sync<'_> {
         Ok(from != to)
     }
 
-    /// Upstream's `scale` (without proportional scaling: see the module doc).
+    /// Upstream's `scale`.
     async fn scale(&self, d: &Value, sets: &mut Sets) -> Result<(), BoxError> {
         let want = replicas(d);
         let active: Vec<usize> = (0..sets.old.len()).filter(|&i| spec_replicas(&sets.old[i]) > 0).collect();
@@ -686,26 +730,16 @@ impl Sync<'_> {
         if !rolling(d) {
             return Ok(());
         }
-        let total: i64 = sets.all().iter().map(|r| spec_replicas(r)).sum();
-        let allowed = if want > 0 { want + max_surge(d) } else { 0 };
-        let mut delta = allowed - total;
-        if delta > 0 {
-            let target = match &mut sets.new {
-                Some(n) => n,
-                None => match sets.old.iter_mut().filter(|r| spec_replicas(r) > 0).max_by_key(|r| created(r)) {
-                    Some(r) => r,
-                    None => return Ok(()),
-                },
-            };
-            let to = spec_replicas(target) + delta;
-            self.scale_rs(d, target, to).await?;
-        } else {
-            for rs in sets.old.iter_mut().chain(sets.new.as_mut()) {
-                let have = spec_replicas(rs);
-                let take = have.min(-delta);
-                delta += take;
-                self.scale_rs(d, rs, have - take).await?;
-            }
+        // Proportional scaling: every active ReplicaSet gets its share of the change.
+        let mut active: Vec<&mut Value> =
+            sets.old.iter_mut().chain(sets.new.iter_mut()).filter(|r| spec_replicas(r) > 0).collect();
+        let sizes: Vec<(i64, (String, String), Option<i64>)> = active
+            .iter()
+            .map(|r| (spec_replicas(r), created(r), annotation(r, MAX_REPLICAS).and_then(|a| a.parse().ok())))
+            .collect();
+        let targets = proportional_sizes(d, &sizes);
+        for (rs, to) in active.iter_mut().zip(targets) {
+            self.scale_rs(d, rs, to).await?;
         }
         Ok(())
     }
@@ -951,6 +985,22 @@ mod tests {
         assert_eq!(new_rs_new_replicas(&d, &[&old, &new1], &new1), 1);
         let old3 = json!({"spec": {"replicas": 3}});
         assert_eq!(new_rs_new_replicas(&d, &[&old3, &new1], &new1), 2);
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        // 10 replicas (surge 3) split 6 old / 5 new at max 13; scaled to 20 (surge 5): 25 allowed, 14 to add.
+        let d = json!({"spec": {"replicas": 20, "strategy": {"type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}}, "status": {"replicas": 11}});
+        let old = (6, ("2024-01-01T00:00:00Z".to_string(), "old".to_string()), Some(13));
+        let new = (5, ("2024-01-02T00:00:00Z".to_string(), "new".to_string()), Some(13));
+        let sizes = proportional_sizes(&d, &[old.clone(), new.clone()]);
+        assert_eq!(sizes.iter().sum::<i64>(), 25);
+        // old: round(6 * 25 / 13) = 12, new: round(5 * 25 / 13) = 10; the leftover 3 goes to the largest.
+        assert_eq!(sizes, vec![15, 10]);
+        // Scaled down to 0: everything goes.
+        let d0 = json!({"spec": {"replicas": 0}, "status": {"replicas": 11}});
+        assert_eq!(proportional_sizes(&d0, &[old, new]), vec![0, 0]);
     }
 
     #[test]
