@@ -691,6 +691,43 @@ spec:
         now.iter().all(|p| p["metadata"]["labels"]["controller-revision-hash"] != old_hash),
         "old hash {old_hash}: {now:#?}"
     );
+    // The history is in ControllerRevisions, as `kubectl rollout history` reads it.
+    let crs = c.api("apps", "v1", "controllerrevisions", "default");
+    let revs = items(&crs.list(&Default::default()).await.unwrap());
+    let mut numbers: Vec<(i64, Value)> = revs
+        .iter()
+        .map(|r| (r["revision"].as_i64().unwrap(), r["metadata"]["labels"]["controller-revision-hash"].clone()))
+        .collect();
+    numbers.sort_by_key(|n| n.0);
+    assert_eq!(numbers.len(), 2, "{revs:#?}");
+    assert_eq!((numbers[0].0, numbers[0].1.clone()), (1, old_hash.clone()));
+    assert_eq!(numbers[1].0, 2);
+    assert_eq!(revs[0]["data"]["spec"]["template"]["$patch"], "replace");
+    assert_eq!(revs[0]["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+    // Undo: the first template comes back, its revision is reused (now number 3) and so is its hash.
+    dss.patch(
+        "agent",
+        PatchType::Merge,
+        &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:1"}]}}}}),
+    )
+    .await
+    .unwrap();
+    c.until(
+        60,
+        "rolled back",
+        || async { Some(json!(pods_with(&c, "app=agent").await)) },
+        |p| {
+            let p = p.as_array().unwrap();
+            p.len() == 3 && p.iter().all(|p| p["metadata"]["labels"]["controller-revision-hash"] == old_hash)
+        },
+    )
+    .await;
+    let first = items(&crs.list(&Default::default()).await.unwrap())
+        .into_iter()
+        .find(|r| r["metadata"]["labels"]["controller-revision-hash"] == old_hash)
+        .unwrap();
+    assert_eq!(first["revision"], 3);
+
     // A NoExecute taint the pod does not tolerate evicts it; desiredNumberScheduled drops.
     seen.lock().unwrap().2 = false;
     let nodes = c.api("", "v1", "nodes", "");

@@ -7,7 +7,9 @@
 //!   `disk-pressure`, `memory-pressure`, `pid-pressure`, `unschedulable` NoSchedule; `network-unavailable`
 //!   NoSchedule for host-network pods) and are placed by the required node affinity `metadata.name In [node]`
 //!   (replacing the template's required terms), leaving binding to the scheduler;
-//! - pods carry `controller-revision-hash` (a stable hash of the template) and `pod-template-generation`; they are
+//! - the template's ControllerRevision `<ds>-<hash>` (labelled `controller-revision-hash`; a rollback reuses the old
+//!   one with a new revision number; unused ones beyond `revisionHistoryLimit` are pruned) gives the hash pods
+//!   carry in `controller-revision-hash`, beside `pod-template-generation`; they are
 //!   created in slow-start batches with expectations, failed pods are replaced, extra pods on a node and pods on
 //!   ineligible or vanished nodes are deleted;
 //! - `RollingUpdate` (maxSurge 0): outdated pods are deleted while at most `maxUnavailable` (percent rounded up,
@@ -16,8 +18,7 @@
 //!   `updatedNumberScheduled`, `numberAvailable`, `numberUnavailable`, `observedGeneration`; events
 //!   `SuccessfulCreate`, `FailedCreate`, `SuccessfulDelete` with upstream's messages.
 //!
-//! Deliberate gaps: no ControllerRevisions are written for DaemonSets (the hash label alone tells old from new), so
-//! `kubectl rollout history/undo` of a DaemonSet has no history; `maxSurge` > 0 rolls as if it were 0; failed pods
+//! Deliberate gaps: `maxSurge` > 0 rolls as if it were 0; failed pods
 //! are replaced without upstream's per-node backoff.
 
 use std::collections::HashMap;
@@ -31,7 +32,7 @@ use runtime::{Action, Controller, Notification, Store};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use super::deployment::{scaled_value, template_hash};
+use super::deployment::scaled_value;
 use super::replicaset::{
     Expectations, claim_pods, controller_ref, int_at, new_controller_ref, pod_available, pod_from_template, pod_ready,
     slow_start_batches,
@@ -194,6 +195,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     let sets = ctx.informer("apps", "v1", "daemonsets");
     let pods = ctx.informer("", "v1", "pods");
     let nodes = ctx.informer("", "v1", "nodes");
+    let revisions = ctx.informer("apps", "v1", "controllerrevisions");
     let recorder = ctx.recorder("daemonset-controller");
     let exp = Arc::new(Expectations::default());
     let (s1, s2, e) = (sets.store().clone(), sets.store().clone(), exp.clone());
@@ -242,9 +244,16 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     })
     .run(
         move |key: String| {
-            let (c, s, p, n, r, e) =
-                (c.clone(), sets.clone(), pods.clone(), nodes.clone(), recorder.clone(), exp.clone());
-            async move { sync(&c, &r, &e, &key, s.store(), p.store(), n.store()).await }
+            let (c, s, p, n, r, e, v) = (
+                c.clone(),
+                sets.clone(),
+                pods.clone(),
+                nodes.clone(),
+                recorder.clone(),
+                exp.clone(),
+                revisions.clone(),
+            );
+            async move { sync(&c, &r, &e, &key, s.store(), p.store(), n.store(), v.store()).await }
         },
         stopped(stop),
     )
@@ -260,6 +269,7 @@ async fn sync(
     sets: &Store,
     pod_store: &Store,
     node_store: &Store,
+    rev_store: &Store,
 ) -> Result<Action, BoxError> {
     let (ns, name) = runtime::split_key(key);
     let Some(ds) = sets.get(ns, name) else {
@@ -276,10 +286,14 @@ async fn sync(
     let pods_api = ctx.api("", "v1", "pods").namespaced(ns);
     let candidates = pod_store.list_by(|p| runtime::namespace(p) == ns);
     let pods = claim_pods(&ds, "apps/v1", "DaemonSet", &selector, candidates, &pods_api).await?;
-    let hash = template_hash(
-        ds.pointer("/spec/template").unwrap_or(&Value::Null),
-        ds.pointer("/status/collisionCount").and_then(Value::as_i64),
-    );
+    let in_use: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.pointer("/metadata/labels").and_then(|l| l.get(REVISION_LABEL)).and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    let hash = super::statefulset::sync_revisions(ctx, &ds, "DaemonSet", REVISION_LABEL, rev_store, &in_use)
+        .await?
+        .update_hash;
     let spec = daemon_spec(&ds);
     let min_ready = int_at(&ds, "/spec/minReadySeconds", 0);
     let now = jiff::Timestamp::now();

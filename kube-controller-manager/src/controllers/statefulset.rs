@@ -16,8 +16,10 @@
 //!   `currentRevision`, `updateRevision`, `observedGeneration`, `collisionCount`; events `SuccessfulCreate`,
 //!   `SuccessfulDelete`, `FailedCreate` with upstream's messages.
 //!
-//! Deliberate gaps: `maxUnavailable` of rolling updates (beta upstream) is treated as 1; old ControllerRevisions are
-//! not pruned to `revisionHistoryLimit`; `persistentVolumeClaimRetentionPolicy` Delete is not applied (PVCs are always
+//! Unused ControllerRevisions beyond `revisionHistoryLimit` are deleted, oldest first.
+//!
+//! Deliberate gaps: `maxUnavailable` of rolling updates (beta upstream) is treated as 1;
+//! `persistentVolumeClaimRetentionPolicy` Delete is not applied (PVCs are always
 //! retained); the revision hash is over the template JSON, not upstream's strategic patch bytes.
 
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use runtime::{Action, Controller, Notification, Store};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use super::deployment::{equal_ignore_hash, template_hash};
+use super::deployment::template_hash;
 use super::replicaset::{
     claim_pods, controlled_by, controller_ref, int_at, new_controller_ref, pod_active, pod_available, pod_ready,
 };
@@ -148,58 +150,115 @@ fn owners(n: &Notification, sets: &Store) -> Vec<String> {
     keys
 }
 
-/// Finds or creates the ControllerRevision of the set's current template; returns (update revision name, the
-/// name of the current one and its template).
-async fn revisions(ctx: &Context, set: &Value, store: &Store) -> Result<(String, String, Value), BoxError> {
-    let ns = runtime::namespace(set);
+/// The revisions of a StatefulSet or DaemonSet after [`sync_revisions`].
+pub struct Revisions {
+    /// Name (`<owner>-<hash>`) and hash of the revision of the current template.
+    pub update: String,
+    pub update_hash: String,
+    /// The revision named by `status.currentRevision` (else the update one) and its template.
+    pub current: String,
+    pub current_template: Value,
+}
+
+/// The template a ControllerRevision stores (its `data` is upstream's patch `{"spec": {"template": {..,
+/// "$patch": "replace"}}}`, which `kubectl rollout undo` applies as is).
+fn stored_template(r: &Value) -> Option<Value> {
+    let mut t = r.pointer("/data/spec/template").cloned()?;
+    t.as_object_mut()?.remove("$patch");
+    Some(t)
+}
+
+/// Finds or creates the ControllerRevision of the owner's template (reusing, with a new revision number, an older
+/// one holding the same template, as after a rollback), and prunes unused ones beyond `revisionHistoryLimit`.
+/// `hash_label` is the label carrying the hash on the revision; `in_use` lists revision names pods still carry.
+pub async fn sync_revisions(
+    ctx: &Context,
+    owner: &Value,
+    kind: &str,
+    hash_label: &str,
+    store: &Store,
+    in_use: &[String],
+) -> Result<Revisions, BoxError> {
+    let ns = runtime::namespace(owner);
     let api = ctx.api("apps", "v1", "controllerrevisions").namespaced(ns);
-    let uid = runtime::uid(set);
-    let owned = store.list_by(|r| runtime::namespace(r) == ns && controlled_by(r, uid));
-    let template = set.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let uid = runtime::uid(owner);
+    let mut owned = store.list_by(|r| runtime::namespace(r) == ns && controlled_by(r, uid));
+    owned.sort_by_key(|r| int_at(r, "/revision", 0));
+    let template = owner.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let max = owned.iter().map(|r| int_at(r, "/revision", 0)).max().unwrap_or(0);
-    let stored = |r: &Value| r.pointer("/data/spec/template").cloned();
-    let update = match owned.iter().find(|r| equal_ignore_hash(stored(r).as_ref(), Some(&template))) {
+    let prefix = format!("{}-", runtime::name(owner));
+    let hash_of = |r: &Value| {
+        r.pointer("/metadata/labels")
+            .and_then(|l| l.get(hash_label))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| runtime::name(r).strip_prefix(&prefix).unwrap_or(runtime::name(r)).to_string())
+    };
+    let (update, update_hash) = match owned.iter().find(|r| stored_template(r).as_ref() == Some(&template)) {
         Some(r) => {
             let name = runtime::name(r).to_string();
-            // Rolled back to an older template: it becomes the newest revision again.
             if int_at(r, "/revision", 0) < max {
                 api.patch(&name, PatchType::Merge, &json!({"revision": max + 1})).await?;
             }
-            name
+            (name, hash_of(r))
         }
         None => {
-            let collision = set.pointer("/status/collisionCount").and_then(Value::as_i64);
+            let collision = owner.pointer("/status/collisionCount").and_then(Value::as_i64);
             let hash = template_hash(&template, collision);
-            let name = format!("{}-{hash}", runtime::name(set));
-            let mut labels = set.pointer("/spec/selector/matchLabels").cloned().unwrap_or(json!({}));
-            labels["controller.kubernetes.io/hash"] = json!(hash);
+            let name = format!("{prefix}{hash}");
+            let mut labels = if kind == "DaemonSet" {
+                owner.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}))
+            } else {
+                owner.pointer("/spec/selector/matchLabels").cloned().unwrap_or(json!({}))
+            };
+            labels[hash_label] = json!(hash);
+            let mut data = template.clone();
+            data["$patch"] = json!("replace");
             let rev = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
                 "metadata": {"name": name, "namespace": ns, "labels": labels,
-                    "ownerReferences": [new_controller_ref(set, "apps/v1", "StatefulSet")]},
-                "data": {"spec": {"template": template}}, "revision": max + 1});
+                    "ownerReferences": [new_controller_ref(owner, "apps/v1", kind)]},
+                "data": {"spec": {"template": data}}, "revision": max + 1});
             match api.create(&rev).await {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(409) => {
                     let existing = api.get(&name).await?;
-                    if !controlled_by(&existing, uid) || stored(&existing).as_ref() != Some(&template) {
+                    if !controlled_by(&existing, uid) || stored_template(&existing).as_ref() != Some(&template) {
                         let cc = json!({"status": {"collisionCount": collision.unwrap_or(0) + 1}});
-                        ctx.api("apps", "v1", "statefulsets")
+                        let plural = if kind == "DaemonSet" { "daemonsets" } else { "statefulsets" };
+                        ctx.api("apps", "v1", plural)
                             .namespaced(ns)
-                            .patch_status(runtime::name(set), PatchType::Merge, &cc)
+                            .patch_status(runtime::name(owner), PatchType::Merge, &cc)
                             .await?;
                         return Err(format!("hash collision on controller revision {name}").into());
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
-            name
+            (name, hash)
         }
     };
-    let current = set.pointer("/status/currentRevision").and_then(Value::as_str).unwrap_or_default();
-    match owned.iter().find(|r| runtime::name(r) == current && !current.is_empty()) {
-        Some(r) => Ok((update, current.to_string(), stored(r).unwrap_or(template))),
-        None => Ok((update.clone(), update, template)),
+    let current_name = owner.pointer("/status/currentRevision").and_then(Value::as_str).unwrap_or_default();
+    let (current, current_template) = match owned.iter().find(|r| runtime::name(r) == current_name) {
+        Some(r) if !current_name.is_empty() => (current_name.to_string(), stored_template(r).unwrap_or(template)),
+        _ => (update.clone(), template),
+    };
+    // History beyond revisionHistoryLimit that no pod uses goes, oldest first (upstream's `truncateHistory`).
+    let limit = int_at(owner, "/spec/revisionHistoryLimit", 10).max(0) as usize;
+    let unused: Vec<&Arc<Value>> = owned
+        .iter()
+        .filter(|r| {
+            let n = runtime::name(r);
+            n != update && n != current && !in_use.iter().any(|u| u == n || *u == hash_of(r))
+        })
+        .collect();
+    for r in unused.iter().take(unused.len().saturating_sub(limit)) {
+        match api.delete(runtime::name(r), None).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(404) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(Revisions { update, update_hash, current, current_template })
 }
 
 async fn sync(
@@ -223,7 +282,9 @@ async fn sync(
     let candidates = pod_store.list_by(|p| runtime::namespace(p) == ns);
     let claimed = claim_pods(&set, "apps/v1", "StatefulSet", &selector, candidates, &pods_api).await?;
     let pods: Vec<Arc<Value>> = claimed.into_iter().filter(|p| ordinal(name, runtime::name(p)).is_some()).collect();
-    let (update_rev, current_rev, current_template) = revisions(ctx, &set, rev_store).await?;
+    let in_use: Vec<String> = pods.iter().map(|p| revision_of(p).to_string()).collect();
+    let revs = sync_revisions(ctx, &set, "StatefulSet", "controller.kubernetes.io/hash", rev_store, &in_use).await?;
+    let (update_rev, current_rev, current_template) = (revs.update, revs.current, revs.current_template);
     let update_template = set.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let replicas = int_at(&set, "/spec/replicas", 1).max(0);
     let start = int_at(&set, "/spec/ordinals/start", 0).max(0);
