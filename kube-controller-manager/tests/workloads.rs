@@ -749,3 +749,57 @@ spec:
         .await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_statefulset_creates_and_removes_pods_at_once() {
+    let c = Cluster::start(&["statefulset"], &[]).await;
+    c.create(
+        "apps",
+        "v1",
+        "statefulsets",
+        r#"
+metadata: {name: par}
+spec:
+  replicas: 3
+  podManagementPolicy: Parallel
+  serviceName: par
+  selector: {matchLabels: {app: par}}
+  template:
+    metadata: {labels: {app: par}}
+    spec: {containers: [{name: c, image: "db:1"}]}
+"#,
+    )
+    .await;
+    // No pod is ever Ready here, yet all three exist.
+    let pods = c
+        .until(
+            30,
+            "three pods",
+            || async { Some(json!(pods_with(&c, "app=par").await)) },
+            |p| p.as_array().unwrap().len() == 3,
+        )
+        .await;
+    let mut names: Vec<&str> =
+        pods.as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["par-0", "par-1", "par-2"]);
+    let sets = c.api("apps", "v1", "statefulsets", "default");
+    sets.patch("par", PatchType::Merge, &json!({"spec": {"replicas": 1}})).await.unwrap();
+    let pods = c
+        .until(
+            30,
+            "one pod",
+            || async { Some(json!(pods_with(&c, "app=par").await)) },
+            |p| p.as_array().unwrap().len() == 1,
+        )
+        .await;
+    assert_eq!(pods[0]["metadata"]["name"], "par-0");
+    c.until(
+        30,
+        "status",
+        || async { sets.get("par").await.ok() },
+        |s| s["status"]["replicas"] == 1 && s["status"]["readyReplicas"] == 0,
+    )
+    .await;
+    c.stop().await;
+}

@@ -331,7 +331,15 @@ async fn sync(
             status.misscheduled += 1;
         }
         if keep {
-            to_delete.extend(on_node.iter().filter(|p| failed(p) && !deleting(p)).cloned());
+            for p in on_node.iter().filter(|p| failed(p) && !deleting(p)) {
+                let msg = format!(
+                    "Found failed daemon pod {}/{} on node {node_name}, will try to kill it",
+                    runtime::namespace(p),
+                    runtime::name(p)
+                );
+                rec.record(&ds, EventType::Warning, "FailedDaemonPod", &msg);
+                to_delete.push(p.clone());
+            }
             if running.is_empty() && run {
                 to_create.push(node_name);
             } else if running.len() > 1 {

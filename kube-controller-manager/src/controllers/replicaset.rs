@@ -550,7 +550,7 @@ async fn sync(
     let pods = claim_pods(&rs, &api_version, kind.kind, &selector, active, &pods_api).await?;
     let mut failure = None;
     if needs_sync && rs.pointer("/metadata/deletionTimestamp").is_none() {
-        failure = manage_replicas(ctx, kind, key, &rs, &pods, exp, recorder, &pods_api).await;
+        failure = manage_replicas(kind, key, &rs, &pods, exp, recorder, &pods_api).await;
     }
     let min_ready = int_at(&rs, "/spec/minReadySeconds", 0);
     let now = jiff::Timestamp::now();
@@ -612,7 +612,6 @@ async fn sync(
 /// Creates or deletes pods toward `spec.replicas`; returns a failure (condition reason, message) if any.
 #[allow(clippy::too_many_arguments)]
 async fn manage_replicas(
-    ctx: &Context,
     kind: &Kind,
     key: &str,
     rs: &Value,
@@ -621,7 +620,6 @@ async fn manage_replicas(
     recorder: &Recorder,
     pods_api: &client::Api,
 ) -> Option<(String, String)> {
-    let _ = ctx;
     let want = int_at(rs, "/spec/replicas", 1).max(0) as usize;
     let name = runtime::name(rs);
     if pods.len() < want {
