@@ -23,8 +23,10 @@
 //! - scaling in the middle of a rollout is proportional (each active ReplicaSet by its `max-replicas` annotation, the
 //!   rounding leftover to the largest).
 //!
-//! Deliberate gaps: the deprecated `rollbackTo` spec is ignored; ReplicaFailure conditions of ReplicaSets are not
-//! copied onto the Deployment; adoption does not re-read the Deployment before adopting.
+//! - a `ReplicaFailure` condition of its ReplicaSets (the new one first) is copied onto the Deployment.
+//!
+//! Deliberate gaps: the deprecated `rollbackTo` spec is ignored; adoption does not re-read the Deployment before
+//! adopting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -920,6 +922,22 @@ impl Sync<'_> {
                 let msg = format!("ReplicaSet \"{new_name}\" has timed out progressing.");
                 set_condition(&mut conds, "Progressing", "False", "ProgressDeadlineExceeded", &msg);
             }
+        }
+        // A ReplicaSet's failure to create pods shows on the Deployment (the new one's first).
+        let failure = sets.new.iter().chain(sets.old.iter()).find_map(|r| {
+            r.pointer("/status/conditions")?
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "ReplicaFailure" && c["status"] == "True")
+                .cloned()
+        });
+        match failure {
+            Some(f) => {
+                let (reason, message) =
+                    (f["reason"].as_str().unwrap_or_default(), f["message"].as_str().unwrap_or_default());
+                set_condition(&mut conds, "ReplicaFailure", "True", reason, message);
+            }
+            None => conds.retain(|c| c["type"] != "ReplicaFailure"),
         }
         s.insert("conditions".into(), json!(conds));
         self.write_status(d, &s).await?;
