@@ -803,3 +803,61 @@ spec:
     .await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_surges_a_new_pod_before_removing_the_old_one() {
+    let c = Cluster::start(&["daemonset"], &[]).await;
+    for n in ["s1", "s2"] {
+        c.create("", "v1", "nodes", &format!("metadata: {{name: {n}}}")).await;
+    }
+    c.create(
+        "apps",
+        "v1",
+        "daemonsets",
+        r#"
+metadata: {name: surge}
+spec:
+  selector: {matchLabels: {app: surge}}
+  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}
+  template:
+    metadata: {labels: {app: surge}}
+    spec: {containers: [{name: c, image: "agent:1"}]}
+"#,
+    )
+    .await;
+    let (_k, seen) = kubelet(&c, "app=surge");
+    let dss = c.api("apps", "v1", "daemonsets", "default");
+    c.until(30, "two available", || async { dss.get("surge").await.ok() }, |d| d["status"]["numberAvailable"] == 2)
+        .await;
+    seen.lock().unwrap().2 = true;
+    dss.patch(
+        "surge",
+        PatchType::Merge,
+        &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}}),
+    )
+    .await
+    .unwrap();
+    c.until(
+        60,
+        "updated",
+        || async { dss.get("surge").await.ok() },
+        |d| {
+            d["status"]["observedGeneration"] == d["metadata"]["generation"]
+                && d["status"]["updatedNumberScheduled"] == 2
+                && d["status"]["numberAvailable"] == 2
+        },
+    )
+    .await;
+    c.until(
+        30,
+        "old pods gone",
+        || async { Some(json!(pods_with(&c, "app=surge").await)) },
+        |p| p.as_array().unwrap().len() == 2,
+    )
+    .await;
+    let (min_ready, max_pods, _) = *seen.lock().unwrap();
+    // maxUnavailable 0: two pods ready throughout; maxSurge 1: never more than three pods.
+    assert!(min_ready >= 2, "ready daemon pods fell to {min_ready}");
+    assert_eq!(max_pods, 3, "one surge pod at a time");
+    c.stop().await;
+}

@@ -8,18 +8,19 @@
 //!   NoSchedule for host-network pods) and are placed by the required node affinity `metadata.name In [node]`
 //!   (replacing the template's required terms), leaving binding to the scheduler;
 //! - the template's ControllerRevision `<ds>-<hash>` (labelled `controller-revision-hash`; a rollback reuses the old
-//!   one with a new revision number; unused ones beyond `revisionHistoryLimit` are pruned) gives the hash pods
-//!   carry in `controller-revision-hash`, beside `pod-template-generation`; they are
-//!   created in slow-start batches with expectations, failed pods are replaced, extra pods on a node and pods on
-//!   ineligible or vanished nodes are deleted;
-//! - `RollingUpdate` (maxSurge 0): outdated pods are deleted while at most `maxUnavailable` (percent rounded up,
-//!   at least 1) daemon pods are unavailable, unavailable outdated pods first; `OnDelete` leaves them;
+//!   one with a new revision number; unused ones beyond `revisionHistoryLimit` are pruned) gives the hash pods carry
+//!   in `controller-revision-hash`, beside `pod-template-generation`; pods are created in slow-start batches with
+//!   expectations, failed pods are replaced (event `FailedDaemonPod`), extra pods on a node and pods on ineligible
+//!   or vanished nodes are deleted;
+//! - `RollingUpdate`: outdated pods are deleted while at most `maxUnavailable` (percent rounded up, at least 1 when
+//!   maxSurge is 0) daemon pods are unavailable, unavailable outdated pods first; with `maxSurge` > 0 a new pod is
+//!   started beside the old one on at most maxSurge nodes at once and the old pod deleted once the new one is
+//!   available; `OnDelete` leaves outdated pods alone;
 //! - status `desiredNumberScheduled`, `currentNumberScheduled`, `numberMisscheduled`, `numberReady`,
 //!   `updatedNumberScheduled`, `numberAvailable`, `numberUnavailable`, `observedGeneration`; events
 //!   `SuccessfulCreate`, `FailedCreate`, `SuccessfulDelete` with upstream's messages.
 //!
-//! Deliberate gaps: `maxSurge` > 0 rolls as if it were 0; failed pods
-//! are replaced without upstream's per-node backoff.
+//! Deliberate gaps: failed pods are replaced without upstream's per-node backoff.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -312,6 +313,9 @@ async fn sync(
     let deleting = |p: &Value| p.pointer("/metadata/deletionTimestamp").is_some();
     let failed = |p: &Value| p.pointer("/status/phase").and_then(Value::as_str) == Some("Failed");
 
+    let strategy = ds.pointer("/spec/updateStrategy/type").and_then(Value::as_str).unwrap_or("RollingUpdate");
+    let surging = strategy == "RollingUpdate"
+        && scaled_value(ds.pointer("/spec/updateStrategy/rollingUpdate/maxSurge"), nodes.len() as i64, true) > 0;
     let (mut to_create, mut to_delete) = (Vec::<String>::new(), Vec::<Arc<Value>>::new());
     let mut status = Status::default();
     for node in &nodes {
@@ -343,9 +347,7 @@ async fn sync(
             if running.is_empty() && run {
                 to_create.push(node_name);
             } else if running.len() > 1 {
-                // Keep the updated pod if there is one, else the oldest.
-                let keep_idx = running.iter().position(|p| updated(p, &hash)).unwrap_or(0);
-                to_delete.extend(running.iter().enumerate().filter(|(i, _)| *i != keep_idx).map(|(_, p)| (*p).clone()));
+                to_delete.extend(excess_pods(&running, &hash, surging, min_ready, now));
             }
         } else {
             to_delete.extend(running.into_iter().cloned());
@@ -357,9 +359,8 @@ async fn sync(
     }
 
     if exp.satisfied(key) && ds.pointer("/metadata/deletionTimestamp").is_none() {
-        let strategy = ds.pointer("/spec/updateStrategy/type").and_then(Value::as_str).unwrap_or("RollingUpdate");
         if strategy == "RollingUpdate" && to_create.is_empty() && to_delete.is_empty() {
-            to_delete = rolling_update(&ds, &pods, &nodes, &spec, &hash, now);
+            (to_delete, to_create) = rolling_update(&ds, &pods, &nodes, &spec, &hash, now);
         }
         sync_nodes(&ds, &spec, &hash, to_create, to_delete, exp, key, rec, &pods_api).await?;
     }
@@ -405,7 +406,37 @@ fn updated(pod: &Value, hash: &str) -> bool {
     pod.pointer("/metadata/labels").and_then(|l| l.get(REVISION_LABEL)).and_then(Value::as_str) == Some(hash)
 }
 
-/// Outdated pods to delete now (upstream's `rollingUpdate` with maxSurge 0).
+/// Of several daemon pods running on one node (oldest first), those to delete (upstream's `podsShouldBeOnNode`):
+/// all but the oldest; when surging, the oldest updated and the oldest outdated pod stay until the updated one is
+/// available (or the outdated one is not ready).
+pub fn excess_pods(
+    running: &[&Arc<Value>],
+    hash: &str,
+    surging: bool,
+    min_ready: i64,
+    now: jiff::Timestamp,
+) -> Vec<Arc<Value>> {
+    if !surging {
+        return running.iter().skip(1).map(|p| (*p).clone()).collect();
+    }
+    let (mut oldest_new, mut oldest_old, mut out) = (None, None, Vec::new());
+    for p in running {
+        let slot = if updated(p, hash) { &mut oldest_new } else { &mut oldest_old };
+        if slot.is_none() {
+            *slot = Some(*p);
+        } else {
+            out.push((*p).clone());
+        }
+    }
+    if let (Some(new), Some(old)) = (oldest_new, oldest_old)
+        && (!pod_ready(old) || pod_available(new, min_ready, now))
+    {
+        out.push(old.clone());
+    }
+    out
+}
+
+/// Outdated pods to delete and nodes to surge onto now (upstream's `rollingUpdate`).
 fn rolling_update(
     ds: &Value,
     pods: &[Arc<Value>],
@@ -413,15 +444,16 @@ fn rolling_update(
     spec: &Value,
     hash: &str,
     now: jiff::Timestamp,
-) -> Vec<Arc<Value>> {
+) -> (Vec<Arc<Value>>, Vec<String>) {
     let min_ready = int_at(ds, "/spec/minReadySeconds", 0);
     let desired = nodes.iter().filter(|n| should_run(spec, n).0).count() as i64;
+    let max_surge = scaled_value(ds.pointer("/spec/updateStrategy/rollingUpdate/maxSurge"), desired, true);
     let mut max_unavailable = scaled_value(
         ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable").or(Some(&json!(1))),
         desired,
         true,
     );
-    if max_unavailable == 0 {
+    if max_unavailable == 0 && max_surge == 0 {
         max_unavailable = 1;
     }
     let mut by_node: HashMap<String, Vec<&Arc<Value>>> = HashMap::new();
@@ -432,6 +464,35 @@ fn rolling_update(
     }
     let mut names: Vec<&String> = by_node.keys().collect();
     names.sort();
+    let available = |p: &Value| pod_available(p, min_ready, now);
+    if max_surge > 0 {
+        // Surge: a new pod beside each old one (at most maxSurge at once), the old one deleted once the new is
+        // available.
+        let (mut surge, mut delete, mut allowed, mut candidates) = (0, Vec::new(), Vec::new(), Vec::new());
+        for n in names {
+            let on = &by_node[n];
+            let new: Vec<_> = on.iter().filter(|p| updated(p, hash)).collect();
+            let old: Vec<_> = on.iter().filter(|p| !updated(p, hash)).collect();
+            if new.len() > 1 || old.len() > 1 {
+                surge += 1;
+                continue;
+            }
+            if !nodes.iter().any(|node| runtime::name(node) == n.as_str() && should_run(spec, node).0) {
+                continue;
+            }
+            match (new.first(), old.first()) {
+                (_, None) => {}
+                (None, Some(o)) if !available(o) => allowed.push(n.clone()),
+                (None, Some(_)) if surge >= max_surge => {}
+                (None, Some(_)) => candidates.push(n.clone()),
+                (Some(p), Some(_)) if !available(p) => surge += 1,
+                (Some(_), Some(o)) => delete.push((**o).clone()),
+            }
+        }
+        let room = (max_surge - surge).max(0).min(candidates.len() as i64) as usize;
+        allowed.extend(candidates.into_iter().take(room));
+        return (delete, allowed);
+    }
     let (mut unavailable, mut replace, mut candidates) = (0, Vec::new(), Vec::new());
     for n in names {
         let on = &by_node[n];
@@ -439,9 +500,9 @@ fn rolling_update(
         let old: Vec<_> = on.iter().filter(|p| !updated(p, hash)).collect();
         match (new.first(), old.first()) {
             (Some(_), Some(_)) | (None, None) => unavailable += 1,
-            (Some(p), None) => unavailable += i64::from(!pod_available(p, min_ready, now)),
+            (Some(p), None) => unavailable += i64::from(!available(p)),
             (None, Some(p)) => {
-                if !pod_available(p, min_ready, now) {
+                if !available(p) {
                     replace.push((**p).clone());
                 } else if unavailable < max_unavailable {
                     candidates.push((**p).clone());
@@ -451,7 +512,7 @@ fn rolling_update(
     }
     let room = (max_unavailable - unavailable).max(0).min(candidates.len() as i64) as usize;
     replace.extend(candidates.into_iter().take(room));
-    replace
+    (replace, Vec::new())
 }
 
 /// Creates the missing daemon pods (slow start) and deletes the given ones, with expectations.
@@ -569,6 +630,21 @@ mod tests {
             {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z1"]}]}]}}}});
         assert!(node_matches(&affinity, &node("f", json!({"zone": "z1"}), json!([]))));
         assert!(!node_matches(&affinity, &node("g", json!({"zone": "z2"}), json!([]))));
+    }
+
+    #[test]
+    fn excess_pods_keep_the_old_one_until_the_surged_one_is_available() {
+        let pod = |name: &str, hash: &str, ready: bool| {
+            Arc::new(json!({"metadata": {"name": name, "labels": {REVISION_LABEL: hash}},
+                "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}}))
+        };
+        let now = jiff::Timestamp::now();
+        let (old, new_unready, new_ready) = (pod("old", "a", true), pod("new", "b", false), pod("new", "b", true));
+        let names = |v: Vec<Arc<Value>>| v.iter().map(|p| runtime::name(p).to_string()).collect::<Vec<_>>();
+        assert!(excess_pods(&[&old, &new_unready], "b", true, 0, now).is_empty());
+        assert_eq!(names(excess_pods(&[&old, &new_ready], "b", true, 0, now)), ["old"]);
+        // Without surge the oldest stays.
+        assert_eq!(names(excess_pods(&[&old, &new_ready], "b", false, 0, now)), ["new"]);
     }
 
     #[test]
