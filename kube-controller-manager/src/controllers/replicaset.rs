@@ -6,17 +6,17 @@
 //!   `controller: true, blockOwnerDeletion: true`), an owned pod that stops matching is released;
 //! - missing pods are created from the template (`generateName: <name>-`) in slow-start batches (1, 2, 4, ...,
 //!   stopping at the first failing batch), at most 500 per sync (`burstReplicas`); extra pods are deleted in
-//!   upstream's ranking (unscheduled, then pending, then not ready, then doubled-up on a node, then ready for
-//!   less time, then more restarts, then newest);
+//!   upstream's ranking (unscheduled, then pending, then not ready, then lower `pod-deletion-cost`, then
+//!   doubled-up on a node, then ready for less time, then more restarts, then newest; times compared in
+//!   logarithmic buckets as with `LogarithmicScaleDown`);
 //! - expectations: after creating or deleting pods the controller waits until its informer has seen them all
 //!   (or 5 minutes passed) before counting pods again, so a burst is never repeated;
 //! - status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas` honouring
 //!   `minReadySeconds`, `observedGeneration`, the `ReplicaFailure` condition) through the status subresource;
 //! - events `SuccessfulCreate`, `FailedCreate`, `SuccessfulDelete`, `FailedDelete` with upstream's messages.
 //!
-//! Deliberate gaps: the logarithmic scale-down buckets of the ranking compare exact timestamps instead; the
-//! `terminatingReplicas` status field (a feature gate upstream) is not reported; adoption does not re-read the
-//! owner from the apiserver before adopting (upstream's `RecheckDeletionTimestamp`).
+//! Deliberate gaps: the `terminatingReplicas` status field (a feature gate upstream) is not reported; adoption does
+//! not re-read the owner from the apiserver before adopting (upstream's `RecheckDeletionTimestamp`).
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -261,9 +261,31 @@ pub fn slow_start_batches(total: usize) -> Vec<usize> {
     out
 }
 
-/// The order in which pods are deleted on scale-down (upstream's `ActivePodsWithRanks.Less`): `Less` first.
-/// `rank` is the number of pods of the same owner on the pod's node (doubled-up pods go first).
-pub fn deletion_order(a: &Value, rank_a: usize, b: &Value, rank_b: usize) -> Ordering {
+/// Upstream's `logarithmicRankDiff`: compares how long ago two times were on a log2 scale (nanoseconds), so pods
+/// of about the same age rank equal.
+fn log_rank_diff(a: jiff::Timestamp, b: jiff::Timestamp, now: jiff::Timestamp) -> i64 {
+    let rank = |t: jiff::Timestamp| {
+        let d = now.as_nanosecond() - t.as_nanosecond();
+        if d > 0 { (d as f64).log2() as i64 } else { -1 }
+    };
+    rank(a) - rank(b)
+}
+
+/// Compares two times, more recent first, with upstream's logarithmic buckets; equal buckets fall back to the UID.
+fn recent_first(a: (&Value, jiff::Timestamp), b: (&Value, jiff::Timestamp), now: jiff::Timestamp) -> Option<Ordering> {
+    if a.1 == b.1 {
+        return None;
+    }
+    match log_rank_diff(a.1, b.1, now) {
+        0 => Some(runtime::uid(a.0).cmp(runtime::uid(b.0))),
+        d => Some(d.cmp(&0)),
+    }
+}
+
+/// The order in which pods are deleted on scale-down (upstream's `ActivePodsWithRanks.Less` with
+/// `LogarithmicScaleDown`): `Less` first. `rank` is the number of pods of the same owner on the pod's node
+/// (doubled-up pods go first).
+pub fn deletion_order(a: &Value, rank_a: usize, b: &Value, rank_b: usize, now: jiff::Timestamp) -> Ordering {
     let node = |p: &Value| p.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
     // 1. Unassigned before assigned.
     if node(a) != node(b) {
@@ -282,34 +304,44 @@ pub fn deletion_order(a: &Value, rank_a: usize, b: &Value, rank_b: usize) -> Ord
     if pod_ready(a) != pod_ready(b) {
         return pod_ready(a).cmp(&pod_ready(b));
     }
-    // 4. More pods on the same node first.
+    // 4. Lower `controller.kubernetes.io/pod-deletion-cost` first.
+    let cost = |p: &Value| {
+        p.pointer("/metadata/annotations/controller.kubernetes.io~1pod-deletion-cost")
+            .and_then(Value::as_str)
+            .and_then(|c| c.parse::<i32>().ok())
+            .unwrap_or(0)
+    };
+    if cost(a) != cost(b) {
+        return cost(a).cmp(&cost(b));
+    }
+    // 5. More pods on the same node first.
     if rank_a != rank_b {
         return rank_b.cmp(&rank_a);
     }
-    // 5. Ready for less time first.
-    if pod_ready(a)
-        && let (Some(ta), Some(tb)) = (ready_since(a), ready_since(b))
-        && ta != tb
+    // 6. Ready for less time first.
+    if let (Some(ta), Some(tb)) = (ready_since(a), ready_since(b))
+        && let Some(o) = recent_first((a, ta), (b, tb), now)
     {
-        return tb.cmp(&ta);
+        return o;
     }
-    // 6. More restarts first.
+    // 7. More restarts first.
     let restarts = |p: &Value| {
         p.pointer("/status/containerStatuses")
             .and_then(Value::as_array)
-            .map(|cs| cs.iter().map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0)).max())
-            .unwrap_or_default()
+            .and_then(|cs| cs.iter().map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0)).max())
             .unwrap_or(0)
     };
     if restarts(a) != restarts(b) {
         return restarts(b).cmp(&restarts(a));
     }
-    // 7. Newer first.
+    // 8. Newer first.
     let created = |p: &Value| parse_time(p.pointer("/metadata/creationTimestamp"));
-    match (created(a), created(b)) {
-        (Some(ta), Some(tb)) if ta != tb => tb.cmp(&ta),
-        _ => runtime::name(a).cmp(runtime::name(b)),
+    if let (Some(ta), Some(tb)) = (created(a), created(b))
+        && let Some(o) = recent_first((a, ta), (b, tb), now)
+    {
+        return o;
     }
+    runtime::uid(a).cmp(runtime::uid(b))
 }
 
 /// The `n` pods to delete, in upstream's order.
@@ -324,7 +356,8 @@ pub fn pods_to_delete(pods: &[Arc<Value>], n: usize) -> Vec<Arc<Value>> {
         p.pointer("/spec/nodeName").and_then(Value::as_str).and_then(|n| per_node.get(n)).copied().unwrap_or(0)
     };
     let mut ranked: Vec<(usize, Arc<Value>)> = pods.iter().map(|p| (rank(p), p.clone())).collect();
-    ranked.sort_by(|(ra, a), (rb, b)| deletion_order(a, *ra, b, *rb));
+    let now = jiff::Timestamp::now();
+    ranked.sort_by(|(ra, a), (rb, b)| deletion_order(a, *ra, b, *rb, now));
     ranked.into_iter().take(n).map(|(_, p)| p).collect()
 }
 
@@ -680,8 +713,9 @@ mod tests {
 
     #[test]
     fn deletion_prefers_unscheduled_pending_unready_newest() {
-        let t0 = "2024-01-01T00:00:00Z";
-        let t1 = "2024-01-01T00:01:00Z";
+        // An hour ago and ten seconds ago: far apart on the logarithmic scale.
+        let ago = |secs: i64| (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs)).to_string();
+        let (t0, t1) = (&ago(3600), &ago(10));
         let pods = vec![
             pod("running-ready-old", Some("n1"), "Running", true, t0),
             pod("running-ready-new", Some("n2"), "Running", true, t1),
@@ -698,6 +732,20 @@ mod tests {
             pod("double-b", Some("n2"), "Running", true, t0),
         ];
         assert_ne!(runtime::name(&pods_to_delete(&pods, 1)[0]), "alone");
+        // A lower deletion cost goes first, whatever else.
+        let mut cheap = (*pod("cheap", Some("n1"), "Running", true, t0)).clone();
+        cheap["metadata"]["annotations"] = json!({"controller.kubernetes.io/pod-deletion-cost": "-5"});
+        let pods = vec![pod("new", Some("n2"), "Running", true, t1), Arc::new(cheap)];
+        assert_eq!(runtime::name(&pods_to_delete(&pods, 1)[0]), "cheap");
+    }
+
+    #[test]
+    fn times_compare_in_logarithmic_buckets() {
+        let now: jiff::Timestamp = "2024-01-01T01:00:00Z".parse().unwrap();
+        let t = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        // 60s vs 61s ago: the same bucket; 1s vs 1h ago: different.
+        assert_eq!(log_rank_diff(t("2024-01-01T00:59:00Z"), t("2024-01-01T00:58:59Z"), now), 0);
+        assert!(log_rank_diff(t("2024-01-01T00:59:59Z"), t("2024-01-01T00:00:00Z"), now) < 0);
     }
 
     #[test]
