@@ -286,7 +286,8 @@ async fn sync(
     };
     let pods_api = ctx.api("", "v1", "pods").namespaced(ns);
     let candidates = pod_store.list_by(|p| runtime::namespace(p) == ns);
-    let pods = claim_pods(&ds, "apps/v1", "DaemonSet", &selector, candidates, &pods_api).await?;
+    let owner_api = ctx.api("apps", "v1", "daemonsets").namespaced(ns);
+    let pods = claim_pods(&ds, "apps/v1", "DaemonSet", &selector, candidates, &pods_api, &owner_api).await?;
     let in_use: Vec<String> = pods
         .iter()
         .filter_map(|p| p.pointer("/metadata/labels").and_then(|l| l.get(REVISION_LABEL)).and_then(Value::as_str))

@@ -25,8 +25,7 @@
 //!
 //! - a `ReplicaFailure` condition of its ReplicaSets (the new one first) is copied onto the Deployment.
 //!
-//! Deliberate gaps: the deprecated `rollbackTo` spec is ignored; adoption does not re-read the Deployment before
-//! adopting.
+//! Deliberate gaps: the deprecated `rollbackTo` spec is ignored.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -459,7 +458,9 @@ impl Sync<'_> {
             }
         };
         let candidates = rstore.list_by(|r| runtime::namespace(r) == ns);
-        let owned = claim_pods(&d, "apps/v1", "Deployment", &selector, candidates, &self.rs_api(ns)).await?;
+        let owner_api = self.ctx.api("apps", "v1", "deployments").namespaced(ns);
+        let owned =
+            claim_pods(&d, "apps/v1", "Deployment", &selector, candidates, &self.rs_api(ns), &owner_api).await?;
         let rs_list: Vec<Value> = owned.iter().map(|r| (**r).clone()).collect();
         if d.pointer("/metadata/deletionTimestamp").is_some() {
             let sets = self.sets(&mut d, rs_list, false).await?;

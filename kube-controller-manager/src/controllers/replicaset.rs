@@ -15,8 +15,7 @@
 //!   `minReadySeconds`, `observedGeneration`, the `ReplicaFailure` condition) through the status subresource;
 //! - events `SuccessfulCreate`, `FailedCreate`, `SuccessfulDelete`, `FailedDelete` with upstream's messages.
 //!
-//! Deliberate gaps: the `terminatingReplicas` status field (a feature gate upstream) is not reported; adoption does
-//! not re-read the owner from the apiserver before adopting (upstream's `RecheckDeletionTimestamp`).
+//! Deliberate gaps: the `terminatingReplicas` status field (a feature gate upstream) is not reported.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -392,8 +391,10 @@ fn owners_of_pod(n: &Notification, owners: &Store, kind: &Kind) -> Vec<String> {
     keys
 }
 
-/// Claims the pods of an owner as upstream's `PodControllerRefManager.ClaimPods`: keeps owned matching pods, adopts
-/// matching orphans, releases owned pods that no longer match.
+/// Claims the objects (pods, or a Deployment's ReplicaSets) of an owner as upstream's `ClaimPods`/`ClaimReplicaSets`:
+/// keeps owned matching ones, adopts matching orphans, releases owned ones that no longer match. Before the first
+/// adoption the owner is read again through `owner_api` and nothing is adopted if it is gone, replaced or being
+/// deleted (upstream's `RecheckDeletionTimestamp`).
 pub async fn claim_pods(
     owner: &Value,
     api_version: &str,
@@ -401,10 +402,12 @@ pub async fn claim_pods(
     selector: &LabelSelector,
     pods: Vec<Arc<Value>>,
     pods_api: &client::Api,
+    owner_api: &client::Api,
 ) -> Result<Vec<Arc<Value>>, BoxError> {
     let uid = runtime::uid(owner);
     let owner_deleting = owner.pointer("/metadata/deletionTimestamp").is_some();
     let mut claimed = Vec::new();
+    let mut recheck: Option<bool> = None;
     for pod in pods {
         let matches = selector.matches_value(pod.pointer("/metadata/labels"));
         let refs: Vec<Value> =
@@ -427,6 +430,19 @@ pub async fn claim_pods(
             Some(_) => {}
             None => {
                 if !matches || owner_deleting || pod.pointer("/metadata/deletionTimestamp").is_some() {
+                    continue;
+                }
+                if recheck.is_none() {
+                    let fresh = match owner_api.get(runtime::name(owner)).await {
+                        Ok(o) => Some(o),
+                        Err(e) if e.code() == Some(404) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    recheck = Some(fresh.is_some_and(|o| {
+                        runtime::uid(&o) == uid && o.pointer("/metadata/deletionTimestamp").is_none()
+                    }));
+                }
+                if recheck == Some(false) {
                     continue;
                 }
                 let mut all = refs;
@@ -580,7 +596,8 @@ async fn sync(
     let pods_api = ctx.api("", "v1", "pods").namespaced(ns);
     let active: Vec<Arc<Value>> = pod_store.list_by(|p| runtime::namespace(p) == ns && pod_active(p));
     let api_version = kind.api_version();
-    let pods = claim_pods(&rs, &api_version, kind.kind, &selector, active, &pods_api).await?;
+    let owner_api = ctx.api(kind.group, kind.version, kind.plural).namespaced(ns);
+    let pods = claim_pods(&rs, &api_version, kind.kind, &selector, active, &pods_api, &owner_api).await?;
     let mut failure = None;
     if needs_sync && rs.pointer("/metadata/deletionTimestamp").is_none() {
         failure = manage_replicas(kind, key, &rs, &pods, exp, recorder, &pods_api).await;

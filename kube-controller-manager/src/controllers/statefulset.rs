@@ -280,7 +280,8 @@ async fn sync(
     };
     let pods_api = ctx.api("", "v1", "pods").namespaced(ns);
     let candidates = pod_store.list_by(|p| runtime::namespace(p) == ns);
-    let claimed = claim_pods(&set, "apps/v1", "StatefulSet", &selector, candidates, &pods_api).await?;
+    let owner_api = ctx.api("apps", "v1", "statefulsets").namespaced(ns);
+    let claimed = claim_pods(&set, "apps/v1", "StatefulSet", &selector, candidates, &pods_api, &owner_api).await?;
     let pods: Vec<Arc<Value>> = claimed.into_iter().filter(|p| ordinal(name, runtime::name(p)).is_some()).collect();
     let in_use: Vec<String> = pods.iter().map(|p| revision_of(p).to_string()).collect();
     let revs = sync_revisions(ctx, &set, "StatefulSet", "controller.kubernetes.io/hash", rev_store, &in_use).await?;
