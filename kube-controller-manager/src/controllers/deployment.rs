@@ -353,12 +353,17 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     .watches(&deployments, |n| vec![n.key()])
     .watches(&replicasets, move |n| deployments_of(n, &dstore))
     .watches(&pods, move |n| match n {
-        // Recreate waits for the old pods to be gone.
-        Notification::Deleted(p) => owner_key(p, "ReplicaSet")
-            .and_then(|k| rstore.get_by_key(&k))
-            .and_then(|rs| owner_key(&rs, "Deployment"))
-            .into_iter()
-            .collect(),
+        // Recreate waits for the old pods to be gone or finished.
+        Notification::Updated { new: p, .. } | Notification::Deleted(p)
+            if matches!(n, Notification::Deleted(_))
+                || matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")) =>
+        {
+            owner_key(p, "ReplicaSet")
+                .and_then(|k| rstore.get_by_key(&k))
+                .and_then(|rs| owner_key(&rs, "Deployment"))
+                .into_iter()
+                .collect()
+        }
         _ => vec![],
     })
     .run(
