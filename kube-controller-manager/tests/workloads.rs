@@ -562,6 +562,22 @@ spec:
     assert_eq!(rev(pods.get("db-1").await.unwrap()), rev2);
     assert_eq!(rev(pods.get("db-2").await.unwrap()), rev2);
 
+    // A removed identity label comes back.
+    pods.patch(
+        "db-0",
+        PatchType::Merge,
+        &json!({"metadata": {"labels": {"statefulset.kubernetes.io/pod-name": null}}}),
+    )
+    .await
+    .unwrap();
+    c.until(
+        30,
+        "identity restored",
+        || async { pods.get("db-0").await.ok() },
+        |p| p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "db-0",
+    )
+    .await;
+
     // Scale down: the highest ordinal goes; its claim stays.
     sets.patch("db", PatchType::Merge, &json!({"spec": {"replicas": 2}})).await.unwrap();
     c.until(30, "db-2 gone", || async { Some(json!(pods.get("db-2").await.is_err())) }, |g| g == &json!(true)).await;

@@ -2,7 +2,8 @@
 //!
 //! - pods are named `<set>-<ordinal>` (from `spec.ordinals.start`), labelled `statefulset.kubernetes.io/pod-name`,
 //!   `apps.kubernetes.io/pod-index` and `controller-revision-hash`, with `hostname` and `subdomain`
-//!   (`serviceName`) set; claimed by selector and controllerRef like the ReplicaSet's;
+//!   (`serviceName`) set; claimed by selector and controllerRef like the ReplicaSet's; identity labels removed from
+//!   a pod are put back;
 //! - each `volumeClaimTemplates` entry gives the PVC `<claim>-<set>-<ordinal>`, created before the pod and mounted in
 //!   place of the template's volume of that name; PVCs are never deleted with the pod (retention policy Retain);
 //! - `OrderedReady`: one pod at a time, the next only once every lower ordinal is Running and Ready (and available
@@ -519,6 +520,17 @@ async fn manage(ctx: &Context, rec: &Recorder, set: &Value, api: &client::Api, m
                         return Ok(());
                     }
                     continue;
+                }
+                // Identity labels a user removed or changed come back (upstream's `updateStatefulSetPod`).
+                let label = |k: &str| p.pointer("/metadata/labels").and_then(|l| l.get(k)).and_then(Value::as_str);
+                let (pname, index) = (runtime::name(p), ord.to_string());
+                if !terminating(p) && (label(POD_NAME_LABEL) != Some(pname) || label(POD_INDEX_LABEL) != Some(&index)) {
+                    let patch = json!({"metadata": {"labels": {POD_NAME_LABEL: pname, POD_INDEX_LABEL: index}}});
+                    match api.patch(pname, PatchType::Merge, &patch).await {
+                        Ok(_) => {}
+                        Err(e) if e.code() == Some(404) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 if m.monotonic && (terminating(p) || !healthy(p)) {
                     return Ok(());
