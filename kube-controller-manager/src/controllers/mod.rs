@@ -15,7 +15,11 @@ pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod resourcequota;
+pub mod daemonset;
+pub mod deployment;
+pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -43,4 +47,9 @@ pub const ALL: &[Descriptor] = &[
     controller!("disruption", disruption::run, true),
     controller!("nodeipam", nodeipam::run, true),
     controller!("resourcequota", resourcequota::run, true),
+    controller!("replicaset", replicaset::run, true),
+    controller!("replicationcontroller", replicaset::run_replication_controller, true),
+    controller!("deployment", deployment::run, true),
+    controller!("statefulset", statefulset::run, true),
+    controller!("daemonset", daemonset::run, true),
 ];
