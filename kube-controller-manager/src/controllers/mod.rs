@@ -10,14 +10,14 @@ use tokio::sync::watch;
 use crate::Context;
 
 pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
 pub mod disruption;
 pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
-pub mod resourcequota;
-pub mod daemonset;
-pub mod deployment;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 

@@ -1,0 +1,216 @@
+//! A whole cluster in one test process, as the real binaries run it: kube-apiserver (TLS, embedded store), the
+//! controller-manager with every controller, the scheduler, and kubelets — one on a private containerd with bridge
+//! networking (behind a blackhole route for the cluster CIDR, removed afterwards) and any number of hollow ones.
+//! Tests drive it with the real kubectl through an admin kubeconfig.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube_apiserver::testing::TestApiserver;
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// The cluster CIDR of the e2e cluster; blackholed while a containerd node runs.
+pub const CLUSTER_CIDR: &str = "10.251.0.0/16";
+pub const POD_CIDR: &str = "10.251.1.0/24";
+const BRIDGE: &str = "kbe0";
+
+struct NetworkGuard;
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["route", "del", "blackhole", CLUSTER_CIDR]).status();
+        let _ = std::process::Command::new("ip").args(["link", "del", BRIDGE]).status();
+    }
+}
+
+pub struct Cluster {
+    pub api: TestApiserver,
+    pub kubeconfig: PathBuf,
+    pub dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    hollow: Vec<(String, watch::Sender<bool>)>,
+    containerd: Option<proto::testing::Containerd>,
+    _net: Option<NetworkGuard>,
+}
+
+/// What to run besides the control plane.
+#[derive(Default)]
+pub struct Spec {
+    /// A kubelet on a private containerd, named `e2e-node`.
+    pub containerd_node: bool,
+    /// Hollow kubelets, named `<prefix>-0` each (one prefix per node so each can be stopped alone).
+    pub hollow: Vec<String>,
+    /// Extra kube-controller-manager flags.
+    pub kcm_flags: Vec<String>,
+}
+
+impl Cluster {
+    pub async fn start(spec: Spec) -> Self {
+        let api = TestApiserver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("admin.conf");
+        write_kubeconfig(&api.config, &kubeconfig);
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        // Controller manager, every controller.
+        let mut args = vec!["kube-controller-manager".to_string(), "--controllers=*".into()];
+        args.extend(spec.kcm_flags.iter().cloned());
+        let options = <kube_controller_manager::Options as clap::Parser>::parse_from(args);
+        let root_ca = api.config.ca_pem.as_ref().map(|c| String::from_utf8_lossy(c).into_owned());
+        let ctx = kube_controller_manager::Context::new(api.new_client(), options, root_ca);
+        tasks.push(tokio::spawn(kube_controller_manager::run_controllers(ctx, rx.clone())));
+        // Scheduler.
+        let mut cfg = kube_scheduler::SchedulerConfig::default();
+        cfg.leader_election.leader_elect = false;
+        let scheduler = kube_scheduler::Scheduler::new(api.new_client(), cfg).unwrap();
+        let factory = runtime::SharedInformerFactory::new(api.new_client());
+        tasks.push(tokio::spawn(scheduler.run(factory, rx.clone())));
+        let mut cluster =
+            Cluster { api, kubeconfig, dir, stop, tasks, hollow: Vec::new(), containerd: None, _net: None };
+        if spec.containerd_node {
+            cluster.start_containerd_node(rx.clone()).await;
+        }
+        for prefix in &spec.hollow {
+            cluster.start_hollow(prefix).await;
+        }
+        cluster
+    }
+
+    async fn start_containerd_node(&mut self, stop: watch::Receiver<bool>) {
+        let ok = std::process::Command::new("ip").args(["route", "replace", "blackhole", CLUSTER_CIDR]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "adding the blackhole route needs root");
+        self._net = Some(NetworkGuard);
+        let base = self.dir.path().to_path_buf();
+        let ctd = tokio::task::spawn_blocking(move || proto::testing::Containerd::start(&base))
+            .await
+            .unwrap()
+            .expect("containerd must be installed (apt-get install containerd runc containernetworking-plugins)");
+        let flags = kubelet::Flags {
+            container_runtime_endpoint: Some(ctd.endpoint()),
+            hostname_override: Some("e2e-node".into()),
+            node_ip: Some("127.0.0.1".into()),
+            root_dir: Some(self.dir.path().join("kubelet")),
+            ..Default::default()
+        };
+        let mut cfg = kubelet::Config::resolve(flags).unwrap();
+        cfg.pod_logs_dir = self.dir.path().join("pod-logs");
+        cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
+        cfg.pod_cidr = Some(POD_CIDR.into());
+        cfg.cni_bridge = BRIDGE.into();
+        cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = self.api.new_client();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = kubelet::run_with_client(client, cfg, stop).await {
+                panic!("kubelet: {e}");
+            }
+        }));
+        self.containerd = Some(ctd);
+    }
+
+    /// Starts a hollow kubelet named `<prefix>-0`.
+    pub async fn start_hollow(&mut self, prefix: &str) {
+        let (tx, rx) = watch::channel(false);
+        let dir = self.dir.path().join("hollow").join(prefix);
+        kubelet::hollow::start(self.api.new_client(), 1, prefix, &dir, rx).await.unwrap();
+        self.hollow.push((prefix.to_string(), tx));
+    }
+
+    /// Stops a hollow kubelet: its node stops heartbeating.
+    pub fn stop_hollow(&mut self, prefix: &str) {
+        for (p, tx) in &self.hollow {
+            if p == prefix {
+                let _ = tx.send(true);
+            }
+        }
+    }
+
+    /// The private containerd's socket (for `ctr`).
+    pub fn containerd_socket(&self) -> Option<&Path> {
+        self.containerd.as_ref().map(|c| c.socket.as_path())
+    }
+
+    /// Runs kubectl; panics with its stderr unless it succeeds.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_output(args, None);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_output(args, Some(stdin));
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// `kubectl get -o json` parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&a)).unwrap()
+    }
+
+    /// Stops everything (kubelets first, so pods are torn down through CRI).
+    pub async fn stop(mut self) {
+        for (_, tx) in &self.hollow {
+            let _ = tx.send(true);
+        }
+        let _ = self
+            .kubectl_output(&["delete", "pods", "--all", "-A", "--grace-period=0", "--force", "--wait=false"], None);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        }
+        if let Some(ctd) = self.containerd.take() {
+            tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
+        }
+    }
+}
+
+fn write_kubeconfig(cfg: &client::Config, path: &Path) {
+    use base64::Engine;
+    let b64 = |b: &Option<Vec<u8>>| base64::engine::general_purpose::STANDARD.encode(b.as_deref().unwrap_or_default());
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin}}\ncurrent-context: e2e\n",
+            cfg.server,
+            b64(&cfg.ca_pem),
+            b64(&cfg.client_cert_pem),
+            b64(&cfg.client_key_pem)
+        ),
+    )
+    .unwrap();
+}
+
+/// Polls `f` every 200 ms until it returns Some, failing after `secs` with `what`.
+pub async fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
