@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::Context;
 
+pub mod garbagecollector;
 pub mod serviceaccount;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -31,4 +32,5 @@ macro_rules! controller {
 pub const ALL: &[Descriptor] = &[
     controller!("serviceaccount", serviceaccount::run, true),
     controller!("root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
+    controller!("garbagecollector", garbagecollector::run, true),
 ];

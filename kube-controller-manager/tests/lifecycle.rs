@@ -1,0 +1,111 @@
+mod support;
+
+use api_types::patch::PatchType;
+use serde_json::{Value, json};
+use support::Cluster;
+
+fn owner_ref(owner: &Value, block: bool) -> Value {
+    json!({"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"], "blockOwnerDeletion": block})
+}
+
+async fn configmap(c: &Cluster, name: &str, owners: &[Value], finalizers: &[&str]) -> Value {
+    let api = c.api("", "v1", "configmaps", "default");
+    api.create(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "ownerReferences": owners, "finalizers": finalizers}}))
+        .await
+        .unwrap()
+}
+
+async fn gone(c: &Cluster, api: &client::Api, name: &str, what: &str) {
+    c.until(
+        30,
+        what,
+        || async { api.get(name).await.err().filter(|e| e.code() == Some(404)).map(|_| json!({})) },
+        |_| true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collector_background_foreground_and_orphan() {
+    let c = Cluster::start(&["garbagecollector"], &[]).await;
+    let cms = c.api("", "v1", "configmaps", "default");
+
+    // Background: dependents of a deleted owner go; an object with another live owner only loses the reference.
+    let owner = configmap(&c, "owner", &[], &[]).await;
+    let other = configmap(&c, "other", &[], &[]).await;
+    configmap(&c, "dep-1", &[owner_ref(&owner, false)], &[]).await;
+    configmap(&c, "dep-2", &[owner_ref(&owner, true), owner_ref(&other, false)], &[]).await;
+    let grandchild = cms.get("dep-1").await.unwrap();
+    configmap(&c, "grandchild", &[owner_ref(&grandchild, false)], &[]).await;
+    // A live owner keeps its dependents.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(cms.get("dep-1").await.is_ok());
+    cms.delete("owner", None).await.unwrap();
+    gone(&c, &cms, "dep-1", "dep-1 collected").await;
+    gone(&c, &cms, "grandchild", "the grandchild collected").await;
+    let dep2 = c
+        .until(
+            30,
+            "dep-2 to keep only its live owner",
+            || async { cms.get("dep-2").await.ok() },
+            |d| d["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.len() == 1),
+        )
+        .await;
+    assert_eq!(dep2["metadata"]["ownerReferences"][0]["name"], "other");
+
+    // Foreground: the owner stays (with the finalizer) until its blocking dependents are gone.
+    let owner = configmap(&c, "fg-owner", &[], &[]).await;
+    configmap(&c, "fg-dep", &[owner_ref(&owner, true)], &["test.k8s.io/hold"]).await;
+    configmap(&c, "fg-free", &[owner_ref(&owner, false)], &[]).await;
+    cms.delete("fg-owner", Some(&json!({"propagationPolicy": "Foreground"}))).await.unwrap();
+    gone(&c, &cms, "fg-free", "the non-blocking dependent deleted").await;
+    c.until(
+        30,
+        "the blocking dependent being deleted",
+        || async { cms.get("fg-dep").await.ok() },
+        |d| d["metadata"]["deletionTimestamp"].is_string(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let o = cms.get("fg-owner").await.expect("the owner waits for its blocking dependent");
+    assert_eq!(o["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    cms.patch("fg-dep", PatchType::Merge, &json!({"metadata": {"finalizers": []}})).await.unwrap();
+    gone(&c, &cms, "fg-dep", "the blocking dependent gone").await;
+    gone(&c, &cms, "fg-owner", "the owner gone after its dependents").await;
+
+    // Orphan: dependents stay, without the reference; the owner goes.
+    let owner = configmap(&c, "or-owner", &[], &[]).await;
+    configmap(&c, "or-dep", &[owner_ref(&owner, true)], &[]).await;
+    cms.delete("or-owner", Some(&json!({"propagationPolicy": "Orphan"}))).await.unwrap();
+    gone(&c, &cms, "or-owner", "the orphaning owner gone").await;
+    let dep = cms.get("or-dep").await.expect("the orphan stays");
+    assert_eq!(dep["metadata"]["ownerReferences"].as_array().map_or(0, Vec::len), 0, "{dep:#}");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(cms.get("or-dep").await.is_ok());
+
+    // Pods owned by a ReplicaSet object go with it.
+    let rs = c
+        .create(
+            "apps",
+            "v1",
+            "replicasets",
+            "metadata: {name: web}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, image: nginx}]}",
+        )
+        .await;
+    let pods = c.api("", "v1", "pods", "default");
+    pods.create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "labels": {"app": "web"},
+        "ownerReferences": [owner_ref(&rs, true)]}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))
+        .await
+        .unwrap();
+    c.api("apps", "v1", "replicasets", "default").delete("web", None).await.unwrap();
+    gone(&c, &pods, "web-1", "the replica set's pod collected").await;
+    c.stop().await;
+}
