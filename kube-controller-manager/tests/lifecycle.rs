@@ -109,3 +109,50 @@ spec:
     gone(&c, &pods, "web-1", "the replica set's pod collected").await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_empties_it_then_removes_it() {
+    let c = Cluster::start(&["namespace"], &[]).await;
+    c.create("", "v1", "namespaces", "metadata: {name: doomed}").await;
+    c.create("", "v1", "configmaps", "metadata: {name: a, namespace: doomed}").await;
+    c.create("", "v1", "secrets", "metadata: {name: s, namespace: doomed}").await;
+    c.create("", "v1", "configmaps", "metadata: {name: held, namespace: doomed, finalizers: [test.k8s.io/hold]}").await;
+    c.create("", "v1", "pods", "metadata: {name: p, namespace: doomed}\nspec: {containers: [{name: c, image: nginx}]}")
+        .await;
+    let nss = c.api("", "v1", "namespaces", "");
+    nss.delete("doomed", None).await.unwrap();
+    // The content goes; the object with a finalizer stays and the namespace says why it waits.
+    let ns = c
+        .until(
+            30,
+            "the finalizers-remaining condition",
+            || async { nss.get("doomed").await.ok() },
+            |ns| {
+                ns["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter().any(|c| c["type"] == "NamespaceFinalizersRemaining" && c["status"] == "True")
+                })
+            },
+        )
+        .await;
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    let conds = ns["status"]["conditions"].as_array().unwrap();
+    let get = |ty: &str| conds.iter().find(|c| c["type"] == ty).unwrap().clone();
+    assert_eq!(
+        get("NamespaceFinalizersRemaining")["message"],
+        "Some finalizers are remaining: test.k8s.io/hold in 1 resource instances"
+    );
+    assert_eq!(
+        get("NamespaceContentRemaining")["message"],
+        "Some resources are remaining: configmaps. has 1 resource instances"
+    );
+    assert_eq!(get("NamespaceDeletionContentFailure")["status"], "False");
+    assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
+    let cms = c.api("", "v1", "configmaps", "doomed");
+    assert_eq!(cms.get("a").await.err().and_then(|e| e.code()), Some(404));
+    assert_eq!(c.api("", "v1", "pods", "doomed").get("p").await.err().and_then(|e| e.code()), Some(404));
+    assert_eq!(c.api("", "v1", "secrets", "doomed").get("s").await.err().and_then(|e| e.code()), Some(404));
+    // Once the last object goes, the namespace is finalized and disappears.
+    cms.patch("held", PatchType::Merge, &json!({"metadata": {"finalizers": []}})).await.unwrap();
+    gone(&c, &nss, "doomed", "the namespace gone").await;
+    c.stop().await;
+}

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::Context;
 
 pub mod garbagecollector;
+pub mod namespace;
 pub mod serviceaccount;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -33,4 +34,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("serviceaccount", serviceaccount::run, true),
     controller!("root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
     controller!("garbagecollector", garbagecollector::run, true),
+    controller!("namespace", namespace::run, true),
 ];
