@@ -4,6 +4,8 @@ use api_types::patch::PatchType;
 use serde_json::{Value, json};
 use support::Cluster;
 
+const TRIGGER: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
 fn owner_ref(owner: &Value, block: bool) -> Value {
     json!({"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
         "uid": owner["metadata"]["uid"], "blockOwnerDeletion": block})
@@ -154,5 +156,89 @@ async fn deleting_a_namespace_empties_it_then_removes_it() {
     // Once the last object goes, the namespace is finalized and disappears.
     cms.patch("held", PatchType::Merge, &json!({"metadata": {"finalizers": []}})).await.unwrap();
     gone(&c, &nss, "doomed", "the namespace gone").await;
+    c.stop().await;
+}
+
+/// Plays the kubelet: the pod runs with an IP, Ready or not.
+async fn set_pod_status(c: &Cluster, name: &str, ip: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let now = "2026-01-01T00:00:00Z";
+    c.api("", "v1", "pods", "default")
+        .patch_status(
+            name,
+            PatchType::Merge,
+            &json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                "conditions": [{"type": "Ready", "status": status, "lastTransitionTime": now}]}}),
+        )
+        .await
+        .unwrap();
+}
+
+const WEB_POD: &str = "metadata: {name: NAME, labels: {app: web}}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: nginx, ports: [{name: http, containerPort: 8080}]}]";
+
+const WEB_SERVICE: &str = "metadata: {name: web, labels: {tier: front}}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_pod_readiness() {
+    let c = Cluster::start(&["endpoint"], &[]).await;
+    c.create("", "v1", "services", WEB_SERVICE).await;
+    // A service without a selector: its Endpoints are the user's.
+    c.create("", "v1", "services", "metadata: {name: manual}\nspec: {ports: [{port: 80}]}").await;
+    let eps = c.api("", "v1", "endpoints", "default");
+    let manual = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "manual"},
+        "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "ports": [{"port": 80, "protocol": "TCP"}]}]});
+    eps.create(&manual).await.unwrap();
+    c.create("", "v1", "pods", &WEB_POD.replace("NAME", "web-1")).await;
+    c.create("", "v1", "pods", &WEB_POD.replace("NAME", "web-2")).await;
+    c.create(
+        "",
+        "v1",
+        "pods",
+        "metadata: {name: other, labels: {app: other}}\nspec: {containers: [{name: c, image: x}]}",
+    )
+    .await;
+    let ep = c.until(20, "the endpoints", || async { eps.get("web").await.ok() }, |_| true).await;
+    assert_eq!(ep["metadata"]["labels"]["tier"], "front");
+    assert!(ep["metadata"]["annotations"][TRIGGER].is_string(), "{ep:#}");
+    set_pod_status(&c, "web-1", "10.244.0.11", false).await;
+    set_pod_status(&c, "web-2", "10.244.0.12", true).await;
+    let ep = c
+        .until(
+            20,
+            "one ready and one not-ready address",
+            || async { eps.get("web").await.ok() },
+            |e| e["subsets"][0]["notReadyAddresses"].is_array() && e["subsets"][0]["addresses"].is_array(),
+        )
+        .await;
+    let subset = &ep["subsets"][0];
+    assert_eq!(subset["addresses"][0]["ip"], "10.244.0.12");
+    assert_eq!(subset["addresses"][0]["nodeName"], "node-1");
+    assert_eq!(subset["addresses"][0]["targetRef"]["kind"], "Pod");
+    assert_eq!(subset["addresses"][0]["targetRef"]["name"], "web-2");
+    assert_eq!(subset["notReadyAddresses"][0]["ip"], "10.244.0.11");
+    assert_eq!(subset["ports"], json!([{"name": "http", "port": 8080, "protocol": "TCP"}]));
+    set_pod_status(&c, "web-1", "10.244.0.11", true).await;
+    c.until(
+        20,
+        "both addresses ready",
+        || async { eps.get("web").await.ok() },
+        |e| {
+            e["subsets"][0]["addresses"].as_array().is_some_and(|a| a.len() == 2)
+                && e["subsets"][0]["notReadyAddresses"].is_null()
+        },
+    )
+    .await;
+    // Deleted Endpoints come back; a deleted service takes its Endpoints along.
+    eps.delete("web", None).await.unwrap();
+    c.until(20, "the endpoints recreated", || async { eps.get("web").await.ok() }, |e| e["subsets"].is_array()).await;
+    assert_eq!(eps.get("manual").await.unwrap()["subsets"], manual["subsets"]);
+    c.api("", "v1", "services", "default").delete("web", None).await.unwrap();
+    gone(&c, &eps, "web", "the endpoints of the deleted service").await;
     c.stop().await;
 }

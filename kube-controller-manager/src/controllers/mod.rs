@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::Context;
 
+pub mod endpoints;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod serviceaccount;
@@ -35,4 +36,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
     controller!("garbagecollector", garbagecollector::run, true),
     controller!("namespace", namespace::run, true),
+    controller!("endpoint", endpoints::run, true),
 ];
