@@ -242,3 +242,104 @@ async fn endpoints_follow_pod_readiness() {
     gone(&c, &eps, "web", "the endpoints of the deleted service").await;
     c.stop().await;
 }
+
+async fn managed_slices(c: &Cluster, svc: &str) -> Option<Vec<Value>> {
+    let list = c
+        .api("discovery.k8s.io", "v1", "endpointslices", "default")
+        .list(&client::ListParams {
+            label_selector: Some(format!(
+                "kubernetes.io/service-name={svc},endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
+            )),
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    list["items"].as_array().cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slices_follow_pod_readiness_and_update_in_place() {
+    let c = Cluster::start(&["endpointslice"], &["--max-endpoints-per-slice=2"]).await;
+    let svc = c.create("", "v1", "services", WEB_SERVICE).await;
+    // No pods yet: one placeholder slice.
+    let slices = c
+        .until(
+            20,
+            "a placeholder slice",
+            || async { managed_slices(&c, "web").await.map(Value::from) },
+            |s| s.as_array().is_some_and(|a| a.len() == 1),
+        )
+        .await;
+    let placeholder = &slices[0];
+    assert_eq!(placeholder["metadata"]["generateName"], "web-");
+    assert_eq!(placeholder["metadata"]["ownerReferences"][0]["uid"], svc["metadata"]["uid"]);
+    assert_eq!(placeholder["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(placeholder["metadata"]["labels"]["tier"], "front");
+    assert_eq!(placeholder["endpoints"].as_array().map_or(0, Vec::len), 0);
+    for i in 1..=3 {
+        c.create("", "v1", "pods", &WEB_POD.replace("NAME", &format!("web-{i}"))).await;
+    }
+    set_pod_status(&c, "web-1", "10.244.0.11", true).await;
+    set_pod_status(&c, "web-2", "10.244.0.12", false).await;
+    set_pod_status(&c, "web-3", "10.244.0.13", true).await;
+    let all_endpoints = |slices: &Value| -> Vec<Value> {
+        slices
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let slices = c
+        .until(
+            20,
+            "three endpoints in slices of at most two",
+            || async { managed_slices(&c, "web").await.map(Value::from) },
+            |s| all_endpoints(s).len() == 3,
+        )
+        .await;
+    let slices = slices.as_array().unwrap();
+    assert_eq!(slices.len(), 2, "{slices:#?}");
+    for s in slices {
+        assert_eq!(s["addressType"], "IPv4");
+        assert_eq!(s["ports"], json!([{"name": "http", "port": 8080, "protocol": "TCP"}]));
+        assert!(s["endpoints"].as_array().unwrap().len() <= 2);
+    }
+    let by_ip = |slices: &Value, ip: &str| {
+        all_endpoints(slices)
+            .into_iter()
+            .find(|e| e["addresses"][0] == ip)
+            .unwrap_or_else(|| panic!("{ip} in {slices:#}"))
+    };
+    let slices = Value::from(slices.clone());
+    let web2 = by_ip(&slices, "10.244.0.12");
+    assert_eq!(web2["conditions"], json!({"ready": false, "serving": false, "terminating": false}));
+    assert_eq!(web2["nodeName"], "node-1");
+    assert_eq!(web2["targetRef"]["name"], "web-2");
+    assert_eq!(by_ip(&slices, "10.244.0.11")["conditions"]["ready"], true);
+    // web-2 turns ready: its slice is updated in place (same name), nothing is recreated.
+    let names = |s: &Value| {
+        let mut n: Vec<String> =
+            s.as_array().into_iter().flatten().map(|s| s["metadata"]["name"].as_str().unwrap().to_string()).collect();
+        n.sort();
+        n
+    };
+    let before = names(&slices);
+    set_pod_status(&c, "web-2", "10.244.0.12", true).await;
+    let after = c
+        .until(
+            20,
+            "web-2 ready in its slice",
+            || async { managed_slices(&c, "web").await.map(Value::from) },
+            |s| all_endpoints(s).iter().any(|e| e["addresses"][0] == "10.244.0.12" && e["conditions"]["ready"] == true),
+        )
+        .await;
+    assert_eq!(names(&after), before);
+    // Settled: no further writes.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let settled = Value::from(managed_slices(&c, "web").await.unwrap());
+    let rvs =
+        |s: &Value| s.as_array().unwrap().iter().map(|s| s["metadata"]["resourceVersion"].clone()).collect::<Vec<_>>();
+    assert_eq!(rvs(&settled), rvs(&after));
+    c.stop().await;
+}

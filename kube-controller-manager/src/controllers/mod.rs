@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::Context;
 
 pub mod endpoints;
+pub mod endpointslice;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod serviceaccount;
@@ -37,4 +38,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("garbagecollector", garbagecollector::run, true),
     controller!("namespace", namespace::run, true),
     controller!("endpoint", endpoints::run, true),
+    controller!("endpointslice", endpointslice::run, true),
 ];
