@@ -343,3 +343,37 @@ async fn endpoint_slices_follow_pod_readiness_and_update_in_place() {
     assert_eq!(rvs(&settled), rvs(&after));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podgc_keeps_at_most_the_threshold_of_terminated_pods() {
+    let c = Cluster::start(&["podgc"], &["--terminated-pod-gc-threshold=3"]).await;
+    let pods = c.api("", "v1", "pods", "default");
+    for i in 1..=5 {
+        let name = format!("done-{i}");
+        c.create(
+            "",
+            "v1",
+            "pods",
+            &format!("metadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: x}}]}}"),
+        )
+        .await;
+        let phase = if i % 2 == 0 { "Failed" } else { "Succeeded" };
+        pods.patch_status(&name, PatchType::Merge, &json!({"status": {"phase": phase}})).await.unwrap();
+    }
+    c.create("", "v1", "pods", "metadata: {name: running}\nspec: {containers: [{name: c, image: x}]}").await;
+    pods.patch_status("running", PatchType::Merge, &json!({"status": {"phase": "Running"}})).await.unwrap();
+    let names = || async {
+        let list = pods.list(&Default::default()).await.ok()?;
+        let mut n: Vec<String> = list["items"]
+            .as_array()?
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        n.sort();
+        Some(json!(n))
+    };
+    // The two oldest terminated pods go (the check runs every 20 s); the running pod stays.
+    c.until(45, "three terminated pods left", names, |n| n.as_array().is_some_and(|a| a.len() == 4)).await;
+    assert_eq!(names().await.unwrap(), json!(["done-3", "done-4", "done-5", "running"]));
+    c.stop().await;
+}

@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod podgc;
 pub mod serviceaccount;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -39,4 +40,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("namespace", namespace::run, true),
     controller!("endpoint", endpoints::run, true),
     controller!("endpointslice", endpointslice::run, true),
+    controller!("podgc", podgc::run, true),
 ];
