@@ -377,3 +377,36 @@ async fn podgc_keeps_at_most_the_threshold_of_terminated_pods() {
     assert_eq!(names().await.unwrap(), json!(["done-3", "done-4", "done-5", "running"]));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_after_finished_deletes_a_finished_job_and_its_pods() {
+    let c = Cluster::start(&["ttl-after-finished", "garbagecollector"], &[]).await;
+    let spec = "
+  template:
+    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}";
+    let job = c
+        .create("batch", "v1", "jobs", &format!("metadata: {{name: short}}\nspec:\n  ttlSecondsAfterFinished: 3{spec}"))
+        .await;
+    c.create("batch", "v1", "jobs", &format!("metadata: {{name: no-ttl}}\nspec:{spec}")).await;
+    c.create("batch", "v1", "jobs", &format!("metadata: {{name: running}}\nspec:\n  ttlSecondsAfterFinished: 0{spec}"))
+        .await;
+    let pods = c.api("", "v1", "pods", "default");
+    pods.create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "short-pod",
+        "ownerReferences": [owner_ref(&job, true)]}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}))
+        .await
+        .unwrap();
+    let jobs = c.api("batch", "v1", "jobs", "default");
+    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap().to_string();
+    let complete = json!({"status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now}],
+        "completionTime": now, "startTime": now, "succeeded": 1}});
+    jobs.patch_status("short", PatchType::Merge, &complete).await.unwrap();
+    jobs.patch_status("no-ttl", PatchType::Merge, &complete).await.unwrap();
+    // Not before its TTL.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(jobs.get("short").await.is_ok(), "deleted before its TTL");
+    gone(&c, &jobs, "short", "the finished job deleted after its TTL").await;
+    gone(&c, &pods, "short-pod", "the job's pod deleted with it").await;
+    assert!(jobs.get("no-ttl").await.is_ok());
+    assert!(jobs.get("running").await.is_ok());
+    c.stop().await;
+}

@@ -15,6 +15,7 @@ pub mod garbagecollector;
 pub mod namespace;
 pub mod podgc;
 pub mod serviceaccount;
+pub mod ttlafterfinished;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -41,4 +42,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("endpoint", endpoints::run, true),
     controller!("endpointslice", endpointslice::run, true),
     controller!("podgc", podgc::run, true),
+    controller!("ttl-after-finished", ttlafterfinished::run, true),
 ];
