@@ -140,7 +140,7 @@ pub fn headless(svc: &Value) -> bool {
     s(svc, "/spec/clusterIP") == "None"
 }
 
-fn port_key(p: &Value) -> (String, i64, String) {
+fn port_key(p: &Value) -> PortKey {
     (
         p.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
         p.get("port").and_then(Value::as_i64).unwrap_or_default(),
@@ -148,14 +148,18 @@ fn port_key(p: &Value) -> (String, i64, String) {
     )
 }
 
+/// A port's identity: name, number, protocol.
+type PortKey = (String, i64, String);
+/// One address with whether it is ready and the ports it serves.
+type Address = (Value, bool, BTreeMap<PortKey, Value>);
+
 /// The subsets of the selected pods, repacked (addresses grouped by the ports they serve, sorted).
 pub fn subsets(svc: &Value, pods: &[Arc<Value>]) -> Vec<Value> {
     let publish = svc.pointer("/spec/publishNotReadyAddresses").and_then(Value::as_bool).unwrap_or(false);
     let ipv6 = ipv6_service(svc);
     let svc_ports = svc.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
     // address (ip, pod uid) -> (address, ready, ports)
-    let mut by_addr: BTreeMap<(String, String), (Value, bool, BTreeMap<(String, i64, String), Value>)> =
-        BTreeMap::new();
+    let mut by_addr: BTreeMap<(String, String), Address> = BTreeMap::new();
     for pod in pods {
         if !should_be_in_endpoints(pod, publish) {
             continue;
@@ -189,7 +193,7 @@ pub fn subsets(svc: &Value, pods: &[Arc<Value>]) -> Vec<Value> {
     }
     // port set -> (ready addresses, not-ready addresses)
     type Group = (Vec<Value>, Vec<Value>);
-    let mut groups: BTreeMap<Vec<(String, i64, String)>, (Vec<Value>, Group)> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<PortKey>, (Vec<Value>, Group)> = BTreeMap::new();
     for (_, (addr, ready, ports)) in by_addr {
         let key: Vec<_> = ports.keys().cloned().collect();
         let entry = groups.entry(key).or_insert_with(|| (ports.into_values().collect(), (Vec::new(), Vec::new())));
@@ -224,8 +228,11 @@ fn pod_trigger_time(pod: &Value) -> Option<jiff::Timestamp> {
 /// earliest trigger time that changed since.
 #[derive(Default)]
 pub struct TriggerTimes {
-    state: Mutex<HashMap<String, (Option<jiff::Timestamp>, HashMap<String, jiff::Timestamp>)>>,
+    state: Mutex<HashMap<String, Seen>>,
 }
+
+/// The service creation time and pods' trigger times last reflected.
+type Seen = (Option<jiff::Timestamp>, HashMap<String, jiff::Timestamp>);
 
 impl TriggerTimes {
     pub fn compute(&self, svc: &Value, pods: &[Arc<Value>]) -> Option<jiff::Timestamp> {

@@ -434,7 +434,7 @@ mod tests {
             vec![Write::Create { address_type: "IPv4".into(), ports: vec![], endpoints: vec![] }]
         );
         let placeholder = slice("web-p", vec![], json!([]));
-        assert!(plan(&[placeholder.clone()], &d, 100, "IPv4").is_empty());
+        assert!(plan(std::slice::from_ref(&placeholder), &d, 100, "IPv4").is_empty());
         // Once there are endpoints, the placeholder goes.
         let d = desired(&svc(), &[pod("a", "10.0.0.1", false)]);
         let w = plan(&[placeholder], &d, 100, "IPv4");
