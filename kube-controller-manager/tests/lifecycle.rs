@@ -410,3 +410,32 @@ async fn ttl_after_finished_deletes_a_finished_job_and_its_pods() {
     assert!(jobs.get("running").await.is_ok());
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podgc_deletes_pods_of_nodes_that_are_gone_after_the_quarantine() {
+    let c = Cluster::start(&["podgc"], &[]).await;
+    c.create("", "v1", "nodes", "metadata: {name: here}").await;
+    let pods = c.api("", "v1", "pods", "default");
+    for (name, node) in [("on-gone", "gone"), ("on-here", "here")] {
+        c.create(
+            "",
+            "v1",
+            "pods",
+            &format!("metadata: {{name: {name}}}\nspec: {{nodeName: {node}, containers: [{{name: c, image: x}}]}}"),
+        )
+        .await;
+        pods.patch_status(name, PatchType::Merge, &json!({"status": {"phase": "Running"}})).await.unwrap();
+    }
+    // Not before the 40 s quarantine.
+    tokio::time::sleep(std::time::Duration::from_secs(25)).await;
+    assert!(pods.get("on-gone").await.is_ok(), "deleted before the quarantine ended");
+    c.until(
+        60,
+        "the pod of the missing node deleted",
+        || async { pods.get("on-gone").await.err().filter(|e| e.code() == Some(404)).map(|_| json!({})) },
+        |_| true,
+    )
+    .await;
+    assert!(pods.get("on-here").await.is_ok());
+    c.stop().await;
+}
