@@ -234,6 +234,10 @@ async fn endpoints_follow_pod_readiness() {
         },
     )
     .await;
+    // Settled: no further writes.
+    let settled = eps.get("web").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(eps.get("web").await.unwrap()["metadata"]["resourceVersion"], settled["metadata"]["resourceVersion"]);
     // Deleted Endpoints come back; a deleted service takes its Endpoints along.
     eps.delete("web", None).await.unwrap();
     c.until(20, "the endpoints recreated", || async { eps.get("web").await.ok() }, |e| e["subsets"].is_array()).await;
