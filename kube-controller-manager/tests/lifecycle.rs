@@ -299,7 +299,11 @@ async fn endpoint_slices_follow_pod_readiness_and_update_in_place() {
             20,
             "three endpoints in slices of at most two",
             || async { managed_slices(&c, "web").await.map(Value::from) },
-            |s| all_endpoints(s).len() == 3,
+            |s| {
+                all_endpoints(s).len() == 3
+                    && s.as_array()
+                        .is_some_and(|a| a.iter().all(|s| s["endpoints"].as_array().is_some_and(|e| !e.is_empty())))
+            },
         )
         .await;
     let slices = slices.as_array().unwrap();

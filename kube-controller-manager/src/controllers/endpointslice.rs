@@ -11,16 +11,18 @@
 //! `generateName: <service>-`. Reconciling keeps endpoints in the slice they are in and updates slices in place,
 //! fills slices with room before creating new ones, deletes slices left empty, and keeps one placeholder slice
 //! (no endpoints, no ports) for a service without endpoints. Touched slices carry
-//! `endpoints.kubernetes.io/last-change-trigger-time`.
+//! `endpoints.kubernetes.io/last-change-trigger-time`. As upstream's `EndpointSliceTracker`, the slices this
+//! controller wrote or deleted are remembered per service, and a reconcile whose cache has not caught up with them
+//! is retried instead of acting on it (which would create duplicates).
 //!
 //! Deliberate gaps: no `zone` or `hints` (no topology-aware routing), no slice packing/merging heuristics beyond
 //! filling free room, no mirroring of custom Endpoints (`endpointslicemirroring` is another controller); slices of a
 //! deleted service are deleted here rather than left to the garbage collector.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
-use runtime::{Action, Controller, Notification, Store};
+use runtime::{Action, Controller, Store};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -218,7 +220,57 @@ pub fn plan(
     writes
 }
 
+fn rv_of(v: &Value) -> u64 {
+    runtime::resource_version(v).parse().unwrap_or(0)
+}
+
+/// Upstream's `EndpointSliceTracker`: per service, the slices this controller wrote (name -> resourceVersion)
+/// and deleted, so that a reconcile on a cache that has not seen its own writes yet waits instead of creating
+/// duplicates.
+#[derive(Default)]
+pub struct Tracker {
+    services: Mutex<HashMap<String, Tracked>>,
+}
+
+/// The slices of one service written (name -> resourceVersion) and deleted.
+type Tracked = (HashMap<String, u64>, HashSet<String>);
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tracked>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the cached slices lag behind this controller's writes.
+    pub fn stale(&self, svc: &str, cached: &[Arc<Value>]) -> bool {
+        let mut all = self.lock();
+        let Some((written, deleted)) = all.get(svc) else { return false };
+        let by_name: HashMap<&str, u64> = cached.iter().map(|s| (runtime::name(s), rv_of(s))).collect();
+        let behind = written.iter().any(|(n, rv)| by_name.get(n.as_str()).is_none_or(|c| c < rv))
+            || deleted.iter().any(|n| by_name.contains_key(n.as_str()));
+        if !behind {
+            all.remove(svc);
+        }
+        behind
+    }
+
+    pub fn wrote(&self, svc: &str, slice: &Value) {
+        self.lock().entry(svc.to_string()).or_default().0.insert(runtime::name(slice).to_string(), rv_of(slice));
+    }
+
+    pub fn deleted(&self, svc: &str, name: &str) {
+        let mut all = self.lock();
+        let e = all.entry(svc.to_string()).or_default();
+        e.0.remove(name);
+        e.1.insert(name.to_string());
+    }
+
+    pub fn forget(&self, svc: &str) {
+        self.lock().remove(svc);
+    }
+}
+
 struct Slices {
+    tracker: Tracker,
     ctx: Arc<Context>,
     services: Store,
     pods: Store,
@@ -261,11 +313,15 @@ impl Slices {
         let (ns, name) = runtime::split_key(key);
         let api = self.ctx.api("discovery.k8s.io", "v1", "endpointslices").namespaced(ns);
         let existing = self.managed(ns, name);
+        if self.tracker.stale(key, &existing) {
+            return Err(format!("endpointslice cache of service {key} is behind this controller's writes").into());
+        }
         let svc = match self.services.get(ns, name) {
             Some(s) if s.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName") => s,
             other => {
                 if other.is_none() {
                     self.triggers.forget(key);
+                    self.tracker.forget(key);
                 }
                 for s in existing {
                     match api.delete(runtime::name(&s), None).await {
@@ -299,20 +355,26 @@ impl Slices {
         }
         for w in writes {
             let result = match w {
-                Write::Delete { name } => api.delete(&name, None).await.map(|_| ()),
+                Write::Delete { name } => {
+                    let r = api.delete(&name, None).await.map(|_| ());
+                    if matches!(&r, Ok(())) || r.as_ref().is_err_and(|e| e.code() == Some(404)) {
+                        self.tracker.deleted(key, &name);
+                    }
+                    r
+                }
                 Write::Update { name, ports, endpoints } => {
                     let Some(cur) = existing.iter().find(|s| runtime::name(s) == name) else { continue };
                     let mut slice = (**cur).clone();
                     slice["metadata"] = self.metadata(&svc, trigger.as_deref(), cur.get("metadata"));
                     slice["ports"] = json!(ports);
                     slice["endpoints"] = json!(endpoints);
-                    api.replace(&name, &slice).await.map(|_| ())
+                    api.replace(&name, &slice).await.map(|s| self.tracker.wrote(key, &s))
                 }
                 Write::Create { address_type, ports, endpoints } => {
                     let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                         "metadata": self.metadata(&svc, trigger.as_deref(), None),
                         "addressType": address_type, "ports": ports, "endpoints": endpoints});
-                    api.create(&slice).await.map(|_| ())
+                    api.create(&slice).await.map(|s| self.tracker.wrote(key, &s))
                 }
             };
             match result {
@@ -337,6 +399,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         pods: pods.store().clone(),
         slices: slices.store().clone(),
         triggers: TriggerTimes::default(),
+        tracker: Tracker::default(),
     });
     Controller::new(runtime::controller::Config { workers, ..Default::default() })
         .watches(&services, |n| vec![n.key()])
@@ -346,7 +409,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
             let managed = s.pointer("/metadata/labels/endpointslice.kubernetes.io~1managed-by").and_then(Value::as_str)
                 == Some(CONTROLLER_NAME);
             match s.pointer("/metadata/labels/kubernetes.io~1service-name").and_then(Value::as_str) {
-                Some(svc) if managed && !matches!(n, Notification::Added(_)) => {
+                Some(svc) if managed => {
                     vec![runtime::key(runtime::namespace(s), svc)]
                 }
                 _ => vec![],
@@ -424,6 +487,21 @@ mod tests {
         let all: Vec<Value> = d.values().next().unwrap().2.clone();
         let existing = vec![slice("web-abc", all, json!(ports))];
         assert!(plan(&existing, &d, 100, "IPv4").is_empty());
+    }
+
+    #[test]
+    fn tracker_waits_for_the_cache_to_see_own_writes() {
+        let t = Tracker::default();
+        let written = json!({"metadata": {"name": "web-a", "resourceVersion": "7"}});
+        t.wrote("ns/web", &written);
+        assert!(t.stale("ns/web", &[]));
+        let old = Arc::new(json!({"metadata": {"name": "web-a", "resourceVersion": "5"}}));
+        assert!(t.stale("ns/web", std::slice::from_ref(&old)));
+        t.deleted("ns/web", "web-b");
+        let b = Arc::new(json!({"metadata": {"name": "web-b", "resourceVersion": "3"}}));
+        assert!(t.stale("ns/web", &[Arc::new(written.clone()), b]));
+        assert!(!t.stale("ns/web", &[Arc::new(written)]));
+        assert!(!t.stale("ns/other", &[]));
     }
 
     #[test]
