@@ -532,10 +532,12 @@ impl Registry {
             if new == cur_cmp {
                 return Ok(cur); // a no-op write changes nothing, not even the resourceVersion
             }
-            // The last finalizer removed from an object being deleted: it goes away now.
+            // The last finalizer removed from an object being deleted: it goes away now. A namespace also waits
+            // for its spec.finalizers, which only the finalize subresource removes.
             let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
-            let finalizers_empty =
-                new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            let empty = |p: &str| new.pointer(p).and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            let finalizers_empty = empty("/metadata/finalizers")
+                && (res.plural != "namespaces" || !res.group.is_empty() || empty("/spec/finalizers"));
             if dry_run {
                 return Ok(new);
             }

@@ -94,6 +94,13 @@ pub struct Options {
     pub concurrent_gc_syncs: usize,
     #[arg(long, default_value_t = 10)]
     pub concurrent_namespace_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_service_endpoint_syncs: usize,
+    /// Endpoints per EndpointSlice at most.
+    #[arg(long, default_value_t = 100)]
+    pub max_endpoints_per_slice: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_ttl_after_finished_syncs: usize,
     #[arg(long, default_value_t = 20.0)]
     pub kube_api_qps: f64,
     #[arg(long, default_value_t = 30)]

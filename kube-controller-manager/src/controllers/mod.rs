@@ -20,6 +20,13 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod garbagecollector;
+pub mod namespace;
+pub mod podgc;
+pub mod serviceaccount;
+pub mod ttlafterfinished;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -52,4 +59,10 @@ pub const ALL: &[Descriptor] = &[
     controller!("deployment", deployment::run, true),
     controller!("statefulset", statefulset::run, true),
     controller!("daemonset", daemonset::run, true),
+    controller!("garbagecollector", garbagecollector::run, true),
+    controller!("namespace", namespace::run, true),
+    controller!("endpoint", endpoints::run, true),
+    controller!("endpointslice", endpointslice::run, true),
+    controller!("podgc", podgc::run, true),
+    controller!("ttl-after-finished", ttlafterfinished::run, true),
 ];
