@@ -113,7 +113,7 @@ impl Cluster {
     pub async fn start_hollow(&mut self, prefix: &str) {
         let (tx, rx) = watch::channel(false);
         let dir = self.dir.path().join("hollow").join(prefix);
-        kubelet::hollow::start(self.api.new_client(), 1, prefix, &dir, rx).await.unwrap();
+        kubelet::hollow::start(&self.api.config, 1, prefix, &dir, rx).await.unwrap();
         self.hollow.push((prefix.to_string(), tx));
     }
 

@@ -408,11 +408,22 @@ impl Registry {
             }
             return Ok(obj);
         }
-        let kv = self
-            .store
-            .create(&key(res, ns, &name), encode(&obj)?, ttl)
-            .await
-            .map_err(|e| storage_error(res, &name, e))?;
+        // A generated name that is taken is generated again (upstream's RetryGenerateName: 8 attempts in all).
+        let generated = obj.pointer("/metadata/generateName").and_then(Value::as_str).filter(|g| !g.is_empty());
+        let prefix = generated.filter(|g| name.starts_with(*g)).map(str::to_string);
+        let mut name = name;
+        let mut attempts = 0;
+        let kv = loop {
+            match self.store.create(&key(res, ns, &name), encode(&obj)?, ttl).await {
+                Ok(kv) => break kv,
+                Err(crate::storage::StorageError::AlreadyExists { .. }) if prefix.is_some() && attempts < 7 => {
+                    attempts += 1;
+                    name = format!("{}{}", prefix.as_deref().unwrap_or_default(), strategy::name_suffix());
+                    obj["metadata"]["name"] = json!(name);
+                }
+                Err(e) => return Err(storage_error(res, &name, e)),
+            }
+        };
         set_rv(&mut obj, kv.mod_revision);
         Ok(obj)
     }

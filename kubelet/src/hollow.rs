@@ -12,9 +12,14 @@ use crate::options::{Config, Flags};
 /// The images every hollow node starts with.
 pub const PRELOADED: &[&str] = &["registry.k8s.io/pause:3.10", "docker.io/library/busybox:1.36"];
 
+/// Nodes sharing one API client (one HTTP/2 connection): each node keeps a pod watch open, and an HTTP/2
+/// connection carries at most the server's stream limit (1,000 on kube-apiserver), so heartbeats of a large
+/// process must not queue behind the watches of a single connection.
+const NODES_PER_CLIENT: usize = 100;
+
 /// Starts `count` hollow nodes named `<prefix>-<i>` under `dir`; they run until `stop` turns true.
 pub async fn start(
-    client: client::Client,
+    config: &client::Config,
     count: usize,
     prefix: &str,
     dir: &Path,
@@ -22,7 +27,11 @@ pub async fn start(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::BoxError> {
     std::fs::create_dir_all(dir)?;
     let mut handles = Vec::with_capacity(count);
+    let mut client = client::Client::new(config)?;
     for i in 0..count {
+        if i > 0 && i % NODES_PER_CLIENT == 0 {
+            client = client::Client::new(config)?;
+        }
         let name = format!("{prefix}-{i}");
         let socket = dir.join(format!("{name}.sock"));
         let fake = FakeCri::with_images(PRELOADED);

@@ -30,7 +30,7 @@ async fn main() {
             Some(p) => client::Config::from_kubeconfig(p),
             None => client::Config::infer(),
         };
-        let client = match client_cfg.and_then(|c| client::Client::new(&c)) {
+        let client_cfg = match client_cfg {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("kubelet: {e}");
@@ -38,7 +38,7 @@ async fn main() {
             }
         };
         let dir = hollow.3.unwrap_or_else(|| std::path::PathBuf::from("/var/lib/kubelet-hollow"));
-        match kubelet::hollow::start(client, hollow.0, &hollow.1, &dir, rx.clone()).await {
+        match kubelet::hollow::start(&client_cfg, hollow.0, &hollow.1, &dir, rx.clone()).await {
             Ok(handles) => {
                 for h in handles {
                     let _ = h.await;

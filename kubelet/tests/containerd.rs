@@ -613,8 +613,15 @@ async fn hollow_nodes_register_and_run_pods_on_fake_runtimes() {
     let dir = tempfile::tempdir().unwrap();
     let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let handles =
-        kubelet::hollow::start(client.clone(), 5, "hollow", &dir.path().join("hollow"), stop_rx).await.unwrap();
+    let handles = kubelet::hollow::start(
+        &Config::from_kubeconfig(&kubeconfig).unwrap(),
+        5,
+        "hollow",
+        &dir.path().join("hollow"),
+        stop_rx,
+    )
+    .await
+    .unwrap();
     let nodes = client.api("", "v1", "nodes").unwrap();
     eventually(30, "5 Ready hollow nodes", async || {
         let list = nodes.list(&ListParams::default()).await.ok()?;
