@@ -99,6 +99,11 @@ impl Cluster {
         cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
         cfg.pod_cidr = Some(POD_CIDR.into());
         cfg.cni_bridge = BRIDGE.into();
+        // The test must not depend on how full this machine's disk is: pressure only at the very end.
+        cfg.eviction_hard = [("nodefs.available", "1%"), ("nodefs.inodesFree", "1%"), ("memory.available", "100Mi")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let client = self.api.new_client();
         self.tasks.push(tokio::spawn(async move {
@@ -134,8 +139,26 @@ impl Cluster {
     /// Runs kubectl; panics with its stderr unless it succeeds.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let out = self.kubectl_output(args, None);
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            panic!("kubectl {args:?}: {}\n{}", String::from_utf8_lossy(&out.stderr), self.state());
+        }
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pods, nodes and recent events, for failure messages.
+    pub fn state(&self) -> String {
+        let show = |args: &[&str]| String::from_utf8_lossy(&self.kubectl_output(args, None).stdout).into_owned();
+        format!(
+            "--- nodes\n{}--- pods\n{}--- events\n{}",
+            show(&["get", "nodes", "-o", "wide"]),
+            show(&["get", "pods", "-A", "-o", "wide"]),
+            show(&["get", "events", "-A", "--sort-by=.lastTimestamp"])
+                .lines()
+                .rev()
+                .take(25)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     }
 
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> String {

@@ -125,7 +125,36 @@ pub fn prepare_create(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Resu
         }
     }
     defaults::apply(res, obj, true);
+    if res.group == "batch" && res.plural == "jobs" {
+        job_selector(obj);
+    }
     Ok(())
+}
+
+/// A Job without `manualSelector` gets upstream's generated selector on its controller UID, and its pod template
+/// the matching labels (`batch.kubernetes.io/controller-uid`, `batch.kubernetes.io/job-name` and the legacy
+/// `controller-uid`, `job-name`).
+fn job_selector(job: &mut Value) {
+    if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let uid = meta_str(job, "uid").unwrap_or_default().to_string();
+    let name = meta_str(job, "name").unwrap_or_default().to_string();
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if !template.get("metadata").is_some_and(Value::is_object) {
+        template["metadata"] = json!({});
+    }
+    let meta = &mut template["metadata"];
+    if !meta.get("labels").is_some_and(Value::is_object) {
+        meta["labels"] = json!({});
+    }
+    let labels = &mut meta["labels"];
+    labels["batch.kubernetes.io/controller-uid"] = json!(uid);
+    labels["controller-uid"] = json!(uid);
+    labels["batch.kubernetes.io/job-name"] = json!(name);
+    labels["job-name"] = json!(name);
 }
 
 /// Everything but metadata and status: what a spec change means for `generation`.
