@@ -52,14 +52,7 @@ impl Context {
     }
 }
 
-/// Completes when `stop` turns true (or its sender is gone).
-pub async fn stopped(mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
+pub use runtime::daemon::stopped;
 
 /// Whether `--controllers` enables `name` (`*` is every default controller; `-name` wins over `*`).
 pub fn enabled(flag: &[String], name: &str, on_by_default: bool) -> bool {

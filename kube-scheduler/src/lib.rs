@@ -464,14 +464,7 @@ fn select_host(nodes: &[&NodeInfo], scores: &[i64]) -> Option<String> {
     best.map(|(_, i)| nodes[i].name.clone())
 }
 
-/// Completes when `stop` turns true (or its sender is gone).
-pub async fn stopped(mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
+pub use runtime::daemon::stopped;
 
 /// Runs kube-scheduler until `stop`: configuration, health port, leader election, scheduling.
 pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), BoxError> {

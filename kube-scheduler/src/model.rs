@@ -169,7 +169,8 @@ pub fn node_selector_term_matches(term: &Value, node: &NodeInfo) -> bool {
         && fields.into_iter().flatten().all(|e| expression(e, &name_labels))
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+/// A map of strings (labels, nodeSelector).
+pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
         .into_iter()
         .flatten()

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::cache::Snapshot;
 use crate::config::Profile;
-use crate::model::{NodeInfo, PodInfo, node_selector_term_matches, selector_matches};
+use crate::model::{NodeInfo, PodInfo, node_selector_term_matches, selector_matches, string_map};
 
 pub const MAX_NODE_SCORE: i64 = 100;
 
@@ -129,14 +129,6 @@ pub struct CycleState {
     images: Vec<String>,
     image_spread: HashMap<String, usize>,
     total_nodes: usize,
-}
-
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect()
 }
 
 fn images(pod: &Value) -> Vec<String> {

@@ -36,6 +36,15 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Completes when `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Counters and gauges a daemon exposes on `/metrics` (name with labels -> value).
 #[derive(Clone, Default)]
 pub struct Metrics(Arc<Mutex<BTreeMap<String, f64>>>);
