@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stops what deploy/quickstart.sh started: the kubelet, the pods it ran, containerd (when the quickstart started it)
-# and kube-apiserver. With --wipe, also removes their state: the embedded store (/var/lib/kube-apiserver), the
+# Stops what deploy/quickstart.sh started: kube-scheduler, kube-controller-manager, the kubelet, the pods it ran,
+# containerd (when the quickstart started it) and kube-apiserver. With --wipe, also removes their state: the embedded store (/var/lib/kube-apiserver), the
 # kubelet's directories, certificates and kubeconfigs (/etc/kubernetes), the images, the pod network's bridge and
 # config, the quickstart's containerd config, and the logs.
 set -euo pipefail
@@ -14,6 +14,14 @@ stop_pid() {
   rm -f "$f"
 }
 systemd=false; [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemd=true
+# The scheduler and controller-manager first, so nothing recreates the pods being removed.
+for d in kube-scheduler kube-controller-manager; do
+  if $systemd && systemctl list-unit-files "$d.service" >/dev/null 2>&1; then
+    systemctl disable --now "$d" || true
+  else
+    stop_pid "/run/$d.pid"
+  fi
+done
 if [ "${1:-}" = "--wipe" ] && [ -f /etc/kubernetes/admin.conf ]; then
   # Let the kubelet tear the pods down through CRI (sandboxes, mounts, network) before it stops.
   kubectl --kubeconfig /etc/kubernetes/admin.conf delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
@@ -48,6 +56,9 @@ fi
 if [ "${1:-}" = "--wipe" ]; then
   rm -rf /var/lib/kube-apiserver /etc/kubernetes /var/log/kube-apiserver.log /etc/systemd/system/kube-apiserver.service /etc/default/kube-apiserver
   rm -rf /var/lib/kubelet /var/log/pods /var/log/kubelet.log /etc/systemd/system/kubelet.service /etc/default/kubelet
+  for d in kube-scheduler kube-controller-manager; do
+    rm -f "/var/log/$d.log" "/etc/systemd/system/$d.service" "/etc/default/$d"
+  done
   rm -rf /var/lib/kube-images /etc/cni/net.d/10-kubelet-bridge.conflist /var/log/containerd.log
   ip link del cni0 2>/dev/null || true
   for m in $(awk '$2 ~ "^/run/containerd/io.containerd.grpc.v1.cri/" {print $2}' /proc/mounts); do umount -l "$m" || true; done

@@ -83,7 +83,7 @@ async fn schedule(client: &Client, prefix: &str, n: usize) -> f64 {
 
 /// 1,000 hollow nodes (one kubelet process), the controller-manager and the scheduler: a Deployment of
 /// `replicas` pods, timed from create until the Deployment reports them all available.
-async fn deployment_on_hollow_nodes(replicas: usize) -> (f64, f64) {
+async fn deployment_on_hollow_nodes(replicas: usize) -> (Option<f64>, u64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let (_api, client, kubeconfig) = start_apiserver(dir.path()).await;
     let run = |bin: &str, extra: &[String]| {
@@ -126,17 +126,20 @@ async fn deployment_on_hollow_nodes(replicas: usize) -> (f64, f64) {
     let deployments = client.api("apps", "v1", "deployments").unwrap().namespaced("default");
     let started = Instant::now();
     deployments.create(&deploy).await.expect("create deployment");
-    let deadline = started + Duration::from_secs(600);
+    // Given up after 120 s: the figure is then how many were available by then.
+    let deadline = started + Duration::from_secs(120);
+    let mut available = 0;
     loop {
         let d = deployments.get("big").await.unwrap();
-        if d["status"]["availableReplicas"].as_u64() == Some(replicas as u64) {
-            break;
+        available = d["status"]["availableReplicas"].as_u64().unwrap_or(available);
+        if available == replicas as u64 {
+            return (Some(started.elapsed().as_secs_f64()), available, rss_mb(hollow.0.id()));
         }
-        assert!(Instant::now() < deadline, "the deployment did not become available: {:#}", d["status"]);
+        if Instant::now() > deadline {
+            return (None, available, rss_mb(hollow.0.id()));
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    (elapsed, rss_mb(hollow.0.id()))
 }
 
 fn main() {
@@ -173,8 +176,6 @@ fn main() {
         let rate_5k = schedule(&client, "b", pods).await;
         let sched_busy_rss = rss_mb(scheduler.0.id());
         drop((scheduler, kcm, api));
-        let replicas: usize = std::env::var("BENCH_REPLICAS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-        let (deploy_secs, hollow_rss) = deployment_on_hollow_nodes(replicas).await;
 
         let idle = api_rss + sched_rss + kcm_rss;
         println!("| figure | goal | measured | measured / goal |");
@@ -184,6 +185,11 @@ fn main() {
         println!("| CPU per pod in that run: apiserver / scheduler | - | {:.2} / {:.2} ms | - |", cpu_api * 1000.0 / pods as f64, cpu_sched * 1000.0 / pods as f64);
         println!("| pods bound per second, 5,000 nodes ({pods} pods) | > 500 /s | {rate_5k:.0} /s | {:.2} |", rate_5k / 500.0);
         println!("| scheduler RSS after 5,000 nodes and {} pods | - | {sched_busy_rss:.1} MB | - |", 2 * pods);
-        println!("| Deployment of {replicas} pods on 1,000 hollow nodes: create to all available (hollow kubelets {hollow_rss:.0} MB) | < 30 s | {deploy_secs:.1} s | {:.2} |", deploy_secs / 30.0);
+        let replicas: usize = std::env::var("BENCH_REPLICAS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let (deploy_secs, available, hollow_rss) = deployment_on_hollow_nodes(replicas).await;
+        match deploy_secs {
+            Some(secs) => println!("| Deployment of {replicas} pods on 1,000 hollow nodes: create to all available (hollow kubelets {hollow_rss:.0} MB) | < 30 s | {secs:.1} s | {:.2} |", secs / 30.0),
+            None => println!("| Deployment of {replicas} pods on 1,000 hollow nodes: create to all available (hollow kubelets {hollow_rss:.0} MB) | < 30 s | not reached: {available} available after 120 s | - |"),
+        }
     });
 }
