@@ -61,8 +61,11 @@ pub struct KubeletConfiguration {
     pub eviction_hard: BTreeMap<String, String>,
     pub file_check_frequency: Option<String>,
     pub node_status_update_frequency: Option<String>,
+    /// Upstream spells these `podCIDR` and `clusterDNS`, not camelCase.
+    #[serde(rename = "podCIDR", alias = "podCidr")]
     pub pod_cidr: Option<String>,
     pub port: Option<u16>,
+    #[serde(rename = "clusterDNS", alias = "clusterDns")]
     pub cluster_dns: Vec<String>,
     pub cluster_domain: Option<String>,
     pub pod_logs_dir: Option<PathBuf>,
@@ -210,7 +213,7 @@ mod tests {
         let cfg = dir.path().join("config.yaml");
         std::fs::write(
             &cfg,
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///file.sock\nmaxPods: 50\nnodeStatusUpdateFrequency: 4s\nkubeReserved: {cpu: 100m}\nstaticPodPath: /etc/kubernetes/manifests\n",
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///file.sock\nmaxPods: 50\nnodeStatusUpdateFrequency: 4s\nkubeReserved: {cpu: 100m}\nstaticPodPath: /etc/kubernetes/manifests\npodCIDR: 10.244.3.0/24\nclusterDNS: [10.96.0.10]\n",
         )
         .unwrap();
         let flags = Flags::try_parse_from([
@@ -232,6 +235,7 @@ mod tests {
         assert_eq!(c.taints[0], serde_json::json!({"key": "k", "value": "v", "effect": "NoSchedule"}));
         assert_eq!(c.pod_manifest_path, Some(PathBuf::from("/etc/kubernetes/manifests")));
         assert_eq!(c.kube_reserved.get("cpu").map(String::as_str), Some("100m"));
+        assert_eq!(c.pod_cidr.as_deref(), Some("10.244.3.0/24"), "upstream spells it podCIDR");
         assert!(parse_taint("bad").is_err());
     }
 }
