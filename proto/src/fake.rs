@@ -61,8 +61,8 @@ const UNPULLABLE: &str = "does-not-exist";
 pub struct FakeCri {
     state: Arc<Mutex<State>>,
     next_ip: Arc<AtomicU32>,
-    /// Every call by method name, for tests.
-    pub calls: Arc<Mutex<Vec<String>>>,
+    /// How many times each method was called, for tests (counts, so that a long-lived hollow node stays small).
+    pub calls: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
 }
 
 fn image_record(name: &str) -> Image {
@@ -97,7 +97,7 @@ impl FakeCri {
 
     fn record(&self, call: &str) {
         if let Ok(mut c) = self.calls.lock() {
-            c.push(call.to_string());
+            *c.entry(call.to_string()).or_default() += 1;
         }
     }
 
