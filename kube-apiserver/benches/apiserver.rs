@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use client::{Client, Config, ListParams, WatchEvent};
 use kube_apiserver::pki::Ca;
 use kube_apiserver::storage::testing::EtcdServer;
+use kube_apiserver::testing::release::{release, rss_mb};
 use serde_json::json;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -44,12 +45,6 @@ impl Drop for Server {
     }
 }
 
-fn binary() -> std::path::PathBuf {
-    // The bench is built in release mode next to the binary.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("kube-apiserver")
-}
-
 async fn start(extra: &[String]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -58,7 +53,7 @@ async fn start(extra: &[String]) -> Server {
     ca.issue("kube-apiserver", &[], &["127.0.0.1"]).unwrap().write(&d.join("s.crt"), &d.join("s.key")).unwrap();
     let admin = ca.issue("admin", &["system:masters"], &[]).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(binary())
+    let child = Command::new(release("kube-apiserver"))
         .args([
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".into(),
@@ -92,17 +87,6 @@ async fn start(extra: &[String]) -> Server {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Server { child, client, watch_clients, _dir: dir }
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn pod(name: &str) -> serde_json::Value {
