@@ -93,12 +93,14 @@ async fn priority(server: &Arc<Apiserver>, pod: &mut Value) -> Result<(), ApiErr
         return Ok(());
     };
     let name = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or_default().to_string();
+    // From the watch cache, as upstream's plugin reads its informer; a class the cache has not seen yet is read
+    // from storage.
+    let cache = server.registry.cacher.cache(classes).await?;
     let class = if name.is_empty() {
-        let all = server.registry.list(classes, None, &Default::default()).await?;
-        all.items
-            .iter()
-            .filter_map(|i| i.value().ok())
-            .find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+        let (all, _) = cache.list(None, &Default::default())?;
+        all.into_iter().find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+    } else if let Some(c) = cache.get(&crate::registry::key(classes, None, &name)) {
+        Some((*c).clone())
     } else {
         match server.registry.get(classes, None, &name).await {
             Ok(c) => Some(c),

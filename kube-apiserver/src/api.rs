@@ -343,11 +343,38 @@ pub fn delete_params(body: &Bytes, q: &HashMap<String, String>) -> Result<Delete
     })
 }
 
+/// One line of a watch stream: the event as JSON and a newline. An object served in its stored shape is written from
+/// the encoding shared by every watcher of the event.
+fn event_line(res: &Resource, ev: &WatchEvent, as_table: bool, first: &mut bool) -> Bytes {
+    let shared = match ev {
+        WatchEvent::Added(o) => Some(("ADDED", o)),
+        WatchEvent::Modified(o) => Some(("MODIFIED", o)),
+        WatchEvent::Deleted(o) => Some(("DELETED", o)),
+        _ => None,
+    };
+    if let Some((ty, obj)) = shared
+        && !as_table
+        && !crate::convert::converts(res)
+    {
+        let json = obj.json();
+        let mut line = Vec::with_capacity(json.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(ty.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(json);
+        line.extend_from_slice(b"}\n");
+        return Bytes::from(line);
+    }
+    let mut line = serde_json::to_vec(&event_json(res, ev, as_table, first)).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
 fn event_json(res: &Resource, ev: &WatchEvent, as_table: bool, first: &mut bool) -> Value {
     let (ty, obj) = match ev {
-        WatchEvent::Added(o) => ("ADDED", o.clone()),
-        WatchEvent::Modified(o) => ("MODIFIED", o.clone()),
-        WatchEvent::Deleted(o) => ("DELETED", o.clone()),
+        WatchEvent::Added(o) => ("ADDED", (**o).clone()),
+        WatchEvent::Modified(o) => ("MODIFIED", (**o).clone()),
+        WatchEvent::Deleted(o) => ("DELETED", (**o).clone()),
         WatchEvent::Bookmark(rev) => {
             let kind = if as_table { "Table".to_string() } else { res.kind.to_string() };
             let api_version = if as_table { "meta.k8s.io/v1".to_string() } else { res.api_version() };
@@ -400,9 +427,7 @@ async fn watch(
                 _ = stop.changed() => return,
                 _ = tx.closed() => return,
             };
-            let mut line = serde_json::to_vec(&event_json(res, &ev, as_table, &mut first)).unwrap_or_default();
-            line.push(b'\n');
-            if tx.send(Bytes::from(line)).await.is_err() {
+            if tx.send(event_line(res, &ev, as_table, &mut first)).await.is_err() {
                 return;
             }
         }

@@ -1,16 +1,17 @@
 //! The watch cache (upstream's cacher): per resource, one storage watch feeds an in-memory copy of every object
 //! and a ring of recent events, each decoded once. API watches and `resourceVersion=0` lists are served from it;
-//! pods are indexed by `spec.nodeName`, so a kubelet's list and watch touch only its own pods. A watch from a
-//! revision older than the ring is 410 Gone, and clients relist.
+//! pods are indexed by `spec.nodeName`, so a kubelet's list and watch touch only its own pods: each node has a feed of
+//! the events of its pods (upstream's watch-cache triggers), and a kubelet's watch wakes only for those, not for every
+//! pod event of the cluster. A watch from a revision older than the ring is 410 Gone, and clients relist.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use api_types::{ApiError, Resource};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::registry::{ListParams, WatchEvent, decode, matches, prefix, set_rv, storage_error};
+use crate::registry::{ListParams, Shared, WatchEvent, decode, matches, prefix, set_rv, storage_error};
 use crate::storage::{Backend, Event, ListOptions, Revision, Storage};
 
 /// Events kept per resource for watchers resuming from a recent resourceVersion.
@@ -22,16 +23,32 @@ struct CacheEvent {
     rev: Revision,
     key: String,
     /// The object after the change (None: deleted).
-    obj: Option<Arc<Value>>,
+    obj: Option<Shared>,
     /// The object before (None: created).
-    prev: Option<Arc<Value>>,
+    prev: Option<Shared>,
+    /// `prev` as a DELETED event shows it (its resourceVersion the deletion's), made once for all watchers.
+    gone: OnceLock<Shared>,
+}
+
+/// The events of the pods on one node (the part of the ring a kubelet's watch reads) and its wake-up signal.
+struct NodeFeed {
+    events: VecDeque<Arc<CacheEvent>>,
+    notify: watch::Sender<(Revision, u64)>,
+}
+
+impl NodeFeed {
+    fn new() -> Self {
+        NodeFeed { events: VecDeque::new(), notify: watch::Sender::new((0, 0)) }
+    }
 }
 
 #[derive(Default)]
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Shared>,
     /// Pods by spec.nodeName (pods only).
     by_node: HashMap<String, BTreeSet<String>>,
+    /// Per node, the ring's events of pods on that node before or after the change (pods only).
+    node_feeds: HashMap<String, NodeFeed>,
     ring: VecDeque<Arc<CacheEvent>>,
     /// Every event after this revision is in the ring.
     floor: Revision,
@@ -60,6 +77,61 @@ impl State {
             self.by_node.entry(n.to_string()).or_default().insert(key.to_string());
         }
     }
+
+    /// The nodes an event concerns: where the pod was and where it is.
+    fn event_nodes(ev: &CacheEvent) -> impl Iterator<Item = &str> {
+        let was = ev.prev.as_deref().and_then(node_of);
+        let is = ev.obj.as_deref().and_then(node_of).filter(|n| Some(*n) != was);
+        was.into_iter().chain(is)
+    }
+
+    /// Appends a new event to the ring (and to its nodes' feeds), dropping the oldest beyond the capacity.
+    fn push(&mut self, event: Arc<CacheEvent>, pods: bool) {
+        if pods {
+            for n in Self::event_nodes(&event) {
+                let feed = self.node_feeds.entry(n.to_string()).or_insert_with(NodeFeed::new);
+                feed.events.push_back(event.clone());
+                feed.notify.send_replace((event.rev, 0));
+            }
+        }
+        self.ring.push_back(event);
+        while self.ring.len() > RING_CAPACITY {
+            let Some(old) = self.ring.pop_front() else { break };
+            self.floor = old.rev;
+            for n in Self::event_nodes(&old) {
+                if let Some(feed) = self.node_feeds.get_mut(n) {
+                    if feed.events.front().is_some_and(|e| Arc::ptr_eq(e, &old)) {
+                        feed.events.pop_front();
+                    }
+                    if feed.events.is_empty() && feed.notify.receiver_count() == 0 {
+                        self.node_feeds.remove(n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to 512 events after `pos` of a watch's source, or Err(floor) when `pos` is older than the ring.
+    fn read(&self, source: &Source, pos: Revision) -> Result<Vec<Arc<CacheEvent>>, Revision> {
+        if pos < self.floor {
+            return Err(self.floor);
+        }
+        let events = match source {
+            Source::All => &self.ring,
+            Source::Node(n) => match self.node_feeds.get(n) {
+                Some(feed) => &feed.events,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let idx = events.partition_point(|e| e.rev <= pos);
+        Ok(events.iter().skip(idx).take(512).cloned().collect())
+    }
+}
+
+/// What a watch reads: every event of the resource, or those of the pods on one node.
+enum Source {
+    All,
+    Node(String),
 }
 
 /// The cache of one resource.
@@ -129,7 +201,7 @@ impl ResourceCache {
         for kv in &page.items {
             let obj = decode(kv)?;
             st.index(&kv.key, None, Some(&obj), self.pods());
-            st.objects.insert(kv.key.clone(), Arc::new(obj));
+            st.objects.insert(kv.key.clone(), Shared::new(obj));
         }
         *self.state.write().map_err(|_| poisoned())? = st;
         self.notify.send_modify(|(r, generation)| {
@@ -141,6 +213,14 @@ impl ResourceCache {
 
     fn apply(&self, ev: Event) {
         let pods = self.pods();
+        // Decoded before taking the lock: readers wait only for the index updates.
+        let decoded = match &ev {
+            Event::Put { kv, .. } => match decode(kv) {
+                Ok(obj) => Some(Shared::new(obj)),
+                Err(_) => return,
+            },
+            _ => None,
+        };
         let Ok(mut st) = self.state.write() else {
             return;
         };
@@ -152,11 +232,10 @@ impl ResourceCache {
                 return;
             }
             Event::Put { kv, .. } => {
-                let Ok(obj) = decode(&kv) else { return };
-                let obj = Arc::new(obj);
+                let Some(obj) = decoded else { return };
                 let prev = st.objects.insert(kv.key.clone(), obj.clone());
                 st.index(&kv.key, prev.as_deref(), Some(&obj), pods);
-                CacheEvent { rev: kv.mod_revision, key: kv.key, obj: Some(obj), prev }
+                CacheEvent { rev: kv.mod_revision, key: kv.key, obj: Some(obj), prev, gone: OnceLock::new() }
             }
             Event::Delete { key, revision, .. } => {
                 let Some(prev) = st.objects.remove(&key) else {
@@ -164,19 +243,19 @@ impl ResourceCache {
                     return;
                 };
                 st.index(&key, Some(&prev), None, pods);
-                CacheEvent { rev: revision, key, obj: None, prev: Some(prev) }
+                CacheEvent { rev: revision, key, obj: None, prev: Some(prev), gone: OnceLock::new() }
             }
         };
         let rev = event.rev;
         st.rev = st.rev.max(rev);
-        st.ring.push_back(Arc::new(event));
-        while st.ring.len() > RING_CAPACITY {
-            if let Some(old) = st.ring.pop_front() {
-                st.floor = old.rev;
-            }
-        }
+        st.push(Arc::new(event), pods);
         drop(st);
         self.notify.send_modify(|(r, _)| *r = (*r).max(rev));
+    }
+
+    /// The cached object under a storage key, if the cache has it.
+    pub fn get(&self, key: &str) -> Option<Shared> {
+        self.state.read().ok()?.objects.get(key).cloned()
     }
 
     /// Events after this revision are all in the ring.
@@ -186,13 +265,19 @@ impl ResourceCache {
 
     /// The matching objects now (a `resourceVersion=0` list), with the cache's revision.
     pub fn list(&self, ns: Option<&str>, p: &ListParams) -> Result<(Vec<Value>, Revision), ApiError> {
+        let (objs, rev) = self.select(ns, p)?;
+        Ok((objs.iter().map(|o| (**o).clone()).collect(), rev))
+    }
+
+    /// The matching objects now, shared with the cache.
+    fn select(&self, ns: Option<&str>, p: &ListParams) -> Result<(Vec<Shared>, Revision), ApiError> {
         let st = self.state.read().map_err(|_| poisoned())?;
         let pfx = prefix(self.res, ns);
         let node = p.field_selector.as_ref().and_then(|f| f.exact_match("spec.nodeName")).filter(|_| self.pods());
         let mut out = Vec::new();
-        let mut consider = |obj: &Arc<Value>| -> Result<(), ApiError> {
+        let mut consider = |obj: &Shared| -> Result<(), ApiError> {
             if matches(self.res, obj, p)? {
-                out.push((**obj).clone());
+                out.push(obj.clone());
             }
             Ok(())
         };
@@ -224,7 +309,7 @@ impl ResourceCache {
         let (tx, rx) = mpsc::channel(256);
         let (initial, start) = match from {
             None => {
-                let (objs, rev) = self.list(ns, &p)?;
+                let (objs, rev) = self.select(ns, &p)?;
                 (objs, rev)
             }
             Some(rev) => {
@@ -237,8 +322,16 @@ impl ResourceCache {
         };
         let pfx = prefix(self.res, ns);
         let cache = self.clone();
-        let mut notify = self.notify.subscribe();
-        let generation = notify.borrow().1;
+        let node = p.field_selector.as_ref().and_then(|f| f.exact_match("spec.nodeName")).filter(|_| self.pods());
+        let (source, mut notify) = match node {
+            Some(n) => {
+                let mut st = self.state.write().map_err(|_| poisoned())?;
+                let feed = st.node_feeds.entry(n.to_string()).or_insert_with(NodeFeed::new);
+                (Source::Node(n.to_string()), feed.notify.subscribe())
+            }
+            None => (Source::All, self.notify.subscribe()),
+        };
+        let generation = self.notify.borrow().1;
         tokio::spawn(async move {
             for obj in initial {
                 if tx.send(WatchEvent::Added(obj)).await.is_err() {
@@ -248,16 +341,12 @@ impl ResourceCache {
             let mut pos = start;
             let mut last_bookmark = tokio::time::Instant::now();
             loop {
-                let (rev, g) = *notify.borrow_and_update();
-                if g != generation {
+                notify.borrow_and_update();
+                if cache.notify.borrow().1 != generation {
                     return; // the cache restarted: the client re-watches from its last resourceVersion
                 }
-                let read: Result<Vec<Arc<CacheEvent>>, Revision> = match cache.state.read() {
-                    Ok(st) if pos < st.floor => Err(st.floor),
-                    Ok(st) => {
-                        let idx = st.ring.partition_point(|e| e.rev <= pos);
-                        Ok(st.ring.iter().skip(idx).take(512).cloned().collect())
-                    }
+                let (read, rev) = match cache.state.read() {
+                    Ok(st) => (st.read(&source, pos), st.rev),
                     Err(_) => return,
                 };
                 let batch = match read {
@@ -268,6 +357,7 @@ impl ResourceCache {
                         return;
                     }
                 };
+                // Nothing newer in the source: the watch has seen everything up to the cache's revision.
                 let progressed = batch.is_empty() && rev > pos;
                 for ev in &batch {
                     pos = ev.rev;
@@ -305,22 +395,30 @@ impl ResourceCache {
 
 /// An event as one watcher sees it: objects entering or leaving its selection become ADDED or DELETED.
 fn translate(res: &Resource, p: &ListParams, ev: &CacheEvent) -> Option<WatchEvent> {
-    selection_change(res, p, ev.obj.as_deref(), ev.prev.as_deref(), ev.rev)
+    selection_change(res, p, ev.obj.as_ref(), ev.prev.as_ref(), ev.rev, Some(&ev.gone))
 }
 
 /// What a change from `prev` to `new` (None: deleted / created) at `rev` means to a watcher with selectors `p`.
+/// `gone_cache` keeps the DELETED form of `prev` for the other watchers of the same event.
 pub fn selection_change(
     res: &Resource,
     p: &ListParams,
-    new: Option<&Value>,
-    prev: Option<&Value>,
+    new: Option<&Shared>,
+    prev: Option<&Shared>,
     rev: Revision,
+    gone_cache: Option<&OnceLock<Shared>>,
 ) -> Option<WatchEvent> {
     let sel = |o: &Value| matches(res, o, p).unwrap_or(false);
-    let gone = |o: &Value| {
-        let mut g = o.clone();
-        set_rv(&mut g, rev);
-        WatchEvent::Deleted(g)
+    let gone = |o: &Shared| {
+        let make = || {
+            let mut g = (**o).clone();
+            set_rv(&mut g, rev);
+            Shared::new(g)
+        };
+        WatchEvent::Deleted(match gone_cache {
+            Some(cell) => cell.get_or_init(make).clone(),
+            None => make(),
+        })
     };
     match (new, prev) {
         (Some(new), None) => sel(new).then(|| WatchEvent::Added(new.clone())),

@@ -91,11 +91,40 @@ pub enum Deleted {
 /// One event of an API watch, ready to encode.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
-    Added(Value),
-    Modified(Value),
-    Deleted(Value),
+    Added(Shared),
+    Modified(Shared),
+    Deleted(Shared),
     Bookmark(Revision),
     Error(ApiError),
+}
+
+/// An object as the watch cache holds it: shared by every watcher of an event, its JSON encoding made once, on first
+/// use, for all of them (upstream's cacher caches serializations per event the same way).
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<SharedInner>);
+
+#[derive(Debug)]
+struct SharedInner {
+    value: Value,
+    json: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Shared {
+    pub fn new(value: Value) -> Self {
+        Shared(Arc::new(SharedInner { value, json: std::sync::OnceLock::new() }))
+    }
+
+    /// The object's JSON (the stored shape), encoded once.
+    pub fn json(&self) -> &bytes::Bytes {
+        self.0.json.get_or_init(|| serde_json::to_vec(&self.0.value).unwrap_or_default().into())
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0.value
+    }
 }
 
 #[derive(Clone)]
@@ -257,7 +286,7 @@ pub fn matches(res: &Resource, obj: &Value, p: &ListParams) -> Result<bool, ApiE
     }
     if let Some(fs) = &p.field_selector {
         for req in fs.requirements() {
-            if strategy::field_value(res, obj, &req.field).is_none() && !strategy::field_supported(res, &req.field) {
+            if !strategy::field_supported(res, &req.field) {
                 return Err(ApiError::bad_request(format!("field label not supported: {}", req.field)));
             }
         }
@@ -375,7 +404,13 @@ impl Registry {
     async fn check_namespace(&self, res: &Resource, ns: &str, name: &str) -> Result<(), ApiError> {
         let ns_res =
             api_types::resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
-        let namespace = self.get(ns_res, None, ns).await?;
+        // From the watch cache (upstream's NamespaceLifecycle reads its informer); a namespace the cache has not
+        // seen yet, e.g. created a moment ago, is read from storage.
+        let cached = self.cacher.cache(ns_res).await?.get(&key(ns_res, None, ns));
+        let namespace = match cached {
+            Some(n) => n,
+            None => Shared::new(self.get(ns_res, None, ns).await?),
+        };
         let terminating = namespace.pointer("/metadata/deletionTimestamp").is_some()
             || namespace.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
         if terminating {
@@ -770,13 +805,14 @@ impl Registry {
                         let (Ok(new), old) = (decode(&kv), prev.as_ref().map(decode).transpose().ok().flatten()) else {
                             continue;
                         };
-                        crate::cacher::selection_change(res, &p, Some(&new), old.as_ref(), kv.mod_revision)
+                        let (new, old) = (Shared::new(new), old.map(Shared::new));
+                        crate::cacher::selection_change(res, &p, Some(&new), old.as_ref(), kv.mod_revision, None)
                     }
                     Ok(Event::Delete { revision, prev, .. }) => {
                         let Some(Ok(old)) = prev.as_ref().map(decode) else {
                             continue;
                         };
-                        crate::cacher::selection_change(res, &p, None, Some(&old), revision)
+                        crate::cacher::selection_change(res, &p, None, Some(&Shared::new(old)), revision, None)
                     }
                 };
                 if let Some(out) = out {
@@ -813,6 +849,74 @@ mod tests {
         assert_eq!(decode_continue("not base64!").unwrap_err().code, 400);
         let evil = base64::engine::general_purpose::STANDARD.encode(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"../x"}"#);
         assert_eq!(decode_continue(&evil).unwrap_err().code, 400);
+    }
+
+    /// The next event of a watch, as (type, name, node).
+    async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<WatchEvent>) -> (String, String, String) {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let (ty, o) = match ev {
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            WatchEvent::Deleted(o) => ("DELETED", o),
+            other => panic!("unexpected {other:?}"),
+        };
+        let node = o.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+        (ty.to_string(), meta_str(&o, "name").unwrap().to_string(), node.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_watch_sees_exactly_the_pods_entering_and_leaving_its_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::sqlite::SqliteStore::open(crate::storage::sqlite::SqliteConfig::in_dir(dir.path()))
+            .unwrap();
+        let reg = Registry::new(Arc::new(Backend::Sqlite(store)));
+        let ns = api_types::resources::find("", "v1", "namespaces").unwrap();
+        reg.create(ns, None, json!({"metadata": {"name": "default"}}), false).await.unwrap();
+        let pods = api_types::resources::find("", "v1", "pods").unwrap();
+        let pod = |name: &str, node: &str| json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}});
+        reg.create(pods, Some("default"), pod("before", "n1"), false).await.unwrap();
+        let on_n1 = || ListParams {
+            field_selector: Some(FieldSelector::parse("spec.nodeName=n1").unwrap()),
+            ..Default::default()
+        };
+        // From "now": the pod already there comes first, as ADDED.
+        let mut n1 = reg.watch(pods, None, on_n1(), false).await.unwrap();
+        assert_eq!(next_event(&mut n1).await, ("ADDED".into(), "before".into(), "n1".into()));
+        let mut all = reg.watch(pods, Some("default"), ListParams::default(), false).await.unwrap();
+        assert_eq!(next_event(&mut all).await.1, "before");
+
+        reg.create(pods, Some("default"), pod("elsewhere", "n2"), false).await.unwrap();
+        let unbound = reg.create(pods, Some("default"), pod("moving", ""), false).await.unwrap();
+        let mut bound = unbound.clone();
+        bound["spec"]["nodeName"] = json!("n1");
+        reg.bind(pods, Some("default"), "moving", bound, false).await.unwrap();
+        let gone = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+        reg.delete(pods, Some("default"), "before", &gone).await.unwrap();
+        let mut later = reg.create(pods, Some("default"), pod("later", "n2"), false).await.unwrap();
+        later["metadata"]["labels"] = json!({"x": "y"});
+        reg.update(pods, Some("default"), "later", None, later, false).await.unwrap();
+
+        // The node's watch: the pod bound to n1 arrives as ADDED, the deleted one leaves; n2's pods never show.
+        assert_eq!(next_event(&mut n1).await, ("ADDED".into(), "moving".into(), "n1".into()));
+        assert_eq!(next_event(&mut n1).await, ("DELETED".into(), "before".into(), "n1".into()));
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(300), n1.recv()).await.is_err());
+        // The cluster-wide watch sees every change in order.
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let (ty, name, _) = next_event(&mut all).await;
+            seen.push(format!("{ty} {name}"));
+        }
+        assert_eq!(
+            seen,
+            ["ADDED elsewhere", "ADDED moving", "MODIFIED moving", "DELETED before", "ADDED later", "MODIFIED later"]
+        );
+
+        // A new node watch resuming from an older resourceVersion replays that node's events only.
+        let rv = meta_str(&unbound, "resourceVersion").unwrap().to_string();
+        let from = ListParams { resource_version: Some(rv), ..on_n1() };
+        let mut again = reg.watch(pods, None, from, false).await.unwrap();
+        assert_eq!(next_event(&mut again).await, ("ADDED".into(), "moving".into(), "n1".into()));
+        assert_eq!(next_event(&mut again).await, ("DELETED".into(), "before".into(), "n1".into()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -382,11 +382,11 @@ pub fn field_value(res: &Resource, obj: &Value, field: &str) -> Option<String> {
     if field == "status.podIPs" {
         return Some(obj.pointer("/status/podIPs/0/ip").and_then(scalar).unwrap_or_default());
     }
-    let pointer = format!("/{}", field.replace('.', "/"));
     let zero = match field {
         "spec.unschedulable" | "spec.hostNetwork" => "false",
         "status.replicas" | "status.successful" => "0",
         _ => "",
     };
-    Some(obj.pointer(&pointer).and_then(scalar).unwrap_or_else(|| zero.to_string()))
+    let found = field.split('.').try_fold(obj, |v, segment| v.get(segment));
+    Some(found.and_then(scalar).unwrap_or_else(|| zero.to_string()))
 }
