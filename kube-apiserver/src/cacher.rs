@@ -33,12 +33,16 @@ struct CacheEvent {
 /// The events of the pods on one node (the part of the ring a kubelet's watch reads) and its wake-up signal.
 struct NodeFeed {
     events: VecDeque<Arc<CacheEvent>>,
+    /// Every event of this node after this revision is in `events`. A kubelet's watch reads only its node's
+    /// events, so it stays valid while the ring moves on with other nodes' pods.
+    floor: Revision,
     notify: watch::Sender<(Revision, u64)>,
 }
 
 impl NodeFeed {
-    fn new() -> Self {
-        NodeFeed { events: VecDeque::new(), notify: watch::Sender::new((0, 0)) }
+    /// A feed starting at the ring's floor: an older event of the node, if any, has left the ring.
+    fn new(floor: Revision) -> Self {
+        NodeFeed { events: VecDeque::new(), floor, notify: watch::Sender::new((0, 0)) }
     }
 }
 
@@ -89,7 +93,8 @@ impl State {
     fn push(&mut self, event: Arc<CacheEvent>, pods: bool) {
         if pods {
             for n in Self::event_nodes(&event) {
-                let feed = self.node_feeds.entry(n.to_string()).or_insert_with(NodeFeed::new);
+                let floor = self.floor;
+                let feed = self.node_feeds.entry(n.to_string()).or_insert_with(|| NodeFeed::new(floor));
                 feed.events.push_back(event.clone());
                 feed.notify.send_replace((event.rev, 0));
             }
@@ -102,6 +107,7 @@ impl State {
                 if let Some(feed) = self.node_feeds.get_mut(n) {
                     if feed.events.front().is_some_and(|e| Arc::ptr_eq(e, &old)) {
                         feed.events.pop_front();
+                        feed.floor = old.rev;
                     }
                     if feed.events.is_empty() && feed.notify.receiver_count() == 0 {
                         self.node_feeds.remove(n);
@@ -113,16 +119,17 @@ impl State {
 
     /// Up to 512 events after `pos` of a watch's source, or Err(floor) when `pos` is older than the ring.
     fn read(&self, source: &Source, pos: Revision) -> Result<Vec<Arc<CacheEvent>>, Revision> {
-        if pos < self.floor {
-            return Err(self.floor);
-        }
-        let events = match source {
-            Source::All => &self.ring,
+        let (events, floor) = match source {
+            Source::All => (&self.ring, self.floor),
             Source::Node(n) => match self.node_feeds.get(n) {
-                Some(feed) => &feed.events,
+                Some(feed) => (&feed.events, feed.floor),
+                None if pos < self.floor => return Err(self.floor),
                 None => return Ok(Vec::new()),
             },
         };
+        if pos < floor {
+            return Err(floor);
+        }
         let idx = events.partition_point(|e| e.rev <= pos);
         Ok(events.iter().skip(idx).take(512).cloned().collect())
     }
@@ -132,6 +139,16 @@ impl State {
 enum Source {
     All,
     Node(String),
+}
+
+impl Source {
+    fn of(res: &Resource, p: &ListParams) -> Source {
+        let pods = res.group.is_empty() && res.plural == "pods";
+        match p.field_selector.as_ref().and_then(|f| f.exact_match("spec.nodeName")) {
+            Some(n) if pods => Source::Node(n.to_string()),
+            _ => Source::All,
+        }
+    }
 }
 
 /// The cache of one resource.
@@ -258,9 +275,13 @@ impl ResourceCache {
         self.state.read().ok()?.objects.get(key).cloned()
     }
 
-    /// Events after this revision are all in the ring.
-    pub fn floor(&self) -> Revision {
-        self.state.read().map(|st| st.floor).unwrap_or(Revision::MAX)
+    /// Events after this revision that a watch with selectors `p` sees are all in the cache.
+    pub fn floor(&self, p: &ListParams) -> Revision {
+        let Ok(st) = self.state.read() else { return Revision::MAX };
+        match Source::of(self.res, p) {
+            Source::Node(n) => st.node_feeds.get(&n).map_or(st.floor, |f| f.floor),
+            Source::All => st.floor,
+        }
     }
 
     /// The matching objects now (a `resourceVersion=0` list), with the cache's revision.
@@ -313,23 +334,24 @@ impl ResourceCache {
                 (objs, rev)
             }
             Some(rev) => {
-                let st = self.state.read().map_err(|_| poisoned())?;
-                if rev < st.floor {
-                    return Err(ApiError::gone(format!("too old resource version: {rev} ({})", st.floor)));
+                let floor = self.floor(&p);
+                if rev < floor {
+                    return Err(ApiError::gone(format!("too old resource version: {rev} ({floor})")));
                 }
                 (Vec::new(), rev)
             }
         };
         let pfx = prefix(self.res, ns);
         let cache = self.clone();
-        let node = p.field_selector.as_ref().and_then(|f| f.exact_match("spec.nodeName")).filter(|_| self.pods());
-        let (source, mut notify) = match node {
-            Some(n) => {
+        let source = Source::of(self.res, &p);
+        let mut notify = match &source {
+            Source::Node(n) => {
                 let mut st = self.state.write().map_err(|_| poisoned())?;
-                let feed = st.node_feeds.entry(n.to_string()).or_insert_with(NodeFeed::new);
-                (Source::Node(n.to_string()), feed.notify.subscribe())
+                let floor = st.floor;
+                let feed = st.node_feeds.entry(n.clone()).or_insert_with(|| NodeFeed::new(floor));
+                feed.notify.subscribe()
             }
-            None => (Source::All, self.notify.subscribe()),
+            Source::All => self.notify.subscribe(),
         };
         let generation = self.notify.borrow().1;
         tokio::spawn(async move {

@@ -777,7 +777,7 @@ impl Registry {
         }
         match from {
             // Older than the cache's history (e.g. the cache started after the client listed): storage has it.
-            Some(rev) if rev < cache.floor() => self.direct_watch(res, ns, rev, p, bookmarks).await,
+            Some(rev) if rev < cache.floor(&p) => self.direct_watch(res, ns, rev, p, bookmarks).await,
             _ => cache.watch(ns, from, p, bookmarks),
         }
     }

@@ -1,6 +1,7 @@
 //! Hollow nodes (upstream's kubemark): many kubelets in one process, each the real kubelet code path (registration,
 //! heartbeats, its own pod informer, pod workers, PLEG, static pods off) with its own node name, against its own fake
-//! CRI runtime served on a unix socket. For scale tests and benchmarks of the scheduler and controllers.
+//! CRI runtime, called in process through the CRI's generated clients and servers (protobuf encoded, no socket). For
+//! scale tests and benchmarks of the scheduler and controllers.
 
 use std::path::Path;
 use std::time::Duration;
@@ -33,14 +34,8 @@ pub async fn start(
             client = client::Client::new(config)?;
         }
         let name = format!("{prefix}-{i}");
-        let socket = dir.join(format!("{name}.sock"));
-        let fake = FakeCri::with_images(PRELOADED);
-        let mut fake_stop = stop.clone();
-        tokio::spawn(fake.serve_unix(socket.clone(), async move {
-            let _ = fake_stop.changed().await;
-        }));
+        let cri = proto::Cri::local(FakeCri::with_images(PRELOADED));
         let flags = Flags {
-            container_runtime_endpoint: Some(format!("unix://{}", socket.display())),
             hostname_override: Some(name.clone()),
             node_ip: Some(format!("10.{}.{}.{}", 64 + (i >> 16) % 64, (i >> 8) & 255, i & 255)),
             root_dir: Some(dir.join(&name)),
@@ -54,7 +49,7 @@ pub async fn start(
         handles.push(tokio::spawn(async move {
             // Spread the starts a little, as real nodes would.
             tokio::time::sleep(Duration::from_millis((i % 50) as u64 * 10)).await;
-            if let Err(e) = crate::run_with_client(client, cfg, stop).await {
+            if let Err(e) = crate::run_with_runtime(client, cfg, Some(cri), stop).await {
                 tracing::warn!(node = %name, error = %e, "hollow node stopped");
             }
         }));

@@ -47,7 +47,23 @@ pub async fn run_with_client(
     cfg: Config,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
-    let (cri, runtime_version) = connect_runtime(&cfg.runtime_endpoint).await?;
+    run_with_runtime(client, cfg, None, stop).await
+}
+
+/// As [`run_with_client`], with the runtime given (hollow nodes) instead of dialled at `--container-runtime-endpoint`.
+pub async fn run_with_runtime(
+    client: client::Client,
+    cfg: Config,
+    runtime: Option<Cri>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), BoxError> {
+    let (cri, runtime_version) = match runtime {
+        Some(cri) => {
+            let v = cri.runtime.clone().version(VersionRequest::default()).await?.into_inner();
+            (cri, format!("{}://{}", v.runtime_name, v.runtime_version))
+        }
+        None => connect_runtime(&cfg.runtime_endpoint).await?,
+    };
     tracing::info!(node = %cfg.node_name, runtime = %runtime_version, "kubelet starting");
     // Registration is retried until it succeeds, as upstream's kubelet does.
     let mut delay = Duration::from_millis(200);

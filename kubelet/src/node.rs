@@ -218,7 +218,25 @@ pub async fn register(client: &Client, cfg: &Config, runtime_version: &str) -> R
     Ok(())
 }
 
-/// Posts node conditions every `nodeStatusUpdateFrequency` and renews the Lease every 10 s until `stop`.
+/// The conditions as they matter for reporting: without the heartbeat times.
+fn without_heartbeats(conditions: &Value) -> Value {
+    let mut c = conditions.clone();
+    for cond in c.as_array_mut().into_iter().flatten() {
+        if let Some(o) = cond.as_object_mut() {
+            o.remove("lastHeartbeatTime");
+        }
+    }
+    c
+}
+
+/// Whether the status computed now is posted: when it changed (heartbeat times aside) or when
+/// `nodeStatusReportFrequency` has passed since the last post (upstream's kubelet with node leases).
+pub fn should_report(last: &Value, now: &Value, since_last: Option<Duration>, report_every: Duration) -> bool {
+    since_last.is_none_or(|d| d >= report_every) || without_heartbeats(last) != without_heartbeats(now)
+}
+
+/// Every `nodeStatusUpdateFrequency` computes the node's conditions and posts them when they changed or
+/// `nodeStatusReportFrequency` has passed; renews the Lease every 10 s; until `stop`.
 pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch::Receiver<bool>) {
     let Ok(nodes) = client.api("", "v1", "nodes") else { return };
     let Ok(leases) = client.api("coordination.k8s.io", "v1", "leases").map(|l| l.namespaced("kube-node-lease")) else {
@@ -229,6 +247,8 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
     let mut lease_tick = tokio::time::interval(renew);
     let thresholds = crate::stats::Thresholds::new(&cfg.eviction_hard);
     let mut last = Value::Null;
+    let mut reported: Option<tokio::time::Instant> = None;
+    let mut lease: Option<Value> = None;
     loop {
         tokio::select! {
             _ = status_tick.tick() => {
@@ -239,15 +259,22 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
                         tracing::warn!(condition = %c["type"], message = %c["message"], "node under pressure");
                     }
                 }
+                if !should_report(&last, &now, reported.map(|t| t.elapsed()), cfg.node_status_report_frequency) {
+                    continue;
+                }
                 let patch = json!({"status": {"conditions": now.clone()}});
-                last = now;
-                if let Err(e) = nodes.patch_status(&cfg.node_name, PatchType::StrategicMerge, &patch).await {
-                    tracing::warn!(error = %e, "updating node status");
+                match nodes.patch_status(&cfg.node_name, PatchType::StrategicMerge, &patch).await {
+                    Ok(_) => {
+                        last = now;
+                        reported = Some(tokio::time::Instant::now());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "updating node status"),
                 }
             }
             _ = lease_tick.tick() => {
-                if let Err(e) = renew_lease(&leases, &cfg.node_name).await {
-                    tracing::warn!(error = %e, "renewing the node lease");
+                match renew_lease(&leases, &cfg.node_name, lease.take()).await {
+                    Ok(l) => lease = Some(l),
+                    Err(e) => tracing::warn!(error = %e, "renewing the node lease"),
                 }
             }
             _ = stop.changed() => return,
@@ -255,18 +282,26 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
     }
 }
 
-async fn renew_lease(leases: &client::Api, node: &str) -> Result<(), client::Error> {
+/// Renews the node's Lease and returns it as written. The Lease written last time is updated in place (one
+/// request, as upstream's lease controller); without one, or when that update fails, the Lease is read first.
+async fn renew_lease(leases: &client::Api, node: &str, last: Option<Value>) -> Result<Value, client::Error> {
     let spec =
         json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now_micro()});
+    let renew = |mut lease: Value| {
+        lease["spec"]["renewTime"] = spec["renewTime"].clone();
+        lease["spec"]["holderIdentity"] = spec["holderIdentity"].clone();
+        lease
+    };
+    if let Some(lease) = last
+        && let Ok(written) = leases.replace(node, &renew(lease)).await
+    {
+        return Ok(written);
+    }
     match leases.get(node).await {
-        Ok(mut lease) => {
-            lease["spec"]["renewTime"] = spec["renewTime"].clone();
-            lease["spec"]["holderIdentity"] = spec["holderIdentity"].clone();
-            leases.replace(node, &lease).await.map(|_| ())
-        }
+        Ok(lease) => leases.replace(node, &renew(lease)).await,
         Err(e) if e.code() == Some(404) => {
             let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": node, "namespace": "kube-node-lease"}, "spec": spec});
-            leases.create(&lease).await.map(|_| ())
+            leases.create(&lease).await
         }
         Err(e) => Err(e),
     }
@@ -275,6 +310,19 @@ async fn renew_lease(leases: &client::Api, node: &str) -> Result<(), client::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_is_reported_on_change_or_after_the_report_frequency() {
+        let ready = |status: &str, heartbeat: &str| json!([{"type": "Ready", "status": status, "lastHeartbeatTime": heartbeat, "lastTransitionTime": "t0"}]);
+        let every = Duration::from_secs(300);
+        // Never posted yet.
+        assert!(should_report(&Value::Null, &ready("True", "h1"), None, every));
+        // Only the heartbeat moved: not posted until the report frequency has passed.
+        assert!(!should_report(&ready("True", "h1"), &ready("True", "h2"), Some(Duration::from_secs(10)), every));
+        assert!(should_report(&ready("True", "h1"), &ready("True", "h2"), Some(Duration::from_secs(300)), every));
+        // A changed condition is posted at once.
+        assert!(should_report(&ready("True", "h1"), &ready("False", "h2"), Some(Duration::from_secs(10)), every));
+    }
 
     #[test]
     fn quantities() {

@@ -61,6 +61,7 @@ pub struct KubeletConfiguration {
     pub eviction_hard: BTreeMap<String, String>,
     pub file_check_frequency: Option<String>,
     pub node_status_update_frequency: Option<String>,
+    pub node_status_report_frequency: Option<String>,
     /// Upstream spells these `podCIDR` and `clusterDNS`, not camelCase.
     #[serde(rename = "podCIDR", alias = "podCidr")]
     pub pod_cidr: Option<String>,
@@ -93,6 +94,8 @@ pub struct Config {
     pub eviction_hard: BTreeMap<String, String>,
     pub file_check_frequency: Duration,
     pub node_status_update_frequency: Duration,
+    /// The node status is posted when it changed, or at least this often (upstream: 5 min).
+    pub node_status_report_frequency: Duration,
     pub pod_cidr: Option<String>,
     pub port: u16,
     /// How often the PLEG relists the runtime (upstream: 1 s).
@@ -190,6 +193,10 @@ impl Config {
             node_status_update_frequency: duration(
                 file.node_status_update_frequency.as_deref(),
                 Duration::from_secs(10),
+            )?,
+            node_status_report_frequency: duration(
+                file.node_status_report_frequency.as_deref(),
+                Duration::from_secs(300),
             )?,
             pod_cidr: file.pod_cidr,
             port: flags.port.or(file.port).unwrap_or(10250),

@@ -14,6 +14,19 @@ use cri::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
 pub use k8s_cri::v1 as cri;
 use tonic::transport::{Channel, Endpoint, Uri};
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+
+/// How the CRI clients reach the runtime: a gRPC channel over the runtime's unix socket, or (for hollow nodes) the
+/// fake runtime's services called in process, requests and replies still encoded as protobuf but with no HTTP/2
+/// connection in between.
+pub type Transport =
+    BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, TransportError>;
+
+/// A transport failure (a named type: tonic's client bounds need one, not a boxed trait object).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct TransportError(#[from] tonic::transport::Error);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,18 +64,30 @@ pub async fn unix_channel(path: &Path) -> Result<Channel, Error> {
 /// The runtime and image services of one container runtime.
 #[derive(Clone)]
 pub struct Cri {
-    pub runtime: RuntimeServiceClient<Channel>,
-    pub image: ImageServiceClient<Channel>,
+    pub runtime: RuntimeServiceClient<Transport>,
+    pub image: ImageServiceClient<Transport>,
 }
 
 impl Cri {
     /// Connects to `unix:///run/containerd/containerd.sock` or another endpoint.
     pub async fn connect(endpoint: &str) -> Result<Self, Error> {
         let channel = unix_channel(&socket_path(endpoint)?).await?;
-        Ok(Cri {
-            runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(16 * 1024 * 1024),
-            image: ImageServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024),
-        })
+        Ok(Self::over(BoxCloneSyncService::new(channel.map_err(TransportError))))
+    }
+
+    /// The fake runtime's services called in process (hollow nodes).
+    pub fn local(fake: fake::FakeCri) -> Self {
+        let routes = tonic::service::Routes::new(cri::runtime_service_server::RuntimeServiceServer::new(fake.clone()))
+            .add_service(cri::image_service_server::ImageServiceServer::new(fake));
+        let routes = ServiceExt::<http::Request<tonic::body::Body>>::map_err(routes, |never| match never {});
+        Self::over(BoxCloneSyncService::new(routes))
+    }
+
+    fn over(transport: Transport) -> Self {
+        Cri {
+            runtime: RuntimeServiceClient::new(transport.clone()).max_decoding_message_size(16 * 1024 * 1024),
+            image: ImageServiceClient::new(transport).max_decoding_message_size(16 * 1024 * 1024),
+        }
     }
 }
 

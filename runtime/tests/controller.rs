@@ -164,3 +164,61 @@ async fn requeue_after_and_resync() {
     factory.shutdown();
     server.stop().await;
 }
+
+/// Runs a controller watching the configmaps of `default` (batched or not) whose reconcile of "slow" takes 30 ms;
+/// updates "slow" 30 times, 15 ms apart; returns how many reconciles of it there were and the last value seen.
+async fn reconciles_of_a_slow_key(server: &TestApiserver, batched: bool) -> (u32, String) {
+    let cms = server.client.api("", "v1", "configmaps").unwrap().namespaced("default");
+    let name = if batched { "slow-batched" } else { "slow-plain" };
+    cms.create(&configmap("default", name, json!({}), json!({"v": "0"}))).await.unwrap();
+    let factory = SharedInformerFactory::new(server.new_client());
+    let informer = factory.informer_for("", "v1", "configmaps", InformerParams::all().namespace("default")).unwrap();
+    let controller = Controller::new(Config { workers: 1, resync: None, ..Config::default() });
+    let only = move |n: &runtime::informer::Notification| {
+        if runtime::name(n.object()) == name { vec![n.key()] } else { vec![] }
+    };
+    let controller =
+        if batched { controller.watches_batched(&informer, only) } else { controller.watches(&informer, only) };
+    let seen: Arc<Mutex<(u32, String)>> = Arc::default();
+    let reconcile = {
+        let (seen, store) = (seen.clone(), informer.store().clone());
+        move |key: String| {
+            let (seen, store) = (seen.clone(), store.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let v = store.get_by_key(&key).and_then(|c| c["data"]["v"].as_str().map(str::to_string));
+                let mut s = seen.lock().unwrap();
+                s.0 += 1;
+                s.1 = v.unwrap_or_default();
+                Ok::<_, String>(Action::Done)
+            }
+        }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(controller.run(reconcile, async move {
+        let _ = stopped.await;
+    }));
+    eventually(10, "the first reconcile", || seen.lock().unwrap().0 >= 1).await;
+    for i in 1..=30 {
+        cms.patch(name, api_types::patch::PatchType::Merge, &json!({"data": {"v": i.to_string()}})).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    eventually(10, "the last value to be reconciled", || seen.lock().unwrap().1 == "30").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    within(10, "the controller to stop", run).await.unwrap();
+    factory.shutdown();
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_sources_coalesce_notifications_for_slow_keys() {
+    let server = TestApiserver::start().await;
+    let (plain, last_plain) = reconciles_of_a_slow_key(&server, false).await;
+    let (batched, last_batched) = reconciles_of_a_slow_key(&server, true).await;
+    assert_eq!((last_plain.as_str(), last_batched.as_str()), ("30", "30"), "both end on the last state");
+    // Unbatched, a 30 ms reconcile runs back to back while updates keep coming (~15 of them); batched, each
+    // waits 10 x 30 ms (capped at 100 ms) for more updates first.
+    assert!(batched * 2 <= plain, "batched {batched} reconciles, unbatched {plain}");
+    server.stop().await;
+}

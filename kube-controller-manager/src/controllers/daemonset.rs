@@ -210,7 +210,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         Notification::Resync(_) => vec![],
         _ => s1.list().iter().map(|d| runtime::object_key(d)).collect(),
     })
-    .watches(&pods, move |n| {
+    .watches_batched(&pods, move |n| {
         let pod = n.object();
         let owner = controller_ref(pod)
             .filter(|r| r["kind"] == "DaemonSet")

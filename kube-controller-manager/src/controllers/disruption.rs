@@ -112,7 +112,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     };
     let mut c = Controller::new(runtime::controller::Config { workers: 2, ..Default::default() })
         .watches(&pdbs, |n| vec![n.key()])
-        .watches(&pods, move |n: &Notification| {
+        .watches_batched(&pods, move |n: &Notification| {
             let ns = runtime::namespace(n.object()).to_string();
             let labels = |o: &Value| o.pointer("/metadata/labels").cloned();
             let (new, old) = (labels(n.object()), n.old().and_then(|o| labels(o)));

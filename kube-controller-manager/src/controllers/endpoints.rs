@@ -388,7 +388,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     });
     Controller::new(runtime::controller::Config { workers, ..Default::default() })
         .watches(&services, |n| vec![n.key()])
-        .watches(&pods, move |n| services_of_pod(&svc_store, n))
+        .watches_batched(&pods, move |n| services_of_pod(&svc_store, n))
         .watches(&endpoints, |n| match n {
             Notification::Added(_) => vec![],
             _ => vec![n.key()],

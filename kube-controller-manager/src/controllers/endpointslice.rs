@@ -403,7 +403,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     });
     Controller::new(runtime::controller::Config { workers, ..Default::default() })
         .watches(&services, |n| vec![n.key()])
-        .watches(&pods, move |n| services_of_pod(&svc_store, n))
+        .watches_batched(&pods, move |n| services_of_pod(&svc_store, n))
         .watches(&slices, |n| {
             let s = n.object();
             let managed = s.pointer("/metadata/labels/endpointslice.kubernetes.io~1managed-by").and_then(Value::as_str)

@@ -294,7 +294,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     });
     Controller::new(runtime::controller::Config { workers, ..Default::default() })
         .watches(&jobs, |n| vec![n.key()])
-        .watches(&pods, |n: &Notification| {
+        .watches_batched(&pods, |n: &Notification| {
             let mut keys: Vec<String> = controller_key(n.object(), "Job").into_iter().collect();
             if let Some(old) = n.old() {
                 keys.extend(controller_key(old, "Job").filter(|k| !keys.contains(k)));

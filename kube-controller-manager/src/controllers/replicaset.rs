@@ -87,7 +87,8 @@ impl Kind {
 
 /// The ownerReference with `controller: true`, if any.
 pub fn controller_ref(obj: &Value) -> Option<&Value> {
-    obj.pointer("/metadata/ownerReferences")?
+    obj.get("metadata")?
+        .get("ownerReferences")?
         .as_array()?
         .iter()
         .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
@@ -105,18 +106,23 @@ pub fn new_controller_ref(owner: &Value, api_version: &str, kind: &str) -> Value
 }
 
 /// A pod that still counts: not finished and not being deleted (upstream's `IsPodActive`).
+/// (These run over every pod of a namespace in each sync: plain lookups, no allocation.)
 pub fn pod_active(pod: &Value) -> bool {
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-    phase != "Succeeded" && phase != "Failed" && pod.pointer("/metadata/deletionTimestamp").is_none()
+    let phase = pod.get("status").and_then(|s| s.get("phase")).and_then(Value::as_str).unwrap_or_default();
+    phase != "Succeeded" && phase != "Failed" && pod.get("metadata").and_then(|m| m.get("deletionTimestamp")).is_none()
 }
 
 fn ready_condition(pod: &Value) -> Option<&Value> {
-    pod.pointer("/status/conditions")?.as_array()?.iter().find(|c| c.get("type") == Some(&json!("Ready")))
+    pod.get("status")?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
 }
 
 /// The pod's Ready condition is True.
 pub fn pod_ready(pod: &Value) -> bool {
-    ready_condition(pod).is_some_and(|c| c.get("status") == Some(&json!("True")))
+    ready_condition(pod).is_some_and(|c| c.get("status").and_then(Value::as_str) == Some("True"))
 }
 
 /// Parses an RFC 3339 time.
@@ -408,17 +414,18 @@ pub async fn claim_pods(
     let owner_deleting = owner.pointer("/metadata/deletionTimestamp").is_some();
     let mut claimed = Vec::new();
     let mut recheck: Option<bool> = None;
+    let refs = |pod: &Value| -> Vec<Value> {
+        pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default()
+    };
     for pod in pods {
-        let matches = selector.matches_value(pod.pointer("/metadata/labels"));
-        let refs: Vec<Value> =
-            pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+        let matches = selector.matches_value(pod.get("metadata").and_then(|m| m.get("labels")));
         match controller_ref(&pod) {
             Some(r) if r.get("uid").and_then(Value::as_str) == Some(uid) => {
                 if matches {
                     claimed.push(pod);
                 } else if !owner_deleting {
                     let rest: Vec<Value> =
-                        refs.into_iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid)).collect();
+                        refs(&pod).into_iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid)).collect();
                     let patch = json!({"metadata": {"ownerReferences": rest}});
                     match pods_api.patch(runtime::name(&pod), PatchType::Merge, &patch).await {
                         Ok(_) => {}
@@ -445,7 +452,7 @@ pub async fn claim_pods(
                 if recheck == Some(false) {
                     continue;
                 }
-                let mut all = refs;
+                let mut all = refs(&pod);
                 all.push(new_controller_ref(owner, api_version, kind));
                 let patch = json!({"metadata": {"ownerReferences": all,
                     "resourceVersion": runtime::resource_version(&pod)}});
@@ -524,17 +531,39 @@ pub async fn run_replication_controller(ctx: Arc<Context>, stop: watch::Receiver
     run_kind(ctx, stop, &REPLICATION_CONTROLLER).await
 }
 
+/// An update that left metadata.generation alone (a status or metadata change).
+fn same_generation(n: &Notification) -> bool {
+    matches!(n, Notification::Updated { old, new }
+        if old.pointer("/metadata/generation").is_some() && old.pointer("/metadata/generation") == new.pointer("/metadata/generation"))
+}
+
+/// An update that marks the pod for deletion.
+fn deletion_started(old: &Value, new: &Value) -> bool {
+    new.pointer("/metadata/deletionTimestamp").is_some() && old.pointer("/metadata/deletionTimestamp").is_none()
+}
+
 async fn run_kind(ctx: Arc<Context>, stop: watch::Receiver<bool>, kind: &'static Kind) {
     let owners = ctx.informer(kind.group, kind.version, kind.plural);
     let pods = ctx.informer("", "v1", "pods");
     let exp = Arc::new(Expectations::default());
     let recorder = ctx.recorder(kind.component);
-    let (owner_store, e) = (owners.store().clone(), exp.clone());
+    let (owner_store, batch_store, e) = (owners.store().clone(), owners.store().clone(), exp.clone());
     let workers = if kind.group.is_empty() { 5 } else { ctx.options.concurrent_replicaset_syncs };
     let c = ctx.clone();
     Controller::new(runtime::controller::Config { workers, ..Default::default() })
-        .watches(&owners, |n| vec![n.key()])
+        // Its own status updates (same generation) are coalesced too; spec changes queue at once.
+        .watches(&owners, |n| if same_generation(n) { Vec::new() } else { vec![n.key()] })
+        .watches_batched(&owners, |n| if same_generation(n) { vec![n.key()] } else { Vec::new() })
+        // Pod updates that only change status or labels are coalesced for owners with many pods; creations and
+        // deletions (which the expectations wait for) queue their owner at once.
+        .watches_batched(&pods, move |n| match n {
+            Notification::Updated { old, new } if !deletion_started(old, new) => owners_of_pod(n, &batch_store, kind),
+            _ => Vec::new(),
+        })
         .watches(&pods, move |n| {
+            if matches!(n, Notification::Updated { old, new } if !deletion_started(old, new)) {
+                return Vec::new();
+            }
             let keys = owners_of_pod(n, &owner_store, kind);
             let pod = n.object();
             let pod_key = runtime::object_key(pod);
@@ -549,10 +578,7 @@ async fn run_kind(ctx: Arc<Context>, stop: watch::Receiver<bool>, kind: &'static
                         e.creation_observed(&owner)
                     }
                     Notification::Added(_) | Notification::Deleted(_) => e.deletion_observed(&owner, &pod_key),
-                    Notification::Updated { old, new }
-                        if new.pointer("/metadata/deletionTimestamp").is_some()
-                            && old.pointer("/metadata/deletionTimestamp").is_none() =>
-                    {
+                    Notification::Updated { old, new } if deletion_started(old, new) => {
                         e.deletion_observed(&owner, &pod_key)
                     }
                     _ => {}
@@ -604,16 +630,20 @@ async fn sync(
     }
     let min_ready = int_at(&rs, "/spec/minReadySeconds", 0);
     let now = jiff::Timestamp::now();
-    let template_labels = rs.pointer("/spec/template/metadata/labels").and_then(Value::as_object).cloned();
-    let fully_labeled = pods
-        .iter()
-        .filter(|p| {
-            let l = labels(p);
-            template_labels.iter().flatten().all(|(k, v)| l.get(k) == Some(v))
-        })
-        .count();
-    let ready = pods.iter().filter(|p| pod_ready(p)).count();
-    let available = pods.iter().filter(|p| pod_available(p, min_ready, now)).count();
+    let template_labels = rs.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+    let (mut fully_labeled, mut ready, mut available) = (0, 0, 0);
+    for p in &pods {
+        let l = p.get("metadata").and_then(|m| m.get("labels"));
+        if template_labels.iter().flat_map(|t| t.iter()).all(|(k, v)| l.and_then(|l| l.get(k)) == Some(v)) {
+            fully_labeled += 1;
+        }
+        if pod_ready(p) {
+            ready += 1;
+            if pod_available(p, min_ready, now) {
+                available += 1;
+            }
+        }
+    }
     let mut status = Map::new();
     status.insert("replicas".into(), json!(pods.len()));
     status.insert("fullyLabeledReplicas".into(), json!(fully_labeled));

@@ -117,7 +117,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         ..Default::default()
     })
     .watches(&sets, |n| vec![n.key()])
-    .watches(&pods, move |n| owners(n, &set_store))
+    .watches_batched(&pods, move |n| owners(n, &set_store))
     .run(
         move |key: String| {
             let (c, s, p, r, rec) = (c.clone(), sets.clone(), pods.clone(), revisions.clone(), recorder.clone());
