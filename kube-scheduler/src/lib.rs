@@ -74,6 +74,8 @@ pub struct Scheduler {
     recorder: Recorder,
     pub metrics: Metrics,
     next_start: AtomicUsize,
+    /// PodDisruptionBudgets, weighed by preemption (set when the informers start).
+    pdbs: std::sync::OnceLock<runtime::Store>,
     /// Pods the scheduler knows, unscheduled ones included, by UID (for binding the latest version).
     threads: usize,
 }
@@ -100,6 +102,7 @@ impl Scheduler {
             recorder,
             metrics: Metrics::default(),
             next_start: AtomicUsize::new(0),
+            pdbs: std::sync::OnceLock::new(),
             threads,
         }))
     }
@@ -285,7 +288,8 @@ impl Scheduler {
             None => {
                 self.metrics.add("scheduler_schedule_attempts_total{result=\"unschedulable\"}", 1.0);
                 let mut msg = fit_error(snap.nodes.len(), &failures);
-                match preemption::preempt(profile, &st, &snap, &failures) {
+                let pdbs = self.pdbs.get().map(|s| s.list()).unwrap_or_default();
+                match preemption::preempt(profile, &st, &snap, &failures, &pdbs) {
                     preemption::Outcome::Preempt(c) => {
                         self.preempt(&pod, &c).await;
                         msg.push_str(&format!(" preemption: nominated node {}.", c.node));
@@ -395,6 +399,12 @@ impl Scheduler {
             tracing::error!("no informers for pods and nodes");
             return;
         };
+        match factory.informer_for("policy", "v1", "poddisruptionbudgets", InformerParams::all()) {
+            Ok(pdbs) => {
+                let _ = self.pdbs.set(pdbs.store().clone());
+            }
+            Err(e) => tracing::warn!(error = %e, "no PodDisruptionBudget informer; preemption ignores budgets"),
+        }
         let mut pod_events = pods.subscribe();
         let mut node_events = nodes.subscribe();
         let this = self.clone();

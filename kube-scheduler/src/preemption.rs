@@ -1,11 +1,14 @@
 //! DefaultPreemption: when a pod fits nowhere, find nodes where evicting lower-priority pods would make it fit,
-//! keep as few victims as possible (victims are reprieved highest priority first while the pod still fits), and
-//! pick the node as upstream does: lowest highest-victim priority, then smallest sum of victim priorities, then
-//! fewest victims, then the latest start time of the highest-priority victims. Nodes whose failure eviction
-//! cannot resolve (taints, affinity, node name) are skipped. PodDisruptionBudgets are not weighed yet.
+//! keep as few victims as possible (victims are reprieved highest priority first while the pod still fits, those
+//! whose eviction would break a PodDisruptionBudget before the others), and pick the node as upstream does: fewest
+//! budget violations, then lowest highest-victim priority, then smallest sum of victim priorities, then fewest
+//! victims, then the latest start time of the highest-priority victims. Nodes whose failure eviction cannot
+//! resolve (taints, affinity, node name) are skipped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use api_types::selector::LabelSelector;
 use serde_json::Value;
 
 use crate::cache::Snapshot;
@@ -17,6 +20,39 @@ use crate::plugins::{CycleState, Failure, filter};
 pub struct Candidate {
     pub node: String,
     pub victims: Vec<PodInfo>,
+    /// Victims whose eviction breaks a PodDisruptionBudget.
+    pub pdb_violations: usize,
+}
+
+/// Splits victims (most important first) into those whose eviction would break a PodDisruptionBudget and the
+/// others (upstream's `filterPodsWithPDBViolation`): each victim spends one of `disruptionsAllowed` of every budget
+/// in its namespace that selects it (a null or empty selector selects nothing; pods already in the budget's
+/// `disruptedPods` are not counted again); a victim that takes a budget below zero violates it.
+pub fn split_by_pdb(victims: Vec<PodInfo>, pdbs: &[Arc<Value>]) -> (Vec<PodInfo>, Vec<PodInfo>) {
+    let selectors: Vec<Option<LabelSelector>> = pdbs
+        .iter()
+        .map(|b| b.pointer("/spec/selector").and_then(|s| LabelSelector::from_json(s).ok()).filter(|s| !s.is_empty()))
+        .collect();
+    let mut allowed: Vec<i64> =
+        pdbs.iter().map(|b| b.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0)).collect();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for v in victims {
+        let labels = v.pod.pointer("/metadata/labels");
+        let mut violates = false;
+        for (i, pdb) in pdbs.iter().enumerate() {
+            let Some(sel) = &selectors[i] else { continue };
+            if runtime::namespace(pdb) != runtime::namespace(&v.pod) || !sel.matches_value(labels) {
+                continue;
+            }
+            if pdb.pointer("/status/disruptedPods").and_then(|d| d.get(&v.name)).is_some() {
+                continue;
+            }
+            allowed[i] -= 1;
+            violates |= allowed[i] < 0;
+        }
+        if violates { violating.push(v) } else { fine.push(v) }
+    }
+    (violating, fine)
 }
 
 /// The outcome for the FailedScheduling message: the chosen candidate, or the per-node reasons preemption failed.
@@ -25,7 +61,13 @@ pub enum Outcome {
     NotHelpful(String),
 }
 
-pub fn preempt(profile: &Profile, st: &CycleState, snap: &Snapshot, failures: &HashMap<String, Failure>) -> Outcome {
+pub fn preempt(
+    profile: &Profile,
+    st: &CycleState,
+    snap: &Snapshot,
+    failures: &HashMap<String, Failure>,
+    pdbs: &[Arc<Value>],
+) -> Outcome {
     let pod = &st.pod;
     let n = snap.nodes.len();
     if !profile.preemption || pod.pod.pointer("/spec/preemptionPolicy").and_then(Value::as_str) == Some("Never") {
@@ -55,15 +97,17 @@ pub fn preempt(profile: &Profile, st: &CycleState, snap: &Snapshot, failures: &H
             continue;
         }
         lower.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.start_time.cmp(&b.start_time)));
-        let mut victims = Vec::new();
-        for p in lower {
+        let (violating, fine) = split_by_pdb(lower, pdbs);
+        let (mut victims, mut pdb_violations) = (Vec::new(), 0);
+        for (p, violates) in violating.into_iter().map(|p| (p, true)).chain(fine.into_iter().map(|p| (p, false))) {
             trial.add_pod(p.clone());
             if filter(profile, st, &trial).is_err() {
                 trial.remove_pod(&p.uid);
+                pdb_violations += usize::from(violates);
                 victims.push(p);
             }
         }
-        candidates.push(Candidate { node: node.name.clone(), victims });
+        candidates.push(Candidate { node: node.name.clone(), victims, pdb_violations });
     }
     let best = candidates.into_iter().min_by(|a, b| {
         let top = |c: &Candidate| c.victims.iter().map(|v| v.priority).max().unwrap_or(i64::MIN);
@@ -72,8 +116,9 @@ pub fn preempt(profile: &Profile, st: &CycleState, snap: &Snapshot, failures: &H
             let t = top(c);
             c.victims.iter().filter(|v| v.priority == t).map(|v| v.start_time.clone()).min().unwrap_or_default()
         };
-        top(a)
-            .cmp(&top(b))
+        a.pdb_violations
+            .cmp(&b.pdb_violations)
+            .then(top(a).cmp(&top(b)))
             .then(sum(a).cmp(&sum(b)))
             .then(a.victims.len().cmp(&b.victims.len()))
             .then(latest(b).cmp(&latest(a)))
@@ -109,6 +154,54 @@ mod tests {
         PodInfo::new(Arc::new(p))
     }
 
+    fn labelled(name: &str, cpu: &str, prio: i64, node: &str, app: &str) -> PodInfo {
+        let mut p = pod(name, cpu, "1Mi");
+        p["metadata"]["labels"] = json!({"app": app});
+        p["metadata"]["namespace"] = json!("default");
+        with_priority(p, prio, node)
+    }
+
+    fn pdb(app: &str, allowed: i64) -> Arc<Value> {
+        Arc::new(json!({"metadata": {"name": app, "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": app}}}, "status": {"disruptionsAllowed": allowed}}))
+    }
+
+    #[test]
+    fn budgets_are_spent_in_order_and_empty_selectors_match_nothing() {
+        let v = vec![
+            labelled("a", "1", 5, "n", "web"),
+            labelled("b", "1", 4, "n", "web"),
+            labelled("c", "1", 3, "n", "db"),
+        ];
+        let mut everything = (*pdb("x", 0)).clone();
+        everything["spec"]["selector"] = json!({});
+        let (violating, fine) = split_by_pdb(v, &[pdb("web", 1), Arc::new(everything)]);
+        let names = |v: &[PodInfo]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        // web allows one disruption: the first web pod spends it, the second breaks the budget.
+        assert_eq!(names(&violating), ["b"]);
+        assert_eq!(names(&fine), ["a", "c"]);
+    }
+
+    #[test]
+    fn a_node_whose_victims_break_no_budget_is_preferred() {
+        // n1's victim is the cheapest by priority but protected by a budget that allows no disruption.
+        let mut n1 = node("n1", "1", "4Gi");
+        n1.add_pod(labelled("guarded", "1", 1, "n1", "web"));
+        let mut n2 = node("n2", "1", "4Gi");
+        n2.add_pod(labelled("free", "1", 10, "n2", "batch"));
+        let snap = Snapshot { nodes: vec![Arc::new(n1), Arc::new(n2)], have_anti_affinity: false };
+        let st = CycleState::new(labelled("hi", "1", 1000, "", "x"), &snap, &Profile::default());
+        let failures: HashMap<String, Failure> =
+            snap.nodes.iter().map(|n| (n.name.clone(), filter(&Profile::default(), &st, n).unwrap_err())).collect();
+        let Outcome::Preempt(c) = preempt(&Profile::default(), &st, &snap, &failures, &[pdb("web", 0)]) else {
+            panic!("no candidate")
+        };
+        assert_eq!((c.node.as_str(), c.pdb_violations), ("n2", 0));
+        // Without the budget, n1's lower-priority victim wins.
+        let Outcome::Preempt(c) = preempt(&Profile::default(), &st, &snap, &failures, &[]) else { panic!() };
+        assert_eq!(c.node, "n1");
+    }
+
     #[test]
     fn fewest_and_lowest_victims_on_the_best_node() {
         let mut n1 = node("n1", "2", "4Gi");
@@ -121,13 +214,15 @@ mod tests {
         let st = CycleState::new(incoming, &snap, &Profile::default());
         let failures: HashMap<String, Failure> =
             snap.nodes.iter().map(|n| (n.name.clone(), filter(&Profile::default(), &st, n).unwrap_err())).collect();
-        let Outcome::Preempt(c) = preempt(&Profile::default(), &st, &snap, &failures) else { panic!("no candidate") };
+        let Outcome::Preempt(c) = preempt(&Profile::default(), &st, &snap, &failures, &[]) else {
+            panic!("no candidate")
+        };
         // n1 needs only b (priority 1) evicted; n2 would lose a priority-50 pod.
         assert_eq!(c.node, "n1");
         assert_eq!(c.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["b"]);
         // A pod that does not outrank anyone preempts nothing.
         let low = CycleState::new(with_priority(pod("lo", "1", "1Mi"), 0, ""), &snap, &Profile::default());
-        let Outcome::NotHelpful(msg) = preempt(&Profile::default(), &low, &snap, &failures) else { panic!() };
+        let Outcome::NotHelpful(msg) = preempt(&Profile::default(), &low, &snap, &failures, &[]) else { panic!() };
         assert_eq!(msg, "preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.");
     }
 }
