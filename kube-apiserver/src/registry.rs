@@ -851,6 +851,17 @@ mod tests {
         assert_eq!(decode_continue(&evil).unwrap_err().code, 400);
     }
 
+    /// A registry on a fresh SQLite store (kept while the directory lives) with the `default` namespace.
+    async fn registry_with_default_namespace() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::sqlite::SqliteStore::open(crate::storage::sqlite::SqliteConfig::in_dir(dir.path()))
+            .unwrap();
+        let reg = Registry::new(Arc::new(Backend::Sqlite(store)));
+        let ns = api_types::resources::find("", "v1", "namespaces").unwrap();
+        reg.create(ns, None, json!({"metadata": {"name": "default"}}), false).await.unwrap();
+        (dir, reg)
+    }
+
     /// The next event of a watch, as (type, name, node).
     async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<WatchEvent>) -> (String, String, String) {
         let ev = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
@@ -866,12 +877,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_watch_sees_exactly_the_pods_entering_and_leaving_its_node() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::storage::sqlite::SqliteStore::open(crate::storage::sqlite::SqliteConfig::in_dir(dir.path()))
-            .unwrap();
-        let reg = Registry::new(Arc::new(Backend::Sqlite(store)));
-        let ns = api_types::resources::find("", "v1", "namespaces").unwrap();
-        reg.create(ns, None, json!({"metadata": {"name": "default"}}), false).await.unwrap();
+        let (_dir, reg) = registry_with_default_namespace().await;
         let pods = api_types::resources::find("", "v1", "pods").unwrap();
         let pod = |name: &str, node: &str| json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}});
         reg.create(pods, Some("default"), pod("before", "n1"), false).await.unwrap();
@@ -921,12 +927,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn paging_pins_a_revision_and_expires_with_compaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::storage::sqlite::SqliteStore::open(crate::storage::sqlite::SqliteConfig::in_dir(dir.path()))
-            .unwrap();
-        let reg = Registry::new(Arc::new(Backend::Sqlite(store)));
-        let ns = api_types::resources::find("", "v1", "namespaces").unwrap();
-        reg.create(ns, None, json!({"metadata": {"name": "default"}}), false).await.unwrap();
+        let (_dir, reg) = registry_with_default_namespace().await;
         let cms = api_types::resources::find("", "v1", "configmaps").unwrap();
         for n in ["a", "b", "c"] {
             reg.create(cms, Some("default"), json!({"metadata": {"name": n}}), false).await.unwrap();
