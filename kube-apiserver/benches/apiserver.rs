@@ -4,14 +4,12 @@
 //! Figures: idle RSS, pod creates per second with 32 clients, p99 of single GETs paced at 1,000/s, LIST of 5,000
 //! pods, and how long an event takes to reach each of 1,000 watchers.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{Client, Config, ListParams, WatchEvent};
-use kube_apiserver::pki::Ca;
+use client::{Client, ListParams, WatchEvent};
 use kube_apiserver::storage::testing::EtcdServer;
-use kube_apiserver::testing::release::{release, rss_mb};
+use kube_apiserver::testing::release::{Proc, rss_mb, start_apiserver_with};
 use serde_json::json;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -31,62 +29,19 @@ fn ms(d: Duration) -> f64 {
 }
 
 struct Server {
-    child: Child,
+    proc: Proc,
     client: Client,
     /// Separate connections for the watchers (HTTP/2 allows 1,000 streams per connection, as upstream).
     watch_clients: Vec<Client>,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start(extra: &[String]) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let ca = Ca::new("kubernetes").unwrap();
-    std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
-    ca.issue("kube-apiserver", &[], &["127.0.0.1"]).unwrap().write(&d.join("s.crt"), &d.join("s.key")).unwrap();
-    let admin = ca.issue("admin", &["system:masters"], &[]).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(release("kube-apiserver"))
-        .args([
-            format!("--secure-port={port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            format!("--data-dir={}", d.join("data").display()),
-            format!("--tls-cert-file={}", d.join("s.crt").display()),
-            format!("--tls-private-key-file={}", d.join("s.key").display()),
-            format!("--client-ca-file={}", d.join("ca.crt").display()),
-            "--max-requests-inflight=4000".into(),
-            "--max-mutating-requests-inflight=2000".into(),
-        ])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the release kube-apiserver (cargo build --release -p kube-apiserver)");
-    let cfg = Config {
-        server: format!("https://127.0.0.1:{port}"),
-        ca_pem: Some(ca.cert_pem.into_bytes()),
-        client_cert_pem: Some(admin.cert_pem.into_bytes()),
-        client_key_pem: Some(admin.key_pem.into_bytes()),
-        namespace: "default".into(),
-        ..Default::default()
-    };
-    let client = Client::new(&cfg).unwrap();
+    let (proc, client, kubeconfig) = start_apiserver_with(dir.path(), extra).await;
+    let cfg = client::Config::from_kubeconfig(&kubeconfig).unwrap();
     let watch_clients = (0..4).map(|_| Client::new(&cfg).unwrap()).collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get_raw("/readyz").await.is_err() {
-        assert!(Instant::now() < deadline, "apiserver did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Server { child, client, watch_clients, _dir: dir }
+    Server { proc, client, watch_clients, _dir: dir }
 }
 
 fn pod(name: &str) -> serde_json::Value {
@@ -110,7 +65,7 @@ struct Figures {
 async fn bench(name: &str, server: &Server) -> Figures {
     let mut f = Figures::default();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    f.idle_rss = rss_mb(server.child.id());
+    f.idle_rss = rss_mb(server.proc.0.id());
     let c = &server.client;
     let ns = c.api("", "v1", "namespaces").unwrap();
     ns.create(&json!({"metadata": {"name": "bench"}})).await.unwrap();
@@ -236,7 +191,7 @@ async fn bench(name: &str, server: &Server) -> Figures {
         h.abort();
     }
     f.watch_p99 = pct(&mut deliveries, 0.99);
-    f.rss_after = rss_mb(server.child.id());
+    f.rss_after = rss_mb(server.proc.0.id());
     eprintln!("[{name}] watch p99 {:.1} ms, rss {:.0} MB", ms(f.watch_p99), f.rss_after);
     f
 }

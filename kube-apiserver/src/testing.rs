@@ -250,6 +250,11 @@ pub mod release {
     }
 
     pub async fn start_apiserver(dir: &Path) -> (Proc, Client, PathBuf) {
+        start_apiserver_with(dir, &[]).await
+    }
+
+    /// As [`start_apiserver`], with more flags (e.g. `--etcd-servers`).
+    pub async fn start_apiserver_with(dir: &Path, extra: &[String]) -> (Proc, Client, PathBuf) {
         let ca = Ca::new("kubernetes").unwrap();
         std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
         ca.issue("kube-apiserver", &[], &["127.0.0.1"]).unwrap().write(&dir.join("s.crt"), &dir.join("s.key")).unwrap();
@@ -267,6 +272,7 @@ pub mod release {
                 "--max-requests-inflight=4000".into(),
                 "--max-mutating-requests-inflight=2000".into(),
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
