@@ -54,14 +54,18 @@ pub fn bytes(q: &str) -> Option<i64> {
     q.parse().ok()
 }
 
+/// The machine's memory, read once (as upstream's cAdvisor machine info).
 fn machine_memory() -> i64 {
-    read("/proc/meminfo")
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<i64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    static MEMORY: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        read("/proc/meminfo")
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<i64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    })
 }
 
 fn os_image() -> String {

@@ -62,6 +62,7 @@ pub struct KubeletConfiguration {
     pub file_check_frequency: Option<String>,
     pub node_status_update_frequency: Option<String>,
     pub node_status_report_frequency: Option<String>,
+    pub sync_frequency: Option<String>,
     /// Upstream spells these `podCIDR` and `clusterDNS`, not camelCase.
     #[serde(rename = "podCIDR", alias = "podCidr")]
     pub pod_cidr: Option<String>,
@@ -98,6 +99,8 @@ pub struct Config {
     pub node_status_report_frequency: Duration,
     pub pod_cidr: Option<String>,
     pub port: u16,
+    /// How often a settled pod is synced again anyway (`syncFrequency`, upstream: 1 min).
+    pub sync_frequency: Duration,
     /// How often the PLEG relists the runtime (upstream: 1 s).
     pub pleg_period: Duration,
     /// Where container logs go (`podLogsDir`, /var/log/pods).
@@ -200,6 +203,7 @@ impl Config {
             )?,
             pod_cidr: file.pod_cidr,
             port: flags.port.or(file.port).unwrap_or(10250),
+            sync_frequency: duration(file.sync_frequency.as_deref(), Duration::from_secs(60))?,
             pleg_period: Duration::from_secs(1),
             pod_logs_dir: file.pod_logs_dir.unwrap_or_else(|| PathBuf::from("/var/log/pods")),
             cni_conf_dir: Some(file.cni_conf_dir.unwrap_or_else(|| PathBuf::from("/etc/cni/net.d"))),
@@ -220,7 +224,7 @@ mod tests {
         let cfg = dir.path().join("config.yaml");
         std::fs::write(
             &cfg,
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///file.sock\nmaxPods: 50\nnodeStatusUpdateFrequency: 4s\nkubeReserved: {cpu: 100m}\nstaticPodPath: /etc/kubernetes/manifests\npodCIDR: 10.244.3.0/24\nclusterDNS: [10.96.0.10]\n",
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///file.sock\nmaxPods: 50\nnodeStatusUpdateFrequency: 4s\nsyncFrequency: 30s\nkubeReserved: {cpu: 100m}\nstaticPodPath: /etc/kubernetes/manifests\npodCIDR: 10.244.3.0/24\nclusterDNS: [10.96.0.10]\n",
         )
         .unwrap();
         let flags = Flags::try_parse_from([
@@ -237,6 +241,8 @@ mod tests {
         assert_eq!(c.runtime_endpoint, "unix:///flag.sock");
         assert_eq!(c.max_pods, 50);
         assert_eq!(c.node_status_update_frequency, Duration::from_secs(4));
+        assert_eq!(c.sync_frequency, Duration::from_secs(30));
+        assert_eq!(c.node_status_report_frequency, Duration::from_secs(300), "upstream's default");
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.node_labels.get("c").map(String::as_str), Some("d"));
         assert_eq!(c.taints[0], serde_json::json!({"key": "k", "value": "v", "effect": "NoSchedule"}));

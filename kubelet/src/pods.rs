@@ -24,8 +24,25 @@ pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// CrashLoopBackOff: 10 s doubling to 5 min (upstream).
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// A periodic resync of every pod, as a safety net.
-const RESYNC: Duration = Duration::from_secs(10);
+/// How soon a pod whose sync hit trouble (an error, a container waiting to start) is synced again: upstream's pod
+/// workers' `backOffPeriod`. A settled pod waits `syncFrequency`.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// What a sync left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Synced {
+    /// The pod is gone and nothing of it runs: the worker ends.
+    Finished,
+    /// Everything asked for runs (or the pod is terminal): next at the periodic resync.
+    Settled,
+    /// Something waits (a container, a volume, an API call): again after [`RETRY`].
+    Retry,
+}
+
+/// The array at `p` in `v` (empty when absent).
+fn list<'a>(v: &'a Value, p: &str) -> &'a [Value] {
+    v.pointer(p).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+}
 
 fn nanos_rfc3339(n: i64) -> Value {
     if n <= 0 {
@@ -74,7 +91,7 @@ struct StartContext<'a> {
     sandbox_cfg: &'a PodSandboxConfig,
     pod_ip: &'a str,
     volumes: &'a BTreeMap<String, std::path::PathBuf>,
-    allocatable: Value,
+    allocatable: &'a Value,
 }
 
 /// Runs and reports the pods bound to this node.
@@ -88,19 +105,21 @@ pub struct PodManager {
     backoff: Mutex<HashMap<(String, String), (Instant, Duration)>>,
     /// Desired pods by UID, from the informer.
     desired: Mutex<HashMap<String, Arc<Value>>>,
-    /// The last status written per pod UID.
-    written: Mutex<HashMap<String, Value>>,
+    /// The last status written per pod UID, with the resourceVersion the write produced.
+    written: Mutex<HashMap<String, (Value, u64)>>,
     /// Probe results per running container ID, and the switch that ends its prober.
     probes: Probers,
     /// The machine's memory, for OOM scores.
     memory_capacity: i64,
+    /// The node's allocatable resources (the downward API's default limits).
+    allocatable: Value,
 }
 
 impl PodManager {
     pub fn new(cri: Cri, client: Client, cfg: Config) -> Result<Arc<Self>, client::Error> {
         let pods = client.api("", "v1", "pods")?;
-        let memory_capacity =
-            crate::node::resources(&cfg).0["memory"].as_str().and_then(crate::node::bytes).unwrap_or(1 << 30);
+        let (capacity, allocatable) = crate::node::resources(&cfg);
+        let memory_capacity = capacity["memory"].as_str().and_then(crate::node::bytes).unwrap_or(1 << 30);
         Ok(Arc::new(PodManager {
             cri,
             client,
@@ -112,6 +131,7 @@ impl PodManager {
             written: Mutex::new(HashMap::new()),
             probes: Arc::new(Mutex::new(HashMap::new())),
             memory_capacity,
+            allocatable,
         }))
     }
 
@@ -150,6 +170,15 @@ impl PodManager {
         self.wake(uid);
     }
 
+    /// The API object carrying a pod's status is new (a static pod's mirror was created again): what was
+    /// written to the old one is forgotten and the status written anew.
+    pub fn status_lost(self: &Arc<Self>, uid: &str) {
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(uid);
+        }
+        self.wake(uid);
+    }
+
     /// Wakes (or starts) the worker of a pod.
     pub fn wake(self: &Arc<Self>, uid: &str) {
         let Ok(mut workers) = self.workers.lock() else { return };
@@ -167,14 +196,14 @@ impl PodManager {
     async fn worker(self: Arc<Self>, uid: String, notify: Arc<Notify>) {
         loop {
             let pod = self.desired.lock().ok().and_then(|d| d.get(&uid).cloned());
-            let finished = match self.sync_pod(&uid, pod.as_deref()).await {
-                Ok(done) => done,
+            let synced = match self.sync_pod(&uid, pod.as_deref()).await {
+                Ok(synced) => synced,
                 Err(e) => {
                     tracing::warn!(pod = %uid, error = %e, "sync failed; will retry");
-                    false
+                    Synced::Retry
                 }
             };
-            if finished {
+            if synced == Synced::Finished {
                 if let Ok(mut w) = self.workers.lock() {
                     w.remove(&uid);
                 }
@@ -183,7 +212,8 @@ impl PodManager {
                 }
                 return;
             }
-            let _ = tokio::time::timeout(RESYNC, notify.notified()).await;
+            let wait = if synced == Synced::Retry { RETRY } else { self.cfg.sync_frequency };
+            let _ = tokio::time::timeout(wait, notify.notified()).await;
         }
     }
 
@@ -413,7 +443,7 @@ impl PodManager {
     async fn start_container(&self, ctx: &StartContext<'_>, c: &Value, attempt: u32) -> Result<(), (String, String)> {
         let (pod, sandbox, sandbox_cfg) = (ctx.pod, ctx.sandbox, ctx.sandbox_cfg);
         let envs =
-            crate::volumes::environment(&self.client, pod, c, ctx.pod_ip, &self.cfg.node_ip, &ctx.allocatable).await?;
+            crate::volumes::environment(&self.client, pod, c, ctx.pod_ip, &self.cfg.node_ip, ctx.allocatable).await?;
         let mounts = crate::volumes::mounts(c, ctx.volumes)?;
         self.ensure_image(c).await?;
         let mut rt = self.cri.runtime.clone();
@@ -443,14 +473,18 @@ impl PodManager {
         Ok(())
     }
 
-    /// One level-triggered pass. Ok(true) when the pod is gone and nothing is left to do.
-    async fn sync_pod(&self, uid: &str, pod: Option<&Value>) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    /// One level-triggered pass.
+    async fn sync_pod(
+        &self,
+        uid: &str,
+        pod: Option<&Value>,
+    ) -> Result<Synced, Box<dyn std::error::Error + Send + Sync>> {
         let obs = self.observe(uid).await?;
         let Some(pod) = pod else {
             // Deleted from the API (or never ours): nothing of it may keep running.
             self.teardown(&obs, 2).await?;
             crate::volumes::teardown(&self.cfg.root_dir, uid);
-            return Ok(true);
+            return Ok(Synced::Finished);
         };
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
             let grace = pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
@@ -462,7 +496,7 @@ impl PodManager {
                 Err(e) if matches!(e.code(), Some(404 | 409)) => {}
                 Err(e) => return Err(Box::new(e)),
             }
-            return Ok(false);
+            return Ok(Synced::Retry);
         }
         let phase = s(pod, "/status/phase");
         if matches!(phase, "Succeeded" | "Failed") {
@@ -470,15 +504,15 @@ impl PodManager {
             if obs.containers.values().flatten().any(|c| c.state == ContainerState::ContainerRunning as i32) {
                 self.teardown(&obs, 2).await?;
             }
-            return Ok(false);
+            return Ok(Synced::Settled);
         }
         let mut waiting = Waiting::default();
         let mut rt = self.cri.runtime.clone();
         // The sandbox.
         let attempt = obs.sandboxes.len() as u32;
         let sandbox_cfg = self.sandbox_config(pod, attempt);
-        let sandbox_id = match obs.ready_sandbox() {
-            Some(sb) => sb.id.clone(),
+        let (sandbox_id, obs) = match obs.ready_sandbox() {
+            Some(sb) => (sb.id.clone(), obs),
             None => {
                 if !obs.sandboxes.is_empty() {
                     self.teardown(&obs, 2).await?;
@@ -491,11 +525,12 @@ impl PodManager {
                     })
                     .await
                 {
-                    Ok(r) => r.into_inner().pod_sandbox_id,
+                    // What runs changed: observe again.
+                    Ok(r) => (r.into_inner().pod_sandbox_id, self.observe(uid).await?),
                     Err(e) => {
                         tracing::warn!(pod = %uid, error = %e.message(), "creating the pod sandbox");
                         self.write_status(pod, &Observed::default(), &waiting, None).await?;
-                        return Ok(false);
+                        return Ok(Synced::Retry);
                     }
                 }
             }
@@ -504,36 +539,26 @@ impl PodManager {
             "" => "Always",
             p => p,
         };
-        let obs = self.observe(uid).await?;
         let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+        let sandbox_status = rt
+            .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.clone(), verbose: false })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().status);
         let pod_ip = if host_network {
             self.cfg.node_ip.clone()
         } else {
-            rt.pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.clone(), verbose: false })
-                .await
-                .ok()
-                .and_then(|r| r.into_inner().status)
-                .and_then(|st| st.network)
-                .map(|n| n.ip)
-                .unwrap_or_default()
+            sandbox_status.as_ref().and_then(|st| st.network.as_ref()).map(|n| n.ip.clone()).unwrap_or_default()
         };
         let volumes =
             match crate::volumes::setup(&self.client, &self.cfg.root_dir, pod, &pod_ip, &self.cfg.node_ip).await {
                 Ok(v) => v,
                 Err(w) => {
-                    for c in ["/spec/initContainers", "/spec/containers"]
-                        .iter()
-                        .flat_map(|p| pod.pointer(p).and_then(Value::as_array).cloned().unwrap_or_default())
-                    {
-                        waiting.reasons.insert(s(&c, "/name").to_string(), w.clone());
+                    for c in list(pod, "/spec/initContainers").iter().chain(list(pod, "/spec/containers")) {
+                        waiting.reasons.insert(s(c, "/name").to_string(), w.clone());
                     }
-                    let sandbox_status = rt
-                        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id, verbose: false })
-                        .await
-                        .ok()
-                        .and_then(|r| r.into_inner().status);
                     self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
-                    return Ok(false);
+                    return Ok(Synced::Retry);
                 }
             };
         let ctx = StartContext {
@@ -542,8 +567,10 @@ impl PodManager {
             sandbox_cfg: &sandbox_cfg,
             pod_ip: &pod_ip,
             volumes: &volumes,
-            allocatable: crate::node::resources(&self.cfg).1,
+            allocatable: &self.allocatable,
         };
+        // Whether a container was (re)started: what runs changed.
+        let mut started = false;
         // Init containers, in order: each must succeed before the next starts.
         let mut initialized = true;
         for c in pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten() {
@@ -564,6 +591,7 @@ impl PodManager {
                     }
                     let attempt = st.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1);
                     if self.backoff_allows(uid, name, true) {
+                        started = true;
                         if let Err(w) = self.start_container(&ctx, c, attempt).await {
                             waiting.reasons.insert(name.into(), w);
                         }
@@ -577,6 +605,7 @@ impl PodManager {
                 }
                 None => {
                     initialized = false;
+                    started = true;
                     if let Err(w) = self.start_container(&ctx, c, 0).await {
                         waiting.reasons.insert(name.into(), w);
                     }
@@ -608,20 +637,25 @@ impl PodManager {
                     );
                     continue;
                 }
+                started = true;
                 if let Err(w) = self.start_container(&ctx, c, attempt).await {
                     waiting.reasons.insert(name.into(), w);
                 }
             }
         }
-        let obs = self.observe(uid).await?;
+        let obs = if started { self.observe(uid).await? } else { obs };
         self.manage_probers(uid, pod, &obs, &pod_ip);
-        let sandbox_status = rt
-            .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id, verbose: false })
-            .await
-            .ok()
-            .and_then(|r| r.into_inner().status);
         self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
-        Ok(false)
+        // Containers not yet running (waiting, backing off, init containers in turn) are looked at again soon.
+        let settled = waiting.reasons.is_empty()
+            && initialized
+            && list(pod, "/spec/containers").iter().all(|c| {
+                obs.latest(s(c, "/name")).is_some_and(|st| {
+                    st.state == ContainerState::ContainerRunning as i32
+                        || (st.state == ContainerState::ContainerExited as i32 && restart_policy != "Always")
+                })
+            });
+        Ok(if settled { Synced::Settled } else { Synced::Retry })
     }
 
     /// Starts a prober for every running container that has none, and ends those of containers that stopped.
@@ -743,8 +777,7 @@ impl PodManager {
         sandbox: Option<&PodSandboxStatus>,
     ) -> Result<(), client::Error> {
         let uid = s(pod, "/metadata/uid").to_string();
-        let specs = |p: &str| pod.pointer(p).and_then(Value::as_array).cloned().unwrap_or_default();
-        let (inits, apps) = (specs("/spec/initContainers"), specs("/spec/containers"));
+        let (inits, apps) = (list(pod, "/spec/initContainers"), list(pod, "/spec/containers"));
         let init_statuses: Vec<Value> =
             inits.iter().map(|c| self.container_status(c, obs.containers.get(s(c, "/name")), waiting)).collect();
         let statuses: Vec<Value> =
@@ -777,7 +810,11 @@ impl PodManager {
         } else {
             "Pending"
         };
-        let old = pod.get("status").cloned().unwrap_or(json!({}));
+        // Transition and start times continue from the status last written (the informer's copy may not have it
+        // yet), else from the API's.
+        let (last_written, written_rv) = self.written.lock().ok().and_then(|w| w.get(&uid).cloned()).unzip();
+        let none = json!({});
+        let old = last_written.as_ref().or_else(|| pod.get("status")).unwrap_or(&none);
         let transition = |t: &str, status: bool| {
             let st = if status { "True" } else { "False" };
             let prev = old
@@ -816,15 +853,20 @@ impl PodManager {
             status["podIP"] = json!(ip);
             status["podIPs"] = json!([{"ip": ip}]);
         }
-        let unchanged = self.written.lock().ok().is_some_and(|w| w.get(&uid) == Some(&status));
-        if unchanged {
-            return Ok(());
+        // Unchanged since the last write: nothing to send, unless a copy of the pod newer than that write shows
+        // another status (someone else wrote it). An older copy is the informer not having our write yet.
+        let rv_of = |p: &Value| p.pointer("/metadata/resourceVersion").and_then(Value::as_str)?.parse::<u64>().ok();
+        if last_written.as_ref() == Some(&status) {
+            let newer = rv_of(pod).zip(written_rv).is_some_and(|(seen, ours)| seen > ours);
+            if !newer || pod.pointer("/status/phase").and_then(Value::as_str) == Some(phase) {
+                return Ok(());
+            }
         }
         let api = self.pods.clone().namespaced(s(pod, "/metadata/namespace"));
         match api.patch_status(s(pod, "/metadata/name"), PatchType::Merge, &json!({"status": status})).await {
-            Ok(_) => {
+            Ok(written) => {
                 if let Ok(mut w) = self.written.lock() {
-                    w.insert(uid, status);
+                    w.insert(uid, (status, rv_of(&written).unwrap_or(0)));
                 }
                 Ok(())
             }
@@ -873,5 +915,56 @@ impl PodManager {
             }
             last = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_apiserver::testing::TestApiserver;
+    use proto::fake::FakeCri;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_settled_pod_status_is_written_once() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36"}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let flags = crate::Flags {
+            hostname_override: Some("n1".into()),
+            root_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let mut cfg = Config::resolve(flags).unwrap();
+        cfg.pod_logs_dir = dir.path().join("logs");
+        let cri = Cri::local(FakeCri::with_images(crate::hollow::PRELOADED));
+        let manager = PodManager::new(cri, server.new_client(), cfg).unwrap();
+        let uid = s(&pod, "/metadata/uid").to_string();
+        let patches = async || server.requests("PATCH", "pods", "resource").await;
+
+        // The first sync starts the container and reports Running, with condition times of now.
+        assert_eq!(manager.sync_pod(&uid, Some(&pod)).await.unwrap(), Synced::Settled);
+        assert_eq!(patches().await, 1.0);
+        let running = pods.get("p").await.unwrap();
+        assert_eq!(running["status"]["phase"], "Running");
+        // Another sync a second later from the informer's older copy (it has not seen the write yet) finds nothing
+        // to change: the times continue from what was written.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(manager.sync_pod(&uid, Some(&pod)).await.unwrap(), Synced::Settled);
+        assert_eq!(manager.sync_pod(&uid, Some(&running)).await.unwrap(), Synced::Settled);
+        assert_eq!(patches().await, 1.0);
+        assert_eq!(pods.get("p").await.unwrap()["metadata"]["resourceVersion"], running["metadata"]["resourceVersion"]);
+
+        // Someone else overwrote the status: a copy newer than our write shows it, and the kubelet writes again.
+        let overwritten =
+            pods.patch_status("p", PatchType::Merge, &json!({"status": {"phase": "Pending"}})).await.unwrap();
+        manager.sync_pod(&uid, Some(&overwritten)).await.unwrap();
+        assert_eq!(patches().await, 3.0);
+        assert_eq!(pods.get("p").await.unwrap()["status"]["phase"], "Running");
+        server.stop().await;
     }
 }

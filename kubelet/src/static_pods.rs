@@ -168,7 +168,7 @@ pub async fn run(manager: Arc<PodManager>, client: Client, cfg: Config, mut stop
                     }
                 }
                 Err(e) if e.code() == Some(404) => match api.create(&mirror(&k.pod, &node_uid, &cfg.node_name)).await {
-                    Ok(_) => manager.wake(&k.uid),
+                    Ok(_) => manager.status_lost(&k.uid),
                     Err(e) => tracing::warn!(pod = name, error = %e, "creating the mirror pod"),
                 },
                 Err(e) => tracing::warn!(pod = name, error = %e, "reading the mirror pod"),

@@ -1,8 +1,14 @@
 //! An event recorder: core/v1 Events about an object (its ObjectReference as `involvedObject`), as client-go's
-//! `record.EventRecorder` writes them, with the de-duplication of its `EventCorrelator`: the same event (same
-//! object, type, reason, message and source) seen again within the window increments `count` and moves
-//! `lastTimestamp` on the existing Event (a PATCH) instead of creating another. Events are named
-//! `<object name>.<hex unix nanos>` and live in the object's namespace (`default` for cluster-scoped objects).
+//! `record.EventRecorder` writes them, through the three steps of its `EventCorrelator`:
+//! - aggregation: from the 10th distinct message with the same object, type and reason within 10 minutes, the
+//!   events become one Event whose message is `(combined from similar events): <latest message>`;
+//! - de-duplication: the same event (same object, type, reason, message and source) seen again within the window
+//!   increments `count` and moves `lastTimestamp` on the existing Event (a PATCH) instead of creating another;
+//! - the spam filter: a source may write 25 events about one object, then one more every 5 minutes (a token
+//!   bucket per object); the rest are dropped.
+//!
+//! Events are named `<object name>.<hex unix nanos>` and live in the object's namespace (`default` for
+//! cluster-scoped objects).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,27 +83,59 @@ impl ObjectReference {
     }
 }
 
-/// How the recorder de-duplicates.
+/// How the recorder aggregates, de-duplicates and filters (client-go's `CorrelatorOptions`).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// A repeat within this long of the previous occurrence updates the existing Event.
+    /// A repeat within this long of the previous occurrence updates the existing Event; also how long distinct
+    /// messages count towards aggregation.
     pub window: Duration,
-    /// Most distinct events remembered (the least recently seen are forgotten first); upstream's LRU holds 4096.
+    /// Most entries each cache remembers (the least recently seen are forgotten first); upstream's LRU holds 4096.
     pub max_entries: usize,
+    /// Distinct messages (same object, type and reason) within the window from which events are aggregated.
+    pub aggregate_max_events: usize,
+    /// Events one object may have at once before the spam filter drops them.
+    pub spam_burst: u32,
+    /// Refill of an object's spam budget: one event per this long.
+    pub spam_refill: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { window: Duration::from_secs(600), max_entries: 4096 }
+        Config {
+            window: Duration::from_secs(600),
+            max_entries: 4096,
+            aggregate_max_events: 10,
+            spam_burst: 25,
+            spam_refill: Duration::from_secs(300),
+        }
     }
 }
 
+/// The involved object, without resourceVersion (upstream's spam key; with `field_path`, its event key).
+type ObjectKey = (String, String, String, String, String);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EventKey {
-    reference: (String, String, String, String, String, String),
+    object: ObjectKey,
+    field_path: String,
     type_: EventType,
     reason: String,
-    message: String,
+    /// None for an aggregate Event (one per object, type and reason).
+    message: Option<String>,
+}
+
+/// Distinct messages seen for one object, type and reason.
+#[derive(Debug)]
+struct Aggregate {
+    messages: std::collections::HashSet<String>,
+    last: Instant,
+}
+
+/// One object's token bucket.
+#[derive(Debug)]
+struct Budget {
+    tokens: f64,
+    last: Instant,
 }
 
 #[derive(Debug)]
@@ -121,6 +159,20 @@ struct Inner {
     host: String,
     config: Config,
     seen: std::sync::Mutex<HashMap<EventKey, PerKey>>,
+    aggregates: std::sync::Mutex<HashMap<(ObjectKey, EventType, String), Aggregate>>,
+    budgets: std::sync::Mutex<HashMap<ObjectKey, Budget>>,
+}
+
+/// Keeps a cache within `max` entries: when full, the oldest tenth goes (one sort per many insertions).
+fn bound<K: Clone + Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, max: usize, age: impl Fn(&V) -> Instant) {
+    if map.len() < max {
+        return;
+    }
+    let mut by_age: Vec<(Instant, K)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
+    by_age.sort_by_key(|(t, _)| *t);
+    for (_, k) in by_age.into_iter().take((max / 10).max(1)) {
+        map.remove(&k);
+    }
 }
 
 type PerKey = Arc<tokio::sync::Mutex<Option<Seen>>>;
@@ -145,6 +197,8 @@ impl Recorder {
                 host: host.to_string(),
                 config,
                 seen: std::sync::Mutex::default(),
+                aggregates: std::sync::Mutex::default(),
+                budgets: std::sync::Mutex::default(),
             }),
         })
     }
@@ -161,14 +215,15 @@ impl Recorder {
         });
     }
 
-    /// Records an event about `obj` (see [`ObjectReference::from_object`]). Returns the Event as written.
+    /// Records an event about `obj` (see [`ObjectReference::from_object`]). Returns the Event as written, or None
+    /// when the spam filter dropped it.
     pub async fn event(
         &self,
         obj: &Value,
         type_: EventType,
         reason: &str,
         message: &str,
-    ) -> Result<Value, client::Error> {
+    ) -> Result<Option<Value>, client::Error> {
         self.event_for(&ObjectReference::from_object(obj), type_, reason, message).await
     }
 
@@ -179,49 +234,88 @@ impl Recorder {
         type_: EventType,
         reason: &str,
         message: &str,
-    ) -> Result<Value, client::Error> {
+    ) -> Result<Option<Value>, client::Error> {
+        let config = &self.inner.config;
+        let object: ObjectKey = (
+            reference.kind.clone(),
+            reference.namespace.clone(),
+            reference.name.clone(),
+            reference.uid.clone(),
+            reference.api_version.clone(),
+        );
+        // Aggregation: the aggregateth distinct message and those after it go to the one aggregate Event.
+        let aggregated = {
+            let mut aggregates = self.inner.aggregates.lock().unwrap_or_else(|e| e.into_inner());
+            let group = (object.clone(), type_, reason.to_string());
+            if !aggregates.contains_key(&group) {
+                bound(&mut aggregates, config.max_entries, |a| a.last);
+            }
+            let a = aggregates
+                .entry(group)
+                .or_insert_with(|| Aggregate { messages: Default::default(), last: Instant::now() });
+            if a.last.elapsed() > config.window {
+                a.messages.clear();
+            }
+            a.last = Instant::now();
+            a.messages.insert(message.to_string());
+            let over = a.messages.len() >= config.aggregate_max_events;
+            if over {
+                // Upstream keeps the set below the threshold, so every later message stays aggregated.
+                let drop = a.messages.iter().find(|m| m.as_str() != message).cloned();
+                if let Some(m) = drop {
+                    a.messages.remove(&m);
+                }
+            }
+            over
+        };
+        let message = if aggregated { format!("(combined from similar events): {message}") } else { message.into() };
         let key = EventKey {
-            reference: (
-                reference.kind.clone(),
-                reference.namespace.clone(),
-                reference.name.clone(),
-                reference.uid.clone(),
-                reference.api_version.clone(),
-                reference.field_path.clone(),
-            ),
+            object: object.clone(),
+            field_path: if aggregated { String::new() } else { reference.field_path.clone() },
             type_,
             reason: reason.to_string(),
-            message: message.to_string(),
+            message: (!aggregated).then(|| message.clone()),
         };
+        // The spam filter: a token per event (new or repeat), per object.
+        {
+            let mut budgets = self.inner.budgets.lock().unwrap_or_else(|e| e.into_inner());
+            if !budgets.contains_key(&object) {
+                bound(&mut budgets, config.max_entries, |b| b.last);
+            }
+            let burst = f64::from(config.spam_burst);
+            let b = budgets.entry(object).or_insert_with(|| Budget { tokens: burst, last: Instant::now() });
+            let refill = b.last.elapsed().as_secs_f64() / config.spam_refill.as_secs_f64().max(f64::MIN_POSITIVE);
+            b.tokens = (b.tokens + refill).min(burst);
+            b.last = Instant::now();
+            if b.tokens < 1.0 {
+                return Ok(None);
+            }
+            b.tokens -= 1.0;
+        }
         let now = Timestamp::now();
         // One lock per distinct event, held across its request; the map's lock only to find it.
         let slot: PerKey = {
             let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.len() >= self.inner.config.max_entries && !seen.contains_key(&key) {
-                let window = self.inner.config.window;
+            if seen.len() >= config.max_entries && !seen.contains_key(&key) {
+                let window = config.window;
                 let stale = |e: &PerKey| e.try_lock().map(|s| s.as_ref().is_none_or(|s| s.last.elapsed() >= window));
                 seen.retain(|_, e| !stale(e).unwrap_or(false));
-                if seen.len() >= self.inner.config.max_entries {
-                    // Drop the oldest tenth at once, so a full map costs one sort per many events.
-                    let mut by_age: Vec<(Instant, EventKey)> =
-                        seen.iter().filter_map(|(k, e)| Some((e.try_lock().ok()?.as_ref()?.last, k.clone()))).collect();
-                    by_age.sort_by_key(|(t, _)| *t);
-                    for (_, k) in by_age.into_iter().take((self.inner.config.max_entries / 10).max(1)) {
-                        seen.remove(&k);
-                    }
-                }
+                // Entries in use (locked) count as just seen.
+                bound(&mut seen, config.max_entries, |e| {
+                    e.try_lock().ok().and_then(|s| s.as_ref().map(|s| s.last)).unwrap_or_else(Instant::now)
+                });
             }
             seen.entry(key).or_default().clone()
         };
         let mut slot = slot.lock().await;
-        if let Some(s) = slot.as_mut().filter(|s| s.last.elapsed() < self.inner.config.window) {
+        if let Some(s) = slot.as_mut().filter(|s| s.last.elapsed() < config.window) {
             let patch = json!({"count": s.count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
             let api = self.inner.api.clone().namespaced(&s.namespace);
             match api.patch(&s.name, PatchType::Merge, &patch).await {
                 Ok(ev) => {
                     s.count = ev.get("count").and_then(Value::as_i64).unwrap_or(s.count + 1);
                     s.last = Instant::now();
-                    return Ok(ev);
+                    return Ok(Some(ev));
                 }
                 // The Event expired (TTL) or was deleted: start a new one.
                 Err(e) if e.code() == Some(404) => {}
@@ -251,7 +345,7 @@ impl Recorder {
         }
         let created = self.inner.api.clone().namespaced(namespace).create(&event).await?;
         *slot = Some(Seen { namespace: namespace.to_string(), name, count: 1, last: Instant::now() });
-        Ok(created)
+        Ok(Some(created))
     }
 }
 

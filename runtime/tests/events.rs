@@ -22,7 +22,7 @@ async fn records_and_aggregates_repeats() {
     let obj = cms.create(&configmap("ev", "target", json!({}), json!({}))).await.unwrap();
     let recorder = Recorder::new(&server.new_client(), "test-controller", "node-1").unwrap();
 
-    let first = recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap();
+    let first = recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap().unwrap();
     let name = runtime::name(&first).to_string();
     let suffix = name.strip_prefix("target.").expect("named <object>.<hex nanos>");
     assert!(!suffix.is_empty() && suffix.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
@@ -47,32 +47,32 @@ async fn records_and_aggregates_repeats() {
 
     // The same event again (a second later, so lastTimestamp moves): one Event, count 2.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let second = recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap();
+    let second = recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap().unwrap();
     assert_eq!(runtime::name(&second), name);
     let events = events_in(&server, "ev").await;
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["count"], 2);
     assert_eq!(events[0]["firstTimestamp"], first["firstTimestamp"]);
     assert!(events[0]["lastTimestamp"].as_str().unwrap() > first["lastTimestamp"].as_str().unwrap());
-    recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap();
+    recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap().unwrap();
     assert_eq!(events_in(&server, "ev").await[0]["count"], 3);
 
     // A different message, type or reason is another Event.
-    recorder.event(&obj, EventType::Normal, "Synced", "synced again").await.unwrap();
-    recorder.event(&obj, EventType::Warning, "Synced", "synced ok").await.unwrap();
-    recorder.event(&obj, EventType::Warning, "Failed", "synced ok").await.unwrap();
+    recorder.event(&obj, EventType::Normal, "Synced", "synced again").await.unwrap().unwrap();
+    recorder.event(&obj, EventType::Warning, "Synced", "synced ok").await.unwrap().unwrap();
+    recorder.event(&obj, EventType::Warning, "Failed", "synced ok").await.unwrap().unwrap();
     assert_eq!(events_in(&server, "ev").await.len(), 4);
 
     // Another recorder (another source) does not aggregate into ours.
     let other = Recorder::new(&server.new_client(), "other-controller", "").unwrap();
-    let e = other.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap();
+    let e = other.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap().unwrap();
     assert_eq!(e["source"], json!({"component": "other-controller"}));
     assert_eq!(events_in(&server, "ev").await.len(), 5);
 
     // If the aggregated Event is gone (TTL, deletion), a repeat starts a new one.
     let api = server.client.api("", "v1", "events").unwrap().namespaced("ev");
     api.delete(&name, None).await.unwrap();
-    let again = recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap();
+    let again = recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap().unwrap();
     assert_ne!(runtime::name(&again), name);
     assert_eq!(again["count"], 1);
     server.stop().await;
@@ -85,14 +85,14 @@ async fn cluster_scoped_objects_and_the_window() {
     let node = nodes.create(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})).await.unwrap();
     let config = Config { window: Duration::from_millis(300), ..Config::default() };
     let recorder = Recorder::with_config(&server.new_client(), "kubelet", "n1", config).unwrap();
-    let e = recorder.event(&node, EventType::Normal, "Starting", "Starting kubelet.").await.unwrap();
+    let e = recorder.event(&node, EventType::Normal, "Starting", "Starting kubelet.").await.unwrap().unwrap();
     // Events about cluster-scoped objects live in "default".
     assert_eq!(runtime::namespace(&e), "default");
     assert_eq!(e["involvedObject"]["kind"], "Node");
     assert!(e["involvedObject"].get("namespace").is_none());
     // Past the window, a repeat is a new Event.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    recorder.event(&node, EventType::Normal, "Starting", "Starting kubelet.").await.unwrap();
+    recorder.event(&node, EventType::Normal, "Starting", "Starting kubelet.").await.unwrap().unwrap();
     let events = events_in(&server, "default").await;
     assert_eq!(events.len(), 2);
     assert!(events.iter().all(|e| e["count"] == 1));
@@ -111,5 +111,44 @@ async fn cluster_scoped_objects_and_the_window() {
         }
     })
     .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_events_aggregate_and_the_spam_filter_caps_an_object() {
+    let server = TestApiserver::start().await;
+    server.namespace("agg").await;
+    let cms = server.client.api("", "v1", "configmaps").unwrap().namespaced("agg");
+    let rs = cms.create(&configmap("agg", "owner", json!({}), json!({}))).await.unwrap();
+    let other = cms.create(&configmap("agg", "other", json!({}), json!({}))).await.unwrap();
+    let config =
+        Config { aggregate_max_events: 3, spam_burst: 5, spam_refill: Duration::from_secs(3600), ..Config::default() };
+    let recorder = Recorder::with_config(&server.new_client(), "replicaset-controller", "", config).unwrap();
+    let created = |i: usize| format!("Created pod: p{i}");
+    // Below the threshold, each message is its own Event.
+    for i in 0..2 {
+        let e = recorder.event(&rs, EventType::Normal, "SuccessfulCreate", &created(i)).await.unwrap().unwrap();
+        assert_eq!(e["message"], created(i));
+    }
+    // The third distinct message starts the aggregate Event; the fourth counts on it.
+    let agg = recorder.event(&rs, EventType::Normal, "SuccessfulCreate", &created(2)).await.unwrap().unwrap();
+    assert_eq!(agg["message"], "(combined from similar events): Created pod: p2");
+    assert_eq!(agg["count"], 1);
+    let again = recorder.event(&rs, EventType::Normal, "SuccessfulCreate", &created(3)).await.unwrap().unwrap();
+    assert_eq!(runtime::name(&again), runtime::name(&agg));
+    assert_eq!(again["message"], "(combined from similar events): Created pod: p3");
+    assert_eq!(again["count"], 2);
+    assert_eq!(events_in(&server, "agg").await.len(), 3);
+    // The object's budget is 5 events: the fifth is written, the sixth dropped.
+    let fifth = recorder.event(&rs, EventType::Normal, "SuccessfulCreate", &created(4)).await.unwrap().unwrap();
+    assert_eq!(fifth["count"], 3);
+    let dropped = recorder.event(&rs, EventType::Warning, "FailedCreate", "quota exceeded").await.unwrap();
+    assert!(dropped.is_none(), "{dropped:?}");
+    let events = events_in(&server, "agg").await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert!(events.iter().all(|e| e["reason"] == "SuccessfulCreate"));
+    // Another object has its own budget.
+    let e = recorder.event(&other, EventType::Normal, "SuccessfulCreate", "Created pod: q").await.unwrap();
+    assert_eq!(e.unwrap()["involvedObject"]["name"], "other");
     server.stop().await;
 }
