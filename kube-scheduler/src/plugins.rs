@@ -111,6 +111,10 @@ struct Spread {
 /// What the plugins precompute for one pod in one cycle.
 pub struct CycleState {
     pub pod: PodInfo,
+    /// The pod's `spec.nodeName` (empty when unset).
+    node_name: String,
+    /// Whether the pod tolerates the `node.kubernetes.io/unschedulable` taint.
+    tolerates_unschedulable: bool,
     tolerations: Vec<Value>,
     node_selector: BTreeMap<String, String>,
     required_node_terms: Option<Vec<Value>>,
@@ -167,8 +171,12 @@ impl CycleState {
                     Some((t.get("weight").and_then(Value::as_i64).unwrap_or(0), t.get("preference")?.clone()))
                 })
                 .collect();
+        let tolerations = arr(&p, "/spec/tolerations").to_vec();
+        let unschedulable = serde_json::json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
         let mut st = CycleState {
-            tolerations: arr(&p, "/spec/tolerations").to_vec(),
+            node_name: p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string(),
+            tolerates_unschedulable: tolerations.iter().any(|t| tolerates(t, &unschedulable)),
+            tolerations,
             node_selector: string_map(p.pointer("/spec/nodeSelector")),
             required_node_terms,
             preferred_node_terms,
@@ -304,19 +312,13 @@ pub fn filter(profile: &Profile, st: &CycleState, node: &NodeInfo) -> Result<(),
     for f in &profile.filters {
         match f.as_str() {
             "NodeUnschedulable" => {
-                let tolerated = st.tolerations.iter().any(|t| {
-                    tolerates(
-                        t,
-                        &serde_json::json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}),
-                    )
-                });
-                if node.unschedulable && !tolerated {
+                if node.unschedulable && !st.tolerates_unschedulable {
                     return Err(Failure::hard("node(s) were unschedulable"));
                 }
             }
             "NodeName" => {
-                let want = st.pod.pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
-                if !want.is_empty() && want != node.name {
+                let want = &st.node_name;
+                if !want.is_empty() && *want != node.name {
                     return Err(Failure::hard("node(s) didn't match the requested node name"));
                 }
             }

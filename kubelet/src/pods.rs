@@ -39,6 +39,18 @@ enum Synced {
     Retry,
 }
 
+/// Whether an update of a pod asks for a sync: upstream's `podsDifferSemantically` (spec, labels, annotations,
+/// deletion timestamp and grace period; not the status).
+fn differ_semantically(old: &Value, new: &Value) -> bool {
+    fn meta<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
+        v.get("metadata").and_then(|m| m.get(k)).filter(|v| !v.is_null())
+    }
+    old.get("spec") != new.get("spec")
+        || ["labels", "annotations", "deletionTimestamp", "deletionGracePeriodSeconds"]
+            .iter()
+            .any(|k| meta(old, k) != meta(new, k))
+}
+
 /// The array at `p` in `v` (empty when absent).
 fn list<'a>(v: &'a Value, p: &str) -> &'a [Value] {
     v.pointer(p).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
@@ -105,6 +117,9 @@ pub struct PodManager {
     backoff: Mutex<HashMap<(String, String), (Instant, Duration)>>,
     /// Desired pods by UID, from the informer.
     desired: Mutex<HashMap<String, Arc<Value>>>,
+    /// Container and sandbox states (by runtime ID) a worker has synced with since the last relist: the PLEG
+    /// does not wake a worker for a change it made and saw itself.
+    synced_states: Mutex<HashMap<String, i32>>,
     /// The last status written per pod UID, with the resourceVersion the write produced.
     written: Mutex<HashMap<String, (Value, u64)>>,
     /// Probe results per running container ID, and the switch that ends its prober.
@@ -128,6 +143,7 @@ impl PodManager {
             workers: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
             desired: Mutex::new(HashMap::new()),
+            synced_states: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             probes: Arc::new(Mutex::new(HashMap::new())),
             memory_capacity,
@@ -159,15 +175,25 @@ impl PodManager {
         self.observe(uid).await.ok()?.ready_sandbox().map(|s| s.id.clone())
     }
 
-    /// A pod as the API has it now (added or updated), or gone (None).
+    /// A pod as the API has it now (added or updated), or gone (None). As upstream's pod config, an update that
+    /// changes only the status (the kubelet's own writes, mostly) is kept without syncing the pod.
     pub fn update(self: &Arc<Self>, uid: &str, pod: Option<Arc<Value>>) {
+        let mut sync = true;
         if let Ok(mut d) = self.desired.lock() {
             match pod {
-                Some(p) => d.insert(uid.to_string(), p),
-                None => d.remove(uid),
+                Some(p) => {
+                    if let Some(old) = d.insert(uid.to_string(), p.clone()) {
+                        sync = differ_semantically(&old, &p);
+                    }
+                }
+                None => {
+                    d.remove(uid);
+                }
             };
         }
-        self.wake(uid);
+        if sync {
+            self.wake(uid);
+        }
     }
 
     /// The API object carrying a pod's status is new (a static pod's mirror was created again): what was
@@ -644,6 +670,10 @@ impl PodManager {
             }
         }
         let obs = if started { self.observe(uid).await? } else { obs };
+        if let Ok(mut states) = self.synced_states.lock() {
+            states.extend(obs.sandboxes.iter().map(|sb| (sb.id.clone(), sb.state)));
+            states.extend(obs.containers.values().flatten().map(|c| (c.id.clone(), c.state)));
+        }
         self.manage_probers(uid, pod, &obs, &pod_ip);
         self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
         // Containers not yet running (waiting, backing off, init containers in turn) are looked at again soon.
@@ -888,6 +918,9 @@ impl PodManager {
             let mut rt = self.cri.runtime.clone();
             let Ok(containers) = rt.list_containers(ListContainersRequest::default()).await else { continue };
             let Ok(sandboxes) = rt.list_pod_sandbox(ListPodSandboxRequest::default()).await else { continue };
+            if let Ok(mut states) = self.synced_states.lock() {
+                last.extend(states.drain());
+            }
             let mut now: HashMap<String, i32> = HashMap::new();
             let mut changed: Vec<String> = Vec::new();
             for c in containers.into_inner().containers {
@@ -923,6 +956,27 @@ mod tests {
     use super::*;
     use kube_apiserver::testing::TestApiserver;
     use proto::fake::FakeCri;
+
+    #[test]
+    fn status_only_updates_do_not_differ_semantically() {
+        let pod = json!({"metadata": {"name": "p", "resourceVersion": "5", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending"}});
+        let mut status = pod.clone();
+        status["metadata"]["resourceVersion"] = json!("6");
+        status["status"]["phase"] = json!("Running");
+        assert!(!differ_semantically(&pod, &status));
+        for (path, value) in [
+            ("/spec/activeDeadlineSeconds", json!(5)),
+            ("/metadata/labels", json!({"a": "c"})),
+            ("/metadata/annotations", json!({"x": "y"})),
+            ("/metadata/deletionTimestamp", json!("2026-01-01T00:00:00Z")),
+        ] {
+            let mut changed = pod.clone();
+            let (parent, key) = path.rsplit_once('/').unwrap();
+            changed.pointer_mut(parent).unwrap()[key] = value;
+            assert!(differ_semantically(&pod, &changed), "{path}");
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_settled_pod_status_is_written_once() {

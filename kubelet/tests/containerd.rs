@@ -127,6 +127,9 @@ async fn node_on_containerd(dir: &Path) -> (proto::testing::Containerd, kubelet:
     };
     let mut cfg = kubelet::Config::resolve(flags).unwrap();
     cfg.pod_logs_dir = dir.join("pods-logs");
+    // ConfigMap and Secret volumes follow their objects at each pod's periodic sync (`syncFrequency`, 1 min by
+    // default, as upstream): shorter here so the test sees an update soon.
+    cfg.sync_frequency = Duration::from_secs(3);
     cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
     cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     (ctd, cfg)
@@ -360,7 +363,7 @@ spec:
     {
         assert!(log.contains(want), "missing {want:?} in {log}");
     }
-    // configMap updates reach the mounted files (on the next resync).
+    // configMap updates reach the mounted files (on the next periodic sync).
     kubectl(&kubeconfig, &["patch", "configmap", "cfg", "--type=merge", "-p", r#"{"data":{"key":"updated"}}"#], None);
     let file = dir.path().join("kubelet/pods").join(&uid).join("volumes/kubernetes.io~configmap/cfg/renamed");
     eventually(30, "configMap update in the volume", async || {
