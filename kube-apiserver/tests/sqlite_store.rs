@@ -151,3 +151,28 @@ async fn acknowledged_writes_survive_sigkill() {
     // And it keeps counting from there.
     assert_eq!(store.create("/crash/after/x", Bytes::new(), None).await.unwrap().mod_revision, current + 1);
 }
+
+/// Another connection holding the write lock (an operator's `sqlite3` session, a backup) makes a write batch wait
+/// for it (busy_timeout), not fail: the batch takes the write lock before it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_another_connections_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(sqlite_config(&dir)).unwrap();
+    let rev = s.create("/l/ns/k", Bytes::from_static(b"0"), None).await.unwrap().mod_revision;
+    let path = dir.path().join("state.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn = rusqlite::Connection::open(path).unwrap();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        tx.commit().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let started = Instant::now();
+    let updated = within(10, s.update("/l/ns/k", Bytes::from_static(b"1"), rev, None)).await;
+    assert!(updated.is_ok(), "{updated:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200), "the update did not wait for the lock");
+    assert_eq!(s.get("/l/ns/k", None).await.unwrap().value, Bytes::from_static(b"1"));
+    holder.join().unwrap();
+}

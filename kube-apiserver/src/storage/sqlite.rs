@@ -692,26 +692,46 @@ impl Writer {
         let mut outcomes: Vec<Applied> = Vec::with_capacity(batch.len());
         let mut events = Vec::with_capacity(batch.len());
         let mut expiry_changed = false;
-        let result = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
-            let now = now_ms();
-            for req in &batch {
-                let outcome = apply(&tx, &mut self.rev, &mut self.compacted, &req.op, now)?;
-                if let Ok((_, Some(ev))) = &outcome {
-                    events.push(ev.clone());
+        let started = Instant::now();
+        let mut attempt = 0;
+        let result = loop {
+            outcomes.clear();
+            events.clear();
+            let result = (|| -> rusqlite::Result<()> {
+                // IMMEDIATE: the write lock is taken (waiting out busy_timeout) before the first read, so the
+                // snapshot the batch reads is the one it writes on.
+                let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let now = now_ms();
+                for req in &batch {
+                    let outcome = apply(&tx, &mut self.rev, &mut self.compacted, &req.op, now)?;
+                    if let Ok((_, Some(ev))) = &outcome {
+                        events.push(ev.clone());
+                    }
+                    expiry_changed |=
+                        matches!(req.op, Op::Create { ttl: Some(_), .. } | Op::Update { ttl: Some(_), .. })
+                            || req.reply.is_none();
+                    outcomes.push(outcome);
                 }
-                expiry_changed |= matches!(req.op, Op::Create { ttl: Some(_), .. } | Op::Update { ttl: Some(_), .. })
-                    || req.reply.is_none();
-                outcomes.push(outcome);
-            }
-            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'current'", [self.rev])?;
-            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [self.compacted])?;
-            tx.commit()
-        })();
-        if let Err(e) = result {
-            tracing::error!(error = %e, "write batch failed; nothing of it was written");
+                tx.execute("UPDATE meta SET value = ?1 WHERE name = 'current'", [self.rev])?;
+                tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [self.compacted])?;
+                tx.commit()
+            })();
+            let Err(e) = result else { break Ok(()) };
+            // Rolled back: nothing of the batch was written.
             self.rev = start_rev;
             self.compacted = start_compacted;
+            let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+            attempt += 1;
+            if !busy || attempt >= 3 {
+                break Err(e);
+            }
+            tracing::warn!(error = %e, attempt, "write batch found the database busy; trying again");
+            std::thread::sleep(Duration::from_millis(5 * attempt));
+        };
+        if let Err(e) = result {
+            let code = e.sqlite_error().map(|c| c.extended_code).unwrap_or_default();
+            let (ops, after) = (batch.len(), started.elapsed());
+            tracing::error!(error = %e, code, ops, ?after, "write batch failed; nothing of it was written");
             for req in batch {
                 if let Some(reply) = req.reply {
                     let _ = reply.send(Err(unavailable(&e)));
@@ -739,7 +759,7 @@ impl Writer {
         let lo = self.compact_done;
         let hi = self.compacted.min(lo + self.config.compaction_step);
         let result = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
                 "DELETE FROM log WHERE rev IN \
                  (SELECT prev_rev FROM log WHERE rev > ?1 AND rev <= ?2 AND prev_rev > 0)",
