@@ -51,6 +51,21 @@ fn differ_semantically(old: &Value, new: &Value) -> bool {
             .any(|k| meta(old, k) != meta(new, k))
 }
 
+/// A pod's resourceVersion as a number (this apiserver's are revisions; None for another kind).
+fn resource_version(pod: &Value) -> Option<u64> {
+    pod.pointer("/metadata/resourceVersion").and_then(Value::as_str)?.parse().ok()
+}
+
+/// What of a pod status the kubelet reconciles when another writer changed it: the phase and the Ready condition.
+fn reported(status: &Value) -> (Option<&str>, Option<&str>) {
+    let ready = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
+        .and_then(|c| c.get("status").and_then(Value::as_str));
+    (status.get("phase").and_then(Value::as_str), ready)
+}
+
 /// The array at `p` in `v` (empty when absent).
 fn list<'a>(v: &'a Value, p: &str) -> &'a [Value] {
     v.pointer(p).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
@@ -183,7 +198,8 @@ impl PodManager {
             match pod {
                 Some(p) => {
                     if let Some(old) = d.insert(uid.to_string(), p.clone()) {
-                        sync = differ_semantically(&old, &p);
+                        // A status-only change is synced when someone else rewrote what the kubelet reports.
+                        sync = differ_semantically(&old, &p) || self.status_overwritten(uid, &p);
                     }
                 }
                 None => {
@@ -194,6 +210,14 @@ impl PodManager {
         if sync {
             self.wake(uid);
         }
+    }
+
+    /// Whether `pod` is newer than the kubelet's last status write and reports another phase or readiness (what
+    /// upstream's status manager reconciles).
+    fn status_overwritten(&self, uid: &str, pod: &Value) -> bool {
+        let Some((status, rv)) = self.written.lock().ok().and_then(|w| w.get(uid).cloned()) else { return false };
+        let newer = resource_version(pod).is_some_and(|seen| seen > rv);
+        newer && pod.get("status").is_none_or(|api| reported(api) != reported(&status))
     }
 
     /// The API object carrying a pod's status is new (a static pod's mirror was created again): what was
@@ -842,7 +866,7 @@ impl PodManager {
         };
         // Transition and start times continue from the status last written (the informer's copy may not have it
         // yet), else from the API's.
-        let (last_written, written_rv) = self.written.lock().ok().and_then(|w| w.get(&uid).cloned()).unzip();
+        let last_written = self.written.lock().ok().and_then(|w| w.get(&uid).map(|(status, _)| status.clone()));
         let none = json!({});
         let old = last_written.as_ref().or_else(|| pod.get("status")).unwrap_or(&none);
         let transition = |t: &str, status: bool| {
@@ -884,19 +908,16 @@ impl PodManager {
             status["podIPs"] = json!([{"ip": ip}]);
         }
         // Unchanged since the last write: nothing to send, unless a copy of the pod newer than that write shows
-        // another status (someone else wrote it). An older copy is the informer not having our write yet.
-        let rv_of = |p: &Value| p.pointer("/metadata/resourceVersion").and_then(Value::as_str)?.parse::<u64>().ok();
-        if last_written.as_ref() == Some(&status) {
-            let newer = rv_of(pod).zip(written_rv).is_some_and(|(seen, ours)| seen > ours);
-            if !newer || pod.pointer("/status/phase").and_then(Value::as_str) == Some(phase) {
-                return Ok(());
-            }
+        // another phase or readiness (someone else wrote it). An older copy is the informer not having our write
+        // yet.
+        if last_written.as_ref() == Some(&status) && !self.status_overwritten(&uid, pod) {
+            return Ok(());
         }
         let api = self.pods.clone().namespaced(s(pod, "/metadata/namespace"));
         match api.patch_status(s(pod, "/metadata/name"), PatchType::Merge, &json!({"status": status})).await {
             Ok(written) => {
                 if let Ok(mut w) = self.written.lock() {
-                    w.insert(uid, (status, rv_of(&written).unwrap_or(0)));
+                    w.insert(uid, (status, resource_version(&written).unwrap_or(0)));
                 }
                 Ok(())
             }
@@ -1014,8 +1035,11 @@ mod tests {
         assert_eq!(pods.get("p").await.unwrap()["metadata"]["resourceVersion"], running["metadata"]["resourceVersion"]);
 
         // Someone else overwrote the status: a copy newer than our write shows it, and the kubelet writes again.
+        // Its own write coming back through the watch is not such a change.
+        assert!(!manager.status_overwritten(&uid, &running));
         let overwritten =
             pods.patch_status("p", PatchType::Merge, &json!({"status": {"phase": "Pending"}})).await.unwrap();
+        assert!(manager.status_overwritten(&uid, &overwritten));
         manager.sync_pod(&uid, Some(&overwritten)).await.unwrap();
         assert_eq!(patches().await, 3.0);
         assert_eq!(pods.get("p").await.unwrap()["status"]["phase"], "Running");
