@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the daemons allocate and free many small JSON values per request, where
+/// glibc's allocator spent about a quarter of the apiserver's CPU (consolidation and chunk unlinking under load).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
