@@ -311,10 +311,8 @@ impl CycleState {
 pub fn filter(profile: &Profile, st: &CycleState, node: &NodeInfo) -> Result<(), Failure> {
     for f in &profile.filters {
         match f.as_str() {
-            "NodeUnschedulable" => {
-                if node.unschedulable && !st.tolerates_unschedulable {
-                    return Err(Failure::hard("node(s) were unschedulable"));
-                }
+            "NodeUnschedulable" if node.unschedulable && !st.tolerates_unschedulable => {
+                return Err(Failure::hard("node(s) were unschedulable"));
             }
             "NodeName" => {
                 let want = &st.node_name;
