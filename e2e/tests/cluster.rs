@@ -191,6 +191,36 @@ async fn many_nodes_with_hollow_kubelets() {
     for n in ["ha-0", "hb-0", "hc-0"] {
         assert_eq!(on_node(&c, "app=spread", n), 2, "two spread pods on {n}");
     }
+    // Required anti-affinity by hostname: one pod per node, and a fourth fits nowhere (and says why: as upstream,
+    // the existing pods' anti-affinity is checked first).
+    let solo = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: solo}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: solo}}}}\n  template:\n    metadata: {{labels: {{app: solo}}}}\n    spec:\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution: [{{labelSelector: {{matchLabels: {{app: solo}}}}, topologyKey: kubernetes.io/hostname}}]\n      containers: [{{name: a, image: {BUSYBOX}, command: [sleep, '3600']}}]\n"
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], &solo);
+    c.kubectl(&["rollout", "status", "deployment/solo", "--timeout=60s"]);
+    for n in ["ha-0", "hb-0", "hc-0"] {
+        assert_eq!(on_node(&c, "app=solo", n), 1, "one solo pod on {n}");
+    }
+    c.kubectl(&["scale", "deployment/solo", "--replicas=4"]);
+    eventually(30, "the fourth solo pod unschedulable", || {
+        let pending = items(&c.json(&["get", "pods", "-l", "app=solo", "--field-selector=status.phase=Pending"]));
+        let cond =
+            pending.first()?["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "PodScheduled")?.clone();
+        let msg = cond["message"].as_str()?.to_string();
+        (cond["reason"] == "Unschedulable"
+            && msg.contains("3 node(s) didn't satisfy existing pods anti-affinity rules"))
+        .then_some(())
+    })
+    .await;
+    // Required node affinity picks the node by its hostname label.
+    let pinned = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: pinned}}\nspec:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms: [{{matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [hb-0]}}]}}]\n  containers: [{{name: a, image: {BUSYBOX}, command: [sleep, '3600']}}]\n"
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], &pinned);
+    c.kubectl(&["wait", "--for=condition=Ready", "pod/pinned", "--timeout=60s"]);
+    assert_eq!(c.json(&["get", "pod", "pinned"])["spec"]["nodeName"], "hb-0");
+    c.kubectl(&["delete", "deployment", "solo", "--wait=false"]);
+    c.kubectl(&["delete", "pod", "pinned", "--wait=false"]);
     // A tainted node gets no new pods.
     c.kubectl(&["taint", "nodes", "hc-0", "dedicated=infra:NoSchedule"]);
     c.kubectl(&["scale", "deployment/spread", "--replicas=9"]);
