@@ -900,6 +900,15 @@ impl PodManager {
             "containerStatuses": statuses,
             "qosClass": old.get("qosClass").cloned().unwrap_or(json!("BestEffort")),
         });
+        // Conditions other writers own (DisruptionTarget, readiness gates' types) stay: a merge patch replaces
+        // the whole list.
+        let ours = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"];
+        let foreign = list(pod, "/status/conditions")
+            .iter()
+            .filter(|c| c.get("type").and_then(Value::as_str).is_some_and(|t| !ours.contains(&t)));
+        if let Some(conditions) = status["conditions"].as_array_mut() {
+            conditions.extend(foreign.cloned());
+        }
         if !init_statuses.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
         }
@@ -1043,6 +1052,23 @@ mod tests {
         manager.sync_pod(&uid, Some(&overwritten)).await.unwrap();
         assert_eq!(patches().await, 3.0);
         assert_eq!(pods.get("p").await.unwrap()["status"]["phase"], "Running");
+
+        // A condition another component owns (the taint manager's DisruptionTarget) survives the kubelet's writes.
+        let target = json!({"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager"});
+        let marked = pods
+            .patch_status(
+                "p",
+                PatchType::StrategicMerge,
+                &json!({"status": {"phase": "Pending", "conditions": [target]}}),
+            )
+            .await
+            .unwrap();
+        manager.sync_pod(&uid, Some(&marked)).await.unwrap();
+        let after = pods.get("p").await.unwrap();
+        assert_eq!(after["status"]["phase"], "Running");
+        let types: Vec<&str> =
+            after["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["type"].as_str()).collect();
+        assert!(types.contains(&"DisruptionTarget") && types.contains(&"Ready"), "{types:?}");
         server.stop().await;
     }
 }
