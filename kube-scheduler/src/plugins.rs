@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use runtime::array;
 use serde_json::Value;
 
 use crate::cache::Snapshot;
@@ -27,10 +28,6 @@ impl Failure {
     fn soft(reasons: Vec<String>) -> Self {
         Failure { reasons, resolvable: true }
     }
-}
-
-fn arr<'a>(v: &'a Value, p: &str) -> &'a [Value] {
-    v.pointer(p).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -63,7 +60,7 @@ struct Term {
 impl Term {
     fn new(term: &Value, pod_ns: &str, weight: i64) -> Self {
         let mut namespaces: HashSet<String> =
-            arr(term, "/namespaces").iter().filter_map(Value::as_str).map(str::to_string).collect();
+            array(term, "/namespaces").iter().filter_map(Value::as_str).map(str::to_string).collect();
         // An empty namespaceSelector selects every namespace; a non-empty one is not evaluated here (no
         // namespace labels in the snapshot) and also selects every namespace.
         let all = term.get("namespaceSelector").is_some_and(|s| !s.is_null());
@@ -85,11 +82,11 @@ impl Term {
 }
 
 fn terms(pod: &Value, path: &str, ns: &str) -> Vec<Term> {
-    arr(pod, path).iter().map(|t| Term::new(t, ns, 1)).collect()
+    array(pod, path).iter().map(|t| Term::new(t, ns, 1)).collect()
 }
 
 fn weighted_terms(pod: &Value, path: &str, ns: &str) -> Vec<Term> {
-    arr(pod, path)
+    array(pod, path)
         .iter()
         .filter_map(|w| {
             Some(Term::new(w.get("podAffinityTerm")?, ns, w.get("weight").and_then(Value::as_i64).unwrap_or(0)))
@@ -136,7 +133,7 @@ pub struct CycleState {
 }
 
 fn images(pod: &Value) -> Vec<String> {
-    arr(pod, "/spec/containers").iter().map(|c| normalize_image(s(c, "image"))).collect()
+    array(pod, "/spec/containers").iter().map(|c| normalize_image(s(c, "image"))).collect()
 }
 
 /// `busybox` -> `docker.io/library/busybox:latest`, as node status lists images.
@@ -165,13 +162,13 @@ impl CycleState {
             .and_then(Value::as_array)
             .cloned();
         let preferred_node_terms =
-            arr(&p, "/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
+            array(&p, "/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
                 .iter()
                 .filter_map(|t| {
                     Some((t.get("weight").and_then(Value::as_i64).unwrap_or(0), t.get("preference")?.clone()))
                 })
                 .collect();
-        let tolerations = arr(&p, "/spec/tolerations").to_vec();
+        let tolerations = array(&p, "/spec/tolerations").to_vec();
         let unschedulable = serde_json::json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
         let mut st = CycleState {
             node_name: p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string(),
@@ -275,7 +272,7 @@ impl CycleState {
 
     fn topology_spread(&mut self, snap: &Snapshot, ns: &str) {
         let p = self.pod.pod.clone();
-        for c in arr(&p, "/spec/topologySpreadConstraints") {
+        for c in array(&p, "/spec/topologySpreadConstraints") {
             let key = s(c, "topologyKey").to_string();
             let selector = c.get("labelSelector").cloned().unwrap_or(Value::Null);
             let mut counts: HashMap<String, i64> = HashMap::new();

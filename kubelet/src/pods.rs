@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::node::now_rfc3339;
 use crate::options::Config;
+use runtime::array;
 
 pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
 pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
@@ -53,7 +54,7 @@ fn differ_semantically(old: &Value, new: &Value) -> bool {
 
 /// A pod's resourceVersion as a number (this apiserver's are revisions; None for another kind).
 fn resource_version(pod: &Value) -> Option<u64> {
-    pod.pointer("/metadata/resourceVersion").and_then(Value::as_str)?.parse().ok()
+    runtime::resource_version(pod).parse().ok()
 }
 
 /// What of a pod status the kubelet reconciles when another writer changed it: the phase and the Ready condition.
@@ -64,11 +65,6 @@ fn reported(status: &Value) -> (Option<&str>, Option<&str>) {
         .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
         .and_then(|c| c.get("status").and_then(Value::as_str));
     (status.get("phase").and_then(Value::as_str), ready)
-}
-
-/// The array at `p` in `v` (empty when absent).
-fn list<'a>(v: &'a Value, p: &str) -> &'a [Value] {
-    v.pointer(p).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
 fn nanos_rfc3339(n: i64) -> Value {
@@ -604,7 +600,7 @@ impl PodManager {
             match crate::volumes::setup(&self.client, &self.cfg.root_dir, pod, &pod_ip, &self.cfg.node_ip).await {
                 Ok(v) => v,
                 Err(w) => {
-                    for c in list(pod, "/spec/initContainers").iter().chain(list(pod, "/spec/containers")) {
+                    for c in array(pod, "/spec/initContainers").iter().chain(array(pod, "/spec/containers")) {
                         waiting.reasons.insert(s(c, "/name").to_string(), w.clone());
                     }
                     self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
@@ -703,7 +699,7 @@ impl PodManager {
         // Containers not yet running (waiting, backing off, init containers in turn) are looked at again soon.
         let settled = waiting.reasons.is_empty()
             && initialized
-            && list(pod, "/spec/containers").iter().all(|c| {
+            && array(pod, "/spec/containers").iter().all(|c| {
                 obs.latest(s(c, "/name")).is_some_and(|st| {
                     st.state == ContainerState::ContainerRunning as i32
                         || (st.state == ContainerState::ContainerExited as i32 && restart_policy != "Always")
@@ -831,7 +827,7 @@ impl PodManager {
         sandbox: Option<&PodSandboxStatus>,
     ) -> Result<(), client::Error> {
         let uid = s(pod, "/metadata/uid").to_string();
-        let (inits, apps) = (list(pod, "/spec/initContainers"), list(pod, "/spec/containers"));
+        let (inits, apps) = (array(pod, "/spec/initContainers"), array(pod, "/spec/containers"));
         let init_statuses: Vec<Value> =
             inits.iter().map(|c| self.container_status(c, obs.containers.get(s(c, "/name")), waiting)).collect();
         let statuses: Vec<Value> =
@@ -885,30 +881,28 @@ impl PodManager {
         let pod_ip = sandbox.and_then(|sb| sb.network.as_ref()).map(|n| n.ip.clone()).filter(|ip| !ip.is_empty());
         let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
         let pod_ip = if host_network { Some(self.cfg.node_ip.clone()) } else { pod_ip };
+        // The kubelet's conditions; those other writers own (DisruptionTarget, readiness gates' types) stay, as a
+        // merge patch replaces the whole list.
+        let ours = [
+            ("PodReadyToStartContainers", sandbox.is_some()),
+            ("Initialized", initialized),
+            ("Ready", all_ready),
+            ("ContainersReady", all_ready),
+            ("PodScheduled", true),
+        ];
+        let foreign = array(pod, "/status/conditions")
+            .iter()
+            .filter(|c| c.get("type").and_then(Value::as_str).is_some_and(|t| ours.iter().all(|(own, _)| *own != t)));
+        let conditions: Vec<Value> = ours.iter().map(|(t, on)| transition(t, *on)).chain(foreign.cloned()).collect();
         let mut status = json!({
             "phase": phase,
-            "conditions": [
-                transition("PodReadyToStartContainers", sandbox.is_some()),
-                transition("Initialized", initialized),
-                transition("Ready", all_ready),
-                transition("ContainersReady", all_ready),
-                transition("PodScheduled", true),
-            ],
+            "conditions": conditions,
             "hostIP": self.cfg.node_ip,
             "hostIPs": [{"ip": self.cfg.node_ip}],
             "startTime": old.get("startTime").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| json!(now_rfc3339())),
             "containerStatuses": statuses,
             "qosClass": old.get("qosClass").cloned().unwrap_or(json!("BestEffort")),
         });
-        // Conditions other writers own (DisruptionTarget, readiness gates' types) stay: a merge patch replaces
-        // the whole list.
-        let ours = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"];
-        let foreign = list(pod, "/status/conditions")
-            .iter()
-            .filter(|c| c.get("type").and_then(Value::as_str).is_some_and(|t| !ours.contains(&t)));
-        if let Some(conditions) = status["conditions"].as_array_mut() {
-            conditions.extend(foreign.cloned());
-        }
         if !init_statuses.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
         }

@@ -45,6 +45,11 @@ pub fn resource_version(obj: &Value) -> &str {
     obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The array at a JSON pointer in an object (empty when absent or not an array).
+pub fn array<'a>(obj: &'a Value, pointer: &str) -> &'a [Value] {
+    obj.pointer(pointer).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+}
+
 /// `metadata.uid` of an object ("" when absent).
 pub fn uid(obj: &Value) -> &str {
     obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default()

@@ -693,45 +693,30 @@ impl Writer {
         let mut events = Vec::with_capacity(batch.len());
         let mut expiry_changed = false;
         let started = Instant::now();
-        let mut attempt = 0;
-        let result = loop {
-            outcomes.clear();
-            events.clear();
-            let result = (|| -> rusqlite::Result<()> {
-                // IMMEDIATE: the write lock is taken (waiting out busy_timeout) before the first read, so the
-                // snapshot the batch reads is the one it writes on.
-                let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let now = now_ms();
-                for req in &batch {
-                    let outcome = apply(&tx, &mut self.rev, &mut self.compacted, &req.op, now)?;
-                    if let Ok((_, Some(ev))) = &outcome {
-                        events.push(ev.clone());
-                    }
-                    expiry_changed |=
-                        matches!(req.op, Op::Create { ttl: Some(_), .. } | Op::Update { ttl: Some(_), .. })
-                            || req.reply.is_none();
-                    outcomes.push(outcome);
+        let result = (|| -> rusqlite::Result<()> {
+            // IMMEDIATE: the write lock is taken (waiting out busy_timeout) before the first read, so the snapshot
+            // the batch reads is the one it writes on; a deferred transaction that has read cannot wait for it.
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            for req in &batch {
+                let outcome = apply(&tx, &mut self.rev, &mut self.compacted, &req.op, now)?;
+                if let Ok((_, Some(ev))) = &outcome {
+                    events.push(ev.clone());
                 }
-                tx.execute("UPDATE meta SET value = ?1 WHERE name = 'current'", [self.rev])?;
-                tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [self.compacted])?;
-                tx.commit()
-            })();
-            let Err(e) = result else { break Ok(()) };
-            // Rolled back: nothing of the batch was written.
-            self.rev = start_rev;
-            self.compacted = start_compacted;
-            let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
-            attempt += 1;
-            if !busy || attempt >= 3 {
-                break Err(e);
+                expiry_changed |= matches!(req.op, Op::Create { ttl: Some(_), .. } | Op::Update { ttl: Some(_), .. })
+                    || req.reply.is_none();
+                outcomes.push(outcome);
             }
-            tracing::warn!(error = %e, attempt, "write batch found the database busy; trying again");
-            std::thread::sleep(Duration::from_millis(5 * attempt));
-        };
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'current'", [self.rev])?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [self.compacted])?;
+            tx.commit()
+        })();
         if let Err(e) = result {
             let code = e.sqlite_error().map(|c| c.extended_code).unwrap_or_default();
             let (ops, after) = (batch.len(), started.elapsed());
             tracing::error!(error = %e, code, ops, ?after, "write batch failed; nothing of it was written");
+            self.rev = start_rev;
+            self.compacted = start_compacted;
             for req in batch {
                 if let Some(reply) = req.reply {
                     let _ = reply.send(Err(unavailable(&e)));
