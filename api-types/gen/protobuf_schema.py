@@ -32,45 +32,69 @@ import shutil
 import subprocess
 import sys
 
-# (apiVersion, kind, Rust path of the message in k8s-pb). `DeleteOptions` is accepted with any apiVersion (upstream
-# registers it in every group version); the decoder special-cases that kind.
-ROOTS = [
-    ("apps/v1", "Deployment", "api::apps::v1::Deployment"),
-    ("apps/v1", "ReplicaSet", "api::apps::v1::ReplicaSet"),
-    ("apps/v1", "StatefulSet", "api::apps::v1::StatefulSet"),
-    ("apps/v1", "DaemonSet", "api::apps::v1::DaemonSet"),
-    ("v1", "ConfigMap", "api::core::v1::ConfigMap"),
-    ("v1", "Secret", "api::core::v1::Secret"),
-    ("v1", "Namespace", "api::core::v1::Namespace"),
-    ("v1", "Pod", "api::core::v1::Pod"),
-    ("v1", "Service", "api::core::v1::Service"),
-    ("v1", "ServiceAccount", "api::core::v1::ServiceAccount"),
-    ("batch/v1", "Job", "api::batch::v1::Job"),
-    ("batch/v1", "CronJob", "api::batch::v1::CronJob"),
-    ("authentication.k8s.io/v1", "SelfSubjectReview", "api::authentication::v1::SelfSubjectReview"),
-    ("authentication.k8s.io/v1", "TokenReview", "api::authentication::v1::TokenReview"),
-    ("authorization.k8s.io/v1", "SelfSubjectAccessReview", "api::authorization::v1::SelfSubjectAccessReview"),
-    ("authorization.k8s.io/v1", "SelfSubjectRulesReview", "api::authorization::v1::SelfSubjectRulesReview"),
-    ("authorization.k8s.io/v1", "SubjectAccessReview", "api::authorization::v1::SubjectAccessReview"),
-    ("authorization.k8s.io/v1", "LocalSubjectAccessReview", "api::authorization::v1::LocalSubjectAccessReview"),
+# Root kinds: every kind of the resource table (`api-types/src/resources.rs`, read by `table_roots`), its list kind
+# when the resource is stored, the kinds of subresource bodies, and these. `DeleteOptions` is accepted with any
+# apiVersion (upstream registers it in every group version); the decoder special-cases that kind.
+EXTRA_ROOTS = [
     ("meta.k8s.io/v1", "DeleteOptions", "apimachinery::pkg::apis::meta::v1::DeleteOptions"),
-    ("policy/v1", "Eviction", "api::policy::v1::Eviction"),
-    # What more of kubectl's `create` generators and `autoscale` send.
-    ("autoscaling/v1", "HorizontalPodAutoscaler", "api::autoscaling::v1::HorizontalPodAutoscaler"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", "api::autoscaling::v2::HorizontalPodAutoscaler"),
-    ("policy/v1", "PodDisruptionBudget", "api::policy::v1::PodDisruptionBudget"),
-    ("rbac.authorization.k8s.io/v1", "Role", "api::rbac::v1::Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding", "api::rbac::v1::RoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole", "api::rbac::v1::ClusterRole"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "api::rbac::v1::ClusterRoleBinding"),
-    ("scheduling.k8s.io/v1", "PriorityClass", "api::scheduling::v1::PriorityClass"),
-    ("v1", "ResourceQuota", "api::core::v1::ResourceQuota"),
-    ("v1", "Endpoints", "api::core::v1::Endpoints"),
-    ("v1", "Event", "api::core::v1::Event"),
-    ("v1", "Node", "api::core::v1::Node"),
-    ("networking.k8s.io/v1", "Ingress", "api::networking::v1::Ingress"),
-    ("coordination.k8s.io/v1", "Lease", "api::coordination::v1::Lease"),
+    ("meta.k8s.io/v1", "Status", "apimachinery::pkg::apis::meta::v1::Status"),
+    ("meta.k8s.io/v1", "WatchEvent", "apimachinery::pkg::apis::meta::v1::WatchEvent"),
+    ("meta.k8s.io/v1", "PartialObjectMetadata", "apimachinery::pkg::apis::meta::v1::PartialObjectMetadata"),
+    ("meta.k8s.io/v1", "PartialObjectMetadataList", "apimachinery::pkg::apis::meta::v1::PartialObjectMetadataList"),
+    ("v1", "Status", "apimachinery::pkg::apis::meta::v1::Status"),
 ]
+
+# Kinds of the table without a protobuf message upstream (served as JSON only).
+NO_PROTOBUF = set()
+
+
+def group_module(group):
+    """The k8s-pb module of an API group: `apps` -> `api::apps`, `` -> `api::core`."""
+    if group == "":
+        return "api::core"
+    if group == "apiextensions.k8s.io":
+        return "apiextensions_apiserver::pkg::apis::apiextensions"
+    if group == "meta.k8s.io":
+        return "apimachinery::pkg::apis::meta"
+    return "api::" + group.split(".")[0]
+
+
+RES_RE = re.compile(r'res!\("([^"]*)", "([^"]*)", "([^"]*)", "[^"]*", "[^"]*", \w+,.*?storage: "([^"]*)"\)', re.S)
+SUB_RE = re.compile(r'Subresource \{ name: "[^"]*", kind: "([^"]*)", group: "([^"]*)", version: "([^"]*)"')
+SCALE_RE = re.compile(r'const fn scale\(\) -> Subresource \{\s*Subresource \{ name: "scale", kind: "(\w+)", group: "([^"]*)", version: "([^"]*)"')
+
+
+def table_roots(resources_rs, messages):
+    """(apiVersion, kind, k8s-pb path) for every kind, list kind and subresource body kind of the resource table."""
+    with open(resources_rs, encoding="utf-8") as f:
+        text = f.read()
+    text = text[text.index("pub static RESOURCES"):]
+    roots = []
+
+    def add(group, version, kind):
+        api_version = f"{group}/{version}" if group else version
+        path = f"{group_module(group)}::{version}::{kind}"
+        if path not in messages:
+            if kind.endswith("Options") or kind.endswith("List") or kind in NO_PROTOBUF:
+                return
+            raise SystemExit(f"no k8s-pb message {path} for {api_version} {kind}")
+        if (api_version, kind, path) not in roots:
+            roots.append((api_version, kind, path))
+
+    scale = SCALE_RE.search(open(resources_rs, encoding="utf-8").read())
+    for m in RES_RE.finditer(text):
+        group, version, kind, storage = m.groups()
+        add(group, version, kind)
+        if storage:
+            add(group, version, kind + "List")
+        body = m.group(0)
+        for sm in SUB_RE.finditer(body):
+            skind, sgroup, sversion = sm.groups()
+            add(sgroup or group, sversion or version, skind)
+        if "scale()" in body:
+            add(scale.group(2), scale.group(3), scale.group(1))
+    return roots
+
 
 # Messages with a JSON form of their own (custom MarshalJSON upstream): the decoder handles them by hand.
 SPECIAL = {
@@ -84,7 +108,16 @@ SPECIAL = {
     # Go `type ExtraValue []string`: proto wraps the slice as `repeated string items = 1`, JSON is the bare array.
     "api::authentication::v1::ExtraValue": "StringList",
     "api::authorization::v1::ExtraValue": "StringList",
+    "api::certificates::v1::ExtraValue": "StringList",
+    # apiextensions' `JSON` (raw JSON bytes) and the JSON-schema unions with a JSON form of their own.
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::Json": "FieldsV1",
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrArray": "SchemaOrArray",
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrBool": "SchemaOrBool",
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrStringArray": "SchemaOrStringArray",
 }
+
+# Special messages whose fields are still emitted (their JSON form is built from the decoded fields, by tag).
+SPECIAL_WITH_FIELDS = {"SchemaOrArray", "SchemaOrBool", "SchemaOrStringArray"}
 
 # snake_case prost name -> upstream JSON name, wherever plain camelCase is wrong (upper-case acronyms and the like).
 JSON_NAME_OVERRIDES = {
@@ -126,142 +159,49 @@ JSON_NAME_OVERRIDES = {
     "volume_id": "volumeID",
 }
 
-# (Rust path of the message, snake_case field) of the Go fields embedded with `json:",inline"`.
-INLINE_FIELDS = {
-    ("api::networking::v1::IngressRule", "ingress_rule_value"),
-    ("api::core::v1::Volume", "volume_source"),
-    ("api::core::v1::PersistentVolumeSpec", "persistent_volume_source"),
-    ("api::core::v1::Probe", "handler"),
-    ("api::core::v1::EphemeralContainer", "ephemeral_container_common"),
-    ("api::core::v1::ConfigMapVolumeSource", "local_object_reference"),
-    ("api::core::v1::ConfigMapProjection", "local_object_reference"),
-    ("api::core::v1::ConfigMapKeySelector", "local_object_reference"),
-    ("api::core::v1::ConfigMapEnvSource", "local_object_reference"),
-    ("api::core::v1::SecretProjection", "local_object_reference"),
-    ("api::core::v1::SecretKeySelector", "local_object_reference"),
-    ("api::core::v1::SecretEnvSource", "local_object_reference"),
-}
+# Go sources of the API types (`types.go` and friends): the source of truth for each field's JSON name, whether it is
+# embedded with `json:",inline"`, and whether it is a non-pointer `omitempty` scalar. Go clients write every
+# non-pointer field to the wire (the gogo marshaller writes zero values too), and upstream's JSON encoding drops the
+# zero value of a non-pointer `omitempty` field, so the decoder drops a zero ("", false, 0) found on the wire for
+# those (`Field::omitempty`); every other scalar (a Go pointer such as `replicas`, or a field without `omitempty` such
+# as `containerPort`) keeps a zero that is on the wire. Each directory is given with the k8s-pb module it maps to.
+GO_SOURCES = [
+    ("k8s-api", "api"),  # github.com/kubernetes/api at v0.33.x
+    ("apimachinery", "apimachinery"),  # github.com/kubernetes/apimachinery at v0.33.x
+    ("apiextensions", "apiextensions_apiserver"),  # github.com/kubernetes/apiextensions-apiserver at v0.33.x
+]
 
-# Go fields that are not pointers and carry `omitempty`, per message, by JSON name: Go clients always write these to the
-# wire (the gogo marshaller writes every non-pointer field), and upstream's JSON encoding drops their zero value, so the
-# decoder drops a zero ("", false, 0) found on the wire for them. Every other scalar field (a Go pointer such as
-# `replicas`, or a field without `omitempty` such as `containerPort`) keeps a zero that is on the wire. Fields missing
-# here (newer than the data below) keep their zero value.
-# Derived from the Go struct tags and field types (reflect data) of kubectl v1.32.4; upstream's source of truth is
-# the `json:"...,omitempty"` tags and pointer fields of k8s.io/api and k8s.io/apimachinery `types.go`.
-OMIT_ZERO = {
-    "api::apps::v1::DaemonSetCondition": "reason message",
-    "api::apps::v1::DaemonSetSpec": "minReadySeconds",
-    "api::apps::v1::DaemonSetStatus": "observedGeneration updatedNumberScheduled numberAvailable numberUnavailable",
-    "api::apps::v1::DaemonSetUpdateStrategy": "type",
-    "api::apps::v1::DeploymentCondition": "reason message",
-    "api::apps::v1::DeploymentSpec": "minReadySeconds paused",
-    "api::apps::v1::DeploymentStatus": (
-        "observedGeneration replicas updatedReplicas availableReplicas unavailableReplicas readyReplicas"
-    ),
-    "api::apps::v1::DeploymentStrategy": "type",
-    "api::apps::v1::ReplicaSetCondition": "reason message",
-    "api::apps::v1::ReplicaSetSpec": "minReadySeconds",
-    "api::apps::v1::ReplicaSetStatus": "fullyLabeledReplicas observedGeneration readyReplicas availableReplicas",
-    "api::apps::v1::StatefulSetCondition": "reason message",
-    "api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy": "whenDeleted whenScaled",
-    "api::apps::v1::StatefulSetSpec": "podManagementPolicy minReadySeconds",
-    "api::apps::v1::StatefulSetStatus": (
-        "observedGeneration readyReplicas currentReplicas updatedReplicas currentRevision updateRevision"
-    ),
-    "api::apps::v1::StatefulSetUpdateStrategy": "type",
-    "api::authentication::v1::TokenReviewSpec": "token",
-    "api::authentication::v1::TokenReviewStatus": "authenticated error",
-    "api::authentication::v1::UserInfo": "username uid",
-    "api::authorization::v1::FieldSelectorAttributes": "rawSelector",
-    "api::authorization::v1::LabelSelectorAttributes": "rawSelector",
-    "api::authorization::v1::NonResourceAttributes": "path verb",
-    "api::authorization::v1::ResourceAttributes": "namespace verb group version resource subresource name",
-    "api::authorization::v1::SelfSubjectRulesReviewSpec": "namespace",
-    "api::authorization::v1::SubjectAccessReviewSpec": "user uid",
-    "api::authorization::v1::SubjectAccessReviewStatus": "reason evaluationError denied",
-    "api::authorization::v1::SubjectRulesReviewStatus": "evaluationError",
-    "api::batch::v1::CronJobSpec": "concurrencyPolicy",
-    "api::batch::v1::JobCondition": "reason message",
-    "api::batch::v1::JobStatus": "active succeeded failed completedIndexes",
-    "api::core::v1::AwsElasticBlockStoreVolumeSource": "fsType partition readOnly",
-    "api::core::v1::AzureFileVolumeSource": "readOnly",
-    "api::core::v1::CephFsVolumeSource": "path user secretFile readOnly",
-    "api::core::v1::CinderVolumeSource": "fsType readOnly",
-    "api::core::v1::Container": (
-        "image workingDir terminationMessagePath imagePullPolicy stdin stdinOnce tty terminationMessagePolicy"
-    ),
-    "api::core::v1::ContainerPort": "name hostPort protocol hostIP",
-    "api::core::v1::ContainerStateTerminated": "signal reason message containerID",
-    "api::core::v1::ContainerStateWaiting": "reason message",
-    "api::core::v1::ContainerStatus": "containerID",
-    "api::core::v1::EmptyDirVolumeSource": "medium",
-    "api::core::v1::EnvFromSource": "prefix",
-    "api::core::v1::EnvVar": "value",
-    "api::core::v1::EphemeralContainer": "targetContainerName",
-    "api::core::v1::EphemeralContainerCommon": (
-        "image workingDir terminationMessagePath imagePullPolicy stdin stdinOnce tty terminationMessagePolicy"
-    ),
-    "api::core::v1::FcVolumeSource": "fsType readOnly",
-    "api::core::v1::FlexVolumeSource": "fsType readOnly",
-    "api::core::v1::FlockerVolumeSource": "datasetName datasetUUID",
-    "api::core::v1::GcePersistentDiskVolumeSource": "fsType partition readOnly",
-    "api::core::v1::GitRepoVolumeSource": "revision directory",
-    "api::core::v1::GlusterfsVolumeSource": "readOnly",
-    "api::core::v1::HttpGetAction": "path host scheme",
-    "api::core::v1::ImageVolumeSource": "reference pullPolicy",
-    "api::core::v1::IscsiVolumeSource": "iscsiInterface fsType readOnly chapAuthDiscovery chapAuthSession",
-    "api::core::v1::LoadBalancerIngress": "ip hostname",
-    "api::core::v1::LocalObjectReference": "name",
-    "api::core::v1::ModifyVolumeStatus": "targetVolumeAttributesClassName",
-    "api::core::v1::NamespaceCondition": "reason message",
-    "api::core::v1::NamespaceStatus": "phase",
-    "api::core::v1::NfsVolumeSource": "readOnly",
-    "api::core::v1::ObjectFieldSelector": "apiVersion",
-    "api::core::v1::ObjectReference": "kind namespace name uid apiVersion resourceVersion fieldPath",
-    "api::core::v1::PersistentVolumeClaimCondition": "reason message",
-    "api::core::v1::PersistentVolumeClaimSpec": "volumeName",
-    "api::core::v1::PersistentVolumeClaimStatus": "phase",
-    "api::core::v1::PersistentVolumeClaimVolumeSource": "readOnly",
-    "api::core::v1::PhotonPersistentDiskVolumeSource": "fsType",
-    "api::core::v1::PodCondition": "reason message",
-    "api::core::v1::PodDnsConfigOption": "name",
-    "api::core::v1::PodSpec": (
-        "restartPolicy dnsPolicy serviceAccountName serviceAccount nodeName hostNetwork hostPID hostIPC hostname "
-        "subdomain schedulerName priorityClassName"
-    ),
-    "api::core::v1::PodStatus": "phase message reason hostIP podIP qosClass nominatedNodeName resize",
-    "api::core::v1::PortworxVolumeSource": "fsType readOnly",
-    "api::core::v1::Probe": "initialDelaySeconds timeoutSeconds periodSeconds successThreshold failureThreshold",
-    "api::core::v1::QuobyteVolumeSource": "readOnly user group tenant",
-    "api::core::v1::RbdVolumeSource": "fsType pool user keyring readOnly",
-    "api::core::v1::ResourceClaim": "request",
-    "api::core::v1::ResourceFieldSelector": "containerName",
-    "api::core::v1::ResourceHealth": "health",
-    "api::core::v1::ScaleIoVolumeSource": (
-        "sslEnabled protectionDomain storagePool storageMode volumeName fsType readOnly"
-    ),
-    "api::core::v1::SeLinuxOptions": "user role type level",
-    "api::core::v1::Secret": "type",
-    "api::core::v1::SecretVolumeSource": "secretName",
-    "api::core::v1::ServiceAccountTokenProjection": "audience",
-    "api::core::v1::ServicePort": "name protocol nodePort",
-    "api::core::v1::ServiceSpec": (
-        "clusterIP type sessionAffinity loadBalancerIP externalName externalTrafficPolicy healthCheckNodePort "
-        "publishNotReadyAddresses"
-    ),
-    "api::core::v1::StorageOsVolumeSource": "volumeName volumeNamespace fsType readOnly",
-    "api::core::v1::TcpSocketAction": "host",
-    "api::core::v1::Toleration": "key operator value effect",
-    "api::core::v1::VolumeMount": "readOnly subPath subPathExpr",
-    "api::core::v1::VolumeMountStatus": "readOnly",
-    "api::core::v1::VsphereVirtualDiskVolumeSource": "fsType storagePolicyName storagePolicyID",
-    "apimachinery::pkg::apis::meta::v1::Condition": "observedGeneration",
-    "apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry": "manager operation apiVersion fieldsType subresource",
-    "apimachinery::pkg::apis::meta::v1::ObjectMeta": (
-        "name generateName namespace selfLink uid resourceVersion generation"
-    ),
-}
+GO_STRUCT_RE = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.S | re.M)
+GO_FIELD_RE = re.compile(r"^\s*(?:(\w+)\s+)?(\S+)\s+`([^`]*)`", re.M)
+
+
+def parse_go(dirs):
+    """{lower-cased k8s-pb path of a message: {tag: (json name, inline, omit zero if scalar)}} from Go sources."""
+    out = {}
+    for root, prefix in dirs:
+        for path in glob.glob(os.path.join(root, "**", "*.go"), recursive=True):
+            base = os.path.basename(path)
+            if base.endswith("_test.go") or base.startswith("zz_") or base.startswith("generated"):
+                continue
+            rel = os.path.relpath(os.path.dirname(path), root)
+            module = prefix + "::" + rel.replace(os.sep, "::")
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            for struct in GO_STRUCT_RE.finditer(text):
+                fields = {}
+                for m in GO_FIELD_RE.finditer(struct.group(2)):
+                    _, ty, tag = m.groups()
+                    pb = re.search(r'protobuf:"[^,"]+,(\d+),', tag)
+                    js = re.search(r'json:"([^"]*)"', tag)
+                    if not pb or not js:
+                        continue
+                    opts = js.group(1).split(",")
+                    inline = "inline" in opts[1:]
+                    omit = "omitempty" in opts[1:] and not ty.startswith("*")
+                    fields[int(pb.group(1))] = (opts[0], inline, omit)
+                out[f"{module}::{struct.group(1)}".lower()] = fields
+    return out
+
 
 SCALARS = {"string": "String", "bool": "Bool", "int32": "Int32", "int64": "Int64", "double": "Double"}
 MAPS = {"string, string": "MapString", "string, bytes": "MapBytes", "string, message": "MapMessage"}
@@ -294,7 +234,7 @@ def split_type_end(text, start):
 
 
 FIELD_RE = re.compile(r"#\[prost\((?P<attr>[^\]]*?)\)\]\s*pub\s+(?P<name>(?:r#)?\w+)\s*:", re.S)
-STRUCT_RE = re.compile(r"^pub struct (\w+) \{\n(.*?)^\}", re.S | re.M)
+STRUCT_RE = re.compile(r"^pub struct (\w+) \{(?:\}|\n(.*?)^\})", re.S | re.M)
 
 
 def parse_crate(src):
@@ -305,7 +245,7 @@ def parse_crate(src):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         for struct in STRUCT_RE.finditer(text):
-            body = struct.group(2)
+            body = struct.group(2) or ""
             fields = []
             for m in FIELD_RE.finditer(body):
                 end = split_type_end(body, m.end())
@@ -373,8 +313,8 @@ def static_name(path, names):
     return "_".join(p.upper() for p in parts[-3:-1]) + "_" + struct
 
 
-def reachable(messages):
-    order, seen, stack = [], set(), [p for _, _, p in ROOTS]
+def reachable(messages, roots):
+    order, seen, stack = [], set(), [p for _, _, p in roots]
     while stack:
         path = stack.pop(0)
         if path in seen:
@@ -383,7 +323,7 @@ def reachable(messages):
             raise SystemExit(f"message {path} not found in k8s-pb")
         seen.add(path)
         order.append(path)
-        if path in SPECIAL:
+        if SPECIAL.get(path, "SchemaOrArray") not in SPECIAL_WITH_FIELDS:
             continue
         module = path.rsplit("::", 1)[0]
         for _, _, attr, ty in messages[path]:
@@ -392,56 +332,52 @@ def reachable(messages):
     return order
 
 
-def build(messages):
+def build(messages, roots, go):
     """[(rust path, static name, special, [(tag, json, kind, target or None, repeated, inline, snake, omit zero)])]."""
-    order = reachable(messages)
+    order = reachable(messages, roots)
     names = {}
     for path in order:
         name = static_name(path, names)
         if name in names.values():
             raise SystemExit(f"static name collision for {path}: {name}")
         names[path] = name
-    omit_zero = {path: set(listed.split()) for path, listed in OMIT_ZERO.items()}
-    for path, listed in omit_zero.items():
-        known = {json_name(f[1]) for f in messages.get(path, [])}
-        if not listed <= known:
-            raise SystemExit(f"OMIT_ZERO names unknown fields of {path}: {sorted(listed - known)}")
-    out = []
+    out, missing = [], []
     for path in order:
         module = path.rsplit("::", 1)[0]
         fields = []
-        if path not in SPECIAL:
+        if SPECIAL.get(path, "SchemaOrArray") in SPECIAL_WITH_FIELDS:
+            go_fields = go.get(path.lower())
+            if go_fields is None:
+                missing.append(path)
+                go_fields = {}
             for tag, snake, attr, ty in messages[path]:
                 kind, repeated, is_message = field_kind(attr)
                 target = resolve(module, ty) if is_message else None
-                inline = (path, snake) in INLINE_FIELDS
-                json = MESSAGE_JSON_NAMES.get((path, snake)) or json_name(snake)
-                omit = json in omit_zero.get(path, ())
-                if omit and (repeated or target is not None or kind.startswith("Map")):
-                    raise SystemExit(f"OMIT_ZERO names {path}.{json}, which is not a singular scalar")
+                go_json, inline, omit = go_fields.get(tag, (None, False, False))
+                json = go_json or MESSAGE_JSON_NAMES.get((path, snake)) or json_name(snake)
+                if inline:
+                    json = snake
+                omit = omit and not repeated and target is None and not kind.startswith("Map")
                 fields.append((tag, json, kind, target, repeated, inline, snake, omit))
         out.append((path, names[path], SPECIAL.get(path), fields))
-    for path, field in INLINE_FIELDS:
-        if path not in names:
-            continue
-        if not any(f[6] == field for f in out[order.index(path)][3]):
-            raise SystemExit(f"INLINE_FIELDS names {path}.{field}, which does not exist")
+    for path in missing:
+        print(f"note: no Go struct for {path}: JSON names guessed, zero values kept", file=sys.stderr)
     return out, names
 
 
-def render(table, names):
+def render(table, names, roots):
     lines = [
         "//! Protobuf descriptor tables for the Kubernetes messages `crate::protobuf` decodes: @generated by",
         "//! `api-types/gen/protobuf_schema.py` from the prost sources of `k8s-pb` 0.9.0. Do not edit by hand; regenerate",
         "//! from the workspace root with `python3 api-types/gen/protobuf_schema.py` (formats with rustfmt, see the script).",
-        f"//! {len(table)} messages, reachable from {len(ROOTS)} root kinds.",
+        f"//! {len(table)} messages, reachable from {len(roots)} root kinds.",
         "",
         "use crate::protobuf::{Field, Kind, Message, Special};",
         "",
         "/// (apiVersion, kind, message) of the top-level objects a `runtime.Unknown` envelope may carry.",
         "pub(crate) static ROOTS: &[(&str, &str, &Message)] = &[",
     ]
-    for api_version, kind, path in ROOTS:
+    for api_version, kind, path in roots:
         lines.append(f'    ("{api_version}", "{kind}", &{names[path]}),')
     lines.append("];")
     for path, name, special, fields in table:
@@ -464,6 +400,28 @@ def render(table, names):
                 lines.append(f'        {ctor}({tag}, "{json}", {kind_expr}),')
             lines.append("    ],")
         lines.append("};")
+    return "\n".join(lines) + "\n"
+
+
+def render_kinds(roots):
+    """The round-trip tests' oracle: each root kind re-encoded through its k8s-pb (prost) type."""
+    lines = [
+        "//! @generated by `api-types/gen/protobuf_schema.py`: every root kind of `protobuf_schema.rs` with a function",
+        "//! that decodes the kind's message with its `k8s-pb` type and encodes it again (the round-trip tests' oracle).",
+        "",
+        "use prost::Message;",
+        "",
+        "pub(super) type ReEncode = fn(&[u8]) -> Result<Vec<u8>, prost::DecodeError>;",
+        "",
+        "pub(super) static KINDS: &[(&str, &str, ReEncode)] = &[",
+    ]
+    seen = set()
+    for api_version, kind, path in roots:
+        if (api_version, kind) in seen:
+            continue
+        seen.add((api_version, kind))
+        lines.append(f'    ("{api_version}", "{kind}", |b| k8s_pb::{path}::decode(b).map(|m| m.encode_to_vec())),')
+    lines.append("];")
     return "\n".join(lines) + "\n"
 
 
@@ -537,21 +495,33 @@ def main():
         metavar="DIR",
         help="check JSON names against k8s-openapi 0.29 `src/v1_*` directories (default: all found in ~/.cargo)",
     )
+    for opt, prefix in GO_SOURCES:
+        parser.add_argument(f"--{opt}", help=f"checkout of the Go module the k8s-pb `{prefix}` tree comes from")
     args = parser.parse_args()
     if not args.k8s_pb or not os.path.isdir(args.k8s_pb):
         raise SystemExit("k8s-pb 0.9.0 sources not found; run `cargo fetch` or pass --k8s-pb DIR")
     messages = parse_crate(args.k8s_pb)
-    table, names = build(messages)
+    roots = table_roots(os.path.join(here, "..", "src", "resources.rs"), messages) + EXTRA_ROOTS
+    dirs = [(getattr(args, opt.replace("-", "_")), prefix) for opt, prefix in GO_SOURCES]
+    for d, prefix in dirs:
+        if not d or not os.path.isdir(d):
+            raise SystemExit(f"Go sources for {prefix} not found: pass --k8s-api, --apimachinery and --apiextensions")
+    go = parse_go(dirs)
+    table, names = build(messages, roots, go)
     if args.verify_openapi is not None:
         verify(table, args.verify_openapi or default_openapi_dirs())
     out = os.path.normpath(args.out)
     with open(out, "w", encoding="utf-8") as f:
-        f.write(render(table, names))
+        f.write(render(table, names, roots))
+    kinds = os.path.join(os.path.dirname(out), "protobuf", "k8s_pb_kinds.rs")
+    with open(kinds, "w", encoding="utf-8") as f:
+        f.write(render_kinds(roots))
     rustfmt = shutil.which("rustfmt")
-    if rustfmt:
-        subprocess.run([rustfmt, "--edition", "2024", out], check=True)
-    else:
-        print(f"rustfmt not found: run `rustfmt --edition 2024 {out}`", file=sys.stderr)
+    for path in (out, kinds):
+        if rustfmt:
+            subprocess.run([rustfmt, "--edition", "2024", path], check=True)
+        else:
+            print(f"rustfmt not found: run `rustfmt --edition 2024 {path}`", file=sys.stderr)
     print(f"wrote {out}: {len(table)} messages", file=sys.stderr)
 
 

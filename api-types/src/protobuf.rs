@@ -15,11 +15,18 @@
 //! RFC 3339 strings (`null` when empty, as upstream's zero time), `Duration` to a Go duration string, `Quantity` to
 //! its string, `IntOrString` to a number or a string, `RawExtension` and `FieldsV1` to the embedded JSON. Fields
 //! embedded in Go with `json:",inline"` (`Volume.volumeSource`, `Probe.handler`, ...) are merged into their parent.
-//! Only decoding is supported: responses are always JSON.
+//! Encoding (responses) is `encode`'s.
 
 use serde_json::{Map, Number, Value};
 
 use crate::protobuf_schema::ROOTS;
+
+mod encode;
+#[cfg(test)]
+mod k8s_pb_kinds;
+#[cfg(test)]
+mod roundtrip;
+pub use encode::{encode_list, encode_message_of, encode_object, envelope, supports, watch_frame};
 
 /// The media type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -69,10 +76,8 @@ pub(crate) enum Special {
     /// meta/v1 Time: seconds=1, nanos=2 → `"2024-01-02T03:04:05Z"`, `null` when empty.
     Time,
     /// meta/v1 MicroTime: seconds=1, nanos=2 → `"2024-01-02T03:04:05.000000Z"`, `null` when empty.
-    #[allow(dead_code, reason = "not reachable from the current roots; kept for regenerated tables")]
     MicroTime,
     /// meta/v1 Duration: duration=1 (nanoseconds) → Go duration string `"1m30s"`.
-    #[allow(dead_code, reason = "not reachable from the current roots; kept for regenerated tables")]
     Duration,
     /// api/resource Quantity: string=1 → the string.
     Quantity,
@@ -84,6 +89,12 @@ pub(crate) enum Special {
     FieldsV1,
     /// A Go `[]string` type wrapped as `repeated string items = 1` (`ExtraValue`) → the array, `null` when empty.
     StringList,
+    /// apiextensions JSONSchemaPropsOrArray: schema=1, jSONSchemas=2 → the array when it has items, else the schema.
+    SchemaOrArray,
+    /// apiextensions JSONSchemaPropsOrBool: allows=1, schema=2 → the schema when set, else the boolean.
+    SchemaOrBool,
+    /// apiextensions JSONSchemaPropsOrStringArray: schema=1, property=2 → the strings when any, else the schema.
+    SchemaOrStringArray,
 }
 
 /// One field of a message.
@@ -121,10 +132,8 @@ pub(crate) enum Kind {
     Bool,
     Int32,
     Int64,
-    #[allow(dead_code, reason = "not reachable from the current roots; kept for regenerated tables")]
     Double,
     /// Base64 in JSON.
-    #[allow(dead_code, reason = "not reachable from the current roots; kept for regenerated tables")]
     Bytes,
     Message(&'static Message),
     /// A Go struct embedded with `json:",inline"`: its fields are merged into the parent object.
@@ -196,7 +205,26 @@ fn decode_message(message: &'static Message, data: &[u8], depth: usize) -> Resul
         Special::IntOrString => decode_int_or_string(message, data),
         Special::RawExtension | Special::FieldsV1 => decode_raw(message, data, depth),
         Special::StringList => decode_string_list(message, data),
+        Special::SchemaOrArray | Special::SchemaOrBool | Special::SchemaOrStringArray => {
+            decode_schema_union(message, data, depth)
+        }
     }
+}
+
+/// The JSON form of apiextensions' schema unions, as their upstream `MarshalJSON` writes it.
+fn decode_schema_union(message: &'static Message, data: &[u8], depth: usize) -> Result<Value> {
+    let mut fields = decode_object(message, data, depth)?;
+    let mut take = |tag: u32| {
+        message.fields.iter().find(|f| f.tag == tag).and_then(|f| fields.shift_remove(f.json)).unwrap_or(Value::Null)
+    };
+    let (first, second) = (take(1), take(2));
+    let has_items = second.as_array().is_some_and(|a| !a.is_empty());
+    Ok(match message.special {
+        Special::SchemaOrBool if !second.is_null() => second,
+        Special::SchemaOrBool => Value::Bool(first.as_bool().unwrap_or(false)),
+        _ if has_items => second,
+        _ => first,
+    })
 }
 
 fn decode_object(message: &'static Message, data: &[u8], depth: usize) -> Result<Map<String, Value>> {

@@ -1,0 +1,495 @@
+//! Encoding JSON objects as Kubernetes protobuf (responses to clients whose `Accept` prefers
+//! `application/vnd.kubernetes.protobuf`), with the same descriptor tables the decoder reads.
+//!
+//! An object is the `k8s\0` magic and a `runtime.Unknown` envelope around the typed message ([`encode_object`]); a
+//! list is written from its items' message bytes ([`encode_list`]) so the watch cache can encode each object once
+//! ([`encode_message_of`]) and reuse it for every list and watcher; a watch event is a `meta.v1.WatchEvent` framed
+//! with a 4-byte big-endian length, as upstream's length-delimited protobuf stream ([`watch_frame`]).
+//!
+//! Fields are written in tag order. A field absent from the JSON (or `null`) is not written; the decoders on the other
+//! side (client-go's generated code, prost) read an absent field as its zero value, which is also what upstream's JSON
+//! encoding means by leaving it out. A JSON value of the wrong type for its field (a number where a string belongs)
+//! is skipped rather than failing the whole response.
+
+use serde_json::{Map, Value};
+
+use super::{Field, Kind, MAGIC, Message, Special, find_root};
+
+const WIRE_VARINT: u32 = 0;
+const WIRE_64: u32 = 1;
+const WIRE_LEN: u32 = 2;
+
+/// Whether objects of this apiVersion and kind have a protobuf encoding (custom resources and `Table` do not).
+pub fn supports(api_version: &str, kind: &str) -> bool {
+    find_root(api_version, kind).is_some()
+}
+
+/// The typed message of an object (no envelope), or `None` when its kind has no protobuf encoding.
+pub fn encode_message_of(obj: &Value) -> Option<Vec<u8>> {
+    let (api_version, kind) = type_meta(obj)?;
+    let message = find_root(api_version, kind)?;
+    let mut w = Writer::default();
+    w.fields(message, obj.as_object()?, 0);
+    Some(w.buf)
+}
+
+/// An object as a full Kubernetes protobuf body (`k8s\0` + `runtime.Unknown`), or `None` when its kind has no
+/// protobuf encoding.
+pub fn encode_object(obj: &Value) -> Option<Vec<u8>> {
+    let (api_version, kind) = type_meta(obj)?;
+    let raw = encode_message_of(obj)?;
+    Some(envelope(api_version, kind, &raw))
+}
+
+/// `k8s\0` + `runtime.Unknown{typeMeta{apiVersion, kind}, raw, contentEncoding: "", contentType: ""}`.
+pub fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+    let mut w = Writer { buf: Vec::with_capacity(raw.len() + api_version.len() + kind.len() + 16) };
+    w.buf.extend_from_slice(MAGIC);
+    w.nested(1, |w| {
+        w.string(1, api_version);
+        w.string(2, kind);
+    });
+    w.bytes(2, raw);
+    w.string(3, "");
+    w.string(4, "");
+    w.buf
+}
+
+/// A list (`PodList`...) from its `metadata` (a ListMeta) and the typed message bytes of its items, enveloped.
+pub fn encode_list<'a>(
+    api_version: &str,
+    kind: &str,
+    metadata: &Value,
+    items: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Vec<u8>> {
+    let message = find_root(api_version, kind)?;
+    let meta = message.fields.iter().find(|f| f.tag == 1)?;
+    let mut w = Writer::default();
+    if let (Kind::Message(m), Some(obj)) = (meta.kind, metadata.as_object()) {
+        w.nested(1, |w| w.fields(m, obj, 1));
+    }
+    for item in items {
+        w.bytes(2, item);
+    }
+    Some(envelope(api_version, kind, &w.buf))
+}
+
+/// One event of a protobuf watch stream: the length (4 bytes, big-endian) and a raw `meta.v1.WatchEvent`
+/// (type=1, object=2 a `RawExtension` whose raw=1 holds the object's full protobuf body).
+pub fn watch_frame(event_type: &str, object_body: &[u8]) -> Vec<u8> {
+    let mut w = Writer { buf: Vec::with_capacity(object_body.len() + 32) };
+    w.buf.extend_from_slice(&[0; 4]);
+    w.string(1, event_type);
+    w.nested(2, |w| w.bytes(1, object_body));
+    let len = (w.buf.len() - 4) as u32;
+    w.buf[..4].copy_from_slice(&len.to_be_bytes());
+    w.buf
+}
+
+/// Whether any field of `m` (or of the structs it embeds) is in `obj`.
+fn present(m: &Message, obj: &Map<String, Value>) -> bool {
+    m.fields.iter().any(|f| match f.kind {
+        Kind::Inline(inner) => present(inner, obj),
+        _ => obj.contains_key(f.json),
+    })
+}
+
+fn type_meta(obj: &Value) -> Option<(&str, &str)> {
+    Some((obj.get("apiVersion")?.as_str()?, obj.get("kind")?.as_str()?))
+}
+
+#[derive(Default)]
+struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+    }
+
+    fn key(&mut self, tag: u32, wire: u32) {
+        self.varint(u64::from(tag << 3 | wire));
+    }
+
+    fn bytes(&mut self, tag: u32, b: &[u8]) {
+        self.key(tag, WIRE_LEN);
+        self.varint(b.len() as u64);
+        self.buf.extend_from_slice(b);
+    }
+
+    fn string(&mut self, tag: u32, s: &str) {
+        self.bytes(tag, s.as_bytes());
+    }
+
+    fn int(&mut self, tag: u32, v: i64) {
+        self.key(tag, WIRE_VARINT);
+        // Negative int32s and int64s are ten-byte two's complement varints, as Go writes them.
+        self.varint(v as u64);
+    }
+
+    /// A length-delimited field whose content `f` writes: one byte is reserved for the length and the content is
+    /// moved when the length needs more.
+    fn nested(&mut self, tag: u32, f: impl FnOnce(&mut Writer)) {
+        self.key(tag, WIRE_LEN);
+        let at = self.buf.len();
+        self.buf.push(0);
+        f(self);
+        let len = self.buf.len() - at - 1;
+        if len < 0x80 {
+            self.buf[at] = len as u8;
+            return;
+        }
+        let mut prefix = [0u8; 10];
+        let (mut v, mut n) = (len as u64, 0);
+        while v >= 0x80 {
+            prefix[n] = v as u8 | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        prefix[n] = v as u8;
+        n += 1;
+        self.buf.splice(at..at + 1, prefix[..n].iter().copied());
+    }
+
+    /// The fields of `message` found in `obj`, in tag order.
+    fn fields(&mut self, message: &'static Message, obj: &Map<String, Value>, depth: usize) {
+        if depth > super::MAX_DEPTH {
+            return;
+        }
+        for field in message.fields {
+            if let Kind::Inline(m) = field.kind {
+                // The embedded struct's fields live in this same JSON object.
+                if present(m, obj) {
+                    self.nested(field.tag, |w| w.fields(m, obj, depth + 1));
+                }
+                continue;
+            }
+            let Some(value) = obj.get(field.json) else { continue };
+            match value {
+                Value::Null => {}
+                Value::Array(items) if field.repeated => {
+                    for item in items {
+                        self.value(field, item, depth);
+                    }
+                }
+                Value::Object(map) if matches!(field.kind, Kind::MapString | Kind::MapBytes | Kind::MapMessage(_)) => {
+                    for (k, v) in map {
+                        self.nested(field.tag, |w| {
+                            w.string(1, k);
+                            match field.kind {
+                                Kind::MapMessage(m) => w.message(2, m, v, depth + 1),
+                                Kind::MapBytes => {
+                                    if let Some(b) = v.as_str().and_then(base64_decode) {
+                                        w.bytes(2, &b);
+                                    }
+                                }
+                                _ => {
+                                    if let Some(s) = v.as_str() {
+                                        w.string(2, s);
+                                    }
+                                }
+                            }
+                        });
+                    }
+                }
+                _ if !field.repeated => self.value(field, value, depth),
+                _ => {}
+            }
+        }
+    }
+
+    /// One (non-map) value of `field`.
+    fn value(&mut self, field: &Field, value: &Value, depth: usize) {
+        let tag = field.tag;
+        match field.kind {
+            Kind::String => {
+                if let Some(s) = value.as_str() {
+                    self.string(tag, s);
+                }
+            }
+            Kind::Bytes => {
+                if let Some(b) = value.as_str().and_then(base64_decode) {
+                    self.bytes(tag, &b);
+                }
+            }
+            Kind::Bool => {
+                if let Some(b) = value.as_bool() {
+                    self.key(tag, WIRE_VARINT);
+                    self.buf.push(u8::from(b));
+                }
+            }
+            Kind::Int32 | Kind::Int64 => {
+                let v = value.as_i64().or_else(|| value.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
+                if let Some(v) = v {
+                    self.int(tag, v);
+                }
+            }
+            Kind::Double => {
+                if let Some(f) = value.as_f64() {
+                    self.key(tag, WIRE_64);
+                    self.buf.extend_from_slice(&f.to_le_bytes());
+                }
+            }
+            Kind::Message(m) => self.message(tag, m, value, depth + 1),
+            Kind::Inline(_) | Kind::MapString | Kind::MapBytes | Kind::MapMessage(_) => {}
+        }
+    }
+
+    /// A message-typed field: an object of fields, or one of the messages with a JSON form of their own.
+    fn message(&mut self, tag: u32, m: &'static Message, value: &Value, depth: usize) {
+        if depth > super::MAX_DEPTH {
+            return;
+        }
+        match m.special {
+            Special::None => {
+                if let Some(obj) = value.as_object() {
+                    self.nested(tag, |w| w.fields(m, obj, depth));
+                }
+            }
+            Special::Time | Special::MicroTime => {
+                if let Some((seconds, nanos)) = value.as_str().and_then(parse_rfc3339) {
+                    self.nested(tag, |w| {
+                        w.int(1, seconds);
+                        if nanos != 0 && m.special == Special::MicroTime {
+                            w.int(2, nanos);
+                        }
+                    });
+                }
+            }
+            Special::Duration => {
+                if let Some(nanos) = value.as_str().and_then(parse_go_duration) {
+                    self.nested(tag, |w| w.int(1, nanos));
+                }
+            }
+            Special::Quantity => {
+                let s = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return,
+                };
+                self.nested(tag, |w| w.string(1, &s));
+            }
+            Special::IntOrString => match value {
+                Value::String(s) => self.nested(tag, |w| {
+                    w.int(1, 1);
+                    w.string(3, s);
+                }),
+                Value::Number(n) => {
+                    let v = n.as_i64().unwrap_or_default();
+                    self.nested(tag, |w| {
+                        w.int(1, 0);
+                        w.int(2, v);
+                    })
+                }
+                _ => {}
+            },
+            Special::RawExtension | Special::FieldsV1 => {
+                let raw = serde_json::to_vec(value).unwrap_or_default();
+                self.nested(tag, |w| w.bytes(1, &raw));
+            }
+            Special::StringList => {
+                if let Some(items) = value.as_array() {
+                    self.nested(tag, |w| {
+                        for s in items.iter().filter_map(Value::as_str) {
+                            w.string(1, s);
+                        }
+                    });
+                }
+            }
+            Special::SchemaOrArray | Special::SchemaOrBool | Special::SchemaOrStringArray => {
+                self.nested(tag, |w| w.schema_union(m, value, depth));
+            }
+        }
+    }
+
+    /// apiextensions' schema unions, as their upstream `UnmarshalJSON` reads the JSON form.
+    fn schema_union(&mut self, m: &'static Message, value: &Value, depth: usize) {
+        let field = |tag: u32| m.fields.iter().find(|f| f.tag == tag);
+        match (m.special, value) {
+            (Special::SchemaOrBool, Value::Bool(b)) => {
+                self.key(1, WIRE_VARINT);
+                self.buf.push(u8::from(*b));
+            }
+            (Special::SchemaOrBool, Value::Object(_)) => {
+                self.key(1, WIRE_VARINT);
+                self.buf.push(1);
+                if let Some(f) = field(2) {
+                    self.value(f, value, depth);
+                }
+            }
+            (_, Value::Array(items)) => {
+                if let Some(f) = field(2) {
+                    for item in items {
+                        self.value(f, item, depth);
+                    }
+                }
+            }
+            (_, Value::Object(_)) => {
+                if let Some(f) = field(1) {
+                    self.value(f, value, depth);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `2024-01-02T03:04:05Z` or with a fraction and/or an offset → (Unix seconds, nanoseconds).
+fn parse_rfc3339(s: &str) -> Option<(i64, i64)> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    let mut nanos = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        let mut text = frac[..digits].to_string();
+        text.truncate(9);
+        while text.len() < 9 {
+            text.push('0');
+        }
+        nanos = text.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = (rest.get(1..3)?.parse::<i64>().ok()?, rest.get(4..6)?.parse::<i64>().ok()?);
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let days = days_from_civil(year, month, day);
+    Some((days * 86_400 + h * 3600 + m * 60 + sec - offset, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Go's duration strings (`1m30s`, `-1.5h`, `300ms`, `2us`, `10ns`) → nanoseconds.
+fn parse_go_duration(s: &str) -> Option<i64> {
+    let (sign, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (-1.0, r),
+        None => (1.0, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n = rest.bytes().take_while(|c| c.is_ascii_digit() || *c == b'.').count();
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let unit_len = rest.bytes().take_while(|c| !c.is_ascii_digit() && *c != b'.').count();
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    Some((sign * total).round() as i64)
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let data: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
+    let mut out = Vec::with_capacity(data.len() * 3 / 4);
+    for chunk in data.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protobuf::decode_k8s_protobuf;
+
+    #[test]
+    fn times_durations_and_base64() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05.123456Z"), Some((1_704_164_645, 123_456_000)));
+        assert_eq!(parse_rfc3339("2024-01-02T04:04:05+01:00"), Some((1_704_164_645, 0)));
+        assert_eq!(parse_go_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_go_duration("-1.5h"), Some(-5_400_000_000_000));
+        assert_eq!(parse_go_duration("2us"), Some(2_000));
+        assert_eq!(base64_decode("aGVsbG8="), Some(b"hello".to_vec()));
+        assert_eq!(base64_decode("aGVsbG8"), Some(b"hello".to_vec()));
+    }
+
+    #[test]
+    fn an_object_survives_encoding_and_decoding() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"},
+                         "creationTimestamp": "2024-01-02T03:04:05Z", "generation": 3},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 80}],
+                                     "resources": {"limits": {"cpu": "500m"}},
+                                     "livenessProbe": {"httpGet": {"port": "http", "path": "/"}}}],
+                     "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"phase": "Running", "startTime": "2024-01-02T03:04:06Z"}
+        });
+        let body = encode_object(&pod).unwrap();
+        assert_eq!(decode_k8s_protobuf(&body).unwrap(), pod);
+    }
+
+    #[test]
+    fn a_list_and_a_watch_frame() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
+        let item = encode_message_of(&cm).unwrap();
+        let list = encode_list("v1", "ConfigMapList", &json!({"resourceVersion": "7"}), [item.as_slice()]).unwrap();
+        let decoded = decode_k8s_protobuf(&list).unwrap();
+        assert_eq!(decoded["metadata"]["resourceVersion"], "7");
+        assert_eq!(decoded["items"][0]["data"]["k"], "v");
+        assert!(encode_object(&json!({"apiVersion": "meta.k8s.io/v1", "kind": "Table"})).is_none());
+
+        let frame = watch_frame("ADDED", &encode_object(&cm).unwrap());
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        // type=1 "ADDED", then object=2 { raw=1 k8s\0... }
+        assert_eq!(&frame[4..11], b"\x0a\x05ADDED");
+    }
+}
