@@ -112,6 +112,36 @@ spec:
     c.stop().await;
 }
 
+/// Upstream's conformance test "should not be blocked by dependency circle": three objects owning each other in a
+/// circle, every reference with `blockOwnerDeletion`; deleting one in the foreground deletes all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collector_is_not_blocked_by_a_dependency_circle() {
+    let c = Cluster::start(&["garbagecollector"], &[]).await;
+    let cms = c.api("", "v1", "configmaps", "default");
+    let mut created = Vec::new();
+    for name in ["cm1", "cm2", "cm3"] {
+        created.push(configmap(&c, name, &[], &[]).await);
+    }
+    // cm1 is owned by cm3, cm2 by cm1, cm3 by cm2.
+    for (dependent, owner) in [(0, 2), (1, 0), (2, 1)] {
+        let name = created[dependent]["metadata"]["name"].as_str().unwrap().to_string();
+        let mut r = owner_ref(&created[owner], true);
+        r["controller"] = json!(true);
+        let patched = cms.patch(&name, PatchType::Merge, &json!({"metadata": {"ownerReferences": [r]}})).await.unwrap();
+        assert_eq!(patched["metadata"]["ownerReferences"][0]["blockOwnerDeletion"], true);
+    }
+    let uid = created[0]["metadata"]["uid"].clone();
+    cms.delete("cm1", Some(&json!({"propagationPolicy": "Foreground", "preconditions": {"uid": uid}}))).await.unwrap();
+    for name in ["cm1", "cm2", "cm3"] {
+        gone(&c, &cms, name, &format!("{name} deleted despite the circle")).await;
+    }
+    let left = cms.list(&Default::default()).await.unwrap();
+    let names: Vec<&str> =
+        left["items"].as_array().unwrap().iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("cm")), "{names:?}");
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_empties_it_then_removes_it() {
     let c = Cluster::start(&["namespace"], &[]).await;

@@ -8,7 +8,9 @@
 //! - an object with owners is classified against each owner: *solid* (exists with that uid), *dangling* (absent or
 //!   another uid — always confirmed with a live GET, never from the cache alone) or *waiting* (being deleted with
 //!   the `foregroundDeletion` finalizer). With a solid owner, dangling and waiting references are removed from it;
-//!   with only waiting owners it is deleted with `propagationPolicy=Foreground`; otherwise (all owners gone) it is
+//!   with only waiting owners it is deleted with `propagationPolicy=Foreground`, after its references stop
+//!   blocking (`blockOwnerDeletion: false`) when one of its dependents is itself waiting for its dependents, so a
+//!   circle of blocking references drains instead of waiting on itself forever; otherwise (all owners gone) it is
 //!   deleted with the policy its own finalizers ask for (`orphan`, `foregroundDeletion`, else Background), with a
 //!   uid precondition;
 //! - an owner being deleted with the `foregroundDeletion` finalizer gets every dependent deleted and keeps the
@@ -83,6 +85,27 @@ pub fn remove_owner_refs_patch(obj: &Value, uids: &[&str]) -> Value {
     let kept: Vec<Value> = owner_refs(obj).iter().filter(|r| !uids.contains(&ref_str(r, "uid"))).cloned().collect();
     json!({"metadata": {"ownerReferences": kept, "uid": runtime::uid(obj),
         "resourceVersion": runtime::resource_version(obj)}})
+}
+
+/// A merge patch turning every `blockOwnerDeletion: true` of the object's owner references to false (upstream's
+/// `unblockOwnerReferences`), pinned to the uid and resourceVersion; None when no reference blocks.
+pub fn unblock_owner_refs_patch(obj: &Value) -> Option<Value> {
+    let refs = owner_refs(obj);
+    if !refs.iter().any(|r| r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)) {
+        return None;
+    }
+    let unblocked: Vec<Value> = refs
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true) {
+                r["blockOwnerDeletion"] = json!(false);
+            }
+            r
+        })
+        .collect();
+    Some(json!({"metadata": {"ownerReferences": unblocked, "uid": runtime::uid(obj),
+        "resourceVersion": runtime::resource_version(obj)}}))
 }
 
 /// A merge patch removing one finalizer (pinned to the resourceVersion).
@@ -245,9 +268,23 @@ impl Graph {
             self.patch(i, &obj, &remove_owner_refs_patch(&obj, &uids)).await?;
             return Ok(Action::Done);
         }
-        if !waiting.is_empty() && !self.dependents(runtime::uid(&obj)).is_empty() {
-            self.delete(i, &obj, "Foreground").await?;
-            return Ok(Action::Done);
+        if !waiting.is_empty() {
+            let dependents = self.dependents(runtime::uid(&obj));
+            if !dependents.is_empty() {
+                // A dependent that itself waits for its dependents may close a circle of blocking references
+                // (this object waits on it, it waits on ... an owner of this object): the references of this
+                // object stop blocking, so its owners need not wait for it (upstream's false-positive-prone
+                // circle detection, kept as is).
+                if dependents.iter().any(|(_, d)| deleting_dependents(d))
+                    && let Some(patch) = unblock_owner_refs_patch(&obj)
+                {
+                    tracing::info!(key = %runtime::object_key(&obj),
+                        "garbage collector: unblocking owner references to break a possible circle");
+                    self.patch(i, &obj, &patch).await?;
+                }
+                self.delete(i, &obj, "Foreground").await?;
+                return Ok(Action::Done);
+            }
         }
         self.delete(i, &obj, own_policy(&obj)).await?;
         Ok(Action::Done)
@@ -396,5 +433,18 @@ mod tests {
         assert_eq!(own_policy(&obj), "Orphan");
         assert_eq!(own_policy(&json!({"metadata": {"finalizers": [FOREGROUND]}})), "Foreground");
         assert_eq!(own_policy(&json!({})), "Background");
+    }
+
+    #[test]
+    fn unblocking_turns_every_blocking_reference_off() {
+        let obj = json!({"metadata": {"uid": "d", "resourceVersion": "7", "ownerReferences": [
+            {"uid": "x", "blockOwnerDeletion": true, "controller": true}, {"uid": "y"}]}});
+        let p = unblock_owner_refs_patch(&obj).unwrap();
+        assert_eq!(
+            p["metadata"]["ownerReferences"],
+            json!([{"uid": "x", "blockOwnerDeletion": false, "controller": true}, {"uid": "y"}])
+        );
+        assert_eq!((p["metadata"]["uid"].clone(), p["metadata"]["resourceVersion"].clone()), (json!("d"), json!("7")));
+        assert_eq!(unblock_owner_refs_patch(&json!({"metadata": {"ownerReferences": [{"uid": "y"}]}})), None);
     }
 }
