@@ -76,12 +76,15 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// StatusDetails in upstream's field order: `name`, `group`, `kind` (then `uid`, `causes`, `retryAfterSeconds`).
 fn details(name: &str, group: &str, kind: &str) -> Value {
-    let mut d = json!({"name": name, "kind": kind});
+    let mut d = serde_json::Map::new();
+    d.insert("name".into(), json!(name));
     if !group.is_empty() {
-        d["group"] = json!(group);
+        d.insert("group".into(), json!(group));
     }
-    d
+    d.insert("kind".into(), json!(kind));
+    Value::Object(d)
 }
 
 /// `pods` or `deployments.apps`.
@@ -202,31 +205,33 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
-    /// The `Status` object sent to the client.
+    /// The `Status` object sent to the client, its fields in upstream's order (`kind`, `apiVersion`, `metadata`,
+    /// `status`, `message`, `reason`, `details`, `code`), as Go's encoder writes the struct.
     pub fn to_status(&self) -> Value {
-        let mut s = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            s["details"] = (**d).clone();
-        }
-        if let Some(token) = &self.continue_token {
-            s["metadata"] = json!({"continue": token});
-        }
+        let metadata = match &self.continue_token {
+            Some(token) => json!({"continue": token}),
+            None => json!({}),
+        };
+        let mut details = self.details.as_deref().cloned();
         if let Some(secs) = self.retry_after {
-            let d = s.as_object_mut().and_then(|o| o.get_mut("details"));
-            match d {
-                Some(d) => d["retryAfterSeconds"] = json!(secs),
-                None => s["details"] = json!({"retryAfterSeconds": secs}),
-            }
+            details.get_or_insert_with(|| json!({}))["retryAfterSeconds"] = json!(secs);
         }
-        s
+        let mut s = serde_json::Map::new();
+        s.insert("kind".into(), json!("Status"));
+        s.insert("apiVersion".into(), json!("v1"));
+        s.insert("metadata".into(), metadata);
+        s.insert("status".into(), json!("Failure"));
+        if !self.message.is_empty() {
+            s.insert("message".into(), json!(self.message));
+        }
+        if !self.reason.is_empty() {
+            s.insert("reason".into(), json!(self.reason));
+        }
+        if let Some(d) = details {
+            s.insert("details".into(), d);
+        }
+        s.insert("code".into(), json!(self.code));
+        Value::Object(s)
     }
 }
 
@@ -242,6 +247,19 @@ pub fn success(details: Option<Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_fields_in_upstream_order() {
+        let e = ApiError::not_found("apps", "deployments", "web");
+        let text = serde_json::to_string(&e.to_status()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps \"web\" not found","reason":"NotFound","details":{"name":"web","group":"apps","kind":"deployments"},"code":404}"#
+        );
+        let busy = ApiError { retry_after: Some(1), ..ApiError::new(429, "TooManyRequests", "slow down") };
+        let text = serde_json::to_string(&busy.to_status()).unwrap();
+        assert!(text.ends_with(r#""reason":"TooManyRequests","details":{"retryAfterSeconds":1},"code":429}"#), "{text}");
+    }
 
     #[test]
     fn messages_match_upstream() {

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
+use crate::negotiation::{Encoding, Output, Target};
 use crate::registry::{DeleteParams, Deleted, FieldValidation, ListParams, WatchEvent, check_fields, meta_str};
 use crate::server::{Apiserver, Resp, User, json_response, read_body};
 use crate::table;
@@ -116,7 +117,7 @@ fn accept(req_headers: &http::HeaderMap) -> String {
     req_headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
-fn object_response(code: StatusCode, res: &Resource, obj: &Value, accept: &str, q: &HashMap<String, String>) -> Resp {
+fn object_response(code: StatusCode, res: &Resource, obj: &Value, out: Output, q: &HashMap<String, String>) -> Resp {
     let converted;
     let obj = if crate::convert::converts(res) {
         converted = crate::convert::to_external(res, obj.clone());
@@ -124,12 +125,30 @@ fn object_response(code: StatusCode, res: &Resource, obj: &Value, accept: &str, 
     } else {
         obj
     };
-    if table::wants_table(accept) {
-        let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
-        let meta = json!({"resourceVersion": meta_str(obj, "resourceVersion").unwrap_or_default()});
-        return json_response(code, &table::table(res, std::slice::from_ref(obj), meta, include, true));
+    match out.target {
+        Target::Table => {
+            let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+            let meta = json!({"resourceVersion": meta_str(obj, "resourceVersion").unwrap_or_default()});
+            json_response(code, &table::table(res, std::slice::from_ref(obj), meta, include, true))
+        }
+        Target::PartialObjectMetadata => encode_response(code, &partial_object_metadata(obj), out.encoding),
+        Target::Object => encode_response(code, obj, out.encoding),
     }
-    json_response(code, obj)
+}
+
+/// An object's `PartialObjectMetadata` (client-go's metadata client and informers).
+fn partial_object_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
+/// An object in the negotiated encoding: protobuf when asked and its kind has one, JSON otherwise.
+pub fn encode_response(code: StatusCode, v: &Value, encoding: Encoding) -> Resp {
+    if encoding == Encoding::Protobuf
+        && let Some(body) = api_types::protobuf::encode_object(v)
+    {
+        return crate::server::bytes_response(code, body, api_types::protobuf::CONTENT_TYPE);
+    }
+    json_response(code, v)
 }
 
 /// Finds the resource of a request, or the 404 upstream answers.
@@ -160,7 +179,7 @@ pub async fn serve(
     }
     let ns = info.namespace.as_deref().filter(|_| res.namespaced);
     let (mut parts, body) = req.into_parts();
-    let accept = accept(&parts.headers);
+    let out = crate::negotiation::negotiate(&accept(&parts.headers), Some(res), true)?;
     let verb = info.verb.as_str();
     let allowed = |v: &str| -> Result<(), ApiError> {
         if res.has_verb(v) {
@@ -171,13 +190,14 @@ pub async fn serve(
     };
     if let Some(sub) = info.subresource.as_deref() {
         let name = info.name.as_deref().unwrap_or_default();
-        return crate::subresources::serve(server, res, ns, name, sub, &info, &mut parts, body, &q, &accept).await;
+        return crate::subresources::serve(server, res, ns, name, sub, &info, &mut parts, body, &q, out).await;
     }
     if !res.stored() {
         allowed(verb)?;
         let body = read_body(body).await?;
         let obj = decode_body(&parts.headers, &body)?;
-        return crate::reviews::create(server, res, ns, obj, &user).map(|v| json_response(StatusCode::CREATED, &v));
+        return crate::reviews::create(server, res, ns, obj, &user)
+            .map(|v| encode_response(StatusCode::CREATED, &v, out.encoding));
     }
     let reg = &server.registry;
     // The registry works on the stored shape; conversion happens at the edges (events.k8s.io, autoscaling/v1).
@@ -187,7 +207,7 @@ pub async fn serve(
             allowed("get")?;
             let name = info.name.as_deref().unwrap_or_default();
             let obj = reg.get(sres, ns, name).await?;
-            Ok(object_response(StatusCode::OK, res, &obj, &accept, &q))
+            Ok(object_response(StatusCode::OK, res, &obj, out, &q))
         }
         "list" => {
             allowed("list")?;
@@ -200,11 +220,14 @@ pub async fn serve(
             if let Some(r) = page.remaining.filter(|r| *r > 0) {
                 meta["remainingItemCount"] = json!(r);
             }
-            if table::wants_table(&accept) {
+            if out.is_table() {
                 let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
                 let objs = page.items.iter().map(|i| i.value()).collect::<Result<Vec<_>, _>>()?;
                 let objs: Vec<Value> = objs.into_iter().map(|o| crate::convert::to_external(res, o)).collect();
                 return Ok(json_response(StatusCode::OK, &table::table(res, &objs, meta, include, true)));
+            }
+            if out.encoding == Encoding::Protobuf || out.target == Target::PartialObjectMetadata {
+                return list_response(res, &meta, &page.items, out);
             }
             // Written by hand so stored objects go out as they are, never decoded and encoded again.
             let mut body = Vec::with_capacity(page.items.len() * 1024 + 256);
@@ -224,7 +247,7 @@ pub async fn serve(
                     item.write_json(&mut body);
                 }
             }
-            body.extend_from_slice(b"]}");
+            body.extend_from_slice(b"]}\n");
             Ok(crate::server::bytes_response(StatusCode::OK, body, "application/json"))
         }
         "watch" => {
@@ -237,7 +260,7 @@ pub async fn serve(
                         .map_err(|e| ApiError::bad_request(e.to_string()))?,
                 );
             }
-            watch(server, res, ns, p, &q, &accept).await
+            watch(server, res, ns, p, &q, out).await
         }
         "create" => {
             allowed("create")?;
@@ -246,7 +269,7 @@ pub async fn serve(
             let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
             let obj = crate::convert::to_internal(res, obj);
             let created = crate::admission::create(server, sres, ns, obj, dry_run(&q)?).await?;
-            let resp = object_response(StatusCode::CREATED, res, &created, &accept, &q);
+            let resp = object_response(StatusCode::CREATED, res, &created, out, &q);
             Ok(with_warnings(resp, &warnings))
         }
         "update" => {
@@ -257,7 +280,7 @@ pub async fn serve(
             let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
             let obj = crate::convert::to_internal(res, obj);
             let updated = reg.update(sres, ns, name, None, obj, dry_run(&q)?).await?;
-            let resp = object_response(StatusCode::OK, res, &updated, &accept, &q);
+            let resp = object_response(StatusCode::OK, res, &updated, out, &q);
             Ok(with_warnings(resp, &warnings))
         }
         "patch" => {
@@ -265,12 +288,12 @@ pub async fn serve(
             let name = info.name.as_deref().unwrap_or_default();
             let (pt, body) = patch_body(&parts.headers, body).await?;
             if pt == PatchType::Apply {
-                return crate::subresources::server_side_apply(server, res, ns, name, &body, &q, &accept).await;
+                return crate::subresources::server_side_apply(server, res, ns, name, &body, &q, out).await;
             }
             let mode = field_validation(&q)?;
             let (patched, warnings) =
                 reg.patch_checked(sres, ns, name, None, pt, &body, dry_run(&q)?, mode, res).await?;
-            let resp = object_response(StatusCode::OK, res, &patched, &accept, &q);
+            let resp = object_response(StatusCode::OK, res, &patched, out, &q);
             Ok(with_warnings(resp, &warnings))
         }
         "delete" => {
@@ -278,10 +301,10 @@ pub async fn serve(
             let name = info.name.as_deref().unwrap_or_default();
             let body = read_body(body).await?;
             let p = delete_params(&as_json(&parts.headers, body)?, &q)?;
-            let out = crate::admission::delete(server, sres, ns, name, &p).await?;
-            Ok(match out {
-                Deleted::Pending(obj) => object_response(StatusCode::OK, res, &obj, &accept, &q),
-                Deleted::Gone(obj) => object_response(StatusCode::OK, res, &obj, &accept, &q),
+            let deleted = crate::admission::delete(server, sres, ns, name, &p).await?;
+            Ok(match deleted {
+                Deleted::Pending(obj) => object_response(StatusCode::OK, res, &obj, out, &q),
+                Deleted::Gone(obj) => object_response(StatusCode::OK, res, &obj, out, &q),
             })
         }
         "deletecollection" => {
@@ -302,10 +325,36 @@ pub async fn serve(
                 }
             }
             let list = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {"resourceVersion": ""}, "items": items});
-            Ok(json_response(StatusCode::OK, &list))
+            Ok(encode_response(StatusCode::OK, &list, out.encoding))
         }
         other => Err(ApiError::method_not_allowed(format!("{other} is not supported"))),
     }
+}
+
+/// A list in protobuf, or as PartialObjectMetadataList: each item encoded on its own into the list's `items`.
+fn list_response(res: &Resource, meta: &Value, items: &[crate::registry::Item], out: Output) -> Result<Resp, ApiError> {
+    let partial = out.target == Target::PartialObjectMetadata;
+    let (api_version, kind) = if partial {
+        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
+    } else {
+        (res.api_version(), format!("{}List", res.kind))
+    };
+    let mut objects = Vec::with_capacity(items.len());
+    for item in items {
+        let obj = crate::convert::to_external(res, item.value()?);
+        objects.push(if partial { partial_object_metadata(&obj) } else { obj });
+    }
+    if out.encoding == Encoding::Protobuf {
+        let encoded: Vec<Vec<u8>> =
+            objects.iter().map(|o| api_types::protobuf::encode_message_of(o).unwrap_or_default()).collect();
+        if let Some(body) =
+            api_types::protobuf::encode_list(&api_version, &kind, meta, encoded.iter().map(Vec::as_slice))
+        {
+            return Ok(crate::server::bytes_response(StatusCode::OK, body, api_types::protobuf::CONTENT_TYPE));
+        }
+    }
+    let list = json!({"kind": kind, "apiVersion": api_version, "metadata": meta, "items": objects});
+    Ok(json_response(StatusCode::OK, &list))
 }
 
 /// Reads a patch body and its type from the Content-Type.
@@ -343,19 +392,22 @@ pub fn delete_params(body: &Bytes, q: &HashMap<String, String>) -> Result<Delete
     })
 }
 
-/// One line of a watch stream: the event as JSON and a newline. An object served in its stored shape is written from
-/// the encoding shared by every watcher of the event.
-fn event_line(res: &Resource, ev: &WatchEvent, as_table: bool, first: &mut bool) -> Bytes {
+/// One event of a watch stream: a line of JSON, or a length-framed protobuf `WatchEvent`. An object served in its
+/// stored shape is written from the encoding shared by every watcher of the event.
+fn event_line(res: &Resource, ev: &WatchEvent, out: Output, first: &mut bool) -> Bytes {
     let shared = match ev {
         WatchEvent::Added(o) => Some(("ADDED", o)),
         WatchEvent::Modified(o) => Some(("MODIFIED", o)),
         WatchEvent::Deleted(o) => Some(("DELETED", o)),
         _ => None,
     };
+    let as_is = out.target == Target::Object && !crate::convert::converts(res);
     if let Some((ty, obj)) = shared
-        && !as_table
-        && !crate::convert::converts(res)
+        && as_is
     {
+        if out.encoding == Encoding::Protobuf {
+            return Bytes::from(api_types::protobuf::watch_frame(ty, obj.protobuf()));
+        }
         let json = obj.json();
         let mut line = Vec::with_capacity(json.len() + 32);
         line.extend_from_slice(b"{\"type\":\"");
@@ -365,31 +417,42 @@ fn event_line(res: &Resource, ev: &WatchEvent, as_table: bool, first: &mut bool)
         line.extend_from_slice(b"}\n");
         return Bytes::from(line);
     }
-    let mut line = serde_json::to_vec(&event_json(res, ev, as_table, first)).unwrap_or_default();
+    let event = event_json(res, ev, out, first);
+    if out.encoding == Encoding::Protobuf {
+        let body = api_types::protobuf::encode_object(&event["object"]).unwrap_or_default();
+        return Bytes::from(api_types::protobuf::watch_frame(event["type"].as_str().unwrap_or_default(), &body));
+    }
+    let mut line = serde_json::to_vec(&event).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
 
-fn event_json(res: &Resource, ev: &WatchEvent, as_table: bool, first: &mut bool) -> Value {
+fn event_json(res: &Resource, ev: &WatchEvent, out: Output, first: &mut bool) -> Value {
     let (ty, obj) = match ev {
         WatchEvent::Added(o) => ("ADDED", (**o).clone()),
         WatchEvent::Modified(o) => ("MODIFIED", (**o).clone()),
         WatchEvent::Deleted(o) => ("DELETED", (**o).clone()),
         WatchEvent::Bookmark(rev) => {
-            let kind = if as_table { "Table".to_string() } else { res.kind.to_string() };
-            let api_version = if as_table { "meta.k8s.io/v1".to_string() } else { res.api_version() };
+            let (kind, api_version) = match out.target {
+                Target::Table => ("Table".to_string(), "meta.k8s.io/v1".to_string()),
+                Target::PartialObjectMetadata => ("PartialObjectMetadata".to_string(), "meta.k8s.io/v1".to_string()),
+                Target::Object => (res.kind.to_string(), res.api_version()),
+            };
             return json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rev.to_string()}}});
         }
         WatchEvent::Error(e) => return json!({"type": "ERROR", "object": e.to_status()}),
     };
     let obj = crate::convert::to_external(res, obj);
-    if as_table {
-        let meta = json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
-        let t = table::table(res, std::slice::from_ref(&obj), meta, "Metadata", *first);
-        *first = false;
-        return json!({"type": ty, "object": t});
+    match out.target {
+        Target::Table => {
+            let meta = json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
+            let t = table::table(res, std::slice::from_ref(&obj), meta, "Metadata", *first);
+            *first = false;
+            json!({"type": ty, "object": t})
+        }
+        Target::PartialObjectMetadata => json!({"type": ty, "object": partial_object_metadata(&obj)}),
+        Target::Object => json!({"type": ty, "object": obj}),
     }
-    json!({"type": ty, "object": obj})
 }
 
 /// A watch: chunked newline-delimited JSON events until the client leaves, `timeoutSeconds` passes (default:
@@ -400,7 +463,7 @@ async fn watch(
     ns: Option<&str>,
     p: ListParams,
     q: &HashMap<String, String>,
-    accept: &str,
+    out: Output,
 ) -> Result<Resp, ApiError> {
     let bookmarks = crate::request::flag(q, "allowWatchBookmarks");
     let timeout = match q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
@@ -411,7 +474,6 @@ async fn watch(
         }
     };
     let mut events = server.registry.watch(crate::convert::storage_resource(res), ns, p, bookmarks).await?;
-    let as_table = table::wants_table(accept);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let mut stop = server.stop_signal();
     let gauge = server.watch_gauge();
@@ -427,7 +489,7 @@ async fn watch(
                 _ = stop.changed() => return,
                 _ = tx.closed() => return,
             };
-            if tx.send(event_line(res, &ev, as_table, &mut first)).await.is_err() {
+            if tx.send(event_line(res, &ev, out, &mut first)).await.is_err() {
                 return;
             }
         }
@@ -436,7 +498,11 @@ async fn watch(
         rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
     });
     let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = match out.encoding {
+        Encoding::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
+        Encoding::Json => "application/json",
+    };
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     Ok(resp)
 }

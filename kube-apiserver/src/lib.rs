@@ -12,6 +12,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod ipalloc;
 pub mod metrics;
+pub mod negotiation;
 pub mod options;
 pub mod pki;
 pub mod proxy;

@@ -107,11 +107,17 @@ pub struct Shared(Arc<SharedInner>);
 struct SharedInner {
     value: Value,
     json: std::sync::OnceLock<bytes::Bytes>,
+    protobuf: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl Shared {
     pub fn new(value: Value) -> Self {
-        Shared(Arc::new(SharedInner { value, json: std::sync::OnceLock::new() }))
+        Shared(Arc::new(SharedInner { value, json: std::sync::OnceLock::new(), protobuf: std::sync::OnceLock::new() }))
+    }
+
+    /// The object as a Kubernetes protobuf body (the stored shape), encoded once; empty when its kind has none.
+    pub fn protobuf(&self) -> &bytes::Bytes {
+        self.0.protobuf.get_or_init(|| api_types::protobuf::encode_object(&self.0.value).unwrap_or_default().into())
     }
 
     /// The object's JSON (the stored shape), encoded once.

@@ -48,8 +48,11 @@ pub fn json_response(code: StatusCode, v: &Value) -> Resp {
     json_with_type(code, v, "application/json")
 }
 
+/// A JSON body with the trailing newline upstream's encoder (Go's `json.Encoder`) writes.
 pub fn json_with_type(code: StatusCode, v: &Value, content_type: &str) -> Resp {
-    let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
+    let mut body = serde_json::to_vec(v).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(full(body));
     *r.status_mut() = code;
     if let Ok(ct) = HeaderValue::from_str(content_type) {
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
@@ -68,8 +71,13 @@ pub fn bytes_response(code: StatusCode, body: Vec<u8>, content_type: &'static st
 }
 
 pub fn error_response(e: &ApiError) -> Resp {
-    let mut r =
-        json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_status());
+    error_response_as(e, crate::negotiation::Encoding::Json)
+}
+
+/// A `Status` for an error, in the encoding negotiated for the request.
+pub fn error_response_as(e: &ApiError, encoding: crate::negotiation::Encoding) -> Resp {
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = crate::api::encode_response(code, &e.to_status(), encoding);
     if let Some(secs) = e.retry_after {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -346,6 +354,12 @@ impl Apiserver {
             }
             .to_string(),
         );
+        let accept = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or_default();
+        let error_encoding = if crate::negotiation::prefers_protobuf(accept) {
+            crate::negotiation::Encoding::Protobuf
+        } else {
+            crate::negotiation::Encoding::Json
+        };
         let this = self.clone();
         let work = async move { crate::api::serve(&this, req, info, q, user).await };
         let resp = if long_running {
@@ -356,7 +370,7 @@ impl Apiserver {
                 Err(_) => Err(ApiError::timeout("Timeout: request did not complete within the allotted timeout")),
             }
         };
-        let resp = resp.unwrap_or_else(|e| error_response(&e));
+        let resp = resp.unwrap_or_else(|e| error_response_as(&e, error_encoding));
         self.metrics.observe(labels, resp.status().as_u16(), started.elapsed());
         Ok(resp)
     }

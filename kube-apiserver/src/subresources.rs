@@ -13,10 +13,11 @@ use http::StatusCode;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::api::{delete_params, patch_body};
+use crate::api::{decode_body, delete_params, encode_response, patch_body};
+use crate::negotiation::Output;
 use crate::registry::meta_str;
 use crate::request::RequestInfo;
-use crate::server::{Apiserver, Resp, json_response, read_body};
+use crate::server::{Apiserver, Resp, read_body};
 
 fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|d| d == "All")
@@ -77,7 +78,7 @@ pub async fn serve(
     parts: &mut http::request::Parts,
     body: Incoming,
     q: &HashMap<String, String>,
-    accept: &str,
+    out: Output,
 ) -> Result<Resp, ApiError> {
     let Some(subresource) = res.subresource(sub) else {
         return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
@@ -89,17 +90,17 @@ pub async fn serve(
     let reg = &server.registry;
     match sub {
         "status" | "approval" => match verb {
-            "get" => Ok(json_response(StatusCode::OK, &reg.get(res, ns, name).await?)),
+            "get" => Ok(encode_response(StatusCode::OK, &reg.get(res, ns, name).await?, out.encoding)),
             "update" => {
                 let bytes = read_body(body).await?;
-                let obj: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
-                let out = reg.update(res, ns, name, Some("status"), obj, dry_run(q)).await?;
-                Ok(json_response(StatusCode::OK, &out))
+                let obj = decode_body(&parts.headers, &bytes)?;
+                let updated = reg.update(res, ns, name, Some(sub), obj, dry_run(q)).await?;
+                Ok(encode_response(StatusCode::OK, &updated, out.encoding))
             }
             "patch" => {
                 let (pt, bytes) = patch_body(&parts.headers, body).await?;
-                let out = reg.patch(res, ns, name, Some("status"), pt, &bytes, dry_run(q)).await?;
-                Ok(json_response(StatusCode::OK, &out))
+                let patched = reg.patch(res, ns, name, Some(sub), pt, &bytes, dry_run(q)).await?;
+                Ok(encode_response(StatusCode::OK, &patched, out.encoding))
             }
             _ => Err(not_allowed(res, sub, verb)),
         },
@@ -107,10 +108,10 @@ pub async fn serve(
             let obj = reg.get(res, ns, name).await?;
             let current = to_scale(res, &obj);
             let wanted = match verb {
-                "get" => return Ok(json_response(StatusCode::OK, &current)),
+                "get" => return Ok(encode_response(StatusCode::OK, &current, out.encoding)),
                 "update" => {
                     let bytes = read_body(body).await?;
-                    serde_json::from_slice::<Value>(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
+                    decode_body(&parts.headers, &bytes)?
                 }
                 "patch" => {
                     let (pt, bytes) = patch_body(&parts.headers, body).await?;
@@ -126,40 +127,35 @@ pub async fn serve(
             if let Some(rv) = rv {
                 p["metadata"] = json!({"resourceVersion": rv});
             }
-            let out = reg.patch(res, ns, name, None, PatchType::Merge, p.to_string().as_bytes(), dry_run(q)).await?;
-            Ok(json_response(StatusCode::OK, &to_scale(res, &out)))
+            let scaled = reg.patch(res, ns, name, None, PatchType::Merge, p.to_string().as_bytes(), dry_run(q)).await?;
+            Ok(encode_response(StatusCode::OK, &to_scale(res, &scaled), out.encoding))
         }
         "binding" => {
             let bytes = read_body(body).await?;
-            let binding: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            bind(server, res, ns, name, &binding, dry_run(q)).await
+            let binding = decode_body(&parts.headers, &bytes)?;
+            bind(server, res, ns, name, &binding, dry_run(q), out).await
         }
         "eviction" => {
             let bytes = read_body(body).await?;
-            let ev: Value = if bytes.is_empty() {
-                json!({})
-            } else {
-                serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
-            };
+            let ev: Value = if bytes.is_empty() { json!({}) } else { decode_body(&parts.headers, &bytes)? };
             let opts = ev.get("deleteOptions").map(|d| d.to_string()).unwrap_or_default();
             let mut dp = delete_params(&Bytes::from(opts), q)?;
             dp.dry_run |= dry_run(q);
             let pod = reg.get(res, ns, name).await?;
             check_disruption_budget(server, &pod, dp.dry_run).await?;
             crate::admission::delete(server, res, ns, name, &dp).await?;
-            Ok(json_response(StatusCode::CREATED, &status::success(None)))
+            Ok(encode_response(StatusCode::CREATED, &status::success(None), out.encoding))
         }
         "finalize" => {
             let bytes = read_body(body).await?;
-            let obj: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            finalize_namespace(server, res, name, &obj, dry_run(q)).await
+            let obj = decode_body(&parts.headers, &bytes)?;
+            finalize_namespace(server, res, name, &obj, dry_run(q), out).await
         }
         "log" => {
             let pod = reg.get(res, ns, name).await?;
             pod_log(server, &pod, q).await
         }
         "exec" | "attach" | "portforward" | "proxy" => {
-            let _ = accept;
             crate::proxy::serve(server, res, ns, name, sub, info, parts, body).await
         }
         _ => Err(ApiError::unavailable(format!("{}/{sub} is not implemented yet", res.plural))),
@@ -215,6 +211,7 @@ async fn bind(
     name: &str,
     binding: &Value,
     dry_run: bool,
+    out: Output,
 ) -> Result<Resp, ApiError> {
     let target = binding.pointer("/target/name").and_then(Value::as_str).filter(|t| !t.is_empty());
     let Some(node) = target else {
@@ -248,7 +245,7 @@ async fn bind(
     new["status"]["conditions"] = json!(conds);
     // Binding writes both spec.nodeName and the PodScheduled condition, as upstream's BindingREST does.
     server.registry.bind(res, ns, name, new, dry_run).await?;
-    Ok(json_response(StatusCode::CREATED, &status::success(None)))
+    Ok(encode_response(StatusCode::CREATED, &status::success(None), out.encoding))
 }
 
 /// Whether a pod counts as healthy for a disruption budget (Ready True).
@@ -365,10 +362,11 @@ async fn finalize_namespace(
     name: &str,
     obj: &Value,
     dry_run: bool,
+    out: Output,
 ) -> Result<Resp, ApiError> {
     let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
-    let out = server.registry.finalize(res, name, finalizers, dry_run).await?;
-    Ok(json_response(StatusCode::OK, &out))
+    let finalized = server.registry.finalize(res, name, finalizers, dry_run).await?;
+    Ok(encode_response(StatusCode::OK, &finalized, out.encoding))
 }
 
 /// Server-side apply, simply: creates the object when it does not exist (201), otherwise merges the applied
@@ -380,11 +378,10 @@ pub async fn server_side_apply(
     name: &str,
     body: &Bytes,
     q: &HashMap<String, String>,
-    accept: &str,
+    out: Output,
 ) -> Result<Resp, ApiError> {
     let applied: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding apply patch: {e}")))?;
-    let _ = accept;
     match server.registry.get(res, ns, name).await {
         Err(e) if e.code == 404 => {
             let mut obj = applied;
@@ -392,12 +389,13 @@ pub async fn server_side_apply(
                 obj["metadata"]["name"] = json!(name);
             }
             let created = crate::admission::create(server, res, ns, obj, dry_run(q)).await?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            Ok(encode_response(StatusCode::CREATED, &created, out.encoding))
         }
         Err(e) => Err(e),
         Ok(_) => {
-            let out = server.registry.patch(res, ns, name, None, PatchType::StrategicMerge, body, dry_run(q)).await?;
-            Ok(json_response(StatusCode::OK, &out))
+            let patched =
+                server.registry.patch(res, ns, name, None, PatchType::StrategicMerge, body, dry_run(q)).await?;
+            Ok(encode_response(StatusCode::OK, &patched, out.encoding))
         }
     }
 }
