@@ -277,6 +277,58 @@ async fn endpoints_follow_pod_readiness() {
     c.stop().await;
 }
 
+/// Endpoints the controller does not manage (of a service without a selector, or of no service at all) are the
+/// user's: created, updated and patched as upstream's conformance test "should test the lifecycle of an Endpoint"
+/// does, they stay as written; the Endpoints of a selector-less service go with the service (upstream's
+/// `syncService` deletes the Endpoints of a service that is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_without_a_selector_or_a_service_are_left_as_written() {
+    let c = Cluster::start(&["endpoint"], &[]).await;
+    let eps = c.api("", "v1", "endpoints", "default");
+    // The controller is up once it wrote a selected service's Endpoints.
+    c.create("", "v1", "services", WEB_SERVICE).await;
+    c.until(20, "the controller running", || async { eps.get("web").await.ok() }, |_| true).await;
+    c.create("", "v1", "services", "metadata: {name: manual}\nspec: {ports: [{name: http, port: 80}]}").await;
+
+    let mut written = Vec::new();
+    for name in ["manual", "testservice"] {
+        let ep = json!({"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": name, "labels": {"test-endpoint-static": "true"}},
+            "subsets": [{"addresses": [{"ip": "10.0.0.24"}], "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]});
+        let created = eps.create(&ep).await.unwrap();
+        // Updated with a new label...
+        let mut update = created.clone();
+        update["metadata"]["labels"]["test-service"] = json!("updated");
+        let updated = eps.replace(name, &update).await.unwrap();
+        assert_eq!(updated["metadata"]["labels"]["test-service"], "updated");
+        // ... then patched with a new address and port.
+        let patch = json!({"metadata": {"labels": {"test-service": "patched"}},
+            "subsets": [{"addresses": [{"ip": "10.0.0.25"}], "ports": [{"name": "http-test", "port": 8080}]}]});
+        let patched = eps.patch(name, PatchType::StrategicMerge, &patch).await.unwrap();
+        assert_eq!(patched["subsets"][0]["addresses"][0]["ip"], "10.0.0.25");
+        written.push(patched);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for w in &written {
+        let name = w["metadata"]["name"].as_str().unwrap();
+        let now = eps.get(name).await.unwrap_or_else(|e| panic!("{name} deleted by the controller: {e}"));
+        assert_eq!(now["metadata"]["resourceVersion"], w["metadata"]["resourceVersion"], "{name} rewritten: {now:#}");
+        assert_eq!(now["metadata"]["labels"]["test-service"], "patched");
+        assert_eq!(now["subsets"][0]["addresses"][0]["ip"], "10.0.0.25");
+        assert_eq!(now["subsets"][0]["ports"][0]["name"], "http-test");
+        assert_eq!(now["subsets"][0]["ports"][0]["port"], 8080);
+    }
+    // The user deletes the service-less ones by label (the conformance test's deletecollection).
+    let params = client::ListParams { label_selector: Some("test-endpoint-static=true".into()), ..Default::default() };
+    assert_eq!(eps.list(&params).await.unwrap()["items"].as_array().map_or(0, Vec::len), 2);
+    eps.delete("testservice", None).await.unwrap();
+    gone(&c, &eps, "testservice", "the user's deletion").await;
+    // The selector-less service's Endpoints go with the service.
+    c.api("", "v1", "services", "default").delete("manual", None).await.unwrap();
+    gone(&c, &eps, "manual", "the Endpoints of the deleted selector-less service").await;
+    c.stop().await;
+}
+
 async fn managed_slices(c: &Cluster, svc: &str) -> Option<Vec<Value>> {
     let list = c
         .api("discovery.k8s.io", "v1", "endpointslices", "default")

@@ -10,7 +10,14 @@
 //! for headless services) and the `endpoints.kubernetes.io/last-change-trigger-time` annotation (the earliest
 //! change, among the service's creation and the pods' Ready transitions, not yet reflected). It is written only
 //! when it differs, and deleted with its service. Services without a selector (and ExternalName services) are
-//! left alone; `default/kubernetes` belongs to the apiserver.
+//! left alone: their Endpoints are the user's; `default/kubernetes` belongs to the apiserver.
+//!
+//! As upstream, a sync is queued by a service change, a change of a pod the service selects, or the deletion of
+//! an Endpoints object (never by a user's create or update of one, so Endpoints written by hand, with or without
+//! a service, stay as written). A sync whose service is gone deletes the Endpoints of that name. Once, at start,
+//! every existing Endpoints (but leader-election records, annotated `control-plane.alpha.kubernetes.io/leader`) is
+//! synced, so the Endpoints of services deleted while the controller was down go (upstream's
+//! `checkLeftoverEndpoints`).
 //!
 //! Deliberate gaps: no truncation at 1000 addresses (`endpoints.kubernetes.io/over-capacity`); no
 //! `FailedToUpdateEndpoint` events; dual-stack services use their first IP family only.
@@ -280,6 +287,28 @@ pub fn services_of_pod(services: &Store, n: &Notification) -> Vec<String> {
         .collect()
 }
 
+/// The annotation of leader-election records kept in Endpoints (client-go's `LeaderElectionRecordAnnotationKey`).
+pub const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
+
+/// The keys the start-up sweep queues (upstream's `checkLeftoverEndpoints`): every Endpoints but leader-election
+/// records, which have no service.
+pub fn leftover_keys(endpoints: &[Arc<Value>]) -> Vec<String> {
+    endpoints
+        .iter()
+        .filter(|ep| ep.pointer("/metadata/annotations").and_then(|a| a.get(LEADER_ANNOTATION)).is_none())
+        .map(|ep| runtime::object_key(ep))
+        .collect()
+}
+
+/// The keys a change of an Endpoints object queues: its own, only when it was deleted (upstream watches nothing
+/// else of Endpoints).
+pub fn keys_for_endpoints(n: &Notification) -> Vec<String> {
+    match n {
+        Notification::Deleted(_) => vec![n.key()],
+        _ => Vec::new(),
+    }
+}
+
 fn owned_by_apiserver(ns: &str, name: &str) -> bool {
     ns == "default" && name == "kubernetes"
 }
@@ -386,13 +415,20 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         endpoints: endpoints.store().clone(),
         triggers: TriggerTimes::default(),
     });
-    Controller::new(runtime::controller::Config { workers, ..Default::default() })
+    let controller = Controller::new(runtime::controller::Config { workers, ..Default::default() })
         .watches(&services, |n| vec![n.key()])
         .watches_batched(&pods, move |n| services_of_pod(&svc_store, n))
-        .watches(&endpoints, |n| match n {
-            Notification::Added(_) => vec![],
-            _ => vec![n.key()],
-        })
+        .watches(&endpoints, keys_for_endpoints);
+    let queue = controller.queue();
+    let leftover = endpoints.clone();
+    tokio::spawn(async move {
+        if leftover.wait_synced().await {
+            for key in leftover_keys(&leftover.store().list()) {
+                queue.add(key);
+            }
+        }
+    });
+    controller
         .run(
             move |key: String| {
                 let this = this.clone();
@@ -465,6 +501,19 @@ mod tests {
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         assert!(!should_be_in_endpoints(&deleting, false));
         assert!(should_be_in_endpoints(&deleting, true));
+    }
+
+    #[test]
+    fn only_deleted_endpoints_queue_and_the_start_up_sweep_skips_leader_records() {
+        let ep = Arc::new(json!({"metadata": {"name": "mine", "namespace": "ns"}}));
+        assert!(keys_for_endpoints(&Notification::Added(ep.clone())).is_empty());
+        let updated = Notification::Updated { old: ep.clone(), new: ep.clone() };
+        assert!(keys_for_endpoints(&updated).is_empty());
+        assert!(keys_for_endpoints(&Notification::Resync(ep.clone())).is_empty());
+        assert_eq!(keys_for_endpoints(&Notification::Deleted(ep.clone())), vec!["ns/mine".to_string()]);
+        let leader = Arc::new(json!({"metadata": {"name": "lock", "namespace": "kube-system",
+            "annotations": {LEADER_ANNOTATION: "{}"}}}));
+        assert_eq!(leftover_keys(&[ep, leader]), vec!["ns/mine".to_string()]);
     }
 
     #[test]
