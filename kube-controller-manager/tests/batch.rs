@@ -328,3 +328,104 @@ async fn suspended_job_runs_no_pods_until_resumed() {
     assert_eq!((s["status"].as_str(), s["reason"].as_str()), (Some("False"), Some("JobResumed")));
     c.stop().await;
 }
+
+fn controller_of(pod: &Value) -> Option<Value> {
+    pod["metadata"]["ownerReferences"].as_array()?.iter().find(|r| r["controller"] == json!(true)).cloned()
+}
+
+/// Upstream's e2e "should adopt matching orphans and release non-matching pods", plus an orphan created by hand
+/// with the Job's labels (adopted and counted) and the replacement of the released pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_adopts_matching_orphans_and_releases_pods_that_stop_matching() {
+    let c = Cluster::start(&["job"], &[]).await;
+    let job = c
+        .create(
+            "batch",
+            "v1",
+            "jobs",
+            &format!(
+                "metadata: {{name: adopt}}\nspec:\n  completions: 4\n  parallelism: 2\n  {}",
+                TEMPLATE.trim_start()
+            ),
+        )
+        .await;
+    let uid = job["metadata"]["uid"].as_str().unwrap().to_string();
+    let selector = &job["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector, &json!({"batch.kubernetes.io/controller-uid": uid}), "the apiserver's generated selector");
+    let pods = c.api("", "v1", "pods", "default");
+    let jobs = c.api("batch", "v1", "jobs", "default");
+    let owned = |p: &Value| controller_of(p).is_some_and(|r| r["uid"] == json!(uid));
+    let active = c
+        .until(
+            20,
+            "two active pods",
+            || async { Some(json!(live(&job_pods(&c, "adopt").await))) },
+            |p| p.as_array().is_some_and(|a| a.len() == 2),
+        )
+        .await;
+    let active = active.as_array().unwrap().clone();
+
+    // One of the Job's pods loses its controllerRef: the Job adopts it again (and creates no replacement).
+    let name = active[0]["metadata"]["name"].as_str().unwrap().to_string();
+    pods.patch(&name, PatchType::Merge, &json!({"metadata": {"ownerReferences": null}})).await.unwrap();
+    let p =
+        c.until(20, "the pod readopted", || async { pods.get(&name).await.ok() }, |p| controller_of(p).is_some()).await;
+    let r = controller_of(&p).unwrap();
+    assert_eq!((r["kind"].clone(), r["name"].clone(), r["uid"].clone()), (json!("Job"), json!("adopt"), json!(uid)));
+    assert_eq!(r["blockOwnerDeletion"], true);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(live(&job_pods(&c, "adopt").await).len(), 2, "no replacement for a readopted pod");
+
+    // An orphan with the Job's labels that already succeeded: adopted and counted.
+    let orphan = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orphan", "labels": {"app": "x"}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}});
+    pods.create(&orphan).await.unwrap();
+    pods.patch_status("orphan", PatchType::Merge, &json!({"status": {"phase": "Succeeded"}})).await.unwrap();
+    let labels = json!({"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+        "batch.kubernetes.io/job-name": "adopt", "job-name": "adopt"});
+    pods.patch("orphan", PatchType::Merge, &json!({"metadata": {"labels": labels}})).await.unwrap();
+    c.until(20, "the orphan adopted", || async { pods.get("orphan").await.ok() }, |p| owned(p)).await;
+    let j = c
+        .until(
+            20,
+            "the adopted pod counted",
+            || async { jobs.get("adopt").await.ok() },
+            |j| j["status"]["succeeded"] == 1,
+        )
+        .await;
+    assert_eq!(j["status"]["active"], 2);
+
+    // An owned pod whose labels stop matching is released, and replaced.
+    pods.patch(
+        &name,
+        PatchType::Merge,
+        &json!({"metadata": {"labels": {"batch.kubernetes.io/controller-uid": null, "controller-uid": null}}}),
+    )
+    .await
+    .unwrap();
+    let p =
+        c.until(20, "the pod released", || async { pods.get(&name).await.ok() }, |p| controller_of(p).is_none()).await;
+    assert!(p["metadata"].get("deletionTimestamp").is_none(), "released, not deleted");
+    let replaced = c
+        .until(
+            20,
+            "a replacement",
+            || async {
+                let list = pods.list(&Default::default()).await.ok()?;
+                Some(json!(list["items"].as_array()?.iter().filter(|p| owned(p)).cloned().collect::<Vec<_>>()))
+            },
+            |l| live(l.as_array().unwrap()).len() == 2,
+        )
+        .await;
+    let now_active = live(replaced.as_array().unwrap());
+    let names: Vec<&str> = now_active.iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&name.as_str()), "{names:?}");
+    c.until(
+        20,
+        "status",
+        || async { jobs.get("adopt").await.ok() },
+        |j| j["status"]["active"] == 2 && j["status"]["succeeded"] == 1,
+    )
+    .await;
+    c.stop().await;
+}

@@ -368,7 +368,7 @@ pub fn pods_to_delete(pods: &[Arc<Value>], n: usize) -> Vec<Arc<Value>> {
 
 /// Keys of the owners (of `kind`, by name in the pod's namespace) to queue for a pod notification: its controller
 /// (old and new), or for an orphan every owner whose selector matches it.
-fn owners_of_pod(n: &Notification, owners: &Store, kind: &Kind) -> Vec<String> {
+pub fn owners_of_pod(n: &Notification, owners: &Store, kind: &Kind) -> Vec<String> {
     let mut keys = Vec::new();
     let pod = n.object();
     let ns = runtime::namespace(pod);
