@@ -2,6 +2,8 @@
 //! through the container runtime (CRI): one worker per pod ([`pods`]), woken by the pod informer and the PLEG.
 
 pub mod cni;
+pub mod envvars;
+pub mod expansion;
 pub mod hollow;
 pub mod node;
 pub mod options;
@@ -93,6 +95,9 @@ pub async fn run_with_runtime(
     let informer =
         factory.informer(pods_res, InformerParams::all().fields(&format!("spec.nodeName={}", cfg.node_name)))?;
     let mut events = informer.subscribe();
+    // Services for the containers' service variables (upstream's kubelet service lister).
+    let services_res = api_types::resources::find("", "v1", "services").ok_or("no services resource")?;
+    manager.use_services(factory.informer(services_res, InformerParams::all())?);
     tokio::spawn(manager.clone().pleg(stop.clone()));
     tokio::spawn(static_pods::run(manager.clone(), client.clone(), cfg.clone(), stop.clone()));
     if cfg.serve_api {

@@ -104,9 +104,6 @@ struct Waiting {
     reasons: HashMap<String, (String, String)>,
 }
 
-/// Probe results per running container ID, with the switch that ends each prober.
-type Probers = Arc<Mutex<HashMap<String, (crate::prober::Health, tokio::sync::watch::Sender<bool>)>>>;
-
 /// What starting a container of a pod needs.
 struct StartContext<'a> {
     pod: &'a Value,
@@ -133,12 +130,15 @@ pub struct PodManager {
     synced_states: Mutex<HashMap<String, i32>>,
     /// The last status written per pod UID, with the resourceVersion the write produced.
     written: Mutex<HashMap<String, (Value, u64)>>,
-    /// Probe results per running container ID, and the switch that ends its prober.
-    probes: Probers,
+    /// The probers of the running containers, with their results.
+    pub probers: Arc<crate::prober::Probers>,
     /// The machine's memory, for OOM scores.
     memory_capacity: i64,
     /// The node's allocatable resources (the downward API's default limits).
     allocatable: Value,
+    /// The Services the containers' service variables come from (none without one: upstream's kubelet without
+    /// an apiserver).
+    services: std::sync::OnceLock<runtime::informer::Informer>,
 }
 
 impl PodManager {
@@ -156,10 +156,37 @@ impl PodManager {
             desired: Mutex::new(HashMap::new()),
             synced_states: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
-            probes: Arc::new(Mutex::new(HashMap::new())),
+            probers: Arc::default(),
             memory_capacity,
             allocatable,
+            services: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The Service informer the containers' service variables come from.
+    pub fn use_services(&self, informer: runtime::informer::Informer) {
+        let _ = self.services.set(informer);
+    }
+
+    /// The service variables of a pod's containers, from the Services known now. Until the Services were listed
+    /// once, a pod from the API waits (upstream's kubelet does, so that KUBERNETES_SERVICE_HOST is never missing);
+    /// a static pod goes ahead.
+    fn service_env(&self, pod: &Value) -> Result<BTreeMap<String, String>, (String, String)> {
+        let Some(informer) = self.services.get() else { return Ok(BTreeMap::new()) };
+        let is_static = pod.pointer("/metadata/annotations/kubernetes.io~1config.source").is_some();
+        if !informer.has_synced() && !is_static {
+            return Err((
+                "CreateContainerConfigError".into(),
+                "services have not yet been read at least once, cannot construct envvars".into(),
+            ));
+        }
+        let ns = s(pod, "/metadata/namespace");
+        let links = pod.pointer("/spec/enableServiceLinks").and_then(Value::as_bool).unwrap_or(true);
+        let services = informer.store().list_by(|svc| {
+            let svc_ns = s(svc, "/metadata/namespace");
+            svc_ns == ns || (svc_ns == "default" && s(svc, "/metadata/name") == "kubernetes")
+        });
+        Ok(crate::envvars::for_pod(&services, ns, links))
     }
 
     /// The pods this kubelet runs (from the API and from files).
@@ -250,6 +277,7 @@ impl PodManager {
                 }
             };
             if synced == Synced::Finished {
+                self.probers.remove_pod(&uid);
                 if let Ok(mut w) = self.workers.lock() {
                     w.remove(&uid);
                 }
@@ -399,12 +427,16 @@ impl PodManager {
         mounts: Vec<Mount>,
     ) -> ContainerConfig {
         let name = s(c, "/name").to_string();
+        // `$(VAR)` in command and args expands from the container's final environment (upstream's
+        // ExpandContainerCommandAndArgs).
         let strs = |p: &str| -> Vec<String> {
+            let var = |k: &str| envs.iter().find(|e| e.key == k).map(|e| e.value.clone());
             c.pointer(p)
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
+                .filter_map(|v| v.as_str())
+                .map(|v| crate::expansion::expand(v, crate::expansion::lookup(&[&var])))
                 .collect()
         };
         let labels = HashMap::from([
@@ -486,17 +518,41 @@ impl PodManager {
         }
     }
 
+    /// The runtime configuration of a container: its environment (with service variables and `$(VAR)`
+    /// expansion), mounts (with sub paths) and expanded command and args. Err is the waiting reason and message
+    /// (CreateContainerConfigError).
+    async fn prepare_container(
+        &self,
+        ctx: &StartContext<'_>,
+        c: &Value,
+        attempt: u32,
+    ) -> Result<ContainerConfig, (String, String)> {
+        let pod = ctx.pod;
+        let services = self.service_env(pod)?;
+        let envs = crate::volumes::environment(
+            &self.client,
+            pod,
+            c,
+            ctx.pod_ip,
+            &self.cfg.node_ip,
+            ctx.allocatable,
+            &services,
+        )
+        .await?;
+        let mounts = crate::volumes::mounts(c, ctx.volumes, &envs)?;
+        Ok(self.container_config(pod, c, attempt, envs, mounts))
+    }
+
     async fn start_container(&self, ctx: &StartContext<'_>, c: &Value, attempt: u32) -> Result<(), (String, String)> {
-        let (pod, sandbox, sandbox_cfg) = (ctx.pod, ctx.sandbox, ctx.sandbox_cfg);
-        let envs =
-            crate::volumes::environment(&self.client, pod, c, ctx.pod_ip, &self.cfg.node_ip, ctx.allocatable).await?;
-        let mounts = crate::volumes::mounts(c, ctx.volumes)?;
+        let (sandbox, sandbox_cfg) = (ctx.sandbox, ctx.sandbox_cfg);
+        // The image first, then the configuration (upstream's startContainer).
         self.ensure_image(c).await?;
+        let config = self.prepare_container(ctx, c, attempt).await?;
         let mut rt = self.cri.runtime.clone();
         let created = rt
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: sandbox.into(),
-                config: Some(self.container_config(pod, c, attempt, envs, mounts)),
+                config: Some(config),
                 sandbox_config: Some(sandbox_cfg.clone()),
             })
             .await
@@ -527,12 +583,15 @@ impl PodManager {
     ) -> Result<Synced, Box<dyn std::error::Error + Send + Sync>> {
         let obs = self.observe(uid).await?;
         let Some(pod) = pod else {
-            // Deleted from the API (or never ours): nothing of it may keep running.
+            // Deleted from the API (or never ours): nothing of it may keep running, nor be probed.
+            self.probers.remove_pod(uid);
             self.teardown(&obs, 2).await?;
             crate::volumes::teardown(&self.cfg.root_dir, uid);
             return Ok(Synced::Finished);
         };
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            // Terminating: a probe must not restart a container being stopped (upstream's StopLivenessAndStartup).
+            self.probers.remove_pod(uid);
             let grace = pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
             self.teardown_pod(Some(pod), &obs, grace).await?;
             let api = self.pods.clone().namespaced(s(pod, "/metadata/namespace"));
@@ -547,6 +606,7 @@ impl PodManager {
         let phase = s(pod, "/status/phase");
         if matches!(phase, "Succeeded" | "Failed") {
             // Terminal: keep the record, stop what runs.
+            self.probers.remove_pod(uid);
             if obs.containers.values().flatten().any(|c| c.state == ContainerState::ContainerRunning as i32) {
                 self.teardown(&obs, 2).await?;
             }
@@ -708,69 +768,34 @@ impl PodManager {
         Ok(if settled { Synced::Settled } else { Synced::Retry })
     }
 
-    /// Starts a prober for every running container that has none, and ends those of containers that stopped.
+    /// Starts the probers of every running app container that has none, and ends those of containers that stopped.
     fn manage_probers(&self, uid: &str, pod: &Value, obs: &Observed, pod_ip: &str) {
         let grace = pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
-        let running: Vec<(&ContainerStatus, Value)> = pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let running: Vec<(&ContainerStatus, &Value)> = array(pod, "/spec/containers")
+            .iter()
             .filter_map(|c| {
                 obs.latest(s(c, "/name"))
                     .filter(|st| st.state == ContainerState::ContainerRunning as i32)
-                    .map(|st| (st, c.clone()))
+                    .map(|st| (st, c))
             })
             .collect();
-        let Ok(mut probes) = self.probes.lock() else { return };
-        let ours: Vec<String> = obs.containers.values().flatten().map(|c| c.id.clone()).collect();
-        probes.retain(|id, (_, stop)| {
-            let keep = !ours.contains(id) || running.iter().any(|(st, _)| &st.id == id);
-            if !keep {
-                let _ = stop.send(false);
-            }
-            keep
-        });
+        let ids: Vec<&str> = running.iter().map(|(st, _)| st.id.as_str()).collect();
+        self.probers.retain(uid, &ids);
         let notify = self.workers.lock().ok().and_then(|w| w.get(uid).cloned());
         for (st, spec) in running {
-            if probes.contains_key(&st.id) {
+            if self.probers.has(&st.id) {
                 continue;
             }
-            let (tx, rx) = tokio::sync::watch::channel(true);
-            let initial = crate::prober::Health {
-                started: spec.get("startupProbe").is_none(),
-                ready: spec.get("readinessProbe").is_none(),
-            };
-            probes.insert(st.id.clone(), (initial, tx));
-            let (map, id, notify) = (self.probes.clone(), st.id.clone(), notify.clone());
-            let report = move |h: crate::prober::Health| {
-                let changed = map
-                    .lock()
-                    .ok()
-                    .and_then(|mut m| m.get_mut(&id).map(|e| std::mem::replace(&mut e.0, h) != h))
-                    .unwrap_or(false);
-                if changed && let Some(n) = &notify {
-                    n.notify_one();
-                }
-            };
-            tokio::spawn(crate::prober::run(
-                self.cri.clone(),
-                st.id.clone(),
-                spec,
-                pod_ip.to_string(),
+            let target = crate::prober::Target {
+                pod_uid: uid.to_string(),
+                container_id: st.id.clone(),
+                spec: spec.clone(),
+                pod_ip: pod_ip.to_string(),
                 grace,
-                report,
-                rx,
-            ));
+                started_at: st.started_at,
+            };
+            self.probers.start(&self.cri, target, notify.clone());
         }
-    }
-
-    fn health(&self, container_id: &str) -> crate::prober::Health {
-        self.probes
-            .lock()
-            .ok()
-            .and_then(|m| m.get(container_id).map(|e| e.0))
-            .unwrap_or(crate::prober::Health { started: true, ready: true })
     }
 
     fn container_status(&self, spec: &Value, list: Option<&Vec<ContainerStatus>>, waiting: &Waiting) -> Value {
@@ -801,8 +826,9 @@ impl PodManager {
         }
         let running = latest.is_some_and(|st| st.state == ContainerState::ContainerRunning as i32)
             && state.get("running").is_some();
-        let health =
-            latest.map(|st| self.health(&st.id)).unwrap_or(crate::prober::Health { started: false, ready: false });
+        let health = latest
+            .map(|st| self.probers.health(&st.id))
+            .unwrap_or(crate::prober::Health { started: false, ready: false });
         let mut out = json!({
             "name": name,
             "state": state,
@@ -1000,6 +1026,173 @@ mod tests {
             changed.pointer_mut(parent).unwrap()[key] = value;
             assert!(differ_semantically(&pod, &changed), "{path}");
         }
+    }
+
+    /// A PodManager on a fake runtime, for a node named n1.
+    fn manager_on_fake(server: &TestApiserver, dir: &std::path::Path) -> (Arc<PodManager>, FakeCri) {
+        let flags = crate::Flags {
+            hostname_override: Some("n1".into()),
+            root_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        };
+        let mut cfg = Config::resolve(flags).unwrap();
+        cfg.pod_logs_dir = dir.join("logs");
+        let fake = FakeCri::with_images(crate::hollow::PRELOADED);
+        let manager = PodManager::new(Cri::local(fake.clone()), server.new_client(), cfg).unwrap();
+        (manager, fake)
+    }
+
+    async fn settle(manager: &PodManager, live: usize) {
+        for _ in 0..100 {
+            if manager.probers.live() == live {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(manager.probers.live(), live);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probers_end_with_their_container_and_their_pod() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let probe = json!({"exec": {"command": ["true"]}, "periodSeconds": 1});
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36",
+                    "readinessProbe": probe, "livenessProbe": probe}, {"name": "plain", "image": "docker.io/library/busybox:1.36"}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, fake) = manager_on_fake(&server, dir.path());
+        let uid = s(&pod, "/metadata/uid").to_string();
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        settle(&manager, 2).await;
+
+        // The container exits: its probers end at the next sync, and its restart gets new ones.
+        let id = manager.running_container_id(&uid, "c").await.unwrap();
+        fake.exit_container(&id, 1);
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        settle(&manager, 2).await;
+        assert!(!manager.probers.has(&id));
+        let restarted = manager.running_container_id(&uid, "c").await.unwrap();
+        assert!(restarted != id && manager.probers.has(&restarted));
+
+        // A terminal pod is not probed.
+        let mut done = pod.clone();
+        done["status"] = json!({"phase": "Failed"});
+        manager.sync_pod(&uid, Some(&done)).await.unwrap();
+        settle(&manager, 0).await;
+
+        // Probing again while it runs; then the pod goes away and takes its probers along.
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        settle(&manager, 2).await;
+        assert_eq!(manager.sync_pod(&uid, None).await.unwrap(), Synced::Finished);
+        settle(&manager, 0).await;
+        server.stop().await;
+    }
+
+    /// `$(VAR)` in env values expands from the variables declared before (envFrom included) and the service
+    /// variables; command and args expand from the final environment; service links follow enableServiceLinks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dependent_env_vars_and_service_links_reach_the_container_config() {
+        let server = TestApiserver::start().await;
+        let client = server.new_client();
+        let cms = client.api("", "v1", "configmaps").unwrap().namespaced("default");
+        cms.create(&kube_apiserver::testing::configmap("default", "cfg", json!({}), json!({"K": "from-cm"})))
+            .await
+            .unwrap();
+        let services = client.api("", "v1", "services").unwrap();
+        server.namespace("other").await;
+        for (ns, name) in [("default", "web-svc"), ("other", "db")] {
+            services
+                .clone()
+                .namespaced(ns)
+                .create(&json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+                    "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}))
+                .await
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, _) = manager_on_fake(&server, dir.path());
+        let factory = runtime::informer::SharedInformerFactory::new(server.new_client());
+        let res = api_types::resources::find("", "v1", "services").unwrap();
+        let informer = factory.informer(res, runtime::informer::InformerParams::all()).unwrap();
+        manager.use_services(informer.clone());
+        assert!(informer.wait_synced().await);
+        let svc_ip = |ns: &str, name: &str| {
+            informer.store().get(ns, name).unwrap()["spec"]["clusterIP"].as_str().unwrap().to_string()
+        };
+
+        let container = json!({"name": "c", "image": "busybox",
+            "envFrom": [{"configMapRef": {"name": "cfg"}}],
+            "env": [
+                {"name": "FOO", "value": "foo"},
+                {"name": "BAR", "value": "$(FOO)-bar"},
+                {"name": "ESC", "value": "$$(FOO)"},
+                {"name": "UNKNOWN", "value": "$(NOPE)"},
+                {"name": "LATER", "value": "$(AFTER)"},
+                {"name": "AFTER", "value": "x"},
+                {"name": "FROM_CM", "value": "$(K)"},
+                {"name": "SVC", "value": "$(WEB_SVC_SERVICE_HOST):$(WEB_SVC_SERVICE_PORT)"},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "REF_POD", "value": "$(POD)"},
+                {"name": "EMPTY"},
+            ],
+            "command": ["sh", "-c", "echo $(BAR) $$(FOO) $(MISSING)"],
+            "args": ["$(KUBERNETES_SERVICE_HOST)", "$(REF_POD)"]});
+        let pod = json!({"metadata": {"name": "p", "namespace": "default", "uid": "u1"},
+            "spec": {"nodeName": "n1", "containers": [container]}});
+        let sandbox_cfg = PodSandboxConfig::default();
+        let (volumes, allocatable) = (BTreeMap::new(), json!({}));
+        let ctx = |pod| StartContext {
+            pod,
+            sandbox: "",
+            sandbox_cfg: &sandbox_cfg,
+            pod_ip: "10.0.0.5",
+            volumes: &volumes,
+            allocatable: &allocatable,
+        };
+        let config = manager.prepare_container(&ctx(&pod), &pod["spec"]["containers"][0], 0).await.unwrap();
+        let env: BTreeMap<&str, &str> = config.envs.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        let web = svc_ip("default", "web-svc");
+        let master = svc_ip("default", "kubernetes");
+        for (k, v) in [
+            ("FOO", "foo"),
+            ("BAR", "foo-bar"),
+            ("ESC", "$(FOO)"),
+            ("UNKNOWN", "$(NOPE)"),
+            ("LATER", "$(AFTER)"),
+            ("FROM_CM", "from-cm"),
+            ("K", "from-cm"),
+            ("SVC", &format!("{web}:80")),
+            ("POD", "p"),
+            ("REF_POD", "p"),
+            ("EMPTY", ""),
+            ("KUBERNETES_SERVICE_HOST", &master),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", &format!("tcp://{master}:443")),
+            ("KUBERNETES_PORT_443_TCP_ADDR", &master),
+            ("WEB_SVC_SERVICE_HOST", &web),
+            ("WEB_SVC_SERVICE_PORT_HTTP", "80"),
+            ("WEB_SVC_PORT_80_TCP", &format!("tcp://{web}:80")),
+            ("WEB_SVC_PORT_80_TCP_PROTO", "tcp"),
+        ] {
+            assert_eq!(env.get(k).copied(), Some(v), "{k}");
+        }
+        assert!(!env.contains_key("DB_SERVICE_HOST"), "another namespace's services are not linked");
+        assert_eq!(config.command, ["sh", "-c", "echo foo-bar $(FOO) $(MISSING)"]);
+        assert_eq!(config.args, [master.as_str(), "p"]);
+
+        // Without service links only the master service remains.
+        let mut unlinked = pod.clone();
+        unlinked["spec"]["enableServiceLinks"] = json!(false);
+        let config = manager.prepare_container(&ctx(&unlinked), &unlinked["spec"]["containers"][0], 0).await.unwrap();
+        let keys: Vec<&str> = config.envs.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"KUBERNETES_SERVICE_HOST") && !keys.contains(&"WEB_SVC_SERVICE_HOST"), "{keys:?}");
+        factory.shutdown();
+        server.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

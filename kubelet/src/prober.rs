@@ -1,8 +1,12 @@
 //! Probes: liveness, readiness and startup, each exec (CRI ExecSync), httpGet or tcpSocket, with upstream's
 //! timing fields (initialDelaySeconds, periodSeconds, timeoutSeconds, successThreshold, failureThreshold). One task
-//! per running container; results wake the pod worker, a failed liveness or startup probe kills the container so
-//! its restart policy applies.
+//! per probe of a running container (upstream's probe workers), sleeping its period between probes and ended when
+//! the container stops or its pod goes away; results wake the pod worker, a failed liveness or startup probe kills
+//! the container so its restart policy applies.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto::Cri;
@@ -140,81 +144,204 @@ impl Counter {
     }
 }
 
-/// Probes one running container until it stops running (the `running` receiver turns false) and reports health
-/// changes through `report`. Kills the container when liveness or startup fails.
-pub async fn run(
-    cri: Cri,
-    container_id: String,
-    container: Value,
-    pod_ip: String,
-    grace: i64,
-    report: impl Fn(Health) + Send + 'static,
-    mut running: tokio::sync::watch::Receiver<bool>,
-) {
-    let startup = container.get("startupProbe").cloned();
-    let liveness = container.get("livenessProbe").cloned();
-    let readiness = container.get("readinessProbe").cloned();
-    let mut health = Health { started: startup.is_none(), ready: readiness.is_none() };
-    report(health);
-    if startup.is_none() && liveness.is_none() && readiness.is_none() {
-        return;
+/// The kinds of probe, in upstream's names (`Liveness`, `Readiness`, `Startup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl Kind {
+    pub fn field(self) -> &'static str {
+        match self {
+            Kind::Startup => "startupProbe",
+            Kind::Liveness => "livenessProbe",
+            Kind::Readiness => "readinessProbe",
+        }
     }
-    let start = tokio::time::Instant::now();
-    let (mut s_count, mut l_count, mut r_count) = (Counter::default(), Counter::default(), Counter::default());
-    let mut next = [start, start, start];
-    let delay =
-        |p: &Option<Value>| Duration::from_secs(p.as_ref().map(|p| secs(p, "initialDelaySeconds", 0)).unwrap_or(0));
-    next[0] += delay(&startup);
-    next[1] += delay(&liveness);
-    next[2] += delay(&readiness);
-    loop {
-        let wake = *next.iter().min().unwrap_or(&start);
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake) => {}
-            _ = running.changed() => {
-                if !*running.borrow() { return; }
-                continue;
-            }
+}
+
+/// What a container's probers need to know about it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub pod_uid: String,
+    pub container_id: String,
+    /// The container's spec (probes, named ports).
+    pub spec: Value,
+    pub pod_ip: String,
+    /// The pod's termination grace period, for a container killed by a failed liveness or startup probe.
+    pub grace: i64,
+    /// When the container started (CRI nanoseconds): initialDelaySeconds counts from there, as upstream.
+    pub started_at: i64,
+}
+
+/// One running container's probe state.
+struct Entry {
+    pod_uid: String,
+    health: Health,
+    /// Dropped with the entry: every probe task of the container sees its receiver end and returns.
+    _stop: tokio::sync::watch::Sender<()>,
+}
+
+/// The probers of a node's running containers: one task per probe a running container declares (upstream's probe
+/// workers), ended when the container stops running or its pod goes away (the entry is removed, which drops the
+/// stop channel). Tasks sleep on their period between probes; [`Probers::live`] counts them for `/metrics`.
+#[derive(Default)]
+pub struct Probers {
+    containers: Mutex<HashMap<String, Entry>>,
+    live: Arc<AtomicUsize>,
+}
+
+/// Counts a probe task as live for as long as it exists.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(live.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Probers {
+    /// How many probe tasks run now.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// The probe verdicts of a container; one without probers (not running, or none started yet) counts as
+    /// started and ready, as upstream's status for a container without probes.
+    pub fn health(&self, container_id: &str) -> Health {
+        self.containers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(container_id).map(|e| e.health))
+            .unwrap_or(Health { started: true, ready: true })
+    }
+
+    /// Whether this container has probers.
+    pub fn has(&self, container_id: &str) -> bool {
+        self.containers.lock().is_ok_and(|m| m.contains_key(container_id))
+    }
+
+    /// Ends the probers of a pod's containers that are not in `running` (all of them for an empty list).
+    pub fn retain(&self, pod_uid: &str, running: &[&str]) {
+        if let Ok(mut m) = self.containers.lock() {
+            m.retain(|id, e| e.pod_uid != pod_uid || running.contains(&id.as_str()));
         }
-        if !*running.borrow() {
-            return;
+    }
+
+    /// Ends every prober of a pod (upstream's RemovePod).
+    pub fn remove_pod(&self, pod_uid: &str) {
+        self.retain(pod_uid, &[]);
+    }
+
+    /// Changes a container's health; true when it changed.
+    fn update(&self, container_id: &str, f: impl FnOnce(&mut Health)) -> bool {
+        let Ok(mut m) = self.containers.lock() else { return false };
+        let Some(e) = m.get_mut(container_id) else { return false };
+        let before = e.health;
+        f(&mut e.health);
+        before != e.health
+    }
+
+    /// Starts the probers of a running container unless it has them; `changed` is told when its health changes.
+    pub fn start(self: &Arc<Self>, cri: &Cri, target: Target, changed: Option<Arc<tokio::sync::Notify>>) {
+        let kinds: Vec<Kind> = [Kind::Startup, Kind::Liveness, Kind::Readiness]
+            .into_iter()
+            .filter(|k| target.spec.get(k.field()).is_some_and(|p| p.is_object()))
+            .collect();
+        let (tx, rx) = tokio::sync::watch::channel(());
+        {
+            let Ok(mut m) = self.containers.lock() else { return };
+            if m.contains_key(&target.container_id) {
+                return;
+            }
+            let health = Health { started: !kinds.contains(&Kind::Startup), ready: !kinds.contains(&Kind::Readiness) };
+            m.insert(target.container_id.clone(), Entry { pod_uid: target.pod_uid.clone(), health, _stop: tx });
         }
-        let now = tokio::time::Instant::now();
-        let mut kill = false;
-        for (i, probe) in [&startup, &liveness, &readiness].into_iter().enumerate() {
-            let Some(p) = probe else { continue };
-            if now < next[i] {
-                continue;
-            }
-            next[i] = now + Duration::from_secs(secs(p, "periodSeconds", 10).max(1));
-            // Until the startup probe succeeds, the others wait.
-            if i > 0 && !health.started {
-                continue;
-            }
-            if i == 0 && health.started {
-                next[0] = now + Duration::from_secs(3600 * 24);
-                continue;
-            }
-            let outcome = run_once(&cri, &container_id, p, &container, &pod_ip).await;
-            let counter = match i {
-                0 => &mut s_count,
-                1 => &mut l_count,
-                _ => &mut r_count,
+        for kind in kinds {
+            let worker = Worker {
+                kind,
+                probers: self.clone(),
+                cri: cri.clone(),
+                target: target.clone(),
+                changed: changed.clone(),
+                _live: LiveGuard::new(&self.live),
             };
-            match (i, counter.record(outcome, p)) {
-                (0, Some(true)) => health.started = true,
-                (0, Some(false)) | (1, Some(false)) => kill = true,
-                (2, Some(v)) => health.ready = v,
+            tokio::spawn(worker.run(rx.clone()));
+        }
+    }
+}
+
+/// One probe of one container.
+struct Worker {
+    kind: Kind,
+    probers: Arc<Probers>,
+    cri: Cri,
+    target: Target,
+    changed: Option<Arc<tokio::sync::Notify>>,
+    _live: LiveGuard,
+}
+
+impl Worker {
+    /// Probes every `periodSeconds` (at least 1 s) after `initialDelaySeconds`, until the stop channel closes.
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<()>) {
+        let Some(probe) = self.target.spec.get(self.kind.field()).cloned() else { return };
+        let id = self.target.container_id.clone();
+        // initialDelaySeconds counts from the container's start.
+        let since_start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|now| now.checked_sub(Duration::from_nanos(self.target.started_at.max(0) as u64)))
+            .unwrap_or_default();
+        let delay = Duration::from_secs(secs(&probe, "initialDelaySeconds", 0)).saturating_sub(since_start);
+        let period = Duration::from_secs(secs(&probe, "periodSeconds", 10).max(1));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + delay, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut counter = Counter::default();
+        loop {
+            // The sender is never used: any wake of `changed` is the entry going away.
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let started = self.probers.health(&id).started;
+            match self.kind {
+                // Until the startup probe succeeds, the others wait; once it has, it is done.
+                Kind::Startup if started => return,
+                Kind::Liveness | Kind::Readiness if !started => continue,
                 _ => {}
             }
-        }
-        report(health);
-        if kill {
-            tracing::info!(container = %container_id, "probe failed; killing the container so it restarts");
-            let mut rt = cri.runtime.clone();
-            let _ =
-                rt.stop_container(StopContainerRequest { container_id: container_id.clone(), timeout: grace }).await;
-            return;
+            let outcome = tokio::select! {
+                o = run_once(&self.cri, &id, &probe, &self.target.spec, &self.target.pod_ip) => o,
+                _ = stop.changed() => return,
+            };
+            let Some(verdict) = counter.record(outcome, &probe) else { continue };
+            let changed = match self.kind {
+                Kind::Readiness => self.probers.update(&id, |h| h.ready = verdict),
+                Kind::Startup if verdict => self.probers.update(&id, |h| h.started = true),
+                _ => false,
+            };
+            if changed && let Some(n) = &self.changed {
+                n.notify_one();
+            }
+            if !verdict && matches!(self.kind, Kind::Liveness | Kind::Startup) {
+                tracing::info!(container = %id, probe = ?self.kind, "probe failed; killing the container so it restarts");
+                let mut rt = self.cri.runtime.clone();
+                let req = StopContainerRequest { container_id: id.clone(), timeout: self.target.grace };
+                let _ = rt.stop_container(req).await;
+                if let Some(n) = &self.changed {
+                    n.notify_one();
+                }
+                return;
+            }
         }
     }
 }
@@ -240,6 +367,91 @@ mod tests {
         assert_eq!(port(&json!({"port": "http"}), &c), Some(8080));
         assert_eq!(port(&json!({"port": 81}), &c), Some(81));
         assert_eq!(port(&json!({"port": "nope"}), &c), None);
+    }
+
+    /// CPU time (user + system, in clock ticks) the calling thread has used.
+    fn thread_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    fn exec_calls(fake: &proto::fake::FakeCri) -> u64 {
+        fake.calls.lock().unwrap().get("ExecSync").copied().unwrap_or(0)
+    }
+
+    fn target(id: &str, spec: Value) -> Target {
+        Target {
+            pod_uid: "pod-1".into(),
+            container_id: id.into(),
+            spec,
+            pod_ip: "127.0.0.1".into(),
+            grace: 1,
+            started_at: 0,
+        }
+    }
+
+    /// Probe workers sleep their period between probes (the idle kubelet stays idle), and end when their
+    /// container's probers are removed. Everything runs on this thread, so its CPU time is theirs.
+    #[test]
+    fn probe_workers_sleep_between_probes_and_end_with_their_container() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let fake = proto::fake::FakeCri::default();
+            let cri = Cri::local(fake.clone());
+            let probers = Arc::new(Probers::default());
+            let notify = Arc::new(tokio::sync::Notify::new());
+            // Only a readiness probe: the kinds it lacks must not make the worker spin.
+            let spec = json!({"name": "c", "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}});
+            probers.start(&cri, target("c1", spec.clone()), Some(notify.clone()));
+            probers.start(&cri, target("c1", spec), Some(notify.clone()));
+            assert_eq!(probers.live(), 1, "one worker per probe, started once");
+            assert!(!probers.health("c1").ready, "not ready before the first probe");
+            tokio::time::timeout(Duration::from_secs(2), notify.notified()).await.expect("readiness reported");
+            assert!(probers.health("c1").ready);
+            let before = thread_cpu_ticks();
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let used = thread_cpu_ticks() - before;
+            assert!(used < 25, "probe workers used {used} ticks of CPU in 2.5 s");
+            let calls = exec_calls(&fake);
+            assert!((2..=5).contains(&calls), "one probe per period: {calls} in ~2.5 s");
+
+            // The container stops running: its worker ends and probes no more.
+            probers.retain("pod-1", &[]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(probers.live(), 0);
+            let calls = exec_calls(&fake);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(exec_calls(&fake), calls, "no probes after the end");
+        });
+    }
+
+    /// Startup gates the other probes and its worker ends once it succeeds; removing a pod ends all its workers.
+    #[test]
+    fn startup_probe_gates_the_others_and_pods_take_their_workers_along() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let cri = Cri::local(proto::fake::FakeCri::default());
+            let probers = Arc::new(Probers::default());
+            let probe = json!({"exec": {"command": ["true"]}, "periodSeconds": 1});
+            let spec = json!({"name": "c", "startupProbe": probe, "livenessProbe": probe, "readinessProbe": probe});
+            probers.start(&cri, target("c1", spec.clone()), None);
+            let mut other = target("c2", json!({"name": "d", "livenessProbe": probe}));
+            other.pod_uid = "pod-2".into();
+            probers.start(&cri, other, None);
+            assert_eq!(probers.live(), 4);
+            assert_eq!(probers.health("c1"), Health { started: false, ready: false });
+            tokio::time::sleep(Duration::from_millis(2300)).await;
+            assert_eq!(probers.health("c1"), Health { started: true, ready: true });
+            assert_eq!(probers.live(), 3, "the startup worker is done once the container started");
+            probers.remove_pod("pod-1");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(probers.live(), 1, "the other pod's prober stays");
+            assert_eq!(probers.health("c1"), Health { started: true, ready: true }, "no probers: nothing to report");
+            probers.remove_pod("pod-2");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(probers.live(), 0);
+        });
     }
 
     #[tokio::test]

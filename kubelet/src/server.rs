@@ -116,11 +116,12 @@ impl Server {
             "/metrics" => text(
                 StatusCode::OK,
                 format!(
-                    "# TYPE kubelet_http_requests_total counter\nkubelet_http_requests_total {}\n# TYPE kubelet_container_log_requests_total counter\nkubelet_container_log_requests_total {}\n# TYPE kubelet_stream_requests_total counter\nkubelet_stream_requests_total {}\n# TYPE kubelet_running_pods gauge\nkubelet_running_pods {}\n",
+                    "# TYPE kubelet_http_requests_total counter\nkubelet_http_requests_total {}\n# TYPE kubelet_container_log_requests_total counter\nkubelet_container_log_requests_total {}\n# TYPE kubelet_stream_requests_total counter\nkubelet_stream_requests_total {}\n# TYPE kubelet_running_pods gauge\nkubelet_running_pods {}\n# HELP kubelet_prober_workers Number of live probe workers (one per probe of a running container).\n# TYPE kubelet_prober_workers gauge\nkubelet_prober_workers {}\n",
                     self.metrics.requests.load(Ordering::Relaxed),
                     self.metrics.log_requests.load(Ordering::Relaxed),
                     self.metrics.stream_requests.load(Ordering::Relaxed),
-                    self.manager.desired_pods().len()
+                    self.manager.desired_pods().len(),
+                    self.manager.probers.live()
                 ),
             ),
             "/pods" | "/pods/" => {

@@ -115,7 +115,9 @@ fn data_of(obj: &Value, secret: bool) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// The container's environment, in upstream's order: envFrom sources, then env (later entries win).
+/// The container's environment as upstream's `makeEnvironmentVariables`: envFrom sources first, then `env` in order
+/// (later entries win), each `value` expanded (`$(VAR)`) from the variables before it and the service variables;
+/// then the service variables the container does not set itself.
 pub async fn environment(
     client: &Client,
     pod: &Value,
@@ -123,9 +125,16 @@ pub async fn environment(
     pod_ip: &str,
     host_ip: &str,
     allocatable: &Value,
+    services: &BTreeMap<String, String>,
 ) -> Result<Vec<KeyValue>, ConfigError> {
     let ns = s(pod, "/metadata/namespace");
     let mut env: Vec<(String, String)> = Vec::new();
+    fn set(env: &mut Vec<(String, String)>, name: String, value: String) {
+        match env.iter_mut().find(|(k, _)| *k == name) {
+            Some(e) => e.1 = value,
+            None => env.push((name, value)),
+        }
+    }
     for from in c.get("envFrom").and_then(Value::as_array).into_iter().flatten() {
         let prefix = s(from, "/prefix");
         let (plural, key, secret) = if from.get("configMapRef").is_some() {
@@ -138,7 +147,7 @@ pub async fn environment(
         match get_obj(client, plural, ns, name).await? {
             Some(obj) => {
                 for (k, v) in data_of(&obj, secret) {
-                    env.push((format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned()));
+                    set(&mut env, format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned());
                 }
             }
             None if optional => {}
@@ -152,8 +161,14 @@ pub async fn environment(
     }
     for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
         let name = s(e, "/name").to_string();
+        let literal = s(e, "/value");
         let value = match e.get("valueFrom") {
-            None => s(e, "/value").to_string(),
+            _ if !literal.is_empty() => {
+                let declared = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let service = |k: &str| services.get(k).cloned();
+                crate::expansion::expand(literal, crate::expansion::lookup(&[&declared, &service]))
+            }
+            None => String::new(),
             Some(from) => {
                 if let Some(f) = from.get("fieldRef") {
                     field_path(pod, s(f, "/fieldPath"), pod_ip, host_ip).unwrap_or_default()
@@ -191,8 +206,12 @@ pub async fn environment(
                 }
             }
         };
-        env.retain(|(k, _)| *k != name);
-        env.push((name, value));
+        set(&mut env, name, value);
+    }
+    for (k, v) in services {
+        if !env.iter().any(|(n, _)| n == k) {
+            env.push((k.clone(), v.clone()));
+        }
     }
     Ok(env.into_iter().map(|(key, value)| KeyValue { key, value }).collect())
 }
@@ -419,8 +438,71 @@ fn is_mounted(p: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
 }
 
-/// The CRI mounts of a container from its volumeMounts.
-pub fn mounts(c: &Value, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<Mount>, ConfigError> {
+/// The sub path of a volume mount: `subPath`, or `subPathExpr` expanded from the container's environment (a
+/// reference to a variable that is unset or empty is an error, as upstream's ExpandContainerVolumeMounts).
+fn sub_path(m: &Value, envs: &[KeyValue]) -> Result<String, ConfigError> {
+    let expr = s(m, "/subPathExpr");
+    if expr.is_empty() {
+        return Ok(s(m, "/subPath").to_string());
+    }
+    let mut missing = std::collections::BTreeSet::new();
+    let expanded = crate::expansion::expand(expr, |k: &str| {
+        let value = envs.iter().rev().find(|e| e.key == k).map(|e| e.value.clone()).unwrap_or_default();
+        if value.is_empty() {
+            missing.insert(k.to_string());
+        }
+        value
+    });
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.into_iter().collect();
+        return Err(config_error(format!("missing value for {}", names.join(", "))));
+    }
+    Ok(expanded)
+}
+
+/// The host path of `sub` inside the volume at `volume`, made safe as upstream's subpath handling: missing
+/// directories are created inside the volume with the volume's mode, symlinks are resolved, and a path that leaves
+/// the volume (through a symlink anywhere on the way) is refused.
+fn safe_sub_path(volume: &Path, sub: &str, mount: &str, container: &str) -> Result<PathBuf, ConfigError> {
+    let create_err = || {
+        config_error(format!(
+            "failed to create subPath directory for volumeMount \"{mount}\" of container \"{container}\""
+        ))
+    };
+    let prepare_err =
+        || config_error(format!("failed to prepare subPath for volumeMount \"{mount}\" of container \"{container}\""));
+    let base = std::fs::canonicalize(volume).map_err(|_| prepare_err())?;
+    if std::fs::metadata(base.join(sub)).is_err() {
+        // Create what is missing one directory at a time; what exists on the way must stay inside the volume.
+        let mode = std::fs::metadata(&base).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o755);
+        let mut cur = base.clone();
+        for seg in sub.split('/').filter(|seg| !seg.is_empty() && *seg != ".") {
+            cur.push(seg);
+            match std::fs::symlink_metadata(&cur) {
+                Ok(_) => {
+                    cur = std::fs::canonicalize(&cur).map_err(|_| create_err())?;
+                    if !cur.starts_with(&base) || !cur.is_dir() {
+                        return Err(create_err());
+                    }
+                }
+                Err(_) => {
+                    std::fs::create_dir(&cur).map_err(|_| create_err())?;
+                    std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(mode)).map_err(|_| create_err())?;
+                }
+            }
+        }
+    }
+    let resolved = std::fs::canonicalize(base.join(sub)).map_err(|_| prepare_err())?;
+    if !resolved.starts_with(&base) {
+        tracing::warn!(mount, container, path = %resolved.display(), "subPath leaves its volume; refused");
+        return Err(prepare_err());
+    }
+    Ok(resolved)
+}
+
+/// The CRI mounts of a container from its volumeMounts; `envs` is the container's environment (for
+/// `subPathExpr`).
+pub fn mounts(c: &Value, volumes: &BTreeMap<String, PathBuf>, envs: &[KeyValue]) -> Result<Vec<Mount>, ConfigError> {
     let mut out = Vec::new();
     for m in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten() {
         let name = s(m, "/name");
@@ -430,11 +512,18 @@ pub fn mounts(c: &Value, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<Moun
                 s(c, "/name")
             )));
         };
-        let sub = s(m, "/subPath");
-        if sub.split('/').any(|seg| seg == "..") {
-            return Err(config_error(format!("subPath {sub:?} must not contain '..'")));
-        }
-        let host_path = if sub.is_empty() { host.clone() } else { host.join(sub) };
+        let sub = sub_path(m, envs)?;
+        let host_path = if sub.is_empty() {
+            host.clone()
+        } else {
+            if sub.starts_with('/') {
+                return Err(config_error(format!("error SubPath `{sub}` must not be an absolute path")));
+            }
+            if sub.split('/').any(|seg| seg == "..") {
+                return Err(config_error(format!("unable to provision SubPath `{sub}`: must not contain '..'")));
+            }
+            safe_sub_path(host, &sub, name, s(c, "/name"))?
+        };
         out.push(Mount {
             container_path: s(m, "/mountPath").into(),
             host_path: host_path.display().to_string(),
@@ -502,19 +591,93 @@ mod tests {
         assert_eq!(resource_field(&c, &json!({"resource": "limits.cpu"}), &alloc).unwrap(), "2");
     }
 
+    fn kv(pairs: &[(&str, &str)]) -> Vec<KeyValue> {
+        pairs.iter().map(|(k, v)| KeyValue { key: k.to_string(), value: v.to_string() }).collect()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
     #[test]
     fn mounts_with_sub_paths() {
-        let vols = BTreeMap::from([(
-            "v".to_string(),
-            PathBuf::from("/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/v"),
-        )]);
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("v");
+        std::fs::create_dir(&vol).unwrap();
+        let vols = BTreeMap::from([("v".to_string(), vol.clone())]);
         let c = json!({"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/data", "subPath": "x", "readOnly": true}]});
-        let m = mounts(&c, &vols).unwrap();
-        assert_eq!(m[0].host_path, "/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/v/x");
+        let m = mounts(&c, &vols, &[]).unwrap();
+        assert_eq!(m[0].host_path, std::fs::canonicalize(&vol).unwrap().join("x").display().to_string());
         assert!(m[0].readonly);
+        assert!(vol.join("x").is_dir(), "the sub path is created in the volume");
         let bad = json!({"name": "c", "volumeMounts": [{"name": "missing", "mountPath": "/d"}]});
-        assert!(mounts(&bad, &vols).is_err());
+        assert!(mounts(&bad, &vols, &[]).is_err());
         let escape = json!({"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/d", "subPath": "../../etc"}]});
-        assert!(mounts(&escape, &vols).is_err());
+        let err = mounts(&escape, &vols, &[]).unwrap_err();
+        assert_eq!(err, config_error("unable to provision SubPath `../../etc`: must not contain '..'".into()));
+    }
+
+    /// subPathExpr expands from the container's environment; the directory is made in the volume with its mode;
+    /// unset or empty variables, absolute paths and backsteps are refused as upstream.
+    #[test]
+    fn sub_path_exprs_expand_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("v");
+        std::fs::create_dir(&vol).unwrap();
+        std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let vols = BTreeMap::from([("v".to_string(), vol.clone())]);
+        let envs = kv(&[("POD_NAME", "web-1"), ("NS", "prod"), ("EMPTY", ""), ("ABS", "/etc"), ("UP", "..")]);
+        let expr =
+            |e: &str| json!({"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/logs", "subPathExpr": e}]});
+        let m = mounts(&expr("$(NS)/$(POD_NAME)"), &vols, &envs).unwrap();
+        let made = vol.join("prod/web-1");
+        assert_eq!(m[0].host_path, std::fs::canonicalize(&made).unwrap().display().to_string());
+        assert!(made.is_dir());
+        assert_eq!(mode(&made), 0o777, "created with the volume's mode");
+        assert_eq!(mode(&vol.join("prod")), 0o777);
+        // $$ escapes; a literal sub path without references is used as is.
+        mounts(&expr("cost$$1"), &vols, &envs).unwrap();
+        assert!(vol.join("cost$1").is_dir());
+        let err = |e: &str| mounts(&expr(e), &vols, &envs).unwrap_err();
+        assert_eq!(err("$(NOPE)/$(EMPTY)/$(POD_NAME)"), config_error("missing value for EMPTY, NOPE".into()));
+        assert_eq!(err("$(ABS)"), config_error("error SubPath `/etc` must not be an absolute path".into()));
+        assert_eq!(
+            err("a/$(UP)/b"),
+            config_error("unable to provision SubPath `a/../b`: must not contain '..'".into())
+        );
+        assert_eq!(err("$(UP)").0, "CreateContainerConfigError");
+    }
+
+    /// A sub path through a symlink that leaves the volume is refused; one that stays inside is followed.
+    #[test]
+    fn sub_paths_through_symlinks_must_stay_in_the_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("v");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(vol.join("inner")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, vol.join("out")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", vol.join("passwd")).unwrap();
+        std::os::unix::fs::symlink("inner", vol.join("in")).unwrap();
+        let vols = BTreeMap::from([("v".to_string(), vol.clone())]);
+        let sub = |p: &str| json!({"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/m", "subPath": p}]});
+        let refused = |p: &str| mounts(&sub(p), &vols, &[]).unwrap_err();
+        let prepare = config_error("failed to prepare subPath for volumeMount \"v\" of container \"c\"".into());
+        assert_eq!(refused("out"), prepare);
+        assert_eq!(refused("out/secret"), prepare);
+        assert_eq!(refused("passwd"), prepare);
+        assert_eq!(
+            refused("out/new/dir"),
+            config_error("failed to create subPath directory for volumeMount \"v\" of container \"c\"".into())
+        );
+        assert!(!outside.join("new").exists(), "nothing is created outside the volume");
+        let inside = mounts(&sub("in"), &vols, &[]).unwrap();
+        assert_eq!(inside[0].host_path, std::fs::canonicalize(vol.join("inner")).unwrap().display().to_string());
+        // A configMap-style file through `..data` stays inside: allowed.
+        std::fs::create_dir(vol.join("..data")).unwrap();
+        std::fs::write(vol.join("..data/key"), "v").unwrap();
+        std::os::unix::fs::symlink("..data/key", vol.join("key")).unwrap();
+        mounts(&sub("key"), &vols, &[]).unwrap();
     }
 }

@@ -397,6 +397,12 @@ spec:
     })
     .await;
     assert!(restarted["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object());
+    // Its two probes are two live probe workers in the kubelet's /metrics.
+    let metrics = async || kubectl(&kubeconfig, &["get", "--raw", "/api/v1/nodes/e2e-node/proxy/metrics"], None);
+    eventually(20, "two probe workers", async || {
+        metrics().await.contains("\nkubelet_prober_workers 2\n").then_some(())
+    })
+    .await;
 
     // Static pods run from the manifest directory, with a mirror pod in the API that comes back when deleted.
     let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: static-web, namespace: kube-system}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n";
@@ -439,6 +445,9 @@ spec:
     );
     let left = pods.list(&ListParams::default()).await.unwrap();
     assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
+    // The probers went with their pods.
+    eventually(10, "no probe workers", async || metrics().await.contains("\nkubelet_prober_workers 0\n").then_some(()))
+        .await;
     let mut cri = proto::Cri::connect(&ctd.endpoint()).await.unwrap();
     eventually(30, "runtime cleanup", async || {
         let running =
