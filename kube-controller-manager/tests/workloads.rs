@@ -877,3 +877,74 @@ spec:
     assert_eq!(max_pods, 3, "one surge pod at a time");
     c.stop().await;
 }
+
+/// Plays the kubelet: the pod runs but its readiness probe fails.
+async fn make_unready(c: &Cluster, name: &str) {
+    let now = jiff::Timestamp::now().to_string();
+    let status = json!({"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "False", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": "False", "lastTransitionTime": now}]}});
+    c.api("", "v1", "pods", "default").patch_status(name, PatchType::Merge, &status).await.unwrap();
+}
+
+/// Upstream's `processCondemned` (and the e2e "Scaling should happen in predictable order and halt if any stateful
+/// pod is unhealthy"): an OrderedReady scale-down removes the highest ordinal first and waits while the next pod to
+/// remove is unhealthy, unless it is the first (lowest-ordinal) unhealthy pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_statefulset_scale_down_waits_for_unhealthy_pods() {
+    let c = Cluster::start(&["statefulset"], &[]).await;
+    c.create(
+        "apps",
+        "v1",
+        "statefulsets",
+        r#"
+metadata: {name: sd}
+spec:
+  replicas: 4
+  serviceName: sd
+  selector: {matchLabels: {app: sd}}
+  template:
+    metadata: {labels: {app: sd}}
+    spec: {containers: [{name: c, image: "db:1"}]}
+"#,
+    )
+    .await;
+    let pods = c.api("", "v1", "pods", "default");
+    for i in 0..4 {
+        let name = format!("sd-{i}");
+        let p = c.until(30, &name, || async { pods.get(&name).await.ok() }, |_| true).await;
+        make_ready(&c, &p).await;
+    }
+    let sets = c.api("apps", "v1", "statefulsets", "default");
+    c.until(30, "four ready", || async { sets.get("sd").await.ok() }, |s| s["status"]["readyReplicas"] == 4).await;
+    let names = || async {
+        let mut n: Vec<String> =
+            pods_with(&c, "app=sd").await.iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect();
+        n.sort();
+        n
+    };
+
+    // sd-1 and sd-3 turn unhealthy; scaled to 1, sd-3 (unhealthy, not the first unhealthy pod) blocks the way.
+    make_unready(&c, "sd-1").await;
+    make_unready(&c, "sd-3").await;
+    c.until(30, "two unready", || async { sets.get("sd").await.ok() }, |s| s["status"]["readyReplicas"] == 2).await;
+    sets.patch("sd", PatchType::Merge, &json!({"spec": {"replicas": 1}})).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(names().await, ["sd-0", "sd-1", "sd-2", "sd-3"], "scale-down went past the unhealthy sd-3");
+
+    // sd-3 healthy again: it goes, then sd-2, then sd-1 (unhealthy, but the first unhealthy pod), highest first.
+    make_ready(&c, &pods.get("sd-3").await.unwrap()).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = names().await;
+        let expected: Vec<String> = (0..now.len()).map(|i| format!("sd-{i}")).collect();
+        assert_eq!(now, expected, "pods removed out of order");
+        if now.len() == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "scale-down stuck at {now:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.until(30, "status", || async { sets.get("sd").await.ok() }, |s| s["status"]["replicas"] == 1).await;
+    c.stop().await;
+}

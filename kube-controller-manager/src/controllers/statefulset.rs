@@ -7,8 +7,10 @@
 //! - each `volumeClaimTemplates` entry gives the PVC `<claim>-<set>-<ordinal>`, created before the pod and mounted in
 //!   place of the template's volume of that name; PVCs are never deleted with the pod (retention policy Retain);
 //! - `OrderedReady`: one pod at a time, the next only once every lower ordinal is Running and Ready (and available
-//!   after `minReadySeconds`); scale-down removes the highest ordinal first, one at a time, only while the rest are
-//!   healthy. `Parallel`: creates and deletes all at once;
+//!   after `minReadySeconds`); scale-down removes the highest ordinal first, one at a time, only while the replicas
+//!   kept are healthy, and waits while the next pod to remove is not Running, Ready and available unless it is the
+//!   lowest-ordinal unhealthy pod (so one broken pod does not block, two do, as upstream). `Parallel`: creates and
+//!   deletes all at once;
 //! - revisions are ControllerRevisions `<set>-<hash>` holding the template (owned by the set); pods below the
 //!   RollingUpdate `partition` are (re)created from the current revision, the rest from the update revision;
 //!   `RollingUpdate` deletes the highest-ordinal outdated pod, waits for its replacement to be Running and Ready,
@@ -538,12 +540,27 @@ async fn manage(ctx: &Context, rec: &Recorder, set: &Value, api: &client::Api, m
             }
         }
     }
+    // Upstream's first unhealthy pod (not Running and Ready, or terminating), by ordinal: a replica (a missing one
+    // counts) before any condemned pod. Only a condemned one can be it here, as in monotonic mode every replica
+    // is healthy by now.
+    let unhealthy = |p: &Value| !running_and_ready(p) || terminating(p);
+    let first_unhealthy = if m.slots.iter().all(|s| s.as_ref().is_some_and(|p| !unhealthy(p))) {
+        m.condemned.iter().rev().find(|(_, p)| unhealthy(p)).map(|(_, p)| runtime::name(p))
+    } else {
+        None
+    };
     for (_, p) in m.condemned {
         if terminating(p) {
             if m.monotonic {
                 return Ok(());
             }
             continue;
+        }
+        // In order, a condemned pod that is not Running, Ready and available waits, unless it is the first
+        // unhealthy pod (upstream's `processCondemned`).
+        if m.monotonic && !healthy(p) && first_unhealthy != Some(runtime::name(p)) {
+            tracing::debug!(pod = runtime::name(p), first_unhealthy, "waiting for an unhealthy pod before scale down");
+            return Ok(());
         }
         delete_pod(rec, set, api, p).await?;
         if m.monotonic {
