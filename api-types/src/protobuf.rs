@@ -679,6 +679,10 @@ impl<'a> Reader<'a> {
                 let mut le = [0u8; 8];
                 le.copy_from_slice(bytes);
                 let value = f64::from_le_bytes(le);
+                // Go's JSON encoder writes an integral float64 without a fraction (`1`, not `1.0`).
+                if value.fract() == 0.0 && value.abs() < 9.0e15 {
+                    return Ok(Value::from(value as i64));
+                }
                 Number::from_f64(value)
                     .map(Value::Number)
                     .ok_or_else(|| self.malformed(format!("{} is {value}, which JSON cannot represent", field.json)))

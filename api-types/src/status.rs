@@ -258,7 +258,10 @@ mod tests {
         );
         let busy = ApiError { retry_after: Some(1), ..ApiError::new(429, "TooManyRequests", "slow down") };
         let text = serde_json::to_string(&busy.to_status()).unwrap();
-        assert!(text.ends_with(r#""reason":"TooManyRequests","details":{"retryAfterSeconds":1},"code":429}"#), "{text}");
+        assert!(
+            text.ends_with(r#""reason":"TooManyRequests","details":{"retryAfterSeconds":1},"code":429}"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -253,10 +253,22 @@ impl Client {
         path_and_query: &str,
         body: Option<(Bytes, &str)>,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.send_accepting(method, path_and_query, "application/json", body).await
+    }
+
+    /// Sends a request with the given `Accept` (`application/vnd.kubernetes.protobuf, */*` is client-go's default
+    /// for built-in kinds) and hands the response back as it is.
+    pub async fn send_accepting(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        accept: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path_and_query}", self.base))
-            .header(header::ACCEPT, "application/json");
+            .header(header::ACCEPT, accept);
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }

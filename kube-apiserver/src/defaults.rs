@@ -76,7 +76,6 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
         ("", "ReplicationController") => {
             if let Some(spec) = obj_at(obj, "spec") {
                 default(spec, "replicas", json!(1));
-                default(spec, "minReadySeconds", json!(0));
             }
             template(obj, "/spec/template");
         }

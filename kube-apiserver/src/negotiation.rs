@@ -144,7 +144,9 @@ mod tests {
         assert_eq!(o("application/vnd.kubernetes.protobuf, */*").encoding, Encoding::Protobuf);
         assert_eq!(o("application/json;q=0.5, application/vnd.kubernetes.protobuf").encoding, Encoding::Protobuf);
         // kubectl get.
-        let table = o("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json");
+        let table = o(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+        );
         assert_eq!(table.target, Target::Table);
         // A protobuf Table is not served: the next clause is taken.
         let next = o("application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json");

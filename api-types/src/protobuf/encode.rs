@@ -171,6 +171,11 @@ impl Writer {
             }
             let Some(value) = obj.get(field.json) else { continue };
             match value {
+                // Go's zero `Time` is JSON null and an empty message on the wire (creationTimestamp of a template).
+                Value::Null if matches!(field.kind, Kind::Message(m) if matches!(m.special, Special::Time | Special::MicroTime)) =>
+                {
+                    self.nested(field.tag, |_| {});
+                }
                 Value::Null => {}
                 Value::Array(items) if field.repeated => {
                     for item in items {
@@ -252,7 +257,9 @@ impl Writer {
                 }
             }
             Special::Time | Special::MicroTime => {
-                if let Some((seconds, nanos)) = value.as_str().and_then(parse_rfc3339) {
+                if value.is_null() {
+                    self.nested(tag, |_| {});
+                } else if let Some((seconds, nanos)) = value.as_str().and_then(parse_rfc3339) {
                     self.nested(tag, |w| {
                         w.int(1, seconds);
                         if nanos != 0 && m.special == Special::MicroTime {
