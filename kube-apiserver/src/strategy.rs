@@ -182,19 +182,23 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut 
         ));
     }
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    if sub == Some("status") {
-        // Status writes change status only (upstream's ResetObjectMetaForStatus and spec reset).
-        let status = new.get("status").cloned();
-        *new = old.clone();
-        match status {
-            Some(s) => new["status"] = s,
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove("status");
+    match sub {
+        Some("status") => return prepare_status_update(res, old, new),
+        Some("approval") => {
+            // CSR approval: only status.conditions comes from the request (upstream's csrApprovalStrategy).
+            let conditions = new.pointer("/status/conditions").cloned();
+            *new = old.clone();
+            match conditions {
+                Some(c) => new["status"]["conditions"] = c,
+                None => {
+                    if let Some(s) = new.get_mut("status").and_then(Value::as_object_mut) {
+                        s.remove("conditions");
+                    }
                 }
             }
+            return Ok(());
         }
-        return Ok(());
+        _ => {}
     }
     let meta = meta_mut(new)?;
     for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "name"] {
@@ -218,6 +222,72 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut 
     if let Some(generation) = old_meta.get("generation").and_then(Value::as_i64) {
         let bumped = if spec_part(old) != spec_part(new) { generation + 1 } else { generation };
         meta_mut(new)?.insert("generation".into(), json!(bumped));
+    }
+    Ok(())
+}
+
+/// A write to `/status`, as upstream's per-kind status strategies prepare it: the spec is the stored one, metadata
+/// the generic registry protects (uid, name, creationTimestamp, deletionTimestamp, deletionGracePeriodSeconds,
+/// generation) is the stored one, and the rest of the metadata (labels, annotations, finalizers, ownerReferences)
+/// is written as sent, except where a kind's strategy resets it: a Pod keeps its ownerReferences, a Deployment its
+/// labels, a VolumeAttachment and a ValidatingAdmissionPolicy all of it (`ResetObjectMetaForStatus`); a CSR keeps
+/// its Approved and Denied conditions, which only `/approval` changes.
+fn prepare_status_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    let restore = |new: &mut Value, path: &str, key: &str| {
+        let old_value = old.pointer(path).and_then(|o| o.get(key)).cloned();
+        let Some(parent) = new.pointer_mut(path).and_then(Value::as_object_mut) else { return };
+        match old_value {
+            Some(v) => parent.insert(key.into(), v),
+            None => parent.remove(key),
+        };
+    };
+    if !new.get("metadata").is_some_and(Value::is_object) {
+        new["metadata"] = json!({});
+    }
+    restore(new, "", "spec");
+    for k in ["uid", "name", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        restore(new, "/metadata", k);
+    }
+    meta_mut(new)?.remove("selfLink");
+    let reset: &[&str] = match (res.group, res.kind) {
+        ("", "Pod") => &["ownerReferences"],
+        ("apps", "Deployment") => &["labels"],
+        ("storage.k8s.io", "VolumeAttachment") | ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            &["labels", "annotations", "finalizers", "ownerReferences"]
+        }
+        _ => &[],
+    };
+    for k in reset {
+        restore(new, "/metadata", k);
+    }
+    if (res.group, res.kind) == ("certificates.k8s.io", "CertificateSigningRequest") {
+        let decisions = |obj: &Value| -> Vec<Value> {
+            obj.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .map(|cs| cs.iter().filter(|c| c["type"] == "Approved" || c["type"] == "Denied").cloned().collect())
+                .unwrap_or_default()
+        };
+        let (kept, sent) = (decisions(old), decisions(new));
+        if kept.len() != sent.len() || kept.iter().zip(&sent).any(|(k, s)| k["type"] != s["type"]) {
+            let name = meta_str(old, "name").unwrap_or_default();
+            return Err(ApiError::invalid(
+                res.group,
+                res.kind,
+                name,
+                vec![Cause::forbidden(
+                    "status.conditions",
+                    "updates may not add or remove Approved or Denied conditions",
+                )],
+            ));
+        }
+        if let Some(conds) = new.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+            let mut kept = kept.into_iter();
+            for c in conds.iter_mut().filter(|c| c["type"] == "Approved" || c["type"] == "Denied") {
+                if let Some(k) = kept.next() {
+                    *c = k;
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -121,6 +121,14 @@ pub async fn serve(
                 _ => return Err(not_allowed(res, sub, verb)),
             };
             let replicas = replicas_of(&wanted, name)?;
+            // The Scale's uid, when given, must be the workload's (upstream's scale preconditions).
+            if let Some(uid) = meta_str(&wanted, "uid").filter(|u| !u.is_empty())
+                && Some(uid) != meta_str(&obj, "uid")
+            {
+                let actual = meta_str(&obj, "uid").unwrap_or_default();
+                let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}");
+                return Err(ApiError::conflict(res.group, res.plural, name, &why));
+            }
             // The Scale's resourceVersion, when given, is a precondition on the workload.
             let rv = meta_str(&wanted, "resourceVersion").filter(|rv| !rv.is_empty());
             let mut p = json!({"spec": {"replicas": replicas}});
