@@ -367,3 +367,117 @@ async fn resource_quota_usage_follows_the_namespace() {
     assert_eq!(q["status"]["used"]["requests.memory"], "256Mi");
     c.stop().await;
 }
+
+/// Quotas with scopes count only the pods in their scope (upstream's pod evaluator and `CalculateUsageStats`; the
+/// cases of upstream's quota e2e tests "should verify ResourceQuota with best effort scope / terminating scopes /
+/// priority class scope ... using scope-selectors" and "cross namespace pod affinity scope"), and nothing but pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_quota_scopes_select_the_pods_they_count() {
+    let c = Cluster::start(&["resourcequota"], &[]).await;
+    c.create("scheduling.k8s.io", "v1", "priorityclasses", "metadata: {name: high}\nvalue: 1000").await;
+    let quotas: &[(&str, &str)] = &[
+        ("all", "hard: {pods: '10', count/pods: '10', requests.cpu: '10', count/configmaps: '10'}"),
+        ("best-effort", "scopes: [BestEffort]\n  hard: {pods: '10'}"),
+        ("not-best-effort", "scopes: [NotBestEffort]\n  hard: {pods: '10', count/pods: '10', requests.cpu: '10'}"),
+        ("terminating", "scopes: [Terminating]\n  hard: {pods: '10', requests.cpu: '10'}"),
+        (
+            "not-terminating",
+            "scopeSelector: {matchExpressions: [{scopeName: NotTerminating, operator: Exists}]}\n  hard: {pods: '10'}",
+        ),
+        (
+            "high",
+            "scopeSelector: {matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]}\n  hard: {pods: '10', requests.cpu: '10'}",
+        ),
+        (
+            "not-high",
+            "scopeSelector: {matchExpressions: [{scopeName: PriorityClass, operator: NotIn, values: [high]}]}\n  hard: {pods: '10'}",
+        ),
+        (
+            "any-class",
+            "scopeSelector: {matchExpressions: [{scopeName: PriorityClass, operator: Exists}]}\n  hard: {pods: '10'}",
+        ),
+        (
+            "no-class",
+            "scopeSelector: {matchExpressions: [{scopeName: PriorityClass, operator: DoesNotExist}]}\n  hard: {pods: '10'}",
+        ),
+        (
+            "cross-ns",
+            "scopeSelector: {matchExpressions: [{scopeName: CrossNamespacePodAffinity, operator: Exists}]}\n  hard: {pods: '10'}",
+        ),
+        // Two scopes at once: both must match.
+        (
+            "high-not-terminating",
+            "scopes: [NotTerminating]\n  scopeSelector: {matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]}\n  hard: {pods: '10'}",
+        ),
+        // A scoped quota counts nothing but pods.
+        ("scoped-objects", "scopes: [NotTerminating]\n  hard: {pods: '10', count/configmaps: '10'}"),
+    ];
+    for (name, spec) in quotas {
+        c.create("", "v1", "resourcequotas", &format!("metadata: {{name: {name}}}\nspec:\n  {spec}")).await;
+    }
+    let pod = |name: &str, spec: &str| {
+        format!("metadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: busybox{spec}}}]")
+    };
+    // BestEffort, no deadline, no class.
+    c.create("", "v1", "pods", &pod("be", "")).await;
+    // Burstable, terminating (a deadline), class high.
+    c.create(
+        "",
+        "v1",
+        "pods",
+        &(pod("burst", ", resources: {requests: {cpu: 100m}}")
+            + "\n  activeDeadlineSeconds: 60\n  priorityClassName: high"),
+    )
+    .await;
+    // Guaranteed, not terminating, class high.
+    c.create(
+        "",
+        "v1",
+        "pods",
+        &(pod("guaranteed", ", resources: {requests: {cpu: 200m, memory: 64Mi}, limits: {cpu: 200m, memory: 64Mi}}")
+            + "\n  priorityClassName: high"),
+    )
+    .await;
+    // BestEffort with a cross-namespace affinity term.
+    c.create(
+        "",
+        "v1",
+        "pods",
+        &(pod("cross", "")
+            + "\n  affinity: {podAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: zone, namespaces: [other], labelSelector: {matchLabels: {app: x}}}]}}"),
+    )
+    .await;
+    // Not BestEffort, finished: only count/pods counts it.
+    c.create("", "v1", "pods", &pod("done", ", resources: {requests: {cpu: '1'}}")).await;
+    c.api("", "v1", "pods", "default")
+        .patch_status("done", PatchType::Merge, &json!({"status": {"phase": "Succeeded"}}))
+        .await
+        .unwrap();
+    c.create("", "v1", "configmaps", "metadata: {name: cm}").await;
+
+    let api = c.api("", "v1", "resourcequotas", "default");
+    let expect = [
+        ("all", json!({"pods": "4", "count/pods": "5", "requests.cpu": "300m", "count/configmaps": "1"})),
+        ("best-effort", json!({"pods": "2"})),
+        ("not-best-effort", json!({"pods": "2", "count/pods": "3", "requests.cpu": "300m"})),
+        ("terminating", json!({"pods": "1", "requests.cpu": "100m"})),
+        ("not-terminating", json!({"pods": "3"})),
+        ("high", json!({"pods": "2", "requests.cpu": "300m"})),
+        ("not-high", json!({"pods": "2"})),
+        ("any-class", json!({"pods": "2"})),
+        ("no-class", json!({"pods": "2"})),
+        ("cross-ns", json!({"pods": "1"})),
+        ("high-not-terminating", json!({"pods": "1"})),
+        ("scoped-objects", json!({"pods": "3", "count/configmaps": "0"})),
+    ];
+    for (name, used) in expect {
+        c.until(
+            15,
+            &format!("the usage of {name}: {used}"),
+            || async { api.get(name).await.ok() },
+            |q| q["status"]["used"] == used,
+        )
+        .await;
+    }
+    c.stop().await;
+}

@@ -12,11 +12,19 @@
 //!   `<class>.storageclass.storage.k8s.io/requests.storage` and `.../persistentvolumeclaims`);
 //! - `count/<resource>` and `count/<resource>.<group>` for any resource of the table.
 //!
+//! `count/pods` counts every pod, `pods` and the compute resources only pods not yet terminal (upstream's
+//! `PodUsageFunc`). A quota with scopes (`spec.scopes`, each an `Exists` requirement, and
+//! `spec.scopeSelector.matchExpressions`) counts only the pods matching all of them, as upstream's pod evaluator:
+//! `BestEffort`/`NotBestEffort` (the pod's QoS class), `Terminating`/`NotTerminating` (`activeDeadlineSeconds` >= 0),
+//! `PriorityClass` (`In`, `NotIn`, `Exists`, `DoesNotExist` on `spec.priorityClassName`) and
+//! `CrossNamespacePodAffinity` (a pod (anti-)affinity term with `namespaces` or a `namespaceSelector`); every other
+//! evaluator matches no scope, so a scoped quota's non-pod resources stay at 0.
+//!
 //! Quantities are summed exactly and written in canonical form (`1500m`, `1536Mi`, `2k`).
 //!
 //! Deliberate gaps: admission-time enforcement (refusing objects that would exceed the quota) is not done by the
-//! apiserver; quota `scopes` and `scopeSelector` are ignored; counts of resources other than those above are
-//! listed from the apiserver and refreshed every 30 s rather than watched.
+//! apiserver; counts of resources other than those above are listed from the apiserver and refreshed every 30 s
+//! rather than watched; a resource no evaluator knows still shows in `status.used` (as 0).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -175,19 +183,103 @@ pub fn pod_counts(pod: &Value, now: Timestamp) -> bool {
     true
 }
 
+/// A quota's scope requirements (upstream's `getScopeSelectorsFromQuota`): each of `spec.scopes` as an `Exists`
+/// requirement, then `spec.scopeSelector.matchExpressions`. None: an unscoped quota.
+pub fn scope_requirements(quota: &Value) -> Vec<Value> {
+    let mut out: Vec<Value> = quota
+        .pointer("/spec/scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| json!({"scopeName": s, "operator": "Exists"}))
+        .collect();
+    if let Some(exprs) = quota.pointer("/spec/scopeSelector/matchExpressions").and_then(Value::as_array) {
+        out.extend(exprs.iter().cloned());
+    }
+    out
+}
+
+fn has_compute_resource(c: &Value, kind: &str) -> bool {
+    resources_of(c, kind).iter().any(|(k, q)| matches!(k.as_str(), "cpu" | "memory") && q.milli > 0)
+}
+
+/// The pod is of the BestEffort QoS class: `status.qosClass`, else computed as upstream's `ComputePodQOS` (no
+/// container or init container requests or limits a positive cpu or memory).
+pub fn best_effort(pod: &Value) -> bool {
+    if let Some(q) = pod.pointer("/status/qosClass").and_then(Value::as_str).filter(|q| !q.is_empty()) {
+        return q == "BestEffort";
+    }
+    !["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .any(|c| has_compute_resource(c, "requests") || has_compute_resource(c, "limits"))
+}
+
+/// Upstream's `isTerminating`: `activeDeadlineSeconds` set and not negative.
+pub fn terminating_scope(pod: &Value) -> bool {
+    pod.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64).is_some_and(|d| d >= 0)
+}
+
+/// Upstream's `usesCrossNamespacePodAffinity`: a pod affinity or anti-affinity term, required or preferred, naming
+/// `namespaces` or a `namespaceSelector`.
+pub fn uses_cross_namespace_pod_affinity(pod: &Value) -> bool {
+    let cross = |t: &Value| {
+        t.get("namespaces").and_then(Value::as_array).is_some_and(|n| !n.is_empty())
+            || t.get("namespaceSelector").is_some_and(|s| !s.is_null())
+    };
+    ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+        let Some(a) = pod.pointer(&format!("/spec/affinity/{kind}")) else { return false };
+        let required = a.get("requiredDuringSchedulingIgnoredDuringExecution").and_then(Value::as_array);
+        let preferred = a.get("preferredDuringSchedulingIgnoredDuringExecution").and_then(Value::as_array);
+        required.into_iter().flatten().any(cross)
+            || preferred.into_iter().flatten().filter_map(|w| w.get("podAffinityTerm")).any(cross)
+    })
+}
+
+/// Whether a pod matches one scope requirement (upstream's `podMatchesScopeFunc`; the operator only matters for
+/// `PriorityClass`, where it is a label requirement on `{PriorityClass: <priorityClassName>}`).
+pub fn pod_matches_scope(req: &Value, pod: &Value) -> bool {
+    let op = req.get("operator").and_then(Value::as_str).unwrap_or_default();
+    match req.get("scopeName").and_then(Value::as_str).unwrap_or_default() {
+        "Terminating" => terminating_scope(pod),
+        "NotTerminating" => !terminating_scope(pod),
+        "BestEffort" => best_effort(pod),
+        "NotBestEffort" => !best_effort(pod),
+        "PriorityClass" => {
+            let class = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).filter(|c| !c.is_empty());
+            let values: Vec<&str> =
+                req.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            match op {
+                "Exists" => class.is_some(),
+                "DoesNotExist" => class.is_none(),
+                "In" => class.is_some_and(|c| values.contains(&c)),
+                "NotIn" => class.is_none_or(|c| !values.contains(&c)),
+                _ => false,
+            }
+        }
+        "CrossNamespacePodAffinity" => uses_cross_namespace_pod_affinity(pod),
+        _ => false,
+    }
+}
+
 /// The usage of the namespace's objects (everything the evaluators compute; masked to `hard` by the caller).
+/// With scope requirements only the pods matching all of them count, and nothing else (upstream's other
+/// evaluators match no scope).
 pub fn usage(
     pods: &[Arc<Value>],
     services: &[Arc<Value>],
     pvcs: &[Arc<Value>],
     counts: &[(&str, usize)],
+    scopes: &[Value],
     now: Timestamp,
 ) -> BTreeMap<String, Quantity> {
     let count = |n: usize| Quantity { milli: n as i128 * 1000, binary: false };
     let mut used = BTreeMap::new();
-    let live: Vec<&Arc<Value>> = pods.iter().filter(|p| pod_counts(p, now)).collect();
+    let pods: Vec<&Arc<Value>> = pods.iter().filter(|p| scopes.iter().all(|s| pod_matches_scope(s, p))).collect();
+    let live: Vec<&&Arc<Value>> = pods.iter().filter(|p| pod_counts(p, now)).collect();
     used.insert("pods".to_string(), count(live.len()));
-    used.insert("count/pods".to_string(), count(live.len()));
+    used.insert("count/pods".to_string(), count(pods.len()));
     for p in &live {
         for (k, q) in pod_resources(p, "requests") {
             sum_into(&mut used, &format!("requests.{k}"), q);
@@ -198,6 +290,9 @@ pub fn usage(
         for (k, q) in pod_resources(p, "limits") {
             sum_into(&mut used, &format!("limits.{k}"), q);
         }
+    }
+    if !scopes.is_empty() {
+        return used;
     }
     used.insert("services".into(), count(services.len()));
     used.insert("count/services".into(), count(services.len()));
@@ -305,16 +400,19 @@ impl ResourceQuota {
         let hard: Map<String, Value> =
             quota.pointer("/spec/hard").and_then(Value::as_object).cloned().unwrap_or_default();
         let in_ns = |i: &Informer| i.store().list_by(|o| runtime::namespace(o) == ns);
+        let scopes = scope_requirements(&quota);
         let mut counts: Vec<(&str, usize)> = Vec::new();
         let mut extra: Vec<(String, usize)> = Vec::new();
         let mut listed = false;
-        for (name, inf) in &self.counted {
+        // A scoped quota counts pods only: nothing else to count or list.
+        let counted: &[(&str, Informer)] = if scopes.is_empty() { &self.counted } else { &[] };
+        for (name, inf) in counted {
             let n = in_ns(inf).len();
             counts.push((name, n));
             extra.push((format!("count/{name}"), n));
         }
         // Other `count/...` resources: listed.
-        for k in hard.keys() {
+        for k in hard.keys().filter(|_| scopes.is_empty()) {
             let known = [
                 "pods",
                 "services",
@@ -340,7 +438,8 @@ impl ResourceQuota {
         }
         let extra_refs: Vec<(&str, usize)> = extra.iter().map(|(k, n)| (k.as_str(), *n)).collect();
         counts.extend(extra_refs);
-        let all = usage(&in_ns(&self.pods), &in_ns(&self.services), &in_ns(&self.pvcs), &counts, Timestamp::now());
+        let now = Timestamp::now();
+        let all = usage(&in_ns(&self.pods), &in_ns(&self.services), &in_ns(&self.pvcs), &counts, &scopes, now);
         let mut used = Map::new();
         for k in hard.keys() {
             let q = all.get(k).copied().unwrap_or_default();
@@ -397,12 +496,63 @@ mod tests {
             "status": {"phase": "Running"}});
         let done = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}, "status": {"phase": "Succeeded"}});
         let pods = vec![Arc::new(pod), Arc::new(done)];
-        let used = usage(&pods, &[], &[], &[], Timestamp::now());
+        let used = usage(&pods, &[], &[], &[], &[], Timestamp::now());
         assert_eq!(used["pods"].format(), "1");
         assert_eq!(used["requests.cpu"].format(), "500m");
         assert_eq!(used["cpu"].format(), "500m");
         assert_eq!(used["requests.memory"].format(), "128Mi");
         assert_eq!(used["limits.cpu"].format(), "200m");
+    }
+
+    #[test]
+    fn pods_match_scopes_as_upstream() {
+        let be = json!({"spec": {"containers": [{"name": "c"}]}});
+        let burstable = json!({"spec": {"activeDeadlineSeconds": 0, "priorityClassName": "high",
+            "containers": [{"resources": {"requests": {"cpu": "100m"}}}]}});
+        let zero = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "0", "example.com/gpu": "1"}}}]}});
+        let by_status = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]},
+            "status": {"qosClass": "BestEffort"}});
+        let negative = json!({"spec": {"activeDeadlineSeconds": -1}});
+        let exists = |scope: &str| json!({"scopeName": scope, "operator": "Exists"});
+        let pc = |op: &str, values: &[&str]| json!({"scopeName": "PriorityClass", "operator": op, "values": values});
+        assert!(pod_matches_scope(&exists("BestEffort"), &be));
+        assert!(pod_matches_scope(&exists("BestEffort"), &zero), "zero cpu and extended resources are not QoS");
+        assert!(pod_matches_scope(&exists("BestEffort"), &by_status));
+        assert!(pod_matches_scope(&exists("NotBestEffort"), &burstable));
+        assert!(pod_matches_scope(&exists("Terminating"), &burstable));
+        assert!(pod_matches_scope(&exists("NotTerminating"), &be));
+        assert!(pod_matches_scope(&exists("NotTerminating"), &negative));
+        assert!(pod_matches_scope(&pc("In", &["high", "low"]), &burstable));
+        assert!(!pod_matches_scope(&pc("In", &["low"]), &burstable));
+        assert!(!pod_matches_scope(&pc("In", &["high"]), &be));
+        assert!(pod_matches_scope(&pc("NotIn", &["high"]), &be), "NotIn matches pods without a class");
+        assert!(!pod_matches_scope(&pc("NotIn", &["high"]), &burstable));
+        assert!(pod_matches_scope(&pc("Exists", &[]), &burstable) && !pod_matches_scope(&pc("Exists", &[]), &be));
+        assert!(pod_matches_scope(&pc("DoesNotExist", &[]), &be));
+        assert!(!pod_matches_scope(&exists("Unknown"), &be));
+        let cross = json!({"spec": {"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "podAffinityTerm": {"topologyKey": "k", "namespaceSelector": {}}}]}}}});
+        let local = json!({"spec": {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "k", "labelSelector": {}}]}}}});
+        assert!(pod_matches_scope(&exists("CrossNamespacePodAffinity"), &cross));
+        assert!(!pod_matches_scope(&exists("CrossNamespacePodAffinity"), &local));
+
+        let quota = json!({"spec": {"scopes": ["NotBestEffort"], "scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}});
+        let scopes = scope_requirements(&quota);
+        assert_eq!(scopes.len(), 2);
+        let done = json!({"spec": {"priorityClassName": "high", "containers": [{"resources": {"limits": {"memory": "1Gi"}}}]},
+            "status": {"phase": "Failed"}});
+        let pods: Vec<Arc<Value>> = [be, burstable, done].into_iter().map(Arc::new).collect();
+        let svcs = vec![Arc::new(json!({"spec": {"type": "ClusterIP"}}))];
+        let used = usage(&pods, &svcs, &[], &[("configmaps", 3)], &scopes, Timestamp::now());
+        assert_eq!(used["pods"].format(), "1");
+        assert_eq!(used["count/pods"].format(), "2", "count/pods counts terminal pods too");
+        assert_eq!(used["requests.cpu"].format(), "100m");
+        assert!(!used.contains_key("services") && !used.contains_key("configmaps"), "{used:?}");
+        let all = usage(&pods, &svcs, &[], &[("configmaps", 3)], &[], Timestamp::now());
+        assert_eq!((all["pods"].format(), all["count/pods"].format()), ("2".into(), "3".into()));
+        assert_eq!((all["services"].format(), all["configmaps"].format()), ("1".into(), "3".into()));
     }
 
     #[test]
@@ -415,7 +565,7 @@ mod tests {
         let pvcs = vec![Arc::new(
             json!({"spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "1Gi"}}}}),
         )];
-        let used = usage(&[], &svcs, &pvcs, &[("count/deployments.apps", 2)], Timestamp::now());
+        let used = usage(&[], &svcs, &pvcs, &[("count/deployments.apps", 2)], &[], Timestamp::now());
         assert_eq!(used["services"].format(), "3");
         assert_eq!(used["services.loadbalancers"].format(), "1");
         assert_eq!(used["services.nodeports"].format(), "3");
