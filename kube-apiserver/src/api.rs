@@ -84,7 +84,7 @@ fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {
     }
 }
 
-fn list_params(res: &Resource, q: &HashMap<String, String>) -> Result<ListParams, ApiError> {
+fn list_params(res: &'static Resource, q: &HashMap<String, String>) -> Result<ListParams, ApiError> {
     let label_selector = match q.get("labelSelector").filter(|s| !s.is_empty()) {
         Some(s) => Some(
             LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
@@ -93,8 +93,13 @@ fn list_params(res: &Resource, q: &HashMap<String, String>) -> Result<ListParams
     };
     let field_selector = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
         Some(s) => {
-            let fs = FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            crate::registry::Registry::check_field_selector(res, &fs)?;
+            let (s, checked) = if res.group == "events.k8s.io" && res.plural == "events" {
+                (events_v1_field_selector(s)?, crate::convert::storage_resource(res))
+            } else {
+                (s.clone(), res)
+            };
+            let fs = FieldSelector::parse(&s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            crate::registry::Registry::check_field_selector(checked, &fs)?;
             Some(fs)
         }
         None => None,
@@ -111,6 +116,21 @@ fn list_params(res: &Resource, q: &HashMap<String, String>) -> Result<ListParams
         resource_version: q.get("resourceVersion").cloned(),
         resource_version_match: q.get("resourceVersionMatch").cloned(),
     })
+}
+
+/// An events.k8s.io/v1 field selector in the core/v1 field labels its storage is selected with; an unknown label is
+/// upstream's 400 `field label not supported`.
+fn events_v1_field_selector(s: &str) -> Result<String, ApiError> {
+    let mut terms = Vec::new();
+    for term in s.split(',') {
+        let at = term.find(['=', '!']).unwrap_or(term.len());
+        let (field, rest) = term.split_at(at);
+        let field = field.trim();
+        let core = crate::strategy::EVENTS_V1_FIELD_LABELS.iter().find(|(v1, _)| *v1 == field).map(|(_, core)| *core);
+        let core = core.ok_or_else(|| ApiError::bad_request(format!("field label not supported: {field}")))?;
+        terms.push(format!("{core}{rest}"));
+    }
+    Ok(terms.join(","))
 }
 
 fn accept(req_headers: &http::HeaderMap) -> String {

@@ -323,8 +323,10 @@ fn service_spec(spec: &mut Map<String, Value>) {
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             default(p, "protocol", json!("TCP"));
-            if let Some(port) = p.get("port").cloned() {
-                default(p, "targetPort", port);
+            // Upstream's SetDefaults_Service: an unset, 0 or "" targetPort (Go clients always send 0) is the port.
+            let unset = p.get("targetPort").is_none_or(|t| t.is_null() || *t == json!(0) || *t == json!(""));
+            if let Some(port) = p.get("port").cloned().filter(|_| unset) {
+                p.insert("targetPort".into(), port);
             }
         }
     }

@@ -22,9 +22,9 @@ pub fn version() -> Value {
         "minCompatibilityMajor": MAJOR,
         "minCompatibilityMinor": "32",
         "gitVersion": GIT_VERSION,
-        "gitCommit": env!("CARGO_PKG_VERSION"),
-        "gitTreeState": "clean",
-        "buildDate": "2026-01-01T00:00:00Z",
+        "gitCommit": env!("KUBE_GIT_COMMIT"),
+        "gitTreeState": env!("KUBE_GIT_TREE_STATE"),
+        "buildDate": env!("KUBE_BUILD_DATE"),
         "goVersion": "rust",
         "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
@@ -318,6 +318,16 @@ pub fn in_category(cat: &str) -> Vec<&'static Resource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_carries_build_stamps() {
+        let v = version();
+        let commit = v["gitCommit"].as_str().unwrap();
+        assert!(commit.len() == 40 && commit.bytes().all(|c| c.is_ascii_hexdigit()), "{commit}");
+        assert!(["clean", "dirty", "archive"].contains(&v["gitTreeState"].as_str().unwrap()));
+        let date = v["buildDate"].as_str().unwrap();
+        assert!(date.len() == 20 && date.ends_with('Z') && &date[10..11] == "T", "{date}");
+    }
 
     #[test]
     fn aggregated_core_has_no_group_name_and_pods() {

@@ -408,15 +408,6 @@ fn kind_fields(res: &Resource) -> &'static [&'static str] {
             "source",
             "type",
         ],
-        ("events.k8s.io", "events") => &[
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "reason",
-            "reportingController",
-            "type",
-        ],
         ("", "nodes") => &["spec.unschedulable"],
         ("", "secrets") => &["type"],
         ("", "namespaces") => &["status.phase"],
@@ -427,6 +418,23 @@ fn kind_fields(res: &Resource) -> &'static [&'static str] {
         _ => &[],
     }
 }
+
+/// events.k8s.io/v1 field selector labels and the core/v1 fields they select on (upstream's
+/// AddFieldLabelConversionsForEvent): both versions share one storage, selected in its core shape.
+pub const EVENTS_V1_FIELD_LABELS: &[(&str, &str)] = &[
+    ("regarding.kind", "involvedObject.kind"),
+    ("regarding.namespace", "involvedObject.namespace"),
+    ("regarding.name", "involvedObject.name"),
+    ("regarding.uid", "involvedObject.uid"),
+    ("regarding.apiVersion", "involvedObject.apiVersion"),
+    ("regarding.resourceVersion", "involvedObject.resourceVersion"),
+    ("regarding.fieldPath", "involvedObject.fieldPath"),
+    ("reportingController", "reportingComponent"),
+    ("reason", "reason"),
+    ("type", "type"),
+    ("metadata.name", "metadata.name"),
+    ("metadata.namespace", "metadata.namespace"),
+];
 
 pub fn field_supported(res: &Resource, field: &str) -> bool {
     matches!(field, "metadata.name" | "metadata.namespace") || kind_fields(res).contains(&field)
@@ -447,7 +455,9 @@ pub fn field_value(res: &Resource, obj: &Value, field: &str) -> Option<String> {
         return None;
     }
     if field == "source" && res.plural == "events" {
-        return Some(obj.pointer("/source/component").and_then(scalar).unwrap_or_default());
+        // Upstream's event ToSelectableFields: the source component, else the reporting controller.
+        let component = obj.pointer("/source/component").and_then(scalar).filter(|c| !c.is_empty());
+        return Some(component.or_else(|| obj.get("reportingComponent").and_then(scalar)).unwrap_or_default());
     }
     if field == "status.podIPs" {
         return Some(obj.pointer("/status/podIPs/0/ip").and_then(scalar).unwrap_or_default());

@@ -10,16 +10,22 @@ const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
 pub fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && is_dns1123_part(s)
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` of any length.
+fn is_dns1123_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
 
+/// Upstream's IsDNS1123Subdomain: at most 253 characters in all; its dot-separated parts are not limited to 63 (a
+/// 65-character pod or ConfigMap name is valid).
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    s.len() <= 253 && s.split('.').all(is_dns1123_part)
 }
 
 pub fn is_dns1035_label(s: &str) -> bool {
@@ -343,6 +349,10 @@ mod tests {
         assert!(!is_dns1123_label("Web"));
         assert!(!is_dns1123_label("-a"));
         assert!(is_dns1123_subdomain("a.b-c.d"));
+        assert!(is_dns1123_subdomain(&"a".repeat(65)), "parts of a subdomain are not labels of 63");
+        assert!(is_dns1123_subdomain(&format!("{}.b", "a".repeat(251))));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
         assert!(!is_dns1035_label("1abc"));
         assert!(is_qualified_name("app.kubernetes.io/name"));
         assert!(!is_qualified_name("/name"));

@@ -483,7 +483,8 @@ fn binding_status_split_and_generation() {
     ]);
     let p = s.json(&["get", "pod", "p"]);
     assert_eq!(p["status"]["phase"], "Running");
-    assert!(p["metadata"].get("labels").is_none(), "status writes keep metadata");
+    // As upstream's pod status strategy: labels are written through /status (ownerReferences are not).
+    assert_eq!(p["metadata"]["labels"]["x"], "y", "pods/status writes labels");
     // Pod specs are immutable but for images.
     let err = s.fails(&["patch", "pod", "p", "--type=merge", "-p", r#"{"spec":{"restartPolicy":"Never"}}"#]);
     assert!(err.contains("pod updates may not change fields other than"), "{err}");
