@@ -156,9 +156,19 @@ impl Writer {
         self.buf.splice(at..at + 1, prefix[..n].iter().copied());
     }
 
-    /// The fields of `message` found in `obj`, in tag order.
+    /// The fields of `message` found in `obj`: in the object's key order (a name matched against the descriptor's
+    /// fields, cheaper than hashing every field name the descriptor has), or in tag order for messages that embed
+    /// structs inline, whose fields must be gathered into one nested message.
     fn fields(&mut self, message: &'static Message, obj: &Map<String, Value>, depth: usize) {
         if depth > super::MAX_DEPTH {
+            return;
+        }
+        if !message.fields.iter().any(|f| matches!(f.kind, Kind::Inline(_))) {
+            for (key, value) in obj {
+                if let Some(field) = message.fields.iter().find(|f| f.json == key) {
+                    self.field(field, value, depth);
+                }
+            }
             return;
         }
         for field in message.fields {
@@ -169,7 +179,15 @@ impl Writer {
                 }
                 continue;
             }
-            let Some(value) = obj.get(field.json) else { continue };
+            if let Some(value) = obj.get(field.json) {
+                self.field(field, value, depth);
+            }
+        }
+    }
+
+    /// One field's JSON value.
+    fn field(&mut self, field: &'static Field, value: &Value, depth: usize) {
+        {
             match value {
                 // Go's zero `Time` is JSON null and an empty message on the wire (creationTimestamp of a template).
                 Value::Null if matches!(field.kind, Kind::Message(m) if matches!(m.special, Special::Time | Special::MicroTime)) =>

@@ -1,0 +1,180 @@
+//! Protobuf versus JSON on the apiserver, in one run: encoding a LIST of 5,000 pods and 10,000 pod watch events
+//! (the server's work per response, from the objects the watch cache holds), and pod creates per second with
+//! protobuf bodies against JSON bodies on the release binary (32 clients). Run through `bench/protobuf.sh`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_types::protobuf::{CONTENT_TYPE, encode_list, encode_message_of, encode_object, watch_frame};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use kube_apiserver::testing::release::start_apiserver;
+use serde_json::{Value, json};
+
+/// A pod as a kubelet has left it: spec with defaults, status with conditions and a container status.
+fn pod(i: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("web-7d4b9c8f5d-{i:05}"), "namespace": "bench", "uid": format!("6f1c2a3e-0000-4000-8000-{i:012}"),
+                     "resourceVersion": (1000 + i).to_string(), "creationTimestamp": "2026-12-04T05:00:00Z",
+                     "labels": {"app": "web", "pod-template-hash": "7d4b9c8f5d"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c8f5d", "uid": "0a1b2c3d-0000-4000-8000-000000000001", "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"containers": [{"name": "web", "image": "busybox:1.36", "command": ["httpd", "-f", "-p", "8080"],
+                                 "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                                 "readinessProbe": {"httpGet": {"path": "/", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+                                 "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"}],
+                 "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst", "serviceAccountName": "default",
+                 "nodeName": format!("node-{}", i % 100), "securityContext": {}, "schedulerName": "default-scheduler",
+                 "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+                 "priority": 0, "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority"},
+        "status": {"phase": "Running", "hostIP": "10.0.0.1", "podIP": format!("10.244.{}.{}", i / 250, i % 250), "podIPs": [{"ip": format!("10.244.{}.{}", i / 250, i % 250)}],
+                   "startTime": "2026-12-04T05:00:01Z", "qosClass": "Burstable",
+                   "conditions": [{"type": "Initialized", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-12-04T05:00:01Z"},
+                                  {"type": "Ready", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-12-04T05:00:03Z"},
+                                  {"type": "ContainersReady", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-12-04T05:00:03Z"},
+                                  {"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-12-04T05:00:00Z"}],
+                   "containerStatuses": [{"name": "web", "state": {"running": {"startedAt": "2026-12-04T05:00:02Z"}}, "ready": true, "restartCount": 0,
+                                          "image": "docker.io/library/busybox:1.36", "imageID": "sha256:0123456789abcdef", "containerID": format!("containerd://{i:064}"), "started": true}]}
+    })
+}
+
+/// The best of `rounds` timings of `f`.
+fn best(rounds: usize, mut f: impl FnMut() -> usize) -> (Duration, usize) {
+    let mut out = (Duration::MAX, 0);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let bytes = std::hint::black_box(f());
+        out = (out.0.min(t.elapsed()), bytes);
+    }
+    out
+}
+
+fn encoding() -> [(String, Duration, Duration, usize, usize); 2] {
+    let pods: Vec<Value> = (0..5000).map(pod).collect();
+    let meta = json!({"resourceVersion": "99999"});
+    let (json_list, json_bytes) = best(7, || {
+        let mut body = Vec::new();
+        body.extend_from_slice(b"{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":");
+        serde_json::to_writer(&mut body, &meta).unwrap();
+        body.extend_from_slice(b",\"items\":[");
+        for (i, p) in pods.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, p).unwrap();
+        }
+        body.extend_from_slice(b"]}\n");
+        body.len()
+    });
+    let (pb_list, pb_bytes) = best(7, || {
+        let items: Vec<Vec<u8>> = pods.iter().map(|p| encode_message_of(p).unwrap()).collect();
+        encode_list("v1", "PodList", &meta, items.iter().map(Vec::as_slice)).unwrap().len()
+    });
+    let events: Vec<Value> = (0..10_000).map(|i| pod(i % 5000)).collect();
+    let (json_watch, json_wbytes) = best(5, || {
+        events
+            .iter()
+            .map(|p| {
+                let mut line = b"{\"type\":\"MODIFIED\",\"object\":".to_vec();
+                serde_json::to_writer(&mut line, p).unwrap();
+                line.extend_from_slice(b"}\n");
+                line.len()
+            })
+            .sum()
+    });
+    let (pb_watch, pb_wbytes) =
+        best(5, || events.iter().map(|p| watch_frame("MODIFIED", &encode_object(p).unwrap()).len()).sum());
+    [
+        (
+            format!("LIST of 5,000 pods ({json_bytes} B JSON, {pb_bytes} B protobuf)"),
+            json_list,
+            pb_list,
+            json_bytes,
+            pb_bytes,
+        ),
+        (
+            format!("10,000 pod watch events ({json_wbytes} B JSON, {pb_wbytes} B protobuf)"),
+            json_watch,
+            pb_watch,
+            json_wbytes,
+            pb_wbytes,
+        ),
+    ]
+}
+
+/// Pod creates per second with `clients` concurrent clients, bodies in JSON or protobuf.
+async fn creates(client: &client::Client, prefix: &str, protobuf: bool, total: usize, clients: usize) -> f64 {
+    let client = Arc::new(client.clone());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let client = client.clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..total).step_by(clients) {
+                let mut p = pod(i);
+                p["metadata"] = json!({"name": format!("{prefix}-{i:05}"), "labels": {"app": "bench"}});
+                p.as_object_mut().unwrap().remove("status");
+                p["spec"].as_object_mut().unwrap().remove("nodeName");
+                let (body, ct, accept) = if protobuf {
+                    (encode_object(&p).unwrap(), CONTENT_TYPE, "application/vnd.kubernetes.protobuf, */*")
+                } else {
+                    (serde_json::to_vec(&p).unwrap(), "application/json", "application/json")
+                };
+                let resp = client
+                    .send_accepting(
+                        Method::POST,
+                        "/api/v1/namespaces/bench/pods",
+                        accept,
+                        Some((Bytes::from(body), ct)),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::CREATED);
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    println!("| figure | JSON | protobuf | protobuf speed-up | goal |");
+    println!("|---|---|---|---|---|");
+    for (what, json_t, pb_t, _, _) in encoding() {
+        let ratio = json_t.as_secs_f64() / pb_t.as_secs_f64();
+        println!(
+            "| encode {what} | {:.1} ms | {:.1} ms | {ratio:.2}x | >= 2x |",
+            json_t.as_secs_f64() * 1e3,
+            pb_t.as_secs_f64() * 1e3
+        );
+    }
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "encoding") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (_proc, client, _) = start_apiserver(dir.path()).await;
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}});
+        client.api("", "v1", "namespaces").unwrap().create(&ns).await.unwrap();
+        let total = std::env::var("BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+        // Warm up, then alternate so neither encoding gets a cold or a fuller store.
+        creates(&client, "warm", false, 500, 32).await;
+        let mut json_rate = Vec::new();
+        let mut pb_rate = Vec::new();
+        for round in 0..2 {
+            json_rate.push(creates(&client, &format!("json{round}"), false, total / 2, 32).await);
+            pb_rate.push(creates(&client, &format!("pb{round}"), true, total / 2, 32).await);
+        }
+        let (j, p) = (json_rate.iter().sum::<f64>() / 2.0, pb_rate.iter().sum::<f64>() / 2.0);
+        println!(
+            "| pod creates per second, 32 clients ({total} pods each) | {j:.0}/s | {p:.0}/s | {:.2}x | >= 1x |",
+            p / j
+        );
+    });
+}
