@@ -5,6 +5,7 @@ pub mod cni;
 pub mod envvars;
 pub mod expansion;
 pub mod hollow;
+pub mod hosts;
 pub mod node;
 pub mod options;
 pub mod pods;
@@ -13,6 +14,7 @@ pub mod security;
 pub mod server;
 pub mod static_pods;
 pub mod stats;
+pub mod status;
 pub mod streaming;
 pub mod volumes;
 

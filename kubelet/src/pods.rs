@@ -3,6 +3,7 @@
 //! statuses are derived from what the runtime reports, never kept as control flow.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,44 @@ pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
 pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
 pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+/// Container annotations (upstream's names) with what reading the termination message needs.
+const ANNOTATION_TERMINATION_PATH: &str = "io.kubernetes.container.terminationMessagePath";
+const ANNOTATION_TERMINATION_POLICY: &str = "io.kubernetes.container.terminationMessagePolicy";
+/// Upstream's MaxContainerTerminationMessageLength, and the log fallback's lines and bytes.
+const MAX_TERMINATION_MESSAGE: usize = 4096;
+const MAX_TERMINATION_LOG_LINES: usize = 80;
+const MAX_TERMINATION_LOG_BYTES: usize = 2048;
+
+/// Where a container's termination message is written (`terminationMessagePath`, default `/dev/termination-log`).
+fn termination_message_path(c: &Value) -> &str {
+    match s(c, "/terminationMessagePath") {
+        "" => "/dev/termination-log",
+        p => p,
+    }
+}
+
+/// At most the last `max` bytes of a file.
+fn read_tail(path: &std::path::Path, max: usize) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(max as u64)))?;
+    let mut buf = Vec::with_capacity(max.min(len as usize));
+    f.take(max as u64).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The end of a CRI log as a termination message: the last 80 lines, at most their last 2 KiB.
+fn last_log_lines(cri_log: &str) -> String {
+    let lines: Vec<&str> = cri_log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(MAX_TERMINATION_LOG_LINES)..].join("\n");
+    let text = crate::server::render(&tail, false, None);
+    let mut cut = text.len().saturating_sub(MAX_TERMINATION_LOG_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    text[cut..].to_string()
+}
 
 /// CrashLoopBackOff: 10 s doubling to 5 min (upstream).
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -112,6 +151,8 @@ struct StartContext<'a> {
     pod_ip: &'a str,
     volumes: &'a BTreeMap<String, std::path::PathBuf>,
     allocatable: &'a Value,
+    /// The pod's managed hosts file, mounted at /etc/hosts.
+    hosts: Option<&'a std::path::Path>,
 }
 
 /// Runs and reports the pods bound to this node.
@@ -381,23 +422,26 @@ impl PodManager {
         ))
     }
 
-    fn sandbox_config(&self, pod: &Value, attempt: u32) -> PodSandboxConfig {
+    /// The sandbox of a pod. Err when its hostname cannot be made (an FQDN longer than 64 characters).
+    fn sandbox_config(&self, pod: &Value, attempt: u32) -> Result<PodSandboxConfig, String> {
         let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+        // A host-network pod shares the node's UTS namespace: no hostname of its own.
+        let hostname =
+            if host_network { String::new() } else { crate::hosts::kernel_hostname(pod, &self.cfg.cluster_domain)? };
         let labels = HashMap::from([
             (LABEL_POD_UID.to_string(), s(pod, "/metadata/uid").to_string()),
             (LABEL_POD_NAME.to_string(), s(pod, "/metadata/name").to_string()),
             (LABEL_POD_NAMESPACE.to_string(), s(pod, "/metadata/namespace").to_string()),
         ]);
         let mode = if host_network { NamespaceMode::Node } else { NamespaceMode::Pod };
-        PodSandboxConfig {
+        Ok(PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: s(pod, "/metadata/name").into(),
                 uid: s(pod, "/metadata/uid").into(),
                 namespace: s(pod, "/metadata/namespace").into(),
                 attempt,
             }),
-            // A host-network pod shares the node's UTS namespace: no hostname of its own.
-            hostname: if host_network { String::new() } else { s(pod, "/metadata/name").into() },
+            hostname,
             log_directory: self.log_dir(pod).display().to_string(),
             labels,
             linux: Some(LinuxPodSandboxConfig {
@@ -415,7 +459,7 @@ impl PodManager {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        })
     }
 
     fn container_config(
@@ -454,7 +498,18 @@ impl PodManager {
             envs,
             mounts,
             labels,
-            annotations: HashMap::from([("io.kubernetes.container.restartCount".to_string(), attempt.to_string())]),
+            annotations: HashMap::from([
+                ("io.kubernetes.container.restartCount".to_string(), attempt.to_string()),
+                (ANNOTATION_TERMINATION_PATH.to_string(), termination_message_path(c).to_string()),
+                (
+                    ANNOTATION_TERMINATION_POLICY.to_string(),
+                    match s(c, "/terminationMessagePolicy") {
+                        "" => "File",
+                        p => p,
+                    }
+                    .to_string(),
+                ),
+            ]),
             log_path: format!("{name}/{attempt}.log"),
             linux: Some(LinuxContainerConfig {
                 resources: Some(crate::security::resources(pod, c, self.memory_capacity)),
@@ -539,7 +594,31 @@ impl PodManager {
             &services,
         )
         .await?;
-        let mounts = crate::volumes::mounts(c, ctx.volumes, &envs)?;
+        let mut mounts = crate::volumes::mounts(c, ctx.volumes, &envs)?;
+        // The managed hosts file, unless the container mounts something at /etc/hosts itself.
+        if let Some(hosts) = ctx.hosts
+            && !mounts.iter().any(|m| m.container_path == crate::hosts::ETC_HOSTS)
+        {
+            mounts.push(Mount {
+                container_path: crate::hosts::ETC_HOSTS.into(),
+                host_path: hosts.display().to_string(),
+                ..Default::default()
+            });
+        }
+        // The termination message file: a fresh one per container instance, writable by any user (upstream).
+        let dir = self.cfg.root_dir.join("pods").join(s(pod, "/metadata/uid")).join("containers").join(s(c, "/name"));
+        let file = dir.join(uuid::Uuid::new_v4().simple().to_string());
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::File::create(&file))
+            .and_then(|_| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)));
+        match made {
+            Ok(()) => mounts.push(Mount {
+                container_path: termination_message_path(c).into(),
+                host_path: file.display().to_string(),
+                ..Default::default()
+            }),
+            Err(e) => tracing::warn!(error = %e, path = %file.display(), "creating the termination message file"),
+        }
         Ok(self.container_config(pod, c, attempt, envs, mounts))
     }
 
@@ -616,7 +695,14 @@ impl PodManager {
         let mut rt = self.cri.runtime.clone();
         // The sandbox.
         let attempt = obs.sandboxes.len() as u32;
-        let sandbox_cfg = self.sandbox_config(pod, attempt);
+        let sandbox_cfg = match self.sandbox_config(pod, attempt) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(pod = %uid, error = %e, "creating the pod sandbox");
+                self.write_status(pod, &Observed::default(), &waiting, None).await?;
+                return Ok(Synced::Retry);
+            }
+        };
         let (sandbox_id, obs) = match obs.ready_sandbox() {
             Some(sb) => (sb.id.clone(), obs),
             None => {
@@ -667,6 +753,18 @@ impl PodManager {
                     return Ok(Synced::Retry);
                 }
             };
+        let pod_dir = self.cfg.root_dir.join("pods").join(uid);
+        let hosts = crate::hosts::ensure(
+            &pod_dir,
+            pod,
+            &pod_ip,
+            &self.cfg.cluster_domain,
+            std::path::Path::new(crate::hosts::ETC_HOSTS),
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(pod = %uid, error = %e, "writing the pod's hosts file");
+            None
+        });
         let ctx = StartContext {
             pod,
             sandbox: &sandbox_id,
@@ -674,6 +772,7 @@ impl PodManager {
             pod_ip: &pod_ip,
             volumes: &volumes,
             allocatable: &self.allocatable,
+            hosts: hosts.as_deref(),
         };
         // Whether a container was (re)started: what runs changed.
         let mut started = false;
@@ -798,7 +897,57 @@ impl PodManager {
         }
     }
 
-    fn container_status(&self, spec: &Value, list: Option<&Vec<ContainerStatus>>, waiting: &Waiting) -> Value {
+    /// The termination message of an exited container (upstream's getTerminationMessage): the file mounted at its
+    /// `terminationMessagePath` (its last 4 KiB), or with `FallbackToLogsOnError` and a failure, the end of its log
+    /// when the file is empty (80 lines, 2 KiB).
+    fn termination_message(&self, pod: &Value, st: &ContainerStatus) -> String {
+        let path = st.annotations.get(ANNOTATION_TERMINATION_PATH).map(String::as_str).unwrap_or_default();
+        let fallback = st.annotations.get(ANNOTATION_TERMINATION_POLICY).map(String::as_str)
+            == Some("FallbackToLogsOnError")
+            && st.exit_code != 0
+            && st.reason != "ContainerCannotRun";
+        let mut message = String::new();
+        let mut check_logs = fallback;
+        if let Some(m) = st.mounts.iter().find(|m| !path.is_empty() && m.container_path == path) {
+            match read_tail(std::path::Path::new(&m.host_path), MAX_TERMINATION_MESSAGE) {
+                Ok(data) => {
+                    check_logs = fallback && data.is_empty();
+                    message = data;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    message = format!("Error on reading termination log {}: {e}", m.host_path);
+                    check_logs = false;
+                }
+            }
+        }
+        if check_logs {
+            let (name, attempt) = st.metadata.as_ref().map(|m| (m.name.as_str(), m.attempt)).unwrap_or_default();
+            let log = self.log_dir(pod).join(name).join(format!("{attempt}.log"));
+            message = match std::fs::read_to_string(&log) {
+                Ok(content) => last_log_lines(&content),
+                Err(e) => format!("Error on reading termination message from logs: {e}"),
+            };
+        }
+        match (st.message.is_empty(), message.is_empty()) {
+            (_, true) => st.message.clone(),
+            (true, false) => message,
+            (false, false) => format!("{}: {message}", st.message),
+        }
+    }
+
+    /// A container's status as upstream's convertToAPIContainerStatuses: the latest attempt's state, the one before
+    /// as lastState; a container not created yet waits (`PodInitializing` in pods with init containers, else
+    /// `ContainerCreating`); a start that failed or is held back waits with its reason, what ended before as
+    /// lastState. Init containers are ready once they exited 0.
+    fn container_status(
+        &self,
+        pod: &Value,
+        spec: &Value,
+        list: Option<&Vec<ContainerStatus>>,
+        waiting: &Waiting,
+        init: bool,
+    ) -> Value {
         let name = s(spec, "/name");
         let latest = list.and_then(|l| l.first());
         let previous = list.and_then(|l| l.get(1));
@@ -807,21 +956,34 @@ impl PodManager {
                 x if x == ContainerState::ContainerRunning as i32 => {
                     json!({"running": {"startedAt": nanos_rfc3339(st.started_at)}})
                 }
-                x if x == ContainerState::ContainerExited as i32 => json!({"terminated": {
-                    "exitCode": st.exit_code,
-                    "reason": if st.reason.is_empty() { if st.exit_code == 0 { "Completed" } else { "Error" } } else { st.reason.as_str() },
-                    "startedAt": nanos_rfc3339(st.started_at),
-                    "finishedAt": nanos_rfc3339(st.finished_at),
-                    "containerID": format!("containerd://{}", st.id),
-                }}),
-                _ => json!({"waiting": {"reason": "ContainerCreating"}}),
+                x if x == ContainerState::ContainerExited as i32 => {
+                    let mut t = json!({
+                        "exitCode": st.exit_code,
+                        "reason": if st.reason.is_empty() { if st.exit_code == 0 { "Completed" } else { "Error" } } else { st.reason.as_str() },
+                        "startedAt": nanos_rfc3339(st.started_at),
+                        "finishedAt": nanos_rfc3339(st.finished_at),
+                        "containerID": format!("containerd://{}", st.id),
+                    });
+                    let message = self.termination_message(pod, st);
+                    if !message.is_empty() {
+                        t["message"] = json!(message);
+                    }
+                    json!({ "terminated": t })
+                }
+                // Created but not started (or unknown): waiting to run, without a reason.
+                _ => json!({"waiting": {}}),
             }
         };
-        let mut state = match latest {
-            Some(st) => state_of(st),
-            None => json!({"waiting": {"reason": "ContainerCreating"}}),
-        };
-        if let Some((reason, message)) = waiting.reasons.get(name) {
+        let default_reason =
+            if array(pod, "/spec/initContainers").is_empty() { "ContainerCreating" } else { "PodInitializing" };
+        let mut state = latest.map(state_of).unwrap_or_else(|| json!({"waiting": {"reason": default_reason}}));
+        let mut last = previous.map(state_of).unwrap_or(json!({}));
+        let init_done =
+            init && latest.is_some_and(|st| st.state == ContainerState::ContainerExited as i32 && st.exit_code == 0);
+        if !init_done && let Some((reason, message)) = waiting.reasons.get(name) {
+            if state.get("terminated").is_some() {
+                last = state;
+            }
             state = json!({"waiting": {"reason": reason, "message": message}});
         }
         let running = latest.is_some_and(|st| st.state == ContainerState::ContainerRunning as i32)
@@ -829,11 +991,12 @@ impl PodManager {
         let health = latest
             .map(|st| self.probers.health(&st.id))
             .unwrap_or(crate::prober::Health { started: false, ready: false });
+        let ready = if init { init_done } else { running && health.ready && health.started };
         let mut out = json!({
             "name": name,
             "state": state,
-            "lastState": previous.map(state_of).unwrap_or(json!({})),
-            "ready": running && health.ready && health.started,
+            "lastState": last,
+            "ready": ready,
             "started": running && health.started,
             "restartCount": latest.and_then(|st| st.metadata.as_ref()).map(|m| m.attempt).unwrap_or(0),
             "image": s(spec, "/image"),
@@ -854,72 +1017,39 @@ impl PodManager {
     ) -> Result<(), client::Error> {
         let uid = s(pod, "/metadata/uid").to_string();
         let (inits, apps) = (array(pod, "/spec/initContainers"), array(pod, "/spec/containers"));
-        let init_statuses: Vec<Value> =
-            inits.iter().map(|c| self.container_status(c, obs.containers.get(s(c, "/name")), waiting)).collect();
-        let statuses: Vec<Value> =
-            apps.iter().map(|c| self.container_status(c, obs.containers.get(s(c, "/name")), waiting)).collect();
-        let initialized =
-            init_statuses.iter().all(|c| c.pointer("/state/terminated/exitCode").and_then(Value::as_i64) == Some(0));
-        let all_ready = !statuses.is_empty() && statuses.iter().all(|c| c["ready"] == true);
-        let restart = s(pod, "/spec/restartPolicy");
-        let terminated: Vec<i64> =
-            statuses.iter().filter_map(|c| c.pointer("/state/terminated/exitCode").and_then(Value::as_i64)).collect();
-        let running = statuses.iter().filter(|c| c.pointer("/state/running").is_some()).count();
-        let init_failed_never = restart == "Never"
-            && init_statuses
-                .iter()
-                .any(|c| c.pointer("/state/terminated/exitCode").and_then(Value::as_i64).is_some_and(|e| e != 0));
-        let phase = if init_failed_never {
-            "Failed"
-        } else if !initialized {
-            "Pending"
-        } else if terminated.len() == statuses.len() && !statuses.is_empty() && restart != "Always" {
-            if terminated.iter().all(|e| *e == 0) {
-                "Succeeded"
-            } else if restart == "Never" {
-                "Failed"
-            } else {
-                "Running"
-            }
-        } else if running > 0 || !terminated.is_empty() {
-            "Running"
-        } else {
-            "Pending"
-        };
+        let init_statuses: Vec<Value> = inits
+            .iter()
+            .map(|c| self.container_status(pod, c, obs.containers.get(s(c, "/name")), waiting, true))
+            .collect();
+        let statuses: Vec<Value> = apps
+            .iter()
+            .map(|c| self.container_status(pod, c, obs.containers.get(s(c, "/name")), waiting, false))
+            .collect();
+        let phase = crate::status::phase(pod, &init_statuses, &statuses);
+        let conditions = crate::status::conditions(pod, &init_statuses, &statuses, phase, sandbox.is_some());
         // Transition and start times continue from the status last written (the informer's copy may not have it
         // yet), else from the API's.
         let last_written = self.written.lock().ok().and_then(|w| w.get(&uid).map(|(status, _)| status.clone()));
         let none = json!({});
         let old = last_written.as_ref().or_else(|| pod.get("status")).unwrap_or(&none);
-        let transition = |t: &str, status: bool| {
-            let st = if status { "True" } else { "False" };
-            let prev = old
-                .get("conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-                .cloned();
-            let since = match prev {
+        let since = |c: &crate::status::Condition| {
+            let st = if c.status { "True" } else { "False" };
+            let prev =
+                old.get("conditions").and_then(Value::as_array).and_then(|cs| cs.iter().find(|p| p["type"] == c.kind));
+            match prev {
                 Some(p) if p["status"] == st => p["lastTransitionTime"].clone(),
                 _ => json!(now_rfc3339()),
-            };
-            json!({"type": t, "status": st, "lastProbeTime": null, "lastTransitionTime": since})
+            }
         };
         let pod_ip = sandbox.and_then(|sb| sb.network.as_ref()).map(|n| n.ip.clone()).filter(|ip| !ip.is_empty());
         let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
         let pod_ip = if host_network { Some(self.cfg.node_ip.clone()) } else { pod_ip };
         // The kubelet's conditions; those other writers own (DisruptionTarget, readiness gates' types) stay, as a
         // merge patch replaces the whole list.
-        let ours = [
-            ("PodReadyToStartContainers", sandbox.is_some()),
-            ("Initialized", initialized),
-            ("Ready", all_ready),
-            ("ContainersReady", all_ready),
-            ("PodScheduled", true),
-        ];
-        let foreign = array(pod, "/status/conditions")
-            .iter()
-            .filter(|c| c.get("type").and_then(Value::as_str).is_some_and(|t| ours.iter().all(|(own, _)| *own != t)));
-        let conditions: Vec<Value> = ours.iter().map(|(t, on)| transition(t, *on)).chain(foreign.cloned()).collect();
+        let foreign = array(pod, "/status/conditions").iter().filter(|c| {
+            c.get("type").and_then(Value::as_str).is_some_and(|t| !crate::status::KUBELET_CONDITIONS.contains(&t))
+        });
+        let conditions: Vec<Value> = conditions.iter().map(|c| c.to_json(since(c))).chain(foreign.cloned()).collect();
         let mut status = json!({
             "phase": phase,
             "conditions": conditions,
@@ -1152,6 +1282,7 @@ mod tests {
             pod_ip: "10.0.0.5",
             volumes: &volumes,
             allocatable: &allocatable,
+            hosts: None,
         };
         let config = manager.prepare_container(&ctx(&pod), &pod["spec"]["containers"][0], 0).await.unwrap();
         let env: BTreeMap<&str, &str> = config.envs.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
@@ -1193,6 +1324,136 @@ mod tests {
         assert!(keys.contains(&"KUBERNETES_SERVICE_HOST") && !keys.contains(&"WEB_SVC_SERVICE_HOST"), "{keys:?}");
         factory.shutdown();
         server.stop().await;
+    }
+
+    fn condition<'a>(pod: &'a Value, kind: &str) -> &'a Value {
+        pod["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap()
+    }
+
+    /// Init containers run in order; until they are done the app container waits with `PodInitializing` and the
+    /// Initialized condition names the incomplete ones; a finished init container is ready.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn init_container_statuses_and_conditions_as_upstream() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let image = "docker.io/library/busybox:1.36";
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "initContainers": [{"name": "init1", "image": image}, {"name": "init2", "image": image}],
+                    "containers": [{"name": "app", "image": image}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, fake) = manager_on_fake(&server, dir.path());
+        let uid = s(&pod, "/metadata/uid").to_string();
+
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        let p = pods.get("p").await.unwrap();
+        assert_eq!(p["status"]["phase"], "Pending");
+        let inits = &p["status"]["initContainerStatuses"];
+        assert!(inits[0]["state"]["running"].is_object());
+        assert_eq!(inits[0]["ready"], false);
+        assert_eq!(inits[1]["state"], json!({"waiting": {"reason": "PodInitializing"}}));
+        assert_eq!(p["status"]["containerStatuses"][0]["state"], json!({"waiting": {"reason": "PodInitializing"}}));
+        let initialized = condition(&p, "Initialized");
+        assert_eq!(initialized["status"], "False");
+        assert_eq!(initialized["reason"], "ContainersNotInitialized");
+        assert_eq!(initialized["message"], "containers with incomplete status: [init1 init2]");
+        assert_eq!(condition(&p, "Ready")["reason"], "ContainersNotReady");
+        assert_eq!(condition(&p, "Ready")["message"], "containers with unready status: [app]");
+        assert_eq!(condition(&p, "ContainersReady")["message"], "containers with unready status: [app]");
+
+        // init1 exits 0: it is ready, init2 runs.
+        fake.exit_container(&manager.running_container_id(&uid, "init1").await.unwrap(), 0);
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        let p = pods.get("p").await.unwrap();
+        assert_eq!(p["status"]["initContainerStatuses"][0]["ready"], true);
+        assert_eq!(p["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+        assert_eq!(condition(&p, "Initialized")["message"], "containers with incomplete status: [init2]");
+
+        // init2 exits 0: the pod is initialized and the app runs.
+        fake.exit_container(&manager.running_container_id(&uid, "init2").await.unwrap(), 0);
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        let p = pods.get("p").await.unwrap();
+        assert_eq!(p["status"]["phase"], "Running");
+        assert!(p["status"]["initContainerStatuses"].as_array().unwrap().iter().all(|c| c["ready"] == true));
+        for kind in ["Initialized", "Ready", "ContainersReady", "PodReadyToStartContainers", "PodScheduled"] {
+            let c = condition(&p, kind);
+            assert!(c["status"] == "True" && c.get("reason").is_none(), "{c}");
+        }
+        server.stop().await;
+    }
+
+    /// The termination message comes from the file mounted at terminationMessagePath (its last 4 KiB), or, with
+    /// FallbackToLogsOnError and a failure, from the end of the log when the file is empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn termination_messages_from_the_file_or_the_log() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let image = "docker.io/library/busybox:1.36";
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "restartPolicy": "Never", "containers": [
+                    {"name": "file", "image": image, "terminationMessagePath": "/tmp/msg"},
+                    {"name": "big", "image": image},
+                    {"name": "logs", "image": image, "terminationMessagePolicy": "FallbackToLogsOnError"},
+                    {"name": "quiet", "image": image, "terminationMessagePolicy": "FallbackToLogsOnError"}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, fake) = manager_on_fake(&server, dir.path());
+        let uid = s(&pod, "/metadata/uid").to_string();
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        let obs = manager.observe(&uid).await.unwrap();
+        let host_file = |name: &str, path: &str| {
+            let st = obs.latest(name).unwrap();
+            let m = st.mounts.iter().find(|m| m.container_path == path).expect("termination file mounted");
+            (st.id.clone(), std::path::PathBuf::from(&m.host_path))
+        };
+        let (file_id, file) = host_file("file", "/tmp/msg");
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o666);
+        std::fs::write(&file, "all done").unwrap();
+        fake.exit_container(&file_id, 0);
+        let (big_id, big) = host_file("big", "/dev/termination-log");
+        let long: String = (0..5000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        std::fs::write(&big, &long).unwrap();
+        fake.exit_container(&big_id, 0);
+        // A failing container with an empty message file: the end of its log (the last 80 lines).
+        let (logs_id, _) = host_file("logs", "/dev/termination-log");
+        let log_dir = manager.log_dir(&pod).join("logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log: String = (0..100).map(|i| format!("2024-01-01T00:00:00Z stdout F line {i}\n")).collect();
+        std::fs::write(log_dir.join("0.log"), log).unwrap();
+        fake.exit_container(&logs_id, 3);
+        // Succeeding: no fallback to the log.
+        let (quiet_id, _) = host_file("quiet", "/dev/termination-log");
+        std::fs::create_dir_all(manager.log_dir(&pod).join("quiet")).unwrap();
+        std::fs::write(manager.log_dir(&pod).join("quiet/0.log"), "2024-01-01T00:00:00Z stdout F hi\n").unwrap();
+        fake.exit_container(&quiet_id, 0);
+
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        let p = pods.get("p").await.unwrap();
+        let message = |i: usize| p["status"]["containerStatuses"][i]["state"]["terminated"]["message"].clone();
+        assert_eq!(message(0), "all done");
+        assert_eq!(message(1), json!(long[long.len() - 4096..]), "the last 4 KiB");
+        let expected: String = (20..100).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(message(2), json!(expected));
+        assert_eq!(message(3), Value::Null);
+        assert_eq!(p["status"]["phase"], "Failed");
+        server.stop().await;
+    }
+
+    #[test]
+    fn log_tails_keep_80_lines_and_2_kib() {
+        let log: String =
+            (0..30).map(|i| format!("2024-01-01T00:00:00Z stderr F {}\n", "x".repeat(99) + &i.to_string())).collect();
+        let tail = last_log_lines(&log);
+        assert_eq!(tail.len(), 2048);
+        assert!(tail.ends_with("x29\n"));
+        assert_eq!(
+            last_log_lines("2024-01-01T00:00:00Z stdout P par\n2024-01-01T00:00:00Z stdout F tial\n"),
+            "partial\n"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -664,3 +664,145 @@ async fn hollow_nodes_register_and_run_pods_on_fake_runtimes() {
     }
     let _ = api_stop.send(());
 }
+
+/// Upstream behaviours the kubelet reproduces, seen from inside real containers on a bridged pod network (its own
+/// bridge and blackholed cluster range, apart from the other bridged test's): `$(VAR)` expansion, service
+/// variables, the managed /etc/hosts with hostAliases and the pod's hostname, subPathExpr and refused subPath
+/// symlinks, init container statuses and termination messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_pod_behaviours_on_containerd() {
+    const CLUSTER_CIDR: &str = "10.251.0.0/16";
+    const POD_CIDR: &str = "10.251.9.0/24";
+    let status =
+        std::process::Command::new("ip").args(["route", "replace", "blackhole", CLUSTER_CIDR]).status().unwrap();
+    assert!(status.success(), "adding the blackhole route needs root");
+    let _guard = NetworkGuard { blackhole: CLUSTER_CIDR, bridge: "kbt1" };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
+    let (ctd, mut cfg) = node_on_containerd(dir.path()).await;
+    cfg.pod_cidr = Some(POD_CIDR.into());
+    cfg.cni_bridge = "kbt1".into();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg.clone(), stop_rx));
+    let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
+    let logs_of = async |name: &str, lines: usize| {
+        eventually(30, &format!("the output of {name}"), async || {
+            let out = kubectl_output(&kubeconfig, &["logs", name], None);
+            let l = String::from_utf8_lossy(&out.stdout).into_owned();
+            (l.lines().count() >= lines).then_some(l)
+        })
+        .await
+    };
+
+    // A Service created before the pod appears in its environment, with the apiserver's own.
+    kubectl(&kubeconfig, &["create", "service", "clusterip", "web-svc", "--tcp=8080:80"], None);
+    let svc_ip = kubectl(&kubeconfig, &["get", "service", "web-svc", "-o", "jsonpath={.spec.clusterIP}"], None);
+    let expanded = r#"apiVersion: v1
+kind: Pod
+metadata: {name: expanded}
+spec:
+  nodeName: e2e-node
+  restartPolicy: Never
+  hostname: h1
+  subdomain: sub
+  hostAliases: [{ip: 1.2.3.4, hostnames: [foo.example, bar.example]}]
+  initContainers:
+  - {name: init, image: docker.io/library/busybox:1.36, imagePullPolicy: Never, command: [sh, -c, 'echo init']}
+  containers:
+  - name: main
+    image: docker.io/library/busybox:1.36
+    imagePullPolicy: Never
+    env:
+    - {name: FOO, value: foo}
+    - {name: BAR, value: bar}
+    - {name: FOOBAR, value: '$(FOO);;$(BAR)'}
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    command: [sh, -c, 'echo ''FOOBAR=$(FOOBAR) ESCAPED=$$(FOO) UNKNOWN=$(NOPE)''; env | grep SERVICE_HOST | sort; echo "HOSTNAME=$(hostname) FILE=$(cat /etc/hostname)"; cat /etc/hosts; echo sub > /logs/marker; printf bye > /dev/termination-log']
+    volumeMounts: [{name: scratch, mountPath: /logs, subPathExpr: '$(POD_NAME)'}]
+  volumes: [{name: scratch, emptyDir: {}}]
+"#;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(expanded));
+    let done = pod_until(&pods, "expanded", 90, |p| p["status"]["phase"] == "Succeeded").await;
+    let out = logs_of("expanded", 5).await;
+    let ip = done["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.251.9."), "{ip}");
+    assert!(out.starts_with("FOOBAR=foo;;bar ESCAPED=$(FOO) UNKNOWN=$(NOPE)\n"), "{out}");
+    assert!(out.contains("\nKUBERNETES_SERVICE_HOST="), "{out}");
+    assert!(out.contains(&format!("\nWEB_SVC_SERVICE_HOST={svc_ip}\n")), "{out}");
+    assert!(out.contains("\nHOSTNAME=h1 FILE=h1\n"), "{out}");
+    let hosts = out.split_once("# Kubernetes-managed hosts file.\n").map(|(_, h)| h).unwrap_or_else(|| panic!("{out}"));
+    assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
+    assert!(hosts.contains(&format!("\n{ip}\th1.sub.default.svc.cluster.local\th1\n")), "{hosts}");
+    assert!(
+        hosts.ends_with("\n# Entries added by HostAliases.\n1.2.3.4\tfoo.example\tbar.example\n"),
+        "{hosts} {:#}",
+        done["spec"]
+    );
+    // subPathExpr: the pod name's directory in the volume.
+    let uid = done["metadata"]["uid"].as_str().unwrap();
+    let marker =
+        dir.path().join("kubelet/pods").join(uid).join("volumes/kubernetes.io~empty-dir/scratch/expanded/marker");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "sub\n");
+    // The termination message from /dev/termination-log; the init container's status.
+    assert_eq!(done["status"]["containerStatuses"][0]["state"]["terminated"]["message"], "bye");
+    assert_eq!(done["status"]["initContainerStatuses"][0]["ready"], true);
+    let conds = done["status"]["conditions"].as_array().unwrap();
+    assert!(conds.iter().any(|c| c["type"] == "Initialized" && c["status"] == "True" && c["reason"] == "PodCompleted"));
+    assert!(conds.iter().any(|c| c["type"] == "Ready" && c["status"] == "False" && c["reason"] == "PodCompleted"));
+
+    // enableServiceLinks: false keeps only the apiserver's variables; setHostnameAsFQDN gives the FQDN.
+    let fqdn = r#"apiVersion: v1
+kind: Pod
+metadata: {name: fqdn}
+spec:
+  nodeName: e2e-node
+  restartPolicy: Never
+  enableServiceLinks: false
+  subdomain: sub
+  setHostnameAsFQDN: true
+  containers:
+  - {name: main, image: docker.io/library/busybox:1.36, imagePullPolicy: Never, command: [sh, -c, 'hostname; env | grep -c SERVICE_HOST; echo oops; exit 2'], terminationMessagePolicy: FallbackToLogsOnError}
+"#;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(fqdn));
+    let failed = pod_until(&pods, "fqdn", 90, |p| p["status"]["phase"] == "Failed").await;
+    assert_eq!(logs_of("fqdn", 3).await, "fqdn.sub.default.svc.cluster.local\n1\noops\n");
+    // FallbackToLogsOnError: the end of the log as the message.
+    assert_eq!(
+        failed["status"]["containerStatuses"][0]["state"]["terminated"]["message"],
+        "fqdn.sub.default.svc.cluster.local\n1\noops\n"
+    );
+
+    // A subPath through a symlink leaving the volume is refused (CreateContainerConfigError); the init container
+    // that made the link finished and is ready while the app container waits.
+    let escape = r#"apiVersion: v1
+kind: Pod
+metadata: {name: escape}
+spec:
+  nodeName: e2e-node
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - {name: link, image: docker.io/library/busybox:1.36, imagePullPolicy: Never, command: [ln, -s, /etc, /vol/out], volumeMounts: [{name: vol, mountPath: /vol}]}
+  containers:
+  - {name: main, image: docker.io/library/busybox:1.36, imagePullPolicy: Never, command: [sleep, '3600'], volumeMounts: [{name: vol, mountPath: /data, subPath: out}]}
+  volumes: [{name: vol, emptyDir: {}}]
+"#;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(escape));
+    let refused = pod_until(&pods, "escape", 90, |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })
+    .await;
+    assert_eq!(
+        refused["status"]["containerStatuses"][0]["state"]["waiting"]["message"],
+        "failed to prepare subPath for volumeMount \"vol\" of container \"main\""
+    );
+    assert_eq!(refused["status"]["initContainerStatuses"][0]["ready"], true);
+    assert_eq!(refused["status"]["phase"], "Pending");
+
+    kubectl(&kubeconfig, &["delete", "pod", "expanded", "fqdn", "escape", "--wait=true", "--timeout=60s"], None);
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), kubelet).await.expect("kubelet stops").unwrap().unwrap();
+    tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
+    let _ = api_stop.send(());
+}
