@@ -10,6 +10,7 @@ pub mod node;
 pub mod options;
 pub mod pods;
 pub mod prober;
+pub mod resources;
 pub mod security;
 pub mod server;
 pub mod static_pods;

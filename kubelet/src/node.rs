@@ -84,6 +84,11 @@ pub fn arch() -> &'static str {
     }
 }
 
+/// The size of the filesystem holding `dir` (or its nearest existing ancestor).
+fn root_filesystem_bytes(dir: &std::path::Path) -> i64 {
+    dir.ancestors().find(|d| d.exists()).map(|d| crate::stats::fs(d).capacity as i64).unwrap_or(0)
+}
+
 /// Capacity and allocatable (capacity less kube-reserved, system-reserved and the hard eviction threshold).
 pub fn resources(cfg: &Config) -> (Value, Value) {
     let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
@@ -94,9 +99,20 @@ pub fn resources(cfg: &Config) -> (Value, Value) {
     let eviction_memory = cfg.eviction_hard.get("memory.available").and_then(|q| bytes(q)).unwrap_or(100 << 20);
     let alloc_cpu = (cpus * 1000 - reserved("cpu", cpu_millis)).max(0);
     let alloc_mem = (memory - reserved("memory", bytes) - eviction_memory).max(0);
-    let capacity =
-        json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", memory / 1024), "pods": cfg.max_pods.to_string()});
-    let allocatable = json!({"cpu": format!("{alloc_cpu}m"), "memory": format!("{}Ki", alloc_mem / 1024), "pods": cfg.max_pods.to_string()});
+    // Ephemeral storage: the filesystem of the kubelet's root directory, less reservations and the hard
+    // nodefs.available threshold (10% by default).
+    let storage = root_filesystem_bytes(&cfg.root_dir);
+    let eviction_storage = match cfg.eviction_hard.get("nodefs.available").map(String::as_str).unwrap_or("10%") {
+        pct if pct.ends_with('%') => {
+            pct.trim_end_matches('%').parse::<f64>().map(|p| (storage as f64 * p / 100.0) as i64).unwrap_or(0)
+        }
+        q => bytes(q).unwrap_or(0),
+    };
+    let alloc_storage = (storage - reserved("ephemeral-storage", bytes) - eviction_storage).max(0);
+    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", memory / 1024),
+        "ephemeral-storage": format!("{}Ki", storage / 1024), "pods": cfg.max_pods.to_string()});
+    let allocatable = json!({"cpu": format!("{alloc_cpu}m"), "memory": format!("{}Ki", alloc_mem / 1024),
+        "ephemeral-storage": alloc_storage.to_string(), "pods": cfg.max_pods.to_string()});
     (capacity, allocatable)
 }
 
@@ -350,6 +366,10 @@ mod tests {
         let alloc_mem = bytes(alloc["memory"].as_str().unwrap()).unwrap();
         assert!(cap_mem - alloc_mem >= (1 << 30) + (100 << 20) - 2048);
         assert_eq!(alloc["pods"], "110");
+        // Ephemeral storage: the root directory's filesystem less the 10% hard eviction threshold.
+        let cap_storage = bytes(cap["ephemeral-storage"].as_str().unwrap()).unwrap();
+        let alloc_storage = bytes(alloc["ephemeral-storage"].as_str().unwrap()).unwrap();
+        assert!(cap_storage > 0 && (alloc_storage - cap_storage * 9 / 10).abs() < 4096, "{cap} {alloc}");
         let node = node_object(&cfg, "containerd://1.6");
         assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "n");
         assert_eq!(node["status"]["conditions"][3]["type"], "Ready");

@@ -742,17 +742,27 @@ impl PodManager {
         } else {
             sandbox_status.as_ref().and_then(|st| st.network.as_ref()).map(|n| n.ip.clone()).unwrap_or_default()
         };
-        let volumes =
-            match crate::volumes::setup(&self.client, &self.cfg.root_dir, pod, &pod_ip, &self.cfg.node_ip).await {
-                Ok(v) => v,
-                Err(w) => {
-                    for c in array(pod, "/spec/initContainers").iter().chain(array(pod, "/spec/containers")) {
-                        waiting.reasons.insert(s(c, "/name").to_string(), w.clone());
-                    }
-                    self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
-                    return Ok(Synced::Retry);
+        let volumes = match crate::volumes::setup(
+            &self.client,
+            &self.cfg.root_dir,
+            pod,
+            &crate::volumes::FieldSource {
+                pod_ip: &pod_ip,
+                host_ip: &self.cfg.node_ip,
+                allocatable: &self.allocatable,
+            },
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(w) => {
+                for c in array(pod, "/spec/initContainers").iter().chain(array(pod, "/spec/containers")) {
+                    waiting.reasons.insert(s(c, "/name").to_string(), w.clone());
                 }
-            };
+                self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
+                return Ok(Synced::Retry);
+            }
+        };
         let pod_dir = self.cfg.root_dir.join("pods").join(uid);
         let hosts = crate::hosts::ensure(
             &pod_dir,

@@ -57,31 +57,6 @@ pub fn field_path(pod: &Value, path: &str, pod_ip: &str, host_ip: &str) -> Optio
     })
 }
 
-/// A resourceFieldRef (`limits.cpu`, `requests.memory`, ...) with its divisor; limits default to the node's
-/// allocatable, as upstream.
-fn resource_field(c: &Value, r: &Value, allocatable: &Value) -> Option<String> {
-    let resource = s(r, "/resource");
-    let (kind, name) = resource.split_once('.')?;
-    let q = c
-        .pointer(&format!("/resources/{kind}/{name}"))
-        .and_then(Value::as_str)
-        .or_else(|| (kind == "limits").then(|| allocatable.get(name).and_then(Value::as_str)).flatten());
-    let divisor = r.get("divisor").and_then(Value::as_str).unwrap_or("1");
-    match name {
-        "cpu" => {
-            let millis = q.and_then(crate::node::cpu_millis).unwrap_or(0);
-            let div = crate::node::cpu_millis(divisor).unwrap_or(1000).max(1);
-            Some(((millis + div - 1) / div).to_string())
-        }
-        "memory" | "ephemeral-storage" => {
-            let bytes = q.and_then(crate::node::bytes).unwrap_or(0);
-            let div = crate::node::bytes(divisor).unwrap_or(1).max(1);
-            Some(((bytes + div - 1) / div).to_string())
-        }
-        _ => None,
-    }
-}
-
 async fn get_obj(client: &Client, plural: &str, ns: &str, name: &str) -> Result<Option<Value>, ConfigError> {
     let api = client.api("", "v1", plural).map_err(|e| config_error(e.to_string()))?.namespaced(ns);
     match api.get(name).await {
@@ -173,7 +148,7 @@ pub async fn environment(
                 if let Some(f) = from.get("fieldRef") {
                     field_path(pod, s(f, "/fieldPath"), pod_ip, host_ip).unwrap_or_default()
                 } else if let Some(r) = from.get("resourceFieldRef") {
-                    resource_field(c, r, allocatable).unwrap_or_default()
+                    crate::resources::field_value(pod, c, r, allocatable).map_err(config_error)?
                 } else {
                     let (plural, key, secret) = if from.get("configMapKeyRef").is_some() {
                         ("configmaps", "configMapKeyRef", false)
@@ -312,8 +287,7 @@ pub async fn setup(
     client: &Client,
     root: &Path,
     pod: &Value,
-    pod_ip: &str,
-    host_ip: &str,
+    fields: &FieldSource<'_>,
 ) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
     let uid = s(pod, "/metadata/uid");
     let ns = s(pod, "/metadata/namespace");
@@ -377,7 +351,8 @@ pub async fn setup(
             atomic_write(&d, &files).map_err(io)?;
             d
         } else if let Some(src) = v.get("downwardAPI") {
-            let files = downward_files(pod, src, pod_ip, host_ip);
+            let files =
+                downward_files(pod, src, 0o644, fields).map_err(|e| config_error(format!("volume {name}: {e}")))?;
             let d = dir("downward-api");
             atomic_write(&d, &files).map_err(io)?;
             d
@@ -400,7 +375,10 @@ pub async fn setup(
                         }
                     }
                 } else if let Some(d) = source.get("downwardAPI") {
-                    files.extend(downward_files(pod, d, pod_ip, host_ip));
+                    files.extend(
+                        downward_files(pod, d, mode, fields)
+                            .map_err(|e| config_error(format!("volume {name}: {e}")))?,
+                    );
                 }
                 // serviceAccountToken sources come with service-account tokens (not yet).
             }
@@ -416,18 +394,37 @@ pub async fn setup(
     Ok(out)
 }
 
-fn downward_files(pod: &Value, src: &Value, pod_ip: &str, host_ip: &str) -> BTreeMap<String, (Vec<u8>, u32)> {
-    let mode = src.get("defaultMode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(0o644);
+/// The files of a downwardAPI volume or projected source: `fieldRef` items and `resourceFieldRef` items (of the
+/// container they name, limits defaulting to the node's allocatable), with the item's mode, else the source's
+/// `defaultMode`, else `default_mode` (the projected volume's).
+fn downward_files(
+    pod: &Value,
+    src: &Value,
+    default_mode: u32,
+    fields: &FieldSource<'_>,
+) -> Result<BTreeMap<String, (Vec<u8>, u32)>, String> {
+    let mode = src.get("defaultMode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(default_mode);
     let mut files = BTreeMap::new();
     for it in src.get("items").and_then(Value::as_array).into_iter().flatten() {
-        let value = match it.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
-            Some(fp) => field_path(pod, fp, pod_ip, host_ip).unwrap_or_default(),
-            None => String::new(),
+        let value = if let Some(fp) = it.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
+            field_path(pod, fp, fields.pod_ip, fields.host_ip).unwrap_or_default()
+        } else if let Some(r) = it.get("resourceFieldRef") {
+            crate::resources::field_value(pod, &Value::Null, r, fields.allocatable)?
+        } else {
+            String::new()
         };
         let m = it.get("mode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(mode);
         files.insert(s(it, "/path").to_string(), (value.into_bytes(), m));
     }
-    files
+    Ok(files)
+}
+
+/// What downward API values are read from besides the pod.
+pub struct FieldSource<'a> {
+    pub pod_ip: &'a str,
+    pub host_ip: &'a str,
+    /// The node's allocatable resources: the limits of containers that set none.
+    pub allocatable: &'a Value,
 }
 
 fn is_mounted(p: &Path) -> bool {
@@ -583,12 +580,52 @@ mod tests {
         assert_eq!(field_path(&pod, "metadata.labels", "", "").unwrap(), "app=\"x\"\nb=\"y\"");
         assert_eq!(field_path(&pod, "status.podIP", "10.1.1.1", "").unwrap(), "10.1.1.1");
         assert!(field_path(&pod, "spec.nope", "", "").is_none());
-        let c = json!({"resources": {"limits": {"memory": "64Mi"}, "requests": {"cpu": "250m"}}});
-        let alloc = json!({"cpu": "2", "memory": "1Gi"});
-        assert_eq!(resource_field(&c, &json!({"resource": "limits.memory", "divisor": "1Mi"}), &alloc).unwrap(), "64");
-        assert_eq!(resource_field(&c, &json!({"resource": "requests.cpu"}), &alloc).unwrap(), "1");
-        assert_eq!(resource_field(&c, &json!({"resource": "requests.cpu", "divisor": "1m"}), &alloc).unwrap(), "250");
-        assert_eq!(resource_field(&c, &json!({"resource": "limits.cpu"}), &alloc).unwrap(), "2");
+    }
+
+    /// downwardAPI volumes and projected downwardAPI sources hold resourceFieldRef values (rounded up, limits
+    /// defaulting to the node's allocatable); a projected volume's defaultMode applies to its downwardAPI files.
+    #[tokio::test]
+    async fn downward_api_volumes_with_resources_and_modes() {
+        let server = kube_apiserver::testing::TestApiserver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let pod = json!({"metadata": {"name": "p", "namespace": "default", "uid": "u1", "labels": {"app": "x"}},
+            "spec": {
+                "containers": [
+                    {"name": "c", "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}, "requests": {"cpu": "100m"}}},
+                    {"name": "free"}],
+                "volumes": [
+                    {"name": "info", "downwardAPI": {"items": [
+                        {"path": "cpu_limit", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "1m"}},
+                        {"path": "cpu_cores", "resourceFieldRef": {"containerName": "c", "resource": "limits.cpu", "divisor": "0"}},
+                        {"path": "memory_limit", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory"}},
+                        {"path": "cpu_request", "resourceFieldRef": {"containerName": "c", "resource": "requests.cpu", "divisor": "1m"}},
+                        {"path": "free_memory", "resourceFieldRef": {"containerName": "free", "resource": "limits.memory", "divisor": "1Mi"}},
+                        {"path": "private", "mode": 0o600, "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                    {"name": "all", "projected": {"defaultMode": 0o440, "sources": [
+                        {"downwardAPI": {"items": [
+                            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                            {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}}]}}]}},
+                    {"name": "broken", "downwardAPI": {"items": [
+                        {"path": "x", "resourceFieldRef": {"containerName": "nope", "resource": "limits.cpu"}}]}}]}});
+        let allocatable = json!({"cpu": "1500m", "memory": "2Gi"});
+        let fields = FieldSource { pod_ip: "10.1.1.1", host_ip: "10.0.0.1", allocatable: &allocatable };
+        let mut ok = pod.clone();
+        ok["spec"]["volumes"].as_array_mut().unwrap().pop();
+        let vols = setup(&server.client, dir.path(), &ok, &fields).await.unwrap();
+        let read = |v: &str, f: &str| std::fs::read_to_string(vols[v].join(f)).unwrap();
+        assert_eq!(read("info", "cpu_limit"), "250");
+        assert_eq!(read("info", "cpu_cores"), "1", "divisor 0 means 1; 250m rounds up to 1");
+        assert_eq!(read("info", "memory_limit"), "67108864");
+        assert_eq!(read("info", "cpu_request"), "100");
+        assert_eq!(read("info", "free_memory"), "2048", "no limit: the node's allocatable");
+        assert_eq!(mode(&vols["info"].join("cpu_limit")), 0o644);
+        assert_eq!(mode(&vols["info"].join("private")), 0o600);
+        assert_eq!(read("all", "labels"), "app=\"x\"");
+        assert_eq!(read("all", "mem"), "64");
+        assert_eq!(mode(&vols["all"].join("labels")), 0o440, "the projected volume's defaultMode");
+        let err = setup(&server.client, dir.path(), &pod, &fields).await.unwrap_err();
+        assert_eq!(err, config_error("volume broken: container nope not found".into()));
+        server.stop().await;
     }
 
     fn kv(pairs: &[(&str, &str)]) -> Vec<KeyValue> {

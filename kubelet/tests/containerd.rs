@@ -668,7 +668,7 @@ async fn hollow_nodes_register_and_run_pods_on_fake_runtimes() {
 /// Upstream behaviours the kubelet reproduces, seen from inside real containers on a bridged pod network (its own
 /// bridge and blackholed cluster range, apart from the other bridged test's): `$(VAR)` expansion, service
 /// variables, the managed /etc/hosts with hostAliases and the pod's hostname, subPathExpr and refused subPath
-/// symlinks, init container statuses and termination messages.
+/// symlinks, downward API resources, init container statuses and termination messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_pod_behaviours_on_containerd() {
     const CLUSTER_CIDR: &str = "10.251.0.0/16";
@@ -719,9 +719,17 @@ spec:
     - {name: FOOBAR, value: '$(FOO);;$(BAR)'}
     - name: POD_NAME
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
-    command: [sh, -c, 'echo ''FOOBAR=$(FOOBAR) ESCAPED=$$(FOO) UNKNOWN=$(NOPE)''; env | grep SERVICE_HOST | sort; echo "HOSTNAME=$(hostname) FILE=$(cat /etc/hostname)"; cat /etc/hosts; echo sub > /logs/marker; printf bye > /dev/termination-log']
-    volumeMounts: [{name: scratch, mountPath: /logs, subPathExpr: '$(POD_NAME)'}]
-  volumes: [{name: scratch, emptyDir: {}}]
+    command: [sh, -c, 'echo ''FOOBAR=$(FOOBAR) ESCAPED=$$(FOO) UNKNOWN=$(NOPE)''; env | grep SERVICE_HOST | sort; echo "HOSTNAME=$(hostname) FILE=$(cat /etc/hostname)"; echo "CPU=$(cat /info/cpu) MILLI=$(cat /info/milli) MEM=$(cat /info/mem)"; cat /etc/hosts; echo sub > /logs/marker; printf bye > /dev/termination-log']
+    resources: {limits: {cpu: 250m, memory: 64Mi}}
+    volumeMounts: [{name: scratch, mountPath: /logs, subPathExpr: '$(POD_NAME)'}, {name: info, mountPath: /info}]
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - name: info
+    downwardAPI:
+      items:
+      - {path: cpu, resourceFieldRef: {containerName: main, resource: limits.cpu}}
+      - {path: milli, resourceFieldRef: {containerName: main, resource: limits.cpu, divisor: 1m}}
+      - {path: mem, resourceFieldRef: {containerName: main, resource: limits.memory}}
 "#;
     kubectl(&kubeconfig, &["create", "-f", "-"], Some(expanded));
     let done = pod_until(&pods, "expanded", 90, |p| p["status"]["phase"] == "Succeeded").await;
@@ -732,6 +740,8 @@ spec:
     assert!(out.contains("\nKUBERNETES_SERVICE_HOST="), "{out}");
     assert!(out.contains(&format!("\nWEB_SVC_SERVICE_HOST={svc_ip}\n")), "{out}");
     assert!(out.contains("\nHOSTNAME=h1 FILE=h1\n"), "{out}");
+    // The downward API volume: the cpu limit in cores (rounded up) and millicores, the memory limit in bytes.
+    assert!(out.contains("\nCPU=1 MILLI=250 MEM=67108864\n"), "{out}");
     let hosts = out.split_once("# Kubernetes-managed hosts file.\n").map(|(_, h)| h).unwrap_or_else(|| panic!("{out}"));
     assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
     assert!(hosts.contains(&format!("\n{ip}\th1.sub.default.svc.cluster.local\th1\n")), "{hosts}");
