@@ -1,6 +1,7 @@
 //! kubelet: the node agent. It registers its Node, keeps its status and Lease fresh, and runs the pods bound to it
 //! through the container runtime (CRI): one worker per pod ([`pods`]), woken by the pod informer and the PLEG.
 
+pub mod admission;
 pub mod cni;
 pub mod envvars;
 pub mod expansion;
@@ -101,6 +102,11 @@ pub async fn run_with_runtime(
     // Services for the containers' service variables (upstream's kubelet service lister).
     let services_res = api_types::resources::find("", "v1", "services").ok_or("no services resource")?;
     manager.use_services(factory.informer(services_res, InformerParams::all())?);
+    // This node's Node object, for admission (upstream's node lister, by name).
+    let nodes_res = api_types::resources::find("", "v1", "nodes").ok_or("no nodes resource")?;
+    manager.use_node(
+        factory.informer(nodes_res, InformerParams::all().fields(&format!("metadata.name={}", cfg.node_name)))?,
+    );
     tokio::spawn(manager.clone().pleg(stop.clone()));
     tokio::spawn(static_pods::run(manager.clone(), client.clone(), cfg.clone(), stop.clone()));
     if cfg.serve_api {

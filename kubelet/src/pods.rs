@@ -141,7 +141,13 @@ impl Observed {
 #[derive(Default)]
 struct Waiting {
     reasons: HashMap<String, (String, String)>,
+    /// The pod failed as a whole (reason, message): activeDeadlineSeconds passed, or admission refused it.
+    failed: Option<(&'static str, String)>,
 }
+
+/// Upstream's activeDeadlineHandler reason and message.
+const DEADLINE_REASON: &str = "DeadlineExceeded";
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 /// What starting a container of a pod needs.
 struct StartContext<'a> {
@@ -180,6 +186,10 @@ pub struct PodManager {
     /// The Services the containers' service variables come from (none without one: upstream's kubelet without
     /// an apiserver).
     services: std::sync::OnceLock<runtime::informer::Informer>,
+    /// This node's Node object, for admission (labels, taints, allocatable); without one, the Node as registered.
+    node: std::sync::OnceLock<runtime::informer::Informer>,
+    /// The pods admitted to run here (upstream's admitted pods): new pods are checked against them.
+    admitted: Mutex<std::collections::HashSet<String>>,
 }
 
 impl PodManager {
@@ -201,7 +211,64 @@ impl PodManager {
             memory_capacity,
             allocatable,
             services: std::sync::OnceLock::new(),
+            node: std::sync::OnceLock::new(),
+            admitted: Mutex::new(std::collections::HashSet::new()),
         }))
+    }
+
+    /// The informer of this node's Node object (admission reads its labels, taints and allocatable).
+    pub fn use_node(&self, informer: runtime::informer::Informer) {
+        let _ = self.node.set(informer);
+    }
+
+    /// Admits a new pod if it fits next to the pods admitted already (upstream's canAdmitPod), and records it.
+    /// Admission is serialised, so two pods cannot take the same host port or the last cpu at once.
+    fn admit(&self, uid: &str, pod: &Value) -> Result<(), crate::admission::Rejection> {
+        let node = self
+            .node
+            .get()
+            .and_then(|n| n.store().get("", &self.cfg.node_name))
+            .map(|n| (*n).clone())
+            .unwrap_or_else(|| crate::node::node_object(&self.cfg, ""));
+        let is_static = pod.pointer("/metadata/annotations/kubernetes.io~1config.source").is_some();
+        let desired = self.desired_pods();
+        let Ok(mut admitted) = self.admitted.lock() else { return Ok(()) };
+        let others: Vec<Arc<Value>> = desired
+            .into_iter()
+            .filter(|p| {
+                let other = s(p, "/metadata/uid");
+                other != uid && admitted.contains(other) && !self.is_terminal(other, p)
+            })
+            .collect();
+        crate::admission::admit(pod, &node, &others, is_static)?;
+        admitted.insert(uid.to_string());
+        Ok(())
+    }
+
+    /// Whether a pod reached Succeeded or Failed, as the API shows it or as this kubelet wrote it last.
+    fn is_terminal(&self, uid: &str, pod: &Value) -> bool {
+        let terminal = |p: Option<&str>| matches!(p, Some("Succeeded" | "Failed"));
+        terminal(pod.pointer("/status/phase").and_then(Value::as_str))
+            || self.written.lock().is_ok_and(|w| terminal(w.get(uid).and_then(|(st, _)| st["phase"].as_str())))
+    }
+
+    /// Fails a pod admission refused (upstream's rejectPod): phase Failed, the reason, "Pod was rejected: ...".
+    async fn reject(&self, pod: &Value, r: &crate::admission::Rejection) -> Result<(), client::Error> {
+        let uid = s(pod, "/metadata/uid").to_string();
+        tracing::info!(pod = %s(pod, "/metadata/name"), reason = %r.reason, message = %r.message, "pod rejected");
+        let status =
+            json!({"phase": "Failed", "reason": r.reason, "message": format!("Pod was rejected: {}", r.message)});
+        let api = self.pods.clone().namespaced(s(pod, "/metadata/namespace"));
+        match api.patch_status(s(pod, "/metadata/name"), PatchType::Merge, &json!({ "status": status })).await {
+            Ok(written) => {
+                if let Ok(mut w) = self.written.lock() {
+                    w.insert(uid, (status, resource_version(&written).unwrap_or(0)));
+                }
+                Ok(())
+            }
+            Err(e) if e.code() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The Service informer the containers' service variables come from.
@@ -327,7 +394,11 @@ impl PodManager {
                 }
                 return;
             }
-            let wait = if synced == Synced::Retry { RETRY } else { self.cfg.sync_frequency };
+            let mut wait = if synced == Synced::Retry { RETRY } else { self.cfg.sync_frequency };
+            // A pod with an active deadline is looked at again when it ends.
+            if let Some(left) = pod.as_deref().and_then(|p| self.until_deadline(&uid, p)) {
+                wait = wait.min(left + Duration::from_millis(10));
+            }
             let _ = tokio::time::timeout(wait, notify.notified()).await;
         }
     }
@@ -375,6 +446,18 @@ impl PodManager {
     /// Stops a pod: preStop hooks first (within the grace period), then TERM and, after the rest of the grace
     /// period, KILL (CRI StopContainer's timeout), then the sandbox.
     async fn teardown_pod(&self, pod: Option<&Value>, obs: &Observed, grace: i64) -> Result<(), tonic::Status> {
+        self.kill_containers(pod, obs, grace).await?;
+        let mut rt = self.cri.runtime.clone();
+        for sb in &obs.sandboxes {
+            rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
+            rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops a pod's running containers: preStop hooks first (within the grace period), then TERM and, after the
+    /// rest of the grace period, KILL. The sandbox and the containers' records stay.
+    async fn kill_containers(&self, pod: Option<&Value>, obs: &Observed, grace: i64) -> Result<(), tonic::Status> {
         let mut rt = self.cri.runtime.clone();
         let started = std::time::Instant::now();
         let running: Vec<&ContainerStatus> =
@@ -406,11 +489,29 @@ impl PodManager {
         for c in running {
             rt.stop_container(StopContainerRequest { container_id: c.id.clone(), timeout: left }).await?;
         }
-        for sb in &obs.sandboxes {
-            rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
-            rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
-        }
         Ok(())
+    }
+
+    /// When the pod's activeDeadlineSeconds ends, counted from its startTime (as written last, else the API's):
+    /// None without a deadline or before the pod started.
+    fn active_deadline(&self, uid: &str, pod: &Value) -> Option<jiff::Timestamp> {
+        let seconds = pod.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64)?;
+        let written = self.written.lock().ok().and_then(|w| w.get(uid).map(|(st, _)| st.clone()));
+        let start = written
+            .as_ref()
+            .and_then(|st| st.get("startTime"))
+            .or_else(|| pod.pointer("/status/startTime"))
+            .and_then(Value::as_str)?
+            .parse::<jiff::Timestamp>()
+            .ok()?;
+        start.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()
+    }
+
+    /// How long until the pod's active deadline (zero when it passed).
+    fn until_deadline(&self, uid: &str, pod: &Value) -> Option<Duration> {
+        let end = self.active_deadline(uid, pod)?;
+        let left = end.duration_since(jiff::Timestamp::now());
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
     }
 
     fn log_dir(&self, pod: &Value) -> std::path::PathBuf {
@@ -662,8 +763,11 @@ impl PodManager {
     ) -> Result<Synced, Box<dyn std::error::Error + Send + Sync>> {
         let obs = self.observe(uid).await?;
         let Some(pod) = pod else {
-            // Deleted from the API (or never ours): nothing of it may keep running, nor be probed.
+            // Deleted from the API (or never ours): nothing of it may keep running, nor be probed, nor count.
             self.probers.remove_pod(uid);
+            if let Ok(mut a) = self.admitted.lock() {
+                a.remove(uid);
+            }
             self.teardown(&obs, 2).await?;
             crate::volumes::teardown(&self.cfg.root_dir, uid);
             return Ok(Synced::Finished);
@@ -682,17 +786,52 @@ impl PodManager {
             }
             return Ok(Synced::Retry);
         }
-        let phase = s(pod, "/status/phase");
-        if matches!(phase, "Succeeded" | "Failed") {
+        if self.is_terminal(uid, pod) {
             // Terminal: keep the record, stop what runs.
             self.probers.remove_pod(uid);
+            if let Ok(mut a) = self.admitted.lock() {
+                a.remove(uid);
+            }
             if obs.containers.values().flatten().any(|c| c.state == ContainerState::ContainerRunning as i32) {
                 self.teardown(&obs, 2).await?;
+            } else if let Some(sb) = obs.ready_sandbox() {
+                // Nothing runs any more: the sandbox stops too, its records stay for status and logs.
+                let mut rt = self.cri.runtime.clone();
+                rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
             }
             return Ok(Synced::Settled);
         }
+        // Admission: a pod new to this node must fit next to those admitted (one found running was admitted before).
+        if !self.admitted.lock().is_ok_and(|a| a.contains(uid)) {
+            if obs.sandboxes.is_empty() && obs.containers.is_empty() {
+                if let Err(r) = self.admit(uid, pod) {
+                    self.reject(pod, &r).await?;
+                    return Ok(Synced::Settled);
+                }
+            } else if let Ok(mut a) = self.admitted.lock() {
+                a.insert(uid.to_string());
+            }
+        }
         let mut waiting = Waiting::default();
         let mut rt = self.cri.runtime.clone();
+        // Past activeDeadlineSeconds: the pod fails and its containers are killed (upstream's activeDeadlineHandler).
+        if self.until_deadline(uid, pod).is_some_and(|left| left.is_zero()) {
+            self.probers.remove_pod(uid);
+            let grace = pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+            self.kill_containers(Some(pod), &obs, grace).await?;
+            let obs = self.observe(uid).await?;
+            let sandbox = match obs.ready_sandbox() {
+                Some(sb) => rt
+                    .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sb.id.clone(), verbose: false })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().status),
+                None => None,
+            };
+            waiting.failed = Some((DEADLINE_REASON, DEADLINE_MESSAGE.to_string()));
+            self.write_status(pod, &obs, &waiting, sandbox.as_ref()).await?;
+            return Ok(Synced::Settled);
+        }
         // The sandbox.
         let attempt = obs.sandboxes.len() as u32;
         let sandbox_cfg = match self.sandbox_config(pod, attempt) {
@@ -1035,7 +1174,10 @@ impl PodManager {
             .iter()
             .map(|c| self.container_status(pod, c, obs.containers.get(s(c, "/name")), waiting, false))
             .collect();
-        let phase = crate::status::phase(pod, &init_statuses, &statuses);
+        let phase = match &waiting.failed {
+            Some(_) => "Failed",
+            None => crate::status::phase(pod, &init_statuses, &statuses),
+        };
         let conditions = crate::status::conditions(pod, &init_statuses, &statuses, phase, sandbox.is_some());
         // Transition and start times continue from the status last written (the informer's copy may not have it
         // yet), else from the API's.
@@ -1069,6 +1211,15 @@ impl PodManager {
             "containerStatuses": statuses,
             "qosClass": old.get("qosClass").cloned().unwrap_or(json!("BestEffort")),
         });
+        // A failure of the pod as a whole keeps its reason while the phase stays.
+        let failed = waiting.failed.clone().map(|(r, m)| (json!(r), json!(m))).or_else(|| {
+            (old.get("phase").and_then(Value::as_str) == Some(phase) && old.get("reason").is_some_and(|r| !r.is_null()))
+                .then(|| (old["reason"].clone(), old.get("message").cloned().unwrap_or(Value::Null)))
+        });
+        if let Some((reason, message)) = failed {
+            status["reason"] = reason;
+            status["message"] = message;
+        }
         if !init_statuses.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
         }
@@ -1450,6 +1601,114 @@ mod tests {
         assert_eq!(message(2), json!(expected));
         assert_eq!(message(3), Value::Null);
         assert_eq!(p["status"]["phase"], "Failed");
+        server.stop().await;
+    }
+
+    /// Past activeDeadlineSeconds (from its startTime) the pod fails with DeadlineExceeded and its containers are
+    /// stopped; the worker is woken at the deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn active_deadline_fails_the_pod_and_kills_its_containers() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "activeDeadlineSeconds": 2, "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36",
+                        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, fake) = manager_on_fake(&server, dir.path());
+        let uid = s(&pod, "/metadata/uid").to_string();
+        assert!(manager.until_deadline(&uid, &pod).is_none(), "not started yet");
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        let running = pods.get("p").await.unwrap();
+        assert_eq!(running["status"]["phase"], "Running");
+        let left = manager.until_deadline(&uid, &pod).unwrap();
+        assert!(left > Duration::from_millis(500) && left <= Duration::from_secs(2), "{left:?}");
+        // Before the deadline nothing changes.
+        manager.sync_pod(&uid, Some(&running)).await.unwrap();
+        assert_eq!(pods.get("p").await.unwrap()["status"]["phase"], "Running");
+
+        tokio::time::sleep(left + Duration::from_millis(100)).await;
+        assert_eq!(manager.until_deadline(&uid, &running), Some(Duration::ZERO));
+        manager.sync_pod(&uid, Some(&running)).await.unwrap();
+        let failed = pods.get("p").await.unwrap();
+        assert_eq!(failed["status"]["phase"], "Failed");
+        assert_eq!(failed["status"]["reason"], "DeadlineExceeded");
+        assert_eq!(failed["status"]["message"], "Pod was active on the node longer than the specified deadline");
+        assert!(failed["status"]["containerStatuses"][0]["state"]["terminated"].is_object());
+        assert!(manager.running_container_id(&uid, "c").await.is_none(), "the container was stopped");
+        assert_eq!(manager.probers.live(), 0);
+        // Terminal: the next sync stops the sandbox and starts nothing.
+        manager.sync_pod(&uid, Some(&failed)).await.unwrap();
+        assert!(manager.sandbox_id(&uid).await.is_none());
+        assert_eq!(fake.counts().1, 1, "no container started again");
+        server.stop().await;
+    }
+
+    /// A new pod that does not fit next to the admitted ones fails with upstream's reason and runs nothing; once
+    /// the pod holding the port is gone, the port is free again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admission_rejects_pods_that_do_not_fit() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let make = async |name: &str, container: Value| {
+            pods.create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [container]}}))
+                .await
+                .unwrap()
+        };
+        let with_port = json!({"name": "c", "image": "docker.io/library/busybox:1.36",
+            "ports": [{"containerPort": 80, "hostPort": 18080}]});
+        let first = make("first", with_port.clone()).await;
+        let second = make("second", with_port.clone()).await;
+        let greedy = make(
+            "greedy",
+            json!({"name": "c", "image": "docker.io/library/busybox:1.36",
+            "resources": {"requests": {"cpu": "100000"}}}),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, fake) = manager_on_fake(&server, dir.path());
+        let uid = |p: &Value| s(p, "/metadata/uid").to_string();
+        // What the pod informer would have (without starting workers).
+        let desire = |p: &Value| {
+            manager.desired.lock().unwrap().insert(uid(p), Arc::new(p.clone()));
+        };
+        for p in [&first, &second, &greedy] {
+            desire(p);
+        }
+        manager.sync_pod(&uid(&first), Some(&first)).await.unwrap();
+        assert_eq!(pods.get("first").await.unwrap()["status"]["phase"], "Running");
+
+        assert_eq!(manager.sync_pod(&uid(&second), Some(&second)).await.unwrap(), Synced::Settled);
+        let rejected = pods.get("second").await.unwrap();
+        assert_eq!(rejected["status"]["phase"], "Failed");
+        assert_eq!(rejected["status"]["reason"], "NodePorts");
+        assert_eq!(
+            rejected["status"]["message"],
+            "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+        );
+        assert!(manager.sandbox_id(&uid(&second)).await.is_none(), "a rejected pod runs nothing");
+        // Synced again from an older copy: still terminal, not admitted again.
+        assert_eq!(manager.sync_pod(&uid(&second), Some(&second)).await.unwrap(), Synced::Settled);
+        assert_eq!(fake.counts().0, 1);
+
+        manager.sync_pod(&uid(&greedy), Some(&greedy)).await.unwrap();
+        let greedy = pods.get("greedy").await.unwrap();
+        assert_eq!(greedy["status"]["reason"], "OutOfcpu");
+        assert!(greedy["status"]["message"].as_str().unwrap().starts_with(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 100000000, used: 0, capacity: "
+        ));
+
+        // The first pod goes away: its port is free for a newcomer.
+        manager.desired.lock().unwrap().remove(&uid(&first));
+        assert_eq!(manager.sync_pod(&uid(&first), None).await.unwrap(), Synced::Finished);
+        let third = make("third", with_port).await;
+        desire(&third);
+        manager.sync_pod(&uid(&third), Some(&third)).await.unwrap();
+        assert_eq!(pods.get("third").await.unwrap()["status"]["phase"], "Running");
         server.stop().await;
     }
 

@@ -668,7 +668,8 @@ async fn hollow_nodes_register_and_run_pods_on_fake_runtimes() {
 /// Upstream behaviours the kubelet reproduces, seen from inside real containers on a bridged pod network (its own
 /// bridge and blackholed cluster range, apart from the other bridged test's): `$(VAR)` expansion, service
 /// variables, the managed /etc/hosts with hostAliases and the pod's hostname, subPathExpr and refused subPath
-/// symlinks, downward API resources, init container statuses and termination messages.
+/// symlinks, downward API resources, init container statuses, termination messages, activeDeadlineSeconds and
+/// kubelet admission.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_pod_behaviours_on_containerd() {
     const CLUSTER_CIDR: &str = "10.251.0.0/16";
@@ -810,7 +811,53 @@ spec:
     assert_eq!(refused["status"]["initContainerStatuses"][0]["ready"], true);
     assert_eq!(refused["status"]["phase"], "Pending");
 
-    kubectl(&kubeconfig, &["delete", "pod", "expanded", "fqdn", "escape", "--wait=true", "--timeout=60s"], None);
+    // activeDeadlineSeconds: the pod fails with DeadlineExceeded and its container is killed.
+    let deadline = "apiVersion: v1\nkind: Pod\nmetadata: {name: deadline}\nspec:\n  nodeName: e2e-node\n  activeDeadlineSeconds: 3\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: docker.io/library/busybox:1.36, imagePullPolicy: Never, command: [sleep, '3600']}\n";
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(deadline));
+    let expired = pod_until(&pods, "deadline", 60, |p| p["status"]["phase"] == "Failed").await;
+    assert_eq!(expired["status"]["reason"], "DeadlineExceeded");
+    assert_eq!(expired["status"]["message"], "Pod was active on the node longer than the specified deadline");
+    assert!(expired["status"]["containerStatuses"][0]["state"]["terminated"].is_object(), "{:#}", expired["status"]);
+
+    // Admission: a second pod asking for a host port in use is rejected (NodePorts), one asking for more cpu than
+    // the node has too (OutOfcpu); neither runs.
+    let port_pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: e2e-node\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: main, image: docker.io/library/busybox:1.36, imagePullPolicy: Never, command: [sleep, '3600'], ports: [{{containerPort: 18181, hostPort: 18181}}]}}\n"
+        )
+    };
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&port_pod("port-a")));
+    pod_until(&pods, "port-a", 60, |p| p["status"]["phase"] == "Running").await;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&port_pod("port-b")));
+    let rejected = pod_until(&pods, "port-b", 30, |p| p["status"]["phase"] == "Failed").await;
+    assert_eq!(rejected["status"]["reason"], "NodePorts");
+    assert_eq!(
+        rejected["status"]["message"],
+        "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+    );
+    assert!(rejected["status"]["containerStatuses"].is_null(), "nothing ran: {:#}", rejected["status"]);
+    let greedy = "apiVersion: v1\nkind: Pod\nmetadata: {name: greedy}\nspec:\n  nodeName: e2e-node\n  containers:\n  - {name: main, image: docker.io/library/busybox:1.36, imagePullPolicy: Never, command: [sleep, '3600'], resources: {requests: {cpu: '1000'}}}\n";
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(greedy));
+    let greedy = pod_until(&pods, "greedy", 30, |p| p["status"]["phase"] == "Failed").await;
+    assert_eq!(greedy["status"]["reason"], "OutOfcpu");
+
+    kubectl(
+        &kubeconfig,
+        &[
+            "delete",
+            "pod",
+            "expanded",
+            "fqdn",
+            "escape",
+            "deadline",
+            "port-a",
+            "port-b",
+            "greedy",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(10), kubelet).await.expect("kubelet stops").unwrap().unwrap();
     tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
