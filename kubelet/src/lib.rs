@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod cni;
 pub mod envvars;
+pub mod events;
 pub mod expansion;
 pub mod hollow;
 pub mod hosts;
@@ -91,6 +92,9 @@ pub async fn run_with_runtime(
     };
     if let (Some(dir), Some(cidr)) = (&cfg.cni_conf_dir, &pod_cidr) {
         cni::write(dir, &cfg.cni_bridge, cidr, &cfg.root_dir.join("cni-ipam"))?;
+    }
+    if cfg.record_events {
+        events::Events::new(&client, &cfg.node_name)?.node(events::Normal, "Starting", "Starting kubelet.");
     }
     tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), stop.clone()));
     let manager = pods::PodManager::new(cri, client.clone(), cfg.clone())?;

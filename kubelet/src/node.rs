@@ -269,10 +269,20 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
     let mut last = Value::Null;
     let mut reported: Option<tokio::time::Instant> = None;
     let mut lease: Option<Value> = None;
+    let events = if cfg.record_events {
+        crate::events::Events::new(&client, &cfg.node_name).unwrap_or_default()
+    } else {
+        crate::events::Events::disabled()
+    };
+    let mut computed = Value::Null;
     loop {
         tokio::select! {
             _ = status_tick.tick() => {
                 let now = conditions(true, current_pressure(&cfg, &thresholds), &last);
+                for event in condition_events(&computed, &now) {
+                    events.node_status(event);
+                }
+                computed = now.clone();
                 for c in now.as_array().into_iter().flatten() {
                     let before = last.as_array().and_then(|a| a.iter().find(|p| p["type"] == c["type"]));
                     if c["type"] != "Ready" && before.is_none_or(|b| b["status"] != c["status"]) && c["status"] == "True" {
@@ -300,6 +310,33 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The node status events (upstream's "Node <name> status is now: <event>") of the conditions that changed since
+/// `before` (all of them the first time).
+pub fn condition_events(before: &Value, now: &Value) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for c in now.as_array().into_iter().flatten() {
+        let kind = c["type"].as_str().unwrap_or_default();
+        let status = c["status"].as_str().unwrap_or_default();
+        let previous = before.as_array().and_then(|a| a.iter().find(|p| p["type"] == kind)).map(|p| &p["status"]);
+        if previous.is_some_and(|p| p == status) {
+            continue;
+        }
+        let event = match (kind, status == "True") {
+            ("MemoryPressure", false) => "NodeHasSufficientMemory",
+            ("MemoryPressure", true) => "NodeHasInsufficientMemory",
+            ("DiskPressure", false) => "NodeHasNoDiskPressure",
+            ("DiskPressure", true) => "NodeHasDiskPressure",
+            ("PIDPressure", false) => "NodeHasSufficientPID",
+            ("PIDPressure", true) => "NodeHasInsufficientPID",
+            ("Ready", true) => "NodeReady",
+            ("Ready", false) => "NodeNotReady",
+            _ => continue,
+        };
+        out.push(event);
+    }
+    out
 }
 
 /// Renews the node's Lease and returns it as written. The Lease written last time is updated in place (one
@@ -342,6 +379,20 @@ mod tests {
         assert!(should_report(&ready("True", "h1"), &ready("True", "h2"), Some(Duration::from_secs(300)), every));
         // A changed condition is posted at once.
         assert!(should_report(&ready("True", "h1"), &ready("False", "h2"), Some(Duration::from_secs(10)), every));
+    }
+
+    #[test]
+    fn node_status_events_on_start_and_on_change() {
+        let quiet = crate::stats::Pressure::default();
+        let first = conditions(true, quiet, &Value::Null);
+        assert_eq!(
+            condition_events(&Value::Null, &first),
+            ["NodeHasSufficientMemory", "NodeHasNoDiskPressure", "NodeHasSufficientPID", "NodeReady"]
+        );
+        assert!(condition_events(&first, &conditions(true, quiet, &first)).is_empty());
+        let pressed = crate::stats::Pressure { memory: true, ..quiet };
+        assert_eq!(condition_events(&first, &conditions(true, pressed, &first)), ["NodeHasInsufficientMemory"]);
+        assert_eq!(condition_events(&first, &conditions(false, quiet, &first)), ["NodeNotReady"]);
     }
 
     #[test]

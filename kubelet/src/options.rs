@@ -110,6 +110,8 @@ pub struct Config {
     pub cni_bridge: String,
     /// Whether to serve the kubelet API (hollow nodes do not).
     pub serve_api: bool,
+    /// Whether the kubelet records Events (hollow nodes do not).
+    pub record_events: bool,
     /// The cluster's DNS domain (`clusterDomain`; ours defaults to kubeadm's `cluster.local`), for pods' domains.
     pub cluster_domain: String,
 }
@@ -211,6 +213,7 @@ impl Config {
             cni_conf_dir: Some(file.cni_conf_dir.unwrap_or_else(|| PathBuf::from("/etc/cni/net.d"))),
             cni_bridge: file.cni_bridge.unwrap_or_else(|| "cni0".into()),
             serve_api: true,
+            record_events: true,
             cluster_domain: file.cluster_domain.filter(|d| !d.is_empty()).unwrap_or_else(|| "cluster.local".into()),
         })
     }

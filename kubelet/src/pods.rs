@@ -14,6 +14,7 @@ use proto::cri::*;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::events::{Normal, Warning};
 use crate::node::now_rfc3339;
 use crate::options::Config;
 use runtime::array;
@@ -29,6 +30,35 @@ const ANNOTATION_TERMINATION_POLICY: &str = "io.kubernetes.container.termination
 const MAX_TERMINATION_MESSAGE: usize = 4096;
 const MAX_TERMINATION_LOG_LINES: usize = 80;
 const MAX_TERMINATION_LOG_BYTES: usize = 2048;
+
+/// A duration as Go prints it (`10s`, `1m20s`, `5m0s`, `1.5s`, `250ms`), for upstream's messages.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let trim = |v: f64| {
+        let t = format!("{v:.9}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", trim(nanos as f64 / 1e3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", trim(nanos as f64 / 1e6));
+    }
+    let total = d.as_secs();
+    let (h, m) = (total / 3600, (total % 3600) / 60);
+    let secs = trim((total % 60) as f64 + f64::from(d.subsec_nanos()) / 1e9);
+    match (h, m) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m{secs}s"),
+        (h, m) => format!("{h}h{m}m{secs}s"),
+    }
+}
 
 /// Where a container's termination message is written (`terminationMessagePath`, default `/dev/termination-log`).
 fn termination_message_path(c: &Value) -> &str {
@@ -190,11 +220,18 @@ pub struct PodManager {
     node: std::sync::OnceLock<runtime::informer::Informer>,
     /// The pods admitted to run here (upstream's admitted pods): new pods are checked against them.
     admitted: Mutex<std::collections::HashSet<String>>,
+    /// The kubelet's Events (disabled on hollow nodes).
+    pub events: crate::events::Events,
 }
 
 impl PodManager {
     pub fn new(cri: Cri, client: Client, cfg: Config) -> Result<Arc<Self>, client::Error> {
         let pods = client.api("", "v1", "pods")?;
+        let events = if cfg.record_events {
+            crate::events::Events::new(&client, &cfg.node_name)?
+        } else {
+            crate::events::Events::disabled()
+        };
         let (capacity, allocatable) = crate::node::resources(&cfg);
         let memory_capacity = capacity["memory"].as_str().and_then(crate::node::bytes).unwrap_or(1 << 30);
         Ok(Arc::new(PodManager {
@@ -213,6 +250,7 @@ impl PodManager {
             services: std::sync::OnceLock::new(),
             node: std::sync::OnceLock::new(),
             admitted: Mutex::new(std::collections::HashSet::new()),
+            events,
         }))
     }
 
@@ -256,6 +294,7 @@ impl PodManager {
     async fn reject(&self, pod: &Value, r: &crate::admission::Rejection) -> Result<(), client::Error> {
         let uid = s(pod, "/metadata/uid").to_string();
         tracing::info!(pod = %s(pod, "/metadata/name"), reason = %r.reason, message = %r.message, "pod rejected");
+        self.events.pod(pod, Warning, &r.reason, r.message.clone());
         let status =
             json!({"phase": "Failed", "reason": r.reason, "message": format!("Pod was rejected: {}", r.message)});
         let api = self.pods.clone().namespaced(s(pod, "/metadata/namespace"));
@@ -487,6 +526,9 @@ impl PodManager {
         }
         let left = (grace - started.elapsed().as_secs() as i64).max(0);
         for c in running {
+            if let (Some(pod), Some(m)) = (pod, c.metadata.as_ref()) {
+                self.events.container(pod, &m.name, Normal, "Killing", format!("Stopping container {}", m.name));
+            }
             rt.stop_container(StopContainerRequest { container_id: c.id.clone(), timeout: left }).await?;
         }
         Ok(())
@@ -624,8 +666,9 @@ impl PodManager {
     }
 
     /// Makes sure the image is present as the pull policy asks. Err is the waiting reason and message.
-    async fn ensure_image(&self, c: &Value) -> Result<(), (String, String)> {
+    async fn ensure_image(&self, pod: &Value, c: &Value) -> Result<(), (String, String)> {
         let image = s(c, "/image").to_string();
+        let name = s(c, "/name");
         let policy = s(c, "/imagePullPolicy");
         let spec = Some(ImageSpec { image: image.clone(), ..Default::default() });
         let mut img = self.cri.image.clone();
@@ -635,43 +678,78 @@ impl PodManager {
             .ok()
             .and_then(|r| r.into_inner().image)
             .is_some();
+        let events = &self.events;
         if present && policy != "Always" {
+            let message = format!("Container image \"{image}\" already present on machine");
+            events.container(pod, name, Normal, "Pulled", message);
             return Ok(());
         }
         if policy == "Never" {
-            return Err((
-                "ErrImageNeverPull".into(),
-                format!("Container image \"{image}\" is not present with pull policy of Never"),
-            ));
+            let message = format!("Container image \"{image}\" is not present with pull policy of Never");
+            events.container(pod, name, Warning, "ErrImageNeverPull", message.clone());
+            events.container(pod, name, Warning, "Failed", "Error: ErrImageNeverPull");
+            return Err(("ErrImageNeverPull".into(), message));
         }
-        match img.pull_image(PullImageRequest { image: spec, auth: None, sandbox_config: None }).await {
-            Ok(_) => Ok(()),
+        events.container(pod, name, Normal, "Pulling", format!("Pulling image \"{image}\""));
+        let started = Instant::now();
+        match img.pull_image(PullImageRequest { image: spec.clone(), auth: None, sandbox_config: None }).await {
+            Ok(_) => {
+                let took = go_duration(started.elapsed());
+                let size = img
+                    .image_status(ImageStatusRequest { image: spec, verbose: false })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().image)
+                    .map(|i| i.size)
+                    .unwrap_or(0);
+                let message = format!(
+                    "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {size} bytes."
+                );
+                events.container(pod, name, Normal, "Pulled", message);
+                Ok(())
+            }
             Err(e) if present => {
                 tracing::warn!(image, error = %e.message(), "pull failed; using the image present");
                 Ok(())
             }
-            Err(e) => Err(("ErrImagePull".into(), format!("failed to pull image \"{image}\": {}", e.message()))),
+            Err(e) => {
+                let message = format!("Failed to pull image \"{image}\": {}", e.message());
+                events.container(pod, name, Warning, "Failed", message);
+                events.container(pod, name, Warning, "Failed", "Error: ErrImagePull");
+                Err(("ErrImagePull".into(), format!("failed to pull image \"{image}\": {}", e.message())))
+            }
         }
     }
 
-    /// Whether a container may be (re)started now; records the next back-off when it is.
-    fn backoff_allows(&self, uid: &str, name: &str, restarting: bool) -> bool {
-        let Ok(mut b) = self.backoff.lock() else { return true };
+    /// Whether a container may be (re)started now (then the next back-off is recorded); Err is the back-off that
+    /// holds it (10 s doubling to 5 min, as upstream's CrashLoopBackOff).
+    fn backoff_allows(&self, uid: &str, name: &str, restarting: bool) -> Result<(), Duration> {
+        let Ok(mut b) = self.backoff.lock() else { return Ok(()) };
         let key = (uid.to_string(), name.to_string());
         let now = Instant::now();
         match b.get(&key).copied() {
-            Some((next, _)) if restarting && now < next => false,
-            Some((_, delay)) if restarting => {
-                b.insert(key, (now + delay, (delay * 2).min(BACKOFF_MAX)));
-                true
+            Some((next, current)) if restarting && now < next => Err(current),
+            Some((_, current)) if restarting => {
+                let delay = (current * 2).min(BACKOFF_MAX);
+                b.insert(key, (now + delay, delay));
+                Ok(())
             }
             _ => {
                 if restarting {
-                    b.insert(key, (now + BACKOFF_START, BACKOFF_START * 2));
+                    b.insert(key, (now + BACKOFF_START, BACKOFF_START));
                 }
-                true
+                Ok(())
             }
         }
+    }
+
+    /// A restart held back: the container waits in CrashLoopBackOff with upstream's message, and a BackOff event.
+    fn crash_loop(&self, pod: &Value, name: &str, delay: Duration, waiting: &mut Waiting) {
+        let who = crate::events::format_pod(pod);
+        let event = format!("Back-off restarting failed container {name} in pod {who}");
+        self.events.container(pod, name, Warning, "BackOff", event);
+        let message = format!("back-off {} restarting failed container={name} pod={who}", go_duration(delay));
+        waiting.reasons.insert(name.into(), ("CrashLoopBackOff".into(), message));
     }
 
     /// The runtime configuration of a container: its environment (with service variables and `$(VAR)`
@@ -724,10 +802,15 @@ impl PodManager {
     }
 
     async fn start_container(&self, ctx: &StartContext<'_>, c: &Value, attempt: u32) -> Result<(), (String, String)> {
-        let (sandbox, sandbox_cfg) = (ctx.sandbox, ctx.sandbox_cfg);
+        let (pod, sandbox, sandbox_cfg) = (ctx.pod, ctx.sandbox, ctx.sandbox_cfg);
+        let name = s(c, "/name");
+        let failed = |reason: &str, message: String| {
+            self.events.container(pod, name, Warning, "Failed", format!("Error: {message}"));
+            (reason.to_string(), message)
+        };
         // The image first, then the configuration (upstream's startContainer).
-        self.ensure_image(c).await?;
-        let config = self.prepare_container(ctx, c, attempt).await?;
+        self.ensure_image(pod, c).await?;
+        let config = self.prepare_container(ctx, c, attempt).await.map_err(|(r, m)| failed(&r, m))?;
         let mut rt = self.cri.runtime.clone();
         let created = rt
             .create_container(CreateContainerRequest {
@@ -736,15 +819,19 @@ impl PodManager {
                 sandbox_config: Some(sandbox_cfg.clone()),
             })
             .await
-            .map_err(|e| ("CreateContainerError".to_string(), e.message().to_string()))?
+            .map_err(|e| failed("CreateContainerError", e.message().to_string()))?
             .into_inner()
             .container_id;
+        self.events.container(pod, name, Normal, "Created", format!("Created container: {name}"));
         rt.start_container(StartContainerRequest { container_id: created.clone() })
             .await
-            .map_err(|e| ("RunContainerError".to_string(), e.message().to_string()))?;
+            .map_err(|e| failed("RunContainerError", e.message().to_string()))?;
+        self.events.container(pod, name, Normal, "Started", format!("Started container {name}"));
         if let Some(hook) = c.pointer("/lifecycle/postStart") {
             // A failed postStart hook kills the container; its restart policy decides what happens next.
             if !crate::prober::run_handler(&self.cri, &created, hook, c, ctx.pod_ip, 30).await {
+                self.events.container(pod, name, Warning, "FailedPostStartHook", "PostStartHook failed");
+                self.events.container(pod, name, Normal, "Killing", "FailedPostStartHook");
                 let _ = rt.stop_container(StopContainerRequest { container_id: created, timeout: 0 }).await;
                 return Err((
                     "PostStartHookError".into(),
@@ -828,6 +915,7 @@ impl PodManager {
                     .and_then(|r| r.into_inner().status),
                 None => None,
             };
+            self.events.pod(pod, Normal, DEADLINE_REASON, DEADLINE_MESSAGE);
             waiting.failed = Some((DEADLINE_REASON, DEADLINE_MESSAGE.to_string()));
             self.write_status(pod, &obs, &waiting, sandbox.as_ref()).await?;
             return Ok(Synced::Settled);
@@ -838,6 +926,7 @@ impl PodManager {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(pod = %uid, error = %e, "creating the pod sandbox");
+                self.events.pod(pod, Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"));
                 self.write_status(pod, &Observed::default(), &waiting, None).await?;
                 return Ok(Synced::Retry);
             }
@@ -846,6 +935,12 @@ impl PodManager {
             Some(sb) => (sb.id.clone(), obs),
             None => {
                 if !obs.sandboxes.is_empty() {
+                    self.events.pod(
+                        pod,
+                        Normal,
+                        "SandboxChanged",
+                        "Pod sandbox changed, it will be killed and re-created.",
+                    );
                     self.teardown(&obs, 2).await?;
                 }
                 std::fs::create_dir_all(self.log_dir(pod)).ok();
@@ -860,6 +955,8 @@ impl PodManager {
                     Ok(r) => (r.into_inner().pod_sandbox_id, self.observe(uid).await?),
                     Err(e) => {
                         tracing::warn!(pod = %uid, error = %e.message(), "creating the pod sandbox");
+                        let message = format!("Failed to create pod sandbox: {}", e.message());
+                        self.events.pod(pod, Warning, "FailedCreatePodSandBox", message);
                         self.write_status(pod, &Observed::default(), &waiting, None).await?;
                         return Ok(Synced::Retry);
                     }
@@ -894,10 +991,10 @@ impl PodManager {
         .await
         {
             Ok(v) => v,
-            Err(w) => {
-                for c in array(pod, "/spec/initContainers").iter().chain(array(pod, "/spec/containers")) {
-                    waiting.reasons.insert(s(c, "/name").to_string(), w.clone());
-                }
+            Err(e) => {
+                // As upstream's volume manager: a FailedMount event; the containers wait to be created.
+                let message = format!("MountVolume.SetUp failed for volume \"{}\" : {}", e.volume, e.message);
+                self.events.pod(pod, Warning, "FailedMount", message);
                 self.write_status(pod, &obs, &waiting, sandbox_status.as_ref()).await?;
                 return Ok(Synced::Retry);
             }
@@ -944,16 +1041,14 @@ impl PodManager {
                         break;
                     }
                     let attempt = st.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1);
-                    if self.backoff_allows(uid, name, true) {
-                        started = true;
-                        if let Err(w) = self.start_container(&ctx, c, attempt).await {
-                            waiting.reasons.insert(name.into(), w);
+                    match self.backoff_allows(uid, name, true) {
+                        Ok(()) => {
+                            started = true;
+                            if let Err(w) = self.start_container(&ctx, c, attempt).await {
+                                waiting.reasons.insert(name.into(), w);
+                            }
                         }
-                    } else {
-                        waiting.reasons.insert(
-                            name.into(),
-                            ("CrashLoopBackOff".into(), format!("back-off restarting failed container {name}")),
-                        );
+                        Err(delay) => self.crash_loop(pod, name, delay, &mut waiting),
                     }
                     break;
                 }
@@ -981,14 +1076,10 @@ impl PodManager {
                 if !start {
                     continue;
                 }
-                if attempt > 0 && !self.backoff_allows(uid, name, true) {
-                    waiting.reasons.insert(
-                        name.into(),
-                        (
-                            "CrashLoopBackOff".into(),
-                            format!("back-off restarting failed container {name} in pod {}", s(pod, "/metadata/name")),
-                        ),
-                    );
+                if attempt > 0
+                    && let Err(delay) = self.backoff_allows(uid, name, true)
+                {
+                    self.crash_loop(pod, name, delay, &mut waiting);
                     continue;
                 }
                 started = true;
@@ -1041,6 +1132,8 @@ impl PodManager {
                 pod_ip: pod_ip.to_string(),
                 grace,
                 started_at: st.started_at,
+                pod: Arc::new(pod.clone()),
+                events: self.events.clone(),
             };
             self.probers.start(&self.cri, target, notify.clone());
         }
@@ -1710,6 +1803,99 @@ mod tests {
         manager.sync_pod(&uid(&third), Some(&third)).await.unwrap();
         assert_eq!(pods.get("third").await.unwrap()["status"]["phase"], "Running");
         server.stop().await;
+    }
+
+    /// Events as upstream's kubelet records them: Pulled, Created, Started about the container (its field path),
+    /// Unhealthy with the probe's output, BackOff for a crash loop, FailedMount for a volume that cannot be set up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pod_events_as_upstream() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let events = server.client.api("", "v1", "events").unwrap().namespaced("default");
+        let image = "docker.io/library/busybox:1.36";
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": image,
+                    "readinessProbe": {"tcpSocket": {"host": "127.0.0.1", "port": 1}, "periodSeconds": 1}}]}}))
+            .await
+            .unwrap();
+        let mounted = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": image, "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}],
+                    "volumes": [{"name": "cfg", "configMap": {"name": "absent"}}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, fake) = manager_on_fake(&server, dir.path());
+        let uid = s(&pod, "/metadata/uid").to_string();
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        let find = async |reason: &str, object: &str| {
+            for _ in 0..100 {
+                let list = events.list(&client::ListParams::default()).await.unwrap();
+                if let Some(e) = list["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["reason"] == reason && e["involvedObject"]["name"] == object)
+                {
+                    return e.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("no {reason} event for {object}");
+        };
+        for (reason, message) in [
+            ("Pulled", format!("Container image \"{image}\" already present on machine")),
+            ("Created", "Created container: c".to_string()),
+            ("Started", "Started container c".to_string()),
+        ] {
+            let e = find(reason, "p").await;
+            assert_eq!(e["message"], message.as_str());
+            assert_eq!(e["type"], "Normal");
+            assert_eq!(e["involvedObject"]["fieldPath"], "spec.containers{c}");
+            assert_eq!(e["involvedObject"]["kind"], "Pod");
+            assert_eq!(e["involvedObject"]["uid"], uid.as_str());
+            assert_eq!(e["source"], json!({"component": "kubelet", "host": "n1"}));
+        }
+        let unhealthy = find("Unhealthy", "p").await;
+        assert_eq!(unhealthy["type"], "Warning");
+        assert_eq!(unhealthy["message"], "Readiness probe failed: dial tcp 127.0.0.1:1: connect: connection refused");
+
+        // A crash: restarted once at once, then held back with a BackOff event.
+        for _ in 0..2 {
+            fake.exit_container(&manager.running_container_id(&uid, "c").await.unwrap(), 1);
+            manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        }
+        let backoff = find("BackOff", "p").await;
+        assert_eq!(backoff["message"], format!("Back-off restarting failed container c in pod p_default({uid})"));
+        let p = pods.get("p").await.unwrap();
+        let state = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        assert_eq!(state["reason"], "CrashLoopBackOff");
+        assert_eq!(state["message"], format!("back-off 10s restarting failed container=c pod=p_default({uid})"));
+
+        // A missing configMap: FailedMount, and the container waits to be created.
+        let muid = s(&mounted, "/metadata/uid").to_string();
+        manager.sync_pod(&muid, Some(&mounted)).await.unwrap();
+        let failed = find("FailedMount", "m").await;
+        assert_eq!(failed["message"], "MountVolume.SetUp failed for volume \"cfg\" : configmap \"absent\" not found");
+        let m = pods.get("m").await.unwrap();
+        assert_eq!(m["status"]["containerStatuses"][0]["state"], json!({"waiting": {"reason": "ContainerCreating"}}));
+        server.stop().await;
+    }
+
+    #[test]
+    fn durations_as_go_prints_them() {
+        for (d, want) in [
+            (Duration::from_secs(10), "10s"),
+            (Duration::from_secs(80), "1m20s"),
+            (Duration::from_secs(300), "5m0s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_secs(3725), "1h2m5s"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(go_duration(d), want);
+        }
     }
 
     #[test]

@@ -49,10 +49,17 @@ fn port(spec: &Value, container: &Value) -> Option<u16> {
     }
 }
 
-/// Runs one probe once.
-pub async fn run_once(cri: &Cri, container_id: &str, probe: &Value, container: &Value, pod_ip: &str) -> Outcome {
+/// Runs one probe once: the outcome and what it said (an exec probe's output, an HTTP status, a connection
+/// error), which upstream puts in the Unhealthy event.
+pub async fn run_once(
+    cri: &Cri,
+    container_id: &str,
+    probe: &Value,
+    container: &Value,
+    pod_ip: &str,
+) -> (Outcome, String) {
     let timeout = Duration::from_secs(secs(probe, "timeoutSeconds", 1).max(1));
-    let ok = if let Some(exec) = probe.get("exec") {
+    let result: Result<String, String> = if let Some(exec) = probe.get("exec") {
         let cmd: Vec<String> = exec
             .get("command")
             .and_then(Value::as_array)
@@ -60,29 +67,66 @@ pub async fn run_once(cri: &Cri, container_id: &str, probe: &Value, container: &
             .flatten()
             .filter_map(|c| c.as_str().map(String::from))
             .collect();
+        let shown = format!("{cmd:?}");
         let req = ExecSyncRequest { container_id: container_id.into(), cmd, timeout: timeout.as_secs() as i64 };
         let mut rt = cri.runtime.clone();
-        matches!(tokio::time::timeout(timeout + Duration::from_secs(1), rt.exec_sync(req)).await, Ok(Ok(r)) if r.get_ref().exit_code == 0)
+        match tokio::time::timeout(timeout + Duration::from_secs(1), rt.exec_sync(req)).await {
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                let output = format!("{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
+                if r.exit_code == 0 { Ok(output) } else { Err(output) }
+            }
+            Ok(Err(e)) => Err(e.message().to_string()),
+            Err(_) => Err(format!("command {shown} timed out")),
+        }
     } else if let Some(http) = probe.get("httpGet") {
         let host = http.get("host").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or(pod_ip).to_string();
         let path = http.get("path").and_then(Value::as_str).unwrap_or("/").to_string();
         match port(http, container) {
-            Some(p) => tokio::time::timeout(timeout, http_get(&host, p, &path)).await.unwrap_or(false),
-            None => false,
+            Some(p) => match tokio::time::timeout(timeout, http_get(&host, p, &path)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "Get \"http://{}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+                    join_host_port(&host, p)
+                )),
+            },
+            None => Err("the probe's port is not a number or a named container port".into()),
         }
     } else if let Some(tcp) = probe.get("tcpSocket") {
         let host = tcp.get("host").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or(pod_ip).to_string();
         match port(tcp, container) {
-            Some(p) => matches!(
-                tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), p))).await,
-                Ok(Ok(_))
-            ),
-            None => false,
+            Some(p) => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), p))).await {
+                Ok(Ok(_)) => Ok(String::new()),
+                Ok(Err(e)) => Err(format!("dial tcp {}: connect: {}", join_host_port(&host, p), os_error_text(&e))),
+                Err(_) => Err(format!("dial tcp {}: i/o timeout", join_host_port(&host, p))),
+            },
+            None => Err("the probe's port is not a number or a named container port".into()),
         }
     } else {
-        true
+        Ok(String::new())
     };
-    if ok { Outcome::Success } else { Outcome::Failure }
+    match result {
+        Ok(out) => (Outcome::Success, out),
+        Err(out) => (Outcome::Failure, out),
+    }
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// An I/O error as Go prints a syscall error: `connection refused`, not Rust's `Connection refused (os error 111)`.
+fn os_error_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::TimedOut => "connection timed out".into(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            let mut c = text.chars();
+            c.next().map(|f| f.to_lowercase().collect::<String>() + c.as_str()).unwrap_or_default()
+        }
+    }
 }
 
 /// Runs a lifecycle handler (postStart/preStop): exec, httpGet, tcpSocket or sleep, within `timeout_secs`.
@@ -102,21 +146,26 @@ pub async fn run_handler(
     if let Some(o) = probe.as_object_mut() {
         o.insert("timeoutSeconds".into(), serde_json::json!(timeout_secs.max(1)));
     }
-    run_once(cri, container_id, &probe, container, pod_ip).await == Outcome::Success
+    run_once(cri, container_id, &probe, container, pod_ip).await.0 == Outcome::Success
 }
 
-/// An HTTP GET with upstream's rule: 200 <= status < 400 is success.
-async fn http_get(host: &str, port: u16, path: &str) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect((host, port)).await else { return false };
+/// An HTTP GET with upstream's rule: 200 <= status < 400 is success; the failure as upstream's message.
+async fn http_get(host: &str, port: u16, path: &str) -> Result<String, String> {
+    let url = format!("http://{}{path}", join_host_port(host, port));
+    let mut s = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| {
+        format!("Get \"{url}\": dial tcp {}: connect: {}", join_host_port(host, port), os_error_text(&e))
+    })?;
     let req =
         format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
+    s.write_all(req.as_bytes()).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
     let mut buf = vec![0u8; 64];
-    let Ok(n) = s.read(&mut buf).await else { return false };
+    let n = s.read(&mut buf).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
     let head = String::from_utf8_lossy(&buf[..n]);
-    head.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).is_some_and(|c| (200..400).contains(&c))
+    match head.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()) {
+        Some(code) if (200..400).contains(&code) => Ok(String::new()),
+        Some(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
+        None => Err(format!("Get \"{url}\": malformed HTTP response")),
+    }
 }
 
 /// Tracks consecutive results against the thresholds.
@@ -153,6 +202,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Upstream's probe type name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup",
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+        }
+    }
+
     pub fn field(self) -> &'static str {
         match self {
             Kind::Startup => "startupProbe",
@@ -174,6 +232,9 @@ pub struct Target {
     pub grace: i64,
     /// When the container started (CRI nanoseconds): initialDelaySeconds counts from there, as upstream.
     pub started_at: i64,
+    /// The pod (for its events) and where they go.
+    pub pod: Arc<Value>,
+    pub events: crate::events::Events,
 }
 
 /// One running container's probe state.
@@ -319,10 +380,15 @@ impl Worker {
                 Kind::Liveness | Kind::Readiness if !started => continue,
                 _ => {}
             }
-            let outcome = tokio::select! {
+            let (outcome, output) = tokio::select! {
                 o = run_once(&self.cri, &id, &probe, &self.target.spec, &self.target.pod_ip) => o,
                 _ = stop.changed() => return,
             };
+            let container = self.target.spec.get("name").and_then(Value::as_str).unwrap_or_default();
+            if outcome == Outcome::Failure {
+                let message = format!("{} probe failed: {output}", self.kind.name());
+                self.target.events.container(&self.target.pod, container, crate::events::Warning, "Unhealthy", message);
+            }
             let Some(verdict) = counter.record(outcome, &probe) else { continue };
             let changed = match self.kind {
                 Kind::Readiness => self.probers.update(&id, |h| h.ready = verdict),
@@ -334,6 +400,11 @@ impl Worker {
             }
             if !verdict && matches!(self.kind, Kind::Liveness | Kind::Startup) {
                 tracing::info!(container = %id, probe = ?self.kind, "probe failed; killing the container so it restarts");
+                let message = format!(
+                    "Container {container} failed {} probe, will be restarted",
+                    self.kind.name().to_lowercase()
+                );
+                self.target.events.container(&self.target.pod, container, crate::events::Normal, "Killing", message);
                 let mut rt = self.cri.runtime.clone();
                 let req = StopContainerRequest { container_id: id.clone(), timeout: self.target.grace };
                 let _ = rt.stop_container(req).await;
@@ -388,6 +459,8 @@ mod tests {
             pod_ip: "127.0.0.1".into(),
             grace: 1,
             started_at: 0,
+            pod: Arc::new(json!({"metadata": {"name": "p", "namespace": "default", "uid": "pod-1"}})),
+            events: crate::events::Events::disabled(),
         }
     }
 
@@ -467,8 +540,17 @@ mod tests {
                 let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
             }
         });
-        assert!(http_get("127.0.0.1", port, "/healthy").await);
-        assert!(!http_get("127.0.0.1", port, "/broken").await);
-        assert!(!http_get("127.0.0.1", 1, "/").await);
+        assert!(http_get("127.0.0.1", port, "/healthy").await.is_ok());
+        assert_eq!(http_get("127.0.0.1", port, "/broken").await, Err("HTTP probe failed with statuscode: 500".into()));
+        assert_eq!(
+            http_get("127.0.0.1", 1, "/").await,
+            Err("Get \"http://127.0.0.1:1/\": dial tcp 127.0.0.1:1: connect: connection refused".into())
+        );
+        let tcp = json!({"tcpSocket": {"port": 1}});
+        let cri = Cri::local(proto::fake::FakeCri::default());
+        assert_eq!(
+            run_once(&cri, "c", &tcp, &json!({}), "127.0.0.1").await,
+            (Outcome::Failure, "dial tcp 127.0.0.1:1: connect: connection refused".into())
+        );
     }
 }

@@ -282,116 +282,131 @@ fn project(
     Ok(out)
 }
 
+/// A volume that could not be set up (upstream's FailedMount: "MountVolume.SetUp failed for volume ...").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountError {
+    pub volume: String,
+    pub message: String,
+}
+
 /// Sets up every volume of the pod and returns the host directory of each by name.
 pub async fn setup(
     client: &Client,
     root: &Path,
     pod: &Value,
     fields: &FieldSource<'_>,
-) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
-    let uid = s(pod, "/metadata/uid");
-    let ns = s(pod, "/metadata/namespace");
-    let base = root.join("pods").join(uid).join("volumes");
+) -> Result<BTreeMap<String, PathBuf>, MountError> {
+    let base = root.join("pods").join(s(pod, "/metadata/uid")).join("volumes");
     let mut out = BTreeMap::new();
     for v in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
         let name = s(v, "/name").to_string();
-        let dir = |plugin: &str| base.join(format!("kubernetes.io~{plugin}")).join(&name);
-        let io = |e: std::io::Error| config_error(format!("volume {name}: {e}"));
-        let path = if let Some(ed) = v.get("emptyDir") {
-            let d = dir("empty-dir");
-            std::fs::create_dir_all(&d).map_err(io)?;
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
-            if s(ed, "/medium") == "Memory" && !is_mounted(&d) {
-                let size = ed.get("sizeLimit").and_then(Value::as_str).and_then(crate::node::bytes);
-                let mut cmd = std::process::Command::new("mount");
-                cmd.args(["-t", "tmpfs", "tmpfs"]);
-                if let Some(b) = size {
-                    cmd.args(["-o", &format!("size={b}")]);
-                }
-                let ok = cmd.arg(&d).status().map(|s| s.success()).unwrap_or(false);
-                if !ok {
-                    return Err(config_error(format!("volume {name}: mounting tmpfs failed")));
-                }
+        match setup_volume(client, &base, pod, v, fields).await {
+            Ok(Some(path)) => {
+                out.insert(name, path);
             }
-            d
-        } else if let Some(hp) = v.get("hostPath") {
-            let p = PathBuf::from(s(hp, "/path"));
-            match s(hp, "/type") {
-                "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(io)?,
-                "FileOrCreate" if !p.exists() => std::fs::write(&p, b"").map_err(io)?,
-                "Directory" if !p.is_dir() => {
-                    return Err(config_error(format!(
-                        "hostPath type check failed: {} is not a directory",
-                        p.display()
-                    )));
-                }
-                "File" if !p.is_file() => {
-                    return Err(config_error(format!("hostPath type check failed: {} is not a file", p.display())));
-                }
-                _ => {}
-            }
-            p
-        } else if let Some(src) = v.get("configMap").or_else(|| v.get("secret")) {
-            let secret = v.get("secret").is_some();
-            let obj_name = if secret { s(src, "/secretName") } else { s(src, "/name") };
-            let optional = src.get("optional").and_then(Value::as_bool).unwrap_or(false);
-            let obj = get_obj(client, if secret { "secrets" } else { "configmaps" }, ns, obj_name).await?;
-            let data = match obj {
-                Some(o) => data_of(&o, secret),
-                None if optional => BTreeMap::new(),
-                None => {
-                    return Err(config_error(format!(
-                        "{} \"{obj_name}\" not found",
-                        if secret { "secret" } else { "configmap" }
-                    )));
-                }
-            };
-            let files = project(&data, src, 0o644).map_err(config_error)?;
-            let d = dir(if secret { "secret" } else { "configmap" });
-            atomic_write(&d, &files).map_err(io)?;
-            d
-        } else if let Some(src) = v.get("downwardAPI") {
-            let files =
-                downward_files(pod, src, 0o644, fields).map_err(|e| config_error(format!("volume {name}: {e}")))?;
-            let d = dir("downward-api");
-            atomic_write(&d, &files).map_err(io)?;
-            d
-        } else if let Some(src) = v.get("projected") {
-            let mut files = BTreeMap::new();
-            let mode = src.get("defaultMode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(0o644);
-            for source in src.get("sources").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(cm) = source.get("configMap").or_else(|| source.get("secret")) {
-                    let secret = source.get("secret").is_some();
-                    let optional = cm.get("optional").and_then(Value::as_bool).unwrap_or(false);
-                    match get_obj(client, if secret { "secrets" } else { "configmaps" }, ns, s(cm, "/name")).await? {
-                        Some(o) => files.extend(project(&data_of(&o, secret), cm, mode).map_err(config_error)?),
-                        None if optional => {}
-                        None => {
-                            return Err(config_error(format!(
-                                "{} \"{}\" not found",
-                                if secret { "secret" } else { "configmap" },
-                                s(cm, "/name")
-                            )));
-                        }
-                    }
-                } else if let Some(d) = source.get("downwardAPI") {
-                    files.extend(
-                        downward_files(pod, d, mode, fields)
-                            .map_err(|e| config_error(format!("volume {name}: {e}")))?,
-                    );
-                }
-                // serviceAccountToken sources come with service-account tokens (not yet).
-            }
-            let d = dir("projected");
-            atomic_write(&d, &files).map_err(io)?;
-            d
-        } else {
             // Other volume types (persistent volumes, CSI) come with storage support.
-            continue;
-        };
-        out.insert(name, path);
+            Ok(None) => {}
+            Err(message) => return Err(MountError { volume: name, message }),
+        }
     }
     Ok(out)
+}
+
+/// Sets up one volume; None for a type not supported here.
+async fn setup_volume(
+    client: &Client,
+    base: &Path,
+    pod: &Value,
+    v: &Value,
+    fields: &FieldSource<'_>,
+) -> Result<Option<PathBuf>, String> {
+    let ns = s(pod, "/metadata/namespace");
+    let name = s(v, "/name");
+    let dir = |plugin: &str| base.join(format!("kubernetes.io~{plugin}")).join(name);
+    let io = |e: std::io::Error| e.to_string();
+    let get = async |plural: &str, obj: &str| get_obj(client, plural, ns, obj).await.map_err(|(_, m)| m);
+    let path = if let Some(ed) = v.get("emptyDir") {
+        let d = dir("empty-dir");
+        std::fs::create_dir_all(&d).map_err(io)?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+        if s(ed, "/medium") == "Memory" && !is_mounted(&d) {
+            let size = ed.get("sizeLimit").and_then(Value::as_str).and_then(crate::node::bytes);
+            let mut cmd = std::process::Command::new("mount");
+            cmd.args(["-t", "tmpfs", "tmpfs"]);
+            if let Some(b) = size {
+                cmd.args(["-o", &format!("size={b}")]);
+            }
+            let ok = cmd.arg(&d).status().map(|s| s.success()).unwrap_or(false);
+            if !ok {
+                return Err("mounting tmpfs failed".into());
+            }
+        }
+        d
+    } else if let Some(hp) = v.get("hostPath") {
+        let p = PathBuf::from(s(hp, "/path"));
+        match s(hp, "/type") {
+            "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(io)?,
+            "FileOrCreate" if !p.exists() => std::fs::write(&p, b"").map_err(io)?,
+            "Directory" if !p.is_dir() => {
+                return Err(format!("hostPath type check failed: {} is not a directory", p.display()));
+            }
+            "File" if !p.is_file() => {
+                return Err(format!("hostPath type check failed: {} is not a file", p.display()));
+            }
+            _ => {}
+        }
+        p
+    } else if let Some(src) = v.get("configMap").or_else(|| v.get("secret")) {
+        let secret = v.get("secret").is_some();
+        let obj_name = if secret { s(src, "/secretName") } else { s(src, "/name") };
+        let optional = src.get("optional").and_then(Value::as_bool).unwrap_or(false);
+        let obj = get(if secret { "secrets" } else { "configmaps" }, obj_name).await?;
+        let data = match obj {
+            Some(o) => data_of(&o, secret),
+            None if optional => BTreeMap::new(),
+            None => {
+                return Err(format!("{} \"{obj_name}\" not found", if secret { "secret" } else { "configmap" }));
+            }
+        };
+        let files = project(&data, src, 0o644)?;
+        let d = dir(if secret { "secret" } else { "configmap" });
+        atomic_write(&d, &files).map_err(io)?;
+        d
+    } else if let Some(src) = v.get("downwardAPI") {
+        let files = downward_files(pod, src, 0o644, fields)?;
+        let d = dir("downward-api");
+        atomic_write(&d, &files).map_err(io)?;
+        d
+    } else if let Some(src) = v.get("projected") {
+        let mut files = BTreeMap::new();
+        let mode = src.get("defaultMode").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(0o644);
+        for source in src.get("sources").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(cm) = source.get("configMap").or_else(|| source.get("secret")) {
+                let secret = source.get("secret").is_some();
+                let optional = cm.get("optional").and_then(Value::as_bool).unwrap_or(false);
+                match get(if secret { "secrets" } else { "configmaps" }, s(cm, "/name")).await? {
+                    Some(o) => files.extend(project(&data_of(&o, secret), cm, mode)?),
+                    None if optional => {}
+                    None => {
+                        return Err(format!(
+                            "{} \"{}\" not found",
+                            if secret { "secret" } else { "configmap" },
+                            s(cm, "/name")
+                        ));
+                    }
+                }
+            } else if let Some(d) = source.get("downwardAPI") {
+                files.extend(downward_files(pod, d, mode, fields)?);
+            }
+            // serviceAccountToken sources come with service-account tokens (not yet).
+        }
+        let d = dir("projected");
+        atomic_write(&d, &files).map_err(io)?;
+        d
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(path))
 }
 
 /// The files of a downwardAPI volume or projected source: `fieldRef` items and `resourceFieldRef` items (of the
@@ -624,7 +639,7 @@ mod tests {
         assert_eq!(read("all", "mem"), "64");
         assert_eq!(mode(&vols["all"].join("labels")), 0o440, "the projected volume's defaultMode");
         let err = setup(&server.client, dir.path(), &pod, &fields).await.unwrap_err();
-        assert_eq!(err, config_error("volume broken: container nope not found".into()));
+        assert_eq!(err, MountError { volume: "broken".into(), message: "container nope not found".into() });
         server.stop().await;
     }
 

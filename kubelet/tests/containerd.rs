@@ -668,8 +668,8 @@ async fn hollow_nodes_register_and_run_pods_on_fake_runtimes() {
 /// Upstream behaviours the kubelet reproduces, seen from inside real containers on a bridged pod network (its own
 /// bridge and blackholed cluster range, apart from the other bridged test's): `$(VAR)` expansion, service
 /// variables, the managed /etc/hosts with hostAliases and the pod's hostname, subPathExpr and refused subPath
-/// symlinks, downward API resources, init container statuses, termination messages, activeDeadlineSeconds and
-/// kubelet admission.
+/// symlinks, downward API resources, init container statuses, termination messages, events,
+/// activeDeadlineSeconds and kubelet admission.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_pod_behaviours_on_containerd() {
     const CLUSTER_CIDR: &str = "10.251.0.0/16";
@@ -756,6 +756,29 @@ spec:
     let marker =
         dir.path().join("kubelet/pods").join(uid).join("volumes/kubernetes.io~empty-dir/scratch/expanded/marker");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "sub\n");
+    // Events as upstream's kubelet records them, shown by kubectl describe.
+    let described = eventually(20, "the pod's events", async || {
+        let d = kubectl(&kubeconfig, &["describe", "pod", "expanded"], None);
+        d.contains("Started container main").then_some(d)
+    })
+    .await;
+    for want in [
+        "Container image \"docker.io/library/busybox:1.36\" already present on machine",
+        "Created container: init",
+        "Created container: main",
+        "Started container init",
+    ] {
+        assert!(described.contains(want), "{want:?} in {described}");
+    }
+    let node_events =
+        kubectl(&kubeconfig, &["get", "events", "--field-selector=involvedObject.kind=Node", "-o", "json"], None);
+    for want in [
+        "\"Starting kubelet.\"",
+        "\"Node e2e-node status is now: NodeReady\"",
+        "\"Node e2e-node status is now: NodeHasSufficientMemory\"",
+    ] {
+        assert!(node_events.contains(want), "{want} in {node_events}");
+    }
     // The termination message from /dev/termination-log; the init container's status.
     assert_eq!(done["status"]["containerStatuses"][0]["state"]["terminated"]["message"], "bye");
     assert_eq!(done["status"]["initContainerStatuses"][0]["ready"], true);
