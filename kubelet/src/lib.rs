@@ -96,7 +96,7 @@ pub async fn run_with_runtime(
     if cfg.record_events {
         events::Events::new(&client, &cfg.node_name)?.node(events::Normal, "Starting", "Starting kubelet.");
     }
-    tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), stop.clone()));
+    tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), Some(cri.clone()), stop.clone()));
     let manager = pods::PodManager::new(cri, client.clone(), cfg.clone())?;
     let factory = SharedInformerFactory::new(client.clone());
     let pods_res = api_types::resources::find("", "v1", "pods").ok_or("no pods resource")?;

@@ -205,7 +205,7 @@ pub fn node_object(cfg: &Config, runtime_version: &str) -> Value {
             "addresses": [{"type": "InternalIP", "address": cfg.node_ip}, {"type": "Hostname", "address": cfg.node_name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.port}},
             "nodeInfo": {
-                "machineID": read("/etc/machine-id"),
+                "machineID": Some(read("/etc/machine-id")).filter(|id| !id.is_empty()).unwrap_or_else(|| read("/var/lib/dbus/machine-id")),
                 "systemUUID": read("/sys/class/dmi/id/product_uuid"),
                 "bootID": read("/proc/sys/kernel/random/boot_id"),
                 "kernelVersion": read("/proc/sys/kernel/osrelease"),
@@ -255,9 +255,14 @@ pub fn should_report(last: &Value, now: &Value, since_last: Option<Duration>, re
     since_last.is_none_or(|d| d >= report_every) || without_heartbeats(last) != without_heartbeats(now)
 }
 
-/// Every `nodeStatusUpdateFrequency` computes the node's conditions and posts them when they changed or
+/// Every `nodeStatusUpdateFrequency` computes the node's conditions and images and posts them when they changed or
 /// `nodeStatusReportFrequency` has passed; renews the Lease every 10 s; until `stop`.
-pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn heartbeat(
+    client: Client,
+    cfg: Config,
+    cri: Option<proto::Cri>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let Ok(nodes) = client.api("", "v1", "nodes") else { return };
     let Ok(leases) = client.api("coordination.k8s.io", "v1", "leases").map(|l| l.namespaced("kube-node-lease")) else {
         return;
@@ -275,9 +280,20 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
         crate::events::Events::disabled()
     };
     let mut computed = Value::Null;
+    let mut last_images = Value::Null;
     loop {
         tokio::select! {
             _ = status_tick.tick() => {
+                let images = match &cri {
+                    Some(cri) => match cri.image.clone().list_images(proto::cri::ListImagesRequest::default()).await {
+                        Ok(r) => images_status(&r.into_inner().images, cfg.node_status_max_images),
+                        Err(e) => {
+                            tracing::warn!(error = %e.message(), "listing images for the node status");
+                            last_images.clone()
+                        }
+                    },
+                    None => Value::Null,
+                };
                 let now = conditions(true, current_pressure(&cfg, &thresholds), &last);
                 for event in condition_events(&computed, &now) {
                     events.node_status(event);
@@ -289,12 +305,18 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
                         tracing::warn!(condition = %c["type"], message = %c["message"], "node under pressure");
                     }
                 }
-                if !should_report(&last, &now, reported.map(|t| t.elapsed()), cfg.node_status_report_frequency) {
+                if images == last_images
+                    && !should_report(&last, &now, reported.map(|t| t.elapsed()), cfg.node_status_report_frequency)
+                {
                     continue;
                 }
-                let patch = json!({"status": {"conditions": now.clone()}});
+                let mut patch = json!({"status": {"conditions": now.clone()}});
+                if !images.is_null() {
+                    patch["status"]["images"] = images.clone();
+                }
                 match nodes.patch_status(&cfg.node_name, PatchType::StrategicMerge, &patch).await {
                     Ok(_) => {
+                        last_images = images;
                         last = now;
                         reported = Some(tokio::time::Instant::now());
                     }
@@ -310,6 +332,28 @@ pub async fn heartbeat(client: Client, cfg: Config, mut stop: tokio::sync::watch
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Upstream's MaxNamesPerImageInNodeStatus.
+const MAX_NAMES_PER_IMAGE: usize = 5;
+
+/// `status.images` as upstream's images setter: the largest images first (ties by ID), at most `max` of them
+/// (`nodeStatusMaxImages`, -1 for all), each with its digests then tags (at most 5 names) and its size.
+pub fn images_status(images: &[proto::cri::Image], max: i64) -> Value {
+    let mut sorted: Vec<&proto::cri::Image> = images.iter().collect();
+    sorted.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| b.id.cmp(&a.id)));
+    if max >= 0 {
+        sorted.truncate(max as usize);
+    }
+    Value::Array(
+        sorted
+            .into_iter()
+            .map(|i| {
+                let names: Vec<&String> = i.repo_digests.iter().chain(&i.repo_tags).take(MAX_NAMES_PER_IMAGE).collect();
+                json!({"names": names, "sizeBytes": i.size})
+            })
+            .collect(),
+    )
 }
 
 /// The node status events (upstream's "Node <name> status is now: <event>") of the conditions that changed since
@@ -393,6 +437,37 @@ mod tests {
         let pressed = crate::stats::Pressure { memory: true, ..quiet };
         assert_eq!(condition_events(&first, &conditions(true, pressed, &first)), ["NodeHasInsufficientMemory"]);
         assert_eq!(condition_events(&first, &conditions(false, quiet, &first)), ["NodeNotReady"]);
+    }
+
+    #[test]
+    fn images_largest_first_with_digests_then_tags() {
+        let image = |id: &str, size: u64, tags: &[&str], digests: &[&str]| proto::cri::Image {
+            id: id.into(),
+            size,
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: digests.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        let many: Vec<String> = (0..7).map(|i| format!("r/x:{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let images = [
+            image("sha256:a", 100, &["busybox:1.36"], &["busybox@sha256:aaa"]),
+            image("sha256:b", 300, &["pause:3.10"], &[]),
+            image("sha256:c", 100, &["c:1"], &[]),
+            image("sha256:d", 200, &many, &[]),
+        ];
+        let status = images_status(&images, 50);
+        assert_eq!(
+            status,
+            json!([
+                {"names": ["pause:3.10"], "sizeBytes": 300},
+                {"names": ["r/x:0", "r/x:1", "r/x:2", "r/x:3", "r/x:4"], "sizeBytes": 200},
+                {"names": ["c:1"], "sizeBytes": 100},
+                {"names": ["busybox@sha256:aaa", "busybox:1.36"], "sizeBytes": 100},
+            ])
+        );
+        assert_eq!(images_status(&images, 2).as_array().unwrap().len(), 2);
+        assert_eq!(images_status(&images, -1).as_array().unwrap().len(), 4);
     }
 
     #[test]

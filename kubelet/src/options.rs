@@ -71,6 +71,7 @@ pub struct KubeletConfiguration {
     pub cluster_dns: Vec<String>,
     pub cluster_domain: Option<String>,
     pub pod_logs_dir: Option<PathBuf>,
+    pub node_status_max_images: Option<i64>,
     /// Ours: where the kubelet writes the bridge network config for its pod CIDR (empty: it does not).
     pub cni_conf_dir: Option<PathBuf>,
     /// Ours: the bridge's name.
@@ -110,6 +111,8 @@ pub struct Config {
     pub cni_bridge: String,
     /// Whether to serve the kubelet API (hollow nodes do not).
     pub serve_api: bool,
+    /// How many images the node status lists, largest first (`nodeStatusMaxImages`, upstream's 50; -1: all).
+    pub node_status_max_images: i64,
     /// Whether the kubelet records Events (hollow nodes do not).
     pub record_events: bool,
     /// The cluster's DNS domain (`clusterDomain`; ours defaults to kubeadm's `cluster.local`), for pods' domains.
@@ -214,6 +217,7 @@ impl Config {
             cni_bridge: file.cni_bridge.unwrap_or_else(|| "cni0".into()),
             serve_api: true,
             record_events: true,
+            node_status_max_images: file.node_status_max_images.unwrap_or(50),
             cluster_domain: file.cluster_domain.filter(|d| !d.is_empty()).unwrap_or_else(|| "cluster.local".into()),
         })
     }

@@ -4,9 +4,13 @@
 //! The runtime does the work: CRI `Exec`, `Attach` and `PortForward` return a URL of containerd's streaming server,
 //! which the kubelet dials with SPDY ([`proto::streaming`]). Towards the client the kubelet speaks what kubectl
 //! offers:
-//! - exec and attach over a WebSocket with `v5.channel.k8s.io` (or `v4.channel.k8s.io`): binary messages whose first
-//!   byte is the channel (0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize, 255 close), translated to and from the
-//!   runtime's SPDY streams;
+//! - exec and attach over a WebSocket with any channel protocol upstream accepts: `v5.channel.k8s.io`,
+//!   `v4.channel.k8s.io`, `v3.channel.k8s.io`, `v2.channel.k8s.io`, the legacy `channel.k8s.io` (also when no
+//!   protocol is offered) and the base64 variants (`base64.channel.k8s.io`, `v4.base64.channel.k8s.io`,
+//!   `v5.base64.channel.k8s.io`): messages whose first byte is the channel (0 stdin, 1 stdout, 2 stderr, 3 status,
+//!   4 resize, 255 close in v5; in base64 text messages the channel's digit and the data base64-encoded), translated
+//!   to and from the runtime's SPDY streams; v4 and v5 carry the command's Status as JSON, older versions its error
+//!   text only;
 //! - exec and attach over SPDY (kubectl's fallback) and port-forward over SPDY, directly or tunnelled in WebSocket
 //!   binary messages (`SPDY/3.1+portforward.k8s.io`): each stream the client opens is opened with the same headers
 //!   on the runtime's session and the two are spliced.
@@ -36,9 +40,93 @@ use crate::pods::PodManager;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// WebSocket subprotocols for exec and attach, most preferred first.
-const WS_EXEC: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// WebSocket subprotocols for exec and attach (the client's order decides among them, as upstream's wsstream).
+const WS_EXEC: [&str; 9] = [
+    "v5.channel.k8s.io",
+    "v5.base64.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+    // No Sec-WebSocket-Protocol at all: the legacy binary protocol.
+    "",
+];
 const WS_PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// How a WebSocket channel protocol frames data and reports the command's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Channels {
+    /// Text messages: the channel as a digit, the data base64-encoded.
+    base64: bool,
+    /// 1 for the legacy protocols, then 2 to 5.
+    version: u8,
+}
+
+impl Channels {
+    fn of(protocol: &str) -> Option<Channels> {
+        let (base64, version) = match protocol {
+            "" | "channel.k8s.io" => (false, 1),
+            "base64.channel.k8s.io" => (true, 1),
+            "v2.channel.k8s.io" => (false, 2),
+            "v3.channel.k8s.io" => (false, 3),
+            "v4.channel.k8s.io" => (false, 4),
+            "v4.base64.channel.k8s.io" => (true, 4),
+            "v5.channel.k8s.io" => (false, 5),
+            "v5.base64.channel.k8s.io" => (true, 5),
+            _ => return None,
+        };
+        Some(Channels { base64, version })
+    }
+
+    fn encode(&self, channel: u8, data: &[u8]) -> Message {
+        use base64::Engine;
+        if self.base64 {
+            let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+            text.push(char::from(b'0' + channel));
+            text.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+            Message::Text(text.into())
+        } else {
+            let mut m = Vec::with_capacity(data.len() + 1);
+            m.push(channel);
+            m.extend_from_slice(data);
+            Message::Binary(m.into())
+        }
+    }
+
+    /// The channel and data of a message from the client (None for one that carries none).
+    fn decode(&self, msg: &Message) -> Option<(u8, Vec<u8>)> {
+        use base64::Engine;
+        match msg {
+            Message::Binary(b) if !self.base64 && !b.is_empty() => Some((b[0], b[1..].to_vec())),
+            Message::Text(t) if self.base64 && !t.is_empty() => {
+                let channel = t.as_bytes()[0].checked_sub(b'0')?;
+                Some((channel, base64::engine::general_purpose::STANDARD.decode(&t.as_bytes()[1..]).ok()?))
+            }
+            _ => None,
+        }
+    }
+
+    /// What goes on the status channel when the command ends, from the runtime's Status JSON: v4 and v5 carry the
+    /// Status itself (a Success one when the runtime sent none); older versions only a failure's message.
+    fn status(&self, runtime_status: &[u8]) -> Option<Vec<u8>> {
+        let status: Value = serde_json::from_slice(runtime_status).unwrap_or(Value::Null);
+        let success = runtime_status.is_empty() || status.get("status").and_then(Value::as_str) == Some("Success");
+        if self.version >= 4 {
+            return Some(if runtime_status.is_empty() {
+                br#"{"metadata":{},"status":"Success"}"#.to_vec()
+            } else {
+                runtime_status.to_vec()
+            });
+        }
+        if success {
+            return None;
+        }
+        let message = status.get("message").and_then(Value::as_str).map(String::from);
+        Some(message.unwrap_or_else(|| String::from_utf8_lossy(runtime_status).into_owned()).into_bytes())
+    }
+}
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(msg.into())).boxed_unsync());
@@ -59,16 +147,20 @@ enum Upgrade {
     Spdy { protocol: String },
 }
 
-fn negotiate(req: &Request<Incoming>, ws: &[&str], spdy: &[&str]) -> Result<Upgrade, String> {
-    let h = req.headers();
+/// The upgrade a request asks for and the protocol chosen: the first the client offers that is supported (no
+/// WebSocket protocol offered at all is the empty one).
+fn negotiate(h: &HeaderMap, ws: &[&str], spdy: &[&str]) -> Result<Upgrade, String> {
     let upgrade = h.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
     if upgrade == "websocket" {
         let key = h.get("sec-websocket-key").ok_or("missing Sec-WebSocket-Key")?;
-        let offered: Vec<&str> = values(h, "sec-websocket-protocol").collect();
+        let mut offered: Vec<&str> = values(h, "sec-websocket-protocol").filter(|p| !p.is_empty()).collect();
+        if offered.is_empty() {
+            offered.push("");
+        }
         let protocol = offered
             .iter()
             .find(|p| ws.contains(p))
-            .ok_or_else(|| format!("none of the offered WebSocket protocols {offered:?} is supported (want {ws:?})"))?;
+            .ok_or_else(|| format!("requested protocol(s) are not supported: {offered:?}; supports {ws:?}"))?;
         return Ok(Upgrade::WebSocket { protocol: protocol.to_string(), accept: derive_accept_key(key.as_bytes()) });
     }
     if upgrade.starts_with("spdy/3.1") {
@@ -91,7 +183,9 @@ fn switching(upgrade: &Upgrade) -> Response<Body> {
         Upgrade::WebSocket { protocol, accept } => {
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             h.insert("sec-websocket-accept", HeaderValue::from_str(accept).expect("base64 is a valid header"));
-            h.insert("sec-websocket-protocol", HeaderValue::from_str(protocol).expect("negotiated from a header"));
+            if !protocol.is_empty() {
+                h.insert("sec-websocket-protocol", HeaderValue::from_str(protocol).expect("negotiated from a header"));
+            }
         }
         Upgrade::Spdy { protocol } => {
             h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
@@ -131,7 +225,7 @@ pub async fn exec(manager: &PodManager, mut req: Request<Incoming>, attach: bool
     if !(stdin || stdout || stderr) {
         return text(StatusCode::BAD_REQUEST, "you must specify at least one of stdin, stdout, stderr");
     }
-    let upgrade = match negotiate(&req, &WS_EXEC, &[streaming::EXEC_PROTOCOL]) {
+    let upgrade = match negotiate(req.headers(), &WS_EXEC, &[streaming::EXEC_PROTOCOL]) {
         Ok(u) => u,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
@@ -165,7 +259,8 @@ pub async fn exec(manager: &PodManager, mut req: Request<Incoming>, attach: bool
             tokio::spawn(async move {
                 let Ok(io) = on_upgrade.await else { return };
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
-                websocket_exec(ws, streams, protocol == WS_EXEC[0]).await;
+                let channels = Channels::of(&protocol).expect("negotiated from WS_EXEC");
+                websocket_exec(ws, streams, channels).await;
             });
         }
         Upgrade::Spdy { .. } => {
@@ -190,7 +285,7 @@ pub async fn port_forward(manager: &PodManager, mut req: Request<Incoming>) -> R
     let [_, ns, pod] = parts.as_slice() else {
         return text(StatusCode::BAD_REQUEST, "expected /portForward/<namespace>/<pod>");
     };
-    let upgrade = match negotiate(&req, &[WS_PORT_FORWARD], &[streaming::PORT_FORWARD_PROTOCOL]) {
+    let upgrade = match negotiate(req.headers(), &[WS_PORT_FORWARD], &[streaming::PORT_FORWARD_PROTOCOL]) {
         Ok(u) => u,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
@@ -287,16 +382,9 @@ async fn splice(a: Stream, b: Stream) {
     tokio::join!(copy(ar, bw), copy(br, aw));
 }
 
-async fn send_channel(ws: &mut Ws, channel: u8, data: &[u8]) -> bool {
-    let mut m = Vec::with_capacity(data.len() + 1);
-    m.push(channel);
-    m.extend_from_slice(data);
-    ws.send(Message::Binary(m.into())).await.is_ok()
-}
-
-/// Translates the channel protocol on a WebSocket to the runtime's SPDY streams, until the command ends (its status
+/// Translates a channel protocol on a WebSocket to the runtime's SPDY streams, until the command ends (its status
 /// goes on channel 3, then the socket is closed) or the client leaves.
-async fn websocket_exec(mut ws: Ws, s: ExecStreams, v5: bool) {
+async fn websocket_exec(mut ws: Ws, s: ExecStreams, channels: Channels) {
     let ExecStreams { session, mut error, stdin, mut stdout, mut stderr, resize } = s;
     let stdin = stdin.map(|s| s.writer());
     let resize = resize.map(|s| s.writer());
@@ -307,27 +395,41 @@ async fn websocket_exec(mut ws: Ws, s: ExecStreams, v5: bool) {
             None => std::future::pending().await,
         }
     }
+    // An empty message on the lowest channel written to tells the client the connection is established (upstream).
+    let first = if stdout.is_some() {
+        1
+    } else if stderr.is_some() {
+        2
+    } else {
+        3
+    };
+    if ws.send(channels.encode(first, &[])).await.is_err() {
+        session.close().await;
+        return;
+    }
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(b))) if !b.is_empty() => match (b[0], &stdin, &resize) {
-                    (0, Some(w), _) => { let _ = w.send(&b[1..]).await; }
-                    (4, _, Some(w)) => { let _ = w.send(&b[1..]).await; }
-                    (255, Some(w), _) if v5 && b.get(1) == Some(&0) => { let _ = w.close().await; }
-                    _ => {}
-                },
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                     session.close().await;
                     return;
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(m)) => match channels.decode(&m) {
+                    Some((0, data)) => if let Some(w) = &stdin { let _ = w.send(&data).await; },
+                    Some((4, data)) => if let Some(w) = &resize { let _ = w.send(&data).await; },
+                    // v5's close signal: the client has no more stdin.
+                    Some((255, data)) if channels.version >= 5 && data.first() == Some(&0) => {
+                        if let Some(w) = &stdin { let _ = w.close().await; }
+                    }
+                    _ => {}
+                },
             },
             b = next(&mut stdout) => match b {
-                Some(b) => if !send_channel(&mut ws, 1, &b).await { break },
+                Some(b) => if ws.send(channels.encode(1, &b)).await.is_err() { break },
                 None => stdout = None,
             },
             b = next(&mut stderr) => match b {
-                Some(b) => if !send_channel(&mut ws, 2, &b).await { break },
+                Some(b) => if ws.send(channels.encode(2, &b)).await.is_err() { break },
                 None => stderr = None,
             },
             b = error.recv() => match b {
@@ -336,13 +438,12 @@ async fn websocket_exec(mut ws: Ws, s: ExecStreams, v5: bool) {
                     // The command is over: what it wrote came before its status on the connection.
                     for (channel, s) in [(1u8, &mut stdout), (2, &mut stderr)] {
                         while let Some(b) = s.as_mut().and_then(Stream::try_recv) {
-                            send_channel(&mut ws, channel, &b).await;
+                            let _ = ws.send(channels.encode(channel, &b)).await;
                         }
                     }
-                    if status.is_empty() {
-                        status = br#"{"metadata":{},"status":"Success"}"#.to_vec();
+                    if let Some(report) = channels.status(&status) {
+                        let _ = ws.send(channels.encode(3, &report)).await;
                     }
-                    send_channel(&mut ws, 3, &status).await;
                     let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                     let _ = ws.close(Some(close)).await;
                     // Let the client's close reply arrive before dropping the connection.
@@ -356,4 +457,76 @@ async fn websocket_exec(mut ws: Ws, s: ExecStreams, v5: bool) {
         }
     }
     session.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn ws_protocol(offered: Option<&str>) -> Result<String, String> {
+        let mut h = vec![("upgrade", "websocket"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")];
+        if let Some(o) = offered {
+            h.push(("sec-websocket-protocol", o));
+        }
+        match negotiate(&headers(&h), &WS_EXEC, &[streaming::EXEC_PROTOCOL])? {
+            Upgrade::WebSocket { protocol, .. } => Ok(protocol),
+            Upgrade::Spdy { .. } => Err("spdy".into()),
+        }
+    }
+
+    /// Every channel protocol upstream accepts, the client's first supported one chosen; none offered is the legacy
+    /// binary protocol.
+    #[test]
+    fn websocket_protocols_as_upstream() {
+        for p in WS_EXEC.iter().filter(|p| !p.is_empty()) {
+            assert_eq!(ws_protocol(Some(p)).unwrap(), *p);
+            assert!(Channels::of(p).is_some());
+        }
+        assert_eq!(ws_protocol(None).unwrap(), "");
+        assert_eq!(
+            ws_protocol(Some("v6.channel.k8s.io, base64.channel.k8s.io, v5.channel.k8s.io")).unwrap(),
+            "base64.channel.k8s.io"
+        );
+        assert!(ws_protocol(Some("v6.channel.k8s.io")).unwrap_err().contains("not supported"));
+        let response = switching(&Upgrade::WebSocket { protocol: String::new(), accept: "x".into() });
+        assert!(response.headers().get("sec-websocket-protocol").is_none());
+    }
+
+    #[test]
+    fn base64_and_binary_framing() {
+        let b64 = Channels::of("v4.base64.channel.k8s.io").unwrap();
+        assert_eq!(b64.encode(1, b"hello"), Message::Text("1aGVsbG8=".into()));
+        assert_eq!(b64.encode(2, b""), Message::Text("2".into()));
+        assert_eq!(b64.decode(&Message::Text("0aGk=".into())), Some((0, b"hi".to_vec())));
+        assert_eq!(b64.decode(&Message::Binary(vec![0, 1].into())), None);
+        let bin = Channels::of("channel.k8s.io").unwrap();
+        assert_eq!(bin.encode(3, b"x"), Message::Binary(vec![3, b'x'].into()));
+        assert_eq!(bin.decode(&Message::Binary(vec![4, b'{'].into())), Some((4, b"{".to_vec())));
+    }
+
+    /// v4 and v5 report the Status JSON; older protocols only a failure, as its message.
+    #[test]
+    fn status_per_version() {
+        let failure = br#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: exit code 3","reason":"NonZeroExitCode"}"#;
+        let success = br#"{"metadata":{},"status":"Success"}"#;
+        for p in ["v4.channel.k8s.io", "v5.base64.channel.k8s.io"] {
+            let c = Channels::of(p).unwrap();
+            assert_eq!(c.status(failure).unwrap(), failure.to_vec());
+            assert_eq!(c.status(b"").unwrap(), success.to_vec());
+        }
+        for p in ["channel.k8s.io", "base64.channel.k8s.io", "v2.channel.k8s.io", "v3.channel.k8s.io"] {
+            let c = Channels::of(p).unwrap();
+            assert_eq!(c.status(failure).unwrap(), b"command terminated with non-zero exit code: exit code 3".to_vec());
+            assert_eq!(c.status(success), None);
+            assert_eq!(c.status(b""), None);
+        }
+    }
 }

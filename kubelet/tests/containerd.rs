@@ -154,6 +154,24 @@ async fn pods_run_on_containerd() {
     assert_eq!(ready["status"], "True");
     assert!(node["status"]["capacity"]["pods"] == "110");
     assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("containerd://"));
+    // Node status as upstream's: the images on the node (largest first, names and sizes), the kubelet's endpoint,
+    // the machine's IDs.
+    let node = eventually(20, "images in the node status", async || {
+        nodes.get("e2e-node").await.ok().filter(|n| n["status"]["images"].as_array().is_some_and(|i| i.len() >= 2))
+    })
+    .await;
+    let images = node["status"]["images"].as_array().unwrap();
+    let named = |want: &str| {
+        images.iter().any(|i| i["names"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains(want)))
+    };
+    assert!(named("busybox:1.36") && named("pause:3.10"), "{images:?}");
+    assert!(images.iter().all(|i| i["sizeBytes"].as_i64().unwrap() > 0));
+    let sizes: Vec<i64> = images.iter().map(|i| i["sizeBytes"].as_i64().unwrap()).collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "largest first: {sizes:?}");
+    assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], cfg.port);
+    for id in ["bootID", "machineID"] {
+        assert!(!node["status"]["nodeInfo"][id].as_str().unwrap().is_empty(), "{id}: {:#}", node["status"]["nodeInfo"]);
+    }
     let leases = client.api("coordination.k8s.io", "v1", "leases").unwrap().namespaced("kube-node-lease");
     eventually(20, "node lease", async || leases.get("e2e-node").await.ok()).await;
 
@@ -524,9 +542,77 @@ async fn bridged_pods_get_addresses_from_the_pod_cidr() {
     let _ = api_stop.send(());
 }
 
+/// Runs an exec over a WebSocket offering `protocols`, through the apiserver (TLS with the kubeconfig's client
+/// certificate), as clients other than kubectl do; returns the protocol the server chose and the messages it sent.
+async fn websocket_exec(
+    kubeconfig: &Path,
+    path: &str,
+    protocols: &str,
+) -> (Option<String>, Vec<tokio_tungstenite::tungstenite::Message>) {
+    use base64::Engine;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let config: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    let b64 = |p: &str| {
+        base64::engine::general_purpose::STANDARD.decode(config.pointer(p).unwrap().as_str().unwrap()).unwrap()
+    };
+    let server = config.pointer("/clusters/0/cluster/server").unwrap().as_str().unwrap().to_string();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &b64("/clusters/0/cluster/certificate-authority-data")[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &b64("/users/0/user/client-certificate-data")[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut &b64("/users/0/user/client-key-data")[..]).unwrap().unwrap();
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap();
+    let host = server.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+    let mut request = format!("wss://{host}{path}").into_client_request().unwrap();
+    if !protocols.is_empty() {
+        request.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
+    }
+    let (mut ws, response) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    let chosen = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_string());
+    let mut messages = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        if m.is_close() {
+            break;
+        }
+        messages.push(m);
+    }
+    (chosen, messages)
+}
+
 /// exec (exit codes, stdin, a TTY), cp both ways, attach and port-forward, through the apiserver and the kubelet to
 /// containerd's streaming server, on the running pod `web` (busybox httpd on 8080).
 async fn streams_reach_the_pod(kubeconfig: &Path) {
+    // WebSocket channel protocols other than kubectl's v5: base64 text frames and the legacy binary protocol.
+    use tokio_tungstenite::tungstenite::Message;
+    let path = "/api/v1/namespaces/default/pods/web/exec?command=sh&command=-c&command=echo%20hi%3B%20exit%203&stdout=true&stderr=true";
+    let (chosen, messages) = websocket_exec(kubeconfig, path, "v4.base64.channel.k8s.io").await;
+    assert_eq!(chosen.as_deref(), Some("v4.base64.channel.k8s.io"));
+    assert_eq!(messages.first(), Some(&Message::Text("1".into())), "the empty first frame on stdout");
+    assert!(messages.contains(&Message::Text("1aGkK".into())), "stdout 'hi\\n' base64-encoded: {messages:?}");
+    let status = messages.iter().find_map(|m| m.to_text().ok().and_then(|t| t.strip_prefix('3'))).unwrap();
+    use base64::Engine;
+    let status: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(status).unwrap()).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    let (chosen, messages) = websocket_exec(kubeconfig, path, "channel.k8s.io").await;
+    assert_eq!(chosen.as_deref(), Some("channel.k8s.io"));
+    assert!(messages.contains(&Message::Binary(b"\x01hi\n".to_vec().into())), "{messages:?}");
+    let error = messages.iter().find_map(|m| m.clone().into_data().strip_prefix(b"\x03").map(|e| e.to_vec())).unwrap();
+    assert!(String::from_utf8_lossy(&error).contains("exit code 3"), "the error text, not JSON: {error:?}");
+
     let out = kubectl_output(kubeconfig, &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
     assert_eq!(out.status.code(), Some(3), "the command's exit code: {out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
