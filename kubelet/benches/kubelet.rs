@@ -2,7 +2,9 @@
 //! kubelet's hollow-node mode. Run through `bench/kubelet.sh`; prints a Markdown table for the README.
 //!
 //! Figures: 30 pods created at once until all are Running (seen through a watch), p99 startup; kubelet RSS idle and
-//! with 110 pods; idle CPU; 1,000 hollow nodes in one process (RSS once all are Ready).
+//! with 110 pods; idle CPU; churn: 300 pods with liveness and readiness probes (one passing, one failing) created
+//! and deleted in waves of 100, then the kubelet's idle CPU and RSS again; 1,000 hollow nodes in one process (RSS
+//! once all are Ready).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,8 +35,37 @@ fn pod(name: &str) -> serde_json::Value {
                     "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36", "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}})
 }
 
+/// A pod with a passing liveness probe (the kubelet's own port) and a failing readiness probe (a closed port), both
+/// every second: cheap for the runtime, busy for the probers.
+fn probed_pod(name: &str, kubelet_port: u16) -> serde_json::Value {
+    let mut p = pod(name);
+    p["spec"]["containers"][0]["livenessProbe"] =
+        json!({"tcpSocket": {"host": "127.0.0.1", "port": kubelet_port}, "periodSeconds": 1});
+    p["spec"]["containers"][0]["readinessProbe"] =
+        json!({"tcpSocket": {"host": "127.0.0.1", "port": 1}, "periodSeconds": 1});
+    p
+}
+
+/// Deletes every pod in `default` and waits until they are gone.
+async fn delete_all(client: &Client) {
+    let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    for p in list["items"].as_array().into_iter().flatten() {
+        let _ = pods.delete(p["metadata"]["name"].as_str().unwrap_or_default(), None).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !pods.list(&ListParams::default()).await.unwrap()["items"].as_array().is_none_or(|a| a.is_empty()) {
+        assert!(Instant::now() < deadline, "pods were not all deleted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Creates pods `names` at once and returns each one's time from create to Running (seen through a watch).
 async fn start_pods(client: &Client, names: &[String]) -> Vec<Duration> {
+    start_pods_as(client, names, pod).await
+}
+
+async fn start_pods_as(client: &Client, names: &[String], make: impl Fn(&str) -> serde_json::Value) -> Vec<Duration> {
     let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
     let rv =
         pods.list(&ListParams::default()).await.unwrap()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
@@ -43,10 +74,10 @@ async fn start_pods(client: &Client, names: &[String]) -> Vec<Duration> {
     let mut created = std::collections::HashMap::new();
     let mut tasks = Vec::new();
     for n in names {
-        let (pods, n) = (pods.clone(), n.clone());
+        let (pods, n, body) = (pods.clone(), n.clone(), make(n));
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            pods.create(&pod(&n)).await.expect("create pod");
+            pods.create(&body).await.expect("create pod");
             (n, t)
         }));
     }
@@ -203,6 +234,27 @@ fn main() {
         start_pods(&client, &more).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let rss_110 = rss_mb(pid);
+        delete_all(&client).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let rss_deleted = rss_mb(pid);
+
+        // Churn: 300 probed pods in waves of 100, each wave started and deleted; then idle again. Twice: the second
+        // round shows whether memory grows with the pods seen or stays at what the busiest moment needed.
+        let mut churn_rss = Vec::new();
+        let mut churn_cpu = 0.0;
+        for round in 0..2 {
+            for wave in 0..3 {
+                let names: Vec<String> = (0..100).map(|i| format!("churn-{round}-{wave}-{i}")).collect();
+                start_pods_as(&client, &names, |n| probed_pod(n, kport)).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                delete_all(&client).await;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let cpu0 = cpu_secs(pid);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            churn_cpu = (cpu_secs(pid) - cpu0) / 30.0 * 100.0;
+            churn_rss.push(rss_mb(pid));
+        }
         drop(kubelet);
         drop(ctd);
 
@@ -241,6 +293,9 @@ fn main() {
         println!("| kubelet RSS idle | < 30 MB | {idle_rss:.1} MB | {:.2} |", idle_rss / 30.0);
         println!("| kubelet RSS with 110 pods | < 80 MB | {rss_110:.1} MB | {:.2} |", rss_110 / 80.0);
         println!("| kubelet idle CPU | < 1% of a core | {idle_cpu:.2}% | {:.2} |", idle_cpu / 1.0);
+        println!("| kubelet RSS once those 110 pods are deleted | - | {rss_deleted:.1} MB | - |");
+        println!("| after 300 probed pods created and deleted in waves: idle CPU (over 30 s) | < 1% of a core | {churn_cpu:.2}% | {:.2} |", churn_cpu / 1.0);
+        println!("| after the churn: RSS (idle figure + 5 MB at most), after one round / two | < {:.1} MB | {:.1} / {:.1} MB | {:.2} |", idle_rss + 5.0, churn_rss[0], churn_rss[1], churn_rss[1] / (idle_rss + 5.0));
         println!("| {hollow_count} hollow nodes: RSS once Ready (time to all Ready) | < 1 GB | {hollow_rss:.0} MB ({:.1} s) | {:.2} |", all_ready.as_secs_f64(), hollow_rss / 1024.0);
         println!("| hollow nodes still Ready 15 s later (heartbeating) | all | {} of {hollow_count} | - |", still_ready.saturating_sub(1));
     });

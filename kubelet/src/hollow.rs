@@ -1,7 +1,7 @@
 //! Hollow nodes (upstream's kubemark): many kubelets in one process, each the real kubelet code path (registration,
-//! heartbeats, its own pod informer, pod workers, PLEG, static pods off) with its own node name, against its own fake
-//! CRI runtime, called in process through the CRI's generated clients and servers (protobuf encoded, no socket). For
-//! scale tests and benchmarks of the scheduler and controllers.
+//! heartbeats, its own pod informer, pod workers, PLEG, static pods off; the Service and Node informers shared) with
+//! its own node name, against its own fake CRI runtime, called in process through the CRI's generated clients and
+//! servers (protobuf encoded, no socket). For scale tests and benchmarks of the scheduler and controllers.
 
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +29,19 @@ pub async fn start(
     std::fs::create_dir_all(dir)?;
     let mut handles = Vec::with_capacity(count);
     let mut client = client::Client::new(config)?;
+    // One Service and one Node informer for all the nodes of the process (a pair per node would be a thousand
+    // watches more): the service variables and admission read them.
+    let factory = runtime::informer::SharedInformerFactory::new(client.clone());
+    let find = |plural: &str| api_types::resources::find("", "v1", plural).ok_or("no such resource");
+    let shared = crate::SharedInformers {
+        services: factory.informer(find("services")?, runtime::informer::InformerParams::all())?,
+        nodes: factory.informer(find("nodes")?, runtime::informer::InformerParams::all())?,
+    };
+    let mut until_stop = stop.clone();
+    tokio::spawn(async move {
+        let _ = until_stop.wait_for(|s| *s).await;
+        factory.shutdown();
+    });
     for i in 0..count {
         if i > 0 && i % NODES_PER_CLIENT == 0 {
             client = client::Client::new(config)?;
@@ -47,11 +60,11 @@ pub async fn start(
         cfg.serve_api = false;
         // No Events: a write per container start would triple the API writes of a large Deployment.
         cfg.record_events = false;
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, shared) = (client.clone(), stop.clone(), shared.clone());
         handles.push(tokio::spawn(async move {
             // Spread the starts a little, as real nodes would.
             tokio::time::sleep(Duration::from_millis((i % 50) as u64 * 10)).await;
-            if let Err(e) = crate::run_with_runtime(client, cfg, Some(cri), stop).await {
+            if let Err(e) = crate::run_node(client, cfg, Some(cri), Some(shared), stop).await {
                 tracing::warn!(node = %name, error = %e, "hollow node stopped");
             }
         }));

@@ -64,6 +64,24 @@ pub async fn run_with_runtime(
     runtime: Option<Cri>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
+    run_node(client, cfg, runtime, None, stop).await
+}
+
+/// Informers the kubelets of one process can share (hollow nodes): all Services, all Nodes.
+#[derive(Clone)]
+pub(crate) struct SharedInformers {
+    pub services: runtime::informer::Informer,
+    pub nodes: runtime::informer::Informer,
+}
+
+/// Runs one kubelet; `shared` replaces its own Service and Node informers.
+pub(crate) async fn run_node(
+    client: client::Client,
+    cfg: Config,
+    runtime: Option<Cri>,
+    shared: Option<SharedInformers>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), BoxError> {
     let (cri, runtime_version) = match runtime {
         Some(cri) => {
             let v = cri.runtime.clone().version(VersionRequest::default()).await?.into_inner();
@@ -103,14 +121,21 @@ pub async fn run_with_runtime(
     let informer =
         factory.informer(pods_res, InformerParams::all().fields(&format!("spec.nodeName={}", cfg.node_name)))?;
     let mut events = informer.subscribe();
-    // Services for the containers' service variables (upstream's kubelet service lister).
-    let services_res = api_types::resources::find("", "v1", "services").ok_or("no services resource")?;
-    manager.use_services(factory.informer(services_res, InformerParams::all())?);
-    // This node's Node object, for admission (upstream's node lister, by name).
-    let nodes_res = api_types::resources::find("", "v1", "nodes").ok_or("no nodes resource")?;
-    manager.use_node(
-        factory.informer(nodes_res, InformerParams::all().fields(&format!("metadata.name={}", cfg.node_name)))?,
-    );
+    match shared {
+        Some(shared) => {
+            manager.use_services(shared.services);
+            manager.use_node(shared.nodes);
+        }
+        None => {
+            // Services for the containers' service variables (upstream's kubelet service lister).
+            let services_res = api_types::resources::find("", "v1", "services").ok_or("no services resource")?;
+            manager.use_services(factory.informer(services_res, InformerParams::all())?);
+            // This node's Node object, for admission (upstream's node lister, by name).
+            let nodes_res = api_types::resources::find("", "v1", "nodes").ok_or("no nodes resource")?;
+            let by_name = InformerParams::all().fields(&format!("metadata.name={}", cfg.node_name));
+            manager.use_node(factory.informer(nodes_res, by_name)?);
+        }
+    }
     tokio::spawn(manager.clone().pleg(stop.clone()));
     tokio::spawn(static_pods::run(manager.clone(), client.clone(), cfg.clone(), stop.clone()));
     if cfg.serve_api {
