@@ -261,12 +261,11 @@ impl PodManager {
 
     /// Admits a new pod if it fits next to the pods admitted already (upstream's canAdmitPod), and records it.
     /// Admission is serialised, so two pods cannot take the same host port or the last cpu at once.
-    fn admit(&self, uid: &str, pod: &Value) -> Result<(), crate::admission::Rejection> {
-        let node = self
-            .node
-            .get()
-            .and_then(|n| n.store().get("", &self.cfg.node_name))
-            .map(|n| (*n).clone())
+    /// `node` is the Node to check against; None for the informer's copy (or, before it synced, the Node as
+    /// registered).
+    fn admit(&self, uid: &str, pod: &Value, node: Option<Value>) -> Result<(), crate::admission::Rejection> {
+        let node = node
+            .or_else(|| self.node.get().and_then(|n| n.store().get("", &self.cfg.node_name)).map(|n| (*n).clone()))
             .unwrap_or_else(|| crate::node::node_object(&self.cfg, ""));
         let is_static = pod.pointer("/metadata/annotations/kubernetes.io~1config.source").is_some();
         let desired = self.desired_pods();
@@ -318,9 +317,13 @@ impl PodManager {
     /// The service variables of a pod's containers, from the Services known now. Until the Services were listed
     /// once, a pod from the API waits (upstream's kubelet does, so that KUBERNETES_SERVICE_HOST is never missing);
     /// a static pod goes ahead.
-    fn service_env(&self, pod: &Value) -> Result<BTreeMap<String, String>, (String, String)> {
+    async fn service_env(&self, pod: &Value) -> Result<BTreeMap<String, String>, (String, String)> {
         let Some(informer) = self.services.get() else { return Ok(BTreeMap::new()) };
         let is_static = pod.pointer("/metadata/annotations/kubernetes.io~1config.source").is_some();
+        // Just after the kubelet started, the first list is usually a moment away.
+        if !informer.has_synced() && !is_static {
+            let _ = tokio::time::timeout(Duration::from_secs(5), informer.wait_synced()).await;
+        }
         if !informer.has_synced() && !is_static {
             return Err((
                 "CreateContainerConfigError".into(),
@@ -762,7 +765,7 @@ impl PodManager {
         attempt: u32,
     ) -> Result<ContainerConfig, (String, String)> {
         let pod = ctx.pod;
-        let services = self.service_env(pod)?;
+        let services = self.service_env(pod).await?;
         let envs = crate::volumes::environment(
             &self.client,
             pod,
@@ -891,7 +894,14 @@ impl PodManager {
         // Admission: a pod new to this node must fit next to those admitted (one found running was admitted before).
         if !self.admitted.lock().is_ok_and(|a| a.contains(uid)) {
             if obs.sandboxes.is_empty() && obs.containers.is_empty() {
-                if let Err(r) = self.admit(uid, pod) {
+                let mut admitted = self.admit(uid, pod, None);
+                // As upstream: when only the node's labels refuse it, they are read again from the API first.
+                if admitted.as_ref().is_err_and(|r| r.reason == "NodeAffinity")
+                    && let Ok(node) = self.client.api("", "v1", "nodes")?.get(&self.cfg.node_name).await
+                {
+                    admitted = self.admit(uid, pod, Some(node));
+                }
+                if let Err(r) = admitted {
                     self.reject(pod, &r).await?;
                     return Ok(Synced::Settled);
                 }
@@ -1794,6 +1804,27 @@ mod tests {
         assert!(greedy["status"]["message"].as_str().unwrap().starts_with(
             "Pod was rejected: Node didn't have enough resource: cpu, requested: 100000000, used: 0, capacity: "
         ));
+
+        // A node selector on a label the Node got later: read from the API before refusing.
+        let nodes = server.client.api("", "v1", "nodes").unwrap();
+        let mut node = crate::node::node_object(&manager.cfg, "");
+        node["metadata"]["labels"]["disk"] = json!("ssd");
+        nodes.create(&node).await.unwrap();
+        for (name, disk, phase) in [("ssd", "ssd", "Running"), ("hdd", "hdd", "Failed")] {
+            let p = pods
+                .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"nodeName": "n1", "nodeSelector": {"disk": disk},
+                        "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36"}]}}))
+                .await
+                .unwrap();
+            desire(&p);
+            manager.sync_pod(&uid(&p), Some(&p)).await.unwrap();
+            let got = pods.get(name).await.unwrap();
+            assert_eq!(got["status"]["phase"], phase, "{name}");
+            if phase == "Failed" {
+                assert_eq!(got["status"]["reason"], "NodeAffinity");
+            }
+        }
 
         // The first pod goes away: its port is free for a newcomer.
         manager.desired.lock().unwrap().remove(&uid(&first));
