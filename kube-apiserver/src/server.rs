@@ -13,7 +13,7 @@ use api_types::ApiError;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
@@ -303,6 +303,9 @@ impl Apiserver {
     /// Serves one request: authentication, limits, routing, metrics.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Result<Resp, Infallible> {
         let started = Instant::now();
+        if let Err(e) = check_request_size(&req) {
+            return Ok(error_response(&e));
+        }
         let authz = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let user = match self.auth.authenticate(conn.cert_identity.as_ref(), authz) {
             Ok(u) => u,
@@ -411,11 +414,70 @@ impl Drop for InFlight<'_> {
 
 /// Reads a request body, refusing more than 3 MiB with 413.
 pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+    read_limited(body, MAX_BODY).await
+}
+
+/// Reads a body of at most `limit` bytes. A longer one is 413, answered only after the rest of it has been read
+/// (and dropped, up to [`MAX_DRAIN`] more bytes or [`DRAIN_TIME`]): answering while the client is still sending
+/// would close the connection under it, and the client would see a reset instead of the Status.
+async fn read_limited<B>(mut body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut buf = bytes::BytesMut::new();
+    let mut over = false;
+    let mut drained = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let frame = if over {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => break,
+            }
+        } else {
+            body.frame().await
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if over {
+            drained += data.len();
+            if drained > MAX_DRAIN {
+                break;
+            }
+        } else if buf.len() + data.len() > limit {
+            over = true;
+            buf = bytes::BytesMut::new();
+        } else {
+            buf.extend_from_slice(&data);
+        }
     }
+    if over { Err(ApiError::too_large()) } else { Ok(buf.freeze()) }
+}
+
+/// How much of an oversized body is read and dropped before the 413 goes out.
+const MAX_DRAIN: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Upstream's request-line and header limits (Go's DefaultMaxHeaderBytes, 1 MiB): longer headers are answered with
+/// a 431 Status rather than hyper's bodiless answer, whose buffer is set above this. A request line can in fact be at
+/// most 64 KiB (the `http` crate's URI limit): longer ones get hyper's 414 without a body.
+pub const MAX_REQUEST_LINE: usize = 1024 * 1024;
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+const HTTP1_BUFFER: usize = 4 * 1024 * 1024;
+
+/// 414 or 431 for a request line or headers over upstream's limits.
+fn check_request_size<B>(req: &Request<B>) -> Result<(), ApiError> {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 10;
+    if line > MAX_REQUEST_LINE {
+        return Err(ApiError::new(414, "RequestURITooLong", "the request URI is too long"));
+    }
+    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if headers > MAX_HEADER_BYTES {
+        return Err(ApiError::new(431, "RequestHeaderFieldsTooLarge", "the request header fields are too large"));
+    }
+    Ok(())
 }
 
 /// The user a request was authenticated as (for the review endpoints).
@@ -497,7 +559,8 @@ pub async fn serve(opts: Options, listener: TcpListener, shutdown: impl Future<O
             let svc = hyper::service::service_fn(move |req| server.clone().handle(req, conn.clone()));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // upstream's --http2-max-streams-per-connection default: informers multiplex many watches.
-            builder.http2().max_concurrent_streams(HTTP2_MAX_STREAMS);
+            builder.http2().max_concurrent_streams(HTTP2_MAX_STREAMS).max_header_list_size(HTTP1_BUFFER as u32);
+            builder.http1().max_buf_size(HTTP1_BUFFER);
             let fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(fut.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "connection ended");
