@@ -210,7 +210,8 @@ impl Cluster {
     }
 }
 
-fn write_kubeconfig(cfg: &client::Config, path: &Path) {
+/// Writes an admin kubeconfig (CA, client certificate and key inline) for a client configuration.
+pub fn write_kubeconfig(cfg: &client::Config, path: &Path) {
     use base64::Engine;
     let b64 = |b: &Option<Vec<u8>>| base64::engine::general_purpose::STANDARD.encode(b.as_deref().unwrap_or_default());
     std::fs::write(

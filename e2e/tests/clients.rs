@@ -1,0 +1,394 @@
+//! Real clients' defaults against the apiserver: a protobuf client built on the `k8s-pb` (prost) types that speaks as
+//! client-go does, the Python `kubernetes` client (JSON, run as a subprocess with a kubeconfig), and kube-rs (JSON,
+//! with its `watcher`).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use api_types::protobuf::{CONTENT_TYPE, envelope};
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
+use http_body_util::BodyExt;
+use k8s_pb::api::apps::v1 as apps;
+use k8s_pb::api::core::v1 as core;
+use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+use kube_apiserver::testing::{TestApiserver, within};
+use prost::Message;
+
+/// client-go's default for clients configured with protobuf (every upstream component).
+const PB_ACCEPT: &str = "application/vnd.kubernetes.protobuf, */*";
+
+/// A response as client-go's REST client sees it.
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Bytes,
+}
+
+impl Answer {
+    /// The typed object of a protobuf answer; panics unless it is one of kind `kind`.
+    fn object<M: Message + Default>(&self, kind: &str) -> M {
+        assert_eq!(self.content_type, CONTENT_TYPE, "protobuf answer expected ({})", self.status);
+        let (api_version, got_kind, raw) = unwrap_unknown(&self.body);
+        assert_eq!(got_kind, kind, "{} answered a {api_version} {got_kind}", self.status);
+        M::decode(raw.as_slice()).unwrap_or_else(|e| panic!("{kind} does not decode with k8s-pb: {e}"))
+    }
+
+    /// The `Status` of a failed request, in protobuf.
+    fn status(&self) -> meta::Status {
+        self.object("Status")
+    }
+
+    fn expect(self, code: StatusCode, what: &str) -> Self {
+        assert_eq!(self.status, code, "{what}: {}", String::from_utf8_lossy(&self.body));
+        self
+    }
+}
+
+/// client-go's protobuf serializer: the `k8s\0` magic, then a `runtime.Unknown` whose `raw` holds the typed message.
+fn unwrap_unknown(body: &[u8]) -> (String, String, Vec<u8>) {
+    assert!(body.starts_with(b"k8s\0"), "no protobuf magic: {:?}", String::from_utf8_lossy(body));
+    let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(&body[4..]).expect("runtime.Unknown");
+    let tm = unknown.type_meta.unwrap_or_default();
+    assert_eq!(unknown.content_encoding.as_deref().unwrap_or(""), "");
+    assert_eq!(unknown.content_type.as_deref().unwrap_or(""), "");
+    (tm.api_version.unwrap_or_default(), tm.kind.unwrap_or_default(), unknown.raw.unwrap_or_default())
+}
+
+/// The protobuf-speaking client: typed k8s-pb messages in, typed messages out.
+struct PbClient<'a>(&'a client::Client);
+
+impl PbClient<'_> {
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer {
+        let body = body.map(|b| (Bytes::from(b), CONTENT_TYPE));
+        let resp = self.0.send_accepting(method, path, PB_ACCEPT, body).await.expect("transport");
+        let status = resp.status();
+        let content_type =
+            resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        Answer { status, content_type, body: resp.into_body().collect().await.unwrap().to_bytes() }
+    }
+
+    /// A write whose body is `msg` in the `k8s\0` envelope of `api_version`/`kind`, as client-go's `Body(obj)`.
+    async fn write<M: Message>(&self, method: Method, path: &str, api_version: &str, kind: &str, msg: &M) -> Answer {
+        self.send(method, path, Some(envelope(api_version, kind, &msg.encode_to_vec()))).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// A protobuf watch: `Content-Type: ...;stream=watch`, events framed with a 4-byte big-endian length.
+    async fn watch(&self, path: &str) -> PbWatch {
+        let resp = self.0.send_accepting(Method::GET, path, PB_ACCEPT, None).await.expect("watch");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/vnd.kubernetes.protobuf;stream=watch");
+        PbWatch { body: resp.into_body(), buf: Vec::new() }
+    }
+}
+
+struct PbWatch {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl PbWatch {
+    /// The next event (type, the object's apiVersion, kind and typed message bytes); bookmarks are skipped.
+    async fn next(&mut self) -> (String, String, String, Vec<u8>) {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                if self.buf.len() >= 4 + len {
+                    let event = meta::WatchEvent::decode(&self.buf[4..4 + len]).expect("meta.v1.WatchEvent");
+                    self.buf.drain(..4 + len);
+                    let ty = event.r#type.unwrap_or_default();
+                    let raw = event.object.and_then(|o| o.raw).unwrap_or_default();
+                    if ty == "BOOKMARK" {
+                        continue;
+                    }
+                    let (api_version, kind, msg) = unwrap_unknown(&raw);
+                    return (ty, api_version, kind, msg);
+                }
+            }
+            let frame = within(10, "a protobuf watch event", self.body.frame()).await;
+            let frame = frame.expect("watch stream ended").expect("watch stream");
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn meta(name: &str, l: &[(&str, &str)]) -> Option<meta::ObjectMeta> {
+    Some(meta::ObjectMeta { name: Some(name.into()), labels: labels(l), ..Default::default() })
+}
+
+fn busybox(name: &str) -> core::Container {
+    core::Container {
+        name: Some(name.into()),
+        image: Some("busybox:1.36".into()),
+        command: vec!["sleep".into(), "3600".into()],
+        ..Default::default()
+    }
+}
+
+fn now() -> Option<meta::Time> {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    Some(meta::Time { seconds: Some(secs as i64), nanos: Some(0) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_client_like_client_go() {
+    let started = Instant::now();
+    let api = TestApiserver::start().await;
+    let pb = PbClient(&api.client);
+    let ns = "pb-client";
+
+    // A Namespace from a typed message.
+    let created: core::Namespace = pb
+        .write(
+            Method::POST,
+            "/api/v1/namespaces",
+            "v1",
+            "Namespace",
+            &core::Namespace { metadata: meta(ns, &[("team", "pb")]), ..Default::default() },
+        )
+        .await
+        .expect(StatusCode::CREATED, "create namespace")
+        .object("Namespace");
+    assert_eq!(created.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+
+    // The informer's LIST (empty), then a WATCH from its resourceVersion, both in protobuf.
+    let deployments = format!("/apis/apps/v1/namespaces/{ns}/deployments");
+    let list: apps::DeploymentList =
+        pb.get(&deployments).await.expect(StatusCode::OK, "list deployments").object("DeploymentList");
+    assert!(list.items.is_empty());
+    let rv = list.metadata.and_then(|m| m.resource_version).expect("list resourceVersion");
+    assert!(!rv.is_empty());
+    let mut watch = pb.watch(&format!("{deployments}?watch=true&resourceVersion={rv}&allowWatchBookmarks=true")).await;
+
+    // Create a Deployment from a typed k8s-pb message; the answer is the defaulted object.
+    let deployment = apps::Deployment {
+        metadata: meta("web", &[("app", "web")]),
+        spec: Some(apps::DeploymentSpec {
+            replicas: Some(2),
+            selector: Some(meta::LabelSelector { match_labels: labels(&[("app", "web")]), ..Default::default() }),
+            template: Some(core::PodTemplateSpec {
+                metadata: meta("", &[("app", "web")]).map(|m| meta::ObjectMeta { name: None, ..m }),
+                spec: Some(core::PodSpec { containers: vec![busybox("c")], ..Default::default() }),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let created: apps::Deployment = pb
+        .write(Method::POST, &deployments, "apps/v1", "Deployment", &deployment)
+        .await
+        .expect(StatusCode::CREATED, "create deployment")
+        .object("Deployment");
+    let m = created.metadata.clone().unwrap();
+    assert_eq!((m.name.as_deref(), m.namespace.as_deref(), m.generation), (Some("web"), Some(ns), Some(1)));
+    assert!(m.uid.is_some_and(|u| !u.is_empty()) && m.creation_timestamp.is_some());
+    let spec = created.spec.clone().unwrap();
+    assert_eq!(spec.strategy.as_ref().and_then(|s| s.r#type.as_deref()), Some("RollingUpdate"), "defaulted");
+    assert_eq!((spec.revision_history_limit, spec.progress_deadline_seconds), (Some(10), Some(600)), "defaulted");
+    let pod_spec = spec.template.as_ref().and_then(|t| t.spec.clone()).unwrap();
+    assert_eq!(pod_spec.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(pod_spec.containers[0].termination_message_path.as_deref(), Some("/dev/termination-log"));
+    assert_eq!(pod_spec.containers[0].image_pull_policy.as_deref(), Some("IfNotPresent"));
+
+    // Creating it again: a protobuf Status, AlreadyExists.
+    let st = pb
+        .write(Method::POST, &deployments, "apps/v1", "Deployment", &deployment)
+        .await
+        .expect(StatusCode::CONFLICT, "again")
+        .status();
+    assert_eq!((st.reason.as_deref(), st.code), (Some("AlreadyExists"), Some(409)));
+    assert_eq!(st.details.as_ref().and_then(|d| d.name.as_deref()), Some("web"));
+    assert_eq!(st.details.as_ref().and_then(|d| d.group.as_deref()), Some("apps"));
+
+    // UpdateStatus: PUT .../status with the whole object; spec changes in that body are ignored.
+    let mut with_status = created.clone();
+    with_status.spec.as_mut().unwrap().replicas = Some(7);
+    with_status.status = Some(apps::DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(2),
+        updated_replicas: Some(2),
+        ready_replicas: Some(1),
+        available_replicas: Some(1),
+        unavailable_replicas: Some(1),
+        conditions: vec![apps::DeploymentCondition {
+            r#type: Some("Available".into()),
+            status: Some("False".into()),
+            last_update_time: now(),
+            last_transition_time: now(),
+            reason: Some("MinimumReplicasUnavailable".into()),
+            message: Some("Deployment does not have minimum availability.".into()),
+        }],
+        ..Default::default()
+    });
+    let updated: apps::Deployment = pb
+        .write(Method::PUT, &format!("{deployments}/web/status"), "apps/v1", "Deployment", &with_status)
+        .await
+        .expect(StatusCode::OK, "update status")
+        .object("Deployment");
+    let status = updated.status.clone().unwrap();
+    assert_eq!((status.replicas, status.ready_replicas, status.observed_generation), (Some(2), Some(1), Some(1)));
+    assert_eq!(status.conditions[0].reason.as_deref(), Some("MinimumReplicasUnavailable"));
+    assert!(status.conditions[0].last_update_time.is_some_and(|t| t.seconds.unwrap_or(0) > 0));
+    assert_eq!(updated.spec.as_ref().unwrap().replicas, Some(2), "a status write keeps the stored spec");
+    assert_eq!(updated.metadata.as_ref().unwrap().generation, Some(1), "a status write does not bump generation");
+
+    // The same status body again, now with a stale resourceVersion: 409 Conflict in protobuf.
+    let st = pb
+        .write(Method::PUT, &format!("{deployments}/web/status"), "apps/v1", "Deployment", &with_status)
+        .await
+        .expect(StatusCode::CONFLICT, "stale status update")
+        .status();
+    assert_eq!(st.reason.as_deref(), Some("Conflict"));
+
+    // Update (spec): generation 2, status kept.
+    let mut scaled = updated.clone();
+    scaled.spec.as_mut().unwrap().replicas = Some(3);
+    let scaled: apps::Deployment = pb
+        .write(Method::PUT, &format!("{deployments}/web"), "apps/v1", "Deployment", &scaled)
+        .await
+        .expect(StatusCode::OK, "update")
+        .object("Deployment");
+    assert_eq!(scaled.metadata.as_ref().unwrap().generation, Some(2));
+    assert_eq!(scaled.spec.as_ref().unwrap().replicas, Some(3));
+    assert_eq!(scaled.status.as_ref().unwrap().ready_replicas, Some(1), "an update keeps the stored status");
+
+    // GET and a LIST with a label selector, in protobuf.
+    let got: apps::Deployment =
+        pb.get(&format!("{deployments}/web")).await.expect(StatusCode::OK, "get").object("Deployment");
+    assert_eq!(got, scaled);
+    let list: apps::DeploymentList = pb
+        .get(&format!("{deployments}?labelSelector=app%3Dweb"))
+        .await
+        .expect(StatusCode::OK, "list")
+        .object("DeploymentList");
+    assert_eq!(list.items, vec![scaled.clone()]);
+    let list: apps::DeploymentList = pb
+        .get(&format!("{deployments}?labelSelector=app%3Dother"))
+        .await
+        .expect(StatusCode::OK, "list")
+        .object("DeploymentList");
+    assert!(list.items.is_empty());
+
+    // DELETE with a protobuf DeleteOptions body (client-go encodes it with the client's content type).
+    let opts = meta::DeleteOptions { propagation_policy: Some("Background".into()), ..Default::default() };
+    let deleted = pb
+        .write(Method::DELETE, &format!("{deployments}/web"), "apps/v1", "DeleteOptions", &opts)
+        .await
+        .expect(StatusCode::OK, "delete with protobuf DeleteOptions");
+    match unwrap_unknown(&deleted.body).1.as_str() {
+        "Status" => assert_eq!(deleted.status().status.as_deref(), Some("Success")),
+        "Deployment" => {
+            assert_eq!(deleted.object::<apps::Deployment>("Deployment").metadata.unwrap().name.as_deref(), Some("web"))
+        }
+        other => panic!("delete answered a {other}"),
+    }
+
+    // The watch saw all of it, each object a typed Deployment.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (ty, api_version, kind, raw) = watch.next().await;
+        assert_eq!((api_version.as_str(), kind.as_str()), ("apps/v1", "Deployment"));
+        let d = apps::Deployment::decode(raw.as_slice()).expect("a Deployment in the watch");
+        seen.push((ty, d.spec.unwrap().replicas, d.status.and_then(|s| s.ready_replicas)));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("ADDED".to_string(), Some(2), None),
+            ("MODIFIED".to_string(), Some(2), Some(1)),
+            ("MODIFIED".to_string(), Some(3), Some(1)),
+            ("DELETED".to_string(), Some(3), Some(1)),
+        ]
+    );
+
+    // A Pod: create, status written as the kubelet does (UpdateStatus), read back typed.
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    let pod = core::Pod {
+        metadata: meta("p", &[("app", "web")]),
+        spec: Some(core::PodSpec { containers: vec![busybox("c")], ..Default::default() }),
+        status: None,
+    };
+    let mut pod: core::Pod =
+        pb.write(Method::POST, &pods, "v1", "Pod", &pod).await.expect(StatusCode::CREATED, "create pod").object("Pod");
+    assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Pending"));
+    assert_eq!(pod.spec.as_ref().unwrap().dns_policy.as_deref(), Some("ClusterFirst"));
+    pod.status = Some(core::PodStatus {
+        phase: Some("Running".into()),
+        conditions: vec![core::PodCondition {
+            r#type: Some("Ready".into()),
+            status: Some("True".into()),
+            last_transition_time: now(),
+            ..Default::default()
+        }],
+        host_ip: Some("10.0.0.1".into()),
+        host_ips: vec![core::HostIp { ip: Some("10.0.0.1".into()) }],
+        pod_ip: Some("10.244.0.5".into()),
+        pod_ips: vec![core::PodIp { ip: Some("10.244.0.5".into()) }],
+        start_time: now(),
+        qos_class: Some("BestEffort".into()),
+        ..Default::default()
+    });
+    let running: core::Pod = pb
+        .write(Method::PUT, &format!("{pods}/p/status"), "v1", "Pod", &pod)
+        .await
+        .expect(StatusCode::OK, "pod status")
+        .object("Pod");
+    let status = running.status.unwrap();
+    assert_eq!((status.phase.as_deref(), status.pod_ip.as_deref()), (Some("Running"), Some("10.244.0.5")));
+    assert_eq!(status.conditions[0].r#type.as_deref(), Some("Ready"));
+    let list: core::PodList = pb.get(&pods).await.expect(StatusCode::OK, "list pods").object("PodList");
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    let opts = meta::DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+    pb.write(Method::DELETE, &format!("{pods}/p"), "v1", "DeleteOptions", &opts)
+        .await
+        .expect(StatusCode::OK, "delete pod with protobuf DeleteOptions");
+    pb.get(&format!("{pods}/p")).await.expect(StatusCode::NOT_FOUND, "deleted pod");
+
+    // A ConfigMap with binary data survives the round trip byte for byte.
+    let cms = format!("/api/v1/namespaces/{ns}/configmaps");
+    let bin: Vec<u8> = (0..=255).collect();
+    let cm = core::ConfigMap {
+        metadata: meta("cm", &[]),
+        data: labels(&[("greeting", "héllo\nworld")]),
+        binary_data: [("bin".to_string(), bin.clone())].into_iter().collect(),
+        ..Default::default()
+    };
+    pb.write(Method::POST, &cms, "v1", "ConfigMap", &cm).await.expect(StatusCode::CREATED, "create configmap");
+    let got: core::ConfigMap = pb.get(&format!("{cms}/cm")).await.expect(StatusCode::OK, "get cm").object("ConfigMap");
+    assert_eq!(got.data, cm.data);
+    assert_eq!(got.binary_data["bin"], bin);
+
+    // 404 as a protobuf Status.
+    let st = pb.get(&format!("{pods}/missing")).await.expect(StatusCode::NOT_FOUND, "missing pod").status();
+    assert_eq!((st.status.as_deref(), st.reason.as_deref(), st.code), (Some("Failure"), Some("NotFound"), Some(404)));
+    assert_eq!(st.message.as_deref(), Some("pods \"missing\" not found"));
+    let details = st.details.unwrap();
+    assert_eq!((details.name.as_deref(), details.kind.as_deref()), (Some("missing"), Some("pods")));
+
+    // 422 with causes, in protobuf: a selector that does not match the template's labels.
+    let mut bad = deployment.clone();
+    bad.metadata = meta("bad", &[]);
+    bad.spec.as_mut().unwrap().selector =
+        Some(meta::LabelSelector { match_labels: labels(&[("app", "other")]), ..Default::default() });
+    let st = pb
+        .write(Method::POST, &deployments, "apps/v1", "Deployment", &bad)
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, "invalid deployment")
+        .status();
+    assert_eq!(st.reason.as_deref(), Some("Invalid"));
+    let causes = st.details.unwrap().causes;
+    assert!(causes.iter().any(|c| c.field.as_deref() == Some("spec.template.metadata.labels")), "causes: {causes:?}");
+    api.stop().await;
+    eprintln!("protobuf_client_like_client_go: {:?}", started.elapsed());
+}
