@@ -26,6 +26,7 @@ pub mod subresources;
 pub mod table;
 pub mod testing;
 pub mod validation;
+pub mod wsstream;
 
 pub use options::Options;
 pub use server::run;

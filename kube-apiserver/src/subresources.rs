@@ -161,7 +161,7 @@ pub async fn serve(
         }
         "log" => {
             let pod = reg.get(res, ns, name).await?;
-            pod_log(server, &pod, q).await
+            pod_log(server, &pod, q, parts).await
         }
         "exec" | "attach" | "portforward" | "proxy" => {
             crate::proxy::serve(server, res, ns, name, sub, info, parts, body).await
@@ -170,8 +170,14 @@ pub async fn serve(
     }
 }
 
-/// `pods/log`: proxied to the kubelet of the pod's node (`/containerLogs/...`), streamed back as it comes.
-async fn pod_log(server: &Arc<Apiserver>, pod: &Value, q: &HashMap<String, String>) -> Result<Resp, ApiError> {
+/// `pods/log`: proxied to the kubelet of the pod's node (`/containerLogs/...`), streamed back as it comes, or
+/// over a WebSocket when the request is an upgrade ([`crate::wsstream`]).
+async fn pod_log(
+    server: &Arc<Apiserver>,
+    pod: &Value,
+    q: &HashMap<String, String>,
+    parts: &mut http::request::Parts,
+) -> Result<Resp, ApiError> {
     let name = meta_str(pod, "name").unwrap_or_default();
     let ns = meta_str(pod, "namespace").unwrap_or_default();
     let container = crate::proxy::container_of(pod, q.get("container").map(String::as_str))?;
@@ -199,6 +205,9 @@ async fn pod_log(server: &Arc<Apiserver>, pod: &Value, q: &HashMap<String, Strin
         let body =
             http_body_util::BodyExt::collect(upstream.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
         return Err(ApiError::bad_request(String::from_utf8_lossy(&body).trim().to_string()));
+    }
+    if crate::wsstream::is_websocket_request(&parts.headers) {
+        return Ok(crate::wsstream::serve(parts, http_body_util::BodyDataStream::new(upstream.into_body())));
     }
     // The stream ends quietly if the kubelet connection drops.
     use futures_util::StreamExt;
