@@ -26,7 +26,7 @@ mod encode;
 mod k8s_pb_kinds;
 #[cfg(test)]
 mod roundtrip;
-pub use encode::{encode_list, encode_message_of, encode_object, envelope, supports, watch_frame};
+pub use encode::{encode_list, encode_list_of, encode_message_of, encode_object, envelope, supports, watch_frame};
 
 /// The media type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";

@@ -365,11 +365,7 @@ fn list_response(res: &Resource, meta: &Value, items: &[crate::registry::Item], 
         objects.push(if partial { partial_object_metadata(&obj) } else { obj });
     }
     if out.encoding == Encoding::Protobuf {
-        let encoded: Vec<Vec<u8>> =
-            objects.iter().map(|o| api_types::protobuf::encode_message_of(o).unwrap_or_default()).collect();
-        if let Some(body) =
-            api_types::protobuf::encode_list(&api_version, &kind, meta, encoded.iter().map(Vec::as_slice))
-        {
+        if let Some(body) = api_types::protobuf::encode_list_of(&api_version, &kind, meta, &objects) {
             return Ok(crate::server::bytes_response(StatusCode::OK, body, api_types::protobuf::CONTENT_TYPE));
         }
     }

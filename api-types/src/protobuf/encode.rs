@@ -28,7 +28,7 @@ pub fn supports(api_version: &str, kind: &str) -> bool {
 pub fn encode_message_of(obj: &Value) -> Option<Vec<u8>> {
     let (api_version, kind) = type_meta(obj)?;
     let message = find_root(api_version, kind)?;
-    let mut w = Writer::default();
+    let mut w = Writer { buf: Vec::with_capacity(1024) };
     w.fields(message, obj.as_object()?, 0);
     Some(w.buf)
 }
@@ -37,8 +37,18 @@ pub fn encode_message_of(obj: &Value) -> Option<Vec<u8>> {
 /// protobuf encoding.
 pub fn encode_object(obj: &Value) -> Option<Vec<u8>> {
     let (api_version, kind) = type_meta(obj)?;
-    let raw = encode_message_of(obj)?;
-    Some(envelope(api_version, kind, &raw))
+    let message = find_root(api_version, kind)?;
+    let fields = obj.as_object()?;
+    let mut w = Writer { buf: Vec::with_capacity(1024) };
+    w.buf.extend_from_slice(MAGIC);
+    w.nested(1, |w| {
+        w.string(1, api_version);
+        w.string(2, kind);
+    });
+    w.nested(2, |w| w.fields(message, fields, 0));
+    w.string(3, "");
+    w.string(4, "");
+    Some(w.buf)
 }
 
 /// `k8s\0` + `runtime.Unknown{typeMeta{apiVersion, kind}, raw, contentEncoding: "", contentType: ""}`.
@@ -53,6 +63,41 @@ pub fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
     w.string(3, "");
     w.string(4, "");
     w.buf
+}
+
+/// A list (`PodList`...) from its `metadata` (a ListMeta) and its items as objects, enveloped; each item is written
+/// in place, with no buffer of its own. `None` when the list kind or an item's kind has no protobuf encoding.
+pub fn encode_list_of<'a>(
+    api_version: &str,
+    kind: &str,
+    metadata: &Value,
+    items: impl IntoIterator<Item = &'a Value>,
+) -> Option<Vec<u8>> {
+    let message = find_root(api_version, kind)?;
+    let mut w = Writer { buf: Vec::with_capacity(4096) };
+    w.buf.extend_from_slice(MAGIC);
+    w.nested(1, |w| {
+        w.string(1, api_version);
+        w.string(2, kind);
+    });
+    let mut ok = true;
+    w.nested(2, |w| {
+        if let (Some(Field { kind: Kind::Message(m), .. }), Some(obj)) =
+            (message.fields.iter().find(|f| f.tag == 1), metadata.as_object())
+        {
+            w.nested(1, |w| w.fields(m, obj, 1));
+        }
+        for item in items {
+            let item_message = type_meta(item).and_then(|(v, k)| find_root(v, k));
+            match (item_message, item.as_object()) {
+                (Some(m), Some(obj)) => w.nested(2, |w| w.fields(m, obj, 1)),
+                _ => ok = false,
+            }
+        }
+    });
+    w.string(3, "");
+    w.string(4, "");
+    ok.then_some(w.buf)
 }
 
 /// A list (`PodList`...) from its `metadata` (a ListMeta) and the typed message bytes of its items, enveloped.
@@ -165,7 +210,11 @@ impl Writer {
         }
         if !message.fields.iter().any(|f| matches!(f.kind, Kind::Inline(_))) {
             for (key, value) in obj {
-                if let Some(field) = message.fields.iter().find(|f| f.json == key) {
+                // Length and first byte first: most fields are told apart without a memcmp call.
+                let k = key.as_bytes();
+                let same =
+                    |f: &&Field| f.json.len() == k.len() && f.json.as_bytes().first() == k.first() && f.json == key;
+                if let Some(field) = message.fields.iter().find(same) {
                     self.field(field, value, depth);
                 }
             }
@@ -291,14 +340,14 @@ impl Writer {
                     self.nested(tag, |w| w.int(1, nanos));
                 }
             }
-            Special::Quantity => {
-                let s = match value {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    _ => return,
-                };
-                self.nested(tag, |w| w.string(1, &s));
-            }
+            Special::Quantity => match value {
+                Value::String(s) => self.nested(tag, |w| w.string(1, s)),
+                Value::Number(n) => {
+                    let s = n.to_string();
+                    self.nested(tag, |w| w.string(1, &s));
+                }
+                _ => {}
+            },
             Special::IntOrString => match value {
                 Value::String(s) => self.nested(tag, |w| {
                     w.int(1, 1);
