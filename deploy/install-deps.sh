@@ -21,3 +21,6 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)" >&2; exit 1; }
+# The Python `kubernetes` client, for e2e/tests/clients.rs (a real client's defaults against the apiserver).
+python3 -c 'import kubernetes' 2>/dev/null || pip install --quiet kubernetes ||
+  python3 -m pip install --quiet --break-system-packages kubernetes # Debian's python3 (PEP 668)

@@ -392,3 +392,166 @@ async fn protobuf_client_like_client_go() {
     api.stop().await;
     eprintln!("protobuf_client_like_client_go: {:?}", started.elapsed());
 }
+
+/// Starts an apiserver and writes an admin kubeconfig for it (TLS, client certificate) into its temp dir.
+async fn apiserver_with_kubeconfig() -> (TestApiserver, std::path::PathBuf) {
+    let api = TestApiserver::start().await;
+    let kubeconfig = api.dir.path().join("admin.conf");
+    e2e::write_kubeconfig(&api.config, &kubeconfig);
+    (api, kubeconfig)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_kubernetes_client() {
+    let probe = tokio::process::Command::new("python3").args(["-c", "import kubernetes"]).output().await;
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED python_kubernetes_client: the Python `kubernetes` module is missing (bash deploy/install-deps.sh installs it)"
+        );
+        return;
+    }
+    let started = Instant::now();
+    let (api, kubeconfig) = apiserver_with_kubeconfig().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client.py");
+    let out = within(
+        120,
+        "the Python client script",
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(&kubeconfig)
+            .arg("py-client")
+            .env("HOME", api.dir.path())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "the Python client failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    api.stop().await;
+    eprintln!("python_kubernetes_client: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_client() {
+    use futures_util::StreamExt;
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    use kube::runtime::{WatchStreamExt, watcher};
+    use serde_json::json;
+
+    let started = Instant::now();
+    let (api, kubeconfig) = apiserver_with_kubeconfig().await;
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("kube-rs config");
+    let client = kube::Client::try_from(config).expect("kube-rs client");
+
+    let info = client.apiserver_version().await.expect("apiserver_version");
+    assert_eq!(info.major, "1");
+    assert!(info.git_version.starts_with("v1."), "{info:?}");
+
+    let ns = "kube-rs";
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let created = namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace { metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() }, ..Default::default() },
+        )
+        .await
+        .expect("create namespace");
+    assert_eq!(created.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+
+    // A watcher (list, then watch with bookmarks) running before the writes.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = watcher(cms.clone(), watcher::Config::default().labels("app=kube-rs")).applied_objects();
+    let watching = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if tx.send(item.map_err(|e| e.to_string())).is_err() {
+                return;
+            }
+        }
+    });
+
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("cm".into()),
+            labels: Some([("app".to_string(), "kube-rs".to_string())].into()),
+            ..Default::default()
+        },
+        data: Some([("a".to_string(), "1".to_string())].into()),
+        ..Default::default()
+    };
+    let created = cms.create(&PostParams::default(), &cm).await.expect("create");
+    assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_some());
+    let err = cms.create(&PostParams::default(), &cm).await.expect_err("create twice");
+    assert!(matches!(&err, kube::Error::Api(s) if s.is_already_exists() && s.code == 409), "{err:?}");
+    let got = cms.get("cm").await.expect("get");
+    assert_eq!(got.data, cm.data);
+    assert!(cms.get_opt("missing").await.expect("get_opt").is_none());
+    let err = cms.get("missing").await.expect_err("get missing");
+    assert!(matches!(&err, kube::Error::Api(s) if s.is_not_found() && s.reason == "NotFound"), "{err:?}");
+
+    let listed = cms.list(&ListParams::default().labels("app=kube-rs")).await.expect("list");
+    assert_eq!(listed.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["cm"]);
+    assert!(listed.metadata.resource_version.is_some());
+
+    let patched = cms
+        .patch("cm", &PatchParams::default(), &Patch::Merge(json!({"data": {"b": "2"}})))
+        .await
+        .expect("merge patch");
+    assert_eq!(patched.data.as_ref().unwrap().get("b").map(String::as_str), Some("2"));
+    let patched = cms
+        .patch("cm", &PatchParams::default(), &Patch::Strategic(json!({"data": {"a": null}})))
+        .await
+        .expect("strategic merge patch");
+    assert_eq!(patched.data, Some([("b".to_string(), "2".to_string())].into()));
+
+    // The watcher saw the object as created and as patched.
+    let mut seen = Vec::new();
+    within(15, "kube-rs watcher events", async {
+        while !seen.iter().any(|c: &ConfigMap| c.data == patched.data) {
+            let cm = rx.recv().await.expect("watcher stream").expect("watcher event");
+            seen.push(cm);
+        }
+    })
+    .await;
+    assert_eq!(seen[0].data, cm.data, "first Applied is the created object");
+
+    // Pods, listed with a label selector.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for (name, app) in [("p1", "kube-rs"), ("p2", "other")] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    }
+    let listed = pods.list(&ListParams::default().labels("app=kube-rs")).await.expect("list pods");
+    assert_eq!(listed.items.iter().map(|p| p.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["p1"]);
+    let all: Api<Pod> = Api::all(client.clone());
+    assert_eq!(
+        all.list(&ListParams::default().fields(&format!("metadata.namespace={ns}"))).await.unwrap().items.len(),
+        2
+    );
+
+    // Delete; the next get is a 404.
+    cms.delete("cm", &DeleteParams::default()).await.expect("delete");
+    assert!(cms.get_opt("cm").await.expect("get_opt after delete").is_none());
+    watching.abort();
+    api.stop().await;
+    eprintln!("kube_rs_client: {:?}", started.elapsed());
+}
