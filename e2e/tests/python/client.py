@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from kubernetes import client, config, watch
+from kubernetes import client, config, dynamic, utils, watch
 from kubernetes.client.rest import ApiException
 
 config.load_kube_config(config_file=sys.argv[1])
@@ -182,6 +182,27 @@ for e in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=5):
     assert e["type"] == "ADDED" and isinstance(e["object"], client.V1Deployment), e
     assert e["object"].spec.replicas == 1
     w.stop()
+
+# (Custom resources through CustomObjectsApi join this script with issue 16, when the apiserver serves them.)
+
+# utils.create_from_dict (kind -> API class) and the DynamicClient (discovery-driven).
+utils.create_from_dict(
+    client.ApiClient(),
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+     "spec": {"selector": {"app": "py"}, "ports": [{"port": 80, "targetPort": 8080}]}},
+    namespace=ns,
+)
+svc = core.read_namespaced_service("svc", ns)
+assert svc.spec.cluster_ip and svc.spec.ports[0].protocol == "TCP" and svc.spec.type == "ClusterIP", svc.spec
+dyn = dynamic.DynamicClient(client.ApiClient())
+deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+d = deployments.get(name="web", namespace=ns)
+assert d.spec.replicas == 1, d.spec
+configmaps = dyn.resources.get(api_version="v1", kind="ConfigMap")
+configmaps.create(body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dyn"}, "data": {"x": "1"}},
+                  namespace=ns)
+configmaps.patch(body={"data": {"x": "2"}}, name="dyn", namespace=ns, content_type="application/merge-patch+json")
+assert configmaps.get(name="dyn", namespace=ns).data.x == "2"
 
 # Deletes.
 apps.delete_namespaced_deployment("web", ns)
