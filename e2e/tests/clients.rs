@@ -578,6 +578,7 @@ async fn python_kubernetes_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_client() {
     use futures_util::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -694,6 +695,54 @@ async fn kube_rs_client() {
         all.list(&ListParams::default().fields(&format!("metadata.namespace={ns}"))).await.unwrap().items.len(),
         2
     );
+
+    // Discovery, both ways kube-rs does it: per group, and aggregated (apidiscovery.k8s.io/v2).
+    let gvk = kube::api::GroupVersionKind::gvk("batch", "v1", "CronJob");
+    for aggregated in [false, true] {
+        let discovery = kube::Discovery::new(client.clone());
+        let discovery = if aggregated { discovery.run_aggregated().await } else { discovery.run().await };
+        let discovery = discovery.unwrap_or_else(|e| panic!("discovery (aggregated: {aggregated}): {e}"));
+        let (ar, caps) = discovery.get("apps").and_then(|g| g.recommended_kind("Deployment")).expect("apps Deployment");
+        assert_eq!((ar.version.as_str(), ar.plural.as_str()), ("v1", "deployments"), "aggregated: {aggregated}");
+        assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+        assert!(caps.supports_operation("watch") && caps.supports_operation("patch"), "{caps:?}");
+        assert!(caps.subresources.iter().any(|(sub, _)| sub.plural == "scale"), "aggregated: {aggregated}: {caps:?}");
+        let (ar, _) = discovery.resolve_gvk(&gvk).expect("batch/v1 CronJob");
+        assert_eq!(ar.plural, "cronjobs");
+    }
+
+    // A Deployment: the scale subresource and `restart` (the template annotation kubectl rollout restart sets).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}
+    }))
+    .unwrap();
+    deployments.create(&PostParams::default(), &deployment).await.expect("create deployment");
+    let scale = deployments.get_scale("web").await.expect("get scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
+    let scale = deployments
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .expect("patch scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
+    let restarted = deployments.restart("web").await.expect("restart");
+    let annotations = restarted.spec.unwrap().template.metadata.unwrap().annotations.unwrap_or_default();
+    assert!(annotations.contains_key("kube.kubernetes.io/restartedAt"), "{annotations:?}");
+
+    // Eviction (policy/v1), then waiting for the pod to be gone with kube-runtime's await_condition.
+    let uid = pods.get("p1").await.unwrap().metadata.uid.unwrap();
+    let evicted = pods.evict("p1", &kube::api::EvictParams::default()).await.expect("evict");
+    assert!(evicted.is_success(), "{evicted:?}");
+    within(
+        15,
+        "the evicted pod gone",
+        kube::runtime::wait::await_condition(pods.clone(), "p1", kube::runtime::wait::conditions::is_deleted(&uid)),
+    )
+    .await
+    .expect("await_condition");
 
     // Delete; the next get is a 404.
     cms.delete("cm", &DeleteParams::default()).await.expect("delete");

@@ -212,4 +212,5 @@ core.delete_collection_namespaced_pod(ns, label_selector="app=py", grace_period_
 left = [p.metadata.name for p in core.list_namespaced_pod(ns).items if p.metadata.deletion_timestamp is None]
 assert left == ["q"], left
 core.delete_namespace(ns)
+assert core.read_namespace(ns).status.phase == "Terminating"
 print("ok")
