@@ -199,7 +199,13 @@ pub async fn serve(
     }
     let ns = info.namespace.as_deref().filter(|_| res.namespaced);
     let (mut parts, body) = req.into_parts();
-    let out = crate::negotiation::negotiate(&accept(&parts.headers), Some(res), true)?;
+    // Connecters (exec, attach, port-forward, proxy) and the log stream answer in their own media types; a proxied
+    // browser's `Accept: text/html` must not be refused.
+    let streaming = matches!(info.subresource.as_deref(), Some("exec" | "attach" | "portforward" | "proxy" | "log"));
+    let out = match crate::negotiation::negotiate(&accept(&parts.headers), Some(res), true) {
+        Err(_) if streaming => crate::negotiation::Output::JSON,
+        out => out?,
+    };
     let verb = info.verb.as_str();
     let allowed = |v: &str| -> Result<(), ApiError> {
         if res.has_verb(v) {

@@ -560,6 +560,13 @@ async fn errors_and_status_subresources_in_protobuf() {
     assert_eq!(resp.status(), StatusCode::NOT_ACCEPTABLE);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(body.ends_with(b"}\n"), "a Status ends with a newline");
+    // Streams and connecters are not refused for their Accept (a browser through services/proxy sends text/html).
+    let resp = api
+        .client
+        .send_accepting(Method::GET, "/api/v1/namespaces/default/pods/missing/log", "text/plain", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let st: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(st["reason"], "NotAcceptable");
     api.stop().await;
