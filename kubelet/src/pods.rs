@@ -191,6 +191,38 @@ struct StartContext<'a> {
     hosts: Option<&'a std::path::Path>,
 }
 
+/// Upstream's image pull back-off (a `flowcontrol.Backoff` of 10 s doubling to 300 s, keyed by pod UID and image),
+/// with the last pull error for the waiting message: per key, the last failure, the current delay and that error.
+#[derive(Default)]
+struct PullBackOff(HashMap<String, (Instant, Duration, String)>);
+
+impl PullBackOff {
+    /// An entry untouched for twice the maximum delay is forgotten (upstream's hasExpired).
+    fn expired(now: Instant, last: Instant) -> bool {
+        now.saturating_duration_since(last) > 2 * BACKOFF_MAX
+    }
+
+    /// The last pull error while `key` is backing off (upstream's IsInBackOffSinceUpdate).
+    fn holds(&self, key: &str, now: Instant) -> Option<String> {
+        let (last, delay, error) = self.0.get(key)?;
+        (!Self::expired(now, *last) && now.saturating_duration_since(*last) < *delay).then(|| error.clone())
+    }
+
+    /// A failed pull: the delay starts at 10 s, or doubles up to 300 s (upstream's Next).
+    fn next(&mut self, key: &str, now: Instant, error: String) {
+        let delay = match self.0.get(key) {
+            Some((last, delay, _)) if !Self::expired(now, *last) => (*delay * 2).min(BACKOFF_MAX),
+            _ => BACKOFF_START,
+        };
+        self.0.insert(key.to_string(), (now, delay, error));
+    }
+
+    /// Forgets expired entries (upstream's GC after a successful pull).
+    fn gc(&mut self, now: Instant) {
+        self.0.retain(|_, (last, _, _)| !Self::expired(now, *last));
+    }
+}
+
 /// Runs and reports the pods bound to this node.
 pub struct PodManager {
     pub cri: Cri,
@@ -200,6 +232,8 @@ pub struct PodManager {
     workers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Per (pod uid, container): restart back-off (next allowed start, current delay).
     backoff: Mutex<HashMap<(String, String), (Instant, Duration)>>,
+    /// Image pull back-off per pod UID and image (upstream's image manager back-off).
+    pull_backoff: Mutex<PullBackOff>,
     /// Desired pods by UID, from the informer.
     desired: Mutex<HashMap<String, Arc<Value>>>,
     /// Container and sandbox states (by runtime ID) a worker has synced with since the last relist: the PLEG
@@ -241,6 +275,7 @@ impl PodManager {
             pods,
             workers: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
+            pull_backoff: Mutex::default(),
             desired: Mutex::new(HashMap::new()),
             synced_states: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
@@ -693,6 +728,14 @@ impl PodManager {
             events.container(pod, name, Warning, "Failed", "Error: ErrImageNeverPull");
             return Err(("ErrImageNeverPull".into(), message));
         }
+        let key = format!("{}_{image}", s(pod, "/metadata/uid"));
+        if let Some(previous) = self.pull_backoff.lock().ok().and_then(|b| b.holds(&key, Instant::now())) {
+            // Upstream's ErrImagePullBackOff: the event without, the waiting message with the last pull error.
+            let message = format!("Back-off pulling image \"{image}\"");
+            events.container(pod, name, Normal, "BackOff", message.clone());
+            events.container(pod, name, Warning, "Failed", "Error: ImagePullBackOff");
+            return Err(("ImagePullBackOff".into(), format!("{message}: {previous}")));
+        }
         events.container(pod, name, Normal, "Pulling", format!("Pulling image \"{image}\""));
         let started = Instant::now();
         match img.pull_image(PullImageRequest { image: spec.clone(), auth: None, sandbox_config: None }).await {
@@ -709,6 +752,9 @@ impl PodManager {
                     "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {size} bytes."
                 );
                 events.container(pod, name, Normal, "Pulled", message);
+                if let Ok(mut b) = self.pull_backoff.lock() {
+                    b.gc(Instant::now());
+                }
                 Ok(())
             }
             Err(e) if present => {
@@ -719,7 +765,11 @@ impl PodManager {
                 let message = format!("Failed to pull image \"{image}\": {}", e.message());
                 events.container(pod, name, Warning, "Failed", message);
                 events.container(pod, name, Warning, "Failed", "Error: ErrImagePull");
-                Err(("ErrImagePull".into(), format!("failed to pull image \"{image}\": {}", e.message())))
+                let message = format!("failed to pull image \"{image}\": {}", e.message());
+                if let Ok(mut b) = self.pull_backoff.lock() {
+                    b.next(&key, Instant::now(), format!("ErrImagePull: {message}"));
+                }
+                Err(("ErrImagePull".into(), message))
             }
         }
     }
@@ -1834,6 +1884,74 @@ mod tests {
         manager.sync_pod(&uid(&third), Some(&third)).await.unwrap();
         assert_eq!(pods.get("third").await.unwrap()["status"]["phase"], "Running");
         server.stop().await;
+    }
+
+    #[test]
+    fn pull_backoff_doubles_to_five_minutes_and_expires() {
+        let mut b = PullBackOff::default();
+        let t0 = Instant::now();
+        assert_eq!(b.holds("k", t0), None);
+        b.next("k", t0, "ErrImagePull: e".into());
+        assert_eq!(b.holds("k", t0 + Duration::from_secs(9)).as_deref(), Some("ErrImagePull: e"));
+        assert_eq!(b.holds("k", t0 + Duration::from_secs(10)), None);
+        assert_eq!(b.holds("other", t0), None);
+        let mut now = t0;
+        for expected in [20, 40, 80, 160, 300, 300] {
+            now += Duration::from_secs(1);
+            b.next("k", now, "e".into());
+            assert_eq!(b.0["k"].1, Duration::from_secs(expected));
+        }
+        // Untouched for twice the maximum: forgotten, and the next failure starts over.
+        let later = now + Duration::from_secs(601);
+        assert_eq!(b.holds("k", later), None);
+        b.gc(later);
+        assert!(b.0.is_empty());
+        b.next("k", later, "e".into());
+        assert_eq!(b.0["k"].1, BACKOFF_START);
+    }
+
+    /// A failed pull is not retried at once: the container waits in ImagePullBackOff with the last pull error,
+    /// and a Normal BackOff event says so (upstream's image manager).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn image_pull_back_off_as_upstream() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let events = server.client.api("", "v1", "events").unwrap().namespaced("default");
+        let image = "example.com/does-not-exist:1";
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": image}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, fake) = manager_on_fake(&server, dir.path());
+        let uid = s(&pod, "/metadata/uid").to_string();
+        let waiting =
+            async || pods.get("p").await.unwrap()["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        let first = waiting().await;
+        assert_eq!(first["reason"], "ErrImagePull");
+        let pulls = || fake.calls.lock().unwrap().get("PullImage").copied().unwrap_or(0);
+        let pulled = pulls();
+        assert!(pulled > 0);
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        assert_eq!(pulls(), pulled, "no pull during the back-off");
+        let second = waiting().await;
+        assert_eq!(second["reason"], "ImagePullBackOff");
+        let pull_error = first["message"].as_str().unwrap();
+        assert_eq!(second["message"], format!("Back-off pulling image \"{image}\": ErrImagePull: {pull_error}"));
+        for _ in 0..100 {
+            let list = events.list(&client::ListParams::default()).await.unwrap();
+            if let Some(e) = list["items"].as_array().unwrap().iter().find(|e| e["reason"] == "BackOff") {
+                assert_eq!(e["type"], "Normal");
+                assert_eq!(e["message"], format!("Back-off pulling image \"{image}\""));
+                assert_eq!(e["involvedObject"]["fieldPath"], "spec.containers{c}");
+                server.stop().await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no BackOff event");
     }
 
     /// Events as upstream's kubelet records them: Pulled, Created, Started about the container (its field path),
