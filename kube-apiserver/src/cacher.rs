@@ -290,6 +290,11 @@ impl ResourceCache {
         Ok((objs.iter().map(|o| (**o).clone()).collect(), rev))
     }
 
+    /// The matching objects now, shared with the cache (their encodings made once for every list and watch).
+    pub fn list_shared(&self, ns: Option<&str>, p: &ListParams) -> Result<(Vec<Shared>, Revision), ApiError> {
+        self.select(ns, p)
+    }
+
     /// The matching objects now, shared with the cache.
     fn select(&self, ns: Option<&str>, p: &ListParams) -> Result<(Vec<Shared>, Revision), ApiError> {
         let st = self.state.read().map_err(|_| poisoned())?;

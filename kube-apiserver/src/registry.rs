@@ -108,16 +108,36 @@ struct SharedInner {
     value: Value,
     json: std::sync::OnceLock<bytes::Bytes>,
     protobuf: std::sync::OnceLock<bytes::Bytes>,
+    protobuf_message: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl Shared {
     pub fn new(value: Value) -> Self {
-        Shared(Arc::new(SharedInner { value, json: std::sync::OnceLock::new(), protobuf: std::sync::OnceLock::new() }))
+        let lock = std::sync::OnceLock::new;
+        Shared(Arc::new(SharedInner { value, json: lock(), protobuf: lock(), protobuf_message: lock() }))
     }
 
     /// The object as a Kubernetes protobuf body (the stored shape), encoded once; empty when its kind has none.
     pub fn protobuf(&self) -> &bytes::Bytes {
-        self.0.protobuf.get_or_init(|| api_types::protobuf::encode_object(&self.0.value).unwrap_or_default().into())
+        self.0.protobuf.get_or_init(|| {
+            let kind = (
+                self.0.value.get("apiVersion").and_then(Value::as_str),
+                self.0.value.get("kind").and_then(Value::as_str),
+            );
+            match kind {
+                (Some(v), Some(k)) if !self.protobuf_message().is_empty() => {
+                    api_types::protobuf::envelope(v, k, self.protobuf_message()).into()
+                }
+                _ => bytes::Bytes::new(),
+            }
+        })
+    }
+
+    /// The object's typed protobuf message (no envelope: a list item), encoded once; empty when its kind has none.
+    pub fn protobuf_message(&self) -> &bytes::Bytes {
+        self.0
+            .protobuf_message
+            .get_or_init(|| api_types::protobuf::encode_message_of(&self.0.value).unwrap_or_default().into())
     }
 
     /// The object's JSON (the stored shape), encoded once.
@@ -230,27 +250,34 @@ pub fn inject_rv(stored: &[u8], rev: Revision) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(out))
 }
 
-/// One object of a list: stored bytes with the resourceVersion spliced in (never re-encoded), or a parsed object.
+/// One object of a list: stored bytes with the resourceVersion spliced in (never re-encoded), or the watch cache's
+/// object, whose encodings are made once and shared by every list and watch that serves it.
 #[derive(Debug, Clone)]
 pub enum Item {
     Raw(Bytes),
-    Parsed(Value),
+    Cached(Shared),
 }
 
 impl Item {
     pub fn value(&self) -> Result<Value, ApiError> {
         match self {
             Item::Raw(b) => serde_json::from_slice(b).map_err(|e| ApiError::internal(e.to_string())),
-            Item::Parsed(v) => Ok(v.clone()),
+            Item::Cached(v) => Ok((**v).clone()),
         }
     }
 
     pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Item::Raw(b) => out.extend_from_slice(b),
-            Item::Parsed(v) => {
-                let _ = serde_json::to_writer(&mut *out, v);
-            }
+            Item::Cached(v) => out.extend_from_slice(v.json()),
+        }
+    }
+
+    /// The cached protobuf message of a watch-cache object (None for stored bytes, or a kind without protobuf).
+    pub fn cached_protobuf(&self) -> Option<&[u8]> {
+        match self {
+            Item::Cached(v) => Some(v.protobuf_message()).filter(|m| !m.is_empty()).map(|m| &m[..]),
+            Item::Raw(_) => None,
         }
     }
 }
@@ -323,8 +350,8 @@ impl Registry {
         if p.resource_version.as_deref() == Some("0") && p.continue_token.is_none() {
             // "Any" resourceVersion: served from the watch cache, limit ignored (as upstream's cacher).
             let cache = self.cacher.cache(res).await?;
-            let (items, rev) = cache.list(ns, p)?;
-            let items = items.into_iter().map(Item::Parsed).collect();
+            let (items, rev) = cache.list_shared(ns, p)?;
+            let items = items.into_iter().map(Item::Cached).collect();
             return Ok(ListPage { items, resource_version: rev, continue_token: None, remaining: None });
         }
         let pfx = prefix(res, ns);
