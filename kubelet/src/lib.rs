@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod cni;
+pub mod dns;
 pub mod envvars;
 pub mod events;
 pub mod expansion;

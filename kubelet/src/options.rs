@@ -70,6 +70,8 @@ pub struct KubeletConfiguration {
     #[serde(rename = "clusterDNS", alias = "clusterDns")]
     pub cluster_dns: Vec<String>,
     pub cluster_domain: Option<String>,
+    /// The resolver configuration pods' DNS starts from (upstream's default /etc/resolv.conf; "": none).
+    pub resolv_conf: Option<String>,
     pub pod_logs_dir: Option<PathBuf>,
     pub node_status_max_images: Option<i64>,
     /// Ours: where the kubelet writes the bridge network config for its pod CIDR (empty: it does not).
@@ -117,6 +119,10 @@ pub struct Config {
     pub record_events: bool,
     /// The cluster's DNS domain (`clusterDomain`; ours defaults to kubeadm's `cluster.local`), for pods' domains.
     pub cluster_domain: String,
+    /// The cluster DNS servers of ClusterFirst pods (`clusterDNS`; none: they use the node's resolver).
+    pub cluster_dns: Vec<String>,
+    /// The node's resolver configuration pods' DNS starts from (`resolvConf`, /etc/resolv.conf; "": none).
+    pub resolv_conf: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +225,8 @@ impl Config {
             record_events: true,
             node_status_max_images: file.node_status_max_images.unwrap_or(50),
             cluster_domain: file.cluster_domain.filter(|d| !d.is_empty()).unwrap_or_else(|| "cluster.local".into()),
+            cluster_dns: file.cluster_dns,
+            resolv_conf: file.resolv_conf.unwrap_or_else(|| "/etc/resolv.conf".into()),
         })
     }
 }

@@ -603,8 +603,9 @@ impl PodManager {
         ))
     }
 
-    /// The sandbox of a pod. Err when its hostname cannot be made (an FQDN longer than 64 characters).
-    fn sandbox_config(&self, pod: &Value, attempt: u32) -> Result<PodSandboxConfig, String> {
+    /// The sandbox of a pod, with the `DNSConfigForming` warnings of its DNS configuration. Err when its hostname
+    /// cannot be made (an FQDN longer than 64 characters) or the node's resolver configuration cannot be read.
+    fn sandbox_config(&self, pod: &Value, attempt: u32) -> Result<(PodSandboxConfig, Vec<String>), String> {
         let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
         // A host-network pod shares the node's UTS namespace: no hostname of its own.
         let hostname =
@@ -615,7 +616,19 @@ impl PodManager {
             (LABEL_POD_NAMESPACE.to_string(), s(pod, "/metadata/namespace").to_string()),
         ]);
         let mode = if host_network { NamespaceMode::Node } else { NamespaceMode::Pod };
-        Ok(PodSandboxConfig {
+        let resolv = &self.cfg.resolv_conf;
+        let host = match resolv.as_str() {
+            "" => None,
+            path => Some(std::fs::read_to_string(path).map_err(|e| format!("open {path}: {e}"))?),
+        };
+        let (dns, warnings) = crate::dns::pod_dns(
+            pod,
+            host.as_deref(),
+            &self.cfg.cluster_dns,
+            &self.cfg.cluster_domain,
+            &self.cfg.node_ip,
+        );
+        let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: s(pod, "/metadata/name").into(),
                 uid: s(pod, "/metadata/uid").into(),
@@ -623,6 +636,7 @@ impl PodManager {
                 attempt,
             }),
             hostname,
+            dns_config: Some(dns),
             log_directory: self.log_dir(pod).display().to_string(),
             labels,
             linux: Some(LinuxPodSandboxConfig {
@@ -640,7 +654,8 @@ impl PodManager {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        };
+        Ok((config, warnings))
     }
 
     fn container_config(
@@ -982,7 +997,7 @@ impl PodManager {
         }
         // The sandbox.
         let attempt = obs.sandboxes.len() as u32;
-        let sandbox_cfg = match self.sandbox_config(pod, attempt) {
+        let (sandbox_cfg, dns_warnings) = match self.sandbox_config(pod, attempt) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(pod = %uid, error = %e, "creating the pod sandbox");
@@ -1004,6 +1019,9 @@ impl PodManager {
                     self.teardown(&obs, 2).await?;
                 }
                 std::fs::create_dir_all(self.log_dir(pod)).ok();
+                for warning in dns_warnings {
+                    self.events.pod(pod, Warning, "DNSConfigForming", warning);
+                }
                 match rt
                     .run_pod_sandbox(RunPodSandboxRequest {
                         config: Some(sandbox_cfg.clone()),
@@ -1952,6 +1970,54 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("no BackOff event");
+    }
+
+    /// A pod whose resolver configuration exceeds the limits: cut, with upstream's DNSConfigForming warning on the
+    /// pod when its sandbox is created.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dns_config_forming_as_upstream() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let events = server.client.api("", "v1", "events").unwrap().namespaced("default");
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "dnsPolicy": "Default", "dnsConfig": {"nameservers": ["10.0.0.3", "10.0.0.4"]},
+                    "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36"}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 10.0.0.1\nnameserver 10.0.0.2\n").unwrap();
+        let flags = crate::Flags {
+            hostname_override: Some("n1".into()),
+            root_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let mut cfg = Config::resolve(flags).unwrap();
+        cfg.pod_logs_dir = dir.path().join("logs");
+        cfg.resolv_conf = resolv.display().to_string();
+        let fake = FakeCri::with_images(crate::hollow::PRELOADED);
+        let manager = PodManager::new(Cri::local(fake), server.new_client(), cfg).unwrap();
+        let uid = s(&pod, "/metadata/uid").to_string();
+        let (sandbox, _) = manager.sandbox_config(&pod, 0).unwrap();
+        assert_eq!(sandbox.dns_config.unwrap().servers, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        for _ in 0..100 {
+            let list = events.list(&client::ListParams::default()).await.unwrap();
+            if let Some(e) = list["items"].as_array().unwrap().iter().find(|e| e["reason"] == "DNSConfigForming") {
+                assert_eq!(e["type"], "Warning");
+                assert_eq!(
+                    e["message"],
+                    "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: 10.0.0.1 10.0.0.2 10.0.0.3"
+                );
+                assert_eq!(e["involvedObject"]["name"], "p");
+                assert_eq!(e["involvedObject"]["fieldPath"], Value::Null);
+                server.stop().await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no DNSConfigForming event");
     }
 
     /// Events as upstream's kubelet records them: Pulled, Created, Started about the container (its field path),
