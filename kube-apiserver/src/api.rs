@@ -379,10 +379,10 @@ fn list_response(res: &Resource, meta: &Value, items: &[crate::registry::Item], 
         let obj = crate::convert::to_external(res, item.value()?);
         objects.push(if partial { partial_object_metadata(&obj) } else { obj });
     }
-    if out.encoding == Encoding::Protobuf {
-        if let Some(body) = api_types::protobuf::encode_list_of(&api_version, &kind, meta, &objects) {
-            return Ok(crate::server::bytes_response(StatusCode::OK, body, api_types::protobuf::CONTENT_TYPE));
-        }
+    if out.encoding == Encoding::Protobuf
+        && let Some(body) = api_types::protobuf::encode_list_of(&api_version, &kind, meta, &objects)
+    {
+        return Ok(crate::server::bytes_response(StatusCode::OK, body, api_types::protobuf::CONTENT_TYPE));
     }
     let list = json!({"kind": kind, "apiVersion": api_version, "metadata": meta, "items": objects});
     Ok(json_response(StatusCode::OK, &list))

@@ -119,10 +119,11 @@ pub fn prepare_create(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Resu
     if tracks_generation {
         meta_mut(obj)?.insert("generation".into(), json!(1));
     }
-    if has_status_subresource(res) && res.plural != "nodes" {
-        if let Some(o) = obj.as_object_mut() {
-            o.remove("status");
-        }
+    if has_status_subresource(res)
+        && res.plural != "nodes"
+        && let Some(o) = obj.as_object_mut()
+    {
+        o.remove("status");
     }
     defaults::apply(res, obj, true);
     if res.group == "batch" && res.plural == "jobs" {

@@ -354,10 +354,10 @@ impl CronJobs {
         }
 
         status["active"] = json!(active);
-        if active.is_empty() {
-            if let Some(o) = status.as_object_mut() {
-                o.remove("active");
-            }
+        if active.is_empty()
+            && let Some(o) = status.as_object_mut()
+        {
+            o.remove("active");
         }
         if status != old {
             let mut updated = (*cj).clone();
