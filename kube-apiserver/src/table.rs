@@ -778,11 +778,6 @@ pub fn table(res: &Resource, objs: &[Value], list_meta: Value, include: &str, wi
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": defs, "rows": rows})
 }
 
-/// Whether an Accept header asks for a Table.
-pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1504,6 +1504,19 @@ mod tests {
         (manager, fake)
     }
 
+    /// The event with `reason` about the object named `object`, waiting up to two seconds for it.
+    async fn event(events: &client::Api, reason: &str, object: &str) -> Value {
+        for _ in 0..100 {
+            let list = events.list(&client::ListParams::default()).await.unwrap();
+            let items = list["items"].as_array().unwrap();
+            if let Some(e) = items.iter().find(|e| e["reason"] == reason && e["involvedObject"]["name"] == object) {
+                return e.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no {reason} event for {object}");
+    }
+
     async fn settle(manager: &PodManager, live: usize) {
         for _ in 0..100 {
             if manager.probers.live() == live {
@@ -1958,18 +1971,11 @@ mod tests {
         assert_eq!(second["reason"], "ImagePullBackOff");
         let pull_error = first["message"].as_str().unwrap();
         assert_eq!(second["message"], format!("Back-off pulling image \"{image}\": ErrImagePull: {pull_error}"));
-        for _ in 0..100 {
-            let list = events.list(&client::ListParams::default()).await.unwrap();
-            if let Some(e) = list["items"].as_array().unwrap().iter().find(|e| e["reason"] == "BackOff") {
-                assert_eq!(e["type"], "Normal");
-                assert_eq!(e["message"], format!("Back-off pulling image \"{image}\""));
-                assert_eq!(e["involvedObject"]["fieldPath"], "spec.containers{c}");
-                server.stop().await;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no BackOff event");
+        let e = event(&events, "BackOff", "p").await;
+        assert_eq!(e["type"], "Normal");
+        assert_eq!(e["message"], format!("Back-off pulling image \"{image}\""));
+        assert_eq!(e["involvedObject"]["fieldPath"], "spec.containers{c}");
+        server.stop().await;
     }
 
     /// A pod whose resolver configuration exceeds the limits: cut, with upstream's DNSConfigForming warning on the
@@ -2002,22 +2008,14 @@ mod tests {
         let (sandbox, _) = manager.sandbox_config(&pod, 0).unwrap();
         assert_eq!(sandbox.dns_config.unwrap().servers, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
         manager.sync_pod(&uid, Some(&pod)).await.unwrap();
-        for _ in 0..100 {
-            let list = events.list(&client::ListParams::default()).await.unwrap();
-            if let Some(e) = list["items"].as_array().unwrap().iter().find(|e| e["reason"] == "DNSConfigForming") {
-                assert_eq!(e["type"], "Warning");
-                assert_eq!(
-                    e["message"],
-                    "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: 10.0.0.1 10.0.0.2 10.0.0.3"
-                );
-                assert_eq!(e["involvedObject"]["name"], "p");
-                assert_eq!(e["involvedObject"]["fieldPath"], Value::Null);
-                server.stop().await;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no DNSConfigForming event");
+        let e = event(&events, "DNSConfigForming", "p").await;
+        assert_eq!(e["type"], "Warning");
+        assert_eq!(
+            e["message"],
+            "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: 10.0.0.1 10.0.0.2 10.0.0.3"
+        );
+        assert_eq!(e["involvedObject"]["fieldPath"], Value::Null);
+        server.stop().await;
     }
 
     /// Events as upstream's kubelet records them: Pulled, Created, Started about the container (its field path),
@@ -2044,21 +2042,7 @@ mod tests {
         let (manager, fake) = manager_on_fake(&server, dir.path());
         let uid = s(&pod, "/metadata/uid").to_string();
         manager.sync_pod(&uid, Some(&pod)).await.unwrap();
-        let find = async |reason: &str, object: &str| {
-            for _ in 0..100 {
-                let list = events.list(&client::ListParams::default()).await.unwrap();
-                if let Some(e) = list["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|e| e["reason"] == reason && e["involvedObject"]["name"] == object)
-                {
-                    return e.clone();
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("no {reason} event for {object}");
-        };
+        let find = async |reason: &str, object: &str| event(&events, reason, object).await;
         for (reason, message) in [
             ("Pulled", format!("Container image \"{image}\" already present on machine")),
             ("Created", "Created container: c".to_string()),
