@@ -2,7 +2,6 @@
 //! uncommitted changes, and the build time (UTC, or `SOURCE_DATE_EPOCH` for reproducible builds).
 
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
@@ -16,21 +15,18 @@ fn main() {
         Some(_) => "dirty",
         None => "archive",
     };
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
+    // `date` formats the time (SOURCE_DATE_EPOCH for reproducible builds), as upstream's build scripts do.
+    let mut date_args = vec!["-u".to_string(), "+%Y-%m-%dT%H:%M:%SZ".to_string()];
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
+        date_args.push(format!("--date=@{epoch}"));
+    }
+    let date = Command::new("date")
+        .args(&date_args)
+        .output()
         .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let date = format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60);
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
     println!("cargo:rustc-env=KUBE_GIT_COMMIT={commit}");
     println!("cargo:rustc-env=KUBE_GIT_TREE_STATE={state}");
     println!("cargo:rustc-env=KUBE_BUILD_DATE={date}");
