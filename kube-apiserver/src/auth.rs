@@ -7,12 +7,14 @@ use std::path::Path;
 
 use api_types::ApiError;
 
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is asking, as upstream's `user.Info`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserInfo {
     pub username: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// Extra attributes (`authentication.kubernetes.io/pod-name`, credential ids, scopes...).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -21,14 +23,15 @@ impl UserInfo {
             username: "system:anonymous".into(),
             uid: String::new(),
             groups: vec!["system:unauthenticated".into()],
+            extra: Default::default(),
         }
     }
 
-    fn authenticated(username: String, uid: String, mut groups: Vec<String>) -> Self {
+    pub fn authenticated(username: String, uid: String, mut groups: Vec<String>) -> Self {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());
         }
-        UserInfo { username, uid, groups }
+        UserInfo { username, uid, groups, extra: Default::default() }
     }
 }
 

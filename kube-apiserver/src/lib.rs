@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod authorization;
 pub mod bootstrap;
 pub mod cacher;
 pub mod convert;

@@ -1,0 +1,1 @@
+//! The Node authorizer (filled in by its own change).

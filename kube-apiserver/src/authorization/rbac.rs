@@ -1,0 +1,1 @@
+//! The RBAC authorizer (filled in by its own change).
