@@ -223,6 +223,7 @@ pub async fn serve(
         let body = read_body(body).await?;
         let obj = decode_body(&parts.headers, &body)?;
         return crate::reviews::create(server, res, ns, obj, &user)
+            .await
             .map(|v| encode_response(StatusCode::CREATED, &v, out.encoding));
     }
     let reg = &server.registry;

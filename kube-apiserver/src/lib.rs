@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod ipalloc;
 pub mod metrics;
 pub mod negotiation;
+pub mod oidc;
 pub mod options;
 pub mod pki;
 pub mod proxy;
@@ -26,6 +27,7 @@ pub mod strategy;
 pub mod subresources;
 pub mod table;
 pub mod testing;
+pub mod tokenrequest;
 pub mod validation;
 pub mod wsstream;
 

@@ -76,9 +76,49 @@ pub struct Options {
     /// Requests without credentials are served as system:anonymous.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
-    /// Accepted for compatibility; authorization is AlwaysAllow until RBAC lands.
-    #[arg(long, default_value = "AlwaysAllow")]
-    pub authorization_mode: String,
+    /// Ordered list of authorizers: AlwaysAllow, AlwaysDeny, Node, RBAC (comma separated); the first decisive
+    /// answer wins. Members of system:masters are always allowed.
+    #[arg(long, default_value = "AlwaysAllow", value_delimiter = ',')]
+    pub authorization_mode: Vec<String>,
+    /// Files with PEM public keys (or private keys, or certificates) that verify service-account tokens.
+    #[arg(long, action = clap::ArgAction::Append, value_delimiter = ',')]
+    pub service_account_key_file: Vec<PathBuf>,
+    /// The private key that signs service-account tokens (TokenRequest).
+    #[arg(long)]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// The issuer (`iss`) of service-account tokens; repeatable: the first signs, all are accepted.
+    #[arg(long, action = clap::ArgAction::Append)]
+    pub service_account_issuer: Vec<String>,
+    /// The longest token a TokenRequest may get (0: no limit).
+    #[arg(long, default_value = "0", value_parser = duration)]
+    pub service_account_max_token_expiration: Duration,
+    /// Extends kube-api-access tokens (3607s) to a year, warning after their requested life, as upstream.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub service_account_extend_token_expiration: bool,
+    /// Overrides the JWKS URI in the OIDC discovery document.
+    #[arg(long)]
+    pub service_account_jwks_uri: Option<String>,
+    /// Audiences the API accepts in tokens (defaults to the service-account issuers).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// Bootstrap tokens (`bootstrap-token-<id>` Secrets in kube-system) authenticate.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_bootstrap_token_auth: bool,
+    /// The client certificate the apiserver presents to kubelets.
+    #[arg(long)]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// The key of --kubelet-client-certificate.
+    #[arg(long)]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// The CA that signs kubelet serving certificates; without it they are not verified.
+    #[arg(long)]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// Admission plugins to turn on besides the defaults (accepted: NodeRestriction, ServiceAccount, ...).
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Default admission plugins to turn off.
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
     /// Most non-mutating requests in flight at once; past it, 429.
     #[arg(long, default_value_t = 400)]
     pub max_requests_inflight: usize,
@@ -149,6 +189,22 @@ mod tests {
         assert!(!o.anonymous_auth);
         assert_eq!(o.etcd_servers.len(), 2);
         assert_eq!(o.request_timeout, Duration::from_secs(30));
+        let o = Options::try_parse_from([
+            "kube-apiserver",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://a",
+            "--service-account-issuer=https://b",
+            "--service-account-key-file=/k1",
+            "--service-account-key-file=/k2",
+            "--service-account-max-token-expiration=48h",
+            "--enable-bootstrap-token-auth",
+        ])
+        .unwrap();
+        assert_eq!(o.authorization_mode, ["Node", "RBAC"]);
+        assert_eq!(o.service_account_issuer, ["https://a", "https://b"]);
+        assert_eq!(o.service_account_key_file.len(), 2);
+        assert_eq!(o.service_account_max_token_expiration, Duration::from_secs(48 * 3600));
+        assert!(o.enable_bootstrap_token_auth);
         let o = Options::try_parse_from(["kube-apiserver"]).unwrap();
         assert!(o.anonymous_auth);
         assert_eq!(o.data_dir, PathBuf::from("/var/lib/kube-apiserver"));

@@ -96,6 +96,11 @@ fn text(code: StatusCode, body: String) -> Resp {
 pub struct Apiserver {
     pub registry: Registry,
     pub auth: Authenticator,
+    /// The `--authorization-mode` chain, after the system:masters check.
+    pub authz: crate::authorization::Chain,
+    /// The indexed authorizers' first lists are in (readiness waits for it).
+    pub authz_synced: Arc<crate::authorization::feed::Synced>,
+    indexed: Vec<Arc<dyn crate::authorization::feed::Indexed>>,
     pub metrics: Metrics,
     pub opts: Options,
     pub advertise: IpAddr,
@@ -103,6 +108,7 @@ pub struct Apiserver {
     readonly: Semaphore,
     mutating: Semaphore,
     bootstrapped: AtomicBool,
+    feeding: AtomicBool,
     shutting_down: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -159,8 +165,11 @@ impl Apiserver {
         let store = Arc::new(open_storage(&opts).await?);
         let mut auth = Authenticator::new(opts.anonymous_auth);
         if let Some(path) = &opts.token_auth_file {
-            auth.load_token_file(path)?;
+            auth.tokens = crate::auth::token_file::load(path)?;
         }
+        auth.service_accounts = service_account_tokens(&opts)?;
+        auth.bootstrap_tokens = opts.enable_bootstrap_token_auth;
+        let (authz, indexed) = crate::authorization::from_modes(&opts.authorization_mode)?;
         let advertise = opts.advertise_address.unwrap_or_else(|| default_advertise(opts.bind_address));
         if !opts.etcd_compaction_interval.is_zero() {
             compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
@@ -168,6 +177,9 @@ impl Apiserver {
         Ok(Arc::new(Apiserver {
             registry: Registry::new(store),
             auth,
+            authz,
+            authz_synced: Default::default(),
+            indexed,
             metrics: Metrics::default(),
             readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
             mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),
@@ -175,6 +187,7 @@ impl Apiserver {
             opts,
             started: Instant::now(),
             bootstrapped: AtomicBool::new(false),
+            feeding: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             stop: tokio::sync::watch::Sender::new(false),
         }))
@@ -182,6 +195,11 @@ impl Apiserver {
 
     /// Creates the default namespaces and the `kubernetes` Service; readiness waits for it.
     pub async fn bootstrap(self: &Arc<Self>) -> Result<(), ApiError> {
+        if !self.feeding.swap(true, Ordering::AcqRel) {
+            for index in &self.indexed {
+                crate::authorization::feed::spawn(self.registry.clone(), index.clone(), self.authz_synced.clone());
+            }
+        }
         crate::bootstrap::run(self).await?;
         self.bootstrapped.store(true, Ordering::Release);
         Ok(())
@@ -200,6 +218,12 @@ impl Apiserver {
         let storage = "etcd";
         let mut checks: Vec<(&str, bool)> = vec![("ping", true), ("log", true), (storage, self.storage_ok().await)];
         checks.push(("poststarthook/bootstrap-controller", self.bootstrapped.load(Ordering::Acquire)));
+        if !self.indexed.is_empty() {
+            checks.push((
+                "poststarthook/rbac/bootstrap-roles",
+                self.authz_synced.all() && self.bootstrapped.load(Ordering::Acquire),
+            ));
+        }
         if kind == "readyz" {
             checks.push(("shutdown", !self.shutting_down.load(Ordering::Acquire)));
         }
@@ -245,6 +269,15 @@ impl Apiserver {
                 r
             }
             "/version" | "/version/" => json_response(StatusCode::OK, &discovery::version()),
+            crate::oidc::DISCOVERY_PATH | crate::oidc::JWKS_PATH => {
+                let a = self.auth.service_accounts.as_ref()?;
+                let doc = crate::oidc::configuration(a, self.opts.service_account_jwks_uri.as_deref())?;
+                if path == crate::oidc::JWKS_PATH {
+                    json_with_type(StatusCode::OK, &crate::oidc::jwks(a), "application/jwk-set+json")
+                } else {
+                    json_response(StatusCode::OK, &doc)
+                }
+            }
             "/api" | "/api/" if discovery::wants_aggregated(accept) => {
                 json_with_type(StatusCode::OK, &discovery::aggregated(true), discovery::AGGREGATED_CONTENT_TYPE)
             }
@@ -306,14 +339,26 @@ impl Apiserver {
         if let Err(e) = check_request_size(&req) {
             return Ok(error_response(&e));
         }
-        let authz = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let user = match self.auth.authenticate(conn.cert_identity.as_ref(), authz) {
+        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let user = match self.auth.authenticate(&self.registry, conn.cert_identity.as_ref(), authorization).await {
+            Ok(u) => u,
+            Err(e) => return Ok(error_response(&e)),
+        };
+        let user = match crate::auth::impersonation::impersonate(&user, req.headers(), &self.authz) {
             Ok(u) => u,
             Err(e) => return Ok(error_response(&e)),
         };
         let method = req.method().clone();
         let q = request::query(req.uri().query());
         let info = request::parse(method.as_str(), req.uri().path(), request::flag(&q, "watch"));
+        let attributes = match &info {
+            Some(info) => crate::authorization::resource_attributes(&user, info),
+            None => crate::authorization::non_resource_attributes(&user, method.as_str(), req.uri().path()),
+        };
+        match self.authz.authorize(&attributes) {
+            (crate::authorization::Decision::Allow, _) => {}
+            (_, reason) => return Ok(error_response(&crate::authorization::forbidden(&attributes, &reason))),
+        }
         let Some(info) = info else {
             let resp = match self.non_resource(&req).await {
                 Some(r) => r,
@@ -478,6 +523,40 @@ fn check_request_size<B>(req: &Request<B>) -> Result<(), ApiError> {
         return Err(ApiError::new(431, "RequestHeaderFieldsTooLarge", "the request header fields are too large"));
     }
     Ok(())
+}
+
+/// The service-account token authority the flags describe (None without keys or issuer).
+fn service_account_tokens(opts: &Options) -> Result<Option<crate::auth::serviceaccount::TokenAuthority>, BoxError> {
+    use crate::auth::keys;
+    let mut public = Vec::new();
+    for f in &opts.service_account_key_file {
+        public.extend(keys::load_public_keys(f)?);
+    }
+    let signing = opts.service_account_signing_key_file.as_deref().map(keys::load_signing_key).transpose()?;
+    if let Some(k) = &signing
+        && !public.iter().any(|p| p.kid == k.public.kid)
+    {
+        // Upstream requires the signing key's public half among the verification keys; adding it is kinder.
+        public.push(k.public.clone());
+    }
+    if public.is_empty() && opts.service_account_issuer.is_empty() {
+        return Ok(None);
+    }
+    if opts.service_account_issuer.is_empty() {
+        return Err("--service-account-issuer is required with service-account keys".into());
+    }
+    if signing.is_some() && public.is_empty() {
+        return Err("--service-account-key-file is required".into());
+    }
+    let mut a = crate::auth::serviceaccount::TokenAuthority::new(
+        opts.service_account_issuer.clone(),
+        opts.api_audiences.clone(),
+        signing,
+        public,
+    );
+    a.max_expiration = opts.service_account_max_token_expiration;
+    a.extend_expiration = opts.service_account_extend_token_expiration;
+    Ok(Some(a))
 }
 
 /// The user a request was authenticated as (for the review endpoints).

@@ -154,6 +154,12 @@ pub async fn serve(
             crate::admission::delete(server, res, ns, name, &dp).await?;
             Ok(encode_response(StatusCode::CREATED, &status::success(None), out.encoding))
         }
+        "token" => {
+            let bytes = read_body(body).await?;
+            let obj = decode_body(&parts.headers, &bytes)?;
+            let answer = crate::tokenrequest::create(server, ns.unwrap_or_default(), name, obj, dry_run(q)).await?;
+            Ok(encode_response(StatusCode::CREATED, &answer, out.encoding))
+        }
         "finalize" => {
             let bytes = read_body(body).await?;
             let obj = decode_body(&parts.headers, &bytes)?;

@@ -39,6 +39,10 @@ impl Apiserver {
         let admin = ca.issue("kubernetes-admin", &["system:masters"], &[]).unwrap();
         let token = "test-token-0123456789".to_string();
         std::fs::write(d.join("tokens.csv"), format!("{token},token-user,1000,\"dev,ops\"\n")).unwrap();
+        // Service-account tokens (ECDSA P-256, PKCS#8) and bootstrap tokens, as a kubeadm cluster has them.
+        let sa = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(d.join("sa.key"), sa.serialize_pem()).unwrap();
+        std::fs::write(d.join("sa.pub"), sa.public_key_pem()).unwrap();
         let port = free_port();
         let b64 = |s: &str| {
             use base64::Engine;
@@ -65,6 +69,10 @@ impl Apiserver {
             .arg(format!("--tls-private-key-file={}", d.join("apiserver.key").display()))
             .arg(format!("--client-ca-file={}", d.join("ca.crt").display()))
             .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
+            .arg(format!("--service-account-signing-key-file={}", d.join("sa.key").display()))
+            .arg("--enable-bootstrap-token-auth")
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -129,6 +137,16 @@ impl Apiserver {
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl as someone else: a bearer token, no client certificate.
+    pub fn kubectl_token(&self, token: &str, args: &[&str]) -> Output {
+        let server = format!("https://127.0.0.1:{}", self.port);
+        let ca = self.ca_file.display().to_string();
+        let mut a =
+            vec!["--kubeconfig=/dev/null", "--server", &server, "--certificate-authority", &ca, "--token", token];
+        a.extend(args);
+        self.kubectl(&a)
     }
 
     /// Runs kubectl and expects failure; returns stderr.
