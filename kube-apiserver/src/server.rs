@@ -101,6 +101,8 @@ pub struct Apiserver {
     /// The indexed authorizers' first lists are in (readiness waits for it).
     pub authz_synced: Arc<crate::authorization::feed::Synced>,
     indexed: Vec<Arc<dyn crate::authorization::feed::Indexed>>,
+    /// The admission plugins in force.
+    pub admission_plugins: Vec<String>,
     pub metrics: Metrics,
     pub opts: Options,
     pub advertise: IpAddr,
@@ -170,6 +172,8 @@ impl Apiserver {
         auth.service_accounts = service_account_tokens(&opts)?;
         auth.bootstrap_tokens = opts.enable_bootstrap_token_auth;
         let (authz, indexed) = crate::authorization::from_modes(&opts.authorization_mode)?;
+        let admission_plugins =
+            crate::admission::enabled_plugins(&opts.enable_admission_plugins, &opts.disable_admission_plugins)?;
         let advertise = opts.advertise_address.unwrap_or_else(|| default_advertise(opts.bind_address));
         if !opts.etcd_compaction_interval.is_zero() {
             compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
@@ -180,6 +184,7 @@ impl Apiserver {
             authz,
             authz_synced: Default::default(),
             indexed,
+            admission_plugins,
             metrics: Metrics::default(),
             readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
             mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),
@@ -203,6 +208,11 @@ impl Apiserver {
         crate::bootstrap::run(self).await?;
         self.bootstrapped.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether an admission plugin is on (`--enable-admission-plugins`, `--disable-admission-plugins`).
+    pub fn admission_enabled(&self, name: &str) -> bool {
+        self.admission_plugins.iter().any(|p| p == name)
     }
 
     async fn storage_ok(&self) -> bool {

@@ -94,6 +94,11 @@ impl Prepared {
             format!("--tls-private-key-file={}", path("apiserver.key")),
             format!("--client-ca-file={}", path("ca.crt")),
         ];
+        // As upstream's integration tests: no ServiceAccount admission (no controller-manager makes `default`
+        // accounts here) unless the test chooses its plugins.
+        if !extra.iter().any(|a| a.contains("admission-plugins")) {
+            args.push("--disable-admission-plugins=ServiceAccount".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let opts = <Options as clap::Parser>::try_parse_from(args).expect("apiserver flags");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -201,3 +201,45 @@ fn impersonation_with_kubectl_as() {
     let who: Value = serde_json::from_str(&s.ok(&["--as=bob", "--as-uid=42", "auth", "whoami", "-o", "json"])).unwrap();
     assert_eq!(who["status"]["userInfo"]["uid"], "42");
 }
+
+#[test]
+fn pods_get_their_service_account_and_token_volume() {
+    let s = Apiserver::start_with(&["--enable-admission-plugins=ServiceAccount"]);
+    let pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{extra}  containers: [{{name: c, image: busybox}}]\n"
+        )
+    };
+    // No `default` account yet (no controller-manager here): refused as upstream.
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &pod("p", ""));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"pods "p" is forbidden: error looking up service account default/default: serviceaccount "default" not found"#),
+        "{err}"
+    );
+    s.ok(&["create", "serviceaccount", "default"]);
+    s.apply(&pod("p", ""));
+    let p = s.json(&["get", "pod", "p"]);
+    assert_eq!(p["spec"]["serviceAccountName"], "default");
+    assert_eq!(p["spec"]["serviceAccount"], "default");
+    let vol = &p["spec"]["volumes"][0];
+    let name = vol["name"].as_str().unwrap();
+    assert!(name.starts_with("kube-api-access-"), "{vol}");
+    assert_eq!(
+        vol["projected"],
+        json!({"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+        ]})
+    );
+    assert_eq!(
+        p["spec"]["containers"][0]["volumeMounts"],
+        json!([{"name": name, "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}])
+    );
+    s.apply(&pod("no-token", "  automountServiceAccountToken: false\n"));
+    assert!(s.json(&["get", "pod", "no-token"])["spec"].get("volumes").is_none());
+    s.apply("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: quiet}\nautomountServiceAccountToken: false\n");
+    s.apply(&pod("quiet", "  serviceAccountName: quiet\n"));
+    assert!(s.json(&["get", "pod", "quiet"])["spec"].get("volumes").is_none());
+}

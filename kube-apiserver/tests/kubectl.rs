@@ -458,7 +458,6 @@ fn binding_status_split_and_generation() {
     let p = s.json(&["get", "pod", "p"]);
     assert_eq!(p["status"]["phase"], "Pending");
     assert_eq!(p["status"]["qosClass"], "BestEffort");
-    assert_eq!(p["spec"]["serviceAccountName"], "default");
     let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"apiVersion":"v1","kind":"Node","name":"n1"}}"#;
     let out = s.kubectl_stdin(&["create", "--raw", "/api/v1/namespaces/default/pods/p/binding", "-f", "-"], binding);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -60,6 +60,11 @@ impl Apiserver {
         )
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-apiserver"));
+        // No controller-manager makes `default` service accounts here: ServiceAccount admission stays off unless the
+        // test chooses its plugins (as upstream's integration tests).
+        if !extra.iter().any(|a| a.contains("admission-plugins")) {
+            cmd.arg("--disable-admission-plugins=ServiceAccount");
+        }
         cmd.arg(format!("--secure-port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")

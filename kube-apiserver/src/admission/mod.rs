@@ -1,6 +1,8 @@
 //! What happens around the registry's create and delete for particular kinds, as upstream's admission plugins and
 //! REST storage do: Services get their ClusterIPs and NodePorts (released when they go), the system namespaces
-//! cannot be deleted, and pods created without a service account get `default`.
+//! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]).
+
+pub mod serviceaccount;
 
 use std::sync::Arc;
 
@@ -10,6 +12,66 @@ use serde_json::{Value, json};
 use crate::ipalloc;
 use crate::registry::{DeleteParams, Deleted, meta_str};
 use crate::server::Apiserver;
+
+/// Upstream's admission plugins on by default (`--enable-admission-plugins` adds, `--disable-...` removes).
+pub const DEFAULT_ON: &[&str] = &[
+    "NamespaceLifecycle",
+    "LimitRanger",
+    "ServiceAccount",
+    "TaintNodesByCondition",
+    "PodSecurity",
+    "Priority",
+    "DefaultTolerationSeconds",
+    "DefaultStorageClass",
+    "StorageObjectInUseProtection",
+    "PersistentVolumeClaimResize",
+    "RuntimeClass",
+    "CertificateApproval",
+    "CertificateSigning",
+    "ClusterTrustBundleAttest",
+    "CertificateSubjectRestriction",
+    "DefaultIngressClass",
+    "MutatingAdmissionWebhook",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionWebhook",
+    "ResourceQuota",
+];
+
+/// Every plugin name upstream 1.33 knows (others are refused at start).
+pub const KNOWN: &[&str] = &[
+    "AlwaysAdmit",
+    "AlwaysDeny",
+    "AlwaysPullImages",
+    "DenyServiceExternalIPs",
+    "EventRateLimit",
+    "ExtendedResourceToleration",
+    "ImagePolicyWebhook",
+    "LimitPodHardAntiAffinityTopology",
+    "MutatingAdmissionPolicy",
+    "NamespaceAutoProvision",
+    "NamespaceExists",
+    "NodeRestriction",
+    "OwnerReferencesPermissionEnforcement",
+    "PodNodeSelector",
+    "PodTolerationRestriction",
+    "PodTopologyLabels",
+];
+
+/// Which plugins run, from the two flags; an unknown name is an error, as upstream's.
+pub fn enabled_plugins(enable: &[String], disable: &[String]) -> Result<Vec<String>, String> {
+    for n in enable.iter().chain(disable) {
+        if !DEFAULT_ON.contains(&n.as_str()) && !KNOWN.contains(&n.as_str()) {
+            return Err(format!("admission-control plugin {n:?} is unknown"));
+        }
+    }
+    let mut on: Vec<String> = DEFAULT_ON.iter().map(|s| s.to_string()).filter(|p| !disable.contains(p)).collect();
+    for p in enable {
+        if !on.contains(p) {
+            on.push(p.clone());
+        }
+    }
+    Ok(on)
+}
 
 fn is(res: &Resource, group: &str, plural: &str) -> bool {
     res.group == group && res.plural == plural
@@ -139,13 +201,11 @@ pub async fn create(
     mut obj: Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
-    if is(res, "", "pods")
-        && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
-    {
-        let sa = spec.get("serviceAccountName").cloned().filter(|v| v.as_str().is_some_and(|s| !s.is_empty()));
-        let sa = sa.unwrap_or_else(|| json!("default"));
-        spec.insert("serviceAccountName".into(), sa.clone());
-        spec.insert("serviceAccount".into(), sa);
+    if is(res, "", "pods") && server.admission_enabled(serviceaccount::NAME) {
+        let ns = ns.unwrap_or("default");
+        let wanted = serviceaccount::wanted_account(&obj);
+        let account = crate::auth::lookup(&server.registry, "", "serviceaccounts", Some(ns), &wanted).await;
+        serviceaccount::admit(&mut obj, ns, account.as_ref())?;
     }
     if is(res, "", "pods") {
         priority(server, &mut obj).await?;
