@@ -123,7 +123,7 @@ pub async fn serve(
     let unreachable = |e: String| ApiError::unavailable(format!("the kubelet on node {node:?} did not answer: {e}"));
     let tcp = tokio::net::TcpStream::connect((ip.as_str(), port)).await.map_err(|e| unreachable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let cfg = client::Config { insecure_skip_tls_verify: true, ..Default::default() };
+    let cfg = server.kubelet_client.clone();
     let mut tls = client::rustls_config(&cfg).map_err(|e| ApiError::internal(e.to_string()))?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let server_name = rustls::pki_types::ServerName::try_from(ip.clone()).map_err(|e| unreachable(e.to_string()))?;

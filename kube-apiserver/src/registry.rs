@@ -157,6 +157,8 @@ impl std::ops::Deref for Shared {
 pub struct Registry {
     pub store: Arc<Backend>,
     pub cacher: Arc<crate::cacher::Cacher>,
+    /// Validating admission for writes made on behalf of an API request (set once at start).
+    pub admission: Arc<std::sync::OnceLock<Arc<dyn crate::admission::Validating>>>,
 }
 
 /// The storage key of an object.
@@ -331,7 +333,33 @@ pub fn matches(res: &Resource, obj: &Value, p: &ListParams) -> Result<bool, ApiE
 impl Registry {
     pub fn new(store: Arc<Backend>) -> Self {
         let cacher = Arc::new(crate::cacher::Cacher::new(store.clone()));
-        Registry { store, cacher }
+        Registry { store, cacher, admission: Default::default() }
+    }
+
+    /// Runs validating admission on a write made for an API request (the apiserver's own writes skip it).
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &self,
+        operation: crate::admission::Operation,
+        res: &Resource,
+        subresource: Option<&str>,
+        ns: Option<&str>,
+        name: &str,
+        object: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        let Some(v) = self.admission.get() else { return Ok(()) };
+        let Some(user) = crate::admission::current_user() else { return Ok(()) };
+        v.validate(&crate::admission::Request {
+            operation,
+            resource: res,
+            subresource: subresource.unwrap_or_default(),
+            namespace: ns.unwrap_or_default(),
+            name,
+            object,
+            old,
+            user: &user,
+        })
     }
 
     pub async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
@@ -469,6 +497,7 @@ impl Registry {
         if let Some(ns) = ns.filter(|_| res.namespaced && res.plural != "namespaces") {
             self.check_namespace(res, ns, &name).await?;
         }
+        self.admit(crate::admission::Operation::Create, res, None, ns, &name, Some(&obj), None)?;
         let ttl = strategy::ttl(res);
         if dry_run {
             if self.store.get(&key(res, ns, &name), None).await.is_ok() {
@@ -605,6 +634,7 @@ impl Registry {
             let mut new = compute(kv.mod_revision, &cur)?;
             strategy::prepare_update(res, subresource, &cur, &mut new)?;
             strategy::validate(res, &new, Some(&cur))?;
+            self.admit(crate::admission::Operation::Update, res, subresource, ns, name, Some(&new), Some(&cur))?;
             let mut cur_cmp = cur.clone();
             set_rv(&mut new, kv.mod_revision);
             set_rv(&mut cur_cmp, kv.mod_revision);
@@ -755,6 +785,7 @@ impl Registry {
                     ),
                 ));
             }
+            self.admit(crate::admission::Operation::Delete, res, None, ns, name, None, Some(&cur))?;
             let mut new = cur.clone();
             let keep = strategy::prepare_delete(res, &mut new, p)?;
             if keep {

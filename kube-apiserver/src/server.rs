@@ -103,6 +103,9 @@ pub struct Apiserver {
     indexed: Vec<Arc<dyn crate::authorization::feed::Indexed>>,
     /// The admission plugins in force.
     pub admission_plugins: Vec<String>,
+    /// How the apiserver talks to kubelets (`--kubelet-client-certificate`/`-key`, `--kubelet-certificate-authority`);
+    /// `server` is filled per node.
+    pub kubelet_client: client::Config,
     pub metrics: Metrics,
     pub opts: Options,
     pub advertise: IpAddr,
@@ -174,6 +177,7 @@ impl Apiserver {
         let (authz, indexed) = crate::authorization::from_modes(&opts.authorization_mode)?;
         let admission_plugins =
             crate::admission::enabled_plugins(&opts.enable_admission_plugins, &opts.disable_admission_plugins)?;
+        let kubelet_client = kubelet_client(&opts)?;
         let advertise = opts.advertise_address.unwrap_or_else(|| default_advertise(opts.bind_address));
         if !opts.etcd_compaction_interval.is_zero() {
             compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
@@ -185,6 +189,7 @@ impl Apiserver {
             authz_synced: Default::default(),
             indexed,
             admission_plugins,
+            kubelet_client,
             metrics: Metrics::default(),
             readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
             mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),
@@ -419,7 +424,9 @@ impl Apiserver {
             crate::negotiation::Encoding::Json
         };
         let this = self.clone();
-        let work = async move { crate::api::serve(&this, req, info, q, user).await };
+        let work = crate::admission::REQUEST_USER.scope(user.clone(), async move {
+            crate::api::serve(&this, req, info, q, user).await
+        });
         let resp = if long_running {
             work.await
         } else {
@@ -533,6 +540,27 @@ fn check_request_size<B>(req: &Request<B>) -> Result<(), ApiError> {
         return Err(ApiError::new(431, "RequestHeaderFieldsTooLarge", "the request header fields are too large"));
     }
     Ok(())
+}
+
+/// The client configuration for kubelets: our client certificate when given, the kubelet CA when given (otherwise
+/// the kubelet's serving certificate is not verified, as upstream without `--kubelet-certificate-authority`).
+fn kubelet_client(opts: &Options) -> Result<client::Config, BoxError> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+    let mut cfg = client::Config::default();
+    match (&opts.kubelet_client_certificate, &opts.kubelet_client_key) {
+        (Some(c), Some(k)) => {
+            cfg.client_cert_pem = Some(read(c)?);
+            cfg.client_key_pem = Some(read(k)?);
+        }
+        (None, None) => {}
+        _ => return Err("--kubelet-client-certificate and --kubelet-client-key go together".into()),
+    }
+    match &opts.kubelet_certificate_authority {
+        Some(ca) => cfg.ca_pem = Some(read(ca)?),
+        None => cfg.insecure_skip_tls_verify = true,
+    }
+    client::rustls_config(&cfg)?;
+    Ok(cfg)
 }
 
 /// The service-account token authority the flags describe (None without keys or issuer).

@@ -198,8 +198,7 @@ async fn pod_log(
         }
         query.finish()
     };
-    let cfg =
-        client::Config { server: format!("https://{ip}:{port}"), insecure_skip_tls_verify: true, ..Default::default() };
+    let cfg = client::Config { server: format!("https://{ip}:{port}"), ..server.kubelet_client.clone() };
     let kubelet = client::Client::new(&cfg).map_err(|e| ApiError::internal(e.to_string()))?;
     let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
     let upstream = kubelet

@@ -4,6 +4,45 @@
 
 pub mod serviceaccount;
 
+use crate::auth::UserInfo;
+
+tokio::task_local! {
+    /// The user of the API request being served (unset for the apiserver's own writes, which admission skips).
+    pub static REQUEST_USER: UserInfo;
+}
+
+/// What a write does, as upstream's `admission.Operation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+/// One write as validating admission sees it (`admission.Attributes`).
+pub struct Request<'a> {
+    pub operation: Operation,
+    pub resource: &'a Resource,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// The object to be stored (None for deletes).
+    pub object: Option<&'a Value>,
+    /// The stored object (None for creates).
+    pub old: Option<&'a Value>,
+    pub user: &'a UserInfo,
+}
+
+/// Validating admission, called by the registry right before a write is stored.
+pub trait Validating: Send + Sync {
+    fn validate(&self, r: &Request<'_>) -> Result<(), ApiError>;
+}
+
+/// The user of the request being served, if this is an API request.
+pub fn current_user() -> Option<UserInfo> {
+    REQUEST_USER.try_with(|u| u.clone()).ok()
+}
+
 use std::sync::Arc;
 
 use api_types::{ApiError, Resource};
