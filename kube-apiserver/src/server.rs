@@ -182,7 +182,7 @@ impl Apiserver {
         if !opts.etcd_compaction_interval.is_zero() {
             compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
         }
-        Ok(Arc::new(Apiserver {
+        let server = Arc::new(Apiserver {
             registry: Registry::new(store),
             auth,
             authz,
@@ -200,7 +200,10 @@ impl Apiserver {
             feeding: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             stop: tokio::sync::watch::Sender::new(false),
-        }))
+        });
+        let plugins = crate::admission::Plugins { server: Arc::downgrade(&server) };
+        let _ = server.registry.admission.set(Arc::new(plugins));
+        Ok(server)
     }
 
     /// Creates the default namespaces and the `kubernetes` Service; readiness waits for it.
@@ -424,9 +427,8 @@ impl Apiserver {
             crate::negotiation::Encoding::Json
         };
         let this = self.clone();
-        let work = crate::admission::REQUEST_USER.scope(user.clone(), async move {
-            crate::api::serve(&this, req, info, q, user).await
-        });
+        let work = crate::admission::REQUEST_USER
+            .scope(user.clone(), async move { crate::api::serve(&this, req, info, q, user).await });
         let resp = if long_running {
             work.await
         } else {

@@ -2,6 +2,7 @@
 //! REST storage do: Services get their ClusterIPs and NodePorts (released when they go), the system namespaces
 //! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]).
 
+pub mod certificates;
 pub mod serviceaccount;
 
 use crate::auth::UserInfo;
@@ -36,6 +37,30 @@ pub struct Request<'a> {
 /// Validating admission, called by the registry right before a write is stored.
 pub trait Validating: Send + Sync {
     fn validate(&self, r: &Request<'_>) -> Result<(), ApiError>;
+}
+
+/// The validating plugins in force, run by the registry before every write of an API request.
+pub struct Plugins {
+    pub server: std::sync::Weak<Apiserver>,
+}
+
+impl Validating for Plugins {
+    fn validate(&self, r: &Request<'_>) -> Result<(), ApiError> {
+        let Some(server) = self.server.upgrade() else { return Ok(()) };
+        let on = |name: &str| server.admission_enabled(name);
+        if is(r.resource, "certificates.k8s.io", "certificatesigningrequests") {
+            if on(certificates::APPROVAL) {
+                certificates::approval(&server.authz, r)?;
+            }
+            if on(certificates::SIGNING) {
+                certificates::signing(&server.authz, r)?;
+            }
+            if on(certificates::SUBJECT_RESTRICTION) {
+                certificates::subject_restriction(r)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The user of the request being served, if this is an API request.
