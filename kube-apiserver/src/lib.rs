@@ -3,6 +3,7 @@
 //! -> storage -> encoding (JSON, Table, watch stream).
 
 pub mod admission;
+pub mod admission_plugins;
 pub mod api;
 pub mod auth;
 pub mod authorization;

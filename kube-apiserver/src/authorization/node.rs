@@ -1,1 +1,0 @@
-//! The Node authorizer (filled in by its own change).
