@@ -130,14 +130,17 @@ async fn token_auth() -> ((Duration, Duration), (Duration, Duration)) {
     let pair = rcgen::KeyPair::generate().unwrap();
     std::fs::write(&key, pair.serialize_pem()).unwrap();
     // The registry answers the bound-object checks from its watch cache, as in the server.
-    let store = kube_apiserver::storage::sqlite::SqliteStore::open(kube_apiserver::storage::sqlite::SqliteConfig::in_dir(
-        dir.path().join("data"),
-    ))
+    let store = kube_apiserver::storage::sqlite::SqliteStore::open(
+        kube_apiserver::storage::sqlite::SqliteConfig::in_dir(dir.path().join("data")),
+    )
     .unwrap();
     let registry = kube_apiserver::registry::Registry::new(Arc::new(kube_apiserver::storage::Backend::Sqlite(store)));
     let res = |plural| api_types::resources::find("", "v1", plural).unwrap();
     registry.create(res("namespaces"), None, json!({"metadata": {"name": "default"}}), false).await.unwrap();
-    let sa = registry.create(res("serviceaccounts"), Some("default"), json!({"metadata": {"name": "robot"}}), false).await.unwrap();
+    let sa = registry
+        .create(res("serviceaccounts"), Some("default"), json!({"metadata": {"name": "robot"}}), false)
+        .await
+        .unwrap();
     let pod = registry
         .create(
             res("pods"),
@@ -148,22 +151,31 @@ async fn token_auth() -> ((Duration, Duration), (Duration, Duration)) {
         .await
         .unwrap();
     let issuer = "https://kubernetes.default.svc.cluster.local".to_string();
-    let authority =
-        TokenAuthority::new(vec![issuer], vec![], Some(load_signing_key(&key).unwrap()), load_public_keys(&key).unwrap());
+    let authority = TokenAuthority::new(
+        vec![issuer],
+        vec![],
+        Some(load_signing_key(&key).unwrap()),
+        load_public_keys(&key).unwrap(),
+    );
     let spec = TokenSpec {
         namespace: "default".into(),
         service_account: "robot".into(),
         service_account_uid: sa["metadata"]["uid"].as_str().unwrap().into(),
         audiences: authority.api_audiences.clone(),
         expiration_seconds: 3600,
-        pod: Some(BoundObject { kind: "Pod".into(), name: "p".into(), uid: pod["metadata"]["uid"].as_str().unwrap().into() }),
+        pod: Some(BoundObject {
+            kind: "Pod".into(),
+            name: "p".into(),
+            uid: pod["metadata"]["uid"].as_str().unwrap().into(),
+        }),
         secret: None,
         node: None,
     };
     let (token, _) = authority.issue(&spec).unwrap();
     let mut auth = Authenticator::new(false);
     auth.service_accounts = Some(authority);
-    auth.tokens.insert("static".into(), kube_apiserver::auth::UserInfo::authenticated("s".into(), String::new(), vec![]));
+    auth.tokens
+        .insert("static".into(), kube_apiserver::auth::UserInfo::authenticated("s".into(), String::new(), vec![]));
     let mut sa_lat = Vec::new();
     let mut static_lat = Vec::new();
     for _ in 0..2000 {

@@ -471,6 +471,12 @@ impl Cacher {
         Cacher { store, caches: Mutex::new(HashMap::new()) }
     }
 
+    /// The cache of `res` if it has started (no waiting; for synchronous readers such as admission).
+    pub fn started(&self, res: &Resource) -> Option<Arc<ResourceCache>> {
+        let caches = self.caches.lock().ok()?;
+        caches.get(res.storage)?.get().cloned()
+    }
+
     pub async fn cache(&self, res: &'static Resource) -> Result<Arc<ResourceCache>, ApiError> {
         let cell = {
             let mut caches = self.caches.lock().map_err(|_| poisoned())?;

@@ -3,7 +3,6 @@
 //! -> storage -> encoding (JSON, Table, watch stream).
 
 pub mod admission;
-pub mod admission_plugins;
 pub mod api;
 pub mod auth;
 pub mod authorization;

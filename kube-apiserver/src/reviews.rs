@@ -45,6 +45,10 @@ fn spec_attributes(res: &Resource, name: &str, spec: &Value, user: UserInfo) -> 
             resource: s(ra, "resource"),
             subresource: s(ra, "subresource"),
             name: s(ra, "name"),
+            field_selector: ra
+                .pointer("/fieldSelector/rawSelector")
+                .and_then(Value::as_str)
+                .and_then(|f| api_types::selector::FieldSelector::parse(f).ok()),
         }),
         (None, Some(na)) => Ok(Attributes {
             user,

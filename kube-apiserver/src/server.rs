@@ -208,6 +208,13 @@ impl Apiserver {
 
     /// Creates the default namespaces and the `kubernetes` Service; readiness waits for it.
     pub async fn bootstrap(self: &Arc<Self>) -> Result<(), ApiError> {
+        if self.admission_enabled(crate::admission::noderestriction::NAME) {
+            for (group, plural) in crate::admission::NODE_RESTRICTION_READS {
+                if let Some(res) = api_types::resources::find(group, "v1", plural) {
+                    self.registry.cacher.cache(res).await?;
+                }
+            }
+        }
         if !self.feeding.swap(true, Ordering::AcqRel) {
             for index in &self.indexed {
                 crate::authorization::feed::spawn(self.registry.clone(), index.clone(), self.authz_synced.clone());
@@ -370,7 +377,12 @@ impl Apiserver {
         let q = request::query(req.uri().query());
         let info = request::parse(method.as_str(), req.uri().path(), request::flag(&q, "watch"));
         let attributes = match &info {
-            Some(info) => crate::authorization::resource_attributes(&user, info),
+            Some(info) => {
+                let mut a = crate::authorization::resource_attributes(&user, info);
+                a.field_selector =
+                    q.get("fieldSelector").and_then(|f| api_types::selector::FieldSelector::parse(f).ok());
+                a
+            }
             None => crate::authorization::non_resource_attributes(&user, method.as_str(), req.uri().path()),
         };
         match self.authz.authorize(&attributes) {

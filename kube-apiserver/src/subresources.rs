@@ -146,6 +146,7 @@ pub async fn serve(
         "eviction" => {
             let bytes = read_body(body).await?;
             let ev: Value = if bytes.is_empty() { json!({}) } else { decode_body(&parts.headers, &bytes)? };
+            crate::admission::admit_subresource(server, res, sub, ns.unwrap_or_default(), name, &ev)?;
             let opts = ev.get("deleteOptions").map(|d| d.to_string()).unwrap_or_default();
             let mut dp = delete_params(&Bytes::from(opts), q)?;
             dp.dry_run |= dry_run(q);
@@ -157,6 +158,7 @@ pub async fn serve(
         "token" => {
             let bytes = read_body(body).await?;
             let obj = decode_body(&parts.headers, &bytes)?;
+            crate::admission::admit_subresource(server, res, sub, ns.unwrap_or_default(), name, &obj)?;
             let answer = crate::tokenrequest::create(server, ns.unwrap_or_default(), name, obj, dry_run(q)).await?;
             Ok(encode_response(StatusCode::CREATED, &answer, out.encoding))
         }

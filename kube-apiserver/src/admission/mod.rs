@@ -3,6 +3,7 @@
 //! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]).
 
 pub mod certificates;
+pub mod noderestriction;
 pub mod serviceaccount;
 
 use crate::auth::UserInfo;
@@ -48,6 +49,29 @@ impl Validating for Plugins {
     fn validate(&self, r: &Request<'_>) -> Result<(), ApiError> {
         let Some(server) = self.server.upgrade() else { return Ok(()) };
         let on = |name: &str| server.admission_enabled(name);
+        if on(noderestriction::NAME) {
+            let op = match r.operation {
+                Operation::Create => noderestriction::Operation::Create,
+                Operation::Update => noderestriction::Operation::Update,
+                Operation::Delete => noderestriction::Operation::Delete,
+            };
+            let name = match r.object {
+                Some(o) if r.operation == Operation::Create => meta_str(o, "name").unwrap_or(r.name),
+                _ => r.name,
+            };
+            let req = noderestriction::Request {
+                user: r.user,
+                operation: op,
+                api_group: r.resource.group,
+                resource: r.resource.plural,
+                subresource: r.subresource,
+                namespace: r.namespace,
+                name,
+                object: r.object,
+                old_object: r.old,
+            };
+            noderestriction::admit(&req, &CacheLookup(&server))?;
+        }
         if is(r.resource, "certificates.k8s.io", "certificatesigningrequests") {
             if on(certificates::APPROVAL) {
                 certificates::approval(&server.authz, r)?;
@@ -61,6 +85,59 @@ impl Validating for Plugins {
         }
         Ok(())
     }
+}
+
+/// What NodeRestriction reads: the watch caches, and the authorizer chain.
+pub struct CacheLookup<'a>(pub &'a Apiserver);
+
+/// The resources NodeRestriction reads (their caches start with the apiserver when the plugin is on).
+pub const NODE_RESTRICTION_READS: &[(&str, &str)] = &[
+    ("", "pods"),
+    ("", "nodes"),
+    ("", "persistentvolumeclaims"),
+    ("", "persistentvolumes"),
+    ("storage.k8s.io", "csidrivers"),
+];
+
+impl noderestriction::Lookup for CacheLookup<'_> {
+    fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let (group, plural) = *NODE_RESTRICTION_READS.iter().find(|(_, p)| *p == resource)?;
+        let res = api_types::resources::find(group, "v1", plural)?;
+        let cache = self.0.registry.cacher.started(res)?;
+        let ns = (!namespace.is_empty()).then_some(namespace);
+        cache.get(&crate::registry::key(res, ns, name)).map(|o| (*o).clone())
+    }
+
+    fn authorize(&self, a: &crate::authorization::Attributes) -> crate::authorization::Decision {
+        self.0.authz.authorize(a).0
+    }
+}
+
+/// NodeRestriction on a subresource body that is not stored (an Eviction, a TokenRequest).
+pub fn admit_subresource(
+    server: &Apiserver,
+    res: &Resource,
+    sub: &str,
+    ns: &str,
+    name: &str,
+    body: &Value,
+) -> Result<(), ApiError> {
+    let Some(user) = current_user() else { return Ok(()) };
+    if !server.admission_enabled(noderestriction::NAME) {
+        return Ok(());
+    }
+    let req = noderestriction::Request {
+        user: &user,
+        operation: noderestriction::Operation::Create,
+        api_group: res.group,
+        resource: res.plural,
+        subresource: sub,
+        namespace: ns,
+        name,
+        object: Some(body),
+        old_object: None,
+    };
+    noderestriction::admit(&req, &CacheLookup(server))
 }
 
 /// The user of the request being served, if this is an API request.

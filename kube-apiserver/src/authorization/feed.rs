@@ -12,12 +12,27 @@ use crate::registry::{ListParams, Registry, WatchEvent};
 
 /// An authorizer built from an in-memory index of API objects.
 pub trait Indexed: Send + Sync {
-    /// The (group, plural) resources it indexes, all `v1`.
-    fn resources(&self) -> &'static [(&'static str, &'static str)];
+    /// The (group, version, plural) resources it indexes.
+    fn resources(&self) -> &'static [(&'static str, &'static str, &'static str)];
     /// Replaces everything known of `plural` (a relist).
     fn reset(&self, plural: &str, objs: Vec<Value>);
     /// One object added, changed or deleted.
     fn apply(&self, plural: &str, obj: &Value, deleted: bool);
+}
+
+impl Indexed for super::node::NodeAuthorizer {
+    fn resources(&self) -> &'static [(&'static str, &'static str, &'static str)] {
+        &[("", "v1", "pods"), ("", "v1", "persistentvolumes"), ("storage.k8s.io", "v1", "volumeattachments")]
+    }
+    /// The graph only grows from a relist (objects deleted during a watch gap stay until they change again).
+    fn reset(&self, plural: &str, objs: Vec<Value>) {
+        for o in &objs {
+            self.apply(plural, o, false);
+        }
+    }
+    fn apply(&self, plural: &str, obj: &Value, deleted: bool) {
+        super::node::NodeAuthorizer::apply(self, plural, obj, deleted)
+    }
 }
 
 /// Counts the resources whose first list has been indexed.
@@ -35,8 +50,8 @@ impl Synced {
 
 /// Starts feeding `index` from `registry`; `synced` turns true once every resource was listed once.
 pub fn spawn(registry: Registry, index: Arc<dyn Indexed>, synced: Arc<Synced>) {
-    for &(group, plural) in index.resources() {
-        let Some(res) = find(group, "v1", plural) else {
+    for &(group, version, plural) in index.resources() {
+        let Some(res) = find(group, version, plural) else {
             tracing::error!(group, plural, "authorizer indexes an unknown resource");
             continue;
         };

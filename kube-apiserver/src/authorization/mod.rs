@@ -25,6 +25,8 @@ pub struct Attributes {
     pub resource: String,
     pub subresource: String,
     pub name: String,
+    /// The request's `fieldSelector` (the Node authorizer lets kubelets list only their own pods).
+    pub field_selector: Option<api_types::selector::FieldSelector>,
 }
 
 /// An authorizer's answer, as upstream's `authorizer.Decision`.
@@ -156,7 +158,7 @@ impl Chain {
 pub fn from_modes(modes: &[String]) -> Result<(Chain, Vec<std::sync::Arc<dyn feed::Indexed>>), String> {
     use std::sync::Arc;
     let mut chain: Vec<Arc<dyn Authorizer>> = vec![Arc::new(PrivilegedGroups)];
-    let indexed: Vec<Arc<dyn feed::Indexed>> = Vec::new();
+    let mut indexed: Vec<Arc<dyn feed::Indexed>> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for m in modes.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
         if !seen.insert(m.to_string()) {
@@ -165,6 +167,11 @@ pub fn from_modes(modes: &[String]) -> Result<(Chain, Vec<std::sync::Arc<dyn fee
         match m {
             "AlwaysAllow" => chain.push(Arc::new(AlwaysAllow)),
             "AlwaysDeny" => chain.push(Arc::new(AlwaysDeny)),
+            "Node" => {
+                let node = Arc::new(node::NodeAuthorizer::new());
+                chain.push(node.clone());
+                indexed.push(node);
+            }
             other => {
                 return Err(format!(
                     "authorization-mode {other:?} is not a valid mode (AlwaysAllow, AlwaysDeny, Node, RBAC)"
@@ -246,6 +253,7 @@ pub fn resource_attributes(user: &UserInfo, info: &crate::request::RequestInfo) 
         resource: info.resource.clone(),
         subresource: info.subresource.clone().unwrap_or_default(),
         name: info.name.clone().unwrap_or_default(),
+        field_selector: None,
     }
 }
 

@@ -288,7 +288,7 @@ impl Authorizer for NodeAuthorizer {
     /// Without a field selector: pod and ResourceSlice list/watch are refused unless they name one object (see
     /// [`NodeAuthorizer::authorize_with_field_selector`]).
     fn authorize(&self, a: &Attributes) -> (Decision, String) {
-        self.authorize_with_field_selector(a, None)
+        self.authorize_with_field_selector(a, a.field_selector.as_ref())
     }
 
     /// Nodes' permissions are not enumerable: incomplete for a node, nothing for anyone else.

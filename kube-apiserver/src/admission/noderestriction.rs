@@ -92,6 +92,9 @@ impl Default for Features {
     }
 }
 
+/// The plugin's name in `--enable-admission-plugins`.
+pub const NAME: &str = "NodeRestriction";
+
 /// Signers whose certificates carry a node identity.
 const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 const KUBE_APISERVER_CLIENT_KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
