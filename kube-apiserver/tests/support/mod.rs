@@ -17,6 +17,8 @@ pub struct Apiserver {
     pub kubeconfig: PathBuf,
     pub token: String,
     pub ca_file: PathBuf,
+    /// The cluster CA, to issue certificates for more users.
+    pub ca: Ca,
 }
 
 fn free_port() -> u16 {
@@ -86,7 +88,7 @@ impl Apiserver {
             cmd.arg(format!("--etcd-servers={etcd}")).arg(format!("--etcd-prefix=/test-{port}"));
         }
         let child = cmd.spawn().expect("start kube-apiserver");
-        let server = Apiserver { child: Some(child), ca_file: d.join("ca.crt"), dir, port, kubeconfig, token };
+        let server = Apiserver { child: Some(child), ca_file: d.join("ca.crt"), dir, port, kubeconfig, token, ca };
         server.wait_ready();
         server
     }
@@ -142,6 +144,43 @@ impl Apiserver {
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A kubeconfig for a user with a client certificate (CN `user`, O `groups`).
+    pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> PathBuf {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let cert = self.ca.issue(user, groups, &[]).unwrap();
+        let path = self.dir.path().join(format!("{}.conf", user.replace(':', "_")));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: u\ncurrent-context: test\n",
+                self.port,
+                b64(&self.ca.cert_pem),
+                b64(&cert.cert_pem),
+                b64(&cert.key_pem)
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Runs kubectl with another kubeconfig (see [`Apiserver::user_kubeconfig`]).
+    pub fn kubectl_as(&self, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
+        let mut c = self.kubectl_cmd(args);
+        c.env("KUBECONFIG", kubeconfig);
+        c.output().expect("run kubectl")
+    }
+
+    /// As [`Apiserver::kubectl_as`], with stdin.
+    pub fn kubectl_as_stdin(&self, kubeconfig: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut c = self.kubectl_cmd(args);
+        c.env("KUBECONFIG", kubeconfig).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
     }
 
     /// Runs kubectl as someone else: a bearer token, no client certificate.
