@@ -4,6 +4,7 @@
 
 pub mod controllers;
 pub mod options;
+pub mod pki;
 
 use std::sync::Arc;
 use std::time::Duration;

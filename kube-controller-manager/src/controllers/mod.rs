@@ -9,7 +9,9 @@ use tokio::sync::watch;
 
 use crate::Context;
 
+pub mod certificates;
 pub mod cronjob;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -64,4 +66,5 @@ pub const ALL: &[Descriptor] = &[
     controller!("endpointslice", endpointslice::run, true),
     controller!("podgc", podgc::run, true),
     controller!("ttl-after-finished", ttlafterfinished::run, true),
+    controller!("csrsigning", csrsigning::run, true),
 ];
