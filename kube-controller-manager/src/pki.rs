@@ -6,10 +6,7 @@ use base64::Engine;
 
 /// The PEM blocks of `data`, as (label, DER).
 pub fn pem_blocks(data: &[u8]) -> Vec<(String, Vec<u8>)> {
-    x509_parser::pem::Pem::iter_from_buffer(data)
-        .map_while(Result::ok)
-        .map(|p| (p.label, p.contents))
-        .collect()
+    x509_parser::pem::Pem::iter_from_buffer(data).map_while(Result::ok).map(|p| (p.label, p.contents)).collect()
 }
 
 /// The DER of the first PEM block labelled `label`.

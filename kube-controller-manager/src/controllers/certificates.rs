@@ -315,7 +315,10 @@ mod tests {
         );
         let mut no_org = ok.clone();
         no_org.orgs = vec![];
-        assert_eq!(validate_kubelet_client(&parse(&no_org), &client).unwrap_err(), "subject organization is not system:nodes");
+        assert_eq!(
+            validate_kubelet_client(&parse(&no_org), &client).unwrap_err(),
+            "subject organization is not system:nodes"
+        );
         let mut masters = ok.clone();
         masters.orgs = vec!["system:master".into()];
         assert!(validate_kubelet_client(&parse(&masters), &client).is_err());
@@ -330,7 +333,10 @@ mod tests {
         assert_eq!(validate_kubelet_client(&parse(&ip), &client).unwrap_err(), "IP subjectAltNames are not allowed");
         let mut email = ok.clone();
         email.emails = vec!["a@b.c".into()];
-        assert_eq!(validate_kubelet_client(&parse(&email), &client).unwrap_err(), "Email subjectAltNames are not allowed");
+        assert_eq!(
+            validate_kubelet_client(&parse(&email), &client).unwrap_err(),
+            "Email subjectAltNames are not allowed"
+        );
         let server = usages(&["key encipherment", "digital signature", "client auth", "server auth"]);
         assert_eq!(
             validate_kubelet_client(&parse(&ok), &server).unwrap_err(),
@@ -348,7 +354,10 @@ mod tests {
         assert_eq!(validate_kubelet_serving(&parse(&ok), &usages(&["server auth", "digital signature"])), Ok(()));
         let mut no_san = ok.clone();
         no_san.dns = vec![];
-        assert_eq!(validate_kubelet_serving(&parse(&no_san), &serving).unwrap_err(), "DNS or IP subjectAltName is required");
+        assert_eq!(
+            validate_kubelet_serving(&parse(&no_san), &serving).unwrap_err(),
+            "DNS or IP subjectAltName is required"
+        );
         let mut ip_only = no_san.clone();
         ip_only.ips = vec!["10.0.0.1".parse().unwrap()];
         assert_eq!(validate_kubelet_serving(&parse(&ip_only), &serving), Ok(()));
@@ -366,7 +375,10 @@ mod tests {
 
     #[test]
     fn apiserver_client_usages_as_upstream() {
-        assert_eq!(validate_apiserver_client_usages(&usages(&["client auth", "digital signature", "key encipherment"])), Ok(()));
+        assert_eq!(
+            validate_apiserver_client_usages(&usages(&["client auth", "digital signature", "key encipherment"])),
+            Ok(())
+        );
         assert_eq!(
             validate_apiserver_client_usages(&usages(&["server auth", "client auth"])).unwrap_err(),
             "invalid usage for client certificate: server auth"

@@ -47,7 +47,8 @@ pub struct Ca {
 
 impl Ca {
     pub fn load(cert_file: &std::path::Path, key_file: &std::path::Path) -> Result<Ca, String> {
-        let cert_pem = std::fs::read(cert_file).map_err(|e| format!("error reading CA cert file {cert_file:?}: {e}"))?;
+        let cert_pem =
+            std::fs::read(cert_file).map_err(|e| format!("error reading CA cert file {cert_file:?}: {e}"))?;
         let key_pem = std::fs::read(key_file).map_err(|e| format!("error reading CA key file {key_file:?}: {e}"))?;
         Ca::from_pem(&cert_pem, &key_pem)
     }
@@ -58,8 +59,8 @@ impl Ca {
         let not_after = jiff::Timestamp::from_second(cert.validity().not_after.timestamp())
             .map_err(|e| format!("the CA's NotAfter: {e}"))?;
         let key = PrivateKey::from_pem(key_pem)?.key_pair()?;
-        let issuer = rcgen::Issuer::from_ca_cert_der(&der.as_slice().into(), key)
-            .map_err(|e| format!("loading the CA: {e}"))?;
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&der.as_slice().into(), key).map_err(|e| format!("loading the CA: {e}"))?;
         Ok(Ca { issuer, not_after })
     }
 }
@@ -88,8 +89,10 @@ pub const SIGNERS: [&str; 4] =
 
 impl Signer {
     pub fn new(signer_name: &str, ca: Ca, cert_ttl: Duration) -> Result<Signer, String> {
-        let signer_name =
-            SIGNERS.into_iter().find(|s| *s == signer_name).ok_or(format!("unrecognized signerName: {signer_name:?}"))?;
+        let signer_name = SIGNERS
+            .into_iter()
+            .find(|s| *s == signer_name)
+            .ok_or(format!("unrecognized signerName: {signer_name:?}"))?;
         Ok(Signer { signer_name, ca, cert_ttl })
     }
 
@@ -126,8 +129,7 @@ impl Signer {
         {
             return Ok(Outcome::Ignore);
         }
-        let req = csrs::parse_request(csr)
-            .map_err(|e| format!("unable to parse csr {:?}: {e}", runtime::name(csr)))?;
+        let req = csrs::parse_request(csr).map_err(|e| format!("unable to parse csr {:?}: {e}", runtime::name(csr)))?;
         let usages = csrs::usages(csr);
         if let Err(message) = self.validate(&req, &usages) {
             return Ok(Outcome::Failed(message));
@@ -146,8 +148,8 @@ impl Signer {
         expiration_seconds: Option<i64>,
         now: jiff::Timestamp,
     ) -> Result<String, String> {
-        let (_, cr) =
-            X509CertificationRequest::from_der(request_der).map_err(|e| format!("unable to parse certificate request: {e}"))?;
+        let (_, cr) = X509CertificationRequest::from_der(request_der)
+            .map_err(|e| format!("unable to parse certificate request: {e}"))?;
         cr.verify_signature().map_err(|e| format!("unable to verify certificate request signature: {e}"))?;
         let info = &cr.certification_request_info;
 
@@ -170,7 +172,8 @@ impl Signer {
 
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
             .map_err(|e| format!("unsupported public key: {e}"))?;
-        let cert = params.signed_by(&public_key, &self.ca.issuer).map_err(|e| format!("failed to sign certificate: {e}"))?;
+        let cert =
+            params.signed_by(&public_key, &self.ca.issuer).map_err(|e| format!("failed to sign certificate: {e}"))?;
         Ok(cert.pem())
     }
 
@@ -225,7 +228,10 @@ fn distinguished_name(subject: &x509_parser::x509::X509Name<'_>) -> Result<rcgen
         } else {
             let custom = rcgen::DnType::CustomDnType(oid);
             if dn.get(&custom).is_some() {
-                return Err(format!("more than two values of subject attribute {} are not supported", attr.attr_type()));
+                return Err(format!(
+                    "more than two values of subject attribute {} are not supported",
+                    attr.attr_type()
+                ));
             }
             custom
         };
@@ -317,7 +323,11 @@ pub fn key_usages(
 /// configured (the controller is skipped).
 pub fn signers_from_options(o: &Options) -> Result<Option<Vec<Signer>>, String> {
     let specific = [
-        (csrs::KUBELET_SERVING, &o.cluster_signing_kubelet_serving_cert_file, &o.cluster_signing_kubelet_serving_key_file),
+        (
+            csrs::KUBELET_SERVING,
+            &o.cluster_signing_kubelet_serving_cert_file,
+            &o.cluster_signing_kubelet_serving_key_file,
+        ),
         (
             csrs::KUBE_APISERVER_CLIENT_KUBELET,
             &o.cluster_signing_kubelet_client_cert_file,
@@ -340,8 +350,11 @@ pub fn signers_from_options(o: &Options) -> Result<Option<Vec<Signer>>, String> 
     }
     let mut signers = Vec::new();
     for (name, cert, key) in specific {
-        let (cert, key) =
-            if any_specific { (cert.clone(), key.clone()) } else { (o.cluster_signing_cert_file.clone(), o.cluster_signing_key_file.clone()) };
+        let (cert, key) = if any_specific {
+            (cert.clone(), key.clone())
+        } else {
+            (o.cluster_signing_cert_file.clone(), o.cluster_signing_key_file.clone())
+        };
         if cert.is_none() && key.is_none() {
             tracing::info!(signer = name, "csrsigning: specific files were given for other signers and not this one");
             continue;
@@ -546,11 +559,16 @@ mod tests {
             Outcome::Failed("invalid usage for client certificate: server auth".into())
         );
         // Another signer's request is not this signer's business.
-        assert_eq!(s.handle(&approved(user.csr(csrs::KUBELET_SERVING, &client), false), now()).unwrap(), Outcome::Ignore);
+        assert_eq!(
+            s.handle(&approved(user.csr(csrs::KUBELET_SERVING, &client), false), now()).unwrap(),
+            Outcome::Ignore
+        );
 
         let node = node_client("system:node:hello-world");
         let s = signer(csrs::KUBE_APISERVER_CLIENT_KUBELET).unwrap();
-        assert!(signed(s.handle(&approved(node.csr(csrs::KUBE_APISERVER_CLIENT_KUBELET, &client), false), now()).unwrap()));
+        assert!(signed(
+            s.handle(&approved(node.csr(csrs::KUBE_APISERVER_CLIENT_KUBELET, &client), false), now()).unwrap()
+        ));
 
         let s = signer(csrs::LEGACY_UNKNOWN).unwrap();
         let empty = RequestBuilder::default();
@@ -586,7 +604,10 @@ mod tests {
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         let orgs: Vec<_> = cert.subject().iter_organization().map(|o| o.as_str().unwrap()).collect();
         assert_eq!(orgs, ["a", "b"]);
-        assert_eq!(cert.subject().as_raw(), X509CertificationRequest::from_der(&req.der).unwrap().1.certification_request_info.subject.as_raw());
+        assert_eq!(
+            cert.subject().as_raw(),
+            X509CertificationRequest::from_der(&req.der).unwrap().1.certification_request_info.subject.as_raw()
+        );
     }
 
     #[test]
@@ -601,9 +622,12 @@ mod tests {
         };
         let (c, k) = (crt.display(), key.display());
         assert!(signers_from_options(&opts(&[])).unwrap().is_none());
-        let all = signers_from_options(&opts(&[format!("--cluster-signing-cert-file={c}"), format!("--cluster-signing-key-file={k}")]))
-            .unwrap()
-            .unwrap();
+        let all = signers_from_options(&opts(&[
+            format!("--cluster-signing-cert-file={c}"),
+            format!("--cluster-signing-key-file={k}"),
+        ]))
+        .unwrap()
+        .unwrap();
         assert_eq!(all.iter().map(|s| s.signer_name).collect::<Vec<_>>(), SIGNERS);
         assert_eq!(all[0].cert_ttl, Duration::from_secs(8760 * 3600));
         let one = signers_from_options(&opts(&[
