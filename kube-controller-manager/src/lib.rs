@@ -4,6 +4,7 @@
 
 pub mod controllers;
 pub mod options;
+pub mod pki;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,12 @@ pub use runtime::daemon::stopped;
 
 /// Whether `--controllers` enables `name` (`*` is every default controller; `-name` wins over `*`).
 pub fn enabled(flag: &[String], name: &str, on_by_default: bool) -> bool {
-    let matches = |f: &str| f == name || f.strip_suffix("-controller") == Some(name);
+    enabled_as(flag, &[name], on_by_default)
+}
+
+/// As [`enabled`], for a controller known by several names (any of them, or `<name>-controller`, selects it).
+pub fn enabled_as(flag: &[String], names: &[&str], on_by_default: bool) -> bool {
+    let matches = |f: &str| names.iter().any(|n| f == *n || f.strip_suffix("-controller") == Some(*n));
     if flag.iter().any(|f| f.strip_prefix('-').is_some_and(matches)) {
         return false;
     }
@@ -70,7 +76,8 @@ pub fn enabled(flag: &[String], name: &str, on_by_default: bool) -> bool {
 pub async fn run_controllers(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     for c in controllers::ALL {
-        if !enabled(&ctx.options.controllers, c.name, c.on_by_default) {
+        let names: Vec<&str> = std::iter::once(c.name).chain(c.aliases.iter().copied()).collect();
+        if !enabled_as(&ctx.options.controllers, &names, c.on_by_default) {
             tracing::info!(controller = c.name, "disabled");
             continue;
         }
@@ -167,5 +174,20 @@ mod tests {
         assert!(enabled(&f("job"), "job", true));
         assert!(!enabled(&f("job"), "deployment", true));
         assert!(enabled(&f("*,bootstrapsigner"), "bootstrapsigner", false));
+        let signer = ["bootstrapsigner", "bootstrap-signer-controller"];
+        assert!(enabled_as(&f("bootstrap-signer-controller"), &signer, false));
+        assert!(!enabled_as(&f("*"), &signer, false));
+        assert!(!enabled_as(&f("*,-bootstrap-signer-controller,bootstrapsigner"), &signer, false));
+        let names: Vec<&str> = controllers::ALL.iter().map(|c| c.name).collect();
+        for n in [
+            "csrsigning",
+            "csrapproving",
+            "csrcleaner",
+            "tokencleaner",
+            "clusterrole-aggregation",
+            "serviceaccount-token",
+        ] {
+            assert!(names.contains(&n), "{n}");
+        }
     }
 }

@@ -62,12 +62,41 @@ pub struct Options {
     /// The cluster CA certificate published as the `kube-root-ca.crt` ConfigMap in every namespace.
     #[arg(long)]
     pub root_ca_file: Option<PathBuf>,
+    /// PEM private key (RSA or ECDSA) that signs the tokens of legacy service-account token Secrets.
     #[arg(long)]
     pub service_account_private_key_file: Option<PathBuf>,
+    /// PEM CA certificate of every `kubernetes.io` CSR signer (unless per-signer files are given).
     #[arg(long)]
     pub cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM private key (RSA or ECDSA) of `--cluster-signing-cert-file`.
     #[arg(long)]
     pub cluster_signing_key_file: Option<PathBuf>,
+    /// CA certificate for `kubernetes.io/kubelet-serving`.
+    #[arg(long)]
+    pub cluster_signing_kubelet_serving_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub cluster_signing_kubelet_serving_key_file: Option<PathBuf>,
+    /// CA certificate for `kubernetes.io/kube-apiserver-client-kubelet`.
+    #[arg(long)]
+    pub cluster_signing_kubelet_client_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub cluster_signing_kubelet_client_key_file: Option<PathBuf>,
+    /// CA certificate for `kubernetes.io/kube-apiserver-client`.
+    #[arg(long)]
+    pub cluster_signing_kube_apiserver_client_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub cluster_signing_kube_apiserver_client_key_file: Option<PathBuf>,
+    /// CA certificate for `kubernetes.io/legacy-unknown`.
+    #[arg(long)]
+    pub cluster_signing_legacy_unknown_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub cluster_signing_legacy_unknown_key_file: Option<PathBuf>,
+    /// The longest duration of signed certificates (`spec.expirationSeconds` may ask for less).
+    #[arg(long, value_parser = duration, default_value = "8760h0m0s")]
+    pub cluster_signing_duration: Duration,
+    /// Service-account token Secrets synced at once.
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_serviceaccount_token_syncs: usize,
     #[arg(long)]
     pub authentication_kubeconfig: Option<PathBuf>,
     #[arg(long)]

@@ -9,7 +9,13 @@ use tokio::sync::watch;
 
 use crate::Context;
 
+pub mod bootstrapsigner;
+pub mod certificates;
+pub mod clusterroleaggregation;
 pub mod cronjob;
+pub mod csrapproving;
+pub mod csrcleaner;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -24,7 +30,9 @@ pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
+pub mod serviceaccount_tokens;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod ttlafterfinished;
 
 type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -33,13 +41,23 @@ type RunFn = fn(Arc<Context>, watch::Receiver<bool>) -> Pin<Box<dyn Future<Outpu
 pub struct Descriptor {
     /// Upstream's name in `--controllers` (the `-controller` alias is accepted too).
     pub name: &'static str,
+    /// Upstream's other names for it, where its full name is not `<name>-controller`.
+    pub aliases: &'static [&'static str],
     pub on_by_default: bool,
     pub run: RunFn,
 }
 
 macro_rules! controller {
     ($name:literal, $module:ident :: $f:ident, $default:literal) => {
-        Descriptor { name: $name, on_by_default: $default, run: |ctx, stop| Box::pin($module::$f(ctx, stop)) }
+        controller!($name, [], $module::$f, $default)
+    };
+    ($name:literal, [$($alias:literal),*], $module:ident :: $f:ident, $default:literal) => {
+        Descriptor {
+            name: $name,
+            aliases: &[$($alias),*],
+            on_by_default: $default,
+            run: |ctx, stop| Box::pin($module::$f(ctx, stop)),
+        }
     };
 }
 
@@ -64,4 +82,11 @@ pub const ALL: &[Descriptor] = &[
     controller!("endpointslice", endpointslice::run, true),
     controller!("podgc", podgc::run, true),
     controller!("ttl-after-finished", ttlafterfinished::run, true),
+    controller!("serviceaccount-token", serviceaccount_tokens::run, true),
+    controller!("csrsigning", ["certificatesigningrequest-signing-controller"], csrsigning::run, true),
+    controller!("csrapproving", ["certificatesigningrequest-approving-controller"], csrapproving::run, true),
+    controller!("csrcleaner", ["certificatesigningrequest-cleaner-controller"], csrcleaner::run, true),
+    controller!("bootstrapsigner", ["bootstrap-signer-controller"], bootstrapsigner::run, false),
+    controller!("tokencleaner", ["token-cleaner-controller"], tokencleaner::run, false),
+    controller!("clusterrole-aggregation", clusterroleaggregation::run, true),
 ];
