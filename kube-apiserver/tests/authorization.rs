@@ -16,12 +16,21 @@ fn start() -> Apiserver {
 }
 
 fn text(o: &Output) -> (bool, String, String) {
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// Runs kubectl as `kc` until `ok` says the outcome is the expected one (RBAC changes reach the authorizer through
 /// its watch), then returns the last outcome.
-fn until(s: &Apiserver, kc: &Path, args: &[&str], ok: impl Fn(&(bool, String, String)) -> bool) -> (bool, String, String) {
+fn until(
+    s: &Apiserver,
+    kc: &Path,
+    args: &[&str],
+    ok: impl Fn(&(bool, String, String)) -> bool,
+) -> (bool, String, String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = text(&s.kubectl_as(kc, args));
@@ -53,7 +62,11 @@ fn unbound_users_are_refused_with_upstreams_text() {
     assert!(text(&s.kubectl_as(&alice, &["api-resources"])).0);
     assert!(text(&s.kubectl_as(&alice, &["get", "--raw", "/healthz"])).0);
     let (ok, _, err) = text(&s.kubectl_as(&alice, &["get", "--raw", "/metrics"]));
-    assert!(!ok && err.contains(r#"User \"alice\" cannot get path \"/metrics\""#) || err.contains(r#"cannot get path "/metrics""#), "{err}");
+    assert!(
+        !ok && err.contains(r#"User \"alice\" cannot get path \"/metrics\""#)
+            || err.contains(r#"cannot get path "/metrics""#),
+        "{err}"
+    );
     // Who am I is always allowed (system:basic-user).
     let (ok, out, _) = text(&s.kubectl_as(&alice, &["auth", "whoami"]));
     assert!(ok && out.contains("alice"), "{out}");
@@ -82,7 +95,10 @@ fn roles_bindings_and_can_i() {
         list.lines().any(|l| l.starts_with("pods ") && l.contains("[get list watch]")),
         "can-i --list shows the role's rule:\n{list}"
     );
-    assert!(list.lines().any(|l| l.starts_with("selfsubjectreviews.authentication.k8s.io") && l.contains("[create]")), "{list}");
+    assert!(
+        list.lines().any(|l| l.starts_with("selfsubjectreviews.authentication.k8s.io") && l.contains("[create]")),
+        "{list}"
+    );
     // Cluster-wide: a ClusterRole and ClusterRoleBinding.
     s.ok(&["create", "clusterrole", "node-reader", "--verb=get,list", "--resource=nodes"]);
     s.ok(&["create", "clusterrolebinding", "alice-nodes", "--clusterrole=node-reader", "--user=alice"]);
@@ -116,7 +132,8 @@ fn no_escalation_through_roles_or_bindings() {
     s.ok(&["create", "rolebinding", "alice-reads", "--role=pod-reader", "--user=alice"]);
     until(&s, &alice, &["get", "pods"], |o| o.0);
     // Binding what she lacks (admin) is refused ...
-    let (ok, _, err) = text(&s.kubectl_as(&alice, &["create", "rolebinding", "grab", "--clusterrole=admin", "--user=alice"]));
+    let (ok, _, err) =
+        text(&s.kubectl_as(&alice, &["create", "rolebinding", "grab", "--clusterrole=admin", "--user=alice"]));
     assert!(!ok);
     assert!(err.contains(r#"rolebindings.rbac.authorization.k8s.io "grab" is forbidden: user "alice""#), "{err}");
     assert!(err.contains("is attempting to grant RBAC permissions not currently held"), "{err}");
@@ -124,12 +141,14 @@ fn no_escalation_through_roles_or_bindings() {
     let (ok, _, err) = text(&s.kubectl_as(&alice, &["create", "role", "more", "--verb=delete", "--resource=pods"]));
     assert!(!ok && err.contains("attempting to grant RBAC permissions not currently held"), "{err}");
     // ... while passing on what she has is fine.
-    let (ok, _, err) = text(&s.kubectl_as(&alice, &["create", "rolebinding", "share", "--role=pod-reader", "--user=carol"]));
+    let (ok, _, err) =
+        text(&s.kubectl_as(&alice, &["create", "rolebinding", "share", "--role=pod-reader", "--user=carol"]));
     assert!(ok, "{err}");
     // With `bind` on the role, she may bind it without holding it.
     s.ok(&["create", "role", "bind-admin", "--verb=bind", "--resource=clusterroles", "--resource-name=admin"]);
     s.ok(&["create", "rolebinding", "alice-bind-admin", "--role=bind-admin", "--user=alice"]);
-    let (ok, _, err) = until(&s, &alice, &["create", "rolebinding", "grab", "--clusterrole=admin", "--user=alice"], |o| o.0);
+    let (ok, _, err) =
+        until(&s, &alice, &["create", "rolebinding", "grab", "--clusterrole=admin", "--user=alice"], |o| o.0);
     assert!(ok, "{err}");
 }
 
@@ -142,7 +161,12 @@ fn auth_reconcile_and_impersonation_rights() {
     let more = role.replace("verbs: [get]", "verbs: [list]");
     s.ok_stdin(&["auth", "reconcile", "-f", "-"], &more);
     let r = s.json(&["get", "role", "r"]);
-    let verbs: Vec<&str> = r["rules"].as_array().unwrap().iter().flat_map(|r| r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap())).collect();
+    let verbs: Vec<&str> = r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()))
+        .collect();
     assert!(verbs.contains(&"get") && verbs.contains(&"list"), "reconcile adds without removing: {r}");
     // Impersonation needs the impersonate verb.
     let alice = s.user_kubeconfig("alice", &[]);
@@ -152,7 +176,14 @@ fn auth_reconcile_and_impersonation_rights() {
         err.contains(r#"users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#),
         "{err}"
     );
-    s.ok(&["create", "clusterrole", "impersonate-bob", "--verb=impersonate", "--resource=users", "--resource-name=bob"]);
+    s.ok(&[
+        "create",
+        "clusterrole",
+        "impersonate-bob",
+        "--verb=impersonate",
+        "--resource=users",
+        "--resource-name=bob",
+    ]);
     s.ok(&["create", "clusterrolebinding", "alice-as-bob", "--clusterrole=impersonate-bob", "--user=alice"]);
     let (ok, out, err) = until(&s, &alice, &["--as=bob", "auth", "whoami"], |o| o.0);
     assert!(ok && out.contains("bob"), "{err}");
@@ -191,5 +222,8 @@ fn kubelets_reach_only_what_their_pods_use() {
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: sneaky}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox}]\n";
     let out = s.kubectl_as_stdin(&n1, &["create", "--validate=false", "-f", "-"], pod);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("pod does not have \"kubernetes.io/config.mirror\" annotation"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("pod does not have \"kubernetes.io/config.mirror\" annotation"),
+        "{err}"
+    );
 }

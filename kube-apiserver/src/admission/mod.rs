@@ -198,6 +198,30 @@ pub const KNOWN: &[&str] = &[
     "PodTopologyLabels",
 ];
 
+/// Upstream's CSR strategy on create: the requester's identity goes into the spec (whatever the client wrote
+/// there) and the status starts empty, so nobody creates a pre-approved request.
+fn requester(csr: &mut Value) {
+    let user = current_user().unwrap_or_default();
+    if let Some(spec) = csr.get_mut("spec").and_then(Value::as_object_mut) {
+        for k in ["username", "uid", "groups", "extra"] {
+            spec.remove(k);
+        }
+        if !user.username.is_empty() {
+            spec.insert("username".into(), json!(user.username));
+        }
+        if !user.uid.is_empty() {
+            spec.insert("uid".into(), json!(user.uid));
+        }
+        if !user.groups.is_empty() {
+            spec.insert("groups".into(), json!(user.groups));
+        }
+        if !user.extra.is_empty() {
+            spec.insert("extra".into(), json!(user.extra));
+        }
+    }
+    csr["status"] = json!({});
+}
+
 /// Which plugins run, from the two flags; an unknown name is an error, as upstream's.
 pub fn enabled_plugins(enable: &[String], disable: &[String]) -> Result<Vec<String>, String> {
     for n in enable.iter().chain(disable) {
@@ -350,6 +374,9 @@ pub async fn create(
     }
     if is(res, "", "pods") {
         priority(server, &mut obj).await?;
+    }
+    if is(res, "certificates.k8s.io", "certificatesigningrequests") {
+        requester(&mut obj);
     }
     if is(res, "", "services") && !dry_run {
         // Defaults first, so the type and ports are known, then the allocation.
