@@ -68,7 +68,7 @@ impl Subject {
     fn applies_to(&self, user: &UserInfo, binding_namespace: &str) -> bool {
         match self.kind.as_str() {
             "User" => user.username == self.name,
-            "Group" => user.groups.iter().any(|g| *g == self.name),
+            "Group" => user.groups.contains(&self.name),
             "ServiceAccount" => {
                 let ns = if self.namespace.is_empty() { binding_namespace } else { &self.namespace };
                 !ns.is_empty() && matches_service_account(&user.username, ns, &self.name)
