@@ -1,6 +1,7 @@
 //! Authorization: the `--authorization-mode` chain (Node, RBAC, AlwaysAllow, AlwaysDeny, in the order given; the
 //! first decisive answer wins) deciding on a request's attributes, as upstream's `authorizer.Attributes`.
 
+pub mod bootstrappolicy;
 pub mod feed;
 pub mod node;
 pub mod rbac;

@@ -1,1 +1,0 @@
-//! The RBAC authorizer (filled in by its own change).
