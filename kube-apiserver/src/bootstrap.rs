@@ -45,6 +45,52 @@ async fn ensure(
     }
 }
 
+/// Upstream's `rbac/bootstrap-roles` post-start hook: every default ClusterRole, ClusterRoleBinding and kube-system /
+/// kube-public Role and RoleBinding created or reconciled (missing rules and subjects added, nothing removed,
+/// `rbac.authorization.kubernetes.io/autoupdate: "false"` respected).
+async fn bootstrap_roles(server: &Arc<Apiserver>) -> Result<(), ApiError> {
+    use crate::authorization::bootstrappolicy as policy;
+    use crate::authorization::rbac::reconciliation::{ReconcileOperation, reconcile_operation};
+    let group = "rbac.authorization.k8s.io";
+    let wanted = policy::cluster_roles()
+        .into_iter()
+        .map(|o| ("clusterroles", None, o))
+        .chain(policy::cluster_role_bindings().into_iter().map(|o| ("clusterrolebindings", None, o)))
+        .chain(policy::namespace_roles().into_iter().map(|(ns, o)| ("roles", Some(ns), o)))
+        .chain(policy::namespace_role_bindings().into_iter().map(|(ns, o)| ("rolebindings", Some(ns), o)));
+    for (plural, ns, obj) in wanted {
+        let res = resource(group, plural)?;
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        for _ in 0..5 {
+            let stored = match server.registry.get(res, ns.as_deref(), &name).await {
+                Ok(v) => Some(v),
+                Err(e) if e.code == 404 => None,
+                Err(e) => return Err(e),
+            };
+            let result = match reconcile_operation(stored.as_ref(), &obj) {
+                ReconcileOperation::None => Ok(()),
+                ReconcileOperation::Create(o) => server.registry.create(res, ns.as_deref(), o, false).await.map(|_| ()),
+                ReconcileOperation::Update(o) => {
+                    server.registry.update(res, ns.as_deref(), &name, None, o, false).await.map(|_| ())
+                }
+                ReconcileOperation::Recreate(o) => {
+                    let p = crate::registry::DeleteParams::default();
+                    server.registry.delete(res, ns.as_deref(), &name, &p).await?;
+                    server.registry.create(res, ns.as_deref(), o, false).await.map(|_| ())
+                }
+            };
+            match result {
+                Err(e) if e.code == 409 => continue,
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
     let namespaces = resource("", "namespaces")?;
     for ns in SYSTEM_NAMESPACES {
@@ -116,6 +162,7 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
     ] {
         server.registry.cacher.cache(resource(group, plural)?).await?;
     }
-    tracing::info!("bootstrap: system namespaces and the kubernetes service are in place");
+    bootstrap_roles(server).await?;
+    tracing::info!("bootstrap: system namespaces, the kubernetes service and the RBAC bootstrap policy are in place");
     Ok(())
 }

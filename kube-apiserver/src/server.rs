@@ -98,6 +98,8 @@ pub struct Apiserver {
     pub auth: Authenticator,
     /// The `--authorization-mode` chain, after the system:masters check.
     pub authz: crate::authorization::Chain,
+    /// The RBAC snapshot (the authorizer when RBAC is a mode; the escalation checks always).
+    pub rbac: Arc<crate::authorization::rbac::RbacAuthorizer>,
     /// The indexed authorizers' first lists are in (readiness waits for it).
     pub authz_synced: Arc<crate::authorization::feed::Synced>,
     indexed: Vec<Arc<dyn crate::authorization::feed::Indexed>>,
@@ -174,7 +176,8 @@ impl Apiserver {
         }
         auth.service_accounts = service_account_tokens(&opts)?;
         auth.bootstrap_tokens = opts.enable_bootstrap_token_auth;
-        let (authz, indexed) = crate::authorization::from_modes(&opts.authorization_mode)?;
+        let rbac = Arc::new(crate::authorization::rbac::RbacAuthorizer::new());
+        let (authz, indexed) = crate::authorization::from_modes(&opts.authorization_mode, rbac.clone())?;
         let admission_plugins =
             crate::admission::enabled_plugins(&opts.enable_admission_plugins, &opts.disable_admission_plugins)?;
         let kubelet_client = kubelet_client(&opts)?;
@@ -186,6 +189,7 @@ impl Apiserver {
             registry: Registry::new(store),
             auth,
             authz,
+            rbac,
             authz_synced: Default::default(),
             indexed,
             admission_plugins,

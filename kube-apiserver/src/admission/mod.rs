@@ -49,6 +49,16 @@ impl Validating for Plugins {
     fn validate(&self, r: &Request<'_>) -> Result<(), ApiError> {
         let Some(server) = self.server.upgrade() else { return Ok(()) };
         let on = |name: &str| server.admission_enabled(name);
+        if r.resource.group == "rbac.authorization.k8s.io" && r.operation != Operation::Delete {
+            use crate::authorization::rbac::escalation;
+            let authorize = |a: &crate::authorization::Attributes| server.authz.allows(a);
+            let object = r.object.unwrap_or(&Value::Null);
+            let check = match r.resource.plural {
+                "roles" | "clusterroles" => escalation::check_role_write,
+                _ => escalation::check_binding_write,
+            };
+            check(&authorize, &server.rbac, r.user, r.resource.plural, r.namespace, object, r.old)?;
+        }
         if on(noderestriction::NAME) {
             let op = match r.operation {
                 Operation::Create => noderestriction::Operation::Create,

@@ -35,6 +35,23 @@ impl Indexed for super::node::NodeAuthorizer {
     }
 }
 
+impl Indexed for super::rbac::RbacAuthorizer {
+    fn resources(&self) -> &'static [(&'static str, &'static str, &'static str)] {
+        &[
+            ("rbac.authorization.k8s.io", "v1", "roles"),
+            ("rbac.authorization.k8s.io", "v1", "clusterroles"),
+            ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+            ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
+        ]
+    }
+    fn reset(&self, plural: &str, objs: Vec<Value>) {
+        super::rbac::RbacAuthorizer::reset(self, plural, objs)
+    }
+    fn apply(&self, plural: &str, obj: &Value, deleted: bool) {
+        super::rbac::RbacAuthorizer::apply(self, plural, obj, deleted)
+    }
+}
+
 /// Counts the resources whose first list has been indexed.
 #[derive(Default)]
 pub struct Synced {

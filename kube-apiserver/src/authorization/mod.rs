@@ -156,10 +156,14 @@ impl Chain {
 }
 
 /// The chain `--authorization-mode` names, after the system:masters check, and the authorizers that need feeding.
-pub fn from_modes(modes: &[String]) -> Result<(Chain, Vec<std::sync::Arc<dyn feed::Indexed>>), String> {
+/// `rbac` is the shared RBAC snapshot (always fed: the escalation checks read it even when RBAC does not authorize).
+pub fn from_modes(
+    modes: &[String],
+    rbac: std::sync::Arc<rbac::RbacAuthorizer>,
+) -> Result<(Chain, Vec<std::sync::Arc<dyn feed::Indexed>>), String> {
     use std::sync::Arc;
     let mut chain: Vec<Arc<dyn Authorizer>> = vec![Arc::new(PrivilegedGroups)];
-    let mut indexed: Vec<Arc<dyn feed::Indexed>> = Vec::new();
+    let mut indexed: Vec<Arc<dyn feed::Indexed>> = vec![rbac.clone()];
     let mut seen = std::collections::HashSet::new();
     for m in modes.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
         if !seen.insert(m.to_string()) {
@@ -168,6 +172,7 @@ pub fn from_modes(modes: &[String]) -> Result<(Chain, Vec<std::sync::Arc<dyn fee
         match m {
             "AlwaysAllow" => chain.push(Arc::new(AlwaysAllow)),
             "AlwaysDeny" => chain.push(Arc::new(AlwaysDeny)),
+            "RBAC" => chain.push(rbac.clone()),
             "Node" => {
                 let node = Arc::new(node::NodeAuthorizer::new());
                 chain.push(node.clone());
