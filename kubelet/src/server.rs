@@ -1,7 +1,11 @@
-//! The kubelet API on `--port` (10250) over TLS (a self-signed pair in `<root-dir>/pki` unless files are given):
-//! `/healthz`, `/livez`, `/readyz`, Prometheus `/metrics`, `/pods`, `/stats/summary` ([`crate::stats`]), and `/containerLogs/<ns>/<pod>/<container>`
-//! (follow, tailLines, timestamps, previous, sinceSeconds, limitBytes) which the apiserver proxies `pods/log` to.
-//! `/exec`, `/attach` and `/portForward` are upgraded to streams ([`crate::streaming`]).
+//! The kubelet API on `--port` (10250) over TLS (the serving certificate of [`crate::certificate`]; client
+//! certificates requested, verified against the client CA): every request is authenticated and authorized first
+//! ([`crate::auth`]: 401 `Unauthorized`, 403 `Forbidden (...)`), `/healthz` included as upstream's secure port.
+//! `/healthz`, `/livez`, `/readyz`, Prometheus `/metrics`, `/pods`, `/stats/summary` ([`crate::stats`]), and
+//! `/containerLogs/<ns>/<pod>/<container>` (follow, tailLines, timestamps, previous, sinceSeconds, limitBytes) which
+//! the apiserver proxies `pods/log` to. `/exec`, `/attach` and `/portForward` are upgraded to streams
+//! ([`crate::streaming`]). The unauthenticated `/healthz` is served on `healthzBindAddress:healthzPort`
+//! (127.0.0.1:10248) instead ([`serve_healthz`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::auth::{KubeletAuth, Verdict};
 use crate::options::Config;
 use crate::pods::PodManager;
 
@@ -93,14 +98,24 @@ fn attempts(dir: &Path) -> Vec<PathBuf> {
 struct Server {
     cfg: Config,
     manager: Arc<PodManager>,
+    auth: Arc<KubeletAuth>,
     metrics: Metrics,
     cpu: crate::stats::CpuSampler,
 }
 
 impl Server {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Option<Arc<Vec<u8>>>,
+    ) -> Result<Response<Body>, Infallible> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
+        if let Verdict::Refused(code, msg) =
+            self.auth.check(peer.as_deref().map(Vec::as_slice), req.method(), &path, req.headers()).await
+        {
+            return Ok(text(StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN), msg));
+        }
         if path.starts_with("/exec/") || path.starts_with("/attach/") {
             self.metrics.stream_requests.fetch_add(1, Ordering::Relaxed);
             return Ok(crate::streaming::exec(&self.manager, req, path.starts_with("/attach/")).await);
@@ -245,44 +260,45 @@ fn futures_unfold(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) })
 }
 
-/// A self-signed serving pair for the kubelet API (`<root-dir>/pki/kubelet.crt`), made once.
-fn serving_pair(cfg: &Config) -> Result<(PathBuf, PathBuf), Box<dyn std::error::Error + Send + Sync>> {
-    let dir = cfg.root_dir.join("pki");
-    let (crt, key) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
-    if crt.exists() && key.exists() {
-        return Ok((crt, key));
-    }
-    std::fs::create_dir_all(&dir)?;
-    let mut names = vec![cfg.node_name.clone(), "localhost".into()];
-    names.push(cfg.node_ip.clone());
-    let certified = rcgen::generate_simple_self_signed(names)?;
-    std::fs::write(&crt, certified.cert.pem())?;
-    std::fs::write(&key, certified.signing_key.serialize_pem())?;
-    Ok((crt, key))
-}
-
-fn tls_config(crt: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error + Send + Sync>> {
-    let certs = rustls_pemfile::certs(&mut &std::fs::read(crt)?[..]).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut &std::fs::read(key)?[..])?.ok_or("no private key")?;
+/// The TLS configuration of the kubelet API: the serving certificate from `certs`; client certificates requested
+/// (not required) and verified against the CA in `client_ca` when there is one.
+pub fn tls_config(
+    client_ca: Option<&Path>,
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error + Send + Sync>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(ca).map_err(|e| format!("reading the client CA {}: {e}", ca.display()))?;
+            for c in rustls_pemfile::certs(&mut &pem[..]) {
+                roots.add(c?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// Serves the kubelet API until `stop`.
+/// Serves the kubelet API until `stop`: TLS by `tls`, every request through `auth`.
 pub async fn serve(
     cfg: Config,
     manager: Arc<PodManager>,
     listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    auth: Arc<KubeletAuth>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (crt, key) = serving_pair(&cfg)?;
-    let tls = tokio_rustls::TlsAcceptor::from(tls_config(&crt, &key)?);
-    let server = Arc::new(Server { cfg, manager, metrics: Metrics::default(), cpu: Default::default() });
+    let tls = tokio_rustls::TlsAcceptor::from(tls);
+    let server = Arc::new(Server { cfg, manager, auth, metrics: Metrics::default(), cpu: Default::default() });
     loop {
         let (tcp, _) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
@@ -291,9 +307,32 @@ pub async fn serve(
         let (tls, server) = (tls.clone(), server.clone());
         tokio::spawn(async move {
             let Ok(stream) = tls.accept(tcp).await else { return };
-            let svc = hyper::service::service_fn(move |req| server.clone().handle(req));
+            let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.to_vec()));
+            let svc = hyper::service::service_fn(move |req| server.clone().handle(req, peer.clone()));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// The local health endpoint (upstream's healthz server): plain HTTP, no authentication, `/healthz` and
+/// `/healthz/syncloop`.
+pub async fn serve_healthz(listener: tokio::net::TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                Ok::<_, Infallible>(match req.uri().path() {
+                    "/healthz" | "/healthz/syncloop" => text(StatusCode::OK, "ok"),
+                    _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+                })
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
                 .await;
         });
     }
