@@ -316,20 +316,20 @@ pub enum Decision {
 pub enum Authorizer {
     AlwaysAllow,
     /// SubjectAccessReviews, with their answers cached.
-    Webhook {
-        client: Client,
-        allowed_ttl: Duration,
-        denied_ttl: Duration,
-        cache: CacheOf,
-    },
+    Webhook(Box<WebhookAuthorizer>),
 }
 
-/// The cache of SubjectAccessReview answers.
-pub struct CacheOf(Cache<(Decision, String)>);
+/// Upstream's webhook authorizer behind its cache.
+pub struct WebhookAuthorizer {
+    client: Client,
+    allowed_ttl: Duration,
+    denied_ttl: Duration,
+    cache: Cache<(Decision, String)>,
+}
 
 impl Authorizer {
     pub fn webhook(client: Client, allowed_ttl: Duration, denied_ttl: Duration) -> Self {
-        Authorizer::Webhook { client, allowed_ttl, denied_ttl, cache: CacheOf(Cache::new()) }
+        Authorizer::Webhook(Box::new(WebhookAuthorizer { client, allowed_ttl, denied_ttl, cache: Cache::new() }))
     }
 
     /// The SubjectAccessReview of the attributes (the body upstream's webhook authorizer sends).
@@ -358,12 +358,13 @@ impl Authorizer {
 
     /// The decision and its reason; Err when the webhook could not be asked.
     pub async fn authorize(&self, a: &Attributes) -> Result<(Decision, String), String> {
-        let Authorizer::Webhook { client, allowed_ttl, denied_ttl, cache } = self else {
+        let Authorizer::Webhook(w) = self else {
             return Ok((Decision::Allow, String::new()));
         };
+        let WebhookAuthorizer { client, allowed_ttl, denied_ttl, cache } = &**w;
         let body = Self::review_of(a);
         let key = body["spec"].to_string();
-        if let Some(hit) = cache.0.get(&key) {
+        if let Some(hit) = cache.get(&key) {
             return Ok(hit);
         }
         let answer = review(client, "/apis/authorization.k8s.io/v1/subjectaccessreviews", &body).await?;
@@ -377,7 +378,7 @@ impl Authorizer {
             Decision::NoOpinion
         };
         let ttl = if decision == Decision::Allow { *allowed_ttl } else { *denied_ttl };
-        cache.0.set(key, (decision, reason.clone()), ttl);
+        cache.set(key, (decision, reason.clone()), ttl);
         Ok((decision, reason))
     }
 }
@@ -691,8 +692,8 @@ mod tests {
                 ..Default::default()
             })
         );
-        let mut webhook_without_client = AuthConfig::default();
-        webhook_without_client.authorization_mode = AuthorizationMode::Webhook;
+        let webhook_without_client =
+            AuthConfig { authorization_mode: AuthorizationMode::Webhook, ..Default::default() };
         assert_eq!(
             KubeletAuth::new(&webhook_without_client, "n1", None).err().unwrap(),
             "no client provided, cannot use webhook authorization"

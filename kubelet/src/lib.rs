@@ -154,9 +154,7 @@ pub(crate) async fn run_node(
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port)).await?;
         tokio::spawn(server::serve(cfg.clone(), manager.clone(), listener, tls, auth, stop.clone()));
         if cfg.healthz_port > 0 {
-            let addr = (cfg.healthz_bind_address.as_str(), cfg.healthz_port);
-            let healthz = tokio::net::TcpListener::bind(addr).await?;
-            tokio::spawn(server::serve_healthz(healthz, stop.clone()));
+            tokio::spawn(server::healthz(cfg.healthz_bind_address.clone(), cfg.healthz_port, stop.clone()));
         }
     }
     let mut stop = stop;

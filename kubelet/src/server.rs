@@ -316,6 +316,21 @@ pub async fn serve(
     }
 }
 
+/// Serves the local health endpoint on `address:port`; while the port cannot be bound, says so and tries again
+/// every 5 s (upstream's "Failed to start healthz server").
+pub async fn healthz(address: String, port: u16, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match tokio::net::TcpListener::bind((address.as_str(), port)).await {
+            Ok(l) => return serve_healthz(l, stop).await,
+            Err(e) => tracing::error!(error = %e, address, port, "Failed to start healthz server"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// The local health endpoint (upstream's healthz server): plain HTTP, no authentication, `/healthz` and
 /// `/healthz/syncloop`.
 pub async fn serve_healthz(listener: tokio::net::TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -341,6 +356,128 @@ pub async fn serve_healthz(listener: tokio::net::TcpListener, mut stop: tokio::s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kubelet API end to end: TLS with client certificates requested and verified against the client CA,
+    /// every path (`/healthz` too) authenticated and authorized with the reviews of a fake apiserver, upstream's
+    /// 401 and 403 texts; the local healthz port open to all.
+    #[tokio::test]
+    async fn the_kubelet_api_authenticates_and_authorizes_every_request() {
+        use crate::fake_apiserver::{FakeApiserver, json as reply};
+        let fake = FakeApiserver::start(|seen| match seen.path.as_str() {
+            "/apis/authentication.k8s.io/v1/tokenreviews" => {
+                let ok = seen.body["spec"]["token"] == "viewer-token";
+                let mut a = seen.body.clone();
+                a["status"] = if ok {
+                    json!({"authenticated": true, "user": {"username": "viewer", "groups": ["monitoring"]}})
+                } else {
+                    json!({"authenticated": false})
+                };
+                reply(201, a)
+            }
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews" => {
+                let spec = &seen.body["spec"];
+                let sub = spec["resourceAttributes"]["subresource"].as_str().unwrap_or_default();
+                let allowed = match spec["user"].as_str().unwrap_or_default() {
+                    "kube-apiserver-kubelet-client" => true,
+                    "viewer" => sub == "pods" || sub == "stats",
+                    _ => false,
+                };
+                let mut a = seen.body.clone();
+                a["status"] = json!({"allowed": allowed});
+                reply(201, a)
+            }
+            _ => reply(404, json!({"kind": "Status", "code": 404})),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, &fake.ca.pem).unwrap();
+        let flags = crate::Flags {
+            hostname_override: Some("n1".into()),
+            root_dir: Some(dir.path().to_path_buf()),
+            client_ca_file: Some(ca_file.clone()),
+            anonymous_auth: Some(false),
+            authentication_token_webhook: Some(true),
+            authorization_mode: Some("Webhook".into()),
+            ..Default::default()
+        };
+        let mut cfg = Config::resolve(flags).unwrap();
+        cfg.pod_logs_dir = dir.path().join("logs");
+        let cri = proto::Cri::local(proto::fake::FakeCri::with_images(crate::hollow::PRELOADED));
+        let manager = PodManager::new(cri, fake.client(), cfg.clone()).unwrap();
+        let auth = Arc::new(KubeletAuth::new(&cfg.auth, "n1", Some(fake.client())).unwrap());
+        let (serving, _) = crate::certificate::serving(&cfg, None).unwrap();
+        let tls = tls_config(Some(&ca_file), serving).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let healthz = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let healthz_port = healthz.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve(cfg, manager, listener, tls, auth, rx.clone()));
+        tokio::spawn(serve_healthz(healthz, rx));
+        let kubelet = |cert: Option<(String, String)>, token: Option<&str>| {
+            let (client_cert_pem, client_key_pem) = match cert {
+                Some((c, k)) => (Some(c.into_bytes()), Some(k.into_bytes())),
+                None => (None, None),
+            };
+            client::Client::new(&client::Config {
+                server: format!("https://127.0.0.1:{port}"),
+                insecure_skip_tls_verify: true,
+                client_cert_pem,
+                client_key_pem,
+                token: token.map(String::from),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let refused = |r: Result<Bytes, client::Error>| match r {
+            Err(client::Error::Api(e)) => (e.code, e.message),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let anonymous = kubelet(None, None);
+        for path in ["/healthz", "/pods", "/metrics", "/stats/summary", "/containerLogs/ns/p/c", "/nope"] {
+            assert_eq!(refused(anonymous.get_raw(path).await), (401, "Unauthorized".into()), "{path}");
+        }
+        assert_eq!(refused(kubelet(None, Some("wrong")).get_raw("/pods").await), (401, "Unauthorized".into()));
+        // The apiserver's client certificate: everything.
+        let apiserver = kubelet(
+            Some(fake.client_cert(
+                "kube-apiserver-kubelet-client",
+                &["kubeadm:cluster-admins"],
+                Duration::from_secs(600),
+            )),
+            None,
+        );
+        assert_eq!(apiserver.get_raw("/healthz").await.unwrap(), "ok");
+        let pods: Value = serde_json::from_slice(&apiserver.get_raw("/pods").await.unwrap()).unwrap();
+        assert_eq!(pods["kind"], "PodList");
+        // A certificate from another CA fails the handshake.
+        let other = crate::fake_apiserver::Ca::new().client_cert(
+            "kube-apiserver-kubelet-client",
+            &[],
+            Duration::from_secs(600),
+        );
+        assert!(matches!(kubelet(Some(other), None).get_raw("/pods").await, Err(client::Error::Transport(_))));
+        // A token: /pods through nodes/pods, not /metrics nor /healthz.
+        let viewer = kubelet(None, Some("viewer-token"));
+        assert!(viewer.get_raw("/pods").await.is_ok());
+        assert_eq!(
+            refused(viewer.get_raw("/metrics").await),
+            (403, "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[metrics])\n".into())
+        );
+        assert_eq!(
+            refused(viewer.get_raw("/healthz").await),
+            (403, "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[healthz proxy])\n".into())
+        );
+        // The local healthz: plain HTTP, no credentials.
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", healthz_port)).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("ok"), "{answer}");
+        tx.send(true).unwrap();
+    }
 
     #[test]
     fn cri_log_lines_render_as_kubectl_logs() {
