@@ -21,6 +21,9 @@ pub struct Config {
     pub insecure_skip_tls_verify: bool,
     /// Namespace of the current context (or the service account's), "default" otherwise.
     pub namespace: String,
+    /// A client certificate that can be replaced while the client runs (wins over `client_cert_pem`); replacing
+    /// it closes the client's connections.
+    pub rotating_cert: Option<std::sync::Arc<crate::RotatingCert>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -4,6 +4,7 @@
 //! back as the [`ApiError`] Status they were sent as.
 
 pub mod config;
+pub mod rotation;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+pub use rotation::RotatingCert;
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,7 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<rotation::TrackingConnector>;
 
 /// A connection pool to one apiserver. Cheap to clone.
 #[derive(Clone)]
@@ -122,6 +124,9 @@ pub fn rustls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
     };
     // ALPN (h2, http/1.1) is set by the connector.
     let tls = match (&cfg.client_cert_pem, &cfg.client_key_pem) {
+        _ if cfg.rotating_cert.is_some() => {
+            builder.with_client_cert_resolver(cfg.rotating_cert.clone().expect("checked"))
+        }
         (Some(cert), Some(key)) => {
             let key = rustls_pemfile::private_key(&mut &key[..])
                 .map_err(|e| Error::Tls(e.to_string()))?
@@ -130,6 +135,12 @@ pub fn rustls_config(cfg: &Config) -> Result<rustls::ClientConfig> {
         }
         _ => builder.with_no_client_auth(),
     };
+    let mut tls = tls;
+    if cfg.rotating_cert.is_some() {
+        // A resumed session keeps the identity of the handshake it resumes: after a rotation the server would
+        // still see the old certificate.
+        tls.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(tls)
 }
 
@@ -206,7 +217,10 @@ impl Client {
             .with_tls_config(tls)
             .https_only()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(rotation::TrackingConnector {
+                http,
+                tracker: cfg.rotating_cert.as_ref().map(|r| r.tracker.clone()),
+            });
         let http =
             HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
         Ok(Client {

@@ -2,11 +2,15 @@
 //! through the container runtime (CRI): one worker per pod ([`pods`]), woken by the pod informer and the PLEG.
 
 pub mod admission;
+pub mod auth;
+pub mod certificate;
 pub mod cni;
 pub mod dns;
 pub mod envvars;
 pub mod events;
 pub mod expansion;
+#[cfg(test)]
+pub(crate) mod fake_apiserver;
 pub mod hollow;
 pub mod hosts;
 pub mod node;
@@ -20,6 +24,7 @@ pub mod static_pods;
 pub mod stats;
 pub mod status;
 pub mod streaming;
+pub mod token;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -140,8 +145,17 @@ pub(crate) async fn run_node(
     tokio::spawn(manager.clone().pleg(stop.clone()));
     tokio::spawn(static_pods::run(manager.clone(), client.clone(), cfg.clone(), stop.clone()));
     if cfg.serve_api {
+        let auth = Arc::new(auth::KubeletAuth::new(&cfg.auth, &cfg.node_name, Some(client.clone()))?);
+        let (serving, rotation) = certificate::serving(&cfg, Some(&client))?;
+        if let Some(m) = rotation {
+            tokio::spawn(m.run(stop.clone()));
+        }
+        let tls = server::tls_config(cfg.auth.client_ca_file.as_deref(), serving)?;
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port)).await?;
-        tokio::spawn(server::serve(cfg.clone(), manager.clone(), listener, stop.clone()));
+        tokio::spawn(server::serve(cfg.clone(), manager.clone(), listener, tls, auth, stop.clone()));
+        if cfg.healthz_port > 0 {
+            tokio::spawn(server::healthz(cfg.healthz_bind_address.clone(), cfg.healthz_port, stop.clone()));
+        }
     }
     let mut stop = stop;
     loop {
@@ -166,11 +180,13 @@ pub(crate) async fn run_node(
     Ok(())
 }
 
-/// Runs the kubelet from its resolved configuration (kubeconfig from `--kubeconfig`, or inferred).
+/// Runs the kubelet from its resolved configuration: TLS bootstrap with `--bootstrap-kubeconfig`, the kubeconfig
+/// from `--kubeconfig` (or inferred), the client certificate rotated with `rotateCertificates`.
 pub async fn run(cfg: Config, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BoxError> {
-    let client_cfg = match &cfg.kubeconfig {
-        Some(p) => client::Config::from_kubeconfig(p)?,
-        None => client::Config::infer()?,
-    };
-    run_with_client(client::Client::new(&client_cfg)?, cfg, stop).await
+    let (client_cfg, rotating) = certificate::client_config(&cfg).await?;
+    let client = client::Client::new(&client_cfg)?;
+    if let Some(r) = rotating {
+        tokio::spawn(r.manager(client.clone())?.run(stop.clone()));
+    }
+    run_with_client(client, cfg, stop).await
 }

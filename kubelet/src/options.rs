@@ -40,6 +40,54 @@ pub struct Flags {
     /// The port of the kubelet API.
     #[arg(long)]
     pub port: Option<u16>,
+    /// A kubeconfig whose (bootstrap token) credentials request the client certificate when `--kubeconfig` is
+    /// missing or its certificate expired; the kubeconfig is then written pointing at the issued certificate.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the kubelet's TLS certificates are (`kubelet-client-current.pem`, `kubelet-server-current.pem`,
+    /// self-signed `kubelet.crt`); ours defaults to `<root-dir>/pki` (upstream: /var/lib/kubelet/pki).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Rotate the client certificate: request a new one (a CSR) at 70-90% of its lifetime (`rotateCertificates`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub rotate_certificates: Option<bool>,
+    /// Request the serving certificate from the API (signer kubernetes.io/kubelet-serving) and rotate it
+    /// (`serverTLSBootstrap`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub rotate_server_certificates: Option<bool>,
+    /// The serving certificate of the kubelet API (`tlsCertFile`).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's key (`tlsPrivateKeyFile`).
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Client certificates signed by this CA authenticate to the kubelet API (`authentication.x509.clientCAFile`).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Requests without credentials are `system:anonymous` (`authentication.anonymous.enabled`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub anonymous_auth: Option<bool>,
+    /// Bearer tokens are checked with TokenReviews (`authentication.webhook.enabled`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub authentication_token_webhook: Option<bool>,
+    /// How long TokenReview answers are cached (`authentication.webhook.cacheTTL`).
+    #[arg(long)]
+    pub authentication_token_webhook_cache_ttl: Option<String>,
+    /// AlwaysAllow or Webhook (SubjectAccessReviews) (`authorization.mode`).
+    #[arg(long)]
+    pub authorization_mode: Option<String>,
+    /// How long allowed SubjectAccessReview answers are cached (`authorization.webhook.cacheAuthorizedTTL`).
+    #[arg(long)]
+    pub authorization_webhook_cache_authorized_ttl: Option<String>,
+    /// How long other answers are cached (`authorization.webhook.cacheUnauthorizedTTL`).
+    #[arg(long)]
+    pub authorization_webhook_cache_unauthorized_ttl: Option<String>,
+    /// The port of the unauthenticated local `/healthz` (`healthzPort`, 10248; 0 disables it).
+    #[arg(long)]
+    pub healthz_port: Option<u16>,
+    /// The address of that `/healthz` (`healthzBindAddress`, 127.0.0.1).
+    #[arg(long)]
+    pub healthz_bind_address: Option<String>,
     /// Ours: run this many hollow nodes (kubelets on fake runtimes) in this process instead of one real kubelet.
     #[arg(long, default_value_t = 0)]
     pub hollow_nodes: usize,
@@ -78,6 +126,139 @@ pub struct KubeletConfiguration {
     pub cni_conf_dir: Option<PathBuf>,
     /// Ours: the bridge's name.
     pub cni_bridge: Option<String>,
+    pub authentication: Option<FileAuthentication>,
+    pub authorization: Option<FileAuthorization>,
+    pub rotate_certificates: Option<bool>,
+    #[serde(rename = "serverTLSBootstrap")]
+    pub server_tls_bootstrap: Option<bool>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub healthz_port: Option<u16>,
+    pub healthz_bind_address: Option<String>,
+}
+
+/// `authentication` of the file.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileAuthentication {
+    pub x509: FileX509,
+    pub webhook: FileWebhookAuthn,
+    pub anonymous: FileAnonymous,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileX509 {
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileWebhookAuthn {
+    pub enabled: Option<bool>,
+    #[serde(rename = "cacheTTL")]
+    pub cache_ttl: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileAnonymous {
+    pub enabled: Option<bool>,
+}
+
+/// `authorization` of the file.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileAuthorization {
+    pub mode: Option<String>,
+    pub webhook: FileWebhookAuthz,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileWebhookAuthz {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    pub cache_authorized_ttl: Option<String>,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    pub cache_unauthorized_ttl: Option<String>,
+}
+
+/// `authorization.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    AlwaysAllow,
+    Webhook,
+}
+
+/// How the kubelet API authenticates and authorizes ([`crate::auth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub client_ca_file: Option<PathBuf>,
+    pub anonymous: bool,
+    pub webhook: bool,
+    pub webhook_cache_ttl: Duration,
+    pub authorization_mode: AuthorizationMode,
+    pub cache_authorized_ttl: Duration,
+    pub cache_unauthorized_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    /// Upstream's command-line defaults (no `--config`): anonymous requests, no token webhook, AlwaysAllow.
+    fn default() -> Self {
+        AuthConfig {
+            client_ca_file: None,
+            anonymous: true,
+            webhook: false,
+            webhook_cache_ttl: Duration::from_secs(120),
+            authorization_mode: AuthorizationMode::AlwaysAllow,
+            cache_authorized_ttl: Duration::from_secs(300),
+            cache_unauthorized_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// From the file (its v1beta1 defaults: no anonymous requests, the token webhook on, Webhook authorization)
+    /// or, without one, upstream's legacy flag defaults; the flags win over both.
+    fn resolve(file: Option<&KubeletConfiguration>, flags: &Flags) -> Result<Self, ConfigError> {
+        let mut c = AuthConfig::default();
+        if let Some(file) = file {
+            let authn = file.authentication.clone().unwrap_or_default();
+            let authz = file.authorization.clone().unwrap_or_default();
+            c.client_ca_file = authn.x509.client_ca_file;
+            c.anonymous = authn.anonymous.enabled.unwrap_or(false);
+            c.webhook = authn.webhook.enabled.unwrap_or(true);
+            c.webhook_cache_ttl = duration(authn.webhook.cache_ttl.as_deref(), c.webhook_cache_ttl)?;
+            c.authorization_mode = parse_mode(authz.mode.as_deref().unwrap_or("Webhook"))?;
+            c.cache_authorized_ttl = duration(authz.webhook.cache_authorized_ttl.as_deref(), c.cache_authorized_ttl)?;
+            c.cache_unauthorized_ttl =
+                duration(authz.webhook.cache_unauthorized_ttl.as_deref(), c.cache_unauthorized_ttl)?;
+        }
+        if let Some(f) = &flags.client_ca_file {
+            c.client_ca_file = Some(f.clone());
+        }
+        c.anonymous = flags.anonymous_auth.unwrap_or(c.anonymous);
+        c.webhook = flags.authentication_token_webhook.unwrap_or(c.webhook);
+        c.webhook_cache_ttl = duration(flags.authentication_token_webhook_cache_ttl.as_deref(), c.webhook_cache_ttl)?;
+        if let Some(m) = &flags.authorization_mode {
+            c.authorization_mode = parse_mode(m)?;
+        }
+        c.cache_authorized_ttl =
+            duration(flags.authorization_webhook_cache_authorized_ttl.as_deref(), c.cache_authorized_ttl)?;
+        c.cache_unauthorized_ttl =
+            duration(flags.authorization_webhook_cache_unauthorized_ttl.as_deref(), c.cache_unauthorized_ttl)?;
+        Ok(c)
+    }
+}
+
+fn parse_mode(m: &str) -> Result<AuthorizationMode, ConfigError> {
+    match m {
+        "AlwaysAllow" => Ok(AuthorizationMode::AlwaysAllow),
+        "Webhook" => Ok(AuthorizationMode::Webhook),
+        "" => Err(ConfigError::Invalid("no authorization mode specified".into())),
+        other => Err(ConfigError::Invalid(format!("unknown authorization mode {other}"))),
+    }
 }
 
 /// Everything resolved.
@@ -123,6 +304,22 @@ pub struct Config {
     pub cluster_dns: Vec<String>,
     /// The node's resolver configuration pods' DNS starts from (`resolvConf`, /etc/resolv.conf; "": none).
     pub resolv_conf: String,
+    /// The kubelet API's authentication and authorization.
+    pub auth: AuthConfig,
+    /// `--bootstrap-kubeconfig`: TLS bootstrap of the client certificate.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// `--cert-dir`.
+    pub cert_dir: PathBuf,
+    /// `rotateCertificates`: the client certificate is renewed through CSRs.
+    pub rotate_certificates: bool,
+    /// `serverTLSBootstrap`: the serving certificate comes from CSRs (signer kubernetes.io/kubelet-serving).
+    pub server_tls_bootstrap: bool,
+    /// `tlsCertFile` and `tlsPrivateKeyFile` (neither: a self-signed pair in `cert_dir`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    /// `healthzPort` (0: none) and `healthzBindAddress` of the local unauthenticated `/healthz`.
+    pub healthz_port: u16,
+    pub healthz_bind_address: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,14 +366,19 @@ fn hostname() -> String {
 
 impl Config {
     pub fn resolve(flags: Flags) -> Result<Self, ConfigError> {
-        let file = match &flags.config {
+        let from_file = match &flags.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
-                serde_yaml_ng::from_str::<KubeletConfiguration>(&text)
-                    .map_err(|e| ConfigError::Parse(p.clone(), e.to_string()))?
+                Some(
+                    serde_yaml_ng::from_str::<KubeletConfiguration>(&text)
+                        .map_err(|e| ConfigError::Parse(p.clone(), e.to_string()))?,
+                )
             }
-            None => KubeletConfiguration::default(),
+            None => None,
         };
+        let auth = AuthConfig::resolve(from_file.as_ref(), &flags)?;
+        let file = from_file.unwrap_or_default();
+        let root_dir = flags.root_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/kubelet"));
         let mut node_labels = BTreeMap::new();
         for l in flags.node_labels.iter().filter(|l| !l.is_empty()) {
             let (k, v) = l.split_once('=').ok_or_else(|| ConfigError::Invalid(format!("invalid node label {l:?}")))?;
@@ -199,7 +401,8 @@ impl Config {
             pod_manifest_path: flags.pod_manifest_path.or(file.static_pod_path),
             node_labels,
             taints,
-            root_dir: flags.root_dir.unwrap_or_else(|| PathBuf::from("/var/lib/kubelet")),
+            cert_dir: flags.cert_dir.unwrap_or_else(|| root_dir.join("pki")),
+            root_dir,
             cgroup_driver: file.cgroup_driver.unwrap_or_else(|| "cgroupfs".into()),
             max_pods: file.max_pods.unwrap_or(110),
             kube_reserved: file.kube_reserved,
@@ -227,6 +430,17 @@ impl Config {
             cluster_domain: file.cluster_domain.filter(|d| !d.is_empty()).unwrap_or_else(|| "cluster.local".into()),
             cluster_dns: file.cluster_dns,
             resolv_conf: file.resolv_conf.unwrap_or_else(|| "/etc/resolv.conf".into()),
+            auth,
+            bootstrap_kubeconfig: flags.bootstrap_kubeconfig,
+            rotate_certificates: flags.rotate_certificates.or(file.rotate_certificates).unwrap_or(false),
+            server_tls_bootstrap: flags.rotate_server_certificates.or(file.server_tls_bootstrap).unwrap_or(false),
+            tls_cert_file: flags.tls_cert_file.or(file.tls_cert_file),
+            tls_private_key_file: flags.tls_private_key_file.or(file.tls_private_key_file),
+            healthz_port: flags.healthz_port.or(file.healthz_port).unwrap_or(10248),
+            healthz_bind_address: flags
+                .healthz_bind_address
+                .or(file.healthz_bind_address)
+                .unwrap_or_else(|| "127.0.0.1".into()),
         })
     }
 }
@@ -268,5 +482,64 @@ mod tests {
         assert_eq!(c.kube_reserved.get("cpu").map(String::as_str), Some("100m"));
         assert_eq!(c.pod_cidr.as_deref(), Some("10.244.3.0/24"), "upstream spells it podCIDR");
         assert!(parse_taint("bad").is_err());
+    }
+
+    /// Upstream's two sets of defaults: the command line's legacy ones (anonymous, AlwaysAllow) without a file,
+    /// the v1beta1 ones (no anonymous, token webhook, Webhook authorization) with one; flags win.
+    #[test]
+    fn authentication_and_authorization_defaults() {
+        let c = Config::resolve(Flags::default()).unwrap();
+        assert_eq!(c.auth, AuthConfig::default());
+        assert!(c.auth.anonymous && !c.auth.webhook && c.auth.authorization_mode == AuthorizationMode::AlwaysAllow);
+        assert_eq!((c.healthz_port, c.healthz_bind_address.as_str()), (10248, "127.0.0.1"));
+        assert_eq!(c.cert_dir, PathBuf::from("/var/lib/kubelet/pki"));
+        assert!(!c.rotate_certificates && !c.server_tls_bootstrap);
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n").unwrap();
+        let c = Config::resolve(Flags { config: Some(empty.clone()), ..Default::default() }).unwrap();
+        assert!(!c.auth.anonymous && c.auth.webhook);
+        assert_eq!(c.auth.authorization_mode, AuthorizationMode::Webhook);
+        assert_eq!(
+            (c.auth.webhook_cache_ttl, c.auth.cache_authorized_ttl, c.auth.cache_unauthorized_ttl),
+            (Duration::from_secs(120), Duration::from_secs(300), Duration::from_secs(30))
+        );
+        let full = dir.path().join("full.yaml");
+        std::fs::write(
+            &full,
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  x509: {clientCAFile: /etc/kubernetes/pki/ca.crt}\n  webhook: {enabled: true, cacheTTL: 1m}\n  anonymous: {enabled: true}\nauthorization:\n  mode: AlwaysAllow\n  webhook: {cacheAuthorizedTTL: 10s, cacheUnauthorizedTTL: 5s}\nrotateCertificates: true\nserverTLSBootstrap: true\nhealthzPort: 0\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Flags { config: Some(full.clone()), ..Default::default() }).unwrap();
+        assert_eq!(c.auth.client_ca_file, Some(PathBuf::from("/etc/kubernetes/pki/ca.crt")));
+        assert!(c.auth.anonymous);
+        assert_eq!(c.auth.authorization_mode, AuthorizationMode::AlwaysAllow);
+        assert_eq!(
+            (c.auth.webhook_cache_ttl, c.auth.cache_authorized_ttl),
+            (Duration::from_secs(60), Duration::from_secs(10))
+        );
+        assert!(c.rotate_certificates && c.server_tls_bootstrap);
+        assert_eq!(c.healthz_port, 0);
+        let flags = Flags::try_parse_from([
+            "kubelet",
+            "--config",
+            full.to_str().unwrap(),
+            "--anonymous-auth=false",
+            "--authorization-mode=Webhook",
+            "--client-ca-file=/ca.pem",
+            "--authentication-token-webhook",
+            "--rotate-certificates=false",
+            "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+            "--cert-dir=/pki",
+        ])
+        .unwrap();
+        let c = Config::resolve(flags).unwrap();
+        assert!(!c.auth.anonymous && c.auth.webhook && !c.rotate_certificates);
+        assert_eq!(c.auth.authorization_mode, AuthorizationMode::Webhook);
+        assert_eq!(c.auth.client_ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.bootstrap_kubeconfig, Some(PathBuf::from("/etc/kubernetes/bootstrap-kubelet.conf")));
+        assert_eq!(c.cert_dir, PathBuf::from("/pki"));
+        let bad = Flags::try_parse_from(["kubelet", "--authorization-mode=RBAC"]).unwrap();
+        assert_eq!(Config::resolve(bad).unwrap_err().to_string(), "unknown authorization mode RBAC");
     }
 }

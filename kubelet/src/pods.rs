@@ -256,6 +256,8 @@ pub struct PodManager {
     admitted: Mutex<std::collections::HashSet<String>>,
     /// The kubelet's Events (disabled on hollow nodes).
     pub events: crate::events::Events,
+    /// The pods' service account tokens (projected `serviceAccountToken` sources).
+    pub tokens: crate::token::TokenManager,
 }
 
 impl PodManager {
@@ -268,6 +270,7 @@ impl PodManager {
         };
         let (capacity, allocatable) = crate::node::resources(&cfg);
         let memory_capacity = capacity["memory"].as_str().and_then(crate::node::bytes).unwrap_or(1 << 30);
+        let tokens = crate::token::TokenManager::new(Some(client.clone()));
         Ok(Arc::new(PodManager {
             cri,
             client,
@@ -286,6 +289,7 @@ impl PodManager {
             node: std::sync::OnceLock::new(),
             admitted: Mutex::new(std::collections::HashSet::new()),
             events,
+            tokens,
         }))
     }
 
@@ -925,6 +929,7 @@ impl PodManager {
             }
             self.teardown(&obs, 2).await?;
             crate::volumes::teardown(&self.cfg.root_dir, uid);
+            self.tokens.delete_service_account_token(uid);
             return Ok(Synced::Finished);
         };
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
@@ -1065,6 +1070,7 @@ impl PodManager {
                 host_ip: &self.cfg.node_ip,
                 allocatable: &self.allocatable,
             },
+            &self.tokens,
         )
         .await
         {

@@ -1,7 +1,11 @@
-//! The kubelet API on `--port` (10250) over TLS (a self-signed pair in `<root-dir>/pki` unless files are given):
-//! `/healthz`, `/livez`, `/readyz`, Prometheus `/metrics`, `/pods`, `/stats/summary` ([`crate::stats`]), and `/containerLogs/<ns>/<pod>/<container>`
-//! (follow, tailLines, timestamps, previous, sinceSeconds, limitBytes) which the apiserver proxies `pods/log` to.
-//! `/exec`, `/attach` and `/portForward` are upgraded to streams ([`crate::streaming`]).
+//! The kubelet API on `--port` (10250) over TLS (the serving certificate of [`crate::certificate`]; client
+//! certificates requested, verified against the client CA): every request is authenticated and authorized first
+//! ([`crate::auth`]: 401 `Unauthorized`, 403 `Forbidden (...)`), `/healthz` included as upstream's secure port.
+//! `/healthz`, `/livez`, `/readyz`, Prometheus `/metrics`, `/pods`, `/stats/summary` ([`crate::stats`]), and
+//! `/containerLogs/<ns>/<pod>/<container>` (follow, tailLines, timestamps, previous, sinceSeconds, limitBytes) which
+//! the apiserver proxies `pods/log` to. `/exec`, `/attach` and `/portForward` are upgraded to streams
+//! ([`crate::streaming`]). The unauthenticated `/healthz` is served on `healthzBindAddress:healthzPort`
+//! (127.0.0.1:10248) instead ([`serve_healthz`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::auth::{KubeletAuth, Verdict};
 use crate::options::Config;
 use crate::pods::PodManager;
 
@@ -93,14 +98,24 @@ fn attempts(dir: &Path) -> Vec<PathBuf> {
 struct Server {
     cfg: Config,
     manager: Arc<PodManager>,
+    auth: Arc<KubeletAuth>,
     metrics: Metrics,
     cpu: crate::stats::CpuSampler,
 }
 
 impl Server {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Option<Arc<Vec<u8>>>,
+    ) -> Result<Response<Body>, Infallible> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
+        if let Verdict::Refused(code, msg) =
+            self.auth.check(peer.as_deref().map(Vec::as_slice), req.method(), &path, req.headers()).await
+        {
+            return Ok(text(StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN), msg));
+        }
         if path.starts_with("/exec/") || path.starts_with("/attach/") {
             self.metrics.stream_requests.fetch_add(1, Ordering::Relaxed);
             return Ok(crate::streaming::exec(&self.manager, req, path.starts_with("/attach/")).await);
@@ -245,44 +260,45 @@ fn futures_unfold(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) })
 }
 
-/// A self-signed serving pair for the kubelet API (`<root-dir>/pki/kubelet.crt`), made once.
-fn serving_pair(cfg: &Config) -> Result<(PathBuf, PathBuf), Box<dyn std::error::Error + Send + Sync>> {
-    let dir = cfg.root_dir.join("pki");
-    let (crt, key) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
-    if crt.exists() && key.exists() {
-        return Ok((crt, key));
-    }
-    std::fs::create_dir_all(&dir)?;
-    let mut names = vec![cfg.node_name.clone(), "localhost".into()];
-    names.push(cfg.node_ip.clone());
-    let certified = rcgen::generate_simple_self_signed(names)?;
-    std::fs::write(&crt, certified.cert.pem())?;
-    std::fs::write(&key, certified.signing_key.serialize_pem())?;
-    Ok((crt, key))
-}
-
-fn tls_config(crt: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error + Send + Sync>> {
-    let certs = rustls_pemfile::certs(&mut &std::fs::read(crt)?[..]).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut &std::fs::read(key)?[..])?.ok_or("no private key")?;
+/// The TLS configuration of the kubelet API: the serving certificate from `certs`; client certificates requested
+/// (not required) and verified against the CA in `client_ca` when there is one.
+pub fn tls_config(
+    client_ca: Option<&Path>,
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error + Send + Sync>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(ca).map_err(|e| format!("reading the client CA {}: {e}", ca.display()))?;
+            for c in rustls_pemfile::certs(&mut &pem[..]) {
+                roots.add(c?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// Serves the kubelet API until `stop`.
+/// Serves the kubelet API until `stop`: TLS by `tls`, every request through `auth`.
 pub async fn serve(
     cfg: Config,
     manager: Arc<PodManager>,
     listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    auth: Arc<KubeletAuth>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (crt, key) = serving_pair(&cfg)?;
-    let tls = tokio_rustls::TlsAcceptor::from(tls_config(&crt, &key)?);
-    let server = Arc::new(Server { cfg, manager, metrics: Metrics::default(), cpu: Default::default() });
+    let tls = tokio_rustls::TlsAcceptor::from(tls);
+    let server = Arc::new(Server { cfg, manager, auth, metrics: Metrics::default(), cpu: Default::default() });
     loop {
         let (tcp, _) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
@@ -291,9 +307,47 @@ pub async fn serve(
         let (tls, server) = (tls.clone(), server.clone());
         tokio::spawn(async move {
             let Ok(stream) = tls.accept(tcp).await else { return };
-            let svc = hyper::service::service_fn(move |req| server.clone().handle(req));
+            let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.to_vec()));
+            let svc = hyper::service::service_fn(move |req| server.clone().handle(req, peer.clone()));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Serves the local health endpoint on `address:port`; while the port cannot be bound, says so and tries again
+/// every 5 s (upstream's "Failed to start healthz server").
+pub async fn healthz(address: String, port: u16, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match tokio::net::TcpListener::bind((address.as_str(), port)).await {
+            Ok(l) => return serve_healthz(l, stop).await,
+            Err(e) => tracing::error!(error = %e, address, port, "Failed to start healthz server"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The local health endpoint (upstream's healthz server): plain HTTP, no authentication, `/healthz` and
+/// `/healthz/syncloop`.
+pub async fn serve_healthz(listener: tokio::net::TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                Ok::<_, Infallible>(match req.uri().path() {
+                    "/healthz" | "/healthz/syncloop" => text(StatusCode::OK, "ok"),
+                    _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+                })
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
                 .await;
         });
     }
@@ -302,6 +356,128 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kubelet API end to end: TLS with client certificates requested and verified against the client CA,
+    /// every path (`/healthz` too) authenticated and authorized with the reviews of a fake apiserver, upstream's
+    /// 401 and 403 texts; the local healthz port open to all.
+    #[tokio::test]
+    async fn the_kubelet_api_authenticates_and_authorizes_every_request() {
+        use crate::fake_apiserver::{FakeApiserver, json as reply};
+        let fake = FakeApiserver::start(|seen| match seen.path.as_str() {
+            "/apis/authentication.k8s.io/v1/tokenreviews" => {
+                let ok = seen.body["spec"]["token"] == "viewer-token";
+                let mut a = seen.body.clone();
+                a["status"] = if ok {
+                    json!({"authenticated": true, "user": {"username": "viewer", "groups": ["monitoring"]}})
+                } else {
+                    json!({"authenticated": false})
+                };
+                reply(201, a)
+            }
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews" => {
+                let spec = &seen.body["spec"];
+                let sub = spec["resourceAttributes"]["subresource"].as_str().unwrap_or_default();
+                let allowed = match spec["user"].as_str().unwrap_or_default() {
+                    "kube-apiserver-kubelet-client" => true,
+                    "viewer" => sub == "pods" || sub == "stats",
+                    _ => false,
+                };
+                let mut a = seen.body.clone();
+                a["status"] = json!({"allowed": allowed});
+                reply(201, a)
+            }
+            _ => reply(404, json!({"kind": "Status", "code": 404})),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, &fake.ca.pem).unwrap();
+        let flags = crate::Flags {
+            hostname_override: Some("n1".into()),
+            root_dir: Some(dir.path().to_path_buf()),
+            client_ca_file: Some(ca_file.clone()),
+            anonymous_auth: Some(false),
+            authentication_token_webhook: Some(true),
+            authorization_mode: Some("Webhook".into()),
+            ..Default::default()
+        };
+        let mut cfg = Config::resolve(flags).unwrap();
+        cfg.pod_logs_dir = dir.path().join("logs");
+        let cri = proto::Cri::local(proto::fake::FakeCri::with_images(crate::hollow::PRELOADED));
+        let manager = PodManager::new(cri, fake.client(), cfg.clone()).unwrap();
+        let auth = Arc::new(KubeletAuth::new(&cfg.auth, "n1", Some(fake.client())).unwrap());
+        let (serving, _) = crate::certificate::serving(&cfg, None).unwrap();
+        let tls = tls_config(Some(&ca_file), serving).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let healthz = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let healthz_port = healthz.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve(cfg, manager, listener, tls, auth, rx.clone()));
+        tokio::spawn(serve_healthz(healthz, rx));
+        let kubelet = |cert: Option<(String, String)>, token: Option<&str>| {
+            let (client_cert_pem, client_key_pem) = match cert {
+                Some((c, k)) => (Some(c.into_bytes()), Some(k.into_bytes())),
+                None => (None, None),
+            };
+            client::Client::new(&client::Config {
+                server: format!("https://127.0.0.1:{port}"),
+                insecure_skip_tls_verify: true,
+                client_cert_pem,
+                client_key_pem,
+                token: token.map(String::from),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let refused = |r: Result<Bytes, client::Error>| match r {
+            Err(client::Error::Api(e)) => (e.code, e.message),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let anonymous = kubelet(None, None);
+        for path in ["/healthz", "/pods", "/metrics", "/stats/summary", "/containerLogs/ns/p/c", "/nope"] {
+            assert_eq!(refused(anonymous.get_raw(path).await), (401, "Unauthorized".into()), "{path}");
+        }
+        assert_eq!(refused(kubelet(None, Some("wrong")).get_raw("/pods").await), (401, "Unauthorized".into()));
+        // The apiserver's client certificate: everything.
+        let apiserver = kubelet(
+            Some(fake.client_cert(
+                "kube-apiserver-kubelet-client",
+                &["kubeadm:cluster-admins"],
+                Duration::from_secs(600),
+            )),
+            None,
+        );
+        assert_eq!(apiserver.get_raw("/healthz").await.unwrap(), "ok");
+        let pods: Value = serde_json::from_slice(&apiserver.get_raw("/pods").await.unwrap()).unwrap();
+        assert_eq!(pods["kind"], "PodList");
+        // A certificate from another CA fails the handshake.
+        let other = crate::fake_apiserver::Ca::new().client_cert(
+            "kube-apiserver-kubelet-client",
+            &[],
+            Duration::from_secs(600),
+        );
+        assert!(matches!(kubelet(Some(other), None).get_raw("/pods").await, Err(client::Error::Transport(_))));
+        // A token: /pods through nodes/pods, not /metrics nor /healthz.
+        let viewer = kubelet(None, Some("viewer-token"));
+        assert!(viewer.get_raw("/pods").await.is_ok());
+        assert_eq!(
+            refused(viewer.get_raw("/metrics").await),
+            (403, "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[metrics])\n".into())
+        );
+        assert_eq!(
+            refused(viewer.get_raw("/healthz").await),
+            (403, "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[healthz proxy])\n".into())
+        );
+        // The local healthz: plain HTTP, no credentials.
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", healthz_port)).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("ok"), "{answer}");
+        tx.send(true).unwrap();
+    }
 
     #[test]
     fn cri_log_lines_render_as_kubectl_logs() {

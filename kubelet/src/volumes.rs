@@ -1,5 +1,6 @@
 //! Volumes and environment: emptyDir (also medium Memory), hostPath, configMap, secret, downwardAPI and projected
-//! volumes set up under `<root-dir>/pods/<uid>/volumes/`, written atomically (a `..data` symlink swapped over a
+//! volumes (with bound service account tokens from [`crate::token`], so `kube-api-access-*` volumes give pods
+//! their token, CA and namespace) set up under `<root-dir>/pods/<uid>/volumes/`, written atomically (a `..data` symlink swapped over a
 //! fresh timestamped directory, as upstream's AtomicWriter) so updates of configMaps and secrets reach mounted
 //! files; and container environment from values, fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef, envFrom.
 
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use client::Client;
 use proto::cri::{KeyValue, Mount};
 use serde_json::Value;
+
+use crate::token::TokenManager;
 
 /// Why a container cannot be configured (upstream's CreateContainerConfigError).
 pub type ConfigError = (String, String);
@@ -295,12 +298,13 @@ pub async fn setup(
     root: &Path,
     pod: &Value,
     fields: &FieldSource<'_>,
+    tokens: &TokenManager,
 ) -> Result<BTreeMap<String, PathBuf>, MountError> {
     let base = root.join("pods").join(s(pod, "/metadata/uid")).join("volumes");
     let mut out = BTreeMap::new();
     for v in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
         let name = s(v, "/name").to_string();
-        match setup_volume(client, &base, pod, v, fields).await {
+        match setup_volume(client, &base, pod, v, fields, tokens).await {
             Ok(Some(path)) => {
                 out.insert(name, path);
             }
@@ -319,6 +323,7 @@ async fn setup_volume(
     pod: &Value,
     v: &Value,
     fields: &FieldSource<'_>,
+    tokens: &TokenManager,
 ) -> Result<Option<PathBuf>, String> {
     let ns = s(pod, "/metadata/namespace");
     let name = s(v, "/name");
@@ -397,8 +402,10 @@ async fn setup_volume(
                 }
             } else if let Some(d) = source.get("downwardAPI") {
                 files.extend(downward_files(pod, d, mode, fields)?);
+            } else if let Some(tp) = source.get("serviceAccountToken") {
+                let (path, token) = service_account_token(pod, tp, mode, tokens).await?;
+                files.insert(path, token);
             }
-            // serviceAccountToken sources come with service-account tokens (not yet).
         }
         let d = dir("projected");
         atomic_write(&d, &files).map_err(io)?;
@@ -407,6 +414,29 @@ async fn setup_volume(
         return Ok(None);
     };
     Ok(Some(path))
+}
+
+/// The file of a projected `serviceAccountToken` source: a token bound to the pod for its service account, with
+/// the source's audience (none: the API's) and lifetime (the API's default 3600 s), at `path` with the projected
+/// volume's mode (0600 with an fsGroup, as upstream before the volume's ownership is applied).
+async fn service_account_token(
+    pod: &Value,
+    tp: &Value,
+    mode: u32,
+    tokens: &TokenManager,
+) -> Result<(String, (Vec<u8>, u32)), String> {
+    let audience = s(tp, "/audience");
+    let req = crate::token::TokenRequest {
+        namespace: s(pod, "/metadata/namespace").to_string(),
+        service_account: s(pod, "/spec/serviceAccountName").to_string(),
+        audiences: if audience.is_empty() { Vec::new() } else { vec![audience.to_string()] },
+        expiration_seconds: tp.get("expirationSeconds").and_then(Value::as_i64).unwrap_or(3600),
+        pod_name: s(pod, "/metadata/name").to_string(),
+        pod_uid: s(pod, "/metadata/uid").to_string(),
+    };
+    let token = tokens.get_service_account_token(&req).await?;
+    let mode = if pod.pointer("/spec/securityContext/fsGroup").is_some() { 0o600 } else { mode };
+    Ok((s(tp, "/path").to_string(), (token.token.into_bytes(), mode)))
 }
 
 /// The files of a downwardAPI volume or projected source: `fieldRef` items and `resourceFieldRef` items (of the
@@ -626,7 +656,8 @@ mod tests {
         let fields = FieldSource { pod_ip: "10.1.1.1", host_ip: "10.0.0.1", allocatable: &allocatable };
         let mut ok = pod.clone();
         ok["spec"]["volumes"].as_array_mut().unwrap().pop();
-        let vols = setup(&server.client, dir.path(), &ok, &fields).await.unwrap();
+        let tokens = TokenManager::new(None);
+        let vols = setup(&server.client, dir.path(), &ok, &fields, &tokens).await.unwrap();
         let read = |v: &str, f: &str| std::fs::read_to_string(vols[v].join(f)).unwrap();
         assert_eq!(read("info", "cpu_limit"), "250");
         assert_eq!(read("info", "cpu_cores"), "1", "divisor 0 means 1; 250m rounds up to 1");
@@ -638,9 +669,95 @@ mod tests {
         assert_eq!(read("all", "labels"), "app=\"x\"");
         assert_eq!(read("all", "mem"), "64");
         assert_eq!(mode(&vols["all"].join("labels")), 0o440, "the projected volume's defaultMode");
-        let err = setup(&server.client, dir.path(), &pod, &fields).await.unwrap_err();
+        let err = setup(&server.client, dir.path(), &pod, &fields, &tokens).await.unwrap_err();
         assert_eq!(err, MountError { volume: "broken".into(), message: "container nope not found".into() });
         server.stop().await;
+    }
+
+    /// A `kube-api-access-*` volume as the ServiceAccount admission plugin adds it: the bound token (3607 s), the
+    /// cluster CA from `kube-root-ca.crt` and the namespace, in one projected directory mounted at
+    /// /var/run/secrets/kubernetes.io/serviceaccount; a refreshed token replaces the file atomically.
+    #[tokio::test]
+    async fn kube_api_access_volumes_hold_token_ca_and_namespace() {
+        use crate::fake_apiserver::{FakeApiserver, json as reply};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let issued = std::sync::Arc::new(AtomicUsize::new(0));
+        let lifetime = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(3607));
+        let (i2, l2) = (issued.clone(), lifetime.clone());
+        let fake = FakeApiserver::start(move |seen| match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/api/v1/namespaces/team/configmaps/kube-root-ca.crt") => reply(
+                200,
+                json!({"kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "CA PEM"}}),
+            ),
+            ("POST", "/api/v1/namespaces/team/serviceaccounts/builder/token") => {
+                let n = i2.fetch_add(1, Ordering::SeqCst);
+                let secs = l2.load(Ordering::SeqCst);
+                let exp = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs);
+                let mut answer = seen.body.clone();
+                answer["status"] = json!({"token": format!("jwt-{n}"), "expirationTimestamp": exp.to_string()});
+                reply(201, answer)
+            }
+            _ => reply(404, json!({"kind": "Status", "code": 404, "reason": "NotFound", "message": "not found"})),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let pod = json!({"metadata": {"name": "p", "namespace": "team", "uid": "u-1"},
+            "spec": {"serviceAccountName": "builder",
+                "containers": [{"name": "c", "volumeMounts": [{"name": "kube-api-access-x2x9z", "readOnly": true,
+                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                "volumes": [{"name": "kube-api-access-x2x9z", "projected": {"defaultMode": 420, "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}]}});
+        let allocatable = json!({});
+        let fields = FieldSource { pod_ip: "", host_ip: "", allocatable: &allocatable };
+        let tokens = TokenManager::new(Some(fake.client()));
+        let vols = setup(&fake.client(), dir.path(), &pod, &fields, &tokens).await.unwrap();
+        let vol = &vols["kube-api-access-x2x9z"];
+        let read = |f: &str| std::fs::read_to_string(vol.join(f)).unwrap();
+        assert_eq!(
+            (read("token"), read("ca.crt"), read("namespace")),
+            ("jwt-0".into(), "CA PEM".into(), "team".into())
+        );
+        for f in ["token", "ca.crt", "namespace"] {
+            assert_eq!(mode(&vol.join(f)), 0o644, "{f} has the volume's defaultMode");
+        }
+        let sent = fake.seen_at("/api/v1/namespaces/team/serviceaccounts/");
+        assert_eq!(sent[0].body["spec"]["expirationSeconds"], 3607);
+        assert_eq!(sent[0].body["spec"]["audiences"], json!([]));
+        assert_eq!(
+            sent[0].body["spec"]["boundObjectRef"],
+            json!({"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u-1"})
+        );
+        let m = mounts(&pod["spec"]["containers"][0], &vols, &[]).unwrap();
+        assert_eq!(m[0].container_path, "/var/run/secrets/kubernetes.io/serviceaccount");
+        assert_eq!(m[0].host_path, vol.display().to_string());
+        // The next sync reuses the cached token: nothing is rewritten.
+        let data = std::fs::read_link(vol.join("..data")).unwrap();
+        setup(&fake.client(), dir.path(), &pod, &fields, &tokens).await.unwrap();
+        assert_eq!(std::fs::read_link(vol.join("..data")).unwrap(), data);
+        assert_eq!(issued.load(Ordering::SeqCst), 1);
+        // A token that needs a refresh: the new one replaces the old through a new data directory.
+        tokens.delete_service_account_token("u-1");
+        lifetime.store(600, Ordering::SeqCst);
+        setup(&fake.client(), dir.path(), &pod, &fields, &tokens).await.unwrap();
+        assert_eq!(read("token"), "jwt-1");
+        assert_ne!(std::fs::read_link(vol.join("..data")).unwrap(), data, "swapped atomically");
+        assert_eq!(read("ca.crt"), "CA PEM");
+        // With an fsGroup the token file is 0600, as upstream's before ownership is applied.
+        let mut grouped = pod.clone();
+        grouped["spec"]["securityContext"] = json!({"fsGroup": 2000});
+        grouped["metadata"]["uid"] = json!("u-2");
+        let vols = setup(&fake.client(), dir.path(), &grouped, &fields, &tokens).await.unwrap();
+        assert_eq!(mode(&vols["kube-api-access-x2x9z"].join("token")), 0o600);
+        assert_eq!(mode(&vols["kube-api-access-x2x9z"].join("ca.crt")), 0o644);
+        // TokenRequest failures fail the mount with upstream's message.
+        let mut other = pod.clone();
+        other["spec"]["serviceAccountName"] = json!("missing");
+        other["metadata"]["uid"] = json!("u-3");
+        let err = setup(&fake.client(), dir.path(), &other, &fields, &tokens).await.unwrap_err();
+        assert_eq!(err.volume, "kube-api-access-x2x9z");
+        assert!(err.message.starts_with("failed to fetch token: "), "{}", err.message);
     }
 
     fn kv(pairs: &[(&str, &str)]) -> Vec<KeyValue> {
