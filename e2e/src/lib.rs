@@ -96,6 +96,8 @@ impl Cluster {
         };
         let mut cfg = kubelet::Config::resolve(flags).unwrap();
         cfg.pod_logs_dir = self.dir.path().join("pod-logs");
+        // The plain-HTTP health port would collide with a real kubelet on this host.
+        cfg.healthz_port = 0;
         cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
         cfg.pod_cidr = Some(POD_CIDR.into());
         cfg.cni_bridge = BRIDGE.into();

@@ -58,6 +58,8 @@ pub async fn start(
         cfg.pod_logs_dir = dir.join(&name).join("logs");
         cfg.cni_conf_dir = None;
         cfg.serve_api = false;
+        // Hollow nodes share this host: no health port each.
+        cfg.healthz_port = 0;
         // No Events: a write per container start would triple the API writes of a large Deployment.
         cfg.record_events = false;
         let (client, stop, shared) = (client.clone(), stop.clone(), shared.clone());
