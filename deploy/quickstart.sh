@@ -4,7 +4,9 @@
 # kube-apiserver on the embedded store: under systemd when it is PID 1, otherwise as a background process.
 # Then it configures and starts containerd, builds and imports the pause and busybox images, and starts the kubelet,
 # which registers this machine as a Ready node (pod CIDR 10.244.0.0/24, bridge networking), then
-# kube-controller-manager and kube-scheduler with their own certificates and kubeconfigs.
+# kube-controller-manager and kube-scheduler with their own certificates and kubeconfigs. Authorization is Node,RBAC
+# with NodeRestriction (as kubeadm sets it up); pods get service-account tokens signed with /etc/kubernetes/pki/sa.key;
+# the kubelet API takes client certificates and tokens and asks the apiserver (SubjectAccessReview) who may do what.
 # Stop it with deploy/stop.sh; wipe everything with deploy/stop.sh --wipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +96,14 @@ EXT
 fi
 printf 'extendedKeyUsage=clientAuth\n' > "$PKI/client.ext"
 client_cert admin "/O=system:masters/CN=kubernetes-admin"
+# The apiserver's identity towards kubelets (their API authorizes it with a SubjectAccessReview).
+client_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+# The service-account token signing key pair (kubeadm's sa.key / sa.pub).
+if [ ! -f "$PKI/sa.key" ]; then
+  openssl genrsa -traditional -out "$PKI/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  chmod 600 "$PKI/sa.key"
+fi
 client_cert controller-manager "/CN=system:kube-controller-manager"
 client_cert scheduler "/CN=system:kube-scheduler"
 
@@ -105,6 +115,10 @@ mkdir -p "$HOME/.kube" && cp /etc/kubernetes/admin.conf "$HOME/.kube/config"
 
 ARGS=(--secure-port="$PORT" --advertise-address="$HOST_IP" --service-cluster-ip-range="$SERVICE_CIDR"
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt"
+  --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --enable-bootstrap-token-auth=true
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local
+  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key"
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
   --data-dir=/var/lib/kube-apiserver)
 
 daemon kube-apiserver "${ARGS[@]}"
@@ -163,13 +177,21 @@ containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 cgroupDriver: cgroupfs
 staticPodPath: /etc/kubernetes/manifests
 podCIDR: 10.244.0.0/24
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization:
+  mode: Webhook
 KCFG
 daemon kubelet --kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml \
   --hostname-override="$NODE" --node-ip="$HOST_IP"
 
 daemon kube-controller-manager --kubeconfig=/etc/kubernetes/controller-manager.conf \
   --root-ca-file="$PKI/ca.crt" --cluster-cidr=10.244.0.0/16 --service-cluster-ip-range="$SERVICE_CIDR" \
-  --bind-address=127.0.0.1 --leader-elect=true
+  --service-account-private-key-file="$PKI/sa.key" --use-service-account-credentials=true \
+  --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+  --controllers='*,bootstrapsigner,tokencleaner' --bind-address=127.0.0.1 --leader-elect=true
 daemon kube-scheduler --kubeconfig=/etc/kubernetes/scheduler.conf --bind-address=127.0.0.1 --leader-elect=true
 
 step "waiting for node $NODE to be Ready"

@@ -44,11 +44,18 @@ pub struct Spec {
     pub hollow: Vec<String>,
     /// Extra kube-controller-manager flags.
     pub kcm_flags: Vec<String>,
+    /// As a kubeadm cluster: Node,RBAC with NodeRestriction and ServiceAccount admission, service-account tokens,
+    /// CSR signing and approval; the containerd node joins with a bootstrap token (TLS bootstrap) and its API
+    /// authenticates and authorizes callers.
+    pub secure: bool,
 }
+
+/// The bootstrap token the secure cluster's containerd node joins with.
+pub const BOOTSTRAP_TOKEN: &str = "abcdef.0123456789abcdef";
 
 impl Cluster {
     pub async fn start(spec: Spec) -> Self {
-        let api = TestApiserver::start().await;
+        let api = if spec.secure { TestApiserver::start_secure().await } else { TestApiserver::start().await };
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("admin.conf");
         write_kubeconfig(&api.config, &kubeconfig);
@@ -56,6 +63,17 @@ impl Cluster {
         let mut tasks = Vec::new();
         // Controller manager, every controller.
         let mut args = vec!["kube-controller-manager".to_string(), "--controllers=*".into()];
+        if spec.secure {
+            let f = |n: &str| api.dir.path().join(n).display().to_string();
+            args = vec![
+                "kube-controller-manager".to_string(),
+                "--controllers=*,bootstrapsigner,tokencleaner".into(),
+                format!("--cluster-signing-cert-file={}", f("ca.crt")),
+                format!("--cluster-signing-key-file={}", f("ca.key")),
+                format!("--service-account-private-key-file={}", f("sa.key")),
+            ];
+            secure_bootstrap(&api).await;
+        }
         args.extend(spec.kcm_flags.iter().cloned());
         let options = <kube_controller_manager::Options as clap::Parser>::parse_from(args);
         let root_ca = api.config.ca_pem.as_ref().map(|c| String::from_utf8_lossy(c).into_owned());
@@ -70,7 +88,7 @@ impl Cluster {
         let mut cluster =
             Cluster { api, kubeconfig, dir, stop, tasks, hollow: Vec::new(), containerd: None, _net: None };
         if spec.containerd_node {
-            cluster.start_containerd_node(rx.clone()).await;
+            cluster.start_containerd_node(rx.clone(), spec.secure).await;
         }
         for prefix in &spec.hollow {
             cluster.start_hollow(prefix).await;
@@ -78,7 +96,7 @@ impl Cluster {
         cluster
     }
 
-    async fn start_containerd_node(&mut self, stop: watch::Receiver<bool>) {
+    async fn start_containerd_node(&mut self, stop: watch::Receiver<bool>, secure: bool) {
         let ok = std::process::Command::new("ip").args(["route", "replace", "blackhole", CLUSTER_CIDR]).status();
         assert!(ok.is_ok_and(|s| s.success()), "adding the blackhole route needs root");
         self._net = Some(NetworkGuard);
@@ -87,13 +105,34 @@ impl Cluster {
             .await
             .unwrap()
             .expect("containerd must be installed (apt-get install containerd runc containernetworking-plugins)");
-        let flags = kubelet::Flags {
+        let mut flags = kubelet::Flags {
             container_runtime_endpoint: Some(ctd.endpoint()),
             hostname_override: Some("e2e-node".into()),
             node_ip: Some("127.0.0.1".into()),
             root_dir: Some(self.dir.path().join("kubelet")),
             ..Default::default()
         };
+        if secure {
+            // TLS bootstrap from a bootstrap token; the API takes certificates of the cluster CA and bearer tokens
+            // (TokenReview) and asks the apiserver what each caller may do (SubjectAccessReview).
+            let d = self.dir.path();
+            let bootstrap = d.join("bootstrap-kubelet.conf");
+            let cfg = client::Config {
+                client_cert_pem: None,
+                client_key_pem: None,
+                token: Some(BOOTSTRAP_TOKEN.into()),
+                ..self.api.config.clone()
+            };
+            write_kubeconfig(&cfg, &bootstrap);
+            std::fs::write(d.join("ca.crt"), &self.api.ca.cert_pem).unwrap();
+            flags.bootstrap_kubeconfig = Some(bootstrap);
+            flags.kubeconfig = Some(d.join("kubelet.conf"));
+            flags.cert_dir = Some(d.join("kubelet-pki"));
+            flags.client_ca_file = Some(d.join("ca.crt"));
+            flags.anonymous_auth = Some(false);
+            flags.authentication_token_webhook = Some(true);
+            flags.authorization_mode = Some("Webhook".into());
+        }
         let mut cfg = kubelet::Config::resolve(flags).unwrap();
         cfg.pod_logs_dir = self.dir.path().join("pod-logs");
         // The plain-HTTP health port would collide with a real kubelet on this host.
@@ -109,7 +148,9 @@ impl Cluster {
         cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let client = self.api.new_client();
         self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = kubelet::run_with_client(client, cfg, stop).await {
+            let out =
+                if secure { kubelet::run(cfg, stop).await } else { kubelet::run_with_client(client, cfg, stop).await };
+            if let Err(e) = out {
                 panic!("kubelet: {e}");
             }
         }));
@@ -213,17 +254,57 @@ impl Cluster {
 }
 
 /// Writes an admin kubeconfig (CA, client certificate and key inline) for a client configuration.
+/// What kubeadm sets up for joining nodes: the bootstrap token's Secret and the bindings that let bootstrappers
+/// create CSRs that are approved automatically, and nodes renew theirs.
+async fn secure_bootstrap(api: &TestApiserver) {
+    use serde_json::json;
+    let (id, secret) = BOOTSTRAP_TOKEN.split_once('.').unwrap();
+    let secrets = api.client.api("", "v1", "secrets").unwrap().namespaced("kube-system");
+    secrets
+        .create(&json!({"metadata": {"name": format!("bootstrap-token-{id}")}, "type": "bootstrap.kubernetes.io/token",
+            "stringData": {"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true",
+                           "usage-bootstrap-signing": "true", "auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token"}}))
+        .await
+        .unwrap();
+    let crbs = api.client.api("rbac.authorization.k8s.io", "v1", "clusterrolebindings").unwrap();
+    for (name, role, group) in [
+        ("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", "system:bootstrappers:kubeadm:default-node-token"),
+        (
+            "kubeadm:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            "system:bootstrappers:kubeadm:default-node-token",
+        ),
+        (
+            "kubeadm:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            "system:nodes",
+        ),
+    ] {
+        crbs.create(&json!({"metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]}))
+            .await
+            .unwrap();
+    }
+}
+
 pub fn write_kubeconfig(cfg: &client::Config, path: &Path) {
     use base64::Engine;
     let b64 = |b: &Option<Vec<u8>>| base64::engine::general_purpose::STANDARD.encode(b.as_deref().unwrap_or_default());
+    let user = match &cfg.token {
+        Some(t) => format!("    token: {t}\n"),
+        None => format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&cfg.client_cert_pem),
+            b64(&cfg.client_key_pem)
+        ),
+    };
     std::fs::write(
         path,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin}}\ncurrent-context: e2e\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n{user}contexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin}}\ncurrent-context: e2e\n",
             cfg.server,
             b64(&cfg.ca_pem),
-            b64(&cfg.client_cert_pem),
-            b64(&cfg.client_key_pem)
         ),
     )
     .unwrap();

@@ -31,6 +31,8 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 pub struct TestApiserver {
     pub config: Config,
     pub client: Client,
+    /// The cluster CA (its files are `ca.crt` and `ca.key` in `dir`), to issue more certificates.
+    pub ca: Ca,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
@@ -39,6 +41,7 @@ pub struct TestApiserver {
 /// Certificates, a port and a client configuration for an apiserver that is not running yet.
 pub struct Prepared {
     pub config: Config,
+    pub ca: Ca,
     dir: tempfile::TempDir,
     port: u16,
     /// Held until the server starts (None: the port is free, so connections to it are refused meanwhile).
@@ -52,6 +55,7 @@ impl Prepared {
         let d = dir.path();
         let ca = Ca::new("kubernetes").expect("CA");
         std::fs::write(d.join("ca.crt"), &ca.cert_pem).expect("write CA");
+        std::fs::write(d.join("ca.key"), ca.key_pem()).expect("write CA key");
         let serving = ca.issue("kube-apiserver", &[], &["127.0.0.1", "localhost"]).expect("serving cert");
         serving.write(&d.join("apiserver.crt"), &d.join("apiserver.key")).expect("write serving cert");
         let admin = ca.issue("kubernetes-admin", &["system:masters"], &[]).expect("admin cert");
@@ -65,7 +69,7 @@ impl Prepared {
             namespace: "default".into(),
             ..Default::default()
         };
-        Prepared { config, dir, port, listener: Some(listener) }
+        Prepared { config, ca, dir, port, listener: Some(listener) }
     }
 
     /// Frees the port until [`Prepared::start`]: clients get "connection refused".
@@ -76,7 +80,7 @@ impl Prepared {
 
     /// Starts the apiserver with extra kube-apiserver flags and waits until it is ready.
     pub async fn start(self, extra: &[&str]) -> TestApiserver {
-        let Prepared { config, dir, port, listener } = self;
+        let Prepared { config, ca, dir, port, listener } = self;
         let listener = match listener {
             Some(l) => l,
             None => tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind again"),
@@ -111,7 +115,7 @@ impl Prepared {
             }
         });
         let client = Client::new(&config).expect("client");
-        let server = TestApiserver { config, client, stop: Some(stop), task: Some(task), dir };
+        let server = TestApiserver { config, client, ca, stop: Some(stop), task: Some(task), dir };
         server.wait_ready().await;
         server
     }
@@ -125,6 +129,32 @@ impl TestApiserver {
     /// Starts with extra kube-apiserver flags.
     pub async fn start_with(extra: &[&str]) -> Self {
         Prepared::new().await.start(extra).await
+    }
+
+    /// Starts as a kubeadm cluster's apiserver runs: Node,RBAC, NodeRestriction and ServiceAccount admission,
+    /// service-account tokens (`sa.key`/`sa.pub` in `dir`), bootstrap tokens, and a client certificate towards
+    /// kubelets (`apiserver-kubelet-client.{crt,key}`).
+    pub async fn start_secure() -> Self {
+        let p = Prepared::new().await;
+        let d = p.dir.path().to_path_buf();
+        let sa = rcgen::KeyPair::generate().expect("service-account key");
+        std::fs::write(d.join("sa.key"), sa.serialize_pem()).expect("write sa.key");
+        std::fs::write(d.join("sa.pub"), sa.public_key_pem()).expect("write sa.pub");
+        let kc = p.ca.issue("kube-apiserver-kubelet-client", &["system:masters"], &[]).expect("kubelet client cert");
+        kc.write(&d.join("apiserver-kubelet-client.crt"), &d.join("apiserver-kubelet-client.key")).expect("write");
+        let f = |n: &str| d.join(n).display().to_string();
+        let flags = [
+            "--authorization-mode=Node,RBAC".to_string(),
+            "--enable-admission-plugins=NodeRestriction,ServiceAccount".into(),
+            "--enable-bootstrap-token-auth".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", f("sa.pub")),
+            format!("--service-account-signing-key-file={}", f("sa.key")),
+            format!("--kubelet-client-certificate={}", f("apiserver-kubelet-client.crt")),
+            format!("--kubelet-client-key={}", f("apiserver-kubelet-client.key")),
+        ];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        p.start(&flags).await
     }
 
     async fn wait_ready(&self) {
@@ -277,6 +307,11 @@ pub mod release {
                 "--max-requests-inflight=4000".into(),
                 "--max-mutating-requests-inflight=2000".into(),
             ])
+            // No controller-manager makes `default` service accounts for the benchmarks' pods.
+            .args(
+                (!extra.iter().any(|a| a.contains("admission-plugins")))
+                    .then_some("--disable-admission-plugins=ServiceAccount"),
+            )
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -25,6 +25,8 @@ async fn start_apiserver(dir: &Path) -> (Client, std::path::PathBuf, tokio::sync
         format!("--tls-cert-file={}", dir.join("s.crt").display()),
         format!("--tls-private-key-file={}", dir.join("s.key").display()),
         format!("--client-ca-file={}", dir.join("ca.crt").display()),
+        // No controller-manager makes `default` service accounts here.
+        "--disable-admission-plugins=ServiceAccount".into(),
     ])
     .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
