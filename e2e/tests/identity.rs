@@ -116,5 +116,66 @@ async fn service_account_tokens_and_the_kubelet_api_on_a_containerd_node() {
         String::from_utf8_lossy(&out.stderr).contains("Unauthorized").then_some(())
     })
     .await;
+
+    // A user's CSR approved by hand yields a working client certificate (csrsigning).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "jane");
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "devs");
+    let request = params.serialize_request(&key).unwrap().pem().unwrap();
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: jane}}\nspec:\n  signerName: kubernetes.io/kube-apiserver-client\n  usages: [client auth]\n  expirationSeconds: 3600\n  request: {}\n",
+            b64(&request)
+        ),
+    );
+    c.kubectl(&["certificate", "approve", "jane"]);
+    let cert = eventually(30, "jane's certificate", || {
+        let v = c.json(&["get", "csr", "jane"]);
+        v["status"]["certificate"].as_str().filter(|s| !s.is_empty()).map(String::from)
+    })
+    .await;
+    let jane = c.dir.path().join("jane.conf");
+    let cfg = client::Config {
+        client_cert_pem: Some(base64_decode(&cert)),
+        client_key_pem: Some(key.serialize_pem().into_bytes()),
+        token: None,
+        ..c.api.config.clone()
+    };
+    e2e::write_kubeconfig(&cfg, &jane);
+    let out = std::process::Command::new("kubectl")
+        .args(["auth", "whoami", "-o", "json"])
+        .env("KUBECONFIG", &jane)
+        .env("HOME", c.dir.path())
+        .output()
+        .unwrap();
+    let who: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(who["status"]["userInfo"]["username"], "jane", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(who["status"]["userInfo"]["groups"][0], "devs");
+
+    // ClusterRole aggregation: a role labelled for `view` adds its rules to `view`.
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: widgets-view\n  labels: {rbac.authorization.k8s.io/aggregate-to-view: \"true\"}\nrules:\n- apiGroups: [example.com]\n  resources: [widgets]\n  verbs: [get, list, watch]\n",
+    );
+    eventually(30, "widgets in view", || {
+        let view = c.json(&["get", "clusterrole", "view"]);
+        view["rules"]
+            .as_array()?
+            .iter()
+            .any(|r| r["resources"].as_array().is_some_and(|rs| rs.iter().any(|x| x == "widgets")))
+            .then_some(())
+    })
+    .await;
     c.stop().await;
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
