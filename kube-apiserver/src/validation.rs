@@ -74,7 +74,8 @@ fn name_rule(res: &Resource) -> fn(&str) -> Option<&'static str> {
         ("", "namespaces") => label,
         ("", "services") => dns1035,
         ("", "events") | ("events.k8s.io", "events") => subdomain_or_path,
-        ("rbac.authorization.k8s.io", _) => path_segment,
+        // Upstream does not care what certificate requests are called (kubelets name theirs `node-csr-<base64url>`).
+        ("rbac.authorization.k8s.io", _) | ("certificates.k8s.io", "certificatesigningrequests") => path_segment,
         _ => subdomain,
     }
 }
@@ -358,6 +359,9 @@ mod tests {
         assert!(!is_qualified_name("/name"));
         assert!(is_label_value(""));
         assert!(!is_label_value("-x"));
+        let csr = api_types::resources::find("certificates.k8s.io", "v1", "certificatesigningrequests").unwrap();
+        assert_eq!(name_rule(csr)("node-csr-PqdMVgq2HfG2hc1tIaRS2sX2LEDFzAzUZPmspOU8VUg"), None);
+        assert!(name_rule(csr)("a/b").is_some());
     }
 
     #[test]
