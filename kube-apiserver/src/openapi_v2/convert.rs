@@ -383,7 +383,8 @@ fn reference(r: &str) -> String {
 /// `x-kubernetes-int-or-string` is `type: string, format: int-or-string`; `x-kubernetes-preserve-unknown-fields`
 /// drops properties and items (kubectl's v2 validator would otherwise refuse the unknown fields).
 pub fn schema(v3: &Value) -> Value {
-    let Some(obj) = v3.as_object() else { return v3.clone() };
+    // Anything but an object where a schema belongs is no schema v2 can carry: it accepts any value.
+    let Some(obj) = v3.as_object() else { return json!({}) };
     let mut out = Map::new();
     let lone_ref = obj
         .get("allOf")
@@ -400,6 +401,7 @@ pub fn schema(v3: &Value) -> Value {
                 Value::Array(a) => Value::Array(a.iter().map(schema).collect()),
                 other => schema(other),
             },
+            "additionalProperties" if v.is_boolean() => v.clone(),
             "additionalProperties" => schema(v),
             "properties" => {
                 let mut props: Vec<(String, Value)> =
@@ -433,4 +435,252 @@ pub fn schema(v3: &Value) -> Value {
         out.remove("type");
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v3_doc() -> Value {
+        json!({
+            "openapi": "3.0.0",
+            "paths": {
+                "/apis/authentication.k8s.io/v1/tokenreviews": {"post": {
+                    "operationId": "postTokenReview",
+                    "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}, "description": "how"}],
+                    "x-kubernetes-action": "post",
+                    "x-kubernetes-group-version-kind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenReview"},
+                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/io.k8s.api.authentication.v1.TokenReview"}}}},
+                    "responses": {"200": {"description": "OK"}},
+                }},
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}": {"patch": {
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "Role"},
+                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/io.k8s.api.rbac.v1.Role"}}}},
+                    "responses": {"200": {"description": "OK"}},
+                }},
+                "/apis/authentication.k8s.io/v1/tokenreviews/{name}": {},
+            },
+            "components": {"schemas": {
+                "io.k8s.api.authentication.v1.TokenReview": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"description": "Spec", "allOf": [{"$ref": "#/components/schemas/io.k8s.api.authentication.v1.TokenReviewSpec"}]},
+                        "metadata": {"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}]},
+                        "apiVersion": {"type": "string"},
+                    },
+                    "required": ["metadata", "spec"],
+                    "x-kubernetes-group-version-kind": [{"group": "authentication.k8s.io", "version": "v1", "kind": "TokenReview"}],
+                },
+                "io.k8s.api.core.v1.Event": {
+                    "type": "object",
+                    "properties": {"metadata": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}},
+                    "required": ["involvedObject", "metadata"],
+                    "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": "Event"}],
+                },
+            }},
+        })
+    }
+
+    #[test]
+    fn operations_take_v2_parameters_and_responses() {
+        let doc = swagger([&v3_doc()]);
+        let post = &doc["paths"]["/apis/authentication.k8s.io/v1/tokenreviews"]["post"];
+        let tr = json!({"$ref": "#/definitions/io.k8s.api.authentication.v1.TokenReview"});
+        assert_eq!(post["operationId"], "createAuthenticationV1TokenReview");
+        assert_eq!(post["tags"], json!(["authentication_v1"]));
+        assert_eq!(post["description"], "create a TokenReview");
+        assert_eq!(post["consumes"], json!(["*/*"]));
+        assert_eq!(post["produces"], json!(PRODUCES));
+        assert_eq!(post["schemes"], json!(["https"]));
+        assert_eq!(
+            post["parameters"],
+            json!([
+                {"name": "body", "in": "body", "required": true, "schema": tr},
+                {"uniqueItems": true, "type": "string", "description": "how", "name": "fieldValidation", "in": "query"},
+            ])
+        );
+        assert_eq!(
+            post["responses"],
+            json!({
+                "200": {"description": "OK", "schema": tr},
+                "201": {"description": "Created", "schema": tr},
+                "202": {"description": "Accepted", "schema": tr},
+                "401": {"description": "Unauthorized"},
+            })
+        );
+        assert_eq!(post["x-kubernetes-action"], "post");
+        assert_eq!(post["x-kubernetes-group-version-kind"]["kind"], "TokenReview");
+        // A path item with no operation is not listed.
+        assert!(doc["paths"].get("/apis/authentication.k8s.io/v1/tokenreviews/{name}").is_none());
+    }
+
+    #[test]
+    fn patch_takes_upstream_patch_body_and_media_types_and_path_parameters() {
+        let doc = swagger([&v3_doc()]);
+        let item = &doc["paths"]["/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}"];
+        let patch = &item["patch"];
+        assert_eq!(patch["operationId"], "patchRbacAuthorizationV1NamespacedRole");
+        assert_eq!(patch["tags"], json!(["rbacAuthorization_v1"]));
+        assert_eq!(patch["consumes"], json!(PATCH_CONSUMES));
+        assert_eq!(patch["parameters"][0]["schema"]["$ref"], format!("#/definitions/{PATCH_DEFINITION}"));
+        assert_eq!(patch["responses"]["201"]["schema"]["$ref"], "#/definitions/io.k8s.api.rbac.v1.Role");
+        assert_eq!(doc["definitions"][PATCH_DEFINITION]["type"], "object");
+        assert_eq!(
+            item["parameters"],
+            json!([
+                {"uniqueItems": true, "type": "string", "description": "object name and auth scope, such as for teams and projects", "name": "namespace", "in": "path", "required": true},
+                {"uniqueItems": true, "type": "string", "description": "name of the Role", "name": "name", "in": "path", "required": true},
+            ])
+        );
+    }
+
+    #[test]
+    fn document_has_upstream_header_and_security() {
+        let doc = swagger([&v3_doc()]);
+        assert_eq!(doc["swagger"], "2.0");
+        assert_eq!(doc["info"], json!({"title": "Kubernetes", "version": crate::discovery::GIT_VERSION}));
+        assert_eq!(
+            doc["securityDefinitions"]["BearerToken"],
+            json!({"description": "Bearer Token authentication", "type": "apiKey", "name": "authorization", "in": "header"})
+        );
+        assert_eq!(doc["security"], json!([{"BearerToken": []}]));
+        let names: Vec<&String> = doc["definitions"].as_object().unwrap().keys().collect();
+        assert!(names.is_sorted(), "{names:?}");
+    }
+
+    #[test]
+    fn definitions_reference_definitions_without_allof_wrappers() {
+        let doc = swagger([&v3_doc()]);
+        let tr = &doc["definitions"]["io.k8s.api.authentication.v1.TokenReview"];
+        assert_eq!(
+            tr["properties"]["spec"],
+            json!({"description": "Spec", "$ref": "#/definitions/io.k8s.api.authentication.v1.TokenReviewSpec"})
+        );
+        assert_eq!(tr["properties"]["metadata"], json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}));
+        // Properties sorted, as upstream's document.
+        assert_eq!(tr["properties"].as_object().unwrap().keys().collect::<Vec<_>>(), ["apiVersion", "metadata", "spec"]);
+        assert_eq!(tr["x-kubernetes-group-version-kind"][0]["kind"], "TokenReview");
+        // `metadata` is required only where upstream says so.
+        assert_eq!(tr["required"], json!(["spec"]));
+        assert_eq!(doc["definitions"]["io.k8s.api.core.v1.Event"]["required"], json!(["involvedObject", "metadata"]));
+    }
+
+    #[test]
+    fn v3_only_constructs_map_as_upstream_v2() {
+        let or_bool = json!({"description": "props or bool", "oneOf": [{"$ref": "#/components/schemas/P"}, {"type": "boolean"}]});
+        assert_eq!(schema(&or_bool), json!({"description": "props or bool"}));
+        let int_or_string = json!({"description": "d", "x-kubernetes-int-or-string": true});
+        assert_eq!(schema(&int_or_string), json!({"description": "d", "type": "string", "format": "int-or-string"}));
+        assert_eq!(definition(QUANTITY, &int_or_string), json!({"description": "d", "type": "string"}));
+        let nullable = json!({"type": "object", "nullable": true, "properties": {"a": {"type": "string"}}, "description": "n"});
+        assert_eq!(schema(&nullable), json!({"description": "n"}));
+        let preserve = json!({"type": "object", "properties": {"a": {"type": "string"}}, "x-kubernetes-preserve-unknown-fields": true});
+        assert_eq!(schema(&preserve), json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let list = json!({"type": "array", "items": {"type": "string"}, "x-kubernetes-preserve-unknown-fields": true});
+        assert_eq!(schema(&list), json!({"x-kubernetes-preserve-unknown-fields": true}));
+        // `allOf` of several schemas stays (v2 has it); v3-only keywords go.
+        let all = json!({"allOf": [{"$ref": "#/components/schemas/A"}, {"type": "object"}], "writeOnly": true, "deprecated": true});
+        assert_eq!(schema(&all), json!({"allOf": [{"$ref": "#/definitions/A"}, {"type": "object"}]}));
+        // A reference with a type beside it keeps its wrapper (a $ref with siblings other than a description is
+        // refused by kubectl's v2 parser).
+        let typed = json!({"type": "object", "allOf": [{"$ref": "#/components/schemas/A"}]});
+        assert_eq!(schema(&typed), json!({"type": "object", "allOf": [{"$ref": "#/definitions/A"}]}));
+        let map = json!({"type": "object", "additionalProperties": {"allOf": [{"$ref": "#/components/schemas/Q"}]}});
+        assert_eq!(schema(&map), json!({"type": "object", "additionalProperties": {"$ref": "#/definitions/Q"}}));
+        assert_eq!(schema(&json!({"additionalProperties": false})), json!({"additionalProperties": false}));
+        // A property named like a keyword is a property.
+        let props = json!({"type": "object", "properties": {"$ref": {"type": "string"}, "allOf": {"type": "array", "items": {"$ref": "#/components/schemas/A"}}}});
+        assert_eq!(
+            schema(&props)["properties"],
+            json!({"$ref": {"type": "string"}, "allOf": {"type": "array", "items": {"$ref": "#/definitions/A"}}})
+        );
+    }
+
+    /// What kube-openapi's `util/proto` parser (kubectl's v2 validation and explain) refuses, and which would make
+    /// kubectl fail to use the whole document: dangling or non-definition references, references with a type or
+    /// properties beside them, arrays without one item schema, several types, unknown types.
+    fn refused_by_kubectl(s: &Value, path: &str, defs: &Map<String, Value>, out: &mut Vec<String>) {
+        let Some(o) = s.as_object() else {
+            out.push(format!("{path}: not an object"));
+            return;
+        };
+        if let Some(r) = o.get("$ref").and_then(Value::as_str) {
+            if !r.strip_prefix(V2_REF).is_some_and(|n| defs.contains_key(n)) {
+                out.push(format!("{path}: dangling {r}"));
+            }
+            if o.contains_key("type") || o.contains_key("properties") {
+                out.push(format!("{path}: $ref with a type or properties"));
+            }
+        }
+        match o.get("type") {
+            None => {}
+            Some(Value::String(t)) if ["object", "array", "string", "integer", "number", "boolean"].contains(&t.as_str()) => {}
+            Some(t) => out.push(format!("{path}: type {t}")),
+        }
+        if o.get("type") == Some(&json!("array")) && !o.get("items").is_some_and(Value::is_object) {
+            out.push(format!("{path}: array without one item schema"));
+        }
+        for k in ["oneOf", "anyOf", "nullable", "not"] {
+            if o.contains_key(k) {
+                out.push(format!("{path}: {k}"));
+            }
+        }
+        for (n, p) in o.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            refused_by_kubectl(p, &format!("{path}.{n}"), defs, out);
+        }
+        for k in ["items", "additionalProperties"] {
+            if let Some(sub) = o.get(k).filter(|v| v.is_object()) {
+                refused_by_kubectl(sub, &format!("{path}/{k}"), defs, out);
+            }
+        }
+        for (i, sub) in o.get("allOf").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            refused_by_kubectl(sub, &format!("{path}/allOf[{i}]"), defs, out);
+        }
+    }
+
+    #[test]
+    fn served_document_is_what_kubectl_parses() {
+        let doc = &crate::openapi_v2::served().document;
+        let defs = doc["definitions"].as_object().unwrap();
+        let mut refused = Vec::new();
+        for (name, d) in defs {
+            refused_by_kubectl(d, name, defs, &mut refused);
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap().iter().filter(|(m, _)| METHODS.contains(&m.as_str())) {
+                for p in op["parameters"].as_array().unwrap().iter().filter(|p| p["in"] == "body") {
+                    refused_by_kubectl(&p["schema"], &format!("{path} {method} body"), defs, &mut refused);
+                }
+                for (code, r) in op["responses"].as_object().unwrap() {
+                    if let Some(s) = r.get("schema") {
+                        refused_by_kubectl(s, &format!("{path} {method} {code}"), defs, &mut refused);
+                    }
+                }
+            }
+        }
+        assert!(refused.is_empty(), "{refused:#?}");
+        assert!(!doc.to_string().contains("#/components/"));
+        let pod = &defs["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"], json!([{"group": "", "version": "v1", "kind": "Pod"}]));
+        assert_eq!(pod["properties"]["spec"]["$ref"], "#/definitions/io.k8s.api.core.v1.PodSpec");
+        assert!(pod.get("required").is_none());
+        // kubectl's v2 field-validation check: the PATCH of a kind lists `fieldValidation`.
+        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+        // Operation ids are unique (the same kind name in two groups: core and events.k8s.io Event).
+        let mut ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|i| METHODS.iter().filter_map(move |m| i.get(*m)))
+            .map(|op| op["operationId"].as_str().unwrap())
+            .collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+        assert!(ids.contains(&"createEventsV1NamespacedEvent") && ids.contains(&"createCoreV1NamespacedEvent"));
+    }
 }

@@ -514,3 +514,292 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     }
     out.push(v as u8);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, json};
+
+    /// One decoded field: number, and its varint or bytes.
+    enum Raw<'a> {
+        Varint(u64),
+        Fixed64(u64),
+        Bytes(&'a [u8]),
+    }
+
+    fn varint(b: &[u8], i: &mut usize) -> u64 {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let byte = b[*i];
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    /// The fields of a message in wire order; panics on anything but varint, fixed64 and length-delimited.
+    fn raw(b: &[u8]) -> Vec<(u32, Raw<'_>)> {
+        let (mut i, mut out) = (0, Vec::new());
+        while i < b.len() {
+            let key = varint(b, &mut i);
+            let number = (key >> 3) as u32;
+            out.push(match key & 7 {
+                0 => (number, Raw::Varint(varint(b, &mut i))),
+                1 => {
+                    let v = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+                    i += 8;
+                    (number, Raw::Fixed64(v))
+                }
+                2 => {
+                    let len = varint(b, &mut i) as usize;
+                    i += len;
+                    (number, Raw::Bytes(&b[i - len..i]))
+                }
+                w => panic!("wire type {w} in field {number}"),
+            });
+        }
+        out
+    }
+
+    /// `Any{yaml}` back to the JSON value it holds.
+    fn decode_any(b: &[u8]) -> Value {
+        let fields = raw(b);
+        let [(ANY_YAML, Raw::Bytes(text))] = fields.as_slice() else { panic!("Any without yaml") };
+        serde_json::from_slice(text).unwrap()
+    }
+
+    /// One field's value as JSON; repeated fields arrive once per element and are gathered by the caller.
+    fn decode_scalar(ty: Ty, r: &Raw<'_>) -> Value {
+        match (ty, r) {
+            (Ty::Str | Ty::Strs | Ty::StrOrStrs, Raw::Bytes(b)) => json!(std::str::from_utf8(b).unwrap()),
+            (Ty::Bool, Raw::Varint(v)) => json!(*v != 0),
+            (Ty::Int, Raw::Varint(v)) => json!(*v as i64),
+            (Ty::Double, Raw::Fixed64(v)) => json!(f64::from_bits(*v)),
+            (Ty::Any | Ty::Anys, Raw::Bytes(b)) => decode_any(b),
+            (Ty::Msg(m) | Ty::Msgs(m) | Ty::MsgOrMsgs(m), Raw::Bytes(b)) => decode(m, b),
+            (ty, _) => panic!("wrong wire type for {ty:?}"),
+        }
+    }
+
+    fn repeated(ty: Ty) -> bool {
+        matches!(ty, Ty::Strs | Ty::StrOrStrs | Ty::Anys | Ty::Msgs(_) | Ty::MsgOrMsgs(_))
+    }
+
+    /// Decodes `b` as message `m` back into the JSON it was encoded from, with the same tables.
+    fn decode(m: &Message, b: &[u8]) -> Value {
+        let fields = raw(b);
+        if m.wraps.is_some() {
+            let Some((number, r)) = fields.first() else {
+                // Only `StringArray` is empty: `security: [{BearerToken: []}]`.
+                return json!([]);
+            };
+            let (_, _, ty) = m.fields.iter().find(|(_, n, _)| n == number).expect("unknown oneof member");
+            if !repeated(*ty) {
+                return decode_scalar(*ty, r);
+            }
+            let all: Vec<Value> = fields.iter().map(|(_, r)| decode_scalar(*ty, r)).collect();
+            return match (ty, all.len()) {
+                (Ty::StrOrStrs | Ty::MsgOrMsgs(_), 1) => all.into_iter().next().unwrap(),
+                _ => Value::Array(all),
+            };
+        }
+        let mut out = Map::new();
+        for (number, r) in &fields {
+            let Raw::Bytes(bytes) = r else {
+                let (key, _, ty) = m.fields.iter().find(|(_, n, _)| n == number).expect("unknown field");
+                out.insert(key.to_string(), decode_scalar(*ty, r));
+                continue;
+            };
+            if let Some((key, _, ty)) = m.fields.iter().find(|(_, n, _)| n == number) {
+                let v = decode_scalar(*ty, r);
+                if repeated(*ty) && !matches!(ty, Ty::StrOrStrs | Ty::MsgOrMsgs(_)) {
+                    out.entry(key.to_string()).or_insert_with(|| json!([])).as_array_mut().unwrap().push(v);
+                } else {
+                    out.insert(key.to_string(), v);
+                }
+                continue;
+            }
+            let named = raw(bytes);
+            let name = named.iter().find_map(|(n, r)| match r {
+                Raw::Bytes(b) if *n == NAME => Some(std::str::from_utf8(b).unwrap().to_string()),
+                _ => None,
+            });
+            let value = named.iter().find(|(n, _)| *n == VALUE).map(|(_, r)| r);
+            if *number == m.extensions {
+                out.insert(name.unwrap(), decode_any(match value { Some(Raw::Bytes(b)) => b, _ => panic!() }));
+            } else if let Some((entry, ty)) = m.entries.filter(|(n, _)| n == number) {
+                let _ = entry;
+                let v = match value {
+                    Some(r) => decode_scalar(ty, r),
+                    None => decode_scalar(ty, &Raw::Bytes(&[])),
+                };
+                out.insert(name.unwrap_or_default(), v);
+            } else {
+                panic!("{m:?} has no field {number}");
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// What survives the encoding: proto3 leaves out empty strings, false and zeros, and doubles are floats.
+    fn normalize(m: &Message, v: &Value) -> Value {
+        if let Some(wraps) = m.wraps {
+            let (_, _, ty) = m.fields[wraps(v).unwrap()];
+            // A oneof member is written even when it is zero (and `StringArray` may be empty).
+            return normalize_field(ty, v).unwrap_or_else(|| v.clone());
+        }
+        let Some(obj) = v.as_object() else { return v.clone() };
+        let mut out = Map::new();
+        for (k, x) in obj {
+            let normalized = if let Some((_, _, ty)) = m.fields.iter().find(|(key, _, _)| key == k) {
+                normalize_field(*ty, x)
+            } else if m.extensions != 0 && k.starts_with("x-") {
+                Some(x.clone())
+            } else if let Some((_, ty)) = m.entries {
+                Some(normalize_field(ty, x).unwrap_or_else(|| decode_scalar(ty, &Raw::Bytes(&[]))))
+            } else {
+                Some(x.clone())
+            };
+            if let Some(n) = normalized {
+                out.insert(k.clone(), n);
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn normalize_field(ty: Ty, v: &Value) -> Option<Value> {
+        match ty {
+            Ty::Str => v.as_str().filter(|s| !s.is_empty()).map(|s| json!(s)),
+            Ty::Bool => v.as_bool().filter(|b| *b).map(|b| json!(b)),
+            Ty::Int => v.as_i64().filter(|i| *i != 0).map(|i| json!(i)),
+            Ty::Double => v.as_f64().filter(|f| *f != 0.0).map(|f| json!(f)),
+            Ty::Msg(m) => Some(normalize(m, v)),
+            Ty::MsgOrMsgs(m) if !v.is_array() => Some(normalize(m, v)),
+            Ty::Msgs(m) | Ty::MsgOrMsgs(m) => {
+                let a: Vec<Value> = v.as_array()?.iter().map(|x| normalize(m, x)).collect();
+                (!a.is_empty()).then_some(Value::Array(a))
+            }
+            Ty::Strs | Ty::Anys => v.as_array().filter(|a| !a.is_empty()).map(|_| v.clone()),
+            Ty::StrOrStrs | Ty::Any => Some(v.clone()),
+        }
+    }
+
+    /// The first path where two values differ, for a readable failure on a large document.
+    fn difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for k in x.keys().chain(y.keys()) {
+                    let (xa, yb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                    if let Some(d) = difference(xa, yb, &format!("{path}.{k}")) {
+                        return Some(d);
+                    }
+                }
+                None
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                x.iter().zip(y).enumerate().find_map(|(i, (p, q))| difference(p, q, &format!("{path}[{i}]")))
+            }
+            _ => (a != b).then(|| format!("{path}: {a} != {b}")),
+        }
+    }
+
+    #[test]
+    fn document_fields_carry_gnostic_numbers() {
+        let doc = json!({"swagger": "2.0", "info": {"title": "T", "version": "v"}, "host": ""});
+        // Document.swagger = 1, Document.info = 2 {Info.title = 1, Info.version = 2}; the empty host is left out.
+        assert_eq!(encode_document(&doc), b"\x0a\x032.0\x12\x06\x0a\x01T\x12\x01v");
+        // Written in field-number order whatever the JSON order.
+        let reordered = json!({"info": {"version": "v", "title": "T"}, "swagger": "2.0"});
+        assert_eq!(encode_document(&reordered), encode_document(&doc));
+    }
+
+    #[test]
+    fn vendor_extensions_are_named_any_with_the_value_as_text() {
+        let schema = json!({"type": "object", "x-kubernetes-group-version-kind": [{"group": "", "kind": "Pod", "version": "v1"}]});
+        let b = encode(&SCHEMA, &schema);
+        let fields = raw(&b);
+        // Schema.type = 22 (TypeItem{value = 1}), Schema.vendor_extension = 31 (NamedAny{name = 1, value = 2 Any{yaml = 2}}).
+        assert_eq!(fields.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [22, 31]);
+        let Raw::Bytes(type_item) = fields[0].1 else { panic!() };
+        assert_eq!(type_item, b"\x0a\x06object");
+        let Raw::Bytes(named) = fields[1].1 else { panic!() };
+        let named = raw(named);
+        let (NAME, Raw::Bytes(name)) = named[0] else { panic!() };
+        assert_eq!(name, b"x-kubernetes-group-version-kind");
+        let (VALUE, Raw::Bytes(any)) = named[1] else { panic!() };
+        assert_eq!(decode_any(any), schema["x-kubernetes-group-version-kind"]);
+    }
+
+    #[test]
+    fn parameters_pick_their_oneof_members() {
+        let op = json!({"parameters": [
+            {"name": "body", "in": "body", "required": true, "schema": {"$ref": "#/definitions/X"}},
+            {"name": "fieldValidation", "in": "query", "type": "string", "uniqueItems": true},
+            {"name": "name", "in": "path", "required": true, "type": "string"},
+            {"$ref": "#/parameters/pretty"},
+        ]});
+        let b = encode(&OPERATION, &op);
+        let items: Vec<Vec<u32>> = raw(&b)
+            .iter()
+            .map(|(n, r)| {
+                assert_eq!(*n, 8, "Operation.parameters");
+                let Raw::Bytes(item) = r else { panic!() };
+                // The path of first fields down to the parameter's own message.
+                let mut path = Vec::new();
+                let mut cur: &[u8] = item;
+                for _ in 0..3 {
+                    let f = raw(cur);
+                    let (n, Raw::Bytes(inner)) = &f[0] else { break };
+                    path.push(*n);
+                    cur = inner;
+                    if path == [2] || path.len() == 2 && path[1] == 1 {
+                        break;
+                    }
+                }
+                path
+            })
+            .collect();
+        // ParametersItem.parameter = 1 / .json_reference = 2; Parameter.body_parameter = 1 / .non_body_parameter = 2;
+        // NonBodyParameter.query_parameter_sub_schema = 3, .path_parameter_sub_schema = 4.
+        assert_eq!(items, [vec![1, 1], vec![1, 2, 3], vec![1, 2, 4], vec![2]]);
+        // QueryParameterSubSchema: in = 2, name = 4, type = 6, unique_items = 20.
+        let query = &decode(&OPERATION, &b)["parameters"][1];
+        assert_eq!(query, &op["parameters"][1]);
+        let q = encode(&QUERY_PARAMETER, &op["parameters"][1]);
+        assert_eq!(raw(&q).iter().map(|(n, _)| *n).collect::<Vec<_>>(), [2, 4, 6, 20]);
+    }
+
+    #[test]
+    fn additional_properties_false_is_written() {
+        let b = encode(&SCHEMA, &json!({"type": "object", "additionalProperties": false}));
+        // Schema.additional_properties = 21 holding AdditionalPropertiesItem.boolean = 2 set to false.
+        assert!(b.starts_with(b"\xaa\x01\x02\x10\x00"), "{b:x?}");
+        assert_eq!(decode(&SCHEMA, &b)["additionalProperties"], json!(false));
+    }
+
+    #[test]
+    fn scalars_round_trip() {
+        let schema = json!({
+            "description": "d", "type": "integer", "format": "int32", "minimum": 1.5, "maximum": 10,
+            "maxLength": 300, "minItems": -1, "enum": [1, "a", null], "default": {"k": [true]},
+            "required": ["a", "b"], "items": {"type": "string"}, "uniqueItems": true, "exclusiveMinimum": false,
+        });
+        let back = decode(&SCHEMA, &encode(&SCHEMA, &schema));
+        assert_eq!(back, normalize(&SCHEMA, &schema));
+        assert_eq!(back["maximum"], json!(10.0));
+        assert_eq!(back["minItems"], json!(-1));
+        assert!(back.get("exclusiveMinimum").is_none());
+    }
+
+    #[test]
+    fn served_document_round_trips() {
+        let doc = &crate::openapi_v2::served().document;
+        let b = encode_document(doc);
+        let diff = difference(&decode(&DOCUMENT, &b), &normalize(&DOCUMENT, doc), "");
+        assert!(diff.is_none(), "{diff:?}");
+        assert_eq!(&b[..], &crate::openapi_v2::served().protobuf[..]);
+    }
+}

@@ -127,3 +127,68 @@ pub fn respond(headers: &HeaderMap) -> Resp {
     r
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_selects_encoding_as_upstream() {
+        assert_eq!(negotiate(""), Some((JSON, false)));
+        assert_eq!(negotiate("*/*"), Some((JSON, false)));
+        assert_eq!(negotiate("application/json"), Some((JSON, false)));
+        assert_eq!(negotiate("application/*"), Some((JSON, false)));
+        // client-go's OpenAPISchema() asks for the deprecated name; both get the current one back.
+        assert_eq!(negotiate(PROTOBUF_DEPRECATED), Some((PROTOBUF, true)));
+        assert_eq!(negotiate(PROTOBUF), Some((PROTOBUF, true)));
+        assert_eq!(negotiate("application/json;q=0.5, application/com.github.proto-openapi.spec.v2@v1.0+protobuf"), Some((PROTOBUF, true)));
+        assert_eq!(negotiate("application/json, */*"), Some((JSON, false)));
+        assert_eq!(negotiate("text/html, */*;q=0.1"), Some((JSON, false)));
+        assert_eq!(negotiate("application/yaml"), None);
+        assert_eq!(negotiate("text/html"), None);
+    }
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (k.clone(), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    async fn body(r: Resp) -> Bytes {
+        use http_body_util::BodyExt;
+        r.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn serves_json_protobuf_etag_and_not_modified() {
+        let served = served();
+        // Upstream's ETag: the quoted upper-case hex SHA-512 of the JSON encoding.
+        let digest = ring::digest::digest(&ring::digest::SHA512, &served.json);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(served.etag, format!("\"{hex}\""));
+
+        let r = respond(&HeaderMap::new());
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], JSON);
+        assert_eq!(r.headers()[header::ETAG], served.etag.as_str());
+        assert_eq!(r.headers()[header::VARY], "Accept");
+        let doc: Value = serde_json::from_slice(&body(r).await).unwrap();
+        assert_eq!(doc["swagger"], "2.0");
+
+        let r = respond(&headers(&[(header::ACCEPT, PROTOBUF_DEPRECATED)]));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], PROTOBUF);
+        assert_eq!(r.headers()[header::ETAG], served.etag.as_str());
+        assert_eq!(body(r).await, served.protobuf);
+
+        for tag in [served.etag.clone(), format!("W/{}", served.etag), format!("\"x\", {}", served.etag), "*".into()] {
+            let r = respond(&headers(&[(header::ACCEPT, PROTOBUF), (header::IF_NONE_MATCH, &tag)]));
+            assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{tag}");
+            assert_eq!(r.headers()[header::ETAG], served.etag.as_str());
+            assert!(body(r).await.is_empty());
+        }
+        let r = respond(&headers(&[(header::IF_NONE_MATCH, "\"stale\"")]));
+        assert_eq!(r.status(), StatusCode::OK);
+
+        let r = respond(&headers(&[(header::ACCEPT, "text/html")]));
+        assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
+    }
+}
