@@ -557,9 +557,15 @@ mod tests {
             tr["properties"]["spec"],
             json!({"description": "Spec", "$ref": "#/definitions/io.k8s.api.authentication.v1.TokenReviewSpec"})
         );
-        assert_eq!(tr["properties"]["metadata"], json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}));
+        assert_eq!(
+            tr["properties"]["metadata"],
+            json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"})
+        );
         // Properties sorted, as upstream's document.
-        assert_eq!(tr["properties"].as_object().unwrap().keys().collect::<Vec<_>>(), ["apiVersion", "metadata", "spec"]);
+        assert_eq!(
+            tr["properties"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["apiVersion", "metadata", "spec"]
+        );
         assert_eq!(tr["x-kubernetes-group-version-kind"][0]["kind"], "TokenReview");
         // `metadata` is required only where upstream says so.
         assert_eq!(tr["required"], json!(["spec"]));
@@ -568,12 +574,14 @@ mod tests {
 
     #[test]
     fn v3_only_constructs_map_as_upstream_v2() {
-        let or_bool = json!({"description": "props or bool", "oneOf": [{"$ref": "#/components/schemas/P"}, {"type": "boolean"}]});
+        let or_bool =
+            json!({"description": "props or bool", "oneOf": [{"$ref": "#/components/schemas/P"}, {"type": "boolean"}]});
         assert_eq!(schema(&or_bool), json!({"description": "props or bool"}));
         let int_or_string = json!({"description": "d", "x-kubernetes-int-or-string": true});
         assert_eq!(schema(&int_or_string), json!({"description": "d", "type": "string", "format": "int-or-string"}));
         assert_eq!(definition(QUANTITY, &int_or_string), json!({"description": "d", "type": "string"}));
-        let nullable = json!({"type": "object", "nullable": true, "properties": {"a": {"type": "string"}}, "description": "n"});
+        let nullable =
+            json!({"type": "object", "nullable": true, "properties": {"a": {"type": "string"}}, "description": "n"});
         assert_eq!(schema(&nullable), json!({"description": "n"}));
         let preserve = json!({"type": "object", "properties": {"a": {"type": "string"}}, "x-kubernetes-preserve-unknown-fields": true});
         assert_eq!(schema(&preserve), json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
@@ -615,7 +623,8 @@ mod tests {
         }
         match o.get("type") {
             None => {}
-            Some(Value::String(t)) if ["object", "array", "string", "integer", "number", "boolean"].contains(&t.as_str()) => {}
+            Some(Value::String(t))
+                if ["object", "array", "string", "integer", "number", "boolean"].contains(&t.as_str()) => {}
             Some(t) => out.push(format!("{path}: type {t}")),
         }
         if o.get("type") == Some(&json!("array")) && !o.get("items").is_some_and(Value::is_object) {
@@ -668,7 +677,13 @@ mod tests {
         // kubectl's v2 field-validation check: the PATCH of a kind lists `fieldValidation`.
         let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
+        );
         // Operation ids are unique (the same kind name in two groups: core and events.k8s.io Event).
         let mut ids: Vec<&str> = doc["paths"]
             .as_object()

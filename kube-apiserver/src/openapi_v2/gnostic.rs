@@ -111,11 +111,8 @@ static INFO: Message = msg(
 static CONTACT: Message = msg("Contact", &[("name", 1, Str), ("url", 2, Str), ("email", 3, Str)], 4);
 static LICENSE: Message = msg("License", &[("name", 1, Str), ("url", 2, Str)], 3);
 static EXTERNAL_DOCS: Message = msg("ExternalDocs", &[("description", 1, Str), ("url", 2, Str)], 3);
-static TAG: Message = msg(
-    "Tag",
-    &[("name", 1, Str), ("description", 2, Str), ("externalDocs", 3, Msg(&EXTERNAL_DOCS))],
-    4,
-);
+static TAG: Message =
+    msg("Tag", &[("name", 1, Str), ("description", 2, Str), ("externalDocs", 3, Msg(&EXTERNAL_DOCS))], 4);
 
 static PATHS: Message = map("Paths", 2, Msg(&PATH_ITEM), 1);
 static PATH_ITEM: Message = msg(
@@ -153,11 +150,10 @@ static OPERATION: Message = msg(
 );
 
 /// `ParametersItem`: a `$ref` to a shared parameter, or the parameter.
-static PARAMETERS_ITEM: Message = oneof(
-    "ParametersItem",
-    &[("parameter", 1, Msg(&PARAMETER)), ("jsonReference", 2, Msg(&JSON_REFERENCE))],
-    |v| Some(usize::from(v.get("$ref").is_some())),
-);
+static PARAMETERS_ITEM: Message =
+    oneof("ParametersItem", &[("parameter", 1, Msg(&PARAMETER)), ("jsonReference", 2, Msg(&JSON_REFERENCE))], |v| {
+        Some(usize::from(v.get("$ref").is_some()))
+    });
 static JSON_REFERENCE: Message = msg("JsonReference", &[("$ref", 1, Str), ("description", 2, Str)], 0);
 /// `Parameter`: a body parameter, or one of the others.
 static PARAMETER: Message = oneof(
@@ -237,11 +233,10 @@ static HEADER: Message = msg("Header", primitive_fields!(1; ; ("description", 18
 
 static RESPONSES: Message = map("Responses", 1, Msg(&RESPONSE_VALUE), 2);
 /// `ResponseValue`: a `$ref` to a shared response, or the response.
-static RESPONSE_VALUE: Message = oneof(
-    "ResponseValue",
-    &[("response", 1, Msg(&RESPONSE)), ("jsonReference", 2, Msg(&JSON_REFERENCE))],
-    |v| Some(usize::from(v.get("$ref").is_some())),
-);
+static RESPONSE_VALUE: Message =
+    oneof("ResponseValue", &[("response", 1, Msg(&RESPONSE)), ("jsonReference", 2, Msg(&JSON_REFERENCE))], |v| {
+        Some(usize::from(v.get("$ref").is_some()))
+    });
 static RESPONSE: Message = msg(
     "Response",
     &[
@@ -255,11 +250,10 @@ static RESPONSE: Message = msg(
 static HEADERS: Message = map("Headers", 1, Msg(&HEADER), 0);
 static EXAMPLES: Message = map("Examples", 1, Any, 0);
 /// `SchemaItem`: a file, or a schema.
-static SCHEMA_ITEM: Message = oneof(
-    "SchemaItem",
-    &[("schema", 1, Msg(&SCHEMA)), ("fileSchema", 2, Msg(&FILE_SCHEMA))],
-    |v| Some(usize::from(v["type"] == "file")),
-);
+static SCHEMA_ITEM: Message =
+    oneof("SchemaItem", &[("schema", 1, Msg(&SCHEMA)), ("fileSchema", 2, Msg(&FILE_SCHEMA))], |v| {
+        Some(usize::from(v["type"] == "file"))
+    });
 static FILE_SCHEMA: Message = msg(
     "FileSchema",
     &[
@@ -317,11 +311,10 @@ pub(crate) static SCHEMA: Message = msg(
     31,
 );
 /// `AdditionalPropertiesItem`: a schema, or a boolean.
-static ADDITIONAL_PROPERTIES: Message = oneof(
-    "AdditionalPropertiesItem",
-    &[("schema", 1, Msg(&SCHEMA)), ("boolean", 2, Bool)],
-    |v| Some(usize::from(v.is_boolean())),
-);
+static ADDITIONAL_PROPERTIES: Message =
+    oneof("AdditionalPropertiesItem", &[("schema", 1, Msg(&SCHEMA)), ("boolean", 2, Bool)], |v| {
+        Some(usize::from(v.is_boolean()))
+    });
 /// `TypeItem`: one type name or several.
 static TYPE_ITEM: Message = oneof("TypeItem", &[("value", 1, StrOrStrs)], |_| Some(0));
 /// `ItemsItem`: one schema or a list of them.
@@ -352,11 +345,8 @@ static SECURITY_DEFINITIONS_ITEM: Message = oneof(
     },
 );
 static BASIC_SECURITY: Message = msg("BasicAuthenticationSecurity", &[("type", 1, Str), ("description", 2, Str)], 3);
-static API_KEY_SECURITY: Message = msg(
-    "ApiKeySecurity",
-    &[("type", 1, Str), ("name", 2, Str), ("in", 3, Str), ("description", 4, Str)],
-    5,
-);
+static API_KEY_SECURITY: Message =
+    msg("ApiKeySecurity", &[("type", 1, Str), ("name", 2, Str), ("in", 3, Str), ("description", 4, Str)], 5);
 static OAUTH2_SCOPES: Message = map("Oauth2Scopes", 1, Str, 0);
 static OAUTH2_IMPLICIT: Message = msg(
     "Oauth2ImplicitSecurity",
@@ -371,12 +361,24 @@ static OAUTH2_IMPLICIT: Message = msg(
 );
 static OAUTH2_PASSWORD: Message = msg(
     "Oauth2PasswordSecurity",
-    &[("type", 1, Str), ("flow", 2, Str), ("scopes", 3, Msg(&OAUTH2_SCOPES)), ("tokenUrl", 4, Str), ("description", 5, Str)],
+    &[
+        ("type", 1, Str),
+        ("flow", 2, Str),
+        ("scopes", 3, Msg(&OAUTH2_SCOPES)),
+        ("tokenUrl", 4, Str),
+        ("description", 5, Str),
+    ],
     6,
 );
 static OAUTH2_APPLICATION: Message = msg(
     "Oauth2ApplicationSecurity",
-    &[("type", 1, Str), ("flow", 2, Str), ("scopes", 3, Msg(&OAUTH2_SCOPES)), ("tokenUrl", 4, Str), ("description", 5, Str)],
+    &[
+        ("type", 1, Str),
+        ("flow", 2, Str),
+        ("scopes", 3, Msg(&OAUTH2_SCOPES)),
+        ("tokenUrl", 4, Str),
+        ("description", 5, Str),
+    ],
     6,
 );
 static OAUTH2_ACCESS_CODE: Message = msg(
@@ -629,7 +631,13 @@ mod tests {
             });
             let value = named.iter().find(|(n, _)| *n == VALUE).map(|(_, r)| r);
             if *number == m.extensions {
-                out.insert(name.unwrap(), decode_any(match value { Some(Raw::Bytes(b)) => b, _ => panic!() }));
+                out.insert(
+                    name.unwrap(),
+                    decode_any(match value {
+                        Some(Raw::Bytes(b)) => b,
+                        _ => panic!(),
+                    }),
+                );
             } else if let Some((entry, ty)) = m.entries.filter(|(n, _)| n == number) {
                 let _ = entry;
                 let v = match value {

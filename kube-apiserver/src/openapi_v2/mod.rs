@@ -67,10 +67,8 @@ pub fn negotiate(accept: &str) -> Option<(&'static str, bool)> {
     for (i, clause) in accept.split(',').enumerate() {
         let mut parts = clause.split(';');
         let range = parts.next().unwrap_or_default().trim();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
+        let q =
+            parts.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.trim().parse::<f32>().ok()).unwrap_or(1.0);
         let (ty, sub) = range.split_once('/').unwrap_or((range, ""));
         let specificity = u8::from(ty != "*") + u8::from(sub != "*");
         clauses.push((q, specificity, i, ty, sub));
@@ -105,10 +103,8 @@ pub fn respond(headers: &HeaderMap) -> Resp {
         return r;
     };
     let served = served();
-    let current = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| none_match(v, &served.etag));
+    let current =
+        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| none_match(v, &served.etag));
     let body = if current {
         Bytes::new()
     } else if protobuf {
@@ -127,7 +123,6 @@ pub fn respond(headers: &HeaderMap) -> Resp {
     r
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,7 +136,10 @@ mod tests {
         // client-go's OpenAPISchema() asks for the deprecated name; both get the current one back.
         assert_eq!(negotiate(PROTOBUF_DEPRECATED), Some((PROTOBUF, true)));
         assert_eq!(negotiate(PROTOBUF), Some((PROTOBUF, true)));
-        assert_eq!(negotiate("application/json;q=0.5, application/com.github.proto-openapi.spec.v2@v1.0+protobuf"), Some((PROTOBUF, true)));
+        assert_eq!(
+            negotiate("application/json;q=0.5, application/com.github.proto-openapi.spec.v2@v1.0+protobuf"),
+            Some((PROTOBUF, true))
+        );
         assert_eq!(negotiate("application/json, */*"), Some((JSON, false)));
         assert_eq!(negotiate("text/html, */*;q=0.1"), Some((JSON, false)));
         assert_eq!(negotiate("application/yaml"), None);
