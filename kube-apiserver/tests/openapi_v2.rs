@@ -80,6 +80,13 @@ fn kubectl_reads_the_document_and_explains() {
         assert_eq!(post["parameters"][0]["schema"]["$ref"], "#/definitions/io.k8s.api.core.v1.Pod");
         assert_eq!(doc["securityDefinitions"]["BearerToken"]["type"], "apiKey");
     }
+    // Client-side apply still computes its strategic merge patch from kubectl's own types (the v2 PATCH does not
+    // offer strategic merge, which kubectl would otherwise compute from the document): a second apply of the same
+    // manifest leaves the live object, server defaults in its containers included, unchanged.
+    let deployment = "{\"apiVersion\": \"apps/v1\", \"kind\": \"Deployment\", \"metadata\": {\"name\": \"web\"}, \"spec\": {\"selector\": {\"matchLabels\": {\"app\": \"web\"}}, \"template\": {\"metadata\": {\"labels\": {\"app\": \"web\"}}, \"spec\": {\"containers\": [{\"name\": \"nginx\", \"image\": \"nginx\", \"env\": [{\"name\": \"A\", \"value\": \"1\"}]}]}}}}";
+    assert!(s.apply(deployment).contains("deployment.apps/web created"));
+    assert!(s.apply(deployment).contains("deployment.apps/web unchanged"));
+
     let explain = s.ok(&["explain", "pods.spec.containers"]);
     assert!(explain.contains("KIND:") && explain.contains("Pod") && explain.contains("image"), "{explain}");
     let explain = s.ok(&["explain", "tokenreview.spec"]);

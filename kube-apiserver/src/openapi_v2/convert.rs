@@ -23,9 +23,10 @@ const PRODUCES: &[&str] = &["application/json", "application/yaml", "application
 const PATCH_CONSUMES: &[&str] = &[
     "application/json-patch+json",
     "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
+    STRATEGIC_MERGE_PATCH,
     "application/apply-patch+yaml",
 ];
+const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
 
 /// The keywords a Swagger 2.0 schema object has; anything else (v3-only) is left out.
 const SCHEMA_KEYWORDS: &[&str] = &[
@@ -153,7 +154,8 @@ fn path_item(path: &str, item: &Value) -> Option<Value> {
             "required": true,
         }));
     }
-    params.sort_by_key(|p| p["in"] != "path");
+    // Sorted by name, as upstream's path parameters (`name`, `namespace`, `pretty`).
+    params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     if !params.is_empty() {
         out.insert("parameters".into(), Value::Array(params));
     }
@@ -240,7 +242,14 @@ fn operation(method: &str, path: &str, op: &Value) -> Value {
         },
     };
     out.insert("description".into(), json!(description));
-    let consumes: &[&str] = if method == "patch" { PATCH_CONSUMES } else { &["*/*"] };
+    let consumes: Vec<&str> = if method == "patch" {
+        // Strategic merge only where the v3 document offers it: kubectl computes such a patch from the document's
+        // `x-kubernetes-patch-*` extensions when the PATCH lists it, and from its compiled-in types otherwise.
+        let smp = op["requestBody"]["content"].get(STRATEGIC_MERGE_PATCH).is_some();
+        PATCH_CONSUMES.iter().copied().filter(|c| smp || *c != STRATEGIC_MERGE_PATCH).collect()
+    } else {
+        vec!["*/*"]
+    };
     out.insert("consumes".into(), json!(consumes));
     out.insert("produces".into(), json!(PRODUCES));
     out.insert("schemes".into(), json!(["https"]));
@@ -522,15 +531,23 @@ mod tests {
         let patch = &item["patch"];
         assert_eq!(patch["operationId"], "patchRbacAuthorizationV1NamespacedRole");
         assert_eq!(patch["tags"], json!(["rbacAuthorization_v1"]));
-        assert_eq!(patch["consumes"], json!(PATCH_CONSUMES));
+        // No strategic merge: the v3 PATCH does not offer it (our schemas lack upstream's patch merge keys).
+        assert_eq!(
+            patch["consumes"],
+            json!(["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"])
+        );
+        let mut v3 = v3_doc();
+        let role = "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}";
+        v3["paths"][role]["patch"]["requestBody"]["content"][STRATEGIC_MERGE_PATCH] = json!({"schema": {}});
+        assert_eq!(swagger([&v3])["paths"][role]["patch"]["consumes"], json!(PATCH_CONSUMES));
         assert_eq!(patch["parameters"][0]["schema"]["$ref"], format!("#/definitions/{PATCH_DEFINITION}"));
         assert_eq!(patch["responses"]["201"]["schema"]["$ref"], "#/definitions/io.k8s.api.rbac.v1.Role");
         assert_eq!(doc["definitions"][PATCH_DEFINITION]["type"], "object");
         assert_eq!(
             item["parameters"],
             json!([
-                {"uniqueItems": true, "type": "string", "description": "object name and auth scope, such as for teams and projects", "name": "namespace", "in": "path", "required": true},
                 {"uniqueItems": true, "type": "string", "description": "name of the Role", "name": "name", "in": "path", "required": true},
+                {"uniqueItems": true, "type": "string", "description": "object name and auth scope, such as for teams and projects", "name": "namespace", "in": "path", "required": true},
             ])
         );
     }

@@ -638,8 +638,7 @@ mod tests {
                         _ => panic!(),
                     }),
                 );
-            } else if let Some((entry, ty)) = m.entries.filter(|(n, _)| n == number) {
-                let _ = entry;
+            } else if let Some((_, ty)) = m.entries.filter(|(n, _)| n == number) {
                 let v = match value {
                     Some(r) => decode_scalar(ty, r),
                     None => decode_scalar(ty, &Raw::Bytes(&[])),
