@@ -15,6 +15,7 @@ pub mod ipalloc;
 pub mod metrics;
 pub mod negotiation;
 pub mod oidc;
+pub mod openapi_v2;
 pub mod options;
 pub mod pki;
 pub mod proxy;

@@ -318,6 +318,7 @@ impl Apiserver {
                 &discovery::api_versions(&format!("{}:{}", self.advertise, self.opts.secure_port)),
             ),
             "/apis" | "/apis/" => json_response(StatusCode::OK, &discovery::api_group_list()),
+            "/openapi/v2" => crate::openapi_v2::respond(req.headers()),
             "/openapi/v3" | "/openapi/v3/" => json_response(StatusCode::OK, &discovery::openapi_index()),
             p if p.starts_with("/openapi/v3/") => {
                 let gv = p.trim_start_matches("/openapi/v3/");
