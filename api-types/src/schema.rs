@@ -139,8 +139,15 @@ fn wrap_refs(v: &mut Value) {
             {
                 m.insert("allOf".into(), serde_json::json!([{"$ref": r}]));
             }
-            for x in m.values_mut() {
-                wrap_refs(x);
+            for (k, x) in m.iter_mut() {
+                match (k.as_str(), x) {
+                    // Maps of names to schemas: the names (JSONSchemaProps has `$ref` and `allOf` properties) are
+                    // not schema keywords.
+                    ("properties" | "patternProperties" | "definitions", Value::Object(named)) => {
+                        named.values_mut().for_each(wrap_refs)
+                    }
+                    (_, x) => wrap_refs(x),
+                }
             }
         }
         Value::Array(a) => a.iter_mut().for_each(wrap_refs),
@@ -227,6 +234,20 @@ enum Seg {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn property_names_are_not_schema_keywords() {
+        // JSONSchemaProps has properties named `$ref` and `allOf`: they stay properties.
+        let mut v = json!({"type": "object", "properties": {
+            "$ref": {"type": "string"},
+            "allOf": {"type": "array", "items": {"$ref": "#/x"}},
+            "meta": {"$ref": "#/m", "description": "d"}
+        }});
+        wrap_refs(&mut v);
+        assert_eq!(v["properties"]["$ref"], json!({"type": "string"}));
+        assert_eq!(v["properties"]["allOf"]["items"], json!({"$ref": "#/x"}));
+        assert_eq!(v["properties"]["meta"], json!({"allOf": [{"$ref": "#/m"}], "description": "d"}));
+    }
 
     #[test]
     fn finds_unknown_fields_at_any_depth() {

@@ -112,7 +112,9 @@ async fn service_account_tokens_and_the_kubelet_api_on_a_containerd_node() {
     let (code, body) = call(Some(&token));
     assert_eq!(code, "403", "a pod's token has no nodes/proxy: {body}");
     assert!(
-        body.starts_with("Forbidden (user=system:serviceaccount:default:default, verb=get, resource=nodes, subresource(s)=["),
+        body.starts_with(
+            "Forbidden (user=system:serviceaccount:default:default, verb=get, resource=nodes, subresource(s)=["
+        ),
         "{body}"
     );
 

@@ -33,7 +33,14 @@ pub fn version() -> Value {
 
 /// Whether an Accept header asks for aggregated discovery.
 pub fn wants_aggregated(accept: &str) -> bool {
-    accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2")
+    // One media-type clause asking for apidiscovery.k8s.io/v2 (a v2beta1 request, kubectl 1.27's, gets the legacy
+    // documents: 1.33 serves only v2).
+    accept.split(',').any(|clause| {
+        let params: Vec<&str> = clause.split(';').map(str::trim).collect();
+        params.contains(&"as=APIGroupDiscoveryList")
+            && params.contains(&"v=v2")
+            && params.contains(&"g=apidiscovery.k8s.io")
+    })
 }
 
 fn scope(r: &Resource) -> &'static str {
@@ -318,6 +325,16 @@ pub fn in_category(cat: &str) -> Vec<&'static Resource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregated_discovery_only_for_v2() {
+        let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+        assert!(wants_aggregated(v2));
+        // kubectl 1.27 asks for v2beta1 first: it must get the legacy documents.
+        let v2beta1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert!(!wants_aggregated(v2beta1));
+        assert!(!wants_aggregated("application/json"));
+    }
 
     #[test]
     fn version_carries_build_stamps() {
