@@ -4,8 +4,8 @@
 //! back as the [`ApiError`] Status they were sent as.
 
 pub mod config;
-pub mod token_source;
 pub mod rotation;
+pub mod token_source;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,6 @@ use api_types::patch::PatchType;
 use api_types::resources::{self, Resource};
 use bytes::Bytes;
 pub use config::Config;
-pub use token_source::TokenSource;
 use futures_util::StreamExt;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -24,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 pub use rotation::RotatingCert;
 use serde_json::{Value, json};
+pub use token_source::TokenSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

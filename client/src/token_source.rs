@@ -97,7 +97,11 @@ mod tests {
                             let (code, body) = if ok {
                                 (200, format!(r#"{{"token":"{token}"}}"#))
                             } else {
-                                (401, r#"{"kind":"Status","code":401,"reason":"Unauthorized","message":"Unauthorized"}"#.into())
+                                (
+                                    401,
+                                    r#"{"kind":"Status","code":401,"reason":"Unauthorized","message":"Unauthorized"}"#
+                                        .into(),
+                                )
                             };
                             Ok::<_, std::convert::Infallible>(
                                 hyper::Response::builder().status(code).body(Full::new(Bytes::from(body))).unwrap(),

@@ -31,7 +31,7 @@ const MIN_LIFETIME: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 pub enum ClientBuilder {
     /// Every controller uses the manager's own client.
-    Simple(Client),
+    Simple(Box<Client>),
     /// Every controller is its own service account (`--use-service-account-credentials`).
     Dynamic(Arc<DynamicClientBuilder>),
 }
@@ -40,7 +40,7 @@ impl ClientBuilder {
     /// The client of the controller whose service account is `name` (e.g. `deployment-controller`).
     pub async fn client(&self, name: &str) -> Result<Client, BoxError> {
         match self {
-            ClientBuilder::Simple(c) => Ok(c.clone()),
+            ClientBuilder::Simple(c) => Ok(Client::clone(c)),
             ClientBuilder::Dynamic(b) => b.client(name).await,
         }
     }
@@ -137,7 +137,8 @@ async fn get_or_create_service_account(core: &Client, ns: &str, name: &str) -> R
     let namespaces = core.api("", "v1", "namespaces")?;
     if let Err(e) = namespaces.get(ns).await
         && e.code() == Some(404)
-        && let Err(e) = namespaces.create(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await
+        && let Err(e) =
+            namespaces.create(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await
         && e.code() != Some(409)
     {
         tracing::info!(namespace = ns, error = %e, "create non-exist namespace");
@@ -187,11 +188,15 @@ impl ServiceAccountTokenSource {
             "kind": "TokenRequest",
             "spec": {"expirationSeconds": self.expiration_seconds},
         });
-        let tr = self.core.request(http::Method::POST, &path, Some((Bytes::from(body.to_string()), "application/json"))).await?;
+        let tr = self
+            .core
+            .request(http::Method::POST, &path, Some((Bytes::from(body.to_string()), "application/json")))
+            .await?;
         let token = tr.pointer("/status/token").and_then(Value::as_str).filter(|t| !t.is_empty());
         let token = token.ok_or("the TokenRequest has no status.token")?.to_string();
         let expiry = tr.pointer("/status/expirationTimestamp").and_then(Value::as_str).unwrap_or_default();
-        let expiry: jiff::Timestamp = expiry.parse().map_err(|e| format!("status.expirationTimestamp {expiry:?}: {e}"))?;
+        let expiry: jiff::Timestamp =
+            expiry.parse().map_err(|e| format!("status.expirationTimestamp {expiry:?}: {e}"))?;
         let left = expiry.duration_since(jiff::Timestamp::now());
         let lifetime = Duration::try_from(left).unwrap_or_default();
         Ok((token, lifetime))
@@ -280,7 +285,10 @@ mod tests {
             ..Default::default()
         };
         let a = anonymous(&cfg);
-        assert_eq!((a.server.as_str(), a.ca_pem.as_deref(), a.namespace.as_str()), (cfg.server.as_str(), Some(&b"CA"[..]), "kube-system"));
+        assert_eq!(
+            (a.server.as_str(), a.ca_pem.as_deref(), a.namespace.as_str()),
+            (cfg.server.as_str(), Some(&b"CA"[..]), "kube-system")
+        );
         assert!(a.client_cert_pem.is_none() && a.client_key_pem.is_none() && a.token.is_none());
     }
 }

@@ -10,8 +10,8 @@ pub mod pki;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use clientbuilder::ClientBuilder;
 use client::Client;
+pub use clientbuilder::ClientBuilder;
 use runtime::daemon::Metrics;
 use runtime::events::Recorder;
 use runtime::{Informer, InformerParams, SharedInformerFactory};
@@ -39,11 +39,16 @@ pub struct Context {
 impl Context {
     /// Every controller shares `client`, the manager's own.
     pub fn new(client: Client, options: Options, root_ca: Option<String>) -> Arc<Self> {
-        Self::with_clients(client.clone(), ClientBuilder::Simple(client), options, root_ca)
+        Self::with_clients(client.clone(), ClientBuilder::Simple(Box::new(client)), options, root_ca)
     }
 
     /// The shared informers on `client` (the manager's own), the controllers' clients from `clients`.
-    pub fn with_clients(client: Client, clients: ClientBuilder, options: Options, root_ca: Option<String>) -> Arc<Self> {
+    pub fn with_clients(
+        client: Client,
+        clients: ClientBuilder,
+        options: Options,
+        root_ca: Option<String>,
+    ) -> Arc<Self> {
         let factory = SharedInformerFactory::new(client.clone());
         Arc::new(Context { client, factory, options, metrics: Metrics::default(), root_ca, clients })
     }
@@ -155,7 +160,7 @@ async fn controller_context(ctx: &Arc<Context>, account: &str, stop: &watch::Rec
 /// `--use-service-account-credentials` each its service account in kube-system (upstream's `createClientBuilders`).
 pub fn client_builder(opts: &Options, cfg: &client::Config, client: &Client) -> ClientBuilder {
     if !opts.use_service_account_credentials {
-        return ClientBuilder::Simple(client.clone());
+        return ClientBuilder::Simple(Box::new(client.clone()));
     }
     if opts.service_account_private_key_file.is_none() {
         // Another controller manager may be creating the tokens; TokenRequest does not need the key anyway.
@@ -242,6 +247,46 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), BoxEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_client_for_all_unless_service_account_credentials() {
+        let cfg = client::Config {
+            server: "https://127.0.0.1:1".into(),
+            insecure_skip_tls_verify: true,
+            token: Some("mine".into()),
+            ..Default::default()
+        };
+        let client = Client::new(&cfg).unwrap();
+        let parse = |args: &[&str]| <Options as clap::Parser>::parse_from(args);
+        let opts = parse(&["kube-controller-manager"]);
+        let ctx = Context::with_clients(client.clone(), client_builder(&opts, &cfg, &client), opts, None);
+        assert!(matches!(ctx.clients, ClientBuilder::Simple(_)));
+        let deployment = ctx.for_controller("deployment-controller").await.unwrap();
+        assert!(Arc::ptr_eq(&deployment, &ctx), "without the flag every controller shares the manager's context");
+
+        let opts = parse(&["kube-controller-manager", "--use-service-account-credentials"]);
+        assert!(matches!(client_builder(&opts, &cfg, &client), ClientBuilder::Dynamic(_)));
+        let opts = parse(&["kube-controller-manager", "--use-service-account-credentials=false"]);
+        assert!(matches!(client_builder(&opts, &cfg, &client), ClientBuilder::Simple(_)));
+    }
+
+    #[test]
+    fn upstream_service_account_names() {
+        let account = |name: &str| controllers::ALL.iter().find(|c| c.name == name).unwrap().account;
+        assert_eq!(account("deployment"), Some("deployment-controller"));
+        assert_eq!(account("daemonset"), Some("daemon-set-controller"));
+        assert_eq!(account("garbagecollector"), Some("generic-garbage-collector"));
+        assert_eq!(account("podgc"), Some("pod-garbage-collector"));
+        assert_eq!(account("nodelifecycle"), Some("node-controller"));
+        assert_eq!(account("nodeipam"), Some("node-controller"));
+        assert_eq!(account("csrapproving"), Some("certificate-controller"));
+        assert_eq!(account("bootstrapsigner"), Some("bootstrap-signer"));
+        assert_eq!(account("tokencleaner"), Some("token-cleaner"));
+        assert_eq!(account("replicationcontroller"), Some("replication-controller"));
+        // Upstream's legacy token controller keeps the root client (`tokens-controller`).
+        assert_eq!(account("serviceaccount-token"), None);
+        assert!(controllers::ALL.iter().all(|c| c.name == "serviceaccount-token" || c.account.is_some()));
+    }
 
     #[test]
     fn controllers_flag_as_upstream() {

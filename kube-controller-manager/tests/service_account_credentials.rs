@@ -38,12 +38,8 @@ async fn apiserver(dir: &std::path::Path) -> TestApiserver {
 
 /// The controller manager's own client: `system:kube-controller-manager`, no certificate.
 fn manager_client(api: &TestApiserver) -> (Config, Client) {
-    let cfg = Config {
-        client_cert_pem: None,
-        client_key_pem: None,
-        token: Some(KCM_TOKEN.into()),
-        ..api.config.clone()
-    };
+    let cfg =
+        Config { client_cert_pem: None, client_key_pem: None, token: Some(KCM_TOKEN.into()), ..api.config.clone() };
     let client = Client::new(&cfg).unwrap();
     (cfg, client)
 }
@@ -53,7 +49,11 @@ async fn whoami(c: &Client) -> client::Result<Value> {
     let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
     let body = Bytes::from(review.to_string());
     let r = c
-        .request(http::Method::POST, "/apis/authentication.k8s.io/v1/selfsubjectreviews", Some((body, "application/json")))
+        .request(
+            http::Method::POST,
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            Some((body, "application/json")),
+        )
         .await?;
     Ok(r["status"]["userInfo"].clone())
 }
@@ -103,7 +103,8 @@ async fn controllers_run_as_their_service_accounts_under_rbac() {
     assert_eq!(denied.unwrap_err().code(), Some(403));
 
     // Tokens of ten minutes renewed when 99% of that is left: after six seconds.
-    let builder = Arc::new(DynamicClientBuilder::new(&cfg, manager.clone(), "kube-system").with_token_lifetime(600, 99));
+    let builder =
+        Arc::new(DynamicClientBuilder::new(&cfg, manager.clone(), "kube-system").with_token_lifetime(600, 99));
     let args = ["kube-controller-manager", "--controllers=deployment,replicaset", "--use-service-account-credentials"];
     let options = <Options as clap::Parser>::parse_from(args);
     let root_ca = cfg.ca_pem.as_ref().map(|c| String::from_utf8_lossy(c).into_owned());
@@ -123,7 +124,10 @@ async fn controllers_run_as_their_service_accounts_under_rbac() {
     assert_eq!(me["username"], "system:serviceaccount:kube-system:deployment-controller");
     let sa = accounts.get("deployment-controller").await.unwrap();
     assert_eq!(me["uid"], sa["metadata"]["uid"]);
-    assert_eq!(me["groups"], json!(["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]));
+    assert_eq!(
+        me["groups"],
+        json!(["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"])
+    );
     // Under RBAC it has its role's rights only: it may not create pods, the ReplicaSet controller does.
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "i"}]}});
@@ -163,10 +167,7 @@ async fn controllers_run_as_their_service_accounts_under_rbac() {
     let first = builder.tokens_issued("deployment-controller");
     assert!(first >= 1);
     tokio::time::sleep(Duration::from_secs(7)).await;
-    deployments
-        .patch("web", api_types::patch::PatchType::Merge, &json!({"spec": {"replicas": 3}}))
-        .await
-        .unwrap();
+    deployments.patch("web", api_types::patch::PatchType::Merge, &json!({"spec": {"replicas": 3}})).await.unwrap();
     poll(20, "three pods", async || count(3).await).await;
     assert!(builder.tokens_issued("deployment-controller") > first, "the deployment controller's token was renewed");
     assert!(builder.tokens_issued("replicaset-controller") >= 2, "the replicaset controller's token was renewed");
