@@ -105,7 +105,11 @@ async fn controllers_run_as_their_service_accounts_under_rbac() {
     // Tokens of ten minutes renewed when 99% of that is left: after six seconds.
     let builder =
         Arc::new(DynamicClientBuilder::new(&cfg, manager.clone(), "kube-system").with_token_lifetime(600, 99));
-    let args = ["kube-controller-manager", "--controllers=deployment,replicaset", "--use-service-account-credentials"];
+    let args = [
+        "kube-controller-manager",
+        "--controllers=deployment,replicaset,statefulset,daemonset",
+        "--use-service-account-credentials",
+    ];
     let options = <Options as clap::Parser>::parse_from(args);
     let root_ca = cfg.ca_pem.as_ref().map(|c| String::from_utf8_lossy(c).into_owned());
     let ctx = Context::with_clients(manager.clone(), ClientBuilder::Dynamic(builder.clone()), options, root_ca);
@@ -114,10 +118,11 @@ async fn controllers_run_as_their_service_accounts_under_rbac() {
 
     // (a) The accounts exist in kube-system, made by the manager.
     let accounts = admin.api("", "v1", "serviceaccounts").unwrap().namespaced("kube-system");
-    for name in ["deployment-controller", "replicaset-controller"] {
+    let names = ["daemon-set-controller", "deployment-controller", "replicaset-controller", "statefulset-controller"];
+    for name in names {
         poll(10, name, async || accounts.get(name).await.ok()).await;
     }
-    assert_eq!(builder.accounts(), ["deployment-controller", "replicaset-controller"]);
+    poll(10, "the controllers' clients", async || (builder.accounts() == names).then_some(())).await;
     // The shared informers stay on the manager's identity, the controllers' clients are their accounts.
     let dc = ctx.client_for("deployment-controller").await.unwrap();
     let me = whoami(&dc).await.unwrap();
@@ -171,6 +176,32 @@ async fn controllers_run_as_their_service_accounts_under_rbac() {
     poll(20, "three pods", async || count(3).await).await;
     assert!(builder.tokens_issued("deployment-controller") > first, "the deployment controller's token was renewed");
     assert!(builder.tokens_issued("replicaset-controller") >= 2, "the replicaset controller's token was renewed");
+
+    // The StatefulSet and DaemonSet controllers too write their status as their roles allow (updates).
+    let sets = admin.api("apps", "v1", "statefulsets").unwrap().namespaced("default");
+    let template =
+        json!({"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let set = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": template}});
+    sets.create(&set).await.unwrap();
+    poll(20, "the statefulset's status", async || {
+        let s = sets.get("db").await.ok()?;
+        (s["status"]["replicas"] == 1 && s["status"]["currentRevision"].is_string()).then_some(())
+    })
+    .await;
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    admin.api("", "v1", "nodes").unwrap().create(&node).await.unwrap();
+    let daemonsets = admin.api("apps", "v1", "daemonsets").unwrap().namespaced("default");
+    let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"metadata": {"labels": {"app": "agent"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    daemonsets.create(&ds).await.unwrap();
+    poll(20, "the daemonset's status", async || {
+        let d = daemonsets.get("agent").await.ok()?;
+        (d["status"]["desiredNumberScheduled"] == 1 && d["status"]["currentNumberScheduled"] == 1).then_some(())
+    })
+    .await;
 
     let _ = stop.send(true);
     within(15, "controllers to stop", task).await.unwrap();
