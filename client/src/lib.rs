@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod rotation;
+pub mod token_source;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 pub use rotation::RotatingCert;
 use serde_json::{Value, json};
+pub use token_source::TokenSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,6 +39,9 @@ pub enum Error {
     Decode(String),
     #[error("no resource {0} in the resource table")]
     UnknownResource(String),
+    /// The [`TokenSource`] could not produce a token.
+    #[error("credentials: {0}")]
+    Credentials(String),
 }
 
 impl Error {
@@ -59,6 +64,8 @@ pub struct Client {
     http: HyperClient<Connector, Full<Bytes>>,
     base: String,
     token: Option<Arc<str>>,
+    /// Replaces `token` when set: asked for the bearer token of every request.
+    token_source: Option<Arc<dyn TokenSource>>,
     pub namespace: String,
     /// Retry 429 Too Many Requests after Retry-After (on by default).
     pub retry_429: bool,
@@ -227,9 +234,20 @@ impl Client {
             http,
             base: cfg.server.trim_end_matches('/').to_string(),
             token: cfg.token.as_deref().map(Arc::from),
+            token_source: None,
             namespace: cfg.namespace.clone(),
             retry_429: true,
         })
+    }
+
+    /// This client authenticating every request with the bearer token `source` hands out at that moment instead
+    /// of the configuration's static token; a 401 answer makes the source drop the token it gave (client-go's
+    /// `ResettableTokenSourceWrapTransport`). Build it from a configuration without a client certificate: the
+    /// apiserver authenticates a certificate before a token.
+    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.token = None;
+        self.token_source = Some(source);
+        self
     }
 
     /// From `$KUBECONFIG`, `~/.kube/config` or the in-cluster service account.
@@ -283,7 +301,12 @@ impl Client {
             .method(method)
             .uri(format!("{}{path_and_query}", self.base))
             .header(header::ACCEPT, accept);
-        if let Some(t) = &self.token {
+        let sent_at = std::time::Instant::now();
+        let token = match &self.token_source {
+            Some(source) => Some(Arc::from(source.token().await?)),
+            None => self.token.clone(),
+        };
+        if let Some(t) = &token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let body = match body {
@@ -294,7 +317,13 @@ impl Client {
             None => Bytes::new(),
         };
         let req = req.body(Full::new(body)).map_err(|e| Error::Transport(e.to_string()))?;
-        self.http.request(req).await.map_err(|e| Error::Transport(format!("{e:?}")))
+        let resp = self.http.request(req).await.map_err(|e| Error::Transport(format!("{e:?}")))?;
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && let Some(source) = &self.token_source
+        {
+            source.reset_older_than(sent_at);
+        }
+        Ok(resp)
     }
 
     /// Sends a request and decodes the JSON answer; a non-2xx answer becomes `Error::Api` with the Status.

@@ -2,6 +2,7 @@
 //! is level-triggered on shared informers ([`runtime`]); they run once this process leads the
 //! `kube-system/kube-controller-manager` Lease (`--leader-elect`), chosen by `--controllers` with upstream's names.
 
+pub mod clientbuilder;
 pub mod controllers;
 pub mod options;
 pub mod pki;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client::Client;
+pub use clientbuilder::ClientBuilder;
 use runtime::daemon::Metrics;
 use runtime::events::Recorder;
 use runtime::{Informer, InformerParams, SharedInformerFactory};
@@ -21,18 +23,57 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What every controller gets: the client, the shared informers, the options and the metrics.
 pub struct Context {
+    /// The controller's client: the manager's own, or with `--use-service-account-credentials` (in the context
+    /// [`Context::for_controller`] hands a controller) its service account's.
     pub client: Client,
+    /// The shared informers, always on the manager's own identity (upstream's `shared-informers` client).
     pub factory: SharedInformerFactory,
     pub options: Options,
     pub metrics: Metrics,
     /// The cluster CA (PEM) published as `kube-root-ca.crt`: `--root-ca-file`, else the kubeconfig's CA.
     pub root_ca: Option<String>,
+    /// Where the controllers' clients come from.
+    pub clients: ClientBuilder,
 }
 
 impl Context {
+    /// Every controller shares `client`, the manager's own.
     pub fn new(client: Client, options: Options, root_ca: Option<String>) -> Arc<Self> {
+        Self::with_clients(client.clone(), ClientBuilder::Simple(Box::new(client)), options, root_ca)
+    }
+
+    /// The shared informers on `client` (the manager's own), the controllers' clients from `clients`.
+    pub fn with_clients(
+        client: Client,
+        clients: ClientBuilder,
+        options: Options,
+        root_ca: Option<String>,
+    ) -> Arc<Self> {
         let factory = SharedInformerFactory::new(client.clone());
-        Arc::new(Context { client, factory, options, metrics: Metrics::default(), root_ca })
+        Arc::new(Context { client, factory, options, metrics: Metrics::default(), root_ca, clients })
+    }
+
+    /// The client of the controller whose service account is `account` (upstream's
+    /// `ClientBuilder.ClientOrDie("deployment-controller")`); the manager's own without
+    /// `--use-service-account-credentials`.
+    pub async fn client_for(&self, account: &str) -> Result<Client, BoxError> {
+        self.clients.client(account).await
+    }
+
+    /// This context as the controller whose service account is `account` sees it: its [`Context::client`] (hence
+    /// its APIs and event recorders) is that account's, the informers and everything else are shared.
+    pub async fn for_controller(self: &Arc<Self>, account: &str) -> Result<Arc<Self>, BoxError> {
+        if let ClientBuilder::Simple(_) = self.clients {
+            return Ok(self.clone());
+        }
+        Ok(Arc::new(Context {
+            client: self.client_for(account).await?,
+            factory: self.factory.clone(),
+            options: self.options.clone(),
+            metrics: self.metrics.clone(),
+            root_ca: self.root_ca.clone(),
+            clients: self.clients.clone(),
+        }))
     }
 
     /// The shared informer of every object of a resource (`"apps", "v1", "deployments"`).
@@ -81,11 +122,53 @@ pub async fn run_controllers(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
             tracing::info!(controller = c.name, "disabled");
             continue;
         }
-        tracing::info!(controller = c.name, "starting");
-        tasks.spawn((c.run)(ctx.clone(), stop.clone()));
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        tasks.spawn(async move {
+            let ctx = match c.account {
+                Some(account) => match controller_context(&ctx, account, &stop).await {
+                    Some(ctx) => ctx,
+                    None => return,
+                },
+                None => ctx,
+            };
+            tracing::info!(controller = c.name, "starting");
+            (c.run)(ctx, stop).await
+        });
     }
     while tasks.join_next().await.is_some() {}
     ctx.factory.shutdown();
+}
+
+/// The context of a controller running as service account `account`, retried (1 s, doubling to 30 s) until it can
+/// be made or `stop` turns true (None).
+async fn controller_context(ctx: &Arc<Context>, account: &str, stop: &watch::Receiver<bool>) -> Option<Arc<Context>> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match ctx.for_controller(account).await {
+            Ok(c) => return Some(c),
+            Err(e) => tracing::error!(service_account = account, error = %e, "Error in getting client"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(stop.clone()) => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// How controllers get their clients under `opts`: the manager's own `client` (from `cfg`), or with
+/// `--use-service-account-credentials` each its service account in kube-system (upstream's `createClientBuilders`).
+pub fn client_builder(opts: &Options, cfg: &client::Config, client: &Client) -> ClientBuilder {
+    if !opts.use_service_account_credentials {
+        return ClientBuilder::Simple(Box::new(client.clone()));
+    }
+    if opts.service_account_private_key_file.is_none() {
+        // Another controller manager may be creating the tokens; TokenRequest does not need the key anyway.
+        tracing::info!(
+            "Warning: --use-service-account-credentials was specified without providing a --service-account-private-key-file"
+        );
+    }
+    ClientBuilder::Dynamic(Arc::new(clientbuilder::DynamicClientBuilder::new(cfg, client.clone(), "kube-system")))
 }
 
 /// Runs the controller manager until `stop`: the health port, then (after winning the election when
@@ -100,7 +183,8 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), BoxEr
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("--root-ca-file {}: {e}", p.display()))?),
         None => cfg.ca_pem.as_ref().map(|c| String::from_utf8_lossy(c).into_owned()),
     };
-    let ctx = Context::new(client.clone(), opts.clone(), root_ca);
+    let clients = client_builder(&opts, &cfg, &client);
+    let ctx = Context::with_clients(client.clone(), clients, opts.clone(), root_ca);
     let (ready_tx, ready_rx) = watch::channel(false);
     if opts.secure_port != 0 {
         let addr = std::net::SocketAddr::new(opts.bind_address, opts.secure_port);
@@ -163,6 +247,46 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), BoxEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_client_for_all_unless_service_account_credentials() {
+        let cfg = client::Config {
+            server: "https://127.0.0.1:1".into(),
+            insecure_skip_tls_verify: true,
+            token: Some("mine".into()),
+            ..Default::default()
+        };
+        let client = Client::new(&cfg).unwrap();
+        let parse = |args: &[&str]| <Options as clap::Parser>::parse_from(args);
+        let opts = parse(&["kube-controller-manager"]);
+        let ctx = Context::with_clients(client.clone(), client_builder(&opts, &cfg, &client), opts, None);
+        assert!(matches!(ctx.clients, ClientBuilder::Simple(_)));
+        let deployment = ctx.for_controller("deployment-controller").await.unwrap();
+        assert!(Arc::ptr_eq(&deployment, &ctx), "without the flag every controller shares the manager's context");
+
+        let opts = parse(&["kube-controller-manager", "--use-service-account-credentials"]);
+        assert!(matches!(client_builder(&opts, &cfg, &client), ClientBuilder::Dynamic(_)));
+        let opts = parse(&["kube-controller-manager", "--use-service-account-credentials=false"]);
+        assert!(matches!(client_builder(&opts, &cfg, &client), ClientBuilder::Simple(_)));
+    }
+
+    #[test]
+    fn upstream_service_account_names() {
+        let account = |name: &str| controllers::ALL.iter().find(|c| c.name == name).unwrap().account;
+        assert_eq!(account("deployment"), Some("deployment-controller"));
+        assert_eq!(account("daemonset"), Some("daemon-set-controller"));
+        assert_eq!(account("garbagecollector"), Some("generic-garbage-collector"));
+        assert_eq!(account("podgc"), Some("pod-garbage-collector"));
+        assert_eq!(account("nodelifecycle"), Some("node-controller"));
+        assert_eq!(account("nodeipam"), Some("node-controller"));
+        assert_eq!(account("csrapproving"), Some("certificate-controller"));
+        assert_eq!(account("bootstrapsigner"), Some("bootstrap-signer"));
+        assert_eq!(account("tokencleaner"), Some("token-cleaner"));
+        assert_eq!(account("replicationcontroller"), Some("replication-controller"));
+        // Upstream's legacy token controller keeps the root client (`tokens-controller`).
+        assert_eq!(account("serviceaccount-token"), None);
+        assert!(controllers::ALL.iter().all(|c| c.name == "serviceaccount-token" || c.account.is_some()));
+    }
 
     #[test]
     fn controllers_flag_as_upstream() {

@@ -14,7 +14,8 @@ pub struct Options {
     /// Path to a kubeconfig with the apiserver and credentials (in-cluster config when absent).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Also read by upstream; the kubeconfig's credentials are used for every controller.
+    /// Each controller talks to the apiserver as its own service account in kube-system (created if missing, with
+    /// bound tokens from TokenRequest); otherwise every controller uses the kubeconfig's credentials.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub use_service_account_credentials: bool,
     /// Controllers to enable: `*` for the default set, `name` to add one, `-name` to remove one.

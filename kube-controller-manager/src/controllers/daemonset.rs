@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api_types::patch::PatchType;
 use api_types::selector::LabelSelector;
 use runtime::events::{EventType, Recorder};
 use runtime::{Action, Controller, Notification, Store};
@@ -377,7 +376,7 @@ async fn sync(
     s.insert("observedGeneration".into(), json!(int_at(&ds, "/metadata/generation", 0)));
     if super::replicaset::status_differs(&ds, &s) {
         let api = ctx.api("apps", "v1", "daemonsets").namespaced(ns);
-        match api.patch_status(name, PatchType::Merge, &json!({"status": s})).await {
+        match super::replicaset::update_status(&api, &ds, &s).await {
             Ok(_) => {}
             Err(e) if e.code() == Some(404) => return Ok(Action::Done),
             Err(e) => return Err(e.into()),

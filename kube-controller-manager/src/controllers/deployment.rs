@@ -497,7 +497,7 @@ impl Sync<'_> {
             return Ok(None);
         }
         let api = self.ctx.api("apps", "v1", "deployments").namespaced(runtime::namespace(d));
-        match api.patch_status(runtime::name(d), PatchType::Merge, &json!({"status": s})).await {
+        match super::replicaset::update_status(&api, d, s).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.code() == Some(404) => Ok(None),
             Err(e) => Err(e.into()),
@@ -615,9 +615,14 @@ impl Sync<'_> {
         if rev.is_empty() || annotation(d, REVISION) == Some(rev) {
             return Ok(());
         }
+        // An update, as upstream: the deployment controller's role may update deployments, not patch them.
         let api = self.ctx.api("apps", "v1", "deployments").namespaced(runtime::namespace(d));
-        let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
-        *d = api.patch(runtime::name(d), PatchType::Merge, &patch).await?;
+        let mut updated = d.clone();
+        if !updated.pointer("/metadata/annotations").is_some_and(Value::is_object) {
+            updated["metadata"]["annotations"] = json!({});
+        }
+        updated["metadata"]["annotations"][REVISION] = json!(rev);
+        *d = api.replace(runtime::name(d), &updated).await?;
         Ok(())
     }
 

@@ -43,50 +43,88 @@ pub struct Descriptor {
     pub name: &'static str,
     /// Upstream's other names for it, where its full name is not `<name>-controller`.
     pub aliases: &'static [&'static str],
+    /// The service account in kube-system it runs as with `--use-service-account-credentials` (upstream's
+    /// `ClientBuilder.ClientOrDie` name, bound to the `system:controller:<account>` role of the RBAC bootstrap
+    /// policy); None: always the manager's own identity (upstream's root client builder).
+    pub account: Option<&'static str>,
     pub on_by_default: bool,
     pub run: RunFn,
 }
 
 macro_rules! controller {
-    ($name:literal, $module:ident :: $f:ident, $default:literal) => {
-        controller!($name, [], $module::$f, $default)
+    ($name:literal, as root, $module:ident :: $f:ident, $default:literal) => {
+        Descriptor {
+            name: $name,
+            aliases: &[],
+            account: None,
+            on_by_default: $default,
+            run: |ctx, stop| Box::pin($module::$f(ctx, stop)),
+        }
     };
-    ($name:literal, [$($alias:literal),*], $module:ident :: $f:ident, $default:literal) => {
+    ($name:literal, as $account:literal, $module:ident :: $f:ident, $default:literal) => {
+        controller!($name, [], as $account, $module::$f, $default)
+    };
+    ($name:literal, [$($alias:literal),*], as $account:literal, $module:ident :: $f:ident, $default:literal) => {
         Descriptor {
             name: $name,
             aliases: &[$($alias),*],
+            account: Some($account),
             on_by_default: $default,
             run: |ctx, stop| Box::pin($module::$f(ctx, stop)),
         }
     };
 }
 
-/// Every controller this manager has.
+/// Every controller this manager has, with upstream's service account names.
 pub const ALL: &[Descriptor] = &[
-    controller!("serviceaccount", serviceaccount::run, true),
-    controller!("root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
-    controller!("job", job::run, true),
-    controller!("cronjob", cronjob::run, true),
-    controller!("nodelifecycle", nodelifecycle::run, true),
-    controller!("disruption", disruption::run, true),
-    controller!("nodeipam", nodeipam::run, true),
-    controller!("resourcequota", resourcequota::run, true),
-    controller!("replicaset", replicaset::run, true),
-    controller!("replicationcontroller", replicaset::run_replication_controller, true),
-    controller!("deployment", deployment::run, true),
-    controller!("statefulset", statefulset::run, true),
-    controller!("daemonset", daemonset::run, true),
-    controller!("garbagecollector", garbagecollector::run, true),
-    controller!("namespace", namespace::run, true),
-    controller!("endpoint", endpoints::run, true),
-    controller!("endpointslice", endpointslice::run, true),
-    controller!("podgc", podgc::run, true),
-    controller!("ttl-after-finished", ttlafterfinished::run, true),
-    controller!("serviceaccount-token", serviceaccount_tokens::run, true),
-    controller!("csrsigning", ["certificatesigningrequest-signing-controller"], csrsigning::run, true),
-    controller!("csrapproving", ["certificatesigningrequest-approving-controller"], csrapproving::run, true),
-    controller!("csrcleaner", ["certificatesigningrequest-cleaner-controller"], csrcleaner::run, true),
-    controller!("bootstrapsigner", ["bootstrap-signer-controller"], bootstrapsigner::run, false),
-    controller!("tokencleaner", ["token-cleaner-controller"], tokencleaner::run, false),
-    controller!("clusterrole-aggregation", clusterroleaggregation::run, true),
+    controller!("serviceaccount", as "service-account-controller", serviceaccount::run, true),
+    controller!("root-ca-cert-publisher", as "root-ca-cert-publisher", serviceaccount::run_root_ca_publisher, true),
+    controller!("job", as "job-controller", job::run, true),
+    controller!("cronjob", as "cronjob-controller", cronjob::run, true),
+    controller!("nodelifecycle", as "node-controller", nodelifecycle::run, true),
+    controller!("disruption", as "disruption-controller", disruption::run, true),
+    controller!("nodeipam", as "node-controller", nodeipam::run, true),
+    controller!("resourcequota", as "resourcequota-controller", resourcequota::run, true),
+    controller!("replicaset", as "replicaset-controller", replicaset::run, true),
+    controller!("replicationcontroller", as "replication-controller", replicaset::run_replication_controller, true),
+    controller!("deployment", as "deployment-controller", deployment::run, true),
+    controller!("statefulset", as "statefulset-controller", statefulset::run, true),
+    controller!("daemonset", as "daemon-set-controller", daemonset::run, true),
+    controller!("garbagecollector", as "generic-garbage-collector", garbagecollector::run, true),
+    controller!("namespace", as "namespace-controller", namespace::run, true),
+    controller!("endpoint", as "endpoint-controller", endpoints::run, true),
+    controller!("endpointslice", as "endpointslice-controller", endpointslice::run, true),
+    controller!("podgc", as "pod-garbage-collector", podgc::run, true),
+    controller!("ttl-after-finished", as "ttl-after-finished-controller", ttlafterfinished::run, true),
+    // Upstream starts the legacy token controller with the root client builder (`tokens-controller`).
+    controller!("serviceaccount-token", as root, serviceaccount_tokens::run, true),
+    controller!(
+        "csrsigning",
+        ["certificatesigningrequest-signing-controller"],
+        as "certificate-controller",
+        csrsigning::run,
+        true
+    ),
+    controller!(
+        "csrapproving",
+        ["certificatesigningrequest-approving-controller"],
+        as "certificate-controller",
+        csrapproving::run,
+        true
+    ),
+    controller!(
+        "csrcleaner",
+        ["certificatesigningrequest-cleaner-controller"],
+        as "certificate-controller",
+        csrcleaner::run,
+        true
+    ),
+    controller!("bootstrapsigner", ["bootstrap-signer-controller"], as "bootstrap-signer", bootstrapsigner::run, false),
+    controller!("tokencleaner", ["token-cleaner-controller"], as "token-cleaner", tokencleaner::run, false),
+    controller!(
+        "clusterrole-aggregation",
+        as "clusterrole-aggregation-controller",
+        clusterroleaggregation::run,
+        true
+    ),
 ];

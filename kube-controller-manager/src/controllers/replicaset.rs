@@ -194,6 +194,37 @@ pub fn status_differs(obj: &Value, want: &Map<String, Value>) -> bool {
     })
 }
 
+/// Writes `want` (null: remove) into the status of `obj` with an update of its status subresource, the verb the
+/// controllers' bootstrap roles grant (upstream's `UpdateStatus`); on a conflict, once more on the object read
+/// again (upstream's `statusUpdateRetries`).
+pub async fn update_status(api: &client::Api, obj: &Value, want: &Map<String, Value>) -> client::Result<Value> {
+    let name = runtime::name(obj).to_string();
+    let mut current = obj.clone();
+    let mut retried = false;
+    loop {
+        let mut next = current.clone();
+        if !next.get("status").is_some_and(Value::is_object) {
+            next["status"] = json!({});
+        }
+        if let Some(status) = next.get_mut("status").and_then(Value::as_object_mut) {
+            for (k, v) in want {
+                if v.is_null() {
+                    status.remove(k);
+                } else {
+                    status.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        match api.replace_status(&name, &next).await {
+            Err(e) if e.code() == Some(409) && !retried => {
+                retried = true;
+                current = api.get(&name).await?;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Upstream's `ControllerExpectations` with `UIDTrackingControllerExpectations`' deletion keys: how many creations
 /// and which deletions a controller still waits to see in its informer, per owner key.
 #[derive(Default)]
@@ -673,7 +704,7 @@ async fn sync(
     }
     if status_differs(&rs, &status) {
         let api = ctx.api(kind.group, kind.version, kind.plural).namespaced(ns);
-        match api.patch_status(name, PatchType::Merge, &json!({"status": status})).await {
+        match update_status(&api, &rs, &status).await {
             Ok(_) => {}
             Err(e) if e.code() == Some(404) => return Ok(Action::Done),
             Err(e) => return Err(e.into()),

@@ -226,12 +226,11 @@ pub async fn sync_revisions(
                 Err(e) if e.code() == Some(409) => {
                     let existing = api.get(&name).await?;
                     if !controlled_by(&existing, uid) || stored_template(&existing).as_ref() != Some(&template) {
-                        let cc = json!({"status": {"collisionCount": collision.unwrap_or(0) + 1}});
+                        let mut cc = Map::new();
+                        cc.insert("collisionCount".into(), json!(collision.unwrap_or(0) + 1));
                         let plural = if kind == "DaemonSet" { "daemonsets" } else { "statefulsets" };
-                        ctx.api("apps", "v1", plural)
-                            .namespaced(ns)
-                            .patch_status(runtime::name(owner), PatchType::Merge, &cc)
-                            .await?;
+                        let owners = ctx.api("apps", "v1", plural).namespaced(ns);
+                        super::replicaset::update_status(&owners, owner, &cc).await?;
                         return Err(format!("hash collision on controller revision {name}").into());
                     }
                 }
@@ -336,7 +335,7 @@ async fn sync(
     .await;
     let api = ctx.api("apps", "v1", "statefulsets").namespaced(ns);
     if super::replicaset::status_differs(&set, &status) {
-        match api.patch_status(name, PatchType::Merge, &json!({"status": status})).await {
+        match super::replicaset::update_status(&api, &set, &status).await {
             Ok(_) => {}
             Err(e) if e.code() == Some(404) => return Ok(Action::Done),
             Err(e) => return Err(e.into()),
