@@ -382,12 +382,10 @@ impl Apiserver {
         let q = request::query(req.uri().query());
         let info = request::parse(method.as_str(), req.uri().path(), request::flag(&q, "watch"));
         let attributes = match &info {
-            Some(info) => {
-                let mut a = crate::authorization::resource_attributes(&user, info);
-                a.field_selector =
-                    q.get("fieldSelector").and_then(|f| api_types::selector::FieldSelector::parse(f).ok());
-                a
-            }
+            Some(info) => crate::authorization::with_field_selector(
+                crate::authorization::resource_attributes(&user, info),
+                q.get("fieldSelector").map(String::as_str),
+            ),
             None => crate::authorization::non_resource_attributes(&user, method.as_str(), req.uri().path()),
         };
         match self.authz.authorize(&attributes) {

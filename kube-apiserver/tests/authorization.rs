@@ -222,6 +222,11 @@ fn kubelets_reach_only_what_their_pods_use() {
     let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n";
     let out = s.kubectl_as_stdin(&n1, &["create", "--validate=false", "-f", "-"], node);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // It may list and watch its own Node by name (a kubelet's node informer), not all nodes.
+    let (ok, _, err) = text(&s.kubectl_as(&n1, &["get", "nodes", "--field-selector", "metadata.name=n1"]));
+    assert!(ok, "{err}");
+    let (ok, _, err) = text(&s.kubectl_as(&n1, &["get", "nodes"]));
+    assert!(!ok && err.contains("node 'n1' cannot read all nodes, only its own Node object"), "{err}");
     let (ok, _, err) = text(&s.kubectl_as(&n1, &["label", "node", "n1", "node-restriction.kubernetes.io/x=y"]));
     assert!(!ok && err.contains("is not allowed to modify labels: node-restriction.kubernetes.io/x"), "{err}");
     let (ok, _, err) = text(&s.kubectl_as(&n1, &["label", "node", "n2", "a=b"]));

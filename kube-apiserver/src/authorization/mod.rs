@@ -263,6 +263,29 @@ pub fn resource_attributes(user: &UserInfo, info: &crate::request::RequestInfo) 
     }
 }
 
+/// Sets the request's field selector on `a`; a list or watch whose selector requires one `metadata.name` names that
+/// object, as upstream's RequestInfoFactory does (so a kubelet may watch its own Node).
+pub fn with_field_selector(mut a: Attributes, selector: Option<&str>) -> Attributes {
+    a.field_selector = selector.and_then(|f| api_types::selector::FieldSelector::parse(f).ok());
+    if a.name.is_empty() && matches!(a.verb.as_str(), "list" | "watch") {
+        let exact = a.field_selector.as_ref().and_then(|fs| {
+            let r = fs.requirements();
+            match r {
+                [one] if one.field == "metadata.name" && one.op == api_types::selector::FieldOp::Equals => {
+                    Some(one.value.clone())
+                }
+                _ => None,
+            }
+        });
+        if let Some(name) =
+            exact.filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('%') && n != "." && n != "..")
+        {
+            a.name = name;
+        }
+    }
+    a
+}
+
 /// The attributes of a non-resource request (`/healthz`, `/version`, `/apis`...): the verb is the lower-cased method.
 pub fn non_resource_attributes(user: &UserInfo, method: &str, path: &str) -> Attributes {
     Attributes {
@@ -303,6 +326,17 @@ mod tests {
         assert!(e.message.ends_with(r#"cannot list resource "nodes" in API group "" at the cluster scope"#));
         let e = forbidden(&non_resource_attributes(&alice(), "GET", "/metrics"), "");
         assert_eq!(e.message, r#"forbidden: User "alice" cannot get path "/metrics""#);
+    }
+
+    #[test]
+    fn a_metadata_name_selector_names_the_object() {
+        let info = crate::request::parse("GET", "/api/v1/nodes", true).unwrap();
+        let a = with_field_selector(resource_attributes(&alice(), &info), Some("metadata.name=n1"));
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", "n1"));
+        let a = with_field_selector(resource_attributes(&alice(), &info), Some("metadata.name!=n1"));
+        assert_eq!(a.name, "");
+        let a = with_field_selector(resource_attributes(&alice(), &info), Some("spec.unschedulable=true"));
+        assert_eq!(a.name, "");
     }
 
     #[test]
