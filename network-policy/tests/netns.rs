@@ -1,6 +1,6 @@
 //! End to end in network namespaces this test makes (and removes, even when it fails): two "nodes", netns joined
-//! by a veth pair (10.251.77.0/24), each with a bridge `cni0` and "pods" (netns behind veths on it) in its pod CIDR
-//! (10.251.80.0/24 on A, 10.251.81.0/24 on B). The kubelet's routes module, fed Node objects from a TestApiserver,
+//! by a veth pair (10.248.77.0/24), each with a bridge `cni0` and "pods" (netns behind veths on it) in its pod CIDR
+//! (10.248.80.0/24 on A, 10.248.81.0/24 on B). The kubelet's routes module, fed Node objects from a TestApiserver,
 //! routes each node's pod CIDR to the other; the network-policy controller of each node, fed Pods and
 //! NetworkPolicies, programs the node's nftables table. A TCP server in B's pod `web` is then reached, or not, by
 //! pods of both nodes as policies come and go: the walkthrough's "declare a network policy" (web reachable only
@@ -24,7 +24,7 @@ use runtime::{InformerParams, SharedInformerFactory};
 use serde_json::{Value, json};
 
 /// The ranges of this test: node link, and both pod CIDRs (blackholed on the host while it runs).
-const BLACKHOLES: &[&str] = &["10.251.76.0/22", "10.251.80.0/22"];
+const BLACKHOLES: &[&str] = &["10.248.76.0/22", "10.248.80.0/22"];
 const NS: &str = "netpol-e2e";
 
 fn ip(args: &[&str]) -> Result<String, String> {
@@ -235,22 +235,22 @@ fn kubelet_routes(n: &Node) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_across_nodes_and_network_policies_in_netns_as_root() {
     let _blackholes: Vec<Blackhole> = BLACKHOLES.iter().map(|c| Blackhole::add(c)).collect();
-    let a = node("a", "np-node-a", "10.251.80.1");
-    let b = node("b", "np-node-b", "10.251.81.1");
+    let a = node("a", "np-node-a", "10.248.80.1");
+    let b = node("b", "np-node-b", "10.248.81.1");
     // The nodes' link.
     a.netns.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", &b.netns.0]);
-    a.netns.ip(&["addr", "add", "10.251.77.1/24", "dev", "eth1"]);
-    b.netns.ip(&["addr", "add", "10.251.77.2/24", "dev", "eth1"]);
+    a.netns.ip(&["addr", "add", "10.248.77.1/24", "dev", "eth1"]);
+    b.netns.ip(&["addr", "add", "10.248.77.2/24", "dev", "eth1"]);
     a.netns.ip(&["link", "set", "eth1", "up"]);
     b.netns.ip(&["link", "set", "eth1", "up"]);
     // Bridged traffic between two pods of a node passes the firewall (what the controller's binary turns on).
     b.netns.sysctl("net.bridge.bridge-nf-call-iptables", "1");
     a.netns.sysctl("net.bridge.bridge-nf-call-iptables", "1");
-    let client_a = pod(&a, "c", "10.251.80.11");
-    let stranger_a = pod(&a, "s", "10.251.80.12");
-    let web = pod(&b, "w", "10.251.81.10");
-    let client_b = pod(&b, "c", "10.251.81.11");
-    let stranger_b = pod(&b, "s", "10.251.81.12");
+    let client_a = pod(&a, "c", "10.248.80.11");
+    let stranger_a = pod(&a, "s", "10.248.80.12");
+    let web = pod(&b, "w", "10.248.81.10");
+    let client_b = pod(&b, "c", "10.248.81.11");
+    let stranger_b = pod(&b, "s", "10.248.81.12");
     let _server = Server::start(&web, 80);
     let _server_b = Server::start(&client_b, 80);
     check(&client_b, &web, true, "same node, over the bridge");
@@ -259,8 +259,8 @@ async fn pods_across_nodes_and_network_policies_in_netns_as_root() {
 
     let api = TestApiserver::start().await;
     api.namespace(NS).await;
-    create_node(&api, &a, "10.251.80.0/24", "10.251.77.1").await;
-    create_node(&api, &b, "10.251.81.0/24", "10.251.77.2").await;
+    create_node(&api, &a, "10.248.80.0/24", "10.248.77.1").await;
+    create_node(&api, &b, "10.248.81.0/24", "10.248.77.2").await;
     let factory = SharedInformerFactory::new(api.new_client());
     let nodes = factory.informer_for("", "v1", "nodes", InformerParams::all()).unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -277,14 +277,14 @@ async fn pods_across_nodes_and_network_policies_in_netns_as_root() {
         tokio::spawn(kubelet::routes::run(table, nodes.clone(), n.name.clone(), stop.clone()));
     }
     within(20, "the routes to the other node's pod CIDR", async {
-        while !kubelet_routes(&a).contains("10.251.81.0/24 via 10.251.77.2")
-            || !kubelet_routes(&b).contains("10.251.80.0/24 via 10.251.77.1")
+        while !kubelet_routes(&a).contains("10.248.81.0/24 via 10.248.77.2")
+            || !kubelet_routes(&b).contains("10.248.80.0/24 via 10.248.77.1")
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    assert!(!kubelet_routes(&a).contains("10.251.80.0/24"), "no route to its own pod CIDR");
+    assert!(!kubelet_routes(&a).contains("10.248.80.0/24"), "no route to its own pod CIDR");
     check(&client_a, &web, true, "pod on node A reaches the pod on node B");
     check(&stranger_a, &web, true, "every pod does");
 
@@ -371,12 +371,12 @@ async fn pods_across_nodes_and_network_policies_in_netns_as_root() {
     // The node's Node object goes: its pod CIDR's route goes from the other node, and only that route.
     api.client.api("", "v1", "nodes").unwrap().delete(&b.name, None).await.unwrap();
     within(20, "the route to the deleted node's pod CIDR removed", async {
-        while kubelet_routes(&a).contains("10.251.81.0/24") {
+        while kubelet_routes(&a).contains("10.248.81.0/24") {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    assert!(a.netns.ip(&["route", "show"]).contains("10.251.77.0/24 dev eth1"), "other routes stay");
+    assert!(a.netns.ip(&["route", "show"]).contains("10.248.77.0/24 dev eth1"), "other routes stay");
     check(&client_a, &web, false, "no route to the deleted node's pods");
 
     // --cleanup removes the table, and only it.
