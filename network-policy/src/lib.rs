@@ -22,7 +22,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "network-policy", version, about = "Enforces NetworkPolicies for the pods of this node with nftables")]
 pub struct Options {
-    /// Path to a kubeconfig (default: in-cluster service account, then ~/.kube/config).
+    /// Path to a kubeconfig (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// The name of this node (default: the hostname, as the kubelet's).

@@ -5,8 +5,8 @@
 //! (forwarded, bridged with br_netfilter, or to the node itself), `forward-ingress` (priority 0) what they receive;
 //! each first accepts established and related traffic (policies are stateful), then jumps to `egress` or
 //! `ingress`, which send a packet of a pod selected by a policy to that policy's chain (`policy_<ns>_<name>_ingress`),
-//! whose rules accept what the policy allows; a packet of an isolated pod (sets `ingress-isolated`,
-//! `egress-isolated`) that no policy accepted is rejected. An accept ends only its base chain, so traffic between
+//! whose rules accept what the policy allows; a packet of an isolated pod (sets `ingress_isolated`,
+//! `egress_isolated`) that no policy accepted is rejected. An accept ends only its base chain, so traffic between
 //! two pods of the node passes the sender's egress and then the receiver's ingress. Traffic from the node itself to
 //! its pods goes through `output`, which is not hooked: it is always allowed, as upstream requires (probes).
 //! Pod address sets are per policy (`_pods`) and per rule (`_ingress_0`, the selector peers; `_ingress_0_ports`,
@@ -44,7 +44,7 @@ impl Family {
     }
     /// The suffix of the family's sets.
     fn suffix(self) -> &'static str {
-        if self == Family::V4 { "" } else { "6" }
+        if self == Family::V4 { "" } else { "_v6" }
     }
 }
 
@@ -95,15 +95,15 @@ pub fn render(rs: &Ruleset) -> String {
     }
     let mut out = format!("table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
     for &f in families {
-        addr_set(&mut out, &format!("ingress-isolated{}", f.suffix()), f, rs.ingress_isolated.iter());
-        addr_set(&mut out, &format!("egress-isolated{}", f.suffix()), f, rs.egress_isolated.iter());
+        addr_set(&mut out, &format!("ingress_isolated{}", f.suffix()), f, rs.ingress_isolated.iter());
+        addr_set(&mut out, &format!("egress_isolated{}", f.suffix()), f, rs.egress_isolated.iter());
     }
     out.push_str(&sets);
     out.push_str(&chains);
     for (name, own, dispatch) in [("egress", "saddr", &egress_dispatch), ("ingress", "daddr", &ingress_dispatch)] {
         write!(out, "\tchain {name} {{\n{dispatch}").unwrap();
         for &f in families {
-            writeln!(out, "\t\t{} {own} @{name}-isolated{} counter reject", f.expr(), f.suffix()).unwrap();
+            writeln!(out, "\t\t{} {own} @{name}_isolated{} counter reject", f.expr(), f.suffix()).unwrap();
         }
         out.push_str("\t}\n");
     }

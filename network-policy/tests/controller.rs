@@ -46,7 +46,7 @@ async fn applies_when_the_script_changes() {
         .unwrap();
     eventually(10, "a sync for the policy", || count() == 2).await;
     let script = recording.last().unwrap();
-    assert!(script.contains("set ingress-isolated {\n\t\ttype ipv4_addr\n\t\telements = { 10.248.1.10 }"), "{script}");
+    assert!(script.contains("set ingress_isolated {\n\t\ttype ipv4_addr\n\t\telements = { 10.248.1.10 }"), "{script}");
     assert!(script.contains("set policy_np_web_ingress_0 {\n\t\ttype ipv4_addr\n\t}"), "no peer yet: {script}");
 
     // The client gets the label: it becomes a peer.

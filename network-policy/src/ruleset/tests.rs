@@ -207,3 +207,28 @@ fn long_names_are_hashed_and_cleanup_removes_only_the_table() {
     assert_ne!(policy_prefix("a-b", "c"), policy_prefix("a", "b-c"));
     assert_eq!(cleanup(), "table inet kube-network-policy\ndelete table inet kube-network-policy\n");
 }
+
+/// Dual-stack pods: each family gets its own sets and rules; an ipBlock applies in its own family only.
+#[test]
+fn dual_stack() {
+    let mut web = pod("default", "web", "n1", "10.244.1.10", json!({"app": "web"}));
+    web["status"]["podIPs"] = json!([{"ip": "10.244.1.10"}, {"ip": "fd00:10:244:1::a"}]);
+    let mut client = pod("default", "client", "n2", "10.244.2.20", json!({"access": "true"}));
+    client["status"]["podIPs"] = json!([{"ip": "10.244.2.20"}, {"ip": "fd00:10:244:2::14"}]);
+    let namespaces = [namespace("default", json!({}))];
+    let policies = vec![policy(
+        "default",
+        "dual",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"access": "true"}}},
+                                     {"ipBlock": {"cidr": "fd00:99::/32", "except": ["fd00:99:1::/48"]}}],
+                            "ports": [{"port": "http"}]}]}),
+    )];
+    let cluster = Cluster::from_objects([web, client].iter(), namespaces.iter(), policies);
+    let script = render(&cluster.ruleset("n1"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/dual_stack.nft");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &script).unwrap();
+    }
+    assert_eq!(script, std::fs::read_to_string(&path).unwrap());
+}
