@@ -18,6 +18,7 @@ pub mod options;
 pub mod pods;
 pub mod prober;
 pub mod resources;
+pub mod routes;
 pub mod security;
 pub mod server;
 pub mod static_pods;
@@ -127,6 +128,17 @@ pub(crate) async fn run_node(
     let informer =
         factory.informer(pods_res, InformerParams::all().fields(&format!("spec.nodeName={}", cfg.node_name)))?;
     let mut events = informer.subscribe();
+    if cfg.pod_network_routes {
+        // Every Node, for the routes to their pod CIDRs (the shared Node informer already watches them all).
+        let nodes = match &shared {
+            Some(shared) => shared.nodes.clone(),
+            None => factory.informer(
+                api_types::resources::find("", "v1", "nodes").ok_or("no nodes resource")?,
+                InformerParams::all(),
+            )?,
+        };
+        tokio::spawn(routes::run(routes::Netlink::new()?, nodes, cfg.node_name.clone(), stop.clone()));
+    }
     match shared {
         Some(shared) => {
             manager.use_services(shared.services);

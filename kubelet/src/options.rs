@@ -88,6 +88,9 @@ pub struct Flags {
     /// The address of that `/healthz` (`healthzBindAddress`, 127.0.0.1).
     #[arg(long)]
     pub healthz_bind_address: Option<String>,
+    /// Ours: route the other nodes' pod CIDRs via their InternalIPs (flannel's host-gw; `podNetworkRoutes`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub pod_network_routes: Option<bool>,
     /// Ours: run this many hollow nodes (kubelets on fake runtimes) in this process instead of one real kubelet.
     #[arg(long, default_value_t = 0)]
     pub hollow_nodes: usize,
@@ -126,6 +129,8 @@ pub struct KubeletConfiguration {
     pub cni_conf_dir: Option<PathBuf>,
     /// Ours: the bridge's name.
     pub cni_bridge: Option<String>,
+    /// Ours: route the other nodes' pod CIDRs via their InternalIPs ([`crate::routes`]; default off).
+    pub pod_network_routes: Option<bool>,
     pub authentication: Option<FileAuthentication>,
     pub authorization: Option<FileAuthorization>,
     pub rotate_certificates: Option<bool>,
@@ -292,6 +297,8 @@ pub struct Config {
     /// Where the bridge CNI config for the pod CIDR is written (None: left to a network add-on).
     pub cni_conf_dir: Option<PathBuf>,
     pub cni_bridge: String,
+    /// Whether to keep routes to the other nodes' pod CIDRs ([`crate::routes`], flannel's host-gw).
+    pub pod_network_routes: bool,
     /// Whether to serve the kubelet API (hollow nodes do not).
     pub serve_api: bool,
     /// How many images the node status lists, largest first (`nodeStatusMaxImages`, upstream's 50; -1: all).
@@ -424,6 +431,7 @@ impl Config {
             pod_logs_dir: file.pod_logs_dir.unwrap_or_else(|| PathBuf::from("/var/log/pods")),
             cni_conf_dir: Some(file.cni_conf_dir.unwrap_or_else(|| PathBuf::from("/etc/cni/net.d"))),
             cni_bridge: file.cni_bridge.unwrap_or_else(|| "cni0".into()),
+            pod_network_routes: flags.pod_network_routes.or(file.pod_network_routes).unwrap_or(false),
             serve_api: true,
             record_events: true,
             node_status_max_images: file.node_status_max_images.unwrap_or(50),
@@ -482,6 +490,12 @@ mod tests {
         assert_eq!(c.kube_reserved.get("cpu").map(String::as_str), Some("100m"));
         assert_eq!(c.pod_cidr.as_deref(), Some("10.244.3.0/24"), "upstream spells it podCIDR");
         assert!(parse_taint("bad").is_err());
+        assert!(!c.pod_network_routes, "off unless asked for");
+        std::fs::write(&cfg, "kind: KubeletConfiguration\npodNetworkRoutes: true\n").unwrap();
+        let on = Config::resolve(Flags { config: Some(cfg.clone()), ..Default::default() }).unwrap();
+        assert!(on.pod_network_routes);
+        let flags = Flags::try_parse_from(["kubelet", "--config", cfg.to_str().unwrap(), "--pod-network-routes=false"]);
+        assert!(!Config::resolve(flags.unwrap()).unwrap().pod_network_routes, "the flag wins");
     }
 
     /// Upstream's two sets of defaults: the command line's legacy ones (anonymous, AlwaysAllow) without a file,
