@@ -14,6 +14,8 @@ command -v runc >/dev/null || pkgs+=(runc)
 command -v busybox >/dev/null || pkgs+=(busybox-static)
 command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
 command -v iptables >/dev/null || pkgs+=(iptables)
+# nft: NetworkPolicy enforcement (network-policy/) programs one nftables table.
+command -v nft >/dev/null || pkgs+=(nftables)
 # openssl: service-account and CA keys in the quick start and the key-format tests.
 command -v openssl >/dev/null || pkgs+=(openssl)
 if [ ${#pkgs[@]} -gt 0 ]; then
