@@ -153,6 +153,7 @@ impl Drop for RouteGuard {
 }
 
 async fn bench_mode(
+    round: usize,
     mode: &str,
     api: &TestApiserver,
     dir: &std::path::Path,
@@ -173,7 +174,7 @@ async fn bench_mode(
         .env("KPX_NETNS", &netns)
         .env("KPX_MODE", mode)
         .env("KPX_METRICS", &metrics_addr)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("KPX_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -200,7 +201,8 @@ async fn bench_mode(
         let i = (c * 7919) % services;
         let current = slices.get(&format!("svc-{i}-abc")).await.unwrap();
         let now = jiff::Timestamp::now().to_string();
-        let mut s = slice(i, endpoints, c + 1 + services * endpoints, Some(now));
+        // A different shift per round and change, so every write changes the endpoints.
+        let mut s = slice(i, endpoints, 1 + services * endpoints + round * changes + c, Some(now));
         s["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
         slices.replace(&format!("svc-{i}-abc"), &s).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -278,8 +280,8 @@ fn main() {
             .collect::<Vec<_>>()
             .await;
         println!("created {services} Services and EndpointSlices in {:.1} s", t.elapsed().as_secs_f64());
-        for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-            bench_mode(mode, &api, dir.path(), services, endpoints, changes).await;
+        for (round, mode) in modes.split(',').map(str::trim).filter(|m| !m.is_empty()).enumerate() {
+            bench_mode(round, mode, &api, dir.path(), services, endpoints, changes).await;
         }
     });
 }

@@ -56,12 +56,14 @@ impl Exec for RealExec {
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = cmd.spawn()?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // Written from a thread so a tool that prints a lot before reading everything cannot deadlock us.
-            let input = input.to_string();
-            let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-            let out = child.wait_with_output()?;
-            writer.join().map_err(|_| std::io::Error::other("stdin writer panicked"))??;
-            return Ok(to_output(out));
+            // Written from a thread so a tool that prints a lot before reading everything cannot deadlock us
+            // (scoped: a full sync's input is tens of megabytes, not worth copying).
+            return std::thread::scope(|scope| {
+                let writer = scope.spawn(move || pipe.write_all(input.as_bytes()));
+                let out = child.wait_with_output()?;
+                writer.join().map_err(|_| std::io::Error::other("stdin writer panicked"))??;
+                Ok(to_output(out))
+            });
         }
         Ok(to_output(child.wait_with_output()?))
     }

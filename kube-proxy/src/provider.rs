@@ -190,8 +190,10 @@ impl Provider {
             endpoints: &endpoints,
             partial,
         };
+        let applied = start.elapsed();
         let result = st.proxier.sync_rules(&input);
         let took = start.elapsed();
+        tracing::debug!(?applied, ?took, "sync timing");
         self.metrics.observe_sync(partial, took);
         let mode = st.proxier.mode();
         let stats = match result {

@@ -209,7 +209,7 @@ fn nftables_overall_rules() {
     assert!(out.contains("add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80"));
     // NodePort: through the external chain, which masquerades.
     assert!(out.contains("add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-"));
-    assert!(out.contains("numgen random mod 2 vmap { 0 : goto endpoint-"));
+    assert!(out.contains("numgen random mod 2 == 0 goto endpoint-"));
     // No endpoints: rejected, not black-holed.
     assert!(out.contains("add element ip kube-proxy no-endpoint-services { 172.30.0.43 . tcp . 80 comment \"ns3/svc3:p80\" : goto reject-chain }"));
     // Affinity: a timeout set per endpoint, checked first and updated in the endpoint chain.
