@@ -82,6 +82,8 @@ pub struct EndpointsChangeTracker {
     hostname: String,
     family: IpFamily,
     inner: Mutex<Inner>,
+    /// Trigger times before this are from changes made before kube-proxy started: not programming latency.
+    start: SystemTime,
 }
 
 fn parse_slice(slice: &Value, hostname: &str, service: &ServiceName) -> SliceData {
@@ -150,7 +152,12 @@ fn merge(slices: &BTreeMap<String, SliceData>) -> EndpointsMap {
 
 impl EndpointsChangeTracker {
     pub fn new(hostname: &str, family: IpFamily) -> Self {
-        EndpointsChangeTracker { hostname: hostname.to_string(), family, inner: Mutex::default() }
+        EndpointsChangeTracker {
+            hostname: hostname.to_string(),
+            family,
+            inner: Mutex::default(),
+            start: SystemTime::now(),
+        }
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -188,8 +195,9 @@ impl EndpointsChangeTracker {
                 .and_then(Value::as_str)
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                 .map(SystemTime::from);
-            // Upstream takes the earliest trigger time per Service and skips deletions (which carry none).
-            if let Some(t) = trigger.filter(|_| !remove) {
+            // As upstream: deletions carry no trigger time, and changes from before this tracker started (seen in
+            // the initial list) are not programming latency.
+            if let Some(t) = trigger.filter(|t| !remove && *t > self.start) {
                 inner.trigger_times.entry(service).or_default().push(t);
             }
         }
@@ -285,7 +293,7 @@ mod tests {
 
     fn slice(name: &str, svc: &str, port_name: &str, proto: &str, port: u16, eps: Value) -> Value {
         json!({"metadata": {"namespace": "ns", "name": name, "labels": {LABEL_SERVICE_NAME: svc},
-                            "annotations": {ANNOTATION_LAST_CHANGE_TRIGGER_TIME: "2024-01-01T00:00:00Z"}},
+                            "annotations": {ANNOTATION_LAST_CHANGE_TRIGGER_TIME: jiff::Timestamp::now().to_string()}},
                "addressType": "IPv4", "endpoints": eps,
                "ports": [{"name": port_name, "port": port, "protocol": proto}]})
     }
@@ -293,6 +301,7 @@ mod tests {
     #[test]
     fn merges_slices_and_reports_changes() {
         let t = EndpointsChangeTracker::new("node1", IpFamily::V4);
+        std::thread::sleep(std::time::Duration::from_millis(2));
         // A named target port resolved to 8080 on one pod and 9090 on another: two slices, one Service port.
         let s1 = slice("a-1", "a", "http", "TCP", 8080, json!([{"addresses": ["10.1.0.2"], "nodeName": "node1"}]));
         let s2 = slice(
@@ -313,6 +322,11 @@ mod tests {
         assert!(!eps[1].is_local && !eps[1].ready && eps[1].serving && eps[1].terminating);
         assert_eq!(r.updated_services.len(), 1);
         assert_eq!(r.last_change_trigger_times.values().next().map(Vec::len), Some(2));
+        // A change from before the tracker started is no programming latency.
+        let mut old = slice("b-1", "b", "http", "TCP", 80, json!([{"addresses": ["10.1.0.9"]}]));
+        old["metadata"]["annotations"][ANNOTATION_LAST_CHANGE_TRIGGER_TIME] = json!("2024-01-01T00:00:00Z");
+        assert!(t.endpoint_slice_update(&old, false));
+        assert!(t.apply(&mut map).last_change_trigger_times.is_empty());
 
         // The same slice again is no change; another family is ignored.
         assert!(!t.endpoint_slice_update(&s1, false));

@@ -779,12 +779,12 @@ impl Proxier for NftProxier {
         self.no_endpoint_node_ports.cleanup_leftover(&mut tx);
         self.service_node_ports.cleanup_leftover(&mut tx);
 
-        if !tx.text.is_empty() {
-            if let Err(e) = self.run_nft(&["-f", "-"], Some(&tx.text)) {
-                // The element storages no longer match the kernel: the retry is a full sync that resets them.
-                self.stale_chains.clear();
-                return Err(e);
-            }
+        if !tx.text.is_empty()
+            && let Err(e) = self.run_nft(&["-f", "-"], Some(&tx.text))
+        {
+            // The element storages no longer match the kernel: the retry is a full sync that resets them.
+            self.stale_chains.clear();
+            return Err(e);
         }
         for chain in newly_stale {
             self.stale_chains.insert(chain, start);

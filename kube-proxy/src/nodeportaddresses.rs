@@ -23,10 +23,10 @@ impl NodePortAddresses {
         for a in addresses {
             if a == "primary" {
                 cidrs.extend(node_ips.iter().filter(|ip| family.matches(ip)).map(|ip| IpNetwork::from(*ip)));
-            } else if let Ok(c) = a.parse::<IpNetwork>() {
-                if family.matches(&c.ip()) {
-                    cidrs.push(c);
-                }
+            } else if let Ok(c) = a.parse::<IpNetwork>()
+                && family.matches(&c.ip())
+            {
+                cidrs.push(c);
             }
         }
         // Upstream: a family with no CIDR of its own after filtering accepts on every address of that family only

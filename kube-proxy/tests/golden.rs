@@ -78,7 +78,7 @@ fn written(exec: &FakeExec) -> String {
         .into_iter()
         .filter(|c| c.cmd.starts_with("nft -f") || c.cmd.starts_with("iptables-restore"))
         .filter_map(|c| c.stdin)
-        .last()
+        .next_back()
         .unwrap_or_default()
 }
 
@@ -235,8 +235,12 @@ fn iptables_overall_rules() {
             == "iptables -w -t nat -C PREROUTING -m comment --comment kubernetes service portals -j KUBE-SERVICES"),
         "{calls:?}"
     );
-    let out =
-        calls.into_iter().filter(|c| c.cmd.starts_with("iptables-restore")).filter_map(|c| c.stdin).last().unwrap();
+    let out = calls
+        .into_iter()
+        .filter(|c| c.cmd.starts_with("iptables-restore"))
+        .filter_map(|c| c.stdin)
+        .next_back()
+        .unwrap();
     golden("iptables-overall.rules", &out);
     for line in [
         "-A KUBE-SERVICES -m comment --comment \"ns1/svc1:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O",
