@@ -2,7 +2,8 @@
 # Installs what building and testing need from Debian's packages (idempotent; run as root):
 # etcd-server (the HA backend, and the etcd side of the storage tests), etcd-client (etcdctl, to inspect keys),
 # protobuf-compiler (protoc, for the etcd and CRI gRPC bindings), containerd + runc + containernetworking-plugins (the
-# node's runtime), busybox-static and gcc (to build the busybox and pause images), iptables.
+# node's runtime), busybox-static and gcc (to build the busybox and pause images), iptables, nftables, ipvsadm,
+# conntrack.
 set -euo pipefail
 pkgs=()
 command -v etcd >/dev/null || pkgs+=(etcd-server)
@@ -14,8 +15,10 @@ command -v runc >/dev/null || pkgs+=(runc)
 command -v busybox >/dev/null || pkgs+=(busybox-static)
 command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
 command -v iptables >/dev/null || pkgs+=(iptables)
-# nft: NetworkPolicy enforcement (network-policy/) programs one nftables table.
+# nft: kube-proxy (nftables mode) and NetworkPolicy enforcement; ipvsadm (ipvs), conntrack (stale UDP flows).
 command -v nft >/dev/null || pkgs+=(nftables)
+command -v ipvsadm >/dev/null || pkgs+=(ipvsadm)
+command -v conntrack >/dev/null || pkgs+=(conntrack)
 # openssl: service-account and CA keys in the quick start and the key-format tests.
 command -v openssl >/dev/null || pkgs+=(openssl)
 if [ ${#pkgs[@]} -gt 0 ]; then

@@ -4,7 +4,7 @@
 # kube-apiserver on the embedded store: under systemd when it is PID 1, otherwise as a background process.
 # Then it configures and starts containerd, builds and imports the pause and busybox images, and starts the kubelet,
 # which registers this machine as a Ready node (pod CIDR 10.244.0.0/24, bridge networking), then
-# kube-controller-manager and kube-scheduler with their own certificates and kubeconfigs. Authorization is Node,RBAC
+# kube-controller-manager, kube-scheduler and kube-proxy (nftables mode) with their own certificates and kubeconfigs. Authorization is Node,RBAC
 # with NodeRestriction (as kubeadm sets it up); pods get service-account tokens signed with /etc/kubernetes/pki/sa.key;
 # the kubelet API takes client certificates and tokens and asks the apiserver (SubjectAccessReview) who may do what.
 # Stop it with deploy/stop.sh; wipe everything with deploy/stop.sh --wipe.
@@ -18,7 +18,7 @@ command -v openssl >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get instal
 
 step "building (release)"
 cargo build --release --workspace --locked
-for b in kube-apiserver kube-controller-manager kube-scheduler kubelet; do install -m 0755 "target/release/$b" /usr/local/bin/; done
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do install -m 0755 "target/release/$b" /usr/local/bin/; done
 systemd=false; [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemd=true
 
 # daemon <name> <args...>: (re)starts /usr/local/bin/<name> under systemd (its unit in deploy/, arguments in
@@ -193,6 +193,23 @@ daemon kube-controller-manager --kubeconfig=/etc/kubernetes/controller-manager.c
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
   --controllers='*,bootstrapsigner,tokencleaner' --bind-address=127.0.0.1 --leader-elect=true
 daemon kube-scheduler --kubeconfig=/etc/kubernetes/scheduler.conf --bind-address=127.0.0.1 --leader-elect=true
+
+# kube-proxy: its own client certificate (CN=system:kube-proxy, bound to system:node-proxier by the bootstrap
+# policy), nftables mode, health on :10256, metrics on 127.0.0.1:10249.
+step "creating kube-proxy's certificate, kubeconfig and configuration"
+client_cert kube-proxy "/CN=system:kube-proxy"
+kubeconfig /etc/kubernetes/kube-proxy.conf system:kube-proxy "$PKI/kube-proxy.crt" "$PKI/kube-proxy.key"
+mkdir -p /var/lib/kube-proxy
+cat > /var/lib/kube-proxy/config.conf <<KPCFG
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clusterCIDR: 10.244.0.0/16
+hostnameOverride: $NODE
+clientConnection:
+  kubeconfig: /etc/kubernetes/kube-proxy.conf
+KPCFG
+daemon kube-proxy --config=/var/lib/kube-proxy/config.conf
 
 step "waiting for node $NODE to be Ready"
 for _ in $(seq 1 120); do

@@ -1,0 +1,153 @@
+//! Accumulates Service changes between syncs and applies them to the [`ServicePortMap`] (upstream's
+//! `pkg/proxy/servicechangetracker.go`): for each Service, the state before the first unapplied change and after
+//! the last, so a sync sees exactly which Services changed and which UDP ClusterIPs went away.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::serviceport::{IpFamily, Protocol, ServiceName, ServicePort, ServicePortName, service_ports};
+
+/// Every Service port this proxier programs.
+pub type ServicePortMap = BTreeMap<ServicePortName, Arc<ServicePort>>;
+
+/// The ports of one Service.
+type ServiceMap = BTreeMap<ServicePortName, Arc<ServicePort>>;
+
+#[derive(Debug, Default)]
+struct Change {
+    previous: ServiceMap,
+    current: ServiceMap,
+}
+
+/// What applying the pending changes did (upstream's `UpdateServiceMapResult`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UpdateServiceMapResult {
+    /// Services that changed since the last apply (added, updated or deleted).
+    pub updated_services: BTreeSet<ServiceName>,
+    /// ClusterIPs of UDP ports that no longer exist, whose conntrack entries must go.
+    pub deleted_udp_cluster_ips: BTreeSet<IpAddr>,
+}
+
+/// Pending Service changes for one IP family. Shared between the event handlers and the sync loop.
+#[derive(Debug)]
+pub struct ServiceChangeTracker {
+    family: IpFamily,
+    items: Mutex<BTreeMap<ServiceName, Change>>,
+}
+
+fn service_name(svc: &Value) -> ServiceName {
+    ServiceName { namespace: runtime::namespace(svc).to_string(), name: runtime::name(svc).to_string() }
+}
+
+impl ServiceChangeTracker {
+    pub fn new(family: IpFamily) -> Self {
+        ServiceChangeTracker { family, items: Mutex::default() }
+    }
+
+    fn items(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, Change>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn to_map(&self, svc: Option<&Value>) -> ServiceMap {
+        svc.map(|s| service_ports(s, self.family).into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect())
+            .unwrap_or_default()
+    }
+
+    /// Records a Service add (`previous` None), update or delete (`current` None). True when some change is
+    /// pending afterwards (so a sync is due).
+    pub fn update(&self, previous: Option<&Value>, current: Option<&Value>) -> bool {
+        let Some(any) = current.or(previous) else { return false };
+        let name = service_name(any);
+        let mut items = self.items();
+        let current = self.to_map(current);
+        let change = items
+            .entry(name.clone())
+            .or_insert_with(|| Change { previous: self.to_map(previous), ..Default::default() });
+        change.current = current;
+        if change.previous == change.current {
+            items.remove(&name);
+        }
+        !items.is_empty()
+    }
+
+    /// Number of Services with unapplied changes.
+    pub fn pending(&self) -> usize {
+        self.items().len()
+    }
+
+    /// Applies the pending changes to `map` and clears them (upstream's `ServicePortMap.Update`).
+    pub fn apply(&self, map: &mut ServicePortMap) -> UpdateServiceMapResult {
+        let mut result = UpdateServiceMapResult::default();
+        let items = std::mem::take(&mut *self.items());
+        for (name, change) in items {
+            result.updated_services.insert(name);
+            for (port_name, port) in &change.current {
+                map.insert(port_name.clone(), port.clone());
+            }
+            for (port_name, old) in change.previous {
+                if change.current.contains_key(&port_name) {
+                    continue;
+                }
+                map.remove(&port_name);
+                if old.protocol == Protocol::Udp {
+                    result.deleted_udp_cluster_ips.insert(old.cluster_ip);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// The NodePorts of the LoadBalancer Services with `externalTrafficPolicy: Local`, by Service (upstream's
+/// `ServicePortMap.HealthCheckNodePorts`).
+pub fn health_check_node_ports(map: &ServicePortMap) -> BTreeMap<ServiceName, u16> {
+    map.values()
+        .filter(|p| p.health_check_node_port != 0)
+        .map(|p| (p.name.service.clone(), p.health_check_node_port))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(name: &str, ip: &str, ports: Value) -> Value {
+        json!({"metadata": {"namespace": "ns", "name": name}, "spec": {"clusterIP": ip, "ports": ports}})
+    }
+
+    #[test]
+    fn accumulates_and_applies() {
+        let t = ServiceChangeTracker::new(IpFamily::V4);
+        let a =
+            svc("a", "10.0.0.1", json!([{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "http", "port": 80}]));
+        assert!(t.update(None, Some(&a)));
+        let mut map = ServicePortMap::new();
+        let r = t.apply(&mut map);
+        assert_eq!(map.len(), 2);
+        assert_eq!(r.updated_services.len(), 1);
+        assert_eq!(t.pending(), 0);
+
+        // An update that ends where it started cancels out.
+        let a2 = svc("a", "10.0.0.1", json!([{"name": "http", "port": 80}]));
+        assert!(t.update(Some(&a), Some(&a2)));
+        assert!(!t.update(Some(&a2), Some(&a)));
+        assert_eq!(t.pending(), 0);
+
+        // Dropping the UDP port reports its ClusterIP for conntrack cleanup.
+        assert!(t.update(Some(&a), Some(&a2)));
+        let r = t.apply(&mut map);
+        assert_eq!(map.len(), 1);
+        assert_eq!(r.deleted_udp_cluster_ips.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.1"]);
+
+        // Headless services have no ports; changes between irrelevant states are no changes.
+        let h = svc("h", "None", json!([{"port": 80}]));
+        assert!(!t.update(None, Some(&h)));
+        assert!(t.update(Some(&a2), None));
+        t.apply(&mut map);
+        assert!(map.is_empty());
+    }
+}

@@ -1,0 +1,309 @@
+//! End to end with the real `nft` and `iptables` (needs root): a "node" network namespace where kube-proxy's
+//! rules live, joined by a veth pair to a "pod" namespace serving TCP on two endpoint addresses; kube-proxy (the
+//! library, its tools run with `ip netns exec`) watches a real in-process apiserver. ClusterIP and NodePort
+//! traffic reaches the endpoints, a Service without endpoints is refused, ClientIP affinity sticks, a removed
+//! endpoint leaves the rules within a second, stopping leaves the rules, and `--cleanup` removes them all. The
+//! same test runs in nftables and iptables mode, each on its own addresses (10.252.4x / 10.253.4x, blackholed on
+//! the host meanwhile).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube_apiserver::testing::TestApiserver;
+use kube_proxy::config::{ProxyConfig, ProxyMode};
+use kube_proxy::exec::{Exec, RealExec};
+use serde_json::{Value, json};
+
+const SERVER: &str = r#"
+import socket, sys, threading
+def serve(ip, tag):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, 8080)); s.listen(128)
+    while True:
+        c, _ = s.accept(); c.sendall((tag + "\n").encode()); c.close()
+for ip, tag in [(sys.argv[1], "A"), (sys.argv[2], "B")]:
+    threading.Thread(target=serve, args=(ip, tag), daemon=True).start()
+threading.Event().wait()
+"#;
+
+const CLIENT: &str = r#"
+import socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    try:
+        c = socket.create_connection((ip, port), timeout=3); print("OK", c.recv(16).decode().strip()); c.close()
+    except ConnectionRefusedError:
+        print("REFUSED")
+    except OSError as e:
+        print("ERR", e)
+"#;
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn must(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Everything the test created, removed on drop even when the test fails.
+struct Net {
+    node: String,
+    pod: String,
+    routes: Vec<String>,
+    server: Option<Child>,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        // Deleting the namespaces removes the veth pair and every rule inside them.
+        sh(&["ip", "netns", "del", &self.node]);
+        sh(&["ip", "netns", "del", &self.pod]);
+        for r in &self.routes {
+            sh(&["ip", "route", "del", "blackhole", r]);
+        }
+    }
+}
+
+struct Addrs {
+    node_ip: String,
+    ep_a: String,
+    ep_b: String,
+    svc_cidr: String,
+    pod_cidr: String,
+    web: String,
+    empty: String,
+    sticky: String,
+}
+
+fn addrs(n: u8) -> Addrs {
+    Addrs {
+        node_ip: format!("10.252.{n}.1"),
+        ep_a: format!("10.252.{n}.2"),
+        ep_b: format!("10.252.{n}.3"),
+        svc_cidr: format!("10.253.{n}.0/24"),
+        pod_cidr: format!("10.252.{n}.0/24"),
+        web: format!("10.253.{n}.10"),
+        empty: format!("10.253.{n}.11"),
+        sticky: format!("10.253.{n}.12"),
+    }
+}
+
+fn setup(tag: &str, a: &Addrs) -> Net {
+    let id = std::process::id() % 100000;
+    let mut net = Net {
+        node: format!("kpx-{tag}-node-{id}"),
+        pod: format!("kpx-{tag}-pod-{id}"),
+        routes: Vec::new(),
+        server: None,
+    };
+    for cidr in [&a.pod_cidr, &a.svc_cidr] {
+        must(&["ip", "route", "replace", "blackhole", cidr]);
+        net.routes.push(cidr.clone());
+    }
+    let (vn, vp) = (format!("kpx{tag}n{}", id % 10000), format!("kpx{tag}p{}", id % 10000));
+    must(&["ip", "netns", "add", &net.node]);
+    must(&["ip", "netns", "add", &net.pod]);
+    must(&["ip", "link", "add", &vn, "netns", &net.node, "type", "veth", "peer", "name", &vp, "netns", &net.pod]);
+    let (node, pod) = (net.node.clone(), net.pod.clone());
+    for (ns, dev, ips) in [(&node, &vn, vec![&a.node_ip]), (&pod, &vp, vec![&a.ep_a, &a.ep_b])] {
+        must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        for ip in ips {
+            must(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev]);
+        }
+        must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+    // Service IPs route towards the pods (DNAT picks the real destination).
+    must(&["ip", "-n", &node, "route", "add", &a.svc_cidr, "dev", &vn]);
+    must(&["ip", "-n", &pod, "route", "add", "default", "via", &a.node_ip]);
+    net.server = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &pod, "python3", "-c", SERVER, &a.ep_a, &a.ep_b])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("server"),
+    );
+    net
+}
+
+/// Connects `n` times from the node namespace; one line per attempt: `OK <tag>`, `REFUSED` or `ERR ...`.
+fn connect(net: &Net, ip: &str, port: u16, n: usize) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.node, "python3", "-c", CLIENT, ip, &port.to_string(), &n.to_string()])
+        .output()
+        .expect("client");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+async fn eventually_connect(net: &Net, ip: &str, port: u16, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = connect(net, ip, port, 1).join("");
+        if want(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "{ip}:{port}: still {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ruleset(exec: &RealExec, mode: ProxyMode) -> String {
+    let (prog, args): (&str, &[&str]) = match mode {
+        ProxyMode::Iptables => ("iptables-save", &[]),
+        _ => ("nft", &["list", "ruleset"]),
+    };
+    exec.run(prog, args, None).map(|o| o.stdout).unwrap_or_default()
+}
+
+fn service(name: &str, ip: &str, extra: Value) -> Value {
+    let mut spec =
+        json!({"clusterIP": ip, "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+fn slice(svc: &str, ips: &[&str]) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("{svc}-1"), "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+           "addressType": "IPv4",
+           "endpoints": ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+           "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+}
+
+async fn run(mode: ProxyMode, n: u8) {
+    let tag = &mode.as_str()[..3];
+    let a = addrs(n);
+    let net = setup(tag, &a);
+    let exec = RealExec::in_netns(&net.node);
+    let api = TestApiserver::start_with(&[&format!("--service-cluster-ip-range={}", a.svc_cidr)]).await;
+    let services = api.client.api("", "v1", "services").unwrap().namespaced("default");
+    let slices = api.client.api("discovery.k8s.io", "v1", "endpointslices").unwrap().namespaced("default");
+    services
+        .create(&service(
+            "web",
+            &a.web,
+            json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080}]}),
+        ))
+        .await
+        .unwrap();
+    services.create(&service("empty", &a.empty, json!({}))).await.unwrap();
+    services.create(&service("sticky", &a.sticky, json!({"sessionAffinity": "ClientIP"}))).await.unwrap();
+    slices.create(&slice("web", &[&a.ep_a, &a.ep_b])).await.unwrap();
+    slices.create(&slice("sticky", &[&a.ep_a, &a.ep_b])).await.unwrap();
+
+    let config = ProxyConfig {
+        mode,
+        cluster_cidr: vec![a.pod_cidr.clone()],
+        bind_address: a.node_ip.clone(),
+        healthz_bind_address: "127.0.0.1:0".into(),
+        metrics_bind_address: String::new(),
+        min_sync_period: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let ctx = kube_proxy::Context {
+        config,
+        client: api.new_client(),
+        hostname: format!("kpx-{tag}-node"),
+        exec: Arc::new(exec.clone()),
+        node_wait: Duration::ZERO,
+    };
+    let running = kube_proxy::server::start(ctx, stop).await.expect("start kube-proxy");
+    let healthz = running.healthz.expect("healthz port");
+
+    // ClusterIP and NodePort reach an endpoint.
+    eventually_connect(&net, &a.web, 80, |g| g.starts_with("OK ")).await;
+    eventually_connect(&net, &a.node_ip, 30080, |g| g.starts_with("OK ")).await;
+    let answers = connect(&net, &a.web, 80, 30);
+    assert!(answers.iter().all(|l| l.starts_with("OK ")), "{answers:?}");
+    assert!(
+        answers.contains(&"OK A".to_string()) && answers.contains(&"OK B".to_string()),
+        "both endpoints used: {answers:?}"
+    );
+
+    // No endpoints: refused at once, not a hang.
+    let t = Instant::now();
+    assert_eq!(connect(&net, &a.empty, 80, 1), ["REFUSED"]);
+    assert!(t.elapsed() < Duration::from_secs(2), "refusal took {:?}", t.elapsed());
+
+    // ClientIP affinity: every connection from this client lands on one endpoint.
+    let sticky = connect(&net, &a.sticky, 80, 20);
+    assert!(sticky[0].starts_with("OK "), "{sticky:?}");
+    assert!(sticky.iter().all(|l| *l == sticky[0]), "affinity broken: {sticky:?}");
+
+    // /healthz answers as upstream's.
+    let body = http_get(healthz, "/healthz").await;
+    assert!(
+        body.starts_with("HTTP/1.1 200") && body.contains("\"lastUpdated\"") && body.contains("\"nodeEligible\": true"),
+        "{body}"
+    );
+
+    // An endpoint removed leaves the rules within a second (the sticky Service keeps its own rules for it).
+    let still_there = |r: &str| r.lines().filter(|l| l.contains(&format!("{}:8080", a.ep_b))).count();
+    let before = still_there(&ruleset(&exec, mode));
+    let rv = slices.get("web-1").await.unwrap()["metadata"]["resourceVersion"].clone();
+    let mut one = slice("web", &[&a.ep_a]);
+    one["metadata"]["resourceVersion"] = rv;
+    slices.replace("web-1", &one).await.unwrap();
+    let t = Instant::now();
+    loop {
+        if still_there(&ruleset(&exec, mode)) < before {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "endpoint {} still programmed after 1s", a.ep_b);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answers = connect(&net, &a.web, 80, 10);
+    assert!(answers.iter().all(|l| l == "OK A"), "{answers:?}");
+
+    // SIGTERM (stop) leaves the rules in place.
+    let _ = stop_tx.send(true);
+    running.wait().await;
+    let rules = ruleset(&exec, mode);
+    assert!(rules.contains("kube-proxy") || rules.contains("KUBE-SERVICES"), "{rules}");
+    assert_eq!(connect(&net, &a.web, 80, 1), ["OK A"]);
+
+    // --cleanup removes everything.
+    assert!(kube_proxy::cleanup(&exec));
+    let rules = ruleset(&exec, mode);
+    assert!(!rules.contains("kube-proxy") && !rules.contains("KUBE-"), "left behind:\n{rules}");
+    if mode == ProxyMode::Iptables {
+        let nft = ruleset(&exec, ProxyMode::Nftables);
+        assert!(!nft.contains("KUBE-") && !nft.contains("table ip kube-proxy"), "{nft}");
+    }
+    drop(net);
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_mode_in_a_netns() {
+    tokio::time::timeout(Duration::from_secs(120), run(ProxyMode::Nftables, 41)).await.expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_mode_in_a_netns() {
+    tokio::time::timeout(Duration::from_secs(120), run(ProxyMode::Iptables, 42)).await.expect("timed out");
+}
