@@ -289,6 +289,13 @@ impl Controller {
         Arc::new(c)
     }
 
+    /// Marks every watch synced or not (fixtures; a real controller's watches set it themselves).
+    pub fn set_synced(&self, synced: bool) {
+        for s in &self.synced {
+            s.store(synced, Ordering::Relaxed);
+        }
+    }
+
     /// Also watches pods (for `pods verified`), once.
     pub fn watch_pods(self: &Arc<Self>) {
         if self.client.is_some() && !self.watch_pods.swap(true, Ordering::SeqCst) {

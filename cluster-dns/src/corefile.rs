@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(k.args, ["cluster.local", "in-addr.arpa", "ip6.arpa"]);
         assert_eq!(k.block[0].tokens, ["pods", "insecure"]);
         assert_eq!(k.block[1].tokens, ["fallthrough", "in-addr.arpa", "ip6.arpa"]);
-        assert_eq!(k.block[2].line, 9);
+        assert_eq!(k.block[2].line, 10);
         assert_eq!(blocks[0].directives[1].block[0].tokens, ["lameduck", "5s"]);
     }
 

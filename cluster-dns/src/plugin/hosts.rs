@@ -169,8 +169,8 @@ fn watch_file(hosts: Weak<Hosts>, path: PathBuf, period: Duration) {
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }
+    let mut stamp = file_stamp(&path);
     tokio::spawn(async move {
-        let mut stamp = file_stamp(&path);
         loop {
             tokio::time::sleep(period).await;
             let Some(h) = hosts.upgrade() else { return };
