@@ -22,7 +22,9 @@ pub async fn reload(instance: &Instance, text: &str, file: &str) -> bool {
         }
         Err(e) => {
             crate::metrics::metrics().reload_failed.inc();
-            tracing::error!("plugin/reload: corefile changes not applied, the previous configuration keeps serving: {e}");
+            tracing::error!(
+                "plugin/reload: corefile changes not applied, the previous configuration keeps serving: {e}"
+            );
             false
         }
     }
@@ -61,7 +63,8 @@ pub async fn run_configmap(
     key: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
-    let (ns, name) = configmap.split_once('/').ok_or_else(|| format!("-configmap {configmap:?}: want namespace/name"))?;
+    let (ns, name) =
+        configmap.split_once('/').ok_or_else(|| format!("-configmap {configmap:?}: want namespace/name"))?;
     let cfg = instance.env.client.clone().ok_or("no API client configuration")?;
     let client = client::Client::new(&cfg)?;
     let factory = SharedInformerFactory::new(client);

@@ -464,7 +464,11 @@ mod tests {
             name: "a-1".into(),
             namespace: "ns".into(),
             service: "a".into(),
-            addresses: vec![Address { ip: "10.1.0.1".parse().unwrap(), hostname: String::new(), target_ref_name: String::new() }],
+            addresses: vec![Address {
+                ip: "10.1.0.1".parse().unwrap(),
+                hostname: String::new(),
+                target_ref_name: String::new(),
+            }],
             ports: vec![],
         };
         st.upsert_slice(slice.clone());

@@ -186,7 +186,9 @@ pub fn parse_key(key: &str, default_port: u16) -> Result<Vec<ZoneAddr>, String> 
         }
         _ => (k.clone(), default_port),
     };
-    let zones = if host.contains('/') { reverse_zones(&host).ok_or_else(|| format!("invalid CIDR '{host}'"))? } else {
+    let zones = if host.contains('/') {
+        reverse_zones(&host).ok_or_else(|| format!("invalid CIDR '{host}'"))?
+    } else {
         let mut z = if host.is_empty() { ".".to_string() } else { host };
         if !z.ends_with('.') {
             z.push('.');
@@ -399,7 +401,18 @@ mod tests {
         let names: Vec<&str> = blocks[0].directives.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(
             names,
-            ["errors", "health", "ready", "kubernetes", "prometheus", "forward", "cache", "loop", "reload", "loadbalance"]
+            [
+                "errors",
+                "health",
+                "ready",
+                "kubernetes",
+                "prometheus",
+                "forward",
+                "cache",
+                "loop",
+                "reload",
+                "loadbalance"
+            ]
         );
         let k = &blocks[0].directives[3];
         assert_eq!(k.args, ["cluster.local", "in-addr.arpa", "ip6.arpa"]);
@@ -418,7 +431,10 @@ mod tests {
         assert_eq!(blocks[1].directives[2].args, [".", "10.150.0.1"]);
         assert_eq!(
             blocks[2].keys,
-            vec![ZoneAddr { zone: "example.org.".into(), port: 53 }, ZoneAddr { zone: "example.net.".into(), port: 1053 }]
+            vec![
+                ZoneAddr { zone: "example.org.".into(), port: 53 },
+                ZoneAddr { zone: "example.net.".into(), port: 1053 }
+            ]
         );
         assert_eq!(blocks[3].keys[0].zone, "10.in-addr.arpa.");
     }

@@ -12,7 +12,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use crate::plugin::{BoxFuture, Next, Plugin};
 use crate::request::{Lookup, Proto, Request, reply_to, size_for};
@@ -217,7 +217,7 @@ pub fn encode(msg: &Message, limit: usize) -> Vec<u8> {
 }
 
 /// Serves UDP on a bound socket until aborted.
-pub fn serve_udp(socket: UdpSocket, dispatcher: Arc<Dispatcher>) -> AbortHandle {
+pub fn serve_udp(socket: UdpSocket, dispatcher: Arc<Dispatcher>) -> JoinHandle<()> {
     let socket = Arc::new(socket);
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65535];
@@ -238,11 +238,10 @@ pub fn serve_udp(socket: UdpSocket, dispatcher: Arc<Dispatcher>) -> AbortHandle 
             });
         }
     })
-    .abort_handle()
 }
 
 /// Serves DNS over TCP (RFC 7766 framing) on a listener until aborted.
-pub fn serve_tcp(listener: TcpListener, dispatcher: Arc<Dispatcher>) -> AbortHandle {
+pub fn serve_tcp(listener: TcpListener, dispatcher: Arc<Dispatcher>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let (mut stream, peer) = match listener.accept().await {
@@ -277,7 +276,6 @@ pub fn serve_tcp(listener: TcpListener, dispatcher: Arc<Dispatcher>) -> AbortHan
             });
         }
     })
-    .abort_handle()
 }
 
 #[cfg(test)]

@@ -88,7 +88,8 @@ fn respond(routes: &Routes, path: &str) -> Response<Full<Bytes>> {
         "/healthz" | "/livez" if routes.health => text(StatusCode::OK, "ok".into()),
         "/ready" | "/readyz" if routes.ready.is_some() => {
             let plugins = routes.ready.as_ref().map(|p| p.as_slice()).unwrap_or_default();
-            let mut waiting: Vec<&str> = plugins.iter().filter(|p| p.ready() == Some(false)).map(|p| p.name()).collect();
+            let mut waiting: Vec<&str> =
+                plugins.iter().filter(|p| p.ready() == Some(false)).map(|p| p.name()).collect();
             waiting.dedup();
             if waiting.is_empty() {
                 text(StatusCode::OK, "OK".into())
@@ -113,15 +114,14 @@ impl HttpEndpoints {
     /// was), then swaps what existing ones serve and closes the ones no longer named.
     pub async fn apply(&self, routes: Result<BTreeMap<SocketAddr, Routes>, String>) -> Result<(), String> {
         let routes = routes?;
-        let mut fresh = HashMap::new();
-        {
+        let missing: Vec<SocketAddr> = {
             let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-            for addr in routes.keys() {
-                if !servers.contains_key(addr) {
-                    let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen tcp {addr}: {e}"))?;
-                    fresh.insert(*addr, l);
-                }
-            }
+            routes.keys().filter(|a| !servers.contains_key(a)).copied().collect()
+        };
+        let mut fresh = HashMap::new();
+        for addr in missing {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen tcp {addr}: {e}"))?;
+            fresh.insert(addr, l);
         }
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.retain(|a, _| routes.contains_key(a));

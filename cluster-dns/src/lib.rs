@@ -87,6 +87,6 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), BoxEr
         tracing::info!("going into lameduck mode for {lameduck:?}");
         tokio::time::sleep(lameduck).await;
     }
-    instance.stop();
+    instance.stop().await;
     result
 }

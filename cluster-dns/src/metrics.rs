@@ -157,7 +157,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters itself.
-        registry.register("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.", m.requests.clone());
+        registry.register(
+            "coredns_dns_requests",
+            "Counter of DNS requests made per zone, protocol and family.",
+            m.requests.clone(),
+        );
         registry.register("coredns_dns_responses", "Counter of response status codes.", m.responses.clone());
         registry.register(
             "coredns_dns_request_duration_seconds",
@@ -187,7 +191,11 @@ impl Metrics {
         );
         registry.register("coredns_cache_entries", "The number of elements in the cache.", m.cache_entries.clone());
         registry.register("coredns_cache_hits", "The count of cache hits.", m.cache_hits.clone());
-        registry.register("coredns_cache_misses", "The count of cache misses. Deprecated, derive misses from cache hits/requests counters.", m.cache_misses.clone());
+        registry.register(
+            "coredns_cache_misses",
+            "The count of cache misses. Deprecated, derive misses from cache hits/requests counters.",
+            m.cache_misses.clone(),
+        );
         registry.register("coredns_cache_requests", "The count of cache requests.", m.cache_requests.clone());
         registry.register(
             "coredns_proxy_request_duration_seconds",
@@ -209,7 +217,11 @@ impl Metrics {
             "Counter of the number of queries rejected because the concurrent queries were at maximum.",
             m.forward_max_concurrent_rejects.clone(),
         );
-        registry.register("coredns_hosts_entries", "The combined number of entries in hosts and Corefile.", m.hosts_entries.clone());
+        registry.register(
+            "coredns_hosts_entries",
+            "The combined number of entries in hosts and Corefile.",
+            m.hosts_entries.clone(),
+        );
         registry.register(
             "coredns_reload_failed",
             "Counter of the number of failed reload attempts.",

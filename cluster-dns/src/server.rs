@@ -104,7 +104,10 @@ pub fn build(text: &str, file: &str, env: &Env) -> Result<Config, String> {
         for d in &block.directives {
             if d.name == "bind" {
                 if d.args.is_empty() {
-                    return Err(format!("{file}:{} - Error during parsing: Wrong argument count or unexpected line ending after 'bind'", d.line));
+                    return Err(format!(
+                        "{file}:{} - Error during parsing: Wrong argument count or unexpected line ending after 'bind'",
+                        d.line
+                    ));
                 }
                 for a in &d.args {
                     binds.push(a.parse().map_err(|_| {
@@ -167,7 +170,7 @@ pub fn build(text: &str, file: &str, env: &Env) -> Result<Config, String> {
 
 struct Listener {
     dispatcher: Arc<Dispatcher>,
-    tasks: Vec<tokio::task::AbortHandle>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Listener {
@@ -235,7 +238,8 @@ impl Instance {
             }
             let Some((udp, tcp)) = fresh.remove(&addr) else { continue };
             let dispatcher = Dispatcher::new(table);
-            let tasks = vec![dnsserver::serve_udp(udp, dispatcher.clone()), dnsserver::serve_tcp(tcp, dispatcher.clone())];
+            let tasks =
+                vec![dnsserver::serve_udp(udp, dispatcher.clone()), dnsserver::serve_tcp(tcp, dispatcher.clone())];
             tracing::info!("serving DNS on {addr} (udp, tcp)");
             listeners.insert(addr, Listener { dispatcher, tasks });
         }
@@ -244,9 +248,19 @@ impl Instance {
         Ok(())
     }
 
-    /// Stops every listener.
-    pub fn stop(&self) {
-        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    /// Stops every listener and waits until their sockets are closed.
+    pub async fn stop(&self) {
+        let listeners = std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut tasks = Vec::new();
+        for (_, mut l) in listeners {
+            tasks.append(&mut l.tasks);
+        }
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
         self.http.stop();
     }
 }

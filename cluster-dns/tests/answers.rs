@@ -15,7 +15,8 @@ use hickory_proto::rr::RecordType;
 
 const KUBE: &str = "cluster.local:53 {\n  kubernetes cluster.local in-addr.arpa ip6.arpa {\n    pods insecure\n  }\n}\n.:53 {\n  hosts {\n    1.2.3.4 ext.interwebs.test\n    fallthrough\n  }\n}\nin-addr.arpa:53 ip6.arpa:53 {\n  kubernetes cluster.local in-addr.arpa ip6.arpa\n}\n";
 
-const ZONE_SOA: &str = "cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. SERIAL 7200 1800 86400 5";
+const ZONE_SOA: &str =
+    "cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. SERIAL 7200 1800 86400 5";
 
 struct Case {
     q: &'static str,
@@ -113,7 +114,10 @@ async fn kubernetes_answers_as_coredns() {
         ok(
             "hdls1.testns.svc.cluster.local.",
             AAAA,
-            &["hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::1", "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"],
+            &[
+                "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::1",
+                "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2",
+            ],
         ),
         nodata("svc.cluster.local.", A),
         nodata("pod.cluster.local.", A),
@@ -122,8 +126,16 @@ async fn kubernetes_answers_as_coredns() {
         nodata("testns.svc.cluster.local.", NS),
         nxdomain("foo.cluster.local.", NS),
         nxdomain("foo.svc.cluster.local.", NS),
-        ok("svc-dual-stack.testns.svc.cluster.local.", A, &["svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3"]),
-        ok("svc-dual-stack.testns.svc.cluster.local.", AAAA, &["svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3"]),
+        ok(
+            "svc-dual-stack.testns.svc.cluster.local.",
+            A,
+            &["svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3"],
+        ),
+        ok(
+            "svc-dual-stack.testns.svc.cluster.local.",
+            AAAA,
+            &["svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3"],
+        ),
         Case {
             extra: &[
                 "svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3",
@@ -160,22 +172,44 @@ async fn kubernetes_answers_as_coredns() {
                 ],
             )
         },
-        ok("5678-abcd--2.hdls1.testns.svc.cluster.local.", AAAA, &["5678-abcd--2.hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"]),
-        ok("172-0-0-20.hdlsprtls.testns.svc.cluster.local.", A, &["172-0-0-20.hdlsprtls.testns.svc.cluster.local. 5 IN A 172.0.0.20"]),
-        ok("172-0-0-2.hdls1.testns.svc.cluster.local.", A, &["172-0-0-2.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.2"]),
+        ok(
+            "5678-abcd--2.hdls1.testns.svc.cluster.local.",
+            AAAA,
+            &["5678-abcd--2.hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"],
+        ),
+        ok(
+            "172-0-0-20.hdlsprtls.testns.svc.cluster.local.",
+            A,
+            &["172-0-0-20.hdlsprtls.testns.svc.cluster.local. 5 IN A 172.0.0.20"],
+        ),
+        ok(
+            "172-0-0-2.hdls1.testns.svc.cluster.local.",
+            A,
+            &["172-0-0-2.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.2"],
+        ),
         // StatefulSet-style hostnames.
         ok(
             "dup-name.hdls1.testns.svc.cluster.local.",
             A,
-            &["dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.4", "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.5"],
+            &[
+                "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.4",
+                "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.5",
+            ],
         ),
         ok("ep1a.svc1.testns.svc.cluster.local.", A, &["ep1a.svc1.testns.svc.cluster.local. 5 IN A 172.0.0.1"]),
         // ExternalName.
-        ok("external.testns.svc.cluster.local.", CNAME, &["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."]),
+        ok(
+            "external.testns.svc.cluster.local.",
+            CNAME,
+            &["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."],
+        ),
         ok(
             "external.testns.svc.cluster.local.",
             A,
-            &["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test.", "ext.interwebs.test. 3600 IN A 1.2.3.4"],
+            &[
+                "external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test.",
+                "ext.interwebs.test. 3600 IN A 1.2.3.4",
+            ],
         ),
         ok(
             "external-to-service.testns.svc.cluster.local.",
@@ -211,15 +245,22 @@ async fn kubernetes_answers_as_coredns() {
 async fn reverse_lookups() {
     use RecordType::*;
     let d = dispatcher(KUBE, Controller::fixed(coredns_fixture()));
-    const REV_SOA: &str = "in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa. hostmaster.in-addr.arpa. SERIAL 7200 1800 86400 5";
+    const REV_SOA: &str =
+        "in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa. hostmaster.in-addr.arpa. SERIAL 7200 1800 86400 5";
     let cases = [
         ok("1.0.0.10.in-addr.arpa.", PTR, &["1.0.0.10.in-addr.arpa. 5 IN PTR svc1.testns.svc.cluster.local."]),
         ok("1.0.0.172.in-addr.arpa.", PTR, &["1.0.0.172.in-addr.arpa. 5 IN PTR ep1a.svc1.testns.svc.cluster.local."]),
-        ok("2.0.0.172.in-addr.arpa.", PTR, &["2.0.0.172.in-addr.arpa. 5 IN PTR 172-0-0-2.hdls1.testns.svc.cluster.local."]),
+        ok(
+            "2.0.0.172.in-addr.arpa.",
+            PTR,
+            &["2.0.0.172.in-addr.arpa. 5 IN PTR 172-0-0-2.hdls1.testns.svc.cluster.local."],
+        ),
         ok(
             "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.c.b.a.4.3.2.1.ip6.arpa.",
             PTR,
-            &["1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.c.b.a.4.3.2.1.ip6.arpa. 5 IN PTR svc6.testns.svc.cluster.local."],
+            &[
+                "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.c.b.a.4.3.2.1.ip6.arpa. 5 IN PTR svc6.testns.svc.cluster.local.",
+            ],
         ),
         Case { ns: &[REV_SOA], ..nxdomain("101.0.0.10.in-addr.arpa.", PTR) },
         Case { ns: &[REV_SOA], ..nxdomain("svc1.testns.svc.0.10.in-addr.arpa.", A) },
@@ -236,7 +277,11 @@ async fn pod_modes() {
     check(
         &verified,
         &[
-            ok("10-240-0-1.podns.pod.cluster.local.", RecordType::A, &["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"]),
+            ok(
+                "10-240-0-1.podns.pod.cluster.local.",
+                RecordType::A,
+                &["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"],
+            ),
             nodata("podns.pod.cluster.local.", RecordType::A),
             nxdomain("pod-nons.pod.cluster.local.", RecordType::A),
             nxdomain("172-0-0-2.podns.pod.cluster.local.", RecordType::A),

@@ -239,7 +239,8 @@ pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<Cache, String> {
     }
     for l in &d.block {
         let a = &l.tokens[1..];
-        let arg_err = || s.err(d, l.line, format!("Wrong argument count or unexpected line ending after '{}'", l.tokens[0]));
+        let arg_err =
+            || s.err(d, l.line, format!("Wrong argument count or unexpected line ending after '{}'", l.tokens[0]));
         match l.tokens[0].as_str() {
             kind @ ("success" | "denial") => {
                 if a.is_empty() || a.len() > 3 {

@@ -43,7 +43,12 @@ pub struct Proxy {
 
 impl Proxy {
     fn new(addr: SocketAddr) -> Arc<Self> {
-        Arc::new(Proxy { addr, label: Arc::new(addr.to_string()), fails: AtomicU32::new(0), probing: AtomicBool::new(false) })
+        Arc::new(Proxy {
+            addr,
+            label: Arc::new(addr.to_string()),
+            fails: AtomicU32::new(0),
+            probing: AtomicBool::new(false),
+        })
     }
 
     fn down(&self, max_fails: u32) -> bool {
@@ -55,7 +60,11 @@ impl Proxy {
         let bad = |e: &str| std::io::Error::other(e.to_string());
         match proto {
             Proto::Udp => {
-                let bind: SocketAddr = if self.addr.is_ipv4() { "0.0.0.0:0".parse().unwrap_or(self.addr) } else { "[::]:0".parse().unwrap_or(self.addr) };
+                let bind: SocketAddr = if self.addr.is_ipv4() {
+                    "0.0.0.0:0".parse().unwrap_or(self.addr)
+                } else {
+                    "[::]:0".parse().unwrap_or(self.addr)
+                };
                 let sock = tokio::net::UdpSocket::bind(bind).await?;
                 sock.connect(self.addr).await?;
                 sock.send(query).await?;
@@ -243,7 +252,8 @@ impl Plugin for Forward {
                     }
                 };
                 if ret.metadata.truncation && proto == Proto::Udp && self.prefer_udp && req.proto == Proto::Tcp {
-                    if let Ok(Ok(m)) = tokio::time::timeout(READ_TIMEOUT, proxy.exchange(&bytes, id, Proto::Tcp)).await {
+                    if let Ok(Ok(m)) = tokio::time::timeout(READ_TIMEOUT, proxy.exchange(&bytes, id, Proto::Tcp)).await
+                    {
                         ret = m;
                     }
                 }
@@ -333,7 +343,8 @@ pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<Arc<Forward>, String> {
     };
     for l in &d.block {
         let a = &l.tokens[1..];
-        let arg_err = || s.err(d, l.line, format!("Wrong argument count or unexpected line ending after '{}'", l.tokens[0]));
+        let arg_err =
+            || s.err(d, l.line, format!("Wrong argument count or unexpected line ending after '{}'", l.tokens[0]));
         match l.tokens[0].as_str() {
             "except" => {
                 if a.is_empty() {

@@ -15,9 +15,12 @@ pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<(), String> {
     for l in &d.block {
         match (l.tokens[0].as_str(), &l.tokens[1..]) {
             ("lameduck", [v]) => {
-                lameduck = parse_duration(v).ok_or_else(|| s.err(d, l.line, format!("unable to parse lameduck duration value: '{v}'")))?;
+                lameduck = parse_duration(v)
+                    .ok_or_else(|| s.err(d, l.line, format!("unable to parse lameduck duration value: '{v}'")))?;
             }
-            ("lameduck", _) => return Err(s.err(d, l.line, "Wrong argument count or unexpected line ending after 'lameduck'")),
+            ("lameduck", _) => {
+                return Err(s.err(d, l.line, "Wrong argument count or unexpected line ending after 'lameduck'"));
+            }
             (other, _) => return Err(s.err(d, l.line, format!("unknown property '{other}'"))),
         }
     }

@@ -117,7 +117,8 @@ impl Plugin for Hosts {
             let addrs = self.addrs(&name);
             let answers: Vec<Record> = match qtype {
                 RecordType::PTR => {
-                    let names = super::kubernetes::address_from_reverse(&name).map(|ip| self.names(ip)).unwrap_or_default();
+                    let names =
+                        super::kubernetes::address_from_reverse(&name).map(|ip| self.names(ip)).unwrap_or_default();
                     if names.is_empty() {
                         return next.serve(req).await;
                     }
@@ -220,9 +221,13 @@ pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<Arc<Hosts>, String> {
             }
             "reload" => {
                 let [v] = a else { return Err(s.err(d, l.line, "reload needs a duration (zero seconds to disable)")) };
-                reload = parse_duration(v).ok_or_else(|| s.err(d, l.line, format!("invalid duration for reload '{v}'")))?;
+                reload =
+                    parse_duration(v).ok_or_else(|| s.err(d, l.line, format!("invalid duration for reload '{v}'")))?;
             }
-            first if first.parse::<IpAddr>().is_ok() || first.split('%').next().is_some_and(|f| f.parse::<IpAddr>().is_ok()) => {
+            first
+                if first.parse::<IpAddr>().is_ok()
+                    || first.split('%').next().is_some_and(|f| f.parse::<IpAddr>().is_ok()) =>
+            {
                 inline_text.push_str(&l.tokens.join(" "));
                 inline_text.push('\n');
             }

@@ -244,7 +244,8 @@ impl Kubernetes {
         match self.pod_mode {
             PodMode::Insecure => Ok(vec![rec]),
             _ => {
-                let found = st.pods_by_ip.get(&ip).is_some_and(|pods| pods.iter().any(|(ns, _)| eq_fold(ns, &r.namespace)));
+                let found =
+                    st.pods_by_ip.get(&ip).is_some_and(|pods| pods.iter().any(|(ns, _)| eq_fold(ns, &r.namespace)));
                 if found { Ok(vec![rec]) } else { Err(NameError) }
             }
         }
@@ -437,7 +438,8 @@ impl Kubernetes {
                             continue;
                         }
                         let Ok(target_name) = Name::from_ascii(&target_fqdn) else { continue };
-                        let cname = Record::from_rdata(owner.clone(), serv.ttl, RData::CNAME(CNAME(target_name.clone())));
+                        let cname =
+                            Record::from_rdata(owner.clone(), serv.ttl, RData::CNAME(CNAME(target_name.clone())));
                         if previous.contains(&cname) {
                             continue;
                         }
@@ -534,15 +536,15 @@ impl Plugin for Kubernetes {
                 }
                 t
             };
-            let zone_q = if zone == "." { ".".to_string() } else { qname_text[qname_text.len() - zone.len()..].to_string() };
+            let zone_q =
+                if zone == "." { ".".to_string() } else { qname_text[qname_text.len() - zone.len()..].to_string() };
             let owner = req.qname().clone();
             let qtype = req.qtype();
             let mut extra = Vec::new();
             let mut truncated = false;
             let result: Result<Vec<Record>, NameError> = match qtype {
                 RecordType::A | RecordType::AAAA | RecordType::TXT => {
-                    match self.address(req, owner.clone(), name.clone(), qtype, zone, Vec::new()).await
-                    {
+                    match self.address(req, owner.clone(), name.clone(), qtype, zone, Vec::new()).await {
                         Ok((r, tc)) => {
                             truncated = tc;
                             Ok(r)
@@ -579,20 +581,18 @@ impl Plugin for Kubernetes {
                 }),
                 RecordType::SOA => Ok(if name == zone { vec![self.soa(&zone_q)] } else { Vec::new() }),
                 RecordType::AXFR | RecordType::IXFR => return Ok(req.reply_rcode(ResponseCode::Refused)),
-                RecordType::NS if name == zone => {
-                    self.services(&self.controller.read(), &name, qtype, zone).map(|s| {
-                        let mut seen = HashSet::new();
-                        let mut records = Vec::new();
-                        for r in s {
-                            let (Host::Ip(ip), Ok(target)) = (r.host, Name::from_ascii(&r.target)) else { continue };
-                            extra.push(address_record(target.clone(), r.ttl, ip));
-                            if seen.insert(r.target.clone()) {
-                                records.push(Record::from_rdata(owner.clone(), r.ttl, RData::NS(NS(target))));
-                            }
+                RecordType::NS if name == zone => self.services(&self.controller.read(), &name, qtype, zone).map(|s| {
+                    let mut seen = HashSet::new();
+                    let mut records = Vec::new();
+                    for r in s {
+                        let (Host::Ip(ip), Ok(target)) = (r.host, Name::from_ascii(&r.target)) else { continue };
+                        extra.push(address_record(target.clone(), r.ttl, ip));
+                        if seen.insert(r.target.clone()) {
+                            records.push(Record::from_rdata(owner.clone(), r.ttl, RData::NS(NS(target))));
                         }
-                        records
-                    })
-                }
+                    }
+                    records
+                }),
                 _ => self.services(&self.controller.read(), &name, RecordType::A, zone).map(|_| Vec::new()),
             };
             let records = match result {
@@ -647,7 +647,8 @@ pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<Kubernetes, String> {
     for line in &d.block {
         let t = &line.tokens;
         let args = &t[1..];
-        let arg_err = || s.err(d, line.line, format!("Wrong argument count or unexpected line ending after '{}'", t[0]));
+        let arg_err =
+            || s.err(d, line.line, format!("Wrong argument count or unexpected line ending after '{}'", t[0]));
         match t[0].as_str() {
             "pods" => {
                 k.pod_mode = match args {

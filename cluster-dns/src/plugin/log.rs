@@ -49,7 +49,11 @@ impl Plugin for Log {
             let req_len = req.msg.to_vec().map(|b| b.len()).unwrap_or(0);
             let answer = next.serve(&mut *req).await;
             let (rcode, fl, len) = match &answer {
-                Ok(m) => (crate::metrics::rcode_label(m.metadata.response_code), flags(m), m.to_vec().map(|b| b.len()).unwrap_or(0)),
+                Ok(m) => (
+                    crate::metrics::rcode_label(m.metadata.response_code),
+                    flags(m),
+                    m.to_vec().map(|b| b.len()).unwrap_or(0),
+                ),
                 Err(e) => (crate::metrics::rcode_label(e.rcode), "qr".to_string(), 0),
             };
             tracing::info!(
@@ -73,5 +77,7 @@ pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<Log, String> {
     if d.args.iter().any(|a| a.contains('{')) {
         return Err(s.err(d, d.line, "custom log formats are not supported"));
     }
-    Ok(Log { zones: super::origins(&d.args, s).into_iter().map(|z| if d.args.is_empty() { ".".into() } else { z }).collect() })
+    Ok(Log {
+        zones: super::origins(&d.args, s).into_iter().map(|z| if d.args.is_empty() { ".".into() } else { z }).collect(),
+    })
 }

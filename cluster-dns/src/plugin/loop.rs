@@ -31,8 +31,15 @@ fn fatal(msg: &str) {
 
 impl Loop {
     pub fn new(zone: &str, on_loop: fn(&str)) -> Self {
-        let qname = format!("{}.{}.{}", rand::random::<u64>(), rand::random::<u64>(), if zone == "." { "" } else { zone });
-        Loop { qname: crate::plugin::fqdn(&qname), zone: zone.into(), seen: AtomicU32::new(0), done: Arc::default(), on_loop }
+        let qname =
+            format!("{}.{}.{}", rand::random::<u64>(), rand::random::<u64>(), if zone == "." { "" } else { zone });
+        Loop {
+            qname: crate::plugin::fqdn(&qname),
+            zone: zone.into(),
+            seen: AtomicU32::new(0),
+            done: Arc::default(),
+            on_loop,
+        }
     }
 
     /// The probe query's name.

@@ -196,7 +196,11 @@ pub fn in_zone(name: &str, zone: &str) -> bool {
 
 /// The longest of `zones` that `name` is in (CoreDNS's `plugin.Zones.Matches`).
 pub fn matches<'z>(zones: &'z [String], name: &str) -> Option<&'z str> {
-    zones.iter().filter(|z| in_zone(name, z)).max_by_key(|z| if z.as_str() == "." { 0 } else { z.len() }).map(|z| z.as_str())
+    zones
+        .iter()
+        .filter(|z| in_zone(name, z))
+        .max_by_key(|z| if z.as_str() == "." { 0 } else { z.len() })
+        .map(|z| z.as_str())
 }
 
 /// A name made fully qualified and lower case.

@@ -94,9 +94,7 @@ fn revert_answer(m: &mut Message, revert: &Revert) {
             RData::CNAME(c) => Some(&mut c.0),
             RData::PTR(p) => Some(&mut p.0),
             RData::NS(n) => Some(&mut n.0),
-            RData::SRV(srv) => {
-                Some(&mut srv.target)
-            }
+            RData::SRV(srv) => Some(&mut srv.target),
             _ => None,
         };
         if let Some(v) = value
@@ -130,8 +128,8 @@ impl Plugin for Rewrite {
                     Match::Suffix(s) if rule.auto => Some((rule.to.clone(), s.clone())),
                     _ => None,
                 };
-                let auto_pair = matches!(rule.matcher, Match::Exact(_))
-                    || rule.auto && !matches!(rule.matcher, Match::Suffix(_));
+                let auto_pair =
+                    matches!(rule.matcher, Match::Exact(_)) || rule.auto && !matches!(rule.matcher, Match::Suffix(_));
                 reverts.push(Revert {
                     auto: auto_pair.then(|| (new.clone(), current.clone())),
                     suffix,
@@ -175,7 +173,8 @@ fn parse_answer_rules(args: &[String]) -> Result<(bool, Vec<(Regex, String)>, Ve
                 let (Some(from), Some(to)) = (args.get(i + 1), args.get(i + 2)) else {
                     return Err(format!("{kind} answer rule: 2 arguments required"));
                 };
-                let re = Regex::new(from).map_err(|e| format!("invalid regex pattern in an answer rule: {from}: {e}"))?;
+                let re =
+                    Regex::new(from).map_err(|e| format!("invalid regex pattern in an answer rule: {from}: {e}"))?;
                 if kind == "name" { &mut names } else { &mut values }.push((re, fqdn(to)));
                 i += 3;
             }
