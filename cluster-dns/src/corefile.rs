@@ -229,7 +229,7 @@ pub fn reverse_zones(cidr: &str) -> Option<Vec<String>> {
                     .collect(),
             )
         }
-        std::net::IpAddr::V6(v6) if bits <= 128 && bits % 4 == 0 => {
+        std::net::IpAddr::V6(v6) if bits <= 128 && bits.is_multiple_of(4) => {
             let nibbles: Vec<String> =
                 v6.octets().iter().flat_map(|b| [b >> 4, b & 0xf]).map(|n| format!("{n:x}")).collect();
             let mut parts: Vec<String> = nibbles[..(bits / 4) as usize].iter().rev().cloned().collect();

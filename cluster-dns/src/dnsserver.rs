@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -158,7 +158,7 @@ fn finish(query: &Message, mut reply: Message) -> Message {
     }
     match &query.edns {
         Some(q) => {
-            let mut e = reply.edns.take().unwrap_or_else(Edns::new);
+            let mut e = reply.edns.take().unwrap_or_default();
             e.set_max_payload(q.max_payload().max(512));
             e.set_version(0);
             e.set_dnssec_ok(q.flags().dnssec_ok);

@@ -122,9 +122,7 @@ fn duration_buckets() -> Histogram {
 
 fn size_buckets() -> Histogram {
     // CoreDNS's plugin.SizeBuckets.
-    Histogram::new(
-        [0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3].into_iter(),
-    )
+    Histogram::new([0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3])
 }
 
 fn proxy_buckets() -> Histogram {

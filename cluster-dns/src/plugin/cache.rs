@@ -52,10 +52,10 @@ pub fn minimal_ttl(m: &Message, kind: Kind) -> Duration {
     let mut ttl = u32::MAX;
     for r in m.answers.iter().chain(m.authorities.iter()).chain(m.additionals.iter()) {
         ttl = ttl.min(r.ttl);
-        if kind == Kind::Denial {
-            if let RData::SOA(soa) = &r.data {
-                ttl = ttl.min(soa.minimum);
-            }
+        if kind == Kind::Denial
+            && let RData::SOA(soa) = &r.data
+        {
+            ttl = ttl.min(soa.minimum);
         }
     }
     if ttl == u32::MAX { MIN_TTL } else { Duration::from_secs(ttl as u64) }

@@ -251,11 +251,13 @@ impl Plugin for Forward {
                         break;
                     }
                 };
-                if ret.metadata.truncation && proto == Proto::Udp && self.prefer_udp && req.proto == Proto::Tcp {
-                    if let Ok(Ok(m)) = tokio::time::timeout(READ_TIMEOUT, proxy.exchange(&bytes, id, Proto::Tcp)).await
-                    {
-                        ret = m;
-                    }
+                if ret.metadata.truncation
+                    && proto == Proto::Udp
+                    && self.prefer_udp
+                    && req.proto == Proto::Tcp
+                    && let Ok(Ok(m)) = tokio::time::timeout(READ_TIMEOUT, proxy.exchange(&bytes, id, Proto::Tcp)).await
+                {
+                    ret = m;
                 }
                 metrics::metrics()
                     .proxy_duration

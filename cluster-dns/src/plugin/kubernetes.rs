@@ -462,15 +462,11 @@ impl Kubernetes {
                         records.push(cname);
                         records.extend(m.answers);
                     }
-                    Host::Ip(ip @ IpAddr::V4(v4)) if qtype == RecordType::A => {
-                        if seen.insert(ip) {
-                            records.push(Record::from_rdata(owner.clone(), serv.ttl, RData::A(A(v4))));
-                        }
+                    Host::Ip(ip @ IpAddr::V4(v4)) if qtype == RecordType::A && seen.insert(ip) => {
+                        records.push(Record::from_rdata(owner.clone(), serv.ttl, RData::A(A(v4))));
                     }
-                    Host::Ip(ip @ IpAddr::V6(v6)) if qtype == RecordType::AAAA => {
-                        if seen.insert(ip) {
-                            records.push(Record::from_rdata(owner.clone(), serv.ttl, RData::AAAA(AAAA(v6))));
-                        }
+                    Host::Ip(ip @ IpAddr::V6(v6)) if qtype == RecordType::AAAA && seen.insert(ip) => {
+                        records.push(Record::from_rdata(owner.clone(), serv.ttl, RData::AAAA(AAAA(v6))));
                     }
                     Host::Text(t) if qtype == RecordType::TXT => {
                         records.push(Record::from_rdata(owner.clone(), serv.ttl, RData::TXT(TXT::new(vec![t]))));

@@ -77,7 +77,5 @@ pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<Log, String> {
     if d.args.iter().any(|a| a.contains('{')) {
         return Err(s.err(d, d.line, "custom log formats are not supported"));
     }
-    Ok(Log {
-        zones: super::origins(&d.args, s).into_iter().map(|z| if d.args.is_empty() { ".".into() } else { z }).collect(),
-    })
+    Ok(Log { zones: if d.args.is_empty() { vec![".".into()] } else { super::origins(&d.args, s) } })
 }

@@ -220,11 +220,11 @@ pub fn origins(args: &[String], s: &Setup<'_>) -> Vec<String> {
     }
     let mut out = Vec::new();
     for a in args {
-        if a.contains('/') {
-            if let Some(z) = crate::corefile::reverse_zones(a) {
-                out.extend(z);
-                continue;
-            }
+        if a.contains('/')
+            && let Some(z) = crate::corefile::reverse_zones(a)
+        {
+            out.extend(z);
+            continue;
         }
         out.push(fqdn(a));
     }

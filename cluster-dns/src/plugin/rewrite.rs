@@ -156,7 +156,10 @@ impl Plugin for Rewrite {
     }
 }
 
-fn parse_answer_rules(args: &[String]) -> Result<(bool, Vec<(Regex, String)>, Vec<(Regex, String)>), String> {
+/// `answer auto`, then the `answer name` and `answer value` rules.
+type AnswerRules = (bool, Vec<(Regex, String)>, Vec<(Regex, String)>);
+
+fn parse_answer_rules(args: &[String]) -> Result<AnswerRules, String> {
     let (mut auto, mut names, mut values) = (false, Vec::new(), Vec::new());
     let mut i = 0;
     while i < args.len() {
