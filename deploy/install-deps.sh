@@ -2,7 +2,8 @@
 # Installs what building and testing need from Debian's packages (idempotent; run as root):
 # etcd-server (the HA backend, and the etcd side of the storage tests), etcd-client (etcdctl, to inspect keys),
 # protobuf-compiler (protoc, for the etcd and CRI gRPC bindings), containerd + runc + containernetworking-plugins (the
-# node's runtime), busybox-static and gcc (to build the busybox and pause images), iptables.
+# node's runtime), busybox-static and gcc (to build the busybox and pause images), iptables, bind9-dnsutils and
+# dnsperf (cluster DNS tests, image and benchmark).
 set -euo pipefail
 pkgs=()
 command -v etcd >/dev/null || pkgs+=(etcd-server)
@@ -14,6 +15,9 @@ command -v runc >/dev/null || pkgs+=(runc)
 command -v busybox >/dev/null || pkgs+=(busybox-static)
 command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
 command -v iptables >/dev/null || pkgs+=(iptables)
+# bind9-dnsutils (dig, nslookup: cluster-dns's tests and the dnsutils image) and dnsperf (bench/cluster-dns.sh).
+command -v dig >/dev/null || pkgs+=(bind9-dnsutils)
+command -v dnsperf >/dev/null || pkgs+=(dnsperf)
 # openssl: service-account and CA keys in the quick start and the key-format tests.
 command -v openssl >/dev/null || pkgs+=(openssl)
 if [ ${#pkgs[@]} -gt 0 ]; then
