@@ -3,7 +3,7 @@
 # etcd-server (the HA backend, and the etcd side of the storage tests), etcd-client (etcdctl, to inspect keys),
 # protobuf-compiler (protoc, for the etcd and CRI gRPC bindings), containerd + runc + containernetworking-plugins (the
 # node's runtime), busybox-static and gcc (to build the busybox and pause images), iptables, nftables, ipvsadm,
-# conntrack.
+# conntrack, bind9-dnsutils and dnsperf (cluster DNS tests, image and benchmark).
 set -euo pipefail
 pkgs=()
 command -v etcd >/dev/null || pkgs+=(etcd-server)
@@ -19,6 +19,9 @@ command -v iptables >/dev/null || pkgs+=(iptables)
 command -v nft >/dev/null || pkgs+=(nftables)
 command -v ipvsadm >/dev/null || pkgs+=(ipvsadm)
 command -v conntrack >/dev/null || pkgs+=(conntrack)
+# bind9-dnsutils (dig, nslookup: cluster-dns's tests and the dnsutils image) and dnsperf (bench/cluster-dns.sh).
+command -v dig >/dev/null || pkgs+=(bind9-dnsutils)
+command -v dnsperf >/dev/null || pkgs+=(dnsperf)
 # openssl: service-account and CA keys in the quick start and the key-format tests.
 command -v openssl >/dev/null || pkgs+=(openssl)
 if [ ${#pkgs[@]} -gt 0 ]; then

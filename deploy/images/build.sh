@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Builds the two images a node needs, as OCI image layouts from files on disk (no registry is reachable), and
+# Builds the images a node needs, as OCI image layouts from files on disk (no registry is reachable), and
 # imports them into containerd's k8s.io namespace:
 #   registry.k8s.io/pause:3.10      our own static pause (deploy/images/pause.c), the sandbox image
 #   docker.io/library/busybox:1.36  Debian's busybox-static with its applet links, for workloads and tests
+#   registry.k8s.io/coredns/coredns:v1.12.0
+#                                   cluster-dns (the release binary and the shared libraries it loads), the
+#                                   cluster DNS add-on of deploy/cluster-dns.yaml under kubeadm's image name
+#   registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7
+#                                   dig, nslookup and host from Debian's bind9-dnsutils with their libraries, plus
+#                                   busybox for a shell, for DNS debugging pods
+# cluster-dns is taken from $CLUSTER_DNS_BIN, else target/release/cluster-dns (built with cargo when missing).
 # Usage: deploy/images/build.sh [OUT_DIR] [--import [--address SOCKET]]
 # A user's own image tarball (docker save or OCI layout) loads the same way:
 #   ctr -n k8s.io images import my-image.tar
@@ -52,6 +59,21 @@ oci_image() {
   echo "built $name:$tag -> $file"
 }
 
+# copy_with_libs ROOT FILE...: copies executables and every shared library they load (ldd), the loader included.
+copy_with_libs() {
+  local root=$1; shift
+  local f lib
+  for f in "$@"; do
+    mkdir -p "$root$(dirname "$f")"
+    cp -L "$f" "$root$f"
+    for lib in $(ldd "$f" 2>/dev/null | grep -o '/[^ )]*'); do
+      [ -e "$root$lib" ] && continue
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
+  done
+}
+
 echo "==> pause"
 root=$(mktemp -d)
 gcc -Os -static -o "$root/pause" "$here/pause.c"
@@ -72,10 +94,51 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 oci_image docker.io/library/busybox 1.36 "$root" 'null' '["sh"]'
 rm -rf "$root"
 
+echo "==> cluster-dns"
+repo=$(cd "$here/../.." && pwd)
+dns_bin=${CLUSTER_DNS_BIN:-$repo/target/release/cluster-dns}
+if [ ! -x "$dns_bin" ] && command -v cargo >/dev/null; then
+  (cd "$repo" && cargo build --release -p cluster-dns --bin cluster-dns)
+fi
+if [ -x "$dns_bin" ]; then
+  root=$(mktemp -d)
+  mkdir -p "$root/tmp" "$root/etc"
+  chmod 1777 "$root/tmp"
+  copy_with_libs "$root" "$dns_bin"
+  mv "$root$dns_bin" "$root/cluster-dns"
+  strip "$root/cluster-dns" 2>/dev/null || true
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+  oci_image registry.k8s.io/coredns/coredns v1.12.0 "$root" '["/cluster-dns"]' 'null'
+  rm -rf "$root"
+else
+  echo "warning: no cluster-dns binary ($dns_bin) and no cargo: the coredns image is not built" >&2
+fi
+
+echo "==> dnsutils"
+if ! command -v dig >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils >/dev/null
+fi
+root=$(mktemp -d)
+mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
+chmod 1777 "$root/tmp"
+copy_with_libs "$root" "$(command -v dig)" "$(command -v nslookup)" "$(command -v host)"
+cp "$(command -v busybox)" "$root/bin/busybox"
+for applet in $("$root/bin/busybox" --list); do
+  # dig, host and nslookup are bind's; the rest of the tools are busybox's.
+  case "$applet" in busybox | nslookup | host) continue ;; esac
+  [ -e "$root/bin/$applet" ] || ln -sf busybox "$root/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+oci_image registry.k8s.io/e2e-test-images/jessie-dnsutils 1.7 "$root" 'null' '["sh"]'
+rm -rf "$root"
+
 if $import; then
   echo "==> importing into containerd ($address, namespace k8s.io)"
-  for f in "$out/pause-3.10.tar" "$out/busybox-1.36.tar"; do
+  for f in "$out/pause-3.10.tar" "$out/busybox-1.36.tar" "$out/coredns-v1.12.0.tar" "$out/jessie-dnsutils-1.7.tar"; do
+    [ -f "$f" ] || continue
     ctr --address "$address" -n k8s.io images import --all-platforms "$f"
   done
-  ctr --address "$address" -n k8s.io images ls -q | grep -E 'pause|busybox'
+  ctr --address "$address" -n k8s.io images ls -q | grep -E 'pause|busybox|coredns|dnsutils'
 fi
