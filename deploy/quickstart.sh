@@ -4,8 +4,9 @@
 # kube-apiserver on the embedded store: under systemd when it is PID 1, otherwise as a background process.
 # Then it configures and starts containerd, builds and imports the pause and busybox images, and starts the kubelet,
 # which registers this machine as a Ready node (pod CIDR 10.244.0.0/24, bridge networking), then
-# kube-controller-manager, kube-scheduler and kube-proxy (nftables mode) with their own certificates and kubeconfigs. Authorization is Node,RBAC
-# with NodeRestriction (as kubeadm sets it up); pods get service-account tokens signed with /etc/kubernetes/pki/sa.key;
+# kube-controller-manager, kube-scheduler and kube-proxy (nftables mode) with their own certificates and
+# kubeconfigs, and last the add-ons: cluster DNS (kube-dns at 10.96.0.10) and NetworkPolicy enforcement.
+# Authorization is Node,RBAC with NodeRestriction (as kubeadm sets it up); pods get service-account tokens signed with /etc/kubernetes/pki/sa.key;
 # the kubelet API takes client certificates and tokens and asks the apiserver (SubjectAccessReview) who may do what.
 # Stop it with deploy/stop.sh; wipe everything with deploy/stop.sh --wipe.
 set -euo pipefail
@@ -18,7 +19,7 @@ command -v openssl >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get instal
 
 step "building (release)"
 cargo build --release --workspace --locked
-for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do install -m 0755 "target/release/$b" /usr/local/bin/; done
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy network-policy; do install -m 0755 "target/release/$b" /usr/local/bin/; done
 systemd=false; [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemd=true
 
 # daemon <name> <args...>: (re)starts /usr/local/bin/<name> under systemd (its unit in deploy/, arguments in
@@ -177,6 +178,8 @@ containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 cgroupDriver: cgroupfs
 staticPodPath: /etc/kubernetes/manifests
 podCIDR: 10.244.0.0/24
+clusterDNS: [10.96.0.10]
+clusterDomain: cluster.local
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
@@ -224,5 +227,11 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 kubectl -n kube-system get leases
+# Add-ons: cluster DNS (Deployment coredns, Service kube-dns at 10.96.0.10, as kubeadm's CoreDNS add-on) and
+# NetworkPolicy enforcement (a DaemonSet programming nftables on each node).
+step "deploying cluster DNS and NetworkPolicy enforcement"
+kubectl apply -f deploy/cluster-dns.yaml -f deploy/network-policy.yaml
+kubectl -n kube-system rollout status deployment/coredns --timeout=90s
+kubectl -n kube-system rollout status daemonset/network-policy --timeout=60s
 echo "The cluster is up: kubectl uses ~/.kube/config (try: kubectl create deployment web --image=busybox:1.36 -- httpd -f -p 8080)."
 echo "Stop: bash deploy/stop.sh (add --wipe to remove all state)."

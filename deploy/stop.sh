@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops what deploy/quickstart.sh started: kube-scheduler, kube-controller-manager, the kubelet, the pods it ran,
+# Stops what deploy/quickstart.sh started: kube-scheduler, kube-controller-manager, kube-proxy, the kubelet, the pods it ran,
 # containerd (when the quickstart started it) and kube-apiserver. With --wipe, also removes their state: the embedded store (/var/lib/kube-apiserver), the
 # kubelet's directories, certificates and kubeconfigs (/etc/kubernetes), the images, the pod network's bridge and
 # config, the quickstart's containerd config, and the logs.
@@ -15,7 +15,7 @@ stop_pid() {
 }
 systemd=false; [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemd=true
 # The scheduler and controller-manager first, so nothing recreates the pods being removed.
-for d in kube-scheduler kube-controller-manager; do
+for d in kube-scheduler kube-controller-manager kube-proxy; do
   if $systemd && systemctl list-unit-files "$d.service" >/dev/null 2>&1; then
     systemctl disable --now "$d" || true
   else
@@ -56,7 +56,12 @@ fi
 if [ "${1:-}" = "--wipe" ]; then
   rm -rf /var/lib/kube-apiserver /etc/kubernetes /var/log/kube-apiserver.log /etc/systemd/system/kube-apiserver.service /etc/default/kube-apiserver
   rm -rf /var/lib/kubelet /var/log/pods /var/log/kubelet.log /etc/systemd/system/kubelet.service /etc/default/kubelet
-  for d in kube-scheduler kube-controller-manager; do
+  # kube-proxy leaves its rules in place on SIGTERM (as upstream); --cleanup removes them in every mode, and
+  # network-policy --cleanup its nftables table.
+  command -v kube-proxy >/dev/null && kube-proxy --cleanup >/dev/null 2>&1 || true
+  command -v network-policy >/dev/null && network-policy --cleanup >/dev/null 2>&1 || true
+  rm -rf /var/lib/kube-proxy
+  for d in kube-scheduler kube-controller-manager kube-proxy; do
     rm -f "/var/log/$d.log" "/etc/systemd/system/$d.service" "/etc/default/$d"
   done
   rm -rf /var/lib/kube-images /etc/cni/net.d/10-kubelet-bridge.conflist /var/log/containerd.log

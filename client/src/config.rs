@@ -43,6 +43,7 @@ struct UserFields {
     client_key: Option<PathBuf>,
     client_key_data: Option<String>,
     token: Option<String>,
+    #[serde(rename = "tokenFile")]
     token_file: Option<PathBuf>,
 }
 
@@ -215,6 +216,15 @@ mod tests {
         let t = Config::from_kubeconfig_context(&kc, Some("y")).unwrap();
         assert_eq!((t.token.as_deref(), t.namespace.as_str()), (Some("abc"), "default"));
         assert!(Config::from_kubeconfig_context(&kc, Some("nope")).is_err());
+        // `tokenFile` (camelCase in kubeconfig, as kube-proxy's DaemonSet writes it), read relative to the file.
+        std::fs::write(dir.join("token"), "from-file\n").unwrap();
+        let kf = dir.join("config-tokenfile");
+        std::fs::write(
+            &kf,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: https://1.2.3.4:6443}\nusers:\n- name: f\n  user: {tokenFile: token}\ncontexts:\n- name: z\n  context: {cluster: c, user: f}\ncurrent-context: z\n",
+        )
+        .unwrap();
+        assert_eq!(Config::from_kubeconfig(&kf).unwrap().token.as_deref(), Some("from-file"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

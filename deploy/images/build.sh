@@ -9,7 +9,7 @@
 #   registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7
 #                                   dig, nslookup and host from Debian's bind9-dnsutils with their libraries, plus
 #                                   busybox for a shell, for DNS debugging pods
-# cluster-dns is taken from $CLUSTER_DNS_BIN, else target/release/cluster-dns (built with cargo when missing).
+# cluster-dns is taken from $CLUSTER_DNS_BIN, else target/release/cluster-dns (skipped with a warning when missing).
 # Usage: deploy/images/build.sh [OUT_DIR] [--import [--address SOCKET]]
 # A user's own image tarball (docker save or OCI layout) loads the same way:
 #   ctr -n k8s.io images import my-image.tar
@@ -97,9 +97,6 @@ rm -rf "$root"
 echo "==> cluster-dns"
 repo=$(cd "$here/../.." && pwd)
 dns_bin=${CLUSTER_DNS_BIN:-$repo/target/release/cluster-dns}
-if [ ! -x "$dns_bin" ] && command -v cargo >/dev/null; then
-  (cd "$repo" && cargo build --release -p cluster-dns --bin cluster-dns)
-fi
 if [ -x "$dns_bin" ]; then
   root=$(mktemp -d)
   mkdir -p "$root/tmp" "$root/etc"
@@ -112,7 +109,7 @@ if [ -x "$dns_bin" ]; then
   oci_image registry.k8s.io/coredns/coredns v1.12.0 "$root" '["/cluster-dns"]' 'null'
   rm -rf "$root"
 else
-  echo "warning: no cluster-dns binary ($dns_bin) and no cargo: the coredns image is not built" >&2
+  echo "warning: no cluster-dns binary ($dns_bin; cargo build --release -p cluster-dns): the coredns image is not built" >&2
 fi
 
 echo "==> dnsutils"
