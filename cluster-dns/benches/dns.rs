@@ -122,7 +122,9 @@ async fn run(name: &'static str, corefile: &str, dir: &Path, kubeconfig: &Path, 
         .filter_map(|l| l.split_whitespace().last().and_then(|v| v.parse::<f64>().ok()))
         .collect();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0) * 1e3;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0) * 1e3
+    };
     let (p50_ms, p99_ms) = (pct(0.50), pct(0.99));
     let rss = rss_mb(pid);
     drop(proc);
@@ -173,7 +175,9 @@ async fn main() {
         run("kubeadm Corefile (cache 30)", kubeadm, dir.path(), &kubeconfig, &queries).await,
         run("kubernetes plugin only", plain, dir.path(), &kubeconfig, &queries).await,
     ];
-    println!("\n| cluster-dns, 10,000 Services + EndpointSlices, 1 core | ready after start | qps (saturated) | lost | p50 at 20k qps | p99 at 20k qps | RSS |");
+    println!(
+        "\n| cluster-dns, 10,000 Services + EndpointSlices, 1 core | ready after start | qps (saturated) | lost | p50 at 20k qps | p99 at 20k qps | RSS |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for r in rows {
         println!(

@@ -1,7 +1,9 @@
 //! A whole cluster in one test process, as the real binaries run it: kube-apiserver (TLS, embedded store), the
 //! controller-manager with every controller, the scheduler, and kubelets — one on a private containerd with bridge
 //! networking (behind a blackhole route for the cluster CIDR, removed afterwards) and any number of hollow ones.
-//! Tests drive it with the real kubectl through an admin kubeconfig.
+//! Tests drive it with the real kubectl through an admin kubeconfig. With `Spec::services`, kube-proxy (nftables
+//! mode) and cluster DNS run too: the DNS server listens on the node's bridge address behind the `kube-dns`
+//! Service (a selector-less Service whose EndpointSlice points at it), as pods reach CoreDNS through kube-proxy.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,6 +16,24 @@ use tokio::sync::watch;
 pub const CLUSTER_CIDR: &str = "10.251.0.0/16";
 pub const POD_CIDR: &str = "10.251.1.0/24";
 const BRIDGE: &str = "kbe0";
+/// The e2e apiserver's service CIDR (its default `--service-cluster-ip-range`), blackholed with `Spec::services`.
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// The `kube-dns` Service's ClusterIP with `Spec::services` (the kubelet's `clusterDNS`).
+pub const DNS_SERVICE_IP: &str = "10.0.0.10";
+/// The node's address on the pod bridge (the first address of the pod CIDR), where cluster DNS listens.
+const BRIDGE_IP: &str = "10.251.1.1";
+/// cluster DNS's port on the node (the kube-dns Service's endpoints).
+const DNS_PORT: u16 = 5353;
+
+/// Removes what kube-proxy programmed and the service CIDR's blackhole route.
+struct ServicesGuard;
+
+impl Drop for ServicesGuard {
+    fn drop(&mut self) {
+        kube_proxy::cleanup(&kube_proxy::exec::RealExec::new());
+        let _ = std::process::Command::new("ip").args(["route", "del", "blackhole", SERVICE_CIDR]).status();
+    }
+}
 
 struct NetworkGuard;
 
@@ -32,6 +52,8 @@ pub struct Cluster {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     hollow: Vec<(String, watch::Sender<bool>)>,
     containerd: Option<proto::testing::Containerd>,
+    // Dropped in this order: kube-proxy's rules, then the pod network.
+    _services: Option<ServicesGuard>,
     _net: Option<NetworkGuard>,
 }
 
@@ -48,6 +70,9 @@ pub struct Spec {
     /// CSR signing and approval; the containerd node joins with a bootstrap token (TLS bootstrap) and its API
     /// authenticates and authorizes callers.
     pub secure: bool,
+    /// kube-proxy (nftables mode) and cluster DNS for the containerd node: Services answer on their ClusterIPs
+    /// and pods resolve `<svc>.<ns>.svc.cluster.local` through `kube-dns` at [`DNS_SERVICE_IP`].
+    pub services: bool,
 }
 
 /// The bootstrap token the secure cluster's containerd node joins with.
@@ -85,10 +110,22 @@ impl Cluster {
         let scheduler = kube_scheduler::Scheduler::new(api.new_client(), cfg).unwrap();
         let factory = runtime::SharedInformerFactory::new(api.new_client());
         tasks.push(tokio::spawn(scheduler.run(factory, rx.clone())));
-        let mut cluster =
-            Cluster { api, kubeconfig, dir, stop, tasks, hollow: Vec::new(), containerd: None, _net: None };
+        let mut cluster = Cluster {
+            api,
+            kubeconfig,
+            dir,
+            stop,
+            tasks,
+            hollow: Vec::new(),
+            containerd: None,
+            _services: None,
+            _net: None,
+        };
         if spec.containerd_node {
-            cluster.start_containerd_node(rx.clone(), spec.secure).await;
+            cluster.start_containerd_node(rx.clone(), spec.secure, spec.services).await;
+        }
+        if spec.services {
+            cluster.start_services(rx.clone()).await;
         }
         for prefix in &spec.hollow {
             cluster.start_hollow(prefix).await;
@@ -96,7 +133,7 @@ impl Cluster {
         cluster
     }
 
-    async fn start_containerd_node(&mut self, stop: watch::Receiver<bool>, secure: bool) {
+    async fn start_containerd_node(&mut self, stop: watch::Receiver<bool>, secure: bool, services: bool) {
         let ok = std::process::Command::new("ip").args(["route", "replace", "blackhole", CLUSTER_CIDR]).status();
         assert!(ok.is_ok_and(|s| s.success()), "adding the blackhole route needs root");
         self._net = Some(NetworkGuard);
@@ -140,6 +177,10 @@ impl Cluster {
         cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
         cfg.pod_cidr = Some(POD_CIDR.into());
         cfg.cni_bridge = BRIDGE.into();
+        if services {
+            cfg.cluster_dns = vec![DNS_SERVICE_IP.into()];
+            cfg.cluster_domain = "cluster.local".into();
+        }
         // The test must not depend on how full this machine's disk is: pressure only at the very end.
         cfg.eviction_hard = [("nodefs.available", "1%"), ("nodefs.inodesFree", "1%"), ("memory.available", "100Mi")]
             .into_iter()
@@ -155,6 +196,75 @@ impl Cluster {
             }
         }));
         self.containerd = Some(ctd);
+    }
+
+    /// kube-proxy for the containerd node (nftables mode, its rules removed when the cluster is dropped) and cluster
+    /// DNS on the node's bridge address behind the `kube-dns` Service.
+    async fn start_services(&mut self, stop: watch::Receiver<bool>) {
+        let ok = std::process::Command::new("ip").args(["route", "replace", "blackhole", SERVICE_CIDR]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "adding the blackhole route needs root");
+        self._services = Some(ServicesGuard);
+        // Replies between two pods of one bridge must pass the host's conntrack to be un-DNATed (kubeadm's
+        // preflight requires this switch too).
+        let _ = std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1");
+        let kc = self.kubeconfig.display().to_string();
+        let args = [
+            "kube-proxy",
+            "--kubeconfig",
+            &kc,
+            "--proxy-mode",
+            "nftables",
+            "--hostname-override",
+            "e2e-node",
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--healthz-bind-address",
+            "127.0.0.1:0",
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+        ];
+        let opts = <kube_proxy::Options as clap::Parser>::parse_from(args);
+        let proxy_stop = stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = kube_proxy::run(opts, proxy_stop).await {
+                panic!("kube-proxy: {e}");
+            }
+        }));
+        // Cluster DNS with kubeadm's Corefile, minus `forward` (test traffic stays on this machine).
+        let corefile = self.dir.path().join("Corefile");
+        std::fs::write(
+            &corefile,
+            "cluster.local:5353 in-addr.arpa:5353 ip6.arpa:5353 {\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n       fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }\n    cache 30\n    loadbalance\n}\n",
+        )
+        .unwrap();
+        let dns = cluster_dns::Options {
+            conf: Some(corefile.display().to_string()),
+            dns_port: DNS_PORT,
+            configmap: "kube-system/coredns".into(),
+            configmap_key: "Corefile".into(),
+            kubeconfig: Some(kc),
+            pidfile: None,
+        };
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = cluster_dns::run(dns, stop).await {
+                panic!("cluster-dns: {e}");
+            }
+        }));
+        self.kubectl_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"{{"apiVersion": "v1", "kind": "List", "items": [
+  {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "kube-dns", "namespace": "kube-system", "labels": {{"k8s-app": "kube-dns"}}}},
+   "spec": {{"clusterIP": "{DNS_SERVICE_IP}", "ports": [{{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": {DNS_PORT}}},
+                                                   {{"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": {DNS_PORT}}}]}}}},
+  {{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+   "metadata": {{"name": "kube-dns-node", "namespace": "kube-system",
+                "labels": {{"kubernetes.io/service-name": "kube-dns", "endpointslice.kubernetes.io/managed-by": "e2e"}}}},
+   "addressType": "IPv4", "endpoints": [{{"addresses": ["{BRIDGE_IP}"], "conditions": {{"ready": true}}}}],
+   "ports": [{{"name": "dns", "port": {DNS_PORT}, "protocol": "UDP"}}, {{"name": "dns-tcp", "port": {DNS_PORT}, "protocol": "TCP"}}]}}
+]}}"#
+            ),
+        );
     }
 
     /// Starts a hollow kubelet named `<prefix>-0`.

@@ -24,6 +24,9 @@ pub fn config(bridge: &str, pod_cidr: &str, ipam_dir: &Path) -> serde_json::Valu
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": pod_cidr}]],
+                    // Everything beyond the pod CIDR goes through the node (the bridge's address): Service
+                    // ClusterIPs, which kube-proxy translates, and other nodes' pod CIDRs (host-gw routes).
+                    "routes": [{"dst": if pod_cidr.contains(':') { "::/0" } else { "0.0.0.0/0" }}],
                     "dataDir": ipam_dir.display().to_string(),
                 },
             },
@@ -58,6 +61,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
         assert_eq!(v["plugins"][0]["type"], "bridge");
         assert_eq!(v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.244.1.0/24");
+        assert_eq!(v["plugins"][0]["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
         assert_eq!(v["plugins"][0]["ipMasq"], false);
     }
 }
