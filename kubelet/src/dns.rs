@@ -109,6 +109,20 @@ pub fn fit_limits(mut dns: DnsConfig) -> (DnsConfig, Vec<String>) {
     (dns, warnings)
 }
 
+/// Upstream's `MissingClusterDNS` warning when a pod asks for the cluster's DNS (`ClusterFirst` off the host network,
+/// or `ClusterFirstWithHostNet`) and the kubelet has no `clusterDNS`: the pod falls back to the `Default` policy.
+pub fn missing_cluster_dns(pod: &Value, cluster_dns: &[String]) -> Option<&'static str> {
+    let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+    let cluster = match s(pod, "/spec/dnsPolicy") {
+        "ClusterFirstWithHostNet" => true,
+        "None" | "Default" => false,
+        _ => !host_network,
+    };
+    (cluster && cluster_dns.is_empty()).then_some(
+        "kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.",
+    )
+}
+
 /// Upstream's GetPodDNS: the pod's DNS configuration from the node's resolver configuration (`host`: the content of
 /// `resolvConf`, None when it is set to ""), the cluster DNS servers and domain, and the pod's `dnsPolicy` and
 /// `dnsConfig`, cut to the limits; with the `DNSConfigForming` warnings.
@@ -165,6 +179,20 @@ mod tests {
     use serde_json::json;
 
     const HOST: &str = "# comment\nnameserver 10.0.0.1\nnameserver 10.0.0.2\nsearch old.example\nsearch example.com. corp\noptions ndots:2 edns0\n";
+
+    #[test]
+    fn missing_cluster_dns_only_for_cluster_policies_without_servers() {
+        let pod = |policy: &str, host: bool| json!({"spec": {"dnsPolicy": policy, "hostNetwork": host}});
+        let none: &[String] = &[];
+        assert!(missing_cluster_dns(&pod("ClusterFirst", false), none).unwrap().contains("\"ClusterFirst\" policy"));
+        assert!(missing_cluster_dns(&pod("ClusterFirstWithHostNet", true), none).is_some());
+        assert!(missing_cluster_dns(&json!({"spec": {}}), none).is_some());
+        // The host network's ClusterFirst is Default already; Default and None never ask for cluster DNS.
+        assert!(missing_cluster_dns(&pod("ClusterFirst", true), none).is_none());
+        assert!(missing_cluster_dns(&pod("Default", false), none).is_none());
+        assert!(missing_cluster_dns(&pod("None", false), none).is_none());
+        assert!(missing_cluster_dns(&pod("ClusterFirst", false), &["10.96.0.10".into()]).is_none());
+    }
 
     #[test]
     fn resolv_conf_as_upstream_parses_it() {

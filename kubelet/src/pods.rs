@@ -776,10 +776,6 @@ impl PodManager {
                 }
                 Ok(())
             }
-            Err(e) if present => {
-                tracing::warn!(image, error = %e.message(), "pull failed; using the image present");
-                Ok(())
-            }
             Err(e) => {
                 let message = format!("Failed to pull image \"{image}\": {}", e.message());
                 events.container(pod, name, Warning, "Failed", message);
@@ -1026,6 +1022,17 @@ impl PodManager {
                 std::fs::create_dir_all(self.log_dir(pod)).ok();
                 for warning in dns_warnings {
                     self.events.pod(pod, Warning, "DNSConfigForming", warning);
+                }
+                if let Some(message) = crate::dns::missing_cluster_dns(pod, &self.cfg.cluster_dns) {
+                    // On the node and on the pod, as upstream's GetPodDNS (the pod named as format.Pod does).
+                    self.events.node(Warning, "MissingClusterDNS", message);
+                    let who = format!(
+                        "{}_{}({})",
+                        s(pod, "/metadata/name"),
+                        s(pod, "/metadata/namespace"),
+                        s(pod, "/metadata/uid")
+                    );
+                    self.events.pod(pod, Warning, "MissingClusterDNS", format!("pod: \"{who}\". {message}"));
                 }
                 match rt
                     .run_pod_sandbox(RunPodSandboxRequest {
@@ -1984,6 +1991,36 @@ mod tests {
         server.stop().await;
     }
 
+    /// `imagePullPolicy: Always` pulls even when the image is present, and a failed pull fails the container
+    /// (ErrImagePull) rather than running the local copy, as upstream's image manager.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn always_pulls_and_a_failed_pull_is_an_error() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let image = "example.com/does-not-exist:1";
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": image, "imagePullPolicy": "Always"}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let flags = crate::Flags {
+            hostname_override: Some("n1".into()),
+            root_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let mut cfg = Config::resolve(flags).unwrap();
+        cfg.pod_logs_dir = dir.path().join("logs");
+        let fake = FakeCri::with_images(&[image]);
+        let manager = PodManager::new(Cri::local(fake.clone()), server.new_client(), cfg).unwrap();
+        manager.sync_pod(s(&pod, "/metadata/uid"), Some(&pod)).await.unwrap();
+        assert_eq!(fake.calls.lock().unwrap().get("PullImage").copied(), Some(1), "pulled although present");
+        let status = pods.get("p").await.unwrap()["status"]["containerStatuses"][0].clone();
+        assert_eq!(status["state"]["waiting"]["reason"], "ErrImagePull", "{status}");
+        assert_eq!(fake.calls.lock().unwrap().get("CreateContainer").copied(), None, "the local copy is not run");
+        server.stop().await;
+    }
+
     /// A pod whose resolver configuration exceeds the limits: cut, with upstream's DNSConfigForming warning on the
     /// pod when its sandbox is created.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2016,11 +2053,33 @@ mod tests {
         manager.sync_pod(&uid, Some(&pod)).await.unwrap();
         let e = event(&events, "DNSConfigForming", "p").await;
         assert_eq!(e["type"], "Warning");
+        // dnsPolicy Default: no MissingClusterDNS although the kubelet has no clusterDNS.
+        assert!(
+            events.list(&client::ListParams::default()).await.unwrap()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["reason"] != "MissingClusterDNS")
+        );
         assert_eq!(
             e["message"],
             "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: 10.0.0.1 10.0.0.2 10.0.0.3"
         );
         assert_eq!(e["involvedObject"]["fieldPath"], Value::Null);
+        // ClusterFirst (the default policy) without clusterDNS: MissingClusterDNS on the pod and on the node.
+        let q = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36"}]}}))
+            .await
+            .unwrap();
+        let quid = s(&q, "/metadata/uid").to_string();
+        manager.sync_pod(&quid, Some(&q)).await.unwrap();
+        let fallback = "kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.";
+        let e = event(&events, "MissingClusterDNS", "q").await;
+        assert_eq!(e["type"], "Warning");
+        assert_eq!(e["message"], format!("pod: \"q_default({quid})\". {fallback}"));
+        let e = event(&events, "MissingClusterDNS", "n1").await;
+        assert_eq!((&e["involvedObject"]["kind"], &e["message"]), (&json!("Node"), &json!(fallback)));
         server.stop().await;
     }
 
