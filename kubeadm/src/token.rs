@@ -215,8 +215,8 @@ mod tests {
         let table = list_table(&[back], now);
         assert_eq!(
             table,
-            "TOKEN                     TTL         EXPIRES                USAGES                   DESCRIPTION   EXTRA GROUPS\n\
-             abcdef.0123456789abcdef   24h         2025-01-02T00:00:00Z   authentication,signing   <none>        system:bootstrappers:kubeadm:default-node-token\n"
+            "TOKEN                     TTL       EXPIRES                USAGES                   DESCRIPTION   EXTRA GROUPS\n\
+             abcdef.0123456789abcdef   1d        2025-01-02T00:00:00Z   authentication,signing   <none>        system:bootstrappers:kubeadm:default-node-token\n"
         );
     }
 
