@@ -134,7 +134,12 @@ fn not_found(path: &Path) -> io::Error {
 
 impl Fs for MemFs {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).get(path).map(|f| f.0.clone()).ok_or_else(|| not_found(path))
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .map(|f| f.0.clone())
+            .ok_or_else(|| not_found(path))
     }
 
     fn write(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {

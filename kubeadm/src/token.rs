@@ -51,7 +51,9 @@ fn b64(s: &str) -> String {
 
 /// The Secret of a bootstrap token (upstream's `BootstrapTokenToSecret`); `now` fixes the expiration from a TTL.
 pub fn to_secret(t: &BootstrapToken, now: jiff::Timestamp) -> Result<Value, String> {
-    let (id, secret) = parse(&t.token).ok_or_else(|| format!("the bootstrap token {:?} was not of the form \"[a-z0-9]{{6}}.[a-z0-9]{{16}}\"", t.token))?;
+    let (id, secret) = parse(&t.token).ok_or_else(|| {
+        format!("the bootstrap token {:?} was not of the form \"[a-z0-9]{{6}}.[a-z0-9]{{16}}\"", t.token)
+    })?;
     let mut data = serde_json::Map::new();
     data.insert("token-id".into(), json!(b64(id)));
     data.insert("token-secret".into(), json!(b64(secret)));
@@ -120,9 +122,8 @@ pub fn from_secret(secret: &Value) -> Option<BootstrapToken> {
 
 /// `kubeadm token list`'s table (upstream's `bootstrapTokenTextPrinter`).
 pub fn list_table(tokens: &[BootstrapToken], now: jiff::Timestamp) -> String {
-    let mut rows = vec![
-        ["TOKEN", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"].map(String::from).to_vec(),
-    ];
+    let mut rows =
+        vec![["TOKEN", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"].map(String::from).to_vec()];
     for t in tokens {
         let (ttl, expires) = match &t.expires {
             None => ("<forever>".to_string(), "<never>".to_string()),

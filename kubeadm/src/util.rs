@@ -37,22 +37,6 @@ pub fn nth_service_ip(subnets: &str, n: u32) -> Option<IpAddr> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_ports_and_service_ips() {
-        assert_eq!(split_host_port("lb.example:6443").unwrap(), ("lb.example".into(), Some(6443)));
-        assert_eq!(split_host_port("[fd00::1]:6443").unwrap(), ("fd00::1".into(), Some(6443)));
-        assert_eq!(split_host_port("fd00::1").unwrap(), ("fd00::1".into(), None));
-        assert_eq!(split_host_port("10.0.0.1").unwrap(), ("10.0.0.1".into(), None));
-        assert_eq!(join_host_port("fd00::1", 6443), "[fd00::1]:6443");
-        assert_eq!(nth_service_ip("10.96.0.0/12", 1).unwrap().to_string(), "10.96.0.1");
-        assert_eq!(nth_service_ip("10.96.0.0/12,fd00::/108", 10).unwrap().to_string(), "10.96.0.10");
-    }
-}
-
 /// Go's `text/tabwriter` as kubeadm configures it (`NewWriter(out, 10, 4, 3, ' ', 0)`): every cell but the last
 /// of a line is padded to its column's width plus 3, at least 10.
 pub fn tabwrite(rows: &[Vec<String>]) -> String {
@@ -77,4 +61,20 @@ pub fn tabwrite(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports_and_service_ips() {
+        assert_eq!(split_host_port("lb.example:6443").unwrap(), ("lb.example".into(), Some(6443)));
+        assert_eq!(split_host_port("[fd00::1]:6443").unwrap(), ("fd00::1".into(), Some(6443)));
+        assert_eq!(split_host_port("fd00::1").unwrap(), ("fd00::1".into(), None));
+        assert_eq!(split_host_port("10.0.0.1").unwrap(), ("10.0.0.1".into(), None));
+        assert_eq!(join_host_port("fd00::1", 6443), "[fd00::1]:6443");
+        assert_eq!(nth_service_ip("10.96.0.0/12", 1).unwrap().to_string(), "10.96.0.1");
+        assert_eq!(nth_service_ip("10.96.0.0/12,fd00::/108", 10).unwrap().to_string(), "10.96.0.10");
+    }
 }

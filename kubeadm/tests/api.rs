@@ -57,7 +57,8 @@ async fn get(api: &TestApiserver, group: &str, plural: &str, ns: Option<&str>, n
 
 /// Signs cluster-info as the controller-manager's bootstrapsigner would.
 async fn sign_cluster_info(api: &TestApiserver) {
-    let secrets = api.client.api("", "v1", "secrets").unwrap().namespaced("kube-system").list(&Default::default()).await.unwrap();
+    let secrets =
+        api.client.api("", "v1", "secrets").unwrap().namespaced("kube-system").list(&Default::default()).await.unwrap();
     let secrets: Vec<Arc<Value>> = secrets["items"].as_array().unwrap().iter().cloned().map(Arc::new).collect();
     let cms = api.client.api("", "v1", "configmaps").unwrap().namespaced("kube-public");
     let cm = cms.get("cluster-info").await.unwrap();
@@ -104,18 +105,23 @@ async fn api_phases_tokens_and_join_discovery() {
 
     // upload-config
     let kc = get(&api, "v1", "configmaps", Some("kube-system"), "kubeadm-config").await;
-    let stored = config::parse_documents(kc["data"]["ClusterConfiguration"].as_str().unwrap()).unwrap().cluster.unwrap();
+    let stored =
+        config::parse_documents(kc["data"]["ClusterConfiguration"].as_str().unwrap()).unwrap().cluster.unwrap();
     assert_eq!(stored.networking.pod_subnet, "10.253.0.0/16");
     let kl = get(&api, "v1", "configmaps", Some("kube-system"), "kubelet-config").await;
     assert!(kl["data"]["kubelet"].as_str().unwrap().contains("clusterDNS:\n- 10.0.0.10"));
-    get(&api, "rbac.authorization.k8s.io/v1", "rolebindings", Some("kube-system"), "kubeadm:nodes-kubeadm-config").await;
+    get(&api, "rbac.authorization.k8s.io/v1", "rolebindings", Some("kube-system"), "kubeadm:nodes-kubeadm-config")
+        .await;
     let admins = get(&api, "rbac.authorization.k8s.io/v1", "clusterrolebindings", None, "kubeadm:cluster-admins").await;
     assert_eq!(admins["roleRef"]["name"], "cluster-admin");
 
     // mark-control-plane
     let node = get(&api, "v1", "nodes", None, "node1").await;
     assert_eq!(node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"], "");
-    assert_eq!(node["spec"]["taints"], json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]));
+    assert_eq!(
+        node["spec"]["taints"],
+        json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}])
+    );
 
     // bootstrap-token
     let secret = get(&api, "v1", "secrets", Some("kube-system"), "bootstrap-token-abcdef").await;
@@ -123,7 +129,12 @@ async fn api_phases_tokens_and_join_discovery() {
     let t = kubeadm::token::from_secret(&secret).unwrap();
     assert_eq!(t.usages, ["authentication", "signing"]);
     assert_eq!(t.description, "");
-    for crb in ["kubeadm:get-nodes", "kubeadm:kubelet-bootstrap", "kubeadm:node-autoapprove-bootstrap", "kubeadm:node-autoapprove-certificate-rotation"] {
+    for crb in [
+        "kubeadm:get-nodes",
+        "kubeadm:kubelet-bootstrap",
+        "kubeadm:node-autoapprove-bootstrap",
+        "kubeadm:node-autoapprove-certificate-rotation",
+    ] {
         get(&api, "rbac.authorization.k8s.io/v1", "clusterrolebindings", None, crb).await;
     }
     let ci = get(&api, "v1", "configmaps", Some("kube-public"), "cluster-info").await;
@@ -170,7 +181,9 @@ async fn api_phases_tokens_and_join_discovery() {
         format!("kubeadm join {endpoint} --token zyxwvu.0123456789zyxwvu --discovery-token-ca-cert-hash {hash} \n")
     );
     let lc = ctx(root.path());
-    cmd::run_with(&lc, Command::Token(cmd::token::TokenCmd::List { kubeconfig: "/etc/kubernetes/admin.conf".into() })).await.unwrap();
+    cmd::run_with(&lc, Command::Token(cmd::token::TokenCmd::List { kubeconfig: "/etc/kubernetes/admin.conf".into() }))
+        .await
+        .unwrap();
     let list = lc.out.text();
     assert!(list.starts_with("TOKEN                     TTL "), "{list}");
     assert!(list.contains("abcdef.0123456789abcdef   23h"), "{list}");
@@ -179,20 +192,64 @@ async fn api_phases_tokens_and_join_discovery() {
 
     // Join discovery: the signed cluster-info, pinned CA.
     sign_cluster_info(&api).await;
-    let d = within(30, "discovery", phases::join::discover_token(&endpoint, "abcdef.0123456789abcdef", std::slice::from_ref(&hash), false, std::time::Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let d = within(
+        30,
+        "discovery",
+        phases::join::discover_token(
+            &endpoint,
+            "abcdef.0123456789abcdef",
+            std::slice::from_ref(&hash),
+            false,
+            std::time::Duration::from_secs(5),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(d.ca_pem.as_bytes(), ca_pem.as_slice());
     let wrong = "sha256:0000000000000000000000000000000000000000000000000000000000000000".to_string();
-    let err = phases::join::discover_token(&endpoint, "abcdef.0123456789abcdef", &[wrong], false, std::time::Duration::from_secs(1)).await.unwrap_err();
+    let err = phases::join::discover_token(
+        &endpoint,
+        "abcdef.0123456789abcdef",
+        &[wrong],
+        false,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("none of the public keys"), "{err}");
-    let err = phases::join::discover_token(&endpoint, "abcdef.0123456789abcdea", &[hash.clone()], false, std::time::Duration::from_secs(1)).await.unwrap_err();
+    let err = phases::join::discover_token(
+        &endpoint,
+        "abcdef.0123456789abcdea",
+        std::slice::from_ref(&hash),
+        false,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("failed to verify JWS signature"), "{err}");
-    let err = phases::join::discover_token(&endpoint, "qqqqqq.0123456789abcdef", &[hash.clone()], false, std::time::Duration::from_secs(1)).await.unwrap_err();
+    let err = phases::join::discover_token(
+        &endpoint,
+        "qqqqqq.0123456789abcdef",
+        std::slice::from_ref(&hash),
+        false,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("token id \"qqqqqq\" is invalid"), "{err}");
-    let err = phases::join::discover_token(&endpoint, "abcdef.0123456789abcdef", &[], false, std::time::Duration::from_secs(1)).await.unwrap_err();
+    let err = phases::join::discover_token(
+        &endpoint,
+        "abcdef.0123456789abcdef",
+        &[],
+        false,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("--discovery-token-unsafe-skip-ca-verification"), "{err}");
-    phases::join::discover_token(&endpoint, "abcdef.0123456789abcdef", &[], true, std::time::Duration::from_secs(5)).await.unwrap();
+    phases::join::discover_token(&endpoint, "abcdef.0123456789abcdef", &[], true, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
 
     // A whole worker join into its own root; the fake kubelet "completes" TLS bootstrap by writing kubelet.conf.
     let worker = tempfile::tempdir().unwrap();
@@ -219,19 +276,39 @@ async fn api_phases_tokens_and_join_discovery() {
     assert!(out.contains("This node has joined the cluster:"), "{out}");
     assert_eq!(wfs.read(Path::new("/etc/kubernetes/pki/ca.crt")).unwrap(), ca_pem);
     assert!(wfs.read_string(Path::new("/var/lib/kubelet/config.yaml")).unwrap().contains("kind: KubeletConfiguration"));
-    assert!(wfs.read_string(Path::new("/var/lib/kubelet/kubeadm-flags.env")).unwrap().contains("--hostname-override=worker1"));
+    assert!(
+        wfs.read_string(Path::new("/var/lib/kubelet/kubeadm-flags.env"))
+            .unwrap()
+            .contains("--hostname-override=worker1")
+    );
     assert!(!wfs.exists(Path::new("/etc/kubernetes/bootstrap-kubelet.conf")), "bootstrap credentials removed");
 
     // Delete, then list no longer shows it.
     let dc = ctx(root.path());
-    cmd::run_with(&dc, Command::Token(cmd::token::TokenCmd::Delete { tokens: vec!["zyxwvu".into()], kubeconfig: "/etc/kubernetes/admin.conf".into() })).await.unwrap();
+    cmd::run_with(
+        &dc,
+        Command::Token(cmd::token::TokenCmd::Delete {
+            tokens: vec!["zyxwvu".into()],
+            kubeconfig: "/etc/kubernetes/admin.conf".into(),
+        }),
+    )
+    .await
+    .unwrap();
     assert_eq!(dc.out.text(), "bootstrap token \"zyxwvu\" deleted\n");
     let lc = ctx(root.path());
-    cmd::run_with(&lc, Command::Token(cmd::token::TokenCmd::List { kubeconfig: "/etc/kubernetes/admin.conf".into() })).await.unwrap();
+    cmd::run_with(&lc, Command::Token(cmd::token::TokenCmd::List { kubeconfig: "/etc/kubernetes/admin.conf".into() }))
+        .await
+        .unwrap();
     assert!(!lc.out.text().contains("zyxwvu"));
 
     // Reset of the worker: kubelet stopped, its files gone.
-    let rc = Context { fs: wfs.clone(), out: Printer::capture(), kubelet: Arc::new(kubeadm::kubelet::Fake::default()), now: None, host: false };
+    let rc = Context {
+        fs: wfs.clone(),
+        out: Printer::capture(),
+        kubelet: Arc::new(kubeadm::kubelet::Fake::default()),
+        now: None,
+        host: false,
+    };
     cmd::run_with(&rc, Command::Reset(cmd::ResetFlags { force: true, ..Default::default() })).await.unwrap();
     let out = rc.out.text();
     assert!(out.contains("[reset] Stopping the kubelet service"), "{out}");

@@ -18,7 +18,8 @@ fn golden(name: &str, got: &str) {
         std::fs::write(&path, got).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    let want =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
     assert_eq!(got, want, "golden file {name} differs");
 }
 
@@ -27,7 +28,13 @@ fn now() -> jiff::Timestamp {
 }
 
 fn ctx(fs: Arc<MemFs>) -> Context {
-    Context { fs, out: Printer::capture(), kubelet: Arc::new(kubeadm::kubelet::Fake::default()), now: Some(now()), host: false }
+    Context {
+        fs,
+        out: Printer::capture(),
+        kubelet: Arc::new(kubeadm::kubelet::Fake::default()),
+        now: Some(now()),
+        host: false,
+    }
 }
 
 const CONFIG: &str = r#"apiVersion: kubeadm.k8s.io/v1beta4
@@ -95,7 +102,9 @@ fn read(fs: &MemFs, p: &str) -> String {
 async fn config_print_defaults_match_upstream_layout() {
     golden("init-defaults.yaml", &cmd::config::print_defaults("init-defaults", &[]).unwrap());
     golden("join-defaults.yaml", &cmd::config::print_defaults("join-defaults", &[]).unwrap());
-    let with = cmd::config::print_defaults("init-defaults", &["KubeletConfiguration".into(), "KubeProxyConfiguration".into()]).unwrap();
+    let with =
+        cmd::config::print_defaults("init-defaults", &["KubeletConfiguration".into(), "KubeProxyConfiguration".into()])
+            .unwrap();
     assert!(with.contains("kind: KubeletConfiguration") && with.contains("kind: KubeProxyConfiguration"));
     // What `print` prints is a valid configuration again.
     let docs = config::parse_documents(&cmd::config::print_defaults("init-defaults", &[]).unwrap()).unwrap();
@@ -107,9 +116,18 @@ async fn config_print_defaults_match_upstream_layout() {
 #[tokio::test]
 async fn images_list_names_every_component_image() {
     let c = ctx(Arc::new(MemFs::new()));
-    cmd::run_with(&c, Command::Config(cmd::config::ConfigCmd::Images { action: "list".into(), config: None, kubernetes_version: None, image_repository: None, output: "text".into() }))
-        .await
-        .unwrap();
+    cmd::run_with(
+        &c,
+        Command::Config(cmd::config::ConfigCmd::Images {
+            action: "list".into(),
+            config: None,
+            kubernetes_version: None,
+            image_repository: None,
+            output: "text".into(),
+        }),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         c.out.text(),
         "registry.k8s.io/kube-apiserver:v1.33.0\nregistry.k8s.io/kube-controller-manager:v1.33.0\nregistry.k8s.io/kube-scheduler:v1.33.0\nregistry.k8s.io/kube-proxy:v1.33.0\nregistry.k8s.io/coredns/coredns:v1.12.0\nregistry.k8s.io/pause:3.10\n"
@@ -132,7 +150,7 @@ async fn init_file_phases_write_upstreams_files() {
     assert!(read(&fs, "/var/lib/kubelet/kubeadm-flags.env").starts_with(
         "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=unix:///run/containerd/containerd.sock --hostname-override=node1 --node-ip=10.0.0.5"
     ));
-    assert_eq!(c.kubelet.available(), true);
+    assert!(c.kubelet.available());
     let out = c.out.text();
     for line in [
         "[certs] Using certificateDir folder \"/etc/kubernetes/pki\"",
@@ -162,11 +180,25 @@ async fn init_file_phases_write_upstreams_files() {
     assert_eq!(api.not_before, now() - jiff::SignedDuration::from_secs(300));
     let mut dns = api.alt_names.dns.clone();
     dns.sort();
-    assert_eq!(dns, ["cp.example", "extra.example", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "node1"]);
+    assert_eq!(
+        dns,
+        [
+            "cp.example",
+            "extra.example",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "node1"
+        ]
+    );
     let ips: Vec<String> = api.alt_names.ips.iter().map(|i| i.to_string()).collect();
     assert_eq!(ips, ["10.96.0.1", "10.0.0.5", "192.0.2.9"]);
     let kc = cert("/etc/kubernetes/pki/apiserver-kubelet-client.crt");
-    assert_eq!((kc.common_name.as_str(), kc.organization.clone()), ("kube-apiserver-kubelet-client", vec!["kubeadm:cluster-admins".to_string()]));
+    assert_eq!(
+        (kc.common_name.as_str(), kc.organization.clone()),
+        ("kube-apiserver-kubelet-client", vec!["kubeadm:cluster-admins".to_string()])
+    );
     assert!(kc.client_auth && !kc.server_auth);
     let fp = cert("/etc/kubernetes/pki/front-proxy-client.crt");
     assert_eq!((fp.common_name.as_str(), fp.issuer_cn.as_str()), ("front-proxy-client", "front-proxy-ca"));
@@ -208,7 +240,9 @@ async fn init_file_phases_write_upstreams_files() {
 async fn local_etcd_gets_its_pki_manifest_and_apiserver_flags() {
     let fs = Arc::new(MemFs::new());
     let c = ctx(fs.clone());
-    let mut cfg = cfg("---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncontrolPlaneEndpoint: cp.example:6443\netcd:\n  local:\n    serverCertSANs: [etcd.example]\n");
+    let mut cfg = cfg(
+        "---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncontrolPlaneEndpoint: cp.example:6443\netcd:\n  local:\n    serverCertSANs: [etcd.example]\n",
+    );
     file_phases(&c, &mut cfg).await;
     golden("etcd.yaml", &read(&fs, "/etc/kubernetes/manifests/etcd.yaml"));
     let api = read(&fs, "/etc/kubernetes/manifests/kube-apiserver.yaml");
@@ -237,7 +271,13 @@ async fn external_ca_mode_needs_every_signed_file() {
     // A CA without its key: certificates it would sign must exist already.
     let fs = Arc::new(MemFs::new());
     let c = ctx(fs.clone());
-    let ca = pki::Ca::generate("kubernetes", std::time::Duration::from_secs(3600 * 24 * 3650), pki::KeyAlgorithm::EcdsaP256, now()).unwrap();
+    let ca = pki::Ca::generate(
+        "kubernetes",
+        std::time::Duration::from_secs(3600 * 24 * 3650),
+        pki::KeyAlgorithm::EcdsaP256,
+        now(),
+    )
+    .unwrap();
     fs.write(Path::new("/etc/kubernetes/pki/ca.crt"), ca.cert_pem.as_bytes(), 0o644).unwrap();
     let mut cfg = cfg("");
     let err = cmd::init::run_phase(&c, &mut cfg, &Default::default(), "certs", None).await.unwrap_err().to_string();
@@ -256,7 +296,10 @@ async fn external_ca_mode_needs_every_signed_file() {
     }
     let cm = read(&fs, "/etc/kubernetes/manifests/kube-controller-manager.yaml");
     assert!(!cm.contains("cluster-signing-key-file"), "{cm}");
-    assert!(read(&fs, "/etc/kubernetes/manifests/kube-apiserver.yaml").contains("--client-ca-file=/etc/kubernetes/pki/ca.crt"));
+    assert!(
+        read(&fs, "/etc/kubernetes/manifests/kube-apiserver.yaml")
+            .contains("--client-ca-file=/etc/kubernetes/pki/ca.crt")
+    );
 }
 
 #[test]
@@ -277,12 +320,24 @@ async fn certs_renew_keeps_identity_and_key_and_check_expiration_prints_the_tabl
     let before = pki::parse_cert(read(&fs, "/etc/kubernetes/pki/apiserver.crt").as_bytes()).unwrap();
     let mut later = ctx(fs.clone());
     later.now = Some(now() + jiff::SignedDuration::from_hours(24 * 100));
-    cmd::run_with(&later, Command::Certs(cmd::certs::CertsCmd::Renew { name: "all".into(), cert_dir: None, config: None, csr_only: false, csr_dir: None }))
-        .await
-        .unwrap();
+    cmd::run_with(
+        &later,
+        Command::Certs(cmd::certs::CertsCmd::Renew {
+            name: "all".into(),
+            cert_dir: None,
+            config: None,
+            csr_only: false,
+            csr_dir: None,
+        }),
+    )
+    .await
+    .unwrap();
     let out = later.out.text();
     assert!(out.contains("certificate for serving the Kubernetes API renewed"), "{out}");
-    assert!(out.contains("certificate embedded in the kubeconfig file for the admin to use and for kubeadm itself renewed"), "{out}");
+    assert!(
+        out.contains("certificate embedded in the kubeconfig file for the admin to use and for kubeadm itself renewed"),
+        "{out}"
+    );
     assert!(out.contains("Done renewing certificates."), "{out}");
     let after = pki::parse_cert(read(&fs, "/etc/kubernetes/pki/apiserver.crt").as_bytes()).unwrap();
     assert_eq!(after.alt_names, before.alt_names);
@@ -290,7 +345,9 @@ async fn certs_renew_keeps_identity_and_key_and_check_expiration_prints_the_tabl
     assert_eq!(after.not_after.as_second() - before.not_after.as_second(), 100 * 24 * 3600);
 
     let check = ctx(fs.clone());
-    cmd::run_with(&check, Command::Certs(cmd::certs::CertsCmd::CheckExpiration { cert_dir: None, config: None })).await.unwrap();
+    cmd::run_with(&check, Command::Certs(cmd::certs::CertsCmd::CheckExpiration { cert_dir: None, config: None }))
+        .await
+        .unwrap();
     let table = check.out.text();
     golden("check-expiration.txt", &table);
 }

@@ -81,7 +81,12 @@ fn items(cfg: &InitConfig, fs: &dyn crate::fs::Fs) -> Vec<Item> {
             path: PathBuf::from(k::KUBERNETES_DIR).join(spec.file),
             kubeconfig: true,
             ca: certlist::CA,
-            long: format!("certificate embedded in the kubeconfig file for {}", spec.short.trim_start_matches("Generate a kubeconfig file for ").replace(" *only* for cluster bootstrapping purposes", "")),
+            long: format!(
+                "certificate embedded in the kubeconfig file for {}",
+                spec.short
+                    .trim_start_matches("Generate a kubeconfig file for ")
+                    .replace(" *only* for cluster bootstrapping purposes", "")
+            ),
         });
     }
     for spec in certlist::ALL {
@@ -104,7 +109,8 @@ fn read_cert(fs: &dyn crate::fs::Fs, item: &Item) -> Result<pki::ParsedCert> {
     let bytes = fs.read(&item.path).map_err(phases::io(&item.path))?;
     let pem = if item.kubeconfig {
         let kc = crate::kubeconfig::parse(&String::from_utf8_lossy(&bytes)).map_err(phases::Error::from)?;
-        kc.client_cert_pem.ok_or_else(|| Error::Other(format!("{}: no embedded client certificate", item.path.display())))?
+        kc.client_cert_pem
+            .ok_or_else(|| Error::Other(format!("{}: no embedded client certificate", item.path.display())))?
     } else {
         bytes
     };
@@ -134,7 +140,11 @@ pub async fn run(ctx: &Context, cmd: CertsCmd) -> Result<()> {
             let now = ctx.now();
             let dir = PathBuf::from(cfg.cert_dir());
             let external = |ca: &certlist::CaSpec| !ctx.fs.exists(&dir.join(format!("{}.key", ca.base_name)));
-            let mut rows = vec![["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED"].map(String::from).to_vec()];
+            let mut rows = vec![
+                ["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
             for item in items(&cfg, ctx.fs.as_ref()) {
                 match read_cert(ctx.fs.as_ref(), &item) {
                     Ok(c) => rows.push(vec![
@@ -149,7 +159,9 @@ pub async fn run(ctx: &Context, cmd: CertsCmd) -> Result<()> {
             }
             ctx.out.line(crate::util::tabwrite(&rows).trim_end_matches('\n'));
             ctx.out.line("");
-            let mut rows = vec![["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"].map(String::from).to_vec()];
+            let mut rows = vec![
+                ["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"].map(String::from).to_vec(),
+            ];
             for ca in [certlist::CA, certlist::ETCD_CA, certlist::FRONT_PROXY_CA] {
                 let p = dir.join(format!("{}.crt", ca.base_name));
                 let Ok(pem) = ctx.fs.read(&p) else { continue };
@@ -170,7 +182,10 @@ pub async fn run(ctx: &Context, cmd: CertsCmd) -> Result<()> {
             let chosen: Vec<&Item> = if name == "all" {
                 all.iter().collect()
             } else {
-                let i = all.iter().find(|i| i.name == name).ok_or_else(|| Error::Other(format!("unknown certificate {name:?} (or its file is missing)")))?;
+                let i = all
+                    .iter()
+                    .find(|i| i.name == name)
+                    .ok_or_else(|| Error::Other(format!("unknown certificate {name:?} (or its file is missing)")))?;
                 vec![i]
             };
             for item in chosen {
@@ -184,7 +199,8 @@ pub async fn run(ctx: &Context, cmd: CertsCmd) -> Result<()> {
         }
         CertsCmd::GenerateCsr { cert_dir, kubeconfig_dir, config } => {
             let cfg = load(&config, &cert_dir)?;
-            let alg = pki::KeyAlgorithm::parse(&cfg.cluster.encryption_algorithm).unwrap_or(pki::KeyAlgorithm::EcdsaP256);
+            let alg =
+                pki::KeyAlgorithm::parse(&cfg.cluster.encryption_algorithm).unwrap_or(pki::KeyAlgorithm::EcdsaP256);
             let dir = PathBuf::from(cfg.cert_dir());
             for (_, specs) in certlist::for_config(&cfg) {
                 for spec in specs {
@@ -200,7 +216,14 @@ pub async fn run(ctx: &Context, cmd: CertsCmd) -> Result<()> {
                 let conf = PathBuf::from(&kubeconfig_dir).join(spec.file);
                 let ca_path = dir.join("ca.crt");
                 let ca_pem = ctx.fs.read_string(&ca_path).unwrap_or_default();
-                let text = crate::kubeconfig::with_certs(&cfg.cluster.cluster_name, &crate::kubeconfig::server(&spec, &cfg), &ca_pem, &cn, "", &key.serialize_pem());
+                let text = crate::kubeconfig::with_certs(
+                    &cfg.cluster.cluster_name,
+                    &crate::kubeconfig::server(&spec, &cfg),
+                    &ca_pem,
+                    &cn,
+                    "",
+                    &key.serialize_pem(),
+                );
                 ctx.fs.write(&conf, text.as_bytes(), 0o600).map_err(phases::io(&conf))?;
                 let csr_path = PathBuf::from(&kubeconfig_dir).join(format!("{}.csr", spec.file));
                 ctx.fs.write(&csr_path, csr.as_bytes(), 0o644).map_err(phases::io(&csr_path))?;
@@ -247,23 +270,33 @@ fn renew(ctx: &Context, cfg: &InitConfig, item: &Item, csr_only: bool, csr_dir: 
     }
     let ca = Ca::load(ctx.fs.as_ref(), &dir, item.ca.base_name).map_err(phases::Error::from)?;
     if ca.key.is_none() {
-        ctx.out.line(format!("Detected external {} certificate authority, skipping {} renewal", item.ca.name, item.name));
+        ctx.out
+            .line(format!("Detected external {} certificate authority, skipping {} renewal", item.ca.name, item.name));
         return Ok(());
     }
     if item.kubeconfig {
         let text = ctx.fs.read_string(&item.path).map_err(phases::io(&item.path))?;
         let kc = crate::kubeconfig::parse(&text).map_err(phases::Error::from)?;
         let key_pem = String::from_utf8_lossy(&kc.client_key_pem.unwrap_or_default()).into_owned();
-        let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| Error::Other(format!("{}: {e}", item.path.display())))?;
+        let key =
+            rcgen::KeyPair::from_pem(&key_pem).map_err(|e| Error::Other(format!("{}: {e}", item.path.display())))?;
         let cert = ca.sign(&cc, &key, ctx.now()).map_err(phases::Error::from)?;
         let user = kc.raw["users"][0]["name"].as_str().unwrap_or(&old.common_name).to_string();
         let cluster = kc.raw["clusters"][0]["name"].as_str().unwrap_or(&cfg.cluster.cluster_name).to_string();
-        let out = crate::kubeconfig::with_certs(&cluster, &kc.server, &String::from_utf8_lossy(&kc.ca_pem), &user, &cert, &key_pem);
+        let out = crate::kubeconfig::with_certs(
+            &cluster,
+            &kc.server,
+            &String::from_utf8_lossy(&kc.ca_pem),
+            &user,
+            &cert,
+            &key_pem,
+        );
         ctx.fs.write(&item.path, out.as_bytes(), 0o600).map_err(phases::io(&item.path))?;
     } else {
         let key_path = item.path.with_extension("key");
         let key_pem = ctx.fs.read_string(&key_path).map_err(phases::io(&key_path))?;
-        let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| Error::Other(format!("{}: {e}", key_path.display())))?;
+        let key =
+            rcgen::KeyPair::from_pem(&key_pem).map_err(|e| Error::Other(format!("{}: {e}", key_path.display())))?;
         let cert = ca.sign(&cc, &key, ctx.now()).map_err(phases::Error::from)?;
         ctx.fs.write(&item.path, cert.as_bytes(), 0o644).map_err(phases::io(&item.path))?;
     }

@@ -4,7 +4,9 @@
 use clap::Subcommand;
 
 use super::{Error, Result};
-use crate::config::{self, BootstrapToken, BootstrapTokenDiscovery, ClusterConfiguration, InitConfiguration, JoinConfiguration};
+use crate::config::{
+    self, BootstrapToken, BootstrapTokenDiscovery, ClusterConfiguration, InitConfiguration, JoinConfiguration,
+};
 use crate::constants as k;
 use crate::phases::Context;
 
@@ -92,13 +94,21 @@ pub fn print_defaults(what: &str, component_configs: &[String]) -> Result<String
             r.cri_socket = k::DEFAULT_CRI_SOCKET.into();
             vec![config::marshal(&r)]
         }
-        other => return Err(Error::Other(format!("unknown configuration {other:?}: use init-defaults, join-defaults or reset-defaults"))),
+        other => {
+            return Err(Error::Other(format!(
+                "unknown configuration {other:?}: use init-defaults, join-defaults or reset-defaults"
+            )));
+        }
     };
     let (init, cluster) = init_defaults();
     for c in component_configs {
         match c.as_str() {
-            "KubeletConfiguration" => docs.push(config::marshal(&config::componentconfigs::kubelet_defaults(&cluster, None))),
-            "KubeProxyConfiguration" => docs.push(config::marshal(&config::componentconfigs::kube_proxy_defaults(&init, &cluster, None))),
+            "KubeletConfiguration" => {
+                docs.push(config::marshal(&config::componentconfigs::kubelet_defaults(&cluster, None)))
+            }
+            "KubeProxyConfiguration" => {
+                docs.push(config::marshal(&config::componentconfigs::kube_proxy_defaults(&init, &cluster, None)))
+            }
             other => return Err(Error::Other(format!("unknown component config {other:?}"))),
         }
     }
@@ -113,7 +123,9 @@ pub async fn run(ctx: &Context, cmd: ConfigCmd) -> Result<()> {
         }
         ConfigCmd::Images { action, config: path, kubernetes_version, image_repository, output } => {
             if action != "list" {
-                return Err(Error::Other(format!("unknown images command {action:?}: no registry is reachable, images are built by deploy/images (use list)")));
+                return Err(Error::Other(format!(
+                    "unknown images command {action:?}: no registry is reachable, images are built by deploy/images (use list)"
+                )));
             }
             let docs = match &path {
                 Some(p) => config::load_file(p)?,
@@ -127,7 +139,8 @@ pub async fn run(ctx: &Context, cmd: ConfigCmd) -> Result<()> {
                 cluster.image_repository = r;
             }
             config::default_cluster(&mut cluster);
-            let images = k::images(&cluster.image_repository, &cluster.kubernetes_version, cluster.etcd.local.is_some());
+            let images =
+                k::images(&cluster.image_repository, &cluster.kubernetes_version, cluster.etcd.local.is_some());
             match output.as_str() {
                 "json" => ctx.out.line(serde_json::to_string_pretty(&serde_json::json!({"kind": "Images", "apiVersion": "output.kubeadm.k8s.io/v1alpha3", "images": images})).unwrap_or_default()),
                 "yaml" => ctx.out.line(config::marshal(&serde_json::json!({"kind": "Images", "apiVersion": "output.kubeadm.k8s.io/v1alpha3", "images": images})).trim_end()),
@@ -155,7 +168,9 @@ pub async fn run(ctx: &Context, cmd: ConfigCmd) -> Result<()> {
             if let Some(mut j) = docs.join {
                 config::default_join(&mut j);
                 if j.discovery.bootstrap_token.is_none() && j.discovery.file.is_none() {
-                    return Err(Error::Other("discovery: Invalid value: \"\": bootstrapToken or file must be set".into()));
+                    return Err(Error::Other(
+                        "discovery: Invalid value: \"\": bootstrapToken or file must be set".into(),
+                    ));
                 }
             }
             ctx.out.line("ok");

@@ -166,14 +166,23 @@ pub fn load(f: &InitFlags) -> Result<InitConfig> {
     set(&mut cluster.networking.service_subnet, &f.service_cidr);
     set(&mut cluster.networking.dns_domain, &f.service_dns_domain);
     let mut cfg = InitConfig::from_documents(docs)?;
-    if generated_token && let Some(t) = cfg.init.bootstrap_tokens.first_mut() && t.description.is_empty() {
+    if generated_token
+        && let Some(t) = cfg.init.bootstrap_tokens.first_mut()
+        && t.description.is_empty()
+    {
         t.description = crate::token::INIT_TOKEN_DESCRIPTION.into();
     }
     Ok(cfg)
 }
 
 /// The join command printed at the end of init and by `token create --print-join-command`.
-pub fn join_command(endpoint: &str, token: &str, ca_hash: &str, control_plane_key: Option<&str>, multiline: bool) -> String {
+pub fn join_command(
+    endpoint: &str,
+    token: &str,
+    ca_hash: &str,
+    control_plane_key: Option<&str>,
+    multiline: bool,
+) -> String {
     let sep = if multiline { " \\\n\t" } else { " " };
     let mut s = format!("kubeadm join {endpoint} --token {token}{sep}--discovery-token-ca-cert-hash {ca_hash} ");
     if let Some(key) = control_plane_key {
@@ -187,7 +196,11 @@ fn show_join_command(ctx: &Context, cfg: &InitConfig, f: &InitFlags) -> Result<(
     let ca_path = std::path::PathBuf::from(cfg.cert_dir()).join("ca.crt");
     let ca = ctx.fs.read(&ca_path).map_err(phases::io(&ca_path))?;
     let hash = crate::token::ca_cert_hash(&ca).map_err(Error::Other)?;
-    let token = if f.skip_token_print { "<value withheld>".to_string() } else { cfg.init.bootstrap_tokens.first().map(|t| t.token.clone()).unwrap_or_default() };
+    let token = if f.skip_token_print {
+        "<value withheld>".to_string()
+    } else {
+        cfg.init.bootstrap_tokens.first().map(|t| t.token.clone()).unwrap_or_default()
+    };
     let endpoint = cfg.control_plane_url().trim_start_matches("https://").to_string();
     let o = &ctx.out;
     o.line("");
@@ -208,10 +221,18 @@ fn show_join_command(ctx: &Context, cfg: &InitConfig, f: &InitFlags) -> Result<(
     o.line("  https://kubernetes.io/docs/concepts/cluster-administration/addons/");
     o.line("");
     if !cfg.cluster.control_plane_endpoint.is_empty() {
-        let key = if f.upload_certs && !f.skip_certificate_key_print { Some(cfg.init.certificate_key.as_str()) } else { None };
+        let key = if f.upload_certs && !f.skip_certificate_key_print {
+            Some(cfg.init.certificate_key.as_str())
+        } else {
+            None
+        };
         o.line("You can now join any number of control-plane nodes running the following command on each as root:");
         o.line("");
-        o.line(format!("  {}", join_command(&endpoint, &token, &hash, Some(key.unwrap_or("<value withheld>")), true).replace("\n\t", "\n\t  ")));
+        o.line(format!(
+            "  {}",
+            join_command(&endpoint, &token, &hash, Some(key.unwrap_or("<value withheld>")), true)
+                .replace("\n\t", "\n\t  ")
+        ));
         o.line("");
     }
     o.line("Then you can join any number of worker nodes by running the following on each as root:");
@@ -225,7 +246,13 @@ fn skipped(skip: &[String], phase: &str, sub: Option<&str>) -> bool {
 }
 
 /// Runs one phase (and all its sub-phases unless `sub` names one).
-pub async fn run_phase(ctx: &Context, cfg: &mut InitConfig, f: &InitFlags, name: &str, sub: Option<&str>) -> Result<()> {
+pub async fn run_phase(
+    ctx: &Context,
+    cfg: &mut InitConfig,
+    f: &InitFlags,
+    name: &str,
+    sub: Option<&str>,
+) -> Result<()> {
     let sub = sub.filter(|s| *s != "all");
     let skip = &f.skip_phases;
     let mut ignore = f.ignore_preflight_errors.clone();
@@ -236,9 +263,16 @@ pub async fn run_phase(ctx: &Context, cfg: &mut InitConfig, f: &InitFlags, name:
             Some(s) => phases::certs::run_one(ctx, cfg, s)?,
             None if skip.iter().any(|s| s.starts_with("certs/")) => {
                 ctx.out.line(format!("[certs] Using certificateDir folder {:?}", cfg.cert_dir()));
-                let mut subs = vec!["ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client"];
+                let mut subs =
+                    vec!["ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client"];
                 if cfg.cluster.etcd.local.is_some() {
-                    subs.extend(["etcd-ca", "etcd-server", "etcd-peer", "etcd-healthcheck-client", "apiserver-etcd-client"]);
+                    subs.extend([
+                        "etcd-ca",
+                        "etcd-server",
+                        "etcd-peer",
+                        "etcd-healthcheck-client",
+                        "apiserver-etcd-client",
+                    ]);
                 }
                 subs.push("sa");
                 for s in subs {

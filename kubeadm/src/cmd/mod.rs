@@ -173,7 +173,7 @@ pub enum UpgradeNodePhase {
 /// The execution context for a command line.
 pub fn context(cli_root: &Option<PathBuf>) -> Context {
     let root = cli_root.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let host = root == PathBuf::from("/");
+    let host = root == std::path::Path::new("/");
     Context {
         fs: Arc::new(crate::fs::HostFs::new(root)),
         out: Printer::stdout(),
@@ -203,7 +203,9 @@ pub async fn run_with(ctx: &Context, command: Command) -> Result<()> {
         Command::Upgrade(UpgradeCmd::Node { phase, kubeconfig }) => {
             let kc = match phase {
                 Some(UpgradeNodePhase::Phase { name, kubeconfig }) if name == "kubelet-config" => kubeconfig,
-                Some(UpgradeNodePhase::Phase { name, .. }) => return Err(Error::Other(format!("unknown phase {name:?} (supported: kubelet-config)"))),
+                Some(UpgradeNodePhase::Phase { name, .. }) => {
+                    return Err(Error::Other(format!("unknown phase {name:?} (supported: kubelet-config)")));
+                }
                 None => kubeconfig,
             };
             upgrade_kubelet_config(ctx, &kc).await
@@ -305,7 +307,9 @@ fn reset(ctx: &Context, r: ResetFlags) -> Result<()> {
         cfg.cri_socket = crate::constants::DEFAULT_CRI_SOCKET.into();
     }
     if !cfg.force {
-        ctx.out.line("W: [reset] WARNING: Changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted.");
+        ctx.out.line(
+            "W: [reset] WARNING: Changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted.",
+        );
         eprint!("[reset] Are you sure you want to proceed? [y/N]: ");
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
@@ -329,7 +333,8 @@ fn kubeconfig_user(
         None => Default::default(),
     };
     let cfg = crate::config::InitConfig::from_documents(docs)?;
-    let ca = crate::pki::Ca::load(ctx.fs.as_ref(), std::path::Path::new(cfg.cert_dir()), "ca").map_err(phases::Error::from)?;
+    let ca = crate::pki::Ca::load(ctx.fs.as_ref(), std::path::Path::new(cfg.cert_dir()), "ca")
+        .map_err(phases::Error::from)?;
     let server = cfg.control_plane_url();
     let text = match token {
         Some(t) => crate::kubeconfig::with_token(&cfg.cluster.cluster_name, &server, &ca.cert_pem, client_name, &t),
@@ -338,11 +343,19 @@ fn kubeconfig_user(
                 Some(v) => crate::config::duration::parse(&v).map_err(Error::Other)?,
                 None => crate::kubeconfig::cert_validity(&cfg),
             };
-            let alg = crate::pki::KeyAlgorithm::parse(&cfg.cluster.encryption_algorithm).unwrap_or(crate::pki::KeyAlgorithm::EcdsaP256);
+            let alg = crate::pki::KeyAlgorithm::parse(&cfg.cluster.encryption_algorithm)
+                .unwrap_or(crate::pki::KeyAlgorithm::EcdsaP256);
             let (cert, key) = ca
                 .issue(&crate::kubeconfig::client_cert_config(client_name, org, validity), alg, ctx.now())
                 .map_err(phases::Error::from)?;
-            crate::kubeconfig::with_certs(&cfg.cluster.cluster_name, &server, &ca.cert_pem, client_name, &cert, &key.serialize_pem())
+            crate::kubeconfig::with_certs(
+                &cfg.cluster.cluster_name,
+                &server,
+                &ca.cert_pem,
+                client_name,
+                &cert,
+                &key.serialize_pem(),
+            )
         }
     };
     ctx.out.line(text.trim_end());
@@ -360,7 +373,11 @@ async fn upgrade_kubelet_config(ctx: &Context, kubeconfig: &str) -> Result<()> {
     let text = cm.pointer("/data/kubelet").and_then(serde_json::Value::as_str).unwrap_or_default();
     let path = PathBuf::from(crate::constants::KUBELET_RUN_DIR).join(crate::constants::KUBELET_CONFIG_FILE);
     ctx.fs.write(&path, text.as_bytes(), 0o644).map_err(phases::io(&path))?;
-    ctx.out.line(format!("[upgrade] Reading configuration from the {:?} ConfigMap in namespace {:?}...", crate::constants::KUBELET_CONFIG_CONFIGMAP, crate::constants::KUBE_SYSTEM));
+    ctx.out.line(format!(
+        "[upgrade] Reading configuration from the {:?} ConfigMap in namespace {:?}...",
+        crate::constants::KUBELET_CONFIG_CONFIGMAP,
+        crate::constants::KUBE_SYSTEM
+    ));
     ctx.out.line(format!("[kubelet-start] Writing kubelet configuration to file {:?}", path.display().to_string()));
     ctx.out.line("[upgrade/kubelet-config] The kubelet configuration for this node was successfully upgraded!");
     Ok(())

@@ -60,15 +60,29 @@ pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
             ctx.out.line(crate::token::generate());
             Ok(())
         }
-        TokenCmd::Create { token, print_join_command, ttl, usages, groups, description, certificate_key, kubeconfig, config: _ } => {
+        TokenCmd::Create {
+            token,
+            print_join_command,
+            ttl,
+            usages,
+            groups,
+            description,
+            certificate_key,
+            kubeconfig,
+            config: _,
+        } => {
             for u in &usages {
                 if !matches!(u.as_str(), "signing" | "authentication") {
-                    return Err(Error::Other(format!("invalid bootstrap token usage string: {u}, valid usage options: signing, authentication")));
+                    return Err(Error::Other(format!(
+                        "invalid bootstrap token usage string: {u}, valid usage options: signing, authentication"
+                    )));
                 }
             }
             for g in &groups {
                 if !g.starts_with("system:bootstrappers:") {
-                    return Err(Error::Other(format!("{g:?} (in \"--groups\") must match \"\\\\Asystem:bootstrappers:[a-z0-9:-]{{0,255}}[a-z0-9]\\\\z\"")));
+                    return Err(Error::Other(format!(
+                        "{g:?} (in \"--groups\") must match \"\\\\Asystem:bootstrappers:[a-z0-9:-]{{0,255}}[a-z0-9]\\\\z\""
+                    )));
                 }
             }
             crate::config::duration::parse(&ttl).map_err(Error::Other)?;
@@ -93,11 +107,19 @@ pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
             let list = c
                 .api("", "v1", "secrets")?
                 .namespaced(k::KUBE_SYSTEM)
-                .list(&client::ListParams { field_selector: Some(format!("type={}", crate::token::SECRET_TYPE)), ..Default::default() })
+                .list(&client::ListParams {
+                    field_selector: Some(format!("type={}", crate::token::SECRET_TYPE)),
+                    ..Default::default()
+                })
                 .await?;
             let tokens: Vec<BootstrapToken> = list["items"]
                 .as_array()
-                .map(|a| a.iter().filter(|s| s["type"] == crate::token::SECRET_TYPE).filter_map(crate::token::from_secret).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter(|s| s["type"] == crate::token::SECRET_TYPE)
+                        .filter_map(crate::token::from_secret)
+                        .collect()
+                })
                 .unwrap_or_default();
             ctx.out.line(crate::token::list_table(&tokens, ctx.now()).trim_end());
             Ok(())
@@ -108,11 +130,17 @@ pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
             for t in tokens {
                 let id = match crate::token::parse(&t) {
                     Some((id, _)) => id.to_string(),
-                    None if t.len() == 6 && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) => t.clone(),
-                    None => return Err(Error::Other(format!("given token didn't match pattern \"^([a-z0-9]{{6}})$\" or \"^([a-z0-9]{{6}})\\\\.([a-z0-9]{{16}})$\""))),
+                    None if t.len() == 6 && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) => {
+                        t.clone()
+                    }
+                    None => {
+                        return Err(Error::Other("given token didn't match pattern \"^([a-z0-9]{6})$\" or \"^([a-z0-9]{6})\\\\.([a-z0-9]{16})$\"".into()));
+                    }
                 };
                 let name = format!("{}{id}", crate::token::SECRET_PREFIX);
-                api.delete(&name, None::<&Value>).await.map_err(|e| Error::Other(format!("failed to delete bootstrap token {id:?}: {e}")))?;
+                api.delete(&name, None::<&Value>)
+                    .await
+                    .map_err(|e| Error::Other(format!("failed to delete bootstrap token {id:?}: {e}")))?;
                 ctx.out.line(format!("bootstrap token {id:?} deleted"));
             }
             Ok(())

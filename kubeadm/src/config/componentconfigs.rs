@@ -89,7 +89,12 @@ mod tests {
     fn user_fields_win_over_kubeadm_defaults() {
         let mut c = ClusterConfiguration::default();
         super::super::default_cluster(&mut c);
-        let v = kubelet_defaults(&c, Some(json!({"cgroupDriver": "systemd", "serverTLSBootstrap": true, "authentication": {"anonymous": {"enabled": true}}})));
+        let v = kubelet_defaults(
+            &c,
+            Some(
+                json!({"cgroupDriver": "systemd", "serverTLSBootstrap": true, "authentication": {"anonymous": {"enabled": true}}}),
+            ),
+        );
         assert_eq!(v["cgroupDriver"], "systemd");
         assert_eq!(v["serverTLSBootstrap"], true);
         assert_eq!(v["authentication"]["anonymous"]["enabled"], true);

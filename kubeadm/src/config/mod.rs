@@ -108,7 +108,8 @@ pub fn load_file(path: &str) -> Result<Documents> {
 pub fn default_cluster(c: &mut ClusterConfiguration) {
     c.api_version = GROUP_VERSION.into();
     c.kind = "ClusterConfiguration".into();
-    if c.kubernetes_version.is_empty() || c.kubernetes_version.starts_with("stable") || c.kubernetes_version == "latest" {
+    if c.kubernetes_version.is_empty() || c.kubernetes_version.starts_with("stable") || c.kubernetes_version == "latest"
+    {
         c.kubernetes_version = k::KUBE_VERSION.into();
     }
     // Upstream's `NormalizeKubernetesVersion`: `1.33.0` means `v1.33.0`.
@@ -347,10 +348,15 @@ fn validate_cluster_errors(c: &ClusterConfiguration) -> Vec<String> {
     }
     let dns_ok = !c.networking.dns_domain.is_empty()
         && c.networking.dns_domain.split('.').all(|l| {
-            !l.is_empty() && l.len() < 64 && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            !l.is_empty()
+                && l.len() < 64
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
     if !dns_ok {
-        errs.push(format!("networking.dnsDomain: Invalid value: {:?}: must be a valid DNS subdomain", c.networking.dns_domain));
+        errs.push(format!(
+            "networking.dnsDomain: Invalid value: {:?}: must be a valid DNS subdomain",
+            c.networking.dns_domain
+        ));
     }
     if crate::pki::KeyAlgorithm::parse(&c.encryption_algorithm).is_none() {
         errs.push(format!(
@@ -358,7 +364,9 @@ fn validate_cluster_errors(c: &ClusterConfiguration) -> Vec<String> {
             c.encryption_algorithm
         ));
     }
-    if !c.kubernetes_version.starts_with('v') && !c.kubernetes_version.chars().next().is_some_and(|ch| ch.is_ascii_digit()) {
+    if !c.kubernetes_version.starts_with('v')
+        && !c.kubernetes_version.chars().next().is_some_and(|ch| ch.is_ascii_digit())
+    {
         errs.push(format!("kubernetesVersion: Invalid value: {:?}: invalid version", c.kubernetes_version));
     }
     for (field, v) in [
@@ -486,7 +494,10 @@ mod tests {
     #[test]
     fn rejects_bad_fields_with_upstream_paths() {
         let mut init = InitConfiguration::default();
-        let mut cluster = ClusterConfiguration { networking: Networking { service_subnet: "nope".into(), ..Default::default() }, ..Default::default() };
+        let mut cluster = ClusterConfiguration {
+            networking: Networking { service_subnet: "nope".into(), ..Default::default() },
+            ..Default::default()
+        };
         init.local_api_endpoint.advertise_address = "1.2.3.4".into();
         init.node_registration.name = "n".into();
         let err = dynamic_defaults_init(&mut init, &mut cluster).unwrap_err().to_string();

@@ -37,11 +37,36 @@ pub struct Spec {
     pub local_endpoint: bool,
 }
 
-pub const ADMIN: Spec = Spec { file: k::ADMIN_KUBECONFIG, phase: "admin", short: "Generate a kubeconfig file for the admin to use and for kubeadm itself", local_endpoint: false };
-pub const SUPER_ADMIN: Spec = Spec { file: k::SUPER_ADMIN_KUBECONFIG, phase: "super-admin", short: "Generate a kubeconfig file for the super-admin", local_endpoint: false };
-pub const KUBELET: Spec = Spec { file: k::KUBELET_KUBECONFIG, phase: "kubelet", short: "Generate a kubeconfig file for the kubelet to use *only* for cluster bootstrapping purposes", local_endpoint: false };
-pub const CONTROLLER_MANAGER: Spec = Spec { file: k::CONTROLLER_MANAGER_KUBECONFIG, phase: "controller-manager", short: "Generate a kubeconfig file for the controller manager to use", local_endpoint: true };
-pub const SCHEDULER: Spec = Spec { file: k::SCHEDULER_KUBECONFIG, phase: "scheduler", short: "Generate a kubeconfig file for the scheduler to use", local_endpoint: true };
+pub const ADMIN: Spec = Spec {
+    file: k::ADMIN_KUBECONFIG,
+    phase: "admin",
+    short: "Generate a kubeconfig file for the admin to use and for kubeadm itself",
+    local_endpoint: false,
+};
+pub const SUPER_ADMIN: Spec = Spec {
+    file: k::SUPER_ADMIN_KUBECONFIG,
+    phase: "super-admin",
+    short: "Generate a kubeconfig file for the super-admin",
+    local_endpoint: false,
+};
+pub const KUBELET: Spec = Spec {
+    file: k::KUBELET_KUBECONFIG,
+    phase: "kubelet",
+    short: "Generate a kubeconfig file for the kubelet to use *only* for cluster bootstrapping purposes",
+    local_endpoint: false,
+};
+pub const CONTROLLER_MANAGER: Spec = Spec {
+    file: k::CONTROLLER_MANAGER_KUBECONFIG,
+    phase: "controller-manager",
+    short: "Generate a kubeconfig file for the controller manager to use",
+    local_endpoint: true,
+};
+pub const SCHEDULER: Spec = Spec {
+    file: k::SCHEDULER_KUBECONFIG,
+    phase: "scheduler",
+    short: "Generate a kubeconfig file for the scheduler to use",
+    local_endpoint: true,
+};
 
 /// In upstream's order.
 pub const ALL: [Spec; 5] = [ADMIN, SUPER_ADMIN, KUBELET, CONTROLLER_MANAGER, SCHEDULER];
@@ -111,7 +136,13 @@ pub fn cluster_only(server: &str, ca_pem: &str) -> String {
 
 /// A client certificate config for a kubeconfig.
 pub fn client_cert_config(cn: &str, orgs: Vec<String>, validity: Duration) -> CertConfig {
-    CertConfig { common_name: cn.into(), organization: orgs, alt_names: AltNames::default(), usage: Usage::Client, validity }
+    CertConfig {
+        common_name: cn.into(),
+        organization: orgs,
+        alt_names: AltNames::default(),
+        usage: Usage::Client,
+        validity,
+    }
 }
 
 /// The parts of a kubeconfig file kubeadm checks.
@@ -133,7 +164,8 @@ fn decode(v: Option<&Value>) -> Option<Vec<u8>> {
 pub fn parse(text: &str) -> Result<Parsed> {
     let raw: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::Invalid(format!("invalid kubeconfig: {e}")))?;
     let current = raw["current-context"].as_str().unwrap_or_default();
-    let ctx = raw["contexts"].as_array().and_then(|c| c.iter().find(|c| c["name"] == current)).map(|c| c["context"].clone());
+    let ctx =
+        raw["contexts"].as_array().and_then(|c| c.iter().find(|c| c["name"] == current)).map(|c| c["context"].clone());
     let cluster_name = ctx.as_ref().and_then(|c| c["cluster"].as_str().map(str::to_string));
     let user_name = ctx.as_ref().and_then(|c| c["user"].as_str().map(str::to_string));
     let clusters = raw["clusters"].as_array().cloned().unwrap_or_default();

@@ -55,7 +55,14 @@ fn extra_mounts(mut m: Vec<Mount>, c: &ControlPlaneComponent) -> Vec<Mount> {
     m
 }
 
-fn container(cfg: &InitConfig, name: &str, command: Vec<String>, cpu: &str, probes: [Option<Value>; 3], c: &ControlPlaneComponent) -> Value {
+fn container(
+    cfg: &InitConfig,
+    name: &str,
+    command: Vec<String>,
+    cpu: &str,
+    probes: [Option<Value>; 3],
+    c: &ControlPlaneComponent,
+) -> Value {
     let mut v = json!({
         "command": command,
         "image": image(cfg, name),
@@ -111,7 +118,9 @@ pub fn apiserver_command(cfg: &InitConfig) -> Vec<String> {
     .collect();
     if let Some(ext) = &cfg.cluster.etcd.external {
         d.push(("etcd-servers".into(), ext.endpoints.join(",")));
-        for (flag, v) in [("etcd-cafile", &ext.ca_file), ("etcd-certfile", &ext.cert_file), ("etcd-keyfile", &ext.key_file)] {
+        for (flag, v) in
+            [("etcd-cafile", &ext.ca_file), ("etcd-certfile", &ext.cert_file), ("etcd-keyfile", &ext.key_file)]
+        {
             if !v.is_empty() {
                 d.push((flag.into(), v.clone()));
             }
@@ -207,7 +216,12 @@ pub fn controller_manager_command(fs: &dyn Fs, cfg: &InitConfig) -> Vec<String> 
 
 pub fn controller_manager_pod(fs: &dyn Fs, cfg: &InitConfig) -> Value {
     let mut mounts = common_mounts(fs, cfg);
-    mounts.push(Mount::new("flexvolume-dir", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec", false, "DirectoryOrCreate"));
+    mounts.push(Mount::new(
+        "flexvolume-dir",
+        "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
+        false,
+        "DirectoryOrCreate",
+    ));
     mounts.push(Mount {
         name: "kubeconfig".into(),
         host_path: kubeconfig(k::CONTROLLER_MANAGER_KUBECONFIG),

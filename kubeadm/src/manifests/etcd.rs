@@ -43,7 +43,11 @@ pub fn etcd_command(cfg: &InitConfig) -> Vec<String> {
 /// The etcd static pod.
 pub fn etcd_pod(cfg: &InitConfig) -> Value {
     let local = cfg.cluster.etcd.local.clone().unwrap_or_default();
-    let repo = if local.image.image_repository.is_empty() { &cfg.cluster.image_repository } else { &local.image.image_repository };
+    let repo = if local.image.image_repository.is_empty() {
+        &cfg.cluster.image_repository
+    } else {
+        &local.image.image_repository
+    };
     let tag = if local.image.image_tag.is_empty() { k::ETCD_VERSION } else { &local.image.image_tag };
     let mounts = vec![
         Mount::new("etcd-data", &local.data_dir, false, "DirectoryOrCreate"),

@@ -35,7 +35,13 @@ pub struct Mount {
 
 impl Mount {
     pub fn new(name: &str, path: &str, read_only: bool, path_type: &str) -> Self {
-        Mount { name: name.into(), host_path: path.into(), mount_path: path.into(), read_only, path_type: path_type.into() }
+        Mount {
+            name: name.into(),
+            host_path: path.into(),
+            mount_path: path.into(),
+            read_only,
+            path_type: path_type.into(),
+        }
     }
 }
 
@@ -77,8 +83,18 @@ pub fn volumes(mounts: &[Mount]) -> (Value, Value) {
     (Value::Array(vols), Value::Array(mounts))
 }
 
-/// An HTTP(S) probe as upstream's `staticpodutil` builds them.
-pub fn probe(host: &str, path: &str, port: u16, scheme: &str, initial_delay: u32, timeout: u32, failure: u32, period: u32) -> Value {
+/// An HTTP(S) probe as upstream's `staticpodutil` builds them (its timing parameters are positional there too).
+#[allow(clippy::too_many_arguments)]
+pub fn probe(
+    host: &str,
+    path: &str,
+    port: u16,
+    scheme: &str,
+    initial_delay: u32,
+    timeout: u32,
+    failure: u32,
+    period: u32,
+) -> Value {
     let mut v = json!({
         "httpGet": {"host": host, "path": path, "port": port, "scheme": scheme},
         "timeoutSeconds": timeout,
@@ -156,7 +172,11 @@ mod tests {
     #[test]
     fn extra_args_override_defaults_by_name_and_may_repeat() {
         let defaults = vec![("b".to_string(), "1".to_string()), ("a".into(), "2".into())];
-        let extra = vec![Arg { name: "b".into(), value: "x".into() }, Arg { name: "b".into(), value: "y".into() }, Arg { name: "c".into(), value: "3".into() }];
+        let extra = vec![
+            Arg { name: "b".into(), value: "x".into() },
+            Arg { name: "b".into(), value: "y".into() },
+            Arg { name: "c".into(), value: "3".into() },
+        ];
         assert_eq!(arguments_to_command("cmd", &defaults, &extra), vec!["cmd", "--a=2", "--b=x", "--b=y", "--c=3"]);
     }
 }

@@ -44,8 +44,16 @@ pub fn coredns_objects(cfg: &InitConfig) -> Vec<Value> {
     let dns_ip = crate::util::nth_service_ip(&cfg.cluster.networking.service_subnet, 10)
         .map(|i| i.to_string())
         .unwrap_or_else(|| "10.96.0.10".into());
-    let repo = if cfg.cluster.dns.image.image_repository.is_empty() { cfg.cluster.image_repository.clone() } else { cfg.cluster.dns.image.image_repository.clone() };
-    let tag = if cfg.cluster.dns.image.image_tag.is_empty() { k::COREDNS_VERSION.to_string() } else { cfg.cluster.dns.image.image_tag.clone() };
+    let repo = if cfg.cluster.dns.image.image_repository.is_empty() {
+        cfg.cluster.image_repository.clone()
+    } else {
+        cfg.cluster.dns.image.image_repository.clone()
+    };
+    let tag = if cfg.cluster.dns.image.image_tag.is_empty() {
+        k::COREDNS_VERSION.to_string()
+    } else {
+        cfg.cluster.dns.image.image_tag.clone()
+    };
     let image = k::image(&repo, k::COREDNS_IMAGE_NAME, &tag);
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": k::KUBE_SYSTEM}}),
@@ -58,7 +66,11 @@ pub fn coredns_objects(cfg: &InitConfig) -> Vec<Value> {
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             ],
         }),
-        cluster_role_binding("system:coredns", "system:coredns", json!([{"kind": "ServiceAccount", "name": "coredns", "namespace": k::KUBE_SYSTEM}])),
+        cluster_role_binding(
+            "system:coredns",
+            "system:coredns",
+            json!([{"kind": "ServiceAccount", "name": "coredns", "namespace": k::KUBE_SYSTEM}]),
+        ),
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "coredns", "namespace": k::KUBE_SYSTEM},
@@ -154,8 +166,16 @@ pub fn kube_proxy_objects(cfg: &InitConfig) -> Vec<Value> {
     let image = k::image(&cfg.cluster.image_repository, k::KUBE_PROXY, &cfg.cluster.kubernetes_version);
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kube-proxy", "namespace": k::KUBE_SYSTEM}}),
-        cluster_role_binding("kubeadm:node-proxier", "system:node-proxier", json!([{"kind": "ServiceAccount", "name": "kube-proxy", "namespace": k::KUBE_SYSTEM}])),
-        role(k::KUBE_SYSTEM, "kube-proxy", json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["kube-proxy"], "verbs": ["get"]}])),
+        cluster_role_binding(
+            "kubeadm:node-proxier",
+            "system:node-proxier",
+            json!([{"kind": "ServiceAccount", "name": "kube-proxy", "namespace": k::KUBE_SYSTEM}]),
+        ),
+        role(
+            k::KUBE_SYSTEM,
+            "kube-proxy",
+            json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["kube-proxy"], "verbs": ["get"]}]),
+        ),
         role_binding(k::KUBE_SYSTEM, "kube-proxy", "kube-proxy", json!([group(k::NODE_BOOTSTRAP_TOKEN_AUTH_GROUP)])),
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",

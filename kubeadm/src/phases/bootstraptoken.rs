@@ -29,19 +29,47 @@ pub async fn allow_bootstrap(ctx: &Context, c: &client::Client) -> Result<()> {
     let (g, v, p) = rbac("clusterroles");
     create_or_update(c, g, v, &p, &cr).await?;
     let (g, v, p) = rbac("clusterrolebindings");
-    create_or_update(c, g, v, &p, &cluster_role_binding("kubeadm:get-nodes", "kubeadm:get-nodes", bootstrappers.clone())).await?;
+    create_or_update(
+        c,
+        g,
+        v,
+        &p,
+        &cluster_role_binding("kubeadm:get-nodes", "kubeadm:get-nodes", bootstrappers.clone()),
+    )
+    .await?;
     ctx.out.line("[bootstrap-token] Configured RBAC rules to allow Node Bootstrap tokens to get nodes");
-    create_or_update(c, g, v, &p, &cluster_role_binding("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", bootstrappers.clone())).await?;
+    create_or_update(
+        c,
+        g,
+        v,
+        &p,
+        &cluster_role_binding("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", bootstrappers.clone()),
+    )
+    .await?;
     ctx.out.line("[bootstrap-token] Configured RBAC rules to allow Node Bootstrap tokens to post CSRs in order for nodes to get long term certificate credentials");
     create_or_update(
-        c, g, v, &p,
-        &cluster_role_binding("kubeadm:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", bootstrappers),
+        c,
+        g,
+        v,
+        &p,
+        &cluster_role_binding(
+            "kubeadm:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            bootstrappers,
+        ),
     )
     .await?;
     ctx.out.line("[bootstrap-token] Configured RBAC rules to allow the csrapprover controller automatically approve CSRs from a Node Bootstrap Token");
     create_or_update(
-        c, g, v, &p,
-        &cluster_role_binding("kubeadm:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", json!([group(k::NODES_GROUP)])),
+        c,
+        g,
+        v,
+        &p,
+        &cluster_role_binding(
+            "kubeadm:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            json!([group(k::NODES_GROUP)]),
+        ),
     )
     .await?;
     ctx.out.line("[bootstrap-token] Configured RBAC rules to allow certificate rotation for all node client certificates in the cluster");
@@ -50,7 +78,11 @@ pub async fn allow_bootstrap(ctx: &Context, c: &client::Client) -> Result<()> {
 
 /// `kube-public/cluster-info` with the CA and the control-plane endpoint, and its anonymous read access.
 pub async fn create_cluster_info(ctx: &Context, c: &client::Client, server: &str, ca_pem: &str) -> Result<()> {
-    ctx.out.line(format!("[bootstrap-token] Creating the {:?} ConfigMap in the {:?} namespace", k::CLUSTER_INFO, k::KUBE_PUBLIC));
+    ctx.out.line(format!(
+        "[bootstrap-token] Creating the {:?} ConfigMap in the {:?} namespace",
+        k::CLUSTER_INFO,
+        k::KUBE_PUBLIC
+    ));
     let cm = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": k::CLUSTER_INFO, "namespace": k::KUBE_PUBLIC},
@@ -58,9 +90,18 @@ pub async fn create_cluster_info(ctx: &Context, c: &client::Client, server: &str
     });
     create_or_update(c, "", "v1", "configmaps", &cm).await?;
     let name = "kubeadm:bootstrap-signer-clusterinfo";
-    let r = role(k::KUBE_PUBLIC, name, json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [k::CLUSTER_INFO], "verbs": ["get"]}]));
+    let r = role(
+        k::KUBE_PUBLIC,
+        name,
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [k::CLUSTER_INFO], "verbs": ["get"]}]),
+    );
     create_or_update(c, "rbac.authorization.k8s.io", "v1", "roles", &r).await?;
-    let rb = role_binding(k::KUBE_PUBLIC, name, name, json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"}]));
+    let rb = role_binding(
+        k::KUBE_PUBLIC,
+        name,
+        name,
+        json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"}]),
+    );
     create_or_update(c, "rbac.authorization.k8s.io", "v1", "rolebindings", &rb).await?;
     Ok(())
 }

@@ -56,10 +56,7 @@ pub fn create_cert(ctx: &Context, cfg: &InitConfig, spec: &CertSpec, ca: &Ca) ->
         let existing = pki::parse_cert(&pem)?;
         let ca_cert = pki::parse_cert(ca.cert_pem.as_bytes())?;
         if existing.issuer_cn != ca_cert.common_name {
-            return Err(Error::Other(format!(
-                "certificate {} is not signed by corresponding CA",
-                spec.name
-            )));
+            return Err(Error::Other(format!("certificate {} is not signed by corresponding CA", spec.name)));
         }
         let missing: Vec<String> = cc
             .alt_names
@@ -91,10 +88,8 @@ pub fn create_cert(ctx: &Context, cfg: &InitConfig, spec: &CertSpec, ca: &Ca) ->
     let (pem, key) = ca.issue(&cc, alg(cfg), ctx.now())?;
     if matches!(cc.usage, pki::Usage::Server | pki::Usage::ServerAndClient) {
         let (dns, ips) = sorted_names(&cc.alt_names);
-        ctx.out.line(format!(
-            "[certs] {} serving cert is signed for DNS names [{dns}] and IPs [{ips}]",
-            spec.base_name
-        ));
+        ctx.out
+            .line(format!("[certs] {} serving cert is signed for DNS names [{dns}] and IPs [{ips}]", spec.base_name));
     }
     pki::write_pair(ctx.fs.as_ref(), &d, spec.base_name, &pem, &key)?;
     Ok(())

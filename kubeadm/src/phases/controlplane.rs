@@ -7,8 +7,11 @@ use crate::constants as k;
 use crate::manifests::{self, controlplane};
 
 /// The components, their phase names and manifests.
-pub const COMPONENTS: [(&str, &str); 3] =
-    [("apiserver", k::KUBE_APISERVER), ("controller-manager", k::KUBE_CONTROLLER_MANAGER), ("scheduler", k::KUBE_SCHEDULER)];
+pub const COMPONENTS: [(&str, &str); 3] = [
+    ("apiserver", k::KUBE_APISERVER),
+    ("controller-manager", k::KUBE_CONTROLLER_MANAGER),
+    ("scheduler", k::KUBE_SCHEDULER),
+];
 
 fn write(ctx: &Context, cfg: &InitConfig, component: &str) -> Result<()> {
     ctx.out.line(format!("[control-plane] Creating static Pod manifest for {component:?}"));
@@ -23,7 +26,10 @@ fn write(ctx: &Context, cfg: &InitConfig, component: &str) -> Result<()> {
 }
 
 pub fn run(ctx: &Context, cfg: &InitConfig, only: Option<&str>) -> Result<()> {
-    ctx.out.line(format!("[control-plane] Using manifest folder {:?}", format!("{}/{}", k::KUBERNETES_DIR, k::MANIFESTS_SUBDIR)));
+    ctx.out.line(format!(
+        "[control-plane] Using manifest folder {:?}",
+        format!("{}/{}", k::KUBERNETES_DIR, k::MANIFESTS_SUBDIR)
+    ));
     match only {
         None | Some("all") => {
             for (_, c) in COMPONENTS {

@@ -10,7 +10,9 @@ pub fn run_local(ctx: &Context, cfg: &InitConfig) -> Result<()> {
         if cfg.cluster.etcd.external.is_some() {
             ctx.out.line("[etcd] External etcd mode. Skipping the creation of a manifest for local etcd");
         } else {
-            ctx.out.line("[etcd] Embedded store mode (no etcd configured). Skipping the creation of a manifest for local etcd");
+            ctx.out.line(
+                "[etcd] Embedded store mode (no etcd configured). Skipping the creation of a manifest for local etcd",
+            );
         }
         return Ok(());
     }

@@ -43,8 +43,9 @@ pub async fn discover_token(
     unsafe_skip: bool,
     timeout: Duration,
 ) -> Result<Discovered> {
-    let (id, secret) = crate::token::parse(token)
-        .ok_or_else(|| Error::Other(format!("the bootstrap token {token:?} was not of the form \"[a-z0-9]{{6}}.[a-z0-9]{{16}}\"")))?;
+    let (id, secret) = crate::token::parse(token).ok_or_else(|| {
+        Error::Other(format!("the bootstrap token {token:?} was not of the form \"[a-z0-9]{{6}}.[a-z0-9]{{16}}\""))
+    })?;
     if ca_hashes.is_empty() && !unsafe_skip {
         return Err(Error::Other("discovery.bootstrapToken: Invalid value: \"\": using token-based discovery without caCertHashes can be unsafe. Set unsafeSkipCAVerification as true in your kubeadm config file or pass --discovery-token-unsafe-skip-ca-verification flag to continue".into()));
     }
@@ -63,7 +64,9 @@ pub async fn discover_token(
     })
     .await?;
     if !crate::token::detached_signature_valid(&sig, &kubeconfig_text, id, secret) {
-        return Err(Error::Other(format!("failed to verify JWS signature of received cluster info object, can't trust this API Server")));
+        return Err(Error::Other(
+            "failed to verify JWS signature of received cluster info object, can't trust this API Server".into(),
+        ));
     }
     let parsed = crate::kubeconfig::parse(&kubeconfig_text)?;
     let ca_pem = String::from_utf8_lossy(&parsed.ca_pem).into_owned();
@@ -79,7 +82,9 @@ pub async fn discover_token(
     let secure = anon_client(&server, Some(ca_pem.as_bytes()))?;
     let again = get_cluster_info(&secure).await?;
     if again.pointer("/data/kubeconfig").and_then(Value::as_str) != Some(kubeconfig_text.as_str()) {
-        return Err(Error::Other("the second kubeconfig from the cluster-info ConfigMap did not match the first".into()));
+        return Err(Error::Other(
+            "the second kubeconfig from the cluster-info ConfigMap did not match the first".into(),
+        ));
     }
     Ok(Discovered { server: if parsed.server.is_empty() { server } else { parsed.server }, ca_pem })
 }
@@ -93,7 +98,11 @@ pub fn discover_file(ctx: &Context, path: &str) -> Result<Discovered> {
 }
 
 fn timeout(j: &JoinConfiguration, f: impl Fn(&crate::config::Timeouts) -> Option<&String>, default: u64) -> Duration {
-    j.timeouts.as_ref().and_then(|t| f(t)).and_then(|d| crate::config::duration::parse(d).ok()).unwrap_or(Duration::from_secs(default))
+    j.timeouts
+        .as_ref()
+        .and_then(f)
+        .and_then(|d| crate::config::duration::parse(d).ok())
+        .unwrap_or(Duration::from_secs(default))
 }
 
 /// The whole worker join.
@@ -124,16 +133,31 @@ pub async fn run(ctx: &Context, j: &JoinConfiguration, ignore: &[String]) -> Res
     let discovered = match (&j.discovery.bootstrap_token, &j.discovery.file) {
         (_, Some(f)) => discover_file(ctx, &f.kube_config_path)?,
         (Some(bt), None) => {
-            discover_token(&bt.api_server_endpoint, &bt.token, &bt.ca_cert_hashes, bt.unsafe_skip_ca_verification, disc_timeout).await?
+            discover_token(
+                &bt.api_server_endpoint,
+                &bt.token,
+                &bt.ca_cert_hashes,
+                bt.unsafe_skip_ca_verification,
+                disc_timeout,
+            )
+            .await?
         }
-        (None, None) => return Err(Error::Other("discovery: Invalid value: \"\": bootstrapToken or file must be set".into())),
+        (None, None) => {
+            return Err(Error::Other("discovery: Invalid value: \"\": bootstrapToken or file must be set".into()));
+        }
     };
     let tls_token = if j.discovery.tls_bootstrap_token.is_empty() {
         j.discovery.bootstrap_token.as_ref().map(|b| b.token.clone()).unwrap_or_default()
     } else {
         j.discovery.tls_bootstrap_token.clone()
     };
-    let bootstrap_kc = crate::kubeconfig::with_token(k::DEFAULT_CLUSTER_NAME, &discovered.server, &discovered.ca_pem, "tls-bootstrap-token-user", &tls_token);
+    let bootstrap_kc = crate::kubeconfig::with_token(
+        k::DEFAULT_CLUSTER_NAME,
+        &discovered.server,
+        &discovered.ca_pem,
+        "tls-bootstrap-token-user",
+        &tls_token,
+    );
     let token_client = client::Client::new(&client::Config {
         server: discovered.server.clone(),
         ca_pem: Some(discovered.ca_pem.clone().into_bytes()),
@@ -181,7 +205,11 @@ pub async fn run(ctx: &Context, j: &JoinConfiguration, ignore: &[String]) -> Res
         let fs = fs.clone();
         let kc = kc.clone();
         async move {
-            if fs.exists(&kc) { Ok(()) } else { Err(Error::Other(format!("the kubelet did not write {} (TLS bootstrap) in time", kc.display()))) }
+            if fs.exists(&kc) {
+                Ok(())
+            } else {
+                Err(Error::Other(format!("the kubelet did not write {} (TLS bootstrap) in time", kc.display())))
+            }
         }
     })
     .await?;

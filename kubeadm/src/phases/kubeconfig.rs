@@ -13,7 +13,10 @@ fn write(ctx: &Context, cfg: &InitConfig, spec: &Spec, ca: &crate::pki::Ca) -> R
     let dir = PathBuf::from(k::KUBERNETES_DIR);
     if ca.key.is_none() {
         if ctx.fs.exists(&dir.join(spec.file)) {
-            ctx.out.line(format!("[kubeconfig] Using existing kubeconfig file: {:?}", dir.join(spec.file).display().to_string()));
+            ctx.out.line(format!(
+                "[kubeconfig] Using existing kubeconfig file: {:?}",
+                dir.join(spec.file).display().to_string()
+            ));
             return Ok(());
         }
         return Err(Error::Other(format!(
@@ -27,7 +30,10 @@ fn write(ctx: &Context, cfg: &InitConfig, spec: &Spec, ca: &crate::pki::Ca) -> R
     }
     kubeconfig::create(ctx.fs.as_ref(), &dir, spec, cfg, ca, ctx.now())?;
     if exists {
-        ctx.out.line(format!("[kubeconfig] Using existing kubeconfig file: {:?}", dir.join(spec.file).display().to_string()));
+        ctx.out.line(format!(
+            "[kubeconfig] Using existing kubeconfig file: {:?}",
+            dir.join(spec.file).display().to_string()
+        ));
     }
     Ok(())
 }

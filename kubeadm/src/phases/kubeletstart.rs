@@ -22,7 +22,10 @@ pub fn kubelet_flags(nr: &NodeRegistrationOptions) -> String {
 
 pub fn write_flags(ctx: &Context, nr: &NodeRegistrationOptions) -> Result<()> {
     let path = PathBuf::from(k::KUBELET_RUN_DIR).join(k::KUBELET_ENV_FILE);
-    ctx.out.line(format!("[kubelet-start] Writing kubelet environment file with flags to file {:?}", path.display().to_string()));
+    ctx.out.line(format!(
+        "[kubelet-start] Writing kubelet environment file with flags to file {:?}",
+        path.display().to_string()
+    ));
     ctx.fs.write(&path, kubelet_flags(nr).as_bytes(), 0o644).map_err(io(&path))
 }
 

@@ -25,9 +25,16 @@ pub async fn run(ctx: &Context, cfg: &InitConfig) -> Result<()> {
     ));
     let taints = taints(cfg);
     if !taints.is_empty() {
-        let t: Vec<String> = taints.iter().map(|t| {
-            if t.value.is_empty() { format!("{}:{}", t.key, t.effect) } else { format!("{}={}:{}", t.key, t.value, t.effect) }
-        }).collect();
+        let t: Vec<String> = taints
+            .iter()
+            .map(|t| {
+                if t.value.is_empty() {
+                    format!("{}:{}", t.key, t.effect)
+                } else {
+                    format!("{}={}:{}", t.key, t.value, t.effect)
+                }
+            })
+            .collect();
         ctx.out.line(format!(
             "[mark-control-plane] Marking the node {node} as control-plane by adding the taints [{}]",
             t.join(" ")

@@ -69,7 +69,11 @@ impl Printer {
                 b.push_str(s.as_ref());
                 b.push('\n');
             }
-            None => println!("{}", s.as_ref()),
+            None => {
+                // A closed pipe (`kubeadm ... | head`) ends the output quietly instead of panicking.
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout().lock(), "{}", s.as_ref());
+            }
         }
     }
 
@@ -118,7 +122,13 @@ impl Context {
 }
 
 /// Creates an object, or replaces it when it exists (upstream's `apiclient.CreateOrUpdate*`).
-pub async fn create_or_update(c: &client::Client, group: &str, version: &str, plural: &str, obj: &Value) -> Result<Value> {
+pub async fn create_or_update(
+    c: &client::Client,
+    group: &str,
+    version: &str,
+    plural: &str,
+    obj: &Value,
+) -> Result<Value> {
     let mut api = c.api(group, version, plural)?;
     if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
         api = api.namespaced(ns);

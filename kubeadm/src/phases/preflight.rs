@@ -108,7 +108,11 @@ pub fn host_checks(ctx: &Context, cri_socket: &str, host: bool) -> Vec<Finding> 
         }
     }
     if !binary_exists("kubelet") {
-        f.push(Finding { name: "FileExisting-kubelet".into(), message: "kubelet not found in system path".into(), warning: false });
+        f.push(Finding {
+            name: "FileExisting-kubelet".into(),
+            message: "kubelet not found in system path".into(),
+            warning: false,
+        });
     }
     let sock = cri_socket.trim_start_matches("unix://");
     if !Path::new(sock).exists() {
@@ -124,7 +128,9 @@ pub fn host_checks(ctx: &Context, cri_socket: &str, host: bool) -> Vec<Finding> 
 /// Images missing from containerd's `k8s.io` namespace (via `ctr`), as `ImagePull` errors.
 pub fn image_checks(images: &[String], cri_socket: &str) -> Vec<Finding> {
     let sock = cri_socket.trim_start_matches("unix://");
-    let Ok(out) = std::process::Command::new("ctr").args(["--address", sock, "-n", "k8s.io", "images", "ls", "-q"]).output() else {
+    let Ok(out) =
+        std::process::Command::new("ctr").args(["--address", sock, "-n", "k8s.io", "images", "ls", "-q"]).output()
+    else {
         return vec![];
     };
     if !out.status.success() {
@@ -171,7 +177,8 @@ pub fn run_init(ctx: &Context, cfg: &crate::config::InitConfig, ignore: &[String
     ctx.out.line("[preflight] This might take a minute or two, depending on the speed of your internet connection");
     ctx.out.line("[preflight] You can also perform this action beforehand using 'kubeadm config images pull'");
     if host {
-        let images = k::images(&cfg.cluster.image_repository, &cfg.cluster.kubernetes_version, cfg.cluster.etcd.local.is_some());
+        let images =
+            k::images(&cfg.cluster.image_repository, &cfg.cluster.kubernetes_version, cfg.cluster.etcd.local.is_some());
         findings = image_checks(&images, &cfg.init.node_registration.cri_socket);
         report(ctx, &findings, ignore)?;
     }

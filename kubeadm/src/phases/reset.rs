@@ -64,10 +64,15 @@ pub fn run(ctx: &Context, cert_dir: &str, cri_socket: &str, cleanup_tmp: bool) -
     if ctx.host {
         ctx.out.line(format!("[reset] Unmounting mounted directories in {:?}", k::KUBELET_RUN_DIR));
         unmount_under(ctx, Path::new(k::KUBELET_RUN_DIR));
-        let crictl = std::process::Command::new("crictl").args(["--runtime-endpoint", cri_socket, "rmp", "--all", "--force"]).output();
+        let crictl = std::process::Command::new("crictl")
+            .args(["--runtime-endpoint", cri_socket, "rmp", "--all", "--force"])
+            .output();
         match crictl {
             Ok(o) if o.status.success() => {}
-            Ok(o) => ctx.out.line(format!("[reset] WARNING: failed to remove the pods' containers: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Ok(o) => ctx.out.line(format!(
+                "[reset] WARNING: failed to remove the pods' containers: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
             Err(_) => ctx.out.line("[reset] WARNING: crictl not found: the pods' containers were not removed"),
         }
     }

@@ -14,8 +14,16 @@ use crate::constants as k;
 
 /// The files copied between control-plane nodes (upstream's `GetDataFromDisk` list).
 pub const FILES: [&str; 10] = [
-    "ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "sa.key", "sa.pub", "etcd/ca.crt", "etcd/ca.key",
-    "apiserver-etcd-client.crt", "apiserver-etcd-client.key",
+    "ca.crt",
+    "ca.key",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "sa.key",
+    "sa.pub",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+    "apiserver-etcd-client.crt",
+    "apiserver-etcd-client.key",
 ];
 
 /// A new certificate key: 32 random bytes, hex (`kubeadm certs certificate-key`).
@@ -102,7 +110,11 @@ pub async fn upload(ctx: &Context, c: &client::Client, cert_dir: &str, cert_key:
     });
     create_or_update(c, "", "v1", "secrets", &secret).await?;
     let name = "kubeadm:kubeadm-certs";
-    let r = role(k::KUBE_SYSTEM, name, json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [k::KUBEADM_CERTS_SECRET], "verbs": ["get"]}]));
+    let r = role(
+        k::KUBE_SYSTEM,
+        name,
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [k::KUBEADM_CERTS_SECRET], "verbs": ["get"]}]),
+    );
     create_or_update(c, "rbac.authorization.k8s.io", "v1", "roles", &r).await?;
     let rb = role_binding(k::KUBE_SYSTEM, name, name, json!([group(k::NODE_BOOTSTRAP_TOKEN_AUTH_GROUP)]));
     create_or_update(c, "rbac.authorization.k8s.io", "v1", "rolebindings", &rb).await?;
@@ -120,7 +132,9 @@ pub async fn download(ctx: &Context, c: &client::Client, cert_dir: &str, cert_ke
     ));
     let secret = c.api("", "v1", "secrets")?.namespaced(k::KUBE_SYSTEM).get(k::KUBEADM_CERTS_SECRET).await?;
     for f in FILES {
-        let Some(v) = secret.pointer("/data").and_then(|d| d.get(secret_key(f))).and_then(Value::as_str) else { continue };
+        let Some(v) = secret.pointer("/data").and_then(|d| d.get(secret_key(f))).and_then(Value::as_str) else {
+            continue;
+        };
         let enc = base64::engine::general_purpose::STANDARD.decode(v).map_err(|e| Error::Other(e.to_string()))?;
         let plain = decrypt(&enc, cert_key)?;
         let path = PathBuf::from(cert_dir).join(f);

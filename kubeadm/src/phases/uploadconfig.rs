@@ -35,9 +35,18 @@ pub async fn upload_kubeadm(ctx: &Context, c: &client::Client, cfg: &InitConfig)
     });
     create_or_update(c, "", "v1", "configmaps", &cm).await?;
     let name = "kubeadm:nodes-kubeadm-config";
-    let r = role(k::KUBE_SYSTEM, name, json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [k::KUBEADM_CONFIG_CONFIGMAP], "verbs": ["get"]}]));
+    let r = role(
+        k::KUBE_SYSTEM,
+        name,
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [k::KUBEADM_CONFIG_CONFIGMAP], "verbs": ["get"]}]),
+    );
     create_or_update(c, "rbac.authorization.k8s.io", "v1", "roles", &r).await?;
-    let rb = role_binding(k::KUBE_SYSTEM, name, name, json!([group(k::NODE_BOOTSTRAP_TOKEN_AUTH_GROUP), group(k::NODES_GROUP)]));
+    let rb = role_binding(
+        k::KUBE_SYSTEM,
+        name,
+        name,
+        json!([group(k::NODE_BOOTSTRAP_TOKEN_AUTH_GROUP), group(k::NODES_GROUP)]),
+    );
     create_or_update(c, "rbac.authorization.k8s.io", "v1", "rolebindings", &rb).await?;
     Ok(())
 }
@@ -55,9 +64,18 @@ pub async fn upload_kubelet(ctx: &Context, c: &client::Client, kubelet: &Value) 
     });
     create_or_update(c, "", "v1", "configmaps", &cm).await?;
     let name = "kubeadm:kubelet-config";
-    let r = role(k::KUBE_SYSTEM, name, json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [k::KUBELET_CONFIG_CONFIGMAP], "verbs": ["get"]}]));
+    let r = role(
+        k::KUBE_SYSTEM,
+        name,
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [k::KUBELET_CONFIG_CONFIGMAP], "verbs": ["get"]}]),
+    );
     create_or_update(c, "rbac.authorization.k8s.io", "v1", "roles", &r).await?;
-    let rb = role_binding(k::KUBE_SYSTEM, name, name, json!([group(k::NODES_GROUP), group(k::NODE_BOOTSTRAP_TOKEN_AUTH_GROUP)]));
+    let rb = role_binding(
+        k::KUBE_SYSTEM,
+        name,
+        name,
+        json!([group(k::NODES_GROUP), group(k::NODE_BOOTSTRAP_TOKEN_AUTH_GROUP)]),
+    );
     create_or_update(c, "rbac.authorization.k8s.io", "v1", "rolebindings", &rb).await?;
     Ok(())
 }
@@ -67,7 +85,11 @@ pub async fn annotate_cri_socket(c: &client::Client, node: &str, socket: &str) -
     let nodes = c.api("", "v1", "nodes")?;
     if nodes.get(node).await.is_ok() {
         nodes
-            .patch(node, api_types::patch::PatchType::Merge, &json!({"metadata": {"annotations": {k::ANNOTATION_CRI_SOCKET: socket}}}))
+            .patch(
+                node,
+                api_types::patch::PatchType::Merge,
+                &json!({"metadata": {"annotations": {k::ANNOTATION_CRI_SOCKET: socket}}}),
+            )
             .await?;
     }
     Ok(())

@@ -13,7 +13,9 @@ pub async fn healthy(url: &str) -> bool {
     let (hostport, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     if scheme == "http" {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(hostport)).await else {
+        let Ok(Ok(mut s)) =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(hostport)).await
+        else {
             return false;
         };
         let req = format!("GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n");
@@ -21,7 +23,8 @@ pub async fn healthy(url: &str) -> bool {
             return false;
         }
         let mut buf = vec![0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.ok().and_then(Result::ok).unwrap_or(0);
+        let n =
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.ok().and_then(Result::ok).unwrap_or(0);
         let head = String::from_utf8_lossy(&buf[..n]);
         return head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200");
     }
@@ -82,7 +85,10 @@ pub async fn run(ctx: &Context, cfg: &InitConfig) -> Result<()> {
         crate::config::duration::format(timeout)
     ));
     let components = [
-        (k::KUBE_APISERVER, format!("https://{}/livez", crate::util::join_host_port(cfg.advertise_address(), cfg.bind_port()))),
+        (
+            k::KUBE_APISERVER,
+            format!("https://{}/livez", crate::util::join_host_port(cfg.advertise_address(), cfg.bind_port())),
+        ),
         (k::KUBE_CONTROLLER_MANAGER, format!("https://127.0.0.1:{}/healthz", k::KUBE_CONTROLLER_MANAGER_PORT)),
         (k::KUBE_SCHEDULER, format!("https://127.0.0.1:{}/livez", k::KUBE_SCHEDULER_PORT)),
     ];
@@ -103,18 +109,24 @@ pub async fn run(ctx: &Context, cfg: &InitConfig) -> Result<()> {
     for ((name, _), r) in components.iter().zip(results) {
         match r {
             Some(d) => ctx.out.line(format!("[control-plane-check] {name} is healthy after {d:?}")),
-            None => failed.push(format!("{name} check failed: not healthy after {}", crate::config::duration::format(timeout))),
+            None => failed
+                .push(format!("{name} check failed: not healthy after {}", crate::config::duration::format(timeout))),
         }
     }
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(Error::Other(format!("{}\n\nA control plane component may have crashed or exited when started by the container runtime.", failed.join("\n"))))
+        Err(Error::Other(format!(
+            "{}\n\nA control plane component may have crashed or exited when started by the container runtime.",
+            failed.join("\n")
+        )))
     }
 }
 
 /// Runs the futures concurrently and returns their results in order.
-async fn futures_join<F: std::future::Future<Output = Option<Duration>> + Send + 'static>(fs: Vec<F>) -> Vec<Option<Duration>> {
+async fn futures_join<F: std::future::Future<Output = Option<Duration>> + Send + 'static>(
+    fs: Vec<F>,
+) -> Vec<Option<Duration>> {
     let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::new();
     for h in handles {

@@ -18,7 +18,8 @@ pub struct CaSpec {
 }
 
 pub const CA: CaSpec = CaSpec { name: "ca", base_name: "ca", common_name: "kubernetes" };
-pub const FRONT_PROXY_CA: CaSpec = CaSpec { name: "front-proxy-ca", base_name: "front-proxy-ca", common_name: "front-proxy-ca" };
+pub const FRONT_PROXY_CA: CaSpec =
+    CaSpec { name: "front-proxy-ca", base_name: "front-proxy-ca", common_name: "front-proxy-ca" };
 pub const ETCD_CA: CaSpec = CaSpec { name: "etcd-ca", base_name: "etcd/ca", common_name: "etcd-ca" };
 
 /// A leaf certificate kubeadm creates.
@@ -32,22 +33,61 @@ pub struct CertSpec {
     pub short: &'static str,
 }
 
-pub const APISERVER: CertSpec = CertSpec { name: "apiserver", base_name: "apiserver", ca: CA, phase: "apiserver", short: "Generate the certificate for serving the Kubernetes API" };
-pub const APISERVER_KUBELET_CLIENT: CertSpec = CertSpec { name: "apiserver-kubelet-client", base_name: "apiserver-kubelet-client", ca: CA, phase: "apiserver-kubelet-client", short: "Generate the certificate for the API server to connect to kubelet" };
-pub const FRONT_PROXY_CLIENT: CertSpec = CertSpec { name: "front-proxy-client", base_name: "front-proxy-client", ca: FRONT_PROXY_CA, phase: "front-proxy-client", short: "Generate the certificate for the front proxy client" };
-pub const ETCD_SERVER: CertSpec = CertSpec { name: "etcd-server", base_name: "etcd/server", ca: ETCD_CA, phase: "etcd-server", short: "Generate the certificate for serving etcd" };
-pub const ETCD_PEER: CertSpec = CertSpec { name: "etcd-peer", base_name: "etcd/peer", ca: ETCD_CA, phase: "etcd-peer", short: "Generate the certificate for etcd nodes to communicate with each other" };
-pub const ETCD_HEALTHCHECK_CLIENT: CertSpec = CertSpec { name: "etcd-healthcheck-client", base_name: "etcd/healthcheck-client", ca: ETCD_CA, phase: "etcd-healthcheck-client", short: "Generate the certificate for liveness probes to healthcheck etcd" };
-pub const APISERVER_ETCD_CLIENT: CertSpec = CertSpec { name: "apiserver-etcd-client", base_name: "apiserver-etcd-client", ca: ETCD_CA, phase: "apiserver-etcd-client", short: "Generate the certificate the apiserver uses to access etcd" };
+pub const APISERVER: CertSpec = CertSpec {
+    name: "apiserver",
+    base_name: "apiserver",
+    ca: CA,
+    phase: "apiserver",
+    short: "Generate the certificate for serving the Kubernetes API",
+};
+pub const APISERVER_KUBELET_CLIENT: CertSpec = CertSpec {
+    name: "apiserver-kubelet-client",
+    base_name: "apiserver-kubelet-client",
+    ca: CA,
+    phase: "apiserver-kubelet-client",
+    short: "Generate the certificate for the API server to connect to kubelet",
+};
+pub const FRONT_PROXY_CLIENT: CertSpec = CertSpec {
+    name: "front-proxy-client",
+    base_name: "front-proxy-client",
+    ca: FRONT_PROXY_CA,
+    phase: "front-proxy-client",
+    short: "Generate the certificate for the front proxy client",
+};
+pub const ETCD_SERVER: CertSpec = CertSpec {
+    name: "etcd-server",
+    base_name: "etcd/server",
+    ca: ETCD_CA,
+    phase: "etcd-server",
+    short: "Generate the certificate for serving etcd",
+};
+pub const ETCD_PEER: CertSpec = CertSpec {
+    name: "etcd-peer",
+    base_name: "etcd/peer",
+    ca: ETCD_CA,
+    phase: "etcd-peer",
+    short: "Generate the certificate for etcd nodes to communicate with each other",
+};
+pub const ETCD_HEALTHCHECK_CLIENT: CertSpec = CertSpec {
+    name: "etcd-healthcheck-client",
+    base_name: "etcd/healthcheck-client",
+    ca: ETCD_CA,
+    phase: "etcd-healthcheck-client",
+    short: "Generate the certificate for liveness probes to healthcheck etcd",
+};
+pub const APISERVER_ETCD_CLIENT: CertSpec = CertSpec {
+    name: "apiserver-etcd-client",
+    base_name: "apiserver-etcd-client",
+    ca: ETCD_CA,
+    phase: "apiserver-etcd-client",
+    short: "Generate the certificate the apiserver uses to access etcd",
+};
 
 /// The CAs and their certificates for a configuration, in upstream's generation order. The etcd CA and its
 /// certificates only exist when the store is a local etcd (apiserver-etcd-client also for external etcd is
 /// the user's: upstream skips the etcd certs for external etcd).
 pub fn for_config(cfg: &InitConfig) -> Vec<(CaSpec, Vec<CertSpec>)> {
-    let mut v = vec![
-        (CA, vec![APISERVER, APISERVER_KUBELET_CLIENT]),
-        (FRONT_PROXY_CA, vec![FRONT_PROXY_CLIENT]),
-    ];
+    let mut v = vec![(CA, vec![APISERVER, APISERVER_KUBELET_CLIENT]), (FRONT_PROXY_CA, vec![FRONT_PROXY_CLIENT])];
     if cfg.cluster.etcd.local.is_some() {
         v.push((ETCD_CA, vec![ETCD_SERVER, ETCD_PEER, ETCD_HEALTHCHECK_CLIENT, APISERVER_ETCD_CLIENT]));
     }
@@ -127,9 +167,7 @@ pub fn cert_config(spec: &CertSpec, cfg: &InitConfig, validity: Duration) -> Cer
         "front-proxy-client" => (k::FRONT_PROXY_CLIENT_CN.into(), vec![], AltNames::default(), Usage::Client),
         "etcd-server" => (cfg.node_name().into(), vec![], etcd_alt_names(cfg, false), Usage::ServerAndClient),
         "etcd-peer" => (cfg.node_name().into(), vec![], etcd_alt_names(cfg, true), Usage::ServerAndClient),
-        "etcd-healthcheck-client" => {
-            (k::ETCD_HEALTHCHECK_CLIENT_CN.into(), vec![], AltNames::default(), Usage::Client)
-        }
+        "etcd-healthcheck-client" => (k::ETCD_HEALTHCHECK_CLIENT_CN.into(), vec![], AltNames::default(), Usage::Client),
         _ => (k::APISERVER_ETCD_CLIENT_CN.into(), vec![], AltNames::default(), Usage::Client),
     };
     CertConfig { common_name: cn, organization: org, alt_names: alt, usage, validity }

@@ -176,7 +176,10 @@ impl Ca {
         }
         let key_path = dir.join(format!("{base}.key"));
         let key = match fs.read_string(&key_path) {
-            Ok(pem) => Some(KeyPair::from_pem(&pem).map_err(|e| Error::Parse { what: key_path.display().to_string(), msg: e.to_string() })?),
+            Ok(pem) => Some(
+                KeyPair::from_pem(&pem)
+                    .map_err(|e| Error::Parse { what: key_path.display().to_string(), msg: e.to_string() })?,
+            ),
             Err(_) => None,
         };
         Ok(Ca { cert_pem, key, not_after: parsed.not_after })
@@ -192,7 +195,9 @@ impl Ca {
 
     /// Signs `cfg` for an existing key (renewal keeps the key, as upstream).
     pub fn sign(&self, cfg: &CertConfig, key: &KeyPair, now: jiff::Timestamp) -> Result<String> {
-        let ca_key = self.key.as_ref().ok_or_else(|| Error::Other(format!("the CA key of {:?} is not available (external CA)", cfg.common_name)))?;
+        let ca_key = self.key.as_ref().ok_or_else(|| {
+            Error::Other(format!("the CA key of {:?} is not available (external CA)", cfg.common_name))
+        })?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)
             .map_err(|source| Error::Generate { what: "the CA issuer".into(), source })?;
         let mut p = params(cfg, now, Some(self.not_after))?;
@@ -203,7 +208,8 @@ impl Ca {
             Usage::ServerAndClient => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
         };
         p.use_authority_key_identifier_extension = true;
-        let cert = p.signed_by(key, &issuer).map_err(|source| Error::Generate { what: cfg.common_name.clone(), source })?;
+        let cert =
+            p.signed_by(key, &issuer).map_err(|source| Error::Generate { what: cfg.common_name.clone(), source })?;
         Ok(cert.pem())
     }
 }
@@ -250,14 +256,12 @@ pub fn parse_cert(pem: &[u8]) -> Result<ParsedCert> {
         Ok(Some(e)) => (e.value.server_auth, e.value.client_auth),
         _ => (false, false),
     };
-    let ts = |t: x509_parser::time::ASN1Time| jiff::Timestamp::from_second(t.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let ts = |t: x509_parser::time::ASN1Time| {
+        jiff::Timestamp::from_second(t.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    };
     Ok(ParsedCert {
         common_name: cn(cert.subject()),
-        organization: cert
-            .subject()
-            .iter_organization()
-            .filter_map(|o| o.as_str().ok().map(str::to_string))
-            .collect(),
+        organization: cert.subject().iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect(),
         issuer_cn: cn(cert.issuer()),
         alt_names: alt,
         not_before: ts(cert.validity().not_before),
@@ -287,7 +291,9 @@ pub fn write_pair(fs: &dyn Fs, dir: &Path, base: &str, cert_pem: &str, key: &Key
 pub fn csr(cfg: &CertConfig, key: &KeyPair) -> Result<String> {
     let mut p = params(cfg, jiff::Timestamp::now(), None)?;
     p.serial_number = None;
-    let req = p.serialize_request(key).map_err(|source| Error::Generate { what: format!("a CSR for {}", cfg.common_name), source })?;
+    let req = p
+        .serialize_request(key)
+        .map_err(|source| Error::Generate { what: format!("a CSR for {}", cfg.common_name), source })?;
     req.pem().map_err(|source| Error::Generate { what: "CSR PEM".into(), source })
 }
 
