@@ -1,0 +1,110 @@
+//! `kubeadm reset`: stops the kubelet, unmounts under /var/lib/kubelet, removes the pods' containers (crictl),
+//! the store's data (etcd data dir, or the embedded store's), the manifests, PKI and kubeconfig files, and prints
+//! what it leaves behind, as upstream.
+
+use std::path::{Path, PathBuf};
+
+use super::{Context, Result};
+use crate::constants as k;
+
+fn clean_dir(ctx: &Context, dir: &Path) {
+    for name in ctx.fs.list(dir).unwrap_or_default() {
+        let p = dir.join(name);
+        let _ = ctx.fs.remove(&p);
+        let _ = ctx.fs.remove_dir_all(&p);
+    }
+}
+
+/// The etcd data dir from the etcd manifest, if this node runs local etcd.
+fn etcd_data_dir(ctx: &Context) -> Option<String> {
+    let text = ctx.fs.read_string(&crate::manifests::manifest_path(k::ETCD)).ok()?;
+    let pod: serde_json::Value = serde_yaml_ng::from_str(&text).ok()?;
+    pod.pointer("/spec/containers/0/command")?
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--data-dir="))
+        .map(str::to_string)
+        .next()
+}
+
+fn unmount_under(ctx: &Context, dir: &Path) {
+    let host = ctx.fs.host_path(dir);
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return };
+    let mut targets: Vec<String> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|t| Path::new(t).starts_with(&host))
+        .map(str::to_string)
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        let _ = std::process::Command::new("umount").arg(&t).status();
+    }
+}
+
+pub fn run(ctx: &Context, cert_dir: &str, cri_socket: &str, cleanup_tmp: bool) -> Result<()> {
+    ctx.out.line("[preflight] Running pre-flight checks");
+    let manifests = PathBuf::from(k::KUBERNETES_DIR).join(k::MANIFESTS_SUBDIR);
+    if let Some(d) = etcd_data_dir(ctx) {
+        clean_dir(ctx, Path::new(&d));
+        ctx.out.line(format!("[reset] Deleted contents of the etcd data directory: {d}"));
+    } else if ctx.fs.exists(&crate::manifests::manifest_path(k::KUBE_APISERVER)) {
+        clean_dir(ctx, Path::new(k::APISERVER_DATA_DIR));
+        ctx.out.line(format!("[reset] Deleted contents of the embedded store directory: {}", k::APISERVER_DATA_DIR));
+    } else {
+        ctx.out.line("[reset] No etcd config found. Assuming external etcd");
+        ctx.out.line("[reset] Please, manually reset etcd to prevent further issues");
+    }
+    ctx.out.line("[reset] Stopping the kubelet service");
+    if let Err(e) = ctx.kubelet.stop() {
+        ctx.out.line(format!("[reset] WARNING: could not stop the kubelet service: {e}"));
+    }
+    // The static pods go first, so a kubelet that still runs would not restart them.
+    clean_dir(ctx, &manifests);
+    if ctx.host {
+        ctx.out.line(format!("[reset] Unmounting mounted directories in {:?}", k::KUBELET_RUN_DIR));
+        unmount_under(ctx, Path::new(k::KUBELET_RUN_DIR));
+        let crictl = std::process::Command::new("crictl")
+            .args(["--runtime-endpoint", cri_socket, "rmp", "--all", "--force"])
+            .output();
+        match crictl {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => ctx.out.line(format!(
+                "[reset] WARNING: failed to remove the pods' containers: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(_) => ctx.out.line("[reset] WARNING: crictl not found: the pods' containers were not removed"),
+        }
+    }
+    let mut dirs = vec![manifests.display().to_string(), k::KUBELET_RUN_DIR.to_string(), cert_dir.to_string()];
+    if cleanup_tmp {
+        dirs.push(k::TEMP_DIR.to_string());
+    }
+    ctx.out.line(format!("[reset] Deleting contents of directories: [{}]", dirs.join(" ")));
+    for d in &dirs {
+        clean_dir(ctx, Path::new(d));
+    }
+    let files: Vec<String> = [
+        k::ADMIN_KUBECONFIG,
+        k::SUPER_ADMIN_KUBECONFIG,
+        k::KUBELET_KUBECONFIG,
+        k::KUBELET_BOOTSTRAP_KUBECONFIG,
+        k::CONTROLLER_MANAGER_KUBECONFIG,
+        k::SCHEDULER_KUBECONFIG,
+    ]
+    .iter()
+    .map(|f| format!("{}/{f}", k::KUBERNETES_DIR))
+    .collect();
+    ctx.out.line(format!("[reset] Deleting files: [{}]", files.join(" ")));
+    for f in &files {
+        let _ = ctx.fs.remove(Path::new(f));
+    }
+    ctx.out.line("");
+    ctx.out.line("The reset process does not perform cleanup of CNI plugin configuration,");
+    ctx.out.line("network filtering rules and kubeconfig files.");
+    ctx.out.line("");
+    ctx.out.line("For information on how to perform this cleanup manually, please see:");
+    ctx.out.line("    https://k8s.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/");
+    ctx.out.line("");
+    Ok(())
+}
