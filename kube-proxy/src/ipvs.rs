@@ -160,13 +160,17 @@ impl Desired {
 }
 
 fn run(exec: &dyn Exec, program: &str, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-    exec.run(program, args, stdin).map_err(|source| Error::Exec { cmd: format!("{program} {}", args.join(" ")), source })
+    exec.run(program, args, stdin)
+        .map_err(|source| Error::Exec { cmd: format!("{program} {}", args.join(" ")), source })
 }
 
 fn must(exec: &dyn Exec, program: &str, args: &[&str], stdin: Option<&str>) -> Result<Output> {
     let out = run(exec, program, args, stdin)?;
     if !out.success() {
-        return Err(Error::Tool { cmd: format!("{program} {}", args.join(" ")), stderr: out.stderr.trim().to_string() });
+        return Err(Error::Tool {
+            cmd: format!("{program} {}", args.join(" ")),
+            stderr: out.stderr.trim().to_string(),
+        });
     }
     Ok(out)
 }
@@ -687,8 +691,11 @@ impl IpvsProxier {
                 let _ = writeln!(data, "-X {c}");
             }
             data.push_str("COMMIT\n");
-            match exec.run(&iptables_bin(family, "tables-restore"), &["-w", "5", "--noflush", "--counters"], Some(&data))
-            {
+            match exec.run(
+                &iptables_bin(family, "tables-restore"),
+                &["-w", "5", "--noflush", "--counters"],
+                Some(&data),
+            ) {
                 Ok(o) if o.success() => {}
                 other => {
                     tracing::error!(table, result = ?other, "error removing iptables chains of the ipvs proxier");

@@ -236,14 +236,18 @@ fn overall_state() {
     // Upstream's sysctls, the dummy device, the jumps from the built-in chains.
     assert!(c.contains(&"sysctl -q -w net.ipv4.vs.conntrack=1 net.ipv4.vs.expire_nodest_conn=1 net.ipv4.vs.expire_quiescent_template=1 net.ipv4.ip_forward=1".to_string()), "{c:?}");
     assert!(c.contains(&"ip link add kube-ipvs0 type dummy".to_string()));
-    assert!(c.contains(
-        &"iptables -w -t filter -C INPUT -m comment --comment kubernetes ipvs access filter -j KUBE-IPVS-FILTER"
-            .to_string()
-    ));
-    assert!(c.contains(
-        &"iptables -w -t nat -C PREROUTING -m comment --comment kubernetes service portals -j KUBE-SERVICES"
-            .to_string()
-    ));
+    assert!(
+        c.contains(
+            &"iptables -w -t filter -C INPUT -m comment --comment kubernetes ipvs access filter -j KUBE-IPVS-FILTER"
+                .to_string()
+        )
+    );
+    assert!(
+        c.contains(
+            &"iptables -w -t nat -C PREROUTING -m comment --comment kubernetes service portals -j KUBE-SERVICES"
+                .to_string()
+        )
+    );
 
     let ipvs = stdin_of(&calls, "ipvsadm-restore");
     assert_has(
@@ -335,7 +339,8 @@ fn overall_state() {
 
 #[test]
 fn schedulers_and_affinity() {
-    for (sched, want) in [("lc", "-A -t 172.30.0.44:80 -s lc -p 60"), ("mh", "-A -t 172.30.0.44:80 -s mh -p 60 -b mh-port")]
+    for (sched, want) in
+        [("lc", "-A -t 172.30.0.44:80 -s lc -p 60"), ("mh", "-A -t 172.30.0.44:80 -s mh -p 60 -b mh-port")]
     {
         let settings = IpvsSettings { scheduler: sched.into(), ..Default::default() };
         let (p, exec, _) = new_provider(settings, IpFamily::V4);
@@ -353,8 +358,7 @@ fn schedulers_and_affinity() {
         assert_has(&stdin_of(&exec.take(), "ipvsadm-restore"), &[want]);
     }
     // An empty scheduler is rr.
-    let (p, exec, kernel) =
-        new_provider(IpvsSettings { scheduler: String::new(), ..Default::default() }, IpFamily::V4);
+    let (p, exec, kernel) = new_provider(IpvsSettings { scheduler: String::new(), ..Default::default() }, IpFamily::V4);
     p.on_service(
         None,
         Some(&svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80}]}))),
@@ -517,18 +521,33 @@ fn ipv6_names() {
                    "ports": [{"name": "p80", "port": 80}]}),
         )),
     );
-    p.on_endpoint_slice(&slice("ns1", "svc1", "s", "p80", 80, "TCP", vec![ep("fd10::5", None, true, true, false)]), false);
+    p.on_endpoint_slice(
+        &slice("ns1", "svc1", "s", "p80", 80, "TCP", vec![ep("fd10::5", None, true, true, false)]),
+        false,
+    );
     p.sync_proxy_rules();
     let calls = exec.take();
-    assert_has(&stdin_of(&calls, "ipvsadm-restore"), &["-A -t [fd00::41]:80 -s rr", "-a -t [fd00::41]:80 -r [fd10::5]:80 -m -w 1"]);
+    assert_has(
+        &stdin_of(&calls, "ipvsadm-restore"),
+        &["-A -t [fd00::41]:80 -s rr", "-a -t [fd00::41]:80 -r [fd10::5]:80 -m -w 1"],
+    );
     assert_has(&stdin_of(&calls, "ip -force -batch"), &["addr add fd00::41/128 dev kube-ipvs0"]);
     let sets = stdin_of(&calls, "ipset restore");
     assert_has(
         &sets,
-        &["create KUBE-6-CLUSTER-IP hash:ip,port family inet6 hashsize 1024 maxelem 65536", "add KUBE-6-CLUSTER-IP fd00::41,tcp:80"],
+        &[
+            "create KUBE-6-CLUSTER-IP hash:ip,port family inet6 hashsize 1024 maxelem 65536",
+            "add KUBE-6-CLUSTER-IP fd00::41,tcp:80",
+        ],
     );
     let rules = stdin_of(&calls, "ip6tables-restore");
-    assert_has(&rules, &["-A KUBE-SERVICES -s ::1/128 -j RETURN", "-A KUBE-SERVICES -m set --match-set KUBE-6-CLUSTER-IP dst,dst -j ACCEPT"]);
+    assert_has(
+        &rules,
+        &[
+            "-A KUBE-SERVICES -s ::1/128 -j RETURN",
+            "-A KUBE-SERVICES -m set --match-set KUBE-6-CLUSTER-IP dst,dst -j ACCEPT",
+        ],
+    );
 }
 
 #[test]
@@ -563,7 +582,12 @@ fn cleanup_removes_the_ipvs_state() {
         .filter_map(|c| c.stdin.clone())
         .filter(|s| s.contains("KUBE-IPVS-FILTER"))
         .collect();
-    assert_eq!(restores, ["*filter\n:KUBE-NODE-PORT - [0:0]\n:KUBE-IPVS-FILTER - [0:0]\n-X KUBE-NODE-PORT\n-X KUBE-IPVS-FILTER\nCOMMIT\n"]);
+    assert_eq!(
+        restores,
+        [
+            "*filter\n:KUBE-NODE-PORT - [0:0]\n:KUBE-IPVS-FILTER - [0:0]\n-X KUBE-NODE-PORT\n-X KUBE-IPVS-FILTER\nCOMMIT\n"
+        ]
+    );
     // The sets go after the rules that reference them.
     let pos = |s: &str| c.iter().position(|x| x == s).unwrap();
     assert!(pos("ipset destroy KUBE-CLUSTER-IP") > pos("ip link del kube-ipvs0"));
@@ -593,7 +617,10 @@ fn refuses_to_start_without_ipvs() {
         .err()
         .expect("refused")
         .to_string();
-    assert_eq!(err, "can't use the IPVS proxier: IPVS not supported by the kernel: Can't initialize ipvs: Protocol not available");
+    assert_eq!(
+        err,
+        "can't use the IPVS proxier: IPVS not supported by the kernel: Can't initialize ipvs: Protocol not available"
+    );
     let old: Arc<dyn Exec> = Arc::new(FakeExec::with_responder(|_, _| Output {
         stdout: "ipset v4.5, protocol version: 4\n".into(),
         ..Default::default()

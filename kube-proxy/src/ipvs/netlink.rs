@@ -113,12 +113,14 @@ mod tests {
 
     #[test]
     fn reads_addresses() {
-        let exec = FakeExec::with_responder(|_, _| Output {
+        let exec = FakeExec::with_responder(|_, _| {
+            Output {
             stdout: r#"[{"ifname":"lo","addr_info":[{"local":"127.0.0.1"},{"local":"::1"}]},
                         {"ifname":"eth0","addr_info":[{"local":"192.168.1.5"},{"local":"fe80::1"},{"local":"2001:db8::5"}]},
                         {"ifname":"kube-ipvs0","addr_info":[{"local":"10.96.0.1"}]}]"#
                 .into(),
             ..Default::default()
+        }
         });
         let v4 = local_addresses(&exec, IpFamily::V4).unwrap();
         assert_eq!(v4.bound.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["10.96.0.1"]);
