@@ -323,7 +323,7 @@ impl ProxyConfig {
         }
         if self.min_sync_period > self.sync_period && matches!(self.mode, ProxyMode::Iptables | ProxyMode::Ipvs) {
             return Err(Error::Invalid {
-                field: "iptables.minSyncPeriod",
+                field: if self.mode == ProxyMode::Ipvs { "ipvs.minSyncPeriod" } else { "iptables.minSyncPeriod" },
                 value: format!("{:?}", self.min_sync_period),
             });
         }
@@ -389,6 +389,30 @@ conntrack:
         assert_eq!(c.conntrack.max_per_core, 0);
         assert_eq!(c.conntrack.tcp_established_timeout, Duration::from_secs(7200));
         assert_eq!(c.kubeconfig.as_deref(), Some("/var/lib/kube-proxy/kubeconfig.conf"));
+        let c = ProxyConfig::parse(
+            r#"
+mode: ipvs
+ipvs:
+  scheduler: sh
+  syncPeriod: 45s
+  minSyncPeriod: 2s
+  strictARP: true
+  excludeCIDRs: ["10.250.0.0/16"]
+  tcpTimeout: 900s
+  tcpFinTimeout: 120s
+  udpTimeout: 300s
+"#,
+        )
+        .unwrap();
+        assert_eq!((c.mode, c.ipvs_scheduler.as_str()), (ProxyMode::Ipvs, "sh"));
+        assert_eq!((c.sync_period, c.min_sync_period), (Duration::from_secs(45), Duration::from_secs(2)));
+        assert!(c.ipvs_strict_arp);
+        assert_eq!(c.ipvs_exclude_cidrs, ["10.250.0.0/16"]);
+        assert_eq!(
+            (c.ipvs_tcp_timeout, c.ipvs_tcp_fin_timeout, c.ipvs_udp_timeout),
+            (Duration::from_secs(900), Duration::from_secs(120), Duration::from_secs(300))
+        );
+        assert!(ProxyConfig::parse("mode: ipvs\nipvs:\n  excludeCIDRs: [bad]").is_err());
         assert!(ProxyConfig::parse("mode: userspace").is_err());
         assert!(ProxyConfig::parse("apiVersion: kubeproxy.config.k8s.io/v1beta9").is_err());
     }
