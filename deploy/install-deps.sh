@@ -3,7 +3,7 @@
 # etcd-server (the HA backend, and the etcd side of the storage tests), etcd-client (etcdctl, to inspect keys),
 # protobuf-compiler (protoc, for the etcd and CRI gRPC bindings), containerd + runc + containernetworking-plugins (the
 # node's runtime), busybox-static and gcc (to build the busybox and pause images), iptables, nftables, ipvsadm,
-# conntrack, bind9-dnsutils and dnsperf (cluster DNS tests, image and benchmark).
+# ipset, conntrack, bind9-dnsutils and dnsperf (cluster DNS tests, image and benchmark).
 set -euo pipefail
 pkgs=()
 command -v etcd >/dev/null || pkgs+=(etcd-server)
@@ -15,9 +15,11 @@ command -v runc >/dev/null || pkgs+=(runc)
 command -v busybox >/dev/null || pkgs+=(busybox-static)
 command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
 command -v iptables >/dev/null || pkgs+=(iptables)
-# nft: kube-proxy (nftables mode) and NetworkPolicy enforcement; ipvsadm (ipvs), conntrack (stale UDP flows).
+# nft: kube-proxy (nftables mode) and NetworkPolicy enforcement; ipvsadm and ipset (ipvs mode), conntrack (stale UDP
+# flows).
 command -v nft >/dev/null || pkgs+=(nftables)
 command -v ipvsadm >/dev/null || pkgs+=(ipvsadm)
+command -v ipset >/dev/null || pkgs+=(ipset)
 command -v conntrack >/dev/null || pkgs+=(conntrack)
 # bind9-dnsutils (dig, nslookup: cluster-dns's tests and the dnsutils image) and dnsperf (bench/cluster-dns.sh).
 command -v dig >/dev/null || pkgs+=(bind9-dnsutils)

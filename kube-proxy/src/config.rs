@@ -91,6 +91,14 @@ pub struct ProxyConfig {
     pub bridge_interface: String,
     pub interface_name_prefix: String,
     pub ipvs_scheduler: String,
+    /// `ipvs.strictARP`.
+    pub ipvs_strict_arp: bool,
+    /// `ipvs.excludeCIDRs`: virtual servers kube-proxy leaves alone.
+    pub ipvs_exclude_cidrs: Vec<String>,
+    /// `ipvs.tcpTimeout`, `ipvs.tcpFinTimeout`, `ipvs.udpTimeout` (0: the kernel's).
+    pub ipvs_tcp_timeout: Duration,
+    pub ipvs_tcp_fin_timeout: Duration,
+    pub ipvs_udp_timeout: Duration,
     pub conntrack: Conntrack,
 }
 
@@ -113,6 +121,11 @@ impl Default for ProxyConfig {
             bridge_interface: String::new(),
             interface_name_prefix: String::new(),
             ipvs_scheduler: "rr".into(),
+            ipvs_strict_arp: false,
+            ipvs_exclude_cidrs: Vec::new(),
+            ipvs_tcp_timeout: Duration::ZERO,
+            ipvs_tcp_fin_timeout: Duration::ZERO,
+            ipvs_udp_timeout: Duration::ZERO,
             conntrack: Conntrack {
                 max_per_core: 32768,
                 min: 131072,
@@ -133,6 +146,13 @@ struct ModeFile {
     masquerade_all: Option<bool>,
     masquerade_bit: Option<u32>,
     scheduler: Option<String>,
+    #[serde(rename = "strictARP")]
+    strict_arp: Option<bool>,
+    #[serde(rename = "excludeCIDRs")]
+    exclude_cidrs: Option<Vec<String>>,
+    tcp_timeout: Option<String>,
+    tcp_fin_timeout: Option<String>,
+    udp_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -257,8 +277,21 @@ impl ProxyConfig {
         if let Some(b) = f.masquerade_all {
             c.masquerade_all = b;
         }
-        if let Some(s) = f.ipvs.as_ref().and_then(|s| s.scheduler.clone()).filter(|s| !s.is_empty()) {
-            c.ipvs_scheduler = s;
+        if let Some(ipvs) = &f.ipvs {
+            if let Some(s) = ipvs.scheduler.clone().filter(|s| !s.is_empty()) {
+                c.ipvs_scheduler = s;
+            }
+            c.ipvs_strict_arp = ipvs.strict_arp.unwrap_or(false);
+            c.ipvs_exclude_cidrs = ipvs.exclude_cidrs.clone().unwrap_or_default();
+            for (field, v, dst) in [
+                ("ipvs.tcpTimeout", &ipvs.tcp_timeout, &mut c.ipvs_tcp_timeout),
+                ("ipvs.tcpFinTimeout", &ipvs.tcp_fin_timeout, &mut c.ipvs_tcp_fin_timeout),
+                ("ipvs.udpTimeout", &ipvs.udp_timeout, &mut c.ipvs_udp_timeout),
+            ] {
+                if let Some(d) = duration(field, v)? {
+                    *dst = d;
+                }
+            }
         }
         if let Some(ct) = f.conntrack {
             if let Some(v) = ct.max_per_core {
@@ -288,11 +321,15 @@ impl ProxyConfig {
         if self.masquerade_bit > 31 {
             return Err(Error::Invalid { field: "iptables.masqueradeBit", value: self.masquerade_bit.to_string() });
         }
-        if self.min_sync_period > self.sync_period && self.mode == ProxyMode::Iptables {
+        if self.min_sync_period > self.sync_period && matches!(self.mode, ProxyMode::Iptables | ProxyMode::Ipvs) {
             return Err(Error::Invalid {
-                field: "iptables.minSyncPeriod",
+                field: if self.mode == ProxyMode::Ipvs { "ipvs.minSyncPeriod" } else { "iptables.minSyncPeriod" },
                 value: format!("{:?}", self.min_sync_period),
             });
+        }
+        for cidr in &self.ipvs_exclude_cidrs {
+            cidr.parse::<ipnetwork::IpNetwork>()
+                .map_err(|_| Error::Invalid { field: "ipvs.excludeCIDRs", value: cidr.clone() })?;
         }
         for cidr in &self.cluster_cidr {
             cidr.parse::<ipnetwork::IpNetwork>()
@@ -352,6 +389,30 @@ conntrack:
         assert_eq!(c.conntrack.max_per_core, 0);
         assert_eq!(c.conntrack.tcp_established_timeout, Duration::from_secs(7200));
         assert_eq!(c.kubeconfig.as_deref(), Some("/var/lib/kube-proxy/kubeconfig.conf"));
+        let c = ProxyConfig::parse(
+            r#"
+mode: ipvs
+ipvs:
+  scheduler: sh
+  syncPeriod: 45s
+  minSyncPeriod: 2s
+  strictARP: true
+  excludeCIDRs: ["10.250.0.0/16"]
+  tcpTimeout: 900s
+  tcpFinTimeout: 120s
+  udpTimeout: 300s
+"#,
+        )
+        .unwrap();
+        assert_eq!((c.mode, c.ipvs_scheduler.as_str()), (ProxyMode::Ipvs, "sh"));
+        assert_eq!((c.sync_period, c.min_sync_period), (Duration::from_secs(45), Duration::from_secs(2)));
+        assert!(c.ipvs_strict_arp);
+        assert_eq!(c.ipvs_exclude_cidrs, ["10.250.0.0/16"]);
+        assert_eq!(
+            (c.ipvs_tcp_timeout, c.ipvs_tcp_fin_timeout, c.ipvs_udp_timeout),
+            (Duration::from_secs(900), Duration::from_secs(120), Duration::from_secs(300))
+        );
+        assert!(ProxyConfig::parse("mode: ipvs\nipvs:\n  excludeCIDRs: [bad]").is_err());
         assert!(ProxyConfig::parse("mode: userspace").is_err());
         assert!(ProxyConfig::parse("apiVersion: kubeproxy.config.k8s.io/v1beta9").is_err());
     }

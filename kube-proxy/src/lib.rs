@@ -3,9 +3,9 @@
 //! Informers (Services, EndpointSlices, this Node) feed upstream's change trackers
 //! ([`servicechangetracker`], [`endpointschangetracker`]); a [`boundedfrequencyrunner`] decides when to sync
 //! (`minSyncPeriod`, `syncPeriod`); each IP family's [`provider::Provider`] applies the changes and hands the
-//! Service and endpoint maps to its [`proxier::Proxier`], [`nftables`] (the default) or [`iptables`], which
-//! write the rules with `nft -f` / `iptables-restore` through an [`exec::Exec`] (the real tools, or a recording
-//! fake in unit tests). [`healthcheck`] serves `/healthz` and the health check node ports, [`metrics`] the
+//! Service and endpoint maps to its [`proxier::Proxier`], [`nftables`] (the default), [`iptables`] or [`ipvs`],
+//! which write the rules with `nft -f` / `iptables-restore` / `ipvsadm-restore` through an [`exec::Exec`] (the
+//! real tools, or a recording fake in unit tests). [`healthcheck`] serves `/healthz` and the health check node ports, [`metrics`] the
 //! Prometheus series. `--cleanup` removes everything any mode wrote.
 
 pub mod boundedfrequencyrunner;
@@ -17,6 +17,7 @@ pub mod endpointschangetracker;
 pub mod exec;
 pub mod healthcheck;
 pub mod iptables;
+pub mod ipvs;
 pub mod localdetector;
 pub mod metrics;
 pub mod nftables;
@@ -43,7 +44,11 @@ pub use server::{BoxError, Context, Running};
 pub fn cleanup(exec: &dyn exec::Exec) -> bool {
     let nft = nftables::NftProxier::cleanup_leftovers(exec);
     let ipt = iptables::IptablesProxier::cleanup_leftovers(exec);
-    nft && ipt
+    let ipvs = ipvs::IpvsProxier::cleanup_leftovers(exec);
+    // The iptables and ipvs modes share chain names (KUBE-PROXY-FIREWALL...) jumped to with different rules, so
+    // the iptables cleanup may have been blocked by the ipvs jumps just removed: once more then.
+    let ipt = ipt || iptables::IptablesProxier::cleanup_leftovers(exec);
+    nft && ipt && ipvs
 }
 
 /// The kube-proxy binary: flags, `--cleanup`, or the proxy until `stop` (SIGTERM leaves the rules in place).

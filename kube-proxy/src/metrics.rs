@@ -154,7 +154,7 @@ impl ProxyMetrics {
     /// `kubeproxy_sync_proxy_rules_nftables_sync_failures_total`.
     pub fn inc_failure(&self, mode: &str) {
         match mode {
-            "iptables" => self.inc("kubeproxy_sync_proxy_rules_iptables_restore_failures_total"),
+            "iptables" | "ipvs" => self.inc("kubeproxy_sync_proxy_rules_iptables_restore_failures_total"),
             _ => self.inc("kubeproxy_sync_proxy_rules_nftables_sync_failures_total"),
         }
     }
@@ -163,7 +163,7 @@ impl ProxyMetrics {
     pub fn record_stats(&self, mode: &str, stats: &SyncStats) {
         for (kind, n) in &stats.counts {
             let series = match mode {
-                "iptables" => format!("kubeproxy_sync_proxy_rules_iptables_total{{table=\"{kind}\"}}"),
+                "iptables" | "ipvs" => format!("kubeproxy_sync_proxy_rules_iptables_total{{table=\"{kind}\"}}"),
                 _ => format!("kubeproxy_sync_proxy_rules_nftables_objects_total{{kind=\"{kind}\"}}"),
             };
             self.set(&series, *n as f64);

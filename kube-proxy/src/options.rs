@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::{LocalMode, ProxyConfig, ProxyMode};
 
 #[derive(Debug, Clone, Default, clap::Parser)]
-#[command(name = "kube-proxy", about = "Programs Services into this node's packet filter (nftables or iptables)")]
+#[command(name = "kube-proxy", about = "Programs Services into this node's data plane (nftables, iptables or IPVS)")]
 pub struct Options {
     /// A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1).
     #[arg(long)]
@@ -46,6 +46,27 @@ pub struct Options {
     pub iptables_sync_period: Option<String>,
     #[arg(long)]
     pub iptables_min_sync_period: Option<String>,
+    /// The IPVS scheduler (`rr` by default; `lc`, `sh`, `mh`...).
+    #[arg(long)]
+    pub ipvs_scheduler: Option<String>,
+    /// The sync periods in ipvs mode.
+    #[arg(long)]
+    pub ipvs_sync_period: Option<String>,
+    #[arg(long)]
+    pub ipvs_min_sync_period: Option<String>,
+    /// arp_ignore=1 and arp_announce=2, so the Service IPs on kube-ipvs0 are not announced.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub ipvs_strict_arp: Option<bool>,
+    /// Virtual servers in these CIDRs (comma-separated) are left alone.
+    #[arg(long, value_delimiter = ',')]
+    pub ipvs_exclude_cidrs: Vec<String>,
+    /// IPVS connection timeouts (`ipvsadm --set`; 0 leaves the kernel's).
+    #[arg(long)]
+    pub ipvs_tcp_timeout: Option<String>,
+    #[arg(long)]
+    pub ipvs_tcpfin_timeout: Option<String>,
+    #[arg(long)]
+    pub ipvs_udp_timeout: Option<String>,
     /// CIDRs (or `primary`) whose addresses accept NodePort traffic, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     pub nodeport_addresses: Vec<String>,
@@ -116,6 +137,32 @@ impl Options {
         if let Some(v) = &self.iptables_min_sync_period {
             c.min_sync_period = duration("iptables-min-sync-period", v)?;
         }
+        if c.mode == ProxyMode::Ipvs {
+            if let Some(v) = &self.ipvs_sync_period {
+                c.sync_period = duration("ipvs-sync-period", v)?;
+            }
+            if let Some(v) = &self.ipvs_min_sync_period {
+                c.min_sync_period = duration("ipvs-min-sync-period", v)?;
+            }
+        }
+        if let Some(v) = &self.ipvs_scheduler {
+            c.ipvs_scheduler = v.clone();
+        }
+        if let Some(v) = self.ipvs_strict_arp {
+            c.ipvs_strict_arp = v;
+        }
+        if !self.ipvs_exclude_cidrs.is_empty() {
+            c.ipvs_exclude_cidrs = self.ipvs_exclude_cidrs.clone();
+        }
+        for (flag, v, dst) in [
+            ("ipvs-tcp-timeout", &self.ipvs_tcp_timeout, &mut c.ipvs_tcp_timeout),
+            ("ipvs-tcpfin-timeout", &self.ipvs_tcpfin_timeout, &mut c.ipvs_tcp_fin_timeout),
+            ("ipvs-udp-timeout", &self.ipvs_udp_timeout, &mut c.ipvs_udp_timeout),
+        ] {
+            if let Some(v) = v {
+                *dst = duration(flag, v)?;
+            }
+        }
         if !self.nodeport_addresses.is_empty() {
             c.node_port_addresses = self.nodeport_addresses.clone();
         }
@@ -172,5 +219,24 @@ mod tests {
         let o = Options::try_parse_from(["kube-proxy", "--proxy-mode=nftables", "--iptables-sync-period=5s"]).unwrap();
         let c = o.proxy_config().unwrap();
         assert_eq!((c.mode, c.sync_period), (ProxyMode::Nftables, Duration::from_secs(5)));
+        let o = Options::try_parse_from([
+            "kube-proxy",
+            "--proxy-mode=ipvs",
+            "--ipvs-scheduler=lc",
+            "--ipvs-sync-period=10s",
+            "--ipvs-strict-arp",
+            "--ipvs-exclude-cidrs=10.250.0.0/16,fd00::/64",
+            "--ipvs-tcp-timeout=15m",
+        ])
+        .unwrap();
+        let c = o.proxy_config().unwrap();
+        assert_eq!(
+            (c.mode, c.ipvs_scheduler.as_str(), c.sync_period),
+            (ProxyMode::Ipvs, "lc", Duration::from_secs(10))
+        );
+        assert!(c.ipvs_strict_arp);
+        assert_eq!(c.ipvs_exclude_cidrs, ["10.250.0.0/16", "fd00::/64"]);
+        assert_eq!(c.ipvs_tcp_timeout, Duration::from_secs(900));
+        assert!(Options::try_parse_from(["kube-proxy", "--ipvs-exclude-cidrs=nope"]).unwrap().proxy_config().is_err());
     }
 }

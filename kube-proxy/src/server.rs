@@ -19,6 +19,7 @@ use crate::config::{LocalMode, ProxyConfig, ProxyMode};
 use crate::exec::Exec;
 use crate::healthcheck::{self, ProxierHealthServer, Reply, ServiceHealthServer};
 use crate::iptables::IptablesProxier;
+use crate::ipvs::{IpvsProxier, IpvsSettings};
 use crate::localdetector::LocalDetector;
 use crate::metrics::ProxyMetrics;
 use crate::nftables::NftProxier;
@@ -163,7 +164,26 @@ pub fn new_proxier(
             node_ip,
             config.sync_period,
         )),
-        ProxyMode::Ipvs => return Err("proxy mode ipvs is not implemented; use nftables or iptables".into()),
+        ProxyMode::Ipvs => {
+            IpvsProxier::can_use(exec.as_ref()).map_err(|e| format!("can't use the IPVS proxier: {e}"))?;
+            Box::new(IpvsProxier::new(
+                family,
+                exec,
+                config.masquerade_all,
+                config.masquerade_bit,
+                detector,
+                npa,
+                node_ip,
+                IpvsSettings {
+                    scheduler: config.ipvs_scheduler.clone(),
+                    strict_arp: config.ipvs_strict_arp,
+                    tcp_timeout: config.ipvs_tcp_timeout,
+                    tcp_fin_timeout: config.ipvs_tcp_fin_timeout,
+                    udp_timeout: config.ipvs_udp_timeout,
+                    exclude_cidrs: config.ipvs_exclude_cidrs.iter().filter_map(|c| c.parse().ok()).collect(),
+                },
+            ))
+        }
     })
 }
 
@@ -253,9 +273,12 @@ pub async fn start(ctx: Context, stop: watch::Receiver<bool>) -> Result<Running,
             Some(health.clone()),
             (*family == primary).then(|| service_health.clone()),
         ));
-        // nftables: maxInterval is an hour as upstream (no periodic full resync); iptables: syncPeriod.
-        let max_interval =
-            if config.mode == ProxyMode::Iptables { config.sync_period } else { Duration::from_secs(3600) };
+        // nftables: maxInterval is an hour as upstream (no periodic full resync); iptables and ipvs: syncPeriod.
+        let max_interval = if matches!(config.mode, ProxyMode::Iptables | ProxyMode::Ipvs) {
+            config.sync_period
+        } else {
+            Duration::from_secs(3600)
+        };
         let runner = BoundedFrequencyRunner::new("sync-runner", config.min_sync_period, max_interval, 2);
         health.updated(*family);
         let (p, r, sync_period) = (provider.clone(), runner.clone(), config.sync_period);

@@ -3,8 +3,9 @@
 //! library, its tools run with `ip netns exec`) watches a real in-process apiserver. ClusterIP and NodePort
 //! traffic reaches the endpoints, a Service without endpoints is refused, ClientIP affinity sticks, a removed
 //! endpoint leaves the rules within a second, stopping leaves the rules, and `--cleanup` removes them all. The
-//! same test runs in nftables and iptables mode, each on its own addresses (10.252.4x / 10.253.4x, blackholed on
-//! the host meanwhile).
+//! same test runs in nftables, iptables and ipvs mode, each on its own addresses (10.252.4x / 10.253.4x,
+//! blackholed on the host meanwhile). The ipvs run needs the kernel's IP_VS and dummy interfaces and says so
+//! when it skips; the ip set and iptables side of the ipvs mode is loaded into a namespace's kernel regardless.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -159,11 +160,35 @@ async fn eventually_connect(net: &Net, ip: &str, port: u16, want: impl Fn(&str) 
 }
 
 fn ruleset(exec: &RealExec, mode: ProxyMode) -> String {
-    let (prog, args): (&str, &[&str]) = match mode {
-        ProxyMode::Iptables => ("iptables-save", &[]),
-        _ => ("nft", &["list", "ruleset"]),
-    };
-    exec.run(prog, args, None).map(|o| o.stdout).unwrap_or_default()
+    let out = |prog: &str, args: &[&str]| exec.run(prog, args, None).map(|o| o.stdout).unwrap_or_default();
+    match mode {
+        ProxyMode::Iptables => out("iptables-save", &[]),
+        ProxyMode::Nftables => out("nft", &["list", "ruleset"]),
+        // Real servers at weight 0 are draining (graceful termination): they get no new connection.
+        ProxyMode::Ipvs => {
+            let ipvs: Vec<String> = out("ipvsadm", &["-Ln"])
+                .lines()
+                .filter(|l| !(l.trim_start().starts_with("->") && l.split_whitespace().nth(3) == Some("0")))
+                .map(str::to_string)
+                .collect();
+            format!("{}\n{}{}", ipvs.join("\n"), out("iptables-save", &[]), out("ipset", &["save"]))
+        }
+    }
+}
+
+/// Why this kernel cannot run the ipvs mode, probed inside the test's node namespace (None: it can).
+fn ipvs_unsupported(net: &Net) -> Option<String> {
+    let ns = |args: &[&str]| Command::new("ip").args(["netns", "exec", &net.node]).args(args).output().expect("spawn");
+    let ipvs = ns(&["ipvsadm", "-Ln"]);
+    if !ipvs.status.success() {
+        return Some(format!("no IPVS in this kernel (ipvsadm -Ln: {})", String::from_utf8_lossy(&ipvs.stderr).trim()));
+    }
+    let dummy = ns(&["ip", "link", "add", "kpx-probe0", "type", "dummy"]);
+    if !dummy.status.success() {
+        return Some(format!("no dummy interfaces in this kernel ({})", String::from_utf8_lossy(&dummy.stderr).trim()));
+    }
+    ns(&["ip", "link", "del", "kpx-probe0"]);
+    None
 }
 
 fn service(name: &str, ip: &str, extra: Value) -> Value {
@@ -189,6 +214,12 @@ async fn run(mode: ProxyMode, n: u8) {
     let tag = &mode.as_str()[..3];
     let a = addrs(n);
     let net = setup(tag, &a);
+    if mode == ProxyMode::Ipvs
+        && let Some(why) = ipvs_unsupported(&net)
+    {
+        eprintln!("SKIPPED ipvs_mode_in_a_netns: {why}");
+        return;
+    }
     let exec = RealExec::in_netns(&net.node);
     let api = TestApiserver::start_with(&[&format!("--service-cluster-ip-range={}", a.svc_cidr)]).await;
     let services = api.client.api("", "v1", "services").unwrap().namespaced("default");
@@ -282,6 +313,11 @@ async fn run(mode: ProxyMode, n: u8) {
     assert!(kube_proxy::cleanup(&exec));
     let rules = ruleset(&exec, mode);
     assert!(!rules.contains("kube-proxy") && !rules.contains("KUBE-"), "left behind:\n{rules}");
+    if mode == ProxyMode::Ipvs {
+        let ipvs = exec.run("ipvsadm", &["-Ln"], None).unwrap().stdout;
+        assert!(!ipvs.lines().any(|l| l.starts_with("TCP") || l.starts_with("UDP")), "{ipvs}");
+        assert!(!exec.run("ip", &["link", "show", "kube-ipvs0"], None).unwrap().success(), "kube-ipvs0 left");
+    }
     if mode == ProxyMode::Iptables {
         let nft = ruleset(&exec, ProxyMode::Nftables);
         assert!(!nft.contains("KUBE-") && !nft.contains("table ip kube-proxy"), "{nft}");
@@ -306,4 +342,123 @@ async fn nftables_mode_in_a_netns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iptables_mode_in_a_netns() {
     tokio::time::timeout(Duration::from_secs(120), run(ProxyMode::Iptables, 42)).await.expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipvs_mode_in_a_netns() {
+    tokio::time::timeout(Duration::from_secs(120), run(ProxyMode::Ipvs, 43)).await.expect("timed out");
+}
+
+/// Runs the ip set, iptables and `ip addr` commands for real inside a namespace; IPVS (`ipvsadm*`) and the dummy
+/// device (creation and address binding) are answered by the recording fake, so the ipvs mode's rules and sets
+/// meet the real kernel even where it has no IP_VS. Every call is logged.
+struct KernelWithoutIpvs {
+    real: RealExec,
+    fake: kube_proxy::exec::FakeExec,
+    log: std::sync::Mutex<Vec<kube_proxy::exec::Call>>,
+}
+
+impl Exec for KernelWithoutIpvs {
+    fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<kube_proxy::exec::Output> {
+        let cmd = std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
+        self.log.lock().unwrap().push(kube_proxy::exec::Call { cmd, stdin: stdin.map(str::to_string) });
+        let faked = program.starts_with("ipvsadm")
+            || (program == "ip" && (args.contains(&"dummy") || args.first() == Some(&"-force")));
+        if faked { self.fake.run(program, args, stdin) } else { self.real.run(program, args, stdin) }
+    }
+}
+
+#[test]
+fn ipvs_sets_and_rules_load_into_a_namespace() {
+    use kube_proxy::ipvs::{IpvsProxier, IpvsSettings};
+    use kube_proxy::provider::Provider;
+    let a = addrs(44);
+    let net = setup("ivs", &a);
+    let exec = Arc::new(KernelWithoutIpvs {
+        real: RealExec::in_netns(&net.node),
+        fake: kube_proxy::exec::FakeExec::new(),
+        log: Default::default(),
+    });
+    let family = kube_proxy::serviceport::IpFamily::V4;
+    let npa = kube_proxy::nodeportaddresses::NodePortAddresses::new(family, &[], &[]);
+    let detector = kube_proxy::localdetector::LocalDetector::Cidr(a.pod_cidr.parse().unwrap());
+    let node_ip = a.node_ip.parse().ok();
+    let proxier = IpvsProxier::new(family, exec.clone(), false, 14, detector, npa, node_ip, IpvsSettings::default());
+    let metrics = Arc::new(kube_proxy::metrics::ProxyMetrics::default());
+    let p =
+        Provider::new(Box::new(proxier), "kpx-ivs-node", exec.clone(), Duration::from_secs(30), metrics, None, None);
+    p.on_services_synced();
+    p.on_endpoint_slices_synced();
+    let web = service(
+        "web",
+        &a.web,
+        json!({"type": "NodePort", "externalIPs": [&a.sticky], "externalTrafficPolicy": "Local",
+               "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080},
+                         {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]}),
+    );
+    p.on_service(None, Some(&web));
+    p.on_service(None, Some(&service("empty", &a.empty, json!({}))));
+    let mut eps = slice("web", &[&a.ep_a, &a.ep_b]);
+    eps["endpoints"][0]["nodeName"] = json!("kpx-ivs-node");
+    p.on_endpoint_slice(&eps, false);
+    assert_eq!(p.sync_proxy_rules(), kube_proxy::provider::SyncOutcome::Full);
+
+    let out = |prog: &str, args: &[&str]| exec.real.run(prog, args, None).unwrap().stdout;
+    let sets = out("ipset", &["save"]);
+    for entry in [
+        format!("add KUBE-CLUSTER-IP {},tcp:80", a.web),
+        format!("add KUBE-CLUSTER-IP {},udp:53", a.web),
+        format!("add KUBE-CLUSTER-IP {},tcp:80", a.empty),
+        format!("add KUBE-EXTERNAL-IP-LOCAL {},tcp:80", a.sticky),
+        format!("add KUBE-LOOP-BACK {},tcp:8080,{}", a.ep_a, a.ep_a),
+        "add KUBE-NODE-PORT-TCP 30080".to_string(),
+        "add KUBE-NODE-PORT-LOCAL-UDP 30053".to_string(),
+        format!("add KUBE-IPVS-IPS {}", a.web),
+    ] {
+        assert!(sets.contains(&entry), "{entry} missing from the kernel's sets:\n{sets}");
+    }
+    let nat = out("iptables-save", &["-t", "nat"]);
+    for rule in [
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+        "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
+        "-A KUBE-NODE-PORT -p udp -m comment --comment \"Kubernetes nodeport UDP port with externalTrafficPolicy=local\" -m set --match-set KUBE-NODE-PORT-LOCAL-UDP dst -j RETURN",
+        "-A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE",
+    ] {
+        assert!(nat.contains(rule), "{rule} missing:\n{nat}");
+    }
+    let filter = out("iptables-save", &["-t", "filter"]);
+    assert!(
+        filter
+            .contains("-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT"),
+        "{filter}"
+    );
+
+    // A full sync re-reads the kernel's sets: `ipset save` parses back to exactly what was written.
+    exec.log.lock().unwrap().clear();
+    p.on_node(Some(&json!({"metadata": {"name": "kpx-ivs-node", "labels": {"zone": "a"}}})));
+    assert_eq!(p.sync_proxy_rules(), kube_proxy::provider::SyncOutcome::Full);
+    let script = exec
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.cmd == "ipset restore -exist")
+        .filter_map(|c| c.stdin.clone())
+        .collect::<String>();
+    assert!(
+        !script.contains("\nadd ") && !script.contains("\ndel "),
+        "the kernel's sets differ from what was written:\n{script}"
+    );
+
+    // A Service going away leaves the sets.
+    p.on_service(Some(&service("empty", &a.empty, json!({}))), None);
+    p.sync_proxy_rules();
+    assert!(!out("ipset", &["save"]).contains(&a.empty));
+
+    // --cleanup removes the chains, jumps and sets.
+    assert!(kube_proxy::cleanup(exec.as_ref()));
+    let left =
+        format!("{}{}{}", out("iptables-save", &[]), out("ipset", &["list", "-n"]), out("nft", &["list", "ruleset"]));
+    assert!(!left.contains("KUBE-"), "left behind:\n{left}");
+    drop(net);
 }
