@@ -158,6 +158,38 @@ pub struct Options {
     /// How long events are kept.
     #[arg(long, default_value = "1h0m0s", value_parser = duration)]
     pub event_ttl: Duration,
+    /// Whether pods may run privileged containers; without it a pod asking for `privileged: true` is refused
+    /// (Forbidden: disallowed by cluster policy).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_privileged: bool,
+    /// The order in which a node's addresses are tried to reach its kubelet (logs, exec, port-forward, proxy).
+    #[arg(long, value_delimiter = ',', default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP")]
+    pub kubelet_preferred_address_types: Vec<String>,
+    /// The CA that signs front proxies' client certificates: such a certificate (with an allowed common name)
+    /// may assert the user in the --requestheader-*-headers.
+    #[arg(long)]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names a front proxy's client certificate may have (empty: any certificate of the requestheader CA).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Request headers that carry the username (the first non-empty one wins). X-Remote-User is common.
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_username_headers: Vec<String>,
+    /// Request headers that carry the user's UID.
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_uid_headers: Vec<String>,
+    /// Request headers that carry the user's groups (every value of each). X-Remote-Group is common.
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefixes of request headers that carry extra user attributes (`X-Remote-Extra-<key>: <value>`).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+    /// The client certificate the apiserver presents when it proxies to aggregated API servers (front-proxy-client).
+    #[arg(long)]
+    pub proxy_client_cert_file: Option<PathBuf>,
+    /// The key of --proxy-client-cert-file.
+    #[arg(long)]
+    pub proxy_client_key_file: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -207,6 +239,11 @@ mod tests {
         assert!(o.enable_bootstrap_token_auth);
         let o = Options::try_parse_from(["kube-apiserver"]).unwrap();
         assert!(o.anonymous_auth);
+        assert!(!o.allow_privileged, "upstream's default");
+        assert_eq!(
+            o.kubelet_preferred_address_types,
+            ["Hostname", "InternalDNS", "InternalIP", "ExternalDNS", "ExternalIP"]
+        );
         assert_eq!(o.data_dir, PathBuf::from("/var/lib/kube-apiserver"));
     }
 }

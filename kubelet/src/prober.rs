@@ -238,7 +238,7 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     req: &str,
 ) -> std::io::Result<String> {
     s.write_all(req.as_bytes()).await?;
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let mut n = 0;
     // A TLS record or a slow server may hand the status line over in pieces.
     while n < buf.len() {
