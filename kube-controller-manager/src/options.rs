@@ -1,5 +1,5 @@
-//! Upstream's kube-controller-manager flags (the ones that mean something here; others are accepted and ignored
-//! where kubeadm passes them).
+//! Upstream's kube-controller-manager flags (the ones that mean something here, and `--cluster-name`, which only
+//! cloud providers use).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,16 +98,13 @@ pub struct Options {
     /// Service-account token Secrets synced at once.
     #[arg(long, default_value_t = 5)]
     pub concurrent_serviceaccount_token_syncs: usize,
-    #[arg(long)]
-    pub authentication_kubeconfig: Option<PathBuf>,
-    #[arg(long)]
-    pub authorization_kubeconfig: Option<PathBuf>,
-    #[arg(long)]
-    pub requestheader_client_ca_file: Option<PathBuf>,
-    #[arg(long)]
-    pub client_ca_file: Option<PathBuf>,
-    #[arg(long)]
-    pub cluster_name: Option<String>,
+    /// Who may use the secure port: `--authentication-kubeconfig`, `--authorization-kubeconfig`,
+    /// `--client-ca-file`, `--requestheader-*`, `--authorization-always-allow-paths`.
+    #[command(flatten)]
+    pub delegating: runtime::delegating_auth::Flags,
+    /// The cluster's instance prefix, for cloud providers' resources (there is no cloud provider here: unused).
+    #[arg(long, default_value = "kubernetes")]
+    pub cluster_name: String,
     #[arg(long, default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
     #[arg(long, default_value_t = 5)]

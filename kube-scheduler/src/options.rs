@@ -19,10 +19,10 @@ pub struct Options {
     /// HTTPS port for /healthz, /livez, /readyz and /metrics (0 turns it off).
     #[arg(long, default_value_t = 10259)]
     pub secure_port: u16,
-    #[arg(long)]
-    pub authentication_kubeconfig: Option<PathBuf>,
-    #[arg(long)]
-    pub authorization_kubeconfig: Option<PathBuf>,
+    /// Who may use the secure port: `--authentication-kubeconfig`, `--authorization-kubeconfig`,
+    /// `--client-ca-file`, `--requestheader-*`, `--authorization-always-allow-paths`.
+    #[command(flatten)]
+    pub delegating: runtime::delegating_auth::Flags,
     #[arg(long, default_value_t = 50.0)]
     pub kube_api_qps: f64,
     #[arg(long, default_value_t = 100)]
