@@ -246,4 +246,48 @@ mod tests {
         );
         assert_eq!(o.data_dir, PathBuf::from("/var/lib/kube-apiserver"));
     }
+
+    /// The command kubeadm 1.33 writes into kube-apiserver.yaml (local etcd).
+    #[test]
+    fn kubeadms_command_line() {
+        let pki = |f: &str| format!("/etc/kubernetes/pki/{f}");
+        let o = Options::try_parse_from([
+            "kube-apiserver".to_string(),
+            "--advertise-address=10.0.0.10".into(),
+            "--allow-privileged=true".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            format!("--client-ca-file={}", pki("ca.crt")),
+            "--enable-admission-plugins=NodeRestriction".into(),
+            "--enable-bootstrap-token-auth=true".into(),
+            format!("--etcd-cafile={}", pki("etcd/ca.crt")),
+            format!("--etcd-certfile={}", pki("apiserver-etcd-client.crt")),
+            format!("--etcd-keyfile={}", pki("apiserver-etcd-client.key")),
+            "--etcd-servers=https://127.0.0.1:2379".into(),
+            format!("--kubelet-client-certificate={}", pki("apiserver-kubelet-client.crt")),
+            format!("--kubelet-client-key={}", pki("apiserver-kubelet-client.key")),
+            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
+            format!("--proxy-client-cert-file={}", pki("front-proxy-client.crt")),
+            format!("--proxy-client-key-file={}", pki("front-proxy-client.key")),
+            "--requestheader-allowed-names=front-proxy-client".into(),
+            format!("--requestheader-client-ca-file={}", pki("front-proxy-ca.crt")),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--secure-port=6443".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", pki("sa.pub")),
+            format!("--service-account-signing-key-file={}", pki("sa.key")),
+            "--service-cluster-ip-range=10.96.0.0/12".into(),
+            format!("--tls-cert-file={}", pki("apiserver.crt")),
+            format!("--tls-private-key-file={}", pki("apiserver.key")),
+        ])
+        .unwrap();
+        assert!(o.allow_privileged && o.enable_bootstrap_token_auth);
+        assert_eq!(o.kubelet_preferred_address_types, ["InternalIP", "ExternalIP", "Hostname"]);
+        assert_eq!(o.requestheader_allowed_names, ["front-proxy-client"]);
+        assert_eq!(o.requestheader_username_headers, ["X-Remote-User"]);
+        assert_eq!(o.requestheader_group_headers, ["X-Remote-Group"]);
+        assert_eq!(o.requestheader_extra_headers_prefix, ["X-Remote-Extra-"]);
+        assert_eq!(o.etcd_servers, ["https://127.0.0.1:2379"]);
+    }
 }

@@ -142,3 +142,45 @@ impl Default for Options {
         <Options as clap::Parser>::parse_from(["kube-controller-manager"])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The command kubeadm 1.33 writes into kube-controller-manager.yaml (with a pod subnet).
+    #[test]
+    fn kubeadms_command_line() {
+        let o = Options::try_parse_from([
+            "kube-controller-manager",
+            "--allocate-node-cidrs=true",
+            "--authentication-kubeconfig=/etc/kubernetes/controller-manager.conf",
+            "--authorization-kubeconfig=/etc/kubernetes/controller-manager.conf",
+            "--bind-address=127.0.0.1",
+            "--client-ca-file=/etc/kubernetes/pki/ca.crt",
+            "--cluster-cidr=10.244.0.0/16",
+            "--cluster-name=kubernetes",
+            "--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt",
+            "--cluster-signing-key-file=/etc/kubernetes/pki/ca.key",
+            "--controllers=*,bootstrapsigner,tokencleaner",
+            "--kubeconfig=/etc/kubernetes/controller-manager.conf",
+            "--leader-elect=true",
+            "--requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt",
+            "--root-ca-file=/etc/kubernetes/pki/ca.crt",
+            "--service-account-private-key-file=/etc/kubernetes/pki/sa.key",
+            "--service-cluster-ip-range=10.96.0.0/12",
+            "--use-service-account-credentials=true",
+        ])
+        .unwrap();
+        assert!(o.allocate_node_cidrs && o.leader_elect && o.use_service_account_credentials);
+        assert_eq!(o.controllers, ["*", "bootstrapsigner", "tokencleaner"]);
+        assert_eq!(o.bind_address.to_string(), "127.0.0.1");
+        assert_eq!(o.secure_port, 10257, "kubeadm's probe port");
+        let d = &o.delegating;
+        assert_eq!(d.authentication_kubeconfig, Some(PathBuf::from("/etc/kubernetes/controller-manager.conf")));
+        assert_eq!(d.client_ca_file, Some(PathBuf::from("/etc/kubernetes/pki/ca.crt")));
+        assert_eq!(d.requestheader_client_ca_file, Some(PathBuf::from("/etc/kubernetes/pki/front-proxy-ca.crt")));
+        assert_eq!(d.authorization_always_allow_paths, ["/healthz", "/readyz", "/livez"]);
+        assert_eq!(d.requestheader_username_headers, ["x-remote-user"]);
+    }
+}

@@ -31,3 +31,27 @@ pub struct Options {
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The command kubeadm 1.33 writes into kube-scheduler.yaml.
+    #[test]
+    fn kubeadms_command_line() {
+        let o = Options::try_parse_from([
+            "kube-scheduler",
+            "--authentication-kubeconfig=/etc/kubernetes/scheduler.conf",
+            "--authorization-kubeconfig=/etc/kubernetes/scheduler.conf",
+            "--bind-address=127.0.0.1",
+            "--kubeconfig=/etc/kubernetes/scheduler.conf",
+            "--leader-elect=true",
+        ])
+        .unwrap();
+        assert_eq!(o.leader_elect, Some(true));
+        assert_eq!(o.secure_port, 10259, "kubeadm's probe port");
+        assert_eq!(o.delegating.authorization_kubeconfig, Some(PathBuf::from("/etc/kubernetes/scheduler.conf")));
+        assert_eq!(o.delegating.authorization_always_allow_paths, ["/healthz", "/readyz", "/livez"]);
+    }
+}
