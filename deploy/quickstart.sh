@@ -117,6 +117,7 @@ mkdir -p "$HOME/.kube" && cp /etc/kubernetes/admin.conf "$HOME/.kube/config"
 ARGS=(--secure-port="$PORT" --advertise-address="$HOST_IP" --service-cluster-ip-range="$SERVICE_CIDR"
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt"
   --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --enable-bootstrap-token-auth=true
+  --allow-privileged=true --kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname
   --service-account-issuer=https://kubernetes.default.svc.cluster.local
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key"
   --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key"

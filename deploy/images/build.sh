@@ -9,22 +9,46 @@
 #   registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7
 #                                   dig, nslookup and host from Debian's bind9-dnsutils with their libraries, plus
 #                                   busybox for a shell, for DNS debugging pods
-# cluster-dns is taken from $CLUSTER_DNS_BIN, else target/release/cluster-dns (skipped with a warning when missing).
-# Usage: deploy/images/build.sh [OUT_DIR] [--import [--address SOCKET]]
+# and with --control-plane the rest of what `kubeadm config images list` names, to run kubeadm's static pods and
+# add-ons (each binary stripped, with the shared libraries it loads, in /usr/local/bin as upstream's images have it):
+#   registry.k8s.io/kube-apiserver:v1.33.0, registry.k8s.io/kube-controller-manager:v1.33.0,
+#   registry.k8s.io/kube-scheduler:v1.33.0  the release binaries
+#   registry.k8s.io/kube-proxy:v1.33.0      the release binary with the tools it runs (nft, iptables-restore and
+#                                           its xtables modules, conntrack, ip)
+#   registry.k8s.io/etcd:3.5.21-0           Debian's etcd-server and etcd-client (etcd, etcdctl)
+# cluster-dns is taken from $CLUSTER_DNS_BIN, else target/release/cluster-dns (skipped with a warning when missing);
+# the control-plane binaries from $BIN_DIR (default target/release; cargo build --release -p <component>). A
+# component image is rebuilt only when its tarball is older than its binary or this script.
+# Usage: deploy/images/build.sh [OUT_DIR] [--import [--address SOCKET]] [--control-plane] [--only NAME,...]
+#   --only builds (and imports) just the named images: pause, busybox, coredns, dnsutils, kube-apiserver,
+#   kube-controller-manager, kube-scheduler, kube-proxy, etcd.
 # A user's own image tarball (docker save or OCI layout) loads the same way:
 #   ctr -n k8s.io images import my-image.tar
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-/var/lib/kube-images}
-[ "${1:-}" = "--import" ] && out=/var/lib/kube-images
-import=false; address=/run/containerd/containerd.sock
+case "$out" in --*) out=/var/lib/kube-images ;; esac
+import=false; address=/run/containerd/containerd.sock; control_plane=false; only=""
 args=("$@")
 for i in "${!args[@]}"; do
   case "${args[$i]}" in
     --import) import=true ;;
     --address) address=${args[$((i+1))]} ;;
+    --control-plane) control_plane=true ;;
+    --only) only=${args[$((i+1))]} ;;
   esac
 done
+# want NAME: whether this run builds that image.
+want() {
+  if [ -n "$only" ]; then
+    case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac
+  fi
+  case "$1" in
+    pause | busybox | coredns | dnsutils) return 0 ;;
+    *) $control_plane ;;
+  esac
+}
+built=()
 mkdir -p "$out"
 command -v busybox >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
@@ -39,15 +63,23 @@ oci_image() {
   # Reproducible layer: sorted, fixed owner and time.
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2024-01-01 00:00:00Z' -C "$rootfs" -cf "$work/layer.tar" .
   local diff_id; diff_id=$(sha "$work/layer.tar")
-  gzip -n -9 "$work/layer.tar"
-  local layer; layer=$(sha "$work/layer.tar.gz"); local layer_size; layer_size=$(stat -c %s "$work/layer.tar.gz")
-  mv "$work/layer.tar.gz" "$work/blobs/sha256/$layer"
+  # Large layers (the component binaries) in zstd: several times faster than gzip -9 at a similar size.
+  local media=application/vnd.oci.image.layer.v1.tar+gzip
+  if [ "$(stat -c %s "$work/layer.tar")" -gt 4000000 ] && command -v zstd >/dev/null; then
+    zstd -q -T0 -12 --rm "$work/layer.tar" -o "$work/layer.tar.z"
+    media=application/vnd.oci.image.layer.v1.tar+zstd
+  else
+    gzip -n -9 "$work/layer.tar"
+    mv "$work/layer.tar.gz" "$work/layer.tar.z"
+  fi
+  local layer; layer=$(sha "$work/layer.tar.z"); local layer_size; layer_size=$(stat -c %s "$work/layer.tar.z")
+  mv "$work/layer.tar.z" "$work/blobs/sha256/$layer"
   printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":%s,"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"deploy/images/build.sh"}]}' \
     "$arch" "$entrypoint" "$cmd" "$diff_id" > "$work/config.json"
   local config; config=$(sha "$work/config.json"); local config_size; config_size=$(stat -c %s "$work/config.json")
   mv "$work/config.json" "$work/blobs/sha256/$config"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-    "$config" "$config_size" "$layer" "$layer_size" > "$work/manifest.json"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"%s","digest":"sha256:%s","size":%s}]}' \
+    "$config" "$config_size" "$media" "$layer" "$layer_size" > "$work/manifest.json"
   local manifest; manifest=$(sha "$work/manifest.json"); local manifest_size; manifest_size=$(stat -c %s "$work/manifest.json")
   mv "$work/manifest.json" "$work/blobs/sha256/$manifest"
   printf '{"imageLayoutVersion":"1.0.0"}' > "$work/oci-layout"
@@ -56,7 +88,8 @@ oci_image() {
   local file="$out/$(basename "$name")-$tag.tar"
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2024-01-01 00:00:00Z' -C "$work" -cf "$file" oci-layout index.json blobs
   rm -rf "$work"
-  echo "built $name:$tag -> $file"
+  built+=("$file")
+  echo "built $name:$tag -> $file ($(( $(stat -c %s "$file") / 1024 )) KiB)"
 }
 
 # copy_with_libs ROOT FILE...: copies executables and every shared library they load (ldd), the loader included.
@@ -74,13 +107,16 @@ copy_with_libs() {
   done
 }
 
+if want pause; then
 echo "==> pause"
 root=$(mktemp -d)
 gcc -Os -static -o "$root/pause" "$here/pause.c"
 strip "$root/pause"
 oci_image registry.k8s.io/pause 3.10 "$root" '["/pause"]' 'null'
 rm -rf "$root"
+fi
 
+if want busybox; then
 echo "==> busybox"
 root=$(mktemp -d)
 mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/var/www" "$root/proc" "$root/sys" "$root/dev"
@@ -93,9 +129,11 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 oci_image docker.io/library/busybox 1.36 "$root" 'null' '["sh"]'
 rm -rf "$root"
+fi
 
-echo "==> cluster-dns"
 repo=$(cd "$here/../.." && pwd)
+if want coredns; then
+echo "==> cluster-dns"
 dns_bin=${CLUSTER_DNS_BIN:-$repo/target/release/cluster-dns}
 if [ -x "$dns_bin" ]; then
   root=$(mktemp -d)
@@ -111,7 +149,9 @@ if [ -x "$dns_bin" ]; then
 else
   echo "warning: no cluster-dns binary ($dns_bin; cargo build --release -p cluster-dns): the coredns image is not built" >&2
 fi
+fi
 
+if want dnsutils; then
 echo "==> dnsutils"
 if ! command -v dig >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils >/dev/null
@@ -130,12 +170,102 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 oci_image registry.k8s.io/e2e-test-images/jessie-dnsutils 1.7 "$root" 'null' '["sh"]'
 rm -rf "$root"
+fi
+
+# The control plane and node add-ons, as kubeadm names their images.
+bin_dir=${BIN_DIR:-$repo/target/release}
+version=v1.33.0
+passwd() {
+  mkdir -p "$1/etc" "$1/tmp" "$1/var/run"
+  chmod 1777 "$1/tmp"
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$1/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$1/etc/group"
+  printf 'hosts: files dns\n' > "$1/etc/nsswitch.conf"
+}
+# fresh FILE INPUT...: the tarball exists and is newer than every input (then it is not rebuilt).
+fresh() {
+  local file=$1; shift
+  [ -f "$file" ] || return 1
+  local f
+  for f in "$@" "$0"; do [ "$f" -nt "$file" ] && return 1; done
+  return 0
+}
+# component NAME [TOOL...]: registry.k8s.io/NAME:$version with $bin_dir/NAME in /usr/local/bin, and the tools.
+component() {
+  local name=$1; shift
+  local bin=$bin_dir/$name file="$out/$name-$version.tar" started=$SECONDS
+  echo "==> $name"
+  if [ ! -x "$bin" ]; then
+    echo "warning: no $name binary ($bin; cargo build --release -p $name): its image is not built" >&2
+    return 0
+  fi
+  if fresh "$file" "$bin"; then
+    built+=("$file"); echo "up to date: $file"; return 0
+  fi
+  local root; root=$(mktemp -d)
+  copy_with_libs "$root" "$bin" "$@"
+  mv "$root$bin" "$root/.bin"
+  find "$root" -depth -type d -empty -delete 2>/dev/null || true
+  mkdir -p "$root/usr/local/bin"
+  mv "$root/.bin" "$root/usr/local/bin/$name"
+  strip "$root/usr/local/bin/$name" 2>/dev/null || true
+  passwd "$root"
+  if declare -F "extra_${name//-/_}" >/dev/null; then "extra_${name//-/_}" "$root"; fi
+  oci_image "registry.k8s.io/$name" "$version" "$root" "[\"/usr/local/bin/$name\"]" 'null'
+  rm -rf "$root"
+  echo "    $name: $((SECONDS - started)) s"
+}
+want kube-apiserver && component kube-apiserver
+want kube-controller-manager && component kube-controller-manager
+want kube-scheduler && component kube-scheduler
+if want kube-proxy; then
+  # kube-proxy runs nft, iptables-restore/-save (the nft backend under the plain names, as Debian's default,
+  # and the legacy one under -legacy, with their xtables modules), conntrack and ip.
+  tools=()
+  for t in nft xtables-nft-multi xtables-legacy-multi conntrack ip; do
+    p=$(command -v "$t" 2>/dev/null) && tools+=("$(readlink -f "$p")")
+  done
+  extra_kube_proxy() {
+    local root=$1 multi d
+    for d in /usr/lib/*-linux-gnu/xtables; do
+      [ -d "$d" ] && mkdir -p "$root$d" && cp -a "$d/." "$root$d/"
+    done
+    multi=$(cd "$root" && ls usr/sbin/xtables-nft-multi 2>/dev/null) || true
+    if [ -n "$multi" ]; then
+      for n in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+        ln -sf xtables-nft-multi "$root/usr/sbin/$n"
+        ln -sf xtables-nft-multi "$root/usr/sbin/${n/tables/tables-nft}"
+        [ -e "$root/usr/sbin/xtables-legacy-multi" ] && ln -sf xtables-legacy-multi "$root/usr/sbin/${n/tables/tables-legacy}"
+      done
+    fi
+  }
+  component kube-proxy "${tools[@]}"
+fi
+if want etcd; then
+  echo "==> etcd (Debian's etcd-server and etcd-client)"
+  file="$out/etcd-3.5.21-0.tar"
+  if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
+  fi
+  if fresh "$file" "$(command -v etcd)" "$(command -v etcdctl)"; then
+    built+=("$file"); echo "up to date: $file"
+  else
+    root=$(mktemp -d)
+    copy_with_libs "$root" "$(command -v etcd)" "$(command -v etcdctl)"
+    mkdir -p "$root/.bin" && mv "$root$(command -v etcd)" "$root$(command -v etcdctl)" "$root/.bin/"
+    find "$root" -depth -type d -empty -delete 2>/dev/null || true
+    mkdir -p "$root/usr/local" "$root/var/lib/etcd" && mv "$root/.bin" "$root/usr/local/bin"
+    passwd "$root"
+    oci_image registry.k8s.io/etcd 3.5.21-0 "$root" 'null' '["/usr/local/bin/etcd"]'
+    rm -rf "$root"
+  fi
+fi
 
 if $import; then
   echo "==> importing into containerd ($address, namespace k8s.io)"
-  for f in "$out/pause-3.10.tar" "$out/busybox-1.36.tar" "$out/coredns-v1.12.0.tar" "$out/jessie-dnsutils-1.7.tar"; do
+  for f in "${built[@]}"; do
     [ -f "$f" ] || continue
     ctr --address "$address" -n k8s.io images import --all-platforms "$f"
   done
-  ctr --address "$address" -n k8s.io images ls -q | grep -E 'pause|busybox|coredns|dnsutils'
+  ctr --address "$address" -n k8s.io images ls -q | grep -E 'pause|busybox|coredns|dnsutils|kube-|etcd' || true
 fi

@@ -1,6 +1,7 @@
 //! What the apiserver sets up at start, as upstream's bootstrap controller: the system namespaces and the
 //! `kubernetes` Service in `default` with its Endpoints and EndpointSlice pointing at `--advertise-address`, and the
-//! built-in PriorityClasses `system-node-critical` and `system-cluster-critical`.
+//! built-in PriorityClasses `system-node-critical` and `system-cluster-critical`, and the
+//! `extension-apiserver-authentication` ConfigMap.
 
 use std::sync::Arc;
 
@@ -91,6 +92,30 @@ async fn bootstrap_roles(server: &Arc<Apiserver>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The `kube-system/extension-apiserver-authentication` ConfigMap (upstream's ClusterAuthenticationTrust
+/// controller): how this apiserver authenticates clients, for the components that delegate authentication to it
+/// (kube-controller-manager and kube-scheduler read the client CA and the front-proxy settings from it).
+async fn authentication_info(server: &Arc<Apiserver>) -> Result<(), ApiError> {
+    let opts = &server.opts;
+    let mut data = serde_json::Map::new();
+    if let Some(p) = &opts.client_ca_file {
+        let pem = std::fs::read_to_string(p).map_err(|e| ApiError::internal(format!("{}: {e}", p.display())))?;
+        data.insert("client-ca-file".into(), json!(pem));
+    }
+    if let Some(rh) = &server.request_header {
+        let list = |v: &[String]| json!(serde_json::to_string(v).unwrap_or_default());
+        data.insert("requestheader-client-ca-file".into(), json!(rh.ca_pem));
+        data.insert("requestheader-allowed-names".into(), list(&rh.allowed_names));
+        data.insert("requestheader-extra-headers-prefix".into(), list(&rh.extra_headers_prefix));
+        data.insert("requestheader-group-headers".into(), list(&rh.group_headers));
+        data.insert("requestheader-username-headers".into(), list(&rh.username_headers));
+        data.insert("requestheader-uid-headers".into(), list(&rh.uid_headers));
+    }
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"}, "data": data});
+    ensure(server, resource("", "configmaps")?, Some("kube-system"), cm, &["data"]).await
+}
+
 pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
     let namespaces = resource("", "namespaces")?;
     for ns in SYSTEM_NAMESPACES {
@@ -163,6 +188,7 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
         server.registry.cacher.cache(resource(group, plural)?).await?;
     }
     bootstrap_roles(server).await?;
+    authentication_info(server).await?;
     tracing::info!("bootstrap: system namespaces, the kubernetes service and the RBAC bootstrap policy are in place");
     Ok(())
 }

@@ -158,6 +158,38 @@ pub struct Options {
     /// How long events are kept.
     #[arg(long, default_value = "1h0m0s", value_parser = duration)]
     pub event_ttl: Duration,
+    /// Whether pods may run privileged containers; without it a pod asking for `privileged: true` is refused
+    /// (Forbidden: disallowed by cluster policy).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_privileged: bool,
+    /// The order in which a node's addresses are tried to reach its kubelet (logs, exec, port-forward, proxy).
+    #[arg(long, value_delimiter = ',', default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP")]
+    pub kubelet_preferred_address_types: Vec<String>,
+    /// The CA that signs front proxies' client certificates: such a certificate (with an allowed common name)
+    /// may assert the user in the --requestheader-*-headers.
+    #[arg(long)]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names a front proxy's client certificate may have (empty: any certificate of the requestheader CA).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Request headers that carry the username (the first non-empty one wins). X-Remote-User is common.
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_username_headers: Vec<String>,
+    /// Request headers that carry the user's UID.
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_uid_headers: Vec<String>,
+    /// Request headers that carry the user's groups (every value of each). X-Remote-Group is common.
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefixes of request headers that carry extra user attributes (`X-Remote-Extra-<key>: <value>`).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+    /// The client certificate the apiserver presents when it proxies to aggregated API servers (front-proxy-client).
+    #[arg(long)]
+    pub proxy_client_cert_file: Option<PathBuf>,
+    /// The key of --proxy-client-cert-file.
+    #[arg(long)]
+    pub proxy_client_key_file: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -207,6 +239,55 @@ mod tests {
         assert!(o.enable_bootstrap_token_auth);
         let o = Options::try_parse_from(["kube-apiserver"]).unwrap();
         assert!(o.anonymous_auth);
+        assert!(!o.allow_privileged, "upstream's default");
+        assert_eq!(
+            o.kubelet_preferred_address_types,
+            ["Hostname", "InternalDNS", "InternalIP", "ExternalDNS", "ExternalIP"]
+        );
         assert_eq!(o.data_dir, PathBuf::from("/var/lib/kube-apiserver"));
+    }
+
+    /// The command kubeadm 1.33 writes into kube-apiserver.yaml (local etcd).
+    #[test]
+    fn kubeadms_command_line() {
+        let pki = |f: &str| format!("/etc/kubernetes/pki/{f}");
+        let o = Options::try_parse_from([
+            "kube-apiserver".to_string(),
+            "--advertise-address=10.0.0.10".into(),
+            "--allow-privileged=true".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            format!("--client-ca-file={}", pki("ca.crt")),
+            "--enable-admission-plugins=NodeRestriction".into(),
+            "--enable-bootstrap-token-auth=true".into(),
+            format!("--etcd-cafile={}", pki("etcd/ca.crt")),
+            format!("--etcd-certfile={}", pki("apiserver-etcd-client.crt")),
+            format!("--etcd-keyfile={}", pki("apiserver-etcd-client.key")),
+            "--etcd-servers=https://127.0.0.1:2379".into(),
+            format!("--kubelet-client-certificate={}", pki("apiserver-kubelet-client.crt")),
+            format!("--kubelet-client-key={}", pki("apiserver-kubelet-client.key")),
+            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
+            format!("--proxy-client-cert-file={}", pki("front-proxy-client.crt")),
+            format!("--proxy-client-key-file={}", pki("front-proxy-client.key")),
+            "--requestheader-allowed-names=front-proxy-client".into(),
+            format!("--requestheader-client-ca-file={}", pki("front-proxy-ca.crt")),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--secure-port=6443".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", pki("sa.pub")),
+            format!("--service-account-signing-key-file={}", pki("sa.key")),
+            "--service-cluster-ip-range=10.96.0.0/12".into(),
+            format!("--tls-cert-file={}", pki("apiserver.crt")),
+            format!("--tls-private-key-file={}", pki("apiserver.key")),
+        ])
+        .unwrap();
+        assert!(o.allow_privileged && o.enable_bootstrap_token_auth);
+        assert_eq!(o.kubelet_preferred_address_types, ["InternalIP", "ExternalIP", "Hostname"]);
+        assert_eq!(o.requestheader_allowed_names, ["front-proxy-client"]);
+        assert_eq!(o.requestheader_username_headers, ["X-Remote-User"]);
+        assert_eq!(o.requestheader_group_headers, ["X-Remote-Group"]);
+        assert_eq!(o.requestheader_extra_headers_prefix, ["X-Remote-Extra-"]);
+        assert_eq!(o.etcd_servers, ["https://127.0.0.1:2379"]);
     }
 }

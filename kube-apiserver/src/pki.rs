@@ -198,15 +198,24 @@ pub fn serving_pair(
 /// `client_ca` (a client without a certificate is still accepted, then authenticated otherwise), ALPN h2 and
 /// http/1.1.
 pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<rustls::ServerConfig>> {
+    server_config_with_cas(cert, key, client_ca.as_slice())
+}
+
+/// As [`server_config`], with client certificates of any of several CA bundles accepted by the handshake (the
+/// client CA and the requestheader CA; which one signed a certificate is checked per request).
+pub fn server_config_with_cas(cert: &Path, key: &Path, client_cas: &[&Path]) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| PkiError::Tls(e.to_string()))?;
-    let builder = match client_ca {
-        Some(ca) => {
+    let builder = match client_cas {
+        [] => builder.with_no_client_auth(),
+        cas => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in load_certs(ca)? {
-                roots.add(c).map_err(|e| PkiError::Tls(e.to_string()))?;
+            for ca in cas {
+                for c in load_certs(ca)? {
+                    roots.add(c).map_err(|e| PkiError::Tls(e.to_string()))?;
+                }
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()
@@ -214,7 +223,6 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
                 .map_err(|e| PkiError::Tls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
-        None => builder.with_no_client_auth(),
     };
     let mut config =
         builder.with_single_cert(load_certs(cert)?, load_key(key)?).map_err(|e| PkiError::Tls(e.to_string()))?;

@@ -53,7 +53,32 @@ pub fn node_of(pod: &Value) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))
 }
 
-/// Where a node's kubelet API is: its InternalIP and `daemonEndpoints.kubeletEndpoint.Port`.
+/// Upstream's `GetPreferredNodeAddress`: the first address of the first type in `preferred` the node has (a
+/// `Hostname` also from the node's `kubernetes.io/hostname` label).
+pub fn preferred_address(node: &Value, preferred: &[String]) -> Result<String, String> {
+    let addresses: Vec<&Value> =
+        node.pointer("/status/addresses").and_then(Value::as_array).into_iter().flatten().collect();
+    for t in preferred {
+        if let Some(a) = addresses.iter().find(|a| a["type"] == t.as_str()).and_then(|a| a["address"].as_str()) {
+            return Ok(a.to_string());
+        }
+        if t == "Hostname"
+            && let Some(h) = node.pointer("/metadata/labels/kubernetes.io~1hostname").and_then(Value::as_str)
+        {
+            return Ok(h.to_string());
+        }
+    }
+    let known: Vec<String> = addresses
+        .iter()
+        .map(|a| {
+            format!("{{{} {}}}", a["type"].as_str().unwrap_or_default(), a["address"].as_str().unwrap_or_default())
+        })
+        .collect();
+    Err(format!("no preferred addresses found; known addresses: [{}]", known.join(" ")))
+}
+
+/// Where a node's kubelet API is: its address by `--kubelet-preferred-address-types` and
+/// `daemonEndpoints.kubeletEndpoint.Port`.
 pub async fn kubelet_address(server: &Arc<Apiserver>, node: &str) -> Result<(String, u16), ApiError> {
     let nodes = api_types::resources::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes resource"))?;
     let n = match server.registry.get(nodes, None, node).await {
@@ -63,14 +88,9 @@ pub async fn kubelet_address(server: &Arc<Apiserver>, node: &str) -> Result<(Str
         }
         Err(e) => return Err(e),
     };
-    let ip = n
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
-        .and_then(|x| x["address"].as_str())
-        .ok_or_else(|| ApiError::unavailable(format!("node {node:?} has no InternalIP")))?;
+    let ip = preferred_address(&n, &server.opts.kubelet_preferred_address_types).map_err(ApiError::unavailable)?;
     let port = n.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(10250);
-    Ok((ip.to_string(), u16::try_from(port).unwrap_or(10250)))
+    Ok((ip, u16::try_from(port).unwrap_or(10250)))
 }
 
 /// The raw query without `container` (which moves into the kubelet path).
@@ -184,4 +204,35 @@ pub async fn serve(
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn preferred_addresses_as_upstream() {
+        let types = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
+        let node = json!({"metadata": {"labels": {"kubernetes.io/hostname": "h1"}},
+            "status": {"addresses": [{"type": "Hostname", "address": "node1"}, {"type": "InternalIP", "address": "10.0.0.1"},
+                                      {"type": "ExternalIP", "address": "1.2.3.4"}]}});
+        // kubeadm's order, then upstream's default order.
+        assert_eq!(preferred_address(&node, &types("InternalIP,ExternalIP,Hostname")).unwrap(), "10.0.0.1");
+        assert_eq!(
+            preferred_address(&node, &types("Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP")).unwrap(),
+            "node1"
+        );
+        assert_eq!(preferred_address(&node, &types("ExternalDNS,ExternalIP")).unwrap(), "1.2.3.4");
+        let bare = json!({"metadata": {"labels": {"kubernetes.io/hostname": "h1"}}, "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
+        assert_eq!(
+            preferred_address(&bare, &types("Hostname,InternalIP")).unwrap(),
+            "h1",
+            "Hostname falls back to the label"
+        );
+        assert_eq!(
+            preferred_address(&bare, &types("ExternalIP")).unwrap_err(),
+            "no preferred addresses found; known addresses: [{InternalIP 10.0.0.1}]"
+        );
+    }
 }

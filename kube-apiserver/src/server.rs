@@ -108,6 +108,10 @@ pub struct Apiserver {
     /// How the apiserver talks to kubelets (`--kubelet-client-certificate`/`-key`, `--kubelet-certificate-authority`);
     /// `server` is filled per node.
     pub kubelet_client: client::Config,
+    /// `--client-ca-file`, to tell its client certificates from front proxies'.
+    pub client_ca: Option<crate::auth::request_header::CaVerifier>,
+    /// `--requestheader-*`: front proxies that assert users in headers.
+    pub request_header: Option<crate::auth::request_header::RequestHeader>,
     pub metrics: Metrics,
     pub opts: Options,
     pub advertise: IpAddr,
@@ -132,7 +136,10 @@ impl Drop for WatchGauge {
 /// What we know about the connection a request came on.
 #[derive(Clone, Debug, Default)]
 pub struct ConnInfo {
+    /// The subject of a client certificate signed by `--client-ca-file`.
     pub cert_identity: Option<(String, Vec<String>)>,
+    /// The client certificate is a front proxy's (`--requestheader-client-ca-file`, an allowed name).
+    pub front_proxy: bool,
     pub remote: Option<SocketAddr>,
 }
 
@@ -181,6 +188,10 @@ impl Apiserver {
         let admission_plugins =
             crate::admission::enabled_plugins(&opts.enable_admission_plugins, &opts.disable_admission_plugins)?;
         let kubelet_client = kubelet_client(&opts)?;
+        let client_ca =
+            opts.client_ca_file.as_deref().map(crate::auth::request_header::CaVerifier::from_pem_file).transpose()?;
+        let request_header = crate::auth::request_header::RequestHeader::from_options(&opts)?;
+        check_proxy_client(&opts)?;
         let advertise = opts.advertise_address.unwrap_or_else(|| default_advertise(opts.bind_address));
         if !opts.etcd_compaction_interval.is_zero() {
             compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
@@ -194,6 +205,8 @@ impl Apiserver {
             indexed,
             admission_plugins,
             kubelet_client,
+            client_ca,
+            request_header,
             metrics: Metrics::default(),
             readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
             mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),
@@ -369,10 +382,20 @@ impl Apiserver {
         if let Err(e) = check_request_size(&req) {
             return Ok(error_response(&e));
         }
-        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let user = match self.auth.authenticate(&self.registry, conn.cert_identity.as_ref(), authorization).await {
-            Ok(u) => u,
-            Err(e) => return Ok(error_response(&e)),
+        let mut req = req;
+        let proxied = match (&self.request_header, conn.front_proxy) {
+            (Some(rh), true) => rh.user(req.headers()).inspect(|_| rh.strip(req.headers_mut())),
+            _ => None,
+        };
+        let user = match proxied {
+            Some(u) => u,
+            None => {
+                let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                match self.auth.authenticate(&self.registry, conn.cert_identity.as_ref(), authorization).await {
+                    Ok(u) => u,
+                    Err(e) => return Ok(error_response(&e)),
+                }
+            }
         };
         let user = match crate::auth::impersonation::impersonate(&user, req.headers(), &self.authz) {
             Ok(u) => u,
@@ -580,6 +603,28 @@ fn kubelet_client(opts: &Options) -> Result<client::Config, BoxError> {
     Ok(cfg)
 }
 
+/// `--proxy-client-cert-file` and `--proxy-client-key-file`: the identity the apiserver presents to aggregated API
+/// servers. They must come together and form a pair, as upstream checks at start; nothing here is aggregated yet, so
+/// they are not used further.
+fn check_proxy_client(opts: &Options) -> Result<(), BoxError> {
+    match (&opts.proxy_client_cert_file, &opts.proxy_client_key_file) {
+        (None, None) => Ok(()),
+        (Some(c), Some(k)) => {
+            let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+            let cfg = client::Config {
+                client_cert_pem: Some(read(c)?),
+                client_key_pem: Some(read(k)?),
+                insecure_skip_tls_verify: true,
+                ..Default::default()
+            };
+            client::rustls_config(&cfg)
+                .map_err(|e| format!("--proxy-client-cert-file/--proxy-client-key-file: {e}"))?;
+            Ok(())
+        }
+        _ => Err("--proxy-client-cert-file and --proxy-client-key-file go together".into()),
+    }
+}
+
 /// The service-account token authority the flags describe (None without keys or issuer).
 fn service_account_tokens(opts: &Options) -> Result<Option<crate::auth::serviceaccount::TokenAuthority>, BoxError> {
     use crate::auth::keys;
@@ -646,7 +691,9 @@ pub async fn serve(opts: Options, listener: TcpListener, shutdown: impl Future<O
         &opts.cert_dir,
         &sans,
     )?;
-    let tls = tokio_rustls::TlsAcceptor::from(crate::pki::server_config(&cert, &key, opts.client_ca_file.as_deref())?);
+    let cas: Vec<&std::path::Path> =
+        opts.client_ca_file.iter().chain(&opts.requestheader_client_ca_file).map(|p| p.as_path()).collect();
+    let tls = tokio_rustls::TlsAcceptor::from(crate::pki::server_config_with_cas(&cert, &key, &cas)?);
     {
         let s = server.clone();
         tokio::spawn(async move {
@@ -683,13 +730,17 @@ pub async fn serve(opts: Options, listener: TcpListener, shutdown: impl Future<O
                 }
                 Err(_) => return,
             };
-            let cert_identity = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|c| crate::pki::cert_identity(c.as_ref()));
-            let conn = ConnInfo { cert_identity, remote: Some(remote) };
+            let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
+            // The handshake accepted certificates of either CA: which one signed this one decides what it proves.
+            let of_client_ca = match (&server.client_ca, &server.request_header) {
+                (Some(ca), Some(_)) => ca.verifies(chain),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let cert_identity =
+                chain.first().filter(|_| of_client_ca).and_then(|c| crate::pki::cert_identity(c.as_ref()));
+            let front_proxy = server.request_header.as_ref().is_some_and(|rh| rh.is_proxy(chain));
+            let conn = ConnInfo { cert_identity, front_proxy, remote: Some(remote) };
             let svc = hyper::service::service_fn(move |req| server.clone().handle(req, conn.clone()));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // upstream's --http2-max-streams-per-connection default: informers multiplex many watches.

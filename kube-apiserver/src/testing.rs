@@ -103,6 +103,10 @@ impl Prepared {
         if !extra.iter().any(|a| a.contains("admission-plugins")) {
             args.push("--disable-admission-plugins=ServiceAccount".into());
         }
+        // kubeadm's order: test nodes' names do not resolve.
+        if !extra.iter().any(|a| a.contains("kubelet-preferred-address-types")) {
+            args.push("--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let opts = <Options as clap::Parser>::try_parse_from(args).expect("apiserver flags");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -189,9 +189,10 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), BoxEr
     if opts.secure_port != 0 {
         let addr = std::net::SocketAddr::new(opts.bind_address, opts.secure_port);
         let (metrics, stop) = (ctx.metrics.clone(), stop.clone());
+        let auth = runtime::delegating_auth::DelegatingAuth::new(opts.delegating.clone())?;
         tokio::spawn(async move {
             if let Err(e) =
-                runtime::daemon::serve_health(addr, "kube-controller-manager", metrics, ready_rx, stop).await
+                runtime::daemon::serve_health(addr, "kube-controller-manager", metrics, ready_rx, auth, stop).await
             {
                 tracing::error!(error = %e, "health port");
             }

@@ -1,5 +1,5 @@
-//! Upstream's kube-controller-manager flags (the ones that mean something here; others are accepted and ignored
-//! where kubeadm passes them).
+//! Upstream's kube-controller-manager flags (the ones that mean something here, and `--cluster-name`, which only
+//! cloud providers use).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,16 +98,13 @@ pub struct Options {
     /// Service-account token Secrets synced at once.
     #[arg(long, default_value_t = 5)]
     pub concurrent_serviceaccount_token_syncs: usize,
-    #[arg(long)]
-    pub authentication_kubeconfig: Option<PathBuf>,
-    #[arg(long)]
-    pub authorization_kubeconfig: Option<PathBuf>,
-    #[arg(long)]
-    pub requestheader_client_ca_file: Option<PathBuf>,
-    #[arg(long)]
-    pub client_ca_file: Option<PathBuf>,
-    #[arg(long)]
-    pub cluster_name: Option<String>,
+    /// Who may use the secure port: `--authentication-kubeconfig`, `--authorization-kubeconfig`,
+    /// `--client-ca-file`, `--requestheader-*`, `--authorization-always-allow-paths`.
+    #[command(flatten)]
+    pub delegating: runtime::delegating_auth::Flags,
+    /// The cluster's instance prefix, for cloud providers' resources (there is no cloud provider here: unused).
+    #[arg(long, default_value = "kubernetes")]
+    pub cluster_name: String,
     #[arg(long, default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
     #[arg(long, default_value_t = 5)]
@@ -143,5 +140,47 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         <Options as clap::Parser>::parse_from(["kube-controller-manager"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The command kubeadm 1.33 writes into kube-controller-manager.yaml (with a pod subnet).
+    #[test]
+    fn kubeadms_command_line() {
+        let o = Options::try_parse_from([
+            "kube-controller-manager",
+            "--allocate-node-cidrs=true",
+            "--authentication-kubeconfig=/etc/kubernetes/controller-manager.conf",
+            "--authorization-kubeconfig=/etc/kubernetes/controller-manager.conf",
+            "--bind-address=127.0.0.1",
+            "--client-ca-file=/etc/kubernetes/pki/ca.crt",
+            "--cluster-cidr=10.244.0.0/16",
+            "--cluster-name=kubernetes",
+            "--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt",
+            "--cluster-signing-key-file=/etc/kubernetes/pki/ca.key",
+            "--controllers=*,bootstrapsigner,tokencleaner",
+            "--kubeconfig=/etc/kubernetes/controller-manager.conf",
+            "--leader-elect=true",
+            "--requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt",
+            "--root-ca-file=/etc/kubernetes/pki/ca.crt",
+            "--service-account-private-key-file=/etc/kubernetes/pki/sa.key",
+            "--service-cluster-ip-range=10.96.0.0/12",
+            "--use-service-account-credentials=true",
+        ])
+        .unwrap();
+        assert!(o.allocate_node_cidrs && o.leader_elect && o.use_service_account_credentials);
+        assert_eq!(o.controllers, ["*", "bootstrapsigner", "tokencleaner"]);
+        assert_eq!(o.bind_address.to_string(), "127.0.0.1");
+        assert_eq!(o.secure_port, 10257, "kubeadm's probe port");
+        let d = &o.delegating;
+        assert_eq!(d.authentication_kubeconfig, Some(PathBuf::from("/etc/kubernetes/controller-manager.conf")));
+        assert_eq!(d.client_ca_file, Some(PathBuf::from("/etc/kubernetes/pki/ca.crt")));
+        assert_eq!(d.requestheader_client_ca_file, Some(PathBuf::from("/etc/kubernetes/pki/front-proxy-ca.crt")));
+        assert_eq!(d.authorization_always_allow_paths, ["/healthz", "/readyz", "/livez"]);
+        assert_eq!(d.requestheader_username_headers, ["x-remote-user"]);
     }
 }

@@ -19,10 +19,10 @@ pub struct Options {
     /// HTTPS port for /healthz, /livez, /readyz and /metrics (0 turns it off).
     #[arg(long, default_value_t = 10259)]
     pub secure_port: u16,
-    #[arg(long)]
-    pub authentication_kubeconfig: Option<PathBuf>,
-    #[arg(long)]
-    pub authorization_kubeconfig: Option<PathBuf>,
+    /// Who may use the secure port: `--authentication-kubeconfig`, `--authorization-kubeconfig`,
+    /// `--client-ca-file`, `--requestheader-*`, `--authorization-always-allow-paths`.
+    #[command(flatten)]
+    pub delegating: runtime::delegating_auth::Flags,
     #[arg(long, default_value_t = 50.0)]
     pub kube_api_qps: f64,
     #[arg(long, default_value_t = 100)]
@@ -30,4 +30,28 @@ pub struct Options {
     /// klog verbosity, accepted for compatibility (use RUST_LOG).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The command kubeadm 1.33 writes into kube-scheduler.yaml.
+    #[test]
+    fn kubeadms_command_line() {
+        let o = Options::try_parse_from([
+            "kube-scheduler",
+            "--authentication-kubeconfig=/etc/kubernetes/scheduler.conf",
+            "--authorization-kubeconfig=/etc/kubernetes/scheduler.conf",
+            "--bind-address=127.0.0.1",
+            "--kubeconfig=/etc/kubernetes/scheduler.conf",
+            "--leader-elect=true",
+        ])
+        .unwrap();
+        assert_eq!(o.leader_elect, Some(true));
+        assert_eq!(o.secure_port, 10259, "kubeadm's probe port");
+        assert_eq!(o.delegating.authorization_kubeconfig, Some(PathBuf::from("/etc/kubernetes/scheduler.conf")));
+        assert_eq!(o.delegating.authorization_always_allow_paths, ["/healthz", "/readyz", "/livez"]);
+    }
 }

@@ -6,35 +6,16 @@
 //! ([`request_attributes`]) by `authorization.mode`: AlwaysAllow, or Webhook (a SubjectAccessReview, allowed answers
 //! cached for `cacheAuthorizedTTL`, others for `cacheUnauthorizedTTL`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
 use client::Client;
 use http::{HeaderMap, Method, header};
 use serde_json::{Value, json};
 
 use crate::options::{AuthConfig, AuthorizationMode};
 
-/// An authenticated user (the fields a TokenReview or SubjectAccessReview carries).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UserInfo {
-    pub username: String,
-    pub uid: String,
-    pub groups: Vec<String>,
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-/// The common name and organizations of a DER certificate's subject.
-pub fn subject_of(der: &[u8]) -> Option<(String, Vec<String>)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let cn = subject.iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or_default().to_string();
-    let orgs = subject.iter_organization().filter_map(|a| a.as_str().ok().map(String::from)).collect();
-    Some((cn, orgs))
-}
+pub use runtime::delegating_auth::{Decision, SubjectAccessReviewer, TokenReviewer, UserInfo, subject_of};
 
 /// The bearer token of a request: `Authorization: Bearer <token>`, or the WebSocket subprotocol
 /// `base64url.bearer.authorization.k8s.io.<token>` of an upgrade (browsers cannot set headers).
@@ -70,114 +51,6 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<String>, String> {
         }
     }
     Ok(None)
-}
-
-/// Answers of a webhook, by key, until they expire.
-struct Cache<V> {
-    entries: Mutex<HashMap<String, (V, Instant)>>,
-}
-
-impl<V: Clone> Cache<V> {
-    fn new() -> Self {
-        Cache { entries: Mutex::new(HashMap::new()) }
-    }
-
-    fn get(&self, key: &str) -> Option<V> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(key) {
-            Some((v, until)) if *until > Instant::now() => Some(v.clone()),
-            Some(_) => {
-                entries.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn set(&self, key: String, v: V, ttl: Duration) {
-        if ttl.is_zero() {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if entries.len() > 4096 {
-            entries.retain(|_, (_, until)| *until > now);
-        }
-        entries.insert(key, (v, now + ttl));
-    }
-}
-
-/// POSTs a review, retrying failures that may pass (connection errors, 429 and 5xx) as upstream's
-/// `DefaultAuthWebhookRetryBackoff` (0.5 s, ×1.5, 5 attempts).
-async fn review(client: &Client, path: &str, body: &Value) -> Result<Value, String> {
-    let mut delay = Duration::from_millis(500);
-    let mut attempt = 1;
-    loop {
-        let sent = Bytes::from(body.to_string());
-        let res = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.request(Method::POST, path, Some((sent, "application/json"))),
-        )
-        .await
-        .unwrap_or_else(|_| Err(client::Error::Transport("the review timed out".into())));
-        match res {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < 5 && e.code().is_none_or(|c| c == 429 || c >= 500) => {
-                tracing::debug!(error = %e, path, "review failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = delay.mul_f64(1.5);
-                attempt += 1;
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
-/// Bearer tokens checked with TokenReviews (upstream's webhook token authenticator behind its cache).
-pub struct TokenReviewer {
-    client: Client,
-    ttl: Duration,
-    cache: Cache<Option<UserInfo>>,
-}
-
-impl TokenReviewer {
-    pub fn new(client: Client, ttl: Duration) -> Self {
-        TokenReviewer { client, ttl, cache: Cache::new() }
-    }
-
-    /// The user a token belongs to; None when the API says it is not authenticated.
-    pub async fn authenticate_token(&self, token: &str) -> Result<Option<UserInfo>, String> {
-        let key = hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
-        if let Some(cached) = self.cache.get(&key) {
-            return Ok(cached);
-        }
-        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-        let answer = review(&self.client, "/apis/authentication.k8s.io/v1/tokenreviews", &body).await?;
-        let status = answer.get("status").cloned().unwrap_or_default();
-        if !status.get("authenticated").and_then(Value::as_bool).unwrap_or(false) {
-            if let Some(err) = status.get("error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
-                return Err(err.to_string());
-            }
-            self.cache.set(key, None, self.ttl);
-            return Ok(None);
-        }
-        let u = &status["user"];
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
-        };
-        let user = UserInfo {
-            username: u["username"].as_str().unwrap_or_default().to_string(),
-            uid: u["uid"].as_str().unwrap_or_default().to_string(),
-            groups: strings(&u["groups"]),
-            extra: u["extra"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), strings(v))).collect(),
-        };
-        self.cache.set(key, Some(user.clone()), self.ttl);
-        Ok(Some(user))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The kubelet's authenticator.
@@ -304,55 +177,28 @@ pub fn request_attributes(user: &UserInfo, method: &Method, path: &str, node: &s
         .collect()
 }
 
-/// An authorizer's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    Deny,
-    NoOpinion,
-}
-
 /// The kubelet's authorizer (`authorization.mode`).
 pub enum Authorizer {
     AlwaysAllow,
     /// SubjectAccessReviews, with their answers cached.
-    Webhook(Box<WebhookAuthorizer>),
-}
-
-/// Upstream's webhook authorizer behind its cache.
-pub struct WebhookAuthorizer {
-    client: Client,
-    allowed_ttl: Duration,
-    denied_ttl: Duration,
-    cache: Cache<(Decision, String)>,
+    Webhook(Box<SubjectAccessReviewer>),
 }
 
 impl Authorizer {
     pub fn webhook(client: Client, allowed_ttl: Duration, denied_ttl: Duration) -> Self {
-        Authorizer::Webhook(Box::new(WebhookAuthorizer { client, allowed_ttl, denied_ttl, cache: Cache::new() }))
+        Authorizer::Webhook(Box::new(SubjectAccessReviewer::new(client, allowed_ttl, denied_ttl)))
     }
 
     /// The SubjectAccessReview of the attributes (the body upstream's webhook authorizer sends).
     pub fn review_of(a: &Attributes) -> Value {
-        let mut spec = json!({
-            "resourceAttributes": {"verb": a.verb, "version": "v1", "resource": "nodes", "name": a.name},
-            "user": a.user.username,
-        });
+        let mut attributes = json!({"verb": a.verb, "version": "v1", "resource": "nodes", "name": a.name});
         if !a.subresource.is_empty() {
-            spec["resourceAttributes"]["subresource"] = json!(a.subresource);
+            attributes["subresource"] = json!(a.subresource);
         }
         if a.verb.is_empty() {
-            spec["resourceAttributes"].as_object_mut().map(|m| m.remove("verb"));
+            attributes.as_object_mut().map(|m| m.remove("verb"));
         }
-        if !a.user.groups.is_empty() {
-            spec["groups"] = json!(a.user.groups);
-        }
-        if !a.user.extra.is_empty() {
-            spec["extra"] = json!(a.user.extra);
-        }
-        if !a.user.uid.is_empty() {
-            spec["uid"] = json!(a.user.uid);
-        }
+        let spec = SubjectAccessReviewer::spec(&a.user, ("resourceAttributes", attributes));
         json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec})
     }
 
@@ -361,25 +207,7 @@ impl Authorizer {
         let Authorizer::Webhook(w) = self else {
             return Ok((Decision::Allow, String::new()));
         };
-        let WebhookAuthorizer { client, allowed_ttl, denied_ttl, cache } = &**w;
-        let body = Self::review_of(a);
-        let key = body["spec"].to_string();
-        if let Some(hit) = cache.get(&key) {
-            return Ok(hit);
-        }
-        let answer = review(client, "/apis/authorization.k8s.io/v1/subjectaccessreviews", &body).await?;
-        let status = answer.get("status").cloned().unwrap_or_default();
-        let reason = status.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
-        let decision = if status.get("allowed").and_then(Value::as_bool).unwrap_or(false) {
-            Decision::Allow
-        } else if status.get("denied").and_then(Value::as_bool).unwrap_or(false) {
-            Decision::Deny
-        } else {
-            Decision::NoOpinion
-        };
-        let ttl = if decision == Decision::Allow { *allowed_ttl } else { *denied_ttl };
-        cache.set(key, (decision, reason.clone()), ttl);
-        Ok((decision, reason))
+        w.authorize(Self::review_of(a)["spec"].take()).await
     }
 }
 

@@ -97,37 +97,39 @@ pub(crate) async fn run_node(
         None => connect_runtime(&cfg.runtime_endpoint).await?,
     };
     tracing::info!(node = %cfg.node_name, runtime = %runtime_version, "kubelet starting");
-    // Registration is retried until it succeeds, as upstream's kubelet does.
-    let mut delay = Duration::from_millis(200);
-    while let Err(e) = node::register(&client, &cfg, &runtime_version).await {
-        tracing::warn!(error = %e, "registering the node; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(7));
+    // Registration is retried until it succeeds, as upstream's kubelet does, in the background: static pods
+    // (kubeadm's control plane, the apiserver among them) start from their files before there is an API.
+    {
+        let (client, cfg, cri, stop) = (client.clone(), cfg.clone(), cri.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                r = register_node(&client, &cfg, &runtime_version) => if let Err(e) = r {
+                    tracing::error!(error = %e, "setting up the node network");
+                    return;
+                },
+                _ = runtime::daemon::stopped(stop.clone()) => return,
+            }
+            tokio::spawn(node::heartbeat(client, cfg, Some(cri), stop));
+        });
     }
-    // The pod CIDR: from the configuration, or the one the node IPAM controller assigned.
-    let pod_cidr = match &cfg.pod_cidr {
-        Some(c) => Some(c.clone()),
-        None => client
-            .api("", "v1", "nodes")?
-            .get(&cfg.node_name)
-            .await?
-            .pointer("/spec/podCIDR")
-            .and_then(|c| c.as_str())
-            .map(String::from),
-    };
-    if let (Some(dir), Some(cidr)) = (&cfg.cni_conf_dir, &pod_cidr) {
-        cni::write(dir, &cfg.cni_bridge, cidr, &cfg.root_dir.join("cni-ipam"))?;
-    }
-    if cfg.record_events {
-        events::Events::new(&client, &cfg.node_name)?.node(events::Normal, "Starting", "Starting kubelet.");
-    }
-    tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), Some(cri.clone()), stop.clone()));
     let manager = pods::PodManager::new(cri, client.clone(), cfg.clone())?;
     let factory = SharedInformerFactory::new(client.clone());
     let pods_res = api_types::resources::find("", "v1", "pods").ok_or("no pods resource")?;
     let informer =
         factory.informer(pods_res, InformerParams::all().fields(&format!("spec.nodeName={}", cfg.node_name)))?;
     let mut events = informer.subscribe();
+    // Orphaned pods are cleaned up once the API (and the manifest directory) delivered their pods.
+    manager.source_pending("api");
+    if cfg.pod_manifest_path.is_some() {
+        manager.source_pending("file");
+    }
+    {
+        let (informer, manager) = (informer.clone(), manager.clone());
+        tokio::spawn(async move {
+            informer.wait_synced().await;
+            manager.source_ready("api");
+        });
+    }
     if cfg.pod_network_routes {
         // Every Node, for the routes to their pod CIDRs (the shared Node informer already watches them all).
         let nodes = match &shared {
@@ -189,6 +191,37 @@ pub(crate) async fn run_node(
     }
     factory.shutdown();
     tracing::info!("kubelet stopped");
+    Ok(())
+}
+
+/// Registers the Node (retrying until the apiserver answers), writes the CNI configuration for its pod CIDR (the
+/// configured one, or the one the node IPAM controller assigned) and records the `Starting` event.
+async fn register_node(client: &client::Client, cfg: &Config, runtime_version: &str) -> Result<(), BoxError> {
+    let mut delay = Duration::from_millis(200);
+    while let Err(e) = node::register(client, cfg, runtime_version).await {
+        tracing::warn!(error = %e, "registering the node; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(7));
+    }
+    tracing::info!(node = %cfg.node_name, "node registered");
+    let pod_cidr = match &cfg.pod_cidr {
+        Some(c) => Some(c.clone()),
+        None => loop {
+            match client.api("", "v1", "nodes")?.get(&cfg.node_name).await {
+                Ok(n) => break n.pointer("/spec/podCIDR").and_then(|c| c.as_str()).map(String::from),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the node's pod CIDR; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        },
+    };
+    if let (Some(dir), Some(cidr)) = (&cfg.cni_conf_dir, &pod_cidr) {
+        cni::write(dir, &cfg.cni_bridge, cidr, &cfg.root_dir.join("cni-ipam"))?;
+    }
+    if cfg.record_events {
+        events::Events::new(client, &cfg.node_name)?.node(events::Normal, "Starting", "Starting kubelet.");
+    }
     Ok(())
 }
 

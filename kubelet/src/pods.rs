@@ -223,6 +223,13 @@ impl PullBackOff {
     }
 }
 
+/// Whether a pod came from a file (a static pod), not from the API.
+fn is_static(pod: &Value) -> bool {
+    pod.pointer("/metadata/annotations/kubernetes.io~1config.source")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s != "api")
+}
+
 /// Runs and reports the pods bound to this node.
 pub struct PodManager {
     pub cri: Cri,
@@ -258,6 +265,10 @@ pub struct PodManager {
     pub events: crate::events::Events,
     /// The pods' service account tokens (projected `serviceAccountToken` sources).
     pub tokens: crate::token::TokenManager,
+    /// Pod sources (`api`, `file`) that have not delivered their pods yet: until all have, pods found in the
+    /// runtime but not desired are left alone (upstream's sourcesReady), so a restarted kubelet does not kill
+    /// what it is about to be told to run.
+    pending_sources: Mutex<std::collections::HashSet<&'static str>>,
 }
 
 impl PodManager {
@@ -290,7 +301,23 @@ impl PodManager {
             admitted: Mutex::new(std::collections::HashSet::new()),
             events,
             tokens,
+            pending_sources: Mutex::default(),
         }))
+    }
+
+    /// A pod source that will deliver its pods later (see [`PodManager::source_ready`]).
+    pub fn source_pending(&self, source: &'static str) {
+        self.pending_sources.lock().unwrap_or_else(|e| e.into_inner()).insert(source);
+    }
+
+    /// A pod source delivered its pods once.
+    pub fn source_ready(&self, source: &'static str) {
+        self.pending_sources.lock().unwrap_or_else(|e| e.into_inner()).remove(source);
+    }
+
+    /// Whether every pod source delivered its pods once.
+    pub fn sources_ready(&self) -> bool {
+        self.pending_sources.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     /// The informer of this node's Node object (admission reads its labels, taints and allocatable).
@@ -306,7 +333,7 @@ impl PodManager {
         let node = node
             .or_else(|| self.node.get().and_then(|n| n.store().get("", &self.cfg.node_name)).map(|n| (*n).clone()))
             .unwrap_or_else(|| crate::node::node_object(&self.cfg, ""));
-        let is_static = pod.pointer("/metadata/annotations/kubernetes.io~1config.source").is_some();
+        let is_static = is_static(pod);
         let desired = self.desired_pods();
         let Ok(mut admitted) = self.admitted.lock() else { return Ok(()) };
         let others: Vec<Arc<Value>> = desired
@@ -344,6 +371,12 @@ impl PodManager {
                 Ok(())
             }
             Err(e) if e.code() == Some(404) => Ok(()),
+            // A static pod runs whether or not there is an API to report to (kubeadm's apiserver is one): its
+            // status is written once its mirror pod is (re)created.
+            Err(e) if e.code().is_none() && is_static(pod) => {
+                tracing::debug!(pod = %uid, error = %e, "the static pod's status waits for the apiserver");
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -358,7 +391,7 @@ impl PodManager {
     /// a static pod goes ahead.
     async fn service_env(&self, pod: &Value) -> Result<BTreeMap<String, String>, (String, String)> {
         let Some(informer) = self.services.get() else { return Ok(BTreeMap::new()) };
-        let is_static = pod.pointer("/metadata/annotations/kubernetes.io~1config.source").is_some();
+        let is_static = is_static(pod);
         // Just after the kubelet started, the first list is usually a moment away.
         if !informer.has_synced() && !is_static {
             let _ = tokio::time::timeout(Duration::from_secs(5), informer.wait_synced()).await;
@@ -439,6 +472,11 @@ impl PodManager {
             w.remove(uid);
         }
         self.wake(uid);
+    }
+
+    /// Whether a pod still has a worker (it runs, or is being torn down).
+    pub fn has_worker(&self, uid: &str) -> bool {
+        self.workers.lock().is_ok_and(|w| w.contains_key(uid))
     }
 
     /// Wakes (or starts) the worker of a pod.
@@ -1426,6 +1464,10 @@ impl PodManager {
                 Ok(())
             }
             Err(e) if e.code() == Some(404) => Ok(()),
+            Err(e) if e.code().is_none() && is_static(pod) => {
+                tracing::debug!(pod = %uid, error = %e, "the static pod's status waits for the apiserver");
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -1458,7 +1500,7 @@ impl PodManager {
             for sb in sandboxes.into_inner().items {
                 let uid = sb.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
                 let known = self.desired.lock().ok().is_some_and(|d| d.contains_key(&uid));
-                if !known {
+                if !known && self.sources_ready() {
                     changed.push(uid.clone());
                 }
                 if last.get(&sb.id) != Some(&sb.state) {

@@ -82,11 +82,23 @@ pub async fn run_once(
     } else if let Some(http) = probe.get("httpGet") {
         let host = http.get("host").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or(pod_ip).to_string();
         let path = http.get("path").and_then(Value::as_str).unwrap_or("/").to_string();
+        let scheme = match http.get("scheme").and_then(Value::as_str) {
+            Some(s) if s.eq_ignore_ascii_case("HTTPS") => Scheme::Https,
+            _ => Scheme::Http,
+        };
+        let headers: Vec<(String, String)> = http
+            .get("httpHeaders")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| Some((h.get("name")?.as_str()?.to_string(), h.get("value")?.as_str()?.to_string())))
+            .collect();
         match port(http, container) {
-            Some(p) => match tokio::time::timeout(timeout, http_get(&host, p, &path)).await {
+            Some(p) => match tokio::time::timeout(timeout, http_get(scheme, &host, p, &path, &headers)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!(
-                    "Get \"http://{}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+                    "Get \"{}://{}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+                    scheme.as_str(),
                     join_host_port(&host, p)
                 )),
             },
@@ -150,22 +162,94 @@ pub async fn run_handler(
 }
 
 /// An HTTP GET with upstream's rule: 200 <= status < 400 is success; the failure as upstream's message.
-async fn http_get(host: &str, port: u16, path: &str) -> Result<String, String> {
-    let url = format!("http://{}{path}", join_host_port(host, port));
-    let mut s = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| {
+/// An httpGet probe's `scheme`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// The TLS configuration of HTTPS probes: as upstream's prober, the server's certificate is not verified (probes
+/// check that something answers, not who).
+fn probe_tls() -> Result<tokio_rustls::TlsConnector, String> {
+    static TLS: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let cfg = client::Config { insecure_skip_tls_verify: true, ..Default::default() };
+        let tls = client::rustls_config(&cfg).map_err(|e| e.to_string())?;
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+    })
+    .clone()
+}
+
+/// One GET over HTTP/1.0 (HTTP or HTTPS), with upstream's probe headers plus the probe's `httpHeaders`: any status
+/// in [200, 400) succeeds.
+async fn http_get(
+    scheme: Scheme,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<String, String> {
+    let url = format!("{}://{}{path}", scheme.as_str(), join_host_port(host, port));
+    let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| {
         format!("Get \"{url}\": dial tcp {}: connect: {}", join_host_port(host, port), os_error_text(&e))
     })?;
-    let req =
-        format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
-    let mut buf = vec![0u8; 64];
-    let n = s.read(&mut buf).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
-    let head = String::from_utf8_lossy(&buf[..n]);
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n", join_host_port(host, port));
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !has("User-Agent") {
+        req.push_str("User-Agent: kube-probe/1.33\r\n");
+    }
+    if !has("Accept") {
+        req.push_str("Accept: */*\r\n");
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let head = match scheme {
+        Scheme::Http => exchange(tcp, &req).await,
+        Scheme::Https => {
+            let name =
+                rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("Get \"{url}\": {e}"))?;
+            let tls = probe_tls()?.connect(name, tcp).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
+            exchange(tls, &req).await
+        }
+    }
+    .map_err(|e| format!("Get \"{url}\": {e}"))?;
     match head.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()) {
         Some(code) if (200..400).contains(&code) => Ok(String::new()),
         Some(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
         None => Err(format!("Get \"{url}\": malformed HTTP response")),
     }
+}
+
+/// Sends a request and reads the start of the answer (enough for its status line).
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    req: &str,
+) -> std::io::Result<String> {
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    // A TLS record or a slow server may hand the status line over in pieces.
+    while n < buf.len() {
+        let got = s.read(&mut buf[n..]).await?;
+        if got == 0 || buf[..n + got].windows(2).any(|w| w == b"\r\n") {
+            n += got;
+            break;
+        }
+        n += got;
+    }
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// Tracks consecutive results against the thresholds.
@@ -540,10 +624,11 @@ mod tests {
                 let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
             }
         });
-        assert!(http_get("127.0.0.1", port, "/healthy").await.is_ok());
-        assert_eq!(http_get("127.0.0.1", port, "/broken").await, Err("HTTP probe failed with statuscode: 500".into()));
+        let get = |path: &'static str, port: u16| http_get(Scheme::Http, "127.0.0.1", port, path, &[]);
+        assert!(get("/healthy", port).await.is_ok());
+        assert_eq!(get("/broken", port).await, Err("HTTP probe failed with statuscode: 500".into()));
         assert_eq!(
-            http_get("127.0.0.1", 1, "/").await,
+            get("/", 1).await,
             Err("Get \"http://127.0.0.1:1/\": dial tcp 127.0.0.1:1: connect: connection refused".into())
         );
         let tcp = json!({"tcpSocket": {"port": 1}});
@@ -552,5 +637,49 @@ mod tests {
             run_once(&cri, "c", &tcp, &json!({}), "127.0.0.1").await,
             (Outcome::Failure, "dial tcp 127.0.0.1:1: connect: connection refused".into())
         );
+    }
+
+    /// kubeadm's control-plane probes: `scheme: HTTPS` against a self-signed server (not verified, as upstream),
+    /// with the probe's `httpHeaders` sent.
+    #[tokio::test]
+    async fn https_probes_skip_verification_and_send_headers() {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut s) = acceptor.accept(tcp).await else { continue };
+                let mut buf = [0u8; 512];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let ok = req.starts_with("GET /livez ") && req.contains("\r\nX-Probe: yes\r\n");
+                let code = if ok { "200 OK" } else { "403 Forbidden" };
+                let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        let cri = Cri::local(proto::fake::FakeCri::default());
+        let probe = |path: &str, headers: Value| json!({"httpGet": {"host": "127.0.0.1", "port": port, "path": path, "scheme": "HTTPS", "httpHeaders": headers}});
+        let header = json!([{"name": "X-Probe", "value": "yes"}]);
+        assert_eq!(
+            run_once(&cri, "c", &probe("/livez", header.clone()), &json!({}), "10.0.0.1").await.0,
+            Outcome::Success
+        );
+        assert_eq!(
+            run_once(&cri, "c", &probe("/livez", json!([])), &json!({}), "10.0.0.1").await,
+            (Outcome::Failure, "HTTP probe failed with statuscode: 403".into())
+        );
+        // Plain HTTP to a TLS port fails, as upstream's would.
+        let plain = json!({"httpGet": {"host": "127.0.0.1", "port": port, "path": "/livez", "httpHeaders": header}});
+        assert_eq!(run_once(&cri, "c", &plain, &json!({}), "10.0.0.1").await.0, Outcome::Failure);
     }
 }

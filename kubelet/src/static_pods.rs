@@ -1,7 +1,9 @@
 //! Static pods: manifests in `--pod-manifest-path` run on this node without the API (this is how kubeadm runs the
 //! control plane), each with a mirror pod in the API (`kubernetes.io/config.mirror`) that carries its status. The
 //! directory is rescanned every second for changes (a cheap stat) and fully every `fileCheckFrequency`; a deleted
-//! mirror pod comes back, a removed file stops the pod and removes its mirror.
+//! mirror pod comes back, a removed file stops the pod and removes its mirror. A changed file is a new pod (its
+//! UID is the content's hash): the old one is stopped first and the new one starts once it is gone, as upstream's
+//! pod workers do for static pods of the same full name (two kube-apiservers must not race for one port).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -105,6 +107,14 @@ pub async fn run(manager: Arc<PodManager>, client: Client, cfg: Config, mut stop
     let Ok(pods) = client.api("", "v1", "pods") else { return };
     let Ok(nodes) = client.api("", "v1", "nodes") else { return };
     let mut known: BTreeMap<PathBuf, Known> = BTreeMap::new();
+    // Static pods being torn down, by full name (namespace/name) and UID, and the pods waiting for them.
+    let mut terminating: Vec<(String, String)> = Vec::new();
+    let mut waiting: Vec<(String, Arc<Value>)> = Vec::new();
+    let full_name = |pod: &Value| {
+        let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+        format!("{ns}/{}", pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default())
+    };
+    let mut first = true;
     let mut last_full = Instant::now() - cfg.file_check_frequency;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -123,6 +133,7 @@ pub async fn run(manager: Arc<PodManager>, client: Client, cfg: Config, mut stop
             if let Some(k) = known.remove(&p) {
                 tracing::info!(manifest = %p.display(), "static pod removed");
                 manager.update(&k.uid, None);
+                terminating.push((full_name(&k.pod), k.uid.clone()));
                 let ns = k.pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
                 let name = k.pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
                 let _ = pods.clone().namespaced(ns).delete(name, Some(&json!({"gracePeriodSeconds": 0}))).await;
@@ -138,13 +149,33 @@ pub async fn run(manager: Arc<PodManager>, client: Client, cfg: Config, mut stop
                         let old = known
                             .insert(path.clone(), Known { uid: uid.clone(), pod: pod.clone(), modified: *modified });
                         if let Some(o) = old.filter(|o| o.uid != uid) {
+                            tracing::info!(manifest = %path.display(), "static pod changed; replacing it");
                             manager.update(&o.uid, None);
+                            terminating.push((full_name(&o.pod), o.uid));
                         }
-                        manager.update(&uid, Some(Arc::new(pod)));
+                        waiting.retain(|(u, _)| *u != uid);
+                        waiting.push((uid, Arc::new(pod)));
                     }
                     Err(e) => tracing::warn!(manifest = %path.display(), error = %e, "invalid static pod manifest"),
                 }
             }
+        }
+        // Pods start once no pod of the same full name is still being torn down.
+        terminating.retain(|(_, uid)| manager.has_worker(uid));
+        waiting.retain(|(uid, pod)| {
+            let name = full_name(pod);
+            if terminating.iter().any(|(n, _)| *n == name) {
+                return true;
+            }
+            // Still wanted: the file may have changed again or gone meanwhile.
+            if known.values().any(|k| k.uid == *uid) {
+                manager.update(uid, Some(pod.clone()));
+            }
+            false
+        });
+        if first {
+            first = false;
+            manager.source_ready("file");
         }
         // Mirrors: every static pod has one in the API, with its current hash.
         let node_uid = nodes

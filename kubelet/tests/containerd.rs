@@ -27,6 +27,8 @@ async fn start_apiserver(dir: &Path) -> (Client, std::path::PathBuf, tokio::sync
         format!("--client-ca-file={}", dir.join("ca.crt").display()),
         // No controller-manager makes `default` service accounts here.
         "--disable-admission-plugins=ServiceAccount".into(),
+        // kubeadm's order: the node's name does not resolve.
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
     ])
     .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -8,13 +8,16 @@
 //! - [`controller`]: informers, a queue and N workers around a level-triggered reconcile function;
 //! - [`leader_election`]: leader election on a `coordination.k8s.io/v1` Lease;
 //! - [`events`]: a recorder of core/v1 Events with upstream's de-duplication;
-//! - [`daemon`]: logging, signals and the health/metrics port every daemon serves.
+//! - [`daemon`]: logging, signals and the health/metrics port every daemon serves;
+//! - [`delegating_auth`]: who may use that port (client certificates, front proxies, TokenReview,
+//!   SubjectAccessReview), as upstream's delegated authentication and authorization.
 //!
 //! Objects are `serde_json::Value`s as the [`client`] returns them.
 
 pub mod backoff;
 pub mod controller;
 pub mod daemon;
+pub mod delegating_auth;
 pub mod events;
 pub mod informer;
 pub mod leader_election;

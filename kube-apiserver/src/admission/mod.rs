@@ -49,6 +49,9 @@ impl Validating for Plugins {
     fn validate(&self, r: &Request<'_>) -> Result<(), ApiError> {
         let Some(server) = self.server.upgrade() else { return Ok(()) };
         let on = |name: &str| server.admission_enabled(name);
+        if !server.opts.allow_privileged {
+            privileged_containers(r)?;
+        }
         if r.resource.group == "rbac.authorization.k8s.io" && r.operation != Operation::Delete {
             use crate::authorization::rbac::escalation;
             let authorize = |a: &crate::authorization::Attributes| server.authz.allows(a);
@@ -95,6 +98,54 @@ impl Validating for Plugins {
         }
         Ok(())
     }
+}
+
+/// Where a kind keeps its pod spec.
+fn pod_spec_path(res: &Resource) -> Option<(&'static str, &'static str)> {
+    Some(match (res.group, res.plural) {
+        ("", "pods") => ("/spec", "spec"),
+        ("", "podtemplates") => ("/template/spec", "template.spec"),
+        ("", "replicationcontrollers")
+        | ("apps", "replicasets" | "deployments" | "daemonsets" | "statefulsets")
+        | ("batch", "jobs") => ("/spec/template/spec", "spec.template.spec"),
+        ("batch", "cronjobs") => ("/spec/jobTemplate/spec/template/spec", "spec.jobTemplate.spec.template.spec"),
+        _ => return None,
+    })
+}
+
+/// The privileged containers of a pod spec: (field path, privileged).
+fn privileged_fields(spec: Option<&Value>, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for (i, c) in spec.and_then(|s| s.get(list)).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if c.pointer("/securityContext/privileged").and_then(Value::as_bool) == Some(true) {
+                out.push(format!("{path}.{list}[{i}].securityContext.privileged"));
+            }
+        }
+    }
+    out
+}
+
+/// Upstream's pod validation under `--allow-privileged=false` (its default): a container asking for
+/// `privileged: true` is refused with "Forbidden: disallowed by cluster policy". An update is refused only when it
+/// adds one (what is stored already was allowed when it was written).
+fn privileged_containers(r: &Request<'_>) -> Result<(), ApiError> {
+    let Some((pointer, path)) = pod_spec_path(r.resource) else { return Ok(()) };
+    if !(r.subresource.is_empty() || r.subresource == "ephemeralcontainers") {
+        return Ok(());
+    }
+    let Some(obj) = r.object else { return Ok(()) };
+    let old = privileged_fields(r.old.and_then(|o| o.pointer(pointer)), path);
+    let causes: Vec<api_types::status::Cause> = privileged_fields(obj.pointer(pointer), path)
+        .into_iter()
+        .filter(|f| !old.contains(f))
+        .map(|f| api_types::status::Cause::forbidden(f, "disallowed by cluster policy"))
+        .collect();
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let name = meta_str(obj, "name").unwrap_or(r.name);
+    Err(ApiError::invalid(r.resource.group, r.resource.kind, name, causes))
 }
 
 /// What NodeRestriction reads: the watch caches, and the authorizer chain.

@@ -1,10 +1,11 @@
-//! Authentication, as upstream's union of authenticators: x509 client certificates (verified by rustls against
-//! `--client-ca-file`), static tokens (`--token-auth-file`), service-account tokens, bootstrap tokens, and anonymous
+//! Authentication, as upstream's union of authenticators: front proxies' request headers ([`request_header`]),
+//! x509 client certificates (verified against `--client-ca-file`), static tokens (`--token-auth-file`), service-account tokens, bootstrap tokens, and anonymous
 //! requests (`--anonymous-auth`); then impersonation.
 
 pub mod bootstrap_token;
 pub mod impersonation;
 pub mod keys;
+pub mod request_header;
 pub mod serviceaccount;
 pub mod token_file;
 

@@ -67,6 +67,8 @@ impl Apiserver {
         if !extra.iter().any(|a| a.contains("admission-plugins")) {
             cmd.arg("--disable-admission-plugins=ServiceAccount");
         }
+        // kubeadm's order: test nodes' names do not resolve.
+        cmd.arg("--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname");
         cmd.arg(format!("--secure-port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
