@@ -407,6 +407,33 @@ async fn cache_keeps_answers_and_denials() {
     assert!(m.answers[0].to_string().ends_with("A 10.0.0.42"), "{:?}", m.answers);
 }
 
+/// kubeadm's Corefile: `disable success cluster.local` and `disable denial cluster.local` — the cluster zone's answers
+/// and denials are never cached (changes show at once), while a bad `disable` kind is refused.
+#[tokio::test]
+async fn cache_disable_for_the_cluster_zone() {
+    let c = Controller::fixed(coredns_fixture());
+    let d = dispatcher(
+        ".:53 {\n kubernetes cluster.local\n cache 30 {\n  disable success cluster.local\n  disable denial cluster.local\n }\n}\n",
+        c.clone(),
+    );
+    let m = ask(&d, "svc1.testns.svc.cluster.local.", RecordType::A).await;
+    assert!(m.answers[0].to_string().ends_with("A 10.0.0.1"), "{:?}", m.answers);
+    let m = ask(&d, "gone.testns.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    c.update(|st| {
+        st.upsert_service(service("svc1", "testns", &["10.0.0.42"], vec![port("http", "tcp", 80)]));
+        st.upsert_service(service("gone", "testns", &["10.0.0.43"], vec![]));
+    });
+    let m = ask(&d, "svc1.testns.svc.cluster.local.", RecordType::A).await;
+    assert!(m.answers[0].to_string().ends_with("A 10.0.0.42"), "answers not cached: {:?}", m.answers);
+    let m = ask(&d, "gone.testns.svc.cluster.local.", RecordType::A).await;
+    assert!(m.answers[0].to_string().ends_with("A 10.0.0.43"), "denials not cached: {:?}", m.answers);
+    let env = cluster_dns::server::Env::new(None, 53);
+    let built =
+        cluster_dns::server::build(".:53 {\n cache {\n  disable everything\n }\n}\n", "Corefile", &env).map(|_| ());
+    assert!(built.is_err_and(|e| e.contains("disable")));
+}
+
 #[tokio::test]
 async fn rewrite_names_and_answers() {
     let c = Controller::fixed(coredns_fixture());

@@ -104,12 +104,18 @@ pub(crate) async fn run_node(
         tokio::spawn(async move {
             tokio::select! {
                 r = register_node(&client, &cfg, &runtime_version) => if let Err(e) = r {
-                    tracing::error!(error = %e, "setting up the node network");
+                    tracing::error!(error = %e, "registering the node");
                     return;
                 },
                 _ = runtime::daemon::stopped(stop.clone()) => return,
             }
-            tokio::spawn(node::heartbeat(client, cfg, Some(cri), stop));
+            tokio::spawn(node::heartbeat(client.clone(), cfg.clone(), Some(cri), stop.clone()));
+            tokio::select! {
+                r = write_pod_network_config(&client, &cfg) => if let Err(e) = r {
+                    tracing::error!(error = %e, "writing the pod network config");
+                },
+                _ = runtime::daemon::stopped(stop) => {}
+            }
         });
     }
     let manager = pods::PodManager::new(cri, client.clone(), cfg.clone())?;
@@ -194,8 +200,7 @@ pub(crate) async fn run_node(
     Ok(())
 }
 
-/// Registers the Node (retrying until the apiserver answers), writes the CNI configuration for its pod CIDR (the
-/// configured one, or the one the node IPAM controller assigned) and records the `Starting` event.
+/// Registers the Node (retrying until the apiserver answers) and records the `Starting` event.
 async fn register_node(client: &client::Client, cfg: &Config, runtime_version: &str) -> Result<(), BoxError> {
     let mut delay = Duration::from_millis(200);
     while let Err(e) = node::register(client, cfg, runtime_version).await {
@@ -204,24 +209,32 @@ async fn register_node(client: &client::Client, cfg: &Config, runtime_version: &
         delay = (delay * 2).min(Duration::from_secs(7));
     }
     tracing::info!(node = %cfg.node_name, "node registered");
-    let pod_cidr = match &cfg.pod_cidr {
-        Some(c) => Some(c.clone()),
-        None => loop {
-            match client.api("", "v1", "nodes")?.get(&cfg.node_name).await {
-                Ok(n) => break n.pointer("/spec/podCIDR").and_then(|c| c.as_str()).map(String::from),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the node's pod CIDR; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        },
-    };
-    if let (Some(dir), Some(cidr)) = (&cfg.cni_conf_dir, &pod_cidr) {
-        cni::write(dir, &cfg.cni_bridge, cidr, &cfg.root_dir.join("cni-ipam"))?;
-    }
     if cfg.record_events {
         events::Events::new(client, &cfg.node_name)?.node(events::Normal, "Starting", "Starting kubelet.");
     }
+    Ok(())
+}
+
+/// Writes the CNI configuration for the node's pod CIDR: the configured one, or the one the node IPAM controller
+/// assigns, which may come after registration (a kubeadm node registers before kube-controller-manager runs):
+/// upstream's kubelet updates the runtime's network config when the Node's podCIDR appears.
+async fn write_pod_network_config(client: &client::Client, cfg: &Config) -> Result<(), BoxError> {
+    let Some(dir) = &cfg.cni_conf_dir else { return Ok(()) };
+    let pod_cidr = match &cfg.pod_cidr {
+        Some(c) => c.clone(),
+        None => loop {
+            match client.api("", "v1", "nodes")?.get(&cfg.node_name).await {
+                Ok(n) => {
+                    if let Some(c) = n.pointer("/spec/podCIDR").and_then(|c| c.as_str()) {
+                        break c.to_string();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the node's pod CIDR; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+    };
+    cni::write(dir, &cfg.cni_bridge, &pod_cidr, &cfg.root_dir.join("cni-ipam"))?;
     Ok(())
 }
 

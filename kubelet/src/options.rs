@@ -404,7 +404,7 @@ impl Config {
                 .or(file.container_runtime_endpoint)
                 .unwrap_or_else(|| proto::DEFAULT_ENDPOINT.to_string()),
             node_name: flags.hostname_override.unwrap_or_else(hostname),
-            node_ip: flags.node_ip.unwrap_or_else(|| "127.0.0.1".into()),
+            node_ip: flags.node_ip.unwrap_or_else(default_node_ip),
             pod_manifest_path: flags.pod_manifest_path.or(file.static_pod_path),
             node_labels,
             taints,
@@ -451,6 +451,24 @@ impl Config {
                 .unwrap_or_else(|| "127.0.0.1".into()),
         })
     }
+}
+
+/// The node's address without `--node-ip`, as upstream's kubelet finds it: the host name's first non-loopback
+/// address, else the address of the interface holding the default route (the kernel's source address for it; a
+/// UDP `connect` only looks the route up and sends nothing), else 127.0.0.1.
+fn default_node_ip() -> String {
+    use std::net::ToSocketAddrs;
+    let by_name = (hostname().as_str(), 0u16)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.find(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()))
+        .map(|a| a.ip());
+    let by_route = || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        socket.connect("192.0.2.1:9").ok()?;
+        Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+    };
+    by_name.or_else(by_route).map(|ip| ip.to_string()).unwrap_or_else(|| "127.0.0.1".into())
 }
 
 #[cfg(test)]

@@ -198,10 +198,15 @@ pub async fn run(manager: Arc<PodManager>, client: Client, cfg: Config, mut stop
                         let _ = api.delete(name, Some(&json!({"gracePeriodSeconds": 0}))).await;
                     }
                 }
-                Err(e) if e.code() == Some(404) => match api.create(&mirror(&k.pod, &node_uid, &cfg.node_name)).await {
-                    Ok(_) => manager.status_lost(&k.uid),
-                    Err(e) => tracing::warn!(pod = name, error = %e, "creating the mirror pod"),
-                },
+                // Under the Node authorizer a pod not bound to this node is 403, not 404 (upstream's kubelet sees
+                // only its informer's pods): either way there is no mirror of ours, so make one (409 if another
+                // node's pod has the name).
+                Err(e) if matches!(e.code(), Some(404) | Some(403)) => {
+                    match api.create(&mirror(&k.pod, &node_uid, &cfg.node_name)).await {
+                        Ok(_) => manager.status_lost(&k.uid),
+                        Err(e) => tracing::warn!(pod = name, error = %e, "creating the mirror pod"),
+                    }
+                }
                 Err(e) => tracing::warn!(pod = name, error = %e, "reading the mirror pod"),
             }
         }

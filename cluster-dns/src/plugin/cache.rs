@@ -116,6 +116,9 @@ pub struct Cache {
     pub min_nttl: Duration,
     pub fail_ttl: Duration,
     keepttl: bool,
+    /// `disable success|denial [ZONES...]`: names in these zones are not cached as answers / as denials.
+    no_success: Vec<String>,
+    no_denial: Vec<String>,
 }
 
 /// CoreDNS's cache key: the name (lower case), type, and the DO and CD bits.
@@ -141,6 +144,8 @@ impl Cache {
             min_nttl: MIN_TTL,
             fail_ttl: FAIL_TTL,
             keepttl: false,
+            no_success: Vec::new(),
+            no_denial: Vec::new(),
         }
     }
 
@@ -154,6 +159,17 @@ impl Cache {
             return;
         }
         let kind = classify(m);
+        let disabled = match kind {
+            Kind::Success => &self.no_success,
+            Kind::Denial => &self.no_denial,
+            _ => &Vec::new(),
+        };
+        if !disabled.is_empty()
+            && let Some(q) = m.queries.first()
+            && super::matches(disabled, &super::fqdn(&q.name().to_string())).is_some()
+        {
+            return;
+        }
         let (store, ttl) = match kind {
             Kind::Success => (&self.success, minimal_ttl(m, kind).clamp(self.min_ttl, self.max_ttl.max(self.min_ttl))),
             Kind::Denial => (&self.denial, minimal_ttl(m, kind).clamp(self.min_nttl, self.max_nttl.max(self.min_nttl))),
@@ -219,7 +235,7 @@ impl Plugin for Cache {
 }
 
 /// `cache [TTL] [ZONES...] { success CAPACITY [TTL] [MINTTL]; denial CAPACITY [TTL] [MINTTL]; servfail DURATION;
-/// keepttl }`.
+/// disable success|denial [ZONES...]; keepttl }` (kubeadm's Corefile disables both for `cluster.local`).
 pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<Cache, String> {
     let mut args = d.args.as_slice();
     let mut ttl_arg = None;
@@ -275,6 +291,21 @@ pub fn setup(d: &Directive, s: &mut Setup<'_>) -> Result<Cache, String> {
                     return Err(s.err(d, l.line, "caching SERVFAIL responses over 5 minutes is not permitted"));
                 }
                 c.fail_ttl = t;
+            }
+            "disable" => {
+                let Some((kind, zones)) = a.split_first() else { return Err(arg_err()) };
+                let zones = if zones.is_empty() { c.zones.clone() } else { super::origins(zones, s) };
+                match kind.as_str() {
+                    "success" => c.no_success.extend(zones),
+                    "denial" => c.no_denial.extend(zones),
+                    other => {
+                        return Err(s.err(
+                            d,
+                            l.line,
+                            format!("cache type for disable must be \"success\" or \"denial\", got {other:?}"),
+                        ));
+                    }
+                }
             }
             "keepttl" => {
                 if !a.is_empty() {

@@ -1,4 +1,4 @@
-//! `kubeadm reset`: stops the kubelet, unmounts under /var/lib/kubelet, removes the pods' containers (crictl),
+//! `kubeadm reset`: stops the kubelet, unmounts under /var/lib/kubelet, removes the pods' containers (through CRI),
 //! the store's data (etcd data dir, or the embedded store's), the manifests, PKI and kubeconfig files, and prints
 //! what it leaves behind, as upstream.
 
@@ -42,7 +42,27 @@ fn unmount_under(ctx: &Context, dir: &Path) {
     }
 }
 
-pub fn run(ctx: &Context, cert_dir: &str, cri_socket: &str, cleanup_tmp: bool) -> Result<()> {
+/// Stops and removes every pod sandbox (with its containers) of the container runtime, as upstream's reset does
+/// through its CRI client.
+async fn remove_pods(cri_socket: &str) -> std::result::Result<(), String> {
+    use proto::cri::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
+    let cri = proto::Cri::connect(cri_socket).await.map_err(|e| format!("connecting to {cri_socket}: {e}"))?;
+    let mut rt = cri.runtime.clone();
+    let sandboxes = rt.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await.map_err(|e| e.to_string())?;
+    // Every sandbox is tried, whatever happens to the others; the errors are reported together.
+    let mut errors = Vec::new();
+    for sb in sandboxes.into_inner().items {
+        let id = sb.id;
+        // A failed stop (a sandbox whose network never came up) does not prevent the removal, which decides.
+        let _ = rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await;
+        if let Err(e) = rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await {
+            errors.push(format!("{id}: {}", e.message()));
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+}
+
+pub async fn run(ctx: &Context, cert_dir: &str, cri_socket: &str, cleanup_tmp: bool) -> Result<()> {
     ctx.out.line("[preflight] Running pre-flight checks");
     let manifests = PathBuf::from(k::KUBERNETES_DIR).join(k::MANIFESTS_SUBDIR);
     if let Some(d) = etcd_data_dir(ctx) {
@@ -64,16 +84,9 @@ pub fn run(ctx: &Context, cert_dir: &str, cri_socket: &str, cleanup_tmp: bool) -
     if ctx.host {
         ctx.out.line(format!("[reset] Unmounting mounted directories in {:?}", k::KUBELET_RUN_DIR));
         unmount_under(ctx, Path::new(k::KUBELET_RUN_DIR));
-        let crictl = std::process::Command::new("crictl")
-            .args(["--runtime-endpoint", cri_socket, "rmp", "--all", "--force"])
-            .output();
-        match crictl {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => ctx.out.line(format!(
-                "[reset] WARNING: failed to remove the pods' containers: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Err(_) => ctx.out.line("[reset] WARNING: crictl not found: the pods' containers were not removed"),
+        ctx.out.line("[reset] Removing the pods' containers");
+        if let Err(e) = remove_pods(cri_socket).await {
+            ctx.out.line(format!("[reset] WARNING: failed to remove the pods' containers: {e}"));
         }
     }
     let mut dirs = vec![manifests.display().to_string(), k::KUBELET_RUN_DIR.to_string(), cert_dir.to_string()];
