@@ -496,11 +496,18 @@ impl PodManager {
     async fn worker(self: Arc<Self>, uid: String, notify: Arc<Notify>) {
         loop {
             let pod = self.desired.lock().ok().and_then(|d| d.get(&uid).cloned());
-            let synced = match self.sync_pod(&uid, pod.as_deref()).await {
-                Ok(synced) => synced,
-                Err(e) => {
-                    tracing::warn!(pod = %uid, error = %e, "sync failed; will retry");
-                    Synced::Retry
+            let synced = if pod.is_none() && !self.sources_ready() {
+                // A pod found in the runtime at start that no source has delivered yet is not torn down before
+                // every source delivered its pods (upstream's sourcesReady): after a kubelet restart the API's
+                // pods arrive a moment after the runtime's containers are seen.
+                Synced::Retry
+            } else {
+                match self.sync_pod(&uid, pod.as_deref()).await {
+                    Ok(synced) => synced,
+                    Err(e) => {
+                        tracing::warn!(pod = %uid, error = %e, "sync failed; will retry");
+                        Synced::Retry
+                    }
                 }
             };
             if synced == Synced::Finished {
@@ -2030,6 +2037,40 @@ mod tests {
         assert_eq!(e["type"], "Normal");
         assert_eq!(e["message"], format!("Back-off pulling image \"{image}\""));
         assert_eq!(e["involvedObject"]["fieldPath"], "spec.containers{c}");
+        server.stop().await;
+    }
+
+    /// After a restart the runtime's containers are seen before the API delivers the pods: a pod no source has
+    /// delivered yet is not torn down until every source is ready (upstream's sourcesReady); then an orphan is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pods_unknown_before_sources_ready_are_kept() {
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36"}]}}))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, _fake) = manager_on_fake(&server, dir.path());
+        let uid = s(&pod, "/metadata/uid").to_string();
+        manager.sync_pod(&uid, Some(&pod)).await.unwrap();
+        assert!(manager.running_container_id(&uid, "c").await.is_some());
+        // As a restarted kubelet: the container is found, the API has not delivered its pods yet.
+        manager.source_pending("api");
+        manager.wake(&uid);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(manager.running_container_id(&uid, "c").await.is_some(), "torn down before the API delivered");
+        // Every source delivered and the pod is not among them: an orphan, stopped.
+        manager.source_ready("api");
+        manager.wake(&uid);
+        for _ in 0..50 {
+            if manager.running_container_id(&uid, "c").await.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(manager.running_container_id(&uid, "c").await.is_none(), "the orphan keeps running");
         server.stop().await;
     }
 

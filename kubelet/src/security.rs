@@ -59,14 +59,12 @@ pub fn security_context(pod: &Value, c: &Value) -> LinuxContainerSecurityContext
             .filter_map(|v| v.as_str().map(String::from))
             .collect()
     };
-    let caps = |list: Vec<String>| -> Vec<String> {
-        list.into_iter().map(|c| if c == "ALL" || c.starts_with("CAP_") { c } else { format!("CAP_{c}") }).collect()
-    };
     let privileged = sc.get("privileged").and_then(Value::as_bool).unwrap_or(false);
     LinuxContainerSecurityContext {
         capabilities: Some(Capability {
-            add_capabilities: caps(strs("/capabilities/add")),
-            drop_capabilities: caps(strs("/capabilities/drop")),
+            // As upstream's kubelet: the names as the pod spells them (`NET_BIND_SERVICE`); the runtime adds `CAP_`.
+            add_capabilities: strs("/capabilities/add"),
+            drop_capabilities: strs("/capabilities/drop"),
             add_ambient_capabilities: vec![],
         }),
         privileged,
@@ -132,7 +130,7 @@ mod tests {
         let caps = sc.capabilities.unwrap();
         assert_eq!(
             (caps.add_capabilities, caps.drop_capabilities),
-            (vec!["CAP_NET_ADMIN".to_string()], vec!["ALL".to_string()])
+            (vec!["NET_ADMIN".to_string()], vec!["ALL".to_string()])
         );
         assert!(!any_privileged(&pod));
         assert!(any_privileged(&json!({"spec": {"containers": [{"securityContext": {"privileged": true}}]}})));

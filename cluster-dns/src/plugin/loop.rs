@@ -18,7 +18,7 @@ pub struct Loop {
     /// Lower case, fully qualified probe name.
     qname: String,
     zone: String,
-    seen: AtomicU32,
+    seen: Arc<AtomicU32>,
     done: Arc<AtomicBool>,
     /// What happens on a detected loop (the process exits; tests record it).
     on_loop: fn(&str),
@@ -36,7 +36,7 @@ impl Loop {
         Loop {
             qname: crate::plugin::fqdn(&qname),
             zone: zone.into(),
-            seen: AtomicU32::new(0),
+            seen: Arc::default(),
             done: Arc::default(),
             on_loop,
         }
@@ -49,7 +49,7 @@ impl Loop {
 
     /// Sends the probe to the server on `addr` until it gets an answer (or a few tries pass).
     pub fn probe(&self, addr: SocketAddr) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (qname, done) = (self.qname.clone(), self.done.clone());
+        let (qname, done, seen) = (self.qname.clone(), self.done.clone(), self.seen.clone());
         async move {
             let Ok(name) = Name::from_ascii(&qname) else { return };
             for _ in 0..15 {
@@ -60,9 +60,13 @@ impl Loop {
                 if sock.send_to(&bytes, addr).await.is_ok() {
                     let mut buf = vec![0u8; 4096];
                     if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+                        // Answered: queries still arriving in the next two seconds count, then the plugin rests.
+                        tokio::time::sleep(Duration::from_secs(2)).await;
                         break;
                     }
                 }
+                // No answer (a slow or unreachable upstream) is no loop: the count starts over, as CoreDNS's reset.
+                seen.store(0, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             done.store(true, Ordering::Relaxed);
