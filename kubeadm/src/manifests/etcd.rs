@@ -1,11 +1,19 @@
 //! The local etcd static pod (upstream's `phases/etcd/local.go`): a single-member cluster on the advertise
-//! address with TLS for clients and peers, metrics and health on 127.0.0.1:2381.
+//! address with TLS for clients and peers, metrics and health on 127.0.0.1:2381. Every flag and probe is one
+//! etcd 3.4 (Debian's `etcd-server`, what our etcd image runs) accepts.
 
 use serde_json::{Value, json};
 
-use super::{Mount, arguments_to_command, component_pod, env, liveness, readiness, startup};
+use super::{Mount, arguments_to_command, component_pod, env, liveness, startup};
 use crate::config::InitConfig;
 use crate::constants as k;
+
+/// The probes' paths on the metrics listener. The etcd in our image is Debian's 3.4, which serves `/health` but
+/// not the `/livez` and `/readyz` upstream's 1.33 probes use (etcd >= 3.5.11), so the manifest carries the probes
+/// upstream kubeadm wrote before them: a serializable liveness check that tolerates a NOSPACE alarm, a
+/// linearizable startup check, and no readiness probe.
+pub const LIVENESS_PATH: &str = "/health?exclude=NOSPACE&serializable=true";
+pub const STARTUP_PATH: &str = "/health?serializable=false";
 
 /// Upstream's `getEtcdCommand` for the first member (`initial-cluster` is this node alone).
 pub fn etcd_command(cfg: &InitConfig) -> Vec<String> {
@@ -66,9 +74,8 @@ pub fn etcd_pod(cfg: &InitConfig) -> Value {
         "command": etcd_command(cfg),
         "image": k::image(repo, k::ETCD, tag),
         "imagePullPolicy": cfg.init.node_registration.image_pull_policy,
-        "livenessProbe": liveness("127.0.0.1", "/livez", port, "HTTP"),
-        "readinessProbe": readiness("127.0.0.1", "/readyz", port, "HTTP"),
-        "startupProbe": startup("127.0.0.1", "/readyz", port, "HTTP", timeout),
+        "livenessProbe": liveness("127.0.0.1", LIVENESS_PATH, port, "HTTP"),
+        "startupProbe": startup("127.0.0.1", STARTUP_PATH, port, "HTTP", timeout),
         "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
     });
     if let Some(e) = env(&local.extra_envs) {
