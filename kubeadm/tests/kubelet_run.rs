@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubeadm::fs::{Fs, HostFs};
-use kubeadm::kubelet::Service;
 use kubeadm::phases::{Context, Printer};
 
 fn script() -> PathBuf {
