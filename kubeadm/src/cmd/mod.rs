@@ -1,11 +1,12 @@
 //! The command line, with upstream's commands and flags: `init` (and `init phase <name>`), `join`, `reset`,
-//! `token`, `certs`, `kubeconfig user`, `config`, `upgrade node phase kubelet-config`, `version`, `completion`.
+//! `token`, `certs`, `kubeconfig user`, `config`, `upgrade plan|apply|diff|node`, `version`, `completion`.
 //! The hidden `--rootfs` flag (or `KUBEADM_ROOTFS`) roots every path kubeadm writes, for tests.
 
 pub mod certs;
 pub mod config;
 pub mod init;
 pub mod token;
+pub mod upgrade;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ pub enum Command {
     Config(config::ConfigCmd),
     /// Upgrade your cluster smoothly to a newer version with this command
     #[command(subcommand)]
-    Upgrade(UpgradeCmd),
+    Upgrade(upgrade::UpgradeCmd),
     /// Print the version of kubeadm
     Version {
         /// Output format; available options are 'yaml', 'json' and 'short'
@@ -148,28 +149,6 @@ pub enum KubeconfigCmd {
     },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum UpgradeCmd {
-    /// Upgrade commands for a node in the cluster
-    Node {
-        #[command(subcommand)]
-        phase: Option<UpgradeNodePhase>,
-        #[arg(long, default_value = "/etc/kubernetes/admin.conf")]
-        kubeconfig: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum UpgradeNodePhase {
-    /// Use this command to invoke single phase of the "node" workflow
-    Phase {
-        /// `kubelet-config`
-        name: String,
-        #[arg(long, default_value = "/etc/kubernetes/admin.conf")]
-        kubeconfig: String,
-    },
-}
-
 /// The execution context for a command line.
 pub fn context(cli_root: &Option<PathBuf>) -> Context {
     let root = cli_root.clone().unwrap_or_else(|| PathBuf::from("/"));
@@ -200,16 +179,7 @@ pub async fn run_with(ctx: &Context, command: Command) -> Result<()> {
             kubeconfig_user(ctx, &client_name, org, token, validity_period, config)
         }
         Command::Config(c) => config::run(ctx, c).await,
-        Command::Upgrade(UpgradeCmd::Node { phase, kubeconfig }) => {
-            let kc = match phase {
-                Some(UpgradeNodePhase::Phase { name, kubeconfig }) if name == "kubelet-config" => kubeconfig,
-                Some(UpgradeNodePhase::Phase { name, .. }) => {
-                    return Err(Error::Other(format!("unknown phase {name:?} (supported: kubelet-config)")));
-                }
-                None => kubeconfig,
-            };
-            upgrade_kubelet_config(ctx, &kc).await
-        }
+        Command::Upgrade(u) => upgrade::run(ctx, u).await,
         Command::Version { output } => {
             version(ctx, output.as_deref());
             Ok(())
@@ -359,26 +329,5 @@ fn kubeconfig_user(
         }
     };
     ctx.out.line(text.trim_end());
-    Ok(())
-}
-
-/// `kubeadm upgrade node phase kubelet-config`: the `kubelet-config` ConfigMap to /var/lib/kubelet/config.yaml.
-async fn upgrade_kubelet_config(ctx: &Context, kubeconfig: &str) -> Result<()> {
-    let c = ctx.client_from(std::path::Path::new(kubeconfig))?;
-    let cm = c
-        .api("", "v1", "configmaps")?
-        .namespaced(crate::constants::KUBE_SYSTEM)
-        .get(crate::constants::KUBELET_CONFIG_CONFIGMAP)
-        .await?;
-    let text = cm.pointer("/data/kubelet").and_then(serde_json::Value::as_str).unwrap_or_default();
-    let path = PathBuf::from(crate::constants::KUBELET_RUN_DIR).join(crate::constants::KUBELET_CONFIG_FILE);
-    ctx.fs.write(&path, text.as_bytes(), 0o644).map_err(phases::io(&path))?;
-    ctx.out.line(format!(
-        "[upgrade] Reading configuration from the {:?} ConfigMap in namespace {:?}...",
-        crate::constants::KUBELET_CONFIG_CONFIGMAP,
-        crate::constants::KUBE_SYSTEM
-    ));
-    ctx.out.line(format!("[kubelet-start] Writing kubelet configuration to file {:?}", path.display().to_string()));
-    ctx.out.line("[upgrade/kubelet-config] The kubelet configuration for this node was successfully upgraded!");
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod kubeletstart;
 pub mod markcontrolplane;
 pub mod preflight;
 pub mod reset;
+pub mod upgrade;
 pub mod uploadcerts;
 pub mod uploadconfig;
 pub mod waitcontrolplane;
