@@ -103,11 +103,18 @@ pub struct JoinFlags {
     pub cri_socket: Option<String>,
     #[arg(long, value_delimiter = ',')]
     pub ignore_preflight_errors: Vec<String>,
-    /// Create a new control plane instance on this node (not supported yet by this kubeadm).
+    /// Create a new control plane instance on this node
     #[arg(long)]
     pub control_plane: bool,
+    /// Use this key to decrypt the certificate secrets uploaded by init. The certificate key is a hex encoded string that is an AES key of size 32 bytes.
     #[arg(long)]
     pub certificate_key: Option<String>,
+    /// If the node should host a new control plane instance, the IP address the API Server will advertise it's listening on.
+    #[arg(long)]
+    pub apiserver_advertise_address: Option<String>,
+    /// If the node should host a new control plane instance, the port for the API Server to bind to.
+    #[arg(long)]
+    pub apiserver_bind_port: Option<u16>,
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -242,6 +249,18 @@ pub fn join_config(j: &JoinFlags) -> Result<crate::config::JoinConfiguration> {
     if let Some(s) = &j.cri_socket {
         cfg.node_registration.cri_socket = s.clone();
     }
+    if j.control_plane || j.certificate_key.is_some() || j.apiserver_advertise_address.is_some() {
+        let cp = cfg.control_plane.get_or_insert_with(Default::default);
+        if let Some(key) = &j.certificate_key {
+            cp.certificate_key = key.clone();
+        }
+        if let Some(a) = &j.apiserver_advertise_address {
+            cp.local_api_endpoint.advertise_address = a.clone();
+        }
+        if let Some(p) = j.apiserver_bind_port {
+            cp.local_api_endpoint.bind_port = p;
+        }
+    }
     crate::config::default_join(&mut cfg);
     if cfg.node_registration.name.is_empty() {
         cfg.node_registration.name = crate::config::hostname();
@@ -250,9 +269,6 @@ pub fn join_config(j: &JoinFlags) -> Result<crate::config::JoinConfiguration> {
 }
 
 async fn join(ctx: &Context, j: JoinFlags) -> Result<()> {
-    if j.control_plane {
-        return Err(Error::Other("kubeadm join --control-plane is not supported yet by this kubeadm: join workers, or run a single control plane".into()));
-    }
     let cfg = join_config(&j)?;
     let mut ignore = j.ignore_preflight_errors.clone();
     ignore.extend(cfg.node_registration.ignore_preflight_errors.iter().cloned());

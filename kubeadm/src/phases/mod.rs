@@ -7,6 +7,7 @@ pub mod certs;
 pub mod controlplane;
 pub mod etcd;
 pub mod join;
+pub mod joincontrolplane;
 pub mod kubeconfig;
 pub mod kubeletfinalize;
 pub mod kubeletstart;
