@@ -53,6 +53,9 @@ fn start_etcd(pki: &Path) -> Option<(Etcd, u16, u16)> {
             format!("--peer-key-file={}", p("etcd/peer.key")),
             format!("--peer-trusted-ca-file={}", p("etcd/ca.crt")),
             "--peer-client-cert-auth=true".into(),
+            // etcd matches a peer's certificate SANs against the connection's source address; on loopback cp2
+            // (127.0.0.2) connects from 127.0.0.1, which its certificate does not name.
+            "--experimental-peer-skip-client-san-verification=true".into(),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -238,6 +241,72 @@ async fn a_second_control_plane_joins_with_the_uploaded_certificates_and_a_new_e
     let node = api.client.api("", "v1", "nodes").unwrap().get("cp2").await.unwrap();
     assert_eq!(node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"], "");
     assert_eq!(node["spec"]["taints"][0]["key"], "node-role.kubernetes.io/control-plane");
+
+    // cp2's etcd starts as its manifest says (peer 127.0.0.2:2380 on loopback; the client port is the test's),
+    // then `kubeadm reset` on cp2 takes its member out of the cluster again.
+    if std::net::TcpListener::bind("127.0.0.2:2380").is_err() {
+        eprintln!("127.0.0.2:2380 is taken: reset's member removal not exercised");
+        return;
+    }
+    let pki2 = second.path().join("etc/kubernetes/pki");
+    let data2 = tempfile::tempdir().unwrap();
+    let client2 = free_port();
+    let p2 = |f: &str| pki2.join(f).display().to_string();
+    let mut args: Vec<String> = etcd
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- --"))
+        .filter(|a| {
+            ![
+                "data-dir=",
+                "listen-client-urls=",
+                "advertise-client-urls=",
+                "listen-metrics-urls=",
+                "cert-file=",
+                "key-file=",
+                "trusted-ca-file=",
+                "peer-cert-file=",
+                "peer-key-file=",
+                "peer-trusted-ca-file=",
+            ]
+            .iter()
+            .any(|p| a.starts_with(p))
+        })
+        .map(|a| format!("--{a}"))
+        .collect();
+    args.extend([
+        format!("--data-dir={}", data2.path().join("etcd").display()),
+        format!("--listen-client-urls=https://127.0.0.2:{client2}"),
+        format!("--advertise-client-urls=https://127.0.0.2:{client2}"),
+        format!("--listen-metrics-urls=http://127.0.0.2:{}", free_port()),
+        format!("--cert-file={}", p2("etcd/server.crt")),
+        format!("--key-file={}", p2("etcd/server.key")),
+        format!("--trusted-ca-file={}", p2("etcd/ca.crt")),
+        format!("--peer-cert-file={}", p2("etcd/peer.crt")),
+        format!("--peer-key-file={}", p2("etcd/peer.key")),
+        format!("--peer-trusted-ca-file={}", p2("etcd/ca.crt")),
+    ]);
+    let child = Proc::new("etcd").args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let _etcd2 = Etcd(child, data2);
+    within(30, "cp2's etcd member started", async {
+        loop {
+            if let Ok(l) = ec.member_list().await
+                && l.members().iter().all(|m| !m.name().is_empty())
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let rc = Context { out: Printer::capture(), ..c2.clone() };
+    within(60, "reset", cmd::run_with(&rc, Command::Reset(cmd::ResetFlags { force: true, ..Default::default() })))
+        .await
+        .unwrap();
+    let out = rc.out.text();
+    assert!(out.contains("[reset] Removed etcd member https://127.0.0.2:2380"), "{out}");
+    let list = ec.member_list().await.unwrap();
+    let names: Vec<&str> = list.members().iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["node1"]);
 }
 
 #[test]

@@ -179,7 +179,7 @@ pub async fn run_with(ctx: &Context, command: Command) -> Result<()> {
     match command {
         Command::Init(c) => init::run(ctx, c).await,
         Command::Join(j) => join(ctx, j).await,
-        Command::Reset(r) => reset(ctx, r),
+        Command::Reset(r) => reset(ctx, r).await,
         Command::Token(t) => token::run(ctx, t).await,
         Command::Certs(c) => certs::run(ctx, c).await,
         Command::Kubeconfig(KubeconfigCmd::User { client_name, org, token, validity_period, config }) => {
@@ -275,7 +275,7 @@ async fn join(ctx: &Context, j: JoinFlags) -> Result<()> {
     Ok(phases::join::run(ctx, &cfg, &ignore).await?)
 }
 
-fn reset(ctx: &Context, r: ResetFlags) -> Result<()> {
+async fn reset(ctx: &Context, r: ResetFlags) -> Result<()> {
     let mut cfg = match &r.config {
         Some(p) => crate::config::load_file(p)?.reset.unwrap_or_default(),
         None => Default::default(),
@@ -303,6 +303,7 @@ fn reset(ctx: &Context, r: ResetFlags) -> Result<()> {
             return Err(Error::Other("aborted reset operation".into()));
         }
     }
+    phases::reset::remove_etcd_member(ctx, &cfg.certificates_dir).await;
     Ok(phases::reset::run(ctx, &cfg.certificates_dir, &cfg.cri_socket, cfg.cleanup_tmp_dir)?)
 }
 

@@ -105,7 +105,12 @@ pub async fn etcd_endpoints(c: &client::Client) -> Result<Vec<String>> {
 
 /// An etcd client with this node's healthcheck-client certificate (upstream's `etcdutil.NewFromCluster`).
 pub async fn etcd_client(ctx: &Context, cfg: &InitConfig, endpoints: &[String]) -> Result<etcd_client::Client> {
-    let dir = PathBuf::from(cfg.cert_dir());
+    etcd_client_in(ctx, cfg.cert_dir(), endpoints).await
+}
+
+/// As [`etcd_client`], with the certificates under `cert_dir`.
+pub async fn etcd_client_in(ctx: &Context, cert_dir: &str, endpoints: &[String]) -> Result<etcd_client::Client> {
+    let dir = PathBuf::from(cert_dir);
     let read = |f: &str| -> Result<Vec<u8>> {
         let p = dir.join(f);
         ctx.fs.read(&p).map_err(io(&p))
