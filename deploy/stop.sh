@@ -33,6 +33,8 @@ fi
 if $systemd && systemctl list-unit-files kubelet.service >/dev/null 2>&1; then
   systemctl disable --now kubelet || true
 else
+  # A kubelet that kubeadm started through /usr/libexec/kubeadm/kubelet-run.sh has a supervisor restarting it.
+  stop_pid /run/kubelet-supervisor.pid
   stop_pid /run/kubelet.pid
 fi
 # The pods' containers.

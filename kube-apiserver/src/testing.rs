@@ -3,6 +3,7 @@
 //! certificate in a temp dir, and hands out clients for it. Stopped when dropped.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Options;
@@ -36,6 +37,7 @@ pub struct TestApiserver {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
+    data_dir: PathBuf,
 }
 
 /// Certificates, a port and a client configuration for an apiserver that is not running yet.
@@ -46,6 +48,8 @@ pub struct Prepared {
     port: u16,
     /// Held until the server starts (None: the port is free, so connections to it are refused meanwhile).
     listener: Option<tokio::net::TcpListener>,
+    /// `--data-dir` (default: `data` in the temp dir).
+    data_dir: Option<PathBuf>,
 }
 
 impl Prepared {
@@ -69,7 +73,13 @@ impl Prepared {
             namespace: "default".into(),
             ..Default::default()
         };
-        Prepared { config, ca, dir, port, listener: Some(listener) }
+        Prepared { config, ca, dir, port, listener: Some(listener), data_dir: None }
+    }
+
+    /// Runs on this `--data-dir` (e.g. a restored snapshot) instead of a new one.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
     }
 
     /// Frees the port until [`Prepared::start`]: clients get "connection refused".
@@ -80,19 +90,20 @@ impl Prepared {
 
     /// Starts the apiserver with extra kube-apiserver flags and waits until it is ready.
     pub async fn start(self, extra: &[&str]) -> TestApiserver {
-        let Prepared { config, ca, dir, port, listener } = self;
+        let Prepared { config, ca, dir, port, listener, data_dir } = self;
         let listener = match listener {
             Some(l) => l,
             None => tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind again"),
         };
         let d = dir.path();
+        let data_dir = data_dir.unwrap_or_else(|| d.join("data"));
         let path = |f: &str| d.join(f).display().to_string();
         let mut args = vec![
             "kube-apiserver".to_string(),
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
-            format!("--data-dir={}", path("data")),
+            format!("--data-dir={}", data_dir.display()),
             format!("--cert-dir={}", path("certs")),
             format!("--tls-cert-file={}", path("apiserver.crt")),
             format!("--tls-private-key-file={}", path("apiserver.key")),
@@ -119,7 +130,7 @@ impl Prepared {
             }
         });
         let client = Client::new(&config).expect("client");
-        let server = TestApiserver { config, client, ca, stop: Some(stop), task: Some(task), dir };
+        let server = TestApiserver { config, client, ca, stop: Some(stop), task: Some(task), dir, data_dir };
         server.wait_ready().await;
         server
     }
@@ -171,6 +182,11 @@ impl TestApiserver {
             }
         })
         .await
+    }
+
+    /// The embedded store's `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone()
     }
 
     /// A new client (its own connection pool).

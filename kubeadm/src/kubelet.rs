@@ -1,6 +1,7 @@
 //! Starting, restarting and stopping the kubelet on this machine (upstream's `initsystem`): systemd when it is
-//! PID 1, otherwise shell commands from `KUBEADM_KUBELET_START_COMMAND` / `KUBEADM_KUBELET_STOP_COMMAND`
-//! (what the deploy scripts run instead of a unit), and a recording fake for tests.
+//! PID 1, otherwise shell commands from `KUBEADM_KUBELET_START_COMMAND` / `KUBEADM_KUBELET_STOP_COMMAND`, or,
+//! when those are unset, the supervisor script `deploy/install.sh` installs at [`RUN_SCRIPT`] (what the unit and
+//! its `10-kubeadm.conf` drop-in do, without systemd); and a recording fake for tests.
 
 use std::sync::Mutex;
 
@@ -50,7 +51,9 @@ pub struct Hook {
 impl Service for Hook {
     fn restart(&self) -> Result<(), String> {
         let Some(cmd) = &self.start else {
-            return Err("no init system (systemd is not PID 1) and KUBEADM_KUBELET_START_COMMAND is not set".into());
+            return Err(format!(
+                "no init system (systemd is not PID 1), KUBEADM_KUBELET_START_COMMAND is not set and {RUN_SCRIPT} is not installed (deploy/install.sh)"
+            ));
         };
         if let Some(stop) = &self.stop {
             let _ = run("sh", &["-c", stop]);
@@ -60,13 +63,19 @@ impl Service for Hook {
     fn stop(&self) -> Result<(), String> {
         match &self.stop {
             Some(cmd) => run("sh", &["-c", cmd]),
-            None => Err("no init system (systemd is not PID 1) and KUBEADM_KUBELET_STOP_COMMAND is not set".into()),
+            None => Err(format!(
+                "no init system (systemd is not PID 1), KUBEADM_KUBELET_STOP_COMMAND is not set and {RUN_SCRIPT} is not installed (deploy/install.sh)"
+            )),
         }
     }
     fn available(&self) -> bool {
         self.start.is_some()
     }
 }
+
+/// Where `deploy/install.sh` puts `deploy/kubelet-run.sh` (a helper program run by kubeadm, not by users:
+/// `/usr/libexec`, as the FHS places such programs).
+pub const RUN_SCRIPT: &str = "/usr/libexec/kubeadm/kubelet-run.sh";
 
 /// The service for this machine.
 pub fn detect() -> Box<dyn Service> {
@@ -75,7 +84,17 @@ pub fn detect() -> Box<dyn Service> {
     if start.is_none() && crate::config::componentconfigs::systemd_is_init() {
         Box::new(Systemd)
     } else {
-        Box::new(Hook { start, stop })
+        Box::new(hook(start, stop, std::path::Path::new(RUN_SCRIPT).exists().then_some(RUN_SCRIPT)))
+    }
+}
+
+/// The commands without systemd: the environment's, else `<script> restart` and `<script> stop`.
+pub fn hook(start: Option<String>, stop: Option<String>, script: Option<&str>) -> Hook {
+    match script {
+        Some(s) if start.is_none() => {
+            Hook { start: Some(format!("{s} restart")), stop: stop.or_else(|| Some(format!("{s} stop"))) }
+        }
+        _ => Hook { start, stop },
     }
 }
 
@@ -101,5 +120,25 @@ impl Service for Fake {
     }
     fn available(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_systemd_the_installed_script_runs_the_kubelet_unless_commands_are_set() {
+        let h = hook(None, None, Some(RUN_SCRIPT));
+        assert_eq!(h.start.as_deref(), Some("/usr/libexec/kubeadm/kubelet-run.sh restart"));
+        assert_eq!(h.stop.as_deref(), Some("/usr/libexec/kubeadm/kubelet-run.sh stop"));
+        assert!(h.available());
+        let h = hook(Some("my-start".into()), None, Some(RUN_SCRIPT));
+        assert_eq!((h.start.as_deref(), h.stop.as_deref()), (Some("my-start"), None));
+        let h = hook(None, Some("my-stop".into()), Some(RUN_SCRIPT));
+        assert_eq!(h.stop.as_deref(), Some("my-stop"));
+        let h = hook(None, None, None);
+        assert!(!h.available());
+        assert!(h.restart().unwrap_err().contains("deploy/install.sh"));
     }
 }

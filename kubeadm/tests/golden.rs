@@ -266,6 +266,27 @@ async fn local_etcd_gets_its_pki_manifest_and_apiserver_flags() {
     assert_eq!((aec.common_name.as_str(), aec.issuer_cn.as_str()), ("kube-apiserver-etcd-client", "etcd-ca"));
 }
 
+/// The etcd image runs Debian's etcd 3.4: every flag of the manifest must be one it knows (its `--help` lists
+/// them), and the probes must use `/health` (3.4 has no `/livez` or `/readyz`).
+#[test]
+fn etcd_manifest_suits_the_installed_etcd() {
+    let cfg = cfg("---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\netcd:\n  local: {}\n");
+    let pod = kubeadm::manifests::etcd::etcd_pod(&cfg);
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health?exclude=NOSPACE&serializable=true");
+    assert_eq!(c["startupProbe"]["httpGet"]["path"], "/health?serializable=false");
+    assert!(c.get("readinessProbe").is_none());
+    let Ok(out) = std::process::Command::new("etcd").arg("--help").output() else {
+        eprintln!("etcd is not installed: flag check skipped");
+        return;
+    };
+    let help = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for arg in kubeadm::manifests::etcd::etcd_command(&cfg).iter().skip(1) {
+        let name = arg.split('=').next().unwrap();
+        assert!(help.contains(&format!("  {name} ")), "etcd --help does not list {name}");
+    }
+}
+
 #[tokio::test]
 async fn external_ca_mode_needs_every_signed_file() {
     // A CA without its key: certificates it would sign must exist already.

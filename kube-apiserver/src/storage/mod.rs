@@ -8,6 +8,7 @@
 pub mod compactor;
 pub mod etcd;
 pub mod keys;
+pub mod snapshot;
 pub mod sqlite;
 pub mod testing;
 

@@ -245,6 +245,23 @@ fn write_csr(ctx: &Context, dir: &Path, base: &str, cc: &pki::CertConfig, alg: p
     Ok(())
 }
 
+/// Renews one certificate or kubeconfig by its `kubeadm certs renew` name with the local CA (upstream's
+/// `RenewUsingLocalCA`), quietly; false when the CA's key is absent (external CA) or the file does not exist.
+pub fn renew_using_local_ca(ctx: &Context, cfg: &InitConfig, name: &str) -> Result<bool> {
+    let all = items(cfg, ctx.fs.as_ref());
+    let Some(item) = all.iter().find(|i| i.name == name && ctx.fs.exists(&i.path)) else {
+        return Ok(false);
+    };
+    let ca =
+        Ca::load(ctx.fs.as_ref(), &PathBuf::from(cfg.cert_dir()), item.ca.base_name).map_err(phases::Error::from)?;
+    if ca.key.is_none() {
+        return Ok(false);
+    }
+    let quiet = Context { out: phases::Printer::capture(), ..ctx.clone() };
+    renew(&quiet, cfg, item, false, None)?;
+    Ok(true)
+}
+
 /// Renews one certificate with the same subject, SANs and key, for a fresh validity period.
 fn renew(ctx: &Context, cfg: &InitConfig, item: &Item, csr_only: bool, csr_dir: Option<&str>) -> Result<()> {
     let dir = PathBuf::from(cfg.cert_dir());

@@ -1,11 +1,12 @@
 //! The command line, with upstream's commands and flags: `init` (and `init phase <name>`), `join`, `reset`,
-//! `token`, `certs`, `kubeconfig user`, `config`, `upgrade node phase kubelet-config`, `version`, `completion`.
+//! `token`, `certs`, `kubeconfig user`, `config`, `upgrade plan|apply|diff|node`, `version`, `completion`.
 //! The hidden `--rootfs` flag (or `KUBEADM_ROOTFS`) roots every path kubeadm writes, for tests.
 
 pub mod certs;
 pub mod config;
 pub mod init;
 pub mod token;
+pub mod upgrade;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ pub enum Command {
     Config(config::ConfigCmd),
     /// Upgrade your cluster smoothly to a newer version with this command
     #[command(subcommand)]
-    Upgrade(UpgradeCmd),
+    Upgrade(upgrade::UpgradeCmd),
     /// Print the version of kubeadm
     Version {
         /// Output format; available options are 'yaml', 'json' and 'short'
@@ -102,11 +103,18 @@ pub struct JoinFlags {
     pub cri_socket: Option<String>,
     #[arg(long, value_delimiter = ',')]
     pub ignore_preflight_errors: Vec<String>,
-    /// Create a new control plane instance on this node (not supported yet by this kubeadm).
+    /// Create a new control plane instance on this node
     #[arg(long)]
     pub control_plane: bool,
+    /// Use this key to decrypt the certificate secrets uploaded by init. The certificate key is a hex encoded string that is an AES key of size 32 bytes.
     #[arg(long)]
     pub certificate_key: Option<String>,
+    /// If the node should host a new control plane instance, the IP address the API Server will advertise it's listening on.
+    #[arg(long)]
+    pub apiserver_advertise_address: Option<String>,
+    /// If the node should host a new control plane instance, the port for the API Server to bind to.
+    #[arg(long)]
+    pub apiserver_bind_port: Option<u16>,
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -148,28 +156,6 @@ pub enum KubeconfigCmd {
     },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum UpgradeCmd {
-    /// Upgrade commands for a node in the cluster
-    Node {
-        #[command(subcommand)]
-        phase: Option<UpgradeNodePhase>,
-        #[arg(long, default_value = "/etc/kubernetes/admin.conf")]
-        kubeconfig: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum UpgradeNodePhase {
-    /// Use this command to invoke single phase of the "node" workflow
-    Phase {
-        /// `kubelet-config`
-        name: String,
-        #[arg(long, default_value = "/etc/kubernetes/admin.conf")]
-        kubeconfig: String,
-    },
-}
-
 /// The execution context for a command line.
 pub fn context(cli_root: &Option<PathBuf>) -> Context {
     let root = cli_root.clone().unwrap_or_else(|| PathBuf::from("/"));
@@ -200,16 +186,7 @@ pub async fn run_with(ctx: &Context, command: Command) -> Result<()> {
             kubeconfig_user(ctx, &client_name, org, token, validity_period, config)
         }
         Command::Config(c) => config::run(ctx, c).await,
-        Command::Upgrade(UpgradeCmd::Node { phase, kubeconfig }) => {
-            let kc = match phase {
-                Some(UpgradeNodePhase::Phase { name, kubeconfig }) if name == "kubelet-config" => kubeconfig,
-                Some(UpgradeNodePhase::Phase { name, .. }) => {
-                    return Err(Error::Other(format!("unknown phase {name:?} (supported: kubelet-config)")));
-                }
-                None => kubeconfig,
-            };
-            upgrade_kubelet_config(ctx, &kc).await
-        }
+        Command::Upgrade(u) => upgrade::run(ctx, u).await,
         Command::Version { output } => {
             version(ctx, output.as_deref());
             Ok(())
@@ -272,6 +249,18 @@ pub fn join_config(j: &JoinFlags) -> Result<crate::config::JoinConfiguration> {
     if let Some(s) = &j.cri_socket {
         cfg.node_registration.cri_socket = s.clone();
     }
+    if j.control_plane || j.certificate_key.is_some() || j.apiserver_advertise_address.is_some() {
+        let cp = cfg.control_plane.get_or_insert_with(Default::default);
+        if let Some(key) = &j.certificate_key {
+            cp.certificate_key = key.clone();
+        }
+        if let Some(a) = &j.apiserver_advertise_address {
+            cp.local_api_endpoint.advertise_address = a.clone();
+        }
+        if let Some(p) = j.apiserver_bind_port {
+            cp.local_api_endpoint.bind_port = p;
+        }
+    }
     crate::config::default_join(&mut cfg);
     if cfg.node_registration.name.is_empty() {
         cfg.node_registration.name = crate::config::hostname();
@@ -280,9 +269,6 @@ pub fn join_config(j: &JoinFlags) -> Result<crate::config::JoinConfiguration> {
 }
 
 async fn join(ctx: &Context, j: JoinFlags) -> Result<()> {
-    if j.control_plane {
-        return Err(Error::Other("kubeadm join --control-plane is not supported yet by this kubeadm: join workers, or run a single control plane".into()));
-    }
     let cfg = join_config(&j)?;
     let mut ignore = j.ignore_preflight_errors.clone();
     ignore.extend(cfg.node_registration.ignore_preflight_errors.iter().cloned());
@@ -317,6 +303,7 @@ async fn reset(ctx: &Context, r: ResetFlags) -> Result<()> {
             return Err(Error::Other("aborted reset operation".into()));
         }
     }
+    phases::reset::remove_etcd_member(ctx, &cfg.certificates_dir).await;
     Ok(phases::reset::run(ctx, &cfg.certificates_dir, &cfg.cri_socket, cfg.cleanup_tmp_dir).await?)
 }
 
@@ -359,26 +346,5 @@ fn kubeconfig_user(
         }
     };
     ctx.out.line(text.trim_end());
-    Ok(())
-}
-
-/// `kubeadm upgrade node phase kubelet-config`: the `kubelet-config` ConfigMap to /var/lib/kubelet/config.yaml.
-async fn upgrade_kubelet_config(ctx: &Context, kubeconfig: &str) -> Result<()> {
-    let c = ctx.client_from(std::path::Path::new(kubeconfig))?;
-    let cm = c
-        .api("", "v1", "configmaps")?
-        .namespaced(crate::constants::KUBE_SYSTEM)
-        .get(crate::constants::KUBELET_CONFIG_CONFIGMAP)
-        .await?;
-    let text = cm.pointer("/data/kubelet").and_then(serde_json::Value::as_str).unwrap_or_default();
-    let path = PathBuf::from(crate::constants::KUBELET_RUN_DIR).join(crate::constants::KUBELET_CONFIG_FILE);
-    ctx.fs.write(&path, text.as_bytes(), 0o644).map_err(phases::io(&path))?;
-    ctx.out.line(format!(
-        "[upgrade] Reading configuration from the {:?} ConfigMap in namespace {:?}...",
-        crate::constants::KUBELET_CONFIG_CONFIGMAP,
-        crate::constants::KUBE_SYSTEM
-    ));
-    ctx.out.line(format!("[kubelet-start] Writing kubelet configuration to file {:?}", path.display().to_string()));
-    ctx.out.line("[upgrade/kubelet-config] The kubelet configuration for this node was successfully upgraded!");
     Ok(())
 }

@@ -259,11 +259,16 @@ pub async fn apply(c: &client::Client, objs: &[Value]) -> Result<()> {
 
 pub async fn run(ctx: &Context, cfg: &InitConfig, only: Option<&str>) -> Result<()> {
     let c = ctx.admin_client()?;
+    run_with(ctx, &c, cfg, only).await
+}
+
+/// The add-ons through a given client.
+pub async fn run_with(ctx: &Context, c: &client::Client, cfg: &InitConfig, only: Option<&str>) -> Result<()> {
     if matches!(only, None | Some("all") | Some("coredns")) {
         if cfg.cluster.dns.disabled {
             ctx.out.line("[addons] Skipping the CoreDNS addon (dns.disabled)");
         } else {
-            apply(&c, &coredns_objects(cfg)).await?;
+            apply(c, &coredns_objects(cfg)).await?;
             ctx.out.line("[addons] Applied essential addon: CoreDNS");
         }
     }
@@ -271,7 +276,7 @@ pub async fn run(ctx: &Context, cfg: &InitConfig, only: Option<&str>) -> Result<
         if cfg.cluster.proxy.disabled {
             ctx.out.line("[addons] Skipping the kube-proxy addon (proxy.disabled)");
         } else {
-            apply(&c, &kube_proxy_objects(cfg)).await?;
+            apply(c, &kube_proxy_objects(cfg)).await?;
             ctx.out.line("[addons] Applied essential addon: kube-proxy");
         }
     }

@@ -119,7 +119,8 @@ pub async fn run(ctx: &Context, j: &JoinConfiguration, ignore: &[String]) -> Res
             });
         }
     }
-    if ctx.fs.exists(&PathBuf::from(&j.ca_cert_path)) {
+    let manual_certs = j.control_plane.as_ref().is_some_and(|cp| cp.certificate_key.is_empty());
+    if !manual_certs && ctx.fs.exists(&PathBuf::from(&j.ca_cert_path)) {
         findings.push(super::preflight::Finding {
             name: format!("FileAvailable-{}", j.ca_cert_path.replace('/', "-")),
             message: format!("{} already exists", j.ca_cert_path),
@@ -185,10 +186,16 @@ pub async fn run(ctx: &Context, j: &JoinConfiguration, ignore: &[String]) -> Res
         let text = cm.pointer("/data/kubelet").and_then(Value::as_str).unwrap_or_default();
         serde_yaml_ng::from_str(text).map_err(|e| Error::Other(format!("kubelet-config: {e}")))?
     };
-    let _ = cluster;
+    let control_plane = match &j.control_plane {
+        Some(cp) => Some(super::joincontrolplane::node_config(j, cp, &cluster, &kubelet)?),
+        None => None,
+    };
 
     let ca_path = PathBuf::from(&j.ca_cert_path);
     ctx.fs.write(&ca_path, discovered.ca_pem.as_bytes(), 0o644).map_err(io(&ca_path))?;
+    if let Some(cfg) = &control_plane {
+        super::joincontrolplane::prepare(ctx, cfg, &token_client).await?;
+    }
     let bk = PathBuf::from(k::KUBERNETES_DIR).join(k::KUBELET_BOOTSTRAP_KUBECONFIG);
     ctx.fs.write(&bk, bootstrap_kc.as_bytes(), 0o600).map_err(io(&bk))?;
     super::kubeletstart::write_config(ctx, &kubelet)?;
@@ -215,6 +222,14 @@ pub async fn run(ctx: &Context, j: &JoinConfiguration, ignore: &[String]) -> Res
     .await?;
     // The bootstrap credentials are no longer needed.
     ctx.fs.remove(&bk).map_err(io(&bk))?;
+    if let Some(cfg) = &control_plane {
+        super::joincontrolplane::join(ctx, cfg).await?;
+        if ctx_is_host(ctx) {
+            super::waitcontrolplane::run(ctx, cfg).await?;
+        }
+        super::joincontrolplane::print_joined(ctx, cfg.cluster.etcd.local.is_some());
+        return Ok(());
+    }
     ctx.out.line("");
     ctx.out.line("This node has joined the cluster:");
     ctx.out.line("* Certificate signing request was sent to apiserver and a response was received.");

@@ -37,7 +37,10 @@ pub fn write_config(ctx: &Context, kubelet: &Value) -> Result<()> {
 
 pub fn start(ctx: &Context) {
     if !ctx.kubelet.available() {
-        ctx.out.line("[kubelet-start] WARNING: unable to start the kubelet service: no init system; set KUBEADM_KUBELET_START_COMMAND");
+        ctx.out.line(format!(
+            "[kubelet-start] WARNING: unable to start the kubelet service: no init system; install {} (deploy/install.sh) or set KUBEADM_KUBELET_START_COMMAND",
+            crate::kubelet::RUN_SCRIPT
+        ));
         return;
     }
     ctx.out.line("[kubelet-start] Starting the kubelet");

@@ -73,7 +73,7 @@ pub fn init_checks(ctx: &Context, cfg: &crate::config::InitConfig, host: bool) -
     f
 }
 
-fn rustix_is_root() -> bool {
+pub fn rustix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))

@@ -1,4 +1,5 @@
-//! `kubeadm reset`: stops the kubelet, unmounts under /var/lib/kubelet, removes the pods' containers (through CRI),
+//! `kubeadm reset`: removes a control plane's stacked etcd member from the etcd cluster, stops the kubelet,
+//! unmounts under /var/lib/kubelet, removes the pods' containers (through CRI),
 //! the store's data (etcd data dir, or the embedded store's), the manifests, PKI and kubeconfig files, and prints
 //! what it leaves behind, as upstream.
 
@@ -25,6 +26,61 @@ fn etcd_data_dir(ctx: &Context) -> Option<String> {
         .filter_map(|a| a.as_str()?.strip_prefix("--data-dir="))
         .map(str::to_string)
         .next()
+}
+
+/// A `--<flag>=` value of the etcd manifest's command.
+fn etcd_flag(ctx: &Context, flag: &str) -> Option<String> {
+    let text = ctx.fs.read_string(&crate::manifests::manifest_path(k::ETCD)).ok()?;
+    let pod: serde_json::Value = serde_yaml_ng::from_str(&text).ok()?;
+    let prefix = format!("--{flag}=");
+    pod.pointer("/spec/containers/0/command")?
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix(prefix.as_str()))
+        .map(str::to_string)
+        .next()
+}
+
+/// The remove-etcd-member phase (upstream's `RemoveStackedEtcdMemberFromCluster`): this node's stacked etcd
+/// member leaves the cluster, unless it is the last one. Failures are warnings, as upstream.
+pub async fn remove_etcd_member(ctx: &Context, cert_dir: &str) {
+    let Some(peer) = etcd_flag(ctx, "initial-advertise-peer-urls") else { return };
+    let result = async {
+        let admin = ctx.admin_client()?;
+        let endpoints = super::joincontrolplane::etcd_endpoints(&admin).await?;
+        let mut etcd = super::joincontrolplane::etcd_client_in(ctx, cert_dir, &endpoints).await?;
+        let list = etcd.member_list().await.map_err(|e| super::Error::Other(format!("etcd member list: {e}")))?;
+        if list.members().len() == 1 {
+            return Ok(None);
+        }
+        let id = list
+            .members()
+            .iter()
+            .find(|m| m.peer_urls().contains(&peer))
+            .map(|m| m.id())
+            .ok_or_else(|| super::Error::Other(format!("no etcd member has the peer URL {peer}")))?;
+        // etcd refuses while a member has been connected for less than its health interval (5s): retry, as
+        // upstream's backoff does.
+        super::retry(std::time::Duration::from_secs(30), || {
+            let mut etcd = etcd.clone();
+            async move {
+                etcd.member_remove(id)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| super::Error::Other(format!("etcd member remove: {e}")))
+            }
+        })
+        .await?;
+        Ok::<_, super::Error>(Some(id))
+    }
+    .await;
+    match result {
+        Ok(Some(id)) => ctx.out.line(format!("[reset] Removed etcd member {peer} (id {id:x}) from the etcd cluster")),
+        Ok(None) => {}
+        Err(e) => ctx.out.line(format!(
+            "W: [reset] Failed to remove etcd member: {e}, please manually remove this etcd member using etcdctl"
+        )),
+    }
 }
 
 fn unmount_under(ctx: &Context, dir: &Path) {
