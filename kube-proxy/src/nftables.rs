@@ -16,7 +16,7 @@ use crate::exec::Exec;
 use crate::localdetector::LocalDetector;
 use crate::nodeportaddresses::NodePortAddresses;
 use crate::proxier::{Error, Proxier, Result, SyncInput, SyncStats};
-use crate::serviceport::{IpFamily, ServicePort, ServicePortName};
+use crate::serviceport::{IpFamily, Protocol, ServiceName, ServicePort, ServicePortName};
 use crate::topology::categorize_endpoints;
 
 /// Our table; everything of ours lives in it, so nothing needs a `kube-` prefix.
@@ -126,13 +126,20 @@ macro_rules! cmd {
 }
 
 /// The elements of one set or map as last written, so a sync writes only differences (upstream's
-/// `nftElementStorage`).
+/// `nftElementStorage`). Each element counts the Service ports that want it; it is deleted once none does.
 #[derive(Debug, Default)]
 struct ElementStorage {
     kind: &'static str,
     name: &'static str,
-    elements: HashMap<String, String>,
+    elements: HashMap<String, Element>,
+    /// Keys no Service port wants any more, deleted by [`ElementStorage::cleanup_leftover`].
     leftover: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct Element {
+    value: String,
+    refs: u32,
 }
 
 impl ElementStorage {
@@ -147,32 +154,66 @@ impl ElementStorage {
         cmd!(tx, "flush {} {} {}", self.kind, tx.family, self.name);
     }
 
-    fn ensure(&mut self, tx: &mut Tx, key: String, value: &str, comment: Option<&str>) {
+    fn ensure(&mut self, tx: &mut Tx, key: &str, value: &str, comment: Option<&str>) {
         let comment = comment.map(|c| format!(" comment \"{c}\"")).unwrap_or_default();
         let sep = if value.is_empty() { String::new() } else { format!(" : {value}") };
-        match self.elements.get(&key) {
-            Some(v) if v == value => {}
-            Some(_) => {
+        match self.elements.get_mut(key) {
+            Some(e) if e.value == value => e.refs += 1,
+            Some(e) => {
                 cmd!(tx, "delete element {} {} {{ {key} }}", tx.family, self.name);
                 cmd!(tx, "add element {} {} {{ {key}{comment}{sep} }}", tx.family, self.name);
-                self.elements.insert(key.clone(), value.to_string());
+                e.value = value.to_string();
+                e.refs += 1;
             }
             None => {
                 cmd!(tx, "add element {} {} {{ {key}{comment}{sep} }}", tx.family, self.name);
-                self.elements.insert(key.clone(), value.to_string());
+                self.elements.insert(key.to_string(), Element { value: value.to_string(), refs: 1 });
             }
         }
-        self.leftover.remove(&key);
+        self.leftover.remove(key);
     }
 
-    /// Deletes the elements no sync asked for since the last cleanup.
+    /// One Service port no longer wants `key`.
+    fn release(&mut self, key: &str) {
+        if let Some(e) = self.elements.get_mut(key) {
+            e.refs = e.refs.saturating_sub(1);
+            if e.refs == 0 {
+                self.leftover.insert(key.to_string());
+            }
+        }
+    }
+
+    /// Deletes the elements no Service port wants.
     fn cleanup_leftover(&mut self, tx: &mut Tx) {
         for key in std::mem::take(&mut self.leftover) {
             cmd!(tx, "delete element {} {} {{ {key} }}", tx.family, self.name);
             self.elements.remove(&key);
         }
-        self.leftover = self.elements.keys().cloned().collect();
     }
+}
+
+/// The maps and sets whose elements a sync writes, as indexes into [`NftProxier::maps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Map {
+    ClusterIps,
+    ServiceIps,
+    FirewallIps,
+    NoEndpointServices,
+    NoEndpointNodePorts,
+    ServiceNodePorts,
+}
+
+/// What one Service port wrote in its last sync: its chains, affinity sets and map elements, so that a
+/// partial sync rewrites only the Services that changed and removes exactly what they no longer use.
+#[derive(Debug, Default)]
+struct ServiceRecord {
+    chains: Vec<String>,
+    affinity_sets: Vec<String>,
+    elements: Vec<(Map, String)>,
+    /// `internalTrafficPolicy: Local` without a local endpoint (for the metrics).
+    no_local_internal: bool,
+    /// `externalTrafficPolicy: Local` without a local endpoint (for the metrics).
+    no_local_external: bool,
 }
 
 /// One `nft -f` transaction being written.
@@ -219,18 +260,12 @@ pub struct NftProxier {
     node_ip: Option<std::net::IpAddr>,
     /// Whether the base chains were deleted and recreated once (so their properties can change across versions).
     flushed: bool,
-    /// Chains with a `/` (per-Service chains) that exist in the kernel.
-    service_chains: BTreeSet<String>,
-    /// Affinity sets that exist in the kernel.
-    affinity_sets: BTreeSet<String>,
+    /// What each Service port wrote in its last sync (its chains exist in the kernel).
+    records: BTreeMap<ServicePortName, ServiceRecord>,
     /// Chains flushed as stale, to delete once no map element can still reference them.
     stale_chains: BTreeMap<String, Instant>,
-    cluster_ips: ElementStorage,
-    service_ips: ElementStorage,
-    firewall_ips: ElementStorage,
-    no_endpoint_services: ElementStorage,
-    no_endpoint_node_ports: ElementStorage,
-    service_node_ports: ElementStorage,
+    /// The elements of the sets and maps, indexed by [`Map`].
+    maps: [ElementStorage; 6],
 }
 
 impl NftProxier {
@@ -252,15 +287,16 @@ impl NftProxier {
             node_port_addresses,
             node_ip,
             flushed: false,
-            service_chains: BTreeSet::new(),
-            affinity_sets: BTreeSet::new(),
+            records: BTreeMap::new(),
             stale_chains: BTreeMap::new(),
-            cluster_ips: ElementStorage::new("set", CLUSTER_IPS_SET),
-            service_ips: ElementStorage::new("map", SERVICE_IPS_MAP),
-            firewall_ips: ElementStorage::new("map", FIREWALL_IPS_MAP),
-            no_endpoint_services: ElementStorage::new("map", NO_ENDPOINT_SERVICES_MAP),
-            no_endpoint_node_ports: ElementStorage::new("map", NO_ENDPOINT_NODE_PORTS_MAP),
-            service_node_ports: ElementStorage::new("map", SERVICE_NODE_PORTS_MAP),
+            maps: [
+                ElementStorage::new("set", CLUSTER_IPS_SET),
+                ElementStorage::new("map", SERVICE_IPS_MAP),
+                ElementStorage::new("map", FIREWALL_IPS_MAP),
+                ElementStorage::new("map", NO_ENDPOINT_SERVICES_MAP),
+                ElementStorage::new("map", NO_ENDPOINT_NODE_PORTS_MAP),
+                ElementStorage::new("map", SERVICE_NODE_PORTS_MAP),
+            ],
         }
     }
 
@@ -446,12 +482,9 @@ impl NftProxier {
             );
         }
 
-        self.cluster_ips.reset(tx);
-        self.service_ips.reset(tx);
-        self.firewall_ips.reset(tx);
-        self.no_endpoint_services.reset(tx);
-        self.no_endpoint_node_ports.reset(tx);
-        self.service_node_ports.reset(tx);
+        for map in &mut self.maps {
+            map.reset(tx);
+        }
     }
 
     fn write_service_to_endpoint_rules(
@@ -521,286 +554,328 @@ impl Proxier for NftProxier {
         let start = Instant::now();
         let partial = input.partial;
         let family = self.family_table();
-        let ip_x = self.ip_x();
-        let addr_type = self.addr_type();
 
         let mut tx = Tx { family: family.clone(), text: String::with_capacity(if partial { 4096 } else { 1 << 20 }) };
+        // Per-Service chains and affinity sets in the kernel, listed by a full sync only: a partial one knows
+        // them from the records.
+        let (mut kernel_chains, mut kernel_sets) = (BTreeSet::new(), BTreeSet::new());
         if !partial {
             let (chains, sets) = self.list_objects();
-            self.service_chains = chains.into_iter().filter(|c| c.contains('/')).collect();
-            self.affinity_sets = sets.into_iter().filter(|s| s.starts_with("affinity-")).collect();
+            kernel_chains = chains.into_iter().filter(|c| c.contains('/')).collect();
+            kernel_sets = sets.into_iter().filter(|s| s.starts_with("affinity-")).collect();
             self.setup(&mut tx);
         }
-        // Per-Service chains in the kernel (taken out of self for the loop's borrows; put back below).
-        let mut existing = std::mem::take(&mut self.service_chains);
+        // The Service ports to write: all of them, or those of the Services that changed (including ports that
+        // are gone, which only release what they wrote).
+        let todo: Vec<ServicePortName> = if partial {
+            let changed: BTreeSet<&ServiceName> =
+                input.services.updated_services.iter().chain(&input.endpoints.updated_services).collect();
+            let mut todo = BTreeSet::new();
+            for service in changed {
+                let first = ServicePortName { service: service.clone(), port: String::new(), protocol: Protocol::Tcp };
+                let in_map = input.svc_port_map.range(first.clone()..).map(|(k, _)| k);
+                let in_records = self.records.range(first..).map(|(k, _)| k);
+                todo.extend(in_map.take_while(|k| k.service == *service).cloned());
+                todo.extend(in_records.take_while(|k| k.service == *service).cloned());
+            }
+            todo.into_iter().collect()
+        } else {
+            input.svc_port_map.keys().cloned().collect()
+        };
+        let mut old_records = if partial { BTreeMap::new() } else { std::mem::take(&mut self.records) };
 
-        let mut active_chains: BTreeSet<String> = BTreeSet::new();
-        let mut active_affinity_sets: BTreeSet<String> = BTreeSet::new();
         let mut stats = SyncStats::default();
-
-        for (svc_name, svc) in input.svc_port_map {
-            let protocol = svc.protocol.lower();
-            let name_string = svc_name.to_string();
-            let all_endpoints = input.endpoints_map.get(svc_name).map(Vec::as_slice).unwrap_or_default();
-            let cat = categorize_endpoints(all_endpoints, svc, input.node_labels);
-            let skip = partial
-                && !input.services.updated_services.contains(&svc_name.service)
-                && !input.endpoints.updated_services.contains(&svc_name.service);
-
-            for ep in &cat.all_reachable {
-                let base = service_port_endpoint_chain_name_base(svc_name, ep);
-                ensure_chain(&format!("endpoint-{base}"), &mut tx, &mut active_chains, skip, &existing);
-                if svc.sticky_max_age_seconds.is_some() {
-                    active_affinity_sets.insert(format!("affinity-{base}"));
+        let mut unused_chains: Vec<String> = Vec::new();
+        let mut unused_sets: BTreeSet<String> = BTreeSet::new();
+        for svc_name in &todo {
+            let old = if partial { self.records.remove(svc_name) } else { old_records.remove(svc_name) };
+            let old = old.unwrap_or_default();
+            // Release first, so an element this port writes again is kept rather than deleted.
+            if partial {
+                for (map, key) in &old.elements {
+                    self.maps[*map as usize].release(key);
                 }
             }
-            let base = service_port_chain_name_base(svc_name);
-            let cluster_policy_chain = format!("service-{base}");
-            let local_policy_chain = format!("local-{base}");
-            let external_chain = format!("external-{base}");
-            let firewall_chain = format!("firewall-{base}");
-
-            let uses_cluster_policy_chain = !cat.cluster.is_empty() && svc.uses_cluster_endpoints();
-            if uses_cluster_policy_chain {
-                ensure_chain(&cluster_policy_chain, &mut tx, &mut active_chains, skip, &existing);
-            }
-            let uses_local_policy_chain = !cat.local.is_empty() && svc.uses_local_endpoints();
-            if uses_local_policy_chain {
-                ensure_chain(&local_policy_chain, &mut tx, &mut active_chains, skip, &existing);
-            }
-
-            let mut internal_chain = &cluster_policy_chain;
-            let mut has_internal = cat.has_any;
-            if svc.internal_policy_local {
-                internal_chain = &local_policy_chain;
-                has_internal &= !cat.local.is_empty();
-            }
-            let mut external_policy_chain = &cluster_policy_chain;
-            let mut has_external = cat.has_any;
-            if svc.external_policy_local {
-                external_policy_chain = &local_policy_chain;
-                has_external &= !cat.local.is_empty();
-            }
-            let uses_external_chain = cat.has_any && svc.externally_accessible();
-            if uses_external_chain {
-                ensure_chain(&external_chain, &mut tx, &mut active_chains, skip, &existing);
-            }
-
-            let (mut internal_verdict, mut external_verdict) = (String::new(), String::new());
-            if !cat.has_any {
-                internal_verdict = format!("goto {REJECT_CHAIN}");
-                external_verdict = internal_verdict.clone();
-            } else {
-                if !has_internal {
-                    internal_verdict = "drop".into();
-                    stats.no_local_endpoints_internal += 1;
-                }
-                if !has_external {
-                    external_verdict = "drop".into();
-                    stats.no_local_endpoints_external += 1;
-                }
-            }
-
-            let key = |ip: &std::net::IpAddr, port: u16| format!("{ip} . {protocol} . {port}");
-            self.cluster_ips.ensure(&mut tx, svc.cluster_ip.to_string(), "", None);
-            if has_internal {
-                self.service_ips.ensure(
-                    &mut tx,
-                    key(&svc.cluster_ip, svc.port),
-                    &format!("goto {internal_chain}"),
-                    None,
-                );
-            } else {
-                self.no_endpoint_services.ensure(
-                    &mut tx,
-                    key(&svc.cluster_ip, svc.port),
-                    &internal_verdict,
-                    Some(&name_string),
-                );
-            }
-            for ip in &svc.external_ips {
-                if cat.has_any {
-                    self.service_ips.ensure(&mut tx, key(ip, svc.port), &format!("goto {external_chain}"), None);
-                }
-                if !has_external {
-                    self.no_endpoint_services.ensure(&mut tx, key(ip, svc.port), &external_verdict, Some(&name_string));
-                }
-            }
-            let uses_fw_chain = !svc.load_balancer_vips.is_empty() && !svc.load_balancer_source_ranges.is_empty();
-            if uses_fw_chain {
-                ensure_chain(&firewall_chain, &mut tx, &mut active_chains, skip, &existing);
-            }
-            for ip in &svc.load_balancer_vips {
-                if cat.has_any {
-                    self.service_ips.ensure(&mut tx, key(ip, svc.port), &format!("goto {external_chain}"), None);
-                }
-                if uses_fw_chain {
-                    self.firewall_ips.ensure(&mut tx, key(ip, svc.port), &format!("goto {firewall_chain}"), None);
-                }
-            }
-            if !has_external {
-                for ip in &svc.load_balancer_vips {
-                    self.no_endpoint_services.ensure(&mut tx, key(ip, svc.port), &external_verdict, Some(&name_string));
-                }
-            }
-            if svc.node_port != 0 {
-                let np_key = format!("{protocol} . {}", svc.node_port);
-                if cat.has_any {
-                    self.service_node_ports.ensure(&mut tx, np_key.clone(), &format!("goto {external_chain}"), None);
-                }
-                if !has_external {
-                    self.no_endpoint_node_ports.ensure(&mut tx, np_key, &external_verdict, Some(&name_string));
-                }
-            }
-
-            if skip {
+            let Some(svc) = input.svc_port_map.get(svc_name) else {
+                unused_chains.extend(old.chains);
+                unused_sets.extend(old.affinity_sets);
                 continue;
-            }
-
-            if has_internal {
-                if self.masquerade_all {
-                    tx.rule(
-                        internal_chain,
-                        &format!(
-                            "{ip_x} daddr {} {protocol} dport {} jump {MARK_MASQ_CHAIN}",
-                            svc.cluster_ip, svc.port
-                        ),
-                    );
-                } else if self.local_detector.is_implemented() {
-                    // Off-cluster traffic to a ClusterIP may leave through another node: masquerade it.
-                    tx.rule(
-                        internal_chain,
-                        &format!(
-                            "{ip_x} daddr {} {protocol} dport {} {} jump {MARK_MASQ_CHAIN}",
-                            svc.cluster_ip,
-                            svc.port,
-                            self.local_detector.if_not_local_nft()
-                        ),
-                    );
-                }
-            }
-            if uses_external_chain {
-                if !svc.external_policy_local {
-                    tx.rule(&external_chain, &format!("jump {MARK_MASQ_CHAIN}"));
-                } else {
-                    if self.local_detector.is_implemented() {
-                        tx.rule(
-                            &external_chain,
-                            &format!(
-                                "{} goto {cluster_policy_chain} comment \"short-circuit pod traffic\"",
-                                self.local_detector.if_local_nft()
-                            ),
-                        );
-                    }
-                    tx.rule(
-                        &external_chain,
-                        &format!("fib saddr type local jump {MARK_MASQ_CHAIN} comment \"masquerade local traffic\""),
-                    );
-                    tx.rule(
-                        &external_chain,
-                        &format!(
-                            "fib saddr type local goto {cluster_policy_chain} comment \"short-circuit local traffic\""
-                        ),
-                    );
-                }
-                if has_external {
-                    tx.rule(&external_chain, &format!("goto {external_policy_chain}"));
-                }
-            }
-            if uses_fw_chain {
-                let mut sources: Vec<String> = Vec::new();
-                let mut allow_from_node = false;
-                for cidr in &svc.load_balancer_source_ranges {
-                    sources.push(cidr.to_string());
-                    allow_from_node |= self.node_ip.is_some_and(|ip| cidr.contains(ip));
-                }
-                if allow_from_node {
-                    sources.extend(svc.load_balancer_vips.iter().map(ToString::to_string));
-                }
-                tx.rule(&firewall_chain, &format!("{ip_x} saddr != {{ {} }} drop", sources.join(" , ")));
-            }
-            if let Some(timeout) = svc.sticky_max_age_seconds {
-                for ep in &cat.all_reachable {
-                    let set = format!("affinity-{}", service_port_endpoint_chain_name_base(svc_name, ep));
-                    cmd!(
-                        tx,
-                        "add set {family} {set} {{ type {addr_type} ; flags dynamic,timeout ; timeout {timeout}s ; }}"
-                    );
-                }
-            }
-            if uses_cluster_policy_chain {
-                self.write_service_to_endpoint_rules(&mut tx, svc, &cluster_policy_chain, &cat.cluster);
-            }
-            if uses_local_policy_chain {
-                self.write_service_to_endpoint_rules(&mut tx, svc, &local_policy_chain, &cat.local);
-            }
-            for ep in &cat.all_reachable {
-                let base = service_port_endpoint_chain_name_base(svc_name, ep);
-                let chain = format!("endpoint-{base}");
-                tx.rule(&chain, &format!("{ip_x} saddr {} jump {MARK_MASQ_CHAIN}", ep.ip));
-                if svc.sticky_max_age_seconds.is_some() {
-                    tx.rule(&chain, &format!("update @affinity-{base} {{ {ip_x} saddr }}"));
-                }
-                tx.rule(&chain, &format!("meta l4proto {protocol} dnat to {}", ep.addr()));
-            }
+            };
+            let exists = |chain: &str| kernel_chains.contains(chain) || old.chains.iter().any(|c| c == chain);
+            let rec = self.write_service(&mut tx, svc_name, svc, input, &exists);
+            unused_chains.extend(old.chains.into_iter().filter(|c| !rec.chains.contains(c)));
+            unused_sets.extend(old.affinity_sets.into_iter().filter(|s| !rec.affinity_sets.contains(s)));
+            self.records.insert(svc_name.clone(), rec);
+        }
+        if !partial {
+            // What a previous run (or the records of a failed sync) left in the kernel that no Service wants.
+            let active: BTreeSet<&String> = self.records.values().flat_map(|r| &r.chains).collect();
+            unused_chains.extend(kernel_chains.iter().filter(|c| !active.contains(c)).cloned());
+            let active: BTreeSet<&String> = self.records.values().flat_map(|r| &r.affinity_sets).collect();
+            unused_sets.extend(kernel_sets.iter().filter(|s| !active.contains(s)).cloned());
         }
 
         // Chains no Service uses any more: flushed now, deleted a second later (kernels before 6.2 notice late
         // that a map element no longer references a chain). Deleting them in this transaction saves running nft
         // twice per sync, which is most of a partial sync's time.
         let one_second_ago = start.checked_sub(Duration::from_secs(1)).unwrap_or(start);
-        let due: Vec<String> = self
-            .stale_chains
-            .iter()
-            .filter(|(c, t)| **t < one_second_ago && !active_chains.contains(*c))
-            .map(|(c, _)| c.clone())
-            .collect();
+        let due: BTreeSet<String> =
+            self.stale_chains.iter().filter(|(_, t)| **t < one_second_ago).map(|(c, _)| c.clone()).collect();
         for chain in &due {
             cmd!(tx, "delete chain {family} {chain}");
             self.stale_chains.remove(chain);
-            existing.remove(chain);
         }
+        unused_chains.sort();
+        unused_chains.dedup();
         let mut newly_stale = Vec::new();
-        for chain in &existing {
-            if active_chains.contains(chain) {
-                self.stale_chains.remove(chain);
-            } else if !self.stale_chains.contains_key(chain) {
-                tx.flush_chain(chain);
-                newly_stale.push(chain.clone());
+        for chain in unused_chains {
+            if !self.stale_chains.contains_key(&chain) && !due.contains(&chain) {
+                tx.flush_chain(&chain);
+                newly_stale.push(chain);
             }
         }
-        for set in self.affinity_sets.difference(&active_affinity_sets) {
+        for set in &unused_sets {
             cmd!(tx, "delete set {family} {set}");
         }
-        self.cluster_ips.cleanup_leftover(&mut tx);
-        self.service_ips.cleanup_leftover(&mut tx);
-        self.firewall_ips.cleanup_leftover(&mut tx);
-        self.no_endpoint_services.cleanup_leftover(&mut tx);
-        self.no_endpoint_node_ports.cleanup_leftover(&mut tx);
-        self.service_node_ports.cleanup_leftover(&mut tx);
+        for map in &mut self.maps {
+            map.cleanup_leftover(&mut tx);
+        }
 
         if !tx.text.is_empty()
             && let Err(e) = self.run_nft(&["-f", "-"], Some(&tx.text))
         {
-            // The element storages no longer match the kernel: the retry is a full sync that resets them.
+            // The element storages and records no longer match the kernel: the retry is a full sync that
+            // relists the kernel's chains and resets them.
             self.stale_chains.clear();
             return Err(e);
         }
         for chain in newly_stale {
             self.stale_chains.insert(chain, start);
         }
-        existing.extend(active_chains.iter().cloned());
-        self.service_chains = existing;
-        self.affinity_sets = active_affinity_sets;
-        stats.counts.insert("chains".into(), self.service_chains.len());
-        let elements = self.service_ips.elements.len()
-            + self.service_node_ports.elements.len()
-            + self.no_endpoint_services.elements.len()
-            + self.no_endpoint_node_ports.elements.len()
-            + self.firewall_ips.elements.len()
-            + self.cluster_ips.elements.len();
-        stats.counts.insert("elements".into(), elements);
+        stats.no_local_endpoints_internal = self.records.values().filter(|r| r.no_local_internal).count();
+        stats.no_local_endpoints_external = self.records.values().filter(|r| r.no_local_external).count();
+        stats.counts.insert("chains".into(), self.records.values().map(|r| r.chains.len()).sum());
+        stats.counts.insert("elements".into(), self.maps.iter().map(|m| m.elements.len()).sum());
         Ok(stats)
+    }
+}
+
+impl NftProxier {
+    /// Writes one Service port's chains, rules, affinity sets and map elements (all of them: the caller
+    /// decided it changed) and returns what it wrote. `exists` tells whether a chain is already in the kernel
+    /// (and so needs a flush).
+    fn write_service(
+        &mut self,
+        tx: &mut Tx,
+        svc_name: &ServicePortName,
+        svc: &ServicePort,
+        input: &SyncInput<'_>,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> ServiceRecord {
+        let ip_x = self.ip_x();
+        let addr_type = self.addr_type();
+        let family = tx.family.clone();
+        let mut rec = ServiceRecord::default();
+        let mut chain = |tx: &mut Tx, rec: &mut ServiceRecord, name: String| {
+            // A chain that was stale is wanted again: it exists, and must not be deleted.
+            let was_stale = self.stale_chains.remove(&name).is_some();
+            let existed = was_stale || exists(&name);
+            tx.add_chain(&name);
+            if existed {
+                tx.flush_chain(&name);
+            }
+            rec.chains.push(name);
+        };
+
+        let protocol = svc.protocol.lower();
+        let name_string = svc_name.to_string();
+        let all_endpoints = input.endpoints_map.get(svc_name).map(Vec::as_slice).unwrap_or_default();
+        let cat = categorize_endpoints(all_endpoints, svc, input.node_labels);
+        let endpoint_bases: Vec<String> =
+            cat.all_reachable.iter().map(|ep| service_port_endpoint_chain_name_base(svc_name, ep)).collect();
+        for base in &endpoint_bases {
+            chain(tx, &mut rec, format!("endpoint-{base}"));
+            if svc.sticky_max_age_seconds.is_some() {
+                rec.affinity_sets.push(format!("affinity-{base}"));
+            }
+        }
+        let base = service_port_chain_name_base(svc_name);
+        let cluster_policy_chain = format!("service-{base}");
+        let local_policy_chain = format!("local-{base}");
+        let external_chain = format!("external-{base}");
+        let firewall_chain = format!("firewall-{base}");
+
+        let uses_cluster_policy_chain = !cat.cluster.is_empty() && svc.uses_cluster_endpoints();
+        if uses_cluster_policy_chain {
+            chain(tx, &mut rec, cluster_policy_chain.clone());
+        }
+        let uses_local_policy_chain = !cat.local.is_empty() && svc.uses_local_endpoints();
+        if uses_local_policy_chain {
+            chain(tx, &mut rec, local_policy_chain.clone());
+        }
+
+        let mut internal_chain = &cluster_policy_chain;
+        let mut has_internal = cat.has_any;
+        if svc.internal_policy_local {
+            internal_chain = &local_policy_chain;
+            has_internal &= !cat.local.is_empty();
+        }
+        let mut external_policy_chain = &cluster_policy_chain;
+        let mut has_external = cat.has_any;
+        if svc.external_policy_local {
+            external_policy_chain = &local_policy_chain;
+            has_external &= !cat.local.is_empty();
+        }
+        let uses_external_chain = cat.has_any && svc.externally_accessible();
+        if uses_external_chain {
+            chain(tx, &mut rec, external_chain.clone());
+        }
+
+        let (mut internal_verdict, mut external_verdict) = (String::new(), String::new());
+        if !cat.has_any {
+            internal_verdict = format!("goto {REJECT_CHAIN}");
+            external_verdict = internal_verdict.clone();
+        } else {
+            if !has_internal {
+                internal_verdict = "drop".into();
+                rec.no_local_internal = true;
+            }
+            if !has_external {
+                external_verdict = "drop".into();
+                rec.no_local_external = true;
+            }
+        }
+
+        let uses_fw_chain = !svc.load_balancer_vips.is_empty() && !svc.load_balancer_source_ranges.is_empty();
+        if uses_fw_chain {
+            chain(tx, &mut rec, firewall_chain.clone());
+        }
+
+        let maps = &mut self.maps;
+        let mut ensure = |tx: &mut Tx, map: Map, key: String, value: &str, comment: Option<&str>| {
+            maps[map as usize].ensure(tx, &key, value, comment);
+            rec.elements.push((map, key));
+        };
+        let key = |ip: &std::net::IpAddr, port: u16| format!("{ip} . {protocol} . {port}");
+        ensure(tx, Map::ClusterIps, svc.cluster_ip.to_string(), "", None);
+        if has_internal {
+            ensure(tx, Map::ServiceIps, key(&svc.cluster_ip, svc.port), &format!("goto {internal_chain}"), None);
+        } else {
+            ensure(tx, Map::NoEndpointServices, key(&svc.cluster_ip, svc.port), &internal_verdict, Some(&name_string));
+        }
+        for ip in &svc.external_ips {
+            if cat.has_any {
+                ensure(tx, Map::ServiceIps, key(ip, svc.port), &format!("goto {external_chain}"), None);
+            }
+            if !has_external {
+                ensure(tx, Map::NoEndpointServices, key(ip, svc.port), &external_verdict, Some(&name_string));
+            }
+        }
+        for ip in &svc.load_balancer_vips {
+            if cat.has_any {
+                ensure(tx, Map::ServiceIps, key(ip, svc.port), &format!("goto {external_chain}"), None);
+            }
+            if uses_fw_chain {
+                ensure(tx, Map::FirewallIps, key(ip, svc.port), &format!("goto {firewall_chain}"), None);
+            }
+        }
+        if !has_external {
+            for ip in &svc.load_balancer_vips {
+                ensure(tx, Map::NoEndpointServices, key(ip, svc.port), &external_verdict, Some(&name_string));
+            }
+        }
+        if svc.node_port != 0 {
+            let np_key = format!("{protocol} . {}", svc.node_port);
+            if cat.has_any {
+                ensure(tx, Map::ServiceNodePorts, np_key.clone(), &format!("goto {external_chain}"), None);
+            }
+            if !has_external {
+                ensure(tx, Map::NoEndpointNodePorts, np_key, &external_verdict, Some(&name_string));
+            }
+        }
+
+        if has_internal {
+            if self.masquerade_all {
+                tx.rule(
+                    internal_chain,
+                    &format!("{ip_x} daddr {} {protocol} dport {} jump {MARK_MASQ_CHAIN}", svc.cluster_ip, svc.port),
+                );
+            } else if self.local_detector.is_implemented() {
+                // Off-cluster traffic to a ClusterIP may leave through another node: masquerade it.
+                tx.rule(
+                    internal_chain,
+                    &format!(
+                        "{ip_x} daddr {} {protocol} dport {} {} jump {MARK_MASQ_CHAIN}",
+                        svc.cluster_ip,
+                        svc.port,
+                        self.local_detector.if_not_local_nft()
+                    ),
+                );
+            }
+        }
+        if uses_external_chain {
+            if !svc.external_policy_local {
+                tx.rule(&external_chain, &format!("jump {MARK_MASQ_CHAIN}"));
+            } else {
+                if self.local_detector.is_implemented() {
+                    tx.rule(
+                        &external_chain,
+                        &format!(
+                            "{} goto {cluster_policy_chain} comment \"short-circuit pod traffic\"",
+                            self.local_detector.if_local_nft()
+                        ),
+                    );
+                }
+                tx.rule(
+                    &external_chain,
+                    &format!("fib saddr type local jump {MARK_MASQ_CHAIN} comment \"masquerade local traffic\""),
+                );
+                tx.rule(
+                    &external_chain,
+                    &format!(
+                        "fib saddr type local goto {cluster_policy_chain} comment \"short-circuit local traffic\""
+                    ),
+                );
+            }
+            if has_external {
+                tx.rule(&external_chain, &format!("goto {external_policy_chain}"));
+            }
+        }
+        if uses_fw_chain {
+            let mut sources: Vec<String> = Vec::new();
+            let mut allow_from_node = false;
+            for cidr in &svc.load_balancer_source_ranges {
+                sources.push(cidr.to_string());
+                allow_from_node |= self.node_ip.is_some_and(|ip| cidr.contains(ip));
+            }
+            if allow_from_node {
+                sources.extend(svc.load_balancer_vips.iter().map(ToString::to_string));
+            }
+            tx.rule(&firewall_chain, &format!("{ip_x} saddr != {{ {} }} drop", sources.join(" , ")));
+        }
+        if let Some(timeout) = svc.sticky_max_age_seconds {
+            for set in &rec.affinity_sets {
+                cmd!(
+                    tx,
+                    "add set {family} {set} {{ type {addr_type} ; flags dynamic,timeout ; timeout {timeout}s ; }}"
+                );
+            }
+        }
+        if uses_cluster_policy_chain {
+            self.write_service_to_endpoint_rules(tx, svc, &cluster_policy_chain, &cat.cluster);
+        }
+        if uses_local_policy_chain {
+            self.write_service_to_endpoint_rules(tx, svc, &local_policy_chain, &cat.local);
+        }
+        for (ep, base) in cat.all_reachable.iter().zip(&endpoint_bases) {
+            let chain = format!("endpoint-{base}");
+            tx.rule(&chain, &format!("{ip_x} saddr {} jump {MARK_MASQ_CHAIN}", ep.ip));
+            if svc.sticky_max_age_seconds.is_some() {
+                tx.rule(&chain, &format!("update @affinity-{base} {{ {ip_x} saddr }}"));
+            }
+            tx.rule(&chain, &format!("meta l4proto {protocol} dnat to {}", ep.addr()));
+        }
+        rec
     }
 }
 

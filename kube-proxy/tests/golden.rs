@@ -351,6 +351,58 @@ fn endpoints_appear_and_disappear() {
     }
 }
 
+/// A partial sync after a Service is deleted removes exactly its elements and chains, and keeps an element
+/// another Service port still wants.
+#[test]
+fn nftables_partial_sync_removes_a_deleted_service() {
+    let (p, exec) = new_provider(Mode::Nft);
+    let one = svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80}]}));
+    let two = svc(
+        "ns1",
+        "svc2",
+        json!({"clusterIP": "172.30.0.42", "externalIPs": ["192.0.2.9"], "ports": [{"name": "p80", "port": 80}]}),
+    );
+    let three = svc(
+        "ns1",
+        "svc3",
+        json!({"clusterIP": "172.30.0.43", "externalIPs": ["192.0.2.9"], "ports": [{"name": "p80", "port": 80}]}),
+    );
+    for s in [&one, &two, &three] {
+        p.on_service(None, Some(s));
+    }
+    for name in ["svc1", "svc2", "svc3"] {
+        p.on_endpoint_slice(
+            &slice(
+                "ns1",
+                name,
+                &format!("{name}-a"),
+                "p80",
+                80,
+                "TCP",
+                vec![ep("10.180.0.1", None, true, true, false)],
+            ),
+            false,
+        );
+    }
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Full);
+    exec.take();
+    p.on_service(Some(&two), None);
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Partial);
+    let out = written(&exec);
+    assert!(out.contains("delete element ip kube-proxy service-ips { 172.30.0.42 . tcp . 80 }"), "{out}");
+    assert!(out.contains("delete element ip kube-proxy cluster-ips { 172.30.0.42 }"), "{out}");
+    assert!(out.contains("flush chain ip kube-proxy service-") && out.contains("ns1/svc2/tcp/p80"), "{out}");
+    // svc3 still wants the shared external IP's element (it won the key), and nothing of svc1 or svc3 is written.
+    assert!(!out.contains("192.0.2.9"), "{out}");
+    assert!(!out.contains("svc1") && !out.contains("svc3") && !out.contains("172.30.0.41"), "{out}");
+    // A second later the flushed chains are deleted.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Partial);
+    let out = written(&exec);
+    assert!(out.contains("delete chain ip kube-proxy service-") && out.contains("ns1/svc2/tcp/p80"), "{out}");
+    assert!(!out.contains("svc1") && !out.contains("svc3"), "{out}");
+}
+
 #[test]
 fn internal_traffic_policy_local_drops_without_local_endpoints() {
     let (p, exec) = new_provider(Mode::Nft);
