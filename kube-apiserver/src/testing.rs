@@ -147,8 +147,8 @@ impl TestApiserver {
     }
 
     /// Starts as a kubeadm cluster's apiserver runs: Node,RBAC, NodeRestriction and ServiceAccount admission,
-    /// service-account tokens (`sa.key`/`sa.pub` in `dir`), bootstrap tokens, and a client certificate towards
-    /// kubelets (`apiserver-kubelet-client.{crt,key}`).
+    /// privileged containers allowed, service-account tokens (`sa.key`/`sa.pub` in `dir`), bootstrap tokens, and a
+    /// client certificate towards kubelets (`apiserver-kubelet-client.{crt,key}`).
     pub async fn start_secure() -> Self {
         let p = Prepared::new().await;
         let d = p.dir.path().to_path_buf();
@@ -162,6 +162,8 @@ impl TestApiserver {
             "--authorization-mode=Node,RBAC".to_string(),
             "--enable-admission-plugins=NodeRestriction,ServiceAccount".into(),
             "--enable-bootstrap-token-auth".into(),
+            // kubeadm's: its kube-proxy DaemonSet is privileged.
+            "--allow-privileged=true".into(),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", f("sa.pub")),
             format!("--service-account-signing-key-file={}", f("sa.key")),

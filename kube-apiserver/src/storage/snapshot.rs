@@ -18,7 +18,11 @@ pub const DB_FILE: &str = "state.db";
 
 /// `kube-apiserver snapshot ...`.
 #[derive(Parser, Debug)]
-#[command(name = "kube-apiserver snapshot", bin_name = "kube-apiserver snapshot", about = "Manages snapshots of the embedded store")]
+#[command(
+    name = "kube-apiserver snapshot",
+    bin_name = "kube-apiserver snapshot",
+    about = "Manages snapshots of the embedded store"
+)]
 pub struct SnapshotCli {
     #[command(subcommand)]
     pub command: SnapshotCmd,
