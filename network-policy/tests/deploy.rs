@@ -6,7 +6,8 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn the_daemonset_manifest_is_valid() {
-    let api = TestApiserver::start().await;
+    // Privileged pods, as a cluster that runs this DaemonSet allows (kubeadm's and the quick start's apiserver).
+    let api = TestApiserver::start_with(&["--allow-privileged=true"]).await;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/network-policy.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut kinds = Vec::new();
