@@ -1554,6 +1554,16 @@ mod tests {
 
     /// A PodManager on a fake runtime, for a node named n1.
     fn manager_on_fake(server: &TestApiserver, dir: &std::path::Path) -> (Arc<PodManager>, FakeCri) {
+        manager_with(server, dir, crate::hollow::PRELOADED, |_| {})
+    }
+
+    /// A PodManager on a fake runtime holding `images`, for a node named n1, its configuration adjusted by `tune`.
+    fn manager_with(
+        server: &TestApiserver,
+        dir: &std::path::Path,
+        images: &[&str],
+        tune: impl FnOnce(&mut Config),
+    ) -> (Arc<PodManager>, FakeCri) {
         let flags = crate::Flags {
             hostname_override: Some("n1".into()),
             root_dir: Some(dir.to_path_buf()),
@@ -1561,7 +1571,8 @@ mod tests {
         };
         let mut cfg = Config::resolve(flags).unwrap();
         cfg.pod_logs_dir = dir.join("logs");
-        let fake = FakeCri::with_images(crate::hollow::PRELOADED);
+        tune(&mut cfg);
+        let fake = FakeCri::with_images(images);
         let manager = PodManager::new(Cri::local(fake.clone()), server.new_client(), cfg).unwrap();
         (manager, fake)
     }
@@ -2087,15 +2098,7 @@ mod tests {
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let flags = crate::Flags {
-            hostname_override: Some("n1".into()),
-            root_dir: Some(dir.path().to_path_buf()),
-            ..Default::default()
-        };
-        let mut cfg = Config::resolve(flags).unwrap();
-        cfg.pod_logs_dir = dir.path().join("logs");
-        let fake = FakeCri::with_images(&[image]);
-        let manager = PodManager::new(Cri::local(fake.clone()), server.new_client(), cfg).unwrap();
+        let (manager, fake) = manager_with(&server, dir.path(), &[image], |_| {});
         manager.sync_pod(s(&pod, "/metadata/uid"), Some(&pod)).await.unwrap();
         assert_eq!(fake.calls.lock().unwrap().get("PullImage").copied(), Some(1), "pulled although present");
         let status = pods.get("p").await.unwrap()["status"]["containerStatuses"][0].clone();
@@ -2120,16 +2123,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let resolv = dir.path().join("resolv.conf");
         std::fs::write(&resolv, "nameserver 10.0.0.1\nnameserver 10.0.0.2\n").unwrap();
-        let flags = crate::Flags {
-            hostname_override: Some("n1".into()),
-            root_dir: Some(dir.path().to_path_buf()),
-            ..Default::default()
-        };
-        let mut cfg = Config::resolve(flags).unwrap();
-        cfg.pod_logs_dir = dir.path().join("logs");
-        cfg.resolv_conf = resolv.display().to_string();
-        let fake = FakeCri::with_images(crate::hollow::PRELOADED);
-        let manager = PodManager::new(Cri::local(fake), server.new_client(), cfg).unwrap();
+        let resolv_conf = resolv.display().to_string();
+        let (manager, _fake) =
+            manager_with(&server, dir.path(), crate::hollow::PRELOADED, |cfg| cfg.resolv_conf = resolv_conf);
         let uid = s(&pod, "/metadata/uid").to_string();
         let (sandbox, _) = manager.sandbox_config(&pod, 0).unwrap();
         assert_eq!(sandbox.dns_config.unwrap().servers, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
