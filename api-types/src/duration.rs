@@ -2,31 +2,39 @@
 
 use std::time::Duration;
 
-/// Parses `10s`, `1m0s`, `500ms`, `1h30m`.
+/// Parses Go's `time.ParseDuration` forms: `10s`, `1m0s`, `500ms`, `1h30m`, `1.5h`, `20us`/`20µs`, `100ns`, and `0`.
 pub fn parse(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
     let mut total = 0f64;
     let mut num = String::new();
     let mut chars = s.chars().peekable();
+    let mut any = false;
     while let Some(c) = chars.next() {
         if c.is_ascii_digit() || c == '.' {
             num.push(c);
             continue;
         }
-        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+        let second_s = matches!(c, 'm' | 'u' | 'µ' | 'n') && chars.peek() == Some(&'s');
+        if second_s {
             chars.next();
-            0.001
-        } else {
-            match c {
-                'h' => 3600.0,
-                'm' => 60.0,
-                's' => 1.0,
-                _ => return None,
-            }
+        }
+        let unit = match (c, second_s) {
+            ('h', false) => 3600.0,
+            ('m', false) => 60.0,
+            ('s', false) => 1.0,
+            ('m', true) => 1e-3,
+            ('u' | 'µ', true) => 1e-6,
+            ('n', true) => 1e-9,
+            _ => return None,
         };
         total += num.parse::<f64>().ok()? * unit;
         num.clear();
+        any = true;
     }
-    num.is_empty().then(|| Duration::from_secs_f64(total))
+    (num.is_empty() && any).then(|| Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]
@@ -41,5 +49,11 @@ mod tests {
         assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse("5"), None);
         assert_eq!(parse("5x"), None);
+        assert_eq!(parse("0"), Some(Duration::ZERO));
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse("20us"), Some(Duration::from_micros(20)));
+        assert_eq!(parse("20µs"), Some(Duration::from_micros(20)));
+        assert_eq!(parse("100ns"), Some(Duration::from_nanos(100)));
     }
 }

@@ -2,43 +2,9 @@
 
 use std::time::Duration;
 
-/// Parses `1h30m`, `24h0m0s`, `90s`, `300ms`, `0`.
+/// Parses `1h30m`, `24h0m0s`, `90s`, `300ms`, `0` (the workspace's Go-duration parser, with Go's error text).
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        if matches!(c, 'm' | 'u' | 'n' | 'µ') && chars.peek() == Some(&'s') {
-            unit.push('s');
-            chars.next();
-        }
-        let n: f64 = num.parse().map_err(|_| format!("time: invalid duration {s:?}"))?;
-        num.clear();
-        total += n * match unit.as_str() {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(format!("time: unknown unit {unit:?} in duration {s:?}")),
-        };
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(format!("time: missing unit in duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(total))
+    api_types::duration::parse(s).ok_or_else(|| format!("time: invalid duration {:?}", s.trim()))
 }
 
 /// Go's `Duration.String()` for whole seconds and milliseconds: `24h0m0s`, `5m0s`, `30s`, `500ms`, `0s`.
