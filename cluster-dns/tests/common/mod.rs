@@ -106,9 +106,17 @@ pub fn free_port() -> u16 {
 
 /// A UDP port nothing answers on (queries get "connection refused"), kept from other tests' [`free_port`] by a
 /// TCP listener held in the guard.
+/// A loopback port nothing answers on, for upstreams that must fail. It is taken below the
+/// kernel's ephemeral range (32768+), so a socket another test binds to port 0 can never land on
+/// it while this test runs; the returned listener keeps other `dead_port` callers off it.
 pub fn dead_port() -> (u16, std::net::TcpListener) {
-    let port = free_port();
-    (port, std::net::TcpListener::bind(("127.0.0.1", port)).unwrap())
+    for port in 20000..32000u16 {
+        let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) else { continue };
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return (port, tcp);
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
 }
 
 pub fn ip(s: &str) -> std::net::IpAddr {
