@@ -2,7 +2,7 @@
 //! storage keys, tables and the client need to know about it. One table drives them all.
 
 /// A subresource of a resource (`pods/status`, `deployments/scale`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Subresource {
     pub name: &'static str,
     /// Kind of the subresource's body, with its group and version ("" = same as the parent's).
@@ -13,7 +13,7 @@ pub struct Subresource {
 }
 
 /// One served resource at one group-version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Resource {
     pub group: &'static str,
     pub version: &'static str,
@@ -28,6 +28,8 @@ pub struct Resource {
     pub subresources: &'static [Subresource],
     /// The storage key segment under `/registry/` (upstream's, e.g. `minions` for nodes).
     pub storage: &'static str,
+    /// Served from a CustomResourceDefinition (JSON only, no protobuf; rows built at run time by the apiserver).
+    pub custom: bool,
 }
 
 impl Resource {
@@ -64,10 +66,10 @@ const CREATE: &[&str] = &["create"];
 const GET: &[&str] = &["get"];
 const PROXY: &[&str] = &["create", "delete", "get", "patch", "update"];
 
-const fn status(kind: &'static str) -> Subresource {
+pub const fn status(kind: &'static str) -> Subresource {
     Subresource { name: "status", kind, group: "", version: "", verbs: GPU }
 }
-const fn scale() -> Subresource {
+pub const fn scale() -> Subresource {
     Subresource { name: "scale", kind: "Scale", group: "autoscaling", version: "v1", verbs: GPU }
 }
 
@@ -86,6 +88,7 @@ macro_rules! res {
             verbs: $verbs,
             subresources: &[$($sub),*],
             storage: $storage,
+            custom: false,
         }
     };
 }

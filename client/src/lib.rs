@@ -359,6 +359,36 @@ impl Client {
             .ok_or_else(|| Error::UnknownResource(format!("{plural}.{group}/{version}")))?;
         Ok(Api { client: self.clone(), res, namespace: None })
     }
+
+    /// The API of a resource outside the built-in table (a custom resource): its rows are made once per distinct
+    /// (group, version, plural, kind, scope) and kept for the life of the process.
+    pub fn api_dynamic(&self, group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Api {
+        if let Some(res) = resources::find(group, version, plural) {
+            return Api { client: self.clone(), res, namespace: None };
+        }
+        type Rows = std::sync::Mutex<std::collections::HashMap<String, &'static Resource>>;
+        static ROWS: std::sync::OnceLock<Rows> = std::sync::OnceLock::new();
+        let key = format!("{group}/{version}/{plural}/{kind}/{namespaced}");
+        let mut rows = ROWS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+        let res = *rows.entry(key).or_insert_with(|| {
+            Box::leak(Box::new(Resource {
+                group: leak(group),
+                version: leak(version),
+                kind: leak(kind),
+                plural: leak(plural),
+                singular: leak(&kind.to_lowercase()),
+                namespaced,
+                short_names: &[],
+                categories: &[],
+                verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                subresources: &[],
+                storage: "",
+                custom: true,
+            }))
+        });
+        Api { client: self.clone(), res, namespace: None }
+    }
 }
 
 fn status_error(status: StatusCode, body: &[u8]) -> ApiError {

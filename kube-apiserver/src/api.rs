@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use api_types::ApiError;
 use api_types::patch::PatchType;
-use api_types::resources::{self, Resource};
+use api_types::resources::Resource;
 use api_types::selector::{FieldSelector, LabelSelector};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -171,9 +171,12 @@ pub fn encode_response(code: StatusCode, v: &Value, encoding: Encoding) -> Resp 
     json_response(code, v)
 }
 
-/// Finds the resource of a request, or the 404 upstream answers.
-fn resource_of(group: &str, version: &str, plural: &str) -> Result<&'static Resource, ApiError> {
-    resources::find(group, version, plural)
+/// Finds the resource of a request, built-in or custom, or the 404 upstream answers.
+fn resource_of(server: &Apiserver, group: &str, version: &str, plural: &str) -> Result<&'static Resource, ApiError> {
+    server
+        .served
+        .load()
+        .find(group, version, plural)
         .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"))
 }
 
@@ -185,7 +188,7 @@ pub async fn serve(
     q: HashMap<String, String>,
     user: User,
 ) -> Result<Resp, ApiError> {
-    let res = resource_of(&info.group, &info.version, &info.resource)?;
+    let res = resource_of(server, &info.group, &info.version, &info.resource)?;
     if res.namespaced
         && info.namespace.is_none()
         && info.verb != "list"
@@ -195,6 +198,10 @@ pub async fn serve(
         if info.verb == "create" && !res.stored() {
             // Namespaced reviews are created under a namespace.
         }
+        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    }
+    if !res.namespaced && info.namespace.is_some() && res.plural != "namespaces" {
+        // A cluster-scoped resource has no paths under a namespace.
         return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
     let ns = info.namespace.as_deref().filter(|_| res.namespaced);
@@ -291,6 +298,11 @@ pub async fn serve(
         }
         "create" => {
             allowed("create")?;
+            if server.served.load().custom_of(res).is_some_and(|c| c.terminating) {
+                return Err(ApiError::method_not_allowed(
+                    "create not allowed while custom resource definition is terminating",
+                ));
+            }
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
             let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
@@ -314,6 +326,13 @@ pub async fn serve(
             allowed("patch")?;
             let name = info.name.as_deref().unwrap_or_default();
             let (pt, body) = patch_body(&parts.headers, body).await?;
+            if pt == PatchType::StrategicMerge && res.custom {
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
             if pt == PatchType::Apply {
                 return crate::subresources::server_side_apply(server, res, ns, name, &body, &q, out).await;
             }

@@ -2,7 +2,9 @@
 //! `/api` and `/apis`, per group-version `APIResourceList`s, and the OpenAPI v3 index and group-version documents
 //! kubectl reads to decide on server-side field validation.
 
-use api_types::resources::{self, RESOURCES, Resource};
+use api_types::resources::Resource;
+
+use crate::apiextensions::served::Snapshot;
 use serde_json::{Value, json};
 
 /// The Kubernetes version we implement; kubectl's dispatcher picks its client from `minor`.
@@ -75,11 +77,11 @@ fn aggregated_resource(r: &Resource) -> Value {
     v
 }
 
-fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+fn aggregated_group(snap: &Snapshot, group: &str, versions: &[&str]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = resources::in_group_version(group, v).map(aggregated_resource).collect();
+            let resources: Vec<Value> = snap.in_group_version(group, v).into_iter().map(aggregated_resource).collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -92,11 +94,12 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
 }
 
 /// `/api` (core) or `/apis` (named groups) as an `APIGroupDiscoveryList`.
-pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = resources::groups()
+pub fn aggregated(snap: &Snapshot, core: bool) -> Value {
+    let items: Vec<Value> = snap
+        .groups()
         .iter()
         .filter(|(g, _)| g.is_empty() == core)
-        .map(|(g, vs)| aggregated_group(g, vs))
+        .map(|(g, vs)| aggregated_group(snap, g, vs))
         .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -117,15 +120,15 @@ fn api_group(group: &str, versions: &[&str]) -> Value {
 }
 
 /// Legacy `/apis`.
-pub fn api_group_list() -> Value {
+pub fn api_group_list(snap: &Snapshot) -> Value {
     let groups: Vec<Value> =
-        resources::groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| api_group(g, vs)).collect();
+        snap.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| api_group(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`.
-pub fn group(group: &str) -> Option<Value> {
-    let groups = resources::groups();
+pub fn group(snap: &Snapshot, group: &str) -> Option<Value> {
+    let groups = snap.groups();
     let (g, vs) = groups.iter().find(|(g, _)| *g == group)?;
     let mut v = api_group(g, vs);
     v["kind"] = json!("APIGroup");
@@ -134,9 +137,9 @@ pub fn group(group: &str) -> Option<Value> {
 }
 
 /// `/api/v1` or `/apis/<group>/<version>` as an `APIResourceList`, subresources included (`pods/eviction`).
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn resource_list(snap: &Snapshot, group: &str, version: &str) -> Option<Value> {
     let mut out = Vec::new();
-    for r in resources::in_group_version(group, version) {
+    for r in snap.in_group_version(group, version) {
         let mut v = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -174,7 +177,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 }
 
 /// The OpenAPI path key of a group-version: `api/v1` or `apis/apps/v1`.
-fn openapi_gv_path(group: &str, version: &str) -> String {
+pub fn openapi_gv_path(group: &str, version: &str) -> String {
     if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
@@ -189,11 +192,11 @@ fn doc_hash(doc: &Value) -> String {
 }
 
 /// `/openapi/v3`: every served group-version with its document URL.
-pub fn openapi_index() -> Value {
+pub fn openapi_index(snap: &Snapshot) -> Value {
     let mut paths = serde_json::Map::new();
-    for (g, vs) in resources::groups() {
+    for (g, vs) in snap.groups() {
         for v in vs {
-            let doc = openapi_gv(g, v).unwrap_or(Value::Null);
+            let doc = openapi_gv(snap, g, v).unwrap_or(Value::Null);
             let path = openapi_gv_path(g, v);
             paths.insert(
                 path.clone(),
@@ -207,7 +210,10 @@ pub fn openapi_index() -> Value {
 /// The OpenAPI v3 document of one group-version: a path per resource whose operations carry
 /// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (what kubectl checks before it leaves
 /// validation to the server), and an open schema per kind.
-pub fn openapi_gv(group: &str, version: &str) -> Option<Value> {
+pub fn openapi_gv(snap: &Snapshot, group: &str, version: &str) -> Option<Value> {
+    if api_types::resources::in_group_version(group, version).next().is_none() {
+        return crate::apiextensions::openapi::group_version(snap, group, version);
+    }
     type Docs = std::sync::Mutex<std::collections::HashMap<String, Option<Value>>>;
     static DOCS: std::sync::OnceLock<Docs> = std::sync::OnceLock::new();
     let docs = DOCS.get_or_init(Default::default);
@@ -222,56 +228,54 @@ pub fn openapi_gv(group: &str, version: &str) -> Option<Value> {
     doc
 }
 
-fn build_openapi_gv(group: &str, version: &str) -> Option<Value> {
-    let mut paths = serde_json::Map::new();
-    let (mut schemas, roots) = api_types::schema::openapi_definitions(group, version);
+/// The OpenAPI v3 paths of one resource (item and collection) with the operations its verbs allow.
+pub fn resource_paths(r: &Resource, schema_name: &str, paths: &mut serde_json::Map<String, Value>) {
     let params = json!([
         {"name": "dryRun", "in": "query", "schema": {"type": "string"}, "description": "When present, indicates that modifications should not be persisted."},
         {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
         {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}, "description": "Ignore, Warn or Strict: how the server treats unknown or duplicate fields."},
     ]);
-    for r in resources::in_group_version(group, version) {
-        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let base = format!("/{}", openapi_gv_path(r.group, r.version));
+    let path = if r.namespaced {
+        format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+    } else {
+        format!("{base}/{}/{{name}}", r.plural)
+    };
+    let op = |verb: &str| {
+        json!({
+            "operationId": format!("{verb}{}", r.kind),
+            "parameters": params,
+            "x-kubernetes-action": verb,
+            "x-kubernetes-group-version-kind": gvk,
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_name}")}}}},
+            "responses": {"200": {"description": "OK"}},
+        })
+    };
+    let mut item = serde_json::Map::new();
+    for (verb, method) in [("get", "get"), ("update", "put"), ("patch", "patch"), ("delete", "delete")] {
+        if r.has_verb(verb) {
+            item.insert(method.into(), op(method));
+        }
+    }
+    paths.insert(path, Value::Object(item));
+    let collection = if r.namespaced {
+        format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+    } else {
+        format!("{base}/{}", r.plural)
+    };
+    if r.has_verb("create") {
+        paths.insert(collection, json!({"post": op("post")}));
+    }
+}
+
+fn build_openapi_gv(group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    let (mut schemas, roots) = api_types::schema::openapi_definitions(group, version);
+    for r in api_types::resources::in_group_version(group, version) {
         let typed = roots.iter().find(|(_, k)| *k == r.kind).map(|(n, _)| n.clone());
         let schema_name = typed.clone().unwrap_or_else(|| schema_name(r));
-        let base = format!("/{}", openapi_gv_path(group, version));
-        let path = if r.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-        } else {
-            format!("{base}/{}/{{name}}", r.plural)
-        };
-        let op = |verb: &str| {
-            json!({
-                "operationId": format!("{verb}{}", r.kind),
-                "parameters": params,
-                "x-kubernetes-action": verb,
-                "x-kubernetes-group-version-kind": gvk,
-                "requestBody": {"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_name}")}}}},
-                "responses": {"200": {"description": "OK"}},
-            })
-        };
-        let mut item = serde_json::Map::new();
-        if r.has_verb("get") {
-            item.insert("get".into(), op("get"));
-        }
-        if r.has_verb("update") {
-            item.insert("put".into(), op("put"));
-        }
-        if r.has_verb("patch") {
-            item.insert("patch".into(), op("patch"));
-        }
-        if r.has_verb("delete") {
-            item.insert("delete".into(), op("delete"));
-        }
-        paths.insert(path, Value::Object(item));
-        let collection = if r.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
-        } else {
-            format!("{base}/{}", r.plural)
-        };
-        if r.has_verb("create") {
-            paths.insert(collection, json!({"post": op("post")}));
-        }
+        resource_paths(r, &schema_name, &mut paths);
         if typed.is_some() {
             continue;
         }
@@ -286,7 +290,7 @@ fn build_openapi_gv(group: &str, version: &str) -> Option<Value> {
                     "metadata": {"type": "object", "description": "Standard object's metadata."},
                 },
                 "x-kubernetes-preserve-unknown-fields": true,
-                "x-kubernetes-group-version-kind": [gvk],
+                "x-kubernetes-group-version-kind": [{"group": r.group, "version": r.version, "kind": r.kind}],
             }),
         );
     }
@@ -312,19 +316,13 @@ fn schema_name(r: &Resource) -> String {
     format!("{prefix}.{group}.{}.{}", r.version, r.kind)
 }
 
-/// Every resource whose categories include `cat`, at its group's preferred version.
-pub fn in_category(cat: &str) -> Vec<&'static Resource> {
-    let groups = resources::groups();
-    RESOURCES
-        .iter()
-        .filter(|r| r.categories.contains(&cat))
-        .filter(|r| groups.iter().any(|(g, vs)| *g == r.group && vs.first() == Some(&r.version)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snap() -> Snapshot {
+        Snapshot::default()
+    }
 
     #[test]
     fn aggregated_discovery_only_for_v2() {
@@ -348,7 +346,7 @@ mod tests {
 
     #[test]
     fn aggregated_core_has_no_group_name_and_pods() {
-        let core = aggregated(true);
+        let core = aggregated(&snap(), true);
         assert_eq!(core["items"].as_array().unwrap().len(), 1);
         assert!(core["items"][0]["metadata"].get("name").is_none());
         let pods = core["items"][0]["versions"][0]["resources"]
@@ -360,7 +358,7 @@ mod tests {
             .clone();
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["categories"], json!(["all"]));
-        let apis = aggregated(false);
+        let apis = aggregated(&snap(), false);
         let autoscaling =
             apis["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "autoscaling").unwrap();
         assert_eq!(autoscaling["versions"][0]["version"], "v2");
@@ -368,7 +366,7 @@ mod tests {
 
     #[test]
     fn legacy_v1_lists_eviction_for_drain() {
-        let list = resource_list("", "v1").unwrap();
+        let list = resource_list(&snap(), "", "v1").unwrap();
         let ev = list["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods/eviction").unwrap().clone();
         assert_eq!(
             (ev["group"].clone(), ev["version"].clone(), ev["kind"].clone()),
@@ -379,11 +377,11 @@ mod tests {
 
     #[test]
     fn openapi_patch_operations_carry_gvk_and_field_validation() {
-        let doc = openapi_gv("apps", "v1").unwrap();
+        let doc = openapi_gv(&snap(), "apps", "v1").unwrap();
         let item = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"];
         assert_eq!(item["patch"]["x-kubernetes-group-version-kind"]["kind"], "Deployment");
         assert!(item["patch"]["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
-        let index = openapi_index();
+        let index = openapi_index(&snap());
         assert!(
             index["paths"]["apis/batch/v1"]["serverRelativeURL"]
                 .as_str()
@@ -391,7 +389,7 @@ mod tests {
                 .starts_with("/openapi/v3/apis/batch/v1?hash=")
         );
         assert_eq!(
-            in_category("all").iter().map(|r| r.plural).collect::<Vec<_>>(),
+            snap().in_category("all").iter().map(|r| r.plural).collect::<Vec<_>>(),
             [
                 "pods",
                 "replicationcontrollers",

@@ -115,6 +115,10 @@ pub fn negotiate(accept: &str, res: Option<&Resource>, protobuf: bool) -> Result
                 }
             }
         };
+        // Custom resources have no protobuf form; their metadata does (controller-runtime's metadata informers).
+        if encoding == Encoding::Protobuf && res.is_some_and(|r| r.custom) && target != Target::PartialObjectMetadata {
+            continue;
+        }
         return Ok(Output { encoding, target });
     }
     Err(ApiError::new(406, "NotAcceptable", format!("only the following media types are accepted: {ACCEPTED}")))

@@ -113,6 +113,8 @@ pub struct Apiserver {
     /// `--requestheader-*`: front proxies that assert users in headers.
     pub request_header: Option<crate::auth::request_header::RequestHeader>,
     pub metrics: Metrics,
+    /// The built-in and custom resources served now (CRDs change it at run time).
+    pub served: Arc<crate::apiextensions::served::Served>,
     pub opts: Options,
     pub advertise: IpAddr,
     pub started: Instant,
@@ -208,6 +210,7 @@ impl Apiserver {
             client_ca,
             request_header,
             metrics: Metrics::default(),
+            served: Default::default(),
             readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
             mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),
             advertise,
@@ -236,6 +239,7 @@ impl Apiserver {
             for index in &self.indexed {
                 crate::authorization::feed::spawn(self.registry.clone(), index.clone(), self.authz_synced.clone());
             }
+            crate::apiextensions::controller::spawn(self.registry.clone(), self.served.clone(), self.stop_signal());
         }
         crate::bootstrap::run(self).await?;
         self.bootstrapped.store(true, Ordering::Release);
@@ -266,6 +270,7 @@ impl Apiserver {
                 self.authz_synced.all() && self.bootstrapped.load(Ordering::Acquire),
             ));
         }
+        checks.push(("poststarthook/crd-informer-synced", self.served.synced.load(Ordering::Acquire)));
         if kind == "readyz" {
             checks.push(("shutdown", !self.shutting_down.load(Ordering::Acquire)));
         }
@@ -320,19 +325,25 @@ impl Apiserver {
                     json_response(StatusCode::OK, &doc)
                 }
             }
-            "/api" | "/api/" if discovery::wants_aggregated(accept) => {
-                json_with_type(StatusCode::OK, &discovery::aggregated(true), discovery::AGGREGATED_CONTENT_TYPE)
-            }
-            "/apis" | "/apis/" if discovery::wants_aggregated(accept) => {
-                json_with_type(StatusCode::OK, &discovery::aggregated(false), discovery::AGGREGATED_CONTENT_TYPE)
-            }
+            "/api" | "/api/" if discovery::wants_aggregated(accept) => json_with_type(
+                StatusCode::OK,
+                &discovery::aggregated(&self.served.load(), true),
+                discovery::AGGREGATED_CONTENT_TYPE,
+            ),
+            "/apis" | "/apis/" if discovery::wants_aggregated(accept) => json_with_type(
+                StatusCode::OK,
+                &discovery::aggregated(&self.served.load(), false),
+                discovery::AGGREGATED_CONTENT_TYPE,
+            ),
             "/api" | "/api/" => json_response(
                 StatusCode::OK,
                 &discovery::api_versions(&format!("{}:{}", self.advertise, self.opts.secure_port)),
             ),
-            "/apis" | "/apis/" => json_response(StatusCode::OK, &discovery::api_group_list()),
+            "/apis" | "/apis/" => json_response(StatusCode::OK, &discovery::api_group_list(&self.served.load())),
             "/openapi/v2" => crate::openapi_v2::respond(req.headers()),
-            "/openapi/v3" | "/openapi/v3/" => json_response(StatusCode::OK, &discovery::openapi_index()),
+            "/openapi/v3" | "/openapi/v3/" => {
+                json_response(StatusCode::OK, &discovery::openapi_index(&self.served.load()))
+            }
             p if p.starts_with("/openapi/v3/") => {
                 let gv = p.trim_start_matches("/openapi/v3/");
                 let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
@@ -346,7 +357,7 @@ impl Apiserver {
                         )));
                     }
                 };
-                match discovery::openapi_gv(group, version) {
+                match discovery::openapi_gv(&self.served.load(), group, version) {
                     Some(doc) => {
                         let mut r = json_response(StatusCode::OK, &doc);
                         if query.contains_key("hash") {
@@ -367,9 +378,13 @@ impl Apiserver {
             p => {
                 let parts: Vec<&str> = p.trim_matches('/').split('/').collect();
                 match parts.as_slice() {
-                    ["api", v] => discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d))?,
-                    ["apis", g] => discovery::group(g).map(|d| json_response(StatusCode::OK, &d))?,
-                    ["apis", g, v] => discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d))?,
+                    ["api", v] => discovery::resource_list(&self.served.load(), "", v)
+                        .map(|d| json_response(StatusCode::OK, &d))?,
+                    ["apis", g] => {
+                        discovery::group(&self.served.load(), g).map(|d| json_response(StatusCode::OK, &d))?
+                    }
+                    ["apis", g, v] => discovery::resource_list(&self.served.load(), g, v)
+                        .map(|d| json_response(StatusCode::OK, &d))?,
                     _ => return None,
                 }
             }

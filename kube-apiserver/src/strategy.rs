@@ -115,7 +115,7 @@ pub fn prepare_create(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Resu
     for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
         meta.remove(k);
     }
-    let tracks_generation = obj.get("spec").is_some() || has_status_subresource(res);
+    let tracks_generation = obj.get("spec").is_some() || has_status_subresource(res) || res.custom;
     if tracks_generation {
         meta_mut(obj)?.insert("generation".into(), json!(1));
     }
@@ -126,6 +126,9 @@ pub fn prepare_create(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Resu
         o.remove("status");
     }
     defaults::apply(res, obj, true);
+    if crate::apiextensions::crd::is_crd(res) {
+        crate::apiextensions::crd::prepare_create(obj);
+    }
     if res.group == "batch" && res.plural == "jobs" {
         job_selector(obj);
     }
@@ -159,6 +162,14 @@ fn job_selector(job: &mut Value) {
 }
 
 /// Everything but metadata and status: what a spec change means for `generation`.
+fn without_metadata(obj: &Value) -> Value {
+    let mut o = obj.as_object().cloned().unwrap_or_default();
+    for k in ["metadata", "apiVersion", "kind"] {
+        o.remove(k);
+    }
+    Value::Object(o)
+}
+
 fn spec_part(obj: &Value) -> Value {
     let mut o = obj.as_object().cloned().unwrap_or_default();
     for k in ["metadata", "status", "apiVersion", "kind"] {
@@ -220,8 +231,17 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut 
         }
     }
     defaults::apply(res, new, false);
+    if crate::apiextensions::crd::is_crd(res) {
+        crate::apiextensions::crd::prepare_update(new);
+    }
     if let Some(generation) = old_meta.get("generation").and_then(Value::as_i64) {
-        let bumped = if spec_part(old) != spec_part(new) { generation + 1 } else { generation };
+        // A custom resource without a status subresource counts status changes too (upstream's CR strategy).
+        let changed = if res.custom && !has_status_subresource(res) {
+            without_metadata(old) != without_metadata(new)
+        } else {
+            spec_part(old) != spec_part(new)
+        };
+        let bumped = if changed { generation + 1 } else { generation };
         meta_mut(new)?.insert("generation".into(), json!(bumped));
     }
     Ok(())
@@ -234,6 +254,25 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut 
 /// labels, a VolumeAttachment and a ValidatingAdmissionPolicy all of it (`ResetObjectMetaForStatus`); a CSR keeps
 /// its Approved and Denied conditions, which only `/approval` changes.
 fn prepare_status_update(res: &Resource, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    if res.custom {
+        // Upstream's customresource status strategy: the stored object with only `status` (and managedFields)
+        // from the request.
+        let status = new.get("status").cloned();
+        let managed = new.pointer("/metadata/managedFields").cloned();
+        *new = old.clone();
+        match status {
+            Some(s) => new["status"] = s,
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        if let Some(m) = managed {
+            meta_mut(new)?.insert("managedFields".into(), m);
+        }
+        return Ok(());
+    }
     let restore = |new: &mut Value, path: &str, key: &str| {
         let old_value = old.pointer(path).and_then(|o| o.get(key)).cloned();
         let Some(parent) = new.pointer_mut(path).and_then(Value::as_object_mut) else { return };
@@ -325,6 +364,9 @@ pub fn prepare_delete(res: &Resource, obj: &mut Value, p: &DeleteParams) -> Resu
                 vec![Cause::not_supported("propagationPolicy", &json!(other), &["Foreground", "Background", "Orphan"])],
             ));
         }
+    }
+    if crate::apiextensions::crd::is_crd(res) {
+        crate::apiextensions::crd::prepare_delete(obj);
     }
     let already = obj.pointer("/metadata/deletionTimestamp").is_some();
     let mut grace = 0;

@@ -290,6 +290,10 @@ fn endpoints_summary(ep: &Value) -> String {
 }
 
 fn columns(res: &Resource) -> Vec<Col> {
+    if res.custom {
+        // A CRD without additionalPrinterColumns: upstream defaults one Age column.
+        return vec![c("Name", "string"), c("Age", "date")];
+    }
     match (res.group, res.plural) {
         ("", "pods") => vec![
             c("Name", "string"),
@@ -465,6 +469,9 @@ fn access_modes(v: Option<&Value>) -> String {
 
 fn cells(res: &Resource, o: &Value) -> Vec<Value> {
     let name = s(o, "/metadata/name");
+    if res.custom {
+        return vec![json!(name), json!(age(o))];
+    }
     match (res.group, res.plural) {
         ("", "pods") => {
             let (status, ready, total, restarts) = pod_status(o);

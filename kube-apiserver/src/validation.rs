@@ -287,6 +287,9 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
             );
         }
         ("", "Service") => service(obj, old, &mut causes),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            causes.extend(crate::apiextensions::crd::validate(obj, old));
+        }
         ("", "ConfigMap") | ("", "Secret") => {
             for field in ["data", "binaryData", "stringData"] {
                 for k in obj.get(field).and_then(Value::as_object).into_iter().flat_map(|m| m.keys()) {

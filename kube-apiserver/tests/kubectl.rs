@@ -654,3 +654,97 @@ fn priority_classes_set_pod_priority() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Forbidden") && err.contains("no PriorityClass with name nope was found"), "{err}");
 }
+
+/// The CronTab example of upstream's "Extend the Kubernetes API with CustomResourceDefinitions" task page.
+const CRONTAB_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                cronSpec:
+                  type: string
+                image:
+                  type: string
+                replicas:
+                  type: integer
+  scope: Namespaced
+  names:
+    plural: crontabs
+    singular: crontab
+    kind: CronTab
+    shortNames:
+    - ct
+    categories:
+    - all
+"#;
+
+const CRONTAB: &str = r#"apiVersion: "stable.example.com/v1"
+kind: CronTab
+metadata:
+  name: my-new-cron-object
+spec:
+  cronSpec: "* * * * */5"
+  image: my-awesome-cron-image
+"#;
+
+#[test]
+fn custom_resources_as_the_task_page_shows() {
+    let s = Apiserver::start();
+    let out = s.apply(CRONTAB_CRD);
+    assert!(out.contains("customresourcedefinition.apiextensions.k8s.io/crontabs.stable.example.com created"), "{out}");
+    s.ok(&["wait", "--for", "condition=established", "--timeout=30s", "crd/crontabs.stable.example.com"]);
+    let out = s.apply(CRONTAB);
+    assert!(out.contains("crontab.stable.example.com/my-new-cron-object created"), "{out}");
+    assert!(s.apply(CRONTAB).contains("crontab.stable.example.com/my-new-cron-object unchanged"));
+    let changed = CRONTAB.replace("my-awesome-cron-image", "my-other-image");
+    assert!(s.apply(&changed).contains("crontab.stable.example.com/my-new-cron-object configured"));
+    let table = s.ok(&["get", "crontab"]);
+    assert!(table.starts_with("NAME") && table.contains("AGE"), "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with("my-new-cron-object "), "{table}");
+    let obj = s.json(&["get", "ct", "my-new-cron-object"]);
+    assert_eq!(obj["spec"]["image"], "my-other-image");
+    assert_eq!(obj["spec"]["cronSpec"], "* * * * */5");
+    let all = s.ok(&["get", "all"]);
+    assert!(all.contains("crontab.stable.example.com/my-new-cron-object"), "{all}");
+    let res = s.ok(&["api-resources", "--api-group", "stable.example.com"]);
+    assert!(res.lines().any(|l| l.starts_with("crontabs") && l.contains("ct") && l.contains("CronTab")), "{res}");
+    s.ok(&["label", "crontab", "my-new-cron-object", "tier=batch"]);
+    assert!(
+        s.ok(&["get", "ct", "-l", "tier=batch", "-o", "name"])
+            .contains("crontab.stable.example.com/my-new-cron-object")
+    );
+    s.ok(&["patch", "crontab", "my-new-cron-object", "--type", "merge", "-p", r#"{"spec":{"replicas":3}}"#]);
+    assert_eq!(s.json(&["get", "ct", "my-new-cron-object"])["spec"]["replicas"], 3);
+    // Deleting the CRD deletes its objects, then the resource is gone from discovery.
+    let out = s.ok(&["delete", "crd", "crontabs.stable.example.com"]);
+    assert!(
+        out.contains("customresourcedefinition.apiextensions.k8s.io \"crontabs.stable.example.com\" deleted"),
+        "{out}"
+    );
+    // kubectl's discovery cache may still know the type (then the list is the server's 404), or not.
+    let gone_messages =
+        ["the server doesn't have a resource type \"crontabs\"", "the server could not find the requested resource"];
+    let mut gone = String::new();
+    for _ in 0..50 {
+        gone = String::from_utf8_lossy(&s.kubectl(&["get", "crontabs"]).stderr).into_owned();
+        if gone_messages.iter().any(|m| gone.contains(m)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(gone_messages.iter().any(|m| gone.contains(m)), "{gone}");
+    let groups = s.ok(&["api-versions"]);
+    assert!(!groups.contains("stable.example.com"), "{groups}");
+}

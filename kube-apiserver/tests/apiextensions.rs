@@ -1,0 +1,413 @@
+//! CustomResourceDefinitions served as first-class resources, as upstream's apiextensions-apiserver integration
+//! tests check them (`test/integration/basic_test.go`, `registration_test.go`, `subresources_test.go`,
+//! `finalization_test.go`, `naming_controller_test.go`): names accepted and Established, CRUD, list and watch of
+//! namespaced and cluster-scoped custom resources, discovery, the status subresource, name conflicts, and deletion
+//! of a CRD removing its instances first.
+
+use std::time::Duration;
+
+use api_types::patch::PatchType;
+use client::{Api, Client, ListParams};
+use http::Method;
+use kube_apiserver::testing::TestApiserver;
+use serde_json::{Value, json};
+
+fn crd(plural: &str, kind: &str, scope: &str) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.example.com")},
+        "spec": {
+            "group": "example.com", "scope": scope,
+            "names": {"plural": plural, "kind": kind, "shortNames": [format!("{}x", &plural[..2])], "categories": ["all"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"status": {}}}]
+        }
+    })
+}
+
+/// Creates a CRD and waits until it is Established and its resource answers.
+async fn establish(client: &Client, crd: &Value) -> Value {
+    let crds = client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    crds.create(crd).await.unwrap();
+    let name = crd["metadata"]["name"].as_str().unwrap();
+    let plural = crd["spec"]["names"]["plural"].as_str().unwrap();
+    for _ in 0..100 {
+        let got = crds.get(name).await.unwrap();
+        let established = got["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+        let listed = client.request(Method::GET, &format!("/apis/example.com/v1/{plural}"), None).await.is_ok();
+        if established && listed {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("CRD {name} never became Established");
+}
+
+/// A GET with the given Accept: the status code and the body as JSON.
+async fn get_as(client: &Client, path: &str, accept: &str) -> (u16, Value) {
+    use http_body_util::BodyExt;
+    let resp = client.send_accepting(Method::GET, path, accept, None).await.unwrap();
+    let code = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn widgets(client: &Client, ns: &str) -> Api {
+    client.api_dynamic("example.com", "v1", "widgets", "Widget", true).namespaced(ns)
+}
+
+fn widget(name: &str) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "labels": {"app": name}},
+           "spec": {"size": 1, "nested": {"a": "b"}}, "status": {"phase": "ignored-on-create"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crd_is_established_with_upstream_status() {
+    let api = TestApiserver::start().await;
+    let got = establish(&api.client, &crd("widgets", "Widget", "Namespaced")).await;
+    assert_eq!(got["spec"]["names"]["singular"], "widget", "defaulted from the kind");
+    assert_eq!(got["spec"]["names"]["listKind"], "WidgetList");
+    assert_eq!(got["spec"]["conversion"]["strategy"], "None");
+    assert_eq!(got["status"]["storedVersions"], json!(["v1"]));
+    let accepted = &got["status"]["acceptedNames"];
+    assert_eq!((accepted["plural"].clone(), accepted["kind"].clone()), (json!("widgets"), json!("Widget")));
+    assert_eq!(accepted["shortNames"], json!(["wix"]));
+    let conds = got["status"]["conditions"].as_array().unwrap();
+    let names = conds.iter().find(|c| c["type"] == "NamesAccepted").unwrap();
+    assert_eq!((names["status"].clone(), names["reason"].clone()), (json!("True"), json!("NoConflicts")));
+    let est = conds.iter().find(|c| c["type"] == "Established").unwrap();
+    assert_eq!(est["reason"], "InitialNamesAccepted");
+    assert_eq!(est["message"], "the initial names have been accepted");
+    assert!(est["lastTransitionTime"].is_string());
+
+    // Invalid definitions are 422s naming the field.
+    let crds = api.client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    let mut bad = crd("gadgets", "Gadget", "Namespaced");
+    bad["metadata"]["name"] = json!("gadget.example.com");
+    let err = crds.create(&bad).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    assert!(
+        err.to_string().contains(
+            "metadata.name: Invalid value: \"gadget.example.com\": must be spec.names.plural+\".\"+spec.group"
+        ),
+        "{err}"
+    );
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaced_custom_resources_crud_list_watch() {
+    let api = TestApiserver::start().await;
+    establish(&api.client, &crd("widgets", "Widget", "Namespaced")).await;
+    api.namespace("other").await;
+    let w = widgets(&api.client, "default");
+    let created = w.create(&widget("w1")).await.unwrap();
+    assert_eq!(created["apiVersion"], "example.com/v1");
+    assert_eq!(created["metadata"]["namespace"], "default");
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert!(created["metadata"]["uid"].is_string() && created["metadata"]["resourceVersion"].is_string());
+    assert!(created.get("status").is_none(), "status is dropped on create when /status is a subresource");
+    assert_eq!(created["spec"]["nested"]["a"], "b", "unknown fields are preserved");
+    // The same name in another namespace is another object.
+    widgets(&api.client, "other").create(&widget("w1")).await.unwrap();
+    let err = w.create(&widget("w1")).await.unwrap_err();
+    assert_eq!(err.code(), Some(409), "{err}");
+    assert!(err.to_string().contains("widgets.example.com \"w1\" already exists"), "{err}");
+    w.create(&widget("w2")).await.unwrap();
+
+    // Lists: per namespace, across namespaces, by label.
+    let list = w.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list["kind"], "WidgetList");
+    assert_eq!(list["apiVersion"], "example.com/v1");
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    let all = api.client.api_dynamic("example.com", "v1", "widgets", "Widget", true);
+    assert_eq!(all.list(&ListParams::default()).await.unwrap()["items"].as_array().unwrap().len(), 3);
+    let sel = ListParams { label_selector: Some("app=w2".into()), ..Default::default() };
+    let picked = w.list(&sel).await.unwrap();
+    assert_eq!(
+        picked["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].clone()).collect::<Vec<_>>(),
+        [json!("w2")]
+    );
+    let by_name = ListParams { field_selector: Some("metadata.name=w1".into()), ..Default::default() };
+    assert_eq!(all.list(&by_name).await.unwrap()["items"].as_array().unwrap().len(), 2);
+    let page = ListParams { limit: Some(1), ..Default::default() };
+    let first = all.list(&page).await.unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    assert!(first["metadata"]["continue"].is_string(), "paging works on custom resources");
+
+    // Watch from the list's resourceVersion: MODIFIED and DELETED arrive.
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut events = w.watch(&ListParams { resource_version: Some(rv), ..Default::default() }).await.unwrap();
+
+    // Update, merge patch and JSON patch; spec changes bump the generation.
+    let mut cur = w.get("w1").await.unwrap();
+    cur["spec"]["size"] = json!(2);
+    let updated = w.replace("w1", &cur).await.unwrap();
+    assert_eq!(updated["metadata"]["generation"], 2);
+    let patched = w.patch("w1", PatchType::Merge, &json!({"metadata": {"labels": {"extra": "yes"}}})).await.unwrap();
+    assert_eq!(patched["metadata"]["generation"], 2, "metadata changes keep the generation");
+    assert_eq!(patched["metadata"]["labels"]["extra"], "yes");
+    let patched =
+        w.patch("w1", PatchType::Json, &json!([{"op": "replace", "path": "/spec/size", "value": 3}])).await.unwrap();
+    assert_eq!(patched["spec"]["size"], 3);
+    // Strategic merge patch has no meaning without Go types: 415 as upstream.
+    let err = w.patch("w1", PatchType::StrategicMerge, &json!({"spec": {"size": 4}})).await.unwrap_err();
+    assert_eq!(err.code(), Some(415), "{err}");
+    assert!(err.to_string().contains("application/merge-patch+json"), "{err}");
+
+    w.delete("w2", None).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap().unwrap();
+        let (ty, obj) = match ev {
+            client::WatchEvent::Added(o) => ("ADDED", o),
+            client::WatchEvent::Modified(o) => ("MODIFIED", o),
+            client::WatchEvent::Deleted(o) => ("DELETED", o),
+            other => panic!("unexpected event {other:?}"),
+        };
+        seen.push((ty.to_string(), obj["metadata"]["name"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("MODIFIED".to_string(), "w1".to_string()),
+            ("MODIFIED".into(), "w1".into()),
+            ("MODIFIED".into(), "w1".into()),
+            ("DELETED".into(), "w2".into())
+        ]
+    );
+    let err = w.get("w2").await.unwrap_err();
+    assert_eq!(err.code(), Some(404));
+    assert!(err.to_string().contains("widgets.example.com \"w2\" not found"), "{err}");
+
+    // A namespaced resource has no cluster-level item paths; an unserved version is 404.
+    let err = api
+        .client
+        .request(
+            Method::POST,
+            "/apis/example.com/v1/widgets",
+            Some((serde_json::to_vec(&widget("x")).unwrap().into(), "application/json")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(404), "{err}");
+    let err =
+        api.client.request(Method::GET, "/apis/example.com/v2/namespaces/default/widgets", None).await.unwrap_err();
+    assert_eq!(err.code(), Some(404), "{err}");
+    // A kind that is not the resource's is refused.
+    let mut wrong = widget("w9");
+    wrong["kind"] = json!("Gadget");
+    assert_eq!(w.create(&wrong).await.unwrap_err().code(), Some(400));
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_scoped_custom_resources() {
+    let api = TestApiserver::start().await;
+    establish(&api.client, &crd("clusterwidgets", "ClusterWidget", "Cluster")).await;
+    let cw = api.client.api_dynamic("example.com", "v1", "clusterwidgets", "ClusterWidget", false);
+    let obj =
+        json!({"apiVersion": "example.com/v1", "kind": "ClusterWidget", "metadata": {"name": "c1"}, "spec": {"x": 1}});
+    let created = cw.create(&obj).await.unwrap();
+    assert!(created["metadata"].get("namespace").is_none());
+    assert_eq!(cw.get("c1").await.unwrap()["spec"]["x"], 1);
+    // Under a namespace the resource is not found.
+    let err = api
+        .client
+        .request(Method::GET, "/apis/example.com/v1/namespaces/default/clusterwidgets/c1", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(404), "{err}");
+    cw.delete("c1", None).await.unwrap();
+    assert_eq!(cw.get("c1").await.unwrap_err().code(), Some(404));
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_lists_custom_resources() {
+    let api = TestApiserver::start().await;
+    establish(&api.client, &crd("widgets", "Widget", "Namespaced")).await;
+    let groups = api.client.request(Method::GET, "/apis", None).await.unwrap();
+    let g = groups["groups"].as_array().unwrap().iter().find(|g| g["name"] == "example.com").unwrap().clone();
+    assert_eq!(g["preferredVersion"], json!({"groupVersion": "example.com/v1", "version": "v1"}));
+    let group = api.client.request(Method::GET, "/apis/example.com", None).await.unwrap();
+    assert_eq!(group["kind"], "APIGroup");
+    let list = api.client.request(Method::GET, "/apis/example.com/v1", None).await.unwrap();
+    assert_eq!(list["groupVersion"], "example.com/v1");
+    let rs = list["resources"].as_array().unwrap();
+    let w = rs.iter().find(|r| r["name"] == "widgets").unwrap();
+    assert_eq!(w["singularName"], "widget");
+    assert_eq!(w["namespaced"], true);
+    assert_eq!(w["kind"], "Widget");
+    assert_eq!(w["shortNames"], json!(["wix"]));
+    assert_eq!(w["categories"], json!(["all"]));
+    assert_eq!(w["verbs"], json!(["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]));
+    let status = rs.iter().find(|r| r["name"] == "widgets/status").unwrap();
+    assert_eq!(status["verbs"], json!(["get", "patch", "update"]));
+    // Aggregated discovery (kubectl 1.30+).
+    let (_, body) =
+        get_as(&api.client, "/apis", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList").await;
+    let g = body["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "example.com").unwrap().clone();
+    assert_eq!(g["versions"][0]["resources"][0]["resource"], "widgets");
+    assert_eq!(g["versions"][0]["resources"][0]["subresources"][0]["subresource"], "status");
+    // OpenAPI v3 lists the group-version with the CRD's schema.
+    let index = api.client.request(Method::GET, "/openapi/v3", None).await.unwrap();
+    let url = index["paths"]["apis/example.com/v1"]["serverRelativeURL"].as_str().unwrap().to_string();
+    let doc = api.client.request(Method::GET, &url, None).await.unwrap();
+    assert!(doc["components"]["schemas"]["com.example.v1.Widget"].is_object(), "{doc}");
+    // Tables: Name and Age.
+    widgets(&api.client, "default").create(&widget("w1")).await.unwrap();
+    let (_, table) = get_as(
+        &api.client,
+        "/apis/example.com/v1/namespaces/default/widgets",
+        "application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    .await;
+    let cols: Vec<&str> =
+        table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(cols, ["Name", "Age"]);
+    assert_eq!(table["rows"][0]["cells"][0], "w1");
+    // No protobuf for custom objects: a protobuf-only Accept is 406.
+    let (code, status) = get_as(
+        &api.client,
+        "/apis/example.com/v1/namespaces/default/widgets/w1",
+        "application/vnd.kubernetes.protobuf",
+    )
+    .await;
+    assert_eq!(code, 406, "{status}");
+    // client-go's default Accept falls back to JSON.
+    let (code, obj) = get_as(
+        &api.client,
+        "/apis/example.com/v1/namespaces/default/widgets/w1",
+        "application/vnd.kubernetes.protobuf, application/json",
+    )
+    .await;
+    assert_eq!((code, obj["kind"].clone()), (200, json!("Widget")));
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_subresource_of_custom_resources() {
+    let api = TestApiserver::start().await;
+    establish(&api.client, &crd("widgets", "Widget", "Namespaced")).await;
+    let w = widgets(&api.client, "default");
+    w.create(&widget("w1")).await.unwrap();
+    // /status takes only the status: spec and metadata changes sent with it are dropped (upstream's CR status strategy).
+    let patch = json!({"metadata": {"labels": {"from": "status"}}, "spec": {"size": 9}, "status": {"phase": "Ready"}});
+    let out = w.patch_status("w1", PatchType::Merge, &patch).await.unwrap();
+    assert_eq!(out["status"]["phase"], "Ready");
+    assert_eq!(out["spec"]["size"], 1);
+    assert!(out["metadata"]["labels"].get("from").is_none(), "{out}");
+    assert_eq!(out["metadata"]["generation"], 1, "status writes keep the generation");
+    // The main resource keeps the stored status.
+    let mut cur = w.get("w1").await.unwrap();
+    cur["status"] = json!({"phase": "Hacked"});
+    cur["spec"]["size"] = json!(5);
+    let out = w.replace("w1", &cur).await.unwrap();
+    assert_eq!(out["status"]["phase"], "Ready");
+    assert_eq!(out["spec"]["size"], 5);
+    assert_eq!(out["metadata"]["generation"], 2);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_names_are_not_accepted() {
+    let api = TestApiserver::start().await;
+    establish(&api.client, &crd("widgets", "Widget", "Namespaced")).await;
+    let crds = api.client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    // Same kind, another plural.
+    crds.create(&crd("gizmos", "Widget", "Namespaced")).await.unwrap();
+    let mut cond = Value::Null;
+    for _ in 0..100 {
+        let got = crds.get("gizmos.example.com").await.unwrap();
+        if let Some(c) =
+            got["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "NamesAccepted"))
+        {
+            cond = c.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cond["status"], "False", "{cond}");
+    // Kind and listKind both conflict; as upstream, the last check's reason is the one recorded.
+    assert_eq!(cond["reason"], "ListKindConflict");
+    assert_eq!(cond["message"], "\"WidgetList\" is already in use");
+    let got = crds.get("gizmos.example.com").await.unwrap();
+    let est =
+        got["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Established").unwrap().clone();
+    assert_eq!((est["status"].clone(), est["reason"].clone()), (json!("False"), json!("NotAccepted")));
+    // Not served.
+    let err = api.client.request(Method::GET, "/apis/example.com/v1/gizmos", None).await.unwrap_err();
+    assert_eq!(err.code(), Some(404), "{err}");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_crd_deletes_its_instances_first() {
+    let api = TestApiserver::start().await;
+    establish(&api.client, &crd("widgets", "Widget", "Namespaced")).await;
+    let w = widgets(&api.client, "default");
+    w.create(&widget("plain")).await.unwrap();
+    let mut held = widget("held");
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    w.create(&held).await.unwrap();
+    let crds = api.client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    let pending = crds.delete("widgets.example.com", None).await.unwrap();
+    assert!(pending["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(pending["metadata"]["finalizers"], json!(["customresourcecleanup.apiextensions.k8s.io"]));
+    // The finalizer deletes the instances; the held one waits for its own finalizer, and so does the CRD.
+    let mut terminating = Value::Null;
+    for _ in 0..100 {
+        let got = crds.get("widgets.example.com").await.unwrap();
+        let plain_gone = w.get("plain").await.is_err();
+        let held_deleting =
+            w.get("held").await.map(|h| h["metadata"]["deletionTimestamp"].is_string()).unwrap_or(false);
+        let cond = got["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Terminating"))
+            .cloned();
+        if plain_gone && held_deleting && cond.as_ref().is_some_and(|c| c["reason"] == "InstanceDeletionInProgress") {
+            terminating = cond.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(terminating["status"], "True", "{terminating}");
+    assert_eq!(terminating["message"], "CustomResource deletion is in progress");
+    // No new instances while the CRD terminates.
+    let err = w.create(&widget("late")).await.unwrap_err();
+    assert_eq!(err.code(), Some(405), "{err}");
+    assert!(err.to_string().contains("create not allowed while custom resource definition is terminating"), "{err}");
+    // Releasing the last instance lets the CRD go, and its resource with it.
+    w.patch("held", PatchType::Merge, &json!({"metadata": {"finalizers": null}})).await.unwrap();
+    let mut gone = false;
+    for _ in 0..300 {
+        if crds.get("widgets.example.com").await.is_err_and(|e| e.code() == Some(404)) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the CRD is deleted once its instances are");
+    let mut unserved = false;
+    for _ in 0..100 {
+        if api
+            .client
+            .request(Method::GET, "/apis/example.com/v1/widgets", None)
+            .await
+            .is_err_and(|e| e.code() == Some(404))
+        {
+            unserved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(unserved);
+    // Re-created, it starts empty.
+    establish(&api.client, &crd("widgets", "Widget", "Namespaced")).await;
+    assert!(w.list(&ListParams::default()).await.unwrap()["items"].as_array().unwrap().is_empty());
+    api.stop().await;
+}
