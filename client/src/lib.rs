@@ -360,6 +360,39 @@ impl Client {
         Ok(Api { client: self.clone(), res, namespace: None })
     }
 
+    /// The resources of the named groups at their preferred versions, from aggregated discovery (`/apis`):
+    /// built-in and custom alike, for controllers that must cover custom resources (namespace deletion).
+    pub async fn discover_resources(&self) -> Result<Vec<Discovered>> {
+        let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+        let resp = self.send_accepting(Method::GET, "/apis", accept, None).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| Error::Transport(e.to_string()))?.to_bytes();
+        if !status.is_success() {
+            return Err(Error::Api(status_error(status, &bytes)));
+        }
+        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))?;
+        let mut out = Vec::new();
+        for group in doc["items"].as_array().into_iter().flatten() {
+            let name = group["metadata"]["name"].as_str().unwrap_or_default();
+            let Some(preferred) = group["versions"].as_array().and_then(|v| v.first()) else { continue };
+            let version = preferred["version"].as_str().unwrap_or_default();
+            for r in preferred["resources"].as_array().into_iter().flatten() {
+                out.push(Discovered {
+                    group: name.to_string(),
+                    version: version.to_string(),
+                    plural: r["resource"].as_str().unwrap_or_default().to_string(),
+                    kind: r.pointer("/responseKind/kind").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    namespaced: r["scope"] == "Namespaced",
+                    verbs: r["verbs"]
+                        .as_array()
+                        .map(|v| v.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// The API of a resource outside the built-in table (a custom resource): its rows are made once per distinct
     /// (group, version, plural, kind, scope) and kept for the life of the process.
     pub fn api_dynamic(&self, group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Api {
@@ -428,6 +461,24 @@ fn reason_static(r: &str) -> &'static str {
         "Timeout",
     ];
     REASONS.iter().find(|x| **x == r).copied().unwrap_or("Unknown")
+}
+
+/// A resource as aggregated discovery lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub verbs: Vec<String>,
+}
+
+impl Discovered {
+    /// Whether the built-in table does not know it (a custom or aggregated resource).
+    pub fn is_custom(&self) -> bool {
+        resources::find(&self.group, &self.version, &self.plural).is_none()
+    }
 }
 
 /// One resource, in one namespace or across all.

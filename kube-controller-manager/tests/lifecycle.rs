@@ -151,6 +151,17 @@ async fn deleting_a_namespace_empties_it_then_removes_it() {
     c.create("", "v1", "configmaps", "metadata: {name: held, namespace: doomed, finalizers: [test.k8s.io/hold]}").await;
     c.create("", "v1", "pods", "metadata: {name: p, namespace: doomed}\nspec: {containers: [{name: c, image: nginx}]}")
         .await;
+    // A custom resource, found through discovery.
+    c.create(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "metadata: {name: widgets.example.com}\nspec: {group: example.com, scope: Namespaced, names: {plural: widgets, kind: Widget},\n  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]}",
+    )
+    .await;
+    let widgets = c.client().api_dynamic("example.com", "v1", "widgets", "Widget", true).namespaced("doomed");
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}});
+    c.until(20, "the CRD served", || async { widgets.create(&widget).await.ok() }, |_| true).await;
     let nss = c.api("", "v1", "namespaces", "");
     nss.delete("doomed", None).await.unwrap();
     // The content goes; the object with a finalizer stays and the namespace says why it waits.
@@ -183,6 +194,8 @@ async fn deleting_a_namespace_empties_it_then_removes_it() {
     assert_eq!(cms.get("a").await.err().and_then(|e| e.code()), Some(404));
     assert_eq!(c.api("", "v1", "pods", "doomed").get("p").await.err().and_then(|e| e.code()), Some(404));
     assert_eq!(c.api("", "v1", "secrets", "doomed").get("s").await.err().and_then(|e| e.code()), Some(404));
+    assert_eq!(widgets.get("w").await.err().and_then(|e| e.code()), Some(404), "custom resources are emptied too");
+    assert_eq!(get("NamespaceDeletionDiscoveryFailure")["reason"], "ResourcesDiscovered");
     // Once the last object goes, the namespace is finalized and disappears.
     cms.patch("held", PatchType::Merge, &json!({"metadata": {"finalizers": []}})).await.unwrap();
     gone(&c, &nss, "doomed", "the namespace gone").await;

@@ -10,9 +10,9 @@
 //! once nothing is left removes `kubernetes` through `PUT /api/v1/namespaces/<name>/finalize`, after which the
 //! apiserver deletes the namespace.
 //!
-//! Deliberate gaps: resources come from the built-in resource table rather than discovery (custom resources are
-//! not emptied, so the discovery and group-version conditions are always "ok"); objects are listed and deleted one
-//! by one instead of with `deletecollection`; the `orphan` namespace finalizer is not specially handled.
+//! Resources are the built-in table plus the custom resources aggregated discovery lists (a discovery failure is
+//! the `NamespaceDeletionDiscoveryFailure` condition and a retry). Deliberate gaps: objects are listed and deleted
+//! one by one instead of with `deletecollection`; the `orphan` namespace finalizer is not specially handled.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,11 +63,20 @@ pub struct Totals {
     pub errors: Vec<String>,
     /// Seconds until the remaining content is expected to be gone.
     pub estimate: u64,
+    /// Aggregated discovery failed: custom resources could not be listed.
+    pub discovery_error: Option<String>,
 }
 
 /// The failing conditions (status True) for these totals; the other types are set to their "ok" form.
 pub fn failing_conditions(t: &Totals) -> Vec<(&'static str, &'static str, String)> {
     let mut out = Vec::new();
+    if let Some(e) = &t.discovery_error {
+        out.push((
+            "NamespaceDeletionDiscoveryFailure",
+            "DiscoveryFailed",
+            format!("Discovery failed for some groups, 1 failing: {e}"),
+        ));
+    }
     if !t.errors.is_empty() {
         let mut msgs = t.errors.clone();
         msgs.sort();
@@ -134,8 +143,9 @@ fn now() -> String {
 }
 
 /// Deletes everything of one resource in `ns`; counts what remains into `totals`.
-async fn delete_content(ctx: &Context, r: &Resource, ns: &str, totals: &mut Totals) {
-    let api = ctx.api(r.group, r.version, r.plural).namespaced(ns);
+async fn delete_content(api: client::Api, ns: &str, totals: &mut Totals) {
+    let r = api.res;
+    let api = api.namespaced(ns);
     let list = match api.list(&client::ListParams::default()).await {
         Ok(l) => l,
         Err(e) => {
@@ -183,7 +193,22 @@ async fn sync(ctx: &Context, name: &str, ns: &Value) -> Result<Action, BoxError>
     }
     let mut totals = Totals::default();
     for r in namespaced_resources() {
-        delete_content(ctx, r, name, &mut totals).await;
+        delete_content(ctx.api(r.group, r.version, r.plural), name, &mut totals).await;
+    }
+    match ctx.client.discover_resources().await {
+        Ok(found) => {
+            let custom = found.into_iter().filter(|d| {
+                d.is_custom()
+                    && d.namespaced
+                    && d.verbs.iter().any(|v| v == "list")
+                    && d.verbs.iter().any(|v| v == "delete")
+            });
+            for d in custom {
+                let api = ctx.client.api_dynamic(&d.group, &d.version, &d.plural, &d.kind, true);
+                delete_content(api, name, &mut totals).await;
+            }
+        }
+        Err(e) => totals.discovery_error = Some(e.to_string()),
     }
     let api = ctx.api("", "v1", "namespaces");
     let mut status_ns = ns.clone();
@@ -198,6 +223,9 @@ async fn sync(ctx: &Context, name: &str, ns: &Value) -> Result<Action, BoxError>
     }
     if !totals.errors.is_empty() {
         return Err(format!("namespace {name}: {}", totals.errors.join("; ")).into());
+    }
+    if let Some(e) = &totals.discovery_error {
+        return Err(format!("namespace {name}: discovery failed: {e}").into());
     }
     if !totals.remaining.is_empty() {
         tracing::debug!(namespace = name, remaining = ?totals.remaining, "namespace content remains");
