@@ -718,6 +718,9 @@ fn custom_resources_as_the_task_page_shows() {
     assert_eq!(obj["spec"]["cronSpec"], "* * * * */5");
     let all = s.ok(&["get", "all"]);
     assert!(all.contains("crontab.stable.example.com/my-new-cron-object"), "{all}");
+    let explain = s.ok(&["explain", "crontab.spec"]);
+    assert!(explain.contains("KIND:       CronTab") && explain.contains("cronSpec\t<string>"), "{explain}");
+    assert!(explain.contains("replicas\t<integer>"), "{explain}");
     let res = s.ok(&["api-resources", "--api-group", "stable.example.com"]);
     assert!(res.lines().any(|l| l.starts_with("crontabs") && l.contains("ct") && l.contains("CronTab")), "{res}");
     s.ok(&["label", "crontab", "my-new-cron-object", "tier=batch"]);
