@@ -27,6 +27,37 @@ fn not_allowed(res: &Resource, sub: &str, verb: &str) -> ApiError {
     ApiError::method_not_allowed(format!("{verb} is not supported on {}/{sub}", res.plural))
 }
 
+/// A CRD's `.spec.replicas`-style path as a JSON pointer.
+fn dotted_pointer(path: &str) -> String {
+    path.split('.').filter(|s| !s.is_empty()).fold(String::new(), |p, seg| format!("{p}/{seg}"))
+}
+
+/// The Scale view of a custom resource, from its CRD's scale paths (upstream's `scaleFromCustomResource`).
+fn custom_scale(paths: &crate::apiextensions::served::ScalePaths, obj: &Value) -> Value {
+    let int = |path: &str| obj.pointer(&dotted_pointer(path)).and_then(Value::as_i64).unwrap_or(0);
+    let selector = paths
+        .label_selector
+        .as_deref()
+        .and_then(|p| obj.pointer(&dotted_pointer(p)))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut scale = to_scale_meta(obj);
+    scale["spec"] = json!({"replicas": int(&paths.spec_replicas)});
+    scale["status"] = json!({"replicas": int(&paths.status_replicas), "selector": selector});
+    scale
+}
+
+fn to_scale_meta(obj: &Value) -> Value {
+    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let mut scale_meta = json!({});
+    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        if let Some(v) = meta.get(k) {
+            scale_meta[k] = v.clone();
+        }
+    }
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": scale_meta})
+}
+
 /// The Scale view of a workload.
 fn to_scale(res: &Resource, obj: &Value) -> Value {
     let selector = obj.pointer("/spec/selector").map(|s| {
@@ -37,21 +68,11 @@ fn to_scale(res: &Resource, obj: &Value) -> Value {
             })
             .unwrap_or_default()
     });
-    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
-    let mut scale_meta = json!({});
-    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
-        if let Some(v) = meta.get(k) {
-            scale_meta[k] = v.clone();
-        }
-    }
     let _ = res;
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": scale_meta,
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector.unwrap_or_default()},
-    })
+    let mut scale = to_scale_meta(obj);
+    scale["spec"] = json!({"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)});
+    scale["status"] = json!({"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector.unwrap_or_default()});
+    scale
 }
 
 fn replicas_of(scale: &Value, name: &str) -> Result<i64, ApiError> {
@@ -105,8 +126,13 @@ pub async fn serve(
             _ => Err(not_allowed(res, sub, verb)),
         },
         "scale" => {
+            let custom = server.served.load().custom_of(res).and_then(|c| c.scale.clone());
+            let view = |obj: &Value| match &custom {
+                Some(paths) => custom_scale(paths, obj),
+                None => to_scale(res, obj),
+            };
             let obj = reg.get(res, ns, name).await?;
-            let current = to_scale(res, &obj);
+            let current = view(&obj);
             let wanted = match verb {
                 "get" => return Ok(encode_response(StatusCode::OK, &current, out.encoding)),
                 "update" => {
@@ -131,12 +157,19 @@ pub async fn serve(
             }
             // The Scale's resourceVersion, when given, is a precondition on the workload.
             let rv = meta_str(&wanted, "resourceVersion").filter(|rv| !rv.is_empty());
-            let mut p = json!({"spec": {"replicas": replicas}});
+            // The replicas go to the workload's `.spec.replicas`, or where the CRD's specReplicasPath says.
+            let path = custom.as_ref().map(|c| c.spec_replicas.clone()).unwrap_or_else(|| ".spec.replicas".into());
+            let mut p = json!({});
+            let mut at = &mut p;
+            for seg in path.split('.').filter(|s| !s.is_empty()) {
+                at = &mut at[seg];
+            }
+            *at = json!(replicas);
             if let Some(rv) = rv {
                 p["metadata"] = json!({"resourceVersion": rv});
             }
             let scaled = reg.patch(res, ns, name, None, PatchType::Merge, p.to_string().as_bytes(), dry_run(q)).await?;
-            Ok(encode_response(StatusCode::OK, &to_scale(res, &scaled), out.encoding))
+            Ok(encode_response(StatusCode::OK, &view(&scaled), out.encoding))
         }
         "binding" => {
             let bytes = read_body(body).await?;

@@ -411,3 +411,47 @@ async fn deleting_a_crd_deletes_its_instances_first() {
     assert!(w.list(&ListParams::default()).await.unwrap()["items"].as_array().unwrap().is_empty());
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_subresource_follows_the_crd_paths() {
+    let api = TestApiserver::start().await;
+    let mut def = crd("widgets", "Widget", "Namespaced");
+    def["spec"]["versions"][0]["subresources"]["scale"] = json!({
+        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.labelSelector"});
+    establish(&api.client, &def).await;
+    let list = api.client.request(Method::GET, "/apis/example.com/v1", None).await.unwrap();
+    let scale = list["resources"].as_array().unwrap().iter().find(|r| r["name"] == "widgets/scale").unwrap().clone();
+    assert_eq!(
+        (scale["group"].clone(), scale["version"].clone(), scale["kind"].clone()),
+        (json!("autoscaling"), json!("v1"), json!("Scale"))
+    );
+    let w = widgets(&api.client, "default");
+    let mut obj = widget("w1");
+    obj["spec"]["replicas"] = json!(2);
+    w.create(&obj).await.unwrap();
+    w.patch_status("w1", PatchType::Merge, &json!({"status": {"replicas": 1, "labelSelector": "app=w1"}}))
+        .await
+        .unwrap();
+    let path = "/apis/example.com/v1/namespaces/default/widgets/w1/scale";
+    let got = api.client.request(Method::GET, path, None).await.unwrap();
+    assert_eq!((got["kind"].clone(), got["apiVersion"].clone()), (json!("Scale"), json!("autoscaling/v1")));
+    assert_eq!(got["spec"]["replicas"], 2);
+    assert_eq!(got["status"], json!({"replicas": 1, "selector": "app=w1"}));
+    let mut wanted = got.clone();
+    wanted["spec"]["replicas"] = json!(5);
+    let body = serde_json::to_vec(&wanted).unwrap();
+    let put = api.client.request(Method::PUT, path, Some((body.into(), "application/json"))).await.unwrap();
+    assert_eq!(put["spec"]["replicas"], 5);
+    let cur = w.get("w1").await.unwrap();
+    assert_eq!(cur["spec"]["replicas"], 5);
+    assert_eq!(cur["spec"]["size"], 1, "the rest of the spec is kept");
+    assert_eq!(cur["metadata"]["generation"], 2);
+    // A negative count is a 422 from the Scale.
+    wanted["spec"]["replicas"] = json!(-1);
+    wanted["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    let body = serde_json::to_vec(&wanted).unwrap();
+    let err = api.client.request(Method::PUT, path, Some((body.into(), "application/json"))).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    api.stop().await;
+}
