@@ -1,6 +1,6 @@
 //! Conversion between served versions that share storage, as upstream's conversion functions: events are stored
 //! as core/v1 Events and served also as events.k8s.io/v1; HorizontalPodAutoscalers are stored as autoscaling/v2 and
-//! served also as autoscaling/v1.
+//! served also as autoscaling/v1; custom resources with conversion `None` differ between versions only in apiVersion.
 
 use api_types::Resource;
 use serde_json::{Map, Value, json};
@@ -13,9 +13,10 @@ fn is_hpa_v1(res: &Resource) -> bool {
     res.group == "autoscaling" && res.version == "v1"
 }
 
-/// Whether objects of this resource are stored in another version's shape.
+/// Whether objects of this resource may be stored in another version's shape (a custom resource may have been
+/// written through another served version: conversion `None` changes only its apiVersion).
 pub fn converts(res: &Resource) -> bool {
-    is_events_v1(res) || is_hpa_v1(res)
+    is_events_v1(res) || is_hpa_v1(res) || res.custom
 }
 
 /// The resource whose shape the objects are stored in (itself, unless it converts).
@@ -64,6 +65,11 @@ pub fn to_external(res: &Resource, obj: Value) -> Value {
     }
     if is_hpa_v1(res) {
         return hpa_v2_to_v1(&obj);
+    }
+    if res.custom && obj.get("apiVersion").and_then(Value::as_str) != Some(&res.api_version()) {
+        let mut obj = obj;
+        obj["apiVersion"] = json!(res.api_version());
+        return obj;
     }
     obj
 }

@@ -455,3 +455,42 @@ async fn scale_subresource_follows_the_crd_paths() {
     assert_eq!(err.code(), Some(422), "{err}");
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_without_conversion_share_objects() {
+    let api = TestApiserver::start().await;
+    let mut def = crd("widgets", "Widget", "Namespaced");
+    let v1 = def["spec"]["versions"][0].clone();
+    let mut beta = v1.clone();
+    beta["name"] = json!("v1beta1");
+    beta["storage"] = json!(false);
+    let mut alpha = beta.clone();
+    alpha["name"] = json!("v1alpha1");
+    alpha["served"] = json!(false);
+    def["spec"]["versions"] = json!([beta, v1, alpha]);
+    establish(&api.client, &def).await;
+    let groups = api.client.request(Method::GET, "/apis/example.com", None).await.unwrap();
+    assert_eq!(
+        groups["versions"],
+        json!([{"groupVersion": "example.com/v1", "version": "v1"}, {"groupVersion": "example.com/v1beta1", "version": "v1beta1"}]),
+        "served versions only, kube-aware order"
+    );
+    let beta_api = api.client.api_dynamic("example.com", "v1beta1", "widgets", "Widget", true).namespaced("default");
+    let mut obj = widget("w1");
+    obj["apiVersion"] = json!("example.com/v1beta1");
+    assert_eq!(beta_api.create(&obj).await.unwrap()["apiVersion"], "example.com/v1beta1");
+    let w = widgets(&api.client, "default");
+    assert_eq!(w.get("w1").await.unwrap()["apiVersion"], "example.com/v1");
+    let list = w.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list["items"][0]["apiVersion"], "example.com/v1");
+    w.patch("w1", PatchType::Merge, &json!({"spec": {"size": 7}})).await.unwrap();
+    let back = beta_api.get("w1").await.unwrap();
+    assert_eq!((back["apiVersion"].clone(), back["spec"]["size"].clone()), (json!("example.com/v1beta1"), json!(7)));
+    let err = api
+        .client
+        .request(Method::GET, "/apis/example.com/v1alpha1/namespaces/default/widgets", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(404), "an unserved version is not routed");
+    api.stop().await;
+}
