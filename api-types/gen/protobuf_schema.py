@@ -45,7 +45,7 @@ EXTRA_ROOTS = [
 ]
 
 # Kinds of the table without a protobuf message upstream (served as JSON only).
-NO_PROTOBUF = set()
+NO_PROTOBUF = {"APIService"}
 
 
 def group_module(group):

@@ -131,6 +131,8 @@ pub static RESOURCES: &[Resource] = &[
          sub: [Subresource { name: "token", kind: "TokenRequest", group: "authentication.k8s.io", version: "v1", verbs: CREATE }], storage: "serviceaccounts"),
     res!("", "v1", "Service", "services", "service", NS, short: ["svc"], cat: ["all"], verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
          sub: [Subresource { name: "proxy", kind: "ServiceProxyOptions", group: "", version: "", verbs: PROXY }, status("Service")], storage: "services/specs"),
+    // apiregistration.k8s.io/v1 (first of the named groups, as upstream's priorities order them)
+    res!("apiregistration.k8s.io", "v1", "APIService", "apiservices", "apiservice", CLUSTER, short: [], cat: ["api-extensions"], verbs: CRUD, sub: [status("APIService")], storage: "apiregistration.k8s.io/apiservices"),
     // apps/v1
     res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", NS, short: [], cat: [], verbs: CRUD, sub: [], storage: "controllerrevisions"),
     res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", NS, short: ["ds"], cat: ["all"], verbs: CRUD, sub: [status("DaemonSet")], storage: "daemonsets"),

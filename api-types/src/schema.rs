@@ -66,6 +66,7 @@ macro_rules! kind_table {
         ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy") => api::admissionregistration::v1::ValidatingAdmissionPolicy,
         ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding") => api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
         ("apiextensions.k8s.io", "v1", "CustomResourceDefinition") => apiextensions::CustomResourceDefinition,
+        ("apiregistration.k8s.io", "v1", "APIService") => k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
         ("coordination.k8s.io", "v1", "Lease") => api::coordination::v1::Lease,
         ("discovery.k8s.io", "v1", "EndpointSlice") => api::discovery::v1::EndpointSlice,
         ("node.k8s.io", "v1", "RuntimeClass") => api::node::v1::RuntimeClass,

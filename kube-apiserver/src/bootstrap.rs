@@ -117,6 +117,7 @@ async fn authentication_info(server: &Arc<Apiserver>) -> Result<(), ApiError> {
 }
 
 pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
+    crate::aggregator::autoregister::run(server).await?;
     let namespaces = resource("", "namespaces")?;
     for ns in SYSTEM_NAMESPACES {
         ensure(

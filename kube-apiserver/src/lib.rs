@@ -3,6 +3,7 @@
 //! -> storage -> encoding (JSON, Table, watch stream).
 
 pub mod admission;
+pub mod aggregator;
 pub mod api;
 pub mod apiextensions;
 pub mod auth;

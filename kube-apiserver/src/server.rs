@@ -115,6 +115,8 @@ pub struct Apiserver {
     pub metrics: Metrics,
     /// The built-in and custom resources served now (CRDs change it at run time).
     pub served: Arc<crate::apiextensions::served::Served>,
+    /// Routes of remote group-versions (APIServices with a service).
+    pub aggregator: Arc<crate::aggregator::Aggregator>,
     pub opts: Options,
     pub advertise: IpAddr,
     pub started: Instant,
@@ -211,6 +213,7 @@ impl Apiserver {
             request_header,
             metrics: Metrics::default(),
             served: Default::default(),
+            aggregator: Default::default(),
             readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
             mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),
             advertise,
@@ -240,6 +243,7 @@ impl Apiserver {
                 crate::authorization::feed::spawn(self.registry.clone(), index.clone(), self.authz_synced.clone());
             }
             crate::apiextensions::controller::spawn(self.registry.clone(), self.served.clone(), self.stop_signal());
+            crate::aggregator::controller::spawn(self);
         }
         crate::bootstrap::run(self).await?;
         self.bootstrapped.store(true, Ordering::Release);
@@ -330,16 +334,24 @@ impl Apiserver {
                 &discovery::aggregated(&self.served.load(), true),
                 discovery::AGGREGATED_CONTENT_TYPE,
             ),
-            "/apis" | "/apis/" if discovery::wants_aggregated(accept) => json_with_type(
-                StatusCode::OK,
-                &discovery::aggregated(&self.served.load(), false),
-                discovery::AGGREGATED_CONTENT_TYPE,
-            ),
+            "/apis" | "/apis/" if discovery::wants_aggregated(accept) => {
+                let mut doc = discovery::aggregated(&self.served.load(), false);
+                if let Some(items) = doc["items"].as_array_mut() {
+                    items.extend(self.aggregator.aggregated_groups());
+                }
+                json_with_type(StatusCode::OK, &doc, discovery::AGGREGATED_CONTENT_TYPE)
+            }
             "/api" | "/api/" => json_response(
                 StatusCode::OK,
                 &discovery::api_versions(&format!("{}:{}", self.advertise, self.opts.secure_port)),
             ),
-            "/apis" | "/apis/" => json_response(StatusCode::OK, &discovery::api_group_list(&self.served.load())),
+            "/apis" | "/apis/" => {
+                let mut doc = discovery::api_group_list(&self.served.load());
+                if let Some(groups) = doc["groups"].as_array_mut() {
+                    groups.extend(self.aggregator.api_groups());
+                }
+                json_response(StatusCode::OK, &doc)
+            }
             "/openapi/v2" => crate::openapi_v2::respond(req.headers()),
             "/openapi/v3" | "/openapi/v3/" => {
                 json_response(StatusCode::OK, &discovery::openapi_index(&self.served.load()))
@@ -380,15 +392,22 @@ impl Apiserver {
                 match parts.as_slice() {
                     ["api", v] => discovery::resource_list(&self.served.load(), "", v)
                         .map(|d| json_response(StatusCode::OK, &d))?,
-                    ["apis", g] => {
-                        discovery::group(&self.served.load(), g).map(|d| json_response(StatusCode::OK, &d))?
-                    }
+                    ["apis", g] => discovery::group(&self.served.load(), g)
+                        .or_else(|| self.aggregator.api_group(g))
+                        .map(|d| json_response(StatusCode::OK, &d))?,
                     ["apis", g, v] => discovery::resource_list(&self.served.load(), g, v)
                         .map(|d| json_response(StatusCode::OK, &d))?,
                     _ => return None,
                 }
             }
         })
+    }
+
+    /// The APIService route of a `/apis/<group>/<version>/...` path served by an extension apiserver.
+    fn remote_route(&self, path: &str) -> Option<crate::aggregator::Route> {
+        let mut parts = path.strip_prefix("/apis/")?.split('/');
+        let (group, version) = (parts.next()?, parts.next()?);
+        self.aggregator.route(group, version)
     }
 
     /// Serves one request: authentication, limits, routing, metrics.
@@ -429,6 +448,9 @@ impl Apiserver {
         match self.authz.authorize(&attributes) {
             (crate::authorization::Decision::Allow, _) => {}
             (_, reason) => return Ok(error_response(&crate::authorization::forbidden(&attributes, &reason))),
+        }
+        if let Some(route) = self.remote_route(req.uri().path()) {
+            return Ok(crate::aggregator::proxy::serve(&self, &route, req, &user).await);
         }
         let Some(info) = info else {
             let resp = match self.non_resource(&req).await {

@@ -75,7 +75,10 @@ fn name_rule(res: &Resource) -> fn(&str) -> Option<&'static str> {
         ("", "services") => dns1035,
         ("", "events") | ("events.k8s.io", "events") => subdomain_or_path,
         // Upstream does not care what certificate requests are called (kubelets name theirs `node-csr-<base64url>`).
-        ("rbac.authorization.k8s.io", _) | ("certificates.k8s.io", "certificatesigningrequests") => path_segment,
+        // An APIService is named `<version>.<group>` (`v1.` for the core group): only a path segment.
+        ("rbac.authorization.k8s.io", _)
+        | ("certificates.k8s.io", "certificatesigningrequests")
+        | ("apiregistration.k8s.io", "apiservices") => path_segment,
         _ => subdomain,
     }
 }
@@ -287,6 +290,7 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
             );
         }
         ("", "Service") => service(obj, old, &mut causes),
+        ("apiregistration.k8s.io", "APIService") => causes.extend(crate::aggregator::validate(obj)),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             causes.extend(crate::apiextensions::crd::validate(obj, old));
         }

@@ -438,6 +438,19 @@ async fn every_kind_speaks_protobuf_like_client_go() {
 
         // GET in protobuf decodes to what the JSON GET shows.
         let name = created_pb["metadata"]["name"].as_str().unwrap().to_string();
+        if plural == "customresourcedefinitions" {
+            // The CRD controllers write the status right after a create: compare once they are done.
+            for _ in 0..100 {
+                let got = api.client.request(Method::GET, &format!("{base}/{name}"), None).await.unwrap();
+                let established = got["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+                if established {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         let (status, ct, got) = call(&api, Method::GET, &format!("{base}/{name}"), None).await;
         assert_eq!((status, ct.as_str()), (StatusCode::OK, CONTENT_TYPE), "{what}");
         let json_get = api.client.request(Method::GET, &format!("{base}/{name}"), None).await.unwrap();
@@ -482,7 +495,9 @@ async fn every_kind_speaks_protobuf_like_client_go() {
     }
     assert_eq!(checked, fixtures().len());
     // Every stored, creatable resource of the table has a fixture.
-    let creatable = api_types::RESOURCES.iter().filter(|r| r.stored() && r.has_verb("create")).count();
+    // APIService is served as JSON only (as the kube-aggregator's clients send it).
+    let creatable =
+        api_types::RESOURCES.iter().filter(|r| r.stored() && r.has_verb("create") && r.kind != "APIService").count();
     assert_eq!(checked, creatable, "a creatable resource has no fixture");
     api.stop().await;
 }
