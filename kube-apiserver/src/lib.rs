@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod apiextensions;
 pub mod auth;
 pub mod authorization;
 pub mod bootstrap;
