@@ -189,18 +189,42 @@ fn value_validation(
         errs.push(FieldError::invalid(
             &child(path, "pattern"),
             Value::from(v.pattern.as_str()),
-            format!("must be a valid regular expression, but isn't: {}", regex_error(&e)),
+            format!("must be a valid regular expression, but isn't: {}", regex_error(&v.pattern, &e)),
         ));
     }
     errs
 }
 
-/// The one-line form of a regex syntax error.
-pub fn regex_error(e: &regex::Error) -> String {
-    match e {
-        regex::Error::Syntax(s) => s.lines().last().unwrap_or(s).trim().trim_start_matches("error: ").to_string(),
-        other => other.to_string(),
-    }
+/// A pattern's compile error as Go's `regexp.Compile` words it (`error parsing regexp: missing argument to
+/// repetition operator: `+``), from the regex crate's syntax error.
+pub fn regex_error(pattern: &str, e: &regex::Error) -> String {
+    let regex::Error::Syntax(text) = e else { return format!("error parsing regexp: {e}") };
+    let lines: Vec<&str> = text.lines().collect();
+    let kind = lines.last().map(|l| l.trim().trim_start_matches("error: ")).unwrap_or_default();
+    // The caret line under the pattern gives the offset of the problem.
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with('^'))
+        .and_then(|i| lines[i].find('^'))
+        .map(|c| c.saturating_sub(4))
+        .unwrap_or(0);
+    let from = |i: usize| pattern.get(i..).unwrap_or(pattern);
+    let (code, expr) = match kind {
+        "repetition operator missing expression" => {
+            ("missing argument to repetition operator", from(at).chars().next().map(String::from).unwrap_or_default())
+        }
+        "unclosed group" => ("missing closing )", pattern.to_string()),
+        "unopened group" => ("unexpected )", pattern.to_string()),
+        "unclosed character class" => ("missing closing ]", from(at).to_string()),
+        "invalid escape sequence found in character class" | "unrecognized escape sequence" => {
+            ("invalid escape sequence", from(at).chars().take(2).collect())
+        }
+        "invalid character class range, the start must be <= the end" => {
+            ("invalid character class range", from(at).to_string())
+        }
+        other => return format!("error parsing regexp: {other}: `{pattern}`"),
+    };
+    format!("error parsing regexp: {code}: `{expr}`")
 }
 
 fn nested(
@@ -461,9 +485,12 @@ mod tests {
                 "spec.validation.openAPIV3Schema.properties[a].properties[kind].type: Invalid value: \"integer\": must be string"
             ]
         );
-        let pattern = check(json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "(a"}}}));
-        assert_eq!(pattern.len(), 1);
-        assert!(pattern[0].starts_with("spec.validation.openAPIV3Schema.properties[a].pattern: Invalid value: \"(a\": must be a valid regular expression, but isn't: "), "{pattern:?}");
+        assert_eq!(
+            check(json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "(a"}}})),
+            vec![
+                "spec.validation.openAPIV3Schema.properties[a].pattern: Invalid value: \"(a\": must be a valid regular expression, but isn't: error parsing regexp: missing closing ): `(a`"
+            ]
+        );
         assert_eq!(
             check(
                 json!({"type": "object", "properties": {"a": {"type": "object", "anyOf": [{"properties": {"metadata": {}}}], "properties": {"metadata": {"type": "object"}}}}})

@@ -81,7 +81,7 @@ impl Schema {
                 .get("pattern")
                 .and_then(Value::as_str)
                 .filter(|p| !p.is_empty())
-                .map(|p| (p.to_string(), Regex::new(p).map_err(|e| regex_error(&e)))),
+                .map(|p| (p.to_string(), Regex::new(p).map_err(|e| regex_error(p, &e)))),
             max_items: int("maxItems"),
             min_items: int("minItems"),
             unique_items: s.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false),
@@ -496,55 +496,12 @@ fn string_validator(s: &Schema, path: &str, data: &str) -> Outcome {
     Outcome::default()
 }
 
-/// `IsValueValidAgainstRange`: whether a number fits the type and format (`int32`, `float`...).
-fn range_check(v: Num, type_name: &str, format: &str, prefix: &str, path: &str) -> Option<OpenApiError> {
-    let rep = match v {
-        Num::I(i) => i.to_string(),
-        Num::F(f) => format!("{f}"),
-    };
-    let bad = match type_name {
-        "integer" if format == "int32" => rep.parse::<i32>().is_err(),
-        "integer" => rep.parse::<i64>().is_err(),
-        _ if format == "float" => rep.parse::<f64>().map_or(true, |f| f.abs() > f32::MAX as f64),
-        _ => false,
-    };
-    bad.then(|| {
-        OpenApiError::Plain(if format.is_empty() {
-            format!("{prefix} value must be of type {type_name} (default format) in {path}")
-        } else {
-            format!("{prefix} value must be of type {type_name} with format {format} in {path}")
-        })
-    })
-}
-
+/// `numberValidator` as kube-openapi has it in 1.33: multipleOf, minimum and maximum compared in the value's
+/// native type (int64 or float64); no format range checks (those came to kube-openapi after 1.33).
 fn number_validator(s: &Schema, path: &str, v: Num) -> Outcome {
-    let (type_name, format) = match s.types.as_slice() {
-        [t] if t == "integer" => {
-            ("integer", if matches!(s.format.as_str(), "int32" | "int64") { s.format.as_str() } else { "" })
-        }
-        [t] if t == "number" => {
-            ("number", if matches!(s.format.as_str(), "float" | "double") { s.format.as_str() } else { "" })
-        }
-        _ => ("", ""),
-    };
-    let data_f = match v {
-        Num::I(i) => i as f64,
-        Num::F(f) => f,
-    };
     let value = Some(num_value(v));
     let mut res = Outcome::default();
-    if let Some(e) = range_check(v, type_name, format, "Checked", path) {
-        res.add(e);
-    }
-    let mut res_multiple = Outcome::default();
     if let Some(factor) = s.multiple_of {
-        let native = match range_check(Num::F(factor), type_name, format, "MultipleOf", path) {
-            Some(e) => {
-                res_multiple.add(e);
-                Num::F(data_f)
-            }
-            None => v,
-        };
         let positive = |f: Value| {
             OpenApiError::v(
                 Code::MultipleOfMustBePositive,
@@ -561,37 +518,29 @@ fn number_validator(s: &Schema, path: &str, v: Num) -> Outcome {
                 format!("{path} in body should be a multiple of {}", go_v(&f)),
             )
         };
-        match native {
+        match v {
             Num::I(d) => {
                 let f = factor as i64;
                 if f <= 0 {
-                    res_multiple.add(positive(Value::from(f)));
+                    res.add(positive(Value::from(f)));
                 } else if (d / f) * f != d {
-                    res_multiple.add(not_multiple(Value::from(f)));
+                    res.add(not_multiple(Value::from(f)));
                 }
             }
             Num::F(d) => {
                 if factor <= 0.0 {
-                    res_multiple.add(positive(Value::from(factor)));
+                    res.add(positive(Value::from(factor)));
                 } else {
                     let mult = if factor < 1.0 { 1.0 / factor * d } else { d / factor };
                     if !is_json_integer(mult) {
-                        res_multiple.add(not_multiple(Value::from(factor)));
+                        res.add(not_multiple(Value::from(factor)));
                     }
                 }
             }
         }
     }
-    let bound = |limit: f64, exclusive: bool, is_max: bool, prefix: &str| -> Outcome {
-        let mut o = Outcome::default();
-        let native = match range_check(Num::F(limit), type_name, format, prefix, path) {
-            Some(e) => {
-                o.add(e);
-                Num::F(data_f)
-            }
-            None => v,
-        };
-        let (violates, shown) = match native {
+    let mut bound = |limit: f64, exclusive: bool, is_max: bool| {
+        let (violates, shown) = match v {
             Num::I(d) => {
                 let l = limit as i64;
                 (if is_max { d > l || (exclusive && d == l) } else { d < l || (exclusive && d == l) }, l.to_string())
@@ -608,15 +557,15 @@ fn number_validator(s: &Schema, path: &str, v: Num) -> Outcome {
                 (false, false) => (Code::Min, "greater than or equal to"),
                 (false, true) => (Code::Min, "greater than"),
             };
-            o.add(OpenApiError::v(code, path, value.clone(), format!("{path} in body should be {rel} {shown}")));
+            res.add(OpenApiError::v(code, path, value.clone(), format!("{path} in body should be {rel} {shown}")));
         }
-        o
     };
-    let res_minimum = s.minimum.map(|m| bound(m, s.exclusive_minimum, false, "Minimum boundary")).unwrap_or_default();
-    let res_maximum = s.maximum.map(|m| bound(m, s.exclusive_maximum, true, "Maximum boundary")).unwrap_or_default();
-    res.merge(res_multiple);
-    res.merge(res_minimum);
-    res.merge(res_maximum);
+    if let Some(m) = s.minimum {
+        bound(m, s.exclusive_minimum, false);
+    }
+    if let Some(m) = s.maximum {
+        bound(m, s.exclusive_maximum, true);
+    }
     res.count += 1;
     res
 }
@@ -771,10 +720,7 @@ mod tests {
         assert!(errs(spec(json!({"replicas": {"type": "integer"}})), json!({"spec": {"replicas": 3.0}})).is_empty());
         assert_eq!(
             errs(spec(json!({"replicas": {"type": "integer"}})), json!({"spec": {"replicas": 3.5}})),
-            vec![
-                "spec.replicas: Invalid value: \"number\": spec.replicas in body must be of type integer: \"number\"",
-                "<nil>: Invalid value: \"\": Checked value must be of type integer (default format) in spec.replicas",
-            ]
+            vec!["spec.replicas: Invalid value: \"number\": spec.replicas in body must be of type integer: \"number\""]
         );
         assert!(errs(spec(json!({"ratio": {"type": "number"}})), json!({"spec": {"ratio": 3}})).is_empty());
         assert_eq!(
@@ -876,9 +822,10 @@ mod tests {
             errs(spec(json!({"n": {"type": "integer", "multipleOf": 3}})), json!({"spec": {"n": 4}})),
             vec!["spec.n: Invalid value: 4: spec.n in body should be a multiple of 3"]
         );
-        assert_eq!(
-            errs(spec(json!({"n": {"type": "integer", "format": "int32"}})), json!({"spec": {"n": 3000000000i64}})),
-            vec!["<nil>: Invalid value: \"\": Checked value must be of type integer with format int32 in spec.n"]
+        // 1.33's kube-openapi does not range-check formats.
+        assert!(
+            errs(spec(json!({"n": {"type": "integer", "format": "int32"}})), json!({"spec": {"n": 3000000000i64}}))
+                .is_empty()
         );
     }
 
@@ -982,5 +929,165 @@ mod tests {
             ),
             vec!["spec.m: Invalid value: \"x\": spec.m.x in body is a forbidden property"]
         );
+    }
+
+    /// upstream apiextensions `validation_test.go` TestValidateCustomResource (the cases without CEL rules).
+    #[test]
+    fn validate_custom_resource_table() {
+        let field = |f: Value| json!({"type": "object", "properties": {"field": f}});
+        let type_errs = |ty: &str, got: &str| {
+            format!("field: Invalid value: \"{got}\": field in body must be of type {ty}: \"{got}\"")
+        };
+        let others = [
+            ("string", json!("foo")),
+            ("integer", json!(42)),
+            ("boolean", json!(true)),
+            ("number", json!(1.2)),
+            ("array", json!([])),
+        ];
+        let check = |schema: &Value, obj: Value, want: Vec<String>| {
+            let mut got = errs(schema.clone(), obj.clone());
+            got.sort();
+            let mut want = want;
+            want.sort();
+            assert_eq!(got, want, "{obj}");
+        };
+
+        let s = field(json!({"type": "object", "nullable": false}));
+        for ok in [json!({}), json!({"field": {}})] {
+            check(&s, ok, vec![]);
+        }
+        for (got, v) in others.iter().cloned().chain([("null", Value::Null)]) {
+            check(&s, json!({"field": v}), vec![type_errs("object", got)]);
+        }
+
+        let s = field(json!({"type": "object", "nullable": true}));
+        for ok in [json!({}), json!({"field": {}}), json!({"field": null})] {
+            check(&s, ok, vec![]);
+        }
+        for (got, v) in others.iter().cloned() {
+            check(&s, json!({"field": v}), vec![type_errs("object", got)]);
+        }
+
+        let s = field(json!({"nullable": true}));
+        for ok in [
+            json!({}),
+            json!({"field": {}}),
+            json!({"field": null}),
+            json!({"field": "foo"}),
+            json!({"field": 42}),
+            json!({"field": true}),
+            json!({"field": 1.2}),
+            json!({"field": []}),
+        ] {
+            check(&s, ok, vec![]);
+        }
+
+        let ios_failing =
+            [("boolean", json!(true)), ("number", json!(1.2)), ("object", json!({})), ("array", json!([]))];
+        let s = field(json!({"x-kubernetes-int-or-string": true}));
+        for ok in [json!({}), json!({"field": 42}), json!({"field": "foo"})] {
+            check(&s, ok, vec![]);
+        }
+        for (got, v) in ios_failing.iter().cloned().chain([("null", Value::Null)]) {
+            check(&s, json!({"field": v}), vec![type_errs("integer,string", got)]);
+        }
+
+        let s = field(json!({"nullable": true, "x-kubernetes-int-or-string": true}));
+        for ok in [json!({}), json!({"field": 42}), json!({"field": "foo"}), json!({"field": null})] {
+            check(&s, ok, vec![]);
+        }
+        for (got, v) in ios_failing.iter().cloned() {
+            check(&s, json!({"field": v}), vec![type_errs("integer,string", got)]);
+        }
+
+        let s = field(
+            json!({"nullable": true, "x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]}),
+        );
+        for ok in [json!({}), json!({"field": null}), json!({"field": 42}), json!({"field": "foo"})] {
+            check(&s, ok, vec![]);
+        }
+        for (got, v) in ios_failing.iter().cloned() {
+            check(
+                &s,
+                json!({"field": v}),
+                vec![
+                    "<nil>: Invalid value: \"\": \"field\" must validate at least one schema (anyOf)".to_string(),
+                    type_errs("integer,string", got),
+                    type_errs("integer", got),
+                ],
+            );
+        }
+
+        let s = field(
+            json!({"nullable": true, "x-kubernetes-int-or-string": true, "allOf": [{"anyOf": [{"type": "integer"}, {"type": "string"}]}]}),
+        );
+        for ok in [json!({}), json!({"field": null}), json!({"field": 42}), json!({"field": "foo"})] {
+            check(&s, ok, vec![]);
+        }
+        for (got, v) in ios_failing.iter().cloned() {
+            check(
+                &s,
+                json!({"field": v}),
+                vec![
+                    "<nil>: Invalid value: \"\": \"field\" must validate all the schemas (allOf). None validated"
+                        .to_string(),
+                    "<nil>: Invalid value: \"\": \"field\" must validate at least one schema (anyOf)".to_string(),
+                    type_errs("integer,string", got),
+                    type_errs("integer", got),
+                ],
+            );
+        }
+
+        check(
+            &field(json!({"type": "string", "pattern": "+"})),
+            json!({"field": "foo"}),
+            vec!["field: Invalid value: \"foo\": field in body should match '+, but pattern is invalid: error parsing regexp: missing argument to repetition operator: `+`'".to_string()],
+        );
+
+        let s = json!({"type": "object", "required": ["field"], "properties": {"field": {"type": "object", "required": ["nested"], "properties": {"nested": {}}}}});
+        check(&s, json!({"test": "a"}), vec!["field: Required value".to_string()]);
+        check(&s, json!({"field": {}}), vec!["field.nested: Required value".to_string()]);
+
+        let s = field(json!({"type": "object", "required": ["nestedint", "nestedstring"], "properties": {
+            "nestedint": {"type": "integer", "enum": [1, 2]},
+            "nestedstring": {"type": "string", "enum": ["a", "b"]},
+        }}));
+        check(
+            &s,
+            json!({"field": {}}),
+            vec!["field.nestedint: Required value".to_string(), "field.nestedstring: Required value".to_string()],
+        );
+        check(
+            &s,
+            json!({"field": {"nestedint": "x", "nestedstring": true}}),
+            vec![
+                "field.nestedint: Invalid value: \"string\": field.nestedint in body must be of type integer: \"string\"".to_string(),
+                "field.nestedint: Unsupported value: \"x\": supported values: \"1\", \"2\"".to_string(),
+                "field.nestedstring: Invalid value: \"boolean\": field.nestedstring in body must be of type string: \"boolean\"".to_string(),
+                "field.nestedstring: Unsupported value: true: supported values: \"a\", \"b\"".to_string(),
+            ],
+        );
+
+        let s = json!({"type": "object", "properties": {"fieldX": {"type": "object", "maxProperties": 2}}});
+        check(
+            &s,
+            json!({"fieldX": {"a": true, "b": true, "c": true}}),
+            vec!["fieldX: Too many: 3: must have at most 2 items".to_string()],
+        );
+        let s = json!({"type": "object", "properties": {"fieldX": {"type": "array", "maxItems": 2}}});
+        check(
+            &s,
+            json!({"fieldX": ["a", "b", "c"]}),
+            vec!["fieldX: Too many: 3: must have at most 2 items".to_string()],
+        );
+        let s = json!({"type": "object", "properties": {"fieldX": {"type": "string", "maxLength": 2}}});
+        check(&s, json!({"fieldX": "abc"}), vec!["fieldX: Too long: may not be more than 2 bytes".to_string()]);
+
+        // TestItemsProperty: a field called items is not an array schema's items.
+        let s = json!({"properties": {"spec": {"properties": {"replicas": {"type": "integer"}}}}});
+        check(&s, json!({"spec": {"replicas": 1, "items": ["1", "2"]}}), vec![]);
+        let s = json!({"properties": {"secrets": {"type": "array", "items": {"type": "string"}}}});
+        check(&s, json!({"secrets": ["1", "2"]}), vec![]);
     }
 }
