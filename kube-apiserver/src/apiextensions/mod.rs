@@ -1,8 +1,12 @@
 //! CustomResourceDefinitions (upstream's apiextensions-apiserver, built into this apiserver): the CRD strategy, the
-//! controllers that accept names, establish and finalize CRDs, and the snapshot of served custom resources that
-//! routing, discovery and OpenAPI read.
+//! controllers that accept names, establish and finalize CRDs, the snapshot of served custom resources that
+//! routing, discovery and OpenAPI read, structural schemas (pruning, defaulting, validation), client-go JSONPath and
+//! printer-column tables.
 
 pub mod controller;
 pub mod crd;
+pub mod jsonpath;
 pub mod openapi;
+pub mod printer;
+pub mod schema;
 pub mod served;
