@@ -16,7 +16,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
 use crate::negotiation::{Encoding, Output, Target};
-use crate::registry::{DeleteParams, Deleted, FieldValidation, ListParams, WatchEvent, check_fields, meta_str};
+use crate::registry::{DeleteParams, Deleted, FieldValidation, ListParams, WatchEvent, meta_str};
 use crate::server::{Apiserver, Resp, User, json_response, read_body};
 use crate::table;
 
@@ -137,7 +137,14 @@ fn accept(req_headers: &http::HeaderMap) -> String {
     req_headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
-fn object_response(code: StatusCode, res: &Resource, obj: &Value, out: Output, q: &HashMap<String, String>) -> Resp {
+fn object_response(
+    code: StatusCode,
+    res: &Resource,
+    printer: Option<&Printer>,
+    obj: &Value,
+    out: Output,
+    q: &HashMap<String, String>,
+) -> Resp {
     let converted;
     let obj = if crate::convert::converts(res) {
         converted = crate::convert::to_external(res, obj.clone());
@@ -149,7 +156,7 @@ fn object_response(code: StatusCode, res: &Resource, obj: &Value, out: Output, q
         Target::Table => {
             let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
             let meta = json!({"resourceVersion": meta_str(obj, "resourceVersion").unwrap_or_default()});
-            json_response(code, &table::table(res, std::slice::from_ref(obj), meta, include, true))
+            json_response(code, &table::table(res, printer, std::slice::from_ref(obj), meta, include, true))
         }
         Target::PartialObjectMetadata => encode_response(code, &partial_object_metadata(obj), out.encoding),
         Target::Object => encode_response(code, obj, out.encoding),
@@ -169,6 +176,13 @@ pub fn encode_response(code: StatusCode, v: &Value, encoding: Encoding) -> Resp 
         return crate::server::bytes_response(code, body, api_types::protobuf::CONTENT_TYPE);
     }
     json_response(code, v)
+}
+
+/// The Table columns of a custom resource (its CRD's printer columns).
+type Printer = crate::apiextensions::printer::TableConvertor;
+
+fn printer_of(server: &Apiserver, res: &Resource) -> Option<Printer> {
+    server.served.load().custom_of(res).and_then(|c| c.table.clone())
 }
 
 /// Finds the resource of a request, built-in or custom, or the 404 upstream answers.
@@ -205,6 +219,7 @@ pub async fn serve(
         return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
     let ns = info.namespace.as_deref().filter(|_| res.namespaced);
+    let printer = printer_of(server, res);
     let (mut parts, body) = req.into_parts();
     // Connecters (exec, attach, port-forward, proxy) and the log stream answer in their own media types; a proxied
     // browser's `Accept: text/html` must not be refused.
@@ -241,7 +256,7 @@ pub async fn serve(
             allowed("get")?;
             let name = info.name.as_deref().unwrap_or_default();
             let obj = reg.get(sres, ns, name).await?;
-            Ok(object_response(StatusCode::OK, res, &obj, out, &q))
+            Ok(object_response(StatusCode::OK, res, printer.as_ref(), &obj, out, &q))
         }
         "list" => {
             allowed("list")?;
@@ -258,7 +273,10 @@ pub async fn serve(
                 let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
                 let objs = page.items.iter().map(|i| i.value()).collect::<Result<Vec<_>, _>>()?;
                 let objs: Vec<Value> = objs.into_iter().map(|o| crate::convert::to_external(res, o)).collect();
-                return Ok(json_response(StatusCode::OK, &table::table(res, &objs, meta, include, true)));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(res, printer.as_ref(), &objs, meta, include, true),
+                ));
             }
             if out.encoding == Encoding::Protobuf || out.target == Target::PartialObjectMetadata {
                 return list_response(res, &meta, &page.items, out);
@@ -305,10 +323,10 @@ pub async fn serve(
             }
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
-            let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
+            let warnings = server.registry.check_fields(res, &mut obj, field_validation(&q)?)?;
             let obj = crate::convert::to_internal(res, obj);
             let created = crate::admission::create(server, sres, ns, obj, dry_run(&q)?).await?;
-            let resp = object_response(StatusCode::CREATED, res, &created, out, &q);
+            let resp = object_response(StatusCode::CREATED, res, printer.as_ref(), &created, out, &q);
             Ok(with_warnings(resp, &warnings))
         }
         "update" => {
@@ -316,10 +334,10 @@ pub async fn serve(
             let name = info.name.as_deref().unwrap_or_default();
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
-            let warnings = check_fields(res, &mut obj, field_validation(&q)?)?;
+            let warnings = server.registry.check_fields(res, &mut obj, field_validation(&q)?)?;
             let obj = crate::convert::to_internal(res, obj);
             let updated = reg.update(sres, ns, name, None, obj, dry_run(&q)?).await?;
-            let resp = object_response(StatusCode::OK, res, &updated, out, &q);
+            let resp = object_response(StatusCode::OK, res, printer.as_ref(), &updated, out, &q);
             Ok(with_warnings(resp, &warnings))
         }
         "patch" => {
@@ -339,7 +357,7 @@ pub async fn serve(
             let mode = field_validation(&q)?;
             let (patched, warnings) =
                 reg.patch_checked(sres, ns, name, None, pt, &body, dry_run(&q)?, mode, res).await?;
-            let resp = object_response(StatusCode::OK, res, &patched, out, &q);
+            let resp = object_response(StatusCode::OK, res, printer.as_ref(), &patched, out, &q);
             Ok(with_warnings(resp, &warnings))
         }
         "delete" => {
@@ -349,8 +367,8 @@ pub async fn serve(
             let p = delete_params(&as_json(&parts.headers, body)?, &q)?;
             let deleted = crate::admission::delete(server, sres, ns, name, &p).await?;
             Ok(match deleted {
-                Deleted::Pending(obj) => object_response(StatusCode::OK, res, &obj, out, &q),
-                Deleted::Gone(obj) => object_response(StatusCode::OK, res, &obj, out, &q),
+                Deleted::Pending(obj) => object_response(StatusCode::OK, res, printer.as_ref(), &obj, out, &q),
+                Deleted::Gone(obj) => object_response(StatusCode::OK, res, printer.as_ref(), &obj, out, &q),
             })
         }
         "deletecollection" => {
@@ -445,7 +463,7 @@ pub fn delete_params(body: &Bytes, q: &HashMap<String, String>) -> Result<Delete
 
 /// One event of a watch stream: a line of JSON, or a length-framed protobuf `WatchEvent`. An object served in its
 /// stored shape is written from the encoding shared by every watcher of the event.
-fn event_line(res: &Resource, ev: &WatchEvent, out: Output, first: &mut bool) -> Bytes {
+fn event_line(res: &Resource, printer: Option<&Printer>, ev: &WatchEvent, out: Output, first: &mut bool) -> Bytes {
     let shared = match ev {
         WatchEvent::Added(o) => Some(("ADDED", o)),
         WatchEvent::Modified(o) => Some(("MODIFIED", o)),
@@ -468,7 +486,7 @@ fn event_line(res: &Resource, ev: &WatchEvent, out: Output, first: &mut bool) ->
         line.extend_from_slice(b"}\n");
         return Bytes::from(line);
     }
-    let event = event_json(res, ev, out, first);
+    let event = event_json(res, printer, ev, out, first);
     if out.encoding == Encoding::Protobuf {
         let body = api_types::protobuf::encode_object(&event["object"]).unwrap_or_default();
         return Bytes::from(api_types::protobuf::watch_frame(event["type"].as_str().unwrap_or_default(), &body));
@@ -478,7 +496,7 @@ fn event_line(res: &Resource, ev: &WatchEvent, out: Output, first: &mut bool) ->
     Bytes::from(line)
 }
 
-fn event_json(res: &Resource, ev: &WatchEvent, out: Output, first: &mut bool) -> Value {
+fn event_json(res: &Resource, printer: Option<&Printer>, ev: &WatchEvent, out: Output, first: &mut bool) -> Value {
     let (ty, obj) = match ev {
         WatchEvent::Added(o) => ("ADDED", (**o).clone()),
         WatchEvent::Modified(o) => ("MODIFIED", (**o).clone()),
@@ -497,7 +515,7 @@ fn event_json(res: &Resource, ev: &WatchEvent, out: Output, first: &mut bool) ->
     match out.target {
         Target::Table => {
             let meta = json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
-            let t = table::table(res, std::slice::from_ref(&obj), meta, "Metadata", *first);
+            let t = table::table(res, printer, std::slice::from_ref(&obj), meta, "Metadata", *first);
             *first = false;
             json!({"type": ty, "object": t})
         }
@@ -525,6 +543,7 @@ async fn watch(
         }
     };
     let mut events = server.registry.watch(crate::convert::storage_resource(res), ns, p, bookmarks).await?;
+    let printer = printer_of(server, res);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let mut stop = server.stop_signal();
     let gauge = server.watch_gauge();
@@ -540,7 +559,7 @@ async fn watch(
                 _ = stop.changed() => return,
                 _ = tx.closed() => return,
             };
-            if tx.send(event_line(res, &ev, out, &mut first)).await.is_err() {
+            if tx.send(event_line(res, printer.as_ref(), &ev, out, &mut first)).await.is_err() {
                 return;
             }
         }

@@ -159,6 +159,8 @@ pub struct Registry {
     pub cacher: Arc<crate::cacher::Cacher>,
     /// Validating admission for writes made on behalf of an API request (set once at start).
     pub admission: Arc<std::sync::OnceLock<Arc<dyn crate::admission::Validating>>>,
+    /// The served resources, custom ones with their schemas (shared with the apiserver).
+    pub served: Arc<crate::apiextensions::served::Served>,
 }
 
 /// The storage key of an object.
@@ -333,7 +335,38 @@ pub fn matches(res: &Resource, obj: &Value, p: &ListParams) -> Result<bool, ApiE
 impl Registry {
     pub fn new(store: Arc<Backend>) -> Self {
         let cacher = Arc::new(crate::cacher::Cacher::new(store.clone()));
-        Registry { store, cacher, admission: Default::default() }
+        Registry { store, cacher, admission: Default::default(), served: Default::default() }
+    }
+
+    /// Field checks of a decoded request object: unknown fields of a built-in kind dropped (or refused under
+    /// Strict); a custom resource pruned and defaulted by its CRD's structural schema. Returns the Warn warnings.
+    pub fn check_fields(
+        &self,
+        res: &Resource,
+        obj: &mut Value,
+        mode: FieldValidation,
+    ) -> Result<Vec<String>, ApiError> {
+        if !res.custom {
+            return check_fields(res, obj, mode);
+        }
+        match self.served.load().custom_of(res) {
+            Some(cv) => crate::apiextensions::customresource::normalize(cv, obj, mode),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// A custom resource's schema validation (after the strategy's own), as a 422.
+    fn validate_custom(&self, res: &Resource, obj: &Value) -> Result<(), ApiError> {
+        if !res.custom {
+            return Ok(());
+        }
+        let snap = self.served.load();
+        let Some(cv) = snap.custom_of(res) else { return Ok(()) };
+        let causes = crate::apiextensions::customresource::validate(cv, obj);
+        if causes.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::invalid(res.group, res.kind, meta_str(obj, "name").unwrap_or_default(), causes))
     }
 
     /// Runs validating admission on a write made for an API request (the apiserver's own writes skip it).
@@ -491,9 +524,13 @@ impl Registry {
         mut obj: Value,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
+        if res.custom {
+            self.check_fields(res, &mut obj, FieldValidation::Ignore)?;
+        }
         strategy::prepare_create(res, ns, &mut obj)?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         strategy::validate(res, &obj, None)?;
+        self.validate_custom(res, &obj)?;
         if let Some(ns) = ns.filter(|_| res.namespaced && res.plural != "namespaces") {
             self.check_namespace(res, ns, &name).await?;
         }
@@ -607,7 +644,7 @@ impl Registry {
                     {
                         return Err(ApiError::stale(res.group, res.plural, name));
                     }
-                    let w = check_fields(served, &mut patched, mode)?;
+                    let w = self.check_fields(served, &mut patched, mode)?;
                     if let Ok(mut all) = warnings.lock() {
                         *all = w;
                     }
@@ -632,8 +669,13 @@ impl Registry {
         for _ in 0..16 {
             let (kv, cur) = self.get_kv(res, ns, name).await?;
             let mut new = compute(kv.mod_revision, &cur)?;
+            if res.custom {
+                // Every write of a custom resource (status and scale too) is pruned and defaulted.
+                self.check_fields(res, &mut new, FieldValidation::Ignore)?;
+            }
             strategy::prepare_update(res, subresource, &cur, &mut new)?;
             strategy::validate(res, &new, Some(&cur))?;
+            self.validate_custom(res, &new)?;
             self.admit(crate::admission::Operation::Update, res, subresource, ns, name, Some(&new), Some(&cur))?;
             let mut cur_cmp = cur.clone();
             set_rv(&mut new, kv.mod_revision);

@@ -200,8 +200,10 @@ impl Apiserver {
         if !opts.etcd_compaction_interval.is_zero() {
             compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
         }
+        let registry = Registry::new(store);
+        let served = registry.served.clone();
         let server = Arc::new(Apiserver {
-            registry: Registry::new(store),
+            registry,
             auth,
             authz,
             rbac,
@@ -212,7 +214,7 @@ impl Apiserver {
             client_ca,
             request_header,
             metrics: Metrics::default(),
-            served: Default::default(),
+            served,
             aggregator: Default::default(),
             readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
             mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),

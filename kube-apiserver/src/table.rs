@@ -760,22 +760,34 @@ pub fn row_object(obj: &Value, include: &str) -> Option<Value> {
 }
 
 /// A Table of objects; `list_meta` is the list's metadata (resourceVersion, continue).
-pub fn table(res: &Resource, objs: &[Value], list_meta: Value, include: &str, with_columns: bool) -> Value {
-    let defs: Vec<Value> = if with_columns {
-        columns(res)
+pub fn table(
+    res: &Resource,
+    printer: Option<&crate::apiextensions::printer::TableConvertor>,
+    objs: &[Value],
+    list_meta: Value,
+    include: &str,
+    with_columns: bool,
+) -> Value {
+    // A custom resource shows its CRD's printer columns (upstream's customresource tableconvertor).
+    let defs: Vec<Value> = match printer {
+        _ if !with_columns => Vec::new(),
+        Some(p) => p.column_definitions(),
+        None => columns(res)
             .iter()
             .map(|col| {
                 let format = if col.name == "Name" { "name" } else { "" };
                 json!({"name": col.name, "type": col.ty, "format": format, "description": "", "priority": col.priority})
             })
-            .collect()
-    } else {
-        Vec::new()
+            .collect(),
     };
     let rows: Vec<Value> = objs
         .iter()
         .map(|o| {
-            let mut row = json!({"cells": cells(res, o)});
+            let cells = match printer {
+                Some(p) => p.cells(o),
+                None => cells(res, o),
+            };
+            let mut row = json!({"cells": cells});
             if let Some(obj) = row_object(o, include) {
                 row["object"] = obj;
             }
@@ -806,7 +818,7 @@ mod tests {
         let res = api_types::resources::find("", "v1", "pods").unwrap();
         let pod = json!({"metadata": {"name": "nginx", "creationTimestamp": "2020-01-01T00:00:00Z"}, "spec": {"containers": [{"name": "a"}], "nodeName": "n1"},
                          "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}}}]}});
-        let t = table(res, &[pod], json!({"resourceVersion": "7"}), "Metadata", true);
+        let t = table(res, None, &[pod], json!({"resourceVersion": "7"}), "Metadata", true);
         let cells = &t["rows"][0]["cells"];
         assert_eq!(
             (cells[0].clone(), cells[1].clone(), cells[2].clone(), cells[3].clone()),
@@ -828,6 +840,7 @@ mod tests {
         let res = api_types::resources::find("rbac.authorization.k8s.io", "v1", "roles").unwrap();
         let t = table(
             res,
+            None,
             &[json!({"metadata": {"name": "r", "creationTimestamp": "2020-01-01T00:00:00Z"}})],
             json!({}),
             "None",

@@ -494,3 +494,121 @@ async fn versions_without_conversion_share_objects() {
     assert_eq!(err.code(), Some(404), "an unserved version is not routed");
     api.stop().await;
 }
+
+fn structural_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "gadgets", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["image"], "properties": {
+                        "replicas": {"type": "integer", "minimum": 1},
+                        "image": {"type": "string", "pattern": "^[a-z]+$"},
+                        "mode": {"type": "string", "enum": ["fast", "slow"]},
+                        "size": {"type": "integer", "default": 3},
+                        "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+                        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
+                    "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}},
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+                    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "priority": 1},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]}]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structural_schemas_prune_default_and_validate() {
+    let api = TestApiserver::start().await;
+    establish(&api.client, &structural_crd()).await;
+    let gadgets = api.client.api_dynamic("example.com", "v1", "gadgets", "Gadget", true).namespaced("default");
+    let gadget = |name: &str, spec: Value| json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": name}, "spec": spec});
+
+    // Unknown fields are pruned (kept under x-kubernetes-preserve-unknown-fields); defaults are applied.
+    let created = gadgets
+        .create(&gadget("g1", json!({"image": "nginx", "replicas": 2, "extra": 1, "free": {"anything": [1]}})))
+        .await
+        .unwrap();
+    assert!(created["spec"].get("extra").is_none(), "{created}");
+    assert_eq!(created["spec"]["free"]["anything"], json!([1]));
+    assert_eq!(created["spec"]["size"], 3, "defaulted");
+    // fieldValidation=Strict refuses unknown fields instead.
+    let body = serde_json::to_vec(&gadget("g2", json!({"image": "nginx", "extra": 1}))).unwrap();
+    let err = api
+        .client
+        .request(
+            Method::POST,
+            "/apis/example.com/v1/namespaces/default/gadgets?fieldValidation=Strict",
+            Some((body.into(), "application/json")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(400), "{err}");
+    assert!(err.to_string().contains("strict decoding error: unknown field \"spec.extra\""), "{err}");
+
+    // Schema violations are 422s with upstream's messages.
+    let err = gadgets.create(&gadget("bad", json!({"image": "nginx", "replicas": "two"}))).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    assert!(
+        err.to_string().contains(
+            "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""
+        ),
+        "{err}"
+    );
+    let err =
+        gadgets.create(&gadget("bad", json!({"image": "nginx", "replicas": 0, "mode": "warp"}))).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("spec.mode: Unsupported value: \"warp\": supported values: \"fast\", \"slow\""), "{msg}");
+    let err = gadgets.create(&gadget("bad", json!({"replicas": 1}))).await.unwrap_err();
+    assert!(err.to_string().contains("spec.image: Required value"), "{err}");
+    let err = gadgets.create(&gadget("bad", json!({"image": "Nginx"}))).await.unwrap_err();
+    assert!(err.to_string().contains("spec.image in body should match '^[a-z]+$'"), "{err}");
+    let err = gadgets.create(&gadget("bad", json!({"image": "x", "tags": ["a", "a"]}))).await.unwrap_err();
+    assert!(err.to_string().contains("spec.tags[1]: Duplicate value: \"a\""), "{err}");
+    // A patch that breaks the schema changes nothing.
+    let err = gadgets.patch("g1", PatchType::Merge, &json!({"spec": {"replicas": -1}})).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    assert_eq!(gadgets.get("g1").await.unwrap()["spec"]["replicas"], 2);
+    // Status writes are pruned too.
+    let out =
+        gadgets.patch_status("g1", PatchType::Merge, &json!({"status": {"ready": true, "bogus": 1}})).await.unwrap();
+    assert_eq!(out["status"], json!({"ready": true}));
+
+    // Tables use the printer columns.
+    let (_, table) = get_as(
+        &api.client,
+        "/apis/example.com/v1/namespaces/default/gadgets",
+        "application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    .await;
+    let cols: Vec<(String, i64)> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["priority"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(cols, [("Name".into(), 0), ("Replicas".into(), 0), ("Mode".into(), 1), ("Age".into(), 0)]);
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!((cells[0].clone(), cells[1].clone(), cells[2].clone()), (json!("g1"), json!(2), Value::Null));
+    assert!(cells[3].as_str().unwrap().ends_with('s'), "an age: {cells}");
+
+    // A schema that is not structural is refused.
+    let crds = api.client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    let mut bad = structural_crd();
+    bad["metadata"]["name"] = json!("things.example.com");
+    bad["spec"]["names"] = json!({"plural": "things", "kind": "Thing"});
+    bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["untyped"] =
+        json!({"description": "no type"});
+    let err = crds.create(&bad).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    assert!(
+        err.to_string().contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[untyped].type: Required value: must not be empty for specified object fields"),
+        "{err}"
+    );
+    api.stop().await;
+}

@@ -228,12 +228,26 @@ fn versions(spec: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::invalid(format!("{path}.name"), &json!(name), "must be unique"));
         }
         seen.push(name);
-        if !v.pointer("/schema/openAPIV3Schema").is_some_and(Value::is_object) {
-            causes.push(Cause {
+        match v.pointer("/schema/openAPIV3Schema").filter(|s| s.is_object()) {
+            None => causes.push(Cause {
                 reason: "FieldValueRequired",
                 field: format!("{path}.schema.openAPIV3Schema"),
                 message: "Required value: schemas are required".into(),
-            });
+            }),
+            Some(schema) => {
+                // v1 CRDs must have structural schemas (upstream's ValidateStructural).
+                let at = format!("{path}.schema.openAPIV3Schema");
+                match super::schema::structural::Structural::new(schema) {
+                    Ok(st) => causes.extend(
+                        super::schema::structural_check::validate_structural(&at, &st).iter().map(|e| e.to_cause()),
+                    ),
+                    Err(e) => causes.push(Cause::invalid(at, &json!(""), e)),
+                }
+            }
+        }
+        for (j, col) in v["additionalPrinterColumns"].as_array().into_iter().flatten().enumerate() {
+            let at = format!("{path}.additionalPrinterColumns[{j}]");
+            causes.extend(super::printer::validate_column_definition(col, &at).iter().map(|e| e.to_cause()));
         }
         if let Some(scale) = v.pointer("/subresources/scale") {
             for (field, required) in

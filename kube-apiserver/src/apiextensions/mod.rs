@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod customresource;
 pub mod jsonpath;
 pub mod openapi;
 pub mod printer;

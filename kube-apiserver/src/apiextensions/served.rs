@@ -40,6 +40,11 @@ pub struct CustomVersion {
     pub terminating: bool,
     /// The version the CRD stores objects in.
     pub storage_version: String,
+    /// The structural schema (None when the CRD's schema is not structural: nothing is pruned or defaulted).
+    pub structural: Option<super::schema::structural::Structural>,
+    pub validator: Option<super::schema::validate::Validator>,
+    /// The Table columns (Name, then the printer columns, or Age).
+    pub table: Option<super::printer::TableConvertor>,
 }
 
 /// One immutable view of everything served.
@@ -201,7 +206,12 @@ fn versions_of(crd: &Value) -> Vec<CustomVersion> {
             storage: intern(&format!("{group}/{plural}")),
             custom: true,
         });
+        let schema = v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null);
+        let columns = v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
         out.push(CustomVersion {
+            structural: schema.is_object().then(|| super::schema::structural::Structural::new(&schema).ok()).flatten(),
+            validator: schema.is_object().then(|| super::schema::validate::Validator::new(&schema).ok()).flatten(),
+            table: super::printer::TableConvertor::new(&columns).ok(),
             res,
             crd_name: crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
             crd_uid: crd.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string(),
