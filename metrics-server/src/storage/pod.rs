@@ -123,7 +123,10 @@ mod tests {
     use super::super::{MetricsPoint, Storage, Usage};
     use super::*;
 
-    fn batch(pods: &[((&str, &str), &[(&str, MetricsPoint)])]) -> MetricsBatch {
+    /// A pod's namespace and name, and its containers' points.
+    type PodPoints<'a> = ((&'a str, &'a str), &'a [(&'a str, MetricsPoint)]);
+
+    fn batch(pods: &[PodPoints<'_>]) -> MetricsBatch {
         MetricsBatch {
             pods: pods
                 .iter()
