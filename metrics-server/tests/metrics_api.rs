@@ -420,3 +420,46 @@ async fn metrics_api_over_https_from_fake_kubelets() {
     within(10, "metrics-server shutdown", server).await.unwrap().unwrap();
     api.stop().await;
 }
+
+/// What the kubelet writes on `/metrics/resource` is what the scraper reads: node and container points with the
+/// kubelet's millisecond timestamps and start times, pod totals ignored.
+#[test]
+fn the_kubelets_exposition_decodes() {
+    use kubelet::stats::{ContainerStats, CpuStats, MemoryStats, PodStats, Summary};
+    let t = 1624396278302091597i64;
+    let cpu = |v| Some(CpuStats { time: t, usage_core_nano_seconds: Some(v), usage_nano_cores: None });
+    let mem = |v| Some(MemoryStats { time: t, working_set_bytes: Some(v), ..Default::default() });
+    let summary = Summary {
+        node_cpu: cpu(357_354_910_000),
+        node_memory: mem(NODE_MEMORY),
+        pods: vec![PodStats {
+            name: "web-1".into(),
+            namespace: "default".into(),
+            cpu: cpu(4_710_169_000),
+            memory: mem(APP_MEMORY),
+            containers: vec![ContainerStats {
+                name: "app".into(),
+                start_time: t - 3_600_000_000_000,
+                cpu: cpu(4_710_169_000),
+                memory: mem(APP_MEMORY),
+                rootfs: None,
+            }],
+            ..Default::default()
+        }],
+    };
+    let text = kubelet::resource_metrics::render(Ok(&summary));
+    let batch = metrics_server::scraper::decode::decode_batch(&text, 0, "n1").unwrap();
+    let ms = t / 1_000_000 * 1_000_000;
+    assert_eq!(
+        batch.nodes["n1"],
+        metrics_server::storage::MetricsPoint {
+            start_time: metrics_server::storage::ZERO_TIME,
+            timestamp: ms,
+            cumulative_cpu_used: 357_354_910_000,
+            memory_usage: NODE_MEMORY,
+        }
+    );
+    let app = batch.pods[&("default".to_string(), "web-1".to_string())].containers["app"];
+    assert_eq!((app.timestamp, app.cumulative_cpu_used, app.memory_usage), (ms, 4_710_169_000, APP_MEMORY));
+    assert!((app.start_time - (t - 3_600_000_000_000)).abs() < 1_000, "{app:?}");
+}
