@@ -37,6 +37,41 @@ pub fn parse(s: &str) -> Option<Duration> {
     (num.is_empty() && any).then(|| Duration::from_secs_f64(total))
 }
 
+/// Go's `time.Duration.String()`: `0s`, `1.5µs`, `100ms`, `1.5s`, `1m30s`, `1h0m0s`.
+pub fn format(nanos: i64) -> String {
+    fn fraction(value: u64, digits: usize) -> String {
+        if value == 0 {
+            return String::new();
+        }
+        let text = format!(".{value:0digits$}");
+        text.trim_end_matches('0').to_string()
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let u = nanos.unsigned_abs();
+    if u == 0 {
+        return "0s".into();
+    }
+    if u < 1_000_000_000 {
+        let (digits, unit, scale) = match u {
+            0..1_000 => (0, "ns", 1),
+            1_000..1_000_000 => (3, "µs", 1_000),
+            _ => (6, "ms", 1_000_000),
+        };
+        return format!("{sign}{}{}{unit}", u / scale, fraction(u % scale, digits));
+    }
+    let (secs, frac) = (u / 1_000_000_000, u % 1_000_000_000);
+    let (minutes, hours) = (secs / 60, secs / 3600);
+    let mut out = sign.to_string();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        out.push_str(&format!("{}m", minutes % 60));
+    }
+    out.push_str(&format!("{}{}s", secs % 60, fraction(frac, 9)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

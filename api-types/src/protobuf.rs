@@ -420,42 +420,7 @@ fn decode_duration(message: &'static Message, data: &[u8]) -> Result<Value> {
             _ => r.skip(wire)?,
         }
     }
-    Ok(Value::String(go_duration(nanos)))
-}
-
-/// Go's `time.Duration.String()`: `0s`, `1.5µs`, `100ms`, `1.5s`, `1m30s`, `1h0m0s`.
-fn go_duration(nanos: i64) -> String {
-    fn fraction(value: u64, digits: usize) -> String {
-        if value == 0 {
-            return String::new();
-        }
-        let text = format!(".{value:0digits$}");
-        text.trim_end_matches('0').to_string()
-    }
-    let sign = if nanos < 0 { "-" } else { "" };
-    let u = nanos.unsigned_abs();
-    if u == 0 {
-        return "0s".into();
-    }
-    if u < 1_000_000_000 {
-        let (digits, unit, scale) = match u {
-            0..1_000 => (0, "ns", 1),
-            1_000..1_000_000 => (3, "µs", 1_000),
-            _ => (6, "ms", 1_000_000),
-        };
-        return format!("{sign}{}{}{unit}", u / scale, fraction(u % scale, digits));
-    }
-    let (secs, frac) = (u / 1_000_000_000, u % 1_000_000_000);
-    let (minutes, hours) = (secs / 60, secs / 3600);
-    let mut out = sign.to_string();
-    if hours > 0 {
-        out.push_str(&format!("{hours}h"));
-    }
-    if minutes > 0 {
-        out.push_str(&format!("{}m", minutes % 60));
-    }
-    out.push_str(&format!("{}{}s", secs % 60, fraction(frac, 9)));
-    out
+    Ok(Value::String(crate::duration::format(nanos)))
 }
 
 fn decode_quantity(message: &'static Message, data: &[u8]) -> Result<Value> {
@@ -1307,7 +1272,7 @@ mod tests {
             (-90_000_000_000, "-1m30s"),
             (i64::MIN, "-2562047h47m16.854775808s"),
         ] {
-            assert_eq!(go_duration(nanos), text);
+            assert_eq!(crate::duration::format(nanos), text);
         }
         let raw = |b: &[u8]| Enc::new().bytes(1, b).0;
         assert_eq!(decode_message(&RAW, &raw(br#"{"a":[1]}"#), 0), Ok(json!({"a": [1]})));

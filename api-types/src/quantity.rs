@@ -1,5 +1,5 @@
 //! Resource quantities (`500m`, `2`, `128Mi`, `1G`, `1e3`) as numbers, rounded up as upstream's `Value()` and
-//! `MilliValue()` do.
+//! `MilliValue()` do, and written back in upstream's canonical forms ([`format_scaled`]).
 
 /// The quantity as a number of units (e.g. `1500m` -> 1.5, `1Ki` -> 1024).
 pub fn parse(q: &str) -> Option<f64> {
@@ -43,9 +43,102 @@ pub fn value(q: &str) -> Option<i64> {
     parse(q).map(|v| (v - 1e-9).ceil() as i64)
 }
 
+/// Divides `value` by `base` while it divides evenly (apimachinery's `removeInt64Factors`).
+fn remove_factors(value: i64, base: i64) -> (i64, i32) {
+    let (mut result, mut times) = (value.unsigned_abs(), 0);
+    let b = base as u64;
+    while result >= b && result % b == 0 {
+        result /= b;
+        times += 1;
+    }
+    let result = if value < 0 { -(result as i64) } else { result as i64 };
+    (result, times)
+}
+
+/// The decimal suffix of a power of ten (`n`, `u`, `m`, ``, `k`, `M`, ... `E`), else `e<exponent>`.
+fn decimal_suffix(exponent: i32) -> String {
+    match exponent {
+        -9 => "n".into(),
+        -6 => "u".into(),
+        -3 => "m".into(),
+        0 => String::new(),
+        3 => "k".into(),
+        6 => "M".into(),
+        9 => "G".into(),
+        12 => "T".into(),
+        15 => "P".into(),
+        18 => "E".into(),
+        e => format!("e{e}"),
+    }
+}
+
+/// The canonical decimal form of `mantissa × 10^scale` (`int64Amount.AsCanonicalBytes`): trailing zeros taken
+/// into the exponent, which is then lowered to a multiple of three.
+fn canonical_decimal(mantissa: i64, scale: i32) -> String {
+    let (mut amount, times) = remove_factors(mantissa, 10);
+    let mut exponent = scale + times;
+    match exponent % 3 {
+        1 | -2 => {
+            amount *= 10;
+            exponent -= 1;
+        }
+        2 | -1 => {
+            amount *= 100;
+            exponent -= 2;
+        }
+        _ => {}
+    }
+    format!("{amount}{}", decimal_suffix(exponent))
+}
+
+/// A quantity of `value × 10^scale` as upstream's `resource.Quantity.String()` writes it, in `DecimalSI`
+/// (`binary` false: `123456789n`, `1500m`, `2`, `1k`) or `BinarySI` (`binary` true: `1Mi`, `4000Ki`, `1234567`;
+/// values under 1024, or not whole, are written in DecimalSI as upstream does). metrics-server's CPU is
+/// `format_scaled(nanocores, -9, false)` and its memory `format_scaled(bytes, 0, true)`.
+pub fn format_scaled(value: i64, scale: i32, binary: bool) -> String {
+    if value == 0 {
+        return "0".into();
+    }
+    if binary && scale >= 0 && !(-1024 < value && value < 1024) {
+        let whole = (0..scale).try_fold(value, |v, _| v.checked_mul(10));
+        if let Some(whole) = whole {
+            let (amount, times) = remove_factors(whole, 1024);
+            let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].get(times as usize).copied().unwrap_or("");
+            return format!("{amount}{suffix}");
+        }
+    }
+    canonical_decimal(value, scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Upstream's canonical forms (quantity_test.go's TestQuantityString cases for DecimalSI and BinarySI).
+    #[test]
+    fn canonical_forms() {
+        for (value, scale, binary, want) in [
+            (0, -9, false, "0"),
+            (123456789, -9, false, "123456789n"),
+            (1_000_000, -9, false, "1m"),
+            (1_500_000_000, -9, false, "1500m"),
+            (2_000_000_000, -9, false, "2"),
+            (12_000, -9, false, "12u"),
+            (1000, 0, true, "1k"),
+            (1023, 0, true, "1023"),
+            (1024, 0, true, "1Ki"),
+            (1 << 20, 0, true, "1Mi"),
+            (4_096_000, 0, true, "4000Ki"),
+            (1_234_567, 0, true, "1234567"),
+            (1_616_273_408, 0, true, "1578392Ki"),
+            (5 << 30, 0, true, "5Gi"),
+            (100, 0, false, "100"),
+            (1_000_000, 0, false, "1M"),
+            (-1500, -3, false, "-1500m"),
+        ] {
+            assert_eq!(format_scaled(value, scale, binary), want, "{value} {scale} {binary}");
+        }
+    }
 
     #[test]
     fn quantities() {

@@ -9,6 +9,9 @@
 #   registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7
 #                                   dig, nslookup and host from Debian's bind9-dnsutils with their libraries, plus
 #                                   busybox for a shell, for DNS debugging pods
+#   registry.k8s.io/metrics-server/metrics-server:v0.8.0
+#                                   metrics-server (the release binary and its shared libraries) as /metrics-server,
+#                                   the resource metrics add-on of deploy/metrics-server.yaml
 # and with --control-plane the rest of what `kubeadm config images list` names, to run kubeadm's static pods and
 # add-ons (each binary stripped, with the shared libraries it loads, in /usr/local/bin as upstream's images have it):
 #   registry.k8s.io/kube-apiserver:v1.33.0, registry.k8s.io/kube-controller-manager:v1.33.0,
@@ -16,12 +19,13 @@
 #   registry.k8s.io/kube-proxy:v1.33.0      the release binary with the tools it runs (nft, iptables-restore and
 #                                           its xtables modules, conntrack, ip)
 #   registry.k8s.io/etcd:3.5.21-0           Debian's etcd-server and etcd-client (etcd, etcdctl)
-# cluster-dns is taken from $CLUSTER_DNS_BIN, else target/release/cluster-dns (skipped with a warning when missing);
+# cluster-dns is taken from $CLUSTER_DNS_BIN, else target/release/cluster-dns (skipped with a warning when missing),
+# metrics-server from $BIN_DIR/metrics-server likewise;
 # the control-plane binaries from $BIN_DIR (default target/release; cargo build --release -p <component>). A
 # component image is rebuilt only when its tarball is older than its binary or this script.
 # Usage: deploy/images/build.sh [OUT_DIR] [--import [--address SOCKET]] [--control-plane] [--only NAME,...]
-#   --only builds (and imports) just the named images: pause, busybox, coredns, dnsutils, kube-apiserver,
-#   kube-controller-manager, kube-scheduler, kube-proxy, etcd.
+#   --only builds (and imports) just the named images: pause, busybox, coredns, dnsutils, metrics-server,
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd.
 # A user's own image tarball (docker save or OCI layout) loads the same way:
 #   ctr -n k8s.io images import my-image.tar
 set -euo pipefail
@@ -44,7 +48,7 @@ want() {
     case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac
   fi
   case "$1" in
-    pause | busybox | coredns | dnsutils) return 0 ;;
+    pause | busybox | coredns | dnsutils | metrics-server) return 0 ;;
     *) $control_plane ;;
   esac
 }
@@ -174,6 +178,7 @@ fi
 
 # The control plane and node add-ons, as kubeadm names their images.
 bin_dir=${BIN_DIR:-$repo/target/release}
+
 version=v1.33.0
 passwd() {
   mkdir -p "$1/etc" "$1/tmp" "$1/var/run"
@@ -215,6 +220,29 @@ component() {
   rm -rf "$root"
   echo "    $name: $((SECONDS - started)) s"
 }
+if want metrics-server; then
+echo "==> metrics-server"
+ms_bin=$bin_dir/metrics-server
+if [ ! -x "$ms_bin" ]; then
+  echo "warning: no metrics-server binary ($ms_bin; cargo build --release -p metrics-server): its image is not built" >&2
+elif fresh "$out/metrics-server-v0.8.0.tar" "$ms_bin"; then
+  built+=("$out/metrics-server-v0.8.0.tar"); echo "up to date: $out/metrics-server-v0.8.0.tar"
+else
+  root=$(mktemp -d)
+  mkdir -p "$root/tmp" "$root/etc"
+  chmod 1777 "$root/tmp"
+  copy_with_libs "$root" "$ms_bin"
+  mv "$root$ms_bin" "$root/metrics-server"
+  find "$root" -depth -type d -empty -delete 2>/dev/null || true
+  mkdir -p "$root/tmp" && chmod 1777 "$root/tmp"
+  strip "$root/metrics-server" 2>/dev/null || true
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+  # Upstream's image: ENTRYPOINT ["/metrics-server"], run as a non-root user.
+  oci_image registry.k8s.io/metrics-server/metrics-server v0.8.0 "$root" '["/metrics-server"]' 'null'
+  rm -rf "$root"
+fi
+fi
 want kube-apiserver && component kube-apiserver
 want kube-controller-manager && component kube-controller-manager
 want kube-scheduler && component kube-scheduler

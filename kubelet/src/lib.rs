@@ -17,6 +17,7 @@ pub mod node;
 pub mod options;
 pub mod pods;
 pub mod prober;
+pub mod resource_metrics;
 pub mod resources;
 pub mod routes;
 pub mod security;

@@ -1526,7 +1526,7 @@ impl PodManager {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kube_apiserver::testing::TestApiserver;
     use proto::fake::FakeCri;
@@ -1553,7 +1553,7 @@ mod tests {
     }
 
     /// A PodManager on a fake runtime, for a node named n1.
-    fn manager_on_fake(server: &TestApiserver, dir: &std::path::Path) -> (Arc<PodManager>, FakeCri) {
+    pub(crate) fn manager_on_fake(server: &TestApiserver, dir: &std::path::Path) -> (Arc<PodManager>, FakeCri) {
         manager_with(server, dir, crate::hollow::PRELOADED, |_| {})
     }
 

@@ -1,7 +1,8 @@
 //! The kubelet API on `--port` (10250) over TLS (the serving certificate of [`crate::certificate`]; client
 //! certificates requested, verified against the client CA): every request is authenticated and authorized first
 //! ([`crate::auth`]: 401 `Unauthorized`, 403 `Forbidden (...)`), `/healthz` included as upstream's secure port.
-//! `/healthz`, `/livez`, `/readyz`, Prometheus `/metrics`, `/pods`, `/stats/summary` ([`crate::stats`]), and
+//! `/healthz`, `/livez`, `/readyz`, Prometheus `/metrics`, `/metrics/resource` ([`crate::resource_metrics`], what
+//! metrics-server scrapes), `/pods`, `/stats/summary` ([`crate::stats`]), and
 //! `/containerLogs/<ns>/<pod>/<container>` (follow, tailLines, timestamps, previous, sinceSeconds, limitBytes) which
 //! the apiserver proxies `pods/log` to. `/exec`, `/attach` and `/portForward` are upgraded to streams
 //! ([`crate::streaming`]). The unauthenticated `/healthz` is served on `healthzBindAddress:healthzPort`
@@ -148,6 +149,14 @@ impl Server {
                     .boxed_unsync(),
                 );
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r
+            }
+            "/metrics/resource" => {
+                let machine = crate::stats::measure(&self.cfg.root_dir);
+                let summary = crate::stats::cpu_and_memory(&machine, &self.manager, &self.cpu).await;
+                let mut r = text(StatusCode::OK, crate::resource_metrics::render(Ok(&summary)));
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
                 r
             }
             "/stats/summary" | "/stats/summary/" => {
@@ -451,6 +460,19 @@ mod tests {
         assert_eq!(apiserver.get_raw("/healthz").await.unwrap(), "ok");
         let pods: Value = serde_json::from_slice(&apiserver.get_raw("/pods").await.unwrap()).unwrap();
         assert_eq!(pods["kind"], "PodList");
+        // The resource metrics metrics-server scrapes: the node's CPU and memory with millisecond timestamps.
+        let resource = String::from_utf8(apiserver.get_raw("/metrics/resource").await.unwrap().to_vec()).unwrap();
+        let sample = |name: &str| {
+            resource.lines().find(|l| l.starts_with(&format!("{name} "))).map(|l| l.split(' ').collect::<Vec<_>>())
+        };
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        for name in ["node_cpu_usage_seconds_total", "node_memory_working_set_bytes"] {
+            let s = sample(name).unwrap_or_else(|| panic!("{name} in {resource}"));
+            assert!(s[1].parse::<f64>().unwrap() > 0.0, "{resource}");
+            assert!((now_ms - s[2].parse::<i64>().unwrap()).abs() < 60_000, "{resource}");
+        }
+        assert_eq!(sample("resource_scrape_error"), Some(vec!["resource_scrape_error", "0"]));
+        assert!(resource.contains("# TYPE node_cpu_usage_seconds_total counter\n"), "{resource}");
         // A certificate from another CA fails the handshake.
         let other = crate::fake_apiserver::Ca::new().client_cert(
             "kube-apiserver-kubelet-client",
@@ -463,6 +485,10 @@ mod tests {
         assert!(viewer.get_raw("/pods").await.is_ok());
         assert_eq!(
             refused(viewer.get_raw("/metrics").await),
+            (403, "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[metrics])\n".into())
+        );
+        assert_eq!(
+            refused(viewer.get_raw("/metrics/resource").await),
             (403, "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[metrics])\n".into())
         );
         assert_eq!(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
-use proto::cri::{ContainerStats, ListContainerStatsRequest};
+use proto::cri::{ListContainerStatsRequest, ListContainersRequest};
 use serde_json::{Value, json};
 
 use crate::options::Config;
@@ -176,40 +176,144 @@ fn fs_json(f: &Fs, now: &str) -> Value {
     })
 }
 
-fn container_json(name: &str, s: &ContainerStats, now: &str) -> Value {
-    let cpu = s.cpu.as_ref();
-    let mem = s.memory.as_ref();
-    let mut c = json!({"name": name, "startTime": now});
-    if let Some(cpu) = cpu {
-        c["cpu"] = json!({"time": rfc3339(cpu.timestamp)});
-        if let Some(v) = value(&cpu.usage_core_nano_seconds) {
-            c["cpu"]["usageCoreNanoSeconds"] = json!(v);
-        }
-        if let Some(v) = value(&cpu.usage_nano_cores) {
-            c["cpu"]["usageNanoCores"] = json!(v);
-        }
+fn now_nanos() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
+/// CPU use at a moment (upstream's `statsapi.CPUStats`); times in nanoseconds since the epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CpuStats {
+    pub time: i64,
+    pub usage_core_nano_seconds: Option<u64>,
+    pub usage_nano_cores: Option<u64>,
+}
+
+/// Memory use at a moment (upstream's `statsapi.MemoryStats`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryStats {
+    pub time: i64,
+    pub available_bytes: Option<u64>,
+    pub usage_bytes: Option<u64>,
+    pub working_set_bytes: Option<u64>,
+    pub rss_bytes: Option<u64>,
+    pub page_faults: Option<u64>,
+    pub major_page_faults: Option<u64>,
+}
+
+/// The writable layer of a container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RootFs {
+    pub time: i64,
+    pub used_bytes: u64,
+    pub inodes_used: Option<u64>,
+}
+
+/// One container (upstream's `statsapi.ContainerStats`); `start_time` is when the runtime created it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerStats {
+    pub name: String,
+    pub start_time: i64,
+    pub cpu: Option<CpuStats>,
+    pub memory: Option<MemoryStats>,
+    pub rootfs: Option<RootFs>,
+}
+
+/// One pod (upstream's `statsapi.PodStats`): its containers and their totals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodStats {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    /// `status.startTime` (else the creation time) as the API wrote it.
+    pub start_time: Option<Value>,
+    pub cpu: Option<CpuStats>,
+    pub memory: Option<MemoryStats>,
+    pub ephemeral_used_bytes: u64,
+    pub containers: Vec<ContainerStats>,
+}
+
+/// The CPU and memory part of the Summary API (upstream's `GetCPUAndMemoryStats`), which `/metrics/resource`
+/// renders; `/stats/summary` adds the filesystems and process counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub node_cpu: Option<CpuStats>,
+    pub node_memory: Option<MemoryStats>,
+    pub pods: Vec<PodStats>,
+}
+
+fn container_stats(name: &str, s: &proto::cri::ContainerStats, start_time: i64) -> ContainerStats {
+    ContainerStats {
+        name: name.to_string(),
+        start_time,
+        cpu: s.cpu.as_ref().map(|c| CpuStats {
+            time: c.timestamp,
+            usage_core_nano_seconds: value(&c.usage_core_nano_seconds),
+            usage_nano_cores: value(&c.usage_nano_cores),
+        }),
+        memory: s.memory.as_ref().map(|m| MemoryStats {
+            time: m.timestamp,
+            available_bytes: None,
+            usage_bytes: value(&m.usage_bytes),
+            working_set_bytes: value(&m.working_set_bytes),
+            rss_bytes: value(&m.rss_bytes),
+            page_faults: value(&m.page_faults),
+            major_page_faults: value(&m.major_page_faults),
+        }),
+        rootfs: s.writable_layer.as_ref().map(|w| RootFs {
+            time: w.timestamp,
+            used_bytes: value(&w.used_bytes).unwrap_or(0),
+            inodes_used: value(&w.inodes_used),
+        }),
     }
-    if let Some(mem) = mem {
-        c["memory"] = json!({"time": rfc3339(mem.timestamp)});
-        for (k, v) in [
-            ("workingSetBytes", &mem.working_set_bytes),
-            ("usageBytes", &mem.usage_bytes),
-            ("rssBytes", &mem.rss_bytes),
-            ("pageFaults", &mem.page_faults),
-            ("majorPageFaults", &mem.major_page_faults),
-        ] {
-            if let Some(v) = value(v) {
-                c["memory"][k] = json!(v);
+}
+
+fn opt(map: &mut serde_json::Map<String, Value>, key: &str, v: Option<u64>) {
+    if let Some(v) = v {
+        map.insert(key.to_string(), json!(v));
+    }
+}
+
+impl CpuStats {
+    fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("time".into(), json!(rfc3339(self.time)));
+        opt(&mut m, "usageNanoCores", self.usage_nano_cores);
+        opt(&mut m, "usageCoreNanoSeconds", self.usage_core_nano_seconds);
+        Value::Object(m)
+    }
+}
+
+impl MemoryStats {
+    fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("time".into(), json!(rfc3339(self.time)));
+        opt(&mut m, "availableBytes", self.available_bytes);
+        opt(&mut m, "usageBytes", self.usage_bytes);
+        opt(&mut m, "workingSetBytes", self.working_set_bytes);
+        opt(&mut m, "rssBytes", self.rss_bytes);
+        opt(&mut m, "pageFaults", self.page_faults);
+        opt(&mut m, "majorPageFaults", self.major_page_faults);
+        Value::Object(m)
+    }
+}
+
+impl ContainerStats {
+    fn to_json(&self) -> Value {
+        let mut c = json!({"name": self.name, "startTime": rfc3339(self.start_time)});
+        if let Some(cpu) = &self.cpu {
+            c["cpu"] = cpu.to_json();
+        }
+        if let Some(mem) = &self.memory {
+            c["memory"] = mem.to_json();
+        }
+        if let Some(w) = &self.rootfs {
+            c["rootfs"] = json!({"time": rfc3339(w.time), "usedBytes": w.used_bytes});
+            if let Some(i) = w.inodes_used {
+                c["rootfs"]["inodesUsed"] = json!(i);
             }
         }
+        c
     }
-    if let Some(w) = &s.writable_layer {
-        c["rootfs"] = json!({"time": rfc3339(w.timestamp), "usedBytes": value(&w.used_bytes).unwrap_or(0)});
-        if let Some(i) = value(&w.inodes_used) {
-            c["rootfs"]["inodesUsed"] = json!(i);
-        }
-    }
-    c
 }
 
 /// The node's previous CPU sample, for usageNanoCores.
@@ -230,45 +334,42 @@ impl CpuSampler {
     }
 }
 
-/// `/stats/summary`: the node (CPU, memory, filesystem, image filesystem, processes) and each pod's containers as
-/// the runtime measures them (CPU, memory, writable layer), with pod totals.
-pub async fn summary(cfg: &Config, manager: &PodManager, sampler: &CpuSampler) -> Value {
-    let now = crate::node::now_rfc3339();
-    let m = measure(&cfg.root_dir);
-    let mut node_cpu = json!({"time": now, "usageCoreNanoSeconds": m.cpu_ns});
-    if let Some(rate) = sampler.rate(m.cpu_ns) {
-        node_cpu["usageNanoCores"] = json!(rate);
-    }
+/// The node's CPU and memory from `m`, and each pod's containers as the runtime measures them (CPU, memory,
+/// writable layer; start time from the runtime's container records), with pod totals.
+pub async fn cpu_and_memory(m: &Machine, manager: &PodManager, sampler: &CpuSampler) -> Summary {
+    let now = now_nanos();
     let usage = m.memory_total.saturating_sub(m.memory_free);
-    let node = json!({
-        "nodeName": cfg.node_name,
-        "startTime": now,
-        "cpu": node_cpu,
-        "memory": {
-            "time": now,
-            "availableBytes": m.memory_available,
-            "usageBytes": usage,
-            "workingSetBytes": usage.saturating_sub(m.inactive_file),
-            "rssBytes": m.anon,
-        },
-        "fs": fs_json(&m.fs, &now),
-        "runtime": {"imageFs": fs_json(&m.fs, &now)},
-        "rlimit": {"time": now, "maxpid": m.pid_max, "curproc": m.processes},
-    });
+    let node_cpu =
+        CpuStats { time: now, usage_core_nano_seconds: Some(m.cpu_ns), usage_nano_cores: sampler.rate(m.cpu_ns) };
+    let node_memory = MemoryStats {
+        time: now,
+        available_bytes: Some(m.memory_available),
+        usage_bytes: Some(usage),
+        working_set_bytes: Some(usage.saturating_sub(m.inactive_file)),
+        rss_bytes: Some(m.anon),
+        ..Default::default()
+    };
     let mut rt = manager.cri.runtime.clone();
     let stats = rt
         .list_container_stats(ListContainerStatsRequest::default())
         .await
         .map(|r| r.into_inner().stats)
         .unwrap_or_default();
+    // The runtime's creation time of each container: its start time in the Summary API, as upstream's CRI stats
+    // provider reports it.
+    let created: HashMap<String, i64> = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .map(|r| r.into_inner().containers.into_iter().map(|c| (c.id, c.created_at)).collect())
+        .unwrap_or_default();
     // The newest attempt of each container, by pod UID and container name.
-    let mut newest: HashMap<(String, String), &ContainerStats> = HashMap::new();
+    let mut newest: HashMap<(String, String), &proto::cri::ContainerStats> = HashMap::new();
     for s in &stats {
         let Some(a) = &s.attributes else { continue };
         let (Some(uid), Some(name)) = (a.labels.get(LABEL_POD_UID), a.labels.get(LABEL_CONTAINER_NAME)) else {
             continue;
         };
-        let attempt = |s: &ContainerStats| {
+        let attempt = |s: &proto::cri::ContainerStats| {
             s.attributes.as_ref().and_then(|a| a.metadata.as_ref()).map(|m| m.attempt).unwrap_or(0)
         };
         let key = (uid.clone(), name.clone());
@@ -279,25 +380,81 @@ pub async fn summary(cfg: &Config, manager: &PodManager, sampler: &CpuSampler) -
     let mut pods = Vec::new();
     for p in manager.desired_pods() {
         let uid = p.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
-        let mut containers: Vec<Value> =
-            newest.iter().filter(|((u, _), _)| u == uid).map(|((_, name), s)| container_json(name, s, &now)).collect();
-        containers.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        let sum = |path: &str| containers.iter().filter_map(|c| c.pointer(path).and_then(Value::as_u64)).sum::<u64>();
-        let pod = json!({
-            "podRef": {
-                "name": p.pointer("/metadata/name"),
-                "namespace": p.pointer("/metadata/namespace"),
-                "uid": uid,
-            },
-            "startTime": p.pointer("/status/startTime").or(p.pointer("/metadata/creationTimestamp")),
-            "cpu": {"time": now, "usageCoreNanoSeconds": sum("/cpu/usageCoreNanoSeconds"), "usageNanoCores": sum("/cpu/usageNanoCores")},
-            "memory": {"time": now, "workingSetBytes": sum("/memory/workingSetBytes"), "usageBytes": sum("/memory/usageBytes"), "rssBytes": sum("/memory/rssBytes")},
-            "ephemeral-storage": {"time": now, "usedBytes": sum("/rootfs/usedBytes")},
-            "process_stats": {},
-            "containers": containers,
+        let mut containers: Vec<ContainerStats> = newest
+            .iter()
+            .filter(|((u, _), _)| u == uid)
+            .map(|((_, name), s)| {
+                let id = s.attributes.as_ref().map(|a| a.id.as_str()).unwrap_or_default();
+                container_stats(name, s, created.get(id).copied().unwrap_or(now))
+            })
+            .collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        let sum = |f: &dyn Fn(&ContainerStats) -> Option<u64>| containers.iter().filter_map(f).sum::<u64>();
+        let cpu = CpuStats {
+            time: now,
+            usage_core_nano_seconds: Some(sum(&|c| c.cpu.as_ref()?.usage_core_nano_seconds)),
+            usage_nano_cores: Some(sum(&|c| c.cpu.as_ref()?.usage_nano_cores)),
+        };
+        let memory = MemoryStats {
+            time: now,
+            working_set_bytes: Some(sum(&|c| c.memory.as_ref()?.working_set_bytes)),
+            usage_bytes: Some(sum(&|c| c.memory.as_ref()?.usage_bytes)),
+            rss_bytes: Some(sum(&|c| c.memory.as_ref()?.rss_bytes)),
+            ..Default::default()
+        };
+        pods.push(PodStats {
+            name: p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            namespace: p.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string(),
+            uid: uid.to_string(),
+            start_time: p.pointer("/status/startTime").or(p.pointer("/metadata/creationTimestamp")).cloned(),
+            cpu: Some(cpu),
+            memory: Some(memory),
+            ephemeral_used_bytes: sum(&|c| Some(c.rootfs.as_ref()?.used_bytes)),
+            containers,
         });
-        pods.push(pod);
     }
+    Summary { node_cpu: Some(node_cpu), node_memory: Some(node_memory), pods }
+}
+
+/// `/stats/summary`: the node (CPU, memory, filesystem, image filesystem, processes) and each pod's containers as
+/// the runtime measures them (CPU, memory, writable layer), with pod totals.
+pub async fn summary(cfg: &Config, manager: &PodManager, sampler: &CpuSampler) -> Value {
+    let m = measure(&cfg.root_dir);
+    let s = cpu_and_memory(&m, manager, sampler).await;
+    let now = crate::node::now_rfc3339();
+    let mut node = json!({
+        "nodeName": cfg.node_name,
+        "startTime": now,
+        "fs": fs_json(&m.fs, &now),
+        "runtime": {"imageFs": fs_json(&m.fs, &now)},
+        "rlimit": {"time": now, "maxpid": m.pid_max, "curproc": m.processes},
+    });
+    if let Some(cpu) = &s.node_cpu {
+        node["cpu"] = cpu.to_json();
+    }
+    if let Some(mem) = &s.node_memory {
+        node["memory"] = mem.to_json();
+    }
+    let pods: Vec<Value> = s
+        .pods
+        .iter()
+        .map(|p| {
+            let mut pod = json!({
+                "podRef": {"name": p.name, "namespace": p.namespace, "uid": p.uid},
+                "startTime": p.start_time,
+                "ephemeral-storage": {"time": now, "usedBytes": p.ephemeral_used_bytes},
+                "process_stats": {},
+                "containers": p.containers.iter().map(ContainerStats::to_json).collect::<Vec<_>>(),
+            });
+            if let Some(cpu) = &p.cpu {
+                pod["cpu"] = cpu.to_json();
+            }
+            if let Some(mem) = &p.memory {
+                pod["memory"] = mem.to_json();
+            }
+            pod
+        })
+        .collect();
     json!({"node": node, "pods": pods})
 }
 
@@ -335,6 +492,63 @@ mod tests {
         ]));
         let inodes = Machine { fs: Fs { inodes_free: 10, ..fine.fs.clone() }, ..fine.clone() };
         assert_eq!(pressure(&inodes, &custom), Pressure { memory: true, disk: true, pid: true });
+    }
+
+    /// A pod running on the fake runtime (hollow nodes' runtime): its containers' synthetic CPU and memory, start
+    /// times from the runtime's records, pod totals, and the same numbers in `/metrics/resource`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pods_on_the_fake_runtime_have_cpu_and_memory() {
+        use kube_apiserver::testing::{TestApiserver, eventually};
+        let server = TestApiserver::start().await;
+        let pods = server.client.api("", "v1", "pods").unwrap().namespaced("default");
+        let image = "docker.io/library/busybox:1.36";
+        let pod = pods
+            .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "a", "image": image}, {"name": "b", "image": image}]}}))
+            .await
+            .unwrap();
+        let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, _fake) = crate::pods::tests::manager_on_fake(&server, dir.path());
+        let before = now_nanos();
+        manager.update(&uid, Some(std::sync::Arc::new(pod)));
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (manager, uid, running) = (manager.clone(), uid.clone(), running.clone());
+            tokio::spawn(async move {
+                while !(manager.container_running(&uid, "a").await && manager.container_running(&uid, "b").await) {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                running.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        eventually(10, "containers running", || running.load(std::sync::atomic::Ordering::SeqCst)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let s = cpu_and_memory(&measure(dir.path()), &manager, &CpuSampler::default()).await;
+        let p = s.pods.iter().find(|p| p.name == "p").expect("pod p");
+        assert_eq!(p.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        for c in &p.containers {
+            assert!(c.start_time >= before && c.start_time <= now_nanos(), "{c:?}");
+            assert!(c.cpu.as_ref().unwrap().usage_core_nano_seconds.unwrap() > 0, "{c:?}");
+            assert!(c.memory.as_ref().unwrap().working_set_bytes.unwrap() >= 4 << 20, "{c:?}");
+        }
+        let working_set = |c: &ContainerStats| c.memory.as_ref().unwrap().working_set_bytes.unwrap();
+        assert_eq!(
+            p.memory.as_ref().unwrap().working_set_bytes,
+            Some(working_set(&p.containers[0]) + working_set(&p.containers[1]))
+        );
+        let text = crate::resource_metrics::render(Ok(&s));
+        for family in
+            ["container_cpu_usage_seconds_total", "container_memory_working_set_bytes", "container_start_time_seconds"]
+        {
+            assert!(text.contains(&format!("{family}{{container=\"a\",namespace=\"default\",pod=\"p\"}} ")), "{text}");
+        }
+        assert!(text.contains(&format!(
+            "pod_memory_working_set_bytes{{namespace=\"default\",pod=\"p\"}} {} ",
+            crate::resource_metrics::go_float(p.memory.as_ref().unwrap().working_set_bytes.unwrap() as f64)
+        )));
+        manager.update(&uid, None);
+        server.stop().await;
     }
 
     #[test]

@@ -319,6 +319,13 @@ impl DelegatingAuth {
     /// read), without `--authorization-kubeconfig` only the always-allowed paths and system:masters are served, as
     /// upstream does when it cannot find those kubeconfigs.
     pub fn new(flags: Flags) -> Result<Arc<Self>, String> {
+        Self::with_default_client(flags, None)
+    }
+
+    /// As [`DelegatingAuth::new`], with `default` for whichever of `--authentication-kubeconfig` and
+    /// `--authorization-kubeconfig` is not given: aggregated API servers (metrics-server) use their own
+    /// connection to the apiserver there, as upstream's generic apiserver falls back to the in-cluster config.
+    pub fn with_default_client(flags: Flags, default: Option<Client>) -> Result<Arc<Self>, String> {
         let read = |p: &Option<PathBuf>| -> Result<Option<Ca>, String> {
             match p {
                 Some(p) => {
@@ -333,13 +340,13 @@ impl DelegatingAuth {
             requestheader: read(&flags.requestheader_client_ca_file)?,
             allowed_names: Vec::new(),
         };
-        let authn = client_from(&flags.authentication_kubeconfig)?;
+        let authn = client_from(&flags.authentication_kubeconfig)?.or_else(|| default.clone());
         if authn.is_none() {
             tracing::warn!(
                 "No authentication-kubeconfig provided in order to lookup client-ca-file in configmap/extension-apiserver-authentication in kube-system, so client certificate authentication won't work."
             );
         }
-        let authz = client_from(&flags.authorization_kubeconfig)?;
+        let authz = client_from(&flags.authorization_kubeconfig)?.or(default);
         if authz.is_none() {
             tracing::warn!(
                 "No authorization-kubeconfig provided, so SubjectAccessReview of authorization tokens won't work."
@@ -468,13 +475,27 @@ impl DelegatingAuth {
     }
 
     /// Authenticates and authorizes a request to the secure port (`chain`: the client certificates the TLS
-    /// handshake received, not yet verified).
+    /// handshake received, not yet verified) as a non-resource request on its path and method.
     pub async fn check(
         &self,
         chain: &[CertificateDer<'_>],
         method: &Method,
         path: &str,
         headers: &HeaderMap,
+    ) -> Verdict {
+        let verb = method.as_str().to_ascii_lowercase();
+        self.check_request(chain, headers, path, &Attributes::NonResource { path: path.to_string(), verb }).await
+    }
+
+    /// Authenticates a request and authorizes it for `attributes` (an API server's resource requests carry
+    /// resource attributes: `get` `pods` in `metrics.k8s.io` in a namespace...). The always-allowed paths match
+    /// `path`.
+    pub async fn check_request(
+        &self,
+        chain: &[CertificateDer<'_>],
+        headers: &HeaderMap,
+        path: &str,
+        attributes: &Attributes,
     ) -> Verdict {
         let user = match self.authenticate(chain, headers).await {
             Ok(u) => u,
@@ -490,18 +511,86 @@ impl DelegatingAuth {
         if always || user.groups.iter().any(|g| g == "system:masters") {
             return Verdict::Allowed(user);
         }
-        let verb = method.as_str().to_ascii_lowercase();
         let Some(access) = &self.access else {
-            return Verdict::Refused(403, forbidden(&user, &verb, path, ""));
+            return Verdict::Refused(403, attributes.forbidden(&user, ""));
         };
-        let spec = SubjectAccessReviewer::spec(&user, ("nonResourceAttributes", json!({"path": path, "verb": verb})));
+        let spec = SubjectAccessReviewer::spec(&user, attributes.review());
         match access.authorize(spec).await {
             Ok((Decision::Allow, _)) => Verdict::Allowed(user),
-            Ok((_, reason)) => Verdict::Refused(403, forbidden(&user, &verb, path, &reason)),
+            Ok((_, reason)) => Verdict::Refused(403, attributes.forbidden(&user, &reason)),
             Err(e) => {
                 Verdict::Refused(500, status(500, "InternalError", &format!("Internal Server Error: \"{path}\": {e}")))
             }
         }
+    }
+}
+
+/// What a request asks to do, as a SubjectAccessReview describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attributes {
+    NonResource {
+        path: String,
+        verb: String,
+    },
+    Resource {
+        verb: String,
+        group: String,
+        version: String,
+        resource: String,
+        subresource: String,
+        namespace: String,
+        name: String,
+    },
+}
+
+impl Attributes {
+    /// The `resourceAttributes` or `nonResourceAttributes` of the review.
+    fn review(&self) -> (&'static str, Value) {
+        match self {
+            Attributes::NonResource { path, verb } => ("nonResourceAttributes", json!({"path": path, "verb": verb})),
+            Attributes::Resource { verb, group, version, resource, subresource, namespace, name } => {
+                let mut a = json!({"verb": verb, "group": group, "version": version, "resource": resource});
+                for (k, v) in [("subresource", subresource), ("namespace", namespace), ("name", name)] {
+                    if !v.is_empty() {
+                        a[k] = json!(v);
+                    }
+                }
+                ("resourceAttributes", a)
+            }
+        }
+    }
+
+    /// The 403 Status upstream's apiserver writes (`responsewriters.forbiddenMessage`).
+    fn forbidden(&self, user: &UserInfo, reason: &str) -> String {
+        let (verb, group, resource, subresource, namespace, name) = match self {
+            Attributes::NonResource { path, verb } => return forbidden(user, verb, path, reason),
+            Attributes::Resource { verb, group, resource, subresource, namespace, name, .. } => {
+                (verb, group, resource, subresource, namespace, name)
+            }
+        };
+        let full = if subresource.is_empty() { resource.clone() } else { format!("{resource}/{subresource}") };
+        let scope = if namespace.is_empty() {
+            "at the cluster scope".to_string()
+        } else {
+            format!("in the namespace \"{namespace}\"")
+        };
+        let mut message =
+            format!("User \"{}\" cannot {verb} resource \"{full}\" in API group \"{group}\" {scope}", user.username);
+        if !reason.is_empty() {
+            message.push_str(": ");
+            message.push_str(reason);
+        }
+        let qualified = if group.is_empty() { resource.clone() } else { format!("{resource}.{group}") };
+        let subject = if name.is_empty() { qualified.clone() } else { format!("{qualified} \"{name}\"") };
+        let mut body: Value =
+            serde_json::from_str(&status(403, "Forbidden", &format!("{subject} is forbidden: {message}")))
+                .unwrap_or_default();
+        body["details"] = if name.is_empty() {
+            json!({"group": group, "kind": resource})
+        } else {
+            json!({"name": name, "group": group, "kind": resource})
+        };
+        body.to_string()
     }
 }
 
@@ -574,5 +663,56 @@ impl ClientCertVerifier for DeferredClientCerts {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resource requests are reviewed with resourceAttributes and refused in upstream's words.
+    #[test]
+    fn resource_attributes_review_and_refusal() {
+        let pods = Attributes::Resource {
+            verb: "get".into(),
+            group: "metrics.k8s.io".into(),
+            version: "v1beta1".into(),
+            resource: "pods".into(),
+            subresource: String::new(),
+            namespace: "kube-system".into(),
+            name: "coredns".into(),
+        };
+        assert_eq!(
+            pods.review(),
+            (
+                "resourceAttributes",
+                json!({"verb": "get", "group": "metrics.k8s.io", "version": "v1beta1", "resource": "pods",
+                    "namespace": "kube-system", "name": "coredns"})
+            )
+        );
+        let user = UserInfo { username: "bob".into(), ..Default::default() };
+        let body: Value = serde_json::from_str(&pods.forbidden(&user, "")).unwrap();
+        assert_eq!(
+            body["message"],
+            "pods.metrics.k8s.io \"coredns\" is forbidden: User \"bob\" cannot get resource \"pods\" in API group \"metrics.k8s.io\" in the namespace \"kube-system\""
+        );
+        assert_eq!(body["details"], json!({"name": "coredns", "group": "metrics.k8s.io", "kind": "pods"}));
+        let nodes = Attributes::Resource {
+            verb: "list".into(),
+            group: "metrics.k8s.io".into(),
+            version: "v1beta1".into(),
+            resource: "nodes".into(),
+            subresource: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+        };
+        let body: Value = serde_json::from_str(&nodes.forbidden(&user, "no RBAC policy matched")).unwrap();
+        assert_eq!(
+            body["message"],
+            "nodes.metrics.k8s.io is forbidden: User \"bob\" cannot list resource \"nodes\" in API group \"metrics.k8s.io\" at the cluster scope: no RBAC policy matched"
+        );
+        assert_eq!(body["code"], 403);
+        let path = Attributes::NonResource { path: "/metrics".into(), verb: "get".into() };
+        assert_eq!(path.review(), ("nonResourceAttributes", json!({"path": "/metrics", "verb": "get"})));
     }
 }
