@@ -446,6 +446,9 @@ fn columns(res: &Resource) -> Vec<Col> {
             c("Ports", "string"),
             c("Age", "string"),
         ],
+        ("apiregistration.k8s.io", "apiservices") => {
+            vec![c("Name", "string"), c("Service", "string"), c("Available", "string"), c("Age", "string")]
+        }
         _ => vec![c("Name", "string"), c("Created At", "date")],
     }
 }
@@ -743,6 +746,23 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
                 json!(ports),
                 json!(age(o)),
             ]
+        }
+        ("apiregistration.k8s.io", "apiservices") => {
+            // kube-aggregator's table: Local or the Service, and the Available condition with its reason.
+            let service = match o.pointer("/spec/service").filter(|s| s.is_object()) {
+                Some(svc) => format!("{}/{}", s(svc, "/namespace"), s(svc, "/name")),
+                None => "Local".to_string(),
+            };
+            let available = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"))
+                .map(|c| match c["status"].as_str().unwrap_or_default() {
+                    "True" => "True".to_string(),
+                    st => format!("{st} ({})", c["reason"].as_str().unwrap_or_default()),
+                })
+                .unwrap_or_else(|| "Unknown".to_string());
+            vec![json!(name), json!(service), json!(available), json!(age(o))]
         }
         _ => vec![json!(name), o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)],
     }

@@ -719,10 +719,16 @@ fn custom_resources_as_the_task_page_shows() {
     let all = s.ok(&["get", "all"]);
     assert!(all.contains("crontab.stable.example.com/my-new-cron-object"), "{all}");
     // The schema is enforced: strict validation refuses unknown fields, wrong types are 422s.
-    let out = s.kubectl_stdin(&["apply", "-f", "-"], &CRONTAB.replace("image: my-awesome-cron-image", "image: x\n  notAField: 1"));
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &CRONTAB.replace("image: my-awesome-cron-image", "image: x\n  notAField: 1"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("unknown field \"spec.notAField\""), "{err}");
-    let out = s.kubectl_stdin(&["apply", "-f", "-"], &CRONTAB.replace("image: my-awesome-cron-image", "image: x\n  replicas: many"));
+    let out = s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &CRONTAB.replace("image: my-awesome-cron-image", "image: x\n  replicas: many"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("spec.replicas"), "{err}");
     let explain = s.ok(&["explain", "crontab.spec"]);

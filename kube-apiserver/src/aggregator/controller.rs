@@ -1,7 +1,7 @@
 //! Keeps the routing table current from APIService objects and their `Available` condition true to what the
 //! backends answer (upstream's `APIServiceRegistrationController` and `AvailableConditionController`): a local
-//! APIService is always available; a remote one is checked on every change and every 30 s (Service, port,
-//! endpoints, then its discovery document), and its status is written only when the condition changes.
+//! APIService is always available; a remote one is checked on every change and every 30 s (5 s while it fails):
+//! Service, port, endpoints, then its discovery document; its status is written only when the condition changes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use crate::server::Apiserver;
 
 /// How often remote APIServices are checked again without a change.
 const RECHECK: Duration = Duration::from_secs(30);
+/// How soon an unavailable one is checked again.
+const RETRY: Duration = Duration::from_secs(5);
 
 fn apiservices() -> &'static Resource {
     find("apiregistration.k8s.io", "v1", "apiservices").expect("APIService is in the table")
@@ -60,9 +62,12 @@ async fn run(weak: &std::sync::Weak<Apiserver>) -> Result<(), ApiError> {
         } else {
             return Ok(());
         }
+        // A failing backend is retried sooner (upstream requeues it rate-limited).
+        let failing = weak.upgrade().is_some_and(|s| s.aggregator.routes().values().any(|r| !r.available));
+        let wait = if failing { RETRY } else { RECHECK };
         let ev = tokio::select! {
             ev = events.recv() => ev,
-            _ = tokio::time::sleep(RECHECK) => continue,
+            _ = tokio::time::sleep(wait) => continue,
         };
         let Some(ev) = ev else { return Err(ApiError::unavailable("watch closed")) };
         let mut batch = vec![ev];
