@@ -5,7 +5,8 @@
 # Then it configures and starts containerd, builds and imports the pause and busybox images, and starts the kubelet,
 # which registers this machine as a Ready node (pod CIDR 10.244.0.0/24, bridge networking), then
 # kube-controller-manager, kube-scheduler and kube-proxy (nftables mode) with their own certificates and
-# kubeconfigs, and last the add-ons: cluster DNS (kube-dns at 10.96.0.10) and NetworkPolicy enforcement.
+# kubeconfigs, and last the add-ons: cluster DNS (kube-dns at 10.96.0.10), NetworkPolicy enforcement and
+# metrics-server (kubectl top, through the apiserver's aggregation layer).
 # Authorization is Node,RBAC with NodeRestriction (as kubeadm sets it up); pods get service-account tokens signed with /etc/kubernetes/pki/sa.key;
 # the kubelet API takes client certificates and tokens and asks the apiserver (SubjectAccessReview) who may do what.
 # Stop it with deploy/stop.sh; wipe everything with deploy/stop.sh --wipe.
@@ -105,6 +106,17 @@ if [ ! -f "$PKI/sa.key" ]; then
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   chmod 600 "$PKI/sa.key"
 fi
+# The front proxy (kubeadm's front-proxy-ca and front-proxy-client): the apiserver's identity when it proxies to
+# extension apiservers (the metrics API), which trust the X-Remote-* headers of certificates from this CA.
+if [ ! -f "$PKI/front-proxy-ca.key" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" -days 3650 \
+    -subj "/CN=front-proxy-ca" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-client.key" -out "$PKI/front-proxy-client.csr" \
+    -subj "/CN=front-proxy-client" 2>/dev/null
+  openssl x509 -req -in "$PKI/front-proxy-client.csr" -CA "$PKI/front-proxy-ca.crt" -CAkey "$PKI/front-proxy-ca.key" \
+    -CAcreateserial -out "$PKI/front-proxy-client.crt" -days 365 -extfile "$PKI/client.ext" 2>/dev/null
+  rm -f "$PKI/front-proxy-client.csr"; chmod 600 "$PKI"/front-proxy-*.key
+fi
 client_cert controller-manager "/CN=system:kube-controller-manager"
 client_cert scheduler "/CN=system:kube-scheduler"
 
@@ -121,6 +133,10 @@ ARGS=(--secure-port="$PORT" --advertise-address="$HOST_IP" --service-cluster-ip-
   --service-account-issuer=https://kubernetes.default.svc.cluster.local
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key"
   --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client
+  --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group
+  --requestheader-extra-headers-prefix=X-Remote-Extra-
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key"
   --data-dir=/var/lib/kube-apiserver)
 
 daemon kube-apiserver "${ARGS[@]}"
@@ -234,5 +250,9 @@ step "deploying cluster DNS and NetworkPolicy enforcement"
 kubectl apply -f deploy/cluster-dns.yaml -f deploy/network-policy.yaml
 kubectl -n kube-system rollout status deployment/coredns --timeout=90s
 kubectl -n kube-system rollout status daemonset/network-policy --timeout=60s
+# The metrics API for kubectl top: metrics-server behind the APIService v1beta1.metrics.k8s.io.
+step "deploying metrics-server (kubectl top)"
+kubectl apply -f deploy/metrics-server.yaml
+kubectl -n kube-system rollout status deployment/metrics-server --timeout=90s
 echo "The cluster is up: kubectl uses ~/.kube/config (try: kubectl create deployment web --image=busybox:1.36 -- httpd -f -p 8080)."
 echo "Stop: bash deploy/stop.sh (add --wipe to remove all state)."
