@@ -23,3 +23,6 @@ trap 'kill $etcd_pid 2>/dev/null || true; wait $etcd_pid 2>/dev/null || true; rm
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 # --workspace keeps the features of the first run, so nothing is rebuilt.
 KUBE_TEST_ETCD="http://127.0.0.1:$port" cargo test --workspace --locked --test kubectl
+
+echo "==> kubeadm end to end: init, a Service by name from a pod, token, certs, reset"
+bash deploy/kubeadm-e2e.sh target/debug

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# End to end: a one-node cluster made with `kubeadm init`, as a user makes it on a fresh machine (without systemd,
+# kubeadm starts the kubelet through /usr/libexec/kubeadm/kubelet-run.sh), then used with kubectl: the static-pod
+# control plane Ready, the control-plane taint removed, CoreDNS and kube-proxy (nftables) running, a Deployment
+# exposed as a Service answering by name from a busybox pod, `kubeadm token create --print-join-command`,
+# `kubeadm certs check-expiration`; and `kubeadm reset -f` leaving no static pods, no containers and no
+# /etc/kubernetes files behind. Everything it starts is stopped, and its routes removed, even on failure.
+# Usage: deploy/kubeadm-e2e.sh [BIN_DIR]   (default target/debug; the binaries are built first)
+# Refuses to run on a machine that already has a cluster (/etc/kubernetes/admin.conf) unless KUBEADM_E2E_FORCE=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN_DIR=${1:-target/debug}
+POD_CIDR=10.244.0.0/16
+SERVICE_CIDR=10.96.0.0/12
+step() { echo "==> [kubeadm-e2e] $*"; }
+fail() { echo "FAIL [kubeadm-e2e] $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "must run as root"
+if [ -f /etc/kubernetes/admin.conf ] && [ "${KUBEADM_E2E_FORCE:-}" != 1 ]; then
+  fail "/etc/kubernetes/admin.conf exists: a cluster is already here (set KUBEADM_E2E_FORCE=1 to replace it)"
+fi
+
+case "$BIN_DIR" in
+  target/release) cargo build --release --locked --bins ;;
+  target/debug) cargo build --locked --bins ;;
+esac
+
+work=$(mktemp -d)
+containerd_pid=""
+cleanup() {
+  set +e
+  step "cleaning up"
+  if [ -x /usr/bin/kubeadm ]; then
+    /usr/bin/kubeadm reset -f --cri-socket=unix:///run/containerd/containerd.sock >"$work/reset.log" 2>&1
+  fi
+  [ -f /run/kubelet.pid ] && kill "$(cat /run/kubelet.pid)" 2>/dev/null
+  pkill -x kubelet 2>/dev/null
+  if [ -n "$containerd_pid" ]; then
+    kill "$containerd_pid" 2>/dev/null; wait "$containerd_pid" 2>/dev/null
+    # Shims of containers that outlived the reset.
+    pkill -f containerd-shim-runc-v2 2>/dev/null
+  fi
+  nft delete table ip kube-proxy 2>/dev/null; nft delete table ip6 kube-proxy 2>/dev/null
+  ip link delete cni0 2>/dev/null
+  ip route del blackhole "$POD_CIDR" 2>/dev/null; ip route del blackhole "$SERVICE_CIDR" 2>/dev/null
+  rm -rf /etc/cni/net.d/10-kubelet-bridge.conflist "$work"
+}
+trap cleanup EXIT
+
+# Test traffic stays on this machine: the cluster CIDRs go nowhere but to local routes.
+ip route replace blackhole "$POD_CIDR"
+ip route replace blackhole "$SERVICE_CIDR"
+
+step "installing the binaries from $BIN_DIR (as deploy/install.sh does)"
+for b in kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy cluster-dns network-policy; do
+  install -D -m 0755 "$BIN_DIR/$b" "/usr/bin/$b"
+done
+install -D -m 0755 deploy/kubelet-run.sh /usr/libexec/kubeadm/kubelet-run.sh
+install -d -m 0755 /etc/kubernetes/manifests /var/lib/kubelet
+
+step "starting containerd (CRI, cgroupfs, the CNI plugins of containernetworking-plugins)"
+mkdir -p /etc/containerd /etc/cni/net.d
+cat > "$work/containerd.toml" <<CTD
+version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = false
+CTD
+if [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1; then
+  step "containerd is already running; using it"
+else
+  containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
+  containerd_pid=$!
+  for _ in $(seq 1 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
+fi
+
+step "building and importing the images (control plane included)"
+BIN_DIR=$BIN_DIR CLUSTER_DNS_BIN=$BIN_DIR/cluster-dns \
+  bash deploy/images/build.sh "$work/images" --import --control-plane --only pause,busybox,coredns,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy
+
+step "kubeadm init"
+start=$(date +%s%N)
+kubeadm init --pod-network-cidr="$POD_CIDR" --service-cidr="$SERVICE_CIDR" \
+  --cri-socket=unix:///run/containerd/containerd.sock 2>&1 | tee "$work/init.log"
+init_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+grep -q "Your Kubernetes control-plane has initialized successfully!" "$work/init.log" || fail "init did not finish"
+grep -q "^kubeadm join .*:6443 --token " "$work/init.log" && grep -q -- "--discovery-token-ca-cert-hash sha256:" "$work/init.log" \
+  || fail "no join command printed"
+for phase in init preflight certs kubeconfig kubelet-start control-plane control-plane-check upload-config mark-control-plane bootstrap-token kubelet-finalize addons; do
+  grep -q "^\[$phase\]" "$work/init.log" || fail "no [$phase] progress line"
+done
+export KUBECONFIG=/etc/kubernetes/admin.conf
+NODE=$(hostname | tr '[:upper:]' '[:lower:]')
+
+step "the node and the control plane"
+kubectl wait --for=condition=Ready "node/$NODE" --timeout=120s
+kubectl get node "$NODE" -o jsonpath='{.spec.taints}' | grep -q 'node-role.kubernetes.io/control-plane' || fail "no control-plane taint"
+kubectl get node "$NODE" --show-labels | grep -q 'node-role.kubernetes.io/control-plane' || fail "no control-plane label"
+for c in kube-apiserver kube-controller-manager kube-scheduler; do
+  kubectl -n kube-system wait --for=condition=Ready "pod/$c-$NODE" --timeout=120s
+done
+kubectl -n kube-system get configmap kubeadm-config kubelet-config kube-proxy coredns >/dev/null
+kubectl -n kube-public get configmap cluster-info -o jsonpath='{.data}' | grep -q 'jws-kubeconfig-' || fail "cluster-info is not signed"
+kubectl taint nodes --all node-role.kubernetes.io/control-plane-
+
+step "add-ons: kube-proxy and CoreDNS"
+kubectl -n kube-system rollout status daemonset/kube-proxy --timeout=120s
+kubectl -n kube-system rollout status deployment/coredns --timeout=180s
+
+step "a Service by name from a pod"
+kubectl create deployment web --image=docker.io/library/busybox:1.36 -- httpd -f -p 8080 -h /etc
+kubectl expose deployment web --port 80 --target-port 8080
+kubectl rollout status deployment/web --timeout=120s
+# httpd serves /etc: the answer is the serving pod's /etc/hostname, i.e. its name.
+out=""; answered=false
+for i in $(seq 1 20); do
+  if out=$(kubectl run "probe-$i" --rm -i --restart=Never --image=docker.io/library/busybox:1.36 -- \
+    sh -c 'timeout 5 wget -qO- http://web.default.svc.cluster.local/hostname' 2>&1) && echo "$out" | grep -q '^web-'; then
+    answered=true; break
+  fi
+  sleep 3
+done
+$answered || fail "no answer from the Service by name: $out"
+echo "the Service answered: $(echo "$out" | grep '^web-')"
+
+step "token and certificates"
+kubeadm token create --print-join-command | grep -q "^kubeadm join " || fail "token create --print-join-command"
+kubeadm certs check-expiration | grep -q "apiserver " || fail "certs check-expiration"
+
+step "kubeadm reset"
+kubeadm reset -f --cri-socket=unix:///run/containerd/containerd.sock | tee "$work/reset.log"
+[ -z "$(ls /etc/kubernetes/manifests 2>/dev/null)" ] || fail "static pod manifests left after reset"
+[ ! -f /etc/kubernetes/admin.conf ] || fail "admin.conf left after reset"
+left=$(ctr -n k8s.io tasks ls -q 2>/dev/null | wc -l)
+[ "$left" = 0 ] || fail "$left containers left after reset"
+echo "PASS [kubeadm-e2e] kubeadm init took ${init_ms} ms"
