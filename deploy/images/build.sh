@@ -234,7 +234,8 @@ else
   copy_with_libs "$root" "$ms_bin"
   mv "$root$ms_bin" "$root/metrics-server"
   find "$root" -depth -type d -empty -delete 2>/dev/null || true
-  mkdir -p "$root/tmp" && chmod 1777 "$root/tmp"
+  # The find above removes the still empty /tmp and /etc.
+  mkdir -p "$root/tmp" "$root/etc" && chmod 1777 "$root/tmp"
   strip "$root/metrics-server" 2>/dev/null || true
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
