@@ -117,6 +117,8 @@ pub struct Apiserver {
     pub served: Arc<crate::apiextensions::served::Served>,
     /// Routes of remote group-versions (APIServices with a service).
     pub aggregator: Arc<crate::aggregator::Aggregator>,
+    /// `/openapi/v2` with the custom resources of the moment.
+    openapi_v2: crate::openapi_v2::Cache,
     pub opts: Options,
     pub advertise: IpAddr,
     pub started: Instant,
@@ -216,6 +218,7 @@ impl Apiserver {
             metrics: Metrics::default(),
             served,
             aggregator: Default::default(),
+            openapi_v2: Default::default(),
             readonly: Semaphore::new(opts.max_requests_inflight.max(1)),
             mutating: Semaphore::new(opts.max_mutating_requests_inflight.max(1)),
             advertise,
@@ -354,7 +357,7 @@ impl Apiserver {
                 }
                 json_response(StatusCode::OK, &doc)
             }
-            "/openapi/v2" => crate::openapi_v2::respond(req.headers()),
+            "/openapi/v2" => crate::openapi_v2::respond(req.headers(), &self.openapi_v2.get(&self.served)),
             "/openapi/v3" | "/openapi/v3/" => {
                 json_response(StatusCode::OK, &discovery::openapi_index(&self.served.load()))
             }

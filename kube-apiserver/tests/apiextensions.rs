@@ -597,6 +597,14 @@ async fn structural_schemas_prune_default_and_validate() {
     assert_eq!((cells[0].clone(), cells[1].clone(), cells[2].clone()), (json!("g1"), json!(2), Value::Null));
     assert!(cells[3].as_str().unwrap().ends_with('s'), "an age: {cells}");
 
+    // /openapi/v2 (client-go's OpenAPISchema, Helm) carries the kind too.
+    let v2 = api.client.request(Method::GET, "/openapi/v2", None).await.unwrap();
+    let def = &v2["definitions"]["com.example.v1.Gadget"];
+    assert_eq!(def["properties"]["spec"]["properties"]["replicas"]["type"], "integer", "{def}");
+    assert_eq!(def["x-kubernetes-group-version-kind"][0]["kind"], "Gadget");
+    assert!(v2["paths"]["/apis/example.com/v1/namespaces/{namespace}/gadgets/{name}"].is_object());
+    assert!(v2["definitions"]["io.k8s.api.core.v1.Pod"].is_object(), "the built-in kinds stay");
+
     // A schema that is not structural is refused.
     let crds = api.client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
     let mut bad = structural_crd();

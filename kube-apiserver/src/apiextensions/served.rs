@@ -66,6 +66,11 @@ impl Snapshot {
         self.custom.get(&(group.to_string(), version.to_string(), plural.to_string()))
     }
 
+    /// Whether any custom resource version is served.
+    pub fn has_custom(&self) -> bool {
+        !self.custom.is_empty()
+    }
+
     /// The CRD version behind a custom resource row.
     pub fn custom_of(&self, res: &Resource) -> Option<&Arc<CustomVersion>> {
         if !res.custom {

@@ -1,16 +1,17 @@
 //! `/openapi/v2`: the Swagger 2.0 document of every served group-version, as JSON or as gnostic's protobuf
-//! (what client-go's `OpenAPISchema()`, kubectl's v2 validation and Helm read), built once from the OpenAPI v3
-//! documents and served with upstream's content negotiation, `ETag` and `If-None-Match`.
+//! (what client-go's `OpenAPISchema()`, kubectl's v2 validation and Helm read), built from the OpenAPI v3
+//! documents (custom resources included, rebuilt when the CRDs change) and served with upstream's content negotiation, `ETag` and `If-None-Match`.
 
 pub mod convert;
 pub mod gnostic;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::Value;
 
+use crate::apiextensions::served::Snapshot;
 use crate::discovery;
 use crate::server::{Resp, full};
 
@@ -28,11 +29,9 @@ pub struct Served {
     pub etag: String,
 }
 
-/// The v3 documents of every group-version `/openapi/v3` lists.
-fn v3_documents() -> Vec<Value> {
-    // The built-in group-versions only: custom resources are not in v2 yet.
-    let builtin = crate::apiextensions::served::Snapshot::default();
-    let index = discovery::openapi_index(&builtin);
+/// The v3 documents of every group-version `/openapi/v3` lists for a snapshot of the served resources.
+fn v3_documents(snap: &Snapshot) -> Vec<Value> {
+    let index = discovery::openapi_index(snap);
     let mut docs = Vec::new();
     for key in index["paths"].as_object().into_iter().flatten().map(|(k, _)| k) {
         let parts: Vec<&str> = key.split('/').collect();
@@ -41,24 +40,53 @@ fn v3_documents() -> Vec<Value> {
             ["apis", g, v] => (*g, *v),
             _ => continue,
         };
-        if let Some(doc) = discovery::openapi_gv(&builtin, group, version) {
+        if let Some(doc) = discovery::openapi_gv(snap, group, version) {
             docs.push(doc);
         }
     }
     docs
 }
 
-/// Builds (once) and returns the served document.
-pub fn served() -> &'static Served {
-    static SERVED: OnceLock<Served> = OnceLock::new();
-    SERVED.get_or_init(|| {
-        let document = convert::swagger(&v3_documents());
-        let json = serde_json::to_vec(&document).unwrap_or_default();
-        let protobuf = gnostic::encode_document(&document);
-        let digest = ring::digest::digest(&ring::digest::SHA512, &json);
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
-        Served { document, json: json.into(), protobuf: protobuf.into(), etag: format!("\"{hex}\"") }
-    })
+/// Converts and encodes the document of a snapshot.
+fn build(snap: &Snapshot) -> Served {
+    let document = convert::swagger(&v3_documents(snap));
+    let json = serde_json::to_vec(&document).unwrap_or_default();
+    let protobuf = gnostic::encode_document(&document);
+    let digest = ring::digest::digest(&ring::digest::SHA512, &json);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    Served { document, json: json.into(), protobuf: protobuf.into(), etag: format!("\"{hex}\"") }
+}
+
+/// The document of the built-in resources, built once per process.
+pub fn served() -> Arc<Served> {
+    static SERVED: OnceLock<Arc<Served>> = OnceLock::new();
+    SERVED.get_or_init(|| Arc::new(build(&Snapshot::default()))).clone()
+}
+
+/// The document of one apiserver: the built-in one while no CRD is served, else rebuilt (once per change of the
+/// served resources, on the first request after it) with the custom resources' definitions.
+#[derive(Default)]
+pub struct Cache {
+    built: Mutex<Option<(u64, Arc<Served>)>>,
+}
+
+impl Cache {
+    pub fn get(&self, served: &crate::apiextensions::served::Served) -> Arc<Served> {
+        let snap = served.load();
+        if !snap.has_custom() {
+            return self::served();
+        }
+        let generation = served.generation();
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, doc)) = built.as_ref()
+            && *g == generation
+        {
+            return doc.clone();
+        }
+        let doc = Arc::new(build(&snap));
+        *built = Some((generation, doc.clone()));
+        doc
+    }
 }
 
 /// Which encoding an Accept header selects, as upstream's handler: the clauses by preference (q, then
@@ -96,7 +124,7 @@ fn none_match(if_none_match: &str, etag: &str) -> bool {
 
 /// The `/openapi/v2` response for a request's headers: the document in the negotiated encoding, 304 when the
 /// client's copy is current, 406 for an Accept header naming neither encoding.
-pub fn respond(headers: &HeaderMap) -> Resp {
+pub fn respond(headers: &HeaderMap, served: &Served) -> Resp {
     let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or_default();
     let Some((content_type, protobuf)) = negotiate(accept) else {
         let mut r = Response::new(full(Bytes::new()));
@@ -104,7 +132,6 @@ pub fn respond(headers: &HeaderMap) -> Resp {
         r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
         return r;
     };
-    let served = served();
     let current =
         headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| none_match(v, &served.etag));
     let body = if current {
@@ -165,7 +192,7 @@ mod tests {
         let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
         assert_eq!(served.etag, format!("\"{hex}\""));
 
-        let r = respond(&HeaderMap::new());
+        let r = respond(&HeaderMap::new(), &self::served());
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CONTENT_TYPE], JSON);
         assert_eq!(r.headers()[header::ETAG], served.etag.as_str());
@@ -173,22 +200,22 @@ mod tests {
         let doc: Value = serde_json::from_slice(&body(r).await).unwrap();
         assert_eq!(doc["swagger"], "2.0");
 
-        let r = respond(&headers(&[(header::ACCEPT, PROTOBUF_DEPRECATED)]));
+        let r = respond(&headers(&[(header::ACCEPT, PROTOBUF_DEPRECATED)]), &self::served());
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CONTENT_TYPE], PROTOBUF);
         assert_eq!(r.headers()[header::ETAG], served.etag.as_str());
         assert_eq!(body(r).await, served.protobuf);
 
         for tag in [served.etag.clone(), format!("W/{}", served.etag), format!("\"x\", {}", served.etag), "*".into()] {
-            let r = respond(&headers(&[(header::ACCEPT, PROTOBUF), (header::IF_NONE_MATCH, &tag)]));
+            let r = respond(&headers(&[(header::ACCEPT, PROTOBUF), (header::IF_NONE_MATCH, &tag)]), &self::served());
             assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{tag}");
             assert_eq!(r.headers()[header::ETAG], served.etag.as_str());
             assert!(body(r).await.is_empty());
         }
-        let r = respond(&headers(&[(header::IF_NONE_MATCH, "\"stale\"")]));
+        let r = respond(&headers(&[(header::IF_NONE_MATCH, "\"stale\"")]), &self::served());
         assert_eq!(r.status(), StatusCode::OK);
 
-        let r = respond(&headers(&[(header::ACCEPT, "text/html")]));
+        let r = respond(&headers(&[(header::ACCEPT, "text/html")]), &self::served());
         assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
     }
 }
