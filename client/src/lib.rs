@@ -360,6 +360,11 @@ impl Client {
         Ok(Api { client: self.clone(), res, namespace: None })
     }
 
+    /// The API of a resource row already resolved (built-in or made by [`Client::api_dynamic`]).
+    pub fn api_for(&self, res: &'static Resource) -> Api {
+        Api { client: self.clone(), res, namespace: None }
+    }
+
     /// The resources of the named groups at their preferred versions, from aggregated discovery (`/apis`):
     /// built-in and custom alike, for controllers that must cover custom resources (namespace deletion).
     pub async fn discover_resources(&self) -> Result<Vec<Discovered>> {
@@ -416,7 +421,8 @@ impl Client {
                 categories: &[],
                 verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
                 subresources: &[],
-                storage: "",
+                // Unique per resource: informer factories and the garbage collector key resources by it.
+                storage: leak(&format!("{group}/{plural}")),
                 custom: true,
             }))
         });

@@ -115,6 +115,40 @@ spec:
 /// Upstream's conformance test "should not be blocked by dependency circle": three objects owning each other in a
 /// circle, every reference with `blockOwnerDeletion`; deleting one in the foreground deletes all three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collector_follows_custom_resources() {
+    let c = Cluster::start(&["garbagecollector"], &[]).await;
+    c.create(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "metadata: {name: widgets.example.com}\nspec: {group: example.com, scope: Namespaced, names: {plural: widgets, kind: Widget},\n  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]}",
+    )
+    .await;
+    let widgets = c.client().api_dynamic("example.com", "v1", "widgets", "Widget", true).namespaced("default");
+    let w = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "owner"}});
+    let owner = c.until(20, "the CRD served", || async { widgets.create(&w).await.ok() }, |_| true).await;
+    // A ConfigMap owned by the custom resource, and a custom resource owned by a ConfigMap.
+    let cms = c.api("", "v1", "configmaps", "default");
+    configmap(&c, "child", &[owner_ref(&owner, false)], &[]).await;
+    let parent = configmap(&c, "parent", &[], &[]).await;
+    let mut dependent = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "dependent"}});
+    dependent["metadata"]["ownerReferences"] = json!([owner_ref(&parent, false)]);
+    widgets.create(&dependent).await.unwrap();
+    // The garbage collector finds the new resource through discovery (within its 30 s resync).
+    widgets.delete("owner", None).await.unwrap();
+    c.until(
+        45,
+        "the ConfigMap of a deleted custom resource collected",
+        || async { cms.get("child").await.err().filter(|e| e.code() == Some(404)).map(|_| json!({})) },
+        |_| true,
+    )
+    .await;
+    cms.delete("parent", None).await.unwrap();
+    gone(&c, &widgets, "dependent", "the custom resource of a deleted ConfigMap collected").await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collector_is_not_blocked_by_a_dependency_circle() {
     let c = Cluster::start(&["garbagecollector"], &[]).await;
     let cms = c.api("", "v1", "configmaps", "default");

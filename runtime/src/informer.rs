@@ -300,7 +300,11 @@ impl SharedInformerFactory {
         if let Some(i) = informers.get(&key) {
             return Ok(i.clone());
         }
-        let mut api = self.inner.client.api(res.group, res.version, res.plural)?;
+        let mut api = if res.custom {
+            self.inner.client.api_for(res)
+        } else {
+            self.inner.client.api(res.group, res.version, res.plural)?
+        };
         if let Some(ns) = &params.namespace {
             api = api.namespaced(ns);
         }

@@ -18,12 +18,14 @@
 //! - an owner being deleted with the `orphan` finalizer gets its reference removed from every dependent, then the
 //!   finalizer removed.
 //!
-//! Deliberate gaps: custom resources are not watched (no dynamic discovery; only the built-in resource table);
-//! there is no virtual-node bookkeeping for owners that never existed in a cache (the live GET decides instead);
+//! Custom resources join the graph as aggregated discovery finds them (checked at start and every 30 s, upstream's
+//! monitor resync), so an object owned by a custom resource goes when it goes, and the other way round.
+//! Deliberate gaps: resources whose CRD is deleted keep their (then empty) informer; there is no virtual-node
+//! bookkeeping for owners that never existed in a cache (the live GET decides instead);
 //! no `OwnerRefInvalidNamespace` events; owners of unknown kinds are treated as present (never cascaded).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use api_types::patch::PatchType;
@@ -153,28 +155,61 @@ pub fn classify(owner_ref: &Value, owner: Option<&Value>) -> OwnerState {
 
 struct Graph {
     ctx: Arc<Context>,
-    informers: Vec<Informer>,
+    /// Every tracked resource's informer; only grows (indexes are node keys).
+    informers: RwLock<Vec<Informer>>,
     /// Storage key of a resource -> its index in `informers`.
-    by_storage: HashMap<&'static str, usize>,
+    by_storage: RwLock<HashMap<&'static str, usize>>,
+    /// (group, kind) of a custom resource -> its index in `informers` (built-ins resolve through the table).
+    custom_kinds: RwLock<HashMap<(String, String), usize>>,
     queue: WorkQueue<Key>,
 }
 
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Graph {
-    fn index_of(&self, r: &Resource) -> Option<usize> {
-        self.by_storage.get(r.storage).copied()
+    fn informer(&self, i: usize) -> Informer {
+        read(&self.informers)[i].clone()
+    }
+
+    /// Adds a resource's informer (indexed by owner uid) to the graph; its index.
+    fn track(&self, inf: &Informer, custom_kind: Option<(String, String)>) -> usize {
+        inf.store().add_indexer(OWNER_INDEX, |o| {
+            owner_refs(o).iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(str::to_string).collect()
+        });
+        let mut informers = write(&self.informers);
+        let i = informers.len();
+        informers.push(inf.clone());
+        write(&self.by_storage).insert(inf.resource().storage, i);
+        if let Some(k) = custom_kind {
+            write(&self.custom_kinds).insert(k, i);
+        }
+        i
     }
 
     /// The resource an owner reference names.
     fn owner_resource(&self, owner_ref: &Value) -> Option<(usize, &'static Resource)> {
-        let r = api_types::resources::by_kind(ref_str(owner_ref, "apiVersion"), ref_str(owner_ref, "kind"))?;
-        let i = self.index_of(r)?;
-        Some((i, self.informers[i].resource()))
+        let (api_version, kind) = (ref_str(owner_ref, "apiVersion"), ref_str(owner_ref, "kind"));
+        let i = match api_types::resources::by_kind(api_version, kind) {
+            Some(r) => read(&self.by_storage).get(r.storage).copied()?,
+            None => {
+                let (group, _) = api_types::resources::split_api_version(api_version);
+                read(&self.custom_kinds).get(&(group.to_string(), kind.to_string())).copied()?
+            }
+        };
+        Some((i, self.informer(i).resource()))
     }
 
     /// Every object (of every resource) that names `uid` as an owner.
     fn dependents(&self, uid: &str) -> Vec<(usize, Arc<Value>)> {
         let mut out = Vec::new();
-        for (i, inf) in self.informers.iter().enumerate() {
+        let informers = read(&self.informers).clone();
+        for (i, inf) in informers.iter().enumerate() {
             for o in inf.store().by_index(OWNER_INDEX, uid) {
                 out.push((i, o));
             }
@@ -183,8 +218,7 @@ impl Graph {
     }
 
     fn api(&self, i: usize, ns: &str) -> client::Api {
-        let r = self.informers[i].resource();
-        self.ctx.api(r.group, r.version, r.plural).namespaced(ns)
+        self.ctx.client.api_for(self.informer(i).resource()).namespaced(ns)
     }
 
     /// The owner named by a reference of a dependent in namespace `ns`: the cache, confirmed live when the cache
@@ -197,7 +231,7 @@ impl Graph {
         if !r.namespaced || !ns.is_empty() {
             let owner_ns = if r.namespaced { ns } else { "" };
             let name = ref_str(owner_ref, "name");
-            if let Some(o) = self.informers[i].store().get(owner_ns, name)
+            if let Some(o) = self.informer(i).store().get(owner_ns, name)
                 && runtime::uid(&o) == ref_str(owner_ref, "uid")
             {
                 return Ok(Some((*o).clone()));
@@ -215,7 +249,7 @@ impl Graph {
     async fn delete(&self, i: usize, obj: &Value, policy: &str) -> Result<(), BoxError> {
         let opts = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": policy,
             "preconditions": {"uid": runtime::uid(obj)}});
-        tracing::info!(resource = self.informers[i].resource().plural, key = %runtime::object_key(obj), policy,
+        tracing::info!(resource = self.informer(i).resource().plural, key = %runtime::object_key(obj), policy,
             "garbage collector: deleting");
         match self.api(i, runtime::namespace(obj)).delete(runtime::name(obj), Some(&opts)).await {
             Ok(_) => Ok(()),
@@ -234,7 +268,7 @@ impl Graph {
     }
 
     async fn reconcile(&self, (i, key): Key) -> Result<Action, BoxError> {
-        let Some(obj) = self.informers[i].store().get_by_key(&key) else { return Ok(Action::Done) };
+        let Some(obj) = self.informer(i).store().get_by_key(&key) else { return Ok(Action::Done) };
         if deleting(&obj) {
             if has_finalizer(&obj, ORPHAN) {
                 return self.orphan_dependents(i, &obj).await;
@@ -366,25 +400,24 @@ impl Graph {
 }
 
 pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
-    let mut informers = Vec::new();
-    let mut by_storage = HashMap::new();
-    for r in collectable_resources() {
-        let inf = ctx.informer(r.group, r.version, r.plural);
-        inf.store().add_indexer(OWNER_INDEX, |o| {
-            owner_refs(o).iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(str::to_string).collect()
-        });
-        by_storage.insert(r.storage, informers.len());
-        informers.push(inf);
-    }
     let workers = ctx.options.concurrent_gc_syncs;
     let mut controller: Controller<Key> =
         Controller::new(runtime::controller::Config { workers, ..Default::default() });
     let queue = controller.queue();
-    let graph = Arc::new(Graph { ctx: ctx.clone(), informers: informers.clone(), by_storage, queue });
-    for (i, inf) in informers.iter().enumerate() {
+    let graph = Arc::new(Graph {
+        ctx: ctx.clone(),
+        informers: Default::default(),
+        by_storage: Default::default(),
+        custom_kinds: Default::default(),
+        queue,
+    });
+    for r in collectable_resources() {
+        let inf = ctx.informer(r.group, r.version, r.plural);
+        let i = graph.track(&inf, None);
         let g = graph.clone();
-        controller = controller.watches(inf, move |n| g.keys_for(i, n));
+        controller = controller.watches(&inf, move |n| g.keys_for(i, n));
     }
+    tokio::spawn(discover_custom(graph.clone(), stop.clone()));
     controller
         .run(
             move |key: Key| {
@@ -394,6 +427,51 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
             stopped(stop),
         )
         .await;
+}
+
+/// Adds the custom resources discovery lists to the graph, at start and every 30 s; each new informer feeds the
+/// queue as the controller's own sources do.
+async fn discover_custom(graph: Arc<Graph>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match graph.ctx.client.discover_resources().await {
+            Ok(found) => {
+                for d in found {
+                    let collectable =
+                        d.is_custom() && ["list", "watch", "delete"].iter().all(|v| d.verbs.iter().any(|x| x == v));
+                    if !collectable {
+                        continue;
+                    }
+                    let res = graph.ctx.client.api_dynamic(&d.group, &d.version, &d.plural, &d.kind, d.namespaced).res;
+                    if read(&graph.by_storage).contains_key(res.storage) {
+                        continue;
+                    }
+                    let inf = match graph.ctx.factory.informer(res, runtime::InformerParams::all()) {
+                        Ok(inf) => inf,
+                        Err(e) => {
+                            tracing::warn!(resource = %format!("{}.{}", d.plural, d.group), error = %e, "garbage collector: no informer");
+                            continue;
+                        }
+                    };
+                    let i = graph.track(&inf, Some((d.group.clone(), d.kind.clone())));
+                    tracing::info!(resource = %format!("{}.{}", d.plural, d.group), "garbage collector: tracking a custom resource");
+                    let mut rx = inf.subscribe();
+                    let g = graph.clone();
+                    tokio::spawn(async move {
+                        while let Some(n) = rx.recv().await {
+                            for k in g.keys_for(i, &n) {
+                                g.queue.add(k);
+                            }
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "garbage collector: discovery failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 #[cfg(test)]
