@@ -317,11 +317,22 @@ async fn nodeipam_hands_out_node_cidrs_and_reuses_freed_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_quota_usage_follows_the_namespace() {
     let c = Cluster::start(&["resourcequota"], &[]).await;
+    // A custom resource counted as `count/<plural>.<group>`.
+    c.create(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "metadata: {name: widgets.example.com}\nspec: {group: example.com, scope: Namespaced, names: {plural: widgets, kind: Widget},\n  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]}",
+    )
+    .await;
+    let widgets = c.client().api_dynamic("example.com", "v1", "widgets", "Widget", true).namespaced("default");
+    let w = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}});
+    c.until(20, "the CRD served", || async { widgets.create(&w).await.ok() }, |_| true).await;
     c.create(
         "",
         "v1",
         "resourcequotas",
-        "metadata: {name: q}\nspec:\n  hard: {pods: '10', requests.cpu: '2', requests.memory: 1Gi, limits.memory: 2Gi, configmaps: '5', services: '2', count/deployments.apps: '3'}",
+        "metadata: {name: q}\nspec:\n  hard: {pods: '10', requests.cpu: '2', requests.memory: 1Gi, limits.memory: 2Gi, configmaps: '5', services: '2', count/deployments.apps: '3', count/widgets.example.com: '5'}",
     )
     .await;
     for (name, cpu) in [("p1", "250m"), ("p2", "1")] {
@@ -348,7 +359,7 @@ async fn resource_quota_usage_follows_the_namespace() {
         q["status"]["used"],
         json!({"pods": "2", "requests.cpu": "1250m", "requests.memory": "512Mi", "limits.memory": "1Gi", "configmaps": "1",
             // The apiserver's own `kubernetes` service is in default.
-            "services": "1", "count/deployments.apps": "0"})
+            "services": "1", "count/deployments.apps": "0", "count/widgets.example.com": "1"})
     );
     // A finished pod no longer counts.
     c.api("", "v1", "pods", "default")

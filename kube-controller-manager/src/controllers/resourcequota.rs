@@ -426,12 +426,20 @@ impl ResourceQuota {
             if group.is_empty() && known.contains(&plural.as_str()) {
                 continue;
             }
-            let Some(res) =
-                api_types::resources::RESOURCES.iter().find(|r| r.group == group && r.plural == plural && r.namespaced)
-            else {
-                continue;
+            let builtin =
+                api_types::resources::RESOURCES.iter().find(|r| r.group == group && r.plural == plural && r.namespaced);
+            let api = match builtin {
+                Some(res) => self.ctx.api(res.group, res.version, res.plural).namespaced(&ns),
+                None => {
+                    // `count/<plural>.<group>` of a custom resource: its preferred version from discovery.
+                    let found = self.ctx.client.discover_resources().await?;
+                    let Some(d) = found.into_iter().find(|d| d.group == group && d.plural == plural && d.namespaced)
+                    else {
+                        continue;
+                    };
+                    self.ctx.client.api_dynamic(&d.group, &d.version, &d.plural, &d.kind, true).namespaced(&ns)
+                }
             };
-            let api = self.ctx.api(res.group, res.version, res.plural).namespaced(&ns);
             let list = api.list(&Default::default()).await?;
             extra.push((k.clone(), list["items"].as_array().map_or(0, Vec::len)));
             listed = true;
