@@ -204,6 +204,49 @@ configmaps.create(body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"n
 configmaps.patch(body={"data": {"x": "2"}}, name="dyn", namespace=ns, content_type="application/merge-patch+json")
 assert configmaps.get(name="dyn", namespace=ns).data.x == "2"
 
+# A CustomResourceDefinition and its objects through the DynamicClient (discovery refreshed for the new kind).
+ext = client.ApiextensionsV1Api()
+ext.create_custom_resource_definition({
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "gizmos.example.com"},
+    "spec": {"group": "example.com", "scope": "Namespaced",
+             "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo", "shortNames": ["gz"]},
+             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                               "spec": {"type": "object", "properties": {"size": {"type": "integer", "minimum": 1}}},
+                               "status": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}}}}]},
+})
+for _ in range(100):
+    conds = ext.read_custom_resource_definition("gizmos.example.com").status.conditions or []
+    if any(c.type == "Established" and c.status == "True" for c in conds):
+        break
+    time.sleep(0.05)
+else:
+    raise AssertionError("the CRD never became Established")
+dyn = dynamic.DynamicClient(client.ApiClient())
+gizmos = dyn.resources.get(api_version="example.com/v1", kind="Gizmo")
+assert gizmos.namespaced and gizmos.name == "gizmos" and gizmos.short_names == ["gz"], gizmos
+g = gizmos.create(body={"apiVersion": "example.com/v1", "kind": "Gizmo", "metadata": {"name": "g1"},
+                        "spec": {"size": 2, "dropped": True}}, namespace=ns)
+assert g.spec.size == 2 and "dropped" not in g.spec.to_dict(), g.spec
+assert [i.metadata.name for i in gizmos.get(namespace=ns).items] == ["g1"]
+gizmos.patch(body={"spec": {"size": 4}}, name="g1", namespace=ns, content_type="application/merge-patch+json")
+gizmos.status.patch(body={"status": {"ok": True}}, name="g1", namespace=ns,
+                    content_type="application/merge-patch+json")
+g = gizmos.get(name="g1", namespace=ns)
+assert g.spec.size == 4 and g.status.ok is True and g.metadata.generation == 2, g
+try:
+    gizmos.create(body={"apiVersion": "example.com/v1", "kind": "Gizmo", "metadata": {"name": "bad"},
+                        "spec": {"size": 0}}, namespace=ns)
+    raise AssertionError("a Gizmo below the schema's minimum was accepted")
+except ApiException as e:
+    assert e.status == 422 and "spec.size" in json.loads(e.body)["message"], e.body
+custom = client.CustomObjectsApi()
+listed = custom.list_namespaced_custom_object("example.com", "v1", ns, "gizmos")
+assert [i["metadata"]["name"] for i in listed["items"]] == ["g1"], listed
+custom.delete_namespaced_custom_object("example.com", "v1", ns, "gizmos", "g1")
+ext.delete_custom_resource_definition("gizmos.example.com")
+
 # Deletes.
 apps.delete_namespaced_deployment("web", ns)
 code, _ = api_error(apps.read_namespaced_deployment, "web", ns)
