@@ -19,6 +19,9 @@ use super::source::{ClientConfig, Endpoint};
 
 type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// A pool's key: the CA bundle and the TLS server name.
+type PoolKey = (Option<Vec<u8>>, String);
+
 /// Pools beyond this many (distinct CA and name pairs) are dropped and built again as needed.
 const MAX_POOLS: usize = 256;
 
@@ -28,7 +31,7 @@ const MAX_RESPONSE: usize = 3 * 1024 * 1024;
 /// One connection pool per (caBundle, TLS server name).
 #[derive(Default)]
 pub struct Clients {
-    pools: Mutex<HashMap<(Option<Vec<u8>>, String), Https>>,
+    pools: Mutex<HashMap<PoolKey, Https>>,
 }
 
 /// Where one call goes.
