@@ -80,7 +80,7 @@ async fn main() {
     println!("ConfigMap creates, one at a time, {n} per case (in-process apiserver, embedded store, loopback):\n");
     println!("| case | p50 (ms) | p99 (ms) |");
     println!("|---|---|---|");
-    let mut row = |name: &str, s: &mut Vec<Duration>| {
+    let row = |name: &str, s: &mut Vec<Duration>| {
         let (p50, p99) = (pct(s, 0.50), pct(s, 0.99));
         println!("| {name} | {:.2} | {:.2} |", ms(p50), ms(p99));
         (p50, p99)
