@@ -21,7 +21,7 @@ use crate::server::{Apiserver, Resp, User, json_response, read_body};
 use crate::table;
 
 /// Adds a `Warning: 299 - "<message>"` header per warning, as upstream reports fieldValidation=Warn.
-fn with_warnings(mut resp: Resp, warnings: &[String]) -> Resp {
+pub fn with_warnings(mut resp: Resp, warnings: &[String]) -> Resp {
     for w in warnings {
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {

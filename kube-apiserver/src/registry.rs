@@ -369,30 +369,30 @@ impl Registry {
         Err(ApiError::invalid(res.group, res.kind, meta_str(obj, "name").unwrap_or_default(), causes))
     }
 
-    /// Runs validating admission on a write made for an API request (the apiserver's own writes skip it).
-    #[allow(clippy::too_many_arguments)]
-    fn admit(
-        &self,
-        operation: crate::admission::Operation,
-        res: &Resource,
-        subresource: Option<&str>,
-        ns: Option<&str>,
-        name: &str,
-        object: Option<&Value>,
-        old: Option<&Value>,
-    ) -> Result<(), ApiError> {
+    /// The user of the API request a write is made for, taken once per write; None for the apiserver's own writes,
+    /// which admission skips.
+    fn admission_user(&self) -> Option<crate::auth::UserInfo> {
+        self.admission.get()?;
+        crate::admission::current_user()
+    }
+
+    /// Validating admission: the built-in plugins, then the validating webhooks (none apply: nothing awaited).
+    async fn admit(&self, r: &crate::admission::Request<'_>) -> Result<(), ApiError> {
         let Some(v) = self.admission.get() else { return Ok(()) };
-        let Some(user) = crate::admission::current_user() else { return Ok(()) };
-        v.validate(&crate::admission::Request {
-            operation,
-            resource: res,
-            subresource: subresource.unwrap_or_default(),
-            namespace: ns.unwrap_or_default(),
-            name,
-            object,
-            old,
-            user: &user,
-        })
+        v.validate(r)?;
+        if let Some(webhooks) = v.validate_webhooks(r) {
+            webhooks.await?;
+        }
+        Ok(())
+    }
+
+    /// Mutating webhooks on the object about to be written (None for a delete).
+    async fn mutate(&self, r: &crate::admission::Request<'_>, object: Option<&mut Value>) -> Result<(), ApiError> {
+        let Some(v) = self.admission.get() else { return Ok(()) };
+        if let Some(webhooks) = v.mutate_webhooks(r, object) {
+            webhooks.await?;
+        }
+        Ok(())
     }
 
     pub async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
@@ -534,7 +534,20 @@ impl Registry {
         if let Some(ns) = ns.filter(|_| res.namespaced && res.plural != "namespaces") {
             self.check_namespace(res, ns, &name).await?;
         }
-        self.admit(crate::admission::Operation::Create, res, None, ns, &name, Some(&obj), None)?;
+        if let Some(user) = self.admission_user() {
+            let r = crate::admission::Request {
+                operation: crate::admission::Operation::Create,
+                resource: res,
+                subresource: "",
+                namespace: ns.unwrap_or_default(),
+                name: &name,
+                object: Some(&obj),
+                old: None,
+                user: &user,
+                dry_run,
+            };
+            self.admit(&r).await?;
+        }
         let ttl = strategy::ttl(res);
         if dry_run {
             if self.store.get(&key(res, ns, &name), None).await.is_ok() {
@@ -666,9 +679,26 @@ impl Registry {
         compute: impl Fn(Revision, &Value) -> Result<Value, ApiError>,
         subresource: Option<&str>,
     ) -> Result<Value, ApiError> {
+        let user = self.admission_user();
         for _ in 0..16 {
             let (kv, cur) = self.get_kv(res, ns, name).await?;
             let mut new = compute(kv.mod_revision, &cur)?;
+            // Mutating webhooks see the object as the request made it, before the strategy (upstream's order, inside
+            // the retry as its GuaranteedUpdate).
+            if let Some(user) = &user {
+                let r = crate::admission::Request {
+                    operation: crate::admission::Operation::Update,
+                    resource: res,
+                    subresource: subresource.unwrap_or_default(),
+                    namespace: ns.unwrap_or_default(),
+                    name,
+                    object: None,
+                    old: Some(&cur),
+                    user,
+                    dry_run,
+                };
+                self.mutate(&r, Some(&mut new)).await?;
+            }
             if res.custom {
                 // Every write of a custom resource (status and scale too) is pruned and defaulted.
                 self.check_fields(res, &mut new, FieldValidation::Ignore)?;
@@ -676,7 +706,20 @@ impl Registry {
             strategy::prepare_update(res, subresource, &cur, &mut new)?;
             strategy::validate(res, &new, Some(&cur))?;
             self.validate_custom(res, &new)?;
-            self.admit(crate::admission::Operation::Update, res, subresource, ns, name, Some(&new), Some(&cur))?;
+            if let Some(user) = &user {
+                let r = crate::admission::Request {
+                    operation: crate::admission::Operation::Update,
+                    resource: res,
+                    subresource: subresource.unwrap_or_default(),
+                    namespace: ns.unwrap_or_default(),
+                    name,
+                    object: Some(&new),
+                    old: Some(&cur),
+                    user,
+                    dry_run,
+                };
+                self.admit(&r).await?;
+            }
             let mut cur_cmp = cur.clone();
             set_rv(&mut new, kv.mod_revision);
             set_rv(&mut cur_cmp, kv.mod_revision);
@@ -799,6 +842,7 @@ impl Registry {
         name: &str,
         p: &DeleteParams,
     ) -> Result<Deleted, ApiError> {
+        let user = self.admission_user();
         for _ in 0..16 {
             let (kv, cur) = self.get_kv(res, ns, name).await?;
             if let Some(uid) = &p.precondition_uid
@@ -827,7 +871,21 @@ impl Registry {
                     ),
                 ));
             }
-            self.admit(crate::admission::Operation::Delete, res, None, ns, name, None, Some(&cur))?;
+            if let Some(user) = &user {
+                let r = crate::admission::Request {
+                    operation: crate::admission::Operation::Delete,
+                    resource: res,
+                    subresource: "",
+                    namespace: ns.unwrap_or_default(),
+                    name,
+                    object: None,
+                    old: Some(&cur),
+                    user,
+                    dry_run: p.dry_run,
+                };
+                self.mutate(&r, None).await?;
+                self.admit(&r).await?;
+            }
             let mut new = cur.clone();
             let keep = strategy::prepare_delete(res, &mut new, p)?;
             if keep {

@@ -105,6 +105,8 @@ pub struct Apiserver {
     indexed: Vec<Arc<dyn crate::authorization::feed::Indexed>>,
     /// The admission plugins in force.
     pub admission_plugins: Vec<String>,
+    /// The admission webhooks in force and the client that calls them.
+    pub webhooks: crate::admission::webhook::Webhooks,
     /// How the apiserver talks to kubelets (`--kubelet-client-certificate`/`-key`, `--kubelet-certificate-authority`);
     /// `server` is filled per node.
     pub kubelet_client: client::Config,
@@ -211,6 +213,7 @@ impl Apiserver {
             rbac,
             authz_synced: Default::default(),
             indexed,
+            webhooks: crate::admission::webhook::Webhooks::new(&admission_plugins),
             admission_plugins,
             kubelet_client,
             client_ca,
@@ -249,6 +252,11 @@ impl Apiserver {
             }
             crate::apiextensions::controller::spawn(self.registry.clone(), self.served.clone(), self.stop_signal());
             crate::aggregator::controller::spawn(self);
+            crate::admission::webhook::source::spawn(
+                self.registry.clone(),
+                self.webhooks.source.clone(),
+                self.stop_signal(),
+            );
         }
         crate::bootstrap::run(self).await?;
         self.bootstrapped.store(true, Ordering::Release);
@@ -509,15 +517,19 @@ impl Apiserver {
         let this = self.clone();
         let work = crate::admission::REQUEST_USER
             .scope(user.clone(), async move { crate::api::serve(&this, req, info, q, user).await });
+        let mut work = std::pin::pin!(crate::admission::WARNINGS.scope(Default::default(), work));
         let resp = if long_running {
-            work.await
+            (&mut work).await
         } else {
-            match tokio::time::timeout(self.opts.request_timeout, work).await {
+            match tokio::time::timeout(self.opts.request_timeout, &mut work).await {
                 Ok(r) => r,
                 Err(_) => Err(ApiError::timeout("Timeout: request did not complete within the allotted timeout")),
             }
         };
         let resp = resp.unwrap_or_else(|e| error_response_as(&e, error_encoding));
+        // Warnings admission added (webhooks'), on success and failure alike, as upstream.
+        let warnings = work.as_mut().take_value().map(std::cell::RefCell::into_inner).unwrap_or_default();
+        let resp = crate::api::with_warnings(resp, &warnings);
         self.metrics.observe(labels, resp.status().as_u16(), started.elapsed());
         Ok(resp)
     }

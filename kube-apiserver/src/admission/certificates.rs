@@ -159,6 +159,7 @@ mod tests {
             object: new,
             old,
             user,
+            dry_run: false,
         }
     }
 

@@ -1,16 +1,31 @@
 //! What happens around the registry's create and delete for particular kinds, as upstream's admission plugins and
 //! REST storage do: Services get their ClusterIPs and NodePorts (released when they go), the system namespaces
-//! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]).
+//! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]). Dynamic
+//! admission ([`webhook`]) runs after the built-in plugins of each phase.
 
 pub mod certificates;
 pub mod noderestriction;
 pub mod serviceaccount;
+pub mod webhook;
 
 use crate::auth::UserInfo;
 
 tokio::task_local! {
     /// The user of the API request being served (unset for the apiserver's own writes, which admission skips).
     pub static REQUEST_USER: UserInfo;
+    /// Warnings for the response of the API request being served (`Warning: 299 - "..."` headers), as upstream's
+    /// `warning.AddWarning`: admission webhooks add theirs.
+    pub static WARNINGS: std::cell::RefCell<Vec<String>>;
+}
+
+/// Adds a warning to the response of the request being served (repeated warnings are sent once).
+pub fn add_warning(w: &str) {
+    let _ = WARNINGS.try_with(|ws| {
+        let mut ws = ws.borrow_mut();
+        if !ws.iter().any(|x| x == w) {
+            ws.push(w.to_string());
+        }
+    });
 }
 
 /// What a write does, as upstream's `admission.Operation`.
@@ -19,6 +34,17 @@ pub enum Operation {
     Create,
     Update,
     Delete,
+}
+
+impl Operation {
+    /// Upstream's name (`CREATE`, `UPDATE`, `DELETE`), as webhook rules and AdmissionReviews spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+        }
+    }
 }
 
 /// One write as validating admission sees it (`admission.Attributes`).
@@ -33,11 +59,29 @@ pub struct Request<'a> {
     /// The stored object (None for creates).
     pub old: Option<&'a Value>,
     pub user: &'a UserInfo,
+    /// `dryRun=All`: nothing will be stored.
+    pub dry_run: bool,
 }
 
-/// Validating admission, called by the registry right before a write is stored.
+/// Admission of the writes of API requests, called by the registry: the built-in validating plugins, then the
+/// webhooks of each phase. The webhook methods return None, having allocated nothing, when no webhook applies.
 pub trait Validating: Send + Sync {
+    /// The built-in validating plugins, right before a write is stored.
     fn validate(&self, r: &Request<'_>) -> Result<(), ApiError>;
+
+    /// Validating webhooks, after [`Self::validate`].
+    fn validate_webhooks<'a>(&'a self, _r: &'a Request<'a>) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
+        None
+    }
+
+    /// Mutating webhooks on the object about to be written (None for a delete), before the strategy runs.
+    fn mutate_webhooks<'a>(
+        &'a self,
+        _r: &'a Request<'a>,
+        _object: Option<&'a mut Value>,
+    ) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
+        None
+    }
 }
 
 /// The validating plugins in force, run by the registry before every write of an API request.
@@ -97,6 +141,22 @@ impl Validating for Plugins {
             }
         }
         Ok(())
+    }
+
+    fn validate_webhooks<'a>(&'a self, r: &'a Request<'a>) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
+        let server = self.server.upgrade()?;
+        let snap = server.webhooks.validating_candidates(r)?;
+        Some(Box::pin(async move { server.webhooks.validate(&*server, snap, r).await }))
+    }
+
+    fn mutate_webhooks<'a>(
+        &'a self,
+        r: &'a Request<'a>,
+        object: Option<&'a mut Value>,
+    ) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
+        let server = self.server.upgrade()?;
+        let snap = server.webhooks.mutating_candidates(r)?;
+        Some(Box::pin(async move { server.webhooks.mutate(&*server, snap, r, object).await }))
     }
 }
 
@@ -439,6 +499,7 @@ pub async fn create(
     if is(res, "certificates.k8s.io", "certificatesigningrequests") {
         requester(&mut obj);
     }
+    mutating_webhooks_on_create(server, res, ns, &mut obj, dry_run).await?;
     if is(res, "", "services") && !dry_run {
         // Defaults first, so the type and ports are known, then the allocation.
         let mut probe = obj.clone();
@@ -454,6 +515,56 @@ pub async fn create(
         };
     }
     server.registry.create(res, ns, obj, dry_run).await
+}
+
+/// The mutating webhooks of a create, after the built-in mutating plugins (upstream's order). The object goes out
+/// as upstream sends it: with its apiVersion, kind, namespace and defaults.
+async fn mutating_webhooks_on_create(
+    server: &Arc<Apiserver>,
+    res: &Resource,
+    ns: Option<&str>,
+    obj: &mut Value,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    let ns = ns.filter(|_| res.namespaced).unwrap_or_default();
+    let name = meta_str(obj, "name").unwrap_or_default().to_string();
+    let probe = |user: &UserInfo| {
+        let r = Request {
+            operation: Operation::Create,
+            resource: res,
+            subresource: "",
+            namespace: ns,
+            name: &name,
+            object: None,
+            old: None,
+            user,
+            dry_run,
+        };
+        server.webhooks.mutating_candidates(&r)
+    };
+    // The common case, no webhook for this write, costs no copy of the user.
+    let Some(snap) = REQUEST_USER.try_with(probe).ok().flatten() else { return Ok(()) };
+    let user = current_user().unwrap_or_default();
+    if let Some(o) = obj.as_object_mut() {
+        o.entry("apiVersion").or_insert_with(|| json!(res.api_version()));
+        o.entry("kind").or_insert_with(|| json!(res.kind));
+    }
+    if res.namespaced && !ns.is_empty() && obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    crate::defaults::apply(res, obj, true);
+    let r = Request {
+        operation: Operation::Create,
+        resource: res,
+        subresource: "",
+        namespace: ns,
+        name: &name,
+        object: None,
+        old: None,
+        user: &user,
+        dry_run,
+    };
+    server.webhooks.mutate(&**server, snap, &r, Some(obj)).await
 }
 
 pub async fn delete(

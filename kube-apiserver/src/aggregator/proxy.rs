@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::Route;
 use crate::auth::UserInfo;
 use crate::proxy::Target;
+use crate::registry::Shared;
 use crate::server::{Apiserver, Resp};
 
 /// Why a backend cannot be reached: upstream's availability reason and message.
@@ -30,28 +31,41 @@ fn unreachable(reason: &'static str, message: String) -> Unreachable {
 
 /// An endpoint (IP, port) of the route's Service, as upstream's `ResolveEndpoint`.
 pub async fn endpoint(server: &Apiserver, route: &Route) -> Result<(String, u16), Unreachable> {
-    let (ns, name) = (route.service_namespace.as_str(), route.service_name.as_str());
+    service_endpoint(server, &route.service_namespace, &route.service_name, route.port).await
+}
+
+/// An object of the watch cache, or from storage when the cache has not seen it (yet).
+async fn cached(server: &Apiserver, res: &'static api_types::Resource, ns: &str, name: &str) -> Option<Shared> {
+    if let Ok(cache) = server.registry.cacher.cache(res).await
+        && let Some(o) = cache.get(&crate::registry::key(res, Some(ns), name))
+    {
+        return Some(o);
+    }
+    server.registry.get(res, Some(ns), name).await.ok().map(Shared::new)
+}
+
+/// An endpoint (IP, port) of Service `ns/name` for its port `port` (also how admission webhooks are reached).
+pub async fn service_endpoint(
+    server: &Apiserver,
+    ns: &str,
+    name: &str,
+    port: u16,
+) -> Result<(String, u16), Unreachable> {
     let services = api_types::resources::find("", "v1", "services").expect("services are in the table");
-    let svc = server
-        .registry
-        .get(services, Some(ns), name)
+    let svc = cached(server, services, ns, name)
         .await
-        .map_err(|_| unreachable("ServiceNotFound", format!("service/{name} in \"{ns}\" is not present")))?;
-    let port = svc["spec"]["ports"]
+        .ok_or_else(|| unreachable("ServiceNotFound", format!("service/{name} in \"{ns}\" is not present")))?;
+    let svc_port = svc["spec"]["ports"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["port"].as_u64() == Some(route.port as u64))
-        .cloned()
+        .find(|p| p["port"].as_u64() == Some(port as u64))
         .ok_or_else(|| {
-            unreachable(
-                "ServicePortError",
-                format!("service/{name} in \"{ns}\" is not listening on port {}", route.port),
-            )
+            unreachable("ServicePortError", format!("service/{name} in \"{ns}\" is not listening on port {port}"))
         })?;
-    let port_name = port["name"].as_str().unwrap_or_default().to_string();
+    let port_name = svc_port["name"].as_str().unwrap_or_default().to_string();
     let endpoints = api_types::resources::find("", "v1", "endpoints").expect("endpoints are in the table");
-    let eps = server.registry.get(endpoints, Some(ns), name).await.map_err(|_| {
+    let eps = cached(server, endpoints, ns, name).await.ok_or_else(|| {
         unreachable("EndpointsNotFound", format!("cannot find endpoints for service/{name} in \"{ns}\""))
     })?;
     for subset in eps["subsets"].as_array().into_iter().flatten() {

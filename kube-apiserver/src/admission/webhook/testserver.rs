@@ -1,0 +1,170 @@
+//! An admission webhook server for tests and benchmarks, on 127.0.0.1 (upstream's `webhook/testing/
+//! webhook_server.go`): HTTPS with a serving certificate from its own CA, one behaviour per path (`/allow`,
+//! `/disallow`, `/disallowReason`, `/shouldNotBeCalled`, `/internalErr`, `/nilResponse`, `/addLabel`,
+//! `/removeLabel`, `/invalidMutation`, `/noop`, `/warn`, `/slow`), answering in the AdmissionReview version it was
+//! asked in and recording every call.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+
+/// One call the server received: its path and the AdmissionReview request.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub path: String,
+    pub review: Value,
+}
+
+/// A running webhook server; it stops when dropped.
+pub struct WebhookServer {
+    pub port: u16,
+    /// PEM of the CA that signed the serving certificate.
+    pub ca_pem: String,
+    calls: Arc<Mutex<Vec<Call>>>,
+    down: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn answer(path: &str, review: &Value) -> Option<Value> {
+    let uid = review.pointer("/request/uid").cloned().unwrap_or(Value::Null);
+    let allowed = |extra: Value| {
+        let mut r = json!({"uid": uid, "allowed": true});
+        if let (Some(r), Some(extra)) = (r.as_object_mut(), extra.as_object()) {
+            r.extend(extra.clone());
+        }
+        r
+    };
+    let patch = |p: &str| {
+        allowed(json!({"patchType": "JSONPatch", "patch": base64::engine::general_purpose::STANDARD.encode(p)}))
+    };
+    let denied = |status: Value| json!({"uid": uid, "allowed": false, "status": status});
+    Some(match path {
+        "/allow" => allowed(json!({"auditAnnotations": {"key1": "value1"}})),
+        "/noop" => allowed(json!({})),
+        "/warn" => allowed(json!({"warnings": ["a warning from the webhook", "another one"]})),
+        "/disallow" => denied(json!({"code": 403})),
+        "/disallowReason" => denied(json!({"message": "you shall not pass", "code": 403})),
+        "/shouldNotBeCalled" => {
+            denied(json!({"message": "doesn't expect labels to match object selector", "code": 403}))
+        }
+        "/removeLabel" => patch(r#"[{"op": "remove", "path": "/metadata/labels/remove"}]"#),
+        "/addLabel" => patch(r#"[{"op": "add", "path": "/metadata/labels/added", "value": "test"}]"#),
+        "/invalidMutation" => patch(r#"[{"op": "add", "CORRUPTED_KEY":}]"#),
+        _ => return None,
+    })
+}
+
+async fn serve(
+    req: hyper::Request<hyper::body::Incoming>,
+    calls: Arc<Mutex<Vec<Call>>>,
+) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    calls.lock().unwrap_or_else(|p| p.into_inner()).push(Call { path: path.clone(), review: review.clone() });
+    let respond = |code: u16, body: Vec<u8>, ct: &str| {
+        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
+        if let Ok(v) = http::HeaderValue::from_str(ct) {
+            r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    let api_version = review["apiVersion"].as_str().unwrap_or("admission.k8s.io/v1").to_string();
+    let review_of = |response: Option<Value>| {
+        let mut r = json!({"apiVersion": api_version, "kind": "AdmissionReview"});
+        if let Some(resp) = response {
+            r["response"] = resp;
+        }
+        serde_json::to_vec(&r).unwrap_or_default()
+    };
+    match path.as_str() {
+        "/internalErr" => respond(500, b"webhook internal server error\n".to_vec(), "text/plain; charset=utf-8"),
+        "/nilResponse" => respond(200, review_of(None), "application/json"),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            respond(200, review_of(answer("/allow", &review)), "application/json")
+        }
+        p => match answer(p, &review) {
+            Some(a) => respond(200, review_of(Some(a)), "application/json"),
+            None => respond(404, b"404 page not found\n".to_vec(), "text/plain; charset=utf-8"),
+        },
+    }
+}
+
+impl WebhookServer {
+    /// Starts the server on 127.0.0.1 with a certificate for `names` (DNS names or IPs).
+    pub async fn start(names: &[&str]) -> WebhookServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = crate::pki::Ca::new("webhook-ca").expect("CA");
+        let pair = ca.issue("webhook", &[], names).expect("serving certificate");
+        let (cert, key) = (dir.path().join("webhook.crt"), dir.path().join("webhook.key"));
+        pair.write(&cert, &key).expect("certificate files");
+        let tls = crate::pki::server_config(&cert, &key, None).expect("TLS configuration");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
+        let port = listener.local_addr().expect("address").port();
+        let calls: Arc<Mutex<Vec<Call>>> = Default::default();
+        let down = Arc::new(AtomicBool::new(false));
+        let (c, d) = (calls.clone(), down.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    continue; // dropped: the caller sees the connection closed
+                }
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, calls, down) = (acceptor.clone(), c.clone(), d.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper::service::service_fn(move |req| {
+                        let (calls, down) = (calls.clone(), down.clone());
+                        async move {
+                            if down.load(Ordering::SeqCst) {
+                                // An error closes the connection without an answer.
+                                return Err(std::io::Error::other("webhook server is down"));
+                            }
+                            Ok(serve(req, calls).await)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        WebhookServer { port, ca_pem: ca.cert_pem.clone(), calls, down, task, _dir: dir }
+    }
+
+    /// `caBundle` for a webhook configuration: the CA, base64.
+    pub fn ca_bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
+    }
+
+    /// `https://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// While down, connections are closed without an answer, new and pooled ones alike.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The calls received so far, oldest first, and forgets them.
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}

@@ -1,0 +1,301 @@
+//! Dynamic admission webhooks end to end, as upstream's `test/integration/apiserver/admissionwebhook` exercises
+//! them: webhook HTTPS servers in-process on loopback behind a selector-less Service and its Endpoints, CA bundles
+//! from a test CA; a mutating webhook adding a label on create and update, a validating webhook refusing, a webhook
+//! down under failurePolicy Fail and Ignore, warnings, dry run against sideEffects, the configuration kinds exempt,
+//! and the same through `kubectl`.
+
+mod support;
+
+use std::time::Duration;
+
+use api_types::patch::PatchType;
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+use kube_apiserver::admission::webhook::testserver::WebhookServer;
+use kube_apiserver::testing::TestApiserver;
+use serde_json::{Value, json};
+
+/// A webhook on the test Service `default/webhook`, for writes in namespaces labelled `webhooks: on`.
+fn hook(server: &WebhookServer, name: &str, path: &str, operations: &[&str], resources: &[&str]) -> Value {
+    json!({"name": name, "clientConfig": {"service": {"namespace": "default", "name": "webhook", "path": path, "port": 443},
+           "caBundle": server.ca_bundle()},
+           "rules": [{"operations": operations, "apiGroups": [""], "apiVersions": ["v1"], "resources": resources}],
+           "namespaceSelector": {"matchLabels": {"webhooks": "on"}},
+           "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 5})
+}
+
+async fn configuration(api: &TestApiserver, plural: &str, name: &str, webhooks: Vec<Value>) {
+    let kind =
+        if plural.starts_with("mutating") { "MutatingWebhookConfiguration" } else { "ValidatingWebhookConfiguration" };
+    let configs = api.client.api("admissionregistration.k8s.io", "v1", plural).unwrap();
+    let obj = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind, "metadata": {"name": name}, "webhooks": webhooks});
+    match configs.get(name).await {
+        Ok(cur) => {
+            let mut obj = obj;
+            obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+            configs.replace(name, &obj).await.unwrap();
+        }
+        Err(_) => {
+            configs.create(&obj).await.unwrap();
+        }
+    }
+}
+
+/// Retries `probe` until it returns true: a new configuration takes effect once the watch brings it.
+async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never: {what}");
+}
+
+async fn send(
+    c: &client::Client,
+    method: Method,
+    path: &str,
+    body: Option<(Bytes, &str)>,
+) -> client::Result<hyper::Response<hyper::body::Incoming>> {
+    c.send_accepting(method, path, "application/json", body).await
+}
+
+fn cm(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_mutate_validate_fail_and_warn() {
+    let server = WebhookServer::start(&["webhook.default.svc"]).await;
+    let api = TestApiserver::start().await;
+    let c = &api.client;
+    c.api("", "v1", "namespaces")
+        .unwrap()
+        .create(&json!({"metadata": {"name": "wh", "labels": {"webhooks": "on"}}}))
+        .await
+        .unwrap();
+    c.api("", "v1", "services")
+        .unwrap()
+        .namespaced("default")
+        .create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443, "targetPort": 8443}]}}))
+        .await
+        .unwrap();
+    c.api("", "v1", "endpoints")
+        .unwrap()
+        .namespaced("default")
+        .create(&json!({"metadata": {"name": "webhook"}, "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": server.port}]}]}))
+        .await
+        .unwrap();
+    let cms = c.api("", "v1", "configmaps").unwrap().namespaced("wh");
+
+    // A mutating webhook adds a label on create and on update (patch included).
+    configuration(
+        &api,
+        "mutatingwebhookconfigurations",
+        "label-adder",
+        vec![hook(&server, "add-label.example.com", "/addLabel", &["CREATE", "UPDATE"], &["configmaps"])],
+    )
+    .await;
+    let mut n = 0;
+    until("the mutating webhook adds its label", async || {
+        n += 1;
+        let created = cms.create(&cm(&format!("probe-{n}"), json!({"a": "b"}))).await.unwrap();
+        created["metadata"]["labels"]["added"] == "test"
+    })
+    .await;
+    let calls = server.take_calls();
+    let review = &calls.last().unwrap().review;
+    assert_eq!(review["request"]["operation"], "CREATE");
+    assert_eq!(review["request"]["namespace"], "wh");
+    assert_eq!(review["request"]["userInfo"]["username"], "kubernetes-admin");
+    assert_eq!(review["request"]["object"]["metadata"]["namespace"], "wh");
+    let stored = cms.get(&format!("probe-{n}")).await.unwrap();
+    assert_eq!(stored["metadata"]["labels"], json!({"a": "b", "added": "test"}));
+    // The label removed by a patch comes back: the webhook runs inside the update.
+    let patched = cms
+        .patch(&format!("probe-{n}"), PatchType::Json, &json!([{"op": "remove", "path": "/metadata/labels/added"}]))
+        .await
+        .unwrap();
+    assert_eq!(patched["metadata"]["labels"]["added"], "test");
+    let calls = server.take_calls();
+    assert_eq!(calls.last().unwrap().review["request"]["operation"], "UPDATE");
+    assert_eq!(calls.last().unwrap().review["request"]["oldObject"]["metadata"]["labels"]["added"], "test");
+    // Namespaces the selector leaves out are not sent to the webhook.
+    let default_cms = c.api("", "v1", "configmaps").unwrap().namespaced("default");
+    let plain = default_cms.create(&cm("untouched", json!({"a": "b"}))).await.unwrap();
+    assert!(plain["metadata"]["labels"].get("added").is_none());
+    assert!(server.take_calls().is_empty());
+
+    // A validating webhook refuses objects labelled deny=yes, with the webhook's code and message.
+    let mut deny = hook(&server, "deny.example.com", "/disallowReason", &["CREATE"], &["configmaps"]);
+    deny["objectSelector"] = json!({"matchLabels": {"deny": "yes"}});
+    configuration(&api, "validatingwebhookconfigurations", "deny", vec![deny]).await;
+    let mut n = 0;
+    until("the validating webhook refuses", async || {
+        n += 1;
+        cms.create(&cm(&format!("denied-{n}"), json!({"deny": "yes"}))).await.is_err()
+    })
+    .await;
+    let err = cms.create(&cm("denied", json!({"deny": "yes"}))).await.unwrap_err();
+    assert_eq!(err.code(), Some(403));
+    assert!(
+        err.to_string().contains("admission webhook \"deny.example.com\" denied the request: you shall not pass"),
+        "{err}"
+    );
+    assert!(cms.get("denied").await.is_err());
+    // The mutating webhook ran first (its label is on the object the validating webhook saw).
+    let seen = server.take_calls().into_iter().rfind(|c| c.path == "/disallowReason").unwrap();
+    assert_eq!(seen.review["request"]["object"]["metadata"]["labels"]["added"], "test");
+    cms.create(&cm("allowed", json!({"deny": "no"}))).await.unwrap();
+
+    // Warnings of a validating webhook come back as Warning headers.
+    configuration(
+        &api,
+        "validatingwebhookconfigurations",
+        "warn",
+        vec![hook(&server, "warn.example.com", "/warn", &["UPDATE"], &["configmaps"])],
+    )
+    .await;
+    let path = "/api/v1/namespaces/wh/configmaps/allowed";
+    let mut warnings = Vec::new();
+    until("the webhook's warnings come back", async || {
+        let body = Bytes::from(json!([{"op": "add", "path": "/data/n", "value": "1"}]).to_string());
+        let resp = send(c, Method::PATCH, path, Some((body, "application/json-patch+json"))).await.unwrap();
+        assert!(resp.status().is_success());
+        warnings = resp.headers().get_all("warning").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        !warnings.is_empty()
+    })
+    .await;
+    assert_eq!(warnings, ["299 - \"a warning from the webhook\"", "299 - \"another one\""]);
+
+    // Dry run: a webhook with side effects refuses it (400), one without is called with dryRun: true.
+    let mut some = hook(&server, "side-effects.example.com", "/allow", &["CREATE"], &["secrets"]);
+    some["sideEffects"] = json!("Some");
+    configuration(&api, "validatingwebhookconfigurations", "side-effects", vec![some]).await;
+    let secret = |name: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}});
+    let body = |name: &str| Some((Bytes::from(secret(name).to_string()), "application/json"));
+    until("the side-effects webhook refuses dry runs", async || {
+        let r = send(c, Method::POST, "/api/v1/namespaces/wh/secrets?dryRun=All", body("dry")).await.unwrap();
+        r.status() == 400
+    })
+    .await;
+    let r = send(c, Method::POST, "/api/v1/namespaces/wh/secrets?dryRun=All", body("dry")).await.unwrap();
+    let status: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(status["message"], "admission webhook \"side-effects.example.com\" does not support dry run");
+    assert_eq!(status["reason"], "BadRequest");
+    c.api("", "v1", "secrets").unwrap().namespaced("wh").create(&secret("real")).await.unwrap();
+    let r = send(
+        c,
+        Method::POST,
+        "/api/v1/namespaces/wh/configmaps?dryRun=All",
+        Some((Bytes::from(cm("dry", json!({"x": "y"})).to_string()), "application/json")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let dry = server.take_calls().into_iter().rfind(|c| c.path == "/addLabel").unwrap();
+    assert_eq!(dry.review["request"]["dryRun"], true);
+    assert_eq!(dry.review["request"]["options"]["dryRun"], json!(["All"]));
+
+    // The webhook down: failurePolicy Fail refuses deletes with 500, Ignore lets them through.
+    configuration(
+        &api,
+        "validatingwebhookconfigurations",
+        "down",
+        vec![hook(&server, "down.example.com", "/allow", &["DELETE"], &["configmaps"])],
+    )
+    .await;
+    until("the delete webhook is called", async || {
+        let _ = cms.create(&cm("victim", json!({}))).await;
+        let _ = cms.delete("victim", None).await;
+        server.take_calls().iter().any(|c| c.path == "/allow")
+    })
+    .await;
+    cms.create(&cm("victim", json!({}))).await.unwrap();
+    server.set_down(true);
+    let err = cms.delete("victim", None).await.unwrap_err();
+    assert_eq!(err.code(), Some(500), "{err}");
+    assert!(err.to_string().contains("failed calling webhook \"down.example.com\": failed to call webhook: Post \"https://webhook.default.svc:443/allow?timeout=5s\""), "{err}");
+    // The mutating webhook is down too, and Fail by default: creates in `wh` fail now.
+    let err = cms.create(&cm("blocked", json!({"a": "b"}))).await.unwrap_err();
+    assert_eq!(err.code(), Some(500), "{err}");
+    let mut ignore = hook(&server, "down.example.com", "/allow", &["DELETE"], &["configmaps"]);
+    ignore["failurePolicy"] = json!("Ignore");
+    configuration(&api, "validatingwebhookconfigurations", "down", vec![ignore]).await;
+    until("failurePolicy Ignore lets the delete through", async || cms.delete("victim", None).await.is_ok()).await;
+    server.set_down(false);
+
+    // The configuration kinds are exempt: a webhook refusing every cluster-scoped write cannot block its own removal.
+    let mut all = hook(&server, "deny-all.example.com", "/disallow", &["*"], &["*"]);
+    all["rules"] = json!([{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"], "scope": "Cluster"}]);
+    configuration(&api, "validatingwebhookconfigurations", "deny-all", vec![all]).await;
+    let roles = c.api("rbac.authorization.k8s.io", "v1", "clusterroles").unwrap();
+    let mut n = 0;
+    until("the deny-all webhook refuses cluster-scoped writes", async || {
+        n += 1;
+        roles.create(&json!({"metadata": {"name": format!("r{n}")}, "rules": []})).await.is_err()
+    })
+    .await;
+    let vwc = c.api("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations").unwrap();
+    vwc.delete("deny-all", None).await.unwrap();
+    until("cluster-scoped writes work again", async || {
+        n += 1;
+        roles.create(&json!({"metadata": {"name": format!("r{n}")}, "rules": []})).await.is_ok()
+    })
+    .await;
+}
+
+#[test]
+fn kubectl_shows_denials_and_warnings() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(WebhookServer::start(&["webhook.default.svc"]));
+    let s = support::Apiserver::start();
+    let dir = s.dir.path();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: wh\n  labels:\n    webhooks: enabled\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: webhook\n  namespace: default\nspec:\n  ports:\n  - port: 443\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: webhook\n  namespace: default\nsubsets:\n- addresses:\n  - ip: 127.0.0.1\n  ports:\n  - port: {}\n---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: deny\nwebhooks:\n{}",
+        server.port,
+        serde_yaml_ng::to_string(&json!([
+            {"name": "deny.example.com", "clientConfig": {"service": {"namespace": "default", "name": "webhook", "path": "/disallowReason"}, "caBundle": server.ca_bundle()},
+             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+             "namespaceSelector": {"matchLabels": {"webhooks": "enabled"}}, "objectSelector": {"matchLabels": {"deny": "refuse"}},
+             "sideEffects": "None", "admissionReviewVersions": ["v1"]},
+            {"name": "warn.example.com", "clientConfig": {"service": {"namespace": "default", "name": "webhook", "path": "/warn"}, "caBundle": server.ca_bundle()},
+             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+             "namespaceSelector": {"matchLabels": {"webhooks": "enabled"}}, "objectSelector": {"matchLabels": {"deny": "accept"}},
+             "sideEffects": "None", "admissionReviewVersions": ["v1"]}
+        ]))
+        .unwrap()
+    );
+    std::fs::write(dir.join("webhook.yaml"), manifest).unwrap();
+    s.ok(&["apply", "-f", dir.join("webhook.yaml").to_str().unwrap()]);
+    let cm = |name: &str, deny: &str| {
+        let p = dir.join(format!("{name}.yaml"));
+        std::fs::write(&p, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: wh\n  labels:\n    deny: \"{deny}\"\n")).unwrap();
+        p
+    };
+    let mut refused = String::new();
+    for i in 0..200 {
+        let p = cm(&format!("c{i}"), "refuse");
+        let out = s.kubectl(&["create", "-f", p.to_str().unwrap()]);
+        if !out.status.success() {
+            refused = String::from_utf8_lossy(&out.stderr).to_string();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        refused.contains("admission webhook \"deny.example.com\" denied the request: you shall not pass"),
+        "{refused}"
+    );
+    let p = cm("fine", "accept");
+    let out = s.kubectl(&["create", "-f", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Warning: a warning from the webhook"), "{stderr}");
+    drop(server);
+}
