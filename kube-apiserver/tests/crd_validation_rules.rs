@@ -92,11 +92,14 @@ async fn rules_refuse_invalid_custom_resources_with_upstream_causes() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("spec.labels: Forbidden: failed rule: !has(self.labels) || self.labels.all(k, k.startsWith('app'))"),
+        err.to_string().contains(
+            "spec.labels: Forbidden: failed rule: !has(self.labels) || self.labels.all(k, k.startsWith('app'))"
+        ),
         "{err}"
     );
     // The cause carries upstream's reason and field.
-    let (code, status) = raw_create(&api.client, &widget("w1", json!({"name": "a", "replicas": 1, "minReplicas": 2}))).await;
+    let (code, status) =
+        raw_create(&api.client, &widget("w1", json!({"name": "a", "replicas": 1, "minReplicas": 2}))).await;
     assert_eq!(code, 422);
     assert_eq!(status["reason"], "Invalid");
     assert_eq!(status["details"]["causes"][0]["reason"], "FieldValueInvalid");
@@ -153,7 +156,12 @@ async fn raw_create(client: &Client, obj: &Value) -> (u16, Value) {
     use http_body_util::BodyExt;
     let body = serde_json::to_vec(obj).unwrap();
     let resp = client
-        .send_accepting(Method::POST, "/apis/cel.example.com/v1/namespaces/default/widgets", "application/json", Some((body.into(), "application/json")))
+        .send_accepting(
+            Method::POST,
+            "/apis/cel.example.com/v1/namespaces/default/widgets",
+            "application/json",
+            Some((body.into(), "application/json")),
+        )
         .await
         .unwrap();
     let code = resp.status().as_u16();

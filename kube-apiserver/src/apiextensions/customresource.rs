@@ -6,8 +6,8 @@
 use api_types::{ApiError, Cause};
 use serde_json::Value;
 
-use super::schema::objectmeta::{self, CoerceOptions, ObjectMetaOptions};
 use super::schema::field::{ErrorType, FieldError};
+use super::schema::objectmeta::{self, CoerceOptions, ObjectMetaOptions};
 use super::schema::{defaulting, listtype, prune};
 use super::served::CustomVersion;
 use crate::registry::FieldValidation;
@@ -89,6 +89,10 @@ pub fn validate(cv: &CustomVersion, obj: &Value, old: Option<&Value>) -> Vec<Cau
 fn blocks_cel(kind: ErrorType) -> bool {
     matches!(
         kind,
-        ErrorType::NotSupported | ErrorType::Required | ErrorType::TooLong | ErrorType::TooMany | ErrorType::TypeInvalid
+        ErrorType::NotSupported
+            | ErrorType::Required
+            | ErrorType::TooLong
+            | ErrorType::TooMany
+            | ErrorType::TypeInvalid
     )
 }

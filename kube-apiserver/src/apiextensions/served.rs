@@ -210,8 +210,7 @@ fn versions_of(crd: &Value) -> Vec<CustomVersion> {
         });
         let schema = v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null);
         let columns = v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
-        let structural =
-            schema.is_object().then(|| super::schema::structural::Structural::new(&schema).ok()).flatten();
+        let structural = schema.is_object().then(|| super::schema::structural::Structural::new(&schema).ok()).flatten();
         out.push(CustomVersion {
             cel: structural.as_ref().and_then(super::cel::validator::Validator::new),
             structural,

@@ -238,9 +238,7 @@ fn regex_constants(e: &Expression, src: &str) -> Option<String> {
                 {
                     let detail = err.to_string();
                     let detail = detail.lines().last().unwrap_or_default().trim_start_matches("error: ");
-                    found = Some(format!(
-                        "program instantiation failed: error parsing regexp: {detail}: `{p}`"
-                    ));
+                    found = Some(format!("program instantiation failed: error parsing regexp: {detail}: `{p}`"));
                 }
             }
             "duration" if c.target.is_none() => {
@@ -683,8 +681,13 @@ mod tests {
             err("self.x >"),
             "compilation failed: ERROR: <input>:1:9: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}\n | self.x >\n | ........^"
         );
-        assert_eq!(err("has(self.a.z)"), "compilation failed: ERROR: <input>:1:11: undefined field 'z'\n | has(self.a.z)\n | ..........^");
-        assert!(err("authorizer.path('/healthz').check('get').allowed()").contains("undeclared reference to 'authorizer'"));
+        assert_eq!(
+            err("has(self.a.z)"),
+            "compilation failed: ERROR: <input>:1:11: undefined field 'z'\n | has(self.a.z)\n | ..........^"
+        );
+        assert!(
+            err("authorizer.path('/healthz').check('get').allowed()").contains("undeclared reference to 'authorizer'")
+        );
         assert!(err("self.a.b.foo()").contains("undeclared reference to 'foo'"));
         assert!(err("has(self.metadata.namespace)").contains("undefined field 'namespace'"));
         assert!(err("has(self.any)").contains("undefined field 'any'"));
@@ -692,15 +695,28 @@ mod tests {
         assert_eq!(err("self.a.b + 1"), "cel expression must evaluate to a bool");
         assert!(err("'x'.matches('x++')").contains("invalid matches argument"));
         assert!(err("'x'.matches('a+?b{2}?c*')").is_empty());
-        assert!(err("'x'.matches(')')").starts_with("compilation failed: ERROR: <input>:1:13: invalid matches argument"));
+        assert!(
+            err("'x'.matches(')')").starts_with("compilation failed: ERROR: <input>:1:13: invalid matches argument")
+        );
         assert!(err("'x'.find(')') == ''").starts_with("program instantiation failed: error parsing regexp"));
-        assert!(err("duration('1d') > duration('1s')").starts_with("compilation failed: ERROR: <input>:1:10: invalid duration argument"));
+        assert!(
+            err("duration('1d') > duration('1s')")
+                .starts_with("compilation failed: ERROR: <input>:1:10: invalid duration argument")
+        );
         assert!(err("timestamp('1000-00-00T00:00:00Z') > timestamp(0)").contains("invalid timestamp"));
         for ok in [
-            "self.a.b == 1", "has(self.a.b)", "self.m['k'].x == 'y'", "self.m.k.x == 'y'", "self.l.all(e, e.k != '')",
-            "self.metadata.name == 'x' && self.kind == 'K' && self.apiVersion != ''", "sets.contains([1], [1])",
-            "type(self.a.b) == int", "self.?a.?b.orValue(0) == 0", "self.l.map(e, e.k).exists(k, k == 'a')",
-            "quantity('1').isLessThan(quantity('2'))", "oldSelf.a.b == self.a.b",
+            "self.a.b == 1",
+            "has(self.a.b)",
+            "self.m['k'].x == 'y'",
+            "self.m.k.x == 'y'",
+            "self.l.all(e, e.k != '')",
+            "self.metadata.name == 'x' && self.kind == 'K' && self.apiVersion != ''",
+            "sets.contains([1], [1])",
+            "type(self.a.b) == int",
+            "self.?a.?b.orValue(0) == 0",
+            "self.l.map(e, e.k).exists(k, k == 'a')",
+            "quantity('1').isLessThan(quantity('2'))",
+            "oldSelf.a.b == self.a.b",
         ] {
             assert_eq!(err(ok), "", "{ok}");
         }
@@ -720,7 +736,10 @@ mod tests {
         );
         assert!(compiled[0].uses_old_self && compiled[0].message_expression.is_some());
         assert_eq!(compiled[0].normalized_field_path, "a.b");
-        assert_eq!(compiled[1].message_expression_error.as_deref(), Some("messageExpression must evaluate to a string"));
+        assert_eq!(
+            compiled[1].message_expression_error.as_deref(),
+            Some("messageExpression must evaluate to a string")
+        );
         assert!(compiled[2].program.is_none() && compiled[2].error.is_none());
         assert_eq!(valid_field_path(".m['a.b'].x", &n).unwrap(), "m[a.b].x");
         assert_eq!(valid_field_path(".nope", &n).unwrap_err(), "does not refer to a valid field");

@@ -76,9 +76,17 @@ fn node_rules(
         if r.rule.trim().is_empty() {
             schema_errors.push(FieldError::required(&at("rule"), "rule is not specified"));
         } else if !r.message.is_empty() && trimmed_message.is_empty() {
-            schema_errors.push(FieldError::invalid(&at("message"), json!(r.message), "message must be non-empty if specified"));
+            schema_errors.push(FieldError::invalid(
+                &at("message"),
+                json!(r.message),
+                "message must be non-empty if specified",
+            ));
         } else if has_newlines(trimmed_message) {
-            schema_errors.push(FieldError::invalid(&at("message"), json!(r.message), "message must not contain line breaks"));
+            schema_errors.push(FieldError::invalid(
+                &at("message"),
+                json!(r.message),
+                "message must not contain line breaks",
+            ));
         } else if has_newlines(r.rule.trim()) && trimmed_message.is_empty() {
             schema_errors
                 .push(FieldError::required(&at("message"), "message must be specified if rule contains line breaks"));
@@ -96,13 +104,25 @@ fn node_rules(
             schema_errors.push(FieldError::not_supported(&at("reason"), json!(reason), &supported));
         }
         if !r.field_path.is_empty() && r.field_path.trim().is_empty() {
-            schema_errors.push(FieldError::invalid(&at("fieldPath"), json!(r.field_path), "fieldPath must be non-empty if specified"));
+            schema_errors.push(FieldError::invalid(
+                &at("fieldPath"),
+                json!(r.field_path),
+                "fieldPath must be non-empty if specified",
+            ));
         }
         if has_newlines(&r.field_path) {
-            schema_errors.push(FieldError::invalid(&at("fieldPath"), json!(r.field_path), "fieldPath must not contain line breaks"));
+            schema_errors.push(FieldError::invalid(
+                &at("fieldPath"),
+                json!(r.field_path),
+                "fieldPath must not contain line breaks",
+            ));
         }
         if !r.field_path.is_empty() && valid_field_path(&r.field_path, node).is_err() {
-            schema_errors.push(FieldError::invalid(&at("fieldPath"), json!(r.field_path), "fieldPath must be a valid path"));
+            schema_errors.push(FieldError::invalid(
+                &at("fieldPath"),
+                json!(r.field_path),
+                "fieldPath must be a valid path",
+            ));
         }
     }
     out.extend(schema_errors.iter().map(FieldError::to_cause));
@@ -129,13 +149,18 @@ fn node_rules(
         }
         if c.uses_old_self {
             if let Some(within) = uncorrelatable {
-                let detail = format!("oldSelf cannot be used on the uncorrelatable portion of the schema within {within}");
+                let detail =
+                    format!("oldSelf cannot be used on the uncorrelatable portion of the schema within {within}");
                 out.push(FieldError::invalid(&at("rule"), json!(c.rule.rule), detail).to_cause());
             }
         } else if let Some(v) = c.rule.optional_old_self
             && c.error.is_none()
         {
-            let e = FieldError::invalid(&at("optionalOldSelf"), Json::Bool(v), "may not be set if oldSelf is not used in rule");
+            let e = FieldError::invalid(
+                &at("optionalOldSelf"),
+                Json::Bool(v),
+                "may not be set if oldSelf is not used in rule",
+            );
             out.push(e.to_cause());
         }
     }
@@ -161,36 +186,61 @@ mod tests {
     #[test]
     fn invalid_rules_are_refused_with_upstream_messages() {
         let got = causes(json!({"type": "object", "properties": {"spec": {"type": "object",
-            "properties": {"x": {"type": "integer"}, "l": {"type": "array", "items": {"type": "string",
-                "x-kubernetes-validations": [{"rule": "self == oldSelf"}]}}},
-            "x-kubernetes-validations": [
-                {"rule": "self.x >"},
-                {"rule": "self.x > 0", "reason": "Bogus"},
-                {"rule": "self.x > 0", "messageExpression": "42"},
-                {"rule": "self.x > 0", "optionalOldSelf": true},
-                {"rule": "self.x > 0", "fieldPath": ".nope"},
-                {"rule": " "},
-            ]}}}));
+        "properties": {"x": {"type": "integer"}, "l": {"type": "array", "items": {"type": "string",
+            "x-kubernetes-validations": [{"rule": "self == oldSelf"}]}}},
+        "x-kubernetes-validations": [
+            {"rule": "self.x >"},
+            {"rule": "self.x > 0", "reason": "Bogus"},
+            {"rule": "self.x > 0", "messageExpression": "42"},
+            {"rule": "self.x > 0", "optionalOldSelf": true},
+            {"rule": "self.x > 0", "fieldPath": ".nope"},
+            {"rule": " "},
+        ]}}}));
         let p = "spec.versions[0].schema.openAPIV3Schema.properties[spec]";
-        assert_eq!(got, [
-            format!("{p}.x-kubernetes-validations[1].reason: Unsupported value: \"Bogus\": supported values: \"FieldValueDuplicate\", \"FieldValueForbidden\", \"FieldValueInvalid\", \"FieldValueRequired\""),
-            format!("{p}.x-kubernetes-validations[4].fieldPath: Invalid value: \".nope\": fieldPath must be a valid path"),
-            format!("{p}.x-kubernetes-validations[5].rule: Required value: rule is not specified"),
-            format!("{p}.properties[l].items.x-kubernetes-validations[0].rule: Invalid value: \"self == oldSelf\": oldSelf cannot be used on the uncorrelatable portion of the schema within {p}.properties[l]"),
-        ]);
+        assert_eq!(
+            got,
+            [
+                format!(
+                    "{p}.x-kubernetes-validations[1].reason: Unsupported value: \"Bogus\": supported values: \"FieldValueDuplicate\", \"FieldValueForbidden\", \"FieldValueInvalid\", \"FieldValueRequired\""
+                ),
+                format!(
+                    "{p}.x-kubernetes-validations[4].fieldPath: Invalid value: \".nope\": fieldPath must be a valid path"
+                ),
+                format!("{p}.x-kubernetes-validations[5].rule: Required value: rule is not specified"),
+                format!(
+                    "{p}.properties[l].items.x-kubernetes-validations[0].rule: Invalid value: \"self == oldSelf\": oldSelf cannot be used on the uncorrelatable portion of the schema within {p}.properties[l]"
+                ),
+            ]
+        );
         // Without the schema errors, compilation runs.
         let got = causes(json!({"type": "object", "properties": {"spec": {"type": "object",
-            "properties": {"x": {"type": "integer"}},
-            "x-kubernetes-validations": [
-                {"rule": "self.x >"},
-                {"rule": "self.x > 0", "messageExpression": "42"},
-                {"rule": "self.x > 0", "optionalOldSelf": true},
-            ]}}}));
+        "properties": {"x": {"type": "integer"}},
+        "x-kubernetes-validations": [
+            {"rule": "self.x >"},
+            {"rule": "self.x > 0", "messageExpression": "42"},
+            {"rule": "self.x > 0", "optionalOldSelf": true},
+        ]}}}));
         assert_eq!(got.len(), 3, "{got:#?}");
         assert!(got[0].starts_with(&format!("{p}.x-kubernetes-validations[0].rule: Invalid value: apiextensions.ValidationRule{{Rule:\"self.x >\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}}: compilation failed: ERROR: <input>:1:9: Syntax error: mismatched input '<EOF>'")), "{}", got[0]);
-        assert!(got[1].starts_with(&format!("{p}.x-kubernetes-validations[1].messageExpression: Invalid value: apiextensions.ValidationRule{{")), "{}", got[1]);
+        assert!(
+            got[1].starts_with(&format!(
+                "{p}.x-kubernetes-validations[1].messageExpression: Invalid value: apiextensions.ValidationRule{{"
+            )),
+            "{}",
+            got[1]
+        );
         assert!(got[1].ends_with("messageExpression must evaluate to a string"), "{}", got[1]);
-        assert_eq!(got[2], format!("{p}.x-kubernetes-validations[2].optionalOldSelf: Invalid value: true: may not be set if oldSelf is not used in rule"));
-        assert!(causes(json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.metadata.name.startsWith('a')"}]})).is_empty());
+        assert_eq!(
+            got[2],
+            format!(
+                "{p}.x-kubernetes-validations[2].optionalOldSelf: Invalid value: true: may not be set if oldSelf is not used in rule"
+            )
+        );
+        assert!(
+            causes(
+                json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.metadata.name.startsWith('a')"}]})
+            )
+            .is_empty()
+        );
     }
 }

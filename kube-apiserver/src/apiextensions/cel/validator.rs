@@ -119,8 +119,8 @@ impl Validator {
         {
             return None;
         }
-        let list_map_keys = (node.extensions.list_type.as_deref() == Some("map"))
-            .then(|| node.extensions.list_map_keys.clone());
+        let list_map_keys =
+            (node.extensions.list_type.as_deref() == Some("map")).then(|| node.extensions.list_map_keys.clone());
         Some(Validator {
             schema: (!compiled.is_empty()).then(|| Arc::new(node.clone())),
             rules: compiled,

@@ -115,12 +115,13 @@ fn key(k: &str) -> Key {
 fn formatted(s: &str, format: &str) -> Value {
     let string = || Value::String(Arc::new(s.to_string()));
     match format {
-        "byte" => base64::engine::general_purpose::STANDARD.decode(s).map(|b| Value::Bytes(Arc::new(b))).unwrap_or_else(|_| string()),
+        "byte" => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map(|b| Value::Bytes(Arc::new(b)))
+            .unwrap_or_else(|_| string()),
         "date" => timestamp(&format!("{s}T00:00:00Z")).unwrap_or_else(string),
         "date-time" => timestamp(s).unwrap_or_else(string),
-        "duration" => {
-            kube_cel::cel::functions::time::duration(Arc::new(s.to_string())).unwrap_or_else(|_| string())
-        }
+        "duration" => kube_cel::cel::functions::time::duration(Arc::new(s.to_string())).unwrap_or_else(|_| string()),
         _ => string(),
     }
 }
