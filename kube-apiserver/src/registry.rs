@@ -356,13 +356,13 @@ impl Registry {
     }
 
     /// A custom resource's schema validation (after the strategy's own), as a 422.
-    fn validate_custom(&self, res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    fn validate_custom(&self, res: &Resource, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
         if !res.custom {
             return Ok(());
         }
         let snap = self.served.load();
         let Some(cv) = snap.custom_of(res) else { return Ok(()) };
-        let causes = crate::apiextensions::customresource::validate(cv, obj);
+        let causes = crate::apiextensions::customresource::validate(cv, obj, old);
         if causes.is_empty() {
             return Ok(());
         }
@@ -530,7 +530,7 @@ impl Registry {
         strategy::prepare_create(res, ns, &mut obj)?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         strategy::validate(res, &obj, None)?;
-        self.validate_custom(res, &obj)?;
+        self.validate_custom(res, &obj, None)?;
         if let Some(ns) = ns.filter(|_| res.namespaced && res.plural != "namespaces") {
             self.check_namespace(res, ns, &name).await?;
         }
@@ -705,7 +705,7 @@ impl Registry {
             }
             strategy::prepare_update(res, subresource, &cur, &mut new)?;
             strategy::validate(res, &new, Some(&cur))?;
-            self.validate_custom(res, &new)?;
+            self.validate_custom(res, &new, Some(&cur))?;
             if let Some(user) = &user {
                 let r = crate::admission::Request {
                     operation: crate::admission::Operation::Update,

@@ -238,9 +238,14 @@ fn versions(spec: &Value, causes: &mut Vec<Cause>) {
                 // v1 CRDs must have structural schemas (upstream's ValidateStructural).
                 let at = format!("{path}.schema.openAPIV3Schema");
                 match super::schema::structural::Structural::new(schema) {
-                    Ok(st) => causes.extend(
-                        super::schema::structural_check::validate_structural(&at, &st).iter().map(|e| e.to_cause()),
-                    ),
+                    Ok(st) => {
+                        let structural = super::schema::structural_check::validate_structural(&at, &st);
+                        let valid = structural.is_empty();
+                        causes.extend(structural.iter().map(|e| e.to_cause()));
+                        if valid {
+                            causes.extend(super::cel::validation::validate_rules(&at, &st));
+                        }
+                    }
                     Err(e) => causes.push(Cause::invalid(at, &json!(""), e)),
                 }
             }

@@ -6,6 +6,7 @@
 use api_types::{ApiError, Cause};
 use serde_json::Value;
 
+use super::schema::field::{ErrorType, FieldError};
 use super::schema::objectmeta::{self, CoerceOptions, ObjectMetaOptions};
 use super::schema::{defaulting, listtype, prune};
 use super::served::CustomVersion;
@@ -57,8 +58,9 @@ pub fn normalize(cv: &CustomVersion, obj: &mut Value, mode: FieldValidation) -> 
     }
 }
 
-/// The schema's verdict on an object about to be written: upstream's 422 causes, empty when valid.
-pub fn validate(cv: &CustomVersion, obj: &Value) -> Vec<Cause> {
+/// The schema's verdict on an object about to be written (`old`: its current state, on update): upstream's 422
+/// causes, empty when valid. The CEL rules run last, and only when the schema found no blocking error.
+pub fn validate(cv: &CustomVersion, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut errors = Vec::new();
     if let Some(v) = &cv.validator {
         errors.extend(v.validate(obj));
@@ -68,5 +70,29 @@ pub fn validate(cv: &CustomVersion, obj: &Value) -> Vec<Cause> {
     if let Some(map) = obj.as_object() {
         errors.extend(listtype::validate_list_sets_and_maps("", s, map));
     }
+    if let Some(rules) = &cv.cel {
+        if errors.iter().any(|e| blocks_cel(e.kind)) {
+            errors.push(FieldError::invalid(
+                "",
+                Value::Null,
+                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ));
+        } else {
+            errors.extend(rules.validate(obj, old));
+        }
+    }
     errors.iter().map(|e| e.to_cause()).collect()
+}
+
+/// upstream `hasBlockingErr`: type, required, enum, maxLength, maxItems and maxProperties failures leave the object
+/// in a shape the rules cannot be evaluated on.
+fn blocks_cel(kind: ErrorType) -> bool {
+    matches!(
+        kind,
+        ErrorType::NotSupported
+            | ErrorType::Required
+            | ErrorType::TooLong
+            | ErrorType::TooMany
+            | ErrorType::TypeInvalid
+    )
 }

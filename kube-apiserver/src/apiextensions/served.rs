@@ -43,6 +43,8 @@ pub struct CustomVersion {
     /// The structural schema (None when the CRD's schema is not structural: nothing is pruned or defaulted).
     pub structural: Option<super::schema::structural::Structural>,
     pub validator: Option<super::schema::validate::Validator>,
+    /// The compiled `x-kubernetes-validations` rules (None when the schema has none).
+    pub cel: Option<super::cel::validator::Validator>,
     /// The Table columns (Name, then the printer columns, or Age).
     pub table: Option<super::printer::TableConvertor>,
 }
@@ -213,8 +215,10 @@ fn versions_of(crd: &Value) -> Vec<CustomVersion> {
         });
         let schema = v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null);
         let columns = v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
+        let structural = schema.is_object().then(|| super::schema::structural::Structural::new(&schema).ok()).flatten();
         out.push(CustomVersion {
-            structural: schema.is_object().then(|| super::schema::structural::Structural::new(&schema).ok()).flatten(),
+            cel: structural.as_ref().and_then(super::cel::validator::Validator::new),
+            structural,
             validator: schema.is_object().then(|| super::schema::validate::Validator::new(&schema).ok()).flatten(),
             table: super::printer::TableConvertor::new(&columns).ok(),
             res,
