@@ -117,6 +117,8 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collector_follows_custom_resources() {
     let c = Cluster::start(&["garbagecollector"], &[]).await;
+    // Let the garbage collector's first discovery pass run before the CRD exists, as in a real cluster.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     c.create(
         "apiextensions.k8s.io",
         "v1",
@@ -134,10 +136,11 @@ async fn garbage_collector_follows_custom_resources() {
     let mut dependent = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "dependent"}});
     dependent["metadata"]["ownerReferences"] = json!([owner_ref(&parent, false)]);
     widgets.create(&dependent).await.unwrap();
-    // The garbage collector finds the new resource through discovery (within its 30 s resync).
+    // The garbage collector finds the new resource through discovery (an owner of an unknown kind makes it look
+    // again at once; otherwise its 30 s resync), then reconciles the objects that name owners of that kind.
     widgets.delete("owner", None).await.unwrap();
     c.until(
-        45,
+        60,
         "the ConfigMap of a deleted custom resource collected",
         || async { cms.get("child").await.err().filter(|e| e.code() == Some(404)).map(|_| json!({})) },
         |_| true,

@@ -18,8 +18,10 @@
 //! - an owner being deleted with the `orphan` finalizer gets its reference removed from every dependent, then the
 //!   finalizer removed.
 //!
-//! Custom resources join the graph as aggregated discovery finds them (checked at start and every 30 s, upstream's
-//! monitor resync), so an object owned by a custom resource goes when it goes, and the other way round.
+//! Custom resources join the graph as aggregated discovery finds them (checked at start, every 30 s as upstream's
+//! monitor resync, and soon after an owner reference names a kind not tracked yet); once a new kind is listed, the
+//! objects naming owners of that kind are reconciled again. So an object owned by a custom resource goes when it
+//! goes, and the other way round.
 //! Deliberate gaps: resources whose CRD is deleted keep their (then empty) informer; there is no virtual-node
 //! bookkeeping for owners that never existed in a cache (the live GET decides instead);
 //! no `OwnerRefInvalidNamespace` events; owners of unknown kinds are treated as present (never cascaded).
@@ -162,6 +164,8 @@ struct Graph {
     /// (group, kind) of a custom resource -> its index in `informers` (built-ins resolve through the table).
     custom_kinds: RwLock<HashMap<(String, String), usize>>,
     queue: WorkQueue<Key>,
+    /// Poked when an owner reference names a kind the graph does not track yet: discovery runs again at once.
+    rediscover: tokio::sync::Notify,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -225,7 +229,9 @@ impl Graph {
     /// does not have it with that uid. `Err` when the owner cannot be looked up.
     async fn owner(&self, ns: &str, owner_ref: &Value) -> Result<Option<Value>, BoxError> {
         let Some((i, r)) = self.owner_resource(owner_ref) else {
-            // An unknown kind: never cascade on what cannot be checked.
+            // An unknown kind: never cascade on what cannot be checked; it may be a custom resource discovery has
+            // not found yet (its objects are queued again once it is tracked).
+            self.rediscover.notify_one();
             return Ok(Some(json!({"metadata": {"uid": ref_str(owner_ref, "uid")}})));
         };
         if !r.namespaced || !ns.is_empty() {
@@ -410,6 +416,7 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         by_storage: Default::default(),
         custom_kinds: Default::default(),
         queue,
+        rediscover: tokio::sync::Notify::new(),
     });
     for r in collectable_resources() {
         let inf = ctx.informer(r.group, r.version, r.plural);
@@ -463,12 +470,34 @@ async fn discover_custom(graph: Arc<Graph>, mut stop: watch::Receiver<bool>) {
                             }
                         }
                     });
+                    // Dependents seen before the kind was tracked were judged against an unknown owner: once its
+                    // objects are listed, every object naming an owner of that kind is reconciled again.
+                    let g = graph.clone();
+                    tokio::spawn(async move {
+                        inf.wait_synced().await;
+                        let informers = read(&g.informers).clone();
+                        for (j, other) in informers.iter().enumerate() {
+                            for o in other.store().list_by(|o| {
+                                owner_refs(o).iter().any(|r| {
+                                    let (group, _) = api_types::resources::split_api_version(ref_str(r, "apiVersion"));
+                                    group == d.group && ref_str(r, "kind") == d.kind
+                                })
+                            }) {
+                                g.queue.add((j, runtime::object_key(&o)));
+                            }
+                        }
+                    });
                 }
             }
             Err(e) => tracing::info!(error = %e, "garbage collector: discovery failed; retrying"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            // An unknown owner kind: look again soon (at most once a second).
+            _ = async {
+                graph.rediscover.notified().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            } => {}
             _ = stop.changed() => return,
         }
     }
