@@ -86,6 +86,14 @@ async fn create(api: &TestApiserver, group: &str, plural: &str, ns: Option<&str>
     a.create(&obj).await.unwrap()
 }
 
+/// A group's entry in aggregated discovery (`/apis` as kubectl 1.30+ asks for it).
+async fn aggregated_group(api: &TestApiserver, name: &str) -> Value {
+    let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+    let resp = api.client.send_accepting(Method::GET, "/apis", accept, None).await.unwrap();
+    let agg: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    agg["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == name).unwrap().clone()
+}
+
 async fn available(api: &TestApiserver, name: &str, want: &str) -> Value {
     let svcs = api.client.api("apiregistration.k8s.io", "v1", "apiservices").unwrap();
     let mut last = Value::Null;
@@ -176,24 +184,7 @@ async fn apiservices_route_to_extension_apiservers() {
     assert_eq!(wardle["preferredVersion"]["groupVersion"], "wardle.example.com/v1alpha1");
     let group = api.client.request(Method::GET, "/apis/wardle.example.com", None).await.unwrap();
     assert_eq!(group["kind"], "APIGroup");
-    let resp = api
-        .client
-        .send_accepting(
-            Method::GET,
-            "/apis",
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
-            None,
-        )
-        .await
-        .unwrap();
-    let agg: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    let w = agg["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["metadata"]["name"] == "wardle.example.com")
-        .unwrap()
-        .clone();
+    let w = aggregated_group(&api, "wardle.example.com").await;
     assert_eq!(w["versions"][0]["freshness"], "Current");
     assert_eq!(w["versions"][0]["resources"][0]["resource"], "flunders");
     assert_eq!(w["versions"][0]["resources"][0]["subresources"][0]["subresource"], "status");
@@ -254,24 +245,7 @@ async fn apiservices_route_to_extension_apiservers() {
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "service unavailable\n");
     api.client.api("", "v1", "configmaps").unwrap().namespaced("default").list(&Default::default()).await.unwrap();
-    let resp = api
-        .client
-        .send_accepting(
-            Method::GET,
-            "/apis",
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
-            None,
-        )
-        .await
-        .unwrap();
-    let agg: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    let w = agg["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["metadata"]["name"] == "wardle.example.com")
-        .unwrap()
-        .clone();
+    let w = aggregated_group(&api, "wardle.example.com").await;
     assert_eq!(w["versions"][0]["freshness"], "Stale");
 
     // A Service that does not exist.
