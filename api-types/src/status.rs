@@ -87,7 +87,7 @@ fn details(name: &str, group: &str, kind: &str) -> Value {
     Value::Object(d)
 }
 
-/// `pods` or `deployments.apps`.
+/// `pods` or `deployments.apps` (and `Pod` or `Deployment.apps` for a kind).
 fn qualified(group: &str, plural: &str) -> String {
     if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
 }
@@ -135,7 +135,8 @@ impl ApiError {
         )
     }
 
-    /// 422 `Pod "x" is invalid: [a: Required value, b: ...]`.
+    /// 422 `Deployment.apps "x" is invalid: [a: Required value, b: ...]` (the kind qualified by its group as
+    /// upstream's `GroupKind.String()`; `Pod "x"` for the core group).
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let text: Vec<String> = causes.iter().map(Cause::text).collect();
         let summary = if text.len() == 1 { text[0].clone() } else { format!("[{}]", text.join(", ")) };
@@ -145,7 +146,7 @@ impl ApiError {
         );
         ApiError {
             details: Some(Box::new(d)),
-            ..Self::new(422, "Invalid", format!("{kind} {name:?} is invalid: {summary}"))
+            ..Self::new(422, "Invalid", format!("{} {name:?} is invalid: {summary}", qualified(group, kind)))
         }
     }
 
@@ -278,6 +279,9 @@ mod tests {
         assert_eq!(e.to_status()["details"]["causes"][0]["field"], "spec.containers");
         let e = ApiError::invalid("", "Pod", "p", vec![Cause::required("a"), Cause::required("b")]);
         assert_eq!(e.message, "Pod \"p\" is invalid: [a: Required value, b: Required value]");
+        let e = ApiError::invalid("apps", "Deployment", "web", vec![Cause::required("spec.selector")]);
+        assert_eq!(e.message, "Deployment.apps \"web\" is invalid: spec.selector: Required value");
+        assert_eq!(e.to_status()["details"], json!({"name": "web", "group": "apps", "kind": "Deployment", "causes": [{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}]}));
         let s = ApiError::too_many_requests("slow down", 1).to_status();
         assert_eq!((s["code"].clone(), s["details"]["retryAfterSeconds"].clone()), (json!(429), json!(1)));
     }
