@@ -42,6 +42,10 @@ cleanup() {
   fi
   nft delete table ip kube-proxy 2>/dev/null; nft delete table ip6 kube-proxy 2>/dev/null
   ip link delete cni0 2>/dev/null
+  # The kubelet's cgroup tree (kubepods and its QoS and pod cgroups), empty once the containers are gone.
+  for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
   ip route del blackhole "$POD_CIDR" 2>/dev/null; ip route del blackhole "$SERVICE_CIDR" 2>/dev/null
   rm -rf /etc/cni/net.d/10-kubelet-bridge.conflist "$work"
 }

@@ -175,6 +175,7 @@ impl Cluster {
         // The plain-HTTP health port would collide with a real kubelet on this host.
         cfg.healthz_port = 0;
         cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
+        cfg.cgroup_root = ctd.cgroup_root.clone();
         cfg.pod_cidr = Some(POD_CIDR.into());
         cfg.cni_bridge = BRIDGE.into();
         if services {

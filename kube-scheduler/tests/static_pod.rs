@@ -166,6 +166,7 @@ async fn kube_scheduler_runs_as_a_kubeadm_static_pod() {
     let mut cfg = kubelet::Config::resolve(flags).unwrap();
     cfg.pod_logs_dir = d.join("pod-logs");
     cfg.healthz_port = 0;
+    cfg.cgroup_root = ctd.cgroup_root.clone();
     cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let kubelet_client = client::Client::new(&prepared.config).unwrap();

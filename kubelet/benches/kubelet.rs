@@ -206,6 +206,7 @@ fn main() {
                     "--hostname-override=bench-node".into(),
                     "--node-ip=127.0.0.1".into(),
                     format!("--root-dir={}", dir.path().join("kubelet").display()),
+                    format!("--cgroup-root={}", ctd.cgroup_root),
                     format!("--port={kport}"),
                 ])
                 .env("RUST_LOG", "warn")

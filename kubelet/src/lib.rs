@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod auth;
 pub mod certificate;
+pub mod cm;
 pub mod cni;
 pub mod dns;
 pub mod envvars;
@@ -90,6 +91,8 @@ pub(crate) async fn run_node(
     shared: Option<SharedInformers>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
+    // Only a real runtime's pods get cgroups from this kubelet (hollow nodes run fake ones).
+    let real_runtime = runtime.is_none();
     let (cri, runtime_version) = match runtime {
         Some(cri) => {
             let v = cri.runtime.clone().version(VersionRequest::default()).await?.into_inner();
@@ -120,6 +123,9 @@ pub(crate) async fn run_node(
         });
     }
     let manager = pods::PodManager::new(cri, client.clone(), cfg.clone())?;
+    if real_runtime && let Some(cm) = cm::ContainerManager::new(&cfg) {
+        start_container_manager(&manager, cm, &cfg);
+    }
     let factory = SharedInformerFactory::new(client.clone());
     let pods_res = api_types::resources::find("", "v1", "pods").ok_or("no pods resource")?;
     let informer =
@@ -199,6 +205,29 @@ pub(crate) async fn run_node(
     factory.shutdown();
     tracing::info!("kubelet stopped");
     Ok(())
+}
+
+/// Creates the pods' cgroup tree (the node allocatable cgroup and the QoS cgroups) and announces it with the
+/// node event `NodeAllocatableEnforced`, as upstream's container manager. If the cgroups cannot be written (a
+/// read-only cgroupfs), the failure is a Warning event and pods run without a cgroup parent.
+fn start_container_manager(manager: &pods::PodManager, cm: cm::ContainerManager, cfg: &Config) {
+    let root = format!("{}/{}", cfg.cgroup_root.trim_end_matches('/'), cm::NODE_ALLOCATABLE_CGROUP);
+    match cm.start() {
+        Ok(()) => {
+            tracing::info!(cgroup = %root, "node allocatable cgroup set up");
+            manager.events.node(
+                events::Normal,
+                "NodeAllocatableEnforced",
+                "Updated Node Allocatable limit across pods",
+            );
+            manager.use_cgroups(Arc::new(cm));
+        }
+        Err(e) => {
+            tracing::error!(cgroup = %root, error = %e, "setting up the pods' cgroups; pods run without them");
+            let message = format!("Failed to update Node Allocatable Limits {root:?}: {e}");
+            manager.events.node(events::Warning, "FailedNodeAllocatableEnforcement", message);
+        }
+    }
 }
 
 /// Registers the Node (retrying until the apiserver answers) and records the `Starting` event.

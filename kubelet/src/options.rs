@@ -88,6 +88,18 @@ pub struct Flags {
     /// The address of that `/healthz` (`healthzBindAddress`, 127.0.0.1).
     #[arg(long)]
     pub healthz_bind_address: Option<String>,
+    /// The root of the pods' cgroup tree (`cgroupRoot`; default `/`): pods live under `<root>/kubepods`.
+    #[arg(long)]
+    pub cgroup_root: Option<String>,
+    /// Keep the QoS and pod cgroup tree (`cgroupsPerQOS`, default true).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub cgroups_per_qos: Option<bool>,
+    /// Which reservations the kubelet enforces with cgroups (`enforceNodeAllocatable`: `pods`, or `none`).
+    #[arg(long, value_delimiter = ',')]
+    pub enforce_node_allocatable: Option<Vec<String>>,
+    /// The most processes a pod may run (`podPidsLimit`; -1: no limit).
+    #[arg(long)]
+    pub pod_max_pids: Option<i64>,
     /// Ours: route the other nodes' pod CIDRs via their InternalIPs (flannel's host-gw; `podNetworkRoutes`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub pod_network_routes: Option<bool>,
@@ -106,6 +118,11 @@ pub struct KubeletConfiguration {
     pub container_runtime_endpoint: Option<String>,
     pub static_pod_path: Option<PathBuf>,
     pub cgroup_driver: Option<String>,
+    pub cgroup_root: Option<String>,
+    #[serde(rename = "cgroupsPerQOS")]
+    pub cgroups_per_qos: Option<bool>,
+    pub enforce_node_allocatable: Option<Vec<String>>,
+    pub pod_pids_limit: Option<i64>,
     pub max_pods: Option<i64>,
     pub kube_reserved: BTreeMap<String, String>,
     pub system_reserved: BTreeMap<String, String>,
@@ -278,6 +295,14 @@ pub struct Config {
     pub taints: Vec<serde_json::Value>,
     pub root_dir: PathBuf,
     pub cgroup_driver: String,
+    /// `cgroupRoot` (`/`): the pods' cgroups are under `<cgroup_root>/kubepods` ([`crate::cm`]).
+    pub cgroup_root: String,
+    /// `cgroupsPerQOS`: the kubelet keeps the QoS and pod cgroups (off for hollow nodes and fake runtimes).
+    pub cgroups_per_qos: bool,
+    /// `enforceNodeAllocatable` (`["pods"]`).
+    pub enforce_node_allocatable: Vec<String>,
+    /// `podPidsLimit` (-1: none).
+    pub pod_pids_limit: i64,
     pub max_pods: i64,
     pub kube_reserved: BTreeMap<String, String>,
     pub system_reserved: BTreeMap<String, String>,
@@ -411,6 +436,16 @@ impl Config {
             cert_dir: flags.cert_dir.unwrap_or_else(|| root_dir.join("pki")),
             root_dir,
             cgroup_driver: file.cgroup_driver.unwrap_or_else(|| "cgroupfs".into()),
+            cgroup_root: flags.cgroup_root.or(file.cgroup_root).filter(|r| !r.is_empty()).unwrap_or_else(|| "/".into()),
+            cgroups_per_qos: flags.cgroups_per_qos.or(file.cgroups_per_qos).unwrap_or(true),
+            enforce_node_allocatable: flags
+                .enforce_node_allocatable
+                .or(file.enforce_node_allocatable)
+                .unwrap_or_else(|| vec!["pods".into()])
+                .into_iter()
+                .filter(|e| !e.is_empty() && e != "none")
+                .collect(),
+            pod_pids_limit: flags.pod_max_pids.or(file.pod_pids_limit).unwrap_or(-1),
             max_pods: file.max_pods.unwrap_or(110),
             kube_reserved: file.kube_reserved,
             system_reserved: file.system_reserved,

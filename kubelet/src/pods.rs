@@ -263,6 +263,8 @@ pub struct PodManager {
     admitted: Mutex<std::collections::HashSet<String>>,
     /// The kubelet's Events (disabled on hollow nodes).
     pub events: crate::events::Events,
+    /// The pods' cgroups ([`crate::cm`]); unset on fake runtimes, where sandboxes get no cgroup parent.
+    cgroups: std::sync::OnceLock<Arc<crate::cm::ContainerManager>>,
     /// The pods' service account tokens (projected `serviceAccountToken` sources).
     pub tokens: crate::token::TokenManager,
     /// Pod sources (`api`, `file`) that have not delivered their pods yet: until all have, pods found in the
@@ -300,6 +302,7 @@ impl PodManager {
             node: std::sync::OnceLock::new(),
             admitted: Mutex::new(std::collections::HashSet::new()),
             events,
+            cgroups: std::sync::OnceLock::new(),
             tokens,
             pending_sources: Mutex::default(),
         }))
@@ -318,6 +321,11 @@ impl PodManager {
     /// Whether every pod source delivered its pods once.
     pub fn sources_ready(&self) -> bool {
         self.pending_sources.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Keep the pods' cgroups with this container manager (a real runtime's kubelet).
+    pub fn use_cgroups(&self, cm: Arc<crate::cm::ContainerManager>) {
+        let _ = self.cgroups.set(cm);
     }
 
     /// The informer of this node's Node object (admission reads its labels, taints and allocatable).
@@ -578,6 +586,13 @@ impl PodManager {
             rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
             rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
         }
+        // Nothing of the pod runs any more: its cgroup goes too.
+        if let Some(cm) = self.cgroups.get() {
+            let uids = obs.sandboxes.iter().filter_map(|sb| sb.metadata.as_ref()).map(|m| m.uid.as_str());
+            for uid in uids.collect::<std::collections::BTreeSet<_>>() {
+                cm.remove_pod(uid);
+            }
+        }
         Ok(())
     }
 
@@ -689,7 +704,7 @@ impl PodManager {
             log_directory: self.log_dir(pod).display().to_string(),
             labels,
             linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: String::new(),
+                cgroup_parent: self.cgroups.get().map(|cm| cm.cgroup_parent(pod)).unwrap_or_default(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     privileged: crate::security::any_privileged(pod),
                     namespace_options: Some(NamespaceOption {
@@ -1000,6 +1015,10 @@ impl PodManager {
                 let mut rt = self.cri.runtime.clone();
                 rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await?;
             }
+            // A terminated pod keeps no cgroup (upstream removes those of pods that cannot run containers).
+            if let Some(cm) = self.cgroups.get() {
+                cm.remove_pod(uid);
+            }
             return Ok(Synced::Settled);
         }
         // Admission: a pod new to this node must fit next to those admitted (one found running was admitted before).
@@ -1078,6 +1097,17 @@ impl PodManager {
                         s(pod, "/metadata/uid")
                     );
                     self.events.pod(pod, Warning, "MissingClusterDNS", format!("pod: \"{who}\". {message}"));
+                }
+                // The pod's cgroup with its limits first: the sandbox is created under it (upstream's
+                // EnsureExists in SyncPod).
+                if let Some(cm) = self.cgroups.get()
+                    && let Err(e) = cm.ensure_pod(pod)
+                {
+                    tracing::warn!(pod = %uid, error = %e, "creating the pod's cgroup");
+                    let message = format!("unable to ensure pod container exists: {e}");
+                    self.events.pod(pod, Warning, "FailedCreatePodContainer", message);
+                    self.write_status(pod, &Observed::default(), &waiting, None).await?;
+                    return Ok(Synced::Retry);
                 }
                 match rt
                     .run_pod_sandbox(RunPodSandboxRequest {

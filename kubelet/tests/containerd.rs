@@ -1,7 +1,7 @@
 //! End to end on this machine: kube-apiserver (in-process, TLS), a private containerd (Debian's package) and the
 //! kubelet; pods created with kubectl run as real containers. Host-network pods only here (no CNI traffic).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use client::{Client, Config, ListParams};
@@ -135,6 +135,7 @@ async fn node_on_containerd(dir: &Path) -> (proto::testing::Containerd, kubelet:
     // default, as upstream): shorter here so the test sees an update soon.
     cfg.sync_frequency = Duration::from_secs(3);
     cfg.cni_conf_dir = Some(ctd.cni_conf_dir.clone());
+    cfg.cgroup_root = ctd.cgroup_root.clone();
     cfg.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     (ctd, cfg)
 }
@@ -866,6 +867,8 @@ spec:
         "\"Starting kubelet.\"",
         "\"Node e2e-node status is now: NodeReady\"",
         "\"Node e2e-node status is now: NodeHasSufficientMemory\"",
+        "\"NodeAllocatableEnforced\"",
+        "\"Updated Node Allocatable limit across pods\"",
     ] {
         assert!(node_events.contains(want), "{want} in {node_events}");
     }
@@ -954,6 +957,37 @@ spec:
     let greedy = pod_until(&pods, "greedy", 30, |p| p["status"]["phase"] == "Failed").await;
     assert_eq!(greedy["status"]["reason"], "OutOfcpu");
 
+    // The pods' cgroups (upstream's pkg/kubelet/cm): kubepods limited to the node's allocatable, a cgroup per pod
+    // under its QoS class's with the pod's limits, the pod's containers inside it; gone with the pod.
+    let limited = "apiVersion: v1\nkind: Pod\nmetadata: {name: limited}\nspec:\n  nodeName: e2e-node\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: docker.io/library/busybox:1.36, imagePullPolicy: Never, command: [sleep, '3600'], resources: {requests: {cpu: 100m, memory: 32Mi}, limits: {cpu: 200m, memory: 64Mi}}}\n";
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(limited));
+    let limited = pod_until(&pods, "limited", 60, |p| p["status"]["phase"] == "Running").await;
+    assert_eq!(limited["status"]["qosClass"], "Burstable");
+    let root = cfg.cgroup_root.trim_start_matches('/').to_string();
+    let cgroup =
+        |controller: &str, rel: &str| PathBuf::from(format!("/sys/fs/cgroup/{controller}/{root}/kubepods/{rel}"));
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string();
+    let limited_dir = format!("burstable/pod{}", limited["metadata"]["uid"].as_str().unwrap());
+    assert_eq!(read(cgroup("memory", &format!("{limited_dir}/memory.limit_in_bytes"))), (64 << 20).to_string());
+    assert_eq!(read(cgroup("cpu", &format!("{limited_dir}/cpu.cfs_quota_us"))), "20000");
+    assert_eq!(read(cgroup("cpu", &format!("{limited_dir}/cpu.shares"))), "102");
+    assert_eq!(read(cgroup("cpu", "burstable/cpu.shares")), "102");
+    assert_eq!(read(cgroup("cpu", "besteffort/cpu.shares")), "2");
+    let kubepods_memory: u64 = read(cgroup("memory", "memory.limit_in_bytes")).parse().unwrap();
+    assert!(kubepods_memory > 0 && kubepods_memory < i64::MAX as u64, "kubepods limited: {kubepods_memory}");
+    // The sandbox's and the container's processes are in the pod's cgroup.
+    let processes: usize = std::fs::read_dir(cgroup("memory", &limited_dir))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default().lines().count())
+        .sum();
+    assert!(processes >= 2, "the pause and sleep processes in {limited_dir}: {processes}");
+    let port_a = pods.get("port-a").await.unwrap();
+    let port_a_dir = cgroup("cpu", &format!("besteffort/pod{}", port_a["metadata"]["uid"].as_str().unwrap()));
+    assert!(port_a_dir.is_dir(), "a BestEffort pod's cgroup: {}", port_a_dir.display());
+
     kubectl(
         &kubeconfig,
         &[
@@ -966,11 +1000,16 @@ spec:
             "port-a",
             "port-b",
             "greedy",
+            "limited",
             "--wait=true",
             "--timeout=60s",
         ],
         None,
     );
+    eventually(20, "the pods' cgroups removed", async || {
+        (!cgroup("memory", &limited_dir).exists() && !port_a_dir.exists()).then_some(())
+    })
+    .await;
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(10), kubelet).await.expect("kubelet stops").unwrap().unwrap();
     tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();

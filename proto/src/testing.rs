@@ -12,6 +12,9 @@ pub struct Containerd {
     pub socket: PathBuf,
     /// Where CNI network configs go (`plugins.cri.cni.conf_dir`).
     pub cni_conf_dir: PathBuf,
+    /// A cgroup root of its own for a kubelet on this containerd (`cgroupRoot`, e.g. `/kube-test-<id>`), so tests
+    /// neither share the machine's `/kubepods` nor leave cgroups behind: removed on drop.
+    pub cgroup_root: String,
 }
 
 /// The repository's `deploy/` directory.
@@ -22,7 +25,8 @@ pub fn deploy_dir() -> PathBuf {
 impl Containerd {
     /// Starts containerd in a fresh directory under `base` and imports the test images.
     pub fn start(base: &Path) -> std::io::Result<Self> {
-        let dir = base.join(format!("containerd-{}", uuid::Uuid::new_v4().simple()));
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = base.join(format!("containerd-{id}"));
         let (root, state, cni) = (dir.join("root"), dir.join("state"), dir.join("cni"));
         for d in [&root, &state, &cni] {
             std::fs::create_dir_all(d)?;
@@ -50,7 +54,13 @@ impl Containerd {
             .map_err(|e| {
                 std::io::Error::new(e.kind(), format!("starting containerd (apt-get install containerd): {e}"))
             })?;
-        let c = Containerd { child: Some(child), dir: dir.clone(), socket: socket.clone(), cni_conf_dir: cni };
+        let c = Containerd {
+            child: Some(child),
+            dir: dir.clone(),
+            socket: socket.clone(),
+            cni_conf_dir: cni,
+            cgroup_root: format!("/kube-test-{}", &id[..12]),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
             if Instant::now() > deadline {
@@ -126,5 +136,39 @@ impl Drop for Containerd {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        remove_cgroups(&self.cgroup_root);
+    }
+}
+
+/// Removes a cgroup tree (empty by now: its processes were killed) from every hierarchy: bottom-up `rmdir`.
+fn remove_cgroups(root: &str) {
+    fn rmdir_tree(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rmdir_tree(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let rel = root.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let mount = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![mount.join(rel)];
+    if let Ok(hierarchies) = std::fs::read_dir(mount) {
+        dirs.extend(hierarchies.flatten().map(|h| h.path().join(rel)));
+    }
+    for d in dirs.iter().filter(|d| d.is_dir()) {
+        // A container's cgroup may take a moment to empty after its process was killed.
+        for _ in 0..20 {
+            rmdir_tree(d);
+            if !d.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
