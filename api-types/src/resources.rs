@@ -30,6 +30,9 @@ pub struct Resource {
     pub storage: &'static str,
     /// Served from a CustomResourceDefinition (JSON only, no protobuf; rows built at run time by the apiserver).
     pub custom: bool,
+    /// A custom resource's `selectableFields` (`spec.color`): field selectors beyond `metadata.name` and
+    /// `metadata.namespace`.
+    pub selectable_fields: &'static [&'static str],
 }
 
 impl Resource {
@@ -89,6 +92,7 @@ macro_rules! res {
             subresources: &[$($sub),*],
             storage: $storage,
             custom: false,
+            selectable_fields: &[],
         }
     };
 }

@@ -424,6 +424,7 @@ impl Client {
                 // Unique per resource: informer factories and the garbage collector key resources by it.
                 storage: leak(&format!("{group}/{plural}")),
                 custom: true,
+                selectable_fields: &[],
             }))
         });
         Api { client: self.clone(), res, namespace: None }

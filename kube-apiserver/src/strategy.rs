@@ -480,7 +480,9 @@ pub const EVENTS_V1_FIELD_LABELS: &[(&str, &str)] = &[
 ];
 
 pub fn field_supported(res: &Resource, field: &str) -> bool {
-    matches!(field, "metadata.name" | "metadata.namespace") || kind_fields(res).contains(&field)
+    matches!(field, "metadata.name" | "metadata.namespace")
+        || kind_fields(res).contains(&field)
+        || res.selectable_fields.contains(&field)
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -504,6 +506,11 @@ pub fn field_value(res: &Resource, obj: &Value, field: &str) -> Option<String> {
     }
     if field == "status.podIPs" {
         return Some(obj.pointer("/status/podIPs/0/ip").and_then(scalar).unwrap_or_default());
+    }
+    if res.selectable_fields.contains(&field) {
+        // Upstream's custom resource selectableFields: the value printed as Go's fmt.Sprint, "" when absent.
+        let found = field.split('.').try_fold(obj, |v, segment| v.get(segment));
+        return Some(found.and_then(scalar).unwrap_or_default());
     }
     let zero = match field {
         "spec.unschedulable" | "spec.hostNetwork" => "false",

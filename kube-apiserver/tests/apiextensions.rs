@@ -620,3 +620,115 @@ async fn structural_schemas_prune_default_and_validate() {
     );
     api.stop().await;
 }
+
+/// Upstream's `selectableFieldFixture` (test/integration/fieldselector_test.go): cluster-scoped shirts with four
+/// selectable fields of each allowed type.
+fn shirts_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "shirts.example.com"},
+        "spec": {"group": "example.com", "scope": "Cluster",
+            "names": {"plural": "shirts", "singular": "shirt", "kind": "Shirt", "listKind": "ShirtList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+                    "color": {"type": "string"}, "quantity": {"type": "integer"},
+                    "size": {"type": "string", "enum": ["S", "M", "L", "XL"]}, "branded": {"type": "boolean"}}}}}},
+                "selectableFields": [{"jsonPath": ".spec.color"}, {"jsonPath": ".spec.quantity"},
+                    {"jsonPath": ".spec.size"}, {"jsonPath": ".spec.branded"}]}]}
+    })
+}
+
+fn shirt(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Shirt", "metadata": {"name": name}, "spec": spec})
+}
+
+/// Upstream's TestSelectableFields (list, watch, deletecollection) and TestFieldSelectorOpenAPI, one version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectable_fields_select_custom_resources() {
+    let api = TestApiserver::start().await;
+    establish(&api.client, &shirts_crd()).await;
+    let shirts = api.client.api_dynamic("example.com", "v1", "shirts", "Shirt", false);
+    let instances = [
+        ("shirt1", json!({"color": "blue", "quantity": 2, "size": "S", "branded": true})),
+        ("shirt2", json!({"color": "blue", "quantity": 3, "size": "M", "branded": false})),
+        ("shirt3", json!({"color": "green", "quantity": 2, "branded": false})),
+    ];
+    for (name, spec) in &instances {
+        shirts.create(&shirt(name, spec.clone())).await.unwrap();
+    }
+    let names = |list: &Value| -> Vec<String> {
+        let mut n: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let by = |selector: &str| ListParams { field_selector: Some(selector.to_string()), ..Default::default() };
+    for (selector, want) in [
+        ("spec.color=blue", vec!["shirt1", "shirt2"]),
+        ("spec.quantity=2", vec!["shirt1", "shirt3"]),
+        ("spec.size=M", vec!["shirt2"]),
+        ("spec.branded=false", vec!["shirt2", "shirt3"]),
+        ("spec.color=blue,spec.quantity=2", vec!["shirt1"]),
+        ("spec.color=blue,spec.branded=false", vec!["shirt2"]),
+        ("spec.size=", vec!["shirt3"]),
+        ("spec.color!=blue", vec!["shirt3"]),
+        ("metadata.name=shirt2", vec!["shirt2"]),
+    ] {
+        assert_eq!(names(&shirts.list(&by(selector)).await.unwrap()), want, "{selector}");
+    }
+    let err = shirts.list(&by("spec.nosuchfield=xyz")).await.unwrap_err();
+    assert_eq!(err.code(), Some(400), "{err}");
+    assert!(err.to_string().contains("field label not supported: spec.nosuchfield"), "{err}");
+
+    // A watch sees objects leave the selection: shirt2 updated to another color, shirt1 deleted.
+    let rv =
+        shirts.list(&ListParams::default()).await.unwrap()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut events = shirts.watch(&ListParams { resource_version: Some(rv), ..by("spec.color=blue") }).await.unwrap();
+    let mut s2 = shirts.get("shirt2").await.unwrap();
+    s2["spec"]["color"] = json!("red");
+    shirts.replace("shirt2", &s2).await.unwrap();
+    shirts.delete("shirt1", None).await.unwrap();
+    shirts.create(&shirt("shirt4", json!({"color": "green"}))).await.unwrap();
+    let mut removed = Vec::new();
+    while removed.len() < 2 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("watch event").unwrap();
+        match ev.unwrap() {
+            client::WatchEvent::Deleted(o) => removed.push(o["metadata"]["name"].as_str().unwrap().to_string()),
+            other => panic!("only removals from the selection: {other:?}"),
+        }
+    }
+    assert_eq!(removed, ["shirt2", "shirt1"]);
+
+    // deletecollection with a field selector removes only the selected ones.
+    let path = "/apis/example.com/v1/shirts?fieldSelector=spec.quantity%3D2";
+    api.client.request(Method::DELETE, path, None).await.unwrap();
+    assert_eq!(names(&shirts.list(&ListParams::default()).await.unwrap()), ["shirt2", "shirt4"]);
+
+    // OpenAPI v3 and v2 carry the fields (upstream's x-kubernetes-selectable-fields).
+    let (code, v3) = get_as(&api.client, "/openapi/v3/apis/example.com/v1", "application/json").await;
+    assert_eq!(code, 200);
+    let want = json!([{"fieldPath": "spec.color"}, {"fieldPath": "spec.quantity"}, {"fieldPath": "spec.size"}, {"fieldPath": "spec.branded"}]);
+    assert_eq!(v3["components"]["schemas"]["com.example.v1.Shirt"]["x-kubernetes-selectable-fields"], want);
+    let (code, v2) = get_as(&api.client, "/openapi/v2", "application/json").await;
+    assert_eq!(code, 200);
+    assert_eq!(v2["definitions"]["com.example.v1.Shirt"]["x-kubernetes-selectable-fields"], want);
+
+    // A CRD naming a field the schema lacks is refused with upstream's message.
+    let mut bad = shirts_crd();
+    bad["metadata"]["name"] = json!("coats.example.com");
+    bad["spec"]["names"] = json!({"plural": "coats", "kind": "Coat"});
+    bad["spec"]["versions"][0]["selectableFields"] = json!([{"jsonPath": ".spec.nosuch"}]);
+    let crds = api.client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    let err = crds.create(&bad).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    assert!(
+        err.to_string().contains(
+            "spec.versions[0].selectableFields[0].jsonPath: Invalid value: \".spec.nosuch\": is an invalid path: does not refer to a valid field"
+        ),
+        "{err}"
+    );
+}

@@ -191,6 +191,57 @@ fn names(names: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Upstream's most selectable fields per version.
+const MAX_SELECTABLE_FIELDS: usize = 8;
+
+/// Upstream's `ValidateCustomResourceSelectableFields`: each `jsonPath` a field path (no array notation) of the
+/// schema, outside metadata, to a string, boolean or integer; no duplicates; at most 8.
+fn selectable_fields(
+    fields: &Value,
+    schema: &super::schema::structural::Structural,
+    at: &str,
+    causes: &mut Vec<Cause>,
+) {
+    let Some(fields) = fields.as_array() else { return };
+    let mut unique = std::collections::BTreeSet::new();
+    for (i, f) in fields.iter().enumerate() {
+        let field = format!("{at}[{i}].jsonPath");
+        let json_path = f["jsonPath"].as_str().unwrap_or_default();
+        if json_path.is_empty() {
+            causes.push(Cause::required(field));
+            continue;
+        }
+        let value = json!(json_path);
+        let (path, found) = match super::cel::compile::resolve_field_path(json_path, schema, false) {
+            Ok(r) => r,
+            Err(e) => {
+                causes.push(Cause::invalid(field, &value, format!("is an invalid path: {e}")));
+                continue;
+            }
+        };
+        if path.split(['.', '[']).next() == Some("metadata") {
+            causes.push(Cause::invalid(&field, &value, "must not point to fields in metadata"));
+        }
+        if !matches!(found.generic.type_.as_str(), "string" | "boolean" | "integer") {
+            causes.push(Cause::invalid(
+                &field,
+                &value,
+                "must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed.",
+            ));
+        }
+        if !unique.insert(path) {
+            causes.push(Cause::duplicate(field, &value));
+        }
+    }
+    if unique.len() > MAX_SELECTABLE_FIELDS {
+        causes.push(Cause {
+            reason: "FieldValueTooMany",
+            field: at.to_string(),
+            message: format!("Too many: {}: must have at most {MAX_SELECTABLE_FIELDS} items", unique.len()),
+        });
+    }
+}
+
 fn versions(spec: &Value, causes: &mut Vec<Cause>) {
     let Some(versions) = spec["versions"].as_array().filter(|v| !v.is_empty()) else {
         causes.push(Cause::invalid(
@@ -245,6 +296,7 @@ fn versions(spec: &Value, causes: &mut Vec<Cause>) {
                         if valid {
                             causes.extend(super::cel::validation::validate_rules(&at, &st));
                         }
+                        selectable_fields(&v["selectableFields"], &st, &format!("{path}.selectableFields"), causes);
                     }
                     Err(e) => causes.push(Cause::invalid(at, &json!(""), e)),
                 }
@@ -354,6 +406,48 @@ mod tests {
         let mut c = crd();
         c["spec"]["scope"] = json!("Cluster");
         assert_eq!(fields(&validate(&c, Some(&old))), ["spec.scope: Invalid value: \"Cluster\": field is immutable"]);
+    }
+
+    #[test]
+    fn selectable_fields_validated_as_upstream() {
+        let mut c = crd();
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "color": {"type": "string"}, "size": {"type": "string", "enum": ["S", "M"]},
+                "quantity": {"type": "integer"}, "branded": {"type": "boolean"}, "ratio": {"type": "number"},
+                "tags": {"type": "object", "additionalProperties": {"type": "string"}}}}}});
+        c["spec"]["versions"][0]["selectableFields"] = json!([
+            {"jsonPath": ".spec.color"}, {"jsonPath": ".spec.size"}, {"jsonPath": ".spec.quantity"},
+            {"jsonPath": ".spec.branded"}]);
+        prepare_create(&mut c);
+        assert!(validate(&c, None).is_empty(), "{:?}", fields(&validate(&c, None)));
+        c["spec"]["versions"][0]["selectableFields"] = json!([
+            {"jsonPath": ""}, {"jsonPath": ".spec.nosuch"}, {"jsonPath": ".spec.ratio"}, {"jsonPath": ".spec.color"},
+            {"jsonPath": ".spec.color"}, {"jsonPath": ".spec.tags['a']"}]);
+        let got = fields(&validate(&c, None));
+        let at = "spec.versions[0].selectableFields";
+        for want in [
+            format!("{at}[0].jsonPath: Required value"),
+            format!(
+                "{at}[1].jsonPath: Invalid value: \".spec.nosuch\": is an invalid path: does not refer to a valid field"
+            ),
+            format!(
+                "{at}[2].jsonPath: Invalid value: \".spec.ratio\": must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed."
+            ),
+            format!("{at}[4].jsonPath: Duplicate value: \".spec.color\""),
+            format!(
+                "{at}[5].jsonPath: Invalid value: \".spec.tags['a']\": is an invalid path: array notation is not allowed"
+            ),
+        ] {
+            assert!(got.contains(&want), "{want} in {got:?}");
+        }
+        let many: Vec<Value> = (0..9).map(|i| json!({"jsonPath": format!(".spec.f{i}")})).collect();
+        let props: serde_json::Map<String, Value> =
+            (0..9).map(|i| (format!("f{i}"), json!({"type": "string"}))).collect();
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"] =
+            Value::Object(props);
+        c["spec"]["versions"][0]["selectableFields"] = Value::Array(many);
+        assert_eq!(fields(&validate(&c, None)), [format!("{at}: Too many: 9: must have at most 8 items")]);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub fn group_version(snap: &Snapshot, group: &str, version: &str) -> Option<Valu
         schema["properties"]["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"});
         schema["properties"]["metadata"] = json!({"type": "object", "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata", "x-kubernetes-preserve-unknown-fields": true});
         schema["x-kubernetes-group-version-kind"] = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+        if !r.selectable_fields.is_empty() {
+            let fields: Vec<Value> = r.selectable_fields.iter().map(|f| json!({"fieldPath": f})).collect();
+            schema["x-kubernetes-selectable-fields"] = Value::Array(fields);
+        }
         schemas.insert(name, schema);
     }
     Some(json!({
@@ -68,5 +72,26 @@ mod tests {
         let post = &doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets"]["post"];
         assert!(post["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
         assert!(group_version(&snap, "example.com", "v2").is_none());
+        assert!(schema.get("x-kubernetes-selectable-fields").is_none());
+    }
+
+    #[test]
+    fn selectable_fields_extension() {
+        // Upstream's TestFieldSelectorOpenAPI: the fields in the CRD's order, without the leading dot.
+        let crd = json!({
+            "metadata": {"name": "shirts.tests.example.com"},
+            "spec": {"group": "tests.example.com", "scope": "Cluster", "names": {"plural": "shirts", "kind": "Shirt"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+                        "color": {"type": "string"}, "quantity": {"type": "integer"}}}}}},
+                    "selectableFields": [{"jsonPath": ".spec.color"}, {"jsonPath": ".spec.quantity"}]}]},
+            "status": {"acceptedNames": {"plural": "shirts", "kind": "Shirt"}, "conditions": [{"type": "Established", "status": "True"}]}
+        });
+        let snap = Snapshot::build(&[crd]);
+        let doc = group_version(&snap, "tests.example.com", "v1").unwrap();
+        assert_eq!(
+            doc["components"]["schemas"]["com.example.tests.v1.Shirt"]["x-kubernetes-selectable-fields"],
+            json!([{"fieldPath": "spec.color"}, {"fieldPath": "spec.quantity"}])
+        );
     }
 }

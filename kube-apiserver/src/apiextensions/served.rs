@@ -31,8 +31,6 @@ pub struct CustomVersion {
     pub schema: Value,
     /// `additionalPrinterColumns` as written in the CRD.
     pub printer_columns: Vec<Value>,
-    /// `selectableFields[].jsonPath`.
-    pub selectable_fields: Vec<String>,
     pub scale: Option<ScalePaths>,
     /// Discovery lists a version only once its CRD is Established.
     pub established: bool,
@@ -212,6 +210,7 @@ fn versions_of(crd: &Value) -> Vec<CustomVersion> {
             subresources: intern_subresources(subresources),
             storage: intern(&format!("{group}/{plural}")),
             custom: true,
+            selectable_fields: intern_list(&selectable_fields(v)),
         });
         let schema = v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null);
         let columns = v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
@@ -226,10 +225,6 @@ fn versions_of(crd: &Value) -> Vec<CustomVersion> {
             crd_uid: crd.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string(),
             schema: v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null),
             printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
-            selectable_fields: v["selectableFields"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|f| f["jsonPath"].as_str()).map(str::to_string).collect())
-                .unwrap_or_default(),
             scale,
             established,
             terminating,
@@ -249,6 +244,16 @@ struct Interner {
     lists: HashSet<&'static [&'static str]>,
     subresources: HashSet<&'static [Subresource]>,
     resources: HashMap<String, &'static Resource>,
+}
+
+/// A version's `selectableFields` as field selector names (`.spec.color` -> `spec.color`).
+fn selectable_fields(version: &Value) -> Vec<String> {
+    version["selectableFields"]
+        .as_array()
+        .map(|a| {
+            a.iter().filter_map(|f| f["jsonPath"].as_str()).map(|p| p.trim_start_matches('.').to_string()).collect()
+        })
+        .unwrap_or_default()
 }
 
 fn interner() -> std::sync::MutexGuard<'static, Interner> {

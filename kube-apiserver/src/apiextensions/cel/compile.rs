@@ -606,11 +606,21 @@ fn has_known_type(s: &Structural) -> bool {
 /// upstream `ValidFieldPath`: a JSON path of field and map accessors (`.a.b`, `.m['k']`, `['a.b']`) valid for the
 /// schema, as the field path it names (`a.b`, `m[k]`).
 pub fn valid_field_path(path: &str, schema: &Structural) -> Result<String, String> {
+    resolve_field_path(path, schema, true).map(|(p, _)| p)
+}
+
+/// As [`valid_field_path`], with the schema the path leads to; `allow_array` false refuses `['k']` accessors
+/// (upstream's `WithFieldPathAllowArrayNotation(false)`, for selectable fields).
+pub fn resolve_field_path<'a>(
+    path: &str,
+    schema: &'a Structural,
+    allow_array: bool,
+) -> Result<(String, &'a Structural), String> {
     let mut out = String::new();
     let mut node = schema;
     let bytes = path.as_bytes();
     let mut i = 0;
-    let append = |node: &mut &Structural, name: &str, out: &mut String| -> Result<(), String> {
+    let append = |node: &mut &'a Structural, name: &str, out: &mut String| -> Result<(), String> {
         if !node.properties.is_empty() {
             let next = node.properties.get(name).ok_or("does not refer to a valid field")?;
             *out = crate::apiextensions::schema::field::child(out, name);
@@ -635,6 +645,9 @@ pub fn valid_field_path(path: &str, schema: &Structural) -> Result<String, Strin
                 i = end;
             }
             b'[' => {
+                if !allow_array {
+                    return Err("array notation is not allowed".into());
+                }
                 if bytes.get(i + 1) != Some(&b'\'') {
                     return Err("expected single quoted string".into());
                 }
@@ -652,7 +665,7 @@ pub fn valid_field_path(path: &str, schema: &Structural) -> Result<String, Strin
             _ => return Err(format!("expected [ or . but got: {}", &path[i..])),
         }
     }
-    Ok(out)
+    Ok((out, node))
 }
 
 #[cfg(test)]
