@@ -256,12 +256,21 @@ pub async fn serve(
             allowed("get")?;
             let name = info.name.as_deref().unwrap_or_default();
             let obj = reg.get(sres, ns, name).await?;
+            let obj = crate::apiextensions::conversion::one_for_request(server, res, obj).await?;
             Ok(object_response(StatusCode::OK, res, printer.as_ref(), &obj, out, &q))
         }
         "list" => {
             allowed("list")?;
             let p = list_params(res, &q)?;
             let page = reg.list(sres, ns, &p).await?;
+            // Custom resources stored at other versions go through the CRD's conversion webhook, all at once.
+            let converted = match crate::apiextensions::conversion::webhook_of(server, res) {
+                Some(_) => {
+                    let objs = page.items.iter().map(|i| i.value()).collect::<Result<Vec<_>, _>>()?;
+                    Some(crate::apiextensions::conversion::for_request(server, res, objs).await?)
+                }
+                None => None,
+            };
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
             if let Some(c) = &page.continue_token {
                 meta["continue"] = json!(c);
@@ -271,8 +280,13 @@ pub async fn serve(
             }
             if out.is_table() {
                 let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
-                let objs = page.items.iter().map(|i| i.value()).collect::<Result<Vec<_>, _>>()?;
-                let objs: Vec<Value> = objs.into_iter().map(|o| crate::convert::to_external(res, o)).collect();
+                let objs = match converted {
+                    Some(objs) => objs,
+                    None => {
+                        let objs = page.items.iter().map(|i| i.value()).collect::<Result<Vec<_>, _>>()?;
+                        objs.into_iter().map(|o| crate::convert::to_external(res, o)).collect()
+                    }
+                };
                 return Ok(json_response(
                     StatusCode::OK,
                     &table::table(res, printer.as_ref(), &objs, meta, include, true),
@@ -293,7 +307,9 @@ pub async fn serve(
                 if i > 0 {
                     body.push(b',');
                 }
-                if crate::convert::converts(res) {
+                if let Some(objs) = &converted {
+                    let _ = serde_json::to_writer(&mut body, &objs[i]);
+                } else if crate::convert::converts(res) {
                     let _ = serde_json::to_writer(&mut body, &crate::convert::to_external(res, item.value()?));
                 } else {
                     item.write_json(&mut body);
@@ -365,11 +381,11 @@ pub async fn serve(
             let name = info.name.as_deref().unwrap_or_default();
             let body = read_body(body).await?;
             let p = delete_params(&as_json(&parts.headers, body)?, &q)?;
-            let deleted = crate::admission::delete(server, sres, ns, name, &p).await?;
-            Ok(match deleted {
-                Deleted::Pending(obj) => object_response(StatusCode::OK, res, printer.as_ref(), &obj, out, &q),
-                Deleted::Gone(obj) => object_response(StatusCode::OK, res, printer.as_ref(), &obj, out, &q),
-            })
+            let obj = match crate::admission::delete(server, sres, ns, name, &p).await? {
+                Deleted::Pending(obj) | Deleted::Gone(obj) => obj,
+            };
+            let obj = crate::apiextensions::conversion::one_for_request(server, res, obj).await?;
+            Ok(object_response(StatusCode::OK, res, printer.as_ref(), &obj, out, &q))
         }
         "deletecollection" => {
             allowed("deletecollection")?;
@@ -383,11 +399,13 @@ pub async fn serve(
                 let name = meta_str(&obj, "name").unwrap_or_default().to_string();
                 let ons = meta_str(&obj, "namespace").map(str::to_string);
                 match crate::admission::delete(server, sres, ons.as_deref(), &name, &dp).await {
-                    Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => items.push(crate::convert::to_external(res, o)),
+                    Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => items.push(o),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
             }
+            let items = crate::apiextensions::conversion::for_request(server, res, items).await?;
+            let items: Vec<Value> = items.into_iter().map(|o| crate::convert::to_external(res, o)).collect();
             let list = json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {"resourceVersion": ""}, "items": items});
             Ok(encode_response(StatusCode::OK, &list, out.encoding))
         }
@@ -463,6 +481,30 @@ pub fn delete_params(body: &Bytes, q: &HashMap<String, String>) -> Result<Delete
 
 /// One event of a watch stream: a line of JSON, or a length-framed protobuf `WatchEvent`. An object served in its
 /// stored shape is written from the encoding shared by every watcher of the event.
+/// A watch event of a custom resource stored at another version, converted by the CRD's conversion webhook.
+async fn converted_event(
+    server: &crate::server::Apiserver,
+    hook: &crate::apiextensions::conversion::Webhook,
+    res: &Resource,
+    ev: WatchEvent,
+) -> Result<WatchEvent, ApiError> {
+    let convert = async |o: &crate::registry::Shared| -> Result<crate::registry::Shared, ApiError> {
+        if o.get("apiVersion").and_then(Value::as_str) == Some(&res.api_version()) {
+            return Ok(o.clone());
+        }
+        let clients = &server.webhooks.clients;
+        let mut out =
+            crate::apiextensions::conversion::convert(server, clients, hook, res, vec![(**o).clone()]).await?;
+        Ok(crate::registry::Shared::new(out.pop().unwrap_or_default()))
+    };
+    Ok(match &ev {
+        WatchEvent::Added(o) => WatchEvent::Added(convert(o).await?),
+        WatchEvent::Modified(o) => WatchEvent::Modified(convert(o).await?),
+        WatchEvent::Deleted(o) => WatchEvent::Deleted(convert(o).await?),
+        _ => ev,
+    })
+}
+
 fn event_line(res: &Resource, printer: Option<&Printer>, ev: &WatchEvent, out: Output, first: &mut bool) -> Bytes {
     let shared = match ev {
         WatchEvent::Added(o) => Some(("ADDED", o)),
@@ -544,6 +586,8 @@ async fn watch(
     };
     let mut events = server.registry.watch(crate::convert::storage_resource(res), ns, p, bookmarks).await?;
     let printer = printer_of(server, res);
+    let webhook = crate::apiextensions::conversion::webhook_of(server, res);
+    let server = server.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let mut stop = server.stop_signal();
     let gauge = server.watch_gauge();
@@ -558,6 +602,13 @@ async fn watch(
                 _ = &mut deadline => return,
                 _ = stop.changed() => return,
                 _ = tx.closed() => return,
+            };
+            let ev = match &webhook {
+                Some(hook) => match converted_event(&server, hook, res, ev).await {
+                    Ok(ev) => ev,
+                    Err(e) => WatchEvent::Error(e),
+                },
+                None => ev,
             };
             if tx.send(event_line(res, printer.as_ref(), &ev, out, &mut first)).await.is_err() {
                 return;

@@ -161,6 +161,8 @@ pub struct Registry {
     pub admission: Arc<std::sync::OnceLock<Arc<dyn crate::admission::Validating>>>,
     /// The served resources, custom ones with their schemas (shared with the apiserver).
     pub served: Arc<crate::apiextensions::served::Served>,
+    /// Conversion of custom resources to a patch request's version through conversion webhooks (set once at start).
+    pub converter: Arc<std::sync::OnceLock<Arc<dyn crate::apiextensions::conversion::Converter>>>,
 }
 
 /// The storage key of an object.
@@ -335,7 +337,13 @@ pub fn matches(res: &Resource, obj: &Value, p: &ListParams) -> Result<bool, ApiE
 impl Registry {
     pub fn new(store: Arc<Backend>) -> Self {
         let cacher = Arc::new(crate::cacher::Cacher::new(store.clone()));
-        Registry { store, cacher, admission: Default::default(), served: Default::default() }
+        Registry {
+            store,
+            cacher,
+            admission: Default::default(),
+            served: Default::default(),
+            converter: Default::default(),
+        }
     }
 
     /// Field checks of a decoded request object: unknown fields of a built-in kind dropped (or refused under
@@ -649,7 +657,10 @@ impl Registry {
                 dry_run,
                 |cur_rev, cur| {
                     // The patch applies to the object as the client's version shows it.
-                    let external = crate::convert::to_external(served, cur.clone());
+                    let external = match self.converter.get() {
+                        Some(c) if served.custom => c.to_request_version(served, cur.clone())?,
+                        _ => crate::convert::to_external(served, cur.clone()),
+                    };
                     let mut patched =
                         apply_patch(&external, patch_type, patch, Some(served.kind)).map_err(patch_error)?;
                     if let Some(rv) = meta_str(&patched, "resourceVersion").filter(|rv| !rv.is_empty())

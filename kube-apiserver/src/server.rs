@@ -234,6 +234,8 @@ impl Apiserver {
         });
         let plugins = crate::admission::Plugins { server: Arc::downgrade(&server) };
         let _ = server.registry.admission.set(Arc::new(plugins));
+        let converter = crate::apiextensions::conversion::ServerConverter { server: Arc::downgrade(&server) };
+        let _ = server.registry.converter.set(Arc::new(converter));
         Ok(server)
     }
 

@@ -732,3 +732,115 @@ async fn selectable_fields_select_custom_resources() {
         "{err}"
     );
 }
+
+/// A two-version CRD (v1 stored) whose versions convert through `server`'s `path`, as upstream's conversion e2e
+/// test sets it up.
+fn converted_crd(
+    plural: &str,
+    kind: &str,
+    server: &kube_apiserver::admission::webhook::testserver::WebhookServer,
+    path: &str,
+) -> Value {
+    let schema = json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.example.com")},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": plural, "kind": kind},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": schema},
+                         {"name": "v2", "served": true, "storage": false, "schema": schema}],
+            "conversion": {"strategy": "Webhook", "webhook": {
+                "clientConfig": {"url": server.url(path), "caBundle": server.ca_bundle()},
+                "conversionReviewVersions": ["v1", "v1beta1"]}}}
+    })
+}
+
+/// Upstream's CustomResourceConversionWebhook e2e tests ("should be able to convert from CR v1 to CR v2", "should be
+/// able to convert a non homogeneous list of CRs") and the webhook converter's checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversion_webhooks_convert_between_versions() {
+    use kube_apiserver::admission::webhook::testserver::WebhookServer;
+    let api = TestApiserver::start().await;
+    api.namespace("conv").await;
+    let hook = WebhookServer::start(&["127.0.0.1"]).await;
+    establish(&api.client, &converted_crd("hostports", "HostPort", &hook, "/convert")).await;
+    let v1 = api.client.api_dynamic("example.com", "v1", "hostports", "HostPort", true).namespaced("conv");
+    let v2 = api.client.api_dynamic("example.com", "v2", "hostports", "HostPort", true).namespaced("conv");
+    let created = v1
+        .create(&json!({"apiVersion": "example.com/v1", "kind": "HostPort", "metadata": {"name": "cr1"},
+            "spec": {"hostPort": "localhost:8080"}}))
+        .await
+        .unwrap();
+
+    // v1 -> v2 on a get.
+    let got = v2.get("cr1").await.unwrap();
+    assert_eq!(got["apiVersion"], "example.com/v2");
+    assert_eq!(got["spec"], json!({"host": "localhost", "port": "8080"}));
+    assert_eq!(got["metadata"]["uid"], created["metadata"]["uid"]);
+    let calls = hook.take_calls();
+    assert_eq!(calls.len(), 1, "one review per read");
+    assert_eq!(calls[0].review["apiVersion"], "apiextensions.k8s.io/v1");
+    assert_eq!(calls[0].review["request"]["desiredAPIVersion"], "example.com/v2");
+    // The stored version itself needs no call.
+    assert_eq!(v1.get("cr1").await.unwrap()["spec"]["hostPort"], "localhost:8080");
+    assert!(hook.take_calls().is_empty());
+
+    // A list holding both versions, read as each (one review for the objects of the other version).
+    v2.create(&json!({"apiVersion": "example.com/v2", "kind": "HostPort", "metadata": {"name": "cr2"},
+        "spec": {"host": "example", "port": "9090"}}))
+        .await
+        .unwrap();
+    let as_v1 = v1.list(&ListParams::default()).await.unwrap();
+    let ports: Vec<&Value> = as_v1["items"].as_array().unwrap().iter().map(|i| &i["spec"]["hostPort"]).collect();
+    assert_eq!(ports, [&json!("localhost:8080"), &json!("example:9090")]);
+    assert!(as_v1["items"].as_array().unwrap().iter().all(|i| i["apiVersion"] == "example.com/v1"));
+    let as_v2 = v2.list(&ListParams::default()).await.unwrap();
+    let hosts: Vec<&Value> = as_v2["items"].as_array().unwrap().iter().map(|i| &i["spec"]["host"]).collect();
+    assert_eq!(hosts, [&json!("localhost"), &json!("example")]);
+    assert_eq!(hook.take_calls().len(), 2);
+
+    // A watch in v2 sees a change made through v1 in its own version.
+    let rv = as_v2["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut events = v2.watch(&ListParams { resource_version: Some(rv), ..Default::default() }).await.unwrap();
+    v1.patch("cr1", PatchType::Merge, &json!({"spec": {"hostPort": "localhost:8081"}})).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap().unwrap();
+    match ev {
+        client::WatchEvent::Modified(o) => {
+            assert_eq!(o["apiVersion"], "example.com/v2");
+            assert_eq!(o["spec"], json!({"host": "localhost", "port": "8081"}));
+        }
+        other => panic!("expected MODIFIED: {other:?}"),
+    }
+
+    // A patch through v2 applies to the object as v2 shows it.
+    let patched = v2.patch("cr1", PatchType::Merge, &json!({"spec": {"port": "9999"}})).await.unwrap();
+    assert_eq!(patched["spec"], json!({"host": "localhost", "port": "9999"}));
+    assert_eq!(v1.get("cr1").await.unwrap()["spec"]["hostPort"], "localhost:9999");
+
+    // A failing converter: the read fails with upstream's message, the stored object is untouched.
+    establish(&api.client, &converted_crd("refusals", "Refusal", &hook, "/convertFail")).await;
+    let r1 = api.client.api_dynamic("example.com", "v1", "refusals", "Refusal", true).namespaced("conv");
+    let r2 = api.client.api_dynamic("example.com", "v2", "refusals", "Refusal", true).namespaced("conv");
+    r1.create(&json!({"apiVersion": "example.com/v1", "kind": "Refusal", "metadata": {"name": "r"}, "spec": {}}))
+        .await
+        .unwrap();
+    let err = r2.get("r").await.unwrap_err();
+    assert_eq!(err.code(), Some(500), "{err}");
+    assert!(
+        err.to_string().contains("conversion webhook for example.com/v1, Kind=Refusal failed: the converter refuses"),
+        "{err}"
+    );
+    assert!(r1.get("r").await.is_ok());
+
+    // Webhook conversion needs the review versions.
+    let mut bad = converted_crd("badconvs", "BadConv", &hook, "/convert");
+    bad["spec"]["conversion"]["webhook"]["conversionReviewVersions"] = json!(["v3"]);
+    let crds = api.client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    let err = crds.create(&bad).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    assert!(
+        err.to_string().contains(
+            "spec.conversion.webhook.conversionReviewVersions: Invalid value: [\"v3\"]: must include at least one of v1, v1beta1"
+        ),
+        "{err}"
+    );
+}

@@ -144,6 +144,7 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     }
     names(&spec["names"], "spec.names", &mut causes);
     versions(spec, &mut causes);
+    causes.extend(super::conversion::validate(&spec["conversion"], "spec.conversion"));
     if let Some(old) = old
         && old["spec"]["scope"] != spec["scope"]
     {

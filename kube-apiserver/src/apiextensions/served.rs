@@ -38,6 +38,8 @@ pub struct CustomVersion {
     pub terminating: bool,
     /// The version the CRD stores objects in.
     pub storage_version: String,
+    /// The conversion webhook (strategy `Webhook`); None: versions differ only in apiVersion.
+    pub conversion: Option<Arc<super::conversion::Webhook>>,
     /// The structural schema (None when the CRD's schema is not structural: nothing is pruned or defaulted).
     pub structural: Option<super::schema::structural::Structural>,
     pub validator: Option<super::schema::validate::Validator>,
@@ -229,6 +231,7 @@ fn versions_of(crd: &Value) -> Vec<CustomVersion> {
             established,
             terminating,
             storage_version: storage_version.to_string(),
+            conversion: super::conversion::Webhook::of(crd),
         });
     }
     out

@@ -31,6 +31,27 @@ pub struct ClientConfig {
     pub ca_bundle: Option<Vec<u8>>,
 }
 
+impl ClientConfig {
+    /// A webhook's `clientConfig` (admission webhooks, CRD conversion webhooks): `service` (port 443 by default)
+    /// or `url`, and the base64 `caBundle`.
+    pub fn from_json(cc: &Value) -> Self {
+        let endpoint = match cc.get("service").filter(|s| s.is_object()) {
+            Some(s) => Endpoint::Service {
+                namespace: s["namespace"].as_str().unwrap_or_default().to_string(),
+                name: s["name"].as_str().unwrap_or_default().to_string(),
+                port: s["port"].as_u64().unwrap_or(443) as u16,
+                path: s["path"].as_str().unwrap_or_default().to_string(),
+            },
+            None => Endpoint::Url(cc["url"].as_str().unwrap_or_default().to_string()),
+        };
+        let ca_bundle = cc["caBundle"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
+        ClientConfig { endpoint, ca_bundle }
+    }
+}
+
 /// `sideEffects`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SideEffects {
@@ -70,20 +91,6 @@ impl Hook {
     /// Compiles webhook `index` of a configuration.
     pub fn from_json(configuration: &str, index: usize, w: &Value) -> Hook {
         let name = w["name"].as_str().unwrap_or_default().to_string();
-        let cc = &w["clientConfig"];
-        let endpoint = match cc.get("service").filter(|s| s.is_object()) {
-            Some(s) => Endpoint::Service {
-                namespace: s["namespace"].as_str().unwrap_or_default().to_string(),
-                name: s["name"].as_str().unwrap_or_default().to_string(),
-                port: s["port"].as_u64().unwrap_or(443) as u16,
-                path: s["path"].as_str().unwrap_or_default().to_string(),
-            },
-            None => Endpoint::Url(cc["url"].as_str().unwrap_or_default().to_string()),
-        };
-        let ca_bundle = cc["caBundle"]
-            .as_str()
-            .filter(|c| !c.is_empty())
-            .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
         let side_effects = match w["sideEffects"].as_str() {
             Some("None") => Some(SideEffects::None),
             Some("NoneOnDryRun") => Some(SideEffects::NoneOnDryRun),
@@ -95,7 +102,7 @@ impl Hook {
             configuration: configuration.to_string(),
             uid: format!("{configuration}/{name}/{index}"),
             name,
-            client: ClientConfig { endpoint, ca_bundle },
+            client: ClientConfig::from_json(&w["clientConfig"]),
             rules: w["rules"].as_array().into_iter().flatten().map(Rule::from_json).collect(),
             ignore_failures: w["failurePolicy"] == "Ignore",
             namespace_selector: Selector::from_json(w.get("namespaceSelector")),

@@ -2,7 +2,9 @@
 //! webhook_server.go`): HTTPS with a serving certificate from its own CA, one behaviour per path (`/allow`,
 //! `/disallow`, `/disallowReason`, `/shouldNotBeCalled`, `/internalErr`, `/nilResponse`, `/addLabel`,
 //! `/removeLabel`, `/invalidMutation`, `/noop`, `/warn`, `/slow`), answering in the AdmissionReview version it was
-//! asked in and recording every call.
+//! asked in and recording every call; and a CRD conversion webhook (`/convert`, the converter of upstream's
+//! conversion e2e test: `spec.hostPort` "host:port" in v1, `spec.host` and `spec.port` in v2; `/convertFail`
+//! answers a failed review).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,46 @@ fn answer(path: &str, review: &Value) -> Option<Value> {
     })
 }
 
+/// A ConversionReview's response: v1 `spec.hostPort` <-> v2 `spec.host` + `spec.port`.
+fn convert_answer(review: &Value, fail: bool) -> Value {
+    let uid = review.pointer("/request/uid").cloned().unwrap_or(Value::Null);
+    if fail {
+        return json!({"uid": uid, "result": {"status": "Failure", "message": "the converter refuses"}});
+    }
+    let desired = review.pointer("/request/desiredAPIVersion").and_then(Value::as_str).unwrap_or_default();
+    let objects = review.pointer("/request/objects").and_then(Value::as_array).cloned().unwrap_or_default();
+    let converted: Vec<Value> = objects
+        .into_iter()
+        .map(|mut o| {
+            let spec = o["spec"].as_object_mut().cloned().unwrap_or_default();
+            let mut out = serde_json::Map::new();
+            for (k, v) in spec {
+                match (k.as_str(), desired.ends_with("/v2")) {
+                    ("hostPort", true) => {
+                        let hp = v.as_str().unwrap_or_default();
+                        let (host, port) = hp.split_once(':').unwrap_or((hp, ""));
+                        out.insert("host".into(), json!(host));
+                        out.insert("port".into(), json!(port));
+                    }
+                    ("host" | "port", false) => {}
+                    _ => {
+                        out.insert(k, v);
+                    }
+                }
+            }
+            if !desired.ends_with("/v2") && o["spec"].get("host").is_some() {
+                let host = o["spec"]["host"].as_str().unwrap_or_default();
+                let port = o["spec"]["port"].as_str().unwrap_or_default();
+                out.insert("hostPort".into(), json!(format!("{host}:{port}")));
+            }
+            o["spec"] = Value::Object(out);
+            o["apiVersion"] = json!(desired);
+            o
+        })
+        .collect();
+    json!({"uid": uid, "result": {"status": "Success"}, "convertedObjects": converted})
+}
+
 async fn serve(
     req: hyper::Request<hyper::body::Incoming>,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -92,6 +134,11 @@ async fn serve(
         serde_json::to_vec(&r).unwrap_or_default()
     };
     match path.as_str() {
+        "/convert" | "/convertFail" => {
+            let response = convert_answer(&review, path == "/convertFail");
+            let out = json!({"apiVersion": review["apiVersion"], "kind": "ConversionReview", "response": response});
+            respond(200, serde_json::to_vec(&out).unwrap_or_default(), "application/json")
+        }
         "/internalErr" => respond(500, b"webhook internal server error\n".to_vec(), "text/plain; charset=utf-8"),
         "/nilResponse" => respond(200, review_of(None), "application/json"),
         "/slow" => {
