@@ -32,10 +32,12 @@ impl Containerd {
             std::fs::create_dir_all(d)?;
         }
         let socket = dir.join("containerd.sock");
-        // restrict_oom_score_adj: processes here may not lower their oom_score_adj (see ARCHITECTURE.md).
+        // restrict_oom_score_adj: processes here may not lower their oom_score_adj (see ARCHITECTURE.md);
+        // netns_mounts_under_state_dir: the pods' network namespaces are mounted in this containerd's state
+        // directory, so dropping it removes them even when a test ends before its pods are torn down.
         let config = format!(
             "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n\
-             [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.10\"\n  restrict_oom_score_adj = true\n\
+             [plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.10\"\n  restrict_oom_score_adj = true\n  netns_mounts_under_state_dir = true\n\
              [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{cni}\"\n\
              [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
              [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = false\n",
