@@ -263,11 +263,12 @@ pub async fn serve(
             allowed("list")?;
             let p = list_params(res, &q)?;
             let page = reg.list(sres, ns, &p).await?;
-            // Custom resources stored at other versions go through the CRD's conversion webhook, all at once.
-            let converted = match crate::apiextensions::conversion::webhook_of(server, res) {
-                Some(_) => {
+            // Custom resources stored at other versions go through the CRD's conversion webhook, all at once, and
+            // take the version's defaults.
+            let converted = match crate::apiextensions::conversion::read_plan(server, res) {
+                Some(plan) => {
                     let objs = page.items.iter().map(|i| i.value()).collect::<Result<Vec<_>, _>>()?;
-                    Some(crate::apiextensions::conversion::for_request(server, res, objs).await?)
+                    Some(plan.apply(server, res, objs).await?)
                 }
                 None => None,
             };
@@ -481,20 +482,15 @@ pub fn delete_params(body: &Bytes, q: &HashMap<String, String>) -> Result<Delete
 
 /// One event of a watch stream: a line of JSON, or a length-framed protobuf `WatchEvent`. An object served in its
 /// stored shape is written from the encoding shared by every watcher of the event.
-/// A watch event of a custom resource stored at another version, converted by the CRD's conversion webhook.
+/// A watch event of a custom resource as the watcher's version shows it ([`crate::apiextensions::conversion::ReadPlan`]).
 async fn converted_event(
     server: &crate::server::Apiserver,
-    hook: &crate::apiextensions::conversion::Webhook,
+    plan: &crate::apiextensions::conversion::ReadPlan,
     res: &Resource,
     ev: WatchEvent,
 ) -> Result<WatchEvent, ApiError> {
     let convert = async |o: &crate::registry::Shared| -> Result<crate::registry::Shared, ApiError> {
-        if o.get("apiVersion").and_then(Value::as_str) == Some(&res.api_version()) {
-            return Ok(o.clone());
-        }
-        let clients = &server.webhooks.clients;
-        let mut out =
-            crate::apiextensions::conversion::convert(server, clients, hook, res, vec![(**o).clone()]).await?;
+        let mut out = plan.apply(server, res, vec![(**o).clone()]).await?;
         Ok(crate::registry::Shared::new(out.pop().unwrap_or_default()))
     };
     Ok(match &ev {
@@ -586,7 +582,7 @@ async fn watch(
     };
     let mut events = server.registry.watch(crate::convert::storage_resource(res), ns, p, bookmarks).await?;
     let printer = printer_of(server, res);
-    let webhook = crate::apiextensions::conversion::webhook_of(server, res);
+    let plan = crate::apiextensions::conversion::read_plan(server, res);
     let server = server.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let mut stop = server.stop_signal();
@@ -603,8 +599,8 @@ async fn watch(
                 _ = stop.changed() => return,
                 _ = tx.closed() => return,
             };
-            let ev = match &webhook {
-                Some(hook) => match converted_event(&server, hook, res, ev).await {
+            let ev = match &plan {
+                Some(plan) => match converted_event(&server, plan, res, ev).await {
                     Ok(ev) => ev,
                     Err(e) => WatchEvent::Error(e),
                 },

@@ -844,3 +844,48 @@ async fn conversion_webhooks_convert_between_versions() {
         "{err}"
     );
 }
+
+/// Upstream's TestCustomResourceDefaulting (defaulting on read): a default added to the schema shows on objects
+/// stored before it, in gets, lists and watch events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_apply_when_reading() {
+    let api = TestApiserver::start().await;
+    api.namespace("defaults").await;
+    let mut crd = crd("gadgets", "Gadget", "Namespaced");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = json!({"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}}}});
+    establish(&api.client, &crd).await;
+    let gadgets = api.client.api_dynamic("example.com", "v1", "gadgets", "Gadget", true).namespaced("defaults");
+    gadgets
+        .create(
+            &json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g1"}, "spec": {"a": "x"}}),
+        )
+        .await
+        .unwrap();
+    assert!(gadgets.get("g1").await.unwrap()["spec"].get("b").is_none());
+
+    let crds = api.client.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    let mut cur = crds.get("gadgets.example.com").await.unwrap();
+    cur["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["b"]["default"] =
+        json!("B");
+    crds.replace("gadgets.example.com", &cur).await.unwrap();
+    let mut got = Value::Null;
+    for _ in 0..100 {
+        got = gadgets.get("g1").await.unwrap();
+        if got["spec"]["b"] == "B" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got["spec"], json!({"a": "x", "b": "B"}), "the new default on read");
+    let list = gadgets.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list["items"][0]["spec"]["b"], "B");
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut events = gadgets.watch(&ListParams { resource_version: Some(rv), ..Default::default() }).await.unwrap();
+    gadgets.delete("g1", None).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap().unwrap();
+    match ev {
+        client::WatchEvent::Deleted(o) => assert_eq!(o["spec"]["b"], "B"),
+        other => panic!("expected DELETED: {other:?}"),
+    }
+}

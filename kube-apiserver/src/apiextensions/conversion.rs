@@ -6,7 +6,7 @@
 //! annotations changed in metadata (the rest of the metadata is restored from the original).
 //!
 //! Objects are stored at the version they were written through; reads convert each object whose apiVersion is not
-//! the one asked for (see the README's deliberate differences).
+//! the one asked for (see the README's deliberate differences), then apply the version's defaults ([`ReadPlan`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use api_types::{ApiError, Resource};
 use serde_json::{Value, json};
 
+use super::served::CustomVersion;
 use crate::admission::webhook::Cluster;
 use crate::admission::webhook::client::Clients;
 use crate::admission::webhook::source::ClientConfig;
@@ -145,19 +146,45 @@ fn converted_objects(answer: &Value, review_version: &str, uid: &str) -> Result<
     Ok(response["convertedObjects"].as_array().cloned().unwrap_or_default())
 }
 
-/// The conversion webhook of a custom resource's CRD, if it has one.
-pub fn webhook_of(server: &Apiserver, res: &Resource) -> Option<Arc<Webhook>> {
+/// What reading a custom resource involves beyond its apiVersion: the CRD's conversion webhook, and the requested
+/// version's schema defaults (upstream defaults objects read from storage too, after conversion, so a default added
+/// to a CRD shows on objects stored before it).
+pub struct ReadPlan {
+    webhook: Option<Arc<Webhook>>,
+    version: Arc<CustomVersion>,
+}
+
+/// The read plan of a custom resource; None when reads need nothing beyond [`crate::convert::to_external`].
+pub fn read_plan(server: &Apiserver, res: &Resource) -> Option<ReadPlan> {
     if !res.custom {
         return None;
     }
-    server.served.load().custom_of(res).and_then(|cv| cv.conversion.clone())
+    let version = server.served.load().custom_of(res)?.clone();
+    (version.conversion.is_some() || version.has_defaults)
+        .then(|| ReadPlan { webhook: version.conversion.clone(), version })
 }
 
-/// Objects read from storage in the version the request names when the CRD has a conversion webhook; otherwise
-/// as they are (the callers' [`crate::convert::to_external`] does the rest).
+impl ReadPlan {
+    /// Objects read from storage in the requested version (webhook) with its defaults.
+    pub async fn apply(&self, server: &Apiserver, res: &Resource, objs: Vec<Value>) -> Result<Vec<Value>, ApiError> {
+        let mut objs = match &self.webhook {
+            Some(hook) => convert(server, &server.webhooks.clients, hook, res, objs).await?,
+            None => objs,
+        };
+        if self.version.has_defaults {
+            for o in &mut objs {
+                super::schema::defaulting::apply_defaults(o, self.version.structural.as_ref());
+            }
+        }
+        Ok(objs)
+    }
+}
+
+/// Objects read from storage as the request's version shows them when the CRD has a conversion webhook or defaults
+/// (see [`ReadPlan`]); otherwise as they are (the callers' [`crate::convert::to_external`] does the rest).
 pub async fn for_request(server: &Apiserver, res: &Resource, objs: Vec<Value>) -> Result<Vec<Value>, ApiError> {
-    match webhook_of(server, res) {
-        Some(hook) => convert(server, &server.webhooks.clients, &hook, res, objs).await,
+    match read_plan(server, res) {
+        Some(plan) => plan.apply(server, res, objs).await,
         None => Ok(objs),
     }
 }
@@ -183,7 +210,8 @@ pub struct ServerConverter {
 impl Converter for ServerConverter {
     fn to_request_version(&self, res: &Resource, obj: Value) -> Result<Value, ApiError> {
         let server = self.server.upgrade().ok_or_else(|| ApiError::unavailable("the apiserver is shutting down"))?;
-        if webhook_of(&server, res).is_none() || obj["apiVersion"] == res.api_version().as_str() {
+        let has_webhook = res.custom && server.served.load().custom_of(res).is_some_and(|cv| cv.conversion.is_some());
+        if !has_webhook || obj["apiVersion"] == res.api_version().as_str() {
             return Ok(crate::convert::to_external(res, obj));
         }
         let handle = tokio::runtime::Handle::try_current().map_err(|e| ApiError::internal(e.to_string()))?;

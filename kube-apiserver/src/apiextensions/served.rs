@@ -40,6 +40,8 @@ pub struct CustomVersion {
     pub storage_version: String,
     /// The conversion webhook (strategy `Webhook`); None: versions differ only in apiVersion.
     pub conversion: Option<Arc<super::conversion::Webhook>>,
+    /// The structural schema has defaults: reads apply them too.
+    pub has_defaults: bool,
     /// The structural schema (None when the CRD's schema is not structural: nothing is pruned or defaulted).
     pub structural: Option<super::schema::structural::Structural>,
     pub validator: Option<super::schema::validate::Validator>,
@@ -217,6 +219,7 @@ fn versions_of(crd: &Value) -> Vec<CustomVersion> {
         let schema = v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null);
         let columns = v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
         let structural = schema.is_object().then(|| super::schema::structural::Structural::new(&schema).ok()).flatten();
+        let has_defaults = structural.as_ref().is_some_and(super::schema::defaulting::has_defaults);
         out.push(CustomVersion {
             cel: structural.as_ref().and_then(super::cel::validator::Validator::new),
             structural,
@@ -232,6 +235,7 @@ fn versions_of(crd: &Value) -> Vec<CustomVersion> {
             terminating,
             storage_version: storage_version.to_string(),
             conversion: super::conversion::Webhook::of(crd),
+            has_defaults,
         });
     }
     out

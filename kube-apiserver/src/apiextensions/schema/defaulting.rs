@@ -9,6 +9,14 @@ fn non_nullable_null(x: &Value, s: Option<&Structural>) -> bool {
     x.is_null() && s.is_some_and(|s| !s.generic.nullable)
 }
 
+/// Whether the schema has a `default` anywhere (objects read from storage are defaulted only then).
+pub fn has_defaults(s: &Structural) -> bool {
+    s.generic.default.is_some()
+        || s.properties.values().any(has_defaults)
+        || s.items.as_deref().is_some_and(has_defaults)
+        || s.generic.additional_properties.as_ref().and_then(|a| a.structural.as_deref()).is_some_and(has_defaults)
+}
+
 /// upstream `Default`: applies the schema's defaults to `x` in place.
 pub fn apply_defaults(x: &mut Value, s: Option<&Structural>) {
     let Some(s) = s else { return };
