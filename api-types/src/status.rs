@@ -281,7 +281,10 @@ mod tests {
         assert_eq!(e.message, "Pod \"p\" is invalid: [a: Required value, b: Required value]");
         let e = ApiError::invalid("apps", "Deployment", "web", vec![Cause::required("spec.selector")]);
         assert_eq!(e.message, "Deployment.apps \"web\" is invalid: spec.selector: Required value");
-        assert_eq!(e.to_status()["details"], json!({"name": "web", "group": "apps", "kind": "Deployment", "causes": [{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}]}));
+        assert_eq!(
+            e.to_status()["details"],
+            json!({"name": "web", "group": "apps", "kind": "Deployment", "causes": [{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}]})
+        );
         let s = ApiError::too_many_requests("slow down", 1).to_status();
         assert_eq!((s["code"].clone(), s["details"]["retryAfterSeconds"].clone()), (json!(429), json!(1)));
     }
