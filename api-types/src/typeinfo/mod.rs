@@ -17,12 +17,25 @@ pub enum ListKind {
     Map(&'static [&'static str]),
 }
 
-/// One field of a struct: its JSON name, its type node and whether Go always encodes it (a non-pointer struct).
+/// How a field appears in the Go zero value of its struct (what upstream's field manager diffs a create against).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zero {
+    /// `omitempty`: left out.
+    Absent,
+    /// Encoded as `null` (or a zero scalar).
+    Null,
+    /// A non-pointer struct: encoded as an (empty) object.
+    Object,
+}
+
+/// One field of a struct: its JSON name, its type node, its place in the zero value and its `+default` as JSON
+/// text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
     pub name: &'static str,
     pub ty: u32,
-    pub nonnull: bool,
+    pub zero: Zero,
+    pub default: Option<&'static str>,
 }
 
 /// A type: a scalar, an untyped value (merged by deduction), a struct, a list or a map.
@@ -109,7 +122,12 @@ mod tests {
             Node::List { kind: ListKind::Map(["uid"]), .. }
         ));
         let Node::Struct { fields, .. } = node(deploy) else { panic!() };
-        assert!(field(fields, "spec").unwrap().nonnull);
+        assert_eq!(field(fields, "spec").unwrap().zero, Zero::Object);
+        assert_eq!(field(fields, "status").unwrap().zero, Zero::Object);
+        let spec = field(fields, "spec").unwrap().ty;
+        let Node::Struct { fields: spec, .. } = node(spec) else { panic!() };
+        assert_eq!(field(spec, "selector").unwrap().zero, Zero::Null);
+        assert_eq!(field(spec, "replicas").unwrap().zero, Zero::Absent);
         assert!(field(fields, "apiVersion").is_some());
         let cm = root("", "v1", "ConfigMap").unwrap();
         assert!(matches!(node(path(cm, &["data"])), Node::Map { atomic: false, elem: SCALAR }));
