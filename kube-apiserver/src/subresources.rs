@@ -120,6 +120,12 @@ pub async fn serve(
             }
             "patch" => {
                 let (pt, bytes) = patch_body(&parts.headers, body).await?;
+                crate::api::check_patch_options(q, pt)?;
+                if pt == PatchType::Apply {
+                    let (code, applied) =
+                        crate::api::server_side_apply(server, res, ns, name, Some(sub), &bytes, q).await?;
+                    return Ok(encode_response(code, &applied, out.encoding));
+                }
                 let patched = reg.patch(res, ns, name, Some(sub), pt, &bytes, dry_run(q)).await?;
                 Ok(encode_response(StatusCode::OK, &patched, out.encoding))
             }
@@ -424,35 +430,4 @@ async fn finalize_namespace(
     let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
     let finalized = server.registry.finalize(res, name, finalizers, dry_run).await?;
     Ok(encode_response(StatusCode::OK, &finalized, out.encoding))
-}
-
-/// Server-side apply, simply: creates the object when it does not exist (201), otherwise merges the applied
-/// configuration into it with strategic-merge semantics (200). Field ownership (managedFields) is not tracked.
-pub async fn server_side_apply(
-    server: &Arc<Apiserver>,
-    res: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
-    body: &Bytes,
-    q: &HashMap<String, String>,
-    out: Output,
-) -> Result<Resp, ApiError> {
-    let applied: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding apply patch: {e}")))?;
-    match server.registry.get(res, ns, name).await {
-        Err(e) if e.code == 404 => {
-            let mut obj = applied;
-            if obj.pointer("/metadata/name").is_none() {
-                obj["metadata"]["name"] = json!(name);
-            }
-            let created = crate::admission::create(server, res, ns, obj, dry_run(q)).await?;
-            Ok(encode_response(StatusCode::CREATED, &created, out.encoding))
-        }
-        Err(e) => Err(e),
-        Ok(_) => {
-            let patched =
-                server.registry.patch(res, ns, name, None, PatchType::StrategicMerge, body, dry_run(q)).await?;
-            Ok(encode_response(StatusCode::OK, &patched, out.encoding))
-        }
-    }
 }

@@ -141,10 +141,15 @@ impl Managed {
             entries
                 .into_iter()
                 .map(|e| {
+                    // Empty strings are left out, as Go's `omitempty`.
                     let mut m = Map::new();
-                    m.insert("manager".into(), json!(e.manager));
+                    if !e.manager.is_empty() {
+                        m.insert("manager".into(), json!(e.manager));
+                    }
                     m.insert("operation".into(), json!(e.operation.as_str()));
-                    m.insert("apiVersion".into(), json!(e.api_version));
+                    if !e.api_version.is_empty() {
+                        m.insert("apiVersion".into(), json!(e.api_version));
+                    }
                     if let Some(t) = &e.time {
                         m.insert("time".into(), json!(t));
                     }

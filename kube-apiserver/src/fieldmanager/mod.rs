@@ -21,7 +21,7 @@ use api_types::{ApiError, Resource};
 use serde_json::Value;
 
 use conflict::Conflict;
-use fieldpath::{PathElement, Set, field};
+use fieldpath::{Set, field};
 use managers::{Entry, Managed, Operation};
 use typed::Ty;
 
@@ -63,22 +63,40 @@ pub fn manager_of(field_manager: Option<&str>, user_agent: Option<&str>) -> Stri
     first.chars().take(128).collect()
 }
 
-/// The 400s of upstream's field manager options: fieldManager is required for apply, at most 128 characters, and
-/// printable.
-pub fn check_field_manager(field_manager: Option<&str>, apply: bool) -> Result<(), ApiError> {
-    match field_manager {
-        None | Some("") if apply => Err(ApiError::bad_request(
-            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-        )),
-        Some(m) if m.chars().count() > 128 => Err(ApiError::bad_request(format!(
-            "fieldManager: Too long: may not be more than 128 bytes (got {})",
-            m.len()
-        ))),
-        Some(m) if m.chars().any(|c| c.is_control()) => {
-            Err(ApiError::bad_request(format!("fieldManager: Invalid value: {m:?}: must be printable")))
-        }
-        _ => Ok(()),
+/// Upstream's validation of the `fieldManager` and `force` options (422 on `<kind>.meta.k8s.io ""`, `kind` being
+/// CreateOptions, UpdateOptions or PatchOptions): required for apply, at most 128 bytes, printable; `force` only
+/// with apply.
+pub fn check_options(
+    kind: &str,
+    field_manager: Option<&str>,
+    force: Option<&str>,
+    apply: bool,
+) -> Result<(), ApiError> {
+    use api_types::Cause;
+    let mut causes = Vec::new();
+    if !apply && force.is_some() {
+        causes.push(Cause::forbidden("force", "may not be specified for non-apply patch"));
     }
+    if apply && field_manager.is_none_or(str::is_empty) {
+        causes.push(Cause {
+            reason: "FieldValueRequired",
+            field: "fieldManager".into(),
+            message: "Required value: is required for apply patch".into(),
+        });
+    }
+    if let Some(m) = field_manager {
+        if m.len() > 128 {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                field: "fieldManager".into(),
+                message: "Too long: may not be more than 128 bytes".into(),
+            });
+        }
+        if m.chars().any(char::is_control) {
+            causes.push(Cause::invalid("fieldManager", &Value::String(m.to_string()), "must be printable"));
+        }
+    }
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid("meta.k8s.io", kind, "", causes)) }
 }
 
 /// The paths upstream's `stripMetaManager` never records.
@@ -334,12 +352,6 @@ fn apply_with(
     }
     set_managed(&mut merged, &managed);
     Ok(merged)
-}
-
-/// The path elements of a field path (tests).
-#[cfg(test)]
-fn fields(names: &[&str]) -> Vec<PathElement> {
-    names.iter().map(|n| field(n)).collect()
 }
 
 #[cfg(test)]

@@ -232,10 +232,18 @@ fn manager_from_query_or_user_agent() {
     assert_eq!(manager_of(Some("mine"), Some("kubectl/v1.33.0 (linux/amd64)")), "mine");
     assert_eq!(manager_of(None, Some("kubectl/v1.33.0 (linux/amd64) kubernetes/abc")), "kubectl");
     assert_eq!(manager_of(Some(""), None), "");
-    assert!(check_field_manager(None, true).is_err());
-    assert!(check_field_manager(Some(&"x".repeat(129)), false).is_err());
-    assert!(check_field_manager(None, false).is_ok());
-    assert_eq!(fields(&["a"]).len(), 1);
+    let e = check_options("PatchOptions", None, None, true).unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (422, "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+    );
+    let e = check_options("PatchOptions", Some("m"), Some("true"), false).unwrap_err();
+    assert_eq!(
+        e.message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+    );
+    assert!(check_options("UpdateOptions", Some(&"x".repeat(129)), None, false).is_err());
+    assert!(check_options("CreateOptions", None, None, false).is_ok());
 }
 
 #[test]
