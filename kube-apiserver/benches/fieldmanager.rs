@@ -4,7 +4,8 @@
 //! - ConfigMap creates (20 data keys, 3 labels) by 16 concurrent writers, with the field manager in scope (every
 //!   API write since managedFields) against without (the apiserver's own writes; before managedFields). Goal
 //!   (issue 16 step 5): less than 10% slower.
-//! - Updates of a 100-field ConfigMap: server-side apply against a JSON merge patch of the same change. Goal
+//! - Updates of a 100-field ConfigMap: server-side apply (forced: the object was created by another manager)
+//!   against a JSON merge patch of the same change. Goal
 //!   (step 6): within 30%.
 //!
 //!   BENCH_OBJECTS (default 4000) per run, BENCH_ROUNDS (default 3).
@@ -24,7 +25,12 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn manager(apply: bool) -> Request {
-    Request { manager: "bench".into(), api_version: "v1".into(), subresource: String::new(), apply }
+    Request {
+        manager: if apply { "applier" } else { "bench" }.into(),
+        api_version: "v1".into(),
+        subresource: String::new(),
+        apply,
+    }
 }
 
 fn configmap(name: &str, keys: usize, round: usize) -> Value {
@@ -67,7 +73,7 @@ async fn updates(reg: &Arc<Registry>, n: usize, apply: bool) -> f64 {
     for round in 0..n {
         let obj = configmap(name, 100, round);
         if apply {
-            fieldmanager::scope(manager(true), reg.apply(cms, Some("default"), name, None, &obj, false, false, cms))
+            fieldmanager::scope(manager(true), reg.apply(cms, Some("default"), name, None, &obj, false, true, cms))
                 .await
                 .unwrap();
         } else {

@@ -392,9 +392,9 @@ async fn serve_resource(
             }
             check_patch_options(&q, pt)?;
             if pt == PatchType::Apply {
-                let applied = server_side_apply(server, res, ns, name, None, &body, &q).await?;
-                let (code, obj) = applied;
-                return Ok(object_response(code, res, printer.as_ref(), &obj, out, &q));
+                let (code, obj, warnings) = server_side_apply(server, res, ns, name, None, &body, &q).await?;
+                let resp = object_response(code, res, printer.as_ref(), &obj, out, &q);
+                return Ok(with_warnings(resp, &warnings));
             }
             let mode = field_validation(&q)?;
             let (patched, warnings) =
@@ -463,7 +463,8 @@ fn decode_apply_body(body: &Bytes) -> Result<Value, ApiError> {
 
 /// Server-side apply (`application/apply-patch+yaml`) of an object or its status (upstream's apply patcher): the
 /// configuration merged into the live object by field ownership, 409 on fields other managers own unless
-/// `force=true`; an object that does not exist is created from the configuration (201).
+/// `force=true`; an object that does not exist is created from the configuration (201). Returns the status code,
+/// the object and the fieldValidation warnings.
 pub async fn server_side_apply(
     server: &Arc<Apiserver>,
     res: &'static Resource,
@@ -472,8 +473,12 @@ pub async fn server_side_apply(
     subresource: Option<&str>,
     body: &Bytes,
     q: &HashMap<String, String>,
-) -> Result<(StatusCode, Value), ApiError> {
-    let config = decode_apply_body(body)?;
+) -> Result<(StatusCode, Value, Vec<String>), ApiError> {
+    let mut config = decode_apply_body(body)?;
+    // Fields a built-in kind does not have never become anyone's (Strict: 400, Warn: warnings); a custom
+    // resource's merged object is pruned by its schema in the registry.
+    let warnings =
+        if res.custom { Vec::new() } else { server.registry.check_fields(res, &mut config, field_validation(q)?)? };
     let want = res.api_version();
     if let Some(av) = config.get("apiVersion").and_then(Value::as_str).filter(|av| *av != want) {
         return Err(ApiError::bad_request(format!(
@@ -513,13 +518,13 @@ pub async fn server_side_apply(
             if obj.pointer("/metadata/name").is_none() {
                 obj["metadata"]["name"] = json!(name);
             }
-            server.registry.check_fields(res, &mut obj, field_validation(q)?)?;
+            server.registry.check_fields(res, &mut obj, FieldValidation::Ignore)?;
             let obj = crate::convert::to_internal(res, obj);
             let created = crate::fieldmanager::scope(fm, crate::admission::create(server, sres, ns, obj, dry)).await?;
-            Ok((StatusCode::CREATED, created))
+            Ok((StatusCode::CREATED, created, warnings))
         }
         Err(e) => Err(e),
-        Ok(v) => Ok((StatusCode::OK, v)),
+        Ok(v) => Ok((StatusCode::OK, v, warnings)),
     }
 }
 

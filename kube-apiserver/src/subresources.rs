@@ -122,9 +122,9 @@ pub async fn serve(
                 let (pt, bytes) = patch_body(&parts.headers, body).await?;
                 crate::api::check_patch_options(q, pt)?;
                 if pt == PatchType::Apply {
-                    let (code, applied) =
+                    let (code, applied, warnings) =
                         crate::api::server_side_apply(server, res, ns, name, Some(sub), &bytes, q).await?;
-                    return Ok(encode_response(code, &applied, out.encoding));
+                    return Ok(crate::api::with_warnings(encode_response(code, &applied, out.encoding), &warnings));
                 }
                 let patched = reg.patch(res, ns, name, Some(sub), pt, &bytes, dry_run(q)).await?;
                 Ok(encode_response(StatusCode::OK, &patched, out.encoding))

@@ -312,6 +312,19 @@ async fn apply_options_creation_dry_run_and_status() {
     let (code, st) = raw(&api, Method::PATCH, &format!("{deps}/app?fieldManager=m"), Some((with_mf, APPLY))).await;
     assert_eq!((code, st["message"].as_str()), (400, Some("metadata.managedFields must be nil")), "{st}");
 
+    // Unknown fields: Strict refuses them, Warn drops them with a warning (never owned).
+    let mut bogus = dep.clone();
+    bogus["spec"]["bogus"] = json!(1);
+    let (code, st) = raw(
+        &api,
+        Method::PATCH,
+        &format!("{deps}/app?fieldManager=m&fieldValidation=Strict"),
+        Some((bogus.clone(), APPLY)),
+    )
+    .await;
+    assert_eq!(code, 400, "{st}");
+    assert_eq!(st["message"], "strict decoding error: unknown field \"spec.bogus\"");
+
     // Dry run: nothing stored.
     let (code, _) =
         raw(&api, Method::PATCH, &format!("{deps}/app?fieldManager=m&dryRun=All"), Some((dep.clone(), APPLY))).await;

@@ -202,6 +202,12 @@ impl Set {
 
     /// Paths in either set.
     pub fn union(&self, other: &Set) -> Set {
+        if other.is_empty() {
+            return self.clone();
+        }
+        if self.is_empty() {
+            return other.clone();
+        }
         Set {
             members: union_members(&self.members, &other.members),
             children: union_children(&self.children, &other.children),

@@ -213,10 +213,17 @@ fn record_update(
     api_version: &str,
     subresource: &str,
 ) {
-    let cmp = typed::compare(ty, live, new).exclude(reset);
-    let changed = cmp.added.union(&cmp.modified);
+    let mut cmp = typed::compare(ty, live, new);
+    if !reset.is_empty() {
+        cmp = cmp.exclude(reset);
+    }
+    let typed::Comparison { added, modified, removed } = cmp;
+    let changed = if modified.is_empty() { added } else { added.union(&modified) };
     for e in managed.entries.iter_mut() {
-        e.set = e.set.difference(&changed).difference(&cmp.removed);
+        e.set = e.set.difference(&changed);
+        if !removed.is_empty() {
+            e.set = e.set.difference(&removed);
+        }
     }
     let mine = changed.difference(strip_set());
     if !mine.is_empty() {

@@ -4,8 +4,6 @@
 //! versions (`Compare`: added, modified, removed paths), the merge of an applied configuration into a live object
 //! (`Merge`) and the removal of items (`RemoveItems`).
 
-use std::cmp::Ordering;
-
 use api_types::typeinfo::{self, ListKind, Node, Zero};
 use serde_json::{Map, Value};
 
@@ -564,11 +562,6 @@ pub fn remove_unowned(ty: Ty<'_>, v: &mut Value, last: &Set, owned: &Set) {
         }
         _ => {}
     }
-}
-
-/// Orders sets of path elements the way managedFields lists them (for tests and stable output).
-pub fn cmp_elements(a: &PathElement, b: &PathElement) -> Ordering {
-    a.cmp(b)
 }
 
 #[cfg(test)]
