@@ -439,3 +439,54 @@ async fn custom_resources_merge_by_their_schema() {
     assert_eq!(st["message"], "Apply failed with 1 conflict: conflict with \"a\": .spec.ports[name=\"http\"].port");
     api.stop().await;
 }
+
+// TestErrorsDontFail, TestApplyGroupsManySeparateUpdates and TestRenamingAppliedFieldManagers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_entries_capping_and_renaming() {
+    let api = TestApiserver::start().await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    // A create with invalid managedFields succeeds; they are ignored.
+    let bad = json!({"metadata": {"name": "e", "managedFields": [{"manager": "x", "operation": "Bogus", "fieldsType": "FieldsV1"}]}, "data": {"a": "1"}});
+    let (code, obj) =
+        raw(&api, Method::POST, &format!("{cms}?fieldManager=creator"), Some((bad, "application/json"))).await;
+    assert_eq!(code, 201, "{obj}");
+    assert_eq!(obj["metadata"]["managedFields"].as_array().unwrap().len(), 1, "{obj}");
+    assert!(entry(&obj, "creator", "Update").is_some());
+
+    // Twenty updaters: ten entries stay, the oldest merged into ancient-changes.
+    let mut last = obj;
+    for i in 0..20 {
+        let patch = json!({"data": {format!("k{i}"): "v"}});
+        let (code, o) = raw(
+            &api,
+            Method::PATCH,
+            &format!("{cms}/e?fieldManager=m{i}"),
+            Some((patch, "application/merge-patch+json")),
+        )
+        .await;
+        assert_eq!(code, 200, "{o}");
+        last = o;
+    }
+    let entries = last["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(entries.len(), 10, "{last}");
+    let ancient = entry(&last, "ancient-changes", "Update").unwrap_or_else(|| panic!("{last}"));
+    assert!(ancient["fieldsV1"]["f:data"].get("f:a").is_some(), "the creator's fields went to ancient-changes");
+
+    // Renaming an applier by rewriting managedFields: the new name owns the fields.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "r"}, "data": {"x": "1"}});
+    let (_, applied) = raw(&api, Method::PATCH, &format!("{cms}/r?fieldManager=old"), Some((cm.clone(), APPLY))).await;
+    let mut renamed = applied.clone();
+    renamed["metadata"]["managedFields"][0]["manager"] = json!("new");
+    let (code, renamed) = raw(&api, Method::PUT, &format!("{cms}/r"), Some((renamed, "application/json"))).await;
+    assert_eq!(code, 200, "{renamed}");
+    assert!(entry(&renamed, "new", "Apply").is_some() && entry(&renamed, "old", "Apply").is_none(), "{renamed}");
+    let mut change = cm.clone();
+    change["data"]["x"] = json!("2");
+    let (code, st) =
+        raw(&api, Method::PATCH, &format!("{cms}/r?fieldManager=new"), Some((change.clone(), APPLY))).await;
+    assert_eq!(code, 200, "{st}");
+    let (code, st) = raw(&api, Method::PATCH, &format!("{cms}/r?fieldManager=old"), Some((cm, APPLY))).await;
+    assert_eq!(code, 409, "{st}");
+    assert_eq!(st["message"], "Apply failed with 1 conflict: conflict with \"new\": .data.x");
+    api.stop().await;
+}
