@@ -97,9 +97,9 @@ impl PatchError {
 /// lists. Upstream refuses strategic merge patches for custom resources with 415: callers should
 /// check [`supports_strategic_merge`] first.
 ///
-/// `Apply` here is a plain strategic merge of a JSON body: the apiserver serves server-side apply
-/// with field ownership itself (`kube-apiserver/src/fieldmanager`, over [`crate::typeinfo`]); this
-/// merge only remains for bodies without an owner model (the `scale` subresource).
+/// `Apply` here is a plain strategic merge of a JSON body, without field ownership: the apiserver
+/// serves server-side apply itself (`kube-apiserver/src/fieldmanager`, over [`crate::typeinfo`])
+/// and never sends apply bodies here.
 pub fn apply_patch(
     original: &Value,
     patch_type: PatchType,

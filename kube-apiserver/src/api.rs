@@ -449,7 +449,7 @@ pub fn check_patch_options(q: &HashMap<String, String>, pt: PatchType) -> Result
 }
 
 /// Decodes an apply body: YAML (JSON is YAML too), an object.
-fn decode_apply_body(body: &Bytes) -> Result<Value, ApiError> {
+pub fn decode_apply_body(body: &Bytes) -> Result<Value, ApiError> {
     let parsed: Result<Value, String> = match serde_json::from_slice(body) {
         Ok(v) => Ok(v),
         Err(_) => serde_yaml_ng::from_slice(body).map_err(|e| e.to_string()),

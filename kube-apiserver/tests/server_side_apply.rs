@@ -490,3 +490,39 @@ async fn invalid_entries_capping_and_renaming() {
     assert_eq!(st["message"], "Apply failed with 1 conflict: conflict with \"new\": .data.x");
     api.stop().await;
 }
+
+// scale_test.go (TestScaleAllResources essence): an apply to /scale owns the parent's replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_to_the_scale_subresource() {
+    let api = TestApiserver::start().await;
+    let deps = "/apis/apps/v1/namespaces/default/deployments";
+    let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "s"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "s"}},
+        "template": {"metadata": {"labels": {"app": "s"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    let (code, _) = raw(&api, Method::PATCH, &format!("{deps}/s?fieldManager=owner"), Some((dep.clone(), APPLY))).await;
+    assert_eq!(code, 201);
+    let scale =
+        json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "s"}, "spec": {"replicas": 4}});
+    let (code, st) =
+        raw(&api, Method::PATCH, &format!("{deps}/s/scale?fieldManager=scaler"), Some((scale.clone(), APPLY))).await;
+    assert_eq!(code, 409, "{st}");
+    assert_eq!(st["message"], "Apply failed with 1 conflict: conflict with \"owner\": .spec.replicas");
+    let (code, sc) =
+        raw(&api, Method::PATCH, &format!("{deps}/s/scale?fieldManager=scaler&force=true"), Some((scale, APPLY))).await;
+    assert_eq!(code, 200, "{sc}");
+    assert_eq!((sc["kind"].as_str(), sc["spec"]["replicas"].as_i64()), (Some("Scale"), Some(4)));
+    let (_, d) = raw(&api, Method::GET, &format!("{deps}/s"), None).await;
+    assert_eq!(d["spec"]["replicas"], 4);
+    let scaler = entry(&d, "scaler", "Apply").unwrap_or_else(|| panic!("{d}"));
+    assert_eq!((scaler["subresource"].as_str(), scaler["apiVersion"].as_str()), (Some("scale"), Some("apps/v1")));
+    assert_eq!(scaler["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+    assert!(entry(&d, "owner", "Apply").unwrap()["fieldsV1"]["f:spec"].get("f:replicas").is_none(), "{d}");
+    // The owner's next apply of replicas conflicts with the scaler.
+    let (code, st) = raw(&api, Method::PATCH, &format!("{deps}/s?fieldManager=owner"), Some((dep, APPLY))).await;
+    assert_eq!(code, 409, "{st}");
+    assert_eq!(
+        st["message"],
+        "Apply failed with 1 conflict: conflict with \"scaler\" with subresource \"scale\": .spec.replicas"
+    );
+    api.stop().await;
+}

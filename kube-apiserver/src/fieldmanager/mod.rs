@@ -13,6 +13,7 @@ pub mod fieldpath;
 pub mod fieldsv1;
 pub mod lastapplied;
 pub mod managers;
+pub mod scalehandler;
 pub mod typed;
 
 use std::future::Future;
