@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Stops what deploy/quickstart.sh started: kube-scheduler, kube-controller-manager, kube-proxy, the kubelet, the pods it ran,
-# containerd (when the quickstart started it) and kube-apiserver. With --wipe, also removes their state: the embedded store (/var/lib/kube-apiserver), the
-# kubelet's directories, certificates and kubeconfigs (/etc/kubernetes), the images, the pod network's bridge and
-# config, the quickstart's containerd config, and the logs.
+# Stops what deploy/quickstart.sh started. A kubeadm cluster (the quick start's): the kubelet, then the pods it ran
+# (the static-pod control plane included) and containerd when the quick start started it; with --wipe,
+# `kubeadm reset -f` first (static pods, /etc/kubernetes, /var/lib/kubelet, the etcd data), then kube-proxy's and
+# network-policy's rules, the images, the pod network's bridge and config, the quick start's containerd config and
+# the logs. Daemons started by hand or by the earlier quick start (pid files in /run, units in /etc/systemd/system:
+# kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy) are stopped and wiped the same way.
 set -euo pipefail
 stop_pid() {
   local f=$1
@@ -22,6 +24,11 @@ for d in kube-scheduler kube-controller-manager kube-proxy; do
     stop_pid "/run/$d.pid"
   fi
 done
+if [ "${1:-}" = "--wipe" ] && [ -f /etc/kubernetes/admin.conf ] && command -v kubeadm >/dev/null \
+  && [ -f /var/lib/kubelet/kubeadm-flags.env ]; then
+  # A kubeadm node: kubeadm reset stops the kubelet, removes the static pods' manifests and containers, and its files.
+  kubeadm reset -f --cri-socket=unix:///run/containerd/containerd.sock || true
+fi
 if [ "${1:-}" = "--wipe" ] && [ -f /etc/kubernetes/admin.conf ]; then
   # Let the kubelet tear the pods down through CRI (sandboxes, mounts, network) before it stops.
   kubectl --kubeconfig /etc/kubernetes/admin.conf delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
@@ -68,6 +75,10 @@ if [ "${1:-}" = "--wipe" ]; then
   done
   rm -rf /var/lib/kube-images /etc/cni/net.d/10-kubelet-bridge.conflist /var/log/containerd.log
   ip link del cni0 2>/dev/null || true
+  # The kubelet's cgroup tree (kubepods and its QoS and pod cgroups), empty once the containers are gone.
+  for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    [ -d "$d" ] && { find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; }
+  done
   for m in $(awk '$2 ~ "^/run/containerd/io.containerd.grpc.v1.cri/" {print $2}' /proc/mounts); do umount -l "$m" || true; done
   if grep -q 'kube-rust quickstart' /etc/containerd/config.toml 2>/dev/null; then
     if [ -f /etc/containerd/config.toml.before-quickstart ]; then

@@ -11,6 +11,7 @@ pub mod resources;
 pub mod schema;
 pub mod selector;
 pub mod status;
+pub mod typeinfo;
 
 pub use resources::{RESOURCES, Resource, Subresource};
 pub use status::{ApiError, Cause};

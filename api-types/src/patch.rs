@@ -97,10 +97,9 @@ impl PatchError {
 /// lists. Upstream refuses strategic merge patches for custom resources with 415: callers should
 /// check [`supports_strategic_merge`] first.
 ///
-/// `Apply` (server-side apply) is simplified: the body must be JSON (a subset of YAML, and what
-/// kubectl and client-go send), and it is merged onto the live object with strategic-merge
-/// semantics. Field ownership (`managedFields`), conflicts, and removal of fields a manager
-/// stopped applying are not implemented.
+/// `Apply` here is a plain strategic merge of a JSON body, without field ownership: the apiserver
+/// serves server-side apply itself (`kube-apiserver/src/fieldmanager`, over [`crate::typeinfo`])
+/// and never sends apply bodies here.
 pub fn apply_patch(
     original: &Value,
     patch_type: PatchType,

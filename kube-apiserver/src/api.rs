@@ -194,8 +194,35 @@ fn resource_of(server: &Apiserver, group: &str, version: &str, plural: &str) -> 
         .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"))
 }
 
-/// Serves one resource request.
+/// Serves one resource request; writes of objects, their status and scale run with their field manager (the
+/// `fieldManager` query, else the User-Agent) in scope, for managedFields.
 pub async fn serve(
+    server: &Arc<Apiserver>,
+    req: Request<Incoming>,
+    info: crate::request::RequestInfo,
+    q: HashMap<String, String>,
+    user: User,
+) -> Result<Resp, ApiError> {
+    let tracked = matches!(info.verb.as_str(), "create" | "update" | "patch")
+        && matches!(info.subresource.as_deref(), None | Some("status") | Some("scale"));
+    if !tracked {
+        return serve_resource(server, req, info, q, user).await;
+    }
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let fm = crate::fieldmanager::Request {
+        manager: crate::fieldmanager::manager_of(q.get("fieldManager").map(String::as_str), user_agent),
+        api_version: if info.group.is_empty() {
+            info.version.clone()
+        } else {
+            format!("{}/{}", info.group, info.version)
+        },
+        subresource: info.subresource.clone().unwrap_or_default(),
+        apply: false,
+    };
+    crate::fieldmanager::scope(fm, serve_resource(server, req, info, q, user)).await
+}
+
+async fn serve_resource(
     server: &Arc<Apiserver>,
     req: Request<Incoming>,
     info: crate::request::RequestInfo,
@@ -338,6 +365,12 @@ pub async fn serve(
                     "create not allowed while custom resource definition is terminating",
                 ));
             }
+            crate::fieldmanager::check_options(
+                "CreateOptions",
+                q.get("fieldManager").map(String::as_str),
+                None,
+                false,
+            )?;
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
             let warnings = server.registry.check_fields(res, &mut obj, field_validation(&q)?)?;
@@ -349,6 +382,12 @@ pub async fn serve(
         "update" => {
             allowed("update")?;
             let name = info.name.as_deref().unwrap_or_default();
+            crate::fieldmanager::check_options(
+                "UpdateOptions",
+                q.get("fieldManager").map(String::as_str),
+                None,
+                false,
+            )?;
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
             let warnings = server.registry.check_fields(res, &mut obj, field_validation(&q)?)?;
@@ -368,8 +407,11 @@ pub async fn serve(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 ));
             }
+            check_patch_options(&q, pt)?;
             if pt == PatchType::Apply {
-                return crate::subresources::server_side_apply(server, res, ns, name, &body, &q, out).await;
+                let (code, obj, warnings) = server_side_apply(server, res, ns, name, None, &body, &q).await?;
+                let resp = object_response(code, res, printer.as_ref(), &obj, out, &q);
+                return Ok(with_warnings(resp, &warnings));
             }
             let mode = field_validation(&q)?;
             let (patched, warnings) =
@@ -411,6 +453,97 @@ pub async fn serve(
             Ok(encode_response(StatusCode::OK, &list, out.encoding))
         }
         other => Err(ApiError::method_not_allowed(format!("{other} is not supported"))),
+    }
+}
+
+/// PatchOptions checks: `fieldManager` required for apply, `force` only with apply.
+pub fn check_patch_options(q: &HashMap<String, String>, pt: PatchType) -> Result<(), ApiError> {
+    let manager = q.get("fieldManager").map(String::as_str);
+    crate::fieldmanager::check_options(
+        "PatchOptions",
+        manager,
+        q.get("force").map(String::as_str),
+        pt == PatchType::Apply,
+    )
+}
+
+/// Decodes an apply body: YAML (JSON is YAML too), an object.
+pub fn decode_apply_body(body: &Bytes) -> Result<Value, ApiError> {
+    let parsed: Result<Value, String> = match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(_) => serde_yaml_ng::from_slice(body).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(ApiError::bad_request("error decoding YAML: the apply configuration must be an object")),
+        Err(e) => Err(ApiError::bad_request(format!("error decoding YAML: {e}"))),
+    }
+}
+
+/// Server-side apply (`application/apply-patch+yaml`) of an object or its status (upstream's apply patcher): the
+/// configuration merged into the live object by field ownership, 409 on fields other managers own unless
+/// `force=true`; an object that does not exist is created from the configuration (201). Returns the status code,
+/// the object and the fieldValidation warnings.
+pub async fn server_side_apply(
+    server: &Arc<Apiserver>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    subresource: Option<&str>,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+) -> Result<(StatusCode, Value, Vec<String>), ApiError> {
+    let mut config = decode_apply_body(body)?;
+    // Fields a built-in kind does not have never become anyone's (Strict: 400, Warn: warnings); a custom
+    // resource's merged object is pruned by its schema in the registry.
+    let warnings =
+        if res.custom { Vec::new() } else { server.registry.check_fields(res, &mut config, field_validation(q)?)? };
+    let want = res.api_version();
+    if let Some(av) = config.get("apiVersion").and_then(Value::as_str).filter(|av| *av != want) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({want})"
+        )));
+    }
+    if let Some(kind) = config.get("kind").and_then(Value::as_str).filter(|k| *k != res.kind) {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            res.kind
+        )));
+    }
+    if let Some(n) = config.pointer("/metadata/name").and_then(Value::as_str).filter(|n| *n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        )));
+    }
+    let force = crate::request::flag(q, "force");
+    let dry = dry_run(q)?;
+    let fm = crate::fieldmanager::current().ok_or_else(|| ApiError::internal("apply without a field manager"))?;
+    let fm = crate::fieldmanager::Request { apply: true, ..fm };
+    let sres = crate::convert::storage_resource(res);
+    let applied = crate::fieldmanager::scope(
+        fm.clone(),
+        server.registry.apply(sres, ns, name, subresource, &config, dry, force, res),
+    )
+    .await;
+    match applied {
+        Err(e) if e.code == 404 && subresource.is_none() => {
+            let mut obj = {
+                let snap = server.served.load();
+                let schema = snap.custom_of(res).and_then(|c| c.structural.as_ref());
+                let ty = crate::fieldmanager::type_of(res, schema);
+                let reset = crate::fieldmanager::reset_fields(crate::strategy::has_status_subresource(res), None);
+                crate::fieldmanager::apply(ty, &reset, None, &config, &fm, force)?
+            };
+            if obj.pointer("/metadata/name").is_none() {
+                obj["metadata"]["name"] = json!(name);
+            }
+            server.registry.check_fields(res, &mut obj, FieldValidation::Ignore)?;
+            let obj = crate::convert::to_internal(res, obj);
+            let created = crate::fieldmanager::scope(fm, crate::admission::create(server, sres, ns, obj, dry)).await?;
+            Ok((StatusCode::CREATED, created, warnings))
+        }
+        Err(e) => Err(e),
+        Ok(v) => Ok((StatusCode::OK, v, warnings)),
     }
 }
 

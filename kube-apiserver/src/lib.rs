@@ -13,6 +13,7 @@ pub mod cacher;
 pub mod convert;
 pub mod defaults;
 pub mod discovery;
+pub mod fieldmanager;
 pub mod ipalloc;
 pub mod metrics;
 pub mod negotiation;

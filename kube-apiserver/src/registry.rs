@@ -377,6 +377,69 @@ impl Registry {
         Err(ApiError::invalid(res.group, res.kind, meta_str(obj, "name").unwrap_or_default(), causes))
     }
 
+    /// Records the manager of an API request's write in `metadata.managedFields` (upstream's field manager, after
+    /// decoding and defaulting: here after the strategy's defaults, with the fields it resets left out).
+    /// `requested` is the managedFields the request carried. Apply writes arrive with theirs computed (kept through
+    /// the strategy of a create); the apiserver's own writes (no request manager) are not recorded.
+    fn track_write(
+        &self,
+        res: &Resource,
+        subresource: Option<&str>,
+        live: Option<&Value>,
+        new: &mut Value,
+        requested: Option<Value>,
+    ) {
+        let Some(fm) = crate::fieldmanager::current() else { return };
+        if fm.apply {
+            if live.is_none()
+                && let Some(r) = requested
+                && let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                meta.insert("managedFields".into(), r);
+            }
+            return;
+        }
+        let snap = self.served.load();
+        let schema = snap.custom_of(res).and_then(|c| c.structural.as_ref());
+        let ty = crate::fieldmanager::type_of(res, schema);
+        let reset = crate::fieldmanager::reset_fields(strategy::has_status_subresource(res), subresource);
+        crate::fieldmanager::update(ty, &reset, live, new, requested.as_ref(), &fm);
+    }
+
+    /// Server-side apply of `config` (in `served`'s version) to the stored object or its status: the merge, its
+    /// managedFields and conflicts computed inside the write's retry loop, as upstream's apply patcher.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        config: &Value,
+        dry_run: bool,
+        force: bool,
+        served: &Resource,
+    ) -> Result<Value, ApiError> {
+        let fm = crate::fieldmanager::current().ok_or_else(|| ApiError::internal("apply without a field manager"))?;
+        self.write_loop(
+            res,
+            ns,
+            name,
+            dry_run,
+            |_rev, cur| {
+                let snap = self.served.load();
+                let schema = snap.custom_of(served).and_then(|c| c.structural.as_ref());
+                let ty = crate::fieldmanager::type_of(served, schema);
+                let reset = crate::fieldmanager::reset_fields(strategy::has_status_subresource(served), subresource);
+                let external = crate::convert::to_external(served, cur.clone());
+                let merged = crate::fieldmanager::apply(ty, &reset, Some(&external), config, &fm, force)?;
+                Ok(crate::convert::to_internal(served, merged))
+            },
+            subresource,
+        )
+        .await
+    }
+
     /// The user of the API request a write is made for, taken once per write; None for the apiserver's own writes,
     /// which admission skips.
     fn admission_user(&self) -> Option<crate::auth::UserInfo> {
@@ -535,7 +598,9 @@ impl Registry {
         if res.custom {
             self.check_fields(res, &mut obj, FieldValidation::Ignore)?;
         }
+        let requested = obj.pointer("/metadata/managedFields").cloned();
         strategy::prepare_create(res, ns, &mut obj)?;
+        self.track_write(res, None, None, &mut obj, requested);
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         strategy::validate(res, &obj, None)?;
         self.validate_custom(res, &obj, None)?;
@@ -714,7 +779,9 @@ impl Registry {
                 // Every write of a custom resource (status and scale too) is pruned and defaulted.
                 self.check_fields(res, &mut new, FieldValidation::Ignore)?;
             }
+            let requested = new.pointer("/metadata/managedFields").cloned();
             strategy::prepare_update(res, subresource, &cur, &mut new)?;
+            self.track_write(res, subresource, Some(&cur), &mut new, requested);
             strategy::validate(res, &new, Some(&cur))?;
             self.validate_custom(res, &new, Some(&cur))?;
             if let Some(user) = &user {

@@ -42,7 +42,7 @@ pub fn name_suffix() -> String {
     uuid::Uuid::new_v4().as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
-fn has_status_subresource(res: &Resource) -> bool {
+pub fn has_status_subresource(res: &Resource) -> bool {
     res.subresource("status").is_some()
 }
 

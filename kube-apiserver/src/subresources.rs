@@ -120,6 +120,12 @@ pub async fn serve(
             }
             "patch" => {
                 let (pt, bytes) = patch_body(&parts.headers, body).await?;
+                crate::api::check_patch_options(q, pt)?;
+                if pt == PatchType::Apply {
+                    let (code, applied, warnings) =
+                        crate::api::server_side_apply(server, res, ns, name, Some(sub), &bytes, q).await?;
+                    return Ok(crate::api::with_warnings(encode_response(code, &applied, out.encoding), &warnings));
+                }
                 let patched = reg.patch(res, ns, name, Some(sub), pt, &bytes, dry_run(q)).await?;
                 Ok(encode_response(StatusCode::OK, &patched, out.encoding))
             }
@@ -133,6 +139,10 @@ pub async fn serve(
             };
             let obj = reg.get(res, ns, name).await?;
             let current = view(&obj);
+            // The replicas go to the workload's `.spec.replicas`, or where the CRD's specReplicasPath says.
+            let path = custom.as_ref().map(|c| c.spec_replicas.clone()).unwrap_or_else(|| ".spec.replicas".into());
+            // An apply computes the parent's managedFields itself (upstream's scale handler).
+            let mut managed_fields = None;
             let wanted = match verb {
                 "get" => return Ok(encode_response(StatusCode::OK, &current, out.encoding)),
                 "update" => {
@@ -141,8 +151,15 @@ pub async fn serve(
                 }
                 "patch" => {
                     let (pt, bytes) = patch_body(&parts.headers, body).await?;
-                    api_types::patch::apply_patch(&current, pt, &bytes, Some("Scale"))
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?
+                    crate::api::check_patch_options(q, pt)?;
+                    if pt == PatchType::Apply {
+                        let (scale, managed) = apply_to_scale(&obj, &current, &path, &bytes, q)?;
+                        managed_fields = Some(managed);
+                        scale
+                    } else {
+                        api_types::patch::apply_patch(&current, pt, &bytes, Some("Scale"))
+                            .map_err(|e| ApiError::bad_request(e.to_string()))?
+                    }
                 }
                 _ => return Err(not_allowed(res, sub, verb)),
             };
@@ -157,8 +174,6 @@ pub async fn serve(
             }
             // The Scale's resourceVersion, when given, is a precondition on the workload.
             let rv = meta_str(&wanted, "resourceVersion").filter(|rv| !rv.is_empty());
-            // The replicas go to the workload's `.spec.replicas`, or where the CRD's specReplicasPath says.
-            let path = custom.as_ref().map(|c| c.spec_replicas.clone()).unwrap_or_else(|| ".spec.replicas".into());
             let mut p = json!({});
             let mut at = &mut p;
             for seg in path.split('.').filter(|s| !s.is_empty()) {
@@ -168,7 +183,19 @@ pub async fn serve(
             if let Some(rv) = rv {
                 p["metadata"] = json!({"resourceVersion": rv});
             }
-            let scaled = reg.patch(res, ns, name, None, PatchType::Merge, p.to_string().as_bytes(), dry_run(q)).await?;
+            let scaled = match managed_fields {
+                Some(m) => {
+                    p["metadata"]["managedFields"] = m;
+                    let fm = crate::fieldmanager::current().map(|f| crate::fieldmanager::Request { apply: true, ..f });
+                    let body = p.to_string();
+                    let patch = reg.patch(res, ns, name, None, PatchType::Merge, body.as_bytes(), dry_run(q));
+                    match fm {
+                        Some(fm) => crate::fieldmanager::scope(fm, patch).await?,
+                        None => patch.await?,
+                    }
+                }
+                None => reg.patch(res, ns, name, None, PatchType::Merge, p.to_string().as_bytes(), dry_run(q)).await?,
+            };
             Ok(encode_response(StatusCode::OK, &view(&scaled), out.encoding))
         }
         "binding" => {
@@ -412,6 +439,32 @@ async fn check_disruption_budget(server: &Arc<Apiserver>, pod: &Value, dry_run: 
     Err(ApiError::too_many_requests("Cannot evict pod as it would violate the pod's disruption budget.", 1))
 }
 
+/// Server-side apply of a Scale: the configuration applied to the Scale view, whose managers are the parent's
+/// owners of its replicas path (upstream's scale handler); returns the applied Scale and the parent's new
+/// managedFields (null for none).
+fn apply_to_scale(
+    parent: &Value,
+    current: &Value,
+    replicas_path: &str,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+) -> Result<(Value, Value), ApiError> {
+    use crate::fieldmanager::{self, fieldpath::Set, managers::Managed, scalehandler, typed::Ty};
+    let config = crate::api::decode_apply_body(body)?;
+    let fm = fieldmanager::current().ok_or_else(|| ApiError::internal("apply without a field manager"))?;
+    let parent_path = scalehandler::replicas_path(replicas_path);
+    let mut scale = current.clone();
+    scale["metadata"]["managedFields"] = scalehandler::to_scale(parent, &parent_path).encode();
+    let scale_fm = fieldmanager::Request { api_version: "autoscaling/v1".into(), ..fm.clone() };
+    let force = crate::request::flag(q, "force");
+    let ty = Ty::of_kind("autoscaling", "v1", "Scale");
+    let applied = fieldmanager::apply(ty, &Set::new(), Some(&scale), &config, &scale_fm, force)?;
+    let scale_managed = Managed::decode(&applied).unwrap_or_default();
+    let managed = scalehandler::to_parent(parent, &parent_path, &scale_managed, &fm.api_version).encode();
+    let managed = if managed.as_array().is_some_and(Vec::is_empty) { Value::Null } else { managed };
+    Ok((applied, managed))
+}
+
 /// `namespaces/<name>/finalize`: replaces spec.finalizers; a terminating namespace with none left goes away.
 async fn finalize_namespace(
     server: &Arc<Apiserver>,
@@ -424,35 +477,4 @@ async fn finalize_namespace(
     let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
     let finalized = server.registry.finalize(res, name, finalizers, dry_run).await?;
     Ok(encode_response(StatusCode::OK, &finalized, out.encoding))
-}
-
-/// Server-side apply, simply: creates the object when it does not exist (201), otherwise merges the applied
-/// configuration into it with strategic-merge semantics (200). Field ownership (managedFields) is not tracked.
-pub async fn server_side_apply(
-    server: &Arc<Apiserver>,
-    res: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
-    body: &Bytes,
-    q: &HashMap<String, String>,
-    out: Output,
-) -> Result<Resp, ApiError> {
-    let applied: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding apply patch: {e}")))?;
-    match server.registry.get(res, ns, name).await {
-        Err(e) if e.code == 404 => {
-            let mut obj = applied;
-            if obj.pointer("/metadata/name").is_none() {
-                obj["metadata"]["name"] = json!(name);
-            }
-            let created = crate::admission::create(server, res, ns, obj, dry_run(q)).await?;
-            Ok(encode_response(StatusCode::CREATED, &created, out.encoding))
-        }
-        Err(e) => Err(e),
-        Ok(_) => {
-            let patched =
-                server.registry.patch(res, ns, name, None, PatchType::StrategicMerge, body, dry_run(q)).await?;
-            Ok(encode_response(StatusCode::OK, &patched, out.encoding))
-        }
-    }
 }
