@@ -679,7 +679,6 @@ impl PodManager {
             (LABEL_POD_NAME.to_string(), s(pod, "/metadata/name").to_string()),
             (LABEL_POD_NAMESPACE.to_string(), s(pod, "/metadata/namespace").to_string()),
         ]);
-        let mode = if host_network { NamespaceMode::Node } else { NamespaceMode::Pod };
         let resolv = &self.cfg.resolv_conf;
         let host = match resolv.as_str() {
             "" => None,
@@ -707,12 +706,7 @@ impl PodManager {
                 cgroup_parent: self.cgroups.get().map(|cm| cm.cgroup_parent(pod)).unwrap_or_default(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     privileged: crate::security::any_privileged(pod),
-                    namespace_options: Some(NamespaceOption {
-                        network: mode as i32,
-                        pid: NamespaceMode::Container as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
+                    namespace_options: Some(crate::security::namespaces(pod)),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -2,7 +2,9 @@
 //! quota from limits, memory limit, OOM score by QoS class, as upstream's kuberuntime does) and the Linux security
 //! context (user, group, supplemental groups, privileged, capabilities, read-only root, no-new-privileges).
 
-use proto::cri::{Capability, Int64Value, LinuxContainerResources, LinuxContainerSecurityContext};
+use proto::cri::{
+    Capability, Int64Value, LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode, NamespaceOption,
+};
 use serde_json::Value;
 
 use crate::node::{bytes, cpu_millis};
@@ -79,8 +81,30 @@ pub fn security_context(pod: &Value, c: &Value) -> LinuxContainerSecurityContext
             .filter_map(Value::as_i64)
             .collect(),
         no_new_privs: sc.get("allowPrivilegeEscalation").and_then(Value::as_bool) == Some(false),
+        namespace_options: Some(namespaces(pod)),
         // A privileged container gets the whole view; others get upstream's masked and read-only /proc paths from
         // the runtime's defaults.
+        ..Default::default()
+    }
+}
+
+/// Upstream's `namespacesForPod`: the network, PID and IPC namespaces of the sandbox and of every container. Each
+/// container has its own PID namespace unless `shareProcessNamespace` (the pod's) or `hostPID` (the node's); the
+/// network and IPC namespaces are the pod's unless `hostNetwork` / `hostIPC`.
+pub fn namespaces(pod: &Value) -> NamespaceOption {
+    let flag = |f: &str| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_bool).unwrap_or(false);
+    let node_or_pod = |host: bool| if host { NamespaceMode::Node } else { NamespaceMode::Pod } as i32;
+    let pid = if flag("hostPID") {
+        NamespaceMode::Node
+    } else if flag("shareProcessNamespace") {
+        NamespaceMode::Pod
+    } else {
+        NamespaceMode::Container
+    };
+    NamespaceOption {
+        network: node_or_pod(flag("hostNetwork")),
+        pid: pid as i32,
+        ipc: node_or_pod(flag("hostIPC")),
         ..Default::default()
     }
 }
@@ -98,6 +122,28 @@ pub fn any_privileged(pod: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn namespaces_as_upstream() {
+        let ns = |spec: Value| namespaces(&json!({"spec": spec}));
+        let own = ns(json!({}));
+        assert_eq!(
+            (own.network, own.pid, own.ipc),
+            (NamespaceMode::Pod as i32, NamespaceMode::Container as i32, NamespaceMode::Pod as i32)
+        );
+        assert_eq!(ns(json!({"shareProcessNamespace": true})).pid, NamespaceMode::Pod as i32);
+        let host = ns(json!({"hostNetwork": true, "hostPID": true, "hostIPC": true}));
+        assert_eq!(
+            (host.network, host.pid, host.ipc),
+            (NamespaceMode::Node as i32, NamespaceMode::Node as i32, NamespaceMode::Node as i32)
+        );
+        let c = security_context(&json!({"spec": {}}), &json!({}));
+        assert_eq!(
+            c.namespace_options.unwrap().pid,
+            NamespaceMode::Container as i32,
+            "a container's own PID namespace"
+        );
+    }
 
     #[test]
     fn cgroup_limits_as_upstream() {

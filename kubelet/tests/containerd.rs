@@ -963,6 +963,9 @@ spec:
     kubectl(&kubeconfig, &["create", "-f", "-"], Some(limited));
     let limited = pod_until(&pods, "limited", 60, |p| p["status"]["phase"] == "Running").await;
     assert_eq!(limited["status"]["qosClass"], "Burstable");
+    // Each container has its own PID namespace (no shareProcessNamespace): its command is PID 1, not the pause.
+    let pid1 = kubectl(&kubeconfig, &["exec", "limited", "--", "cat", "/proc/1/cmdline"], None);
+    assert!(pid1.starts_with("sleep"), "PID 1 of the container: {pid1:?}");
     let root = cfg.cgroup_root.trim_start_matches('/').to_string();
     let cgroup =
         |controller: &str, rel: &str| PathBuf::from(format!("/sys/fs/cgroup/{controller}/{root}/kubepods/{rel}"));
