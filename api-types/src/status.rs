@@ -45,6 +45,11 @@ impl Cause {
         Cause { reason: "FieldValueDuplicate", field: field.into(), message: format!("Duplicate value: {value}") }
     }
 
+    /// `spec.x: Not found: "name"`
+    pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
+        Cause { reason: "FieldValueNotFound", field: field.into(), message: format!("Not found: {value}") }
+    }
+
     /// `spec.selector: Forbidden: <detail>` (also used for immutable fields, as upstream).
     pub fn forbidden(field: impl Into<String>, detail: impl AsRef<str>) -> Self {
         Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {}", detail.as_ref()) }

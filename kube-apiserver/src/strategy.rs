@@ -196,6 +196,24 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut 
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
     match sub {
         Some("status") => return prepare_status_update(res, old, new),
+        Some("ephemeralcontainers") => {
+            // Upstream's podEphemeralContainersStrategy: the stored pod with the request's ephemeral containers.
+            let ephemeral = new.pointer("/spec/ephemeralContainers").cloned();
+            let managed = new.pointer("/metadata/managedFields").cloned();
+            *new = old.clone();
+            match ephemeral {
+                Some(e) => new["spec"]["ephemeralContainers"] = e,
+                None => {
+                    if let Some(s) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                        s.remove("ephemeralContainers");
+                    }
+                }
+            }
+            if let Some(m) = managed {
+                meta_mut(new)?.insert("managedFields".into(), m);
+            }
+            return Ok(());
+        }
         Some("approval") => {
             // CSR approval: only status.conditions comes from the request (upstream's csrApprovalStrategy).
             let conditions = new.pointer("/status/conditions").cloned();
@@ -211,6 +229,16 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut 
             return Ok(());
         }
         _ => {}
+    }
+    if res.group.is_empty() && res.kind == "Pod" {
+        // Ephemeral containers change only through pods/ephemeralcontainers: an update keeps the stored ones.
+        let stored = old.pointer("/spec/ephemeralContainers").cloned();
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            match stored {
+                Some(e) => spec.insert("ephemeralContainers".into(), e),
+                None => spec.remove("ephemeralContainers"),
+            };
+        }
     }
     let meta = meta_mut(new)?;
     for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "name"] {

@@ -110,7 +110,7 @@ pub async fn serve(
     }
     let reg = &server.registry;
     match sub {
-        "status" | "approval" => match verb {
+        "status" | "approval" | "ephemeralcontainers" => match verb {
             "get" => Ok(encode_response(StatusCode::OK, &reg.get(res, ns, name).await?, out.encoding)),
             "update" => {
                 let bytes = read_body(body).await?;

@@ -195,11 +195,72 @@ fn pod_spec_mutable_masked(spec: &Value) -> Value {
         }
     }
     if let Some(o) = s.as_object_mut() {
-        for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
+        // ephemeralContainers change only through their own subresource (checked by `ephemeral_containers`).
+        for k in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+            "schedulingGates",
+            "ephemeralContainers",
+        ] {
             o.remove(k);
         }
     }
     s
+}
+
+/// Upstream's ephemeral container rules (`validateEphemeralContainers` and the update's): existing ones may not
+/// change or go away, names are unique among all the pod's containers, an image is required, the fields an
+/// ephemeral container may not have are refused, and `targetContainerName` names a container of the pod.
+fn ephemeral_containers(spec: &Value, old_spec: &Value, causes: &mut Vec<Cause>) {
+    let list = |s: &Value| s.get("ephemeralContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let (new, old) = (list(spec), list(old_spec));
+    for (i, o) in old.iter().enumerate() {
+        let name = o["name"].as_str().unwrap_or_default();
+        match new.iter().find(|c| c["name"] == name) {
+            None => causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                format!("existing ephemeral containers \"{name}\" may not be removed"),
+            )),
+            Some(c) if c != o => causes.push(Cause::forbidden(
+                format!("spec.ephemeralContainers[{i}]"),
+                "existing ephemeral containers may not be changed",
+            )),
+            _ => {}
+        }
+    }
+    let mut names: std::collections::BTreeSet<String> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|l| spec.get(*l).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    let regular = names.clone();
+    for (i, c) in new.iter().enumerate() {
+        let at = format!("spec.ephemeralContainers[{i}]");
+        let name = c["name"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            causes.push(Cause::required(format!("{at}.name")));
+        } else if !names.insert(name.to_string()) {
+            causes.push(Cause::duplicate(format!("{at}.name"), &json!(name)));
+        }
+        if c["image"].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!("{at}.image")));
+        }
+        for field in
+            ["lifecycle", "livenessProbe", "readinessProbe", "startupProbe", "ports", "resources", "restartPolicy"]
+        {
+            let set = c.get(field).is_some_and(|v| !v.is_null() && v != &json!({}) && v != &json!([]));
+            if set {
+                causes.push(Cause::forbidden(format!("{at}.{field}"), "cannot be set for an Ephemeral Container"));
+            }
+        }
+        if let Some(t) = c["targetContainerName"].as_str().filter(|t| !t.is_empty())
+            && !regular.contains(t)
+        {
+            causes.push(Cause::not_found(format!("{at}.targetContainerName"), &json!(t)));
+        }
+    }
 }
 
 fn selector_matches_template(obj: &Value, causes: &mut Vec<Cause>) {
@@ -239,6 +300,7 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
             pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &mut causes);
             if let Some(old) = old {
                 let (a, b) = (obj.get("spec").unwrap_or(&Value::Null), old.get("spec").unwrap_or(&Value::Null));
+                ephemeral_containers(a, b, &mut causes);
                 if pod_spec_mutable_masked(a) != pod_spec_mutable_masked(b) {
                     causes.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
                 }

@@ -932,7 +932,22 @@ impl PodManager {
         };
         // The image first, then the configuration (upstream's startContainer).
         self.ensure_image(pod, c).await?;
-        let config = self.prepare_container(ctx, c, attempt).await.map_err(|(r, m)| failed(&r, m))?;
+        let mut config = self.prepare_container(ctx, c, attempt).await.map_err(|(r, m)| failed(&r, m))?;
+        // An ephemeral container with `targetContainerName` joins that container's PID namespace (TARGET).
+        if let Some(target) = c.get("targetContainerName").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            let id = self.running_container_id(s(pod, "/metadata/uid"), target).await.ok_or_else(|| {
+                failed("CreateContainerConfigError", format!("target container {target:?} is not running"))
+            })?;
+            if let Some(ns) = config
+                .linux
+                .as_mut()
+                .and_then(|l| l.security_context.as_mut())
+                .and_then(|sc| sc.namespace_options.as_mut())
+            {
+                ns.pid = proto::cri::NamespaceMode::Target as i32;
+                ns.target_id = id;
+            }
+        }
         let mut rt = self.cri.runtime.clone();
         let created = rt
             .create_container(CreateContainerRequest {
@@ -1248,6 +1263,17 @@ impl PodManager {
                 }
             }
         }
+        // Ephemeral containers (kubectl debug): started once each, in the running pod, never restarted.
+        for c in array(pod, "/spec/ephemeralContainers") {
+            let name = s(c, "/name");
+            if obs.latest(name).is_some() {
+                continue;
+            }
+            started = true;
+            if let Err(w) = self.start_container(&ctx, c, 0).await {
+                waiting.reasons.insert(name.into(), w);
+            }
+        }
         let obs = if started { self.observe(uid).await? } else { obs };
         if let Ok(mut states) = self.synced_states.lock() {
             states.extend(obs.sandboxes.iter().map(|sb| (sb.id.clone(), sb.state)));
@@ -1427,6 +1453,10 @@ impl PodManager {
             .iter()
             .map(|c| self.container_status(pod, c, obs.containers.get(s(c, "/name")), waiting, false))
             .collect();
+        let ephemeral: Vec<Value> = array(pod, "/spec/ephemeralContainers")
+            .iter()
+            .map(|c| self.container_status(pod, c, obs.containers.get(s(c, "/name")), waiting, false))
+            .collect();
         let phase = match &waiting.failed {
             Some(_) => "Failed",
             None => crate::status::phase(pod, &init_statuses, &statuses),
@@ -1464,6 +1494,9 @@ impl PodManager {
             "containerStatuses": statuses,
             "qosClass": old.get("qosClass").cloned().unwrap_or(json!("BestEffort")),
         });
+        if !ephemeral.is_empty() {
+            status["ephemeralContainerStatuses"] = json!(ephemeral);
+        }
         // A failure of the pod as a whole keeps its reason while the phase stays.
         let failed = waiting.failed.clone().map(|(r, m)| (json!(r), json!(m))).or_else(|| {
             (old.get("phase").and_then(Value::as_str) == Some(phase) && old.get("reason").is_some_and(|r| !r.is_null()))

@@ -966,6 +966,37 @@ spec:
     // Each container has its own PID namespace (no shareProcessNamespace): its command is PID 1, not the pause.
     let pid1 = kubectl(&kubeconfig, &["exec", "limited", "--", "cat", "/proc/1/cmdline"], None);
     assert!(pid1.starts_with("sleep"), "PID 1 of the container: {pid1:?}");
+    // kubectl debug: an ephemeral container in the running pod, in the target container's PID namespace.
+    kubectl(
+        &kubeconfig,
+        &[
+            "debug",
+            "limited",
+            "--image=docker.io/library/busybox:1.36",
+            "--image-pull-policy=Never",
+            "--target=main",
+            "--container=dbg",
+            "--profile=general",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline; echo; echo debugged",
+        ],
+        None,
+    );
+    let debugged = pod_until(&pods, "limited", 60, |p| {
+        p["status"]["ephemeralContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    })
+    .await;
+    assert_eq!(debugged["spec"]["ephemeralContainers"][0]["name"], "dbg");
+    assert_eq!(debugged["status"]["ephemeralContainerStatuses"][0]["name"], "dbg");
+    let dbg_logs = kubectl(&kubeconfig, &["logs", "limited", "-c", "dbg"], None);
+    assert!(dbg_logs.starts_with("sleep") && dbg_logs.contains("debugged"), "the target's processes: {dbg_logs:?}");
+    // An ephemeral container cannot be removed or changed, nor added by a plain update.
+    let mut plain = pods.get("limited").await.unwrap();
+    plain["spec"]["ephemeralContainers"] = serde_json::json!([]);
+    let kept = pods.replace("limited", &plain).await.unwrap();
+    assert_eq!(kept["spec"]["ephemeralContainers"][0]["name"], "dbg", "a plain update keeps them");
     let root = cfg.cgroup_root.trim_start_matches('/').to_string();
     let cgroup =
         |controller: &str, rel: &str| PathBuf::from(format!("/sys/fs/cgroup/{controller}/{root}/kubepods/{rel}"));
