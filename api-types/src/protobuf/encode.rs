@@ -29,7 +29,7 @@ pub fn encode_message_of(obj: &Value) -> Option<Vec<u8>> {
     let (api_version, kind) = type_meta(obj)?;
     let message = find_root(api_version, kind)?;
     let mut w = Writer::with_capacity(1024);
-    touch(obj, &mut w.seen, 0);
+    touch(obj, &mut w.seen, &mut Vec::new());
     w.fields(message, obj.as_object()?, 0);
     Some(w.finish())
 }
@@ -41,7 +41,7 @@ pub fn encode_object(obj: &Value) -> Option<Vec<u8>> {
     let message = find_root(api_version, kind)?;
     let fields = obj.as_object()?;
     let mut w = Writer::with_capacity(1024);
-    touch(obj, &mut w.seen, 0);
+    touch(obj, &mut w.seen, &mut Vec::new());
     w.buf.extend_from_slice(MAGIC);
     w.nested(1, |w| {
         w.string(1, api_version);
@@ -83,6 +83,7 @@ pub fn encode_list_of<'a>(
         w.string(2, kind);
     });
     let mut ok = true;
+    let mut queue = Vec::new();
     w.nested(2, |w| {
         if let (Some(Field { kind: Kind::Message(m), .. }), Some(obj)) =
             (message.fields.iter().find(|f| f.tag == 1), metadata.as_object())
@@ -93,7 +94,7 @@ pub fn encode_list_of<'a>(
             let item_message = type_meta(item).and_then(|(v, k)| find_root(v, k));
             match (item_message, item.as_object()) {
                 (Some(m), Some(obj)) => {
-                    touch(item, &mut w.seen, 0);
+                    touch(item, &mut w.seen, &mut queue);
                     w.nested(2, |w| w.fields(m, obj, 1))
                 }
                 _ => ok = false,
@@ -147,33 +148,31 @@ fn present(m: &Message, obj: &Map<String, Value>) -> bool {
     })
 }
 
-/// Reads a byte or a word of everything `value` points to (keys, strings, nested objects and arrays) before the
-/// object is encoded: the objects of a large LIST or of a busy watch are mostly out of cache, and this walk, with
-/// its few branches, has the cache misses of sibling entries overlap, where the encoder, branching on each field's
-/// type, would stall on them one after the other. What is read is folded into `seen`, so the loads stay.
-fn touch(value: &Value, seen: &mut usize, depth: usize) {
-    if depth > super::MAX_DEPTH {
-        return;
-    }
-    match value {
-        Value::Object(map) => {
-            for (key, value) in map {
-                *seen ^= key.as_bytes().first().map_or(0, |b| usize::from(*b));
-                *seen ^= match value {
-                    Value::String(s) => s.as_bytes().first().map_or(0, |b| usize::from(*b)),
-                    Value::Array(items) => items.len(),
-                    Value::Object(map) => map.len(),
-                    _ => 0,
-                };
+/// Reads a byte of everything `root` points to (keys, strings, nested objects and arrays) before the object is
+/// encoded. The objects of a large LIST or of a busy watch are mostly out of cache, and the encoder, branching on
+/// each field's type, would wait on their cache misses one after the other; this walk has few branches and goes
+/// level by level (`queue` is its work list), so the misses of all the objects of one level overlap. What is read
+/// is folded into `seen`, so the loads stay.
+fn touch<'a>(root: &'a Value, seen: &mut usize, queue: &mut Vec<&'a Value>) {
+    let first = |b: &[u8]| b.first().map_or(0, |b| usize::from(*b));
+    queue.clear();
+    queue.push(root);
+    let mut next = 0;
+    while let Some(value) = queue.get(next).copied() {
+        next += 1;
+        let mut visit = |key: &[u8], value: &'a Value| {
+            *seen ^= first(key);
+            match value {
+                Value::String(s) => *seen ^= first(s.as_bytes()),
+                Value::Object(_) | Value::Array(_) => queue.push(value),
+                _ => {}
             }
-            for value in map.values() {
-                if matches!(value, Value::Object(_) | Value::Array(_)) {
-                    touch(value, seen, depth + 1);
-                }
-            }
+        };
+        match value {
+            Value::Object(map) => map.iter().for_each(|(key, value)| visit(key.as_bytes(), value)),
+            Value::Array(items) => items.iter().for_each(|item| visit(&[], item)),
+            _ => {}
         }
-        Value::Array(items) => items.iter().for_each(|item| touch(item, seen, depth + 1)),
-        _ => {}
     }
 }
 
