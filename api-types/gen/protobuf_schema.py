@@ -382,13 +382,14 @@ def render(table, names, roots):
     lines.append("];")
     for path, name, special, fields in table:
         lines.append("")
-        lines.append(f"pub(crate) static {name}: Message = Message {{")
-        lines.append(f'    name: "{path}",')
-        lines.append(f"    special: Special::{special or 'None'},")
+        # `Message::new` is a const fn: it also builds the message's field index when the tables compile.
+        lines.append(f"pub(crate) static {name}: Message = Message::new(")
+        lines.append(f'    "{path}",')
+        lines.append(f"    Special::{special or 'None'},")
         if not fields:
-            lines.append("    fields: &[],")
+            lines.append("    &[],")
         else:
-            lines.append("    fields: &[")
+            lines.append("    &[")
             for tag, json, kind, target, repeated, inline, _, omit in fields:
                 if inline:
                     kind_expr = f"Kind::Inline(&{names[target]})"
@@ -399,7 +400,7 @@ def render(table, names, roots):
                 ctor = "Field::repeated" if repeated else "Field::omitempty" if omit else "Field::new"
                 lines.append(f'        {ctor}({tag}, "{json}", {kind_expr}),')
             lines.append("    ],")
-        lines.append("};")
+        lines.append(");")
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ use serde_json::{Map, Number, Value};
 use crate::protobuf_schema::ROOTS;
 
 mod encode;
+mod fieldindex;
 #[cfg(test)]
 mod k8s_pb_kinds;
 #[cfg(test)]
@@ -67,6 +68,23 @@ pub(crate) struct Message {
     pub(crate) special: Special,
     /// Sorted by tag; empty for the special messages.
     pub(crate) fields: &'static [Field],
+    /// The fields by JSON name (inline fields excepted).
+    pub(crate) index: fieldindex::FieldIndex,
+    /// Whether a field embeds a struct inline (`Kind::Inline`).
+    pub(crate) has_inline: bool,
+}
+
+impl Message {
+    /// A message and its field index, computed when the `static` tables are compiled.
+    pub(crate) const fn new(name: &'static str, special: Special, fields: &'static [Field]) -> Self {
+        let mut has_inline = false;
+        let mut i = 0;
+        while i < fields.len() {
+            has_inline |= matches!(fields[i].kind, Kind::Inline(_));
+            i += 1;
+        }
+        Message { name, special, fields, index: fieldindex::FieldIndex::new(fields), has_inline }
+    }
 }
 
 /// The messages with a JSON form other than an object of their fields.
@@ -108,21 +126,23 @@ pub(crate) struct Field {
     pub(crate) repeated: bool,
     /// A non-pointer `omitempty` scalar in Go: a zero value on the wire is not emitted.
     pub(crate) omit_zero: bool,
+    /// `json` as the message's [`FieldIndex`](fieldindex::FieldIndex) hashes and compares it.
+    pub(crate) key: fieldindex::NameKey,
 }
 
 impl Field {
     /// A singular field; a zero value on the wire is emitted.
     pub(crate) const fn new(tag: u32, json: &'static str, kind: Kind) -> Self {
-        Field { tag, json, kind, repeated: false, omit_zero: false }
+        Field { tag, json, kind, repeated: false, omit_zero: false, key: fieldindex::NameKey::of(json) }
     }
 
     /// A singular scalar field whose zero value is not emitted.
     pub(crate) const fn omitempty(tag: u32, json: &'static str, kind: Kind) -> Self {
-        Field { tag, json, kind, repeated: false, omit_zero: true }
+        Field { tag, json, kind, repeated: false, omit_zero: true, key: fieldindex::NameKey::of(json) }
     }
 
     pub(crate) const fn repeated(tag: u32, json: &'static str, kind: Kind) -> Self {
-        Field { tag, json, kind, repeated: true, omit_zero: false }
+        Field { tag, json, kind, repeated: true, omit_zero: false, key: fieldindex::NameKey::of(json) }
     }
 }
 
@@ -1198,16 +1218,16 @@ mod tests {
 
     #[test]
     fn packed_and_unpacked_repeated_scalars() {
-        static MSG: Message = Message {
-            name: "test::Ints",
-            special: Special::None,
-            fields: &[
+        static MSG: Message = Message::new(
+            "test::Ints",
+            Special::None,
+            &[
                 Field::repeated(1, "ints", Kind::Int32),
                 Field::repeated(2, "flags", Kind::Bool),
                 Field::new(3, "ratio", Kind::Double),
                 Field::repeated(4, "blobs", Kind::Bytes),
             ],
-        };
+        );
         let packed = Enc::new().varint(1).varint(300).varint(-2i64 as u64).0;
         let data = Enc::new().int(1, 7).bytes(1, &packed).bytes(2, &[1, 0]).boolean(2, true).key(3, WIRE_64);
         let mut data = data.0;
@@ -1242,11 +1262,11 @@ mod tests {
 
     #[test]
     fn well_known_messages() {
-        static TIME: Message = Message { name: "Time", special: Special::Time, fields: &[] };
-        static MICRO: Message = Message { name: "MicroTime", special: Special::MicroTime, fields: &[] };
-        static DURATION: Message = Message { name: "Duration", special: Special::Duration, fields: &[] };
-        static RAW: Message = Message { name: "RawExtension", special: Special::RawExtension, fields: &[] };
-        static FIELDS: Message = Message { name: "FieldsV1", special: Special::FieldsV1, fields: &[] };
+        static TIME: Message = Message::new("Time", Special::Time, &[]);
+        static MICRO: Message = Message::new("MicroTime", Special::MicroTime, &[]);
+        static DURATION: Message = Message::new("Duration", Special::Duration, &[]);
+        static RAW: Message = Message::new("RawExtension", Special::RawExtension, &[]);
+        static FIELDS: Message = Message::new("FieldsV1", Special::FieldsV1, &[]);
         let time = |s: i64, n: i64| Enc::new().int(1, s).int(2, n).0;
         assert_eq!(decode_message(&TIME, &time(1_704_164_645, 999), 0), Ok(json!("2024-01-02T03:04:05Z")));
         assert_eq!(decode_message(&TIME, &[], 0), Ok(Value::Null));
@@ -1356,11 +1376,8 @@ mod tests {
         for _ in 0..MAX_DEPTH + 5 {
             data = Enc::new().msg(1, Enc(data)).0;
         }
-        static NESTED: Message = Message {
-            name: "Nested",
-            special: Special::None,
-            fields: &[Field::new(1, "child", Kind::Message(&NESTED))],
-        };
+        static NESTED: Message =
+            Message::new("Nested", Special::None, &[Field::new(1, "child", Kind::Message(&NESTED))]);
         assert_eq!(decode_message(&NESTED, &data, 0), Err(ProtobufError::TooDeep));
         let mut shallow = Enc::new().0;
         for _ in 0..10 {

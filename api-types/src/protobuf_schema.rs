@@ -161,75 +161,75 @@ pub(crate) static ROOTS: &[(&str, &str, &Message)] = &[
     ("v1", "Status", &META_V1_STATUS),
 ];
 
-pub(crate) static CORE_V1_BINDING: Message = Message {
-    name: "api::core::v1::Binding",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_BINDING: Message = Message::new(
+    "api::core::v1::Binding",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "target", Kind::Message(&CORE_V1_OBJECT_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_COMPONENT_STATUS: Message = Message {
-    name: "api::core::v1::ComponentStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_COMPONENT_STATUS: Message = Message::new(
+    "api::core::v1::ComponentStatus",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "conditions", Kind::Message(&CORE_V1_COMPONENT_CONDITION)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_COMPONENT_STATUS_LIST: Message = Message {
-    name: "api::core::v1::ComponentStatusList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_COMPONENT_STATUS_LIST: Message = Message::new(
+    "api::core::v1::ComponentStatusList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_COMPONENT_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONFIG_MAP: Message = Message {
-    name: "api::core::v1::ConfigMap",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONFIG_MAP: Message = Message::new(
+    "api::core::v1::ConfigMap",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "data", Kind::MapString),
         Field::new(3, "binaryData", Kind::MapBytes),
         Field::new(4, "immutable", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONFIG_MAP_LIST: Message = Message {
-    name: "api::core::v1::ConfigMapList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONFIG_MAP_LIST: Message = Message::new(
+    "api::core::v1::ConfigMapList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_CONFIG_MAP)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ENDPOINTS: Message = Message {
-    name: "api::core::v1::Endpoints",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ENDPOINTS: Message = Message::new(
+    "api::core::v1::Endpoints",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "subsets", Kind::Message(&CORE_V1_ENDPOINT_SUBSET)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ENDPOINTS_LIST: Message = Message {
-    name: "api::core::v1::EndpointsList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ENDPOINTS_LIST: Message = Message::new(
+    "api::core::v1::EndpointsList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_ENDPOINTS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_EVENT: Message = Message {
-    name: "api::core::v1::Event",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_EVENT: Message = Message::new(
+    "api::core::v1::Event",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "involvedObject", Kind::Message(&CORE_V1_OBJECT_REFERENCE)),
         Field::omitempty(3, "reason", Kind::String),
@@ -246,161 +246,158 @@ pub(crate) static CORE_V1_EVENT: Message = Message {
         Field::new(14, "reportingComponent", Kind::String),
         Field::new(15, "reportingInstance", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_EVENT_LIST: Message = Message {
-    name: "api::core::v1::EventList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_EVENT_LIST: Message = Message::new(
+    "api::core::v1::EventList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_EVENT)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_LIMIT_RANGE: Message = Message {
-    name: "api::core::v1::LimitRange",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_LIMIT_RANGE: Message = Message::new(
+    "api::core::v1::LimitRange",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_LIMIT_RANGE_SPEC)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_LIMIT_RANGE_LIST: Message = Message {
-    name: "api::core::v1::LimitRangeList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_LIMIT_RANGE_LIST: Message = Message::new(
+    "api::core::v1::LimitRangeList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_LIMIT_RANGE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NAMESPACE: Message = Message {
-    name: "api::core::v1::Namespace",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NAMESPACE: Message = Message::new(
+    "api::core::v1::Namespace",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_NAMESPACE_SPEC)),
         Field::new(3, "status", Kind::Message(&CORE_V1_NAMESPACE_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NAMESPACE_LIST: Message = Message {
-    name: "api::core::v1::NamespaceList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NAMESPACE_LIST: Message = Message::new(
+    "api::core::v1::NamespaceList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_NAMESPACE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE: Message = Message {
-    name: "api::core::v1::Node",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE: Message = Message::new(
+    "api::core::v1::Node",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_NODE_SPEC)),
         Field::new(3, "status", Kind::Message(&CORE_V1_NODE_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_LIST: Message = Message {
-    name: "api::core::v1::NodeList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_LIST: Message = Message::new(
+    "api::core::v1::NodeList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_NODE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_PROXY_OPTIONS: Message = Message {
-    name: "api::core::v1::NodeProxyOptions",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "path", Kind::String)],
-};
+pub(crate) static CORE_V1_NODE_PROXY_OPTIONS: Message =
+    Message::new("api::core::v1::NodeProxyOptions", Special::None, &[Field::omitempty(1, "path", Kind::String)]);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM: Message = Message {
-    name: "api::core::v1::PersistentVolumeClaim",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM: Message = Message::new(
+    "api::core::v1::PersistentVolumeClaim",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC)),
         Field::new(3, "status", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_LIST: Message = Message {
-    name: "api::core::v1::PersistentVolumeClaimList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_LIST: Message = Message::new(
+    "api::core::v1::PersistentVolumeClaimList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME: Message = Message {
-    name: "api::core::v1::PersistentVolume",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME: Message = Message::new(
+    "api::core::v1::PersistentVolume",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_SPEC)),
         Field::new(3, "status", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_LIST: Message = Message {
-    name: "api::core::v1::PersistentVolumeList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_LIST: Message = Message::new(
+    "api::core::v1::PersistentVolumeList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_PERSISTENT_VOLUME)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD: Message = Message {
-    name: "api::core::v1::Pod",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD: Message = Message::new(
+    "api::core::v1::Pod",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_POD_SPEC)),
         Field::new(3, "status", Kind::Message(&CORE_V1_POD_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_LIST: Message = Message {
-    name: "api::core::v1::PodList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_LIST: Message = Message::new(
+    "api::core::v1::PodList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_POD)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_ATTACH_OPTIONS: Message = Message {
-    name: "api::core::v1::PodAttachOptions",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_ATTACH_OPTIONS: Message = Message::new(
+    "api::core::v1::PodAttachOptions",
+    Special::None,
+    &[
         Field::omitempty(1, "stdin", Kind::Bool),
         Field::omitempty(2, "stdout", Kind::Bool),
         Field::omitempty(3, "stderr", Kind::Bool),
         Field::omitempty(4, "tty", Kind::Bool),
         Field::omitempty(5, "container", Kind::String),
     ],
-};
+);
 
-pub(crate) static POLICY_V1_EVICTION: Message = Message {
-    name: "api::policy::v1::Eviction",
-    special: Special::None,
-    fields: &[
+pub(crate) static POLICY_V1_EVICTION: Message = Message::new(
+    "api::policy::v1::Eviction",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "deleteOptions", Kind::Message(&META_V1_DELETE_OPTIONS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_EXEC_OPTIONS: Message = Message {
-    name: "api::core::v1::PodExecOptions",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_EXEC_OPTIONS: Message = Message::new(
+    "api::core::v1::PodExecOptions",
+    Special::None,
+    &[
         Field::omitempty(1, "stdin", Kind::Bool),
         Field::omitempty(2, "stdout", Kind::Bool),
         Field::omitempty(3, "stderr", Kind::Bool),
@@ -408,261 +405,252 @@ pub(crate) static CORE_V1_POD_EXEC_OPTIONS: Message = Message {
         Field::omitempty(5, "container", Kind::String),
         Field::repeated(6, "command", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_PORT_FORWARD_OPTIONS: Message = Message {
-    name: "api::core::v1::PodPortForwardOptions",
-    special: Special::None,
-    fields: &[Field::repeated(1, "ports", Kind::Int32)],
-};
+pub(crate) static CORE_V1_POD_PORT_FORWARD_OPTIONS: Message =
+    Message::new("api::core::v1::PodPortForwardOptions", Special::None, &[Field::repeated(1, "ports", Kind::Int32)]);
 
-pub(crate) static CORE_V1_POD_PROXY_OPTIONS: Message = Message {
-    name: "api::core::v1::PodProxyOptions",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "path", Kind::String)],
-};
+pub(crate) static CORE_V1_POD_PROXY_OPTIONS: Message =
+    Message::new("api::core::v1::PodProxyOptions", Special::None, &[Field::omitempty(1, "path", Kind::String)]);
 
-pub(crate) static CORE_V1_POD_TEMPLATE: Message = Message {
-    name: "api::core::v1::PodTemplate",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_TEMPLATE: Message = Message::new(
+    "api::core::v1::PodTemplate",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "template", Kind::Message(&CORE_V1_POD_TEMPLATE_SPEC)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_TEMPLATE_LIST: Message = Message {
-    name: "api::core::v1::PodTemplateList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_TEMPLATE_LIST: Message = Message::new(
+    "api::core::v1::PodTemplateList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_POD_TEMPLATE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_REPLICATION_CONTROLLER: Message = Message {
-    name: "api::core::v1::ReplicationController",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_REPLICATION_CONTROLLER: Message = Message::new(
+    "api::core::v1::ReplicationController",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_REPLICATION_CONTROLLER_SPEC)),
         Field::new(3, "status", Kind::Message(&CORE_V1_REPLICATION_CONTROLLER_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_REPLICATION_CONTROLLER_LIST: Message = Message {
-    name: "api::core::v1::ReplicationControllerList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_REPLICATION_CONTROLLER_LIST: Message = Message::new(
+    "api::core::v1::ReplicationControllerList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_REPLICATION_CONTROLLER)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V1_SCALE: Message = Message {
-    name: "api::autoscaling::v1::Scale",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V1_SCALE: Message = Message::new(
+    "api::autoscaling::v1::Scale",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTOSCALING_V1_SCALE_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTOSCALING_V1_SCALE_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_RESOURCE_QUOTA: Message = Message {
-    name: "api::core::v1::ResourceQuota",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_RESOURCE_QUOTA: Message = Message::new(
+    "api::core::v1::ResourceQuota",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_RESOURCE_QUOTA_SPEC)),
         Field::new(3, "status", Kind::Message(&CORE_V1_RESOURCE_QUOTA_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_RESOURCE_QUOTA_LIST: Message = Message {
-    name: "api::core::v1::ResourceQuotaList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_RESOURCE_QUOTA_LIST: Message = Message::new(
+    "api::core::v1::ResourceQuotaList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_RESOURCE_QUOTA)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SECRET: Message = Message {
-    name: "api::core::v1::Secret",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SECRET: Message = Message::new(
+    "api::core::v1::Secret",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "data", Kind::MapBytes),
         Field::omitempty(3, "type", Kind::String),
         Field::new(4, "stringData", Kind::MapString),
         Field::new(5, "immutable", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SECRET_LIST: Message = Message {
-    name: "api::core::v1::SecretList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SECRET_LIST: Message = Message::new(
+    "api::core::v1::SecretList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_SECRET)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SERVICE_ACCOUNT: Message = Message {
-    name: "api::core::v1::ServiceAccount",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SERVICE_ACCOUNT: Message = Message::new(
+    "api::core::v1::ServiceAccount",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "secrets", Kind::Message(&CORE_V1_OBJECT_REFERENCE)),
         Field::repeated(3, "imagePullSecrets", Kind::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::new(4, "automountServiceAccountToken", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SERVICE_ACCOUNT_LIST: Message = Message {
-    name: "api::core::v1::ServiceAccountList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SERVICE_ACCOUNT_LIST: Message = Message::new(
+    "api::core::v1::ServiceAccountList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_SERVICE_ACCOUNT)),
     ],
-};
+);
 
-pub(crate) static AUTHENTICATION_V1_TOKEN_REQUEST: Message = Message {
-    name: "api::authentication::v1::TokenRequest",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHENTICATION_V1_TOKEN_REQUEST: Message = Message::new(
+    "api::authentication::v1::TokenRequest",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTHENTICATION_V1_TOKEN_REQUEST_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTHENTICATION_V1_TOKEN_REQUEST_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SERVICE: Message = Message {
-    name: "api::core::v1::Service",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SERVICE: Message = Message::new(
+    "api::core::v1::Service",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_SERVICE_SPEC)),
         Field::new(3, "status", Kind::Message(&CORE_V1_SERVICE_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SERVICE_LIST: Message = Message {
-    name: "api::core::v1::ServiceList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SERVICE_LIST: Message = Message::new(
+    "api::core::v1::ServiceList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_SERVICE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SERVICE_PROXY_OPTIONS: Message = Message {
-    name: "api::core::v1::ServiceProxyOptions",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "path", Kind::String)],
-};
+pub(crate) static CORE_V1_SERVICE_PROXY_OPTIONS: Message =
+    Message::new("api::core::v1::ServiceProxyOptions", Special::None, &[Field::omitempty(1, "path", Kind::String)]);
 
-pub(crate) static APPS_V1_CONTROLLER_REVISION: Message = Message {
-    name: "api::apps::v1::ControllerRevision",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_CONTROLLER_REVISION: Message = Message::new(
+    "api::apps::v1::ControllerRevision",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "data", Kind::Message(&PKG_RUNTIME_RAW_EXTENSION)),
         Field::new(3, "revision", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static APPS_V1_CONTROLLER_REVISION_LIST: Message = Message {
-    name: "api::apps::v1::ControllerRevisionList",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_CONTROLLER_REVISION_LIST: Message = Message::new(
+    "api::apps::v1::ControllerRevisionList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&APPS_V1_CONTROLLER_REVISION)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DAEMON_SET: Message = Message {
-    name: "api::apps::v1::DaemonSet",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DAEMON_SET: Message = Message::new(
+    "api::apps::v1::DaemonSet",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&APPS_V1_DAEMON_SET_SPEC)),
         Field::new(3, "status", Kind::Message(&APPS_V1_DAEMON_SET_STATUS)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DAEMON_SET_LIST: Message = Message {
-    name: "api::apps::v1::DaemonSetList",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DAEMON_SET_LIST: Message = Message::new(
+    "api::apps::v1::DaemonSetList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&APPS_V1_DAEMON_SET)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DEPLOYMENT: Message = Message {
-    name: "api::apps::v1::Deployment",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DEPLOYMENT: Message = Message::new(
+    "api::apps::v1::Deployment",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&APPS_V1_DEPLOYMENT_SPEC)),
         Field::new(3, "status", Kind::Message(&APPS_V1_DEPLOYMENT_STATUS)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DEPLOYMENT_LIST: Message = Message {
-    name: "api::apps::v1::DeploymentList",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DEPLOYMENT_LIST: Message = Message::new(
+    "api::apps::v1::DeploymentList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&APPS_V1_DEPLOYMENT)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_REPLICA_SET: Message = Message {
-    name: "api::apps::v1::ReplicaSet",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_REPLICA_SET: Message = Message::new(
+    "api::apps::v1::ReplicaSet",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&APPS_V1_REPLICA_SET_SPEC)),
         Field::new(3, "status", Kind::Message(&APPS_V1_REPLICA_SET_STATUS)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_REPLICA_SET_LIST: Message = Message {
-    name: "api::apps::v1::ReplicaSetList",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_REPLICA_SET_LIST: Message = Message::new(
+    "api::apps::v1::ReplicaSetList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&APPS_V1_REPLICA_SET)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_STATEFUL_SET: Message = Message {
-    name: "api::apps::v1::StatefulSet",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_STATEFUL_SET: Message = Message::new(
+    "api::apps::v1::StatefulSet",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&APPS_V1_STATEFUL_SET_SPEC)),
         Field::new(3, "status", Kind::Message(&APPS_V1_STATEFUL_SET_STATUS)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_STATEFUL_SET_LIST: Message = Message {
-    name: "api::apps::v1::StatefulSetList",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_STATEFUL_SET_LIST: Message = Message::new(
+    "api::apps::v1::StatefulSetList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&APPS_V1_STATEFUL_SET)),
     ],
-};
+);
 
-pub(crate) static EVENTS_V1_EVENT: Message = Message {
-    name: "api::events::v1::Event",
-    special: Special::None,
-    fields: &[
+pub(crate) static EVENTS_V1_EVENT: Message = Message::new(
+    "api::events::v1::Event",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "eventTime", Kind::Message(&META_V1_MICRO_TIME)),
         Field::new(3, "series", Kind::Message(&EVENTS_V1_EVENT_SERIES)),
@@ -679,381 +667,381 @@ pub(crate) static EVENTS_V1_EVENT: Message = Message {
         Field::new(14, "deprecatedLastTimestamp", Kind::Message(&META_V1_TIME)),
         Field::omitempty(15, "deprecatedCount", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static EVENTS_V1_EVENT_LIST: Message = Message {
-    name: "api::events::v1::EventList",
-    special: Special::None,
-    fields: &[
+pub(crate) static EVENTS_V1_EVENT_LIST: Message = Message::new(
+    "api::events::v1::EventList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&EVENTS_V1_EVENT)),
     ],
-};
+);
 
-pub(crate) static AUTHENTICATION_V1_SELF_SUBJECT_REVIEW: Message = Message {
-    name: "api::authentication::v1::SelfSubjectReview",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHENTICATION_V1_SELF_SUBJECT_REVIEW: Message = Message::new(
+    "api::authentication::v1::SelfSubjectReview",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "status", Kind::Message(&AUTHENTICATION_V1_SELF_SUBJECT_REVIEW_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTHENTICATION_V1_TOKEN_REVIEW: Message = Message {
-    name: "api::authentication::v1::TokenReview",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHENTICATION_V1_TOKEN_REVIEW: Message = Message::new(
+    "api::authentication::v1::TokenReview",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTHENTICATION_V1_TOKEN_REVIEW_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTHENTICATION_V1_TOKEN_REVIEW_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_LOCAL_SUBJECT_ACCESS_REVIEW: Message = Message {
-    name: "api::authorization::v1::LocalSubjectAccessReview",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_LOCAL_SUBJECT_ACCESS_REVIEW: Message = Message::new(
+    "api::authorization::v1::LocalSubjectAccessReview",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW: Message = Message {
-    name: "api::authorization::v1::SelfSubjectAccessReview",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW: Message = Message::new(
+    "api::authorization::v1::SelfSubjectAccessReview",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW: Message = Message {
-    name: "api::authorization::v1::SelfSubjectRulesReview",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW: Message = Message::new(
+    "api::authorization::v1::SelfSubjectRulesReview",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTHORIZATION_V1_SUBJECT_RULES_REVIEW_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW: Message = Message {
-    name: "api::authorization::v1::SubjectAccessReview",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW: Message = Message::new(
+    "api::authorization::v1::SubjectAccessReview",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER: Message = Message {
-    name: "api::autoscaling::v2::HorizontalPodAutoscaler",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER: Message = Message::new(
+    "api::autoscaling::v2::HorizontalPodAutoscaler",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_LIST: Message = Message {
-    name: "api::autoscaling::v2::HorizontalPodAutoscalerList",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_LIST: Message = Message::new(
+    "api::autoscaling::v2::HorizontalPodAutoscalerList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER: Message = Message {
-    name: "api::autoscaling::v1::HorizontalPodAutoscaler",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER: Message = Message::new(
+    "api::autoscaling::v1::HorizontalPodAutoscaler",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC)),
         Field::new(3, "status", Kind::Message(&AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_LIST: Message = Message {
-    name: "api::autoscaling::v1::HorizontalPodAutoscalerList",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_LIST: Message = Message::new(
+    "api::autoscaling::v1::HorizontalPodAutoscalerList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER)),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_CRON_JOB: Message = Message {
-    name: "api::batch::v1::CronJob",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_CRON_JOB: Message = Message::new(
+    "api::batch::v1::CronJob",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&BATCH_V1_CRON_JOB_SPEC)),
         Field::new(3, "status", Kind::Message(&BATCH_V1_CRON_JOB_STATUS)),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_CRON_JOB_LIST: Message = Message {
-    name: "api::batch::v1::CronJobList",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_CRON_JOB_LIST: Message = Message::new(
+    "api::batch::v1::CronJobList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&BATCH_V1_CRON_JOB)),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_JOB: Message = Message {
-    name: "api::batch::v1::Job",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_JOB: Message = Message::new(
+    "api::batch::v1::Job",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&BATCH_V1_JOB_SPEC)),
         Field::new(3, "status", Kind::Message(&BATCH_V1_JOB_STATUS)),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_JOB_LIST: Message = Message {
-    name: "api::batch::v1::JobList",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_JOB_LIST: Message = Message::new(
+    "api::batch::v1::JobList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&BATCH_V1_JOB)),
     ],
-};
+);
 
-pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST: Message = Message {
-    name: "api::certificates::v1::CertificateSigningRequest",
-    special: Special::None,
-    fields: &[
+pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST: Message = Message::new(
+    "api::certificates::v1::CertificateSigningRequest",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_SPEC)),
         Field::new(3, "status", Kind::Message(&CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_STATUS)),
     ],
-};
+);
 
-pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_LIST: Message = Message {
-    name: "api::certificates::v1::CertificateSigningRequestList",
-    special: Special::None,
-    fields: &[
+pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_LIST: Message = Message::new(
+    "api::certificates::v1::CertificateSigningRequestList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_CLASS: Message = Message {
-    name: "api::networking::v1::IngressClass",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_CLASS: Message = Message::new(
+    "api::networking::v1::IngressClass",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&NETWORKING_V1_INGRESS_CLASS_SPEC)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_CLASS_LIST: Message = Message {
-    name: "api::networking::v1::IngressClassList",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_CLASS_LIST: Message = Message::new(
+    "api::networking::v1::IngressClassList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&NETWORKING_V1_INGRESS_CLASS)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS: Message = Message {
-    name: "api::networking::v1::Ingress",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS: Message = Message::new(
+    "api::networking::v1::Ingress",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&NETWORKING_V1_INGRESS_SPEC)),
         Field::new(3, "status", Kind::Message(&NETWORKING_V1_INGRESS_STATUS)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_LIST: Message = Message {
-    name: "api::networking::v1::IngressList",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_LIST: Message = Message::new(
+    "api::networking::v1::IngressList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&NETWORKING_V1_INGRESS)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_NETWORK_POLICY: Message = Message {
-    name: "api::networking::v1::NetworkPolicy",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_NETWORK_POLICY: Message = Message::new(
+    "api::networking::v1::NetworkPolicy",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&NETWORKING_V1_NETWORK_POLICY_SPEC)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_NETWORK_POLICY_LIST: Message = Message {
-    name: "api::networking::v1::NetworkPolicyList",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_NETWORK_POLICY_LIST: Message = Message::new(
+    "api::networking::v1::NetworkPolicyList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&NETWORKING_V1_NETWORK_POLICY)),
     ],
-};
+);
 
-pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET: Message = Message {
-    name: "api::policy::v1::PodDisruptionBudget",
-    special: Special::None,
-    fields: &[
+pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET: Message = Message::new(
+    "api::policy::v1::PodDisruptionBudget",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&POLICY_V1_POD_DISRUPTION_BUDGET_SPEC)),
         Field::new(3, "status", Kind::Message(&POLICY_V1_POD_DISRUPTION_BUDGET_STATUS)),
     ],
-};
+);
 
-pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET_LIST: Message = Message {
-    name: "api::policy::v1::PodDisruptionBudgetList",
-    special: Special::None,
-    fields: &[
+pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET_LIST: Message = Message::new(
+    "api::policy::v1::PodDisruptionBudgetList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&POLICY_V1_POD_DISRUPTION_BUDGET)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_CLUSTER_ROLE_BINDING: Message = Message {
-    name: "api::rbac::v1::ClusterRoleBinding",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_CLUSTER_ROLE_BINDING: Message = Message::new(
+    "api::rbac::v1::ClusterRoleBinding",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "subjects", Kind::Message(&RBAC_V1_SUBJECT)),
         Field::new(3, "roleRef", Kind::Message(&RBAC_V1_ROLE_REF)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_CLUSTER_ROLE_BINDING_LIST: Message = Message {
-    name: "api::rbac::v1::ClusterRoleBindingList",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_CLUSTER_ROLE_BINDING_LIST: Message = Message::new(
+    "api::rbac::v1::ClusterRoleBindingList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&RBAC_V1_CLUSTER_ROLE_BINDING)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_CLUSTER_ROLE: Message = Message {
-    name: "api::rbac::v1::ClusterRole",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_CLUSTER_ROLE: Message = Message::new(
+    "api::rbac::v1::ClusterRole",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "rules", Kind::Message(&RBAC_V1_POLICY_RULE)),
         Field::new(3, "aggregationRule", Kind::Message(&RBAC_V1_AGGREGATION_RULE)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_CLUSTER_ROLE_LIST: Message = Message {
-    name: "api::rbac::v1::ClusterRoleList",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_CLUSTER_ROLE_LIST: Message = Message::new(
+    "api::rbac::v1::ClusterRoleList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&RBAC_V1_CLUSTER_ROLE)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_ROLE_BINDING: Message = Message {
-    name: "api::rbac::v1::RoleBinding",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_ROLE_BINDING: Message = Message::new(
+    "api::rbac::v1::RoleBinding",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "subjects", Kind::Message(&RBAC_V1_SUBJECT)),
         Field::new(3, "roleRef", Kind::Message(&RBAC_V1_ROLE_REF)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_ROLE_BINDING_LIST: Message = Message {
-    name: "api::rbac::v1::RoleBindingList",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_ROLE_BINDING_LIST: Message = Message::new(
+    "api::rbac::v1::RoleBindingList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&RBAC_V1_ROLE_BINDING)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_ROLE: Message = Message {
-    name: "api::rbac::v1::Role",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_ROLE: Message = Message::new(
+    "api::rbac::v1::Role",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "rules", Kind::Message(&RBAC_V1_POLICY_RULE)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_ROLE_LIST: Message = Message {
-    name: "api::rbac::v1::RoleList",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_ROLE_LIST: Message = Message::new(
+    "api::rbac::v1::RoleList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&RBAC_V1_ROLE)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_CSIDRIVER: Message = Message {
-    name: "api::storage::v1::CSIDriver",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_CSIDRIVER: Message = Message::new(
+    "api::storage::v1::CSIDriver",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&STORAGE_V1_CSIDRIVER_SPEC)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_CSIDRIVER_LIST: Message = Message {
-    name: "api::storage::v1::CSIDriverList",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_CSIDRIVER_LIST: Message = Message::new(
+    "api::storage::v1::CSIDriverList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&STORAGE_V1_CSIDRIVER)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_CSINODE: Message = Message {
-    name: "api::storage::v1::CSINode",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_CSINODE: Message = Message::new(
+    "api::storage::v1::CSINode",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&STORAGE_V1_CSINODE_SPEC)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_CSINODE_LIST: Message = Message {
-    name: "api::storage::v1::CSINodeList",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_CSINODE_LIST: Message = Message::new(
+    "api::storage::v1::CSINodeList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&STORAGE_V1_CSINODE)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_CSISTORAGE_CAPACITY: Message = Message {
-    name: "api::storage::v1::CSIStorageCapacity",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_CSISTORAGE_CAPACITY: Message = Message::new(
+    "api::storage::v1::CSIStorageCapacity",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "nodeTopology", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(3, "storageClassName", Kind::String),
         Field::new(4, "capacity", Kind::Message(&API_RESOURCE_QUANTITY)),
         Field::new(5, "maximumVolumeSize", Kind::Message(&API_RESOURCE_QUANTITY)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_CSISTORAGE_CAPACITY_LIST: Message = Message {
-    name: "api::storage::v1::CSIStorageCapacityList",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_CSISTORAGE_CAPACITY_LIST: Message = Message::new(
+    "api::storage::v1::CSIStorageCapacityList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&STORAGE_V1_CSISTORAGE_CAPACITY)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_STORAGE_CLASS: Message = Message {
-    name: "api::storage::v1::StorageClass",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_STORAGE_CLASS: Message = Message::new(
+    "api::storage::v1::StorageClass",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "provisioner", Kind::String),
         Field::new(3, "parameters", Kind::MapString),
@@ -1063,211 +1051,211 @@ pub(crate) static STORAGE_V1_STORAGE_CLASS: Message = Message {
         Field::new(7, "volumeBindingMode", Kind::String),
         Field::repeated(8, "allowedTopologies", Kind::Message(&CORE_V1_TOPOLOGY_SELECTOR_TERM)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_STORAGE_CLASS_LIST: Message = Message {
-    name: "api::storage::v1::StorageClassList",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_STORAGE_CLASS_LIST: Message = Message::new(
+    "api::storage::v1::StorageClassList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&STORAGE_V1_STORAGE_CLASS)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT: Message = Message {
-    name: "api::storage::v1::VolumeAttachment",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT: Message = Message::new(
+    "api::storage::v1::VolumeAttachment",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&STORAGE_V1_VOLUME_ATTACHMENT_SPEC)),
         Field::new(3, "status", Kind::Message(&STORAGE_V1_VOLUME_ATTACHMENT_STATUS)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT_LIST: Message = Message {
-    name: "api::storage::v1::VolumeAttachmentList",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT_LIST: Message = Message::new(
+    "api::storage::v1::VolumeAttachmentList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&STORAGE_V1_VOLUME_ATTACHMENT)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK_CONFIGURATION: Message = Message {
-    name: "api::admissionregistration::v1::MutatingWebhookConfiguration",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK_CONFIGURATION: Message = Message::new(
+    "api::admissionregistration::v1::MutatingWebhookConfiguration",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "webhooks", Kind::Message(&ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK_CONFIGURATION_LIST: Message = Message {
-    name: "api::admissionregistration::v1::MutatingWebhookConfigurationList",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK_CONFIGURATION_LIST: Message = Message::new(
+    "api::admissionregistration::v1::MutatingWebhookConfigurationList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK_CONFIGURATION)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingAdmissionPolicy",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingAdmissionPolicy",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_SPEC)),
         Field::new(3, "status", Kind::Message(&ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_STATUS)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_LIST: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingAdmissionPolicyList",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_LIST: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingAdmissionPolicyList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingAdmissionPolicyBinding",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingAdmissionPolicyBinding",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING_SPEC)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING_LIST: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingAdmissionPolicyBindingList",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING_LIST: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingAdmissionPolicyBindingList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK_CONFIGURATION: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingWebhookConfiguration",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK_CONFIGURATION: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingWebhookConfiguration",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "webhooks", Kind::Message(&ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK_CONFIGURATION_LIST: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingWebhookConfigurationList",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK_CONFIGURATION_LIST: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingWebhookConfigurationList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK_CONFIGURATION)),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_SPEC)),
         Field::new(3, "status", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_STATUS)),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_LIST: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionList",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_LIST: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION)),
     ],
-};
+);
 
-pub(crate) static COORDINATION_V1_LEASE: Message = Message {
-    name: "api::coordination::v1::Lease",
-    special: Special::None,
-    fields: &[
+pub(crate) static COORDINATION_V1_LEASE: Message = Message::new(
+    "api::coordination::v1::Lease",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&COORDINATION_V1_LEASE_SPEC)),
     ],
-};
+);
 
-pub(crate) static COORDINATION_V1_LEASE_LIST: Message = Message {
-    name: "api::coordination::v1::LeaseList",
-    special: Special::None,
-    fields: &[
+pub(crate) static COORDINATION_V1_LEASE_LIST: Message = Message::new(
+    "api::coordination::v1::LeaseList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&COORDINATION_V1_LEASE)),
     ],
-};
+);
 
-pub(crate) static DISCOVERY_V1_ENDPOINT_SLICE: Message = Message {
-    name: "api::discovery::v1::EndpointSlice",
-    special: Special::None,
-    fields: &[
+pub(crate) static DISCOVERY_V1_ENDPOINT_SLICE: Message = Message::new(
+    "api::discovery::v1::EndpointSlice",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::repeated(2, "endpoints", Kind::Message(&DISCOVERY_V1_ENDPOINT)),
         Field::repeated(3, "ports", Kind::Message(&DISCOVERY_V1_ENDPOINT_PORT)),
         Field::new(4, "addressType", Kind::String),
     ],
-};
+);
 
-pub(crate) static DISCOVERY_V1_ENDPOINT_SLICE_LIST: Message = Message {
-    name: "api::discovery::v1::EndpointSliceList",
-    special: Special::None,
-    fields: &[
+pub(crate) static DISCOVERY_V1_ENDPOINT_SLICE_LIST: Message = Message::new(
+    "api::discovery::v1::EndpointSliceList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&DISCOVERY_V1_ENDPOINT_SLICE)),
     ],
-};
+);
 
-pub(crate) static NODE_V1_RUNTIME_CLASS: Message = Message {
-    name: "api::node::v1::RuntimeClass",
-    special: Special::None,
-    fields: &[
+pub(crate) static NODE_V1_RUNTIME_CLASS: Message = Message::new(
+    "api::node::v1::RuntimeClass",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "handler", Kind::String),
         Field::new(3, "overhead", Kind::Message(&NODE_V1_OVERHEAD)),
         Field::new(4, "scheduling", Kind::Message(&NODE_V1_SCHEDULING)),
     ],
-};
+);
 
-pub(crate) static NODE_V1_RUNTIME_CLASS_LIST: Message = Message {
-    name: "api::node::v1::RuntimeClassList",
-    special: Special::None,
-    fields: &[
+pub(crate) static NODE_V1_RUNTIME_CLASS_LIST: Message = Message::new(
+    "api::node::v1::RuntimeClassList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&NODE_V1_RUNTIME_CLASS)),
     ],
-};
+);
 
-pub(crate) static SCHEDULING_V1_PRIORITY_CLASS: Message = Message {
-    name: "api::scheduling::v1::PriorityClass",
-    special: Special::None,
-    fields: &[
+pub(crate) static SCHEDULING_V1_PRIORITY_CLASS: Message = Message::new(
+    "api::scheduling::v1::PriorityClass",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "value", Kind::Int32),
         Field::omitempty(3, "globalDefault", Kind::Bool),
         Field::omitempty(4, "description", Kind::String),
         Field::new(5, "preemptionPolicy", Kind::String),
     ],
-};
+);
 
-pub(crate) static SCHEDULING_V1_PRIORITY_CLASS_LIST: Message = Message {
-    name: "api::scheduling::v1::PriorityClassList",
-    special: Special::None,
-    fields: &[
+pub(crate) static SCHEDULING_V1_PRIORITY_CLASS_LIST: Message = Message::new(
+    "api::scheduling::v1::PriorityClassList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&SCHEDULING_V1_PRIORITY_CLASS)),
     ],
-};
+);
 
-pub(crate) static META_V1_DELETE_OPTIONS: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::DeleteOptions",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_DELETE_OPTIONS: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::DeleteOptions",
+    Special::None,
+    &[
         Field::new(1, "gracePeriodSeconds", Kind::Int64),
         Field::new(2, "preconditions", Kind::Message(&META_V1_PRECONDITIONS)),
         Field::new(3, "orphanDependents", Kind::Bool),
@@ -1275,12 +1263,12 @@ pub(crate) static META_V1_DELETE_OPTIONS: Message = Message {
         Field::repeated(5, "dryRun", Kind::String),
         Field::new(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static META_V1_STATUS: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::Status",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_STATUS: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::Status",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::omitempty(2, "status", Kind::String),
         Field::omitempty(3, "message", Kind::String),
@@ -1288,33 +1276,33 @@ pub(crate) static META_V1_STATUS: Message = Message {
         Field::new(5, "details", Kind::Message(&META_V1_STATUS_DETAILS)),
         Field::omitempty(6, "code", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static META_V1_WATCH_EVENT: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::WatchEvent",
-    special: Special::None,
-    fields: &[Field::new(1, "type", Kind::String), Field::new(2, "object", Kind::Message(&PKG_RUNTIME_RAW_EXTENSION))],
-};
+pub(crate) static META_V1_WATCH_EVENT: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::WatchEvent",
+    Special::None,
+    &[Field::new(1, "type", Kind::String), Field::new(2, "object", Kind::Message(&PKG_RUNTIME_RAW_EXTENSION))],
+);
 
-pub(crate) static META_V1_PARTIAL_OBJECT_METADATA: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::PartialObjectMetadata",
-    special: Special::None,
-    fields: &[Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META))],
-};
+pub(crate) static META_V1_PARTIAL_OBJECT_METADATA: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::PartialObjectMetadata",
+    Special::None,
+    &[Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META))],
+);
 
-pub(crate) static META_V1_PARTIAL_OBJECT_METADATA_LIST: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::PartialObjectMetadataList",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_PARTIAL_OBJECT_METADATA_LIST: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::PartialObjectMetadataList",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_LIST_META)),
         Field::repeated(2, "items", Kind::Message(&META_V1_PARTIAL_OBJECT_METADATA)),
     ],
-};
+);
 
-pub(crate) static META_V1_OBJECT_META: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::ObjectMeta",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_OBJECT_META: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::ObjectMeta",
+    Special::None,
+    &[
         Field::omitempty(1, "name", Kind::String),
         Field::omitempty(2, "generateName", Kind::String),
         Field::omitempty(3, "namespace", Kind::String),
@@ -1331,12 +1319,12 @@ pub(crate) static META_V1_OBJECT_META: Message = Message {
         Field::repeated(14, "finalizers", Kind::String),
         Field::repeated(17, "managedFields", Kind::Message(&META_V1_MANAGED_FIELDS_ENTRY)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_OBJECT_REFERENCE: Message = Message {
-    name: "api::core::v1::ObjectReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_OBJECT_REFERENCE: Message = Message::new(
+    "api::core::v1::ObjectReference",
+    Special::None,
+    &[
         Field::omitempty(1, "kind", Kind::String),
         Field::omitempty(2, "namespace", Kind::String),
         Field::omitempty(3, "name", Kind::String),
@@ -1345,86 +1333,79 @@ pub(crate) static CORE_V1_OBJECT_REFERENCE: Message = Message {
         Field::omitempty(6, "resourceVersion", Kind::String),
         Field::omitempty(7, "fieldPath", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_COMPONENT_CONDITION: Message = Message {
-    name: "api::core::v1::ComponentCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_COMPONENT_CONDITION: Message = Message::new(
+    "api::core::v1::ComponentCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::omitempty(3, "message", Kind::String),
         Field::omitempty(4, "error", Kind::String),
     ],
-};
+);
 
-pub(crate) static META_V1_LIST_META: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::ListMeta",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_LIST_META: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::ListMeta",
+    Special::None,
+    &[
         Field::omitempty(1, "selfLink", Kind::String),
         Field::omitempty(2, "resourceVersion", Kind::String),
         Field::omitempty(3, "continue", Kind::String),
         Field::new(4, "remainingItemCount", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ENDPOINT_SUBSET: Message = Message {
-    name: "api::core::v1::EndpointSubset",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ENDPOINT_SUBSET: Message = Message::new(
+    "api::core::v1::EndpointSubset",
+    Special::None,
+    &[
         Field::repeated(1, "addresses", Kind::Message(&CORE_V1_ENDPOINT_ADDRESS)),
         Field::repeated(2, "notReadyAddresses", Kind::Message(&CORE_V1_ENDPOINT_ADDRESS)),
         Field::repeated(3, "ports", Kind::Message(&CORE_V1_ENDPOINT_PORT)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_EVENT_SOURCE: Message = Message {
-    name: "api::core::v1::EventSource",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "component", Kind::String), Field::omitempty(2, "host", Kind::String)],
-};
+pub(crate) static CORE_V1_EVENT_SOURCE: Message = Message::new(
+    "api::core::v1::EventSource",
+    Special::None,
+    &[Field::omitempty(1, "component", Kind::String), Field::omitempty(2, "host", Kind::String)],
+);
 
-pub(crate) static META_V1_TIME: Message =
-    Message { name: "apimachinery::pkg::apis::meta::v1::Time", special: Special::Time, fields: &[] };
+pub(crate) static META_V1_TIME: Message = Message::new("apimachinery::pkg::apis::meta::v1::Time", Special::Time, &[]);
 
 pub(crate) static META_V1_MICRO_TIME: Message =
-    Message { name: "apimachinery::pkg::apis::meta::v1::MicroTime", special: Special::MicroTime, fields: &[] };
+    Message::new("apimachinery::pkg::apis::meta::v1::MicroTime", Special::MicroTime, &[]);
 
-pub(crate) static CORE_V1_EVENT_SERIES: Message = Message {
-    name: "api::core::v1::EventSeries",
-    special: Special::None,
-    fields: &[
-        Field::omitempty(1, "count", Kind::Int32),
-        Field::new(2, "lastObservedTime", Kind::Message(&META_V1_MICRO_TIME)),
-    ],
-};
+pub(crate) static CORE_V1_EVENT_SERIES: Message = Message::new(
+    "api::core::v1::EventSeries",
+    Special::None,
+    &[Field::omitempty(1, "count", Kind::Int32), Field::new(2, "lastObservedTime", Kind::Message(&META_V1_MICRO_TIME))],
+);
 
-pub(crate) static CORE_V1_LIMIT_RANGE_SPEC: Message = Message {
-    name: "api::core::v1::LimitRangeSpec",
-    special: Special::None,
-    fields: &[Field::repeated(1, "limits", Kind::Message(&CORE_V1_LIMIT_RANGE_ITEM))],
-};
+pub(crate) static CORE_V1_LIMIT_RANGE_SPEC: Message = Message::new(
+    "api::core::v1::LimitRangeSpec",
+    Special::None,
+    &[Field::repeated(1, "limits", Kind::Message(&CORE_V1_LIMIT_RANGE_ITEM))],
+);
 
-pub(crate) static CORE_V1_NAMESPACE_SPEC: Message = Message {
-    name: "api::core::v1::NamespaceSpec",
-    special: Special::None,
-    fields: &[Field::repeated(1, "finalizers", Kind::String)],
-};
+pub(crate) static CORE_V1_NAMESPACE_SPEC: Message =
+    Message::new("api::core::v1::NamespaceSpec", Special::None, &[Field::repeated(1, "finalizers", Kind::String)]);
 
-pub(crate) static CORE_V1_NAMESPACE_STATUS: Message = Message {
-    name: "api::core::v1::NamespaceStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NAMESPACE_STATUS: Message = Message::new(
+    "api::core::v1::NamespaceStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "phase", Kind::String),
         Field::repeated(2, "conditions", Kind::Message(&CORE_V1_NAMESPACE_CONDITION)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_SPEC: Message = Message {
-    name: "api::core::v1::NodeSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_SPEC: Message = Message::new(
+    "api::core::v1::NodeSpec",
+    Special::None,
+    &[
         Field::omitempty(1, "podCIDR", Kind::String),
         Field::omitempty(2, "externalID", Kind::String),
         Field::omitempty(3, "providerID", Kind::String),
@@ -1433,12 +1414,12 @@ pub(crate) static CORE_V1_NODE_SPEC: Message = Message {
         Field::new(6, "configSource", Kind::Message(&CORE_V1_NODE_CONFIG_SOURCE)),
         Field::repeated(7, "podCIDRs", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_STATUS: Message = Message {
-    name: "api::core::v1::NodeStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_STATUS: Message = Message::new(
+    "api::core::v1::NodeStatus",
+    Special::None,
+    &[
         Field::new(1, "capacity", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::new(2, "allocatable", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::omitempty(3, "phase", Kind::String),
@@ -1454,12 +1435,12 @@ pub(crate) static CORE_V1_NODE_STATUS: Message = Message {
         Field::new(13, "features", Kind::Message(&CORE_V1_NODE_FEATURES)),
         Field::repeated(14, "declaredFeatures", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC: Message = Message {
-    name: "api::core::v1::PersistentVolumeClaimSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC: Message = Message::new(
+    "api::core::v1::PersistentVolumeClaimSpec",
+    Special::None,
+    &[
         Field::repeated(1, "accessModes", Kind::String),
         Field::new(2, "resources", Kind::Message(&CORE_V1_VOLUME_RESOURCE_REQUIREMENTS)),
         Field::omitempty(3, "volumeName", Kind::String),
@@ -1470,12 +1451,12 @@ pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC: Message = Message {
         Field::new(8, "dataSourceRef", Kind::Message(&CORE_V1_TYPED_OBJECT_REFERENCE)),
         Field::new(9, "volumeAttributesClassName", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS: Message = Message {
-    name: "api::core::v1::PersistentVolumeClaimStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS: Message = Message::new(
+    "api::core::v1::PersistentVolumeClaimStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "phase", Kind::String),
         Field::repeated(2, "accessModes", Kind::String),
         Field::new(3, "capacity", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
@@ -1485,12 +1466,12 @@ pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS: Message = Message {
         Field::new(8, "currentVolumeAttributesClassName", Kind::String),
         Field::new(9, "modifyVolumeStatus", Kind::Message(&CORE_V1_MODIFY_VOLUME_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_SPEC: Message = Message {
-    name: "api::core::v1::PersistentVolumeSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_SPEC: Message = Message::new(
+    "api::core::v1::PersistentVolumeSpec",
+    Special::None,
+    &[
         Field::new(1, "capacity", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::new(2, "persistent_volume_source", Kind::Inline(&CORE_V1_PERSISTENT_VOLUME_SOURCE)),
         Field::repeated(3, "accessModes", Kind::String),
@@ -1502,23 +1483,23 @@ pub(crate) static CORE_V1_PERSISTENT_VOLUME_SPEC: Message = Message {
         Field::new(9, "nodeAffinity", Kind::Message(&CORE_V1_VOLUME_NODE_AFFINITY)),
         Field::new(10, "volumeAttributesClassName", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_STATUS: Message = Message {
-    name: "api::core::v1::PersistentVolumeStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_STATUS: Message = Message::new(
+    "api::core::v1::PersistentVolumeStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "phase", Kind::String),
         Field::omitempty(2, "message", Kind::String),
         Field::omitempty(3, "reason", Kind::String),
         Field::new(4, "lastPhaseTransitionTime", Kind::Message(&META_V1_TIME)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_SPEC: Message = Message {
-    name: "api::core::v1::PodSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_SPEC: Message = Message::new(
+    "api::core::v1::PodSpec",
+    Special::None,
+    &[
         Field::repeated(1, "volumes", Kind::Message(&CORE_V1_VOLUME)),
         Field::repeated(2, "containers", Kind::Message(&CORE_V1_CONTAINER)),
         Field::omitempty(3, "restartPolicy", Kind::String),
@@ -1562,12 +1543,12 @@ pub(crate) static CORE_V1_POD_SPEC: Message = Message {
         Field::new(41, "hostnameOverride", Kind::String),
         Field::new(42, "workloadRef", Kind::Message(&CORE_V1_WORKLOAD_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_STATUS: Message = Message {
-    name: "api::core::v1::PodStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_STATUS: Message = Message::new(
+    "api::core::v1::PodStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "phase", Kind::String),
         Field::repeated(2, "conditions", Kind::Message(&CORE_V1_POD_CONDITION)),
         Field::omitempty(3, "message", Kind::String),
@@ -1589,32 +1570,32 @@ pub(crate) static CORE_V1_POD_STATUS: Message = Message {
         Field::new(19, "allocatedResources", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::new(20, "resources", Kind::Message(&CORE_V1_RESOURCE_REQUIREMENTS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_TEMPLATE_SPEC: Message = Message {
-    name: "api::core::v1::PodTemplateSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_TEMPLATE_SPEC: Message = Message::new(
+    "api::core::v1::PodTemplateSpec",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_POD_SPEC)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_REPLICATION_CONTROLLER_SPEC: Message = Message {
-    name: "api::core::v1::ReplicationControllerSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_REPLICATION_CONTROLLER_SPEC: Message = Message::new(
+    "api::core::v1::ReplicationControllerSpec",
+    Special::None,
+    &[
         Field::new(1, "replicas", Kind::Int32),
         Field::new(2, "selector", Kind::MapString),
         Field::new(3, "template", Kind::Message(&CORE_V1_POD_TEMPLATE_SPEC)),
         Field::omitempty(4, "minReadySeconds", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static CORE_V1_REPLICATION_CONTROLLER_STATUS: Message = Message {
-    name: "api::core::v1::ReplicationControllerStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_REPLICATION_CONTROLLER_STATUS: Message = Message::new(
+    "api::core::v1::ReplicationControllerStatus",
+    Special::None,
+    &[
         Field::new(1, "replicas", Kind::Int32),
         Field::omitempty(2, "fullyLabeledReplicas", Kind::Int32),
         Field::omitempty(3, "observedGeneration", Kind::Int64),
@@ -1622,65 +1603,59 @@ pub(crate) static CORE_V1_REPLICATION_CONTROLLER_STATUS: Message = Message {
         Field::omitempty(5, "availableReplicas", Kind::Int32),
         Field::repeated(6, "conditions", Kind::Message(&CORE_V1_REPLICATION_CONTROLLER_CONDITION)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V1_SCALE_SPEC: Message = Message {
-    name: "api::autoscaling::v1::ScaleSpec",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "replicas", Kind::Int32)],
-};
+pub(crate) static AUTOSCALING_V1_SCALE_SPEC: Message =
+    Message::new("api::autoscaling::v1::ScaleSpec", Special::None, &[Field::omitempty(1, "replicas", Kind::Int32)]);
 
-pub(crate) static AUTOSCALING_V1_SCALE_STATUS: Message = Message {
-    name: "api::autoscaling::v1::ScaleStatus",
-    special: Special::None,
-    fields: &[Field::new(1, "replicas", Kind::Int32), Field::omitempty(2, "selector", Kind::String)],
-};
+pub(crate) static AUTOSCALING_V1_SCALE_STATUS: Message = Message::new(
+    "api::autoscaling::v1::ScaleStatus",
+    Special::None,
+    &[Field::new(1, "replicas", Kind::Int32), Field::omitempty(2, "selector", Kind::String)],
+);
 
-pub(crate) static CORE_V1_RESOURCE_QUOTA_SPEC: Message = Message {
-    name: "api::core::v1::ResourceQuotaSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_RESOURCE_QUOTA_SPEC: Message = Message::new(
+    "api::core::v1::ResourceQuotaSpec",
+    Special::None,
+    &[
         Field::new(1, "hard", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::repeated(2, "scopes", Kind::String),
         Field::new(3, "scopeSelector", Kind::Message(&CORE_V1_SCOPE_SELECTOR)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_RESOURCE_QUOTA_STATUS: Message = Message {
-    name: "api::core::v1::ResourceQuotaStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_RESOURCE_QUOTA_STATUS: Message = Message::new(
+    "api::core::v1::ResourceQuotaStatus",
+    Special::None,
+    &[
         Field::new(1, "hard", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::new(2, "used", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_LOCAL_OBJECT_REFERENCE: Message = Message {
-    name: "api::core::v1::LocalObjectReference",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "name", Kind::String)],
-};
+pub(crate) static CORE_V1_LOCAL_OBJECT_REFERENCE: Message =
+    Message::new("api::core::v1::LocalObjectReference", Special::None, &[Field::omitempty(1, "name", Kind::String)]);
 
-pub(crate) static AUTHENTICATION_V1_TOKEN_REQUEST_SPEC: Message = Message {
-    name: "api::authentication::v1::TokenRequestSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHENTICATION_V1_TOKEN_REQUEST_SPEC: Message = Message::new(
+    "api::authentication::v1::TokenRequestSpec",
+    Special::None,
+    &[
         Field::repeated(1, "audiences", Kind::String),
         Field::new(3, "boundObjectRef", Kind::Message(&AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE)),
         Field::new(4, "expirationSeconds", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: Message = Message {
-    name: "api::authentication::v1::TokenRequestStatus",
-    special: Special::None,
-    fields: &[Field::new(1, "token", Kind::String), Field::new(2, "expirationTimestamp", Kind::Message(&META_V1_TIME))],
-};
+pub(crate) static AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: Message = Message::new(
+    "api::authentication::v1::TokenRequestStatus",
+    Special::None,
+    &[Field::new(1, "token", Kind::String), Field::new(2, "expirationTimestamp", Kind::Message(&META_V1_TIME))],
+);
 
-pub(crate) static CORE_V1_SERVICE_SPEC: Message = Message {
-    name: "api::core::v1::ServiceSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SERVICE_SPEC: Message = Message::new(
+    "api::core::v1::ServiceSpec",
+    Special::None,
+    &[
         Field::repeated(1, "ports", Kind::Message(&CORE_V1_SERVICE_PORT)),
         Field::new(2, "selector", Kind::MapString),
         Field::omitempty(3, "clusterIP", Kind::String),
@@ -1702,36 +1677,36 @@ pub(crate) static CORE_V1_SERVICE_SPEC: Message = Message {
         Field::new(22, "internalTrafficPolicy", Kind::String),
         Field::new(23, "trafficDistribution", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SERVICE_STATUS: Message = Message {
-    name: "api::core::v1::ServiceStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SERVICE_STATUS: Message = Message::new(
+    "api::core::v1::ServiceStatus",
+    Special::None,
+    &[
         Field::new(1, "loadBalancer", Kind::Message(&CORE_V1_LOAD_BALANCER_STATUS)),
         Field::repeated(2, "conditions", Kind::Message(&META_V1_CONDITION)),
     ],
-};
+);
 
 pub(crate) static PKG_RUNTIME_RAW_EXTENSION: Message =
-    Message { name: "apimachinery::pkg::runtime::RawExtension", special: Special::RawExtension, fields: &[] };
+    Message::new("apimachinery::pkg::runtime::RawExtension", Special::RawExtension, &[]);
 
-pub(crate) static APPS_V1_DAEMON_SET_SPEC: Message = Message {
-    name: "api::apps::v1::DaemonSetSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DAEMON_SET_SPEC: Message = Message::new(
+    "api::apps::v1::DaemonSetSpec",
+    Special::None,
+    &[
         Field::new(1, "selector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(2, "template", Kind::Message(&CORE_V1_POD_TEMPLATE_SPEC)),
         Field::new(3, "updateStrategy", Kind::Message(&APPS_V1_DAEMON_SET_UPDATE_STRATEGY)),
         Field::omitempty(4, "minReadySeconds", Kind::Int32),
         Field::new(6, "revisionHistoryLimit", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DAEMON_SET_STATUS: Message = Message {
-    name: "api::apps::v1::DaemonSetStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DAEMON_SET_STATUS: Message = Message::new(
+    "api::apps::v1::DaemonSetStatus",
+    Special::None,
+    &[
         Field::new(1, "currentNumberScheduled", Kind::Int32),
         Field::new(2, "numberMisscheduled", Kind::Int32),
         Field::new(3, "desiredNumberScheduled", Kind::Int32),
@@ -1743,12 +1718,12 @@ pub(crate) static APPS_V1_DAEMON_SET_STATUS: Message = Message {
         Field::new(9, "collisionCount", Kind::Int32),
         Field::repeated(10, "conditions", Kind::Message(&APPS_V1_DAEMON_SET_CONDITION)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DEPLOYMENT_SPEC: Message = Message {
-    name: "api::apps::v1::DeploymentSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DEPLOYMENT_SPEC: Message = Message::new(
+    "api::apps::v1::DeploymentSpec",
+    Special::None,
+    &[
         Field::new(1, "replicas", Kind::Int32),
         Field::new(2, "selector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(3, "template", Kind::Message(&CORE_V1_POD_TEMPLATE_SPEC)),
@@ -1758,12 +1733,12 @@ pub(crate) static APPS_V1_DEPLOYMENT_SPEC: Message = Message {
         Field::omitempty(7, "paused", Kind::Bool),
         Field::new(9, "progressDeadlineSeconds", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DEPLOYMENT_STATUS: Message = Message {
-    name: "api::apps::v1::DeploymentStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DEPLOYMENT_STATUS: Message = Message::new(
+    "api::apps::v1::DeploymentStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "observedGeneration", Kind::Int64),
         Field::omitempty(2, "replicas", Kind::Int32),
         Field::omitempty(3, "updatedReplicas", Kind::Int32),
@@ -1774,23 +1749,23 @@ pub(crate) static APPS_V1_DEPLOYMENT_STATUS: Message = Message {
         Field::new(8, "collisionCount", Kind::Int32),
         Field::new(9, "terminatingReplicas", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static APPS_V1_REPLICA_SET_SPEC: Message = Message {
-    name: "api::apps::v1::ReplicaSetSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_REPLICA_SET_SPEC: Message = Message::new(
+    "api::apps::v1::ReplicaSetSpec",
+    Special::None,
+    &[
         Field::new(1, "replicas", Kind::Int32),
         Field::new(2, "selector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(3, "template", Kind::Message(&CORE_V1_POD_TEMPLATE_SPEC)),
         Field::omitempty(4, "minReadySeconds", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static APPS_V1_REPLICA_SET_STATUS: Message = Message {
-    name: "api::apps::v1::ReplicaSetStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_REPLICA_SET_STATUS: Message = Message::new(
+    "api::apps::v1::ReplicaSetStatus",
+    Special::None,
+    &[
         Field::new(1, "replicas", Kind::Int32),
         Field::omitempty(2, "fullyLabeledReplicas", Kind::Int32),
         Field::omitempty(3, "observedGeneration", Kind::Int64),
@@ -1799,12 +1774,12 @@ pub(crate) static APPS_V1_REPLICA_SET_STATUS: Message = Message {
         Field::repeated(6, "conditions", Kind::Message(&APPS_V1_REPLICA_SET_CONDITION)),
         Field::new(7, "terminatingReplicas", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static APPS_V1_STATEFUL_SET_SPEC: Message = Message {
-    name: "api::apps::v1::StatefulSetSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_STATEFUL_SET_SPEC: Message = Message::new(
+    "api::apps::v1::StatefulSetSpec",
+    Special::None,
+    &[
         Field::new(1, "replicas", Kind::Int32),
         Field::new(2, "selector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(3, "template", Kind::Message(&CORE_V1_POD_TEMPLATE_SPEC)),
@@ -1821,12 +1796,12 @@ pub(crate) static APPS_V1_STATEFUL_SET_SPEC: Message = Message {
         ),
         Field::new(11, "ordinals", Kind::Message(&APPS_V1_STATEFUL_SET_ORDINALS)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_STATEFUL_SET_STATUS: Message = Message {
-    name: "api::apps::v1::StatefulSetStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_STATEFUL_SET_STATUS: Message = Message::new(
+    "api::apps::v1::StatefulSetStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "observedGeneration", Kind::Int64),
         Field::new(2, "replicas", Kind::Int32),
         Field::omitempty(3, "readyReplicas", Kind::Int32),
@@ -1838,44 +1813,41 @@ pub(crate) static APPS_V1_STATEFUL_SET_STATUS: Message = Message {
         Field::repeated(10, "conditions", Kind::Message(&APPS_V1_STATEFUL_SET_CONDITION)),
         Field::new(11, "availableReplicas", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static EVENTS_V1_EVENT_SERIES: Message = Message {
-    name: "api::events::v1::EventSeries",
-    special: Special::None,
-    fields: &[
-        Field::new(1, "count", Kind::Int32),
-        Field::new(2, "lastObservedTime", Kind::Message(&META_V1_MICRO_TIME)),
-    ],
-};
+pub(crate) static EVENTS_V1_EVENT_SERIES: Message = Message::new(
+    "api::events::v1::EventSeries",
+    Special::None,
+    &[Field::new(1, "count", Kind::Int32), Field::new(2, "lastObservedTime", Kind::Message(&META_V1_MICRO_TIME))],
+);
 
-pub(crate) static AUTHENTICATION_V1_SELF_SUBJECT_REVIEW_STATUS: Message = Message {
-    name: "api::authentication::v1::SelfSubjectReviewStatus",
-    special: Special::None,
-    fields: &[Field::new(1, "userInfo", Kind::Message(&AUTHENTICATION_V1_USER_INFO))],
-};
+pub(crate) static AUTHENTICATION_V1_SELF_SUBJECT_REVIEW_STATUS: Message = Message::new(
+    "api::authentication::v1::SelfSubjectReviewStatus",
+    Special::None,
+    &[Field::new(1, "userInfo", Kind::Message(&AUTHENTICATION_V1_USER_INFO))],
+);
 
-pub(crate) static AUTHENTICATION_V1_TOKEN_REVIEW_SPEC: Message = Message {
-    name: "api::authentication::v1::TokenReviewSpec",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "token", Kind::String), Field::repeated(2, "audiences", Kind::String)],
-};
+pub(crate) static AUTHENTICATION_V1_TOKEN_REVIEW_SPEC: Message = Message::new(
+    "api::authentication::v1::TokenReviewSpec",
+    Special::None,
+    &[Field::omitempty(1, "token", Kind::String), Field::repeated(2, "audiences", Kind::String)],
+);
 
-pub(crate) static AUTHENTICATION_V1_TOKEN_REVIEW_STATUS: Message = Message {
-    name: "api::authentication::v1::TokenReviewStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHENTICATION_V1_TOKEN_REVIEW_STATUS: Message = Message::new(
+    "api::authentication::v1::TokenReviewStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "authenticated", Kind::Bool),
         Field::new(2, "user", Kind::Message(&AUTHENTICATION_V1_USER_INFO)),
         Field::omitempty(3, "error", Kind::String),
         Field::repeated(4, "audiences", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message {
-    name: "api::authorization::v1::SubjectAccessReviewSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message::new(
+    "api::authorization::v1::SubjectAccessReviewSpec",
+    Special::None,
+    &[
         Field::new(1, "resourceAttributes", Kind::Message(&AUTHORIZATION_V1_RESOURCE_ATTRIBUTES)),
         Field::new(2, "nonResourceAttributes", Kind::Message(&AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES)),
         Field::omitempty(3, "user", Kind::String),
@@ -1883,61 +1855,61 @@ pub(crate) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message
         Field::new(5, "extra", Kind::MapMessage(&AUTHORIZATION_V1_EXTRA_VALUE)),
         Field::omitempty(6, "uid", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS: Message = Message {
-    name: "api::authorization::v1::SubjectAccessReviewStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS: Message = Message::new(
+    "api::authorization::v1::SubjectAccessReviewStatus",
+    Special::None,
+    &[
         Field::new(1, "allowed", Kind::Bool),
         Field::omitempty(2, "reason", Kind::String),
         Field::omitempty(3, "evaluationError", Kind::String),
         Field::omitempty(4, "denied", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message {
-    name: "api::authorization::v1::SelfSubjectAccessReviewSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message::new(
+    "api::authorization::v1::SelfSubjectAccessReviewSpec",
+    Special::None,
+    &[
         Field::new(1, "resourceAttributes", Kind::Message(&AUTHORIZATION_V1_RESOURCE_ATTRIBUTES)),
         Field::new(2, "nonResourceAttributes", Kind::Message(&AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES)),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC: Message = Message {
-    name: "api::authorization::v1::SelfSubjectRulesReviewSpec",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "namespace", Kind::String)],
-};
+pub(crate) static AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC: Message = Message::new(
+    "api::authorization::v1::SelfSubjectRulesReviewSpec",
+    Special::None,
+    &[Field::omitempty(1, "namespace", Kind::String)],
+);
 
-pub(crate) static AUTHORIZATION_V1_SUBJECT_RULES_REVIEW_STATUS: Message = Message {
-    name: "api::authorization::v1::SubjectRulesReviewStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_SUBJECT_RULES_REVIEW_STATUS: Message = Message::new(
+    "api::authorization::v1::SubjectRulesReviewStatus",
+    Special::None,
+    &[
         Field::repeated(1, "resourceRules", Kind::Message(&AUTHORIZATION_V1_RESOURCE_RULE)),
         Field::repeated(2, "nonResourceRules", Kind::Message(&AUTHORIZATION_V1_NON_RESOURCE_RULE)),
         Field::new(3, "incomplete", Kind::Bool),
         Field::omitempty(4, "evaluationError", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC: Message = Message {
-    name: "api::autoscaling::v2::HorizontalPodAutoscalerSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC: Message = Message::new(
+    "api::autoscaling::v2::HorizontalPodAutoscalerSpec",
+    Special::None,
+    &[
         Field::new(1, "scaleTargetRef", Kind::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE)),
         Field::new(2, "minReplicas", Kind::Int32),
         Field::new(3, "maxReplicas", Kind::Int32),
         Field::repeated(4, "metrics", Kind::Message(&AUTOSCALING_V2_METRIC_SPEC)),
         Field::new(5, "behavior", Kind::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS: Message = Message {
-    name: "api::autoscaling::v2::HorizontalPodAutoscalerStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS: Message = Message::new(
+    "api::autoscaling::v2::HorizontalPodAutoscalerStatus",
+    Special::None,
+    &[
         Field::new(1, "observedGeneration", Kind::Int64),
         Field::new(2, "lastScaleTime", Kind::Message(&META_V1_TIME)),
         Field::omitempty(3, "currentReplicas", Kind::Int32),
@@ -1945,35 +1917,35 @@ pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS: Message = Mes
         Field::repeated(5, "currentMetrics", Kind::Message(&AUTOSCALING_V2_METRIC_STATUS)),
         Field::repeated(6, "conditions", Kind::Message(&AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC: Message = Message {
-    name: "api::autoscaling::v1::HorizontalPodAutoscalerSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC: Message = Message::new(
+    "api::autoscaling::v1::HorizontalPodAutoscalerSpec",
+    Special::None,
+    &[
         Field::new(1, "scaleTargetRef", Kind::Message(&AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE)),
         Field::new(2, "minReplicas", Kind::Int32),
         Field::new(3, "maxReplicas", Kind::Int32),
         Field::new(4, "targetCPUUtilizationPercentage", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS: Message = Message {
-    name: "api::autoscaling::v1::HorizontalPodAutoscalerStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS: Message = Message::new(
+    "api::autoscaling::v1::HorizontalPodAutoscalerStatus",
+    Special::None,
+    &[
         Field::new(1, "observedGeneration", Kind::Int64),
         Field::new(2, "lastScaleTime", Kind::Message(&META_V1_TIME)),
         Field::new(3, "currentReplicas", Kind::Int32),
         Field::new(4, "desiredReplicas", Kind::Int32),
         Field::new(5, "currentCPUUtilizationPercentage", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_CRON_JOB_SPEC: Message = Message {
-    name: "api::batch::v1::CronJobSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_CRON_JOB_SPEC: Message = Message::new(
+    "api::batch::v1::CronJobSpec",
+    Special::None,
+    &[
         Field::new(1, "schedule", Kind::String),
         Field::new(2, "startingDeadlineSeconds", Kind::Int64),
         Field::omitempty(3, "concurrencyPolicy", Kind::String),
@@ -1983,22 +1955,22 @@ pub(crate) static BATCH_V1_CRON_JOB_SPEC: Message = Message {
         Field::new(7, "failedJobsHistoryLimit", Kind::Int32),
         Field::new(8, "timeZone", Kind::String),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_CRON_JOB_STATUS: Message = Message {
-    name: "api::batch::v1::CronJobStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_CRON_JOB_STATUS: Message = Message::new(
+    "api::batch::v1::CronJobStatus",
+    Special::None,
+    &[
         Field::repeated(1, "active", Kind::Message(&CORE_V1_OBJECT_REFERENCE)),
         Field::new(4, "lastScheduleTime", Kind::Message(&META_V1_TIME)),
         Field::new(5, "lastSuccessfulTime", Kind::Message(&META_V1_TIME)),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_JOB_SPEC: Message = Message {
-    name: "api::batch::v1::JobSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_JOB_SPEC: Message = Message::new(
+    "api::batch::v1::JobSpec",
+    Special::None,
+    &[
         Field::new(1, "parallelism", Kind::Int32),
         Field::new(2, "completions", Kind::Int32),
         Field::new(3, "activeDeadlineSeconds", Kind::Int64),
@@ -2016,12 +1988,12 @@ pub(crate) static BATCH_V1_JOB_SPEC: Message = Message {
         Field::new(15, "managedBy", Kind::String),
         Field::new(16, "successPolicy", Kind::Message(&BATCH_V1_SUCCESS_POLICY)),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_JOB_STATUS: Message = Message {
-    name: "api::batch::v1::JobStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_JOB_STATUS: Message = Message::new(
+    "api::batch::v1::JobStatus",
+    Special::None,
+    &[
         Field::repeated(1, "conditions", Kind::Message(&BATCH_V1_JOB_CONDITION)),
         Field::new(2, "startTime", Kind::Message(&META_V1_TIME)),
         Field::new(3, "completionTime", Kind::Message(&META_V1_TIME)),
@@ -2034,12 +2006,12 @@ pub(crate) static BATCH_V1_JOB_STATUS: Message = Message {
         Field::new(10, "failedIndexes", Kind::String),
         Field::new(11, "terminating", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_SPEC: Message = Message {
-    name: "api::certificates::v1::CertificateSigningRequestSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_SPEC: Message = Message::new(
+    "api::certificates::v1::CertificateSigningRequestSpec",
+    Special::None,
+    &[
         Field::new(1, "request", Kind::Bytes),
         Field::omitempty(2, "username", Kind::String),
         Field::omitempty(3, "uid", Kind::String),
@@ -2049,69 +2021,69 @@ pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_SPEC: Message = Me
         Field::new(7, "signerName", Kind::String),
         Field::new(8, "expirationSeconds", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_STATUS: Message = Message {
-    name: "api::certificates::v1::CertificateSigningRequestStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_STATUS: Message = Message::new(
+    "api::certificates::v1::CertificateSigningRequestStatus",
+    Special::None,
+    &[
         Field::repeated(1, "conditions", Kind::Message(&CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_CONDITION)),
         Field::omitempty(2, "certificate", Kind::Bytes),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_CLASS_SPEC: Message = Message {
-    name: "api::networking::v1::IngressClassSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_CLASS_SPEC: Message = Message::new(
+    "api::networking::v1::IngressClassSpec",
+    Special::None,
+    &[
         Field::omitempty(1, "controller", Kind::String),
         Field::new(2, "parameters", Kind::Message(&NETWORKING_V1_INGRESS_CLASS_PARAMETERS_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_SPEC: Message = Message {
-    name: "api::networking::v1::IngressSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_SPEC: Message = Message::new(
+    "api::networking::v1::IngressSpec",
+    Special::None,
+    &[
         Field::new(1, "defaultBackend", Kind::Message(&NETWORKING_V1_INGRESS_BACKEND)),
         Field::repeated(2, "tls", Kind::Message(&NETWORKING_V1_INGRESS_TLS)),
         Field::repeated(3, "rules", Kind::Message(&NETWORKING_V1_INGRESS_RULE)),
         Field::new(4, "ingressClassName", Kind::String),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_STATUS: Message = Message {
-    name: "api::networking::v1::IngressStatus",
-    special: Special::None,
-    fields: &[Field::new(1, "loadBalancer", Kind::Message(&NETWORKING_V1_INGRESS_LOAD_BALANCER_STATUS))],
-};
+pub(crate) static NETWORKING_V1_INGRESS_STATUS: Message = Message::new(
+    "api::networking::v1::IngressStatus",
+    Special::None,
+    &[Field::new(1, "loadBalancer", Kind::Message(&NETWORKING_V1_INGRESS_LOAD_BALANCER_STATUS))],
+);
 
-pub(crate) static NETWORKING_V1_NETWORK_POLICY_SPEC: Message = Message {
-    name: "api::networking::v1::NetworkPolicySpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_NETWORK_POLICY_SPEC: Message = Message::new(
+    "api::networking::v1::NetworkPolicySpec",
+    Special::None,
+    &[
         Field::new(1, "podSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::repeated(2, "ingress", Kind::Message(&NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE)),
         Field::repeated(3, "egress", Kind::Message(&NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE)),
         Field::repeated(4, "policyTypes", Kind::String),
     ],
-};
+);
 
-pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET_SPEC: Message = Message {
-    name: "api::policy::v1::PodDisruptionBudgetSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET_SPEC: Message = Message::new(
+    "api::policy::v1::PodDisruptionBudgetSpec",
+    Special::None,
+    &[
         Field::new(1, "minAvailable", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
         Field::new(2, "selector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(3, "maxUnavailable", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
         Field::new(4, "unhealthyPodEvictionPolicy", Kind::String),
     ],
-};
+);
 
-pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET_STATUS: Message = Message {
-    name: "api::policy::v1::PodDisruptionBudgetStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET_STATUS: Message = Message::new(
+    "api::policy::v1::PodDisruptionBudgetStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "observedGeneration", Kind::Int64),
         Field::new(2, "disruptedPods", Kind::MapMessage(&META_V1_TIME)),
         Field::new(3, "disruptionsAllowed", Kind::Int32),
@@ -2120,51 +2092,51 @@ pub(crate) static POLICY_V1_POD_DISRUPTION_BUDGET_STATUS: Message = Message {
         Field::new(6, "expectedPods", Kind::Int32),
         Field::repeated(7, "conditions", Kind::Message(&META_V1_CONDITION)),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_SUBJECT: Message = Message {
-    name: "api::rbac::v1::Subject",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_SUBJECT: Message = Message::new(
+    "api::rbac::v1::Subject",
+    Special::None,
+    &[
         Field::new(1, "kind", Kind::String),
         Field::omitempty(2, "apiGroup", Kind::String),
         Field::new(3, "name", Kind::String),
         Field::omitempty(4, "namespace", Kind::String),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_ROLE_REF: Message = Message {
-    name: "api::rbac::v1::RoleRef",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_ROLE_REF: Message = Message::new(
+    "api::rbac::v1::RoleRef",
+    Special::None,
+    &[
         Field::new(1, "apiGroup", Kind::String),
         Field::new(2, "kind", Kind::String),
         Field::new(3, "name", Kind::String),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_POLICY_RULE: Message = Message {
-    name: "api::rbac::v1::PolicyRule",
-    special: Special::None,
-    fields: &[
+pub(crate) static RBAC_V1_POLICY_RULE: Message = Message::new(
+    "api::rbac::v1::PolicyRule",
+    Special::None,
+    &[
         Field::repeated(1, "verbs", Kind::String),
         Field::repeated(2, "apiGroups", Kind::String),
         Field::repeated(3, "resources", Kind::String),
         Field::repeated(4, "resourceNames", Kind::String),
         Field::repeated(5, "nonResourceURLs", Kind::String),
     ],
-};
+);
 
-pub(crate) static RBAC_V1_AGGREGATION_RULE: Message = Message {
-    name: "api::rbac::v1::AggregationRule",
-    special: Special::None,
-    fields: &[Field::repeated(1, "clusterRoleSelectors", Kind::Message(&META_V1_LABEL_SELECTOR))],
-};
+pub(crate) static RBAC_V1_AGGREGATION_RULE: Message = Message::new(
+    "api::rbac::v1::AggregationRule",
+    Special::None,
+    &[Field::repeated(1, "clusterRoleSelectors", Kind::Message(&META_V1_LABEL_SELECTOR))],
+);
 
-pub(crate) static STORAGE_V1_CSIDRIVER_SPEC: Message = Message {
-    name: "api::storage::v1::CSIDriverSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_CSIDRIVER_SPEC: Message = Message::new(
+    "api::storage::v1::CSIDriverSpec",
+    Special::None,
+    &[
         Field::new(1, "attachRequired", Kind::Bool),
         Field::new(2, "podInfoOnMount", Kind::Bool),
         Field::repeated(3, "volumeLifecycleModes", Kind::String),
@@ -2176,57 +2148,57 @@ pub(crate) static STORAGE_V1_CSIDRIVER_SPEC: Message = Message {
         Field::new(9, "nodeAllocatableUpdatePeriodSeconds", Kind::Int64),
         Field::new(10, "serviceAccountTokenInSecrets", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_CSINODE_SPEC: Message = Message {
-    name: "api::storage::v1::CSINodeSpec",
-    special: Special::None,
-    fields: &[Field::repeated(1, "drivers", Kind::Message(&STORAGE_V1_CSINODE_DRIVER))],
-};
+pub(crate) static STORAGE_V1_CSINODE_SPEC: Message = Message::new(
+    "api::storage::v1::CSINodeSpec",
+    Special::None,
+    &[Field::repeated(1, "drivers", Kind::Message(&STORAGE_V1_CSINODE_DRIVER))],
+);
 
-pub(crate) static META_V1_LABEL_SELECTOR: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::LabelSelector",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_LABEL_SELECTOR: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::LabelSelector",
+    Special::None,
+    &[
         Field::new(1, "matchLabels", Kind::MapString),
         Field::repeated(2, "matchExpressions", Kind::Message(&META_V1_LABEL_SELECTOR_REQUIREMENT)),
     ],
-};
+);
 
 pub(crate) static API_RESOURCE_QUANTITY: Message =
-    Message { name: "apimachinery::pkg::api::resource::Quantity", special: Special::Quantity, fields: &[] };
+    Message::new("apimachinery::pkg::api::resource::Quantity", Special::Quantity, &[]);
 
-pub(crate) static CORE_V1_TOPOLOGY_SELECTOR_TERM: Message = Message {
-    name: "api::core::v1::TopologySelectorTerm",
-    special: Special::None,
-    fields: &[Field::repeated(1, "matchLabelExpressions", Kind::Message(&CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT))],
-};
+pub(crate) static CORE_V1_TOPOLOGY_SELECTOR_TERM: Message = Message::new(
+    "api::core::v1::TopologySelectorTerm",
+    Special::None,
+    &[Field::repeated(1, "matchLabelExpressions", Kind::Message(&CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT))],
+);
 
-pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT_SPEC: Message = Message {
-    name: "api::storage::v1::VolumeAttachmentSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT_SPEC: Message = Message::new(
+    "api::storage::v1::VolumeAttachmentSpec",
+    Special::None,
+    &[
         Field::new(1, "attacher", Kind::String),
         Field::new(2, "source", Kind::Message(&STORAGE_V1_VOLUME_ATTACHMENT_SOURCE)),
         Field::new(3, "nodeName", Kind::String),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT_STATUS: Message = Message {
-    name: "api::storage::v1::VolumeAttachmentStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT_STATUS: Message = Message::new(
+    "api::storage::v1::VolumeAttachmentStatus",
+    Special::None,
+    &[
         Field::new(1, "attached", Kind::Bool),
         Field::new(2, "attachmentMetadata", Kind::MapString),
         Field::new(3, "attachError", Kind::Message(&STORAGE_V1_VOLUME_ERROR)),
         Field::new(4, "detachError", Kind::Message(&STORAGE_V1_VOLUME_ERROR)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK: Message = Message {
-    name: "api::admissionregistration::v1::MutatingWebhook",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK: Message = Message::new(
+    "api::admissionregistration::v1::MutatingWebhook",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "clientConfig", Kind::Message(&ADMISSIONREGISTRATION_V1_WEBHOOK_CLIENT_CONFIG)),
         Field::repeated(3, "rules", Kind::Message(&ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS)),
@@ -2240,12 +2212,12 @@ pub(crate) static ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK: Message = Message {
         Field::new(11, "objectSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::repeated(12, "matchConditions", Kind::Message(&ADMISSIONREGISTRATION_V1_MATCH_CONDITION)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_SPEC: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingAdmissionPolicySpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_SPEC: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingAdmissionPolicySpec",
+    Special::None,
+    &[
         Field::new(1, "paramKind", Kind::Message(&ADMISSIONREGISTRATION_V1_PARAM_KIND)),
         Field::new(2, "matchConstraints", Kind::Message(&ADMISSIONREGISTRATION_V1_MATCH_RESOURCES)),
         Field::repeated(3, "validations", Kind::Message(&ADMISSIONREGISTRATION_V1_VALIDATION)),
@@ -2254,33 +2226,33 @@ pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_SPEC: Mes
         Field::repeated(6, "matchConditions", Kind::Message(&ADMISSIONREGISTRATION_V1_MATCH_CONDITION)),
         Field::repeated(7, "variables", Kind::Message(&ADMISSIONREGISTRATION_V1_VARIABLE)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_STATUS: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingAdmissionPolicyStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_STATUS: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingAdmissionPolicyStatus",
+    Special::None,
+    &[
         Field::omitempty(1, "observedGeneration", Kind::Int64),
         Field::new(2, "typeChecking", Kind::Message(&ADMISSIONREGISTRATION_V1_TYPE_CHECKING)),
         Field::repeated(3, "conditions", Kind::Message(&META_V1_CONDITION)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING_SPEC: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingAdmissionPolicyBindingSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING_SPEC: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingAdmissionPolicyBindingSpec",
+    Special::None,
+    &[
         Field::omitempty(1, "policyName", Kind::String),
         Field::new(2, "paramRef", Kind::Message(&ADMISSIONREGISTRATION_V1_PARAM_REF)),
         Field::new(3, "matchResources", Kind::Message(&ADMISSIONREGISTRATION_V1_MATCH_RESOURCES)),
         Field::repeated(4, "validationActions", Kind::String),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK: Message = Message {
-    name: "api::admissionregistration::v1::ValidatingWebhook",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK: Message = Message::new(
+    "api::admissionregistration::v1::ValidatingWebhook",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "clientConfig", Kind::Message(&ADMISSIONREGISTRATION_V1_WEBHOOK_CLIENT_CONFIG)),
         Field::repeated(3, "rules", Kind::Message(&ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS)),
@@ -2293,12 +2265,12 @@ pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK: Message = Message
         Field::new(10, "objectSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::repeated(11, "matchConditions", Kind::Message(&ADMISSIONREGISTRATION_V1_MATCH_CONDITION)),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_SPEC: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_SPEC: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionSpec",
+    Special::None,
+    &[
         Field::new(1, "group", Kind::String),
         Field::new(3, "names", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_NAMES)),
         Field::new(4, "scope", Kind::String),
@@ -2306,23 +2278,23 @@ pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_SPEC: Message = Me
         Field::new(9, "conversion", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_CONVERSION)),
         Field::omitempty(10, "preserveUnknownFields", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_STATUS: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_STATUS: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionStatus",
+    Special::None,
+    &[
         Field::repeated(1, "conditions", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_CONDITION)),
         Field::new(2, "acceptedNames", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_NAMES)),
         Field::repeated(3, "storedVersions", Kind::String),
         Field::new(4, "observedGeneration", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static COORDINATION_V1_LEASE_SPEC: Message = Message {
-    name: "api::coordination::v1::LeaseSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static COORDINATION_V1_LEASE_SPEC: Message = Message::new(
+    "api::coordination::v1::LeaseSpec",
+    Special::None,
+    &[
         Field::new(1, "holderIdentity", Kind::String),
         Field::new(2, "leaseDurationSeconds", Kind::Int32),
         Field::new(3, "acquireTime", Kind::Message(&META_V1_MICRO_TIME)),
@@ -2331,12 +2303,12 @@ pub(crate) static COORDINATION_V1_LEASE_SPEC: Message = Message {
         Field::new(6, "strategy", Kind::String),
         Field::new(7, "preferredHolder", Kind::String),
     ],
-};
+);
 
-pub(crate) static DISCOVERY_V1_ENDPOINT: Message = Message {
-    name: "api::discovery::v1::Endpoint",
-    special: Special::None,
-    fields: &[
+pub(crate) static DISCOVERY_V1_ENDPOINT: Message = Message::new(
+    "api::discovery::v1::Endpoint",
+    Special::None,
+    &[
         Field::repeated(1, "addresses", Kind::String),
         Field::new(2, "conditions", Kind::Message(&DISCOVERY_V1_ENDPOINT_CONDITIONS)),
         Field::new(3, "hostname", Kind::String),
@@ -2346,44 +2318,44 @@ pub(crate) static DISCOVERY_V1_ENDPOINT: Message = Message {
         Field::new(7, "zone", Kind::String),
         Field::new(8, "hints", Kind::Message(&DISCOVERY_V1_ENDPOINT_HINTS)),
     ],
-};
+);
 
-pub(crate) static DISCOVERY_V1_ENDPOINT_PORT: Message = Message {
-    name: "api::discovery::v1::EndpointPort",
-    special: Special::None,
-    fields: &[
+pub(crate) static DISCOVERY_V1_ENDPOINT_PORT: Message = Message::new(
+    "api::discovery::v1::EndpointPort",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "protocol", Kind::String),
         Field::new(3, "port", Kind::Int32),
         Field::new(4, "appProtocol", Kind::String),
     ],
-};
+);
 
-pub(crate) static NODE_V1_OVERHEAD: Message = Message {
-    name: "api::node::v1::Overhead",
-    special: Special::None,
-    fields: &[Field::new(1, "podFixed", Kind::MapMessage(&API_RESOURCE_QUANTITY))],
-};
+pub(crate) static NODE_V1_OVERHEAD: Message = Message::new(
+    "api::node::v1::Overhead",
+    Special::None,
+    &[Field::new(1, "podFixed", Kind::MapMessage(&API_RESOURCE_QUANTITY))],
+);
 
-pub(crate) static NODE_V1_SCHEDULING: Message = Message {
-    name: "api::node::v1::Scheduling",
-    special: Special::None,
-    fields: &[
+pub(crate) static NODE_V1_SCHEDULING: Message = Message::new(
+    "api::node::v1::Scheduling",
+    Special::None,
+    &[
         Field::new(1, "nodeSelector", Kind::MapString),
         Field::repeated(2, "tolerations", Kind::Message(&CORE_V1_TOLERATION)),
     ],
-};
+);
 
-pub(crate) static META_V1_PRECONDITIONS: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::Preconditions",
-    special: Special::None,
-    fields: &[Field::new(1, "uid", Kind::String), Field::new(2, "resourceVersion", Kind::String)],
-};
+pub(crate) static META_V1_PRECONDITIONS: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::Preconditions",
+    Special::None,
+    &[Field::new(1, "uid", Kind::String), Field::new(2, "resourceVersion", Kind::String)],
+);
 
-pub(crate) static META_V1_STATUS_DETAILS: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::StatusDetails",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_STATUS_DETAILS: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::StatusDetails",
+    Special::None,
+    &[
         Field::omitempty(1, "name", Kind::String),
         Field::omitempty(2, "group", Kind::String),
         Field::omitempty(3, "kind", Kind::String),
@@ -2391,12 +2363,12 @@ pub(crate) static META_V1_STATUS_DETAILS: Message = Message {
         Field::omitempty(5, "retryAfterSeconds", Kind::Int32),
         Field::omitempty(6, "uid", Kind::String),
     ],
-};
+);
 
-pub(crate) static META_V1_OWNER_REFERENCE: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::OwnerReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_OWNER_REFERENCE: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::OwnerReference",
+    Special::None,
+    &[
         Field::new(1, "kind", Kind::String),
         Field::new(3, "name", Kind::String),
         Field::new(4, "uid", Kind::String),
@@ -2404,12 +2376,12 @@ pub(crate) static META_V1_OWNER_REFERENCE: Message = Message {
         Field::new(6, "controller", Kind::Bool),
         Field::new(7, "blockOwnerDeletion", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static META_V1_MANAGED_FIELDS_ENTRY: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_MANAGED_FIELDS_ENTRY: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry",
+    Special::None,
+    &[
         Field::omitempty(1, "manager", Kind::String),
         Field::omitempty(2, "operation", Kind::String),
         Field::omitempty(3, "apiVersion", Kind::String),
@@ -2418,34 +2390,34 @@ pub(crate) static META_V1_MANAGED_FIELDS_ENTRY: Message = Message {
         Field::new(7, "fieldsV1", Kind::Message(&META_V1_FIELDS_V1)),
         Field::omitempty(8, "subresource", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ENDPOINT_ADDRESS: Message = Message {
-    name: "api::core::v1::EndpointAddress",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ENDPOINT_ADDRESS: Message = Message::new(
+    "api::core::v1::EndpointAddress",
+    Special::None,
+    &[
         Field::new(1, "ip", Kind::String),
         Field::new(2, "targetRef", Kind::Message(&CORE_V1_OBJECT_REFERENCE)),
         Field::omitempty(3, "hostname", Kind::String),
         Field::new(4, "nodeName", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ENDPOINT_PORT: Message = Message {
-    name: "api::core::v1::EndpointPort",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ENDPOINT_PORT: Message = Message::new(
+    "api::core::v1::EndpointPort",
+    Special::None,
+    &[
         Field::omitempty(1, "name", Kind::String),
         Field::new(2, "port", Kind::Int32),
         Field::omitempty(3, "protocol", Kind::String),
         Field::new(4, "appProtocol", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_LIMIT_RANGE_ITEM: Message = Message {
-    name: "api::core::v1::LimitRangeItem",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_LIMIT_RANGE_ITEM: Message = Message::new(
+    "api::core::v1::LimitRangeItem",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "max", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::new(3, "min", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
@@ -2453,41 +2425,41 @@ pub(crate) static CORE_V1_LIMIT_RANGE_ITEM: Message = Message {
         Field::new(5, "defaultRequest", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::new(6, "maxLimitRequestRatio", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NAMESPACE_CONDITION: Message = Message {
-    name: "api::core::v1::NamespaceCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NAMESPACE_CONDITION: Message = Message::new(
+    "api::core::v1::NamespaceCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(4, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
         Field::omitempty(5, "reason", Kind::String),
         Field::omitempty(6, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_TAINT: Message = Message {
-    name: "api::core::v1::Taint",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_TAINT: Message = Message::new(
+    "api::core::v1::Taint",
+    Special::None,
+    &[
         Field::new(1, "key", Kind::String),
         Field::omitempty(2, "value", Kind::String),
         Field::new(3, "effect", Kind::String),
         Field::new(4, "timeAdded", Kind::Message(&META_V1_TIME)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_CONFIG_SOURCE: Message = Message {
-    name: "api::core::v1::NodeConfigSource",
-    special: Special::None,
-    fields: &[Field::new(2, "configMap", Kind::Message(&CORE_V1_CONFIG_MAP_NODE_CONFIG_SOURCE))],
-};
+pub(crate) static CORE_V1_NODE_CONFIG_SOURCE: Message = Message::new(
+    "api::core::v1::NodeConfigSource",
+    Special::None,
+    &[Field::new(2, "configMap", Kind::Message(&CORE_V1_CONFIG_MAP_NODE_CONFIG_SOURCE))],
+);
 
-pub(crate) static CORE_V1_NODE_CONDITION: Message = Message {
-    name: "api::core::v1::NodeCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_CONDITION: Message = Message::new(
+    "api::core::v1::NodeCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastHeartbeatTime", Kind::Message(&META_V1_TIME)),
@@ -2495,24 +2467,24 @@ pub(crate) static CORE_V1_NODE_CONDITION: Message = Message {
         Field::omitempty(5, "reason", Kind::String),
         Field::omitempty(6, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_ADDRESS: Message = Message {
-    name: "api::core::v1::NodeAddress",
-    special: Special::None,
-    fields: &[Field::new(1, "type", Kind::String), Field::new(2, "address", Kind::String)],
-};
+pub(crate) static CORE_V1_NODE_ADDRESS: Message = Message::new(
+    "api::core::v1::NodeAddress",
+    Special::None,
+    &[Field::new(1, "type", Kind::String), Field::new(2, "address", Kind::String)],
+);
 
-pub(crate) static CORE_V1_NODE_DAEMON_ENDPOINTS: Message = Message {
-    name: "api::core::v1::NodeDaemonEndpoints",
-    special: Special::None,
-    fields: &[Field::new(1, "kubeletEndpoint", Kind::Message(&CORE_V1_DAEMON_ENDPOINT))],
-};
+pub(crate) static CORE_V1_NODE_DAEMON_ENDPOINTS: Message = Message::new(
+    "api::core::v1::NodeDaemonEndpoints",
+    Special::None,
+    &[Field::new(1, "kubeletEndpoint", Kind::Message(&CORE_V1_DAEMON_ENDPOINT))],
+);
 
-pub(crate) static CORE_V1_NODE_SYSTEM_INFO: Message = Message {
-    name: "api::core::v1::NodeSystemInfo",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_SYSTEM_INFO: Message = Message::new(
+    "api::core::v1::NodeSystemInfo",
+    Special::None,
+    &[
         Field::new(1, "machineID", Kind::String),
         Field::new(2, "systemUUID", Kind::String),
         Field::new(3, "bootID", Kind::String),
@@ -2525,80 +2497,80 @@ pub(crate) static CORE_V1_NODE_SYSTEM_INFO: Message = Message {
         Field::new(10, "architecture", Kind::String),
         Field::new(11, "swap", Kind::Message(&CORE_V1_NODE_SWAP_STATUS)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONTAINER_IMAGE: Message = Message {
-    name: "api::core::v1::ContainerImage",
-    special: Special::None,
-    fields: &[Field::repeated(1, "names", Kind::String), Field::omitempty(2, "sizeBytes", Kind::Int64)],
-};
+pub(crate) static CORE_V1_CONTAINER_IMAGE: Message = Message::new(
+    "api::core::v1::ContainerImage",
+    Special::None,
+    &[Field::repeated(1, "names", Kind::String), Field::omitempty(2, "sizeBytes", Kind::Int64)],
+);
 
-pub(crate) static CORE_V1_ATTACHED_VOLUME: Message = Message {
-    name: "api::core::v1::AttachedVolume",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::new(2, "devicePath", Kind::String)],
-};
+pub(crate) static CORE_V1_ATTACHED_VOLUME: Message = Message::new(
+    "api::core::v1::AttachedVolume",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "devicePath", Kind::String)],
+);
 
-pub(crate) static CORE_V1_NODE_CONFIG_STATUS: Message = Message {
-    name: "api::core::v1::NodeConfigStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_CONFIG_STATUS: Message = Message::new(
+    "api::core::v1::NodeConfigStatus",
+    Special::None,
+    &[
         Field::new(1, "assigned", Kind::Message(&CORE_V1_NODE_CONFIG_SOURCE)),
         Field::new(2, "active", Kind::Message(&CORE_V1_NODE_CONFIG_SOURCE)),
         Field::new(3, "lastKnownGood", Kind::Message(&CORE_V1_NODE_CONFIG_SOURCE)),
         Field::omitempty(4, "error", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_RUNTIME_HANDLER: Message = Message {
-    name: "api::core::v1::NodeRuntimeHandler",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_RUNTIME_HANDLER: Message = Message::new(
+    "api::core::v1::NodeRuntimeHandler",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "features", Kind::Message(&CORE_V1_NODE_RUNTIME_HANDLER_FEATURES)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_FEATURES: Message = Message {
-    name: "api::core::v1::NodeFeatures",
-    special: Special::None,
-    fields: &[Field::new(1, "supplementalGroupsPolicy", Kind::Bool)],
-};
+pub(crate) static CORE_V1_NODE_FEATURES: Message = Message::new(
+    "api::core::v1::NodeFeatures",
+    Special::None,
+    &[Field::new(1, "supplementalGroupsPolicy", Kind::Bool)],
+);
 
-pub(crate) static CORE_V1_VOLUME_RESOURCE_REQUIREMENTS: Message = Message {
-    name: "api::core::v1::VolumeResourceRequirements",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_VOLUME_RESOURCE_REQUIREMENTS: Message = Message::new(
+    "api::core::v1::VolumeResourceRequirements",
+    Special::None,
+    &[
         Field::new(1, "limits", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::new(2, "requests", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE: Message = Message {
-    name: "api::core::v1::TypedLocalObjectReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE: Message = Message::new(
+    "api::core::v1::TypedLocalObjectReference",
+    Special::None,
+    &[
         Field::new(1, "apiGroup", Kind::String),
         Field::new(2, "kind", Kind::String),
         Field::new(3, "name", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_TYPED_OBJECT_REFERENCE: Message = Message {
-    name: "api::core::v1::TypedObjectReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_TYPED_OBJECT_REFERENCE: Message = Message::new(
+    "api::core::v1::TypedObjectReference",
+    Special::None,
+    &[
         Field::new(1, "apiGroup", Kind::String),
         Field::new(2, "kind", Kind::String),
         Field::new(3, "name", Kind::String),
         Field::new(4, "namespace", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION: Message = Message {
-    name: "api::core::v1::PersistentVolumeClaimCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION: Message = Message::new(
+    "api::core::v1::PersistentVolumeClaimCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastProbeTime", Kind::Message(&META_V1_TIME)),
@@ -2606,21 +2578,18 @@ pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION: Message = Message {
         Field::omitempty(5, "reason", Kind::String),
         Field::omitempty(6, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_MODIFY_VOLUME_STATUS: Message = Message {
-    name: "api::core::v1::ModifyVolumeStatus",
-    special: Special::None,
-    fields: &[
-        Field::omitempty(1, "targetVolumeAttributesClassName", Kind::String),
-        Field::new(2, "status", Kind::String),
-    ],
-};
+pub(crate) static CORE_V1_MODIFY_VOLUME_STATUS: Message = Message::new(
+    "api::core::v1::ModifyVolumeStatus",
+    Special::None,
+    &[Field::omitempty(1, "targetVolumeAttributesClassName", Kind::String), Field::new(2, "status", Kind::String)],
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::PersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::PersistentVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "gcePersistentDisk", Kind::Message(&CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE)),
         Field::new(2, "awsElasticBlockStore", Kind::Message(&CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE)),
         Field::new(3, "hostPath", Kind::Message(&CORE_V1_HOST_PATH_VOLUME_SOURCE)),
@@ -2644,27 +2613,24 @@ pub(crate) static CORE_V1_PERSISTENT_VOLUME_SOURCE: Message = Message {
         Field::new(21, "storageos", Kind::Message(&CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE)),
         Field::new(22, "csi", Kind::Message(&CORE_V1_CSIPERSISTENT_VOLUME_SOURCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_VOLUME_NODE_AFFINITY: Message = Message {
-    name: "api::core::v1::VolumeNodeAffinity",
-    special: Special::None,
-    fields: &[Field::new(1, "required", Kind::Message(&CORE_V1_NODE_SELECTOR))],
-};
+pub(crate) static CORE_V1_VOLUME_NODE_AFFINITY: Message = Message::new(
+    "api::core::v1::VolumeNodeAffinity",
+    Special::None,
+    &[Field::new(1, "required", Kind::Message(&CORE_V1_NODE_SELECTOR))],
+);
 
-pub(crate) static CORE_V1_VOLUME: Message = Message {
-    name: "api::core::v1::Volume",
-    special: Special::None,
-    fields: &[
-        Field::new(1, "name", Kind::String),
-        Field::new(2, "volume_source", Kind::Inline(&CORE_V1_VOLUME_SOURCE)),
-    ],
-};
+pub(crate) static CORE_V1_VOLUME: Message = Message::new(
+    "api::core::v1::Volume",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "volume_source", Kind::Inline(&CORE_V1_VOLUME_SOURCE))],
+);
 
-pub(crate) static CORE_V1_CONTAINER: Message = Message {
-    name: "api::core::v1::Container",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONTAINER: Message = Message::new(
+    "api::core::v1::Container",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::omitempty(2, "image", Kind::String),
         Field::repeated(3, "command", Kind::String),
@@ -2691,12 +2657,12 @@ pub(crate) static CORE_V1_CONTAINER: Message = Message {
         Field::new(24, "restartPolicy", Kind::String),
         Field::repeated(25, "restartPolicyRules", Kind::Message(&CORE_V1_CONTAINER_RESTART_RULE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_SECURITY_CONTEXT: Message = Message {
-    name: "api::core::v1::PodSecurityContext",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_SECURITY_CONTEXT: Message = Message::new(
+    "api::core::v1::PodSecurityContext",
+    Special::None,
+    &[
         Field::new(1, "seLinuxOptions", Kind::Message(&CORE_V1_SE_LINUX_OPTIONS)),
         Field::new(2, "runAsUser", Kind::Int64),
         Field::new(3, "runAsNonRoot", Kind::Bool),
@@ -2711,56 +2677,53 @@ pub(crate) static CORE_V1_POD_SECURITY_CONTEXT: Message = Message {
         Field::new(12, "supplementalGroupsPolicy", Kind::String),
         Field::new(13, "seLinuxChangePolicy", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_AFFINITY: Message = Message {
-    name: "api::core::v1::Affinity",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_AFFINITY: Message = Message::new(
+    "api::core::v1::Affinity",
+    Special::None,
+    &[
         Field::new(1, "nodeAffinity", Kind::Message(&CORE_V1_NODE_AFFINITY)),
         Field::new(2, "podAffinity", Kind::Message(&CORE_V1_POD_AFFINITY)),
         Field::new(3, "podAntiAffinity", Kind::Message(&CORE_V1_POD_ANTI_AFFINITY)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_TOLERATION: Message = Message {
-    name: "api::core::v1::Toleration",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_TOLERATION: Message = Message::new(
+    "api::core::v1::Toleration",
+    Special::None,
+    &[
         Field::omitempty(1, "key", Kind::String),
         Field::omitempty(2, "operator", Kind::String),
         Field::omitempty(3, "value", Kind::String),
         Field::omitempty(4, "effect", Kind::String),
         Field::new(5, "tolerationSeconds", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static CORE_V1_HOST_ALIAS: Message = Message {
-    name: "api::core::v1::HostAlias",
-    special: Special::None,
-    fields: &[Field::new(1, "ip", Kind::String), Field::repeated(2, "hostnames", Kind::String)],
-};
+pub(crate) static CORE_V1_HOST_ALIAS: Message = Message::new(
+    "api::core::v1::HostAlias",
+    Special::None,
+    &[Field::new(1, "ip", Kind::String), Field::repeated(2, "hostnames", Kind::String)],
+);
 
-pub(crate) static CORE_V1_POD_DNS_CONFIG: Message = Message {
-    name: "api::core::v1::PodDnsConfig",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_DNS_CONFIG: Message = Message::new(
+    "api::core::v1::PodDnsConfig",
+    Special::None,
+    &[
         Field::repeated(1, "nameservers", Kind::String),
         Field::repeated(2, "searches", Kind::String),
         Field::repeated(3, "options", Kind::Message(&CORE_V1_POD_DNS_CONFIG_OPTION)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_READINESS_GATE: Message = Message {
-    name: "api::core::v1::PodReadinessGate",
-    special: Special::None,
-    fields: &[Field::new(1, "conditionType", Kind::String)],
-};
+pub(crate) static CORE_V1_POD_READINESS_GATE: Message =
+    Message::new("api::core::v1::PodReadinessGate", Special::None, &[Field::new(1, "conditionType", Kind::String)]);
 
-pub(crate) static CORE_V1_TOPOLOGY_SPREAD_CONSTRAINT: Message = Message {
-    name: "api::core::v1::TopologySpreadConstraint",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_TOPOLOGY_SPREAD_CONSTRAINT: Message = Message::new(
+    "api::core::v1::TopologySpreadConstraint",
+    Special::None,
+    &[
         Field::new(1, "maxSkew", Kind::Int32),
         Field::new(2, "topologyKey", Kind::String),
         Field::new(3, "whenUnsatisfiable", Kind::String),
@@ -2770,60 +2733,57 @@ pub(crate) static CORE_V1_TOPOLOGY_SPREAD_CONSTRAINT: Message = Message {
         Field::new(7, "nodeTaintsPolicy", Kind::String),
         Field::repeated(8, "matchLabelKeys", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_EPHEMERAL_CONTAINER: Message = Message {
-    name: "api::core::v1::EphemeralContainer",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_EPHEMERAL_CONTAINER: Message = Message::new(
+    "api::core::v1::EphemeralContainer",
+    Special::None,
+    &[
         Field::new(1, "ephemeral_container_common", Kind::Inline(&CORE_V1_EPHEMERAL_CONTAINER_COMMON)),
         Field::omitempty(2, "targetContainerName", Kind::String),
     ],
-};
+);
 
 pub(crate) static CORE_V1_POD_OS: Message =
-    Message { name: "api::core::v1::PodOs", special: Special::None, fields: &[Field::new(1, "name", Kind::String)] };
+    Message::new("api::core::v1::PodOs", Special::None, &[Field::new(1, "name", Kind::String)]);
 
-pub(crate) static CORE_V1_POD_SCHEDULING_GATE: Message = Message {
-    name: "api::core::v1::PodSchedulingGate",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String)],
-};
+pub(crate) static CORE_V1_POD_SCHEDULING_GATE: Message =
+    Message::new("api::core::v1::PodSchedulingGate", Special::None, &[Field::new(1, "name", Kind::String)]);
 
-pub(crate) static CORE_V1_POD_RESOURCE_CLAIM: Message = Message {
-    name: "api::core::v1::PodResourceClaim",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_RESOURCE_CLAIM: Message = Message::new(
+    "api::core::v1::PodResourceClaim",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(3, "resourceClaimName", Kind::String),
         Field::new(4, "resourceClaimTemplateName", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_RESOURCE_REQUIREMENTS: Message = Message {
-    name: "api::core::v1::ResourceRequirements",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_RESOURCE_REQUIREMENTS: Message = Message::new(
+    "api::core::v1::ResourceRequirements",
+    Special::None,
+    &[
         Field::new(1, "limits", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::new(2, "requests", Kind::MapMessage(&API_RESOURCE_QUANTITY)),
         Field::repeated(3, "claims", Kind::Message(&CORE_V1_RESOURCE_CLAIM)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_WORKLOAD_REFERENCE: Message = Message {
-    name: "api::core::v1::WorkloadReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_WORKLOAD_REFERENCE: Message = Message::new(
+    "api::core::v1::WorkloadReference",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "podGroup", Kind::String),
         Field::new(3, "podGroupReplicaKey", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_CONDITION: Message = Message {
-    name: "api::core::v1::PodCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_CONDITION: Message = Message::new(
+    "api::core::v1::PodCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastProbeTime", Kind::Message(&META_V1_TIME)),
@@ -2832,12 +2792,12 @@ pub(crate) static CORE_V1_POD_CONDITION: Message = Message {
         Field::omitempty(6, "message", Kind::String),
         Field::omitempty(7, "observedGeneration", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONTAINER_STATUS: Message = Message {
-    name: "api::core::v1::ContainerStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONTAINER_STATUS: Message = Message::new(
+    "api::core::v1::ContainerStatus",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "state", Kind::Message(&CORE_V1_CONTAINER_STATE)),
         Field::new(3, "lastState", Kind::Message(&CORE_V1_CONTAINER_STATE)),
@@ -2854,62 +2814,62 @@ pub(crate) static CORE_V1_CONTAINER_STATUS: Message = Message {
         Field::repeated(14, "allocatedResourcesStatus", Kind::Message(&CORE_V1_RESOURCE_STATUS)),
         Field::new(15, "stopSignal", Kind::String),
     ],
-};
+);
 
 pub(crate) static CORE_V1_POD_IP: Message =
-    Message { name: "api::core::v1::PodIp", special: Special::None, fields: &[Field::new(1, "ip", Kind::String)] };
+    Message::new("api::core::v1::PodIp", Special::None, &[Field::new(1, "ip", Kind::String)]);
 
-pub(crate) static CORE_V1_POD_RESOURCE_CLAIM_STATUS: Message = Message {
-    name: "api::core::v1::PodResourceClaimStatus",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::new(2, "resourceClaimName", Kind::String)],
-};
+pub(crate) static CORE_V1_POD_RESOURCE_CLAIM_STATUS: Message = Message::new(
+    "api::core::v1::PodResourceClaimStatus",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "resourceClaimName", Kind::String)],
+);
 
 pub(crate) static CORE_V1_HOST_IP: Message =
-    Message { name: "api::core::v1::HostIp", special: Special::None, fields: &[Field::new(1, "ip", Kind::String)] };
+    Message::new("api::core::v1::HostIp", Special::None, &[Field::new(1, "ip", Kind::String)]);
 
-pub(crate) static CORE_V1_POD_EXTENDED_RESOURCE_CLAIM_STATUS: Message = Message {
-    name: "api::core::v1::PodExtendedResourceClaimStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_EXTENDED_RESOURCE_CLAIM_STATUS: Message = Message::new(
+    "api::core::v1::PodExtendedResourceClaimStatus",
+    Special::None,
+    &[
         Field::repeated(1, "requestMappings", Kind::Message(&CORE_V1_CONTAINER_EXTENDED_RESOURCE_REQUEST)),
         Field::new(2, "resourceClaimName", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_REPLICATION_CONTROLLER_CONDITION: Message = Message {
-    name: "api::core::v1::ReplicationControllerCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_REPLICATION_CONTROLLER_CONDITION: Message = Message::new(
+    "api::core::v1::ReplicationControllerCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
         Field::omitempty(4, "reason", Kind::String),
         Field::omitempty(5, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SCOPE_SELECTOR: Message = Message {
-    name: "api::core::v1::ScopeSelector",
-    special: Special::None,
-    fields: &[Field::repeated(1, "matchExpressions", Kind::Message(&CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT))],
-};
+pub(crate) static CORE_V1_SCOPE_SELECTOR: Message = Message::new(
+    "api::core::v1::ScopeSelector",
+    Special::None,
+    &[Field::repeated(1, "matchExpressions", Kind::Message(&CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT))],
+);
 
-pub(crate) static AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE: Message = Message {
-    name: "api::authentication::v1::BoundObjectReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE: Message = Message::new(
+    "api::authentication::v1::BoundObjectReference",
+    Special::None,
+    &[
         Field::omitempty(1, "kind", Kind::String),
         Field::omitempty(2, "apiVersion", Kind::String),
         Field::omitempty(3, "name", Kind::String),
         Field::omitempty(4, "uid", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SERVICE_PORT: Message = Message {
-    name: "api::core::v1::ServicePort",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SERVICE_PORT: Message = Message::new(
+    "api::core::v1::ServicePort",
+    Special::None,
+    &[
         Field::omitempty(1, "name", Kind::String),
         Field::omitempty(2, "protocol", Kind::String),
         Field::new(3, "port", Kind::Int32),
@@ -2917,24 +2877,24 @@ pub(crate) static CORE_V1_SERVICE_PORT: Message = Message {
         Field::omitempty(5, "nodePort", Kind::Int32),
         Field::new(6, "appProtocol", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SESSION_AFFINITY_CONFIG: Message = Message {
-    name: "api::core::v1::SessionAffinityConfig",
-    special: Special::None,
-    fields: &[Field::new(1, "clientIP", Kind::Message(&CORE_V1_CLIENT_IP_CONFIG))],
-};
+pub(crate) static CORE_V1_SESSION_AFFINITY_CONFIG: Message = Message::new(
+    "api::core::v1::SessionAffinityConfig",
+    Special::None,
+    &[Field::new(1, "clientIP", Kind::Message(&CORE_V1_CLIENT_IP_CONFIG))],
+);
 
-pub(crate) static CORE_V1_LOAD_BALANCER_STATUS: Message = Message {
-    name: "api::core::v1::LoadBalancerStatus",
-    special: Special::None,
-    fields: &[Field::repeated(1, "ingress", Kind::Message(&CORE_V1_LOAD_BALANCER_INGRESS))],
-};
+pub(crate) static CORE_V1_LOAD_BALANCER_STATUS: Message = Message::new(
+    "api::core::v1::LoadBalancerStatus",
+    Special::None,
+    &[Field::repeated(1, "ingress", Kind::Message(&CORE_V1_LOAD_BALANCER_INGRESS))],
+);
 
-pub(crate) static META_V1_CONDITION: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::Condition",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_CONDITION: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::Condition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::omitempty(3, "observedGeneration", Kind::Int64),
@@ -2942,42 +2902,42 @@ pub(crate) static META_V1_CONDITION: Message = Message {
         Field::new(5, "reason", Kind::String),
         Field::new(6, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DAEMON_SET_UPDATE_STRATEGY: Message = Message {
-    name: "api::apps::v1::DaemonSetUpdateStrategy",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DAEMON_SET_UPDATE_STRATEGY: Message = Message::new(
+    "api::apps::v1::DaemonSetUpdateStrategy",
+    Special::None,
+    &[
         Field::omitempty(1, "type", Kind::String),
         Field::new(2, "rollingUpdate", Kind::Message(&APPS_V1_ROLLING_UPDATE_DAEMON_SET)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DAEMON_SET_CONDITION: Message = Message {
-    name: "api::apps::v1::DaemonSetCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DAEMON_SET_CONDITION: Message = Message::new(
+    "api::apps::v1::DaemonSetCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
         Field::omitempty(4, "reason", Kind::String),
         Field::omitempty(5, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DEPLOYMENT_STRATEGY: Message = Message {
-    name: "api::apps::v1::DeploymentStrategy",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DEPLOYMENT_STRATEGY: Message = Message::new(
+    "api::apps::v1::DeploymentStrategy",
+    Special::None,
+    &[
         Field::omitempty(1, "type", Kind::String),
         Field::new(2, "rollingUpdate", Kind::Message(&APPS_V1_ROLLING_UPDATE_DEPLOYMENT)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_DEPLOYMENT_CONDITION: Message = Message {
-    name: "api::apps::v1::DeploymentCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_DEPLOYMENT_CONDITION: Message = Message::new(
+    "api::apps::v1::DeploymentCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::omitempty(4, "reason", Kind::String),
@@ -2985,68 +2945,65 @@ pub(crate) static APPS_V1_DEPLOYMENT_CONDITION: Message = Message {
         Field::new(6, "lastUpdateTime", Kind::Message(&META_V1_TIME)),
         Field::new(7, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_REPLICA_SET_CONDITION: Message = Message {
-    name: "api::apps::v1::ReplicaSetCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_REPLICA_SET_CONDITION: Message = Message::new(
+    "api::apps::v1::ReplicaSetCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
         Field::omitempty(4, "reason", Kind::String),
         Field::omitempty(5, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static APPS_V1_STATEFUL_SET_UPDATE_STRATEGY: Message = Message {
-    name: "api::apps::v1::StatefulSetUpdateStrategy",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_STATEFUL_SET_UPDATE_STRATEGY: Message = Message::new(
+    "api::apps::v1::StatefulSetUpdateStrategy",
+    Special::None,
+    &[
         Field::omitempty(1, "type", Kind::String),
         Field::new(2, "rollingUpdate", Kind::Message(&APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY: Message = Message {
-    name: "api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "whenDeleted", Kind::String), Field::omitempty(2, "whenScaled", Kind::String)],
-};
+pub(crate) static APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY: Message = Message::new(
+    "api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy",
+    Special::None,
+    &[Field::omitempty(1, "whenDeleted", Kind::String), Field::omitempty(2, "whenScaled", Kind::String)],
+);
 
-pub(crate) static APPS_V1_STATEFUL_SET_ORDINALS: Message = Message {
-    name: "api::apps::v1::StatefulSetOrdinals",
-    special: Special::None,
-    fields: &[Field::new(1, "start", Kind::Int32)],
-};
+pub(crate) static APPS_V1_STATEFUL_SET_ORDINALS: Message =
+    Message::new("api::apps::v1::StatefulSetOrdinals", Special::None, &[Field::new(1, "start", Kind::Int32)]);
 
-pub(crate) static APPS_V1_STATEFUL_SET_CONDITION: Message = Message {
-    name: "api::apps::v1::StatefulSetCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_STATEFUL_SET_CONDITION: Message = Message::new(
+    "api::apps::v1::StatefulSetCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
         Field::omitempty(4, "reason", Kind::String),
         Field::omitempty(5, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTHENTICATION_V1_USER_INFO: Message = Message {
-    name: "api::authentication::v1::UserInfo",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHENTICATION_V1_USER_INFO: Message = Message::new(
+    "api::authentication::v1::UserInfo",
+    Special::None,
+    &[
         Field::omitempty(1, "username", Kind::String),
         Field::omitempty(2, "uid", Kind::String),
         Field::repeated(3, "groups", Kind::String),
         Field::new(4, "extra", Kind::MapMessage(&AUTHENTICATION_V1_EXTRA_VALUE)),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_RESOURCE_ATTRIBUTES: Message = Message {
-    name: "api::authorization::v1::ResourceAttributes",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_RESOURCE_ATTRIBUTES: Message = Message::new(
+    "api::authorization::v1::ResourceAttributes",
+    Special::None,
+    &[
         Field::omitempty(1, "namespace", Kind::String),
         Field::omitempty(2, "verb", Kind::String),
         Field::omitempty(3, "group", Kind::String),
@@ -3057,48 +3014,48 @@ pub(crate) static AUTHORIZATION_V1_RESOURCE_ATTRIBUTES: Message = Message {
         Field::new(8, "fieldSelector", Kind::Message(&AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES)),
         Field::new(9, "labelSelector", Kind::Message(&AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES)),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES: Message = Message {
-    name: "api::authorization::v1::NonResourceAttributes",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "path", Kind::String), Field::omitempty(2, "verb", Kind::String)],
-};
+pub(crate) static AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES: Message = Message::new(
+    "api::authorization::v1::NonResourceAttributes",
+    Special::None,
+    &[Field::omitempty(1, "path", Kind::String), Field::omitempty(2, "verb", Kind::String)],
+);
 
 pub(crate) static AUTHORIZATION_V1_EXTRA_VALUE: Message =
-    Message { name: "api::authorization::v1::ExtraValue", special: Special::StringList, fields: &[] };
+    Message::new("api::authorization::v1::ExtraValue", Special::StringList, &[]);
 
-pub(crate) static AUTHORIZATION_V1_RESOURCE_RULE: Message = Message {
-    name: "api::authorization::v1::ResourceRule",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_RESOURCE_RULE: Message = Message::new(
+    "api::authorization::v1::ResourceRule",
+    Special::None,
+    &[
         Field::repeated(1, "verbs", Kind::String),
         Field::repeated(2, "apiGroups", Kind::String),
         Field::repeated(3, "resources", Kind::String),
         Field::repeated(4, "resourceNames", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_NON_RESOURCE_RULE: Message = Message {
-    name: "api::authorization::v1::NonResourceRule",
-    special: Special::None,
-    fields: &[Field::repeated(1, "verbs", Kind::String), Field::repeated(2, "nonResourceURLs", Kind::String)],
-};
+pub(crate) static AUTHORIZATION_V1_NON_RESOURCE_RULE: Message = Message::new(
+    "api::authorization::v1::NonResourceRule",
+    Special::None,
+    &[Field::repeated(1, "verbs", Kind::String), Field::repeated(2, "nonResourceURLs", Kind::String)],
+);
 
-pub(crate) static AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE: Message = Message {
-    name: "api::autoscaling::v2::CrossVersionObjectReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE: Message = Message::new(
+    "api::autoscaling::v2::CrossVersionObjectReference",
+    Special::None,
+    &[
         Field::new(1, "kind", Kind::String),
         Field::new(2, "name", Kind::String),
         Field::omitempty(3, "apiVersion", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_METRIC_SPEC: Message = Message {
-    name: "api::autoscaling::v2::MetricSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_METRIC_SPEC: Message = Message::new(
+    "api::autoscaling::v2::MetricSpec",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "object", Kind::Message(&AUTOSCALING_V2_OBJECT_METRIC_SOURCE)),
         Field::new(3, "pods", Kind::Message(&AUTOSCALING_V2_PODS_METRIC_SOURCE)),
@@ -3106,21 +3063,21 @@ pub(crate) static AUTOSCALING_V2_METRIC_SPEC: Message = Message {
         Field::new(5, "external", Kind::Message(&AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE)),
         Field::new(7, "containerResource", Kind::Message(&AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR: Message = Message {
-    name: "api::autoscaling::v2::HorizontalPodAutoscalerBehavior",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR: Message = Message::new(
+    "api::autoscaling::v2::HorizontalPodAutoscalerBehavior",
+    Special::None,
+    &[
         Field::new(1, "scaleUp", Kind::Message(&AUTOSCALING_V2_HPA_SCALING_RULES)),
         Field::new(2, "scaleDown", Kind::Message(&AUTOSCALING_V2_HPA_SCALING_RULES)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_METRIC_STATUS: Message = Message {
-    name: "api::autoscaling::v2::MetricStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_METRIC_STATUS: Message = Message::new(
+    "api::autoscaling::v2::MetricStatus",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "object", Kind::Message(&AUTOSCALING_V2_OBJECT_METRIC_STATUS)),
         Field::new(3, "pods", Kind::Message(&AUTOSCALING_V2_PODS_METRIC_STATUS)),
@@ -3128,55 +3085,55 @@ pub(crate) static AUTOSCALING_V2_METRIC_STATUS: Message = Message {
         Field::new(5, "external", Kind::Message(&AUTOSCALING_V2_EXTERNAL_METRIC_STATUS)),
         Field::new(7, "containerResource", Kind::Message(&AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION: Message = Message {
-    name: "api::autoscaling::v2::HorizontalPodAutoscalerCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION: Message = Message::new(
+    "api::autoscaling::v2::HorizontalPodAutoscalerCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
         Field::omitempty(4, "reason", Kind::String),
         Field::omitempty(5, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE: Message = Message {
-    name: "api::autoscaling::v1::CrossVersionObjectReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE: Message = Message::new(
+    "api::autoscaling::v1::CrossVersionObjectReference",
+    Special::None,
+    &[
         Field::new(1, "kind", Kind::String),
         Field::new(2, "name", Kind::String),
         Field::omitempty(3, "apiVersion", Kind::String),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_JOB_TEMPLATE_SPEC: Message = Message {
-    name: "api::batch::v1::JobTemplateSpec",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_JOB_TEMPLATE_SPEC: Message = Message::new(
+    "api::batch::v1::JobTemplateSpec",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&BATCH_V1_JOB_SPEC)),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_POD_FAILURE_POLICY: Message = Message {
-    name: "api::batch::v1::PodFailurePolicy",
-    special: Special::None,
-    fields: &[Field::repeated(1, "rules", Kind::Message(&BATCH_V1_POD_FAILURE_POLICY_RULE))],
-};
+pub(crate) static BATCH_V1_POD_FAILURE_POLICY: Message = Message::new(
+    "api::batch::v1::PodFailurePolicy",
+    Special::None,
+    &[Field::repeated(1, "rules", Kind::Message(&BATCH_V1_POD_FAILURE_POLICY_RULE))],
+);
 
-pub(crate) static BATCH_V1_SUCCESS_POLICY: Message = Message {
-    name: "api::batch::v1::SuccessPolicy",
-    special: Special::None,
-    fields: &[Field::repeated(1, "rules", Kind::Message(&BATCH_V1_SUCCESS_POLICY_RULE))],
-};
+pub(crate) static BATCH_V1_SUCCESS_POLICY: Message = Message::new(
+    "api::batch::v1::SuccessPolicy",
+    Special::None,
+    &[Field::repeated(1, "rules", Kind::Message(&BATCH_V1_SUCCESS_POLICY_RULE))],
+);
 
-pub(crate) static BATCH_V1_JOB_CONDITION: Message = Message {
-    name: "api::batch::v1::JobCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_JOB_CONDITION: Message = Message::new(
+    "api::batch::v1::JobCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastProbeTime", Kind::Message(&META_V1_TIME)),
@@ -3184,21 +3141,21 @@ pub(crate) static BATCH_V1_JOB_CONDITION: Message = Message {
         Field::omitempty(5, "reason", Kind::String),
         Field::omitempty(6, "message", Kind::String),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_UNCOUNTED_TERMINATED_PODS: Message = Message {
-    name: "api::batch::v1::UncountedTerminatedPods",
-    special: Special::None,
-    fields: &[Field::repeated(1, "succeeded", Kind::String), Field::repeated(2, "failed", Kind::String)],
-};
+pub(crate) static BATCH_V1_UNCOUNTED_TERMINATED_PODS: Message = Message::new(
+    "api::batch::v1::UncountedTerminatedPods",
+    Special::None,
+    &[Field::repeated(1, "succeeded", Kind::String), Field::repeated(2, "failed", Kind::String)],
+);
 
 pub(crate) static CERTIFICATES_V1_EXTRA_VALUE: Message =
-    Message { name: "api::certificates::v1::ExtraValue", special: Special::StringList, fields: &[] };
+    Message::new("api::certificates::v1::ExtraValue", Special::StringList, &[]);
 
-pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_CONDITION: Message = Message {
-    name: "api::certificates::v1::CertificateSigningRequestCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_CONDITION: Message = Message::new(
+    "api::certificates::v1::CertificateSigningRequestCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::omitempty(2, "reason", Kind::String),
         Field::omitempty(3, "message", Kind::String),
@@ -3206,210 +3163,210 @@ pub(crate) static CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_CONDITION: Message
         Field::new(5, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
         Field::new(6, "status", Kind::String),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_CLASS_PARAMETERS_REFERENCE: Message = Message {
-    name: "api::networking::v1::IngressClassParametersReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_CLASS_PARAMETERS_REFERENCE: Message = Message::new(
+    "api::networking::v1::IngressClassParametersReference",
+    Special::None,
+    &[
         Field::new(1, "apiGroup", Kind::String),
         Field::new(2, "kind", Kind::String),
         Field::new(3, "name", Kind::String),
         Field::new(4, "scope", Kind::String),
         Field::new(5, "namespace", Kind::String),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_BACKEND: Message = Message {
-    name: "api::networking::v1::IngressBackend",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_BACKEND: Message = Message::new(
+    "api::networking::v1::IngressBackend",
+    Special::None,
+    &[
         Field::new(3, "resource", Kind::Message(&CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE)),
         Field::new(4, "service", Kind::Message(&NETWORKING_V1_INGRESS_SERVICE_BACKEND)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_TLS: Message = Message {
-    name: "api::networking::v1::IngressTls",
-    special: Special::None,
-    fields: &[Field::repeated(1, "hosts", Kind::String), Field::omitempty(2, "secretName", Kind::String)],
-};
+pub(crate) static NETWORKING_V1_INGRESS_TLS: Message = Message::new(
+    "api::networking::v1::IngressTls",
+    Special::None,
+    &[Field::repeated(1, "hosts", Kind::String), Field::omitempty(2, "secretName", Kind::String)],
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_RULE: Message = Message {
-    name: "api::networking::v1::IngressRule",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_RULE: Message = Message::new(
+    "api::networking::v1::IngressRule",
+    Special::None,
+    &[
         Field::omitempty(1, "host", Kind::String),
         Field::new(2, "ingress_rule_value", Kind::Inline(&NETWORKING_V1_INGRESS_RULE_VALUE)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_LOAD_BALANCER_STATUS: Message = Message {
-    name: "api::networking::v1::IngressLoadBalancerStatus",
-    special: Special::None,
-    fields: &[Field::repeated(1, "ingress", Kind::Message(&NETWORKING_V1_INGRESS_LOAD_BALANCER_INGRESS))],
-};
+pub(crate) static NETWORKING_V1_INGRESS_LOAD_BALANCER_STATUS: Message = Message::new(
+    "api::networking::v1::IngressLoadBalancerStatus",
+    Special::None,
+    &[Field::repeated(1, "ingress", Kind::Message(&NETWORKING_V1_INGRESS_LOAD_BALANCER_INGRESS))],
+);
 
-pub(crate) static NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE: Message = Message {
-    name: "api::networking::v1::NetworkPolicyIngressRule",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE: Message = Message::new(
+    "api::networking::v1::NetworkPolicyIngressRule",
+    Special::None,
+    &[
         Field::repeated(1, "ports", Kind::Message(&NETWORKING_V1_NETWORK_POLICY_PORT)),
         Field::repeated(2, "from", Kind::Message(&NETWORKING_V1_NETWORK_POLICY_PEER)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE: Message = Message {
-    name: "api::networking::v1::NetworkPolicyEgressRule",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE: Message = Message::new(
+    "api::networking::v1::NetworkPolicyEgressRule",
+    Special::None,
+    &[
         Field::repeated(1, "ports", Kind::Message(&NETWORKING_V1_NETWORK_POLICY_PORT)),
         Field::repeated(2, "to", Kind::Message(&NETWORKING_V1_NETWORK_POLICY_PEER)),
     ],
-};
+);
 
 pub(crate) static UTIL_INTSTR_INT_OR_STRING: Message =
-    Message { name: "apimachinery::pkg::util::intstr::IntOrString", special: Special::IntOrString, fields: &[] };
+    Message::new("apimachinery::pkg::util::intstr::IntOrString", Special::IntOrString, &[]);
 
-pub(crate) static STORAGE_V1_TOKEN_REQUEST: Message = Message {
-    name: "api::storage::v1::TokenRequest",
-    special: Special::None,
-    fields: &[Field::new(1, "audience", Kind::String), Field::new(2, "expirationSeconds", Kind::Int64)],
-};
+pub(crate) static STORAGE_V1_TOKEN_REQUEST: Message = Message::new(
+    "api::storage::v1::TokenRequest",
+    Special::None,
+    &[Field::new(1, "audience", Kind::String), Field::new(2, "expirationSeconds", Kind::Int64)],
+);
 
-pub(crate) static STORAGE_V1_CSINODE_DRIVER: Message = Message {
-    name: "api::storage::v1::CSINodeDriver",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_CSINODE_DRIVER: Message = Message::new(
+    "api::storage::v1::CSINodeDriver",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "nodeID", Kind::String),
         Field::repeated(3, "topologyKeys", Kind::String),
         Field::new(4, "allocatable", Kind::Message(&STORAGE_V1_VOLUME_NODE_RESOURCES)),
     ],
-};
+);
 
-pub(crate) static META_V1_LABEL_SELECTOR_REQUIREMENT: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_LABEL_SELECTOR_REQUIREMENT: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement",
+    Special::None,
+    &[
         Field::new(1, "key", Kind::String),
         Field::new(2, "operator", Kind::String),
         Field::repeated(3, "values", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT: Message = Message {
-    name: "api::core::v1::TopologySelectorLabelRequirement",
-    special: Special::None,
-    fields: &[Field::new(1, "key", Kind::String), Field::repeated(2, "values", Kind::String)],
-};
+pub(crate) static CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT: Message = Message::new(
+    "api::core::v1::TopologySelectorLabelRequirement",
+    Special::None,
+    &[Field::new(1, "key", Kind::String), Field::repeated(2, "values", Kind::String)],
+);
 
-pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT_SOURCE: Message = Message {
-    name: "api::storage::v1::VolumeAttachmentSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_VOLUME_ATTACHMENT_SOURCE: Message = Message::new(
+    "api::storage::v1::VolumeAttachmentSource",
+    Special::None,
+    &[
         Field::new(1, "persistentVolumeName", Kind::String),
         Field::new(2, "inlineVolumeSpec", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_SPEC)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_VOLUME_ERROR: Message = Message {
-    name: "api::storage::v1::VolumeError",
-    special: Special::None,
-    fields: &[
+pub(crate) static STORAGE_V1_VOLUME_ERROR: Message = Message::new(
+    "api::storage::v1::VolumeError",
+    Special::None,
+    &[
         Field::new(1, "time", Kind::Message(&META_V1_TIME)),
         Field::omitempty(2, "message", Kind::String),
         Field::new(3, "errorCode", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_WEBHOOK_CLIENT_CONFIG: Message = Message {
-    name: "api::admissionregistration::v1::WebhookClientConfig",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_WEBHOOK_CLIENT_CONFIG: Message = Message::new(
+    "api::admissionregistration::v1::WebhookClientConfig",
+    Special::None,
+    &[
         Field::new(1, "service", Kind::Message(&ADMISSIONREGISTRATION_V1_SERVICE_REFERENCE)),
         Field::omitempty(2, "caBundle", Kind::Bytes),
         Field::new(3, "url", Kind::String),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS: Message = Message {
-    name: "api::admissionregistration::v1::RuleWithOperations",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS: Message = Message::new(
+    "api::admissionregistration::v1::RuleWithOperations",
+    Special::None,
+    &[
         Field::repeated(1, "operations", Kind::String),
         Field::new(2, "rule", Kind::Inline(&ADMISSIONREGISTRATION_V1_RULE)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_MATCH_CONDITION: Message = Message {
-    name: "api::admissionregistration::v1::MatchCondition",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::new(2, "expression", Kind::String)],
-};
+pub(crate) static ADMISSIONREGISTRATION_V1_MATCH_CONDITION: Message = Message::new(
+    "api::admissionregistration::v1::MatchCondition",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "expression", Kind::String)],
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_PARAM_KIND: Message = Message {
-    name: "api::admissionregistration::v1::ParamKind",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "apiVersion", Kind::String), Field::omitempty(2, "kind", Kind::String)],
-};
+pub(crate) static ADMISSIONREGISTRATION_V1_PARAM_KIND: Message = Message::new(
+    "api::admissionregistration::v1::ParamKind",
+    Special::None,
+    &[Field::omitempty(1, "apiVersion", Kind::String), Field::omitempty(2, "kind", Kind::String)],
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_MATCH_RESOURCES: Message = Message {
-    name: "api::admissionregistration::v1::MatchResources",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_MATCH_RESOURCES: Message = Message::new(
+    "api::admissionregistration::v1::MatchResources",
+    Special::None,
+    &[
         Field::new(1, "namespaceSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(2, "objectSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::repeated(3, "resourceRules", Kind::Message(&ADMISSIONREGISTRATION_V1_NAMED_RULE_WITH_OPERATIONS)),
         Field::repeated(4, "excludeResourceRules", Kind::Message(&ADMISSIONREGISTRATION_V1_NAMED_RULE_WITH_OPERATIONS)),
         Field::new(7, "matchPolicy", Kind::String),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATION: Message = Message {
-    name: "api::admissionregistration::v1::Validation",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_VALIDATION: Message = Message::new(
+    "api::admissionregistration::v1::Validation",
+    Special::None,
+    &[
         Field::new(1, "expression", Kind::String),
         Field::omitempty(2, "message", Kind::String),
         Field::new(3, "reason", Kind::String),
         Field::omitempty(4, "messageExpression", Kind::String),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_AUDIT_ANNOTATION: Message = Message {
-    name: "api::admissionregistration::v1::AuditAnnotation",
-    special: Special::None,
-    fields: &[Field::new(1, "key", Kind::String), Field::new(2, "valueExpression", Kind::String)],
-};
+pub(crate) static ADMISSIONREGISTRATION_V1_AUDIT_ANNOTATION: Message = Message::new(
+    "api::admissionregistration::v1::AuditAnnotation",
+    Special::None,
+    &[Field::new(1, "key", Kind::String), Field::new(2, "valueExpression", Kind::String)],
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_VARIABLE: Message = Message {
-    name: "api::admissionregistration::v1::Variable",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::new(2, "expression", Kind::String)],
-};
+pub(crate) static ADMISSIONREGISTRATION_V1_VARIABLE: Message = Message::new(
+    "api::admissionregistration::v1::Variable",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "expression", Kind::String)],
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_TYPE_CHECKING: Message = Message {
-    name: "api::admissionregistration::v1::TypeChecking",
-    special: Special::None,
-    fields: &[Field::repeated(1, "expressionWarnings", Kind::Message(&ADMISSIONREGISTRATION_V1_EXPRESSION_WARNING))],
-};
+pub(crate) static ADMISSIONREGISTRATION_V1_TYPE_CHECKING: Message = Message::new(
+    "api::admissionregistration::v1::TypeChecking",
+    Special::None,
+    &[Field::repeated(1, "expressionWarnings", Kind::Message(&ADMISSIONREGISTRATION_V1_EXPRESSION_WARNING))],
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_PARAM_REF: Message = Message {
-    name: "api::admissionregistration::v1::ParamRef",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_PARAM_REF: Message = Message::new(
+    "api::admissionregistration::v1::ParamRef",
+    Special::None,
+    &[
         Field::omitempty(1, "name", Kind::String),
         Field::omitempty(2, "namespace", Kind::String),
         Field::new(3, "selector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(4, "parameterNotFoundAction", Kind::String),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_NAMES: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionNames",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_NAMES: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionNames",
+    Special::None,
+    &[
         Field::new(1, "plural", Kind::String),
         Field::omitempty(2, "singular", Kind::String),
         Field::repeated(3, "shortNames", Kind::String),
@@ -3417,12 +3374,12 @@ pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_NAMES: Message = M
         Field::omitempty(5, "listKind", Kind::String),
         Field::repeated(6, "categories", Kind::String),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_VERSION: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionVersion",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_VERSION: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionVersion",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "served", Kind::Bool),
         Field::new(3, "storage", Kind::Bool),
@@ -3437,21 +3394,21 @@ pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_VERSION: Message =
         Field::new(8, "deprecationWarning", Kind::String),
         Field::repeated(9, "selectableFields", Kind::Message(&APIEXTENSIONS_V1_SELECTABLE_FIELD)),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_CONVERSION: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceConversion",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_CONVERSION: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceConversion",
+    Special::None,
+    &[
         Field::new(1, "strategy", Kind::String),
         Field::new(2, "webhook", Kind::Message(&APIEXTENSIONS_V1_WEBHOOK_CONVERSION)),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_CONDITION: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionCondition",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_CONDITION: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionCondition",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "status", Kind::String),
         Field::new(3, "lastTransitionTime", Kind::Message(&META_V1_TIME)),
@@ -3459,123 +3416,117 @@ pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_DEFINITION_CONDITION: Message
         Field::omitempty(5, "message", Kind::String),
         Field::new(6, "observedGeneration", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static DISCOVERY_V1_ENDPOINT_CONDITIONS: Message = Message {
-    name: "api::discovery::v1::EndpointConditions",
-    special: Special::None,
-    fields: &[
+pub(crate) static DISCOVERY_V1_ENDPOINT_CONDITIONS: Message = Message::new(
+    "api::discovery::v1::EndpointConditions",
+    Special::None,
+    &[
         Field::new(1, "ready", Kind::Bool),
         Field::new(2, "serving", Kind::Bool),
         Field::new(3, "terminating", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static DISCOVERY_V1_ENDPOINT_HINTS: Message = Message {
-    name: "api::discovery::v1::EndpointHints",
-    special: Special::None,
-    fields: &[
+pub(crate) static DISCOVERY_V1_ENDPOINT_HINTS: Message = Message::new(
+    "api::discovery::v1::EndpointHints",
+    Special::None,
+    &[
         Field::repeated(1, "forZones", Kind::Message(&DISCOVERY_V1_FOR_ZONE)),
         Field::repeated(2, "forNodes", Kind::Message(&DISCOVERY_V1_FOR_NODE)),
     ],
-};
+);
 
-pub(crate) static META_V1_STATUS_CAUSE: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::StatusCause",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_STATUS_CAUSE: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::StatusCause",
+    Special::None,
+    &[
         Field::omitempty(1, "reason", Kind::String),
         Field::omitempty(2, "message", Kind::String),
         Field::omitempty(3, "field", Kind::String),
     ],
-};
+);
 
 pub(crate) static META_V1_FIELDS_V1: Message =
-    Message { name: "apimachinery::pkg::apis::meta::v1::FieldsV1", special: Special::FieldsV1, fields: &[] };
+    Message::new("apimachinery::pkg::apis::meta::v1::FieldsV1", Special::FieldsV1, &[]);
 
-pub(crate) static CORE_V1_CONFIG_MAP_NODE_CONFIG_SOURCE: Message = Message {
-    name: "api::core::v1::ConfigMapNodeConfigSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONFIG_MAP_NODE_CONFIG_SOURCE: Message = Message::new(
+    "api::core::v1::ConfigMapNodeConfigSource",
+    Special::None,
+    &[
         Field::new(1, "namespace", Kind::String),
         Field::new(2, "name", Kind::String),
         Field::omitempty(3, "uid", Kind::String),
         Field::omitempty(4, "resourceVersion", Kind::String),
         Field::new(5, "kubeletConfigKey", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_DAEMON_ENDPOINT: Message = Message {
-    name: "api::core::v1::DaemonEndpoint",
-    special: Special::None,
-    fields: &[Field::new(1, "Port", Kind::Int32)],
-};
+pub(crate) static CORE_V1_DAEMON_ENDPOINT: Message =
+    Message::new("api::core::v1::DaemonEndpoint", Special::None, &[Field::new(1, "Port", Kind::Int32)]);
 
-pub(crate) static CORE_V1_NODE_SWAP_STATUS: Message = Message {
-    name: "api::core::v1::NodeSwapStatus",
-    special: Special::None,
-    fields: &[Field::new(1, "capacity", Kind::Int64)],
-};
+pub(crate) static CORE_V1_NODE_SWAP_STATUS: Message =
+    Message::new("api::core::v1::NodeSwapStatus", Special::None, &[Field::new(1, "capacity", Kind::Int64)]);
 
-pub(crate) static CORE_V1_NODE_RUNTIME_HANDLER_FEATURES: Message = Message {
-    name: "api::core::v1::NodeRuntimeHandlerFeatures",
-    special: Special::None,
-    fields: &[Field::new(1, "recursiveReadOnlyMounts", Kind::Bool), Field::new(2, "userNamespaces", Kind::Bool)],
-};
+pub(crate) static CORE_V1_NODE_RUNTIME_HANDLER_FEATURES: Message = Message::new(
+    "api::core::v1::NodeRuntimeHandlerFeatures",
+    Special::None,
+    &[Field::new(1, "recursiveReadOnlyMounts", Kind::Bool), Field::new(2, "userNamespaces", Kind::Bool)],
+);
 
-pub(crate) static CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::GcePersistentDiskVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::GcePersistentDiskVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "pdName", Kind::String),
         Field::omitempty(2, "fsType", Kind::String),
         Field::omitempty(3, "partition", Kind::Int32),
         Field::omitempty(4, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::AwsElasticBlockStoreVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::AwsElasticBlockStoreVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "volumeID", Kind::String),
         Field::omitempty(2, "fsType", Kind::String),
         Field::omitempty(3, "partition", Kind::Int32),
         Field::omitempty(4, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_HOST_PATH_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::HostPathVolumeSource",
-    special: Special::None,
-    fields: &[Field::new(1, "path", Kind::String), Field::new(2, "type", Kind::String)],
-};
+pub(crate) static CORE_V1_HOST_PATH_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::HostPathVolumeSource",
+    Special::None,
+    &[Field::new(1, "path", Kind::String), Field::new(2, "type", Kind::String)],
+);
 
-pub(crate) static CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::GlusterfsPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::GlusterfsPersistentVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "endpoints", Kind::String),
         Field::new(2, "path", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
         Field::new(4, "endpointsNamespace", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NFS_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::NfsVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NFS_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::NfsVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "server", Kind::String),
         Field::new(2, "path", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::RbdPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::RbdPersistentVolumeSource",
+    Special::None,
+    &[
         Field::repeated(1, "monitors", Kind::String),
         Field::new(2, "image", Kind::String),
         Field::omitempty(3, "fsType", Kind::String),
@@ -3585,12 +3536,12 @@ pub(crate) static CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE: Message = Message {
         Field::new(7, "secretRef", Kind::Message(&CORE_V1_SECRET_REFERENCE)),
         Field::omitempty(8, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::IscsiPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::IscsiPersistentVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "targetPortal", Kind::String),
         Field::new(2, "iqn", Kind::String),
         Field::new(3, "lun", Kind::Int32),
@@ -3603,23 +3554,23 @@ pub(crate) static CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE: Message = Message {
         Field::omitempty(11, "chapAuthSession", Kind::Bool),
         Field::new(12, "initiatorName", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::CinderPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::CinderPersistentVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "volumeID", Kind::String),
         Field::omitempty(2, "fsType", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
         Field::new(4, "secretRef", Kind::Message(&CORE_V1_SECRET_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::CephFsPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::CephFsPersistentVolumeSource",
+    Special::None,
+    &[
         Field::repeated(1, "monitors", Kind::String),
         Field::omitempty(2, "path", Kind::String),
         Field::omitempty(3, "user", Kind::String),
@@ -3627,64 +3578,64 @@ pub(crate) static CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE: Message = Message {
         Field::new(5, "secretRef", Kind::Message(&CORE_V1_SECRET_REFERENCE)),
         Field::omitempty(6, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_FC_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::FcVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_FC_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::FcVolumeSource",
+    Special::None,
+    &[
         Field::repeated(1, "targetWWNs", Kind::String),
         Field::new(2, "lun", Kind::Int32),
         Field::omitempty(3, "fsType", Kind::String),
         Field::omitempty(4, "readOnly", Kind::Bool),
         Field::repeated(5, "wwids", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_FLOCKER_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::FlockerVolumeSource",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "datasetName", Kind::String), Field::omitempty(2, "datasetUUID", Kind::String)],
-};
+pub(crate) static CORE_V1_FLOCKER_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::FlockerVolumeSource",
+    Special::None,
+    &[Field::omitempty(1, "datasetName", Kind::String), Field::omitempty(2, "datasetUUID", Kind::String)],
+);
 
-pub(crate) static CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::FlexPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::FlexPersistentVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "driver", Kind::String),
         Field::omitempty(2, "fsType", Kind::String),
         Field::new(3, "secretRef", Kind::Message(&CORE_V1_SECRET_REFERENCE)),
         Field::omitempty(4, "readOnly", Kind::Bool),
         Field::new(5, "options", Kind::MapString),
     ],
-};
+);
 
-pub(crate) static CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::AzureFilePersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::AzureFilePersistentVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "secretName", Kind::String),
         Field::new(2, "shareName", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
         Field::new(4, "secretNamespace", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::VsphereVirtualDiskVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::VsphereVirtualDiskVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "volumePath", Kind::String),
         Field::omitempty(2, "fsType", Kind::String),
         Field::omitempty(3, "storagePolicyName", Kind::String),
         Field::omitempty(4, "storagePolicyID", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_QUOBYTE_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::QuobyteVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_QUOBYTE_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::QuobyteVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "registry", Kind::String),
         Field::new(2, "volume", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
@@ -3692,12 +3643,12 @@ pub(crate) static CORE_V1_QUOBYTE_VOLUME_SOURCE: Message = Message {
         Field::omitempty(5, "group", Kind::String),
         Field::omitempty(6, "tenant", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_AZURE_DISK_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::AzureDiskVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_AZURE_DISK_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::AzureDiskVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "diskName", Kind::String),
         Field::new(2, "diskURI", Kind::String),
         Field::new(3, "cachingMode", Kind::String),
@@ -3705,28 +3656,28 @@ pub(crate) static CORE_V1_AZURE_DISK_VOLUME_SOURCE: Message = Message {
         Field::new(5, "readOnly", Kind::Bool),
         Field::new(6, "kind", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::PhotonPersistentDiskVolumeSource",
-    special: Special::None,
-    fields: &[Field::new(1, "pdID", Kind::String), Field::omitempty(2, "fsType", Kind::String)],
-};
+pub(crate) static CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::PhotonPersistentDiskVolumeSource",
+    Special::None,
+    &[Field::new(1, "pdID", Kind::String), Field::omitempty(2, "fsType", Kind::String)],
+);
 
-pub(crate) static CORE_V1_PORTWORX_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::PortworxVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PORTWORX_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::PortworxVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "volumeID", Kind::String),
         Field::omitempty(2, "fsType", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::ScaleIoPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::ScaleIoPersistentVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "gateway", Kind::String),
         Field::new(2, "system", Kind::String),
         Field::new(3, "secretRef", Kind::Message(&CORE_V1_SECRET_REFERENCE)),
@@ -3738,30 +3689,30 @@ pub(crate) static CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE: Message = Message {
         Field::omitempty(9, "fsType", Kind::String),
         Field::omitempty(10, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_LOCAL_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::LocalVolumeSource",
-    special: Special::None,
-    fields: &[Field::new(1, "path", Kind::String), Field::new(2, "fsType", Kind::String)],
-};
+pub(crate) static CORE_V1_LOCAL_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::LocalVolumeSource",
+    Special::None,
+    &[Field::new(1, "path", Kind::String), Field::new(2, "fsType", Kind::String)],
+);
 
-pub(crate) static CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::StorageOsPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::StorageOsPersistentVolumeSource",
+    Special::None,
+    &[
         Field::omitempty(1, "volumeName", Kind::String),
         Field::omitempty(2, "volumeNamespace", Kind::String),
         Field::omitempty(3, "fsType", Kind::String),
         Field::omitempty(4, "readOnly", Kind::Bool),
         Field::new(5, "secretRef", Kind::Message(&CORE_V1_OBJECT_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CSIPERSISTENT_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::CSIPersistentVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CSIPERSISTENT_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::CSIPersistentVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "driver", Kind::String),
         Field::new(2, "volumeHandle", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
@@ -3773,18 +3724,18 @@ pub(crate) static CORE_V1_CSIPERSISTENT_VOLUME_SOURCE: Message = Message {
         Field::new(9, "controllerExpandSecretRef", Kind::Message(&CORE_V1_SECRET_REFERENCE)),
         Field::new(10, "nodeExpandSecretRef", Kind::Message(&CORE_V1_SECRET_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_SELECTOR: Message = Message {
-    name: "api::core::v1::NodeSelector",
-    special: Special::None,
-    fields: &[Field::repeated(1, "nodeSelectorTerms", Kind::Message(&CORE_V1_NODE_SELECTOR_TERM))],
-};
+pub(crate) static CORE_V1_NODE_SELECTOR: Message = Message::new(
+    "api::core::v1::NodeSelector",
+    Special::None,
+    &[Field::repeated(1, "nodeSelectorTerms", Kind::Message(&CORE_V1_NODE_SELECTOR_TERM))],
+);
 
-pub(crate) static CORE_V1_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::VolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::VolumeSource",
+    Special::None,
+    &[
         Field::new(1, "hostPath", Kind::Message(&CORE_V1_HOST_PATH_VOLUME_SOURCE)),
         Field::new(2, "emptyDir", Kind::Message(&CORE_V1_EMPTY_DIR_VOLUME_SOURCE)),
         Field::new(3, "gcePersistentDisk", Kind::Message(&CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE)),
@@ -3816,34 +3767,34 @@ pub(crate) static CORE_V1_VOLUME_SOURCE: Message = Message {
         Field::new(29, "ephemeral", Kind::Message(&CORE_V1_EPHEMERAL_VOLUME_SOURCE)),
         Field::new(30, "image", Kind::Message(&CORE_V1_IMAGE_VOLUME_SOURCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONTAINER_PORT: Message = Message {
-    name: "api::core::v1::ContainerPort",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONTAINER_PORT: Message = Message::new(
+    "api::core::v1::ContainerPort",
+    Special::None,
+    &[
         Field::omitempty(1, "name", Kind::String),
         Field::omitempty(2, "hostPort", Kind::Int32),
         Field::new(3, "containerPort", Kind::Int32),
         Field::omitempty(4, "protocol", Kind::String),
         Field::omitempty(5, "hostIP", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ENV_VAR: Message = Message {
-    name: "api::core::v1::EnvVar",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ENV_VAR: Message = Message::new(
+    "api::core::v1::EnvVar",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::omitempty(2, "value", Kind::String),
         Field::new(3, "valueFrom", Kind::Message(&CORE_V1_ENV_VAR_SOURCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_VOLUME_MOUNT: Message = Message {
-    name: "api::core::v1::VolumeMount",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_VOLUME_MOUNT: Message = Message::new(
+    "api::core::v1::VolumeMount",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::omitempty(2, "readOnly", Kind::Bool),
         Field::new(3, "mountPath", Kind::String),
@@ -3852,12 +3803,12 @@ pub(crate) static CORE_V1_VOLUME_MOUNT: Message = Message {
         Field::omitempty(6, "subPathExpr", Kind::String),
         Field::new(7, "recursiveReadOnly", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PROBE: Message = Message {
-    name: "api::core::v1::Probe",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PROBE: Message = Message::new(
+    "api::core::v1::Probe",
+    Special::None,
+    &[
         Field::new(1, "handler", Kind::Inline(&CORE_V1_PROBE_HANDLER)),
         Field::omitempty(2, "initialDelaySeconds", Kind::Int32),
         Field::omitempty(3, "timeoutSeconds", Kind::Int32),
@@ -3866,22 +3817,22 @@ pub(crate) static CORE_V1_PROBE: Message = Message {
         Field::omitempty(6, "failureThreshold", Kind::Int32),
         Field::new(7, "terminationGracePeriodSeconds", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static CORE_V1_LIFECYCLE: Message = Message {
-    name: "api::core::v1::Lifecycle",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_LIFECYCLE: Message = Message::new(
+    "api::core::v1::Lifecycle",
+    Special::None,
+    &[
         Field::new(1, "postStart", Kind::Message(&CORE_V1_LIFECYCLE_HANDLER)),
         Field::new(2, "preStop", Kind::Message(&CORE_V1_LIFECYCLE_HANDLER)),
         Field::new(3, "stopSignal", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SECURITY_CONTEXT: Message = Message {
-    name: "api::core::v1::SecurityContext",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SECURITY_CONTEXT: Message = Message::new(
+    "api::core::v1::SecurityContext",
+    Special::None,
+    &[
         Field::new(1, "capabilities", Kind::Message(&CORE_V1_CAPABILITIES)),
         Field::new(2, "privileged", Kind::Bool),
         Field::new(3, "seLinuxOptions", Kind::Message(&CORE_V1_SE_LINUX_OPTIONS)),
@@ -3895,83 +3846,83 @@ pub(crate) static CORE_V1_SECURITY_CONTEXT: Message = Message {
         Field::new(11, "seccompProfile", Kind::Message(&CORE_V1_SECCOMP_PROFILE)),
         Field::new(12, "appArmorProfile", Kind::Message(&CORE_V1_APP_ARMOR_PROFILE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ENV_FROM_SOURCE: Message = Message {
-    name: "api::core::v1::EnvFromSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ENV_FROM_SOURCE: Message = Message::new(
+    "api::core::v1::EnvFromSource",
+    Special::None,
+    &[
         Field::omitempty(1, "prefix", Kind::String),
         Field::new(2, "configMapRef", Kind::Message(&CORE_V1_CONFIG_MAP_ENV_SOURCE)),
         Field::new(3, "secretRef", Kind::Message(&CORE_V1_SECRET_ENV_SOURCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_VOLUME_DEVICE: Message = Message {
-    name: "api::core::v1::VolumeDevice",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::new(2, "devicePath", Kind::String)],
-};
+pub(crate) static CORE_V1_VOLUME_DEVICE: Message = Message::new(
+    "api::core::v1::VolumeDevice",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "devicePath", Kind::String)],
+);
 
-pub(crate) static CORE_V1_CONTAINER_RESIZE_POLICY: Message = Message {
-    name: "api::core::v1::ContainerResizePolicy",
-    special: Special::None,
-    fields: &[Field::new(1, "resourceName", Kind::String), Field::new(2, "restartPolicy", Kind::String)],
-};
+pub(crate) static CORE_V1_CONTAINER_RESIZE_POLICY: Message = Message::new(
+    "api::core::v1::ContainerResizePolicy",
+    Special::None,
+    &[Field::new(1, "resourceName", Kind::String), Field::new(2, "restartPolicy", Kind::String)],
+);
 
-pub(crate) static CORE_V1_CONTAINER_RESTART_RULE: Message = Message {
-    name: "api::core::v1::ContainerRestartRule",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONTAINER_RESTART_RULE: Message = Message::new(
+    "api::core::v1::ContainerRestartRule",
+    Special::None,
+    &[
         Field::new(1, "action", Kind::String),
         Field::new(2, "exitCodes", Kind::Message(&CORE_V1_CONTAINER_RESTART_RULE_ON_EXIT_CODES)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SE_LINUX_OPTIONS: Message = Message {
-    name: "api::core::v1::SeLinuxOptions",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SE_LINUX_OPTIONS: Message = Message::new(
+    "api::core::v1::SeLinuxOptions",
+    Special::None,
+    &[
         Field::omitempty(1, "user", Kind::String),
         Field::omitempty(2, "role", Kind::String),
         Field::omitempty(3, "type", Kind::String),
         Field::omitempty(4, "level", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SYSCTL: Message = Message {
-    name: "api::core::v1::Sysctl",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::new(2, "value", Kind::String)],
-};
+pub(crate) static CORE_V1_SYSCTL: Message = Message::new(
+    "api::core::v1::Sysctl",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "value", Kind::String)],
+);
 
-pub(crate) static CORE_V1_WINDOWS_SECURITY_CONTEXT_OPTIONS: Message = Message {
-    name: "api::core::v1::WindowsSecurityContextOptions",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_WINDOWS_SECURITY_CONTEXT_OPTIONS: Message = Message::new(
+    "api::core::v1::WindowsSecurityContextOptions",
+    Special::None,
+    &[
         Field::new(1, "gmsaCredentialSpecName", Kind::String),
         Field::new(2, "gmsaCredentialSpec", Kind::String),
         Field::new(3, "runAsUserName", Kind::String),
         Field::new(4, "hostProcess", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SECCOMP_PROFILE: Message = Message {
-    name: "api::core::v1::SeccompProfile",
-    special: Special::None,
-    fields: &[Field::new(1, "type", Kind::String), Field::new(2, "localhostProfile", Kind::String)],
-};
+pub(crate) static CORE_V1_SECCOMP_PROFILE: Message = Message::new(
+    "api::core::v1::SeccompProfile",
+    Special::None,
+    &[Field::new(1, "type", Kind::String), Field::new(2, "localhostProfile", Kind::String)],
+);
 
-pub(crate) static CORE_V1_APP_ARMOR_PROFILE: Message = Message {
-    name: "api::core::v1::AppArmorProfile",
-    special: Special::None,
-    fields: &[Field::new(1, "type", Kind::String), Field::new(2, "localhostProfile", Kind::String)],
-};
+pub(crate) static CORE_V1_APP_ARMOR_PROFILE: Message = Message::new(
+    "api::core::v1::AppArmorProfile",
+    Special::None,
+    &[Field::new(1, "type", Kind::String), Field::new(2, "localhostProfile", Kind::String)],
+);
 
-pub(crate) static CORE_V1_NODE_AFFINITY: Message = Message {
-    name: "api::core::v1::NodeAffinity",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_AFFINITY: Message = Message::new(
+    "api::core::v1::NodeAffinity",
+    Special::None,
+    &[
         Field::new(1, "requiredDuringSchedulingIgnoredDuringExecution", Kind::Message(&CORE_V1_NODE_SELECTOR)),
         Field::repeated(
             2,
@@ -3979,12 +3930,12 @@ pub(crate) static CORE_V1_NODE_AFFINITY: Message = Message {
             Kind::Message(&CORE_V1_PREFERRED_SCHEDULING_TERM),
         ),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_AFFINITY: Message = Message {
-    name: "api::core::v1::PodAffinity",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_AFFINITY: Message = Message::new(
+    "api::core::v1::PodAffinity",
+    Special::None,
+    &[
         Field::repeated(1, "requiredDuringSchedulingIgnoredDuringExecution", Kind::Message(&CORE_V1_POD_AFFINITY_TERM)),
         Field::repeated(
             2,
@@ -3992,12 +3943,12 @@ pub(crate) static CORE_V1_POD_AFFINITY: Message = Message {
             Kind::Message(&CORE_V1_WEIGHTED_POD_AFFINITY_TERM),
         ),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_ANTI_AFFINITY: Message = Message {
-    name: "api::core::v1::PodAntiAffinity",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_ANTI_AFFINITY: Message = Message::new(
+    "api::core::v1::PodAntiAffinity",
+    Special::None,
+    &[
         Field::repeated(1, "requiredDuringSchedulingIgnoredDuringExecution", Kind::Message(&CORE_V1_POD_AFFINITY_TERM)),
         Field::repeated(
             2,
@@ -4005,18 +3956,18 @@ pub(crate) static CORE_V1_POD_ANTI_AFFINITY: Message = Message {
             Kind::Message(&CORE_V1_WEIGHTED_POD_AFFINITY_TERM),
         ),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_DNS_CONFIG_OPTION: Message = Message {
-    name: "api::core::v1::PodDnsConfigOption",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "name", Kind::String), Field::new(2, "value", Kind::String)],
-};
+pub(crate) static CORE_V1_POD_DNS_CONFIG_OPTION: Message = Message::new(
+    "api::core::v1::PodDnsConfigOption",
+    Special::None,
+    &[Field::omitempty(1, "name", Kind::String), Field::new(2, "value", Kind::String)],
+);
 
-pub(crate) static CORE_V1_EPHEMERAL_CONTAINER_COMMON: Message = Message {
-    name: "api::core::v1::EphemeralContainerCommon",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_EPHEMERAL_CONTAINER_COMMON: Message = Message::new(
+    "api::core::v1::EphemeralContainerCommon",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::omitempty(2, "image", Kind::String),
         Field::repeated(3, "command", Kind::String),
@@ -4043,363 +3994,348 @@ pub(crate) static CORE_V1_EPHEMERAL_CONTAINER_COMMON: Message = Message {
         Field::new(24, "restartPolicy", Kind::String),
         Field::repeated(25, "restartPolicyRules", Kind::Message(&CORE_V1_CONTAINER_RESTART_RULE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_RESOURCE_CLAIM: Message = Message {
-    name: "api::core::v1::ResourceClaim",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::omitempty(2, "request", Kind::String)],
-};
+pub(crate) static CORE_V1_RESOURCE_CLAIM: Message = Message::new(
+    "api::core::v1::ResourceClaim",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::omitempty(2, "request", Kind::String)],
+);
 
-pub(crate) static CORE_V1_CONTAINER_STATE: Message = Message {
-    name: "api::core::v1::ContainerState",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONTAINER_STATE: Message = Message::new(
+    "api::core::v1::ContainerState",
+    Special::None,
+    &[
         Field::new(1, "waiting", Kind::Message(&CORE_V1_CONTAINER_STATE_WAITING)),
         Field::new(2, "running", Kind::Message(&CORE_V1_CONTAINER_STATE_RUNNING)),
         Field::new(3, "terminated", Kind::Message(&CORE_V1_CONTAINER_STATE_TERMINATED)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_VOLUME_MOUNT_STATUS: Message = Message {
-    name: "api::core::v1::VolumeMountStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_VOLUME_MOUNT_STATUS: Message = Message::new(
+    "api::core::v1::VolumeMountStatus",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "mountPath", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
         Field::new(4, "recursiveReadOnly", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONTAINER_USER: Message = Message {
-    name: "api::core::v1::ContainerUser",
-    special: Special::None,
-    fields: &[Field::new(1, "linux", Kind::Message(&CORE_V1_LINUX_CONTAINER_USER))],
-};
+pub(crate) static CORE_V1_CONTAINER_USER: Message = Message::new(
+    "api::core::v1::ContainerUser",
+    Special::None,
+    &[Field::new(1, "linux", Kind::Message(&CORE_V1_LINUX_CONTAINER_USER))],
+);
 
-pub(crate) static CORE_V1_RESOURCE_STATUS: Message = Message {
-    name: "api::core::v1::ResourceStatus",
-    special: Special::None,
-    fields: &[
-        Field::new(1, "name", Kind::String),
-        Field::repeated(2, "resources", Kind::Message(&CORE_V1_RESOURCE_HEALTH)),
-    ],
-};
+pub(crate) static CORE_V1_RESOURCE_STATUS: Message = Message::new(
+    "api::core::v1::ResourceStatus",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::repeated(2, "resources", Kind::Message(&CORE_V1_RESOURCE_HEALTH))],
+);
 
-pub(crate) static CORE_V1_CONTAINER_EXTENDED_RESOURCE_REQUEST: Message = Message {
-    name: "api::core::v1::ContainerExtendedResourceRequest",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONTAINER_EXTENDED_RESOURCE_REQUEST: Message = Message::new(
+    "api::core::v1::ContainerExtendedResourceRequest",
+    Special::None,
+    &[
         Field::new(1, "containerName", Kind::String),
         Field::new(2, "resourceName", Kind::String),
         Field::new(3, "requestName", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT: Message = Message {
-    name: "api::core::v1::ScopedResourceSelectorRequirement",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT: Message = Message::new(
+    "api::core::v1::ScopedResourceSelectorRequirement",
+    Special::None,
+    &[
         Field::new(1, "scopeName", Kind::String),
         Field::new(2, "operator", Kind::String),
         Field::repeated(3, "values", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CLIENT_IP_CONFIG: Message = Message {
-    name: "api::core::v1::ClientIpConfig",
-    special: Special::None,
-    fields: &[Field::new(1, "timeoutSeconds", Kind::Int32)],
-};
+pub(crate) static CORE_V1_CLIENT_IP_CONFIG: Message =
+    Message::new("api::core::v1::ClientIpConfig", Special::None, &[Field::new(1, "timeoutSeconds", Kind::Int32)]);
 
-pub(crate) static CORE_V1_LOAD_BALANCER_INGRESS: Message = Message {
-    name: "api::core::v1::LoadBalancerIngress",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_LOAD_BALANCER_INGRESS: Message = Message::new(
+    "api::core::v1::LoadBalancerIngress",
+    Special::None,
+    &[
         Field::omitempty(1, "ip", Kind::String),
         Field::omitempty(2, "hostname", Kind::String),
         Field::new(3, "ipMode", Kind::String),
         Field::repeated(4, "ports", Kind::Message(&CORE_V1_PORT_STATUS)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_ROLLING_UPDATE_DAEMON_SET: Message = Message {
-    name: "api::apps::v1::RollingUpdateDaemonSet",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_ROLLING_UPDATE_DAEMON_SET: Message = Message::new(
+    "api::apps::v1::RollingUpdateDaemonSet",
+    Special::None,
+    &[
         Field::new(1, "maxUnavailable", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
         Field::new(2, "maxSurge", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_ROLLING_UPDATE_DEPLOYMENT: Message = Message {
-    name: "api::apps::v1::RollingUpdateDeployment",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_ROLLING_UPDATE_DEPLOYMENT: Message = Message::new(
+    "api::apps::v1::RollingUpdateDeployment",
+    Special::None,
+    &[
         Field::new(1, "maxUnavailable", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
         Field::new(2, "maxSurge", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
     ],
-};
+);
 
-pub(crate) static APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY: Message = Message {
-    name: "api::apps::v1::RollingUpdateStatefulSetStrategy",
-    special: Special::None,
-    fields: &[
+pub(crate) static APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY: Message = Message::new(
+    "api::apps::v1::RollingUpdateStatefulSetStrategy",
+    Special::None,
+    &[
         Field::new(1, "partition", Kind::Int32),
         Field::new(2, "maxUnavailable", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
     ],
-};
+);
 
 pub(crate) static AUTHENTICATION_V1_EXTRA_VALUE: Message =
-    Message { name: "api::authentication::v1::ExtraValue", special: Special::StringList, fields: &[] };
+    Message::new("api::authentication::v1::ExtraValue", Special::StringList, &[]);
 
-pub(crate) static AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES: Message = Message {
-    name: "api::authorization::v1::FieldSelectorAttributes",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES: Message = Message::new(
+    "api::authorization::v1::FieldSelectorAttributes",
+    Special::None,
+    &[
         Field::omitempty(1, "rawSelector", Kind::String),
         Field::repeated(2, "requirements", Kind::Message(&META_V1_FIELD_SELECTOR_REQUIREMENT)),
     ],
-};
+);
 
-pub(crate) static AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES: Message = Message {
-    name: "api::authorization::v1::LabelSelectorAttributes",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES: Message = Message::new(
+    "api::authorization::v1::LabelSelectorAttributes",
+    Special::None,
+    &[
         Field::omitempty(1, "rawSelector", Kind::String),
         Field::repeated(2, "requirements", Kind::Message(&META_V1_LABEL_SELECTOR_REQUIREMENT)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_OBJECT_METRIC_SOURCE: Message = Message {
-    name: "api::autoscaling::v2::ObjectMetricSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_OBJECT_METRIC_SOURCE: Message = Message::new(
+    "api::autoscaling::v2::ObjectMetricSource",
+    Special::None,
+    &[
         Field::new(1, "describedObject", Kind::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE)),
         Field::new(2, "target", Kind::Message(&AUTOSCALING_V2_METRIC_TARGET)),
         Field::new(3, "metric", Kind::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_PODS_METRIC_SOURCE: Message = Message {
-    name: "api::autoscaling::v2::PodsMetricSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_PODS_METRIC_SOURCE: Message = Message::new(
+    "api::autoscaling::v2::PodsMetricSource",
+    Special::None,
+    &[
         Field::new(1, "metric", Kind::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER)),
         Field::new(2, "target", Kind::Message(&AUTOSCALING_V2_METRIC_TARGET)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_RESOURCE_METRIC_SOURCE: Message = Message {
-    name: "api::autoscaling::v2::ResourceMetricSource",
-    special: Special::None,
-    fields: &[
-        Field::new(1, "name", Kind::String),
-        Field::new(2, "target", Kind::Message(&AUTOSCALING_V2_METRIC_TARGET)),
-    ],
-};
+pub(crate) static AUTOSCALING_V2_RESOURCE_METRIC_SOURCE: Message = Message::new(
+    "api::autoscaling::v2::ResourceMetricSource",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "target", Kind::Message(&AUTOSCALING_V2_METRIC_TARGET))],
+);
 
-pub(crate) static AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE: Message = Message {
-    name: "api::autoscaling::v2::ExternalMetricSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE: Message = Message::new(
+    "api::autoscaling::v2::ExternalMetricSource",
+    Special::None,
+    &[
         Field::new(1, "metric", Kind::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER)),
         Field::new(2, "target", Kind::Message(&AUTOSCALING_V2_METRIC_TARGET)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE: Message = Message {
-    name: "api::autoscaling::v2::ContainerResourceMetricSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE: Message = Message::new(
+    "api::autoscaling::v2::ContainerResourceMetricSource",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "target", Kind::Message(&AUTOSCALING_V2_METRIC_TARGET)),
         Field::new(3, "container", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_HPA_SCALING_RULES: Message = Message {
-    name: "api::autoscaling::v2::HpaScalingRules",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_HPA_SCALING_RULES: Message = Message::new(
+    "api::autoscaling::v2::HpaScalingRules",
+    Special::None,
+    &[
         Field::new(1, "selectPolicy", Kind::String),
         Field::repeated(2, "policies", Kind::Message(&AUTOSCALING_V2_HPA_SCALING_POLICY)),
         Field::new(3, "stabilizationWindowSeconds", Kind::Int32),
         Field::new(4, "tolerance", Kind::Message(&API_RESOURCE_QUANTITY)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_OBJECT_METRIC_STATUS: Message = Message {
-    name: "api::autoscaling::v2::ObjectMetricStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_OBJECT_METRIC_STATUS: Message = Message::new(
+    "api::autoscaling::v2::ObjectMetricStatus",
+    Special::None,
+    &[
         Field::new(1, "metric", Kind::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER)),
         Field::new(2, "current", Kind::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS)),
         Field::new(3, "describedObject", Kind::Message(&AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_PODS_METRIC_STATUS: Message = Message {
-    name: "api::autoscaling::v2::PodsMetricStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_PODS_METRIC_STATUS: Message = Message::new(
+    "api::autoscaling::v2::PodsMetricStatus",
+    Special::None,
+    &[
         Field::new(1, "metric", Kind::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER)),
         Field::new(2, "current", Kind::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_RESOURCE_METRIC_STATUS: Message = Message {
-    name: "api::autoscaling::v2::ResourceMetricStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_RESOURCE_METRIC_STATUS: Message = Message::new(
+    "api::autoscaling::v2::ResourceMetricStatus",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "current", Kind::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_EXTERNAL_METRIC_STATUS: Message = Message {
-    name: "api::autoscaling::v2::ExternalMetricStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_EXTERNAL_METRIC_STATUS: Message = Message::new(
+    "api::autoscaling::v2::ExternalMetricStatus",
+    Special::None,
+    &[
         Field::new(1, "metric", Kind::Message(&AUTOSCALING_V2_METRIC_IDENTIFIER)),
         Field::new(2, "current", Kind::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS)),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS: Message = Message {
-    name: "api::autoscaling::v2::ContainerResourceMetricStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS: Message = Message::new(
+    "api::autoscaling::v2::ContainerResourceMetricStatus",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "current", Kind::Message(&AUTOSCALING_V2_METRIC_VALUE_STATUS)),
         Field::new(3, "container", Kind::String),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_POD_FAILURE_POLICY_RULE: Message = Message {
-    name: "api::batch::v1::PodFailurePolicyRule",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_POD_FAILURE_POLICY_RULE: Message = Message::new(
+    "api::batch::v1::PodFailurePolicyRule",
+    Special::None,
+    &[
         Field::new(1, "action", Kind::String),
         Field::new(2, "onExitCodes", Kind::Message(&BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT)),
         Field::repeated(3, "onPodConditions", Kind::Message(&BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN)),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_SUCCESS_POLICY_RULE: Message = Message {
-    name: "api::batch::v1::SuccessPolicyRule",
-    special: Special::None,
-    fields: &[Field::new(1, "succeededIndexes", Kind::String), Field::new(2, "succeededCount", Kind::Int32)],
-};
+pub(crate) static BATCH_V1_SUCCESS_POLICY_RULE: Message = Message::new(
+    "api::batch::v1::SuccessPolicyRule",
+    Special::None,
+    &[Field::new(1, "succeededIndexes", Kind::String), Field::new(2, "succeededCount", Kind::Int32)],
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_SERVICE_BACKEND: Message = Message {
-    name: "api::networking::v1::IngressServiceBackend",
-    special: Special::None,
-    fields: &[
-        Field::new(1, "name", Kind::String),
-        Field::new(2, "port", Kind::Message(&NETWORKING_V1_SERVICE_BACKEND_PORT)),
-    ],
-};
+pub(crate) static NETWORKING_V1_INGRESS_SERVICE_BACKEND: Message = Message::new(
+    "api::networking::v1::IngressServiceBackend",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "port", Kind::Message(&NETWORKING_V1_SERVICE_BACKEND_PORT))],
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_RULE_VALUE: Message = Message {
-    name: "api::networking::v1::IngressRuleValue",
-    special: Special::None,
-    fields: &[Field::new(1, "http", Kind::Message(&NETWORKING_V1_HTTP_INGRESS_RULE_VALUE))],
-};
+pub(crate) static NETWORKING_V1_INGRESS_RULE_VALUE: Message = Message::new(
+    "api::networking::v1::IngressRuleValue",
+    Special::None,
+    &[Field::new(1, "http", Kind::Message(&NETWORKING_V1_HTTP_INGRESS_RULE_VALUE))],
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_LOAD_BALANCER_INGRESS: Message = Message {
-    name: "api::networking::v1::IngressLoadBalancerIngress",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_LOAD_BALANCER_INGRESS: Message = Message::new(
+    "api::networking::v1::IngressLoadBalancerIngress",
+    Special::None,
+    &[
         Field::omitempty(1, "ip", Kind::String),
         Field::omitempty(2, "hostname", Kind::String),
         Field::repeated(4, "ports", Kind::Message(&NETWORKING_V1_INGRESS_PORT_STATUS)),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_NETWORK_POLICY_PORT: Message = Message {
-    name: "api::networking::v1::NetworkPolicyPort",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_NETWORK_POLICY_PORT: Message = Message::new(
+    "api::networking::v1::NetworkPolicyPort",
+    Special::None,
+    &[
         Field::new(1, "protocol", Kind::String),
         Field::new(2, "port", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
         Field::new(3, "endPort", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_NETWORK_POLICY_PEER: Message = Message {
-    name: "api::networking::v1::NetworkPolicyPeer",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_NETWORK_POLICY_PEER: Message = Message::new(
+    "api::networking::v1::NetworkPolicyPeer",
+    Special::None,
+    &[
         Field::new(1, "podSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(2, "namespaceSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(3, "ipBlock", Kind::Message(&NETWORKING_V1_IP_BLOCK)),
     ],
-};
+);
 
-pub(crate) static STORAGE_V1_VOLUME_NODE_RESOURCES: Message = Message {
-    name: "api::storage::v1::VolumeNodeResources",
-    special: Special::None,
-    fields: &[Field::new(1, "count", Kind::Int32)],
-};
+pub(crate) static STORAGE_V1_VOLUME_NODE_RESOURCES: Message =
+    Message::new("api::storage::v1::VolumeNodeResources", Special::None, &[Field::new(1, "count", Kind::Int32)]);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_SERVICE_REFERENCE: Message = Message {
-    name: "api::admissionregistration::v1::ServiceReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_SERVICE_REFERENCE: Message = Message::new(
+    "api::admissionregistration::v1::ServiceReference",
+    Special::None,
+    &[
         Field::new(1, "namespace", Kind::String),
         Field::new(2, "name", Kind::String),
         Field::new(3, "path", Kind::String),
         Field::new(4, "port", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_RULE: Message = Message {
-    name: "api::admissionregistration::v1::Rule",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_RULE: Message = Message::new(
+    "api::admissionregistration::v1::Rule",
+    Special::None,
+    &[
         Field::repeated(1, "apiGroups", Kind::String),
         Field::repeated(2, "apiVersions", Kind::String),
         Field::repeated(3, "resources", Kind::String),
         Field::new(4, "scope", Kind::String),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_NAMED_RULE_WITH_OPERATIONS: Message = Message {
-    name: "api::admissionregistration::v1::NamedRuleWithOperations",
-    special: Special::None,
-    fields: &[
+pub(crate) static ADMISSIONREGISTRATION_V1_NAMED_RULE_WITH_OPERATIONS: Message = Message::new(
+    "api::admissionregistration::v1::NamedRuleWithOperations",
+    Special::None,
+    &[
         Field::repeated(1, "resourceNames", Kind::String),
         Field::new(2, "rule_with_operations", Kind::Inline(&ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS)),
     ],
-};
+);
 
-pub(crate) static ADMISSIONREGISTRATION_V1_EXPRESSION_WARNING: Message = Message {
-    name: "api::admissionregistration::v1::ExpressionWarning",
-    special: Special::None,
-    fields: &[Field::new(2, "fieldRef", Kind::String), Field::new(3, "warning", Kind::String)],
-};
+pub(crate) static ADMISSIONREGISTRATION_V1_EXPRESSION_WARNING: Message = Message::new(
+    "api::admissionregistration::v1::ExpressionWarning",
+    Special::None,
+    &[Field::new(2, "fieldRef", Kind::String), Field::new(3, "warning", Kind::String)],
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_VALIDATION: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceValidation",
-    special: Special::None,
-    fields: &[Field::new(1, "openAPIV3Schema", Kind::Message(&APIEXTENSIONS_V1_JSON_SCHEMA_PROPS))],
-};
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_VALIDATION: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceValidation",
+    Special::None,
+    &[Field::new(1, "openAPIV3Schema", Kind::Message(&APIEXTENSIONS_V1_JSON_SCHEMA_PROPS))],
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_SUBRESOURCES: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceSubresources",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_SUBRESOURCES: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceSubresources",
+    Special::None,
+    &[
         Field::new(1, "status", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_SUBRESOURCE_STATUS)),
         Field::new(2, "scale", Kind::Message(&APIEXTENSIONS_V1_CUSTOM_RESOURCE_SUBRESOURCE_SCALE)),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_COLUMN_DEFINITION: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceColumnDefinition",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_COLUMN_DEFINITION: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceColumnDefinition",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "type", Kind::String),
         Field::omitempty(3, "format", Kind::String),
@@ -4407,84 +4343,75 @@ pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_COLUMN_DEFINITION: Message = 
         Field::omitempty(5, "priority", Kind::Int32),
         Field::new(6, "jsonPath", Kind::String),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_SELECTABLE_FIELD: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::SelectableField",
-    special: Special::None,
-    fields: &[Field::new(1, "jsonPath", Kind::String)],
-};
+pub(crate) static APIEXTENSIONS_V1_SELECTABLE_FIELD: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::SelectableField",
+    Special::None,
+    &[Field::new(1, "jsonPath", Kind::String)],
+);
 
-pub(crate) static APIEXTENSIONS_V1_WEBHOOK_CONVERSION: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::WebhookConversion",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_WEBHOOK_CONVERSION: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::WebhookConversion",
+    Special::None,
+    &[
         Field::new(2, "clientConfig", Kind::Message(&APIEXTENSIONS_V1_WEBHOOK_CLIENT_CONFIG)),
         Field::repeated(3, "conversionReviewVersions", Kind::String),
     ],
-};
+);
 
-pub(crate) static DISCOVERY_V1_FOR_ZONE: Message = Message {
-    name: "api::discovery::v1::ForZone",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String)],
-};
+pub(crate) static DISCOVERY_V1_FOR_ZONE: Message =
+    Message::new("api::discovery::v1::ForZone", Special::None, &[Field::new(1, "name", Kind::String)]);
 
-pub(crate) static DISCOVERY_V1_FOR_NODE: Message = Message {
-    name: "api::discovery::v1::ForNode",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String)],
-};
+pub(crate) static DISCOVERY_V1_FOR_NODE: Message =
+    Message::new("api::discovery::v1::ForNode", Special::None, &[Field::new(1, "name", Kind::String)]);
 
-pub(crate) static CORE_V1_SECRET_REFERENCE: Message = Message {
-    name: "api::core::v1::SecretReference",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "name", Kind::String), Field::omitempty(2, "namespace", Kind::String)],
-};
+pub(crate) static CORE_V1_SECRET_REFERENCE: Message = Message::new(
+    "api::core::v1::SecretReference",
+    Special::None,
+    &[Field::omitempty(1, "name", Kind::String), Field::omitempty(2, "namespace", Kind::String)],
+);
 
-pub(crate) static CORE_V1_NODE_SELECTOR_TERM: Message = Message {
-    name: "api::core::v1::NodeSelectorTerm",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_SELECTOR_TERM: Message = Message::new(
+    "api::core::v1::NodeSelectorTerm",
+    Special::None,
+    &[
         Field::repeated(1, "matchExpressions", Kind::Message(&CORE_V1_NODE_SELECTOR_REQUIREMENT)),
         Field::repeated(2, "matchFields", Kind::Message(&CORE_V1_NODE_SELECTOR_REQUIREMENT)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_EMPTY_DIR_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::EmptyDirVolumeSource",
-    special: Special::None,
-    fields: &[
-        Field::omitempty(1, "medium", Kind::String),
-        Field::new(2, "sizeLimit", Kind::Message(&API_RESOURCE_QUANTITY)),
-    ],
-};
+pub(crate) static CORE_V1_EMPTY_DIR_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::EmptyDirVolumeSource",
+    Special::None,
+    &[Field::omitempty(1, "medium", Kind::String), Field::new(2, "sizeLimit", Kind::Message(&API_RESOURCE_QUANTITY))],
+);
 
-pub(crate) static CORE_V1_GIT_REPO_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::GitRepoVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_GIT_REPO_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::GitRepoVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "repository", Kind::String),
         Field::omitempty(2, "revision", Kind::String),
         Field::omitempty(3, "directory", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SECRET_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::SecretVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SECRET_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::SecretVolumeSource",
+    Special::None,
+    &[
         Field::omitempty(1, "secretName", Kind::String),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_KEY_TO_PATH)),
         Field::new(3, "defaultMode", Kind::Int32),
         Field::new(4, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_ISCSI_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::IscsiVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ISCSI_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::IscsiVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "targetPortal", Kind::String),
         Field::new(2, "iqn", Kind::String),
         Field::new(3, "lun", Kind::Int32),
@@ -4497,28 +4424,28 @@ pub(crate) static CORE_V1_ISCSI_VOLUME_SOURCE: Message = Message {
         Field::omitempty(11, "chapAuthSession", Kind::Bool),
         Field::new(12, "initiatorName", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_GLUSTERFS_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::GlusterfsVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_GLUSTERFS_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::GlusterfsVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "endpoints", Kind::String),
         Field::new(2, "path", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::PersistentVolumeClaimVolumeSource",
-    special: Special::None,
-    fields: &[Field::new(1, "claimName", Kind::String), Field::omitempty(2, "readOnly", Kind::Bool)],
-};
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::PersistentVolumeClaimVolumeSource",
+    Special::None,
+    &[Field::new(1, "claimName", Kind::String), Field::omitempty(2, "readOnly", Kind::Bool)],
+);
 
-pub(crate) static CORE_V1_RBD_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::RbdVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_RBD_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::RbdVolumeSource",
+    Special::None,
+    &[
         Field::repeated(1, "monitors", Kind::String),
         Field::new(2, "image", Kind::String),
         Field::omitempty(3, "fsType", Kind::String),
@@ -4528,35 +4455,35 @@ pub(crate) static CORE_V1_RBD_VOLUME_SOURCE: Message = Message {
         Field::new(7, "secretRef", Kind::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::omitempty(8, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_FLEX_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::FlexVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_FLEX_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::FlexVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "driver", Kind::String),
         Field::omitempty(2, "fsType", Kind::String),
         Field::new(3, "secretRef", Kind::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::omitempty(4, "readOnly", Kind::Bool),
         Field::new(5, "options", Kind::MapString),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CINDER_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::CinderVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CINDER_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::CinderVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "volumeID", Kind::String),
         Field::omitempty(2, "fsType", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
         Field::new(4, "secretRef", Kind::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CEPH_FS_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::CephFsVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CEPH_FS_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::CephFsVolumeSource",
+    Special::None,
+    &[
         Field::repeated(1, "monitors", Kind::String),
         Field::omitempty(2, "path", Kind::String),
         Field::omitempty(3, "user", Kind::String),
@@ -4564,42 +4491,42 @@ pub(crate) static CORE_V1_CEPH_FS_VOLUME_SOURCE: Message = Message {
         Field::new(5, "secretRef", Kind::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::omitempty(6, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_DOWNWARD_APIVOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::DownwardAPIVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_DOWNWARD_APIVOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::DownwardAPIVolumeSource",
+    Special::None,
+    &[
         Field::repeated(1, "items", Kind::Message(&CORE_V1_DOWNWARD_APIVOLUME_FILE)),
         Field::new(2, "defaultMode", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static CORE_V1_AZURE_FILE_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::AzureFileVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_AZURE_FILE_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::AzureFileVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "secretName", Kind::String),
         Field::new(2, "shareName", Kind::String),
         Field::omitempty(3, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONFIG_MAP_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::ConfigMapVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONFIG_MAP_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::ConfigMapVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "local_object_reference", Kind::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_KEY_TO_PATH)),
         Field::new(3, "defaultMode", Kind::Int32),
         Field::new(4, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SCALE_IO_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::ScaleIoVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SCALE_IO_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::ScaleIoVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "gateway", Kind::String),
         Field::new(2, "system", Kind::String),
         Field::new(3, "secretRef", Kind::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
@@ -4611,130 +4538,127 @@ pub(crate) static CORE_V1_SCALE_IO_VOLUME_SOURCE: Message = Message {
         Field::omitempty(9, "fsType", Kind::String),
         Field::omitempty(10, "readOnly", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PROJECTED_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::ProjectedVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PROJECTED_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::ProjectedVolumeSource",
+    Special::None,
+    &[
         Field::repeated(1, "sources", Kind::Message(&CORE_V1_VOLUME_PROJECTION)),
         Field::new(2, "defaultMode", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static CORE_V1_STORAGE_OS_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::StorageOsVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_STORAGE_OS_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::StorageOsVolumeSource",
+    Special::None,
+    &[
         Field::omitempty(1, "volumeName", Kind::String),
         Field::omitempty(2, "volumeNamespace", Kind::String),
         Field::omitempty(3, "fsType", Kind::String),
         Field::omitempty(4, "readOnly", Kind::Bool),
         Field::new(5, "secretRef", Kind::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CSIVOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::CSIVolumeSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CSIVOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::CSIVolumeSource",
+    Special::None,
+    &[
         Field::new(1, "driver", Kind::String),
         Field::new(2, "readOnly", Kind::Bool),
         Field::new(3, "fsType", Kind::String),
         Field::new(4, "volumeAttributes", Kind::MapString),
         Field::new(5, "nodePublishSecretRef", Kind::Message(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_EPHEMERAL_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::EphemeralVolumeSource",
-    special: Special::None,
-    fields: &[Field::new(1, "volumeClaimTemplate", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_TEMPLATE))],
-};
+pub(crate) static CORE_V1_EPHEMERAL_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::EphemeralVolumeSource",
+    Special::None,
+    &[Field::new(1, "volumeClaimTemplate", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_TEMPLATE))],
+);
 
-pub(crate) static CORE_V1_IMAGE_VOLUME_SOURCE: Message = Message {
-    name: "api::core::v1::ImageVolumeSource",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "reference", Kind::String), Field::omitempty(2, "pullPolicy", Kind::String)],
-};
+pub(crate) static CORE_V1_IMAGE_VOLUME_SOURCE: Message = Message::new(
+    "api::core::v1::ImageVolumeSource",
+    Special::None,
+    &[Field::omitempty(1, "reference", Kind::String), Field::omitempty(2, "pullPolicy", Kind::String)],
+);
 
-pub(crate) static CORE_V1_ENV_VAR_SOURCE: Message = Message {
-    name: "api::core::v1::EnvVarSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_ENV_VAR_SOURCE: Message = Message::new(
+    "api::core::v1::EnvVarSource",
+    Special::None,
+    &[
         Field::new(1, "fieldRef", Kind::Message(&CORE_V1_OBJECT_FIELD_SELECTOR)),
         Field::new(2, "resourceFieldRef", Kind::Message(&CORE_V1_RESOURCE_FIELD_SELECTOR)),
         Field::new(3, "configMapKeyRef", Kind::Message(&CORE_V1_CONFIG_MAP_KEY_SELECTOR)),
         Field::new(4, "secretKeyRef", Kind::Message(&CORE_V1_SECRET_KEY_SELECTOR)),
         Field::new(5, "fileKeyRef", Kind::Message(&CORE_V1_FILE_KEY_SELECTOR)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PROBE_HANDLER: Message = Message {
-    name: "api::core::v1::ProbeHandler",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PROBE_HANDLER: Message = Message::new(
+    "api::core::v1::ProbeHandler",
+    Special::None,
+    &[
         Field::new(1, "exec", Kind::Message(&CORE_V1_EXEC_ACTION)),
         Field::new(2, "httpGet", Kind::Message(&CORE_V1_HTTP_GET_ACTION)),
         Field::new(3, "tcpSocket", Kind::Message(&CORE_V1_TCP_SOCKET_ACTION)),
         Field::new(4, "grpc", Kind::Message(&CORE_V1_GRPC_ACTION)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_LIFECYCLE_HANDLER: Message = Message {
-    name: "api::core::v1::LifecycleHandler",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_LIFECYCLE_HANDLER: Message = Message::new(
+    "api::core::v1::LifecycleHandler",
+    Special::None,
+    &[
         Field::new(1, "exec", Kind::Message(&CORE_V1_EXEC_ACTION)),
         Field::new(2, "httpGet", Kind::Message(&CORE_V1_HTTP_GET_ACTION)),
         Field::new(3, "tcpSocket", Kind::Message(&CORE_V1_TCP_SOCKET_ACTION)),
         Field::new(4, "sleep", Kind::Message(&CORE_V1_SLEEP_ACTION)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CAPABILITIES: Message = Message {
-    name: "api::core::v1::Capabilities",
-    special: Special::None,
-    fields: &[Field::repeated(1, "add", Kind::String), Field::repeated(2, "drop", Kind::String)],
-};
+pub(crate) static CORE_V1_CAPABILITIES: Message = Message::new(
+    "api::core::v1::Capabilities",
+    Special::None,
+    &[Field::repeated(1, "add", Kind::String), Field::repeated(2, "drop", Kind::String)],
+);
 
-pub(crate) static CORE_V1_CONFIG_MAP_ENV_SOURCE: Message = Message {
-    name: "api::core::v1::ConfigMapEnvSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONFIG_MAP_ENV_SOURCE: Message = Message::new(
+    "api::core::v1::ConfigMapEnvSource",
+    Special::None,
+    &[
         Field::new(1, "local_object_reference", Kind::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::new(2, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SECRET_ENV_SOURCE: Message = Message {
-    name: "api::core::v1::SecretEnvSource",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SECRET_ENV_SOURCE: Message = Message::new(
+    "api::core::v1::SecretEnvSource",
+    Special::None,
+    &[
         Field::new(1, "local_object_reference", Kind::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::new(2, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONTAINER_RESTART_RULE_ON_EXIT_CODES: Message = Message {
-    name: "api::core::v1::ContainerRestartRuleOnExitCodes",
-    special: Special::None,
-    fields: &[Field::new(1, "operator", Kind::String), Field::repeated(2, "values", Kind::Int32)],
-};
+pub(crate) static CORE_V1_CONTAINER_RESTART_RULE_ON_EXIT_CODES: Message = Message::new(
+    "api::core::v1::ContainerRestartRuleOnExitCodes",
+    Special::None,
+    &[Field::new(1, "operator", Kind::String), Field::repeated(2, "values", Kind::Int32)],
+);
 
-pub(crate) static CORE_V1_PREFERRED_SCHEDULING_TERM: Message = Message {
-    name: "api::core::v1::PreferredSchedulingTerm",
-    special: Special::None,
-    fields: &[
-        Field::new(1, "weight", Kind::Int32),
-        Field::new(2, "preference", Kind::Message(&CORE_V1_NODE_SELECTOR_TERM)),
-    ],
-};
+pub(crate) static CORE_V1_PREFERRED_SCHEDULING_TERM: Message = Message::new(
+    "api::core::v1::PreferredSchedulingTerm",
+    Special::None,
+    &[Field::new(1, "weight", Kind::Int32), Field::new(2, "preference", Kind::Message(&CORE_V1_NODE_SELECTOR_TERM))],
+);
 
-pub(crate) static CORE_V1_POD_AFFINITY_TERM: Message = Message {
-    name: "api::core::v1::PodAffinityTerm",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_AFFINITY_TERM: Message = Message::new(
+    "api::core::v1::PodAffinityTerm",
+    Special::None,
+    &[
         Field::new(1, "labelSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::repeated(2, "namespaces", Kind::String),
         Field::new(3, "topologyKey", Kind::String),
@@ -4742,33 +4666,33 @@ pub(crate) static CORE_V1_POD_AFFINITY_TERM: Message = Message {
         Field::repeated(5, "matchLabelKeys", Kind::String),
         Field::repeated(6, "mismatchLabelKeys", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_WEIGHTED_POD_AFFINITY_TERM: Message = Message {
-    name: "api::core::v1::WeightedPodAffinityTerm",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_WEIGHTED_POD_AFFINITY_TERM: Message = Message::new(
+    "api::core::v1::WeightedPodAffinityTerm",
+    Special::None,
+    &[
         Field::new(1, "weight", Kind::Int32),
         Field::new(2, "podAffinityTerm", Kind::Message(&CORE_V1_POD_AFFINITY_TERM)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONTAINER_STATE_WAITING: Message = Message {
-    name: "api::core::v1::ContainerStateWaiting",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "reason", Kind::String), Field::omitempty(2, "message", Kind::String)],
-};
+pub(crate) static CORE_V1_CONTAINER_STATE_WAITING: Message = Message::new(
+    "api::core::v1::ContainerStateWaiting",
+    Special::None,
+    &[Field::omitempty(1, "reason", Kind::String), Field::omitempty(2, "message", Kind::String)],
+);
 
-pub(crate) static CORE_V1_CONTAINER_STATE_RUNNING: Message = Message {
-    name: "api::core::v1::ContainerStateRunning",
-    special: Special::None,
-    fields: &[Field::new(1, "startedAt", Kind::Message(&META_V1_TIME))],
-};
+pub(crate) static CORE_V1_CONTAINER_STATE_RUNNING: Message = Message::new(
+    "api::core::v1::ContainerStateRunning",
+    Special::None,
+    &[Field::new(1, "startedAt", Kind::Message(&META_V1_TIME))],
+);
 
-pub(crate) static CORE_V1_CONTAINER_STATE_TERMINATED: Message = Message {
-    name: "api::core::v1::ContainerStateTerminated",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONTAINER_STATE_TERMINATED: Message = Message::new(
+    "api::core::v1::ContainerStateTerminated",
+    Special::None,
+    &[
         Field::new(1, "exitCode", Kind::Int32),
         Field::omitempty(2, "signal", Kind::Int32),
         Field::omitempty(3, "reason", Kind::String),
@@ -4777,129 +4701,129 @@ pub(crate) static CORE_V1_CONTAINER_STATE_TERMINATED: Message = Message {
         Field::new(6, "finishedAt", Kind::Message(&META_V1_TIME)),
         Field::omitempty(7, "containerID", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_LINUX_CONTAINER_USER: Message = Message {
-    name: "api::core::v1::LinuxContainerUser",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_LINUX_CONTAINER_USER: Message = Message::new(
+    "api::core::v1::LinuxContainerUser",
+    Special::None,
+    &[
         Field::new(1, "uid", Kind::Int64),
         Field::new(2, "gid", Kind::Int64),
         Field::repeated(3, "supplementalGroups", Kind::Int64),
     ],
-};
+);
 
-pub(crate) static CORE_V1_RESOURCE_HEALTH: Message = Message {
-    name: "api::core::v1::ResourceHealth",
-    special: Special::None,
-    fields: &[Field::new(1, "resourceID", Kind::String), Field::omitempty(2, "health", Kind::String)],
-};
+pub(crate) static CORE_V1_RESOURCE_HEALTH: Message = Message::new(
+    "api::core::v1::ResourceHealth",
+    Special::None,
+    &[Field::new(1, "resourceID", Kind::String), Field::omitempty(2, "health", Kind::String)],
+);
 
-pub(crate) static CORE_V1_PORT_STATUS: Message = Message {
-    name: "api::core::v1::PortStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PORT_STATUS: Message = Message::new(
+    "api::core::v1::PortStatus",
+    Special::None,
+    &[
         Field::new(1, "port", Kind::Int32),
         Field::new(2, "protocol", Kind::String),
         Field::new(3, "error", Kind::String),
     ],
-};
+);
 
-pub(crate) static META_V1_FIELD_SELECTOR_REQUIREMENT: Message = Message {
-    name: "apimachinery::pkg::apis::meta::v1::FieldSelectorRequirement",
-    special: Special::None,
-    fields: &[
+pub(crate) static META_V1_FIELD_SELECTOR_REQUIREMENT: Message = Message::new(
+    "apimachinery::pkg::apis::meta::v1::FieldSelectorRequirement",
+    Special::None,
+    &[
         Field::new(1, "key", Kind::String),
         Field::new(2, "operator", Kind::String),
         Field::repeated(3, "values", Kind::String),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_METRIC_TARGET: Message = Message {
-    name: "api::autoscaling::v2::MetricTarget",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_METRIC_TARGET: Message = Message::new(
+    "api::autoscaling::v2::MetricTarget",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "value", Kind::Message(&API_RESOURCE_QUANTITY)),
         Field::new(3, "averageValue", Kind::Message(&API_RESOURCE_QUANTITY)),
         Field::new(4, "averageUtilization", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_METRIC_IDENTIFIER: Message = Message {
-    name: "api::autoscaling::v2::MetricIdentifier",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::new(2, "selector", Kind::Message(&META_V1_LABEL_SELECTOR))],
-};
+pub(crate) static AUTOSCALING_V2_METRIC_IDENTIFIER: Message = Message::new(
+    "api::autoscaling::v2::MetricIdentifier",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "selector", Kind::Message(&META_V1_LABEL_SELECTOR))],
+);
 
-pub(crate) static AUTOSCALING_V2_HPA_SCALING_POLICY: Message = Message {
-    name: "api::autoscaling::v2::HpaScalingPolicy",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_HPA_SCALING_POLICY: Message = Message::new(
+    "api::autoscaling::v2::HpaScalingPolicy",
+    Special::None,
+    &[
         Field::new(1, "type", Kind::String),
         Field::new(2, "value", Kind::Int32),
         Field::new(3, "periodSeconds", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static AUTOSCALING_V2_METRIC_VALUE_STATUS: Message = Message {
-    name: "api::autoscaling::v2::MetricValueStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static AUTOSCALING_V2_METRIC_VALUE_STATUS: Message = Message::new(
+    "api::autoscaling::v2::MetricValueStatus",
+    Special::None,
+    &[
         Field::new(1, "value", Kind::Message(&API_RESOURCE_QUANTITY)),
         Field::new(2, "averageValue", Kind::Message(&API_RESOURCE_QUANTITY)),
         Field::new(3, "averageUtilization", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT: Message = Message {
-    name: "api::batch::v1::PodFailurePolicyOnExitCodesRequirement",
-    special: Special::None,
-    fields: &[
+pub(crate) static BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT: Message = Message::new(
+    "api::batch::v1::PodFailurePolicyOnExitCodesRequirement",
+    Special::None,
+    &[
         Field::new(1, "containerName", Kind::String),
         Field::new(2, "operator", Kind::String),
         Field::repeated(3, "values", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN: Message = Message {
-    name: "api::batch::v1::PodFailurePolicyOnPodConditionsPattern",
-    special: Special::None,
-    fields: &[Field::new(1, "type", Kind::String), Field::new(2, "status", Kind::String)],
-};
+pub(crate) static BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN: Message = Message::new(
+    "api::batch::v1::PodFailurePolicyOnPodConditionsPattern",
+    Special::None,
+    &[Field::new(1, "type", Kind::String), Field::new(2, "status", Kind::String)],
+);
 
-pub(crate) static NETWORKING_V1_SERVICE_BACKEND_PORT: Message = Message {
-    name: "api::networking::v1::ServiceBackendPort",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "name", Kind::String), Field::omitempty(2, "number", Kind::Int32)],
-};
+pub(crate) static NETWORKING_V1_SERVICE_BACKEND_PORT: Message = Message::new(
+    "api::networking::v1::ServiceBackendPort",
+    Special::None,
+    &[Field::omitempty(1, "name", Kind::String), Field::omitempty(2, "number", Kind::Int32)],
+);
 
-pub(crate) static NETWORKING_V1_HTTP_INGRESS_RULE_VALUE: Message = Message {
-    name: "api::networking::v1::HttpIngressRuleValue",
-    special: Special::None,
-    fields: &[Field::repeated(1, "paths", Kind::Message(&NETWORKING_V1_HTTP_INGRESS_PATH))],
-};
+pub(crate) static NETWORKING_V1_HTTP_INGRESS_RULE_VALUE: Message = Message::new(
+    "api::networking::v1::HttpIngressRuleValue",
+    Special::None,
+    &[Field::repeated(1, "paths", Kind::Message(&NETWORKING_V1_HTTP_INGRESS_PATH))],
+);
 
-pub(crate) static NETWORKING_V1_INGRESS_PORT_STATUS: Message = Message {
-    name: "api::networking::v1::IngressPortStatus",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_INGRESS_PORT_STATUS: Message = Message::new(
+    "api::networking::v1::IngressPortStatus",
+    Special::None,
+    &[
         Field::new(1, "port", Kind::Int32),
         Field::new(2, "protocol", Kind::String),
         Field::new(3, "error", Kind::String),
     ],
-};
+);
 
-pub(crate) static NETWORKING_V1_IP_BLOCK: Message = Message {
-    name: "api::networking::v1::IpBlock",
-    special: Special::None,
-    fields: &[Field::new(1, "cidr", Kind::String), Field::repeated(2, "except", Kind::String)],
-};
+pub(crate) static NETWORKING_V1_IP_BLOCK: Message = Message::new(
+    "api::networking::v1::IpBlock",
+    Special::None,
+    &[Field::new(1, "cidr", Kind::String), Field::repeated(2, "except", Kind::String)],
+);
 
-pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaProps",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaProps",
+    Special::None,
+    &[
         Field::omitempty(1, "id", Kind::String),
         Field::omitempty(2, "$schema", Kind::String),
         Field::new(3, "$ref", Kind::String),
@@ -4945,69 +4869,65 @@ pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS: Message = Message {
         Field::new(43, "x-kubernetes-map-type", Kind::String),
         Field::repeated(44, "x-kubernetes-validations", Kind::Message(&APIEXTENSIONS_V1_VALIDATION_RULE)),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_SUBRESOURCE_STATUS: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceSubresourceStatus",
-    special: Special::None,
-    fields: &[],
-};
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_SUBRESOURCE_STATUS: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceSubresourceStatus",
+    Special::None,
+    &[],
+);
 
-pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_SUBRESOURCE_SCALE: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceSubresourceScale",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_CUSTOM_RESOURCE_SUBRESOURCE_SCALE: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceSubresourceScale",
+    Special::None,
+    &[
         Field::new(1, "specReplicasPath", Kind::String),
         Field::new(2, "statusReplicasPath", Kind::String),
         Field::new(3, "labelSelectorPath", Kind::String),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_WEBHOOK_CLIENT_CONFIG: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::WebhookClientConfig",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_WEBHOOK_CLIENT_CONFIG: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::WebhookClientConfig",
+    Special::None,
+    &[
         Field::new(1, "service", Kind::Message(&APIEXTENSIONS_V1_SERVICE_REFERENCE)),
         Field::omitempty(2, "caBundle", Kind::Bytes),
         Field::new(3, "url", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_NODE_SELECTOR_REQUIREMENT: Message = Message {
-    name: "api::core::v1::NodeSelectorRequirement",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_NODE_SELECTOR_REQUIREMENT: Message = Message::new(
+    "api::core::v1::NodeSelectorRequirement",
+    Special::None,
+    &[
         Field::new(1, "key", Kind::String),
         Field::new(2, "operator", Kind::String),
         Field::repeated(3, "values", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_KEY_TO_PATH: Message = Message {
-    name: "api::core::v1::KeyToPath",
-    special: Special::None,
-    fields: &[
-        Field::new(1, "key", Kind::String),
-        Field::new(2, "path", Kind::String),
-        Field::new(3, "mode", Kind::Int32),
-    ],
-};
+pub(crate) static CORE_V1_KEY_TO_PATH: Message = Message::new(
+    "api::core::v1::KeyToPath",
+    Special::None,
+    &[Field::new(1, "key", Kind::String), Field::new(2, "path", Kind::String), Field::new(3, "mode", Kind::Int32)],
+);
 
-pub(crate) static CORE_V1_DOWNWARD_APIVOLUME_FILE: Message = Message {
-    name: "api::core::v1::DownwardAPIVolumeFile",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_DOWNWARD_APIVOLUME_FILE: Message = Message::new(
+    "api::core::v1::DownwardAPIVolumeFile",
+    Special::None,
+    &[
         Field::new(1, "path", Kind::String),
         Field::new(2, "fieldRef", Kind::Message(&CORE_V1_OBJECT_FIELD_SELECTOR)),
         Field::new(3, "resourceFieldRef", Kind::Message(&CORE_V1_RESOURCE_FIELD_SELECTOR)),
         Field::new(4, "mode", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static CORE_V1_VOLUME_PROJECTION: Message = Message {
-    name: "api::core::v1::VolumeProjection",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_VOLUME_PROJECTION: Message = Message::new(
+    "api::core::v1::VolumeProjection",
+    Special::None,
+    &[
         Field::new(1, "secret", Kind::Message(&CORE_V1_SECRET_PROJECTION)),
         Field::new(2, "downwardAPI", Kind::Message(&CORE_V1_DOWNWARD_APIPROJECTION)),
         Field::new(3, "configMap", Kind::Message(&CORE_V1_CONFIG_MAP_PROJECTION)),
@@ -5015,156 +4935,141 @@ pub(crate) static CORE_V1_VOLUME_PROJECTION: Message = Message {
         Field::new(5, "clusterTrustBundle", Kind::Message(&CORE_V1_CLUSTER_TRUST_BUNDLE_PROJECTION)),
         Field::new(6, "podCertificate", Kind::Message(&CORE_V1_POD_CERTIFICATE_PROJECTION)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_TEMPLATE: Message = Message {
-    name: "api::core::v1::PersistentVolumeClaimTemplate",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_PERSISTENT_VOLUME_CLAIM_TEMPLATE: Message = Message::new(
+    "api::core::v1::PersistentVolumeClaimTemplate",
+    Special::None,
+    &[
         Field::new(1, "metadata", Kind::Message(&META_V1_OBJECT_META)),
         Field::new(2, "spec", Kind::Message(&CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_OBJECT_FIELD_SELECTOR: Message = Message {
-    name: "api::core::v1::ObjectFieldSelector",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "apiVersion", Kind::String), Field::new(2, "fieldPath", Kind::String)],
-};
+pub(crate) static CORE_V1_OBJECT_FIELD_SELECTOR: Message = Message::new(
+    "api::core::v1::ObjectFieldSelector",
+    Special::None,
+    &[Field::omitempty(1, "apiVersion", Kind::String), Field::new(2, "fieldPath", Kind::String)],
+);
 
-pub(crate) static CORE_V1_RESOURCE_FIELD_SELECTOR: Message = Message {
-    name: "api::core::v1::ResourceFieldSelector",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_RESOURCE_FIELD_SELECTOR: Message = Message::new(
+    "api::core::v1::ResourceFieldSelector",
+    Special::None,
+    &[
         Field::omitempty(1, "containerName", Kind::String),
         Field::new(2, "resource", Kind::String),
         Field::new(3, "divisor", Kind::Message(&API_RESOURCE_QUANTITY)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CONFIG_MAP_KEY_SELECTOR: Message = Message {
-    name: "api::core::v1::ConfigMapKeySelector",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONFIG_MAP_KEY_SELECTOR: Message = Message::new(
+    "api::core::v1::ConfigMapKeySelector",
+    Special::None,
+    &[
         Field::new(1, "local_object_reference", Kind::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::new(2, "key", Kind::String),
         Field::new(3, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SECRET_KEY_SELECTOR: Message = Message {
-    name: "api::core::v1::SecretKeySelector",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SECRET_KEY_SELECTOR: Message = Message::new(
+    "api::core::v1::SecretKeySelector",
+    Special::None,
+    &[
         Field::new(1, "local_object_reference", Kind::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::new(2, "key", Kind::String),
         Field::new(3, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_FILE_KEY_SELECTOR: Message = Message {
-    name: "api::core::v1::FileKeySelector",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_FILE_KEY_SELECTOR: Message = Message::new(
+    "api::core::v1::FileKeySelector",
+    Special::None,
+    &[
         Field::new(1, "volumeName", Kind::String),
         Field::new(2, "path", Kind::String),
         Field::new(3, "key", Kind::String),
         Field::new(4, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_EXEC_ACTION: Message = Message {
-    name: "api::core::v1::ExecAction",
-    special: Special::None,
-    fields: &[Field::repeated(1, "command", Kind::String)],
-};
+pub(crate) static CORE_V1_EXEC_ACTION: Message =
+    Message::new("api::core::v1::ExecAction", Special::None, &[Field::repeated(1, "command", Kind::String)]);
 
-pub(crate) static CORE_V1_HTTP_GET_ACTION: Message = Message {
-    name: "api::core::v1::HttpGetAction",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_HTTP_GET_ACTION: Message = Message::new(
+    "api::core::v1::HttpGetAction",
+    Special::None,
+    &[
         Field::omitempty(1, "path", Kind::String),
         Field::new(2, "port", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
         Field::omitempty(3, "host", Kind::String),
         Field::omitempty(4, "scheme", Kind::String),
         Field::repeated(5, "httpHeaders", Kind::Message(&CORE_V1_HTTP_HEADER)),
     ],
-};
+);
 
-pub(crate) static CORE_V1_TCP_SOCKET_ACTION: Message = Message {
-    name: "api::core::v1::TcpSocketAction",
-    special: Special::None,
-    fields: &[
-        Field::new(1, "port", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)),
-        Field::omitempty(2, "host", Kind::String),
-    ],
-};
+pub(crate) static CORE_V1_TCP_SOCKET_ACTION: Message = Message::new(
+    "api::core::v1::TcpSocketAction",
+    Special::None,
+    &[Field::new(1, "port", Kind::Message(&UTIL_INTSTR_INT_OR_STRING)), Field::omitempty(2, "host", Kind::String)],
+);
 
-pub(crate) static CORE_V1_GRPC_ACTION: Message = Message {
-    name: "api::core::v1::GrpcAction",
-    special: Special::None,
-    fields: &[Field::new(1, "port", Kind::Int32), Field::new(2, "service", Kind::String)],
-};
+pub(crate) static CORE_V1_GRPC_ACTION: Message = Message::new(
+    "api::core::v1::GrpcAction",
+    Special::None,
+    &[Field::new(1, "port", Kind::Int32), Field::new(2, "service", Kind::String)],
+);
 
-pub(crate) static CORE_V1_SLEEP_ACTION: Message = Message {
-    name: "api::core::v1::SleepAction",
-    special: Special::None,
-    fields: &[Field::new(1, "seconds", Kind::Int64)],
-};
+pub(crate) static CORE_V1_SLEEP_ACTION: Message =
+    Message::new("api::core::v1::SleepAction", Special::None, &[Field::new(1, "seconds", Kind::Int64)]);
 
-pub(crate) static NETWORKING_V1_HTTP_INGRESS_PATH: Message = Message {
-    name: "api::networking::v1::HttpIngressPath",
-    special: Special::None,
-    fields: &[
+pub(crate) static NETWORKING_V1_HTTP_INGRESS_PATH: Message = Message::new(
+    "api::networking::v1::HttpIngressPath",
+    Special::None,
+    &[
         Field::omitempty(1, "path", Kind::String),
         Field::new(2, "backend", Kind::Message(&NETWORKING_V1_INGRESS_BACKEND)),
         Field::new(3, "pathType", Kind::String),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_JSON: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::Json",
-    special: Special::FieldsV1,
-    fields: &[],
-};
+pub(crate) static APIEXTENSIONS_V1_JSON: Message =
+    Message::new("apiextensions_apiserver::pkg::apis::apiextensions::v1::Json", Special::FieldsV1, &[]);
 
-pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS_OR_ARRAY: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrArray",
-    special: Special::SchemaOrArray,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS_OR_ARRAY: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrArray",
+    Special::SchemaOrArray,
+    &[
         Field::new(1, "schema", Kind::Message(&APIEXTENSIONS_V1_JSON_SCHEMA_PROPS)),
         Field::repeated(2, "jSonSchemas", Kind::Message(&APIEXTENSIONS_V1_JSON_SCHEMA_PROPS)),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS_OR_BOOL: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrBool",
-    special: Special::SchemaOrBool,
-    fields: &[
-        Field::new(1, "allows", Kind::Bool),
-        Field::new(2, "schema", Kind::Message(&APIEXTENSIONS_V1_JSON_SCHEMA_PROPS)),
-    ],
-};
+pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS_OR_BOOL: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrBool",
+    Special::SchemaOrBool,
+    &[Field::new(1, "allows", Kind::Bool), Field::new(2, "schema", Kind::Message(&APIEXTENSIONS_V1_JSON_SCHEMA_PROPS))],
+);
 
-pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS_OR_STRING_ARRAY: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrStringArray",
-    special: Special::SchemaOrStringArray,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_JSON_SCHEMA_PROPS_OR_STRING_ARRAY: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::JsonSchemaPropsOrStringArray",
+    Special::SchemaOrStringArray,
+    &[
         Field::new(1, "schema", Kind::Message(&APIEXTENSIONS_V1_JSON_SCHEMA_PROPS)),
         Field::repeated(2, "property", Kind::String),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_EXTERNAL_DOCUMENTATION: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::ExternalDocumentation",
-    special: Special::None,
-    fields: &[Field::omitempty(1, "description", Kind::String), Field::omitempty(2, "url", Kind::String)],
-};
+pub(crate) static APIEXTENSIONS_V1_EXTERNAL_DOCUMENTATION: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::ExternalDocumentation",
+    Special::None,
+    &[Field::omitempty(1, "description", Kind::String), Field::omitempty(2, "url", Kind::String)],
+);
 
-pub(crate) static APIEXTENSIONS_V1_VALIDATION_RULE: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_VALIDATION_RULE: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule",
+    Special::None,
+    &[
         Field::new(1, "rule", Kind::String),
         Field::omitempty(2, "message", Kind::String),
         Field::omitempty(3, "messageExpression", Kind::String),
@@ -5172,71 +5077,71 @@ pub(crate) static APIEXTENSIONS_V1_VALIDATION_RULE: Message = Message {
         Field::omitempty(5, "fieldPath", Kind::String),
         Field::new(6, "optionalOldSelf", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static APIEXTENSIONS_V1_SERVICE_REFERENCE: Message = Message {
-    name: "apiextensions_apiserver::pkg::apis::apiextensions::v1::ServiceReference",
-    special: Special::None,
-    fields: &[
+pub(crate) static APIEXTENSIONS_V1_SERVICE_REFERENCE: Message = Message::new(
+    "apiextensions_apiserver::pkg::apis::apiextensions::v1::ServiceReference",
+    Special::None,
+    &[
         Field::new(1, "namespace", Kind::String),
         Field::new(2, "name", Kind::String),
         Field::new(3, "path", Kind::String),
         Field::new(4, "port", Kind::Int32),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SECRET_PROJECTION: Message = Message {
-    name: "api::core::v1::SecretProjection",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SECRET_PROJECTION: Message = Message::new(
+    "api::core::v1::SecretProjection",
+    Special::None,
+    &[
         Field::new(1, "local_object_reference", Kind::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_KEY_TO_PATH)),
         Field::new(4, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_DOWNWARD_APIPROJECTION: Message = Message {
-    name: "api::core::v1::DownwardAPIProjection",
-    special: Special::None,
-    fields: &[Field::repeated(1, "items", Kind::Message(&CORE_V1_DOWNWARD_APIVOLUME_FILE))],
-};
+pub(crate) static CORE_V1_DOWNWARD_APIPROJECTION: Message = Message::new(
+    "api::core::v1::DownwardAPIProjection",
+    Special::None,
+    &[Field::repeated(1, "items", Kind::Message(&CORE_V1_DOWNWARD_APIVOLUME_FILE))],
+);
 
-pub(crate) static CORE_V1_CONFIG_MAP_PROJECTION: Message = Message {
-    name: "api::core::v1::ConfigMapProjection",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CONFIG_MAP_PROJECTION: Message = Message::new(
+    "api::core::v1::ConfigMapProjection",
+    Special::None,
+    &[
         Field::new(1, "local_object_reference", Kind::Inline(&CORE_V1_LOCAL_OBJECT_REFERENCE)),
         Field::repeated(2, "items", Kind::Message(&CORE_V1_KEY_TO_PATH)),
         Field::new(4, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_SERVICE_ACCOUNT_TOKEN_PROJECTION: Message = Message {
-    name: "api::core::v1::ServiceAccountTokenProjection",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_SERVICE_ACCOUNT_TOKEN_PROJECTION: Message = Message::new(
+    "api::core::v1::ServiceAccountTokenProjection",
+    Special::None,
+    &[
         Field::omitempty(1, "audience", Kind::String),
         Field::new(2, "expirationSeconds", Kind::Int64),
         Field::new(3, "path", Kind::String),
     ],
-};
+);
 
-pub(crate) static CORE_V1_CLUSTER_TRUST_BUNDLE_PROJECTION: Message = Message {
-    name: "api::core::v1::ClusterTrustBundleProjection",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_CLUSTER_TRUST_BUNDLE_PROJECTION: Message = Message::new(
+    "api::core::v1::ClusterTrustBundleProjection",
+    Special::None,
+    &[
         Field::new(1, "name", Kind::String),
         Field::new(2, "signerName", Kind::String),
         Field::new(3, "labelSelector", Kind::Message(&META_V1_LABEL_SELECTOR)),
         Field::new(4, "path", Kind::String),
         Field::new(5, "optional", Kind::Bool),
     ],
-};
+);
 
-pub(crate) static CORE_V1_POD_CERTIFICATE_PROJECTION: Message = Message {
-    name: "api::core::v1::PodCertificateProjection",
-    special: Special::None,
-    fields: &[
+pub(crate) static CORE_V1_POD_CERTIFICATE_PROJECTION: Message = Message::new(
+    "api::core::v1::PodCertificateProjection",
+    Special::None,
+    &[
         Field::new(1, "signerName", Kind::String),
         Field::new(2, "keyType", Kind::String),
         Field::new(3, "maxExpirationSeconds", Kind::Int32),
@@ -5245,10 +5150,10 @@ pub(crate) static CORE_V1_POD_CERTIFICATE_PROJECTION: Message = Message {
         Field::new(6, "certificateChainPath", Kind::String),
         Field::new(7, "userAnnotations", Kind::MapString),
     ],
-};
+);
 
-pub(crate) static CORE_V1_HTTP_HEADER: Message = Message {
-    name: "api::core::v1::HttpHeader",
-    special: Special::None,
-    fields: &[Field::new(1, "name", Kind::String), Field::new(2, "value", Kind::String)],
-};
+pub(crate) static CORE_V1_HTTP_HEADER: Message = Message::new(
+    "api::core::v1::HttpHeader",
+    Special::None,
+    &[Field::new(1, "name", Kind::String), Field::new(2, "value", Kind::String)],
+);

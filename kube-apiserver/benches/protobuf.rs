@@ -11,37 +11,14 @@ use http::{Method, StatusCode};
 use kube_apiserver::testing::release::start_apiserver;
 use serde_json::{Value, json};
 
+// The pod `api-types/benches/encode.rs` encodes too (that benchmark needs no apiserver build: use it to profile).
+#[path = "../../api-types/benches/fixture/mod.rs"]
+mod fixture;
+use fixture::pod;
+
 // The apiserver's allocator, so both encodings allocate as they do in the daemon.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// A pod as a kubelet has left it: spec with defaults, status with conditions and a container status.
-fn pod(i: usize) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("web-7d4b9c8f5d-{i:05}"), "namespace": "bench", "uid": format!("6f1c2a3e-0000-4000-8000-{i:012}"),
-                     "resourceVersion": (1000 + i).to_string(), "creationTimestamp": "2026-12-04T05:00:00Z",
-                     "labels": {"app": "web", "pod-template-hash": "7d4b9c8f5d"},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c8f5d", "uid": "0a1b2c3d-0000-4000-8000-000000000001", "controller": true, "blockOwnerDeletion": true}]},
-        "spec": {"containers": [{"name": "web", "image": "busybox:1.36", "command": ["httpd", "-f", "-p", "8080"],
-                                 "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
-                                 "readinessProbe": {"httpGet": {"path": "/", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
-                                 "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"}],
-                 "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst", "serviceAccountName": "default",
-                 "nodeName": format!("node-{}", i % 100), "securityContext": {}, "schedulerName": "default-scheduler",
-                 "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
-                 "priority": 0, "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority"},
-        "status": {"phase": "Running", "hostIP": "10.0.0.1", "podIP": format!("10.244.{}.{}", i / 250, i % 250), "podIPs": [{"ip": format!("10.244.{}.{}", i / 250, i % 250)}],
-                   "startTime": "2026-12-04T05:00:01Z", "qosClass": "Burstable",
-                   "conditions": [{"type": "Initialized", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-12-04T05:00:01Z"},
-                                  {"type": "Ready", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-12-04T05:00:03Z"},
-                                  {"type": "ContainersReady", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-12-04T05:00:03Z"},
-                                  {"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-12-04T05:00:00Z"}],
-                   "containerStatuses": [{"name": "web", "state": {"running": {"startedAt": "2026-12-04T05:00:02Z"}}, "ready": true, "restartCount": 0,
-                                          "image": "docker.io/library/busybox:1.36", "imageID": "sha256:0123456789abcdef", "containerID": format!("containerd://{i:064}"), "started": true}]}
-    })
-}
 
 /// The best of `rounds` timings of `f`.
 fn best(rounds: usize, mut f: impl FnMut() -> usize) -> (Duration, usize) {

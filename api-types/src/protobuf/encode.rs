@@ -28,9 +28,10 @@ pub fn supports(api_version: &str, kind: &str) -> bool {
 pub fn encode_message_of(obj: &Value) -> Option<Vec<u8>> {
     let (api_version, kind) = type_meta(obj)?;
     let message = find_root(api_version, kind)?;
-    let mut w = Writer { buf: Vec::with_capacity(1024) };
+    let mut w = Writer::with_capacity(1024);
+    touch(obj, &mut w.seen, &mut Vec::new());
     w.fields(message, obj.as_object()?, 0);
-    Some(w.buf)
+    Some(w.finish())
 }
 
 /// An object as a full Kubernetes protobuf body (`k8s\0` + `runtime.Unknown`), or `None` when its kind has no
@@ -39,7 +40,8 @@ pub fn encode_object(obj: &Value) -> Option<Vec<u8>> {
     let (api_version, kind) = type_meta(obj)?;
     let message = find_root(api_version, kind)?;
     let fields = obj.as_object()?;
-    let mut w = Writer { buf: Vec::with_capacity(1024) };
+    let mut w = Writer::with_capacity(1024);
+    touch(obj, &mut w.seen, &mut Vec::new());
     w.buf.extend_from_slice(MAGIC);
     w.nested(1, |w| {
         w.string(1, api_version);
@@ -48,12 +50,12 @@ pub fn encode_object(obj: &Value) -> Option<Vec<u8>> {
     w.nested(2, |w| w.fields(message, fields, 0));
     w.string(3, "");
     w.string(4, "");
-    Some(w.buf)
+    Some(w.finish())
 }
 
 /// `k8s\0` + `runtime.Unknown{typeMeta{apiVersion, kind}, raw, contentEncoding: "", contentType: ""}`.
 pub fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
-    let mut w = Writer { buf: Vec::with_capacity(raw.len() + api_version.len() + kind.len() + 16) };
+    let mut w = Writer::with_capacity(raw.len() + api_version.len() + kind.len() + 16);
     w.buf.extend_from_slice(MAGIC);
     w.nested(1, |w| {
         w.string(1, api_version);
@@ -74,13 +76,14 @@ pub fn encode_list_of<'a>(
     items: impl IntoIterator<Item = &'a Value>,
 ) -> Option<Vec<u8>> {
     let message = find_root(api_version, kind)?;
-    let mut w = Writer { buf: Vec::with_capacity(4096) };
+    let mut w = Writer::with_capacity(4096);
     w.buf.extend_from_slice(MAGIC);
     w.nested(1, |w| {
         w.string(1, api_version);
         w.string(2, kind);
     });
     let mut ok = true;
+    let mut queue = Vec::new();
     w.nested(2, |w| {
         if let (Some(Field { kind: Kind::Message(m), .. }), Some(obj)) =
             (message.fields.iter().find(|f| f.tag == 1), metadata.as_object())
@@ -90,14 +93,17 @@ pub fn encode_list_of<'a>(
         for item in items {
             let item_message = type_meta(item).and_then(|(v, k)| find_root(v, k));
             match (item_message, item.as_object()) {
-                (Some(m), Some(obj)) => w.nested(2, |w| w.fields(m, obj, 1)),
+                (Some(m), Some(obj)) => {
+                    touch(item, &mut w.seen, &mut queue);
+                    w.nested(2, |w| w.fields(m, obj, 1))
+                }
                 _ => ok = false,
             }
         }
     });
     w.string(3, "");
     w.string(4, "");
-    ok.then_some(w.buf)
+    ok.then_some(w.finish())
 }
 
 /// A list (`PodList`...) from its `metadata` (a ListMeta) and the typed message bytes of its items, enveloped.
@@ -116,16 +122,19 @@ pub fn encode_list<'a>(
     for item in items {
         w.bytes(2, item);
     }
-    Some(envelope(api_version, kind, &w.buf))
+    Some(envelope(api_version, kind, &w.finish()))
 }
 
 /// One event of a protobuf watch stream: the length (4 bytes, big-endian) and a raw `meta.v1.WatchEvent`
 /// (type=1, object=2 a `RawExtension` whose raw=1 holds the object's full protobuf body).
 pub fn watch_frame(event_type: &str, object_body: &[u8]) -> Vec<u8> {
-    let mut w = Writer { buf: Vec::with_capacity(object_body.len() + 32) };
+    let mut w = Writer::with_capacity(object_body.len() + 32);
     w.buf.extend_from_slice(&[0; 4]);
     w.string(1, event_type);
-    w.nested(2, |w| w.bytes(1, object_body));
+    // object = RawExtension{raw: body}; its length is known, so the body is not moved after the fact.
+    w.key(2, WIRE_LEN);
+    w.varint((1 + varint_len(object_body.len() as u64) + object_body.len()) as u64);
+    w.bytes(1, object_body);
     let len = (w.buf.len() - 4) as u32;
     w.buf[..4].copy_from_slice(&len.to_be_bytes());
     w.buf
@@ -135,28 +144,95 @@ pub fn watch_frame(event_type: &str, object_body: &[u8]) -> Vec<u8> {
 fn present(m: &Message, obj: &Map<String, Value>) -> bool {
     m.fields.iter().any(|f| match f.kind {
         Kind::Inline(inner) => present(inner, obj),
-        _ => obj.contains_key(f.json),
+        _ => get(obj, f.json).is_some(),
     })
 }
 
+/// Reads a byte of everything `root` points to (keys, strings, nested objects and arrays) before the object is
+/// encoded. The objects of a large LIST or of a busy watch are mostly out of cache, and the encoder, branching on
+/// each field's type, would wait on their cache misses one after the other; this walk has few branches and goes
+/// level by level (`queue` is its work list), so the misses of all the objects of one level overlap. What is read
+/// is folded into `seen`, so the loads stay.
+fn touch<'a>(root: &'a Value, seen: &mut usize, queue: &mut Vec<&'a Value>) {
+    let first = |b: &[u8]| b.first().map_or(0, |b| usize::from(*b));
+    queue.clear();
+    queue.push(root);
+    let mut next = 0;
+    while let Some(value) = queue.get(next).copied() {
+        next += 1;
+        let mut visit = |key: &[u8], value: &'a Value| {
+            *seen ^= first(key);
+            match value {
+                Value::String(s) => *seen ^= first(s.as_bytes()),
+                Value::Object(_) | Value::Array(_) => queue.push(value),
+                _ => {}
+            }
+        };
+        match value {
+            Value::Object(map) => map.iter().for_each(|(key, value)| visit(key.as_bytes(), value)),
+            Value::Array(items) => items.iter().for_each(|item| visit(&[], item)),
+            _ => {}
+        }
+    }
+}
+
+/// `obj[name]`, by comparing keys rather than hashing `name`: objects with inline structs (probes, volumes) have a
+/// few keys, fewer than the hasher's rounds.
+fn get<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    obj.iter().find(|(k, _)| k.len() == name.len() && *k == name).map(|(_, v)| v)
+}
+
+/// The object's apiVersion and kind. Its keys are searched in order rather than hashed: they are few at the top of
+/// an object, and these two come first.
 fn type_meta(obj: &Value) -> Option<(&str, &str)> {
-    Some((obj.get("apiVersion")?.as_str()?, obj.get("kind")?.as_str()?))
+    let (mut api_version, mut kind) = (None, None);
+    for (key, value) in obj.as_object()? {
+        match key.as_str() {
+            "apiVersion" => api_version = Some(value.as_str()?),
+            "kind" => kind = Some(value.as_str()?),
+            _ => continue,
+        }
+        if let (Some(v), Some(k)) = (api_version, kind) {
+            return Some((v, k));
+        }
+    }
+    None
 }
 
 #[derive(Default)]
 struct Writer {
     buf: Vec<u8>,
+    /// What [`touch`] read.
+    seen: usize,
 }
 
 impl Writer {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        self.buf.push(v as u8);
+    fn with_capacity(capacity: usize) -> Self {
+        Writer { buf: Vec::with_capacity(capacity), seen: 0 }
     }
 
+    fn finish(self) -> Vec<u8> {
+        std::hint::black_box(self.seen);
+        self.buf
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        if v < 0x80 {
+            self.buf.push(v as u8);
+        } else {
+            self.long_varint(v);
+        }
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self, v: u64) {
+        let mut bytes = [0u8; 10];
+        let n = varint_into(&mut bytes, v);
+        self.buf.extend_from_slice(&bytes[..n]);
+    }
+
+    #[inline(always)]
     fn key(&mut self, tag: u32, wire: u32) {
         self.varint(u64::from(tag << 3 | wire));
     }
@@ -179,42 +255,35 @@ impl Writer {
 
     /// A length-delimited field whose content `f` writes: one byte is reserved for the length and the content is
     /// moved when the length needs more.
+    #[inline]
     fn nested(&mut self, tag: u32, f: impl FnOnce(&mut Writer)) {
         self.key(tag, WIRE_LEN);
         let at = self.buf.len();
         self.buf.push(0);
         f(self);
-        let len = self.buf.len() - at - 1;
+        let end = self.buf.len();
+        let len = end - at - 1;
         if len < 0x80 {
             self.buf[at] = len as u8;
             return;
         }
         let mut prefix = [0u8; 10];
-        let (mut v, mut n) = (len as u64, 0);
-        while v >= 0x80 {
-            prefix[n] = v as u8 | 0x80;
-            v >>= 7;
-            n += 1;
-        }
-        prefix[n] = v as u8;
-        n += 1;
-        self.buf.splice(at..at + 1, prefix[..n].iter().copied());
+        let n = varint_into(&mut prefix, len as u64);
+        self.buf.resize(end + n - 1, 0);
+        self.buf.copy_within(at + 1..end, at + n);
+        self.buf[at..at + n].copy_from_slice(&prefix[..n]);
     }
 
-    /// The fields of `message` found in `obj`: in the object's key order (a name matched against the descriptor's
-    /// fields, cheaper than hashing every field name the descriptor has), or in tag order for messages that embed
-    /// structs inline, whose fields must be gathered into one nested message.
+    /// The fields of `message` found in `obj`: in the object's key order (each key found through the message's
+    /// [`FieldIndex`](super::fieldindex::FieldIndex), one probe), or in tag order for messages that embed structs
+    /// inline, whose fields must be gathered into one nested message.
     fn fields(&mut self, message: &'static Message, obj: &Map<String, Value>, depth: usize) {
         if depth > super::MAX_DEPTH {
             return;
         }
-        if !message.fields.iter().any(|f| matches!(f.kind, Kind::Inline(_))) {
+        if !message.has_inline {
             for (key, value) in obj {
-                // Length and first byte first: most fields are told apart without a memcmp call.
-                let k = key.as_bytes();
-                let same =
-                    |f: &&Field| f.json.len() == k.len() && f.json.as_bytes().first() == k.first() && f.json == key;
-                if let Some(field) = message.fields.iter().find(same) {
+                if let Some(field) = message.index.find(message.fields, key) {
                     self.field(field, value, depth);
                 }
             }
@@ -228,7 +297,7 @@ impl Writer {
                 }
                 continue;
             }
-            if let Some(value) = obj.get(field.json) {
+            if let Some(value) = get(obj, field.json) {
                 self.field(field, value, depth);
             }
         }
@@ -413,26 +482,41 @@ impl Writer {
     }
 }
 
+/// The length of `v` as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// `v` as a varint at the start of `out`; its length.
+#[inline]
+fn varint_into(out: &mut [u8; 10], mut v: u64) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = v as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
 /// `2024-01-02T03:04:05Z` or with a fraction and/or an offset → (Unix seconds, nanoseconds).
 fn parse_rfc3339(s: &str) -> Option<(i64, i64)> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let num = |r: std::ops::Range<usize>| digits(b.get(r)?);
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     let mut nanos = 0i64;
     if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        let mut text = frac[..digits].to_string();
-        text.truncate(9);
-        while text.len() < 9 {
-            text.push('0');
-        }
-        nanos = text.parse().ok()?;
-        rest = &frac[digits..];
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        // Nanoseconds: the first 9 digits, padded with zeros.
+        let kept = digits(&frac.as_bytes()[..n.min(9)])?;
+        nanos = kept * 10i64.pow(9 - n.min(9) as u32);
+        rest = &frac[n..];
     }
     let offset = match rest {
         "Z" | "z" => 0,
@@ -442,12 +526,17 @@ fn parse_rfc3339(s: &str) -> Option<(i64, i64)> {
                 b'-' => -1,
                 _ => return None,
             };
-            let (oh, om) = (rest.get(1..3)?.parse::<i64>().ok()?, rest.get(4..6)?.parse::<i64>().ok()?);
+            let (oh, om) = (digits(rest.as_bytes().get(1..3)?)?, digits(rest.as_bytes().get(4..6)?)?);
             sign * (oh * 3600 + om * 60)
         }
     };
     let days = days_from_civil(year, month, day);
     Some((days * 86_400 + h * 3600 + m * 60 + sec - offset, nanos))
+}
+
+/// A run of ASCII digits as a number (0 when empty).
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |n, c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -527,11 +616,18 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
         assert_eq!(parse_rfc3339("2024-01-02T03:04:05.123456Z"), Some((1_704_164_645, 123_456_000)));
         assert_eq!(parse_rfc3339("2024-01-02T04:04:05+01:00"), Some((1_704_164_645, 0)));
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05.Z"), Some((1_704_164_645, 0)));
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05.1234567891Z"), Some((1_704_164_645, 123_456_789)));
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05.5-00:30"), Some((1_704_166_445, 500_000_000)));
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:0xZ"), None);
         assert_eq!(parse_go_duration("1m30s"), Some(90_000_000_000));
         assert_eq!(parse_go_duration("-1.5h"), Some(-5_400_000_000_000));
         assert_eq!(parse_go_duration("2us"), Some(2_000));
         assert_eq!(base64_decode("aGVsbG8="), Some(b"hello".to_vec()));
         assert_eq!(base64_decode("aGVsbG8"), Some(b"hello".to_vec()));
+        for v in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(varint_len(v), varint_into(&mut [0; 10], v), "{v}");
+        }
     }
 
     #[test]

@@ -1,0 +1,93 @@
+//! The protobuf encoder against serde_json on the same objects, without building the apiserver: a cold LIST of
+//! 5,000 pods (every item encoded) and 10,000 pod watch events, as `kube-apiserver/benches/protobuf.rs` measures them.
+//! `cargo bench -p api-types --bench encode`; `ENCODE_ONLY=protobuf ENCODE_ROUNDS=200` repeats only the protobuf
+//! encodings (`ENCODE_ONLY=json` only serde_json's), for `perf record` and `perf stat`.
+
+mod fixture;
+
+use std::time::{Duration, Instant};
+
+use api_types::protobuf::{encode_list_of, encode_object, watch_frame};
+use serde_json::{Value, json};
+
+// The apiserver's allocator, so both encodings allocate as they do in the daemon.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The best of `rounds` timings of `f`.
+fn best(rounds: usize, mut f: impl FnMut() -> usize) -> Duration {
+    let mut out = Duration::MAX;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        std::hint::black_box(f());
+        out = out.min(t.elapsed());
+    }
+    out
+}
+
+fn json_list(meta: &Value, pods: &[&Value]) -> usize {
+    let mut body = Vec::new();
+    body.extend_from_slice(b"{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":");
+    serde_json::to_writer(&mut body, meta).unwrap();
+    body.extend_from_slice(b",\"items\":[");
+    for (i, p) in pods.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, p).unwrap();
+    }
+    body.extend_from_slice(b"]}\n");
+    body.len()
+}
+
+fn json_events(events: &[&Value]) -> usize {
+    events
+        .iter()
+        .map(|p| {
+            let mut line = b"{\"type\":\"MODIFIED\",\"object\":".to_vec();
+            serde_json::to_writer(&mut line, p).unwrap();
+            line.extend_from_slice(b"}\n");
+            line.len()
+        })
+        .sum()
+}
+
+fn main() {
+    // ENCODE_DISTINCT=50 encodes 50 pods over and over (in cache): the encoders' own work, without memory stalls.
+    let distinct = std::env::var("ENCODE_DISTINCT").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
+    let objects: Vec<Value> = (0..5000.min(distinct)).map(fixture::pod).collect();
+    let pods: Vec<&Value> = (0..5000).map(|i| &objects[i % objects.len()]).collect();
+    let copies: Vec<Value> = (0..10_000.min(distinct)).map(|i| fixture::pod(i % 5000)).collect();
+    let events: Vec<&Value> = (0..10_000).map(|i| &copies[i % copies.len()]).collect();
+    let meta = json!({"resourceVersion": "99999"});
+    let rounds = std::env::var("ENCODE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let only_protobuf = std::env::var("ENCODE_ONLY").is_ok_and(|v| v == "protobuf");
+    let pb_list = || encode_list_of("v1", "PodList", &meta, pods.iter().copied()).unwrap().len();
+    let pb_events = || events.iter().map(|p| watch_frame("MODIFIED", &encode_object(p).unwrap()).len()).sum();
+    if only_protobuf {
+        let (list, watch) = (best(rounds, pb_list), best(rounds, pb_events));
+        println!("protobuf: LIST {:.1} ms, watch events {:.1} ms", ms(list), ms(watch));
+        return;
+    }
+    if std::env::var("ENCODE_ONLY").is_ok_and(|v| v == "json") {
+        let (list, watch) = (best(rounds, || json_list(&meta, &pods)), best(rounds, || json_events(&events)));
+        println!("JSON: LIST {:.1} ms, watch events {:.1} ms", ms(list), ms(watch));
+        return;
+    }
+    let rows = [
+        ("LIST of 5,000 pods", best(rounds, || json_list(&meta, &pods)), best(rounds, pb_list)),
+        ("10,000 pod watch events", best(rounds, || json_events(&events)), best(rounds, pb_events)),
+    ];
+    for (what, json_t, pb_t) in rows {
+        println!(
+            "{what}: JSON {:.1} ms, protobuf {:.1} ms, {:.2}x",
+            ms(json_t),
+            ms(pb_t),
+            json_t.as_secs_f64() / pb_t.as_secs_f64()
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
