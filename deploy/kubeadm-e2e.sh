@@ -14,6 +14,14 @@ POD_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/12
 step() { echo "==> [kubeadm-e2e] $*"; }
 fail() { echo "FAIL [kubeadm-e2e] $*" >&2; exit 1; }
+# On any failure: what the cluster looked like, for the CI log.
+diagnose() {
+  echo "==> [kubeadm-e2e] diagnostics"
+  df -h / || true
+  KUBECONFIG=/etc/kubernetes/admin.conf kubectl get nodes,pods -A -o wide 2>&1 | head -40 || true
+  KUBECONFIG=/etc/kubernetes/admin.conf kubectl -n kube-system describe pods 2>&1 | grep -E "^Name:|Ready|Warning|Reason" | head -40 || true
+  tail -40 /var/log/kubelet.log 2>/dev/null || true
+}
 
 [ "$(id -u)" = 0 ] || fail "must run as root"
 if [ -f /etc/kubernetes/admin.conf ] && [ "${KUBEADM_E2E_FORCE:-}" != 1 ]; then
@@ -28,7 +36,9 @@ esac
 work=$(mktemp -d)
 containerd_pid=""
 cleanup() {
+  status=$?
   set +e
+  [ "$status" = 0 ] || diagnose
   step "cleaning up"
   if [ -x /usr/bin/kubeadm ]; then
     /usr/bin/kubeadm reset -f --cri-socket=unix:///run/containerd/containerd.sock >"$work/reset.log" 2>&1

@@ -367,10 +367,46 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
                     }
                 }
             }
+            if let Some(old) = old {
+                immutable_data(obj, old, &mut causes);
+                if res.kind == "Secret" && obj.get("type") != old.get("type") {
+                    causes.push(Cause::invalid("type", obj.get("type").unwrap_or(&Value::Null), "field is immutable"));
+                }
+            }
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            if let Some(old) = old {
+                // Upstream's ValidatePriorityClassUpdate.
+                if obj.get("value") != old.get("value") {
+                    causes.push(Cause::forbidden("value", "may not be changed in an update."));
+                }
+                let policy = |o: &Value| o.get("preemptionPolicy").cloned().unwrap_or(json!("PreemptLowerPriority"));
+                if policy(obj) != policy(old) {
+                    causes.push(Cause::invalid("preemptionPolicy", &policy(obj), "field is immutable"));
+                }
+            }
         }
         _ => {}
     }
     causes
+}
+
+/// Upstream's ConfigMap and Secret update rule: once `immutable: true`, neither the data nor the flag may change.
+fn immutable_data(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    if old.get("immutable") != Some(&json!(true)) {
+        return;
+    }
+    const WHY: &str = "field is immutable when `immutable` is set";
+    if obj.get("immutable") != Some(&json!(true)) {
+        causes.push(Cause::forbidden("immutable", WHY));
+    }
+    let empty = json!({});
+    for field in ["data", "binaryData"] {
+        let (a, b) = (obj.get(field).filter(|v| !v.is_null()), old.get(field).filter(|v| !v.is_null()));
+        if a.unwrap_or(&empty) != b.unwrap_or(&empty) {
+            causes.push(Cause::forbidden(field, WHY));
+        }
+    }
 }
 
 fn service(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
@@ -412,6 +448,36 @@ fn service(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn immutable_configmaps_secrets_and_priority_values() {
+        // Upstream's ConfigMap/Secret "should be immutable if `immutable` field is set" and PriorityClass updates.
+        let text = |c: Vec<Cause>| c.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>();
+        let cm = api_types::resources::find("", "v1", "configmaps").unwrap();
+        let old = json!({"metadata": {"name": "c"}, "immutable": true, "data": {"a": "1"}});
+        assert!(validate(cm, &old, Some(&old)).is_empty());
+        let changed = json!({"metadata": {"name": "c"}, "immutable": false, "data": {"a": "2"}});
+        assert_eq!(
+            text(validate(cm, &changed, Some(&old))),
+            [
+                "immutable: Forbidden: field is immutable when `immutable` is set",
+                "data: Forbidden: field is immutable when `immutable` is set"
+            ]
+        );
+        let mutable = json!({"metadata": {"name": "c"}, "data": {"a": "1"}});
+        assert!(validate(cm, &json!({"metadata": {"name": "c"}, "data": {"a": "2"}}), Some(&mutable)).is_empty());
+        let secret = api_types::resources::find("", "v1", "secrets").unwrap();
+        let old = json!({"metadata": {"name": "s"}, "type": "Opaque", "immutable": true, "data": {"a": "eA=="}});
+        let new = json!({"metadata": {"name": "s"}, "type": "Opaque", "immutable": true, "data": {"a": "eQ=="}});
+        assert_eq!(
+            text(validate(secret, &new, Some(&old))),
+            ["data: Forbidden: field is immutable when `immutable` is set"]
+        );
+        let pc = api_types::resources::find("scheduling.k8s.io", "v1", "priorityclasses").unwrap();
+        let old = json!({"metadata": {"name": "p"}, "value": 10});
+        let new = json!({"metadata": {"name": "p"}, "value": 11});
+        assert_eq!(text(validate(pc, &new, Some(&old))), ["value: Forbidden: may not be changed in an update."]);
+    }
 
     #[test]
     fn name_rules() {
