@@ -232,6 +232,12 @@ impl Apiserver {
             shutting_down: AtomicBool::new(false),
             stop: tokio::sync::watch::Sender::new(false),
         });
+        let weak = Arc::downgrade(&server);
+        let _ = server.webhooks.authorizer.set(Arc::new(move |a: &crate::authorization::Attributes| {
+            weak.upgrade()
+                .map(|s| s.authz.authorize(a))
+                .unwrap_or((crate::authorization::Decision::NoOpinion, String::new()))
+        }));
         let plugins = crate::admission::Plugins { server: Arc::downgrade(&server) };
         let _ = server.registry.admission.set(Arc::new(plugins));
         Ok(server)

@@ -3,8 +3,10 @@
 //! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]). Dynamic
 //! admission ([`webhook`]) runs after the built-in plugins of each phase.
 
+pub mod cel;
 pub mod certificates;
 pub mod noderestriction;
+// pub mod policy;
 pub mod serviceaccount;
 pub mod webhook;
 
