@@ -273,7 +273,7 @@ impl Apiserver {
                     self.stop_signal(),
                 );
             }
-            crate::admission::policy::status::spawn(self.registry.clone(), self.stop_signal());
+            crate::admission::policy::status::spawn(self.registry.clone(), self.served.clone(), self.stop_signal());
         }
         crate::bootstrap::run(self).await?;
         self.bootstrapped.store(true, Ordering::Release);

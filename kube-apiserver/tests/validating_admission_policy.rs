@@ -325,6 +325,52 @@ async fn type_checking_and_variables() {
     })
     .await;
 
+    // upstream's "should type check a CRD": against the CRD's schema, with ObjectMeta.
+    c.api("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .unwrap()
+        .create(&json!({"metadata": {"name": "crontabs.stable.example.com"},
+            "spec": {"group": "stable.example.com", "scope": "Namespaced",
+                     "names": {"plural": "crontabs", "singular": "crontab", "kind": "CronTab"},
+                     "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                         "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                             "cronSpec": {"type": "string"}, "image": {"type": "string"}, "replicas": {"type": "integer"}}}}}}}]}}))
+        .await
+        .unwrap();
+    until("the CRD is served", async || c.request(Method::GET, "/apis/stable.example.com/v1", None).await.ok()).await;
+    let crd_policy = |name: &str, validations: Value| {
+        let mut p = policy(name, json!([]), validations);
+        p["spec"]["matchConstraints"]["resourceRules"] = json!([{"apiGroups": ["stable.example.com"], "apiVersions": ["v1"], "resources": ["crontabs"], "operations": ["CREATE"]}]);
+        p
+    };
+    policies
+        .create(&crd_policy(
+            "correct-crd.example.com",
+            json!([{"expression": "object.spec.replicas > 1 && object.metadata.name != ''"}]),
+        ))
+        .await
+        .unwrap();
+    policies
+        .create(&crd_policy(
+            "confused-crd.example.com",
+            json!([{"expression": "object.spec.replicas > '1'"}, {"expression": "object.spec.maxRetries < 10"}]),
+        ))
+        .await
+        .unwrap();
+    let correct = checked("correct-crd.example.com").await;
+    assert_eq!(correct["status"]["typeChecking"], json!({}));
+    let confused = checked("confused-crd.example.com").await;
+    let warnings = confused["status"]["typeChecking"]["expressionWarnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{confused}");
+    assert_eq!(warnings[0]["fieldRef"], "spec.validations[0].expression");
+    assert!(
+        warnings[0]["warning"]
+            .as_str()
+            .unwrap()
+            .contains("found no matching overload for '_>_' applied to '(int, string)'")
+    );
+    assert_eq!(warnings[1]["fieldRef"], "spec.validations[1].expression");
+    assert!(warnings[1]["warning"].as_str().unwrap().contains("undefined field 'maxRetries'"));
+
     // upstream's "should allow expressions to refer variables".
     policies
         .create(&policy(
@@ -379,6 +425,18 @@ async fn type_checking_and_variables() {
         ),
         "{e}"
     );
+}
+
+/// client-go's `retry.RetryOnConflict`.
+async fn retry_on_conflict(mut write: impl AsyncFnMut() -> client::Result<Value>) -> Value {
+    for _ in 0..10 {
+        match write().await {
+            Ok(v) => return v,
+            Err(e) if e.code() == Some(409) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("conflicts did not stop");
 }
 
 /// upstream's "should support ValidatingAdmissionPolicy API operations" and the binding's.
@@ -438,14 +496,21 @@ async fn policy_and_binding_api_operations() {
         let patched = objects.patch(&name, PatchType::Merge, &patch).await.unwrap();
         assert_eq!(patched["metadata"]["annotations"]["patched"], "true");
         assert_eq!(patched.pointer(spec_check.0), Some(&spec_check.1));
-        let mut current = objects.get(&name).await.unwrap();
-        current["metadata"]["annotations"]["updated"] = json!("true");
-        let updated = objects.replace(&name, &current).await.unwrap();
+        // The status controller writes too: updates retry on conflict, as upstream's test does.
+        let updated = retry_on_conflict(async || {
+            let mut current = objects.get(&name).await.unwrap();
+            current["metadata"]["annotations"]["updated"] = json!("true");
+            objects.replace(&name, &current).await
+        })
+        .await;
         assert_eq!(updated["metadata"]["annotations"]["updated"], "true");
-        let event = tokio::time::timeout(Duration::from_secs(10), watch.recv()).await.unwrap().unwrap().unwrap();
-        match event {
-            client::WatchEvent::Modified(o) => assert_eq!(o["metadata"]["annotations"]["patched"], "true"),
-            other => panic!("expected a modification, got {other:?}"),
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), watch.recv()).await.unwrap().unwrap().unwrap();
+            match event {
+                client::WatchEvent::Modified(o) if o["metadata"]["annotations"]["patched"] == "true" => break,
+                client::WatchEvent::Modified(_) => continue,
+                other => panic!("expected a modification, got {other:?}"),
+            }
         }
         if plural == "validatingadmissionpolicies" {
             let path = format!("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{name}/status");
@@ -456,11 +521,14 @@ async fn policy_and_binding_api_operations() {
                 "message": "Set from an e2e test", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}});
             let patched = objects.patch_status(&name, PatchType::Merge, &cond).await.unwrap();
             assert_eq!(patched["status"]["conditions"][0]["type"], "PatchStatusFailed");
-            let mut current = objects.get(&name).await.unwrap();
-            let conditions = current["status"]["conditions"].as_array_mut().unwrap();
-            conditions.push(json!({"type": "StatusUpdateFailed", "status": "False", "reason": "E2E",
-                "message": "Set from an e2e test", "lastTransitionTime": "2024-01-02T00:00:00Z"}));
-            let updated = objects.replace_status(&name, &current).await.unwrap();
+            let updated = retry_on_conflict(async || {
+                let mut current = objects.get(&name).await.unwrap();
+                let conditions = current["status"]["conditions"].as_array_mut().unwrap();
+                conditions.push(json!({"type": "StatusUpdateFailed", "status": "False", "reason": "E2E",
+                    "message": "Set from an e2e test", "lastTransitionTime": "2024-01-02T00:00:00Z"}));
+                objects.replace_status(&name, &current).await
+            })
+            .await;
             let types: Vec<&str> =
                 updated["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["type"].as_str()).collect();
             assert!(types.contains(&"StatusUpdateFailed"), "{types:?}");

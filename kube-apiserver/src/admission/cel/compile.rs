@@ -139,7 +139,7 @@ impl<'e> Checker<'_, 'e> {
                     && v == VARIABLES
                     && !self.scopes.contains(&VARIABLES)
                 {
-                    if declared.iter().any(|d| *d == s.field) {
+                    if declared.contains(&s.field) {
                         if !self.variables.contains(&s.field) {
                             self.variables.push(s.field.clone());
                         }

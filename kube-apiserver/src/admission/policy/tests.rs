@@ -123,20 +123,21 @@ struct Run {
     warnings: Vec<String>,
 }
 
-/// Runs the plugin on one request (create in `ns` unless `op` says otherwise).
-fn run(
-    policies: &[Value],
-    bindings: &[Value],
-    configmaps: &[Value],
+/// One write of a Deployment.
+struct Write<'a> {
     op: Operation,
-    ns: &str,
-    user: &str,
-    object: Option<&Value>,
-    old: Option<&Value>,
-) -> Run {
+    ns: &'a str,
+    user: &'a str,
+    object: Option<&'a Value>,
+    old: Option<&'a Value>,
+}
+
+/// Runs the plugin on one request.
+fn run(policies: &[&Value], bindings: &[&Value], configmaps: &[Value], w: Write<'_>) -> Run {
+    let Write { op, ns, user, object, old } = w;
     let source = Source::default();
-    let by_name = |v: &[Value]| -> BTreeMap<String, Value> {
-        v.iter().map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), o.clone())).collect()
+    let by_name = |v: &[&Value]| -> BTreeMap<String, Value> {
+        v.iter().map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), (*o).clone())).collect()
     };
     source.set(true, &by_name(policies));
     source.set(false, &by_name(bindings));
@@ -163,15 +164,20 @@ fn run(
     }))
 }
 
-fn create(policies: &[Value], bindings: &[Value], object: &Value) -> Run {
-    run(policies, bindings, &[], Operation::Create, "prod", "alice", Some(object), None)
+fn create(policies: &[&Value], bindings: &[&Value], object: &Value) -> Run {
+    run(
+        policies,
+        bindings,
+        &[],
+        Write { op: Operation::Create, ns: "prod", user: "alice", object: Some(object), old: None },
+    )
 }
 
 #[test]
 fn a_failed_validation_denies_with_upstream_message_and_code() {
     let p = policy("replicas.example.com", json!({"validations": [{"expression": "object.spec.replicas > 1"}]}));
     let b = binding("replicas-binding.example.com", "replicas.example.com", json!({}));
-    let e = create(&[p.clone()], &[b.clone()], &deployment("marker", 1)).result.unwrap_err();
+    let e = create(&[&p], &[&b], &deployment("marker", 1)).result.unwrap_err();
     assert_eq!(e.code, 422);
     assert_eq!(e.reason, "Invalid");
     let message = "ValidatingAdmissionPolicy 'replicas.example.com' with binding 'replicas-binding.example.com' denied request: failed expression: object.spec.replicas > 1";
@@ -181,8 +187,8 @@ fn a_failed_validation_denies_with_upstream_message_and_code() {
         Some(&json!({"name": "marker", "group": "apps", "kind": "deployments", "causes": [{"message": message}]}))
     );
     // A passing object, and a policy without bindings, are admitted.
-    assert!(create(&[p.clone()], &[b], &deployment("replicated", 2)).result.is_ok());
-    assert!(create(&[p], &[], &deployment("marker", 1)).result.is_ok());
+    assert!(create(&[&p], &[&b], &deployment("replicated", 2)).result.is_ok());
+    assert!(create(&[&p], &[], &deployment("marker", 1)).result.is_ok());
 }
 
 #[test]
@@ -203,7 +209,7 @@ fn messages_message_expressions_and_reasons() {
     ];
     for (validation, message, code) in cases {
         let p = policy("p", json!({"validations": [validation]}));
-        let e = create(&[p], &[binding("b", "p", json!({}))], &deployment("d", 1)).result.unwrap_err();
+        let e = create(&[&p], &[&binding("b", "p", json!({}))], &deployment("d", 1)).result.unwrap_err();
         assert_eq!(e.code, code, "{validation}");
         assert!(e.message.ends_with(&format!("denied request: {message}")), "{}", e.message);
     }
@@ -216,7 +222,7 @@ fn validation_actions_warn_audit_and_deny() {
         json!({"validations": [{"expression": "false", "message": "I'm sorry Dave"}]}),
     );
     let warn = binding("denybinding.example.com", "denypolicy.example.com", json!({"validationActions": ["Warn"]}));
-    let run = create(&[p.clone()], &[warn], &deployment("d", 1));
+    let run = create(&[&p], &[&warn], &deployment("d", 1));
     assert!(run.result.is_ok());
     assert_eq!(
         run.warnings,
@@ -225,18 +231,18 @@ fn validation_actions_warn_audit_and_deny() {
         ]
     );
     let audit = binding("denybinding.example.com", "denypolicy.example.com", json!({"validationActions": ["Audit"]}));
-    let run = create(&[p.clone()], &[audit], &deployment("d", 1));
+    let run = create(&[&p], &[&audit], &deployment("d", 1));
     assert!(run.result.is_ok() && run.warnings.is_empty());
     let all =
         binding("denybinding.example.com", "denypolicy.example.com", json!({"validationActions": ["Deny", "Audit"]}));
-    let run = create(&[p], &[all], &deployment("d", 1));
+    let run = create(&[&p], &[&all], &deployment("d", 1));
     assert!(run.result.unwrap_err().message.contains("I'm sorry Dave"));
 }
 
 #[test]
 fn failure_policies_decide_evaluation_errors() {
     let failing = json!({"validations": [{"expression": "object.spec.nope == 1"}]});
-    let e = create(&[policy("p", failing.clone())], &[binding("b", "p", json!({}))], &deployment("d", 1))
+    let e = create(&[&policy("p", failing.clone())], &[&binding("b", "p", json!({}))], &deployment("d", 1))
         .result
         .unwrap_err();
     assert!(
@@ -246,7 +252,7 @@ fn failure_policies_decide_evaluation_errors() {
     );
     let mut ignore = failing;
     ignore["failurePolicy"] = json!("Ignore");
-    assert!(create(&[policy("p", ignore)], &[binding("b", "p", json!({}))], &deployment("d", 1)).result.is_ok());
+    assert!(create(&[&policy("p", ignore)], &[&binding("b", "p", json!({}))], &deployment("d", 1)).result.is_ok());
 }
 
 #[test]
@@ -261,18 +267,26 @@ fn match_conditions_and_variables() {
     let p = policy("p", spec);
     let b = binding("b", "p", json!({}));
     let d = deployment("d", 1);
-    let e = create(&[p.clone()], &[b.clone()], &d).result.unwrap_err();
+    let e = create(&[&p], &[&b], &d).result.unwrap_err();
     assert!(e.message.ends_with("denied request: prod needs 3 replicas, got 1"), "{}", e.message);
     // Another namespace, or a user the match condition exempts.
-    assert!(run(&[p.clone()], &[b.clone()], &[], Operation::Create, "dev", "alice", Some(&d), None).result.is_ok());
-    assert!(run(&[p], &[b.clone()], &[], Operation::Create, "prod", "admin", Some(&d), None).result.is_ok());
+    assert!(
+        run(&[&p], &[&b], &[], Write { op: Operation::Create, ns: "dev", user: "alice", object: Some(&d), old: None })
+            .result
+            .is_ok()
+    );
+    assert!(
+        run(&[&p], &[&b], &[], Write { op: Operation::Create, ns: "prod", user: "admin", object: Some(&d), old: None })
+            .result
+            .is_ok()
+    );
     // A match condition that fails follows the failurePolicy.
     let bad = policy(
         "p",
         json!({"matchConditions": [{"name": "bad", "expression": "object.nope"}],
                                   "validations": [{"expression": "true"}]}),
     );
-    let e = create(&[bad], &[b], &d).result.unwrap_err();
+    let e = create(&[&bad], &[&b], &d).result.unwrap_err();
     assert!(
         e.message.ends_with("denied request: expression 'object.nope' resulted in error: no such key: nope"),
         "{}",
@@ -289,11 +303,26 @@ fn deletes_see_the_old_object() {
     );
     let b = binding("b", "p", json!({}));
     let big = deployment("d", 10);
-    let e =
-        run(&[p.clone()], &[b.clone()], &[], Operation::Delete, "prod", "alice", None, Some(&big)).result.unwrap_err();
+    let e = run(
+        &[&p],
+        &[&b],
+        &[],
+        Write { op: Operation::Delete, ns: "prod", user: "alice", object: None, old: Some(&big) },
+    )
+    .result
+    .unwrap_err();
     assert!(e.message.ends_with("denied request: big deployments stay"));
     let small = deployment("d", 1);
-    assert!(run(&[p], &[b], &[], Operation::Delete, "prod", "alice", None, Some(&small)).result.is_ok());
+    assert!(
+        run(
+            &[&p],
+            &[&b],
+            &[],
+            Write { op: Operation::Delete, ns: "prod", user: "alice", object: None, old: Some(&small) }
+        )
+        .result
+        .is_ok()
+    );
 }
 
 #[test]
@@ -303,32 +332,44 @@ fn bindings_narrow_with_match_resources() {
         binding("b", "p", json!({"matchResources": {"namespaceSelector": {"matchLabels": {"env": "prod"}}}}));
     let d = deployment("d", 1);
     assert!(
-        run(&[p.clone()], &[prod_only.clone()], &[], Operation::Create, "prod", "u", Some(&d), None).result.is_err()
+        run(
+            &[&p],
+            &[&prod_only],
+            &[],
+            Write { op: Operation::Create, ns: "prod", user: "u", object: Some(&d), old: None }
+        )
+        .result
+        .is_err()
     );
-    assert!(run(&[p.clone()], &[prod_only], &[], Operation::Create, "dev", "u", Some(&d), None).result.is_ok());
+    assert!(
+        run(
+            &[&p],
+            &[&prod_only],
+            &[],
+            Write { op: Operation::Create, ns: "dev", user: "u", object: Some(&d), old: None }
+        )
+        .result
+        .is_ok()
+    );
     // Resource names and exclusions.
     let named = json!({"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"],
                                           "operations": ["*"], "resourceNames": ["other"]}]});
     let b = binding("b", "p", json!({}));
     let p2 = policy("p", json!({"matchConstraints": named, "validations": [{"expression": "false"}]}));
-    assert!(create(&[p2], &[b.clone()], &d).result.is_ok());
+    assert!(create(&[&p2], &[&b], &d).result.is_ok());
     let excluded = json!({"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"], "operations": ["*"]}],
                           "excludeResourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"], "operations": ["CREATE"]}]});
     let p3 = policy("p", json!({"matchConstraints": excluded, "validations": [{"expression": "false"}]}));
-    assert!(create(&[p3], &[b.clone()], &d).result.is_ok());
+    assert!(create(&[&p3], &[&b], &d).result.is_ok());
     // A policy that does not match, and one with an object selector.
     let pods = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["*"]}]});
     assert!(
-        create(
-            &[policy("p", json!({"matchConstraints": pods, "validations": [{"expression": "false"}]}))],
-            &[b.clone()],
-            &d
-        )
-        .result
-        .is_ok()
+        create(&[&policy("p", json!({"matchConstraints": pods, "validations": [{"expression": "false"}]}))], &[&b], &d)
+            .result
+            .is_ok()
     );
     let selected = binding("b", "p", json!({"matchResources": {"objectSelector": {"matchLabels": {"app": "db"}}}}));
-    assert!(create(&[p], &[selected], &d).result.is_ok());
+    assert!(create(&[&p], &[&selected], &d).result.is_ok());
 }
 
 #[test]
@@ -341,28 +382,55 @@ fn params_by_name_and_selector() {
     let cms = [cm("limits", "prod", "3", "a"), cm("strict", "prod", "1", "b"), cm("loose", "prod", "10", "b")];
     let by_name = binding("b", "p", json!({"paramRef": {"name": "limits", "parameterNotFoundAction": "Deny"}}));
     let d = deployment("d", 5);
-    let e =
-        run(&[p.clone()], &[by_name.clone()], &cms, Operation::Create, "prod", "u", Some(&d), None).result.unwrap_err();
+    let e = run(
+        &[&p],
+        &[&by_name],
+        &cms,
+        Write { op: Operation::Create, ns: "prod", user: "u", object: Some(&d), old: None },
+    )
+    .result
+    .unwrap_err();
     assert!(e.message.ends_with("denied request: at most 3 replicas (limits)"), "{}", e.message);
     assert!(
-        run(&[p.clone()], &[by_name.clone()], &cms, Operation::Create, "prod", "u", Some(&deployment("d", 2)), None)
+        run(
+            &[&p],
+            &[&by_name],
+            &cms,
+            Write { op: Operation::Create, ns: "prod", user: "u", object: Some(&deployment("d", 2)), old: None }
+        )
+        .result
+        .is_ok()
+    );
+    // Missing params: Deny is a configuration error, Allow admits.
+    let e = run(
+        &[&p],
+        &[&by_name],
+        &[],
+        Write { op: Operation::Create, ns: "prod", user: "u", object: Some(&d), old: None },
+    )
+    .result
+    .unwrap_err();
+    assert!(e.message.ends_with("with binding 'b' denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"), "{}", e.message);
+    let allow = binding("b", "p", json!({"paramRef": {"name": "limits", "parameterNotFoundAction": "Allow"}}));
+    assert!(
+        run(&[&p], &[&allow], &[], Write { op: Operation::Create, ns: "prod", user: "u", object: Some(&d), old: None })
             .result
             .is_ok()
     );
-    // Missing params: Deny is a configuration error, Allow admits.
-    let e = run(&[p.clone()], &[by_name], &[], Operation::Create, "prod", "u", Some(&d), None).result.unwrap_err();
-    assert!(e.message.ends_with("with binding 'b' denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"), "{}", e.message);
-    let allow = binding("b", "p", json!({"paramRef": {"name": "limits", "parameterNotFoundAction": "Allow"}}));
-    assert!(run(&[p.clone()], &[allow], &[], Operation::Create, "prod", "u", Some(&d), None).result.is_ok());
     // A selector evaluates the policy once per param: the first denial wins.
     let selector = binding(
         "b",
         "p",
         json!({"paramRef": {"selector": {"matchLabels": {"tier": "b"}}, "parameterNotFoundAction": "Deny"}}),
     );
-    let e = run(&[p.clone()], &[selector], &cms, Operation::Create, "prod", "u", Some(&deployment("d", 2)), None)
-        .result
-        .unwrap_err();
+    let e = run(
+        &[&p],
+        &[&selector],
+        &cms,
+        Write { op: Operation::Create, ns: "prod", user: "u", object: Some(&deployment("d", 2)), old: None },
+    )
+    .result
+    .unwrap_err();
     assert!(e.message.ends_with("at most 1 replicas (strict)"), "{}", e.message);
     // An explicit namespace, and a paramKind that is not served.
     let elsewhere = binding(
@@ -371,7 +439,14 @@ fn params_by_name_and_selector() {
         json!({"paramRef": {"name": "limits", "namespace": "prod", "parameterNotFoundAction": "Deny"}}),
     );
     assert!(
-        run(&[p], &[elsewhere], &cms, Operation::Create, "dev", "u", Some(&deployment("d", 2)), None).result.is_ok()
+        run(
+            &[&p],
+            &[&elsewhere],
+            &cms,
+            Write { op: Operation::Create, ns: "dev", user: "u", object: Some(&deployment("d", 2)), old: None }
+        )
+        .result
+        .is_ok()
     );
     let bad = policy(
         "p",
@@ -379,7 +454,7 @@ fn params_by_name_and_selector() {
                                  "validations": [{"expression": "true"}]}),
     );
     let b = binding("b", "p", json!({"paramRef": {"name": "x", "parameterNotFoundAction": "Deny"}}));
-    let e = create(&[bad], &[b], &d).result.unwrap_err();
+    let e = create(&[&bad], &[&b], &d).result.unwrap_err();
     assert!(e.message.ends_with("ValidatingAdmissionPolicy 'p' denied request: failed to configure policy: failed to find resource referenced by paramKind: 'example.com/v1, Kind=BadParamKind'"), "{}", e.message);
 }
 
@@ -387,8 +462,9 @@ fn params_by_name_and_selector() {
 fn audit_annotations_are_evaluated() {
     let spec = json!({"auditAnnotations": [{"key": "replicas", "valueExpression": "string(object.spec.replicas)"},
                                            {"key": "broken", "valueExpression": "object.nope"}]});
-    let e =
-        create(&[policy("p", spec.clone())], &[binding("b", "p", json!({}))], &deployment("d", 1)).result.unwrap_err();
+    let e = create(&[&policy("p", spec.clone())], &[&binding("b", "p", json!({}))], &deployment("d", 1))
+        .result
+        .unwrap_err();
     assert!(
         e.message.ends_with("denied request: expression 'object.nope' resulted in error: no such key: nope"),
         "{}",
@@ -396,7 +472,7 @@ fn audit_annotations_are_evaluated() {
     );
     let mut ignore = spec;
     ignore["failurePolicy"] = json!("Ignore");
-    assert!(create(&[policy("p", ignore)], &[binding("b", "p", json!({}))], &deployment("d", 1)).result.is_ok());
+    assert!(create(&[&policy("p", ignore)], &[&binding("b", "p", json!({}))], &deployment("d", 1)).result.is_ok());
 }
 
 #[test]

@@ -8,15 +8,16 @@
 //! `object`, `oldObject`, `params` and `namespaceObject`, of indexing, of `variables` and of the operators, and
 //! reports what cel-go's checker reports for them: fields a kind does not have (`undefined field 'x'`) and
 //! operators applied to scalar types they have no overload for (`found no matching overload for '_>_' applied to
-//! '(int, string)'`). Function calls, comprehension results and everything typed `dyn` upstream are not checked;
-//! custom resources have no schema here and are skipped (upstream checks them too).
+//! '(int, string)'`). Function calls, comprehension results and everything typed `dyn` upstream are not checked.
+//! Custom resources are checked against their CRD's `openAPIV3Schema` (with `apiVersion`, `kind` and ObjectMeta
+//! added as upstream's `WithTypeAndObjectMeta`), which the caller provides.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use kube_cel::cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue};
 use kube_cel::cel::parser::{Expression, Parser};
-use serde_json::{Map, Value as Json};
+use serde_json::{Map, Value as Json, json};
 
 use crate::admission::cel::compile::{NAMESPACE_OBJECT, OBJECT, OLD_OBJECT, PARAMS, VARIABLES};
 
@@ -96,20 +97,42 @@ impl TypeChecker {
 
     /// The warnings of a policy (upstream `TypeChecker.Check`): (fieldRef, warning).
     pub fn check(&mut self, policy: &Json) -> Vec<(String, String)> {
+        self.check_with(policy, &HashMap::new())
+    }
+
+    /// As [`Self::check`], with the schemas of the custom resources the policy names, by (group, version,
+    /// resource).
+    pub fn check_with(
+        &mut self,
+        policy: &Json,
+        custom: &HashMap<(String, String, String), CustomSchema>,
+    ) -> Vec<(String, String)> {
         let spec = &policy["spec"];
-        let kinds = kinds_to_check(spec);
         let params = spec.get("paramKind").filter(|p| p.is_object()).and_then(|p| {
             let (group, version) = split_api_version(p["apiVersion"].as_str()?);
             Some((group.to_string(), version.to_string(), p["kind"].as_str()?.to_string()))
         });
-        let mut contexts = Vec::new();
-        for (group, version, kind) in &kinds {
-            let defs = self.definitions(group, version);
-            if !defs.roots.contains_key(kind) {
-                continue; // no schema: skipped, as upstream's ErrSchemaNotFound
+        let mut contexts: Vec<(String, Arc<Definitions>, String)> = Vec::new();
+        for (group, version, resource) in resources_to_check(spec) {
+            let (defs, kind) = match api_types::resources::find(&group, &version, &resource) {
+                Some(res) => (self.definitions(&group, &version), res.kind.to_string()),
+                None => match custom.get(&(group.clone(), version.clone(), resource.clone())) {
+                    Some(c) => (self.custom_definitions(c), c.kind.clone()),
+                    None => continue, // no schema: skipped, as upstream's ErrSchemaNotFound
+                },
+            };
+            if !defs.roots.contains_key(&kind) {
+                continue;
             }
-            contexts.push((format!("{group}/{version}, Kind={kind}"), defs, kind.clone()));
+            let gvk = format!("{group}/{version}, Kind={kind}");
+            if !contexts.iter().any(|(g, _, _)| *g == gvk) {
+                contexts.push((gvk, defs, kind));
+            }
+            if contexts.len() == MAX_TYPES {
+                break;
+            }
         }
+        contexts.sort_by(|a, b| a.0.cmp(&b.0));
         if contexts.is_empty() {
             return Vec::new();
         }
@@ -145,38 +168,66 @@ fn split_api_version(api_version: &str) -> (&str, &str) {
     api_version.split_once('/').unwrap_or(("", api_version))
 }
 
-/// The kinds named exactly by the resourceRules, sorted (upstream `typesToCheck`).
-fn kinds_to_check(spec: &Json) -> Vec<(String, String, String)> {
+/// A custom resource version's kind and `openAPIV3Schema`.
+#[derive(Debug, Clone)]
+pub struct CustomSchema {
+    pub kind: String,
+    pub schema: Json,
+}
+
+/// The OpenAPI name of ObjectMeta (in every group-version's definitions that have a kind).
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
+impl TypeChecker {
+    /// The definitions of a custom resource: ObjectMeta's (from core/v1) and its root, with `apiVersion`, `kind`
+    /// and `metadata` declared when the schema leaves them out.
+    fn custom_definitions(&mut self, c: &CustomSchema) -> Arc<Definitions> {
+        let core = self.definitions("", "v1");
+        let mut defs = core.defs.clone();
+        let mut root = c.schema.clone();
+        if let Some(props) = root.as_object_mut().map(|r| r.entry("properties").or_insert_with(|| json!({}))) {
+            if let Some(props) = props.as_object_mut() {
+                props.entry("apiVersion").or_insert_with(|| json!({"type": "string"}));
+                props.entry("kind").or_insert_with(|| json!({"type": "string"}));
+                // Whatever the schema says of metadata, expressions see ObjectMeta.
+                props.insert("metadata".into(), json!({"$ref": format!("#/components/schemas/{OBJECT_META}")}));
+            }
+        }
+        let name = format!("custom.{}", c.kind);
+        defs.insert(name.clone(), root);
+        Arc::new(Definitions { defs, roots: [(c.kind.clone(), name)].into_iter().collect() })
+    }
+}
+
+/// The (group, version, resource) the resourceRules name exactly, sorted, without wildcards and subresources
+/// (upstream `typesToCheck`).
+pub fn resources_to_check(spec: &Json) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = Vec::new();
     let strings = |v: &Json| -> Vec<String> {
         v.as_array().into_iter().flatten().filter_map(Json::as_str).map(str::to_string).collect()
     };
     for rule in spec.pointer("/matchConstraints/resourceRules").and_then(Json::as_array).into_iter().flatten() {
-        let groups = strings(&rule["apiGroups"]);
-        let versions = strings(&rule["apiVersions"]);
+        let mut groups = strings(&rule["apiGroups"]);
+        let mut versions = strings(&rule["apiVersions"]);
         if groups.iter().chain(&versions).any(|s| s.contains('*')) {
             continue;
         }
-        let resources: Vec<String> =
+        let mut resources: Vec<String> =
             strings(&rule["resources"]).into_iter().filter(|r| !r.contains(['*', '/'])).collect();
+        groups.sort();
+        versions.sort();
+        resources.sort();
         for g in &groups {
             for v in &versions {
                 for r in &resources {
-                    if let Some(res) = api_types::resources::find(g, v, r) {
-                        let k = (g.clone(), v.clone(), res.kind.to_string());
-                        if !out.contains(&k) {
-                            out.push(k);
-                            if out.len() == MAX_TYPES {
-                                out.sort();
-                                return out;
-                            }
-                        }
+                    let k = (g.clone(), v.clone(), r.clone());
+                    if !out.contains(&k) {
+                        out.push(k);
                     }
                 }
             }
         }
     }
-    out.sort();
     out
 }
 
@@ -607,6 +658,26 @@ mod tests {
         p["spec"]["paramKind"] = json!({"apiVersion": "v1", "kind": "ConfigMap"});
         let w = tc.check(&p);
         assert!(w[0].1.contains("'_<=_' applied to '(int, string)'"), "{w:?}");
+        // A custom resource, against its CRD's schema.
+        let mut p =
+            policy(json!([{"expression": "object.spec.replicas > '1'"}, {"expression": "object.spec.maxRetries < 10"},
+                                  {"expression": "object.metadata.name != '' && object.spec.cronSpec != ''"}]));
+        p["spec"]["matchConstraints"]["resourceRules"][0]["apiGroups"] = json!(["stable.example.com"]);
+        p["spec"]["matchConstraints"]["resourceRules"][0]["resources"] = json!(["crontabs"]);
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "cronSpec": {"type": "string"}, "image": {"type": "string"}, "replicas": {"type": "integer"}}}}});
+        let custom = [(
+            ("stable.example.com".to_string(), "v1".to_string(), "crontabs".to_string()),
+            CustomSchema { kind: "CronTab".into(), schema },
+        )]
+        .into_iter()
+        .collect();
+        let w = tc.check_with(&p, &custom);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].1.starts_with("stable.example.com/v1, Kind=CronTab: ERROR: <input>:1:22: found no matching overload for '_>_' applied to '(int, string)'"), "{w:?}");
+        assert_eq!(w[1].0, "spec.validations[1].expression");
+        assert!(w[1].1.contains("undefined field 'maxRetries'"), "{w:?}");
+        assert!(tc.check(&p).is_empty(), "without its schema a custom resource is not checked");
         // Wildcards are not checked.
         let mut p = policy(json!([{"expression": "object.spec.nope == 1"}]));
         p["spec"]["matchConstraints"]["resourceRules"][0]["apiGroups"] = json!(["*"]);
