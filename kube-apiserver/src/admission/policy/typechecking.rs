@@ -185,13 +185,15 @@ impl TypeChecker {
         let core = self.definitions("", "v1");
         let mut defs = core.defs.clone();
         let mut root = c.schema.clone();
-        if let Some(props) = root.as_object_mut().map(|r| r.entry("properties").or_insert_with(|| json!({}))) {
-            if let Some(props) = props.as_object_mut() {
-                props.entry("apiVersion").or_insert_with(|| json!({"type": "string"}));
-                props.entry("kind").or_insert_with(|| json!({"type": "string"}));
-                // Whatever the schema says of metadata, expressions see ObjectMeta.
-                props.insert("metadata".into(), json!({"$ref": format!("#/components/schemas/{OBJECT_META}")}));
-            }
+        if let Some(props) = root
+            .as_object_mut()
+            .map(|r| r.entry("properties").or_insert_with(|| json!({})))
+            .and_then(Json::as_object_mut)
+        {
+            props.entry("apiVersion").or_insert_with(|| json!({"type": "string"}));
+            props.entry("kind").or_insert_with(|| json!({"type": "string"}));
+            // Whatever the schema says of metadata, expressions see ObjectMeta.
+            props.insert("metadata".into(), json!({"$ref": format!("#/components/schemas/{OBJECT_META}")}));
         }
         let name = format!("custom.{}", c.kind);
         defs.insert(name.clone(), root);
