@@ -62,6 +62,8 @@ pub async fn dispatch(cluster: &dyn Cluster, hooks: &[Hook], r: &Request<'_>) ->
     let served = cluster.served();
     let mut denials: Vec<Denial<'_>> = Vec::new();
     let authorizer = cluster.authorizer();
+    // The request's Namespace, read once when a binding first needs it.
+    let mut namespace: Option<Json> = None;
     for hook in hooks {
         let policy = &*hook.policy;
         let Some(constraints) = &policy.match_constraints else {
@@ -110,10 +112,9 @@ pub async fn dispatch(cluster: &dyn Cluster, hooks: &[Hook], r: &Request<'_>) ->
             if params.is_empty() {
                 continue;
             }
-            let namespace = match request_namespace(r) {
-                "" => None,
-                ns => Some(cluster.namespace(ns).await?),
-            };
+            if namespace.is_none() && !request_namespace(r).is_empty() {
+                namespace = Some(cluster.namespace(request_namespace(r)).await?);
+            }
             for param in &params {
                 let inputs = Inputs {
                     request: r,
