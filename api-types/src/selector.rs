@@ -741,7 +741,7 @@ fn is_dns1123_label_like(s: &str) -> bool {
     }
 }
 
-fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
+pub fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > SUBDOMAIN_MAX_LEN {
         errs.push(max_len_error(SUBDOMAIN_MAX_LEN));
@@ -753,7 +753,7 @@ fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
 }
 
 /// Upstream's `IsQualifiedName`.
-fn qualified_name_errors(value: &str) -> Vec<String> {
+pub fn qualified_name_errors(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let parts: Vec<&str> = value.split('/').collect();
     let name = match parts.as_slice() {

@@ -174,7 +174,39 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
             }
             template(obj, "/spec/jobTemplate/spec/template");
         }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                default(spec, "failurePolicy", json!("Fail"));
+                if let Some(mc) = spec.get_mut("matchConstraints").and_then(Value::as_object_mut) {
+                    match_resources(mc);
+                }
+            }
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            if let Some(spec) = obj_at(obj, "spec") {
+                if let Some(mr) = spec.get_mut("matchResources").and_then(Value::as_object_mut) {
+                    match_resources(mr);
+                }
+                if let Some(pr) = spec.get_mut("paramRef").and_then(Value::as_object_mut) {
+                    default(pr, "parameterNotFoundAction", json!("Deny"));
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+/// upstream `SetDefaults_MatchResources` and `SetDefaults_Rule` (admissionregistration/v1).
+fn match_resources(m: &mut Map<String, Value>) {
+    default(m, "matchPolicy", json!("Equivalent"));
+    default(m, "namespaceSelector", json!({}));
+    default(m, "objectSelector", json!({}));
+    for rules in ["resourceRules", "excludeResourceRules"] {
+        for r in m.get_mut(rules).and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(r) = r.as_object_mut() {
+                default(r, "scope", json!("*"));
+            }
+        }
     }
 }
 

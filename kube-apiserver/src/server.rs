@@ -107,6 +107,8 @@ pub struct Apiserver {
     pub admission_plugins: Vec<String>,
     /// The admission webhooks in force and the client that calls them.
     pub webhooks: crate::admission::webhook::Webhooks,
+    /// The ValidatingAdmissionPolicies in force.
+    pub policies: crate::admission::policy::Policies,
     /// How the apiserver talks to kubelets (`--kubelet-client-certificate`/`-key`, `--kubelet-certificate-authority`);
     /// `server` is filled per node.
     pub kubelet_client: client::Config,
@@ -214,6 +216,7 @@ impl Apiserver {
             authz_synced: Default::default(),
             indexed,
             webhooks: crate::admission::webhook::Webhooks::new(&admission_plugins),
+            policies: crate::admission::policy::Policies::new(&admission_plugins),
             admission_plugins,
             kubelet_client,
             client_ca,
@@ -232,6 +235,12 @@ impl Apiserver {
             shutting_down: AtomicBool::new(false),
             stop: tokio::sync::watch::Sender::new(false),
         });
+        let weak = Arc::downgrade(&server);
+        let _ = server.webhooks.authorizer.set(Arc::new(move |a: &crate::authorization::Attributes| {
+            weak.upgrade()
+                .map(|s| s.authz.authorize(a))
+                .unwrap_or((crate::authorization::Decision::NoOpinion, String::new()))
+        }));
         let plugins = crate::admission::Plugins { server: Arc::downgrade(&server) };
         let _ = server.registry.admission.set(Arc::new(plugins));
         let converter = crate::apiextensions::conversion::ServerConverter { server: Arc::downgrade(&server) };
@@ -259,6 +268,14 @@ impl Apiserver {
                 self.webhooks.source.clone(),
                 self.stop_signal(),
             );
+            if self.policies.enabled() {
+                crate::admission::policy::source::spawn(
+                    self.registry.clone(),
+                    self.policies.source.clone(),
+                    self.stop_signal(),
+                );
+            }
+            crate::admission::policy::status::spawn(self.registry.clone(), self.served.clone(), self.stop_signal());
         }
         crate::bootstrap::run(self).await?;
         self.bootstrapped.store(true, Ordering::Release);

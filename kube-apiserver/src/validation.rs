@@ -353,6 +353,16 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
         }
         ("", "Service") => service(obj, old, &mut causes),
         ("apiregistration.k8s.io", "APIService") => causes.extend(crate::aggregator::validate(obj)),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            causes.extend(crate::admission::policy::validation::policy(obj, old));
+            causes.extend(crate::admission::policy::validation::status(obj));
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            causes.extend(crate::admission::policy::validation::binding(obj));
+        }
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration") => {
+            causes.extend(crate::admission::policy::validation::webhook_configuration(obj, old));
+        }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             causes.extend(crate::apiextensions::crd::validate(obj, old));
         }

@@ -1,10 +1,13 @@
 //! What happens around the registry's create and delete for particular kinds, as upstream's admission plugins and
 //! REST storage do: Services get their ClusterIPs and NodePorts (released when they go), the system namespaces
 //! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]). Dynamic
-//! admission ([`webhook`]) runs after the built-in plugins of each phase.
+//! admission ([`policy`], then [`webhook`]) runs after the built-in plugins of each phase, its expressions on
+//! the admission [`cel`] environment.
 
+pub mod cel;
 pub mod certificates;
 pub mod noderestriction;
+pub mod policy;
 pub mod serviceaccount;
 pub mod webhook;
 
@@ -69,7 +72,7 @@ pub trait Validating: Send + Sync {
     /// The built-in validating plugins, right before a write is stored.
     fn validate(&self, r: &Request<'_>) -> Result<(), ApiError>;
 
-    /// Validating webhooks, after [`Self::validate`].
+    /// ValidatingAdmissionPolicy and the validating webhooks, after [`Self::validate`].
     fn validate_webhooks<'a>(&'a self, _r: &'a Request<'a>) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
         None
     }
@@ -143,10 +146,23 @@ impl Validating for Plugins {
         Ok(())
     }
 
+    /// ValidatingAdmissionPolicy, then the validating webhooks (upstream's plugin order).
     fn validate_webhooks<'a>(&'a self, r: &'a Request<'a>) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
         let server = self.server.upgrade()?;
-        let snap = server.webhooks.validating_candidates(r)?;
-        Some(Box::pin(async move { server.webhooks.validate(&*server, snap, r).await }))
+        let policies = server.policies.candidates(&*server, r);
+        let webhooks = server.webhooks.validating_candidates(r);
+        if policies.is_none() && webhooks.is_none() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            if let Some(snap) = policies {
+                server.policies.validate(&*server, snap, r).await?;
+            }
+            if let Some(snap) = webhooks {
+                server.webhooks.validate(&*server, snap, r).await?;
+            }
+            Ok(())
+        }))
     }
 
     fn mutate_webhooks<'a>(

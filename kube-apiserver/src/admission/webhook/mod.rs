@@ -1,12 +1,13 @@
 //! Dynamic admission webhooks: upstream's MutatingAdmissionWebhook and ValidatingAdmissionWebhook plugins
 //! (`k8s.io/apiserver/pkg/admission/plugin/webhook`). [`source`] keeps the configurations in force, [`rules`] and
-//! [`predicates`] decide which webhooks a request concerns, [`review`] builds the AdmissionReview and checks the
+//! [`predicates`] and [`matchconditions`] decide which webhooks a request concerns, [`review`] builds the AdmissionReview and checks the
 //! answer, [`client`] makes the HTTPS call; [`mutating`] calls mutating webhooks one after the other and applies
 //! their patches, [`validating`] calls validating webhooks in parallel.
 //!
 //! A write that no webhook's rules cover costs one atomic load and a scan of the rules: no allocation, no await.
 
 pub mod client;
+pub mod matchconditions;
 pub mod mutating;
 pub mod predicates;
 pub mod review;
@@ -43,6 +44,10 @@ pub trait Cluster: Send + Sync {
         name: &'a str,
         port: u16,
     ) -> BoxFuture<'a, Result<(String, u16), String>>;
+    /// The authorizer chain, for the `authorizer` of CEL expressions (None: expressions have none).
+    fn authorizer(&self) -> Option<crate::apiextensions::cel::authz::AuthorizeFn> {
+        None
+    }
 }
 
 /// The two webhook plugins of one apiserver.
@@ -53,6 +58,8 @@ pub struct Webhooks {
     validating_on: bool,
     /// Set once both configuration kinds were listed: until then requests wait for them.
     synced: AtomicBool,
+    /// The apiserver's authorizer chain as CEL expressions call it (set once the apiserver exists).
+    pub authorizer: std::sync::OnceLock<crate::apiextensions::cel::authz::AuthorizeFn>,
 }
 
 /// How long a request waits for the first lists of configurations (upstream's `WaitForReady`).
@@ -68,6 +75,7 @@ impl Webhooks {
             mutating_on: on("MutatingAdmissionWebhook"),
             validating_on: on("ValidatingAdmissionWebhook"),
             synced: AtomicBool::new(false),
+            authorizer: Default::default(),
         }
     }
 
@@ -191,17 +199,32 @@ pub async fn should_call(
     }
     ns?;
     obj?;
-    match_conditions(hook, r, object)
+    match_conditions(cluster, hook, r, object)
 }
 
-/// A webhook's `matchConditions`. Their CEL evaluation (object, oldObject, request, authorizer; an error is
-/// decided by the failurePolicy) belongs to issue 16 step 8, on the `cel` module; until it lands every webhook is
-/// called as if its conditions held, which calls a webhook more often than upstream, never less.
-fn match_conditions(hook: &Hook, _r: &Request<'_>, _object: Option<&Value>) -> Result<bool, ApiError> {
-    if !hook.match_conditions.is_empty() {
-        tracing::debug!(webhook = hook.name, "matchConditions are not evaluated yet; calling the webhook");
+/// A webhook's `matchConditions` (upstream `ShouldCallHook`): a false condition skips the webhook; errors under
+/// failurePolicy Fail refuse the request with 403.
+fn match_conditions(
+    cluster: &dyn Cluster,
+    hook: &Hook,
+    r: &Request<'_>,
+    object: Option<&Value>,
+) -> Result<bool, ApiError> {
+    if hook.match_conditions.is_empty() {
+        return Ok(true);
     }
-    Ok(true)
+    match hook.match_conditions.matches(r, object, cluster.authorizer(), hook.ignore_failures) {
+        matchconditions::Match::Matches => Ok(true),
+        matchconditions::Match::NoMatch(_) => Ok(false),
+        matchconditions::Match::Error(e) => {
+            tracing::warn!(webhook = hook.name, error = e, "failed evaluating match conditions, failing closed");
+            let name = match (r.name, object) {
+                ("", Some(o)) => crate::registry::meta_str(o, "name").unwrap_or_default(),
+                (n, _) => n,
+            };
+            Err(ApiError::forbidden(format!("{} {name:?} is forbidden: {e}", r.resource.qualified())))
+        }
+    }
 }
 
 /// Calls one webhook: the dry-run check, the review, the call and the checks on its answer; warnings go to the
@@ -260,5 +283,9 @@ impl Cluster for crate::server::Apiserver {
         Box::pin(async move {
             crate::aggregator::proxy::service_endpoint(self, namespace, name, port).await.map_err(|e| e.message)
         })
+    }
+
+    fn authorizer(&self) -> Option<crate::apiextensions::cel::authz::AuthorizeFn> {
+        self.webhooks.authorizer.get().cloned()
     }
 }

@@ -80,7 +80,7 @@ struct AdmissionReview<'a> {
 }
 
 /// The operation's options object (`CreateOptions`, `UpdateOptions`, `DeleteOptions`).
-fn options(op: Operation, dry_run: bool) -> Value {
+pub fn options(op: Operation, dry_run: bool) -> Value {
     let kind = match op {
         Operation::Create => "CreateOptions",
         Operation::Update => "UpdateOptions",

@@ -82,9 +82,8 @@ pub struct Hook {
     pub review_versions: Vec<String>,
     /// `reinvocationPolicy: IfNeeded` (mutating only).
     pub reinvoke_if_needed: bool,
-    /// `matchConditions` as written: evaluated by the CEL matcher once it exists (issue 16 step 8); until then a
-    /// webhook with match conditions is called as if they all held.
-    pub match_conditions: Vec<Value>,
+    /// `matchConditions`, compiled.
+    pub match_conditions: super::matchconditions::MatchConditions,
 }
 
 impl Hook {
@@ -117,7 +116,11 @@ impl Hook {
                 .map(str::to_string)
                 .collect(),
             reinvoke_if_needed: w["reinvocationPolicy"] == "IfNeeded",
-            match_conditions: w["matchConditions"].as_array().cloned().unwrap_or_default(),
+            match_conditions: super::matchconditions::MatchConditions::compile(
+                w["matchConditions"].as_array().map(Vec::as_slice).unwrap_or_default(),
+                false,
+                None,
+            ),
         }
     }
 

@@ -168,12 +168,12 @@ fn compile(env: &Env<'_>, src: &str, want: Want) -> Result<(Program, bool), Stri
 }
 
 /// cel-rust prints snippets as `| line`; cel-go as ` | line`.
-fn cel_go_snippets(s: &str) -> String {
+pub(crate) fn cel_go_snippets(s: &str) -> String {
     s.replace("\n| ", "\n | ")
 }
 
 /// An issue at the first occurrence of `needle` in the source, as cel-go renders it with the snippet.
-fn issue(src: &str, needle: &str, msg: &str) -> String {
+pub(crate) fn issue(src: &str, needle: &str, msg: &str) -> String {
     let offset = src.find(needle).unwrap_or(0);
     let line = src[..offset].matches('\n').count() + 1;
     let line_start = src[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -183,7 +183,7 @@ fn issue(src: &str, needle: &str, msg: &str) -> String {
 }
 
 /// The result type when evident without type inference (literals, aggregates, arithmetic, comparisons).
-fn obvious_type(e: &Expression) -> Option<&'static str> {
+pub(crate) fn obvious_type(e: &Expression) -> Option<&'static str> {
     match &e.expr {
         Expr::Literal(LiteralValue::Boolean(_)) => Some("bool"),
         Expr::Literal(LiteralValue::String(_)) => Some("string"),
@@ -209,7 +209,7 @@ fn obvious_type(e: &Expression) -> Option<&'static str> {
 
 /// Constant patterns of `matches`, `find` and `findAll`, and constant `duration()`/`timestamp()` arguments, are
 /// validated at compile time as upstream.
-fn regex_constants(e: &Expression, src: &str) -> Option<String> {
+pub(crate) fn regex_constants(e: &Expression, src: &str) -> Option<String> {
     let mut found = None;
     visit(e, &mut |x| {
         if found.is_some() {
@@ -327,7 +327,7 @@ fn arg_needle(src: &str, call: &str) -> String {
     }
 }
 
-fn visit<'e>(e: &'e Expression, f: &mut dyn FnMut(&'e Expression)) {
+pub(crate) fn visit<'e>(e: &'e Expression, f: &mut dyn FnMut(&'e Expression)) {
     f(e);
     match &e.expr {
         Expr::Call(c) => {
@@ -355,7 +355,7 @@ fn visit<'e>(e: &'e Expression, f: &mut dyn FnMut(&'e Expression)) {
     }
 }
 
-fn count_nodes(e: &Expression) -> u64 {
+pub(crate) fn count_nodes(e: &Expression) -> u64 {
     let mut n = 0;
     visit(e, &mut |_| n += 1);
     n

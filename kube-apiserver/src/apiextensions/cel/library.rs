@@ -205,6 +205,7 @@ fn base_context() -> Context<'static> {
     ctx.add_function("type", type_of);
     ctx.add_function("dyn", dyn_value);
     ctx.add_function(COST_FUNCTION, charge);
+    super::authz::register(&mut ctx);
     for name in TYPE_NAMES {
         ctx.add_variable_from_value(*name, Value::String(Arc::new(name.to_string())));
     }
@@ -314,6 +315,24 @@ pub fn evaluate(
     limit: u64,
     deadline: Option<Instant>,
 ) -> Evaluation {
+    budgeted(static_cost, limit, deadline, || {
+        BASE.with(|base| {
+            let mut ctx = base.new_inner_scope();
+            for (name, v) in vars {
+                ctx.add_variable_from_value(*name, v.clone());
+            }
+            Value::resolve(expr, &ctx)
+        })
+    })
+}
+
+/// Runs one evaluation under the per-call `limit` and the `deadline`.
+fn budgeted(
+    static_cost: u64,
+    limit: u64,
+    deadline: Option<Instant>,
+    run: impl FnOnce() -> Result<Value, ExecutionError>,
+) -> Evaluation {
     if static_cost > limit {
         let error = ExecutionError::function_error(COST_FUNCTION, COST_EXCEEDED);
         return Evaluation { result: Err(error), cost: static_cost, exceeded: true };
@@ -324,15 +343,46 @@ pub fn evaluate(
         b.deadline.set(deadline);
         b.exceeded.set(false);
     });
-    let result = BASE.with(|base| {
+    let result = run();
+    let (spent, exceeded) = BUDGET.with(|b| (b.spent.get(), b.exceeded.get()));
+    Evaluation { result, cost: static_cost + spent, exceeded }
+}
+
+/// Variables bound once for several evaluations (an admission activation: `object`, `request`, ...): converting
+/// them to the interpreter's values is paid once, not per expression.
+pub struct Scope<'a> {
+    ctx: Context<'a>,
+}
+
+/// Runs `f` with a scope binding `vars`.
+pub fn with_scope<R>(vars: &[(&str, Value)], f: impl FnOnce(&Scope<'_>) -> R) -> R {
+    BASE.with(|base| {
         let mut ctx = base.new_inner_scope();
         for (name, v) in vars {
             ctx.add_variable_from_value(*name, v.clone());
         }
-        Value::resolve(expr, &ctx)
-    });
-    let (spent, exceeded) = BUDGET.with(|b| (b.spent.get(), b.exceeded.get()));
-    Evaluation { result, cost: static_cost + spent, exceeded }
+        f(&Scope { ctx })
+    })
+}
+
+impl Scope<'_> {
+    /// Evaluates a compiled expression in the scope, with `extra` bound on top, within `limit` and `deadline`.
+    pub fn evaluate(
+        &self,
+        expr: &Expression,
+        static_cost: u64,
+        extra: &[(&str, Value)],
+        limit: u64,
+        deadline: Option<Instant>,
+    ) -> Evaluation {
+        budgeted(static_cost, limit, deadline, || {
+            let mut ctx = self.ctx.new_inner_scope();
+            for (name, v) in extra {
+                ctx.add_variable_from_value(*name, v.clone());
+            }
+            Value::resolve(expr, &ctx)
+        })
+    }
 }
 
 /// A runtime error as cel-go words it (`no such key: x`, `index out of bounds: 3`, `division by zero`...).
