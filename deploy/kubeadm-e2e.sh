@@ -24,6 +24,10 @@ diagnose() {
 }
 
 [ "$(id -u)" = 0 ] || fail "must run as root"
+# One kubeadm end-to-end run on this machine at a time (deploy/kubeadm-join-e2e.sh takes the same lock); daemons
+# are started with fd 9 closed, so none holds it after the run.
+exec 9>/run/kubeadm-e2e.lock
+timeout 1800 flock 9 || fail "another kubeadm end-to-end run holds /run/kubeadm-e2e.lock"
 if [ -f /etc/kubernetes/admin.conf ] && [ "${KUBEADM_E2E_FORCE:-}" != 1 ]; then
   fail "/etc/kubernetes/admin.conf exists: a cluster is already here (set KUBEADM_E2E_FORCE=1 to replace it)"
 fi
@@ -90,7 +94,7 @@ CTD
 if [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1; then
   step "containerd is already running; using it"
 else
-  containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
+  containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 9>&- &
   containerd_pid=$!
   for _ in $(seq 1 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
 fi
@@ -102,7 +106,7 @@ BIN_DIR=$BIN_DIR CLUSTER_DNS_BIN=$BIN_DIR/cluster-dns \
 step "kubeadm init"
 start=$(date +%s%N)
 kubeadm init --pod-network-cidr="$POD_CIDR" --service-cidr="$SERVICE_CIDR" \
-  --cri-socket=unix:///run/containerd/containerd.sock 2>&1 | tee "$work/init.log"
+  --cri-socket=unix:///run/containerd/containerd.sock 2>&1 9>&- | tee "$work/init.log"
 init_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 grep -q "Your Kubernetes control-plane has initialized successfully!" "$work/init.log" || fail "init did not finish"
 grep -q "^kubeadm join .*:6443 --token " "$work/init.log" && grep -q -- "--discovery-token-ca-cert-hash sha256:" "$work/init.log" \

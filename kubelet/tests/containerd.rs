@@ -1040,8 +1040,16 @@ spec:
         ],
         None,
     );
+    // Removed from every hierarchy the runtime made it in (on cgroup v1 all of them: blkio, devices, freezer,
+    // name=systemd... not only those with limits).
+    let hierarchies: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     eventually(20, "the pods' cgroups removed", async || {
-        (!cgroup("memory", &limited_dir).exists() && !port_a_dir.exists()).then_some(())
+        (hierarchies.iter().all(|h| !cgroup(h, &limited_dir).exists()) && !port_a_dir.exists()).then_some(())
     })
     .await;
     let _ = stop.send(true);

@@ -83,17 +83,43 @@ pub async fn remove_etcd_member(ctx: &Context, cert_dir: &str) {
     }
 }
 
-fn unmount_under(ctx: &Context, dir: &Path) {
-    let host = ctx.fs.host_path(dir);
-    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return };
+/// The mount points of `/proc/mounts` (`mounts`) strictly under `dir`, deepest first, as upstream's
+/// `unmountKubeletDirectory`: `dir` itself is not one of them (a mounted /var/lib/kubelet, a node's own disk or a
+/// bind mount giving a node its own kubelet directory, stays mounted; only what the kubelet mounted inside goes).
+/// The octal escapes of `/proc/mounts` (`\040` for a space) are decoded.
+fn mounts_under(mounts: &str, dir: &Path) -> Vec<String> {
     let mut targets: Vec<String> = mounts
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|t| Path::new(t).starts_with(&host))
-        .map(str::to_string)
+        .map(unescape_mount_path)
+        .filter(|t| Path::new(t).starts_with(dir) && Path::new(t) != dir)
         .collect();
-    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    for t in targets {
+    targets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    targets.dedup();
+    targets
+}
+
+/// `/proc/mounts` writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..=i + 3].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn unmount_under(ctx: &Context, dir: &Path) {
+    let host = ctx.fs.host_path(dir);
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return };
+    for t in mounts_under(&mounts, &host) {
         let _ = std::process::Command::new("umount").arg(&t).status();
     }
 }
@@ -176,4 +202,36 @@ pub async fn run(ctx: &Context, cert_dir: &str, cri_socket: &str, cleanup_tmp: b
     ctx.out.line("    https://k8s.io/docs/reference/setup-tools/kubeadm/kubeadm-reset/");
     ctx.out.line("");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmounts_what_is_mounted_under_the_kubelet_directory_but_not_the_directory_itself() {
+        let mounts = "\
+/dev/vda / ext4 rw 0 0
+/dev/vdb /var/lib/kubelet ext4 rw 0 0
+tmpfs /var/lib/kubelet/pods/u1/volumes/kubernetes.io~projected/kube-api-access-x tmpfs rw 0 0
+tmpfs /var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/a\\040b tmpfs rw 0 0
+tmpfs /var/lib/kubelet-other tmpfs rw 0 0
+tmpfs /var/lib/kubelet/pods/u1 tmpfs rw 0 0
+";
+        assert_eq!(
+            mounts_under(mounts, Path::new("/var/lib/kubelet")),
+            [
+                "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~projected/kube-api-access-x",
+                "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/a b",
+                "/var/lib/kubelet/pods/u1",
+            ]
+        );
+        assert!(mounts_under("/dev/vdb /var/lib/kubelet ext4 rw 0 0\n", Path::new("/var/lib/kubelet")).is_empty());
+    }
+
+    #[test]
+    fn mount_paths_are_unescaped() {
+        assert_eq!(unescape_mount_path("/a\\040b\\011c\\134d"), "/a b\tc\\d");
+        assert_eq!(unescape_mount_path("/plain\\04"), "/plain\\04");
+    }
 }

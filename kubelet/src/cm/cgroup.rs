@@ -210,11 +210,33 @@ impl CgroupManager {
         Ok(())
     }
 
-    /// Removes the cgroup and whatever empty cgroups are left below it (a cgroup with processes stays: its
-    /// `rmdir` fails with EBUSY, reported).
+    /// Every hierarchy mounted here: the unified one, or on v1 each directory of the mount point (one per
+    /// controller or co-mounted group of them, the named `systemd` one, a hybrid system's `unified`). The runtime
+    /// makes a container's parent cgroups in all of them, not only in those the kubelet writes limits to.
+    fn hierarchies(&self) -> Vec<PathBuf> {
+        match self.version {
+            Version::V2 => vec![self.mount.clone()],
+            Version::V1 => {
+                let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.mount)
+                    .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+                    .unwrap_or_default();
+                dirs.sort();
+                dirs
+            }
+        }
+    }
+
+    /// Removes the cgroup and whatever empty cgroups are left below it, in every hierarchy (upstream's `Destroy`
+    /// removes all of the cgroup's subsystem paths); a cgroup with processes stays: its `rmdir` fails with EBUSY,
+    /// reported.
     pub fn destroy(&self, name: &CgroupName) -> io::Result<()> {
+        let rel = self.name(name);
+        let rel = rel.trim_start_matches('/');
+        if rel.is_empty() {
+            return Ok(());
+        }
         let mut result = Ok(());
-        for (_, dir) in self.dirs(name) {
+        for dir in self.hierarchies().into_iter().map(|h| h.join(rel)) {
             if let Err(e) = remove_tree(&dir)
                 && e.kind() != io::ErrorKind::NotFound
             {
@@ -359,5 +381,28 @@ mod tests {
         assert!(d.path().join("memory/kubepods").exists());
         // Already gone: not an error.
         m.destroy(&pod).unwrap();
+    }
+
+    #[test]
+    fn destroy_removes_the_cgroup_from_every_v1_hierarchy() {
+        // runc makes a container's parent cgroups in every mounted hierarchy, not only in those the kubelet
+        // writes limits to.
+        let d = tempfile::tempdir().unwrap();
+        let hierarchies =
+            ["blkio", "cpu,cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd", "unified"];
+        for h in hierarchies {
+            std::fs::create_dir_all(d.path().join(h).join("kubepods/besteffort/pod1/c1")).unwrap();
+            std::fs::create_dir_all(d.path().join(h).join("kubepods/besteffort/pod2")).unwrap();
+        }
+        std::os::unix::fs::symlink("cpu,cpuacct", d.path().join("cpu")).unwrap();
+        let m = CgroupManager::at(d.path(), Version::V1, Driver::Cgroupfs);
+        m.destroy(&CgroupName::from_cgroupfs("/kubepods/besteffort/pod1")).unwrap();
+        for h in hierarchies {
+            assert!(!d.path().join(h).join("kubepods/besteffort/pod1").exists(), "{h}");
+            assert!(d.path().join(h).join("kubepods/besteffort/pod2").exists(), "{h}");
+        }
+        // The root is never removed.
+        m.destroy(&CgroupName::from_cgroupfs("/")).unwrap();
+        assert!(d.path().join("memory").exists());
     }
 }
