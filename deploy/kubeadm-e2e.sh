@@ -77,6 +77,9 @@ install -D -m 0755 deploy/kubelet-run.sh /usr/libexec/kubeadm/kubelet-run.sh
 install -d -m 0755 /etc/kubernetes/manifests /var/lib/kubelet
 
 step "starting containerd (CRI, cgroupfs, the CNI plugins of containernetworking-plugins)"
+# A bridge an earlier cluster left with another pod CIDR would make the bridge plugin refuse every sandbox
+# ("cni0" already has an IP address different from ...).
+ip link delete cni0 2>/dev/null || true
 mkdir -p /etc/containerd /etc/cni/net.d
 cat > "$work/containerd.toml" <<CTD
 version = 2

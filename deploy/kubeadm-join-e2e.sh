@@ -92,12 +92,13 @@ remove_worker() {
     pids=$( { ip netns pids "$NETNS" 2>/dev/null
       worker_cgroups | while read -r d; do find "$d" -name cgroup.procs -exec cat {} +; done 2>/dev/null; } | sort -u)
     [ -z "$pids" ] && break
-    echo "$pids" | xargs -r kill -9 2>/dev/null
+    echo "$pids" | xargs -r kill -9 2>/dev/null || true
     sleep 0.5
   done
-  ip link delete "$VETH_HOST" 2>/dev/null
-  ip netns delete "$NETNS" 2>/dev/null
-  worker_cgroups | while read -r d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done
+  # (Also called under set -e for a killed run's leftovers, where any of these may already be gone.)
+  ip link delete "$VETH_HOST" 2>/dev/null || true
+  ip netns delete "$NETNS" 2>/dev/null || true
+  worker_cgroups | while read -r d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
   rm -rf "$W"
 }
 
@@ -205,6 +206,8 @@ BIN_DIR=$BIN_DIR CLUSTER_DNS_BIN=$BIN_DIR/cluster-dns \
 step "kubeadm init, advertising $HOST_IP (the host's end of the veth, which the worker reaches)"
 ! busy || fail "a cluster appeared on this machine meanwhile"
 host_owned=true
+# A bridge an earlier cluster left with another pod CIDR would make the bridge plugin refuse every sandbox.
+ip link delete cni0 2>/dev/null || true
 kubeadm init --pod-network-cidr="$POD_CIDR" --service-cidr="$SERVICE_CIDR" --apiserver-advertise-address="$HOST_IP" \
   --cri-socket="$CRI" >"$work/init.log" 2>&1 9>&- || { cat "$work/init.log"; fail "kubeadm init"; }
 grep -q "Your Kubernetes control-plane has initialized successfully!" "$work/init.log" || fail "init did not finish"

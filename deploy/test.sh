@@ -26,3 +26,6 @@ KUBE_TEST_ETCD="http://127.0.0.1:$port" cargo test --workspace --locked --test k
 
 echo "==> kubeadm end to end: init, a Service by name from a pod, token, certs, reset"
 bash deploy/kubeadm-e2e.sh target/debug
+
+echo "==> kubeadm join end to end: a worker in namespaces joins, Services across the two nodes, reset on both"
+bash deploy/kubeadm-join-e2e.sh target/debug
