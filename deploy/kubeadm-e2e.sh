@@ -3,7 +3,12 @@
 # kubeadm starts the kubelet through /usr/libexec/kubeadm/kubelet-run.sh), then used with kubectl: the static-pod
 # control plane Ready, the control-plane taint removed, CoreDNS and kube-proxy (nftables) running, a Deployment
 # exposed as a Service answering by name from a busybox pod, `kubeadm token create --print-join-command`,
-# `kubeadm certs check-expiration`; and `kubeadm reset -f` leaving no static pods, no containers and no
+# `kubeadm certs check-expiration`; `kubeadm certs renew all` then the control plane restarted (manifests moved out
+# and back) serving the new certificate; a reconfiguration as the kubeadm documentation shows (an apiServer extra
+# argument edited in `kubeadm-config` applied with `kubeadm init phase control-plane apiserver --config`, a field of
+# `kubelet-config` with `kubeadm upgrade node phase kubelet-config`); `kubeadm upgrade plan` and `upgrade apply
+# v1.33.1` (this build's images tagged v1.33.1: manifests, mirror pods, kube-proxy, kubeadm-config, backups,
+# certificates renewed); and `kubeadm reset -f --cleanup-tmp-dir` leaving no static pods, no containers and no
 # /etc/kubernetes files behind. Everything it starts is stopped, and its routes removed, even on failure.
 # Usage: deploy/kubeadm-e2e.sh [BIN_DIR]   (default target/debug; the binaries are built first)
 # Refuses to run on a machine that already has a cluster (/etc/kubernetes/admin.conf) unless KUBEADM_E2E_FORCE=1.
@@ -155,8 +160,100 @@ step "token and certificates"
 kubeadm token create --print-join-command | grep -q "^kubeadm join " || fail "token create --print-join-command"
 kubeadm certs check-expiration | grep -q "apiserver " || fail "certs check-expiration"
 
+# serial HOST:PORT: the serial number of the certificate served there.
+serial() { echo | timeout 5 openssl s_client -connect "$1" 2>/dev/null | openssl x509 -noout -serial; }
+# control_plane_ready: the static pods' mirror pods Ready again (kubectl retried while the apiserver restarts).
+control_plane_ready() {
+  local c
+  timeout 120 sh -c 'until kubectl get --raw /readyz >/dev/null 2>&1; do sleep 0.5; done' || fail "the apiserver did not come back"
+  for c in kube-apiserver kube-controller-manager kube-scheduler; do
+    timeout 120 sh -c "until kubectl -n kube-system wait --for=condition=Ready pod/$c-$NODE --timeout=5s >/dev/null 2>&1; do sleep 1; done" \
+      || fail "$c-$NODE is not Ready"
+  done
+}
+
+step "kubeadm certs renew all, then the control plane restarted on the new certificates"
+before=$(serial 127.0.0.1:6443)
+admin_before=$(sha256sum /etc/kubernetes/admin.conf)
+kubeadm certs renew all | tee "$work/renew.log"
+grep -q "certificate embedded in the kubeconfig file for the admin to use and for kubeadm itself renewed" "$work/renew.log" \
+  && grep -q "certificate for serving the Kubernetes API renewed" "$work/renew.log" \
+  && grep -q "You must restart the kube-apiserver, kube-controller-manager, kube-scheduler and etcd" "$work/renew.log" \
+  || fail "certs renew all did not report every renewal"
+[ "$(sha256sum /etc/kubernetes/admin.conf)" != "$admin_before" ] || fail "admin.conf was not renewed"
+[ "$(serial 127.0.0.1:6443)" = "$before" ] || fail "the running apiserver changed its certificate before a restart"
+# As the kubeadm documentation says: move the static pod manifests out, let the kubelet stop the pods, put them back.
+mkdir -p "$work/manifests"
+mv /etc/kubernetes/manifests/*.yaml "$work/manifests/"
+timeout 60 bash -c 'while (exec 3<>/dev/tcp/127.0.0.1/6443) 2>/dev/null; do sleep 0.5; done' || fail "the apiserver did not stop"
+mv "$work/manifests/"*.yaml /etc/kubernetes/manifests/
+control_plane_ready
+after=$(serial 127.0.0.1:6443)
+[ -n "$after" ] && [ "$after" != "$before" ] || fail "the apiserver serves the old certificate ($before) after the restart"
+echo "the apiserver's serving certificate: $before -> $after"
+
+step "reconfiguring the cluster: kubeadm-config and kubelet-config edited, then applied as the kubeadm documentation shows"
+# ClusterConfiguration: an apiServer extra argument, then `kubeadm init phase control-plane apiserver --config`.
+kubectl -n kube-system get cm kubeadm-config -o jsonpath='{.data.ClusterConfiguration}' >"$work/cluster.yaml"
+python3 - "$work/cluster.yaml" <<'PY'
+import sys
+p = sys.argv[1]
+lines = open(p).read().splitlines()
+out, done = [], False
+for l in lines:
+    out.append(l)
+    if l == "apiServer:" and not done:
+        out += ["  extraArgs:", "  - name: max-requests-inflight", "    value: \"321\""]
+        done = True
+if not done:
+    out += ["apiServer:", "  extraArgs:", "  - name: max-requests-inflight", "    value: \"321\""]
+open(p, "w").write("\n".join(out) + "\n")
+PY
+grep -q "^  extraArgs:" "$work/cluster.yaml" && [ "$(grep -c '^  extraArgs:' "$work/cluster.yaml")" = 1 ] \
+  || fail "the edited ClusterConfiguration has no single apiServer.extraArgs: $(cat "$work/cluster.yaml")"
+kubectl -n kube-system create cm kubeadm-config --from-file=ClusterConfiguration="$work/cluster.yaml" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubeadm init phase control-plane apiserver --config "$work/cluster.yaml" | tee "$work/reconfigure.log"
+grep -q -- "--max-requests-inflight=321" /etc/kubernetes/manifests/kube-apiserver.yaml || fail "the manifest has no new flag"
+timeout 120 sh -c "until kubectl -n kube-system get pod kube-apiserver-$NODE -o jsonpath='{.spec.containers[0].command}' 2>/dev/null | grep -q max-requests-inflight=321; do sleep 1; done" \
+  || fail "the apiserver was not restarted with the new flag"
+control_plane_ready
+# KubeletConfiguration: a field edited in kubelet-config, then `kubeadm upgrade node phase kubelet-config`.
+kubectl -n kube-system get cm kubelet-config -o jsonpath='{.data.kubelet}' >"$work/kubelet.yaml"
+grep -v "^maxPods:" "$work/kubelet.yaml" >"$work/kubelet.new"; echo "maxPods: 99" >>"$work/kubelet.new"
+kubectl -n kube-system create cm kubelet-config --from-file=kubelet="$work/kubelet.new" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubeadm upgrade node phase kubelet-config | tee "$work/kubelet-config.log"
+grep -q "^maxPods: 99" /var/lib/kubelet/config.yaml || fail "/var/lib/kubelet/config.yaml does not have the edited field"
+
+step "kubeadm upgrade plan and apply to v1.33.1 (this build's images tagged v1.33.1)"
+for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
+  ctr -n k8s.io images tag --force "registry.k8s.io/$c:v1.33.0" "registry.k8s.io/$c:v1.33.1" >/dev/null
+done
+kubeadm upgrade plan v1.33.1 | tee "$work/plan.log"
+grep -q "kubeadm upgrade apply v1.33.1" "$work/plan.log" || fail "upgrade plan did not offer v1.33.1"
+before=$(serial 127.0.0.1:6443)
+kubeadm upgrade apply v1.33.1 -y 2>&1 | tee "$work/upgrade.log"
+grep -q 'SUCCESS! A control plane node of your cluster was upgraded to "v1.33.1"' "$work/upgrade.log" || fail "upgrade apply did not succeed"
+for c in kube-apiserver kube-controller-manager kube-scheduler; do
+  grep -q "image: registry.k8s.io/$c:v1.33.1" "/etc/kubernetes/manifests/$c.yaml" || fail "$c manifest not upgraded"
+  kubectl -n kube-system get pod "$c-$NODE" -o jsonpath='{.spec.containers[0].image}' | grep -q ":v1.33.1$" \
+    || fail "the $c mirror pod does not run v1.33.1"
+done
+ls /etc/kubernetes/tmp/ | grep -q "kubeadm-backup-manifests" || fail "no manifest backup under /etc/kubernetes/tmp"
+grep -q -- "--max-requests-inflight=321" /etc/kubernetes/manifests/kube-apiserver.yaml || fail "the upgrade lost the reconfigured flag"
+kubectl -n kube-system get cm kubeadm-config -o jsonpath='{.data.ClusterConfiguration}' | grep -q "kubernetesVersion: v1.33.1" \
+  || fail "kubeadm-config does not record v1.33.1"
+kubectl -n kube-system rollout status daemonset/kube-proxy --timeout=120s
+kubectl -n kube-system get ds kube-proxy -o jsonpath='{.spec.template.spec.containers[0].image}' | grep -q ":v1.33.1$" \
+  || fail "kube-proxy was not upgraded"
+after=$(serial 127.0.0.1:6443)
+[ "$after" != "$before" ] || fail "upgrade apply did not renew the apiserver's certificate"
+kubectl get --raw /readyz >/dev/null || fail "the cluster does not answer after the upgrade"
+
 step "kubeadm reset"
-kubeadm reset -f --cri-socket=unix:///run/containerd/containerd.sock | tee "$work/reset.log"
+kubeadm reset -f --cleanup-tmp-dir --cri-socket=unix:///run/containerd/containerd.sock | tee "$work/reset.log"
+[ ! -e /etc/kubernetes/tmp ] || fail "/etc/kubernetes/tmp (the upgrade's backups) left after reset --cleanup-tmp-dir"
 [ -z "$(ls /etc/kubernetes/manifests 2>/dev/null)" ] || fail "static pod manifests left after reset"
 [ ! -f /etc/kubernetes/admin.conf ] || fail "admin.conf left after reset"
 left=$(ctr -n k8s.io tasks ls -q 2>/dev/null | wc -l)
