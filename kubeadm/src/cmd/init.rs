@@ -187,7 +187,11 @@ pub fn join_command(
     let mut s = format!("kubeadm join {endpoint} --token {token}{sep}--discovery-token-ca-cert-hash {ca_hash} ");
     if let Some(key) = control_plane_key {
         s = s.trim_end().to_string();
-        s.push_str(&format!("{sep}--control-plane --certificate-key {key}"));
+        // Upstream's template: `--control-plane` alone when there is no key (certificates copied by hand).
+        s.push_str(&format!("{sep}--control-plane"));
+        if !key.is_empty() {
+            s.push_str(&format!(" --certificate-key {key}"));
+        }
     }
     s
 }
@@ -221,19 +225,32 @@ fn show_join_command(ctx: &Context, cfg: &InitConfig, f: &InitFlags) -> Result<(
     o.line("  https://kubernetes.io/docs/concepts/cluster-administration/addons/");
     o.line("");
     if !cfg.cluster.control_plane_endpoint.is_empty() {
-        let key = if f.upload_certs && !f.skip_certificate_key_print {
-            Some(cfg.init.certificate_key.as_str())
-        } else {
-            None
+        let key = match (f.upload_certs, f.skip_certificate_key_print) {
+            (false, _) => "",
+            (true, true) => "<value withheld>",
+            (true, false) => cfg.init.certificate_key.as_str(),
         };
-        o.line("You can now join any number of control-plane nodes running the following command on each as root:");
+        // Upstream's initDoneTempl: the control-plane join command, with the certificate key's warning when the
+        // certificates were uploaded, else how to bring them over by hand.
+        if f.upload_certs {
+            o.line("You can now join any number of control-plane nodes running the following command on each as root:");
+        } else {
+            o.line("You can now join any number of control-plane nodes by copying certificate authorities");
+            o.line("and service account keys on each node and then running the following as root:");
+        }
         o.line("");
         o.line(format!(
             "  {}",
-            join_command(&endpoint, &token, &hash, Some(key.unwrap_or("<value withheld>")), true)
+            join_command(&endpoint, &token, &hash, Some(key), true)
                 .replace("\n\t", "\n\t  ")
         ));
         o.line("");
+        if f.upload_certs {
+            o.line("Please note that the certificate-key gives access to cluster sensitive data, keep it secret!");
+            o.line("As a safeguard, uploaded-certs will be deleted in two hours; If necessary, you can use");
+            o.line("\"kubeadm init phase upload-certs --upload-certs\" to reload certs afterward.");
+            o.line("");
+        }
     }
     o.line("Then you can join any number of worker nodes by running the following on each as root:");
     o.line("");

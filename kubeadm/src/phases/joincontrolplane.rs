@@ -131,18 +131,34 @@ pub async fn etcd_client_in(ctx: &Context, cert_dir: &str, endpoints: &[String])
 }
 
 /// Adds this node as a member and returns the initial cluster (name, peer URL) for its manifest; the new member
-/// has no name until it starts, so it gets this node's (upstream's `AddMember`).
+/// has no name until it starts, so it gets this node's (upstream's `AddMember`). As upstream, a refused add is
+/// retried with an exponential backoff (about a minute here): etcd refuses one ("unhealthy cluster") until the
+/// member added by the previous join has started, and each attempt first looks whether an earlier one went through.
 pub async fn add_member(etcd: &mut etcd_client::Client, name: &str, peer_url: &str) -> Result<Vec<(String, String)>> {
-    let existing = etcd.member_list().await.map_err(|e| Error::Other(format!("etcd member list: {e}")))?;
-    let already = existing.members().iter().find(|m| m.peer_urls().iter().any(|u| u == peer_url));
-    let members = match already {
-        Some(_) => existing.members().to_vec(),
-        None => etcd
-            .member_add(vec![peer_url.to_string()], None)
-            .await
-            .map_err(|e| Error::Other(format!("etcd member add {peer_url}: {e}")))?
-            .member_list()
-            .to_vec(),
+    let mut delay = Duration::from_millis(100);
+    let mut attempts = 0;
+    let members = loop {
+        attempts += 1;
+        let added = async {
+            let existing = etcd.member_list().await.map_err(|e| format!("etcd member list: {e}"))?;
+            if existing.members().iter().any(|m| m.peer_urls().iter().any(|u| u == peer_url)) {
+                return Ok(existing.members().to_vec());
+            }
+            etcd.member_add(vec![peer_url.to_string()], None)
+                .await
+                .map(|r| r.member_list().to_vec())
+                .map_err(|e| format!("etcd member add {peer_url}: {e}"))
+        }
+        .await;
+        match added {
+            Ok(members) => break members,
+            Err(e) if attempts >= 16 => return Err(Error::Other(e)),
+            Err(e) => {
+                tracing::debug!(error = %e, "adding the etcd member; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 3 / 2).min(Duration::from_secs(8));
+            }
+        }
     };
     Ok(members
         .iter()
@@ -169,10 +185,18 @@ pub async fn join(ctx: &Context, cfg: &InitConfig) -> Result<()> {
         let pod = crate::manifests::etcd::etcd_pod_joining(cfg, &members);
         ctx.fs.write(&path, crate::manifests::to_yaml(&pod).as_bytes(), 0o600).map_err(io(&path))?;
         if ctx.host {
+            // Upstream's WaitForClusterAvailable over the endpoints including the new member's: this member answers.
             ctx.out.line("[etcd] Waiting for the new etcd member to join the cluster. This can take up to 40s");
+            let own = format!(
+                "https://{}",
+                crate::util::join_host_port(cfg.advertise_address(), k::ETCD_LISTEN_CLIENT_PORT)
+            );
             super::retry(Duration::from_secs(40), || {
-                let mut etcd = etcd.clone();
-                async move { etcd.status().await.map(|_| ()).map_err(|e| Error::Other(format!("etcd status: {e}"))) }
+                let own = std::slice::from_ref(&own);
+                async move {
+                    let mut c = etcd_client(ctx, cfg, own).await?;
+                    c.status().await.map(|_| ()).map_err(|e| Error::Other(format!("etcd status of {own:?}: {e}")))
+                }
             })
             .await?;
         }
