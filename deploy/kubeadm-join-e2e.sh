@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end: a two-node cluster made with kubeadm on one machine. `kubeadm init` makes the host the control-plane
 # node (as deploy/kubeadm-e2e.sh does, advertising 10.253.254.1); a worker node is simulated in namespaces of its own:
-# a network namespace (kj-worker) joined to the host by a veth pair (kj-h 10.253.254.1 on the host, kj-w
+# a network namespace (kj-worker) joined to the host by a veth pair (kj-h 10.253.254.1 on the host, eth0
 # 10.253.254.2 in the worker), a mount namespace giving it its own /etc/kubernetes, /var/lib/kubelet, /run
 # (containerd's socket and state, kubelet-run.sh's pid files), /var/log, /etc/cni/net.d, /var/lib/cni, /etc/hosts and
 # /etc/default (its KUBELET_EXTRA_ARGS), and a UTS namespace with the hostname kj-worker. The worker runs its own
@@ -30,16 +30,17 @@ POD_CIDR=10.252.0.0/17
 SERVICE_CIDR=10.252.128.0/17
 HOST_IP=10.253.254.1
 WORKER_IP=10.253.254.2
-NETNS=kj-worker
 WORKER=kj-worker
 VETH_HOST=kj-h
-VETH_WORKER=kj-w
 # The worker's own directories on the host's disk, bound over the standard paths in its mount namespace.
 W=/var/lib/kj-worker
 CGROUP_ROOT=/kj-worker
 CRI=unix:///run/containerd/containerd.sock
 step() { echo "==> [kubeadm-join-e2e] $*"; }
 fail() { echo "FAIL [kubeadm-join-e2e] $*" >&2; exit 1; }
+# shellcheck source=deploy/lib/netns-node.sh
+. deploy/lib/netns-node.sh
+NODE_BLACKHOLES="$POD_CIDR $SERVICE_CIDR"
 
 [ "$(id -u)" = 0 ] || fail "must run as root"
 # One kubeadm end-to-end run on this machine at a time: they share the host's /etc/kubernetes, kubelet and ports.
@@ -65,13 +66,11 @@ esac
 
 work=$(mktemp -d)
 containerd_pid=""
-holder_pid=""
-worker_containerd_pid=""
 worker_reset=false
 host_owned=false
 
 # wexec CMD...: runs CMD in the worker's namespaces (network, mount, UTS).
-wexec() { nsenter -t "$holder_pid" -m -n -u -- "$@"; }
+wexec() { node_exec "$WORKER" "$@"; }
 
 # kill_pidfile FILE: ends the process whose pid FILE holds (a worker's kubelet-run.sh pid file).
 kill_pidfile() {
@@ -79,27 +78,6 @@ kill_pidfile() {
   pid=$(cat "$1" 2>/dev/null) || return 0
   [ -n "$pid" ] && kill "$pid" 2>/dev/null
   return 0
-}
-
-# worker_cgroups: the worker's cgroup root in each cgroup hierarchy.
-worker_cgroups() { find /sys/fs/cgroup -maxdepth 2 -type d -path "*/${CGROUP_ROOT#/}"; }
-
-# remove_worker: ends every process of the worker (all are in its netns, or, for its pods' containers, in cgroups
-# under its cgroup root), then removes its network, routes, cgroups and directories. Also what a killed run left.
-remove_worker() {
-  local pids
-  for _ in 1 2 3; do
-    pids=$( { ip netns pids "$NETNS" 2>/dev/null
-      worker_cgroups | while read -r d; do find "$d" -name cgroup.procs -exec cat {} +; done 2>/dev/null; } | sort -u)
-    [ -z "$pids" ] && break
-    echo "$pids" | xargs -r kill -9 2>/dev/null || true
-    sleep 0.5
-  done
-  # (Also called under set -e for a killed run's leftovers, where any of these may already be gone.)
-  ip link delete "$VETH_HOST" 2>/dev/null || true
-  ip netns delete "$NETNS" 2>/dev/null || true
-  worker_cgroups | while read -r d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
-  rm -rf "$W"
 }
 
 cleanup() {
@@ -111,15 +89,11 @@ cleanup() {
     echo "--- the host's kubelet log (tail)"; tail -30 /var/log/kubelet.log 2>/dev/null
     echo "--- the worker's kubelet log (tail)"; tail -30 "$W/log/kubelet.log" 2>/dev/null
   fi
-  if [ -n "$holder_pid" ] && kill -0 "$holder_pid" 2>/dev/null && ! $worker_reset; then
+  if [ -f "$W/holder.pid" ] && kill -0 "$(cat "$W/holder.pid")" 2>/dev/null && ! $worker_reset; then
     wexec /usr/bin/kubeadm reset -f --cri-socket="$CRI" >"$work/worker-reset-cleanup.log" 2>&1
   fi
   kill_pidfile "$W/run/kubelet-supervisor.pid"; kill_pidfile "$W/run/kubelet.pid"
-  if [ -n "$worker_containerd_pid" ]; then
-    kill "$worker_containerd_pid" 2>/dev/null; wait "$worker_containerd_pid" 2>/dev/null
-  fi
-  remove_worker
-  [ -n "$holder_pid" ] && wait "$holder_pid" 2>/dev/null
+  node_remove "$WORKER" "$VETH_HOST"
   # The host's cluster, only if this run made it.
   if $host_owned; then
     /usr/bin/kubeadm reset -f --cri-socket="$CRI" >"$work/reset-cleanup.log" 2>&1
@@ -138,27 +112,19 @@ cleanup() {
   if [ "${KEEP_WORK:-}" = 1 ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-if [ -e "/run/netns/$NETNS" ] || [ -e "$W" ]; then
+if [ -e "/run/netns/$WORKER" ] || [ -e "$W" ]; then
   step "removing what a killed run left of the worker"
-  remove_worker
+  node_remove "$WORKER" "$VETH_HOST"
 fi
 ip route del blackhole "$POD_CIDR" 2>/dev/null || true; ip route del blackhole "$SERVICE_CIDR" 2>/dev/null || true
 
-step "the worker's network namespace $NETNS, the veth $VETH_HOST <-> $VETH_WORKER"
-ip netns add "$NETNS"
-ip link add "$VETH_HOST" type veth peer name "$VETH_WORKER" netns "$NETNS"
-ip addr add "$HOST_IP/30" dev "$VETH_HOST"
-ip link set "$VETH_HOST" up
-ip -n "$NETNS" addr add "$WORKER_IP/30" dev "$VETH_WORKER"
-ip -n "$NETNS" link set "$VETH_WORKER" up
-ip -n "$NETNS" link set lo up
+step "the worker's network namespace $WORKER, the veth $VETH_HOST <-> eth0"
 # Test traffic stays on this machine: the cluster CIDRs go nowhere but to local routes, on both nodes. The worker
 # has no default route at all, only its link.
-for ns in "" "$NETNS"; do
-  ip ${ns:+-n "$ns"} route replace blackhole "$POD_CIDR"
-  ip ${ns:+-n "$ns"} route replace blackhole "$SERVICE_CIDR"
-done
-ip netns exec "$NETNS" sysctl -qw net.ipv4.ip_forward=1
+ip route replace blackhole "$POD_CIDR"
+ip route replace blackhole "$SERVICE_CIDR"
+node_net "$WORKER" "$WORKER_IP/30" "$VETH_HOST"
+ip addr add "$HOST_IP/30" dev "$VETH_HOST"
 
 step "installing the binaries from $BIN_DIR (as deploy/install.sh does)"
 for b in kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy cluster-dns network-policy; do
@@ -167,31 +133,11 @@ done
 install -D -m 0755 deploy/kubelet-run.sh /usr/libexec/kubeadm/kubelet-run.sh
 install -d -m 0755 /etc/kubernetes/manifests /var/lib/kubelet /etc/cni/net.d /var/lib/cni /etc/default
 
-containerd_config() { # containerd_config ROOT: a CRI containerd config (cgroupfs, the Debian CNI plugins)
-  cat <<CTD
-version = 2
-root = "$1"
-state = "/run/containerd"
-[grpc]
-  address = "/run/containerd/containerd.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.10"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "/etc/cni/net.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      SystemdCgroup = false
-CTD
-}
-
 step "the host's containerd"
 if [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1; then
   step "containerd is already running; using it"
 else
-  containerd_config /var/lib/containerd >"$work/containerd.toml"
+  containerd_config /var/lib/containerd /run/containerd >"$work/containerd.toml"
   containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 9>&- &
   containerd_pid=$!
   timeout 10 sh -c 'until [ -S /run/containerd/containerd.sock ]; do sleep 0.1; done'
@@ -216,43 +162,10 @@ HOST_NODE=$(hostname | tr '[:upper:]' '[:lower:]')
 kubectl wait --for=condition=Ready "node/$HOST_NODE" --timeout=120s
 kubectl taint nodes "$HOST_NODE" node-role.kubernetes.io/control-plane-
 
-step "the worker's mount and UTS namespaces, its own directories under $W"
-mkdir -p "$W"/{etc-kubernetes,kubelet,run,log,cni-net.d,cni,default,containerd}
-sed "/[[:space:]]$WORKER\$/d" /etc/hosts >"$W/hosts"
-echo "$WORKER_IP $WORKER" >>"$W/hosts"
-# The worker's own kubelet flags (what /etc/default/kubelet holds on a real node): its pods' cgroups under its own
-# cgroup root.
-echo "KUBELET_EXTRA_ARGS=--cgroup-root=$CGROUP_ROOT" >"$W/default/kubelet"
-containerd_config "$W/containerd" >"$W/containerd.toml"
-# A process holding the namespaces: in the netns, a new mount namespace (host mounts propagate in, none out) with
-# the worker's directories bound over the standard paths, and a new UTS namespace named after the worker.
-nsenter --net="/run/netns/$NETNS" unshare --mount --uts --propagation slave -- sh -c "
-  set -e
-  mount --bind $W/etc-kubernetes /etc/kubernetes
-  mount --bind $W/kubelet /var/lib/kubelet
-  mount --bind $W/run /run
-  mount --bind $W/log /var/log
-  mount --bind $W/cni-net.d /etc/cni/net.d
-  mount --bind $W/cni /var/lib/cni
-  mount --bind $W/default /etc/default
-  mount --bind $W/hosts /etc/hosts
-  hostname $WORKER
-  touch /run/ready
-  exec sleep infinity" 9>&- &
-holder_pid=$!
-disown "$holder_pid"
-timeout 10 sh -c "until [ -f $W/run/ready ]; do sleep 0.1; done" || fail "the worker's namespaces were not made"
-[ "$(wexec hostname)" = "$WORKER" ] || fail "the worker's hostname"
-
-step "the worker's containerd"
-wexec containerd --config "$W/containerd.toml" >"$work/worker-containerd.log" 2>&1 9>&- &
-worker_containerd_pid=$!
-timeout 10 sh -c "until [ -S $W/run/containerd/containerd.sock ]; do sleep 0.1; done" || fail "the worker's containerd"
-# The images its pods use (a CoreDNS replica may land on it too); nothing is pulled: the worker has no way out.
-BIN_DIR=$BIN_DIR CLUSTER_DNS_BIN=$BIN_DIR/cluster-dns \
-  bash deploy/images/build.sh "$work/images" --import --address "$W/run/containerd/containerd.sock" --control-plane \
-  --only pause,busybox,coredns,kube-proxy >"$work/worker-images.log" 2>&1 \
-  || { cat "$work/worker-images.log"; fail "importing the worker's images"; }
+step "the worker's mount and UTS namespaces, its own directories under $W, its containerd"
+node_namespaces "$WORKER" "$WORKER_IP $WORKER"
+# The images its pods use (a CoreDNS replica may land on it too).
+node_containerd "$WORKER" "$work/worker-containerd.log" "$work/images" pause,busybox,coredns,kube-proxy
 
 step "kubeadm join of $WORKER with the printed join command"
 join_cmd=$(kubeadm token create --print-join-command)
@@ -276,7 +189,7 @@ worker_cidr=$(kubectl get node "$WORKER" -o jsonpath='{.spec.podCIDR}')
 # The pod network between the nodes, as a "host-gw" network add-on makes it: each node's podCIDR routed to it.
 # (Pods on the worker, a CoreDNS replica say, reach the apiserver from their pod IPs from now on.)
 ip route replace "$worker_cidr" via "$WORKER_IP" dev "$VETH_HOST"
-ip -n "$NETNS" route replace "$host_cidr" via "$HOST_IP" dev "$VETH_WORKER"
+ip -n "$WORKER" route replace "$host_cidr" via "$HOST_IP" dev eth0
 kubectl get node "$WORKER" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}' | grep -qx "$WORKER_IP" \
   || fail "the worker's InternalIP is not $WORKER_IP"
 echo | timeout 5 openssl s_client -connect "$WORKER_IP:10250" 2>/dev/null | openssl x509 -noout -ext subjectAltName \
@@ -335,7 +248,7 @@ host_uid=$(kubectl get pods -l app=web-host -o jsonpath='{.items[0].metadata.uid
   || fail "the host's pod has no cgroup under /kubepods"
 probe from-host "$HOST_NODE" http://web-worker.default.svc.cluster.local/hostname web-worker-
 probe from-worker "$WORKER" http://web-host.default.svc.cluster.local/hostname web-host-
-timeout 30 sh -c "until ip netns exec $NETNS nft list table ip kube-proxy | grep -q default/web-host/tcp; do sleep 0.5; done" \
+timeout 30 sh -c "until ip netns exec $WORKER nft list table ip kube-proxy | grep -q default/web-host/tcp; do sleep 0.5; done" \
   || fail "no kube-proxy rules for the Services in the worker's nftables"
 kubectl logs deployment/web-worker >/dev/null || fail "kubectl logs of a pod on $WORKER (the apiserver to its kubelet)"
 
@@ -362,12 +275,7 @@ left=$(ctr -n k8s.io tasks ls -q | wc -l)
 cleanup
 trap - EXIT
 step "nothing is left"
-[ ! -e "/run/netns/$NETNS" ] || fail "netns $NETNS left"
-! ip link show "$VETH_HOST" >/dev/null 2>&1 || fail "link $VETH_HOST left"
+node_left "$WORKER" "$VETH_HOST"
 ! ip route | grep -q "10\.252\.\|10\.253\.254\." || fail "routes left: $(ip route | grep '10\.252\.\|10\.253\.254\.')"
 ! nft list tables | grep -q "kube-proxy" || fail "nft table left"
-! grep -q " $W\| $CGROUP_ROOT" /proc/mounts || fail "mounts left"
-[ ! -e "$W" ] || fail "$W left"
-[ -z "$(worker_cgroups)" ] || fail "cgroups left: $(worker_cgroups)"
-! pgrep -f "$W" >/dev/null || fail "processes left: $(pgrep -af "$W")"
 echo "PASS [kubeadm-join-e2e] $WORKER joined (kubeadm join to node Ready) in ${join_ms} ms; the whole run took ${SECONDS} s"

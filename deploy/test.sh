@@ -29,3 +29,6 @@ bash deploy/kubeadm-e2e.sh target/debug
 
 echo "==> kubeadm join end to end: a worker in namespaces joins, Services across the two nodes, reset on both"
 bash deploy/kubeadm-join-e2e.sh target/debug
+
+echo "==> kubeadm HA end to end: three stacked control planes behind an endpoint, the leader killed"
+bash deploy/kubeadm-ha-e2e.sh target/debug
