@@ -7,6 +7,7 @@ pub mod patch;
 pub mod protobuf;
 mod protobuf_schema;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod schema;
 pub mod selector;

@@ -1,5 +1,6 @@
 //! Resource quantities (`500m`, `2`, `128Mi`, `1G`, `1e3`) as numbers, rounded up as upstream's `Value()` and
-//! `MilliValue()` do, and written back in upstream's canonical forms ([`format_scaled`]).
+//! `MilliValue()` do, and written back in upstream's canonical forms ([`format_scaled`]); [`Quantity`] keeps one
+//! exactly, in thousandths, for sums that must not drift (quota usage).
 
 /// The quantity as a number of units (e.g. `1500m` -> 1.5, `1Ki` -> 1024).
 pub fn parse(q: &str) -> Option<f64> {
@@ -108,6 +109,102 @@ pub fn format_scaled(value: i64, scale: i32, binary: bool) -> String {
         }
     }
     canonical_decimal(value, scale)
+}
+
+/// A quantity in milli-units, remembering whether it was written with a binary suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Quantity {
+    pub milli: i128,
+    pub binary: bool,
+}
+
+impl Quantity {
+    pub fn parse(s: &str) -> Option<Quantity> {
+        let s = s.trim();
+        let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+        let (num, suffix) = s.split_at(end);
+        let (mul_num, mul_den, binary): (i128, i128, bool) = match suffix {
+            "" => (1, 1, false),
+            "n" => (1, 1_000_000_000, false),
+            "u" => (1, 1_000_000, false),
+            "m" => (1, 1000, false),
+            "k" => (1000, 1, false),
+            "M" => (1_000_000, 1, false),
+            "G" => (1_000_000_000, 1, false),
+            "T" => (1_000_000_000_000, 1, false),
+            "P" => (1_000_000_000_000_000, 1, false),
+            "E" => (1_000_000_000_000_000_000, 1, false),
+            "Ki" => (1 << 10, 1, true),
+            "Mi" => (1 << 20, 1, true),
+            "Gi" => (1 << 30, 1, true),
+            "Ti" => (1 << 40, 1, true),
+            "Pi" => (1 << 50, 1, true),
+            "Ei" => (1 << 60, 1, true),
+            e if e.starts_with(['e', 'E']) => {
+                let exp: u32 = e[1..].parse().ok()?;
+                (10i128.checked_pow(exp)?, 1, false)
+            }
+            _ => return None,
+        };
+        let neg = num.starts_with('-');
+        let num = num.trim_start_matches(['+', '-']);
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        let digits = format!("{int}{frac}");
+        let value: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+        let scale = 10i128.checked_pow(frac.len() as u32)?;
+        // milli = value / scale * mul * 1000, rounded up as upstream rounds up to milli precision.
+        let numer = value.checked_mul(mul_num)?.checked_mul(1000)?;
+        let denom = scale.checked_mul(mul_den)?;
+        let milli = (numer + denom - 1) / denom;
+        Some(Quantity { milli: if neg { -milli } else { milli }, binary })
+    }
+
+    /// The sum, in this quantity's format unless it is zero (upstream's `Quantity.Add`: a zero takes the other's).
+    pub fn plus(self, o: Quantity) -> Quantity {
+        Quantity { milli: self.milli + o.milli, binary: if self.milli == 0 { o.binary } else { self.binary } }
+    }
+
+    pub fn minus(self, o: Quantity) -> Quantity {
+        Quantity { milli: self.milli - o.milli, binary: self.binary }
+    }
+
+    /// A count (`pods: 1`).
+    pub fn count(n: i128) -> Quantity {
+        Quantity { milli: n * 1000, binary: false }
+    }
+
+    /// Upstream's canonical form.
+    pub fn format(&self) -> String {
+        let m = self.milli;
+        if m == 0 {
+            return "0".into();
+        }
+        if m % 1000 != 0 {
+            return format!("{m}m");
+        }
+        let v = m / 1000;
+        if self.binary {
+            for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+                if v % (1i128 << shift) == 0 {
+                    return format!("{}{suffix}", v >> shift);
+                }
+            }
+            if v.abs() < 1024 {
+                return v.to_string();
+            }
+        }
+        let mut v = v;
+        for suffix in ["", "k", "M", "G", "T", "P", "E"] {
+            if v % 1000 != 0 || suffix == "E" {
+                return format!("{v}{suffix}");
+            }
+            v /= 1000;
+        }
+        v.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -250,6 +250,11 @@ impl Apiserver {
 
     /// Creates the default namespaces and the `kubernetes` Service; readiness waits for it.
     pub async fn bootstrap(self: &Arc<Self>) -> Result<(), ApiError> {
+        if self.admission_enabled(crate::admission::resourcequota::NAME)
+            && let Some(res) = api_types::resources::find("", "v1", "resourcequotas")
+        {
+            self.registry.cacher.cache(res).await?;
+        }
         if self.admission_enabled(crate::admission::noderestriction::NAME) {
             for (group, plural) in crate::admission::NODE_RESTRICTION_READS {
                 if let Some(res) = api_types::resources::find(group, "v1", plural) {

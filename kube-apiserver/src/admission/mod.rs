@@ -2,12 +2,13 @@
 //! REST storage do: Services get their ClusterIPs and NodePorts (released when they go), the system namespaces
 //! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]). Dynamic
 //! admission ([`policy`], then [`webhook`]) runs after the built-in plugins of each phase, its expressions on
-//! the admission [`cel`] environment.
+//! the admission [`cel`] environment; [`resourcequota`] charges what passed to the namespace's quotas.
 
 pub mod cel;
 pub mod certificates;
 pub mod noderestriction;
 pub mod policy;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod webhook;
 
@@ -146,12 +147,13 @@ impl Validating for Plugins {
         Ok(())
     }
 
-    /// ValidatingAdmissionPolicy, then the validating webhooks (upstream's plugin order).
+    /// ValidatingAdmissionPolicy, the validating webhooks, then ResourceQuota (upstream's plugin order).
     fn validate_webhooks<'a>(&'a self, r: &'a Request<'a>) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
         let server = self.server.upgrade()?;
         let policies = server.policies.candidates(&*server, r);
         let webhooks = server.webhooks.validating_candidates(r);
-        if policies.is_none() && webhooks.is_none() {
+        let quotas = resourcequota::candidates(&server, r);
+        if policies.is_none() && webhooks.is_none() && quotas.is_none() {
             return None;
         }
         Some(Box::pin(async move {
@@ -160,6 +162,11 @@ impl Validating for Plugins {
             }
             if let Some(snap) = webhooks {
                 server.webhooks.validate(&*server, snap, r).await?;
+            }
+            // ResourceQuota is the last validating plugin, as upstream orders it: only what passed everything else
+            // is charged.
+            if let Some(names) = quotas {
+                resourcequota::admit(&server, r, &names).await?;
             }
             Ok(())
         }))

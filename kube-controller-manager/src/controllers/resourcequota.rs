@@ -22,8 +22,11 @@
 //!
 //! Quantities are summed exactly and written in canonical form (`1500m`, `1536Mi`, `2k`).
 //!
-//! Deliberate gaps: admission-time enforcement (refusing objects that would exceed the quota) is not done by the
-//! apiserver; counts of resources other than those above are listed from the apiserver and refreshed every 30 s
+//! Creates are charged by the apiserver's ResourceQuota admission, which raises `status.used` at once; this
+//! controller recounts a namespace when usage may have gone down (upstream's replenishment: deletes, pods turning
+//! terminal, Services and claims changing what they use), when a quota's spec changes, and every 5 minutes.
+//!
+//! Deliberate gaps: counts of resources other than those above are listed from the apiserver and refreshed every 30 s
 //! rather than watched; a resource no evaluator knows still shows in `status.used` (as 0).
 
 use std::collections::BTreeMap;
@@ -35,137 +38,11 @@ use runtime::{Action, Controller, Informer, Notification};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
+use api_types::quantity::Quantity;
+use api_types::quota::{pod_matches_scope, pod_resources, scope_requirements, sum_into};
+
 use crate::controllers::job::parse_time;
 use crate::{BoxError, Context, stopped};
-
-/// A quantity in milli-units, remembering whether it was written with a binary suffix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Quantity {
-    pub milli: i128,
-    pub binary: bool,
-}
-
-impl Quantity {
-    pub fn parse(s: &str) -> Option<Quantity> {
-        let s = s.trim();
-        let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-        let (num, suffix) = s.split_at(end);
-        let (mul_num, mul_den, binary): (i128, i128, bool) = match suffix {
-            "" => (1, 1, false),
-            "n" => (1, 1_000_000_000, false),
-            "u" => (1, 1_000_000, false),
-            "m" => (1, 1000, false),
-            "k" => (1000, 1, false),
-            "M" => (1_000_000, 1, false),
-            "G" => (1_000_000_000, 1, false),
-            "T" => (1_000_000_000_000, 1, false),
-            "P" => (1_000_000_000_000_000, 1, false),
-            "E" => (1_000_000_000_000_000_000, 1, false),
-            "Ki" => (1 << 10, 1, true),
-            "Mi" => (1 << 20, 1, true),
-            "Gi" => (1 << 30, 1, true),
-            "Ti" => (1 << 40, 1, true),
-            "Pi" => (1 << 50, 1, true),
-            "Ei" => (1 << 60, 1, true),
-            e if e.starts_with(['e', 'E']) => {
-                let exp: u32 = e[1..].parse().ok()?;
-                (10i128.checked_pow(exp)?, 1, false)
-            }
-            _ => return None,
-        };
-        let neg = num.starts_with('-');
-        let num = num.trim_start_matches(['+', '-']);
-        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-        if int.is_empty() && frac.is_empty() {
-            return None;
-        }
-        let digits = format!("{int}{frac}");
-        let value: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
-        let scale = 10i128.checked_pow(frac.len() as u32)?;
-        // milli = value / scale * mul * 1000, rounded up as upstream rounds up to milli precision.
-        let numer = value.checked_mul(mul_num)?.checked_mul(1000)?;
-        let denom = scale.checked_mul(mul_den)?;
-        let milli = (numer + denom - 1) / denom;
-        Some(Quantity { milli: if neg { -milli } else { milli }, binary })
-    }
-
-    pub fn plus(self, o: Quantity) -> Quantity {
-        Quantity { milli: self.milli + o.milli, binary: self.binary }
-    }
-
-    /// Upstream's canonical form.
-    pub fn format(&self) -> String {
-        let m = self.milli;
-        if m == 0 {
-            return "0".into();
-        }
-        if m % 1000 != 0 {
-            return format!("{m}m");
-        }
-        let v = m / 1000;
-        if self.binary {
-            for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-                if v % (1i128 << shift) == 0 {
-                    return format!("{}{suffix}", v >> shift);
-                }
-            }
-            if v.abs() < 1024 {
-                return v.to_string();
-            }
-        }
-        let mut v = v;
-        for suffix in ["", "k", "M", "G", "T", "P", "E"] {
-            if v % 1000 != 0 || suffix == "E" {
-                return format!("{v}{suffix}");
-            }
-            v /= 1000;
-        }
-        v.to_string()
-    }
-}
-
-fn sum_into(used: &mut BTreeMap<String, Quantity>, key: &str, q: Quantity) {
-    let e = used.entry(key.to_string()).or_insert(Quantity { milli: 0, binary: q.binary });
-    if e.milli == 0 && !e.binary {
-        e.binary = q.binary;
-    }
-    *e = e.plus(q);
-}
-
-fn resources_of(c: &Value, kind: &str) -> Vec<(String, Quantity)> {
-    c.pointer(&format!("/resources/{kind}"))
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter().filter_map(|(k, v)| Some((k.clone(), Quantity::parse(v.as_str().unwrap_or_default())?))).collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A pod's effective requests or limits: max(sum of containers, each init container) plus overhead.
-pub fn pod_resources(pod: &Value, kind: &str) -> BTreeMap<String, Quantity> {
-    let mut sum = BTreeMap::new();
-    for c in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-        for (k, q) in resources_of(c, kind) {
-            sum_into(&mut sum, &k, q);
-        }
-    }
-    for c in pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten() {
-        for (k, q) in resources_of(c, kind) {
-            let e = sum.entry(k).or_insert(Quantity { milli: 0, binary: q.binary });
-            if q.milli > e.milli {
-                *e = q;
-            }
-        }
-    }
-    if let Some(o) = pod.pointer("/spec/overhead").and_then(Value::as_object) {
-        for (k, v) in o {
-            if let Some(q) = Quantity::parse(v.as_str().unwrap_or_default()) {
-                sum_into(&mut sum, k, q);
-            }
-        }
-    }
-    sum
-}
 
 /// Whether a pod counts against quota (upstream's `QuotaV1Pod`).
 pub fn pod_counts(pod: &Value, now: Timestamp) -> bool {
@@ -181,86 +58,6 @@ pub fn pod_counts(pod: &Value, now: Timestamp) -> bool {
         return false;
     }
     true
-}
-
-/// A quota's scope requirements (upstream's `getScopeSelectorsFromQuota`): each of `spec.scopes` as an `Exists`
-/// requirement, then `spec.scopeSelector.matchExpressions`. None: an unscoped quota.
-pub fn scope_requirements(quota: &Value) -> Vec<Value> {
-    let mut out: Vec<Value> = quota
-        .pointer("/spec/scopes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|s| json!({"scopeName": s, "operator": "Exists"}))
-        .collect();
-    if let Some(exprs) = quota.pointer("/spec/scopeSelector/matchExpressions").and_then(Value::as_array) {
-        out.extend(exprs.iter().cloned());
-    }
-    out
-}
-
-fn has_compute_resource(c: &Value, kind: &str) -> bool {
-    resources_of(c, kind).iter().any(|(k, q)| matches!(k.as_str(), "cpu" | "memory") && q.milli > 0)
-}
-
-/// The pod is of the BestEffort QoS class: `status.qosClass`, else computed as upstream's `ComputePodQOS` (no
-/// container or init container requests or limits a positive cpu or memory).
-pub fn best_effort(pod: &Value) -> bool {
-    if let Some(q) = pod.pointer("/status/qosClass").and_then(Value::as_str).filter(|q| !q.is_empty()) {
-        return q == "BestEffort";
-    }
-    !["/spec/containers", "/spec/initContainers"]
-        .iter()
-        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
-        .flatten()
-        .any(|c| has_compute_resource(c, "requests") || has_compute_resource(c, "limits"))
-}
-
-/// Upstream's `isTerminating`: `activeDeadlineSeconds` set and not negative.
-pub fn terminating_scope(pod: &Value) -> bool {
-    pod.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64).is_some_and(|d| d >= 0)
-}
-
-/// Upstream's `usesCrossNamespacePodAffinity`: a pod affinity or anti-affinity term, required or preferred, naming
-/// `namespaces` or a `namespaceSelector`.
-pub fn uses_cross_namespace_pod_affinity(pod: &Value) -> bool {
-    let cross = |t: &Value| {
-        t.get("namespaces").and_then(Value::as_array).is_some_and(|n| !n.is_empty())
-            || t.get("namespaceSelector").is_some_and(|s| !s.is_null())
-    };
-    ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
-        let Some(a) = pod.pointer(&format!("/spec/affinity/{kind}")) else { return false };
-        let required = a.get("requiredDuringSchedulingIgnoredDuringExecution").and_then(Value::as_array);
-        let preferred = a.get("preferredDuringSchedulingIgnoredDuringExecution").and_then(Value::as_array);
-        required.into_iter().flatten().any(cross)
-            || preferred.into_iter().flatten().filter_map(|w| w.get("podAffinityTerm")).any(cross)
-    })
-}
-
-/// Whether a pod matches one scope requirement (upstream's `podMatchesScopeFunc`; the operator only matters for
-/// `PriorityClass`, where it is a label requirement on `{PriorityClass: <priorityClassName>}`).
-pub fn pod_matches_scope(req: &Value, pod: &Value) -> bool {
-    let op = req.get("operator").and_then(Value::as_str).unwrap_or_default();
-    match req.get("scopeName").and_then(Value::as_str).unwrap_or_default() {
-        "Terminating" => terminating_scope(pod),
-        "NotTerminating" => !terminating_scope(pod),
-        "BestEffort" => best_effort(pod),
-        "NotBestEffort" => !best_effort(pod),
-        "PriorityClass" => {
-            let class = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).filter(|c| !c.is_empty());
-            let values: Vec<&str> =
-                req.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-            match op {
-                "Exists" => class.is_some(),
-                "DoesNotExist" => class.is_none(),
-                "In" => class.is_some_and(|c| values.contains(&c)),
-                "NotIn" => class.is_none_or(|c| !values.contains(&c)),
-                _ => false,
-            }
-        }
-        "CrossNamespacePodAffinity" => uses_cross_namespace_pod_affinity(pod),
-        _ => false,
-    }
 }
 
 /// The usage of the namespace's objects (everything the evaluators compute; masked to `hard` by the caller).
@@ -365,9 +162,15 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         counted,
         ctx,
     });
-    let in_namespace = {
-        let quotas = quotas.clone();
+    // As upstream's replenishment: the apiserver's quota admission charges what is created (and raises
+    // `status.used` itself), so the namespace's quotas are recounted only when usage may have gone down (a delete, a
+    // pod turning terminal, a Service or claim changing what it uses) or the quota's spec changed. Recounting on
+    // every create, from informers that may not have seen the latest objects yet, would undo admission's charges.
+    let in_namespace = |quotas: Informer, replenishes: fn(&Notification) -> bool| {
         move |n: &Notification| -> Vec<String> {
+            if !replenishes(n) {
+                return Vec::new();
+            }
             let ns = runtime::namespace(n.object()).to_string();
             quotas.store().list_by(|q| runtime::namespace(q) == ns).iter().map(|q| runtime::object_key(q)).collect()
         }
@@ -377,11 +180,14 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         resync: Some(Duration::from_secs(300)),
         ..Default::default()
     })
-    .watches(&quotas, |n| vec![n.key()]);
-    let mut sources: Vec<Informer> = vec![this.pods.clone(), this.services.clone(), this.pvcs.clone()];
-    sources.extend(this.counted.iter().filter(|(n, _)| *n != "resourcequotas").map(|(_, i)| i.clone()));
-    for inf in &sources {
-        c = c.watches(inf, in_namespace.clone());
+    .watches(&quotas, |n| if quota_changed(n) { vec![n.key()] } else { Vec::new() })
+    .watches(&this.pods, in_namespace(quotas.clone(), pod_replenishes))
+    .watches(&this.services, in_namespace(quotas.clone(), service_replenishes))
+    .watches(&this.pvcs, in_namespace(quotas.clone(), pvc_replenishes));
+    for (name, inf) in &this.counted {
+        if *name != "resourcequotas" {
+            c = c.watches(inf, in_namespace(quotas.clone(), |n| matches!(n, Notification::Deleted(_))));
+        }
     }
     c.run(
         move |key: String| {
@@ -391,6 +197,47 @@ pub async fn run(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         stopped(stop),
     )
     .await;
+}
+
+/// A quota to recount: new, resynced, or its spec changed (its own status updates, by this controller or by the
+/// apiserver's admission, are not).
+fn quota_changed(n: &Notification) -> bool {
+    match n {
+        Notification::Updated { old, new } => {
+            old.get("spec") != new.get("spec") || new.pointer("/status/hard").is_none()
+        }
+        _ => true,
+    }
+}
+
+/// A pod's usage went: deleted, or no longer counted (terminal, or past its deletion grace period).
+fn pod_replenishes(n: &Notification) -> bool {
+    let now = Timestamp::now();
+    match n {
+        Notification::Deleted(_) | Notification::Resync(_) => true,
+        Notification::Updated { old, new } => pod_counts(old, now) && !pod_counts(new, now),
+        Notification::Added(_) => false,
+    }
+}
+
+/// A Service's usage changed: deleted, or its type or ports changed.
+fn service_replenishes(n: &Notification) -> bool {
+    match n {
+        Notification::Deleted(_) | Notification::Resync(_) => true,
+        Notification::Updated { old, new } => {
+            api_types::quota::service_usage(old) != api_types::quota::service_usage(new)
+        }
+        Notification::Added(_) => false,
+    }
+}
+
+/// A claim's usage changed: deleted, or its storage request changed.
+fn pvc_replenishes(n: &Notification) -> bool {
+    match n {
+        Notification::Deleted(_) | Notification::Resync(_) => true,
+        Notification::Updated { old, new } => api_types::quota::pvc_usage(old) != api_types::quota::pvc_usage(new),
+        Notification::Added(_) => false,
+    }
 }
 
 impl ResourceQuota {

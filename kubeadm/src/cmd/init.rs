@@ -239,11 +239,7 @@ fn show_join_command(ctx: &Context, cfg: &InitConfig, f: &InitFlags) -> Result<(
             o.line("and service account keys on each node and then running the following as root:");
         }
         o.line("");
-        o.line(format!(
-            "  {}",
-            join_command(&endpoint, &token, &hash, Some(key), true)
-                .replace("\n\t", "\n\t  ")
-        ));
+        o.line(format!("  {}", join_command(&endpoint, &token, &hash, Some(key), true).replace("\n\t", "\n\t  ")));
         o.line("");
         if f.upload_certs {
             o.line("Please note that the certificate-key gives access to cluster sensitive data, keep it secret!");

@@ -187,10 +187,8 @@ pub async fn join(ctx: &Context, cfg: &InitConfig) -> Result<()> {
         if ctx.host {
             // Upstream's WaitForClusterAvailable over the endpoints including the new member's: this member answers.
             ctx.out.line("[etcd] Waiting for the new etcd member to join the cluster. This can take up to 40s");
-            let own = format!(
-                "https://{}",
-                crate::util::join_host_port(cfg.advertise_address(), k::ETCD_LISTEN_CLIENT_PORT)
-            );
+            let own =
+                format!("https://{}", crate::util::join_host_port(cfg.advertise_address(), k::ETCD_LISTEN_CLIENT_PORT));
             super::retry(Duration::from_secs(40), || {
                 let own = std::slice::from_ref(&own);
                 async move {
