@@ -23,6 +23,10 @@ fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
 pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
     match (res.group, res.kind) {
         ("", "Pod") => {
+            if creating {
+                // (On create only: stored pods written before this default must still update unchanged.)
+                requests_from_limits(obj);
+            }
             if let Some(spec) = obj.get_mut("spec") {
                 pod_spec(spec);
             }
@@ -86,6 +90,11 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
             }
             if creating {
                 obj["status"] = json!({"phase": "Pending"});
+            }
+        }
+        ("", "LimitRange") => {
+            for item in obj.pointer_mut("/spec/limits").and_then(Value::as_array_mut).into_iter().flatten() {
+                limit_range_item(item);
             }
         }
         ("", "PersistentVolume") => {
@@ -197,6 +206,51 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
 }
 
 /// upstream `SetDefaults_MatchResources` and `SetDefaults_Rule` (admissionregistration/v1).
+/// Upstream's `SetDefaults_Pod`: a container (or init container) with a limit but no request for a resource gets
+/// the limit as its request (pods only, not templates).
+pub fn requests_from_limits(pod: &mut Value) {
+    for list in ["containers", "initContainers"] {
+        for c in pod.pointer_mut(&format!("/spec/{list}")).and_then(Value::as_array_mut).into_iter().flatten() {
+            let Some(limits) = c.pointer("/resources/limits").and_then(Value::as_object).cloned() else { continue };
+            let Some(resources) = c.get_mut("resources").and_then(Value::as_object_mut) else { continue };
+            let requests = resources.entry("requests").or_insert_with(|| json!({}));
+            if let Some(requests) = requests.as_object_mut() {
+                for (k, v) in limits {
+                    requests.entry(k).or_insert(v);
+                }
+            }
+            if resources.get("requests").and_then(Value::as_object).is_some_and(Map::is_empty) {
+                resources.remove("requests");
+            }
+        }
+    }
+}
+
+/// Upstream's `SetDefaults_LimitRangeItem`: for a Container limit, the default limit is the max where unset, the
+/// default request the default limit, else the min.
+fn limit_range_item(item: &mut Value) {
+    if item.get("type").and_then(Value::as_str) != Some("Container") {
+        return;
+    }
+    let list = |item: &Value, k: &str| item.get(k).and_then(Value::as_object).cloned().unwrap_or_default();
+    let (max, min) = (list(item, "max"), list(item, "min"));
+    let mut default = list(item, "default");
+    for (k, v) in &max {
+        default.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let mut request = list(item, "defaultRequest");
+    for (k, v) in default.iter().chain(&min) {
+        request.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    // (Empty maps are left out, as Go's omitempty writes them.)
+    if !default.is_empty() {
+        item["default"] = Value::Object(default);
+    }
+    if !request.is_empty() {
+        item["defaultRequest"] = Value::Object(request);
+    }
+}
+
 fn match_resources(m: &mut Map<String, Value>) {
     default(m, "matchPolicy", json!("Equivalent"));
     default(m, "namespaceSelector", json!({}));

@@ -250,10 +250,16 @@ impl Apiserver {
 
     /// Creates the default namespaces and the `kubernetes` Service; readiness waits for it.
     pub async fn bootstrap(self: &Arc<Self>) -> Result<(), ApiError> {
-        if self.admission_enabled(crate::admission::resourcequota::NAME)
-            && let Some(res) = api_types::resources::find("", "v1", "resourcequotas")
-        {
-            self.registry.cacher.cache(res).await?;
+        // What ResourceQuota and LimitRanger read, cached from the start as upstream's plugins read informers.
+        for (plugin, plural) in [
+            (crate::admission::resourcequota::NAME, "resourcequotas"),
+            (crate::admission::limitranger::NAME, "limitranges"),
+        ] {
+            if self.admission_enabled(plugin)
+                && let Some(res) = api_types::resources::find("", "v1", plural)
+            {
+                self.registry.cacher.cache(res).await?;
+            }
         }
         if self.admission_enabled(crate::admission::noderestriction::NAME) {
             for (group, plural) in crate::admission::NODE_RESTRICTION_READS {

@@ -6,6 +6,7 @@
 
 pub mod cel;
 pub mod certificates;
+pub mod limitranger;
 pub mod noderestriction;
 pub mod policy;
 pub mod resourcequota;
@@ -132,6 +133,21 @@ impl Validating for Plugins {
                 old_object: r.old,
             };
             noderestriction::admit(&req, &CacheLookup(&server))?;
+        }
+        if on(limitranger::NAME) && r.subresource.is_empty() {
+            let checked = match (r.resource.group, r.resource.plural, r.operation, r.object) {
+                ("", "pods", Operation::Create, Some(pod)) => {
+                    Some(limitranger::validate_pod(&limit_ranges(&server, r.namespace), pod))
+                }
+                ("", "persistentvolumeclaims", Operation::Create | Operation::Update, Some(pvc)) => {
+                    Some(limitranger::validate_pvc(&limit_ranges(&server, r.namespace), pvc))
+                }
+                _ => None,
+            };
+            if let Some(Err(why)) = checked {
+                let name = r.object.and_then(|o| meta_str(o, "name")).unwrap_or(r.name);
+                return Err(crate::authorization::new_forbidden(r.resource.group, r.resource.plural, name, &why));
+            }
         }
         if is(r.resource, "certificates.k8s.io", "certificatesigningrequests") {
             if on(certificates::APPROVAL) {
@@ -457,6 +473,15 @@ async fn allocate_service(server: &Apiserver, ns: &str, svc: &mut Value) -> Resu
     Ok(())
 }
 
+/// The LimitRanges of a namespace, from the watch cache (started with the apiserver when LimitRanger is on).
+fn limit_ranges(server: &Apiserver, ns: &str) -> Vec<Value> {
+    api_types::resources::find("", "v1", "limitranges")
+        .and_then(|res| server.registry.cacher.started(res))
+        .and_then(|cache| cache.list(Some(ns), &Default::default()).ok())
+        .map(|(ranges, _)| ranges)
+        .unwrap_or_default()
+}
+
 /// The Priority admission plugin: `spec.priority` (and `preemptionPolicy`) from the pod's PriorityClass, or from
 /// the global default class, else 0. An unknown class is refused with 403 as upstream.
 async fn priority(server: &Arc<Apiserver>, pod: &mut Value) -> Result<(), ApiError> {
@@ -510,6 +535,11 @@ pub async fn create(
     mut obj: Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
+    if is(res, "", "pods") && server.admission_enabled(limitranger::NAME) {
+        // Upstream defaults a pod when decoding it, before admission: a limit without a request is the request.
+        crate::defaults::requests_from_limits(&mut obj);
+        limitranger::default_pod(&limit_ranges(server, ns.unwrap_or("default")), &mut obj);
+    }
     if is(res, "", "pods") && server.admission_enabled(serviceaccount::NAME) {
         let ns = ns.unwrap_or("default");
         let wanted = serviceaccount::wanted_account(&obj);
