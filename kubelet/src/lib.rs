@@ -27,6 +27,7 @@ pub mod static_pods;
 pub mod stats;
 pub mod status;
 pub mod streaming;
+pub mod sysctl;
 pub mod token;
 pub mod volumes;
 

@@ -343,6 +343,8 @@ impl PodManager {
             .unwrap_or_else(|| crate::node::node_object(&self.cfg, ""));
         let is_static = is_static(pod);
         let desired = self.desired_pods();
+        // The sysctls first, as upstream's admit handlers run.
+        self.cfg.sysctls.admit(pod)?;
         let Ok(mut admitted) = self.admitted.lock() else { return Ok(()) };
         let others: Vec<Arc<Value>> = desired
             .into_iter()
@@ -704,6 +706,7 @@ impl PodManager {
             labels,
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroups.get().map(|cm| cm.cgroup_parent(pod)).unwrap_or_default(),
+                sysctls: crate::sysctl::sandbox_sysctls(pod),
                 security_context: Some(LinuxSandboxSecurityContext {
                     privileged: crate::security::any_privileged(pod),
                     namespace_options: Some(crate::security::namespaces(pod)),
@@ -2034,6 +2037,33 @@ pub(crate) mod tests {
             assert_eq!(got["status"]["phase"], phase, "{name}");
             if phase == "Failed" {
                 assert_eq!(got["status"]["reason"], "NodeAffinity");
+            }
+        }
+
+        // An unsafe sysctl the node does not allow (upstream's e2e "should not launch unsafe, but not explicitly
+        // enabled sysctls on the node"); a safe one runs, its sysctl in the sandbox's configuration.
+        for (name, sysctl, phase) in
+            [("unsafe", "kernel.msgmax", "Failed"), ("safe", "kernel.shm_rmid_forced", "Running")]
+        {
+            let p = pods
+                .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"nodeName": "n1", "securityContext": {"sysctls": [{"name": sysctl, "value": "1"}]},
+                        "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36"}]}}))
+                .await
+                .unwrap();
+            desire(&p);
+            manager.sync_pod(&uid(&p), Some(&p)).await.unwrap();
+            let got = pods.get(name).await.unwrap();
+            assert_eq!(got["status"]["phase"], phase, "{name}");
+            if phase == "Failed" {
+                assert_eq!(got["status"]["reason"], "SysctlForbidden");
+                assert_eq!(
+                    got["status"]["message"],
+                    "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+                );
+            } else {
+                let (sandbox, _) = manager.sandbox_config(&got, 0).unwrap();
+                assert_eq!(sandbox.linux.unwrap().sysctls, HashMap::from([(sysctl.to_string(), "1".to_string())]));
             }
         }
 
