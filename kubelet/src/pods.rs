@@ -709,6 +709,8 @@ impl PodManager {
                 sysctls: crate::sysctl::sandbox_sysctls(pod),
                 security_context: Some(LinuxSandboxSecurityContext {
                     privileged: crate::security::any_privileged(pod),
+                    supplemental_groups: crate::security::supplemental_groups(pod),
+                    supplemental_groups_policy: crate::security::supplemental_groups_policy(pod) as i32,
                     namespace_options: Some(crate::security::namespaces(pod)),
                     ..Default::default()
                 }),
