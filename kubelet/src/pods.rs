@@ -271,6 +271,8 @@ pub struct PodManager {
     /// runtime but not desired are left alone (upstream's sourcesReady), so a restarted kubelet does not kill
     /// what it is about to be told to run.
     pending_sources: Mutex<std::collections::HashSet<&'static str>>,
+    /// The runtime's features (CRI `Status`), for the Node admission checks against before its informer has it.
+    runtime_features: std::sync::OnceLock<Option<proto::cri::RuntimeFeatures>>,
 }
 
 impl PodManager {
@@ -305,6 +307,7 @@ impl PodManager {
             cgroups: std::sync::OnceLock::new(),
             tokens,
             pending_sources: Mutex::default(),
+            runtime_features: std::sync::OnceLock::new(),
         }))
     }
 
@@ -328,6 +331,11 @@ impl PodManager {
         let _ = self.cgroups.set(cm);
     }
 
+    /// The runtime's features, as the Node registered them (`status.features`).
+    pub fn use_runtime_features(&self, features: Option<proto::cri::RuntimeFeatures>) {
+        let _ = self.runtime_features.set(features);
+    }
+
     /// The informer of this node's Node object (admission reads its labels, taints and allocatable).
     pub fn use_node(&self, informer: runtime::informer::Informer) {
         let _ = self.node.set(informer);
@@ -340,7 +348,11 @@ impl PodManager {
     fn admit(&self, uid: &str, pod: &Value, node: Option<Value>) -> Result<(), crate::admission::Rejection> {
         let node = node
             .or_else(|| self.node.get().and_then(|n| n.store().get("", &self.cfg.node_name)).map(|n| (*n).clone()))
-            .unwrap_or_else(|| crate::node::node_object(&self.cfg, ""));
+            .unwrap_or_else(|| {
+                let mut node = crate::node::node_object(&self.cfg, "");
+                crate::node::set_features(&mut node, self.runtime_features.get().and_then(Option::as_ref));
+                node
+            });
         let is_static = is_static(pod);
         let desired = self.desired_pods();
         // The sysctls first, as upstream's admit handlers run.

@@ -1121,6 +1121,19 @@ spec:
          defaultMode (0440 readable by the non-root user through the fsGroup)"
     );
 
+    // supplementalGroupsPolicy Strict on a runtime that does not report enforcing it (containerd before 2.0 has no
+    // CRI features): refused by the kubelet, as upstream's since 1.33.
+    let strict = grouped
+        .replace("name: grouped", "name: strict")
+        .replace("supplementalGroups: [5678]", "supplementalGroups: [5678], supplementalGroupsPolicy: Strict");
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&strict));
+    let refused = pod_until(&pods, "strict", 30, |p| p["status"]["phase"] == "Failed").await;
+    assert_eq!(refused["status"]["reason"], "SupplementalGroupsPolicyNotSupported");
+    assert_eq!(
+        refused["status"]["message"],
+        "Pod was rejected: SupplementalGroupsPolicy=Strict is not supported in this node"
+    );
+
     // Sysctls: a safe one is set in the pod; an unsafe one the node does not allow fails the pod; invalid names
     // and a net sysctl with hostNetwork are the apiserver's to refuse.
     let sysctl_pod = |name: &str, sysctl: &str, value: &str, command: &str| {
@@ -1201,7 +1214,18 @@ spec:
 
     kubectl(
         &kubeconfig,
-        &["delete", "pod", "grouped", "sysctl", "unsafe", "grpc-up", "grpc-down", "--wait=true", "--timeout=60s"],
+        &[
+            "delete",
+            "pod",
+            "grouped",
+            "strict",
+            "sysctl",
+            "unsafe",
+            "grpc-up",
+            "grpc-down",
+            "--wait=true",
+            "--timeout=60s",
+        ],
         None,
     );
     let _ = health_stop.send(());
