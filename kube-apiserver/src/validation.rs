@@ -173,6 +173,7 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
+    sysctls(spec, &format!("{path}.securityContext.sysctls"), causes);
     if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str)
         && !matches!(rp, "Always" | "OnFailure" | "Never")
     {
@@ -181,6 +182,64 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             &json!(rp),
             &["Always", "Never", "OnFailure"],
         ));
+    }
+}
+
+/// A sysctl segment: `[a-z0-9]([-_a-z0-9]*[a-z0-9])?`.
+fn is_sysctl_segment(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Upstream's IsValidSysctlName: at most 253 characters, segments separated by `.` or `/`.
+pub fn is_valid_sysctl_name(name: &str) -> bool {
+    name.len() <= 253 && name.split(['.', '/']).all(is_sysctl_segment)
+}
+
+/// The kernel namespace of a sysctl (component-helpers' sysctl.GetNamespace), in either spelling.
+fn sysctl_namespace(name: &str) -> Option<&'static str> {
+    let name = name.replace('/', ".");
+    if name == "kernel.sem" {
+        return Some("ipc");
+    }
+    [("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("fs.mqueue.", "ipc"), ("net.", "net")]
+        .into_iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map(|(_, ns)| ns)
+}
+
+/// Upstream's validateSysctls: names required, valid and not repeated; a net sysctl not with `hostNetwork`, an
+/// IPC one not with `hostIPC`.
+fn sysctls(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let flag = |f: &str| spec.get(f).and_then(Value::as_bool).unwrap_or(false);
+    let mut seen = Vec::new();
+    for (i, s) in spec.pointer("/securityContext/sysctls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let at = format!("{path}[{i}].name");
+        let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() {
+            causes.push(Cause::required(&at));
+        } else if !is_valid_sysctl_name(name) {
+            causes.push(Cause::invalid(
+                &at,
+                &json!(name),
+                "must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$",
+            ));
+        } else if seen.contains(&name) {
+            causes.push(Cause::duplicate(&at, &json!(name)));
+        }
+        match sysctl_namespace(name) {
+            Some("net") if flag("hostNetwork") => {
+                causes.push(Cause::invalid(&at, &json!(name), "may not be specified when 'hostNetwork' is true"))
+            }
+            Some("ipc") if flag("hostIPC") => {
+                causes.push(Cause::invalid(&at, &json!(name), "may not be specified when 'hostIPC' is true"))
+            }
+            _ => {}
+        }
+        seen.push(name);
     }
 }
 
@@ -458,6 +517,34 @@ fn service(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Upstream's e2e "should reject invalid sysctls": the invalid names are named, the valid ones are not
+    /// (unsafe or not, that is the kubelet's business); host namespaces refuse their sysctls.
+    #[test]
+    fn pod_sysctls_as_upstream() {
+        let pods = api_types::resources::find("", "v1", "pods").unwrap();
+        let pod = |spec: Value| json!({"metadata": {"name": "p"}, "spec": spec});
+        let text =
+            |c: Vec<Cause>| c.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join("\n");
+        let c = json!([{"name": "c", "image": "busybox"}]);
+        let invalid = pod(json!({"containers": c, "securityContext": {"sysctls": [
+            {"name": "foo-", "value": "bar"}, {"name": "kernel.shmmax", "value": "100000000"},
+            {"name": "safe-and-unsafe", "value": "100000000"}, {"name": "bar..", "value": "42"}]}}));
+        let out = text(validate(pods, &invalid, None));
+        assert!(out.contains("Invalid value: \"foo-\""), "{out}");
+        assert!(out.contains("Invalid value: \"bar..\""), "{out}");
+        assert!(!out.contains("safe-and-unsafe") && !out.contains("kernel.shmmax"), "{out}");
+        assert!(out.contains("spec.securityContext.sysctls[0].name"), "{out}");
+        let valid = pod(json!({"containers": c, "securityContext": {"sysctls": [
+            {"name": "kernel.shm_rmid_forced", "value": "1"}, {"name": "net/ipv4/conf/eth0.100/rp_filter", "value": "1"}]}}));
+        assert_eq!(text(validate(pods, &valid, None)), "");
+        let twice = pod(json!({"containers": c, "securityContext": {"sysctls": [
+            {"name": "kernel.msgmax", "value": "1"}, {"name": "kernel.msgmax", "value": "2"}]}}));
+        assert!(text(validate(pods, &twice, None)).contains("sysctls[1].name: Duplicate value"));
+        let host = pod(json!({"containers": c, "hostNetwork": true, "securityContext": {"sysctls": [
+            {"name": "net.ipv4.ip_local_port_range", "value": "1024 65535"}]}}));
+        assert!(text(validate(pods, &host, None)).contains("may not be specified when 'hostNetwork' is true"));
+    }
 
     #[test]
     fn immutable_configmaps_secrets_and_priority_values() {

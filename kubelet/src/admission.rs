@@ -1,7 +1,8 @@
 //! Kubelet admission (upstream's predicateAdmitHandler with GeneralPredicates): before a new pod runs, it must fit
 //! the node next to the pods already admitted there: the `kubernetes.io/os` label and `spec.os`, enough
 //! allocatable pods, cpu, memory and ephemeral storage (`OutOfpods`, `OutOfcpu`, `OutOfmemory`,
-//! `OutOfephemeral-storage`), node selector and required node affinity (`NodeAffinity`), the node name
+//! `OutOfephemeral-storage`), `supplementalGroupsPolicy: Strict` only where the runtime enforces it
+//! (`SupplementalGroupsPolicyNotSupported`), node selector and required node affinity (`NodeAffinity`), the node name
 //! (`NodeName`), free host ports (`NodePorts`) and no untolerated NoExecute taint (`TaintToleration`, not for
 //! static pods). A pod that does not fit fails with that reason and "Pod was rejected: <message>".
 
@@ -168,6 +169,15 @@ pub fn admit(pod: &Value, node: &Value, others: &[Arc<Value>], is_static: bool) 
             message: "Failed to admit pod as the OS field doesn't match node OS".into(),
         });
     }
+    // supplementalGroupsPolicy Strict needs a runtime that enforces it (the Node's status.features).
+    if pod.pointer("/spec/securityContext/supplementalGroupsPolicy").and_then(Value::as_str) == Some("Strict")
+        && node.pointer("/status/features/supplementalGroupsPolicy").and_then(Value::as_bool) != Some(true)
+    {
+        return Err(Rejection {
+            reason: "SupplementalGroupsPolicyNotSupported".into(),
+            message: "SupplementalGroupsPolicy=Strict is not supported in this node".into(),
+        });
+    }
     // Resources (noderesources.Fits): pods, then cpu, memory and ephemeral storage the pod asks for.
     let allocatable = |name: &str, parse: fn(&str) -> Option<i64>| {
         node.pointer(&format!("/status/allocatable/{name}")).and_then(Value::as_str).and_then(parse).unwrap_or(0)
@@ -250,6 +260,25 @@ mod tests {
 
     fn reason(r: Result<(), Rejection>) -> String {
         r.err().map(|r| r.reason).unwrap_or_default()
+    }
+
+    /// Upstream 1.33's rejectPodAdmissionBasedOnSupplementalGroupsPolicy: Strict needs the Node's
+    /// `status.features.supplementalGroupsPolicy`; Merge (or none) runs anywhere.
+    #[test]
+    fn strict_supplemental_groups_need_the_runtime_feature() {
+        let strict = pod(json!({"securityContext": {"supplementalGroupsPolicy": "Strict"}}));
+        let merge = pod(json!({"securityContext": {"supplementalGroupsPolicy": "Merge"}}));
+        assert_eq!(
+            admit(&strict, &node(), &[], false),
+            Err(Rejection {
+                reason: "SupplementalGroupsPolicyNotSupported".into(),
+                message: "SupplementalGroupsPolicy=Strict is not supported in this node".into()
+            })
+        );
+        assert_eq!(admit(&merge, &node(), &[], false), Ok(()));
+        let mut supporting = node();
+        supporting["status"]["features"] = json!({"supplementalGroupsPolicy": true});
+        assert_eq!(admit(&strict, &supporting, &[], false), Ok(()));
     }
 
     #[test]

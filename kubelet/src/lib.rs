@@ -27,6 +27,7 @@ pub mod static_pods;
 pub mod stats;
 pub mod status;
 pub mod streaming;
+pub mod sysctl;
 pub mod token;
 pub mod volumes;
 
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::Cri;
-use proto::cri::VersionRequest;
+use proto::cri::{StatusRequest, VersionRequest};
 use runtime::informer::{InformerParams, Notification, SharedInformerFactory};
 
 pub use options::{Config, Flags};
@@ -101,13 +102,16 @@ pub(crate) async fn run_node(
         None => connect_runtime(&cfg.runtime_endpoint).await?,
     };
     tracing::info!(node = %cfg.node_name, runtime = %runtime_version, "kubelet starting");
+    // The runtime's features (CRI Status), for the Node's status.features and admission.
+    let features =
+        cri.runtime.clone().status(StatusRequest { verbose: false }).await.ok().and_then(|r| r.into_inner().features);
     // Registration is retried until it succeeds, as upstream's kubelet does, in the background: static pods
     // (kubeadm's control plane, the apiserver among them) start from their files before there is an API.
     {
-        let (client, cfg, cri, stop) = (client.clone(), cfg.clone(), cri.clone(), stop.clone());
+        let (client, cfg, cri, stop, features) = (client.clone(), cfg.clone(), cri.clone(), stop.clone(), features);
         tokio::spawn(async move {
             tokio::select! {
-                r = register_node(&client, &cfg, &runtime_version) => if let Err(e) = r {
+                r = register_node(&client, &cfg, &runtime_version, features.as_ref()) => if let Err(e) = r {
                     tracing::error!(error = %e, "registering the node");
                     return;
                 },
@@ -123,6 +127,7 @@ pub(crate) async fn run_node(
         });
     }
     let manager = pods::PodManager::new(cri, client.clone(), cfg.clone())?;
+    manager.use_runtime_features(features);
     if real_runtime && let Some(cm) = cm::ContainerManager::new(&cfg) {
         start_container_manager(&manager, cm, &cfg);
     }
@@ -231,9 +236,14 @@ fn start_container_manager(manager: &pods::PodManager, cm: cm::ContainerManager,
 }
 
 /// Registers the Node (retrying until the apiserver answers) and records the `Starting` event.
-async fn register_node(client: &client::Client, cfg: &Config, runtime_version: &str) -> Result<(), BoxError> {
+async fn register_node(
+    client: &client::Client,
+    cfg: &Config,
+    runtime_version: &str,
+    features: Option<&proto::cri::RuntimeFeatures>,
+) -> Result<(), BoxError> {
     let mut delay = Duration::from_millis(200);
-    while let Err(e) = node::register(client, cfg, runtime_version).await {
+    while let Err(e) = node::register(client, cfg, runtime_version, features).await {
         tracing::warn!(error = %e, "registering the node; retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(7));

@@ -220,10 +220,24 @@ pub fn node_object(cfg: &Config, runtime_version: &str) -> Value {
     })
 }
 
+/// The runtime's features in the Node's `status.features` (upstream's NodeFeatures, from CRI `Status`): absent
+/// when the runtime reports none.
+pub fn set_features(node: &mut Value, features: Option<&proto::cri::RuntimeFeatures>) {
+    if let Some(f) = features {
+        node["status"]["features"] = json!({"supplementalGroupsPolicy": f.supplemental_groups_policy});
+    }
+}
+
 /// Registers the node (an existing one keeps its spec; labels and status are brought up to date).
-pub async fn register(client: &Client, cfg: &Config, runtime_version: &str) -> Result<(), client::Error> {
+pub async fn register(
+    client: &Client,
+    cfg: &Config,
+    runtime_version: &str,
+    features: Option<&proto::cri::RuntimeFeatures>,
+) -> Result<(), client::Error> {
     let nodes = client.api("", "v1", "nodes")?;
-    let node = node_object(cfg, runtime_version);
+    let mut node = node_object(cfg, runtime_version);
+    set_features(&mut node, features);
     match nodes.create(&node).await {
         Ok(_) => tracing::info!(node = %cfg.node_name, "registered node"),
         Err(e) if e.code() == Some(409) => {
@@ -496,8 +510,12 @@ mod tests {
         let cap_storage = bytes(cap["ephemeral-storage"].as_str().unwrap()).unwrap();
         let alloc_storage = bytes(alloc["ephemeral-storage"].as_str().unwrap()).unwrap();
         assert!(cap_storage > 0 && (alloc_storage - cap_storage * 9 / 10).abs() < 4096, "{cap} {alloc}");
-        let node = node_object(&cfg, "containerd://1.6");
+        let mut node = node_object(&cfg, "containerd://1.6");
         assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "n");
         assert_eq!(node["status"]["conditions"][3]["type"], "Ready");
+        set_features(&mut node, None);
+        assert!(node["status"].get("features").is_none(), "no features from a runtime that reports none");
+        set_features(&mut node, Some(&proto::cri::RuntimeFeatures { supplemental_groups_policy: true }));
+        assert_eq!(node["status"]["features"], json!({"supplementalGroupsPolicy": true}));
     }
 }

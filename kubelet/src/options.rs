@@ -91,6 +91,10 @@ pub struct Flags {
     /// The root of the pods' cgroup tree (`cgroupRoot`; default `/`): pods live under `<root>/kubepods`.
     #[arg(long)]
     pub cgroup_root: Option<String>,
+    /// Unsafe sysctls or sysctl patterns (ending in `*`) pods may set besides the safe ones
+    /// (`allowedUnsafeSysctls`), e.g. `kernel.msg*,net.core.somaxconn`.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
     /// Keep the QoS and pod cgroup tree (`cgroupsPerQOS`, default true).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub cgroups_per_qos: Option<bool>,
@@ -157,6 +161,7 @@ pub struct KubeletConfiguration {
     pub tls_private_key_file: Option<PathBuf>,
     pub healthz_port: Option<u16>,
     pub healthz_bind_address: Option<String>,
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
 }
 
 /// `authentication` of the file.
@@ -352,6 +357,8 @@ pub struct Config {
     /// `healthzPort` (0: none) and `healthzBindAddress` of the local unauthenticated `/healthz`.
     pub healthz_port: u16,
     pub healthz_bind_address: String,
+    /// The sysctls pods may set: the safe ones of this kernel plus `allowedUnsafeSysctls` ([`crate::sysctl`]).
+    pub sysctls: crate::sysctl::Allowlist,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -422,7 +429,11 @@ impl Config {
             .filter(|t| !t.is_empty())
             .map(|t| parse_taint(t))
             .collect::<Result<_, _>>()?;
+        let unsafe_sysctls =
+            flags.allowed_unsafe_sysctls.clone().or(file.allowed_unsafe_sysctls.clone()).unwrap_or_default();
+        let sysctls = crate::sysctl::Allowlist::for_node(&unsafe_sysctls).map_err(ConfigError::Invalid)?;
         Ok(Config {
+            sysctls,
             kubeconfig: flags.kubeconfig,
             runtime_endpoint: flags
                 .container_runtime_endpoint
@@ -549,6 +560,28 @@ mod tests {
         assert!(on.pod_network_routes);
         let flags = Flags::try_parse_from(["kubelet", "--config", cfg.to_str().unwrap(), "--pod-network-routes=false"]);
         assert!(!Config::resolve(flags.unwrap()).unwrap().pod_network_routes, "the flag wins");
+    }
+
+    /// `allowedUnsafeSysctls` from the file or `--allowed-unsafe-sysctls`; a sysctl not known to be namespaced
+    /// stops the kubelet, as upstream's.
+    #[test]
+    fn allowed_unsafe_sysctls() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, "kind: KubeletConfiguration\nallowedUnsafeSysctls: [\"kernel.msg*\"]\n").unwrap();
+        let msgmax =
+            serde_json::json!({"spec": {"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}});
+        let c = Config::resolve(Flags { config: Some(cfg.clone()), ..Default::default() }).unwrap();
+        assert_eq!(c.sysctls.admit(&msgmax), Ok(()));
+        assert!(Config::resolve(Flags::default()).unwrap().sysctls.admit(&msgmax).is_err(), "unsafe by default");
+        let flags =
+            Flags::try_parse_from(["kubelet", "--allowed-unsafe-sysctls=net.core.somaxconn,kernel.sem"]).unwrap();
+        assert!(Config::resolve(flags).unwrap().sysctls.admit(&msgmax).is_err(), "the flag wins");
+        let flags = Flags::try_parse_from(["kubelet", "--allowed-unsafe-sysctls=vm.swappiness"]).unwrap();
+        assert_eq!(
+            Config::resolve(flags).unwrap_err().to_string(),
+            "the sysctl \"vm.swappiness\" are not known to be namespaced"
+        );
     }
 
     /// Upstream's two sets of defaults: the command line's legacy ones (anonymous, AlwaysAllow) without a file,

@@ -271,6 +271,8 @@ pub struct PodManager {
     /// runtime but not desired are left alone (upstream's sourcesReady), so a restarted kubelet does not kill
     /// what it is about to be told to run.
     pending_sources: Mutex<std::collections::HashSet<&'static str>>,
+    /// The runtime's features (CRI `Status`), for the Node admission checks against before its informer has it.
+    runtime_features: std::sync::OnceLock<Option<proto::cri::RuntimeFeatures>>,
 }
 
 impl PodManager {
@@ -305,6 +307,7 @@ impl PodManager {
             cgroups: std::sync::OnceLock::new(),
             tokens,
             pending_sources: Mutex::default(),
+            runtime_features: std::sync::OnceLock::new(),
         }))
     }
 
@@ -328,6 +331,11 @@ impl PodManager {
         let _ = self.cgroups.set(cm);
     }
 
+    /// The runtime's features, as the Node registered them (`status.features`).
+    pub fn use_runtime_features(&self, features: Option<proto::cri::RuntimeFeatures>) {
+        let _ = self.runtime_features.set(features);
+    }
+
     /// The informer of this node's Node object (admission reads its labels, taints and allocatable).
     pub fn use_node(&self, informer: runtime::informer::Informer) {
         let _ = self.node.set(informer);
@@ -340,9 +348,15 @@ impl PodManager {
     fn admit(&self, uid: &str, pod: &Value, node: Option<Value>) -> Result<(), crate::admission::Rejection> {
         let node = node
             .or_else(|| self.node.get().and_then(|n| n.store().get("", &self.cfg.node_name)).map(|n| (*n).clone()))
-            .unwrap_or_else(|| crate::node::node_object(&self.cfg, ""));
+            .unwrap_or_else(|| {
+                let mut node = crate::node::node_object(&self.cfg, "");
+                crate::node::set_features(&mut node, self.runtime_features.get().and_then(Option::as_ref));
+                node
+            });
         let is_static = is_static(pod);
         let desired = self.desired_pods();
+        // The sysctls first, as upstream's admit handlers run.
+        self.cfg.sysctls.admit(pod)?;
         let Ok(mut admitted) = self.admitted.lock() else { return Ok(()) };
         let others: Vec<Arc<Value>> = desired
             .into_iter()
@@ -704,8 +718,11 @@ impl PodManager {
             labels,
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroups.get().map(|cm| cm.cgroup_parent(pod)).unwrap_or_default(),
+                sysctls: crate::sysctl::sandbox_sysctls(pod),
                 security_context: Some(LinuxSandboxSecurityContext {
                     privileged: crate::security::any_privileged(pod),
+                    supplemental_groups: crate::security::supplemental_groups(pod),
+                    supplemental_groups_policy: crate::security::supplemental_groups_policy(pod) as i32,
                     namespace_options: Some(crate::security::namespaces(pod)),
                     ..Default::default()
                 }),
@@ -2034,6 +2051,33 @@ pub(crate) mod tests {
             assert_eq!(got["status"]["phase"], phase, "{name}");
             if phase == "Failed" {
                 assert_eq!(got["status"]["reason"], "NodeAffinity");
+            }
+        }
+
+        // An unsafe sysctl the node does not allow (upstream's e2e "should not launch unsafe, but not explicitly
+        // enabled sysctls on the node"); a safe one runs, its sysctl in the sandbox's configuration.
+        for (name, sysctl, phase) in
+            [("unsafe", "kernel.msgmax", "Failed"), ("safe", "kernel.shm_rmid_forced", "Running")]
+        {
+            let p = pods
+                .create(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"nodeName": "n1", "securityContext": {"sysctls": [{"name": sysctl, "value": "1"}]},
+                        "containers": [{"name": "c", "image": "docker.io/library/busybox:1.36"}]}}))
+                .await
+                .unwrap();
+            desire(&p);
+            manager.sync_pod(&uid(&p), Some(&p)).await.unwrap();
+            let got = pods.get(name).await.unwrap();
+            assert_eq!(got["status"]["phase"], phase, "{name}");
+            if phase == "Failed" {
+                assert_eq!(got["status"]["reason"], "SysctlForbidden");
+                assert_eq!(
+                    got["status"]["message"],
+                    "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+                );
+            } else {
+                let (sandbox, _) = manager.sandbox_config(&got, 0).unwrap();
+                assert_eq!(sandbox.linux.unwrap().sysctls, HashMap::from([(sysctl.to_string(), "1".to_string())]));
             }
         }
 

@@ -1,8 +1,10 @@
-//! Probes: liveness, readiness and startup, each exec (CRI ExecSync), httpGet or tcpSocket, with upstream's
+//! Probes: liveness, readiness and startup, each exec (CRI ExecSync), httpGet, tcpSocket or grpc ([`grpc`]), with upstream's
 //! timing fields (initialDelaySeconds, periodSeconds, timeoutSeconds, successThreshold, failureThreshold). One task
 //! per probe of a running container (upstream's probe workers), sleeping its period between probes and ended when
 //! the container stops or its pod goes away; results wake the pod worker, a failed liveness or startup probe kills
 //! the container so its restart policy applies.
+
+pub mod grpc;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,6 +115,13 @@ pub async fn run_once(
                 Err(_) => Err(format!("dial tcp {}: i/o timeout", join_host_port(&host, p))),
             },
             None => Err("the probe's port is not a number or a named container port".into()),
+        }
+    } else if let Some(g) = probe.get("grpc") {
+        // Only a number: the API has no named ports for gRPC probes.
+        let service = g.get("service").and_then(Value::as_str).unwrap_or_default();
+        match g.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()) {
+            Some(p) => grpc::probe(pod_ip, service, p, timeout).await,
+            None => Err("the probe's port is not a number".into()),
         }
     } else {
         Ok(String::new())
@@ -637,6 +646,32 @@ mod tests {
             run_once(&cri, "c", &tcp, &json!({}), "127.0.0.1").await,
             (Outcome::Failure, "dial tcp 127.0.0.1:1: connect: connection refused".into())
         );
+    }
+
+    /// A `grpc` probe calls the health service on the pod's IP: SERVING succeeds, NOT_SERVING fails.
+    #[tokio::test]
+    async fn grpc_probes_call_the_health_service_on_the_pod_ip() {
+        use tonic_health::ServingStatus;
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("ready", ServingStatus::Serving).await;
+        reporter.set_service_status("down", ServingStatus::NotServing).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+        let cri = Cri::local(proto::fake::FakeCri::default());
+        let probe = |service: &str| json!({"grpc": {"port": port, "service": service}, "timeoutSeconds": 2});
+        assert_eq!(
+            run_once(&cri, "c", &probe("ready"), &json!({}), "127.0.0.1").await,
+            (Outcome::Success, "service healthy".into())
+        );
+        assert_eq!(
+            run_once(&cri, "c", &probe("down"), &json!({}), "127.0.0.1").await,
+            (Outcome::Failure, "service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        let no_service = json!({"grpc": {"port": port}});
+        assert_eq!(run_once(&cri, "c", &no_service, &json!({}), "127.0.0.1").await.0, Outcome::Success);
+        drop(reporter);
     }
 
     /// kubeadm's control-plane probes: `scheme: HTTPS` against a self-signed server (not verified, as upstream),

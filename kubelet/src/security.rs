@@ -1,9 +1,11 @@
 //! What a container's resources and securityContext become in CRI: cgroup limits (CPU shares from requests, CFS
 //! quota from limits, memory limit, OOM score by QoS class, as upstream's kuberuntime does) and the Linux security
-//! context (user, group, supplemental groups, privileged, capabilities, read-only root, no-new-privileges).
+//! context (user, group, supplemental groups with the pod's fsGroup, privileged, capabilities, read-only root,
+//! no-new-privileges).
 
 use proto::cri::{
     Capability, Int64Value, LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode, NamespaceOption,
+    SupplementalGroupsPolicy,
 };
 use serde_json::Value;
 
@@ -73,18 +75,30 @@ pub fn security_context(pod: &Value, c: &Value) -> LinuxContainerSecurityContext
         run_as_user: pick("runAsUser").and_then(Value::as_i64).map(|value| Int64Value { value }),
         run_as_group: pick("runAsGroup").and_then(Value::as_i64).map(|value| Int64Value { value }),
         readonly_rootfs: sc.get("readOnlyRootFilesystem").and_then(Value::as_bool).unwrap_or(false),
-        supplemental_groups: pod_sc
-            .get("supplementalGroups")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_i64)
-            .collect(),
+        supplemental_groups: supplemental_groups(pod),
+        supplemental_groups_policy: supplemental_groups_policy(pod) as i32,
         no_new_privs: sc.get("allowPrivilegeEscalation").and_then(Value::as_bool) == Some(false),
         namespace_options: Some(namespaces(pod)),
         // A privileged container gets the whole view; others get upstream's masked and read-only /proc paths from
         // the runtime's defaults.
         ..Default::default()
+    }
+}
+
+/// The supplemental groups of the pod's processes, as upstream's kuberuntime gives them: the pod's `fsGroup`
+/// first, then its `supplementalGroups`.
+pub fn supplemental_groups(pod: &Value) -> Vec<i64> {
+    let sc = pod.pointer("/spec/securityContext");
+    let fs_group = sc.and_then(|sc| sc.get("fsGroup")).and_then(Value::as_i64);
+    let groups = sc.and_then(|sc| sc.get("supplementalGroups")).and_then(Value::as_array);
+    fs_group.into_iter().chain(groups.into_iter().flatten().filter_map(Value::as_i64)).collect()
+}
+
+/// `supplementalGroupsPolicy`: `Merge` (the default: the image's groups of the user are kept) or `Strict`.
+pub fn supplemental_groups_policy(pod: &Value) -> SupplementalGroupsPolicy {
+    match pod.pointer("/spec/securityContext/supplementalGroupsPolicy").and_then(Value::as_str) {
+        Some("Strict") => SupplementalGroupsPolicy::Strict,
+        _ => SupplementalGroupsPolicy::Merge,
     }
 }
 
@@ -180,5 +194,13 @@ mod tests {
         );
         assert!(!any_privileged(&pod));
         assert!(any_privileged(&json!({"spec": {"containers": [{"securityContext": {"privileged": true}}]}})));
+        assert_eq!(sc.supplemental_groups_policy, SupplementalGroupsPolicy::Merge as i32);
+        // The fsGroup joins the supplemental groups, first (upstream's determineEffectiveSecurityContext).
+        let with_fs_group = json!({"spec": {"securityContext": {"fsGroup": 123, "supplementalGroups": [4000, 5000],
+            "supplementalGroupsPolicy": "Strict"}}});
+        let sc = security_context(&with_fs_group, &json!({}));
+        assert_eq!(sc.supplemental_groups, vec![123, 4000, 5000]);
+        assert_eq!(sc.supplemental_groups_policy, SupplementalGroupsPolicy::Strict as i32);
+        assert_eq!(supplemental_groups(&json!({"spec": {"securityContext": {"fsGroup": 7}}})), vec![7]);
     }
 }

@@ -2,11 +2,13 @@
 //! volumes (with bound service account tokens from [`crate::token`], so `kube-api-access-*` volumes give pods
 //! their token, CA and namespace) set up under `<root-dir>/pods/<uid>/volumes/`, written atomically (a `..data` symlink swapped over a
 //! fresh timestamped directory, as upstream's AtomicWriter) so updates of configMaps and secrets reach mounted
-//! files; and container environment from values, fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef, envFrom.
+//! files; volumes of a pod with an `fsGroup` given to that group ([`ownership`]); and container environment from values, fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef, envFrom.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+pub mod ownership;
 
 use client::Client;
 use proto::cri::{KeyValue, Mount};
@@ -195,8 +197,13 @@ pub async fn environment(
 }
 
 /// Writes `files` into `dir` atomically: a new timestamped directory, then the `..data` symlink swapped to it,
-/// with each file a symlink through `..data`. Readers never see a half-written set.
-pub fn atomic_write(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std::io::Result<()> {
+/// with each file a symlink through `..data`. Readers never see a half-written set. With the pod's `fs_group`, the
+/// volume is given to that group (read-only ownership) before the swap, as upstream's atomic writer's setPerms.
+pub fn atomic_write(
+    dir: &Path,
+    files: &BTreeMap<String, (Vec<u8>, u32)>,
+    fs_group: Option<u32>,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let data_link = dir.join("..data");
     let current = std::fs::read_link(&data_link).ok();
@@ -219,6 +226,9 @@ pub fn atomic_write(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
     }
     std::fs::create_dir_all(&target)?;
+    if let Some(gid) = fs_group {
+        ownership::set_volume_ownership(dir, gid, true, ownership::ChangePolicy::Always)?;
+    }
     let tmp_link = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp_link);
     std::os::unix::fs::symlink(&stamp, &tmp_link)?;
@@ -330,10 +340,14 @@ async fn setup_volume(
     let dir = |plugin: &str| base.join(format!("kubernetes.io~{plugin}")).join(name);
     let io = |e: std::io::Error| e.to_string();
     let get = async |plural: &str, obj: &str| get_obj(client, plural, ns, obj).await.map_err(|(_, m)| m);
+    let fs_group = ownership::fs_group(pod);
     let path = if let Some(ed) = v.get("emptyDir") {
         let d = dir("empty-dir");
+        let new = !d.exists();
         std::fs::create_dir_all(&d).map_err(io)?;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+        if new {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+        }
         if s(ed, "/medium") == "Memory" && !is_mounted(&d) {
             let size = ed.get("sizeLimit").and_then(Value::as_str).and_then(crate::node::bytes);
             let mut cmd = std::process::Command::new("mount");
@@ -345,6 +359,11 @@ async fn setup_volume(
             if !ok {
                 return Err("mounting tmpfs failed".into());
             }
+        }
+        // Once, when the volume is made (upstream's emptyDir SetUp runs once): files the containers create later
+        // keep the modes they were given.
+        if new && let Some(gid) = fs_group {
+            ownership::set_volume_ownership(&d, gid, false, ownership::ChangePolicy::Always).map_err(io)?;
         }
         d
     } else if let Some(hp) = v.get("hostPath") {
@@ -375,12 +394,12 @@ async fn setup_volume(
         };
         let files = project(&data, src, 0o644)?;
         let d = dir(if secret { "secret" } else { "configmap" });
-        atomic_write(&d, &files).map_err(io)?;
+        atomic_write(&d, &files, fs_group).map_err(io)?;
         d
     } else if let Some(src) = v.get("downwardAPI") {
         let files = downward_files(pod, src, 0o644, fields)?;
         let d = dir("downward-api");
-        atomic_write(&d, &files).map_err(io)?;
+        atomic_write(&d, &files, fs_group).map_err(io)?;
         d
     } else if let Some(src) = v.get("projected") {
         let mut files = BTreeMap::new();
@@ -408,7 +427,7 @@ async fn setup_volume(
             }
         }
         let d = dir("projected");
-        atomic_write(&d, &files).map_err(io)?;
+        atomic_write(&d, &files, fs_group).map_err(io)?;
         d
     } else {
         return Ok(None);
@@ -602,13 +621,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut files =
             BTreeMap::from([("a".to_string(), (b"1".to_vec(), 0o644)), ("b".to_string(), (b"2".to_vec(), 0o600))]);
-        atomic_write(dir.path(), &files).unwrap();
+        atomic_write(dir.path(), &files, None).unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "1");
         let mode = std::fs::metadata(dir.path().join("b")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         files.remove("b");
         files.insert("a".into(), (b"changed".to_vec(), 0o644));
-        atomic_write(dir.path(), &files).unwrap();
+        atomic_write(dir.path(), &files, None).unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "changed");
         assert!(!dir.path().join("b").exists());
         let data_dirs = std::fs::read_dir(dir.path())
@@ -671,6 +690,46 @@ mod tests {
         assert_eq!(mode(&vols["all"].join("labels")), 0o440, "the projected volume's defaultMode");
         let err = setup(&server.client, dir.path(), &pod, &fields, &tokens).await.unwrap_err();
         assert_eq!(err, MountError { volume: "broken".into(), message: "container nope not found".into() });
+        server.stop().await;
+    }
+
+    /// A pod with an fsGroup: its emptyDir is the group's, setgid and group-writable, once when made (a file
+    /// the container creates later keeps its mode, as upstream's e2e "(non-root,0644,default)" with FSGroup); its
+    /// configMap volume's files keep their defaultMode and change group, also after an update of the configMap.
+    #[tokio::test]
+    async fn fs_group_owns_empty_dir_and_config_map_volumes() {
+        use std::os::unix::fs::MetadataExt;
+        let server = kube_apiserver::testing::TestApiserver::start().await;
+        let cms = server.client.api("", "v1", "configmaps").unwrap().namespaced("default");
+        cms.create(&json!({"metadata": {"name": "cm", "namespace": "default"}, "data": {"k": "v1"}})).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pod = json!({"metadata": {"name": "p", "namespace": "default", "uid": "u-fs"},
+            "spec": {"securityContext": {"fsGroup": 1234, "runAsUser": 1001}, "containers": [{"name": "c"}],
+                "volumes": [{"name": "scratch", "emptyDir": {}},
+                    {"name": "config", "configMap": {"name": "cm", "defaultMode": 0o440}}]}});
+        let allocatable = json!({});
+        let fields = FieldSource { pod_ip: "10.1.1.1", host_ip: "10.0.0.1", allocatable: &allocatable };
+        let tokens = TokenManager::new(None);
+        let vols = setup(&server.client, dir.path(), &pod, &fields, &tokens).await.unwrap();
+        let stat = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.gid(), m.mode() & 0o7777)
+        };
+        assert_eq!(stat(&vols["scratch"]), (1234, 0o2777));
+        let made = vols["scratch"].join("test-file");
+        std::fs::write(&made, b"mount-tester new file").unwrap();
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::lchown(&made, None, Some(0)).unwrap();
+        setup(&server.client, dir.path(), &pod, &fields, &tokens).await.unwrap();
+        assert_eq!(stat(&made), (0, 0o644), "the volume's ownership is applied once, when it is made");
+        assert_eq!(stat(&vols["config"].join("k")), (1234, 0o440));
+        assert_eq!(stat(&vols["config"]).0, 1234);
+        let mut cm = cms.get("cm").await.unwrap();
+        cm["data"]["k"] = json!("v2");
+        cms.replace("cm", &cm).await.unwrap();
+        setup(&server.client, dir.path(), &pod, &fields, &tokens).await.unwrap();
+        assert_eq!(std::fs::read_to_string(vols["config"].join("k")).unwrap(), "v2");
+        assert_eq!(stat(&vols["config"].join("k")), (1234, 0o440), "the new data is the group's too");
         server.stop().await;
     }
 
@@ -744,13 +803,18 @@ mod tests {
         assert_eq!(read("token"), "jwt-1");
         assert_ne!(std::fs::read_link(vol.join("..data")).unwrap(), data, "swapped atomically");
         assert_eq!(read("ca.crt"), "CA PEM");
-        // With an fsGroup the token file is 0600, as upstream's before ownership is applied.
+        // With an fsGroup the token file is 0600 before ownership is applied, then group-readable by the fsGroup
+        // (upstream's read-only ownership mask 0440); the others keep their mode, and the directories get setgid.
         let mut grouped = pod.clone();
         grouped["spec"]["securityContext"] = json!({"fsGroup": 2000});
         grouped["metadata"]["uid"] = json!("u-2");
         let vols = setup(&fake.client(), dir.path(), &grouped, &fields, &tokens).await.unwrap();
-        assert_eq!(mode(&vols["kube-api-access-x2x9z"].join("token")), 0o600);
-        assert_eq!(mode(&vols["kube-api-access-x2x9z"].join("ca.crt")), 0o644);
+        let vol = &vols["kube-api-access-x2x9z"];
+        let gid = |p: &Path| std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(p).unwrap());
+        assert_eq!((gid(&vol.join("token")), mode(&vol.join("token"))), (2000, 0o640));
+        assert_eq!((gid(&vol.join("ca.crt")), mode(&vol.join("ca.crt"))), (2000, 0o644));
+        assert_eq!((gid(vol), mode(vol) & 0o2000), (2000, 0o2000));
+        assert_eq!(mode(&vol.join("..data")) & 0o2000, 0o2000, "the data directory too");
         // TokenRequest failures fail the mount with upstream's message.
         let mut other = pod.clone();
         other["spec"]["serviceAccountName"] = json!("missing");

@@ -1057,3 +1057,181 @@ spec:
     tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
     let _ = api_stop.send(());
 }
+
+/// Upstream's e2e for pod security contexts, sysctls and gRPC probes on a real runtime: the fsGroup in `id -G` and
+/// owning the volumes (test/e2e/common/node/security_context.go, storage/empty_dir.go, projected_configmap.go),
+/// a safe sysctl set in the pod and an unsafe one refused (node/sysctl.go), and gRPC liveness probes against a
+/// health server in this process (the pods share the node's network, so the kubelet probes 127.0.0.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_contexts_sysctls_and_grpc_probes_on_containerd() {
+    use tonic_health::ServingStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, kubeconfig, api_stop) = start_apiserver(dir.path()).await;
+    let (ctd, cfg) = node_on_containerd(dir.path()).await;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let kubelet = tokio::spawn(kubelet::run_with_client(client.clone(), cfg.clone(), stop_rx));
+    let pods = client.api("", "v1", "pods").unwrap().namespaced("default");
+    let logs_of = async |name: &str, lines: usize| {
+        eventually(60, &format!("the output of {name}"), async || {
+            let out = kubectl_output(&kubeconfig, &["logs", name], None);
+            let l = String::from_utf8_lossy(&out.stdout).into_owned();
+            (l.lines().count() >= lines).then_some(l)
+        })
+        .await
+    };
+
+    // fsGroup and supplementalGroups: the process's groups, the volumes' group and modes, and a file the
+    // non-root container makes in its emptyDir (the setgid directory gives it the fsGroup).
+    kubectl(&kubeconfig, &["create", "configmap", "fs-cm", "--from-literal=data-1=value-1"], None);
+    let grouped = r#"apiVersion: v1
+kind: Pod
+metadata: {name: grouped}
+spec:
+  nodeName: e2e-node
+  hostNetwork: true
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000, fsGroup: 1001, supplementalGroups: [5678]}
+  containers:
+  - name: main
+    image: docker.io/library/busybox:1.36
+    imagePullPolicy: Never
+    command: [sh, -c, 'id -G; stat -c "%g %a" /scratch; umask 022; echo new > /scratch/f; stat -c "%g %a" /scratch/f; stat -L -c "%g %a" /cfg/data-1; cat /cfg/data-1; echo; stat -L -c "%g %a" /proj/data-1; cat /proj/data-1; echo']
+    volumeMounts:
+    - {name: scratch, mountPath: /scratch}
+    - {name: cfg, mountPath: /cfg}
+    - {name: proj, mountPath: /proj}
+  volumes:
+  - name: scratch
+    emptyDir: {}
+  - name: cfg
+    configMap: {name: fs-cm}
+  - name: proj
+    projected: {defaultMode: 0440, sources: [{configMap: {name: fs-cm}}]}
+"#;
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(grouped));
+    pod_until(&pods, "grouped", 60, |p| p["status"]["phase"] == "Succeeded").await;
+    let out = logs_of("grouped", 7).await;
+    let lines: Vec<&str> = out.lines().collect();
+    let groups: Vec<&str> = lines[0].split_whitespace().collect();
+    assert!(groups.contains(&"1001") && groups.contains(&"5678"), "id -G: {}", lines[0]);
+    assert_eq!(
+        &lines[1..],
+        ["1001 2777", "1001 644", "1001 644", "value-1", "1001 440", "value-1"],
+        "emptyDir setgid and group-writable, a new file the fsGroup's, configMap files the fsGroup's with their \
+         defaultMode (0440 readable by the non-root user through the fsGroup)"
+    );
+
+    // supplementalGroupsPolicy Strict on a runtime that does not report enforcing it (containerd before 2.0 has no
+    // CRI features): refused by the kubelet, as upstream's since 1.33.
+    let strict = grouped
+        .replace("name: grouped", "name: strict")
+        .replace("supplementalGroups: [5678]", "supplementalGroups: [5678], supplementalGroupsPolicy: Strict");
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&strict));
+    let refused = pod_until(&pods, "strict", 30, |p| p["status"]["phase"] == "Failed").await;
+    assert_eq!(refused["status"]["reason"], "SupplementalGroupsPolicyNotSupported");
+    assert_eq!(
+        refused["status"]["message"],
+        "Pod was rejected: SupplementalGroupsPolicy=Strict is not supported in this node"
+    );
+
+    // Sysctls: a safe one is set in the pod; an unsafe one the node does not allow fails the pod; invalid names
+    // and a net sysctl with hostNetwork are the apiserver's to refuse.
+    let sysctl_pod = |name: &str, sysctl: &str, value: &str, command: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: e2e-node\n  hostNetwork: true\n  restartPolicy: Never\n  securityContext:\n    sysctls: [{{name: {sysctl}, value: '{value}'}}]\n  containers:\n  - name: test-container\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sh, -c, '{command}']\n"
+        )
+    };
+    kubectl(
+        &kubeconfig,
+        &["create", "-f", "-"],
+        Some(&sysctl_pod(
+            "sysctl",
+            "kernel.shm_rmid_forced",
+            "1",
+            "sysctl kernel.shm_rmid_forced; cat /proc/sys/kernel/shm_rmid_forced",
+        )),
+    );
+    let done =
+        pod_until(&pods, "sysctl", 60, |p| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))).await;
+    assert_eq!(done["status"]["phase"], "Succeeded", "{:#}", done["status"]);
+    assert_eq!(logs_of("sysctl", 2).await, "kernel.shm_rmid_forced = 1\n1\n");
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&sysctl_pod("unsafe", "kernel.msgmax", "10000000000", "true")));
+    let refused = pod_until(&pods, "unsafe", 30, |p| p["status"]["phase"] == "Failed").await;
+    assert_eq!(refused["status"]["reason"], "SysctlForbidden");
+    assert_eq!(refused["status"]["message"], "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted");
+    let invalid =
+        kubectl_output(&kubeconfig, &["create", "-f", "-"], Some(&sysctl_pod("invalid", "foo-", "bar", "true")));
+    let err = String::from_utf8_lossy(&invalid.stderr);
+    assert!(!invalid.status.success() && err.contains("Invalid value: \"foo-\""), "{err}");
+    let host_net = kubectl_output(
+        &kubeconfig,
+        &["create", "-f", "-"],
+        Some(&sysctl_pod("hostnet", "net.ipv4.ip_local_port_range", "1024 65535", "true")),
+    );
+    let err = String::from_utf8_lossy(&host_net.stderr);
+    assert!(!host_net.status.success() && err.contains("may not be specified when 'hostNetwork' is true"), "{err}");
+
+    // gRPC liveness probes: SERVING keeps the container, NOT_SERVING restarts it (with upstream's event).
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("up", ServingStatus::Serving).await;
+    reporter.set_service_status("down", ServingStatus::NotServing).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async move {
+            let _ = health_stopped.await;
+        },
+    ));
+    let grpc_pod = |name: &str, service: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: e2e-node\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.36\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n    livenessProbe: {{grpc: {{port: {port}, service: {service}}}, periodSeconds: 1, failureThreshold: 2}}\n"
+        )
+    };
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&grpc_pod("grpc-up", "up")));
+    kubectl(&kubeconfig, &["create", "-f", "-"], Some(&grpc_pod("grpc-down", "down")));
+    let restart_count = |p: &Value| p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0);
+    pod_until(&pods, "grpc-down", 60, |p| restart_count(p) >= 1).await;
+    let events = client.api("", "v1", "events").unwrap().namespaced("default");
+    let unhealthy = eventually(20, "the Unhealthy event", async || {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["reason"] == "Unhealthy" && e["involvedObject"]["name"] == "grpc-down")
+            .cloned()
+    })
+    .await;
+    assert_eq!(unhealthy["message"], "Liveness probe failed: service unhealthy (responded with \"NOT_SERVING\")");
+    let up = pod_until(&pods, "grpc-up", 30, |p| p["status"]["phase"] == "Running").await;
+    assert_eq!(restart_count(&up), 0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(restart_count(&pods.get("grpc-up").await.unwrap()), 0, "a SERVING service keeps its container");
+    // The service goes down: the container is restarted.
+    reporter.set_service_status("up", ServingStatus::NotServing).await;
+    pod_until(&pods, "grpc-up", 60, |p| restart_count(p) >= 1).await;
+
+    kubectl(
+        &kubeconfig,
+        &[
+            "delete",
+            "pod",
+            "grouped",
+            "strict",
+            "sysctl",
+            "unsafe",
+            "grpc-up",
+            "grpc-down",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    let _ = health_stop.send(());
+    let _ = server.await;
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), kubelet).await.expect("kubelet stops").unwrap().unwrap();
+    tokio::task::spawn_blocking(move || drop(ctd)).await.unwrap();
+    let _ = api_stop.send(());
+}
