@@ -10,6 +10,7 @@ pub mod limitranger;
 pub mod noderestriction;
 pub mod policy;
 pub mod resourcequota;
+pub mod runtimeclass;
 pub mod serviceaccount;
 pub mod webhook;
 
@@ -482,6 +483,23 @@ fn limit_ranges(server: &Apiserver, ns: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// RuntimeClass admission of a pod naming a class (read from storage).
+async fn runtime_class(server: &Apiserver, pod: &mut Value) -> Result<(), ApiError> {
+    let Some(name) = pod.pointer("/spec/runtimeClassName").and_then(Value::as_str).map(str::to_string) else {
+        return Ok(());
+    };
+    let Some(classes) = api_types::resources::find("node.k8s.io", "v1", "runtimeclasses") else { return Ok(()) };
+    let class = match server.registry.get(classes, None, &name).await {
+        Ok(c) => Some(c),
+        Err(e) if e.code == 404 => None,
+        Err(e) => return Err(e),
+    };
+    runtimeclass::admit(pod, &name, class.as_ref()).map_err(|why| {
+        let pod_name = meta_str(pod, "name").unwrap_or_default();
+        crate::authorization::new_forbidden("", "pods", pod_name, &why)
+    })
+}
+
 /// The Priority admission plugin: `spec.priority` (and `preemptionPolicy`) from the pod's PriorityClass, or from
 /// the global default class, else 0. An unknown class is refused with 403 as upstream.
 async fn priority(server: &Arc<Apiserver>, pod: &mut Value) -> Result<(), ApiError> {
@@ -548,6 +566,9 @@ pub async fn create(
     }
     if is(res, "", "pods") {
         priority(server, &mut obj).await?;
+    }
+    if is(res, "", "pods") && server.admission_enabled(runtimeclass::NAME) {
+        runtime_class(server, &mut obj).await?;
     }
     if is(res, "certificates.k8s.io", "certificatesigningrequests") {
         requester(&mut obj);

@@ -1,6 +1,8 @@
-//! LimitRanger and LimitRange defaulting through the API, as upstream's e2e `test/e2e/scheduling/limit_range.go`
-//! ("should create a LimitRange with defaults and ensure pod has those defaults applied", "should list, patch and
-//! delete a LimitRange by collection") asserts them.
+//! The pod admission plugins through the API: LimitRanger and LimitRange defaulting, as upstream's e2e
+//! `test/e2e/scheduling/limit_range.go` ("should create a LimitRange with defaults and ensure pod has those defaults
+//! applied", "should list, patch and delete a LimitRange by collection") asserts them; RuntimeClass, as
+//! `test/e2e/common/node/runtimeclass.go` ("should reject a Pod requesting a non-existent / deleted RuntimeClass",
+//! "should schedule a Pod requesting a RuntimeClass and initialize its Overhead") does.
 
 use api_types::patch::PatchType;
 use kube_apiserver::testing::TestApiserver;
@@ -123,5 +125,33 @@ async fn limit_range_defaults_and_bounds_pods() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(p["spec"]["containers"][0]["resources"], json!({}));
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_class_sets_overhead_and_refuses_unknown_classes() {
+    let api = TestApiserver::start().await;
+    api.namespace("rc").await;
+    let classes = api.client.api("node.k8s.io", "v1", "runtimeclasses").unwrap();
+    let pods = api.client.api("", "v1", "pods").unwrap().namespaced("rc");
+    let pod = |name: &str, class: &str| {
+        json!({"metadata": {"name": name}, "spec": {"runtimeClassName": class,
+            "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]}})
+    };
+    let e = pods.create(&pod("p1", "missing")).await.unwrap_err();
+    assert_eq!(forbidden(e), "pods \"p1\" is forbidden: pod rejected: RuntimeClass \"missing\" not found");
+    classes
+        .create(&json!({"metadata": {"name": "with-overhead"}, "handler": "runc",
+            "overhead": {"podFixed": {"cpu": "10m", "memory": "1Mi"}}}))
+        .await
+        .unwrap();
+    let p = pods.create(&pod("p2", "with-overhead")).await.unwrap();
+    assert_eq!(p["spec"]["overhead"], json!({"cpu": "10m", "memory": "1Mi"}));
+    // A deleted class refuses new pods.
+    classes.create(&json!({"metadata": {"name": "gone"}, "handler": "runc"})).await.unwrap();
+    pods.create(&pod("p3", "gone")).await.unwrap();
+    classes.delete("gone", None).await.unwrap();
+    let e = pods.create(&pod("p4", "gone")).await.unwrap_err();
+    assert_eq!(forbidden(e), "pods \"p4\" is forbidden: pod rejected: RuntimeClass \"gone\" not found");
     api.stop().await;
 }
