@@ -212,6 +212,9 @@ pub async fn serve(
             dp.dry_run |= dry_run(q);
             let pod = reg.get(res, ns, name).await?;
             check_disruption_budget(server, &pod, dp.dry_run).await?;
+            if !dp.dry_run {
+                add_disruption_target(server, res, ns, name).await?;
+            }
             crate::admission::delete(server, res, ns, name, &dp).await?;
             Ok(encode_response(StatusCode::CREATED, &status::success(None), out.encoding))
         }
@@ -236,6 +239,42 @@ pub async fn serve(
         }
         _ => Err(ApiError::unavailable(format!("{}/{sub} is not implemented yet", res.plural))),
     }
+}
+
+/// Upstream's `addConditionAndDeletePod`: before an evicted pod is deleted its status gets the `DisruptionTarget`
+/// condition (`EvictionByEvictionAPI`), written on the latest pod (retried on a concurrent change).
+async fn add_disruption_target(
+    server: &Arc<Apiserver>,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<(), ApiError> {
+    for _ in 0..5 {
+        let mut pod = server.registry.get(res, ns, name).await?;
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let condition = json!({"type": "DisruptionTarget", "status": "True", "lastProbeTime": null,
+            "lastTransitionTime": now, "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"});
+        let conditions = pod["status"].as_object_mut().map(|st| st.entry("conditions").or_insert_with(|| json!([])));
+        let Some(conditions) = conditions.and_then(Value::as_array_mut) else { return Ok(()) };
+        match conditions.iter_mut().find(|c| c["type"] == "DisruptionTarget") {
+            // UpdatePodCondition: the transition time moves only when the status does.
+            Some(c) if c["status"] == "True" => {
+                if c["reason"] == condition["reason"] && c["message"] == condition["message"] {
+                    return Ok(());
+                }
+                c["reason"] = condition["reason"].clone();
+                c["message"] = condition["message"].clone();
+            }
+            Some(c) => *c = condition,
+            None => conditions.push(condition),
+        }
+        match server.registry.update(res, ns, name, Some("status"), pod, false).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(res.group, res.plural, name, "the pod kept changing"))
 }
 
 /// `pods/log`: proxied to the kubelet of the pod's node (`/containerLogs/...`), streamed back as it comes, or

@@ -215,7 +215,14 @@ async fn disruption_budget_status_and_eviction_429() {
     // One eviction is allowed: the budget is spent and the pod recorded as disrupted.
     evict(&c, "web-a").await.unwrap();
     let pods = c.api("", "v1", "pods", "default");
-    assert!(deleting(&pods.get("web-a").await.unwrap()));
+    let evicted = pods.get("web-a").await.unwrap();
+    assert!(deleting(&evicted));
+    // Marked before its deletion, as upstream's eviction does.
+    let target = cond(&evicted, "DisruptionTarget").expect("no DisruptionTarget condition");
+    assert_eq!(
+        (target["status"].as_str(), target["reason"].as_str(), target["message"].as_str()),
+        (Some("True"), Some("EvictionByEvictionAPI"), Some("Eviction API: evicting"))
+    );
     let pdb = c
         .until(
             15,

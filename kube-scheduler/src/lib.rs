@@ -354,8 +354,22 @@ impl Scheduler {
                     "Preempted",
                     &format!("Preempted by pod {} on node {}", runtime::uid(pod), c.node),
                 );
+                // As upstream's preemption: the victim learns why it goes (DisruptionTarget) before it is deleted.
+                let scheduler =
+                    pod.pointer("/spec/schedulerName").and_then(Value::as_str).unwrap_or("default-scheduler");
+                let condition = json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True",
+                    "lastProbeTime": null, "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    "reason": "PreemptionByScheduler",
+                    "message": format!("{scheduler}: preempting to accommodate a higher priority pod")}]}});
+                let victims = api.clone().namespaced(&v.namespace);
+                if let Err(e) =
+                    victims.patch_status(&v.name, api_types::patch::PatchType::StrategicMerge, &condition).await
+                    && e.code() != Some(404)
+                {
+                    tracing::warn!(victim = %v.name, error = %e, "marking a preemption victim");
+                }
                 let opts = json!({"preconditions": {"uid": v.uid}});
-                match api.clone().namespaced(&v.namespace).delete(&v.name, Some(&opts)).await {
+                match victims.delete(&v.name, Some(&opts)).await {
                     Ok(_) => {}
                     Err(e) if e.code() == Some(404) => {}
                     Err(e) => tracing::warn!(victim = %v.name, error = %e, "deleting a preemption victim"),

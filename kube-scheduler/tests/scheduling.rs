@@ -154,6 +154,13 @@ async fn a_high_priority_pod_preempts_a_lower_one() {
     // The victim is being deleted; play the kubelet and finish its deletion.
     let victim = env.until(20, "low terminating", "low", |p| p["metadata"]["deletionTimestamp"].is_string()).await;
     assert!(victim["metadata"]["deletionTimestamp"].is_string());
+    // Marked before its deletion, as upstream's preemption does.
+    let target =
+        victim["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "DisruptionTarget").cloned();
+    let target = target.expect("the victim has no DisruptionTarget condition");
+    assert_eq!(target["status"], "True");
+    assert_eq!(target["reason"], "PreemptionByScheduler");
+    assert_eq!(target["message"], "default-scheduler: preempting to accommodate a higher priority pod");
     pods.delete("low", Some(&json!({"gracePeriodSeconds": 0}))).await.unwrap();
     let p = env.until(20, "critical bound", "critical", |p| !node_of(p).is_empty()).await;
     assert_eq!(node_of(&p), "only");
