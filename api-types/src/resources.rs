@@ -190,6 +190,9 @@ pub static RESOURCES: &[Resource] = &[
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", NS, short: [], cat: [], verbs: CRUD, sub: [], storage: "leases"),
     // discovery.k8s.io/v1
     res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", NS, short: [], cat: [], verbs: CRUD, sub: [], storage: "endpointslices"),
+    // flowcontrol.apiserver.k8s.io/v1
+    res!("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas", "flowschema", CLUSTER, short: [], cat: [], verbs: CRUD, sub: [status("FlowSchema")], storage: "flowschemas"),
+    res!("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", "prioritylevelconfigurations", "prioritylevelconfiguration", CLUSTER, short: [], cat: [], verbs: CRUD, sub: [status("PriorityLevelConfiguration")], storage: "prioritylevelconfigurations"),
     // node.k8s.io/v1
     res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", CLUSTER, short: [], cat: [], verbs: CRUD, sub: [], storage: "runtimeclasses"),
     // scheduling.k8s.io/v1

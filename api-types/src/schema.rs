@@ -69,6 +69,8 @@ macro_rules! kind_table {
         ("apiregistration.k8s.io", "v1", "APIService") => k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
         ("coordination.k8s.io", "v1", "Lease") => api::coordination::v1::Lease,
         ("discovery.k8s.io", "v1", "EndpointSlice") => api::discovery::v1::EndpointSlice,
+        ("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema") => api::flowcontrol::v1::FlowSchema,
+        ("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration") => api::flowcontrol::v1::PriorityLevelConfiguration,
         ("node.k8s.io", "v1", "RuntimeClass") => api::node::v1::RuntimeClass,
         ("scheduling.k8s.io", "v1", "PriorityClass") => api::scheduling::v1::PriorityClass,
         ("authentication.k8s.io", "v1", "SelfSubjectReview") => api::authentication::v1::SelfSubjectReview,

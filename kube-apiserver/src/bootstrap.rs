@@ -129,6 +129,8 @@ pub async fn run(server: &Arc<Apiserver>) -> Result<(), ApiError> {
         )
         .await?;
     }
+    // API Priority and Fairness: the mandatory and suggested FlowSchemas and priority levels.
+    crate::flowcontrol::ensure(server).await;
     // The built-in priority classes.
     if let Some(classes) = find("scheduling.k8s.io", "v1", "priorityclasses") {
         for (name, value, what) in [

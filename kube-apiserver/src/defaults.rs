@@ -183,6 +183,7 @@ pub fn apply(res: &Resource, obj: &mut Value, creating: bool) {
             }
             template(obj, "/spec/jobTemplate/spec/template");
         }
+        ("flowcontrol.apiserver.k8s.io", kind) => crate::flowcontrol::default(kind, obj),
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
             if let Some(spec) = obj_at(obj, "spec") {
                 default(spec, "failurePolicy", json!("Fail"));

@@ -14,6 +14,7 @@ pub mod convert;
 pub mod defaults;
 pub mod discovery;
 pub mod fieldmanager;
+pub mod flowcontrol;
 pub mod ipalloc;
 pub mod metrics;
 pub mod negotiation;

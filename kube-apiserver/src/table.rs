@@ -414,6 +414,23 @@ fn columns(res: &Resource) -> Vec<Col> {
             w("Name", "string"),
         ],
         ("coordination.k8s.io", "leases") => vec![c("Name", "string"), c("Holder", "string"), c("Age", "string")],
+        ("flowcontrol.apiserver.k8s.io", "flowschemas") => vec![
+            c("Name", "string"),
+            c("PriorityLevel", "string"),
+            c("MatchingPrecedence", "string"),
+            c("DistinguisherMethod", "string"),
+            c("Age", "string"),
+            c("MissingPL", "string"),
+        ],
+        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations") => vec![
+            c("Name", "string"),
+            c("Type", "string"),
+            c("NominalConcurrencyShares", "string"),
+            c("Queues", "string"),
+            c("HandSize", "string"),
+            c("QueueLengthLimit", "string"),
+            c("Age", "string"),
+        ],
         ("", "persistentvolumes") => vec![
             c("Name", "string"),
             c("Capacity", "string"),
@@ -690,6 +707,37 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
             ]
         }
         ("coordination.k8s.io", "leases") => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age(o))],
+        ("flowcontrol.apiserver.k8s.io", "flowschemas") => {
+            let method = o.pointer("/spec/distinguisherMethod/type").and_then(Value::as_str).unwrap_or("<none>");
+            // The Dangling condition's status, "?" until something has judged it (upstream's printer).
+            let dangling = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Dangling"))
+                .map_or("?".to_string(), |c| s(c, "/status"));
+            vec![
+                json!(name),
+                json!(s(o, "/spec/priorityLevelConfiguration/name")),
+                json!(i(o, "/spec/matchingPrecedence")),
+                json!(method),
+                json!(age(o)),
+                json!(dangling),
+            ]
+        }
+        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations") => {
+            let limited = o.pointer("/spec/limited");
+            let or_none = |v: Option<&Value>| v.cloned().unwrap_or(json!("<none>"));
+            let queuing = |k: &str| or_none(limited.and_then(|l| l.pointer(&format!("/limitResponse/queuing/{k}"))));
+            vec![
+                json!(name),
+                json!(s(o, "/spec/type")),
+                or_none(limited.and_then(|l| l.get("nominalConcurrencyShares"))),
+                queuing("queues"),
+                queuing("handSize"),
+                queuing("queueLengthLimit"),
+                json!(age(o)),
+            ]
+        }
         ("", "persistentvolumes") => {
             let claim = if o.pointer("/spec/claimRef").is_some() {
                 format!("{}/{}", s(o, "/spec/claimRef/namespace"), s(o, "/spec/claimRef/name"))

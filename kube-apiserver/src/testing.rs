@@ -191,6 +191,45 @@ impl TestApiserver {
         self.data_dir.clone()
     }
 
+    /// A kubeconfig for the admin client (`<dir>/admin.conf`), written once.
+    pub fn kubeconfig(&self) -> PathBuf {
+        use base64::Engine;
+        let path = self.dir.path().join("admin.conf");
+        if !path.exists() {
+            let b64 = |b: &Option<Vec<u8>>| {
+                base64::engine::general_purpose::STANDARD.encode(b.as_deref().unwrap_or_default())
+            };
+            let c = &self.config;
+            let text = format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
+                c.server,
+                b64(&c.ca_pem),
+                b64(&c.client_cert_pem),
+                b64(&c.client_key_pem)
+            );
+            std::fs::write(&path, text).expect("writing the kubeconfig");
+        }
+        path
+    }
+
+    /// Runs the real `/usr/bin/kubectl` against this apiserver as its admin (off the async runtime).
+    pub async fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        let kubeconfig = self.kubeconfig();
+        let dir = self.dir.path().to_path_buf();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("/usr/bin/kubectl")
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("KUBECACHEDIR", dir.join("kcache"))
+                .env("HOME", &dir)
+                .output()
+                .expect("running kubectl")
+        })
+        .await
+        .expect("kubectl task")
+    }
+
     /// A new client (its own connection pool).
     pub fn new_client(&self) -> Client {
         Client::new(&self.config).expect("client")

@@ -412,6 +412,7 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
         }
         ("", "Service") => service(obj, old, &mut causes),
         ("apiregistration.k8s.io", "APIService") => causes.extend(crate::aggregator::validate(obj)),
+        ("flowcontrol.apiserver.k8s.io", kind) => causes.extend(crate::flowcontrol::validate(kind, obj)),
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
             causes.extend(crate::admission::policy::validation::policy(obj, old));
             causes.extend(crate::admission::policy::validation::status(obj));

@@ -231,6 +231,18 @@ pub(super) static KINDS: &[(&str, &str, ReEncode)] = &[
     ("discovery.k8s.io/v1", "EndpointSliceList", |b| {
         k8s_pb::api::discovery::v1::EndpointSliceList::decode(b).map(|m| m.encode_to_vec())
     }),
+    ("flowcontrol.apiserver.k8s.io/v1", "FlowSchema", |b| {
+        k8s_pb::api::flowcontrol::v1::FlowSchema::decode(b).map(|m| m.encode_to_vec())
+    }),
+    ("flowcontrol.apiserver.k8s.io/v1", "FlowSchemaList", |b| {
+        k8s_pb::api::flowcontrol::v1::FlowSchemaList::decode(b).map(|m| m.encode_to_vec())
+    }),
+    ("flowcontrol.apiserver.k8s.io/v1", "PriorityLevelConfiguration", |b| {
+        k8s_pb::api::flowcontrol::v1::PriorityLevelConfiguration::decode(b).map(|m| m.encode_to_vec())
+    }),
+    ("flowcontrol.apiserver.k8s.io/v1", "PriorityLevelConfigurationList", |b| {
+        k8s_pb::api::flowcontrol::v1::PriorityLevelConfigurationList::decode(b).map(|m| m.encode_to_vec())
+    }),
     ("node.k8s.io/v1", "RuntimeClass", |b| k8s_pb::api::node::v1::RuntimeClass::decode(b).map(|m| m.encode_to_vec())),
     ("node.k8s.io/v1", "RuntimeClassList", |b| {
         k8s_pb::api::node::v1::RuntimeClassList::decode(b).map(|m| m.encode_to_vec())

@@ -3925,7 +3925,7 @@ pub static NODES: &[Node] = &[
             Field { name: "lastObservedTime", ty: 0, zero: Zero::Null, default: None },
         ],
     },
-    // k8s.io/api/networking/v1.Ingress
+    // k8s.io/api/flowcontrol/v1.FlowSchema
     Node::Struct {
         atomic: false,
         fields: &[
@@ -3933,17 +3933,179 @@ pub static NODES: &[Node] = &[
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
             Field { name: "spec", ty: 496, zero: Zero::Object, default: None },
-            Field { name: "status", ty: 507, zero: Zero::Object, default: None },
+            Field { name: "status", ty: 510, zero: Zero::Object, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.FlowSchemaSpec
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "distinguisherMethod", ty: 498, zero: Zero::Absent, default: None },
+            Field { name: "matchingPrecedence", ty: 0, zero: Zero::Null, default: None },
+            Field { name: "priorityLevelConfiguration", ty: 497, zero: Zero::Object, default: None },
+            Field { name: "rules", ty: 509, zero: Zero::Absent, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.PriorityLevelConfigurationReference
+    Node::Struct { atomic: false, fields: &[Field { name: "name", ty: 0, zero: Zero::Null, default: None }] },
+    // k8s.io/api/flowcontrol/v1.FlowDistinguisherMethod
+    Node::Struct { atomic: false, fields: &[Field { name: "type", ty: 0, zero: Zero::Null, default: None }] },
+    // k8s.io/api/flowcontrol/v1.PolicyRulesWithSubjects
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "nonResourceRules", ty: 508, zero: Zero::Absent, default: None },
+            Field { name: "resourceRules", ty: 506, zero: Zero::Absent, default: None },
+            Field { name: "subjects", ty: 504, zero: Zero::Null, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.Subject
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "group", ty: 502, zero: Zero::Absent, default: None },
+            Field { name: "kind", ty: 0, zero: Zero::Null, default: None },
+            Field { name: "serviceAccount", ty: 503, zero: Zero::Absent, default: None },
+            Field { name: "user", ty: 501, zero: Zero::Absent, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.UserSubject
+    Node::Struct { atomic: false, fields: &[Field { name: "name", ty: 0, zero: Zero::Null, default: None }] },
+    // k8s.io/api/flowcontrol/v1.GroupSubject
+    Node::Struct { atomic: false, fields: &[Field { name: "name", ty: 0, zero: Zero::Null, default: None }] },
+    // k8s.io/api/flowcontrol/v1.ServiceAccountSubject
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "name", ty: 0, zero: Zero::Null, default: None },
+            Field { name: "namespace", ty: 0, zero: Zero::Null, default: None },
+        ],
+    },
+    Node::List { elem: 500, kind: ListKind::Atomic },
+    // k8s.io/api/flowcontrol/v1.ResourcePolicyRule
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "apiGroups", ty: 7, zero: Zero::Null, default: None },
+            Field { name: "clusterScope", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "namespaces", ty: 7, zero: Zero::Null, default: None },
+            Field { name: "resources", ty: 7, zero: Zero::Null, default: None },
+            Field { name: "verbs", ty: 7, zero: Zero::Null, default: None },
+        ],
+    },
+    Node::List { elem: 505, kind: ListKind::Atomic },
+    // k8s.io/api/flowcontrol/v1.NonResourcePolicyRule
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "nonResourceURLs", ty: 7, zero: Zero::Null, default: None },
+            Field { name: "verbs", ty: 7, zero: Zero::Null, default: None },
+        ],
+    },
+    Node::List { elem: 507, kind: ListKind::Atomic },
+    Node::List { elem: 499, kind: ListKind::Atomic },
+    // k8s.io/api/flowcontrol/v1.FlowSchemaStatus
+    Node::Struct { atomic: false, fields: &[Field { name: "conditions", ty: 512, zero: Zero::Absent, default: None }] },
+    // k8s.io/api/flowcontrol/v1.FlowSchemaCondition
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "lastTransitionTime", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "message", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "reason", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "status", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "type", ty: 0, zero: Zero::Absent, default: None },
+        ],
+    },
+    Node::List { elem: 511, kind: ListKind::Map(&["type"]) },
+    // k8s.io/api/flowcontrol/v1.PriorityLevelConfiguration
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
+            Field { name: "spec", ty: 514, zero: Zero::Object, default: None },
+            Field { name: "status", ty: 519, zero: Zero::Object, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.PriorityLevelConfigurationSpec
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "exempt", ty: 518, zero: Zero::Absent, default: None },
+            Field { name: "limited", ty: 515, zero: Zero::Absent, default: None },
+            Field { name: "type", ty: 0, zero: Zero::Null, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.LimitedPriorityLevelConfiguration
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "borrowingLimitPercent", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "lendablePercent", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "limitResponse", ty: 516, zero: Zero::Object, default: None },
+            Field { name: "nominalConcurrencyShares", ty: 0, zero: Zero::Null, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.LimitResponse
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "queuing", ty: 517, zero: Zero::Absent, default: None },
+            Field { name: "type", ty: 0, zero: Zero::Null, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.QueuingConfiguration
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "handSize", ty: 0, zero: Zero::Null, default: None },
+            Field { name: "queueLengthLimit", ty: 0, zero: Zero::Null, default: None },
+            Field { name: "queues", ty: 0, zero: Zero::Null, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.ExemptPriorityLevelConfiguration
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "lendablePercent", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "nominalConcurrencyShares", ty: 0, zero: Zero::Absent, default: None },
+        ],
+    },
+    // k8s.io/api/flowcontrol/v1.PriorityLevelConfigurationStatus
+    Node::Struct { atomic: false, fields: &[Field { name: "conditions", ty: 521, zero: Zero::Absent, default: None }] },
+    // k8s.io/api/flowcontrol/v1.PriorityLevelConfigurationCondition
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "lastTransitionTime", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "message", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "reason", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "status", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "type", ty: 0, zero: Zero::Absent, default: None },
+        ],
+    },
+    Node::List { elem: 520, kind: ListKind::Map(&["type"]) },
+    // k8s.io/api/networking/v1.Ingress
+    Node::Struct {
+        atomic: false,
+        fields: &[
+            Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
+            Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
+            Field { name: "spec", ty: 523, zero: Zero::Object, default: None },
+            Field { name: "status", ty: 534, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/networking/v1.IngressSpec
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "defaultBackend", ty: 497, zero: Zero::Absent, default: None },
+            Field { name: "defaultBackend", ty: 524, zero: Zero::Absent, default: None },
             Field { name: "ingressClassName", ty: 0, zero: Zero::Absent, default: None },
-            Field { name: "rules", ty: 506, zero: Zero::Absent, default: None },
-            Field { name: "tls", ty: 501, zero: Zero::Absent, default: None },
+            Field { name: "rules", ty: 533, zero: Zero::Absent, default: None },
+            Field { name: "tls", ty: 528, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/networking/v1.IngressBackend
@@ -3951,7 +4113,7 @@ pub static NODES: &[Node] = &[
         atomic: false,
         fields: &[
             Field { name: "resource", ty: 99, zero: Zero::Absent, default: None },
-            Field { name: "service", ty: 498, zero: Zero::Absent, default: None },
+            Field { name: "service", ty: 525, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/networking/v1.IngressServiceBackend
@@ -3959,7 +4121,7 @@ pub static NODES: &[Node] = &[
         atomic: false,
         fields: &[
             Field { name: "name", ty: 0, zero: Zero::Null, default: None },
-            Field { name: "port", ty: 499, zero: Zero::Object, default: None },
+            Field { name: "port", ty: 526, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/networking/v1.ServiceBackendPort
@@ -3978,42 +4140,42 @@ pub static NODES: &[Node] = &[
             Field { name: "secretName", ty: 0, zero: Zero::Absent, default: None },
         ],
     },
-    Node::List { elem: 500, kind: ListKind::Atomic },
+    Node::List { elem: 527, kind: ListKind::Atomic },
     // k8s.io/api/networking/v1.IngressRule
     Node::Struct {
         atomic: false,
         fields: &[
             Field { name: "host", ty: 0, zero: Zero::Absent, default: None },
-            Field { name: "http", ty: 503, zero: Zero::Absent, default: None },
+            Field { name: "http", ty: 530, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/networking/v1.HTTPIngressRuleValue
-    Node::Struct { atomic: false, fields: &[Field { name: "paths", ty: 505, zero: Zero::Null, default: None }] },
+    Node::Struct { atomic: false, fields: &[Field { name: "paths", ty: 532, zero: Zero::Null, default: None }] },
     // k8s.io/api/networking/v1.HTTPIngressPath
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "backend", ty: 497, zero: Zero::Object, default: None },
+            Field { name: "backend", ty: 524, zero: Zero::Object, default: None },
             Field { name: "path", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "pathType", ty: 0, zero: Zero::Null, default: None },
         ],
     },
-    Node::List { elem: 504, kind: ListKind::Atomic },
-    Node::List { elem: 502, kind: ListKind::Atomic },
+    Node::List { elem: 531, kind: ListKind::Atomic },
+    Node::List { elem: 529, kind: ListKind::Atomic },
     // k8s.io/api/networking/v1.IngressStatus
     Node::Struct {
         atomic: false,
-        fields: &[Field { name: "loadBalancer", ty: 508, zero: Zero::Object, default: None }],
+        fields: &[Field { name: "loadBalancer", ty: 535, zero: Zero::Object, default: None }],
     },
     // k8s.io/api/networking/v1.IngressLoadBalancerStatus
-    Node::Struct { atomic: false, fields: &[Field { name: "ingress", ty: 512, zero: Zero::Absent, default: None }] },
+    Node::Struct { atomic: false, fields: &[Field { name: "ingress", ty: 539, zero: Zero::Absent, default: None }] },
     // k8s.io/api/networking/v1.IngressLoadBalancerIngress
     Node::Struct {
         atomic: false,
         fields: &[
             Field { name: "hostname", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "ip", ty: 0, zero: Zero::Absent, default: None },
-            Field { name: "ports", ty: 511, zero: Zero::Absent, default: None },
+            Field { name: "ports", ty: 538, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/networking/v1.IngressPortStatus
@@ -4025,8 +4187,8 @@ pub static NODES: &[Node] = &[
             Field { name: "protocol", ty: 0, zero: Zero::Null, default: None },
         ],
     },
-    Node::List { elem: 510, kind: ListKind::Atomic },
-    Node::List { elem: 509, kind: ListKind::Atomic },
+    Node::List { elem: 537, kind: ListKind::Atomic },
+    Node::List { elem: 536, kind: ListKind::Atomic },
     // k8s.io/api/networking/v1.IngressClass
     Node::Struct {
         atomic: false,
@@ -4034,7 +4196,7 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "spec", ty: 514, zero: Zero::Object, default: None },
+            Field { name: "spec", ty: 541, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/networking/v1.IngressClassSpec
@@ -4042,7 +4204,7 @@ pub static NODES: &[Node] = &[
         atomic: false,
         fields: &[
             Field { name: "controller", ty: 0, zero: Zero::Absent, default: None },
-            Field { name: "parameters", ty: 515, zero: Zero::Absent, default: None },
+            Field { name: "parameters", ty: 542, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/networking/v1.IngressClassParametersReference
@@ -4063,15 +4225,15 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "spec", ty: 517, zero: Zero::Object, default: None },
+            Field { name: "spec", ty: 544, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/networking/v1.NetworkPolicySpec
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "egress", ty: 526, zero: Zero::Absent, default: None },
-            Field { name: "ingress", ty: 524, zero: Zero::Absent, default: None },
+            Field { name: "egress", ty: 553, zero: Zero::Absent, default: None },
+            Field { name: "ingress", ty: 551, zero: Zero::Absent, default: None },
             Field { name: "podSelector", ty: 95, zero: Zero::Object, default: None },
             Field { name: "policyTypes", ty: 31, zero: Zero::Absent, default: None },
         ],
@@ -4080,8 +4242,8 @@ pub static NODES: &[Node] = &[
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "from", ty: 523, zero: Zero::Absent, default: None },
-            Field { name: "ports", ty: 520, zero: Zero::Absent, default: None },
+            Field { name: "from", ty: 550, zero: Zero::Absent, default: None },
+            Field { name: "ports", ty: 547, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/networking/v1.NetworkPolicyPort
@@ -4093,12 +4255,12 @@ pub static NODES: &[Node] = &[
             Field { name: "protocol", ty: 0, zero: Zero::Absent, default: None },
         ],
     },
-    Node::List { elem: 519, kind: ListKind::Atomic },
+    Node::List { elem: 546, kind: ListKind::Atomic },
     // k8s.io/api/networking/v1.NetworkPolicyPeer
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "ipBlock", ty: 522, zero: Zero::Absent, default: None },
+            Field { name: "ipBlock", ty: 549, zero: Zero::Absent, default: None },
             Field { name: "namespaceSelector", ty: 95, zero: Zero::Absent, default: None },
             Field { name: "podSelector", ty: 95, zero: Zero::Absent, default: None },
         ],
@@ -4111,17 +4273,17 @@ pub static NODES: &[Node] = &[
             Field { name: "except", ty: 31, zero: Zero::Absent, default: None },
         ],
     },
-    Node::List { elem: 521, kind: ListKind::Atomic },
-    Node::List { elem: 518, kind: ListKind::Atomic },
+    Node::List { elem: 548, kind: ListKind::Atomic },
+    Node::List { elem: 545, kind: ListKind::Atomic },
     // k8s.io/api/networking/v1.NetworkPolicyEgressRule
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "ports", ty: 520, zero: Zero::Absent, default: None },
-            Field { name: "to", ty: 523, zero: Zero::Absent, default: None },
+            Field { name: "ports", ty: 547, zero: Zero::Absent, default: None },
+            Field { name: "to", ty: 550, zero: Zero::Absent, default: None },
         ],
     },
-    Node::List { elem: 525, kind: ListKind::Atomic },
+    Node::List { elem: 552, kind: ListKind::Atomic },
     // k8s.io/api/node/v1.RuntimeClass
     Node::Struct {
         atomic: false,
@@ -4130,8 +4292,8 @@ pub static NODES: &[Node] = &[
             Field { name: "handler", ty: 0, zero: Zero::Null, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "overhead", ty: 528, zero: Zero::Absent, default: None },
-            Field { name: "scheduling", ty: 529, zero: Zero::Absent, default: None },
+            Field { name: "overhead", ty: 555, zero: Zero::Absent, default: None },
+            Field { name: "scheduling", ty: 556, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/node/v1.Overhead
@@ -4151,8 +4313,8 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "spec", ty: 531, zero: Zero::Object, default: None },
-            Field { name: "status", ty: 532, zero: Zero::Object, default: None },
+            Field { name: "spec", ty: 558, zero: Zero::Object, default: None },
+            Field { name: "status", ty: 559, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/policy/v1.PodDisruptionBudgetSpec
@@ -4182,11 +4344,11 @@ pub static NODES: &[Node] = &[
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "aggregationRule", ty: 536, zero: Zero::Absent, default: None },
+            Field { name: "aggregationRule", ty: 563, zero: Zero::Absent, default: None },
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "rules", ty: 535, zero: Zero::Null, default: None },
+            Field { name: "rules", ty: 562, zero: Zero::Null, default: None },
         ],
     },
     // k8s.io/api/rbac/v1.PolicyRule
@@ -4200,11 +4362,11 @@ pub static NODES: &[Node] = &[
             Field { name: "verbs", ty: 31, zero: Zero::Null, default: None },
         ],
     },
-    Node::List { elem: 534, kind: ListKind::Atomic },
+    Node::List { elem: 561, kind: ListKind::Atomic },
     // k8s.io/api/rbac/v1.AggregationRule
     Node::Struct {
         atomic: false,
-        fields: &[Field { name: "clusterRoleSelectors", ty: 537, zero: Zero::Absent, default: None }],
+        fields: &[Field { name: "clusterRoleSelectors", ty: 564, zero: Zero::Absent, default: None }],
     },
     Node::List { elem: 95, kind: ListKind::Atomic },
     // k8s.io/api/rbac/v1.ClusterRoleBinding
@@ -4214,8 +4376,8 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "roleRef", ty: 541, zero: Zero::Object, default: None },
-            Field { name: "subjects", ty: 540, zero: Zero::Absent, default: None },
+            Field { name: "roleRef", ty: 568, zero: Zero::Object, default: None },
+            Field { name: "subjects", ty: 567, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/rbac/v1.Subject
@@ -4228,7 +4390,7 @@ pub static NODES: &[Node] = &[
             Field { name: "namespace", ty: 0, zero: Zero::Absent, default: None },
         ],
     },
-    Node::List { elem: 539, kind: ListKind::Atomic },
+    Node::List { elem: 566, kind: ListKind::Atomic },
     // k8s.io/api/rbac/v1.RoleRef
     Node::Struct {
         atomic: true,
@@ -4245,7 +4407,7 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "rules", ty: 535, zero: Zero::Null, default: None },
+            Field { name: "rules", ty: 562, zero: Zero::Null, default: None },
         ],
     },
     // k8s.io/api/rbac/v1.RoleBinding
@@ -4255,8 +4417,8 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "roleRef", ty: 541, zero: Zero::Object, default: None },
-            Field { name: "subjects", ty: 540, zero: Zero::Absent, default: None },
+            Field { name: "roleRef", ty: 568, zero: Zero::Object, default: None },
+            Field { name: "subjects", ty: 567, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/scheduling/v1.PriorityClass
@@ -4279,7 +4441,7 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "spec", ty: 546, zero: Zero::Object, default: None },
+            Field { name: "spec", ty: 573, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/storage/v1.CSIDriverSpec
@@ -4295,7 +4457,7 @@ pub static NODES: &[Node] = &[
             Field { name: "seLinuxMount", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "serviceAccountTokenInSecrets", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "storageCapacity", ty: 0, zero: Zero::Absent, default: None },
-            Field { name: "tokenRequests", ty: 548, zero: Zero::Absent, default: None },
+            Field { name: "tokenRequests", ty: 575, zero: Zero::Absent, default: None },
             Field { name: "volumeLifecycleModes", ty: 7, zero: Zero::Absent, default: None },
         ],
     },
@@ -4307,7 +4469,7 @@ pub static NODES: &[Node] = &[
             Field { name: "expirationSeconds", ty: 0, zero: Zero::Absent, default: None },
         ],
     },
-    Node::List { elem: 547, kind: ListKind::Atomic },
+    Node::List { elem: 574, kind: ListKind::Atomic },
     // k8s.io/api/storage/v1.CSINode
     Node::Struct {
         atomic: false,
@@ -4315,17 +4477,17 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "spec", ty: 550, zero: Zero::Object, default: None },
-            Field { name: "status", ty: 554, zero: Zero::Object, default: None },
+            Field { name: "spec", ty: 577, zero: Zero::Object, default: None },
+            Field { name: "status", ty: 581, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/storage/v1.CSINodeSpec
-    Node::Struct { atomic: false, fields: &[Field { name: "drivers", ty: 553, zero: Zero::Null, default: None }] },
+    Node::Struct { atomic: false, fields: &[Field { name: "drivers", ty: 580, zero: Zero::Null, default: None }] },
     // k8s.io/api/storage/v1.CSINodeDriver
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "allocatable", ty: 552, zero: Zero::Absent, default: None },
+            Field { name: "allocatable", ty: 579, zero: Zero::Absent, default: None },
             Field { name: "name", ty: 0, zero: Zero::Null, default: None },
             Field { name: "nodeID", ty: 0, zero: Zero::Null, default: None },
             Field { name: "topologyKeys", ty: 31, zero: Zero::Null, default: None },
@@ -4333,17 +4495,17 @@ pub static NODES: &[Node] = &[
     },
     // k8s.io/api/storage/v1.VolumeNodeResources
     Node::Struct { atomic: false, fields: &[Field { name: "count", ty: 0, zero: Zero::Absent, default: None }] },
-    Node::List { elem: 551, kind: ListKind::Map(&["name"]) },
+    Node::List { elem: 578, kind: ListKind::Map(&["name"]) },
     // k8s.io/api/storage/v1.CSINodeStatus
     Node::Struct {
         atomic: false,
-        fields: &[Field { name: "storageHealth", ty: 558, zero: Zero::Absent, default: None }],
+        fields: &[Field { name: "storageHealth", ty: 585, zero: Zero::Absent, default: None }],
     },
     // k8s.io/api/storage/v1.StorageHealth
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "healthConditions", ty: 557, zero: Zero::Absent, default: None },
+            Field { name: "healthConditions", ty: 584, zero: Zero::Absent, default: None },
             Field { name: "name", ty: 0, zero: Zero::Null, default: None },
         ],
     },
@@ -4359,8 +4521,8 @@ pub static NODES: &[Node] = &[
             Field { name: "volumeMode", ty: 0, zero: Zero::Absent, default: None },
         ],
     },
-    Node::List { elem: 556, kind: ListKind::Atomic },
-    Node::List { elem: 555, kind: ListKind::Map(&["name"]) },
+    Node::List { elem: 583, kind: ListKind::Atomic },
+    Node::List { elem: 582, kind: ListKind::Map(&["name"]) },
     // k8s.io/api/storage/v1.CSIStorageCapacity
     Node::Struct {
         atomic: false,
@@ -4379,7 +4541,7 @@ pub static NODES: &[Node] = &[
         atomic: false,
         fields: &[
             Field { name: "allowVolumeExpansion", ty: 0, zero: Zero::Absent, default: None },
-            Field { name: "allowedTopologies", ty: 564, zero: Zero::Absent, default: None },
+            Field { name: "allowedTopologies", ty: 591, zero: Zero::Absent, default: None },
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
@@ -4393,7 +4555,7 @@ pub static NODES: &[Node] = &[
     // k8s.io/api/core/v1.TopologySelectorTerm
     Node::Struct {
         atomic: true,
-        fields: &[Field { name: "matchLabelExpressions", ty: 563, zero: Zero::Absent, default: None }],
+        fields: &[Field { name: "matchLabelExpressions", ty: 590, zero: Zero::Absent, default: None }],
     },
     // k8s.io/api/core/v1.TopologySelectorLabelRequirement
     Node::Struct {
@@ -4403,8 +4565,8 @@ pub static NODES: &[Node] = &[
             Field { name: "values", ty: 31, zero: Zero::Null, default: None },
         ],
     },
-    Node::List { elem: 562, kind: ListKind::Atomic },
-    Node::List { elem: 561, kind: ListKind::Atomic },
+    Node::List { elem: 589, kind: ListKind::Atomic },
+    Node::List { elem: 588, kind: ListKind::Atomic },
     // k8s.io/api/storage/v1.VolumeAttachment
     Node::Struct {
         atomic: false,
@@ -4412,8 +4574,8 @@ pub static NODES: &[Node] = &[
             Field { name: "apiVersion", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "kind", ty: 0, zero: Zero::Absent, default: None },
             Field { name: "metadata", ty: 3, zero: Zero::Object, default: None },
-            Field { name: "spec", ty: 566, zero: Zero::Object, default: None },
-            Field { name: "status", ty: 568, zero: Zero::Object, default: None },
+            Field { name: "spec", ty: 593, zero: Zero::Object, default: None },
+            Field { name: "status", ty: 595, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/storage/v1.VolumeAttachmentSpec
@@ -4422,7 +4584,7 @@ pub static NODES: &[Node] = &[
         fields: &[
             Field { name: "attacher", ty: 0, zero: Zero::Null, default: None },
             Field { name: "nodeName", ty: 0, zero: Zero::Null, default: None },
-            Field { name: "source", ty: 567, zero: Zero::Object, default: None },
+            Field { name: "source", ty: 594, zero: Zero::Object, default: None },
         ],
     },
     // k8s.io/api/storage/v1.VolumeAttachmentSource
@@ -4437,10 +4599,10 @@ pub static NODES: &[Node] = &[
     Node::Struct {
         atomic: false,
         fields: &[
-            Field { name: "attachError", ty: 569, zero: Zero::Absent, default: None },
+            Field { name: "attachError", ty: 596, zero: Zero::Absent, default: None },
             Field { name: "attached", ty: 0, zero: Zero::Null, default: None },
             Field { name: "attachmentMetadata", ty: 4, zero: Zero::Absent, default: None },
-            Field { name: "detachError", ty: 569, zero: Zero::Absent, default: None },
+            Field { name: "detachError", ty: 596, zero: Zero::Absent, default: None },
         ],
     },
     // k8s.io/api/storage/v1.VolumeError
@@ -4498,19 +4660,21 @@ pub static ROOTS: &[(&str, &str, &str, u32)] = &[
     ("coordination.k8s.io", "v1", "Lease", 480),
     ("discovery.k8s.io", "v1", "EndpointSlice", 482),
     ("events.k8s.io", "v1", "Event", 493),
-    ("networking.k8s.io", "v1", "Ingress", 495),
-    ("networking.k8s.io", "v1", "IngressClass", 513),
-    ("networking.k8s.io", "v1", "NetworkPolicy", 516),
-    ("node.k8s.io", "v1", "RuntimeClass", 527),
-    ("policy", "v1", "PodDisruptionBudget", 530),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRole", 533),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", 538),
-    ("rbac.authorization.k8s.io", "v1", "Role", 542),
-    ("rbac.authorization.k8s.io", "v1", "RoleBinding", 543),
-    ("scheduling.k8s.io", "v1", "PriorityClass", 544),
-    ("storage.k8s.io", "v1", "CSIDriver", 545),
-    ("storage.k8s.io", "v1", "CSINode", 549),
-    ("storage.k8s.io", "v1", "CSIStorageCapacity", 559),
-    ("storage.k8s.io", "v1", "StorageClass", 560),
-    ("storage.k8s.io", "v1", "VolumeAttachment", 565),
+    ("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", 495),
+    ("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", 513),
+    ("networking.k8s.io", "v1", "Ingress", 522),
+    ("networking.k8s.io", "v1", "IngressClass", 540),
+    ("networking.k8s.io", "v1", "NetworkPolicy", 543),
+    ("node.k8s.io", "v1", "RuntimeClass", 554),
+    ("policy", "v1", "PodDisruptionBudget", 557),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", 560),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", 565),
+    ("rbac.authorization.k8s.io", "v1", "Role", 569),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", 570),
+    ("scheduling.k8s.io", "v1", "PriorityClass", 571),
+    ("storage.k8s.io", "v1", "CSIDriver", 572),
+    ("storage.k8s.io", "v1", "CSINode", 576),
+    ("storage.k8s.io", "v1", "CSIStorageCapacity", 586),
+    ("storage.k8s.io", "v1", "StorageClass", 587),
+    ("storage.k8s.io", "v1", "VolumeAttachment", 592),
 ];
