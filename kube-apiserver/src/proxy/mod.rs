@@ -34,7 +34,9 @@ pub async fn serve(
     body: Incoming,
 ) -> Result<Resp, ApiError> {
     match (res.plural, sub) {
-        ("pods" | "services", "proxy") => rest::serve(server, res, ns.unwrap_or_default(), name, parts, body).await,
+        ("pods" | "services", "proxy") => {
+            rest::serve(server, res, ns.unwrap_or_default(), name, &info.rest, parts, body).await
+        }
         _ => kubelet::serve(server, res, ns, name, sub, info, parts, body).await,
     }
 }

@@ -32,17 +32,12 @@ fn dropped_request_header(name: &str, upgrade: bool) -> bool {
         || name.starts_with("impersonate-")
 }
 
-/// The path after `<name>/proxy` as upstream's connect options carry it: `/a/b`, with the request's trailing
-/// slash; empty for the bare `.../proxy`.
-fn subpath(request_path: &str) -> String {
-    let trimmed = request_path.trim_end_matches('/');
-    let after = match trimmed.find("/proxy/") {
-        Some(i) => &request_path[i + "/proxy".len()..],
-        None => "",
-    };
-    let segments: Vec<&str> = after.split('/').filter(|s| !s.is_empty()).collect();
-    let mut p = if segments.is_empty() { String::new() } else { format!("/{}", segments.join("/")) };
-    if request_path.ends_with('/') && !p.ends_with('/') {
+/// The path after `<name>/proxy` as upstream's connect options carry it (the request's segments after the
+/// subresource, cleaned as `path.Join` does, with the request's trailing slash); empty for the bare `.../proxy`.
+fn subpath(segments: &[String], trailing_slash: bool) -> String {
+    let joined = segments.iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
+    let mut p = if joined.is_empty() { String::new() } else { super::transport::join("", &format!("/{joined}")) };
+    if trailing_slash && !p.ends_with('/') {
         p.push('/');
     }
     p
@@ -62,6 +57,7 @@ pub async fn serve(
     res: &'static Resource,
     ns: &str,
     id: &str,
+    segments: &[String],
     parts: &mut http::request::Parts,
     body: Incoming,
 ) -> Result<Resp, ApiError> {
@@ -78,7 +74,7 @@ pub async fn serve(
     let request_path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
     // The handler's location path, then the request's trailing slash (upstream's ServeHTTP).
-    let location_path = subpath(&request_path);
+    let location_path = subpath(segments, request_path.ends_with('/'));
     let mut backend_path = location_path.clone();
     if request_path.ends_with('/') && !backend_path.ends_with('/') {
         backend_path.push('/');
@@ -182,10 +178,11 @@ mod tests {
 
     #[test]
     fn subpaths_as_upstream_connect_options() {
-        assert_eq!(subpath("/api/v1/namespaces/ns/pods/p/proxy"), "");
-        assert_eq!(subpath("/api/v1/namespaces/ns/pods/p/proxy/"), "/");
-        assert_eq!(subpath("/api/v1/namespaces/ns/pods/p/proxy/a/b"), "/a/b");
-        assert_eq!(subpath("/api/v1/namespaces/ns/pods/p/proxy/a/b/"), "/a/b/");
-        assert_eq!(subpath("/api/v1/namespaces/ns/services/http:s:80/proxy//a"), "/a");
+        let seg = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(subpath(&[], false), "");
+        assert_eq!(subpath(&[], true), "/");
+        assert_eq!(subpath(&seg(&["a", "b"]), false), "/a/b");
+        assert_eq!(subpath(&seg(&["a", "b"]), true), "/a/b/");
+        assert_eq!(subpath(&seg(&["a", "", "..", "b"]), false), "/b");
     }
 }

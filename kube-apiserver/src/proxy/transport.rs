@@ -71,8 +71,8 @@ fn parse(url: &str) -> Url<'_> {
     Url { scheme, host, path: &tail[..end], rest: &tail[end..] }
 }
 
-/// Go's `path.Join` of two paths: cleaned, `.` and `..` resolved, rooted if the first is.
-fn join(a: &str, b: &str) -> String {
+/// Go's `path.Join` of two paths: cleaned, `.` and `..` resolved, rooted if either starts the path with `/`.
+pub fn join(a: &str, b: &str) -> String {
     let joined = format!("{a}/{b}");
     let rooted = joined.starts_with('/');
     let mut out: Vec<&str> = Vec::new();
