@@ -599,3 +599,37 @@ async fn type_changes_through_kubectl() {
     let _ = svcs.patch("np", PatchType::Merge, &json!({"spec": {"type": "ClusterIP"}})).await.unwrap();
     assert_node_port_free(&svcs, 31500).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_health_check_node_port_follows_the_traffic_policy() {
+    let api = TestApiserver::start().await;
+    let svcs = services(&api, "default");
+    let mut lb = tcp_service("lb");
+    lb["spec"]["type"] = json!("LoadBalancer");
+    lb["spec"]["externalTrafficPolicy"] = json!("Local");
+    let created = svcs.create(&lb).await.unwrap();
+    assert_eq!(created["spec"]["allocateLoadBalancerNodePorts"], true, "defaulted");
+    let hc = created["spec"]["healthCheckNodePort"].as_i64().unwrap();
+    let np = node_port_of(&created, 0);
+    assert!((30000..=32767).contains(&hc) && hc != np, "{created}");
+    assert_node_port_taken(&svcs, hc).await;
+    // Local to Cluster: the health check node port is cleared and free again.
+    let cluster = update(&svcs, "lb", |s| s["spec"]["externalTrafficPolicy"] = json!("Cluster")).await.unwrap();
+    assert_eq!(cluster["spec"].get("healthCheckNodePort"), None, "{cluster}");
+    assert_node_port_free(&svcs, hc).await;
+    // Back to Local asks for one again; to ClusterIP then clears the LoadBalancer-only fields and frees everything.
+    let local = update(&svcs, "lb", |s| s["spec"]["externalTrafficPolicy"] = json!("Local")).await.unwrap();
+    let hc = local["spec"]["healthCheckNodePort"].as_i64().unwrap();
+    let plain = update(&svcs, "lb", |s| s["spec"]["type"] = json!("ClusterIP")).await.unwrap();
+    for f in ["healthCheckNodePort", "allocateLoadBalancerNodePorts", "externalTrafficPolicy"] {
+        assert_eq!(plain["spec"].get(f), None, "{f}: {plain}");
+    }
+    assert_eq!(node_port_of(&plain, 0), 0);
+    assert_node_port_free(&svcs, hc).await;
+    assert_node_port_free(&svcs, np).await;
+    // allocateLoadBalancerNodePorts: false takes no node port unless one is asked for.
+    let mut no_ports = tcp_service("lb-no-ports");
+    no_ports["spec"]["type"] = json!("LoadBalancer");
+    no_ports["spec"]["allocateLoadBalancerNodePorts"] = json!(false);
+    assert_eq!(node_port_of(&svcs.create(&no_ports).await.unwrap(), 0), 0);
+}
