@@ -395,18 +395,27 @@ fn container(c: &mut Map<String, Value>) {
     }
 }
 
+/// Upstream's `SetDefaults_Service`. The IP family fields are not defaults: the Service storage's allocator sets
+/// them (`crate::service::alloc`).
 fn service_spec(spec: &mut Map<String, Value>) {
     default(spec, "type", json!("ClusterIP"));
     default(spec, "sessionAffinity", json!("None"));
-    let headless_or_external = spec.get("type") == Some(&json!("ExternalName"));
-    if !headless_or_external {
-        default(spec, "internalTrafficPolicy", json!("Cluster"));
-        default(spec, "ipFamilyPolicy", json!("SingleStack"));
-        default(spec, "ipFamilies", json!(["IPv4"]));
+    match spec.get("sessionAffinity").and_then(Value::as_str) {
+        Some("None") => {
+            spec.remove("sessionAffinityConfig");
+        }
+        Some("ClientIP") => {
+            let config = spec.entry("sessionAffinityConfig").or_insert_with(|| json!({}));
+            if let Some(c) = config.as_object_mut() {
+                let client_ip = c.entry("clientIP").or_insert_with(|| json!({}));
+                if let Some(ip) = client_ip.as_object_mut() {
+                    default(ip, "timeoutSeconds", json!(10800));
+                }
+            }
+        }
+        _ => {}
     }
-    if matches!(spec.get("type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer")) {
-        default(spec, "externalTrafficPolicy", json!("Cluster"));
-    }
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             default(p, "protocol", json!("TCP"));
@@ -416,6 +425,17 @@ fn service_spec(spec: &mut Map<String, Value>) {
                 p.insert("targetPort".into(), port);
             }
         }
+    }
+    // Externally accessible: LoadBalancer, NodePort, or ClusterIP with external IPs.
+    let external_ips = spec.get("externalIPs").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    if matches!(ty.as_str(), "NodePort" | "LoadBalancer") || (ty == "ClusterIP" && external_ips) {
+        default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if matches!(ty.as_str(), "ClusterIP" | "NodePort" | "LoadBalancer") {
+        default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "LoadBalancer" {
+        default(spec, "allocateLoadBalancerNodePorts", json!(true));
     }
 }
 

@@ -27,6 +27,7 @@ pub mod registry;
 pub mod request;
 pub mod reviews;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod strategy;
 pub mod subresources;

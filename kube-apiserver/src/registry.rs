@@ -153,6 +153,12 @@ impl std::ops::Deref for Shared {
     }
 }
 
+/// What one write attempt stored: the object, and whether the write removed it (its last finalizer gone).
+struct Written {
+    object: Value,
+    deleted: bool,
+}
+
 #[derive(Clone)]
 pub struct Registry {
     pub store: Arc<Backend>,
@@ -163,6 +169,9 @@ pub struct Registry {
     pub served: Arc<crate::apiextensions::served::Served>,
     /// Conversion of custom resources to a patch request's version through conversion webhooks (set once at start).
     pub converter: Arc<std::sync::OnceLock<Arc<dyn crate::apiextensions::conversion::Converter>>>,
+    /// The ClusterIP and node port allocators Service writes go through (set once at start; without them Services
+    /// are stored as given).
+    pub service_allocators: Arc<std::sync::OnceLock<crate::service::Allocators>>,
 }
 
 /// The storage key of an object.
@@ -343,7 +352,14 @@ impl Registry {
             admission: Default::default(),
             served: Default::default(),
             converter: Default::default(),
+            service_allocators: Default::default(),
         }
+    }
+
+    /// The Service allocators, for a write of a Service itself (not its status).
+    fn service_allocators(&self, res: &Resource, subresource: Option<&str>) -> Option<&crate::service::Allocators> {
+        let is_service = res.group.is_empty() && res.plural == "services" && subresource.is_none();
+        is_service.then(|| self.service_allocators.get()).flatten()
     }
 
     /// Field checks of a decoded request object: unknown fields of a built-in kind dropped (or refused under
@@ -601,6 +617,30 @@ impl Registry {
         let requested = obj.pointer("/metadata/managedFields").cloned();
         strategy::prepare_create(res, ns, &mut obj)?;
         self.track_write(res, None, None, &mut obj, requested);
+        // A Service's ClusterIPs and node ports are allocated before validation, as upstream's BeginCreate; a
+        // create that fails gives them back.
+        let txn = match self.service_allocators(res, None) {
+            Some(al) => Some(crate::service::storage::begin_create(al, &mut obj, dry_run).await?),
+            None => None,
+        };
+        let out = self.create_prepared(res, ns, obj, dry_run).await;
+        if let Some(t) = txn {
+            match &out {
+                Ok(_) => t.commit().await,
+                Err(_) => t.revert().await,
+            }
+        }
+        out
+    }
+
+    /// The rest of a create once the object is prepared: validation, admission, the write.
+    async fn create_prepared(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         strategy::validate(res, &obj, None)?;
         self.validate_custom(res, &obj, None)?;
@@ -779,50 +819,96 @@ impl Registry {
                 // Every write of a custom resource (status and scale too) is pruned and defaulted.
                 self.check_fields(res, &mut new, FieldValidation::Ignore)?;
             }
-            let requested = new.pointer("/metadata/managedFields").cloned();
-            strategy::prepare_update(res, subresource, &cur, &mut new)?;
-            self.track_write(res, subresource, Some(&cur), &mut new, requested);
-            strategy::validate(res, &new, Some(&cur))?;
-            self.validate_custom(res, &new, Some(&cur))?;
-            if let Some(user) = &user {
-                let r = crate::admission::Request {
-                    operation: crate::admission::Operation::Update,
-                    resource: res,
-                    subresource: subresource.unwrap_or_default(),
-                    namespace: ns.unwrap_or_default(),
-                    name,
-                    object: Some(&new),
-                    old: Some(&cur),
-                    user,
-                    dry_run,
-                };
-                self.admit(&r).await?;
-            }
-            let mut cur_cmp = cur.clone();
-            set_rv(&mut new, kv.mod_revision);
-            set_rv(&mut cur_cmp, kv.mod_revision);
-            if new == cur_cmp {
-                return Ok(cur); // a no-op write changes nothing, not even the resourceVersion
-            }
-            // The last finalizer removed from an object being deleted: it goes away now. A namespace also waits
-            // for its spec.finalizers, which only the finalize subresource removes.
-            let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
-            let empty = |p: &str| new.pointer(p).and_then(Value::as_array).is_none_or(|f| f.is_empty());
-            let finalizers_empty = empty("/metadata/finalizers")
-                && (res.plural != "namespaces" || !res.group.is_empty() || empty("/spec/finalizers"));
-            if dry_run {
-                return Ok(new);
-            }
-            let written = if deleting && finalizers_empty && !strategy::graceful_pending(res, &new) {
-                self.cas_delete(res, ns, name, kv.mod_revision).await?
-            } else {
-                self.cas_put(res, ns, name, &new, kv.mod_revision).await?
+            // A Service's allocations follow its new type and ports before the strategy runs (upstream's
+            // BeginUpdate, on the object defaulted as its decoder leaves it); committed once written, reverted
+            // when the write fails or is retried.
+            let txn = match self.service_allocators(res, subresource) {
+                Some(al) => {
+                    crate::defaults::apply(res, &mut new, false);
+                    Some(crate::service::storage::begin_update(al, &mut new, &cur, dry_run).await?)
+                }
+                None => None,
             };
-            let Some(rev) = written else { continue };
-            set_rv(&mut new, rev);
-            return Ok(new);
+            let out =
+                self.write_once(res, ns, name, subresource, dry_run, user.as_ref(), kv.mod_revision, cur, new).await;
+            if let Some(t) = txn {
+                match &out {
+                    Ok(Some(_)) => t.commit().await,
+                    _ => t.revert().await,
+                }
+            }
+            match out? {
+                None => continue,
+                Some(Written { object, deleted }) => {
+                    if deleted && let Some(al) = self.service_allocators(res, None) {
+                        crate::service::storage::after_delete(al, &object).await;
+                    }
+                    return Ok(object);
+                }
+            }
         }
         Err(ApiError::stale(res.group, res.plural, name))
+    }
+
+    /// One attempt of [`Self::write_loop`] on the object read at `rev`: strategy, validation, admission and the
+    /// compare-and-swap write. None when someone else wrote first.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_once(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        dry_run: bool,
+        user: Option<&crate::auth::UserInfo>,
+        rev: Revision,
+        cur: Value,
+        mut new: Value,
+    ) -> Result<Option<Written>, ApiError> {
+        let requested = new.pointer("/metadata/managedFields").cloned();
+        strategy::prepare_update(res, subresource, &cur, &mut new)?;
+        self.track_write(res, subresource, Some(&cur), &mut new, requested);
+        strategy::validate(res, &new, Some(&cur))?;
+        self.validate_custom(res, &new, Some(&cur))?;
+        if let Some(user) = user {
+            let r = crate::admission::Request {
+                operation: crate::admission::Operation::Update,
+                resource: res,
+                subresource: subresource.unwrap_or_default(),
+                namespace: ns.unwrap_or_default(),
+                name,
+                object: Some(&new),
+                old: Some(&cur),
+                user,
+                dry_run,
+            };
+            self.admit(&r).await?;
+        }
+        let mut cur_cmp = cur.clone();
+        set_rv(&mut new, rev);
+        set_rv(&mut cur_cmp, rev);
+        if new == cur_cmp {
+            // A no-op write changes nothing, not even the resourceVersion.
+            return Ok(Some(Written { object: cur, deleted: false }));
+        }
+        // The last finalizer removed from an object being deleted: it goes away now. A namespace also waits
+        // for its spec.finalizers, which only the finalize subresource removes.
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        let empty = |p: &str| new.pointer(p).and_then(Value::as_array).is_none_or(|f| f.is_empty());
+        let finalizers_empty = empty("/metadata/finalizers")
+            && (res.plural != "namespaces" || !res.group.is_empty() || empty("/spec/finalizers"));
+        if dry_run {
+            return Ok(Some(Written { object: new, deleted: false }));
+        }
+        let deleted = deleting && finalizers_empty && !strategy::graceful_pending(res, &new);
+        let written = if deleted {
+            self.cas_delete(res, ns, name, rev).await?
+        } else {
+            self.cas_put(res, ns, name, &new, rev).await?
+        };
+        let Some(rev) = written else { return Ok(None) };
+        set_rv(&mut new, rev);
+        Ok(Some(Written { object: new, deleted }))
     }
 
     /// One compare-and-swap write over the revision the object was read at: Some(new revision) when written, None
@@ -981,6 +1067,10 @@ impl Registry {
                 return Ok(Deleted::Gone(cur));
             }
             if self.cas_delete(res, ns, name, kv.mod_revision).await?.is_some() {
+                // A deleted Service's ClusterIPs and node ports are free again (upstream's AfterDelete).
+                if let Some(al) = self.service_allocators(res, None) {
+                    crate::service::storage::after_delete(al, &cur).await;
+                }
                 return Ok(Deleted::Gone(cur));
             }
         }

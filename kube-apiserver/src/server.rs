@@ -207,6 +207,12 @@ impl Apiserver {
             compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
         }
         let registry = Registry::new(store);
+        let allocators = crate::service::Allocators::new(
+            registry.store.clone(),
+            &opts.service_cluster_ip_range,
+            &opts.service_node_port_range,
+        )?;
+        let _ = registry.service_allocators.set(allocators);
         let served = registry.served.clone();
         let server = Arc::new(Apiserver {
             registry,

@@ -259,6 +259,9 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut 
         }
     }
     defaults::apply(res, new, false);
+    if res.group.is_empty() && res.kind == "Service" {
+        crate::service::strategy::drop_type_dependent_fields(new, old);
+    }
     if crate::apiextensions::crd::is_crd(res) {
         crate::apiextensions::crd::prepare_update(new);
     }

@@ -1,7 +1,7 @@
 //! Subresources: `status` (spec and status writes kept apart), `scale` (autoscaling/v1 Scale for deployments,
 //! replicasets, statefulsets and replication controllers), `pods/binding`, `pods/eviction`, `namespaces/finalize`,
-//! CSR `approval`; `log` is streamed from the kubelet, and `exec`, `attach`, `portforward` and `nodes/proxy` are
-//! proxied to it ([`crate::proxy`]). Also server-side apply's simple form.
+//! CSR `approval`; `log` is streamed from the kubelet, `exec`, `attach`, `portforward` and `nodes/proxy` are
+//! proxied to it, `pods/proxy` and `services/proxy` to the pod or a Service endpoint ([`crate::proxy`]). Also server-side apply's simple form.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,7 +105,9 @@ pub async fn serve(
         return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     };
     let verb = info.verb.as_str();
-    if !subresource.verbs.contains(&verb) {
+    // A proxy also forwards OPTIONS (upstream's proxyMethods), a verb discovery does not list.
+    let proxied_options = sub == "proxy" && verb == "options";
+    if !subresource.verbs.contains(&verb) && !proxied_options {
         return Err(not_allowed(res, sub, verb));
     }
     let reg = &server.registry;

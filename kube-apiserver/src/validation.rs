@@ -5,8 +5,8 @@
 use api_types::{Cause, Resource};
 use serde_json::{Value, json};
 
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+pub const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+pub const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
 pub fn is_dns1123_label(s: &str) -> bool {
@@ -410,7 +410,7 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
                 &mut causes,
             );
         }
-        ("", "Service") => service(obj, old, &mut causes),
+        ("", "Service") => crate::service::validation::validate(obj, old, &mut causes),
         ("apiregistration.k8s.io", "APIService") => causes.extend(crate::aggregator::validate(obj)),
         ("flowcontrol.apiserver.k8s.io", kind) => causes.extend(crate::flowcontrol::validate(kind, obj)),
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
@@ -475,42 +475,6 @@ fn immutable_data(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
         let (a, b) = (obj.get(field).filter(|v| !v.is_null()), old.get(field).filter(|v| !v.is_null()));
         if a.unwrap_or(&empty) != b.unwrap_or(&empty) {
             causes.push(Cause::forbidden(field, WHY));
-        }
-    }
-}
-
-fn service(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
-    let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
-    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
-        causes.push(Cause::not_supported(
-            "spec.type",
-            &json!(ty),
-            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
-        ));
-    }
-    let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
-    let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
-    if ty != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
-        causes.push(Cause::required("spec.ports"));
-    }
-    let multiple = ports.is_some_and(|p| p.len() > 1);
-    for (i, p) in ports.into_iter().flatten().enumerate() {
-        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-        if !(1..=65535).contains(&port) {
-            causes.push(Cause::invalid(
-                format!("spec.ports[{i}].port"),
-                &json!(port),
-                "must be between 1 and 65535, inclusive",
-            ));
-        }
-        if multiple && p.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-            causes.push(Cause::required(format!("spec.ports[{i}].name")));
-        }
-    }
-    if let Some(old) = old {
-        let (was, now) = (old.pointer("/spec/clusterIP"), obj.pointer("/spec/clusterIP"));
-        if was.is_some() && now.is_some() && was != now {
-            causes.push(Cause::invalid("spec.clusterIPs[0]", now.unwrap_or(&Value::Null), "may not change once set"));
         }
     }
 }

@@ -1,8 +1,8 @@
-//! What happens around the registry's create and delete for particular kinds, as upstream's admission plugins and
-//! REST storage do: Services get their ClusterIPs and NodePorts (released when they go), the system namespaces
-//! cannot be deleted, and pods get their service account and its token volume ([`serviceaccount`]). Dynamic
-//! admission ([`policy`], then [`webhook`]) runs after the built-in plugins of each phase, its expressions on
-//! the admission [`cel`] environment; [`resourcequota`] charges what passed to the namespace's quotas.
+//! What happens around the registry's create and delete for particular kinds, as upstream's admission plugins
+//! do: the system namespaces cannot be deleted, and pods get their service account and its token volume
+//! ([`serviceaccount`]), their LimitRange defaults ([`limitranger`]) and RuntimeClass ([`runtimeclass`]). Dynamic
+//! admission ([`policy`], then [`webhook`]) runs after the built-in plugins of each phase, its expressions on the
+//! admission [`cel`] environment; [`resourcequota`] charges what passed to the namespace's quotas.
 
 pub mod cel;
 pub mod certificates;
@@ -311,7 +311,6 @@ use std::sync::Arc;
 use api_types::{ApiError, Resource};
 use serde_json::{Value, json};
 
-use crate::ipalloc;
 use crate::registry::{DeleteParams, Deleted, meta_str};
 use crate::server::Apiserver;
 
@@ -405,74 +404,6 @@ fn is(res: &Resource, group: &str, plural: &str) -> bool {
 
 /// Namespaces upstream refuses to delete.
 const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
-
-/// What a Service holds: its ClusterIP (unless headless or ExternalName) and node ports.
-fn service_allocations(svc: &Value) -> (Option<String>, Vec<u16>) {
-    let ip = svc
-        .pointer("/spec/clusterIP")
-        .and_then(Value::as_str)
-        .filter(|ip| !ip.is_empty() && *ip != "None")
-        .map(str::to_string);
-    let ports = svc
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.get("nodePort").and_then(Value::as_u64).map(|p| p as u16))
-        .collect();
-    (ip, ports)
-}
-
-async fn release(server: &Apiserver, svc: &Value) {
-    let (ip, ports) = service_allocations(svc);
-    if let Some(ip) = ip {
-        ipalloc::release_ip(&server.registry.store, &ip).await;
-    }
-    for p in ports {
-        ipalloc::release_port(&server.registry.store, p).await;
-    }
-}
-
-/// Allocates a Service's ClusterIP and node ports; what it took is released if anything fails.
-async fn allocate_service(server: &Apiserver, ns: &str, svc: &mut Value) -> Result<(), ApiError> {
-    let name = meta_str(svc, "name").unwrap_or_default().to_string();
-    let ty = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
-    if ty == "ExternalName" {
-        return Ok(());
-    }
-    let store = &server.registry.store;
-    let wanted = svc.pointer("/spec/clusterIP").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-    let mut taken = json!({"spec": {"ports": []}});
-    if wanted.as_deref() != Some("None") {
-        let ip =
-            ipalloc::allocate_ip(store, &server.opts.service_cluster_ip_range, wanted.as_deref(), ns, &name).await?;
-        svc["spec"]["clusterIP"] = json!(ip);
-        svc["spec"]["clusterIPs"] = json!([ip]);
-        taken["spec"]["clusterIP"] = json!(ip);
-    } else {
-        svc["spec"]["clusterIPs"] = json!(["None"]);
-    }
-    if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
-        let count = svc.pointer("/spec/ports").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-        for i in 0..count {
-            let want = svc["spec"]["ports"][i].get("nodePort").and_then(Value::as_u64).map(|p| p as u16);
-            let field = format!("spec.ports[{i}].nodePort");
-            match ipalloc::allocate_port(store, &server.opts.service_node_port_range, want, &field, ns, &name).await {
-                Ok(port) => {
-                    svc["spec"]["ports"][i]["nodePort"] = json!(port);
-                    if let Some(a) = taken["spec"]["ports"].as_array_mut() {
-                        a.push(json!({"nodePort": port}));
-                    }
-                }
-                Err(e) => {
-                    release(server, &taken).await;
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
-}
 
 /// The LimitRanges of a namespace, from the watch cache (started with the apiserver when LimitRanger is on).
 fn limit_ranges(server: &Apiserver, ns: &str) -> Vec<Value> {
@@ -574,20 +505,6 @@ pub async fn create(
         requester(&mut obj);
     }
     mutating_webhooks_on_create(server, res, ns, &mut obj, dry_run).await?;
-    if is(res, "", "services") && !dry_run {
-        // Defaults first, so the type and ports are known, then the allocation.
-        let mut probe = obj.clone();
-        crate::strategy::prepare_create(res, ns, &mut probe)?;
-        crate::strategy::validate(res, &probe, None)?;
-        allocate_service(server, ns.unwrap_or("default"), &mut obj).await?;
-        return match server.registry.create(res, ns, obj.clone(), false).await {
-            Ok(created) => Ok(created),
-            Err(e) => {
-                release(server, &obj).await;
-                Err(e)
-            }
-        };
-    }
     server.registry.create(res, ns, obj, dry_run).await
 }
 
@@ -653,12 +570,5 @@ pub async fn delete(
             "namespaces {name:?} is forbidden: this namespace may not be deleted"
         )));
     }
-    let out = server.registry.delete(res, ns, name, p).await?;
-    if is(res, "", "services")
-        && !p.dry_run
-        && let Deleted::Gone(svc) = &out
-    {
-        release(server, svc).await;
-    }
-    Ok(out)
+    server.registry.delete(res, ns, name, p).await
 }

@@ -105,7 +105,7 @@ pub async fn target(server: &Apiserver, route: &Route) -> Result<Target, Unreach
     let host = format!("{}.{}.svc", route.service_name, route.service_namespace);
     let server_name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|e| unreachable("FailedDiscoveryCheck", e.to_string()))?;
-    Ok(Target { tls, server_name, ip, port, what: format!("service {host}") })
+    Ok(Target { tls: Some((tls, server_name)), ip, port, what: format!("service {host}") })
 }
 
 /// The headers an extension apiserver's request-header authenticator reads.
@@ -188,10 +188,9 @@ pub async fn check(server: &Apiserver, route: &Route) -> Result<Value, Unreachab
     };
     let fetch = async {
         let tcp = tokio::net::TcpStream::connect((target.ip.as_str(), target.port)).await.map_err(|e| e.to_string())?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(target.tls.clone()))
-            .connect(target.server_name.clone(), tcp)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (tls, name) = target.tls.clone().ok_or("no TLS configuration")?;
+        let stream =
+            tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp).await.map_err(|e| e.to_string())?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;

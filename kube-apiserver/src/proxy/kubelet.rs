@@ -1,22 +1,15 @@
-//! Proxying to the kubelet: `pods/exec`, `pods/attach`, `pods/portforward` and `nodes/proxy`; `forward` is also
-//! the aggregator's path to extension apiservers.
-//!
-//! As upstream's upgrade-aware handler: the request goes to the kubelet of the pod's node over TLS (HTTP/1.1, so
-//! that it can be upgraded) at `/exec/<ns>/<pod>/<container>`, `/attach/...`, `/portForward/<ns>/<pod>` or the
-//! node proxy path. When the kubelet switches protocols (WebSocket or SPDY), the client gets its 101 and the two
-//! connections are spliced byte for byte; any other answer is passed back.
+//! Proxying to the kubelet: `pods/exec`, `pods/attach`, `pods/portforward` and `nodes/proxy`. The request goes to
+//! the kubelet of the pod's node over TLS with the apiserver's kubelet client certificate, at
+//! `/exec/<ns>/<pod>/<container>`, `/attach/...`, `/portForward/<ns>/<pod>` or the node proxy path, through the
+//! upgrade-aware handler ([`super::upgradeaware`]).
 
 use std::sync::Arc;
 
 use api_types::{ApiError, Resource};
-use bytes::Bytes;
-use futures_util::StreamExt;
-use http::{HeaderValue, Request, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use super::upgradeaware::{Target, forward};
 use crate::registry::meta_str;
 use crate::request::RequestInfo;
 use crate::server::{Apiserver, Resp};
@@ -151,96 +144,8 @@ pub async fn serve(
             headers.append(k, v.clone());
         }
     }
-    let target = Target { tls, server_name, ip, port, what: format!("the kubelet on node {node:?}") };
+    let target = Target { tls: Some((tls, server_name)), ip, port, what: format!("the kubelet on node {node:?}") };
     forward(target, parts, &path, headers, body).await
-}
-
-/// Where `forward` sends a request: TLS settings, the name the certificate must have, the address.
-pub struct Target {
-    pub tls: rustls::ClientConfig,
-    pub server_name: rustls::pki_types::ServerName<'static>,
-    pub ip: String,
-    pub port: u16,
-    /// Names the backend in errors ("the kubelet on node \"n1\"").
-    pub what: String,
-}
-
-/// Sends a request over TLS (HTTP/1.1, so that it can be upgraded) with the given headers and streams the answer
-/// back; a 101 splices the two connections byte for byte (upstream's upgrade-aware handler).
-pub async fn forward(
-    target: Target,
-    parts: &mut http::request::Parts,
-    path: &str,
-    headers: http::HeaderMap,
-    body: Incoming,
-) -> Result<Resp, ApiError> {
-    let Target { tls, server_name, ip, port, what } = target;
-    let unreachable = |e: String| ApiError::unavailable(format!("{what} did not answer: {e}"));
-    let tcp = tokio::net::TcpStream::connect((ip.as_str(), port)).await.map_err(|e| unreachable(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(e.to_string()))?;
-    tokio::spawn(conn.with_upgrades());
-    let mut req = Request::builder().method(parts.method.clone()).uri(path);
-    for (k, v) in &headers {
-        req = req.header(k, v);
-    }
-    let req =
-        req.header(header::HOST, format!("{ip}:{port}")).body(body).map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut upstream = send.send_request(req).await.map_err(|e| unreachable(e.to_string()))?;
-    let status = upstream.status();
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_side) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-            return Err(ApiError::bad_request("the connection cannot be upgraded (HTTP/1.1 is required)"));
-        };
-        let backend_side = hyper::upgrade::on(&mut upstream);
-        tokio::spawn(async move {
-            let (Ok(a), Ok(b)) = tokio::join!(client_side, backend_side) else { return };
-            let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-        });
-        let mut resp = Resp::new(http_body_util::Full::new(Bytes::new()).boxed_unsync());
-        *resp.status_mut() = status;
-        *resp.headers_mut() = upstream.headers().clone();
-        return Ok(resp);
-    }
-    let upgrade_asked = parts.headers.contains_key(header::UPGRADE);
-    if upgrade_asked && !status.is_success() {
-        // The backend refused the stream: pass its reason on as a Status.
-        let body = upstream.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let msg = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(match status.as_u16() {
-            400 => ApiError::bad_request(msg),
-            404 => ApiError::new(404, "NotFound", msg),
-            _ => ApiError::internal(msg),
-        });
-    }
-    let passed: Vec<(http::HeaderName, HeaderValue)> = upstream
-        .headers()
-        .iter()
-        .filter(|(k, _)| {
-            matches!(k.as_str(), "content-type" | "warning" | "audit-id" | "cache-control" | "etag" | "retry-after")
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // The response streams as it comes; it ends quietly if the backend connection drops.
-    let stream = http_body_util::BodyDataStream::new(upstream.into_body())
-        .take_while(|r| std::future::ready(r.is_ok()))
-        .filter_map(|r| std::future::ready(r.ok()))
-        .map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
-    let mut resp = Resp::new(http_body_util::StreamBody::new(stream).boxed_unsync());
-    *resp.status_mut() = status;
-    for (k, v) in passed {
-        resp.headers_mut().append(k, v);
-    }
-    if !resp.headers().contains_key(header::CONTENT_TYPE) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    }
-    Ok(resp)
 }
 
 #[cfg(test)]
