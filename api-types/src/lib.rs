@@ -2,6 +2,7 @@
 //! the static resource table, label and field selectors, patches (JSON, merge, strategic merge), `Status` errors.
 //! No I/O.
 
+pub mod duplicates;
 pub mod duration;
 pub mod patch;
 pub mod protobuf;

@@ -373,7 +373,10 @@ async fn serve_resource(
             )?;
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
-            let warnings = server.registry.check_fields(res, &mut obj, field_validation(&q)?)?;
+            let mode = field_validation(&q)?;
+            let duplicates = crate::registry::body_duplicates(&parts.headers, &body, mode);
+            let warnings =
+                crate::registry::with_duplicates(server.registry.check_fields(res, &mut obj, mode), &duplicates, mode)?;
             let obj = crate::convert::to_internal(res, obj);
             let created = crate::admission::create(server, sres, ns, obj, dry_run(&q)?).await?;
             let resp = object_response(StatusCode::CREATED, res, printer.as_ref(), &created, out, &q);
@@ -390,7 +393,10 @@ async fn serve_resource(
             )?;
             let body = read_body(body).await?;
             let mut obj = decode_body(&parts.headers, &body)?;
-            let warnings = server.registry.check_fields(res, &mut obj, field_validation(&q)?)?;
+            let mode = field_validation(&q)?;
+            let duplicates = crate::registry::body_duplicates(&parts.headers, &body, mode);
+            let warnings =
+                crate::registry::with_duplicates(server.registry.check_fields(res, &mut obj, mode), &duplicates, mode)?;
             let obj = crate::convert::to_internal(res, obj);
             let updated = reg.update(sres, ns, name, None, obj, dry_run(&q)?).await?;
             let resp = object_response(StatusCode::OK, res, printer.as_ref(), &updated, out, &q);
@@ -480,6 +486,23 @@ pub fn decode_apply_body(body: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
+/// The duplicate fields of an apply body: a JSON one's paths; in a YAML one, under Strict, the first duplicate key
+/// is a 400 with its line as upstream's strict YAML decoder reports it (`line 11: key "foo" already set in map`).
+fn apply_duplicates(body: &Bytes, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return Ok(api_types::duplicates::duplicate_fields(body));
+    }
+    if mode == FieldValidation::Strict
+        && let Some(duplicate) = api_types::duplicates::first_yaml_duplicate(body)
+    {
+        return Err(ApiError::bad_request(format!("error decoding YAML: yaml: unmarshal errors:\n  {duplicate}")));
+    }
+    Ok(Vec::new())
+}
+
 /// Server-side apply (`application/apply-patch+yaml`) of an object or its status (upstream's apply patcher): the
 /// configuration merged into the live object by field ownership, 409 on fields other managers own unless
 /// `force=true`; an object that does not exist is created from the configuration (201). Returns the status code,
@@ -494,10 +517,12 @@ pub async fn server_side_apply(
     q: &HashMap<String, String>,
 ) -> Result<(StatusCode, Value, Vec<String>), ApiError> {
     let mut config = decode_apply_body(body)?;
+    let mode = field_validation(q)?;
+    let duplicates = apply_duplicates(body, mode)?;
     // Fields a built-in kind does not have never become anyone's (Strict: 400, Warn: warnings); a custom
     // resource's merged object is pruned by its schema in the registry.
-    let warnings =
-        if res.custom { Vec::new() } else { server.registry.check_fields(res, &mut config, field_validation(q)?)? };
+    let checked = if res.custom { Ok(Vec::new()) } else { server.registry.check_fields(res, &mut config, mode) };
+    let warnings = crate::registry::with_duplicates(checked, &duplicates, mode)?;
     let want = res.api_version();
     if let Some(av) = config.get("apiVersion").and_then(Value::as_str).filter(|av| *av != want) {
         return Err(ApiError::bad_request(format!(

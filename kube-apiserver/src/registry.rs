@@ -62,6 +62,41 @@ pub fn check_fields(res: &Resource, obj: &mut Value, mode: FieldValidation) -> R
     Ok(if mode == FieldValidation::Warn { messages } else { Vec::new() })
 }
 
+/// Adds the request body's duplicate fields (`api_types::duplicates`) to what [`check_fields`] found, after the
+/// unknown ones as upstream's strict decoder lists them: one 400 under Strict, warnings under Warn.
+pub fn with_duplicates(
+    checked: Result<Vec<String>, ApiError>,
+    duplicates: &[String],
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    if duplicates.is_empty() || mode == FieldValidation::Ignore {
+        return checked;
+    }
+    let messages: Vec<String> = duplicates.iter().map(|f| format!("duplicate field {f:?}")).collect();
+    match (checked, mode) {
+        (Err(e), FieldValidation::Strict) if e.message.starts_with("strict decoding error: ") => {
+            Err(ApiError::bad_request(format!("{}, {}", e.message, messages.join(", "))))
+        }
+        (Ok(_), FieldValidation::Strict) => {
+            Err(ApiError::bad_request(format!("strict decoding error: {}", messages.join(", "))))
+        }
+        (Ok(mut warnings), _) => {
+            warnings.extend(messages);
+            Ok(warnings)
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// The duplicate fields of a JSON request body (none for protobuf or YAML bodies, or when they are ignored).
+pub fn body_duplicates(headers: &http::HeaderMap, body: &[u8], mode: FieldValidation) -> Vec<String> {
+    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    if mode == FieldValidation::Ignore || !ct.contains("json") {
+        return Vec::new();
+    }
+    api_types::duplicates::duplicate_fields(body)
+}
+
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {

@@ -324,6 +324,20 @@ fn fixtures() -> Vec<(&'static str, &'static str, &'static str, ReEncode, &'stat
         ),
         ("node.k8s.io", "v1", "runtimeclasses", pb!(api::node::v1::RuntimeClass), "handler: runc"),
         (
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "flowschemas",
+            pb!(api::flowcontrol::v1::FlowSchema),
+            "spec: {priorityLevelConfiguration: {name: global-default}, matchingPrecedence: 500, distinguisherMethod: {type: ByUser},\n  rules: [{subjects: [{kind: Group, group: {name: team}}], resourceRules: [{verbs: [get], apiGroups: ['*'], resources: ['*'], namespaces: ['*']}]}]}",
+        ),
+        (
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "prioritylevelconfigurations",
+            pb!(api::flowcontrol::v1::PriorityLevelConfiguration),
+            "spec: {type: Limited, limited: {nominalConcurrencyShares: 7, lendablePercent: 10, limitResponse: {type: Queue, queuing: {queues: 16, handSize: 4, queueLengthLimit: 20}}}}",
+        ),
+        (
             "scheduling.k8s.io",
             "v1",
             "priorityclasses",
