@@ -11,25 +11,35 @@
 //!   until one succeeded and none is active). `Indexed`: one pod per index in `[0, completions)` with the
 //!   `batch.kubernetes.io/job-completion-index` annotation and label, `JOB_COMPLETION_INDEX` in the environment,
 //!   `generateName` `<job>-<index>-` and hostname `<job>-<index>`; `status.completedIndexes` lists the done ones.
-//! - `backoffLimit`: once more pods failed than it allows, the Job fails (`FailureTarget` and `Failed`, reason
-//!   `BackoffLimitExceeded`) and its active pods are deleted; replacements of failed pods wait upstream's
-//!   exponential back-off (10 s doubling, at most 6 min).
+//! - `backoffLimit`: once more pods failed than it allows, the Job fails (reason `BackoffLimitExceeded`);
+//!   replacements of failed pods wait upstream's exponential back-off (10 s doubling, at most 6 min).
 //! - `activeDeadlineSeconds` from `status.startTime`: the Job fails with reason `DeadlineExceeded`.
 //! - `podFailurePolicy`: the first rule matching a failed pod's terminated exit codes (`In`/`NotIn`, optionally one
-//!   container) or conditions decides: `FailJob` fails the Job (reason `PodFailurePolicy`, upstream's message),
-//!   `Ignore` leaves the failure uncounted, `Count` counts it as usual.
+//!   container) or conditions (e.g. `DisruptionTarget`) decides: `FailJob` fails the Job (reason
+//!   `PodFailurePolicy`, upstream's message), `FailIndex` fails the pod's index, `Ignore` leaves the failure
+//!   uncounted, `Count` counts it as usual.
+//! - `backoffLimitPerIndex` (Indexed; [`indexed_job_utils`]): each index is retried until it failed more often than
+//!   the limit, counted by its pods' `batch.kubernetes.io/job-index-failure-count` (and
+//!   `job-index-ignored-failure-count`) annotations and backed off per index; a failed index goes into
+//!   `status.failedIndexes` and is not retried while the others go on. More failed indexes than `maxFailedIndexes`
+//!   fail the Job (`MaxFailedIndexesExceeded`); all indexes done with some failed fail it too (`FailedIndexes`).
+//! - `successPolicy` (Indexed; [`success_policy`]): a matching rule ends the Job as succeeded (reason
+//!   `SuccessPolicy`, "Matched rules at index N").
+//! - Finishing as upstream 1.33: the interim condition (`FailureTarget`, or `SuccessCriteriaMet` with reason
+//!   `CompletionsReached` or `SuccessPolicy`) comes first and the active pods are deleted; the terminal one
+//!   (`Failed`, or `Complete` with `completionTime`) with the same reason and message once no pod is active or
+//!   terminating.
 //! - `suspend`: active pods are deleted and the `Suspended` condition set (`JobSuspended`/`JobResumed`); the
 //!   start time restarts on resume.
 //! - Status: `active`, `ready`, `terminating`, `succeeded`, `failed`, `startTime`, `completionTime`,
-//!   `completedIndexes` and the conditions `SuccessCriteriaMet` + `Complete` (reason `CompletionsReached`) or
-//!   `FailureTarget` + `Failed`; upstream's events (`SuccessfulCreate`, `SuccessfulDelete`, `Completed`,
-//!   `BackoffLimitExceeded`, `DeadlineExceeded`, `Suspended`, `Resumed`).
+//!   `completedIndexes`, `failedIndexes` and the conditions; upstream's events (`SuccessfulCreate`,
+//!   `SuccessfulDelete`, `Completed`, `BackoffLimitExceeded`, `DeadlineExceeded`, `PodFailurePolicy`,
+//!   `FailedIndexes`, `MaxFailedIndexesExceeded`, `Suspended`, `Resumed`).
 //!
 //! Deliberate gaps: no `batch.kubernetes.io/job-tracking` finalizer: succeeded and failed are counted from the pods
 //! that exist, never decreasing (a terminal pod deleted before it was seen is not counted, a pod deleted while
-//! active is not counted as failed); the terminal conditions are set at once rather than after the Job's pods
-//! finished terminating; the `FailIndex` action, `successPolicy`, `backoffLimitPerIndex`, `podReplacementPolicy` and
-//! `managedBy` are not implemented.
+//! active is not counted as failed); `podReplacementPolicy` (replacements are made once a pod is terminal or
+//! gone either way) and `managedBy` are not implemented.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
