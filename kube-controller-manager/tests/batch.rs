@@ -577,7 +577,7 @@ async fn ignored_pod_failures_do_not_count_towards_the_backoff_limit() {
             "v1",
             "jobs",
             &format!(
-                "metadata: {{name: ign}}\nspec:\n  completions: 4\n  parallelism: 2\n  backoffLimit: 0\n  podFailurePolicy:\n    rules: [{{action: Ignore, onExitCodes: {{operator: In, values: [1]}}}}]\n  {}",
+                "metadata: {{name: ign}}\nspec:\n  completions: 4\n  parallelism: 2\n  backoffLimit: 0\n  podFailurePolicy:\n    rules:\n    - {{action: Ignore, onExitCodes: {{operator: In, values: [1]}}}}\n    - {{action: Ignore, onPodConditions: [{{type: DisruptionTarget, status: 'True'}}]}}\n  {}",
                 TEMPLATE.trim_start()
             ),
         )
@@ -585,6 +585,13 @@ async fn ignored_pod_failures_do_not_count_towards_the_backoff_limit() {
     assert_eq!(job["spec"]["podReplacementPolicy"], "Failed", "defaulted as upstream with a pod failure policy");
     let pods = live_pods(&c, "ign", 2).await;
     fail(&c, &pods[0], 1).await;
+    // An evicted pod (DisruptionTarget, killed with 137): ignored too (upstream's "ignore failure for an evicted
+    // pod; matching on the DisruptionTarget condition").
+    let evicted = json!({"status": {"phase": "Failed",
+        "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}],
+        "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 137}}}]}});
+    let name = pods[1]["metadata"]["name"].as_str().unwrap();
+    c.api("", "v1", "pods", "default").patch_status(name, PatchType::Merge, &evicted).await.unwrap();
     let mut done = 0;
     while done < 4 {
         let pods = c
@@ -604,7 +611,7 @@ async fn ignored_pod_failures_do_not_count_towards_the_backoff_limit() {
     assert_eq!(cond(&j, "SuccessCriteriaMet").unwrap()["reason"], "CompletionsReached");
     assert_eq!(cond(&j, "Complete").unwrap()["reason"], "CompletionsReached");
     assert_eq!((j["status"]["succeeded"].as_i64(), j["status"]["failed"].as_i64()), (Some(4), Some(0)));
-    assert_eq!(job_pods(&c, "ign").await.len(), 5);
+    assert_eq!(job_pods(&c, "ign").await.len(), 6);
     c.stop().await;
 }
 

@@ -623,7 +623,11 @@ impl Job {
                         }
                         let (failures, ignored) =
                             new_index_failure_counts(policy, last_failed.get(&i).map(|p| p.as_ref()));
-                        let w = self.failures.remaining(&format!("{uid}/{i}"), failures + ignored);
+                        let w = if failures + ignored == 0 {
+                            Duration::ZERO
+                        } else {
+                            self.failures.remaining(&format!("{uid}/{i}"), failures + ignored)
+                        };
                         if w.is_zero() {
                             create.push(NewPod { index: Some(i), failure_counts: Some((failures, ignored)) });
                         } else {
