@@ -752,3 +752,32 @@ async fn job_policies_are_validated_as_upstream() {
     assert!(err.to_string().contains("spec.backoffLimitPerIndex: Invalid value: 2: field is immutable"), "{err}");
     c.stop().await;
 }
+
+/// Upstream's e2e "should recreate pods only after they have failed if pod replacement policy is set to Failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_replacement_policy_failed_waits_for_the_terminating_pod() {
+    let c = Cluster::start(&["job"], &[]).await;
+    c.create(
+        "batch",
+        "v1",
+        "jobs",
+        &format!(
+            "metadata: {{name: prp}}\nspec:\n  backoffLimit: 1\n  podReplacementPolicy: Failed\n  {}",
+            TEMPLATE.trim_start()
+        ),
+    )
+    .await;
+    let pods = live_pods(&c, "prp", 1).await;
+    bind(&c, &pods[0]).await;
+    let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    c.api("", "v1", "pods", "default").delete(&name, Some(&json!({"gracePeriodSeconds": 30}))).await.unwrap();
+    let j = job_until(&c, "prp", "one terminating pod", |j| j["status"]["terminating"] == 1).await;
+    assert_eq!((j["status"]["active"].as_i64(), j["status"]["failed"].as_i64()), (Some(0), Some(0)));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(job_pods(&c, "prp").await.len(), 1, "no replacement while the pod is terminating");
+    // The pod fails (the kubelet killed it): now it is replaced.
+    fail(&c, &pods[0], 143).await;
+    let j = job_until(&c, "prp", "a replacement", |j| j["status"]["active"] == 1 && j["status"]["failed"] == 1).await;
+    assert_eq!(j["status"]["terminating"], 0);
+    c.stop().await;
+}

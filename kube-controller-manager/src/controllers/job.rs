@@ -29,6 +29,8 @@
 //!   `CompletionsReached` or `SuccessPolicy`) comes first and the active pods are deleted; the terminal one
 //!   (`Failed`, or `Complete` with `completionTime`) with the same reason and message once no pod is active or
 //!   terminating.
+//! - `podReplacementPolicy`: with `Failed` (the default with a pod failure policy) a terminating pod is replaced
+//!   only once it is terminal; with `TerminatingOrFailed` at once.
 //! - `suspend`: active pods are deleted and the `Suspended` condition set (`JobSuspended`/`JobResumed`); the
 //!   start time restarts on resume.
 //! - Status: `active`, `ready`, `terminating`, `succeeded`, `failed`, `startTime`, `completionTime`,
@@ -38,8 +40,7 @@
 //!
 //! Deliberate gaps: no `batch.kubernetes.io/job-tracking` finalizer: succeeded and failed are counted from the pods
 //! that exist, never decreasing (a terminal pod deleted before it was seen is not counted, a pod deleted while
-//! active is not counted as failed); `podReplacementPolicy` (replacements are made once a pod is terminal or
-//! gone either way) and `managedBy` are not implemented.
+//! active is not counted as failed); `managedBy` is not implemented.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -598,6 +599,15 @@ impl Job {
             // Per-index jobs back off per index; the others per Job.
             let wait =
                 if failed > 0 && per_index.is_none() { self.failures.remaining(&uid, failed) } else { Duration::ZERO };
+            // podReplacementPolicy Failed (upstream's onlyReplaceFailedPods, also with a pod failure policy): a
+            // terminating pod still holds its place until it is terminal.
+            let only_failed =
+                policy.is_some() || job.pointer("/spec/podReplacementPolicy").and_then(Value::as_str) == Some("Failed");
+            let terminating: Vec<&Arc<Value>> = if only_failed {
+                pods.iter().filter(|p| deleting(p) && !matches!(phase(p), "Failed" | "Succeeded")).collect()
+            } else {
+                Vec::new()
+            };
             if indexed {
                 let mut active_ix: HashSet<i64> = HashSet::new();
                 for p in &counts.active {
@@ -612,9 +622,15 @@ impl Job {
                         _ => delete.push(p.clone()),
                     }
                 }
-                let room = (parallelism - active_ix.len() as i64).max(0) as usize;
+                let terminating_ix: HashSet<i64> = terminating.iter().filter_map(|p| pod_index(p)).collect();
+                let room = (parallelism - active_ix.len() as i64 - terminating.len() as i64).max(0) as usize;
                 let missing: Vec<i64> = (0..total)
-                    .filter(|i| !completed.contains(i) && !active_ix.contains(i) && !failed_ix.contains(i))
+                    .filter(|i| {
+                        !completed.contains(i)
+                            && !active_ix.contains(i)
+                            && !failed_ix.contains(i)
+                            && !terminating_ix.contains(i)
+                    })
                     .collect();
                 if per_index.is_some() {
                     for i in missing {
@@ -661,9 +677,10 @@ impl Job {
                         )
                     });
                     delete.extend(extra.into_iter().take((active - want_active) as usize));
-                } else if active < want_active {
+                } else if active + (terminating.len() as i64) < want_active {
                     if wait.is_zero() {
-                        create = (active..want_active).map(|_| NewPod { index: None, failure_counts: None }).collect();
+                        let n = want_active - active - terminating.len() as i64;
+                        create = (0..n).map(|_| NewPod { index: None, failure_counts: None }).collect();
                     } else {
                         wait_for(wait, &mut requeue);
                     }
