@@ -276,10 +276,14 @@ fn obj_at_map<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Ma
 fn job_spec(spec: &mut Map<String, Value>) {
     default(spec, "completions", json!(1));
     default(spec, "parallelism", json!(1));
-    default(spec, "backoffLimit", json!(6));
+    // Upstream's SetDefaults_Job: no Job-wide limit when failures are limited per index; only Failed pods are
+    // replaced when a pod failure policy judges them.
+    let per_index = spec.get("backoffLimitPerIndex").is_some_and(|v| !v.is_null());
+    default(spec, "backoffLimit", json!(if per_index { i32::MAX } else { 6 }));
     default(spec, "completionMode", json!("NonIndexed"));
     default(spec, "suspend", json!(false));
-    default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    let policy = spec.get("podFailurePolicy").is_some_and(|v| !v.is_null());
+    default(spec, "podReplacementPolicy", json!(if policy { "Failed" } else { "TerminatingOrFailed" }));
 }
 
 fn template(obj: &mut Value, pointer: &str) {

@@ -5,6 +5,8 @@
 use api_types::{Cause, Resource};
 use serde_json::{Value, json};
 
+pub mod batch;
+
 pub const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 pub const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
@@ -399,6 +401,11 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
                     &["OnFailure", "Never"],
                 ));
             }
+            let spec = obj.get("spec").unwrap_or(&Value::Null);
+            batch::job_spec(spec, "spec", &mut causes);
+            if let Some(old) = old {
+                batch::job_spec_update(spec, old.get("spec").unwrap_or(&Value::Null), "spec", &mut causes);
+            }
         }
         ("batch", "CronJob") => {
             if obj.pointer("/spec/schedule").and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -409,6 +416,9 @@ pub fn validate(res: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
                 "spec.jobTemplate.spec.template.spec",
                 &mut causes,
             );
+            if let Some(spec) = obj.pointer("/spec/jobTemplate/spec") {
+                batch::job_spec(spec, "spec.jobTemplate.spec", &mut causes);
+            }
         }
         ("", "Service") => crate::service::validation::validate(obj, old, &mut causes),
         ("apiregistration.k8s.io", "APIService") => causes.extend(crate::aggregator::validate(obj)),

@@ -19,6 +19,45 @@ async fn finish(c: &Cluster, pod: &Value, phase: &str) {
     pods.patch_status(name, PatchType::Merge, &json!({"status": {"phase": phase}})).await.unwrap();
 }
 
+/// Plays the kubelet: the pod fails with its container `c` exiting with `code`.
+async fn fail(c: &Cluster, pod: &Value, code: i64) {
+    let pods = c.api("", "v1", "pods", "default");
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let status = json!({"status": {"phase": "Failed",
+        "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": code}}}]}});
+    pods.patch_status(name, PatchType::Merge, &status).await.unwrap();
+}
+
+/// Plays the scheduler: the pod is bound to a node, so deleting it is graceful (it stays terminating until
+/// [`remove_terminating`] plays the kubelet); unscheduled pods go at once.
+async fn bind(c: &Cluster, pod: &Value) {
+    let (ns, name) = (pod["metadata"]["namespace"].as_str().unwrap(), pod["metadata"]["name"].as_str().unwrap());
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}});
+    let path = format!("/api/v1/namespaces/{ns}/pods/{name}/binding");
+    let body = bytes::Bytes::from(binding.to_string());
+    c.api.client.request(http::Method::POST, &path, Some((body, "application/json"))).await.unwrap();
+}
+
+/// Plays the kubelet: the Job's terminating pods finish and go.
+async fn remove_terminating(c: &Cluster, job: &str) {
+    let pods = c.api("", "v1", "pods", "default");
+    for p in job_pods(c, job).await {
+        if p["metadata"].get("deletionTimestamp").is_some() {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            pods.delete(name, Some(&json!({"gracePeriodSeconds": 0}))).await.unwrap();
+        }
+    }
+}
+
+fn index_of(pod: &Value) -> i64 {
+    pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].as_str().unwrap().parse().unwrap()
+}
+
+fn annotation<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
+    pod["metadata"]["annotations"][key].as_str()
+}
+
 fn cond(job: &Value, type_: &str) -> Option<Value> {
     job["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_ && c["status"] == "True").cloned()
 }
@@ -168,20 +207,31 @@ async fn job_past_its_active_deadline_fails_and_its_pods_go() {
         ),
     )
     .await;
-    c.until(
-        20,
-        "a pod",
-        || async { Some(json!(live(&job_pods(&c, "slow").await))) },
-        |p| p.as_array().is_some_and(|a| a.len() == 1),
-    )
-    .await;
+    let pods = c
+        .until(
+            20,
+            "a pod",
+            || async { Some(json!(live(&job_pods(&c, "slow").await))) },
+            |p| p.as_array().is_some_and(|a| a.len() == 1),
+        )
+        .await;
+    bind(&c, &pods[0]).await;
     let jobs = c.api("batch", "v1", "jobs", "default");
+    // The interim FailureTarget first; Failed only once the pods are gone (upstream 1.33).
+    let j = c
+        .until(20, "FailureTarget", || async { jobs.get("slow").await.ok() }, |j| cond(j, "FailureTarget").is_some())
+        .await;
+    assert_eq!(cond(&j, "FailureTarget").unwrap()["reason"], "DeadlineExceeded");
+    assert!(cond(&j, "Failed").is_none(), "Failed while a pod is terminating");
+    assert_eq!(j["status"]["terminating"], 1);
+    // The running pod was deleted (terminating: there is no kubelet to finish it).
+    let pods = job_pods(&c, "slow").await;
+    assert!(!pods.is_empty() && pods.iter().all(|p| p["metadata"].get("deletionTimestamp").is_some()), "{pods:#?}");
+    remove_terminating(&c, "slow").await;
     let j = c.until(20, "Failed", || async { jobs.get("slow").await.ok() }, |j| cond(j, "Failed").is_some()).await;
     assert_eq!(cond(&j, "Failed").unwrap()["reason"], "DeadlineExceeded");
     assert_eq!(cond(&j, "Failed").unwrap()["message"], "Job was active longer than specified deadline");
-    // The running pod was deleted (terminating: there is no kubelet to finish it).
-    let pods = job_pods(&c, "slow").await;
-    assert!(pods.iter().all(|p| p["metadata"].get("deletionTimestamp").is_some()), "{pods:#?}");
+    assert_eq!(j["status"]["terminating"], 0);
     c.stop().await;
 }
 
@@ -427,5 +477,307 @@ async fn job_adopts_matching_orphans_and_releases_pods_that_stop_matching() {
         |j| j["status"]["active"] == 2 && j["status"]["succeeded"] == 1,
     )
     .await;
+    c.stop().await;
+}
+
+async fn live_pods(c: &Cluster, job: &str, n: usize) -> Vec<Value> {
+    let pods = c
+        .until(
+            40,
+            &format!("{n} live pods of {job}"),
+            || async { Some(json!(live(&job_pods(c, job).await))) },
+            |p| p.as_array().is_some_and(|a| a.len() == n),
+        )
+        .await;
+    pods.as_array().unwrap().clone()
+}
+
+async fn job_until(c: &Cluster, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let jobs = c.api("batch", "v1", "jobs", "default");
+    c.until(40, what, || async { jobs.get(name).await.ok() }, pred).await
+}
+
+fn indexed_job(name: &str, completions: i64, parallelism: i64, extra: &str) -> String {
+    format!(
+        "metadata: {{name: {name}}}\nspec:\n  completions: {completions}\n  parallelism: {parallelism}\n  completionMode: Indexed\n{extra}  {}",
+        TEMPLATE.trim_start()
+    )
+}
+
+/// Upstream's e2e "should allow to use a SuccessPolicy matching succeededIndexes": once index 0 succeeded the
+/// Job meets its success criteria, its other pods are terminated, and it completes once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_policy_matching_succeeded_indexes_completes_the_job() {
+    let c = Cluster::start(&["job"], &[]).await;
+    c.create("batch", "v1", "jobs", &indexed_job("sp", 3, 3, "  successPolicy: {rules: [{succeededIndexes: '0'}]}\n"))
+        .await;
+    let pods = live_pods(&c, "sp", 3).await;
+    for p in &pods {
+        bind(&c, p).await;
+    }
+    let p0 = pods.iter().find(|p| index_of(p) == 0).unwrap();
+    finish(&c, p0, "Succeeded").await;
+    let j = job_until(&c, "sp", "SuccessCriteriaMet", |j| cond(j, "SuccessCriteriaMet").is_some()).await;
+    let met = cond(&j, "SuccessCriteriaMet").unwrap();
+    assert_eq!(
+        (met["reason"].as_str(), met["message"].as_str()),
+        (Some("SuccessPolicy"), Some("Matched rules at index 0"))
+    );
+    // The other indexes' pods are being terminated; the Job is not Complete before they are gone.
+    let j = job_until(&c, "sp", "terminating pods", |j| j["status"]["terminating"] == 2).await;
+    assert!(cond(&j, "Complete").is_none());
+    assert!(j["status"].get("completionTime").is_none_or(Value::is_null));
+    let pods = job_pods(&c, "sp").await;
+    assert_eq!(pods.iter().filter(|p| p["metadata"].get("deletionTimestamp").is_some()).count(), 2);
+    remove_terminating(&c, "sp").await;
+    let j = job_until(&c, "sp", "Complete", |j| cond(j, "Complete").is_some()).await;
+    let complete = cond(&j, "Complete").unwrap();
+    assert_eq!(
+        (complete["reason"].as_str(), complete["message"].as_str()),
+        (Some("SuccessPolicy"), Some("Matched rules at index 0"))
+    );
+    assert!(j["status"]["completionTime"].is_string());
+    assert_eq!(j["status"]["completedIndexes"], "0");
+    assert_eq!((j["status"]["succeeded"].as_i64(), j["status"]["active"].as_i64()), (Some(1), Some(0)));
+    assert_eq!((j["status"]["ready"].as_i64(), j["status"]["terminating"].as_i64()), (Some(0), Some(0)));
+    assert!(cond(&j, "FailureTarget").is_none() && cond(&j, "Failed").is_none());
+    assert_eq!(job_pods(&c, "sp").await.len(), 1, "no pod created after the success criteria were met");
+    c.stop().await;
+}
+
+/// Upstream's e2e "should allow to use a SuccessPolicy matching succeededCount".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_policy_matching_succeeded_count_completes_the_job() {
+    let c = Cluster::start(&["job"], &[]).await;
+    c.create("batch", "v1", "jobs", &indexed_job("spc", 4, 2, "  successPolicy: {rules: [{succeededCount: 1}]}\n"))
+        .await;
+    let pods = live_pods(&c, "spc", 2).await;
+    let p1 = pods.iter().find(|p| index_of(p) == 1).unwrap();
+    finish(&c, p1, "Succeeded").await;
+    let j = job_until(&c, "spc", "SuccessCriteriaMet", |j| cond(j, "SuccessCriteriaMet").is_some()).await;
+    assert_eq!(cond(&j, "SuccessCriteriaMet").unwrap()["reason"], "SuccessPolicy");
+    remove_terminating(&c, "spc").await;
+    let j = job_until(&c, "spc", "Complete", |j| cond(j, "Complete").is_some()).await;
+    assert_eq!(cond(&j, "Complete").unwrap()["reason"], "SuccessPolicy");
+    assert_eq!(cond(&j, "Complete").unwrap()["message"], "Matched rules at index 0");
+    assert_eq!(j["status"]["completedIndexes"], "1");
+    assert_eq!((j["status"]["succeeded"].as_i64(), j["status"]["active"].as_i64()), (Some(1), Some(0)));
+    assert_eq!(job_pods(&c, "spc").await.len(), 1, "indexes 2 and 3 never started");
+    c.stop().await;
+}
+
+/// Upstream's e2e "should allow to use the pod failure policy to not count the failure towards the
+/// backoffLimit": backoffLimit 0, a pod failing with exit code 1 (ignored) is replaced and the Job completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_pod_failures_do_not_count_towards_the_backoff_limit() {
+    let c = Cluster::start(&["job"], &[]).await;
+    let job = c
+        .create(
+            "batch",
+            "v1",
+            "jobs",
+            &format!(
+                "metadata: {{name: ign}}\nspec:\n  completions: 4\n  parallelism: 2\n  backoffLimit: 0\n  podFailurePolicy:\n    rules:\n    - {{action: Ignore, onExitCodes: {{operator: In, values: [1]}}}}\n    - {{action: Ignore, onPodConditions: [{{type: DisruptionTarget, status: 'True'}}]}}\n  {}",
+                TEMPLATE.trim_start()
+            ),
+        )
+        .await;
+    assert_eq!(job["spec"]["podReplacementPolicy"], "Failed", "defaulted as upstream with a pod failure policy");
+    let pods = live_pods(&c, "ign", 2).await;
+    fail(&c, &pods[0], 1).await;
+    // An evicted pod (DisruptionTarget, killed with 137): ignored too (upstream's "ignore failure for an evicted
+    // pod; matching on the DisruptionTarget condition").
+    let evicted = json!({"status": {"phase": "Failed",
+        "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}],
+        "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 137}}}]}});
+    let name = pods[1]["metadata"]["name"].as_str().unwrap();
+    c.api("", "v1", "pods", "default").patch_status(name, PatchType::Merge, &evicted).await.unwrap();
+    let mut done = 0;
+    while done < 4 {
+        let pods = c
+            .until(
+                20,
+                "a live pod",
+                || async { Some(json!(live(&job_pods(&c, "ign").await))) },
+                |p| p.as_array().is_some_and(|a| !a.is_empty()),
+            )
+            .await;
+        finish(&c, &pods[0], "Succeeded").await;
+        done += 1;
+        let j = c.api("batch", "v1", "jobs", "default").get("ign").await.unwrap();
+        assert!(cond(&j, "FailureTarget").is_none(), "{j:#?}");
+    }
+    let j = job_until(&c, "ign", "Complete", |j| cond(j, "Complete").is_some()).await;
+    assert_eq!(cond(&j, "SuccessCriteriaMet").unwrap()["reason"], "CompletionsReached");
+    assert_eq!(cond(&j, "Complete").unwrap()["reason"], "CompletionsReached");
+    assert_eq!((j["status"]["succeeded"].as_i64(), j["status"]["failed"].as_i64()), (Some(4), Some(0)));
+    assert_eq!(job_pods(&c, "ign").await.len(), 6);
+    c.stop().await;
+}
+
+/// Upstream's e2e "should execute all indexes despite some failing when using backoffLimitPerIndex": odd indexes
+/// fail, even ones succeed; each odd index runs twice (backoffLimitPerIndex 1) and then fails, the rest go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_limit_per_index_runs_every_index_and_fails_the_failed_ones() {
+    let c = Cluster::start(&["job"], &[]).await;
+    let job = c.create("batch", "v1", "jobs", &indexed_job("bli", 4, 2, "  backoffLimitPerIndex: 1\n")).await;
+    assert_eq!(job["spec"]["backoffLimit"], 2147483647, "defaulted as upstream with backoffLimitPerIndex");
+    let jobs = c.api("batch", "v1", "jobs", "default");
+    loop {
+        let j = jobs.get("bli").await.unwrap();
+        if cond(&j, "FailureTarget").is_some() {
+            break;
+        }
+        for p in live(&job_pods(&c, "bli").await) {
+            if index_of(&p) % 2 == 1 { fail(&c, &p, 1).await } else { finish(&c, &p, "Succeeded").await }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let j = job_until(&c, "bli", "Failed", |j| cond(j, "Failed").is_some()).await;
+    assert_eq!(cond(&j, "FailureTarget").unwrap()["reason"], "FailedIndexes");
+    assert_eq!(cond(&j, "Failed").unwrap()["reason"], "FailedIndexes");
+    assert_eq!(cond(&j, "Failed").unwrap()["message"], "Job has failed indexes");
+    assert_eq!(j["status"]["failedIndexes"], "1,3");
+    assert_eq!(j["status"]["completedIndexes"], "0,2");
+    assert_eq!((j["status"]["failed"].as_i64(), j["status"]["succeeded"].as_i64()), (Some(4), Some(2)));
+    // Two pods for each failing index (failure counts 0 and 1), one for each succeeding one.
+    let pods = job_pods(&c, "bli").await;
+    for ix in 0..4 {
+        let mut counts: Vec<&str> = pods
+            .iter()
+            .filter(|p| index_of(p) == ix)
+            .map(|p| annotation(p, "batch.kubernetes.io/job-index-failure-count").unwrap())
+            .collect();
+        counts.sort();
+        assert_eq!(counts, if ix % 2 == 1 { vec!["0", "1"] } else { vec!["0"] }, "index {ix}");
+    }
+    c.stop().await;
+}
+
+/// Upstream's e2e "should terminate job execution when the number of failed indexes exceeds maxFailedIndexes".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceeding_max_failed_indexes_fails_the_job_at_once() {
+    let c = Cluster::start(&["job"], &[]).await;
+    c.create("batch", "v1", "jobs", &indexed_job("mfi", 4, 1, "  backoffLimitPerIndex: 0\n  maxFailedIndexes: 0\n"))
+        .await;
+    let pods = live_pods(&c, "mfi", 1).await;
+    assert_eq!(index_of(&pods[0]), 0);
+    fail(&c, &pods[0], 1).await;
+    let j = job_until(&c, "mfi", "Failed", |j| cond(j, "Failed").is_some()).await;
+    assert_eq!(cond(&j, "FailureTarget").unwrap()["reason"], "MaxFailedIndexesExceeded");
+    let failed = cond(&j, "Failed").unwrap();
+    assert_eq!(failed["reason"], "MaxFailedIndexesExceeded");
+    assert_eq!(failed["message"], "Job has exceeded the specified maximal number of failed indexes");
+    assert_eq!(j["status"]["failedIndexes"], "0");
+    assert_eq!(j["status"]["failed"], 1);
+    assert_eq!(job_pods(&c, "mfi").await.len(), 1, "no other index started");
+    c.stop().await;
+}
+
+/// Upstream's e2e "should mark indexes as failed when the FailIndex action is matched in podFailurePolicy", plus
+/// an ignored failure first: its replacement carries `job-index-ignored-failure-count`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_index_action_fails_the_index_without_retries() {
+    let c = Cluster::start(&["job"], &[]).await;
+    let extra = "  backoffLimitPerIndex: 1
+  podFailurePolicy:
+    rules:
+    - {action: Ignore, onExitCodes: {operator: In, values: [3]}}
+    - {action: FailIndex, onExitCodes: {operator: In, values: [1]}}
+";
+    c.create("batch", "v1", "jobs", &indexed_job("fi", 2, 2, extra)).await;
+    let pods = live_pods(&c, "fi", 2).await;
+    let p0 = pods.iter().find(|p| index_of(p) == 0).unwrap();
+    let p1 = pods.iter().find(|p| index_of(p) == 1).unwrap();
+    assert_eq!(annotation(p1, "batch.kubernetes.io/job-index-failure-count"), Some("0"));
+    finish(&c, p0, "Succeeded").await;
+    // An ignored failure: the index is retried, the failure not counted.
+    fail(&c, p1, 3).await;
+    let pods = live_pods(&c, "fi", 1).await;
+    assert_eq!(index_of(&pods[0]), 1);
+    assert_eq!(annotation(&pods[0], "batch.kubernetes.io/job-index-failure-count"), Some("0"));
+    assert_eq!(annotation(&pods[0], "batch.kubernetes.io/job-index-ignored-failure-count"), Some("1"));
+    // FailIndex: the index fails at once although backoffLimitPerIndex would allow a retry.
+    fail(&c, &pods[0], 1).await;
+    let j = job_until(&c, "fi", "Failed", |j| cond(j, "Failed").is_some()).await;
+    assert_eq!(cond(&j, "FailureTarget").unwrap()["reason"], "FailedIndexes");
+    assert_eq!(cond(&j, "Failed").unwrap()["reason"], "FailedIndexes");
+    assert_eq!(j["status"]["failedIndexes"], "1");
+    assert_eq!(j["status"]["completedIndexes"], "0");
+    assert_eq!((j["status"]["failed"].as_i64(), j["status"]["succeeded"].as_i64()), (Some(1), Some(1)));
+    assert_eq!(job_pods(&c, "fi").await.len(), 3);
+    c.stop().await;
+}
+
+/// The apiserver rejects the per-index and success policy fields as upstream's validation does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_policies_are_validated_as_upstream() {
+    let c = Cluster::start(&["job"], &[]).await;
+    let jobs = c.api("batch", "v1", "jobs", "default");
+    let job = |spec: Value| {
+        let mut j = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "v"},
+            "spec": {"completions": 2, "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}}});
+        for (k, v) in spec.as_object().unwrap() {
+            j["spec"][k] = v.clone();
+        }
+        j
+    };
+    let err = jobs.create(&job(json!({"successPolicy": {"rules": [{"succeededCount": 1}]}}))).await.unwrap_err();
+    assert_eq!(err.code(), Some(422));
+    assert!(err.to_string().contains("spec.successPolicy: Invalid value: "), "{err}");
+    assert!(err.to_string().contains("requires indexed completion mode"), "{err}");
+    let err = jobs
+        .create(&job(json!({"completionMode": "Indexed", "maxFailedIndexes": 3, "backoffLimitPerIndex": 1})))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("spec.maxFailedIndexes: Invalid value: 3: must be less than or equal to completions"),
+        "{err}"
+    );
+    let rule = json!({"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [1]}}]});
+    let err = jobs.create(&job(json!({"completionMode": "Indexed", "podFailurePolicy": rule}))).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.podFailurePolicy.rules[0].action: Invalid value: \"FailIndex\": requires the backoffLimitPerIndex to be set"),
+        "{err}"
+    );
+    let ok = jobs
+        .create(&job(json!({"completionMode": "Indexed", "backoffLimitPerIndex": 1, "podFailurePolicy": rule,
+            "successPolicy": {"rules": [{"succeededIndexes": "0-1"}]}})))
+        .await
+        .unwrap();
+    assert_eq!(ok["spec"]["podReplacementPolicy"], "Failed");
+    let err = jobs.patch("v", PatchType::Merge, &json!({"spec": {"backoffLimitPerIndex": 2}})).await.unwrap_err();
+    assert!(err.to_string().contains("spec.backoffLimitPerIndex: Invalid value: 2: field is immutable"), "{err}");
+    c.stop().await;
+}
+
+/// Upstream's e2e "should recreate pods only after they have failed if pod replacement policy is set to Failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_replacement_policy_failed_waits_for_the_terminating_pod() {
+    let c = Cluster::start(&["job"], &[]).await;
+    c.create(
+        "batch",
+        "v1",
+        "jobs",
+        &format!(
+            "metadata: {{name: prp}}\nspec:\n  backoffLimit: 1\n  podReplacementPolicy: Failed\n  {}",
+            TEMPLATE.trim_start()
+        ),
+    )
+    .await;
+    let pods = live_pods(&c, "prp", 1).await;
+    bind(&c, &pods[0]).await;
+    let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    c.api("", "v1", "pods", "default").delete(&name, Some(&json!({"gracePeriodSeconds": 30}))).await.unwrap();
+    let j = job_until(&c, "prp", "one terminating pod", |j| j["status"]["terminating"] == 1).await;
+    assert_eq!((j["status"]["active"].as_i64(), j["status"]["failed"].as_i64()), (Some(0), Some(0)));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(job_pods(&c, "prp").await.len(), 1, "no replacement while the pod is terminating");
+    // The pod fails (the kubelet killed it): now it is replaced.
+    fail(&c, &pods[0], 143).await;
+    let j = job_until(&c, "prp", "a replacement", |j| j["status"]["active"] == 1 && j["status"]["failed"] == 1).await;
+    assert_eq!(j["status"]["terminating"], 0);
     c.stop().await;
 }

@@ -11,25 +11,36 @@
 //!   until one succeeded and none is active). `Indexed`: one pod per index in `[0, completions)` with the
 //!   `batch.kubernetes.io/job-completion-index` annotation and label, `JOB_COMPLETION_INDEX` in the environment,
 //!   `generateName` `<job>-<index>-` and hostname `<job>-<index>`; `status.completedIndexes` lists the done ones.
-//! - `backoffLimit`: once more pods failed than it allows, the Job fails (`FailureTarget` and `Failed`, reason
-//!   `BackoffLimitExceeded`) and its active pods are deleted; replacements of failed pods wait upstream's
-//!   exponential back-off (10 s doubling, at most 6 min).
+//! - `backoffLimit`: once more pods failed than it allows, the Job fails (reason `BackoffLimitExceeded`);
+//!   replacements of failed pods wait upstream's exponential back-off (10 s doubling, at most 6 min).
 //! - `activeDeadlineSeconds` from `status.startTime`: the Job fails with reason `DeadlineExceeded`.
 //! - `podFailurePolicy`: the first rule matching a failed pod's terminated exit codes (`In`/`NotIn`, optionally one
-//!   container) or conditions decides: `FailJob` fails the Job (reason `PodFailurePolicy`, upstream's message),
-//!   `Ignore` leaves the failure uncounted, `Count` counts it as usual.
+//!   container) or conditions (e.g. `DisruptionTarget`) decides: `FailJob` fails the Job (reason
+//!   `PodFailurePolicy`, upstream's message), `FailIndex` fails the pod's index, `Ignore` leaves the failure
+//!   uncounted, `Count` counts it as usual.
+//! - `backoffLimitPerIndex` (Indexed; [`indexed_job_utils`]): each index is retried until it failed more often than
+//!   the limit, counted by its pods' `batch.kubernetes.io/job-index-failure-count` (and
+//!   `job-index-ignored-failure-count`) annotations and backed off per index; a failed index goes into
+//!   `status.failedIndexes` and is not retried while the others go on. More failed indexes than `maxFailedIndexes`
+//!   fail the Job (`MaxFailedIndexesExceeded`); all indexes done with some failed fail it too (`FailedIndexes`).
+//! - `successPolicy` (Indexed; [`success_policy`]): a matching rule ends the Job as succeeded (reason
+//!   `SuccessPolicy`, "Matched rules at index N").
+//! - Finishing as upstream 1.33: the interim condition (`FailureTarget`, or `SuccessCriteriaMet` with reason
+//!   `CompletionsReached` or `SuccessPolicy`) comes first and the active pods are deleted; the terminal one
+//!   (`Failed`, or `Complete` with `completionTime`) with the same reason and message once no pod is active or
+//!   terminating.
+//! - `podReplacementPolicy`: with `Failed` (the default with a pod failure policy) a terminating pod is replaced
+//!   only once it is terminal; with `TerminatingOrFailed` at once.
 //! - `suspend`: active pods are deleted and the `Suspended` condition set (`JobSuspended`/`JobResumed`); the
 //!   start time restarts on resume.
 //! - Status: `active`, `ready`, `terminating`, `succeeded`, `failed`, `startTime`, `completionTime`,
-//!   `completedIndexes` and the conditions `SuccessCriteriaMet` + `Complete` (reason `CompletionsReached`) or
-//!   `FailureTarget` + `Failed`; upstream's events (`SuccessfulCreate`, `SuccessfulDelete`, `Completed`,
-//!   `BackoffLimitExceeded`, `DeadlineExceeded`, `Suspended`, `Resumed`).
+//!   `completedIndexes`, `failedIndexes` and the conditions; upstream's events (`SuccessfulCreate`,
+//!   `SuccessfulDelete`, `Completed`, `BackoffLimitExceeded`, `DeadlineExceeded`, `PodFailurePolicy`,
+//!   `FailedIndexes`, `MaxFailedIndexesExceeded`, `Suspended`, `Resumed`).
 //!
 //! Deliberate gaps: no `batch.kubernetes.io/job-tracking` finalizer: succeeded and failed are counted from the pods
 //! that exist, never decreasing (a terminal pod deleted before it was seen is not counted, a pod deleted while
-//! active is not counted as failed); the terminal conditions are set at once rather than after the Job's pods
-//! finished terminating; the `FailIndex` action, `successPolicy`, `backoffLimitPerIndex`, `podReplacementPolicy` and
-//! `managedBy` are not implemented.
+//! active is not counted as failed); `managedBy` is not implemented.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -44,6 +55,17 @@ use tokio::sync::watch;
 use super::replicaset::{Kind, claim_pods, controller_ref, owners_of_pod};
 use crate::{BoxError, Context, stopped};
 
+pub mod indexed_job_utils;
+pub mod success_policy;
+
+pub use indexed_job_utils::{
+    COMPLETION_INDEX, INDEX_FAILURE_COUNT, INDEX_IGNORED_FAILURE_COUNT, format_indexes, parse_indexes, pod_index,
+};
+use indexed_job_utils::{
+    index_failure_count, index_ignored_failure_count, is_index_failed, new_index_failure_counts, parse_indexes_within,
+};
+use success_policy::match_success_policy;
+
 /// The Job as the pod claiming helpers see it.
 pub const JOB: Kind = Kind { group: "batch", version: "v1", plural: "jobs", kind: "Job", component: "job-controller" };
 
@@ -51,7 +73,6 @@ pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 pub const LEGACY_CONTROLLER_UID_LABEL: &str = "controller-uid";
 pub const LEGACY_JOB_NAME_LABEL: &str = "job-name";
-pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const OWNER_INDEX: &str = "job-controller/owner";
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(360);
@@ -107,43 +128,6 @@ fn pod_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
-fn pod_index(pod: &Value) -> Option<i64> {
-    let a = pod.pointer("/metadata/annotations").and_then(|a| a.get(COMPLETION_INDEX)).and_then(Value::as_str);
-    let l = pod.pointer("/metadata/labels").and_then(|a| a.get(COMPLETION_INDEX)).and_then(Value::as_str);
-    a.or(l)?.parse().ok()
-}
-
-/// Parses `status.completedIndexes` (`"1,3-5,7"`).
-pub fn parse_indexes(s: &str) -> BTreeSet<i64> {
-    let mut out = BTreeSet::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.parse::<i64>(), b.parse::<i64>()) {
-                    out.extend(a..=b);
-                }
-            }
-            None => out.extend(part.parse::<i64>().ok()),
-        }
-    }
-    out
-}
-
-/// Formats indexes as upstream does: sorted, runs of consecutive indexes as `a-b`.
-pub fn format_indexes(ix: &BTreeSet<i64>) -> String {
-    let mut parts = Vec::new();
-    let mut it = ix.iter().copied().peekable();
-    while let Some(start) = it.next() {
-        let mut end = start;
-        while it.peek() == Some(&(end + 1)) {
-            end += 1;
-            it.next();
-        }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
-    }
-    parts.join(",")
 }
 
 /// The back-off before a replacement pod after `failures` failures (upstream: 10 s doubling, capped at 6 min).
@@ -327,9 +311,34 @@ pub struct PodCounts {
     pub fail_job: Option<String>,
 }
 
-/// What `spec.podFailurePolicy` says about a failed pod: the action of the first matching rule (`FailJob`,
-/// `Ignore`, `Count`) and upstream's message for it.
-pub fn failure_policy_action(policy: Option<&Value>, pod: &Value) -> Option<(String, String)> {
+/// A `spec.podFailurePolicy` rule's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureAction {
+    /// The Job fails at once (reason `PodFailurePolicy`).
+    FailJob,
+    /// The pod's index fails at once (with `backoffLimitPerIndex`).
+    FailIndex,
+    /// The failure is not counted (towards `backoffLimit` nor `backoffLimitPerIndex`).
+    Ignore,
+    /// The failure counts as usual.
+    Count,
+}
+
+impl FailureAction {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "FailJob" => Self::FailJob,
+            "FailIndex" => Self::FailIndex,
+            "Ignore" => Self::Ignore,
+            "Count" => Self::Count,
+            _ => return None,
+        })
+    }
+}
+
+/// What `spec.podFailurePolicy` says about a failed pod (upstream's `matchPodFailurePolicy`): the action of the
+/// first matching rule and upstream's message for it.
+pub fn failure_policy_action(policy: Option<&Value>, pod: &Value) -> Option<(FailureAction, String)> {
     let rules = policy?.get("rules")?.as_array()?;
     let (ns, name) = (runtime::namespace(pod), runtime::name(pod));
     let statuses: Vec<&Value> = ["/status/initContainerStatuses", "/status/containerStatuses"]
@@ -338,7 +347,9 @@ pub fn failure_policy_action(policy: Option<&Value>, pod: &Value) -> Option<(Str
         .flatten()
         .collect();
     for (i, rule) in rules.iter().enumerate() {
-        let action = rule.get("action").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name_of_action = rule.get("action").and_then(Value::as_str).unwrap_or_default();
+        let Some(action) = FailureAction::parse(name_of_action) else { continue };
+        let action_name = name_of_action.to_string();
         if let Some(on) = rule.get("onExitCodes") {
             let container = on.get("containerName").and_then(Value::as_str);
             let values: Vec<i64> = on
@@ -356,7 +367,7 @@ pub fn failure_policy_action(policy: Option<&Value>, pod: &Value) -> Option<(Str
                 let hit = if not_in { code != 0 && !values.contains(&code) } else { values.contains(&code) };
                 if hit {
                     let msg = format!(
-                        "Container {cname} for pod {ns}/{name} failed with exit code {code} matching {action} rule at index {i}"
+                        "Container {cname} for pod {ns}/{name} failed with exit code {code} matching {action_name} rule at index {i}"
                     );
                     return Some((action, msg));
                 }
@@ -367,7 +378,7 @@ pub fn failure_policy_action(policy: Option<&Value>, pod: &Value) -> Option<(Str
             let want = pattern.get("status").and_then(Value::as_str).unwrap_or("True");
             let conds = pod.pointer("/status/conditions").and_then(Value::as_array);
             if conds.is_some_and(|cs| cs.iter().any(|c| c["type"] == type_ && c["status"] == want)) {
-                let msg = format!("Pod {ns}/{name} has condition {type_} matching {action} rule at index {i}");
+                let msg = format!("Pod {ns}/{name} has condition {type_} matching {action_name} rule at index {i}");
                 return Some((action, msg));
             }
         }
@@ -386,8 +397,8 @@ pub fn count_pods_with_policy(pods: &[Arc<Value>], policy: Option<&Value>) -> Po
     for p in pods {
         match phase(p) {
             "Failed" if policy.is_some() => match failure_policy_action(policy, p) {
-                Some((a, _)) if a == "Ignore" => {}
-                Some((a, msg)) if a == "FailJob" => {
+                Some((FailureAction::Ignore, _)) => {}
+                Some((FailureAction::FailJob, msg)) => {
                     c.failed += 1;
                     c.fail_job.get_or_insert(msg);
                 }
@@ -464,15 +475,22 @@ impl Job {
         if !self.expectations.satisfied(&uid, &pods) {
             return Ok(Action::RequeueAfter(Duration::from_millis(500)));
         }
-        let counts = count_pods_with_policy(&pods, job.pointer("/spec/podFailurePolicy"));
+        let policy = job.pointer("/spec/podFailurePolicy");
+        let counts = count_pods_with_policy(&pods, policy);
         let indexed = job.pointer("/spec/completionMode").and_then(Value::as_str) == Some("Indexed");
         let completions = int(&job, "/spec/completions");
         let parallelism = int(&job, "/spec/parallelism").unwrap_or(1).max(0);
-        let backoff_limit = int(&job, "/spec/backoffLimit").unwrap_or(6);
+        let per_index = int(&job, "/spec/backoffLimitPerIndex").filter(|_| indexed);
+        let max_failed_indexes = int(&job, "/spec/maxFailedIndexes");
+        // Upstream defaults backoffLimit to MaxInt32 with backoffLimitPerIndex, else to 6.
+        let backoff_limit =
+            int(&job, "/spec/backoffLimit").unwrap_or(if per_index.is_some() { i32::MAX as i64 } else { 6 });
         let suspended = job.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
         let old = job.get("status").cloned().unwrap_or(json!({}));
+        let old_obj = old_job_status(&old);
         let mut status = old.clone();
         let now = now_rfc3339();
+        let total = completions.unwrap_or(0);
 
         let mut completed = parse_indexes(old.get("completedIndexes").and_then(Value::as_str).unwrap_or(""));
         completed.extend(counts.succeeded_indexes.iter().copied().filter(|i| *i >= 0 && Some(*i) < completions));
@@ -480,11 +498,30 @@ impl Job {
             if indexed { completed.len() as i64 } else { counts.succeeded.max(int(&old, "/succeeded").unwrap_or(0)) };
         let failed = counts.failed.max(int(&old, "/failed").unwrap_or(0));
 
+        // backoffLimitPerIndex: the failed indexes, and each index's last failed pod (whose failure counts its
+        // replacement carries on).
+        let mut failed_ix = BTreeSet::new();
+        let mut last_failed: HashMap<i64, Arc<Value>> = HashMap::new();
+        if let Some(limit) = per_index {
+            failed_ix = parse_indexes_within(old.get("failedIndexes").and_then(Value::as_str).unwrap_or(""), total);
+            let absolute = |p: &Value| index_failure_count(p) + index_ignored_failure_count(p);
+            for p in pods.iter().filter(|p| phase(p) == "Failed") {
+                let Some(i) = pod_index(p).filter(|i| *i >= 0 && *i < total && !completed.contains(i)) else {
+                    continue;
+                };
+                if is_index_failed(policy, limit, p) {
+                    failed_ix.insert(i);
+                }
+                if last_failed.get(&i).is_none_or(|q| absolute(q) < absolute(p)) {
+                    last_failed.insert(i, p.clone());
+                }
+            }
+        }
+
         let mut requeue: Option<Duration> = None;
         let mut delete: Vec<Arc<Value>> = Vec::new();
-        let mut create: Vec<Option<i64>> = Vec::new();
+        let mut create: Vec<NewPod> = Vec::new();
 
-        // Failure: too many failed pods, or past the deadline.
         let deadline = int(&job, "/spec/activeDeadlineSeconds").filter(|_| !suspended);
         let start = parse_time(old.get("startTime"));
         let past_deadline = match (deadline, start) {
@@ -500,66 +537,127 @@ impl Job {
             }
             _ => false,
         };
-        let failure = if let Some(msg) = &counts.fail_job {
-            Some(("PodFailurePolicy", msg.as_str()))
+        let complete = !indexed && completions.is_none() && succeeded > 0 && counts.active.is_empty()
+            || completions.is_some_and(|c| succeeded >= c);
+        // How the Job finishes, as upstream decides it: an interim condition (FailureTarget or SuccessCriteriaMet)
+        // already set, then the failures, then the success policy, then the completions.
+        let finish: Option<Finish> = if let Some((reason, message)) = condition_of(&old_obj, "FailureTarget") {
+            Some(Finish { success: false, reason, message })
+        } else if let Some((reason, message)) = condition_of(&old_obj, "SuccessCriteriaMet") {
+            Some(Finish { success: true, reason, message })
+        } else if let Some(msg) = &counts.fail_job {
+            Some(Finish::failed("PodFailurePolicy", msg))
         } else if failed > backoff_limit {
-            Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"))
+            Some(Finish::failed("BackoffLimitExceeded", "Job has reached the specified backoff limit"))
         } else if past_deadline {
-            Some(("DeadlineExceeded", "Job was active longer than specified deadline"))
+            Some(Finish::failed("DeadlineExceeded", "Job was active longer than specified deadline"))
+        } else if per_index.is_some() && max_failed_indexes.is_some_and(|m| failed_ix.len() as i64 > m) {
+            Some(Finish::failed(
+                "MaxFailedIndexesExceeded",
+                "Job has exceeded the specified maximal number of failed indexes",
+            ))
+        } else if per_index.is_some() && !failed_ix.is_empty() && (failed_ix.len() + completed.len()) as i64 >= total {
+            Some(Finish::failed("FailedIndexes", "Job has failed indexes"))
+        } else if let Some(msg) =
+            match_success_policy(job.pointer("/spec/successPolicy").filter(|_| indexed), total, &completed)
+        {
+            Some(Finish { success: true, reason: success_policy::REASON.into(), message: msg })
+        } else if complete {
+            Some(Finish { success: true, reason: "CompletionsReached".into(), message: COMPLETIONS_REACHED.into() })
         } else {
             None
         };
-        let complete = !indexed && completions.is_none() && succeeded > 0 && counts.active.is_empty()
-            || completions.is_some_and(|c| succeeded >= c);
 
-        let mut event: Option<(EventType, &str, &str)> = None;
-        if let Some((reason, message)) = failure {
+        let mut event: Option<(EventType, String, String)> = None;
+        if let Some(f) = &finish {
+            // The interim condition at once; the active pods go; the terminal condition once none is left.
             delete.extend(counts.active.iter().cloned());
-            set_condition(&mut status, condition("FailureTarget", "True", reason, message, &now));
-            set_condition(&mut status, condition("Failed", "True", reason, message, &now));
-            event = Some((EventType::Warning, reason, message));
-        } else if complete {
-            delete.extend(counts.active.iter().cloned());
-            let msg = "Reached expected number of succeeded pods";
-            set_condition(&mut status, condition("SuccessCriteriaMet", "True", "CompletionsReached", msg, &now));
-            set_condition(&mut status, condition("Complete", "True", "CompletionsReached", msg, &now));
-            status["completionTime"] = json!(now);
-            event = Some((EventType::Normal, "Completed", "Job completed"));
+            let interim = if f.success { "SuccessCriteriaMet" } else { "FailureTarget" };
+            if !has_condition(&old_obj, interim) {
+                set_condition(&mut status, condition(interim, "True", &f.reason, &f.message, &now));
+            }
         } else if suspended {
             delete.extend(counts.active.iter().cloned());
-            if !has_condition(&old_job_status(&old), "Suspended") {
+            if !has_condition(&old_obj, "Suspended") {
                 set_condition(&mut status, condition("Suspended", "True", "JobSuspended", "Job suspended", &now));
-                event = Some((EventType::Normal, "Suspended", "Job suspended"));
+                event = Some((EventType::Normal, "Suspended".into(), "Job suspended".into()));
             }
         } else {
-            if has_condition(&old_job_status(&old), "Suspended") {
+            if has_condition(&old_obj, "Suspended") {
                 set_condition(&mut status, condition("Suspended", "False", "JobResumed", "Job resumed", &now));
                 status["startTime"] = json!(now);
-                event = Some((EventType::Normal, "Resumed", "Job resumed"));
+                event = Some((EventType::Normal, "Resumed".into(), "Job resumed".into()));
             } else if status.get("startTime").is_none_or(Value::is_null) {
                 status["startTime"] = json!(now);
                 if let Some(d) = deadline {
                     requeue = Some(Duration::from_secs(d.max(0) as u64));
                 }
             }
-            let wait = if failed > 0 { self.failures.remaining(&uid, failed) } else { Duration::ZERO };
+            let wait_for = |w: Duration, requeue: &mut Option<Duration>| {
+                *requeue = Some(requeue.map_or(w, |r| r.min(w)));
+            };
+            // Per-index jobs back off per index; the others per Job.
+            let wait =
+                if failed > 0 && per_index.is_none() { self.failures.remaining(&uid, failed) } else { Duration::ZERO };
+            // podReplacementPolicy Failed (upstream's onlyReplaceFailedPods, also with a pod failure policy): a
+            // terminating pod still holds its place until it is terminal.
+            let only_failed =
+                policy.is_some() || job.pointer("/spec/podReplacementPolicy").and_then(Value::as_str) == Some("Failed");
+            let terminating: Vec<&Arc<Value>> = if only_failed {
+                pods.iter().filter(|p| deleting(p) && !matches!(phase(p), "Failed" | "Succeeded")).collect()
+            } else {
+                Vec::new()
+            };
             if indexed {
-                let total = completions.unwrap_or(0);
                 let mut active_ix: HashSet<i64> = HashSet::new();
                 for p in &counts.active {
                     match pod_index(p) {
-                        // A second pod of an index, or one out of range or already done, is deleted.
-                        Some(i) if i >= 0 && i < total && !completed.contains(&i) && active_ix.insert(i) => {}
+                        // A second pod of an index, or one out of range, already done or failed, is deleted.
+                        Some(i)
+                            if i >= 0
+                                && i < total
+                                && !completed.contains(&i)
+                                && !failed_ix.contains(&i)
+                                && active_ix.insert(i) => {}
                         _ => delete.push(p.clone()),
                     }
                 }
-                let room = (parallelism - active_ix.len() as i64).max(0);
-                let missing = (0..total).filter(|i| !completed.contains(i) && !active_ix.contains(i));
-                let want: Vec<Option<i64>> = missing.take(room as usize).map(Some).collect();
-                if !want.is_empty() && !wait.is_zero() {
-                    requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+                let terminating_ix: HashSet<i64> = terminating.iter().filter_map(|p| pod_index(p)).collect();
+                let room = (parallelism - active_ix.len() as i64 - terminating.len() as i64).max(0) as usize;
+                let missing: Vec<i64> = (0..total)
+                    .filter(|i| {
+                        !completed.contains(i)
+                            && !active_ix.contains(i)
+                            && !failed_ix.contains(i)
+                            && !terminating_ix.contains(i)
+                    })
+                    .collect();
+                if per_index.is_some() {
+                    for i in missing {
+                        if create.len() >= room {
+                            break;
+                        }
+                        let (failures, ignored) =
+                            new_index_failure_counts(policy, last_failed.get(&i).map(|p| p.as_ref()));
+                        let w = if failures + ignored == 0 {
+                            Duration::ZERO
+                        } else {
+                            self.failures.remaining(&format!("{uid}/{i}"), failures + ignored)
+                        };
+                        if w.is_zero() {
+                            create.push(NewPod { index: Some(i), failure_counts: Some((failures, ignored)) });
+                        } else {
+                            wait_for(w, &mut requeue);
+                        }
+                    }
+                } else if !missing.is_empty() && room > 0 && !wait.is_zero() {
+                    wait_for(wait, &mut requeue);
                 } else {
-                    create = want;
+                    create = missing
+                        .into_iter()
+                        .take(room)
+                        .map(|i| NewPod { index: Some(i), failure_counts: None })
+                        .collect();
                 }
             } else {
                 let active = counts.active.len() as i64;
@@ -579,11 +677,12 @@ impl Job {
                         )
                     });
                     delete.extend(extra.into_iter().take((active - want_active) as usize));
-                } else if active < want_active {
+                } else if active + (terminating.len() as i64) < want_active {
                     if wait.is_zero() {
-                        create = vec![None; (want_active - active) as usize];
+                        let n = want_active - active - terminating.len() as i64;
+                        create = (0..n).map(|_| NewPod { index: None, failure_counts: None }).collect();
                     } else {
-                        requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+                        wait_for(wait, &mut requeue);
                     }
                 }
             }
@@ -593,8 +692,15 @@ impl Job {
         let mut created = Vec::new();
         let mut deleted = Vec::new();
         let mut first_err: Option<BoxError> = None;
-        for index in &create {
-            match pod_api.create(&pod_for(&job, *index)).await {
+        for new in &create {
+            let mut pod = pod_for(&job, new.index);
+            if let Some((failures, ignored)) = new.failure_counts {
+                pod["metadata"]["annotations"][INDEX_FAILURE_COUNT] = json!(failures.to_string());
+                if ignored > 0 {
+                    pod["metadata"]["annotations"][INDEX_IGNORED_FAILURE_COUNT] = json!(ignored.to_string());
+                }
+            }
+            match pod_api.create(&pod).await {
                 Ok(p) => {
                     let name = runtime::name(&p).to_string();
                     self.recorder.record(&job, EventType::Normal, "SuccessfulCreate", &format!("Created pod: {name}"));
@@ -620,17 +726,37 @@ impl Job {
                 }
             }
         }
-        let active_now = counts.active.len() as i64 + created.len() as i64 - deleted.len() as i64;
+        let active_now = (counts.active.len() as i64 + created.len() as i64 - deleted.len() as i64).max(0);
+        let terminating_now = counts.terminating + deleted.len() as i64;
         self.expectations.expect(&uid, created, deleted.clone());
 
-        status["active"] = json!(active_now.max(0));
+        // Upstream's enactJobFinished: the terminal condition once no pod is active or terminating.
+        if let Some(f) = &finish
+            && active_now == 0
+            && terminating_now == 0
+            && first_err.is_none()
+        {
+            if f.success {
+                set_condition(&mut status, condition("Complete", "True", &f.reason, &f.message, &now));
+                status["completionTime"] = json!(now);
+                event = Some((EventType::Normal, "Completed".into(), "Job completed".into()));
+            } else {
+                set_condition(&mut status, condition("Failed", "True", &f.reason, &f.message, &now));
+                event = Some((EventType::Warning, f.reason.clone(), f.message.clone()));
+            }
+        }
+
+        status["active"] = json!(active_now);
         status["ready"] = json!(counts.ready);
-        status["terminating"] = json!(counts.terminating + deleted.len() as i64);
+        status["terminating"] = json!(terminating_now);
         status["succeeded"] = json!(succeeded);
         status["failed"] = json!(failed);
         status["uncountedTerminatedPods"] = json!({});
         if indexed {
             status["completedIndexes"] = json!(format_indexes(&completed));
+        }
+        if per_index.is_some() {
+            status["failedIndexes"] = json!(format_indexes(&failed_ix));
         }
         if status != old {
             let mut updated = (*job).clone();
@@ -639,7 +765,7 @@ impl Job {
             match api.replace_status(runtime::name(&job), &updated).await {
                 Ok(_) => {
                     if let Some((t, reason, message)) = event {
-                        self.recorder.record(&job, t, reason, message);
+                        self.recorder.record(&job, t, &reason, &message);
                     }
                 }
                 Err(e) if e.code() == Some(404) => return Ok(Action::Done),
@@ -653,6 +779,35 @@ impl Job {
     }
 }
 
+const COMPLETIONS_REACHED: &str = "Reached expected number of succeeded pods";
+
+/// How a Job finishes: its interim and terminal conditions' reason and message.
+struct Finish {
+    success: bool,
+    reason: String,
+    message: String,
+}
+
+impl Finish {
+    fn failed(reason: &str, message: &str) -> Self {
+        Finish { success: false, reason: reason.into(), message: message.into() }
+    }
+}
+
+/// A pod to create: its index, and for `backoffLimitPerIndex` its index's failure counts.
+struct NewPod {
+    index: Option<i64>,
+    failure_counts: Option<(i64, i64)>,
+}
+
+/// The reason and message of a `True` condition of `type_`.
+fn condition_of(obj: &Value, type_: &str) -> Option<(String, String)> {
+    let cs = obj.pointer("/status/conditions")?.as_array()?;
+    let c = cs.iter().find(|c| c["type"] == type_ && c["status"] == "True")?;
+    let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    Some((text("reason"), text("message")))
+}
+
 /// The status wrapped as an object, for [`has_condition`].
 fn old_job_status(status: &Value) -> Value {
     json!({"status": status})
@@ -661,15 +816,6 @@ fn old_job_status(status: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn completed_indexes_round_trip_as_upstream() {
-        let ix = parse_indexes("0,2-4,7");
-        assert_eq!(ix.iter().copied().collect::<Vec<_>>(), vec![0, 2, 3, 4, 7]);
-        assert_eq!(format_indexes(&ix), "0,2-4,7");
-        assert_eq!(format_indexes(&BTreeSet::new()), "");
-        assert_eq!(format_indexes(&[5, 6].into_iter().collect()), "5-6");
-    }
 
     #[test]
     fn backoff_doubles_from_ten_seconds_up_to_six_minutes() {
@@ -714,10 +860,10 @@ mod tests {
             Arc::new(p)
         };
         let (action, msg) = failure_policy_action(Some(&policy), &pod(42, false)).unwrap();
-        assert_eq!(action, "FailJob");
+        assert_eq!(action, FailureAction::FailJob);
         assert_eq!(msg, "Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 1");
-        assert_eq!(failure_policy_action(Some(&policy), &pod(42, true)).unwrap().0, "Ignore");
-        assert_eq!(failure_policy_action(Some(&policy), &pod(3, false)).unwrap().0, "Count");
+        assert_eq!(failure_policy_action(Some(&policy), &pod(42, true)).unwrap().0, FailureAction::Ignore);
+        assert_eq!(failure_policy_action(Some(&policy), &pod(3, false)).unwrap().0, FailureAction::Count);
         assert_eq!(failure_policy_action(Some(&policy), &pod(1, false)), None);
         let c = count_pods_with_policy(&[pod(42, true), pod(3, false)], Some(&policy));
         assert_eq!((c.failed, c.fail_job.is_some()), (1, false));
