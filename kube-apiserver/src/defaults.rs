@@ -274,7 +274,11 @@ fn obj_at_map<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Ma
 }
 
 fn job_spec(spec: &mut Map<String, Value>) {
-    default(spec, "completions", json!(1));
+    // Both unset: a non-parallel Job (1 and 1); parallelism alone: a work queue, completions stay unset.
+    let unset = |spec: &Map<String, Value>, k: &str| spec.get(k).is_none_or(Value::is_null);
+    if unset(spec, "completions") && unset(spec, "parallelism") {
+        spec.insert("completions".into(), json!(1));
+    }
     default(spec, "parallelism", json!(1));
     // Upstream's SetDefaults_Job: no Job-wide limit when failures are limited per index; only Failed pods are
     // replaced when a pod failure policy judges them.
@@ -483,6 +487,19 @@ pub fn qos_class(spec: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_completions_default_only_when_parallelism_is_unset_too() {
+        let spec = |v: Value| {
+            let mut m = v.as_object().cloned().unwrap();
+            job_spec(&mut m);
+            (m.get("completions").cloned(), m.get("parallelism").cloned())
+        };
+        assert_eq!(spec(json!({})), (Some(json!(1)), Some(json!(1))));
+        // A work queue: parallelism without completions stays so.
+        assert_eq!(spec(json!({"parallelism": 3})), (None, Some(json!(3))));
+        assert_eq!(spec(json!({"completions": 5})), (Some(json!(5)), Some(json!(1))));
+    }
 
     #[test]
     fn pod_defaults_match_upstream() {
