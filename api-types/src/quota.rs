@@ -199,7 +199,7 @@ const POD_RESOURCES: &[&str] = &[
 /// itself a `requests.` name (upstream's `IsExtendedResourceName`).
 pub fn is_extended_resource_name(name: &str) -> bool {
     let Some((domain, _)) = name.split_once('/') else { return false };
-    !(domain == "kubernetes.io" || domain.ends_with(".kubernetes.io")) && !name.starts_with("requests.")
+    !(domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") || name.starts_with("requests."))
 }
 
 /// `requests.<extended resource>`, the only form a quota takes an extended resource in.

@@ -12,7 +12,9 @@ const AUTOUPDATE: &str = "apf.kubernetes.io/autoupdate-spec";
 
 /// A Limited priority level: (name, nominal concurrency shares, lendable percent, queuing as (queues, hand size)
 /// with a queue length limit of 50, or None to reject).
-const LIMITED: &[(&str, i64, i64, Option<(i64, i64)>)] = &[
+type Limited = (&'static str, i64, i64, Option<(i64, i64)>);
+
+const LIMITED: &[Limited] = &[
     ("catch-all", 5, 0, None),
     ("system", 30, 33, Some((64, 6))),
     ("node-high", 40, 25, Some((64, 6))),
@@ -160,10 +162,8 @@ pub async fn ensure(server: &Apiserver) {
 pub fn default(kind: &str, obj: &mut Value) {
     let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
     match kind {
-        "FlowSchema" => {
-            if spec.get("matchingPrecedence").and_then(Value::as_i64).unwrap_or(0) == 0 {
-                spec.insert("matchingPrecedence".into(), json!(1000));
-            }
+        "FlowSchema" if spec.get("matchingPrecedence").and_then(Value::as_i64).unwrap_or(0) == 0 => {
+            spec.insert("matchingPrecedence".into(), json!(1000));
         }
         "PriorityLevelConfiguration" => {
             if let Some(exempt) = spec.get_mut("exempt").and_then(Value::as_object_mut) {

@@ -16,7 +16,7 @@ fn list<'a>(v: &'a Value, key: &str) -> Option<&'a Map<String, Value>> {
     v.get(key).and_then(Value::as_object)
 }
 
-fn limits<'a>(range: &'a Value) -> impl Iterator<Item = &'a Value> {
+fn limits(range: &Value) -> impl Iterator<Item = &Value> {
     range.pointer("/spec/limits").and_then(Value::as_array).into_iter().flatten()
 }
 
