@@ -260,7 +260,9 @@ kubectl get --raw /readyz >/dev/null || fail "the cluster does not answer after 
 
 step "kubeadm reset"
 kubeadm reset -f --cleanup-tmp-dir --cri-socket=unix:///run/containerd/containerd.sock | tee "$work/reset.log"
-[ ! -e /etc/kubernetes/tmp ] || fail "/etc/kubernetes/tmp (the upgrade's backups) left after reset --cleanup-tmp-dir"
+# (Upstream's CleanDir empties the directory and keeps it.)
+[ -z "$(ls -A /etc/kubernetes/tmp 2>/dev/null)" ] || fail "/etc/kubernetes/tmp (the upgrade's backups) not emptied by reset --cleanup-tmp-dir"
+rmdir /etc/kubernetes/tmp 2>/dev/null || true
 [ -z "$(ls /etc/kubernetes/manifests 2>/dev/null)" ] || fail "static pod manifests left after reset"
 [ ! -f /etc/kubernetes/admin.conf ] || fail "admin.conf left after reset"
 left=$(ctr -n k8s.io tasks ls -q 2>/dev/null | wc -l)
