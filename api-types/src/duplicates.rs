@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(body);
-    let _ = Walk { path: String::new(), found: &mut found }.deserialize(&mut de);
+    let _ = Walk { path: String::new(), found: &mut found, fail: false }.deserialize(&mut de);
     found
 }
 
@@ -22,7 +22,7 @@ pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
 pub fn first_yaml_duplicate(body: &[u8]) -> Option<String> {
     let mut found = Vec::new();
     let de = serde_yaml_ng::Deserializer::from_slice(body);
-    let err = Walk { path: String::new(), found: &mut found }.fail_on_duplicate().deserialize(de).err()?;
+    let err = Walk { path: String::new(), found: &mut found, fail: true }.deserialize(de).err()?;
     let key = found.first()?.rsplit('.').next()?.to_string();
     // The error points at the map; the duplicate is the second key of that map's indentation with this name.
     let start = err.location().map_or(1, |l| l.line()).max(1);
@@ -48,75 +48,13 @@ pub fn first_yaml_duplicate(body: &[u8]) -> Option<String> {
 struct Walk<'a> {
     path: String,
     found: &'a mut Vec<String>,
+    /// Stop at the first duplicate with an error (whose location the YAML deserializer fills in).
+    fail: bool,
 }
-
-/// A walk that stops at the first duplicate with an error (whose location the YAML deserializer fills in).
-struct FailingWalk<'a>(Walk<'a>);
 
 impl<'a> Walk<'a> {
-    fn fail_on_duplicate(self) -> FailingWalk<'a> {
-        FailingWalk(self)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for FailingWalk<'_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FailingWalk<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let FailingWalk(walk) = self;
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let path = if walk.path.is_empty() { key.clone() } else { format!("{}.{key}", walk.path) };
-            if !seen.insert(key.clone()) {
-                walk.found.push(path);
-                return Err(de::Error::custom(format!("key {key:?} already set in map")));
-            }
-            map.next_value_seed(FailingWalk(Walk { path, found: walk.found }))?;
-        }
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let FailingWalk(walk) = self;
-        let mut i = 0;
-        while seq
-            .next_element_seed(FailingWalk(Walk { path: format!("{}[{i}]", walk.path), found: walk.found }))?
-            .is_some()
-        {
-            i += 1;
-        }
-        Ok(())
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn child(&mut self, path: String) -> Walk<'_> {
+        Walk { path, found: self.found, fail: self.fail }
     }
 }
 
@@ -132,24 +70,27 @@ impl<'de> Visitor<'de> for Walk<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
+        f.write_str("any JSON or YAML value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             let path = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
-            if !seen.insert(key) {
+            if !seen.insert(key.clone()) {
                 self.found.push(path.clone());
+                if self.fail {
+                    return Err(de::Error::custom(format!("key {key:?} already set in map")));
+                }
             }
-            map.next_value_seed(Walk { path, found: self.found })?;
+            map.next_value_seed(self.child(path))?;
         }
         Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
-        while seq.next_element_seed(Walk { path: format!("{}[{i}]", self.path), found: self.found })?.is_some() {
+        while seq.next_element_seed(self.child(format!("{}[{i}]", self.path)))?.is_some() {
             i += 1;
         }
         Ok(())

@@ -20,29 +20,6 @@ const MATCH_POLICIES: &[&str] = &["Equivalent", "Exact"];
 /// upstream `supportedValidationPolicyReason` (Unauthorized is understood at run time but not accepted here).
 const REASONS: &[&str] = &["Forbidden", "Invalid", "RequestEntityTooLarge"];
 const ACTIONS: &[&str] = &["Audit", "Deny", "Warn"];
-const CEL_RESERVED: &[&str] = &[
-    "true",
-    "false",
-    "null",
-    "in",
-    "as",
-    "break",
-    "const",
-    "continue",
-    "else",
-    "for",
-    "function",
-    "if",
-    "import",
-    "let",
-    "loop",
-    "package",
-    "namespace",
-    "return",
-    "var",
-    "void",
-    "while",
-];
 
 fn required(field: impl Into<String>, detail: &str) -> Cause {
     let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
@@ -440,7 +417,7 @@ fn is_cel_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-        && !CEL_RESERVED.contains(&name)
+        && !crate::apiextensions::cel::escaping::RESERVED.contains(&name)
 }
 
 /// A binding (upstream `ValidateValidatingAdmissionPolicyBinding`).

@@ -3,7 +3,7 @@
 //! `__dot__`, `__dash__`, `__slash__`; a name with any other character (or a leading digit) is not selectable.
 
 /// The CEL lexer's RESERVED symbols, which must be escaped to be used as field names.
-const RESERVED: &[&str] = &[
+pub const RESERVED: &[&str] = &[
     "true",
     "false",
     "null",
