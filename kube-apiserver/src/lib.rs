@@ -21,6 +21,7 @@ pub mod negotiation;
 pub mod oidc;
 pub mod openapi_v2;
 pub mod options;
+pub mod parseerror;
 pub mod pki;
 pub mod proxy;
 pub mod registry;

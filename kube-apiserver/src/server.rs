@@ -24,6 +24,7 @@ use crate::auth::{Authenticator, UserInfo};
 use crate::discovery;
 use crate::metrics::Metrics;
 use crate::options::Options;
+use crate::parseerror::StatusOnParseError;
 use crate::registry::Registry;
 use crate::request;
 use crate::storage::etcd::{EtcdConfig, EtcdStore};
@@ -654,7 +655,8 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Upstream's request-line and header limits (Go's DefaultMaxHeaderBytes, 1 MiB): longer headers are answered with
 /// a 431 Status rather than hyper's bodiless answer, whose buffer is set above this. A request line can in fact be at
-/// most 64 KiB (the `http` crate's URI limit): longer ones get hyper's 414 without a body.
+/// most 64 KiB (the `http` crate's URI limit): longer ones get hyper's 414, given a Status body by
+/// [`crate::parseerror`].
 pub const MAX_REQUEST_LINE: usize = 1024 * 1024;
 pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 const HTTP1_BUFFER: usize = 4 * 1024 * 1024;
@@ -836,7 +838,7 @@ pub async fn serve(opts: Options, listener: TcpListener, shutdown: impl Future<O
             // upstream's --http2-max-streams-per-connection default: informers multiplex many watches.
             builder.http2().max_concurrent_streams(HTTP2_MAX_STREAMS).max_header_list_size(HTTP1_BUFFER as u32);
             builder.http1().max_buf_size(HTTP1_BUFFER);
-            let fut = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            let fut = builder.serve_connection_with_upgrades(TokioIo::new(StatusOnParseError::new(stream)), svc);
             if let Err(e) = watcher.watch(fut.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "connection ended");
             }

@@ -153,11 +153,14 @@ async fn oversized_requests_get_a_status_not_a_reset() {
     let err = api.client.api("", "v1", "configmaps").unwrap().namespaced("default").get("big").await.unwrap_err();
     assert_eq!(err.code(), Some(404));
 
-    // A request line over 64 KiB is 414 (the longest URI the `http` crate represents; hyper answers it, without a
-    // Status body); headers over 1 MiB are 431 with a Status body.
+    // A request line over 64 KiB is 414 (the longest URI the `http` crate represents; hyper answers it, and the
+    // connection's writer gives the answer a Status body); headers over 1 MiB are 431 with a Status body.
     // (From Python's http.client: arguments of a megabyte are too long for exec.)
     let (code, body) = python_get(&api, "path + '?pad=' + 'a' * (70 * 1024)", "{}");
     assert_eq!(code, 414, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status["kind"].as_str(), status["code"].as_u64()), (Some("Status"), Some(414)), "{body}");
+    assert_eq!(status["reason"], "RequestURITooLong");
     let (code, _) = python_get(&api, "path + '?pad=' + 'a' * (60 * 1024)", "{}");
     assert_eq!(code, 200, "a 60 KiB request line is served");
     let (code, body) = python_get(&api, "path", "{'X-Big': 'b' * (1100 * 1024)}");

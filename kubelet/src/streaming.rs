@@ -435,10 +435,17 @@ async fn websocket_exec(mut ws: Ws, s: ExecStreams, channels: Channels) {
             b = error.recv() => match b {
                 Some(b) => status.extend_from_slice(&b),
                 None => {
-                    // The command is over: what it wrote came before its status on the connection.
+                    // The command is over. What it wrote is sent before its status: read each output stream to its
+                    // end (the runtime closes them with the connection), as its copy may finish after the status.
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
                     for (channel, s) in [(1u8, &mut stdout), (2, &mut stderr)] {
-                        while let Some(b) = s.as_mut().and_then(Stream::try_recv) {
-                            let _ = ws.send(channels.encode(channel, &b)).await;
+                        while let Some(s) = s.as_mut() {
+                            match tokio::time::timeout_at(deadline, s.recv()).await {
+                                Ok(Some(b)) => {
+                                    let _ = ws.send(channels.encode(channel, &b)).await;
+                                }
+                                _ => break,
+                            }
                         }
                     }
                     if let Some(report) = channels.status(&status) {
