@@ -4,8 +4,11 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    runtime::allocator::block_on("cluster-dns", run());
+}
+
+async fn run() {
     runtime::daemon::init_logging();
     let opts = match cluster_dns::Options::parse_args(std::env::args()) {
         Ok(o) => o,

@@ -5,8 +5,11 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    runtime::allocator::block_on("kube-proxy", run());
+}
+
+async fn run() {
     runtime::daemon::init_logging();
     let opts = kube_proxy::Options::parse();
     let stop = runtime::daemon::shutdown_signal();

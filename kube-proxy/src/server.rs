@@ -299,7 +299,13 @@ pub async fn start(ctx: Context, stop: watch::Receiver<bool>) -> Result<Running,
         providers.push((provider, runner));
     }
 
-    let factory = SharedInformerFactory::new(ctx.client.clone());
+    // Only the trackers read these objects: their managed fields are left out of the stores (as upstream's
+    // kube-proxy informers do not need them), most of a small Service's or EndpointSlice's size.
+    let factory = SharedInformerFactory::with_transform(
+        ctx.client.clone(),
+        runtime::watcher::Config::default(),
+        runtime::informer::strip_managed_fields,
+    );
     let selector = format!("!{LABEL_SERVICE_PROXY_NAME},!{LABEL_HEADLESS}");
     let services = factory.informer_for("", "v1", "services", InformerParams::all().labels(&selector))?;
     let slices =

@@ -181,6 +181,20 @@ fn p99(sorted: &[Duration]) -> Duration {
     sorted[((sorted.len() as f64 * 0.99).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// The anonymous and file-backed parts of a process's RSS (the binary's code pages count in the second).
+fn rss_parts(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!("RssAnon {} kB, RssFile {} kB", field("RssAnon:"), field("RssFile:"))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -226,6 +240,7 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let idle_cpu = (cpu_secs(pid) - cpu0) / 10.0 * 100.0;
 
+        eprintln!("idle: {}", rss_parts(pid));
         let names: Vec<String> = (0..30).map(|i| format!("burst-{i}")).collect();
         let mut startup = start_pods(&client, &names).await;
         startup.sort();
@@ -255,6 +270,7 @@ fn main() {
             tokio::time::sleep(Duration::from_secs(30)).await;
             churn_cpu = (cpu_secs(pid) - cpu0) / 30.0 * 100.0;
             churn_rss.push(rss_mb(pid));
+            eprintln!("after churn round {}: {}", round + 1, rss_parts(pid));
         }
         drop(kubelet);
         drop(ctd);

@@ -124,10 +124,10 @@ struct EventKey {
     message: Option<String>,
 }
 
-/// Distinct messages seen for one object, type and reason.
+/// Distinct messages seen for one object, type and reason (by their [`fingerprint`]s).
 #[derive(Debug)]
 struct Aggregate {
-    messages: std::collections::HashSet<String>,
+    messages: std::collections::HashSet<u64>,
     last: Instant,
 }
 
@@ -158,9 +158,21 @@ struct Inner {
     component: String,
     host: String,
     config: Config,
-    seen: std::sync::Mutex<HashMap<EventKey, PerKey>>,
-    aggregates: std::sync::Mutex<HashMap<(ObjectKey, EventType, String), Aggregate>>,
-    budgets: std::sync::Mutex<HashMap<ObjectKey, Budget>>,
+    // The caches are keyed by fingerprints of their keys: a node's kubelet sees thousands of pods come and go, and
+    // the keys' strings (kind, namespace, name, uid, apiVersion, reason, message...) were most of the memory the
+    // full caches held.
+    seen: std::sync::Mutex<HashMap<u64, PerKey>>,
+    aggregates: std::sync::Mutex<HashMap<u64, Aggregate>>,
+    budgets: std::sync::Mutex<HashMap<u64, Budget>>,
+}
+
+/// A 64-bit hash of a cache key, the same for equal keys within the process (two of the at most 4,096 keys of a
+/// cache colliding is about as likely as 1 in 10^12).
+fn fingerprint(key: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// Keeps a cache within `max` entries: when full, the oldest tenth goes (one sort per many insertions).
@@ -246,7 +258,7 @@ impl Recorder {
         // Aggregation: the aggregateth distinct message and those after it go to the one aggregate Event.
         let aggregated = {
             let mut aggregates = self.inner.aggregates.lock().unwrap_or_else(|e| e.into_inner());
-            let group = (object.clone(), type_, reason.to_string());
+            let group = fingerprint(&(&object, type_, reason));
             if !aggregates.contains_key(&group) {
                 bound(&mut aggregates, config.max_entries, |a| a.last);
             }
@@ -257,11 +269,12 @@ impl Recorder {
                 a.messages.clear();
             }
             a.last = Instant::now();
-            a.messages.insert(message.to_string());
+            let this = fingerprint(&message);
+            a.messages.insert(this);
             let over = a.messages.len() >= config.aggregate_max_events;
             if over {
                 // Upstream keeps the set below the threshold, so every later message stays aggregated.
-                let drop = a.messages.iter().find(|m| m.as_str() != message).cloned();
+                let drop = a.messages.iter().find(|m| **m != this).copied();
                 if let Some(m) = drop {
                     a.messages.remove(&m);
                 }
@@ -269,21 +282,22 @@ impl Recorder {
             over
         };
         let message = if aggregated { format!("(combined from similar events): {message}") } else { message.into() };
-        let key = EventKey {
-            object: object.clone(),
+        let budget_key = fingerprint(&object);
+        let key = fingerprint(&EventKey {
+            object,
             field_path: if aggregated { String::new() } else { reference.field_path.clone() },
             type_,
             reason: reason.to_string(),
             message: (!aggregated).then(|| message.clone()),
-        };
+        });
         // The spam filter: a token per event (new or repeat), per object.
         {
             let mut budgets = self.inner.budgets.lock().unwrap_or_else(|e| e.into_inner());
-            if !budgets.contains_key(&object) {
+            if !budgets.contains_key(&budget_key) {
                 bound(&mut budgets, config.max_entries, |b| b.last);
             }
             let burst = f64::from(config.spam_burst);
-            let b = budgets.entry(object).or_insert_with(|| Budget { tokens: burst, last: Instant::now() });
+            let b = budgets.entry(budget_key).or_insert_with(|| Budget { tokens: burst, last: Instant::now() });
             let refill = b.last.elapsed().as_secs_f64() / config.spam_refill.as_secs_f64().max(f64::MIN_POSITIVE);
             b.tokens = (b.tokens + refill).min(burst);
             b.last = Instant::now();

@@ -9,11 +9,13 @@
 //! - [`leader_election`]: leader election on a `coordination.k8s.io/v1` Lease;
 //! - [`events`]: a recorder of core/v1 Events with upstream's de-duplication;
 //! - [`daemon`]: logging, signals and the health/metrics port every daemon serves;
+//! - [`allocator`]: a tokio runtime whose idle worker threads return freed memory to the system;
 //! - [`delegating_auth`]: who may use that port (client certificates, front proxies, TokenReview,
 //!   SubjectAccessReview), as upstream's delegated authentication and authorization.
 //!
 //! Objects are `serde_json::Value`s as the [`client`] returns them.
 
+pub mod allocator;
 pub mod backoff;
 pub mod controller;
 pub mod daemon;

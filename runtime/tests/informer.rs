@@ -147,3 +147,36 @@ async fn resync_and_indexes() {
     factory.shutdown();
     server.stop().await;
 }
+
+/// A factory's transform (client-go's `WithTransform(TransformStripManagedFields())`) applies to listed and watched
+/// objects, in the store and in notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_strips_managed_fields() {
+    let server = TestApiserver::start().await;
+    server.namespace("tr").await;
+    let cms = server.client.api("", "v1", "configmaps").unwrap().namespaced("tr");
+    cms.create(&configmap("tr", "listed", json!({}), json!({"v": "1"}))).await.unwrap();
+    assert!(cms.get("listed").await.unwrap()["metadata"]["managedFields"].is_array(), "the server records managers");
+
+    let factory = SharedInformerFactory::with_transform(
+        server.new_client(),
+        runtime::watcher::Config::default(),
+        runtime::informer::strip_managed_fields,
+    );
+    let informer = factory.informer_for("", "v1", "configmaps", InformerParams::all().namespace("tr")).unwrap();
+    let mut rx = informer.subscribe();
+    assert!(within(10, "the sync", informer.wait_synced()).await);
+    let listed = recv(&mut rx).await;
+    assert_eq!(describe(&listed), "added listed");
+    assert!(listed.object()["metadata"].get("managedFields").is_none());
+    cms.create(&configmap("tr", "watched", json!({}), json!({"v": "1"}))).await.unwrap();
+    let watched = recv(&mut rx).await;
+    assert_eq!(describe(&watched), "added watched");
+    assert!(watched.object()["metadata"].get("managedFields").is_none());
+    assert_eq!(watched.object()["data"]["v"], "1", "the rest of the object is kept");
+    let stored = informer.store().get("tr", "watched").unwrap();
+    assert!(stored["metadata"].get("managedFields").is_none());
+    assert!(stored["metadata"]["resourceVersion"].is_string());
+    factory.shutdown();
+    server.stop().await;
+}
