@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::Client;
-use kube_apiserver::testing::release::{Proc, release, rss_mb, start_apiserver_with};
+use kube_apiserver::testing::release::{Proc, release, rss_mb, rss_parts, start_apiserver_with};
 use serde_json::{Value, json};
 
 const SERVICES: usize = 10_000;
@@ -109,6 +109,8 @@ async fn run(name: &'static str, corefile: &str, dir: &Path, kubeconfig: &Path, 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sync = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!("{name}: RSS once synced: {}", rss_parts(pid));
     // Warm-up, then saturation.
     dnsperf(port, queries, &["-l", "2", "-q", "500"]);
     let out = dnsperf(port, queries, &["-l", "10", "-q", "500"]);
@@ -127,6 +129,7 @@ async fn run(name: &'static str, corefile: &str, dir: &Path, kubeconfig: &Path, 
     };
     let (p50_ms, p99_ms) = (pct(0.50), pct(0.99));
     let rss = rss_mb(pid);
+    eprintln!("{name}: RSS {rss:.1} MB: {}", rss_parts(pid));
     drop(proc);
     Row { name, sync, qps, p50_ms, p99_ms, lost, rss }
 }

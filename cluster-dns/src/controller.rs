@@ -78,6 +78,25 @@ pub struct State {
     pub namespaces: HashSet<String>,
 }
 
+/// Keeps only `keys` of an object (anything else is left as it is).
+fn retain(v: &mut Value, keys: &[&str]) {
+    if let Some(map) = v.as_object_mut() {
+        map.retain(|k, _| keys.contains(&k.as_str()));
+    }
+}
+
+/// [`retain`] on the object at `v[key]`, when there is one.
+fn retain_in(v: &mut Value, key: &str, keys: &[&str]) {
+    if let Some(inner) = v.get_mut(key) {
+        retain(inner, keys);
+    }
+}
+
+/// The items of the array at `v[key]` (none when absent).
+fn items<'a>(v: &'a mut Value, key: &str) -> &'a mut [Value] {
+    v.get_mut(key).and_then(Value::as_array_mut).map(Vec::as_mut_slice).unwrap_or_default()
+}
+
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or_default()
 }
@@ -220,6 +239,48 @@ enum Kind {
 }
 
 impl Kind {
+    /// Cuts each object, as it arrives, down to what [`to_service`], [`to_slice`] and the pod and namespace
+    /// indexes read (CoreDNS's informers transform objects the same way): the first list of a large cluster then
+    /// never holds whole objects, only these.
+    fn slim(self) -> runtime::watcher::Transform {
+        match self {
+            Kind::Services => |v| {
+                retain(v, &["metadata", "spec"]);
+                retain_in(v, "metadata", &["name", "namespace"]);
+                retain_in(v, "spec", &["clusterIP", "clusterIPs", "type", "externalName", "ports"]);
+                if let Some(spec) = v.get_mut("spec") {
+                    for p in items(spec, "ports") {
+                        retain(p, &["name", "protocol", "port"]);
+                    }
+                }
+            },
+            Kind::EndpointSlices => |v| {
+                retain(v, &["metadata", "endpoints", "ports"]);
+                retain_in(v, "metadata", &["name", "namespace", "labels"]);
+                if let Some(meta) = v.get_mut("metadata") {
+                    retain_in(meta, "labels", &["kubernetes.io/service-name"]);
+                }
+                for e in items(v, "endpoints") {
+                    retain(e, &["addresses", "conditions", "hostname", "targetRef"]);
+                    retain_in(e, "conditions", &["ready"]);
+                    retain_in(e, "targetRef", &["name"]);
+                }
+                for p in items(v, "ports") {
+                    retain(p, &["name", "protocol", "port"]);
+                }
+            },
+            Kind::Namespaces => |v| {
+                retain(v, &["metadata"]);
+                retain_in(v, "metadata", &["name"]);
+            },
+            Kind::Pods => |v| {
+                retain(v, &["metadata", "status"]);
+                retain_in(v, "metadata", &["name", "namespace", "deletionTimestamp"]);
+                retain_in(v, "status", &["podIP"]);
+            },
+        }
+    }
+
     fn api(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Kind::Services => ("", "v1", "services"),
@@ -314,7 +375,8 @@ impl Controller {
                 return;
             }
         };
-        let watcher = Watcher::new(api, &client::ListParams::default(), WatchConfig::default());
+        let config = WatchConfig { transform: Some(kind.slim()), ..WatchConfig::default() };
+        let watcher = Watcher::new(api, &client::ListParams::default(), config);
         let weak = Arc::downgrade(self);
         let task = tokio::spawn(run(weak, kind, watcher));
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task.abort_handle());
@@ -437,6 +499,46 @@ mod tests {
         assert_eq!(slice.service, "h");
         assert_eq!(slice.addresses.len(), 2);
         assert_eq!(slice.addresses[0].hostname, "web-0");
+    }
+
+    /// What the watches keep of an object is enough for the transforms: slimmed objects give the same answers.
+    #[test]
+    fn slimmed_objects_transform_the_same() {
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u", "managedFields": [{"manager": "kubectl"}],
+                         "annotations": {"a": "b"}, "labels": {"app": "web"}},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                     "sessionAffinity": "None"},
+            "status": {"loadBalancer": {}}
+        });
+        let mut slim = svc.clone();
+        (Kind::Services.slim())(&mut slim);
+        assert_eq!(to_service(&slim), to_service(&svc));
+        assert!(slim["metadata"].get("managedFields").is_none() && slim.get("status").is_none());
+        assert!(slim["spec"]["ports"][0].get("targetPort").is_none());
+        let slice = json!({
+            "metadata": {"name": "h-abc", "namespace": "ns", "labels": {"kubernetes.io/service-name": "h", "x": "y"},
+                         "ownerReferences": [{"name": "h"}]},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.1.0.1"], "conditions": {"ready": true, "serving": true}, "hostname": "web-0",
+                 "targetRef": {"kind": "Pod", "name": "web-0", "uid": "u"}, "nodeName": "n1"},
+                {"addresses": ["10.1.0.2"], "conditions": {"ready": false}},
+                {"addresses": ["10.1.0.3"]}
+            ],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        });
+        let mut slim = slice.clone();
+        (Kind::EndpointSlices.slim())(&mut slim);
+        assert_eq!(to_slice(&slim), to_slice(&slice));
+        assert_eq!(slim["metadata"]["labels"], json!({"kubernetes.io/service-name": "h"}));
+        assert!(slim["endpoints"][0].get("nodeName").is_none());
+        let mut pod = json!({"metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
+                             "spec": {"containers": []}, "status": {"podIP": "10.1.0.9", "phase": "Running"}});
+        (Kind::Pods.slim())(&mut pod);
+        assert_eq!(pod, json!({"metadata": {"name": "p", "namespace": "ns"}, "status": {"podIP": "10.1.0.9"}}));
     }
 
     #[test]

@@ -316,15 +316,25 @@ pub mod release {
         exe.parent().unwrap().parent().unwrap().join(bin)
     }
 
-    pub fn rss_mb(pid: u32) -> f64 {
+    /// A field of `/proc/<pid>/status` in MB (its value is in kB).
+    fn status_mb(pid: u32, field: &str) -> f64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))
+            .find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<f64>().ok())
             .map(|kb| kb / 1024.0)
             .unwrap_or(0.0)
+    }
+
+    pub fn rss_mb(pid: u32) -> f64 {
+        status_mb(pid, "VmRSS")
+    }
+
+    /// The RSS's parts: anonymous memory, and file pages (mostly the binary's code).
+    pub fn rss_parts(pid: u32) -> String {
+        format!("anonymous {:.1} MB, file-backed {:.1} MB", status_mb(pid, "RssAnon"), status_mb(pid, "RssFile"))
     }
 
     /// CPU seconds (user + system) a process has used.

@@ -33,8 +33,8 @@ fn sh(args: &[&str]) -> bool {
 
 /// The proxy role: kube-proxy against the driver's apiserver until stdin closes, then the latency samples.
 fn proxy_role() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
+    // The daemon's runtime (kube-proxy's main.rs), so its RSS is measured as deployed.
+    runtime::allocator::block_on("kube-proxy", async {
         runtime::daemon::init_logging();
         let kubeconfig = std::env::var("KPX_KUBECONFIG").unwrap();
         let netns = std::env::var("KPX_NETNS").unwrap();

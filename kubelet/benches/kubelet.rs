@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::{Client, ListParams, WatchEvent};
-use kube_apiserver::testing::release::{Proc, cpu_secs, release, rss_mb, start_apiserver};
+use kube_apiserver::testing::release::{Proc, cpu_secs, release, rss_mb, rss_parts, start_apiserver};
 use serde_json::json;
 
 async fn ready_nodes(client: &Client) -> usize {
@@ -179,20 +179,6 @@ async fn cri_floor(endpoint: &str, dir: &std::path::Path) -> Vec<Duration> {
 
 fn p99(sorted: &[Duration]) -> Duration {
     sorted[((sorted.len() as f64 * 0.99).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-/// The anonymous and file-backed parts of a process's RSS (the binary's code pages count in the second).
-fn rss_parts(pid: u32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("?")
-            .to_string()
-    };
-    format!("RssAnon {} kB, RssFile {} kB", field("RssAnon:"), field("RssFile:"))
 }
 
 fn main() {

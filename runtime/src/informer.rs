@@ -109,8 +109,6 @@ struct Subscriber {
 struct Shared {
     res: &'static Resource,
     params: InformerParams,
-    /// Applied to every object before it is stored and handed to subscribers.
-    transform: Option<Transform>,
     store: Store,
     /// Held while the informer applies an event and notifies, so a new subscriber's snapshot is consistent.
     subscribers: Mutex<Vec<Subscriber>>,
@@ -225,13 +223,7 @@ async fn run(shared: Arc<Shared>, watcher: Watcher, mut writer: Writer) {
         };
         tokio::select! {
             next = events.next() => {
-                let Some((mut ev, rv)) = next else { return };
-                if let Some(transform) = shared.transform {
-                    match &mut ev {
-                        watcher::Event::Restarted(objects) => objects.iter_mut().for_each(transform),
-                        watcher::Event::Applied(o) | watcher::Event::Deleted(o) => transform(o),
-                    }
-                }
+                let Some((ev, rv)) = next else { return };
                 let mut subs = lock(&shared.subscribers);
                 for change in writer.apply(ev) {
                     dispatch(&mut subs, change.into());
@@ -265,8 +257,7 @@ struct InformerKey {
     params: InformerParams,
 }
 
-/// What an informer applies to each object before storing it (client-go's `TransformFunc`).
-pub type Transform = fn(&mut Value);
+pub use watcher::Transform;
 
 /// Drops `metadata.managedFields` (client-go's `cache.TransformStripManagedFields`): most of a small object's
 /// bytes, and nothing a controller that only reads needs.
@@ -279,7 +270,6 @@ pub fn strip_managed_fields(obj: &mut Value) {
 struct FactoryInner {
     client: Client,
     config: watcher::Config,
-    transform: Option<Transform>,
     informers: Mutex<HashMap<InformerKey, Informer>>,
 }
 
@@ -305,17 +295,13 @@ impl SharedInformerFactory {
 
     /// With the watchers' settings (page size, watch timeout, backoff).
     pub fn with_config(client: Client, config: watcher::Config) -> Self {
-        SharedInformerFactory {
-            inner: Arc::new(FactoryInner { client, config, transform: None, informers: Mutex::default() }),
-        }
+        SharedInformerFactory { inner: Arc::new(FactoryInner { client, config, informers: Mutex::default() }) }
     }
 
     /// Every informer of this factory applies `transform` to its objects before storing them (client-go's
     /// `informers.WithTransform`), e.g. [`strip_managed_fields`]. Set before the first informer is handed out.
     pub fn with_transform(client: Client, config: watcher::Config, transform: Transform) -> Self {
-        SharedInformerFactory {
-            inner: Arc::new(FactoryInner { client, config, transform: Some(transform), informers: Mutex::default() }),
-        }
+        Self::with_config(client, watcher::Config { transform: Some(transform), ..config })
     }
 
     /// The informer of `res` (from [`api_types::resources`]) with `params`, started on first use. Must be
@@ -348,7 +334,6 @@ impl SharedInformerFactory {
         let shared = Arc::new(Shared {
             res,
             params,
-            transform: self.inner.transform,
             store: writer.store(),
             subscribers: Mutex::default(),
             resource_version: Mutex::default(),

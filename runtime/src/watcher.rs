@@ -42,7 +42,13 @@ pub struct Config {
     pub backoff_initial: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Applied to every object as it arrives, each page of a list as it comes (client-go's `TransformFunc`): a
+    /// transform that cuts objects down keeps a large first list from ever holding whole objects.
+    pub transform: Option<Transform>,
 }
+
+/// What a watcher applies to each object it delivers.
+pub type Transform = fn(&mut Value);
 
 impl Default for Config {
     fn default() -> Self {
@@ -53,6 +59,7 @@ impl Default for Config {
             initial_list_from_cache: true,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
+            transform: None,
         }
     }
 }
@@ -128,7 +135,7 @@ impl Watcher {
         self.retry_at = Some(Instant::now() + delay);
     }
 
-    /// Adds `kind` and `apiVersion` when the server left them out (list items).
+    /// Adds `kind` and `apiVersion` when the server left them out (list items), then applies the transform.
     fn typed(&self, mut obj: Value) -> Value {
         if let Some(o) = obj.as_object_mut() {
             if !o.contains_key("kind") {
@@ -137,6 +144,9 @@ impl Watcher {
             if !o.contains_key("apiVersion") {
                 o.insert("apiVersion".into(), Value::String(self.api.res.api_version()));
             }
+        }
+        if let Some(transform) = self.config.transform {
+            transform(&mut obj);
         }
         obj
     }
