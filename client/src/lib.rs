@@ -4,6 +4,7 @@
 //! back as the [`ApiError`] Status they were sent as.
 
 pub mod config;
+pub mod listdecode;
 pub mod rotation;
 pub mod token_source;
 
@@ -526,6 +527,13 @@ impl Api {
     /// One page (or everything, without a limit). Returns the List object.
     pub async fn list(&self, p: &ListParams) -> Result<Value> {
         self.client.request(Method::GET, &format!("{}?{}", self.collection(), p.query(false)), None).await
+    }
+
+    /// A list whose items are transformed as they are parsed ([`listdecode`]), so a large list never exists
+    /// whole in memory when `transform` cuts items down.
+    pub async fn list_transformed(&self, p: &ListParams, transform: listdecode::Transform) -> Result<Value> {
+        let body = self.client.get_raw(&format!("{}?{}", self.collection(), p.query(false))).await?;
+        listdecode::decode(&body, transform).map_err(|e| Error::Decode(e.to_string()))
     }
 
     pub async fn create(&self, obj: &Value) -> Result<Value> {

@@ -48,7 +48,7 @@ pub struct Config {
 }
 
 /// What a watcher applies to each object it delivers.
-pub type Transform = fn(&mut Value);
+pub type Transform = client::listdecode::Transform;
 
 impl Default for Config {
     fn default() -> Self {
@@ -135,7 +135,15 @@ impl Watcher {
         self.retry_at = Some(Instant::now() + delay);
     }
 
-    /// Adds `kind` and `apiVersion` when the server left them out (list items), then applies the transform.
+    /// A watched object, typed ([`Watcher::typed`]) and transformed.
+    fn transformed(&self, mut obj: Value) -> Value {
+        if let Some(transform) = self.config.transform {
+            transform(&mut obj);
+        }
+        self.typed(obj)
+    }
+
+    /// Adds `kind` and `apiVersion` when the server left them out (list items).
     fn typed(&self, mut obj: Value) -> Value {
         if let Some(o) = obj.as_object_mut() {
             if !o.contains_key("kind") {
@@ -144,9 +152,6 @@ impl Watcher {
             if !o.contains_key("apiVersion") {
                 o.insert("apiVersion".into(), Value::String(self.api.res.api_version()));
             }
-        }
-        if let Some(transform) = self.config.transform {
-            transform(&mut obj);
         }
         obj
     }
@@ -160,7 +165,10 @@ impl Watcher {
         }
         let mut items = Vec::new();
         loop {
-            let mut page = self.api.list(&p).await?;
+            let mut page = match self.config.transform {
+                Some(transform) => self.api.list_transformed(&p, transform).await?,
+                None => self.api.list(&p).await?,
+            };
             let rv = crate::resource_version(&page).to_string();
             if let Some(Value::Array(objs)) = page.get_mut("items").map(Value::take) {
                 items.extend(objs.into_iter().map(|o| self.typed(o)));
@@ -243,13 +251,13 @@ impl Watcher {
                         *delivered = true;
                         self.note_rv(&obj);
                         self.backoff.reset();
-                        return Event::Applied(self.typed(obj));
+                        return Event::Applied(self.transformed(obj));
                     }
                     Some(Ok(WatchEvent::Deleted(obj))) => {
                         *delivered = true;
                         self.note_rv(&obj);
                         self.backoff.reset();
-                        return Event::Deleted(self.typed(obj));
+                        return Event::Deleted(self.transformed(obj));
                     }
                     Some(Ok(WatchEvent::Bookmark(rv))) => {
                         *delivered = true;
