@@ -29,7 +29,7 @@ impl<'de> DeserializeSeed<'de> for List {
 impl<'de> Visitor<'de> for List {
     type Value = Value;
 
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a list object")
     }
 
@@ -59,7 +59,7 @@ impl<'de> DeserializeSeed<'de> for Items {
 impl<'de> Visitor<'de> for Items {
     type Value = Vec<Value>;
 
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an array of items or null")
     }
 
