@@ -237,6 +237,7 @@ pub async fn serve(
             pod_log(server, &pod, q, parts).await
         }
         "exec" | "attach" | "portforward" | "proxy" => {
+            crate::admission::connect::admit(server, res, ns, name, sub, &info.rest, &parts.uri).await?;
             crate::proxy::serve(server, res, ns, name, sub, info, parts, body).await
         }
         _ => Err(ApiError::unavailable(format!("{}/{sub} is not implemented yet", res.plural))),

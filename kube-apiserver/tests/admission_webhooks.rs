@@ -297,5 +297,153 @@ fn kubectl_shows_denials_and_warnings() {
     assert!(out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Warning: a warning from the webhook"), "{stderr}");
+
+    // `kubectl attach -i` to a pod whose attachment a CONNECT webhook refuses shows the webhook's message.
+    let attach = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: to-be-attached-pod\n  namespace: wh\nspec:\n  containers:\n  - name: container1\n    image: busybox\n    stdin: true\n---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: deny-attaching-pod\nwebhooks:\n{}",
+        serde_yaml_ng::to_string(&json!([
+            {"name": "deny-attaching-pod.k8s.io", "clientConfig": {"service": {"namespace": "default", "name": "webhook", "path": "/denySpecificAttachment"}, "caBundle": server.ca_bundle()},
+             "rules": [{"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/attach"]}],
+             "sideEffects": "None", "admissionReviewVersions": ["v1"]}
+        ]))
+        .unwrap()
+    );
+    std::fs::write(dir.join("attach.yaml"), attach).unwrap();
+    s.ok(&["apply", "-f", dir.join("attach.yaml").to_str().unwrap()]);
+    let mut refused = String::new();
+    for _ in 0..200 {
+        let out = s.kubectl(&["attach", "--namespace=wh", "to-be-attached-pod", "-i", "-c=container1"]);
+        refused = String::from_utf8_lossy(&out.stderr).to_string();
+        if refused.contains("attaching to pod 'to-be-attached-pod' is not allowed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(refused.contains("attaching to pod 'to-be-attached-pod' is not allowed"), "{refused}");
     drop(server);
+}
+
+/// Upstream's "should be able to deny attaching pod" (a webhook on CONNECT `pods/attach` refusing by the
+/// attach options) and matchPolicy Equivalent on a custom resource with two versions: a mutating webhook whose
+/// rule names `v1` is called for a create through `v2`, sees the object as `v1`, and its label is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_admission_and_equivalent_versions() {
+    let server = WebhookServer::start(&["webhook.default.svc"]).await;
+    let api = TestApiserver::start().await;
+    let c = &api.client;
+    c.api("", "v1", "namespaces")
+        .unwrap()
+        .create(&json!({"metadata": {"name": "wh", "labels": {"webhooks": "on"}}}))
+        .await
+        .unwrap();
+    c.api("", "v1", "services")
+        .unwrap()
+        .namespaced("default")
+        .create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443}]}}))
+        .await
+        .unwrap();
+    c.api("", "v1", "endpoints")
+        .unwrap()
+        .namespaced("default")
+        .create(&json!({"metadata": {"name": "webhook"}, "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": server.port}]}]}))
+        .await
+        .unwrap();
+    c.api("", "v1", "pods")
+        .unwrap()
+        .namespaced("wh")
+        .create(&json!({"metadata": {"name": "to-be-attached-pod"},
+            "spec": {"containers": [{"name": "container1", "image": "busybox", "stdin": true}]}}))
+        .await
+        .unwrap();
+    configuration(
+        &api,
+        "validatingwebhookconfigurations",
+        "deny-attaching-pod",
+        vec![hook(&server, "deny-attaching-pod.k8s.io", "/denySpecificAttachment", &["CONNECT"], &["pods/attach"])],
+    )
+    .await;
+    let attach = "/api/v1/namespaces/wh/pods/to-be-attached-pod/attach?container=container1&stdin=true&stdout=true";
+    let mut status = Value::Null;
+    until("the attach is refused", async || {
+        let resp = send(c, Method::POST, attach, None).await.unwrap();
+        let code = resp.status();
+        status = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
+        code == 400
+    })
+    .await;
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(
+        status["message"],
+        "admission webhook \"deny-attaching-pod.k8s.io\" denied the request: attaching to pod 'to-be-attached-pod' is not allowed"
+    );
+    let calls = server.take_calls();
+    let req = &calls.last().unwrap().review["request"];
+    assert_eq!(req["operation"], "CONNECT");
+    assert_eq!(req["kind"]["kind"], "PodAttachOptions");
+    assert_eq!(req["name"], "to-be-attached-pod");
+    assert_eq!(req["userInfo"]["username"], "kubernetes-admin");
+    assert_eq!(
+        req["object"],
+        json!({"kind": "PodAttachOptions", "apiVersion": "v1", "stdin": true, "stdout": true, "container": "container1"})
+    );
+    // Without stdin the webhook allows it: the request gets past admission (and fails for want of a node).
+    let resp = send(
+        c,
+        Method::POST,
+        "/api/v1/namespaces/wh/pods/to-be-attached-pod/attach?container=container1&stdout=true",
+        None,
+    )
+    .await
+    .unwrap();
+    let status: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(!status["message"].as_str().unwrap().contains("admission webhook"), "{status}");
+    assert_eq!(server.take_calls().len(), 1, "the webhook was asked");
+
+    // A CRD served at v1 and v2 (conversion None); a mutating webhook on v1 only, matchPolicy left to its default.
+    let crds = c.api("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    let version = |name: &str, storage: bool| {
+        json!({"name": name, "served": true, "storage": storage, "schema": {"openAPIV3Schema": {"type": "object",
+            "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}})
+    };
+    crds.create(&json!({"metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "widgets", "kind": "Widget"},
+                 "versions": [version("v1", true), version("v2", false)]}}))
+        .await
+        .unwrap();
+    let mut label = hook(&server, "label-widgets.example.com", "/addLabel", &["CREATE"], &["widgets"]);
+    label["rules"][0]["apiGroups"] = json!(["example.com"]);
+    configuration(&api, "mutatingwebhookconfigurations", "label-widgets", vec![label.clone()]).await;
+    let widgets = c.api_dynamic("example.com", "v2", "widgets", "Widget", true).namespaced("wh");
+    let mut n = 0;
+    let mut created = Value::Null;
+    until("a widget created through v2 is labelled by the v1 webhook", async || {
+        n += 1;
+        let w = json!({"apiVersion": "example.com/v2", "kind": "Widget", "metadata": {"name": format!("w{n}"), "labels": {"a": "b"}}, "spec": {"x": 1}});
+        match widgets.create(&w).await {
+            Ok(o) => {
+                created = o;
+                created["metadata"]["labels"]["added"] == "test"
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert_eq!(created["apiVersion"], "example.com/v2");
+    let calls = server.take_calls();
+    let req = &calls.iter().rfind(|c| c.path == "/addLabel").unwrap().review["request"];
+    assert_eq!(req["kind"], json!({"group": "example.com", "version": "v1", "kind": "Widget"}));
+    assert_eq!(req["requestKind"], json!({"group": "example.com", "version": "v2", "kind": "Widget"}));
+    assert_eq!(req["requestResource"]["version"], "v2");
+    assert_eq!(req["object"]["apiVersion"], "example.com/v1");
+    // matchPolicy Exact: a create through v2 is no longer sent to it.
+    label["matchPolicy"] = json!("Exact");
+    configuration(&api, "mutatingwebhookconfigurations", "label-widgets", vec![label]).await;
+    until("the Exact webhook leaves v2 writes alone", async || {
+        n += 1;
+        let w = json!({"apiVersion": "example.com/v2", "kind": "Widget", "metadata": {"name": format!("w{n}")}, "spec": {}});
+        let o = widgets.create(&w).await.unwrap();
+        o["metadata"].get("labels").is_none()
+    })
+    .await;
 }

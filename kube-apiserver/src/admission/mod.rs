@@ -6,6 +6,7 @@
 
 pub mod cel;
 pub mod certificates;
+pub mod connect;
 pub mod limitranger;
 pub mod noderestriction;
 pub mod policy;
@@ -40,15 +41,18 @@ pub enum Operation {
     Create,
     Update,
     Delete,
+    /// A connect subresource (`pods/exec`, `pods/attach`, `pods/portforward`, the proxies): see [`connect`].
+    Connect,
 }
 
 impl Operation {
-    /// Upstream's name (`CREATE`, `UPDATE`, `DELETE`), as webhook rules and AdmissionReviews spell it.
+    /// Upstream's name (`CREATE`, `UPDATE`, `DELETE`, `CONNECT`), as webhook rules and AdmissionReviews spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Create => "CREATE",
             Operation::Update => "UPDATE",
             Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
         }
     }
 }
@@ -67,6 +71,17 @@ pub struct Request<'a> {
     pub user: &'a UserInfo,
     /// `dryRun=All`: nothing will be stored.
     pub dry_run: bool,
+}
+
+impl Request<'_> {
+    /// The kind of the request's object when it concerns `res` (the request's resource or one it matched as):
+    /// the options kind of a connect request (`PodExecOptions`), else the resource's kind.
+    pub fn kind_of(&self, res: &Resource) -> &'static str {
+        match self.operation {
+            Operation::Connect => connect::options_kind(res.plural, self.subresource).unwrap_or(res.kind),
+            _ => res.kind,
+        }
+    }
 }
 
 /// Admission of the writes of API requests, called by the registry: the built-in validating plugins, then the
@@ -112,11 +127,11 @@ impl Validating for Plugins {
             };
             check(&authorize, &server.rbac, r.user, r.resource.plural, r.namespace, object, r.old)?;
         }
-        if on(noderestriction::NAME) {
+        if on(noderestriction::NAME) && r.operation != Operation::Connect {
             let op = match r.operation {
                 Operation::Create => noderestriction::Operation::Create,
                 Operation::Update => noderestriction::Operation::Update,
-                Operation::Delete => noderestriction::Operation::Delete,
+                Operation::Delete | Operation::Connect => noderestriction::Operation::Delete,
             };
             let name = match r.object {
                 Some(o) if r.operation == Operation::Create => meta_str(o, "name").unwrap_or(r.name),
@@ -168,7 +183,7 @@ impl Validating for Plugins {
     fn validate_webhooks<'a>(&'a self, r: &'a Request<'a>) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
         let server = self.server.upgrade()?;
         let policies = server.policies.candidates(&*server, r);
-        let webhooks = server.webhooks.validating_candidates(r);
+        let webhooks = server.webhooks.validating_candidates(&*server, r);
         let quotas = resourcequota::candidates(&server, r);
         if policies.is_none() && webhooks.is_none() && quotas.is_none() {
             return None;
@@ -195,7 +210,7 @@ impl Validating for Plugins {
         object: Option<&'a mut Value>,
     ) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
         let server = self.server.upgrade()?;
-        let snap = server.webhooks.mutating_candidates(r)?;
+        let snap = server.webhooks.mutating_candidates(&*server, r)?;
         Some(Box::pin(async move { server.webhooks.mutate(&*server, snap, r, object).await }))
     }
 }
@@ -531,7 +546,7 @@ async fn mutating_webhooks_on_create(
             user,
             dry_run,
         };
-        server.webhooks.mutating_candidates(&r)
+        server.webhooks.mutating_candidates(&**server, &r)
     };
     // The common case, no webhook for this write, costs no copy of the user.
     let Some(snap) = REQUEST_USER.try_with(probe).ok().flatten() else { return Ok(()) };

@@ -79,10 +79,10 @@ pub fn request(r: &Request<'_>, matched: &Resource) -> Json {
     let res = r.resource;
     json!({
         "uid": "",
-        "kind": {"group": matched.group, "version": matched.version, "kind": matched.kind},
+        "kind": {"group": matched.group, "version": matched.version, "kind": r.kind_of(matched)},
         "resource": {"group": matched.group, "version": matched.version, "resource": matched.plural},
         "subResource": r.subresource,
-        "requestKind": {"group": res.group, "version": res.version, "kind": res.kind},
+        "requestKind": {"group": res.group, "version": res.version, "kind": r.kind_of(res)},
         "requestResource": {"group": res.group, "version": res.version, "resource": res.plural},
         "requestSubResource": r.subresource,
         "name": name,

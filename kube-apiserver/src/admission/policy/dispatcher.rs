@@ -12,6 +12,7 @@ use api_types::selector::LabelSelector;
 use api_types::{ApiError, Resource};
 use serde_json::{Value as Json, json};
 
+use super::matcher::Matched;
 use super::source::{Action, Binding, Hook, ParamRef};
 use super::validator::{AuditOutcome, Decision, Policy};
 use crate::admission::Request;
@@ -78,6 +79,20 @@ pub async fn dispatch(cluster: &dyn Cluster, hooks: &[Hook], r: &Request<'_>) ->
                 continue;
             }
         };
+        // The objects as the matched version shows them (matchPolicy Equivalent), converted once per policy.
+        let converted = match matched {
+            Matched::Own => None,
+            Matched::Equivalent(to) => {
+                let convert = async |o: Option<&Json>| match o {
+                    Some(o) => cluster.convert(r.resource, to, o.clone()).await.map(Some),
+                    None => Ok(None),
+                };
+                Some((convert(r.object).await?, convert(r.old).await?))
+            }
+        };
+        let versioned =
+            converted.as_ref().map(|(object, old)| Request { object: object.as_ref(), old: old.as_ref(), ..*r });
+        let versioned = versioned.as_ref().unwrap_or(r);
         let param_res = match &policy.param_kind {
             None => None,
             Some((api_version, kind)) => match param_resource(&served, api_version, kind) {
@@ -117,7 +132,7 @@ pub async fn dispatch(cluster: &dyn Cluster, hooks: &[Hook], r: &Request<'_>) ->
             }
             for param in &params {
                 let inputs = Inputs {
-                    request: r,
+                    request: versioned,
                     matched: matched.resource(r),
                     params: param.as_ref(),
                     namespace: namespace.as_ref(),

@@ -4,12 +4,12 @@
 //! matchPolicy Equivalent (a rule naming another version of the same stored resource matches too). Rules and
 //! selectors are the webhooks' ([`crate::admission::webhook::rules`], [`crate::admission::webhook::predicates`]).
 
-use api_types::Resource;
 use serde_json::Value;
 
 use crate::admission::Request;
 use crate::admission::webhook::predicates::{self, Selector};
 use crate::admission::webhook::rules::{Attrs, Rule};
+pub use crate::admission::webhook::rules::{Matched, equivalents};
 use crate::admission::webhook::{Cluster, attrs};
 use crate::apiextensions::served::Snapshot;
 
@@ -127,48 +127,4 @@ impl MatchResources {
         }
         None
     }
-}
-
-/// What a request was matched as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Matched {
-    /// Its own resource.
-    Own,
-    /// Another version of it (matchPolicy Equivalent); the object is not converted to it.
-    Equivalent(&'static Resource),
-}
-
-impl Matched {
-    /// The resource the request was matched as.
-    pub fn resource<'a>(self, r: &Request<'a>) -> &'a Resource {
-        match self {
-            Matched::Own => r.resource,
-            Matched::Equivalent(e) => e,
-        }
-    }
-}
-
-/// The other group-versions the same objects are served at (upstream `EquivalentResourcesFor`): built-ins
-/// sharing the storage (events, HorizontalPodAutoscalers), the other served versions of a custom resource.
-pub fn equivalents(served: &Snapshot, res: &Resource) -> Vec<&'static Resource> {
-    if res.custom {
-        let mut out = Vec::new();
-        for (group, versions) in served.groups() {
-            if group != res.group {
-                continue;
-            }
-            for v in versions {
-                if v != res.version
-                    && let Some(other) = served.find(group, v, res.plural)
-                {
-                    out.push(other);
-                }
-            }
-        }
-        return out;
-    }
-    api_types::resources::RESOURCES
-        .iter()
-        .filter(|x| x.storage == res.storage && !(x.group == res.group && x.version == res.version))
-        .collect()
 }

@@ -481,14 +481,15 @@ fn equivalent_resources_match_other_versions() {
     let p = policy(
         "p",
         json!({"matchConstraints": events_v1.clone(),
-        "validations": [{"expression": "false", "messageExpression": "request.kind.group + ' as ' + request.requestKind.version"}]}),
+        "validations": [{"expression": "false", "messageExpression": "request.kind.group + ' as ' + request.requestKind.version + ': ' + object.note"}]}),
     );
     let source = Source::default();
     source.set(true, &[("p".to_string(), p)].into_iter().collect());
     source.set(false, &[("b".to_string(), binding("b", "p", json!({})))].into_iter().collect());
     let core_events = api_types::resources::find("", "v1", "events").unwrap();
     let user = UserInfo::default();
-    let ev = json!({"metadata": {"name": "e"}});
+    // The policy sees the object converted to events.k8s.io/v1 (`message` is `note` there).
+    let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}, "message": "hi"});
     let r = Request {
         operation: Operation::Create,
         resource: core_events,
@@ -504,7 +505,7 @@ fn equivalent_resources_match_other_versions() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let snap = source.load();
     let e = rt.block_on(dispatcher::dispatch(&cluster, &snap.hooks, &r)).unwrap_err();
-    assert!(e.message.ends_with("denied request: events.k8s.io as v1"), "{}", e.message);
+    assert!(e.message.ends_with("denied request: events.k8s.io as v1: hi"), "{}", e.message);
     // Exact does not match the other version.
     let mut exact = events_v1;
     exact["matchPolicy"] = json!("Exact");

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use api_types::ApiError;
+use api_types::{ApiError, Resource};
+use rules::Matched;
 use serde_json::Value;
 
 use crate::admission::Request;
@@ -47,6 +48,21 @@ pub trait Cluster: Send + Sync {
     /// The authorizer chain, for the `authorizer` of CEL expressions (None: expressions have none).
     fn authorizer(&self) -> Option<crate::apiextensions::cel::authz::AuthorizeFn> {
         None
+    }
+    /// The other versions the request's resource is served at (matchPolicy Equivalent): by default the
+    /// built-ins sharing its storage.
+    fn equivalents(&self, res: &Resource) -> Vec<&'static Resource> {
+        rules::equivalents(&Default::default(), res)
+    }
+    /// An object of one served version of a resource as another version shows it (by default as the
+    /// built-in conversions and conversion `None` make it).
+    fn convert<'a>(
+        &'a self,
+        from: &'a Resource,
+        to: &'a Resource,
+        obj: Value,
+    ) -> BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(async move { Ok(crate::convert::to_external(to, crate::convert::to_internal(from, obj))) })
     }
 }
 
@@ -81,7 +97,7 @@ impl Webhooks {
 
     /// The webhooks of one kind some of whose rules cover the request: None (the common case, decided without
     /// allocating) when there is nothing to call.
-    fn candidates(&self, on: bool, mutating: bool, r: &Request<'_>) -> Option<Arc<Snapshot>> {
+    fn candidates(&self, cluster: &dyn Cluster, on: bool, mutating: bool, r: &Request<'_>) -> Option<Arc<Snapshot>> {
         if !on || rules::is_exempt(r.resource.group, r.resource.kind) {
             return None;
         }
@@ -91,15 +107,25 @@ impl Webhooks {
         }
         let hooks = if mutating { &snap.mutating } else { &snap.validating };
         let attrs = attrs(r);
-        hooks.iter().any(|h| h.rules_match(&attrs)).then(|| arc_swap::Guard::into_inner(snap))
+        if hooks.iter().any(|h| h.rules_match(&attrs)) {
+            return Some(arc_swap::Guard::into_inner(snap));
+        }
+        if !hooks.iter().any(|h| h.equivalent) {
+            return None;
+        }
+        let equivalents = cluster.equivalents(r.resource);
+        hooks
+            .iter()
+            .any(|h| h.matched(&attrs, || equivalents.clone()).is_some())
+            .then(|| arc_swap::Guard::into_inner(snap))
     }
 
-    pub fn mutating_candidates(&self, r: &Request<'_>) -> Option<Arc<Snapshot>> {
-        self.candidates(self.mutating_on, true, r)
+    pub fn mutating_candidates(&self, cluster: &dyn Cluster, r: &Request<'_>) -> Option<Arc<Snapshot>> {
+        self.candidates(cluster, self.mutating_on, true, r)
     }
 
-    pub fn validating_candidates(&self, r: &Request<'_>) -> Option<Arc<Snapshot>> {
-        self.candidates(self.validating_on, false, r)
+    pub fn validating_candidates(&self, cluster: &dyn Cluster, r: &Request<'_>) -> Option<Arc<Snapshot>> {
+        self.candidates(cluster, self.validating_on, false, r)
     }
 
     /// The snapshot to dispatch on: the one given, or, before the first lists arrived, the one after them (a 403
@@ -178,28 +204,44 @@ impl CallError {
     }
 }
 
-/// Whether a webhook is to be called for this request (upstream's `ShouldCallHook`): its namespaceSelector and
-/// objectSelector, then its rules; a selector that fails matters only when the rules match.
+/// Whether a webhook is to be called for this request (upstream's `ShouldCallHook`), and as which version of
+/// its resource: its namespaceSelector and objectSelector, then its rules; a selector that fails matters only
+/// when the rules match.
 pub async fn should_call(
     cluster: &dyn Cluster,
     hook: &Hook,
     r: &Request<'_>,
     object: Option<&Value>,
-) -> Result<bool, ApiError> {
+) -> Result<Option<Matched>, ApiError> {
     let ns = predicates::namespace_matches(cluster, &hook.namespace_selector, r, object).await;
     if matches!(ns, Ok(false)) {
-        return Ok(false);
+        return Ok(None);
     }
     let obj = predicates::object_matches(&hook.object_selector, object, r.old);
     if matches!(obj, Ok(false)) {
-        return Ok(false);
+        return Ok(None);
     }
-    if !hook.rules_match(&attrs(r)) {
-        return Ok(false);
-    }
+    let Some(matched) = hook.matched(&attrs(r), || cluster.equivalents(r.resource)) else { return Ok(None) };
     ns?;
     obj?;
-    match_conditions(cluster, hook, r, object)
+    Ok(match_conditions(cluster, hook, r, object)?.then_some(matched))
+}
+
+/// The request's object and old object as the version a webhook matched shows them: converted under matchPolicy
+/// Equivalent, None when the webhook matched the request's own version. A conversion that fails is an internal
+/// error, whatever the webhook's failurePolicy (upstream's `NewVersionedAttributes`).
+pub async fn versioned(
+    cluster: &dyn Cluster,
+    r: &Request<'_>,
+    matched: Matched,
+    object: Option<&Value>,
+) -> Result<Option<(Option<Value>, Option<Value>)>, CallError> {
+    let Matched::Equivalent(to) = matched else { return Ok(None) };
+    let convert = async |o: Option<&Value>| match o {
+        Some(o) => cluster.convert(r.resource, to, o.clone()).await.map(Some).map_err(CallError::Other),
+        None => Ok(None),
+    };
+    Ok(Some((convert(object).await?, convert(r.old).await?)))
 }
 
 /// A webhook's `matchConditions` (upstream `ShouldCallHook`): a false condition skips the webhook; errors under
@@ -227,14 +269,17 @@ fn match_conditions(
     }
 }
 
-/// Calls one webhook: the dry-run check, the review, the call and the checks on its answer; warnings go to the
-/// response; a denial is [`CallError::Rejected`].
+/// Calls one webhook: the dry-run check, the review (the objects as `matched` shows them, see [`versioned`]), the
+/// call and the checks on its answer; warnings go to the response; a denial is [`CallError::Rejected`].
+#[allow(clippy::too_many_arguments)]
 pub async fn call(
     cluster: &dyn Cluster,
     clients: &client::Clients,
     hook: &Hook,
     r: &Request<'_>,
+    matched: &Resource,
     object: Option<&Value>,
+    old: Option<&Value>,
     mutating: bool,
 ) -> Result<review::Response, CallError> {
     if r.dry_run {
@@ -247,7 +292,7 @@ pub async fn call(
     let version = review::version(&hook.review_versions)
         .map_err(|e| CallError::Calling(format!("could not create admission objects: {e}")))?;
     let uid = uuid::Uuid::new_v4().to_string();
-    let body = review::request_body(version, &uid, r, object, r.old)
+    let body = review::request_body(version, &uid, r, matched, object, old)
         .map_err(|e| CallError::Calling(format!("could not create admission objects: {e}")))?;
     let answer = clients.post(cluster, &hook.client, body, hook.timeout).await.map_err(CallError::Calling)?;
     let resp = review::verify(version, &uid, mutating, &answer).map_err(CallError::Calling)?;
@@ -287,5 +332,23 @@ impl Cluster for crate::server::Apiserver {
 
     fn authorizer(&self) -> Option<crate::apiextensions::cel::authz::AuthorizeFn> {
         self.webhooks.authorizer.get().cloned()
+    }
+
+    fn equivalents(&self, res: &Resource) -> Vec<&'static Resource> {
+        rules::equivalents(&self.served.load(), res)
+    }
+
+    /// Built-in conversions, and a custom resource's conversion webhook when its CRD has one.
+    fn convert<'a>(
+        &'a self,
+        from: &'a Resource,
+        to: &'a Resource,
+        obj: Value,
+    ) -> BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let obj = crate::convert::to_internal(from, obj);
+            let obj = crate::apiextensions::conversion::one_for_request(self, to, obj).await?;
+            Ok(crate::convert::to_external(to, obj))
+        })
     }
 }

@@ -1,7 +1,9 @@
 //! Mutating webhooks (upstream's `mutating/dispatcher.go` and `reinvocationcontext.go`): the webhooks that apply
 //! are called one after the other (configurations by name, webhooks in order), each seeing what the previous ones
 //! made of the object; a JSONPatch answer is applied and the object defaulted again. When a webhook changed the
-//! object, the earlier webhooks with `reinvocationPolicy: IfNeeded` are called once more, in a second round.
+//! object, the earlier webhooks with `reinvocationPolicy: IfNeeded` are called once more, in a second round. A
+//! webhook matched through another version of the resource (matchPolicy Equivalent) sees and patches the object
+//! in that version; the result is converted back.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,8 +13,9 @@ use api_types::patch::{PatchType, apply_patch};
 use serde_json::Value;
 
 use super::client::Clients;
+use super::rules::Matched;
 use super::source::Hook;
-use super::{CallError, Cluster, should_call};
+use super::{CallError, Cluster, should_call, versioned};
 use crate::admission::{Operation, Request};
 
 /// Which webhooks the second round calls (upstream's `webhookReinvokeContext`).
@@ -59,14 +62,12 @@ async fn round(
     reinvoking: bool,
 ) -> Result<(), ApiError> {
     for hook in hooks {
-        if !should_call(cluster, hook, r, object.as_deref()).await? {
-            continue;
-        }
+        let Some(matched) = should_call(cluster, hook, r, object.as_deref()).await? else { continue };
         // A webhook skipped in the first round is not called for the first time in the second.
         if reinvoking && !ctx.reinvoke.contains(&hook.uid) {
             continue;
         }
-        let outcome = call_and_patch(cluster, clients, hook, r, object).await;
+        let outcome = call_and_patch(cluster, clients, hook, r, matched, object).await;
         if matches!(outcome, Ok(true)) {
             ctx.require_reinvoking_previously_invoked();
             ctx.should_reinvoke = true;
@@ -83,15 +84,22 @@ async fn round(
     Ok(())
 }
 
-/// Calls one webhook and applies its patch; true when the object changed.
+/// Calls one webhook and applies its patch (to the object in the version the webhook matched, converted back
+/// after); true when the object changed.
 async fn call_and_patch(
     cluster: &dyn Cluster,
     clients: &Clients,
     hook: &Hook,
     r: &Request<'_>,
+    matched: Matched,
     object: &mut Option<&mut Value>,
 ) -> Result<bool, CallError> {
-    let resp = super::call(cluster, clients, hook, r, object.as_deref(), true).await?;
+    let converted = versioned(cluster, r, matched, object.as_deref()).await?;
+    let (versioned_object, old) = match &converted {
+        Some((o, old)) => (o.as_ref(), old.as_ref()),
+        None => (object.as_deref(), r.old),
+    };
+    let resp = super::call(cluster, clients, hook, r, matched.resource(r), versioned_object, old, true).await?;
     let Some(patch) = resp.patch else { return Ok(false) };
     let undecodable = |e: String| CallError::Calling(format!("received undecodable patch in webhook response: {e}"));
     let ops: Value = serde_json::from_slice(&patch).map_err(|e| undecodable(e.to_string()))?;
@@ -107,10 +115,16 @@ async fn call_and_patch(
             hook.name
         ))));
     };
-    let mut patched = apply_patch(obj, PatchType::Json, &patch, None)
+    let target = converted.as_ref().and_then(|(o, _)| o.as_ref()).unwrap_or(obj);
+    let mut patched = apply_patch(target, PatchType::Json, &patch, None)
         .map_err(|e| CallError::Other(ApiError::internal(e.to_string())))?;
+    if let Matched::Equivalent(from) = matched {
+        patched = cluster.convert(from, r.resource, patched).await.map_err(CallError::Other)?;
+    }
     let changed = patched != *obj;
-    crate::defaults::apply(r.resource, &mut patched, r.operation == Operation::Create);
+    if r.operation != Operation::Connect {
+        crate::defaults::apply(r.resource, &mut patched, r.operation == Operation::Create);
+    }
     *obj = patched;
     Ok(changed)
 }

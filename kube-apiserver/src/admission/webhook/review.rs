@@ -79,12 +79,14 @@ struct AdmissionReview<'a> {
     request: AdmissionRequest<'a>,
 }
 
-/// The operation's options object (`CreateOptions`, `UpdateOptions`, `DeleteOptions`).
+/// The operation's options object (`CreateOptions`, `UpdateOptions`, `DeleteOptions`; null for a connect, whose
+/// options are its object).
 pub fn options(op: Operation, dry_run: bool) -> Value {
     let kind = match op {
         Operation::Create => "CreateOptions",
         Operation::Update => "UpdateOptions",
         Operation::Delete => "DeleteOptions",
+        Operation::Connect => return Value::Null,
     };
     let mut o = serde_json::json!({"kind": kind, "apiVersion": "meta.k8s.io/v1"});
     if dry_run {
@@ -102,17 +104,20 @@ pub fn request_namespace<'a>(r: &Request<'a>) -> &'a str {
     }
 }
 
-/// The JSON body of an AdmissionReview request for one webhook call.
+/// The JSON body of an AdmissionReview request for one webhook call: `kind` and `resource` as the webhook's rules
+/// matched the request (another version of its resource under matchPolicy Equivalent, the objects then converted
+/// to it), `requestKind` and `requestResource` as requested.
 pub fn request_body(
     version: &str,
     uid: &str,
     r: &Request<'_>,
+    matched: &Resource,
     object: Option<&Value>,
     old: Option<&Value>,
 ) -> Result<Vec<u8>, String> {
     let res: &Resource = r.resource;
-    let gvk = || Gvk { group: res.group, version: res.version, kind: res.kind };
-    let gvr = || Gvr { group: res.group, version: res.version, resource: res.plural };
+    let gvk = |res: &Resource| Gvk { group: res.group, version: res.version, kind: r.kind_of(res) };
+    let gvr = |res: &Resource| Gvr { group: res.group, version: res.version, resource: res.plural };
     let user: &UserInfo = r.user;
     // On create the name may still be empty (generateName); upstream sends the one the object has then.
     let name = match (r.name, object) {
@@ -124,11 +129,11 @@ pub fn request_body(
         api_version: if version == "v1beta1" { "admission.k8s.io/v1beta1" } else { "admission.k8s.io/v1" },
         request: AdmissionRequest {
             uid,
-            kind: gvk(),
-            resource: gvr(),
+            kind: gvk(matched),
+            resource: gvr(matched),
             sub_resource: r.subresource,
-            request_kind: gvk(),
-            request_resource: gvr(),
+            request_kind: gvk(res),
+            request_resource: gvr(res),
             request_sub_resource: r.subresource,
             name,
             namespace: request_namespace(r),

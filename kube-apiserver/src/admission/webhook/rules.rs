@@ -1,7 +1,12 @@
 //! A webhook's `rules` (upstream's `predicates/rules`): operations, apiGroups, apiVersions, resources (`*`, `*/*`,
-//! `pods/*`, `*/status`) and scope, and the admission configuration kinds that no webhook ever sees.
+//! `pods/*`, `*/status`) and scope, the other versions a request's resource is served at (matchPolicy
+//! Equivalent), and the admission configuration kinds that no webhook ever sees.
 
+use api_types::Resource;
 use serde_json::Value;
+
+use crate::admission::Request;
+use crate::apiextensions::served::Snapshot;
 
 /// One `RuleWithOperations`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -103,6 +108,50 @@ pub fn is_exempt(group: &str, kind: &str) -> bool {
                 | "MutatingAdmissionPolicy"
                 | "MutatingAdmissionPolicyBinding"
         )
+}
+
+/// What a request was matched as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    /// Its own resource.
+    Own,
+    /// Another version of it (matchPolicy Equivalent); the objects are converted to it.
+    Equivalent(&'static Resource),
+}
+
+impl Matched {
+    /// The resource the request was matched as.
+    pub fn resource<'a>(self, r: &Request<'a>) -> &'a Resource {
+        match self {
+            Matched::Own => r.resource,
+            Matched::Equivalent(e) => e,
+        }
+    }
+}
+
+/// The other group-versions the same objects are served at (upstream `EquivalentResourcesFor`): built-ins
+/// sharing the storage (events, HorizontalPodAutoscalers), the other served versions of a custom resource.
+pub fn equivalents(served: &Snapshot, res: &Resource) -> Vec<&'static Resource> {
+    if res.custom {
+        let mut out = Vec::new();
+        for (group, versions) in served.groups() {
+            if group != res.group {
+                continue;
+            }
+            for v in versions {
+                if v != res.version
+                    && let Some(other) = served.find(group, v, res.plural)
+                {
+                    out.push(other);
+                }
+            }
+        }
+        return out;
+    }
+    api_types::resources::RESOURCES
+        .iter()
+        .filter(|x| x.storage == res.storage && !(x.group == res.group && x.version == res.version))
+        .collect()
 }
 
 #[cfg(test)]

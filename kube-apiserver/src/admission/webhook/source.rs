@@ -84,6 +84,9 @@ pub struct Hook {
     pub reinvoke_if_needed: bool,
     /// `matchConditions`, compiled.
     pub match_conditions: super::matchconditions::MatchConditions,
+    /// `matchPolicy: Equivalent` (the v1 default): a rule naming another version of the request's resource
+    /// matches too.
+    pub equivalent: bool,
 }
 
 impl Hook {
@@ -121,12 +124,32 @@ impl Hook {
                 false,
                 None,
             ),
+            equivalent: w["matchPolicy"] != "Exact",
         }
     }
 
     /// Whether any rule covers the request.
     pub fn rules_match(&self, a: &super::rules::Attrs<'_>) -> bool {
         self.rules.iter().any(|r| r.matches(a))
+    }
+
+    /// How the rules cover the request (upstream's `ShouldCallHook`): as its own resource, else, under
+    /// matchPolicy Equivalent, as the first of `equivalents` (the other versions of its resource) a rule covers.
+    pub fn matched(
+        &self,
+        a: &super::rules::Attrs<'_>,
+        equivalents: impl FnOnce() -> Vec<&'static api_types::Resource>,
+    ) -> Option<super::rules::Matched> {
+        if self.rules_match(a) {
+            return Some(super::rules::Matched::Own);
+        }
+        if !self.equivalent {
+            return None;
+        }
+        equivalents().into_iter().find_map(|e| {
+            let as_e = super::rules::Attrs { group: e.group, version: e.version, resource: e.plural, ..*a };
+            self.rules_match(&as_e).then_some(super::rules::Matched::Equivalent(e))
+        })
     }
 }
 

@@ -542,3 +542,155 @@ async fn timeouts_and_unreachable_services_follow_the_failure_policy() {
     let err = mutating::dispatch(&cluster, &f.clients, &f.hooks(&[add]), &del, None).await.unwrap_err();
     assert!(err.message.contains("attempted to modify the object, which is not supported for this operation"), "{err}");
 }
+
+/// Upstream's matchPolicy tests (`TestWebhookAdmissionWithWatchCache`'s converted reviews, the dispatchers'
+/// `ShouldCallHook` cases): a rule naming another version of the request's resource matches under Equivalent
+/// (the v1 default) and not under Exact; the webhook sees `kind`/`resource` and the objects in its version, with
+/// `requestKind`/`requestResource` as requested, and a mutating webhook's patch comes back converted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equivalent_versions_see_the_objects_converted() {
+    let f = Fixture::new().await;
+    let cluster = FakeCluster { port: f.server.port };
+    let user = UserInfo { username: "alice".into(), ..Default::default() };
+    let events = api_types::resources::find("", "v1", "events").unwrap();
+    let rule = |group: &str| json!([{"operations": ["CREATE"], "apiGroups": [group], "apiVersions": ["v1"], "resources": ["events"]}]);
+    let hook = |path: &str, policy: &str| {
+        with(
+            f.svc(path, path),
+            json!({"rules": rule("events.k8s.io"), "matchPolicy": policy, "admissionReviewVersions": ["v1"]}),
+        )
+    };
+    let mut event = json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "e1", "namespace": "webhook-test", "labels": {"a": "b"}},
+        "involvedObject": {"kind": "Pod", "name": "p"}, "reason": "Started", "message": "hello", "type": "Normal"});
+    let r = Request {
+        operation: Operation::Create,
+        resource: events,
+        subresource: "",
+        namespace: "webhook-test",
+        name: "e1",
+        object: None,
+        old: None,
+        user: &user,
+        dry_run: false,
+    };
+    f.server.take_calls();
+    mutating::dispatch(&cluster, &f.clients, &f.hooks(&[hook("addLabel", "Equivalent")]), &r, Some(&mut event))
+        .await
+        .unwrap();
+    let calls = f.server.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let req = &calls[0].review["request"];
+    assert_eq!(req["kind"], json!({"group": "events.k8s.io", "version": "v1", "kind": "Event"}));
+    assert_eq!(req["resource"], json!({"group": "events.k8s.io", "version": "v1", "resource": "events"}));
+    assert_eq!(req["requestKind"], json!({"group": "", "version": "v1", "kind": "Event"}));
+    assert_eq!(req["requestResource"], json!({"group": "", "version": "v1", "resource": "events"}));
+    assert_eq!(req["object"]["apiVersion"], "events.k8s.io/v1");
+    assert_eq!((&req["object"]["note"], &req["object"]["regarding"]["name"]), (&json!("hello"), &json!("p")));
+    assert!(req["object"].get("message").is_none(), "{}", req["object"]);
+    // The patch was made to the events.k8s.io/v1 object and comes back as a core/v1 Event.
+    assert_eq!(event["apiVersion"], "v1");
+    assert_eq!(event["message"], "hello");
+    assert!(event.get("note").is_none(), "{event}");
+    assert_eq!(event["metadata"]["labels"], json!({"a": "b", "added": "test"}));
+
+    // Exact: the rule names another version, so the webhook is not called.
+    let exact = f.hooks(&[hook("disallow", "Exact")]);
+    let r = Request { object: Some(&event), ..r };
+    validating::dispatch(&cluster, &f.clients, &exact, &r).await.unwrap();
+    assert!(f.server.take_calls().is_empty());
+    // Equivalent, validating: denied through the other version.
+    let err =
+        validating::dispatch(&cluster, &f.clients, &f.hooks(&[hook("disallow", "Equivalent")]), &r).await.unwrap_err();
+    assert_eq!(err.code, 403, "{err}");
+    assert_eq!(f.server.take_calls()[0].review["request"]["object"]["apiVersion"], "events.k8s.io/v1");
+    // A rule naming the request's own version still sees the request's own objects.
+    let own = with(hook("allow", "Equivalent"), json!({"rules": rule("")}));
+    validating::dispatch(&cluster, &f.clients, &f.hooks(&[own]), &r).await.unwrap();
+    let calls = f.server.take_calls();
+    assert_eq!(calls[0].review["request"]["kind"], json!({"group": "", "version": "v1", "kind": "Event"}));
+    assert_eq!(calls[0].review["request"]["object"], event);
+
+    // HorizontalPodAutoscalers: written as autoscaling/v2, seen by an autoscaling/v1 webhook with the CPU target.
+    let hpas = api_types::resources::find("autoscaling", "v2", "horizontalpodautoscalers").unwrap();
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "h", "namespace": "webhook-test"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"}, "minReplicas": 1, "maxReplicas": 3,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]}});
+    let v1 = with(
+        f.svc("allow", "allow"),
+        json!({"rules": [{"operations": ["UPDATE"], "apiGroups": ["autoscaling"], "apiVersions": ["v1"], "resources": ["horizontalpodautoscalers"]}],
+               "admissionReviewVersions": ["v1"]}),
+    );
+    let r =
+        Request { operation: Operation::Update, resource: hpas, name: "h", object: Some(&hpa), old: Some(&hpa), ..r };
+    validating::dispatch(&cluster, &f.clients, &f.hooks(&[v1]), &r).await.unwrap();
+    let calls = f.server.take_calls();
+    let req = &calls[0].review["request"];
+    assert_eq!(req["kind"], json!({"group": "autoscaling", "version": "v1", "kind": "HorizontalPodAutoscaler"}));
+    assert_eq!(req["requestKind"]["version"], "v2");
+    assert_eq!(req["object"]["spec"]["targetCPUUtilizationPercentage"], 50);
+    assert_eq!(req["oldObject"]["apiVersion"], "autoscaling/v1");
+}
+
+/// Upstream's CONNECT admission (`admission_webhook.go` "should be able to deny attaching pod"): the options are
+/// the object, `kind` is the options kind, `options` is null, and the webhook's denial refuses the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_requests_carry_their_options() {
+    let f = Fixture::new().await;
+    let cluster = FakeCluster { port: f.server.port };
+    let user = UserInfo { username: "alice".into(), ..Default::default() };
+    let pods = api_types::resources::find("", "v1", "pods").unwrap();
+    let hook = with(
+        f.svc("deny-attaching-pod.k8s.io", "denySpecificAttachment"),
+        json!({"rules": [{"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/attach"]}],
+               "admissionReviewVersions": ["v1"]}),
+    );
+    let hooks = f.hooks(&[hook]);
+    let attach = |q: &str| crate::admission::connect::options("PodAttachOptions", Some(q), &[], false);
+    let denied = attach("stdin=true&stdout=true&container=container1");
+    let r = Request {
+        operation: Operation::Connect,
+        resource: pods,
+        subresource: "attach",
+        namespace: "webhook-test",
+        name: "to-be-attached-pod",
+        object: Some(&denied),
+        old: None,
+        user: &user,
+        dry_run: false,
+    };
+    let err = validating::dispatch(&cluster, &f.clients, &hooks, &r).await.unwrap_err();
+    // A denial without a code is a 400, as upstream's ToStatusErr makes it.
+    assert_eq!(err.code, 400);
+    assert_eq!(
+        err.message,
+        "admission webhook \"deny-attaching-pod.k8s.io\" denied the request: attaching to pod 'to-be-attached-pod' is not allowed"
+    );
+    let calls = f.server.take_calls();
+    let req = &calls[0].review["request"];
+    assert_eq!(req["operation"], "CONNECT");
+    assert_eq!(req["kind"], json!({"group": "", "version": "v1", "kind": "PodAttachOptions"}));
+    assert_eq!(req["requestKind"], req["kind"]);
+    assert_eq!(req["resource"], json!({"group": "", "version": "v1", "resource": "pods"}));
+    assert_eq!(req["subResource"], "attach");
+    assert_eq!(req["options"], Value::Null);
+    assert_eq!(req["oldObject"], Value::Null);
+    // Another container, or no stdin: allowed.
+    let other = attach("stdin=true&container=container2");
+    validating::dispatch(&cluster, &f.clients, &hooks, &Request { object: Some(&other), ..r }).await.unwrap();
+    // The rule names attach only: an exec is not sent to the webhook.
+    let exec =
+        crate::admission::connect::options("PodExecOptions", Some("stdin=true&container=container1"), &[], false);
+    f.server.take_calls();
+    validating::dispatch(&cluster, &f.clients, &hooks, &Request { subresource: "exec", object: Some(&exec), ..r })
+        .await
+        .unwrap();
+    assert!(f.server.take_calls().is_empty());
+    // Mutating webhooks are called on CONNECT too; their denial refuses it.
+    let mut opts = denied.clone();
+    let err = mutating::dispatch(&cluster, &f.clients, &hooks, &Request { object: None, ..r }, Some(&mut opts))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 400);
+}

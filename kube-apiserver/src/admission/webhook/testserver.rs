@@ -1,7 +1,7 @@
 //! An admission webhook server for tests and benchmarks, on 127.0.0.1 (upstream's `webhook/testing/
 //! webhook_server.go`): HTTPS with a serving certificate from its own CA, one behaviour per path (`/allow`,
 //! `/disallow`, `/disallowReason`, `/shouldNotBeCalled`, `/internalErr`, `/nilResponse`, `/addLabel`,
-//! `/removeLabel`, `/invalidMutation`, `/noop`, `/warn`, `/slow`), answering in the AdmissionReview version it was
+//! `/removeLabel`, `/invalidMutation`, `/noop`, `/warn`, `/slow`, `/denySpecificAttachment`), answering in the AdmissionReview version it was
 //! asked in and recording every call; and a CRD conversion webhook (`/convert`, the converter of upstream's
 //! conversion e2e test: `spec.hostPort` "host:port" in v1, `spec.host` and `spec.port` in v2; `/convertFail`
 //! answers a failed review).
@@ -65,8 +65,34 @@ fn answer(path: &str, review: &Value) -> Option<Value> {
         "/removeLabel" => patch(r#"[{"op": "remove", "path": "/metadata/labels/remove"}]"#),
         "/addLabel" => patch(r#"[{"op": "add", "path": "/metadata/labels/added", "value": "test"}]"#),
         "/invalidMutation" => patch(r#"[{"op": "add", "CORRUPTED_KEY":}]"#),
+        "/denySpecificAttachment" => return Some(deny_specific_attachment(review, uid)),
         _ => return None,
     })
+}
+
+/// agnhost's `denySpecificAttachment`: attaching to `to-be-attached-pod`'s `container1` with stdin is refused;
+/// a review that is not a CONNECT of `pods/attach` with a `PodAttachOptions` object is an error answer.
+fn deny_specific_attachment(review: &Value, uid: Value) -> Value {
+    let req = &review["request"];
+    let allowed = json!({"uid": uid, "allowed": true});
+    if req["name"] != "to-be-attached-pod" {
+        return allowed;
+    }
+    let error = |m: String| json!({"uid": uid, "allowed": false, "status": {"message": m}});
+    if req["resource"] != json!({"group": "", "version": "v1", "resource": "pods"}) {
+        return error(format!("expect resource to be pods, got {}", req["resource"]));
+    }
+    if req["subResource"] != "attach" {
+        return error(format!("expect subresource to be attach, got {}", req["subResource"]));
+    }
+    let opts = &req["object"];
+    if (opts["apiVersion"].as_str(), opts["kind"].as_str()) != (Some("v1"), Some("PodAttachOptions")) {
+        return error(format!("couldn't decode PodAttachOptions from {opts}"));
+    }
+    if opts["stdin"] != true || opts["container"] != "container1" {
+        return allowed;
+    }
+    json!({"uid": uid, "allowed": false, "status": {"message": "attaching to pod 'to-be-attached-pod' is not allowed"}})
 }
 
 /// A ConversionReview's response: v1 `spec.hostPort` <-> v2 `spec.host` + `spec.port`.
