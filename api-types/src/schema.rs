@@ -134,6 +134,21 @@ pub fn openapi_definitions(
     (defs, roots)
 }
 
+/// OpenAPI v3 `components.schemas` of the object and list metadata (`ObjectMeta`, `ListMeta` and what they
+/// reference) and `Quantity`, with upstream's schema names: what an extension apiserver's document refers to.
+pub fn openapi_meta_definitions() -> serde_json::Map<String, Value> {
+    use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1};
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    generator.subschema_for::<v1::ObjectMeta>();
+    generator.subschema_for::<v1::ListMeta>();
+    generator.subschema_for::<Quantity>();
+    let mut defs = generator.take_definitions(true);
+    for v in defs.values_mut() {
+        wrap_refs(v);
+    }
+    defs
+}
+
 fn wrap_refs(v: &mut Value) {
     match v {
         Value::Object(m) => {

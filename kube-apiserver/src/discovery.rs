@@ -207,6 +207,18 @@ pub fn openapi_index(snap: &Snapshot) -> Value {
     json!({"paths": paths})
 }
 
+/// Adds the extension apiservers' group-versions to an `/openapi/v3` index (upstream's aggregated v3 handler
+/// lists them beside the local ones), each with a URL whose `hash` follows its document.
+pub fn add_to_openapi_index(index: &mut Value, aggregated: &[((String, String), std::sync::Arc<Value>)]) {
+    let Some(paths) = index["paths"].as_object_mut() else { return };
+    for ((g, v), doc) in aggregated {
+        let path = openapi_gv_path(g, v);
+        paths
+            .entry(path.clone())
+            .or_insert_with(|| json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc_hash(doc))}));
+    }
+}
+
 /// The OpenAPI v3 document of one group-version: a path per resource whose operations carry
 /// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (what kubectl checks before it leaves
 /// validation to the server), and an open schema per kind.

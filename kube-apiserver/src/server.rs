@@ -402,9 +402,13 @@ impl Apiserver {
                 }
                 json_response(StatusCode::OK, &doc)
             }
-            "/openapi/v2" => crate::openapi_v2::respond(req.headers(), &self.openapi_v2.get(&self.served)),
+            "/openapi/v2" => {
+                crate::openapi_v2::respond(req.headers(), &self.openapi_v2.get(&self.served, &self.aggregator))
+            }
             "/openapi/v3" | "/openapi/v3/" => {
-                json_response(StatusCode::OK, &discovery::openapi_index(&self.served.load()))
+                let mut index = discovery::openapi_index(&self.served.load());
+                discovery::add_to_openapi_index(&mut index, &self.aggregator.openapi_documents());
+                json_response(StatusCode::OK, &index)
             }
             p if p.starts_with("/openapi/v3/") => {
                 let gv = p.trim_start_matches("/openapi/v3/");
@@ -419,7 +423,9 @@ impl Apiserver {
                         )));
                     }
                 };
-                match discovery::openapi_gv(&self.served.load(), group, version) {
+                let local = discovery::openapi_gv(&self.served.load(), group, version);
+                let aggregated = || self.aggregator.openapi_document(group, version).map(|d| (*d).clone());
+                match local.or_else(aggregated) {
                     Some(doc) => {
                         let mut r = json_response(StatusCode::OK, &doc);
                         if query.contains_key("hash") {

@@ -33,6 +33,13 @@ fn backend(req: hyper::Request<hyper::body::Incoming>, client_cert: bool) -> hyp
                           {"name": "flunders/status", "singularName": "", "namespaced": true, "kind": "Flunder", "verbs": ["get"]}]}),
         );
     }
+    if req.uri().path() == "/openapi/v3" {
+        return json_response(json!({"paths": {"apis/wardle.example.com/v1alpha1":
+            {"serverRelativeURL": "/openapi/v3/apis/wardle.example.com/v1alpha1?hash=F1A2"}}}));
+    }
+    if req.uri().path() == "/openapi/v3/apis/wardle.example.com/v1alpha1" {
+        return json_response(flunder_openapi());
+    }
     let header = |n: &str| -> Vec<String> {
         req.headers().get_all(n).iter().map(|v| v.to_str().unwrap_or_default().to_string()).collect()
     };
@@ -40,6 +47,20 @@ fn backend(req: hyper::Request<hyper::body::Incoming>, client_cert: bool) -> hyp
         "user": header("x-remote-user"), "groups": header("x-remote-group"),
         "authorization": header("authorization"), "impersonate": header("impersonate-user"),
         "clientCert": client_cert}))
+}
+
+/// The backend's OpenAPI v3 document: a Flunder kind and its list path.
+fn flunder_openapi() -> Value {
+    json!({"openapi": "3.0.0", "info": {"title": "wardle", "version": "v0"},
+        "paths": {"/apis/wardle.example.com/v1alpha1/namespaces/{namespace}/flunders": {"get": {
+            "operationId": "listWardleV1alpha1NamespacedFlunder", "x-kubernetes-action": "list",
+            "x-kubernetes-group-version-kind": {"group": "wardle.example.com", "version": "v1alpha1", "kind": "Flunder"},
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/com.example.wardle.v1alpha1.Flunder"}}}}}}}},
+        "components": {"schemas": {"com.example.wardle.v1alpha1.Flunder": {
+            "type": "object", "description": "A Flunder is a wardle object.",
+            "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                           "spec": {"type": "object", "properties": {"reference": {"type": "string", "description": "A name of another flunder."}}}},
+            "x-kubernetes-group-version-kind": [{"group": "wardle.example.com", "version": "v1alpha1", "kind": "Flunder"}]}}}})
 }
 
 /// Starts the backend with a serving certificate for `api.default.svc`; `down` makes it refuse connections.
@@ -191,6 +212,20 @@ async fn apiservices_route_to_extension_apiservers() {
     // The group-version's own discovery document comes from the backend.
     let list = api.client.request(Method::GET, "/apis/wardle.example.com/v1alpha1", None).await.unwrap();
     assert_eq!(list["groupVersion"], "wardle.example.com/v1alpha1");
+
+    // OpenAPI: the backend's v3 document is listed in /openapi/v3 beside the local ones, served at its URL, and
+    // merged into /openapi/v2 (upstream's aggregated OpenAPI).
+    let index = api.client.request(Method::GET, "/openapi/v3", None).await.unwrap();
+    let url = index["paths"]["apis/wardle.example.com/v1alpha1"]["serverRelativeURL"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/openapi/v3/apis/wardle.example.com/v1alpha1?hash="), "{url}");
+    assert!(index["paths"].get("apis/apps/v1").is_some());
+    let doc = api.client.request(Method::GET, &url, None).await.unwrap();
+    assert_eq!(doc, flunder_openapi());
+    let v2 = api.client.request(Method::GET, "/openapi/v2", None).await.unwrap();
+    let flunder = &v2["definitions"]["com.example.wardle.v1alpha1.Flunder"];
+    assert_eq!(flunder["properties"]["spec"]["properties"]["reference"]["description"], "A name of another flunder.");
+    assert!(v2["paths"].get("/apis/wardle.example.com/v1alpha1/namespaces/{namespace}/flunders").is_some());
+    assert!(v2["definitions"].get("io.k8s.api.apps.v1.Deployment").is_some(), "the local definitions stay");
 
     // Requests are proxied with the user in headers, never the client's credentials.
     let echo = api

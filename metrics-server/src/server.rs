@@ -1,6 +1,6 @@
 //! The secure port (upstream's generic apiserver as metrics-server configures it, and `pkg/server`): HTTPS with
 //! the serving certificate, every request authenticated and authorized by delegation ([`runtime::delegating_auth`]:
-//! resource requests with their resource attributes), the API ([`crate::api`]), `/openapi/v2`, `/version`, the
+//! resource requests with their resource attributes), the API ([`crate::api`]), `/openapi/v2`, `/openapi/v3`, `/version`, the
 //! health checks (`/healthz`: informers synced; `/livez`: the last scrape started within 1.5 resolutions;
 //! `/readyz`: informers synced and metrics stored for nodes and pods) and Prometheus `/metrics`. The scrape loop
 //! ([`Server::run_scrape`]) scrapes and stores every resolution.
@@ -227,6 +227,8 @@ impl Server {
             "/apis/metrics.k8s.io" => json_response(200, &crate::api::group()),
             "/apis/metrics.k8s.io/v1beta1" => json_response(200, &crate::api::resource_list()),
             "/openapi/v2" => json_response(200, &crate::api::openapi_v2()),
+            "/openapi/v3" => json_response(200, &crate::api::openapi_v3_index()),
+            "/openapi/v3/apis/metrics.k8s.io/v1beta1" => json_response(200, &crate::api::openapi_v3()),
             "/version" => json_response(
                 200,
                 &json!({"major": "", "minor": "", "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")),

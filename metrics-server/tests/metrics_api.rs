@@ -605,6 +605,19 @@ async fn kubectl_top_through_the_aggregation_layer() {
         ok && apiservices.contains("kube-system/metrics-server") && apiservices.contains("True"),
         "{apiservices}{err}"
     );
+    // `kubectl explain` reads the group's OpenAPI v3 document, which the apiserver merged from metrics-server's.
+    let explained = within(60, "kubectl explain of NodeMetrics", async {
+        loop {
+            let (ok, out, err) = kubectl(&["explain", "nodes", "--api-version=metrics.k8s.io/v1beta1"]);
+            if ok && out.contains("NodeMetrics") {
+                return out;
+            }
+            eprintln!("kubectl explain: {err}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert!(explained.contains("KIND:") && explained.contains("usage") && explained.contains("window"), "{explained}");
 
     // metrics-server gone: its group answers 503, kubectl says so, everything else works.
     stop_tx.send(true).unwrap();

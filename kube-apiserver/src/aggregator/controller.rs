@@ -2,6 +2,7 @@
 //! backends answer (upstream's `APIServiceRegistrationController` and `AvailableConditionController`): a local
 //! APIService is always available; a remote one is checked on every change and every 30 s (5 s while it fails):
 //! Service, port, endpoints, then its discovery document; its status is written only when the condition changes.
+//! An available backend's OpenAPI v3 document is downloaded with the check (again only when its hash changed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -104,6 +105,12 @@ async fn sync(server: &Arc<Apiserver>, objects: &BTreeMap<String, Value>) {
                     Err(e) => ("False", e.reason, e.message.clone()),
                 };
                 route.available = outcome.is_ok();
+                let known = previous.get(&key).and_then(|r| r.openapi.as_ref());
+                route.openapi = match outcome {
+                    Ok(_) => super::proxy::openapi_v3(server, &route, known).await,
+                    // The last document stays while the backend is down, as upstream keeps its last download.
+                    Err(_) => known.cloned(),
+                };
                 route.resources = match outcome {
                     Ok(list) => Some(list),
                     // Keep the last known resources for a stale discovery entry.

@@ -1,6 +1,6 @@
 //! API aggregation (upstream's kube-aggregator, built in): APIService objects route a group-version to an extension
 //! apiserver behind a Service. This module holds the routing table the controllers keep current and what discovery
-//! needs from it; `controller` watches APIServices and checks availability, `proxy` forwards requests,
+//! and OpenAPI need from it; `controller` watches APIServices and checks availability, `proxy` forwards requests,
 //! `autoregister` creates the local APIServices of the built-in group-versions.
 
 pub mod autoregister;
@@ -30,6 +30,15 @@ pub struct Route {
     pub available: bool,
     /// The backend's `APIResourceList` from the last successful check (for discovery).
     pub resources: Option<Value>,
+    /// The backend's OpenAPI v3 document of the group-version, merged into `/openapi/v3` and `/openapi/v2`.
+    pub openapi: Option<OpenApi>,
+}
+
+/// An extension apiserver's OpenAPI v3 document and the URL it was downloaded from (with its `hash`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenApi {
+    pub url: String,
+    pub document: Arc<Value>,
 }
 
 impl Route {
@@ -57,6 +66,7 @@ impl Route {
             version_priority: spec["versionPriority"].as_i64().unwrap_or(0),
             available,
             resources: None,
+            openapi: None,
         })
     }
 }
@@ -99,6 +109,36 @@ impl Aggregator {
         let top = |vs: &[Route]| vs.iter().map(|r| r.group_priority).max().unwrap_or(0);
         out.sort_by(|(ga, a), (gb, b)| top(b).cmp(&top(a)).then_with(|| ga.cmp(gb)));
         out
+    }
+
+    /// The OpenAPI v3 documents of the remote group-versions, by `(group, version)` in a stable order.
+    pub fn openapi_documents(&self) -> Vec<((String, String), Arc<Value>)> {
+        let mut docs: Vec<_> = self
+            .routes()
+            .iter()
+            .filter_map(|(k, r)| r.openapi.as_ref().map(|o| (k.clone(), o.document.clone())))
+            .collect();
+        docs.sort_by(|a, b| a.0.cmp(&b.0));
+        docs
+    }
+
+    /// The OpenAPI v3 document of one remote group-version.
+    pub fn openapi_document(&self, group: &str, version: &str) -> Option<Arc<Value>> {
+        self.route(group, version)?.openapi.map(|o| o.document)
+    }
+
+    /// A digest of which remote OpenAPI documents are known (it changes when one is added, replaced or removed).
+    pub fn openapi_generation(&self) -> u64 {
+        let mut h: u64 = 0xcbf29ce484222325;
+        let routes = self.routes();
+        let mut urls: Vec<String> =
+            routes.iter().filter_map(|((g, v), r)| r.openapi.as_ref().map(|o| format!("{g}/{v} {}", o.url))).collect();
+        urls.sort();
+        for b in urls.join("\n").bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        h
     }
 
     /// Legacy `/apis` entries (`APIGroup`) of the remote groups.

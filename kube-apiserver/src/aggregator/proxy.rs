@@ -175,17 +175,8 @@ fn service_unavailable() -> Resp {
     resp
 }
 
-/// The availability check (upstream's remote_available_controller): the backend's discovery document for the
-/// group-version, as `system:kube-aggregator`; its `APIResourceList` on success.
-pub async fn check(server: &Apiserver, route: &Route) -> Result<Value, Unreachable> {
-    let target = target(server, route).await?;
-    let url = format!("/apis/{}/{}", route.group, route.version);
-    let failed = |e: String| {
-        unreachable(
-            "FailedDiscoveryCheck",
-            format!("failing or missing response from https://{}:{}{url}: {e}", target_ip(&target), target.port),
-        )
-    };
+/// One GET of a JSON document from the backend as `system:kube-aggregator`, within 6 s.
+async fn get_json(target: &Target, url: &str) -> Result<Value, String> {
     let fetch = async {
         let tcp = tokio::net::TcpStream::connect((target.ip.as_str(), target.port)).await.map_err(|e| e.to_string())?;
         let (tls, name) = target.tls.clone().ok_or("no TLS configuration")?;
@@ -195,7 +186,7 @@ pub async fn check(server: &Apiserver, route: &Route) -> Result<Value, Unreachab
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = Request::get(url.as_str())
+        let req = Request::get(url)
             .header(header::HOST, format!("{}:{}", target.ip, target.port))
             .header(header::ACCEPT, "application/json")
             .header("x-remote-user", "system:kube-aggregator")
@@ -211,9 +202,42 @@ pub async fn check(server: &Apiserver, route: &Route) -> Result<Value, Unreachab
         serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string())
     };
     match tokio::time::timeout(std::time::Duration::from_secs(6), fetch).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(failed(e)),
-        Err(_) => Err(failed("Client.Timeout exceeded while awaiting headers".into())),
+        Ok(r) => r,
+        Err(_) => Err("Client.Timeout exceeded while awaiting headers".into()),
+    }
+}
+
+/// The availability check (upstream's remote_available_controller): the backend's discovery document for the
+/// group-version, as `system:kube-aggregator`; its `APIResourceList` on success.
+pub async fn check(server: &Apiserver, route: &Route) -> Result<Value, Unreachable> {
+    let target = target(server, route).await?;
+    let url = format!("/apis/{}/{}", route.group, route.version);
+    get_json(&target, &url).await.map_err(|e| {
+        unreachable(
+            "FailedDiscoveryCheck",
+            format!("failing or missing response from https://{}:{}{url}: {e}", target_ip(&target), target.port),
+        )
+    })
+}
+
+/// The backend's OpenAPI v3 document of the route's group-version (upstream's aggregated OpenAPI v3 downloader):
+/// its `/openapi/v3` index, then the document at the URL listed there, downloaded again only when that URL (whose
+/// `hash` changes with the document) differs from `known`'s. None when the backend serves no such document.
+pub async fn openapi_v3(server: &Apiserver, route: &Route, known: Option<&super::OpenApi>) -> Option<super::OpenApi> {
+    let target = target(server, route).await.ok()?;
+    let index = get_json(&target, "/openapi/v3").await.ok()?;
+    let key = format!("apis/{}/{}", route.group, route.version);
+    let url = index["paths"][&key]["serverRelativeURL"].as_str()?.to_string();
+    if let Some(known) = known.filter(|k| k.url == url) {
+        return Some(known.clone());
+    }
+    match get_json(&target, &url).await {
+        Ok(doc) if doc["openapi"].is_string() => Some(super::OpenApi { url, document: Arc::new(doc) }),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::info!(apiservice = route.name, error = e, "could not download the OpenAPI v3 document");
+            known.cloned()
+        }
     }
 }
 

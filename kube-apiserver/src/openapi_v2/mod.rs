@@ -1,6 +1,6 @@
 //! `/openapi/v2`: the Swagger 2.0 document of every served group-version, as JSON or as gnostic's protobuf
 //! (what client-go's `OpenAPISchema()`, kubectl's v2 validation and Helm read), built from the OpenAPI v3
-//! documents (custom resources included, rebuilt when the CRDs change) and served with upstream's content negotiation, `ETag` and `If-None-Match`.
+//! documents (custom resources and extension apiservers' documents included, rebuilt when they change) and served with upstream's content negotiation, `ETag` and `If-None-Match`.
 
 pub mod convert;
 pub mod gnostic;
@@ -47,9 +47,11 @@ fn v3_documents(snap: &Snapshot) -> Vec<Value> {
     docs
 }
 
-/// Converts and encodes the document of a snapshot.
-fn build(snap: &Snapshot) -> Served {
-    let document = convert::swagger(&v3_documents(snap));
+/// Converts and encodes the document of a snapshot, with the extension apiservers' v3 documents.
+fn build(snap: &Snapshot, aggregated: &[Value]) -> Served {
+    let mut docs = v3_documents(snap);
+    docs.extend(aggregated.iter().cloned());
+    let document = convert::swagger(&docs);
     let json = serde_json::to_vec(&document).unwrap_or_default();
     let protobuf = gnostic::encode_document(&document);
     let digest = ring::digest::digest(&ring::digest::SHA512, &json);
@@ -60,30 +62,40 @@ fn build(snap: &Snapshot) -> Served {
 /// The document of the built-in resources, built once per process.
 pub fn served() -> Arc<Served> {
     static SERVED: OnceLock<Arc<Served>> = OnceLock::new();
-    SERVED.get_or_init(|| Arc::new(build(&Snapshot::default()))).clone()
+    SERVED.get_or_init(|| Arc::new(build(&Snapshot::default(), &[]))).clone()
 }
 
-/// The document of one apiserver: the built-in one while no CRD is served, else rebuilt (once per change of the
-/// served resources, on the first request after it) with the custom resources' definitions.
+/// The document of one apiserver: the built-in one while no CRD is served and no extension apiserver has a
+/// document, else rebuilt (once per change of either, on the first request after it) with the custom resources'
+/// definitions and the extension apiservers' documents merged in (upstream's aggregated OpenAPI v2).
 #[derive(Default)]
 pub struct Cache {
-    built: Mutex<Option<(u64, Arc<Served>)>>,
+    built: Mutex<Option<(Generation, Arc<Served>)>>,
 }
 
+/// What a built document reflects: the served resources' generation and the remote documents' digest.
+type Generation = (u64, u64);
+
 impl Cache {
-    pub fn get(&self, served: &crate::apiextensions::served::Served) -> Arc<Served> {
+    pub fn get(
+        &self,
+        served: &crate::apiextensions::served::Served,
+        aggregator: &crate::aggregator::Aggregator,
+    ) -> Arc<Served> {
         let snap = served.load();
-        if !snap.has_custom() {
+        let aggregated = aggregator.openapi_documents();
+        if !snap.has_custom() && aggregated.is_empty() {
             return self::served();
         }
-        let generation = served.generation();
+        let generation = (served.generation(), aggregator.openapi_generation());
         let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((g, doc)) = built.as_ref()
             && *g == generation
         {
             return doc.clone();
         }
-        let doc = Arc::new(build(&snap));
+        let docs: Vec<Value> = aggregated.iter().map(|(_, d)| (**d).clone()).collect();
+        let doc = Arc::new(build(&snap, &docs));
         *built = Some((generation, doc.clone()));
         doc
     }

@@ -131,7 +131,7 @@ pub fn openapi_v2() -> Value {
         json!({"get": {"produces": ["application/json"], "schemes": ["https"],
             "responses": {"200": {"description": "OK", "schema": {"$ref": format!("#/definitions/io.k8s.metrics.pkg.apis.metrics.v1beta1.{kind}")}}}}})
     };
-    json!({
+    let mut doc = json!({
         "swagger": "2.0",
         "info": {"title": "Kubernetes metrics-server", "version": env!("CARGO_PKG_VERSION")},
         "paths": {
@@ -163,14 +163,57 @@ pub fn openapi_v2() -> Value {
                 "x-kubernetes-group-version-kind": gvk("PodMetrics")},
             "io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetricsList":
                 list("io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics", "PodMetricsList"),
-            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": {"type": "object", "properties": {
-                "name": {"type": "string"}, "namespace": {"type": "string"},
-                "creationTimestamp": {"type": "string", "format": "date-time"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
-            "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta": {"type": "object", "properties": {
-                "resourceVersion": {"type": "string"}, "continue": {"type": "string"}}},
         },
+    });
+    // The metadata schemas the kinds refer to, from the same source as the kube-apiserver's.
+    let meta = Value::Object(api_types::schema::openapi_meta_definitions()).to_string();
+    let meta: Value =
+        serde_json::from_str(&meta.replace("#/components/schemas/", "#/definitions/")).unwrap_or_default();
+    if let (Some(defs), Some(meta)) = (doc["definitions"].as_object_mut(), meta.as_object()) {
+        defs.extend(meta.clone());
+    }
+    doc
+}
+
+/// The OpenAPI v3 document of `metrics.k8s.io/v1beta1` (what `/openapi/v3` lists and the kube-apiserver merges
+/// into its own documents): the v2 document's schemas as `components.schemas`, a get or list operation per path.
+pub fn openapi_v3() -> Value {
+    let v2 = openapi_v2();
+    let schemas: Value =
+        serde_json::from_str(&v2["definitions"].to_string().replace("#/definitions/", "#/components/schemas/"))
+            .unwrap_or_default();
+    let mut paths = serde_json::Map::new();
+    for (path, item) in v2["paths"].as_object().into_iter().flatten() {
+        let schema = item.pointer("/get/responses/200/schema").cloned().unwrap_or_default();
+        let reference = schema["$ref"].as_str().unwrap_or_default().replace("#/definitions/", "#/components/schemas/");
+        let kind = reference.rsplit('.').next().unwrap_or_default().to_string();
+        let action = if kind.ends_with("List") { "list" } else { "get" };
+        paths.insert(
+            path.clone(),
+            json!({"get": {"description": format!("{action} {kind}"), "operationId": format!("{action}MetricsV1beta1{kind}"),
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": reference}}}}},
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": kind}}}),
+        );
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes metrics-server", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"schemas": schemas},
     })
+}
+
+/// `/openapi/v3`: the group-version's document with its URL, `hash` changing with the document (upstream's
+/// upper-case hex digest; any stable digest serves clients, which only compare it).
+pub fn openapi_v3_index() -> Value {
+    let doc = openapi_v3().to_string();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in doc.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    json!({"paths": {format!("apis/{GROUP}/{VERSION}"): {"serverRelativeURL": format!("/openapi/v3/apis/{GROUP}/{VERSION}?hash={h:016X}")}}})
 }
 
 /// RFC 3339 at second precision, as `metav1.Time` marshals.
@@ -292,5 +335,52 @@ impl Api {
     /// Observes how old served metrics are (`metrics_server_api_metric_freshness_seconds`).
     fn observe_freshness(&self, t: &TimeInfo) {
         self.metrics.metric_freshness.observe((now_nanos() - t.timestamp).max(0) as f64 / 1e9);
+    }
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use super::*;
+
+    /// Every `$ref` of a document names one of its schemas.
+    fn dangling(doc: &Value, prefix: &str, schemas: &serde_json::Map<String, Value>) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![doc];
+        while let Some(v) = stack.pop() {
+            match v {
+                Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                        let name = r.strip_prefix(prefix).unwrap_or(r);
+                        if !schemas.contains_key(name) {
+                            out.push(r.to_string());
+                        }
+                    }
+                    stack.extend(m.values());
+                }
+                Value::Array(a) => stack.extend(a),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn documents_are_self_contained_with_kinds_and_operations() {
+        let v3 = openapi_v3();
+        let schemas = v3["components"]["schemas"].as_object().unwrap();
+        assert_eq!(dangling(&v3, "#/components/schemas/", schemas), Vec::<String>::new());
+        let node = &schemas["io.k8s.metrics.pkg.apis.metrics.v1beta1.NodeMetrics"];
+        assert_eq!(node["x-kubernetes-group-version-kind"][0]["kind"], "NodeMetrics");
+        assert!(
+            schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"].get("ownerReferences").is_some()
+        );
+        let pods = &v3["paths"]["/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"]["get"];
+        assert_eq!(pods["x-kubernetes-action"], "list");
+        assert_eq!(pods["x-kubernetes-group-version-kind"]["kind"], "PodMetricsList");
+        let v2 = openapi_v2();
+        assert_eq!(dangling(&v2, "#/definitions/", v2["definitions"].as_object().unwrap()), Vec::<String>::new());
+        let index = openapi_v3_index();
+        let url = index["paths"]["apis/metrics.k8s.io/v1beta1"]["serverRelativeURL"].as_str().unwrap();
+        assert!(url.starts_with("/openapi/v3/apis/metrics.k8s.io/v1beta1?hash="), "{url}");
     }
 }
