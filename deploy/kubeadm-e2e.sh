@@ -2,7 +2,9 @@
 # End to end: a one-node cluster made with `kubeadm init`, as a user makes it on a fresh machine (without systemd,
 # kubeadm starts the kubelet through /usr/libexec/kubeadm/kubelet-run.sh), then used with kubectl: the static-pod
 # control plane Ready, the control-plane taint removed, CoreDNS and kube-proxy (nftables) running, a Deployment
-# exposed as a Service answering by name from a busybox pod, `kubeadm token create --print-join-command`,
+# exposed as a Service answering by name from a busybox pod, admission webhooks and a CRD conversion webhook served by
+# a pod of upstream's agnhost image (refusals, two-stage mutation, `kubectl attach` refused on CONNECT, failurePolicy
+# Fail and Ignore with the webhook down, v1 <-> v2 conversion), `kubeadm token create --print-join-command`,
 # `kubeadm certs check-expiration`; `kubeadm certs renew all` then the control plane restarted (manifests moved out
 # and back) serving the new certificate; a reconfiguration as the kubeadm documentation shows (an apiServer extra
 # argument edited in `kubeadm-config` applied with `kubeadm init phase control-plane apiserver --config`, a field of
@@ -49,6 +51,7 @@ cleanup() {
   set +e
   [ "$status" = 0 ] || diagnose
   step "cleaning up"
+  [ -n "${ip_forward_before:-}" ] && sysctl -qw net.ipv4.ip_forward="$ip_forward_before"
   if [ -x /usr/bin/kubeadm ]; then
     /usr/bin/kubeadm reset -f --cri-socket=unix:///run/containerd/containerd.sock >"$work/reset.log" 2>&1
   fi
@@ -73,6 +76,9 @@ trap cleanup EXIT
 # Test traffic stays on this machine: the cluster CIDRs go nowhere but to local routes.
 ip route replace blackhole "$POD_CIDR"
 ip route replace blackhole "$SERVICE_CIDR"
+# kubeadm's prerequisite (its installation guide): IPv4 packet forwarding; the value before is put back at cleanup.
+ip_forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
+sysctl -qw net.ipv4.ip_forward=1
 
 step "installing the binaries from $BIN_DIR (as deploy/install.sh does)"
 for b in kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy cluster-dns network-policy; do
@@ -109,7 +115,7 @@ fi
 
 step "building and importing the images (control plane included)"
 BIN_DIR=$BIN_DIR CLUSTER_DNS_BIN=$BIN_DIR/cluster-dns \
-  bash deploy/images/build.sh "$work/images" --import --control-plane --only pause,busybox,coredns,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy
+  bash deploy/images/build.sh "$work/images" --import --control-plane --only pause,busybox,coredns,agnhost,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy
 
 step "kubeadm init"
 start=$(date +%s%N)
@@ -162,6 +168,152 @@ for i in $(seq 1 20); do
 done
 $answered || fail "no answer from the Service by name: $out"
 echo "the Service answered: $(echo "$out" | grep '^web-')"
+
+step "admission webhooks and a CRD conversion webhook served by a pod (upstream's agnhost image)"
+# The webhooks' serving certificate, from a CA of the test's own (its bundle goes into the configurations).
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/wh-ca.key" -out "$work/wh-ca.crt" -days 1 \
+  -subj "/CN=e2e-webhook-ca" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$work/wh.key" -out "$work/wh.csr" -subj "/CN=e2e-webhook.default.svc" 2>/dev/null
+printf 'subjectAltName=DNS:e2e-webhook.default.svc,DNS:e2e-webhook.default.svc.cluster.local\n' >"$work/wh.ext"
+openssl x509 -req -in "$work/wh.csr" -CA "$work/wh-ca.crt" -CAkey "$work/wh-ca.key" -CAcreateserial \
+  -out "$work/wh.crt" -days 1 -extfile "$work/wh.ext" 2>/dev/null
+kubectl create secret tls e2e-webhook --cert="$work/wh.crt" --key="$work/wh.key"
+ca=$(base64 -w0 "$work/wh-ca.crt")
+kubectl apply -f - <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: e2e-webhook}
+spec:
+  selector: {matchLabels: {app: e2e-webhook}}
+  template:
+    metadata: {labels: {app: e2e-webhook}}
+    spec:
+      volumes: [{name: certs, secret: {secretName: e2e-webhook}}]
+      containers:
+      - name: webhook
+        image: registry.k8s.io/e2e-test-images/agnhost:2.53
+        args: [webhook, --tls-cert-file=/certs/tls.crt, --tls-private-key-file=/certs/tls.key, --alsologtostderr, -v=4, --port=8443]
+        volumeMounts: [{name: certs, mountPath: /certs, readOnly: true}]
+        readinessProbe: {httpGet: {scheme: HTTPS, path: /readyz, port: 8443}, periodSeconds: 1}
+      - name: converter
+        image: registry.k8s.io/e2e-test-images/agnhost:2.53
+        args: [crd-conversion-webhook, --tls-cert-file=/certs/tls.crt, --tls-private-key-file=/certs/tls.key, --port=9443]
+        volumeMounts: [{name: certs, mountPath: /certs, readOnly: true}]
+        readinessProbe: {httpGet: {scheme: HTTPS, path: /readyz, port: 9443}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: e2e-webhook}
+spec:
+  selector: {app: e2e-webhook}
+  ports: [{name: webhook, port: 443, targetPort: 8443}, {name: converter, port: 9443, targetPort: 9443}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: webhook-e2e, labels: {e2e-webhooks: "on"}}
+EOF
+kubectl rollout status deployment/e2e-webhook --timeout=120s
+# hook NAME PATH OPERATIONS RESOURCES [FAILURE_POLICY]: one webhook on the agnhost Service for the test namespace.
+hook() {
+  printf -- '- name: %s\n  clientConfig: {service: {namespace: default, name: e2e-webhook, path: %s}, caBundle: %s}\n  rules: [{operations: [%s], apiGroups: [""], apiVersions: [v1], resources: [%s]}]\n  namespaceSelector: {matchLabels: {e2e-webhooks: "on"}}\n  failurePolicy: %s\n  sideEffects: None\n  admissionReviewVersions: [v1, v1beta1]\n  timeoutSeconds: 5\n' \
+    "$1" "$2" "$ca" "$3" "$4" "${5:-Fail}"
+}
+kubectl apply -f - <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: e2e-deny}
+webhooks:
+$(hook deny-configmaps.k8s.io /configmaps 'CREATE, UPDATE' configmaps)
+$(hook deny-pods.k8s.io /pods CREATE pods)
+$(hook deny-attaching-pod.k8s.io /pods/attach CONNECT pods/attach)
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: e2e-mutate}
+webhooks:
+$(hook adding-configmap-data-stage-1.k8s.io /mutating-configmaps CREATE configmaps)
+$(hook adding-configmap-data-stage-2.k8s.io /mutating-configmaps CREATE configmaps)
+EOF
+# The configurations take effect once the apiserver's watch brings them: retry the first refusal.
+refused=""
+for i in $(seq 1 50); do
+  if ! refused=$(kubectl -n webhook-e2e create configmap "bad-$i" --from-literal=webhook-e2e-test=webhook-disallow 2>&1); then break; fi
+  refused=""; sleep 0.2
+done
+echo "$refused" | grep -q 'admission webhook "deny-configmaps.k8s.io" denied the request: the configmap contains unwanted key and value' \
+  || fail "the validating webhook did not refuse: $refused"
+kubectl -n webhook-e2e create configmap staged --from-literal=mutation-start=yes
+[ "$(kubectl -n webhook-e2e get configmap staged -o jsonpath='{.data.mutation-stage-1}/{.data.mutation-stage-2}')" = "yes/yes" ] \
+  || fail "the mutating webhooks did not add both stages: $(kubectl -n webhook-e2e get configmap staged -o yaml)"
+out=$(kubectl -n webhook-e2e run disallowed --image=docker.io/library/busybox:1.36 --overrides='{"spec":{"containers":[{"name":"webhook-disallow","image":"docker.io/library/busybox:1.36"}]}}' 2>&1) \
+  && fail "a pod with an unwanted container name was created"
+echo "$out" | grep -q "the pod contains unwanted container name" || fail "pod refusal: $out"
+# upstream's "should be able to deny attaching pod": kubectl attach -i to container1 is refused by a CONNECT webhook.
+kubectl -n webhook-e2e run to-be-attached-pod --image=docker.io/library/busybox:1.36 --restart=Never \
+  --overrides='{"spec":{"containers":[{"name":"container1","image":"docker.io/library/busybox:1.36","command":["sleep","600"],"stdin":true}]}}'
+kubectl -n webhook-e2e wait --for=condition=Ready pod/to-be-attached-pod --timeout=120s
+out=$(kubectl -n webhook-e2e attach to-be-attached-pod -i -c=container1 </dev/null 2>&1) && fail "attach was not refused"
+echo "$out" | grep -q "attaching to pod 'to-be-attached-pod' is not allowed" || fail "attach refusal: $out"
+echo "webhooks served by the agnhost pod: refused, mutated in two stages, pod and attach refused"
+
+# The webhook down (no ready endpoint): failurePolicy Fail refuses, Ignore lets writes through.
+kubectl scale deployment/e2e-webhook --replicas=0
+for _ in $(seq 1 120); do [ -z "$(kubectl get pods -l app=e2e-webhook -o name)" ] && break; sleep 0.5; done
+[ -z "$(kubectl get pods -l app=e2e-webhook -o name)" ] || fail "the webhook pods did not go away"
+out=$(kubectl -n webhook-e2e create configmap while-down --from-literal=a=b 2>&1) && fail "Fail let a write through: $out"
+echo "$out" | grep -q 'failed calling webhook "adding-configmap-data-stage-1.k8s.io"' || fail "down webhook: $out"
+for c in validatingwebhookconfiguration/e2e-deny mutatingwebhookconfiguration/e2e-mutate; do
+  n=$(kubectl get "$c" -o jsonpath='{.webhooks[*].name}' | wc -w)
+  patch=$(for i in $(seq 0 $((n - 1))); do printf '{"op":"replace","path":"/webhooks/%s/failurePolicy","value":"Ignore"},' "$i"; done)
+  kubectl patch "$c" --type=json -p "[${patch%,}]"
+done
+ok=false
+for _ in $(seq 1 50); do
+  kubectl -n webhook-e2e create configmap while-down --from-literal=a=b >/dev/null 2>&1 && { ok=true; break; }
+  sleep 0.2
+done
+$ok || fail "failurePolicy Ignore did not let the write through"
+kubectl scale deployment/e2e-webhook --replicas=1
+kubectl rollout status deployment/e2e-webhook --timeout=120s
+
+# A CRD with two versions and a conversion webhook (upstream's CRD conversion e2e: v1 hostPort <-> v2 host, port).
+kubectl apply -f - <<EOF
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: e2e-test-crds.stable.example.com}
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names: {plural: e2e-test-crds, singular: e2e-test-crd, kind: E2eTestCrd, listKind: E2eTestCrdList}
+  versions:
+  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+  - {name: v2, served: true, storage: false, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+  conversion:
+    strategy: Webhook
+    webhook:
+      clientConfig: {service: {namespace: default, name: e2e-webhook, path: /crdconvert, port: 9443}, caBundle: $ca}
+      conversionReviewVersions: [v1, v1beta1]
+EOF
+kubectl wait --for=condition=Established crd/e2e-test-crds.stable.example.com --timeout=60s
+ok=false
+for _ in $(seq 1 50); do
+  printf 'apiVersion: stable.example.com/v1\nkind: E2eTestCrd\nmetadata: {name: cr1, namespace: webhook-e2e}\nhostPort: "localhost:7070"\n' \
+    | kubectl apply -f - >/dev/null 2>&1 && { ok=true; break; }
+  sleep 0.2
+done
+$ok || fail "could not create the v1 custom resource"
+v2=$(kubectl -n webhook-e2e get e2e-test-crds.v2.stable.example.com cr1 -o jsonpath='{.apiVersion} {.host} {.port} {.hostPort}')
+[ "$v2" = "stable.example.com/v2 localhost 7070 " ] || fail "the v1 object read as v2: '$v2'"
+printf 'apiVersion: stable.example.com/v2\nkind: E2eTestCrd\nmetadata: {name: cr2, namespace: webhook-e2e}\nhost: example\nport: "8080"\n' | kubectl apply -f -
+v1=$(kubectl -n webhook-e2e get e2e-test-crds.v1.stable.example.com cr2 -o jsonpath='{.apiVersion} {.hostPort}')
+[ "$v1" = "stable.example.com/v1 example:8080" ] || fail "the v2 object read as v1: '$v1'"
+[ "$(kubectl -n webhook-e2e get e2e-test-crds.v2.stable.example.com -o name | wc -l)" = 2 ] || fail "the v2 list"
+echo "conversion webhook in a pod: v1 -> v2 '$v2', v2 -> v1 '$v1'"
+kubectl delete validatingwebhookconfiguration e2e-deny
+kubectl delete mutatingwebhookconfiguration e2e-mutate
+kubectl delete crd e2e-test-crds.stable.example.com
+kubectl delete namespace webhook-e2e --wait=false
+kubectl delete deployment/e2e-webhook service/e2e-webhook secret/e2e-webhook
 
 step "token and certificates"
 kubeadm token create --print-join-command | grep -q "^kubeadm join " || fail "token create --print-join-command"

@@ -84,6 +84,7 @@ cleanup() {
   local rc=$?
   set +e
   step "cleaning up"
+  [ -n "${ip_forward_before:-}" ] && sysctl -qw net.ipv4.ip_forward="$ip_forward_before"
   if [ "$rc" != 0 ]; then
     [ -n "${KJ_PAUSE:-}" ] && { echo "paused for $KJ_PAUSE s"; sleep "$KJ_PAUSE"; }
     echo "--- the host's kubelet log (tail)"; tail -30 /var/log/kubelet.log 2>/dev/null
@@ -123,6 +124,9 @@ step "the worker's network namespace $WORKER, the veth $VETH_HOST <-> eth0"
 # has no default route at all, only its link.
 ip route replace blackhole "$POD_CIDR"
 ip route replace blackhole "$SERVICE_CIDR"
+# kubeadm's prerequisite (its installation guide): IPv4 packet forwarding; the value before is put back at cleanup.
+ip_forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
+sysctl -qw net.ipv4.ip_forward=1
 node_net "$WORKER" "$WORKER_IP/30" "$VETH_HOST"
 ip addr add "$HOST_IP/30" dev "$VETH_HOST"
 

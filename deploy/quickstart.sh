@@ -60,6 +60,10 @@ step "building and importing the images (what kubeadm config images list names, 
 BIN_DIR=target/release bash deploy/images/build.sh /var/lib/kube-images --import --control-plane \
   --address /run/containerd/containerd.sock
 
+step "enabling IPv4 packet forwarding (/etc/sysctl.d/k8s.conf, as kubeadm's installation guide does)"
+echo "net.ipv4.ip_forward = 1" > /etc/sysctl.d/k8s.conf
+sysctl -qw net.ipv4.ip_forward=1
+
 export KUBECONFIG=/etc/kubernetes/admin.conf
 if [ -f /etc/kubernetes/admin.conf ] && [ -f /var/lib/kubelet/config.yaml ]; then
   step "already initialized: starting the kubelet (it starts the static-pod control plane)"

@@ -12,6 +12,9 @@
 #   registry.k8s.io/metrics-server/metrics-server:v0.8.0
 #                                   metrics-server (the release binary and its shared libraries) as /metrics-server,
 #                                   the resource metrics add-on of deploy/metrics-server.yaml
+#   registry.k8s.io/e2e-test-images/agnhost:2.53
+#                                   agnhost's `webhook` and `crd-conversion-webhook` servers (the e2e crate's agnhost
+#                                   binary and its libraries as /agnhost), for webhooks served by pods in tests
 # and with --control-plane the rest of what `kubeadm config images list` names, to run kubeadm's static pods and
 # add-ons (each binary stripped, with the shared libraries it loads, in /usr/local/bin as upstream's images have it):
 #   registry.k8s.io/kube-apiserver:v1.33.0, registry.k8s.io/kube-controller-manager:v1.33.0,
@@ -20,11 +23,11 @@
 #                                           its xtables modules, conntrack, ip)
 #   registry.k8s.io/etcd:3.5.21-0           Debian's etcd-server and etcd-client (etcd, etcdctl)
 # cluster-dns is taken from $CLUSTER_DNS_BIN, else target/release/cluster-dns (skipped with a warning when missing),
-# metrics-server from $BIN_DIR/metrics-server likewise;
+# metrics-server and agnhost from $BIN_DIR likewise;
 # the control-plane binaries from $BIN_DIR (default target/release; cargo build --release -p <component>). A
 # component image is rebuilt only when its tarball is older than its binary or this script.
 # Usage: deploy/images/build.sh [OUT_DIR] [--import [--address SOCKET]] [--control-plane] [--only NAME,...]
-#   --only builds (and imports) just the named images: pause, busybox, coredns, dnsutils, metrics-server,
+#   --only builds (and imports) just the named images: pause, busybox, coredns, dnsutils, metrics-server, agnhost,
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd.
 # A user's own image tarball (docker save or OCI layout) loads the same way:
 #   ctr -n k8s.io images import my-image.tar
@@ -48,7 +51,7 @@ want() {
     case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac
   fi
   case "$1" in
-    pause | busybox | coredns | dnsutils | metrics-server) return 0 ;;
+    pause | busybox | coredns | dnsutils | metrics-server | agnhost) return 0 ;;
     *) $control_plane ;;
   esac
 }
@@ -241,6 +244,25 @@ else
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
   # Upstream's image: ENTRYPOINT ["/metrics-server"], run as a non-root user.
   oci_image registry.k8s.io/metrics-server/metrics-server v0.8.0 "$root" '["/metrics-server"]' 'null'
+  rm -rf "$root"
+fi
+fi
+if want agnhost; then
+echo "==> agnhost"
+ag_bin=$bin_dir/agnhost
+if [ ! -x "$ag_bin" ]; then
+  echo "warning: no agnhost binary ($ag_bin; cargo build -p e2e --bin agnhost): its image is not built" >&2
+elif fresh "$out/agnhost-2.53.tar" "$ag_bin"; then
+  built+=("$out/agnhost-2.53.tar"); echo "up to date: $out/agnhost-2.53.tar"
+else
+  root=$(mktemp -d)
+  copy_with_libs "$root" "$ag_bin"
+  mv "$root$ag_bin" "$root/agnhost"
+  find "$root" -depth -type d -empty -delete 2>/dev/null || true
+  strip "$root/agnhost" 2>/dev/null || true
+  passwd "$root"
+  # Upstream's image: ENTRYPOINT ["/agnhost"]; manifests name the subcommand in args.
+  oci_image registry.k8s.io/e2e-test-images/agnhost 2.53 "$root" '["/agnhost"]' 'null'
   rm -rf "$root"
 fi
 fi

@@ -4,6 +4,9 @@
 //! Tests drive it with the real kubectl through an admin kubeconfig. With `Spec::services`, kube-proxy (nftables
 //! mode) and cluster DNS run too: the DNS server listens on the node's bridge address behind the `kube-dns`
 //! Service (a selector-less Service whose EndpointSlice points at it), as pods reach CoreDNS through kube-proxy.
+//! [`agnhost`] is the webhook half of upstream's e2e test image, built as the `agnhost` binary.
+
+pub mod agnhost;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -72,7 +72,7 @@ fn answer(path: &str, review: &Value) -> Option<Value> {
 
 /// agnhost's `denySpecificAttachment`: attaching to `to-be-attached-pod`'s `container1` with stdin is refused;
 /// a review that is not a CONNECT of `pods/attach` with a `PodAttachOptions` object is an error answer.
-fn deny_specific_attachment(review: &Value, uid: Value) -> Value {
+pub fn deny_specific_attachment(review: &Value, uid: Value) -> Value {
     let req = &review["request"];
     let allowed = json!({"uid": uid, "allowed": true});
     if req["name"] != "to-be-attached-pod" {
@@ -96,7 +96,7 @@ fn deny_specific_attachment(review: &Value, uid: Value) -> Value {
 }
 
 /// A ConversionReview's response: v1 `spec.hostPort` <-> v2 `spec.host` + `spec.port`.
-fn convert_answer(review: &Value, fail: bool) -> Value {
+pub fn convert_answer(review: &Value, fail: bool) -> Value {
     let uid = review.pointer("/request/uid").cloned().unwrap_or(Value::Null);
     if fail {
         return json!({"uid": uid, "result": {"status": "Failure", "message": "the converter refuses"}});
