@@ -5,7 +5,8 @@
 #      kubelet packages do (deploy/install.sh: /usr/bin/kubeadm, /usr/bin/kubelet, ...);
 #   3. configures and starts containerd (CRI, cgroupfs, the bridge CNI plugins), then builds every image offline
 #      (deploy/images/build.sh --control-plane) and imports it;
-#   4. `kubeadm init`: certificates in /etc/kubernetes/pki, kubeconfigs, the static-pod control plane on the
+#   4. IPv4 packet forwarding on (/etc/sysctl.d/k8s.conf), then `kubeadm init`: certificates in /etc/kubernetes/pki,
+#      kubeconfigs, the static-pod control plane on the
 #      embedded store, the kubelet (under systemd when it is PID 1, otherwise through
 #      /usr/libexec/kubeadm/kubelet-run.sh), bootstrap tokens, and the kube-proxy and CoreDNS add-ons;
 #   5. as upstream's docs say for a one-machine cluster: admin.conf copied to ~/.kube/config and the control-plane
