@@ -185,19 +185,31 @@ pub async fn serve(
             if let Some(rv) = rv {
                 p["metadata"] = json!({"resourceVersion": rv});
             }
-            let scaled = match managed_fields {
-                Some(m) => {
-                    p["metadata"]["managedFields"] = m;
-                    let fm = crate::fieldmanager::current().map(|f| crate::fieldmanager::Request { apply: true, ..f });
-                    let body = p.to_string();
-                    let patch = reg.patch(res, ns, name, None, PatchType::Merge, body.as_bytes(), dry_run(q));
-                    match fm {
-                        Some(fm) => crate::fieldmanager::scope(fm, patch).await?,
-                        None => patch.await?,
-                    }
-                }
-                None => reg.patch(res, ns, name, None, PatchType::Merge, p.to_string().as_bytes(), dry_run(q)).await?,
+            // Admission sees the write as a Scale update of the subresource (upstream's scale REST).
+            let shown: Arc<dyn Fn(&Value) -> Value + Send + Sync> = match custom.clone() {
+                Some(paths) => Arc::new(move |o: &Value| custom_scale(&paths, o)),
+                None => Arc::new(move |o: &Value| to_scale(res, o)),
             };
+            let scale = crate::admission::ScaleView { view: shown, replicas: dotted_pointer(&path) };
+            let write = async {
+                Ok::<_, ApiError>(match managed_fields {
+                    Some(m) => {
+                        p["metadata"]["managedFields"] = m;
+                        let fm =
+                            crate::fieldmanager::current().map(|f| crate::fieldmanager::Request { apply: true, ..f });
+                        let body = p.to_string();
+                        let patch = reg.patch(res, ns, name, None, PatchType::Merge, body.as_bytes(), dry_run(q));
+                        match fm {
+                            Some(fm) => crate::fieldmanager::scope(fm, patch).await?,
+                            None => patch.await?,
+                        }
+                    }
+                    None => {
+                        reg.patch(res, ns, name, None, PatchType::Merge, p.to_string().as_bytes(), dry_run(q)).await?
+                    }
+                })
+            };
+            let scaled = crate::admission::SCALE.scope(scale, write).await?;
             Ok(encode_response(StatusCode::OK, &view(&scaled), out.encoding))
         }
         "binding" => {

@@ -447,3 +447,105 @@ async fn connect_admission_and_equivalent_versions() {
     })
     .await;
 }
+
+/// Upstream's scale REST admits a scale request as an update of the `scale` subresource whose objects are
+/// `autoscaling/v1` Scales: a webhook on `deployments/scale` sees `kubectl scale`, may refuse it, and a mutating
+/// one's change of `spec.replicas` reaches the Deployment; a webhook on `deployments` alone is not called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_requests_are_admitted_as_scales() {
+    let server = WebhookServer::start(&["webhook.default.svc"]).await;
+    let api = TestApiserver::start().await;
+    let c = &api.client;
+    c.api("", "v1", "namespaces")
+        .unwrap()
+        .create(&json!({"metadata": {"name": "wh", "labels": {"webhooks": "on"}}}))
+        .await
+        .unwrap();
+    c.api("", "v1", "services")
+        .unwrap()
+        .namespaced("default")
+        .create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443}]}}))
+        .await
+        .unwrap();
+    c.api("", "v1", "endpoints")
+        .unwrap()
+        .namespaced("default")
+        .create(&json!({"metadata": {"name": "webhook"}, "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": server.port}]}]}))
+        .await
+        .unwrap();
+    let deployments = c.api("apps", "v1", "deployments").unwrap().namespaced("wh");
+    deployments
+        .create(&json!({"metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}))
+        .await
+        .unwrap();
+    let apps_hook = |name: &str, path: &str, resources: &[&str]| {
+        let mut h = hook(&server, name, path, &["UPDATE"], resources);
+        h["rules"][0]["apiGroups"] = json!(["apps"]);
+        h
+    };
+    configuration(
+        &api,
+        "validatingwebhookconfigurations",
+        "scale",
+        vec![
+            apps_hook("scale.example.com", "/allow", &["deployments/scale"]),
+            apps_hook("parent.example.com", "/disallowReason", &["deployments"]),
+        ],
+    )
+    .await;
+    let scale_path = "/apis/apps/v1/namespaces/wh/deployments/web/scale";
+    let put = async |replicas: i64| {
+        let body = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web", "namespace": "wh"}, "spec": {"replicas": replicas}});
+        send(c, Method::PUT, scale_path, Some((Bytes::from(body.to_string()), "application/json"))).await.unwrap()
+    };
+    let mut replicas = 1;
+    until("the scale webhook is called", async || {
+        replicas += 1;
+        let r = put(replicas).await;
+        assert_eq!(r.status(), 200, "the webhook on deployments is not asked about a scale");
+        server.take_calls().iter().any(|c| c.path == "/allow")
+    })
+    .await;
+    let r = put(7).await;
+    assert_eq!(r.status(), 200);
+    let calls = server.take_calls();
+    assert_eq!(calls.len(), 1, "only the deployments/scale webhook: {calls:?}");
+    let req = &calls[0].review["request"];
+    assert_eq!(req["kind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));
+    assert_eq!(req["resource"], json!({"group": "apps", "version": "v1", "resource": "deployments"}));
+    assert_eq!(req["subResource"], "scale");
+    assert_eq!(req["operation"], "UPDATE");
+    assert_eq!((req["object"]["kind"].as_str(), req["object"]["spec"]["replicas"].as_i64()), (Some("Scale"), Some(7)));
+    assert_eq!(req["oldObject"]["spec"]["replicas"].as_i64(), Some(replicas));
+
+    // A refusing webhook on the subresource refuses the scale and nothing changes.
+    configuration(
+        &api,
+        "validatingwebhookconfigurations",
+        "scale",
+        vec![apps_hook("scale.example.com", "/disallowReason", &["deployments/scale"])],
+    )
+    .await;
+    until("the scale is refused", async || put(9).await.status() == 403).await;
+    assert_eq!(deployments.get("web").await.unwrap()["spec"]["replicas"], 7);
+
+    // A mutating webhook on the subresource sets the replicas the Deployment gets.
+    c.api("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations")
+        .unwrap()
+        .delete("scale", None)
+        .await
+        .unwrap();
+    configuration(
+        &api,
+        "mutatingwebhookconfigurations",
+        "scale-to-two",
+        vec![apps_hook("two.example.com", "/scaleToTwo", &["deployments/scale"])],
+    )
+    .await;
+    until("the mutating webhook sets 2 replicas", async || {
+        let r = put(5).await;
+        r.status() == 200 && deployments.get("web").await.unwrap()["spec"]["replicas"] == 2
+    })
+    .await;
+}

@@ -161,8 +161,13 @@ async fn kubectl_policies_deny_warn_and_read_params() {
     k.apply_ok(&replicaset("vap-e2e", "non-replicated", 1)).await;
     k.apply_ok(&deployment("other", "marker", 1)).await;
     // An update is checked too.
-    let out = k.run(&["scale", "deployment", "-n", "vap-e2e", "replicated", "--replicas=1"], None).await;
+    let out =
+        k.run(&["patch", "deployment", "-n", "vap-e2e", "replicated", "-p", r#"{"spec":{"replicas":1}}"#], None).await;
     assert!(!out.status.success() && stderr(&out).contains("denied request: failed expression"), "{}", stderr(&out));
+    // `kubectl scale` writes the scale subresource, which a rule naming `deployments` alone does not cover (as
+    // upstream: the policy would name `deployments/scale`).
+    let out = k.run(&["scale", "deployment", "-n", "vap-e2e", "replicated", "--replicas=1"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // A Warn binding: the write passes, kubectl shows the warning.
     let warn_policy = policy_yaml(

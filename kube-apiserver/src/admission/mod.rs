@@ -74,14 +74,41 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    /// The kind of the request's object when it concerns `res` (the request's resource or one it matched as):
-    /// the options kind of a connect request (`PodExecOptions`), else the resource's kind.
-    pub fn kind_of(&self, res: &Resource) -> &'static str {
-        match self.operation {
-            Operation::Connect => connect::options_kind(res.plural, self.subresource).unwrap_or(res.kind),
-            _ => res.kind,
+    /// The group, version and kind of the request's object when it concerns `res` (the request's resource or one
+    /// it matched as): `v1` options of a connect request (`PodExecOptions`), `autoscaling/v1` `Scale` for the
+    /// scale subresource, else the resource's own.
+    pub fn kind_of(&self, res: &Resource) -> (&'static str, &'static str, &'static str) {
+        match (self.operation, self.subresource) {
+            (Operation::Connect, sub) => match connect::options_kind(res.plural, sub) {
+                Some(kind) => ("", "v1", kind),
+                None => (res.group, res.version, res.kind),
+            },
+            (_, "scale") => ("autoscaling", "v1", "Scale"),
+            _ => (res.group, res.version, res.kind),
         }
     }
+}
+
+tokio::task_local! {
+    /// Set around the write a `scale` subresource request makes to its workload: admission webhooks and policies
+    /// see that write as upstream's scale REST shows it to them, a `Scale` update of the subresource.
+    pub static SCALE: ScaleView;
+}
+
+/// How a workload shows as its `Scale`, and where the Scale's `spec.replicas` goes back.
+#[derive(Clone)]
+pub struct ScaleView {
+    pub view: Arc<dyn Fn(&Value) -> Value + Send + Sync>,
+    /// The workload's replicas as a JSON pointer (`/spec/replicas`, or a CRD's specReplicasPath).
+    pub replicas: String,
+}
+
+/// The scale view of the write being admitted, when it is the write of a scale request.
+fn scale_view(r: &Request<'_>) -> Option<ScaleView> {
+    if !r.subresource.is_empty() || r.operation != Operation::Update {
+        return None;
+    }
+    SCALE.try_with(Clone::clone).ok()
 }
 
 /// Admission of the writes of API requests, called by the registry: the built-in validating plugins, then the
@@ -179,21 +206,29 @@ impl Validating for Plugins {
         Ok(())
     }
 
-    /// ValidatingAdmissionPolicy, the validating webhooks, then ResourceQuota (upstream's plugin order).
+    /// ValidatingAdmissionPolicy, the validating webhooks, then ResourceQuota (upstream's plugin order). The
+    /// write of a scale request goes to policies and webhooks as a `Scale` update of the subresource.
     fn validate_webhooks<'a>(&'a self, r: &'a Request<'a>) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
         let server = self.server.upgrade()?;
-        let policies = server.policies.candidates(&*server, r);
-        let webhooks = server.webhooks.validating_candidates(&*server, r);
+        let scale = scale_view(r);
+        let dynamic = Request { subresource: if scale.is_some() { "scale" } else { r.subresource }, ..*r };
+        let policies = server.policies.candidates(&*server, &dynamic);
+        let webhooks = server.webhooks.validating_candidates(&*server, &dynamic);
         let quotas = resourcequota::candidates(&server, r);
         if policies.is_none() && webhooks.is_none() && quotas.is_none() {
             return None;
         }
         Some(Box::pin(async move {
+            let views = scale.map(|s| (r.object.map(|o| (s.view)(o)), r.old.map(|o| (s.view)(o))));
+            let dynamic = match &views {
+                Some((object, old)) => Request { object: object.as_ref(), old: old.as_ref(), ..dynamic },
+                None => dynamic,
+            };
             if let Some(snap) = policies {
-                server.policies.validate(&*server, snap, r).await?;
+                server.policies.validate(&*server, snap, &dynamic).await?;
             }
             if let Some(snap) = webhooks {
-                server.webhooks.validate(&*server, snap, r).await?;
+                server.webhooks.validate(&*server, snap, &dynamic).await?;
             }
             // ResourceQuota is the last validating plugin, as upstream orders it: only what passed everything else
             // is charged.
@@ -210,8 +245,28 @@ impl Validating for Plugins {
         object: Option<&'a mut Value>,
     ) -> Option<webhook::BoxFuture<'a, Result<(), ApiError>>> {
         let server = self.server.upgrade()?;
-        let snap = server.webhooks.mutating_candidates(&*server, r)?;
-        Some(Box::pin(async move { server.webhooks.mutate(&*server, snap, r, object).await }))
+        let Some(scale) = scale_view(r) else {
+            let snap = server.webhooks.mutating_candidates(&*server, r)?;
+            return Some(Box::pin(async move { server.webhooks.mutate(&*server, snap, r, object).await }));
+        };
+        // A scale request's write: the webhooks mutate the Scale, whose replicas go back to the workload.
+        let probe = Request { subresource: "scale", ..*r };
+        let snap = server.webhooks.mutating_candidates(&*server, &probe)?;
+        Some(Box::pin(async move {
+            let Some(object) = object else { return Ok(()) };
+            let old = r.old.map(|o| (scale.view)(o));
+            let mut scaled = (scale.view)(object);
+            let before = scaled["spec"]["replicas"].clone();
+            let sr = Request { subresource: "scale", old: old.as_ref(), ..*r };
+            server.webhooks.mutate(&*server, snap, &sr, Some(&mut scaled)).await?;
+            let after = &scaled["spec"]["replicas"];
+            if *after != before
+                && let Some(at) = object.pointer_mut(&scale.replicas)
+            {
+                *at = after.clone();
+            }
+            Ok(())
+        }))
     }
 }
 

@@ -77,12 +77,16 @@ pub fn request(r: &Request<'_>, matched: &Resource) -> Json {
         (n, _) => n,
     };
     let res = r.resource;
+    let gvk = |res: &Resource| {
+        let (group, version, kind) = r.kind_of(res);
+        json!({"group": group, "version": version, "kind": kind})
+    };
     json!({
         "uid": "",
-        "kind": {"group": matched.group, "version": matched.version, "kind": r.kind_of(matched)},
+        "kind": gvk(matched),
         "resource": {"group": matched.group, "version": matched.version, "resource": matched.plural},
         "subResource": r.subresource,
-        "requestKind": {"group": res.group, "version": res.version, "kind": r.kind_of(res)},
+        "requestKind": gvk(res),
         "requestResource": {"group": res.group, "version": res.version, "resource": res.plural},
         "requestSubResource": r.subresource,
         "name": name,

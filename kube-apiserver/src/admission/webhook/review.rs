@@ -116,7 +116,10 @@ pub fn request_body(
     old: Option<&Value>,
 ) -> Result<Vec<u8>, String> {
     let res: &Resource = r.resource;
-    let gvk = |res: &Resource| Gvk { group: res.group, version: res.version, kind: r.kind_of(res) };
+    let gvk = |res: &Resource| {
+        let (group, version, kind) = r.kind_of(res);
+        Gvk { group, version, kind }
+    };
     let gvr = |res: &Resource| Gvr { group: res.group, version: res.version, resource: res.plural };
     let user: &UserInfo = r.user;
     // On create the name may still be empty (generateName); upstream sends the one the object has then.

@@ -1,7 +1,7 @@
 //! An admission webhook server for tests and benchmarks, on 127.0.0.1 (upstream's `webhook/testing/
 //! webhook_server.go`): HTTPS with a serving certificate from its own CA, one behaviour per path (`/allow`,
 //! `/disallow`, `/disallowReason`, `/shouldNotBeCalled`, `/internalErr`, `/nilResponse`, `/addLabel`,
-//! `/removeLabel`, `/invalidMutation`, `/noop`, `/warn`, `/slow`, `/denySpecificAttachment`), answering in the AdmissionReview version it was
+//! `/removeLabel`, `/invalidMutation`, `/noop`, `/warn`, `/slow`, `/denySpecificAttachment`, `/scaleToTwo`), answering in the AdmissionReview version it was
 //! asked in and recording every call; and a CRD conversion webhook (`/convert`, the converter of upstream's
 //! conversion e2e test: `spec.hostPort` "host:port" in v1, `spec.host` and `spec.port` in v2; `/convertFail`
 //! answers a failed review).
@@ -64,6 +64,7 @@ fn answer(path: &str, review: &Value) -> Option<Value> {
         }
         "/removeLabel" => patch(r#"[{"op": "remove", "path": "/metadata/labels/remove"}]"#),
         "/addLabel" => patch(r#"[{"op": "add", "path": "/metadata/labels/added", "value": "test"}]"#),
+        "/scaleToTwo" => patch(r#"[{"op": "replace", "path": "/spec/replicas", "value": 2}]"#),
         "/invalidMutation" => patch(r#"[{"op": "add", "CORRUPTED_KEY":}]"#),
         "/denySpecificAttachment" => return Some(deny_specific_attachment(review, uid)),
         _ => return None,
