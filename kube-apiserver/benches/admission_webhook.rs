@@ -51,18 +51,7 @@ async fn main() {
     let api = TestApiserver::start().await;
     let c = &api.client;
     c.api("", "v1", "namespaces").unwrap().create(&json!({"metadata": {"name": "bench"}})).await.unwrap();
-    c.api("", "v1", "services")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443}]}}))
-        .await
-        .unwrap();
-    c.api("", "v1", "endpoints")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": server.port}]}]}))
-        .await
-        .unwrap();
+    server.expose(c).await.unwrap();
     let configs = c.api("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations").unwrap();
 
     let mut none = creates(&api, "none", n).await;

@@ -76,18 +76,7 @@ async fn webhooks_mutate_validate_fail_and_warn() {
         .create(&json!({"metadata": {"name": "wh", "labels": {"webhooks": "on"}}}))
         .await
         .unwrap();
-    c.api("", "v1", "services")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443, "targetPort": 8443}]}}))
-        .await
-        .unwrap();
-    c.api("", "v1", "endpoints")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": server.port}]}]}))
-        .await
-        .unwrap();
+    server.expose(c).await.unwrap();
     let cms = c.api("", "v1", "configmaps").unwrap().namespaced("wh");
 
     // A mutating webhook adds a label on create and on update (patch included).
@@ -337,18 +326,7 @@ async fn connect_admission_and_equivalent_versions() {
         .create(&json!({"metadata": {"name": "wh", "labels": {"webhooks": "on"}}}))
         .await
         .unwrap();
-    c.api("", "v1", "services")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443}]}}))
-        .await
-        .unwrap();
-    c.api("", "v1", "endpoints")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": server.port}]}]}))
-        .await
-        .unwrap();
+    server.expose(c).await.unwrap();
     c.api("", "v1", "pods")
         .unwrap()
         .namespaced("wh")
@@ -461,18 +439,7 @@ async fn scale_requests_are_admitted_as_scales() {
         .create(&json!({"metadata": {"name": "wh", "labels": {"webhooks": "on"}}}))
         .await
         .unwrap();
-    c.api("", "v1", "services")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443}]}}))
-        .await
-        .unwrap();
-    c.api("", "v1", "endpoints")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": server.port}]}]}))
-        .await
-        .unwrap();
+    server.expose(c).await.unwrap();
     let deployments = c.api("apps", "v1", "deployments").unwrap().namespaced("wh");
     deployments
         .create(&json!({"metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},

@@ -572,18 +572,7 @@ async fn webhook_match_conditions() {
         .create(&json!({"metadata": {"name": "wh", "labels": {"webhooks": "on"}}}))
         .await
         .unwrap();
-    c.api("", "v1", "services")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443, "targetPort": 8443}]}}))
-        .await
-        .unwrap();
-    c.api("", "v1", "endpoints")
-        .unwrap()
-        .namespaced("default")
-        .create(&json!({"metadata": {"name": "webhook"}, "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": server.port}]}]}))
-        .await
-        .unwrap();
+    server.expose(c).await.unwrap();
     let mutating = c.api("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations").unwrap();
     let validating = c.api("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations").unwrap();
     let cms = c.api("", "v1", "configmaps").unwrap().namespaced("wh");

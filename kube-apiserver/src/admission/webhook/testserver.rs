@@ -223,6 +223,19 @@ impl WebhookServer {
     }
 
     /// `caBundle` for a webhook configuration: the CA, base64.
+    /// Puts the server behind Service `default/webhook` (port 443) and its Endpoints, as a webhook's `service`
+    /// client config names it, on the apiserver `client` talks to.
+    pub async fn expose(&self, client: &client::Client) -> client::Result<()> {
+        let services = client.api("", "v1", "services")?.namespaced("default");
+        services.create(&json!({"metadata": {"name": "webhook"}, "spec": {"ports": [{"port": 443}]}})).await?;
+        let endpoints = client.api("", "v1", "endpoints")?.namespaced("default");
+        endpoints
+            .create(&json!({"metadata": {"name": "webhook"},
+                "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": self.port}]}]}))
+            .await?;
+        Ok(())
+    }
+
     pub fn ca_bundle(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
     }
