@@ -24,7 +24,9 @@
 //!
 //! Creates are charged by the apiserver's ResourceQuota admission, which raises `status.used` at once; this
 //! controller recounts a namespace when usage may have gone down (upstream's replenishment: deletes, pods turning
-//! terminal, Services and claims changing what they use), when a quota's spec changes, and every 5 minutes.
+//! terminal, Services and claims changing what they use), when a quota's spec changes, and every 5 minutes. A
+//! recount that would lower `status.used` is made again from lists of the apiserver, as the informers may not have
+//! seen an object admission has just charged.
 //!
 //! Deliberate gaps: counts of resources other than those above are listed from the apiserver and refreshed every 30 s
 //! rather than watched; a resource no evaluator knows still shows in `status.used` (as 0).
@@ -246,18 +248,65 @@ impl ResourceQuota {
         let ns = runtime::namespace(&quota).to_string();
         let hard: Map<String, Value> =
             quota.pointer("/spec/hard").and_then(Value::as_object).cloned().unwrap_or_default();
-        let in_ns = |i: &Informer| i.store().list_by(|o| runtime::namespace(o) == ns);
         let scopes = scope_requirements(&quota);
-        let mut counts: Vec<(&str, usize)> = Vec::new();
-        let mut extra: Vec<(String, usize)> = Vec::new();
-        let mut listed = false;
+        let old = quota.get("status").cloned().unwrap_or(json!({}));
+        let (mut all, listed) = self.count(&ns, &hard, &scopes, false).await?;
+        // The informers may not have seen yet what the apiserver's admission has just charged (an object created a
+        // moment ago): a recount that would lower `status.used` is confirmed from the apiserver itself, so a stale
+        // cache never undoes a charge.
+        let lowered = hard.keys().any(|k| {
+            let before = old.get("used").and_then(|u| u.get(k)).and_then(Value::as_str).and_then(Quantity::parse);
+            before.is_some_and(|b| all.get(k).copied().unwrap_or_default().milli < b.milli)
+        });
+        if lowered {
+            all = self.count(&ns, &hard, &scopes, true).await?.0;
+        }
+        let mut used = Map::new();
+        for k in hard.keys() {
+            let q = all.get(k).copied().unwrap_or_default();
+            used.insert(k.clone(), json!(q.format()));
+        }
+        let status = json!({"hard": hard, "used": used});
+        let same = old.get("hard") == status.get("hard") && old.get("used") == status.get("used");
+        if !same {
+            let mut updated = (*quota).clone();
+            updated["status"] = status;
+            let api = self.ctx.api("", "v1", "resourcequotas").namespaced(&ns);
+            match api.replace_status(runtime::name(&quota), &updated).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(404) => return Ok(Action::Done),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(if listed { Action::RequeueAfter(Duration::from_secs(30)) } else { Action::Done })
+    }
+
+    /// The namespace's usage (every evaluator's, masked to `hard` by the caller) from the informers' caches, or with
+    /// `live` from lists of the apiserver; and whether resources without an informer were listed.
+    async fn count(
+        &self,
+        ns: &str,
+        hard: &Map<String, Value>,
+        scopes: &[Value],
+        live: bool,
+    ) -> Result<(BTreeMap<String, Quantity>, bool), BoxError> {
+        let objects = async |i: &Informer, plural: &str| -> Result<Vec<Arc<Value>>, BoxError> {
+            if !live {
+                return Ok(i.store().list_by(|o| runtime::namespace(o) == ns));
+            }
+            let list = self.ctx.api("", "v1", plural).namespaced(ns).list(&Default::default()).await?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            Ok(items.into_iter().map(Arc::new).collect())
+        };
+        let mut counts: Vec<(String, usize)> = Vec::new();
         // A scoped quota counts pods only: nothing else to count or list.
         let counted: &[(&str, Informer)] = if scopes.is_empty() { &self.counted } else { &[] };
         for (name, inf) in counted {
-            let n = in_ns(inf).len();
-            counts.push((name, n));
-            extra.push((format!("count/{name}"), n));
+            let n = objects(inf, name).await?.len();
+            counts.push((name.to_string(), n));
+            counts.push((format!("count/{name}"), n));
         }
+        let mut listed = false;
         // Other `count/...` resources: listed.
         for k in hard.keys().filter(|_| scopes.is_empty()) {
             let known = [
@@ -276,7 +325,7 @@ impl ResourceQuota {
             let builtin =
                 api_types::resources::RESOURCES.iter().find(|r| r.group == group && r.plural == plural && r.namespaced);
             let api = match builtin {
-                Some(res) => self.ctx.api(res.group, res.version, res.plural).namespaced(&ns),
+                Some(res) => self.ctx.api(res.group, res.version, res.plural).namespaced(ns),
                 None => {
                     // `count/<plural>.<group>` of a custom resource: its preferred version from discovery.
                     let found = self.ctx.client.discover_resources().await?;
@@ -284,36 +333,18 @@ impl ResourceQuota {
                     else {
                         continue;
                     };
-                    self.ctx.client.api_dynamic(&d.group, &d.version, &d.plural, &d.kind, true).namespaced(&ns)
+                    self.ctx.client.api_dynamic(&d.group, &d.version, &d.plural, &d.kind, true).namespaced(ns)
                 }
             };
             let list = api.list(&Default::default()).await?;
-            extra.push((k.clone(), list["items"].as_array().map_or(0, Vec::len)));
+            counts.push((k.clone(), list["items"].as_array().map_or(0, Vec::len)));
             listed = true;
         }
-        let extra_refs: Vec<(&str, usize)> = extra.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-        counts.extend(extra_refs);
-        let now = Timestamp::now();
-        let all = usage(&in_ns(&self.pods), &in_ns(&self.services), &in_ns(&self.pvcs), &counts, &scopes, now);
-        let mut used = Map::new();
-        for k in hard.keys() {
-            let q = all.get(k).copied().unwrap_or_default();
-            used.insert(k.clone(), json!(q.format()));
-        }
-        let old = quota.get("status").cloned().unwrap_or(json!({}));
-        let status = json!({"hard": hard, "used": used});
-        let same = old.get("hard") == status.get("hard") && old.get("used") == status.get("used");
-        if !same {
-            let mut updated = (*quota).clone();
-            updated["status"] = status;
-            let api = self.ctx.api("", "v1", "resourcequotas").namespaced(&ns);
-            match api.replace_status(runtime::name(&quota), &updated).await {
-                Ok(_) => {}
-                Err(e) if e.code() == Some(404) => return Ok(Action::Done),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(if listed { Action::RequeueAfter(Duration::from_secs(30)) } else { Action::Done })
+        let counts: Vec<(&str, usize)> = counts.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        let pods = objects(&self.pods, "pods").await?;
+        let services = objects(&self.services, "services").await?;
+        let pvcs = objects(&self.pvcs, "persistentvolumeclaims").await?;
+        Ok((usage(&pods, &services, &pvcs, &counts, scopes, Timestamp::now()), listed))
     }
 }
 
