@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 
 use futures_util::StreamExt;
+use runtime::transform::{items, retain, retain_in};
 use runtime::watcher::{Config as WatchConfig, Event, Watcher};
 use serde_json::Value;
 use tokio::task::AbortHandle;
@@ -78,25 +79,6 @@ pub struct State {
     pub pods_by_ip: HashMap<IpAddr, Vec<(String, String)>>,
     pod_ips: HashMap<String, IpAddr>,
     pub namespaces: HashSet<String>,
-}
-
-/// Keeps only `keys` of an object (anything else is left as it is).
-fn retain(v: &mut Value, keys: &[&str]) {
-    if let Some(map) = v.as_object_mut() {
-        map.retain(|k, _| keys.contains(&k.as_str()));
-    }
-}
-
-/// [`retain`] on the object at `v[key]`, when there is one.
-fn retain_in(v: &mut Value, key: &str, keys: &[&str]) {
-    if let Some(inner) = v.get_mut(key) {
-        retain(inner, keys);
-    }
-}
-
-/// The items of the array at `v[key]` (none when absent).
-fn items<'a>(v: &'a mut Value, key: &str) -> &'a mut [Value] {
-    v.get_mut(key).and_then(Value::as_array_mut).map(Vec::as_mut_slice).unwrap_or_default()
 }
 
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {

@@ -291,6 +291,41 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// What the EndpointSlice informer keeps of an object (`server::slim_endpoint_slice`) gives the same endpoints
+    /// as the whole object, and keeps the service name and the change's trigger time.
+    #[test]
+    fn slimmed_slices_give_the_same_endpoints() {
+        let full = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-abc", "namespace": "ns", "uid": "u", "resourceVersion": "9", "generation": 3,
+                         "labels": {LABEL_SERVICE_NAME: "web", "endpointslice.kubernetes.io/managed-by": "x"},
+                         "annotations": {ANNOTATION_LAST_CHANGE_TRIGGER_TIME: "2030-01-01T00:00:00Z", "a": "b"},
+                         "ownerReferences": [{"name": "web"}], "managedFields": [{"manager": "m"}]},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.1.0.1"], "conditions": {"ready": true, "serving": true, "terminating": false},
+                 "hostname": "web-0", "nodeName": "node-a", "zone": "z1", "hints": {"forZones": [{"name": "z1"}]},
+                 "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "ns", "uid": "p"}},
+                {"addresses": ["10.1.0.2"], "conditions": {"ready": false, "serving": true, "terminating": true},
+                 "nodeName": "node-b"},
+                {"addresses": ["10.1.0.3"]}
+            ],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}]
+        });
+        let mut slim = full.clone();
+        crate::server::slim_endpoint_slice(&mut slim);
+        let service = ServiceName { namespace: "ns".into(), name: "web".into() };
+        let parsed = parse_slice(&full, "node-a", &service);
+        assert_eq!(parsed.values().map(Vec::len).sum::<usize>(), 3);
+        assert_eq!(parse_slice(&slim, "node-a", &service), parsed);
+        assert_eq!(slim["metadata"]["labels"], json!({LABEL_SERVICE_NAME: "web"}));
+        assert_eq!(
+            slim["metadata"]["annotations"],
+            json!({ANNOTATION_LAST_CHANGE_TRIGGER_TIME: "2030-01-01T00:00:00Z"})
+        );
+        assert!(slim["endpoints"][0].get("targetRef").is_none() && slim["metadata"].get("ownerReferences").is_none());
+    }
+
     fn slice(name: &str, svc: &str, port_name: &str, proto: &str, port: u16, eps: Value) -> Value {
         json!({"metadata": {"namespace": "ns", "name": name, "labels": {LABEL_SERVICE_NAME: svc},
                             "annotations": {ANNOTATION_LAST_CHANGE_TRIGGER_TIME: jiff::Timestamp::now().to_string()}},

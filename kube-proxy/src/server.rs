@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use client::Client;
 use ipnetwork::IpNetwork;
+use runtime::informer::strip_managed_fields;
+use runtime::transform::{items, retain, retain_in};
 use runtime::{InformerParams, Notification, SharedInformerFactory};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::boundedfrequencyrunner::BoundedFrequencyRunner;
 use crate::config::{LocalMode, ProxyConfig, ProxyMode};
+use crate::endpointschangetracker::{ANNOTATION_LAST_CHANGE_TRIGGER_TIME, LABEL_SERVICE_NAME};
 use crate::exec::Exec;
 use crate::healthcheck::{self, ProxierHealthServer, Reply, ServiceHealthServer};
 use crate::iptables::IptablesProxier;
@@ -55,7 +58,7 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     pub service_health: Option<Arc<ServiceHealthServer>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    factory: SharedInformerFactory,
+    factories: [SharedInformerFactory; 3],
 }
 
 impl Running {
@@ -64,7 +67,9 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.factory.shutdown();
+        for f in &self.factories {
+            f.shutdown();
+        }
     }
 }
 
@@ -299,19 +304,25 @@ pub async fn start(ctx: Context, stop: watch::Receiver<bool>) -> Result<Running,
         providers.push((provider, runner));
     }
 
-    // Only the trackers read these objects: their managed fields are left out of the stores (as upstream's
-    // kube-proxy informers do not need them), most of a small Service's or EndpointSlice's size.
-    let factory = SharedInformerFactory::with_transform(
-        ctx.client.clone(),
-        runtime::watcher::Config::default(),
-        runtime::informer::strip_managed_fields,
-    );
+    // Only the trackers read these objects: each is cut down as it arrives to the fields they read (client-go's
+    // informer transforms; upstream's kube-proxy drops managed fields), so 10,000 Services with their
+    // EndpointSlices are not held whole. The Node keeps all but its managed fields (labels, taints, addresses).
+    let transformed = |t| SharedInformerFactory::with_transform(ctx.client.clone(), Default::default(), t);
+    let factories = [transformed(slim_service), transformed(slim_endpoint_slice), transformed(strip_managed_fields)];
     let selector = format!("!{LABEL_SERVICE_PROXY_NAME},!{LABEL_HEADLESS}");
-    let services = factory.informer_for("", "v1", "services", InformerParams::all().labels(&selector))?;
-    let slices =
-        factory.informer_for("discovery.k8s.io", "v1", "endpointslices", InformerParams::all().labels(&selector))?;
-    let nodes =
-        factory.informer_for("", "v1", "nodes", InformerParams::all().fields(&format!("metadata.name={hostname}")))?;
+    let services = factories[0].informer_for("", "v1", "services", InformerParams::all().labels(&selector))?;
+    let slices = factories[1].informer_for(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        InformerParams::all().labels(&selector),
+    )?;
+    let nodes = factories[2].informer_for(
+        "",
+        "v1",
+        "nodes",
+        InformerParams::all().fields(&format!("metadata.name={hostname}")),
+    )?;
     let (mut svc_events, mut slice_events, mut node_events) =
         (services.subscribe(), slices.subscribe(), nodes.subscribe());
     let providers = Arc::new(providers);
@@ -367,6 +378,58 @@ pub async fn start(ctx: Context, stop: watch::Receiver<bool>) -> Result<Running,
         metrics_addr: bound_metrics,
         service_health: Some(service_health),
         tasks,
-        factory,
+        factories,
     })
+}
+
+/// The fields of a Service that the service change tracker reads (`serviceport::service_ports`).
+pub fn slim_service(v: &mut Value) {
+    retain(v, &["metadata", "spec", "status"]);
+    retain_in(v, "metadata", &["name", "namespace", "uid", "resourceVersion"]);
+    retain_in(
+        v,
+        "spec",
+        &[
+            "type",
+            "clusterIP",
+            "clusterIPs",
+            "externalIPs",
+            "loadBalancerSourceRanges",
+            "sessionAffinity",
+            "sessionAffinityConfig",
+            "externalTrafficPolicy",
+            "internalTrafficPolicy",
+            "healthCheckNodePort",
+            "ports",
+        ],
+    );
+    if let Some(spec) = v.get_mut("spec") {
+        for p in items(spec, "ports") {
+            retain(p, &["name", "protocol", "port", "nodePort"]);
+        }
+    }
+    retain_in(v, "status", &["loadBalancer"]);
+    if let Some(lb) = v.get_mut("status").and_then(|s| s.get_mut("loadBalancer")) {
+        retain(lb, &["ingress"]);
+        for i in items(lb, "ingress") {
+            retain(i, &["ip", "ipMode"]);
+        }
+    }
+}
+
+/// The fields of an EndpointSlice that the endpoints change tracker reads (`parse_slice` and the trigger time).
+pub fn slim_endpoint_slice(v: &mut Value) {
+    retain(v, &["metadata", "addressType", "endpoints", "ports"]);
+    retain_in(v, "metadata", &["name", "namespace", "uid", "resourceVersion", "labels", "annotations"]);
+    if let Some(meta) = v.get_mut("metadata") {
+        retain_in(meta, "labels", &[LABEL_SERVICE_NAME]);
+        retain_in(meta, "annotations", &[ANNOTATION_LAST_CHANGE_TRIGGER_TIME]);
+    }
+    for e in items(v, "endpoints") {
+        retain(e, &["addresses", "conditions", "nodeName", "hints"]);
+        retain_in(e, "conditions", &["ready", "serving", "terminating"]);
+    }
+    for p in items(v, "ports") {
+        retain(p, &["name", "protocol", "port"]);
+    }
 }

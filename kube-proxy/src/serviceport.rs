@@ -238,6 +238,42 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// What the Service informer keeps of an object (`server::slim_service`) gives the same ports as the whole
+    /// object, for every field the ports are made of.
+    #[test]
+    fn slimmed_services_give_the_same_ports() {
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u", "resourceVersion": "7", "labels": {"app": "web"},
+                         "annotations": {"a": "b"}, "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1", "fd00::1"],
+                     "ipFamilies": ["IPv4", "IPv6"], "selector": {"app": "web"},
+                     "externalIPs": ["192.0.2.1"], "loadBalancerSourceRanges": ["198.51.100.0/24"],
+                     "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+                     "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local", "healthCheckNodePort": 32000,
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"},
+                               {"name": "dns", "port": 53, "nodePort": 30053, "protocol": "UDP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1", "ipMode": "VIP", "ports": [{"port": 80}]},
+                                                    {"ip": "203.0.113.2", "ipMode": "Proxy"}]},
+                       "conditions": []}
+        });
+        let mut slim = svc.clone();
+        crate::server::slim_service(&mut slim);
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let ports = service_ports(&svc, family);
+            assert_eq!(ports.len(), 2);
+            assert_eq!(service_ports(&slim, family), ports);
+        }
+        let ports = service_ports(&slim, IpFamily::V4);
+        assert_eq!(
+            (ports[0].node_port, ports[0].health_check_node_port, ports[0].sticky_max_age_seconds),
+            (30080, 32000, Some(60))
+        );
+        assert_eq!(ports[0].load_balancer_vips, ["203.0.113.1".parse::<IpAddr>().unwrap()]);
+        assert!(slim["metadata"].get("managedFields").is_none() && slim["spec"].get("selector").is_none());
+        assert!(slim["spec"]["ports"][0].get("targetPort").is_none() && slim["status"].get("conditions").is_none());
+    }
+
     #[test]
     fn ports_of_a_service() {
         let svc = json!({

@@ -24,6 +24,7 @@ pub mod events;
 pub mod informer;
 pub mod leader_election;
 pub mod reflector;
+pub mod transform;
 pub mod watcher;
 pub mod workqueue;
 
