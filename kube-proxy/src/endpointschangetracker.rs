@@ -167,16 +167,7 @@ impl EndpointsChangeTracker {
     /// Records an EndpointSlice add or update (or delete, with `remove`). True when the Service has changes
     /// pending afterwards (so a sync is due).
     pub fn endpoint_slice_update(&self, slice: &Value, remove: bool) -> bool {
-        if slice.get("addressType").and_then(Value::as_str) != Some(self.family.address_type()) {
-            return false;
-        }
-        let Some(svc) =
-            slice.pointer("/metadata/labels").and_then(|l| l.get(LABEL_SERVICE_NAME)).and_then(Value::as_str)
-        else {
-            tracing::debug!(slice = %runtime::object_key(slice), "EndpointSlice without a service-name label");
-            return false;
-        };
-        let service = ServiceName { namespace: runtime::namespace(slice).to_string(), name: svc.to_string() };
+        let Some(service) = self.service_of(slice) else { return false };
         let slice_name = runtime::name(slice).to_string();
         let data = (!remove).then(|| parse_slice(slice, &self.hostname, &service));
         let mut inner = self.inner();
@@ -202,6 +193,49 @@ impl EndpointsChangeTracker {
             }
         }
         changed
+    }
+
+    /// The Service of a slice of this tracker's family (None: another family, or no service-name label).
+    fn service_of(&self, slice: &Value) -> Option<ServiceName> {
+        if slice.get("addressType").and_then(Value::as_str) != Some(self.family.address_type()) {
+            return None;
+        }
+        let Some(svc) =
+            slice.pointer("/metadata/labels").and_then(|l| l.get(LABEL_SERVICE_NAME)).and_then(Value::as_str)
+        else {
+            tracing::debug!(slice = %runtime::object_key(slice), "EndpointSlice without a service-name label");
+            return None;
+        };
+        Some(ServiceName { namespace: runtime::namespace(slice).to_string(), name: svc.to_string() })
+    }
+
+    /// A full list of the EndpointSlices (the watch's first list, or a relist after it broke): each is recorded
+    /// as an update, and every slice this tracker knows that the list lacks as deleted (what an informer's
+    /// store would have told apart; the tracker's own state stands in for it). True when a sync is due.
+    pub fn endpoint_slices_listed(&self, slices: &[Value]) -> bool {
+        let listed: BTreeSet<(ServiceName, &str)> =
+            slices.iter().filter_map(|s| Some((self.service_of(s)?, runtime::name(s)))).collect();
+        {
+            let mut inner = self.inner();
+            for (service, tracker) in inner.services.iter_mut() {
+                let known: Vec<String> = (tracker.applied.keys())
+                    .chain(tracker.pending.iter().filter(|(_, d)| d.is_some()).map(|(k, _)| k))
+                    .filter(|name| !listed.contains(&(service.clone(), name.as_str())))
+                    .cloned()
+                    .collect();
+                for name in known {
+                    if tracker.applied.contains_key(&name) {
+                        tracker.pending.insert(name, None);
+                    } else {
+                        tracker.pending.remove(&name);
+                    }
+                }
+            }
+        }
+        for s in slices {
+            self.endpoint_slice_update(s, false);
+        }
+        self.pending() > 0
     }
 
     /// Number of Services with unapplied changes.
@@ -392,5 +426,31 @@ mod tests {
         assert_eq!(r.deleted_udp_endpoints[0].endpoint.to_string(), "10.1.0.3:53");
         assert!(r.newly_active_udp_services.is_empty());
         assert_eq!(local_ready_endpoints(&map).len(), 0);
+    }
+
+    /// A relist stands for what the watch missed: slices it lacks are deleted (applied ones and ones still
+    /// pending), the others updated as usual; a relist that changes nothing leaves nothing pending.
+    #[test]
+    fn a_relist_deletes_the_slices_it_lacks() {
+        let t = EndpointsChangeTracker::new("node1", IpFamily::V4);
+        let a = slice("a-1", "a", "http", "TCP", 80, json!([{"addresses": ["10.1.0.1"]}]));
+        let b = slice("b-1", "b", "http", "TCP", 80, json!([{"addresses": ["10.1.0.2"]}]));
+        let c = slice("c-1", "c", "http", "TCP", 80, json!([{"addresses": ["10.1.0.3"]}]));
+        assert!(t.endpoint_slices_listed(&[a.clone(), b.clone()]));
+        let mut map = EndpointsMap::new();
+        assert_eq!(t.apply(&mut map).updated_services.len(), 2);
+        assert!(!t.endpoint_slices_listed(&[a.clone(), b.clone()]));
+        // c is seen but not applied yet when the watch breaks; the relist has neither b nor c.
+        assert!(t.endpoint_slice_update(&c, false));
+        assert!(t.endpoint_slices_listed(std::slice::from_ref(&a)));
+        let r = t.apply(&mut map);
+        let names: Vec<&str> = r.updated_services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b"]);
+        assert_eq!(map.keys().map(|k| k.service.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(t.pending(), 0);
+        // Slices of another family are not in this tracker's list, and do not delete anything.
+        let mut v6 = b.clone();
+        v6["addressType"] = json!("IPv6");
+        assert!(!t.endpoint_slices_listed(&[a, v6]));
     }
 }

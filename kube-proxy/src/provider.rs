@@ -122,6 +122,17 @@ impl Provider {
         changed && self.queued()
     }
 
+    /// A full list of the EndpointSlices (first list or relist): slices missing from it are deleted. True when a
+    /// sync is due.
+    pub fn on_endpoint_slices_listed(&self, slices: &[Value]) -> bool {
+        let changed = self.endpoints_changes.endpoint_slices_listed(slices);
+        self.metrics.set_pending("endpoint", self.endpoints_changes.pending());
+        if changed {
+            self.metrics.inc("kubeproxy_sync_proxy_rules_endpoint_changes_total");
+        }
+        changed && self.queued()
+    }
+
     /// This node was added or updated (None: deleted). A change of its labels (zone) needs a full sync.
     pub fn on_node(&self, node: Option<&Value>) -> bool {
         if let Some(n) = node
