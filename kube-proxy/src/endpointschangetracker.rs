@@ -22,12 +22,53 @@ pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 /// The annotation carrying the time of the change that triggered a slice update.
 pub const ANNOTATION_LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
-/// What one slice contributes: its ports' endpoints.
-type SliceData = BTreeMap<ServicePortName, Vec<Endpoint>>;
+/// What one slice contributes: its ports' endpoints, by port name (sorted; a slice has few ports, and a `BTreeMap`'s
+/// smallest node holds eleven).
+type SliceData = Vec<(ServicePortName, Vec<Endpoint>)>;
+
+/// The applied slices of one Service by name (a Service has few slices: a `Vec`, not a `BTreeMap` node per Service).
+#[derive(Debug, Default)]
+struct Slices(Vec<(String, SliceData)>);
+
+impl Slices {
+    fn get(&self, name: &str) -> Option<&SliceData> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, d)| d)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn insert(&mut self, name: String, data: SliceData) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, d)) => *d = data,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((name, data));
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| n != name);
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(n, _)| n)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &SliceData> {
+        self.0.iter().map(|(_, d)| d)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Tracker {
-    applied: BTreeMap<String, SliceData>,
+    applied: Slices,
     /// Slice name -> its new data (None: deleted).
     pending: BTreeMap<String, Option<SliceData>>,
 }
@@ -87,7 +128,7 @@ pub struct EndpointsChangeTracker {
 }
 
 fn parse_slice(slice: &Value, hostname: &str, service: &ServiceName) -> SliceData {
-    let mut data = SliceData::new();
+    let mut data: BTreeMap<ServicePortName, Vec<Endpoint>> = BTreeMap::new();
     for port in runtime::array(slice, "/ports") {
         let Some(number) = port.get("port").and_then(Value::as_u64) else { continue };
         let protocol = Protocol::parse(port.get("protocol").and_then(Value::as_str).unwrap_or("TCP"));
@@ -123,11 +164,11 @@ fn parse_slice(slice: &Value, hostname: &str, service: &ServiceName) -> SliceDat
         }
         data.entry(name).or_default().extend(set.into_values());
     }
-    data
+    data.into_iter().collect()
 }
 
 /// The endpoints of one Service from its slices, each port's list sorted by `ip:port` and deduplicated.
-fn merge(slices: &BTreeMap<String, SliceData>) -> EndpointsMap {
+fn merge(slices: &Slices) -> EndpointsMap {
     let mut by_port: BTreeMap<ServicePortName, BTreeMap<String, Endpoint>> = BTreeMap::new();
     for data in slices.values() {
         for (name, eps) in data {
@@ -258,7 +299,7 @@ impl EndpointsChangeTracker {
                 match data {
                     Some(d) => tracker.applied.insert(slice, d),
                     None => tracker.applied.remove(&slice),
-                };
+                }
             }
             let current = merge(&tracker.applied);
             if tracker.applied.is_empty() {
@@ -350,7 +391,7 @@ mod tests {
         crate::server::slim_endpoint_slice(&mut slim);
         let service = ServiceName { namespace: "ns".into(), name: "web".into() };
         let parsed = parse_slice(&full, "node-a", &service);
-        assert_eq!(parsed.values().map(Vec::len).sum::<usize>(), 3);
+        assert_eq!(parsed.iter().map(|(_, eps)| eps.len()).sum::<usize>(), 3);
         assert_eq!(parse_slice(&slim, "node-a", &service), parsed);
         assert_eq!(slim["metadata"]["labels"], json!({LABEL_SERVICE_NAME: "web"}));
         assert_eq!(

@@ -102,9 +102,21 @@ impl Provider {
         st.services_synced && st.endpoint_slices_synced
     }
 
-    /// A Service was added (`old` None), updated or deleted (`new` None). True when a sync is due.
+    /// A Service was added or updated (`new`), or deleted (`new` None, `old` its last state); the change starts from
+    /// the Service as the tracker last saw it. True when a sync is due.
     pub fn on_service(&self, old: Option<&Value>, new: Option<&Value>) -> bool {
         let changed = self.service_changes.update(old, new);
+        self.metrics.set_pending("service", self.service_changes.pending());
+        if changed {
+            self.metrics.inc("kubeproxy_sync_proxy_rules_service_changes_total");
+        }
+        changed && self.queued()
+    }
+
+    /// A full list of the Services (first list or relist): Services missing from it are deleted. True when a sync
+    /// is due.
+    pub fn on_services_listed(&self, services: &[Value]) -> bool {
+        let changed = self.service_changes.services_listed(services);
         self.metrics.set_pending("service", self.service_changes.pending());
         if changed {
             self.metrics.inc("kubeproxy_sync_proxy_rules_service_changes_total");

@@ -60,7 +60,7 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     pub service_health: Option<Arc<ServiceHealthServer>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    factories: [SharedInformerFactory; 2],
+    factory: SharedInformerFactory,
 }
 
 impl Running {
@@ -69,9 +69,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        for f in &self.factories {
-            f.shutdown();
-        }
+        self.factory.shutdown();
     }
 }
 
@@ -306,43 +304,43 @@ pub async fn start(ctx: Context, stop: watch::Receiver<bool>) -> Result<Running,
         providers.push((provider, runner));
     }
 
-    // Only the trackers read these objects: each is cut down as it arrives to the fields they read (client-go's
-    // informer transforms; upstream's kube-proxy drops managed fields), so 10,000 Services with their
-    // EndpointSlices are not held whole. The Node keeps all but its managed fields (labels, taints, addresses).
-    // EndpointSlices need no store at all: the endpoints tracker keeps what each slice contributes, which is all an
-    // update, a delete or a relist needs (at 10,000 Services x 10 endpoints, the store's JSON was ~80 MB).
-    let transformed = |t| SharedInformerFactory::with_transform(ctx.client.clone(), Default::default(), t);
-    let factories = [transformed(slim_service), transformed(strip_managed_fields)];
+    // Only the trackers read Services and EndpointSlices, and they keep what each one contributes (a Service's
+    // ports, a slice's endpoints), which is all an update, a delete or a relist needs: both are watched without an
+    // informer store (at 10,000 Services x 10 endpoints the stores' JSON was ~100 MB), each object cut down as it
+    // arrives to the fields the trackers read (client-go's informer transforms). The Node informer keeps all but
+    // managed fields (labels, taints, addresses).
     let selector = format!("!{LABEL_SERVICE_PROXY_NAME},!{LABEL_HEADLESS}");
-    let services = factories[0].informer_for("", "v1", "services", InformerParams::all().labels(&selector))?;
-    let slices = Watcher::new(
-        ctx.client.api("discovery.k8s.io", "v1", "endpointslices")?,
-        &client::ListParams { label_selector: Some(selector.clone()), ..Default::default() },
-        WatchConfig { transform: Some(slim_endpoint_slice), ..Default::default() },
-    );
-    let nodes = factories[1].informer_for(
-        "",
-        "v1",
-        "nodes",
-        InformerParams::all().fields(&format!("metadata.name={hostname}")),
-    )?;
-    let (mut svc_events, mut node_events) = (services.subscribe(), nodes.subscribe());
+    let watch = |group: &str, plural: &str, slim: runtime::watcher::Transform| -> Result<Watcher, client::Error> {
+        Ok(Watcher::new(
+            ctx.client.api(group, "v1", plural)?,
+            &client::ListParams { label_selector: Some(selector.clone()), ..Default::default() },
+            WatchConfig { transform: Some(slim), ..Default::default() },
+        ))
+    };
+    let services = watch("", "services", slim_service)?;
+    let slices = watch("discovery.k8s.io", "endpointslices", slim_endpoint_slice)?;
+    let factory = SharedInformerFactory::with_transform(ctx.client.clone(), Default::default(), strip_managed_fields);
+    let nodes =
+        factory.informer_for("", "v1", "nodes", InformerParams::all().fields(&format!("metadata.name={hostname}")))?;
+    let mut node_events = nodes.subscribe();
     let providers = Arc::new(providers);
     let feeder_providers = providers.clone();
     let mut feeder_stop = stop.clone();
-    let svc_informer = services.clone();
     tasks.push(tokio::spawn(async move {
         let ps = &feeder_providers;
         let mut initialized = false;
-        let mut slices_listed = false;
+        let (mut services_listed, mut slices_listed) = (false, false);
+        let mut svc_events = std::pin::pin!(services.into_stream());
         let mut slice_events = std::pin::pin!(slices.into_stream());
         loop {
             tokio::select! {
-                Some(n) = svc_events.recv() => match &n {
-                    Notification::Added(s) => dispatch(ps, |p| p.on_service(None, Some(s))),
-                    Notification::Updated { old, new } => dispatch(ps, |p| p.on_service(Some(old), Some(new))),
-                    Notification::Deleted(s) => dispatch(ps, |p| p.on_service(Some(s), None)),
-                    Notification::Resync(_) => {}
+                Some((ev, _)) = svc_events.next() => match &ev {
+                    WatchEvent::Restarted(list) => {
+                        dispatch(ps, |p| p.on_services_listed(list));
+                        services_listed = true;
+                    }
+                    WatchEvent::Applied(s) => dispatch(ps, |p| p.on_service(None, Some(s))),
+                    WatchEvent::Deleted(s) => dispatch(ps, |p| p.on_service(Some(s), None)),
                 },
                 Some((ev, _)) = slice_events.next() => match &ev {
                     WatchEvent::Restarted(list) => {
@@ -361,13 +359,9 @@ pub async fn start(ctx: Context, stop: watch::Receiver<bool>) -> Result<Running,
                 _ = feeder_stop.changed() => return,
                 else => return,
             }
-            // Once both informers listed everything and this loop handed every listed object to the trackers,
-            // sync right away (upstream's OnServiceSynced / OnEndpointSlicesSynced).
-            if !initialized
-                && svc_informer.has_synced()
-                && slices_listed
-                && svc_events.is_empty()
-            {
+            // Once both watches listed everything and this loop handed every listed object to the trackers, sync
+            // right away (upstream's OnServiceSynced / OnEndpointSlicesSynced).
+            if !initialized && services_listed && slices_listed {
                 initialized = true;
                 for (p, runner) in ps.iter() {
                     p.on_services_synced();
@@ -384,7 +378,7 @@ pub async fn start(ctx: Context, stop: watch::Receiver<bool>) -> Result<Running,
         metrics_addr: bound_metrics,
         service_health: Some(service_health),
         tasks,
-        factories,
+        factory,
     })
 }
 
