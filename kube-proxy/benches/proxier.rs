@@ -213,6 +213,7 @@ async fn bench_mode(
     let partial_count = metric(&m, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count").unwrap_or(0.0);
     let rss = rss_mb(pid, "VmRSS:");
     let hwm = rss_mb(pid, "VmHWM:");
+    let (anon, file) = (rss_mb(pid, "RssAnon:"), rss_mb(pid, "RssFile:"));
     drop(child.stdin.take());
     let mut samples: Vec<f64> = Vec::new();
     for l in stdout.lines().map_while(Result::ok) {
@@ -225,7 +226,8 @@ async fn bench_mode(
     println!(
         "{mode:9} services={services} endpoints/service={endpoints}: first full sync {:.3} s (ready {:.1} s after start); \
          endpoint change programmed p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} samples, partial sync mean {:.1} ms); \
-         RSS {:.1} MB after the full sync, {:.1} MB at the end (peak {:.1} MB); {} syncs",
+         RSS {:.1} MB after the full sync, {:.1} MB at the end (anonymous {:.1} MB, file-backed {:.1} MB; peak {:.1} MB); \
+         {} syncs",
         full,
         to_first_sync.as_secs_f64(),
         percentile(&samples, 0.5) * 1000.0,
@@ -235,6 +237,8 @@ async fn bench_mode(
         if partial_count > 0.0 { partial_sum / partial_count * 1000.0 } else { f64::NAN },
         rss_after_sync,
         rss,
+        anon,
+        file,
         hwm,
         syncs
     );

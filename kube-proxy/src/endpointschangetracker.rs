@@ -24,7 +24,8 @@ pub const ANNOTATION_LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/l
 
 /// What one slice contributes: its ports' endpoints, by port name (sorted; a slice has few ports, and a `BTreeMap`'s
 /// smallest node holds eleven).
-type SliceData = Vec<(ServicePortName, Vec<Endpoint>)>;
+/// The endpoints are shared with the merged [`EndpointsMap`], not copied into it.
+type SliceData = Vec<(ServicePortName, Vec<Arc<Endpoint>>)>;
 
 /// The applied slices of one Service by name (a Service has few slices: a `Vec`, not a `BTreeMap` node per Service).
 #[derive(Debug, Default)]
@@ -128,7 +129,7 @@ pub struct EndpointsChangeTracker {
 }
 
 fn parse_slice(slice: &Value, hostname: &str, service: &ServiceName) -> SliceData {
-    let mut data: BTreeMap<ServicePortName, Vec<Endpoint>> = BTreeMap::new();
+    let mut data: BTreeMap<ServicePortName, Vec<Arc<Endpoint>>> = BTreeMap::new();
     for port in runtime::array(slice, "/ports") {
         let Some(number) = port.get("port").and_then(Value::as_u64) else { continue };
         let protocol = Protocol::parse(port.get("protocol").and_then(Value::as_str).unwrap_or("TCP"));
@@ -162,14 +163,14 @@ fn parse_slice(slice: &Value, hostname: &str, service: &ServiceName) -> SliceDat
                 set.insert(key, endpoint);
             }
         }
-        data.entry(name).or_default().extend(set.into_values());
+        data.entry(name).or_default().extend(set.into_values().map(Arc::new));
     }
     data.into_iter().collect()
 }
 
 /// The endpoints of one Service from its slices, each port's list sorted by `ip:port` and deduplicated.
 fn merge(slices: &Slices) -> EndpointsMap {
-    let mut by_port: BTreeMap<ServicePortName, BTreeMap<String, Endpoint>> = BTreeMap::new();
+    let mut by_port: BTreeMap<ServicePortName, BTreeMap<String, Arc<Endpoint>>> = BTreeMap::new();
     for data in slices.values() {
         for (name, eps) in data {
             let set = by_port.entry(name.clone()).or_default();
@@ -184,7 +185,7 @@ fn merge(slices: &Slices) -> EndpointsMap {
     by_port
         .into_iter()
         .map(|(name, set)| {
-            let mut eps: Vec<Arc<Endpoint>> = set.into_values().map(Arc::new).collect();
+            let mut eps: Vec<Arc<Endpoint>> = set.into_values().collect();
             eps.sort_by_key(|e| e.to_string());
             (name, eps)
         })
