@@ -134,12 +134,12 @@ async fn a_second_control_plane_joins_with_the_uploaded_certificates_and_a_new_e
         }
     })
     .await;
-    // What node1's kubelet would have published: the etcd mirror pod with its client URL, and node cp2 registering.
-    api.client
-        .api("", "v1", "pods")
-        .unwrap()
-        .namespaced("kube-system")
-        .create(&json!({
+    // What node1's kubelet would have published: the etcd mirror pod with its client URL (a moment after the join
+    // starts: the join waits for it, as upstream's polls for up to a minute), and node cp2 registering.
+    let pods = api.client.api("", "v1", "pods").unwrap().namespaced("kube-system");
+    let mirror = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        pods.create(&json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "etcd-node1", "namespace": "kube-system",
                 "labels": {"component": "etcd", "tier": "control-plane"},
@@ -150,6 +150,7 @@ async fn a_second_control_plane_joins_with_the_uploaded_certificates_and_a_new_e
         }))
         .await
         .unwrap();
+    });
     api.client
         .api("", "v1", "nodes")
         .unwrap()
@@ -182,6 +183,7 @@ async fn a_second_control_plane_joins_with_the_uploaded_certificates_and_a_new_e
     within(60, "join --control-plane", cmd::run_with(&c2, Command::Join(join))).await.unwrap_or_else(|e| {
         panic!("{e}\n{}", c2.out.text());
     });
+    mirror.await.unwrap();
     let out = c2.out.text();
     for line in [
         "[preflight] Running pre-flight checks before initializing the new control plane instance",

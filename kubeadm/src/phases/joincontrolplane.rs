@@ -76,7 +76,24 @@ pub async fn prepare(ctx: &Context, cfg: &InitConfig, token_client: &client::Cli
 }
 
 /// The client URLs of the etcd members, from the etcd static pods' annotation (upstream's `getEtcdEndpoints`).
+/// While no pod carries it, polled every 500 ms for up to a minute (upstream's `KubernetesAPICallRetryInterval` and
+/// `KubernetesAPICall` timeout): a control plane just started may not have its etcd mirror pod in the API yet.
+/// An API error ends it at once (a `reset` with the API gone does not wait).
 pub async fn etcd_endpoints(c: &client::Client) -> Result<Vec<String>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let urls = etcd_endpoints_once(c).await?;
+        if !urls.is_empty() {
+            return Ok(urls);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Other("could not find any etcd endpoint: no etcd static pod carries the annotation kubeadm.kubernetes.io/etcd.advertise-client-urls".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+async fn etcd_endpoints_once(c: &client::Client) -> Result<Vec<String>> {
     let pods = c
         .api("", "v1", "pods")?
         .namespaced(k::KUBE_SYSTEM)
@@ -97,9 +114,6 @@ pub async fn etcd_endpoints(c: &client::Client) -> Result<Vec<String>> {
         .collect();
     urls.sort();
     urls.dedup();
-    if urls.is_empty() {
-        return Err(Error::Other("could not find any etcd endpoint: no etcd static pod carries the annotation kubeadm.kubernetes.io/etcd.advertise-client-urls".into()));
-    }
     Ok(urls)
 }
 
