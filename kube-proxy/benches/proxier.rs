@@ -1,15 +1,17 @@
 //! kube-proxy at scale, nftables and iptables, in a network namespace of its own: N Services x M endpoints
-//! (default 10,000 x 10) in an in-process apiserver, kube-proxy in a child process (the library, as the binary
-//! runs it, its tools run with `ip netns exec`). Reports the first full sync time, the network programming
-//! latency of single endpoint changes (from the EndpointSlice write, stamped in the
-//! `endpoints.kubernetes.io/last-change-trigger-time` annotation, to `nft`/`iptables-restore` returning, i.e.
-//! the rule in the kernel), and the proxy's RSS. Needs root.
+//! (default 10,000 x 10) in an in-process apiserver, the release `kube-proxy` binary (`KPX_BINARY`, built by
+//! `bench/kube-proxy.sh`) started with `ip netns exec`, reaching the apiserver through a relay the bench listens
+//! with inside the namespace. Reports the first full sync time, the network programming latency of single
+//! endpoint changes (from the EndpointSlice write, stamped in the `endpoints.kubernetes.io/last-change-trigger-time`
+//! annotation, to `nft`/`iptables-restore` returning, i.e. the rule in the kernel; read from the proxy's
+//! "Network programming" debug lines, as upstream logs them), and the proxy's RSS. Needs root.
 //!
 //! `KPX_SERVICES`, `KPX_ENDPOINTS`, `KPX_CHANGES` and `KPX_MODES` (comma-separated) change the run.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -17,11 +19,10 @@ use futures_util::StreamExt;
 use kube_apiserver::testing::TestApiserver;
 use serde_json::{Value, json};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SVC_CIDR: &str = "10.254.0.0/16";
 const POD_CIDR: &str = "10.249.0.0/16";
+const NODE: &str = "kpx-bench-node";
+const METRICS: &str = "127.0.0.1:10249";
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -31,45 +32,77 @@ fn sh(args: &[&str]) -> bool {
     Command::new(args[0]).args(&args[1..]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// The proxy role: kube-proxy against the driver's apiserver until stdin closes, then the latency samples.
-fn proxy_role() {
-    // The daemon's runtime (kube-proxy's main.rs), so its RSS is measured as deployed.
-    runtime::allocator::block_on("kube-proxy", async {
-        runtime::daemon::init_logging();
-        let kubeconfig = std::env::var("KPX_KUBECONFIG").unwrap();
-        let netns = std::env::var("KPX_NETNS").unwrap();
-        let mode = kube_proxy::ProxyMode::parse(&std::env::var("KPX_MODE").unwrap()).unwrap();
-        let client = client::Client::new(&client::Config::from_kubeconfig(&kubeconfig).unwrap()).unwrap();
-        let config = kube_proxy::ProxyConfig {
-            mode,
-            cluster_cidr: vec![POD_CIDR.into()],
-            bind_address: "10.249.255.1".into(),
-            healthz_bind_address: String::new(),
-            metrics_bind_address: std::env::var("KPX_METRICS").unwrap(),
-            ..Default::default()
-        };
-        let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let ctx = kube_proxy::Context {
-            config,
-            client,
-            hostname: "kpx-bench-node".into(),
-            exec: Arc::new(kube_proxy::exec::RealExec::in_netns(&netns)),
-            node_wait: Duration::ZERO,
-        };
-        let running = kube_proxy::server::start(ctx, stop).await.unwrap();
-        let metrics = running.metrics.clone();
-        println!("READY");
-        // Wait for the driver to close stdin.
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut s = String::new();
-            while std::io::stdin().read_line(&mut s).is_ok_and(|n| n > 0) {}
+/// The kube-proxy binary measured: `KPX_BINARY`, or the workspace's release build.
+fn binary() -> std::path::PathBuf {
+    let path = std::env::var_os("KPX_BINARY")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/kube-proxy"));
+    assert!(path.exists(), "{}: build it first (bash bench/kube-proxy.sh does)", path.display());
+    path
+}
+
+/// Runs `f` on a thread that entered the network namespace `netns`: sockets it opens stay in that namespace.
+fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread in netns")
+}
+
+/// Listens on the apiserver's address inside `netns` and relays each connection to the apiserver (in this
+/// namespace), so the proxy uses the kubeconfig and serving certificate as they are.
+async fn relay_apiserver(netns: &str, api: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    let listener = in_netns(netns, move || std::net::TcpListener::bind(api).expect("bind in netns"));
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inside, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outside) = tokio::net::TcpStream::connect(api).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
+                }
+            });
+        }
+    })
+}
+
+/// The proxy's `/metrics`, fetched from inside its namespace.
+async fn scrape(netns: &str) -> String {
+    let netns = netns.to_string();
+    tokio::task::spawn_blocking(move || {
+        in_netns(&netns, || {
+            let Ok(mut s) = std::net::TcpStream::connect(METRICS) else { return String::new() };
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
         })
-        .await;
-        let samples: Vec<f64> = metrics.recent_network_programming().iter().map(Duration::as_secs_f64).collect();
-        println!("SAMPLES {}", serde_json::to_string(&samples).unwrap());
-        let _ = stop_tx.send(true);
-        running.wait().await;
-    });
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The `elapsed` seconds of a "Network programming" log line (ANSI colours removed).
+fn programming_latency(line: &str) -> Option<f64> {
+    if !line.contains("Network programming") {
+        return None;
+    }
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    let rest = &plain[plain.find("elapsed=")? + "elapsed=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 fn kubeconfig(api: &TestApiserver, path: &std::path::Path) {
@@ -106,15 +139,6 @@ fn slice(i: usize, endpoints: usize, shift: usize, trigger: Option<String>) -> V
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-}
-
-async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return String::new() };
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out).await;
-    out
 }
 
 fn rss_mb(pid: u32, field: &str) -> f64 {
@@ -165,28 +189,50 @@ async fn bench_mode(
     assert!(sh(&["ip", "netns", "add", &netns]), "ip netns add");
     let _ns = NetnsGuard(netns.clone());
     sh(&["ip", "-n", &netns, "link", "set", "lo", "up"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let metrics_addr = format!("127.0.0.1:{port}");
+    let api_addr: std::net::SocketAddr =
+        api.config.server.trim_start_matches("https://").trim_end_matches('/').parse().expect("apiserver address");
+    let relay = relay_apiserver(&netns, api_addr).await;
     let start = Instant::now();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("KPX_BENCH_ROLE", "proxy")
-        .env("KPX_KUBECONFIG", dir.join("kubeconfig"))
-        .env("KPX_NETNS", &netns)
-        .env("KPX_MODE", mode)
-        .env("KPX_METRICS", &metrics_addr)
-        .env("RUST_LOG", std::env::var("KPX_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &netns])
+        .arg(binary())
+        .arg(format!("--kubeconfig={}", dir.join("kubeconfig").display()))
+        .args([
+            &format!("--proxy-mode={mode}"),
+            &format!("--hostname-override={NODE}"),
+            &format!("--cluster-cidr={POD_CIDR}"),
+            &format!("--metrics-bind-address={METRICS}"),
+            "--healthz-bind-address=127.0.0.1:10256",
+            // The namespace's conntrack settings are not what is measured: leave them.
+            "--conntrack-max-per-core=0",
+            "--conntrack-tcp-timeout-established=0s",
+            "--conntrack-tcp-timeout-close-wait=0s",
+        ])
+        .env("RUST_LOG", std::env::var("KPX_LOG").unwrap_or_else(|_| "warn,kube_proxy::provider=debug".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // `ip netns exec` execs the proxy: same process.
     let pid = child.id();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "READY");
+    let samples: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let reader = {
+        let samples = samples.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                match programming_latency(&line) {
+                    Some(s) => samples.lock().unwrap().push(s),
+                    None if line.contains("WARN") || line.contains("ERROR") => eprintln!("kube-proxy: {line}"),
+                    None => {}
+                }
+            }
+        })
+    };
     // The first full sync.
     let full = loop {
-        let m = scrape(&metrics_addr).await;
+        let m = scrape(&netns).await;
         if metric(&m, "kubeproxy_sync_full_proxy_rules_duration_seconds_count").unwrap_or(0.0) >= 1.0 {
             break metric(&m, "kubeproxy_sync_full_proxy_rules_duration_seconds_sum").unwrap_or(f64::NAN);
         }
@@ -207,21 +253,18 @@ async fn bench_mode(
         slices.replace(&format!("svc-{i}-abc"), &s).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    let m = scrape(&metrics_addr).await;
+    let m = scrape(&netns).await;
     let syncs = metric(&m, "kubeproxy_sync_proxy_rules_duration_seconds_count").unwrap_or(0.0);
     let partial_sum = metric(&m, "kubeproxy_sync_partial_proxy_rules_duration_seconds_sum").unwrap_or(0.0);
     let partial_count = metric(&m, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count").unwrap_or(0.0);
     let rss = rss_mb(pid, "VmRSS:");
     let hwm = rss_mb(pid, "VmHWM:");
     let (anon, file) = (rss_mb(pid, "RssAnon:"), rss_mb(pid, "RssFile:"));
-    drop(child.stdin.take());
-    let mut samples: Vec<f64> = Vec::new();
-    for l in stdout.lines().map_while(Result::ok) {
-        if let Some(j) = l.strip_prefix("SAMPLES ") {
-            samples = serde_json::from_str(j).unwrap_or_default();
-        }
-    }
+    sh(&["kill", "-TERM", &pid.to_string()]);
     let _ = child.wait();
+    let _ = reader.join();
+    relay.abort();
+    let mut samples = std::mem::take(&mut *samples.lock().unwrap());
     samples.sort_by(f64::total_cmp);
     println!(
         "{mode:9} services={services} endpoints/service={endpoints}: first full sync {:.3} s (ready {:.1} s after start); \
@@ -246,14 +289,17 @@ async fn bench_mode(
 }
 
 fn main() {
-    if std::env::var("KPX_BENCH_ROLE").as_deref() == Ok("proxy") {
-        return proxy_role();
-    }
     // `cargo bench` passes --bench; a plain `cargo test --benches` run passes nothing and should not take minutes.
     if !std::env::args().any(|a| a == "--bench") {
         println!("kube-proxy bench: run with cargo bench -p kube-proxy --bench proxier (needs root)");
         return;
     }
+    let binary = binary();
+    println!(
+        "kube-proxy binary: {} ({:.1} MB)",
+        binary.display(),
+        std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+    );
     let services = env_num("KPX_SERVICES", 10_000);
     let endpoints = env_num("KPX_ENDPOINTS", 10);
     let changes = env_num("KPX_CHANGES", 40);
@@ -266,6 +312,10 @@ fn main() {
         let api = TestApiserver::start_with(&[&format!("--service-cluster-ip-range={SVC_CIDR}")]).await;
         let dir = tempfile::tempdir().unwrap();
         kubeconfig(&api, &dir.path().join("kubeconfig"));
+        // The proxy's Node (its IP and labels), as a kubelet would have registered it.
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.249.255.1"}]}});
+        api.client.api("", "v1", "nodes").unwrap().create(&node).await.unwrap();
         let t = Instant::now();
         let svcs = api.client.api("", "v1", "services").unwrap().namespaced("default");
         let slices = api.client.api("discovery.k8s.io", "v1", "endpointslices").unwrap().namespaced("default");

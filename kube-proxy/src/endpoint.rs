@@ -15,7 +15,34 @@ pub struct Endpoint {
     pub serving: bool,
     pub terminating: bool,
     /// `hints.forZones[].name` (topology-aware routing).
-    pub zone_hints: BTreeSet<String>,
+    pub zone_hints: ZoneHints,
+}
+
+/// An endpoint's zone hints, boxed: almost no endpoint has any, and every endpoint of every Service is kept
+/// (8 bytes here rather than an empty set's 24).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // the box is the point: a thin pointer in every endpoint
+pub struct ZoneHints(Option<Box<BTreeSet<String>>>);
+
+impl ZoneHints {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|z| z.is_empty())
+    }
+
+    pub fn contains(&self, zone: &str) -> bool {
+        self.0.as_ref().is_some_and(|z| z.contains(zone))
+    }
+
+    pub fn insert(&mut self, zone: String) {
+        self.0.get_or_insert_default().insert(zone);
+    }
+}
+
+impl FromIterator<String> for ZoneHints {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        let zones: BTreeSet<String> = iter.into_iter().collect();
+        ZoneHints((!zones.is_empty()).then(|| Box::new(zones)))
+    }
 }
 
 impl Endpoint {

@@ -136,7 +136,7 @@ fn parse_slice(slice: &Value, hostname: &str, service: &ServiceName) -> SliceDat
         let Some(protocol) = protocol else { continue };
         let name = ServicePortName {
             service: service.clone(),
-            port: port.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            port: port.get("name").and_then(Value::as_str).unwrap_or_default().into(),
             protocol,
         };
         let mut set: BTreeMap<String, Endpoint> = BTreeMap::new();
@@ -248,7 +248,7 @@ impl EndpointsChangeTracker {
             tracing::debug!(slice = %runtime::object_key(slice), "EndpointSlice without a service-name label");
             return None;
         };
-        Some(ServiceName { namespace: runtime::namespace(slice).to_string(), name: svc.to_string() })
+        Some(ServiceName::new(runtime::namespace(slice), svc))
     }
 
     /// A full list of the EndpointSlices (the watch's first list, or a relist after it broke): each is recorded
@@ -486,9 +486,9 @@ mod tests {
         assert!(t.endpoint_slice_update(&c, false));
         assert!(t.endpoint_slices_listed(std::slice::from_ref(&a)));
         let r = t.apply(&mut map);
-        let names: Vec<&str> = r.updated_services.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = r.updated_services.iter().map(|s| &*s.name).collect();
         assert_eq!(names, ["b"]);
-        assert_eq!(map.keys().map(|k| k.service.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(map.keys().map(|k| &*k.service.name).collect::<Vec<_>>(), ["a"]);
         assert_eq!(t.pending(), 0);
         // Slices of another family are not in this tracker's list, and do not delete anything.
         let mut v6 = b.clone();

@@ -67,12 +67,7 @@ struct Inner {
     network_programming: Histogram,
     /// Counters and gauges: series (name with labels) -> value.
     series: BTreeMap<String, f64>,
-    /// The last network programming latencies (for benchmarks: the histogram's buckets start at 250 ms).
-    recent_network_programming: std::collections::VecDeque<Duration>,
 }
-
-/// How many network programming latencies [`ProxyMetrics::recent_network_programming`] keeps.
-const RECENT_SAMPLES: usize = 10_000;
 
 /// The metrics of one kube-proxy process (every IP family).
 pub struct ProxyMetrics {
@@ -88,7 +83,6 @@ impl Default for ProxyMetrics {
                 sync_partial: Histogram::new(sync_buckets()),
                 network_programming: Histogram::new(network_programming_buckets()),
                 series: BTreeMap::new(),
-                recent_network_programming: Default::default(),
             }),
         }
     }
@@ -137,17 +131,7 @@ impl ProxyMetrics {
     }
 
     pub fn observe_network_programming(&self, latency: Duration) {
-        let mut m = self.inner();
-        m.network_programming.observe(latency.as_secs_f64());
-        if m.recent_network_programming.len() == RECENT_SAMPLES {
-            m.recent_network_programming.pop_front();
-        }
-        m.recent_network_programming.push_back(latency);
-    }
-
-    /// The last network programming latencies, oldest first.
-    pub fn recent_network_programming(&self) -> Vec<Duration> {
-        self.inner().recent_network_programming.iter().copied().collect()
+        self.inner().network_programming.observe(latency.as_secs_f64());
     }
 
     /// Failed syncs: `kubeproxy_sync_proxy_rules_iptables_restore_failures_total` or

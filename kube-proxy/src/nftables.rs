@@ -131,15 +131,23 @@ macro_rules! cmd {
 struct ElementStorage {
     kind: &'static str,
     name: &'static str,
-    elements: HashMap<String, Element>,
+    elements: HashMap<Box<str>, Element>,
     /// Keys no Service port wants any more, deleted by [`ElementStorage::cleanup_leftover`].
-    leftover: BTreeSet<String>,
+    leftover: BTreeSet<Box<str>>,
 }
 
 #[derive(Debug)]
 struct Element {
-    value: String,
+    /// A hash of the element's value (a verdict such as `goto service-...`): enough to tell a change, in 8 bytes.
+    value: u64,
     refs: u32,
+}
+
+fn value_hash(value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 impl ElementStorage {
@@ -157,17 +165,18 @@ impl ElementStorage {
     fn ensure(&mut self, tx: &mut Tx, key: &str, value: &str, comment: Option<&str>) {
         let comment = comment.map(|c| format!(" comment \"{c}\"")).unwrap_or_default();
         let sep = if value.is_empty() { String::new() } else { format!(" : {value}") };
+        let hash = value_hash(value);
         match self.elements.get_mut(key) {
-            Some(e) if e.value == value => e.refs += 1,
+            Some(e) if e.value == hash => e.refs += 1,
             Some(e) => {
                 cmd!(tx, "delete element {} {} {{ {key} }}", tx.family, self.name);
                 cmd!(tx, "add element {} {} {{ {key}{comment}{sep} }}", tx.family, self.name);
-                e.value = value.to_string();
+                e.value = hash;
                 e.refs += 1;
             }
             None => {
                 cmd!(tx, "add element {} {} {{ {key}{comment}{sep} }}", tx.family, self.name);
-                self.elements.insert(key.to_string(), Element { value: value.to_string(), refs: 1 });
+                self.elements.insert(key.into(), Element { value: hash, refs: 1 });
             }
         }
         self.leftover.remove(key);
@@ -178,7 +187,7 @@ impl ElementStorage {
         if let Some(e) = self.elements.get_mut(key) {
             e.refs = e.refs.saturating_sub(1);
             if e.refs == 0 {
-                self.leftover.insert(key.to_string());
+                self.leftover.insert(key.into());
             }
         }
     }
@@ -203,17 +212,53 @@ enum Map {
     ServiceNodePorts,
 }
 
+/// The Service-level chains a Service port can have, as bits of [`ServiceRecord::chains`] (its chain names are
+/// rebuilt from the port's name when needed rather than kept: at 10,000 Services they were ~10 MB of strings).
+const SERVICE_CHAINS: [(u8, &str); 4] = [(1, "service"), (2, "local"), (4, "external"), (8, "firewall")];
+
 /// What one Service port wrote in its last sync: its chains, affinity sets and map elements, so that a
 /// partial sync rewrites only the Services that changed and removes exactly what they no longer use.
 #[derive(Debug, Default)]
 struct ServiceRecord {
-    chains: Vec<String>,
-    affinity_sets: Vec<String>,
-    elements: Vec<(Map, String)>,
+    /// The Service-level chains written ([`SERVICE_CHAINS`] bits).
+    chains: u8,
+    /// The endpoints given an endpoint chain (and, with session affinity, an affinity set), shared with the
+    /// endpoints map.
+    endpoints: Box<[Arc<Endpoint>]>,
+    affinity: bool,
+    elements: Box<[(Map, Box<str>)]>,
     /// `internalTrafficPolicy: Local` without a local endpoint (for the metrics).
     no_local_internal: bool,
     /// `externalTrafficPolicy: Local` without a local endpoint (for the metrics).
     no_local_external: bool,
+}
+
+impl ServiceRecord {
+    /// The names of the chains this record's Service port wrote: endpoint chains first, as written.
+    fn chain_names(&self, name: &ServicePortName) -> Vec<String> {
+        let mut out: Vec<String> = (self.endpoints.iter())
+            .map(|ep| format!("endpoint-{}", service_port_endpoint_chain_name_base(name, ep)))
+            .collect();
+        if self.chains != 0 {
+            let base = service_port_chain_name_base(name);
+            let written = SERVICE_CHAINS.iter().filter(|(bit, _)| self.chains & bit != 0);
+            out.extend(written.map(|(_, prefix)| format!("{prefix}-{base}")));
+        }
+        out
+    }
+
+    fn chain_count(&self) -> usize {
+        self.endpoints.len() + self.chains.count_ones() as usize
+    }
+
+    /// The names of the affinity sets this record's Service port wrote.
+    fn affinity_sets(&self, name: &ServicePortName) -> Vec<String> {
+        if !self.affinity {
+            return Vec::new();
+        }
+        let base = |ep: &Arc<Endpoint>| service_port_endpoint_chain_name_base(name, ep);
+        self.endpoints.iter().map(|ep| format!("affinity-{}", base(ep))).collect()
+    }
 }
 
 /// One `nft -f` transaction being written.
@@ -572,7 +617,7 @@ impl Proxier for NftProxier {
                 input.services.updated_services.iter().chain(&input.endpoints.updated_services).collect();
             let mut todo = BTreeSet::new();
             for service in changed {
-                let first = ServicePortName { service: service.clone(), port: String::new(), protocol: Protocol::Tcp };
+                let first = ServicePortName { service: service.clone(), port: "".into(), protocol: Protocol::Tcp };
                 let in_map = input.svc_port_map.range(first.clone()..).map(|(k, _)| k);
                 let in_records = self.records.range(first..).map(|(k, _)| k);
                 todo.extend(in_map.take_while(|k| k.service == *service).cloned());
@@ -596,23 +641,34 @@ impl Proxier for NftProxier {
                     self.maps[*map as usize].release(key);
                 }
             }
+            let (old_chains, old_sets) = (old.chain_names(svc_name), old.affinity_sets(svc_name));
             let Some(svc) = input.svc_port_map.get(svc_name) else {
-                unused_chains.extend(old.chains);
-                unused_sets.extend(old.affinity_sets);
+                unused_chains.extend(old_chains);
+                unused_sets.extend(old_sets);
                 continue;
             };
-            let exists = |chain: &str| kernel_chains.contains(chain) || old.chains.iter().any(|c| c == chain);
+            let exists = |chain: &str| kernel_chains.contains(chain) || old_chains.iter().any(|c| c == chain);
             let rec = self.write_service(&mut tx, svc_name, svc, input, &exists);
-            unused_chains.extend(old.chains.into_iter().filter(|c| !rec.chains.contains(c)));
-            unused_sets.extend(old.affinity_sets.into_iter().filter(|s| !rec.affinity_sets.contains(s)));
+            if !old_chains.is_empty() {
+                let chains = rec.chain_names(svc_name);
+                unused_chains.extend(old_chains.into_iter().filter(|c| !chains.contains(c)));
+            }
+            if !old_sets.is_empty() {
+                let sets = rec.affinity_sets(svc_name);
+                unused_sets.extend(old_sets.into_iter().filter(|s| !sets.contains(s)));
+            }
             self.records.insert(svc_name.clone(), rec);
         }
         if !partial {
             // What a previous run (or the records of a failed sync) left in the kernel that no Service wants.
-            let active: BTreeSet<&String> = self.records.values().flat_map(|r| &r.chains).collect();
-            unused_chains.extend(kernel_chains.iter().filter(|c| !active.contains(c)).cloned());
-            let active: BTreeSet<&String> = self.records.values().flat_map(|r| &r.affinity_sets).collect();
-            unused_sets.extend(kernel_sets.iter().filter(|s| !active.contains(s)).cloned());
+            if !kernel_chains.is_empty() {
+                let active: BTreeSet<String> = self.records.iter().flat_map(|(n, r)| r.chain_names(n)).collect();
+                unused_chains.extend(kernel_chains.difference(&active).cloned());
+            }
+            if !kernel_sets.is_empty() {
+                let active: BTreeSet<String> = self.records.iter().flat_map(|(n, r)| r.affinity_sets(n)).collect();
+                unused_sets.extend(kernel_sets.difference(&active).cloned());
+            }
         }
 
         // Chains no Service uses any more: flushed now, deleted a second later (kernels before 6.2 notice late
@@ -654,7 +710,7 @@ impl Proxier for NftProxier {
         }
         stats.no_local_endpoints_internal = self.records.values().filter(|r| r.no_local_internal).count();
         stats.no_local_endpoints_external = self.records.values().filter(|r| r.no_local_external).count();
-        stats.counts.insert("chains".into(), self.records.values().map(|r| r.chains.len()).sum());
+        stats.counts.insert("chains".into(), self.records.values().map(ServiceRecord::chain_count).sum());
         stats.counts.insert("elements".into(), self.maps.iter().map(|m| m.elements.len()).sum());
         Ok(stats)
     }
@@ -675,16 +731,15 @@ impl NftProxier {
         let ip_x = self.ip_x();
         let addr_type = self.addr_type();
         let family = tx.family.clone();
-        let mut rec = ServiceRecord::default();
-        let mut chain = |tx: &mut Tx, rec: &mut ServiceRecord, name: String| {
+        let mut rec = ServiceRecord { affinity: svc.sticky_max_age_seconds.is_some(), ..Default::default() };
+        let mut chain = |tx: &mut Tx, name: &str| {
             // A chain that was stale is wanted again: it exists, and must not be deleted.
-            let was_stale = self.stale_chains.remove(&name).is_some();
-            let existed = was_stale || exists(&name);
-            tx.add_chain(&name);
+            let was_stale = self.stale_chains.remove(name).is_some();
+            let existed = was_stale || exists(name);
+            tx.add_chain(name);
             if existed {
-                tx.flush_chain(&name);
+                tx.flush_chain(name);
             }
-            rec.chains.push(name);
         };
 
         let protocol = svc.protocol.lower();
@@ -694,11 +749,9 @@ impl NftProxier {
         let endpoint_bases: Vec<String> =
             cat.all_reachable.iter().map(|ep| service_port_endpoint_chain_name_base(svc_name, ep)).collect();
         for base in &endpoint_bases {
-            chain(tx, &mut rec, format!("endpoint-{base}"));
-            if svc.sticky_max_age_seconds.is_some() {
-                rec.affinity_sets.push(format!("affinity-{base}"));
-            }
+            chain(tx, &format!("endpoint-{base}"));
         }
+        rec.endpoints = cat.all_reachable.iter().map(Arc::clone).collect();
         let base = service_port_chain_name_base(svc_name);
         let cluster_policy_chain = format!("service-{base}");
         let local_policy_chain = format!("local-{base}");
@@ -707,11 +760,13 @@ impl NftProxier {
 
         let uses_cluster_policy_chain = !cat.cluster.is_empty() && svc.uses_cluster_endpoints();
         if uses_cluster_policy_chain {
-            chain(tx, &mut rec, cluster_policy_chain.clone());
+            chain(tx, &cluster_policy_chain);
+            rec.chains |= 1;
         }
         let uses_local_policy_chain = !cat.local.is_empty() && svc.uses_local_endpoints();
         if uses_local_policy_chain {
-            chain(tx, &mut rec, local_policy_chain.clone());
+            chain(tx, &local_policy_chain);
+            rec.chains |= 2;
         }
 
         let mut internal_chain = &cluster_policy_chain;
@@ -728,7 +783,8 @@ impl NftProxier {
         }
         let uses_external_chain = cat.has_any && svc.externally_accessible();
         if uses_external_chain {
-            chain(tx, &mut rec, external_chain.clone());
+            chain(tx, &external_chain);
+            rec.chains |= 4;
         }
 
         let (mut internal_verdict, mut external_verdict) = (String::new(), String::new());
@@ -748,13 +804,15 @@ impl NftProxier {
 
         let uses_fw_chain = !svc.load_balancer_vips.is_empty() && !svc.load_balancer_source_ranges.is_empty();
         if uses_fw_chain {
-            chain(tx, &mut rec, firewall_chain.clone());
+            chain(tx, &firewall_chain);
+            rec.chains |= 8;
         }
 
         let maps = &mut self.maps;
+        let mut elements: Vec<(Map, Box<str>)> = Vec::new();
         let mut ensure = |tx: &mut Tx, map: Map, key: String, value: &str, comment: Option<&str>| {
             maps[map as usize].ensure(tx, &key, value, comment);
-            rec.elements.push((map, key));
+            elements.push((map, key.into_boxed_str()));
         };
         let key = |ip: &std::net::IpAddr, port: u16| format!("{ip} . {protocol} . {port}");
         ensure(tx, Map::ClusterIps, svc.cluster_ip.to_string(), "", None);
@@ -853,11 +911,12 @@ impl NftProxier {
             }
             tx.rule(&firewall_chain, &format!("{ip_x} saddr != {{ {} }} drop", sources.join(" , ")));
         }
+        rec.elements = elements.into_boxed_slice();
         if let Some(timeout) = svc.sticky_max_age_seconds {
-            for set in &rec.affinity_sets {
+            for base in &endpoint_bases {
                 cmd!(
                     tx,
-                    "add set {family} {set} {{ type {addr_type} ; flags dynamic,timeout ; timeout {timeout}s ; }}"
+                    "add set {family} affinity-{base} {{ type {addr_type} ; flags dynamic,timeout ; timeout {timeout}s ; }}"
                 );
             }
         }

@@ -49,7 +49,7 @@ struct Inner {
 }
 
 fn service_name(svc: &Value) -> ServiceName {
-    ServiceName { namespace: runtime::namespace(svc).to_string(), name: runtime::name(svc).to_string() }
+    ServiceName::new(runtime::namespace(svc), runtime::name(svc))
 }
 
 impl ServiceChangeTracker {
@@ -202,9 +202,9 @@ mod tests {
         // The relist lacks `a`: deleted, from its latest ports (the pending change keeps its starting point).
         assert!(t.services_listed(std::slice::from_ref(&b)));
         let r = t.apply(&mut map);
-        assert_eq!(r.updated_services.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(r.updated_services.iter().map(|n| &*n.name).collect::<Vec<_>>(), ["a"]);
         assert_eq!(r.deleted_udp_cluster_ips.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.1"]);
-        assert_eq!(map.keys().map(|k| k.service.name.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(map.keys().map(|k| &*k.service.name).collect::<Vec<_>>(), ["b"]);
         // A Service added while the watch was down and deleted again before the relist leaves nothing behind.
         assert!(t.update(None, Some(&a)));
         assert!(!t.services_listed(std::slice::from_ref(&b)));

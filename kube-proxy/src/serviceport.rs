@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 use serde_json::Value;
@@ -72,8 +73,8 @@ impl Protocol {
 /// A Service's namespace and name (upstream's `types.NamespacedName`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceName {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl fmt::Display for ServiceName {
@@ -86,17 +87,19 @@ impl fmt::Display for ServiceName {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServicePortName {
     pub service: ServiceName,
-    pub port: String,
+    pub port: Arc<str>,
     pub protocol: Protocol,
+}
+
+impl ServiceName {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        ServiceName { namespace: namespace.into(), name: name.into() }
+    }
 }
 
 impl ServicePortName {
     pub fn new(namespace: &str, name: &str, port: &str, protocol: Protocol) -> Self {
-        ServicePortName {
-            service: ServiceName { namespace: namespace.to_string(), name: name.to_string() },
-            port: port.to_string(),
-            protocol,
-        }
+        ServicePortName { service: ServiceName::new(namespace, name), port: port.into(), protocol }
     }
 }
 
@@ -210,13 +213,14 @@ pub fn service_ports(svc: &Value, family: IpFamily) -> Vec<ServicePort> {
     } else {
         0
     };
+    let service = ServiceName::new(ns, name);
     runtime::array(svc, "/spec/ports")
         .iter()
         .filter_map(|p| {
             let protocol = Protocol::parse(p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"))?;
             let port = p.get("port").and_then(Value::as_u64)? as u16;
             Some(ServicePort {
-                name: ServicePortName::new(ns, name, str_at(p, "/name"), protocol),
+                name: ServicePortName { service: service.clone(), port: str_at(p, "/name").into(), protocol },
                 cluster_ip,
                 port,
                 protocol,

@@ -499,3 +499,41 @@ fn cleanup_removes_every_mode() {
     assert!(!restore[0].contains("OTHER"));
     assert!(calls.iter().any(|c| c.cmd.starts_with("iptables -w -t nat -D POSTROUTING")));
 }
+
+/// The proxier keeps only the endpoints it wrote and rebuilds chain and affinity set names from them: what a
+/// partial sync deletes must be exactly the removed endpoint's chain and set, and a deleted Service's all.
+#[test]
+fn nftables_removed_endpoints_and_services_leave_no_chain_or_affinity_set() {
+    let (p, exec) = new_provider(Mode::Nft);
+    let spec = json!({"clusterIP": "172.30.0.44", "sessionAffinity": "ClientIP",
+        "ports": [{"name": "p80", "port": 80, "protocol": "TCP"}]});
+    p.on_service(None, Some(&svc("ns4", "svc4", spec.clone())));
+    let eps = |ips: &[&str]| ips.iter().map(|ip| ep(ip, None, true, true, false)).collect::<Vec<_>>();
+    let both = slice("ns4", "svc4", "svc4-a", "p80", 80, "TCP", eps(&["10.180.0.4", "10.180.0.5"]));
+    p.on_endpoint_slice(&both, false);
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Full);
+    let out = written(&exec);
+    for set in ["ns4/svc4/tcp/p80__10.180.0.4/80", "ns4/svc4/tcp/p80__10.180.0.5/80"] {
+        assert!(out.lines().any(|l| l.starts_with("add set ip kube-proxy affinity-") && l.contains(set)), "{out}");
+    }
+
+    p.on_endpoint_slice(&slice("ns4", "svc4", "svc4-a", "p80", 80, "TCP", eps(&["10.180.0.4"])), false);
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Partial);
+    let out = written(&exec);
+    let deleted: Vec<&str> = out.lines().filter(|l| l.starts_with("delete set")).collect();
+    assert_eq!(deleted, ["delete set ip kube-proxy affinity-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80"], "{out}");
+    assert!(out.contains("flush chain ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80\n"), "{out}");
+    assert!(out.contains("add chain ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80\n"), "{out}");
+
+    p.on_service(Some(&svc("ns4", "svc4", spec.clone())), None);
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Partial);
+    let out = written(&exec);
+    assert!(
+        out.lines().any(|l| l.starts_with("delete set ip kube-proxy affinity-") && l.ends_with("__10.180.0.4/80")),
+        "{out}"
+    );
+    for chain in ["endpoint-", "service-"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("flush chain ip kube-proxy {chain}"))), "{chain}: {out}");
+    }
+    assert!(out.contains("delete element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 }"), "{out}");
+}
