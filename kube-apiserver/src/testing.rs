@@ -296,6 +296,21 @@ impl Drop for TestApiserver {
 }
 
 /// A ConfigMap body.
+/// Runs `f` on a thread that entered the network namespace `netns` (`ip netns add` made it): sockets it opens stay
+/// in that namespace, whichever thread uses them afterwards.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsFd;
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread in netns")
+}
+
 pub fn configmap(ns: &str, name: &str, labels: Value, data: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels}, "data": data})
 }

@@ -10,7 +10,6 @@
 //! so the pod IP is the namespace's end of the pair. Needs root and `ip`; everything is removed on drop.
 
 use std::convert::Infallible;
-use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -66,18 +65,12 @@ impl Network {
 
     /// Binds a listener on the pod IP inside the namespace (a socket stays in the namespace it was made in).
     fn listen(&self, port: u16) -> tokio::net::TcpListener {
-        let path = format!("/run/netns/{}", self.netns);
         let addr = format!("{}:{port}", self.pod_ip);
-        let std_listener = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-                .expect("setns");
+        let std_listener = kube_apiserver::testing::in_netns(&self.netns, move || {
             let l = std::net::TcpListener::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
             l.set_nonblocking(true).unwrap();
             l
-        })
-        .join()
-        .expect("thread in netns");
+        });
         tokio::net::TcpListener::from_std(std_listener).unwrap()
     }
 }

@@ -9,14 +9,13 @@
 //! `KPX_SERVICES`, `KPX_ENDPOINTS`, `KPX_CHANGES` and `KPX_MODES` (comma-separated) change the run.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use futures_util::StreamExt;
-use kube_apiserver::testing::TestApiserver;
+use kube_apiserver::testing::{TestApiserver, in_netns};
 use serde_json::{Value, json};
 
 const SVC_CIDR: &str = "10.254.0.0/16";
@@ -39,19 +38,6 @@ fn binary() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/kube-proxy"));
     assert!(path.exists(), "{}: build it first (bash bench/kube-proxy.sh does)", path.display());
     path
-}
-
-/// Runs `f` on a thread that entered the network namespace `netns`: sockets it opens stay in that namespace.
-fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{netns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-            .expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread in netns")
 }
 
 /// Listens on the apiserver's address inside `netns` and relays each connection to the apiserver (in this
