@@ -323,8 +323,14 @@ async fn serve_resource(
             if out.encoding == Encoding::Protobuf || out.target == Target::PartialObjectMetadata {
                 return list_response(res, &meta, &page.items, out);
             }
-            // Written by hand so stored objects go out as they are, never decoded and encoded again.
-            let mut body = Vec::with_capacity(page.items.len() * 1024 + 256);
+            // Written by hand so stored objects go out as they are, never decoded and encoded again, into a buffer
+            // of their size.
+            let as_stored = converted.is_none() && !crate::convert::converts(res);
+            let items_len: usize = match as_stored {
+                true => page.items.iter().map(|i| i.json().len() + 1).sum(),
+                false => page.items.len() * 1024,
+            };
+            let mut body = Vec::with_capacity(items_len + 256);
             body.extend_from_slice(
                 format!("{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":", res.kind, res.api_version())
                     .as_bytes(),
@@ -337,10 +343,10 @@ async fn serve_resource(
                 }
                 if let Some(objs) = &converted {
                     let _ = serde_json::to_writer(&mut body, &objs[i]);
-                } else if crate::convert::converts(res) {
+                } else if !as_stored {
                     let _ = serde_json::to_writer(&mut body, &crate::convert::to_external(res, item.value()?));
                 } else {
-                    item.write_json(&mut body);
+                    body.extend_from_slice(item.json());
                 }
             }
             body.extend_from_slice(b"]}\n");
@@ -580,7 +586,7 @@ fn list_response(res: &Resource, meta: &Value, items: &[crate::registry::Item], 
     if let Some(cached) =
         cached.filter(|_| out.encoding == Encoding::Protobuf && !partial && !crate::convert::converts(res))
         && let Some(body) =
-            api_types::protobuf::encode_list(&res.api_version(), &format!("{}List", res.kind), meta, cached)
+            api_types::protobuf::encode_list(&res.api_version(), &format!("{}List", res.kind), meta, &cached)
     {
         return Ok(crate::server::bytes_response(StatusCode::OK, body, api_types::protobuf::CONTENT_TYPE));
     }

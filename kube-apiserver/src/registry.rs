@@ -316,10 +316,11 @@ impl Item {
         }
     }
 
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    /// The object's JSON as stored or cached.
+    pub fn json(&self) -> &[u8] {
         match self {
-            Item::Raw(b) => out.extend_from_slice(b),
-            Item::Cached(v) => out.extend_from_slice(v.json()),
+            Item::Raw(b) => b,
+            Item::Cached(v) => v.json(),
         }
     }
 

@@ -107,22 +107,35 @@ pub fn encode_list_of<'a>(
 }
 
 /// A list (`PodList`...) from its `metadata` (a ListMeta) and the typed message bytes of its items, enveloped.
-pub fn encode_list<'a>(
-    api_version: &str,
-    kind: &str,
-    metadata: &Value,
-    items: impl IntoIterator<Item = &'a [u8]>,
-) -> Option<Vec<u8>> {
+/// The list's length is known before it is written, so the items are copied once, into a buffer of the exact size
+/// (a LIST served from the watch cache is little more than this copy).
+pub fn encode_list(api_version: &str, kind: &str, metadata: &Value, items: &[&[u8]]) -> Option<Vec<u8>> {
     let message = find_root(api_version, kind)?;
     let meta = message.fields.iter().find(|f| f.tag == 1)?;
-    let mut w = Writer::default();
+    let mut head = Writer::default();
     if let (Kind::Message(m), Some(obj)) = (meta.kind, metadata.as_object()) {
-        w.nested(1, |w| w.fields(m, obj, 1));
+        head.nested(1, |w| w.fields(m, obj, 1));
     }
+    let head = head.finish();
+    // Each item is field 2: a one-byte key, its length, its bytes.
+    let items_len: usize = items.iter().map(|i| 1 + varint_len(i.len() as u64) + i.len()).sum();
+    let raw_len = head.len() + items_len;
+    let mut w = Writer::with_capacity(raw_len + api_version.len() + kind.len() + 32);
+    w.buf.extend_from_slice(MAGIC);
+    w.nested(1, |w| {
+        w.string(1, api_version);
+        w.string(2, kind);
+    });
+    // The envelope's `raw` (field 2), written in place.
+    w.key(2, WIRE_LEN);
+    w.varint(raw_len as u64);
+    w.buf.extend_from_slice(&head);
     for item in items {
         w.bytes(2, item);
     }
-    Some(envelope(api_version, kind, &w.finish()))
+    w.string(3, "");
+    w.string(4, "");
+    Some(w.finish())
 }
 
 /// One event of a protobuf watch stream: the length (4 bytes, big-endian) and a raw `meta.v1.WatchEvent`
@@ -650,10 +663,21 @@ mod tests {
     fn a_list_and_a_watch_frame() {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
         let item = encode_message_of(&cm).unwrap();
-        let list = encode_list("v1", "ConfigMapList", &json!({"resourceVersion": "7"}), [item.as_slice()]).unwrap();
+        let list = encode_list("v1", "ConfigMapList", &json!({"resourceVersion": "7"}), &[item.as_slice()]).unwrap();
         let decoded = decode_k8s_protobuf(&list).unwrap();
         assert_eq!(decoded["metadata"]["resourceVersion"], "7");
         assert_eq!(decoded["items"][0]["data"]["k"], "v");
+        // From cached item bytes or from the objects, the same bytes (an item past 127 bytes takes a longer length).
+        let big =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}, "data": {"k": "v".repeat(300)}});
+        let items = [cm.clone(), big.clone(), cm.clone()];
+        let bytes: Vec<Vec<u8>> = items.iter().map(|i| encode_message_of(i).unwrap()).collect();
+        let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let meta = json!({"resourceVersion": "8", "continue": "x".repeat(200)});
+        assert_eq!(
+            encode_list("v1", "ConfigMapList", &meta, &slices).unwrap(),
+            encode_list_of("v1", "ConfigMapList", &meta, &items).unwrap()
+        );
         assert!(encode_object(&json!({"apiVersion": "meta.k8s.io/v1", "kind": "Table"})).is_none());
 
         let frame = watch_frame("ADDED", &encode_object(&cm).unwrap());
