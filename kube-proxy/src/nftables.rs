@@ -641,7 +641,11 @@ impl Proxier for NftProxier {
                     self.maps[*map as usize].release(key);
                 }
             }
-            let (old_chains, old_sets) = (old.chain_names(svc_name), old.affinity_sets(svc_name));
+            // A full sync tells unused chains and sets from the kernel's list instead: no names to rebuild.
+            let (old_chains, old_sets) = match partial {
+                true => (old.chain_names(svc_name), old.affinity_sets(svc_name)),
+                false => (Vec::new(), Vec::new()),
+            };
             let Some(svc) = input.svc_port_map.get(svc_name) else {
                 unused_chains.extend(old_chains);
                 unused_sets.extend(old_sets);
