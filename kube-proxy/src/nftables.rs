@@ -214,7 +214,12 @@ enum Map {
 
 /// The Service-level chains a Service port can have, as bits of [`ServiceRecord::chains`] (its chain names are
 /// rebuilt from the port's name when needed rather than kept: at 10,000 Services they were ~10 MB of strings).
-const SERVICE_CHAINS: [(u8, &str); 4] = [(1, "service"), (2, "local"), (4, "external"), (8, "firewall")];
+const SERVICE_CHAINS: [(u8, &str); 4] =
+    [(SERVICE_CHAIN, "service"), (LOCAL_CHAIN, "local"), (EXTERNAL_CHAIN, "external"), (FIREWALL_CHAIN, "firewall")];
+const SERVICE_CHAIN: u8 = 1;
+const LOCAL_CHAIN: u8 = 2;
+const EXTERNAL_CHAIN: u8 = 4;
+const FIREWALL_CHAIN: u8 = 8;
 
 /// What one Service port wrote in its last sync: its chains, affinity sets and map elements, so that a
 /// partial sync rewrites only the Services that changed and removes exactly what they no longer use.
@@ -765,12 +770,12 @@ impl NftProxier {
         let uses_cluster_policy_chain = !cat.cluster.is_empty() && svc.uses_cluster_endpoints();
         if uses_cluster_policy_chain {
             chain(tx, &cluster_policy_chain);
-            rec.chains |= 1;
+            rec.chains |= SERVICE_CHAIN;
         }
         let uses_local_policy_chain = !cat.local.is_empty() && svc.uses_local_endpoints();
         if uses_local_policy_chain {
             chain(tx, &local_policy_chain);
-            rec.chains |= 2;
+            rec.chains |= LOCAL_CHAIN;
         }
 
         let mut internal_chain = &cluster_policy_chain;
@@ -788,7 +793,7 @@ impl NftProxier {
         let uses_external_chain = cat.has_any && svc.externally_accessible();
         if uses_external_chain {
             chain(tx, &external_chain);
-            rec.chains |= 4;
+            rec.chains |= EXTERNAL_CHAIN;
         }
 
         let (mut internal_verdict, mut external_verdict) = (String::new(), String::new());
@@ -809,7 +814,7 @@ impl NftProxier {
         let uses_fw_chain = !svc.load_balancer_vips.is_empty() && !svc.load_balancer_source_ranges.is_empty();
         if uses_fw_chain {
             chain(tx, &firewall_chain);
-            rec.chains |= 8;
+            rec.chains |= FIREWALL_CHAIN;
         }
 
         let maps = &mut self.maps;
