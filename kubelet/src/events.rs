@@ -71,6 +71,13 @@ impl Events {
         });
     }
 
+    /// The pod with this uid is gone: its entries leave the recorder's caches.
+    pub fn forget_pod(&self, uid: &str) {
+        if let Some(r) = &self.recorder {
+            r.forget(uid);
+        }
+    }
+
     /// An event about a pod.
     pub fn pod(&self, pod: &Value, type_: EventType, reason: &str, message: impl Into<String>) {
         self.emit(pod_ref(pod), type_, reason, message.into());

@@ -534,6 +534,7 @@ impl PodManager {
             };
             if synced == Synced::Finished {
                 self.probers.remove_pod(&uid);
+                self.events.forget_pod(&uid);
                 if let Ok(mut w) = self.workers.lock() {
                     w.remove(&uid);
                 }

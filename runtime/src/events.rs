@@ -127,23 +127,69 @@ struct EventKey {
 /// Distinct messages seen for one object, type and reason (by their [`fingerprint`]s).
 #[derive(Debug)]
 struct Aggregate {
-    messages: std::collections::HashSet<u64>,
+    /// The [`fingerprint`] of the object's uid, for [`Recorder::forget`].
+    owner: u64,
+    messages: Messages,
     last: Instant,
+}
+
+/// A set of message fingerprints whose first member is held inline: almost every group only ever sees one
+/// message, and the caches outlive the busy moments that fill them, so an allocation per entry would pin the
+/// allocator's pages of those moments long after their other objects are freed.
+#[derive(Debug, Default)]
+struct Messages {
+    first: Option<u64>,
+    rest: Vec<u64>,
+}
+
+impl Messages {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn clear(&mut self) {
+        *self = Messages::default();
+    }
+
+    fn insert(&mut self, m: u64) {
+        match self.first {
+            None => self.first = Some(m),
+            Some(f) if f == m => {}
+            Some(_) if !self.rest.contains(&m) => self.rest.push(m),
+            Some(_) => {}
+        }
+    }
+
+    /// Forgets one member other than `keep`, if there is one.
+    fn remove_other_than(&mut self, keep: u64) {
+        if let Some(i) = self.rest.iter().position(|m| *m != keep) {
+            self.rest.swap_remove(i);
+        } else if self.first.is_some_and(|f| f != keep) {
+            self.first = self.rest.pop();
+        }
+    }
 }
 
 /// One object's token bucket.
 #[derive(Debug)]
 struct Budget {
+    owner: u64,
     tokens: f64,
     last: Instant,
 }
 
-#[derive(Debug)]
+/// The Event written for one distinct event, held inline in the cache (no allocation per entry, see
+/// [`Messages`]): its name is `<object name>.<hex stamp>` in the object's namespace, both known from the key's
+/// object.
+#[derive(Debug, Default)]
 struct Seen {
-    namespace: String,
-    name: String,
+    owner: u64,
+    /// When the Event was created, in unix nanoseconds; None before it is.
+    stamp: Option<i128>,
     count: i64,
-    last: Instant,
+    last: Option<Instant>,
+    /// A write of this event is under way: a repeat waits for it, so that it patches the Event that write made.
+    busy: bool,
 }
 
 /// Records Events for one component. Cheap to clone (clones share the de-duplication cache). Writes of the same
@@ -161,7 +207,9 @@ struct Inner {
     // The caches are keyed by fingerprints of their keys: a node's kubelet sees thousands of pods come and go, and
     // the keys' strings (kind, namespace, name, uid, apiVersion, reason, message...) were most of the memory the
     // full caches held.
-    seen: std::sync::Mutex<HashMap<u64, PerKey>>,
+    seen: std::sync::Mutex<HashMap<u64, Seen>>,
+    /// Woken when a write of an event ends (its [`Seen::busy`] cleared).
+    written: tokio::sync::Notify,
     aggregates: std::sync::Mutex<HashMap<u64, Aggregate>>,
     budgets: std::sync::Mutex<HashMap<u64, Budget>>,
 }
@@ -187,7 +235,27 @@ fn bound<K: Clone + Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, max: usize
     }
 }
 
-type PerKey = Arc<tokio::sync::Mutex<Option<Seen>>>;
+/// Holds a [`Seen`] entry busy; on drop (the write done, failed or cancelled) stores what the write left and wakes
+/// the repeats waiting for it.
+struct Claim<'a> {
+    inner: &'a Inner,
+    key: u64,
+    written: Option<(i128, i64)>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = seen.get_mut(&self.key) {
+            s.busy = false;
+            if let Some((stamp, count)) = self.written {
+                *s = Seen { owner: s.owner, stamp: Some(stamp), count, last: Some(Instant::now()), busy: false };
+            }
+        }
+        drop(seen);
+        self.inner.written.notify_waiters();
+    }
+}
 
 /// `2006-01-02T15:04:05Z`, metav1.Time's format.
 fn rfc3339_seconds(t: Timestamp) -> String {
@@ -209,6 +277,7 @@ impl Recorder {
                 host: host.to_string(),
                 config,
                 seen: std::sync::Mutex::default(),
+                written: tokio::sync::Notify::new(),
                 aggregates: std::sync::Mutex::default(),
                 budgets: std::sync::Mutex::default(),
             }),
@@ -239,6 +308,26 @@ impl Recorder {
         self.event_for(&ObjectReference::from_object(obj), type_, reason, message).await
     }
 
+    /// Forgets what the caches hold about the object with this uid (it is gone for good, so none of its events
+    /// can repeat), and gives back the tables' room when they are mostly empty: a kubelet's caches would otherwise
+    /// keep the size of its busiest moment.
+    pub fn forget(&self, uid: &str) {
+        if uid.is_empty() {
+            return;
+        }
+        let owner = fingerprint(&uid);
+        fn drop_owned<V>(map: &std::sync::Mutex<HashMap<u64, V>>, keep: impl Fn(&V) -> bool) {
+            let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, v| keep(v));
+            if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                map.shrink_to_fit();
+            }
+        }
+        drop_owned(&self.inner.seen, |s| s.owner != owner || s.busy);
+        drop_owned(&self.inner.aggregates, |a| a.owner != owner);
+        drop_owned(&self.inner.budgets, |b| b.owner != owner);
+    }
+
     /// Records an event about the object `reference` names.
     pub async fn event_for(
         &self,
@@ -255,6 +344,7 @@ impl Recorder {
             reference.uid.clone(),
             reference.api_version.clone(),
         );
+        let owner = fingerprint(&reference.uid);
         // Aggregation: the aggregateth distinct message and those after it go to the one aggregate Event.
         let aggregated = {
             let mut aggregates = self.inner.aggregates.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,9 +352,11 @@ impl Recorder {
             if !aggregates.contains_key(&group) {
                 bound(&mut aggregates, config.max_entries, |a| a.last);
             }
-            let a = aggregates
-                .entry(group)
-                .or_insert_with(|| Aggregate { messages: Default::default(), last: Instant::now() });
+            let a = aggregates.entry(group).or_insert_with(|| Aggregate {
+                owner,
+                messages: Messages::default(),
+                last: Instant::now(),
+            });
             if a.last.elapsed() > config.window {
                 a.messages.clear();
             }
@@ -274,10 +366,7 @@ impl Recorder {
             let over = a.messages.len() >= config.aggregate_max_events;
             if over {
                 // Upstream keeps the set below the threshold, so every later message stays aggregated.
-                let drop = a.messages.iter().find(|m| **m != this).copied();
-                if let Some(m) = drop {
-                    a.messages.remove(&m);
-                }
+                a.messages.remove_other_than(this);
             }
             over
         };
@@ -297,7 +386,7 @@ impl Recorder {
                 bound(&mut budgets, config.max_entries, |b| b.last);
             }
             let burst = f64::from(config.spam_burst);
-            let b = budgets.entry(budget_key).or_insert_with(|| Budget { tokens: burst, last: Instant::now() });
+            let b = budgets.entry(budget_key).or_insert_with(|| Budget { owner, tokens: burst, last: Instant::now() });
             let refill = b.last.elapsed().as_secs_f64() / config.spam_refill.as_secs_f64().max(f64::MIN_POSITIVE);
             b.tokens = (b.tokens + refill).min(burst);
             b.last = Instant::now();
@@ -306,29 +395,37 @@ impl Recorder {
             }
             b.tokens -= 1.0;
         }
-        let now = Timestamp::now();
-        // One lock per distinct event, held across its request; the map's lock only to find it.
-        let slot: PerKey = {
-            let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.len() >= config.max_entries && !seen.contains_key(&key) {
-                let window = config.window;
-                let stale = |e: &PerKey| e.try_lock().map(|s| s.as_ref().is_none_or(|s| s.last.elapsed() >= window));
-                seen.retain(|_, e| !stale(e).unwrap_or(false));
-                // Entries in use (locked) count as just seen.
-                bound(&mut seen, config.max_entries, |e| {
-                    e.try_lock().ok().and_then(|s| s.as_ref().map(|s| s.last)).unwrap_or_else(Instant::now)
-                });
+        // One write at a time per distinct event: a repeat waits for the write under way, then patches its Event.
+        let (mut claim, previous) = loop {
+            let mut written = std::pin::pin!(self.inner.written.notified());
+            written.as_mut().enable();
+            {
+                let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+                if seen.len() >= config.max_entries && !seen.contains_key(&key) {
+                    let window = config.window;
+                    seen.retain(|_, e| e.busy || e.last.is_some_and(|t| t.elapsed() < window));
+                    // Entries being written count as just seen.
+                    bound(&mut seen, config.max_entries, |e| {
+                        if e.busy { Instant::now() } else { e.last.unwrap_or_else(Instant::now) }
+                    });
+                }
+                let entry = seen.entry(key).or_insert_with(|| Seen { owner, ..Seen::default() });
+                if !entry.busy {
+                    entry.busy = true;
+                    let previous = entry.stamp.zip(entry.last).map(|(stamp, last)| (stamp, entry.count, last));
+                    break (Claim { inner: &self.inner, key, written: None }, previous);
+                }
             }
-            seen.entry(key).or_default().clone()
+            written.await;
         };
-        let mut slot = slot.lock().await;
-        if let Some(s) = slot.as_mut().filter(|s| s.last.elapsed() < config.window) {
-            let patch = json!({"count": s.count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
-            let api = self.inner.api.clone().namespaced(&s.namespace);
-            match api.patch(&s.name, PatchType::Merge, &patch).await {
+        let namespace = if reference.namespace.is_empty() { "default" } else { reference.namespace.as_str() };
+        let now = Timestamp::now();
+        if let Some((stamp, count, _)) = previous.filter(|(_, _, last)| last.elapsed() < config.window) {
+            let patch = json!({"count": count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
+            let api = self.inner.api.clone().namespaced(namespace);
+            match api.patch(&format!("{}.{stamp:x}", reference.name), PatchType::Merge, &patch).await {
                 Ok(ev) => {
-                    s.count = ev.get("count").and_then(Value::as_i64).unwrap_or(s.count + 1);
-                    s.last = Instant::now();
+                    claim.written = Some((stamp, ev.get("count").and_then(Value::as_i64).unwrap_or(count + 1)));
                     return Ok(Some(ev));
                 }
                 // The Event expired (TTL) or was deleted: start a new one.
@@ -336,7 +433,6 @@ impl Recorder {
                 Err(e) => return Err(e),
             }
         }
-        let namespace = if reference.namespace.is_empty() { "default" } else { reference.namespace.as_str() };
         let name = format!("{}.{:x}", reference.name, now.as_nanosecond());
         let stamp = rfc3339_seconds(now);
         let mut event = json!({
@@ -358,7 +454,7 @@ impl Recorder {
             event["source"]["host"] = json!(self.inner.host);
         }
         let created = self.inner.api.clone().namespaced(namespace).create(&event).await?;
-        *slot = Some(Seen { namespace: namespace.to_string(), name, count: 1, last: Instant::now() });
+        claim.written = Some((now.as_nanosecond(), 1));
         Ok(Some(created))
     }
 }

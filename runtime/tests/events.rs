@@ -75,6 +75,27 @@ async fn records_and_aggregates_repeats() {
     let again = recorder.event(&obj, EventType::Normal, "Synced", "synced ok").await.unwrap().unwrap();
     assert_ne!(runtime::name(&again), name);
     assert_eq!(again["count"], 1);
+
+    // Concurrent repeats of one event wait for each other's write: one Event, counting all of them.
+    let burst = (0..6).map(|_| recorder.event(&obj, EventType::Normal, "Burst", "all at once"));
+    for e in futures_util::future::join_all(burst).await {
+        e.unwrap().unwrap();
+    }
+    let burst: Vec<Value> = events_in(&server, "ev").await.into_iter().filter(|e| e["reason"] == "Burst").collect();
+    assert_eq!(burst.len(), 1, "{burst:#?}");
+    assert_eq!(burst[0]["count"], 6);
+
+    // Once the object is gone for good, the recorder forgets it: the same event would start a new Event.
+    recorder.forget(obj["metadata"]["uid"].as_str().unwrap());
+    let after = recorder.event(&obj, EventType::Normal, "Burst", "all at once").await.unwrap().unwrap();
+    assert_eq!(after["count"], 1);
+    assert_ne!(runtime::name(&after), runtime::name(&burst[0]));
+    // Other objects' entries stay.
+    let other_obj = cms.create(&configmap("ev", "other", json!({}), json!({}))).await.unwrap();
+    let o1 = recorder.event(&other_obj, EventType::Normal, "Synced", "x").await.unwrap().unwrap();
+    recorder.forget(obj["metadata"]["uid"].as_str().unwrap());
+    let o2 = recorder.event(&other_obj, EventType::Normal, "Synced", "x").await.unwrap().unwrap();
+    assert_eq!((runtime::name(&o2), &o2["count"]), (runtime::name(&o1), &json!(2)));
     server.stop().await;
 }
 
