@@ -515,6 +515,22 @@ impl PodManager {
         tokio::spawn(async move { this.worker(uid, notify).await });
     }
 
+    /// A pod is gone and torn down: everything kept about it goes (its worker, probers, restart back-off, last
+    /// written status, and its entries in the event recorder's caches).
+    fn forget(&self, uid: &str) {
+        self.probers.remove_pod(uid);
+        self.events.forget_pod(uid);
+        if let Ok(mut b) = self.backoff.lock() {
+            b.retain(|(pod, _), _| pod != uid);
+        }
+        if let Ok(mut w) = self.workers.lock() {
+            w.remove(uid);
+        }
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(uid);
+        }
+    }
+
     async fn worker(self: Arc<Self>, uid: String, notify: Arc<Notify>) {
         loop {
             let pod = self.desired.lock().ok().and_then(|d| d.get(&uid).cloned());
@@ -533,14 +549,7 @@ impl PodManager {
                 }
             };
             if synced == Synced::Finished {
-                self.probers.remove_pod(&uid);
-                self.events.forget_pod(&uid);
-                if let Ok(mut w) = self.workers.lock() {
-                    w.remove(&uid);
-                }
-                if let Ok(mut w) = self.written.lock() {
-                    w.remove(&uid);
-                }
+                self.forget(&uid);
                 return;
             }
             let mut wait = if synced == Synced::Retry { RETRY } else { self.cfg.sync_frequency };
@@ -1972,6 +1981,11 @@ pub(crate) mod tests {
         assert!(failed["status"]["containerStatuses"][0]["state"]["terminated"].is_object());
         assert!(manager.running_container_id(&uid, "c").await.is_none(), "the container was stopped");
         assert_eq!(manager.probers.live(), 0);
+        // A restart back-off is kept per container until the pod is gone.
+        assert!(manager.backoff_allows(&uid, "c", true).is_ok());
+        assert_eq!(manager.backoff.lock().unwrap().len(), 1);
+        manager.forget(&uid);
+        assert!(manager.backoff.lock().unwrap().is_empty(), "the gone pod's back-off is forgotten");
         // Terminal: the next sync stops the sandbox and starts nothing.
         manager.sync_pod(&uid, Some(&failed)).await.unwrap();
         assert!(manager.sandbox_id(&uid).await.is_none());
