@@ -184,12 +184,19 @@ struct Budget {
 #[derive(Debug, Default)]
 struct Seen {
     owner: u64,
-    /// When the Event was created, in unix nanoseconds; None before it is.
-    stamp: Option<i128>,
-    count: i64,
-    last: Option<Instant>,
+    /// The Event, once a write made it.
+    written: Option<Written>,
     /// A write of this event is under way: a repeat waits for it, so that it patches the Event that write made.
     busy: bool,
+}
+
+/// An Event as the recorder last wrote it.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    /// When the Event was created, in unix nanoseconds (its name's suffix).
+    stamp: i128,
+    count: i64,
+    last: Instant,
 }
 
 /// Records Events for one component. Cheap to clone (clones share the de-duplication cache). Writes of the same
@@ -240,7 +247,7 @@ fn bound<K: Clone + Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, max: usize
 struct Claim<'a> {
     inner: &'a Inner,
     key: u64,
-    written: Option<(i128, i64)>,
+    written: Option<Written>,
 }
 
 impl Drop for Claim<'_> {
@@ -248,8 +255,8 @@ impl Drop for Claim<'_> {
         let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = seen.get_mut(&self.key) {
             s.busy = false;
-            if let Some((stamp, count)) = self.written {
-                *s = Seen { owner: s.owner, stamp: Some(stamp), count, last: Some(Instant::now()), busy: false };
+            if self.written.is_some() {
+                s.written = self.written;
             }
         }
         drop(seen);
@@ -403,29 +410,29 @@ impl Recorder {
                 let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
                 if seen.len() >= config.max_entries && !seen.contains_key(&key) {
                     let window = config.window;
-                    seen.retain(|_, e| e.busy || e.last.is_some_and(|t| t.elapsed() < window));
+                    seen.retain(|_, e| e.busy || e.written.is_some_and(|w| w.last.elapsed() < window));
                     // Entries being written count as just seen.
                     bound(&mut seen, config.max_entries, |e| {
-                        if e.busy { Instant::now() } else { e.last.unwrap_or_else(Instant::now) }
+                        e.written.filter(|_| !e.busy).map_or_else(Instant::now, |w| w.last)
                     });
                 }
                 let entry = seen.entry(key).or_insert_with(|| Seen { owner, ..Seen::default() });
                 if !entry.busy {
                     entry.busy = true;
-                    let previous = entry.stamp.zip(entry.last).map(|(stamp, last)| (stamp, entry.count, last));
-                    break (Claim { inner: &self.inner, key, written: None }, previous);
+                    break (Claim { inner: &self.inner, key, written: None }, entry.written);
                 }
             }
             written.await;
         };
         let namespace = if reference.namespace.is_empty() { "default" } else { reference.namespace.as_str() };
         let now = Timestamp::now();
-        if let Some((stamp, count, _)) = previous.filter(|(_, _, last)| last.elapsed() < config.window) {
-            let patch = json!({"count": count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
+        if let Some(w) = previous.filter(|w| w.last.elapsed() < config.window) {
+            let patch = json!({"count": w.count + 1, "lastTimestamp": rfc3339_seconds(now), "message": message});
             let api = self.inner.api.clone().namespaced(namespace);
-            match api.patch(&format!("{}.{stamp:x}", reference.name), PatchType::Merge, &patch).await {
+            match api.patch(&format!("{}.{:x}", reference.name, w.stamp), PatchType::Merge, &patch).await {
                 Ok(ev) => {
-                    claim.written = Some((stamp, ev.get("count").and_then(Value::as_i64).unwrap_or(count + 1)));
+                    let count = ev.get("count").and_then(Value::as_i64).unwrap_or(w.count + 1);
+                    claim.written = Some(Written { stamp: w.stamp, count, last: Instant::now() });
                     return Ok(Some(ev));
                 }
                 // The Event expired (TTL) or was deleted: start a new one.
@@ -454,7 +461,7 @@ impl Recorder {
             event["source"]["host"] = json!(self.inner.host);
         }
         let created = self.inner.api.clone().namespaced(namespace).create(&event).await?;
-        claim.written = Some((now.as_nanosecond(), 1));
+        claim.written = Some(Written { stamp: now.as_nanosecond(), count: 1, last: Instant::now() });
         Ok(Some(created))
     }
 }
