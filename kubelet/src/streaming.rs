@@ -403,36 +403,59 @@ async fn websocket_exec(mut ws: Ws, s: ExecStreams, channels: Channels) {
     } else {
         3
     };
-    if ws.send(channels.encode(first, &[])).await.is_err() {
+    // With a terminal, what the command writes waits for the client's first message (kubectl sends the terminal's
+    // size as soon as its streams exist), for half a second at most: kubectl up to 1.33 starts reading before it has
+    // created its streams and drops what arrives first (kubernetes#131189), which loses a shell's prompt.
+    let mut held = resize.is_some().then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(500));
+    if held.is_none() && ws.send(channels.encode(first, &[])).await.is_err() {
         session.close().await;
         return;
     }
     loop {
+        if held.is_some_and(|until| until <= tokio::time::Instant::now()) {
+            held = None;
+            if ws.send(channels.encode(first, &[])).await.is_err() {
+                break;
+            }
+        }
+        let hold = async move {
+            match held {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = hold => {}
             msg = ws.next() => match msg {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                     session.close().await;
                     return;
                 }
-                Some(Ok(m)) => match channels.decode(&m) {
-                    Some((0, data)) => if let Some(w) = &stdin { let _ = w.send(&data).await; },
-                    Some((4, data)) => if let Some(w) = &resize { let _ = w.send(&data).await; },
-                    // v5's close signal: the client has no more stdin.
-                    Some((255, data)) if channels.version >= 5 && data.first() == Some(&0) => {
-                        if let Some(w) = &stdin { let _ = w.close().await; }
+                Some(Ok(m)) => {
+                    // The client's first message: its streams exist, the held output can go.
+                    if held.is_some() {
+                        held = Some(tokio::time::Instant::now());
                     }
-                    _ => {}
-                },
+                    match channels.decode(&m) {
+                        Some((0, data)) => if let Some(w) = &stdin { let _ = w.send(&data).await; },
+                        Some((4, data)) => if let Some(w) = &resize { let _ = w.send(&data).await; },
+                        // v5's close signal: the client has no more stdin.
+                        Some((255, data)) if channels.version >= 5 && data.first() == Some(&0) => {
+                            if let Some(w) = &stdin { let _ = w.close().await; }
+                        }
+                        _ => {}
+                    }
+                }
             },
-            b = next(&mut stdout) => match b {
+            b = next(&mut stdout), if held.is_none() => match b {
                 Some(b) => if ws.send(channels.encode(1, &b)).await.is_err() { break },
                 None => stdout = None,
             },
-            b = next(&mut stderr) => match b {
+            b = next(&mut stderr), if held.is_none() => match b {
                 Some(b) => if ws.send(channels.encode(2, &b)).await.is_err() { break },
                 None => stderr = None,
             },
-            b = error.recv() => match b {
+            b = error.recv(), if held.is_none() => match b {
                 Some(b) => status.extend_from_slice(&b),
                 None => {
                     // The command is over. What it wrote is sent before its status: read each output stream to its

@@ -549,13 +549,11 @@ async fn bridged_pods_get_addresses_from_the_pod_cidr() {
 
 /// Runs an exec over a WebSocket offering `protocols`, through the apiserver (TLS with the kubeconfig's client
 /// certificate), as clients other than kubectl do; returns the protocol the server chose and the messages it sent.
-async fn websocket_exec(
-    kubeconfig: &Path,
-    path: &str,
-    protocols: &str,
-) -> (Option<String>, Vec<tokio_tungstenite::tungstenite::Message>) {
+type WebSocket = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to the apiserver at `path` (an exec), authenticated with the kubeconfig's client certificate.
+async fn websocket_connect(kubeconfig: &Path, path: &str, protocols: &str) -> (Option<String>, WebSocket) {
     use base64::Engine;
-    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let config: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
     let b64 = |p: &str| {
@@ -585,8 +583,14 @@ async fn websocket_exec(
     if !protocols.is_empty() {
         request.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
     }
-    let (mut ws, response) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    let (ws, response) = tokio_tungstenite::client_async(request, stream).await.unwrap();
     let chosen = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_string());
+    (chosen, ws)
+}
+
+/// What the server sends on an exec WebSocket until it closes it (20 s at most between messages).
+async fn websocket_messages(ws: &mut WebSocket) -> Vec<tokio_tungstenite::tungstenite::Message> {
+    use futures_util::StreamExt;
     let mut messages = Vec::new();
     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
         if m.is_close() {
@@ -594,7 +598,17 @@ async fn websocket_exec(
         }
         messages.push(m);
     }
-    (chosen, messages)
+    messages
+}
+
+/// An exec over a WebSocket offering `protocols`, which the test only reads: the protocol chosen and the messages.
+async fn websocket_exec(
+    kubeconfig: &Path,
+    path: &str,
+    protocols: &str,
+) -> (Option<String>, Vec<tokio_tungstenite::tungstenite::Message>) {
+    let (chosen, mut ws) = websocket_connect(kubeconfig, path, protocols).await;
+    (chosen, websocket_messages(&mut ws).await)
 }
 
 /// exec (exit codes, stdin, a TTY), cp both ways, attach and port-forward, through the apiserver and the kubelet to
@@ -617,6 +631,24 @@ async fn streams_reach_the_pod(kubeconfig: &Path) {
     assert!(messages.contains(&Message::Binary(b"\x01hi\n".to_vec().into())), "{messages:?}");
     let error = messages.iter().find_map(|m| m.clone().into_data().strip_prefix(b"\x03").map(|e| e.to_vec())).unwrap();
     assert!(String::from_utf8_lossy(&error).contains("exit code 3"), "the error text, not JSON: {error:?}");
+
+    // With a terminal, the output waits for the client's first message (kubectl's terminal size), as kubectl up to
+    // 1.33 drops what arrives before it has created its streams; half a second at most.
+    let tty_path =
+        "/api/v1/namespaces/default/pods/web/exec?command=echo&command=ready&stdin=true&stdout=true&tty=true";
+    let (_, mut ws) = websocket_connect(kubeconfig, tty_path, "v5.channel.k8s.io").await;
+    let silent = tokio::time::timeout(Duration::from_millis(300), futures_util::StreamExt::next(&mut ws)).await;
+    assert!(silent.is_err(), "nothing before the client's first message: {silent:?}");
+    futures_util::SinkExt::send(&mut ws, Message::Binary(b"\x04{\"Width\":80,\"Height\":24}".to_vec().into()))
+        .await
+        .unwrap();
+    let messages = websocket_messages(&mut ws).await;
+    assert_eq!(messages.first(), Some(&Message::Binary(b"\x01".to_vec().into())), "{messages:?}");
+    assert!(messages.contains(&Message::Binary(b"\x01ready\r\n".to_vec().into())), "{messages:?}");
+    // A client that never writes gets the output after the half second.
+    let (_, mut ws) = websocket_connect(kubeconfig, tty_path, "v5.channel.k8s.io").await;
+    let messages = websocket_messages(&mut ws).await;
+    assert!(messages.contains(&Message::Binary(b"\x01ready\r\n".to_vec().into())), "{messages:?}");
 
     let out = kubectl_output(kubeconfig, &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
     assert_eq!(out.status.code(), Some(3), "the command's exit code: {out:?}");
