@@ -23,6 +23,12 @@ impl Output {
 /// Runs a program with arguments and optional standard input.
 pub trait Exec: Send + Sync {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<Output>;
+
+    /// Whether the tools act on this process's own network namespace, so the nftables proxier may also write
+    /// through its own netlink socket ([`crate::nfnetlink`]); a fake or a runner in another namespace says no.
+    fn own_netns(&self) -> bool {
+        false
+    }
 }
 
 /// Runs the real tools, in the host's network namespace or in a named one (`ip netns exec <name> ...`).
@@ -43,6 +49,10 @@ impl RealExec {
 }
 
 impl Exec for RealExec {
+    fn own_netns(&self) -> bool {
+        self.netns.is_none()
+    }
+
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<Output> {
         let mut cmd = match &self.netns {
             Some(ns) => {

@@ -20,6 +20,7 @@ pub mod iptables;
 pub mod ipvs;
 pub mod localdetector;
 pub mod metrics;
+pub mod nfnetlink;
 pub mod nftables;
 pub mod nodeportaddresses;
 pub mod options;

@@ -14,6 +14,7 @@ use data_encoding::BASE32;
 use crate::endpoint::Endpoint;
 use crate::exec::Exec;
 use crate::localdetector::LocalDetector;
+use crate::nfnetlink;
 use crate::nodeportaddresses::NodePortAddresses;
 use crate::proxier::{Error, Proxier, Result, SyncInput, SyncStats};
 use crate::serviceport::{IpFamily, Protocol, ServiceName, ServicePort, ServicePortName};
@@ -377,6 +378,28 @@ impl NftProxier {
         Ok(out.stdout)
     }
 
+    /// Writes a transaction: a partial sync through our own netlink socket when the tools act on this namespace and
+    /// every line is one [`nfnetlink`] compiles (no `nft` chain-cache dump), otherwise, or when the kernel refuses
+    /// that batch (which then changed nothing), with `nft -f`.
+    fn write(&self, text: &str, partial: bool) -> Result<()> {
+        if partial
+            && self.exec.own_netns()
+            && let Some(batch) = nfnetlink::compile(&self.family_table(), text)
+        {
+            match nfnetlink::send(&batch) {
+                Ok(nfnetlink::Outcome::Applied) => return Ok(()),
+                Ok(nfnetlink::Outcome::Refused { errno, line }) => {
+                    let line = line.and_then(|i| text.lines().filter(|l| !l.trim().is_empty()).nth(i));
+                    let error = std::io::Error::from_raw_os_error(errno);
+                    tracing::warn!(%error, line = line.unwrap_or("(commit)"), "nf_tables refused the batch; running nft");
+                }
+                // Whether the batch was applied is unknown: the caller's retry is a full sync.
+                Err(source) => return Err(Error::Exec { cmd: "nf_tables batch".into(), source }),
+            }
+        }
+        self.run_nft(&["-f", "-"], Some(text)).map(drop)
+    }
+
     /// The chains and sets of our table in the kernel (none when it does not exist).
     fn list_objects(&self) -> (BTreeSet<String>, BTreeSet<String>) {
         let Ok(out) = self.run_nft(&["list", "table", self.ip_x(), TABLE], None) else {
@@ -707,7 +730,7 @@ impl Proxier for NftProxier {
         }
 
         if !tx.text.is_empty()
-            && let Err(e) = self.run_nft(&["-f", "-"], Some(&tx.text))
+            && let Err(e) = self.write(&tx.text, partial)
         {
             // The element storages and records no longer match the kernel: the retry is a full sync that
             // relists the kernel's chains and resets them.

@@ -106,43 +106,27 @@ impl Provider {
     /// the Service as the tracker last saw it. True when a sync is due.
     pub fn on_service(&self, old: Option<&Value>, new: Option<&Value>) -> bool {
         let changed = self.service_changes.update(old, new);
-        self.metrics.set_pending("service", self.service_changes.pending());
-        if changed {
-            self.metrics.inc("kubeproxy_sync_proxy_rules_service_changes_total");
-        }
-        changed && self.queued()
+        self.changed("service", changed, self.service_changes.pending())
     }
 
     /// A full list of the Services (first list or relist): Services missing from it are deleted. True when a sync
     /// is due.
     pub fn on_services_listed(&self, services: &[Value]) -> bool {
         let changed = self.service_changes.services_listed(services);
-        self.metrics.set_pending("service", self.service_changes.pending());
-        if changed {
-            self.metrics.inc("kubeproxy_sync_proxy_rules_service_changes_total");
-        }
-        changed && self.queued()
+        self.changed("service", changed, self.service_changes.pending())
     }
 
     /// An EndpointSlice was added or updated (or deleted, `remove`). True when a sync is due.
     pub fn on_endpoint_slice(&self, slice: &Value, remove: bool) -> bool {
         let changed = self.endpoints_changes.endpoint_slice_update(slice, remove);
-        self.metrics.set_pending("endpoint", self.endpoints_changes.pending());
-        if changed {
-            self.metrics.inc("kubeproxy_sync_proxy_rules_endpoint_changes_total");
-        }
-        changed && self.queued()
+        self.changed("endpoint", changed, self.endpoints_changes.pending())
     }
 
     /// A full list of the EndpointSlices (first list or relist): slices missing from it are deleted. True when a
     /// sync is due.
     pub fn on_endpoint_slices_listed(&self, slices: &[Value]) -> bool {
         let changed = self.endpoints_changes.endpoint_slices_listed(slices);
-        self.metrics.set_pending("endpoint", self.endpoints_changes.pending());
-        if changed {
-            self.metrics.inc("kubeproxy_sync_proxy_rules_endpoint_changes_total");
-        }
-        changed && self.queued()
+        self.changed("endpoint", changed, self.endpoints_changes.pending())
     }
 
     /// This node was added or updated (None: deleted). A change of its labels (zone) needs a full sync.
@@ -169,6 +153,16 @@ impl Provider {
         st.need_full_sync = true;
         drop(st);
         self.queued()
+    }
+
+    /// After a `kind` ("service" or "endpoint") event: the pending-changes gauge and the changes counter. True when
+    /// the event changed something and a sync is due.
+    fn changed(&self, kind: &str, changed: bool, pending: usize) -> bool {
+        self.metrics.set_pending(kind, pending);
+        if changed {
+            self.metrics.inc(&format!("kubeproxy_sync_proxy_rules_{kind}_changes_total"));
+        }
+        changed && self.queued()
     }
 
     fn queued(&self) -> bool {

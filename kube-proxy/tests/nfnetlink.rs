@@ -1,0 +1,133 @@
+//! The nftables proxier's netlink writer against `nft` itself (needs root and `nft`): the same partial-sync
+//! transaction applied with [`kube_proxy::nfnetlink`] in one fresh network namespace and with `nft -f` in another
+//! leaves the same ruleset, as `nft list table` prints it; a batch the kernel refuses changes nothing and names
+//! the line. Each namespace belongs to a thread of its own (`unshare`), and dies with it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use kube_proxy::nfnetlink::{self, Outcome};
+
+/// The table a previous sync left: the skeleton's chains and maps, a Service with one endpoint, an old endpoint.
+const BEFORE: &str = r#"
+add table ip kube-proxy { comment "rules for kube-proxy" ; }
+add chain ip kube-proxy mark-for-masquerade
+add rule ip kube-proxy mark-for-masquerade mark set mark or 0x4000
+add chain ip kube-proxy reject-chain
+add rule ip kube-proxy reject-chain reject
+add set ip kube-proxy cluster-ips { type ipv4_addr ; comment "Active ClusterIPs" ; }
+add map ip kube-proxy service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add map ip kube-proxy no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add map ip kube-proxy service-nodeports { type inet_proto . inet_service : verdict ; }
+add chain ip kube-proxy endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080
+add rule ip kube-proxy endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080 meta l4proto tcp dnat to 10.1.0.4:8080
+add chain ip kube-proxy service-AAAA-ns/web/tcp/http
+add rule ip kube-proxy service-AAAA-ns/web/tcp/http goto endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080
+add element ip kube-proxy cluster-ips { 10.96.0.10 }
+add element ip kube-proxy cluster-ips { 10.96.0.12 }
+add element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 : goto service-AAAA-ns/web/tcp/http }
+"#;
+
+/// A partial sync: the Service's endpoint replaced by two, a DNS Service without endpoints, a NodePort, a gone
+/// ClusterIP and the old endpoint chain deleted.
+const PARTIAL: &str = r#"
+add chain ip kube-proxy endpoint-BBBB-ns/web/tcp/http__10.1.0.5/8080
+add chain ip kube-proxy endpoint-CCCC-ns/web/tcp/http__10.1.0.6/8080
+add chain ip kube-proxy service-AAAA-ns/web/tcp/http
+flush chain ip kube-proxy service-AAAA-ns/web/tcp/http
+add rule ip kube-proxy service-AAAA-ns/web/tcp/http ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip kube-proxy service-AAAA-ns/web/tcp/http ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.240.0.0/12 jump mark-for-masquerade
+add rule ip kube-proxy service-AAAA-ns/web/tcp/http ip daddr 10.96.0.10 sctp dport 80 jump mark-for-masquerade
+add rule ip kube-proxy service-AAAA-ns/web/tcp/http numgen random mod 2 == 0 goto endpoint-BBBB-ns/web/tcp/http__10.1.0.5/8080
+add rule ip kube-proxy service-AAAA-ns/web/tcp/http goto endpoint-CCCC-ns/web/tcp/http__10.1.0.6/8080
+add rule ip kube-proxy endpoint-BBBB-ns/web/tcp/http__10.1.0.5/8080 ip saddr 10.1.0.5 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-BBBB-ns/web/tcp/http__10.1.0.5/8080 meta l4proto tcp dnat to 10.1.0.5:8080
+add rule ip kube-proxy endpoint-CCCC-ns/web/tcp/http__10.1.0.6/8080 ip saddr 10.1.0.6 jump mark-for-masquerade
+add rule ip kube-proxy endpoint-CCCC-ns/web/tcp/http__10.1.0.6/8080 meta l4proto udp dnat to 10.1.0.6:8080
+add element ip kube-proxy cluster-ips { 10.96.0.11 }
+add element ip kube-proxy no-endpoint-services { 10.96.0.11 . udp . 53 comment "kube-system/dns:dns" : goto reject-chain }
+add element ip kube-proxy no-endpoint-services { 10.96.0.11 . tcp . 53 comment "kube-system/dns:dns-tcp" : drop }
+add element ip kube-proxy service-nodeports { tcp . 30080 : goto service-AAAA-ns/web/tcp/http }
+delete element ip kube-proxy cluster-ips { 10.96.0.12 }
+flush chain ip kube-proxy endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080
+delete chain ip kube-proxy endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080
+"#;
+
+fn nft(stdin: &str) -> String {
+    let mut child =
+        Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("nft");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "nft -f: {}", String::from_utf8_lossy(&out.stderr));
+    list()
+}
+
+fn list() -> String {
+    let out = Command::new("nft").args(["list", "table", "ip", "kube-proxy"]).output().expect("nft");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `f` on a thread in a network namespace of its own (the `nft` it starts inherit it).
+#[allow(unsafe_code)]
+fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: the calling thread is ours alone and only moves itself to a new network namespace; no other
+        // thread shares or reads its namespace state.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }.expect("unshare");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn usable() -> bool {
+    rustix::process::geteuid().is_root() && Command::new("nft").arg("--version").output().is_ok()
+}
+
+#[test]
+fn a_partial_sync_through_netlink_leaves_what_nft_leaves() {
+    if !usable() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    let with_nft = in_new_netns(|| {
+        nft(BEFORE);
+        nft(PARTIAL)
+    });
+    let with_netlink = in_new_netns(|| {
+        nft(BEFORE);
+        let batch = nfnetlink::compile("ip kube-proxy", PARTIAL).expect("every line compiles");
+        let outcome = nfnetlink::send(&batch).expect("an answer");
+        assert!(matches!(outcome, Outcome::Applied), "{outcome:?}");
+        list()
+    });
+    assert!(with_nft.contains("dnat to 10.1.0.6:8080") && !with_nft.contains("10.1.0.4"), "{with_nft}");
+    assert_eq!(with_netlink, with_nft);
+}
+
+#[test]
+fn a_refused_batch_changes_nothing_and_names_its_line() {
+    if !usable() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    let (before, after, outcome) = in_new_netns(|| {
+        let before = nft(BEFORE);
+        // The first lines are fine; the third names an element that does not exist.
+        let text = "add chain ip kube-proxy endpoint-NEW\n\
+                    add element ip kube-proxy cluster-ips { 10.96.0.13 }\n\
+                    delete element ip kube-proxy cluster-ips { 10.96.0.99 }\n\
+                    add element ip kube-proxy cluster-ips { 10.96.0.14 }\n";
+        let outcome = nfnetlink::send(&nfnetlink::compile("ip kube-proxy", text).unwrap()).expect("an answer");
+        (before, list(), outcome)
+    });
+    match outcome {
+        Outcome::Refused { errno, line } => {
+            assert_eq!(errno, rustix::io::Errno::NOENT.raw_os_error(), "ENOENT");
+            assert_eq!(line, Some(2));
+        }
+        other => panic!("applied: {other:?}"),
+    }
+    assert_eq!(after, before, "nothing of the refused batch stays");
+}
