@@ -6,7 +6,8 @@
 //! annotation, to `nft`/`iptables-restore` returning, i.e. the rule in the kernel; read from the proxy's
 //! "Network programming" debug lines, as upstream logs them), and the proxy's RSS. Needs root.
 //!
-//! `KPX_SERVICES`, `KPX_ENDPOINTS`, `KPX_CHANGES` and `KPX_MODES` (comma-separated) change the run.
+//! `KPX_SERVICES`, `KPX_ENDPOINTS`, `KPX_CHANGES` and `KPX_MODES` (comma-separated) change the run;
+//! `KPX_SAMPLES=1` also prints each change's latency in order.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -227,8 +228,11 @@ async fn bench_mode(
     };
     let to_first_sync = start.elapsed();
     let rss_after_sync = rss_mb(pid, "VmRSS:");
-    // Single endpoint changes, spaced past minSyncPeriod (1 s) so each is programmed alone.
+    // Single endpoint changes, spaced past minSyncPeriod (1 s) so each is programmed alone; the first one too,
+    // after the full sync (otherwise its sample holds the runner's wait for the period to pass).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let slices = api.client.api("discovery.k8s.io", "v1", "endpointslices").unwrap().namespaced("default");
+    let mut writes = Vec::new();
     for c in 0..changes {
         let i = (c * 7919) % services;
         let current = slices.get(&format!("svc-{i}-abc")).await.unwrap();
@@ -236,7 +240,9 @@ async fn bench_mode(
         // A different shift per round and change, so every write changes the endpoints.
         let mut s = slice(i, endpoints, 1 + services * endpoints + round * changes + c, Some(now));
         s["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        let write = Instant::now();
         slices.replace(&format!("svc-{i}-abc"), &s).await.unwrap();
+        writes.push(write.elapsed().as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let m = scrape(&netns).await;
@@ -251,6 +257,19 @@ async fn bench_mode(
     let _ = reader.join();
     relay.abort();
     let mut samples = std::mem::take(&mut *samples.lock().unwrap());
+    if std::env::var_os("KPX_SAMPLES").is_some() {
+        let ms: Vec<String> = samples.iter().map(|s| format!("{:.1}", s * 1000.0)).collect();
+        println!("{mode}: change latencies in order (ms): {}", ms.join(" "));
+        let ms: Vec<String> = writes.iter().map(|w| format!("{w:.1}")).collect();
+        println!("{mode}: EndpointSlice writes, in order (ms, part of the above): {}", ms.join(" "));
+    }
+    // Each sample less its EndpointSlice write's time in the apiserver (samples and writes pair up in order when
+    // every change made exactly one sample): what kube-proxy itself took, from the stored write to the kernel.
+    let mut proxy_only: Vec<f64> = match samples.len() == writes.len() {
+        true => samples.iter().zip(&writes).map(|(s, w)| (s - w / 1000.0).max(0.0)).collect(),
+        false => Vec::new(),
+    };
+    proxy_only.sort_by(f64::total_cmp);
     samples.sort_by(f64::total_cmp);
     println!(
         "{mode:9} services={services} endpoints/service={endpoints}: first full sync {:.3} s (ready {:.1} s after start); \
@@ -271,6 +290,14 @@ async fn bench_mode(
         hwm,
         syncs
     );
+    if !proxy_only.is_empty() {
+        println!(
+            "{mode:9} without the apiserver's write of the EndpointSlice: p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            percentile(&proxy_only, 0.5) * 1000.0,
+            percentile(&proxy_only, 0.99) * 1000.0,
+            proxy_only.last().copied().unwrap_or(f64::NAN) * 1000.0,
+        );
+    }
     let _ = std::io::stdout().flush();
 }
 

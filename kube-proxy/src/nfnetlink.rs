@@ -2,10 +2,14 @@
 //! partial sync of an IPv4 table writes, compiled to one nf_tables batch with the expressions `nft` itself would
 //! send, and sent on a netlink socket of this process.
 //!
+//! The subset: `add`/`flush`/`delete chain`, the rules of Service and endpoint chains (address and port matches,
+//! the off-cluster masquerade jump, `numgen` picks, gotos, DNAT to an address and port), elements of the verdict
+//! maps and sets (with comments), and `flush map` and the ranges of an endpoint map.
+//!
 //! Why: before it sends anything, `nft -f` dumps every chain of the table to fill its cache. With 10,000 Services
 //! (110,000 chains) that dump is over a second, and it was most of a partial sync's time. The batch is atomic: a
 //! refused one changes nothing, and the caller runs the same text through `nft` instead. A transaction holding a
-//! line outside the subset (affinity sets, `fib`, interface matches, IPv6...) is not compiled at all.
+//! line outside the subset (new maps and sets, affinity, `fib`, interface matches, IPv6...) is not compiled at all.
 
 use std::net::Ipv4Addr;
 
@@ -49,7 +53,9 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 /// libnftnl's userdata type of an element's comment.
 const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
 
@@ -327,17 +333,15 @@ fn rule(words: &[&str]) -> Option<Vec<Expr>> {
     Some(out)
 }
 
-/// A set element's key: an address, `addr . proto . port` or `proto . port`, each field padded to 4 bytes.
+/// A set element's key or a map element's data: fields joined by ` . ` (addresses, protocols, ports), each padded
+/// to 4 bytes.
 fn element_key(words: &[&str]) -> Option<Vec<u8>> {
     let mut key = Vec::with_capacity(12);
-    for (i, field) in words.split(|w| *w == ".").enumerate() {
+    for field in words.split(|w| *w == ".") {
         let [field] = field else { return None };
         if let Some(p) = proto_number(field) {
             key.extend_from_slice(&[p, 0, 0, 0]);
         } else if let Ok(addr) = field.parse::<Ipv4Addr>() {
-            if i != 0 {
-                return None;
-            }
             key.extend_from_slice(&addr.octets());
         } else {
             let port: u16 = field.parse().ok()?;
@@ -346,6 +350,37 @@ fn element_key(words: &[&str]) -> Option<Vec<u8>> {
         }
     }
     (!key.is_empty()).then_some(key)
+}
+
+/// `add element ip <table> <map> { A-B : DATA, C-D : DATA }`, the ranges of an interval map keyed by a number (an
+/// endpoint map), as nft sends them: each range's start (big-endian) with its data, then its end + 1 flagged as an
+/// interval end.
+fn ranges(m: &mut Msg, table: &str, set: &str, inside: &str) -> Option<()> {
+    let mut elements = Vec::new();
+    for range in inside.split(", ") {
+        let (bounds, data) = range.split_once(" : ")?;
+        let (start, end) = bounds.split_once('-')?;
+        let (start, end): (u32, u32) = (start.parse().ok()?, end.parse().ok()?);
+        let data = element_key(&data.split_whitespace().collect::<Vec<_>>())?;
+        elements.push((start.to_be_bytes(), Some(data)));
+        elements.push((end.checked_add(1)?.to_be_bytes(), None));
+    }
+    m.str(NFTA_SET_ELEM_LIST_TABLE, table);
+    m.str(NFTA_SET_ELEM_LIST_SET, set);
+    m.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
+        for (key, data) in &elements {
+            m.nest(NFTA_LIST_ELEM, |m| {
+                if data.is_none() {
+                    m.u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+                }
+                m.value(NFTA_SET_ELEM_KEY, key);
+                if let Some(d) = data {
+                    m.value(NFTA_SET_ELEM_DATA, d);
+                }
+            })
+        }
+    });
+    Some(())
 }
 
 /// `add|delete element ip <table> <set> { KEY [comment "C"] [: VERDICT] }` as one message.
@@ -381,6 +416,13 @@ fn element(m: &mut Msg, table: &str, set: &str, inside: &str, add: bool) -> Opti
     Some(())
 }
 
+/// Whether an element line holds ranges (`{ 0-32767 : ...`), the elements of an endpoint map.
+fn is_ranges(rest: &str) -> bool {
+    let inside = rest.split_once("{ ").map_or("", |(_, i)| i);
+    let first = inside.split_whitespace().next().unwrap_or("");
+    first.split_once('-').is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+}
+
 /// One line of the transaction as a message with sequence number `seq`, or None when the line is outside the
 /// subset. `family_table` is `ip <table>`.
 fn line(family_table: &str, text: &str, seq: u32, ack: bool) -> Option<Vec<u8>> {
@@ -408,6 +450,20 @@ fn line(family_table: &str, text: &str, seq: u32, ack: bool) -> Option<Vec<u8>> 
             m.str(NFTA_RULE_TABLE, table);
             m.str(NFTA_RULE_CHAIN, chain);
             m.nest(NFTA_RULE_EXPRESSIONS, |m| exprs.iter().for_each(|e| e.write(m)));
+            m
+        }
+        // `flush map`: a set-element delete naming no element empties the map.
+        ("flush", "map") if !rest.contains([' ', '{']) => {
+            let mut m = Msg::nft(NFT_MSG_DELSETELEM, NLM_F_REQUEST | ack, seq);
+            m.str(NFTA_SET_ELEM_LIST_TABLE, table);
+            m.str(NFTA_SET_ELEM_LIST_SET, rest);
+            m
+        }
+        ("add", "element") if is_ranges(rest) => {
+            let (set, inside) = rest.split_once(' ')?;
+            let inside = inside.strip_prefix("{ ")?.strip_suffix(" }")?;
+            let mut m = Msg::nft(NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | ack, seq);
+            ranges(&mut m, table, set, inside)?;
             m
         }
         ("add" | "delete", "element") => {

@@ -1,10 +1,19 @@
 //! The nftables proxier (upstream's `pkg/proxy/nftables/proxier.go`): one `ip kube-proxy` (or `ip6 kube-proxy`)
-//! table written as one `nft -f` transaction per sync. Service IPs, node ports and Services without endpoints
-//! are verdict maps keyed by `ip . protocol . port`, whose elements are kept in memory so that a sync adds,
-//! replaces or deletes only the elements that changed; a partial sync rewrites only the chains of the Services
-//! whose Service or endpoints changed.
+//! table written as one transaction per sync (`nft -f`, or a netlink batch of our own for a partial sync, see
+//! [`crate::nfnetlink`]). Service IPs, node ports and Services without endpoints are verdict maps keyed by
+//! `ip . protocol . port`, whose elements are kept in memory so that a sync adds, replaces or deletes only the
+//! elements that changed; a partial sync rewrites only the chains of the Services whose Service or endpoints
+//! changed, and of those only the chains whose rules changed.
+//!
+//! Where upstream gives every endpoint a chain (`endpoint-...`: hairpin masquerade and DNAT) and picks one with
+//! `numgen random mod N vmap`, a Service port without session affinity DNATs through an endpoint map of its own
+//! (`endpoints-<hash>`, `local-endpoints-<hash>`: equal ranges of `numgen random mod 65536` to `address . port`),
+//! and hairpin traffic is masqueraded from the `endpoint-hairpin` set (`endpoint . endpoint`, after DNAT). An
+//! endpoint change is then map elements only: no new jump, so the kernel does not re-validate the whole table
+//! (~120 ms at 10,000 Services), and the table has a tenth of the chains. Services with session affinity keep
+//! upstream's endpoint chains and affinity sets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +56,15 @@ const FIREWALL_IPS_MAP: &str = "firewall-ips";
 const FIREWALL_CHECK_CHAIN: &str = "firewall-check";
 const MARK_MASQ_CHAIN: &str = "mark-for-masquerade";
 const MASQUERADING_CHAIN: &str = "masquerading";
+/// `endpoint . endpoint` for every endpoint IP: traffic DNATed back to its own source is masqueraded (upstream
+/// marks it in each endpoint's chain, which endpoint maps do not have).
+const ENDPOINT_HAIRPIN_SET: &str = "endpoint-hairpin";
+/// The endpoint maps of a Service port's cluster and local policy chains: `numgen random mod 65536` ranges to
+/// `address . port` (prefixes of [`endpoint_map_name`]).
+const ENDPOINTS_MAP_PREFIX: &str = "endpoints";
+const LOCAL_ENDPOINTS_MAP_PREFIX: &str = "local-endpoints";
+/// The random number an endpoint map's ranges split.
+const ENDPOINT_SPREAD: u32 = 65536;
 
 /// Base chains: name, type, hook, priority. Priorities are numeric (dstnat is -100, srcnat 100): this nft
 /// (1.0.6) refuses `dstnat + 10` on the output hook.
@@ -103,6 +121,16 @@ pub fn service_port_chain_name_base(name: &ServicePortName) -> String {
         name.protocol.lower(),
         name.port
     ))
+}
+
+/// The name of a Service port's endpoint map: `<prefix>-HASH`, HASH the first 13 base32 characters (65 bits) of
+/// the SHA-256 of `ns/svc/proto/port`. Short, because the kernel finds a set by comparing its name with every set's
+/// of the table, each comparison measuring the stored name: with 10,000 maps named as chains are, a full sync spent
+/// 16 s in those comparisons.
+fn endpoint_map_name(prefix: &str, name: &ServicePortName) -> String {
+    let full = format!("{}/{}/{}/{}", name.service.namespace, name.service.name, name.protocol.lower(), name.port);
+    let hash = ring::digest::digest(&ring::digest::SHA256, full.as_bytes());
+    format!("{prefix}-{}", &BASE32.encode(hash.as_ref())[..13])
 }
 
 /// `HASH-ns/svc/proto/port__ip/port`, colons of IPv6 addresses turned into dots (upstream's
@@ -202,6 +230,59 @@ impl ElementStorage {
     }
 }
 
+/// What a sync does to [`ENDPOINT_HAIRPIN_SET`]. Nothing is kept between syncs (a count per endpoint IP was ~3 MB
+/// at 100,000 endpoints): a sync adds the IPs of the Service ports it writes (adding one already there is a no-op)
+/// and, at its end, deletes the IPs it released that no Service port's record still holds.
+#[derive(Debug, Default)]
+struct HairpinSet {
+    added: HashSet<std::net::IpAddr>,
+    released: HashSet<std::net::IpAddr>,
+}
+
+impl HairpinSet {
+    fn reset(&mut self, tx: &mut Tx) {
+        self.added.clear();
+        self.released.clear();
+        cmd!(tx, "flush set {} {ENDPOINT_HAIRPIN_SET}", tx.family);
+    }
+
+    fn ensure(&mut self, tx: &mut Tx, ip: std::net::IpAddr) {
+        if self.added.insert(ip) {
+            cmd!(tx, "add element {} {ENDPOINT_HAIRPIN_SET} {{ {ip} . {ip} }}", tx.family);
+        }
+    }
+
+    fn release(&mut self, ip: std::net::IpAddr) {
+        self.released.insert(ip);
+    }
+
+    /// Deletes the released IPs that neither this sync added nor any record (`records`, as written) holds.
+    fn cleanup_leftover(&mut self, tx: &mut Tx, records: &BTreeMap<ServicePortName, ServiceRecord>) {
+        let mut gone = std::mem::take(&mut self.released);
+        for ip in std::mem::take(&mut self.added) {
+            gone.remove(&ip);
+        }
+        if !gone.is_empty() {
+            for ep in records.values().filter(|r| !r.affinity).flat_map(|r| r.endpoints.iter()) {
+                gone.remove(&ep.ip);
+            }
+        }
+        let mut gone: Vec<_> = gone.into_iter().collect();
+        gone.sort();
+        for ip in gone {
+            cmd!(tx, "delete element {} {ENDPOINT_HAIRPIN_SET} {{ {ip} . {ip} }}", tx.family);
+        }
+    }
+}
+
+/// A Service port's endpoint IPs, once each (what it adds to [`ENDPOINT_HAIRPIN_SET`]).
+fn endpoint_ips(endpoints: &[Arc<Endpoint>]) -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<std::net::IpAddr> = endpoints.iter().map(|ep| ep.ip).collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 /// The maps and sets whose elements a sync writes, as indexes into [`NftProxier::maps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Map {
@@ -222,14 +303,34 @@ const LOCAL_CHAIN: u8 = 2;
 const EXTERNAL_CHAIN: u8 = 4;
 const FIREWALL_CHAIN: u8 = 8;
 
+/// The endpoint maps a Service port can have, as bits of [`ServiceRecord::endpoint_maps`].
+const ENDPOINT_MAPS: [(u8, &str); 2] = [(1, ENDPOINTS_MAP_PREFIX), (2, LOCAL_ENDPOINTS_MAP_PREFIX)];
+
+/// Whether a set or map of our table belongs to a Service port (an affinity set or an endpoint map).
+fn is_service_set(name: &str) -> bool {
+    name.starts_with("affinity-")
+        || ENDPOINT_MAPS.iter().any(|(_, prefix)| name.strip_prefix(prefix).is_some_and(|r| r.starts_with('-')))
+}
+
+/// What goes in the `delete` line of an affinity set or an endpoint map.
+fn set_kind(name: &str) -> &'static str {
+    if name.starts_with("affinity-") { "set" } else { "map" }
+}
+
 /// What one Service port wrote in its last sync: its chains, affinity sets and map elements, so that a
 /// partial sync rewrites only the Services that changed and removes exactly what they no longer use.
 #[derive(Debug, Default)]
 struct ServiceRecord {
     /// The Service-level chains written ([`SERVICE_CHAINS`] bits).
     chains: u8,
-    /// The endpoints given an endpoint chain (and, with session affinity, an affinity set), shared with the
-    /// endpoints map.
+    /// A hash of the rules of each Service-level chain (by bit position), so a partial sync leaves an unchanged
+    /// chain alone: rewriting a chain that jumps or DNATs makes the kernel re-validate the whole table.
+    rule_hashes: [u64; 4],
+    /// The endpoint maps written ([`ENDPOINT_MAPS`] bits) and a hash of each one's elements.
+    endpoint_maps: u8,
+    map_hashes: [u64; 2],
+    /// The endpoints written (shared with the endpoints map): each with an endpoint chain and an affinity set when
+    /// the Service has session affinity, else in the endpoint maps and the hairpin set.
     endpoints: Box<[Arc<Endpoint>]>,
     affinity: bool,
     elements: Box<[(Map, Box<str>)]>,
@@ -242,7 +343,7 @@ struct ServiceRecord {
 impl ServiceRecord {
     /// The names of the chains this record's Service port wrote: endpoint chains first, as written.
     fn chain_names(&self, name: &ServicePortName) -> Vec<String> {
-        let mut out: Vec<String> = (self.endpoints.iter())
+        let mut out: Vec<String> = (self.endpoint_chains().iter())
             .map(|ep| format!("endpoint-{}", service_port_endpoint_chain_name_base(name, ep)))
             .collect();
         if self.chains != 0 {
@@ -254,16 +355,24 @@ impl ServiceRecord {
     }
 
     fn chain_count(&self) -> usize {
-        self.endpoints.len() + self.chains.count_ones() as usize
+        self.endpoint_chains().len() + self.chains.count_ones() as usize
     }
 
-    /// The names of the affinity sets this record's Service port wrote.
+    /// The endpoints given a chain: all of them with session affinity, none otherwise (endpoint maps).
+    fn endpoint_chains(&self) -> &[Arc<Endpoint>] {
+        if self.affinity { &self.endpoints } else { &[] }
+    }
+
+    /// The names of the affinity sets and endpoint maps this record's Service port wrote.
     fn affinity_sets(&self, name: &ServicePortName) -> Vec<String> {
-        if !self.affinity {
-            return Vec::new();
+        let mut out = Vec::new();
+        let written = ENDPOINT_MAPS.iter().filter(|(bit, _)| self.endpoint_maps & bit != 0);
+        out.extend(written.map(|(_, prefix)| endpoint_map_name(prefix, name)));
+        if self.affinity {
+            let base = |ep: &Arc<Endpoint>| service_port_endpoint_chain_name_base(name, ep);
+            out.extend(self.endpoints.iter().map(|ep| format!("affinity-{}", base(ep))));
         }
-        let base = |ep: &Arc<Endpoint>| service_port_endpoint_chain_name_base(name, ep);
-        self.endpoints.iter().map(|ep| format!("affinity-{}", base(ep))).collect()
+        out
     }
 }
 
@@ -317,6 +426,8 @@ pub struct NftProxier {
     stale_chains: BTreeMap<String, Instant>,
     /// The elements of the sets and maps, indexed by [`Map`].
     maps: [ElementStorage; 6],
+    /// The elements of [`ENDPOINT_HAIRPIN_SET`], one per endpoint IP.
+    hairpin: HairpinSet,
 }
 
 impl NftProxier {
@@ -348,6 +459,7 @@ impl NftProxier {
                 ElementStorage::new("map", NO_ENDPOINT_NODE_PORTS_MAP),
                 ElementStorage::new("map", SERVICE_NODE_PORTS_MAP),
             ],
+            hairpin: HairpinSet::default(),
         }
     }
 
@@ -412,7 +524,7 @@ impl NftProxier {
                 (Some("chain"), Some(name)) => {
                     chains.insert(name.to_string());
                 }
-                (Some("set"), Some(name)) => {
+                (Some("set" | "map"), Some(name)) => {
                     sets.insert(name.to_string());
                 }
                 _ => {}
@@ -452,6 +564,15 @@ impl NftProxier {
         }
         let mark = self.masquerade_mark.clone();
         tx.rule(MARK_MASQ_CHAIN, &format!("mark set mark or {mark}"));
+        cmd!(
+            tx,
+            "add set {} {ENDPOINT_HAIRPIN_SET} {{ type {addr} . {addr} ; comment \"endpoint . endpoint: hairpin traffic\" ; }}",
+            tx.family
+        );
+        tx.rule(
+            MASQUERADING_CHAIN,
+            &format!("ct status dnat {ip_x} saddr . {ip_x} daddr @{ENDPOINT_HAIRPIN_SET} mark set mark or {mark}"),
+        );
         tx.rule(MASQUERADING_CHAIN, &format!("mark and {mark} == 0 return"));
         tx.rule(MASQUERADING_CHAIN, &format!("mark set mark xor {mark}"));
         tx.rule(MASQUERADING_CHAIN, "masquerade fully-random");
@@ -558,8 +679,11 @@ impl NftProxier {
         for map in &mut self.maps {
             map.reset(tx);
         }
+        self.hairpin.reset(tx);
     }
 
+    /// A policy chain of a Service with session affinity: to the endpoint its client's affinity set names, else a
+    /// random endpoint's chain.
     fn write_service_to_endpoint_rules(
         &self,
         tx: &mut Tx,
@@ -635,7 +759,7 @@ impl Proxier for NftProxier {
         if !partial {
             let (chains, sets) = self.list_objects();
             kernel_chains = chains.into_iter().filter(|c| c.contains('/')).collect();
-            kernel_sets = sets.into_iter().filter(|s| s.starts_with("affinity-")).collect();
+            kernel_sets = sets.into_iter().filter(|s| is_service_set(s)).collect();
             self.setup(&mut tx);
         }
         // The Service ports to write: all of them, or those of the Services that changed (including ports that
@@ -668,6 +792,9 @@ impl Proxier for NftProxier {
                 for (map, key) in &old.elements {
                     self.maps[*map as usize].release(key);
                 }
+                if !old.affinity {
+                    endpoint_ips(&old.endpoints).into_iter().for_each(|ip| self.hairpin.release(ip));
+                }
             }
             // A full sync tells unused chains and sets from the kernel's list instead: no names to rebuild.
             let (old_chains, old_sets) = match partial {
@@ -679,8 +806,10 @@ impl Proxier for NftProxier {
                 unused_sets.extend(old_sets);
                 continue;
             };
-            let exists = |chain: &str| kernel_chains.contains(chain) || old_chains.iter().any(|c| c == chain);
-            let rec = self.write_service(&mut tx, svc_name, svc, input, &exists);
+            let exists = |name: &str| {
+                kernel_chains.contains(name) || kernel_sets.contains(name) || old_chains.iter().any(|c| c == name)
+            };
+            let rec = self.write_service(&mut tx, svc_name, svc, input, &exists, partial.then_some(&old));
             if !old_chains.is_empty() {
                 let chains = rec.chain_names(svc_name);
                 unused_chains.extend(old_chains.into_iter().filter(|c| !chains.contains(c)));
@@ -723,11 +852,12 @@ impl Proxier for NftProxier {
             }
         }
         for set in &unused_sets {
-            cmd!(tx, "delete set {family} {set}");
+            cmd!(tx, "delete {} {family} {set}", set_kind(set));
         }
         for map in &mut self.maps {
             map.cleanup_leftover(&mut tx);
         }
+        self.hairpin.cleanup_leftover(&mut tx, &self.records);
 
         if !tx.text.is_empty()
             && let Err(e) = self.write(&tx.text, partial)
@@ -743,15 +873,17 @@ impl Proxier for NftProxier {
         stats.no_local_endpoints_internal = self.records.values().filter(|r| r.no_local_internal).count();
         stats.no_local_endpoints_external = self.records.values().filter(|r| r.no_local_external).count();
         stats.counts.insert("chains".into(), self.records.values().map(ServiceRecord::chain_count).sum());
-        stats.counts.insert("elements".into(), self.maps.iter().map(|m| m.elements.len()).sum());
+        let elements: usize = self.maps.iter().map(|m| m.elements.len()).sum();
+        stats.counts.insert("elements".into(), elements);
         Ok(stats)
     }
 }
 
 impl NftProxier {
-    /// Writes one Service port's chains, rules, affinity sets and map elements (all of them: the caller
-    /// decided it changed) and returns what it wrote. `exists` tells whether a chain is already in the kernel
-    /// (and so needs a flush).
+    /// Writes one Service port's chains, rules, endpoint maps, affinity sets and map elements and returns what it
+    /// wrote. `exists` tells whether a chain or set is already in the kernel (and so needs a flush). `old` is what a
+    /// partial sync knows the port wrote last: a chain or an endpoint map whose content is the same is left alone,
+    /// so an endpoint change is only map elements (no new jump, no re-validation of the table by the kernel).
     fn write_service(
         &mut self,
         tx: &mut Tx,
@@ -759,29 +891,37 @@ impl NftProxier {
         svc: &ServicePort,
         input: &SyncInput<'_>,
         exists: &dyn Fn(&str) -> bool,
+        old: Option<&ServiceRecord>,
     ) -> ServiceRecord {
         let ip_x = self.ip_x();
         let addr_type = self.addr_type();
         let family = tx.family.clone();
-        let mut rec = ServiceRecord { affinity: svc.sticky_max_age_seconds.is_some(), ..Default::default() };
-        let mut chain = |tx: &mut Tx, name: &str| {
+        let affinity = svc.sticky_max_age_seconds.is_some();
+        let mut rec = ServiceRecord { affinity, ..Default::default() };
+        // The chains in use (name, Service-level bit or 0, whether it exists, whether it was stale); their rules
+        // go to `rules` and are written at the end, each chain's only if they changed.
+        let mut chains: Vec<(String, u8, bool, bool)> = Vec::new();
+        let mut rules = Tx { family: family.clone(), text: String::new() };
+        let mut chain = |tx: &mut Tx, name: &str, bit: u8| {
             // A chain that was stale is wanted again: it exists, and must not be deleted.
             let was_stale = self.stale_chains.remove(name).is_some();
             let existed = was_stale || exists(name);
             tx.add_chain(name);
-            if existed {
-                tx.flush_chain(name);
-            }
+            chains.push((name.to_string(), bit, existed, was_stale));
         };
 
         let protocol = svc.protocol.lower();
         let name_string = svc_name.to_string();
         let all_endpoints = input.endpoints_map.get(svc_name).map(Vec::as_slice).unwrap_or_default();
         let cat = categorize_endpoints(all_endpoints, svc, input.node_labels);
-        let endpoint_bases: Vec<String> =
-            cat.all_reachable.iter().map(|ep| service_port_endpoint_chain_name_base(svc_name, ep)).collect();
+        // Endpoint chains only with session affinity (each holds its affinity set's update); otherwise the
+        // policy chains DNAT through endpoint maps.
+        let endpoint_bases: Vec<String> = match affinity {
+            true => cat.all_reachable.iter().map(|ep| service_port_endpoint_chain_name_base(svc_name, ep)).collect(),
+            false => Vec::new(),
+        };
         for base in &endpoint_bases {
-            chain(tx, &format!("endpoint-{base}"));
+            chain(tx, &format!("endpoint-{base}"), 0);
         }
         rec.endpoints = cat.all_reachable.iter().map(Arc::clone).collect();
         let base = service_port_chain_name_base(svc_name);
@@ -792,12 +932,12 @@ impl NftProxier {
 
         let uses_cluster_policy_chain = !cat.cluster.is_empty() && svc.uses_cluster_endpoints();
         if uses_cluster_policy_chain {
-            chain(tx, &cluster_policy_chain);
+            chain(tx, &cluster_policy_chain, SERVICE_CHAIN);
             rec.chains |= SERVICE_CHAIN;
         }
         let uses_local_policy_chain = !cat.local.is_empty() && svc.uses_local_endpoints();
         if uses_local_policy_chain {
-            chain(tx, &local_policy_chain);
+            chain(tx, &local_policy_chain, LOCAL_CHAIN);
             rec.chains |= LOCAL_CHAIN;
         }
 
@@ -815,7 +955,7 @@ impl NftProxier {
         }
         let uses_external_chain = cat.has_any && svc.externally_accessible();
         if uses_external_chain {
-            chain(tx, &external_chain);
+            chain(tx, &external_chain, EXTERNAL_CHAIN);
             rec.chains |= EXTERNAL_CHAIN;
         }
 
@@ -836,7 +976,7 @@ impl NftProxier {
 
         let uses_fw_chain = !svc.load_balancer_vips.is_empty() && !svc.load_balancer_source_ranges.is_empty();
         if uses_fw_chain {
-            chain(tx, &firewall_chain);
+            chain(tx, &firewall_chain, FIREWALL_CHAIN);
             rec.chains |= FIREWALL_CHAIN;
         }
 
@@ -883,16 +1023,19 @@ impl NftProxier {
                 ensure(tx, Map::NoEndpointNodePorts, np_key, &external_verdict, Some(&name_string));
             }
         }
+        if !affinity {
+            endpoint_ips(&cat.all_reachable).into_iter().for_each(|ip| self.hairpin.ensure(tx, ip));
+        }
 
         if has_internal {
             if self.masquerade_all {
-                tx.rule(
+                rules.rule(
                     internal_chain,
                     &format!("{ip_x} daddr {} {protocol} dport {} jump {MARK_MASQ_CHAIN}", svc.cluster_ip, svc.port),
                 );
             } else if self.local_detector.is_implemented() {
                 // Off-cluster traffic to a ClusterIP may leave through another node: masquerade it.
-                tx.rule(
+                rules.rule(
                     internal_chain,
                     &format!(
                         "{ip_x} daddr {} {protocol} dport {} {} jump {MARK_MASQ_CHAIN}",
@@ -905,10 +1048,10 @@ impl NftProxier {
         }
         if uses_external_chain {
             if !svc.external_policy_local {
-                tx.rule(&external_chain, &format!("jump {MARK_MASQ_CHAIN}"));
+                rules.rule(&external_chain, &format!("jump {MARK_MASQ_CHAIN}"));
             } else {
                 if self.local_detector.is_implemented() {
-                    tx.rule(
+                    rules.rule(
                         &external_chain,
                         &format!(
                             "{} goto {cluster_policy_chain} comment \"short-circuit pod traffic\"",
@@ -916,11 +1059,11 @@ impl NftProxier {
                         ),
                     );
                 }
-                tx.rule(
+                rules.rule(
                     &external_chain,
                     &format!("fib saddr type local jump {MARK_MASQ_CHAIN} comment \"masquerade local traffic\""),
                 );
-                tx.rule(
+                rules.rule(
                     &external_chain,
                     &format!(
                         "fib saddr type local goto {cluster_policy_chain} comment \"short-circuit local traffic\""
@@ -928,7 +1071,7 @@ impl NftProxier {
                 );
             }
             if has_external {
-                tx.rule(&external_chain, &format!("goto {external_policy_chain}"));
+                rules.rule(&external_chain, &format!("goto {external_policy_chain}"));
             }
         }
         if uses_fw_chain {
@@ -941,7 +1084,7 @@ impl NftProxier {
             if allow_from_node {
                 sources.extend(svc.load_balancer_vips.iter().map(ToString::to_string));
             }
-            tx.rule(&firewall_chain, &format!("{ip_x} saddr != {{ {} }} drop", sources.join(" , ")));
+            rules.rule(&firewall_chain, &format!("{ip_x} saddr != {{ {} }} drop", sources.join(" , ")));
         }
         rec.elements = elements.into_boxed_slice();
         if let Some(timeout) = svc.sticky_max_age_seconds {
@@ -952,21 +1095,97 @@ impl NftProxier {
                 );
             }
         }
-        if uses_cluster_policy_chain {
-            self.write_service_to_endpoint_rules(tx, svc, &cluster_policy_chain, &cat.cluster);
-        }
-        if uses_local_policy_chain {
-            self.write_service_to_endpoint_rules(tx, svc, &local_policy_chain, &cat.local);
+        for (used, chain, bit, eps) in [
+            (uses_cluster_policy_chain, &cluster_policy_chain, 1, &cat.cluster),
+            (uses_local_policy_chain, &local_policy_chain, 2, &cat.local),
+        ] {
+            if !used {
+                continue;
+            }
+            if affinity {
+                self.write_service_to_endpoint_rules(&mut rules, svc, chain, eps);
+            } else {
+                self.write_endpoint_map(tx, &mut rules, svc, (chain, bit), eps, old, exists, &mut rec);
+            }
         }
         for (ep, base) in cat.all_reachable.iter().zip(&endpoint_bases) {
             let chain = format!("endpoint-{base}");
-            tx.rule(&chain, &format!("{ip_x} saddr {} jump {MARK_MASQ_CHAIN}", ep.ip));
-            if svc.sticky_max_age_seconds.is_some() {
-                tx.rule(&chain, &format!("update @affinity-{base} {{ {ip_x} saddr }}"));
+            rules.rule(&chain, &format!("{ip_x} saddr {} jump {MARK_MASQ_CHAIN}", ep.ip));
+            rules.rule(&chain, &format!("update @affinity-{base} {{ {ip_x} saddr }}"));
+            rules.rule(&chain, &format!("meta l4proto {protocol} dnat to {}", ep.addr()));
+        }
+
+        // Each chain's rules, unless a partial sync finds them as it last wrote them.
+        for (name, bit, existed, was_stale) in chains {
+            let prefix = format!("add rule {family} {name} ");
+            let body: String =
+                rules.text.lines().filter(|l| l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
+            if bit != 0 {
+                let slot = bit.trailing_zeros() as usize;
+                let hash = value_hash(&body);
+                rec.rule_hashes[slot] = hash;
+                let same = old.is_some_and(|o| o.chains & bit != 0 && o.rule_hashes[slot] == hash);
+                if same && existed && !was_stale {
+                    continue;
+                }
             }
-            tx.rule(&chain, &format!("meta l4proto {protocol} dnat to {}", ep.addr()));
+            if existed {
+                tx.flush_chain(&name);
+            }
+            tx.text.push_str(&body);
         }
         rec
+    }
+
+    /// A policy chain's endpoints as an endpoint map (`endpoints-<hash>` or `local-endpoints-<hash>`, `bit` 1 or
+    /// 2): each endpoint gets an equal range of `numgen random mod 65536`, and the chain DNATs through the map.
+    /// The map's elements are rewritten only when they changed.
+    #[allow(clippy::too_many_arguments)]
+    fn write_endpoint_map(
+        &self,
+        tx: &mut Tx,
+        rules: &mut Tx,
+        svc: &ServicePort,
+        (chain, bit): (&str, u8),
+        endpoints: &[Arc<Endpoint>],
+        old: Option<&ServiceRecord>,
+        exists: &dyn Fn(&str) -> bool,
+        rec: &mut ServiceRecord,
+    ) {
+        let (ip_x, family) = (self.ip_x(), tx.family.clone());
+        let prefix = ENDPOINT_MAPS.iter().find(|(b, _)| *b == bit).map(|(_, p)| *p).unwrap_or(ENDPOINTS_MAP_PREFIX);
+        let map = endpoint_map_name(prefix, &svc.name);
+        let n = endpoints.len().min(ENDPOINT_SPREAD as usize) as u64;
+        let ranges: Vec<String> = (endpoints.iter().take(n as usize).enumerate())
+            .map(|(i, ep)| {
+                let (start, end) = (i as u64 * 65536 / n, (i as u64 + 1) * 65536 / n - 1);
+                format!("{start}-{end} : {} . {}", ep.ip, ep.port)
+            })
+            .collect();
+        let text = ranges.join(", ");
+        let slot = usize::from(bit - 1);
+        let hash = value_hash(&text);
+        let had = old.is_some_and(|o| o.endpoint_maps & bit != 0);
+        if !had {
+            cmd!(
+                tx,
+                "add map {family} {map} {{ typeof numgen random mod {ENDPOINT_SPREAD} : {ip_x} daddr . tcp dport ; flags interval ; }}"
+            );
+        }
+        if !had || old.is_some_and(|o| o.map_hashes[slot] != hash) {
+            // (Each line naming a set costs the kernel a search of the table's sets by name: no flush of a new one.)
+            if had || (old.is_none() && exists(&map)) {
+                cmd!(tx, "flush map {family} {map}");
+            }
+            cmd!(tx, "add element {family} {map} {{ {text} }}");
+        }
+        rec.endpoint_maps |= bit;
+        rec.map_hashes[slot] = hash;
+        let protocol = svc.protocol.lower();
+        rules.rule(
+            chain,
+            &format!("meta l4proto {protocol} dnat {ip_x} to numgen random mod {ENDPOINT_SPREAD} map @{map}"),
+        );
     }
 }
 

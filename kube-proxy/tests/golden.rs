@@ -199,27 +199,34 @@ fn nftables_overall_rules() {
     golden("nftables-overall.nft", &out);
     // Upstream's names, hashes included.
     assert!(out.contains("add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80\n"), "{out}");
-    assert!(out.contains("add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80\n"));
+    // Without session affinity, no endpoint chains: the policy chain DNATs through an endpoint map.
+    assert!(!out.contains("endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80"), "{out}");
     // ClusterIP: dispatch element, masquerade of off-cluster traffic, hairpin masquerade, DNAT.
     assert!(out.contains(
         "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }"
     ));
     assert!(out.contains("add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"));
-    assert!(out.contains("add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade"));
-    assert!(out.contains("add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80"));
-    // NodePort: through the external chain, which masquerades.
+    assert!(out.contains("add map ip kube-proxy endpoints-ULMVA6XWM6QI2 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; }"));
+    assert!(out.contains("add element ip kube-proxy endpoints-ULMVA6XWM6QI2 { 0-65535 : 10.180.0.1 . 80 }"));
+    assert!(out.contains("add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip to numgen random mod 65536 map @endpoints-ULMVA6XWM6QI2"));
+    assert!(out.contains("add element ip kube-proxy endpoint-hairpin { 10.180.0.1 . 10.180.0.1 }"));
+    assert!(out.contains("add rule ip kube-proxy masquerading ct status dnat ip saddr . ip daddr @endpoint-hairpin mark set mark or 0x004000"));
+    // NodePort: through the external chain, which masquerades; two endpoints split the random range.
     assert!(out.contains("add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-"));
-    assert!(out.contains("numgen random mod 2 == 0 goto endpoint-"));
+    assert!(out.contains("{ 0-32767 : 10.180.0.2 . 80, 32768-65535 : 10.180.0.3 . 80 }"));
     // No endpoints: rejected, not black-holed.
     assert!(out.contains("add element ip kube-proxy no-endpoint-services { 172.30.0.43 . tcp . 80 comment \"ns3/svc3:p80\" : goto reject-chain }"));
     // Affinity: a timeout set per endpoint, checked first and updated in the endpoint chain.
     assert!(out.contains("flags dynamic,timeout ; timeout 10800s ;"));
     assert!(out.contains("update @affinity-"));
+    assert!(out.contains("add chain ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80\n"));
+    assert!(out.contains("add rule ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 ip saddr 10.180.0.4 jump mark-for-masquerade"));
+    assert!(out.contains("add rule ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 meta l4proto tcp dnat to 10.180.0.4:80"));
     // externalTrafficPolicy Local: the local chain has only the local endpoint; LB IP and node port go external.
     assert!(out.contains("add element ip kube-proxy service-ips { 1.2.3.5 . tcp . 80 : goto external-"));
     assert!(out.contains("comment \"short-circuit pod traffic\""));
     // Terminating fallback: only the serving terminating endpoint.
-    assert!(out.contains("dnat to 10.180.0.7:5353"));
+    assert!(out.contains("{ 0-65535 : 10.180.0.7 . 5353 }"));
     assert!(!out.contains("10.180.0.8"));
 }
 
@@ -292,7 +299,12 @@ fn nftables_partial_sync_touches_only_changed_services() {
     for other in ["ns1/svc1", "ns3/svc3", "ns4/svc4", "ns5/svc5", "ns6/svc6", "service-ips", "add table"] {
         assert!(!out.contains(other), "{other} rewritten:\n{out}");
     }
-    assert!(out.contains("flush chain ip kube-proxy endpoint-"), "the removed endpoint's chain is flushed:\n{out}");
+    // An endpoint change is map elements only: no chain flushed, no rule written (the kernel re-validates the whole
+    // table for a transaction that adds a jump or a DNAT).
+    assert!(out.contains("flush map ip kube-proxy endpoints-42NFTM6NDMQ57\n"), "{out}");
+    assert!(out.contains("{ 0-65535 : 10.180.0.2 . 80 }"), "{out}");
+    assert!(out.contains("delete element ip kube-proxy endpoint-hairpin { 10.180.0.3 . 10.180.0.3 }"), "{out}");
+    assert!(!out.contains("flush chain") && !out.contains("add rule"), "{out}");
 }
 
 #[test]
@@ -392,6 +404,7 @@ fn nftables_partial_sync_removes_a_deleted_service() {
     assert!(out.contains("delete element ip kube-proxy service-ips { 172.30.0.42 . tcp . 80 }"), "{out}");
     assert!(out.contains("delete element ip kube-proxy cluster-ips { 172.30.0.42 }"), "{out}");
     assert!(out.contains("flush chain ip kube-proxy service-") && out.contains("ns1/svc2/tcp/p80"), "{out}");
+    assert!(out.contains("delete map ip kube-proxy endpoints-QCIBCZ4IC3JJS\n"), "{out}");
     // svc3 still wants the shared external IP's element (it won the key), and nothing of svc1 or svc3 is written.
     assert!(!out.contains("192.0.2.9"), "{out}");
     assert!(!out.contains("svc1") && !out.contains("svc3") && !out.contains("172.30.0.41"), "{out}");
@@ -536,4 +549,42 @@ fn nftables_removed_endpoints_and_services_leave_no_chain_or_affinity_set() {
         assert!(out.lines().any(|l| l.starts_with(&format!("flush chain ip kube-proxy {chain}"))), "{chain}: {out}");
     }
     assert!(out.contains("delete element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 }"), "{out}");
+}
+
+/// An endpoint IP of two Services stays in the hairpin set until neither has it; a Service with session affinity
+/// masquerades hairpin traffic in its endpoint chains and adds nothing to the set.
+#[test]
+fn nftables_hairpin_element_lives_while_a_service_has_the_endpoint() {
+    let (p, exec) = new_provider(Mode::Nft);
+    let spec = |ip: &str| json!({"clusterIP": ip, "ports": [{"name": "p80", "port": 80, "protocol": "TCP"}]});
+    let one = |svc: &str, ip: &str| {
+        slice("ns", svc, &format!("{svc}-1"), "p80", 80, "TCP", vec![ep(ip, None, true, true, false)])
+    };
+    for (name, ip) in [("a", "172.30.0.51"), ("b", "172.30.0.52")] {
+        p.on_service(None, Some(&svc("ns", name, spec(ip))));
+        p.on_endpoint_slice(&one(name, "10.180.1.1"), false);
+    }
+    let mut sticky = spec("172.30.0.53");
+    sticky["sessionAffinity"] = json!("ClientIP");
+    p.on_service(None, Some(&svc("ns", "sticky", sticky)));
+    p.on_endpoint_slice(&one("sticky", "10.180.1.9"), false);
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Full);
+    let out = written(&exec);
+    let hairpin = |ip: &str| format!("element ip kube-proxy endpoint-hairpin {{ {ip} . {ip} }}");
+    assert_eq!(out.matches(&format!("add {}", hairpin("10.180.1.1"))).count(), 1, "{out}");
+    assert!(!out.contains(&hairpin("10.180.1.9")), "{out}");
+
+    // a's endpoint moves: b still has 10.180.1.1.
+    p.on_endpoint_slice(&one("a", "10.180.1.2"), false);
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Partial);
+    let out = written(&exec);
+    assert!(out.contains(&format!("add {}", hairpin("10.180.1.2"))), "{out}");
+    assert!(!out.contains(&format!("delete {}", hairpin("10.180.1.1"))), "{out}");
+
+    // b goes away: no Service has 10.180.1.1 any more.
+    p.on_service(Some(&svc("ns", "b", spec("172.30.0.52"))), None);
+    assert_eq!(p.sync_proxy_rules(), SyncOutcome::Partial);
+    let out = written(&exec);
+    assert!(out.contains(&format!("delete {}", hairpin("10.180.1.1"))), "{out}");
+    assert!(!out.contains(&hairpin("10.180.1.2")), "{out}");
 }

@@ -31,9 +31,10 @@ threading.Event().wait()
 const CLIENT: &str = r#"
 import socket, sys
 ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+source = (sys.argv[4], 0) if len(sys.argv) > 4 else None
 for _ in range(n):
     try:
-        c = socket.create_connection((ip, port), timeout=3); print("OK", c.recv(16).decode().strip()); c.close()
+        c = socket.create_connection((ip, port), timeout=3, source_address=source); print("OK", c.recv(16).decode().strip()); c.close()
     except ConnectionRefusedError:
         print("REFUSED")
     except OSError as e:
@@ -86,6 +87,8 @@ struct Addrs {
     web: String,
     empty: String,
     sticky: String,
+    /// A Service whose only endpoint is `ep_a`: its own endpoint reaches it (hairpin).
+    hairpin: String,
 }
 
 fn addrs(n: u8) -> Addrs {
@@ -98,6 +101,7 @@ fn addrs(n: u8) -> Addrs {
         web: format!("10.253.{n}.10"),
         empty: format!("10.253.{n}.11"),
         sticky: format!("10.253.{n}.12"),
+        hairpin: format!("10.253.{n}.13"),
     }
 }
 
@@ -128,6 +132,8 @@ fn setup(tag: &str, a: &Addrs) -> Net {
     // Service IPs route towards the pods (DNAT picks the real destination).
     must(&["ip", "-n", &node, "route", "add", &a.svc_cidr, "dev", &vn]);
     must(&["ip", "-n", &pod, "route", "add", "default", "via", &a.node_ip]);
+    // Pod traffic to a Service is routed through the node (hairpin).
+    must(&["ip", "netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     net.server = Some(
         Command::new("ip")
             .args(["netns", "exec", &pod, "python3", "-c", SERVER, &a.ep_a, &a.ep_b])
@@ -140,10 +146,15 @@ fn setup(tag: &str, a: &Addrs) -> Net {
 
 /// Connects `n` times from the node namespace; one line per attempt: `OK <tag>`, `REFUSED` or `ERR ...`.
 fn connect(net: &Net, ip: &str, port: u16, n: usize) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &net.node, "python3", "-c", CLIENT, ip, &port.to_string(), &n.to_string()])
-        .output()
-        .expect("client");
+    connect_from(&net.node, None, ip, port, n)
+}
+
+/// As [`connect`], from namespace `ns` and, when given, source address `source`.
+fn connect_from(ns: &str, source: Option<&str>, ip: &str, port: u16, n: usize) -> Vec<String> {
+    let (port, n) = (port.to_string(), n.to_string());
+    let mut args = vec!["netns", "exec", ns, "python3", "-c", CLIENT, ip, &port, &n];
+    args.extend(source);
+    let out = Command::new("ip").args(&args).output().expect("client");
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
@@ -236,6 +247,8 @@ async fn run(mode: ProxyMode, n: u8) {
     services.create(&service("sticky", &a.sticky, json!({"sessionAffinity": "ClientIP"}))).await.unwrap();
     slices.create(&slice("web", &[&a.ep_a, &a.ep_b])).await.unwrap();
     slices.create(&slice("sticky", &[&a.ep_a, &a.ep_b])).await.unwrap();
+    services.create(&service("hairpin", &a.hairpin, json!({}))).await.unwrap();
+    slices.create(&slice("hairpin", &[&a.ep_a])).await.unwrap();
 
     let config = ProxyConfig {
         mode,
@@ -267,6 +280,11 @@ async fn run(mode: ProxyMode, n: u8) {
         "both endpoints used: {answers:?}"
     );
 
+    // Hairpin: an endpoint reaches itself through its Service (masqueraded, so the reply comes back through the
+    // node; without it the endpoint would answer itself directly and the connection would never complete).
+    let own = connect_from(&net.pod, Some(&a.ep_a), &a.hairpin, 80, 5);
+    assert!(own.iter().all(|l| l == "OK A"), "hairpin: {own:?}");
+
     // No endpoints: refused at once, not a hang.
     let t = Instant::now();
     assert_eq!(connect(&net, &a.empty, 80, 1), ["REFUSED"]);
@@ -285,7 +303,9 @@ async fn run(mode: ProxyMode, n: u8) {
     );
 
     // An endpoint removed leaves the rules within a second (the sticky Service keeps its own rules for it).
-    let still_there = |r: &str| r.lines().filter(|l| l.contains(&format!("{}:8080", a.ep_b))).count();
+    // (A DNAT target, or an endpoint map's `address . port` in nftables mode.)
+    let still_there =
+        |r: &str| r.matches(&format!("{}:8080", a.ep_b)).count() + r.matches(&format!("{} . 8080", a.ep_b)).count();
     let before = still_there(&ruleset(&exec, mode));
     let rv = slices.get("web-1").await.unwrap()["metadata"]["resourceVersion"].clone();
     let mut one = slice("web", &[&a.ep_a]);

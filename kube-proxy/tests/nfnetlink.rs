@@ -19,6 +19,12 @@ add set ip kube-proxy cluster-ips { type ipv4_addr ; comment "Active ClusterIPs"
 add map ip kube-proxy service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }
 add map ip kube-proxy no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; }
 add map ip kube-proxy service-nodeports { type inet_proto . inet_service : verdict ; }
+add set ip kube-proxy endpoint-hairpin { type ipv4_addr . ipv4_addr ; }
+add element ip kube-proxy endpoint-hairpin { 10.1.0.4 . 10.1.0.4 }
+add map ip kube-proxy endpoints-DDDD-ns/api/tcp/http { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; }
+add element ip kube-proxy endpoints-DDDD-ns/api/tcp/http { 0-65535 : 10.1.0.7 . 80 }
+add chain ip kube-proxy service-DDDD-ns/api/tcp/http
+add rule ip kube-proxy service-DDDD-ns/api/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @endpoints-DDDD-ns/api/tcp/http
 add chain ip kube-proxy endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080
 add rule ip kube-proxy endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080 meta l4proto tcp dnat to 10.1.0.4:8080
 add chain ip kube-proxy service-AAAA-ns/web/tcp/http
@@ -29,7 +35,7 @@ add element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 : goto service-AAA
 "#;
 
 /// A partial sync: the Service's endpoint replaced by two, a DNS Service without endpoints, a NodePort, a gone
-/// ClusterIP and the old endpoint chain deleted.
+/// ClusterIP, the old endpoint chain deleted, and another Service's endpoint map rewritten with three endpoints.
 const PARTIAL: &str = r#"
 add chain ip kube-proxy endpoint-BBBB-ns/web/tcp/http__10.1.0.5/8080
 add chain ip kube-proxy endpoint-CCCC-ns/web/tcp/http__10.1.0.6/8080
@@ -49,6 +55,10 @@ add element ip kube-proxy no-endpoint-services { 10.96.0.11 . udp . 53 comment "
 add element ip kube-proxy no-endpoint-services { 10.96.0.11 . tcp . 53 comment "kube-system/dns:dns-tcp" : drop }
 add element ip kube-proxy service-nodeports { tcp . 30080 : goto service-AAAA-ns/web/tcp/http }
 delete element ip kube-proxy cluster-ips { 10.96.0.12 }
+flush map ip kube-proxy endpoints-DDDD-ns/api/tcp/http
+add element ip kube-proxy endpoints-DDDD-ns/api/tcp/http { 0-21844 : 10.1.0.7 . 80, 21845-43689 : 10.1.0.8 . 80, 43690-65535 : 10.1.0.9 . 8080 }
+add element ip kube-proxy endpoint-hairpin { 10.1.0.8 . 10.1.0.8 }
+delete element ip kube-proxy endpoint-hairpin { 10.1.0.4 . 10.1.0.4 }
 flush chain ip kube-proxy endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080
 delete chain ip kube-proxy endpoint-OLD-ns/web/tcp/http__10.1.0.4/8080
 "#;
@@ -103,6 +113,7 @@ fn a_partial_sync_through_netlink_leaves_what_nft_leaves() {
         list()
     });
     assert!(with_nft.contains("dnat to 10.1.0.6:8080") && !with_nft.contains("10.1.0.4"), "{with_nft}");
+    assert!(with_nft.contains("21845-43689 : 10.1.0.8 . 80"), "{with_nft}");
     assert_eq!(with_netlink, with_nft);
 }
 
