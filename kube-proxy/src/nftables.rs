@@ -1152,7 +1152,7 @@ impl NftProxier {
         exists: &dyn Fn(&str) -> bool,
         rec: &mut ServiceRecord,
     ) {
-        let (ip_x, family) = (self.ip_x(), tx.family.clone());
+        let (ip_x, family, protocol) = (self.ip_x(), tx.family.clone(), svc.protocol.lower());
         let prefix = ENDPOINT_MAPS.iter().find(|(b, _)| *b == bit).map(|(_, p)| *p).unwrap_or(ENDPOINTS_MAP_PREFIX);
         let map = endpoint_map_name(prefix, &svc.name);
         let n = endpoints.len().min(ENDPOINT_SPREAD as usize) as u64;
@@ -1169,7 +1169,7 @@ impl NftProxier {
         if !had {
             cmd!(
                 tx,
-                "add map {family} {map} {{ typeof numgen random mod {ENDPOINT_SPREAD} : {ip_x} daddr . tcp dport ; flags interval ; }}"
+                "add map {family} {map} {{ typeof numgen random mod {ENDPOINT_SPREAD} : {ip_x} daddr . {protocol} dport ; flags interval ; }}"
             );
         }
         if !had || old.is_some_and(|o| o.map_hashes[slot] != hash) {
@@ -1181,7 +1181,6 @@ impl NftProxier {
         }
         rec.endpoint_maps |= bit;
         rec.map_hashes[slot] = hash;
-        let protocol = svc.protocol.lower();
         rules.rule(
             chain,
             &format!("meta l4proto {protocol} dnat {ip_x} to numgen random mod {ENDPOINT_SPREAD} map @{map}"),

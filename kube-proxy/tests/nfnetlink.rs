@@ -142,3 +142,30 @@ fn a_refused_batch_changes_nothing_and_names_its_line() {
     }
     assert_eq!(after, before, "nothing of the refused batch stays");
 }
+
+/// The golden full sync (every kind of Service the golden tests write, TCP and UDP) loads into a kernel, and the
+/// golden partial sync applies after it the same through netlink as through `nft -f`.
+#[test]
+fn the_golden_syncs_load_into_the_kernel() {
+    if !usable() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let overall = std::fs::read_to_string(dir.join("nftables-overall.nft")).unwrap();
+    let partial = std::fs::read_to_string(dir.join("nftables-partial.nft")).unwrap();
+    let (o, p) = (overall.clone(), partial.clone());
+    let with_nft = in_new_netns(move || {
+        nft(&o);
+        nft(&p)
+    });
+    let with_netlink = in_new_netns(move || {
+        nft(&overall);
+        let batch = nfnetlink::compile("ip kube-proxy", &partial).expect("a partial sync compiles");
+        let outcome = nfnetlink::send(&batch).expect("an answer");
+        assert!(matches!(outcome, Outcome::Applied), "{outcome:?}");
+        list()
+    });
+    assert!(with_nft.contains("udp dport"), "{with_nft}");
+    assert_eq!(with_netlink, with_nft);
+}
