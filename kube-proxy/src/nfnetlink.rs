@@ -488,7 +488,7 @@ pub struct Batch {
     lines: u32,
 }
 
-/// Sequence numbers of this process's batches (they only tell the kernel's answers apart).
+/// Sequence numbers of this process's batches (they only tell the kernel's answers apart; they wrap).
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 /// Compiles an `nft -f` transaction on the IPv4 table `family_table` (`ip kube-proxy`) into one batch, or None
@@ -509,12 +509,12 @@ fn compile_at(family_table: &str, text: &str, first_seq: u32) -> Option<Batch> {
         // Only the last message asks for an acknowledgement: errors are reported whatever the flag, and one ack per
         // message could overflow the socket's receive buffer.
         let last = i + 1 == lines.len();
-        bytes.extend(line(family_table, l, first_seq + 1 + i as u32, last)?);
+        bytes.extend(line(family_table, l, first_seq.wrapping_add(1 + i as u32), last)?);
         if bytes.len() > MAX_BATCH {
             return None;
         }
     }
-    let end_seq = first_seq + 1 + lines.len() as u32;
+    let end_seq = first_seq.wrapping_add(1 + lines.len() as u32);
     bytes.extend(Msg::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end_seq, 0, res_id).finish());
     Some(Batch { bytes, first_seq, lines: lines.len() as u32 })
 }
@@ -541,7 +541,7 @@ pub fn send(batch: &Batch) -> std::io::Result<Outcome> {
     if sent != batch.bytes.len() {
         return Err(std::io::Error::other(format!("short netlink send: {sent} of {}", batch.bytes.len())));
     }
-    let last_seq = batch.first_seq + batch.lines;
+    let last_seq = batch.first_seq.wrapping_add(batch.lines);
     let mut buf = vec![0u8; 64 * 1024];
     let mut acked = false;
     loop {
@@ -562,8 +562,8 @@ pub fn send(batch: &Batch) -> std::io::Result<Outcome> {
                 // The header of the message answered follows the error code.
                 let seq = u32::from_ne_bytes(buf[at + 28..at + 32].try_into().unwrap());
                 if errno != 0 {
-                    let line =
-                        seq.checked_sub(batch.first_seq + 1).map(|i| i as usize).filter(|i| *i < batch.lines as usize);
+                    let line = Some(seq.wrapping_sub(batch.first_seq.wrapping_add(1)) as usize)
+                        .filter(|i| *i < batch.lines as usize);
                     return Ok(Outcome::Refused { errno: -errno, line });
                 }
                 acked |= seq == last_seq;
