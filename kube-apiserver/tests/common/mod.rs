@@ -27,15 +27,25 @@ pub fn sqlite() -> (SqliteStore, tempfile::TempDir) {
     (store, dir)
 }
 
+/// A fresh etcd and a store on it. Tests start their etcds in parallel on ports found free a moment before, so
+/// one may lose its port to another's listener (its first request then meets the wrong server): such a start is
+/// retried on new ports.
 pub async fn etcd() -> (EtcdStore, EtcdServer) {
-    let server = tokio::task::spawn_blocking(EtcdServer::start)
-        .await
-        .expect("join")
-        .expect("etcd must be installed to run the etcd conformance tests (apt-get install etcd-server)");
-    let mut config = EtcdConfig::new(vec![server.endpoint.clone()]);
-    config.progress_interval = PROGRESS;
-    let store = EtcdStore::connect(config).await.expect("connect to etcd");
-    (store, server)
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let server = tokio::task::spawn_blocking(EtcdServer::start)
+            .await
+            .expect("join")
+            .expect("etcd must be installed to run the etcd conformance tests (apt-get install etcd-server)");
+        let mut config = EtcdConfig::new(vec![server.endpoint.clone()]);
+        config.progress_interval = PROGRESS;
+        match EtcdStore::connect(config).await {
+            Ok(store) => return (store, server),
+            Err(e) if attempt < 3 => eprintln!("etcd on {} not usable ({e:?}); starting another", server.endpoint),
+            Err(e) => panic!("connect to etcd: {e:?}"),
+        }
+    }
 }
 
 /// Fails the test instead of hanging.
