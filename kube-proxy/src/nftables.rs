@@ -364,7 +364,7 @@ impl ServiceRecord {
     }
 
     /// The names of the affinity sets and endpoint maps this record's Service port wrote.
-    fn affinity_sets(&self, name: &ServicePortName) -> Vec<String> {
+    fn sets(&self, name: &ServicePortName) -> Vec<String> {
         let mut out = Vec::new();
         let written = ENDPOINT_MAPS.iter().filter(|(bit, _)| self.endpoint_maps & bit != 0);
         out.extend(written.map(|(_, prefix)| endpoint_map_name(prefix, name)));
@@ -798,7 +798,7 @@ impl Proxier for NftProxier {
             }
             // A full sync tells unused chains and sets from the kernel's list instead: no names to rebuild.
             let (old_chains, old_sets) = match partial {
-                true => (old.chain_names(svc_name), old.affinity_sets(svc_name)),
+                true => (old.chain_names(svc_name), old.sets(svc_name)),
                 false => (Vec::new(), Vec::new()),
             };
             let Some(svc) = input.svc_port_map.get(svc_name) else {
@@ -815,7 +815,7 @@ impl Proxier for NftProxier {
                 unused_chains.extend(old_chains.into_iter().filter(|c| !chains.contains(c)));
             }
             if !old_sets.is_empty() {
-                let sets = rec.affinity_sets(svc_name);
+                let sets = rec.sets(svc_name);
                 unused_sets.extend(old_sets.into_iter().filter(|s| !sets.contains(s)));
             }
             self.records.insert(svc_name.clone(), rec);
@@ -827,7 +827,7 @@ impl Proxier for NftProxier {
                 unused_chains.extend(kernel_chains.difference(&active).cloned());
             }
             if !kernel_sets.is_empty() {
-                let active: BTreeSet<String> = self.records.iter().flat_map(|(n, r)| r.affinity_sets(n)).collect();
+                let active: BTreeSet<String> = self.records.iter().flat_map(|(n, r)| r.sets(n)).collect();
                 unused_sets.extend(kernel_sets.difference(&active).cloned());
             }
         }
