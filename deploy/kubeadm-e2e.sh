@@ -115,7 +115,7 @@ fi
 
 step "building and importing the images (control plane included)"
 BIN_DIR=$BIN_DIR CLUSTER_DNS_BIN=$BIN_DIR/cluster-dns \
-  bash deploy/images/build.sh "$work/images" --import --control-plane --only pause,busybox,coredns,agnhost,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy
+  bash deploy/images/build.sh "$work/images" --import --control-plane --only pause,busybox,nginx,coredns,agnhost,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy
 
 step "kubeadm init"
 start=$(date +%s%N)
@@ -161,13 +161,24 @@ kubectl rollout status deployment/web --timeout=120s
 out=""; answered=false
 for i in $(seq 1 20); do
   if out=$(kubectl run "probe-$i" --rm -i --restart=Never --image=docker.io/library/busybox:1.36 -- \
-    sh -c 'timeout 5 wget -qO- http://web.default.svc.cluster.local/hostname' 2>&1) && echo "$out" | grep -q '^web-'; then
+    sh -c 'wget -T 5 -qO- http://web.default.svc.cluster.local/hostname' 2>&1) && echo "$out" | grep -q '^web-'; then
     answered=true; break
   fi
   sleep 3
 done
 $answered || fail "no answer from the Service by name: $out"
 echo "the Service answered: $(echo "$out" | grep '^web-')"
+
+step "the docs' nginx and busybox:1.28 (images built here under those names; busybox's wget --timeout works)"
+kubectl create deployment nginx --image=nginx:1.20.2
+kubectl expose deployment nginx --port=80
+kubectl rollout status deployment/nginx --timeout=120s
+out=$(kubectl run nginx-probe --rm -i --restart=Never --image=busybox:1.28 -- \
+  sh -c 'sleep 1; wget --spider --timeout=5 nginx && wget -qO- --timeout=5 nginx' 2>&1) || fail "wget of nginx: $out"
+echo "$out" | grep -q 'remote file exists' || fail "wget --spider of nginx: $out"
+echo "$out" | grep -q '<title>Welcome to nginx!</title>' || fail "no welcome page from nginx: $out"
+kubectl logs deployment/nginx | grep -q '"GET / HTTP/1.1" 200' || fail "nginx's access log is not its output"
+kubectl delete deployment nginx --wait=false && kubectl delete service nginx
 
 step "admission webhooks and a CRD conversion webhook served by a pod (upstream's agnhost image)"
 # The webhooks' serving certificate, from a CA of the test's own (its bundle goes into the configurations).

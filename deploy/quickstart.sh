@@ -84,6 +84,13 @@ kubectl taint nodes --all node-role.kubernetes.io/control-plane- >/dev/null 2>&1
 
 step "add-ons: NetworkPolicy enforcement and metrics-server (kubeadm installed kube-proxy and CoreDNS)"
 kubectl apply -f deploy/network-policy.yaml -f deploy/metrics-server.yaml
+# The policy agent runs in the host's network, where a route for the Service range (e.g. a blackhole that keeps
+# test traffic on this machine) is chosen before kube-proxy's DNAT: it dials the apiserver itself, as Calico's
+# `kubernetes-services-endpoint` does.
+server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+server=${server#https://}
+kubectl -n kube-system set env daemonset/network-policy \
+  KUBERNETES_SERVICE_HOST="${server%:*}" KUBERNETES_SERVICE_PORT="${server##*:}" >/dev/null
 kubectl -n kube-system rollout status daemonset/kube-proxy --timeout=120s
 kubectl -n kube-system rollout status deployment/coredns --timeout=120s
 kubectl -n kube-system rollout status daemonset/network-policy --timeout=120s

@@ -2,7 +2,10 @@
 # Builds the images a node needs, as OCI image layouts from files on disk (no registry is reachable), and
 # imports them into containerd's k8s.io namespace:
 #   registry.k8s.io/pause:3.10      our own static pause (deploy/images/pause.c), the sandbox image
-#   docker.io/library/busybox:1.36  Debian's busybox-static with its applet links, for workloads and tests
+#   docker.io/library/busybox:1.36  Debian's busybox-static with its applet links (wget through wget.sh), for
+#                                   workloads and tests; also tagged 1.28, 1.30, latest and as e2e's busybox:1.36.1-1
+#   docker.io/library/nginx:1.22    Debian's nginx laid out as the official image (welcome page on port 80, logs to
+#                                   stdout/stderr); also tagged latest, 1.20.2, 1.17.1 and as e2e's nginx:1.14-4/1.15-4
 #   registry.k8s.io/coredns/coredns:v1.12.0
 #                                   cluster-dns (the release binary and the shared libraries it loads), the
 #                                   cluster DNS add-on of deploy/cluster-dns.yaml under kubeadm's image name
@@ -27,7 +30,7 @@
 # the control-plane binaries from $BIN_DIR (default target/release; cargo build --release -p <component>). A
 # component image is rebuilt only when its tarball is older than its binary or this script.
 # Usage: deploy/images/build.sh [OUT_DIR] [--import [--address SOCKET]] [--control-plane] [--only NAME,...]
-#   --only builds (and imports) just the named images: pause, busybox, coredns, dnsutils, metrics-server, agnhost,
+#   --only builds (and imports) just the named images: pause, busybox, nginx, coredns, dnsutils, metrics-server, agnhost,
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd.
 # A user's own image tarball (docker save or OCI layout) loads the same way:
 #   ctr -n k8s.io images import my-image.tar
@@ -51,20 +54,21 @@ want() {
     case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac
   fi
   case "$1" in
-    pause | busybox | coredns | dnsutils | metrics-server | agnhost) return 0 ;;
+    pause | busybox | nginx | coredns | dnsutils | metrics-server | agnhost) return 0 ;;
     *) $control_plane ;;
   esac
 }
 built=()
 mkdir -p "$out"
-command -v busybox >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-# oci_image NAME TAG ROOTFS_DIR ENTRYPOINT_JSON CMD_JSON -> $out/NAME-TAG.tar
+# oci_image NAME TAG ROOTFS_DIR ENTRYPOINT_JSON CMD_JSON [CONFIG_FIELDS] -> $out/NAME-TAG.tar; CONFIG_FIELDS are more
+# fields of the image config (`"StopSignal":"SIGQUIT"`); with ALIASES="name:tag ..." set, the index names the image
+# by those names too (containerd's import makes an image of each).
 oci_image() {
-  local name=$1 tag=$2 rootfs=$3 entrypoint=$4 cmd=$5
+  local name=$1 tag=$2 rootfs=$3 entrypoint=$4 cmd=$5 extra=${6:+,$6}
   local work; work=$(mktemp -d)
   mkdir -p "$work/blobs/sha256"
   # Reproducible layer: sorted, fixed owner and time.
@@ -81,8 +85,8 @@ oci_image() {
   fi
   local layer; layer=$(sha "$work/layer.tar.z"); local layer_size; layer_size=$(stat -c %s "$work/layer.tar.z")
   mv "$work/layer.tar.z" "$work/blobs/sha256/$layer"
-  printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":%s,"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"deploy/images/build.sh"}]}' \
-    "$arch" "$entrypoint" "$cmd" "$diff_id" > "$work/config.json"
+  printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":%s,"Cmd":%s%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"deploy/images/build.sh"}]}' \
+    "$arch" "$entrypoint" "$cmd" "$extra" "$diff_id" > "$work/config.json"
   local config; config=$(sha "$work/config.json"); local config_size; config_size=$(stat -c %s "$work/config.json")
   mv "$work/config.json" "$work/blobs/sha256/$config"
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"%s","digest":"sha256:%s","size":%s}]}' \
@@ -90,8 +94,12 @@ oci_image() {
   local manifest; manifest=$(sha "$work/manifest.json"); local manifest_size; manifest_size=$(stat -c %s "$work/manifest.json")
   mv "$work/manifest.json" "$work/blobs/sha256/$manifest"
   printf '{"imageLayoutVersion":"1.0.0"}' > "$work/oci-layout"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s:%s","io.containerd.image.name":"%s:%s"},"platform":{"architecture":"%s","os":"linux"}}]}' \
-    "$manifest" "$manifest_size" "$name" "$tag" "$name" "$tag" "$arch" > "$work/index.json"
+  local ref entries=()
+  for ref in "$name:$tag" ${ALIASES:-}; do
+    entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s","io.containerd.image.name":"%s"},"platform":{"architecture":"%s","os":"linux"}}' \
+      "$manifest" "$manifest_size" "$ref" "$ref" "$arch")")
+  done
+  printf '{"schemaVersion":2,"manifests":[%s]}' "$(IFS=,; echo "${entries[*]}")" > "$work/index.json"
   local file="$out/$(basename "$name")-$tag.tar"
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2024-01-01 00:00:00Z' -C "$work" -cf "$file" oci-layout index.json blobs
   rm -rf "$work"
@@ -114,6 +122,49 @@ copy_with_libs() {
   done
 }
 
+# unpack_debs DIR PACKAGE...: the Debian packages' files under DIR, unpacked, not installed; downloaded once into
+# $DEB_CACHE (default /var/cache/kube-images/debs).
+unpack_debs() {
+  local dir=$1 cache=${DEB_CACHE:-/var/cache/kube-images/debs} pkg
+  local -a debs
+  shift
+  mkdir -p "$dir" "$cache"
+  for pkg in "$@"; do
+    debs=("$cache/${pkg}"_*.deb)
+    if [ ! -f "${debs[0]}" ]; then
+      (cd "$cache" && apt-get download -qq "$pkg" 2>"$dir/err") ||
+        { cat "$dir/err" >&2; echo "apt-get download $pkg failed" >&2; exit 1; }
+      rm -f "$dir/err"
+      debs=("$cache/${pkg}"_*.deb)
+    fi
+    dpkg-deb -x "${debs[-1]}" "$dir"
+  done
+}
+
+# busybox_applets ROOT [SKIP...]: Debian's busybox as ROOT/bin/busybox (the dynamic build and the libraries it loads:
+# the static busybox-static's shell runs its own applets whatever PATH says), a link for each applet but the SKIPped
+# ones, and wget.sh as ROOT/bin/wget (busybox's wget with -T/--timeout working: Debian's build segfaults on it).
+busybox_applets() {
+  local root=$1 applet lib
+  shift
+  if [ -z "${busybox_pkg:-}" ]; then
+    busybox_pkg=$(mktemp -d)
+    unpack_debs "$busybox_pkg" busybox
+  fi
+  mkdir -p "$root/bin"
+  cp "$busybox_pkg/bin/busybox" "$root/bin/busybox"
+  for lib in $(ldd "$root/bin/busybox" | grep -o '/[^ )]*'); do
+    [ -e "$root$lib" ] && continue
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  for applet in $("$root/bin/busybox" --list); do
+    case " busybox wget $* " in *" $applet "*) continue ;; esac
+    [ -e "$root/bin/$applet" ] || ln -sf busybox "$root/bin/$applet"
+  done
+  install -m 0755 "$here/wget.sh" "$root/bin/wget"
+}
+
 if want pause; then
 echo "==> pause"
 root=$(mktemp -d)
@@ -128,13 +179,42 @@ echo "==> busybox"
 root=$(mktemp -d)
 mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/var/www" "$root/proc" "$root/sys" "$root/dev"
 chmod 1777 "$root/tmp"
-cp "$(command -v busybox)" "$root/bin/busybox"
-for applet in $("$root/bin/busybox" --list); do
-  [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-done
+busybox_applets "$root"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
-oci_image docker.io/library/busybox 1.36 "$root" 'null' '["sh"]'
+# The tags upstream's docs and e2e tests name (kubectl run ... --image=busybox:1.28, e2e's busybox).
+ALIASES="docker.io/library/busybox:1.28 docker.io/library/busybox:1.30 docker.io/library/busybox:latest
+  registry.k8s.io/e2e-test-images/busybox:1.36.1-1" \
+  oci_image docker.io/library/busybox 1.36 "$root" 'null' '["sh"]'
+rm -rf "$root"
+fi
+
+if want nginx; then
+echo "==> nginx (Debian's nginx)"
+# Unpacked from the packages, not installed: installing would start an nginx on this machine.
+debs=$(mktemp -d)
+unpack_debs "$debs/x" nginx nginx-common
+root=$(mktemp -d)
+copy_with_libs "$root" "$debs/x/usr/sbin/nginx"
+mkdir -p "$root/usr/sbin" "$root/etc/nginx/conf.d" "$root/usr/share/nginx/html" "$root/var/log/nginx" "$root/tmp" \
+  "$root/var/lib/nginx" "$root/var/cache/nginx" "$root/var/run" "$root/run" "$root/proc" "$root/sys" "$root/dev"
+mv "$root$debs/x/usr/sbin/nginx" "$root/usr/sbin/nginx" && rm -rf "${root:?}${debs:?}"
+cp "$debs/x/etc/nginx/mime.types" "$root/etc/nginx/"
+cp "$here/nginx/nginx.conf" "$root/etc/nginx/"
+cp "$here/nginx/default.conf" "$root/etc/nginx/conf.d/"
+cp "$here/nginx/index.html" "$here/nginx/50x.html" "$root/usr/share/nginx/html/"
+# As the official image: the logs are the container's output.
+ln -s /dev/stdout "$root/var/log/nginx/access.log"
+ln -s /dev/stderr "$root/var/log/nginx/error.log"
+busybox_applets "$root"
+chmod 1777 "$root/tmp"
+printf 'root:x:0:0:root:/root:/bin/sh\nnginx:x:101:101:nginx user:/nonexistent:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnginx:x:101:\nnogroup:x:65534:\n' > "$root/etc/group"
+rm -rf "$debs"
+ALIASES="docker.io/library/nginx:latest docker.io/library/nginx:1.20.2 docker.io/library/nginx:1.17.1
+  registry.k8s.io/e2e-test-images/nginx:1.14-4 registry.k8s.io/e2e-test-images/nginx:1.15-4" \
+  oci_image docker.io/library/nginx 1.22 "$root" 'null' '["nginx","-g","daemon off;"]' \
+  '"StopSignal":"SIGQUIT","ExposedPorts":{"80/tcp":{}}'
 rm -rf "$root"
 fi
 
@@ -167,12 +247,8 @@ root=$(mktemp -d)
 mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
 chmod 1777 "$root/tmp"
 copy_with_libs "$root" "$(command -v dig)" "$(command -v nslookup)" "$(command -v host)"
-cp "$(command -v busybox)" "$root/bin/busybox"
-for applet in $("$root/bin/busybox" --list); do
-  # dig, host and nslookup are bind's; the rest of the tools are busybox's.
-  case "$applet" in busybox | nslookup | host) continue ;; esac
-  [ -e "$root/bin/$applet" ] || ln -sf busybox "$root/bin/$applet"
-done
+# dig, host and nslookup are bind's; the rest of the tools are busybox's.
+busybox_applets "$root" nslookup host
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 oci_image registry.k8s.io/e2e-test-images/jessie-dnsutils 1.7 "$root" 'null' '["sh"]'
@@ -311,6 +387,8 @@ if want etcd; then
     rm -rf "$root"
   fi
 fi
+
+rm -rf "${busybox_pkg:-}"
 
 if $import; then
   echo "==> importing into containerd ($address, namespace k8s.io)"
