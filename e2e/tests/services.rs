@@ -23,9 +23,9 @@ fn sh(c: &Cluster, script: &str) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `wget` of `url` from the client pod (busybox's `wget -T` crashes: `timeout` bounds it).
+/// `wget` of `url` from the client pod, with busybox's timeout option (`deploy/images/wget.sh`).
 fn fetch(c: &Cluster, url: &str) -> Option<String> {
-    let (ok, out) = sh(c, &format!("timeout 5 wget -qO- {url}"));
+    let (ok, out) = sh(c, &format!("wget -T 5 -qO- {url}"));
     ok.then(|| out.trim().to_string())
 }
 

@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use proto::cri::{AttachRequest, ExecRequest, PortForwardRequest};
+use proto::cri::{AttachRequest, ContainerState, ContainerStatusRequest, ExecRequest, PortForwardRequest};
 use proto::spdy::{Session, Stream};
 use proto::streaming::{self, ExecStreams};
 use serde_json::Value;
@@ -238,6 +238,7 @@ pub async fn exec(manager: &PodManager, mut req: Request<Incoming>, attach: bool
     };
     let mut rt = manager.cri.runtime.clone();
     let stderr = stderr && !tty;
+    let container_id = id.clone();
     let url = if attach {
         rt.attach(AttachRequest { container_id: id, stdin, tty, stdout, stderr }).await.map(|r| r.into_inner().url)
     } else {
@@ -252,15 +253,17 @@ pub async fn exec(manager: &PodManager, mut req: Request<Incoming>, attach: bool
     let resp = switching(&upgrade);
     match upgrade {
         Upgrade::WebSocket { protocol, .. } => {
+            let attached_at = std::time::SystemTime::now();
             let streams = match streaming::open_exec(&url, stdin, stdout, stderr, tty).await {
                 Ok(s) => s,
                 Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             };
+            let early = attach.then(|| EarlyOutput { runtime: rt, id: container_id, attached_at, stdout, stderr });
             tokio::spawn(async move {
                 let Ok(io) = on_upgrade.await else { return };
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
                 let channels = Channels::of(&protocol).expect("negotiated from WS_EXEC");
-                websocket_exec(ws, streams, channels).await;
+                websocket_exec(ws, streams, channels, early).await;
             });
         }
         Upgrade::Spdy { .. } => {
@@ -382,13 +385,80 @@ async fn splice(a: Stream, b: Stream) {
     tokio::join!(copy(ar, bw), copy(br, aw));
 }
 
+/// How long before an attach a container may have started for its earlier output to be replayed ([`EarlyOutput`]).
+const EARLY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What an attached container wrote before the attach began, sent when the container started moments before the
+/// attach and ended without writing anything more. `kubectl run -i` attaches once the pod is Running and Ready,
+/// and a short command (`echo`, `nslookup`) has often written everything and exited by then. Upstream's kubelet
+/// notices a started container at its next PLEG relist (up to a second later), so kubectl mostly finds such a pod
+/// completed and prints its logs; ours reports Running at once, and without this the output was lost.
+struct EarlyOutput {
+    runtime: proto::cri::runtime_service_client::RuntimeServiceClient<proto::Transport>,
+    id: String,
+    attached_at: std::time::SystemTime,
+    stdout: bool,
+    stderr: bool,
+}
+
+impl EarlyOutput {
+    /// The container's log as (channel, bytes) messages, if it has exited and had started less than [`EARLY`]
+    /// before the attach; nothing otherwise.
+    async fn fetch(mut self) -> Vec<(u8, Vec<u8>)> {
+        // The attach streams end as the process exits, a moment before the runtime reports the exit.
+        let mut exited = None;
+        for _ in 0..20 {
+            let request = ContainerStatusRequest { container_id: self.id.clone(), verbose: false };
+            let Ok(Some(status)) = self.runtime.container_status(request).await.map(|r| r.into_inner().status) else {
+                return Vec::new();
+            };
+            if status.state != ContainerState::ContainerRunning as i32 {
+                exited = Some(status);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let Some(status) = exited else { return Vec::new() };
+        let started = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(status.started_at.max(0) as u64);
+        if self.attached_at.duration_since(started).unwrap_or_default() > EARLY {
+            return Vec::new();
+        }
+        let Ok(log) = tokio::fs::read_to_string(&status.log_path).await else { return Vec::new() };
+        early_messages(&log, self.stdout, self.stderr)
+    }
+}
+
+/// A CRI log's lines as messages on the stdout (1) and stderr (2) channels asked for, consecutive lines of one
+/// stream in one message.
+fn early_messages(log: &str, stdout: bool, stderr: bool) -> Vec<(u8, Vec<u8>)> {
+    let mut out: Vec<(u8, Vec<u8>)> = Vec::new();
+    for line in log.lines() {
+        let Some((_, stream, partial, content)) = crate::server::parse_cri_line(line) else { continue };
+        let channel = match stream {
+            "stdout" if stdout => 1,
+            "stderr" if stderr => 2,
+            _ => continue,
+        };
+        if out.last().is_none_or(|(c, _)| *c != channel) {
+            out.push((channel, Vec::new()));
+        }
+        let data = &mut out.last_mut().expect("pushed above").1;
+        data.extend_from_slice(content.as_bytes());
+        if !partial {
+            data.push(b'\n');
+        }
+    }
+    out
+}
+
 /// Translates a channel protocol on a WebSocket to the runtime's SPDY streams, until the command ends (its status
-/// goes on channel 3, then the socket is closed) or the client leaves.
-async fn websocket_exec(mut ws: Ws, s: ExecStreams, channels: Channels) {
+/// goes on channel 3, then the socket is closed) or the client leaves. An attach passes its [`EarlyOutput`].
+async fn websocket_exec(mut ws: Ws, s: ExecStreams, channels: Channels, mut early: Option<EarlyOutput>) {
     let ExecStreams { session, mut error, stdin, mut stdout, mut stderr, resize } = s;
     let stdin = stdin.map(|s| s.writer());
     let resize = resize.map(|s| s.writer());
     let mut status = Vec::new();
+    let mut forwarded = false;
     async fn next(s: &mut Option<Stream>) -> Option<Bytes> {
         match s {
             Some(s) => s.recv().await,
@@ -448,11 +518,17 @@ async fn websocket_exec(mut ws: Ws, s: ExecStreams, channels: Channels) {
                 }
             },
             b = next(&mut stdout), if held.is_none() => match b {
-                Some(b) => if ws.send(channels.encode(1, &b)).await.is_err() { break },
+                Some(b) => {
+                    forwarded |= !b.is_empty();
+                    if ws.send(channels.encode(1, &b)).await.is_err() { break }
+                }
                 None => stdout = None,
             },
             b = next(&mut stderr), if held.is_none() => match b {
-                Some(b) => if ws.send(channels.encode(2, &b)).await.is_err() { break },
+                Some(b) => {
+                    forwarded |= !b.is_empty();
+                    if ws.send(channels.encode(2, &b)).await.is_err() { break }
+                }
                 None => stderr = None,
             },
             b = error.recv(), if held.is_none() => match b {
@@ -465,10 +541,16 @@ async fn websocket_exec(mut ws: Ws, s: ExecStreams, channels: Channels) {
                         while let Some(s) = s.as_mut() {
                             match tokio::time::timeout_at(deadline, s.recv()).await {
                                 Ok(Some(b)) => {
+                                    forwarded |= !b.is_empty();
                                     let _ = ws.send(channels.encode(channel, &b)).await;
                                 }
                                 _ => break,
                             }
+                        }
+                    }
+                    if !forwarded && let Some(early) = early.take() {
+                        for (channel, data) in early.fetch().await {
+                            let _ = ws.send(channels.encode(channel, &data)).await;
                         }
                     }
                     if let Some(report) = channels.status(&status) {
@@ -543,6 +625,19 @@ mod tests {
     }
 
     /// v4 and v5 report the Status JSON; older protocols only a failure, as its message.
+    #[test]
+    fn early_output_per_stream() {
+        let log = "2026-12-05T22:00:00.1Z stdout F one\n2026-12-05T22:00:00.2Z stdout P tw\n\
+                   2026-12-05T22:00:00.3Z stdout F o\n2026-12-05T22:00:00.4Z stderr F oops\n\
+                   2026-12-05T22:00:00.5Z stdout F three\n";
+        assert_eq!(
+            early_messages(log, true, true),
+            vec![(1, b"one\ntwo\n".to_vec()), (2, b"oops\n".to_vec()), (1, b"three\n".to_vec())]
+        );
+        assert_eq!(early_messages(log, true, false), vec![(1, b"one\ntwo\nthree\n".to_vec())]);
+        assert_eq!(early_messages(log, false, true), vec![(2, b"oops\n".to_vec())]);
+    }
+
     #[test]
     fn status_per_version() {
         let failure = br#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: exit code 3","reason":"NonZeroExitCode"}"#;

@@ -715,6 +715,31 @@ async fn streams_reach_the_pod(kubeconfig: &Path) {
     let said = kubectl(kubeconfig, &["attach", "-i", "attached", "-c", "main"], Some("hello\n"));
     assert!(said.contains("got-hello"), "attach: {said:?}");
     kubectl(kubeconfig, &["delete", "pod", "attached", "--wait=false"], None);
+    // `kubectl run -i` of a short command: what it wrote before kubectl attached (it attaches once the pod is
+    // Running) comes back when it ends without more output, as upstream's users see it (there, through kubectl
+    // falling back to the logs of a pod its kubelet reports completed).
+    let overrides = r#"{"spec":{"nodeName":"e2e-node","hostNetwork":true}}"#;
+    let quick = kubectl_output(
+        kubeconfig,
+        &[
+            "run",
+            "quick",
+            "--rm",
+            "-i",
+            "--restart=Never",
+            "--image=docker.io/library/busybox:1.36",
+            "--image-pull-policy=Never",
+            "--overrides",
+            overrides,
+            "--",
+            "sh",
+            "-c",
+            "echo quick-out; echo quick-err >&2; sleep 1",
+        ],
+        None,
+    );
+    let said = String::from_utf8_lossy(&quick.stdout);
+    assert!(quick.status.success() && said.contains("quick-out"), "kubectl run -i of a short command: {quick:?}");
 
     // port-forward: a local port on loopback reaches httpd inside the pod's network namespace.
     let mut pf = tokio::process::Command::new("kubectl")
