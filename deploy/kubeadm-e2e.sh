@@ -69,6 +69,7 @@ cleanup() {
     [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
   done
   ip route del blackhole "$POD_CIDR" 2>/dev/null; ip route del blackhole "$SERVICE_CIDR" 2>/dev/null
+  REGISTRY_DIR=$work/registry bash deploy/registry.sh stop --wipe 2>/dev/null
   rm -rf /etc/cni/net.d/10-kubelet-bridge.conflist "$work"
 }
 trap cleanup EXIT
@@ -104,6 +105,8 @@ version = 2
     runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
       SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+    endpoint = ["http://127.0.0.1:5000"]
 CTD
 if [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1; then
   step "containerd is already running; using it"
@@ -116,6 +119,10 @@ fi
 step "building and importing the images (control plane included)"
 BIN_DIR=$BIN_DIR CLUSTER_DNS_BIN=$BIN_DIR/cluster-dns \
   bash deploy/images/build.sh "$work/images" --import --control-plane --only pause,busybox,nginx,coredns,agnhost,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy
+step "the node's local registry (deploy/registry.sh), the mirror of docker.io in containerd's config"
+export REGISTRY_DIR=$work/registry
+bash deploy/registry.sh start
+bash deploy/registry.sh push
 
 step "kubeadm init"
 start=$(date +%s%N)
@@ -170,7 +177,8 @@ $answered || fail "no answer from the Service by name: $out"
 echo "the Service answered: $(echo "$out" | grep '^web-')"
 
 step "the docs' nginx and busybox:1.28 (images built here under those names; busybox's wget --timeout works)"
-kubectl create deployment nginx --image=nginx:1.20.2
+# No tag: imagePullPolicy Always, so the kubelet pulls, through the local registry.
+kubectl create deployment nginx --image=nginx
 kubectl expose deployment nginx --port=80
 kubectl rollout status deployment/nginx --timeout=120s
 out=$(kubectl run nginx-probe --rm -i --restart=Never --image=busybox:1.28 -- \
@@ -178,6 +186,10 @@ out=$(kubectl run nginx-probe --rm -i --restart=Never --image=busybox:1.28 -- \
 echo "$out" | grep -q 'remote file exists' || fail "wget --spider of nginx: $out"
 echo "$out" | grep -q '<title>Welcome to nginx!</title>' || fail "no welcome page from nginx: $out"
 kubectl logs deployment/nginx | grep -q '"GET / HTTP/1.1" 200' || fail "nginx's access log is not its output"
+kubectl get pods -l app=nginx -o jsonpath='{.items[0].spec.containers[0].imagePullPolicy}' | grep -qx Always ||
+  fail "an image without a tag defaults to imagePullPolicy Always"
+kubectl get events --field-selector reason=Pulled -o jsonpath='{.items[*].message}' | grep -q 'Successfully pulled image "nginx"' ||
+  fail "no Pulled event for nginx: $(kubectl get events --field-selector reason=Pulled -o jsonpath='{.items[*].message}')"
 kubectl delete deployment nginx --wait=false && kubectl delete service nginx
 
 step "admission webhooks and a CRD conversion webhook served by a pod (upstream's agnhost image)"

@@ -4,7 +4,8 @@
 #   2. builds in release mode and installs the binaries, the kubelet unit and kubeadm's drop-in as the kubeadm and
 #      kubelet packages do (deploy/install.sh: /usr/bin/kubeadm, /usr/bin/kubelet, ...);
 #   3. configures and starts containerd (CRI, cgroupfs, the bridge CNI plugins), then builds every image offline
-#      (deploy/images/build.sh --control-plane) and imports it;
+#      (deploy/images/build.sh --control-plane), imports it and pushes it into the node's local registry
+#      (deploy/registry.sh, 127.0.0.1:5000), which containerd pulls docker.io and registry.k8s.io images through;
 #   4. IPv4 packet forwarding on (/etc/sysctl.d/k8s.conf), then `kubeadm init`: certificates in /etc/kubernetes/pki,
 #      kubeconfigs, the static-pod control plane on the
 #      embedded store, the kubelet (under systemd when it is PID 1, otherwise through
@@ -32,10 +33,14 @@ bash deploy/install.sh --no-build
 
 step "configuring containerd (/etc/containerd/config.toml)"
 mkdir -p /etc/containerd /etc/cni/net.d
-if ! grep -q 'kube-rust quickstart' /etc/containerd/config.toml 2>/dev/null; then
-  [ -f /etc/containerd/config.toml ] && cp /etc/containerd/config.toml /etc/containerd/config.toml.before-quickstart
+restart_containerd=false
+if ! grep -q 'kube-rust quickstart 2' /etc/containerd/config.toml 2>/dev/null; then
+  if [ -f /etc/containerd/config.toml ] && ! grep -q 'kube-rust quickstart' /etc/containerd/config.toml; then
+    cp /etc/containerd/config.toml /etc/containerd/config.toml.before-quickstart
+  fi
   cat > /etc/containerd/config.toml <<CTD
-# kube-rust quickstart: CRI for the kubelet (cgroupfs; a process here may not lower oom_score_adj)
+# kube-rust quickstart 2: CRI for the kubelet (cgroupfs; a process here may not lower oom_score_adj), docker.io and
+# registry.k8s.io pulled through the node's local registry (deploy/registry.sh) first
 version = 2
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.10"
@@ -47,19 +52,36 @@ version = 2
     runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
       SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+    endpoint = ["http://127.0.0.1:5000"]
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."registry.k8s.io"]
+    endpoint = ["http://127.0.0.1:5000"]
 CTD
+  restart_containerd=true
 fi
+containerd_running() { [ -f /run/kube-containerd.pid ] && kill -0 "$(cat /run/kube-containerd.pid)" 2>/dev/null; }
 if $systemd; then
   systemctl restart containerd
-elif ! { [ -f /run/kube-containerd.pid ] && kill -0 "$(cat /run/kube-containerd.pid)" 2>/dev/null; }; then
-  nohup containerd --config /etc/containerd/config.toml >>/var/log/containerd.log 2>&1 &
-  echo $! > /run/kube-containerd.pid
+else
+  # A containerd of an earlier quick start reads the new config on a restart (its containers keep running).
+  if $restart_containerd && containerd_running; then
+    kill -TERM "$(cat /run/kube-containerd.pid)"
+    for _ in $(seq 1 100); do containerd_running || break; sleep 0.1; done
+  fi
+  if ! containerd_running; then
+    nohup containerd --config /etc/containerd/config.toml >>/var/log/containerd.log 2>&1 &
+    echo $! > /run/kube-containerd.pid
+  fi
 fi
 for _ in $(seq 1 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
 
 step "building and importing the images (what kubeadm config images list names, and the add-ons')"
 BIN_DIR=target/release bash deploy/images/build.sh /var/lib/kube-images --import --control-plane \
   --address /run/containerd/containerd.sock
+
+step "the node's local registry on 127.0.0.1:5000 (deploy/registry.sh), holding those images for pulls"
+bash deploy/registry.sh start
+bash deploy/registry.sh push
 
 step "enabling IPv4 packet forwarding (/etc/sysctl.d/k8s.conf, as kubeadm's installation guide does)"
 echo "net.ipv4.ip_forward = 1" > /etc/sysctl.d/k8s.conf

@@ -54,6 +54,7 @@ if [ -S /run/containerd/containerd.sock ]; then
   done
 fi
 stop_pid /run/kube-containerd.pid
+bash "$(dirname "$0")/registry.sh" stop ${1:+"$1"} || true
 if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemctl list-unit-files kube-apiserver.service >/dev/null 2>&1; then
   systemctl disable --now kube-apiserver || true
 elif [ -f /run/kube-apiserver.pid ]; then

@@ -2,10 +2,12 @@
 
 use clap::Parser;
 
-/// mimalloc instead of glibc's malloc: the daemons allocate and free many small JSON values per request, where
-/// glibc's allocator spent about a quarter of the apiserver's CPU (consolidation and chunk unlinking under load).
+/// glibc's malloc, where the other daemons use mimalloc: the kubelet's load is light, and what matters is that the
+/// memory of a busy moment goes back once its pods are gone. glibc's `malloc_trim` (`runtime::allocator`) returns
+/// every free 4 KiB page; mimalloc keeps a 64 KiB page resident for any small object still in it, and after 300
+/// pods came and went the kubelet stayed 5.3-5.8 MB of anonymous memory above idle with it (2.9-3.4 MB with glibc).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: std::alloc::System = std::alloc::System;
 
 fn main() {
     runtime::allocator::block_on("kubelet", run());

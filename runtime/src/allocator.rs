@@ -1,8 +1,10 @@
 //! Memory a daemon freed goes back to the system once the daemon is idle again: its tokio runtime's worker threads
-//! ask mimalloc to collect their heaps (and purge freed pages at once) when they park, at most every few seconds.
+//! ask the allocator to return free pages when they park, at most every few seconds: mimalloc collects their heaps
+//! (and purges freed pages at once), glibc trims its arenas (the kubelet runs on glibc's malloc).
 //!
 //! Without it, mimalloc purges freed pages lazily, on later allocations: a kubelet that ran 100 pods and went back
-//! to none kept the pages of its busiest moment resident, as nothing allocated enough to trigger the purge.
+//! to none kept the pages of its busiest moment resident, as nothing allocated enough to trigger the purge; glibc
+//! returns only the top of its heap by itself.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -26,7 +28,8 @@ pub fn block_on<F: std::future::Future>(daemon: &str, main: F) -> F::Output {
     }
 }
 
-/// Collects this thread's mimalloc heap and purges the freed pages, unless it did so less than [`INTERVAL`] ago.
+/// Collects this thread's mimalloc heap and purges the freed pages, and returns glibc's free pages, unless it did so
+/// less than [`INTERVAL`] ago. Each is cheap when its allocator holds little.
 #[allow(unsafe_code)]
 pub fn collect_when_idle() {
     thread_local!(static LAST: Cell<Option<Instant>> = const { Cell::new(None) });
@@ -38,4 +41,7 @@ pub fn collect_when_idle() {
     // SAFETY: mi_collect takes no pointers and may be called from any thread at any time; it only frees memory
     // mimalloc itself holds as free.
     unsafe { libmimalloc_sys::mi_collect(true) };
+    // SAFETY: malloc_trim takes a size and no pointers, and may be called from any thread (glibc takes each arena's
+    // lock); it only returns pages glibc holds as free.
+    unsafe { libc::malloc_trim(0) };
 }
