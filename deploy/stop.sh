@@ -54,6 +54,9 @@ if [ -S /run/containerd/containerd.sock ]; then
   done
 fi
 stop_pid /run/kube-containerd.pid
+# The pods' network namespaces: the containers above went without a CRI sandbox teardown, so containerd's `cni-*`
+# namespaces, with their ends of the bridge's veth pairs, are still there.
+for n in $(ip netns list 2>/dev/null | awk '$1 ~ /^cni-/ {print $1}'); do ip netns del "$n" 2>/dev/null || true; done
 bash "$(dirname "$0")/registry.sh" stop ${1:+"$1"} || true
 if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemctl list-unit-files kube-apiserver.service >/dev/null 2>&1; then
   systemctl disable --now kube-apiserver || true
