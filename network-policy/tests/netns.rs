@@ -286,11 +286,12 @@ async fn pods_across_nodes_and_network_policies_in_netns_as_root() {
     create_pod(&api, "client-b", &b, &client_b, json!({"access": "true"})).await;
     create_pod(&api, "stranger-b", &b, &stranger_b, json!({})).await;
     let mut health = Vec::new();
+    let mut controllers = Vec::new();
     for n in [&a, &b] {
         let nft = Nft::with_command(vec!["ip".into(), "netns".into(), "exec".into(), n.netns.0.clone(), "nft".into()]);
         let controller = network_policy::Controller::new(&factory, &n.name, nft, Duration::from_secs(300)).unwrap();
         health.push((controller.health(), controller.metrics()));
-        tokio::spawn(controller.run(stop.clone()));
+        controllers.push(tokio::spawn(controller.run(stop.clone())));
     }
     within(20, "the first sync of both controllers", async {
         while health.iter().any(|(_, m)| m.get("network_policy_syncs_total") < 1.0) {
@@ -372,6 +373,10 @@ async fn pods_across_nodes_and_network_policies_in_netns_as_root() {
 
     // --cleanup removes the table, and only it.
     let _ = stop_tx.send(true);
+    // Stopped for good first: a sync still under way would write the table again after the cleanup.
+    for c in controllers {
+        let _ = tokio::time::timeout(Duration::from_secs(20), c).await;
+    }
     let nft_b = Nft::with_command(vec!["ip".into(), "netns".into(), "exec".into(), b.netns.0.clone(), "nft".into()]);
     nft_b.apply("table inet other { }\n").await.unwrap();
     nft_b.apply(&network_policy::ruleset::cleanup()).await.unwrap();
