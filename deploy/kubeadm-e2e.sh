@@ -143,6 +143,8 @@ kubectl wait --for=condition=Ready "node/$NODE" --timeout=120s
 kubectl get node "$NODE" -o jsonpath='{.spec.taints}' | grep -q 'node-role.kubernetes.io/control-plane' || fail "no control-plane taint"
 kubectl get node "$NODE" --show-labels | grep -q 'node-role.kubernetes.io/control-plane' || fail "no control-plane label"
 for c in kube-apiserver kube-controller-manager kube-scheduler; do
+  # The mirror pod may appear a moment after the node is Ready, and `kubectl wait` fails at once on a missing pod.
+  for _ in $(seq 1 120); do kubectl -n kube-system get "pod/$c-$NODE" >/dev/null 2>&1 && break; sleep 0.5; done
   kubectl -n kube-system wait --for=condition=Ready "pod/$c-$NODE" --timeout=120s
 done
 kubectl -n kube-system get configmap kubeadm-config kubelet-config kube-proxy coredns >/dev/null

@@ -199,6 +199,8 @@ for n in "${NODES[@]}"; do
   kubectl wait --for=condition=Ready "node/$n" --timeout=120s
   kubectl get node "$n" --show-labels | grep -q "node-role.kubernetes.io/control-plane" || fail "$n is not labelled a control plane"
   for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+    # A mirror pod may appear a moment after its node is Ready; `kubectl wait` fails at once on a missing pod.
+    for _ in $(seq 1 120); do kubectl -n kube-system get "pod/$c-$n" >/dev/null 2>&1 && break; sleep 0.5; done
     kubectl -n kube-system wait --for=condition=Ready "pod/$c-$n" --timeout=120s >/dev/null || fail "$c-$n is not Ready"
   done
   echo | timeout 5 openssl s_client -connect "${IP[$n]}:6443" 2>/dev/null | openssl x509 -noout -ext subjectAltName \
