@@ -16,6 +16,8 @@ bin=/usr/local/lib/kube-rust/docker-registry
 pidfile=/run/kube-registry.pid
 socket=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
 systemd=false; [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && systemd=true
+# shellcheck source=lib/debs.sh
+source "$(dirname "$0")/lib/debs.sh"
 
 # Whether the registry's port takes connections (bash's /dev/tcp: no HTTP client needed).
 answering() { (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; }
@@ -23,10 +25,8 @@ answering() { (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; }
 start() {
   if [ ! -x "$bin" ]; then
     local tmp; tmp=$(mktemp -d)
-    (cd "$tmp" && apt-get download -qq docker-registry 2>"$tmp/err") ||
-      { cat "$tmp/err" >&2; echo "registry: apt-get download docker-registry failed" >&2; exit 1; }
-    dpkg-deb -x "$tmp"/docker-registry_*.deb "$tmp/x"
-    install -D -m 0755 "$tmp/x/usr/bin/docker-registry" "$bin"
+    unpack_debs "$tmp" docker-registry
+    install -D -m 0755 "$tmp/usr/bin/docker-registry" "$bin"
     rm -rf "$tmp"
   fi
   mkdir -p "$dir/data"

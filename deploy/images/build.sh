@@ -122,24 +122,9 @@ copy_with_libs() {
   done
 }
 
-# unpack_debs DIR PACKAGE...: the Debian packages' files under DIR, unpacked, not installed; downloaded once into
-# $DEB_CACHE (default /var/cache/kube-images/debs).
-unpack_debs() {
-  local dir=$1 cache=${DEB_CACHE:-/var/cache/kube-images/debs} pkg
-  local -a debs
-  shift
-  mkdir -p "$dir" "$cache"
-  for pkg in "$@"; do
-    debs=("$cache/${pkg}"_*.deb)
-    if [ ! -f "${debs[0]}" ]; then
-      (cd "$cache" && apt-get download -qq "$pkg" 2>"$dir/err") ||
-        { cat "$dir/err" >&2; echo "apt-get download $pkg failed" >&2; exit 1; }
-      rm -f "$dir/err"
-      debs=("$cache/${pkg}"_*.deb)
-    fi
-    dpkg-deb -x "${debs[-1]}" "$dir"
-  done
-}
+# unpack_debs DIR PACKAGE...: Debian packages unpacked, not installed.
+# shellcheck source=../lib/debs.sh
+source "$here/../lib/debs.sh"
 
 # busybox_applets ROOT [SKIP...]: Debian's busybox as ROOT/bin/busybox (the dynamic build and the libraries it loads:
 # the static busybox-static's shell runs its own applets whatever PATH says), a link for each applet but the SKIPped

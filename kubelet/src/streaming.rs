@@ -387,6 +387,8 @@ async fn splice(a: Stream, b: Stream) {
 
 /// How long before an attach a container may have started for its earlier output to be replayed ([`EarlyOutput`]).
 const EARLY: std::time::Duration = std::time::Duration::from_secs(2);
+/// The most of a container's log an attach replays.
+const EARLY_MAX: u64 = 1 << 20;
 
 /// What an attached container wrote before the attach began, sent when the container started moments before the
 /// attach and ended without writing anything more. `kubectl run -i` attaches once the pod is Running and Ready,
@@ -423,8 +425,13 @@ impl EarlyOutput {
         if self.attached_at.duration_since(started).unwrap_or_default() > EARLY {
             return Vec::new();
         }
-        let Ok(log) = tokio::fs::read_to_string(&status.log_path).await else { return Vec::new() };
-        early_messages(&log, self.stdout, self.stderr)
+        // Its first MiB at most: what a command writes in its first moments, kept off the kubelet's heap otherwise.
+        let Ok(file) = tokio::fs::File::open(&status.log_path).await else { return Vec::new() };
+        let mut log = Vec::new();
+        if file.take(EARLY_MAX).read_to_end(&mut log).await.is_err() {
+            return Vec::new();
+        }
+        early_messages(&String::from_utf8_lossy(&log), self.stdout, self.stderr)
     }
 }
 
