@@ -187,7 +187,15 @@ out=$(kubectl run nginx-probe --rm -i --restart=Never --image=busybox:1.28 -- \
   sh -c 'sleep 1; wget --spider --timeout=5 nginx && wget -qO- --timeout=5 nginx' 2>&1) || fail "wget of nginx: $out"
 echo "$out" | grep -q 'remote file exists' || fail "wget --spider of nginx: $out"
 echo "$out" | grep -q '<title>Welcome to nginx!</title>' || fail "no welcome page from nginx: $out"
-kubectl logs deployment/nginx | grep -q '"GET / HTTP/1.1" 200' || fail "nginx's access log is not its output"
+# The access log line reaches the container's log a moment after the answer; whole output read (no early-exiting
+# grep on a pipe, which pipefail would count as kubectl's failure).
+logged=false
+for _ in $(seq 1 40); do
+  out=$(kubectl logs deployment/nginx 2>&1) || true
+  case $out in *'"GET / HTTP/1.1" 200'*) logged=true; break ;; esac
+  sleep 0.25
+done
+$logged || fail "nginx's access log is not its output: $out"
 kubectl get pods -l app=nginx -o jsonpath='{.items[0].spec.containers[0].imagePullPolicy}' | grep -qx Always ||
   fail "an image without a tag defaults to imagePullPolicy Always"
 kubectl get events --field-selector reason=Pulled -o jsonpath='{.items[*].message}' | grep -q 'Successfully pulled image "nginx"' ||
