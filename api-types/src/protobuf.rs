@@ -27,7 +27,9 @@ mod fieldindex;
 mod k8s_pb_kinds;
 #[cfg(test)]
 mod roundtrip;
-pub use encode::{encode_list, encode_list_of, encode_message_of, encode_object, envelope, supports, watch_frame};
+pub use encode::{
+    encode_list, encode_list_of, encode_message_of, encode_object, encode_object_parts, envelope, supports, watch_frame,
+};
 
 /// The media type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -72,6 +74,9 @@ pub(crate) struct Message {
     pub(crate) index: fieldindex::FieldIndex,
     /// Whether a field embeds a struct inline (`Kind::Inline`).
     pub(crate) has_inline: bool,
+    /// How many bytes the encoder reserves for the length of this message when it is nested: two for messages of
+    /// many fields (ObjectMeta, PodSpec, Container... mostly 128 bytes or more), one for the rest.
+    pub(crate) length_guess: usize,
 }
 
 impl Message {
@@ -83,7 +88,8 @@ impl Message {
             has_inline |= matches!(fields[i].kind, Kind::Inline(_));
             i += 1;
         }
-        Message { name, special, fields, index: fieldindex::FieldIndex::new(fields), has_inline }
+        let length_guess = if fields.len() >= 10 { 2 } else { 1 };
+        Message { name, special, fields, index: fieldindex::FieldIndex::new(fields), has_inline, length_guess }
     }
 }
 

@@ -676,17 +676,7 @@ fn event_line(res: &Resource, printer: Option<&Printer>, ev: &WatchEvent, out: O
     if let Some((ty, obj)) = shared
         && as_is
     {
-        if out.encoding == Encoding::Protobuf {
-            return Bytes::from(api_types::protobuf::watch_frame(ty, obj.protobuf()));
-        }
-        let json = obj.json();
-        let mut line = Vec::with_capacity(json.len() + 32);
-        line.extend_from_slice(b"{\"type\":\"");
-        line.extend_from_slice(ty.as_bytes());
-        line.extend_from_slice(b"\",\"object\":");
-        line.extend_from_slice(json);
-        line.extend_from_slice(b"}\n");
-        return Bytes::from(line);
+        return obj.watch_event(ty, out.encoding == Encoding::Protobuf);
     }
     let event = event_json(res, printer, ev, out, first);
     if out.encoding == Encoding::Protobuf {

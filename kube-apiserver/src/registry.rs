@@ -133,6 +133,10 @@ pub enum WatchEvent {
     Error(ApiError),
 }
 
+/// How long after its decoding an object is taken to have left the CPU's caches: the watch cache decodes ~1,000
+/// pods (~15 MB of `Value`s, the size of a server's last-level cache) in about 5 ms.
+const COLD_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// An object as the watch cache holds it: shared by every watcher of an event, its JSON encoding made once, on first
 /// use, for all of them (upstream's cacher caches serializations per event the same way).
 #[derive(Debug, Clone)]
@@ -141,38 +145,58 @@ pub struct Shared(Arc<SharedInner>);
 #[derive(Debug)]
 struct SharedInner {
     value: Value,
+    /// When the object was decoded: an object older than [`COLD_AFTER`] has likely left the CPU's caches.
+    born: std::time::Instant,
     json: std::sync::OnceLock<bytes::Bytes>,
-    protobuf: std::sync::OnceLock<bytes::Bytes>,
-    protobuf_message: std::sync::OnceLock<bytes::Bytes>,
+    /// The protobuf body and where the typed message lies in it: one encoding serves watch events and responses
+    /// (the body) and lists (the message, a slice of the same bytes).
+    protobuf: std::sync::OnceLock<(bytes::Bytes, bytes::Bytes)>,
 }
 
 impl Shared {
     pub fn new(value: Value) -> Self {
-        let lock = std::sync::OnceLock::new;
-        Shared(Arc::new(SharedInner { value, json: lock(), protobuf: lock(), protobuf_message: lock() }))
+        let (json, protobuf) = (std::sync::OnceLock::new(), std::sync::OnceLock::new());
+        Shared(Arc::new(SharedInner { value, born: std::time::Instant::now(), json, protobuf }))
     }
 
     /// The object as a Kubernetes protobuf body (the stored shape), encoded once; empty when its kind has none.
+    /// A watch event's object is mostly encoded just after the watch cache decoded it, while it is still in the
+    /// CPU's caches, and is then not read ahead (see [`api_types::protobuf::encode_object_parts`]); an older one
+    /// (an event replayed to a new watcher) is.
     pub fn protobuf(&self) -> &bytes::Bytes {
-        self.0.protobuf.get_or_init(|| {
-            let kind = (
-                self.0.value.get("apiVersion").and_then(Value::as_str),
-                self.0.value.get("kind").and_then(Value::as_str),
-            );
-            match kind {
-                (Some(v), Some(k)) if !self.protobuf_message().is_empty() => {
-                    api_types::protobuf::envelope(v, k, self.protobuf_message()).into()
-                }
-                _ => bytes::Bytes::new(),
+        &self.protobuf_parts(self.0.born.elapsed() > COLD_AFTER).0
+    }
+
+    /// The object's typed protobuf message (no envelope: a list item), from the same encoding as [`Self::protobuf`];
+    /// empty when its kind has none. The objects of a list are read ahead of their encoding.
+    pub fn protobuf_message(&self) -> &bytes::Bytes {
+        &self.protobuf_parts(true).1
+    }
+
+    fn protobuf_parts(&self, cold: bool) -> &(bytes::Bytes, bytes::Bytes) {
+        self.0.protobuf.get_or_init(|| match api_types::protobuf::encode_object_parts(&self.0.value, cold) {
+            Some((body, message)) => {
+                let body = bytes::Bytes::from(body);
+                (body.clone(), body.slice(message))
             }
+            None => Default::default(),
         })
     }
 
-    /// The object's typed protobuf message (no envelope: a list item), encoded once; empty when its kind has none.
-    pub fn protobuf_message(&self) -> &bytes::Bytes {
-        self.0
-            .protobuf_message
-            .get_or_init(|| api_types::protobuf::encode_message_of(&self.0.value).unwrap_or_default().into())
+    /// One event of a watch of this object, as the watch handler writes it: a length-framed protobuf
+    /// `WatchEvent`, or a line of JSON.
+    pub fn watch_event(&self, event_type: &str, protobuf: bool) -> bytes::Bytes {
+        if protobuf {
+            return bytes::Bytes::from(api_types::protobuf::watch_frame(event_type, self.protobuf()));
+        }
+        let json = self.json();
+        let mut line = Vec::with_capacity(json.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(event_type.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(json);
+        line.extend_from_slice(b"}\n");
+        bytes::Bytes::from(line)
     }
 
     /// The object's JSON (the stored shape), encoded once.
@@ -1209,6 +1233,31 @@ fn patch_error(e: api_types::patch::PatchError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One protobuf encoding serves a watch event (the body, framed) and a list (the message, a slice of it), read
+    /// ahead or not; the JSON event is the object's JSON in a line; a kind without protobuf gives empty bytes.
+    #[test]
+    fn shared_encodings_of_a_watch_event_and_a_list_item() {
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"},
+                                      "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        let message = api_types::protobuf::encode_message_of(&pod).unwrap();
+        for list_first in [true, false] {
+            let shared = Shared::new(pod.clone());
+            if list_first {
+                assert_eq!(shared.protobuf_message()[..], message[..]);
+            }
+            assert_eq!(shared.protobuf()[..], api_types::protobuf::envelope("v1", "Pod", &message)[..]);
+            assert_eq!(shared.protobuf_message()[..], message[..]);
+            let frame = shared.watch_event("ADDED", true);
+            assert_eq!(frame[..], api_types::protobuf::watch_frame("ADDED", shared.protobuf())[..]);
+            let line = shared.watch_event("ADDED", false);
+            let event: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(event, serde_json::json!({"type": "ADDED", "object": pod}));
+            assert!(line.ends_with(b"}\n"));
+        }
+        let custom = Shared::new(serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget"}));
+        assert!(custom.protobuf().is_empty() && custom.protobuf_message().is_empty());
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {

@@ -37,20 +37,38 @@ pub fn encode_message_of(obj: &Value) -> Option<Vec<u8>> {
 /// An object as a full Kubernetes protobuf body (`k8s\0` + `runtime.Unknown`), or `None` when its kind has no
 /// protobuf encoding.
 pub fn encode_object(obj: &Value) -> Option<Vec<u8>> {
+    encode_object_parts(obj, false).map(|(body, _)| body)
+}
+
+/// An object's full protobuf body and where its typed message (a list item's bytes) lies in it, so one encoding
+/// serves both. `cold`: the object has likely left the CPU caches (a list's items), and is read ahead of the
+/// encoding ([`touch`]); an object just decoded or built (a watch event, a response) is encoded straight away.
+pub fn encode_object_parts(obj: &Value, cold: bool) -> Option<(Vec<u8>, std::ops::Range<usize>)> {
     let (api_version, kind) = type_meta(obj)?;
     let message = find_root(api_version, kind)?;
     let fields = obj.as_object()?;
     let mut w = Writer::with_capacity(1024);
-    touch(obj, &mut w.seen, &mut Vec::new());
+    if cold {
+        touch(obj, &mut w.seen, &mut Vec::new());
+    }
     w.buf.extend_from_slice(MAGIC);
     w.nested(1, |w| {
         w.string(1, api_version);
         w.string(2, kind);
     });
-    w.nested(2, |w| w.fields(message, fields, 0));
+    w.nested_in(2, 2, |w| w.fields(message, fields, 0));
+    // raw's key, then its length: the message follows them, and the two empty strings end the body.
+    let start = MAGIC.len() + 2 + usize::from(w.buf[MAGIC.len() + 1]) + 1;
+    let start = start + varint_at(&w.buf[start..]);
+    let end = w.buf.len();
     w.string(3, "");
     w.string(4, "");
-    Some(w.finish())
+    Some((w.finish(), start..end))
+}
+
+/// The length of the varint at the start of `b`.
+fn varint_at(b: &[u8]) -> usize {
+    b.iter().position(|b| b & 0x80 == 0).map_or(b.len(), |i| i + 1)
 }
 
 /// `k8s\0` + `runtime.Unknown{typeMeta{apiVersion, kind}, raw, contentEncoding: "", contentType: ""}`.
@@ -84,7 +102,8 @@ pub fn encode_list_of<'a>(
     });
     let mut ok = true;
     let mut queue = Vec::new();
-    w.nested(2, |w| {
+    // A list's raw bytes are megabytes: four bytes of length (up to 256 MiB) spare moving them.
+    w.nested_in(2, 4, |w| {
         if let (Some(Field { kind: Kind::Message(m), .. }), Some(obj)) =
             (message.fields.iter().find(|f| f.tag == 1), metadata.as_object())
         {
@@ -95,7 +114,7 @@ pub fn encode_list_of<'a>(
             match (item_message, item.as_object()) {
                 (Some(m), Some(obj)) => {
                     touch(item, &mut w.seen, &mut queue);
-                    w.nested(2, |w| w.fields(m, obj, 1))
+                    w.nested_in(2, m.length_guess, |w| w.fields(m, obj, 1))
                 }
                 _ => ok = false,
             }
@@ -270,20 +289,41 @@ impl Writer {
     /// moved when the length needs more.
     #[inline]
     fn nested(&mut self, tag: u32, f: impl FnOnce(&mut Writer)) {
+        self.nested_in(tag, 1, f)
+    }
+
+    /// A length-delimited field whose length is expected to take `guess` bytes: that many are reserved before `f`
+    /// writes the content, which is moved only when the guess was wrong (a pod's ObjectMeta, PodSpec and
+    /// PodStatus are a few hundred bytes: reserving one byte moved each of them, and their parents again).
+    #[inline]
+    fn nested_in(&mut self, tag: u32, guess: usize, f: impl FnOnce(&mut Writer)) {
         self.key(tag, WIRE_LEN);
         let at = self.buf.len();
-        self.buf.push(0);
+        self.buf.resize(at + guess, 0);
         f(self);
         let end = self.buf.len();
-        let len = end - at - 1;
-        if len < 0x80 {
+        let len = end - at - guess;
+        if guess == 1 && len < 0x80 {
             self.buf[at] = len as u8;
             return;
         }
+        self.patch_length(at, guess, len);
+    }
+
+    /// Writes the varint `len` at `at`, where `guess` bytes were reserved, moving the `len` bytes after them when
+    /// the varint is longer or shorter than the reservation.
+    #[inline(never)]
+    fn patch_length(&mut self, at: usize, guess: usize, len: usize) {
         let mut prefix = [0u8; 10];
         let n = varint_into(&mut prefix, len as u64);
-        self.buf.resize(end + n - 1, 0);
-        self.buf.copy_within(at + 1..end, at + n);
+        let content = at + guess..at + guess + len;
+        if n > guess {
+            self.buf.resize(content.end + n - guess, 0);
+            self.buf.copy_within(content, at + n);
+        } else if n < guess {
+            self.buf.copy_within(content, at + n);
+            self.buf.truncate(at + n + len);
+        }
         self.buf[at..at + n].copy_from_slice(&prefix[..n]);
     }
 
@@ -306,7 +346,7 @@ impl Writer {
             if let Kind::Inline(m) = field.kind {
                 // The embedded struct's fields live in this same JSON object.
                 if present(m, obj) {
-                    self.nested(field.tag, |w| w.fields(m, obj, depth + 1));
+                    self.nested_in(field.tag, m.length_guess, |w| w.fields(m, obj, depth + 1));
                 }
                 continue;
             }
@@ -402,7 +442,7 @@ impl Writer {
         match m.special {
             Special::None => {
                 if let Some(obj) = value.as_object() {
-                    self.nested(tag, |w| w.fields(m, obj, depth));
+                    self.nested_in(tag, m.length_guess, |w| w.fields(m, obj, depth));
                 }
             }
             Special::Time | Special::MicroTime => {
@@ -685,5 +725,30 @@ mod tests {
         assert_eq!(len, frame.len() - 4);
         // type=1 "ADDED", then object=2 { raw=1 k8s\0... }
         assert_eq!(&frame[4..11], b"\x0a\x05ADDED");
+    }
+
+    /// Lengths are reserved by guess (one or two bytes, four for a list) and patched: whatever the content's size
+    /// around the varint boundaries, the bytes are the canonical ones k8s-pb (prost) writes, and the message range
+    /// of [`encode_object_parts`] is the item [`encode_message_of`] writes.
+    #[test]
+    fn lengths_are_canonical_whatever_the_guess() {
+        let re_encode = crate::protobuf::k8s_pb_kinds::KINDS.iter().find(|(_, k, _)| *k == "Pod").unwrap().2;
+        // (From 1: an empty map value is written, as Go's generated code does, where prost leaves it out.)
+        for size in [1, 60, 126, 127, 128, 129, 200, 16_250, 16_383, 16_384, 16_500, 2_100_000] {
+            // ObjectMeta (a two-byte guess), PodSpec's containers (two), a label map entry (one): each around the size.
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "n".repeat(size), "labels": {"l": "v".repeat(size)}},
+                "spec": {"containers": [{"name": "c", "image": "i".repeat(size)}], "securityContext": {}},
+            });
+            let (body, range) = encode_object_parts(&pod, size % 2 == 0).unwrap();
+            let message = encode_message_of(&pod).unwrap();
+            assert_eq!(&body[range], message.as_slice(), "{size}");
+            assert_eq!(re_encode(&message).unwrap(), message, "{size}: not what prost writes");
+            assert_eq!(body, envelope("v1", "Pod", &message), "{size}");
+            assert_eq!(decode_k8s_protobuf(&body).unwrap(), pod, "{size}");
+            let list = encode_list_of("v1", "PodList", &json!({}), [&pod]).unwrap();
+            assert_eq!(list, encode_list("v1", "PodList", &json!({}), &[message.as_slice()]).unwrap(), "{size}");
+        }
     }
 }

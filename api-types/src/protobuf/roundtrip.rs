@@ -76,6 +76,7 @@ fn every_kind_round_trips_through_k8s_pb() {
         let ours = encode_object(&obj).unwrap_or_else(|| panic!("{api_version} {kind} does not encode"));
         // Our envelope's raw message, through k8s-pb and back into an envelope.
         let raw = super::encode_message_of(&obj).unwrap();
+        assert_eq!(ours, super::envelope(api_version, kind, &raw), "{api_version} {kind}: object and item differ");
         let theirs = re_encode(&raw).unwrap_or_else(|e| panic!("k8s-pb cannot decode our {kind}: {e}"));
         let back = decode_k8s_protobuf(&super::envelope(api_version, kind, &theirs)).unwrap();
         assert_eq!(back, obj, "{api_version} {kind} changed going through k8s-pb");
