@@ -3,8 +3,10 @@
 //! send, and sent on a netlink socket of this process.
 //!
 //! The subset: `add`/`flush`/`delete chain`, the rules of Service and endpoint chains (address and port matches,
-//! the off-cluster masquerade jump, `numgen` picks, gotos, DNAT to an address and port), elements of the verdict
-//! maps and sets (with comments), and `flush map` and the ranges of an endpoint map.
+//! the off-cluster masquerade jump, `numgen` picks, gotos, DNAT to an address and port or through the endpoints
+//! map), elements of the verdict maps and sets (with comments), `flush map`/`flush set`, the ranges of an interval
+//! map, and the elements of the endpoints map (keyed by a number). A full sync's Service part is compiled too, the
+//! table's skeleton going through `nft` first.
 //!
 //! Why: before it sends anything, `nft -f` dumps every chain of the table to fill its cache. With 10,000 Services
 //! (110,000 chains) that dump is over a second, and it was most of a partial sync's time. The batch is atomic: a
@@ -68,14 +70,17 @@ const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
 const NFT_META_L4PROTO: u32 = 16;
 const NFT_NG_RANDOM: u32 = 1;
+/// The 32-bit registers after `NFT_REG_1`'s first word: a map's `address . port` data puts the port in the second.
+const NFT_REG32_01: u32 = 9;
 const NFT_NAT_DNAT: u32 = 1;
 const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
 const NF_DROP: i32 = 0;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 
-/// A batch is sent in one `sendmsg`, which the socket's send buffer bounds (~208 KB by default).
-const MAX_BATCH: usize = 128 * 1024;
+/// A batch is sent in one `sendmsg`; past the socket's default send buffer (~208 KB) the buffer is raised to the
+/// batch's size, as `nft` does.
+const DEFAULT_SNDBUF: usize = 128 * 1024;
 
 /// A netlink message being built: attributes are appended, nests closed by patching their length.
 struct Msg {
@@ -182,14 +187,37 @@ impl Verdict {
 
 /// One expression of a rule, as `nft --debug=netlink` shows them.
 enum Expr {
-    Payload { base: u32, offset: u32, len: u32 },
-    Cmp { op: u32, data: Vec<u8> },
-    Bitwise { mask: [u8; 4] },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+    },
+    Cmp {
+        op: u32,
+        data: Vec<u8>,
+    },
+    Bitwise {
+        mask: [u8; 4],
+    },
     MetaL4proto,
-    Numgen { modulus: u32 },
-    Immediate { dreg: u32, data: Vec<u8> },
+    Numgen {
+        modulus: u32,
+        offset: u32,
+    },
+    Lookup {
+        set: String,
+    },
+    /// Register 1's 32-bit number to network byte order.
+    Hton,
+    Immediate {
+        dreg: u32,
+        data: Vec<u8>,
+    },
     Verdict(Verdict),
-    Dnat,
+    /// DNAT to the address in register 1 and the port in `port_reg`.
+    Dnat {
+        port_reg: u32,
+    },
 }
 
 impl Expr {
@@ -200,8 +228,10 @@ impl Expr {
             Expr::Bitwise { .. } => "bitwise",
             Expr::MetaL4proto => "meta",
             Expr::Numgen { .. } => "numgen",
+            Expr::Lookup { .. } => "lookup",
+            Expr::Hton => "byteorder",
             Expr::Immediate { .. } | Expr::Verdict(_) => "immediate",
-            Expr::Dnat => "nat",
+            Expr::Dnat { .. } => "nat",
         };
         m.nest(NFTA_LIST_ELEM, |m| {
             m.str(NFTA_EXPR_NAME, name);
@@ -228,10 +258,25 @@ impl Expr {
                     m.u32(1, NFT_REG_1); // NFTA_META_DREG
                     m.u32(2, NFT_META_L4PROTO);
                 }
-                Expr::Numgen { modulus } => {
+                Expr::Numgen { modulus, offset } => {
                     m.u32(1, NFT_REG_1); // NFTA_NG_DREG
                     m.u32(2, *modulus);
                     m.u32(3, NFT_NG_RANDOM);
+                    if *offset != 0 {
+                        m.u32(4, *offset); // NFTA_NG_OFFSET
+                    }
+                }
+                Expr::Hton => {
+                    m.u32(1, NFT_REG_1); // NFTA_BYTEORDER_SREG
+                    m.u32(2, NFT_REG_1); // NFTA_BYTEORDER_DREG
+                    m.u32(3, 1); // NFTA_BYTEORDER_OP: NFT_BYTEORDER_HTON
+                    m.u32(4, 4); // NFTA_BYTEORDER_LEN
+                    m.u32(5, 4); // NFTA_BYTEORDER_SIZE
+                }
+                Expr::Lookup { set } => {
+                    m.str(1, set); // NFTA_LOOKUP_SET
+                    m.u32(2, NFT_REG_1); // NFTA_LOOKUP_SREG
+                    m.u32(3, NFT_REG_1); // NFTA_LOOKUP_DREG: the map's data
                 }
                 Expr::Immediate { dreg, data } => {
                     m.u32(1, *dreg); // NFTA_IMMEDIATE_DREG
@@ -241,11 +286,11 @@ impl Expr {
                     m.u32(1, NFT_REG_VERDICT);
                     m.verdict(2, v);
                 }
-                Expr::Dnat => {
+                Expr::Dnat { port_reg } => {
                     m.u32(1, NFT_NAT_DNAT); // NFTA_NAT_TYPE
                     m.u32(2, u32::from(NFPROTO_IPV4));
                     m.u32(3, NFT_REG_1); // address in register 1
-                    m.u32(5, NFT_REG_2); // port in register 2
+                    m.u32(5, *port_reg);
                     m.u32(7, NF_NAT_RANGE_PROTO_SPECIFIED);
                 }
             })
@@ -313,7 +358,7 @@ fn rule(words: &[&str]) -> Option<Vec<Expr>> {
         }
         // `numgen random mod N == 0 goto C`
         ["numgen", "random", "mod", n, "==", "0", rest @ ..] => {
-            out.push(Expr::Numgen { modulus: n.parse().ok().filter(|n| *n > 0)? });
+            out.push(Expr::Numgen { modulus: n.parse().ok().filter(|n| *n > 0)?, offset: 0 });
             out.push(Expr::Cmp { op: NFT_CMP_EQ, data: 0u32.to_ne_bytes().to_vec() });
             rest
         }
@@ -324,7 +369,19 @@ fn rule(words: &[&str]) -> Option<Vec<Expr>> {
             out.push(Expr::Cmp { op: NFT_CMP_EQ, data: vec![proto_number(proto)?] });
             out.push(Expr::Immediate { dreg: NFT_REG_1, data: target.ip().octets().to_vec() });
             out.push(Expr::Immediate { dreg: NFT_REG_2, data: target.port().to_be_bytes().to_vec() });
-            out.push(Expr::Dnat);
+            out.push(Expr::Dnat { port_reg: NFT_REG_2 });
+            return Some(out);
+        }
+        // `meta l4proto <proto> dnat ip to numgen random mod N offset B map @endpoints`
+        ["meta", "l4proto", proto, "dnat", "ip", "to", "numgen", "random", "mod", n, "offset", base, "map", map] => {
+            out.push(Expr::MetaL4proto);
+            out.push(Expr::Cmp { op: NFT_CMP_EQ, data: vec![proto_number(proto)?] });
+            let (modulus, offset) = (n.parse().ok().filter(|n| *n > 0)?, base.parse().ok()?);
+            out.push(Expr::Numgen { modulus, offset });
+            // An interval map's keys are big-endian.
+            out.push(Expr::Hton);
+            out.push(Expr::Lookup { set: map.strip_prefix('@')?.to_string() });
+            out.push(Expr::Dnat { port_reg: NFT_REG32_01 });
             return Some(out);
         }
         _ => words,
@@ -352,25 +409,28 @@ fn element_key(words: &[&str]) -> Option<Vec<u8>> {
     (!key.is_empty()).then_some(key)
 }
 
-/// `add element ip <table> <map> { A-B : DATA, C-D : DATA }`, the ranges of an interval map keyed by a number (an
-/// endpoint map), as nft sends them: each range's start (big-endian) with its data, then its end + 1 flagged as an
-/// interval end.
-fn ranges(m: &mut Msg, table: &str, set: &str, inside: &str) -> Option<()> {
+/// `add element ip <table> <map> { A-B : DATA, C-D : DATA }` (or `delete element ... { A-B, C-D }`), ranges of an
+/// interval map keyed by a number (the endpoints map), as nft sends them: each range's start (big-endian) with its
+/// data, then its end + 1 flagged as an interval end. (A range ending at 2^32 - 1 is left to nft.)
+fn ranges(m: &mut Msg, table: &str, set: &str, inside: &str, add: bool) -> Option<()> {
     let mut elements = Vec::new();
     for range in inside.split(", ") {
-        let (bounds, data) = range.split_once(" : ")?;
+        let (bounds, data) = match range.split_once(" : ") {
+            Some((b, d)) if add => (b, Some(element_key(&d.split_whitespace().collect::<Vec<_>>())?)),
+            None if !add => (range, None),
+            _ => return None,
+        };
         let (start, end) = bounds.split_once('-')?;
         let (start, end): (u32, u32) = (start.parse().ok()?, end.parse().ok()?);
-        let data = element_key(&data.split_whitespace().collect::<Vec<_>>())?;
-        elements.push((start.to_be_bytes(), Some(data)));
-        elements.push((end.checked_add(1)?.to_be_bytes(), None));
+        elements.push((start.to_be_bytes(), data, false));
+        elements.push((end.checked_add(1)?.to_be_bytes(), None, true));
     }
     m.str(NFTA_SET_ELEM_LIST_TABLE, table);
     m.str(NFTA_SET_ELEM_LIST_SET, set);
     m.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
-        for (key, data) in &elements {
+        for (key, data, end) in &elements {
             m.nest(NFTA_LIST_ELEM, |m| {
-                if data.is_none() {
+                if *end {
                     m.u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
                 }
                 m.value(NFTA_SET_ELEM_KEY, key);
@@ -419,7 +479,7 @@ fn element(m: &mut Msg, table: &str, set: &str, inside: &str, add: bool) -> Opti
 /// Whether an element line holds ranges (`{ 0-32767 : ...`), the elements of an endpoint map.
 fn is_ranges(rest: &str) -> bool {
     let inside = rest.split_once("{ ").map_or("", |(_, i)| i);
-    let first = inside.split_whitespace().next().unwrap_or("");
+    let first = inside.split_whitespace().next().unwrap_or("").trim_end_matches(',');
     first.split_once('-').is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
 }
 
@@ -452,18 +512,20 @@ fn line(family_table: &str, text: &str, seq: u32, ack: bool) -> Option<Vec<u8>> 
             m.nest(NFTA_RULE_EXPRESSIONS, |m| exprs.iter().for_each(|e| e.write(m)));
             m
         }
-        // `flush map`: a set-element delete naming no element empties the map.
-        ("flush", "map") if !rest.contains([' ', '{']) => {
+        // `flush map|set`: a set-element delete naming no element empties the map or set.
+        ("flush", "map" | "set") if !rest.contains([' ', '{']) => {
             let mut m = Msg::nft(NFT_MSG_DELSETELEM, NLM_F_REQUEST | ack, seq);
             m.str(NFTA_SET_ELEM_LIST_TABLE, table);
             m.str(NFTA_SET_ELEM_LIST_SET, rest);
             m
         }
-        ("add", "element") if is_ranges(rest) => {
+        ("add" | "delete", "element") if is_ranges(rest) => {
             let (set, inside) = rest.split_once(' ')?;
             let inside = inside.strip_prefix("{ ")?.strip_suffix(" }")?;
-            let mut m = Msg::nft(NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | ack, seq);
-            ranges(&mut m, table, set, inside)?;
+            let (kind, flags) =
+                if verb == "add" { (NFT_MSG_NEWSETELEM, NLM_F_CREATE) } else { (NFT_MSG_DELSETELEM, 0) };
+            let mut m = Msg::nft(kind, NLM_F_REQUEST | flags | ack, seq);
+            ranges(&mut m, table, set, inside, verb == "add")?;
             m
         }
         ("add" | "delete", "element") => {
@@ -488,6 +550,17 @@ pub struct Batch {
     lines: u32,
 }
 
+impl Batch {
+    /// The batch's size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+}
+
 /// Sequence numbers of this process's batches (they only tell the kernel's answers apart; they wrap).
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
@@ -510,9 +583,6 @@ fn compile_at(family_table: &str, text: &str, first_seq: u32) -> Option<Batch> {
         // message could overflow the socket's receive buffer.
         let last = i + 1 == lines.len();
         bytes.extend(line(family_table, l, first_seq.wrapping_add(1 + i as u32), last)?);
-        if bytes.len() > MAX_BATCH {
-            return None;
-        }
     }
     let end_seq = first_seq.wrapping_add(1 + lines.len() as u32);
     bytes.extend(Msg::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end_seq, 0, res_id).finish());
@@ -536,6 +606,10 @@ pub fn send(batch: &Batch) -> std::io::Result<Outcome> {
         AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink, recv, sendto, socket_with,
     };
     let fd = socket_with(AddressFamily::NETLINK, SocketType::RAW, SocketFlags::CLOEXEC, Some(netlink::NETFILTER))?;
+    if batch.bytes.len() > DEFAULT_SNDBUF {
+        // The kernel takes a message only up to the send buffer's size; a full sync's batch is megabytes.
+        rustix::net::sockopt::set_socket_send_buffer_size_force(&fd, batch.bytes.len() + 4096)?;
+    }
     let kernel = netlink::SocketAddrNetlink::new(0, 0);
     let sent = sendto(&fd, &batch.bytes, SendFlags::empty(), &kernel)?;
     if sent != batch.bytes.len() {

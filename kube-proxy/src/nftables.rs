@@ -59,12 +59,19 @@ const MASQUERADING_CHAIN: &str = "masquerading";
 /// `endpoint . endpoint` for every endpoint IP: traffic DNATed back to its own source is masqueraded (upstream
 /// marks it in each endpoint's chain, which endpoint maps do not have).
 const ENDPOINT_HAIRPIN_SET: &str = "endpoint-hairpin";
-/// The endpoint maps of a Service port's cluster and local policy chains: `numgen random mod 65536` ranges to
-/// `address . port` (prefixes of [`endpoint_map_name`]).
-const ENDPOINTS_MAP_PREFIX: &str = "endpoints";
-const LOCAL_ENDPOINTS_MAP_PREFIX: &str = "local-endpoints";
-/// The random number an endpoint map's ranges split.
+/// The endpoints of every policy chain without session affinity, in one interval map: a chain owns a block of
+/// 65,536 keys (block `b` is `b * 65536` to `b * 65536 + 65535`), its endpoints share them in equal ranges, and it
+/// DNATs to `numgen random mod 65536 offset <block start> map @endpoints`. One map rather than one per chain: the
+/// kernel finds a set by comparing its name with every set of the table, so with 10,000 maps a full sync took
+/// 9.5 s, most of it in those comparisons.
+const ENDPOINTS_MAP: &str = "endpoints";
+/// The random number a policy chain's block splits (and the size of a block).
 const ENDPOINT_SPREAD: u32 = 65536;
+/// Blocks of [`ENDPOINTS_MAP`]: the 32-bit keys hold 65,536 of them, one per policy chain without affinity.
+const PICK_BLOCKS: u32 = 65536;
+/// Prefixes of the per-Service endpoint maps earlier versions wrote (`endpoints-<hash>`, `local-endpoints-<hash>`):
+/// a full sync deletes those it finds.
+const OLD_ENDPOINT_MAP_PREFIXES: [&str; 2] = ["endpoints", "local-endpoints"];
 
 /// Base chains: name, type, hook, priority. Priorities are numeric (dstnat is -100, srcnat 100): this nft
 /// (1.0.6) refuses `dstnat + 10` on the output hook.
@@ -121,16 +128,6 @@ pub fn service_port_chain_name_base(name: &ServicePortName) -> String {
         name.protocol.lower(),
         name.port
     ))
-}
-
-/// The name of a Service port's endpoint map: `<prefix>-HASH`, HASH the first 13 base32 characters (65 bits) of
-/// the SHA-256 of `ns/svc/proto/port`. Short, because the kernel finds a set by comparing its name with every set's
-/// of the table, each comparison measuring the stored name: with 10,000 maps named as chains are, a full sync spent
-/// 16 s in those comparisons.
-fn endpoint_map_name(prefix: &str, name: &ServicePortName) -> String {
-    let full = format!("{}/{}/{}/{}", name.service.namespace, name.service.name, name.protocol.lower(), name.port);
-    let hash = ring::digest::digest(&ring::digest::SHA256, full.as_bytes());
-    format!("{prefix}-{}", &BASE32.encode(hash.as_ref())[..13])
 }
 
 /// `HASH-ns/svc/proto/port__ip/port`, colons of IPv6 addresses turned into dots (upstream's
@@ -303,13 +300,11 @@ const LOCAL_CHAIN: u8 = 2;
 const EXTERNAL_CHAIN: u8 = 4;
 const FIREWALL_CHAIN: u8 = 8;
 
-/// The endpoint maps a Service port can have, as bits of [`ServiceRecord::endpoint_maps`].
-const ENDPOINT_MAPS: [(u8, &str); 2] = [(1, ENDPOINTS_MAP_PREFIX), (2, LOCAL_ENDPOINTS_MAP_PREFIX)];
-
-/// Whether a set or map of our table belongs to a Service port (an affinity set or an endpoint map).
+/// Whether a set or map of our table belongs to a Service port (an affinity set, or an endpoint map of an earlier
+/// version).
 fn is_service_set(name: &str) -> bool {
     name.starts_with("affinity-")
-        || ENDPOINT_MAPS.iter().any(|(_, prefix)| name.strip_prefix(prefix).is_some_and(|r| r.starts_with('-')))
+        || OLD_ENDPOINT_MAP_PREFIXES.iter().any(|prefix| name.strip_prefix(prefix).is_some_and(|r| r.starts_with('-')))
 }
 
 /// What goes in the `delete` line of an affinity set or an endpoint map.
@@ -326,9 +321,8 @@ struct ServiceRecord {
     /// A hash of the rules of each Service-level chain (by bit position), so a partial sync leaves an unchanged
     /// chain alone: rewriting a chain that jumps or DNATs makes the kernel re-validate the whole table.
     rule_hashes: [u64; 4],
-    /// The endpoint maps written ([`ENDPOINT_MAPS`] bits) and a hash of each one's elements.
-    endpoint_maps: u8,
-    map_hashes: [u64; 2],
+    /// The keys of [`ENDPOINTS_MAP`] the cluster and local policy chains own (by bit position).
+    picks: [Pick; 2],
     /// The endpoints written (shared with the endpoints map): each with an endpoint chain and an affinity set when
     /// the Service has session affinity, else in the endpoint maps and the hairpin set.
     endpoints: Box<[Arc<Endpoint>]>,
@@ -363,16 +357,61 @@ impl ServiceRecord {
         if self.affinity { &self.endpoints } else { &[] }
     }
 
-    /// The names of the affinity sets and endpoint maps this record's Service port wrote.
+    /// The names of the affinity sets this record's Service port wrote.
     fn sets(&self, name: &ServicePortName) -> Vec<String> {
         let mut out = Vec::new();
-        let written = ENDPOINT_MAPS.iter().filter(|(bit, _)| self.endpoint_maps & bit != 0);
-        out.extend(written.map(|(_, prefix)| endpoint_map_name(prefix, name)));
         if self.affinity {
             let base = |ep: &Arc<Endpoint>| service_port_endpoint_chain_name_base(name, ep);
             out.extend(self.endpoints.iter().map(|ep| format!("affinity-{}", base(ep))));
         }
         out
+    }
+}
+
+/// The block of [`ENDPOINTS_MAP`] a policy chain owns (`n` endpoints share it; none when `n` is 0), and a hash of
+/// the endpoints its ranges map to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Pick {
+    block: u32,
+    n: u32,
+    hash: u64,
+}
+
+impl Pick {
+    /// Endpoint `i`'s range of keys.
+    fn range(&self, i: u32) -> (u64, u64) {
+        let (base, n, spread) = (u64::from(self.block) * u64::from(ENDPOINT_SPREAD), u64::from(self.n), 65536u64);
+        (base + u64::from(i) * spread / n, base + (u64::from(i) + 1) * spread / n - 1)
+    }
+}
+
+/// The blocks of [`ENDPOINTS_MAP`] in use: a block freed by a sync is handed out again from the next one on (its
+/// ranges are deleted in the freeing transaction); a full sync starts over.
+#[derive(Debug, Default)]
+struct PickBlocks {
+    next: u32,
+    free: Vec<u32>,
+    freed: Vec<u32>,
+}
+
+impl PickBlocks {
+    fn take(&mut self) -> Option<u32> {
+        if let Some(b) = self.free.pop() {
+            return Some(b);
+        }
+        (self.next < PICK_BLOCKS).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    fn release(&mut self, block: u32) {
+        self.freed.push(block);
+    }
+
+    /// At the end of a sync: what it freed may be taken by the next.
+    fn settle(&mut self) {
+        self.free.append(&mut self.freed);
     }
 }
 
@@ -428,6 +467,10 @@ pub struct NftProxier {
     maps: [ElementStorage; 6],
     /// The elements of [`ENDPOINT_HAIRPIN_SET`], one per endpoint IP.
     hairpin: HairpinSet,
+    /// The blocks of [`ENDPOINTS_MAP`] the policy chains own.
+    blocks: PickBlocks,
+    /// A policy chain found no free block in this sync (more than 65,536 without session affinity).
+    blocks_exhausted: bool,
 }
 
 impl NftProxier {
@@ -460,6 +503,8 @@ impl NftProxier {
                 ElementStorage::new("map", SERVICE_NODE_PORTS_MAP),
             ],
             hairpin: HairpinSet::default(),
+            blocks: PickBlocks::default(),
+            blocks_exhausted: false,
         }
     }
 
@@ -510,6 +555,28 @@ impl NftProxier {
             }
         }
         self.run_nft(&["-f", "-"], Some(text)).map(drop)
+    }
+
+    /// Writes a full sync: its skeleton with `nft -f`, then its Service part as one netlink batch when every line of
+    /// it compiles (which spares `nft` parsing ~100,000 lines; the batch empties and refills the maps, so no packet
+    /// sees them half-written), otherwise the whole with one `nft -f`.
+    fn write_full(&self, skeleton: &str, services: &str) -> Result<()> {
+        if self.exec.own_netns()
+            && let Some(batch) = nfnetlink::compile(&self.family_table(), services)
+        {
+            self.run_nft(&["-f", "-"], Some(skeleton))?;
+            match nfnetlink::send(&batch) {
+                Ok(nfnetlink::Outcome::Applied) => return Ok(()),
+                Ok(nfnetlink::Outcome::Refused { errno, line }) => {
+                    let line = line.and_then(|i| services.lines().filter(|l| !l.trim().is_empty()).nth(i));
+                    let error = std::io::Error::from_raw_os_error(errno);
+                    tracing::warn!(%error, line = line.unwrap_or("(commit)"), "nf_tables refused the full sync's batch; running nft");
+                    return self.run_nft(&["-f", "-"], Some(services)).map(drop);
+                }
+                Err(source) => return Err(Error::Exec { cmd: "nf_tables batch".into(), source }),
+            }
+        }
+        self.run_nft(&["-f", "-"], Some(&format!("{skeleton}{services}"))).map(drop)
     }
 
     /// The chains and sets of our table in the kernel (none when it does not exist).
@@ -676,10 +743,22 @@ impl NftProxier {
             );
         }
 
+        cmd!(
+            tx,
+            "add map {} {ENDPOINTS_MAP} {{ typeof numgen random mod {ENDPOINT_SPREAD} : {ip_x} daddr . tcp dport ; flags interval ; comment \"policy chains' endpoints\" ; }}",
+            tx.family
+        );
+    }
+
+    /// Empties the maps and sets whose elements the Services make (the start of a full sync's Service part, so that
+    /// emptying and refilling them is one transaction).
+    fn reset_elements(&mut self, tx: &mut Tx) {
         for map in &mut self.maps {
             map.reset(tx);
         }
         self.hairpin.reset(tx);
+        cmd!(tx, "flush map {} {ENDPOINTS_MAP}", tx.family);
+        self.blocks = PickBlocks::default();
     }
 
     /// A policy chain of a Service with session affinity: to the endpoint its client's affinity set names, else a
@@ -753,6 +832,9 @@ impl Proxier for NftProxier {
         let family = self.family_table();
 
         let mut tx = Tx { family: family.clone(), text: String::with_capacity(if partial { 4096 } else { 1 << 20 }) };
+        // A full sync's skeleton (base chains, the jumps to ours, the dispatch maps' declarations), written before
+        // the Service part (see `write_full`).
+        let mut skeleton = Tx { family: family.clone(), text: String::new() };
         // Per-Service chains and affinity sets in the kernel, listed by a full sync only: a partial one knows
         // them from the records.
         let (mut kernel_chains, mut kernel_sets) = (BTreeSet::new(), BTreeSet::new());
@@ -760,7 +842,8 @@ impl Proxier for NftProxier {
             let (chains, sets) = self.list_objects();
             kernel_chains = chains.into_iter().filter(|c| c.contains('/')).collect();
             kernel_sets = sets.into_iter().filter(|s| is_service_set(s)).collect();
-            self.setup(&mut tx);
+            self.setup(&mut skeleton);
+            self.reset_elements(&mut tx);
         }
         // The Service ports to write: all of them, or those of the Services that changed (including ports that
         // are gone, which only release what they wrote).
@@ -804,12 +887,18 @@ impl Proxier for NftProxier {
             let Some(svc) = input.svc_port_map.get(svc_name) else {
                 unused_chains.extend(old_chains);
                 unused_sets.extend(old_sets);
+                if partial {
+                    self.release_picks(&mut tx, &old, None);
+                }
                 continue;
             };
             let exists = |name: &str| {
                 kernel_chains.contains(name) || kernel_sets.contains(name) || old_chains.iter().any(|c| c == name)
             };
             let rec = self.write_service(&mut tx, svc_name, svc, input, &exists, partial.then_some(&old));
+            if partial {
+                self.release_picks(&mut tx, &old, Some(&rec));
+            }
             if !old_chains.is_empty() {
                 let chains = rec.chain_names(svc_name);
                 unused_chains.extend(old_chains.into_iter().filter(|c| !chains.contains(c)));
@@ -859,9 +948,20 @@ impl Proxier for NftProxier {
         }
         self.hairpin.cleanup_leftover(&mut tx, &self.records);
 
-        if !tx.text.is_empty()
-            && let Err(e) = self.write(&tx.text, partial)
-        {
+        self.blocks.settle();
+        if std::mem::take(&mut self.blocks_exhausted) {
+            self.stale_chains.clear();
+            return Err(Error::Tool {
+                cmd: "kube-proxy".into(),
+                stderr: format!("more than {PICK_BLOCKS} Service policy chains without session affinity"),
+            });
+        }
+        let written = match partial {
+            true if tx.text.is_empty() => Ok(()),
+            true => self.write(&tx.text, true),
+            false => self.write_full(&skeleton.text, &tx.text),
+        };
+        if let Err(e) = written {
             // The element storages and records no longer match the kernel: the retry is a full sync that
             // relists the kernel's chains and resets them.
             self.stale_chains.clear();
@@ -1105,7 +1205,7 @@ impl NftProxier {
             if affinity {
                 self.write_service_to_endpoint_rules(&mut rules, svc, chain, eps);
             } else {
-                self.write_endpoint_map(tx, &mut rules, svc, (chain, bit), eps, old, exists, &mut rec);
+                self.write_endpoint_picks(tx, &mut rules, svc, (chain, bit), eps, old, &mut rec);
             }
         }
         for (ep, base) in cat.all_reachable.iter().zip(&endpoint_bases) {
@@ -1137,53 +1237,66 @@ impl NftProxier {
         rec
     }
 
-    /// A policy chain's endpoints as an endpoint map (`endpoints-<hash>` or `local-endpoints-<hash>`, `bit` 1 or
-    /// 2): each endpoint gets an equal range of `numgen random mod 65536`, and the chain DNATs through the map.
-    /// The map's elements are rewritten only when they changed.
+    /// Deletes the ranges of the blocks `old` owned that `new` (the port's record now; None: the port is gone) no
+    /// longer does, and frees the blocks.
+    fn release_picks(&mut self, tx: &mut Tx, old: &ServiceRecord, new: Option<&ServiceRecord>) {
+        for (slot, p) in old.picks.iter().enumerate() {
+            if p.n == 0 || new.is_some_and(|r| r.picks[slot].n != 0) {
+                continue;
+            }
+            let ranges: Vec<String> = (0..p.n).map(|i| p.range(i)).map(|(a, b)| format!("{a}-{b}")).collect();
+            cmd!(tx, "delete element {} {ENDPOINTS_MAP} {{ {} }}", tx.family, ranges.join(", "));
+            self.blocks.release(p.block);
+        }
+    }
+
+    /// A policy chain's endpoints as ranges of its block of [`ENDPOINTS_MAP`] (`bit` 1 for the cluster chain, 2 for
+    /// the local one): each endpoint gets an equal share of the block, and the chain DNATs to
+    /// `numgen random mod 65536 offset <block start> map @endpoints`. The chain keeps its block, so its rule stays
+    /// and an endpoint change is elements only (no new jump or DNAT in the transaction: the kernel does not
+    /// re-validate the table); unchanged endpoints are not rewritten.
     #[allow(clippy::too_many_arguments)]
-    fn write_endpoint_map(
-        &self,
+    fn write_endpoint_picks(
+        &mut self,
         tx: &mut Tx,
         rules: &mut Tx,
         svc: &ServicePort,
         (chain, bit): (&str, u8),
         endpoints: &[Arc<Endpoint>],
         old: Option<&ServiceRecord>,
-        exists: &dyn Fn(&str) -> bool,
         rec: &mut ServiceRecord,
     ) {
         let (ip_x, family, protocol) = (self.ip_x(), tx.family.clone(), svc.protocol.lower());
-        let prefix = ENDPOINT_MAPS.iter().find(|(b, _)| *b == bit).map(|(_, p)| *p).unwrap_or(ENDPOINTS_MAP_PREFIX);
-        let map = endpoint_map_name(prefix, &svc.name);
-        let n = endpoints.len().min(ENDPOINT_SPREAD as usize) as u64;
-        let ranges: Vec<String> = (endpoints.iter().take(n as usize).enumerate())
-            .map(|(i, ep)| {
-                let (start, end) = (i as u64 * 65536 / n, (i as u64 + 1) * 65536 / n - 1);
-                format!("{start}-{end} : {} . {}", ep.ip, ep.port)
-            })
-            .collect();
-        let text = ranges.join(", ");
+        let endpoints = &endpoints[..endpoints.len().min(ENDPOINT_SPREAD as usize)];
+        let mut values = String::with_capacity(endpoints.len() * 24);
+        for ep in endpoints {
+            let _ = write!(values, "{} . {},", ep.ip, ep.port);
+        }
         let slot = usize::from(bit - 1);
-        let hash = value_hash(&text);
-        let had = old.is_some_and(|o| o.endpoint_maps & bit != 0);
-        if !had {
-            cmd!(
-                tx,
-                "add map {family} {map} {{ typeof numgen random mod {ENDPOINT_SPREAD} : {ip_x} daddr . {protocol} dport ; flags interval ; }}"
-            );
-        }
-        if !had || old.is_some_and(|o| o.map_hashes[slot] != hash) {
-            // (Each line naming a set costs the kernel a search of the table's sets by name: no flush of a new one.)
-            if had || (old.is_none() && exists(&map)) {
-                cmd!(tx, "flush map {family} {map}");
+        let before = old.map(|o| o.picks[slot]).filter(|p| p.n != 0);
+        let Some(block) = before.map(|p| p.block).or_else(|| self.blocks.take()) else {
+            self.blocks_exhausted = true;
+            return;
+        };
+        let pick = Pick { block, n: endpoints.len() as u32, hash: value_hash(&values) };
+        if before != Some(pick) {
+            if let Some(p) = before {
+                let ranges: Vec<String> = (0..p.n).map(|i| p.range(i)).map(|(a, b)| format!("{a}-{b}")).collect();
+                cmd!(tx, "delete element {family} {ENDPOINTS_MAP} {{ {} }}", ranges.join(", "));
             }
-            cmd!(tx, "add element {family} {map} {{ {text} }}");
+            let ranges: Vec<String> = (endpoints.iter().zip(0..))
+                .map(|(ep, i)| (pick.range(i), ep))
+                .map(|((a, b), ep)| format!("{a}-{b} : {} . {}", ep.ip, ep.port))
+                .collect();
+            cmd!(tx, "add element {family} {ENDPOINTS_MAP} {{ {} }}", ranges.join(", "));
         }
-        rec.endpoint_maps |= bit;
-        rec.map_hashes[slot] = hash;
+        rec.picks[slot] = pick;
+        let base = u64::from(block) * u64::from(ENDPOINT_SPREAD);
         rules.rule(
             chain,
-            &format!("meta l4proto {protocol} dnat {ip_x} to numgen random mod {ENDPOINT_SPREAD} map @{map}"),
+            &format!(
+                "meta l4proto {protocol} dnat {ip_x} to numgen random mod {ENDPOINT_SPREAD} offset {base} map @{ENDPOINTS_MAP}"
+            ),
         );
     }
 }
@@ -1191,6 +1304,31 @@ impl NftProxier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blocks of the endpoints map: handed out in order, one freed by a sync is taken again only from the next sync
+    /// on (its ranges are deleted in the freeing transaction), none past the 65,536th; a block's ranges split it
+    /// evenly and cover it.
+    #[test]
+    fn endpoint_map_blocks() {
+        let mut blocks = PickBlocks::default();
+        assert_eq!((blocks.take(), blocks.take()), (Some(0), Some(1)));
+        blocks.release(0);
+        assert_eq!(blocks.take(), Some(2), "not in the sync that freed it");
+        blocks.settle();
+        assert_eq!(blocks.take(), Some(0));
+        blocks.next = PICK_BLOCKS - 1;
+        assert_eq!((blocks.take(), blocks.take()), (Some(PICK_BLOCKS - 1), None));
+
+        let pick = Pick { block: 3, n: 3, hash: 0 };
+        assert_eq!(pick.range(0), (196_608, 196_608 + 21_844));
+        assert_eq!(pick.range(2).1, 4 * 65_536 - 1);
+        let sizes: Vec<u64> = (0..3).map(|i| pick.range(i)).map(|(a, b)| b - a + 1).collect();
+        assert_eq!(sizes.iter().sum::<u64>(), 65_536);
+        assert!(sizes.iter().all(|s| s.abs_diff(65_536 / 3) <= 1), "{sizes:?}");
+        for i in 0..2 {
+            assert_eq!(pick.range(i).1 + 1, pick.range(i + 1).0);
+        }
+    }
     use crate::serviceport::Protocol;
 
     #[test]
