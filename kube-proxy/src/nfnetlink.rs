@@ -4,8 +4,8 @@
 //!
 //! The subset: `add`/`flush`/`delete chain`, the rules of Service and endpoint chains (address and port matches,
 //! the off-cluster masquerade jump, `numgen` picks, gotos, DNAT to an address and port or through the endpoints
-//! map), elements of the verdict maps and sets (with comments), `flush map`/`flush set`, the ranges of an interval
-//! map, and the elements of the endpoints map (keyed by a number). A full sync's Service part is compiled too, the
+//! map), elements of the verdict maps and sets (with comments), `flush`/`delete` of a map or set, and the ranges of
+//! an interval map (the endpoints maps, keyed by a number). A full sync's Service part is compiled too, the
 //! table's skeleton going through `nft` first.
 //!
 //! Why: before it sends anything, `nft -f` dumps every chain of the table to fill its cache. With 10,000 Services
@@ -34,6 +34,7 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 
@@ -50,6 +51,8 @@ const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -512,6 +515,12 @@ fn line(family_table: &str, text: &str, seq: u32, ack: bool) -> Option<Vec<u8>> 
             m.nest(NFTA_RULE_EXPRESSIONS, |m| exprs.iter().for_each(|e| e.write(m)));
             m
         }
+        ("delete", "map" | "set") if !rest.contains([' ', '{']) => {
+            let mut m = Msg::nft(NFT_MSG_DELSET, NLM_F_REQUEST | ack, seq);
+            m.str(NFTA_SET_TABLE, table);
+            m.str(NFTA_SET_NAME, rest);
+            m
+        }
         // `flush map|set`: a set-element delete naming no element empties the map or set.
         ("flush", "map" | "set") if !rest.contains([' ', '{']) => {
             let mut m = Msg::nft(NFT_MSG_DELSETELEM, NLM_F_REQUEST | ack, seq);
@@ -699,7 +708,6 @@ mod tests {
             "add rule ip kube-proxy service-Y ip daddr 10.96.0.10 tcp dport 80 iifname != cbr0 jump mark-for-masquerade",
             "add rule ip kube-proxy firewall-Z ip saddr != { 10.0.0.0/8 } drop",
             "add rule ip kube-proxy endpoint-X meta l4proto tcp dnat to [fd00::1]:80",
-            "delete set ip kube-proxy affinity-X",
             "add chain ip kube-proxy reject-chain { comment \"helper\" ; }",
         ] {
             assert!(compile("ip kube-proxy", text).is_none(), "{text}");

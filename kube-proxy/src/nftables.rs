@@ -59,16 +59,45 @@ const MASQUERADING_CHAIN: &str = "masquerading";
 /// `endpoint . endpoint` for every endpoint IP: traffic DNATed back to its own source is masqueraded (upstream
 /// marks it in each endpoint's chain, which endpoint maps do not have).
 const ENDPOINT_HAIRPIN_SET: &str = "endpoint-hairpin";
-/// The endpoints of every policy chain without session affinity, in one interval map: a chain owns a block of
-/// 65,536 keys (block `b` is `b * 65536` to `b * 65536 + 65535`), its endpoints share them in equal ranges, and it
-/// DNATs to `numgen random mod 65536 offset <block start> map @endpoints`. One map rather than one per chain: the
-/// kernel finds a set by comparing its name with every set of the table, so with 10,000 maps a full sync took
-/// 9.5 s, most of it in those comparisons.
-const ENDPOINTS_MAP: &str = "endpoints";
+/// The endpoints of the policy chains without session affinity live in interval maps, [`ENDPOINT_SHARDS`] per
+/// protocol (`endpoints-tcp-0` to `endpoints-tcp-255`, `endpoints-udp-...`: nft 1.0.6 refuses a rule matching one
+/// protocol that looks up a map typed with another's ports, or with `th dport`), a Service port's by a hash of its
+/// name. In its map a chain owns a block of 65,536 keys (block `b` is `b * 65536` to `b * 65536 + 65535`), its
+/// endpoints share them in equal ranges, and it DNATs to `numgen random mod 65536 offset <block start> map @<map>`.
+/// A map is declared when a chain first needs it, and a full sync deletes those no chain uses.
+///
+/// Why shards: the kernel finds a set by comparing its name with every set of the table (with a map per Service
+/// port, 10,000 Services took 9.5 s to load, mostly in those comparisons), while each element written to a map is
+/// checked against every rule that looks the map up and each new such rule reads every element of the map (with
+/// one map, 10,000 Services took 11 s). 256 maps of ~40 Service ports each keep all three small (0.4 s).
+const ENDPOINTS_MAP_PREFIX: &str = "endpoints";
+const ENDPOINT_SHARDS: usize = 256;
 /// The random number a policy chain's block splits (and the size of a block).
 const ENDPOINT_SPREAD: u32 = 65536;
-/// Blocks of [`ENDPOINTS_MAP`]: the 32-bit keys hold 65,536 of them, one per policy chain without affinity.
+/// Blocks of an endpoints map: the 32-bit keys hold 65,536 of them.
 const PICK_BLOCKS: u32 = 65536;
+
+/// The endpoints map of a Service port, as an index of [`NftProxier::shards`] (its cluster and local policy chains
+/// share it).
+fn endpoint_shard(name: &ServicePortName) -> usize {
+    // FNV-1a: stable, and good enough to spread names.
+    let mut h: u32 = 0x811c_9dc5;
+    for part in [&*name.service.namespace, "/", &*name.service.name, "/", name.protocol.lower(), "/", &*name.port] {
+        for b in part.bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    let protocol = PROTOCOLS.iter().position(|p| *p == name.protocol).unwrap_or_default();
+    protocol * ENDPOINT_SHARDS + h as usize % ENDPOINT_SHARDS
+}
+
+const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
+/// The name of the endpoints map at `index` of [`NftProxier::shards`].
+fn endpoint_shard_name(index: usize) -> String {
+    format!("{ENDPOINTS_MAP_PREFIX}-{}-{}", PROTOCOLS[index / ENDPOINT_SHARDS].lower(), index % ENDPOINT_SHARDS)
+}
+
 /// Prefixes of the per-Service endpoint maps earlier versions wrote (`endpoints-<hash>`, `local-endpoints-<hash>`):
 /// a full sync deletes those it finds.
 const OLD_ENDPOINT_MAP_PREFIXES: [&str; 2] = ["endpoints", "local-endpoints"];
@@ -321,7 +350,7 @@ struct ServiceRecord {
     /// A hash of the rules of each Service-level chain (by bit position), so a partial sync leaves an unchanged
     /// chain alone: rewriting a chain that jumps or DNATs makes the kernel re-validate the whole table.
     rule_hashes: [u64; 4],
-    /// The keys of [`ENDPOINTS_MAP`] the cluster and local policy chains own (by bit position).
+    /// The blocks of their endpoints map the cluster and local policy chains own (by bit position).
     picks: [Pick; 2],
     /// The endpoints written (shared with the endpoints map): each with an endpoint chain and an affinity set when
     /// the Service has session affinity, else in the endpoint maps and the hairpin set.
@@ -368,7 +397,7 @@ impl ServiceRecord {
     }
 }
 
-/// The block of [`ENDPOINTS_MAP`] a policy chain owns (`n` endpoints share it; none when `n` is 0), and a hash of
+/// The block of its endpoints map a policy chain owns (`n` endpoints share it; none when `n` is 0), and a hash of
 /// the endpoints its ranges map to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Pick {
@@ -385,7 +414,7 @@ impl Pick {
     }
 }
 
-/// The blocks of [`ENDPOINTS_MAP`] in use: a block freed by a sync is handed out again from the next one on (its
+/// The blocks of one endpoints map in use: a block freed by a sync is handed out again from the next one on (its
 /// ranges are deleted in the freeing transaction); a full sync starts over.
 #[derive(Debug, Default)]
 struct PickBlocks {
@@ -467,10 +496,19 @@ pub struct NftProxier {
     maps: [ElementStorage; 6],
     /// The elements of [`ENDPOINT_HAIRPIN_SET`], one per endpoint IP.
     hairpin: HairpinSet,
-    /// The blocks of [`ENDPOINTS_MAP`] the policy chains own.
-    blocks: PickBlocks,
-    /// A policy chain found no free block in this sync (more than 65,536 without session affinity).
+    /// The endpoints maps (see [`ENDPOINTS_MAP_PREFIX`]).
+    shards: Vec<EndpointShard>,
+    /// The declarations of the endpoints maps this sync uses first.
+    shard_declarations: String,
+    /// A policy chain found no free block in this sync (more than 65,536 in one endpoints map).
     blocks_exhausted: bool,
+}
+
+/// One endpoints map: its blocks, and whether it exists in the kernel.
+#[derive(Debug, Default)]
+struct EndpointShard {
+    blocks: PickBlocks,
+    declared: bool,
 }
 
 impl NftProxier {
@@ -503,7 +541,8 @@ impl NftProxier {
                 ElementStorage::new("map", SERVICE_NODE_PORTS_MAP),
             ],
             hairpin: HairpinSet::default(),
-            blocks: PickBlocks::default(),
+            shards: (0..PROTOCOLS.len() * ENDPOINT_SHARDS).map(|_| EndpointShard::default()).collect(),
+            shard_declarations: String::new(),
             blocks_exhausted: false,
         }
     }
@@ -742,23 +781,22 @@ impl NftProxier {
                 &format!("{ip_x} daddr @{NODE_PORT_IPS_SET} meta l4proto . th dport vmap @{SERVICE_NODE_PORTS_MAP}"),
             );
         }
-
-        cmd!(
-            tx,
-            "add map {} {ENDPOINTS_MAP} {{ typeof numgen random mod {ENDPOINT_SPREAD} : {ip_x} daddr . tcp dport ; flags interval ; comment \"policy chains' endpoints\" ; }}",
-            tx.family
-        );
     }
 
     /// Empties the maps and sets whose elements the Services make (the start of a full sync's Service part, so that
-    /// emptying and refilling them is one transaction).
-    fn reset_elements(&mut self, tx: &mut Tx) {
+    /// emptying and refilling them is one transaction), the endpoints maps among `kernel_sets` included.
+    fn reset_elements(&mut self, tx: &mut Tx, kernel_sets: &BTreeSet<String>) {
         for map in &mut self.maps {
             map.reset(tx);
         }
         self.hairpin.reset(tx);
-        cmd!(tx, "flush map {} {ENDPOINTS_MAP}", tx.family);
-        self.blocks = PickBlocks::default();
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            let name = endpoint_shard_name(i);
+            *shard = EndpointShard { declared: kernel_sets.contains(&name), ..Default::default() };
+            if shard.declared {
+                cmd!(tx, "flush map {} {name}", tx.family);
+            }
+        }
     }
 
     /// A policy chain of a Service with session affinity: to the endpoint its client's affinity set names, else a
@@ -835,6 +873,8 @@ impl Proxier for NftProxier {
         // A full sync's skeleton (base chains, the jumps to ours, the dispatch maps' declarations), written before
         // the Service part (see `write_full`).
         let mut skeleton = Tx { family: family.clone(), text: String::new() };
+        // The elements of the endpoints maps, written after the rules.
+        let mut picks = Tx { family: family.clone(), text: String::new() };
         // Per-Service chains and affinity sets in the kernel, listed by a full sync only: a partial one knows
         // them from the records.
         let (mut kernel_chains, mut kernel_sets) = (BTreeSet::new(), BTreeSet::new());
@@ -843,7 +883,7 @@ impl Proxier for NftProxier {
             kernel_chains = chains.into_iter().filter(|c| c.contains('/')).collect();
             kernel_sets = sets.into_iter().filter(|s| is_service_set(s)).collect();
             self.setup(&mut skeleton);
-            self.reset_elements(&mut tx);
+            self.reset_elements(&mut tx, &kernel_sets);
         }
         // The Service ports to write: all of them, or those of the Services that changed (including ports that
         // are gone, which only release what they wrote).
@@ -888,16 +928,16 @@ impl Proxier for NftProxier {
                 unused_chains.extend(old_chains);
                 unused_sets.extend(old_sets);
                 if partial {
-                    self.release_picks(&mut tx, &old, None);
+                    self.release_picks(&mut picks, svc_name, &old, None);
                 }
                 continue;
             };
             let exists = |name: &str| {
                 kernel_chains.contains(name) || kernel_sets.contains(name) || old_chains.iter().any(|c| c == name)
             };
-            let rec = self.write_service(&mut tx, svc_name, svc, input, &exists, partial.then_some(&old));
+            let rec = self.write_service(&mut tx, &mut picks, svc_name, svc, input, &exists, partial.then_some(&old));
             if partial {
-                self.release_picks(&mut tx, &old, Some(&rec));
+                self.release_picks(&mut picks, svc_name, &old, Some(&rec));
             }
             if !old_chains.is_empty() {
                 let chains = rec.chain_names(svc_name);
@@ -916,9 +956,25 @@ impl Proxier for NftProxier {
                 unused_chains.extend(kernel_chains.difference(&active).cloned());
             }
             if !kernel_sets.is_empty() {
-                let active: BTreeSet<String> = self.records.iter().flat_map(|(n, r)| r.sets(n)).collect();
+                let mut active: BTreeSet<String> = self.records.iter().flat_map(|(n, r)| r.sets(n)).collect();
+                for (i, shard) in self.shards.iter_mut().enumerate() {
+                    // An endpoints map no policy chain took a block of is deleted.
+                    shard.declared = shard.blocks.next > 0;
+                    if shard.declared {
+                        active.insert(endpoint_shard_name(i));
+                    }
+                }
                 unused_sets.extend(kernel_sets.difference(&active).cloned());
             }
+        }
+        // The endpoints maps' elements after every rule (a rule looking a map up reads its elements), and the maps
+        // first used by this sync declared before everything (with the skeleton in a full sync).
+        tx.text.push_str(&picks.text);
+        let declarations = std::mem::take(&mut self.shard_declarations);
+        if partial {
+            tx.text.insert_str(0, &declarations);
+        } else {
+            skeleton.text.push_str(&declarations);
         }
 
         // Chains no Service uses any more: flushed now, deleted a second later (kernels before 6.2 notice late
@@ -948,7 +1004,7 @@ impl Proxier for NftProxier {
         }
         self.hairpin.cleanup_leftover(&mut tx, &self.records);
 
-        self.blocks.settle();
+        self.shards.iter_mut().for_each(|shard| shard.blocks.settle());
         if std::mem::take(&mut self.blocks_exhausted) {
             self.stale_chains.clear();
             return Err(Error::Tool {
@@ -984,9 +1040,11 @@ impl NftProxier {
     /// wrote. `exists` tells whether a chain or set is already in the kernel (and so needs a flush). `old` is what a
     /// partial sync knows the port wrote last: a chain or an endpoint map whose content is the same is left alone,
     /// so an endpoint change is only map elements (no new jump, no re-validation of the table by the kernel).
+    #[allow(clippy::too_many_arguments)]
     fn write_service(
         &mut self,
         tx: &mut Tx,
+        picks: &mut Tx,
         svc_name: &ServicePortName,
         svc: &ServicePort,
         input: &SyncInput<'_>,
@@ -1205,7 +1263,7 @@ impl NftProxier {
             if affinity {
                 self.write_service_to_endpoint_rules(&mut rules, svc, chain, eps);
             } else {
-                self.write_endpoint_picks(tx, &mut rules, svc, (chain, bit), eps, old, &mut rec);
+                self.write_endpoint_picks(picks, &mut rules, svc, (chain, bit), eps, old, &mut rec);
             }
         }
         for (ep, base) in cat.all_reachable.iter().zip(&endpoint_bases) {
@@ -1239,26 +1297,28 @@ impl NftProxier {
 
     /// Deletes the ranges of the blocks `old` owned that `new` (the port's record now; None: the port is gone) no
     /// longer does, and frees the blocks.
-    fn release_picks(&mut self, tx: &mut Tx, old: &ServiceRecord, new: Option<&ServiceRecord>) {
+    fn release_picks(&mut self, tx: &mut Tx, name: &ServicePortName, old: &ServiceRecord, new: Option<&ServiceRecord>) {
+        let shard = endpoint_shard(name);
         for (slot, p) in old.picks.iter().enumerate() {
             if p.n == 0 || new.is_some_and(|r| r.picks[slot].n != 0) {
                 continue;
             }
             let ranges: Vec<String> = (0..p.n).map(|i| p.range(i)).map(|(a, b)| format!("{a}-{b}")).collect();
-            cmd!(tx, "delete element {} {ENDPOINTS_MAP} {{ {} }}", tx.family, ranges.join(", "));
-            self.blocks.release(p.block);
+            cmd!(tx, "delete element {} {} {{ {} }}", tx.family, endpoint_shard_name(shard), ranges.join(", "));
+            self.shards[shard].blocks.release(p.block);
         }
     }
 
-    /// A policy chain's endpoints as ranges of its block of [`ENDPOINTS_MAP`] (`bit` 1 for the cluster chain, 2 for
+    /// A policy chain's endpoints as ranges of its block of its endpoints map (`bit` 1 for the cluster chain, 2 for
     /// the local one): each endpoint gets an equal share of the block, and the chain DNATs to
-    /// `numgen random mod 65536 offset <block start> map @endpoints`. The chain keeps its block, so its rule stays
+    /// `numgen random mod 65536 offset <block start> map @endpoints-<shard>`. The elements go to `picks`, written
+    /// after every rule of the transaction (a new rule looking a map up reads all of the map's elements). The chain keeps its block, so its rule stays
     /// and an endpoint change is elements only (no new jump or DNAT in the transaction: the kernel does not
     /// re-validate the table); unchanged endpoints are not rewritten.
     #[allow(clippy::too_many_arguments)]
     fn write_endpoint_picks(
         &mut self,
-        tx: &mut Tx,
+        picks: &mut Tx,
         rules: &mut Tx,
         svc: &ServicePort,
         (chain, bit): (&str, u8),
@@ -1266,7 +1326,16 @@ impl NftProxier {
         old: Option<&ServiceRecord>,
         rec: &mut ServiceRecord,
     ) {
-        let (ip_x, family, protocol) = (self.ip_x(), tx.family.clone(), svc.protocol.lower());
+        let (ip_x, family, protocol) = (self.ip_x(), picks.family.clone(), svc.protocol.lower());
+        let shard = endpoint_shard(&svc.name);
+        let map = endpoint_shard_name(shard);
+        if !self.shards[shard].declared {
+            self.shards[shard].declared = true;
+            let _ = writeln!(
+                self.shard_declarations,
+                "add map {family} {map} {{ typeof numgen random mod {ENDPOINT_SPREAD} : {ip_x} daddr . {protocol} dport ; flags interval ; }}"
+            );
+        }
         let endpoints = &endpoints[..endpoints.len().min(ENDPOINT_SPREAD as usize)];
         let mut values = String::with_capacity(endpoints.len() * 24);
         for ep in endpoints {
@@ -1274,7 +1343,7 @@ impl NftProxier {
         }
         let slot = usize::from(bit - 1);
         let before = old.map(|o| o.picks[slot]).filter(|p| p.n != 0);
-        let Some(block) = before.map(|p| p.block).or_else(|| self.blocks.take()) else {
+        let Some(block) = before.map(|p| p.block).or_else(|| self.shards[shard].blocks.take()) else {
             self.blocks_exhausted = true;
             return;
         };
@@ -1282,20 +1351,20 @@ impl NftProxier {
         if before != Some(pick) {
             if let Some(p) = before {
                 let ranges: Vec<String> = (0..p.n).map(|i| p.range(i)).map(|(a, b)| format!("{a}-{b}")).collect();
-                cmd!(tx, "delete element {family} {ENDPOINTS_MAP} {{ {} }}", ranges.join(", "));
+                cmd!(picks, "delete element {family} {map} {{ {} }}", ranges.join(", "));
             }
             let ranges: Vec<String> = (endpoints.iter().zip(0..))
                 .map(|(ep, i)| (pick.range(i), ep))
                 .map(|((a, b), ep)| format!("{a}-{b} : {} . {}", ep.ip, ep.port))
                 .collect();
-            cmd!(tx, "add element {family} {ENDPOINTS_MAP} {{ {} }}", ranges.join(", "));
+            cmd!(picks, "add element {family} {map} {{ {} }}", ranges.join(", "));
         }
         rec.picks[slot] = pick;
         let base = u64::from(block) * u64::from(ENDPOINT_SPREAD);
         rules.rule(
             chain,
             &format!(
-                "meta l4proto {protocol} dnat {ip_x} to numgen random mod {ENDPOINT_SPREAD} offset {base} map @{ENDPOINTS_MAP}"
+                "meta l4proto {protocol} dnat {ip_x} to numgen random mod {ENDPOINT_SPREAD} offset {base} map @{map}"
             ),
         );
     }

@@ -206,19 +206,27 @@ fn nftables_overall_rules() {
         "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }"
     ));
     assert!(out.contains("add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"));
-    // One endpoints map for every policy chain (no set per Service): each chain owns a block of 65,536 keys.
-    assert!(out.contains("add map ip kube-proxy endpoints { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment \"policy chains' endpoints\" ; }"));
-    assert!(out.contains("add element ip kube-proxy endpoints { 0-65535 : 10.180.0.1 . 80 }"));
-    assert!(out.contains("add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip to numgen random mod 65536 offset 0 map @endpoints"));
-    assert!(!out.contains("add map ip kube-proxy endpoints-"), "{out}");
+    // Endpoints maps shared by Service ports (no set per Service; a port's map by a hash of its name): each policy
+    // chain owns a block of 65,536 keys of its map.
+    assert!(out.contains(
+        "add map ip kube-proxy endpoints-tcp-44 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; }"
+    ));
+    assert!(out.contains("add element ip kube-proxy endpoints-tcp-44 { 0-65535 : 10.180.0.1 . 80 }"));
+    assert!(out.contains("add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip to numgen random mod 65536 offset 0 map @endpoints-tcp-44"));
+    assert_eq!(out.matches("add map ip kube-proxy endpoints-").count(), 4, "{out}");
     assert!(out.contains("add element ip kube-proxy endpoint-hairpin { 10.180.0.1 . 10.180.0.1 }"));
     assert!(out.contains("add rule ip kube-proxy masquerading ct status dnat ip saddr . ip daddr @endpoint-hairpin mark set mark or 0x004000"));
     // NodePort: through the external chain, which masquerades; two endpoints split the random range.
     assert!(out.contains("add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-"));
-    assert!(out.contains("{ 65536-98303 : 10.180.0.2 . 80, 98304-131071 : 10.180.0.3 . 80 }"));
+    assert!(out.contains("endpoints-tcp-206 { 0-32767 : 10.180.0.2 . 80, 32768-65535 : 10.180.0.3 . 80 }"));
     assert!(
-        out.contains("svc2/tcp/p80 meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @endpoints")
+        out.contains(
+            "svc2/tcp/p80 meta l4proto tcp dnat ip to numgen random mod 65536 offset 0 map @endpoints-tcp-206"
+        )
     );
+    // The cluster and local chains of a Service port share its map, each with a block.
+    assert!(out.contains("local-HVFWP5L3-ns5/svc5/tcp/p80 meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @endpoints-tcp-188"));
+    assert!(out.contains("add element ip kube-proxy endpoints-tcp-188 { 65536-131071 : 10.180.0.5 . 80 }"));
     // No endpoints: rejected, not black-holed.
     assert!(out.contains("add element ip kube-proxy no-endpoint-services { 172.30.0.43 . tcp . 80 comment \"ns3/svc3:p80\" : goto reject-chain }"));
     // Affinity: a timeout set per endpoint, checked first and updated in the endpoint chain.
@@ -231,13 +239,15 @@ fn nftables_overall_rules() {
     assert!(out.contains("add element ip kube-proxy service-ips { 1.2.3.5 . tcp . 80 : goto external-"));
     assert!(out.contains("comment \"short-circuit pod traffic\""));
     // Terminating fallback: only the serving terminating endpoint.
-    assert!(out.contains("{ 262144-327679 : 10.180.0.7 . 5353 }"));
-    // The map is emptied and refilled in the same transaction; its declaration comes before, with the skeleton.
-    let (declared, flushed) = (
-        out.find("add map ip kube-proxy endpoints {").unwrap(),
-        out.find("flush map ip kube-proxy endpoints\n").unwrap(),
+    assert!(out.contains("endpoints-udp-165 { 0-65535 : 10.180.0.7 . 5353 }"));
+    // The maps are declared with the skeleton, and their elements come after every rule (a new rule looking a map
+    // up reads every element of it).
+    let last_rule = out.rfind("add rule ").unwrap();
+    assert!(
+        out.find("add map ip kube-proxy endpoints-").unwrap()
+            < out.find("add chain ip kube-proxy service-ULMVA6XW").unwrap()
     );
-    assert!(declared < flushed && flushed < out.find("add element ip kube-proxy endpoints {").unwrap(), "{out}");
+    assert!(out.find("add element ip kube-proxy endpoints-").unwrap() > last_rule, "{out}");
     assert!(!out.contains("10.180.0.8"));
 }
 
@@ -312,8 +322,8 @@ fn nftables_partial_sync_touches_only_changed_services() {
     }
     // An endpoint change is map elements only: no chain flushed, no rule written (the kernel re-validates the whole
     // table for a transaction that adds a jump or a DNAT).
-    assert!(out.contains("delete element ip kube-proxy endpoints { 65536-98303, 98304-131071 }\n"), "{out}");
-    assert!(out.contains("add element ip kube-proxy endpoints { 65536-131071 : 10.180.0.2 . 80 }\n"), "{out}");
+    assert!(out.contains("delete element ip kube-proxy endpoints-tcp-206 { 0-32767, 32768-65535 }\n"), "{out}");
+    assert!(out.contains("add element ip kube-proxy endpoints-tcp-206 { 0-65535 : 10.180.0.2 . 80 }\n"), "{out}");
     assert!(out.contains("delete element ip kube-proxy endpoint-hairpin { 10.180.0.3 . 10.180.0.3 }"), "{out}");
     assert!(!out.contains("flush chain") && !out.contains("add rule"), "{out}");
 }
@@ -416,7 +426,7 @@ fn nftables_partial_sync_removes_a_deleted_service() {
     assert!(out.contains("delete element ip kube-proxy cluster-ips { 172.30.0.42 }"), "{out}");
     assert!(out.contains("flush chain ip kube-proxy service-") && out.contains("ns1/svc2/tcp/p80"), "{out}");
     // Its block of the endpoints map is emptied (and freed for a later sync).
-    assert!(out.contains("delete element ip kube-proxy endpoints { 65536-131071 }\n"), "{out}");
+    assert!(out.contains("delete element ip kube-proxy endpoints-tcp-73 { 0-65535 }\n"), "{out}");
     // svc3 still wants the shared external IP's element (it won the key), and nothing of svc1 or svc3 is written.
     assert!(!out.contains("192.0.2.9"), "{out}");
     assert!(!out.contains("svc1") && !out.contains("svc3") && !out.contains("172.30.0.41"), "{out}");

@@ -20,7 +20,8 @@ add map ip kube-proxy service-ips { type ipv4_addr . inet_proto . inet_service :
 add map ip kube-proxy no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; }
 add map ip kube-proxy service-nodeports { type inet_proto . inet_service : verdict ; }
 add set ip kube-proxy endpoint-hairpin { type ipv4_addr . ipv4_addr ; }
-add map ip kube-proxy endpoints { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "policy chains' endpoints" ; }
+add map ip kube-proxy endpoints-tcp-0 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; }
+add map ip kube-proxy endpoints-udp-0 { typeof numgen random mod 65536 : ip daddr . udp dport ; flags interval ; }
 add element ip kube-proxy endpoint-hairpin { 10.1.0.4 . 10.1.0.4 }
 add map ip kube-proxy endpoints-DDDD-ns/api/tcp/http { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; }
 add element ip kube-proxy endpoints-DDDD-ns/api/tcp/http { 0-65535 : 10.1.0.7 . 80 }
@@ -172,16 +173,19 @@ fn the_golden_syncs_load_into_the_kernel() {
 }
 
 /// The Service part of a full sync (after the skeleton, which `nft` writes): the dispatch maps and sets emptied
-/// and refilled, Service chains DNATing through their blocks of the shared endpoints map, a later partial sync
-/// moving a block's ranges; `count` Services make the batch megabytes (past the socket's default send buffer).
+/// and refilled, Service chains DNATing through their blocks of the endpoints maps (one per protocol here), each
+/// map's elements after every rule; `count` Services make the batch megabytes (past the socket's default send
+/// buffer).
 fn full_sync(count: u32) -> String {
     let mut text = String::from(
         "flush set ip kube-proxy cluster-ips\nflush map ip kube-proxy service-ips\n\
-         flush set ip kube-proxy endpoint-hairpin\nflush map ip kube-proxy endpoints\n",
+         flush set ip kube-proxy endpoint-hairpin\nflush map ip kube-proxy endpoints-tcp-0\n\
+         flush map ip kube-proxy endpoints-udp-0\n",
     );
+    let mut elements = String::new();
     for i in 0..count {
         let (ip, chain, base) =
-            (format!("10.97.{}.{}", i / 250, i % 250 + 1), format!("service-{i:05}-ns/s/tcp/p"), i * 65536);
+            (format!("10.97.{}.{}", i / 250, i % 250 + 1), format!("service-{i:05}-ns/s/tcp/p"), i / 2 * 65536);
         let (proto, port) = if i % 2 == 0 { ("tcp", 80) } else { ("udp", 53) };
         text += &format!("add chain ip kube-proxy {chain}\n");
         text += &format!("add element ip kube-proxy cluster-ips {{ {ip} }}\n");
@@ -193,8 +197,8 @@ fn full_sync(count: u32) -> String {
             i / 250,
             i % 250
         );
-        text += &format!(
-            "add element ip kube-proxy endpoints {{ {}-{} : 10.1.0.7 . 8080, {}-{} : 10.1.{}.{} . 8080, {}-{} : 10.1.0.9 . 8081 }}\n",
+        elements += &format!(
+            "add element ip kube-proxy endpoints-{proto}-0 {{ {}-{} : 10.1.0.7 . 8080, {}-{} : 10.1.{}.{} . 8080, {}-{} : 10.1.0.9 . 8081 }}\n",
             base,
             base + 21844,
             base + 21845,
@@ -208,10 +212,10 @@ fn full_sync(count: u32) -> String {
             "add rule ip kube-proxy {chain} ip daddr {ip} {proto} dport {port} ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n"
         );
         text += &format!(
-            "add rule ip kube-proxy {chain} meta l4proto {proto} dnat ip to numgen random mod 65536 offset {base} map @endpoints\n"
+            "add rule ip kube-proxy {chain} meta l4proto {proto} dnat ip to numgen random mod 65536 offset {base} map @endpoints-{proto}-0\n"
         );
     }
-    text
+    text + &elements
 }
 
 #[test]
@@ -220,9 +224,9 @@ fn a_full_sync_through_netlink_leaves_what_nft_leaves() {
         eprintln!("skipped: needs root and nft");
         return;
     }
-    // Service 1's block moves from three endpoints to one, as a partial sync writes it.
-    let change = "delete element ip kube-proxy endpoints { 65536-87380, 87381-109225, 109226-131071 }\n\
-                  add element ip kube-proxy endpoints { 65536-131071 : 10.1.0.30 . 53 }\n";
+    // Service 1's block (the first UDP one) goes from three endpoints to one, as a partial sync writes it.
+    let change = "delete element ip kube-proxy endpoints-udp-0 { 0-21844, 21845-43689, 43690-65535 }\n\
+                  add element ip kube-proxy endpoints-udp-0 { 0-65535 : 10.1.0.30 . 53 }\n";
     for count in [3, 3000] {
         let (text, text2) = (full_sync(count), full_sync(count));
         let with_nft = in_new_netns(move || {
@@ -240,8 +244,9 @@ fn a_full_sync_through_netlink_leaves_what_nft_leaves() {
             assert!(matches!(outcome, Outcome::Applied), "{outcome:?}");
             list()
         });
-        assert!(with_nft.contains("dnat ip to numgen random mod 65536 offset 131072 map @endpoints"), "{with_nft}");
-        assert!(with_nft.contains("65536-131071 : 10.1.0.30 . 53"), "{with_nft}");
+        assert!(with_nft.contains("udp dnat ip to numgen random mod 65536 map @endpoints-udp-0"), "{with_nft}");
+        assert!(with_nft.contains("tcp dnat ip to numgen random mod 65536 offset 65536 map @endpoints-tcp-0"));
+        assert!(with_nft.contains("0-65535 : 10.1.0.30 . 53"), "{with_nft}");
         assert!(!with_nft.contains("10.1.0.4 . 10.1.0.4") && !with_nft.contains("10.96.0.12"), "{with_nft}");
         assert_eq!(with_netlink, with_nft, "{count} Services");
     }
