@@ -88,6 +88,8 @@ const DEFAULT_SNDBUF: usize = 128 * 1024;
 /// A netlink message being built: attributes are appended, nests closed by patching their length.
 struct Msg {
     buf: Vec<u8>,
+    /// A nest outgrew its 16-bit length: the message cannot be sent (its line goes to nft).
+    overflow: bool,
 }
 
 impl Msg {
@@ -100,7 +102,7 @@ impl Msg {
         buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
         buf.extend_from_slice(&[family, 0]);
         buf.extend_from_slice(&res_id.to_be_bytes());
-        Msg { buf }
+        Msg { buf, overflow: false }
     }
 
     fn nft(kind: u16, flags: u16, seq: u32) -> Msg {
@@ -136,8 +138,9 @@ impl Msg {
         self.buf.extend_from_slice(&[0, 0]);
         self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         f(self);
-        let len = (self.buf.len() - start) as u16;
-        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        let len = self.buf.len() - start;
+        self.overflow |= len > usize::from(u16::MAX);
+        self.buf[start..start + 2].copy_from_slice(&(len as u16).to_ne_bytes());
     }
 
     fn value(&mut self, kind: u16, data: &[u8]) {
@@ -446,8 +449,22 @@ fn ranges(m: &mut Msg, table: &str, set: &str, inside: &str, add: bool) -> Optio
     Some(())
 }
 
-/// `add|delete element ip <table> <set> { KEY [comment "C"] [: VERDICT] }` as one message.
+/// `add|delete element ip <table> <set> { KEY [comment "C"] [: VERDICT] }` as one message, or several keys of a
+/// set (`{ KEY, KEY, ... }`, no comments) in one.
 fn element(m: &mut Msg, table: &str, set: &str, inside: &str, add: bool) -> Option<()> {
+    if inside.contains(", ") && !inside.contains([':', '"']) {
+        let keys: Vec<Vec<u8>> = (inside.split(", "))
+            .map(|k| element_key(&k.split_whitespace().collect::<Vec<_>>()))
+            .collect::<Option<_>>()?;
+        m.str(NFTA_SET_ELEM_LIST_TABLE, table);
+        m.str(NFTA_SET_ELEM_LIST_SET, set);
+        m.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
+            for key in &keys {
+                m.nest(NFTA_LIST_ELEM, |m| m.value(NFTA_SET_ELEM_KEY, key));
+            }
+        });
+        return Some(());
+    }
     let (key_part, verdict) = match inside.split_once(" : ") {
         Some((k, v)) => (k, Some(Verdict::parse(&v.split_whitespace().collect::<Vec<_>>())?)),
         None => (inside, None),
@@ -548,7 +565,7 @@ fn line(family_table: &str, text: &str, seq: u32, ack: bool) -> Option<Vec<u8>> 
         }
         _ => return None,
     };
-    Some(msg.finish())
+    (!msg.overflow).then(|| msg.finish())
 }
 
 /// A compiled transaction: the batch and the sequence numbers of its lines (the first is the batch's begin).
@@ -696,6 +713,23 @@ mod tests {
             [10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0]
         );
         assert_eq!(element_key(&["udp", ".", "30053"]).unwrap(), [17, 0, 0, 0, 0x75, 0x65, 0, 0]);
+    }
+
+    /// Several keys of a set in one message; a message whose elements outgrow a netlink attribute is left to nft.
+    #[test]
+    fn many_keys_in_one_message() {
+        let keys: Vec<String> =
+            (0..1000).map(|i| format!("10.1.{}.{} . 10.1.{}.{}", i / 250, i % 250, i / 250, i % 250)).collect();
+        let text = format!("add element ip kube-proxy endpoint-hairpin {{ {} }}\n", keys.join(", "));
+        let batch = compile_at("ip kube-proxy", &text, 1).expect("a thousand keys compile");
+        assert_eq!(batch.lines, 1);
+        // Every key is in it, the last too (10.1.3.249 . 10.1.3.249).
+        assert!(batch.bytes.len() > 1000 * 16);
+        assert!(batch.bytes.windows(8).any(|w| w == [10, 1, 3, 249, 10, 1, 3, 249]));
+        let keys: Vec<String> =
+            (0..5000).map(|i| format!("10.2.{}.{} . 10.2.{}.{}", i / 250, i % 250, i / 250, i % 250)).collect();
+        let text = format!("add element ip kube-proxy endpoint-hairpin {{ {} }}\n", keys.join(", "));
+        assert!(compile_at("ip kube-proxy", &text, 1).is_none(), "over 64 KiB of elements");
     }
 
     #[test]

@@ -214,7 +214,8 @@ fn nftables_overall_rules() {
     assert!(out.contains("add element ip kube-proxy endpoints-tcp-44 { 0-65535 : 10.180.0.1 . 80 }"));
     assert!(out.contains("add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip to numgen random mod 65536 offset 0 map @endpoints-tcp-44"));
     assert_eq!(out.matches("add map ip kube-proxy endpoints-").count(), 4, "{out}");
-    assert!(out.contains("add element ip kube-proxy endpoint-hairpin { 10.180.0.1 . 10.180.0.1 }"));
+    // Every endpoint IP of the sync in one line of the hairpin set.
+    assert!(out.contains("add element ip kube-proxy endpoint-hairpin { 10.180.0.1 . 10.180.0.1, 10.180.0.2 . 10.180.0.2, "));
     assert!(out.contains("add rule ip kube-proxy masquerading ct status dnat ip saddr . ip daddr @endpoint-hairpin mark set mark or 0x004000"));
     // NodePort: through the external chain, which masquerades; two endpoints split the random range.
     assert!(out.contains("add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-"));
