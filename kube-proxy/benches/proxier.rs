@@ -195,7 +195,11 @@ async fn bench_mode(
             "--conntrack-tcp-timeout-established=0s",
             "--conntrack-tcp-timeout-close-wait=0s",
         ])
-        .env("RUST_LOG", std::env::var("KPX_LOG").unwrap_or_else(|_| "warn,kube_proxy::provider=debug".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("KPX_LOG")
+                .unwrap_or_else(|_| "warn,kube_proxy::provider=debug,kube_proxy::nftables=debug".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -211,7 +215,9 @@ async fn bench_mode(
             for line in stderr.lines().map_while(Result::ok) {
                 match programming_latency(&line) {
                     Some(s) => samples.lock().unwrap().push(s),
-                    None if line.contains("WARN") || line.contains("ERROR") => eprintln!("kube-proxy: {line}"),
+                    None if line.contains("WARN") || line.contains("ERROR") || line.contains("full sync") => {
+                        eprintln!("kube-proxy: {line}")
+                    }
                     None => {}
                 }
             }

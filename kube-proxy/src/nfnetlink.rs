@@ -449,49 +449,43 @@ fn ranges(m: &mut Msg, table: &str, set: &str, inside: &str, add: bool) -> Optio
     Some(())
 }
 
-/// `add|delete element ip <table> <set> { KEY [comment "C"] [: VERDICT] }` as one message, or several keys of a
-/// set (`{ KEY, KEY, ... }`, no comments) in one.
+/// `add|delete element ip <table> <set> { KEY [comment "C"] [: VERDICT], ... }`: the elements of a line in one
+/// message.
 fn element(m: &mut Msg, table: &str, set: &str, inside: &str, add: bool) -> Option<()> {
-    if inside.contains(", ") && !inside.contains([':', '"']) {
-        let keys: Vec<Vec<u8>> = (inside.split(", "))
-            .map(|k| element_key(&k.split_whitespace().collect::<Vec<_>>()))
-            .collect::<Option<_>>()?;
-        m.str(NFTA_SET_ELEM_LIST_TABLE, table);
-        m.str(NFTA_SET_ELEM_LIST_SET, set);
-        m.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
-            for key in &keys {
-                m.nest(NFTA_LIST_ELEM, |m| m.value(NFTA_SET_ELEM_KEY, key));
-            }
-        });
-        return Some(());
+    let mut elements = Vec::new();
+    for one in inside.split(", ") {
+        let (key_part, verdict) = match one.split_once(" : ") {
+            Some((k, v)) => (k, Some(Verdict::parse(&v.split_whitespace().collect::<Vec<_>>())?)),
+            None => (one, None),
+        };
+        let (key_part, comment) = match key_part.split_once(" comment ") {
+            Some((k, c)) => (k, Some(c.strip_prefix('"')?.strip_suffix('"')?)),
+            None => (key_part, None),
+        };
+        if comment.is_some_and(|c| c.contains('"') || c.len() > 128)
+            || (!add && (verdict.is_some() || comment.is_some()))
+        {
+            return None;
+        }
+        elements.push((element_key(&key_part.split_whitespace().collect::<Vec<_>>())?, verdict, comment));
     }
-    let (key_part, verdict) = match inside.split_once(" : ") {
-        Some((k, v)) => (k, Some(Verdict::parse(&v.split_whitespace().collect::<Vec<_>>())?)),
-        None => (inside, None),
-    };
-    let (key_part, comment) = match key_part.split_once(" comment ") {
-        Some((k, c)) => (k, Some(c.strip_prefix('"')?.strip_suffix('"')?)),
-        None => (key_part, None),
-    };
-    if comment.is_some_and(|c| c.contains('"') || c.len() > 128) || (!add && (verdict.is_some() || comment.is_some())) {
-        return None;
-    }
-    let key = element_key(&key_part.split_whitespace().collect::<Vec<_>>())?;
     m.str(NFTA_SET_ELEM_LIST_TABLE, table);
     m.str(NFTA_SET_ELEM_LIST_SET, set);
     m.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
-        m.nest(NFTA_LIST_ELEM, |m| {
-            m.value(NFTA_SET_ELEM_KEY, &key);
-            if let Some(v) = &verdict {
-                m.verdict(NFTA_SET_ELEM_DATA, v);
-            }
-            if let Some(c) = comment {
-                let mut udata = vec![NFTNL_UDATA_SET_ELEM_COMMENT, (c.len() + 1) as u8];
-                udata.extend_from_slice(c.as_bytes());
-                udata.push(0);
-                m.attr(NFTA_SET_ELEM_USERDATA, &udata);
-            }
-        })
+        for (key, verdict, comment) in &elements {
+            m.nest(NFTA_LIST_ELEM, |m| {
+                m.value(NFTA_SET_ELEM_KEY, key);
+                if let Some(v) = verdict {
+                    m.verdict(NFTA_SET_ELEM_DATA, v);
+                }
+                if let Some(c) = comment {
+                    let mut udata = vec![NFTNL_UDATA_SET_ELEM_COMMENT, (c.len() + 1) as u8];
+                    udata.extend_from_slice(c.as_bytes());
+                    udata.push(0);
+                    m.attr(NFTA_SET_ELEM_USERDATA, &udata);
+                }
+            })
+        }
     });
     Some(())
 }

@@ -203,7 +203,7 @@ fn nftables_overall_rules() {
     assert!(!out.contains("endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80"), "{out}");
     // ClusterIP: dispatch element, masquerade of off-cluster traffic, hairpin masquerade, DNAT.
     assert!(out.contains(
-        "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }"
+        "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80, "
     ));
     assert!(out.contains("add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"));
     // Endpoints maps shared by Service ports (no set per Service; a port's map by a hash of its name): each policy
@@ -215,10 +215,15 @@ fn nftables_overall_rules() {
     assert!(out.contains("add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip to numgen random mod 65536 offset 0 map @endpoints-tcp-44"));
     assert_eq!(out.matches("add map ip kube-proxy endpoints-").count(), 4, "{out}");
     // Every endpoint IP of the sync in one line of the hairpin set.
-    assert!(out.contains("add element ip kube-proxy endpoint-hairpin { 10.180.0.1 . 10.180.0.1, 10.180.0.2 . 10.180.0.2, "));
+    assert!(
+        out.contains("add element ip kube-proxy endpoint-hairpin { 10.180.0.1 . 10.180.0.1, 10.180.0.2 . 10.180.0.2, ")
+    );
     assert!(out.contains("add rule ip kube-proxy masquerading ct status dnat ip saddr . ip daddr @endpoint-hairpin mark set mark or 0x004000"));
     // NodePort: through the external chain, which masquerades; two endpoints split the random range.
     assert!(out.contains("add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-"));
+    // A sync's new elements of a set or map go together, after the chains their verdicts name.
+    assert!(out.contains("add element ip kube-proxy cluster-ips { 172.30.0.41, 172.30.0.42, "));
+    assert!(out.find("add element ip kube-proxy service-ips").unwrap() > out.rfind("add chain ").unwrap());
     assert!(out.contains("endpoints-tcp-206 { 0-32767 : 10.180.0.2 . 80, 32768-65535 : 10.180.0.3 . 80 }"));
     assert!(
         out.contains(
@@ -237,7 +242,7 @@ fn nftables_overall_rules() {
     assert!(out.contains("add rule ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 ip saddr 10.180.0.4 jump mark-for-masquerade"));
     assert!(out.contains("add rule ip kube-proxy endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 meta l4proto tcp dnat to 10.180.0.4:80"));
     // externalTrafficPolicy Local: the local chain has only the local endpoint; LB IP and node port go external.
-    assert!(out.contains("add element ip kube-proxy service-ips { 1.2.3.5 . tcp . 80 : goto external-"));
+    assert!(out.contains(", 1.2.3.5 . tcp . 80 : goto external-HVFWP5L3-ns5/svc5/tcp/p80"));
     assert!(out.contains("comment \"short-circuit pod traffic\""));
     // Terminating fallback: only the serving terminating endpoint.
     assert!(out.contains("endpoints-udp-165 { 0-65535 : 10.180.0.7 . 5353 }"));

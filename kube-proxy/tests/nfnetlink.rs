@@ -215,6 +215,10 @@ fn full_sync(count: u32) -> String {
             "add rule ip kube-proxy {chain} meta l4proto {proto} dnat ip to numgen random mod 65536 offset {base} map @endpoints-{proto}-0\n"
         );
     }
+    // Several elements of a map in one line, with comments and verdicts, as a sync writes what it added.
+    text += "add element ip kube-proxy no-endpoint-services { 10.97.200.1 . tcp . 80 comment \"a/b:c\" : goto reject-chain, \
+             10.97.200.2 . udp . 53 comment \"a/d:e\" : drop, 10.97.200.3 . tcp . 8080 : drop }\n";
+    text += "add element ip kube-proxy cluster-ips { 10.97.200.1, 10.97.200.2, 10.97.200.3 }\n";
     text + &elements
 }
 
@@ -247,6 +251,7 @@ fn a_full_sync_through_netlink_leaves_what_nft_leaves() {
         assert!(with_nft.contains("udp dnat ip to numgen random mod 65536 map @endpoints-udp-0"), "{with_nft}");
         assert!(with_nft.contains("tcp dnat ip to numgen random mod 65536 offset 65536 map @endpoints-tcp-0"));
         assert!(with_nft.contains("0-65535 : 10.1.0.30 . 53"), "{with_nft}");
+        assert!(with_nft.contains("10.97.200.2 . udp . 53 comment \"a/d:e\" : drop"), "{with_nft}");
         assert!(!with_nft.contains("10.1.0.4 . 10.1.0.4") && !with_nft.contains("10.96.0.12"), "{with_nft}");
         assert_eq!(with_netlink, with_nft, "{count} Services");
     }
