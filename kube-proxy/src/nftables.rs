@@ -189,8 +189,11 @@ struct ElementStorage {
     elements: HashMap<Box<str>, Element>,
     /// Keys no Service port wants any more, deleted by [`ElementStorage::cleanup_leftover`].
     leftover: BTreeSet<Box<str>>,
-    /// The elements this sync adds, written together by [`ElementStorage::write_added`].
-    pending: Vec<String>,
+    /// The `add element` lines of what this sync adds, 200 elements a line, appended by [`ElementStorage::write_added`]
+    /// (one buffer: thousands of small strings freed after the sync left the allocator's pages fragmented).
+    added: String,
+    /// Elements in the last line of `added`, still open.
+    open: usize,
 }
 
 #[derive(Debug)]
@@ -216,7 +219,7 @@ impl ElementStorage {
     fn reset(&mut self, tx: &mut Tx) {
         self.elements.clear();
         self.leftover.clear();
-        self.pending.clear();
+        (self.added, self.open) = (String::new(), 0);
         cmd!(tx, "flush {} {} {}", self.kind, tx.family, self.name);
     }
 
@@ -224,18 +227,24 @@ impl ElementStorage {
         let comment = comment.map(|c| format!(" comment \"{c}\"")).unwrap_or_default();
         let sep = if value.is_empty() { String::new() } else { format!(" : {value}") };
         let hash = value_hash(value);
-        match self.elements.get_mut(key) {
-            Some(e) if e.value == hash => e.refs += 1,
+        let write = match self.elements.get_mut(key) {
+            Some(e) if e.value == hash => {
+                e.refs += 1;
+                false
+            }
             Some(e) => {
                 cmd!(tx, "delete element {} {} {{ {key} }}", tx.family, self.name);
-                self.pending.push(format!("{key}{comment}{sep}"));
                 e.value = hash;
                 e.refs += 1;
+                true
             }
             None => {
-                self.pending.push(format!("{key}{comment}{sep}"));
                 self.elements.insert(key.into(), Element { value: hash, refs: 1 });
+                true
             }
+        };
+        if write {
+            self.add(&tx.family, format_args!("{key}{comment}{sep}"));
         }
         self.leftover.remove(key);
     }
@@ -244,10 +253,23 @@ impl ElementStorage {
     /// map: one line each was ~10,000 netlink messages, each naming its map; a netlink attribute holds at most
     /// 64 KiB of elements). Written after the Services' chains, which the verdicts name.
     fn write_added(&mut self, tx: &mut Tx) {
-        for chunk in self.pending.chunks(200) {
-            cmd!(tx, "add element {} {} {{ {} }}", tx.family, self.name, chunk.join(", "));
+        if self.open > 0 {
+            self.added.push_str(" }\n");
         }
-        self.pending.clear();
+        tx.text.push_str(&std::mem::take(&mut self.added));
+        self.open = 0;
+    }
+
+    fn add(&mut self, family: &str, element: std::fmt::Arguments<'_>) {
+        let _ = match self.open {
+            0 => write!(self.added, "add element {family} {} {{ {element}", self.name),
+            _ => write!(self.added, ", {element}"),
+        };
+        self.open += 1;
+        if self.open == 200 {
+            self.added.push_str(" }\n");
+            self.open = 0;
+        }
     }
 
     /// One Service port no longer wants `key`.
@@ -284,7 +306,7 @@ impl HairpinSet {
     fn reset(&mut self, tx: &mut Tx) {
         self.added.clear();
         self.released.clear();
-        self.pending.clear();
+        self.pending = Vec::new();
         cmd!(tx, "flush set {} {ENDPOINT_HAIRPIN_SET}", tx.family);
     }
 
@@ -301,7 +323,7 @@ impl HairpinSet {
             let elements: Vec<String> = chunk.iter().map(|ip| format!("{ip} . {ip}")).collect();
             cmd!(tx, "add element {} {ENDPOINT_HAIRPIN_SET} {{ {} }}", tx.family, elements.join(", "));
         }
-        self.pending.clear();
+        self.pending = Vec::new();
     }
 
     fn release(&mut self, ip: std::net::IpAddr) {
@@ -433,6 +455,21 @@ struct Pick {
 }
 
 impl Pick {
+    /// `add element <map> { A-B : IP . PORT, ... }` of `endpoints`, or (None) `delete element <map> { A-B, ... }`.
+    fn write_ranges(&self, tx: &mut Tx, map: &str, endpoints: Option<&[Arc<Endpoint>]>) {
+        let verb = if endpoints.is_some() { "add" } else { "delete" };
+        let _ = write!(tx.text, "{verb} element {} {map} {{ ", tx.family);
+        for i in 0..self.n {
+            let (a, b) = self.range(i);
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = match endpoints.and_then(|eps| eps.get(i as usize)) {
+                Some(ep) => write!(tx.text, "{sep}{a}-{b} : {} . {}", ep.ip, ep.port),
+                None => write!(tx.text, "{sep}{a}-{b}"),
+            };
+        }
+        tx.text.push_str(" }\n");
+    }
+
     /// Endpoint `i`'s range of keys.
     fn range(&self, i: u32) -> (u64, u64) {
         let (base, n, spread) = (u64::from(self.block) * u64::from(ENDPOINT_SPREAD), u64::from(self.n), 65536u64);
@@ -1348,8 +1385,7 @@ impl NftProxier {
             if p.n == 0 || new.is_some_and(|r| r.picks[slot].n != 0) {
                 continue;
             }
-            let ranges: Vec<String> = (0..p.n).map(|i| p.range(i)).map(|(a, b)| format!("{a}-{b}")).collect();
-            cmd!(tx, "delete element {} {} {{ {} }}", tx.family, endpoint_shard_name(shard), ranges.join(", "));
+            p.write_ranges(tx, &endpoint_shard_name(shard), None);
             self.shards[shard].blocks.release(p.block);
         }
     }
@@ -1382,27 +1418,26 @@ impl NftProxier {
             );
         }
         let endpoints = &endpoints[..endpoints.len().min(ENDPOINT_SPREAD as usize)];
-        let mut values = String::with_capacity(endpoints.len() * 24);
-        for ep in endpoints {
-            let _ = write!(values, "{} . {},", ep.ip, ep.port);
-        }
+        // (Written straight into the transaction, and hashed without a string: small strings made and freed for
+        // each of 10,000 Services fragment the allocator's pages among the records that stay.)
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            endpoints.iter().for_each(|ep| (ep.ip, ep.port).hash(&mut h));
+            h.finish()
+        };
         let slot = usize::from(bit - 1);
         let before = old.map(|o| o.picks[slot]).filter(|p| p.n != 0);
         let Some(block) = before.map(|p| p.block).or_else(|| self.shards[shard].blocks.take()) else {
             self.blocks_exhausted = true;
             return;
         };
-        let pick = Pick { block, n: endpoints.len() as u32, hash: value_hash(&values) };
+        let pick = Pick { block, n: endpoints.len() as u32, hash };
         if before != Some(pick) {
             if let Some(p) = before {
-                let ranges: Vec<String> = (0..p.n).map(|i| p.range(i)).map(|(a, b)| format!("{a}-{b}")).collect();
-                cmd!(picks, "delete element {family} {map} {{ {} }}", ranges.join(", "));
+                p.write_ranges(picks, &map, None);
             }
-            let ranges: Vec<String> = (endpoints.iter().zip(0..))
-                .map(|(ep, i)| (pick.range(i), ep))
-                .map(|((a, b), ep)| format!("{a}-{b} : {} . {}", ep.ip, ep.port))
-                .collect();
-            cmd!(picks, "add element {family} {map} {{ {} }}", ranges.join(", "));
+            pick.write_ranges(picks, &map, Some(endpoints));
         }
         rec.picks[slot] = pick;
         let base = u64::from(block) * u64::from(ENDPOINT_SPREAD);
