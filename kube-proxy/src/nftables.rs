@@ -1108,6 +1108,12 @@ impl Proxier for NftProxier {
         for chain in newly_stale {
             self.stale_chains.insert(chain, start);
         }
+        if !partial {
+            // The megabytes of the full sync's transaction and batch go back to the system now, not at this thread's
+            // next sync.
+            drop((tx, picks, skeleton));
+            runtime::allocator::collect_when_idle();
+        }
         stats.no_local_endpoints_internal = self.records.values().filter(|r| r.no_local_internal).count();
         stats.no_local_endpoints_external = self.records.values().filter(|r| r.no_local_external).count();
         stats.counts.insert("chains".into(), self.records.values().map(ServiceRecord::chain_count).sum());
