@@ -1,6 +1,6 @@
-//! nf_tables over netlink for the nftables proxier's partial syncs: the lines of an `nft -f` transaction that a
-//! partial sync of an IPv4 table writes, compiled to one nf_tables batch with the expressions `nft` itself would
-//! send, and sent on a netlink socket of this process.
+//! nf_tables over netlink for the nftables proxier's partial syncs and a full sync's Service part: the lines of an
+//! `nft -f` transaction that a sync of an IPv4 table writes, compiled to one nf_tables batch with the expressions
+//! `nft` itself would send, and sent on a netlink socket of this process.
 //!
 //! The subset: `add`/`flush`/`delete chain`, the rules of Service and endpoint chains (address and port matches,
 //! the off-cluster masquerade jump, `numgen` picks, gotos, DNAT to an address and port or through the endpoints
@@ -9,7 +9,8 @@
 //! table's skeleton going through `nft` first.
 //!
 //! Why: before it sends anything, `nft -f` dumps every chain of the table to fill its cache. With 10,000 Services
-//! (110,000 chains) that dump is over a second, and it was most of a partial sync's time. The batch is atomic: a
+//! (110,000 chains) that dump is over a second, and it was most of a partial sync's time; and `nft` took 2.4 s to
+//! parse a full sync's ~40,000 lines, which this module compiles in ~0.1 s. The batch is atomic: a
 //! refused one changes nothing, and the caller runs the same text through `nft` instead. A transaction holding a
 //! line outside the subset (new maps and sets, affinity, `fib`, interface matches, IPv6...) is not compiled at all.
 

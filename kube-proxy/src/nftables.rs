@@ -6,12 +6,15 @@
 //! changed, and of those only the chains whose rules changed.
 //!
 //! Where upstream gives every endpoint a chain (`endpoint-...`: hairpin masquerade and DNAT) and picks one with
-//! `numgen random mod N vmap`, a Service port without session affinity DNATs through an endpoint map of its own
-//! (`endpoints-<hash>`, `local-endpoints-<hash>`: equal ranges of `numgen random mod 65536` to `address . port`),
-//! and hairpin traffic is masqueraded from the `endpoint-hairpin` set (`endpoint . endpoint`, after DNAT). An
-//! endpoint change is then map elements only: no new jump, so the kernel does not re-validate the whole table
-//! (~120 ms at 10,000 Services), and the table has a tenth of the chains. Services with session affinity keep
-//! upstream's endpoint chains and affinity sets.
+//! `numgen random mod N vmap`, a Service port without session affinity DNATs through its block of a shared
+//! endpoints map (`endpoints-<protocol>-<n>`, see [`ENDPOINTS_MAP_PREFIX`]: equal ranges of the block's keys to
+//! `address . port`, picked by `numgen random mod 65536 offset <block start>`), and hairpin traffic is masqueraded
+//! from the `endpoint-hairpin` set (`endpoint . endpoint`, after DNAT). An endpoint change is then map elements only:
+//! no new jump, so the kernel does not re-validate the whole table (~120 ms at 10,000 Services), and the table has a
+//! tenth of the chains. Services with session affinity keep upstream's endpoint chains and affinity sets.
+//!
+//! A full sync writes its skeleton with `nft -f`, then its Service part as one netlink batch when every line of it
+//! compiles ([`crate::nfnetlink`]): 0.9 s at 10,000 Services.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
