@@ -101,8 +101,8 @@ fn endpoint_shard_name(index: usize) -> String {
     format!("{ENDPOINTS_MAP_PREFIX}-{}-{}", PROTOCOLS[index / ENDPOINT_SHARDS].lower(), index % ENDPOINT_SHARDS)
 }
 
-/// Prefixes of the per-Service endpoint maps earlier versions wrote (`endpoints-<hash>`, `local-endpoints-<hash>`):
-/// a full sync deletes those it finds.
+/// Prefixes of the endpoints maps, and of the per-Service endpoint maps earlier versions wrote
+/// (`endpoints-<hash>`, `local-endpoints-<hash>`), which a full sync deletes.
 const OLD_ENDPOINT_MAP_PREFIXES: [&str; 2] = ["endpoints", "local-endpoints"];
 
 /// Base chains: name, type, hook, priority. Priorities are numeric (dstnat is -100, srcnat 100): this nft
@@ -192,11 +192,43 @@ struct ElementStorage {
     elements: HashMap<Box<str>, Element>,
     /// Keys no Service port wants any more, deleted by [`ElementStorage::cleanup_leftover`].
     leftover: BTreeSet<Box<str>>,
-    /// The `add element` lines of what this sync adds, 200 elements a line, appended by [`ElementStorage::write_added`]
-    /// (one buffer: thousands of small strings freed after the sync left the allocator's pages fragmented).
-    added: String,
-    /// Elements in the last line of `added`, still open.
+    /// What this sync adds, appended to the transaction by [`ElementStorage::write_added`].
+    added: AddedElements,
+}
+
+/// The `add element` lines of what a sync adds to one set or map, `per_line` elements to a line, written after the
+/// Services' chains (which the verdicts name). A full sync at 10,000 Services adds ~10,000 elements to each dispatch
+/// map and ~100,000 to the hairpin set: a line each was as many netlink messages, each naming its set. Kept in one
+/// buffer: thousands of small strings freed after the sync left the allocator's pages fragmented.
+#[derive(Debug, Default)]
+struct AddedElements {
+    text: String,
+    /// Elements in the last line of `text`, still open.
     open: usize,
+}
+
+impl AddedElements {
+    /// One element; a netlink attribute holds at most 64 KiB of elements, which bounds `per_line`.
+    fn add(&mut self, family: &str, set: &str, per_line: usize, element: std::fmt::Arguments<'_>) {
+        let _ = match self.open {
+            0 => write!(self.text, "add element {family} {set} {{ {element}"),
+            _ => write!(self.text, ", {element}"),
+        };
+        self.open += 1;
+        if self.open == per_line {
+            self.text.push_str(" }\n");
+            self.open = 0;
+        }
+    }
+
+    /// Appends the lines to `tx` and starts over.
+    fn write(&mut self, tx: &mut Tx) {
+        if self.open > 0 {
+            self.text.push_str(" }\n");
+        }
+        tx.text.push_str(&std::mem::take(&mut self.text));
+        self.open = 0;
+    }
 }
 
 #[derive(Debug)]
@@ -222,7 +254,7 @@ impl ElementStorage {
     fn reset(&mut self, tx: &mut Tx) {
         self.elements.clear();
         self.leftover.clear();
-        (self.added, self.open) = (String::new(), 0);
+        self.added = AddedElements::default();
         cmd!(tx, "flush {} {} {}", self.kind, tx.family, self.name);
     }
 
@@ -247,32 +279,13 @@ impl ElementStorage {
             }
         };
         if write {
-            self.add(&tx.family, format_args!("{key}{comment}{sep}"));
+            self.added.add(&tx.family, self.name, 200, format_args!("{key}{comment}{sep}"));
         }
         self.leftover.remove(key);
     }
 
-    /// The elements this sync added, 200 per line (a full sync at 10,000 Services adds ~10,000 to each dispatch
-    /// map: one line each was ~10,000 netlink messages, each naming its map; a netlink attribute holds at most
-    /// 64 KiB of elements). Written after the Services' chains, which the verdicts name.
     fn write_added(&mut self, tx: &mut Tx) {
-        if self.open > 0 {
-            self.added.push_str(" }\n");
-        }
-        tx.text.push_str(&std::mem::take(&mut self.added));
-        self.open = 0;
-    }
-
-    fn add(&mut self, family: &str, element: std::fmt::Arguments<'_>) {
-        let _ = match self.open {
-            0 => write!(self.added, "add element {family} {} {{ {element}", self.name),
-            _ => write!(self.added, ", {element}"),
-        };
-        self.open += 1;
-        if self.open == 200 {
-            self.added.push_str(" }\n");
-            self.open = 0;
-        }
+        self.added.write(tx);
     }
 
     /// One Service port no longer wants `key`.
@@ -301,32 +314,26 @@ impl ElementStorage {
 struct HairpinSet {
     added: HashSet<std::net::IpAddr>,
     released: HashSet<std::net::IpAddr>,
-    /// The IPs added by this sync, written together by [`HairpinSet::write_added`].
-    pending: Vec<std::net::IpAddr>,
+    /// The IPs this sync adds, appended to the transaction by [`HairpinSet::write_added`].
+    lines: AddedElements,
 }
 
 impl HairpinSet {
     fn reset(&mut self, tx: &mut Tx) {
         self.added.clear();
         self.released.clear();
-        self.pending = Vec::new();
+        self.lines = AddedElements::default();
         cmd!(tx, "flush set {} {ENDPOINT_HAIRPIN_SET}", tx.family);
     }
 
-    fn ensure(&mut self, ip: std::net::IpAddr) {
+    fn ensure(&mut self, family: &str, ip: std::net::IpAddr) {
         if self.added.insert(ip) {
-            self.pending.push(ip);
+            self.lines.add(family, ENDPOINT_HAIRPIN_SET, 1000, format_args!("{ip} . {ip}"));
         }
     }
 
-    /// The IPs this sync added, a thousand per line (a full sync at 10,000 Services adds ~100,000: one message per
-    /// IP was ~100,000 of a batch's messages; a netlink attribute holds at most 64 KiB of elements).
     fn write_added(&mut self, tx: &mut Tx) {
-        for chunk in self.pending.chunks(1000) {
-            let elements: Vec<String> = chunk.iter().map(|ip| format!("{ip} . {ip}")).collect();
-            cmd!(tx, "add element {} {ENDPOINT_HAIRPIN_SET} {{ {} }}", tx.family, elements.join(", "));
-        }
-        self.pending = Vec::new();
+        self.lines.write(tx);
     }
 
     fn release(&mut self, ip: std::net::IpAddr) {
@@ -380,8 +387,9 @@ const LOCAL_CHAIN: u8 = 2;
 const EXTERNAL_CHAIN: u8 = 4;
 const FIREWALL_CHAIN: u8 = 8;
 
-/// Whether a set or map of our table belongs to a Service port (an affinity set, or an endpoint map of an earlier
-/// version).
+/// Whether a set or map of our table belongs to Service ports: an affinity set, an endpoints map
+/// (`endpoints-tcp-<n>`...), or an endpoint map of an earlier version (`endpoints-<hash>`, `local-endpoints-<hash>`).
+/// A full sync deletes those no Service port uses.
 fn is_service_set(name: &str) -> bool {
     name.starts_with("affinity-")
         || OLD_ENDPOINT_MAP_PREFIXES.iter().any(|prefix| name.strip_prefix(prefix).is_some_and(|r| r.starts_with('-')))
@@ -475,7 +483,8 @@ impl Pick {
 
     /// Endpoint `i`'s range of keys.
     fn range(&self, i: u32) -> (u64, u64) {
-        let (base, n, spread) = (u64::from(self.block) * u64::from(ENDPOINT_SPREAD), u64::from(self.n), 65536u64);
+        let (spread, n) = (u64::from(ENDPOINT_SPREAD), u64::from(self.n));
+        let base = u64::from(self.block) * spread;
         (base + u64::from(i) * spread / n, base + (u64::from(i) + 1) * spread / n - 1)
     }
 }
@@ -647,24 +656,16 @@ impl NftProxier {
         if partial
             && self.exec.own_netns()
             && let Some(batch) = nfnetlink::compile(&self.family_table(), text)
+            && self.send_batch(&batch, text)?
         {
-            match nfnetlink::send(&batch) {
-                Ok(nfnetlink::Outcome::Applied) => return Ok(()),
-                Ok(nfnetlink::Outcome::Refused { errno, line }) => {
-                    let line = line.and_then(|i| text.lines().filter(|l| !l.trim().is_empty()).nth(i));
-                    let error = std::io::Error::from_raw_os_error(errno);
-                    tracing::warn!(%error, line = line.unwrap_or("(commit)"), "nf_tables refused the batch; running nft");
-                }
-                // Whether the batch was applied is unknown: the caller's retry is a full sync.
-                Err(source) => return Err(Error::Exec { cmd: "nf_tables batch".into(), source }),
-            }
+            return Ok(());
         }
         self.run_nft(&["-f", "-"], Some(text)).map(drop)
     }
 
     /// Writes a full sync: its skeleton with `nft -f`, then its Service part as one netlink batch when every line of
-    /// it compiles (which spares `nft` parsing ~100,000 lines; the batch empties and refills the maps, so no packet
-    /// sees them half-written), otherwise the whole with one `nft -f`.
+    /// it compiles (which spares `nft` parsing ~40,000 lines; the batch empties and refills the maps, so no packet
+    /// sees them half-written), otherwise (or when the kernel refuses the batch) the rest with `nft -f`.
     fn write_full(&self, skeleton: &str, services: &str) -> Result<()> {
         let t0 = Instant::now();
         if self.exec.own_netns()
@@ -673,27 +674,30 @@ impl NftProxier {
             let t1 = Instant::now();
             self.run_nft(&["-f", "-"], Some(skeleton))?;
             let t2 = Instant::now();
-            match nfnetlink::send(&batch) {
-                Ok(nfnetlink::Outcome::Applied) => {
-                    tracing::debug!(
-                        bytes = batch.len(),
-                        compile = ?(t1 - t0),
-                        skeleton = ?(t2 - t1),
-                        batch = ?t2.elapsed(),
-                        "full sync written through netlink"
-                    );
-                    return Ok(());
-                }
-                Ok(nfnetlink::Outcome::Refused { errno, line }) => {
-                    let line = line.and_then(|i| services.lines().filter(|l| !l.trim().is_empty()).nth(i));
-                    let error = std::io::Error::from_raw_os_error(errno);
-                    tracing::warn!(%error, line = line.unwrap_or("(commit)"), "nf_tables refused the full sync's batch; running nft");
-                    return self.run_nft(&["-f", "-"], Some(services)).map(drop);
-                }
-                Err(source) => return Err(Error::Exec { cmd: "nf_tables batch".into(), source }),
+            if !self.send_batch(&batch, services)? {
+                return self.run_nft(&["-f", "-"], Some(services)).map(drop);
             }
+            let (compile, skeleton, batch_took) = (t1 - t0, t2 - t1, t2.elapsed());
+            tracing::debug!(bytes = batch.len(), ?compile, ?skeleton, batch = ?batch_took, "full sync written through netlink");
+            return Ok(());
         }
         self.run_nft(&["-f", "-"], Some(&format!("{skeleton}{services}"))).map(drop)
+    }
+
+    /// Sends a compiled batch of `text`: true when the kernel committed it, false when it refused it (so nothing
+    /// changed, and the caller runs `nft` instead); an error when whether it was applied is unknown (the caller's
+    /// retry is a full sync).
+    fn send_batch(&self, batch: &nfnetlink::Batch, text: &str) -> Result<bool> {
+        match nfnetlink::send(batch) {
+            Ok(nfnetlink::Outcome::Applied) => Ok(true),
+            Ok(nfnetlink::Outcome::Refused { errno, line }) => {
+                let line = line.and_then(|i| text.lines().filter(|l| !l.trim().is_empty()).nth(i));
+                let error = std::io::Error::from_raw_os_error(errno);
+                tracing::warn!(%error, line = line.unwrap_or("(commit)"), "nf_tables refused the batch; running nft");
+                Ok(false)
+            }
+            Err(source) => Err(Error::Exec { cmd: "nf_tables batch".into(), source }),
+        }
     }
 
     /// The chains and sets of our table in the kernel (none when it does not exist).
@@ -1273,7 +1277,7 @@ impl NftProxier {
             }
         }
         if !affinity {
-            endpoint_ips(&cat.all_reachable).into_iter().for_each(|ip| self.hairpin.ensure(ip));
+            endpoint_ips(&cat.all_reachable).into_iter().for_each(|ip| self.hairpin.ensure(&tx.family, ip));
         }
 
         if has_internal {
@@ -1402,8 +1406,8 @@ impl NftProxier {
     /// A policy chain's endpoints as ranges of its block of its endpoints map (`bit` 1 for the cluster chain, 2 for
     /// the local one): each endpoint gets an equal share of the block, and the chain DNATs to
     /// `numgen random mod 65536 offset <block start> map @endpoints-<shard>`. The elements go to `picks`, written
-    /// after every rule of the transaction (a new rule looking a map up reads all of the map's elements). The chain keeps its block, so its rule stays
-    /// and an endpoint change is elements only (no new jump or DNAT in the transaction: the kernel does not
+    /// after every rule of the transaction (a new rule looking a map up reads all of the map's elements). The chain
+    /// keeps its block, so its rule stays and an endpoint change is elements only (no new jump or DNAT in the transaction: the kernel does not
     /// re-validate the table); unchanged endpoints are not rewritten.
     #[allow(clippy::too_many_arguments)]
     fn write_endpoint_picks(
@@ -1462,6 +1466,26 @@ impl NftProxier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sync's added elements go `per_line` to a line, the last line holding the rest, and start over once written.
+    #[test]
+    fn added_elements_lines() {
+        let mut added = AddedElements::default();
+        for i in 0..450 {
+            added.add("ip kube-proxy", "cluster-ips", 200, format_args!("10.96.{}.{}", i / 250, i % 250));
+        }
+        let mut tx = Tx { family: "ip kube-proxy".into(), text: String::new() };
+        added.write(&mut tx);
+        let lines: Vec<&str> = tx.text.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", tx.text);
+        assert!(
+            lines.iter().all(|l| l.starts_with("add element ip kube-proxy cluster-ips { 10.96.") && l.ends_with(" }"))
+        );
+        assert_eq!(lines.iter().map(|l| l.matches("10.96.").count()).collect::<Vec<_>>(), [200, 200, 50]);
+        assert!(lines[2].ends_with("10.96.1.199 }"));
+        added.write(&mut tx);
+        assert_eq!(tx.text.lines().count(), 3, "nothing left to write");
+    }
 
     /// Blocks of the endpoints map: handed out in order, one freed by a sync is taken again only from the next sync
     /// on (its ranges are deleted in the freeing transaction), none past the 65,536th; a block's ranges split it

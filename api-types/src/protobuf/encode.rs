@@ -56,11 +56,10 @@ pub fn encode_object_parts(obj: &Value, cold: bool) -> Option<(Vec<u8>, std::ops
         w.string(1, api_version);
         w.string(2, kind);
     });
+    // raw: its key, its length, then the message, which the two empty strings after it end.
+    let key = w.buf.len();
     w.nested_in(2, 2, |w| w.fields(message, fields, 0));
-    // raw's key, then its length: the message follows them, and the two empty strings end the body.
-    let start = MAGIC.len() + 2 + usize::from(w.buf[MAGIC.len() + 1]) + 1;
-    let start = start + varint_at(&w.buf[start..]);
-    let end = w.buf.len();
+    let (start, end) = (key + 1 + varint_at(&w.buf[key + 1..]), w.buf.len());
     w.string(3, "");
     w.string(4, "");
     Some((w.finish(), start..end))
