@@ -321,7 +321,11 @@ async fn serve_resource(
                 ));
             }
             if out.encoding == Encoding::Protobuf || out.target == Target::PartialObjectMetadata {
-                return list_response(res, &meta, &page.items, out);
+                let mut items = page.items;
+                if out.target != Target::PartialObjectMetadata {
+                    crate::registry::share_cached(&server.registry.cacher, sres, &mut items);
+                }
+                return list_response(res, &meta, &items, out);
             }
             // Written by hand so stored objects go out as they are, never decoded and encoded again, into a buffer
             // of their size.

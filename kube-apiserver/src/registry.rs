@@ -324,18 +324,19 @@ pub fn inject_rv(stored: &[u8], rev: Revision) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(out))
 }
 
-/// One object of a list: stored bytes with the resourceVersion spliced in (never re-encoded), or the watch cache's
-/// object, whose encodings are made once and shared by every list and watch that serves it.
+/// One object of a list: stored bytes with the resourceVersion spliced in (never re-encoded), with the storage key
+/// and revision they were read at, or the watch cache's object, whose encodings are made once and shared by every
+/// list and watch that serves it.
 #[derive(Debug, Clone)]
 pub enum Item {
-    Raw(Bytes),
+    Raw { json: Bytes, key: String, revision: Revision },
     Cached(Shared),
 }
 
 impl Item {
     pub fn value(&self) -> Result<Value, ApiError> {
         match self {
-            Item::Raw(b) => serde_json::from_slice(b).map_err(|e| ApiError::internal(e.to_string())),
+            Item::Raw { json, .. } => serde_json::from_slice(json).map_err(|e| ApiError::internal(e.to_string())),
             Item::Cached(v) => Ok((**v).clone()),
         }
     }
@@ -343,7 +344,7 @@ impl Item {
     /// The object's JSON as stored or cached.
     pub fn json(&self) -> &[u8] {
         match self {
-            Item::Raw(b) => b,
+            Item::Raw { json, .. } => json,
             Item::Cached(v) => v.json(),
         }
     }
@@ -352,7 +353,23 @@ impl Item {
     pub fn cached_protobuf(&self) -> Option<&[u8]> {
         match self {
             Item::Cached(v) => Some(v.protobuf_message()).filter(|m| !m.is_empty()).map(|m| &m[..]),
-            Item::Raw(_) => None,
+            Item::Raw { .. } => None,
+        }
+    }
+}
+
+/// Replaces the stored items of a list read from storage with the watch cache's objects at the same revision (the
+/// same bytes: a revision is one write), when the cache of `res` runs: their protobuf encodings are made once and
+/// shared, where a stored item would be decoded and encoded for each list. For protobuf responses only: JSON splices
+/// the stored bytes, which is cheaper still.
+pub fn share_cached(cacher: &crate::cacher::Cacher, res: &Resource, items: &mut [Item]) {
+    let Some(cache) = cacher.started(res) else { return };
+    for item in items {
+        if let Item::Raw { key, revision, .. } = item
+            && let Some(cached) = cache.get(key)
+            && meta_str(&cached, "resourceVersion").and_then(|rv| rv.parse::<Revision>().ok()) == Some(*revision)
+        {
+            *item = Item::Cached(cached);
         }
     }
 }
@@ -609,7 +626,8 @@ impl Registry {
                 last_key = Some(kv.key.clone());
                 let keep = !filtering || matches(res, &decode(kv)?, p)?;
                 if keep {
-                    items.push(Item::Raw(inject_rv(&kv.value, kv.mod_revision)?));
+                    let json = inject_rv(&kv.value, kv.mod_revision)?;
+                    items.push(Item::Raw { json, key: kv.key.clone(), revision: kv.mod_revision });
                     if p.limit > 0 && items.len() >= p.limit {
                         break;
                     }
@@ -1266,6 +1284,41 @@ mod tests {
         assert_eq!(decode_continue("not base64!").unwrap_err().code, 400);
         let evil = base64::engine::general_purpose::STANDARD.encode(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"../x"}"#);
         assert_eq!(decode_continue(&evil).unwrap_err().code, 400);
+    }
+
+    /// A list read from storage (no resourceVersion) takes the watch cache's objects at the same revision, whose
+    /// protobuf encodings are shared; an object the cache holds at another revision, or a cache not started, keeps
+    /// the stored bytes.
+    #[tokio::test]
+    async fn stored_list_items_share_the_cache_objects_of_their_revision() {
+        let (_dir, reg) = registry_with_default_namespace().await;
+        let cms = api_types::resources::find("", "v1", "configmaps").unwrap();
+        for name in ["a", "b"] {
+            reg.create(cms, Some("default"), json!({"metadata": {"name": name}, "data": {"k": name}}), false)
+                .await
+                .unwrap();
+        }
+        let page = reg.list(cms, Some("default"), &ListParams::default()).await.unwrap();
+        let mut items = page.items.clone();
+        share_cached(&reg.cacher, cms, &mut items);
+        assert!(items.iter().all(|i| matches!(i, Item::Raw { .. })), "no cache started: stored bytes");
+
+        let cache = reg.cacher.cache(cms).await.unwrap();
+        let mut items = page.items.clone();
+        // The second item as read at an older revision than the cache's object.
+        if let Item::Raw { revision, .. } = &mut items[1] {
+            *revision -= 1;
+        }
+        share_cached(&reg.cacher, cms, &mut items);
+        let Item::Cached(shared) = &items[0] else { panic!("the cache's object at the stored revision: {items:?}") };
+        let key = key(cms, Some("default"), "a");
+        assert!(Arc::ptr_eq(&shared.0, &cache.get(&key).unwrap().0), "the cache's own object");
+        assert!(matches!(items[1], Item::Raw { .. }), "another revision keeps the stored bytes");
+        // The same object either way (the stored bytes carry the resourceVersion first in metadata, the cache's
+        // object last, so the protobuf fields come in another order).
+        assert_eq!(items[0].value().unwrap(), page.items[0].value().unwrap());
+        let body = api_types::protobuf::envelope("v1", "ConfigMap", items[0].cached_protobuf().unwrap());
+        assert_eq!(api_types::protobuf::decode_k8s_protobuf(&body).unwrap(), page.items[0].value().unwrap());
     }
 
     /// A registry on a fresh SQLite store (kept while the directory lives) with the `default` namespace.

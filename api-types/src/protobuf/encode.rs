@@ -334,9 +334,11 @@ impl Writer {
             return;
         }
         if !message.has_inline {
+            let mut next = 0;
             for (key, value) in obj {
-                if let Some(field) = message.index.find(message.fields, key) {
+                if let Some((at, field)) = message.index.find_after(message.fields, key, next) {
                     self.field(field, value, depth);
+                    next = at + 1;
                 }
             }
             return;
