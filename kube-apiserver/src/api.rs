@@ -585,14 +585,26 @@ pub async fn server_side_apply(
 /// A list in protobuf, or as PartialObjectMetadataList: each item encoded on its own into the list's `items`.
 fn list_response(res: &Resource, meta: &Value, items: &[crate::registry::Item], out: Output) -> Result<Resp, ApiError> {
     let partial = out.target == Target::PartialObjectMetadata;
-    // Objects of the watch cache carry their protobuf message, encoded once for every list that serves them.
-    let cached: Option<Vec<&[u8]>> = items.iter().map(crate::registry::Item::cached_protobuf).collect();
-    if let Some(cached) =
-        cached.filter(|_| out.encoding == Encoding::Protobuf && !partial && !crate::convert::converts(res))
-        && let Some(body) =
-            api_types::protobuf::encode_list(&res.api_version(), &format!("{}List", res.kind), meta, &cached)
-    {
-        return Ok(crate::server::bytes_response(StatusCode::OK, body, api_types::protobuf::CONTENT_TYPE));
+    // Objects of the watch cache carry their protobuf message, encoded once for every list that serves them; the
+    // others (stored bytes the cache has not caught up with) are encoded here.
+    if out.encoding == Encoding::Protobuf && !partial && !crate::convert::converts(res) {
+        let mut messages = Vec::with_capacity(items.len());
+        for item in items {
+            match item.cached_protobuf() {
+                Some(cached) => messages.push(std::borrow::Cow::Borrowed(cached)),
+                None => match api_types::protobuf::encode_message_of(&item.value()?) {
+                    Some(message) => messages.push(std::borrow::Cow::Owned(message)),
+                    None => break,
+                },
+            }
+        }
+        let slices: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
+        if slices.len() == items.len()
+            && let Some(body) =
+                api_types::protobuf::encode_list(&res.api_version(), &format!("{}List", res.kind), meta, &slices)
+        {
+            return Ok(crate::server::bytes_response(StatusCode::OK, body, api_types::protobuf::CONTENT_TYPE));
+        }
     }
     let (api_version, kind) = if partial {
         ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())

@@ -505,6 +505,17 @@ async fn every_kind_speaks_protobuf_like_client_go() {
         let pb_items = mine(&cached["items"]);
         assert!(pb_items.len() >= 2, "{what}");
         assert_eq!(pb_items, mine(&json_cached["items"]), "{what}: cached protobuf LIST differs from JSON");
+        // A list read from storage once the cache runs: items the cache holds at the revision read are written from
+        // its messages (`registry::share_cached`), the same objects as the stored JSON.
+        let (status, _, stored) = call(&api, Method::GET, &base, None).await;
+        assert_eq!(status, StatusCode::OK, "{what}");
+        let stored = decode_k8s_protobuf(&stored).unwrap();
+        let json_stored = api.client.request(Method::GET, &base, None).await.unwrap();
+        assert_eq!(
+            mine(&stored["items"]),
+            mine(&json_stored["items"]),
+            "{what}: protobuf LIST from storage differs from JSON"
+        );
         checked += 1;
     }
     assert_eq!(checked, fixtures().len());

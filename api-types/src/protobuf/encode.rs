@@ -24,12 +24,12 @@ pub fn supports(api_version: &str, kind: &str) -> bool {
     find_root(api_version, kind).is_some()
 }
 
-/// The typed message of an object (no envelope), or `None` when its kind has no protobuf encoding.
+/// The typed message of an object just decoded or built (no envelope, no read-ahead), or `None` when its kind has
+/// no protobuf encoding.
 pub fn encode_message_of(obj: &Value) -> Option<Vec<u8>> {
     let (api_version, kind) = type_meta(obj)?;
     let message = find_root(api_version, kind)?;
     let mut w = Writer::with_capacity(1024);
-    touch(obj, &mut w.seen, &mut Vec::new());
     w.fields(message, obj.as_object()?, 0);
     Some(w.finish())
 }
