@@ -275,6 +275,25 @@ impl ResourceCache {
         self.state.read().ok()?.objects.get(key).cloned()
     }
 
+    /// For each (storage key, revision), the cached object under the key if the cache holds it at that revision
+    /// (a revision is one write: the same object as stored), under one read of the cache.
+    pub fn get_at<'k>(&self, wanted: impl IntoIterator<Item = (&'k str, Revision)>) -> Vec<Option<Shared>> {
+        let Ok(st) = self.state.read() else { return wanted.into_iter().map(|_| None).collect() };
+        wanted
+            .into_iter()
+            .map(|(key, rev)| {
+                st.objects
+                    .get(key)
+                    .filter(|o| {
+                        let at =
+                            crate::registry::meta_str(o, "resourceVersion").and_then(|v| v.parse::<Revision>().ok());
+                        at == Some(rev)
+                    })
+                    .cloned()
+            })
+            .collect()
+    }
+
     /// Events after this revision that a watch with selectors `p` sees are all in the cache.
     pub fn floor(&self, p: &ListParams) -> Revision {
         let Ok(st) = self.state.read() else { return Revision::MAX };

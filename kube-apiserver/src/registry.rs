@@ -364,12 +364,14 @@ impl Item {
 /// the stored bytes, which is cheaper still.
 pub fn share_cached(cacher: &crate::cacher::Cacher, res: &Resource, items: &mut [Item]) {
     let Some(cache) = cacher.started(res) else { return };
-    for item in items {
-        if let Item::Raw { key, revision, .. } = item
-            && let Some(cached) = cache.get(key)
-            && meta_str(&cached, "resourceVersion").and_then(|rv| rv.parse::<Revision>().ok()) == Some(*revision)
-        {
-            *item = Item::Cached(cached);
+    let stored = items.iter().filter_map(|i| match i {
+        Item::Raw { key, revision, .. } => Some((key.as_str(), *revision)),
+        Item::Cached(_) => None,
+    });
+    let mut cached = cache.get_at(stored).into_iter();
+    for item in items.iter_mut().filter(|i| matches!(i, Item::Raw { .. })) {
+        if let Some(Some(shared)) = cached.next() {
+            *item = Item::Cached(shared);
         }
     }
 }
