@@ -28,7 +28,8 @@ mod k8s_pb_kinds;
 #[cfg(test)]
 mod roundtrip;
 pub use encode::{
-    encode_list, encode_list_of, encode_message_of, encode_object, encode_object_parts, envelope, supports, watch_frame,
+    encode_list, encode_list_of, encode_message_of, encode_object, encode_object_parts, encode_watch_frame, envelope,
+    supports, watch_frame,
 };
 
 /// The media type of Kubernetes protobuf bodies.

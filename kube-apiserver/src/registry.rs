@@ -2,7 +2,7 @@
 //! over the storage layer. Objects are JSON; `metadata.resourceVersion` is the storage revision, injected on read
 //! and never stored. Per-kind behaviour (defaulting, validation, status/spec split) lives in [`crate::strategy`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use api_types::patch::{PatchType, apply_patch};
 use api_types::selector::{FieldSelector, LabelSelector};
@@ -147,36 +147,49 @@ struct SharedInner {
     value: Value,
     /// When the object was decoded: an object older than [`COLD_AFTER`] has likely left the CPU's caches.
     born: std::time::Instant,
-    json: std::sync::OnceLock<bytes::Bytes>,
+    json: OnceLock<Bytes>,
     /// The protobuf body and where the typed message lies in it: one encoding serves watch events and responses
     /// (the body) and lists (the message, a slice of the same bytes).
-    protobuf: std::sync::OnceLock<(bytes::Bytes, bytes::Bytes)>,
+    protobuf: OnceLock<(Bytes, Bytes)>,
+    /// The first watch event of the object in JSON and in protobuf, with its type: every watcher of the event gets
+    /// these bytes (an object is mostly sent with one type; another type, as an ADDED replayed to a new watcher, is
+    /// framed on its own).
+    events: [OnceLock<(&'static str, Bytes)>; 2],
 }
 
 impl Shared {
     pub fn new(value: Value) -> Self {
-        let (json, protobuf) = (std::sync::OnceLock::new(), std::sync::OnceLock::new());
-        Shared(Arc::new(SharedInner { value, born: std::time::Instant::now(), json, protobuf }))
+        Shared(Arc::new(SharedInner {
+            value,
+            born: std::time::Instant::now(),
+            json: OnceLock::new(),
+            protobuf: OnceLock::new(),
+            events: Default::default(),
+        }))
+    }
+
+    /// Whether the object has likely left the CPU's caches, and is read ahead of its protobuf encoding (see
+    /// [`api_types::protobuf::encode_object_parts`]): a watch event's object is mostly encoded just after the watch
+    /// cache decoded it; an older one (an event replayed to a new watcher) is not.
+    fn cold(&self) -> bool {
+        self.0.born.elapsed() > COLD_AFTER
     }
 
     /// The object as a Kubernetes protobuf body (the stored shape), encoded once; empty when its kind has none.
-    /// A watch event's object is mostly encoded just after the watch cache decoded it, while it is still in the
-    /// CPU's caches, and is then not read ahead (see [`api_types::protobuf::encode_object_parts`]); an older one
-    /// (an event replayed to a new watcher) is.
-    pub fn protobuf(&self) -> &bytes::Bytes {
-        &self.protobuf_parts(self.0.born.elapsed() > COLD_AFTER).0
+    pub fn protobuf(&self) -> &Bytes {
+        &self.protobuf_parts(self.cold()).0
     }
 
     /// The object's typed protobuf message (no envelope: a list item), from the same encoding as [`Self::protobuf`];
     /// empty when its kind has none. The objects of a list are read ahead of their encoding.
-    pub fn protobuf_message(&self) -> &bytes::Bytes {
+    pub fn protobuf_message(&self) -> &Bytes {
         &self.protobuf_parts(true).1
     }
 
-    fn protobuf_parts(&self, cold: bool) -> &(bytes::Bytes, bytes::Bytes) {
+    fn protobuf_parts(&self, cold: bool) -> &(Bytes, Bytes) {
         self.0.protobuf.get_or_init(|| match api_types::protobuf::encode_object_parts(&self.0.value, cold) {
             Some((body, message)) => {
-                let body = bytes::Bytes::from(body);
+                let body = Bytes::from(body);
                 (body.clone(), body.slice(message))
             }
             None => Default::default(),
@@ -184,25 +197,66 @@ impl Shared {
     }
 
     /// One event of a watch of this object, as the watch handler writes it: a length-framed protobuf
-    /// `WatchEvent`, or a line of JSON.
-    pub fn watch_event(&self, event_type: &str, protobuf: bool) -> bytes::Bytes {
-        if protobuf {
-            return bytes::Bytes::from(api_types::protobuf::watch_frame(event_type, self.protobuf()));
+    /// `WatchEvent`, or a line of JSON. The first event of each encoding is kept and shared by every watcher; when
+    /// the object has not been encoded yet, it is encoded into that event's bytes, and its encoding for responses
+    /// and lists is a slice of them.
+    pub fn watch_event(&self, event_type: &'static str, protobuf: bool) -> Bytes {
+        let first = &self.0.events[usize::from(protobuf)];
+        if let Some((kept, event)) = first.get() {
+            if *kept == event_type {
+                return event.clone();
+            }
+            return self.frame(event_type, protobuf);
         }
-        let json = self.json();
-        let mut line = Vec::with_capacity(json.len() + 32);
-        line.extend_from_slice(b"{\"type\":\"");
-        line.extend_from_slice(event_type.as_bytes());
-        line.extend_from_slice(b"\",\"object\":");
-        line.extend_from_slice(json);
-        line.extend_from_slice(b"}\n");
-        bytes::Bytes::from(line)
+        first.get_or_init(|| (event_type, self.frame(event_type, protobuf))).1.clone()
+    }
+
+    /// A new watch event of the object: its encoding framed, or the object encoded in place when it has none yet.
+    fn frame(&self, event_type: &str, protobuf: bool) -> Bytes {
+        match (protobuf, self.0.json.get(), self.0.protobuf.get()) {
+            (true, _, Some((body, _))) => Bytes::from(api_types::protobuf::watch_frame(event_type, body)),
+            (true, _, None) => match api_types::protobuf::encode_watch_frame(event_type, &self.0.value, self.cold()) {
+                Some((frame, body, message)) => {
+                    let frame = Bytes::from(frame);
+                    let body = frame.slice(body);
+                    let _ = self.0.protobuf.set((body.clone(), body.slice(message)));
+                    frame
+                }
+                None => Bytes::from(api_types::protobuf::watch_frame(event_type, self.protobuf())),
+            },
+            (false, Some(json), _) => {
+                let mut line = Vec::with_capacity(json.len() + 32);
+                line_start(&mut line, event_type);
+                line.extend_from_slice(json);
+                line.extend_from_slice(b"}\n");
+                Bytes::from(line)
+            }
+            (false, None, _) => {
+                // A pod's JSON is a few kilobytes: a buffer of 1 KiB spares the four smaller steps of `to_vec`'s.
+                let mut line = Vec::with_capacity(1024);
+                line_start(&mut line, event_type);
+                let start = line.len();
+                serde_json::to_writer(&mut line, &self.0.value).unwrap_or_default();
+                let end = line.len();
+                line.extend_from_slice(b"}\n");
+                let line = Bytes::from(line);
+                let _ = self.0.json.set(line.slice(start..end));
+                line
+            }
+        }
     }
 
     /// The object's JSON (the stored shape), encoded once.
     pub fn json(&self) -> &bytes::Bytes {
         self.0.json.get_or_init(|| serde_json::to_vec(&self.0.value).unwrap_or_default().into())
     }
+}
+
+/// The start of a JSON watch event line, up to its object.
+fn line_start(line: &mut Vec<u8>, event_type: &str) {
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(event_type.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
 }
 
 impl std::ops::Deref for Shared {
@@ -1261,21 +1315,40 @@ mod tests {
         let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"},
                                       "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
         let message = api_types::protobuf::encode_message_of(&pod).unwrap();
-        for list_first in [true, false] {
+        let within = |part: &[u8], whole: &Bytes| whole.as_ptr_range().contains(&part.as_ptr());
+        for encoded_first in [true, false] {
             let shared = Shared::new(pod.clone());
-            if list_first {
+            if encoded_first {
                 assert_eq!(shared.protobuf_message()[..], message[..]);
+                assert_eq!(shared.json()[..], serde_json::to_vec(&pod).unwrap()[..]);
             }
+            let frame = shared.watch_event("ADDED", true);
+            let line = shared.watch_event("ADDED", false);
             assert_eq!(shared.protobuf()[..], api_types::protobuf::envelope("v1", "Pod", &message)[..]);
             assert_eq!(shared.protobuf_message()[..], message[..]);
-            let frame = shared.watch_event("ADDED", true);
             assert_eq!(frame[..], api_types::protobuf::watch_frame("ADDED", shared.protobuf())[..]);
-            let line = shared.watch_event("ADDED", false);
             let event: Value = serde_json::from_slice(&line).unwrap();
             assert_eq!(event, serde_json::json!({"type": "ADDED", "object": pod}));
             assert!(line.ends_with(b"}\n"));
+            assert_eq!(shared.json()[..], serde_json::to_vec(&pod).unwrap()[..]);
+            // Encoded into the first event when nothing was encoded before: the object's encodings are its slices.
+            assert_eq!(within(shared.protobuf(), &frame), !encoded_first);
+            assert_eq!(within(shared.protobuf_message(), &frame), !encoded_first);
+            assert_eq!(within(shared.json(), &line), !encoded_first);
+            // Every watcher of the event gets the same bytes.
+            assert_eq!(shared.watch_event("ADDED", true).as_ptr(), frame.as_ptr());
+            assert_eq!(shared.watch_event("ADDED", false).as_ptr(), line.as_ptr());
+            // Another type (an ADDED replayed after a MODIFIED was sent) is its own event, from the same encoding.
+            let deleted = shared.watch_event("DELETED", true);
+            assert_eq!(deleted[..], api_types::protobuf::watch_frame("DELETED", shared.protobuf())[..]);
+            let deleted = shared.watch_event("DELETED", false);
+            let event: Value = serde_json::from_slice(&deleted).unwrap();
+            assert_eq!(event, serde_json::json!({"type": "DELETED", "object": pod}));
+            assert_eq!(shared.watch_event("ADDED", true).as_ptr(), frame.as_ptr());
         }
         let custom = Shared::new(serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget"}));
+        let frame = custom.watch_event("ADDED", true);
+        assert_eq!(frame[..], api_types::protobuf::watch_frame("ADDED", &[])[..]);
         assert!(custom.protobuf().is_empty() && custom.protobuf_message().is_empty());
     }
 

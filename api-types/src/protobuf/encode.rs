@@ -4,11 +4,13 @@
 //! An object is the `k8s\0` magic and a `runtime.Unknown` envelope around the typed message ([`encode_object`]); a
 //! list is written from its items' message bytes ([`encode_list`]) so the watch cache can encode each object once
 //! ([`encode_message_of`]) and reuse it for every list and watcher; a watch event is a `meta.v1.WatchEvent` framed
-//! with a 4-byte big-endian length, as upstream's length-delimited protobuf stream ([`watch_frame`]).
+//! with a 4-byte big-endian length, as upstream's length-delimited protobuf stream ([`watch_frame`], or
+//! [`encode_watch_frame`], which encodes the object in place for its first watcher).
 //!
-//! Fields are written in tag order. A field absent from the JSON (or `null`) is not written; the decoders on the other
-//! side (client-go's generated code, prost) read an absent field as its zero value, which is also what upstream's JSON
-//! encoding means by leaving it out. A JSON value of the wrong type for its field (a number where a string belongs)
+//! Fields are written in the object's key order (in tag order where a message embeds a struct inline). A field
+//! absent from the JSON (or `null`) is not written; the decoders on the other side (client-go's generated code,
+//! prost) read an absent field as its zero value, which is also what upstream's JSON encoding means by leaving it
+//! out. A JSON value of the wrong type for its field (a number where a string belongs)
 //! is skipped rather than failing the whole response.
 
 use serde_json::{Map, Value};
@@ -44,25 +46,62 @@ pub fn encode_object(obj: &Value) -> Option<Vec<u8>> {
 /// serves both. `cold`: the object has likely left the CPU caches (a list's items), and is read ahead of the
 /// encoding ([`touch`]); an object just decoded or built (a watch event, a response) is encoded straight away.
 pub fn encode_object_parts(obj: &Value, cold: bool) -> Option<(Vec<u8>, std::ops::Range<usize>)> {
-    let (api_version, kind) = type_meta(obj)?;
-    let message = find_root(api_version, kind)?;
-    let fields = obj.as_object()?;
+    let root = Root::of(obj)?;
     let mut w = Writer::with_capacity(1024);
-    if cold {
-        touch(obj, &mut w.seen, &mut Vec::new());
-    }
-    w.buf.extend_from_slice(MAGIC);
-    w.nested(1, |w| {
-        w.string(1, api_version);
-        w.string(2, kind);
+    let range = w.object(&root, cold);
+    Some((w.finish(), range))
+}
+
+/// One event of a protobuf watch stream for `obj` (the bytes of `watch_frame(event_type, &encode_object(obj))`), with
+/// the object's body and its typed message encoded in place: where the body lies in the frame, and where the message
+/// lies in the body (as [`encode_object_parts`] gives it). The first watcher of an event encodes the object into its
+/// frame, with no copy, and the body and message serve responses and lists as slices of the same bytes. `None` when
+/// the object's kind has no protobuf encoding.
+pub fn encode_watch_frame(
+    event_type: &str,
+    obj: &Value,
+    cold: bool,
+) -> Option<(Vec<u8>, std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let root = Root::of(obj)?;
+    let mut w = Writer::with_capacity(1024);
+    w.buf.extend_from_slice(&[0; 4]);
+    w.string(1, event_type);
+    // object = RawExtension{raw = body}: a pod's body is some hundred bytes, so two bytes are reserved for each
+    // length (moved, as any nested message, when the guess is wrong).
+    let mut in_body = 0..0;
+    w.nested_in(2, 2, |w| {
+        w.nested_in(1, 2, |w| {
+            let start = w.buf.len();
+            let range = w.object(&root, cold);
+            in_body = range.start - start..range.end - start;
+        })
     });
-    // raw: its key, its length, then the message, which the two empty strings after it end.
-    let key = w.buf.len();
-    w.nested_in(2, 2, |w| w.fields(message, fields, 0));
-    let (start, end) = (key + 1 + varint_at(&w.buf[key + 1..]), w.buf.len());
-    w.string(3, "");
-    w.string(4, "");
-    Some((w.finish(), start..end))
+    let len = (w.buf.len() - 4) as u32;
+    w.buf[..4].copy_from_slice(&len.to_be_bytes());
+    // The body starts after the event type and the two keys and lengths before it.
+    let mut at = 4 + 1 + varint_at(&w.buf[5..]) + event_type.len();
+    for _ in 0..2 {
+        at += 1 + varint_at(&w.buf[at + 1..]);
+    }
+    let body = at..w.buf.len();
+    Some((w.finish(), body, in_body))
+}
+
+/// An object to encode whole: its apiVersion and kind, the message of its kind, and its fields.
+struct Root<'a> {
+    obj: &'a Value,
+    api_version: &'a str,
+    kind: &'a str,
+    message: &'static Message,
+    fields: &'a Map<String, Value>,
+}
+
+impl<'a> Root<'a> {
+    /// `None` when the object's kind has no protobuf encoding.
+    fn of(obj: &'a Value) -> Option<Self> {
+        let (api_version, kind) = type_meta(obj)?;
+        Some(Root { obj, api_version, kind, message: find_root(api_version, kind)?, fields: obj.as_object()? })
+    }
 }
 
 /// The length of the varint at the start of `b`.
@@ -238,6 +277,27 @@ struct Writer {
 }
 
 impl Writer {
+    /// An object's full protobuf body (`k8s\0` + `runtime.Unknown`), appended; where its typed message lies in the
+    /// buffer. `cold`: the object has likely left the CPU caches (a list's items), and is read ahead of the encoding
+    /// ([`touch`]); an object just decoded or built (a watch event, a response) is encoded straight away.
+    fn object(&mut self, root: &Root<'_>, cold: bool) -> std::ops::Range<usize> {
+        if cold {
+            touch(root.obj, &mut self.seen, &mut Vec::new());
+        }
+        self.buf.extend_from_slice(MAGIC);
+        self.nested(1, |w| {
+            w.string(1, root.api_version);
+            w.string(2, root.kind);
+        });
+        // raw: its key, its length, then the message, which the two empty strings after it end.
+        let key = self.buf.len();
+        self.nested_in(2, 2, |w| w.fields(root.message, root.fields, 0));
+        let (start, end) = (key + 1 + varint_at(&self.buf[key + 1..]), self.buf.len());
+        self.string(3, "");
+        self.string(4, "");
+        start..end
+    }
+
     fn with_capacity(capacity: usize) -> Self {
         Writer { buf: Vec::with_capacity(capacity), seen: 0 }
     }
@@ -334,11 +394,11 @@ impl Writer {
             return;
         }
         if !message.has_inline {
-            let mut next = 0;
+            let mut prev = super::fieldindex::START;
             for (key, value) in obj {
-                if let Some((at, field)) = message.index.find_after(message.fields, key, next) {
+                if let Some((at, field)) = message.index.find_following(message.fields, key, prev) {
                     self.field(field, value, depth);
-                    next = at + 1;
+                    prev = at;
                 }
             }
             return;
@@ -720,6 +780,9 @@ mod tests {
             encode_list_of("v1", "ConfigMapList", &meta, &items).unwrap()
         );
         assert!(encode_object(&json!({"apiVersion": "meta.k8s.io/v1", "kind": "Table"})).is_none());
+        assert!(
+            encode_watch_frame("ADDED", &json!({"apiVersion": "example.com/v1", "kind": "Widget"}), false).is_none()
+        );
 
         let frame = watch_frame("ADDED", &encode_object(&cm).unwrap());
         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
@@ -747,6 +810,11 @@ mod tests {
             assert_eq!(&body[range], message.as_slice(), "{size}");
             assert_eq!(re_encode(&message).unwrap(), message, "{size}: not what prost writes");
             assert_eq!(body, envelope("v1", "Pod", &message), "{size}");
+            // The frame a watcher gets, the body encoded in place (its two lengths reserved by guess too).
+            let (frame, body_range, message_range) = encode_watch_frame("MODIFIED", &pod, size % 2 == 1).unwrap();
+            assert_eq!(frame, watch_frame("MODIFIED", &body), "{size}");
+            assert_eq!(&frame[body_range.clone()], body.as_slice(), "{size}");
+            assert_eq!(&frame[body_range][message_range], message.as_slice(), "{size}");
             assert_eq!(decode_k8s_protobuf(&body).unwrap(), pod, "{size}");
             let list = encode_list_of("v1", "PodList", &json!({}), [&pod]).unwrap();
             assert_eq!(list, encode_list("v1", "PodList", &json!({}), &[message.as_slice()]).unwrap(), "{size}");

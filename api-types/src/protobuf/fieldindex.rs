@@ -7,6 +7,8 @@
 //! fixed sequence under which no two of the message's names share a slot; a slot holds the field's position, and a
 //! lookup compares the key stored with the field (and, for names over 16 bytes, their middle bytes).
 
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
 use super::{Field, Kind};
 
 /// Slots per message: a power of two, about six times the largest message's field count (`JSONSchemaProps`, 44), so a
@@ -16,11 +18,21 @@ const EMPTY: u8 = u8::MAX;
 /// Seeds tried before giving up (the const evaluation then fails at the message's `static`).
 const MAX_SEEDS: u64 = 1 << 10;
 
-/// The position in a message's `fields` of the field whose JSON name hashes to each slot under `seed`.
+/// Positions the successor memo covers: every field of a message (at most 62) and [`START`].
+const FOLLOWS: usize = 64;
+/// The position [`FieldIndex::find_following`] takes as the previous one for an object's first key.
+pub(crate) const START: usize = FOLLOWS - 1;
+
+/// The position in a message's `fields` of the field whose JSON name hashes to each slot under `seed`; and, for each
+/// field, the field whose key came next the last time it was found (objects of one message mostly have the same
+/// keys in the same order: the pods of a Deployment, the conditions of a status).
 #[derive(Debug)]
 pub(crate) struct FieldIndex {
     seed: u64,
     slots: [u8; SLOTS],
+    /// By the previous key's field position (or [`START`]): the position of the field found next, last time. Shared
+    /// by every thread encoding this message; a stale or racing value is only a wrong guess, checked like any other.
+    follows: [AtomicU8; FOLLOWS],
 }
 
 /// A name's length and its first and last bytes, as the index hashes and compares them.
@@ -58,12 +70,12 @@ impl NameKey {
 impl FieldIndex {
     /// The index of `fields` (their JSON names; inline fields are found through their own message and not indexed).
     pub(crate) const fn new(fields: &[Field]) -> Self {
-        assert!(fields.len() < EMPTY as usize, "too many fields for a FieldIndex");
+        assert!(fields.len() < START, "too many fields for a FieldIndex");
         let mut attempt = 0;
         while attempt < MAX_SEEDS {
             let seed = seed(attempt);
             if let Some(slots) = place(fields, seed) {
-                return FieldIndex { seed, slots };
+                return FieldIndex { seed, slots, follows: [const { AtomicU8::new(EMPTY) }; FOLLOWS] };
             }
             attempt += 1;
         }
@@ -74,26 +86,41 @@ impl FieldIndex {
     /// The non-inline field of `fields` (the slice this index was built from) named `name`.
     #[cfg(test)]
     pub(crate) fn find(&self, fields: &'static [Field], name: &str) -> Option<&'static Field> {
-        self.find_after(fields, name, usize::MAX).map(|(_, f)| f)
+        self.find_following(fields, name, START).map(|(_, f)| f)
     }
 
-    /// The position and field of `fields` named `name`, trying first the field at `next` (the one after the field
-    /// of the previous key: an object's keys mostly come in the message's order, as Go writes them), which spares
-    /// the hash and the slot's load.
+    /// The position and field of `fields` named `name`, the previous key of the object having been found at
+    /// position `prev` ([`START`] for the first key). Tried in turn: the field that followed `prev` last time, the
+    /// field after `prev` (keys mostly come in the message's order, as Go writes them), then the hash. A guess that
+    /// is right spares the hash and the dependent loads of the slot and its field; under `perf`, the hash's path was
+    /// the encoder's costliest, as an object's keys skip the fields it leaves out.
     #[inline]
-    pub(crate) fn find_after(
+    pub(crate) fn find_following(
         &self,
         fields: &'static [Field],
         name: &str,
-        next: usize,
+        prev: usize,
     ) -> Option<(usize, &'static Field)> {
         let key = NameKey::of(name);
         let named = |f: &Field| f.key == key && same_middle(f.json.as_bytes(), name.as_bytes());
-        if let Some(field) = fields.get(next).filter(|f| named(f) && !matches!(f.kind, Kind::Inline(_))) {
-            return Some((next, field));
+        let memo = &self.follows[prev.min(START)];
+        // Only positions of non-inline fields are kept (an empty memo is past the end).
+        let guess = usize::from(memo.load(Relaxed));
+        if let Some(field) = fields.get(guess).filter(|f| named(f)) {
+            return Some((guess, field));
         }
-        let at = usize::from(self.slots[key.slot(self.seed)]);
-        fields.get(at).filter(|f| named(f)).map(|f| (at, f))
+        let next = if prev >= START { 0 } else { prev + 1 };
+        let found = match fields.get(next).filter(|f| named(f) && !matches!(f.kind, Kind::Inline(_))) {
+            Some(field) => Some((next, field)),
+            None => {
+                let at = usize::from(self.slots[key.slot(self.seed)]);
+                fields.get(at).filter(|f| named(f)).map(|f| (at, f))
+            }
+        };
+        if let Some((at, _)) = found {
+            memo.store(at as u8, Relaxed);
+        }
+        found
     }
 }
 
@@ -144,7 +171,7 @@ const fn half(b: &[u8], at: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{NameKey, same_middle};
+    use super::{NameKey, START, same_middle};
     use crate::protobuf::{Kind, Message};
     use crate::protobuf_schema::ROOTS;
 
@@ -181,11 +208,19 @@ mod tests {
                 let linear = m.fields.iter().find(|f| f.json == *name && !matches!(f.kind, Kind::Inline(_)));
                 let indexed = m.index.find(m.fields, name);
                 assert_eq!(indexed.map(|f| f.tag), linear.map(|f| f.tag), "{} {name:?}", m.name);
-                // Whatever field is tried first (right, wrong, inline, past the end), the same answer.
-                for next in 0..=m.fields.len() {
-                    let found = m.index.find_after(m.fields, name, next);
-                    assert_eq!(found.map(|(_, f)| f.tag), linear.map(|f| f.tag), "{} {name:?} from {next}", m.name);
-                    assert!(found.is_none_or(|(at, f)| std::ptr::eq(&m.fields[at], f)));
+                // Whatever the previous key's field (right, wrong, inline, past the end) and whatever the memo
+                // holds (empty, this name, the last name looked for), the same answer.
+                for prev in (0..=m.fields.len()).chain([START]) {
+                    for _ in 0..2 {
+                        let found = m.index.find_following(m.fields, name, prev);
+                        assert_eq!(
+                            found.map(|(_, f)| f.tag),
+                            linear.map(|f| f.tag),
+                            "{} {name:?} after {prev}",
+                            m.name
+                        );
+                        assert!(found.is_none_or(|(at, f)| std::ptr::eq(&m.fields[at], f)));
+                    }
                 }
             }
         }
