@@ -202,13 +202,9 @@ impl Shared {
     /// and lists is a slice of them.
     pub fn watch_event(&self, event_type: &'static str, protobuf: bool) -> Bytes {
         let first = &self.0.events[usize::from(protobuf)];
-        if let Some((kept, event)) = first.get() {
-            if *kept == event_type {
-                return event.clone();
-            }
-            return self.frame(event_type, protobuf);
-        }
-        first.get_or_init(|| (event_type, self.frame(event_type, protobuf))).1.clone()
+        let (kept, event) = first.get_or_init(|| (event_type, self.frame(event_type, protobuf)));
+        // Another type kept first (by this watcher's event or, racing, by another's): framed on its own.
+        if *kept == event_type { event.clone() } else { self.frame(event_type, protobuf) }
     }
 
     /// A new watch event of the object: its encoding framed, or the object encoded in place when it has none yet.
