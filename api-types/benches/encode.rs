@@ -2,7 +2,8 @@
 //! 5,000 pods (every item encoded) and 10,000 pod watch events, as `kube-apiserver/benches/protobuf.rs` measures them.
 //! `cargo bench -p api-types --bench encode`; `ENCODE_ONLY=protobuf ENCODE_ROUNDS=200` repeats only the protobuf
 //! encodings (`ENCODE_ONLY=json` only serde_json's; `ENCODE_ONLY=dispatched` only the events encoded just
-//! after their decoding, JSON and protobuf taking turns), for `perf record` and `perf stat`.
+//! after their decoding, JSON and protobuf taking turns), for `perf record` and `perf stat`. `ENCODE_ONLY=typed`
+//! compares with the same pods as typed structs (serde_json on k8s-openapi's, prost on k8s-pb's).
 
 mod fixture;
 
@@ -67,6 +68,10 @@ fn main() {
         println!("protobuf: LIST {:.1} ms, watch events {:.1} ms", ms(list), ms(watch));
         return;
     }
+    if std::env::var("ENCODE_ONLY").is_ok_and(|v| v == "typed") {
+        typed(&pods, rounds);
+        return;
+    }
     if std::env::var("ENCODE_ONLY").is_ok_and(|v| v == "json") {
         let (list, watch) = (best(rounds, || json_list(&meta, &pods)), best(rounds, || json_events(&events)));
         println!("JSON: LIST {:.1} ms, watch events {:.1} ms", ms(list), ms(watch));
@@ -124,6 +129,36 @@ fn dispatched(stored: &[Vec<u8>]) -> (Duration, Duration) {
     }
     std::hint::black_box(bytes);
     (encoding[0], encoding[1])
+}
+
+/// The same pods held as typed structs, as upstream's (Go) apiserver holds them: serde_json on k8s-openapi's `Pod`
+/// against prost on k8s-pb's `Pod`, beside the two encoders of the server on `serde_json::Value`s, each pod encoded
+/// on its own (the four taking turns). What ratio typed objects would give, with Rust's encoders.
+fn typed(pods: &[&Value], rounds: usize) {
+    use prost::Message;
+    let structs: Vec<k8s_openapi::api::core::v1::Pod> =
+        pods.iter().map(|p| serde_json::from_value((*p).clone()).unwrap()).collect();
+    let messages: Vec<k8s_pb::api::core::v1::Pod> = pods
+        .iter()
+        .map(|p| k8s_pb::api::core::v1::Pod::decode(&api_types::protobuf::encode_message_of(p).unwrap()[..]).unwrap())
+        .collect();
+    let (mut value, mut typed) = ((Duration::MAX, Duration::MAX), (Duration::MAX, Duration::MAX));
+    for _ in 0..rounds {
+        let json = best(1, || pods.iter().map(|p| serde_json::to_vec(p).unwrap().len()).sum());
+        let pb = best(1, || pods.iter().map(|p| api_types::protobuf::encode_message_of(p).unwrap().len()).sum());
+        value = (value.0.min(json), value.1.min(pb));
+        let json = best(1, || structs.iter().map(|p| serde_json::to_vec(p).unwrap().len()).sum());
+        let pb = best(1, || messages.iter().map(|p| p.encode_to_vec().len()).sum());
+        typed = (typed.0.min(json), typed.1.min(pb));
+    }
+    for (what, (json, pb)) in [("serde_json::Value, this encoder", value), ("typed: serde_json, prost", typed)] {
+        println!(
+            "{what}: JSON {:.1} ms, protobuf {:.1} ms, {:.2}x",
+            ms(json),
+            ms(pb),
+            json.as_secs_f64() / pb.as_secs_f64()
+        );
+    }
 }
 
 /// The two timings of [`fixture::best_pair`].
