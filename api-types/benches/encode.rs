@@ -3,7 +3,8 @@
 //! `cargo bench -p api-types --bench encode`; `ENCODE_ONLY=protobuf ENCODE_ROUNDS=200` repeats only the protobuf
 //! encodings (`ENCODE_ONLY=json` only serde_json's; `ENCODE_ONLY=dispatched` only the events encoded just
 //! after their decoding, JSON and protobuf taking turns), for `perf record` and `perf stat`. `ENCODE_ONLY=typed`
-//! compares with the same pods as typed structs (serde_json on k8s-openapi's, prost on k8s-pb's).
+//! compares with the same pods as typed structs (serde_json on k8s-openapi's, prost on k8s-pb's); `ENCODE_ONLY=walk`
+//! times a walk of the LIST's pods that reads every key and string and writes nothing.
 
 mod fixture;
 
@@ -68,6 +69,11 @@ fn main() {
         println!("protobuf: LIST {:.1} ms, watch events {:.1} ms", ms(list), ms(watch));
         return;
     }
+    if std::env::var("ENCODE_ONLY").is_ok_and(|v| v == "walk") {
+        // What any encoder of these trees pays first: reading every key and string, writing nothing.
+        println!("walk of the LIST's pods: {:.1} ms", ms(best(rounds, || pods.iter().map(|p| walk(p)).sum())));
+        return;
+    }
     if std::env::var("ENCODE_ONLY").is_ok_and(|v| v == "typed") {
         typed(&pods, rounds);
         return;
@@ -129,6 +135,16 @@ fn dispatched(stored: &[Vec<u8>]) -> (Duration, Duration) {
     }
     std::hint::black_box(bytes);
     (encoding[0], encoding[1])
+}
+
+/// The bytes of every key and string of `v`, each read.
+fn walk(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.bytes().fold(s.len(), |n, b| n ^ usize::from(b)),
+        Value::Object(m) => m.iter().map(|(k, v)| k.len() + walk(v)).sum(),
+        Value::Array(items) => items.iter().map(walk).sum(),
+        _ => 1,
+    }
 }
 
 /// The same pods held as typed structs, as upstream's (Go) apiserver holds them: serde_json on k8s-openapi's `Pod`
