@@ -151,9 +151,9 @@ struct SharedInner {
     /// The protobuf body and where the typed message lies in it: one encoding serves watch events and responses
     /// (the body) and lists (the message, a slice of the same bytes).
     protobuf: OnceLock<(Bytes, Bytes)>,
-    /// The first watch event of the object in JSON and in protobuf, with its type: every watcher of the event gets
-    /// these bytes (an object is mostly sent with one type; another type, as an ADDED replayed to a new watcher, is
-    /// framed on its own).
+    /// The first watch event of the object in JSON and in protobuf encoded in place, with its type: every watcher
+    /// of the event gets these bytes, which hold the object's encoding (an event framed around an encoding made
+    /// before, as an ADDED replayed to a new watcher, is not kept: it would hold a second copy for the cache's life).
     events: [OnceLock<(&'static str, Bytes)>; 2],
 }
 
@@ -197,35 +197,42 @@ impl Shared {
     }
 
     /// One event of a watch of this object, as the watch handler writes it: a length-framed protobuf
-    /// `WatchEvent`, or a line of JSON. The first event of each encoding is kept and shared by every watcher; when
-    /// the object has not been encoded yet, it is encoded into that event's bytes, and its encoding for responses
-    /// and lists is a slice of them.
+    /// `WatchEvent`, or a line of JSON. When the object has not been encoded yet, it is encoded into the event's
+    /// bytes, its encoding for responses and lists is a slice of them, and every watcher of the event shares them.
     pub fn watch_event(&self, event_type: &'static str, protobuf: bool) -> Bytes {
-        let first = &self.0.events[usize::from(protobuf)];
-        let (kept, event) = first.get_or_init(|| (event_type, self.frame(event_type, protobuf)));
-        // Another type kept first (by this watcher's event or, racing, by another's): framed on its own.
-        if *kept == event_type { event.clone() } else { self.frame(event_type, protobuf) }
+        let kept = &self.0.events[usize::from(protobuf)];
+        if let Some((kept_type, event)) = kept.get()
+            && *kept_type == event_type
+        {
+            return event.clone();
+        }
+        let (event, in_place) = self.frame(event_type, protobuf);
+        if in_place {
+            let _ = kept.set((event_type, event.clone()));
+        }
+        event
     }
 
-    /// A new watch event of the object: its encoding framed, or the object encoded in place when it has none yet.
-    fn frame(&self, event_type: &str, protobuf: bool) -> Bytes {
+    /// A new watch event of the object, and whether the object was encoded in it: its encoding framed, or the
+    /// object encoded in place when it has none yet.
+    fn frame(&self, event_type: &str, protobuf: bool) -> (Bytes, bool) {
         match (protobuf, self.0.json.get(), self.0.protobuf.get()) {
-            (true, _, Some((body, _))) => Bytes::from(api_types::protobuf::watch_frame(event_type, body)),
+            (true, _, Some((body, _))) => (Bytes::from(api_types::protobuf::watch_frame(event_type, body)), false),
             (true, _, None) => match api_types::protobuf::encode_watch_frame(event_type, &self.0.value, self.cold()) {
                 Some((frame, body, message)) => {
                     let frame = Bytes::from(frame);
                     let body = frame.slice(body);
                     let _ = self.0.protobuf.set((body.clone(), body.slice(message)));
-                    frame
+                    (frame, true)
                 }
-                None => Bytes::from(api_types::protobuf::watch_frame(event_type, self.protobuf())),
+                None => (Bytes::from(api_types::protobuf::watch_frame(event_type, self.protobuf())), false),
             },
             (false, Some(json), _) => {
                 let mut line = Vec::with_capacity(json.len() + 32);
                 line_start(&mut line, event_type);
                 line.extend_from_slice(json);
                 line.extend_from_slice(b"}\n");
-                Bytes::from(line)
+                (Bytes::from(line), false)
             }
             (false, None, _) => {
                 // A pod's JSON is a few kilobytes: a buffer of 1 KiB spares the four smaller steps of `to_vec`'s.
@@ -237,7 +244,7 @@ impl Shared {
                 line.extend_from_slice(b"}\n");
                 let line = Bytes::from(line);
                 let _ = self.0.json.set(line.slice(start..end));
-                line
+                (line, true)
             }
         }
     }
@@ -1331,16 +1338,17 @@ mod tests {
             assert_eq!(within(shared.protobuf(), &frame), !encoded_first);
             assert_eq!(within(shared.protobuf_message(), &frame), !encoded_first);
             assert_eq!(within(shared.json(), &line), !encoded_first);
-            // Every watcher of the event gets the same bytes.
-            assert_eq!(shared.watch_event("ADDED", true).as_ptr(), frame.as_ptr());
-            assert_eq!(shared.watch_event("ADDED", false).as_ptr(), line.as_ptr());
+            // Every watcher of the event gets the same bytes when the object was encoded into them; an event
+            // framed around an earlier encoding is not kept (it would be a second copy of the object).
+            assert_eq!(shared.watch_event("ADDED", true).as_ptr() == frame.as_ptr(), !encoded_first);
+            assert_eq!(shared.watch_event("ADDED", false).as_ptr() == line.as_ptr(), !encoded_first);
             // Another type (an ADDED replayed after a MODIFIED was sent) is its own event, from the same encoding.
             let deleted = shared.watch_event("DELETED", true);
             assert_eq!(deleted[..], api_types::protobuf::watch_frame("DELETED", shared.protobuf())[..]);
             let deleted = shared.watch_event("DELETED", false);
             let event: Value = serde_json::from_slice(&deleted).unwrap();
             assert_eq!(event, serde_json::json!({"type": "DELETED", "object": pod}));
-            assert_eq!(shared.watch_event("ADDED", true).as_ptr(), frame.as_ptr());
+            assert_eq!(shared.watch_event("ADDED", true).as_ptr() == frame.as_ptr(), !encoded_first);
         }
         let custom = Shared::new(serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget"}));
         let frame = custom.watch_event("ADDED", true);
