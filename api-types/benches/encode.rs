@@ -74,6 +74,10 @@ fn main() {
         println!("walk of the LIST's pods: {:.1} ms", ms(best(rounds, || pods.iter().map(|p| walk(p)).sum())));
         return;
     }
+    if std::env::var("ENCODE_ONLY").is_ok_and(|v| v == "decode") {
+        decode(&pods, rounds);
+        return;
+    }
     if std::env::var("ENCODE_ONLY").is_ok_and(|v| v == "typed") {
         typed(&pods, rounds);
         return;
@@ -175,6 +179,34 @@ fn typed(pods: &[&Value], rounds: usize) {
             json.as_secs_f64() / pb.as_secs_f64()
         );
     }
+}
+
+/// Decoding the LIST's pods from their stored bytes, as the watch cache and a read from storage do: JSON (serde_json)
+/// against the protobuf body (`decode_k8s_protobuf`), taking turns.
+fn decode(pods: &[&Value], rounds: usize) {
+    let json: Vec<Vec<u8>> = pods.iter().map(|p| serde_json::to_vec(p).unwrap()).collect();
+    let pb: Vec<Vec<u8>> = pods.iter().map(|p| api_types::protobuf::encode_object(p).unwrap()).collect();
+    let (j, p) = times(fixture::best_pair(
+        rounds,
+        || {
+            json.iter()
+                .map(|b| std::hint::black_box(serde_json::from_slice::<Value>(b).unwrap()).is_object() as usize)
+                .sum()
+        },
+        || {
+            pb.iter()
+                .map(|b| {
+                    std::hint::black_box(api_types::protobuf::decode_k8s_protobuf(b).unwrap()).is_object() as usize
+                })
+                .sum()
+        },
+    ));
+    println!(
+        "decoding 5,000 stored pods: JSON {:.1} ms, protobuf {:.1} ms, {:.2}x",
+        ms(j),
+        ms(p),
+        j.as_secs_f64() / p.as_secs_f64()
+    );
 }
 
 /// The two timings of [`fixture::best_pair`].

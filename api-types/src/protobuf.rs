@@ -206,10 +206,10 @@ fn decode_envelope(body: &[u8], depth: usize) -> Result<Value> {
     let Some(message) = find_root(&api_version, &kind) else {
         return Err(ProtobufError::UnsupportedKind { api_version, kind });
     };
-    let mut object = Map::new();
+    let mut object = Map::with_capacity(2 + count_keys(raw));
     object.insert("apiVersion".into(), Value::String(api_version));
     object.insert("kind".into(), Value::String(kind));
-    object.extend(decode_object(message, raw, depth + 1)?);
+    decode_fields_into(&mut object, message, raw, depth + 1)?;
     Ok(Value::Object(object))
 }
 
@@ -256,15 +256,140 @@ fn decode_schema_union(message: &'static Message, data: &[u8], depth: usize) -> 
 }
 
 fn decode_object(message: &'static Message, data: &[u8], depth: usize) -> Result<Map<String, Value>> {
+    let mut out = Map::with_capacity(count_keys(data));
+    decode_fields_into(&mut out, message, data, depth)?;
+    Ok(out)
+}
+
+/// The fields of `message` appended to `out`. Each singular message field is decoded where it stands, which is all
+/// Go's encoder (and ours) writes; when one occurs twice, protobuf merges the occurrences, and the whole message is
+/// decoded again the slow way ([`decode_merging`]).
+fn decode_fields_into(
+    out: &mut Map<String, Value>,
+    message: &'static Message,
+    data: &[u8],
+    depth: usize,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(ProtobufError::TooDeep);
     }
+    let first_key = out.len();
+    // The singular message fields seen (tags below 64; a higher tag takes the slow way).
+    let mut seen = 0u64;
+    let mut r = Reader::new(data, message.name);
+    while let Some((tag, wire)) = r.key()? {
+        let Some(field) = field_of(message, tag) else {
+            r.skip(wire)?;
+            continue;
+        };
+        match field.kind {
+            Kind::Message(m) | Kind::Inline(m) if !field.repeated => {
+                let bit = 1u64.checked_shl(tag).unwrap_or(0);
+                if bit == 0 || seen & bit != 0 {
+                    let decoded: Vec<String> = out.keys().skip(first_key).cloned().collect();
+                    for key in decoded {
+                        out.shift_remove(&key);
+                    }
+                    let merged = decode_merging(message, data, depth)?;
+                    out.extend(merged);
+                    return Ok(());
+                }
+                seen |= bit;
+                let bytes = r.length_delimited(wire, field.json)?;
+                if let Kind::Inline(m) = field.kind {
+                    // An embedded struct's fields are the object's own, where Go's encoder writes them.
+                    decode_fields_into(out, m, bytes, depth + 1)?;
+                } else {
+                    out.insert(field.json.into(), decode_message(m, bytes, depth + 1)?);
+                }
+            }
+            _ => decode_field(out, message, field, &mut r, wire, depth)?,
+        }
+    }
+    Ok(())
+}
+
+/// The field of `message` with this tag: tags mostly run 1, 2, 3..., so the field at `tag - 1` is tried first.
+fn field_of(message: &'static Message, tag: u32) -> Option<&'static Field> {
+    let fields = message.fields;
+    match fields.get(tag as usize - 1) {
+        Some(f) if f.tag == tag => Some(f),
+        _ => fields.binary_search_by_key(&tag, |f| f.tag).ok().map(|i| &fields[i]),
+    }
+}
+
+/// How many keys a message's object will have, to size its map: one per run of one tag (a repeated field's items
+/// and a map's entries are consecutive and take one key). An inline struct's fields make it an underestimate.
+fn count_keys(data: &[u8]) -> usize {
+    let mut r = Reader::new(data, "");
+    let (mut keys, mut last) = (0, 0);
+    while let Ok(Some((tag, wire))) = r.key() {
+        keys += usize::from(tag != last);
+        last = tag;
+        if r.skip(wire).is_err() {
+            break;
+        }
+    }
+    keys
+}
+
+/// One field that is not a singular message: a scalar, a string, a map entry, or an item of a repeated field.
+fn decode_field(
+    out: &mut Map<String, Value>,
+    message: &'static Message,
+    field: &'static Field,
+    r: &mut Reader<'_>,
+    wire: u8,
+    depth: usize,
+) -> Result<()> {
+    match field.kind {
+        Kind::Message(m) | Kind::Inline(m) => {
+            let bytes = r.length_delimited(wire, field.json)?;
+            push(out, field.json, decode_message(m, bytes, depth + 1)?);
+        }
+        Kind::MapString | Kind::MapBytes | Kind::MapMessage(_) => {
+            let bytes = r.length_delimited(wire, field.json)?;
+            let (key, value) = decode_map_entry(message, field, bytes, depth)?;
+            if let Some(Value::Object(map)) = out.get_mut(field.json) {
+                map.insert(key, value);
+            } else {
+                out.insert(field.json.into(), Value::Object(Map::from_iter([(key, value)])));
+            }
+        }
+        Kind::String | Kind::Bytes => {
+            let bytes = r.length_delimited(wire, field.json)?;
+            let value = match field.kind {
+                Kind::Bytes => Value::String(base64(bytes)),
+                _ => Value::String(lossy(bytes)),
+            };
+            set(out, field, value);
+        }
+        Kind::Bool | Kind::Int32 | Kind::Int64 | Kind::Double => {
+            if wire == WIRE_LEN && field.repeated {
+                let packed = r.length_delimited(wire, field.json)?;
+                let mut p = Reader::new(packed, message.name);
+                let element_wire = if let Kind::Double = field.kind { WIRE_64 } else { WIRE_VARINT };
+                while !p.at_end() {
+                    let value = p.scalar(field, element_wire)?;
+                    push(out, field.json, value);
+                }
+            } else {
+                let value = r.scalar(field, wire)?;
+                set(out, field, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A message in which a singular message field occurs more than once: protobuf merges the occurrences, which is
+/// decoding their concatenation. Each takes the wire position of its first occurrence.
+fn decode_merging(message: &'static Message, data: &[u8], depth: usize) -> Result<Map<String, Value>> {
     let mut out = Map::new();
-    // Singular message fields may occur several times: protobuf merges them, which is decoding the concatenation.
     let mut pending: Vec<(&'static Field, Vec<u8>)> = Vec::new();
     let mut r = Reader::new(data, message.name);
     while let Some((tag, wire)) = r.key()? {
-        let Some(field) = message.fields.iter().find(|f| f.tag == tag) else {
+        let Some(field) = field_of(message, tag) else {
             r.skip(wire)?;
             continue;
         };
@@ -280,40 +405,7 @@ fn decode_object(message: &'static Message, data: &[u8], depth: usize) -> Result
                     }
                 }
             }
-            Kind::Message(m) | Kind::Inline(m) => {
-                let bytes = r.length_delimited(wire, field.json)?;
-                push(&mut out, field.json, decode_message(m, bytes, depth + 1)?);
-            }
-            Kind::MapString | Kind::MapBytes | Kind::MapMessage(_) => {
-                let bytes = r.length_delimited(wire, field.json)?;
-                let (key, value) = decode_map_entry(message, field, bytes, depth)?;
-                let map = out.entry(field.json).or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(map) = map {
-                    map.insert(key, value);
-                }
-            }
-            Kind::String | Kind::Bytes => {
-                let bytes = r.length_delimited(wire, field.json)?;
-                let value = match field.kind {
-                    Kind::Bytes => Value::String(base64(bytes)),
-                    _ => Value::String(lossy(bytes)),
-                };
-                set(&mut out, field, value);
-            }
-            Kind::Bool | Kind::Int32 | Kind::Int64 | Kind::Double => {
-                if wire == WIRE_LEN && field.repeated {
-                    let packed = r.length_delimited(wire, field.json)?;
-                    let mut p = Reader::new(packed, message.name);
-                    let element_wire = if let Kind::Double = field.kind { WIRE_64 } else { WIRE_VARINT };
-                    while !p.at_end() {
-                        let value = p.scalar(field, element_wire)?;
-                        push(&mut out, field.json, value);
-                    }
-                } else {
-                    let value = r.scalar(field, wire)?;
-                    set(&mut out, field, value);
-                }
-            }
+            _ => decode_field(&mut out, message, field, &mut r, wire, depth)?,
         }
     }
     let mut inlined = Vec::new();
@@ -538,15 +630,21 @@ fn is_zero(value: &Value) -> bool {
 }
 
 fn push(out: &mut Map<String, Value>, key: &str, value: Value) {
-    match out.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
-        Value::Array(items) => items.push(value),
-        other => *other = Value::Array(vec![value]),
+    match out.get_mut(key) {
+        Some(Value::Array(items)) => items.push(value),
+        Some(other) => *other = Value::Array(vec![value]),
+        None => {
+            out.insert(key.into(), Value::Array(vec![value]));
+        }
     }
 }
 
 fn lossy(bytes: &[u8]) -> String {
     // Go does not validate UTF-8 in proto2 strings; its JSON encoder writes invalid bytes as U+FFFD.
-    String::from_utf8_lossy(bytes).into_owned()
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// Standard base64 with padding, as Go's `encoding/json` writes `[]byte`.
@@ -812,6 +910,43 @@ mod tests {
                 "status": {}
             })
         );
+    }
+
+    /// A singular message field written twice is merged (protobuf's rule for concatenated messages), at the place
+    /// of its first occurrence, an embedded struct's too; fields written once are decoded in place.
+    #[test]
+    fn repeated_singular_messages_merge() {
+        let first = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "readinessProbe": {"exec": {"command": ["true"]}}}]}});
+        let second = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"l": "v"}},
+            "status": {"phase": "Running"}});
+        let mut raw = encode_message_of(&first).unwrap();
+        raw.extend(encode_message_of(&second).unwrap());
+        let merged = decode_k8s_protobuf(&envelope("v1", "Pod", &raw)).unwrap();
+        assert_eq!(
+            merged,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"l": "v"}},
+                "spec": first["spec"], "status": {"phase": "Running"}})
+        );
+        let keys: Vec<&String> = merged.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata", "spec", "status"]);
+        // Probe.handler (an embedded struct, tag 1) twice: exec, periodSeconds=3, then httpGet. Its fields merge
+        // into the probe where the first occurrence stood.
+        let message = |m: &'static Message, json: &str| match m.fields.iter().find(|f| f.json == json).unwrap().kind {
+            Kind::Message(m) => m,
+            _ => panic!("{json} is not a message"),
+        };
+        let pod = find_root("v1", "Pod").unwrap();
+        let probe = message(message(message(pod, "spec"), "containers"), "readinessProbe");
+        let bytes = [b"\x0a\x08\x0a\x06\x0a\x04true\x20\x03".as_slice(), b"\x0a\x05\x12\x03\x0a\x01/"].concat();
+        let decoded = decode_object(probe, &bytes, 0).unwrap();
+        assert_eq!(
+            serde_json::to_string(&decoded).unwrap(),
+            r#"{"exec":{"command":["true"]},"httpGet":{"path":"/"},"periodSeconds":3}"#
+        );
+        // Written once, the same fields decode in place.
+        let once = [b"\x0a\x0d\x0a\x06\x0a\x04true\x12\x03\x0a\x01/".as_slice(), b"\x20\x03"].concat();
+        assert_eq!(decode_object(probe, &once, 0).unwrap(), decoded);
     }
 
     #[test]
