@@ -27,10 +27,12 @@ mod fieldindex;
 mod k8s_pb_kinds;
 #[cfg(test)]
 mod roundtrip;
+mod stored;
 pub use encode::{
-    encode_list, encode_list_of, encode_message_of, encode_object, encode_object_parts, encode_watch_frame, envelope,
-    supports, watch_frame,
+    encode_list, encode_list_of, encode_message_of, encode_object, encode_object_lossless, encode_object_parts,
+    encode_watch_frame, envelope, supports, watch_frame,
 };
+pub use stored::with_resource_version;
 
 /// The media type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";

@@ -327,12 +327,25 @@ async fn serve_resource(
                 }
                 return list_response(res, &meta, &items, out);
             }
-            // Written by hand so stored objects go out as they are, never decoded and encoded again, into a buffer
-            // of their size.
+            // Written by hand so objects go out as stored JSON or as the watch cache's encodings, never decoded and
+            // encoded again, into a buffer of their size.
             let as_stored = converted.is_none() && !crate::convert::converts(res);
+            let mut items = page.items;
+            if as_stored && items.iter().any(crate::registry::Item::stored_as_protobuf) {
+                // Stored protobuf would be decoded and encoded for each list: the watch cache's objects carry their
+                // JSON, encoded once. Its cache is started for that (upstream runs one for every resource).
+                if !sres.custom {
+                    let _ = server.registry.cacher.cache(sres).await;
+                }
+                crate::registry::share_cached(&server.registry.cacher, sres, &mut items);
+            }
+            let jsons = match as_stored {
+                true => items.iter().map(crate::registry::Item::json).collect::<Result<Vec<_>, _>>()?,
+                false => Vec::new(),
+            };
             let items_len: usize = match as_stored {
-                true => page.items.iter().map(|i| i.json().len() + 1).sum(),
-                false => page.items.len() * 1024,
+                true => jsons.iter().map(|j| j.len() + 1).sum(),
+                false => items.len() * 1024,
             };
             let mut body = Vec::with_capacity(items_len + 256);
             body.extend_from_slice(
@@ -341,7 +354,7 @@ async fn serve_resource(
             );
             let _ = serde_json::to_writer(&mut body, &meta);
             body.extend_from_slice(b",\"items\":[");
-            for (i, item) in page.items.iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     body.push(b',');
                 }
@@ -350,7 +363,7 @@ async fn serve_resource(
                 } else if !as_stored {
                     let _ = serde_json::to_writer(&mut body, &crate::convert::to_external(res, item.value()?));
                 } else {
-                    body.extend_from_slice(item.json());
+                    body.extend_from_slice(&jsons[i]);
                 }
             }
             body.extend_from_slice(b"]}\n");
@@ -585,13 +598,13 @@ pub async fn server_side_apply(
 /// A list in protobuf, or as PartialObjectMetadataList: each item encoded on its own into the list's `items`.
 fn list_response(res: &Resource, meta: &Value, items: &[crate::registry::Item], out: Output) -> Result<Resp, ApiError> {
     let partial = out.target == Target::PartialObjectMetadata;
-    // Objects of the watch cache carry their protobuf message, encoded once for every list that serves them; the
-    // others (stored bytes the cache has not caught up with) are encoded here.
+    // Objects of the watch cache carry their protobuf message, encoded once for every list that serves them; stored
+    // protobuf is spliced; the others (stored JSON the cache has not caught up with) are encoded here.
     if out.encoding == Encoding::Protobuf && !partial && !crate::convert::converts(res) {
         let mut messages = Vec::with_capacity(items.len());
         for item in items {
-            match item.cached_protobuf() {
-                Some(cached) => messages.push(std::borrow::Cow::Borrowed(cached)),
+            match item.protobuf_message() {
+                Some(message) => messages.push(message),
                 None => match api_types::protobuf::encode_message_of(&item.value()?) {
                     Some(message) => messages.push(std::borrow::Cow::Owned(message)),
                     None => break,

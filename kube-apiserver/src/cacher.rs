@@ -11,7 +11,7 @@ use api_types::{ApiError, Resource};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::registry::{ListParams, Shared, WatchEvent, decode, matches, prefix, set_rv, storage_error};
+use crate::registry::{ListParams, Shared, WatchEvent, matches, prefix, set_rv, storage_error};
 use crate::storage::{Backend, Event, ListOptions, Revision, Storage};
 
 /// Events kept per resource for watchers resuming from a recent resourceVersion.
@@ -216,9 +216,9 @@ impl ResourceCache {
             .map_err(|e| storage_error(self.res, "", e))?;
         let mut st = State { floor: page.revision, rev: page.revision, ..Default::default() };
         for kv in &page.items {
-            let obj = decode(kv)?;
-            st.index(&kv.key, None, Some(&obj), self.pods());
-            st.objects.insert(kv.key.clone(), Shared::new(obj));
+            let obj = Shared::decode(kv)?;
+            st.index(&kv.key, None, Some(&*obj), self.pods());
+            st.objects.insert(kv.key.clone(), obj);
         }
         *self.state.write().map_err(|_| poisoned())? = st;
         self.notify.send_modify(|(r, generation)| {
@@ -232,8 +232,8 @@ impl ResourceCache {
         let pods = self.pods();
         // Decoded before taking the lock: readers wait only for the index updates.
         let decoded = match &ev {
-            Event::Put { kv, .. } => match decode(kv) {
-                Ok(obj) => Some(Shared::new(obj)),
+            Event::Put { kv, .. } => match Shared::decode(kv) {
+                Ok(obj) => Some(obj),
                 Err(_) => return,
             },
             _ => None,
@@ -459,7 +459,7 @@ pub fn selection_change(
         let make = || {
             let mut g = (**o).clone();
             set_rv(&mut g, rev);
-            Shared::new(g)
+            Shared::with_stored(g, o.stored().cloned())
         };
         WatchEvent::Deleted(match gone_cache {
             Some(cell) => cell.get_or_init(make).clone(),

@@ -143,6 +143,10 @@ pub struct Options {
     /// The prefix of every key in etcd.
     #[arg(long, default_value = "/registry")]
     pub etcd_prefix: String,
+    /// The media type built-in objects are stored in: application/vnd.kubernetes.protobuf (upstream's default) or
+    /// application/json. Custom resources are stored as JSON whatever it says; objects stored either way are read.
+    #[arg(long, default_value = "application/vnd.kubernetes.protobuf")]
+    pub storage_media_type: crate::registry::StorageMediaType,
     /// How often storage history is compacted (0 disables).
     #[arg(long, default_value = "5m0s", value_parser = duration)]
     pub etcd_compaction_interval: Duration,

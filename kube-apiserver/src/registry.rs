@@ -145,6 +145,9 @@ pub struct Shared(Arc<SharedInner>);
 #[derive(Debug)]
 struct SharedInner {
     value: Value,
+    /// The object's protobuf body as stored (without resourceVersion), when it is stored as protobuf: its protobuf
+    /// encoding is these bytes with the resourceVersion spliced in ([`api_types::protobuf::with_resource_version`]).
+    stored: Option<Bytes>,
     /// When the object was decoded: an object older than [`COLD_AFTER`] has likely left the CPU's caches.
     born: std::time::Instant,
     json: OnceLock<Bytes>,
@@ -159,8 +162,20 @@ struct SharedInner {
 
 impl Shared {
     pub fn new(value: Value) -> Self {
+        Self::with_stored(value, None)
+    }
+
+    /// An object read from storage, with its resourceVersion: its stored bytes are kept when they are protobuf.
+    pub fn decode(kv: &KeyValue) -> Result<Self, ApiError> {
+        let stored = kv.value.starts_with(api_types::protobuf::MAGIC).then(|| kv.value.clone());
+        Ok(Self::with_stored(decode(kv)?, stored))
+    }
+
+    /// `value` with the stored protobuf body it was decoded from (at another resourceVersion, or none).
+    pub fn with_stored(value: Value, stored: Option<Bytes>) -> Self {
         Shared(Arc::new(SharedInner {
             value,
+            stored,
             born: std::time::Instant::now(),
             json: OnceLock::new(),
             protobuf: OnceLock::new(),
@@ -186,14 +201,33 @@ impl Shared {
         &self.protobuf_parts(true).1
     }
 
+    /// The stored protobuf body it was decoded from, when it is stored as protobuf.
+    pub fn stored(&self) -> Option<&Bytes> {
+        self.0.stored.as_ref()
+    }
+
     fn protobuf_parts(&self, cold: bool) -> &(Bytes, Bytes) {
-        self.0.protobuf.get_or_init(|| match api_types::protobuf::encode_object_parts(&self.0.value, cold) {
-            Some((body, message)) => {
-                let body = Bytes::from(body);
-                (body.clone(), body.slice(message))
+        self.0.protobuf.get_or_init(|| {
+            let encoded = self.spliced(None).or_else(|| {
+                let (body, message) = api_types::protobuf::encode_object_parts(&self.0.value, cold)?;
+                Some((body, 0..0, message))
+            });
+            match encoded {
+                Some((body, _, message)) => {
+                    let body = Bytes::from(body);
+                    (body.clone(), body.slice(message))
+                }
+                None => Default::default(),
             }
-            None => Default::default(),
         })
+    }
+
+    /// The stored protobuf body with the object's resourceVersion spliced in (framed as a watch event of
+    /// `event_type` when given), as [`api_types::protobuf::with_resource_version`] gives it; `None` when the object
+    /// is not stored as protobuf.
+    fn spliced(&self, event_type: Option<&str>) -> Option<(Vec<u8>, std::ops::Range<usize>, std::ops::Range<usize>)> {
+        let rv = meta_str(&self.0.value, "resourceVersion")?;
+        api_types::protobuf::with_resource_version(self.0.stored.as_ref()?, rv, event_type)
     }
 
     /// One event of a watch of this object, as the watch handler writes it: a length-framed protobuf
@@ -218,7 +252,10 @@ impl Shared {
     fn frame(&self, event_type: &str, protobuf: bool) -> (Bytes, bool) {
         match (protobuf, self.0.json.get(), self.0.protobuf.get()) {
             (true, _, Some((body, _))) => (Bytes::from(api_types::protobuf::watch_frame(event_type, body)), false),
-            (true, _, None) => match api_types::protobuf::encode_watch_frame(event_type, &self.0.value, self.cold()) {
+            (true, _, None) => match self
+                .spliced(Some(event_type))
+                .or_else(|| api_types::protobuf::encode_watch_frame(event_type, &self.0.value, self.cold()))
+            {
                 Some((frame, body, message)) => {
                     let frame = Bytes::from(frame);
                     let body = frame.slice(body);
@@ -288,6 +325,8 @@ pub struct Registry {
     /// The ClusterIP and node port allocators Service writes go through (set once at start; without them Services
     /// are stored as given).
     pub service_allocators: Arc<std::sync::OnceLock<crate::service::Allocators>>,
+    /// How built-in objects are written to storage (`--storage-media-type`).
+    pub storage_media_type: StorageMediaType,
 }
 
 /// The storage key of an object.
@@ -322,12 +361,43 @@ pub fn storage_error(res: &Resource, name: &str, e: StorageError) -> ApiError {
     }
 }
 
-/// Decodes a stored value and sets its resourceVersion.
+/// Decodes a stored value, protobuf or JSON, and sets its resourceVersion.
 pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    let mut obj = decode_stored(&kv.key, &kv.value)?;
     set_rv(&mut obj, kv.mod_revision);
     Ok(obj)
+}
+
+/// A stored value as it is (without resourceVersion): a protobuf body (`k8s\0`), or JSON.
+fn decode_stored(key: &str, value: &[u8]) -> Result<Value, ApiError> {
+    if value.starts_with(api_types::protobuf::MAGIC) {
+        return api_types::protobuf::decode_k8s_protobuf(value)
+            .map_err(|e| ApiError::internal(format!("stored object {key} is not valid protobuf: {e}")));
+    }
+    serde_json::from_slice(value).map_err(|e| ApiError::internal(format!("stored object {key} is not JSON: {e}")))
+}
+
+/// How built-in objects are stored (`--storage-media-type`): as protobuf bodies, upstream's default, or as JSON.
+/// Custom resources and kinds without a protobuf encoding are JSON either way, and reads take both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StorageMediaType {
+    #[default]
+    Protobuf,
+    Json,
+}
+
+impl std::str::FromStr for StorageMediaType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            api_types::protobuf::CONTENT_TYPE => Ok(Self::Protobuf),
+            "application/json" => Ok(Self::Json),
+            other => Err(format!(
+                "unsupported storage media type {other:?}: supported are \"application/json\" and \"{}\"",
+                api_types::protobuf::CONTENT_TYPE
+            )),
+        }
+    }
 }
 
 pub fn set_rv(obj: &mut Value, rev: Revision) {
@@ -337,8 +407,10 @@ pub fn set_rv(obj: &mut Value, rev: Revision) {
 }
 
 /// The stored form: without resourceVersion, and with apiVersion, kind and metadata first, so that
-/// [`inject_rv`] finds the top-level metadata as the first `"metadata":{` in the bytes.
-fn encode(obj: &Value) -> Result<Bytes, ApiError> {
+/// [`inject_rv`] finds the top-level metadata as the first `"metadata":{` in JSON, and the splice of
+/// [`api_types::protobuf::with_resource_version`] finds it first in protobuf. As protobuf when `media` says so and
+/// the kind has an encoding and the object comes back from it unchanged (else as JSON, as given).
+pub fn encode(obj: &Value, media: StorageMediaType) -> Result<Bytes, ApiError> {
     let Some(src) = obj.as_object() else { return Err(ApiError::bad_request("the object must be a JSON object")) };
     let mut out = serde_json::Map::with_capacity(src.len());
     for k in ["apiVersion", "kind", "metadata"] {
@@ -355,16 +427,23 @@ fn encode(obj: &Value) -> Result<Bytes, ApiError> {
         meta.remove("resourceVersion");
         meta.remove("selfLink");
     }
+    let out = Value::Object(out);
+    if media == StorageMediaType::Protobuf
+        && let Some(body) = api_types::protobuf::encode_object_lossless(&out)
+    {
+        return Ok(Bytes::from(body));
+    }
     serde_json::to_vec(&out).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// A stored object's bytes with `metadata.resourceVersion` spliced in, without parsing it: the list fast path.
-/// Inside JSON strings quotes are escaped, so the first unescaped `"metadata":{` is a key, and [`encode`] puts the
-/// top-level one before any nested one.
+/// A stored object as JSON with `metadata.resourceVersion` set. Stored JSON is spliced, without parsing it: inside
+/// JSON strings quotes are escaped, so the first unescaped `"metadata":{` is a key, and [`encode`] puts the top-level
+/// one before any nested one. Stored protobuf is decoded and encoded.
 pub fn inject_rv(stored: &[u8], rev: Revision) -> Result<Bytes, ApiError> {
     const KEY: &[u8] = b"\"metadata\":{";
-    let Some(at) = stored.windows(KEY.len()).position(|w| w == KEY) else {
-        let mut obj: Value = serde_json::from_slice(stored).map_err(|e| ApiError::internal(e.to_string()))?;
+    let json = !stored.starts_with(api_types::protobuf::MAGIC);
+    let Some(at) = stored.windows(KEY.len()).position(|w| w == KEY).filter(|_| json) else {
+        let mut obj = decode_stored("", stored)?;
         set_rv(&mut obj, rev);
         return serde_json::to_vec(&obj).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()));
     };
@@ -381,44 +460,61 @@ pub fn inject_rv(stored: &[u8], rev: Revision) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(out))
 }
 
-/// One object of a list: stored bytes with the resourceVersion spliced in (never re-encoded), with the storage key
-/// and revision they were read at, or the watch cache's object, whose encodings are made once and shared by every
-/// list and watch that serves it.
+/// One object of a list: its stored bytes (without resourceVersion), with the storage key and revision they were
+/// read at, or the watch cache's object, whose encodings are made once and shared by every list and watch that
+/// serves it.
 #[derive(Debug, Clone)]
 pub enum Item {
-    Raw { json: Bytes, key: String, revision: Revision },
+    Raw { stored: Bytes, key: String, revision: Revision },
     Cached(Shared),
 }
 
 impl Item {
     pub fn value(&self) -> Result<Value, ApiError> {
         match self {
-            Item::Raw { json, .. } => serde_json::from_slice(json).map_err(|e| ApiError::internal(e.to_string())),
+            Item::Raw { stored, key, revision } => {
+                let mut obj = decode_stored(key, stored)?;
+                set_rv(&mut obj, *revision);
+                Ok(obj)
+            }
             Item::Cached(v) => Ok((**v).clone()),
         }
     }
 
-    /// The object's JSON as stored or cached.
-    pub fn json(&self) -> &[u8] {
+    /// The object's JSON: stored JSON with the resourceVersion spliced in, stored protobuf decoded and encoded, or
+    /// the cache's encoding.
+    pub fn json(&self) -> Result<std::borrow::Cow<'_, [u8]>, ApiError> {
         match self {
-            Item::Raw { json, .. } => json,
-            Item::Cached(v) => v.json(),
+            Item::Raw { stored, revision, .. } => Ok(std::borrow::Cow::Owned(inject_rv(stored, *revision)?.into())),
+            Item::Cached(v) => Ok(std::borrow::Cow::Borrowed(v.json())),
         }
     }
 
-    /// The cached protobuf message of a watch-cache object (None for stored bytes, or a kind without protobuf).
-    pub fn cached_protobuf(&self) -> Option<&[u8]> {
+    /// The object's typed protobuf message (a list item): the cache's encoding, or stored protobuf with the
+    /// resourceVersion spliced in. `None` for stored JSON, or a kind without protobuf.
+    pub fn protobuf_message(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
         match self {
-            Item::Cached(v) => Some(v.protobuf_message()).filter(|m| !m.is_empty()).map(|m| &m[..]),
-            Item::Raw { .. } => None,
+            Item::Cached(v) => {
+                Some(&v.protobuf_message()[..]).filter(|m| !m.is_empty()).map(std::borrow::Cow::Borrowed)
+            }
+            Item::Raw { stored, revision, .. } => {
+                let (body, _, message) =
+                    api_types::protobuf::with_resource_version(stored, &revision.to_string(), None)?;
+                Some(std::borrow::Cow::Owned(body[message].to_vec()))
+            }
         }
+    }
+
+    /// Whether the object is stored bytes that are protobuf.
+    pub fn stored_as_protobuf(&self) -> bool {
+        matches!(self, Item::Raw { stored, .. } if stored.starts_with(api_types::protobuf::MAGIC))
     }
 }
 
 /// Replaces the stored items of a list read from storage with the watch cache's objects at the same revision (the
-/// same bytes: a revision is one write), when the cache of `res` runs: their protobuf encodings are made once and
-/// shared, where a stored item would be decoded and encoded for each list. For protobuf responses only: JSON splices
-/// the stored bytes, which is cheaper still.
+/// same bytes: a revision is one write), when the cache of `res` runs: their encodings are made once and shared,
+/// where a stored item would be decoded and encoded for each list. For the encoding that is not the stored one:
+/// an item is served in its stored encoding by splicing its resourceVersion into the bytes, which is cheaper still.
 pub fn share_cached(cacher: &crate::cacher::Cacher, res: &Resource, items: &mut [Item]) {
     let Some(cache) = cacher.started(res) else { return };
     let stored = items.iter().filter_map(|i| match i {
@@ -489,6 +585,7 @@ impl Registry {
             served: Default::default(),
             converter: Default::default(),
             service_allocators: Default::default(),
+            storage_media_type: StorageMediaType::default(),
         }
     }
 
@@ -685,8 +782,7 @@ impl Registry {
                 last_key = Some(kv.key.clone());
                 let keep = !filtering || matches(res, &decode(kv)?, p)?;
                 if keep {
-                    let json = inject_rv(&kv.value, kv.mod_revision)?;
-                    items.push(Item::Raw { json, key: kv.key.clone(), revision: kv.mod_revision });
+                    items.push(Item::Raw { stored: kv.value.clone(), key: kv.key.clone(), revision: kv.mod_revision });
                     if p.limit > 0 && items.len() >= p.limit {
                         break;
                     }
@@ -811,7 +907,7 @@ impl Registry {
         let mut name = name;
         let mut attempts = 0;
         let kv = loop {
-            match self.store.create(&key(res, ns, &name), encode(&obj)?, ttl).await {
+            match self.store.create(&key(res, ns, &name), encode(&obj, self.storage_media_type)?, ttl).await {
                 Ok(kv) => break kv,
                 Err(crate::storage::StorageError::AlreadyExists { .. }) if prefix.is_some() && attempts < 7 => {
                     attempts += 1;
@@ -1058,7 +1154,11 @@ impl Registry {
         obj: &Value,
         rev: Revision,
     ) -> Result<Option<Revision>, ApiError> {
-        match self.store.update(&key(res, ns, name), encode(obj)?, rev, strategy::ttl(res)).await {
+        match self
+            .store
+            .update(&key(res, ns, name), encode(obj, self.storage_media_type)?, rev, strategy::ttl(res))
+            .await
+        {
             Ok(w) => Ok(Some(w.mod_revision)),
             Err(StorageError::Conflict { .. }) => Ok(None),
             Err(e) => Err(storage_error(res, name, e)),
@@ -1096,7 +1196,7 @@ impl Registry {
         }
         let written = self
             .store
-            .update(&key(res, ns, name), encode(&new)?, rv, None)
+            .update(&key(res, ns, name), encode(&new, self.storage_media_type)?, rv, None)
             .await
             .map_err(|e| storage_error(res, name, e))?;
         set_rv(&mut new, written.mod_revision);
@@ -1271,17 +1371,17 @@ impl Registry {
                     Err(e) => Some(WatchEvent::Error(storage_error(res, "", e))),
                     Ok(Event::Progress { revision }) => bookmarks.then_some(WatchEvent::Bookmark(revision)),
                     Ok(Event::Put { kv, prev }) => {
-                        let (Ok(new), old) = (decode(&kv), prev.as_ref().map(decode).transpose().ok().flatten()) else {
+                        let old = prev.as_ref().and_then(|prev| Shared::decode(prev).ok());
+                        let Ok(new) = Shared::decode(&kv) else {
                             continue;
                         };
-                        let (new, old) = (Shared::new(new), old.map(Shared::new));
                         crate::cacher::selection_change(res, &p, Some(&new), old.as_ref(), kv.mod_revision, None)
                     }
                     Ok(Event::Delete { revision, prev, .. }) => {
-                        let Some(Ok(old)) = prev.as_ref().map(decode) else {
+                        let Some(Ok(old)) = prev.as_ref().map(Shared::decode) else {
                             continue;
                         };
-                        crate::cacher::selection_change(res, &p, None, Some(&Shared::new(old)), revision, None)
+                        crate::cacher::selection_change(res, &p, None, Some(&old), revision, None)
                     }
                 };
                 if let Some(out) = out {
@@ -1365,6 +1465,47 @@ mod tests {
         assert_eq!(decode_continue(&evil).unwrap_err().code, 400);
     }
 
+    /// Built-in objects are stored as protobuf by default (upstream's `--storage-media-type`), and read back the same;
+    /// one whose protobuf would not give it back (a number in a string map) is stored as JSON, as given; objects stored
+    /// as JSON before are read, updated (and then stored as protobuf), listed and watched alike.
+    #[tokio::test]
+    async fn objects_are_stored_as_protobuf_unless_it_would_change_them() {
+        let (_dir, mut reg) = registry_with_default_namespace().await;
+        let cms = api_types::resources::find("", "v1", "configmaps").unwrap();
+        let stored =
+            async |reg: &Registry, name: &str| reg.store.get(&key(cms, Some("default"), name), None).await.unwrap();
+        let cm = reg.create(cms, Some("default"), json!({"metadata": {"name": "pb"}, "data": {"k": "v"}}), false).await;
+        let kv = stored(&reg, "pb").await;
+        assert!(kv.value.starts_with(api_types::protobuf::MAGIC), "{:?}", kv.value);
+        assert_eq!(decode(&kv).unwrap(), cm.unwrap());
+        let odd = json!({"metadata": {"name": "odd"}, "data": {"n": 1}});
+        let created = reg.create(cms, Some("default"), odd, false).await.unwrap();
+        let kv = stored(&reg, "odd").await;
+        assert!(kv.value.starts_with(b"{"), "kept as JSON");
+        assert_eq!(decode(&kv).unwrap()["data"], json!({"n": 1}));
+        assert_eq!(decode(&kv).unwrap(), created);
+        // Written as JSON (`--storage-media-type=application/json`), then read and updated as protobuf.
+        reg.storage_media_type = StorageMediaType::Json;
+        reg.create(cms, Some("default"), json!({"metadata": {"name": "js"}, "data": {"k": "v"}}), false).await.unwrap();
+        assert!(stored(&reg, "js").await.value.starts_with(b"{"));
+        reg.storage_media_type = StorageMediaType::Protobuf;
+        let page = reg.list(cms, Some("default"), &ListParams::default()).await.unwrap();
+        let names: Vec<_> = page.items.iter().map(|i| i.value().unwrap()["metadata"]["name"].clone()).collect();
+        assert_eq!(names, ["js", "odd", "pb"]);
+        let protobuf: Vec<bool> = page.items.iter().map(Item::stored_as_protobuf).collect();
+        assert_eq!(protobuf, [false, false, true]);
+        for item in &page.items {
+            let json: Value = serde_json::from_slice(&item.json().unwrap()).unwrap();
+            assert_eq!(json, item.value().unwrap());
+        }
+        let mut js = reg.get(cms, Some("default"), "js").await.unwrap();
+        js["data"]["k"] = json!("w");
+        reg.update(cms, Some("default"), "js", None, js, false).await.unwrap();
+        let kv = stored(&reg, "js").await;
+        assert!(kv.value.starts_with(api_types::protobuf::MAGIC));
+        assert_eq!(decode(&kv).unwrap()["data"]["k"], "w");
+    }
+
     /// A list read from storage (no resourceVersion) takes the watch cache's objects at the same revision, whose
     /// protobuf encodings are shared; an object the cache holds at another revision, or a cache not started, keeps
     /// the stored bytes.
@@ -1393,10 +1534,14 @@ mod tests {
         let key = key(cms, Some("default"), "a");
         assert!(Arc::ptr_eq(&shared.0, &cache.get(&key).unwrap().0), "the cache's own object");
         assert!(matches!(items[1], Item::Raw { .. }), "another revision keeps the stored bytes");
-        // The same object either way (the stored bytes carry the resourceVersion first in metadata, the cache's
-        // object last, so the protobuf fields come in another order).
+        // The same object either way, in the same bytes: stored as protobuf (the default), the stored item's
+        // encodings are its bytes with the resourceVersion spliced in (protobuf) or decoded and encoded (JSON).
+        assert!(page.items[0].stored_as_protobuf());
         assert_eq!(items[0].value().unwrap(), page.items[0].value().unwrap());
-        let body = api_types::protobuf::envelope("v1", "ConfigMap", items[0].cached_protobuf().unwrap());
+        let message = items[0].protobuf_message().unwrap();
+        assert_eq!(message, page.items[0].protobuf_message().unwrap());
+        assert_eq!(items[0].json().unwrap(), page.items[0].json().unwrap());
+        let body = api_types::protobuf::envelope("v1", "ConfigMap", &message);
         assert_eq!(api_types::protobuf::decode_k8s_protobuf(&body).unwrap(), page.items[0].value().unwrap());
     }
 
@@ -1512,17 +1657,23 @@ mod tests {
 
     #[test]
     fn resource_version_is_spliced_into_stored_bytes() {
-        let obj = json!({"spec": {"template": {"metadata": {"labels": {"a": "b"}}}}, "metadata": {"name": "x", "resourceVersion": "9"}, "kind": "Deployment", "apiVersion": "apps/v1"});
-        let stored = encode(&obj).unwrap();
-        let out: Value = serde_json::from_slice(&inject_rv(&stored, 42).unwrap()).unwrap();
-        assert_eq!(out["metadata"]["resourceVersion"], "42");
-        assert!(out["spec"]["template"]["metadata"].get("resourceVersion").is_none());
-        let empty = encode(&json!({"kind": "X", "metadata": {}})).unwrap();
-        let out: Value = serde_json::from_slice(&inject_rv(&empty, 1).unwrap()).unwrap();
-        assert_eq!(out["metadata"], json!({"resourceVersion": "1"}));
-        let tricky = encode(&json!({"metadata": {"annotations": {"a": "\"metadata\":{"}}})).unwrap();
-        let out: Value = serde_json::from_slice(&inject_rv(&tricky, 3).unwrap()).unwrap();
-        assert_eq!(out["metadata"]["resourceVersion"], "3");
+        for media in [StorageMediaType::Json, StorageMediaType::Protobuf] {
+            let obj = json!({"spec": {"template": {"metadata": {"labels": {"a": "b"}}}}, "metadata": {"name": "x", "resourceVersion": "9"}, "kind": "Deployment", "apiVersion": "apps/v1"});
+            let stored = encode(&obj, media).unwrap();
+            assert_eq!(stored.starts_with(api_types::protobuf::MAGIC), media == StorageMediaType::Protobuf);
+            let out: Value = serde_json::from_slice(&inject_rv(&stored, 42).unwrap()).unwrap();
+            assert_eq!(out["metadata"]["resourceVersion"], "42");
+            assert!(out["spec"]["template"]["metadata"].get("resourceVersion").is_none());
+            // A kind without protobuf is stored as JSON either way.
+            let empty = encode(&json!({"kind": "X", "metadata": {}}), media).unwrap();
+            let out: Value = serde_json::from_slice(&inject_rv(&empty, 1).unwrap()).unwrap();
+            assert_eq!(out["metadata"], json!({"resourceVersion": "1"}));
+            let tricky =
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"annotations": {"a": "\"metadata\":{"}}});
+            let out: Value = serde_json::from_slice(&inject_rv(&encode(&tricky, media).unwrap(), 3).unwrap()).unwrap();
+            assert_eq!(out["metadata"]["resourceVersion"], "3");
+            assert_eq!(out["metadata"]["annotations"], tricky["metadata"]["annotations"]);
+        }
     }
 
     #[test]

@@ -207,7 +207,8 @@ impl Apiserver {
         if !opts.etcd_compaction_interval.is_zero() {
             compactor::spawn(store.clone(), opts.etcd_compaction_interval, compactor::DEFAULT_MIN_RETAIN);
         }
-        let registry = Registry::new(store);
+        let mut registry = Registry::new(store);
+        registry.storage_media_type = opts.storage_media_type;
         let allocators = crate::service::Allocators::new(
             registry.store.clone(),
             &opts.service_cluster_ip_range,

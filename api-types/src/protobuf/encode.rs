@@ -42,6 +42,17 @@ pub fn encode_object(obj: &Value) -> Option<Vec<u8>> {
     encode_object_parts(obj, false).map(|(body, _)| body)
 }
 
+/// The protobuf body of an object to store, or `None` when its kind has no protobuf encoding or when decoding the
+/// body would not give the object back: a value of the wrong type for its field (a number in a string map), a key
+/// its kind does not have, an int32 out of range. The encoder skips such values in a response; storage keeps the
+/// object as JSON instead, as given.
+pub fn encode_object_lossless(obj: &Value) -> Option<Vec<u8>> {
+    let root = Root::of(obj)?;
+    let mut w = Writer::with_capacity(1024);
+    w.object(&root, false);
+    (!w.lossy).then(|| w.finish())
+}
+
 /// An object's full protobuf body and where its typed message (a list item's bytes) lies in it, so one encoding
 /// serves both. `cold`: the object has likely left the CPU caches (a list's items), and is read ahead of the
 /// encoding ([`touch`]); an object just decoded or built (a watch event, a response) is encoded straight away.
@@ -210,6 +221,19 @@ pub fn watch_frame(event_type: &str, object_body: &[u8]) -> Vec<u8> {
     w.buf
 }
 
+/// Whether `field` is a map (a JSON object of entries, written as repeated entry messages).
+fn is_map(field: &Field) -> bool {
+    matches!(field.kind, Kind::MapString | Kind::MapBytes | Kind::MapMessage(_))
+}
+
+/// Whether `key` is the JSON name of a field of `m` or of a struct it embeds.
+fn knows(m: &Message, key: &str) -> bool {
+    m.fields.iter().any(|f| match f.kind {
+        Kind::Inline(inner) => knows(inner, key),
+        _ => f.json == key,
+    })
+}
+
 /// Whether any field of `m` (or of the structs it embeds) is in `obj`.
 fn present(m: &Message, obj: &Map<String, Value>) -> bool {
     m.fields.iter().any(|f| match f.kind {
@@ -274,6 +298,8 @@ struct Writer {
     buf: Vec<u8>,
     /// What [`touch`] read.
     seen: usize,
+    /// Whether a value was skipped (of the wrong type, or under a key the message does not have).
+    lossy: bool,
 }
 
 impl Writer {
@@ -299,7 +325,7 @@ impl Writer {
     }
 
     fn with_capacity(capacity: usize) -> Self {
-        Writer { buf: Vec::with_capacity(capacity), seen: 0 }
+        Writer { buf: Vec::with_capacity(capacity), seen: 0, lossy: false }
     }
 
     fn finish(self) -> Vec<u8> {
@@ -390,24 +416,39 @@ impl Writer {
     /// [`FieldIndex`](super::fieldindex::FieldIndex), one probe), or in tag order for messages that embed structs
     /// inline, whose fields must be gathered into one nested message.
     fn fields(&mut self, message: &'static Message, obj: &Map<String, Value>, depth: usize) {
+        self.fields_in(message, obj, depth, false)
+    }
+
+    /// [`Self::fields`]; `inline`: `message` is a struct embedded in the message `obj` belongs to, whose other keys
+    /// are its parent's (which checks that every key is someone's).
+    fn fields_in(&mut self, message: &'static Message, obj: &Map<String, Value>, depth: usize, inline: bool) {
         if depth > super::MAX_DEPTH {
             return;
         }
         if !message.has_inline {
             let mut prev = super::fieldindex::START;
             for (key, value) in obj {
-                if let Some((at, field)) = message.index.find_following(message.fields, key, prev) {
-                    self.field(field, value, depth);
-                    prev = at;
+                match message.index.find_following(message.fields, key, prev) {
+                    Some((at, field)) => {
+                        self.field(field, value, depth);
+                        prev = at;
+                    }
+                    // The parent's key (for an embedded struct), or Go's TypeMeta of an embedded object (a
+                    // StatefulSet's volumeClaimTemplates), which its protobuf message leaves out, as upstream's does.
+                    None if inline || key == "apiVersion" || key == "kind" => {}
+                    None => self.lossy = true,
                 }
             }
             return;
+        }
+        if !inline && !obj.keys().all(|key| knows(message, key)) {
+            self.lossy = true;
         }
         for field in message.fields {
             if let Kind::Inline(m) = field.kind {
                 // The embedded struct's fields live in this same JSON object.
                 if present(m, obj) {
-                    self.nested_in(field.tag, m.length_guess, |w| w.fields(m, obj, depth + 1));
+                    self.nested_in(field.tag, m.length_guess, |w| w.fields_in(m, obj, depth + 1, true));
                 }
                 continue;
             }
@@ -427,7 +468,7 @@ impl Writer {
                     self.nested(field.tag, |_| {});
                 }
                 Value::Null => {}
-                Value::Array(items) if field.repeated => {
+                Value::Array(items) if field.repeated && !is_map(field) => {
                     for item in items {
                         self.value(field, item, depth);
                     }
@@ -438,22 +479,20 @@ impl Writer {
                             w.string(1, k);
                             match field.kind {
                                 Kind::MapMessage(m) => w.message(2, m, v, depth + 1),
-                                Kind::MapBytes => {
-                                    if let Some(b) = v.as_str().and_then(base64_decode) {
-                                        w.bytes(2, &b);
-                                    }
-                                }
-                                _ => {
-                                    if let Some(s) = v.as_str() {
-                                        w.string(2, s);
-                                    }
-                                }
+                                Kind::MapBytes => match v.as_str().and_then(base64_decode) {
+                                    Some(b) => w.bytes(2, &b),
+                                    None => w.lossy = true,
+                                },
+                                _ => match v.as_str() {
+                                    Some(s) => w.string(2, s),
+                                    None => w.lossy = true,
+                                },
                             }
                         });
                     }
                 }
-                _ if !field.repeated => self.value(field, value, depth),
-                _ => {}
+                _ if !field.repeated && !is_map(field) => self.value(field, value, depth),
+                _ => self.lossy = true,
             }
         }
     }
@@ -462,36 +501,37 @@ impl Writer {
     fn value(&mut self, field: &Field, value: &Value, depth: usize) {
         let tag = field.tag;
         match field.kind {
-            Kind::String => {
-                if let Some(s) = value.as_str() {
-                    self.string(tag, s);
-                }
-            }
-            Kind::Bytes => {
-                if let Some(b) = value.as_str().and_then(base64_decode) {
-                    self.bytes(tag, &b);
-                }
-            }
-            Kind::Bool => {
-                if let Some(b) = value.as_bool() {
+            Kind::String => match value.as_str() {
+                Some(s) => self.string(tag, s),
+                None => self.lossy = true,
+            },
+            Kind::Bytes => match value.as_str().and_then(base64_decode) {
+                Some(b) => self.bytes(tag, &b),
+                None => self.lossy = true,
+            },
+            Kind::Bool => match value.as_bool() {
+                Some(b) => {
                     self.key(tag, WIRE_VARINT);
                     self.buf.push(u8::from(b));
                 }
-            }
+                None => self.lossy = true,
+            },
             Kind::Int32 | Kind::Int64 => {
                 let v = value.as_i64().or_else(|| value.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
-                if let Some(v) = v {
-                    self.int(tag, v);
+                match v {
+                    Some(v) if matches!(field.kind, Kind::Int64) || i32::try_from(v).is_ok() => self.int(tag, v),
+                    _ => self.lossy = true,
                 }
             }
-            Kind::Double => {
-                if let Some(f) = value.as_f64() {
+            Kind::Double => match value.as_f64() {
+                Some(f) => {
                     self.key(tag, WIRE_64);
                     self.buf.extend_from_slice(&f.to_le_bytes());
                 }
-            }
+                None => self.lossy = true,
+            },
             Kind::Message(m) => self.message(tag, m, value, depth + 1),
-            Kind::Inline(_) | Kind::MapString | Kind::MapBytes | Kind::MapMessage(_) => {}
+            Kind::Inline(_) | Kind::MapString | Kind::MapBytes | Kind::MapMessage(_) => self.lossy = true,
         }
     }
 
@@ -501,11 +541,10 @@ impl Writer {
             return;
         }
         match m.special {
-            Special::None => {
-                if let Some(obj) = value.as_object() {
-                    self.nested_in(tag, m.length_guess, |w| w.fields(m, obj, depth));
-                }
-            }
+            Special::None => match value.as_object() {
+                Some(obj) => self.nested_in(tag, m.length_guess, |w| w.fields(m, obj, depth)),
+                None => self.lossy = true,
+            },
             Special::Time | Special::MicroTime => {
                 if value.is_null() {
                     self.nested(tag, |_| {});
@@ -516,20 +555,21 @@ impl Writer {
                             w.int(2, nanos);
                         }
                     });
+                } else {
+                    self.lossy = true;
                 }
             }
-            Special::Duration => {
-                if let Some(nanos) = value.as_str().and_then(parse_go_duration) {
-                    self.nested(tag, |w| w.int(1, nanos));
-                }
-            }
+            Special::Duration => match value.as_str().and_then(parse_go_duration) {
+                Some(nanos) => self.nested(tag, |w| w.int(1, nanos)),
+                None => self.lossy = true,
+            },
             Special::Quantity => match value {
                 Value::String(s) => self.nested(tag, |w| w.string(1, s)),
                 Value::Number(n) => {
                     let s = n.to_string();
                     self.nested(tag, |w| w.string(1, &s));
                 }
-                _ => {}
+                _ => self.lossy = true,
             },
             Special::IntOrString => match value {
                 Value::String(s) => self.nested(tag, |w| {
@@ -537,27 +577,30 @@ impl Writer {
                     w.string(3, s);
                 }),
                 Value::Number(n) => {
-                    let v = n.as_i64().unwrap_or_default();
+                    let v = n.as_i64().filter(|v| i32::try_from(*v).is_ok());
+                    self.lossy |= v.is_none();
                     self.nested(tag, |w| {
                         w.int(1, 0);
-                        w.int(2, v);
+                        w.int(2, v.unwrap_or_default());
                     })
                 }
-                _ => {}
+                _ => self.lossy = true,
             },
             Special::RawExtension | Special::FieldsV1 => {
                 let raw = serde_json::to_vec(value).unwrap_or_default();
                 self.nested(tag, |w| w.bytes(1, &raw));
             }
-            Special::StringList => {
-                if let Some(items) = value.as_array() {
+            Special::StringList => match value.as_array() {
+                Some(items) => {
+                    self.lossy |= !items.iter().all(Value::is_string);
                     self.nested(tag, |w| {
                         for s in items.iter().filter_map(Value::as_str) {
                             w.string(1, s);
                         }
                     });
                 }
-            }
+                None => self.lossy = true,
+            },
             Special::SchemaOrArray | Special::SchemaOrBool | Special::SchemaOrStringArray => {
                 self.nested(tag, |w| w.schema_union(m, value, depth));
             }
@@ -597,7 +640,7 @@ impl Writer {
 }
 
 /// The length of `v` as a varint.
-fn varint_len(v: u64) -> usize {
+pub(super) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
@@ -789,6 +832,53 @@ mod tests {
         assert_eq!(len, frame.len() - 4);
         // type=1 "ADDED", then object=2 { raw=1 k8s\0... }
         assert_eq!(&frame[4..11], b"\x0a\x05ADDED");
+    }
+
+    /// Storage gets a protobuf body only when decoding it gives the object back: a value of the wrong type, a key
+    /// its kind does not have, an int32 out of range or an unparsable time make it keep the object as JSON. An
+    /// embedded object's apiVersion and kind (a StatefulSet's volumeClaimTemplates), which upstream's protobuf
+    /// leaves out too, do not.
+    #[test]
+    fn lossless_encoding_for_storage() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "b"}, "creationTimestamp": "2024-01-02T03:04:05Z"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "args": ["x"], "ports": [{"containerPort": 80}],
+                                     "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 3}}],
+                     "priority": 7, "activeDeadlineSeconds": 30},
+        });
+        assert_eq!(encode_object_lossless(&pod), encode_object(&pod));
+        assert!(encode_object_lossless(&pod).is_some());
+        for (pointer, bad) in [
+            ("/metadata/labels/a", json!(1)),
+            ("/metadata/labels", json!("a=b")),
+            ("/metadata/creationTimestamp", json!("yesterday")),
+            ("/metadata/unknown", json!("x")),
+            ("/spec/containers/0/ports/0/containerPort", json!("80")),
+            ("/spec/containers/0/args/0", Value::Null),
+            ("/spec/containers/0/readinessProbe/bogus", json!(1)),
+            ("/spec/containers/0/readinessProbe/periodSeconds", json!(1.5)),
+            ("/spec/priority", json!(5_000_000_000i64)),
+            ("/spec/activeDeadlineSeconds", json!(true)),
+            ("/spec/containers", json!({"name": "c"})),
+        ] {
+            let mut obj = pod.clone();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            match obj.pointer_mut(parent).unwrap() {
+                Value::Object(map) => {
+                    map.insert(key.to_string(), bad);
+                }
+                Value::Array(items) => items[key.parse::<usize>().unwrap()] = bad,
+                _ => unreachable!(),
+            }
+            assert!(encode_object_lossless(&obj).is_none(), "{pointer}");
+            assert!(encode_object(&obj).is_some(), "{pointer}: a response skips the value");
+        }
+        let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"},
+            "spec": {"volumeClaimTemplates": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                               "metadata": {"name": "data"}}]}});
+        assert!(encode_object_lossless(&sts).is_some());
+        assert!(encode_object_lossless(&json!({"apiVersion": "example.com/v1", "kind": "Widget"})).is_none());
     }
 
     /// Lengths are reserved by guess (one or two bytes, four for a list) and patched: whatever the content's size
