@@ -279,14 +279,10 @@ fn decode_fields_into(
     // The singular message fields seen (tags below 64; a higher tag takes the slow way).
     let mut seen = 0u64;
     let mut r = Reader::new(data, message.name);
-    while let Some((tag, wire)) = r.key()? {
-        let Some(field) = field_of(message, tag) else {
-            r.skip(wire)?;
-            continue;
-        };
+    while let Some((field, wire)) = next_field(&mut r, message)? {
         match field.kind {
             Kind::Message(m) | Kind::Inline(m) if !field.repeated => {
-                let bit = 1u64.checked_shl(tag).unwrap_or(0);
+                let bit = 1u64.checked_shl(field.tag).unwrap_or(0);
                 if bit == 0 || seen & bit != 0 {
                     let decoded: Vec<String> = out.keys().skip(first_key).cloned().collect();
                     for key in decoded {
@@ -309,6 +305,17 @@ fn decode_fields_into(
         }
     }
     Ok(())
+}
+
+/// The next field of `message` in `r` and its wire type, fields of tags `message` does not have skipped.
+fn next_field(r: &mut Reader<'_>, message: &'static Message) -> Result<Option<(&'static Field, u8)>> {
+    while let Some((tag, wire)) = r.key()? {
+        match field_of(message, tag) {
+            Some(field) => return Ok(Some((field, wire))),
+            None => r.skip(wire)?,
+        }
+    }
+    Ok(None)
 }
 
 /// The field of `message` with this tag: tags mostly run 1, 2, 3..., so the field at `tag - 1` is tried first.
@@ -390,15 +397,11 @@ fn decode_merging(message: &'static Message, data: &[u8], depth: usize) -> Resul
     let mut out = Map::new();
     let mut pending: Vec<(&'static Field, Vec<u8>)> = Vec::new();
     let mut r = Reader::new(data, message.name);
-    while let Some((tag, wire)) = r.key()? {
-        let Some(field) = field_of(message, tag) else {
-            r.skip(wire)?;
-            continue;
-        };
+    while let Some((field, wire)) = next_field(&mut r, message)? {
         match field.kind {
             Kind::Message(_) | Kind::Inline(_) if !field.repeated => {
                 let bytes = r.length_delimited(wire, field.json)?;
-                match pending.iter_mut().find(|(f, _)| f.tag == tag) {
+                match pending.iter_mut().find(|(f, _)| f.tag == field.tag) {
                     Some((_, buf)) => buf.extend_from_slice(bytes),
                     None => {
                         // Keep the wire position of the key; the value is filled in below.

@@ -113,23 +113,31 @@ fn encoding() -> Vec<(String, Duration, Duration)> {
     vec![
         (
             format!(
-                "LIST of 5,000 pods from the watch cache, first served after their reading from storage ({} B JSON, \
+                "encode LIST of 5,000 pods from the watch cache, first served after their reading from storage ({} B JSON, \
                  {} B protobuf)",
                 bytes.0, bytes.1
             ),
             first_json,
             first_pb,
         ),
-        ("the same LIST again (item encodings kept, as served for resourceVersion=0)".into(), json_cached, pb_cached),
+        (
+            "encode the same LIST again (item encodings kept, as served for resourceVersion=0)".into(),
+            json_cached,
+            pb_cached,
+        ),
         (
             format!(
-                "10,000 pod watch events as the watch cache dispatches them (each encoded by the server's \
+                "encode 10,000 pod watch events as the watch cache dispatches them (each encoded by the server's \
                  `Shared::watch_event` once the cache has decoded it; {json_wbytes} B JSON, {pb_wbytes} B protobuf)"
             ),
             json_sent,
             pb_sent,
         ),
-        ("the same 10,000 watch events replayed after their objects left the caches".into(), json_watch, pb_watch),
+        (
+            "encode the same 10,000 watch events replayed after their objects left the caches".into(),
+            json_watch,
+            pb_watch,
+        ),
         (
             "encoders alone: LIST of 5,000 pods, every item encoded from its object (objects not stored as protobuf)"
                 .into(),
@@ -230,27 +238,26 @@ async fn creates(client: &client::Client, prefix: &str, protobuf: bool, total: u
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// One table row: the two timings and their ratio, and the goal when there is one.
+fn row(what: &str, json: Duration, protobuf: Duration, goal: &str) {
+    let ratio = json.as_secs_f64() / protobuf.as_secs_f64();
+    let (j, p) = (json.as_secs_f64() * 1e3, protobuf.as_secs_f64() * 1e3);
+    println!("| {what} | {j:.1} ms | {p:.1} ms | {ratio:.2}x |{goal}");
+}
+
 fn main() {
     println!("| figure | JSON | protobuf | protobuf speed-up | goal |");
     println!("|---|---|---|---|---|");
-    for (what, json_t, pb_t) in encoding() {
-        let ratio = json_t.as_secs_f64() / pb_t.as_secs_f64();
-        println!(
-            "| encode {what} | {:.1} ms | {:.1} ms | {ratio:.2}x | >= 2x |",
-            json_t.as_secs_f64() * 1e3,
-            pb_t.as_secs_f64() * 1e3
-        );
+    for (what, json, protobuf) in encoding() {
+        // The encoders alone are not what the server serves stored objects with: no goal.
+        let goal = if what.starts_with("encoders alone") { " - |" } else { " >= 2x |" };
+        row(&what, json, protobuf, goal);
     }
     println!();
     println!("| storage (`--storage-media-type`) | JSON | protobuf | protobuf speed-up |");
     println!("|---|---|---|---|");
-    for (what, json_t, pb_t) in storage() {
-        let ratio = json_t.as_secs_f64() / pb_t.as_secs_f64();
-        println!(
-            "| {what} | {:.1} ms | {:.1} ms | {ratio:.2}x |",
-            json_t.as_secs_f64() * 1e3,
-            pb_t.as_secs_f64() * 1e3
-        );
+    for (what, json, protobuf) in storage() {
+        row(what, json, protobuf, "");
     }
     println!();
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "encoding") {

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::encode::varint_len;
-use super::{MAGIC, Reader};
+use super::{MAGIC, Reader, WIRE_LEN};
 
 /// Field numbers of `runtime.Unknown` (typeMeta, raw, contentEncoding, contentType), of the object's ObjectMeta, and
 /// of `ObjectMeta.resourceVersion`.
@@ -14,7 +14,6 @@ const TYPE_META: u32 = 1;
 const RAW: u32 = 2;
 const METADATA: u32 = 1;
 const RESOURCE_VERSION: u32 = 6;
-const WIRE_LEN: u8 = 2;
 
 /// The pieces of a stored body around which the resourceVersion goes.
 struct Parts<'a> {
