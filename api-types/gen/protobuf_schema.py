@@ -45,7 +45,7 @@ EXTRA_ROOTS = [
 ]
 
 # Kinds of the table without a protobuf message upstream (served as JSON only).
-NO_PROTOBUF = {"APIService"}
+NO_PROTOBUF = set()
 
 
 def group_module(group):
@@ -54,6 +54,8 @@ def group_module(group):
         return "api::core"
     if group == "apiextensions.k8s.io":
         return "apiextensions_apiserver::pkg::apis::apiextensions"
+    if group == "apiregistration.k8s.io":
+        return "kube_aggregator::pkg::apis::apiregistration"
     if group == "meta.k8s.io":
         return "apimachinery::pkg::apis::meta"
     return "api::" + group.split(".")[0]
@@ -169,6 +171,7 @@ GO_SOURCES = [
     ("k8s-api", "api"),  # github.com/kubernetes/api at v0.33.x
     ("apimachinery", "apimachinery"),  # github.com/kubernetes/apimachinery at v0.33.x
     ("apiextensions", "apiextensions_apiserver"),  # github.com/kubernetes/apiextensions-apiserver at v0.33.x
+    ("kube-aggregator", "kube_aggregator"),  # github.com/kubernetes/kube-aggregator at v0.33.x
 ]
 
 GO_STRUCT_RE = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.S | re.M)
@@ -506,7 +509,10 @@ def main():
     dirs = [(getattr(args, opt.replace("-", "_")), prefix) for opt, prefix in GO_SOURCES]
     for d, prefix in dirs:
         if not d or not os.path.isdir(d):
-            raise SystemExit(f"Go sources for {prefix} not found: pass --k8s-api, --apimachinery and --apiextensions")
+            raise SystemExit(
+                f"Go sources for {prefix} not found: pass --k8s-api, --apimachinery, --apiextensions and "
+                "--kube-aggregator"
+            )
     go = parse_go(dirs)
     table, names = build(messages, roots, go)
     if args.verify_openapi is not None:

@@ -344,6 +344,13 @@ fn fixtures() -> Vec<(&'static str, &'static str, &'static str, ReEncode, &'stat
             pb!(api::scheduling::v1::PriorityClass),
             "value: 1000\ndescription: high",
         ),
+        (
+            "apiregistration.k8s.io",
+            "v1",
+            "apiservices",
+            pb!(k8s_pb::kube_aggregator::pkg::apis::apiregistration::v1::APIService),
+            "spec: {group: example.com, version: VERSION, groupPriorityMinimum: 100, versionPriority: 10}",
+        ),
     ]
 }
 
@@ -356,6 +363,10 @@ fn object(group: &str, version: &str, plural: &str, yaml: &str, name: &str) -> V
             yaml.replace("NAMEs", &plural_name).replace("NAME", &name.replace('-', "")),
             format!("{plural_name}.example.com"),
         )
+    } else if plural == "apiservices" {
+        // An APIService is named `<version>.<group>`.
+        let version = name.replace('-', "");
+        (yaml.replace("VERSION", &version), format!("{version}.example.com"))
     } else {
         (yaml.to_string(), name.to_string())
     };
@@ -452,14 +463,18 @@ async fn every_kind_speaks_protobuf_like_client_go() {
 
         // GET in protobuf decodes to what the JSON GET shows.
         let name = created_pb["metadata"]["name"].as_str().unwrap().to_string();
-        if plural == "customresourcedefinitions" {
-            // The CRD controllers write the status right after a create: compare once they are done.
+        if let Some(settled) = match plural {
+            "customresourcedefinitions" => Some("Established"),
+            "apiservices" => Some("Available"),
+            _ => None,
+        } {
+            // The CRD and APIService controllers write the status right after a create: compare once they are done.
             for _ in 0..100 {
                 let got = api.client.request(Method::GET, &format!("{base}/{name}"), None).await.unwrap();
-                let established = got["status"]["conditions"]
+                let done = got["status"]["conditions"]
                     .as_array()
-                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
-                if established {
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == settled && c["status"] == "True"));
+                if done {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -491,9 +506,10 @@ async fn every_kind_speaks_protobuf_like_client_go() {
                 .unwrap()
                 .iter()
                 .filter(|o| {
-                    o["metadata"]["name"]
-                        .as_str()
-                        .is_some_and(|n| n.contains(&format!("-{i}")) || n.contains(&format!("{i}s.")))
+                    o["metadata"]["name"].as_str().is_some_and(|n| {
+                        // Names `from-json-{i}`, CRDs' `fromjson{i}s.<group>`, APIServices' `fromjson{i}.<group>`.
+                        n.contains(&format!("-{i}")) || n.contains(&format!("{i}s.")) || n.contains(&format!("{i}."))
+                    })
                 })
                 .map(|o| {
                     let mut o = o.clone();
@@ -520,9 +536,7 @@ async fn every_kind_speaks_protobuf_like_client_go() {
     }
     assert_eq!(checked, fixtures().len());
     // Every stored, creatable resource of the table has a fixture.
-    // APIService is served as JSON only (as the kube-aggregator's clients send it).
-    let creatable =
-        api_types::RESOURCES.iter().filter(|r| r.stored() && r.has_verb("create") && r.kind != "APIService").count();
+    let creatable = api_types::RESOURCES.iter().filter(|r| r.stored() && r.has_verb("create")).count();
     assert_eq!(checked, creatable, "a creatable resource has no fixture");
     api.stop().await;
 }

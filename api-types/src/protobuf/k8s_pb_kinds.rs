@@ -62,6 +62,12 @@ pub(super) static KINDS: &[(&str, &str, ReEncode)] = &[
     ("v1", "Service", |b| k8s_pb::api::core::v1::Service::decode(b).map(|m| m.encode_to_vec())),
     ("v1", "ServiceList", |b| k8s_pb::api::core::v1::ServiceList::decode(b).map(|m| m.encode_to_vec())),
     ("v1", "ServiceProxyOptions", |b| k8s_pb::api::core::v1::ServiceProxyOptions::decode(b).map(|m| m.encode_to_vec())),
+    ("apiregistration.k8s.io/v1", "APIService", |b| {
+        k8s_pb::kube_aggregator::pkg::apis::apiregistration::v1::APIService::decode(b).map(|m| m.encode_to_vec())
+    }),
+    ("apiregistration.k8s.io/v1", "APIServiceList", |b| {
+        k8s_pb::kube_aggregator::pkg::apis::apiregistration::v1::APIServiceList::decode(b).map(|m| m.encode_to_vec())
+    }),
     ("apps/v1", "ControllerRevision", |b| {
         k8s_pb::api::apps::v1::ControllerRevision::decode(b).map(|m| m.encode_to_vec())
     }),
