@@ -33,11 +33,38 @@ pub fn with_warnings(mut resp: Resp, warnings: &[String]) -> Resp {
 
 /// Decodes a request body: JSON, or the Kubernetes protobuf envelope kubectl's generators send.
 pub fn decode_body(headers: &http::HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if ct.split(';').next().unwrap_or_default().trim() == "application/vnd.kubernetes.protobuf" {
+    if is_protobuf(headers) {
         return decode_protobuf(body);
     }
     decode_json(headers, body)
+}
+
+/// A create or update body decoded and field-checked under the request's `fieldValidation`: unknown fields of a
+/// JSON body dropped, warned of or refused, and its duplicate fields too. A protobuf body has neither, as upstream's
+/// protobuf decoder has no strict mode: its decoding keeps only the fields the kind's message has. Returns the object
+/// and the Warn warnings.
+fn decode_checked(
+    server: &Apiserver,
+    res: &Resource,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let mut obj = decode_body(headers, body)?;
+    let mode = field_validation(q)?;
+    if is_protobuf(headers) && !res.custom {
+        return Ok((obj, Vec::new()));
+    }
+    let duplicates = crate::registry::body_duplicates(headers, body, mode);
+    let warnings =
+        crate::registry::with_duplicates(server.registry.check_fields(res, &mut obj, mode), &duplicates, mode)?;
+    Ok((obj, warnings))
+}
+
+/// Whether a request body is in protobuf.
+fn is_protobuf(headers: &http::HeaderMap) -> bool {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    ct.split(';').next().unwrap_or_default().trim() == "application/vnd.kubernetes.protobuf"
 }
 
 fn decode_protobuf(body: &Bytes) -> Result<Value, ApiError> {
@@ -161,6 +188,18 @@ fn object_response(
         Target::PartialObjectMetadata => encode_response(code, &partial_object_metadata(obj), out.encoding),
         Target::Object => encode_response(code, obj, out.encoding),
     }
+}
+
+/// A written object in protobuf as its stored bytes with its resourceVersion spliced in, which is what encoding it
+/// gives, without the encoding; `None` when it is not stored as protobuf or the answer is not the object itself in
+/// protobuf (and in its storage version).
+fn stored_response(code: StatusCode, res: &Resource, created: &crate::registry::Created, out: Output) -> Option<Resp> {
+    if out.target != Target::Object || out.encoding != Encoding::Protobuf || crate::convert::converts(res) {
+        return None;
+    }
+    let rv = meta_str(&created.object, "resourceVersion")?;
+    let (body, _, _) = api_types::protobuf::with_resource_version(created.stored.as_deref()?, rv, None)?;
+    Some(crate::server::bytes_response(code, body, api_types::protobuf::CONTENT_TYPE))
 }
 
 /// An object's `PartialObjectMetadata` (client-go's metadata client and informers).
@@ -395,14 +434,12 @@ async fn serve_resource(
                 false,
             )?;
             let body = read_body(body).await?;
-            let mut obj = decode_body(&parts.headers, &body)?;
-            let mode = field_validation(&q)?;
-            let duplicates = crate::registry::body_duplicates(&parts.headers, &body, mode);
-            let warnings =
-                crate::registry::with_duplicates(server.registry.check_fields(res, &mut obj, mode), &duplicates, mode)?;
+            let (obj, warnings) = decode_checked(server, res, &parts.headers, &body, &q)?;
             let obj = crate::convert::to_internal(res, obj);
-            let created = crate::admission::create(server, sres, ns, obj, dry_run(&q)?).await?;
-            let resp = object_response(StatusCode::CREATED, res, printer.as_ref(), &created, out, &q);
+            let created = crate::admission::create_stored(server, sres, ns, obj, dry_run(&q)?).await?;
+            let resp = stored_response(StatusCode::CREATED, res, &created, out).unwrap_or_else(|| {
+                object_response(StatusCode::CREATED, res, printer.as_ref(), &created.object, out, &q)
+            });
             Ok(with_warnings(resp, &warnings))
         }
         "update" => {
@@ -415,11 +452,7 @@ async fn serve_resource(
                 false,
             )?;
             let body = read_body(body).await?;
-            let mut obj = decode_body(&parts.headers, &body)?;
-            let mode = field_validation(&q)?;
-            let duplicates = crate::registry::body_duplicates(&parts.headers, &body, mode);
-            let warnings =
-                crate::registry::with_duplicates(server.registry.check_fields(res, &mut obj, mode), &duplicates, mode)?;
+            let (obj, warnings) = decode_checked(server, res, &parts.headers, &body, &q)?;
             let obj = crate::convert::to_internal(res, obj);
             let updated = reg.update(sres, ns, name, None, obj, dry_run(&q)?).await?;
             let resp = object_response(StatusCode::OK, res, printer.as_ref(), &updated, out, &q);

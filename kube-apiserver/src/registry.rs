@@ -97,6 +97,12 @@ pub fn body_duplicates(headers: &http::HeaderMap, body: &[u8], mode: FieldValida
     api_types::duplicates::duplicate_fields(body)
 }
 
+/// A created object, with its resourceVersion, and the bytes it was stored as (`None` for a dry run).
+pub struct Created {
+    pub object: Value,
+    pub stored: Option<Bytes>,
+}
+
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {
@@ -412,28 +418,42 @@ pub fn set_rv(obj: &mut Value, rev: Revision) {
 /// the kind has an encoding and the object comes back from it unchanged (else as JSON, as given).
 pub fn encode(obj: &Value, media: StorageMediaType) -> Result<Bytes, ApiError> {
     let Some(src) = obj.as_object() else { return Err(ApiError::bad_request("the object must be a JSON object")) };
-    let mut out = serde_json::Map::with_capacity(src.len());
-    for k in ["apiVersion", "kind", "metadata"] {
-        if let Some(v) = src.get(k) {
-            out.insert(k.to_string(), v.clone());
+    let meta = src.get("metadata").and_then(Value::as_object);
+    if meta.is_some_and(|m| m.contains_key("resourceVersion") || m.contains_key("selfLink")) {
+        // An update's object: written without them (a create's never has them).
+        let mut bare = obj.clone();
+        if let Some(m) = bare.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("selfLink");
         }
+        return encode(&bare, media);
     }
-    for (k, v) in src {
-        if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-        meta.remove("selfLink");
-    }
-    let out = Value::Object(out);
     if media == StorageMediaType::Protobuf
-        && let Some(body) = api_types::protobuf::encode_object_lossless(&out)
+        && let Some(body) = api_types::protobuf::encode_object_lossless(obj)
     {
         return Ok(Bytes::from(body));
     }
-    serde_json::to_vec(&out).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+    serde_json::to_vec(&StoredOrder(src)).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// An object's fields with apiVersion, kind and metadata first, serialized without a copy.
+struct StoredOrder<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for StoredOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const FIRST: [&str; 3] = ["apiVersion", "kind", "metadata"];
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for k in FIRST {
+            if let Some(v) = self.0.get(k) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        for (k, v) in self.0.iter().filter(|(k, _)| !FIRST.contains(&k.as_str())) {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 /// A stored object as JSON with `metadata.resourceVersion` set. Stored JSON is spliced, without parsing it: inside
@@ -837,13 +857,18 @@ impl Registry {
     }
 
     /// Creates an object (201): defaulting, validation, uid, creationTimestamp, generateName, generation.
-    pub async fn create(
+    pub async fn create(&self, res: &Resource, ns: Option<&str>, obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+        self.create_stored(res, ns, obj, dry_run).await.map(|c| c.object)
+    }
+
+    /// [`Self::create`], also giving the bytes the object was stored as.
+    pub async fn create_stored(
         &self,
         res: &Resource,
         ns: Option<&str>,
         mut obj: Value,
         dry_run: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Created, ApiError> {
         if res.custom {
             self.check_fields(res, &mut obj, FieldValidation::Ignore)?;
         }
@@ -873,7 +898,7 @@ impl Registry {
         ns: Option<&str>,
         mut obj: Value,
         dry_run: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Created, ApiError> {
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         strategy::validate(res, &obj, None)?;
         self.validate_custom(res, &obj, None)?;
@@ -899,16 +924,17 @@ impl Registry {
             if self.store.get(&key(res, ns, &name), None).await.is_ok() {
                 return Err(ApiError::already_exists(res.group, res.plural, &name));
             }
-            return Ok(obj);
+            return Ok(Created { object: obj, stored: None });
         }
         // A generated name that is taken is generated again (upstream's RetryGenerateName: 8 attempts in all).
         let generated = obj.pointer("/metadata/generateName").and_then(Value::as_str).filter(|g| !g.is_empty());
         let prefix = generated.filter(|g| name.starts_with(*g)).map(str::to_string);
         let mut name = name;
         let mut attempts = 0;
-        let kv = loop {
-            match self.store.create(&key(res, ns, &name), encode(&obj, self.storage_media_type)?, ttl).await {
-                Ok(kv) => break kv,
+        let (kv, stored) = loop {
+            let stored = encode(&obj, self.storage_media_type)?;
+            match self.store.create(&key(res, ns, &name), stored.clone(), ttl).await {
+                Ok(kv) => break (kv, stored),
                 Err(crate::storage::StorageError::AlreadyExists { .. }) if prefix.is_some() && attempts < 7 => {
                     attempts += 1;
                     name = format!("{}{}", prefix.as_deref().unwrap_or_default(), strategy::name_suffix());
@@ -918,7 +944,7 @@ impl Registry {
             }
         };
         set_rv(&mut obj, kv.mod_revision);
-        Ok(obj)
+        Ok(Created { object: obj, stored: Some(stored) })
     }
 
     /// Replaces an object (PUT) or its status; 409 on a stale resourceVersion.

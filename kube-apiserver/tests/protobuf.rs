@@ -455,6 +455,10 @@ async fn every_kind_speaks_protobuf_like_client_go() {
         assert_eq!(ct, CONTENT_TYPE, "{what}");
         let created_pb = decode_k8s_protobuf(&answer).unwrap();
         re_encode(&encode_message_of(&created_pb).unwrap());
+        // The answer is the stored bytes with the resourceVersion spliced in: the bytes encoding the object gives.
+        assert!(created_pb["metadata"]["resourceVersion"].as_str().is_some_and(|rv| rv.parse::<u64>().is_ok()));
+        let encoded = api_types::protobuf::encode_object(&created_pb).unwrap();
+        assert!(encoded == answer, "{what}: the protobuf answer to a create is not the object's encoding");
         assert_eq!(
             comparable(&created_pb, i),
             comparable(&created_json, i),
@@ -651,5 +655,40 @@ async fn errors_and_status_subresources_in_protobuf() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let st: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(st["reason"], "NotAcceptable");
+    api.stop().await;
+}
+
+/// Upstream's protobuf decoder has no strict mode: a field number the kind's message does not have is skipped, with
+/// no warning and no 400 even under `fieldValidation=Strict`, where the same unknown field in JSON is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_bodies_skip_unknown_fields_under_every_field_validation() {
+    let api = TestApiserver::start().await;
+    let base = "/api/v1/namespaces/default/configmaps";
+    for (i, mode) in ["Strict", "Warn", "Ignore"].iter().enumerate() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm{i}")}, "data": {"k": "v"}});
+        // The ConfigMap message, then field 99 (varint 1), which ConfigMap does not have.
+        let mut raw = encode_message_of(&cm).unwrap();
+        raw.extend_from_slice(&[0x98, 0x06, 0x01]);
+        let body = Bytes::from(envelope("v1", "ConfigMap", &raw));
+        let path = format!("{base}?fieldValidation={mode}");
+        let resp = api.client.send_accepting(Method::POST, &path, PB_ACCEPT, Some((body, CONTENT_TYPE))).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{mode}");
+        assert!(resp.headers().get(header::WARNING).is_none(), "{mode}: no warning for a protobuf body");
+        let created = decode_k8s_protobuf(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(created["data"], json!({"k": "v"}), "{mode}");
+
+        // The same unknown field in JSON: refused under Strict, a warning under Warn, dropped under Ignore.
+        let mut cm = cm.clone();
+        cm["metadata"]["name"] = json!(format!("json{i}"));
+        cm["unknownField"] = json!(1);
+        let body = Some((Bytes::from(cm.to_string()), "application/json"));
+        let resp = api.client.send_accepting(Method::POST, &path, "application/json", body).await.unwrap();
+        let warned = resp.headers().get(header::WARNING).map(|w| w.to_str().unwrap().to_string());
+        match *mode {
+            "Strict" => assert_eq!(resp.status(), StatusCode::BAD_REQUEST),
+            "Warn" => assert_eq!(warned.as_deref(), Some("299 - \"unknown field \\\"unknownField\\\"\"")),
+            _ => assert!(resp.status() == StatusCode::CREATED && warned.is_none()),
+        }
+    }
     api.stop().await;
 }

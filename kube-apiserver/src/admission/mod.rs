@@ -551,9 +551,20 @@ pub async fn create(
     server: &Arc<Apiserver>,
     res: &Resource,
     ns: Option<&str>,
-    mut obj: Value,
+    obj: Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
+    create_stored(server, res, ns, obj, dry_run).await.map(|c| c.object)
+}
+
+/// [`create`], also giving the bytes the object was stored as.
+pub async fn create_stored(
+    server: &Arc<Apiserver>,
+    res: &Resource,
+    ns: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<crate::registry::Created, ApiError> {
     if is(res, "", "pods") && server.admission_enabled(limitranger::NAME) {
         // Upstream defaults a pod when decoding it, before admission: a limit without a request is the request.
         crate::defaults::requests_from_limits(&mut obj);
@@ -575,7 +586,7 @@ pub async fn create(
         requester(&mut obj);
     }
     mutating_webhooks_on_create(server, res, ns, &mut obj, dry_run).await?;
-    server.registry.create(res, ns, obj, dry_run).await
+    server.registry.create_stored(res, ns, obj, dry_run).await
 }
 
 /// The mutating webhooks of a create, after the built-in mutating plugins (upstream's order). The object goes out
