@@ -190,15 +190,14 @@ fn object_response(
     }
 }
 
-/// A written object in protobuf as its stored bytes with its resourceVersion spliced in, which is what encoding it
-/// gives, without the encoding; `None` when it is not stored as protobuf or the answer is not the object itself in
-/// protobuf (and in its storage version).
-fn stored_response(code: StatusCode, res: &Resource, created: &crate::registry::Created, out: Output) -> Option<Resp> {
+/// An object in protobuf as its stored bytes with its resourceVersion spliced in, which is what encoding it gives,
+/// without decoding or encoding it; `None` when it is not stored as protobuf or the answer is not the object itself in
+/// protobuf in its storage version.
+fn stored_response(code: StatusCode, res: &Resource, stored: Option<&[u8]>, rv: &str, out: Output) -> Option<Resp> {
     if out.target != Target::Object || out.encoding != Encoding::Protobuf || crate::convert::converts(res) {
         return None;
     }
-    let rv = meta_str(&created.object, "resourceVersion")?;
-    let (body, _, _) = api_types::protobuf::with_resource_version(created.stored.as_deref()?, rv, None)?;
+    let (body, _, _) = api_types::protobuf::with_resource_version(stored?, rv, None)?;
     Some(crate::server::bytes_response(code, body, api_types::protobuf::CONTENT_TYPE))
 }
 
@@ -321,7 +320,12 @@ async fn serve_resource(
         "get" => {
             allowed("get")?;
             let name = info.name.as_deref().unwrap_or_default();
-            let obj = reg.get(sres, ns, name).await?;
+            let kv = reg.get_stored(sres, ns, name).await?;
+            let rv = kv.mod_revision.to_string();
+            if let Some(resp) = stored_response(StatusCode::OK, res, Some(&kv.value), &rv, out) {
+                return Ok(resp);
+            }
+            let obj = crate::registry::decode(&kv)?;
             let obj = crate::apiextensions::conversion::one_for_request(server, res, obj).await?;
             Ok(object_response(StatusCode::OK, res, printer.as_ref(), &obj, out, &q))
         }
@@ -437,9 +441,11 @@ async fn serve_resource(
             let (obj, warnings) = decode_checked(server, res, &parts.headers, &body, &q)?;
             let obj = crate::convert::to_internal(res, obj);
             let created = crate::admission::create_stored(server, sres, ns, obj, dry_run(&q)?).await?;
-            let resp = stored_response(StatusCode::CREATED, res, &created, out).unwrap_or_else(|| {
-                object_response(StatusCode::CREATED, res, printer.as_ref(), &created.object, out, &q)
-            });
+            let rv = meta_str(&created.object, "resourceVersion").unwrap_or_default();
+            let resp =
+                stored_response(StatusCode::CREATED, res, created.stored.as_deref(), rv, out).unwrap_or_else(|| {
+                    object_response(StatusCode::CREATED, res, printer.as_ref(), &created.object, out, &q)
+                });
             Ok(with_warnings(resp, &warnings))
         }
         "update" => {

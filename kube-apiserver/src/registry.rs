@@ -736,12 +736,16 @@ impl Registry {
     }
 
     pub async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
-        let kv = self.store.get(&key(res, ns, name), None).await.map_err(|e| storage_error(res, name, e))?;
-        decode(&kv)
+        decode(&self.get_stored(res, ns, name).await?)
+    }
+
+    /// An object as stored, with its revision.
+    pub async fn get_stored(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<KeyValue, ApiError> {
+        self.store.get(&key(res, ns, name), None).await.map_err(|e| storage_error(res, name, e))
     }
 
     async fn get_kv(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<(KeyValue, Value), ApiError> {
-        let kv = self.store.get(&key(res, ns, name), None).await.map_err(|e| storage_error(res, name, e))?;
+        let kv = self.get_stored(res, ns, name).await?;
         let obj = decode(&kv)?;
         Ok((kv, obj))
     }

@@ -488,6 +488,8 @@ async fn every_kind_speaks_protobuf_like_client_go() {
         assert_eq!((status, ct.as_str()), (StatusCode::OK, CONTENT_TYPE), "{what}");
         let json_get = api.client.request(Method::GET, &format!("{base}/{name}"), None).await.unwrap();
         assert_eq!(decode_k8s_protobuf(&got).unwrap(), json_get, "{what}: protobuf GET differs from JSON GET");
+        let encoded = api_types::protobuf::encode_object(&json_get).unwrap();
+        assert!(encoded == got, "{what}: the protobuf GET is not the object's encoding");
 
         // LIST in protobuf: the list kind, both objects.
         let (status, _, list) = call(&api, Method::GET, &base, None).await;
