@@ -56,8 +56,19 @@ fn decode_checked(
         return Ok((obj, Vec::new()));
     }
     let duplicates = crate::registry::body_duplicates(headers, body, mode);
-    let warnings =
-        crate::registry::with_duplicates(server.registry.check_fields(res, &mut obj, mode), &duplicates, mode)?;
+    let checked =
+        crate::registry::with_duplicates(server.registry.check_fields(res, &mut obj, mode), &duplicates, mode);
+    let warnings = checked.map_err(|mut e| {
+        if e.message.starts_with("strict decoding error: ") {
+            // Upstream's create and update handlers wrap decoding errors (`transformDecodeError`): the kind and
+            // version the body gave, then the kind decoded into.
+            let kind = obj.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty()).unwrap_or(res.kind);
+            let api_version = obj.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty());
+            let version = api_version.map_or(res.version, |v| v.rsplit('/').next().unwrap_or(v));
+            e.message = format!("{kind} in version {version:?} cannot be handled as a {}: {}", res.kind, e.message);
+        }
+        e
+    })?;
     Ok((obj, warnings))
 }
 
