@@ -25,6 +25,7 @@ mod encode;
 mod fieldindex;
 #[cfg(test)]
 mod k8s_pb_kinds;
+mod normalize;
 #[cfg(test)]
 mod roundtrip;
 mod stored;
@@ -32,6 +33,7 @@ pub use encode::{
     encode_list, encode_list_of, encode_message_of, encode_object, encode_object_lossless, encode_object_parts,
     encode_watch_frame, envelope, supports, watch_frame,
 };
+pub use normalize::canonicalize_quantities;
 pub use stored::with_resource_version;
 
 /// The media type of Kubernetes protobuf bodies.

@@ -111,6 +111,130 @@ pub fn format_scaled(value: i64, scale: i32, binary: bool) -> String {
     canonical_decimal(value, scale)
 }
 
+/// How a quantity was written, which decides how upstream writes it back (`resource.Format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    DecimalSI,
+    BinarySI,
+    DecimalExponent,
+}
+
+/// A quantity string as upstream's `Quantity` serializes it once parsed (`ParseQuantity`, then `CanonicalizeBytes`):
+/// `1000m` -> `1`, `0.5Gi` -> `512Mi`, `1.5` -> `1500m`, `1024Mi` -> `1Gi`, `1e3` -> `1e3`, `10e3` -> `10e3`. Values
+/// are rounded up to nano precision, and capped at 2^63-1 as upstream caps them. `None` when it does not parse.
+pub fn canonical(s: &str) -> Option<String> {
+    let (mut mantissa, mut scale, mut format) = parse_exact(s)?;
+    // Rounded up (away from zero) to 1n: someone who asks for some of a resource gets some.
+    if scale < -9 {
+        let div = 10i128.checked_pow((-9 - scale) as u32)?;
+        let rounded = mantissa.unsigned_abs().div_ceil(div.unsigned_abs()) as i128;
+        mantissa = if mantissa < 0 { -rounded } else { rounded };
+        scale = -9;
+    }
+    if mantissa == 0 {
+        return Some("0".into());
+    }
+    // Capped at the largest int64, as upstream's maxAllowed.
+    let max = i64::MAX as i128;
+    let whole = (scale >= 0).then(|| 10i128.checked_pow(scale as u32).and_then(|p| mantissa.checked_mul(p))).flatten();
+    if scale >= 0 && whole.is_none_or(|w| w.abs() > max) {
+        (mantissa, scale) = (if mantissa < 0 { -max } else { max }, 0);
+    }
+    if format == Format::BinarySI {
+        // Under 1024, or not whole: written as DecimalSI, so that nothing is rounded.
+        let integer = if scale >= 0 { 10i128.checked_pow(scale as u32).map(|p| mantissa * p) } else { None };
+        let integer = integer.or_else(|| {
+            let p = 10i128.pow((-scale) as u32);
+            (mantissa % p == 0).then(|| mantissa / p)
+        });
+        match integer {
+            Some(v) if !(-1024 < v && v < 1024) => {
+                let (mut amount, mut times) = (v, 0);
+                while amount % 1024 == 0 && times < 6 {
+                    amount /= 1024;
+                    times += 1;
+                }
+                let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][times];
+                return Some(format!("{amount}{suffix}"));
+            }
+            _ => format = Format::DecimalSI,
+        }
+    }
+    // Trailing zeros into the exponent, then the exponent lowered to a multiple of three.
+    while mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale += 1;
+    }
+    match scale.rem_euclid(3) {
+        1 => (mantissa, scale) = (mantissa * 10, scale - 1),
+        2 => (mantissa, scale) = (mantissa * 100, scale - 2),
+        _ => {}
+    }
+    let suffix = match format {
+        Format::DecimalExponent if scale == 0 => String::new(),
+        Format::DecimalExponent => format!("e{scale}"),
+        _ => decimal_suffix(scale),
+    };
+    Some(format!("{mantissa}{suffix}"))
+}
+
+/// A quantity as `mantissa × 10^scale` exactly, and its format; upstream's syntax: a sign, digits with at most one
+/// point, then a suffix (`m`, `Ki`, `e3`...).
+fn parse_exact(s: &str) -> Option<(i128, i32, Format)> {
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(end);
+    let (neg, num) = match num.as_bytes().first() {
+        Some(b'-') => (true, &num[1..]),
+        Some(b'+') => (false, &num[1..]),
+        _ => (false, num),
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
+        return None;
+    }
+    // Leading zeros carry nothing; more digits than an i128 holds are beyond any quantity that is not capped.
+    let all = format!("{int}{frac}");
+    let all = all.trim_start_matches('0');
+    if all.len() > 36 {
+        return None;
+    }
+    let mut mantissa: i128 = if all.is_empty() { 0 } else { all.parse().ok()? };
+    let mut scale = -(frac.len() as i32);
+    let format = match suffix {
+        "" => Format::DecimalSI,
+        "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" => {
+            scale += match suffix {
+                "n" => -9,
+                "u" => -6,
+                "m" => -3,
+                "k" => 3,
+                "M" => 6,
+                "G" => 9,
+                "T" => 12,
+                "P" => 15,
+                _ => 18,
+            };
+            Format::DecimalSI
+        }
+        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
+            let shift = 10 * (1 + ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].iter().position(|b| *b == suffix)? as u32);
+            mantissa = mantissa.checked_mul(1i128 << shift)?;
+            Format::BinarySI
+        }
+        e if e.len() > 1 && e.starts_with(['e', 'E']) => {
+            let exp: i32 = e[1..].parse().ok()?;
+            scale = scale.checked_add(exp)?;
+            Format::DecimalExponent
+        }
+        _ => return None,
+    };
+    if !(-60..=60).contains(&scale) {
+        return None;
+    }
+    Some((if neg { -mantissa } else { mantissa }, scale, format))
+}
+
 /// A quantity in milli-units, remembering whether it was written with a binary suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Quantity {
@@ -234,6 +358,63 @@ mod tests {
             (-1500, -3, false, "-1500m"),
         ] {
             assert_eq!(format_scaled(value, scale, binary), want, "{value} {scale} {binary}");
+        }
+    }
+
+    /// Quantities as upstream's apiserver writes them back (quantity_test.go's TestQuantityParse and
+    /// TestQuantityString cases through `ParseQuantity(s).String()`).
+    #[test]
+    fn canonical_strings() {
+        for (given, want) in [
+            ("0", "0"),
+            ("0n", "0"),
+            ("-0.0Mi", "0"),
+            ("1000m", "1"),
+            ("1500m", "1500m"),
+            ("1.5", "1500m"),
+            ("0.1", "100m"),
+            ("100m", "100m"),
+            ("1", "1"),
+            ("1000", "1k"),
+            ("1001", "1001"),
+            ("1024Mi", "1Gi"),
+            ("0.5Gi", "512Mi"),
+            ("1.5Gi", "1536Mi"),
+            ("512Ki", "512Ki"),
+            ("1Ki", "1Ki"),
+            ("0.5Ki", "512"),
+            ("1023", "1023"),
+            ("1.1Ki", "1126400m"),
+            ("1e3", "1e3"),
+            ("1E3", "1e3"),
+            ("10e3", "10e3"),
+            ("1e4", "10e3"),
+            ("1.5e3", "1500"),
+            ("100e-3", "100e-3"),
+            ("100e-4", "10e-3"),
+            ("1e0", "1"),
+            ("1k", "1k"),
+            ("1000k", "1M"),
+            ("0.001", "1m"),
+            ("0.0001", "100u"),
+            ("1n", "1n"),
+            ("0.1n", "1n"),
+            ("1.0000000001", "1000000001n"),
+            ("-1500m", "-1500m"),
+            ("-0.1n", "-1n"),
+            ("+5", "5"),
+            (".5", "500m"),
+            ("5.", "5"),
+            ("0050m", "50m"),
+            ("9E", "9E"),
+            ("10E", "9223372036854775807"),
+            ("8Ei", "9223372036854775807"),
+            ("2Ei", "2Ei"),
+        ] {
+            assert_eq!(canonical(given).as_deref(), Some(want), "{given}");
+        }
+        for bad in ["", "m", "1.2.3", "1Q", "abc", "1 m", "--1", ".", "1e", "1i"] {
+            assert_eq!(canonical(bad), None, "{bad:?}");
         }
     }
 

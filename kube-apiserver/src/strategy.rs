@@ -91,6 +91,8 @@ fn set_namespace(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<()
 
 pub fn prepare_create(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<(), ApiError> {
     set_type_meta(res, obj)?;
+    // Upstream's decoding into the Go types writes every quantity in its canonical form.
+    api_types::protobuf::canonicalize_quantities(obj);
     set_namespace(res, ns, obj)?;
     let meta = meta_mut(obj)?;
     let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -180,6 +182,7 @@ fn spec_part(obj: &Value) -> Value {
 
 pub fn prepare_update(res: &Resource, sub: Option<&str>, old: &Value, new: &mut Value) -> Result<(), ApiError> {
     set_type_meta(res, new)?;
+    api_types::protobuf::canonicalize_quantities(new);
     let ns = meta_str(old, "namespace").map(str::to_string);
     set_namespace(res, ns.as_deref(), new)?;
     if let Some(uid) = meta_str(new, "uid").filter(|u| !u.is_empty())

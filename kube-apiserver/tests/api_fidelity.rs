@@ -168,3 +168,36 @@ async fn oversized_requests_get_a_status_not_a_reset() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"], 431);
     api.stop().await;
 }
+
+/// Upstream decodes every quantity into a `resource.Quantity` and writes it back in canonical form
+/// (`TestQuantityString` in apimachinery): what a client reads back is `1`, not the `1000m` it sent, on creates,
+/// updates and patches alike, and a JSON number becomes its string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quantities_are_written_back_in_canonical_form() {
+    let api = TestApiserver::start().await;
+    let pods = api.client.api("", "v1", "pods").unwrap().namespaced("default");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": "1000m", "memory": "0.5Gi"}, "limits": {"cpu": 2, "memory": "1024Mi"}}}]}});
+    let created = pods.create(&pod).await.unwrap();
+    let want = json!({"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}});
+    assert_eq!(created["spec"]["containers"][0]["resources"], want);
+    assert_eq!(pods.get("q").await.unwrap()["spec"]["containers"][0]["resources"], want);
+
+    let quotas = api.client.api("", "v1", "resourcequotas").unwrap().namespaced("default");
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "rq"},
+                       "spec": {"hard": {"requests.cpu": "2000m", "pods": "10"}}});
+    quotas.create(&quota).await.unwrap();
+    // An update and a merge patch are canonical too.
+    let mut current = quotas.get("rq").await.unwrap();
+    current["spec"]["hard"]["requests.memory"] = json!("2048Mi");
+    let updated = quotas.replace("rq", &current).await.unwrap();
+    assert_eq!(updated["spec"]["hard"]["requests.memory"], "2Gi");
+    let patch = json!({"spec": {"hard": {"limits.cpu": 1.5}}});
+    let patched = quotas.patch("rq", api_types::patch::PatchType::Merge, &patch).await.unwrap();
+    assert_eq!(
+        patched["spec"]["hard"],
+        json!({"requests.cpu": "2", "pods": "10", "requests.memory": "2Gi", "limits.cpu": "1500m"})
+    );
+    api.stop().await;
+}
