@@ -52,6 +52,8 @@ fn decode_checked(
 ) -> Result<(Value, Vec<String>), ApiError> {
     let mut obj = decode_body(headers, body)?;
     let mode = field_validation(q)?;
+    // Decoded as upstream decodes into the Go types, before admission sees the object: canonical quantities.
+    api_types::protobuf::canonicalize_quantities(&mut obj);
     if is_protobuf(headers) && !res.custom {
         return Ok((obj, Vec::new()));
     }

@@ -517,3 +517,34 @@ async fn scale_requests_are_admitted_as_scales() {
     })
     .await;
 }
+
+/// A webhook sees the object as upstream decoded it into the Go types: quantities already canonical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_see_canonical_quantities() {
+    let server = WebhookServer::start(&["webhook.default.svc"]).await;
+    let api = TestApiserver::start().await;
+    let c = &api.client;
+    let ns = json!({"metadata": {"name": "wh", "labels": {"webhooks": "on"}}});
+    c.api("", "v1", "namespaces").unwrap().create(&ns).await.unwrap();
+    server.expose(c).await.unwrap();
+    let hooks = vec![hook(&server, "noop.example.com", "/noop", &["CREATE"], &["pods"])];
+    configuration(&api, "mutatingwebhookconfigurations", "noop", hooks).await;
+    let pods = c.api("", "v1", "pods").unwrap().namespaced("wh");
+    let mut n = 0;
+    until("the webhook is called", async || {
+        n += 1;
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{n}")},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1000m", "memory": "0.5Gi"}}}]}});
+        pods.create(&pod).await.unwrap();
+        !server.take_calls().is_empty()
+    })
+    .await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "seen"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1000m", "memory": "0.5Gi"}}}]}});
+    pods.create(&pod).await.unwrap();
+    let calls = server.take_calls();
+    let object = &calls.last().unwrap().review["request"]["object"];
+    assert_eq!(object["metadata"]["name"], "seen");
+    assert_eq!(object["spec"]["containers"][0]["resources"]["requests"], json!({"cpu": "1", "memory": "512Mi"}));
+    api.stop().await;
+}
