@@ -90,8 +90,7 @@ fn decode_protobuf(body: &Bytes) -> Result<Value, ApiError> {
 
 /// A DeleteOptions body as JSON bytes (drain sends it as protobuf).
 fn as_json(headers: &http::HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if ct.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
+    if is_protobuf(headers) && !body.is_empty() {
         return Ok(Bytes::from(decode_protobuf(&body)?.to_string()));
     }
     Ok(body)

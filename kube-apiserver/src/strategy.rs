@@ -91,7 +91,9 @@ fn set_namespace(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<()
 
 pub fn prepare_create(res: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<(), ApiError> {
     set_type_meta(res, obj)?;
-    // Upstream's decoding into the Go types writes every quantity in its canonical form.
+    // Upstream's decoding into the Go types writes every quantity in its canonical form. The request body was
+    // canonicalized before admission (`api::decode_checked`); this pass covers what came after it or around it: a
+    // webhook's patch (upstream decodes the patched object again), applies, and the server's own writes.
     api_types::protobuf::canonicalize_quantities(obj);
     set_namespace(res, ns, obj)?;
     let meta = meta_mut(obj)?;
